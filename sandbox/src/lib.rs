@@ -1,0 +1,232 @@
+//! mta's sandbox: the one crate with platform FFI.
+//!
+//! A process role describes what it may do as a [`Policy`] (plain data,
+//! the same value on every system), and [`enter`] applies it with the
+//! system's own mechanism: Capsicum on FreeBSD, unveil+pledge on OpenBSD,
+//! Landlock+seccomp+no_new_privs on Linux. `enter` returns a [`Sandboxed`]
+//! token that serving code takes as an argument, so code that serves before
+//! the sandbox is entered does not compile.
+//!
+//! The crate also holds the fenced process helpers: [`spawn`] (fork and
+//! exec a program with its descriptors at known numbers, a clean
+//! environment, resource limits and reduced credentials) and [`fork_wait`]
+//! (run a closure in a forked child, for tests). Every `unsafe` block
+//! carries a `// SAFETY:` argument.
+//!
+//! Trusts: its caller (the policy is the caller's word). Distrusts nothing
+//! else, since it parses no input.
+
+use std::fmt;
+use std::os::fd::RawFd;
+use std::path::PathBuf;
+
+mod rights;
+mod spawn;
+mod threads;
+
+#[cfg(target_os = "freebsd")]
+mod freebsd;
+#[cfg(target_os = "linux")]
+mod linux;
+#[cfg(target_os = "openbsd")]
+mod openbsd;
+
+pub use rights::{CapRight, capsicum_rights, pledge_promises};
+pub use spawn::{Credentials, Limit, Resource, Spawn, fork_wait, spawn};
+
+/// What a role may do with one inherited directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DirAccess {
+    /// List and read files beneath it.
+    Read,
+    /// Read, create, write, truncate, rename within, unlink, make and
+    /// remove subdirectories, fsync.
+    ReadWrite,
+}
+
+/// One inherited descriptor and what the role may do with it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Grant {
+    /// A directory, named by its descriptor and by its path (unveil
+    /// takes paths).
+    Dir { fd: RawFd, path: PathBuf, access: DirAccess },
+    /// A regular file opened before entering.
+    File { fd: RawFd, write: bool },
+    /// A listening stream socket (TCP or UNIX). Accepted sockets inherit
+    /// its rights on FreeBSD, so it carries what a session needs: read,
+    /// write, shutdown, getpeername, socket options, event, fstat.
+    Listener { fd: RawFd },
+    /// A connected socket: an IPC channel (SOCK_SEQPACKET) that may
+    /// carry descriptors both ways, or a connected stream.
+    Channel { fd: RawFd },
+}
+
+impl Grant {
+    pub fn fd(&self) -> RawFd {
+        match self {
+            Grant::Dir { fd, .. } | Grant::File { fd, .. } | Grant::Listener { fd } | Grant::Channel { fd } => *fd,
+        }
+    }
+}
+
+/// Outbound network access.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Net {
+    /// No new sockets at all: only inherited or received descriptors.
+    None,
+    /// May create AF_INET/AF_INET6 sockets, connect them and resolve
+    /// names (the connector).
+    Connect,
+}
+
+/// A role's whole sandbox, one declarative value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// Role name, for messages.
+    pub role: &'static str,
+    /// Inherited descriptors. Descriptors not listed here are not
+    /// restricted by Capsicum rights and should not exist.
+    pub grants: Vec<Grant>,
+    /// Outbound network access.
+    pub net: Net,
+    /// May fork (and so create processes).
+    pub fork: bool,
+    /// May execute programs. Implies no no_new_privs on Linux.
+    pub exec: bool,
+    /// May change user and group ids (setgroups, setgid, setuid).
+    pub change_uid: bool,
+    /// May open files by path outside the granted directories (a role
+    /// that does not enter capability mode, e.g. local's root parent).
+    pub open_paths: Vec<PathBuf>,
+}
+
+impl Policy {
+    /// A policy with no grants and nothing allowed.
+    pub fn new(role: &'static str) -> Policy {
+        Policy { role, grants: Vec::new(), net: Net::None, fork: false, exec: false, change_uid: false, open_paths: Vec::new() }
+    }
+}
+
+/// Proof that the calling process is inside its sandbox (or was
+/// explicitly allowed to run unconfined). Serving code takes one.
+#[derive(Debug)]
+pub struct Sandboxed {
+    role: &'static str,
+    confined: bool,
+}
+
+impl Sandboxed {
+    pub fn role(&self) -> &'static str {
+        self.role
+    }
+    /// False only when the configuration allowed running unconfined and
+    /// the sandbox could not be entered.
+    pub fn confined(&self) -> bool {
+        self.confined
+    }
+}
+
+/// What went wrong entering a sandbox.
+#[derive(Debug)]
+pub enum Error {
+    /// More than one thread exists: the sandbox would not cover them.
+    MultiThreaded(usize),
+    /// A system call failed; `what` names the step.
+    Sys { what: &'static str, errno: i32 },
+    /// The kernel lacks the mechanism (e.g. Landlock disabled).
+    Unsupported(&'static str),
+    /// The policy cannot be expressed on this system.
+    Policy(String),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::MultiThreaded(n) => write!(f, "process has {n} threads; the sandbox must be entered before any thread exists"),
+            Error::Sys { what, errno } => write!(f, "{what}: {}", std::io::Error::from_raw_os_error(*errno)),
+            Error::Unsupported(what) => write!(f, "kernel does not support {what}"),
+            Error::Policy(m) => write!(f, "policy: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Whether running outside the sandbox is allowed when it cannot be
+/// entered. Only the administrator's configuration sets `Allowed`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unconfined {
+    Refused,
+    Allowed,
+}
+
+/// Apply `policy` to the calling process. Refuses if the process has
+/// more than one thread. On failure with `Unconfined::Allowed`, returns
+/// an unconfined token (the caller logs that at every start); otherwise
+/// returns the error and the caller exits.
+pub fn enter(policy: &Policy, unconfined: Unconfined) -> Result<Sandboxed, Error> {
+    let result = threads::require_single().and_then(|()| platform_enter(policy));
+    match result {
+        Ok(()) => Ok(Sandboxed { role: policy.role, confined: true }),
+        Err(e) if unconfined == Unconfined::Allowed && !matches!(e, Error::MultiThreaded(_)) => {
+            Ok(Sandboxed { role: policy.role, confined: false })
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Restrict a descriptor received after entering (e.g. a peer channel
+/// passed by SCM_RIGHTS) to the rights its grant kind needs. A no-op
+/// where descriptors carry no rights (Linux, OpenBSD).
+pub fn limit_received(grant: &Grant) -> Result<(), Error> {
+    #[cfg(target_os = "freebsd")]
+    {
+        freebsd::limit(grant)
+    }
+    #[cfg(not(target_os = "freebsd"))]
+    {
+        let _ = grant;
+        Ok(())
+    }
+}
+
+fn platform_enter(policy: &Policy) -> Result<(), Error> {
+    #[cfg(target_os = "linux")]
+    {
+        linux::enter(policy)
+    }
+    #[cfg(target_os = "freebsd")]
+    {
+        freebsd::enter(policy)
+    }
+    #[cfg(target_os = "openbsd")]
+    {
+        openbsd::enter(policy)
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "freebsd", target_os = "openbsd")))]
+    {
+        let _ = policy;
+        Err(Error::Unsupported("a sandbox on this system"))
+    }
+}
+
+/// What the running kernel offers, for the test command's banner and
+/// for `mta -v`: e.g. "landlock ABI 7, seccomp available".
+pub fn describe_kernel() -> String {
+    #[cfg(target_os = "linux")]
+    {
+        linux::describe()
+    }
+    #[cfg(target_os = "freebsd")]
+    {
+        String::from("capsicum")
+    }
+    #[cfg(target_os = "openbsd")]
+    {
+        String::from("pledge and unveil")
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "freebsd", target_os = "openbsd")))]
+    {
+        String::from("no sandbox")
+    }
+}

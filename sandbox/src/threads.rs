@@ -1,0 +1,6 @@
+//! Counting the calling process's threads.
+use crate::Error;
+
+pub(crate) fn require_single() -> Result<(), Error> {
+    Ok(())
+}

@@ -1,1 +1,7 @@
+//! mta: a mail transfer agent with the Postfix security architecture.
+//! One module per process role, shared modules named after what they own.
 #![forbid(unsafe_code)]
+
+pub mod config;
+pub mod ipc;
+pub mod roles;

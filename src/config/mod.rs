@@ -1,0 +1,300 @@
+//! The configuration: one UCL file read by master (and by mtactl to find
+//! the control socket), deserialised into typed structures. Unknown keys
+//! and bad values are errors naming file, line and key. Relative paths
+//! resolve against the configuration file's folder.
+//!
+//! Trusts: the file is root's (master runs as root); still, every value is
+//! checked, since a typo must not start a half-configured MTA.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::roles::Role;
+
+/// Where the configuration is when `-f` is not given.
+pub const DEFAULT_PATH: &str = match option_env!("MTA_CONFIG") {
+    Some(p) => p,
+    None => {
+        if cfg!(target_os = "freebsd") {
+            "/usr/local/etc/mta/mta.conf"
+        } else {
+            "/etc/mta/mta.conf"
+        }
+    }
+};
+
+/// The compiled-in libexec directory (ports set MTA_LIBEXEC at build time).
+pub const DEFAULT_LIBEXEC: &str = match option_env!("MTA_LIBEXEC") {
+    Some(p) => p,
+    None => "/usr/local/libexec/mta",
+};
+
+/// The whole configuration.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// This host's name in SMTP greetings and Received: lines.
+    pub hostname: String,
+    /// The spool (queue) directory.
+    pub spool: PathBuf,
+    /// The unprivileged user every child but local runs as when master is root.
+    pub user: String,
+    /// Where the child programs are.
+    pub libexec_directory: PathBuf,
+    /// Master's pid file, written when it runs as a daemon.
+    pub pidfile: PathBuf,
+    pub control: Control,
+    pub log: Log,
+    pub supervise: Supervise,
+    pub sandbox: SandboxConf,
+    /// Process counts per role; singleton roles accept only 1.
+    #[serde(deserialize_with = "de_processes")]
+    pub processes: BTreeMap<Role, u32>,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Control {
+    /// The control socket mtactl and mailq connect to.
+    pub socket: PathBuf,
+    /// Clients served at once; more wait in the listen queue.
+    pub clients: u32,
+    /// A client that sends no complete request within this time is dropped.
+    #[serde(with = "serde_ucl::time")]
+    pub timeout: Duration,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    /// syslog facility.
+    #[serde(deserialize_with = "de_facility")]
+    pub facility: String,
+    /// Longest log line; longer lines are truncated and marked.
+    pub line_length: u32,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Supervise {
+    /// Pause before restarting a child that died.
+    #[serde(with = "serde_ucl::time")]
+    pub restart_delay: Duration,
+    /// The pause doubles with each failure in a row, up to this.
+    #[serde(with = "serde_ucl::time")]
+    pub restart_delay_max: Duration,
+    /// A child that ran this long resets its failure count.
+    #[serde(with = "serde_ucl::time")]
+    pub stable_after: Duration,
+    /// On stop, children that have not exited after this are killed.
+    #[serde(with = "serde_ucl::time")]
+    pub stop_timeout: Duration,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SandboxConf {
+    /// Run a child unconfined when its sandbox cannot be entered (logged at every start).
+    pub allow_unconfined: bool,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            hostname: system_hostname(),
+            spool: PathBuf::from("/var/spool/mta"),
+            user: String::from("_mta"),
+            libexec_directory: PathBuf::from(DEFAULT_LIBEXEC),
+            pidfile: PathBuf::from("/var/run/mta.pid"),
+            control: Control::default(),
+            log: Log::default(),
+            supervise: Supervise::default(),
+            sandbox: SandboxConf::default(),
+            processes: BTreeMap::new(),
+        }
+    }
+}
+
+impl Default for Control {
+    fn default() -> Control {
+        Control { socket: PathBuf::from("/var/run/mta.sock"), clients: 16, timeout: Duration::from_secs(10) }
+    }
+}
+
+impl Default for Log {
+    fn default() -> Log {
+        Log { facility: String::from("mail"), line_length: 2048 }
+    }
+}
+
+impl Default for Supervise {
+    fn default() -> Supervise {
+        Supervise {
+            restart_delay: Duration::from_secs(1),
+            restart_delay_max: Duration::from_secs(60),
+            stable_after: Duration::from_secs(60),
+            stop_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Default for SandboxConf {
+    fn default() -> SandboxConf {
+        SandboxConf { allow_unconfined: false }
+    }
+}
+
+/// syslog facilities by name.
+pub const FACILITIES: &[&str] = &[
+    "mail", "daemon", "user", "local0", "local1", "local2", "local3", "local4", "local5", "local6", "local7",
+];
+
+fn de_facility<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    if FACILITIES.contains(&s.as_str()) {
+        Ok(s)
+    } else {
+        Err(serde::de::Error::custom(format!("unknown syslog facility `{s}` (one of: {})", FACILITIES.join(", "))))
+    }
+}
+
+fn de_processes<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<Role, u32>, D::Error> {
+    let raw = BTreeMap::<String, u32>::deserialize(d)?;
+    let mut out = BTreeMap::new();
+    for (name, n) in raw {
+        let Some(role) = Role::from_name(&name) else {
+            return Err(serde::de::Error::custom(format!("unknown role `{name}`")));
+        };
+        if role.singleton() && n != 1 {
+            return Err(serde::de::Error::custom(format!("`{name}` is a singleton: its count must be 1")));
+        }
+        if n == 0 || n > 1024 {
+            return Err(serde::de::Error::custom(format!("`{name}`: process count must be 1 to 1024")));
+        }
+        out.insert(role, n);
+    }
+    Ok(out)
+}
+
+fn system_hostname() -> String {
+    nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| String::from("localhost"))
+}
+
+/// A configuration error, naming the file and, where known, line and key.
+#[derive(Debug)]
+pub struct Error {
+    pub file: PathBuf,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(l) => write!(f, "{}:{}: {}", self.file.display(), l, self.message),
+            None => write!(f, "{}: {}", self.file.display(), self.message),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Largest configuration file read.
+const MAX_CONFIG_SIZE: u64 = 1 << 20;
+
+impl Config {
+    /// Read and check the configuration at `path`.
+    pub fn load(path: &Path) -> Result<Config, Error> {
+        let err = |line, message: String| Error { file: path.to_path_buf(), line, message };
+        let meta = std::fs::metadata(path).map_err(|e| err(None, e.to_string()))?;
+        if meta.len() > MAX_CONFIG_SIZE {
+            return Err(err(None, format!("larger than {MAX_CONFIG_SIZE} bytes")));
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| err(None, e.to_string()))?;
+        let mut config = Config::parse(&text).map_err(|(line, m)| err(line, m))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let base = if base.as_os_str().is_empty() { Path::new(".") } else { base };
+        let base = std::fs::canonicalize(base).map_err(|e| err(None, format!("{}: {e}", base.display())))?;
+        config.resolve_paths(&base);
+        Ok(config)
+    }
+
+    /// Parse configuration text; errors carry the line where known.
+    pub fn parse(text: &str) -> Result<Config, (Option<usize>, String)> {
+        let config: Config = serde_ucl::from_str(text).map_err(describe)?;
+        config.check().map_err(|m| (None, m))?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if self.hostname.is_empty() || self.hostname.len() > 253 || !self.hostname.bytes().all(hostname_byte) {
+            return Err(format!("hostname: `{}` is not a host name", self.hostname));
+        }
+        if self.user.is_empty() || self.user.bytes().any(|b| b == b':' || b.is_ascii_whitespace()) {
+            return Err(format!("user: `{}` is not a user name", self.user));
+        }
+        let s = &self.supervise;
+        if s.restart_delay.is_zero() || s.restart_delay > s.restart_delay_max {
+            return Err(String::from("supervise: restart_delay must be positive and at most restart_delay_max"));
+        }
+        if s.stop_timeout.is_zero() {
+            return Err(String::from("supervise.stop_timeout: must be positive"));
+        }
+        if self.control.clients == 0 || self.control.clients > 1024 {
+            return Err(String::from("control.clients: must be 1 to 1024"));
+        }
+        if !(256..=65536).contains(&self.log.line_length) {
+            return Err(String::from("log.line_length: must be 256 to 65536"));
+        }
+        Ok(())
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        for p in [&mut self.spool, &mut self.libexec_directory, &mut self.pidfile, &mut self.control.socket] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+    }
+
+    /// How many processes of `role` run.
+    pub fn count(&self, role: Role) -> u32 {
+        self.processes.get(&role).copied().unwrap_or(1)
+    }
+}
+
+fn hostname_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'-' || b == b'.'
+}
+
+fn describe(e: serde_ucl::UclError) -> (Option<usize>, String) {
+    let line = e.position().map(|p| p.line);
+    let message = match &e {
+        serde_ucl::UclError::Deserialize(d) => {
+            let mut m = d.error().to_string();
+            let key = d
+                .path()
+                .iter()
+                .map(|s| match s {
+                    serde_ucl::parse::PathSegment::Key { key, .. } => key.clone(),
+                    serde_ucl::parse::PathSegment::Index(i) => format!("[{i}]"),
+                })
+                .collect::<Vec<_>>()
+                .join(".");
+            if !key.is_empty() {
+                m = format!("key `{key}`: {m}");
+            }
+            m
+        }
+        serde_ucl::UclError::Syntax(p) | serde_ucl::UclError::Stopped(p) => format!("syntax error: {}", p.kind()),
+        other => other.to_string(),
+    };
+    (line, message)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,82 @@
+use super::*;
+
+#[test]
+fn empty_file_gives_defaults() {
+    let c = Config::parse("").unwrap();
+    assert_eq!(c.spool, PathBuf::from("/var/spool/mta"));
+    assert_eq!(c.user, "_mta");
+    assert_eq!(c.supervise.restart_delay, Duration::from_secs(1));
+    assert_eq!(c.count(Role::Qmgr), 1);
+}
+
+#[test]
+fn values_with_units() {
+    let c = Config::parse("supervise { restart_delay = 2s; restart_delay_max = 5min; }\nlog { line_length = 4kb; }\n")
+        .unwrap();
+    assert_eq!(c.supervise.restart_delay, Duration::from_secs(2));
+    assert_eq!(c.supervise.restart_delay_max, Duration::from_secs(300));
+    assert_eq!(c.log.line_length, 4096);
+}
+
+#[test]
+fn unknown_key_names_line_and_key() {
+    let (line, m) = Config::parse("hostname = \"a.example\";\n\nspoool = \"/x\";\n").unwrap_err();
+    assert_eq!(line, Some(3));
+    assert!(m.contains("spoool"), "{m}");
+}
+
+#[test]
+fn nested_unknown_key() {
+    let (line, m) = Config::parse("control {\n  socket = \"/s\";\n  sockett = 1;\n}\n").unwrap_err();
+    assert_eq!(line, Some(3));
+    assert!(m.contains("sockett"), "{m}");
+}
+
+#[test]
+fn bad_value_names_key() {
+    let (line, m) = Config::parse("\ncontrol { clients = \"many\"; }\n").unwrap_err();
+    assert_eq!(line, Some(2));
+    assert!(m.contains("control.clients"), "{m}");
+}
+
+#[test]
+fn singleton_count_refused() {
+    let (line, m) = Config::parse("\nprocesses {\n qmgr = 2;\n}\n").unwrap_err();
+    assert_eq!(line, Some(2));
+    assert!(m.contains("processes") && m.contains("qmgr"), "{m}");
+    assert!(m.contains("singleton"), "{m}");
+    let (_, m) = Config::parse("processes { nosuch = 1; }\n").unwrap_err();
+    assert!(m.contains("unknown role"), "{m}");
+}
+
+#[test]
+fn syntax_error_has_line() {
+    let (line, m) = Config::parse("a {\n b = \"x\n").unwrap_err();
+    assert!(line.is_some(), "{m}");
+    assert!(m.starts_with("syntax error"), "{m}");
+}
+
+#[test]
+fn bad_facility_refused() {
+    let (_, m) = Config::parse("log { facility = kern; }").unwrap_err();
+    assert!(m.contains("facility"), "{m}");
+}
+
+#[test]
+fn relative_paths_resolve_against_config_folder() {
+    let dir = std::env::temp_dir().join(format!("mta-config-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("mta.conf");
+    std::fs::write(&f, "spool = \"spool\";\ncontrol { socket = \"run/ctl.sock\"; }\n").unwrap();
+    let c = Config::load(&f).unwrap();
+    let base = std::fs::canonicalize(&dir).unwrap();
+    assert_eq!(c.spool, base.join("spool"));
+    assert_eq!(c.control.socket, base.join("run/ctl.sock"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn error_display_names_file_and_line() {
+    let e = Error { file: PathBuf::from("/etc/mta/mta.conf"), line: Some(7), message: String::from("key `x`: bad") };
+    assert_eq!(e.to_string(), "/etc/mta/mta.conf:7: key `x`: bad");
+}

@@ -2,6 +2,11 @@
 //! One module per process role, shared modules named after what they own.
 #![forbid(unsafe_code)]
 
+pub mod child;
 pub mod config;
+pub mod control;
 pub mod ipc;
+pub mod log;
+pub mod master;
+pub mod qmgr;
 pub mod roles;

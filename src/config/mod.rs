@@ -149,9 +149,8 @@ impl Default for SandboxConf {
 }
 
 /// syslog facilities by name.
-pub const FACILITIES: &[&str] = &[
-    "mail", "daemon", "user", "local0", "local1", "local2", "local3", "local4", "local5", "local6", "local7",
-];
+pub const FACILITIES: &[&str] =
+    &["mail", "daemon", "user", "local0", "local1", "local2", "local3", "local4", "local5", "local6", "local7"];
 
 fn de_facility<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let s = String::deserialize(d)?;

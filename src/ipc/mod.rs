@@ -110,10 +110,6 @@ impl Channel {
         self
     }
 
-    pub fn raw_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
-    }
-
     /// Whether frames wait to be sent (register for writability).
     pub fn wants_write(&self) -> bool {
         !self.out.is_empty()
@@ -297,3 +293,9 @@ impl AsFd for Channel {
 
 #[cfg(test)]
 mod tests;
+
+impl AsRawFd for Channel {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}

@@ -1,0 +1,113 @@
+//! The skeleton every child runs, in a fixed order: claim the descriptors
+//! master placed at known numbers → receive the role's configuration →
+//! (the role opens what it still needs) → enter the sandbox → serve with
+//! the token `enter` returns. Serving code takes a `sandbox::Sandboxed`,
+//! so serving before the sandbox does not compile.
+//!
+//! Trusts: master (its channel is the child's only authority).
+
+use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::Duration;
+
+use sandbox::{Grant, Sandboxed, Unconfined};
+
+use crate::ipc::Channel;
+use crate::ipc::msg::{ChildConfig, FromMaster, Level, ToMaster};
+use crate::log::ChildLog;
+use crate::roles::{self, FIRST_ROLE_FD, MASTER_FD, Role};
+
+/// How long a new child waits for its configuration.
+const INIT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Pause before a fatal exit, so a crash loop cannot spin.
+const FATAL_PAUSE: Duration = Duration::from_secs(1);
+
+/// A child between start-up and serving.
+pub struct Child {
+    pub config: ChildConfig,
+    pub master: Channel,
+    pub log: ChildLog,
+    /// Role descriptors, in order from FIRST_ROLE_FD.
+    pub fds: Vec<OwnedFd>,
+}
+
+/// Log to stderr, pause, exit. For errors before the channel works.
+pub fn die(role: Role, msg: &str) -> ! {
+    let _ = writeln!(std::io::stderr(), "mta/{}[{}]: fatal: {}", role.name(), std::process::id(), msg);
+    std::thread::sleep(FATAL_PAUSE);
+    std::process::exit(1);
+}
+
+/// Claim the inherited descriptors and receive the configuration.
+pub fn start(role: Role) -> Child {
+    let master = sandbox::fds::take_inherited(MASTER_FD).unwrap_or_else(|e| die(role, &format!("master channel: {e}")));
+    let mut master = Channel::new(master);
+    let (msg, fds) = master
+        .recv_blocking::<FromMaster>(INIT_TIMEOUT)
+        .unwrap_or_else(|e| die(role, &format!("no configuration from master: {e}")));
+    let config = match msg {
+        FromMaster::Init(c) if fds.is_empty() && c.role == role => c,
+        other => die(role, &format!("unexpected first message from master: {other:?}")),
+    };
+    let n = roles::policy(role, &config.spool).grants.len() - 1;
+    let mut role_fds = Vec::with_capacity(n);
+    for i in 0..n {
+        let fd = FIRST_ROLE_FD + i as i32;
+        role_fds.push(sandbox::fds::take_inherited(fd).unwrap_or_else(|e| die(role, &format!("descriptor {fd}: {e}"))));
+    }
+    let log = ChildLog::new(config.log_line_length as usize, config.verbose);
+    Child { config, master, log, fds: role_fds }
+}
+
+impl Child {
+    pub fn info(&mut self, text: &str) {
+        self.log.log(&mut self.master, Level::Info, text);
+    }
+    pub fn warn(&mut self, text: &str) {
+        self.log.log(&mut self.master, Level::Warning, text);
+    }
+    pub fn debug(&mut self, text: &str) {
+        self.log.log(&mut self.master, Level::Debug, text);
+    }
+
+    /// Log an error, tell nothing more, pause, exit. master restarts us.
+    pub fn fatal(&mut self, text: &str) -> ! {
+        self.log.log(&mut self.master, Level::Error, &format!("fatal: {text}"));
+        let _ = self.master.flush();
+        std::thread::sleep(FATAL_PAUSE);
+        std::process::exit(1);
+    }
+
+    /// Enter the role's sandbox and tell master. Exits when the sandbox
+    /// cannot be entered, unless the configuration allows running
+    /// unconfined (then says so in the log, at every start).
+    pub fn enter(&mut self) -> Sandboxed {
+        let role = self.config.role;
+        let policy = roles::policy(role, &self.config.spool);
+        let unconfined = if self.config.allow_unconfined { Unconfined::Allowed } else { Unconfined::Refused };
+        let token = match sandbox::enter(&policy, unconfined) {
+            Ok(t) => t,
+            Err(e) => self.fatal(&format!("cannot enter the {} sandbox: {e}", role.name())),
+        };
+        if !token.confined() {
+            self.warn("running UNCONFINED: the sandbox could not be entered and sandbox.allow_unconfined is set");
+        }
+        let _ = self.master.send(&ToMaster::Ready { confined: token.confined() }, &[]);
+        token
+    }
+
+    /// Accept a peer channel master sent: limit its rights and wrap it.
+    pub fn peer_channel(&mut self, role: Role, mut fds: Vec<OwnedFd>) -> Channel {
+        if fds.len() != 1 {
+            self.fatal(&format!("peer message for {} with {} descriptors", role.name(), fds.len()));
+        }
+        let fd = fds.remove(0);
+        if let Err(e) = sandbox::limit_received(&Grant::Channel { fd: fd.as_raw_fd() }) {
+            self.fatal(&format!("limiting the {} channel: {e}", role.name()));
+        }
+        if !roles::channel_allowed(self.config.role, role) {
+            self.fatal(&format!("master sent a channel to {}, which this role may not talk to", role.name()));
+        }
+        Channel::new(fd)
+    }
+}

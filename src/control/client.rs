@@ -1,0 +1,215 @@
+//! mtactl(8): talks to the control socket. Sends one request line, reads
+//! one JSON answer, prints it for a person (or as JSON with -j).
+//!
+//! Trusts: the answer only as far as printing it; it is bounded in size.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::config::Config;
+
+pub const USAGE: &str = "usage: mtactl [-j] [-f file | -s socket] status | reload | stop";
+/// Largest answer read.
+const MAX_ANSWER: u64 = 4 << 20;
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Default, PartialEq)]
+pub struct Options {
+    pub json: bool,
+    pub socket: Option<PathBuf>,
+    pub config: Option<PathBuf>,
+    pub command: String,
+}
+
+pub fn parse_args(args: &[String]) -> Result<Options, String> {
+    let mut o = Options::default();
+    let mut i = 0;
+    while i < args.len() && args[i].starts_with('-') && args[i].len() > 1 {
+        let a = &args[i];
+        if a == "--" {
+            i += 1;
+            break;
+        }
+        let flags = &a[1..];
+        for (j, c) in flags.char_indices() {
+            match c {
+                'j' => o.json = true,
+                's' | 'f' => {
+                    let rest = &flags[j + 1..];
+                    let v = if rest.is_empty() {
+                        i += 1;
+                        args.get(i).cloned().ok_or_else(|| format!("option -{c} needs an argument"))?
+                    } else {
+                        rest.to_string()
+                    };
+                    if c == 's' {
+                        o.socket = Some(PathBuf::from(v));
+                    } else {
+                        o.config = Some(PathBuf::from(v));
+                    }
+                    break;
+                }
+                c => return Err(format!("unknown option -{c}")),
+            }
+        }
+        i += 1;
+    }
+    if o.socket.is_some() && o.config.is_some() {
+        return Err(String::from("-f and -s exclude each other"));
+    }
+    match &args[i..] {
+        [c] if matches!(c.as_str(), "status" | "reload" | "stop") => o.command = c.clone(),
+        [c] => return Err(format!("unknown command `{c}`")),
+        [] => return Err(String::from("no command given")),
+        [_, extra, ..] => return Err(format!("unexpected argument `{extra}`")),
+    }
+    Ok(o)
+}
+
+/// Run mtactl; returns the exit code.
+pub fn main(args: &[String]) -> i32 {
+    let o = match parse_args(args) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("mtactl: {e}\n{USAGE}");
+            return 1;
+        }
+    };
+    let socket = match &o.socket {
+        Some(s) => s.clone(),
+        None => {
+            let path = o.config.clone().unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_PATH));
+            match Config::load(&path) {
+                Ok(c) => c.control.socket,
+                Err(e) => {
+                    eprintln!("mtactl: {e}");
+                    return 1;
+                }
+            }
+        }
+    };
+    match request(&socket, &o.command) {
+        Ok(v) => print(&o, &v),
+        Err(e) => {
+            eprintln!("mtactl: {}: {e}", socket.display());
+            1
+        }
+    }
+}
+
+fn request(socket: &PathBuf, command: &str) -> Result<Value, String> {
+    let mut s = UnixStream::connect(socket).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+            format!("{e} (is mta running?)")
+        }
+        _ => e.to_string(),
+    })?;
+    s.set_read_timeout(Some(TIMEOUT)).map_err(|e| e.to_string())?;
+    s.set_write_timeout(Some(TIMEOUT)).map_err(|e| e.to_string())?;
+    s.write_all(format!("{command}\n").as_bytes()).map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    s.take(MAX_ANSWER).read_to_end(&mut out).map_err(|e| e.to_string())?;
+    if out.is_empty() {
+        return Err(String::from("no answer (the control process may be restarting; try again)"));
+    }
+    serde_json::from_slice(&out).map_err(|e| format!("bad answer: {e}"))
+}
+
+fn print(o: &Options, v: &Value) -> i32 {
+    let ok = v["ok"].as_bool() == Some(true);
+    if o.json {
+        println!("{v}");
+    } else if !ok {
+        eprintln!("mtactl: {}", v["error"].as_str().unwrap_or("failed"));
+    } else {
+        match o.command.as_str() {
+            "status" => print!("{}", format_status(v)),
+            "reload" => println!("reloaded: generation {}", v["generation"]),
+            _ => println!("stopping"),
+        }
+    }
+    if ok { 0 } else { 1 }
+}
+
+/// The status answer as a table.
+pub fn format_status(v: &Value) -> String {
+    let m = &v["master"];
+    let mut s = format!(
+        "mta {} master pid {} generation {} up {}\n",
+        m["version"].as_str().unwrap_or("?"),
+        m["pid"],
+        m["generation"],
+        duration(m["uptime_secs"].as_u64().unwrap_or(0))
+    );
+    s += &format!("{:<10} {:>8} {:>10} {:>8} {:>8}  {}\n", "ROLE", "PID", "GENERATION", "UPTIME", "RESTARTS", "STATE");
+    for c in v["children"].as_array().into_iter().flatten() {
+        s += &format!(
+            "{:<10} {:>8} {:>10} {:>8} {:>8}  {}\n",
+            c["role"].as_str().unwrap_or("?"),
+            c["pid"].to_string(),
+            c["generation"].to_string(),
+            duration(c["uptime_secs"].as_u64().unwrap_or(0)),
+            c["restarts"].to_string(),
+            c["state"].as_str().unwrap_or("?")
+        );
+    }
+    match v["queue"].as_object() {
+        Some(q) => {
+            let parts: Vec<String> = q.iter().map(|(k, n)| format!("{k} {n}")).collect();
+            s += &format!("queue: {}\n", parts.join(", "));
+        }
+        None => s += "queue: unknown (qmgr not answering)\n",
+    }
+    s
+}
+
+fn duration(secs: u64) -> String {
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m{:02}s", s / 60, s % 60),
+        s if s < 86400 => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+        s => format!("{}d{:02}h", s / 86400, (s % 86400) / 3600),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a(s: &[&str]) -> Vec<String> {
+        s.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn options() {
+        let o = parse_args(&a(&["-j", "-s", "/run/x.sock", "status"])).unwrap();
+        assert!(o.json);
+        assert_eq!(o.socket, Some(PathBuf::from("/run/x.sock")));
+        assert_eq!(o.command, "status");
+        assert!(parse_args(&a(&["frobnicate"])).unwrap_err().contains("frobnicate"));
+        assert!(parse_args(&a(&["-x", "status"])).unwrap_err().contains("-x"));
+        assert!(parse_args(&a(&[])).is_err());
+        assert!(parse_args(&a(&["-s", "a", "-f", "b", "stop"])).is_err());
+    }
+
+    #[test]
+    fn status_table() {
+        let v: Value = serde_json::from_str(
+            r#"{"ok":true,"master":{"version":"0.1.0","pid":10,"generation":2,"uptime_secs":65},
+            "children":[{"role":"qmgr","pid":12,"generation":2,"uptime_secs":3,"restarts":1,"state":"running"}],
+            "queue":{"incoming":0,"deferred":4}}"#,
+        )
+        .unwrap();
+        let t = format_status(&v);
+        assert!(t.contains("master pid 10 generation 2 up 1m05s"), "{t}");
+        assert!(
+            t.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["qmgr", "12", "2", "3s", "1", "running"])
+        );
+        assert!(t.contains("queue: incoming 0, deferred 4"), "{t}");
+        assert!(t.contains("      12 "), "{t}");
+    }
+}

@@ -1,0 +1,400 @@
+//! control: serves the control socket that master bound and handed over.
+//! A client (mtactl) sends one request line; peer credentials decide what
+//! it may do (root and the mail user: everything; others: nothing yet —
+//! a read-only queue listing comes with the queue). control asks master
+//! for the process table, reload or stop, and qmgr for queue counts, and
+//! answers with one JSON document.
+//!
+//! Trusts: master. Distrusts clients: requests are bounded in size, time
+//! and number.
+
+use std::collections::HashMap;
+use std::io::{ErrorKind, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixListener as StdListener;
+use std::time::{Duration, Instant};
+
+use mio::net::{UnixListener, UnixStream};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use sandbox::Sandboxed;
+use serde_json::{Value, json};
+
+use crate::child::Child;
+use crate::ipc::Channel;
+use crate::ipc::msg::{ControlToQmgr, FromMaster, MasterStatus, QmgrToControl, ToMaster};
+use crate::roles::Role;
+
+pub mod client;
+
+const MASTER: Token = Token(0);
+const LISTENER: Token = Token(1);
+const QMGR: Token = Token(2);
+const FIRST_CLIENT: usize = 16;
+/// Longest request line.
+const MAX_REQUEST: usize = 1024;
+/// How long a status waits for qmgr's counts before answering without them.
+const QMGR_WAIT: Duration = Duration::from_secs(2);
+
+/// A request a client may make.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command {
+    Status,
+    Reload,
+    Stop,
+}
+
+impl Command {
+    pub fn parse(line: &str) -> Option<Command> {
+        match line.trim_end_matches(['\r', '\n']) {
+            "status" => Some(Command::Status),
+            "reload" => Some(Command::Reload),
+            "stop" => Some(Command::Stop),
+            _ => None,
+        }
+    }
+}
+
+/// Who may do what: root and the mail user (the user control runs as).
+pub fn authorized(peer_uid: u32, own_uid: u32) -> bool {
+    peer_uid == 0 || peer_uid == own_uid
+}
+
+enum Phase {
+    Reading,
+    /// Waiting for master (and for status, qmgr).
+    Waiting {
+        command: Command,
+        master: Option<Value>,
+        queue: Option<Value>,
+        asked_qmgr: Option<Instant>,
+    },
+    Writing {
+        out: Vec<u8>,
+        sent: usize,
+    },
+}
+
+struct Client {
+    stream: UnixStream,
+    buf: Vec<u8>,
+    deadline: Instant,
+    phase: Phase,
+}
+
+struct Control {
+    child: Child,
+    poll: Poll,
+    listener: UnixListener,
+    qmgr: Option<Channel>,
+    clients: HashMap<Token, Client>,
+    next: usize,
+    own_uid: u32,
+}
+
+/// Serve until master says stop.
+pub fn serve(_token: Sandboxed, mut child: Child) -> ! {
+    let Some(fd) = child.fds.pop() else { child.fatal("no control listener") };
+    let std_listener = StdListener::from(fd);
+    if let Err(e) = std_listener.set_nonblocking(true) {
+        child.fatal(&format!("control listener: {e}"));
+    }
+    let poll = Poll::new().unwrap_or_else(|e| crate::child::die(Role::Control, &format!("poll: {e}")));
+    let listener = UnixListener::from_std(std_listener);
+    let own_uid = nix::unistd::getuid().as_raw();
+    let mut c = Control { child, poll, listener, qmgr: None, clients: HashMap::new(), next: FIRST_CLIENT, own_uid };
+    let raw = c.child.master.as_raw_fd();
+    let reg = c.poll.registry();
+    if let Err(e) = reg
+        .register(&mut SourceFd(&raw), MASTER, Interest::READABLE)
+        .and_then(|()| reg.register(&mut c.listener, LISTENER, Interest::READABLE))
+    {
+        c.child.fatal(&format!("registering: {e}"));
+    }
+    let mut events = Events::with_capacity(64);
+    loop {
+        let timeout = c.next_deadline().map(|d| d.saturating_duration_since(Instant::now()));
+        if let Err(e) = c.poll.poll(&mut events, timeout) {
+            if e.kind() != ErrorKind::Interrupted {
+                c.child.fatal(&format!("poll: {e}"));
+            }
+        }
+        for ev in events.iter() {
+            match ev.token() {
+                MASTER => c.master_readable(),
+                LISTENER => c.accept(),
+                QMGR => c.qmgr_readable(),
+                t => c.client_event(t),
+            }
+        }
+        c.expire();
+    }
+}
+
+impl Control {
+    fn next_deadline(&self) -> Option<Instant> {
+        let mut d = self.clients.values().map(|c| c.deadline).min();
+        for c in self.clients.values() {
+            if let Phase::Waiting { asked_qmgr: Some(t), .. } = c.phase {
+                d = Some(d.map_or(t + QMGR_WAIT, |x| x.min(t + QMGR_WAIT)));
+            }
+        }
+        d
+    }
+
+    fn accept(&mut self) {
+        while self.clients.len() < self.child.config.control.clients as usize {
+            match self.listener.accept() {
+                Ok((mut stream, _)) => {
+                    let uid = peer_uid(&stream);
+                    if !uid.is_some_and(|u| authorized(u, self.own_uid)) {
+                        let _ = stream.write_all(b"{\"ok\":false,\"error\":\"permission denied\"}\n");
+                        self.child.info(&format!("control request refused for uid {}", uid.map_or(-1, i64::from)));
+                        continue;
+                    }
+                    let token = Token(self.next);
+                    self.next += 1;
+                    if self.poll.registry().register(&mut stream, token, Interest::READABLE).is_err() {
+                        continue;
+                    }
+                    let deadline = Instant::now() + self.child.config.control.timeout;
+                    self.clients.insert(token, Client { stream, buf: Vec::new(), deadline, phase: Phase::Reading });
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.child.warn(&format!("accept: {e}"));
+                    return;
+                }
+            }
+        }
+    }
+
+    fn client_event(&mut self, token: Token) {
+        let Some(c) = self.clients.get_mut(&token) else { return };
+        match &mut c.phase {
+            Phase::Reading => {
+                let mut chunk = [0u8; 512];
+                loop {
+                    match c.stream.read(&mut chunk) {
+                        Ok(0) => return self.close(token),
+                        Ok(n) => {
+                            c.buf.extend_from_slice(&chunk[..n]);
+                            if c.buf.len() > MAX_REQUEST {
+                                return self.answer(token, json!({"ok": false, "error": "request too long"}));
+                            }
+                            if let Some(end) = c.buf.iter().position(|&b| b == b'\n') {
+                                let line = String::from_utf8_lossy(&c.buf[..=end]).into_owned();
+                                return self.request(token, &line);
+                            }
+                        }
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                        Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                        Err(_) => return self.close(token),
+                    }
+                }
+            }
+            Phase::Writing { .. } => self.write_out(token),
+            Phase::Waiting { .. } => {}
+        }
+    }
+
+    fn request(&mut self, token: Token, line: &str) {
+        let Some(command) = Command::parse(line) else {
+            return self.answer(token, json!({"ok": false, "error": "unknown command (status, reload, stop)"}));
+        };
+        let id = token.0 as u64;
+        let to_master = match command {
+            Command::Status => ToMaster::Status { id },
+            Command::Reload => ToMaster::Reload { id },
+            Command::Stop => ToMaster::Stop { id },
+        };
+        if let Err(e) = self.child.master.send(&to_master, &[]) {
+            self.child.fatal(&format!("master channel: {e}"));
+        }
+        let mut asked_qmgr = None;
+        if command == Command::Status {
+            if let Some(q) = self.qmgr.as_mut() {
+                if q.send(&ControlToQmgr::QueueCounts { id }, &[]).is_ok() {
+                    asked_qmgr = Some(Instant::now());
+                }
+            }
+        }
+        if let Some(c) = self.clients.get_mut(&token) {
+            c.phase = Phase::Waiting { command, master: None, queue: None, asked_qmgr };
+        }
+    }
+
+    fn master_readable(&mut self) {
+        loop {
+            match self.child.master.recv::<FromMaster>() {
+                Ok(None) => return,
+                Ok(Some((FromMaster::Peer { role: Role::Qmgr, pid }, fds))) => {
+                    let mut chan = self.child.peer_channel(Role::Qmgr, fds);
+                    let raw = chan.as_raw_fd();
+                    if let Some(old) = self.qmgr.take() {
+                        let old_raw = old.as_raw_fd();
+                        let _ = self.poll.registry().deregister(&mut SourceFd(&old_raw));
+                    }
+                    if let Err(e) = self.poll.registry().register(&mut SourceFd(&raw), QMGR, Interest::READABLE) {
+                        self.child.fatal(&format!("registering the qmgr channel: {e}"));
+                    }
+                    let _ = chan.flush();
+                    self.qmgr = Some(chan);
+                    self.child.debug(&format!("channel to qmgr pid {pid}"));
+                }
+                Ok(Some((FromMaster::Stop, _))) => {
+                    let _ = self.child.master.flush();
+                    std::process::exit(0);
+                }
+                Ok(Some((FromMaster::Status { id, status }, _))) => self.master_reply(id, status_json(&status)),
+                Ok(Some((FromMaster::Reloaded { id, result }, _))) => {
+                    let v = match result {
+                        Ok(g) => json!({"ok": true, "generation": g}),
+                        Err(e) => json!({"ok": false, "error": e}),
+                    };
+                    self.master_reply(id, v)
+                }
+                Ok(Some((FromMaster::Stopping { id }, _))) => self.master_reply(id, json!({"ok": true})),
+                Ok(Some((m, _))) => self.child.fatal(&format!("unexpected message from master: {m:?}")),
+                Err(crate::ipc::Error::Closed) => std::process::exit(0),
+                Err(e) => self.child.fatal(&format!("master channel: {e}")),
+            }
+        }
+    }
+
+    fn master_reply(&mut self, id: u64, v: Value) {
+        let token = Token(id as usize);
+        let Some(c) = self.clients.get_mut(&token) else { return };
+        if let Phase::Waiting { master, .. } = &mut c.phase {
+            *master = Some(v);
+        }
+        self.maybe_finish(token);
+    }
+
+    fn qmgr_readable(&mut self) {
+        loop {
+            let Some(q) = self.qmgr.as_mut() else { return };
+            match q.recv::<QmgrToControl>() {
+                Ok(None) => return,
+                Ok(Some((QmgrToControl::QueueCounts { id, counts }, fds))) => {
+                    if !fds.is_empty() {
+                        self.child.fatal("qmgr sent descriptors with queue counts");
+                    }
+                    let token = Token(id as usize);
+                    if let Some(c) = self.clients.get_mut(&token) {
+                        if let Phase::Waiting { queue, .. } = &mut c.phase {
+                            let map: serde_json::Map<String, Value> =
+                                counts.into_iter().map(|(k, n)| (k, Value::from(n))).collect();
+                            *queue = Some(Value::Object(map));
+                        }
+                    }
+                    self.maybe_finish(token);
+                }
+                Err(crate::ipc::Error::Closed) => {
+                    if let Some(old) = self.qmgr.take() {
+                        let raw = old.as_raw_fd();
+                        let _ = self.poll.registry().deregister(&mut SourceFd(&raw));
+                    }
+                    return;
+                }
+                Err(e) => self.child.fatal(&format!("qmgr channel: {e}")),
+            }
+        }
+    }
+
+    /// Answer a waiting client once everything it needs is in (or qmgr
+    /// took too long: then without queue counts).
+    fn maybe_finish(&mut self, token: Token) {
+        let Some(c) = self.clients.get_mut(&token) else { return };
+        let Phase::Waiting { command, master, queue, asked_qmgr } = &mut c.phase else { return };
+        let Some(m) = master.take() else { return };
+        let qmgr_late = asked_qmgr.is_some_and(|t| t.elapsed() >= QMGR_WAIT);
+        if *command == Command::Status && asked_qmgr.is_some() && queue.is_none() && !qmgr_late {
+            *master = Some(m);
+            return;
+        }
+        let mut v = m;
+        if *command == Command::Status {
+            v["queue"] = queue.take().unwrap_or(Value::Null);
+        }
+        self.answer(token, v);
+    }
+
+    fn answer(&mut self, token: Token, v: Value) {
+        let Some(c) = self.clients.get_mut(&token) else { return };
+        let mut out = v.to_string().into_bytes();
+        out.push(b'\n');
+        c.phase = Phase::Writing { out, sent: 0 };
+        let _ = self.poll.registry().reregister(&mut c.stream, token, Interest::WRITABLE);
+        self.write_out(token);
+    }
+
+    fn write_out(&mut self, token: Token) {
+        let Some(c) = self.clients.get_mut(&token) else { return };
+        let Phase::Writing { out, sent } = &mut c.phase else { return };
+        while *sent < out.len() {
+            match c.stream.write(&out[*sent..]) {
+                Ok(0) => break,
+                Ok(n) => *sent += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            }
+        }
+        self.close(token);
+    }
+
+    fn close(&mut self, token: Token) {
+        if let Some(mut c) = self.clients.remove(&token) {
+            let _ = self.poll.registry().deregister(&mut c.stream);
+        }
+        // A slot is free: take any connection waiting in the backlog.
+        self.accept();
+    }
+
+    fn expire(&mut self) {
+        let now = Instant::now();
+        let tokens: Vec<Token> = self.clients.keys().copied().collect();
+        for t in tokens {
+            let late_qmgr = matches!(self.clients.get(&t).map(|c| &c.phase),
+                Some(Phase::Waiting { asked_qmgr: Some(a), .. }) if a.elapsed() >= QMGR_WAIT);
+            if late_qmgr {
+                self.maybe_finish(t);
+            }
+            if self.clients.get(&t).is_some_and(|c| c.deadline <= now) {
+                self.close(t);
+            }
+        }
+    }
+}
+
+fn status_json(s: &MasterStatus) -> Value {
+    let children: Vec<Value> = s
+        .children
+        .iter()
+        .map(|c| {
+            json!({
+                "role": c.role.name(), "pid": c.pid, "generation": c.generation,
+                "uptime_secs": c.uptime_secs, "restarts": c.restarts, "state": c.state.name(),
+            })
+        })
+        .collect();
+    json!({
+        "ok": true,
+        "master": {"version": s.version, "pid": s.pid, "generation": s.generation, "uptime_secs": s.uptime_secs},
+        "children": children,
+    })
+}
+
+/// The uid of the process at the other end of a UNIX stream.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn peer_uid(stream: &UnixStream) -> Option<u32> {
+    nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials).ok().map(|c| c.uid())
+}
+
+/// The uid of the process at the other end of a UNIX stream.
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn peer_uid(stream: &UnixStream) -> Option<u32> {
+    nix::unistd::getpeereid(stream).ok().map(|(u, _)| u.as_raw())
+}

@@ -1,0 +1,168 @@
+//! Logging. Children send bounded records to master over their channel;
+//! master writes them to syslog (facility from the configuration, program
+//! name `mta/<role>`, reconnecting when syslogd restarts) or, in the
+//! foreground, to stderr. [`sanitize`] is the one place every diagnostic
+//! is made printable and bounded.
+//!
+//! Trusts: nothing; record text may come from a compromised child.
+
+use std::io::Write;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use crate::ipc::Channel;
+use crate::ipc::msg::{Level, ToMaster};
+
+/// Make `text` safe for a log line: control characters, backslashes and
+/// bytes outside printable ASCII are escaped, and the result is cut to at
+/// most `max` bytes (marked with `...` when cut).
+pub fn sanitize(text: &str, max: usize) -> String {
+    let mut out = String::with_capacity(text.len().min(max));
+    let limit = max.saturating_sub(3);
+    for c in text.chars() {
+        let piece: String = match c {
+            '\\' => String::from("\\\\"),
+            ' '..='~' => c.to_string(),
+            '\t' => String::from("\\t"),
+            '\n' => String::from("\\n"),
+            '\r' => String::from("\\r"),
+            c if (c as u32) < 0x80 => format!("\\x{:02x}", c as u32),
+            c => {
+                let mut b = [0u8; 4];
+                c.encode_utf8(&mut b).bytes().map(|x| format!("\\x{x:02x}")).collect()
+            }
+        };
+        if out.len() + piece.len() > limit {
+            out.push_str("...");
+            return out;
+        }
+        out.push_str(&piece);
+    }
+    out
+}
+
+/// Where master writes log lines.
+pub enum Sink {
+    Stderr,
+    Syslog(Syslog),
+}
+
+/// A syslog connection that reconnects after syslogd restarts.
+pub struct Syslog {
+    facility: syslog::Facility,
+    logger: Option<syslog::Logger<syslog::LoggerBackend, syslog::Formatter3164>>,
+    last_attempt: Option<Instant>,
+}
+
+const RECONNECT_PAUSE: Duration = Duration::from_secs(1);
+
+impl Syslog {
+    pub fn new(facility: &str) -> Syslog {
+        let facility = syslog::Facility::from_str(facility).unwrap_or(syslog::Facility::LOG_MAIL);
+        let mut s = Syslog { facility, logger: None, last_attempt: None };
+        s.connect();
+        s
+    }
+
+    fn connect(&mut self) {
+        self.last_attempt = Some(Instant::now());
+        let f = syslog::Formatter3164 { facility: self.facility, hostname: None, process: String::from("mta"), pid: 0 };
+        self.logger = syslog::unix(f).ok();
+    }
+
+    fn write(&mut self, program: &str, pid: u32, level: Level, line: &str) {
+        for attempt in 0..2 {
+            if self.logger.is_none() {
+                let waited = self.last_attempt.is_none_or(|t| t.elapsed() >= RECONNECT_PAUSE);
+                if attempt == 0 && !waited {
+                    return;
+                }
+                self.connect();
+            }
+            let Some(l) = self.logger.as_mut() else { return };
+            l.formatter.process = program.to_string();
+            l.formatter.pid = pid;
+            let r = match level {
+                Level::Error => l.err(line),
+                Level::Warning => l.warning(line),
+                Level::Info => l.info(line),
+                Level::Debug => l.debug(line),
+            };
+            if r.is_ok() {
+                return;
+            }
+            self.logger = None;
+        }
+    }
+}
+
+impl Sink {
+    /// Write one record from `role`'s process `pid`.
+    pub fn write(&mut self, role: &str, pid: u32, level: Level, text: &str, max: usize) {
+        let line = sanitize(text, max);
+        let program = format!("mta/{role}");
+        match self {
+            Sink::Stderr => {
+                let tag = match level {
+                    Level::Error => "error: ",
+                    Level::Warning => "warning: ",
+                    Level::Info | Level::Debug => "",
+                };
+                let _ = writeln!(std::io::stderr(), "{program}[{pid}]: {tag}{line}");
+            }
+            Sink::Syslog(s) => s.write(&program, pid, level, &line),
+        }
+    }
+}
+
+/// A child's logger: records go to master over the master channel.
+pub struct ChildLog {
+    max: usize,
+    verbose: bool,
+}
+
+impl ChildLog {
+    pub fn new(max: usize, verbose: bool) -> ChildLog {
+        ChildLog { max, verbose }
+    }
+
+    pub fn log(&self, chan: &mut Channel, level: Level, text: &str) {
+        if level == Level::Debug && !self.verbose {
+            return;
+        }
+        let text = sanitize(text, self.max);
+        if chan.send(&ToMaster::Log { level, text: text.clone() }, &[]).is_err() {
+            let _ = writeln!(std::io::stderr(), "{text}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sanitize;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(sanitize("a\r\nb\0c\x1b", 100), "a\\r\\nb\\x00c\\x1b");
+        assert_eq!(sanitize("back\\slash", 100), "back\\\\slash");
+    }
+
+    #[test]
+    fn non_ascii_is_escaped_bytewise() {
+        assert_eq!(sanitize("é", 100), "\\xc3\\xa9");
+    }
+
+    #[test]
+    fn long_lines_are_truncated_and_marked() {
+        let s = sanitize(&"x".repeat(5000), 100);
+        assert_eq!(s.len(), 100);
+        assert!(s.ends_with("..."));
+        let s = sanitize(&"\n".repeat(5000), 100);
+        assert!(s.len() <= 100);
+    }
+
+    #[test]
+    fn short_lines_untouched() {
+        assert_eq!(sanitize("queue 4Xyz: from=<a@b>", 100), "queue 4Xyz: from=<a@b>");
+    }
+}

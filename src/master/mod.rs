@@ -1,0 +1,395 @@
+//! master: the resident root daemon. It reads the configuration, holds
+//! the spool lock, the control socket and the queue directory
+//! descriptors, starts every child with its descriptors at known numbers,
+//! creates the channels between children from the whitelist in `roles`,
+//! restarts children that die (after a pause that grows), re-reads the
+//! configuration on SIGHUP and stops cleanly on SIGTERM.
+//!
+//! Single-threaded: one mio loop; signals arrive through a self-pipe.
+//!
+//! Trusts: the configuration (root's file). Distrusts children: a child
+//! that sends a malformed or forbidden message is killed and restarted.
+
+mod children;
+pub mod spool;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use mio::{Events, Interest, Poll, Token};
+use nix::sys::signal::Signal;
+use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+
+use crate::config::Config;
+use crate::ipc::msg::Level;
+use crate::log::{Sink, Syslog};
+use crate::roles::Role;
+
+use children::Children;
+
+const SIGNALS: Token = Token(0);
+
+/// Command-line options.
+#[derive(Debug, Default)]
+pub struct Options {
+    pub config: Option<PathBuf>,
+    pub foreground: bool,
+    pub check_only: bool,
+    pub verbose: bool,
+}
+
+pub const USAGE: &str = "usage: mta [-dnv] [-f file]";
+
+/// Parse argv (without argv[0]) in the BSD getopt style: `-dv`, `-f file`, `-ffile`.
+pub fn parse_args(args: &[String]) -> Result<Options, String> {
+    let mut o = Options::default();
+    let mut i = 0;
+    while i < args.len() {
+        let a = &args[i];
+        if a == "--" {
+            i += 1;
+            break;
+        }
+        let Some(flags) = a.strip_prefix('-').filter(|f| !f.is_empty()) else { break };
+        for (j, c) in flags.char_indices() {
+            match c {
+                'd' => o.foreground = true,
+                'n' => o.check_only = true,
+                'v' => o.verbose = true,
+                'f' => {
+                    let rest = &flags[j + 1..];
+                    let value = if !rest.is_empty() {
+                        rest.to_string()
+                    } else {
+                        i += 1;
+                        args.get(i).cloned().ok_or_else(|| String::from("option -f needs a file"))?
+                    };
+                    o.config = Some(PathBuf::from(value));
+                    break;
+                }
+                c => return Err(format!("unknown option -{c}")),
+            }
+        }
+        i += 1;
+    }
+    if i < args.len() {
+        return Err(format!("unexpected argument `{}`", args[i]));
+    }
+    Ok(o)
+}
+
+/// Everything master holds.
+pub struct Master {
+    pub opts: Options,
+    pub config_path: PathBuf,
+    pub config: Config,
+    pub owner: spool::Owner,
+    pub sink: Sink,
+    pub generation: u64,
+    pub started: Instant,
+    pub queue_fds: Vec<OwnedFd>,
+    pub control_listener: UnixListener,
+    pub poll: Poll,
+    pub children: Children,
+    /// Set by a stop request: the time after which children are killed.
+    pub stopping: Option<Instant>,
+    _lock: spool::Lock,
+}
+
+/// Run master; returns the process exit code.
+pub fn main(args: &[String]) -> i32 {
+    let opts = match parse_args(args) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("mta: {e}\n{USAGE}");
+            return 1;
+        }
+    };
+    let config_path = opts.config.clone().unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_PATH));
+    let config = match Config::load(&config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("mta: {e}");
+            return 1;
+        }
+    };
+    if opts.check_only {
+        if opts.verbose {
+            eprintln!("mta: {}: configuration is valid", config_path.display());
+        }
+        return 0;
+    }
+    match Master::start(opts, config_path, config) {
+        Ok(mut m) => m.run(),
+        Err(e) => {
+            eprintln!("mta: {e}");
+            1
+        }
+    }
+}
+
+impl Master {
+    fn start(opts: Options, config_path: PathBuf, config: Config) -> Result<Master, String> {
+        let owner = spool::Owner::resolve(&config.user)?;
+        spool::make_spool_root(&config.spool)?;
+        let lock = spool::lock(&config.spool)?;
+        let queue_fds = spool::prepare(&config.spool, &owner)?;
+        for role in Role::ALL {
+            spool::check_program(&config.libexec_directory.join(role.program()), owner.privileged)?;
+        }
+        let control_listener = spool::bind_control(&config.control.socket)?;
+        if !opts.foreground {
+            nix::unistd::daemon(false, false).map_err(|e| format!("daemon: {e}"))?;
+            spool::write_pidfile(&config.pidfile)?;
+        }
+        let sink = if opts.foreground { Sink::Stderr } else { Sink::Syslog(Syslog::new(&config.log.facility)) };
+        let poll = Poll::new().map_err(|e| format!("poll: {e}"))?;
+        Ok(Master {
+            opts,
+            config_path,
+            config,
+            owner,
+            sink,
+            generation: 1,
+            started: Instant::now(),
+            queue_fds,
+            control_listener,
+            poll,
+            children: Children::default(),
+            stopping: None,
+            _lock: lock,
+        })
+    }
+
+    pub fn log(&mut self, level: Level, text: &str) {
+        if level == Level::Debug && !self.opts.verbose {
+            return;
+        }
+        let max = self.config.log.line_length as usize;
+        self.sink.write("master", std::process::id(), level, text, max);
+    }
+
+    fn run(&mut self) -> i32 {
+        let mut signals = match Signals::new([SIGHUP, SIGTERM, SIGINT, SIGCHLD]) {
+            Ok(s) => s,
+            Err(e) => {
+                self.log(Level::Error, &format!("signals: {e}"));
+                return 1;
+            }
+        };
+        if let Err(e) = self.poll.registry().register(&mut signals, SIGNALS, Interest::READABLE) {
+            self.log(Level::Error, &format!("signals: {e}"));
+            return 1;
+        }
+        self.log(
+            Level::Info,
+            &format!(
+                "starting mta {} (configuration {}, {}; {})",
+                env!("CARGO_PKG_VERSION"),
+                self.config_path.display(),
+                if self.owner.privileged { "children run as the mail user" } else { "unprivileged mode" },
+                sandbox::describe_kernel()
+            ),
+        );
+        self.children.reset_slots(&self.config);
+        let mut events = Events::with_capacity(128);
+        loop {
+            self.reap();
+            if self.stopping.is_none() {
+                self.schedule();
+            }
+            if let Some(deadline) = self.stopping {
+                if self.children.is_empty() {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    self.kill_all();
+                    break;
+                }
+            }
+            let max = self.config.log.line_length as usize;
+            let sink = &mut self.sink;
+            let mut log = |level, text: &str| sink.write("master", std::process::id(), level, text, max);
+            self.children.kill_overdue(Instant::now(), &mut log);
+            let timeout = self.next_wakeup().map(|t| t.saturating_duration_since(Instant::now()));
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    self.log(Level::Error, &format!("poll: {e}"));
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                continue;
+            }
+            for ev in events.iter() {
+                match ev.token() {
+                    SIGNALS => {
+                        let pending: Vec<i32> = signals.pending().collect();
+                        for s in pending {
+                            self.signal(s);
+                        }
+                    }
+                    t => self.child_event(t, ev.is_readable(), ev.is_writable()),
+                }
+            }
+        }
+        self.shutdown_cleanup();
+        self.log(Level::Info, "stopped");
+        0
+    }
+
+    fn next_wakeup(&self) -> Option<Instant> {
+        let mut t = self.children.next_wakeup();
+        if let Some(d) = self.stopping {
+            t = Some(t.map_or(d, |x| x.min(d)));
+        }
+        t
+    }
+
+    fn signal(&mut self, s: i32) {
+        match s {
+            SIGCHLD => self.reap(),
+            SIGHUP => {
+                let r = self.reload();
+                if let Err(e) = r {
+                    self.log(Level::Error, &e);
+                }
+            }
+            SIGTERM | SIGINT => self.begin_stop(),
+            _ => {}
+        }
+    }
+
+    /// Ask every child to finish; kill what is left after stop_timeout.
+    pub fn begin_stop(&mut self) {
+        if self.stopping.is_some() {
+            return;
+        }
+        self.log(Level::Info, "stopping: asking children to finish");
+        self.stopping = Some(Instant::now() + self.config.supervise.stop_timeout);
+        let pids = self.children.retire_all(Instant::now() + self.config.supervise.stop_timeout);
+        for id in pids {
+            self.send_stop(id);
+        }
+    }
+
+    fn kill_all(&mut self) {
+        let pids = self.children.pids();
+        for pid in &pids {
+            self.log(Level::Warning, &format!("pid {pid} did not stop in time; killing it"));
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid as i32), Signal::SIGKILL);
+        }
+        for pid in pids {
+            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None);
+        }
+    }
+
+    /// Read and check the configuration file for a reload, without
+    /// applying it. Settings that need a restart keep their running value.
+    fn load_new(&mut self) -> Result<(Config, Vec<&'static str>), String> {
+        let mut new = Config::load(&self.config_path)
+            .map_err(|e| format!("reload refused, keeping the running configuration: {e}"))?;
+        let mut kept = Vec::new();
+        macro_rules! keep {
+            ($($f:ident).+) => {
+                if new.$($f).+ != self.config.$($f).+ {
+                    kept.push(stringify!($($f).+));
+                    new.$($f).+ = self.config.$($f).+.clone();
+                }
+            };
+        }
+        keep!(spool);
+        keep!(user);
+        keep!(pidfile);
+        keep!(control.socket);
+        keep!(libexec_directory);
+        for role in Role::ALL {
+            spool::check_program(&new.libexec_directory.join(role.program()), self.owner.privileged)
+                .map_err(|e| format!("reload refused: {e}"))?;
+        }
+        Ok((new, kept))
+    }
+
+    /// Whether a reload would be accepted.
+    pub(crate) fn check_reload(&mut self) -> Result<(), String> {
+        self.load_new().map(|_| ())
+    }
+
+    /// Re-read the configuration. A bad one is reported and the running
+    /// one kept; a good one starts a new generation of children.
+    pub fn reload(&mut self) -> Result<u64, String> {
+        let (new, kept) = self.load_new()?;
+        if !kept.is_empty() {
+            self.log(Level::Warning, &format!("reload: {} change only at restart; kept as running", kept.join(", ")));
+        }
+        self.config = new;
+        self.generation += 1;
+        let deadline = Instant::now() + self.config.supervise.stop_timeout;
+        let ids = self.children.retire_all(deadline);
+        for id in ids {
+            self.send_stop(id);
+        }
+        self.children.reset_slots(&self.config);
+        self.log(Level::Info, &format!("reloaded {}: generation {}", self.config_path.display(), self.generation));
+        Ok(self.generation)
+    }
+
+    fn shutdown_cleanup(&mut self) {
+        let _ = std::fs::remove_file(&self.config.control.socket);
+        if !self.opts.foreground {
+            let _ = std::fs::remove_file(&self.config.pidfile);
+        }
+        let _ = std::io::stderr().flush();
+    }
+
+    fn schedule(&mut self) {
+        let now = Instant::now();
+        for role_slot in self.children.due(now) {
+            self.start_child(role_slot);
+        }
+    }
+
+    fn status(&self) -> crate::ipc::msg::MasterStatus {
+        crate::ipc::msg::MasterStatus {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            pid: std::process::id(),
+            generation: self.generation,
+            uptime_secs: self.started.elapsed().as_secs(),
+            children: self.children.status(),
+        }
+    }
+}
+
+/// Per-role counts, for tests and status.
+pub fn counts(config: &Config) -> BTreeMap<Role, u32> {
+    Role::ALL.into_iter().map(|r| (r, config.count(r))).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &[&str]) -> Vec<String> {
+        s.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn bsd_style_options() {
+        let o = parse_args(&args(&["-dv", "-f", "/x.conf"])).unwrap();
+        assert!(o.foreground && o.verbose && !o.check_only);
+        assert_eq!(o.config, Some(PathBuf::from("/x.conf")));
+        let o = parse_args(&args(&["-nf/y.conf"])).unwrap();
+        assert!(o.check_only);
+        assert_eq!(o.config, Some(PathBuf::from("/y.conf")));
+    }
+
+    #[test]
+    fn bad_options_refused() {
+        assert!(parse_args(&args(&["-x"])).unwrap_err().contains("-x"));
+        assert!(parse_args(&args(&["-f"])).unwrap_err().contains("-f"));
+        assert!(parse_args(&args(&["extra"])).unwrap_err().contains("extra"));
+    }
+}

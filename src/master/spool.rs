@@ -1,0 +1,184 @@
+//! The spool tree, master's lock, the control socket and the checks on
+//! the programs master starts. All of this runs as root (or as the
+//! invoking user in development mode) before any child exists.
+//!
+//! Trusts: the configuration. Checks the file system it finds.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{Flock, FlockArg, OFlag, open};
+use nix::sys::stat::Mode;
+use nix::unistd::{Gid, Uid, chown};
+
+use crate::roles::QUEUE_DIRS;
+
+/// Who owns the queue: the configured user when master is root, the
+/// invoking user otherwise.
+#[derive(Clone, Debug)]
+pub struct Owner {
+    pub uid: u32,
+    pub gid: u32,
+    /// Master runs as root and children change to this user.
+    pub privileged: bool,
+}
+
+impl Owner {
+    /// Resolve the configured user (root) or take the invoking user.
+    pub fn resolve(user: &str) -> Result<Owner, String> {
+        if !nix::unistd::geteuid().is_root() {
+            return Ok(Owner {
+                uid: nix::unistd::geteuid().as_raw(),
+                gid: nix::unistd::getegid().as_raw(),
+                privileged: false,
+            });
+        }
+        match nix::unistd::User::from_name(user) {
+            Ok(Some(u)) if u.uid.is_root() => Err(format!("user `{user}` is root; the mail user must be unprivileged")),
+            Ok(Some(u)) => Ok(Owner { uid: u.uid.as_raw(), gid: u.gid.as_raw(), privileged: true }),
+            Ok(None) => Err(format!(
+                "user `{user}` does not exist; create it (e.g. `pw useradd {user} -d /nonexistent -s /sbin/nologin` \
+                 on FreeBSD, `useradd -r -s /usr/sbin/nologin {user}` on Linux) or set `user`"
+            )),
+            Err(e) => Err(format!("looking up user `{user}`: {e}")),
+        }
+    }
+}
+
+/// The exclusive lock a running master holds on SPOOL/master.lock.
+pub struct Lock {
+    _lock: Flock<File>,
+}
+
+/// Take the master lock, or say which process holds it.
+pub fn lock(spool: &Path) -> Result<Lock, String> {
+    let path = spool.join("master.lock");
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(mut l) => {
+            let _ = l.set_len(0);
+            let _ = l.rewind();
+            let _ = writeln!(l, "{}", std::process::id());
+            let _ = l.sync_data();
+            Ok(Lock { _lock: l })
+        }
+        Err((mut f, nix::errno::Errno::EWOULDBLOCK)) => {
+            let mut pid = String::new();
+            let _ = f.read_to_string(&mut pid);
+            Err(format!("another master is running (pid {}) and holds {}", pid.trim(), path.display()))
+        }
+        Err((_, e)) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+/// Create or check the spool tree: SPOOL (root, 0755) and the queue
+/// directories (owner's, 0700). Returns descriptors of the queue
+/// directories in QUEUE_DIRS order.
+pub fn prepare(spool: &Path, owner: &Owner) -> Result<Vec<OwnedFd>, String> {
+    let meta = fs::symlink_metadata(spool).map_err(|e| format!("{}: {e}", spool.display()))?;
+    if !meta.is_dir() {
+        return Err(format!("{}: not a directory", spool.display()));
+    }
+    if owner.privileged && meta.uid() != 0 {
+        return Err(format!("{}: must be owned by root", spool.display()));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(format!("{}: must not be group- or world-writable", spool.display()));
+    }
+    let mut fds = Vec::with_capacity(QUEUE_DIRS.len());
+    for name in QUEUE_DIRS {
+        let dir = spool.join(name);
+        make_dir(&dir, 0o700)?;
+        let m = fs::symlink_metadata(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        if !m.is_dir() {
+            return Err(format!("{}: not a directory", dir.display()));
+        }
+        if owner.privileged {
+            chown(&dir, Some(Uid::from_raw(owner.uid)), Some(Gid::from_raw(owner.gid)))
+                .map_err(|e| format!("chown {}: {e}", dir.display()))?;
+            fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
+                .map_err(|e| format!("chmod {}: {e}", dir.display()))?;
+        } else if m.uid() != owner.uid {
+            return Err(format!("{}: owned by uid {}, not by the user running mta", dir.display(), m.uid()));
+        }
+        let fd = open(&dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW, Mode::empty())
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
+        fds.push(fd);
+    }
+    Ok(fds)
+}
+
+/// Create the spool directory if it is missing (root's, 0755).
+pub fn make_spool_root(spool: &Path) -> Result<(), String> {
+    make_dir(spool, 0o755)
+}
+
+fn make_dir(path: &Path, mode: u32) -> Result<(), String> {
+    match fs::DirBuilder::new().mode(mode).create(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(format!("creating {}: {e}", path.display())),
+    }
+}
+
+/// Bind the control socket (mode 0666: peer credentials decide access).
+/// A stale socket left by a dead master is replaced; master holds the
+/// spool lock, so no live master owns it.
+pub fn bind_control(path: &Path) -> Result<UnixListener, String> {
+    if let Ok(m) = fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt;
+        if !m.file_type().is_socket() {
+            return Err(format!("{}: exists and is not a socket", path.display()));
+        }
+        fs::remove_file(path).map_err(|e| format!("removing stale {}: {e}", path.display()))?;
+    }
+    let l = UnixListener::bind(path).map_err(|e| format!("binding {}: {e}", path.display()))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o666))
+        .map_err(|e| format!("chmod {}: {e}", path.display()))?;
+    Ok(l)
+}
+
+/// Check a program master is about to start: it must exist, be a regular
+/// executable file, and when master is root be owned by root and not
+/// writable by group or others.
+pub fn check_program(path: &Path, privileged: bool) -> Result<(), String> {
+    let m = fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if !m.is_file() || m.mode() & 0o111 == 0 {
+        return Err(format!("{}: not an executable file", path.display()));
+    }
+    if privileged {
+        if m.uid() != 0 {
+            return Err(format!("{}: not owned by root; refusing to run it as root's child", path.display()));
+        }
+        if m.mode() & 0o022 != 0 {
+            return Err(format!("{}: group- or world-writable; refusing to run it", path.display()));
+        }
+    }
+    Ok(())
+}
+
+/// Write the pid file.
+pub fn write_pidfile(path: &Path) -> Result<(), String> {
+    let tmp = PathBuf::from(format!("{}.tmp", path.display()));
+    let _ = fs::remove_file(&tmp);
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(&tmp)
+        .map_err(|e| format!("{}: {e}", tmp.display()))?;
+    writeln!(f, "{}", std::process::id()).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
+}

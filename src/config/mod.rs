@@ -38,10 +38,12 @@ pub const DEFAULT_LIBEXEC: &str = match option_env!("MTA_LIBEXEC") {
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// This host's name in SMTP greetings and Received: lines.
+    #[serde(deserialize_with = "de_hostname")]
     pub hostname: String,
     /// The spool (queue) directory.
     pub spool: PathBuf,
     /// The unprivileged user every child but local runs as when master is root.
+    #[serde(deserialize_with = "de_user")]
     pub user: String,
     /// Where the child programs are.
     pub libexec_directory: PathBuf,
@@ -49,6 +51,7 @@ pub struct Config {
     pub pidfile: PathBuf,
     pub control: Control,
     pub log: Log,
+    #[serde(deserialize_with = "de_supervise")]
     pub supervise: Supervise,
     pub sandbox: SandboxConf,
     /// Process counts per role; singleton roles accept only 1.
@@ -62,6 +65,7 @@ pub struct Control {
     /// The control socket mtactl and mailq connect to.
     pub socket: PathBuf,
     /// Clients served at once; more wait in the listen queue.
+    #[serde(deserialize_with = "de_clients")]
     pub clients: u32,
     /// A client that sends no complete request within this time is dropped.
     #[serde(with = "serde_ucl::time")]
@@ -75,6 +79,7 @@ pub struct Log {
     #[serde(deserialize_with = "de_facility")]
     pub facility: String,
     /// Longest log line; longer lines are truncated and marked.
+    #[serde(deserialize_with = "de_line_length")]
     pub line_length: u32,
 }
 
@@ -161,6 +166,52 @@ fn de_facility<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     }
 }
 
+fn in_range<'de, D: Deserializer<'de>>(d: D, lo: u32, hi: u32) -> Result<u32, D::Error> {
+    let n = u32::deserialize(d)?;
+    if (lo..=hi).contains(&n) {
+        Ok(n)
+    } else {
+        Err(serde::de::Error::custom(format!("{n} is out of range ({lo} to {hi})")))
+    }
+}
+
+fn de_clients<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    in_range(d, 1, 1024)
+}
+
+fn de_line_length<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    in_range(d, 256, 65536)
+}
+
+fn de_hostname<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let h = String::deserialize(d)?;
+    let label_ok = |l: &str| !l.is_empty() && l.len() <= 63 && !l.starts_with('-') && !l.ends_with('-');
+    if h.len() > 253 || !h.bytes().all(hostname_byte) || !h.split('.').all(label_ok) {
+        return Err(serde::de::Error::custom(format!("`{h}` is not a host name")));
+    }
+    Ok(h)
+}
+
+fn de_user<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let u = String::deserialize(d)?;
+    let ok = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.';
+    if u.is_empty() || u.len() > 32 || !u.bytes().all(ok) {
+        return Err(serde::de::Error::custom(format!("`{u}` is not a user name")));
+    }
+    Ok(u)
+}
+
+fn de_supervise<'de, D: Deserializer<'de>>(d: D) -> Result<Supervise, D::Error> {
+    let s = Supervise::deserialize(d)?;
+    if s.restart_delay.is_zero() || s.restart_delay > s.restart_delay_max {
+        return Err(serde::de::Error::custom("restart_delay must be positive and at most restart_delay_max"));
+    }
+    if s.stop_timeout.is_zero() {
+        return Err(serde::de::Error::custom("stop_timeout must be positive"));
+    }
+    Ok(s)
+}
+
 fn de_processes<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<Role, u32>, D::Error> {
     let raw = BTreeMap::<String, u32>::deserialize(d)?;
     let mut out = BTreeMap::new();
@@ -224,32 +275,7 @@ impl Config {
 
     /// Parse configuration text; errors carry the line where known.
     pub fn parse(text: &str) -> Result<Config, (Option<usize>, String)> {
-        let config: Config = serde_ucl::from_str(text).map_err(describe)?;
-        config.check().map_err(|m| (None, m))?;
-        Ok(config)
-    }
-
-    fn check(&self) -> Result<(), String> {
-        if self.hostname.is_empty() || self.hostname.len() > 253 || !self.hostname.bytes().all(hostname_byte) {
-            return Err(format!("hostname: `{}` is not a host name", self.hostname));
-        }
-        if self.user.is_empty() || self.user.bytes().any(|b| b == b':' || b.is_ascii_whitespace()) {
-            return Err(format!("user: `{}` is not a user name", self.user));
-        }
-        let s = &self.supervise;
-        if s.restart_delay.is_zero() || s.restart_delay > s.restart_delay_max {
-            return Err(String::from("supervise: restart_delay must be positive and at most restart_delay_max"));
-        }
-        if s.stop_timeout.is_zero() {
-            return Err(String::from("supervise.stop_timeout: must be positive"));
-        }
-        if self.control.clients == 0 || self.control.clients > 1024 {
-            return Err(String::from("control.clients: must be 1 to 1024"));
-        }
-        if !(256..=65536).contains(&self.log.line_length) {
-            return Err(String::from("log.line_length: must be 256 to 65536"));
-        }
-        Ok(())
+        serde_ucl::from_str(text).map_err(describe)
     }
 
     fn resolve_paths(&mut self, base: &Path) {

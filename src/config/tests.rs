@@ -80,3 +80,18 @@ fn error_display_names_file_and_line() {
     let e = Error { file: PathBuf::from("/etc/mta/mta.conf"), line: Some(7), message: String::from("key `x`: bad") };
     assert_eq!(e.to_string(), "/etc/mta/mta.conf:7: key `x`: bad");
 }
+
+#[test]
+fn semantic_errors_have_lines() {
+    let (line, m) = Config::parse("\nsupervise {\n restart_delay = 10s;\n restart_delay_max = 1s;\n}\n").unwrap_err();
+    assert_eq!(line, Some(2), "{m}");
+    assert!(m.contains("restart_delay"), "{m}");
+    let (line, m) = Config::parse("\n\nhostname = \"bad host\";\n").unwrap_err();
+    assert_eq!(line, Some(3), "{m}");
+    assert!(m.contains("hostname"), "{m}");
+    let (line, m) = Config::parse("control {\n clients = 0;\n}\n").unwrap_err();
+    assert_eq!(line, Some(2), "{m}");
+    assert!(m.contains("out of range"), "{m}");
+    let (_, m) = Config::parse("user = \"a:b\";").unwrap_err();
+    assert!(m.contains("user"), "{m}");
+}

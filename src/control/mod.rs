@@ -45,6 +45,14 @@ pub enum Command {
 }
 
 impl Command {
+    pub fn name(self) -> &'static str {
+        match self {
+            Command::Status => "status",
+            Command::Reload => "reload",
+            Command::Stop => "stop",
+        }
+    }
+
     pub fn parse(line: &str) -> Option<Command> {
         match line.trim_end_matches(['\r', '\n']) {
             "status" => Some(Command::Status),
@@ -77,6 +85,8 @@ enum Phase {
 
 struct Client {
     stream: UnixStream,
+    /// The peer's uid from the kernel; None if it could not be had.
+    uid: Option<u32>,
     buf: Vec<u8>,
     deadline: Instant,
     phase: Phase,
@@ -147,18 +157,13 @@ impl Control {
             match self.listener.accept() {
                 Ok((mut stream, _)) => {
                     let uid = peer_uid(&stream);
-                    if !uid.is_some_and(|u| authorized(u, self.own_uid)) {
-                        let _ = stream.write_all(b"{\"ok\":false,\"error\":\"permission denied\"}\n");
-                        self.child.info(&format!("control request refused for uid {}", uid.map_or(-1, i64::from)));
-                        continue;
-                    }
                     let token = Token(self.next);
                     self.next += 1;
                     if self.poll.registry().register(&mut stream, token, Interest::READABLE).is_err() {
                         continue;
                     }
                     let deadline = Instant::now() + self.child.config.control.timeout;
-                    self.clients.insert(token, Client { stream, buf: Vec::new(), deadline, phase: Phase::Reading });
+                    self.clients.insert(token, Client { stream, uid, buf: Vec::new(), deadline, phase: Phase::Reading });
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
@@ -203,6 +208,12 @@ impl Control {
         let Some(command) = Command::parse(line) else {
             return self.answer(token, json!({"ok": false, "error": "unknown command (status, reload, stop)"}));
         };
+        let uid = self.clients.get(&token).and_then(|c| c.uid);
+        if !uid.is_some_and(|u| authorized(u, self.own_uid)) {
+            let who = uid.map_or_else(|| String::from("unknown"), |u| u.to_string());
+            self.child.info(&format!("control request {} refused for uid {who}", command.name()));
+            return self.answer(token, json!({"ok": false, "error": "permission denied"}));
+        }
         let id = token.0 as u64;
         let to_master = match command {
             Command::Status => ToMaster::Status { id },

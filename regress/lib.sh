@@ -1,0 +1,86 @@
+# Shared by the regress cases. Each case gets a fresh folder $W with a
+# configuration, starts master there and cleans up on exit.
+set -eu
+: "${MTA_BIN:?MTA_BIN must name the folder of the built programs}"
+MTA="$MTA_BIN/mta"
+MTACTL="$MTA_BIN/mtactl"
+W=$(mktemp -d /tmp/mta-regress.XXXXXX)
+chmod 755 "$W"
+CONF="$W/mta.conf"
+LOG="$W/mta.log"
+MASTER_PID=""
+
+fail() { echo "FAIL: $*"; [ -f "$LOG" ] && { echo "--- master log:"; cat "$LOG"; }; exit 1; }
+note() { echo "  $*"; }
+
+cleanup() {
+	if [ -n "$MASTER_PID" ] && kill -0 "$MASTER_PID" 2>/dev/null; then
+		kill -TERM "$MASTER_PID" 2>/dev/null || true
+		i=0; while kill -0 "$MASTER_PID" 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+		kill -KILL "$MASTER_PID" 2>/dev/null || true
+	fi
+	rm -rf "$W"
+}
+trap cleanup EXIT
+
+# write_conf [extra UCL lines...]
+write_conf() {
+	{
+		echo "spool = \"spool\";"
+		echo "libexec_directory = \"${LIBEXEC:-$MTA_BIN}\";"
+		echo "pidfile = \"mta.pid\";"
+		echo "control { socket = \"mta.sock\"; }"
+		echo "supervise { restart_delay = 1s; restart_delay_max = 8s; stop_timeout = 5s; }"
+		for l in "$@"; do echo "$l"; done
+	} > "$CONF"
+}
+
+# start_master: master in the foreground (-d), log in $LOG, waits until
+# both children run.
+start_master() {
+	"$MTA" -d -f "$CONF" >"$LOG" 2>&1 &
+	MASTER_PID=$!
+	wait_status 2 || fail "children did not start"
+}
+
+# mtactl by socket (a case may break the configuration file on purpose).
+ctl() { "$MTACTL" -s "$W/mta.sock" "$@"; }
+
+# wait_status N: until status lists N running children (10 s at most).
+wait_status() {
+	i=0
+	while [ $i -lt 100 ]; do
+		n=$(ctl status 2>/dev/null | awk '$NF == "running"' | wc -l)
+		[ "$n" -ge "$1" ] && return 0
+		sleep 0.1; i=$((i + 1))
+	done
+	return 1
+}
+
+# child_pid ROLE: the pid of the running ROLE process.
+child_pid() { ctl status | awk -v r="$1" '$1 == r && $NF == "running" { print $2 }' | head -1; }
+
+# wait_log PATTERN [SECONDS]: until the master log has a line matching PATTERN.
+wait_log() {
+	i=0; lim=$(( ${2:-10} * 10 ))
+	while [ $i -lt $lim ]; do
+		grep -q -- "$1" "$LOG" 2>/dev/null && return 0
+		sleep 0.1; i=$((i + 1))
+	done
+	return 1
+}
+
+# gone PID [SECONDS]: until PID no longer exists.
+gone() {
+	i=0; lim=$(( ${2:-10} * 10 ))
+	while kill -0 "$1" 2>/dev/null; do
+		[ $i -ge $lim ] && return 1
+		sleep 0.1; i=$((i + 1))
+	done
+	return 0
+}
+
+ensure_user() {
+	id "$1" >/dev/null 2>&1 || useradd -r -d /nonexistent -s /usr/sbin/nologin "$1"
+}
+is_root() { [ "$(id -u)" = 0 ]; }

@@ -1,0 +1,30 @@
+# Sourced by scripts/run and scripts/test: installs what they need, idempotently.
+#   setup_toolchain        the toolchain pinned in rust-toolchain.toml
+#   setup_packages PKG...  Debian packages that are missing (apt-get)
+
+setup_toolchain() {
+	channel=$(sed -n 's/^channel *= *"\(.*\)"/\1/p' rust-toolchain.toml)
+	if ! command -v rustup >/dev/null 2>&1; then
+		echo "setup: rustup is required (https://rustup.rs or your package manager)" >&2
+		return 1
+	fi
+	if ! rustup run "$channel" rustc --version >/dev/null 2>&1 ||
+	   ! rustup component list --toolchain "$channel" --installed 2>/dev/null | grep -q '^rust-src'; then
+		rustup toolchain install "$channel" --profile minimal -c rust-src,clippy,rustfmt
+	fi
+}
+
+setup_packages() {
+	missing=""
+	for p in "$@"; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+	done
+	[ -z "$missing" ] && return 0
+	if [ "$(id -u)" != 0 ]; then
+		echo "setup: missing Debian packages:$missing (run as root, or install them)" >&2
+		return 1
+	fi
+	DEBIAN_FRONTEND=noninteractive apt-get update -qq
+	# shellcheck disable=SC2086
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing
+}

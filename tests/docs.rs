@@ -75,11 +75,8 @@ fn manual_documents_no_unknown_key() {
     let known: Vec<String> = keys().into_iter().map(|(k, _)| k).collect();
     let page = page();
     // Only items of the key list (dotted names or lower-case words with _).
-    let documented: Vec<&str> = page
-        .lines()
-        .filter_map(|l| l.strip_prefix(".It Ic "))
-        .filter_map(|l| l.split_whitespace().next())
-        .collect();
+    let documented: Vec<&str> =
+        page.lines().filter_map(|l| l.strip_prefix(".It Ic ")).filter_map(|l| l.split_whitespace().next()).collect();
     for d in documented {
         assert!(known.iter().any(|k| k == d), "mta.conf.5 documents `{d}`, which the code does not know");
     }

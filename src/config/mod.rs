@@ -102,6 +102,7 @@ pub struct Supervise {
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
+#[derive(Default)]
 pub struct SandboxConf {
     /// Run a child unconfined when its sandbox cannot be entered (logged at every start).
     pub allow_unconfined: bool,
@@ -144,12 +145,6 @@ impl Default for Supervise {
             stable_after: Duration::from_secs(60),
             stop_timeout: Duration::from_secs(10),
         }
-    }
-}
-
-impl Default for SandboxConf {
-    fn default() -> SandboxConf {
-        SandboxConf { allow_unconfined: false }
     }
 }
 

@@ -124,10 +124,10 @@ pub fn serve(_token: Sandboxed, mut child: Child) -> ! {
     let mut events = Events::with_capacity(64);
     loop {
         let timeout = c.next_deadline().map(|d| d.saturating_duration_since(Instant::now()));
-        if let Err(e) = c.poll.poll(&mut events, timeout) {
-            if e.kind() != ErrorKind::Interrupted {
-                c.child.fatal(&format!("poll: {e}"));
-            }
+        if let Err(e) = c.poll.poll(&mut events, timeout)
+            && e.kind() != ErrorKind::Interrupted
+        {
+            c.child.fatal(&format!("poll: {e}"));
         }
         for ev in events.iter() {
             match ev.token() {
@@ -163,7 +163,8 @@ impl Control {
                         continue;
                     }
                     let deadline = Instant::now() + self.child.config.control.timeout;
-                    self.clients.insert(token, Client { stream, uid, buf: Vec::new(), deadline, phase: Phase::Reading });
+                    self.clients
+                        .insert(token, Client { stream, uid, buf: Vec::new(), deadline, phase: Phase::Reading });
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
@@ -224,12 +225,11 @@ impl Control {
             self.child.fatal(&format!("master channel: {e}"));
         }
         let mut asked_qmgr = None;
-        if command == Command::Status {
-            if let Some(q) = self.qmgr.as_mut() {
-                if q.send(&ControlToQmgr::QueueCounts { id }, &[]).is_ok() {
-                    asked_qmgr = Some(Instant::now());
-                }
-            }
+        if command == Command::Status
+            && let Some(q) = self.qmgr.as_mut()
+            && q.send(&ControlToQmgr::QueueCounts { id }, &[]).is_ok()
+        {
+            asked_qmgr = Some(Instant::now());
         }
         if let Some(c) = self.clients.get_mut(&token) {
             c.phase = Phase::Waiting { command, master: None, queue: None, asked_qmgr };
@@ -293,12 +293,12 @@ impl Control {
                         self.child.fatal("qmgr sent descriptors with queue counts");
                     }
                     let token = Token(id as usize);
-                    if let Some(c) = self.clients.get_mut(&token) {
-                        if let Phase::Waiting { queue, .. } = &mut c.phase {
-                            let map: serde_json::Map<String, Value> =
-                                counts.into_iter().map(|(k, n)| (k, Value::from(n))).collect();
-                            *queue = Some(Value::Object(map));
-                        }
+                    if let Some(c) = self.clients.get_mut(&token)
+                        && let Phase::Waiting { queue, .. } = &mut c.phase
+                    {
+                        let map: serde_json::Map<String, Value> =
+                            counts.into_iter().map(|(k, n)| (k, Value::from(n))).collect();
+                        *queue = Some(Value::Object(map));
                     }
                     self.maybe_finish(token);
                 }

@@ -78,6 +78,9 @@ impl From<Errno> for Error {
     }
 }
 
+/// A received frame and the descriptors that came with it.
+type Frame = (Vec<u8>, Vec<OwnedFd>);
+
 struct Outgoing {
     frame: Vec<u8>,
     fds: Vec<OwnedFd>,
@@ -197,7 +200,7 @@ impl Channel {
         }
     }
 
-    fn recv_frame(&mut self) -> Result<Option<(Vec<u8>, Vec<OwnedFd>)>, Error> {
+    fn recv_frame(&mut self) -> Result<Option<Frame>, Error> {
         let mut buf = vec![0u8; MAX_FRAME + 1];
         let d = match sandbox::fds::recv_datagram(self.fd.as_fd(), &mut buf) {
             Ok(d) => d,

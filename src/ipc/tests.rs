@@ -62,12 +62,9 @@ fn over_limit_message_refused_by_receiver() {
     a.send(&ToMaster::Log { level: Level::Info, text: "y".repeat(30_000) }, &[]).unwrap();
     let mut err = None;
     for _ in 0..10 {
-        match b.recv::<ToMaster>() {
-            Err(e) => {
-                err = Some(e);
-                break;
-            }
-            Ok(_) => {}
+        if let Err(e) = b.recv::<ToMaster>() {
+            err = Some(e);
+            break;
         }
     }
     assert!(matches!(err, Some(Error::TooLarge(_))), "{err:?}");

@@ -226,8 +226,11 @@ impl Master {
             gid: self.owner.gid,
             groups: vec![self.owner.gid],
         });
-        let hard =
-            nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).map(|(_, h)| h).unwrap_or(1024);
+        // rlim_t is unsigned on Linux and OpenBSD, signed on FreeBSD.
+        #[allow(clippy::useless_conversion)]
+        let hard = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            .map(|(_, h)| u64::try_from(h).unwrap_or(u64::MAX))
+            .unwrap_or(1024);
         let nofile = role.open_files().min(hard);
         let limits = [
             sandbox::Limit { resource: sandbox::Resource::OpenFiles, soft: nofile, hard: nofile },
@@ -327,13 +330,12 @@ impl Master {
     /// Something happened on child `token`'s channel.
     pub(super) fn child_event(&mut self, token: Token, readable: bool, writable: bool) {
         let id = token.0;
-        if writable {
-            if let Some(Some(ch)) = self.children.procs.get_mut(&id).map(|p| p.channel.as_mut()) {
-                if let Err(e) = ch.flush() {
-                    self.channel_error(id, e);
-                    return;
-                }
-            }
+        if writable
+            && let Some(Some(ch)) = self.children.procs.get_mut(&id).map(|p| p.channel.as_mut())
+            && let Err(e) = ch.flush()
+        {
+            self.channel_error(id, e);
+            return;
         }
         if !readable {
             return;
@@ -387,10 +389,10 @@ impl Master {
                 self.sink.write(role.name(), pid, level, &text, max);
             }
             ToMaster::Ready { confined } => {
-                if let Some(p) = self.children.procs.get_mut(&id) {
-                    if p.state == ChildState::Starting {
-                        p.state = ChildState::Running;
-                    }
+                if let Some(p) = self.children.procs.get_mut(&id)
+                    && p.state == ChildState::Starting
+                {
+                    p.state = ChildState::Running;
                 }
                 let how = if confined { "sandboxed" } else { "UNCONFINED" };
                 self.log(Level::Info, &format!("{} pid {pid} running, {how}", role.name()));

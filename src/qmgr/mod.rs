@@ -56,10 +56,10 @@ pub fn serve(_token: Sandboxed, child: Child) -> ! {
     q.child.debug("serving");
     let mut events = Events::with_capacity(64);
     loop {
-        if let Err(e) = q.poll.poll(&mut events, Some(Duration::from_secs(60))) {
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                q.child.fatal(&format!("poll: {e}"));
-            }
+        if let Err(e) = q.poll.poll(&mut events, Some(Duration::from_secs(60)))
+            && e.kind() != std::io::ErrorKind::Interrupted
+        {
+            q.child.fatal(&format!("poll: {e}"));
         }
         for ev in events.iter() {
             match ev.token() {
@@ -118,11 +118,11 @@ impl Qmgr {
                         self.child.warn(&e);
                     }
                     let reply = QmgrToControl::QueueCounts { id, counts };
-                    if let Some(chan) = self.peers.get_mut(&token) {
-                        if let Err(e) = chan.send(&reply, &[]) {
-                            self.drop_peer(token, &e.to_string());
-                            return;
-                        }
+                    if let Some(chan) = self.peers.get_mut(&token)
+                        && let Err(e) = chan.send(&reply, &[])
+                    {
+                        self.drop_peer(token, &e.to_string());
+                        return;
                     }
                 }
                 Err(crate::ipc::Error::Closed) => {

@@ -1,0 +1,51 @@
+# As a daemon, master writes its own and its children's records to syslog
+# (facility mail, program names mta/<role>), and reconnects when syslogd
+# restarts. A private mount namespace gives the case its own /dev/log.
+if [ "$(id -u)" != 0 ]; then echo "  skipped: needs root for a private /dev/log"; exit 0; fi
+if [ -z "${MTA_IN_NS:-}" ]; then
+	# Re-run this case in a new mount namespace (MTA_TRACE=1 traces it).
+	MTA_IN_NS=1 exec unshare -m --propagation private sh ${MTA_TRACE:+-x} "$0"
+fi
+. ./lib.sh
+# In this namespace only: a fresh /dev holding the real null, zero and
+# random devices and a /dev/log symlink to our syslogd's socket.
+mkdir -p /run/mtalog
+mount -t tmpfs tmpfs /run/mtalog
+mkdir /run/mtalog/realdev
+mount --bind /dev /run/mtalog/realdev
+mount -t tmpfs -o mode=755 tmpfs /dev
+for d in null zero random urandom; do
+	: > "/dev/$d"
+	mount --bind "/run/mtalog/realdev/$d" "/dev/$d"
+done
+SOCK=/run/mtalog/log
+ln -s "$SOCK" /dev/log
+S1=""; S2=""
+trap 'kill $S1 $S2 2>/dev/null || true; cleanup' EXIT
+python3 fake_syslogd.py "$SOCK" "$W/syslog.1" 60 & S1=$!
+i=0; until [ -S "$SOCK" ]; do [ $i -gt 50 ] && fail "fake syslogd did not start"; sleep 0.1; i=$((i + 1)); done
+write_conf 'log { facility = "mail"; }'
+"$MTA" -f "$CONF" > "$LOG" 2>&1 || fail "daemon start failed"
+i=0; until [ -s "$W/mta.pid" ]; do [ $i -gt 50 ] && fail "no pid file"; sleep 0.1; i=$((i + 1)); done
+MASTER_PID=$(cat "$W/mta.pid")
+wait_status 2 || fail "children not running"
+sleep 0.5
+cat "$W/syslog.1"
+# facility mail (2) * 8 + info (6) = 22
+grep -q '^<22>.* mta/master\[[0-9]*\]: starting mta' "$W/syslog.1" || fail "no master start record at mail.info"
+grep -q "mta/master\[$MASTER_PID\]: qmgr pid [0-9]* running, sandboxed" "$W/syslog.1" || fail "no child start record"
+# syslogd restarts: a new socket at the same path.
+kill $S1; wait $S1 2>/dev/null || true
+rm -f "$SOCK"
+python3 fake_syslogd.py "$SOCK" "$W/syslog.2" 60 & S2=$!
+i=0; until [ -S "$SOCK" ]; do [ $i -gt 50 ] && fail "second syslogd did not start"; sleep 0.1; i=$((i + 1)); done
+sleep 1.2
+q=$(child_pid qmgr)
+kill -KILL "$q"
+i=0; until grep -q "qmgr pid $q killed by SIGKILL" "$W/syslog.2" 2>/dev/null; do
+	[ $i -gt 50 ] && { cat "$W/syslog.2"; fail "no record after syslogd restart"; }; sleep 0.1; i=$((i + 1)); done
+grep -q '^<20>.* mta/master' "$W/syslog.2" || fail "restart warning not at mail.warning"
+ctl stop >/dev/null
+gone "$MASTER_PID" 8 || fail "did not stop"
+MASTER_PID=""
+exit 0

@@ -1,0 +1,170 @@
+//! A child trusts nothing on its channels: a malformed or unexpected
+//! message from master ends it (exit 1, logged), and master restarts it.
+//! Here the test plays master for a real `qmgr` process.
+
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use mta::ipc::msg::{ChildConfig, FromMaster, ToMaster};
+use mta::ipc::{self, Channel};
+use mta::roles::{QUEUE_DIRS, Role};
+use nix::sys::socket::{MsgFlags, send};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+
+struct Qmgr {
+    pid: Pid,
+    master: Channel,
+    _dir: tempdir::Dir,
+}
+
+mod tempdir {
+    pub struct Dir(pub std::path::PathBuf);
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn start(name: &str) -> (Qmgr, OwnedFd) {
+    let dir = std::env::temp_dir().join(format!("mta-child-protocol-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut dirs = Vec::new();
+    for d in QUEUE_DIRS {
+        std::fs::create_dir_all(dir.join(d)).unwrap();
+        dirs.push(std::fs::File::open(dir.join(d)).unwrap());
+    }
+    let (mine, theirs) = ipc::pair().unwrap();
+    let mut fds = vec![theirs.as_raw_fd()];
+    fds.extend(dirs.iter().map(|d| d.as_raw_fd()));
+    let program = Path::new(env!("CARGO_BIN_EXE_qmgr"));
+    let spec =
+        sandbox::Spawn { program, argv: &["qmgr"], env: &[], fds: &fds, stderr: None, credentials: None, limits: &[] };
+    let pid = sandbox::spawn(&spec).unwrap();
+    let raw = mine.try_clone().unwrap();
+    (Qmgr { pid: Pid::from_raw(pid), master: Channel::new(mine), _dir: tempdir::Dir(dir.clone()) }, raw)
+}
+
+fn config(dir: &Path) -> FromMaster {
+    FromMaster::Init(ChildConfig {
+        role: Role::Qmgr,
+        generation: 1,
+        hostname: String::from("test.example"),
+        spool: dir.to_path_buf(),
+        verbose: true,
+        allow_unconfined: false,
+        log_line_length: 2048,
+        control: mta::config::Control::default(),
+    })
+}
+
+/// Wait for the child's exit status (10 s at most).
+fn exit_code(q: &Qmgr) -> i32 {
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        match waitpid(q.pid, Some(WaitPidFlag::WNOHANG)).unwrap() {
+            WaitStatus::Exited(_, c) => return c,
+            WaitStatus::Signaled(_, s, _) => panic!("qmgr killed by {s}"),
+            _ if Instant::now() > end => {
+                let _ = nix::sys::signal::kill(q.pid, nix::sys::signal::Signal::SIGKILL);
+                panic!("qmgr did not exit");
+            }
+            _ => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// Read messages until Ready (or a fatal log) arrives.
+fn until_ready(q: &mut Qmgr) -> Vec<ToMaster> {
+    let mut got = Vec::new();
+    let end = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < end {
+        match q.master.recv::<ToMaster>() {
+            Ok(Some((m, _))) => {
+                let done = matches!(m, ToMaster::Ready { .. });
+                got.push(m);
+                if done {
+                    break;
+                }
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+            Err(_) => break,
+        }
+    }
+    got
+}
+
+fn fatal_logged(q: &mut Qmgr, what: &str) -> bool {
+    let end = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < end {
+        match q.master.recv::<ToMaster>() {
+            Ok(Some((ToMaster::Log { text, .. }, _))) if text.contains("fatal") => return text.contains(what),
+            Ok(Some(_)) => {}
+            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
+#[test]
+fn garbage_instead_of_configuration_ends_the_child() {
+    let (q, raw) = start("garbage");
+    send(raw.as_raw_fd(), b"\x01\x00\x00\x00\x00\x00\x00\x00\xff\xff\xff", MsgFlags::empty()).unwrap();
+    assert_eq!(exit_code(&q), 1);
+}
+
+#[test]
+fn wrong_role_configuration_ends_the_child() {
+    let (mut q, _raw) = start("wrongrole");
+    let FromMaster::Init(mut c) = config(&q._dir.0) else { unreachable!() };
+    c.role = Role::Control;
+    q.master.send(&FromMaster::Init(c), &[]).unwrap();
+    assert_eq!(exit_code(&q), 1);
+}
+
+#[test]
+fn malformed_frame_after_start_ends_the_child() {
+    let (mut q, raw) = start("malformed");
+    let init = config(&q._dir.0);
+    q.master.send(&init, &[]).unwrap();
+    let got = until_ready(&mut q);
+    assert!(matches!(got.last(), Some(ToMaster::Ready { confined: true })), "{got:?}");
+    send(raw.as_raw_fd(), &[1, 7, 0, 0, 0, 0, 0, 0], MsgFlags::empty()).unwrap();
+    assert!(fatal_logged(&mut q, "malformed"));
+    assert_eq!(exit_code(&q), 1);
+}
+
+#[test]
+fn unexpected_message_ends_the_child() {
+    let (mut q, _raw) = start("unexpected");
+    let init = config(&q._dir.0);
+    q.master.send(&init, &[]).unwrap();
+    until_ready(&mut q);
+    q.master.send(&FromMaster::Stopping { id: 1 }, &[]).unwrap();
+    assert!(fatal_logged(&mut q, "unexpected message"));
+    assert_eq!(exit_code(&q), 1);
+}
+
+#[test]
+fn peer_channel_to_a_forbidden_role_ends_the_child() {
+    let (mut q, _raw) = start("forbidden-peer");
+    let init = config(&q._dir.0);
+    q.master.send(&init, &[]).unwrap();
+    until_ready(&mut q);
+    let (a, _b) = ipc::pair().unwrap();
+    q.master.send(&FromMaster::Peer { role: Role::Qmgr, pid: 1 }, &[a.as_fd()]).unwrap();
+    assert_eq!(exit_code(&q), 1);
+}
+
+#[test]
+fn stop_ends_the_child_cleanly() {
+    let (mut q, _raw) = start("stop");
+    let init = config(&q._dir.0);
+    q.master.send(&init, &[]).unwrap();
+    until_ready(&mut q);
+    q.master.send(&FromMaster::Stop, &[]).unwrap();
+    assert_eq!(exit_code(&q), 0);
+}

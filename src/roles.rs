@@ -85,7 +85,8 @@ pub enum Operation {
     Serve(RawFd),
     /// List and stat files in a directory.
     List(RawFd),
-    /// Create, write, fsync, rename and unlink files in a directory.
+    /// Create, write, fsync, rename and unlink files in a directory, and make
+    /// subdirectories in it (the hashed folders of deferred/).
     Modify(RawFd),
 }
 

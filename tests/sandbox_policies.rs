@@ -1,1 +1,810 @@
-fn main() {}
+//! Every role's sandbox policy, proven on the running kernel.
+//!
+//! For each role a forked child gets the descriptors master would give
+//! it, at the numbers the role's policy names, enters the policy with
+//! `Unconfined::Refused`, and then tries what the policy forbids (each
+//! attempt must fail with a sandbox denial, although the child runs as
+//! root, so nothing but the sandbox stops it) and what the role does
+//! (each must work). Two synthetic policies cover what no role has yet:
+//! outbound connections (`Net::Connect`) and exec.
+//!
+//! A pure-data part checks each role's policy against its operations
+//! (`roles::operations`): every operation's Capsicum rights and pledge
+//! promises are granted, and no dangerous right or promise is granted that
+//! no operation needs.
+//!
+//! This is a `harness = false` test: `sandbox::enter` and
+//! `sandbox::fork_wait_with` refuse multi-threaded processes, and libtest
+//! runs tests on threads. Each check prints `ok <role>: <what>` or
+//! `FAIL <role>: <what>: <detail>`; the last line is `N passed, M failed`.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::io::{self, IoSlice, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use mta::roles::{self, FIRST_ROLE_FD, MASTER_FD, Operation, QUEUE_DIRS, Role};
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, OFlag, openat, renameat};
+use nix::sys::socket::{
+    AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, UnixAddr, connect, sendmsg, socket, socketpair,
+};
+use nix::sys::stat::{Mode, fstatat, mkdirat};
+use nix::unistd::{Uid, UnlinkatFlags, fsync, pipe, setuid, unlinkat};
+use sandbox::{CapRight, DirAccess, Grant, Net, Policy, Unconfined, capsicum_rights, pledge_promises};
+
+/// Counts checks and prints one line per check.
+struct Tally {
+    role: String,
+    passed: u32,
+    failed: u32,
+}
+
+impl Tally {
+    fn new(role: &str) -> Tally {
+        Tally { role: role.to_string(), passed: 0, failed: 0 }
+    }
+
+    fn check(&mut self, what: &str, result: Result<(), String>) {
+        match result {
+            Ok(()) => {
+                self.passed += 1;
+                println!("ok {}: {what}", self.role);
+            }
+            Err(detail) => {
+                self.failed += 1;
+                println!("FAIL {}: {what}: {detail}", self.role);
+            }
+        }
+    }
+
+    fn add(&mut self, other: &Tally) {
+        self.passed += other.passed;
+        self.failed += other.failed;
+    }
+}
+
+/// Errors that mean "the sandbox said no": seccomp's EPERM, Landlock's
+/// EACCES, Capsicum's ENOTCAPABLE and ECAPMODE.
+fn is_denial(errno: i32) -> bool {
+    #[cfg(target_os = "freebsd")]
+    if errno == libc::ENOTCAPABLE || errno == libc::ECAPMODE {
+        return true;
+    }
+    errno == libc::EPERM || errno == libc::EACCES
+}
+
+/// The attempt must have been refused by the sandbox.
+fn denied<T>(r: Result<T, impl Into<io::Error>>) -> Result<(), String> {
+    match r {
+        Ok(_) => Err("succeeded".into()),
+        Err(e) => {
+            let e: io::Error = e.into();
+            match e.raw_os_error() {
+                Some(n) if is_denial(n) => Ok(()),
+                _ => Err(format!("failed, but not by a sandbox denial: {e}")),
+            }
+        }
+    }
+}
+
+/// The attempt must have worked.
+fn works<T>(r: Result<T, impl std::fmt::Display>) -> Result<T, String> {
+    r.map_err(|e| e.to_string())
+}
+
+fn errno_io(e: Errno) -> io::Error {
+    io::Error::from(e)
+}
+
+/// Files and sockets the children use, made by the parent before forking.
+struct World {
+    root: PathBuf,
+    spool: PathBuf,
+    /// A TCP and a UNIX listener the children try to connect to (their
+    /// backlogs accept without anyone calling accept).
+    _tcp: TcpListener,
+    tcp_addr: SocketAddr,
+    _unix: UnixListener,
+    unix_path: PathBuf,
+}
+
+impl World {
+    fn new() -> io::Result<World> {
+        let root = std::env::temp_dir().join(format!("mta-sandbox-policies-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let spool = root.join("spool");
+        for d in QUEUE_DIRS {
+            std::fs::create_dir_all(spool.join(d))?;
+        }
+        std::fs::write(spool.join("secret"), "outside the queue\n")?;
+        std::fs::write(spool.join("incoming").join("existing"), "queued\n")?;
+        std::fs::create_dir_all(root.join("readable"))?;
+        std::fs::write(root.join("readable").join("file"), "readable\n")?;
+        let tcp = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+        let tcp_addr = tcp.local_addr()?;
+        let unix_path = root.join("listening.sock");
+        let unix = UnixListener::bind(&unix_path)?;
+        Ok(World { root, spool, _tcp: tcp, tcp_addr, _unix: unix, unix_path })
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+/// What a child gets on its master channel before it starts, and what it
+/// sends back.
+const TO_CHILD: &[u8] = b"descriptor from master\n";
+const FROM_CHILD: &[u8] = b"descriptor from the child\n";
+
+fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC).map_err(errno_io)
+}
+
+/// Sends `data` with `fd` attached over a SOCK_SEQPACKET socket.
+fn send_fd(sock: BorrowedFd<'_>, data: &[u8], fd: BorrowedFd<'_>) -> io::Result<()> {
+    let fds = [fd.as_raw_fd()];
+    let cmsg = [ControlMessage::ScmRights(&fds)];
+    sendmsg::<UnixAddr>(sock.as_raw_fd(), &[IoSlice::new(data)], &cmsg, MsgFlags::empty(), None).map_err(errno_io)?;
+    Ok(())
+}
+
+/// A pipe whose read end yields `data`, then end of file.
+fn pipe_with(data: &[u8]) -> io::Result<OwnedFd> {
+    let (r, w) = pipe().map_err(errno_io)?;
+    File::from(w).write_all(data)?;
+    Ok(r)
+}
+
+fn read_all(fd: OwnedFd) -> io::Result<Vec<u8>> {
+    let mut v = Vec::new();
+    File::from(fd).read_to_end(&mut v)?;
+    Ok(v)
+}
+
+/// The master side of a child's channel, loaded with one message that
+/// carries a descriptor.
+fn master_channel() -> io::Result<(OwnedFd, OwnedFd)> {
+    let (parent, child) = seqpacket_pair()?;
+    let carried = pipe_with(TO_CHILD)?;
+    send_fd(parent.as_fd(), b"peer", carried.as_fd())?;
+    Ok((parent, child))
+}
+
+/// In the child: receive master's message and read through its
+/// descriptor; then send a descriptor back.
+fn channel_checks(t: &mut Tally, channel: &OwnedFd) {
+    t.check(
+        "receive a descriptor on the master channel (SCM_RIGHTS)",
+        (|| {
+            let mut buf = [0u8; 64];
+            let d = works(sandbox::fds::recv_datagram(channel.as_fd(), &mut buf))?;
+            if &buf[..d.len] != b"peer" || d.fds.len() != 1 || d.truncated {
+                return Err(format!("got {} bytes and {} descriptors", d.len, d.fds.len()));
+            }
+            let data = works(read_all(d.fds.into_iter().next().ok_or("no descriptor")?))?;
+            if data != TO_CHILD {
+                return Err(format!("read {data:?} through it"));
+            }
+            Ok(())
+        })(),
+    );
+    t.check(
+        "send a descriptor on the master channel (SCM_RIGHTS)",
+        (|| {
+            let r = works(pipe_with(FROM_CHILD))?;
+            works(send_fd(channel.as_fd(), b"back", r.as_fd()))
+        })(),
+    );
+}
+
+/// In the parent, after the child exited: what the child sent.
+fn channel_received(t: &mut Tally, parent: &OwnedFd) {
+    t.check(
+        "master received the child's descriptor and read through it",
+        (|| {
+            let mut buf = [0u8; 64];
+            let d = works(sandbox::fds::recv_datagram(parent.as_fd(), &mut buf))?;
+            if &buf[..d.len] != b"back" || d.fds.len() != 1 {
+                return Err(format!("got {} bytes and {} descriptors", d.len, d.fds.len()));
+            }
+            let data = works(read_all(d.fds.into_iter().next().ok_or("no descriptor")?))?;
+            if data != FROM_CHILD {
+                return Err(format!("read {data:?} through it"));
+            }
+            Ok(())
+        })(),
+    );
+}
+
+/// What every sandboxed role must be refused, whatever its grants.
+/// `unix_socket` is an unconnected AF_UNIX socket made before entering.
+fn common_denials(t: &mut Tally, policy: &Policy, world: &World, unix_socket: &OwnedFd) {
+    t.check("open /etc/passwd", denied(File::open("/etc/passwd")));
+    if policy.open_paths.is_empty() {
+        t.check("open a spool file by absolute path", denied(File::open(world.spool.join("secret"))));
+        t.check("create a file by path", denied(File::create(world.root.join("created-by-path"))));
+        t.check("stat a path", denied(std::fs::metadata("/etc/passwd")));
+    }
+    if !policy.exec {
+        let what = if policy.fork { "exec /bin/true" } else { "fork and exec /bin/true" };
+        t.check(what, denied(Command::new("/bin/true").status()));
+    }
+    if policy.net == Net::None {
+        t.check(
+            "create an AF_INET socket",
+            denied(socket(AddressFamily::Inet, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)),
+        );
+        t.check("connect to a listening TCP port", denied(TcpStream::connect(world.tcp_addr)));
+        t.check(
+            "connect a pre-made AF_UNIX socket to a listening socket",
+            match UnixAddr::new(&world.unix_path) {
+                Ok(addr) => denied(connect(unix_socket.as_raw_fd(), &addr)),
+                Err(e) => Err(e.to_string()),
+            },
+        );
+    }
+    t.check(
+        "create an AF_UNIX socket",
+        denied(socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)),
+    );
+    t.check(
+        "create a socket pair",
+        denied(socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC)),
+    );
+    #[cfg(target_os = "linux")]
+    t.check(
+        "threads cannot be created",
+        match std::thread::Builder::new().spawn(|| ()) {
+            Ok(h) => {
+                let _ = h.join();
+                Err("a thread started".into())
+            }
+            Err(_) => Ok(()),
+        },
+    );
+}
+
+/// Checked last: if the sandbox let it through, the child would run on
+/// as another user and later checks would fail for the wrong reason.
+fn uid_denial(t: &mut Tally, policy: &Policy) {
+    if !policy.change_uid {
+        t.check("setuid(65534)", denied(setuid(Uid::from_raw(65534))));
+    }
+}
+
+/// Directory denials through a granted directory descriptor.
+fn dir_denials(t: &mut Tally, dir: &OwnedFd) {
+    let ro = OFlag::O_RDONLY | OFlag::O_CLOEXEC;
+    t.check("openat(queue dir, \"/etc/passwd\")", denied(openat(dir, "/etc/passwd", ro, Mode::empty())));
+    t.check("openat(queue dir, \"../secret\")", denied(openat(dir, "../secret", ro, Mode::empty())));
+    t.check(
+        "openat(queue dir, \"../..\", O_DIRECTORY)",
+        denied(openat(dir, "../..", ro | OFlag::O_DIRECTORY, Mode::empty())),
+    );
+    t.check(
+        "openat(queue dir, \"../new\", O_CREAT)",
+        denied(openat(
+            dir,
+            "../new",
+            OFlag::O_CREAT | OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o600),
+        )),
+    );
+    t.check("mkdirat(queue dir, \"../newdir\")", denied(mkdirat(dir, "../newdir", Mode::from_bits_truncate(0o700))));
+    t.check(
+        "mknodat a FIFO in a queue dir",
+        denied(nix::sys::stat::mknodat(
+            dir,
+            "fifo",
+            nix::sys::stat::SFlag::S_IFIFO,
+            Mode::from_bits_truncate(0o600),
+            0,
+        )),
+    );
+}
+
+/// What qmgr does with its queue directories.
+fn queue_work(t: &mut Tally, incoming: &OwnedFd, active: &OwnedFd, deferred: &OwnedFd) {
+    let wr = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_CLOEXEC;
+    let mode = Mode::from_bits_truncate(0o600);
+    t.check(
+        "create, write and fsync a queue file",
+        (|| {
+            let fd = works(openat(incoming, "qf", wr, mode))?;
+            let mut f = File::from(fd);
+            works(f.write_all(b"queue file\n"))?;
+            works(fsync(&f))
+        })(),
+    );
+    t.check(
+        "read a queue file back",
+        (|| {
+            let fd = works(openat(incoming, "qf", OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()))?;
+            let data = works(read_all(fd))?;
+            if data == b"queue file\n" { Ok(()) } else { Err(format!("read {data:?}")) }
+        })(),
+    );
+    t.check("read a file queued before entering", {
+        match openat(incoming, "existing", OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()).map(read_all) {
+            Ok(Ok(d)) if d == b"queued\n" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    t.check("rename within a queue dir", works(renameat(incoming, "qf", incoming, "qf2")));
+    t.check("rename from incoming to active", works(renameat(incoming, "qf2", active, "qf")));
+    t.check("stat a queue file by name", works(fstatat(active, "qf", AtFlags::AT_SYMLINK_NOFOLLOW)).map(|_| ()));
+    t.check(
+        "count a queue dir's entries (mta::qmgr::count_entries)",
+        match mta::qmgr::count_entries(active) {
+            Ok(1) => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    t.check(
+        "truncate a queue file (O_TRUNC)",
+        works(openat(active, "qf", OFlag::O_WRONLY | OFlag::O_TRUNC | OFlag::O_CLOEXEC, Mode::empty())).map(drop),
+    );
+    t.check("unlink a queue file", works(unlinkat(active, "qf", UnlinkatFlags::NoRemoveDir)));
+    t.check(
+        "make and remove a subdirectory",
+        works(mkdirat(deferred, "sub", Mode::from_bits_truncate(0o700)))
+            .and_then(|()| works(unlinkat(deferred, "sub", UnlinkatFlags::RemoveDir))),
+    );
+}
+
+/// What control does with its listener: accept the connection the
+/// parent made, check the peer, read its request and answer.
+fn control_work(t: &mut Tally, listener: OwnedFd) {
+    let listener = UnixListener::from(listener);
+    t.check("set the listener non-blocking", works(listener.set_nonblocking(true)));
+    let stream = match listener.accept() {
+        Ok((s, _)) => {
+            t.check("accept on the pre-opened listener", Ok(()));
+            s
+        }
+        Err(e) => {
+            t.check("accept on the pre-opened listener", Err(e.to_string()));
+            return;
+        }
+    };
+    #[cfg(target_os = "linux")]
+    t.check(
+        "peer credentials of the accepted client",
+        match nix::sys::socket::getsockopt(&stream, nix::sys::socket::sockopt::PeerCredentials) {
+            Ok(c) if c.uid() == nix::unistd::getuid().as_raw() => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    let mut stream = stream;
+    t.check(
+        "read the request and answer on the accepted socket",
+        (|| {
+            works(stream.set_nonblocking(false))?;
+            let mut req = [0u8; 5];
+            works(stream.read_exact(&mut req))?;
+            if &req != b"ping\n" {
+                return Err(format!("read {req:?}"));
+            }
+            works(stream.write_all(b"pong\n"))
+        })(),
+    );
+}
+
+/// Ends a child: reports its counts through `report` and returns its
+/// exit code, the number of failures.
+fn finish(t: &Tally, report: OwnedFd) -> i32 {
+    let _ = File::from(report).write_all(format!("{} {}\n", t.passed, t.failed).as_bytes());
+    t.failed.min(255) as i32
+}
+
+/// Runs `body` in a forked child with `fds` at 3, 4, ... and a report
+/// pipe after them; adds the child's counts to `total`.
+fn run_child(total: &mut Tally, role: &str, fds: &[BorrowedFd<'_>], body: impl FnOnce(&mut Tally, Vec<OwnedFd>)) {
+    let mut parent = Tally::new(role);
+    let (report_r, report_w) = match pipe() {
+        Ok(p) => p,
+        Err(e) => {
+            parent.check("make the report pipe", Err(e.to_string()));
+            total.add(&parent);
+            return;
+        }
+    };
+    let mut all: Vec<BorrowedFd<'_>> = fds.to_vec();
+    all.push(report_w.as_fd());
+    let n = fds.len();
+    let code = sandbox::fork_wait_with(&all, |mut placed| {
+        let report = placed.remove(n);
+        let mut t = Tally::new(role);
+        body(&mut t, placed);
+        finish(&t, report)
+    });
+    drop(report_w);
+    let report = read_all(report_r).ok().and_then(|v| String::from_utf8(v).ok()).unwrap_or_default();
+    let counts: Vec<u32> = report.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+    match (code, counts.as_slice()) {
+        (Ok(code), [passed, failed]) if code == (*failed).min(255) as i32 => {
+            parent.passed += passed;
+            parent.failed += failed;
+        }
+        (code, _) => parent.check("the child ran to its end", Err(format!("exit {code:?}, report {report:?}"))),
+    }
+    total.add(&parent);
+}
+
+/// Enters `policy` in the child, checking it says confined.
+fn enter(t: &mut Tally, policy: &Policy) -> bool {
+    match sandbox::enter(policy, Unconfined::Refused) {
+        Ok(token) if token.confined() => {
+            t.check("enter the sandbox", Ok(()));
+            true
+        }
+        Ok(_) => {
+            t.check("enter the sandbox", Err("unconfined".into()));
+            false
+        }
+        Err(e) => {
+            t.check("enter the sandbox", Err(e.to_string()));
+            false
+        }
+    }
+}
+
+fn unix_socket() -> io::Result<OwnedFd> {
+    socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).map_err(errno_io)
+}
+
+fn open_dir(path: &Path) -> io::Result<OwnedFd> {
+    nix::fcntl::open(path, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty()).map_err(errno_io)
+}
+
+fn live_role(total: &mut Tally, world: &World, role: Role) -> io::Result<()> {
+    let policy = roles::policy(role, &world.spool);
+    let (master, child_end) = master_channel()?;
+    let mut fds: Vec<OwnedFd> = vec![child_end];
+    // Kept alive in the parent until the child has finished.
+    let mut client: Option<UnixStream> = None;
+    match role {
+        Role::Control => {
+            let path = world.root.join("control.sock");
+            let listener = UnixListener::bind(&path)?;
+            let mut c = UnixStream::connect(&path)?;
+            c.write_all(b"ping\n")?;
+            client = Some(c);
+            fds.push(OwnedFd::from(listener));
+        }
+        Role::Qmgr => {
+            for d in QUEUE_DIRS {
+                fds.push(open_dir(&world.spool.join(d))?);
+            }
+        }
+    }
+    // The policy must name exactly these descriptors.
+    let named: Vec<RawFd> = policy.grants.iter().map(Grant::fd).collect();
+    let expected: Vec<RawFd> = (MASTER_FD..MASTER_FD + fds.len() as RawFd).collect();
+    let mut setup = Tally::new(role.name());
+    setup.check(
+        "the policy names the descriptors master passes",
+        if named == expected && FIRST_ROLE_FD == MASTER_FD + 1 {
+            Ok(())
+        } else {
+            Err(format!("policy {named:?}, passed {expected:?}"))
+        },
+    );
+    total.add(&setup);
+
+    let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(|f| f.as_fd()).collect();
+    run_child(total, role.name(), &borrowed, |t, mut placed| {
+        let unix = match unix_socket() {
+            Ok(s) => s,
+            Err(e) => {
+                t.check("make a socket before entering", Err(e.to_string()));
+                return;
+            }
+        };
+        if !enter(t, &policy) {
+            return;
+        }
+        common_denials(t, &policy, world, &unix);
+        let channel = placed.remove(0);
+        channel_checks(t, &channel);
+        match role {
+            Role::Control => control_work(t, placed.remove(0)),
+            Role::Qmgr => {
+                dir_denials(t, &placed[0]);
+                queue_work(t, &placed[0], &placed[1], &placed[2]);
+            }
+        }
+        uid_denial(t, &policy);
+    });
+    drop(fds);
+
+    let mut after = Tally::new(role.name());
+    channel_received(&mut after, &master);
+    if let Some(mut c) = client {
+        after.check(
+            "the client got the answer",
+            (|| {
+                let mut reply = Vec::new();
+                works(c.read_to_end(&mut reply))?;
+                if reply == b"pong\n" { Ok(()) } else { Err(format!("read {reply:?}")) }
+            })(),
+        );
+    }
+    total.add(&after);
+    Ok(())
+}
+
+/// A policy with outbound connections, as the connector will have.
+fn live_connect(total: &mut Tally, world: &World) -> io::Result<()> {
+    let mut policy = Policy::new("net-connect");
+    policy.grants.push(Grant::Channel { fd: MASTER_FD });
+    policy.net = Net::Connect;
+    let (master, child_end) = master_channel()?;
+    run_child(total, policy.role, &[child_end.as_fd()], |t, mut placed| {
+        let unix = match unix_socket() {
+            Ok(s) => s,
+            Err(e) => {
+                t.check("make a socket before entering", Err(e.to_string()));
+                return;
+            }
+        };
+        if !enter(t, &policy) {
+            return;
+        }
+        common_denials(t, &policy, world, &unix);
+        t.check("create a TCP socket and connect it", works(TcpStream::connect(world.tcp_addr)).map(drop));
+        t.check(
+            "create an AF_INET6 datagram socket",
+            works(socket(AddressFamily::Inet6, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)).map(drop),
+        );
+        channel_checks(t, &placed.remove(0));
+        uid_denial(t, &policy);
+    });
+    drop(child_end);
+    let mut after = Tally::new(policy.role);
+    channel_received(&mut after, &master);
+    total.add(&after);
+    Ok(())
+}
+
+/// A policy that may fork and exec and read a few paths, as local's
+/// root parent will (its real path list is its own business).
+fn live_exec(total: &mut Tally, world: &World) -> io::Result<()> {
+    let mut policy = Policy::new("exec");
+    policy.grants.push(Grant::Channel { fd: MASTER_FD });
+    policy.fork = true;
+    policy.exec = true;
+    // What /bin/true needs (the loader, the C library), and a directory
+    // of our own to read.
+    for p in ["/bin", "/usr", "/lib", "/lib64", "/etc/ld.so.cache"] {
+        if Path::new(p).exists() {
+            policy.open_paths.push(PathBuf::from(p));
+        }
+    }
+    policy.open_paths.push(world.root.join("readable"));
+    let (master, child_end) = master_channel()?;
+    run_child(total, policy.role, &[child_end.as_fd()], |t, mut placed| {
+        let unix = match unix_socket() {
+            Ok(s) => s,
+            Err(e) => {
+                t.check("make a socket before entering", Err(e.to_string()));
+                return;
+            }
+        };
+        if !enter(t, &policy) {
+            return;
+        }
+        common_denials(t, &policy, world, &unix);
+        #[cfg(target_os = "linux")]
+        t.check(
+            "no_new_privs is not set (set-gid postdrop must work)",
+            match nix::sys::prctl::get_no_new_privs() {
+                Ok(false) => Ok(()),
+                other => Err(format!("{other:?}")),
+            },
+        );
+        t.check(
+            "fork and exec /bin/true",
+            match Command::new("/bin/true").status() {
+                Ok(s) if s.success() => Ok(()),
+                other => Err(format!("{other:?}")),
+            },
+        );
+        t.check(
+            "read a file under an open path",
+            match std::fs::read(world.root.join("readable").join("file")) {
+                Ok(d) if d == b"readable\n" => Ok(()),
+                other => Err(format!("{other:?}")),
+            },
+        );
+        t.check(
+            "create a file under a read-only open path",
+            denied(File::create(world.root.join("readable").join("new"))),
+        );
+        t.check("open a spool file outside the open paths", denied(File::open(world.spool.join("secret"))));
+        channel_checks(t, &placed.remove(0));
+        uid_denial(t, &policy);
+    });
+    drop(child_end);
+    let mut after = Tally::new(policy.role);
+    channel_received(&mut after, &master);
+    total.add(&after);
+    Ok(())
+}
+
+/// The Capsicum rights an operation needs on its descriptor.
+fn op_rights(op: Operation) -> &'static [CapRight] {
+    use CapRight::*;
+    match op {
+        Operation::Talk(_) => &[Read, Write, Event],
+        Operation::ReceiveFds(_) => &[Read],
+        Operation::Serve(_) => &[Accept, Read, Write, Getpeername, Getsockopt, Event],
+        Operation::List(_) => &[Lookup, Read, Fstat],
+        Operation::Modify(_) => &[Lookup, Create, Write, Fsync, RenameatSource, RenameatTarget, Unlinkat, Mkdirat],
+    }
+}
+
+/// The pledge promises an operation needs; for `Serve`, any one of them.
+fn op_promises(op: Operation) -> (&'static [&'static str], bool) {
+    match op {
+        Operation::Talk(_) => (&["stdio"], false),
+        Operation::ReceiveFds(_) => (&["recvfd"], false),
+        Operation::Serve(_) => (&["unix", "inet"], true),
+        Operation::List(_) => (&["rpath"], false),
+        Operation::Modify(_) => (&["wpath", "cpath"], false),
+    }
+}
+
+/// Promises that widen what a process can reach, and which operations
+/// justify each. Talk exchanges descriptors, so it justifies "sendfd".
+fn promise_justified(promise: &str, op: Operation) -> bool {
+    matches!(
+        (promise, op),
+        ("rpath", Operation::List(_))
+            | ("wpath" | "cpath", Operation::Modify(_))
+            | ("unix" | "inet", Operation::Serve(_))
+            | ("recvfd", Operation::ReceiveFds(_))
+            | ("sendfd", Operation::Talk(_))
+    )
+}
+const WIDENING_PROMISES: &[&str] =
+    &["rpath", "wpath", "cpath", "unix", "inet", "dns", "recvfd", "sendfd", "proc", "exec", "id", "getpw"];
+
+/// Rights that let a descriptor change things or reach new ones.
+const DANGEROUS_RIGHTS: &[CapRight] = &[
+    CapRight::Write,
+    CapRight::Create,
+    CapRight::Unlinkat,
+    CapRight::RenameatSource,
+    CapRight::RenameatTarget,
+    CapRight::Mkdirat,
+    CapRight::Accept,
+];
+
+fn op_fd(op: Operation) -> RawFd {
+    match op {
+        Operation::Talk(fd)
+        | Operation::ReceiveFds(fd)
+        | Operation::Serve(fd)
+        | Operation::List(fd)
+        | Operation::Modify(fd) => fd,
+    }
+}
+
+fn data_checks(total: &mut Tally, role: Role) {
+    let mut t = Tally::new(role.name());
+    let policy = roles::policy(role, Path::new("/var/spool/mta"));
+    let ops = roles::operations(role);
+    let promises: BTreeSet<String> = pledge_promises(&policy).split_whitespace().map(String::from).collect();
+
+    for &op in &ops {
+        let fd = op_fd(op);
+        let what = format!("{op:?}: Capsicum rights");
+        match policy.grants.iter().find(|g| g.fd() == fd) {
+            None => t.check(&what, Err(format!("no grant for descriptor {fd}"))),
+            Some(g) => {
+                let have = capsicum_rights(g);
+                let missing: Vec<_> = op_rights(op).iter().filter(|r| !have.contains(r)).collect();
+                t.check(&what, if missing.is_empty() { Ok(()) } else { Err(format!("missing {missing:?}")) });
+            }
+        }
+        let (need, any) = op_promises(op);
+        let ok =
+            if any { need.iter().any(|p| promises.contains(*p)) } else { need.iter().all(|p| promises.contains(*p)) };
+        t.check(
+            &format!("{op:?}: pledge promises"),
+            if ok { Ok(()) } else { Err(format!("needs {need:?}, policy pledges {promises:?}")) },
+        );
+    }
+
+    for g in &policy.grants {
+        let fd = g.fd();
+        let needed: BTreeSet<CapRight> =
+            ops.iter().filter(|&&op| op_fd(op) == fd).flat_map(|&op| op_rights(op).iter().copied()).collect();
+        t.check(
+            &format!("descriptor {fd} is used by an operation"),
+            if needed.is_empty() { Err("granted but no operation uses it".into()) } else { Ok(()) },
+        );
+        let excess: Vec<_> =
+            capsicum_rights(g).into_iter().filter(|r| DANGEROUS_RIGHTS.contains(r) && !needed.contains(r)).collect();
+        t.check(
+            &format!("descriptor {fd}: no dangerous right beyond its operations"),
+            if excess.is_empty() { Ok(()) } else { Err(format!("{excess:?} granted, needed by no operation")) },
+        );
+        if let Grant::Dir { access: DirAccess::Read, .. } = g {
+            t.check(
+                &format!("descriptor {fd}: a read-only directory cannot be modified"),
+                if capsicum_rights(g).iter().any(|r| DANGEROUS_RIGHTS.contains(r)) {
+                    Err("it has a modifying right".into())
+                } else {
+                    Ok(())
+                },
+            );
+        }
+    }
+    let unjustified: Vec<&str> = WIDENING_PROMISES
+        .iter()
+        .copied()
+        .filter(|p| promises.contains(*p) && !ops.iter().any(|&op| promise_justified(p, op)))
+        .collect();
+    t.check(
+        "no pledge promise beyond its operations",
+        if unjustified.is_empty() { Ok(()) } else { Err(format!("{unjustified:?} needed by no operation")) },
+    );
+    let unveiled = sandbox::unveil_paths(&policy);
+    let dirs = policy.grants.iter().filter(|g| matches!(g, Grant::Dir { .. })).count();
+    t.check(
+        "unveil names every directory grant and nothing else",
+        if unveiled.len() == dirs + policy.open_paths.len()
+            && unveiled.iter().all(|(p, _)| p.starts_with("/var/spool/mta") || policy.open_paths.contains(p))
+        {
+            Ok(())
+        } else {
+            Err(format!("{unveiled:?}"))
+        },
+    );
+    total.add(&t);
+}
+
+fn main() {
+    println!("# kernel: {}", sandbox::describe_kernel());
+    let mut total = Tally::new("all");
+    for role in Role::ALL {
+        data_checks(&mut total, role);
+    }
+    match World::new() {
+        Ok(world) => {
+            for role in Role::ALL {
+                if let Err(e) = live_role(&mut total, &world, role) {
+                    println!("FAIL {}: set up: {e}", role.name());
+                    total.failed += 1;
+                }
+            }
+            for (name, run) in
+                [("net-connect", live_connect as fn(&mut Tally, &World) -> io::Result<()>), ("exec", live_exec)]
+            {
+                if let Err(e) = run(&mut total, &world) {
+                    println!("FAIL {name}: set up: {e}");
+                    total.failed += 1;
+                }
+            }
+        }
+        Err(e) => {
+            println!("FAIL all: set up the test spool: {e}");
+            total.failed += 1;
+        }
+    }
+    println!("{} passed, {} failed", total.passed, total.failed);
+    let _ = io::stdout().flush();
+    if total.failed > 0 {
+        std::process::exit(1);
+    }
+}

@@ -10,7 +10,9 @@
 //! The crate also holds the fenced process helpers: [`spawn`] (fork and
 //! exec a program with its descriptors at known numbers, a clean
 //! environment, resource limits and reduced credentials) and [`fork_wait`]
-//! (run a closure in a forked child, for tests). Every `unsafe` block
+//! and [`fork_wait_with`] (run a closure in a forked child, for tests; the
+//! latter with descriptors placed at 3, 4, ... as `spawn` places them).
+//! [`fds`] claims descriptors by number. Every `unsafe` block
 //! carries a `// SAFETY:` argument.
 //!
 //! Trusts: its caller (the policy is the caller's word). Distrusts nothing
@@ -20,6 +22,7 @@ use std::fmt;
 use std::os::fd::RawFd;
 use std::path::PathBuf;
 
+pub mod fds;
 mod rights;
 mod spawn;
 mod threads;
@@ -31,8 +34,8 @@ mod linux;
 #[cfg(target_os = "openbsd")]
 mod openbsd;
 
-pub use rights::{CapRight, capsicum_rights, pledge_promises};
-pub use spawn::{Credentials, Limit, Resource, Spawn, fork_wait, spawn};
+pub use rights::{CapRight, capsicum_rights, pledge_promises, unveil_paths};
+pub use spawn::{Credentials, Limit, Resource, Spawn, fork_wait, fork_wait_with, spawn};
 
 /// What a role may do with one inherited directory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -103,7 +106,15 @@ pub struct Policy {
 impl Policy {
     /// A policy with no grants and nothing allowed.
     pub fn new(role: &'static str) -> Policy {
-        Policy { role, grants: Vec::new(), net: Net::None, fork: false, exec: false, change_uid: false, open_paths: Vec::new() }
+        Policy {
+            role,
+            grants: Vec::new(),
+            net: Net::None,
+            fork: false,
+            exec: false,
+            change_uid: false,
+            open_paths: Vec::new(),
+        }
     }
 }
 
@@ -142,7 +153,9 @@ pub enum Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::MultiThreaded(n) => write!(f, "process has {n} threads; the sandbox must be entered before any thread exists"),
+            Error::MultiThreaded(n) => {
+                write!(f, "process has {n} threads; the sandbox must be entered before any thread exists")
+            }
             Error::Sys { what, errno } => write!(f, "{what}: {}", std::io::Error::from_raw_os_error(*errno)),
             Error::Unsupported(what) => write!(f, "kernel does not support {what}"),
             Error::Policy(m) => write!(f, "policy: {m}"),

@@ -1,6 +1,9 @@
-//! Policies as data: the Capsicum rights and pledge promises a policy
-//! means, computed the same on every system so tests on Linux check them.
-use crate::{Grant, Policy};
+//! Policies as data: the Capsicum rights, pledge promises and unveil
+//! paths a policy means, computed the same on every system so tests on
+//! Linux check them.
+use std::path::PathBuf;
+
+use crate::{DirAccess, Grant, Net, Policy};
 
 /// Capsicum rights by name (mapped to capsicum::Right on FreeBSD).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -23,15 +26,219 @@ pub enum CapRight {
     Getpeername,
     Getsockopt,
     Setsockopt,
+    /// fcntl(2) at all; the FreeBSD back end further limits the commands
+    /// to F_GETFL and F_SETFL (enough to set O_NONBLOCK; F_GETFD/F_SETFD
+    /// need no right).
     Fcntl,
+    /// fstatat(2) beneath a directory (listing a queue and statting its
+    /// entries without opening them).
+    Fstatat,
+    /// ioctl(2); the FreeBSD back end further limits the requests to
+    /// FIONBIO, which std's `set_nonblocking` uses on sockets.
+    Ioctl,
 }
 
-/// The rights `grant` is limited to on FreeBSD.
-pub fn capsicum_rights(_grant: &Grant) -> Vec<CapRight> {
-    Vec::new()
+/// The rights `grant` is limited to on FreeBSD, sorted and without
+/// duplicates.
+///
+/// Files opened beneath a directory with openat(2) inherit the
+/// directory's rights (less `Lookup`), so a directory's set includes what
+/// its files need (read, write, seek for pread/pwrite, fsync, ftruncate).
+/// An accepted socket inherits its listener's rights, so a listener's set
+/// includes what a session needs.
+pub fn capsicum_rights(grant: &Grant) -> Vec<CapRight> {
+    use CapRight::*;
+    let mut rights: Vec<CapRight> = match grant {
+        Grant::Dir { access, .. } => {
+            let mut r = vec![Lookup, Read, Fstat, Fstatat, Seek, Fcntl];
+            if *access == DirAccess::ReadWrite {
+                r.extend([Write, Create, Fsync, Ftruncate, Unlinkat, RenameatSource, RenameatTarget, Mkdirat]);
+            }
+            r
+        }
+        Grant::File { write, .. } => {
+            let mut r = vec![Read, Fstat, Seek, Fcntl];
+            if *write {
+                r.extend([Write, Fsync]);
+            }
+            r
+        }
+        Grant::Listener { .. } => {
+            vec![Accept, Event, Fstat, Read, Write, Shutdown, Getpeername, Getsockopt, Setsockopt, Fcntl, Ioctl]
+        }
+        Grant::Channel { .. } => vec![Read, Write, Event, Fstat, Shutdown, Getsockopt, Fcntl, Ioctl],
+    };
+    rights.sort();
+    rights.dedup();
+    rights
 }
 
-/// The pledge(2) promises for `policy` on OpenBSD, space separated.
-pub fn pledge_promises(_policy: &Policy) -> String {
-    String::new()
+/// The pledge(2) promises for `policy` on OpenBSD, space separated, in a
+/// fixed order without duplicates.
+pub fn pledge_promises(policy: &Policy) -> String {
+    let mut p: Vec<&'static str> = vec!["stdio"];
+    let has = |f: fn(&Grant) -> bool| policy.grants.iter().any(f);
+    if has(|g| matches!(g, Grant::Dir { .. })) || !policy.open_paths.is_empty() {
+        p.push("rpath");
+    }
+    // Writing to an already open file is "stdio"; "wpath cpath" are for
+    // opening and creating by name beneath a writable directory.
+    if has(|g| matches!(g, Grant::Dir { access: DirAccess::ReadWrite, .. })) {
+        p.extend(["wpath", "cpath"]);
+    }
+    if has(|g| matches!(g, Grant::Channel { .. })) {
+        p.extend(["recvfd", "sendfd"]);
+    }
+    // A listener's grant does not say its address family: accept(2) on
+    // a UNIX socket needs "unix", on a TCP socket "inet".
+    if has(|g| matches!(g, Grant::Listener { .. })) {
+        p.extend(["unix", "inet"]);
+    }
+    if policy.net == Net::Connect {
+        p.extend(["inet", "dns"]);
+    }
+    if policy.fork {
+        p.push("proc");
+    }
+    if policy.exec {
+        p.push("exec");
+    }
+    if policy.change_uid {
+        p.extend(["id", "getpw"]);
+    }
+    let mut seen = Vec::with_capacity(p.len());
+    for promise in p {
+        if !seen.contains(&promise) {
+            seen.push(promise);
+        }
+    }
+    seen.join(" ")
+}
+
+/// The unveil(2) calls for `policy` on OpenBSD: each directory grant by
+/// path ("r" to read, "rwc" to read, write and create), and each path the
+/// policy may open ("r", or "rx" when the policy may exec, since unveil
+/// also governs execve(2)).
+pub fn unveil_paths(policy: &Policy) -> Vec<(PathBuf, &'static str)> {
+    let mut v = Vec::new();
+    for g in &policy.grants {
+        if let Grant::Dir { path, access, .. } = g {
+            let perms = match access {
+                DirAccess::Read => "r",
+                DirAccess::ReadWrite => "rwc",
+            };
+            v.push((path.clone(), perms));
+        }
+    }
+    let open_perms = if policy.exec { "rx" } else { "r" };
+    for path in &policy.open_paths {
+        v.push((path.clone(), open_perms));
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn dir(fd: i32, access: DirAccess) -> Grant {
+        Grant::Dir { fd, path: PathBuf::from(format!("/spool/{fd}")), access }
+    }
+
+    #[test]
+    fn rights_are_sorted_and_unique() {
+        for g in [
+            dir(4, DirAccess::Read),
+            dir(4, DirAccess::ReadWrite),
+            Grant::File { fd: 5, write: false },
+            Grant::File { fd: 5, write: true },
+            Grant::Listener { fd: 6 },
+            Grant::Channel { fd: 3 },
+        ] {
+            let r = capsicum_rights(&g);
+            let mut s = r.clone();
+            s.sort();
+            s.dedup();
+            assert_eq!(r, s, "{g:?}");
+        }
+    }
+
+    #[test]
+    fn read_only_grants_cannot_modify() {
+        let dangerous = [
+            CapRight::Write,
+            CapRight::Create,
+            CapRight::Unlinkat,
+            CapRight::RenameatSource,
+            CapRight::RenameatTarget,
+            CapRight::Mkdirat,
+            CapRight::Ftruncate,
+            CapRight::Accept,
+        ];
+        for g in [dir(4, DirAccess::Read), Grant::File { fd: 5, write: false }] {
+            let r = capsicum_rights(&g);
+            for d in dangerous {
+                assert!(!r.contains(&d), "{g:?} has {d:?}");
+            }
+        }
+        let rw = capsicum_rights(&dir(4, DirAccess::ReadWrite));
+        for need in [CapRight::Lookup, CapRight::Create, CapRight::Write, CapRight::Fsync, CapRight::Unlinkat] {
+            assert!(rw.contains(&need), "{need:?}");
+        }
+        assert!(capsicum_rights(&Grant::File { fd: 5, write: true }).contains(&CapRight::Write));
+    }
+
+    #[test]
+    fn sockets_get_session_rights() {
+        let l = capsicum_rights(&Grant::Listener { fd: 4 });
+        for need in [CapRight::Accept, CapRight::Read, CapRight::Write, CapRight::Getpeername, CapRight::Event] {
+            assert!(l.contains(&need), "{need:?}");
+        }
+        let c = capsicum_rights(&Grant::Channel { fd: 3 });
+        assert!(!c.contains(&CapRight::Accept));
+        assert!(!c.contains(&CapRight::Lookup));
+    }
+
+    #[test]
+    fn promises() {
+        let mut p = Policy::new("t");
+        assert_eq!(pledge_promises(&p), "stdio");
+        p.grants.push(Grant::Channel { fd: 3 });
+        assert_eq!(pledge_promises(&p), "stdio recvfd sendfd");
+        p.grants.push(dir(4, DirAccess::Read));
+        assert_eq!(pledge_promises(&p), "stdio rpath recvfd sendfd");
+        p.grants.push(dir(5, DirAccess::ReadWrite));
+        assert_eq!(pledge_promises(&p), "stdio rpath wpath cpath recvfd sendfd");
+
+        let mut q = Policy::new("t");
+        q.grants.push(Grant::Listener { fd: 4 });
+        q.net = Net::Connect;
+        assert_eq!(pledge_promises(&q), "stdio unix inet dns");
+
+        let mut l = Policy::new("local");
+        l.fork = true;
+        l.exec = true;
+        l.change_uid = true;
+        l.grants.push(Grant::File { fd: 4, write: true });
+        assert_eq!(pledge_promises(&l), "stdio proc exec id getpw");
+    }
+
+    #[test]
+    fn unveil() {
+        let mut p = Policy::new("t");
+        assert!(unveil_paths(&p).is_empty());
+        p.grants.push(Grant::Channel { fd: 3 });
+        p.grants.push(dir(4, DirAccess::Read));
+        p.grants.push(dir(5, DirAccess::ReadWrite));
+        p.open_paths.push(PathBuf::from("/etc/mail"));
+        let u = unveil_paths(&p);
+        assert_eq!(u.len(), 3);
+        assert_eq!(u[0], (PathBuf::from("/spool/4"), "r"));
+        assert_eq!(u[1], (PathBuf::from("/spool/5"), "rwc"));
+        assert_eq!(u[2].0, Path::new("/etc/mail"));
+        assert_eq!(u[2].1, "r");
+        p.exec = true;
+        assert_eq!(unveil_paths(&p)[2].1, "rx");
+    }
 }

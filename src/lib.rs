@@ -9,4 +9,5 @@ pub mod ipc;
 pub mod log;
 pub mod master;
 pub mod qmgr;
+pub mod queue;
 pub mod roles;

@@ -1,0 +1,1 @@
+//! The queue: file format and intake journal (being written).

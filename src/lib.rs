@@ -2,6 +2,7 @@
 //! One module per process role, shared modules named after what they own.
 #![forbid(unsafe_code)]
 
+pub mod address;
 pub mod child;
 pub mod config;
 pub mod control;
@@ -11,3 +12,4 @@ pub mod master;
 pub mod qmgr;
 pub mod queue;
 pub mod roles;
+pub mod smtpd;

@@ -1,0 +1,246 @@
+//! Mail addresses as SMTP carries them (RFC 5321 section 4.1.2, with
+//! RFC 6531 UTF-8 when the client asked for SMTPUTF8). The parser is
+//! strict and bounded: anything outside the grammar is an error with a
+//! reason a client can act on.
+//!
+//! Trusts: nothing; input comes from the network.
+
+use std::fmt;
+
+/// Longest local part (RFC 5321 4.5.3.1.1).
+pub const MAX_LOCAL: usize = 64;
+/// Longest domain (RFC 5321 4.5.3.1.2).
+pub const MAX_DOMAIN: usize = 255;
+/// Longest path, brackets included (RFC 5321 4.5.3.1.3).
+pub const MAX_PATH: usize = 256;
+
+/// A mailbox: local part and domain, as written (the local part keeps its
+/// quotes if it needed them).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct Mailbox {
+    pub local: String,
+    pub domain: String,
+}
+
+impl Mailbox {
+    /// Whether any part is non-ASCII (needs SMTPUTF8 to relay).
+    pub fn is_utf8(&self) -> bool {
+        !self.local.is_ascii() || !self.domain.is_ascii()
+    }
+
+    /// The domain in lower case for comparisons (address literals as written).
+    pub fn domain_lower(&self) -> String {
+        self.domain.to_lowercase()
+    }
+}
+
+impl fmt::Display for Mailbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.local, self.domain)
+    }
+}
+
+/// What a reverse-path or forward-path names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Path {
+    /// `<>`: the null reverse-path (bounces).
+    Null,
+    /// `<Postmaster>` without a domain (RCPT only).
+    Postmaster,
+    Mailbox(Mailbox),
+}
+
+/// Why an address was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Error {
+    /// Not enclosed in angle brackets.
+    Brackets,
+    TooLong,
+    LocalTooLong,
+    DomainTooLong,
+    /// A character the grammar does not allow, and where.
+    BadLocal,
+    BadDomain,
+    /// Non-ASCII without SMTPUTF8.
+    Utf8NotAllowed,
+    /// `<>` where a mailbox is required.
+    NullNotAllowed,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Error::Brackets => "address must be enclosed in <>",
+            Error::TooLong => "address too long",
+            Error::LocalTooLong => "local part longer than 64 octets",
+            Error::DomainTooLong => "domain longer than 255 octets",
+            Error::BadLocal => "invalid local part",
+            Error::BadDomain => "invalid domain",
+            Error::Utf8NotAllowed => "non-ASCII address without SMTPUTF8",
+            Error::NullNotAllowed => "null address not allowed here",
+        })
+    }
+}
+
+/// atext of RFC 5322 (ASCII part).
+fn atext(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c)
+}
+
+fn utf8_ok(c: char, utf8: bool) -> bool {
+    utf8 && !c.is_ascii() && !c.is_control()
+}
+
+/// Parse `<...>` from the start of `s`; returns the path and the rest of
+/// the line (the ESMTP parameters). `utf8`: the client asked for SMTPUTF8.
+pub fn parse_path(s: &str, utf8: bool) -> Result<(Path, &str), Error> {
+    let s = s.strip_prefix('<').ok_or(Error::Brackets)?;
+    let end = find_close(s).ok_or(Error::Brackets)?;
+    let inner = &s[..end];
+    let rest = &s[end + 1..];
+    if inner.len() + 2 > MAX_PATH {
+        return Err(Error::TooLong);
+    }
+    if !rest.is_empty() && !rest.starts_with(' ') {
+        return Err(Error::Brackets);
+    }
+    if inner.is_empty() {
+        return Ok((Path::Null, rest));
+    }
+    if inner.eq_ignore_ascii_case("postmaster") {
+        return Ok((Path::Postmaster, rest));
+    }
+    // A source route (@a,@b:) is accepted and ignored (RFC 5321 4.1.2, C.).
+    let mailbox_text = match inner.strip_prefix('@') {
+        Some(route) => {
+            let colon = route.find(':').ok_or(Error::BadDomain)?;
+            for hop in route[..colon].split(',') {
+                let d = hop.strip_prefix('@').unwrap_or(hop);
+                parse_domain(d, utf8)?;
+            }
+            &route[colon + 1..]
+        }
+        None => inner,
+    };
+    Ok((Path::Mailbox(parse_mailbox(mailbox_text, utf8)?), rest))
+}
+
+/// The index of the `>` closing the path, skipping quoted strings.
+fn find_close(s: &str) -> Option<usize> {
+    let mut quoted = false;
+    let mut escape = false;
+    for (i, c) in s.char_indices() {
+        if escape {
+            escape = false;
+        } else if quoted && c == '\\' {
+            escape = true;
+        } else if c == '"' {
+            quoted = !quoted;
+        } else if c == '>' && !quoted {
+            return Some(i);
+        }
+    }
+    None
+}
+
+/// Parse `local@domain`.
+pub fn parse_mailbox(s: &str, utf8: bool) -> Result<Mailbox, Error> {
+    if !utf8 && !s.is_ascii() {
+        return Err(Error::Utf8NotAllowed);
+    }
+    let at = local_end(s)?;
+    let (local, domain) = (&s[..at], &s[at + 1..]);
+    if local.len() > MAX_LOCAL {
+        return Err(Error::LocalTooLong);
+    }
+    check_local(local, utf8)?;
+    parse_domain(domain, utf8)?;
+    Ok(Mailbox { local: local.to_string(), domain: domain.to_string() })
+}
+
+/// The index of the `@` that ends the local part.
+fn local_end(s: &str) -> Result<usize, Error> {
+    if s.starts_with('"') {
+        let mut escape = false;
+        for (i, c) in s.char_indices().skip(1) {
+            if escape {
+                escape = false;
+            } else if c == '\\' {
+                escape = true;
+            } else if c == '"' {
+                return match s[i + 1..].starts_with('@') {
+                    true => Ok(i + 1),
+                    false => Err(Error::BadLocal),
+                };
+            }
+        }
+        Err(Error::BadLocal)
+    } else {
+        s.rfind('@').ok_or(Error::BadDomain)
+    }
+}
+
+fn check_local(local: &str, utf8: bool) -> Result<(), Error> {
+    if local.is_empty() {
+        return Err(Error::BadLocal);
+    }
+    if let Some(q) = local.strip_prefix('"') {
+        let body = q.strip_suffix('"').ok_or(Error::BadLocal)?;
+        let mut escape = false;
+        for c in body.chars() {
+            let ok = if escape {
+                (' '..='~').contains(&c)
+            } else {
+                c == '\\' || ((' '..='~').contains(&c) && c != '"') || utf8_ok(c, utf8)
+            };
+            if !ok {
+                return Err(Error::BadLocal);
+            }
+            escape = !escape && c == '\\';
+        }
+        if escape {
+            return Err(Error::BadLocal);
+        }
+        return Ok(());
+    }
+    // Dot-string: atoms separated by single dots.
+    for atom in local.split('.') {
+        if atom.is_empty() || !atom.chars().all(|c| atext(c) || utf8_ok(c, utf8)) {
+            return Err(Error::BadLocal);
+        }
+    }
+    Ok(())
+}
+
+/// Check a domain or an address literal.
+pub fn parse_domain(d: &str, utf8: bool) -> Result<(), Error> {
+    if d.is_empty() {
+        return Err(Error::BadDomain);
+    }
+    if d.len() > MAX_DOMAIN {
+        return Err(Error::DomainTooLong);
+    }
+    if let Some(lit) = d.strip_prefix('[') {
+        let lit = lit.strip_suffix(']').ok_or(Error::BadDomain)?;
+        let ok = match lit.strip_prefix("IPv6:").or_else(|| lit.strip_prefix("ipv6:")) {
+            Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
+            None => lit.parse::<std::net::Ipv4Addr>().is_ok(),
+        };
+        return if ok { Ok(()) } else { Err(Error::BadDomain) };
+    }
+    for label in d.split('.') {
+        let ok_char = |c: char| c.is_ascii_alphanumeric() || c == '-' || utf8_ok(c, utf8);
+        if label.is_empty()
+            || label.len() > 63
+            || label.starts_with('-')
+            || label.ends_with('-')
+            || !label.chars().all(ok_char)
+        {
+            return Err(Error::BadDomain);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

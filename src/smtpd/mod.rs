@@ -1,1 +1,3 @@
 pub mod data;
+pub mod params;
+pub mod session;

@@ -33,11 +33,17 @@ pub enum Status {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     /// At the start of a line; `proper` says whether a real CR LF led here.
-    LineStart { proper: bool },
+    LineStart {
+        proper: bool,
+    },
     /// A dot at the start of a line.
-    Dot { proper: bool },
+    Dot {
+        proper: bool,
+    },
     /// CR after a lone dot.
-    DotCr { proper: bool },
+    DotCr {
+        proper: bool,
+    },
     InLine,
     Cr,
 }

@@ -47,17 +47,8 @@ fn split_anywhere_gives_the_same_result() {
 /// session refuses and closes); the end of data is never found early.
 #[test]
 fn smuggling_variants_are_never_end_of_data() {
-    let variants: [&[u8]; 9] = [
-        b"\n.\n",
-        b"\r.\r",
-        b"\r.\n",
-        b"\n.\r",
-        b"\n.\r\n",
-        b"\r\n.\n",
-        b"\r.\r\n",
-        b"\r\n.\r",
-        b"\r\n.\r\r\n",
-    ];
+    let variants: [&[u8]; 9] =
+        [b"\n.\n", b"\r.\r", b"\r.\n", b"\n.\r", b"\n.\r\n", b"\r\n.\n", b"\r.\r\n", b"\r\n.\r", b"\r\n.\r\r\n"];
     for v in variants {
         let mut input = b"Subject: x\r\n\r\nhello".to_vec();
         input.extend_from_slice(v);

@@ -1,0 +1,781 @@
+//! One SMTP server session as a state machine with no I/O: the driver
+//! pushes the bytes it read, the session consumes what it can and queues
+//! actions (replies to write, content to pass to cleanup, TLS to start, the
+//! connection to close). Every reply carries an enhanced status code.
+//!
+//! Bounds: the input buffer never grows past `Limits::command_line` plus
+//! one read; a command line longer than the limit is answered and skipped
+//! to its end (its tail is never read as a command); content streams
+//! through in chunks. Pipelining: replies keep the order of commands; a
+//! client that sends content before the 354 reply to DATA, or pipelines
+//! without having been offered PIPELINING, is refused and disconnected;
+//! input pipelined after STARTTLS is discarded before TLS starts.
+//!
+//! Trusts: nothing; input comes from the network.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use crate::address::{self, Mailbox, Path};
+use crate::smtpd::data::{Bare, ChunkChecker, DotDecoder, Status};
+use crate::smtpd::params::{self, Body, MailParams, Notify, Ret};
+
+/// The session's bounds.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Longest command line, CR LF included.
+    pub command_line: usize,
+    pub message_size: u64,
+    pub recipients: usize,
+    /// Errors before the session is ended with 421.
+    pub errors: u32,
+    /// Errors answered without a pause; each one beyond waits longer.
+    pub errors_before_pause: u32,
+    /// The pause per error beyond `errors_before_pause`.
+    pub error_pause: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            command_line: 2048,
+            message_size: 10 << 20,
+            recipients: 1000,
+            errors: 20,
+            errors_before_pause: 3,
+            error_pause: Duration::from_secs(1),
+        }
+    }
+}
+
+/// What the session needs from its configuration.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub hostname: String,
+    pub limits: Limits,
+    pub bare: Bare,
+    /// STARTTLS can be offered (certificate loaded, not implicit TLS).
+    pub starttls: bool,
+}
+
+/// Who is connected.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Peer {
+    pub address: String,
+    pub hostname: String,
+}
+
+/// The verdict of the recipient checks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RcptVerdict {
+    Accept,
+    Reject { code: u16, enhanced: &'static str, text: String },
+}
+
+/// Recipient and sender policy, answered from tables in memory.
+pub trait Checks {
+    fn recipient(&self, peer: &Peer, rcpt: &Path) -> RcptVerdict;
+}
+
+/// A recipient as accepted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recipient {
+    /// None for `<Postmaster>` without a domain.
+    pub mailbox: Option<Mailbox>,
+    pub notify: Option<Notify>,
+    pub orcpt: Option<String>,
+}
+
+/// The envelope of a message being received.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Envelope {
+    /// None for the null sender `<>`.
+    pub sender: Option<Mailbox>,
+    pub recipients: Vec<Recipient>,
+    pub body: Body,
+    pub smtputf8: bool,
+    pub ret: Option<Ret>,
+    pub envid: Option<String>,
+    pub helo: String,
+    /// SMTP, ESMTP or ESMTPS.
+    pub protocol: &'static str,
+}
+
+/// What the driver must do, in order.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Write these bytes (one or more complete replies).
+    Reply(Vec<u8>),
+    /// Wait this long before writing what follows (error pause).
+    Pause(Duration),
+    /// Write what is queued, then start TLS; discard unread plaintext.
+    StartTls,
+    /// A message begins.
+    Begin(Box<Envelope>),
+    /// Content of the message begun (CR LF line ends, dots unstuffed).
+    Content(Vec<u8>),
+    /// The content is complete: commit it and call `committed`.
+    End,
+    /// The message begun will not be committed.
+    Abort,
+    /// Write what is queued, then close the connection.
+    Close,
+}
+
+/// The result of committing a message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Commit {
+    Queued(String),
+    /// A temporary failure (I/O error): 451 4.3.0.
+    TempFail(String),
+    /// The spool is short of space: 452 4.3.1.
+    NoSpace,
+    /// Refused for good by cleanup (e.g. hop count): code, enhanced, text.
+    Refused(u16, &'static str, String),
+}
+
+#[derive(Debug)]
+enum Phase {
+    Command,
+    /// Skipping the rest of an over-long command line.
+    SkipLine,
+    Data(DotDecoder),
+    /// Reading a BDAT chunk of `left` bytes; `last` if it ends the message.
+    /// With `refuse`, the chunk is read and dropped, then refused thus.
+    Bdat {
+        left: u64,
+        last: bool,
+        refuse: Option<(u16, &'static str, &'static str)>,
+    },
+    /// Waiting for the commit verdict.
+    Commit,
+    /// STARTTLS answered; no input until the driver reports TLS is up.
+    Handshake,
+    Closed,
+}
+
+#[derive(Debug)]
+struct Transaction {
+    sender: Option<Mailbox>,
+    params: MailParams,
+    recipients: Vec<Recipient>,
+    /// Content delivered so far.
+    size: u64,
+    oversize: bool,
+    /// BDAT used (DATA is then refused) and its checker.
+    chunks: Option<ChunkChecker>,
+    /// The transaction failed during BDAT; later chunks are discarded.
+    failed: bool,
+    begun: bool,
+}
+
+/// How much content is gathered before it is passed on.
+const CONTENT_CHUNK: usize = 64 * 1024;
+
+/// One session.
+pub struct Session {
+    settings: Settings,
+    peer: Peer,
+    phase: Phase,
+    helo: Option<String>,
+    esmtp: bool,
+    tls: bool,
+    tx: Option<Transaction>,
+    errors: u32,
+    input: Vec<u8>,
+    content: Vec<u8>,
+    out: VecDeque<Action>,
+}
+
+fn reply(code: u16, enhanced: &str, text: &str) -> Vec<u8> {
+    format!("{code} {enhanced} {text}\r\n").into_bytes()
+}
+
+impl Session {
+    /// A new session; queues the greeting. `tls`: the connection is
+    /// already TLS (implicit TLS listener).
+    pub fn new(settings: Settings, peer: Peer, tls: bool) -> Session {
+        let mut s = Session {
+            settings,
+            peer,
+            phase: Phase::Command,
+            helo: None,
+            esmtp: false,
+            tls,
+            tx: None,
+            errors: 0,
+            input: Vec::new(),
+            content: Vec::new(),
+            out: VecDeque::new(),
+        };
+        let greeting = format!("220 {} ESMTP mta\r\n", s.settings.hostname);
+        s.out.push_back(Action::Reply(greeting.into_bytes()));
+        s
+    }
+
+    /// How many more bytes the session will take now (0 while it waits
+    /// for a commit verdict with its buffer full, or once closed).
+    pub fn space(&self) -> usize {
+        match self.phase {
+            Phase::Closed | Phase::Handshake => 0,
+            _ => (self.settings.limits.command_line + CONTENT_CHUNK).saturating_sub(self.input.len()),
+        }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        matches!(self.phase, Phase::Closed)
+    }
+
+    /// Take the queued actions.
+    pub fn actions(&mut self) -> impl Iterator<Item = Action> + '_ {
+        self.out.drain(..)
+    }
+
+    /// The connection is now TLS (after `Action::StartTls`): the session
+    /// starts over without HELO, as RFC 3207 requires.
+    pub fn tls_started(&mut self) {
+        if !matches!(self.phase, Phase::Handshake) {
+            return;
+        }
+        self.phase = Phase::Command;
+        self.tls = true;
+        self.helo = None;
+        self.esmtp = false;
+        self.tx = None;
+        self.input.clear();
+    }
+
+    /// Push bytes the driver read (at most `space()`) and process them.
+    pub fn receive(&mut self, data: &[u8], checks: &dyn Checks) {
+        if self.is_closed() {
+            return;
+        }
+        let take = data.len().min(self.space());
+        self.input.extend_from_slice(&data[..take]);
+        self.process(checks);
+    }
+
+    /// The driver's verdict on the message it was given.
+    pub fn committed(&mut self, result: Commit, checks: &dyn Checks) {
+        if !matches!(self.phase, Phase::Commit) {
+            return;
+        }
+        self.phase = Phase::Command;
+        self.tx = None;
+        match result {
+            Commit::Queued(id) => self.ok(250, "2.0.0", &format!("Ok: queued as {id}")),
+            Commit::TempFail(why) => self.error(451, "4.3.0", &format!("Error: queue file write error ({why})")),
+            Commit::NoSpace => self.error(452, "4.3.1", "Insufficient system storage"),
+            Commit::Refused(code, enh, text) => self.error(code, enh, &text),
+        }
+        self.process(checks);
+    }
+
+    /// The client went away or the driver gave up: abandon any message.
+    pub fn abort(&mut self) {
+        if self.tx.as_ref().is_some_and(|t| t.begun) && !matches!(self.phase, Phase::Commit) {
+            self.out.push_back(Action::Abort);
+        }
+        self.tx = None;
+        self.phase = Phase::Closed;
+    }
+
+    fn ok(&mut self, code: u16, enhanced: &str, text: &str) {
+        self.out.push_back(Action::Reply(reply(code, enhanced, text)));
+    }
+
+    /// An error reply, after a pause that grows with the error count; too
+    /// many errors end the session.
+    fn error(&mut self, code: u16, enhanced: &str, text: &str) {
+        self.errors += 1;
+        let l = &self.settings.limits;
+        if self.errors > l.errors_before_pause {
+            let n = self.errors - l.errors_before_pause;
+            self.out.push_back(Action::Pause(l.error_pause.saturating_mul(n)));
+        }
+        self.out.push_back(Action::Reply(reply(code, enhanced, text)));
+        if self.errors >= self.settings.limits.errors && !self.is_closed() {
+            self.close_with(421, "4.7.0", "Error: too many errors");
+        }
+    }
+
+    fn close_with(&mut self, code: u16, enhanced: &str, text: &str) {
+        if self.tx.as_ref().is_some_and(|t| t.begun) {
+            self.out.push_back(Action::Abort);
+        }
+        self.tx = None;
+        let host = self.settings.hostname.clone();
+        self.out.push_back(Action::Reply(reply(code, enhanced, &format!("{host} {text}"))));
+        self.out.push_back(Action::Close);
+        self.phase = Phase::Closed;
+        self.input.clear();
+    }
+
+    fn process(&mut self, checks: &dyn Checks) {
+        loop {
+            let progressed = match self.phase {
+                Phase::Command => self.command_step(checks),
+                Phase::SkipLine => self.skip_step(),
+                Phase::Data(_) => self.data_step(),
+                Phase::Bdat { .. } => self.bdat_step(),
+                Phase::Commit | Phase::Closed | Phase::Handshake => false,
+            };
+            if !progressed {
+                break;
+            }
+        }
+    }
+
+    fn skip_step(&mut self) -> bool {
+        match self.input.iter().position(|&b| b == b'\n') {
+            Some(i) => {
+                self.input.drain(..=i);
+                self.phase = Phase::Command;
+                true
+            }
+            None => {
+                self.input.clear();
+                false
+            }
+        }
+    }
+
+    fn command_step(&mut self, checks: &dyn Checks) -> bool {
+        let max = self.settings.limits.command_line;
+        let Some(end) = self.input.iter().position(|&b| b == b'\n') else {
+            if self.input.len() >= max {
+                self.input.clear();
+                self.phase = Phase::SkipLine;
+                self.error(500, "5.5.2", "Error: line too long");
+            }
+            return false;
+        };
+        if end + 1 > max {
+            self.input.drain(..=end);
+            self.error(500, "5.5.2", "Error: line too long");
+            return true;
+        }
+        let line: Vec<u8> = self.input.drain(..=end).collect();
+        let pipelined = !self.input.is_empty();
+        let Some(text) = line.strip_suffix(b"\r\n") else {
+            self.error(500, "5.5.2", "Error: bare <LF> received; lines end with <CR><LF>");
+            return true;
+        };
+        if text.iter().any(|&b| b == b'\r' || b == 0) {
+            self.error(501, "5.5.2", "Error: command contains CR or NUL");
+            return true;
+        }
+        let Ok(text) = std::str::from_utf8(text) else {
+            self.error(500, "5.5.2", "Error: command is not valid UTF-8");
+            return true;
+        };
+        if pipelined && !self.esmtp && self.helo.is_some() {
+            self.close_with(554, "5.5.0", "Error: improper command pipelining (PIPELINING was not offered)");
+            return false;
+        }
+        self.command(text, pipelined, checks);
+        true
+    }
+
+    fn command(&mut self, line: &str, pipelined: bool, checks: &dyn Checks) {
+        let (verb, arg) = match line.split_once(' ') {
+            Some((v, a)) => (v, a),
+            None => (line, ""),
+        };
+        match verb.to_ascii_uppercase().as_str() {
+            "EHLO" => self.helo_cmd(arg, true),
+            "HELO" => self.helo_cmd(arg, false),
+            "MAIL" => self.mail(arg),
+            "RCPT" => self.rcpt(arg, checks),
+            "DATA" => self.data_cmd(arg, pipelined),
+            "BDAT" => self.bdat_cmd(arg),
+            "RSET" => {
+                if !arg.is_empty() {
+                    return self.error(501, "5.5.4", "Syntax: RSET");
+                }
+                self.reset_tx();
+                self.ok(250, "2.0.0", "Ok");
+            }
+            "NOOP" => self.ok(250, "2.0.0", "Ok"),
+            "QUIT" => {
+                let host = self.settings.hostname.clone();
+                self.ok(221, "2.0.0", &format!("{host} closing connection"));
+                self.out.push_back(Action::Close);
+                self.phase = Phase::Closed;
+                self.input.clear();
+            }
+            "VRFY" => self.ok(252, "2.5.0", "Cannot VRFY user, but will accept message and attempt delivery"),
+            "EXPN" => self.error(502, "5.5.1", "Error: EXPN not available"),
+            "HELP" => {
+                self.ok(214, "2.0.0", "Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP STARTTLS")
+            }
+            "STARTTLS" => self.starttls(arg),
+            _ => self.error(500, "5.5.2", "Error: command not recognized"),
+        }
+    }
+
+    fn starttls(&mut self, arg: &str) {
+        if !arg.is_empty() {
+            return self.error(501, "5.5.4", "Syntax: STARTTLS");
+        }
+        if self.tls {
+            return self.error(503, "5.5.1", "Error: TLS already active");
+        }
+        if !self.settings.starttls {
+            return self.error(454, "4.7.0", "Error: TLS not available");
+        }
+        if !self.esmtp {
+            return self.error(503, "5.5.1", "Error: send EHLO first");
+        }
+        self.reset_tx();
+        // Plaintext pipelined after STARTTLS is discarded: it must never be
+        // executed as if it had come inside TLS.
+        self.input.clear();
+        self.ok(220, "2.0.0", "Ready to start TLS");
+        self.out.push_back(Action::StartTls);
+        self.phase = Phase::Handshake;
+    }
+
+    fn reset_tx(&mut self) {
+        if self.tx.as_ref().is_some_and(|t| t.begun) {
+            self.out.push_back(Action::Abort);
+        }
+        self.tx = None;
+    }
+
+    fn helo_cmd(&mut self, arg: &str, esmtp: bool) {
+        let name = arg.trim_end();
+        if name.is_empty() || name.contains(' ') {
+            let verb = if esmtp { "EHLO" } else { "HELO" };
+            return self.error(501, "5.5.4", &format!("Syntax: {verb} hostname"));
+        }
+        if address::parse_domain(name, true).is_err() {
+            return self.error(501, "5.5.2", "Error: invalid host name");
+        }
+        self.reset_tx();
+        self.helo = Some(name.to_string());
+        self.esmtp = esmtp;
+        let host = self.settings.hostname.clone();
+        if !esmtp {
+            return self.ok(250, "2.0.0", &host);
+        }
+        let mut lines = vec![host, String::from("PIPELINING")];
+        lines.push(format!("SIZE {}", self.settings.limits.message_size));
+        lines.extend(["8BITMIME", "SMTPUTF8", "DSN", "ENHANCEDSTATUSCODES", "CHUNKING"].map(String::from));
+        if self.settings.starttls && !self.tls {
+            lines.push(String::from("STARTTLS"));
+        }
+        let mut text = String::new();
+        for (i, l) in lines.iter().enumerate() {
+            let sep = if i + 1 == lines.len() { ' ' } else { '-' };
+            text.push_str(&format!("250{sep}{l}\r\n"));
+        }
+        self.out.push_back(Action::Reply(text.into_bytes()));
+    }
+
+    fn mail(&mut self, arg: &str) {
+        if self.helo.is_none() {
+            return self.error(503, "5.5.1", "Error: send HELO/EHLO first");
+        }
+        if self.tx.is_some() {
+            return self.error(503, "5.5.1", "Error: nested MAIL command");
+        }
+        let Some(rest) = strip_keyword(arg, "FROM:") else {
+            return self.error(501, "5.5.4", "Syntax: MAIL FROM:<address>");
+        };
+        let utf8 = self.esmtp && rest.to_ascii_uppercase().contains(" SMTPUTF8");
+        let (path, params_text) = match address::parse_path(rest.trim_start(), utf8) {
+            Ok(p) => p,
+            Err(e) => return self.error(501, "5.1.7", &format!("Bad sender address syntax: {e}")),
+        };
+        if !self.esmtp && !params_text.trim().is_empty() {
+            return self.error(555, "5.5.4", "Error: parameters need EHLO");
+        }
+        let params = match params::mail(params_text, self.settings.limits.message_size) {
+            Ok(p) => p,
+            Err(e) => return self.error(e.code, e.enhanced, &e.text),
+        };
+        let sender = match path {
+            Path::Null => None,
+            Path::Mailbox(m) => Some(m),
+            Path::Postmaster => return self.error(553, "5.1.7", "Bad sender address syntax: domain required"),
+        };
+        self.tx = Some(Transaction {
+            sender,
+            params,
+            recipients: Vec::new(),
+            size: 0,
+            oversize: false,
+            chunks: None,
+            failed: false,
+            begun: false,
+        });
+        self.ok(250, "2.1.0", "Ok");
+    }
+
+    fn rcpt(&mut self, arg: &str, checks: &dyn Checks) {
+        let Some(tx) = self.tx.as_ref() else {
+            return self.error(503, "5.5.1", "Error: need MAIL command");
+        };
+        if tx.chunks.is_some() {
+            return self.error(503, "5.5.1", "Error: RCPT after BDAT");
+        }
+        if tx.recipients.len() >= self.settings.limits.recipients {
+            return self.error(452, "4.5.3", "Error: too many recipients");
+        }
+        let utf8 = tx.params.smtputf8;
+        let Some(rest) = strip_keyword(arg, "TO:") else {
+            return self.error(501, "5.5.4", "Syntax: RCPT TO:<address>");
+        };
+        let (path, params_text) = match address::parse_path(rest.trim_start(), utf8) {
+            Ok(p) => p,
+            Err(e) => return self.error(501, "5.1.3", &format!("Bad recipient address syntax: {e}")),
+        };
+        if path == Path::Null {
+            return self.error(553, "5.1.3", "Error: null recipient");
+        }
+        if !self.esmtp && !params_text.trim().is_empty() {
+            return self.error(555, "5.5.4", "Error: parameters need EHLO");
+        }
+        let params = match params::rcpt(params_text) {
+            Ok(p) => p,
+            Err(e) => return self.error(e.code, e.enhanced, &e.text),
+        };
+        match checks.recipient(&self.peer, &path) {
+            RcptVerdict::Accept => {}
+            RcptVerdict::Reject { code, enhanced, text } => return self.error(code, enhanced, &text),
+        }
+        let mailbox = match path {
+            Path::Mailbox(m) => Some(m),
+            _ => None,
+        };
+        if let Some(tx) = self.tx.as_mut() {
+            tx.recipients.push(Recipient { mailbox, notify: params.notify, orcpt: params.orcpt });
+        }
+        self.ok(250, "2.1.5", "Ok");
+    }
+
+    /// Check that a transaction can take content; Err is the reply.
+    fn ready_for_content(&self) -> Result<(), (u16, &'static str, &'static str)> {
+        match &self.tx {
+            None => Err((503, "5.5.1", "Error: need MAIL command")),
+            Some(t) if t.recipients.is_empty() => Err((554, "5.5.1", "Error: no valid recipients")),
+            Some(_) => Ok(()),
+        }
+    }
+
+    fn envelope(&self) -> Option<Box<Envelope>> {
+        let tx = self.tx.as_ref()?;
+        let protocol = match (self.esmtp, self.tls) {
+            (false, _) => "SMTP",
+            (true, false) => "ESMTP",
+            (true, true) => "ESMTPS",
+        };
+        Some(Box::new(Envelope {
+            sender: tx.sender.clone(),
+            recipients: tx.recipients.clone(),
+            body: tx.params.body,
+            smtputf8: tx.params.smtputf8,
+            ret: tx.params.ret,
+            envid: tx.params.envid.clone(),
+            helo: self.helo.clone().unwrap_or_default(),
+            protocol,
+        }))
+    }
+
+    fn data_cmd(&mut self, arg: &str, pipelined: bool) {
+        if !arg.is_empty() {
+            return self.error(501, "5.5.4", "Syntax: DATA");
+        }
+        if self.tx.as_ref().is_some_and(|t| t.chunks.is_some()) {
+            return self.error(503, "5.5.1", "Error: DATA after BDAT");
+        }
+        if let Err((c, e, t)) = self.ready_for_content() {
+            return self.error(c, e, t);
+        }
+        if pipelined {
+            // Content sent before the 354: the client did not wait, and what
+            // it sent must not be taken as commands or as a message.
+            return self.close_with(554, "5.5.0", "Error: improper command pipelining after DATA");
+        }
+        if let Some(env) = self.envelope() {
+            self.out.push_back(Action::Begin(env));
+        }
+        if let Some(tx) = self.tx.as_mut() {
+            tx.begun = true;
+        }
+        self.ok(354, "2.0.0", "End data with <CR><LF>.<CR><LF>");
+        self.phase = Phase::Data(DotDecoder::new(self.settings.bare));
+    }
+
+    fn flush_content(&mut self, force: bool) {
+        if self.content.len() >= CONTENT_CHUNK || (force && !self.content.is_empty()) {
+            let chunk = std::mem::take(&mut self.content);
+            self.out.push_back(Action::Content(chunk));
+        }
+    }
+
+    /// Account for decoded content; drop it once the size limit is passed.
+    fn account(&mut self, before: usize) {
+        let added = (self.content.len() - before) as u64;
+        let max = self.settings.limits.message_size;
+        if let Some(tx) = self.tx.as_mut() {
+            tx.size += added;
+            if tx.size > max {
+                tx.oversize = true;
+            }
+            if tx.oversize {
+                self.content.truncate(before);
+            }
+        }
+    }
+
+    fn data_step(&mut self) -> bool {
+        let Phase::Data(dec) = &mut self.phase else { return false };
+        if self.input.is_empty() {
+            return false;
+        }
+        let before = self.content.len();
+        let (n, status) = dec.feed(&self.input, &mut self.content);
+        let saw_nul = dec.saw_nul;
+        self.input.drain(..n);
+        self.account(before);
+        match status {
+            Status::More => {
+                self.flush_content(false);
+                false
+            }
+            Status::BareLine => {
+                self.content.clear();
+                self.close_with(554, "5.5.2", "Error: bare <CR> or <LF> in message content (RFC 5321 2.3.8)");
+                false
+            }
+            Status::End => {
+                self.finish_content(saw_nul);
+                true
+            }
+        }
+    }
+
+    /// The content is complete: refuse it or hand it on for commit.
+    fn finish_content(&mut self, saw_nul: bool) {
+        let oversize = self.tx.as_ref().is_some_and(|t| t.oversize);
+        if oversize || saw_nul {
+            self.content.clear();
+            self.out.push_back(Action::Abort);
+            self.tx = None;
+            self.phase = Phase::Command;
+            if oversize {
+                self.error(552, "5.3.4", "Error: message file too big");
+            } else {
+                self.error(554, "5.6.0", "Error: message contains NUL characters");
+            }
+            return;
+        }
+        self.flush_content(true);
+        self.out.push_back(Action::End);
+        self.phase = Phase::Commit;
+    }
+
+    fn bdat_cmd(&mut self, arg: &str) {
+        let mut words = arg.split(' ');
+        let size = words.next().unwrap_or("");
+        let last = match words.next() {
+            None => false,
+            Some(w) if w.eq_ignore_ascii_case("LAST") => true,
+            Some(_) => return self.close_with(501, "5.5.4", "Error: syntax: BDAT size [LAST]"),
+        };
+        if words.next().is_some() || size.is_empty() || size.len() > 19 || !size.bytes().all(|b| b.is_ascii_digit()) {
+            // Without a valid size the chunk cannot be skipped: the rest of
+            // the stream cannot be told from commands.
+            return self.close_with(501, "5.5.4", "Error: syntax: BDAT size [LAST]");
+        }
+        let left: u64 = size.parse().unwrap_or(u64::MAX);
+        let mut refuse = self.ready_for_content().err();
+        if self.tx.as_ref().is_some_and(|t| t.failed) {
+            refuse = Some((554, "5.5.0", "Error: transaction failed; send RSET"));
+        }
+        if refuse.is_none() {
+            let begin = self.tx.as_ref().is_some_and(|t| !t.begun);
+            if begin {
+                if let Some(env) = self.envelope() {
+                    self.out.push_back(Action::Begin(env));
+                }
+            }
+            if let Some(tx) = self.tx.as_mut() {
+                tx.begun = true;
+                if tx.chunks.is_none() {
+                    tx.chunks = Some(ChunkChecker::new(self.settings.bare));
+                }
+            }
+        }
+        self.phase = Phase::Bdat { left, last, refuse };
+    }
+
+    fn bdat_step(&mut self) -> bool {
+        let Phase::Bdat { left, last, refuse } = self.phase else { return false };
+        let n = (self.input.len() as u64).min(left) as usize;
+        if n == 0 && left > 0 {
+            return false;
+        }
+        let before = self.content.len();
+        if refuse.is_none() {
+            if let Some(checker) = self.tx.as_mut().and_then(|t| t.chunks.as_mut()) {
+                checker.feed(&self.input[..n], &mut self.content);
+            }
+            self.account(before);
+        }
+        self.input.drain(..n);
+        let left = left - n as u64;
+        if left > 0 {
+            self.phase = Phase::Bdat { left, last, refuse };
+            self.flush_content(false);
+            return false;
+        }
+        self.phase = Phase::Command;
+        if let Some((code, enh, text)) = refuse {
+            if last {
+                self.reset_tx();
+            }
+            self.error(code, enh, text);
+            return true;
+        }
+        let (violated, nul) = match self.tx.as_mut().and_then(|t| t.chunks.as_mut()) {
+            Some(c) => {
+                if last {
+                    c.finish(&mut self.content);
+                }
+                (c.violated, c.saw_nul)
+            }
+            None => (false, false),
+        };
+        if violated {
+            self.content.clear();
+            self.out.push_back(Action::Abort);
+            if let Some(tx) = self.tx.as_mut() {
+                tx.failed = true;
+                tx.begun = false;
+            }
+            if last {
+                self.tx = None;
+            }
+            self.error(554, "5.5.2", "Error: bare <CR> or <LF> in message content (RFC 5321 2.3.8)");
+            return true;
+        }
+        if last {
+            self.finish_content(nul);
+        } else {
+            self.flush_content(false);
+            self.ok(250, "2.0.0", &format!("{} octets received", self.tx.as_ref().map_or(0, |t| t.size)));
+        }
+        true
+    }
+}
+
+fn strip_keyword<'a>(arg: &'a str, keyword: &str) -> Option<&'a str> {
+    let head = arg.get(..keyword.len())?;
+    head.eq_ignore_ascii_case(keyword).then(|| &arg[keyword.len()..])
+}
+
+#[cfg(test)]
+mod tests;

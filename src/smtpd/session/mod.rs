@@ -697,10 +697,8 @@ impl Session {
         }
         if refuse.is_none() {
             let begin = self.tx.as_ref().is_some_and(|t| !t.begun);
-            if begin {
-                if let Some(env) = self.envelope() {
-                    self.out.push_back(Action::Begin(env));
-                }
+            if begin && let Some(env) = self.envelope() {
+                self.out.push_back(Action::Begin(env));
             }
             if let Some(tx) = self.tx.as_mut() {
                 tx.begun = true;

@@ -33,7 +33,7 @@ MANDOC ?=	mandoc
 PROGRAMS =	mta mtactl
 # Programs started by the master, one per process role, in LIBEXECDIR.
 # Keep in step with the roles in src/roles.rs.
-LIBEXEC_PROGRAMS = control qmgr
+LIBEXEC_PROGRAMS = control qmgr cleanup smtpd
 
 .PHONY: all build install uninstall lint-man clean
 

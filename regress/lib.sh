@@ -7,6 +7,10 @@ MTACTL="$MTA_BIN/mtactl"
 W=$(mktemp -d /tmp/mta-regress.XXXXXX)
 chmod 755 "$W"
 CONF="$W/mta.conf"
+# An SMTP port for this case on loopback.
+PORT=$(( 20000 + $$ % 20000 ))
+# The children master starts.
+NCHILD=4
 LOG="$W/mta.log"
 MASTER_PID=""
 
@@ -30,6 +34,7 @@ write_conf() {
 		echo "libexec_directory = \"${LIBEXEC:-$MTA_BIN}\";"
 		echo "pidfile = \"mta.pid\";"
 		echo "control { socket = \"mta.sock\"; }"
+		echo "listen { smtp { address = \"127.0.0.1:$PORT\"; tls = none; } }"
 		echo "supervise { restart_delay = 1s; restart_delay_max = 8s; stop_timeout = 5s; }"
 		for l in "$@"; do echo "$l"; done
 	} > "$CONF"
@@ -40,7 +45,7 @@ write_conf() {
 start_master() {
 	"$MTA" -d -f "$CONF" >"$LOG" 2>&1 &
 	MASTER_PID=$!
-	wait_status 2 || fail "children did not start"
+	wait_status $NCHILD || fail "children did not start"
 }
 
 # mtactl by socket (a case may break the configuration file on purpose).
@@ -84,3 +89,25 @@ ensure_user() {
 	id "$1" >/dev/null 2>&1 || useradd -r -d /nonexistent -s /usr/sbin/nologin "$1"
 }
 is_root() { [ "$(id -u)" = 0 ]; }
+
+# queued: how many messages are in the queue directories.
+queued() { find "$W/spool/incoming" "$W/spool/active" "$W/spool/deferred" -type f ! -name '.*' 2>/dev/null | wc -l; }
+
+# wait_queued N: until N messages are queued (10 s at most).
+wait_queued() {
+	i=0
+	while [ "$(queued)" -lt "$1" ]; do
+		[ $i -ge 100 ] && return 1
+		sleep 0.1; i=$((i + 1))
+	done
+	[ "$(queued)" -eq "$1" ]
+}
+
+# make_cert: a self-signed certificate and key in $W for TLS cases.
+make_cert() {
+	openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=localhost" \
+		-keyout "$W/key.pem" -out "$W/cert.pem" >/dev/null 2>&1 || fail "openssl could not make a certificate"
+}
+
+# raw_smtp: run Python with rawsmtp.py importable and PORT, W in the environment.
+raw_smtp() { PORT=$PORT W=$W PYTHONPATH=. python3 - "$@"; }

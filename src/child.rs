@@ -46,10 +46,10 @@ pub fn start(role: Role) -> Child {
         .recv_blocking::<FromMaster>(INIT_TIMEOUT)
         .unwrap_or_else(|e| die(role, &format!("no configuration from master: {e}")));
     let config = match msg {
-        FromMaster::Init(c) if fds.is_empty() && c.role == role => c,
+        FromMaster::Init(c) if fds.is_empty() && c.role == role => *c,
         other => die(role, &format!("unexpected first message from master: {other:?}")),
     };
-    let n = roles::policy(role, &config.spool).grants.len() - 1;
+    let n = roles::policy(role, &config.layout()).grants.len() - 1;
     let mut role_fds = Vec::with_capacity(n);
     for i in 0..n {
         let fd = FIRST_ROLE_FD + i as i32;
@@ -83,7 +83,7 @@ impl Child {
     /// unconfined (then says so in the log, at every start).
     pub fn enter(&mut self) -> Sandboxed {
         let role = self.config.role;
-        let policy = roles::policy(role, &self.config.spool);
+        let policy = roles::policy(role, &self.config.layout());
         let unconfined = if self.config.allow_unconfined { Unconfined::Allowed } else { Unconfined::Refused };
         let token = match sandbox::enter(&policy, unconfined) {
             Ok(t) => t,

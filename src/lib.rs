@@ -4,6 +4,7 @@
 
 pub mod address;
 pub mod child;
+pub mod cleanup;
 pub mod config;
 pub mod control;
 pub mod ipc;
@@ -13,3 +14,4 @@ pub mod qmgr;
 pub mod queue;
 pub mod roles;
 pub mod smtpd;
+pub mod table;

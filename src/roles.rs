@@ -7,7 +7,7 @@
 //! Trusts: nothing here parses input.
 
 use std::os::fd::RawFd;
-use std::path::Path;
+use std::path::PathBuf;
 
 use sandbox::{DirAccess, Grant, Net, Policy};
 
@@ -19,21 +19,45 @@ pub const FIRST_ROLE_FD: RawFd = 4;
 /// The queue directories qmgr holds, in descriptor order from FIRST_ROLE_FD.
 pub const QUEUE_DIRS: [&str; 5] = ["incoming", "active", "deferred", "hold", "corrupt"];
 
+/// The intake journal's directory (cleanup's), beside the queue directories.
+pub const JOURNAL_DIR: &str = "journal";
+
+/// cleanup's directories, in descriptor order from FIRST_ROLE_FD, and
+/// whether it writes there: the journal and incoming/ (read-write), and the
+/// other queue directories (read-only, so recovery can tell a message
+/// qmgr already took from one that was lost).
+pub const CLEANUP_DIRS: [(&str, bool); 5] =
+    [(JOURNAL_DIR, true), ("incoming", true), ("active", false), ("deferred", false), ("hold", false)];
+
+/// What varies between installations in the descriptors a role gets.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Layout {
+    /// The spool directory (unveil names directories by path).
+    pub spool: PathBuf,
+    /// smtpd's listening sockets, from FIRST_ROLE_FD; the local-recipient
+    /// table follows them.
+    pub listeners: usize,
+}
+
 /// A process role started by master.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum Role {
     Control,
     Qmgr,
+    Smtpd,
+    Cleanup,
 }
 
 impl Role {
-    pub const ALL: [Role; 2] = [Role::Control, Role::Qmgr];
+    pub const ALL: [Role; 4] = [Role::Control, Role::Qmgr, Role::Cleanup, Role::Smtpd];
 
     /// The role's name in logs, status output and configuration.
     pub fn name(self) -> &'static str {
         match self {
             Role::Control => "control",
             Role::Qmgr => "qmgr",
+            Role::Smtpd => "smtpd",
+            Role::Cleanup => "cleanup",
         }
     }
 
@@ -45,7 +69,8 @@ impl Role {
     /// Singletons never run twice at once, not even across a reload.
     pub fn singleton(self) -> bool {
         match self {
-            Role::Control | Role::Qmgr => true,
+            Role::Control | Role::Qmgr | Role::Cleanup => true,
+            Role::Smtpd => false,
         }
     }
 
@@ -53,12 +78,15 @@ impl Role {
         Role::ALL.into_iter().find(|r| r.name() == name)
     }
 
-    /// Open-files limit for the role's processes.
-    pub fn open_files(self) -> u64 {
+    /// Open-files limit for the role's processes, given the session limit.
+    pub fn open_files(self, sessions: u32) -> u64 {
         match self {
             // control: its channels plus mtactl clients (bounded by control.clients).
-            Role::Control => 256,
-            Role::Qmgr => 256,
+            Role::Control | Role::Qmgr => 256,
+            // cleanup: channels to every smtpd, its directories and journal.
+            Role::Cleanup => 1024,
+            // smtpd: one descriptor per session, plus listeners and channels.
+            Role::Smtpd => u64::from(sessions) + 256,
         }
     }
 }
@@ -66,7 +94,7 @@ impl Role {
 /// Role pairs that may talk to each other directly. master creates one
 /// SOCK_SEQPACKET channel per pair and nothing else; order within a pair
 /// does not matter.
-pub const CHANNELS: &[(Role, Role)] = &[(Role::Control, Role::Qmgr)];
+pub const CHANNELS: &[(Role, Role)] = &[(Role::Control, Role::Qmgr), (Role::Smtpd, Role::Cleanup)];
 
 /// Whether `a` and `b` may have a channel.
 pub fn channel_allowed(a: Role, b: Role) -> bool {
@@ -88,10 +116,12 @@ pub enum Operation {
     /// Create, write, fsync, rename and unlink files in a directory, and make
     /// subdirectories in it (the hashed folders of deferred/).
     Modify(RawFd),
+    /// Read an open file with pread (a compiled table).
+    ReadFile(RawFd),
 }
 
 /// The operations each role performs.
-pub fn operations(role: Role) -> Vec<Operation> {
+pub fn operations(role: Role, layout: &Layout) -> Vec<Operation> {
     let mut ops = vec![Operation::Talk(MASTER_FD), Operation::ReceiveFds(MASTER_FD)];
     match role {
         Role::Control => ops.push(Operation::Serve(FIRST_ROLE_FD)),
@@ -101,26 +131,58 @@ pub fn operations(role: Role) -> Vec<Operation> {
                 ops.push(Operation::Modify(FIRST_ROLE_FD + i));
             }
         }
+        Role::Smtpd => {
+            let n = layout.listeners as RawFd;
+            ops.extend((0..n).map(|i| Operation::Serve(FIRST_ROLE_FD + i)));
+            ops.push(Operation::ReadFile(FIRST_ROLE_FD + n));
+        }
+        Role::Cleanup => {
+            for (i, (_, write)) in CLEANUP_DIRS.iter().enumerate() {
+                let fd = FIRST_ROLE_FD + i as RawFd;
+                ops.push(Operation::List(fd));
+                if *write {
+                    ops.push(Operation::Modify(fd));
+                }
+            }
+        }
     }
     ops
 }
 
-/// The role's sandbox. `spool` is the spool directory's path (unveil
-/// names directories by path as well as by descriptor).
-pub fn policy(role: Role, spool: &Path) -> Policy {
+/// The role's sandbox: one declarative value per role.
+pub fn policy(role: Role, layout: &Layout) -> Policy {
     let mut p = Policy::new(role.name());
     p.grants.push(Grant::Channel { fd: MASTER_FD });
     match role {
+        // control: the control socket's listener.
         Role::Control => {
             p.grants.push(Grant::Listener { fd: FIRST_ROLE_FD });
         }
+        // qmgr: every queue directory, read-write.
         Role::Qmgr => {
             for (i, dir) in QUEUE_DIRS.iter().enumerate() {
                 p.grants.push(Grant::Dir {
                     fd: FIRST_ROLE_FD + i as RawFd,
-                    path: spool.join(dir),
+                    path: layout.spool.join(dir),
                     access: DirAccess::ReadWrite,
                 });
+            }
+        }
+        // smtpd: its listeners and the local-recipient table; no file
+        // system and no outgoing sockets.
+        Role::Smtpd => {
+            let n = layout.listeners as RawFd;
+            for i in 0..n {
+                p.grants.push(Grant::Listener { fd: FIRST_ROLE_FD + i });
+            }
+            p.grants.push(Grant::File { fd: FIRST_ROLE_FD + n, write: false });
+        }
+        // cleanup: the journal and incoming/ read-write, the rest of the
+        // queue read-only.
+        Role::Cleanup => {
+            for (i, (dir, write)) in CLEANUP_DIRS.iter().enumerate() {
+                let access = if *write { DirAccess::ReadWrite } else { DirAccess::Read };
+                p.grants.push(Grant::Dir { fd: FIRST_ROLE_FD + i as RawFd, path: layout.spool.join(dir), access });
             }
         }
     }

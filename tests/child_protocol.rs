@@ -48,7 +48,7 @@ fn start(name: &str) -> (Qmgr, OwnedFd) {
 }
 
 fn config(dir: &Path) -> FromMaster {
-    FromMaster::Init(ChildConfig {
+    FromMaster::Init(Box::new(ChildConfig {
         role: Role::Qmgr,
         generation: 1,
         hostname: String::from("test.example"),
@@ -57,7 +57,8 @@ fn config(dir: &Path) -> FromMaster {
         allow_unconfined: false,
         log_line_length: 2048,
         control: mta::config::Control::default(),
-    })
+        intake: None,
+    }))
 }
 
 /// Wait for the child's exit status (10 s at most).

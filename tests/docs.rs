@@ -6,33 +6,37 @@ use mta::config::Config;
 use serde_json::Value;
 
 /// Flatten the default configuration into (dotted key, default literal).
-fn keys() -> Vec<(String, Option<String>)> {
+fn keys() -> Vec<(String, Option<Vec<String>>)> {
     let v = serde_json::to_value(Config::default()).unwrap();
     let mut out = Vec::new();
     flatten("", &v, &mut out);
     out
 }
 
-fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, Option<String>)>) {
+fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, Option<Vec<String>>)>) {
     let Value::Object(map) = v else { unreachable!() };
     for (k, v) in map {
         let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+        // Named blocks (listen "smtp" { ... }) are documented as listen.NAME.
+        let key = if prefix == "listen" { String::from("listen.NAME") } else { key };
         let literal = match v {
             // A map whose keys are the user's (processes): documented as a block.
             Value::Object(m) if key == "processes" && m.is_empty() => None,
+            // No value by default: the page says in words what happens.
+            Value::Null => None,
+            Value::Array(items) => Some(items.iter().map(|i| i.as_str().unwrap_or_default().to_string()).collect()),
             Value::Object(_) => {
                 flatten(&key, v, out);
                 continue;
             }
             // UCL times serialise as float seconds.
-            Value::Number(n) if n.is_f64() => Some(format!("{}s", n.as_f64().unwrap())),
-            Value::Number(n) => Some(n.to_string()),
-            Value::Bool(b) => Some(String::from(if *b { "yes" } else { "no" })),
-            Value::String(s) => Some(s.clone()),
-            other => panic!("{key}: unexpected default {other}"),
+            Value::Number(n) if n.is_f64() => Some(vec![format!("{}s", n.as_f64().unwrap())]),
+            Value::Number(n) => Some(vec![n.to_string()]),
+            Value::Bool(b) => Some(vec![String::from(if *b { "yes" } else { "no" })]),
+            Value::String(s) => Some(vec![s.clone()]),
         };
         // The host name default is the machine's; the page says so in words.
-        let literal = if key == "hostname" { Some(String::from("the system's host name")) } else { literal };
+        let literal = if key == "hostname" { Some(vec![String::from("the system's host name")]) } else { literal };
         out.push((key, literal));
     }
 }
@@ -59,10 +63,12 @@ fn every_key_in_the_manual_with_its_default() {
             None => missing.push(format!("{key}: no `.It Ic {key}` item")),
             Some(body) => {
                 let joined = body.lines().filter(|l| !l.starts_with(".\\\"")).collect::<Vec<_>>().join(" ");
-                let Some(d) = default else { continue };
+                let Some(defaults) = default else { continue };
                 let after = joined.split("The default is").nth(1);
-                if !after.is_some_and(|a| a.contains(&d)) {
-                    missing.push(format!("{key}: default `{d}` not stated after \"The default is\""));
+                for d in defaults {
+                    if !after.is_some_and(|a| a.contains(&d)) {
+                        missing.push(format!("{key}: default `{d}` not stated after \"The default is\""));
+                    }
                 }
             }
         }
@@ -88,6 +94,7 @@ fn sample_configuration_names_every_key_and_parses() {
     let sample = std::fs::read_to_string(path).unwrap();
     for (key, _) in keys() {
         let leaf = key.rsplit('.').next().unwrap();
+        let leaf = if leaf == "NAME" { "listen" } else { leaf };
         assert!(sample.contains(&format!("{leaf} ")) || sample.contains(&format!("{leaf}=")), "sample lacks {key}");
     }
     // Uncommented, the sample is a valid configuration.

@@ -27,7 +27,7 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use mta::roles::{self, FIRST_ROLE_FD, MASTER_FD, Operation, QUEUE_DIRS, Role};
+use mta::roles::{self, CLEANUP_DIRS, FIRST_ROLE_FD, Layout, MASTER_FD, Operation, QUEUE_DIRS, Role};
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, openat, renameat};
 use nix::sys::socket::{
@@ -466,8 +466,9 @@ fn open_dir(path: &Path) -> io::Result<OwnedFd> {
 }
 
 fn live_role(total: &mut Tally, world: &World, role: Role) -> io::Result<()> {
-    let policy = roles::policy(role, &world.spool);
+    let policy = roles::policy(role, &Layout { spool: world.spool.clone(), listeners: 1 });
     let (master, child_end) = master_channel()?;
+    let mut tcp_client: Option<TcpStream> = None;
     let mut fds: Vec<OwnedFd> = vec![child_end];
     // Kept alive in the parent until the child has finished.
     let mut client: Option<UnixStream> = None;
@@ -482,6 +483,23 @@ fn live_role(total: &mut Tally, world: &World, role: Role) -> io::Result<()> {
         }
         Role::Qmgr => {
             for d in QUEUE_DIRS {
+                fds.push(open_dir(&world.spool.join(d))?);
+            }
+        }
+        Role::Smtpd => {
+            let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+            let mut c = TcpStream::connect(listener.local_addr()?)?;
+            c.write_all(b"ping\n")?;
+            tcp_client = Some(c);
+            fds.push(OwnedFd::from(listener));
+            let table = world.root.join("table");
+            std::fs::write(&table, b"local recipients")?;
+            fds.push(OwnedFd::from(File::open(&table)?));
+        }
+        Role::Cleanup => {
+            std::fs::write(world.spool.join("active").join("taken"), "qmgr's\n")?;
+            for (d, _) in CLEANUP_DIRS {
+                std::fs::create_dir_all(world.spool.join(d))?;
                 fds.push(open_dir(&world.spool.join(d))?);
             }
         }
@@ -521,6 +539,11 @@ fn live_role(total: &mut Tally, world: &World, role: Role) -> io::Result<()> {
                 dir_denials(t, &placed[0]);
                 queue_work(t, &placed[0], &placed[1], &placed[2]);
             }
+            Role::Smtpd => smtpd_work(t, placed.remove(0), &placed[0]),
+            Role::Cleanup => {
+                dir_denials(t, &placed[0]);
+                cleanup_work(t, &placed[0], &placed[1], &placed[2]);
+            }
         }
         uid_denial(t, &policy);
     });
@@ -538,8 +561,71 @@ fn live_role(total: &mut Tally, world: &World, role: Role) -> io::Result<()> {
             })(),
         );
     }
+    if let Some(mut c) = tcp_client {
+        after.check(
+            "the TCP client got the answer",
+            (|| {
+                let mut reply = Vec::new();
+                works(c.read_to_end(&mut reply))?;
+                if reply == b"pong\n" { Ok(()) } else { Err(format!("read {reply:?}")) }
+            })(),
+        );
+    }
     total.add(&after);
     Ok(())
+}
+
+/// What smtpd does: accept on a TCP listener, talk, and read its table.
+fn smtpd_work(t: &mut Tally, listener: OwnedFd, table: &OwnedFd) {
+    let listener = TcpListener::from(listener);
+    t.check(
+        "accept on a TCP listener and answer",
+        (|| {
+            let (mut s, _) = works(listener.accept())?;
+            let mut req = [0u8; 5];
+            works(s.read_exact(&mut req))?;
+            works(s.write_all(b"pong\n"))
+        })(),
+    );
+    t.check(
+        "pread the local-recipient table",
+        (|| {
+            use std::os::unix::fs::FileExt;
+            let f = File::from(works(table.try_clone())?);
+            let mut buf = [0u8; 5];
+            works(f.read_exact_at(&mut buf, 6))?;
+            if &buf == b"recip" { Ok(()) } else { Err(format!("read {buf:?}")) }
+        })(),
+    );
+}
+
+/// What cleanup does: append to its journal, materialise into incoming/,
+/// and look (only look) into the other queue directories.
+fn cleanup_work(t: &mut Tally, journal: &OwnedFd, incoming: &OwnedFd, active: &OwnedFd) {
+    let wr = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_CLOEXEC;
+    let mode = Mode::from_bits_truncate(0o600);
+    t.check(
+        "append to the journal and fdatasync",
+        (|| {
+            let mut f = File::from(works(openat(journal, "segment", wr, mode))?);
+            works(f.write_all(b"record"))?;
+            works(f.sync_data())
+        })(),
+    );
+    t.check(
+        "write a queue file under a temporary name and rename it",
+        (|| {
+            let mut f = File::from(works(openat(incoming, ".tmp.q1", wr, mode))?);
+            works(f.write_all(b"queue file"))?;
+            works(renameat(incoming, ".tmp.q1", incoming, "q1"))
+        })(),
+    );
+    t.check(
+        "look into active/ (count_entries)",
+        mta::qmgr::count_entries(active).map(|_| ()).map_err(|e| e.to_string()),
+    );
+    t.check("create in active/ (read-only to cleanup)", denied(openat(active, "x", wr, mode)));
+    t.check("unlink in active/", denied(unlinkat(active, "taken", UnlinkatFlags::NoRemoveDir)));
 }
 
 /// A policy with outbound connections, as the connector will have.
@@ -649,6 +735,7 @@ fn op_rights(op: Operation) -> &'static [CapRight] {
         Operation::Serve(_) => &[Accept, Read, Write, Getpeername, Getsockopt, Event],
         Operation::List(_) => &[Lookup, Read, Fstat],
         Operation::Modify(_) => &[Lookup, Create, Write, Fsync, RenameatSource, RenameatTarget, Unlinkat, Mkdirat],
+        Operation::ReadFile(_) => &[Read, Seek, Fstat],
     }
 }
 
@@ -660,6 +747,7 @@ fn op_promises(op: Operation) -> (&'static [&'static str], bool) {
         Operation::Serve(_) => (&["unix", "inet"], true),
         Operation::List(_) => (&["rpath"], false),
         Operation::Modify(_) => (&["wpath", "cpath"], false),
+        Operation::ReadFile(_) => (&["stdio"], false),
     }
 }
 
@@ -695,14 +783,17 @@ fn op_fd(op: Operation) -> RawFd {
         | Operation::ReceiveFds(fd)
         | Operation::Serve(fd)
         | Operation::List(fd)
-        | Operation::Modify(fd) => fd,
+        | Operation::Modify(fd)
+        | Operation::ReadFile(fd) => fd,
     }
 }
 
 fn data_checks(total: &mut Tally, role: Role) {
     let mut t = Tally::new(role.name());
-    let policy = roles::policy(role, Path::new("/var/spool/mta"));
-    let ops = roles::operations(role);
+    // Two listeners, to check that every one is granted.
+    let layout = Layout { spool: PathBuf::from("/var/spool/mta"), listeners: 2 };
+    let policy = roles::policy(role, &layout);
+    let ops = roles::operations(role, &layout);
     let promises: BTreeSet<String> = pledge_promises(&policy).split_whitespace().map(String::from).collect();
 
     for &op in &ops {

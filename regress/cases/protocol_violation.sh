@@ -7,6 +7,8 @@ mkdir "$W/libexec"
 cp fake_child.py "$W/libexec/control"
 cp fake_child.py "$W/libexec/qmgr"
 chmod 755 "$W/libexec/control" "$W/libexec/qmgr"
+ln -s "$MTA_BIN/smtpd" "$W/libexec/smtpd"
+ln -s "$MTA_BIN/cleanup" "$W/libexec/cleanup"
 LIBEXEC="$W/libexec" write_conf
 "$MTA" -d -f "$CONF" >"$LOG" 2>&1 &
 MASTER_PID=$!

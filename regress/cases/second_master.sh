@@ -6,5 +6,5 @@ out=$("$MTA" -d -f "$CONF" 2>&1) && fail "second master started"
 echo "$out"
 echo "$out" | grep -q "another master is running (pid $MASTER_PID)" || fail "message does not name pid $MASTER_PID: $out"
 kill -0 "$MASTER_PID" || fail "first master died"
-wait_status 2 || fail "first master's children disturbed"
+wait_status $NCHILD || fail "first master's children disturbed"
 exit 0

@@ -28,7 +28,7 @@ write_conf 'log { facility = "mail"; }'
 "$MTA" -f "$CONF" > "$LOG" 2>&1 || fail "daemon start failed"
 i=0; until [ -s "$W/mta.pid" ]; do [ $i -gt 50 ] && fail "no pid file"; sleep 0.1; i=$((i + 1)); done
 MASTER_PID=$(cat "$W/mta.pid")
-wait_status 2 || fail "children not running"
+wait_status $NCHILD || fail "children not running"
 sleep 0.5
 cat "$W/syslog.1"
 # facility mail (2) * 8 + info (6) = 22

@@ -12,9 +12,9 @@ runuser -u mtadev -- "$MTA" -d -f "$CONF" >"$LOG" 2>&1 &
 MASTER_PID=$!
 i=0; until runuser -u mtadev -- "$MTACTL" -f "$CONF" status >/dev/null 2>&1; do
 	[ $i -gt 100 ] && fail "unprivileged master not answering"; sleep 0.1; i=$((i + 1)); done
-wait_status 2 || fail "children not running"
+wait_status $NCHILD || fail "children not running"
 uid=$(id -u mtadev)
-for r in control qmgr; do
+for r in control qmgr cleanup smtpd; do
 	p=$(child_pid $r)
 	grep -q "^Uid:[[:space:]]*$uid" /proc/$p/status || fail "$r not running as mtadev"
 	grep -q '^Seccomp:[[:space:]]*2' /proc/$p/status || fail "$r not sandboxed"

@@ -42,6 +42,7 @@ fn right(r: CapRight) -> Right {
         CapRight::Setsockopt => Right::Setsockopt,
         CapRight::Fcntl => Right::Fcntl,
         CapRight::Fstatat => Right::Fstatat,
+        CapRight::Fstatfs => Right::Fstatfs,
         CapRight::Ioctl => Right::Ioctl,
     }
 }

@@ -33,6 +33,8 @@ pub enum CapRight {
     /// fstatat(2) beneath a directory (listing a queue and statting its
     /// entries without opening them).
     Fstatat,
+    /// fstatfs(2): free space of the file system (cleanup's spool check).
+    Fstatfs,
     /// ioctl(2); the FreeBSD back end further limits the requests to
     /// FIONBIO, which std's `set_nonblocking` uses on sockets.
     Ioctl,
@@ -50,7 +52,7 @@ pub fn capsicum_rights(grant: &Grant) -> Vec<CapRight> {
     use CapRight::*;
     let mut rights: Vec<CapRight> = match grant {
         Grant::Dir { access, .. } => {
-            let mut r = vec![Lookup, Read, Fstat, Fstatat, Seek, Fcntl];
+            let mut r = vec![Lookup, Read, Fstat, Fstatat, Fstatfs, Seek, Fcntl];
             if *access == DirAccess::ReadWrite {
                 r.extend([Write, Create, Fsync, Ftruncate, Unlinkat, RenameatSource, RenameatTarget, Mkdirat]);
             }

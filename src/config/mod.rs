@@ -15,6 +15,8 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::roles::Role;
 
+pub mod smtp;
+
 /// Where the configuration is when `-f` is not given.
 pub const DEFAULT_PATH: &str = match option_env!("MTA_CONFIG") {
     Some(p) => p,
@@ -57,6 +59,20 @@ pub struct Config {
     /// Process counts per role; singleton roles accept only 1.
     #[serde(deserialize_with = "de_processes")]
     pub processes: BTreeMap<Role, u32>,
+    /// Domains mail is accepted for (local recipients only); None: hostname and localhost.
+    #[serde(deserialize_with = "smtp::de_domains")]
+    pub domains: Option<Vec<String>>,
+    /// Clients that may relay to any domain.
+    pub networks: Vec<smtp::Network>,
+    /// Listening sockets by name.
+    #[serde(deserialize_with = "smtp::de_listen")]
+    pub listen: BTreeMap<String, smtp::Listener>,
+    pub tls: smtp::Tls,
+    #[serde(deserialize_with = "smtp::de_limits")]
+    pub limits: smtp::Limits,
+    #[serde(deserialize_with = "smtp::de_smtpd")]
+    pub smtpd: smtp::Smtpd,
+    pub queue: smtp::Queue,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -121,6 +137,13 @@ impl Default for Config {
             supervise: Supervise::default(),
             sandbox: SandboxConf::default(),
             processes: BTreeMap::new(),
+            domains: None,
+            networks: smtp::default_networks(),
+            listen: smtp::default_listen(),
+            tls: smtp::Tls::default(),
+            limits: smtp::Limits::default(),
+            smtpd: smtp::Smtpd::default(),
+            queue: smtp::Queue::default(),
         }
     }
 }
@@ -270,11 +293,40 @@ impl Config {
 
     /// Parse configuration text; errors carry the line where known.
     pub fn parse(text: &str) -> Result<Config, (Option<usize>, String)> {
-        serde_ucl::from_str(text).map_err(describe)
+        let config: Config = serde_ucl::from_str(text).map_err(describe)?;
+        config.check().map_err(|m| (None, m))?;
+        Ok(config)
+    }
+
+    /// Checks that involve several keys.
+    fn check(&self) -> Result<(), String> {
+        let has_cert = self.tls.certificate.is_some() && self.tls.key.is_some();
+        if self.tls.certificate.is_some() != self.tls.key.is_some() {
+            return Err(String::from("key `tls`: certificate and key must be given together"));
+        }
+        for (name, l) in &self.listen {
+            if l.tls == smtp::ListenTls::Implicit && !has_cert {
+                return Err(format!("key `listen.{name}.tls`: implicit TLS needs tls.certificate and tls.key"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The domains mail is accepted for.
+    pub fn local_domains(&self) -> Vec<String> {
+        match &self.domains {
+            Some(d) => d.clone(),
+            None => vec![self.hostname.to_lowercase(), String::from("localhost")],
+        }
     }
 
     fn resolve_paths(&mut self, base: &Path) {
         for p in [&mut self.spool, &mut self.libexec_directory, &mut self.pidfile, &mut self.control.socket] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        for p in [&mut self.tls.certificate, &mut self.tls.key].into_iter().flatten() {
             if p.is_relative() {
                 *p = base.join(&*p);
             }

@@ -95,3 +95,33 @@ fn semantic_errors_have_lines() {
     let (_, m) = Config::parse("user = \"a:b\";").unwrap_err();
     assert!(m.contains("user"), "{m}");
 }
+
+#[test]
+fn intake_settings() {
+    let c = Config::parse(
+        "hostname = mx.example.org;\ndomains = [ \"Example.org\", \"example.net\" ];\nnetworks = [ \"192.0.2.0/24\" ];\n\
+         listen smtp { address = \"127.0.0.1:2525\"; tls = none; }\nlimits { message_size = 20mb; recipients = 10; }\n\
+         smtpd { bare_line_ends = normalize; idle_timeout = 30s; }\n",
+    )
+    .unwrap();
+    assert_eq!(c.local_domains(), ["example.org", "example.net"]);
+    assert_eq!(c.listen["smtp"].address, "127.0.0.1:2525".parse().unwrap());
+    assert_eq!(c.limits.message_size, 20 << 20);
+    assert_eq!(c.smtpd.bare_line_ends, crate::smtpd::data::Bare::Normalize);
+    assert_eq!(Config::parse("hostname = a.example;").unwrap().local_domains(), ["a.example", "localhost"]);
+}
+
+#[test]
+fn intake_errors_name_the_key() {
+    let (line, m) = Config::parse("\nlisten smtp {\n  address = \"localhost:25\";\n}\n").unwrap_err();
+    assert_eq!(line, Some(3), "{m}");
+    assert!(m.contains("address"), "{m}");
+    let (_, m) = Config::parse("networks = [ \"10.0.0.0/40\" ];").unwrap_err();
+    assert!(m.contains("networks"), "{m}");
+    let (_, m) = Config::parse("listen smtps { address = \"0.0.0.0:465\"; tls = implicit; }").unwrap_err();
+    assert!(m.contains("listen.smtps.tls"), "{m}");
+    let (_, m) = Config::parse("limits { recipients = 0; }").unwrap_err();
+    assert!(m.contains("recipients"), "{m}");
+    let (_, m) = Config::parse("domains = [ \"bad domain\" ];").unwrap_err();
+    assert!(m.contains("domains"), "{m}");
+}

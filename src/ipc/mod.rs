@@ -118,6 +118,11 @@ impl Channel {
         !self.out.is_empty()
     }
 
+    /// How many frames wait to be sent (for backpressure).
+    pub fn queued(&self) -> usize {
+        self.out.len()
+    }
+
     /// Encode and send `msg` with `fds` (duplicated; the caller keeps its
     /// copies). What cannot be sent now is queued for [`Channel::flush`].
     pub fn send<T: Serialize>(&mut self, msg: &T, fds: &[BorrowedFd<'_>]) -> Result<(), Error> {

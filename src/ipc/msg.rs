@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Control;
+use crate::config::smtp::{Limits, ListenTls, Network, Smtpd};
 use crate::roles::Role;
 
 /// Everything a child needs from the configuration, sent by master
@@ -22,6 +23,35 @@ pub struct ChildConfig {
     pub allow_unconfined: bool,
     pub log_line_length: u32,
     pub control: Control,
+    /// smtpd and cleanup: how mail is taken in.
+    pub intake: Option<Intake>,
+}
+
+impl ChildConfig {
+    /// The descriptor layout this configuration implies.
+    pub fn layout(&self) -> crate::roles::Layout {
+        let listeners = match (&self.intake, self.role) {
+            (Some(i), Role::Smtpd) => i.listeners.len(),
+            _ => 0,
+        };
+        crate::roles::Layout { spool: self.spool.clone(), listeners }
+    }
+}
+
+/// The intake settings smtpd and cleanup need (children never read the
+/// configuration file).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Intake {
+    /// Listener names and TLS modes, in descriptor order.
+    pub listeners: Vec<(String, ListenTls)>,
+    /// PEM certificate chain and key (smtpd only; None elsewhere or when unset).
+    pub tls_certificate: Option<Vec<u8>>,
+    pub tls_key: Option<Vec<u8>>,
+    pub domains: Vec<String>,
+    pub networks: Vec<Network>,
+    pub limits: Limits,
+    pub smtpd: Smtpd,
+    pub min_free_space: u64,
 }
 
 /// Log severities, as syslog's.
@@ -37,7 +67,7 @@ pub enum Level {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub enum FromMaster {
     /// The first message on every master channel.
-    Init(ChildConfig),
+    Init(Box<ChildConfig>),
     /// A channel to a peer (the descriptor travels with it). Replaces any
     /// earlier channel to that peer instance.
     Peer { role: Role, pid: u32 },
@@ -126,4 +156,59 @@ pub enum ControlToQmgr {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub enum QmgrToControl {
     QueueCounts { id: u64, counts: Vec<(String, u64)> },
+}
+
+/// smtpd → cleanup: a message, streamed. `txn` numbers transactions
+/// within one channel.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub enum SmtpdToCleanup {
+    Begin { txn: u64, envelope: Box<MessageEnvelope> },
+    Content { txn: u64, data: Vec<u8> },
+    End { txn: u64 },
+    Abort { txn: u64 },
+}
+
+/// cleanup → smtpd.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub enum CleanupToSmtpd {
+    /// The verdict on transaction `txn`.
+    Committed { txn: u64, result: CommitResult },
+    /// Whether the spool has room (below `queue.min_free_space`: no).
+    Space { ok: bool },
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub enum CommitResult {
+    Queued(String),
+    TempFail(String),
+    NoSpace,
+    Refused { code: u16, enhanced: String, text: String },
+}
+
+/// A recipient as smtpd accepted it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct MessageRecipient {
+    /// `local@domain`, or `postmaster` for `<Postmaster>`.
+    pub address: String,
+    pub notify: Option<crate::smtpd::params::Notify>,
+    pub orcpt: Option<String>,
+}
+
+/// Everything about a message but its content.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct MessageEnvelope {
+    /// Empty for the null sender.
+    pub sender: String,
+    pub recipients: Vec<MessageRecipient>,
+    pub body: crate::smtpd::params::Body,
+    pub smtputf8: bool,
+    pub ret: Option<crate::smtpd::params::Ret>,
+    pub envid: Option<String>,
+    pub helo: String,
+    /// SMTP, ESMTP, ESMTPS.
+    pub protocol: String,
+    pub client_address: String,
+    pub client_hostname: String,
+    /// TLS version and cipher, when the session was encrypted.
+    pub tls: Option<String>,
 }

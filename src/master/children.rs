@@ -220,6 +220,15 @@ impl Master {
         match role {
             Role::Control => fds.push(self.control_listener.as_raw_fd()),
             Role::Qmgr => fds.extend(self.queue_fds.iter().map(|f| f.as_raw_fd())),
+            Role::Smtpd => {
+                fds.extend(self.smtp_listeners.iter().map(|(_, _, l)| l.as_raw_fd()));
+                fds.push(self.intake.recipients.as_raw_fd());
+            }
+            Role::Cleanup => {
+                fds.push(self.journal_fd.as_raw_fd());
+                // incoming, active, deferred, hold: QUEUE_DIRS order.
+                fds.extend(self.queue_fds.iter().take(4).map(|f| f.as_raw_fd()));
+            }
         }
         let creds = self.owner.privileged.then(|| sandbox::Credentials {
             uid: self.owner.uid,
@@ -231,7 +240,7 @@ impl Master {
         let hard = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
             .map(|(_, h)| u64::try_from(h).unwrap_or(u64::MAX))
             .unwrap_or(1024);
-        let nofile = role.open_files().min(hard);
+        let nofile = role.open_files(self.config.limits.sessions).min(hard);
         let limits = [
             sandbox::Limit { resource: sandbox::Resource::OpenFiles, soft: nofile, hard: nofile },
             sandbox::Limit { resource: sandbox::Resource::CoreSize, soft: 0, hard: 0 },
@@ -249,7 +258,7 @@ impl Master {
         let pid = sandbox::spawn(&spec).map_err(|e| format!("{program_str}: {e}"))? as u32;
         drop(theirs);
         let mut channel = Channel::new(mine);
-        let init = FromMaster::Init(ChildConfig {
+        let init = FromMaster::Init(Box::new(ChildConfig {
             role,
             generation: self.generation,
             hostname: self.config.hostname.clone(),
@@ -258,7 +267,8 @@ impl Master {
             allow_unconfined: self.config.sandbox.allow_unconfined,
             log_line_length: self.config.log.line_length,
             control: self.config.control.clone(),
-        });
+            intake: matches!(role, Role::Smtpd | Role::Cleanup).then(|| self.intake_for(role)),
+        }));
         channel.send(&init, &[]).map_err(|e| format!("sending configuration: {e}"))?;
         Ok((pid, channel))
     }

@@ -11,10 +11,12 @@
 //! that sends a malformed or forbidden message is killed and restarted.
 
 mod children;
+pub mod intake;
 pub mod spool;
 
 use std::collections::BTreeMap;
 use std::io::Write;
+use std::net::TcpListener;
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
@@ -26,6 +28,7 @@ use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 
 use crate::config::Config;
+use crate::config::smtp::ListenTls;
 use crate::ipc::msg::Level;
 use crate::log::{Sink, Syslog};
 use crate::roles::Role;
@@ -93,7 +96,13 @@ pub struct Master {
     pub generation: u64,
     pub started: Instant,
     pub queue_fds: Vec<OwnedFd>,
+    /// The intake journal's directory (cleanup's).
+    pub journal_fd: OwnedFd,
     pub control_listener: UnixListener,
+    /// SMTP listeners, in the configuration's (sorted) order.
+    pub smtp_listeners: Vec<(String, ListenTls, TcpListener)>,
+    /// What master read for smtpd: the local-recipient table and TLS files.
+    pub intake: intake::Material,
     pub poll: Poll,
     pub children: Children,
     /// Set by a stop request: the time after which children are killed.
@@ -139,9 +148,12 @@ impl Master {
         spool::make_spool_root(&config.spool)?;
         let lock = spool::lock(&config.spool)?;
         let queue_fds = spool::prepare(&config.spool, &owner)?;
+        let journal_fd = spool::prepare_dir(&config.spool, crate::roles::JOURNAL_DIR, &owner)?;
         for role in Role::ALL {
             spool::check_program(&config.libexec_directory.join(role.program()), owner.privileged)?;
         }
+        let intake = intake::Material::load(&config)?;
+        let smtp_listeners = intake::bind(&config)?;
         let control_listener = spool::bind_control(&config.control.socket)?;
         if !opts.foreground {
             nix::unistd::daemon(false, false).map_err(|e| format!("daemon: {e}"))?;
@@ -158,7 +170,10 @@ impl Master {
             generation: 1,
             started: Instant::now(),
             queue_fds,
+            journal_fd,
             control_listener,
+            smtp_listeners,
+            intake,
             poll,
             children: Children::default(),
             stopping: None,
@@ -306,6 +321,7 @@ impl Master {
         keep!(pidfile);
         keep!(control.socket);
         keep!(libexec_directory);
+        keep!(listen);
         for role in Role::ALL {
             spool::check_program(&new.libexec_directory.join(role.program()), self.owner.privileged)
                 .map_err(|e| format!("reload refused: {e}"))?;
@@ -313,15 +329,23 @@ impl Master {
         Ok((new, kept))
     }
 
+    /// Everything a reload must read before it may replace the running
+    /// configuration.
+    fn load_material(&self, new: &Config) -> Result<intake::Material, String> {
+        intake::Material::load(new).map_err(|e| format!("reload refused: {e}"))
+    }
+
     /// Whether a reload would be accepted.
     pub(crate) fn check_reload(&mut self) -> Result<(), String> {
-        self.load_new().map(|_| ())
+        let (new, _) = self.load_new()?;
+        self.load_material(&new).map(|_| ())
     }
 
     /// Re-read the configuration. A bad one is reported and the running
     /// one kept; a good one starts a new generation of children.
     pub fn reload(&mut self) -> Result<u64, String> {
         let (new, kept) = self.load_new()?;
+        self.intake = self.load_material(&new)?;
         if !kept.is_empty() {
             self.log(Level::Warning, &format!("reload: {} change only at restart; kept as running", kept.join(", ")));
         }

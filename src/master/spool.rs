@@ -97,8 +97,13 @@ pub fn prepare(spool: &Path, owner: &Owner) -> Result<Vec<OwnedFd>, String> {
     if meta.mode() & 0o022 != 0 {
         return Err(format!("{}: must not be group- or world-writable", spool.display()));
     }
-    let mut fds = Vec::with_capacity(QUEUE_DIRS.len());
-    for name in QUEUE_DIRS {
+    QUEUE_DIRS.iter().map(|name| prepare_dir(spool, name, owner)).collect()
+}
+
+/// Create or check one directory of the spool, owned by the mail user,
+/// mode 0700, and open it.
+pub fn prepare_dir(spool: &Path, name: &str, owner: &Owner) -> Result<OwnedFd, String> {
+    {
         let dir = spool.join(name);
         make_dir(&dir, 0o700)?;
         let m = fs::symlink_metadata(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -113,11 +118,9 @@ pub fn prepare(spool: &Path, owner: &Owner) -> Result<Vec<OwnedFd>, String> {
         } else if m.uid() != owner.uid {
             return Err(format!("{}: owned by uid {}, not by the user running mta", dir.display(), m.uid()));
         }
-        let fd = open(&dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW, Mode::empty())
-            .map_err(|e| format!("{}: {e}", dir.display()))?;
-        fds.push(fd);
+        open(&dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW, Mode::empty())
+            .map_err(|e| format!("{}: {e}", dir.display()))
     }
-    Ok(fds)
 }
 
 /// Create the spool directory if it is missing (root's, 0755).

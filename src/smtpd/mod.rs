@@ -1,3 +1,6 @@
+pub mod checks;
 pub mod data;
 pub mod params;
+pub mod server;
 pub mod session;
+pub mod tls;

@@ -14,6 +14,7 @@
 
 /// What to do with a bare CR or LF in content.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Bare {
     Reject,
     Normalize,

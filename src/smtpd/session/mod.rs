@@ -75,6 +75,10 @@ pub enum RcptVerdict {
 /// Recipient and sender policy, answered from tables in memory.
 pub trait Checks {
     fn recipient(&self, peer: &Peer, rcpt: &Path) -> RcptVerdict;
+    /// Whether a new transaction may start (e.g. the spool has room).
+    fn mail(&self, _peer: &Peer) -> RcptVerdict {
+        RcptVerdict::Accept
+    }
 }
 
 /// A recipient as accepted.
@@ -385,7 +389,7 @@ impl Session {
         match verb.to_ascii_uppercase().as_str() {
             "EHLO" => self.helo_cmd(arg, true),
             "HELO" => self.helo_cmd(arg, false),
-            "MAIL" => self.mail(arg),
+            "MAIL" => self.mail(arg, checks),
             "RCPT" => self.rcpt(arg, checks),
             "DATA" => self.data_cmd(arg, pipelined),
             "BDAT" => self.bdat_cmd(arg),
@@ -473,7 +477,7 @@ impl Session {
         self.out.push_back(Action::Reply(text.into_bytes()));
     }
 
-    fn mail(&mut self, arg: &str) {
+    fn mail(&mut self, arg: &str, checks: &dyn Checks) {
         if self.helo.is_none() {
             return self.error(503, "5.5.1", "Error: send HELO/EHLO first");
         }
@@ -495,6 +499,9 @@ impl Session {
             Ok(p) => p,
             Err(e) => return self.error(e.code, e.enhanced, &e.text),
         };
+        if let RcptVerdict::Reject { code, enhanced, text } = checks.mail(&self.peer) {
+            return self.error(code, enhanced, &text);
+        }
         let sender = match path {
             Path::Null => None,
             Path::Mailbox(m) => Some(m),

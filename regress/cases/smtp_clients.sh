@@ -1,0 +1,53 @@
+# Real clients we did not write hand mail to smtpd, and each message is
+# queued: swaks (plain, pipelining, STARTTLS), Python's smtplib, msmtp,
+# s-nail, and a BDAT (CHUNKING) transaction.
+. ./lib.sh
+make_cert
+write_conf 'tls { certificate = "cert.pem"; key = "key.pem"; }' \
+	"listen { smtp { address = \"127.0.0.1:$PORT\"; tls = starttls; } }"
+# write_conf already wrote one listen block; keep the TLS one only.
+sed -i "0,/^listen/{/^listen.*tls = none/d}" "$CONF"
+start_master
+n=0
+check() { n=$((n + 1)); wait_queued $n || fail "$1: message not queued (have $(queued), want $n)"; note "$1: queued"; }
+
+swaks --server 127.0.0.1:$PORT --from sender@remote.example --to root@localhost \
+	--header "Subject: swaks plain" --body "plain body" >"$W/swaks1" 2>&1 || { cat "$W/swaks1"; fail "swaks plain"; }
+check "swaks plain"
+swaks --pipeline --server 127.0.0.1:$PORT --from sender@remote.example --to root@localhost,postmaster@localhost \
+	--header "Subject: swaks pipelined" >"$W/swaks2" 2>&1 || { cat "$W/swaks2"; fail "swaks --pipeline"; }
+check "swaks pipelining"
+swaks --tls --server 127.0.0.1:$PORT --from sender@remote.example --to root@localhost \
+	--header "Subject: swaks tls" --body "secret body" >"$W/swaks3" 2>&1 || { cat "$W/swaks3"; fail "swaks --tls"; }
+grep -q "TLS started" "$W/swaks3" || fail "swaks did not start TLS"
+check "swaks STARTTLS"
+grep -l "secret body" "$W"/spool/incoming/* | xargs grep -l "with ESMTPS" | xargs grep -q "TLSv1" \
+	|| fail "the STARTTLS message's Received: does not say ESMTPS and the TLS version"
+
+python3 - "$PORT" <<'PY' || fail "smtplib"
+import smtplib, sys
+with smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=10) as s:
+    s.sendmail("py@remote.example", ["root@localhost"], b"Subject: smtplib\r\n\r\nfrom python\r\n")
+PY
+check "python smtplib"
+
+printf 'Subject: msmtp\n\nfrom msmtp\n' | msmtp --host=127.0.0.1 --port=$PORT --auth=off --tls=off \
+	--from=m@remote.example root@localhost || fail "msmtp"
+check "msmtp"
+
+echo "from s-nail" | HOME=$W s-nail -:/ -Sv15-compat -S "mta=smtp://127.0.0.1:$PORT" \
+	-S smtp-auth=none -S nosave -S from=s@remote.example -s "s-nail" root@localhost || fail "s-nail"
+check "s-nail"
+
+raw_smtp <<'PY' || fail "BDAT"
+import os, rawsmtp
+c = rawsmtp.Client(int(os.environ["PORT"]))
+c.transaction(b"b@remote.example", [b"root@localhost"])
+assert c.cmd(b"BDAT 20\r\nSubject: chunked\r\n\r\n") == b"250 2.0.0 20 octets received\r\n"
+r = c.cmd(b"BDAT 12 LAST\r\nchunk body\r\n")
+assert r.startswith(b"250 2.0.0 Ok: queued as "), r
+assert c.cmd(b"QUIT\r\n").startswith(b"221")
+PY
+check "BDAT"
+grep -l "chunk body" "$W"/spool/incoming/* >/dev/null || fail "BDAT content not stored"
+exit 0

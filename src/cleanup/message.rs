@@ -1,0 +1,164 @@
+//! What cleanup does to a message's content on its way into the queue:
+//! it prepends a Received: header built only from values it checks (no
+//! CR, LF or control character from the envelope can reach the header
+//! block), and scans the header block as it streams past, counting
+//! Received: headers (the hop count) and its size.
+//!
+//! Trusts: nothing in the content or envelope; smtpd's parsing is not
+//! relied upon for header safety.
+
+use crate::ipc::msg::MessageEnvelope;
+
+/// The header block, scanned as content streams through.
+#[derive(Debug, Default)]
+pub struct HeaderScan {
+    /// Bytes of header block seen so far.
+    pub size: u64,
+    /// Received: headers seen.
+    pub hops: u32,
+    /// The empty line ending the header block was seen.
+    pub done: bool,
+    /// Bytes of the current line seen (up to the name's end).
+    line: Vec<u8>,
+    at_line_start: bool,
+}
+
+/// How much of a line start is kept to recognise the header name.
+const NAME_PREFIX: usize = 9;
+
+impl HeaderScan {
+    pub fn new() -> HeaderScan {
+        HeaderScan { at_line_start: true, ..HeaderScan::default() }
+    }
+
+    /// Scan a chunk of content (CR LF line ends).
+    pub fn feed(&mut self, data: &[u8]) {
+        for &b in data {
+            if self.done {
+                return;
+            }
+            self.size += 1;
+            if self.at_line_start {
+                self.line.clear();
+                self.at_line_start = false;
+            }
+            if b == b'\n' {
+                let line = std::mem::take(&mut self.line);
+                if line == b"\r" || line.is_empty() {
+                    self.done = true;
+                } else if line.len() >= NAME_PREFIX && line[..NAME_PREFIX].eq_ignore_ascii_case(b"received:") {
+                    self.hops += 1;
+                }
+                self.at_line_start = true;
+            } else if self.line.len() < NAME_PREFIX {
+                self.line.push(b);
+            }
+        }
+    }
+}
+
+/// Keep only characters that are safe in a header: printable ASCII, with
+/// anything else replaced, and bounded in length.
+pub fn header_safe(s: &str, max: usize) -> String {
+    s.chars().take(max).map(|c| if (' '..='~').contains(&c) && c != '\\' { c } else { '?' }).collect()
+}
+
+/// An RFC 5322 date in UTC (sandboxed roles never read time zone files).
+pub fn rfc5322_date(unix: u64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let days = unix / 86400;
+    let secs = unix % 86400;
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{}, {} {} {} {:02}:{:02}:{:02} +0000",
+        DAYS[(days % 7) as usize],
+        day,
+        MONTHS[(month - 1) as usize],
+        year,
+        secs / 3600,
+        (secs % 3600) / 60,
+        secs % 60
+    )
+}
+
+/// The Received: header cleanup adds (folded, CR LF terminated).
+pub fn received(env: &MessageEnvelope, hostname: &str, queue_id: &str, unix: u64) -> String {
+    let helo = header_safe(&env.helo, 255);
+    let client_name = header_safe(&env.client_hostname, 255);
+    let client_addr = header_safe(&env.client_address, 64);
+    let mut h = format!("Received: from {helo} ({client_name} [{client_addr}])\r\n\tby {hostname} (mta)");
+    if let Some(tls) = &env.tls {
+        h.push_str(&format!(" ({})", header_safe(tls, 128)));
+    }
+    h.push_str(&format!(" with {} id {queue_id}", header_safe(&env.protocol, 16)));
+    if let [only] = env.recipients.as_slice() {
+        h.push_str(&format!("\r\n\tfor <{}>", header_safe(&only.address, 512)));
+    }
+    h.push_str(&format!(";\r\n\t{}\r\n", rfc5322_date(unix)));
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ipc::msg::MessageRecipient;
+
+    #[test]
+    fn hops_and_size() {
+        let mut s = HeaderScan::new();
+        s.feed(b"Received: a\r\n\tcontinued\r\nRECEIVED: b\r\nSubject: Received: no\r\n");
+        s.feed(b"X-Received: no\r\n\r\nReceived: in body\r\n");
+        assert_eq!(s.hops, 2);
+        assert!(s.done);
+        assert_eq!(s.size, 79);
+    }
+
+    #[test]
+    fn hops_across_chunks() {
+        let mut s = HeaderScan::new();
+        for b in b"Rece" {
+            s.feed(&[*b]);
+        }
+        s.feed(b"ived: x\r\n\r\n");
+        assert_eq!(s.hops, 1);
+    }
+
+    #[test]
+    fn dates() {
+        assert_eq!(rfc5322_date(0), "Thu, 1 Jan 1970 00:00:00 +0000");
+        assert_eq!(rfc5322_date(1_795_000_000), "Wed, 18 Nov 2026 11:06:40 +0000");
+        assert_eq!(rfc5322_date(951_782_400), "Tue, 29 Feb 2000 00:00:00 +0000");
+    }
+
+    #[test]
+    fn received_refuses_injection() {
+        let env = MessageEnvelope {
+            sender: String::from("a@b.example"),
+            recipients: vec![MessageRecipient { address: String::from("x@y\r\nBcc: evil"), notify: None, orcpt: None }],
+            body: Default::default(),
+            smtputf8: false,
+            ret: None,
+            envid: None,
+            helo: String::from("evil\r\nX-Injected: yes"),
+            protocol: String::from("ESMTP"),
+            client_address: String::from("192.0.2.1"),
+            client_hostname: String::from("unknown"),
+            tls: None,
+        };
+        let h = received(&env, "mx.example.org", "Q1", 0);
+        assert!(!h.contains("\r\nX-Injected"));
+        assert!(!h.contains("\r\nBcc"));
+        assert_eq!(h.matches("\r\n").count(), 4, "{h}");
+        assert!(h.starts_with("Received: from evil??X-Injected: yes (unknown [192.0.2.1])\r\n\tby mx.example.org"));
+    }
+}

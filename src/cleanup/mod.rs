@@ -1,0 +1,404 @@
+//! cleanup: takes messages streamed by smtpd, checks their header block
+//! (size, hop count), prepends Received:, and commits them to the intake
+//! journal with group commit: everything that arrived while the previous
+//! flush ran is written with one write and one fdatasync, and only then
+//! does each client's smtpd hear the verdict that becomes 250. Committed
+//! messages are then written out as queue files in incoming/, off the
+//! acknowledgement path.
+//!
+//! Trusts: master; smtpd's envelopes and content are checked again.
+
+pub mod message;
+
+use std::collections::HashMap;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use sandbox::Sandboxed;
+
+use crate::child::Child;
+use crate::ipc::Channel;
+use crate::ipc::msg::{CleanupToSmtpd, CommitResult, FromMaster, MessageEnvelope, SmtpdToCleanup};
+use crate::queue::{self, Journal, QueueFile, QueueIdGen, Time};
+use crate::roles::Role;
+use crate::smtpd::params;
+use message::HeaderScan;
+
+const MASTER: Token = Token(0);
+const FIRST_PEER: usize = 16;
+/// Content held for open transactions, over all of them; beyond it new
+/// content fails its transaction with a temporary error.
+const MAX_IN_FLIGHT: usize = 512 << 20;
+/// How often free space is checked.
+const SPACE_CHECK: Duration = Duration::from_secs(1);
+
+/// A message being received.
+struct Pending {
+    envelope: Box<MessageEnvelope>,
+    content: Vec<u8>,
+    scan: HeaderScan,
+    /// Too big or out of memory: refused at End with this result.
+    failed: Option<CommitResult>,
+}
+
+struct Peer {
+    chan: Channel,
+    txns: HashMap<u64, Pending>,
+}
+
+struct Cleanup {
+    child: Child,
+    poll: Poll,
+    /// None only while stopping.
+    journal: Option<Journal>,
+    /// For free-space checks.
+    journal_dir: OwnedFd,
+    ids: QueueIdGen,
+    peers: HashMap<Token, Peer>,
+    next_token: usize,
+    /// Appended, awaiting the next commit: (peer, txn, ticket, log line).
+    batch: Vec<(Token, u64, queue::Ticket, String)>,
+    in_flight: usize,
+    space_ok: bool,
+    last_space_check: Instant,
+}
+
+/// Serve until master says stop.
+pub fn serve(_token: Sandboxed, mut child: Child, journal: Journal, journal_dir: OwnedFd) -> ! {
+    let poll = Poll::new().unwrap_or_else(|e| crate::child::die(Role::Cleanup, &format!("poll: {e}")));
+    let raw = child.master.as_raw_fd();
+    if let Err(e) = poll.registry().register(&mut SourceFd(&raw), MASTER, Interest::READABLE) {
+        child.fatal(&format!("registering the master channel: {e}"));
+    }
+    let mut c = Cleanup {
+        child,
+        poll,
+        journal: Some(journal),
+        journal_dir,
+        ids: QueueIdGen::new(0),
+        peers: HashMap::new(),
+        next_token: FIRST_PEER,
+        batch: Vec::new(),
+        in_flight: 0,
+        space_ok: true,
+        last_space_check: Instant::now() - SPACE_CHECK,
+    };
+    let mut events = Events::with_capacity(256);
+    loop {
+        c.check_space();
+        // Something left to write out: do not sleep long.
+        let behind = c.journal.as_ref().is_some_and(|j| j.unmaterialised() > 0);
+        let timeout = if behind { Duration::from_millis(1) } else { SPACE_CHECK };
+        if let Err(e) = c.poll.poll(&mut events, Some(timeout))
+            && e.kind() != std::io::ErrorKind::Interrupted
+        {
+            c.child.fatal(&format!("poll: {e}"));
+        }
+        for ev in events.iter() {
+            match ev.token() {
+                MASTER => c.master_readable(),
+                t => c.peer_event(t, ev.is_readable(), ev.is_writable()),
+            }
+        }
+        c.commit();
+        c.materialize();
+    }
+}
+
+impl Cleanup {
+    fn master_readable(&mut self) {
+        loop {
+            match self.child.master.recv::<FromMaster>() {
+                Ok(None) => return,
+                Ok(Some((FromMaster::Peer { role: Role::Smtpd, pid }, fds))) => {
+                    let mut chan = self.child.peer_channel(Role::Smtpd, fds);
+                    let token = Token(self.next_token);
+                    self.next_token += 1;
+                    let raw = chan.as_raw_fd();
+                    let interest = Interest::READABLE | Interest::WRITABLE;
+                    if let Err(e) = self.poll.registry().register(&mut SourceFd(&raw), token, interest) {
+                        self.child.fatal(&format!("registering an smtpd channel: {e}"));
+                    }
+                    let _ = chan.send(&CleanupToSmtpd::Space { ok: self.space_ok }, &[]);
+                    self.peers.insert(token, Peer { chan, txns: HashMap::new() });
+                    self.child.debug(&format!("channel to smtpd pid {pid}"));
+                }
+                Ok(Some((FromMaster::Stop, _))) => self.stop(),
+                Ok(Some((m, _))) => self.child.fatal(&format!("unexpected message from master: {m:?}")),
+                Err(crate::ipc::Error::Closed) => self.stop(),
+                Err(e) => self.child.fatal(&format!("master channel: {e}")),
+            }
+        }
+    }
+
+    /// Commit what is appended, write everything out, and exit.
+    fn stop(&mut self) -> ! {
+        self.commit();
+        if let Some(journal) = self.journal.take() {
+            match journal.close() {
+                Ok(ids) => self.child.debug(&format!("stopped; {} queue files written at close", ids.len())),
+                Err(e) => self.child.warn(&format!("closing the journal: {e}; it will be recovered at start")),
+            }
+        }
+        for p in self.peers.values_mut() {
+            let _ = p.chan.flush();
+        }
+        let _ = self.child.master.flush();
+        std::process::exit(0);
+    }
+
+    fn peer_event(&mut self, token: Token, readable: bool, writable: bool) {
+        if writable
+            && let Some(p) = self.peers.get_mut(&token)
+            && p.chan.flush().is_err()
+        {
+            self.drop_peer(token);
+            return;
+        }
+        if !readable {
+            return;
+        }
+        loop {
+            let Some(p) = self.peers.get_mut(&token) else { return };
+            match p.chan.recv::<SmtpdToCleanup>() {
+                Ok(None) => return,
+                Ok(Some((_, fds))) if !fds.is_empty() => self.child.fatal("smtpd sent descriptors"),
+                Ok(Some((m, _))) => self.message(token, m),
+                Err(crate::ipc::Error::Closed) => return self.drop_peer(token),
+                Err(e) => self.child.fatal(&format!("smtpd channel: {e}")),
+            }
+        }
+    }
+
+    fn drop_peer(&mut self, token: Token) {
+        if let Some(p) = self.peers.remove(&token) {
+            let raw = p.chan.as_raw_fd();
+            let _ = self.poll.registry().deregister(&mut SourceFd(&raw));
+            self.in_flight -= p.txns.values().map(|t| t.content.len()).sum::<usize>();
+        }
+    }
+
+    fn message(&mut self, token: Token, m: SmtpdToCleanup) {
+        let max_size = self.child.config.intake.as_ref().map_or(u64::MAX, |i| i.limits.message_size);
+        let Some(p) = self.peers.get_mut(&token) else { return };
+        match m {
+            SmtpdToCleanup::Begin { txn, envelope } => {
+                if p.txns.contains_key(&txn) {
+                    self.child.fatal(&format!("smtpd began transaction {txn} twice"));
+                }
+                p.txns.insert(txn, Pending { envelope, content: Vec::new(), scan: HeaderScan::new(), failed: None });
+            }
+            SmtpdToCleanup::Content { txn, data } => {
+                let Some(t) = p.txns.get_mut(&txn) else {
+                    self.child.fatal(&format!("content for unknown transaction {txn}"));
+                };
+                if t.failed.is_some() {
+                    return;
+                }
+                t.scan.feed(&data);
+                if t.content.len() + data.len() > max_size as usize + 1024 {
+                    t.failed = Some(refused(552, "5.3.4", "Error: message file too big"));
+                } else if self.in_flight + data.len() > MAX_IN_FLIGHT {
+                    t.failed = Some(CommitResult::TempFail(String::from("too much mail in flight")));
+                } else {
+                    self.in_flight += data.len();
+                    t.content.extend_from_slice(&data);
+                    return;
+                }
+                self.in_flight -= t.content.len();
+                t.content = Vec::new();
+            }
+            SmtpdToCleanup::Abort { txn } => {
+                if let Some(t) = p.txns.remove(&txn) {
+                    self.in_flight -= t.content.len();
+                }
+            }
+            SmtpdToCleanup::End { txn } => {
+                let Some(t) = p.txns.remove(&txn) else {
+                    self.child.fatal(&format!("end of unknown transaction {txn}"));
+                };
+                self.in_flight -= t.content.len();
+                self.end(token, txn, t);
+            }
+        }
+    }
+
+    /// A message is complete: refuse it, or append it for the next commit.
+    fn end(&mut self, token: Token, txn: u64, t: Pending) {
+        let intake = self.child.config.intake.clone();
+        let (hops, header_size) = intake.as_ref().map_or((50, 100 << 10), |i| (i.limits.hops, i.limits.header_size));
+        let verdict = if let Some(f) = t.failed {
+            Some(f)
+        } else if t.scan.hops > hops {
+            Some(refused(
+                554,
+                "5.4.6",
+                &format!("Error: too many hops ({} Received: headers); mail loop?", t.scan.hops),
+            ))
+        } else if !self.space_ok {
+            Some(CommitResult::NoSpace)
+        } else if t.scan.size > u64::from(header_size) {
+            Some(refused(552, "5.3.4", "Error: message header block too large"))
+        } else {
+            None
+        };
+        if let Some(v) = verdict {
+            return self.reply(token, txn, v);
+        }
+        let id = self.ids.next_id();
+        let arrival = Time::now();
+        let received = message::received(&t.envelope, &self.child.config.hostname, id.as_str(), arrival.secs as u64);
+        let mut content = Vec::with_capacity(received.len() + t.content.len());
+        content.extend_from_slice(received.as_bytes());
+        content.extend_from_slice(&t.content);
+        let file = queue_file(id, arrival, &t.envelope, content);
+        let log = format!(
+            "{}: client={}[{}], from=<{}>, size={}, nrcpt={}, proto={}{}",
+            id.as_str(),
+            t.envelope.client_hostname,
+            t.envelope.client_address,
+            t.envelope.sender,
+            file.content.len(),
+            file.recipients.len(),
+            t.envelope.protocol,
+            t.envelope.tls.as_ref().map_or_else(String::new, |s| format!(", tls={s}")),
+        );
+        let Some(journal) = self.journal.as_mut() else { return };
+        match journal.append(&file) {
+            Ok(ticket) => self.batch.push((token, txn, ticket, log)),
+            Err(e) => {
+                self.child.warn(&format!("cannot queue a message: {e}"));
+                self.reply(token, txn, refused(554, "5.6.0", "Error: message could not be stored as given"));
+            }
+        }
+    }
+
+    /// One write and one fdatasync for everything appended; then the verdicts.
+    fn commit(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.batch);
+        let Some(journal) = self.journal.as_mut() else { return };
+        match journal.commit() {
+            Ok(_) => {
+                for (token, txn, ticket, log) in batch {
+                    self.child.info(&log);
+                    self.reply(token, txn, CommitResult::Queued(ticket.id.as_str().to_string()));
+                }
+            }
+            Err(e) => {
+                self.child.warn(&e.to_string());
+                let full = e.error.is_disk_full();
+                for (token, txn, _, _) in batch {
+                    let v = if full { CommitResult::NoSpace } else { CommitResult::TempFail(e.error.to_string()) };
+                    self.reply(token, txn, v);
+                }
+            }
+        }
+    }
+
+    fn materialize(&mut self) {
+        let Some(journal) = self.journal.as_mut() else { return };
+        if journal.unmaterialised() == 0 {
+            return;
+        }
+        let mut ids = Vec::new();
+        if let Err(e) = journal.materialize(&mut ids) {
+            self.child.warn(&format!("writing queue files: {e} (they are safe in the journal)"));
+        }
+    }
+
+    fn reply(&mut self, token: Token, txn: u64, result: CommitResult) {
+        if let Some(p) = self.peers.get_mut(&token)
+            && p.chan.send(&CleanupToSmtpd::Committed { txn, result }, &[]).is_err()
+        {
+            self.drop_peer(token);
+        }
+    }
+
+    fn check_space(&mut self) {
+        if self.last_space_check.elapsed() < SPACE_CHECK {
+            return;
+        }
+        self.last_space_check = Instant::now();
+        let min = self.child.config.intake.as_ref().map_or(0, |i| i.min_free_space);
+        let ok = match queue::free_space(self.journal_dir.as_fd()) {
+            Ok(free) => free >= min,
+            Err(e) => {
+                self.child.warn(&format!("checking free space: {e}"));
+                true
+            }
+        };
+        if ok != self.space_ok {
+            self.space_ok = ok;
+            if ok {
+                self.child.info("spool free space is back above queue.min_free_space: accepting mail");
+            } else {
+                self.child.warn("spool free space below queue.min_free_space: refusing mail with 452 4.3.1");
+            }
+            let tokens: Vec<Token> = self.peers.keys().copied().collect();
+            for t in tokens {
+                if let Some(p) = self.peers.get_mut(&t) {
+                    let _ = p.chan.send(&CleanupToSmtpd::Space { ok }, &[]);
+                }
+            }
+        }
+    }
+}
+
+fn refused(code: u16, enhanced: &str, text: &str) -> CommitResult {
+    CommitResult::Refused { code, enhanced: enhanced.to_string(), text: text.to_string() }
+}
+
+/// The queue file for a message smtpd received.
+fn queue_file(id: queue::QueueId, arrival: Time, e: &MessageEnvelope, content: Vec<u8>) -> QueueFile {
+    let protocol = match e.protocol.as_str() {
+        "SMTP" => queue::Protocol::Smtp,
+        "ESMTPS" => queue::Protocol::Esmtps,
+        "ESMTPA" => queue::Protocol::Esmtpa,
+        "ESMTPSA" => queue::Protocol::Esmtpsa,
+        _ => queue::Protocol::Esmtp,
+    };
+    let envelope = queue::Envelope {
+        sender: e.sender.clone(),
+        arrival,
+        client: queue::Client {
+            address: e.client_address.clone(),
+            hostname: e.client_hostname.clone(),
+            helo: e.helo.clone(),
+            protocol,
+            tls: e.tls.clone(),
+        },
+        body: match e.body {
+            params::Body::SevenBit => queue::BodyType::SevenBit,
+            params::Body::EightBitMime => queue::BodyType::EightBitMime,
+        },
+        smtputf8: e.smtputf8,
+        dsn_ret: e.ret.map(|r| match r {
+            params::Ret::Full => queue::Ret::Full,
+            params::Ret::Headers => queue::Ret::Headers,
+        }),
+        dsn_envid: e.envid.clone(),
+        size: content.len() as u64,
+    };
+    let recipients = e
+        .recipients
+        .iter()
+        .map(|r| queue::Recipient {
+            address: r.address.clone(),
+            orcpt: r.orcpt.clone(),
+            notify: r.notify.map(|n| {
+                if n.never {
+                    queue::Notify::Never
+                } else {
+                    queue::Notify::On { success: n.success, failure: n.failure, delay: n.delay }
+                }
+            }),
+            status: queue::Status::default(),
+        })
+        .collect();
+    QueueFile { id, envelope, recipients, content }
+}

@@ -1,0 +1,296 @@
+//! Configuration of mail intake: listeners, TLS, the domains and networks
+//! mail is accepted for and from, the bounds every session and message
+//! live within, and the spool's free-space floor.
+//!
+//! Trusts: the file is root's; every value is still checked.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::smtpd::data::Bare;
+
+/// How a listener does TLS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenTls {
+    /// Plain SMTP only.
+    None,
+    /// STARTTLS offered when a certificate is configured.
+    Starttls,
+    /// TLS from the first byte (port 465 style).
+    Implicit,
+}
+
+/// One listening socket.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Listener {
+    #[serde(deserialize_with = "de_socket_addr", serialize_with = "ser_display")]
+    pub address: SocketAddr,
+    pub tls: ListenTls,
+}
+
+impl Default for Listener {
+    fn default() -> Listener {
+        Listener { address: SocketAddr::from(([0, 0, 0, 0], 25)), tls: ListenTls::Starttls }
+    }
+}
+
+/// The server certificate and key (PEM files, read by master).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tls {
+    pub certificate: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+/// Bounds on sessions and messages.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest message, in bytes.
+    pub message_size: u64,
+    /// Recipients per message.
+    pub recipients: u32,
+    /// Longest command line; longer message lines are carried in pieces.
+    pub line_length: u32,
+    /// Largest header block of a message.
+    pub header_size: u32,
+    /// Sessions served at once, over all clients.
+    pub sessions: u32,
+    /// Sessions served at once for one client address.
+    pub sessions_per_client: u32,
+    /// Received: headers beyond which a message is refused as looping.
+    pub hops: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            message_size: 10 << 20,
+            recipients: 1000,
+            line_length: 2048,
+            header_size: 100 << 10,
+            sessions: 10000,
+            sessions_per_client: 50,
+            hops: 50,
+        }
+    }
+}
+
+/// SMTP server behaviour.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Smtpd {
+    /// What to do with a bare CR or LF in message content.
+    pub bare_line_ends: Bare,
+    /// A session idle this long is closed with 421.
+    #[serde(with = "serde_ucl::time")]
+    pub idle_timeout: Duration,
+    /// No session lasts longer than this.
+    #[serde(with = "serde_ucl::time")]
+    pub session_timeout: Duration,
+    /// Errors after which a session is ended with 421.
+    pub errors: u32,
+    /// Errors answered at once; each later one waits `error_pause` longer.
+    pub errors_before_pause: u32,
+    #[serde(with = "serde_ucl::time")]
+    pub error_pause: Duration,
+}
+
+impl Default for Smtpd {
+    fn default() -> Smtpd {
+        Smtpd {
+            bare_line_ends: Bare::Reject,
+            idle_timeout: Duration::from_secs(300),
+            session_timeout: Duration::from_secs(3600),
+            errors: 20,
+            errors_before_pause: 3,
+            error_pause: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The queue.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Queue {
+    /// Mail is refused with 452 4.3.1 while the spool has less free space.
+    pub min_free_space: u64,
+}
+
+impl Default for Queue {
+    fn default() -> Queue {
+        Queue { min_free_space: 100 << 20 }
+    }
+}
+
+fn ser_display<S: serde::Serializer, T: std::fmt::Display>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&v.to_string())
+}
+
+fn de_socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let s = String::deserialize(d)?;
+    s.parse()
+        .map_err(|_| serde::de::Error::custom(format!("`{s}` is not an address:port (e.g. 127.0.0.1:25, [::1]:25)")))
+}
+
+/// A network in CIDR notation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Network {
+    pub addr: std::net::IpAddr,
+    pub prefix: u8,
+}
+
+impl Network {
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr::*;
+        let ip = match ip {
+            V6(v6) => v6.to_ipv4_mapped().map(V4).unwrap_or(V6(v6)),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (V4(n), V4(a)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (V6(n), V6(a)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::str::FromStr for Network {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Network, String> {
+        let (a, p) = s.split_once('/').unwrap_or((s, ""));
+        let addr: std::net::IpAddr = a.parse().map_err(|_| format!("`{s}` is not a network (e.g. 192.0.2.0/24)"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = if p.is_empty() { max } else { p.parse().map_err(|_| format!("`{s}`: bad prefix length"))? };
+        if prefix > max {
+            return Err(format!("`{s}`: prefix longer than {max}"));
+        }
+        Ok(Network { addr, prefix })
+    }
+}
+
+impl std::fmt::Display for Network {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl Serialize for Network {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for Network {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Network, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// The default trusted networks: loopback.
+pub fn default_networks() -> Vec<Network> {
+    vec![
+        Network { addr: [127, 0, 0, 0].into(), prefix: 8 },
+        Network { addr: std::net::Ipv6Addr::LOCALHOST.into(), prefix: 128 },
+    ]
+}
+
+/// The default listeners: `smtp` on port 25 of every IPv4 address.
+pub fn default_listen() -> BTreeMap<String, Listener> {
+    BTreeMap::from([(String::from("smtp"), Listener::default())])
+}
+
+/// Domains: names, lower-cased, checked.
+pub fn de_domains<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    let v = Vec::<String>::deserialize(d)?;
+    let mut out = Vec::with_capacity(v.len());
+    for name in v {
+        if crate::address::parse_domain(&name, true).is_err() || name.starts_with('[') {
+            return Err(serde::de::Error::custom(format!("`{name}` is not a domain")));
+        }
+        out.push(name.to_lowercase());
+    }
+    Ok(Some(out))
+}
+
+/// Listener names: letters, digits, `-` and `_`.
+pub fn de_listen<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, Listener>, D::Error> {
+    let m = BTreeMap::<String, Listener>::deserialize(d)?;
+    for name in m.keys() {
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            return Err(serde::de::Error::custom(format!("`{name}` is not a listener name")));
+        }
+    }
+    if m.len() > 64 {
+        return Err(serde::de::Error::custom("more than 64 listeners"));
+    }
+    Ok(m)
+}
+
+pub fn de_limits<'de, D: Deserializer<'de>>(d: D) -> Result<Limits, D::Error> {
+    let l = Limits::deserialize(d)?;
+    let bad = |m: &str| Err(serde::de::Error::custom(m.to_string()));
+    if l.message_size < 1024 {
+        return bad("message_size must be at least 1024");
+    }
+    if !(1..=100_000).contains(&l.recipients) {
+        return bad("recipients must be 1 to 100000");
+    }
+    if !(512..=65536).contains(&l.line_length) {
+        return bad("line_length must be 512 to 65536");
+    }
+    if l.header_size < 1024 {
+        return bad("header_size must be at least 1024");
+    }
+    if l.sessions == 0 || l.sessions_per_client == 0 || l.sessions > 1_000_000 {
+        return bad("sessions and sessions_per_client must be 1 to 1000000");
+    }
+    if !(1..=1000).contains(&l.hops) {
+        return bad("hops must be 1 to 1000");
+    }
+    Ok(l)
+}
+
+pub fn de_smtpd<'de, D: Deserializer<'de>>(d: D) -> Result<Smtpd, D::Error> {
+    let s = Smtpd::deserialize(d)?;
+    if s.idle_timeout.is_zero() || s.session_timeout.is_zero() {
+        return Err(serde::de::Error::custom("timeouts must be positive"));
+    }
+    if s.errors == 0 {
+        return Err(serde::de::Error::custom("errors must be at least 1"));
+    }
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn networks_match() {
+        let n: Network = "192.0.2.0/24".parse().unwrap();
+        assert!(n.contains("192.0.2.77".parse().unwrap()));
+        assert!(!n.contains("192.0.3.1".parse().unwrap()));
+        assert!(n.contains("::ffff:192.0.2.1".parse().unwrap()));
+        let n: Network = "2001:db8::/32".parse().unwrap();
+        assert!(n.contains("2001:db8:1::1".parse().unwrap()));
+        assert!(!n.contains("2001:db9::1".parse().unwrap()));
+        let all: Network = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains("203.0.113.9".parse().unwrap()));
+        assert!("10.0.0.0/33".parse::<Network>().is_err());
+        assert!("example/8".parse::<Network>().is_err());
+    }
+}

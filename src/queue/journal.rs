@@ -1,0 +1,446 @@
+//! The intake journal: cleanup's commit point, with group commit.
+//!
+//! [`Journal::append`] encodes a message into a memory buffer (no system
+//! call); [`Journal::commit`] writes everything appended since the last
+//! commit with one `pwrite` and makes it durable with one `fdatasync`, and
+//! returns the tickets whose clients may now hear 250. One flush serves
+//! every message that arrived while the previous flush ran: the caller
+//! appends all it has read, then commits.
+//!
+//! After the 250s are out, [`Journal::materialize`] writes each committed
+//! message as its own queue file in incoming/ (temporary name, then
+//! rename), without syncing it. A journal segment is retired (unlinked)
+//! only once every message in it is materialised and the queue files are
+//! on stable storage (`syncfs`, or an `fsync` of each file, then an
+//! `fsync` of incoming/). Until then the segment is the durable copy, and
+//! [`Journal::open`] writes again whatever a crash lost (see `recover.rs`
+//! and `doc/queue-format.md`).
+//!
+//! Segments are named `IIIIIIII-SSSSSSSSSSSSSSSS.jnl` (instance and
+//! sequence number in hex), so each cleanup instance has its own.
+//!
+//! Trusts: the directory descriptors it is given; the journal's own
+//! records are validated on recovery like any other file.
+
+use std::collections::VecDeque;
+use std::collections::hash_map::RandomState;
+use std::fmt;
+use std::fs::File;
+use std::hash::{BuildHasher, Hasher};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::FileExt;
+use std::time::{Duration, Instant};
+
+use super::Error;
+use super::disk::{self, Unsynced};
+use super::id::{LEN as ID_LEN, MAX_INSTANCE, QueueId};
+use super::recover::{self, Recovery};
+use super::types::QueueFile;
+
+/// First bytes of a segment.
+pub const SEGMENT_MAGIC: &[u8; 4] = b"MTJS";
+/// First bytes of a journal record.
+pub const RECORD_MAGIC: &[u8; 4] = b"MTAJ";
+/// The journal format version.
+pub const JOURNAL_VERSION: u16 = 1;
+/// Segment header: magic, version, reserved, instance, salt, CRC.
+pub const SEGMENT_HEADER: usize = 24;
+/// Record header: magic, length, queue ID, CRC.
+pub const RECORD_HEADER: usize = 8 + ID_LEN + 4;
+/// Largest queue file one record carries.
+pub const MAX_RECORD: usize = u32::MAX as usize;
+/// Pause after a failed retirement (a full disk, an I/O error).
+const RETIRE_RETRY: Duration = Duration::from_secs(1);
+
+/// Tuning of the journal.
+#[derive(Clone, Copy, Debug)]
+pub struct JournalOptions {
+    /// Start a new segment once the active one has reached this size.
+    pub segment_size: u64,
+    /// Retire the active segment once all of it is materialised and its
+    /// first message is this old. A crash re-queues the messages of unretired segments that
+    /// are no longer in the queue (delivered meanwhile): this bounds that
+    /// window.
+    pub retire_after: Duration,
+    /// Most bytes held in memory for messages appended or committed but
+    /// not yet materialised; [`Journal::append`] refuses more (a
+    /// temporary failure) until materialisation catches up.
+    pub max_backlog: usize,
+}
+
+impl Default for JournalOptions {
+    fn default() -> JournalOptions {
+        JournalOptions { segment_size: 64 << 20, retire_after: Duration::from_secs(1), max_backlog: 256 << 20 }
+    }
+}
+
+/// The directories the journal works in, by descriptor.
+#[derive(Clone, Copy, Debug)]
+pub struct JournalDirs<'a> {
+    /// Where the segments live (read, write, create, unlink, fsync).
+    pub journal: BorrowedFd<'a>,
+    /// Where queue files are materialised.
+    pub incoming: BorrowedFd<'a>,
+    /// The other queue directories a message may have moved to (active,
+    /// deferred, hold): recovery looks there before writing a message
+    /// again (lookup and read rights are enough).
+    pub elsewhere: &'a [BorrowedFd<'a>],
+}
+
+/// A message appended to the journal, durable once returned by
+/// [`Journal::commit`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Ticket {
+    pub id: QueueId,
+}
+
+/// A commit that failed: none of `failed` is durable (tell their clients
+/// 451 4.3.0). The journal stays usable.
+#[derive(Debug)]
+pub struct CommitError {
+    pub failed: Vec<Ticket>,
+    pub error: Error,
+}
+
+impl fmt::Display for CommitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "journal commit of {} messages failed: {}", self.failed.len(), self.error)
+    }
+}
+
+impl std::error::Error for CommitError {}
+
+/// A message in a buffer: its ticket, where its record starts, its length,
+/// and (once committed) the segment it went to.
+struct Entry {
+    ticket: Ticket,
+    start: usize,
+    len: usize,
+    segment: u64,
+}
+
+struct Segment {
+    seq: u64,
+    file: File,
+    len: u64,
+    /// When the first record was committed to it.
+    first: Option<Instant>,
+}
+
+/// A segment no longer written: retired when `outstanding` reaches 0.
+struct Sealed {
+    seq: u64,
+    outstanding: usize,
+}
+
+pub(crate) fn segment_name(instance: u32, seq: u64) -> String {
+    format!("{instance:08x}-{seq:016x}.jnl")
+}
+
+pub(crate) fn temp_name(id: &QueueId) -> String {
+    format!(".tmp.{id}")
+}
+
+pub(crate) fn record_crc(salt: u64, header: &[u8], payload: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&salt.to_le_bytes());
+    h.update(&header[..RECORD_HEADER - 4]);
+    h.update(payload);
+    h.finalize()
+}
+
+pub(crate) fn segment_header(instance: u32, salt: u64) -> [u8; SEGMENT_HEADER] {
+    let mut h = [0u8; SEGMENT_HEADER];
+    h[0..4].copy_from_slice(SEGMENT_MAGIC);
+    h[4..6].copy_from_slice(&JOURNAL_VERSION.to_le_bytes());
+    h[8..12].copy_from_slice(&instance.to_le_bytes());
+    h[12..20].copy_from_slice(&salt.to_le_bytes());
+    let crc = crc32fast::hash(&h[..20]);
+    h[20..24].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+impl Segment {
+    /// Create segment `seq` with its header, durable (file and directory
+    /// entry) before any record goes in.
+    fn create(dir: BorrowedFd<'_>, instance: u32, seq: u64, salt: u64) -> Result<Segment, Error> {
+        let name = segment_name(instance, seq);
+        let file = File::from(nix::fcntl::openat(
+            dir,
+            name.as_str(),
+            nix::fcntl::OFlag::O_RDWR
+                | nix::fcntl::OFlag::O_CREAT
+                | nix::fcntl::OFlag::O_EXCL
+                | nix::fcntl::OFlag::O_NOFOLLOW
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )?);
+        let r = file
+            .write_all_at(&segment_header(instance, salt), 0)
+            .and_then(|()| file.sync_all())
+            .and_then(|()| nix::unistd::fsync(dir).map_err(Into::into));
+        if let Err(e) = r {
+            let _ = disk::remove(dir, &name);
+            return Err(e.into());
+        }
+        Ok(Segment { seq, file, len: SEGMENT_HEADER as u64, first: None })
+    }
+}
+
+/// The intake journal of one cleanup instance.
+pub struct Journal {
+    dir: OwnedFd,
+    incoming: OwnedFd,
+    instance: u32,
+    salt: u64,
+    options: JournalOptions,
+    active: Segment,
+    /// Committed records in the active segment not yet materialised.
+    active_outstanding: usize,
+    sealed: VecDeque<Sealed>,
+    /// Appended, not committed.
+    buf: Vec<u8>,
+    appended: Vec<Entry>,
+    /// Committed, not materialised.
+    done: Vec<u8>,
+    todo: VecDeque<Entry>,
+    unsynced: Unsynced,
+    /// A failed commit could not be rolled back: start a new segment.
+    broken: bool,
+    /// Retirement failed: not before this.
+    retry_at: Option<Instant>,
+}
+
+impl Journal {
+    /// Open the journal of cleanup `instance` (at most
+    /// [`MAX_INSTANCE`](super::MAX_INSTANCE); no two live processes may
+    /// share one). Recovers what a previous process of this instance left:
+    /// every committed message not found valid in the queue is written to
+    /// incoming/ again and made durable, then the old segments are retired
+    /// (a damaged one is kept as `*.jnl.corrupt`). Starts a new segment.
+    pub fn open(dirs: &JournalDirs<'_>, instance: u32, options: JournalOptions) -> Result<(Journal, Recovery), Error> {
+        if instance > MAX_INSTANCE {
+            return Err(Error::Invalid(format!("instance number {instance} over {MAX_INSTANCE}")));
+        }
+        let dir = dirs.journal.try_clone_to_owned()?;
+        let incoming = dirs.incoming.try_clone_to_owned()?;
+        let mut unsynced = Unsynced::default();
+        let (recovery, next_seq) = recover::recover(dirs, instance, &mut unsynced)?;
+        let mut h = RandomState::new().build_hasher();
+        h.write_u64(next_seq);
+        let salt = h.finish();
+        let active = Segment::create(dir.as_fd(), instance, next_seq, salt)?;
+        let journal = Journal {
+            dir,
+            incoming,
+            instance,
+            salt,
+            options,
+            active,
+            active_outstanding: 0,
+            sealed: VecDeque::new(),
+            buf: Vec::with_capacity(1 << 20),
+            appended: Vec::new(),
+            done: Vec::with_capacity(1 << 20),
+            todo: VecDeque::new(),
+            unsynced,
+            broken: false,
+            retry_at: None,
+        };
+        Ok((journal, recovery))
+    }
+
+    /// Buffer a message for the next commit (encoding it; no system
+    /// call). An [`Error::Invalid`] message is not buffered, nor any while
+    /// the backlog is over [`JournalOptions::max_backlog`] ([`Error::Io`]).
+    pub fn append(&mut self, file: &QueueFile) -> Result<Ticket, Error> {
+        if self.buf.len() + self.done.len() >= self.options.max_backlog {
+            let max = self.options.max_backlog;
+            return Err(Error::Io(std::io::Error::other(format!(
+                "{max} bytes wait to be written as queue files: check incoming/ and its disk"
+            ))));
+        }
+        let start = self.buf.len();
+        self.buf.resize(start + RECORD_HEADER, 0);
+        if let Err(e) = file.encode_into(&mut self.buf) {
+            self.buf.truncate(start);
+            return Err(e);
+        }
+        let len = self.buf.len() - start;
+        let plen = len - RECORD_HEADER;
+        if plen > MAX_RECORD {
+            self.buf.truncate(start);
+            return Err(Error::Invalid(format!("queue file of {plen} bytes, over the journal's {MAX_RECORD}")));
+        }
+        let (head, payload) = self.buf[start..].split_at_mut(RECORD_HEADER);
+        head[0..4].copy_from_slice(RECORD_MAGIC);
+        head[4..8].copy_from_slice(&(plen as u32).to_le_bytes());
+        head[8..8 + ID_LEN].copy_from_slice(file.id.as_bytes());
+        let crc = record_crc(self.salt, head, payload);
+        head[8 + ID_LEN..].copy_from_slice(&crc.to_le_bytes());
+        let ticket = Ticket { id: file.id };
+        self.appended.push(Entry { ticket, start, len, segment: 0 });
+        Ok(ticket)
+    }
+
+    /// Messages appended and not yet committed.
+    pub fn uncommitted(&self) -> usize {
+        self.appended.len()
+    }
+
+    /// Messages committed and not yet materialised.
+    pub fn unmaterialised(&self) -> usize {
+        self.todo.len()
+    }
+
+    /// When [`Journal::materialize`] has a segment to retire even with
+    /// nothing left to materialise: `None` if no segment is waiting,
+    /// otherwise how long until one is (zero: now). Call `materialize`
+    /// then, also when idle, so that a crash re-queues as few delivered
+    /// messages as possible.
+    pub fn retire_due(&self) -> Option<Duration> {
+        let due = if self.sealed.front().is_some_and(|s| s.outstanding == 0) {
+            Duration::ZERO
+        } else {
+            match self.active.first {
+                Some(t) if self.active_outstanding == 0 => self.options.retire_after.saturating_sub(t.elapsed()),
+                _ => return None,
+            }
+        };
+        let retry = self.retry_at.map_or(Duration::ZERO, |t| t.saturating_duration_since(Instant::now()));
+        Some(due.max(retry))
+    }
+
+    /// Write everything appended since the last commit (one `pwrite`) and
+    /// make it durable (one `fdatasync`). Returns the tickets now durable,
+    /// in append order. On error none of them is, and the journal is as
+    /// before the appends (a partial write is truncated away).
+    pub fn commit(&mut self) -> Result<Vec<Ticket>, CommitError> {
+        if self.appended.is_empty() {
+            return Ok(Vec::new());
+        }
+        let full = self.active.len > SEGMENT_HEADER as u64
+            && self.active.len.saturating_add(self.buf.len() as u64) > self.options.segment_size;
+        if self.broken || full {
+            // A rotation that fails (full disk?) is not fatal: the batch
+            // goes where the last good commit ended.
+            let _ = self.rotate();
+        }
+        let at = self.active.len;
+        let r = self.active.file.write_all_at(&self.buf, at).and_then(|()| self.active.file.sync_data());
+        let mut entries = std::mem::take(&mut self.appended);
+        if let Err(error) = r {
+            // Nothing of this batch was acknowledged: cut it off.
+            if self.active.file.set_len(at).and_then(|()| self.active.file.sync_all()).is_err() {
+                self.broken = true;
+            }
+            self.buf.clear();
+            let failed = entries.iter().map(|e| e.ticket).collect();
+            return Err(CommitError { failed, error: Error::Io(error) });
+        }
+        self.active.len = at + self.buf.len() as u64;
+        self.active.first.get_or_insert_with(Instant::now);
+        if self.broken && self.active.file.set_len(self.active.len).and_then(|()| self.active.file.sync_all()).is_ok() {
+            self.broken = false;
+        }
+        self.active_outstanding += entries.len();
+        let base = self.done.len();
+        if base == 0 {
+            std::mem::swap(&mut self.buf, &mut self.done);
+        } else {
+            self.done.extend_from_slice(&self.buf);
+        }
+        self.buf.clear();
+        let tickets = entries.iter().map(|e| e.ticket).collect();
+        for mut e in entries.drain(..) {
+            e.start += base;
+            e.segment = self.active.seq;
+            self.todo.push_back(e);
+        }
+        self.appended = entries;
+        Ok(tickets)
+    }
+
+    /// Write each committed message as its own queue file in incoming/
+    /// (no sync), pushing its ID to `out`; then retire the segments whose
+    /// messages are all materialised. On error the messages not yet
+    /// written stay queued for the next call (they are safe in the
+    /// journal).
+    pub fn materialize(&mut self, out: &mut Vec<QueueId>) -> Result<(), Error> {
+        while let Some(e) = self.todo.front() {
+            let payload = &self.done[e.start + RECORD_HEADER..e.start + e.len];
+            let id = e.ticket.id;
+            disk::publish(self.incoming.as_fd(), &temp_name(&id), id.as_str(), payload, &mut self.unsynced)?;
+            let seg = e.segment;
+            self.todo.pop_front();
+            out.push(id);
+            if seg == self.active.seq {
+                self.active_outstanding -= 1;
+            } else if let Some(s) = self.sealed.iter_mut().find(|s| s.seq == seg) {
+                s.outstanding -= 1;
+            }
+        }
+        self.done.clear();
+        if self.done.capacity() > 16 << 20 {
+            self.done.shrink_to(1 << 20);
+        }
+        self.retire()
+    }
+
+    /// Start a new segment; the active one is sealed.
+    fn rotate(&mut self) -> Result<(), Error> {
+        let next = Segment::create(self.dir.as_fd(), self.instance, self.active.seq + 1, self.salt)?;
+        let old = std::mem::replace(&mut self.active, next);
+        self.sealed.push_back(Sealed { seq: old.seq, outstanding: self.active_outstanding });
+        self.active_outstanding = 0;
+        self.broken = false;
+        Ok(())
+    }
+
+    /// Seal the active segment when it is all materialised and old enough,
+    /// then sync the queue files of the fully materialised sealed segments
+    /// and unlink those segments.
+    fn retire(&mut self) -> Result<(), Error> {
+        if self.retry_at.is_some_and(|t| t > Instant::now()) {
+            return Ok(());
+        }
+        let r = self.retire_now();
+        self.retry_at = if r.is_err() { Some(Instant::now() + RETIRE_RETRY) } else { None };
+        r
+    }
+
+    fn retire_now(&mut self) -> Result<(), Error> {
+        if self.active_outstanding == 0 && self.active.first.is_some_and(|t| t.elapsed() >= self.options.retire_after) {
+            self.rotate()?;
+        }
+        let n = self.sealed.iter().take_while(|s| s.outstanding == 0).count();
+        if n == 0 {
+            return Ok(());
+        }
+        self.unsynced.sync(self.incoming.as_fd())?;
+        while self.sealed.front().is_some_and(|s| s.outstanding == 0) {
+            if let Some(s) = self.sealed.front() {
+                disk::remove(self.dir.as_fd(), &segment_name(self.instance, s.seq))?;
+            }
+            self.sealed.pop_front();
+        }
+        Ok(())
+    }
+
+    /// Shut down cleanly: materialise everything committed, sync, and
+    /// remove every segment, so that the next open has nothing to recover.
+    /// Messages appended and not committed are dropped (their clients never
+    /// heard 250). Returns the IDs materialised now. On error the segments
+    /// stay for recovery.
+    pub fn close(mut self) -> Result<Vec<QueueId>, Error> {
+        let mut out = Vec::new();
+        self.materialize(&mut out)?;
+        self.unsynced.sync(self.incoming.as_fd())?;
+        for s in &self.sealed {
+            disk::remove(self.dir.as_fd(), &segment_name(self.instance, s.seq))?;
+        }
+        disk::remove(self.dir.as_fd(), &segment_name(self.instance, self.active.seq))?;
+        nix::unistd::fsync(self.dir.as_fd())?;
+        Ok(out)
+    }
+}

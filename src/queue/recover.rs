@@ -1,0 +1,316 @@
+//! Journal recovery: what [`Journal::open`](super::Journal::open) does
+//! with the segments a previous process of the same instance left.
+//!
+//! Each segment is read whole and scanned. A record counts when it is
+//! complete and its CRC (salted with the segment's random salt, so content
+//! that imitates a record does not pass) is good and its queue file
+//! decodes. Damage is classified:
+//! - a torn tail: bytes at the end of a segment from which no good record
+//!   starts. A commit that was cut by a crash (so never acknowledged)
+//!   leaves this; it is dropped.
+//! - corruption: bad bytes followed by a good record. It is reported, the
+//!   scan resumes at the next good record, and the segment is kept as
+//!   `*.jnl.corrupt` for inspection.
+//!
+//! Each good record whose queue file is not found valid in incoming/ or
+//! the other queue directories is written to incoming/ again (an invalid
+//! copy, left by a crash before the file reached the disk, is removed
+//! first). The files are synced, then the segments retired.
+//!
+//! Trusts: nothing in the segments or the queue directories.
+
+use std::fmt;
+use std::os::fd::BorrowedFd;
+
+use super::disk::{self, Unsynced};
+use super::file::{read_queue_file, read_whole};
+use super::id::{LEN as ID_LEN, QueueId};
+use super::journal::JOURNAL_VERSION;
+use super::journal::{JournalDirs, RECORD_HEADER, RECORD_MAGIC, SEGMENT_HEADER, SEGMENT_MAGIC, record_crc, temp_name};
+use super::types::QueueFile;
+use super::{Error, free_name};
+
+/// A damaged stretch of a journal segment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Damage {
+    pub segment: String,
+    pub offset: u64,
+    pub len: u64,
+    pub what: String,
+}
+
+impl fmt::Display for Damage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {} bytes at {}: {}", self.segment, self.len, self.offset, self.what)
+    }
+}
+
+/// What recovery found and did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Segments found.
+    pub segments: usize,
+    /// Good records in them.
+    pub records: usize,
+    /// Messages written to incoming/ again.
+    pub materialised: Vec<QueueId>,
+    /// Messages found valid in a queue directory.
+    pub present: usize,
+    /// Messages whose copy in a queue directory was invalid (removed, then
+    /// written again).
+    pub replaced: Vec<QueueId>,
+    /// Torn tails dropped (never acknowledged).
+    pub torn: Vec<Damage>,
+    /// Corruption inside segments: report it.
+    pub corrupt: Vec<Damage>,
+    /// Segments kept as `*.jnl.corrupt`.
+    pub kept: Vec<String>,
+    /// Temporary files of this instance removed from incoming/.
+    pub temps_removed: usize,
+}
+
+impl Recovery {
+    /// Whether there is anything to log.
+    pub fn is_empty(&self) -> bool {
+        self.segments == 0 && self.temps_removed == 0
+    }
+}
+
+impl fmt::Display for Recovery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "journal recovery: {} segments, {} messages ({} written again, {} replaced, {} already queued), \
+             {} torn tails dropped, {} corrupt stretches, {} temporary files removed",
+            self.segments,
+            self.records,
+            self.materialised.len(),
+            self.replaced.len(),
+            self.present,
+            self.torn.len(),
+            self.corrupt.len(),
+            self.temps_removed
+        )?;
+        for d in &self.corrupt {
+            write!(f, "; corrupt: {d}")?;
+        }
+        for k in &self.kept {
+            write!(f, "; kept {k}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A good record: its queue ID and where its payload lies in the segment.
+pub(crate) struct Found {
+    pub id: QueueId,
+    pub start: usize,
+    pub len: usize,
+}
+
+/// The outcome of scanning one segment's bytes.
+pub(crate) struct Scan {
+    pub records: Vec<Found>,
+    pub torn: Option<(u64, u64, String)>,
+    pub corrupt: Vec<(u64, u64, String)>,
+}
+
+/// The record at `pos`, if it is complete with a good CRC.
+fn record_at(seg: &[u8], pos: usize, salt: u64) -> Result<Found, String> {
+    let Some(h) = seg.get(pos..pos + RECORD_HEADER) else {
+        return Err("incomplete record header".into());
+    };
+    if &h[0..4] != RECORD_MAGIC {
+        return Err("no record magic".into());
+    }
+    let len = u32::from_le_bytes([h[4], h[5], h[6], h[7]]) as usize;
+    let start = pos + RECORD_HEADER;
+    let Some(payload) = seg.get(start..start.saturating_add(len)) else {
+        return Err(format!("record of {len} bytes runs past the end"));
+    };
+    let crc =
+        u32::from_le_bytes([h[RECORD_HEADER - 4], h[RECORD_HEADER - 3], h[RECORD_HEADER - 2], h[RECORD_HEADER - 1]]);
+    if record_crc(salt, h, payload) != crc {
+        return Err("record CRC mismatch".into());
+    }
+    let id = QueueId::from_bytes(&h[8..8 + ID_LEN]).ok_or("bad queue ID in a record")?;
+    Ok(Found { id, start, len })
+}
+
+/// Scan a segment of instance `instance`. Never panics, whatever the bytes.
+pub(crate) fn scan(seg: &[u8], instance: u32) -> Scan {
+    let mut s = Scan { records: Vec::new(), torn: None, corrupt: Vec::new() };
+    let total = seg.len() as u64;
+    let Some(h) = seg.get(..SEGMENT_HEADER) else {
+        // A crash while the segment was created: nothing was committed.
+        s.torn = Some((0, total, "segment shorter than its header".into()));
+        return s;
+    };
+    let crc = u32::from_le_bytes([h[20], h[21], h[22], h[23]]);
+    let version = u16::from_le_bytes([h[4], h[5]]);
+    let owner = u32::from_le_bytes([h[8], h[9], h[10], h[11]]);
+    if &h[0..4] != SEGMENT_MAGIC || crc32fast::hash(&h[..20]) != crc || version != JOURNAL_VERSION || owner != instance
+    {
+        let what = format!("bad segment header (version {version}, instance {owner}): no record can be checked");
+        s.corrupt.push((0, total, what));
+        return s;
+    }
+    let mut salt = [0u8; 8];
+    salt.copy_from_slice(&h[12..20]);
+    let salt = u64::from_le_bytes(salt);
+    // Bound the work spent looking for a good record after damage.
+    let mut budget = seg.len().saturating_mul(8).max(1 << 20);
+    let mut pos = SEGMENT_HEADER;
+    while pos < seg.len() {
+        match record_at(seg, pos, salt) {
+            Ok(f) => {
+                pos = f.start + f.len;
+                s.records.push(f);
+            }
+            Err(why) => match next_good(seg, pos + 1, salt, &mut budget) {
+                Next::At(next) => {
+                    s.corrupt.push((pos as u64, (next - pos) as u64, why));
+                    pos = next;
+                }
+                Next::None => {
+                    s.torn = Some((pos as u64, total - pos as u64, why));
+                    break;
+                }
+                Next::GaveUp => {
+                    let what = format!("{why}; too much damage to search the rest for good records");
+                    s.corrupt.push((pos as u64, total - pos as u64, what));
+                    break;
+                }
+            },
+        }
+    }
+    s
+}
+
+enum Next {
+    At(usize),
+    None,
+    GaveUp,
+}
+
+/// Where the next good record starts at or after `from`, if any.
+fn next_good(seg: &[u8], from: usize, salt: u64, budget: &mut usize) -> Next {
+    let mut pos = from;
+    while let Some(i) = seg.get(pos..).and_then(|rest| rest.windows(4).position(|w| w == RECORD_MAGIC)) {
+        let at = pos + i;
+        let claimed = seg.get(at + 4..at + 8).map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
+        match budget.checked_sub(claimed.min(seg.len() - at) + 64) {
+            Some(left) => *budget = left,
+            None => return Next::GaveUp,
+        }
+        if record_at(seg, at, salt).is_ok() {
+            return Next::At(at);
+        }
+        pos = at + 1;
+    }
+    Next::None
+}
+
+/// Parse `IIIIIIII-SSSSSSSSSSSSSSSS.jnl` of `instance`; its sequence number.
+fn segment_seq(name: &str, instance: u32) -> Option<u64> {
+    let rest = name.strip_prefix(&format!("{instance:08x}-"))?.strip_suffix(".jnl")?;
+    if rest.len() != 16 || !rest.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u64::from_str_radix(rest, 16).ok()
+}
+
+/// Whether a valid copy of `id` is in one of `dirs`; an invalid copy is
+/// removed (the journal has a good one).
+fn present(id: &QueueId, dirs: &[BorrowedFd<'_>], rec: &mut Recovery) -> Result<bool, Error> {
+    let mut replaced = false;
+    for &dir in dirs {
+        let Some(file) = disk::open_read(dir, id.as_str())? else { continue };
+        match read_queue_file(&file) {
+            Ok(q) if q.id == *id => return Ok(true),
+            Ok(_) | Err(Error::Corrupt(_)) => {
+                disk::remove(dir, id.as_str())?;
+                replaced = true;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if replaced {
+        rec.replaced.push(*id);
+    }
+    Ok(false)
+}
+
+/// Recover the segments of `instance`. Returns the report and the sequence
+/// number for the next segment.
+pub(crate) fn recover(
+    dirs: &JournalDirs<'_>,
+    instance: u32,
+    unsynced: &mut Unsynced,
+) -> Result<(Recovery, u64), Error> {
+    let mut rec = Recovery::default();
+    for name in disk::list(dirs.incoming)? {
+        if let Some(id) = name.strip_prefix(".tmp.").and_then(QueueId::parse)
+            && id.instance() == instance
+        {
+            disk::remove(dirs.incoming, &name)?;
+            rec.temps_removed += 1;
+        }
+    }
+    let mut segments: Vec<(u64, String)> =
+        disk::list(dirs.journal)?.into_iter().filter_map(|n| segment_seq(&n, instance).map(|s| (s, n))).collect();
+    segments.sort();
+    rec.segments = segments.len();
+    let next = segments.last().map_or(1, |(s, _)| s.saturating_add(1));
+    let mut check = Vec::with_capacity(1 + dirs.elsewhere.len());
+    check.push(dirs.incoming);
+    check.extend_from_slice(dirs.elsewhere);
+
+    let mut damaged = Vec::with_capacity(segments.len());
+    for (_, name) in &segments {
+        let Some(file) = disk::open_read(dirs.journal, name)? else { continue };
+        let bytes = read_whole(&file)?;
+        let scan = scan(&bytes, instance);
+        let mut bad = !scan.corrupt.is_empty();
+        let damage = |(offset, len, what): (u64, u64, String)| Damage { segment: name.clone(), offset, len, what };
+        rec.corrupt.extend(scan.corrupt.into_iter().map(damage));
+        rec.torn.extend(scan.torn.into_iter().map(damage));
+        for f in scan.records {
+            let payload = &bytes[f.start..f.start + f.len];
+            match QueueFile::decode(payload) {
+                Ok(q) if q.id == f.id => {}
+                Ok(_) => {
+                    bad = true;
+                    let what = format!("record for {} holds another queue ID", f.id);
+                    rec.corrupt.push(damage(((f.start - RECORD_HEADER) as u64, f.len as u64, what)));
+                    continue;
+                }
+                Err(e) => {
+                    bad = true;
+                    let what = format!("record for {} holds an invalid queue file: {e}", f.id);
+                    rec.corrupt.push(damage(((f.start - RECORD_HEADER) as u64, f.len as u64, what)));
+                    continue;
+                }
+            }
+            rec.records += 1;
+            if present(&f.id, &check, &mut rec)? {
+                rec.present += 1;
+                continue;
+            }
+            disk::publish(dirs.incoming, &temp_name(&f.id), f.id.as_str(), payload, unsynced)?;
+            rec.materialised.push(f.id);
+        }
+        damaged.push(bad);
+    }
+    unsynced.sync(dirs.incoming)?;
+    for ((_, name), bad) in segments.iter().zip(damaged) {
+        if bad {
+            let kept = free_name(dirs.journal, &format!("{name}.corrupt"))?;
+            nix::fcntl::renameat(dirs.journal, name.as_str(), dirs.journal, kept.as_str())?;
+            rec.kept.push(kept);
+        } else {
+            disk::remove(dirs.journal, name)?;
+        }
+    }
+    Ok((rec, next))
+}

@@ -1,0 +1,430 @@
+//! The intake journal: group commit, materialisation, retirement, crash
+//! recovery, a full disk.
+
+use std::fs::OpenOptions;
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::Duration;
+
+use proptest::prelude::*;
+
+use super::super::journal::{RECORD_HEADER, SEGMENT_HEADER, record_crc, segment_header};
+use super::super::recover::scan;
+use super::super::{
+    Journal, JournalDirs, JournalOptions, QueueFile, QueueId, QueueIdGen, Recovery, free_space, read_queue_file,
+};
+use super::{TempDir, sample};
+
+const INSTANCE: u32 = 5;
+
+/// A spool: journal/, incoming/, active/.
+struct Spool {
+    dir: TempDir,
+    journal: OwnedFd,
+    incoming: OwnedFd,
+    active: OwnedFd,
+}
+
+impl Spool {
+    fn new(tag: &str) -> Spool {
+        let dir = TempDir::new(tag);
+        Spool { journal: dir.sub("journal"), incoming: dir.sub("incoming"), active: dir.sub("active"), dir }
+    }
+
+    fn open_with(&self, options: JournalOptions) -> (Journal, Recovery) {
+        let elsewhere = [self.active.as_fd()];
+        let dirs =
+            JournalDirs { journal: self.journal.as_fd(), incoming: self.incoming.as_fd(), elsewhere: &elsewhere };
+        Journal::open(&dirs, INSTANCE, options).expect("open journal")
+    }
+
+    fn open(&self) -> (Journal, Recovery) {
+        self.open_with(JournalOptions::default())
+    }
+
+    fn segments(&self) -> Vec<String> {
+        self.dir.names("journal")
+    }
+
+    fn read(&self, sub: &str, id: &QueueId) -> QueueFile {
+        let f = std::fs::File::open(self.dir.path.join(sub).join(id.as_str())).expect("open queue file");
+        read_queue_file(&f).expect("valid queue file")
+    }
+}
+
+fn ids(v: &[QueueFile]) -> Vec<QueueId> {
+    v.iter().map(|q| q.id).collect()
+}
+
+#[test]
+fn group_commit_then_materialise() {
+    let s = Spool::new("commit");
+    let (mut j, rec) = s.open();
+    assert!(rec.is_empty(), "{rec}");
+    let mut idg = QueueIdGen::new(INSTANCE);
+    let msgs: Vec<QueueFile> = (0..100).map(|i| sample(&mut idg, 1 + i % 3, 5120)).collect();
+    for q in &msgs {
+        j.append(q).expect("append");
+    }
+    assert_eq!(j.uncommitted(), 100);
+    let tickets = j.commit().expect("commit");
+    assert_eq!(tickets.iter().map(|t| t.id).collect::<Vec<_>>(), ids(&msgs));
+    assert!(j.commit().expect("empty commit").is_empty());
+    assert_eq!(j.unmaterialised(), 100);
+    let mut out = Vec::new();
+    j.materialize(&mut out).expect("materialise");
+    assert_eq!(out, ids(&msgs));
+    for q in &msgs {
+        assert_eq!(&s.read("incoming", &q.id), q);
+    }
+    assert_eq!(s.dir.names("incoming").len(), 100, "no temporary file left");
+    let closed = j.close().expect("close");
+    assert!(closed.is_empty());
+    assert!(s.segments().is_empty(), "a clean close leaves no segment");
+    let (_j, rec) = s.open();
+    assert_eq!(rec.segments, 0);
+}
+
+#[test]
+fn crash_after_commit_recovers_exactly_the_committed() {
+    let s = Spool::new("crash");
+    let (mut j, _) = s.open();
+    let mut idg = QueueIdGen::new(INSTANCE);
+    let committed: Vec<QueueFile> = (0..5).map(|_| sample(&mut idg, 2, 3000)).collect();
+    for q in &committed {
+        j.append(q).expect("append");
+    }
+    j.commit().expect("commit");
+    let lost = sample(&mut idg, 1, 100);
+    j.append(&lost).expect("append"); // never committed, never acknowledged
+    drop(j); // the crash: nothing materialised
+    assert!(s.dir.names("incoming").is_empty());
+
+    let (j, rec) = s.open();
+    assert_eq!(rec.segments, 1);
+    assert_eq!(rec.records, 5);
+    assert_eq!(rec.materialised, ids(&committed));
+    assert!(rec.corrupt.is_empty() && rec.torn.is_empty(), "{rec}");
+    for q in &committed {
+        assert_eq!(&s.read("incoming", &q.id), q);
+    }
+    assert_eq!(s.dir.names("incoming").len(), 5);
+    assert_eq!(s.segments().len(), 1, "old segment retired, a new one started");
+    drop(j);
+    // Recovering again finds nothing new to do.
+    let (_j, rec) = s.open();
+    assert_eq!((rec.records, rec.materialised.len()), (0, 0));
+}
+
+#[test]
+fn recovery_skips_files_already_queued_and_replaces_invalid_ones() {
+    let s = Spool::new("present");
+    let (mut j, _) = s.open();
+    let mut idg = QueueIdGen::new(INSTANCE);
+    let msgs: Vec<QueueFile> = (0..4).map(|_| sample(&mut idg, 1, 2000)).collect();
+    for q in &msgs {
+        j.append(q).expect("append");
+    }
+    j.commit().expect("commit");
+    let mut out = Vec::new();
+    j.materialize(&mut out).expect("materialise");
+    drop(j); // crash before the segment was retired
+    let p = |sub: &str, q: &QueueFile| s.dir.path.join(sub).join(q.id.as_str());
+    // qmgr had moved #1 to active/; #2 never reached the disk whole; #3
+    // was delivered and removed (it will be queued again: a duplicate,
+    // never a loss).
+    std::fs::rename(p("incoming", &msgs[1]), p("active", &msgs[1])).expect("move");
+    OpenOptions::new().write(true).open(p("incoming", &msgs[2])).expect("open").set_len(100).expect("truncate");
+    std::fs::remove_file(p("incoming", &msgs[3])).expect("remove");
+    std::fs::write(s.dir.path.join("incoming").join(format!(".tmp.{}", msgs[0].id)), b"half").expect("temp");
+    let other = QueueId::new(msgs[0].id.time(), INSTANCE + 1, 1);
+    std::fs::write(s.dir.path.join("incoming").join(format!(".tmp.{other}")), b"other's").expect("temp");
+
+    let (_j, rec) = s.open();
+    assert_eq!(rec.records, 4);
+    assert_eq!(rec.present, 2);
+    assert_eq!(rec.replaced, vec![msgs[2].id]);
+    assert_eq!(rec.materialised, vec![msgs[2].id, msgs[3].id]);
+    assert_eq!(rec.temps_removed, 1, "only this instance's temporary files");
+    assert_eq!(&s.read("incoming", &msgs[2].id), &msgs[2]);
+    assert_eq!(&s.read("active", &msgs[1].id), &msgs[1]);
+    assert!(!s.dir.path.join("incoming").join(msgs[1].id.as_str()).exists());
+}
+
+#[test]
+fn segments_rotate_and_retire() {
+    let s = Spool::new("rotate");
+    let options = JournalOptions { segment_size: 20_000, retire_after: Duration::ZERO, ..JournalOptions::default() };
+    let (mut j, _) = s.open_with(options);
+    let mut idg = QueueIdGen::new(INSTANCE);
+    let mut all = Vec::new();
+    for _ in 0..10 {
+        for _ in 0..3 {
+            let q = sample(&mut idg, 1, 4000);
+            j.append(&q).expect("append");
+            all.push(q.id);
+        }
+        j.commit().expect("commit");
+    }
+    assert!(s.segments().len() > 1, "rotated: {:?}", s.segments());
+    let mut out = Vec::new();
+    j.materialize(&mut out).expect("materialise");
+    assert_eq!(out, all);
+    assert_eq!(s.segments().len(), 1, "all retired but the fresh one: {:?}", s.segments());
+    assert_eq!(j.retire_due(), None);
+    drop(j);
+    let (_j, rec) = s.open();
+    assert_eq!(rec.records, 0, "retired segments are not recovered");
+}
+
+/// A segment with three records, built by a journal that then "crashed".
+fn three_records(s: &Spool) -> (Vec<QueueFile>, String, Vec<u8>) {
+    let (mut j, _) = s.open();
+    let mut idg = QueueIdGen::new(INSTANCE);
+    let msgs: Vec<QueueFile> = (0..3).map(|_| sample(&mut idg, 1, 200)).collect();
+    for q in &msgs {
+        j.append(q).expect("append");
+        j.commit().expect("commit");
+    }
+    drop(j);
+    let name = s.segments().pop().expect("a segment");
+    let bytes = std::fs::read(s.dir.path.join("journal").join(&name)).expect("read segment");
+    (msgs, name, bytes)
+}
+
+#[test]
+fn torn_tail_at_every_offset() {
+    let s = Spool::new("torn");
+    let (msgs, name, bytes) = three_records(&s);
+    let last = bytes.len() - (RECORD_HEADER + msgs[2].encode().expect("encode").len());
+    for cut in last..bytes.len() {
+        let sc = scan(&bytes[..cut], INSTANCE);
+        assert_eq!(sc.records.iter().map(|r| r.id).collect::<Vec<_>>(), ids(&msgs[..2]), "cut at {cut}");
+        assert!(sc.corrupt.is_empty(), "cut at {cut}");
+        assert_eq!(sc.torn.is_some(), cut > last, "cut at {cut}");
+    }
+    // The whole path, at a few offsets.
+    let path = s.dir.path.join("journal").join(&name);
+    for cut in [last + 1, last + 31, last + 32, last + 500, bytes.len() - 1] {
+        std::fs::write(&path, &bytes[..cut]).expect("write torn segment");
+        let (j, rec) = s.open();
+        drop(j);
+        assert_eq!(rec.records, 2, "cut at {cut}: {rec}");
+        assert_eq!(rec.torn.len(), 1);
+        assert!(rec.corrupt.is_empty() && rec.kept.is_empty());
+        assert!(!s.dir.path.join("incoming").join(msgs[2].id.as_str()).exists());
+        for sub in s.segments() {
+            std::fs::remove_file(s.dir.path.join("journal").join(sub)).expect("clean");
+        }
+    }
+}
+
+#[test]
+fn corrupt_middle_record_is_reported_and_the_rest_recovered() {
+    let s = Spool::new("middle");
+    let (msgs, name, mut bytes) = three_records(&s);
+    let first = RECORD_HEADER + msgs[0].encode().expect("encode").len();
+    bytes[SEGMENT_HEADER + first + 100] ^= 0x40; // inside record 2
+    std::fs::write(s.dir.path.join("journal").join(&name), &bytes).expect("write");
+    let (_j, rec) = s.open();
+    assert_eq!(rec.records, 2, "{rec}");
+    assert_eq!(rec.materialised, vec![msgs[0].id, msgs[2].id]);
+    assert_eq!(rec.corrupt.len(), 1);
+    assert_eq!(rec.corrupt[0].offset, (SEGMENT_HEADER + first) as u64);
+    assert_eq!(rec.kept, vec![format!("{name}.corrupt")]);
+    assert!(s.segments().contains(&format!("{name}.corrupt")));
+    assert!(rec.to_string().contains("corrupt"));
+}
+
+#[test]
+fn bad_segment_header_is_kept_not_trusted() {
+    let s = Spool::new("header");
+    let (_, name, mut bytes) = three_records(&s);
+    bytes[13] ^= 1; // the salt
+    std::fs::write(s.dir.path.join("journal").join(&name), &bytes).expect("write");
+    let (_j, rec) = s.open();
+    assert_eq!(rec.records, 0);
+    assert_eq!(rec.corrupt.len(), 1);
+    assert_eq!(rec.kept.len(), 1);
+}
+
+#[test]
+fn content_imitating_a_record_is_not_trusted() {
+    // A message whose content is a journal record (without the salt).
+    let mut idg = QueueIdGen::new(INSTANCE);
+    let inner = sample(&mut idg, 1, 10).encode().expect("encode");
+    let mut forged = vec![0u8; RECORD_HEADER];
+    forged[0..4].copy_from_slice(b"MTAJ");
+    forged[4..8].copy_from_slice(&(inner.len() as u32).to_le_bytes());
+    forged[8..28].copy_from_slice(idg.next_id().as_bytes());
+    let crc = record_crc(0, &forged, &inner);
+    forged[28..32].copy_from_slice(&crc.to_le_bytes());
+    forged.extend_from_slice(&inner);
+    let mut seg = segment_header(INSTANCE, 0xdead_beef).to_vec();
+    seg.extend_from_slice(&[0xee; 40]); // damage, then the forged record
+    seg.extend_from_slice(&forged);
+    let sc = scan(&seg, INSTANCE);
+    assert!(sc.records.is_empty());
+    assert!(sc.torn.is_some());
+}
+
+#[test]
+fn idle_journal_retires_when_due() {
+    let s = Spool::new("idle");
+    let options = JournalOptions { retire_after: Duration::from_millis(200), ..JournalOptions::default() };
+    let (mut j, _) = s.open_with(options);
+    assert_eq!(j.retire_due(), None, "nothing committed");
+    let mut idg = QueueIdGen::new(INSTANCE);
+    j.append(&sample(&mut idg, 1, 100)).expect("append");
+    j.commit().expect("commit");
+    assert_eq!(j.retire_due(), None, "not materialised yet");
+    let mut out = Vec::new();
+    j.materialize(&mut out).expect("materialise");
+    let due = j.retire_due().expect("retirement pending");
+    assert!(due > Duration::ZERO && due <= Duration::from_millis(200));
+    std::thread::sleep(due);
+    assert_eq!(j.retire_due(), Some(Duration::ZERO));
+    j.materialize(&mut out).expect("retire");
+    assert_eq!(out.len(), 1);
+    assert_eq!(j.retire_due(), None);
+    assert_eq!(s.segments().len(), 1, "the old segment is gone");
+    drop(j);
+    let (_j, rec) = s.open();
+    assert_eq!(rec.records, 0);
+}
+
+#[test]
+fn backlog_is_bounded() {
+    let s = Spool::new("backlog");
+    let (mut j, _) = s.open_with(JournalOptions { max_backlog: 30_000, ..JournalOptions::default() });
+    let mut idg = QueueIdGen::new(INSTANCE);
+    let mut n = 0;
+    while j.append(&sample(&mut idg, 1, 5000)).is_ok() {
+        n += 1;
+        if n % 2 == 0 {
+            j.commit().expect("commit");
+        }
+    }
+    assert!((4..=6).contains(&n), "{n} appended");
+    j.commit().expect("commit");
+    let mut out = Vec::new();
+    j.materialize(&mut out).expect("materialise");
+    assert_eq!(out.len(), n);
+    j.append(&sample(&mut idg, 1, 5000)).expect("room again");
+}
+
+#[test]
+fn endless_fake_records_end_the_search_as_corruption() {
+    let mut seg = segment_header(INSTANCE, 7).to_vec();
+    seg.push(0);
+    for _ in 0..20_000 {
+        seg.extend_from_slice(b"MTAJ\xff\xff\xff\x00");
+    }
+    let t = std::time::Instant::now();
+    let sc = scan(&seg, INSTANCE);
+    assert!(t.elapsed() < Duration::from_secs(10), "bounded work");
+    assert!(sc.records.is_empty() && sc.torn.is_none());
+    assert_eq!(sc.corrupt.len(), 1, "kept for inspection, not dropped as a torn tail");
+}
+
+#[test]
+fn free_space_is_reported() {
+    let s = Spool::new("free");
+    assert!(free_space(s.incoming.as_fd()).expect("statvfs") > 0);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn journal_scan_no_panic(tail in proptest::collection::vec(any::<u8>(), 0..2048), magic in any::<bool>()) {
+        let mut seg = segment_header(INSTANCE, 1).to_vec();
+        if magic {
+            seg.extend_from_slice(b"MTAJ");
+        }
+        seg.extend_from_slice(&tail);
+        let sc = scan(&seg, INSTANCE);
+        prop_assert!(sc.records.is_empty());
+        let _ = scan(&tail, INSTANCE);
+    }
+}
+
+/// A tiny tmpfs, mounted for the test and unmounted on drop (root only).
+struct Tmpfs {
+    dir: TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Option<Tmpfs> {
+        if !nix::unistd::geteuid().is_root() {
+            return None;
+        }
+        let dir = TempDir::new("tmpfs");
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir.path)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(Tmpfs { dir })
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.dir.path).status();
+    }
+}
+
+#[test]
+fn full_disk_fails_the_batch_and_recovers() {
+    let Some(fs) = Tmpfs::mount("2m") else {
+        eprintln!("full_disk_fails_the_batch_and_recovers: skipped (needs root and tmpfs)");
+        return;
+    };
+    let s = Spool {
+        journal: fs.dir.sub("journal"),
+        incoming: fs.dir.sub("incoming"),
+        active: fs.dir.sub("active"),
+        dir: TempDir { path: fs.dir.path.clone() },
+    };
+    let (mut j, _) = s.open();
+    // Leave about 300 KiB free.
+    let free = free_space(s.journal.as_fd()).expect("statvfs");
+    let filler = fs.dir.path.join("filler");
+    std::fs::write(&filler, vec![0u8; (free - 300 * 1024) as usize]).expect("filler");
+    let mut idg = QueueIdGen::new(INSTANCE);
+    let a = sample(&mut idg, 1, 100 * 1024);
+    j.append(&a).expect("append");
+    j.commit().expect("room for a");
+    let seg = s.dir.path.join("journal").join(s.segments().pop().expect("segment"));
+    let len_a = std::fs::metadata(&seg).expect("stat").len();
+    let b = sample(&mut idg, 1, 400 * 1024);
+    let c_small = sample(&mut idg, 1, 1000);
+    j.append(&b).expect("append");
+    j.append(&c_small).expect("append");
+    let err = j.commit().expect_err("disk full");
+    assert!(err.error.is_disk_full(), "{err}");
+    assert_eq!(err.failed.iter().map(|t| t.id).collect::<Vec<_>>(), vec![b.id, c_small.id]);
+    assert_eq!(std::fs::metadata(&seg).expect("stat").len(), len_a, "rolled back");
+    assert_eq!(j.uncommitted(), 0);
+    // Space comes back; the journal works again.
+    std::fs::remove_file(&filler).expect("remove filler");
+    let c = sample(&mut idg, 1, 400 * 1024);
+    j.append(&c).expect("append");
+    assert_eq!(j.commit().expect("commit after space returned").len(), 1);
+    // Materialising into a full disk fails and is retried later.
+    let free = free_space(s.journal.as_fd()).expect("statvfs");
+    std::fs::write(&filler, vec![0u8; (free - 64 * 1024) as usize]).expect("filler");
+    let mut out = Vec::new();
+    let e = j.materialize(&mut out).expect_err("no room to materialise");
+    assert!(e.is_disk_full(), "{e}");
+    assert!(s.dir.names("incoming").iter().all(|n| !n.starts_with(".tmp.")), "temporary file removed");
+    drop(j); // crash with a and c committed, unmaterialised
+    std::fs::remove_file(&filler).expect("remove filler");
+    let (_j, rec) = s.open();
+    let mut got = rec.materialised.clone();
+    got.extend(out);
+    got.sort();
+    assert_eq!(got, vec![a.id, c.id], "{rec}");
+    assert_eq!(&s.read("incoming", &c.id), &c);
+    drop(s);
+}

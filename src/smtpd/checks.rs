@@ -1,0 +1,111 @@
+//! Who may send what: mail for the local domains is accepted from anyone
+//! but only for recipients that exist (the local-recipient table) and for
+//! postmaster; mail for other domains only from the trusted networks.
+//! New transactions are refused while cleanup reports the spool short of
+//! space.
+//!
+//! Trusts: master's table and configuration.
+
+use std::cell::Cell;
+use std::net::IpAddr;
+
+use crate::address::Path;
+use crate::config::smtp::Network;
+use crate::smtpd::session::{Checks, Peer, RcptVerdict};
+use crate::table::cdb::Table;
+
+pub struct Acceptance {
+    pub domains: Vec<String>,
+    pub networks: Vec<Network>,
+    pub recipients: Table,
+    /// Cleanup's last word on free space.
+    pub space_ok: Cell<bool>,
+}
+
+impl Acceptance {
+    fn trusted(&self, peer: &Peer) -> bool {
+        peer.address.parse::<IpAddr>().is_ok_and(|ip| self.networks.iter().any(|n| n.contains(ip)))
+    }
+}
+
+impl Checks for Acceptance {
+    fn recipient(&self, peer: &Peer, rcpt: &Path) -> RcptVerdict {
+        let m = match rcpt {
+            Path::Postmaster => return RcptVerdict::Accept,
+            Path::Null => {
+                return RcptVerdict::Reject {
+                    code: 553,
+                    enhanced: "5.1.3",
+                    text: String::from("Error: null recipient"),
+                };
+            }
+            Path::Mailbox(m) => m,
+        };
+        let domain = m.domain_lower();
+        if self.domains.contains(&domain) {
+            let local = m.local.to_lowercase();
+            if local == "postmaster" || self.recipients.contains(local.as_bytes()) {
+                return RcptVerdict::Accept;
+            }
+            return RcptVerdict::Reject {
+                code: 550,
+                enhanced: "5.1.1",
+                text: format!("<{m}>: Recipient address rejected: User unknown in local recipient table"),
+            };
+        }
+        if self.trusted(peer) {
+            return RcptVerdict::Accept;
+        }
+        RcptVerdict::Reject { code: 554, enhanced: "5.7.1", text: format!("<{m}>: Relay access denied") }
+    }
+
+    fn mail(&self, _peer: &Peer) -> RcptVerdict {
+        if self.space_ok.get() {
+            RcptVerdict::Accept
+        } else {
+            RcptVerdict::Reject { code: 452, enhanced: "4.3.1", text: String::from("Insufficient system storage") }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::address::Mailbox;
+
+    fn acceptance() -> Acceptance {
+        let path = std::env::temp_dir().join(format!("mta-checks-{}", std::process::id()));
+        let mut w = cdb2::CDBWriter::create(&path).unwrap();
+        w.add(b"alice", b"").unwrap();
+        w.finish().unwrap();
+        let recipients = Table::from_bytes(std::fs::read(&path).unwrap()).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        Acceptance {
+            domains: vec![String::from("example.org")],
+            networks: vec!["127.0.0.0/8".parse().unwrap()],
+            recipients,
+            space_ok: Cell::new(true),
+        }
+    }
+
+    fn to(local: &str, domain: &str) -> Path {
+        Path::Mailbox(Mailbox { local: local.into(), domain: domain.into() })
+    }
+
+    #[test]
+    fn local_relay_and_postmaster() {
+        let a = acceptance();
+        let outside = Peer { address: "203.0.113.5".into(), hostname: "unknown".into() };
+        let inside = Peer { address: "127.0.0.1".into(), hostname: "localhost".into() };
+        assert_eq!(a.recipient(&outside, &to("Alice", "Example.ORG")), RcptVerdict::Accept);
+        assert_eq!(a.recipient(&outside, &to("postmaster", "example.org")), RcptVerdict::Accept);
+        assert_eq!(a.recipient(&outside, &Path::Postmaster), RcptVerdict::Accept);
+        assert!(matches!(a.recipient(&outside, &to("bob", "example.org")), RcptVerdict::Reject { code: 550, .. }));
+        assert!(matches!(a.recipient(&outside, &to("x", "elsewhere.example")), RcptVerdict::Reject { code: 554, .. }));
+        assert_eq!(a.recipient(&inside, &to("x", "elsewhere.example")), RcptVerdict::Accept);
+        // Trusted clients still may not invent local users.
+        assert!(matches!(a.recipient(&inside, &to("bob", "example.org")), RcptVerdict::Reject { code: 550, .. }));
+        a.space_ok.set(false);
+        assert!(matches!(a.mail(&outside), RcptVerdict::Reject { code: 452, .. }));
+    }
+}

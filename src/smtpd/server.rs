@@ -1,0 +1,626 @@
+//! smtpd's event loop: one mio loop serving many SMTP sessions on the
+//! listeners master handed over, in plain text, STARTTLS or implicit TLS.
+//! The protocol lives in `session`; this file moves bytes, streams each
+//! message to cleanup and carries its verdict back, and enforces the
+//! per-process bounds: sessions in total and per client, idle and total
+//! time, error pauses. It opens no file and makes no connection.
+//!
+//! Trusts: master and cleanup; nothing from the network.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{ErrorKind, Read, Write};
+use std::net::IpAddr;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use sandbox::Sandboxed;
+
+use crate::child::Child;
+use crate::config::smtp::ListenTls;
+use crate::ipc::Channel;
+use crate::ipc::msg::{
+    CleanupToSmtpd, CommitResult, FromMaster, Intake, MessageEnvelope, MessageRecipient, SmtpdToCleanup,
+};
+use crate::roles::Role;
+use crate::smtpd::checks::Acceptance;
+use crate::smtpd::session::{Action, Commit, Envelope, Limits, Peer, Session, Settings};
+
+const MASTER: Token = Token(0);
+const CLEANUP: Token = Token(1);
+const FIRST_LISTENER: usize = 2;
+const FIRST_SESSION: usize = 1 << 20;
+/// How often timers are checked.
+const TICK: Duration = Duration::from_millis(100);
+/// Frames queued to cleanup above which sessions stop being read.
+const CLEANUP_HIGH_WATER: usize = 512;
+const READ_CHUNK: usize = 16 * 1024;
+
+struct Conn {
+    stream: TcpStream,
+    ip: IpAddr,
+    tls: Option<rustls::ServerConnection>,
+    /// STARTTLS answered: switch once the 220 is written.
+    tls_pending: bool,
+    session: Session,
+    out: Vec<u8>,
+    /// Actions held back by an error pause.
+    held: VecDeque<Action>,
+    pause_until: Option<Instant>,
+    txn: Option<u64>,
+    /// The transaction's message could not be handed to cleanup.
+    txn_lost: bool,
+    closing: bool,
+    idle_deadline: Instant,
+    deadline: Instant,
+}
+
+struct Server {
+    child: Child,
+    poll: Poll,
+    listeners: Vec<(TcpListener, ListenTls)>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    checks: Acceptance,
+    settings: Settings,
+    intake: Intake,
+    conns: HashMap<Token, Conn>,
+    per_client: HashMap<IpAddr, u32>,
+    cleanup: Option<Channel>,
+    txns: HashMap<u64, Token>,
+    next_txn: u64,
+    next_token: usize,
+    stopping: bool,
+}
+
+/// Serve until master says stop and the sessions have ended.
+pub fn serve(_token: Sandboxed, mut child: Child, listeners: Vec<std::net::TcpListener>, checks: Acceptance) -> ! {
+    let Some(intake) = child.config.intake.clone() else { child.fatal("no intake settings from master") };
+    let tls = match (&intake.tls_certificate, &intake.tls_key) {
+        (Some(c), Some(k)) => match crate::smtpd::tls::server_config(c, k) {
+            Ok(t) => Some(t),
+            Err(e) => child.fatal(&format!("tls: {e}")),
+        },
+        _ => None,
+    };
+    let poll = Poll::new().unwrap_or_else(|e| crate::child::die(Role::Smtpd, &format!("poll: {e}")));
+    let settings = Settings {
+        hostname: child.config.hostname.clone(),
+        limits: Limits {
+            command_line: intake.limits.line_length as usize,
+            message_size: intake.limits.message_size,
+            recipients: intake.limits.recipients as usize,
+            errors: intake.smtpd.errors,
+            errors_before_pause: intake.smtpd.errors_before_pause,
+            error_pause: intake.smtpd.error_pause,
+        },
+        bare: intake.smtpd.bare_line_ends,
+        starttls: tls.is_some(),
+    };
+    let mut mio_listeners = Vec::new();
+    for (l, (_, mode)) in listeners.into_iter().zip(intake.listeners.iter()) {
+        mio_listeners.push((TcpListener::from_std(l), *mode));
+    }
+    let mut s = Server {
+        child,
+        poll,
+        listeners: mio_listeners,
+        tls,
+        checks,
+        settings,
+        intake,
+        conns: HashMap::new(),
+        per_client: HashMap::new(),
+        cleanup: None,
+        txns: HashMap::new(),
+        next_txn: 1,
+        next_token: FIRST_SESSION,
+        stopping: false,
+    };
+    s.register();
+    let mut events = Events::with_capacity(1024);
+    let mut last_tick = Instant::now();
+    loop {
+        if let Err(e) = s.poll.poll(&mut events, Some(TICK))
+            && e.kind() != ErrorKind::Interrupted
+        {
+            s.child.fatal(&format!("poll: {e}"));
+        }
+        for ev in events.iter() {
+            match ev.token() {
+                MASTER => s.master_readable(),
+                CLEANUP => s.cleanup_event(ev.is_readable(), ev.is_writable()),
+                Token(t) if (FIRST_LISTENER..FIRST_SESSION).contains(&t) => s.accept(t - FIRST_LISTENER),
+                t => s.conn_event(t, ev.is_readable(), ev.is_writable()),
+            }
+        }
+        if last_tick.elapsed() >= TICK {
+            last_tick = Instant::now();
+            s.tick();
+        }
+        if s.stopping && s.conns.is_empty() {
+            let _ = s.child.master.flush();
+            std::process::exit(0);
+        }
+    }
+}
+
+impl Server {
+    fn register(&mut self) {
+        let raw = self.child.master.as_raw_fd();
+        if let Err(e) = self.poll.registry().register(&mut SourceFd(&raw), MASTER, Interest::READABLE) {
+            self.child.fatal(&format!("registering the master channel: {e}"));
+        }
+        for (i, (l, _)) in self.listeners.iter_mut().enumerate() {
+            if let Err(e) = self.poll.registry().register(l, Token(FIRST_LISTENER + i), Interest::READABLE) {
+                self.child.fatal(&format!("registering listener: {e}"));
+            }
+        }
+    }
+
+    fn master_readable(&mut self) {
+        loop {
+            match self.child.master.recv::<FromMaster>() {
+                Ok(None) => return,
+                Ok(Some((FromMaster::Peer { role: Role::Cleanup, pid }, fds))) => {
+                    let chan = self.child.peer_channel(Role::Cleanup, fds);
+                    self.set_cleanup(chan);
+                    self.child.debug(&format!("channel to cleanup pid {pid}"));
+                }
+                Ok(Some((FromMaster::Stop, _))) => self.stop(),
+                Ok(Some((m, _))) => self.child.fatal(&format!("unexpected message from master: {m:?}")),
+                Err(crate::ipc::Error::Closed) => std::process::exit(0),
+                Err(e) => self.child.fatal(&format!("master channel: {e}")),
+            }
+        }
+    }
+
+    /// Stop accepting; finish the sessions in hand.
+    fn stop(&mut self) {
+        self.stopping = true;
+        for (l, _) in &mut self.listeners {
+            let _ = self.poll.registry().deregister(l);
+        }
+    }
+
+    fn set_cleanup(&mut self, mut chan: Channel) {
+        if let Some(old) = self.cleanup.take() {
+            let raw = old.as_raw_fd();
+            let _ = self.poll.registry().deregister(&mut SourceFd(&raw));
+            self.cleanup_lost();
+        }
+        let raw = chan.as_raw_fd();
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if let Err(e) = self.poll.registry().register(&mut SourceFd(&raw), CLEANUP, interest) {
+            self.child.fatal(&format!("registering the cleanup channel: {e}"));
+        }
+        let _ = chan.flush();
+        self.cleanup = Some(chan);
+    }
+
+    /// cleanup went away: every message in flight gets a temporary failure.
+    fn cleanup_lost(&mut self) {
+        let txns: Vec<(u64, Token)> = self.txns.drain().collect();
+        for (_, token) in txns {
+            self.verdict(token, Commit::TempFail(String::from("cleanup restarted")));
+        }
+        for c in self.conns.values_mut() {
+            if c.txn.take().is_some() {
+                c.txn_lost = true;
+            }
+        }
+    }
+
+    fn cleanup_event(&mut self, readable: bool, writable: bool) {
+        if writable
+            && let Some(ch) = self.cleanup.as_mut()
+            && let Err(e) = ch.flush()
+        {
+            self.child.warn(&format!("cleanup channel: {e}"));
+            self.drop_cleanup();
+            return;
+        }
+        if !readable {
+            return;
+        }
+        loop {
+            let Some(ch) = self.cleanup.as_mut() else { return };
+            match ch.recv::<CleanupToSmtpd>() {
+                Ok(None) => break,
+                Ok(Some((_, fds))) if !fds.is_empty() => self.child.fatal("cleanup sent descriptors"),
+                Ok(Some((CleanupToSmtpd::Space { ok }, _))) => self.checks.space_ok.set(ok),
+                Ok(Some((CleanupToSmtpd::Committed { txn, result }, _))) => {
+                    let Some(token) = self.txns.remove(&txn) else { continue };
+                    if let Some(c) = self.conns.get_mut(&token) {
+                        c.txn = None;
+                    }
+                    let commit = match result {
+                        CommitResult::Queued(id) => Commit::Queued(id),
+                        CommitResult::TempFail(why) => Commit::TempFail(why),
+                        CommitResult::NoSpace => Commit::NoSpace,
+                        CommitResult::Refused { code, enhanced, text } => {
+                            Commit::Refused(code, enhanced_static(&enhanced), text)
+                        }
+                    };
+                    self.verdict(token, commit);
+                }
+                Err(crate::ipc::Error::Closed) => {
+                    self.drop_cleanup();
+                    return;
+                }
+                Err(e) => self.child.fatal(&format!("cleanup channel: {e}")),
+            }
+        }
+        // Sessions paused for backpressure may read again.
+        if self.cleanup.as_ref().is_some_and(|c| c.queued() < CLEANUP_HIGH_WATER / 2) {
+            let tokens: Vec<Token> = self.conns.keys().copied().collect();
+            for t in tokens {
+                self.read_conn(t);
+            }
+        }
+    }
+
+    fn drop_cleanup(&mut self) {
+        if let Some(old) = self.cleanup.take() {
+            let raw = old.as_raw_fd();
+            let _ = self.poll.registry().deregister(&mut SourceFd(&raw));
+        }
+        self.cleanup_lost();
+    }
+
+    fn verdict(&mut self, token: Token, commit: Commit) {
+        let Some(c) = self.conns.get_mut(&token) else { return };
+        c.session.committed(commit, &self.checks);
+        self.drive(token);
+        self.read_conn(token);
+    }
+
+    fn accept(&mut self, index: usize) {
+        loop {
+            let Some((listener, mode)) = self.listeners.get(index) else { return };
+            let mode = *mode;
+            let (mut stream, addr) = match listener.accept() {
+                Ok(x) => x,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.child.warn(&format!("accept: {e}"));
+                    return;
+                }
+            };
+            let ip = addr.ip();
+            let limits = &self.intake.limits;
+            let from_client = self.per_client.get(&ip).copied().unwrap_or(0);
+            if self.conns.len() >= limits.sessions as usize || from_client >= limits.sessions_per_client {
+                let (code, text) = if from_client >= limits.sessions_per_client {
+                    ("421 4.7.0", "Error: too many connections from your address")
+                } else {
+                    ("421 4.3.2", "Error: too many sessions; try again later")
+                };
+                let _ = stream.write(format!("{code} {} {text}\r\n", self.settings.hostname).as_bytes());
+                self.child.info(&format!("refused connection from {ip}: {text}"));
+                continue;
+            }
+            let _ = stream.set_nodelay(true);
+            let tls = match (mode, &self.tls) {
+                (ListenTls::Implicit, Some(cfg)) => match rustls::ServerConnection::new(cfg.clone()) {
+                    Ok(t) => Some(t),
+                    Err(e) => {
+                        self.child.warn(&format!("tls: {e}"));
+                        continue;
+                    }
+                },
+                (ListenTls::Implicit, None) => continue,
+                _ => None,
+            };
+            let mut settings = self.settings.clone();
+            settings.starttls = self.tls.is_some() && mode == ListenTls::Starttls;
+            let peer = Peer { address: ip.to_string(), hostname: String::from("unknown") };
+            let implicit = tls.is_some();
+            let token = Token(self.next_token);
+            self.next_token += 1;
+            let interest = Interest::READABLE | Interest::WRITABLE;
+            if self.poll.registry().register(&mut stream, token, interest).is_err() {
+                continue;
+            }
+            let now = Instant::now();
+            let conn = Conn {
+                stream,
+                ip,
+                tls,
+                tls_pending: false,
+                session: Session::new(settings, peer, implicit),
+                out: Vec::new(),
+                held: VecDeque::new(),
+                pause_until: None,
+                txn: None,
+                txn_lost: false,
+                closing: false,
+                idle_deadline: now + self.intake.smtpd.idle_timeout,
+                deadline: now + self.intake.smtpd.session_timeout,
+            };
+            *self.per_client.entry(ip).or_insert(0) += 1;
+            self.conns.insert(token, conn);
+            self.drive(token);
+        }
+    }
+
+    fn conn_event(&mut self, token: Token, readable: bool, writable: bool) {
+        if writable {
+            self.write_conn(token);
+        }
+        if readable {
+            self.read_conn(token);
+        }
+    }
+
+    /// Read what the session can take, feed it, act on what it says.
+    fn read_conn(&mut self, token: Token) {
+        if self.cleanup.as_ref().is_some_and(|c| c.queued() > CLEANUP_HIGH_WATER) {
+            return;
+        }
+        let mut buf = [0u8; READ_CHUNK];
+        loop {
+            let Some(c) = self.conns.get_mut(&token) else { return };
+            if c.closing || c.pause_until.is_some() || c.tls_pending {
+                return;
+            }
+            let space = c.session.space().min(READ_CHUNK);
+            if space == 0 {
+                return;
+            }
+            let n = match read_plain(c, &mut buf[..space]) {
+                Ok(0) => {
+                    return self.close(token);
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => return self.close(token),
+            };
+            c.idle_deadline = Instant::now() + self.intake.smtpd.idle_timeout;
+            c.session.receive(&buf[..n], &self.checks);
+            self.drive(token);
+        }
+    }
+
+    /// Carry out the session's actions in order, up to an error pause.
+    fn drive(&mut self, token: Token) {
+        let Some(c) = self.conns.get_mut(&token) else { return };
+        let fresh: Vec<Action> = c.session.actions().collect();
+        c.held.extend(fresh);
+        while let Some(a) =
+            self.conns.get_mut(&token).and_then(|c| if c.pause_until.is_some() { None } else { c.held.pop_front() })
+        {
+            self.act(token, a);
+        }
+        self.write_conn(token);
+    }
+
+    fn act(&mut self, token: Token, action: Action) {
+        let Some(c) = self.conns.get_mut(&token) else { return };
+        match action {
+            Action::Reply(r) => c.out.extend_from_slice(&r),
+            Action::Pause(d) => c.pause_until = Some(Instant::now() + d),
+            Action::StartTls => c.tls_pending = true,
+            Action::Close => c.closing = true,
+            Action::Begin(env) => {
+                let txn = self.next_txn;
+                self.next_txn += 1;
+                let envelope = Box::new(message_envelope(&env, c));
+                c.txn = Some(txn);
+                c.txn_lost = false;
+                self.send_cleanup(token, SmtpdToCleanup::Begin { txn, envelope });
+            }
+            Action::Content(data) => {
+                if let Some(txn) = c.txn {
+                    self.send_cleanup(token, SmtpdToCleanup::Content { txn, data });
+                }
+            }
+            Action::End => match c.txn {
+                Some(txn) if !c.txn_lost => {
+                    self.txns.insert(txn, token);
+                    self.send_cleanup(token, SmtpdToCleanup::End { txn });
+                }
+                _ => {
+                    c.txn = None;
+                    c.session.committed(Commit::TempFail(String::from("cleanup unavailable")), &self.checks);
+                    let more: Vec<Action> = c.session.actions().collect();
+                    c.held.extend(more);
+                }
+            },
+            Action::Abort => {
+                if let Some(txn) = c.txn.take() {
+                    self.send_cleanup(token, SmtpdToCleanup::Abort { txn });
+                }
+            }
+        }
+    }
+
+    fn send_cleanup(&mut self, token: Token, msg: SmtpdToCleanup) {
+        let failed = match self.cleanup.as_mut() {
+            Some(ch) => ch.send(&msg, &[]).is_err(),
+            None => true,
+        };
+        if failed && let Some(c) = self.conns.get_mut(&token) {
+            c.txn_lost = true;
+        }
+    }
+
+    fn write_conn(&mut self, token: Token) {
+        let Some(c) = self.conns.get_mut(&token) else { return };
+        let result = write_out(c);
+        if result.is_err() {
+            return self.close(token);
+        }
+        let c = match self.conns.get_mut(&token) {
+            Some(c) => c,
+            None => return,
+        };
+        let drained = c.out.is_empty() && c.tls.as_ref().is_none_or(|t| !t.wants_write());
+        if c.tls_pending && drained {
+            // The 220 is out in plain text: from here on, TLS.
+            match self.tls.as_ref().map(|cfg| rustls::ServerConnection::new(cfg.clone())) {
+                Some(Ok(t)) => {
+                    c.tls = Some(t);
+                    c.tls_pending = false;
+                    c.session.tls_started();
+                }
+                _ => return self.close(token),
+            }
+            self.read_conn(token);
+            return;
+        }
+        if c.closing && drained {
+            self.close(token);
+        }
+    }
+
+    fn close(&mut self, token: Token) {
+        let Some(mut c) = self.conns.remove(&token) else { return };
+        let _ = self.poll.registry().deregister(&mut c.stream);
+        if let Some(txn) = c.txn.take() {
+            self.txns.remove(&txn);
+            if let Some(ch) = self.cleanup.as_mut() {
+                let _ = ch.send(&SmtpdToCleanup::Abort { txn }, &[]);
+            }
+        }
+        if let Some(n) = self.per_client.get_mut(&c.ip) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_client.remove(&c.ip);
+            }
+        }
+    }
+
+    /// Timers: error pauses, idle and total session time.
+    fn tick(&mut self) {
+        let now = Instant::now();
+        let mut resume = Vec::new();
+        let mut expire = Vec::new();
+        for (t, c) in &mut self.conns {
+            if c.pause_until.is_some_and(|p| p <= now) {
+                c.pause_until = None;
+                resume.push(*t);
+            }
+            let waiting_for_cleanup = c.txn.is_some_and(|x| self.txns.contains_key(&x));
+            if !c.closing && !waiting_for_cleanup && (c.idle_deadline <= now || c.deadline <= now) {
+                expire.push(*t);
+            }
+        }
+        for t in resume {
+            self.drive(t);
+            self.read_conn(t);
+        }
+        for t in expire {
+            if let Some(c) = self.conns.get_mut(&t) {
+                c.session.abort();
+                let host = &self.settings.hostname;
+                c.out.extend_from_slice(format!("421 4.4.2 {host} Error: timeout exceeded\r\n").as_bytes());
+                c.closing = true;
+                c.held.clear();
+                c.pause_until = None;
+            }
+            self.drive(t);
+        }
+    }
+}
+
+fn enhanced_static(code: &str) -> &'static str {
+    match code {
+        "5.4.6" => "5.4.6",
+        "5.6.0" => "5.6.0",
+        "5.3.4" => "5.3.4",
+        "5.7.1" => "5.7.1",
+        c if c.starts_with('4') => "4.3.0",
+        _ => "5.3.0",
+    }
+}
+
+fn message_envelope(e: &Envelope, c: &Conn) -> MessageEnvelope {
+    MessageEnvelope {
+        sender: e.sender.as_ref().map(|m| m.to_string()).unwrap_or_default(),
+        recipients: e
+            .recipients
+            .iter()
+            .map(|r| MessageRecipient {
+                address: r.mailbox.as_ref().map_or_else(|| String::from("postmaster"), |m| m.to_string()),
+                notify: r.notify,
+                orcpt: r.orcpt.clone(),
+            })
+            .collect(),
+        body: e.body,
+        smtputf8: e.smtputf8,
+        ret: e.ret,
+        envid: e.envid.clone(),
+        helo: e.helo.clone(),
+        protocol: e.protocol.to_string(),
+        client_address: c.ip.to_string(),
+        client_hostname: String::from("unknown"),
+        tls: c.tls.as_ref().and_then(crate::smtpd::tls::describe),
+    }
+}
+
+/// Read plain text: from the socket, or decrypted from TLS.
+fn read_plain(c: &mut Conn, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        let Some(tls) = c.tls.as_mut() else { return c.stream.read(buf) };
+        match tls.reader().read(buf) {
+            // Ok(0): the peer closed TLS cleanly.
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+        // No plain text buffered: take more records from the network.
+        match tls.read_tls(&mut c.stream) {
+            Ok(0) => return Ok(0),
+            Ok(_) => {
+                if let Err(e) = tls.process_new_packets() {
+                    // Send the alert, then give up on the connection.
+                    let _ = tls.write_tls(&mut c.stream);
+                    return Err(std::io::Error::new(ErrorKind::InvalidData, e));
+                }
+            }
+            Err(e) => return Err(e),
+        }
+        // The handshake may have something to say.
+        write_out(c)?;
+    }
+}
+
+/// Write pending output: plain, or through TLS.
+fn write_out(c: &mut Conn) -> std::io::Result<()> {
+    match c.tls.as_mut() {
+        None => {
+            while !c.out.is_empty() {
+                match c.stream.write(&c.out) {
+                    Ok(0) => return Err(ErrorKind::WriteZero.into()),
+                    Ok(n) => {
+                        c.out.drain(..n);
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(())
+        }
+        Some(tls) => {
+            if !c.out.is_empty() {
+                tls.writer().write_all(&c.out)?;
+                c.out.clear();
+            }
+            while tls.wants_write() {
+                match tls.write_tls(&mut c.stream) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(())
+        }
+    }
+}

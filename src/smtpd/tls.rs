@@ -1,0 +1,41 @@
+//! TLS for the SMTP server: a rustls configuration (ring provider) built
+//! from the PEM certificate chain and key that master read and sent.
+//!
+//! Trusts: master's material; it is still parsed and checked here.
+
+use std::sync::Arc;
+
+use rustls::ServerConfig;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+/// Build the server configuration; an error says what is wrong with the files.
+pub fn server_config(certificate: &[u8], key: &[u8]) -> Result<Arc<ServerConfig>, String> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(certificate)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("certificate: {e}"))?;
+    if chain.is_empty() {
+        return Err(String::from("certificate: no CERTIFICATE block"));
+    }
+    let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| format!("key: {e}"))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| format!("certificate and key: {e}"))?;
+    Ok(Arc::new(config))
+}
+
+/// "TLSv1.3 with cipher TLS13_AES_256_GCM_SHA384", for Received: and logs.
+pub fn describe(conn: &rustls::ServerConnection) -> Option<String> {
+    let version = conn.protocol_version()?;
+    let suite = conn.negotiated_cipher_suite()?;
+    let v = match version {
+        rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2",
+        rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3",
+        _ => "TLS",
+    };
+    Some(format!("{v} with cipher {:?}", suite.suite()))
+}

@@ -89,8 +89,13 @@ pub fn serve(_token: Sandboxed, mut child: Child, journal: Journal, journal_dir:
     loop {
         c.check_space();
         // Something left to write out: do not sleep long.
-        let behind = c.journal.as_ref().is_some_and(|j| j.unmaterialised() > 0);
-        let timeout = if behind { Duration::from_millis(1) } else { SPACE_CHECK };
+        // Queue files still to write: do not sleep; a segment to retire:
+        // wake when it is due; otherwise the free-space check.
+        let timeout = match c.journal.as_ref() {
+            Some(j) if j.unmaterialised() > 0 => Duration::from_millis(1),
+            Some(j) => j.retire_due().map_or(SPACE_CHECK, |d| d.min(SPACE_CHECK)),
+            None => SPACE_CHECK,
+        };
         if let Err(e) = c.poll.poll(&mut events, Some(timeout))
             && e.kind() != std::io::ErrorKind::Interrupted
         {
@@ -302,7 +307,7 @@ impl Cleanup {
 
     fn materialize(&mut self) {
         let Some(journal) = self.journal.as_mut() else { return };
-        if journal.unmaterialised() == 0 {
+        if journal.unmaterialised() == 0 && journal.retire_due() != Some(Duration::ZERO) {
             return;
         }
         let mut ids = Vec::new();

@@ -57,11 +57,28 @@ impl Material {
 pub fn bind(config: &Config) -> Result<Vec<(String, ListenTls, TcpListener)>, String> {
     let mut out = Vec::new();
     for (name, l) in &config.listen {
-        let sock = TcpListener::bind(l.address).map_err(|e| format!("listen {name}: {}: {e}", l.address))?;
+        let sock = listen_tcp(l.address).map_err(|e| format!("listen {name}: {}: {e}", l.address))?;
         sock.set_nonblocking(true).map_err(|e| format!("listen {name}: {e}"))?;
         out.push((name.clone(), l.tls, sock));
     }
     Ok(out)
+}
+
+/// A listening TCP socket with the kernel's largest backlog, so a burst of
+/// connections waits in the queue instead of being dropped.
+fn listen_tcp(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    use nix::sys::socket::{
+        AddressFamily, Backlog, SockFlag, SockType, SockaddrStorage, bind, listen, setsockopt, socket, sockopt,
+    };
+    let family = if addr.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
+    let fd = socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
+    setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    if addr.is_ipv6() {
+        setsockopt(&fd, sockopt::Ipv6V6Only, &true)?;
+    }
+    bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrStorage::from(addr))?;
+    listen(&fd, Backlog::MAXCONN)?;
+    Ok(TcpListener::from(fd))
 }
 
 impl Master {

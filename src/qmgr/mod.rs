@@ -24,14 +24,15 @@ use crate::roles::{QUEUE_DIRS, Role};
 
 const MASTER: Token = Token(0);
 
-/// Count the entries of a directory held by descriptor.
+/// Count the queue files of a directory held by descriptor.
 pub fn count_entries(dir: &OwnedFd) -> std::io::Result<u64> {
     let mut d = Dir::openat(dir, ".", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())?;
     let mut n = 0;
     for e in d.iter() {
         let e = e?;
         let name = e.file_name().to_bytes();
-        if name != b"." && name != b".." {
+        // Names starting with a dot are cleanup's files being written.
+        if !name.starts_with(b".") {
             n += 1;
         }
     }

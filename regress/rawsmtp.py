@@ -7,8 +7,9 @@ import time
 
 
 class Client:
-    def __init__(self, port, host="127.0.0.1", timeout=5.0):
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+    def __init__(self, port, host="127.0.0.1", timeout=5.0, source=None):
+        src = (source, 0) if source else None
+        self.sock = socket.create_connection((host, port), timeout=timeout, source_address=src)
         self.buf = b""
         self.greeting = self.reply()
 

@@ -28,3 +28,18 @@ setup_packages() {
 	# shellcheck disable=SC2086
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing
 }
+
+# setup_smtp_source: Postfix's smtp-source load generator, from the postfix
+# .deb unpacked under /var/tmp (never installed: no second MTA on the
+# system). Prints the program's path.
+setup_smtp_source() {
+	dir=/var/tmp/mta-test-postfix
+	if [ ! -x "$dir/usr/sbin/smtp-source" ]; then
+		debs=$(mktemp -d)
+		(cd "$debs" && chmod 755 . && { apt-get download postfix >/dev/null 2>&1 ||
+			{ apt-get update -qq && apt-get download postfix >/dev/null; }; }) || return 1
+		rm -rf "$dir" && mkdir -p "$dir" && dpkg -x "$debs"/postfix_*.deb "$dir" || return 1
+		rm -rf "$debs"
+	fi
+	echo "$dir/usr/sbin/smtp-source"
+}

@@ -1,0 +1,36 @@
+# Session bounds: sessions per client address (421 4.7.0), sessions in
+# total (421 4.3.2), the idle timeout (421 4.4.2), and a load of 2,000
+# messages from Postfix's smtp-source, every one queued.
+. ./lib.sh
+write_conf 'limits { sessions = 6; sessions_per_client = 3; }' 'smtpd { idle_timeout = 2s; }'
+start_master
+raw_smtp <<'PY' || fail "session limits"
+import os, socket, time, rawsmtp
+port = int(os.environ["PORT"])
+held = [rawsmtp.Client(port) for _ in range(3)]
+s = socket.create_connection(("127.0.0.1", port), timeout=5)
+r = s.recv(200)
+assert r.startswith(b"421 4.7.0"), r
+# Another client address on loopback still gets in, up to the total.
+more = [rawsmtp.Client(port, source="127.0.0.2") for _ in range(3)]
+s = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=("127.0.0.3", 0))
+r = s.recv(200)
+assert r.startswith(b"421 4.3.2"), r
+# Idle sessions are closed with 421 4.4.2.
+r = held[0].reply(timeout=5)
+assert r.startswith(b"421 4.4.2"), r
+print("  per-client, total and idle limits answered")
+PY
+kill -TERM "$MASTER_PID"; gone "$MASTER_PID" 8 || fail "did not stop"; MASTER_PID=""
+if [ -x "${SMTP_SOURCE:-}" ]; then
+	write_conf
+	start_master
+	LD_LIBRARY_PATH=$(dirname "$SMTP_SOURCE")/../lib/postfix "$SMTP_SOURCE" -s 20 -m 2000 -l 5120 \
+		-f load@remote.example -t root@localhost 127.0.0.1:$PORT || fail "smtp-source"
+	wait_queued 2000 || fail "smtp-source: $(queued) of 2000 queued"
+	note "smtp-source: 2000 messages queued"
+else
+	note "smtp-source not available (SMTP_SOURCE unset): load part skipped"
+	[ -n "${CI:-}" ] && fail "CI must run the smtp-source load"
+fi
+exit 0

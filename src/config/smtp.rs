@@ -226,9 +226,37 @@ pub fn de_domains<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>
     Ok(Some(out))
 }
 
+/// `listen` as one block of named listeners, or repeated `listen NAME { }`
+/// blocks (which UCL gives as a list of one-entry blocks).
+struct ListenVisitor;
+
+impl<'de> serde::de::Visitor<'de> for ListenVisitor {
+    type Value = BTreeMap<String, Listener>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("listen blocks: listen NAME { address = ...; }")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        BTreeMap::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut all = BTreeMap::new();
+        while let Some(block) = seq.next_element::<BTreeMap<String, Listener>>()? {
+            for (name, l) in block {
+                if all.insert(name.clone(), l).is_some() {
+                    return Err(serde::de::Error::custom(format!("listener `{name}` defined twice")));
+                }
+            }
+        }
+        Ok(all)
+    }
+}
+
 /// Listener names: letters, digits, `-` and `_`.
 pub fn de_listen<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, Listener>, D::Error> {
-    let m = BTreeMap::<String, Listener>::deserialize(d)?;
+    let m = d.deserialize_any(ListenVisitor)?;
     for name in m.keys() {
         if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
             return Err(serde::de::Error::custom(format!("`{name}` is not a listener name")));

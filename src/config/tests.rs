@@ -125,3 +125,19 @@ fn intake_errors_name_the_key() {
     let (_, m) = Config::parse("domains = [ \"bad domain\" ];").unwrap_err();
     assert!(m.contains("domains"), "{m}");
 }
+
+#[test]
+fn repeated_listen_blocks_merge() {
+    let c = Config::parse(
+        "listen smtp { address = \"127.0.0.1:25\"; tls = none; }\nlisten smtp6 { address = \"[::1]:25\"; }\n",
+    )
+    .unwrap();
+    assert_eq!(c.listen.len(), 2);
+    assert_eq!(c.listen["smtp6"].address, "[::1]:25".parse().unwrap());
+    let (_, m) = Config::parse("listen a { address = \"127.0.0.1:1\"; }\nlisten a { address = \"127.0.0.1:2\"; }\n")
+        .unwrap_err();
+    assert!(m.contains("twice"), "{m}");
+    let (line, m) = Config::parse("listen a { address = \"127.0.0.1:1\"; }\nlisten b {\n address = \"x\"; }\n").unwrap_err();
+    assert!(m.contains("address"), "{m}");
+    assert!(line.is_some(), "{m}");
+}

@@ -137,7 +137,8 @@ fn repeated_listen_blocks_merge() {
     let (_, m) = Config::parse("listen a { address = \"127.0.0.1:1\"; }\nlisten a { address = \"127.0.0.1:2\"; }\n")
         .unwrap_err();
     assert!(m.contains("twice"), "{m}");
-    let (line, m) = Config::parse("listen a { address = \"127.0.0.1:1\"; }\nlisten b {\n address = \"x\"; }\n").unwrap_err();
+    let (line, m) =
+        Config::parse("listen a { address = \"127.0.0.1:1\"; }\nlisten b {\n address = \"x\"; }\n").unwrap_err();
     assert!(m.contains("address"), "{m}");
     assert!(line.is_some(), "{m}");
 }

@@ -296,10 +296,10 @@ impl Cleanup {
             }
             Err(e) => {
                 self.child.warn(&e.to_string());
-                let full = e.error.is_disk_full();
+                // ENOSPC and EIO alike: 451 4.3.0, and the client tries again.
+                let why = if e.error.is_disk_full() { String::from("spool full") } else { e.error.to_string() };
                 for (token, txn, _, _) in batch {
-                    let v = if full { CommitResult::NoSpace } else { CommitResult::TempFail(e.error.to_string()) };
-                    self.reply(token, txn, v);
+                    self.reply(token, txn, CommitResult::TempFail(why.clone()));
                 }
             }
         }

@@ -2,7 +2,7 @@
 # total (421 4.3.2), the idle timeout (421 4.4.2), and a load of 2,000
 # messages from Postfix's smtp-source, every one queued.
 . ./lib.sh
-write_conf 'limits { sessions = 6; sessions_per_client = 3; }' 'smtpd { idle_timeout = 2s; }'
+write_conf 'limits { sessions = 6; sessions_per_client = 3; }' 'smtpd { idle_timeout = 2s; session_timeout = 4s; }'
 start_master
 raw_smtp <<'PY' || fail "session limits"
 import os, socket, time, rawsmtp
@@ -19,7 +19,19 @@ assert r.startswith(b"421 4.3.2"), r
 # Idle sessions are closed with 421 4.4.2.
 r = held[0].reply(timeout=5)
 assert r.startswith(b"421 4.4.2"), r
-print("  per-client, total and idle limits answered")
+for c in held[1:] + more:
+    c.sock.close()
+# A busy session still ends at session_timeout.
+c = rawsmtp.Client(port)
+start = time.time()
+while time.time() - start < 10:
+    r = c.cmd(b"NOOP\r\n")
+    if not r.startswith(b"250"):
+        break
+    time.sleep(0.5)
+assert r.startswith(b"421 4.4.2"), r
+assert 3 < time.time() - start < 7, time.time() - start
+print("  per-client, total, idle and session limits answered")
 PY
 kill -TERM "$MASTER_PID"; gone "$MASTER_PID" 8 || fail "did not stop"; MASTER_PID=""
 if [ -x "${SMTP_SOURCE:-}" ]; then

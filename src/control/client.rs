@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::config::Config;
 
-pub const USAGE: &str = "usage: mtactl [-j] [-f file | -s socket] status | reload | stop";
+pub const USAGE: &str = "usage: mtactl [-j] [-f file | -s socket] status | reload | stop | queue [list]";
 /// Largest answer read.
 const MAX_ANSWER: u64 = 4 << 20;
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -62,7 +62,8 @@ pub fn parse_args(args: &[String]) -> Result<Options, String> {
         return Err(String::from("-f and -s exclude each other"));
     }
     match &args[i..] {
-        [c] if matches!(c.as_str(), "status" | "reload" | "stop") => o.command = c.clone(),
+        [c] if matches!(c.as_str(), "status" | "reload" | "stop" | "queue") => o.command = c.clone(),
+        [q, l] if q == "queue" && l == "list" => o.command = q.clone(),
         [c] => return Err(format!("unknown command `{c}`")),
         [] => return Err(String::from("no command given")),
         [_, extra, ..] => return Err(format!("unexpected argument `{extra}`")),
@@ -128,6 +129,7 @@ fn print(o: &Options, v: &Value) -> i32 {
     } else {
         match o.command.as_str() {
             "status" => print!("{}", format_status(v)),
+            "queue" => print!("{}", format_queue(v)),
             "reload" => println!("reloaded: generation {}", v["generation"]),
             _ => println!("stopping"),
         }
@@ -167,6 +169,50 @@ pub fn format_status(v: &Value) -> String {
     s
 }
 
+/// The queue listing as mailq shows it.
+pub fn format_queue(v: &Value) -> String {
+    let list = v["queue"].as_array().cloned().unwrap_or_default();
+    if list.is_empty() {
+        return String::from("Mail queue is empty\n");
+    }
+    let mut s = format!(
+        "{:<21}{:>8}  {:<31} {}\n",
+        "-Queue ID-", "--Size--", "----Arrival Time (UTC)----", "-Sender/Recipient-------"
+    );
+    let mut bytes = 0u64;
+    for e in &list {
+        let size = e["size"].as_u64().unwrap_or(0);
+        bytes += size;
+        let mark = match e["queue"].as_str() {
+            Some("active") => "*",
+            Some("hold") => "!",
+            _ => " ",
+        };
+        let when = crate::cleanup::message::rfc5322_date(e["arrival"].as_i64().unwrap_or(0).max(0) as u64);
+        let sender = e["sender"].as_str().filter(|x| !x.is_empty()).unwrap_or("MAILER-DAEMON");
+        s += &format!(
+            "{:<21}{:>8}  {:<31} {}\n",
+            format!("{}{mark}", e["id"].as_str().unwrap_or("?")),
+            size,
+            when,
+            sender
+        );
+        for r in e["recipients"].as_array().into_iter().flatten() {
+            if r["state"] == "done" {
+                continue;
+            }
+            if let Some(why) = r["reason"].as_str().filter(|x| !x.is_empty()) {
+                s += &format!("{:63}({why})\n", "");
+            }
+            s += &format!("{:63}{}\n", "", r["address"].as_str().unwrap_or("?"));
+        }
+        s.push('\n');
+    }
+    let n = list.len();
+    s += &format!("-- {} Kbytes in {n} Request{}.\n", bytes.div_ceil(1024), if n == 1 { "" } else { "s" });
+    s
+}
+
 fn duration(secs: u64) -> String {
     match secs {
         s if s < 60 => format!("{s}s"),
@@ -194,6 +240,8 @@ mod tests {
         assert!(parse_args(&a(&["-x", "status"])).unwrap_err().contains("-x"));
         assert!(parse_args(&a(&[])).is_err());
         assert!(parse_args(&a(&["-s", "a", "-f", "b", "stop"])).is_err());
+        assert_eq!(parse_args(&a(&["queue", "list"])).unwrap().command, "queue");
+        assert!(parse_args(&a(&["queue", "flush"])).is_err());
     }
 
     #[test]
@@ -211,5 +259,27 @@ mod tests {
         );
         assert!(t.contains("queue: incoming 0, deferred 4"), "{t}");
         assert!(t.contains("      12 "), "{t}");
+    }
+}
+
+#[cfg(test)]
+mod queue_tests {
+    use super::*;
+
+    #[test]
+    fn mailq_format() {
+        let v: Value = serde_json::from_str(
+            r#"{"ok":true,"queue":[{"id":"1NG585DGN9V0000GJ8TR","queue":"incoming","size":1500,"arrival":0,
+            "sender":"","recipients":[{"address":"root@localhost","state":"deferred","reason":"451 try later"},
+            {"address":"x@y.example","state":"done","reason":""}]}]}"#,
+        )
+        .unwrap();
+        let t = format_queue(&v);
+        assert!(t.contains("1NG585DGN9V0000GJ8TR "), "{t}");
+        assert!(t.contains("MAILER-DAEMON"), "{t}");
+        assert!(t.contains("(451 try later)"), "{t}");
+        assert!(!t.contains("x@y.example"), "{t}");
+        assert!(t.ends_with("-- 2 Kbytes in 1 Request.\n"), "{t}");
+        assert_eq!(format_queue(&serde_json::json!({"ok": true, "queue": []})), "Mail queue is empty\n");
     }
 }

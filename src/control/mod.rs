@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 
 use crate::child::Child;
 use crate::ipc::Channel;
-use crate::ipc::msg::{ControlToQmgr, FromMaster, MasterStatus, QmgrToControl, ToMaster};
+use crate::ipc::msg::{ControlToQmgr, FromMaster, MasterStatus, QmgrToControl, QueueEntry, ToMaster};
 use crate::roles::Role;
 
 pub mod client;
@@ -42,6 +42,8 @@ pub enum Command {
     Status,
     Reload,
     Stop,
+    /// The queue listing (mailq); any local user may ask.
+    Queue,
 }
 
 impl Command {
@@ -50,6 +52,7 @@ impl Command {
             Command::Status => "status",
             Command::Reload => "reload",
             Command::Stop => "stop",
+            Command::Queue => "queue",
         }
     }
 
@@ -58,18 +61,24 @@ impl Command {
             "status" => Some(Command::Status),
             "reload" => Some(Command::Reload),
             "stop" => Some(Command::Stop),
+            "queue" => Some(Command::Queue),
             _ => None,
         }
     }
 }
 
-/// Who may do what: root and the mail user (the user control runs as).
-pub fn authorized(peer_uid: u32, own_uid: u32) -> bool {
-    peer_uid == 0 || peer_uid == own_uid
+/// Who may do what: root and the mail user (the user control runs as)
+/// everything; anyone may list the queue, as mailq has always allowed.
+pub fn authorized(command: Command, peer_uid: u32, own_uid: u32) -> bool {
+    command == Command::Queue || peer_uid == 0 || peer_uid == own_uid
 }
 
 enum Phase {
     Reading,
+    /// Receiving a queue listing from qmgr.
+    Listing {
+        entries: Vec<Value>,
+    },
     /// Waiting for master (and for status, qmgr).
     Waiting {
         command: Command,
@@ -201,7 +210,7 @@ impl Control {
                 }
             }
             Phase::Writing { .. } => self.write_out(token),
-            Phase::Waiting { .. } => {}
+            Phase::Waiting { .. } | Phase::Listing { .. } => {}
         }
     }
 
@@ -210,16 +219,27 @@ impl Control {
             return self.answer(token, json!({"ok": false, "error": "unknown command (status, reload, stop)"}));
         };
         let uid = self.clients.get(&token).and_then(|c| c.uid);
-        if !uid.is_some_and(|u| authorized(u, self.own_uid)) {
+        if !uid.is_some_and(|u| authorized(command, u, self.own_uid)) {
             let who = uid.map_or_else(|| String::from("unknown"), |u| u.to_string());
             self.child.info(&format!("control request {} refused for uid {who}", command.name()));
             return self.answer(token, json!({"ok": false, "error": "permission denied"}));
         }
         let id = token.0 as u64;
+        if command == Command::Queue {
+            let sent = self.qmgr.as_mut().is_some_and(|q| q.send(&ControlToQmgr::List { id }, &[]).is_ok());
+            if !sent {
+                return self.answer(token, json!({"ok": false, "error": "the queue manager is not running"}));
+            }
+            if let Some(c) = self.clients.get_mut(&token) {
+                c.phase = Phase::Listing { entries: Vec::new() };
+            }
+            return;
+        }
         let to_master = match command {
             Command::Status => ToMaster::Status { id },
             Command::Reload => ToMaster::Reload { id },
             Command::Stop => ToMaster::Stop { id },
+            Command::Queue => return,
         };
         if let Err(e) = self.child.master.send(&to_master, &[]) {
             self.child.fatal(&format!("master channel: {e}"));
@@ -302,6 +322,21 @@ impl Control {
                     }
                     self.maybe_finish(token);
                 }
+                Ok(Some((QmgrToControl::List { id, entries, last }, fds))) => {
+                    if !fds.is_empty() {
+                        self.child.fatal("qmgr sent descriptors with a listing");
+                    }
+                    let token = Token(id as usize);
+                    if let Some(c) = self.clients.get_mut(&token)
+                        && let Phase::Listing { entries: all } = &mut c.phase
+                    {
+                        all.extend(entries.iter().map(entry_json));
+                        if last {
+                            let list = std::mem::take(all);
+                            self.answer(token, json!({"ok": true, "queue": list}));
+                        }
+                    }
+                }
                 Err(crate::ipc::Error::Closed) => {
                     if let Some(old) = self.qmgr.take() {
                         let raw = old.as_raw_fd();
@@ -378,6 +413,12 @@ impl Control {
             }
         }
     }
+}
+
+fn entry_json(e: &QueueEntry) -> Value {
+    let rcpts: Vec<Value> =
+        e.recipients.iter().map(|(a, st, why)| json!({"address": a, "state": st, "reason": why})).collect();
+    json!({"id": e.id, "queue": e.queue, "size": e.size, "arrival": e.arrival, "sender": e.sender, "recipients": rcpts})
 }
 
 fn status_json(s: &MasterStatus) -> Value {

@@ -150,12 +150,37 @@ impl ChildState {
 pub enum ControlToQmgr {
     /// How many files each queue directory holds.
     QueueCounts { id: u64 },
+    /// Every message in the queue (answered in parts).
+    List { id: u64 },
 }
 
 /// qmgr → control.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub enum QmgrToControl {
-    QueueCounts { id: u64, counts: Vec<(String, u64)> },
+    QueueCounts {
+        id: u64,
+        counts: Vec<(String, u64)>,
+    },
+    /// Part of a listing; `last` ends it.
+    List {
+        id: u64,
+        entries: Vec<QueueEntry>,
+        last: bool,
+    },
+}
+
+/// One message as the queue listing shows it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct QueueEntry {
+    pub id: String,
+    /// incoming, active, deferred or hold.
+    pub queue: String,
+    pub size: u64,
+    /// Unix seconds.
+    pub arrival: i64,
+    pub sender: String,
+    /// Address, state (pending, done, deferred, bounced) and last reason.
+    pub recipients: Vec<(String, String, String)>,
 }
 
 /// smtpd → cleanup: a message, streamed. `txn` numbers transactions

@@ -22,7 +22,13 @@ use crate::ipc::Channel;
 use crate::ipc::msg::{ControlToQmgr, FromMaster, QmgrToControl};
 use crate::roles::{QUEUE_DIRS, Role};
 
+pub mod scan;
+
 const MASTER: Token = Token(0);
+/// Messages in one listing message to control.
+const LIST_PART: usize = 500;
+/// Most messages listed at once.
+const MAX_LISTED: usize = 1_000_000;
 
 /// Count the queue files of a directory held by descriptor.
 pub fn count_entries(dir: &OwnedFd) -> std::io::Result<u64> {
@@ -126,6 +132,14 @@ impl Qmgr {
                         return;
                     }
                 }
+                Ok(Some((ControlToQmgr::List { id }, fds))) => {
+                    if !fds.is_empty() {
+                        self.child.fatal("control sent descriptors with a list request");
+                    }
+                    if !self.list(token, id) {
+                        return;
+                    }
+                }
                 Err(crate::ipc::Error::Closed) => {
                     self.drop_peer(token, "closed");
                     return;
@@ -135,6 +149,40 @@ impl Qmgr {
                 Err(e) => self.child.fatal(&format!("control channel: {e}")),
             }
         }
+    }
+
+    /// Send the whole queue to control, in parts; false if the channel failed.
+    fn list(&mut self, token: Token, id: u64) -> bool {
+        let corrupt_index = QUEUE_DIRS.iter().position(|d| *d == "corrupt").unwrap_or(QUEUE_DIRS.len() - 1);
+        let mut entries = Vec::new();
+        let mut notes = Vec::new();
+        for (i, name) in QUEUE_DIRS.iter().enumerate() {
+            if i == corrupt_index {
+                continue;
+            }
+            let s = scan::scan(name, &self.child.fds[i], &self.child.fds[corrupt_index], MAX_LISTED - entries.len());
+            entries.extend(s.entries);
+            notes.extend(s.moved_to_corrupt.into_iter().map(|m| (true, m)));
+            notes.extend(s.errors.into_iter().map(|m| (false, m)));
+        }
+        for (moved, n) in notes {
+            if moved { self.child.warn(&n) } else { self.child.warn(&format!("queue listing: {n}")) }
+        }
+        let mut parts: Vec<Vec<_>> = entries.chunks(LIST_PART).map(<[_]>::to_vec).collect();
+        if parts.is_empty() {
+            parts.push(Vec::new());
+        }
+        let n = parts.len();
+        for (i, part) in parts.into_iter().enumerate() {
+            let msg = QmgrToControl::List { id, entries: part, last: i + 1 == n };
+            if let Some(chan) = self.peers.get_mut(&token)
+                && let Err(e) = chan.send(&msg, &[])
+            {
+                self.drop_peer(token, &e.to_string());
+                return false;
+            }
+        }
+        true
     }
 
     fn drop_peer(&mut self, token: Token, why: &str) {

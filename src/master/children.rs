@@ -310,9 +310,14 @@ impl Master {
         let Some(p) = self.children.procs.get_mut(&id) else { return };
         let Some(ch) = p.channel.as_mut() else { return };
         let fds: Vec<BorrowedFd<'_>> = fd.into_iter().collect();
-        if let Err(e) = ch.send(msg, &fds) {
-            let text = format!("{} pid {}: {e}", p.role.name(), p.pid);
-            self.kill_child(id, &text);
+        match ch.send(msg, &fds) {
+            Ok(()) => {}
+            // The child is exiting; SIGCHLD follows.
+            Err(ipc::Error::Closed) => {}
+            Err(e) => {
+                let text = format!("{} pid {}: {e}", p.role.name(), p.pid);
+                self.kill_child(id, &text);
+            }
         }
     }
 

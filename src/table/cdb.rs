@@ -5,7 +5,7 @@
 //! file into memory once, from a descriptor, and checks every offset.
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 
 /// A table held in memory.
 pub struct Table {
@@ -28,10 +28,18 @@ impl Table {
         if len > max {
             return Err(io::Error::new(io::ErrorKind::InvalidData, format!("table of {len} bytes over {max}")));
         }
-        let mut data = Vec::with_capacity(len as usize);
-        let mut f = file.try_clone()?;
-        std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(0))?;
-        f.take(max + 1).read_to_end(&mut data)?;
+        // pread: the descriptor may be shared (several smtpd processes
+        // inherit one open file), so its offset must not be used.
+        let mut data = vec![0u8; len as usize];
+        let mut at = 0;
+        while at < data.len() {
+            match std::os::unix::fs::FileExt::read_at(file, &mut data[at..], at as u64) {
+                Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "table shorter than its size")),
+                Ok(n) => at += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
         Table::from_bytes(data)
     }
 

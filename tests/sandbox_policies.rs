@@ -35,7 +35,9 @@ use nix::sys::socket::{
 };
 use nix::sys::stat::{Mode, fstatat, mkdirat};
 use nix::unistd::{Uid, UnlinkatFlags, fsync, pipe, setuid, unlinkat};
-use sandbox::{CapRight, DirAccess, Grant, Net, Policy, Unconfined, capsicum_rights, pledge_promises};
+use sandbox::{
+    CapRight, DirAccess, Grant, MODIFYING_RIGHTS, Net, Policy, Unconfined, capsicum_rights, pledge_promises,
+};
 
 /// Counts checks and prints one line per check.
 struct Tally {
@@ -439,6 +441,20 @@ fn run_child(total: &mut Tally, role: &str, fds: &[BorrowedFd<'_>], body: impl F
     total.add(&parent);
 }
 
+/// In the child: make the socket the denial checks use (before entering,
+/// when sockets are still allowed), then enter `policy`. None if either
+/// failed (already counted).
+fn prepare_and_enter(t: &mut Tally, policy: &Policy) -> Option<OwnedFd> {
+    let unix = match unix_socket() {
+        Ok(s) => s,
+        Err(e) => {
+            t.check("make a socket before entering", Err(e.to_string()));
+            return None;
+        }
+    };
+    enter(t, policy).then_some(unix)
+}
+
 /// Enters `policy` in the child, checking it says confined.
 fn enter(t: &mut Tally, policy: &Policy) -> bool {
     match sandbox::enter(policy, Unconfined::Refused) {
@@ -520,16 +536,7 @@ fn live_role(total: &mut Tally, world: &World, role: Role) -> io::Result<()> {
 
     let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(|f| f.as_fd()).collect();
     run_child(total, role.name(), &borrowed, |t, mut placed| {
-        let unix = match unix_socket() {
-            Ok(s) => s,
-            Err(e) => {
-                t.check("make a socket before entering", Err(e.to_string()));
-                return;
-            }
-        };
-        if !enter(t, &policy) {
-            return;
-        }
+        let Some(unix) = prepare_and_enter(t, &policy) else { return };
         common_denials(t, &policy, world, &unix);
         let channel = placed.remove(0);
         channel_checks(t, &channel);
@@ -635,16 +642,7 @@ fn live_connect(total: &mut Tally, world: &World) -> io::Result<()> {
     policy.net = Net::Connect;
     let (master, child_end) = master_channel()?;
     run_child(total, policy.role, &[child_end.as_fd()], |t, mut placed| {
-        let unix = match unix_socket() {
-            Ok(s) => s,
-            Err(e) => {
-                t.check("make a socket before entering", Err(e.to_string()));
-                return;
-            }
-        };
-        if !enter(t, &policy) {
-            return;
-        }
+        let Some(unix) = prepare_and_enter(t, &policy) else { return };
         common_denials(t, &policy, world, &unix);
         t.check("create a TCP socket and connect it", works(TcpStream::connect(world.tcp_addr)).map(drop));
         t.check(
@@ -678,16 +676,7 @@ fn live_exec(total: &mut Tally, world: &World) -> io::Result<()> {
     policy.open_paths.push(world.root.join("readable"));
     let (master, child_end) = master_channel()?;
     run_child(total, policy.role, &[child_end.as_fd()], |t, mut placed| {
-        let unix = match unix_socket() {
-            Ok(s) => s,
-            Err(e) => {
-                t.check("make a socket before entering", Err(e.to_string()));
-                return;
-            }
-        };
-        if !enter(t, &policy) {
-            return;
-        }
+        let Some(unix) = prepare_and_enter(t, &policy) else { return };
         common_denials(t, &policy, world, &unix);
         #[cfg(target_os = "linux")]
         t.check(
@@ -734,7 +723,9 @@ fn op_rights(op: Operation) -> &'static [CapRight] {
         Operation::ReceiveFds(_) => &[Read],
         Operation::Serve(_) => &[Accept, Read, Write, Getpeername, Getsockopt, Event],
         Operation::List(_) => &[Lookup, Read, Fstat],
-        Operation::Modify(_) => &[Lookup, Create, Write, Fsync, RenameatSource, RenameatTarget, Unlinkat, Mkdirat],
+        Operation::Modify(_) => {
+            &[Lookup, Create, Write, Fsync, Ftruncate, RenameatSource, RenameatTarget, Unlinkat, Mkdirat]
+        }
         Operation::ReadFile(_) => &[Read, Seek, Fstat],
     }
 }
@@ -765,17 +756,6 @@ fn promise_justified(promise: &str, op: Operation) -> bool {
 }
 const WIDENING_PROMISES: &[&str] =
     &["rpath", "wpath", "cpath", "unix", "inet", "dns", "recvfd", "sendfd", "proc", "exec", "id", "getpw"];
-
-/// Rights that let a descriptor change things or reach new ones.
-const DANGEROUS_RIGHTS: &[CapRight] = &[
-    CapRight::Write,
-    CapRight::Create,
-    CapRight::Unlinkat,
-    CapRight::RenameatSource,
-    CapRight::RenameatTarget,
-    CapRight::Mkdirat,
-    CapRight::Accept,
-];
 
 fn op_fd(op: Operation) -> RawFd {
     match op {
@@ -825,7 +805,7 @@ fn data_checks(total: &mut Tally, role: Role) {
             if needed.is_empty() { Err("granted but no operation uses it".into()) } else { Ok(()) },
         );
         let excess: Vec<_> =
-            capsicum_rights(g).into_iter().filter(|r| DANGEROUS_RIGHTS.contains(r) && !needed.contains(r)).collect();
+            capsicum_rights(g).into_iter().filter(|r| MODIFYING_RIGHTS.contains(r) && !needed.contains(r)).collect();
         t.check(
             &format!("descriptor {fd}: no dangerous right beyond its operations"),
             if excess.is_empty() { Ok(()) } else { Err(format!("{excess:?} granted, needed by no operation")) },
@@ -833,7 +813,7 @@ fn data_checks(total: &mut Tally, role: Role) {
         if let Grant::Dir { access: DirAccess::Read, .. } = g {
             t.check(
                 &format!("descriptor {fd}: a read-only directory cannot be modified"),
-                if capsicum_rights(g).iter().any(|r| DANGEROUS_RIGHTS.contains(r)) {
+                if capsicum_rights(g).iter().any(|r| MODIFYING_RIGHTS.contains(r)) {
                     Err("it has a modifying right".into())
                 } else {
                     Ok(())

@@ -34,7 +34,7 @@ mod linux;
 #[cfg(target_os = "openbsd")]
 mod openbsd;
 
-pub use rights::{CapRight, capsicum_rights, pledge_promises, unveil_paths};
+pub use rights::{CapRight, MODIFYING_RIGHTS, capsicum_rights, pledge_promises, unveil_paths};
 pub use spawn::{Credentials, Limit, Resource, Spawn, fork_wait, fork_wait_with, spawn};
 
 /// What a role may do with one inherited directory.

@@ -40,6 +40,20 @@ pub enum CapRight {
     Ioctl,
 }
 
+/// Rights that let a descriptor change things or reach new ones: a
+/// read-only grant has none of them, and a role should hold only those
+/// its operations need.
+pub const MODIFYING_RIGHTS: &[CapRight] = &[
+    CapRight::Write,
+    CapRight::Create,
+    CapRight::Unlinkat,
+    CapRight::RenameatSource,
+    CapRight::RenameatTarget,
+    CapRight::Mkdirat,
+    CapRight::Ftruncate,
+    CapRight::Accept,
+];
+
 /// The rights `grant` is limited to on FreeBSD, sorted and without
 /// duplicates.
 ///
@@ -168,19 +182,9 @@ mod tests {
 
     #[test]
     fn read_only_grants_cannot_modify() {
-        let dangerous = [
-            CapRight::Write,
-            CapRight::Create,
-            CapRight::Unlinkat,
-            CapRight::RenameatSource,
-            CapRight::RenameatTarget,
-            CapRight::Mkdirat,
-            CapRight::Ftruncate,
-            CapRight::Accept,
-        ];
         for g in [dir(4, DirAccess::Read), Grant::File { fd: 5, write: false }] {
             let r = capsicum_rights(&g);
-            for d in dangerous {
+            for &d in MODIFYING_RIGHTS {
                 assert!(!r.contains(&d), "{g:?} has {d:?}");
             }
         }

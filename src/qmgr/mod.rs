@@ -155,18 +155,18 @@ impl Qmgr {
     fn list(&mut self, token: Token, id: u64) -> bool {
         let corrupt_index = QUEUE_DIRS.iter().position(|d| *d == "corrupt").unwrap_or(QUEUE_DIRS.len() - 1);
         let mut entries = Vec::new();
-        let mut notes = Vec::new();
+        let mut problems = Vec::new();
         for (i, name) in QUEUE_DIRS.iter().enumerate() {
             if i == corrupt_index {
                 continue;
             }
             let s = scan::scan(name, &self.child.fds[i], &self.child.fds[corrupt_index], MAX_LISTED - entries.len());
             entries.extend(s.entries);
-            notes.extend(s.moved_to_corrupt.into_iter().map(|m| (true, m)));
-            notes.extend(s.errors.into_iter().map(|m| (false, m)));
+            problems.extend(s.moved_to_corrupt);
+            problems.extend(s.errors);
         }
-        for (moved, n) in notes {
-            if moved { self.child.warn(&n) } else { self.child.warn(&format!("queue listing: {n}")) }
+        for p in problems {
+            self.child.warn(&p);
         }
         let mut parts: Vec<Vec<_>> = entries.chunks(LIST_PART).map(<[_]>::to_vec).collect();
         if parts.is_empty() {

@@ -73,6 +73,8 @@ struct Server {
     next_txn: u64,
     next_token: usize,
     stopping: bool,
+    /// Reads were held back because cleanup's queue was full.
+    throttled: bool,
 }
 
 /// Serve until master says stop and the sessions have ended.
@@ -118,6 +120,7 @@ pub fn serve(_token: Sandboxed, mut child: Child, listeners: Vec<std::net::TcpLi
         next_txn: 1,
         next_token: FIRST_SESSION,
         stopping: false,
+        throttled: false,
     };
     s.register();
     let mut events = Events::with_capacity(1024);
@@ -240,9 +243,7 @@ impl Server {
                         CommitResult::Queued(id) => Commit::Queued(id),
                         CommitResult::TempFail(why) => Commit::TempFail(why),
                         CommitResult::NoSpace => Commit::NoSpace,
-                        CommitResult::Refused { code, enhanced, text } => {
-                            Commit::Refused(code, enhanced_static(&enhanced), text)
-                        }
+                        CommitResult::Refused { code, enhanced, text } => Commit::Refused(code, enhanced, text),
                     };
                     self.verdict(token, commit);
                 }
@@ -253,8 +254,10 @@ impl Server {
                 Err(e) => self.child.fatal(&format!("cleanup channel: {e}")),
             }
         }
-        // Sessions paused for backpressure may read again.
-        if self.cleanup.as_ref().is_some_and(|c| c.queued() < CLEANUP_HIGH_WATER / 2) {
+        // Sessions held back for backpressure may read again (only then:
+        // retrying every session on every verdict would cost a read each).
+        if self.throttled && self.cleanup.as_ref().is_some_and(|c| c.queued() < CLEANUP_HIGH_WATER / 2) {
+            self.throttled = false;
             let tokens: Vec<Token> = self.conns.keys().copied().collect();
             for t in tokens {
                 self.read_conn(t);
@@ -359,6 +362,7 @@ impl Server {
     /// Read what the session can take, feed it, act on what it says.
     fn read_conn(&mut self, token: Token) {
         if self.cleanup.as_ref().is_some_and(|c| c.queued() > CLEANUP_HIGH_WATER) {
+            self.throttled = true;
             return;
         }
         let mut buf = [0u8; READ_CHUNK];
@@ -525,17 +529,6 @@ impl Server {
             }
             self.drive(t);
         }
-    }
-}
-
-fn enhanced_static(code: &str) -> &'static str {
-    match code {
-        "5.4.6" => "5.4.6",
-        "5.6.0" => "5.6.0",
-        "5.3.4" => "5.3.4",
-        "5.7.1" => "5.7.1",
-        c if c.starts_with('4') => "4.3.0",
-        _ => "5.3.0",
     }
 }
 

@@ -135,7 +135,7 @@ pub enum Commit {
     /// The spool is short of space: 452 4.3.1.
     NoSpace,
     /// Refused for good by cleanup (e.g. hop count): code, enhanced, text.
-    Refused(u16, &'static str, String),
+    Refused(u16, String, String),
 }
 
 #[derive(Debug)]
@@ -270,7 +270,7 @@ impl Session {
             Commit::Queued(id) => self.ok(250, "2.0.0", &format!("Ok: queued as {id}")),
             Commit::TempFail(why) => self.error(451, "4.3.0", &format!("Error: queue file write error ({why})")),
             Commit::NoSpace => self.error(452, "4.3.1", "Insufficient system storage"),
-            Commit::Refused(code, enh, text) => self.error(code, enh, &text),
+            Commit::Refused(code, enh, text) => self.error(code, &enh, &text),
         }
         self.process(checks);
     }

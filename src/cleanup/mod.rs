@@ -33,6 +33,13 @@ const FIRST_PEER: usize = 16;
 const MAX_IN_FLIGHT: usize = 512 << 20;
 /// How often free space is checked.
 const SPACE_CHECK: Duration = Duration::from_secs(1);
+/// Queue files written per turn of the loop while smtpd has more for us,
+/// and while not: taking mail goes first, the journal holds the rest.
+const BUSY_SLICE: usize = 2;
+const IDLE_SLICE: usize = 128;
+/// A backlog above this is written out before more mail is read, so that
+/// the journal's hard bound (which refuses mail) is not reached by load.
+const HIGH_WATER: usize = 64 << 20;
 
 /// A message being received.
 struct Pending {
@@ -88,11 +95,11 @@ pub fn serve(_token: Sandboxed, mut child: Child, journal: Journal, journal_dir:
     let mut events = Events::with_capacity(256);
     loop {
         c.check_space();
-        // Something left to write out: do not sleep long.
-        // Queue files still to write: do not sleep; a segment to retire:
-        // wake when it is due; otherwise the free-space check.
+        // Queue files still to write: look for mail and go on writing; a
+        // segment to retire: wake when it is due; otherwise the free-space
+        // check.
         let timeout = match c.journal.as_ref() {
-            Some(j) if j.unmaterialised() > 0 => Duration::from_millis(1),
+            Some(j) if j.unmaterialised() > 0 => Duration::ZERO,
             Some(j) => j.retire_due().map_or(SPACE_CHECK, |d| d.min(SPACE_CHECK)),
             None => SPACE_CHECK,
         };
@@ -107,8 +114,9 @@ pub fn serve(_token: Sandboxed, mut child: Child, journal: Journal, journal_dir:
                 t => c.peer_event(t, ev.is_readable(), ev.is_writable()),
             }
         }
+        let busy = !events.is_empty();
         c.commit();
-        c.materialize();
+        c.materialize(busy);
     }
 }
 
@@ -305,13 +313,20 @@ impl Cleanup {
         }
     }
 
-    fn materialize(&mut self) {
+    /// Write committed messages out as queue files: a few while mail is
+    /// coming in, more when it is not, and down to the high-water mark
+    /// whatever happens.
+    fn materialize(&mut self, busy: bool) {
         let Some(journal) = self.journal.as_mut() else { return };
         if journal.unmaterialised() == 0 && journal.retire_due() != Some(Duration::ZERO) {
             return;
         }
         let mut ids = Vec::new();
-        if let Err(e) = journal.materialize(&mut ids) {
+        let mut r = journal.materialize_some(&mut ids, if busy { BUSY_SLICE } else { IDLE_SLICE });
+        while r.is_ok() && journal.backlog() > HIGH_WATER {
+            r = journal.materialize_some(&mut ids, IDLE_SLICE);
+        }
+        if let Err(e) = r {
             self.child.warn(&format!("writing queue files: {e} (they are safe in the journal)"));
         }
     }

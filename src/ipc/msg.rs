@@ -187,10 +187,21 @@ pub struct QueueEntry {
 /// within one channel.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub enum SmtpdToCleanup {
-    Begin { txn: u64, envelope: Box<MessageEnvelope> },
-    Content { txn: u64, data: Vec<u8> },
-    End { txn: u64 },
-    Abort { txn: u64 },
+    Begin {
+        txn: u64,
+        envelope: Box<MessageEnvelope>,
+    },
+    Content {
+        txn: u64,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
+    End {
+        txn: u64,
+    },
+    Abort {
+        txn: u64,
+    },
 }
 
 /// cleanup → smtpd.

@@ -201,8 +201,10 @@ pub struct Journal {
     /// Appended, not committed.
     buf: Vec<u8>,
     appended: Vec<Entry>,
-    /// Committed, not materialised.
+    /// Committed, not materialised (from `done_from` on; what is before
+    /// it is written and is dropped when it is worth moving the rest).
     done: Vec<u8>,
+    done_from: usize,
     todo: VecDeque<Entry>,
     unsynced: Unsynced,
     /// A failed commit could not be rolled back: start a new segment.
@@ -242,6 +244,7 @@ impl Journal {
             buf: Vec::with_capacity(1 << 20),
             appended: Vec::new(),
             done: Vec::with_capacity(1 << 20),
+            done_from: 0,
             todo: VecDeque::new(),
             unsynced,
             broken: false,
@@ -254,7 +257,7 @@ impl Journal {
     /// call). An [`Error::Invalid`] message is not buffered, nor any while
     /// the backlog is over [`JournalOptions::max_backlog`] ([`Error::Io`]).
     pub fn append(&mut self, file: &QueueFile) -> Result<Ticket, Error> {
-        if self.buf.len() + self.done.len() >= self.options.max_backlog {
+        if self.buf.len() + self.backlog() >= self.options.max_backlog {
             let max = self.options.max_backlog;
             return Err(Error::Io(std::io::Error::other(format!(
                 "{max} bytes wait to be written as queue files: check incoming/ and its disk"
@@ -291,6 +294,17 @@ impl Journal {
     /// Messages committed and not yet materialised.
     pub fn unmaterialised(&self) -> usize {
         self.todo.len()
+    }
+
+    /// Bytes committed and not yet materialised.
+    pub fn backlog(&self) -> usize {
+        self.done.len() - self.done_from
+    }
+
+    /// Bytes held for materialisation, written or not (tests).
+    #[cfg(test)]
+    pub(crate) fn buffered(&self) -> usize {
+        self.done.len()
     }
 
     /// When [`Journal::materialize`] has a segment to retire even with
@@ -367,22 +381,47 @@ impl Journal {
     /// written stay queued for the next call (they are safe in the
     /// journal).
     pub fn materialize(&mut self, out: &mut Vec<QueueId>) -> Result<(), Error> {
-        while let Some(e) = self.todo.front() {
+        self.materialize_some(out, usize::MAX)
+    }
+
+    /// Like [`Journal::materialize`], but at most `max` queue files, so
+    /// that a caller can go back to taking mail (and committing it) while
+    /// a backlog is written out: the journal is the durable copy until
+    /// then.
+    pub fn materialize_some(&mut self, out: &mut Vec<QueueId>, max: usize) -> Result<(), Error> {
+        let mut n = 0;
+        while n < max
+            && let Some(e) = self.todo.front()
+        {
             let payload = &self.done[e.start + RECORD_HEADER..e.start + e.len];
             let id = e.ticket.id;
             disk::publish(self.incoming.as_fd(), &temp_name(&id), id.as_str(), payload, &mut self.unsynced)?;
             let seg = e.segment;
+            self.done_from = e.start + e.len;
             self.todo.pop_front();
             out.push(id);
+            n += 1;
             if seg == self.active.seq {
                 self.active_outstanding -= 1;
             } else if let Some(s) = self.sealed.iter_mut().find(|s| s.seq == seg) {
                 s.outstanding -= 1;
             }
         }
-        self.done.clear();
-        if self.done.capacity() > 16 << 20 {
-            self.done.shrink_to(1 << 20);
+        if self.todo.is_empty() {
+            self.done.clear();
+            self.done_from = 0;
+            if self.done.capacity() > 16 << 20 {
+                self.done.shrink_to(1 << 20);
+            }
+        } else if self.done_from >= 4 << 20 && self.done_from * 2 >= self.done.len() {
+            // Under steady load the buffer never empties: drop what is
+            // written once it is most of it, so memory stays bounded.
+            let cut = self.done_from;
+            self.done.drain(..cut);
+            self.done_from = 0;
+            for e in &mut self.todo {
+                e.start -= cut;
+            }
         }
         self.retire()
     }

@@ -69,20 +69,33 @@ impl DotDecoder {
     /// unstuffed) to `out`. Returns how many bytes were consumed and why it
     /// stopped.
     pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> (usize, Status) {
-        for (i, &b) in input.iter().enumerate() {
+        let mut i = 0;
+        while i < input.len() {
+            if self.state == State::InLine {
+                // Inside a line only NUL, CR and LF mean anything: copy the
+                // run up to the next one as it is.
+                let run = memchr::memchr3(0, b'\r', b'\n', &input[i..]).unwrap_or(input.len() - i);
+                out.extend_from_slice(&input[i..i + run]);
+                i += run;
+                if i == input.len() {
+                    break;
+                }
+            }
+            let b = input[i];
+            i += 1;
             if b == 0 {
                 // A NUL is dropped, but counts as content: it breaks a lone-dot
                 // line, and after a CR it makes that CR bare.
                 self.saw_nul = true;
                 if matches!(self.state, State::Cr | State::DotCr { .. }) && self.bare(out).is_some() {
-                    return (i + 1, Status::BareLine);
+                    return (i, Status::BareLine);
                 }
                 self.state = State::InLine;
                 continue;
             }
             match self.step(b, out) {
-                Some(Status::End) => return (i + 1, Status::End),
-                Some(Status::BareLine) => return (i + 1, Status::BareLine),
+                Some(Status::End) => return (i, Status::End),
+                Some(Status::BareLine) => return (i, Status::BareLine),
                 _ => {}
             }
         }

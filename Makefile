@@ -31,9 +31,10 @@ MANDOC ?=	mandoc
 
 # Programs run by the user or the administrator, in BINDIR.
 PROGRAMS =	mta mtactl
-# Programs started by the master, one per process role, in LIBEXECDIR.
+# Programs started by the master, one per process role, and postdrop
+# (which a package installs set-gid to the submission group), in LIBEXECDIR.
 # Keep in step with the roles in src/roles.rs.
-LIBEXEC_PROGRAMS = control qmgr cleanup smtpd
+LIBEXEC_PROGRAMS = control qmgr cleanup smtpd pickup postdrop
 
 .PHONY: all build install uninstall lint-man clean
 

@@ -14,6 +14,9 @@ N=${1:-20000}; S=${2:-20}; L=${3:-5120}
 W=/var/tmp/mta-bench
 CG=/sys/fs/cgroup/cpuacct/anchors_mta
 bash "$H/install-anchors.sh" >/dev/null
+# master runs as root: its mail user and submission group must exist.
+id _mta >/dev/null 2>&1 || useradd -r -d /nonexistent -s /usr/sbin/nologin _mta
+getent group _mtadrop >/dev/null 2>&1 || groupadd -r _mtadrop
 cargo build --release -j2 --bins >/dev/null 2>&1 || { echo "build failed" >&2; exit 1; }
 
 stop_mta() {

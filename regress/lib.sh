@@ -10,7 +10,7 @@ CONF="$W/mta.conf"
 # An SMTP port for this case on loopback.
 PORT=$(( 20000 + $$ % 20000 ))
 # The children master starts.
-NCHILD=4
+NCHILD=5
 LOG="$W/mta.log"
 MASTER_PID=""
 
@@ -111,3 +111,9 @@ make_cert() {
 
 # raw_smtp: run Python with rawsmtp.py importable and PORT, W in the environment.
 raw_smtp() { PORT=$PORT W=$W PYTHONPATH=. python3 - "$@"; }
+
+# As root, master runs children as _mta and maildrop/ belongs to _mtadrop.
+ensure_group() {
+	getent group "$1" >/dev/null 2>&1 || groupadd -r "$1"
+}
+if is_root; then ensure_user _mta; ensure_group _mtadrop; fi

@@ -29,6 +29,9 @@ pub const JOURNAL_DIR: &str = "journal";
 pub const CLEANUP_DIRS: [(&str, bool); 5] =
     [(JOURNAL_DIR, true), ("incoming", true), ("active", false), ("deferred", false), ("hold", false)];
 
+/// Local submission's drop directory (postdrop writes, pickup reads).
+pub const MAILDROP_DIR: &str = "maildrop";
+
 /// What varies between installations in the descriptors a role gets.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Layout {
@@ -46,10 +49,11 @@ pub enum Role {
     Qmgr,
     Smtpd,
     Cleanup,
+    Pickup,
 }
 
 impl Role {
-    pub const ALL: [Role; 4] = [Role::Control, Role::Qmgr, Role::Cleanup, Role::Smtpd];
+    pub const ALL: [Role; 5] = [Role::Control, Role::Qmgr, Role::Cleanup, Role::Smtpd, Role::Pickup];
 
     /// The role's name in logs, status output and configuration.
     pub fn name(self) -> &'static str {
@@ -58,6 +62,7 @@ impl Role {
             Role::Qmgr => "qmgr",
             Role::Smtpd => "smtpd",
             Role::Cleanup => "cleanup",
+            Role::Pickup => "pickup",
         }
     }
 
@@ -69,7 +74,7 @@ impl Role {
     /// Singletons never run twice at once, not even across a reload.
     pub fn singleton(self) -> bool {
         match self {
-            Role::Control | Role::Qmgr | Role::Cleanup => true,
+            Role::Control | Role::Qmgr | Role::Cleanup | Role::Pickup => true,
             Role::Smtpd => false,
         }
     }
@@ -82,7 +87,7 @@ impl Role {
     pub fn open_files(self, sessions: u32) -> u64 {
         match self {
             // control: its channels plus mtactl clients (bounded by control.clients).
-            Role::Control | Role::Qmgr => 256,
+            Role::Control | Role::Qmgr | Role::Pickup => 256,
             // cleanup: channels to every smtpd, its directories and journal.
             Role::Cleanup => 1024,
             // smtpd: one descriptor per session, plus listeners and channels.
@@ -94,7 +99,8 @@ impl Role {
 /// Role pairs that may talk to each other directly. master creates one
 /// SOCK_SEQPACKET channel per pair and nothing else; order within a pair
 /// does not matter.
-pub const CHANNELS: &[(Role, Role)] = &[(Role::Control, Role::Qmgr), (Role::Smtpd, Role::Cleanup)];
+pub const CHANNELS: &[(Role, Role)] =
+    &[(Role::Control, Role::Qmgr), (Role::Smtpd, Role::Cleanup), (Role::Pickup, Role::Cleanup)];
 
 /// Whether `a` and `b` may have a channel.
 pub fn channel_allowed(a: Role, b: Role) -> bool {
@@ -145,6 +151,14 @@ pub fn operations(role: Role, layout: &Layout) -> Vec<Operation> {
                 }
             }
         }
+        // pickup: maildrop/ (take files, remove them) and corrupt/ (put
+        // bad ones aside).
+        Role::Pickup => {
+            for fd in [FIRST_ROLE_FD, FIRST_ROLE_FD + 1] {
+                ops.push(Operation::List(fd));
+                ops.push(Operation::Modify(fd));
+            }
+        }
     }
     ops
 }
@@ -183,6 +197,16 @@ pub fn policy(role: Role, layout: &Layout) -> Policy {
             for (i, (dir, write)) in CLEANUP_DIRS.iter().enumerate() {
                 let access = if *write { DirAccess::ReadWrite } else { DirAccess::Read };
                 p.grants.push(Grant::Dir { fd: FIRST_ROLE_FD + i as RawFd, path: layout.spool.join(dir), access });
+            }
+        }
+        // pickup: maildrop/ and corrupt/, read-write; nothing else.
+        Role::Pickup => {
+            for (i, dir) in [MAILDROP_DIR, "corrupt"].iter().enumerate() {
+                p.grants.push(Grant::Dir {
+                    fd: FIRST_ROLE_FD + i as RawFd,
+                    path: layout.spool.join(dir),
+                    access: DirAccess::ReadWrite,
+                });
             }
         }
     }

@@ -512,6 +512,15 @@ fn live_role(total: &mut Tally, world: &World, role: Role) -> io::Result<()> {
             std::fs::write(&table, b"local recipients")?;
             fds.push(OwnedFd::from(File::open(&table)?));
         }
+        Role::Pickup => {
+            let maildrop = world.spool.join("maildrop");
+            std::fs::create_dir_all(&maildrop)?;
+            std::fs::write(maildrop.join("dropped"), "submitted\n")?;
+            let _ = std::fs::remove_file(maildrop.join("link"));
+            std::os::unix::fs::symlink("/etc/passwd", maildrop.join("link"))?;
+            fds.push(open_dir(&maildrop)?);
+            fds.push(open_dir(&world.spool.join("corrupt"))?);
+        }
         Role::Cleanup => {
             std::fs::write(world.spool.join("active").join("taken"), "qmgr's\n")?;
             for (d, _) in CLEANUP_DIRS {
@@ -550,6 +559,10 @@ fn live_role(total: &mut Tally, world: &World, role: Role) -> io::Result<()> {
             Role::Cleanup => {
                 dir_denials(t, &placed[0]);
                 cleanup_work(t, &placed[0], &placed[1], &placed[2]);
+            }
+            Role::Pickup => {
+                dir_denials(t, &placed[0]);
+                pickup_work(t, &placed[0], &placed[1]);
             }
         }
         uid_denial(t, &policy);
@@ -633,6 +646,21 @@ fn cleanup_work(t: &mut Tally, journal: &OwnedFd, incoming: &OwnedFd, active: &O
     );
     t.check("create in active/ (read-only to cleanup)", denied(openat(active, "x", wr, mode)));
     t.check("unlink in active/", denied(unlinkat(active, "taken", UnlinkatFlags::NoRemoveDir)));
+}
+
+/// What pickup does: read a dropped file without following links, put a
+/// bad one aside, remove a taken one.
+fn pickup_work(t: &mut Tally, maildrop: &OwnedFd, corrupt: &OwnedFd) {
+    let ro = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+    t.check("read a maildrop file", {
+        match openat(maildrop, "dropped", ro, Mode::empty()).map(read_all) {
+            Ok(Ok(d)) if d == b"submitted\n" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    });
+    t.check("open a symlink in maildrop/ (O_NOFOLLOW)", denied(openat(maildrop, "link", ro, Mode::empty())));
+    t.check("move a file to corrupt/", works(renameat(maildrop, "link", corrupt, "maildrop.link")));
+    t.check("remove a taken file", works(unlinkat(maildrop, "dropped", UnlinkatFlags::NoRemoveDir)));
 }
 
 /// A policy with outbound connections, as the connector will have.

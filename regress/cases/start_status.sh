@@ -6,7 +6,7 @@ start_master
 out=$(ctl status)
 echo "$out"
 echo "$out" | grep -q "generation 1" || fail "no generation 1"
-for r in control qmgr cleanup smtpd; do
+for r in control qmgr cleanup smtpd pickup; do
 	p=$(child_pid $r)
 	[ -n "$p" ] || fail "$r not running"
 	kill -0 "$p" || fail "$r pid $p does not exist"

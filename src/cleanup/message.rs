@@ -93,6 +93,12 @@ pub fn rfc5322_date(unix: u64) -> String {
 
 /// The Received: header cleanup adds (folded, CR LF terminated).
 pub fn received(env: &MessageEnvelope, hostname: &str, queue_id: &str, unix: u64) -> String {
+    if let Some(uid) = env.submitter {
+        return format!(
+            "Received: by {hostname} (mta, from userid {uid})\r\n\tid {queue_id};\r\n\t{}\r\n",
+            rfc5322_date(unix)
+        );
+    }
     let helo = header_safe(&env.helo, 255);
     let client_name = header_safe(&env.client_hostname, 255);
     let client_addr = header_safe(&env.client_address, 64);
@@ -154,6 +160,7 @@ mod tests {
             client_address: String::from("192.0.2.1"),
             client_hostname: String::from("unknown"),
             tls: None,
+            submitter: None,
         };
         let h = received(&env, "mx.example.org", "Q1", 0);
         assert!(!h.contains("\r\nX-Injected"));

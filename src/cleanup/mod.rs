@@ -51,6 +51,8 @@ struct Pending {
 }
 
 struct Peer {
+    /// smtpd (network mail) or pickup (local submission).
+    role: Role,
     chan: Channel,
     txns: HashMap<u64, Pending>,
 }
@@ -125,18 +127,18 @@ impl Cleanup {
         loop {
             match self.child.master.recv::<FromMaster>() {
                 Ok(None) => return,
-                Ok(Some((FromMaster::Peer { role: Role::Smtpd, pid }, fds))) => {
-                    let mut chan = self.child.peer_channel(Role::Smtpd, fds);
+                Ok(Some((FromMaster::Peer { role: role @ (Role::Smtpd | Role::Pickup), pid }, fds))) => {
+                    let mut chan = self.child.peer_channel(role, fds);
                     let token = Token(self.next_token);
                     self.next_token += 1;
                     let raw = chan.as_raw_fd();
                     let interest = Interest::READABLE | Interest::WRITABLE;
                     if let Err(e) = self.poll.registry().register(&mut SourceFd(&raw), token, interest) {
-                        self.child.fatal(&format!("registering an smtpd channel: {e}"));
+                        self.child.fatal(&format!("registering a {} channel: {e}", role.name()));
                     }
                     let _ = chan.send(&CleanupToSmtpd::Space { ok: self.space_ok }, &[]);
-                    self.peers.insert(token, Peer { chan, txns: HashMap::new() });
-                    self.child.debug(&format!("channel to smtpd pid {pid}"));
+                    self.peers.insert(token, Peer { role, chan, txns: HashMap::new() });
+                    self.child.debug(&format!("channel to {} pid {pid}", role.name()));
                 }
                 Ok(Some((FromMaster::Stop, _))) => self.stop(),
                 Ok(Some((m, _))) => self.child.fatal(&format!("unexpected message from master: {m:?}")),
@@ -177,7 +179,7 @@ impl Cleanup {
             let Some(p) = self.peers.get_mut(&token) else { return };
             match p.chan.recv::<SmtpdToCleanup>() {
                 Ok(None) => return,
-                Ok(Some((_, fds))) if !fds.is_empty() => self.child.fatal("smtpd sent descriptors"),
+                Ok(Some((_, fds))) if !fds.is_empty() => self.child.fatal("a peer sent descriptors"),
                 Ok(Some((m, _))) => self.message(token, m),
                 Err(crate::ipc::Error::Closed) => return self.drop_peer(token),
                 Err(e) => self.child.fatal(&format!("smtpd channel: {e}")),
@@ -199,7 +201,17 @@ impl Cleanup {
         match m {
             SmtpdToCleanup::Begin { txn, envelope } => {
                 if p.txns.contains_key(&txn) {
-                    self.child.fatal(&format!("smtpd began transaction {txn} twice"));
+                    self.child.fatal(&format!("{} began transaction {txn} twice", p.role.name()));
+                }
+                // Only pickup speaks for local users, and it always does.
+                let local = envelope.protocol == "local" || envelope.submitter.is_some();
+                let honest = match p.role {
+                    Role::Pickup => envelope.protocol == "local" && envelope.submitter.is_some(),
+                    _ => !local,
+                };
+                if !honest {
+                    let who = p.role.name();
+                    self.child.fatal(&format!("{who} sent an envelope of the wrong origin ({})", envelope.protocol));
                 }
                 p.txns.insert(txn, Pending { envelope, content: Vec::new(), scan: HeaderScan::new(), failed: None });
             }
@@ -267,11 +279,13 @@ impl Cleanup {
         content.extend_from_slice(received.as_bytes());
         content.extend_from_slice(&t.content);
         let file = queue_file(id, arrival, &t.envelope, content);
+        let origin = match t.envelope.submitter {
+            Some(uid) => format!("uid={uid}"),
+            None => format!("client={}[{}]", t.envelope.client_hostname, t.envelope.client_address),
+        };
         let log = format!(
-            "{}: client={}[{}], from=<{}>, size={}, nrcpt={}, proto={}{}",
+            "{}: {origin}, from=<{}>, size={}, nrcpt={}, proto={}{}",
             id.as_str(),
-            t.envelope.client_hostname,
-            t.envelope.client_address,
             t.envelope.sender,
             file.content.len(),
             file.recipients.len(),
@@ -376,6 +390,7 @@ fn refused(code: u16, enhanced: &str, text: &str) -> CommitResult {
 /// The queue file for a message smtpd received.
 fn queue_file(id: queue::QueueId, arrival: Time, e: &MessageEnvelope, content: Vec<u8>) -> QueueFile {
     let protocol = match e.protocol.as_str() {
+        "local" => queue::Protocol::Local,
         "SMTP" => queue::Protocol::Smtp,
         "ESMTPS" => queue::Protocol::Esmtps,
         "ESMTPA" => queue::Protocol::Esmtpa,

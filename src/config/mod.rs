@@ -47,6 +47,9 @@ pub struct Config {
     /// The unprivileged user every child but local runs as when master is root.
     #[serde(deserialize_with = "de_user")]
     pub user: String,
+    /// The group postdrop runs as (set-gid) to write into maildrop/.
+    #[serde(deserialize_with = "de_user")]
+    pub submission_group: String,
     /// Where the child programs are.
     pub libexec_directory: PathBuf,
     /// Master's pid file, written when it runs as a daemon.
@@ -130,6 +133,7 @@ impl Default for Config {
             hostname: system_hostname(),
             spool: PathBuf::from("/var/spool/mta"),
             user: String::from("_mta"),
+            submission_group: String::from("_mtadrop"),
             libexec_directory: PathBuf::from(DEFAULT_LIBEXEC),
             pidfile: PathBuf::from("/var/run/mta.pid"),
             control: Control::default(),
@@ -214,7 +218,7 @@ fn de_user<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let u = String::deserialize(d)?;
     let ok = |b: u8| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.';
     if u.is_empty() || u.len() > 32 || !u.bytes().all(ok) {
-        return Err(serde::de::Error::custom(format!("`{u}` is not a user name")));
+        return Err(serde::de::Error::custom(format!("`{u}` is not a user or group name")));
     }
     Ok(u)
 }

@@ -247,4 +247,6 @@ pub struct MessageEnvelope {
     pub client_hostname: String,
     /// TLS version and cipher, when the session was encrypted.
     pub tls: Option<String>,
+    /// Local submission (pickup): the uid that owned the maildrop file.
+    pub submitter: Option<u32>,
 }

@@ -229,11 +229,21 @@ impl Master {
                 // incoming, active, deferred, hold: QUEUE_DIRS order.
                 fds.extend(self.queue_fds.iter().take(4).map(|f| f.as_raw_fd()));
             }
+            Role::Pickup => {
+                fds.push(self.maildrop_fd.as_raw_fd());
+                // corrupt/: QUEUE_DIRS' last.
+                fds.extend(self.queue_fds.iter().skip(4).map(|f| f.as_raw_fd()));
+            }
         }
         let creds = self.owner.privileged.then(|| sandbox::Credentials {
             uid: self.owner.uid,
             gid: self.owner.gid,
-            groups: vec![self.owner.gid],
+            // pickup reads what postdrop left in maildrop/ (group-readable).
+            groups: if role == Role::Pickup {
+                vec![self.owner.gid, self.owner.submission_gid]
+            } else {
+                vec![self.owner.gid]
+            },
         });
         // rlim_t is unsigned on Linux and OpenBSD, signed on FreeBSD.
         #[allow(clippy::useless_conversion)]
@@ -267,7 +277,7 @@ impl Master {
             allow_unconfined: self.config.sandbox.allow_unconfined,
             log_line_length: self.config.log.line_length,
             control: self.config.control.clone(),
-            intake: matches!(role, Role::Smtpd | Role::Cleanup).then(|| self.intake_for(role)),
+            intake: matches!(role, Role::Smtpd | Role::Cleanup | Role::Pickup).then(|| self.intake_for(role)),
         }));
         channel.send(&init, &[]).map_err(|e| format!("sending configuration: {e}"))?;
         Ok((pid, channel))

@@ -98,6 +98,8 @@ pub struct Master {
     pub queue_fds: Vec<OwnedFd>,
     /// The intake journal's directory (cleanup's).
     pub journal_fd: OwnedFd,
+    /// Local submission's maildrop/ (pickup's).
+    pub maildrop_fd: OwnedFd,
     pub control_listener: UnixListener,
     /// SMTP listeners, in the configuration's (sorted) order.
     pub smtp_listeners: Vec<(String, ListenTls, TcpListener)>,
@@ -144,11 +146,12 @@ pub fn main(args: &[String]) -> i32 {
 
 impl Master {
     fn start(opts: Options, config_path: PathBuf, config: Config) -> Result<Master, String> {
-        let owner = spool::Owner::resolve(&config.user)?;
+        let owner = spool::Owner::resolve(&config.user, &config.submission_group)?;
         spool::make_spool_root(&config.spool)?;
         let lock = spool::lock(&config.spool)?;
         let queue_fds = spool::prepare(&config.spool, &owner)?;
         let journal_fd = spool::prepare_dir(&config.spool, crate::roles::JOURNAL_DIR, &owner)?;
+        let maildrop_fd = spool::prepare_maildrop(&config.spool, &owner)?;
         for role in Role::ALL {
             spool::check_program(&config.libexec_directory.join(role.program()), owner.privileged)?;
         }
@@ -171,6 +174,7 @@ impl Master {
             started: Instant::now(),
             queue_fds,
             journal_fd,
+            maildrop_fd,
             control_listener,
             smtp_listeners,
             intake,

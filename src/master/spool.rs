@@ -23,23 +23,39 @@ use crate::roles::QUEUE_DIRS;
 pub struct Owner {
     pub uid: u32,
     pub gid: u32,
+    /// The submission group (postdrop's, set-gid): maildrop/ belongs to it
+    /// and pickup holds it. The invoking user's group when unprivileged.
+    pub submission_gid: u32,
     /// Master runs as root and children change to this user.
     pub privileged: bool,
 }
 
 impl Owner {
     /// Resolve the configured user (root) or take the invoking user.
-    pub fn resolve(user: &str) -> Result<Owner, String> {
+    pub fn resolve(user: &str, group: &str) -> Result<Owner, String> {
         if !nix::unistd::geteuid().is_root() {
-            return Ok(Owner {
-                uid: nix::unistd::geteuid().as_raw(),
-                gid: nix::unistd::getegid().as_raw(),
-                privileged: false,
-            });
+            let gid = nix::unistd::getegid().as_raw();
+            return Ok(Owner { uid: nix::unistd::geteuid().as_raw(), gid, submission_gid: gid, privileged: false });
         }
+        let submission_gid = match nix::unistd::Group::from_name(group) {
+            Ok(Some(g)) if g.gid.as_raw() == 0 => {
+                return Err(format!("group `{group}` is root's; the submission group must be its own"));
+            }
+            Ok(Some(g)) => g.gid.as_raw(),
+            Ok(None) => {
+                return Err(format!(
+                    "group `{group}` does not exist; create it (e.g. `pw groupadd {group}` on FreeBSD, \
+                     `groupadd -r {group}` on Linux) or set `submission_group`"
+                ));
+            }
+            Err(e) => return Err(format!("looking up group `{group}`: {e}")),
+        };
         match nix::unistd::User::from_name(user) {
             Ok(Some(u)) if u.uid.is_root() => Err(format!("user `{user}` is root; the mail user must be unprivileged")),
-            Ok(Some(u)) => Ok(Owner { uid: u.uid.as_raw(), gid: u.gid.as_raw(), privileged: true }),
+            Ok(Some(u)) if u.gid.as_raw() == submission_gid => {
+                Err(format!("user `{user}`'s own group is the submission group `{group}`; they must differ"))
+            }
+            Ok(Some(u)) => Ok(Owner { uid: u.uid.as_raw(), gid: u.gid.as_raw(), submission_gid, privileged: true }),
             Ok(None) => Err(format!(
                 "user `{user}` does not exist; create it (e.g. `pw useradd {user} -d /nonexistent -s /sbin/nologin` \
                  on FreeBSD, `useradd -r -s /usr/sbin/nologin {user}` on Linux) or set `user`"
@@ -103,20 +119,38 @@ pub fn prepare(spool: &Path, owner: &Owner) -> Result<Vec<OwnedFd>, String> {
 /// Create or check one directory of the spool, owned by the mail user,
 /// mode 0700, and open it.
 pub fn prepare_dir(spool: &Path, name: &str, owner: &Owner) -> Result<OwnedFd, String> {
+    prepare_dir_as(spool, name, owner, owner.gid, 0o700)
+}
+
+/// maildrop/: the mail user's, group the submission group, mode 2730 (new
+/// files take the directory's group on every system), so
+/// that postdrop (set-gid) can create files in it but not list it, and
+/// nobody else can do either.
+pub fn prepare_maildrop(spool: &Path, owner: &Owner) -> Result<OwnedFd, String> {
+    // OpenBSD has no search-only open (O_PATH, O_SEARCH) for postdrop to
+    // hold the directory by: there the group may list it too.
+    let mode = if cfg!(target_os = "openbsd") { 0o2770 } else { 0o2730 };
+    prepare_dir_as(spool, crate::roles::MAILDROP_DIR, owner, owner.submission_gid, mode)
+}
+
+fn prepare_dir_as(spool: &Path, name: &str, owner: &Owner, gid: u32, mode: u32) -> Result<OwnedFd, String> {
     {
         let dir = spool.join(name);
-        make_dir(&dir, 0o700)?;
+        make_dir(&dir, mode)?;
         let m = fs::symlink_metadata(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         if !m.is_dir() {
             return Err(format!("{}: not a directory", dir.display()));
         }
         if owner.privileged {
-            chown(&dir, Some(Uid::from_raw(owner.uid)), Some(Gid::from_raw(owner.gid)))
+            chown(&dir, Some(Uid::from_raw(owner.uid)), Some(Gid::from_raw(gid)))
                 .map_err(|e| format!("chown {}: {e}", dir.display()))?;
-            fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
+            fs::set_permissions(&dir, fs::Permissions::from_mode(mode))
                 .map_err(|e| format!("chmod {}: {e}", dir.display()))?;
         } else if m.uid() != owner.uid {
             return Err(format!("{}: owned by uid {}, not by the user running mta", dir.display(), m.uid()));
+        } else {
+            fs::set_permissions(&dir, fs::Permissions::from_mode(mode))
+                .map_err(|e| format!("chmod {}: {e}", dir.display()))?;
         }
         open(&dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW, Mode::empty())
             .map_err(|e| format!("{}: {e}", dir.display()))

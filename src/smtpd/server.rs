@@ -553,6 +553,7 @@ fn message_envelope(e: &Envelope, c: &Conn) -> MessageEnvelope {
         client_address: c.ip.to_string(),
         client_hostname: String::from("unknown"),
         tls: c.tls.as_ref().and_then(crate::smtpd::tls::describe),
+        submitter: None,
     }
 }
 

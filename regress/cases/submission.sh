@@ -1,0 +1,77 @@
+# Local submission from the staged install: postdrop, set-gid to the
+# submission group as a package installs it, writes a maildrop stream from
+# an ordinary user into maildrop/; pickup hands it to cleanup with that
+# user as the submitter. Mail dropped while mta is down is queued when it
+# starts. Hostile files in maildrop/ (a symlink and a hard link to root's
+# files, a file without its END record) are set aside, never queued; a
+# truncated or oversized stream is refused by postdrop and leaves nothing.
+# maildrop.py writes the format from doc/maildrop-format.md on its own.
+if [ "$(id -u)" != 0 ]; then echo "  skipped: needs root"; exit 0; fi
+[ -n "${MTA_STAGE:-}" ] || { echo "  skipped: no staged install (MTA_STAGE)"; exit 0; }
+if [ -z "${MTA_IN_NS:-}" ]; then
+	# postdrop reads only the compiled-in /etc/mta/mta.conf: in a private
+	# mount namespace that is ours.
+	MTA_IN_NS=1 exec unshare -m --propagation private sh ${MTA_TRACE:+-x} "$0"
+fi
+. ./lib.sh
+ensure_user mtadev
+mkdir -p /etc/mta
+mount -t tmpfs -o mode=755 tmpfs /etc/mta
+CONF=/etc/mta/mta.conf
+cat > "$CONF" <<CONF
+spool = "$W/spool";
+libexec_directory = "$MTA_STAGE/libexec/mta";
+pidfile = "$W/mta.pid";
+control { socket = "$W/mta.sock"; }
+listen { smtp { address = "127.0.0.1:$PORT"; tls = none; } }
+limits { message_size = 200k; }
+CONF
+MTA="$MTA_STAGE/sbin/mta"
+POSTDROP="$MTA_STAGE/libexec/mta/postdrop"
+chgrp _mtadrop "$POSTDROP" && chmod 2755 "$POSTDROP" || fail "cannot make postdrop set-gid"
+uid=$(id -u mtadev)
+drop() { # drop SENDER RCPT < content: as mtadev, through postdrop
+	python3 ./maildrop.py "$@" | runuser -u mtadev -- "$POSTDROP"
+}
+start_master
+ctl stop >/dev/null; gone "$MASTER_PID" 8 || fail "did not stop"; MASTER_PID=""
+
+# While mta is down.
+printf 'Subject: while down\n\nqueued later\n' | drop mtadev@localhost root@localhost || fail "postdrop while down"
+[ "$(find "$W/spool/maildrop" -type f ! -name '.*' | wc -l)" -eq 1 ] || fail "not in maildrop/"
+f=$(find "$W/spool/maildrop" -type f | head -1)
+[ "$(stat -c %U:%G:%a "$f")" = "mtadev:_mtadrop:640" ] || fail "maildrop file is $(stat -c %U:%G:%a "$f")"
+runuser -u mtadev -- ls "$W/spool/maildrop" >/dev/null 2>&1 && fail "an ordinary user can list maildrop/"
+
+start_master
+wait_queued 1 || fail "mail dropped while down not queued"
+grep -rq "from userid $uid" "$W/spool/incoming" || fail "Received: does not name the submitter"
+wait_log "uid=$uid, from=<mtadev@localhost>" || fail "submission not logged with the uid"
+
+# While it runs, 8-bit and long lines included.
+python3 -c 'import sys; sys.stdout.buffer.write(b"Subject: running\r\n\r\n" + b"\xc3\xa9" * 3000 + b"\r\n")' |
+	drop mtadev@localhost root@localhost postmaster@localhost || fail "postdrop while running"
+wait_queued 2 || fail "second message not queued"
+[ "$(find "$W/spool/maildrop" -type f | wc -l)" -eq 0 ] || fail "maildrop/ not emptied"
+
+# Refused by postdrop: nothing left behind.
+printf 'Subject: cut\n\nbody\n' | DROP_TRUNCATE=60 drop a@localhost root@localhost 2>"$W/err" && fail "truncated stream accepted"
+grep -q "postdrop:" "$W/err" || fail "no message for a truncated stream"
+head -c 300000 /dev/zero | tr '\0' 'x' | drop a@localhost root@localhost 2>"$W/err" && fail "oversized stream accepted"
+grep -q "larger than the limit" "$W/err" || fail "oversized: $(cat "$W/err")"
+[ "$(find "$W/spool/maildrop" -type f | wc -l)" -eq 0 ] || fail "refused streams left files"
+
+# Hostile entries put straight into maildrop/ (as a compromised postdrop could).
+echo "root's secret" > "$W/secret"; chmod 600 "$W/secret"
+ln -s /etc/shadow "$W/spool/maildrop/SYMLINK"
+ln "$W/secret" "$W/spool/maildrop/HARDLINK"
+printf 'Subject: no end\n\nx\n' | DROP_NO_END=1 python3 ./maildrop.py a@localhost root@localhost > "$W/spool/maildrop/NOEND"
+chgrp _mtadrop "$W/spool/maildrop/NOEND"; chmod 640 "$W/spool/maildrop/NOEND"
+for n in SYMLINK HARDLINK NOEND; do
+	wait_log "maildrop file $n: .*moved to corrupt" || fail "$n not set aside"
+done
+[ "$(queued)" -eq 2 ] || fail "a hostile file was queued"
+grep -rq "root's secret" "$W/spool/incoming" && fail "root's file was queued"
+[ "$(cat "$W/secret")" = "root's secret" ] || fail "root's file changed"
+ctl status | grep -q "pickup .* running" || fail "pickup is not running"
+exit 0

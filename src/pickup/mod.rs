@@ -1,0 +1,410 @@
+//! pickup: takes what postdrop left in maildrop/ and hands it to cleanup,
+//! one file at a time, the same way smtpd hands over network mail.
+//!
+//! A file is taken only when it is a regular file with one link, under a
+//! final name (postdrop writes under `.tmp.*` and renames when the file
+//! is whole), and reads as a complete maildrop stream within the intake
+//! limits; its owner is the submitting user, whatever the file says.
+//! Anything else is moved to corrupt/ and logged. The file is removed
+//! only after cleanup has committed the message.
+//!
+//! Trusts: master; maildrop files no more than SMTP input.
+
+use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::time::{Duration, Instant};
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use nix::dir::Dir;
+use nix::fcntl::{AtFlags, OFlag, openat, renameat};
+use nix::sys::stat::{Mode, SFlag, fstatat};
+use nix::unistd::{UnlinkatFlags, unlinkat};
+use sandbox::Sandboxed;
+
+use crate::child::Child;
+use crate::ipc::Channel;
+use crate::ipc::msg::{CleanupToSmtpd, CommitResult, FromMaster, MessageEnvelope, MessageRecipient, SmtpdToCleanup};
+use crate::maildrop::{self, Limits, Reader};
+use crate::queue::{self, BodyType, Notify};
+use crate::roles::Role;
+use crate::smtpd::params;
+
+const MASTER: Token = Token(0);
+const CLEANUP: Token = Token(1);
+/// How often maildrop/ is looked at when nothing happened.
+const SCAN_INTERVAL: Duration = Duration::from_secs(1);
+/// After a temporary failure, the file waits this long.
+const RETRY_PAUSE: Duration = Duration::from_secs(5);
+/// A `.tmp.*` file this old was left by a postdrop that died.
+const ABANDONED: Duration = Duration::from_secs(24 * 3600);
+/// Names taken per scan, so one scan of a flooded directory stays short.
+const SCAN_BATCH: usize = 1000;
+
+/// The file being handed to cleanup.
+struct InFlight {
+    name: String,
+    reader: Reader<File>,
+    txn: u64,
+    /// All content sent; waiting for cleanup's verdict.
+    ended: bool,
+    uid: u32,
+    nrcpt: usize,
+}
+
+struct Pickup {
+    child: Child,
+    poll: Poll,
+    maildrop: OwnedFd,
+    corrupt: OwnedFd,
+    cleanup: Option<Channel>,
+    space_ok: bool,
+    todo: Vec<String>,
+    current: Option<InFlight>,
+    next_txn: u64,
+    next_scan: Instant,
+}
+
+/// Serve until master says stop.
+pub fn serve(_token: Sandboxed, mut child: Child) -> ! {
+    let poll = Poll::new().unwrap_or_else(|e| crate::child::die(Role::Pickup, &format!("poll: {e}")));
+    let fds = std::mem::take(&mut child.fds);
+    let [maildrop, corrupt] = match <[_; 2]>::try_from(fds) {
+        Ok(a) => a,
+        Err(_) => child.fatal("expected maildrop/ and corrupt/ from master"),
+    };
+    let raw = child.master.as_raw_fd();
+    if let Err(e) = poll.registry().register(&mut SourceFd(&raw), MASTER, Interest::READABLE) {
+        child.fatal(&format!("registering the master channel: {e}"));
+    }
+    let mut p = Pickup {
+        child,
+        poll,
+        maildrop,
+        corrupt,
+        cleanup: None,
+        space_ok: true,
+        todo: Vec::new(),
+        current: None,
+        next_txn: 1,
+        next_scan: Instant::now(),
+    };
+    let mut events = Events::with_capacity(16);
+    loop {
+        let timeout = if p.current.is_none() && !p.todo.is_empty() && p.cleanup.is_some() {
+            Duration::ZERO
+        } else {
+            p.next_scan.saturating_duration_since(Instant::now())
+        };
+        if let Err(e) = p.poll.poll(&mut events, Some(timeout))
+            && e.kind() != std::io::ErrorKind::Interrupted
+        {
+            p.child.fatal(&format!("poll: {e}"));
+        }
+        for ev in events.iter() {
+            match ev.token() {
+                MASTER => p.master_readable(),
+                _ => p.cleanup_event(),
+            }
+        }
+        p.work();
+    }
+}
+
+impl Pickup {
+    fn master_readable(&mut self) {
+        loop {
+            match self.child.master.recv::<FromMaster>() {
+                Ok(None) => return,
+                Ok(Some((FromMaster::Peer { role: Role::Cleanup, pid }, fds))) => {
+                    let chan = self.child.peer_channel(Role::Cleanup, fds);
+                    if let Some(old) = self.cleanup.take() {
+                        let _ = self.poll.registry().deregister(&mut SourceFd(&old.as_raw_fd()));
+                    }
+                    let raw = chan.as_raw_fd();
+                    let interest = Interest::READABLE | Interest::WRITABLE;
+                    if let Err(e) = self.poll.registry().register(&mut SourceFd(&raw), CLEANUP, interest) {
+                        self.child.fatal(&format!("registering the cleanup channel: {e}"));
+                    }
+                    self.cleanup = Some(chan);
+                    // A file half sent to the old cleanup starts again.
+                    self.current = None;
+                    self.child.debug(&format!("channel to cleanup pid {pid}"));
+                }
+                Ok(Some((FromMaster::Stop, _))) => self.stop(),
+                Ok(Some((m, _))) => self.child.fatal(&format!("unexpected message from master: {m:?}")),
+                Err(crate::ipc::Error::Closed) => self.stop(),
+                Err(e) => self.child.fatal(&format!("master channel: {e}")),
+            }
+        }
+    }
+
+    fn stop(&mut self) -> ! {
+        if let (Some(c), Some(f)) = (self.cleanup.as_mut(), self.current.as_ref()) {
+            let _ = c.send(&SmtpdToCleanup::Abort { txn: f.txn }, &[]);
+            let _ = c.flush();
+        }
+        let _ = self.child.master.flush();
+        std::process::exit(0);
+    }
+
+    fn lose_cleanup(&mut self) {
+        if let Some(c) = self.cleanup.take() {
+            let _ = self.poll.registry().deregister(&mut SourceFd(&c.as_raw_fd()));
+        }
+        // The file stays in maildrop/; it is taken again once cleanup is back.
+        self.current = None;
+    }
+
+    fn cleanup_event(&mut self) {
+        loop {
+            let Some(c) = self.cleanup.as_mut() else { return };
+            match c.recv::<CleanupToSmtpd>() {
+                Ok(None) => break,
+                Ok(Some((_, fds))) if !fds.is_empty() => self.child.fatal("cleanup sent descriptors"),
+                Ok(Some((CleanupToSmtpd::Space { ok }, _))) => self.space_ok = ok,
+                Ok(Some((CleanupToSmtpd::Committed { txn, result }, _))) => self.committed(txn, result),
+                Err(crate::ipc::Error::Closed) => return self.lose_cleanup(),
+                Err(e) => self.child.fatal(&format!("cleanup channel: {e}")),
+            }
+        }
+        if let Some(c) = self.cleanup.as_mut()
+            && c.flush().is_err()
+        {
+            self.lose_cleanup();
+        }
+    }
+
+    fn committed(&mut self, txn: u64, result: CommitResult) {
+        let Some(f) = self.current.take_if(|f| f.txn == txn && f.ended) else {
+            self.child.fatal(&format!("a verdict for transaction {txn}, which is not in flight"));
+        };
+        match result {
+            CommitResult::Queued(id) => {
+                self.child.info(&format!("{id}: uid={}, from maildrop file {}, nrcpt={}", f.uid, f.name, f.nrcpt));
+                if let Err(e) = unlinkat(&self.maildrop, f.name.as_str(), UnlinkatFlags::NoRemoveDir) {
+                    // Queued twice is better than lost: it is taken again.
+                    self.child.warn(&format!("maildrop file {}: queued as {id} but not removed: {e}", f.name));
+                }
+            }
+            CommitResult::Refused { code, enhanced, text } => {
+                let why = format!("refused by cleanup: {code} {enhanced} {text}");
+                self.set_aside(&f.name, &why);
+            }
+            CommitResult::TempFail(why) => {
+                self.child.warn(&format!("maildrop file {}: not queued now ({why}); trying again later", f.name));
+                self.next_scan = self.next_scan.max(Instant::now() + RETRY_PAUSE);
+                self.todo.clear();
+            }
+            CommitResult::NoSpace => {
+                self.child.warn(&format!("maildrop file {}: the spool is short of space; trying again later", f.name));
+                self.next_scan = self.next_scan.max(Instant::now() + RETRY_PAUSE);
+                self.todo.clear();
+            }
+        }
+    }
+
+    /// Move a file that cannot be taken to corrupt/ and say why.
+    fn set_aside(&mut self, name: &str, why: &str) {
+        let base = format!("maildrop.{name}");
+        let moved = queue::free_name(self.corrupt.as_fd(), &base).map_err(|e| e.to_string()).and_then(|t| {
+            renameat(&self.maildrop, name, &self.corrupt, t.as_str()).map(|()| t).map_err(|e| e.to_string())
+        });
+        match moved {
+            Ok(t) => self.child.warn(&format!("maildrop file {name}: {why}; moved to corrupt/{t}")),
+            Err(e) => {
+                self.child.warn(&format!("maildrop file {name}: {why}; cannot move it to corrupt/ ({e}), removing it"));
+                let _ = unlinkat(&self.maildrop, name, UnlinkatFlags::NoRemoveDir);
+            }
+        }
+    }
+
+    fn work(&mut self) {
+        if self.cleanup.is_none() {
+            return;
+        }
+        if self.current.is_none() && self.todo.is_empty() && Instant::now() >= self.next_scan {
+            self.scan();
+            self.next_scan = Instant::now() + SCAN_INTERVAL;
+        }
+        while self.current.is_none() && self.space_ok {
+            let Some(name) = self.todo.pop() else { break };
+            self.start(name);
+        }
+        self.send_more();
+    }
+
+    /// Names in maildrop/, oldest name last (taken first). Abandoned
+    /// temporary files are removed.
+    fn scan(&mut self) {
+        let mut d = match Dir::openat(
+            &self.maildrop,
+            ".",
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(d) => d,
+            Err(e) => return self.child.warn(&format!("listing maildrop/: {e}")),
+        };
+        let mut names = Vec::new();
+        let mut stale = Vec::new();
+        for e in d.iter() {
+            let Ok(e) = e else { break };
+            let Ok(name) = e.file_name().to_str() else { continue };
+            if name == "." || name == ".." {
+                continue;
+            }
+            if name.starts_with('.') {
+                stale.push(name.to_string());
+            } else if names.len() < SCAN_BATCH {
+                names.push(name.to_string());
+            }
+        }
+        drop(d);
+        for name in stale {
+            let old = fstatat(&self.maildrop, name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW).is_ok_and(|st| {
+                let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+                (now.as_secs() as i64).saturating_sub(st.st_mtime) > ABANDONED.as_secs() as i64
+            });
+            if old && unlinkat(&self.maildrop, name.as_str(), UnlinkatFlags::NoRemoveDir).is_ok() {
+                self.child.warn(&format!("maildrop file {name}: left unfinished for a day; removed"));
+            }
+        }
+        names.sort_unstable_by(|a, b| b.cmp(a));
+        self.todo = names;
+    }
+
+    /// Open, check and begin handing over one file.
+    fn start(&mut self, name: String) {
+        let st = match fstatat(&self.maildrop, name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(nix::errno::Errno::ENOENT) => return,
+            Err(e) => return self.child.warn(&format!("maildrop file {name}: {e}")),
+        };
+        if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
+            return self.set_aside(&name, "not a regular file");
+        }
+        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+        let file = match openat(&self.maildrop, name.as_str(), flags, Mode::empty()) {
+            Ok(fd) => File::from(fd),
+            Err(nix::errno::Errno::ENOENT) => return,
+            Err(e) => return self.set_aside(&name, &format!("cannot be opened: {e}")),
+        };
+        // Check the file itself, not the name: the name may have changed.
+        let meta = match file.metadata() {
+            Ok(m) => m,
+            Err(e) => return self.child.warn(&format!("maildrop file {name}: {e}")),
+        };
+        if !meta.file_type().is_file() {
+            return self.set_aside(&name, "not a regular file");
+        }
+        if meta.nlink() != 1 {
+            return self.set_aside(&name, &format!("{} links: not a file postdrop made", meta.nlink()));
+        }
+        let limits = self.limits();
+        let (reader, env) = match Reader::new(file, limits) {
+            Ok(x) => x,
+            Err(e) => return self.set_aside(&name, &e.to_string()),
+        };
+        let Some(envelope) = envelope(&env, meta.uid()) else {
+            return self.set_aside(&name, "BINARYMIME content cannot be submitted locally");
+        };
+        let txn = self.next_txn;
+        self.next_txn += 1;
+        let nrcpt = envelope.recipients.len();
+        if !self.send(SmtpdToCleanup::Begin { txn, envelope: Box::new(envelope) }) {
+            return;
+        }
+        self.current = Some(InFlight { name, reader, txn, ended: false, uid: meta.uid(), nrcpt });
+    }
+
+    fn limits(&self) -> Limits {
+        let i = self.child.config.intake.as_ref();
+        Limits {
+            max_recipients: i.map_or(Limits::default().max_recipients, |i| i.limits.recipients as usize),
+            max_content: i.map_or(Limits::default().max_content, |i| i.limits.message_size),
+        }
+    }
+
+    /// Send content while the channel takes it without queueing much.
+    fn send_more(&mut self) {
+        loop {
+            let Some(c) = self.cleanup.as_mut() else { return };
+            match c.flush() {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(_) => return self.lose_cleanup(),
+            }
+            let Some(f) = self.current.as_mut() else { return };
+            if f.ended {
+                return;
+            }
+            let txn = f.txn;
+            match f.reader.next_chunk() {
+                Ok(Some(data)) => {
+                    if !self.send(SmtpdToCleanup::Content { txn, data }) {
+                        return;
+                    }
+                }
+                Ok(None) => {
+                    f.ended = true;
+                    self.send(SmtpdToCleanup::End { txn });
+                    return;
+                }
+                Err(e) => {
+                    let name = f.name.clone();
+                    self.current = None;
+                    self.send(SmtpdToCleanup::Abort { txn });
+                    return self.set_aside(&name, &e.to_string());
+                }
+            }
+        }
+    }
+
+    fn send(&mut self, m: SmtpdToCleanup) -> bool {
+        let ok = self.cleanup.as_mut().is_some_and(|c| c.send(&m, &[]).is_ok());
+        if !ok {
+            self.lose_cleanup();
+        }
+        ok
+    }
+}
+
+/// The envelope cleanup gets for a maildrop file submitted by `uid`.
+fn envelope(e: &maildrop::Envelope, uid: u32) -> Option<MessageEnvelope> {
+    let body = match e.body {
+        BodyType::SevenBit => params::Body::SevenBit,
+        BodyType::EightBitMime => params::Body::EightBitMime,
+        BodyType::BinaryMime => return None,
+    };
+    let recipients = e
+        .recipients
+        .iter()
+        .map(|r| MessageRecipient {
+            address: r.address.clone(),
+            orcpt: r.orcpt.clone(),
+            notify: r.notify.map(|n| match n {
+                Notify::Never => params::Notify { never: true, success: false, failure: false, delay: false },
+                Notify::On { success, failure, delay } => params::Notify { never: false, success, failure, delay },
+            }),
+        })
+        .collect();
+    Some(MessageEnvelope {
+        sender: e.sender.clone(),
+        recipients,
+        body,
+        smtputf8: e.smtputf8,
+        ret: e.ret.map(|r| match r {
+            queue::Ret::Full => params::Ret::Full,
+            queue::Ret::Headers => params::Ret::Headers,
+        }),
+        envid: e.envid.clone(),
+        helo: String::new(),
+        protocol: String::from("local"),
+        client_address: String::new(),
+        client_hostname: String::new(),
+        tls: None,
+        submitter: Some(uid),
+    })
+}

@@ -1,0 +1,161 @@
+//! postdrop: the set-gid program (group `submission_group`) that puts a
+//! locally submitted message into maildrop/. sendmail runs it and writes a
+//! maildrop stream to its standard input.
+//!
+//! It trusts nothing from its caller but the message: the configuration
+//! is the compiled-in one unless the real user is root, the environment
+//! is not read, and the stream is validated (format and intake limits)
+//! as it is copied. The file is created under a temporary name
+//! (`O_CREAT|O_EXCL|O_NOFOLLOW`, mode 0640: the submitting user and
+//! pickup's group), synced, and renamed to its final name only when it is
+//! whole: that rename is the completion mark pickup looks for. The caller
+//! is the file's owner; pickup believes the owner, not the content.
+//! After opening maildrop/ and creating the file, postdrop enters its
+//! sandbox: the directory and its three standard descriptors, nothing else.
+//!
+//! Trusts: the system configuration file; not its caller.
+
+use std::collections::hash_map::RandomState;
+use std::fs::File;
+use std::hash::{BuildHasher, Hasher};
+use std::io::Write;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::PathBuf;
+
+use nix::fcntl::{OFlag, open, openat, renameat};
+use nix::sys::stat::{Mode, umask};
+use nix::unistd::{UnlinkatFlags, unlinkat};
+use sandbox::{DirAccess, Grant, Net, Policy, Unconfined};
+
+use crate::config::{self, Config};
+use crate::maildrop::{Error as DropError, Limits, Reader, Writer};
+use crate::roles::MAILDROP_DIR;
+
+/// sysexits(3).
+pub const EX_USAGE: i32 = 64;
+pub const EX_DATAERR: i32 = 65;
+pub const EX_UNAVAILABLE: i32 = 69;
+pub const EX_SOFTWARE: i32 = 70;
+pub const EX_TEMPFAIL: i32 = 75;
+pub const EX_NOPERM: i32 = 77;
+pub const EX_CONFIG: i32 = 78;
+
+/// maildrop/ gives the submission group search and write but not read:
+/// the directory is opened for search only.
+#[cfg(target_os = "linux")]
+const DIR_SEARCH: OFlag = OFlag::O_PATH;
+#[cfg(target_os = "freebsd")]
+const DIR_SEARCH: OFlag = OFlag::from_bits_retain(libc::O_SEARCH);
+/// OpenBSD has no search-only open; its maildrop/ is group-readable.
+#[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
+const DIR_SEARCH: OFlag = OFlag::O_RDONLY;
+
+const USAGE: &str = "usage: postdrop [-C config] < maildrop-stream (run by sendmail)";
+
+/// Run postdrop; returns the exit status.
+pub fn main(args: &[String]) -> i32 {
+    let root = nix::unistd::getuid().is_root();
+    let mut path = PathBuf::from(config::DEFAULT_PATH);
+    let mut it = args.iter().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "-C" if root => match it.next() {
+                Some(p) => path = PathBuf::from(p),
+                None => return fail(EX_USAGE, USAGE),
+            },
+            "-C" => return fail(EX_NOPERM, "-C: only root may choose another configuration"),
+            _ => return fail(EX_USAGE, USAGE),
+        }
+    }
+    let config = match Config::load(&path) {
+        Ok(c) => c,
+        Err(e) => return fail(EX_CONFIG, &e.to_string()),
+    };
+    // Mode bits are ours to choose, not the caller's umask's.
+    umask(Mode::from_bits_truncate(0o027));
+    let dir_path = config.spool.join(MAILDROP_DIR);
+    let flags = DIR_SEARCH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let maildrop = match open(&dir_path, flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(e) => {
+            return fail(
+                EX_UNAVAILABLE,
+                &format!(
+                    "{}: {e} (has mta started once, and is postdrop set-gid {}?)",
+                    dir_path.display(),
+                    config.submission_group
+                ),
+            );
+        }
+    };
+    let tmp = format!(".tmp.{}", unique());
+    let cflags = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_WRONLY | OFlag::O_CLOEXEC;
+    let file = match openat(&maildrop, tmp.as_str(), cflags, Mode::from_bits_truncate(0o640)) {
+        Ok(fd) => File::from(fd),
+        Err(e) => return fail(EX_TEMPFAIL, &format!("creating a file in {}: {e}", dir_path.display())),
+    };
+    if let Err(e) = enter(&maildrop, &file, dir_path) {
+        let _ = unlinkat(&maildrop, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
+        return fail(EX_SOFTWARE, &format!("cannot enter the sandbox: {e}"));
+    }
+    let limits = Limits { max_recipients: config.limits.recipients as usize, max_content: config.limits.message_size };
+    match copy(std::io::stdin().lock(), file, limits) {
+        Ok(()) => {}
+        Err((code, msg)) => {
+            let _ = unlinkat(&maildrop, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
+            return fail(code, &msg);
+        }
+    }
+    let name = unique();
+    if let Err(e) = renameat(&maildrop, tmp.as_str(), &maildrop, name.as_str()) {
+        let _ = unlinkat(&maildrop, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
+        return fail(EX_TEMPFAIL, &format!("completing the maildrop file: {e}"));
+    }
+    0
+}
+
+fn fail(code: i32, msg: &str) -> i32 {
+    let _ = writeln!(std::io::stderr(), "postdrop: {msg}");
+    code
+}
+
+/// A name no other postdrop picks: time, pid and randomness, in hex.
+fn unique() -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let mut h = RandomState::new().build_hasher();
+    h.write_u128(now.as_nanos());
+    h.write_u32(std::process::id());
+    format!("{:010X}{:08X}{:016X}", now.as_secs(), std::process::id(), h.finish())
+}
+
+/// The sandbox: maildrop/ and the new file, stdin, stdout and stderr.
+fn enter(maildrop: &OwnedFd, file: &File, path: PathBuf) -> Result<(), sandbox::Error> {
+    let mut p = Policy::new("postdrop");
+    p.grants.push(Grant::Dir { fd: maildrop.as_raw_fd(), path, access: DirAccess::ReadWrite });
+    p.grants.push(Grant::File { fd: file.as_fd().as_raw_fd(), write: true });
+    let (stdin, stdout, stderr) = (std::io::stdin(), std::io::stdout(), std::io::stderr());
+    for (fd, write) in [(stdin.as_fd(), false), (stdout.as_fd(), true), (stderr.as_fd(), true)] {
+        // Only those open: a caller may have closed any of them.
+        if nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFD).is_ok() {
+            p.grants.push(Grant::File { fd: fd.as_raw_fd(), write });
+        }
+    }
+    p.net = Net::None;
+    sandbox::enter(&p, Unconfined::Refused).map(drop)
+}
+
+/// Validate the stream on stdin and write it to the file, synced.
+fn copy(input: impl std::io::Read, file: File, limits: Limits) -> Result<(), (i32, String)> {
+    let bad = |e: DropError| match e {
+        DropError::Io(e) => (EX_TEMPFAIL, e.to_string()),
+        e => (EX_DATAERR, e.to_string()),
+    };
+    let (mut reader, envelope) = Reader::new(input, limits).map_err(bad)?;
+    let mut writer = Writer::new(std::io::BufWriter::with_capacity(64 << 10, file), &envelope).map_err(bad)?;
+    while let Some(chunk) = reader.next_chunk().map_err(bad)? {
+        writer.write(&chunk).map_err(bad)?;
+    }
+    let buffered = writer.finish().map_err(bad)?;
+    let file = buffered.into_inner().map_err(|e| (EX_TEMPFAIL, e.error().to_string()))?;
+    file.sync_all().map_err(|e| (EX_TEMPFAIL, format!("syncing the maildrop file: {e}")))
+}

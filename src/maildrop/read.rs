@@ -34,7 +34,9 @@ enum State {
 
 /// Reads and validates one maildrop stream: [`Reader::new`] everything up to
 /// the content, then [`Reader::next_chunk`] the content, one `DATA` record
-/// at a time, until the `END ` record.
+/// at a time, until the `END ` record. Content is handed out before the
+/// `END ` record (its length and CRC) has been checked: act on a message
+/// only once `next_chunk` returned `Ok(None)`.
 ///
 /// The reader makes one `read` call per record header and payload (more
 /// when the source returns less); wrap a pipe or a file in a
@@ -137,10 +139,7 @@ impl<R: Read> Reader<R> {
         match self.state {
             State::Done => return Ok(None),
             State::Failed => {
-                return Err(Error::invalid(
-                    self.pos,
-                    "reading on after the stream failed validation or could not be read",
-                ));
+                return Err(Error::invalid(self.pos, "the stream already failed; it is not read any further"));
             }
             State::Content => {}
         }
@@ -304,7 +303,7 @@ impl<R: Read> Reader<R> {
                 Ok(Some(p))
             }
             END => {
-                if h.len as usize != END_PAYLOAD {
+                if h.len != END_PAYLOAD as u32 {
                     return Err(Error::invalid(h.at + 4, format!("END record of {} bytes, not {END_PAYLOAD}", h.len)));
                 }
                 let crc = self.crc.clone().finalize();

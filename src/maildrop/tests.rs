@@ -320,6 +320,7 @@ fn layout() {
     want.extend_from_slice(b"RCPT\x0a\x00\x00\x00\x03\x00c@d\x01\x01\x00x\x06");
     want.extend_from_slice(b"DATA\x02\x00\x00\x00hi");
     let crc = crc32fast::hash(&want);
+    assert_eq!(crc, 0x7b25_097b, "the example in doc/maildrop-format.md");
     want.extend_from_slice(b"END \x10\x00\x00\x00\x02\x00\x00\x00\x00\x00\x00\x00");
     want.extend_from_slice(&crc.to_le_bytes());
     want.extend_from_slice(&[0; 4]);

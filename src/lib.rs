@@ -16,5 +16,6 @@ pub mod postdrop;
 pub mod qmgr;
 pub mod queue;
 pub mod roles;
+pub mod sendmail;
 pub mod smtpd;
 pub mod table;

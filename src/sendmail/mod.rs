@@ -1,0 +1,20 @@
+//! The logic of the `sendmail` command (also run as `mailq` and
+//! `newaliases`), with no process or file I/O: the command line
+//! ([`args`]), the message read from standard input ([`input`]) and the
+//! header prepared for local submission ([`headers`]). The program in
+//! `src/bin/` does the plumbing: it hands the envelope and the content to
+//! the set-gid `postdrop`.
+//!
+//! Trusts: nothing. Any local user runs sendmail with any arguments and
+//! any input.
+
+pub mod args;
+pub mod headers;
+pub mod input;
+
+#[cfg(test)]
+mod tests;
+
+pub use args::{FlushTarget, Invocation, Mode, UsageError, parse, usage};
+pub use headers::{HeaderError, HeaderOptions, Prepared, parse_address_list, prepare, qualify, split_header};
+pub use input::Input;

@@ -4,7 +4,8 @@
 # user as the submitter. Mail dropped while mta is down is queued when it
 # starts. Hostile files in maildrop/ (a symlink and a hard link to root's
 # files, a file without its END record) are set aside, never queued; a
-# truncated or oversized stream is refused by postdrop and leaves nothing.
+# truncated or oversized stream is refused by postdrop and leaves nothing;
+# an envelope address carrying CR LF is refused by cleanup and set aside.
 # maildrop.py writes the format from doc/maildrop-format.md on its own.
 if [ "$(id -u)" != 0 ]; then echo "  skipped: needs root"; exit 0; fi
 [ -n "${MTA_STAGE:-}" ] || { echo "  skipped: no staged install (MTA_STAGE)"; exit 0; }
@@ -53,6 +54,13 @@ python3 -c 'import sys; sys.stdout.buffer.write(b"Subject: running\r\n\r\n" + b"
 	drop mtadev@localhost root@localhost postmaster@localhost || fail "postdrop while running"
 wait_queued 2 || fail "second message not queued"
 [ "$(find "$W/spool/maildrop" -type f | wc -l)" -eq 0 ] || fail "maildrop/ not emptied"
+
+# An envelope address with CR LF in it (postdrop checks only the format):
+# cleanup refuses it, pickup sets the file aside, nothing is queued.
+printf 'Subject: inject\n\nx\n' | drop "$(printf 'a@localhost\r\nRCPT TO:<x@example.org>')" root@localhost ||
+	fail "postdrop refused what only cleanup should"
+wait_log "refused by cleanup: 553 5.1.3 Error: sender" || fail "CR LF in the sender not refused"
+[ "$(queued)" -eq 2 ] || fail "the injected envelope was queued"
 
 # Refused by postdrop: nothing left behind.
 printf 'Subject: cut\n\nbody\n' | DROP_TRUNCATE=60 drop a@localhost root@localhost 2>"$W/err" && fail "truncated stream accepted"

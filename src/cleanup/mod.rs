@@ -6,7 +6,11 @@
 //! messages are then written out as queue files in incoming/, off the
 //! acknowledgement path.
 //!
-//! Trusts: master; smtpd's envelopes and content are checked again.
+//! It takes local submissions from pickup on the same protocol; only
+//! pickup may hand over a local envelope (with the submitter's uid).
+//!
+//! Trusts: master; smtpd's and pickup's envelopes (addresses included) and
+//! content are checked again.
 
 pub mod message;
 
@@ -204,16 +208,14 @@ impl Cleanup {
                     self.child.fatal(&format!("{} began transaction {txn} twice", p.role.name()));
                 }
                 // Only pickup speaks for local users, and it always does.
-                let local = envelope.protocol == "local" || envelope.submitter.is_some();
-                let honest = match p.role {
-                    Role::Pickup => envelope.protocol == "local" && envelope.submitter.is_some(),
-                    _ => !local,
-                };
-                if !honest {
+                let claims_local = (envelope.protocol == "local", envelope.submitter.is_some());
+                let expected = if p.role == Role::Pickup { (true, true) } else { (false, false) };
+                if claims_local != expected {
                     let who = p.role.name();
                     self.child.fatal(&format!("{who} sent an envelope of the wrong origin ({})", envelope.protocol));
                 }
-                p.txns.insert(txn, Pending { envelope, content: Vec::new(), scan: HeaderScan::new(), failed: None });
+                let failed = bad_address(&envelope).map(|why| refused(553, "5.1.3", &why));
+                p.txns.insert(txn, Pending { envelope, content: Vec::new(), scan: HeaderScan::new(), failed });
             }
             SmtpdToCleanup::Content { txn, data } => {
                 let Some(t) = p.txns.get_mut(&txn) else {
@@ -383,11 +385,30 @@ impl Cleanup {
     }
 }
 
+/// Why the envelope's addresses cannot be queued, if they cannot: smtpd
+/// has parsed them already, but pickup's come from a file a local user
+/// wrote, and nothing that is not an RFC 5321 mailbox (no CR, LF or other
+/// control) goes into a queue file that a delivery agent will write into
+/// MAIL FROM and RCPT TO.
+fn bad_address(e: &MessageEnvelope) -> Option<String> {
+    let utf8 = true;
+    if !e.sender.is_empty()
+        && let Err(err) = crate::address::parse_mailbox(&e.sender, utf8)
+    {
+        return Some(format!("Error: sender <{}>: {err}", message::header_safe(&e.sender, 256)));
+    }
+    e.recipients.iter().find_map(|r| match crate::address::parse_mailbox(&r.address, utf8) {
+        Err(_) if r.address.eq_ignore_ascii_case("postmaster") => None,
+        Err(err) => Some(format!("Error: recipient <{}>: {err}", message::header_safe(&r.address, 256))),
+        Ok(_) => None,
+    })
+}
+
 fn refused(code: u16, enhanced: &str, text: &str) -> CommitResult {
     CommitResult::Refused { code, enhanced: enhanced.to_string(), text: text.to_string() }
 }
 
-/// The queue file for a message smtpd received.
+/// The queue file for a message smtpd or pickup handed over.
 fn queue_file(id: queue::QueueId, arrival: Time, e: &MessageEnvelope, content: Vec<u8>) -> QueueFile {
     let protocol = match e.protocol.as_str() {
         "local" => queue::Protocol::Local,

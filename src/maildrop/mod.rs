@@ -42,12 +42,12 @@ pub use write::Writer;
 pub const MAGIC: &[u8; 4] = b"MTAD";
 /// The format version this code writes and reads.
 pub const VERSION: u16 = 1;
-/// Longest envelope sender, in bytes.
-pub const MAX_SENDER: usize = 1024;
-/// Longest recipient address, in bytes.
-pub const MAX_ADDRESS: usize = 1024;
-/// Longest ORCPT parameter, in bytes.
-pub const MAX_ORCPT: usize = 1024;
+/// Longest envelope sender, in bytes: what a queue file holds.
+pub const MAX_SENDER: usize = crate::queue::MAX_ADDRESS;
+/// Longest recipient address, in bytes: what a queue file holds.
+pub const MAX_ADDRESS: usize = crate::queue::MAX_ADDRESS;
+/// Longest ORCPT parameter, in bytes: what a queue file holds.
+pub const MAX_ORCPT: usize = crate::queue::MAX_ADDRESS;
 /// Longest ENVID, in bytes (RFC 3461 allows 100 characters).
 pub const MAX_ENVID: usize = 100;
 /// Longest full name (`sendmail -F`), in bytes.

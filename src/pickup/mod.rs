@@ -11,6 +11,7 @@
 //! Trusts: master; maildrop files no more than SMTP input.
 
 use std::fs::File;
+use std::io::BufReader;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant};
@@ -45,7 +46,7 @@ const SCAN_BATCH: usize = 1000;
 /// The file being handed to cleanup.
 struct InFlight {
     name: String,
-    reader: Reader<File>,
+    reader: Reader<BufReader<File>>,
     txn: u64,
     /// All content sent; waiting for cleanup's verdict.
     ended: bool,
@@ -303,7 +304,7 @@ impl Pickup {
             return self.set_aside(&name, &format!("{} links: not a file postdrop made", meta.nlink()));
         }
         let limits = self.limits();
-        let (reader, env) = match Reader::new(file, limits) {
+        let (reader, env) = match Reader::new(BufReader::with_capacity(64 << 10, file), limits) {
             Ok(x) => x,
             Err(e) => return self.set_aside(&name, &e.to_string()),
         };

@@ -30,7 +30,10 @@ INSTALL ?=	install
 MANDOC ?=	mandoc
 
 # Programs run by the user or the administrator, in BINDIR.
-PROGRAMS =	mta mtactl
+PROGRAMS =	mta mtactl sendmail
+# Other names of sendmail, as links in BINDIR: it acts by the name it
+# was run as.
+SENDMAIL_LINKS = mailq newaliases
 # Programs started by the master, one per process role, and postdrop
 # (which a package installs set-gid to the submission group), in LIBEXECDIR.
 # Keep in step with the roles in src/roles.rs.
@@ -58,6 +61,10 @@ install: all
 		echo "$(INSTALL) -m 0755 $(TARGETDIR)/$$p $(DESTDIR)$(BINDIR)/$$p"; \
 		$(INSTALL) -m 0755 $(TARGETDIR)/$$p $(DESTDIR)$(BINDIR)/$$p || exit 1; \
 	done
+	@for l in $(SENDMAIL_LINKS); do \
+		echo "ln -sf sendmail $(DESTDIR)$(BINDIR)/$$l"; \
+		ln -sf sendmail $(DESTDIR)$(BINDIR)/$$l || exit 1; \
+	done
 	@for p in $(LIBEXEC_PROGRAMS); do \
 		echo "$(INSTALL) -m 0755 $(TARGETDIR)/$$p $(DESTDIR)$(LIBEXECDIR)/$$p"; \
 		$(INSTALL) -m 0755 $(TARGETDIR)/$$p $(DESTDIR)$(LIBEXECDIR)/$$p || exit 1; \
@@ -76,7 +83,7 @@ install: all
 
 # Removes what install put in place; leaves mta.conf and the spool alone.
 uninstall:
-	@for p in $(PROGRAMS); do rm -f $(DESTDIR)$(BINDIR)/$$p; done
+	@for p in $(PROGRAMS) $(SENDMAIL_LINKS); do rm -f $(DESTDIR)$(BINDIR)/$$p; done
 	@for p in $(LIBEXEC_PROGRAMS); do rm -f $(DESTDIR)$(LIBEXECDIR)/$$p; done
 	-rmdir $(DESTDIR)$(LIBEXECDIR) 2>/dev/null
 	rm -f $(DESTDIR)$(SYSCONFDIR)/mta/mta.conf.sample

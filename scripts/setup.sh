@@ -43,3 +43,19 @@ setup_smtp_source() {
 	fi
 	echo "$dir/usr/sbin/smtp-source"
 }
+
+# setup_mailx: bsd-mailx's mail(1), from its .deb unpacked under /var/tmp
+# (never installed: it depends on default-mta). Its one library not in
+# the base system, liblockfile1, is an ordinary package. Prints the path.
+setup_mailx() {
+	dir=/var/tmp/mta-test-mailx
+	if [ ! -x "$dir/usr/bin/bsd-mailx" ]; then
+		debs=$(mktemp -d)
+		(cd "$debs" && chmod 755 . && { apt-get download bsd-mailx >/dev/null 2>&1 ||
+			{ apt-get update -qq && apt-get download bsd-mailx >/dev/null; }; }) || return 1
+		rm -rf "$dir" && mkdir -p "$dir" && dpkg -x "$debs"/bsd-mailx_*.deb "$dir" || return 1
+		chmod 755 "$dir"
+		rm -rf "$debs"
+	fi
+	echo "$dir/usr/bin/bsd-mailx"
+}

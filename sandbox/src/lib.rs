@@ -35,7 +35,7 @@ mod linux;
 mod openbsd;
 
 pub use rights::{CapRight, MODIFYING_RIGHTS, capsicum_rights, pledge_promises, unveil_paths};
-pub use spawn::{Credentials, Limit, Resource, Spawn, fork_wait, fork_wait_with, spawn};
+pub use spawn::{Credentials, Limit, Resource, Spawn, default_sigchld, fork_wait, fork_wait_with, spawn};
 
 /// What a role may do with one inherited directory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -373,6 +373,18 @@ fn close_from(first: c_int, fd_limit: c_int) {
     }
 }
 
+/// Restores the default disposition of SIGCHLD, which a parent may have
+/// set to ignored before exec (swaks does): children are then reaped by
+/// the kernel and their exit status is lost. For programs such as
+/// sendmail that wait for a child they start.
+pub fn default_sigchld() -> io::Result<()> {
+    let (sa, _) = default_signals();
+    // SAFETY: sa is a valid sigaction (SIG_DFL, empty mask) that installs
+    // no handler; the old action is not asked for.
+    let r = unsafe { libc::sigaction(libc::SIGCHLD, &sa, ptr::null_mut()) };
+    if r == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
 /// Resets every signal to its default disposition, then unblocks all.
 /// Async-signal-safe.
 fn reset_signals(default_action: &libc::sigaction, empty_mask: &libc::sigset_t) {

@@ -102,7 +102,8 @@ pub fn main(args: &[String]) -> i32 {
     }
 }
 
-fn request(socket: &PathBuf, command: &str) -> Result<Value, String> {
+/// Send `command` to the control socket and read its JSON answer.
+pub fn request(socket: &std::path::Path, command: &str) -> Result<Value, String> {
     let mut s = UnixStream::connect(socket).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
             format!("{e} (is mta running?)")

@@ -12,6 +12,7 @@
 //! is the file's owner; pickup believes the owner, not the content.
 //! After opening maildrop/ and creating the file, postdrop enters its
 //! sandbox: the directory and its three standard descriptors, nothing else.
+//! On success it prints the file's name on standard output.
 //!
 //! Trusts: the system configuration file; not its caller.
 
@@ -111,6 +112,9 @@ pub fn main(args: &[String]) -> i32 {
         let _ = unlinkat(&maildrop, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
         return fail(EX_TEMPFAIL, &format!("completing the maildrop file: {e}"));
     }
+    // The name, for sendmail to report; a caller that closed stdout
+    // does not want it.
+    let _ = writeln!(std::io::stdout(), "{name}");
     0
 }
 

@@ -1,9 +1,8 @@
 //! The logic of the `sendmail` command (also run as `mailq` and
-//! `newaliases`), with no process or file I/O: the command line
-//! ([`args`]), the message read from standard input ([`input`]) and the
-//! header prepared for local submission ([`headers`]). The program in
-//! `src/bin/` does the plumbing: it hands the envelope and the content to
-//! the set-gid `postdrop`.
+//! `newaliases`): the command line ([`args`]), the message read from
+//! standard input ([`input`]) and the header prepared for local submission
+//! ([`headers`]), none of which does I/O; and the plumbing ([`run`]) that
+//! hands the envelope and the content to the set-gid `postdrop`.
 //!
 //! Trusts: nothing. Any local user runs sendmail with any arguments and
 //! any input.
@@ -11,6 +10,7 @@
 pub mod args;
 pub mod headers;
 pub mod input;
+pub mod run;
 
 #[cfg(test)]
 mod tests;

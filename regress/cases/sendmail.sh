@@ -1,0 +1,131 @@
+# sendmail(8) from the staged install, run by an ordinary user, with
+# postdrop set-gid as a package installs it: -f while mta is down (queued
+# once it starts), -t with Cc and Bcc (Bcc gone from the content), the
+# header completed, -bs driven by swaks, -bp and mailq, mail(1) from
+# bsd-mailx (unpacked privately) and from s-nail pointed at our sendmail,
+# a 1 GiB submission over the size limit (refused quickly, nothing left),
+# a flood of submissions (all queued, pickup still up), and -C refused.
+if [ "$(id -u)" != 0 ]; then echo "  skipped: needs root"; exit 0; fi
+[ -n "${MTA_STAGE:-}" ] || { echo "  skipped: no staged install (MTA_STAGE)"; exit 0; }
+if [ -z "${MTA_IN_NS:-}" ]; then
+	# sendmail and postdrop read the compiled-in /etc/mta/mta.conf: in a
+	# private mount namespace that is ours.
+	MTA_IN_NS=1 exec unshare -m --propagation private sh ${MTA_TRACE:+-x} "$0"
+fi
+. ./lib.sh
+ensure_user mtadev
+mkdir -p /etc/mta
+mount -t tmpfs -o mode=755 tmpfs /etc/mta
+CONF=/etc/mta/mta.conf
+cat > "$CONF" <<CONF
+hostname = "mx.test";
+spool = "$W/spool";
+libexec_directory = "$MTA_STAGE/libexec/mta";
+pidfile = "$W/mta.pid";
+control { socket = "$W/mta.sock"; }
+listen { smtp { address = "127.0.0.1:$PORT"; tls = none; } }
+limits { message_size = 1m; }
+CONF
+SENDMAIL="$MTA_STAGE/sbin/sendmail"
+POSTDROP="$MTA_STAGE/libexec/mta/postdrop"
+chgrp _mtadrop "$POSTDROP" && chmod 2755 "$POSTDROP" || fail "cannot make postdrop set-gid"
+uid=$(id -u mtadev)
+mkdir "$W/home" && chown mtadev "$W/home"
+as() { runuser -u mtadev -- env HOME="$W/home" "$@"; }
+# message SUBJECT: the queue file holding that subject.
+message() { grep -rl -- "Subject: $1" "$W/spool/incoming" | head -1; }
+# envelope SUBJECT: "sender rcpt rcpt..." of that message, from mtactl -j.
+envelope() {
+	id=$(basename "$(message "$1")")
+	ctl -j queue | python3 -c '
+import json, sys
+for m in json.load(sys.stdin)["queue"]:
+    if m["id"] == sys.argv[1]:
+        print(" ".join([m["sender"]] + [r["address"] for r in m["recipients"]]))' "$id"
+}
+
+start_master
+ctl stop >/dev/null; gone "$MASTER_PID" 8 || fail "did not stop"; MASTER_PID=""
+
+# -f while mta is down.
+printf 'Subject: while down\n\nqueued later\n' | as "$SENDMAIL" -f list-owner@example.org root ||
+	fail "sendmail while down"
+start_master
+wait_queued 1 || fail "mail submitted while down not queued"
+[ "$(envelope 'while down')" = "list-owner@example.org root@mx.test" ] || fail "envelope: $(envelope 'while down')"
+grep -q "from userid $uid" "$(message 'while down')" || fail "Received: does not name the submitter"
+
+# -t with Cc and Bcc; the header gets From:, Date: and Message-ID:.
+printf 'To: root\nCc: Post Master <postmaster@mx.test>\nBcc: mtadev\nSubject: extract\n\nbody\n' |
+	as "$SENDMAIL" -t || fail "sendmail -t"
+wait_queued 2 || fail "-t message not queued"
+[ "$(envelope extract)" = "mtadev@mx.test root@mx.test postmaster@mx.test mtadev@mx.test" ] ||
+	fail "-t envelope: $(envelope extract)"
+f=$(message extract)
+grep -q "^Bcc:" "$f" && fail "Bcc: left in the message"
+for h in "From: mtadev@mx.test" "Date: " "Message-ID: <.*@mx.test>"; do
+	grep -q "^$h" "$f" || fail "no $h in the -t message"
+done
+
+# -C from an ordinary user is refused.
+echo x | as "$SENDMAIL" -C /tmp/other.conf root 2>"$W/err" && fail "-C accepted from an ordinary user"
+grep -q "only root" "$W/err" || fail "-C: $(cat "$W/err")"
+
+# -bs, driven by swaks over a pipe.
+as swaks --pipe "$SENDMAIL -bs" --from mtadev@mx.test --to root@mx.test --header "Subject: by swaks" \
+	>"$W/swaks" 2>&1 || fail "swaks -bs: $(cat "$W/swaks")"
+grep -q "<-  250 2.0.0 Ok: queued as maildrop file" "$W/swaks" || fail "-bs: $(cat "$W/swaks")"
+wait_queued 3 || fail "-bs message not queued"
+[ "$(envelope 'by swaks')" = "mtadev@mx.test root@mx.test" ] || fail "-bs envelope: $(envelope 'by swaks')"
+
+# -bp and mailq, as the ordinary user.
+as "$SENDMAIL" -bp >"$W/bp" || fail "sendmail -bp"
+as "$MTA_STAGE/sbin/mailq" >"$W/mailq" || fail "mailq"
+grep -q "Requests" "$W/bp" || fail "-bp: $(cat "$W/bp")"
+for m in 'while down' extract 'by swaks'; do
+	id=$(basename "$(message "$m")")
+	grep -q "^$id" "$W/bp" || fail "-bp does not list $id"
+	grep -q "^$id" "$W/mailq" || fail "mailq does not list $id"
+done
+
+# mail(1) from bsd-mailx, unpacked privately (not installed: it would
+# pull in an MTA), told to use our sendmail.
+if [ -n "${MAILX:-}" ]; then
+	echo "set sendmail=$SENDMAIL" > "$W/mailrc"
+	echo "from bsd-mailx" | as env MAILRC="$W/mailrc" "$MAILX" -s "by mailx" -c postmaster@mx.test root ||
+		fail "bsd-mailx"
+	wait_queued 4 || fail "bsd-mailx message not queued"
+	[ "$(envelope 'by mailx')" = "mtadev@mx.test root@mx.test postmaster@mx.test" ] ||
+		fail "bsd-mailx envelope: $(envelope 'by mailx')"
+	n=4
+else
+	note "no bsd-mailx (MAILX unset): skipped"
+	n=3
+fi
+echo "from s-nail" | as s-nail -:/ -S mta="$SENDMAIL" -S expandaddr -s "by s-nail" -b mtadev root ||
+	fail "s-nail"
+n=$((n + 1))
+wait_queued $n || fail "s-nail message not queued"
+[ "$(envelope 'by s-nail')" = "mtadev@mx.test root@mx.test mtadev@mx.test" ] ||
+	fail "s-nail envelope: $(envelope 'by s-nail')"
+grep -q "^from s-nail" "$(message 'by s-nail')" || fail "s-nail body lost"
+
+# 1 GiB over a 1 MiB limit: refused as soon as the limit is passed.
+start=$(date +%s)
+yes "a line of a message far too big" | head -c 1073741824 | as "$SENDMAIL" root 2>"$W/err" &&
+	fail "1 GiB submission accepted"
+took=$(( $(date +%s) - start ))
+[ "$took" -lt 30 ] || fail "refusing 1 GiB took ${took}s"
+grep -q "larger than the limit" "$W/err" || fail "1 GiB: $(cat "$W/err")"
+[ "$(find "$W/spool/maildrop" -type f | wc -l)" -eq 0 ] || fail "the refused submission left a file"
+
+# A flood: 300 submissions, 8 at a time.
+seq 300 | as xargs -P 8 -I{} sh -c "printf 'Subject: flood {}\n\nx\n' | $SENDMAIL root" ||
+	fail "a flood submission failed"
+i=0
+while [ "$(queued)" -lt $((n + 300)) ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
+[ "$(queued)" -eq $((n + 300)) ] || fail "flood: $(queued) queued, expected $((n + 300))"
+[ "$(find "$W/spool/maildrop" -type f | wc -l)" -eq 0 ] || fail "maildrop/ not emptied after the flood"
+[ "$(find "$W/spool/corrupt" -type f | wc -l)" -eq 0 ] || fail "flood files set aside"
+ctl status | grep -q "pickup .* running" || fail "pickup is not running"
+exit 0

@@ -1,0 +1,250 @@
+//! The plumbing against a stand-in postdrop: a shell script that keeps
+//! the stream it is given and answers as postdrop does.
+
+use std::io::Cursor;
+use std::os::unix::fs::PermissionsExt;
+
+use super::*;
+use crate::maildrop::{Limits, Reader};
+
+/// A directory with a fake `postdrop` that saves its input to `stream`,
+/// its arguments to `args`, and then exits with `status` after printing
+/// `say` (to stdout on success, to stderr otherwise).
+struct Fake {
+    dir: PathBuf,
+}
+
+impl Fake {
+    fn new(tag: &str, status: i32, say: &str) -> Fake {
+        let dir = std::env::temp_dir().join(format!("mta-sendmail-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let d = dir.display();
+        let out = if status == 0 { "" } else { ">&2" };
+        let script = format!(
+            "#!/bin/sh\necho \"$@\" > {d}/args\nenv > {d}/env\ncat > {d}/stream\necho '{say}' {out}\nexit {status}\n"
+        );
+        let p = dir.join("postdrop");
+        std::fs::write(&p, script).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        Fake { dir }
+    }
+
+    fn context(&self) -> Context {
+        let text = format!(
+            "hostname = \"host.example\";\nlibexec_directory = \"{}\";\nlimits {{ header_size = 4kb; }}\n",
+            self.dir.display()
+        );
+        Context { prog: String::from("sendmail"), config: Config::parse(&text).unwrap(), config_path: None }
+    }
+
+    /// The stream postdrop got, read back.
+    fn stream(&self) -> (Envelope, Vec<u8>) {
+        let bytes = std::fs::read(self.dir.join("stream")).unwrap();
+        let (mut r, env) = Reader::new(&bytes[..], Limits::default()).unwrap();
+        let mut content = Vec::new();
+        while let Some(c) = r.next_chunk().unwrap() {
+            content.extend_from_slice(&c);
+        }
+        (env, content)
+    }
+}
+
+impl Drop for Fake {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn invocation(args: &[&str]) -> Invocation {
+    let args: Vec<OsString> = args.iter().map(OsString::from).collect();
+    parse("sendmail", &args).unwrap()
+}
+
+fn login() -> String {
+    nix::unistd::User::from_uid(nix::unistd::getuid()).unwrap().unwrap().name
+}
+
+#[test]
+fn extract_recipients_and_complete_the_header() {
+    let fake = Fake::new("extract", 0, "0000FEED");
+    let msg = "To: joe, Ann <ann@example.org>\nCc: bob@example.net\nBcc: secret@example.com\nSubject: hi\n\nbody line\n.\nnot read\n";
+    let name = fake.context().send(&invocation(&["-t", "extra@example.org"]), &mut Cursor::new(msg)).unwrap();
+    assert_eq!(name, "0000FEED");
+    let (env, content) = fake.stream();
+    assert_eq!(env.sender, format!("{}@host.example", login()));
+    let rcpts: Vec<&str> = env.recipients.iter().map(|r| r.address.as_str()).collect();
+    assert_eq!(
+        rcpts,
+        ["extra@example.org", "joe@host.example", "ann@example.org", "bob@example.net", "secret@example.com"]
+    );
+    let text = String::from_utf8(content).unwrap();
+    assert!(text.starts_with("To: joe, Ann <ann@example.org>\r\nCc: bob@example.net\r\nSubject: hi\r\n"), "{text}");
+    assert!(!text.contains("secret"), "Bcc must go: {text}");
+    assert!(text.contains("\r\nMessage-ID: <") && text.contains("@host.example>\r\n"), "{text}");
+    assert!(text.contains("\r\nDate: ") && text.contains("\r\nFrom: "), "{text}");
+    assert!(text.contains(&format!("{}@host.example>\r\n", login())), "From: names the sender: {text}");
+    assert!(text.ends_with("\r\n\r\nbody line\r\n"), "the dot line ends the message: {text}");
+    // postdrop is run with no environment and no -C.
+    assert_eq!(std::fs::read_to_string(fake.dir.join("args")).unwrap().trim(), "");
+    let env_dump = std::fs::read_to_string(fake.dir.join("env")).unwrap();
+    assert!(!env_dump.contains("HOME="), "{env_dump}");
+}
+
+#[test]
+fn sender_name_and_dsn_options() {
+    let fake = Fake::new("opts", 0, "N1");
+    let inv = invocation(&[
+        "-i",
+        "-f",
+        "list-bounces",
+        "-F",
+        "The List",
+        "-N",
+        "failure,delay",
+        "-R",
+        "hdrs",
+        "-V",
+        "env1",
+        "u@example.org",
+    ]);
+    fake.context().send(&inv, &mut Cursor::new("Subject: x\n\n.\nkept\n")).unwrap();
+    let (env, content) = fake.stream();
+    assert_eq!(env.sender, "list-bounces@host.example");
+    assert_eq!(env.ret, Some(Ret::Headers));
+    assert_eq!(env.envid.as_deref(), Some("env1"));
+    assert_eq!(env.recipients[0].notify, Some(Notify::On { success: false, failure: true, delay: true }));
+    let text = String::from_utf8(content).unwrap();
+    assert!(text.contains("From: The List <list-bounces@host.example>\r\n"), "{text}");
+    assert!(text.ends_with("\r\n\r\n.\r\nkept\r\n"), "-i keeps the dot line: {text}");
+}
+
+#[test]
+fn a_large_body_streams_through_intact() {
+    let fake = Fake::new("large", 0, "BIG");
+    let mut msg = b"Subject: big\n\n".to_vec();
+    for i in 0..40_000 {
+        msg.extend_from_slice(format!("line {i} of the body, long enough to matter\n").as_bytes());
+    }
+    fake.context().send(&invocation(&["-i", "u@example.org"]), &mut Cursor::new(&msg)).unwrap();
+    let (_, content) = fake.stream();
+    let expected = String::from_utf8(msg[14..].to_vec()).unwrap().replace('\n', "\r\n");
+    assert!(content.len() > 1_800_000);
+    assert!(content.ends_with(expected.as_bytes()));
+}
+
+#[test]
+fn postdrop_refusal_gives_its_status_and_words() {
+    let fake = Fake::new("refuse", 65, "postdrop: message too big");
+    let f = fake.context().send(&invocation(&["u@example.org"]), &mut Cursor::new("Subject: x\n\nbody\n")).unwrap_err();
+    assert_eq!(f.code, EX_DATAERR);
+    assert_eq!(f.message, "postdrop: message too big");
+}
+
+#[test]
+fn no_recipient_in_the_header() {
+    let fake = Fake::new("norcpt", 0, "X");
+    let f = fake.context().send(&invocation(&["-t"]), &mut Cursor::new("Subject: x\n\nbody\n")).unwrap_err();
+    assert_eq!(f.code, EX_USAGE);
+    assert!(!fake.dir.join("stream").exists(), "postdrop must not run");
+}
+
+#[test]
+fn oversized_header_is_refused() {
+    let fake = Fake::new("bighdr", 0, "X");
+    let msg = format!("Subject: {}\n\nbody\n", "x".repeat(5000));
+    let f = fake.context().send(&invocation(&["u@example.org"]), &mut Cursor::new(msg)).unwrap_err();
+    assert_eq!(f.code, EX_DATAERR);
+    assert!(f.message.contains("header is larger than 4096"), "{}", f.message);
+}
+
+#[test]
+fn bad_recipient_is_refused_before_postdrop() {
+    let fake = Fake::new("badrcpt", 0, "X");
+    let f = fake
+        .context()
+        .send(&invocation(&["-t"]), &mut Cursor::new("To: \"a\\\r\nb\"@example.org\n\nbody\n"))
+        .unwrap_err();
+    assert_eq!(f.code, EX_DATAERR, "{}", f.message);
+    assert!(!fake.dir.join("stream").exists());
+}
+
+/// A client that writes each piece only after reading the replies to the
+/// one before (one piece per read), as a client waiting for 354 does.
+struct Pieces(std::collections::VecDeque<&'static str>);
+
+impl Read for Pieces {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let Some(p) = self.0.pop_front() else { return Ok(0) };
+        assert!(p.len() <= buf.len());
+        buf[..p.len()].copy_from_slice(p.as_bytes());
+        Ok(p.len())
+    }
+}
+
+fn smtp(fake: &Fake, pieces: &[&'static str]) -> String {
+    let mut out = Vec::new();
+    fake.context().smtp_session(&mut Pieces(pieces.iter().copied().collect()), &mut out).unwrap();
+    String::from_utf8(out).unwrap()
+}
+
+#[test]
+fn smtp_session_hands_the_message_to_postdrop() {
+    let fake = Fake::new("bs", 0, "CAFE01");
+    let out = smtp(
+        &fake,
+        &[
+            "EHLO me\r\n",
+            "MAIL FROM:<a@example.org> RET=HDRS ENVID=e+2Bx\r\n\
+             RCPT TO:<b@example.net> NOTIFY=SUCCESS ORCPT=rfc822;b@example.net\r\nRCPT TO:<Postmaster>\r\nDATA\r\n",
+            "Subject: t\r\n\r\n..dot\r\n.\r\n",
+            "QUIT\r\n",
+        ],
+    );
+    assert!(out.starts_with("220 host.example ESMTP"), "{out}");
+    assert!(out.contains("250 2.0.0 Ok: queued as maildrop file CAFE01\r\n"), "{out}");
+    assert!(out.ends_with("221 2.0.0 Bye\r\n") || out.contains("\r\n221 "), "{out}");
+    let (env, content) = fake.stream();
+    assert_eq!(env.sender, "a@example.org");
+    assert_eq!(env.ret, Some(Ret::Headers));
+    assert_eq!(env.envid.as_deref(), Some("e+x"));
+    assert_eq!(env.recipients[0].orcpt.as_deref(), Some("rfc822;b@example.net"));
+    assert_eq!(env.recipients[0].notify, Some(Notify::On { success: true, failure: false, delay: false }));
+    assert_eq!(env.recipients[1].address, "postmaster");
+    assert_eq!(content, b"Subject: t\r\n\r\n.dot\r\n");
+}
+
+#[test]
+fn smtp_session_reports_postdrop_failures() {
+    let fake = Fake::new("bsfail", 65, "postdrop: too many recipients");
+    let out = smtp(
+        &fake,
+        &["HELO me\r\n", "MAIL FROM:<>\r\n", "RCPT TO:<b@example.net>\r\n", "DATA\r\n", "x\r\n.\r\n", "QUIT\r\n"],
+    );
+    assert!(out.contains("554 5.6.0 postdrop: too many recipients\r\n"), "{out}");
+    let fake = Fake::new("bstemp", 75, "postdrop: creating a file: No space left on device");
+    let out = smtp(
+        &fake,
+        &["HELO me\r\n", "MAIL FROM:<>\r\n", "RCPT TO:<b@example.net>\r\n", "DATA\r\n", "x\r\n.\r\n", "QUIT\r\n"],
+    );
+    assert!(out.contains("451 4.3.0 "), "{out}");
+    assert!(out.contains("No space left on device"), "{out}");
+}
+
+#[test]
+fn smtp_session_abandoned_midway_leaves_no_message() {
+    let fake = Fake::new("bsabort", 0, "X");
+    let out = smtp(
+        &fake,
+        &["HELO me\r\n", "MAIL FROM:<a@example.org>\r\n", "RCPT TO:<b@example.net>\r\n", "DATA\r\n", "partial\r\n"],
+    );
+    assert!(out.contains("354 "), "{out}");
+    assert!(!out.contains("queued"), "{out}");
+    // The stream postdrop saw has no end: postdrop would refuse it.
+    let bytes = std::fs::read(fake.dir.join("stream")).unwrap();
+    let err = match Reader::new(&bytes[..], Limits::default()) {
+        Err(e) => Some(e),
+        Ok((mut r, _)) => (0..10).find_map(|_| r.next_chunk().err()),
+    };
+    assert!(matches!(err, Some(maildrop::Error::Truncated { .. })), "{err:?}");
+}

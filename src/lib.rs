@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod address;
+pub mod aliases;
 pub mod bounce;
 pub mod child;
 pub mod cleanup;

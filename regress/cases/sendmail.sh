@@ -4,7 +4,8 @@
 # header completed, -bs driven by swaks, -bp and mailq, mail(1) from
 # bsd-mailx (unpacked privately) and from s-nail pointed at our sendmail,
 # a 1 GiB submission over the size limit (refused quickly, nothing left),
-# a flood of submissions (all queued, pickup still up), and -C refused.
+# a flood of submissions (all queued, pickup still up), -C refused, and
+# newaliases (root only here) whose names smtpd accepts after a reload.
 if [ "$(id -u)" != 0 ]; then echo "  skipped: needs root"; exit 0; fi
 [ -n "${MTA_STAGE:-}" ] || { echo "  skipped: no staged install (MTA_STAGE)"; exit 0; }
 if [ -z "${MTA_IN_NS:-}" ]; then
@@ -25,6 +26,7 @@ pidfile = "$W/mta.pid";
 control { socket = "$W/mta.sock"; }
 listen { smtp { address = "127.0.0.1:$PORT"; tls = none; } }
 limits { message_size = 1m; }
+aliases = "$W/aliases";
 CONF
 SENDMAIL="$MTA_STAGE/sbin/sendmail"
 POSTDROP="$MTA_STAGE/libexec/mta/postdrop"
@@ -118,6 +120,22 @@ took=$(( $(date +%s) - start ))
 [ "$took" -lt 30 ] || fail "refusing 1 GiB took ${took}s"
 grep -q "larger than the limit" "$W/err" || fail "1 GiB: $(cat "$W/err")"
 [ "$(find "$W/spool/maildrop" -type f | wc -l)" -eq 0 ] || fail "the refused submission left a file"
+
+# newaliases, from the staged link: its names are local recipients once
+# master reloads.
+printf 'staff: root,\n  mtadev\n# a comment\npostmaster: root\n' > "$W/aliases"
+rcpt() { swaks --server "127.0.0.1:$PORT" --from a@example.org --to "$1" --quit-after RCPT >"$W/sw" 2>&1; }
+rcpt staff@mx.test && fail "staff accepted before newaliases"
+grep -q "550 5.1.1" "$W/sw" || fail "unknown recipient: $(cat "$W/sw")"
+"$MTA_STAGE/sbin/newaliases" >"$W/na" || fail "newaliases: $(cat "$W/na")"
+grep -q "aliases.cdb: 2 aliases" "$W/na" || fail "newaliases said: $(cat "$W/na")"
+as "$MTA_STAGE/sbin/newaliases" 2>"$W/err" && fail "an ordinary user rebuilt the aliases"
+grep -q "Permission denied" "$W/err" || fail "newaliases as a user: $(cat "$W/err")"
+ctl reload >/dev/null || fail "reload after newaliases"
+i=0; until rcpt staff@mx.test; do
+	[ $i -ge 50 ] && fail "staff refused after newaliases and reload: $(cat "$W/sw")"
+	sleep 0.1; i=$((i + 1))
+done
 
 # A flood: 300 submissions, 8 at a time.
 seq 300 | as xargs -P 8 -I{} sh -c "printf 'Subject: flood {}\n\nx\n' | $SENDMAIL root" ||

@@ -35,6 +35,10 @@ pub const DEFAULT_LIBEXEC: &str = match option_env!("MTA_LIBEXEC") {
     None => "/usr/local/libexec/mta",
 };
 
+/// The aliases file when `aliases` is not given: where the system keeps it.
+pub const DEFAULT_ALIASES: &str =
+    if cfg!(any(target_os = "freebsd", target_os = "openbsd")) { "/etc/mail/aliases" } else { "/etc/aliases" };
+
 /// The whole configuration.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -54,6 +58,9 @@ pub struct Config {
     pub libexec_directory: PathBuf,
     /// Master's pid file, written when it runs as a daemon.
     pub pidfile: PathBuf,
+    /// The aliases(5) file; `newaliases` compiles it to the same path with
+    /// `.cdb` appended, whose names master adds to the local recipients.
+    pub aliases: PathBuf,
     pub control: Control,
     pub log: Log,
     #[serde(deserialize_with = "de_supervise")]
@@ -136,6 +143,7 @@ impl Default for Config {
             submission_group: String::from("_mtadrop"),
             libexec_directory: PathBuf::from(DEFAULT_LIBEXEC),
             pidfile: PathBuf::from("/var/run/mta.pid"),
+            aliases: PathBuf::from(DEFAULT_ALIASES),
             control: Control::default(),
             log: Log::default(),
             supervise: Supervise::default(),
@@ -325,7 +333,14 @@ impl Config {
     }
 
     fn resolve_paths(&mut self, base: &Path) {
-        for p in [&mut self.spool, &mut self.libexec_directory, &mut self.pidfile, &mut self.control.socket] {
+        let paths = [
+            &mut self.spool,
+            &mut self.libexec_directory,
+            &mut self.pidfile,
+            &mut self.aliases,
+            &mut self.control.socket,
+        ];
+        for p in paths {
             if p.is_relative() {
                 *p = base.join(&*p);
             }

@@ -67,10 +67,12 @@ fn relative_paths_resolve_against_config_folder() {
     let dir = std::env::temp_dir().join(format!("mta-config-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let f = dir.join("mta.conf");
-    std::fs::write(&f, "spool = \"spool\";\ncontrol { socket = \"run/ctl.sock\"; }\n").unwrap();
+    std::fs::write(&f, "spool = \"spool\";\ncontrol { socket = \"run/ctl.sock\"; }\naliases = \"mail/aliases\";\n")
+        .unwrap();
     let c = Config::load(&f).unwrap();
     let base = std::fs::canonicalize(&dir).unwrap();
     assert_eq!(c.spool, base.join("spool"));
+    assert_eq!(c.aliases, base.join("mail/aliases"));
     assert_eq!(c.control.socket, base.join("run/ctl.sock"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -141,4 +143,22 @@ fn repeated_listen_blocks_merge() {
         Config::parse("listen a { address = \"127.0.0.1:1\"; }\nlisten b {\n address = \"x\"; }\n").unwrap_err();
     assert!(m.contains("address"), "{m}");
     assert!(line.is_some(), "{m}");
+}
+
+#[test]
+fn aliases_default_follows_the_system() {
+    let c = Config::parse("").unwrap();
+    let expected =
+        if cfg!(any(target_os = "freebsd", target_os = "openbsd")) { "/etc/mail/aliases" } else { "/etc/aliases" };
+    assert_eq!(c.aliases, PathBuf::from(expected));
+    assert_eq!(crate::aliases::db_path(&c.aliases), PathBuf::from(format!("{expected}.cdb")));
+}
+
+#[test]
+fn aliases_path_set_and_checked() {
+    let c = Config::parse("aliases = \"/usr/local/etc/mail/aliases\";\n").unwrap();
+    assert_eq!(c.aliases, PathBuf::from("/usr/local/etc/mail/aliases"));
+    let (line, m) = Config::parse("\naliases = [ \"/a\", \"/b\" ];\n").unwrap_err();
+    assert_eq!(line, Some(2), "{m}");
+    assert!(m.contains("aliases"), "{m}");
 }

@@ -1,9 +1,11 @@
 //! What master prepares for mail intake: the SMTP listening sockets
 //! (bound as root, so privileged ports work), the local-recipient table
-//! and the TLS certificate and key (root-only files), all before any
-//! child starts, and again (but for the sockets) on reload.
+//! (the system's users and the names of the compiled aliases) and the TLS
+//! certificate and key (root-only files), all before any child starts,
+//! and again (but for the sockets) on reload.
 //!
-//! Trusts: the configuration; the files it names are read with bounds.
+//! Trusts: the configuration; the files it names are read with bounds, and
+//! the aliases database is checked whole before its names are used.
 
 use std::fs::File;
 use std::io::Read;
@@ -11,10 +13,12 @@ use std::net::TcpListener;
 use std::path::Path;
 
 use super::Master;
+use crate::aliases;
 use crate::config::Config;
 use crate::config::smtp::ListenTls;
 use crate::ipc::msg::Intake;
 use crate::roles::Role;
+use crate::table::cdb::Table;
 
 /// Largest certificate or key file read.
 const MAX_PEM: u64 = 1 << 20;
@@ -27,6 +31,9 @@ pub struct Material {
     pub recipients: File,
     pub certificate: Option<Vec<u8>>,
     pub key: Option<Vec<u8>>,
+    /// For the log: what was odd but did not stop the load (an aliases
+    /// database missing or older than its source).
+    pub warnings: Vec<String>,
 }
 
 fn read_pem(path: &Path) -> Result<Vec<u8>, String> {
@@ -41,16 +48,48 @@ fn read_pem(path: &Path) -> Result<Vec<u8>, String> {
 
 impl Material {
     pub fn load(config: &Config) -> Result<Material, String> {
+        let (aliases, warnings) = alias_names(&config.aliases)?;
         let table = config.spool.join("local-recipients.cdb");
-        let recipients = crate::table::build_local_recipients(&table, Path::new(PASSWD))
+        let recipients = crate::table::build_local_recipients(&table, Path::new(PASSWD), &aliases)
             .map_err(|e| format!("building {}: {e}", table.display()))?;
         let certificate = config.tls.certificate.as_deref().map(read_pem).transpose()?;
         let key = config.tls.key.as_deref().map(read_pem).transpose()?;
         if let (Some(c), Some(k)) = (&certificate, &key) {
             crate::smtpd::tls::server_config(c, k).map_err(|e| format!("tls: {e}"))?;
         }
-        Ok(Material { recipients, certificate, key })
+        Ok(Material { recipients, certificate, key, warnings })
     }
+}
+
+/// The names of the compiled aliases of `source` (its `.cdb`), which are
+/// local recipients, and warnings for the log: the database is missing
+/// while the source exists, or is older than the source (it is used all
+/// the same). A damaged database is an error: smtpd would refuse mail for
+/// its names for good.
+pub fn alias_names(source: &Path) -> Result<(Vec<String>, Vec<String>), String> {
+    let db = aliases::db_path(source);
+    let file = match File::open(&db) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut warnings = Vec::new();
+            if source.exists() {
+                warnings.push(format!(
+                    "aliases database {} does not exist: run newaliases to use {}",
+                    db.display(),
+                    source.display()
+                ));
+            }
+            return Ok((Vec::new(), warnings));
+        }
+        Err(e) => return Err(format!("{}: {e}", db.display())),
+    };
+    let table = Table::read(&file, aliases::MAX_DB_SIZE).map_err(|e| format!("{}: {e}", db.display()))?;
+    let names = aliases::names(&table).map_err(|e| format!("{}: {e}", db.display()))?;
+    let mut warnings = Vec::new();
+    if aliases::stale(source, &db) {
+        warnings.push(format!("aliases database is older than {}: run newaliases", source.display()));
+    }
+    Ok((names, warnings))
 }
 
 /// Bind every configured listener.
@@ -96,5 +135,84 @@ impl Master {
             smtpd: c.smtpd.clone(),
             min_free_space: c.queue.min_free_space,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+    use std::time::{Duration, SystemTime};
+
+    fn dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("mta-intake-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn no_aliases_file_no_names_no_warning() {
+        let d = dir("none");
+        assert_eq!(alias_names(&d.join("aliases")).unwrap(), (Vec::<String>::new(), Vec::<String>::new()));
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn aliases_never_compiled_warn_and_add_nothing() {
+        let d = dir("uncompiled");
+        let source = d.join("aliases");
+        std::fs::write(&source, "staff: alice\n").unwrap();
+        let (names, warnings) = alias_names(&source).unwrap();
+        assert!(names.is_empty());
+        assert_eq!(warnings.len(), 1);
+        assert!(warnings[0].contains("does not exist") && warnings[0].contains("newaliases"), "{warnings:?}");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn compiled_aliases_are_local_recipients() {
+        let d = dir("compiled");
+        let source = d.join("aliases");
+        std::fs::write(&source, "Staff: alice, bob\npostmaster: root\n").unwrap();
+        aliases::compile(&source, &aliases::db_path(&source)).unwrap();
+        let (names, warnings) = alias_names(&source).unwrap();
+        assert_eq!(names, ["postmaster", "staff"]);
+        assert!(warnings.is_empty(), "{warnings:?}");
+        // The database alone is enough: the source may be gone.
+        std::fs::remove_file(&source).unwrap();
+        assert_eq!(alias_names(&source).unwrap(), (vec![String::from("postmaster"), String::from("staff")], vec![]));
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn stale_database_is_used_with_a_warning() {
+        let d = dir("stale");
+        let source = d.join("aliases");
+        std::fs::write(&source, "staff: alice\n").unwrap();
+        aliases::compile(&source, &aliases::db_path(&source)).unwrap();
+        std::fs::write(&source, "staff: alice\nnewlist: bob\n").unwrap();
+        let later = SystemTime::now() + Duration::from_secs(60);
+        std::fs::File::options().write(true).open(&source).unwrap().set_modified(later).unwrap();
+        let (names, warnings) = alias_names(&source).unwrap();
+        assert_eq!(names, ["staff"]);
+        assert_eq!(warnings, [format!("aliases database is older than {}: run newaliases", source.display())]);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn damaged_database_refused() {
+        let d = dir("damaged");
+        let source = d.join("aliases");
+        std::fs::write(aliases::db_path(&source), b"not a cdb").unwrap();
+        let e = alias_names(&source).unwrap_err();
+        assert!(e.contains("aliases.cdb"), "{e}");
+        // A cdb whose value is not a target list.
+        let mut w = cdb2::CDBWriter::create(aliases::db_path(&source)).unwrap();
+        w.add(b"staff", b"x").unwrap();
+        w.finish().unwrap();
+        let e = alias_names(&source).unwrap_err();
+        assert!(e.contains("staff") && e.contains("newaliases"), "{e}");
+        std::fs::remove_dir_all(&d).unwrap();
     }
 }

@@ -215,6 +215,7 @@ impl Master {
                 sandbox::describe_kernel()
             ),
         );
+        self.log_intake_warnings();
         self.children.reset_slots(&self.config);
         let mut events = Events::with_capacity(128);
         loop {
@@ -350,6 +351,7 @@ impl Master {
     pub fn reload(&mut self) -> Result<u64, String> {
         let (new, kept) = self.load_new()?;
         self.intake = self.load_material(&new)?;
+        self.log_intake_warnings();
         if !kept.is_empty() {
             self.log(Level::Warning, &format!("reload: {} change only at restart; kept as running", kept.join(", ")));
         }
@@ -363,6 +365,14 @@ impl Master {
         self.children.reset_slots(&self.config);
         self.log(Level::Info, &format!("reloaded {}: generation {}", self.config_path.display(), self.generation));
         Ok(self.generation)
+    }
+
+    /// Log what loading the intake material found odd (a stale aliases
+    /// database), once.
+    fn log_intake_warnings(&mut self) {
+        for w in std::mem::take(&mut self.intake.warnings) {
+            self.log(Level::Warning, &w);
+        }
     }
 
     fn shutdown_cleanup(&mut self) {

@@ -12,7 +12,8 @@
 //!   machine smtpd runs, with each message handed to postdrop; the final
 //!   reply to DATA is postdrop's verdict.
 //! - `-bp` and `mailq`: the queue listing from the control socket.
-//! - `-bi` and `newaliases`: the aliases database rebuilt.
+//! - `-bi` and `newaliases`: the aliases file compiled to its database
+//!   (`src/aliases/`), atomically.
 //!
 //! Trusts: nothing from its caller, who can only hurt themselves here.
 
@@ -35,8 +36,10 @@ use crate::smtpd::session::{self, Action, Checks, Commit, Peer, RcptVerdict, Ses
 use super::{FlushTarget, HeaderOptions, Input, Invocation, Mode, parse, prepare, qualify, split_header, usage};
 
 /// sysexits(3) codes postdrop does not use.
+pub const EX_NOINPUT: i32 = 66;
 pub const EX_NOUSER: i32 = 67;
 pub const EX_OSERR: i32 = 71;
+pub const EX_CANTCREAT: i32 = 73;
 pub const EX_IOERR: i32 = 74;
 
 /// Bytes read from standard input at a time.
@@ -548,10 +551,31 @@ impl Context {
         }
     }
 
-    /// `-bi`, `newaliases`.
+    /// `-bi`, `newaliases`: compile the aliases file beside itself.
     fn newaliases(&self) -> i32 {
-        eprintln!("{}: the aliases database is not built yet", self.prog);
-        EX_UNAVAILABLE
+        let source = &self.config.aliases;
+        match crate::aliases::newaliases(&self.config) {
+            Ok(summary) => {
+                for w in &summary.warnings {
+                    eprintln!("{}: warning: {w}", self.prog);
+                }
+                println!("{}: {}: {summary}", self.prog, crate::aliases::db_path(source).display());
+                0
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", self.prog);
+                match e {
+                    crate::aliases::Error::Syntax { .. } | crate::aliases::Error::TooLarge { .. } => EX_DATAERR,
+                    crate::aliases::Error::Io { path, error }
+                        if &path == source && error.kind() == io::ErrorKind::NotFound =>
+                    {
+                        EX_NOINPUT
+                    }
+                    crate::aliases::Error::Io { .. } => EX_CANTCREAT,
+                    crate::aliases::Error::Corrupt { .. } => EX_SOFTWARE,
+                }
+            }
+        }
     }
 
     /// `-q`: mta schedules delivery itself; there is no queue run to start.

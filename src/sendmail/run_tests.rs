@@ -248,3 +248,27 @@ fn smtp_session_abandoned_midway_leaves_no_message() {
     };
     assert!(matches!(err, Some(maildrop::Error::Truncated { .. })), "{err:?}");
 }
+
+#[test]
+fn newaliases_compiles_the_configured_file() {
+    let fake = Fake::new("aliases", 0, "X");
+    let source = fake.dir.join("aliases");
+    std::fs::write(&source, "postmaster: root\nstaff: joe, ann@example.org\n").unwrap();
+    let mut ctx = fake.context();
+    ctx.config.aliases = source.clone();
+    assert_eq!(ctx.newaliases(), 0);
+    let db = std::fs::File::open(crate::aliases::db_path(&source)).unwrap();
+    let table = crate::table::cdb::Table::read(&db, 1 << 20).unwrap();
+    let staff = crate::aliases::lookup(&table, "staff").unwrap().unwrap();
+    assert_eq!(staff.len(), 2);
+    // A syntax error is a data error, and the old database stays.
+    std::fs::write(&source, "staff joe\n").unwrap();
+    assert_eq!(ctx.newaliases(), EX_DATAERR);
+    assert!(crate::aliases::lookup(&table, "postmaster").unwrap().is_some());
+    let db = std::fs::File::open(crate::aliases::db_path(&source)).unwrap();
+    let table = crate::table::cdb::Table::read(&db, 1 << 20).unwrap();
+    assert!(crate::aliases::lookup(&table, "staff").unwrap().is_some(), "the old database was replaced");
+    // No source at all.
+    ctx.config.aliases = fake.dir.join("missing");
+    assert_eq!(ctx.newaliases(), EX_NOINPUT);
+}

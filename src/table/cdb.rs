@@ -86,6 +86,56 @@ impl Table {
     pub fn contains(&self, key: &[u8]) -> bool {
         self.get(key).is_some()
     }
+
+    /// Every record as (key, value), in file order. The records lie
+    /// between the header and the first hash table; one that does not fit
+    /// there ends the walk with an error.
+    pub fn records(&self) -> Records<'_> {
+        let end = (0..256).filter_map(|i| u32_at(&self.data, i * 8)).map(|p| p as usize).min().unwrap_or(2048);
+        Records { data: &self.data, pos: 2048, end, done: false }
+    }
+}
+
+/// The records of a [`Table`], from [`Table::records`].
+pub struct Records<'a> {
+    data: &'a [u8],
+    pos: usize,
+    end: usize,
+    done: bool,
+}
+
+impl<'a> Iterator for Records<'a> {
+    type Item = io::Result<(&'a [u8], &'a [u8])>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done || self.pos == self.end {
+            return None;
+        }
+        match record_at(self.data, self.pos, self.end) {
+            Some((key, value, next)) => {
+                self.pos = next;
+                Some(Ok((key, value)))
+            }
+            None => {
+                self.done = true;
+                Some(Err(io::Error::new(io::ErrorKind::InvalidData, "damaged cdb record")))
+            }
+        }
+    }
+}
+
+/// The key and value of the record at `pos`, and where the next one
+/// starts, if the record ends by `end`.
+fn record_at(d: &[u8], pos: usize, end: usize) -> Option<(&[u8], &[u8], usize)> {
+    let klen = u32_at(d, pos)? as usize;
+    let vlen = u32_at(d, pos.checked_add(4)?)? as usize;
+    let kstart = pos.checked_add(8)?;
+    let vstart = kstart.checked_add(klen)?;
+    let next = vstart.checked_add(vlen)?;
+    if next > end {
+        return None;
+    }
+    Some((d.get(kstart..vstart)?, d.get(vstart..next)?, next))
 }
 
 #[cfg(test)]
@@ -94,7 +144,10 @@ mod tests {
     use proptest::prelude::*;
 
     fn build(pairs: &[(&str, &str)]) -> Vec<u8> {
-        let path = std::env::temp_dir().join(format!("mta-cdb-{}-{}", std::process::id(), pairs.len()));
+        // Tests run in parallel: each table gets a file of its own.
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("mta-cdb-{}-{n}", std::process::id()));
         let mut w = cdb2::CDBWriter::create(&path).unwrap();
         for (k, v) in pairs {
             w.add(k.as_bytes(), v.as_bytes()).unwrap();
@@ -119,6 +172,27 @@ mod tests {
     }
 
     #[test]
+    fn records_walk_every_pair_in_order() {
+        let t = Table::from_bytes(build(&[("alice", "1"), ("bob", ""), ("carol", "333")])).unwrap();
+        let all: Vec<(&[u8], &[u8])> = t.records().map(Result::unwrap).collect();
+        assert_eq!(all, [(&b"alice"[..], &b"1"[..]), (b"bob", b""), (b"carol", b"333")]);
+        assert_eq!(Table::from_bytes(build(&[])).unwrap().records().count(), 0);
+    }
+
+    #[test]
+    fn records_of_a_damaged_table_end_in_an_error() {
+        let mut d = build(&[("alice", "1"), ("bob", "2")]);
+        // The second record's key length now runs into the hash tables.
+        let second = 2048 + 8 + 5 + 1;
+        d[second..second + 4].copy_from_slice(&1000u32.to_le_bytes());
+        let t = Table::from_bytes(d).unwrap();
+        let all: Vec<_> = t.records().collect();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0].as_ref().unwrap(), &(&b"alice"[..], &b"1"[..]));
+        assert!(all[1].is_err());
+    }
+
+    #[test]
     fn short_files_refused() {
         assert!(Table::from_bytes(vec![0; 100]).is_err());
     }
@@ -129,6 +203,13 @@ mod tests {
         fn cdb_lookup_no_panic(body in proptest::collection::vec(any::<u8>(), 2048..4096), key in proptest::collection::vec(any::<u8>(), 0..16)) {
             let t = Table::from_bytes(body).unwrap();
             let _ = t.get(&key);
+        }
+
+        /// cdb_records_no_panic: any bytes after the header; the walk ends.
+        #[test]
+        fn cdb_records_no_panic(body in proptest::collection::vec(any::<u8>(), 2048..4096)) {
+            let t = Table::from_bytes(body).unwrap();
+            prop_assert!(t.records().count() <= 4096 / 8);
         }
     }
 }

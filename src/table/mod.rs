@@ -7,6 +7,7 @@
 
 pub mod cdb;
 
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::io;
 use std::path::Path;
@@ -23,12 +24,14 @@ pub fn system_users(passwd: &str) -> Vec<String> {
 }
 
 /// Build the local-recipient table at `path` (atomically: written beside
-/// it and renamed) from the system's users and return it opened read-only.
-pub fn build_local_recipients(path: &Path, passwd_file: &Path) -> io::Result<File> {
+/// it and renamed) from the system's users and the names in `more` (the
+/// aliases), and return it opened read-only.
+pub fn build_local_recipients(path: &Path, passwd_file: &Path, more: &[String]) -> io::Result<File> {
     let text = std::fs::read_to_string(passwd_file)?;
+    let names: BTreeSet<String> = system_users(&text).into_iter().chain(more.iter().cloned()).collect();
     let mut w = cdb2::CDBWriter::create(path)?;
-    for user in system_users(&text) {
-        w.add(user.as_bytes(), b"")?;
+    for name in names {
+        w.add(name.as_bytes(), b"")?;
     }
     w.finish()?;
     std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
@@ -50,11 +53,17 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("mta-table-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("passwd"), "root:x:0:0::/:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\n").unwrap();
-        let f = build_local_recipients(&dir.join("local.cdb"), &dir.join("passwd")).unwrap();
+        let more = [String::from("postmaster"), String::from("staff"), String::from("root")];
+        let f = build_local_recipients(&dir.join("local.cdb"), &dir.join("passwd"), &more).unwrap();
         let t = cdb::Table::read(&f, 1 << 20).unwrap();
         assert!(t.contains(b"alice"));
         assert!(t.contains(b"root"));
+        assert!(t.contains(b"staff"));
+        assert!(t.contains(b"postmaster"));
         assert!(!t.contains(b"bob"));
+        // A user who is also an alias is one record.
+        assert_eq!(t.records().filter(|r| r.as_ref().is_ok_and(|(k, _)| *k == b"root")).count(), 1);
+        assert_eq!(t.records().count(), 4);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -1,0 +1,200 @@
+//! The compiled aliases database: written by [`compile()`] (the format is in
+//! the [module documentation](super)), read by [`lookup`] and [`names`].
+//!
+//! Trusts: the source file only as far as the parser does; the database
+//! not at all: every value is decoded with checks.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use super::parse::forbidden_control;
+use super::{Error, MAX_ALIASES, MAX_FILE_SIZE, MAX_NAME, MAX_TARGETS, Summary, Target, parse};
+use crate::table::cdb::Table;
+
+const TAG_LOCAL: u8 = b'l';
+const TAG_ADDRESS: u8 = b'a';
+const TAG_COMMAND: u8 = b'c';
+const TAG_FILE: u8 = b'f';
+const TAG_INCLUDE: u8 = b'i';
+
+/// The database of the aliases file `source`: its path with `.cdb`
+/// appended (`/etc/mail/aliases` → `/etc/mail/aliases.cdb`).
+pub fn db_path(source: &Path) -> PathBuf {
+    let mut p = source.as_os_str().to_owned();
+    p.push(".cdb");
+    PathBuf::from(p)
+}
+
+/// Compile the aliases file `source` into a cdb at `dest`, mode 0644. The
+/// database is written beside `dest` under a temporary name, synced, and
+/// renamed over `dest`, and the directory is synced: a reader sees the old
+/// database or the new one, never a part of either. Nothing is written if
+/// the source has an error.
+pub fn compile(source: &Path, dest: &Path) -> Result<Summary, Error> {
+    let text = read_bounded(source, MAX_FILE_SIZE)?;
+    let parsed = parse(&text, source)?;
+    let mut records = Vec::with_capacity(parsed.aliases.len());
+    let (mut longest, mut total) = (0, 0);
+    for alias in parsed.aliases.iter() {
+        let value = encode(&alias.targets);
+        longest = longest.max(value.len());
+        total += value.len();
+        records.push((alias.name.as_bytes(), value));
+    }
+    write_atomically(dest, &records)?;
+    Ok(Summary { aliases: records.len(), longest, total, warnings: parsed.warnings })
+}
+
+/// The targets of the alias `name` (in any case) in a compiled database,
+/// or `None` if it has none.
+pub fn lookup(table: &Table, name: &str) -> Result<Option<Vec<Target>>, Error> {
+    let key = name.to_lowercase();
+    table.get(key.as_bytes()).map(|v| decode(v).map_err(|reason| Error::Corrupt { key, reason })).transpose()
+}
+
+/// Every alias name in a compiled database, each checked, with its value
+/// (so a database this accepts has no entry [`lookup`] refuses).
+pub fn names(table: &Table) -> Result<Vec<String>, Error> {
+    let mut out = Vec::new();
+    for record in table.records() {
+        let (key, value) = record.map_err(|e| Error::Corrupt { key: String::new(), reason: e.to_string() })?;
+        let name = String::from_utf8_lossy(key);
+        let corrupt = |reason: &str| Error::Corrupt { key: name.to_string(), reason: reason.to_string() };
+        if out.len() >= MAX_ALIASES {
+            return Err(corrupt(&format!("more than {MAX_ALIASES} aliases")));
+        }
+        let name = std::str::from_utf8(key).map_err(|_| corrupt("name is not UTF-8"))?;
+        if name.is_empty()
+            || name.len() > MAX_NAME
+            || name != name.to_lowercase()
+            || name.chars().any(forbidden_control)
+        {
+            return Err(corrupt("not an alias name"));
+        }
+        decode(value).map_err(|r| corrupt(&r))?;
+        out.push(name.to_string());
+    }
+    Ok(out)
+}
+
+/// Whether the database `db` should be compiled again: it is missing, or
+/// the source `source` was changed after it was written. A missing source
+/// makes nothing stale.
+pub fn stale(source: &Path, db: &Path) -> bool {
+    let Ok(db_time) = fs::metadata(db).and_then(|m| m.modified()) else { return true };
+    match fs::metadata(source).and_then(|m| m.modified()) {
+        Ok(source_time) => source_time > db_time,
+        Err(_) => false,
+    }
+}
+
+/// The stored form of a target list (see the module documentation).
+pub(super) fn encode(targets: &[Target]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for t in targets {
+        let tag = match t {
+            Target::Local(_) => TAG_LOCAL,
+            Target::Address(_) => TAG_ADDRESS,
+            Target::Command(_) => TAG_COMMAND,
+            Target::File(_) => TAG_FILE,
+            Target::Include(_) => TAG_INCLUDE,
+        };
+        out.push(tag);
+        // Parsed targets are UTF-8 and hold no NUL (Target::validate).
+        out.extend_from_slice(t.text().unwrap_or_default().as_bytes());
+        out.push(0);
+    }
+    out
+}
+
+/// A target list from its stored form, each target checked as the parser
+/// checks it.
+pub(super) fn decode(value: &[u8]) -> Result<Vec<Target>, String> {
+    let body = value.strip_suffix(&[0]).ok_or("value does not end with NUL")?;
+    let mut targets = Vec::new();
+    for record in body.split(|&b| b == 0) {
+        if targets.len() >= MAX_TARGETS {
+            return Err(format!("more than {MAX_TARGETS} targets"));
+        }
+        let (&tag, text) = record.split_first().ok_or("empty target")?;
+        let text = String::from_utf8(text.to_vec()).map_err(|_| "target is not UTF-8")?;
+        let t = match tag {
+            TAG_LOCAL => Target::Local(text),
+            TAG_ADDRESS => Target::Address(text),
+            TAG_COMMAND => Target::Command(text),
+            TAG_FILE => Target::File(PathBuf::from(text)),
+            TAG_INCLUDE => Target::Include(PathBuf::from(text)),
+            other => return Err(format!("unknown target tag 0x{other:02x}")),
+        };
+        t.validate()?;
+        targets.push(t);
+    }
+    Ok(targets)
+}
+
+/// The content of `path`, refused if larger than `max` bytes.
+fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>, Error> {
+    let io_err = |error| Error::Io { path: path.to_path_buf(), error };
+    let file = File::open(path).map_err(io_err)?;
+    let size = file.metadata().map_err(io_err)?.len();
+    if size > max {
+        return Err(Error::TooLarge { path: path.to_path_buf(), size, max });
+    }
+    let mut data = Vec::with_capacity(size as usize);
+    file.take(max + 1).read_to_end(&mut data).map_err(io_err)?;
+    if data.len() as u64 > max {
+        return Err(Error::TooLarge { path: path.to_path_buf(), size: data.len() as u64, max });
+    }
+    Ok(data)
+}
+
+/// Write `records` as a cdb at `dest`, atomically and durably.
+fn write_atomically(dest: &Path, records: &[(&[u8], Vec<u8>)]) -> Result<(), Error> {
+    let dir = match dest.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let Some(file_name) = dest.file_name() else {
+        let error = io::Error::new(io::ErrorKind::InvalidInput, "not a file name");
+        return Err(Error::Io { path: dest.to_path_buf(), error });
+    };
+    let tmp = dir.join(format!(".{}.tmp.{}", file_name.to_string_lossy(), std::process::id()));
+    let at = |path: &Path| {
+        let path = path.to_path_buf();
+        move |error| Error::Io { path, error }
+    };
+    let file = create_new(&tmp).map_err(at(&tmp))?;
+    let written = write_cdb(file, records).map_err(at(&tmp)).and_then(|()| fs::rename(&tmp, dest).map_err(at(dest)));
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written?;
+    File::open(dir).and_then(|d| d.sync_all()).map_err(at(dir))
+}
+
+/// Create `path` afresh (a file left there by a crashed run of the same
+/// process id is replaced), mode 0644 whatever the umask.
+fn create_new(path: &Path) -> io::Result<File> {
+    let open = || OpenOptions::new().write(true).create_new(true).mode(0o644).open(path);
+    let file = match open() {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            fs::remove_file(path)?;
+            open()?
+        }
+        other => other?,
+    };
+    file.set_permissions(fs::Permissions::from_mode(0o644))?;
+    Ok(file)
+}
+
+fn write_cdb(file: File, records: &[(&[u8], Vec<u8>)]) -> io::Result<()> {
+    let sync = file.try_clone()?;
+    let mut cdb = cdb2::CDBMake::new(file)?;
+    for (key, value) in records {
+        cdb.add(key, value)?;
+    }
+    cdb.finish()?;
+    sync.sync_all()
+}

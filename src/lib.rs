@@ -19,5 +19,6 @@ pub mod qmgr;
 pub mod queue;
 pub mod roles;
 pub mod sendmail;
+pub mod smtp;
 pub mod smtpd;
 pub mod table;

@@ -124,6 +124,9 @@ pub enum Operation {
     Modify(RawFd),
     /// Read an open file with pread (a compiled table).
     ReadFile(RawFd),
+    /// Wait for entries to arrive in a directory (kqueue EVFILT_VNODE on
+    /// the descriptor; inotify on Linux, added before entering).
+    Watch(RawFd),
 }
 
 /// The operations each role performs.
@@ -151,9 +154,10 @@ pub fn operations(role: Role, layout: &Layout) -> Vec<Operation> {
                 }
             }
         }
-        // pickup: maildrop/ (take files, remove them) and corrupt/ (put
-        // bad ones aside).
+        // pickup: maildrop/ (wait for files, take them, remove them) and
+        // corrupt/ (put bad ones aside).
         Role::Pickup => {
+            ops.push(Operation::Watch(FIRST_ROLE_FD));
             for fd in [FIRST_ROLE_FD, FIRST_ROLE_FD + 1] {
                 ops.push(Operation::List(fd));
                 ops.push(Operation::Modify(fd));
@@ -179,6 +183,7 @@ pub fn policy(role: Role, layout: &Layout) -> Policy {
                     fd: FIRST_ROLE_FD + i as RawFd,
                     path: layout.spool.join(dir),
                     access: DirAccess::ReadWrite,
+                    watch: false,
                 });
             }
         }
@@ -196,16 +201,23 @@ pub fn policy(role: Role, layout: &Layout) -> Policy {
         Role::Cleanup => {
             for (i, (dir, write)) in CLEANUP_DIRS.iter().enumerate() {
                 let access = if *write { DirAccess::ReadWrite } else { DirAccess::Read };
-                p.grants.push(Grant::Dir { fd: FIRST_ROLE_FD + i as RawFd, path: layout.spool.join(dir), access });
+                p.grants.push(Grant::Dir {
+                    fd: FIRST_ROLE_FD + i as RawFd,
+                    path: layout.spool.join(dir),
+                    access,
+                    watch: false,
+                });
             }
         }
-        // pickup: maildrop/ and corrupt/, read-write; nothing else.
+        // pickup: maildrop/ and corrupt/, read-write, and maildrop/
+        // watched for arrivals; nothing else.
         Role::Pickup => {
             for (i, dir) in [MAILDROP_DIR, "corrupt"].iter().enumerate() {
                 p.grants.push(Grant::Dir {
                     fd: FIRST_ROLE_FD + i as RawFd,
                     path: layout.spool.join(dir),
                     access: DirAccess::ReadWrite,
+                    watch: *dir == MAILDROP_DIR,
                 });
             }
         }

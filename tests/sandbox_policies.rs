@@ -11,7 +11,11 @@
 //! A pure-data part checks each role's policy against its operations
 //! (`roles::operations`): every operation's Capsicum rights and pledge
 //! promises are granted, and no dangerous right or promise is granted that
-//! no operation needs.
+//! no operation needs (nor the event right on a directory no one watches).
+//!
+//! pickup's watch on maildrop/ is made before entering, as its program
+//! does, and must report a file renamed into the directory from inside
+//! the sandbox.
 //!
 //! This is a `harness = false` test: `sandbox::enter` and
 //! `sandbox::fork_wait_with` refuse multi-threaded processes, and libtest
@@ -26,7 +30,9 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
+use mta::pickup::watch::{Wakeup, Watch};
 use mta::roles::{self, CLEANUP_DIRS, FIRST_ROLE_FD, Layout, MASTER_FD, Operation, QUEUE_DIRS, Role};
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, openat, renameat};
@@ -545,6 +551,9 @@ fn live_role(total: &mut Tally, world: &World, role: Role) -> io::Result<()> {
 
     let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(|f| f.as_fd()).collect();
     run_child(total, role.name(), &borrowed, |t, mut placed| {
+        // pickup watches maildrop/ (after the master channel) before
+        // entering, as its program does.
+        let watch = (role == Role::Pickup).then(|| Watch::new(placed[1].as_fd()));
         let Some(unix) = prepare_and_enter(t, &policy) else { return };
         common_denials(t, &policy, world, &unix);
         let channel = placed.remove(0);
@@ -562,6 +571,9 @@ fn live_role(total: &mut Tally, world: &World, role: Role) -> io::Result<()> {
             }
             Role::Pickup => {
                 dir_denials(t, &placed[0]);
+                if let Some(watch) = watch {
+                    pickup_watch(t, watch, &placed[0]);
+                }
                 pickup_work(t, &placed[0], &placed[1]);
             }
         }
@@ -668,6 +680,62 @@ fn pickup_work(t: &mut Tally, maildrop: &OwnedFd, corrupt: &OwnedFd) {
     t.check("remove a file (the symlink)", works(unlinkat(maildrop, "link", UnlinkatFlags::NoRemoveDir)));
 }
 
+/// pickup's watch, made before entering, inside the sandbox: a file
+/// renamed into maildrop/ (as postdrop completes one) wakes a mio poll on
+/// it, and draining it asks for a look, once.
+fn pickup_watch(t: &mut Tally, watch: io::Result<Watch>, maildrop: &OwnedFd) {
+    let mut watch = match watch {
+        Ok(w) => {
+            t.check("watch maildrop/ before entering (mta::pickup::watch)", Ok(()));
+            w
+        }
+        Err(e) => return t.check("watch maildrop/ before entering (mta::pickup::watch)", Err(e.to_string())),
+    };
+    t.check(
+        "the watch reports nothing before anything arrives",
+        match watch.drain() {
+            Wakeup::Nothing => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    t.check(
+        "a file renamed into maildrop/ wakes a poll on the watch, which asks for a look",
+        (|| {
+            let mut poll = works(mio::Poll::new())?;
+            let raw = watch.as_raw_fd();
+            works(poll.registry().register(&mut mio::unix::SourceFd(&raw), mio::Token(0), mio::Interest::READABLE))?;
+            let wr = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_CLOEXEC;
+            let mut f = File::from(works(openat(maildrop, ".tmp.arrival", wr, Mode::from_bits_truncate(0o640)))?);
+            works(f.write_all(b"whole\n"))?;
+            drop(f);
+            works(renameat(maildrop, ".tmp.arrival", maildrop, "arrival"))?;
+            let mut events = mio::Events::with_capacity(4);
+            works(poll.poll(&mut events, Some(Duration::from_secs(5))))?;
+            if events.is_empty() {
+                return Err("no wakeup within 5 s".into());
+            }
+            match watch.drain() {
+                Wakeup::Scan => Ok(()),
+                other => Err(format!("drained {other:?}")),
+            }
+        })(),
+    );
+    t.check(
+        "one drain takes every report",
+        match watch.drain() {
+            Wakeup::Nothing => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    // Why pickup watches before entering: the call takes a path.
+    #[cfg(target_os = "linux")]
+    t.check("add an inotify watch inside the sandbox", denied(Watch::new(maildrop.as_fd())));
+    // Capsicum's CAP_EVENT on maildrop/ lets a kqueue filter be attached.
+    #[cfg(not(target_os = "linux"))]
+    t.check("attach a kqueue filter to maildrop/ inside the sandbox", works(Watch::new(maildrop.as_fd())).map(drop));
+    t.check("remove the arrived file", works(unlinkat(maildrop, "arrival", UnlinkatFlags::NoRemoveDir)));
+}
+
 /// A policy with outbound connections, as the connector will have.
 fn live_connect(total: &mut Tally, world: &World) -> io::Result<()> {
     let mut policy = Policy::new("net-connect");
@@ -760,6 +828,7 @@ fn op_rights(op: Operation) -> &'static [CapRight] {
             &[Lookup, Create, Write, Fsync, Ftruncate, RenameatSource, RenameatTarget, Unlinkat, Mkdirat]
         }
         Operation::ReadFile(_) => &[Read, Seek, Fstat],
+        Operation::Watch(_) => &[Event],
     }
 }
 
@@ -772,6 +841,7 @@ fn op_promises(op: Operation) -> (&'static [&'static str], bool) {
         Operation::List(_) => (&["rpath"], false),
         Operation::Modify(_) => (&["wpath", "cpath"], false),
         Operation::ReadFile(_) => (&["stdio"], false),
+        Operation::Watch(_) => (&["stdio"], false),
     }
 }
 
@@ -797,7 +867,8 @@ fn op_fd(op: Operation) -> RawFd {
         | Operation::Serve(fd)
         | Operation::List(fd)
         | Operation::Modify(fd)
-        | Operation::ReadFile(fd) => fd,
+        | Operation::ReadFile(fd)
+        | Operation::Watch(fd) => fd,
     }
 }
 
@@ -843,6 +914,17 @@ fn data_checks(total: &mut Tally, role: Role) {
             &format!("descriptor {fd}: no dangerous right beyond its operations"),
             if excess.is_empty() { Ok(()) } else { Err(format!("{excess:?} granted, needed by no operation")) },
         );
+        if let Grant::Dir { watch, .. } = g {
+            let watched = ops.contains(&Operation::Watch(fd));
+            t.check(
+                &format!("descriptor {fd}: the event right exactly when the directory is watched"),
+                if capsicum_rights(g).contains(&CapRight::Event) == watched && *watch == watched {
+                    Ok(())
+                } else {
+                    Err(format!("watch {watch}, watched by an operation: {watched}"))
+                },
+            );
+        }
         if let Grant::Dir { access: DirAccess::Read, .. } = g {
             t.check(
                 &format!("descriptor {fd}: a read-only directory cannot be modified"),

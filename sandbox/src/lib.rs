@@ -51,8 +51,12 @@ pub enum DirAccess {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Grant {
     /// A directory, named by its descriptor and by its path (unveil
-    /// takes paths).
-    Dir { fd: RawFd, path: PathBuf, access: DirAccess },
+    /// takes paths). With `watch`, the role waits for entries to arrive
+    /// in it: a kqueue `EVFILT_VNODE` filter on the descriptor, which
+    /// Capsicum allows with `CAP_EVENT` (and pledge with "stdio"). On
+    /// Linux an inotify watch takes a path, so the role adds it before
+    /// entering; the field changes nothing there.
+    Dir { fd: RawFd, path: PathBuf, access: DirAccess, watch: bool },
     /// A regular file opened before entering.
     File { fd: RawFd, write: bool },
     /// A listening stream socket (TCP or UNIX). Accepted sockets inherit

@@ -65,10 +65,15 @@ pub const MODIFYING_RIGHTS: &[CapRight] = &[
 pub fn capsicum_rights(grant: &Grant) -> Vec<CapRight> {
     use CapRight::*;
     let mut rights: Vec<CapRight> = match grant {
-        Grant::Dir { access, .. } => {
+        Grant::Dir { access, watch, .. } => {
             let mut r = vec![Lookup, Read, Fstat, Fstatat, Fstatfs, Seek, Fcntl];
             if *access == DirAccess::ReadWrite {
                 r.extend([Write, Create, Fsync, Ftruncate, Unlinkat, RenameatSource, RenameatTarget, Mkdirat]);
+            }
+            // kevent(2) attaching a filter to the descriptor. Files opened
+            // beneath inherit it, which lets them be polled: nothing more.
+            if *watch {
+                r.push(Event);
             }
             r
         }
@@ -159,7 +164,7 @@ mod tests {
     use std::path::Path;
 
     fn dir(fd: i32, access: DirAccess) -> Grant {
-        Grant::Dir { fd, path: PathBuf::from(format!("/spool/{fd}")), access }
+        Grant::Dir { fd, path: PathBuf::from(format!("/spool/{fd}")), access, watch: false }
     }
 
     #[test]
@@ -193,6 +198,19 @@ mod tests {
             assert!(rw.contains(&need), "{need:?}");
         }
         assert!(capsicum_rights(&Grant::File { fd: 5, write: true }).contains(&CapRight::Write));
+    }
+
+    #[test]
+    fn a_watched_directory_gets_event_and_nothing_else() {
+        for access in [DirAccess::Read, DirAccess::ReadWrite] {
+            let plain = capsicum_rights(&dir(4, access));
+            assert!(!plain.contains(&CapRight::Event), "{access:?}");
+            let watched = capsicum_rights(&Grant::Dir { fd: 4, path: PathBuf::from("/spool/4"), access, watch: true });
+            let mut expected = plain.clone();
+            expected.push(CapRight::Event);
+            expected.sort();
+            assert_eq!(watched, expected, "{access:?}");
+        }
     }
 
     #[test]

@@ -8,10 +8,15 @@
 //! Anything else is moved to corrupt/ and logged. The file is removed
 //! only after cleanup has committed the message.
 //!
+//! pickup learns of arrivals from the kernel ([`watch`]: inotify on Linux,
+//! kqueue on FreeBSD and OpenBSD) and then lists the directory; it also
+//! lists it at start and, as a fallback, every `FALLBACK_SCAN_INTERVAL`
+//! (every `SCAN_INTERVAL` when the kernel would not watch the directory).
+//!
 //! Trusts: master; maildrop files no more than SMTP input.
 
 use std::fs::File;
-use std::io::BufReader;
+use std::io::{self, BufReader};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant};
@@ -32,9 +37,24 @@ use crate::queue::{self, BodyType, Notify};
 use crate::roles::Role;
 use crate::smtpd::params;
 
+pub mod watch;
+
+use watch::{Wakeup, Watch};
+
 const MASTER: Token = Token(0);
 const CLEANUP: Token = Token(1);
-/// How often maildrop/ is looked at when nothing happened.
+const WATCH: Token = Token(2);
+/// How often maildrop/ is listed while the kernel reports arrivals. The
+/// timed look stays, slowly, as a safety net for what notification
+/// cannot promise: events lost in a way the kernel does not report, a
+/// watch that stops working without saying so, and a file an error left
+/// in place, which no new event will name. (Files dropped while pickup
+/// was not running are taken by the look at start, and a queue overflow
+/// the kernel does report, IN_Q_OVERFLOW, brings a look at once.)
+const FALLBACK_SCAN_INTERVAL: Duration = Duration::from_secs(10);
+/// How often maildrop/ is listed when there is no watch (the kernel
+/// refused it, or it was lost): the latency local submission had before
+/// notifications.
 const SCAN_INTERVAL: Duration = Duration::from_secs(1);
 /// After a temporary failure, the file waits this long.
 const RETRY_PAUSE: Duration = Duration::from_secs(5);
@@ -64,11 +84,26 @@ struct Pickup {
     todo: Vec<String>,
     current: Option<InFlight>,
     next_txn: u64,
+    /// When maildrop/ is listed next (once nothing is in hand).
     next_scan: Instant,
+    /// No look before this, however many arrivals are reported: cleanup
+    /// failed for now and asked for a pause.
+    retry_after: Instant,
+    /// The kernel's notification of arrivals, while it works.
+    watch: Option<Watch>,
 }
 
-/// Serve until master says stop.
-pub fn serve(_token: Sandboxed, mut child: Child) -> ! {
+/// Watch maildrop/ (the first role descriptor) for arrivals. Must run
+/// before the sandbox is entered; [`serve`] takes the result, and falls
+/// back to timed looks, with a warning, if it is an error.
+pub fn watch_maildrop(child: &Child) -> io::Result<Watch> {
+    let dir = child.fds.first().ok_or_else(|| io::Error::other("no maildrop/ descriptor"))?;
+    Watch::new(dir.as_fd())
+}
+
+/// Serve until master says stop. `watch` is what [`watch_maildrop`]
+/// made before the sandbox was entered.
+pub fn serve(_token: Sandboxed, mut child: Child, watch: io::Result<Watch>) -> ! {
     let poll = Poll::new().unwrap_or_else(|e| crate::child::die(Role::Pickup, &format!("poll: {e}")));
     let fds = std::mem::take(&mut child.fds);
     let [maildrop, corrupt] = match <[_; 2]>::try_from(fds) {
@@ -79,6 +114,19 @@ pub fn serve(_token: Sandboxed, mut child: Child) -> ! {
     if let Err(e) = poll.registry().register(&mut SourceFd(&raw), MASTER, Interest::READABLE) {
         child.fatal(&format!("registering the master channel: {e}"));
     }
+    let watch = watch
+        .and_then(|w| poll.registry().register(&mut SourceFd(&w.as_raw_fd()), WATCH, Interest::READABLE).map(|()| w));
+    let watch = match watch {
+        Ok(w) => Some(w),
+        Err(e) => {
+            child.warn(&format!(
+                "cannot watch maildrop/ for arrivals ({e}); looking every {} s instead",
+                SCAN_INTERVAL.as_secs()
+            ));
+            None
+        }
+    };
+    let now = Instant::now();
     let mut p = Pickup {
         child,
         poll,
@@ -89,16 +137,15 @@ pub fn serve(_token: Sandboxed, mut child: Child) -> ! {
         todo: Vec::new(),
         current: None,
         next_txn: 1,
-        next_scan: Instant::now(),
+        // At once: whatever arrived while pickup was not running.
+        next_scan: now,
+        retry_after: now,
+        watch,
     };
     let mut events = Events::with_capacity(16);
     loop {
-        let timeout = if p.current.is_none() && !p.todo.is_empty() && p.cleanup.is_some() {
-            Duration::ZERO
-        } else {
-            p.next_scan.saturating_duration_since(Instant::now())
-        };
-        if let Err(e) = p.poll.poll(&mut events, Some(timeout))
+        let timeout = p.timeout();
+        if let Err(e) = p.poll.poll(&mut events, timeout)
             && e.kind() != std::io::ErrorKind::Interrupted
         {
             p.child.fatal(&format!("poll: {e}"));
@@ -106,7 +153,9 @@ pub fn serve(_token: Sandboxed, mut child: Child) -> ! {
         for ev in events.iter() {
             match ev.token() {
                 MASTER => p.master_readable(),
-                _ => p.cleanup_event(),
+                CLEANUP => p.cleanup_event(),
+                WATCH => p.watch_readable(),
+                _ => {}
             }
         }
         p.work();
@@ -131,6 +180,7 @@ impl Pickup {
                     self.cleanup = Some(chan);
                     // A file half sent to the old cleanup starts again.
                     self.current = None;
+                    self.scan_soon();
                     self.child.debug(&format!("channel to cleanup pid {pid}"));
                 }
                 Ok(Some((FromMaster::Stop, _))) => self.stop(),
@@ -156,6 +206,59 @@ impl Pickup {
         }
         // The file stays in maildrop/; it is taken again once cleanup is back.
         self.current = None;
+        self.scan_soon();
+    }
+
+    /// The kernel reported something: drain its report and look soon.
+    fn watch_readable(&mut self) {
+        let Some(w) = self.watch.as_mut() else { return };
+        match w.drain() {
+            Wakeup::Nothing => {}
+            Wakeup::Scan => self.scan_soon(),
+            Wakeup::Lost(why) => {
+                if let Some(w) = self.watch.take() {
+                    let _ = self.poll.registry().deregister(&mut SourceFd(&w.as_raw_fd()));
+                }
+                self.child.warn(&format!(
+                    "no longer notified of arrivals in maildrop/ ({why}); looking every {} s instead",
+                    SCAN_INTERVAL.as_secs()
+                ));
+                self.scan_soon();
+            }
+        }
+    }
+
+    /// List maildrop/ as soon as nothing is in hand (and cleanup asked
+    /// for no pause). Many calls before that come to one look.
+    fn scan_soon(&mut self) {
+        self.next_scan = self.next_scan.min(Instant::now().max(self.retry_after));
+    }
+
+    /// How long the loop may wait for an event. Only a look at maildrop/
+    /// is timed; everything else waits for its channel, so nothing spins
+    /// while cleanup is away, a file is in flight or space is short.
+    fn timeout(&self) -> Option<Duration> {
+        if self.cleanup.is_none() || self.current.is_some() {
+            // master's Peer message, or cleanup's channel, wakes the loop.
+            None
+        } else if !self.todo.is_empty() {
+            // The next file at once; without space, cleanup's Space wakes it.
+            self.space_ok.then_some(Duration::ZERO)
+        } else {
+            Some(self.next_scan.saturating_duration_since(Instant::now()))
+        }
+    }
+
+    /// The time between looks when nothing is reported.
+    fn scan_interval(&self) -> Duration {
+        if self.watch.is_some() { FALLBACK_SCAN_INTERVAL } else { SCAN_INTERVAL }
+    }
+
+    /// cleanup cannot take mail for now: no look for a while.
+    fn pause(&mut self) {
+        self.retry_after = Instant::now() + RETRY_PAUSE;
+        self.next_scan = self.next_scan.max(self.retry_after);
+        self.todo.clear();
     }
 
     fn cleanup_event(&mut self) {
@@ -195,13 +298,11 @@ impl Pickup {
             }
             CommitResult::TempFail(why) => {
                 self.child.warn(&format!("maildrop file {}: not queued now ({why}); trying again later", f.name));
-                self.next_scan = self.next_scan.max(Instant::now() + RETRY_PAUSE);
-                self.todo.clear();
+                self.pause();
             }
             CommitResult::NoSpace => {
                 self.child.warn(&format!("maildrop file {}: the spool is short of space; trying again later", f.name));
-                self.next_scan = self.next_scan.max(Instant::now() + RETRY_PAUSE);
-                self.todo.clear();
+                self.pause();
             }
         }
     }
@@ -226,8 +327,10 @@ impl Pickup {
             return;
         }
         if self.current.is_none() && self.todo.is_empty() && Instant::now() >= self.next_scan {
-            self.scan();
-            self.next_scan = Instant::now() + SCAN_INTERVAL;
+            // A full batch may have left names behind: look again once it
+            // is done, as before notifications, not on the slow timer.
+            let interval = if self.scan() { SCAN_INTERVAL } else { self.scan_interval() };
+            self.next_scan = Instant::now() + interval;
         }
         while self.current.is_none() && self.space_ok {
             let Some(name) = self.todo.pop() else { break };
@@ -237,8 +340,9 @@ impl Pickup {
     }
 
     /// Names in maildrop/, oldest name last (taken first). Abandoned
-    /// temporary files are removed.
-    fn scan(&mut self) {
+    /// temporary files are removed. True when the batch is full, so that
+    /// more names may be waiting.
+    fn scan(&mut self) -> bool {
         let mut d = match Dir::openat(
             &self.maildrop,
             ".",
@@ -246,9 +350,13 @@ impl Pickup {
             Mode::empty(),
         ) {
             Ok(d) => d,
-            Err(e) => return self.child.warn(&format!("listing maildrop/: {e}")),
+            Err(e) => {
+                self.child.warn(&format!("listing maildrop/: {e}"));
+                return false;
+            }
         };
         let mut names = Vec::new();
+        let mut full = false;
         let mut stale = Vec::new();
         for e in d.iter() {
             let Ok(e) = e else { break };
@@ -260,6 +368,8 @@ impl Pickup {
                 stale.push(name.to_string());
             } else if names.len() < SCAN_BATCH {
                 names.push(name.to_string());
+            } else {
+                full = true;
             }
         }
         drop(d);
@@ -274,6 +384,7 @@ impl Pickup {
         }
         names.sort_unstable_by(|a, b| b.cmp(a));
         self.todo = names;
+        full
     }
 
     /// Open, check and begin handing over one file.

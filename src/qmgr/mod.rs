@@ -23,6 +23,7 @@ use crate::ipc::msg::{ControlToQmgr, FromMaster, QmgrToControl};
 use crate::roles::{QUEUE_DIRS, Role};
 
 pub mod scan;
+pub mod schedule;
 
 const MASTER: Token = Token(0);
 /// Messages in one listing message to control.

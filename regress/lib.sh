@@ -112,6 +112,20 @@ make_cert() {
 # raw_smtp: run Python with rawsmtp.py importable and PORT, W in the environment.
 raw_smtp() { PORT=$PORT W=$W PYTHONPATH=. python3 - "$@"; }
 
+# private_mta_conf: for cases running sendmail or postdrop, which read the
+# compiled-in /etc/mta/mta.conf. The case has re-executed itself in a
+# private mount namespace (MTA_IN_NS); a tmpfs there holds its CONF, and
+# the staged postdrop is made set-gid to the submission group, as a
+# package installs it.
+private_mta_conf() {
+	[ -n "${MTA_IN_NS:-}" ] || fail "private_mta_conf outside a private mount namespace"
+	mkdir -p /etc/mta
+	mount -t tmpfs -o mode=755 tmpfs /etc/mta
+	CONF=/etc/mta/mta.conf
+	POSTDROP="$MTA_STAGE/libexec/mta/postdrop"
+	chgrp _mtadrop "$POSTDROP" && chmod 2755 "$POSTDROP" || fail "cannot make postdrop set-gid"
+}
+
 # As root, master runs children as _mta and maildrop/ belongs to _mtadrop.
 ensure_group() {
 	getent group "$1" >/dev/null 2>&1 || groupadd -r "$1"

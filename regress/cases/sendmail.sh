@@ -15,9 +15,7 @@ if [ -z "${MTA_IN_NS:-}" ]; then
 fi
 . ./lib.sh
 ensure_user mtadev
-mkdir -p /etc/mta
-mount -t tmpfs -o mode=755 tmpfs /etc/mta
-CONF=/etc/mta/mta.conf
+private_mta_conf
 cat > "$CONF" <<CONF
 hostname = "mx.test";
 spool = "$W/spool";
@@ -29,8 +27,6 @@ limits { message_size = 1m; }
 aliases = "$W/aliases";
 CONF
 SENDMAIL="$MTA_STAGE/sbin/sendmail"
-POSTDROP="$MTA_STAGE/libexec/mta/postdrop"
-chgrp _mtadrop "$POSTDROP" && chmod 2755 "$POSTDROP" || fail "cannot make postdrop set-gid"
 uid=$(id -u mtadev)
 mkdir "$W/home" && chown mtadev "$W/home"
 as() { runuser -u mtadev -- env HOME="$W/home" "$@"; }
@@ -39,7 +35,7 @@ message() { grep -rl -- "Subject: $1" "$W/spool/incoming" | head -1; }
 # envelope SUBJECT: "sender rcpt rcpt..." of that message, from mtactl -j.
 envelope() {
 	id=$(basename "$(message "$1")")
-	ctl -j queue | python3 -c '
+	ctl queue list --json | python3 -c '
 import json, sys
 for m in json.load(sys.stdin)["queue"]:
     if m["id"] == sys.argv[1]:

@@ -17,9 +17,7 @@ if [ -z "${MTA_IN_NS:-}" ]; then
 fi
 . ./lib.sh
 ensure_user mtadev
-mkdir -p /etc/mta
-mount -t tmpfs -o mode=755 tmpfs /etc/mta
-CONF=/etc/mta/mta.conf
+private_mta_conf
 cat > "$CONF" <<CONF
 spool = "$W/spool";
 libexec_directory = "$MTA_STAGE/libexec/mta";
@@ -29,8 +27,6 @@ listen { smtp { address = "127.0.0.1:$PORT"; tls = none; } }
 limits { message_size = 200k; }
 CONF
 MTA="$MTA_STAGE/sbin/mta"
-POSTDROP="$MTA_STAGE/libexec/mta/postdrop"
-chgrp _mtadrop "$POSTDROP" && chmod 2755 "$POSTDROP" || fail "cannot make postdrop set-gid"
 uid=$(id -u mtadev)
 drop() { # drop SENDER RCPT < content: as mtadev, through postdrop
 	python3 ./maildrop.py "$@" | runuser -u mtadev -- "$POSTDROP"

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::config::Config;
 
-pub const USAGE: &str = "usage: mtactl [-j] [-f file | -s socket] status | reload | stop | queue [list]";
+pub const USAGE: &str = "usage: mtactl [-j | --json] [-f file | -s socket] status | reload | stop | queue [list]";
 /// Largest answer read.
 const MAX_ANSWER: u64 = 4 << 20;
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -26,7 +26,10 @@ pub struct Options {
 }
 
 pub fn parse_args(args: &[String]) -> Result<Options, String> {
-    let mut o = Options::default();
+    // `--json` (anywhere) is the long form of -j.
+    let mut o = Options { json: args.iter().any(|a| a == "--json"), ..Default::default() };
+    let args: Vec<String> = args.iter().filter(|a| *a != "--json").cloned().collect();
+    let args = args.as_slice();
     let mut i = 0;
     while i < args.len() && args[i].starts_with('-') && args[i].len() > 1 {
         let a = &args[i];
@@ -229,6 +232,14 @@ mod tests {
 
     fn a(s: &[&str]) -> Vec<String> {
         s.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn long_json() {
+        let o = parse_args(&a(&["queue", "list", "--json"])).unwrap();
+        assert!(o.json);
+        assert_eq!(o.command, "queue");
+        assert!(!parse_args(&a(&["queue"])).unwrap().json);
     }
 
     #[test]

@@ -71,19 +71,8 @@ impl Notices {
     }
 }
 
-/// Whether NOTIFY asks for a report of this kind (RFC 3461: without
-/// NOTIFY, failures and delays are reported).
-pub(super) fn wants(notify: Option<Notify>, kind: Kind) -> bool {
-    match notify {
-        None => kind != Kind::Success,
-        Some(Notify::Never) => false,
-        Some(Notify::On { success, failure, delay }) => match kind {
-            Kind::Failure => failure,
-            Kind::Delay => delay,
-            Kind::Success => success,
-        },
-    }
-}
+/// Whether NOTIFY asks for a report of this kind (the bounce module's rule).
+pub(super) use crate::bounce::notify_wants as wants;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum RcptState {

@@ -112,16 +112,25 @@ make_cert() {
 # raw_smtp: run Python with rawsmtp.py importable and PORT, W in the environment.
 raw_smtp() { PORT=$PORT W=$W PYTHONPATH=. python3 - "$@"; }
 
-# private_mta_conf: for cases running sendmail or postdrop, which read the
-# compiled-in /etc/mta/mta.conf. The case has re-executed itself in a
-# private mount namespace (MTA_IN_NS); a tmpfs there holds its CONF, and
-# the staged postdrop is made set-gid to the submission group, as a
+# private_mta_conf [extra UCL lines...]: for cases running sendmail or
+# postdrop, which read the compiled-in /etc/mta/mta.conf. The case has
+# re-executed itself in a private mount namespace (MTA_IN_NS); a tmpfs
+# there holds its CONF (absolute paths into $W and the staged libexec),
+# and the staged postdrop is made set-gid to the submission group, as a
 # package installs it.
 private_mta_conf() {
 	[ -n "${MTA_IN_NS:-}" ] || fail "private_mta_conf outside a private mount namespace"
 	mkdir -p /etc/mta
 	mount -t tmpfs -o mode=755 tmpfs /etc/mta
 	CONF=/etc/mta/mta.conf
+	{
+		echo "spool = \"$W/spool\";"
+		echo "libexec_directory = \"$MTA_STAGE/libexec/mta\";"
+		echo "pidfile = \"$W/mta.pid\";"
+		echo "control { socket = \"$W/mta.sock\"; }"
+		echo "listen { smtp { address = \"127.0.0.1:$PORT\"; tls = none; } }"
+		for l in "$@"; do echo "$l"; done
+	} > "$CONF"
 	POSTDROP="$MTA_STAGE/libexec/mta/postdrop"
 	chgrp _mtadrop "$POSTDROP" && chmod 2755 "$POSTDROP" || fail "cannot make postdrop set-gid"
 }

@@ -15,17 +15,7 @@ if [ -z "${MTA_IN_NS:-}" ]; then
 fi
 . ./lib.sh
 ensure_user mtadev
-private_mta_conf
-cat > "$CONF" <<CONF
-hostname = "mx.test";
-spool = "$W/spool";
-libexec_directory = "$MTA_STAGE/libexec/mta";
-pidfile = "$W/mta.pid";
-control { socket = "$W/mta.sock"; }
-listen { smtp { address = "127.0.0.1:$PORT"; tls = none; } }
-limits { message_size = 1m; }
-aliases = "$W/aliases";
-CONF
+private_mta_conf 'hostname = "mx.test";' "limits { message_size = 1m; }" "aliases = \"$W/aliases\";"
 SENDMAIL="$MTA_STAGE/sbin/sendmail"
 uid=$(id -u mtadev)
 mkdir "$W/home" && chown mtadev "$W/home"

@@ -17,15 +17,7 @@ if [ -z "${MTA_IN_NS:-}" ]; then
 fi
 . ./lib.sh
 ensure_user mtadev
-private_mta_conf
-cat > "$CONF" <<CONF
-spool = "$W/spool";
-libexec_directory = "$MTA_STAGE/libexec/mta";
-pidfile = "$W/mta.pid";
-control { socket = "$W/mta.sock"; }
-listen { smtp { address = "127.0.0.1:$PORT"; tls = none; } }
-limits { message_size = 200k; }
-CONF
+private_mta_conf "limits { message_size = 200k; }"
 MTA="$MTA_STAGE/sbin/mta"
 uid=$(id -u mtadev)
 drop() { # drop SENDER RCPT < content: as mtadev, through postdrop

@@ -27,7 +27,6 @@ use crate::ipc::Channel;
 use crate::ipc::msg::{CleanupToSmtpd, CommitResult, FromMaster, MessageEnvelope, SmtpdToCleanup};
 use crate::queue::{self, Journal, QueueFile, QueueIdGen, Time};
 use crate::roles::Role;
-use crate::smtpd::params;
 use message::HeaderScan;
 
 const MASTER: Token = Token(0);
@@ -428,15 +427,9 @@ fn queue_file(id: queue::QueueId, arrival: Time, e: &MessageEnvelope, content: V
             protocol,
             tls: e.tls.clone(),
         },
-        body: match e.body {
-            params::Body::SevenBit => queue::BodyType::SevenBit,
-            params::Body::EightBitMime => queue::BodyType::EightBitMime,
-        },
+        body: e.body.into(),
         smtputf8: e.smtputf8,
-        dsn_ret: e.ret.map(|r| match r {
-            params::Ret::Full => queue::Ret::Full,
-            params::Ret::Headers => queue::Ret::Headers,
-        }),
+        dsn_ret: e.ret.map(Into::into),
         dsn_envid: e.envid.clone(),
         size: content.len() as u64,
     };
@@ -446,13 +439,7 @@ fn queue_file(id: queue::QueueId, arrival: Time, e: &MessageEnvelope, content: V
         .map(|r| queue::Recipient {
             address: r.address.clone(),
             orcpt: r.orcpt.clone(),
-            notify: r.notify.map(|n| {
-                if n.never {
-                    queue::Notify::Never
-                } else {
-                    queue::Notify::On { success: n.success, failure: n.failure, delay: n.delay }
-                }
-            }),
+            notify: r.notify.map(Into::into),
             status: queue::Status::default(),
         })
         .collect();

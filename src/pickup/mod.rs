@@ -33,7 +33,7 @@ use crate::child::Child;
 use crate::ipc::Channel;
 use crate::ipc::msg::{CleanupToSmtpd, CommitResult, FromMaster, MessageEnvelope, MessageRecipient, SmtpdToCleanup};
 use crate::maildrop::{self, Limits, Reader};
-use crate::queue::{self, BodyType, Notify};
+use crate::queue;
 use crate::roles::Role;
 use crate::smtpd::params;
 
@@ -485,21 +485,14 @@ impl Pickup {
 
 /// The envelope cleanup gets for a maildrop file submitted by `uid`.
 fn envelope(e: &maildrop::Envelope, uid: u32) -> Option<MessageEnvelope> {
-    let body = match e.body {
-        BodyType::SevenBit => params::Body::SevenBit,
-        BodyType::EightBitMime => params::Body::EightBitMime,
-        BodyType::BinaryMime => return None,
-    };
+    let body = params::Body::try_from(e.body).ok()?;
     let recipients = e
         .recipients
         .iter()
         .map(|r| MessageRecipient {
             address: r.address.clone(),
             orcpt: r.orcpt.clone(),
-            notify: r.notify.map(|n| match n {
-                Notify::Never => params::Notify { never: true, success: false, failure: false, delay: false },
-                Notify::On { success, failure, delay } => params::Notify { never: false, success, failure, delay },
-            }),
+            notify: r.notify.map(Into::into),
         })
         .collect();
     Some(MessageEnvelope {
@@ -507,10 +500,7 @@ fn envelope(e: &maildrop::Envelope, uid: u32) -> Option<MessageEnvelope> {
         recipients,
         body,
         smtputf8: e.smtputf8,
-        ret: e.ret.map(|r| match r {
-            queue::Ret::Full => params::Ret::Full,
-            queue::Ret::Headers => params::Ret::Headers,
-        }),
+        ret: e.ret.map(Into::into),
         envid: e.envid.clone(),
         helo: String::new(),
         protocol: String::from("local"),

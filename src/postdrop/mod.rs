@@ -123,8 +123,9 @@ fn fail(code: i32, msg: &str) -> i32 {
     code
 }
 
-/// A name no other postdrop picks: time, pid and randomness, in hex.
-fn unique() -> String {
+/// A name no other process picks: time, pid and randomness, in hex
+/// (maildrop file names here, Message-ID local parts in sendmail).
+pub fn unique() -> String {
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
     let mut h = RandomState::new().build_hasher();
     h.write_u128(now.as_nanos());

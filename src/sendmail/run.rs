@@ -29,8 +29,6 @@ use crate::config::{self, Config};
 use crate::control::client;
 use crate::maildrop::{self, Envelope, Writer};
 use crate::postdrop::{EX_CONFIG, EX_DATAERR, EX_NOPERM, EX_SOFTWARE, EX_UNAVAILABLE, EX_USAGE};
-use crate::queue::{BodyType, Notify, Ret};
-use crate::smtpd::params;
 use crate::smtpd::session::{self, Action, Checks, Commit, Peer, RcptVerdict, Session, Settings};
 
 use super::{FlushTarget, HeaderOptions, Input, Invocation, Mode, parse, prepare, qualify, split_header, usage};
@@ -135,17 +133,6 @@ fn check_address(what: &str, address: &str) -> Result<(), Failure> {
     address::parse_mailbox(address, true)
         .map(drop)
         .map_err(|e| failure(EX_DATAERR, format!("bad {what} address {address:?}: {e}")))
-}
-
-/// A message-ID local part no other message gets: time, pid and a random
-/// hash.
-fn unique_id() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(now.as_nanos());
-    h.write_u32(std::process::id());
-    format!("{}.{}.{:016x}", now.as_secs(), std::process::id(), h.finish())
 }
 
 /// A message on its way into postdrop.
@@ -290,18 +277,15 @@ impl Context {
             if let Some(at) = split_header(&text) {
                 break at;
             }
-            if done {
+            if done || text.len() > limit {
                 break text.len();
-            }
-            if text.len() > limit {
-                return Err(failure(EX_DATAERR, format!("the message header is larger than {limit} bytes")));
             }
             done = read_more(stdin, &mut raw, &mut input, &mut text)?;
         };
         if split > limit {
             return Err(failure(EX_DATAERR, format!("the message header is larger than {limit} bytes")));
         }
-        let message_id = format!("{}@{hostname}", unique_id());
+        let message_id = format!("{}@{hostname}", crate::postdrop::unique());
         let date = rfc5322_date(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()));
         let full_name = inv.full_name.as_deref().or(user.name.as_deref());
         let opts = HeaderOptions {
@@ -394,14 +378,7 @@ impl Context {
         let c = &self.config;
         Settings {
             hostname: c.hostname.clone(),
-            limits: session::Limits {
-                command_line: c.limits.line_length as usize,
-                message_size: c.limits.message_size,
-                recipients: c.limits.recipients as usize,
-                errors: c.smtpd.errors,
-                errors_before_pause: c.smtpd.errors_before_pause,
-                error_pause: c.smtpd.error_pause,
-            },
+            limits: session::Limits::from_config(&c.limits, &c.smtpd),
             bare: c.smtpd.bare_line_ends,
             starttls: false,
         }
@@ -506,15 +483,9 @@ fn commit(verdict: Result<String, Failure>) -> Commit {
 fn maildrop_envelope(e: &session::Envelope) -> Envelope {
     Envelope {
         sender: e.sender.as_ref().map(ToString::to_string).unwrap_or_default(),
-        body: match e.body {
-            params::Body::SevenBit => BodyType::SevenBit,
-            params::Body::EightBitMime => BodyType::EightBitMime,
-        },
+        body: e.body.into(),
         smtputf8: e.smtputf8,
-        ret: e.ret.map(|r| match r {
-            params::Ret::Full => Ret::Full,
-            params::Ret::Headers => Ret::Headers,
-        }),
+        ret: e.ret.map(Into::into),
         envid: e.envid.clone(),
         full_name: None,
         recipients: e
@@ -523,10 +494,7 @@ fn maildrop_envelope(e: &session::Envelope) -> Envelope {
             .map(|r| maildrop::Recipient {
                 address: r.mailbox.as_ref().map_or_else(|| String::from("postmaster"), ToString::to_string),
                 orcpt: r.orcpt.clone(),
-                notify: r.notify.map(|n| match n.never {
-                    true => Notify::Never,
-                    false => Notify::On { success: n.success, failure: n.failure, delay: n.delay },
-                }),
+                notify: r.notify.map(Into::into),
             })
             .collect(),
     }

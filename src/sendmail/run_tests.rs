@@ -6,6 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 
 use super::*;
 use crate::maildrop::{Limits, Reader};
+use crate::queue::{Notify, Ret};
 
 /// A directory with a fake `postdrop` that saves its input to `stream`,
 /// its arguments to `args`, and then exits with `status` after printing

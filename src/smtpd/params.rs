@@ -30,6 +30,66 @@ pub struct Notify {
     pub delay: bool,
 }
 
+// The same parameters as the queue file stores them: smtpd's forms are what
+// travels to cleanup, the queue's what a queue or maildrop file holds.
+
+impl From<Body> for crate::queue::BodyType {
+    fn from(b: Body) -> Self {
+        match b {
+            Body::SevenBit => crate::queue::BodyType::SevenBit,
+            Body::EightBitMime => crate::queue::BodyType::EightBitMime,
+        }
+    }
+}
+
+impl TryFrom<crate::queue::BodyType> for Body {
+    /// BINARYMIME, which smtpd does not offer.
+    type Error = ();
+    fn try_from(b: crate::queue::BodyType) -> Result<Body, ()> {
+        match b {
+            crate::queue::BodyType::SevenBit => Ok(Body::SevenBit),
+            crate::queue::BodyType::EightBitMime => Ok(Body::EightBitMime),
+            crate::queue::BodyType::BinaryMime => Err(()),
+        }
+    }
+}
+
+impl From<Ret> for crate::queue::Ret {
+    fn from(r: Ret) -> Self {
+        match r {
+            Ret::Full => crate::queue::Ret::Full,
+            Ret::Headers => crate::queue::Ret::Headers,
+        }
+    }
+}
+
+impl From<crate::queue::Ret> for Ret {
+    fn from(r: crate::queue::Ret) -> Self {
+        match r {
+            crate::queue::Ret::Full => Ret::Full,
+            crate::queue::Ret::Headers => Ret::Headers,
+        }
+    }
+}
+
+impl From<Notify> for crate::queue::Notify {
+    fn from(n: Notify) -> Self {
+        match n.never {
+            true => crate::queue::Notify::Never,
+            false => crate::queue::Notify::On { success: n.success, failure: n.failure, delay: n.delay },
+        }
+    }
+}
+
+impl From<crate::queue::Notify> for Notify {
+    fn from(n: crate::queue::Notify) -> Self {
+        match n {
+            crate::queue::Notify::Never => Notify { never: true, ..Notify::default() },
+            crate::queue::Notify::On { success, failure, delay } => Notify { never: false, success, failure, delay },
+        }
+    }
+}
+
 /// Parameters of MAIL FROM.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct MailParams {

@@ -90,14 +90,7 @@ pub fn serve(_token: Sandboxed, mut child: Child, listeners: Vec<std::net::TcpLi
     let poll = Poll::new().unwrap_or_else(|e| crate::child::die(Role::Smtpd, &format!("poll: {e}")));
     let settings = Settings {
         hostname: child.config.hostname.clone(),
-        limits: Limits {
-            command_line: intake.limits.line_length as usize,
-            message_size: intake.limits.message_size,
-            recipients: intake.limits.recipients as usize,
-            errors: intake.smtpd.errors,
-            errors_before_pause: intake.smtpd.errors_before_pause,
-            error_pause: intake.smtpd.error_pause,
-        },
+        limits: Limits::from_config(&intake.limits, &intake.smtpd),
         bare: intake.smtpd.bare_line_ends,
         starttls: tls.is_some(),
     };

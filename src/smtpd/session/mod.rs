@@ -48,6 +48,20 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// The bounds the configuration sets (`limits` and `smtpd`).
+    pub fn from_config(limits: &crate::config::smtp::Limits, smtpd: &crate::config::smtp::Smtpd) -> Limits {
+        Limits {
+            command_line: limits.line_length as usize,
+            message_size: limits.message_size,
+            recipients: limits.recipients as usize,
+            errors: smtpd.errors,
+            errors_before_pause: smtpd.errors_before_pause,
+            error_pause: smtpd.error_pause,
+        }
+    }
+}
+
 /// What the session needs from its configuration.
 #[derive(Clone, Debug)]
 pub struct Settings {

@@ -1,5 +1,5 @@
 #!/bin/bash
-# Intake benchmark: runs mta on 127.0.0.1:10030 in its own cpuacct cgroup
+# Intake and relay benchmark: runs mta on 127.0.0.1:10030 in its own cpuacct cgroup
 # and measures it with the harness beside the repository (../shared/bench:
 # smtp-source from Postfix's Debian package, unpacked privately), and the
 # same measurements against Postfix when its anchor is installed.
@@ -35,6 +35,9 @@ control { socket = "mta.sock"; }
 domains = [ "local.test" ];
 listen { smtp { address = "127.0.0.1:10030"; tls = none; } }
 limits { sessions = 20000; sessions_per_client = 20000; }
+# Everything outside local.test is relayed to the harness's smtp-sink.
+relay { host = "[127.0.0.1]:10099"; }
+dns { servers = [ "127.0.0.1:53" ]; }
 CONF
 # The MTA and all its children in the cgroup; stderr log in $W.
 sh -c "echo \$\$ > $CG/cgroup.procs; exec $top/target/release/mta -f $W/mta.conf" 2> $W/mta.log
@@ -47,7 +50,7 @@ done
 bash "$H/latency.sh" 127.0.0.1:10030 500 "$L" | grep RESULT
 # Idle sessions: the shared harness's select() stops at 1024 descriptors.
 python3 bench/idle.py 127.0.0.1 10030 "${CONNS:-10000}" $CG/cgroup.procs
-queued=$(find $W/spool/incoming $W/spool/active -type f ! -name '.*' | wc -l)
+queued=$(find $W/spool/incoming $W/spool/active $W/spool/deferred -type f ! -name '.*' | wc -l)
 echo "RESULT test=queue target=mta queued_files=$queued"
 stop_mta
 if [ "${ANCHORS:-1}" = 1 ]; then

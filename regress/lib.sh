@@ -10,7 +10,7 @@ CONF="$W/mta.conf"
 # An SMTP port for this case on loopback.
 PORT=$(( 20000 + $$ % 20000 ))
 # The children master starts.
-NCHILD=5
+NCHILD=8
 LOG="$W/mta.log"
 MASTER_PID=""
 
@@ -36,6 +36,9 @@ write_conf() {
 		echo "control { socket = \"mta.sock\"; }"
 		echo "listen { smtp { address = \"127.0.0.1:$PORT\"; tls = none; } }"
 		echo "supervise { restart_delay = 1s; restart_delay_max = 8s; stop_timeout = 5s; }"
+		# No case asks the system's resolver: mail for other domains
+		# fails its lookup at once and waits in deferred/.
+		echo "dns { servers = [ \"127.0.0.1:9\" ]; timeout = 1s; attempts = 1; }"
 		for l in "$@"; do echo "$l"; done
 	} > "$CONF"
 }
@@ -90,8 +93,12 @@ ensure_user() {
 }
 is_root() { [ "$(id -u)" = 0 ]; }
 
+# queue_files: every message file in the queue (incoming, active, the
+# hashed subfolders of deferred, hold).
+queue_files() { find "$W/spool/incoming" "$W/spool/active" "$W/spool/deferred" "$W/spool/hold" -type f ! -name '.*' 2>/dev/null; }
+
 # queued: how many messages are in the queue directories.
-queued() { find "$W/spool/incoming" "$W/spool/active" "$W/spool/deferred" -type f ! -name '.*' 2>/dev/null | wc -l; }
+queued() { queue_files | wc -l; }
 
 # wait_queued N: until N messages are queued (10 s at most).
 wait_queued() {
@@ -129,6 +136,7 @@ private_mta_conf() {
 		echo "pidfile = \"$W/mta.pid\";"
 		echo "control { socket = \"$W/mta.sock\"; }"
 		echo "listen { smtp { address = \"127.0.0.1:$PORT\"; tls = none; } }"
+		echo "dns { servers = [ \"127.0.0.1:9\" ]; timeout = 1s; attempts = 1; }"
 		for l in "$@"; do echo "$l"; done
 	} > "$CONF"
 	POSTDROP="$MTA_STAGE/libexec/mta/postdrop"

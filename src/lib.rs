@@ -8,6 +8,7 @@ pub mod bounce;
 pub mod child;
 pub mod cleanup;
 pub mod config;
+pub mod connector;
 pub mod control;
 pub mod ipc;
 pub mod log;

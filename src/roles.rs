@@ -50,10 +50,22 @@ pub enum Role {
     Smtpd,
     Cleanup,
     Pickup,
+    Smtp,
+    Connector,
+    Bounce,
 }
 
 impl Role {
-    pub const ALL: [Role; 5] = [Role::Control, Role::Qmgr, Role::Cleanup, Role::Smtpd, Role::Pickup];
+    pub const ALL: [Role; 8] = [
+        Role::Control,
+        Role::Qmgr,
+        Role::Cleanup,
+        Role::Smtpd,
+        Role::Pickup,
+        Role::Connector,
+        Role::Smtp,
+        Role::Bounce,
+    ];
 
     /// The role's name in logs, status output and configuration.
     pub fn name(self) -> &'static str {
@@ -63,6 +75,9 @@ impl Role {
             Role::Smtpd => "smtpd",
             Role::Cleanup => "cleanup",
             Role::Pickup => "pickup",
+            Role::Smtp => "smtp",
+            Role::Connector => "connector",
+            Role::Bounce => "bounce",
         }
     }
 
@@ -74,8 +89,8 @@ impl Role {
     /// Singletons never run twice at once, not even across a reload.
     pub fn singleton(self) -> bool {
         match self {
-            Role::Control | Role::Qmgr | Role::Cleanup | Role::Pickup => true,
-            Role::Smtpd => false,
+            Role::Control | Role::Qmgr | Role::Cleanup | Role::Pickup | Role::Connector | Role::Bounce => true,
+            Role::Smtpd | Role::Smtp => false,
         }
     }
 
@@ -83,11 +98,18 @@ impl Role {
         Role::ALL.into_iter().find(|r| r.name() == name)
     }
 
-    /// Open-files limit for the role's processes, given the session limit.
-    pub fn open_files(self, sessions: u32) -> u64 {
+    /// Open-files limit for the role's processes, given the session limit
+    /// (smtpd) or the deliveries at once (smtp).
+    pub fn open_files(self, sessions: u32, deliveries: u32) -> u64 {
         match self {
             // control: its channels plus mtactl clients (bounded by control.clients).
-            Role::Control | Role::Qmgr | Role::Pickup => 256,
+            // bounce: one queue file at a time per request.
+            Role::Control | Role::Qmgr | Role::Pickup | Role::Bounce => 256,
+            // connector: a socket per connection attempt in progress.
+            Role::Connector => 4096,
+            // smtp: a socket and a queue file per delivery, idle
+            // sessions kept for reuse, channels.
+            Role::Smtp => 3 * u64::from(deliveries) + 256,
             // cleanup: channels to every smtpd, its directories and journal.
             Role::Cleanup => 1024,
             // smtpd: one descriptor per session, plus listeners and channels.
@@ -99,8 +121,15 @@ impl Role {
 /// Role pairs that may talk to each other directly. master creates one
 /// SOCK_SEQPACKET channel per pair and nothing else; order within a pair
 /// does not matter.
-pub const CHANNELS: &[(Role, Role)] =
-    &[(Role::Control, Role::Qmgr), (Role::Smtpd, Role::Cleanup), (Role::Pickup, Role::Cleanup)];
+pub const CHANNELS: &[(Role, Role)] = &[
+    (Role::Control, Role::Qmgr),
+    (Role::Smtpd, Role::Cleanup),
+    (Role::Pickup, Role::Cleanup),
+    (Role::Qmgr, Role::Smtp),
+    (Role::Smtp, Role::Connector),
+    (Role::Qmgr, Role::Bounce),
+    (Role::Bounce, Role::Cleanup),
+];
 
 /// Whether `a` and `b` may have a channel.
 pub fn channel_allowed(a: Role, b: Role) -> bool {
@@ -127,6 +156,12 @@ pub enum Operation {
     /// Wait for entries to arrive in a directory (kqueue EVFILT_VNODE on
     /// the descriptor; inotify on Linux, added before entering).
     Watch(RawFd),
+    /// Resolve names and connect new sockets to the network, then pass
+    /// them on (the connector).
+    Connect,
+    /// Set the times of files beneath a directory (qmgr dates a deferred
+    /// message's next attempt in its mtime).
+    SetTimes(RawFd),
 }
 
 /// The operations each role performs.
@@ -135,11 +170,20 @@ pub fn operations(role: Role, layout: &Layout) -> Vec<Operation> {
     match role {
         Role::Control => ops.push(Operation::Serve(FIRST_ROLE_FD)),
         Role::Qmgr => {
-            for i in 0..QUEUE_DIRS.len() as RawFd {
-                ops.push(Operation::List(FIRST_ROLE_FD + i));
-                ops.push(Operation::Modify(FIRST_ROLE_FD + i));
+            ops.push(Operation::Watch(FIRST_ROLE_FD));
+            for (i, dir) in QUEUE_DIRS.iter().enumerate() {
+                let fd = FIRST_ROLE_FD + i as RawFd;
+                ops.push(Operation::List(fd));
+                ops.push(Operation::Modify(fd));
+                if matches!(*dir, "active" | "deferred") {
+                    ops.push(Operation::SetTimes(fd));
+                }
             }
         }
+        // smtp and bounce: only what they are sent (sockets, read-only
+        // queue files), which they limit as they receive it.
+        Role::Smtp | Role::Bounce => {}
+        Role::Connector => ops.push(Operation::Connect),
         Role::Smtpd => {
             let n = layout.listeners as RawFd;
             ops.extend((0..n).map(|i| Operation::Serve(FIRST_ROLE_FD + i)));
@@ -176,17 +220,25 @@ pub fn policy(role: Role, layout: &Layout) -> Policy {
         Role::Control => {
             p.grants.push(Grant::Listener { fd: FIRST_ROLE_FD });
         }
-        // qmgr: every queue directory, read-write.
+        // qmgr: every queue directory, read-write, and incoming/ watched
+        // for new mail.
         Role::Qmgr => {
             for (i, dir) in QUEUE_DIRS.iter().enumerate() {
                 p.grants.push(Grant::Dir {
                     fd: FIRST_ROLE_FD + i as RawFd,
                     path: layout.spool.join(dir),
                     access: DirAccess::ReadWrite,
-                    watch: false,
+                    watch: *dir == "incoming",
+                    times: matches!(*dir, "active" | "deferred"),
                 });
             }
         }
+        // smtp: nothing but its channels; each delivery brings a
+        // connected socket (from the connector) and a read-only queue
+        // file (from qmgr). bounce: the same without sockets.
+        Role::Smtp | Role::Bounce => {}
+        // connector: no file system; new inet sockets and DNS.
+        Role::Connector => p.net = Net::Connect,
         // smtpd: its listeners and the local-recipient table; no file
         // system and no outgoing sockets.
         Role::Smtpd => {
@@ -206,6 +258,7 @@ pub fn policy(role: Role, layout: &Layout) -> Policy {
                     path: layout.spool.join(dir),
                     access,
                     watch: false,
+                    times: false,
                 });
             }
         }
@@ -218,10 +271,10 @@ pub fn policy(role: Role, layout: &Layout) -> Policy {
                     path: layout.spool.join(dir),
                     access: DirAccess::ReadWrite,
                     watch: *dir == MAILDROP_DIR,
+                    times: false,
                 });
             }
         }
     }
-    p.net = Net::None;
     p
 }

@@ -58,6 +58,7 @@ fn config(dir: &Path) -> FromMaster {
         log_line_length: 2048,
         control: mta::config::Control::default(),
         intake: None,
+        delivery: Some(Box::new(mta::config::Config::default().delivery(None))),
     }))
 }
 

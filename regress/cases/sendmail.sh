@@ -21,7 +21,7 @@ uid=$(id -u mtadev)
 mkdir "$W/home" && chown mtadev "$W/home"
 as() { runuser -u mtadev -- env HOME="$W/home" "$@"; }
 # message SUBJECT: the queue file holding that subject.
-message() { grep -rl -- "Subject: $1" "$W/spool/incoming" | head -1; }
+message() { queue_files | xargs grep -l -- "Subject: $1" | head -1; }
 # envelope SUBJECT: "sender rcpt rcpt..." of that message, from mtactl -j.
 envelope() {
 	id=$(basename "$(message "$1")")

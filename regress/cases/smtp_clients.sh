@@ -21,7 +21,7 @@ swaks --tls --server 127.0.0.1:$PORT --from sender@remote.example --to root@loca
 	--header "Subject: swaks tls" --body "secret body" >"$W/swaks3" 2>&1 || { cat "$W/swaks3"; fail "swaks --tls"; }
 grep -q "TLS started" "$W/swaks3" || fail "swaks did not start TLS"
 check "swaks STARTTLS"
-grep -l "secret body" "$W"/spool/incoming/* | xargs grep -l "with ESMTPS" | xargs grep -q "TLSv1" \
+queue_files | xargs grep -l "secret body" | xargs grep -l "with ESMTPS" | xargs grep -q "TLSv1" \
 	|| fail "the STARTTLS message's Received: does not say ESMTPS and the TLS version"
 
 python3 - "$PORT" <<'PY' || fail "smtplib"
@@ -49,5 +49,5 @@ assert r.startswith(b"250 2.0.0 Ok: queued as "), r
 assert c.cmd(b"QUIT\r\n").startswith(b"221")
 PY
 check "BDAT"
-grep -l "chunk body" "$W"/spool/incoming/* >/dev/null || fail "BDAT content not stored"
+queue_files | xargs grep -l "chunk body" >/dev/null || fail "BDAT content not stored"
 exit 0

@@ -31,7 +31,7 @@ print("  %d accepted, %d refused with 451 4.3.0" % (len(acked), len(refused)))
 PY
 sleep 1
 while read -r id; do
-	[ -e "$W/spool/incoming/$id" ] || fail "acknowledged $id is not in the queue"
+	queue_files | grep -q "/$id$" || fail "acknowledged $id is not in the queue"
 done < "$W/acked"
 kill -TERM "$MASTER_PID"; gone "$MASTER_PID" 8; MASTER_PID=""
 umount "$W/spool"

@@ -79,7 +79,7 @@ print("  all hostile inputs answered")
 PY
 [ "$(child_pid smtpd)" = "$smtpd" ] || fail "smtpd was restarted"
 wait_queued 1 || fail "the metacharacter message was not queued"
-grep -q 'touch$IFS/tmp/pwned`|x@remote.example' "$W"/spool/incoming/* || fail "sender not stored literally"
+queue_files | xargs grep -q 'touch$IFS/tmp/pwned`|x@remote.example' || fail "sender not stored literally"
 [ -e /tmp/pwned ] && fail "a shell ran the sender"
 rss=$(awk '/^VmHWM/ { print $2 }' /proc/$smtpd/status)
 note "smtpd peak RSS ${rss} kB"

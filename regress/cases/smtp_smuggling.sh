@@ -53,6 +53,6 @@ for v in [b"\n.\n", b"\r.\r", b"\r\n.\n", b"\r.\r\n"]:
     assert c.cmd(b"QUIT\r\n").startswith(b"221")
 PY
 wait_queued 4 || fail "normalised messages: $(queued) queued, want 4"
-n=$(grep -l "smuggler@evil.example" "$W"/spool/incoming/* | wc -l)
+n=$(queue_files | xargs grep -l "smuggler@evil.example" | wc -l)
 [ "$n" -eq 4 ] || fail "smuggled commands not kept as content of the carrier"
 exit 0

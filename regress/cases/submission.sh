@@ -35,7 +35,7 @@ runuser -u mtadev -- ls "$W/spool/maildrop" >/dev/null 2>&1 && fail "an ordinary
 
 start_master
 wait_queued 1 || fail "mail dropped while down not queued"
-grep -rq "from userid $uid" "$W/spool/incoming" || fail "Received: does not name the submitter"
+queue_files | xargs grep -q "from userid $uid" || fail "Received: does not name the submitter"
 wait_log "uid=$uid, from=<mtadev@localhost>" || fail "submission not logged with the uid"
 
 # While it runs, 8-bit and long lines included. The kernel wakes pickup
@@ -79,7 +79,7 @@ done
 wait_log "maildrop file SYMLINK: not a regular file" || fail "SYMLINK not set aside"
 [ -e "$W/spool/maildrop/SYMLINK" ] || [ -L "$W/spool/maildrop/SYMLINK" ] && fail "SYMLINK left in maildrop/"
 [ "$(queued)" -eq 2 ] || fail "a hostile file was queued"
-grep -rq "root's secret" "$W/spool/incoming" && fail "root's file was queued"
+queue_files | xargs grep -q "root's secret" && fail "root's file was queued"
 [ "$(cat "$W/secret")" = "root's secret" ] || fail "root's file changed"
 ctl status | grep -q "pickup .* running" || fail "pickup is not running"
 exit 0

@@ -34,6 +34,7 @@ fn right(r: CapRight) -> Right {
         CapRight::RenameatSource => Right::RenameatSource,
         CapRight::RenameatTarget => Right::RenameatTarget,
         CapRight::Mkdirat => Right::Mkdirat,
+        CapRight::Futimes => Right::Futimes,
         CapRight::Accept => Right::Accept,
         CapRight::Event => Right::Event,
         CapRight::Shutdown => Right::Shutdown,

@@ -55,8 +55,11 @@ pub enum Grant {
     /// in it: a kqueue `EVFILT_VNODE` filter on the descriptor, which
     /// Capsicum allows with `CAP_EVENT` (and pledge with "stdio"). On
     /// Linux an inotify watch takes a path, so the role adds it before
-    /// entering; the field changes nothing there.
-    Dir { fd: RawFd, path: PathBuf, access: DirAccess, watch: bool },
+    /// entering; the field changes nothing there. With `times` (and
+    /// `ReadWrite`), the role may set the times of files beneath it
+    /// (futimens: Capsicum `CAP_FUTIMES`, pledge "fattr"; nothing more
+    /// on Linux, where writing allows it).
+    Dir { fd: RawFd, path: PathBuf, access: DirAccess, watch: bool, times: bool },
     /// A regular file opened before entering.
     File { fd: RawFd, write: bool },
     /// A listening stream socket (TCP or UNIX). Accepted sockets inherit

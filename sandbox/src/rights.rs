@@ -20,6 +20,9 @@ pub enum CapRight {
     RenameatSource,
     RenameatTarget,
     Mkdirat,
+    /// futimens(2) on a file opened beneath (qmgr dates a deferred
+    /// message's next attempt in its mtime).
+    Futimes,
     Accept,
     Event,
     Shutdown,
@@ -50,6 +53,7 @@ pub const MODIFYING_RIGHTS: &[CapRight] = &[
     CapRight::RenameatSource,
     CapRight::RenameatTarget,
     CapRight::Mkdirat,
+    CapRight::Futimes,
     CapRight::Ftruncate,
     CapRight::Accept,
 ];
@@ -65,10 +69,13 @@ pub const MODIFYING_RIGHTS: &[CapRight] = &[
 pub fn capsicum_rights(grant: &Grant) -> Vec<CapRight> {
     use CapRight::*;
     let mut rights: Vec<CapRight> = match grant {
-        Grant::Dir { access, watch, .. } => {
+        Grant::Dir { access, watch, times, .. } => {
             let mut r = vec![Lookup, Read, Fstat, Fstatat, Fstatfs, Seek, Fcntl];
             if *access == DirAccess::ReadWrite {
                 r.extend([Write, Create, Fsync, Ftruncate, Unlinkat, RenameatSource, RenameatTarget, Mkdirat]);
+                if *times {
+                    r.push(Futimes);
+                }
             }
             // kevent(2) attaching a filter to the descriptor. Files opened
             // beneath inherit it, which lets them be polled: nothing more.
@@ -103,9 +110,13 @@ pub fn pledge_promises(policy: &Policy) -> String {
         p.push("rpath");
     }
     // Writing to an already open file is "stdio"; "wpath cpath" are for
-    // opening and creating by name beneath a writable directory.
+    // opening and creating by name beneath a writable directory, "fattr"
+    // for setting a file's times there (futimens).
     if has(|g| matches!(g, Grant::Dir { access: DirAccess::ReadWrite, .. })) {
         p.extend(["wpath", "cpath"]);
+    }
+    if has(|g| matches!(g, Grant::Dir { access: DirAccess::ReadWrite, times: true, .. })) {
+        p.push("fattr");
     }
     if has(|g| matches!(g, Grant::Channel { .. })) {
         p.extend(["recvfd", "sendfd"]);
@@ -164,7 +175,7 @@ mod tests {
     use std::path::Path;
 
     fn dir(fd: i32, access: DirAccess) -> Grant {
-        Grant::Dir { fd, path: PathBuf::from(format!("/spool/{fd}")), access, watch: false }
+        Grant::Dir { fd, path: PathBuf::from(format!("/spool/{fd}")), access, watch: false, times: false }
     }
 
     #[test]
@@ -205,7 +216,13 @@ mod tests {
         for access in [DirAccess::Read, DirAccess::ReadWrite] {
             let plain = capsicum_rights(&dir(4, access));
             assert!(!plain.contains(&CapRight::Event), "{access:?}");
-            let watched = capsicum_rights(&Grant::Dir { fd: 4, path: PathBuf::from("/spool/4"), access, watch: true });
+            let watched = capsicum_rights(&Grant::Dir {
+                fd: 4,
+                path: PathBuf::from("/spool/4"),
+                access,
+                watch: true,
+                times: false,
+            });
             let mut expected = plain.clone();
             expected.push(CapRight::Event);
             expected.sort();

@@ -33,6 +33,7 @@
 //! and folded, so that no line exceeds 998 octets and no value can start
 //! a header field or a MIME part of its own.
 
+pub mod agent;
 mod dsn;
 mod scan;
 mod text;

@@ -99,6 +99,10 @@ pub fn received(env: &MessageEnvelope, hostname: &str, queue_id: &str, unix: u64
             rfc5322_date(unix)
         );
     }
+    if env.protocol == "local" {
+        // A delivery status notification mta wrote itself.
+        return format!("Received: by {hostname} (mta)\r\n\tid {queue_id};\r\n\t{}\r\n", rfc5322_date(unix));
+    }
     let helo = header_safe(&env.helo, 255);
     let client_name = header_safe(&env.client_hostname, 255);
     let client_addr = header_safe(&env.client_address, 64);

@@ -7,10 +7,11 @@
 //! acknowledgement path.
 //!
 //! It takes local submissions from pickup on the same protocol; only
-//! pickup may hand over a local envelope (with the submitter's uid).
+//! pickup may hand over a local envelope with a submitter's uid, and
+//! bounce one without (delivery status notifications).
 //!
-//! Trusts: master; smtpd's and pickup's envelopes (addresses included) and
-//! content are checked again.
+//! Trusts: master; smtpd's, pickup's and bounce's envelopes (addresses
+//! included) and content are checked again.
 
 pub mod message;
 
@@ -130,7 +131,7 @@ impl Cleanup {
         loop {
             match self.child.master.recv::<FromMaster>() {
                 Ok(None) => return,
-                Ok(Some((FromMaster::Peer { role: role @ (Role::Smtpd | Role::Pickup), pid }, fds))) => {
+                Ok(Some((FromMaster::Peer { role: role @ (Role::Smtpd | Role::Pickup | Role::Bounce), pid }, fds))) => {
                     let mut chan = self.child.peer_channel(role, fds);
                     let token = Token(self.next_token);
                     self.next_token += 1;
@@ -206,9 +207,14 @@ impl Cleanup {
                 if p.txns.contains_key(&txn) {
                     self.child.fatal(&format!("{} began transaction {txn} twice", p.role.name()));
                 }
-                // Only pickup speaks for local users, and it always does.
+                // Only pickup speaks for local users, and it always does;
+                // bounce's notices are local mail of no user.
                 let claims_local = (envelope.protocol == "local", envelope.submitter.is_some());
-                let expected = if p.role == Role::Pickup { (true, true) } else { (false, false) };
+                let expected = match p.role {
+                    Role::Pickup => (true, true),
+                    Role::Bounce => (true, false),
+                    _ => (false, false),
+                };
                 if claims_local != expected {
                     let who = p.role.name();
                     self.child.fatal(&format!("{who} sent an envelope of the wrong origin ({})", envelope.protocol));
@@ -282,6 +288,7 @@ impl Cleanup {
         let file = queue_file(id, arrival, &t.envelope, content);
         let origin = match t.envelope.submitter {
             Some(uid) => format!("uid={uid}"),
+            None if t.envelope.protocol == "local" => String::from("origin=bounce"),
             None => format!("client={}[{}]", t.envelope.client_hostname, t.envelope.client_address),
         };
         let log = format!(

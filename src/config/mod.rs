@@ -15,6 +15,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::roles::Role;
 
+pub mod delivery;
 pub mod smtp;
 
 /// Where the configuration is when `-f` is not given.
@@ -83,6 +84,16 @@ pub struct Config {
     #[serde(deserialize_with = "smtp::de_smtpd")]
     pub smtpd: smtp::Smtpd,
     pub queue: smtp::Queue,
+    /// Concurrency and recipient limits per transport.
+    pub transport: delivery::Transports,
+    /// The relay host all non-local mail goes to.
+    pub relay: delivery::Relay,
+    /// The SMTP client.
+    pub smtp: delivery::SmtpClient,
+    /// The connector's resolver.
+    pub dns: delivery::Dns,
+    /// Delivery status notifications.
+    pub bounce: delivery::BounceConf,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -156,6 +167,11 @@ impl Default for Config {
             limits: smtp::Limits::default(),
             smtpd: smtp::Smtpd::default(),
             queue: smtp::Queue::default(),
+            transport: delivery::Transports::default(),
+            relay: delivery::Relay::default(),
+            smtp: delivery::SmtpClient::default(),
+            dns: delivery::Dns::default(),
+            bounce: delivery::BounceConf::default(),
         }
     }
 }
@@ -321,7 +337,62 @@ impl Config {
                 return Err(format!("key `listen.{name}.tls`: implicit TLS needs tls.certificate and tls.key"));
             }
         }
+        if self.relay.password_file.is_some() && self.relay.host.is_none() {
+            return Err(String::from("key `relay.password_file`: needs relay.host"));
+        }
+        if self.smtp.connect_timeout.is_zero() {
+            return Err(String::from("key `smtp.connect_timeout`: must be longer than zero"));
+        }
+        if self.smtp.connection_reuse_limit == 0 {
+            return Err(String::from("key `smtp.connection_reuse_limit`: must be at least 1"));
+        }
+        let t = &self.smtp.timeouts;
+        let stages = [
+            ("greeting", t.greeting),
+            ("helo", t.helo),
+            ("starttls", t.starttls),
+            ("mail", t.mail),
+            ("rcpt", t.rcpt),
+            ("data_init", t.data_init),
+            ("data_xfer", t.data_xfer),
+            ("data_done", t.data_done),
+            ("rset", t.rset),
+            ("quit", t.quit),
+        ];
+        if let Some((stage, _)) = stages.iter().find(|(_, d)| d.is_zero()) {
+            return Err(format!("key `smtp.timeouts.{stage}`: must be longer than zero"));
+        }
+        if self.relay.password_file.is_some()
+            && self.relay.tls == delivery::RelayTls::Starttls
+            && self.smtp.tls == delivery::ClientTls::None
+        {
+            return Err(String::from(
+                "key `relay.password_file`: credentials go only inside TLS, and smtp.tls = none turns it off \
+                 (set relay.tls = require or implicit)",
+            ));
+        }
+        if self.bounce.size_limit > 64 << 20 {
+            return Err(String::from("key `bounce.size_limit`: at most 64 MiB (a notice is built in memory)"));
+        }
+        if self.dns.timeout.is_zero() || self.dns.attempts == 0 {
+            return Err(String::from("key `dns`: timeout and attempts must be positive"));
+        }
+        delivery::settings(&self.queue, &self.transport).check()?;
         Ok(())
+    }
+
+    /// What the delivery roles are told; `credentials` only for smtp.
+    pub fn delivery(&self, credentials: Option<(String, String)>) -> delivery::DeliveryConf {
+        delivery::DeliveryConf {
+            queue: self.queue.clone(),
+            transport: self.transport.clone(),
+            relay: self.relay.clone(),
+            smtp: self.smtp.clone(),
+            dns: self.dns.clone(),
+            bounce: self.bounce.clone(),
+            domains: self.local_domains(),
+            credentials,
+        }
     }
 
     /// The domains mail is accepted for.
@@ -345,7 +416,7 @@ impl Config {
                 *p = base.join(&*p);
             }
         }
-        for p in [&mut self.tls.certificate, &mut self.tls.key].into_iter().flatten() {
+        for p in [&mut self.tls.certificate, &mut self.tls.key, &mut self.relay.password_file].into_iter().flatten() {
             if p.is_relative() {
                 *p = base.join(&*p);
             }

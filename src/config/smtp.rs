@@ -115,17 +115,39 @@ impl Default for Smtpd {
     }
 }
 
-/// The queue.
+/// The queue: the intake's free-space floor and the queue manager's
+/// limits and retry times (the scheduler's `Settings`, whose comments say
+/// what each does; the defaults are Postfix's).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Queue {
     /// Mail is refused with 452 4.3.1 while the spool has less free space.
     pub min_free_space: u64,
+    pub active_messages: u32,
+    pub active_recipients: u32,
+    pub deferred_index: u32,
+    #[serde(with = "serde_ucl::time")]
+    pub lifetime: Duration,
+    #[serde(with = "serde_ucl::time")]
+    pub bounce_lifetime: Duration,
+    #[serde(with = "serde_ucl::time")]
+    pub delay_warning: Duration,
+    pub backoff: super::delivery::BackoffConf,
 }
 
 impl Default for Queue {
     fn default() -> Queue {
-        Queue { min_free_space: 100 << 20 }
+        let s = crate::qmgr::schedule::Settings::default();
+        Queue {
+            min_free_space: 100 << 20,
+            active_messages: s.active_messages as u32,
+            active_recipients: s.active_recipients as u32,
+            deferred_index: s.deferred_index as u32,
+            lifetime: s.lifetime,
+            bounce_lifetime: s.bounce_lifetime,
+            delay_warning: s.delay_warning,
+            backoff: super::delivery::BackoffConf::default(),
+        }
     }
 }
 

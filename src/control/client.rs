@@ -12,7 +12,8 @@ use serde_json::Value;
 
 use crate::config::Config;
 
-pub const USAGE: &str = "usage: mtactl [-j | --json] [-f file | -s socket] status | reload | stop | queue [list]";
+pub const USAGE: &str = "usage: mtactl [-j | --json] [-f file | -s socket] status | reload | stop |
+       queue [list] | queue show|hold|release|requeue|delete ID | queue flush";
 /// Largest answer read.
 const MAX_ANSWER: u64 = 4 << 20;
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -67,6 +68,14 @@ pub fn parse_args(args: &[String]) -> Result<Options, String> {
     match &args[i..] {
         [c] if matches!(c.as_str(), "status" | "reload" | "stop" | "queue") => o.command = c.clone(),
         [q, l] if q == "queue" && l == "list" => o.command = q.clone(),
+        [q, f] if q == "queue" && f == "flush" => o.command = f.clone(),
+        [q, op, id] if q == "queue" && matches!(op.as_str(), "show" | "hold" | "release" | "requeue" | "delete") => {
+            if crate::queue::QueueId::parse(id).is_none() {
+                return Err(format!("`{id}` is not a queue ID"));
+            }
+            o.command = format!("{op} {id}");
+        }
+        [q, op, ..] if q == "queue" => return Err(format!("unknown queue command `{op}` or missing queue ID")),
         [c] => return Err(format!("unknown command `{c}`")),
         [] => return Err(String::from("no command given")),
         [_, extra, ..] => return Err(format!("unexpected argument `{extra}`")),
@@ -131,11 +140,13 @@ fn print(o: &Options, v: &Value) -> i32 {
     } else if !ok {
         eprintln!("mtactl: {}", v["error"].as_str().unwrap_or("failed"));
     } else {
-        match o.command.as_str() {
+        match o.command.split(' ').next().unwrap_or("") {
             "status" => print!("{}", format_status(v)),
             "queue" => print!("{}", format_queue(v)),
+            "show" => print!("{}", format_show(&v["message"])),
             "reload" => println!("reloaded: generation {}", v["generation"]),
-            _ => println!("stopping"),
+            "stop" => println!("stopping"),
+            _ => println!("{}", v["result"].as_str().unwrap_or("done")),
         }
     }
     if ok { 0 } else { 1 }
@@ -170,6 +181,48 @@ pub fn format_status(v: &Value) -> String {
         }
         None => s += "queue: unknown (qmgr not answering)\n",
     }
+    s
+}
+
+/// One message as `mtactl queue show` prints it: envelope, recipients
+/// with their state, then the header block.
+pub fn format_show(m: &Value) -> String {
+    let str_of = |v: &Value| v.as_str().unwrap_or("").to_string();
+    let when = crate::cleanup::message::rfc5322_date(m["arrival"].as_i64().unwrap_or(0).max(0) as u64);
+    let sender = m["sender"].as_str().filter(|x| !x.is_empty()).unwrap_or("<>");
+    let mut s = format!(
+        "queue ID: {}\nqueue: {}\nsize: {}\narrival: {when}\nsender: {sender}\n",
+        str_of(&m["id"]),
+        str_of(&m["queue"]),
+        m["size"]
+    );
+    for (label, key) in [("client", "client"), ("parameter", "parameters")] {
+        for (k, v) in m[key].as_object().into_iter().flatten() {
+            if v.as_str().is_some_and(|x| !x.is_empty()) {
+                s += &format!("{label} {k}: {}\n", str_of(v));
+            }
+        }
+    }
+    for r in m["recipients"].as_array().into_iter().flatten() {
+        s += &format!("recipient: {} ({}", str_of(&r["address"]), str_of(&r["state"]));
+        if r["attempts"].as_u64().unwrap_or(0) > 0 {
+            s += &format!(", {} attempt(s)", r["attempts"]);
+        }
+        if let Some(t) = r["next_attempt"].as_i64().filter(|t| *t > 0 && r["state"] == "deferred") {
+            s += &format!(", next {}", crate::cleanup::message::rfc5322_date(t as u64));
+        }
+        s += ")\n";
+        for (k, label) in [("orcpt", "ORCPT"), ("notify", "NOTIFY")] {
+            if let Some(x) = r[k].as_str() {
+                s += &format!("  {label}={x}\n");
+            }
+        }
+        if let Some(why) = r["reason"].as_str().filter(|x| !x.is_empty()) {
+            s += &format!("  reason: {why}\n");
+        }
+    }
+    s += "\n";
+    s += &str_of(&m["headers"]).replace("\r\n", "\n");
     s
 }
 
@@ -235,6 +288,16 @@ mod tests {
     }
 
     #[test]
+    fn queue_commands() {
+        let o = parse_args(&a(&["queue", "hold", "4XyzAbCdEf01-00000001"])).unwrap_err();
+        assert!(o.contains("not a queue ID"), "{o}");
+        assert_eq!(parse_args(&a(&["queue", "flush"])).unwrap().command, "flush");
+        let e = parse_args(&a(&["queue", "frobnicate", "x"])).unwrap_err();
+        assert!(e.contains("frobnicate"), "{e}");
+        assert!(parse_args(&a(&["queue", "show"])).is_err());
+    }
+
+    #[test]
     fn long_json() {
         let o = parse_args(&a(&["queue", "list", "--json"])).unwrap();
         assert!(o.json);
@@ -253,7 +316,7 @@ mod tests {
         assert!(parse_args(&a(&[])).is_err());
         assert!(parse_args(&a(&["-s", "a", "-f", "b", "stop"])).is_err());
         assert_eq!(parse_args(&a(&["queue", "list"])).unwrap().command, "queue");
-        assert!(parse_args(&a(&["queue", "flush"])).is_err());
+        assert!(parse_args(&a(&["queue", "list", "extra"])).is_err());
     }
 
     #[test]

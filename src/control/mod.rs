@@ -22,7 +22,10 @@ use serde_json::{Value, json};
 
 use crate::child::Child;
 use crate::ipc::Channel;
-use crate::ipc::msg::{ControlToQmgr, FromMaster, MasterStatus, QmgrToControl, QueueEntry, ToMaster};
+use crate::ipc::msg::{
+    AdminOp, ControlToQmgr, FromMaster, MasterStatus, MessageDetail, QmgrToControl, QueueEntry, ToMaster,
+};
+use crate::queue::QueueId;
 use crate::roles::Role;
 
 pub mod client;
@@ -44,6 +47,13 @@ pub enum Command {
     Stop,
     /// The queue listing (mailq); any local user may ask.
     Queue,
+    /// One message in full (`show ID`).
+    Show(QueueId),
+    /// `hold ID`, `release ID`, `requeue ID`, `delete ID`.
+    Admin(AdminOp, QueueId),
+    /// Try deferred mail now (`sendmail -q`); any local user may ask, as
+    /// Postfix allows by default.
+    Flush,
 }
 
 impl Command {
@@ -53,24 +63,40 @@ impl Command {
             Command::Reload => "reload",
             Command::Stop => "stop",
             Command::Queue => "queue",
+            Command::Show(_) => "show",
+            Command::Admin(op, _) => op.name(),
+            Command::Flush => "flush",
         }
     }
 
     pub fn parse(line: &str) -> Option<Command> {
-        match line.trim_end_matches(['\r', '\n']) {
-            "status" => Some(Command::Status),
-            "reload" => Some(Command::Reload),
-            "stop" => Some(Command::Stop),
-            "queue" => Some(Command::Queue),
+        let line = line.trim_end_matches(['\r', '\n']);
+        let (word, arg) = match line.split_once(' ') {
+            Some((w, a)) => (w, Some(QueueId::parse(a)?)),
+            None => (line, None),
+        };
+        let op = |op| arg.map(|id| Command::Admin(op, id));
+        match (word, arg) {
+            ("status", None) => Some(Command::Status),
+            ("reload", None) => Some(Command::Reload),
+            ("stop", None) => Some(Command::Stop),
+            ("queue", None) => Some(Command::Queue),
+            ("flush", None) => Some(Command::Flush),
+            ("show", Some(id)) => Some(Command::Show(id)),
+            ("hold", _) => op(AdminOp::Hold),
+            ("release", _) => op(AdminOp::Release),
+            ("requeue", _) => op(AdminOp::Requeue),
+            ("delete", _) => op(AdminOp::Delete),
             _ => None,
         }
     }
 }
 
 /// Who may do what: root and the mail user (the user control runs as)
-/// everything; anyone may list the queue, as mailq has always allowed.
+/// everything; anyone may list the queue, as mailq has always allowed,
+/// and ask for a flush, as Postfix allows.
 pub fn authorized(command: Command, peer_uid: u32, own_uid: u32) -> bool {
-    command == Command::Queue || peer_uid == 0 || peer_uid == own_uid
+    matches!(command, Command::Queue | Command::Flush) || peer_uid == 0 || peer_uid == own_uid
 }
 
 enum Phase {
@@ -79,6 +105,8 @@ enum Phase {
     Listing {
         entries: Vec<Value>,
     },
+    /// Waiting for qmgr's answer to show, an operator action or flush.
+    Queue,
     /// Waiting for master (and for status, qmgr).
     Waiting {
         command: Command,
@@ -210,13 +238,14 @@ impl Control {
                 }
             }
             Phase::Writing { .. } => self.write_out(token),
-            Phase::Waiting { .. } | Phase::Listing { .. } => {}
+            Phase::Waiting { .. } | Phase::Listing { .. } | Phase::Queue => {}
         }
     }
 
     fn request(&mut self, token: Token, line: &str) {
         let Some(command) = Command::parse(line) else {
-            return self.answer(token, json!({"ok": false, "error": "unknown command (status, reload, stop)"}));
+            let known = "status, reload, stop, queue, show ID, hold ID, release ID, requeue ID, delete ID, flush";
+            return self.answer(token, json!({"ok": false, "error": format!("unknown command ({known})")}));
         };
         let uid = self.clients.get(&token).and_then(|c| c.uid);
         if !uid.is_some_and(|u| authorized(command, u, self.own_uid)) {
@@ -235,11 +264,26 @@ impl Control {
             }
             return;
         }
+        let to_qmgr = match command {
+            Command::Show(q) => Some(ControlToQmgr::Show { id, queue_id: q.to_string() }),
+            Command::Admin(op, q) => Some(ControlToQmgr::Admin { id, op, queue_id: q.to_string() }),
+            Command::Flush => Some(ControlToQmgr::Flush { id }),
+            _ => None,
+        };
+        if let Some(m) = to_qmgr {
+            if !self.qmgr.as_mut().is_some_and(|q| q.send(&m, &[]).is_ok()) {
+                return self.answer(token, json!({"ok": false, "error": "the queue manager is not running"}));
+            }
+            if let Some(c) = self.clients.get_mut(&token) {
+                c.phase = Phase::Queue;
+            }
+            return;
+        }
         let to_master = match command {
             Command::Status => ToMaster::Status { id },
             Command::Reload => ToMaster::Reload { id },
             Command::Stop => ToMaster::Stop { id },
-            Command::Queue => return,
+            _ => return,
         };
         if let Err(e) = self.child.master.send(&to_master, &[]) {
             self.child.fatal(&format!("master channel: {e}"));
@@ -337,6 +381,26 @@ impl Control {
                         }
                     }
                 }
+                Ok(Some((QmgrToControl::Shown { id, result }, fds))) => {
+                    if !fds.is_empty() {
+                        self.child.fatal("qmgr sent descriptors with a message");
+                    }
+                    let v = match result {
+                        Ok(d) => json!({"ok": true, "message": detail_json(&d)}),
+                        Err(e) => json!({"ok": false, "error": e}),
+                    };
+                    self.queue_reply(Token(id as usize), v);
+                }
+                Ok(Some((QmgrToControl::Done { id, result }, fds))) => {
+                    if !fds.is_empty() {
+                        self.child.fatal("qmgr sent descriptors with an answer");
+                    }
+                    let v = match result {
+                        Ok(text) => json!({"ok": true, "result": text}),
+                        Err(e) => json!({"ok": false, "error": e}),
+                    };
+                    self.queue_reply(Token(id as usize), v);
+                }
                 Err(crate::ipc::Error::Closed) => {
                     if let Some(old) = self.qmgr.take() {
                         let raw = old.as_raw_fd();
@@ -346,6 +410,12 @@ impl Control {
                 }
                 Err(e) => self.child.fatal(&format!("qmgr channel: {e}")),
             }
+        }
+    }
+
+    fn queue_reply(&mut self, token: Token, v: Value) {
+        if self.clients.get(&token).is_some_and(|c| matches!(c.phase, Phase::Queue)) {
+            self.answer(token, v);
         }
     }
 
@@ -419,6 +489,27 @@ fn entry_json(e: &QueueEntry) -> Value {
     let rcpts: Vec<Value> =
         e.recipients.iter().map(|(a, st, why)| json!({"address": a, "state": st, "reason": why})).collect();
     json!({"id": e.id, "queue": e.queue, "size": e.size, "arrival": e.arrival, "sender": e.sender, "recipients": rcpts})
+}
+
+fn detail_json(d: &MessageDetail) -> Value {
+    let pairs = |v: &[(String, String)]| -> serde_json::Map<String, Value> {
+        v.iter().map(|(k, x)| (k.clone(), Value::from(x.clone()))).collect()
+    };
+    let rcpts: Vec<Value> = d
+        .recipients
+        .iter()
+        .map(|r| {
+            json!({
+                "address": r.address, "orcpt": r.orcpt, "notify": r.notify, "state": r.state,
+                "attempts": r.attempts, "next_attempt": r.next_attempt, "reason": r.reason,
+            })
+        })
+        .collect();
+    json!({
+        "id": d.entry.id, "queue": d.entry.queue, "size": d.entry.size, "arrival": d.entry.arrival,
+        "sender": d.entry.sender, "client": pairs(&d.client), "parameters": pairs(&d.parameters),
+        "recipients": rcpts, "headers": String::from_utf8_lossy(&d.headers),
+    })
 }
 
 fn status_json(s: &MasterStatus) -> Value {

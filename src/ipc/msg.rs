@@ -25,6 +25,8 @@ pub struct ChildConfig {
     pub control: Control,
     /// smtpd and cleanup: how mail is taken in.
     pub intake: Option<Intake>,
+    /// qmgr, smtp, connector and bounce: how mail is delivered.
+    pub delivery: Option<Box<crate::config::delivery::DeliveryConf>>,
 }
 
 impl ChildConfig {
@@ -152,6 +154,62 @@ pub enum ControlToQmgr {
     QueueCounts { id: u64 },
     /// Every message in the queue (answered in parts).
     List { id: u64 },
+    /// One message in full: envelope, recipients, headers.
+    Show { id: u64, queue_id: String },
+    /// An operator's action on one message.
+    Admin { id: u64, op: AdminOp, queue_id: String },
+    /// Make every deferred message due now (`sendmail -q`).
+    Flush { id: u64 },
+}
+
+/// What an operator may do to a message.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub enum AdminOp {
+    /// Set it aside in hold/: no delivery until released.
+    Hold,
+    /// Back from hold/ to deferred/, due at once.
+    Release,
+    /// Try it again now, as new mail (from deferred/ or hold/).
+    Requeue,
+    /// Remove it without telling anyone.
+    Delete,
+}
+
+impl AdminOp {
+    pub fn name(self) -> &'static str {
+        match self {
+            AdminOp::Hold => "hold",
+            AdminOp::Release => "release",
+            AdminOp::Requeue => "requeue",
+            AdminOp::Delete => "delete",
+        }
+    }
+}
+
+/// One message as `mtactl queue show` prints it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct MessageDetail {
+    pub entry: QueueEntry,
+    /// Client address, host name, HELO and protocol (and TLS).
+    pub client: Vec<(String, String)>,
+    /// BODY, SMTPUTF8, RET, ENVID.
+    pub parameters: Vec<(String, String)>,
+    /// Per recipient: ORCPT, NOTIFY, attempts, next attempt (Unix seconds).
+    pub recipients: Vec<RecipientDetail>,
+    /// The header block as stored (bounded; cut at a line end).
+    #[serde(with = "serde_bytes")]
+    pub headers: Vec<u8>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RecipientDetail {
+    pub address: String,
+    pub orcpt: Option<String>,
+    pub notify: Option<String>,
+    pub state: String,
+    pub attempts: u32,
+    pub next_attempt: i64,
+    pub reason: String,
 }
 
 /// qmgr → control.
@@ -166,6 +224,16 @@ pub enum QmgrToControl {
         id: u64,
         entries: Vec<QueueEntry>,
         last: bool,
+    },
+    /// The answer to `Show`.
+    Shown {
+        id: u64,
+        result: Result<Box<MessageDetail>, String>,
+    },
+    /// The answer to `Admin` and `Flush`: what was done, or why not.
+    Done {
+        id: u64,
+        result: Result<String, String>,
     },
 }
 
@@ -249,4 +317,131 @@ pub struct MessageEnvelope {
     pub tls: Option<String>,
     /// Local submission (pickup): the uid that owned the maildrop file.
     pub submitter: Option<u32>,
+}
+
+// ----- delivery: qmgr, smtp, connector, bounce -----
+
+/// A point in time as it crosses a channel (Unix seconds, microseconds).
+pub type Stamp = (i64, u32);
+
+/// qmgr → smtp: deliver some recipients of one message. The queue file,
+/// opened read-only, travels with it; smtp reads the envelope, the
+/// recipients and the content from it (with pread), trusting qmgr only
+/// for which recipients to take and where to send them.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Delivery {
+    /// The scheduler's job number, echoed in the report.
+    pub job: u64,
+    /// The queue ID (the file's name), checked against the file.
+    pub queue_id: String,
+    /// The next hop in Postfix notation: `[host]:port` or `host` (MX).
+    pub nexthop: NexthopSpec,
+    /// Recipient indexes in the queue file, at least one.
+    pub recipients: Vec<u32>,
+    /// When qmgr took the message into its active queue (for `delays=`).
+    pub active_at: Stamp,
+}
+
+/// Where smtp is to connect (the scheduler's `Nexthop`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, Hash)]
+pub struct NexthopSpec {
+    /// Lower case: a host name or an address without brackets.
+    pub host: String,
+    /// None: the transport's default port.
+    pub port: Option<u16>,
+    /// Look up MX records for `host` (false: its address records only).
+    pub mx: bool,
+}
+
+/// qmgr → smtp.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub enum QmgrToSmtp {
+    Deliver(Box<Delivery>),
+}
+
+/// How a delivery went for one recipient.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub enum RecipientStatus {
+    /// `dsn_passed`: the next hop took the DSN request over.
+    Delivered {
+        dsn_passed: bool,
+    },
+    Deferred,
+    Bounced,
+}
+
+/// One recipient's result, with the reason as the log and the DSN show it
+/// (`host H[A] said: 550 5.1.1 ... (in reply to RCPT TO command)`) and
+/// the status code (`5.1.1`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RecipientReport {
+    pub index: u32,
+    pub status: RecipientStatus,
+    pub dsn: String,
+    pub reason: String,
+}
+
+/// How the delivery went for the destination (the scheduler's feedback).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub enum SiteReport {
+    Reached,
+    Unreachable(String),
+    Unknown,
+}
+
+/// smtp → qmgr.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub enum SmtpToQmgr {
+    /// The end of a delivery: one report per recipient of the job.
+    Done { job: u64, site: SiteReport, recipients: Vec<RecipientReport> },
+}
+
+/// smtp → connector: connect to a next hop.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub enum SmtpToConnector {
+    Connect { req: u64, nexthop: NexthopSpec, default_port: u16 },
+}
+
+/// connector → smtp.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub enum ConnectorToSmtp {
+    /// The connected stream socket travels with it.
+    Connected {
+        req: u64,
+        /// The host name connected to (or the address, for a literal).
+        host: String,
+        /// The peer's address and port.
+        addr: std::net::SocketAddr,
+    },
+    /// No connection. `permanent`: the name does not exist (NXDOMAIN, no
+    /// address at all), which bounces; anything else defers.
+    Failed { req: u64, reason: String, permanent: bool },
+}
+
+/// qmgr → bounce: tell the sender about recipients of one message. The
+/// queue file (read-only) travels with it; the reasons are in the
+/// recipients' statuses there.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct NoticeRequest {
+    pub req: u64,
+    pub queue_id: String,
+    /// Recipient indexes per kind of notice.
+    pub failure: Vec<u32>,
+    pub delay: Vec<u32>,
+    pub success: Vec<u32>,
+}
+
+/// qmgr → bounce.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub enum QmgrToBounce {
+    Notify(Box<NoticeRequest>),
+}
+
+/// bounce → qmgr.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub enum BounceToQmgr {
+    /// The notices are queued (their queue IDs; none when nothing was
+    /// owed to anyone, e.g. a bounce of a bounce with no postmaster), or
+    /// why not (qmgr tries again later).
+    Done { req: u64, result: Result<Vec<String>, String> },
 }

@@ -234,6 +234,7 @@ impl Master {
                 // corrupt/: QUEUE_DIRS' last.
                 fds.extend(self.queue_fds.iter().skip(4).map(|f| f.as_raw_fd()));
             }
+            Role::Smtp | Role::Connector | Role::Bounce => {}
         }
         let creds = self.owner.privileged.then(|| sandbox::Credentials {
             uid: self.owner.uid,
@@ -250,7 +251,7 @@ impl Master {
         let hard = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
             .map(|(_, h)| u64::try_from(h).unwrap_or(u64::MAX))
             .unwrap_or(1024);
-        let nofile = role.open_files(self.config.limits.sessions).min(hard);
+        let nofile = role.open_files(self.config.limits.sessions, self.config.transport.smtp.processes).min(hard);
         let limits = [
             sandbox::Limit { resource: sandbox::Resource::OpenFiles, soft: nofile, hard: nofile },
             sandbox::Limit { resource: sandbox::Resource::CoreSize, soft: 0, hard: 0 },
@@ -278,6 +279,10 @@ impl Master {
             log_line_length: self.config.log.line_length,
             control: self.config.control.clone(),
             intake: matches!(role, Role::Smtpd | Role::Cleanup | Role::Pickup).then(|| self.intake_for(role)),
+            delivery: matches!(role, Role::Qmgr | Role::Smtp | Role::Connector | Role::Bounce).then(|| {
+                let credentials = if role == Role::Smtp { self.intake.credentials.clone() } else { None };
+                Box::new(self.config.delivery(credentials))
+            }),
         }));
         channel.send(&init, &[]).map_err(|e| format!("sending configuration: {e}"))?;
         Ok((pid, channel))

@@ -1,7 +1,8 @@
 //! What master prepares for mail intake: the SMTP listening sockets
 //! (bound as root, so privileged ports work), the local-recipient table
-//! (the system's users and the names of the compiled aliases) and the TLS
-//! certificate and key (root-only files), all before any child starts,
+//! (the system's users and the names of the compiled aliases), the TLS
+//! certificate and key and the relay's password (root-only files), all
+//! before any child starts,
 //! and again (but for the sockets) on reload.
 //!
 //! Trusts: the configuration; the files it names are read with bounds, and
@@ -31,6 +32,8 @@ pub struct Material {
     pub recipients: File,
     pub certificate: Option<Vec<u8>>,
     pub key: Option<Vec<u8>>,
+    /// The relay's AUTH credentials from `relay.password_file` (smtp's).
+    pub credentials: Option<(String, String)>,
     /// For the log: what was odd but did not stop the load (an aliases
     /// database missing or older than its source).
     pub warnings: Vec<String>,
@@ -57,7 +60,9 @@ impl Material {
         if let (Some(c), Some(k)) = (&certificate, &key) {
             crate::smtpd::tls::server_config(c, k).map_err(|e| format!("tls: {e}"))?;
         }
-        Ok(Material { recipients, certificate, key, warnings })
+        let credentials =
+            config.relay.password_file.as_deref().map(crate::config::delivery::read_password_file).transpose()?;
+        Ok(Material { recipients, certificate, key, credentials, warnings })
     }
 }
 

@@ -136,7 +136,13 @@ pub fn unique() -> String {
 /// The sandbox: maildrop/ and the new file, stdin, stdout and stderr.
 fn enter(maildrop: &OwnedFd, file: &File, path: PathBuf) -> Result<(), sandbox::Error> {
     let mut p = Policy::new("postdrop");
-    p.grants.push(Grant::Dir { fd: maildrop.as_raw_fd(), path, access: DirAccess::ReadWrite, watch: false });
+    p.grants.push(Grant::Dir {
+        fd: maildrop.as_raw_fd(),
+        path,
+        access: DirAccess::ReadWrite,
+        watch: false,
+        times: false,
+    });
     p.grants.push(Grant::File { fd: file.as_fd().as_raw_fd(), write: true });
     let (stdin, stdout, stderr) = (std::io::stdin(), std::io::stdout(), std::io::stderr());
     for (fd, write) in [(stdin.as_fd(), false), (stdout.as_fd(), true), (stderr.as_fd(), true)] {

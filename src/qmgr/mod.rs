@@ -1,70 +1,213 @@
 //! qmgr: the queue manager. It holds the queue directories (incoming,
-//! active, deferred, hold, corrupt) as descriptors and nothing else. For
-//! now it answers control's queue-count requests; scheduling and delivery
-//! grow here.
+//! active, deferred, hold, corrupt) as descriptors and nothing else, and
+//! is the shell around the scheduler ([`schedule`]): it takes new mail
+//! from incoming/ (woken by the kernel when cleanup publishes a file),
+//! deferred mail when it falls due, hands deliveries to the smtp agents
+//! with a read-only descriptor of the queue file, writes each recipient's
+//! result into the file, asks bounce for notices, and removes or defers
+//! each message when its pass ends. Everything it knows is rebuilt from
+//! the files at start-up: active/ goes back to incoming/, deferred/ is
+//! indexed by the files' mtimes (their next attempt).
 //!
-//! Trusts: master; control's requests are checked for shape only (control
+//! Control's requests (counts, listing, show, hold, release, requeue,
+//! delete, flush) are served here too, since qmgr owns the queue.
+//!
+//! Trusts: master; queue files are validated by the queue format's
+//! reader; agents' reports are checked against their jobs by the
+//! scheduler; control's requests are checked for shape only (control
 //! already checked who asked).
 
-use std::collections::HashMap;
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::time::Duration;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
-use nix::dir::Dir;
+use nix::dir::Dir as NixDir;
 use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 use sandbox::Sandboxed;
 
 use crate::child::Child;
 use crate::ipc::Channel;
-use crate::ipc::msg::{ControlToQmgr, FromMaster, QmgrToControl};
+use crate::ipc::msg::{
+    BounceToQmgr, ControlToQmgr, Delivery, FromMaster, NexthopSpec, NoticeRequest, QmgrToBounce, QmgrToControl,
+    QmgrToSmtp, RecipientStatus, SiteReport, SmtpToQmgr,
+};
+use crate::pickup::watch::{Wakeup, Watch};
+use crate::queue::{QueueEnvelope, QueueId, Time, update_status_at};
 use crate::roles::{QUEUE_DIRS, Role};
 
+pub mod admin;
 pub mod scan;
 pub mod schedule;
+pub mod store;
+
+use schedule::{Action, Admit, Fate, Job, JobId, Origin, Outcome, Report, Scheduler, SiteStatus, Transport};
+use store::{Dir, Problem, Store};
 
 const MASTER: Token = Token(0);
+const WATCH: Token = Token(1);
+const FIRST_PEER: usize = 16;
 /// Messages in one listing message to control.
 const LIST_PART: usize = 500;
 /// Most messages listed at once.
 const MAX_LISTED: usize = 1_000_000;
+/// Names of incoming/ read in one listing.
+const INCOMING_BATCH: usize = 10_000;
+/// Admissions per turn of the loop, so replies and reports are not kept
+/// waiting behind a full incoming/.
+const ADMIT_PER_TURN: usize = 500;
+/// incoming/ is listed at least this often (a watch may miss nothing, but
+/// a file whose move failed is picked up again).
+const INCOMING_SCAN: Duration = Duration::from_secs(60);
+/// Without a watch, incoming/ is listed this often.
+const INCOMING_POLL: Duration = Duration::from_secs(1);
+/// A notice bounce could not queue is asked for again after this.
+const NOTICE_RETRY: Duration = Duration::from_secs(60);
+/// Until bounce is there, a notice waits this long before asking again.
+const NOTICE_WAIT: Duration = Duration::from_secs(5);
+/// Frames queued to a peer beyond which no more work is sent to it.
+const PEER_BACKLOG: usize = 1024;
 
-/// Count the queue files of a directory held by descriptor.
+/// Count the queue files of a directory held by descriptor (deferred/
+/// counts its hashed subfolders).
 pub fn count_entries(dir: &OwnedFd) -> std::io::Result<u64> {
-    let mut d = Dir::openat(dir, ".", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())?;
+    let mut d = NixDir::openat(dir, ".", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())?;
     let mut n = 0;
+    let mut subdirs = Vec::new();
     for e in d.iter() {
         let e = e?;
         let name = e.file_name().to_bytes();
         // Names starting with a dot are cleanup's files being written.
-        if !name.starts_with(b".") {
+        if name.starts_with(b".") {
+            continue;
+        }
+        if e.file_type() == Some(nix::dir::Type::Directory) {
+            if let Ok(s) = std::str::from_utf8(name) {
+                subdirs.push(s.to_string());
+            }
+        } else {
             n += 1;
+        }
+    }
+    for s in subdirs {
+        if let Ok(fd) = nix::fcntl::openat(dir, s.as_str(), OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty()) {
+            n += count_entries(&fd)?;
         }
     }
     Ok(n)
 }
 
-struct Qmgr {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PeerKind {
+    Control,
+    Smtp,
+    Bounce,
+}
+
+struct Peer {
+    kind: PeerKind,
+    pid: u32,
+    chan: Channel,
+    /// Deliveries handed to this agent (smtp).
+    jobs: HashSet<JobId>,
+}
+
+/// A message in the active queue, as the shell keeps it.
+struct Active {
+    env: QueueEnvelope,
+    origin: Origin,
+    active_at: Time,
+    /// Actions waiting their turn (behind a notice being queued).
+    pending: VecDeque<Action>,
+    /// A notice asked of bounce and not answered yet.
+    notice: Option<u64>,
+    /// When to ask bounce again.
+    retry_at: Option<Instant>,
+}
+
+/// What a job was for, to match its report.
+struct Running {
+    message: QueueId,
+    agent: Token,
+}
+
+pub struct Qmgr {
     child: Child,
     poll: Poll,
-    peers: HashMap<Token, Channel>,
+    store: Store,
+    sched: Scheduler,
+    peers: HashMap<Token, Peer>,
     next_token: usize,
+    watch: Option<Watch>,
+    active: HashMap<QueueId, Active>,
+    running: HashMap<JobId, Running>,
+    /// incoming/ names read and not yet admitted.
+    incoming: VecDeque<QueueId>,
+    /// incoming/ must be listed again.
+    incoming_dirty: bool,
+    last_incoming_scan: Instant,
+    notices: HashMap<u64, QueueId>,
+    next_req: u64,
+    stopping: bool,
+}
+
+/// Prepare the watch on incoming/ (before the sandbox: on Linux it takes
+/// a path).
+pub fn watch_incoming(child: &Child) -> std::io::Result<Watch> {
+    let dir = child.fds.first().ok_or_else(|| std::io::Error::other("no incoming/ descriptor"))?;
+    Watch::new(dir.as_fd())
 }
 
 /// Serve until master says stop.
-pub fn serve(_token: Sandboxed, child: Child) -> ! {
+pub fn serve(_token: Sandboxed, mut child: Child, watch: std::io::Result<Watch>) -> ! {
     let poll = Poll::new().unwrap_or_else(|e| crate::child::die(Role::Qmgr, &format!("poll: {e}")));
-    let mut q = Qmgr { child, poll, peers: HashMap::new(), next_token: 1 };
-    let raw = q.child.master.as_raw_fd();
-    if let Err(e) = q.poll.registry().register(&mut SourceFd(&raw), MASTER, Interest::READABLE) {
-        q.child.fatal(&format!("registering the master channel: {e}"));
+    let Some(delivery) = child.config.delivery.clone() else { child.fatal("no delivery settings from master") };
+    let store = match Store::new(std::mem::take(&mut child.fds)) {
+        Ok(s) => s,
+        Err(e) => child.fatal(&e),
+    };
+    let sched = match Scheduler::new(delivery.settings(), delivery.routing()) {
+        Ok(s) => s,
+        Err(e) => child.fatal(&e.to_string()),
+    };
+    let raw = child.master.as_raw_fd();
+    if let Err(e) = poll.registry().register(&mut SourceFd(&raw), MASTER, Interest::READABLE) {
+        child.fatal(&format!("registering the master channel: {e}"));
     }
-    q.child.debug("serving");
-    let mut events = Events::with_capacity(64);
+    let watch = watch
+        .and_then(|w| poll.registry().register(&mut SourceFd(&w.as_raw_fd()), WATCH, Interest::READABLE).map(|()| w));
+    let watch = match watch {
+        Ok(w) => Some(w),
+        Err(e) => {
+            child.warn(&format!("cannot watch incoming/ ({e}); looking every {} s", INCOMING_POLL.as_secs()));
+            None
+        }
+    };
+    let mut q = Qmgr {
+        child,
+        poll,
+        store,
+        sched,
+        peers: HashMap::new(),
+        next_token: FIRST_PEER,
+        watch,
+        active: HashMap::new(),
+        running: HashMap::new(),
+        incoming: VecDeque::new(),
+        incoming_dirty: true,
+        last_incoming_scan: Instant::now(),
+        notices: HashMap::new(),
+        next_req: 1,
+        stopping: false,
+    };
+    q.start_up();
+    let mut events = Events::with_capacity(256);
     loop {
-        if let Err(e) = q.poll.poll(&mut events, Some(Duration::from_secs(60)))
+        let timeout = q.timeout();
+        if let Err(e) = q.poll.poll(&mut events, Some(timeout))
             && e.kind() != std::io::ErrorKind::Interrupted
         {
             q.child.fatal(&format!("poll: {e}"));
@@ -72,29 +215,99 @@ pub fn serve(_token: Sandboxed, child: Child) -> ! {
         for ev in events.iter() {
             match ev.token() {
                 MASTER => q.master_readable(),
-                t => q.peer_readable(t),
+                WATCH => q.watch_readable(),
+                t => {
+                    if ev.is_writable() {
+                        q.flush_peer(t);
+                    }
+                    if ev.is_readable() || ev.is_read_closed() {
+                        q.peer_readable(t);
+                    }
+                }
             }
         }
+        q.work();
     }
 }
 
+fn time_to_instant(t: Time, now: Time) -> Duration {
+    let secs = t.secs.saturating_sub(now.secs);
+    if secs <= 0 { Duration::ZERO } else { Duration::from_secs(secs as u64) }
+}
+
 impl Qmgr {
+    /// Rebuild the state from the files.
+    fn start_up(&mut self) {
+        if let Err(e) = self.store.prepare() {
+            self.child.fatal(&format!("making the subfolders of deferred/: {e}"));
+        }
+        match self.store.recover_active() {
+            Ok(0) => {}
+            Ok(n) => self.child.info(&format!("{n} message(s) of an interrupted pass moved back to incoming/")),
+            Err(e) => self.child.fatal(&format!("moving active/ back to incoming/: {e}")),
+        }
+        self.scan_deferred(None);
+        let c = self.sched.counts();
+        self.child.debug(&format!("serving; {} deferred message(s) indexed", c.deferred_indexed));
+    }
+
+    /// Index deferred/; with `due`, every message is due then (flush).
+    fn scan_deferred(&mut self, due: Option<Time>) {
+        self.sched.begin_deferred_scan();
+        let sched = &mut self.sched;
+        let store = &self.store;
+        let mut found = |id: QueueId, t: Time| {
+            if let Some(now) = due {
+                let _ = store.make_due(&id, now);
+            }
+            sched.deferred_found(id, due.unwrap_or(t));
+        };
+        match self.store.scan_deferred(&mut found) {
+            Ok(problems) => {
+                for p in problems {
+                    self.child.warn(&p);
+                }
+            }
+            Err(e) => self.child.warn(&format!("listing deferred/: {e}")),
+        }
+    }
+
+    fn timeout(&self) -> Duration {
+        let now = Time::now();
+        let mut t = if self.watch.is_some() { INCOMING_SCAN } else { INCOMING_POLL };
+        if let Some(w) = self.sched.next_wakeup() {
+            t = t.min(time_to_instant(w, now) + Duration::from_millis(5));
+        }
+        let inow = Instant::now();
+        for a in self.active.values() {
+            if let Some(at) = a.retry_at {
+                t = t.min(at.saturating_duration_since(inow));
+            }
+        }
+        if !self.incoming.is_empty() {
+            t = Duration::ZERO;
+        }
+        t
+    }
+
     fn master_readable(&mut self) {
         loop {
             match self.child.master.recv::<FromMaster>() {
                 Ok(None) => break,
-                Ok(Some((FromMaster::Peer { role: Role::Control, pid }, fds))) => {
-                    let chan = self.child.peer_channel(Role::Control, fds);
-                    let token = Token(self.next_token);
-                    self.next_token += 1;
-                    let raw = chan.as_raw_fd();
-                    if let Err(e) = self.poll.registry().register(&mut SourceFd(&raw), token, Interest::READABLE) {
-                        self.child.fatal(&format!("registering a control channel: {e}"));
-                    }
-                    self.peers.insert(token, chan);
-                    self.child.debug(&format!("channel to control pid {pid}"));
+                Ok(Some((FromMaster::Peer { role, pid }, fds))) => {
+                    let kind = match role {
+                        Role::Control => PeerKind::Control,
+                        Role::Smtp => PeerKind::Smtp,
+                        Role::Bounce => PeerKind::Bounce,
+                        other => self.child.fatal(&format!("master sent a channel to {}", other.name())),
+                    };
+                    let chan = self.child.peer_channel(role, fds);
+                    self.add_peer(kind, pid, chan);
                 }
                 Ok(Some((FromMaster::Stop, _))) => {
+                    // Deliveries in flight are repeated by the next qmgr
+                    // (their recipients are still pending in the files).
+                    self.stopping = true;
                     let _ = self.child.master.flush();
                     std::process::exit(0);
                 }
@@ -105,63 +318,656 @@ impl Qmgr {
         }
     }
 
-    fn peer_readable(&mut self, token: Token) {
-        loop {
-            let Some(chan) = self.peers.get_mut(&token) else { return };
-            match chan.recv::<ControlToQmgr>() {
-                Ok(None) => break,
-                Ok(Some((ControlToQmgr::QueueCounts { id }, fds))) => {
-                    if !fds.is_empty() {
-                        self.child.fatal("control sent descriptors with a queue-count request");
-                    }
-                    let mut counts = Vec::with_capacity(QUEUE_DIRS.len());
-                    let mut errors = Vec::new();
-                    for (name, fd) in QUEUE_DIRS.iter().zip(&self.child.fds) {
-                        match count_entries(fd) {
-                            Ok(n) => counts.push((name.to_string(), n)),
-                            Err(e) => errors.push(format!("counting {name}: {e}")),
-                        }
-                    }
-                    for e in errors {
-                        self.child.warn(&e);
-                    }
-                    let reply = QmgrToControl::QueueCounts { id, counts };
-                    if let Some(chan) = self.peers.get_mut(&token)
-                        && let Err(e) = chan.send(&reply, &[])
-                    {
-                        self.drop_peer(token, &e.to_string());
-                        return;
-                    }
+    fn add_peer(&mut self, kind: PeerKind, pid: u32, chan: Channel) {
+        // A singleton's new channel replaces the old one; an smtp agent
+        // is replaced by pid.
+        let old: Vec<Token> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.kind == kind && (kind == PeerKind::Bounce || (kind == PeerKind::Smtp && p.pid == pid)))
+            .map(|(t, _)| *t)
+            .collect();
+        for t in old {
+            self.drop_peer(t, "replaced");
+        }
+        let token = Token(self.next_token);
+        self.next_token += 1;
+        let raw = chan.as_raw_fd();
+        if let Err(e) =
+            self.poll.registry().register(&mut SourceFd(&raw), token, Interest::READABLE | Interest::WRITABLE)
+        {
+            self.child.fatal(&format!("registering a peer channel: {e}"));
+        }
+        self.peers.insert(token, Peer { kind, pid, chan, jobs: HashSet::new() });
+        self.child.debug(&format!("channel to {kind:?} pid {pid}"));
+        if kind == PeerKind::Bounce {
+            // Notices waiting for bounce go now.
+            let now = Instant::now();
+            for a in self.active.values_mut() {
+                if a.notice.is_none() && a.retry_at.is_some() {
+                    a.retry_at = Some(now);
                 }
-                Ok(Some((ControlToQmgr::List { id }, fds))) => {
-                    if !fds.is_empty() {
-                        self.child.fatal("control sent descriptors with a list request");
-                    }
-                    if !self.list(token, id) {
-                        return;
-                    }
-                }
-                Err(crate::ipc::Error::Closed) => {
-                    self.drop_peer(token, "closed");
-                    return;
-                }
-                // A malformed or unexpected message ends the receiver;
-                // master restarts it.
-                Err(e) => self.child.fatal(&format!("control channel: {e}")),
             }
         }
     }
 
-    /// Send the whole queue to control, in parts; false if the channel failed.
-    fn list(&mut self, token: Token, id: u64) -> bool {
-        let corrupt_index = QUEUE_DIRS.iter().position(|d| *d == "corrupt").unwrap_or(QUEUE_DIRS.len() - 1);
+    fn drop_peer(&mut self, token: Token, why: &str) {
+        let Some(p) = self.peers.remove(&token) else { return };
+        let raw = p.chan.as_raw_fd();
+        let _ = self.poll.registry().deregister(&mut SourceFd(&raw));
+        if why != "closed" && why != "replaced" {
+            self.child.warn(&format!("dropping the {:?} channel: {why}", p.kind));
+        }
+        let now = Time::now();
+        for job in p.jobs {
+            if self.running.remove(&job).is_some() {
+                match self.sched.job_failed(job, "the delivery agent went away; delivery will be retried", now) {
+                    Ok(actions) => self.apply(actions),
+                    Err(e) => self.child.warn(&e.to_string()),
+                }
+            }
+        }
+        if p.kind == PeerKind::Bounce {
+            let lost: Vec<u64> = self.notices.keys().copied().collect();
+            for req in lost {
+                self.notice_failed(req, "bounce went away");
+            }
+        }
+    }
+
+    fn flush_peer(&mut self, token: Token) {
+        if let Some(p) = self.peers.get_mut(&token)
+            && let Err(e) = p.chan.flush()
+        {
+            let why = e.to_string();
+            self.drop_peer(token, if matches!(e, crate::ipc::Error::Closed) { "closed" } else { &why });
+        }
+    }
+
+    fn watch_readable(&mut self) {
+        let Some(w) = self.watch.as_mut() else { return };
+        match w.drain() {
+            Wakeup::Nothing => {}
+            Wakeup::Scan => self.incoming_dirty = true,
+            Wakeup::Lost(why) => {
+                if let Some(w) = self.watch.take() {
+                    let _ = self.poll.registry().deregister(&mut SourceFd(&w.as_raw_fd()));
+                }
+                self.child.warn(&format!("lost the watch on incoming/ ({why}); looking every second"));
+                self.incoming_dirty = true;
+            }
+        }
+    }
+
+    fn peer_readable(&mut self, token: Token) {
+        loop {
+            let Some(p) = self.peers.get_mut(&token) else { return };
+            match p.kind {
+                PeerKind::Control => match p.chan.recv::<ControlToQmgr>() {
+                    Ok(None) => return,
+                    Ok(Some((m, fds))) => {
+                        if !fds.is_empty() {
+                            self.child.fatal("control sent descriptors");
+                        }
+                        self.control_request(token, m);
+                    }
+                    Err(crate::ipc::Error::Closed) => return self.drop_peer(token, "closed"),
+                    Err(e) => self.child.fatal(&format!("control channel: {e}")),
+                },
+                PeerKind::Smtp => match p.chan.recv::<SmtpToQmgr>() {
+                    Ok(None) => return,
+                    Ok(Some((SmtpToQmgr::Done { job, site, recipients }, fds))) => {
+                        if !fds.is_empty() {
+                            self.child.fatal("smtp sent descriptors with a report");
+                        }
+                        self.report(token, JobId(job), site, recipients);
+                    }
+                    Err(crate::ipc::Error::Closed) => return self.drop_peer(token, "closed"),
+                    // The agent is at fault: its jobs are retried.
+                    Err(e) => return self.drop_peer(token, &format!("smtp channel: {e}")),
+                },
+                PeerKind::Bounce => match p.chan.recv::<BounceToQmgr>() {
+                    Ok(None) => return,
+                    Ok(Some((BounceToQmgr::Done { req, result }, fds))) => {
+                        if !fds.is_empty() {
+                            self.child.fatal("bounce sent descriptors");
+                        }
+                        match result {
+                            Ok(ids) => self.notice_done(req, &ids),
+                            Err(why) => self.notice_failed(req, &why),
+                        }
+                    }
+                    Err(crate::ipc::Error::Closed) => return self.drop_peer(token, "closed"),
+                    Err(e) => return self.drop_peer(token, &format!("bounce channel: {e}")),
+                },
+            }
+        }
+    }
+
+    /// Send to a peer; a failed channel is dropped (its work retried).
+    fn send_to<T: serde::Serialize>(&mut self, token: Token, msg: &T, fds: &[std::os::fd::BorrowedFd<'_>]) -> bool {
+        let Some(p) = self.peers.get_mut(&token) else { return false };
+        match p.chan.send(msg, fds) {
+            Ok(()) => true,
+            Err(crate::ipc::Error::Closed) => {
+                self.drop_peer(token, "closed");
+                false
+            }
+            Err(e) => {
+                let why = e.to_string();
+                self.drop_peer(token, &why);
+                false
+            }
+        }
+    }
+
+    // ----- the work loop -----
+
+    fn work(&mut self) {
+        if self.stopping {
+            return;
+        }
+        let now = Time::now();
+        if self.watch.is_none() && self.last_incoming_scan.elapsed() >= INCOMING_POLL
+            || self.last_incoming_scan.elapsed() >= INCOMING_SCAN
+        {
+            self.incoming_dirty = true;
+        }
+        if self.sched.wants_deferred_scan(now) {
+            self.scan_deferred(None);
+        }
+        self.admit(now);
+        self.dispatch(now);
+        self.retry_notices();
+    }
+
+    fn admit(&mut self, now: Time) {
+        for _ in 0..ADMIT_PER_TURN {
+            if self.incoming.is_empty() && self.incoming_dirty {
+                self.incoming_dirty = false;
+                self.last_incoming_scan = Instant::now();
+                match self.store.list_incoming(INCOMING_BATCH) {
+                    Ok((ids, junk)) => {
+                        if ids.len() >= INCOMING_BATCH {
+                            self.incoming_dirty = true;
+                        }
+                        self.incoming.extend(ids);
+                        for name in junk {
+                            match self.store.to_corrupt(Dir::Incoming, &name) {
+                                Ok(to) => self
+                                    .child
+                                    .warn(&format!("incoming/{name}: not a queue file name; moved to corrupt/{to}")),
+                                Err(e) => self.child.warn(&format!(
+                                    "incoming/{name}: not a queue file name; cannot move it to corrupt/: {e}"
+                                )),
+                            }
+                        }
+                    }
+                    Err(e) => self.child.warn(&format!("listing incoming/: {e}")),
+                }
+            }
+            match self.sched.next_admission(now, !self.incoming.is_empty()) {
+                None => return,
+                Some(Admit::Incoming) => {
+                    let Some(id) = self.incoming.pop_front() else { return };
+                    self.take(id, Dir::Incoming, Origin::Incoming, now);
+                }
+                Some(Admit::Deferred(id)) => self.take(id, Dir::Deferred, Origin::Deferred, now),
+            }
+        }
+    }
+
+    /// Move message `id` from `from` to active/ and hand it to the scheduler.
+    fn take(&mut self, id: QueueId, from: Dir, origin: Origin, now: Time) {
+        let file = match self.store.open(from, &id, false) {
+            Ok(f) => f,
+            Err(p) => return self.unusable(&id, from, p),
+        };
+        let env = match store::read(&file, &id) {
+            Ok(e) => e,
+            Err(p) => return self.unusable(&id, from, p),
+        };
+        drop(file);
+        let actions = match self.sched.add_message(id, &env.envelope, &env.recipients, origin, now) {
+            Ok(a) => a,
+            Err(schedule::Error::NoRoom(_)) => {
+                // It waits where it is; incoming/ is looked at again later.
+                if from == Dir::Deferred {
+                    self.sched.deferred_found(id, now);
+                }
+                return;
+            }
+            Err(e) => {
+                self.child.warn(&format!("{id}: {e}"));
+                return;
+            }
+        };
+        if let Err(p) = self.store.rename(&id, from, Dir::Active) {
+            self.sched.drop_message(&id);
+            if !matches!(p, Problem::Gone) {
+                self.child.warn(&format!("{id}: cannot move it to active/: {p}"));
+            }
+            return;
+        }
+        if from == Dir::Incoming {
+            let n = env.recipients.len();
+            let sender = crate::log::sanitize(&env.envelope.sender, 1024);
+            self.child.info(&format!("{id}: from=<{sender}>, size={}, nrcpt={n} (queue active)", env.envelope.size));
+        }
+        self.log_settled(&id, &env, &actions, now);
+        self.active
+            .insert(id, Active { env, origin, active_at: now, pending: VecDeque::new(), notice: None, retry_at: None });
+        self.apply(actions);
+    }
+
+    /// Log the recipients the scheduler settled without a delivery agent
+    /// (a destination resting after failures), as an agent would.
+    fn log_settled(&mut self, id: &QueueId, env: &QueueEnvelope, actions: &[Action], now: Time) {
+        for a in actions {
+            if let Action::Write { recipient, status, .. } = a
+                && status.state == crate::queue::State::Deferred
+                && let Some(r) = env.recipients.get(*recipient as usize)
+            {
+                let delay = now.secs.saturating_sub(env.envelope.arrival.secs).max(0);
+                let to = crate::log::sanitize(&r.address, 1024);
+                self.child
+                    .info(&format!("{id}: to=<{to}>, relay=none, delay={delay}, status=deferred ({})", status.reason));
+            }
+        }
+    }
+
+    /// A file that could not be taken: gone, unreadable now, or corrupt.
+    fn unusable(&mut self, id: &QueueId, dir: Dir, p: Problem) {
+        self.sched.forget_deferred(id);
+        match p {
+            Problem::Gone => {}
+            Problem::Io(e) => self.child.warn(&format!("{}/{id}: {e}; trying again later", dir.name())),
+            Problem::Corrupt(why) => {
+                let name = store::path(dir, id);
+                match self.store.to_corrupt(dir, &name) {
+                    Ok(to) => self.child.warn(&format!("{}/{name}: {why}; moved to corrupt/{to}", dir.name())),
+                    Err(e) => {
+                        self.child.warn(&format!("{}/{name}: {why}; cannot move it to corrupt/: {e}", dir.name()))
+                    }
+                }
+            }
+        }
+    }
+
+    /// The least busy smtp agent that can take more work.
+    fn smtp_agent(&self) -> Option<Token> {
+        self.peers
+            .iter()
+            .filter(|(_, p)| p.kind == PeerKind::Smtp && p.chan.queued() < PEER_BACKLOG)
+            .min_by_key(|(_, p)| p.jobs.len())
+            .map(|(t, _)| *t)
+    }
+
+    fn dispatch(&mut self, now: Time) {
+        // Until an smtp agent is there, nothing is started (so a start-up
+        // race does not defer mail).
+        while self.smtp_agent().is_some() {
+            let Some(job) = self.sched.next_job(now) else { return };
+            match job.destination.transport {
+                Transport::Smtp => self.start_smtp(job, now),
+                Transport::Local => self.no_local(job, now),
+            }
+        }
+    }
+
+    fn start_smtp(&mut self, job: Job, now: Time) {
+        let fail = |q: &mut Qmgr, why: &str| match q.sched.job_failed(job.id, why, now) {
+            Ok(a) => q.apply(a),
+            Err(e) => q.child.warn(&e.to_string()),
+        };
+        let Some(agent) = self.smtp_agent() else { return fail(self, "no smtp delivery agent is running") };
+        let Some(a) = self.active.get(&job.message) else { return fail(self, "message not in the active queue") };
+        let active_at = (a.active_at.secs, a.active_at.micros);
+        let file = match self.store.open(Dir::Active, &job.message, false) {
+            Ok(f) => f,
+            Err(p) => {
+                let why = format!("cannot open the queue file: {p}");
+                self.child.warn(&format!("{}: {why}", job.message));
+                return fail(self, &why);
+            }
+        };
+        let n = &job.destination.nexthop;
+        let d = Delivery {
+            job: job.id.0,
+            queue_id: job.message.to_string(),
+            nexthop: NexthopSpec { host: n.host.clone(), port: n.port, mx: n.mx },
+            recipients: job.recipients.iter().map(|r| r.index).collect(),
+            active_at,
+        };
+        self.running.insert(job.id, Running { message: job.message, agent });
+        if let Some(p) = self.peers.get_mut(&agent) {
+            p.jobs.insert(job.id);
+        }
+        // When the send fails, drop_peer has failed the job already.
+        self.send_to(agent, &QmgrToSmtp::Deliver(Box::new(d)), &[file.as_fd()]);
+    }
+
+    /// Mail for a local domain waits: this version has no local delivery
+    /// agent; the message is deferred with the reason, never lost.
+    fn no_local(&mut self, job: Job, now: Time) {
+        let reason = String::from("local delivery is not available in this version of mta; the mail waits");
+        let report = Report {
+            site: SiteStatus::Unknown,
+            outcomes: job.recipients.iter().map(|r| (r.index, Outcome::Deferred { reason: reason.clone() })).collect(),
+        };
+        let actions = match self.sched.job_finished(job.id, &report, now) {
+            Ok(a) => a,
+            Err(e) => return self.child.warn(&e.to_string()),
+        };
+        if let Some(m) = self.active.get(&job.message) {
+            let env = m.env.clone();
+            self.log_settled(&job.message, &env, &actions, now);
+        }
+        self.apply(actions);
+    }
+
+    fn report(
+        &mut self,
+        token: Token,
+        job: JobId,
+        site: SiteReport,
+        recipients: Vec<crate::ipc::msg::RecipientReport>,
+    ) {
+        let Some(r) = self.running.remove(&job) else {
+            return self.drop_peer(token, &format!("report for {job}, which it was not given"));
+        };
+        if r.agent != token {
+            return self.drop_peer(token, &format!("report for {job}, which another agent has"));
+        }
+        if let Some(p) = self.peers.get_mut(&token) {
+            p.jobs.remove(&job);
+        }
+        let now = Time::now();
+        let site = match site {
+            SiteReport::Reached => SiteStatus::Reached,
+            SiteReport::Unreachable(reason) => SiteStatus::Unreachable { reason },
+            SiteReport::Unknown => SiteStatus::Unknown,
+        };
+        let outcomes = recipients
+            .into_iter()
+            .map(|mut r| {
+                // Our own reasons carry their status code in front, so the
+                // queue file (mailq, the DSN) keeps it; a server's reply
+                // has its own.
+                if !matches!(r.status, RecipientStatus::Delivered { .. })
+                    && !r.reason.starts_with("host ")
+                    && !r.reason.starts_with(|c: char| c.is_ascii_digit())
+                    && crate::bounce::StatusCode::parse(&r.dsn).is_some()
+                {
+                    r.reason = format!("{} {}", r.dsn, r.reason);
+                }
+                let o = match r.status {
+                    RecipientStatus::Delivered { dsn_passed } => Outcome::Delivered { reason: r.reason, dsn_passed },
+                    RecipientStatus::Deferred => Outcome::Deferred { reason: r.reason },
+                    RecipientStatus::Bounced => Outcome::Bounced { reason: r.reason },
+                };
+                (r.index, o)
+            })
+            .collect();
+        let report = Report { site, outcomes };
+        let actions = match self.sched.job_finished(job, &report, now) {
+            Ok(a) => a,
+            Err(e @ schedule::Error::BadReport { .. }) => {
+                self.child.warn(&format!("{}: {e}", r.message));
+                match self.sched.job_failed(job, "the delivery agent's report did not fit the delivery", now) {
+                    Ok(a) => a,
+                    Err(e) => return self.child.warn(&e.to_string()),
+                }
+            }
+            Err(e) => return self.child.warn(&e.to_string()),
+        };
+        self.apply(actions);
+    }
+
+    // ----- carrying out the scheduler's actions -----
+
+    fn apply(&mut self, actions: Vec<Action>) {
+        let mut touched = Vec::new();
+        for a in actions {
+            let id = match &a {
+                Action::Write { message, .. }
+                | Action::Notify { message, .. }
+                | Action::LoadMore { message, .. }
+                | Action::Finish { message, .. } => *message,
+            };
+            match self.active.get_mut(&id) {
+                Some(m) => m.pending.push_back(a),
+                None => {
+                    self.child.warn(&format!("{id}: an action for a message not in the active queue: {a:?}"));
+                    continue;
+                }
+            }
+            if !touched.contains(&id) {
+                touched.push(id);
+            }
+        }
+        for id in touched {
+            self.run_pending(id);
+        }
+    }
+
+    /// Carry out a message's pending actions until one must wait.
+    fn run_pending(&mut self, id: QueueId) {
+        let mut file: Option<File> = None;
+        let mut dirty = false;
+        loop {
+            let Some(m) = self.active.get_mut(&id) else { return };
+            if m.notice.is_some() || m.retry_at.is_some() {
+                break;
+            }
+            let Some(action) = m.pending.pop_front() else { break };
+            // Statuses reach the disk before anything that depends on
+            // them, but not before a removal, which makes them moot.
+            let needs_sync = !matches!(action, Action::Write { .. } | Action::Finish { fate: Fate::Remove, .. });
+            if dirty
+                && needs_sync
+                && let Some(f) = &file
+            {
+                if let Err(e) = f.sync_data() {
+                    self.child.warn(&format!("{id}: fdatasync: {e}"));
+                }
+                dirty = false;
+            }
+            match action {
+                Action::Write { recipient, status, .. } => {
+                    if file.is_none() {
+                        match self.store.open(Dir::Active, &id, true) {
+                            Ok(f) => file = Some(f),
+                            Err(p) => {
+                                self.child.warn(&format!("{id}: cannot open to record a status: {p}"));
+                                continue;
+                            }
+                        }
+                    }
+                    let (Some(f), Some(m)) = (&file, self.active.get_mut(&id)) else { continue };
+                    let Some(at) = m.env.status_offset(recipient as usize) else { continue };
+                    match update_status_at(f, at, &status) {
+                        Ok(stored) => {
+                            if let Some(r) = m.env.recipients.get_mut(recipient as usize) {
+                                r.status = stored;
+                            }
+                            dirty = true;
+                        }
+                        Err(e) => self.child.warn(&format!("{id}: recording the status of recipient {recipient}: {e}")),
+                    }
+                }
+                Action::Notify { notices, .. } => {
+                    let m = self.active.get_mut(&id).expect("checked above");
+                    // Put it back: it is done when bounce says so.
+                    m.pending.push_front(Action::Notify { message: id, notices: notices.clone() });
+                    self.ask_bounce(id, &notices);
+                }
+                Action::LoadMore { .. } => {
+                    drop(file.take());
+                    self.load_more(id);
+                }
+                Action::Finish { fate, .. } => {
+                    drop(file.take());
+                    self.finish(id, fate);
+                    return;
+                }
+            }
+        }
+        if dirty
+            && let Some(f) = &file
+            && let Err(e) = f.sync_data()
+        {
+            self.child.warn(&format!("{id}: fdatasync: {e}"));
+        }
+    }
+
+    fn load_more(&mut self, id: QueueId) {
+        let now = Time::now();
+        let env = match self.store.open(Dir::Active, &id, false).and_then(|f| store::read(&f, &id)) {
+            Ok(e) => e,
+            Err(p) => {
+                self.child.warn(&format!("{id}: cannot read it again for more recipients: {p}"));
+                self.sched.drop_message(&id);
+                self.active.remove(&id);
+                return;
+            }
+        };
+        let Some(m) = self.active.get_mut(&id) else { return };
+        let origin = m.origin;
+        m.env = env.clone();
+        match self.sched.add_message(id, &env.envelope, &env.recipients, origin, now) {
+            Ok(a) => self.apply(a),
+            Err(e) => self.child.warn(&format!("{id}: {e}")),
+        }
+    }
+
+    fn finish(&mut self, id: QueueId, fate: Fate) {
+        let Some(_m) = self.active.remove(&id) else { return };
+        match fate {
+            Fate::Remove => match self.store.remove(Dir::Active, &id) {
+                Ok(_) => self.child.info(&format!("{id}: removed")),
+                Err(e) => self.child.warn(&format!("{id}: cannot remove it from active/: {e}")),
+            },
+            Fate::Defer { until, .. } => {
+                if let Err(p) = self.store.defer(&id, until) {
+                    // It stays in active/ and goes back to incoming/ at
+                    // the next start; forget it for now.
+                    self.child.warn(&format!("{id}: cannot move it to deferred/: {p}"));
+                    self.sched.forget_deferred(&id);
+                }
+            }
+        }
+    }
+
+    // ----- notices -----
+
+    fn ask_bounce(&mut self, id: QueueId, notices: &schedule::Notices) {
+        let bounce = self.peers.iter().find(|(_, p)| p.kind == PeerKind::Bounce).map(|(t, _)| *t);
+        let Some(token) = bounce else {
+            if let Some(m) = self.active.get_mut(&id) {
+                m.retry_at = Some(Instant::now() + NOTICE_WAIT);
+            }
+            return;
+        };
+        let file = match self.store.open(Dir::Active, &id, false) {
+            Ok(f) => f,
+            Err(p) => {
+                self.child.warn(&format!("{id}: cannot open it for bounce: {p}"));
+                if let Some(m) = self.active.get_mut(&id) {
+                    m.retry_at = Some(Instant::now() + NOTICE_RETRY);
+                }
+                return;
+            }
+        };
+        let req = self.next_req;
+        self.next_req += 1;
+        let msg = QmgrToBounce::Notify(Box::new(NoticeRequest {
+            req,
+            queue_id: id.to_string(),
+            failure: notices.failure.clone(),
+            delay: notices.delay.clone(),
+            success: notices.success.clone(),
+        }));
+        if let Some(m) = self.active.get_mut(&id) {
+            m.notice = Some(req);
+        }
+        self.notices.insert(req, id);
+        self.send_to(token, &msg, &[file.as_fd()]);
+    }
+
+    fn notice_done(&mut self, req: u64, ids: &[String]) {
+        let Some(id) = self.notices.remove(&req) else { return };
+        let Some(m) = self.active.get_mut(&id) else { return };
+        if m.notice != Some(req) {
+            return;
+        }
+        m.notice = None;
+        if matches!(m.pending.front(), Some(Action::Notify { .. })) {
+            m.pending.pop_front();
+        }
+        for n in ids {
+            self.child.info(&format!("{id}: sender delivery status notification: {n}"));
+        }
+        self.run_pending(id);
+    }
+
+    fn notice_failed(&mut self, req: u64, why: &str) {
+        let Some(id) = self.notices.remove(&req) else { return };
+        self.child.warn(&format!("{id}: the delivery status notification could not be queued ({why}); trying again"));
+        if let Some(m) = self.active.get_mut(&id) {
+            m.notice = None;
+            m.retry_at = Some(Instant::now() + NOTICE_RETRY);
+        }
+    }
+
+    fn retry_notices(&mut self) {
+        let now = Instant::now();
+        let due: Vec<QueueId> =
+            self.active.iter().filter(|(_, m)| m.retry_at.is_some_and(|t| t <= now)).map(|(id, _)| *id).collect();
+        for id in due {
+            if let Some(m) = self.active.get_mut(&id) {
+                m.retry_at = None;
+            }
+            self.run_pending(id);
+        }
+    }
+
+    // ----- control -----
+
+    fn control_request(&mut self, token: Token, m: ControlToQmgr) {
+        match m {
+            ControlToQmgr::QueueCounts { id } => {
+                let mut counts = Vec::with_capacity(QUEUE_DIRS.len());
+                let mut errors = Vec::new();
+                let fds = [
+                    &self.store.incoming,
+                    &self.store.active,
+                    &self.store.deferred,
+                    &self.store.hold,
+                    &self.store.corrupt,
+                ];
+                for (name, fd) in QUEUE_DIRS.iter().zip(fds) {
+                    match count_entries(fd) {
+                        Ok(n) => counts.push((name.to_string(), n)),
+                        Err(e) => errors.push(format!("counting {name}: {e}")),
+                    }
+                }
+                for e in errors {
+                    self.child.warn(&e);
+                }
+                self.send_to(token, &QmgrToControl::QueueCounts { id, counts }, &[]);
+            }
+            ControlToQmgr::List { id } => self.list(token, id),
+            other => self.admin(token, other),
+        }
+    }
+
+    /// Send the whole queue to control, in parts.
+    fn list(&mut self, token: Token, id: u64) {
         let mut entries = Vec::new();
         let mut problems = Vec::new();
-        for (i, name) in QUEUE_DIRS.iter().enumerate() {
-            if i == corrupt_index {
-                continue;
-            }
-            let s = scan::scan(name, &self.child.fds[i], &self.child.fds[corrupt_index], MAX_LISTED - entries.len());
+        for dir in [Dir::Incoming, Dir::Active, Dir::Deferred, Dir::Hold] {
+            let s = scan::scan(&self.store, dir, MAX_LISTED - entries.len());
             entries.extend(s.entries);
             problems.extend(s.moved_to_corrupt);
             problems.extend(s.errors);
@@ -176,22 +982,8 @@ impl Qmgr {
         let n = parts.len();
         for (i, part) in parts.into_iter().enumerate() {
             let msg = QmgrToControl::List { id, entries: part, last: i + 1 == n };
-            if let Some(chan) = self.peers.get_mut(&token)
-                && let Err(e) = chan.send(&msg, &[])
-            {
-                self.drop_peer(token, &e.to_string());
-                return false;
-            }
-        }
-        true
-    }
-
-    fn drop_peer(&mut self, token: Token, why: &str) {
-        if let Some(chan) = self.peers.remove(&token) {
-            let raw = chan.as_raw_fd();
-            let _ = self.poll.registry().deregister(&mut SourceFd(&raw));
-            if why != "closed" {
-                self.child.warn(&format!("dropping control channel: {why}"));
+            if !self.send_to(token, &msg, &[]) {
+                return;
             }
         }
     }

@@ -1,18 +1,18 @@
-//! Reading the queue as it is on disk: every queue file is opened by
-//! descriptor (no path), checked as a regular file with one link, and
-//! validated by the queue format's reader. A file that fails validation
-//! is moved to corrupt/ and logged; it never stops the scan.
+//! Reading the queue as it is on disk, for listings: every queue file is
+//! opened by descriptor (no path), checked as a regular file with one
+//! link, and validated by the queue format's reader. A file that fails
+//! validation is moved to corrupt/ and logged; it never stops the scan.
 //!
 //! Trusts: nothing in the files.
 
-use std::fs::File;
-use std::os::fd::{AsFd, OwnedFd};
-
 use nix::fcntl::{OFlag, openat};
-use nix::sys::stat::{Mode, SFlag, fstat};
+use nix::sys::stat::Mode;
 
 use crate::ipc::msg::QueueEntry;
-use crate::queue;
+use crate::queue::{self, QueueEnvelope, QueueId};
+
+use super::schedule::DEFERRED_SUBDIRS;
+use super::store::{self, Dir, Problem, Store};
 
 /// One queue directory's entries, and what went wrong on the way.
 pub struct Scan {
@@ -21,85 +21,93 @@ pub struct Scan {
     pub errors: Vec<String>,
 }
 
-/// List and validate the queue files of `dir` (named `name` in listings).
-pub fn scan(name: &str, dir: &OwnedFd, corrupt: &OwnedFd, limit: usize) -> Scan {
+/// List and validate the queue files of `dir`, at most `limit`.
+pub fn scan(store: &Store, dir: Dir, limit: usize) -> Scan {
     let mut out = Scan { entries: Vec::new(), moved_to_corrupt: Vec::new(), errors: Vec::new() };
-    let names = match queue_names(dir) {
+    let (names, junk) = match names(store, dir) {
         Ok(n) => n,
         Err(e) => {
-            out.errors.push(format!("listing {name}: {e}"));
+            out.errors.push(format!("listing {}: {e}", dir.name()));
             return out;
         }
     };
-    for file in names {
+    for name in junk {
+        match store.to_corrupt(dir, &name) {
+            Ok(to) => out
+                .moved_to_corrupt
+                .push(format!("{}/{name}: not a queue file name; moved to corrupt/{to}", dir.name())),
+            Err(e) => out
+                .errors
+                .push(format!("{}/{name}: not a queue file name; cannot move it to corrupt/: {e}", dir.name())),
+        }
+    }
+    for id in names {
         if out.entries.len() >= limit {
             break;
         }
-        match read_entry(name, dir, &file) {
-            Ok(Some(e)) => out.entries.push(e),
-            Ok(None) => {}
-            Err(why) => match queue::move_to_corrupt(dir.as_fd(), &file, corrupt.as_fd()) {
-                Ok(to) => out.moved_to_corrupt.push(format!("{name}/{file}: {why}; moved to corrupt/{to}")),
-                Err(e) => out.errors.push(format!("{name}/{file}: {why}; cannot move it to corrupt/: {e}")),
-            },
+        match read(store, dir, &id) {
+            Ok(q) => out.entries.push(entry(dir, &q)),
+            Err(Problem::Gone) => {}
+            Err(Problem::Io(e)) => out.errors.push(format!("{}/{id}: {e}", dir.name())),
+            Err(Problem::Corrupt(why)) => {
+                let name = store::path(dir, &id);
+                match store.to_corrupt(dir, &name) {
+                    Ok(to) => out.moved_to_corrupt.push(format!("{}/{name}: {why}; moved to corrupt/{to}", dir.name())),
+                    Err(e) => out.errors.push(format!("{}/{name}: {why}; cannot move it to corrupt/: {e}", dir.name())),
+                }
+            }
         }
     }
     out
 }
 
-/// The names of queue files (not cleanup's temporary dot-files).
-fn queue_names(dir: &OwnedFd) -> std::io::Result<Vec<String>> {
-    let mut d =
-        nix::dir::Dir::openat(dir, ".", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())?;
-    let mut names = Vec::new();
-    for e in d.iter() {
-        let e = e?;
-        let n = e.file_name().to_bytes();
-        if !n.starts_with(b".")
-            && let Ok(s) = std::str::from_utf8(n)
-        {
-            names.push(s.to_string());
+/// The queue IDs in `dir` (deferred/: in its hashed subfolders), sorted,
+/// and the names there that are no queue ID (deferred/: at its top).
+fn names(store: &Store, dir: Dir) -> std::io::Result<(Vec<QueueId>, Vec<String>)> {
+    let (mut ids, junk) = store::ids(store.fd(dir), usize::MAX)?;
+    if dir == Dir::Deferred {
+        for sub in DEFERRED_SUBDIRS {
+            let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+            let fd = match openat(&store.deferred, sub, flags, Mode::empty()) {
+                Ok(fd) => fd,
+                Err(nix::errno::Errno::ENOENT) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            ids.extend(store::ids(&fd, usize::MAX)?.0);
         }
     }
-    names.sort();
-    Ok(names)
+    ids.sort();
+    Ok((ids, junk))
 }
 
-/// Read one file's envelope. Ok(None): it vanished meanwhile (delivered).
-fn read_entry(dir_name: &str, dir: &OwnedFd, name: &str) -> Result<Option<QueueEntry>, String> {
-    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
-    let fd = match openat(dir, name, flags, Mode::empty()) {
-        Ok(fd) => fd,
-        Err(nix::errno::Errno::ENOENT) => return Ok(None),
-        Err(e) => return Err(format!("cannot open: {e}")),
-    };
-    let st = fstat(&fd).map_err(|e| format!("fstat: {e}"))?;
-    if SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) != SFlag::S_IFREG || st.st_nlink != 1 {
-        return Err(String::from("not a regular file with one link"));
+/// Open and read one file's envelope.
+pub fn read(store: &Store, dir: Dir, id: &QueueId) -> Result<QueueEnvelope, Problem> {
+    let file = store.open(dir, id, false)?;
+    store::read(&file, id)
+}
+
+/// A recipient's state by name.
+pub fn state_name(s: queue::State) -> &'static str {
+    match s {
+        queue::State::Pending => "pending",
+        queue::State::Done => "done",
+        queue::State::Deferred => "deferred",
+        queue::State::Bounced => "bounced",
     }
-    let file = File::from(fd);
-    let q = queue::read_envelope(&file).map_err(|e| e.to_string())?;
-    if q.id.as_str() != name {
-        return Err(format!("holds queue ID {}", q.id.as_str()));
-    }
-    Ok(Some(QueueEntry {
-        id: name.to_string(),
-        queue: dir_name.to_string(),
+}
+
+/// The listing entry of a message.
+pub fn entry(dir: Dir, q: &QueueEnvelope) -> QueueEntry {
+    QueueEntry {
+        id: q.id.to_string(),
+        queue: dir.name().to_string(),
         size: q.envelope.size,
         arrival: q.envelope.arrival.secs,
         sender: q.envelope.sender.clone(),
         recipients: q
             .recipients
             .iter()
-            .map(|r| {
-                let state = match r.status.state {
-                    queue::State::Pending => "pending",
-                    queue::State::Done => "done",
-                    queue::State::Deferred => "deferred",
-                    queue::State::Bounced => "bounced",
-                };
-                (r.address.clone(), state.to_string(), r.status.reason.clone())
-            })
+            .map(|r| (r.address.clone(), state_name(r.status.state).to_string(), r.status.reason.clone()))
             .collect(),
-    }))
+    }
 }

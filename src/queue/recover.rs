@@ -220,19 +220,23 @@ fn segment_seq(name: &str, instance: u32) -> Option<u64> {
     u64::from_str_radix(rest, 16).ok()
 }
 
-/// Whether a valid copy of `id` is in one of `dirs`; an invalid copy is
+/// Whether a valid copy of `id` is in one of `dirs`, by its name or in
+/// the hashed subfolder qmgr gives it in deferred/; an invalid copy is
 /// removed (the journal has a good one).
 fn present(id: &QueueId, dirs: &[BorrowedFd<'_>], rec: &mut Recovery) -> Result<bool, Error> {
     let mut replaced = false;
+    let hashed = format!("{}/{}", crate::qmgr::schedule::deferred_subdir(id), id.as_str());
     for &dir in dirs {
-        let Some(file) = disk::open_read(dir, id.as_str())? else { continue };
-        match read_queue_file(&file) {
-            Ok(q) if q.id == *id => return Ok(true),
-            Ok(_) | Err(Error::Corrupt(_)) => {
-                disk::remove(dir, id.as_str())?;
-                replaced = true;
+        for name in [id.as_str(), hashed.as_str()] {
+            let Some(file) = disk::open_read(dir, name)? else { continue };
+            match read_queue_file(&file) {
+                Ok(q) if q.id == *id => return Ok(true),
+                Ok(_) | Err(Error::Corrupt(_)) => {
+                    disk::remove(dir, name)?;
+                    replaced = true;
+                }
+                Err(e) => return Err(e),
             }
-            Err(e) => return Err(e),
         }
     }
     if replaced {

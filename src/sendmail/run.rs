@@ -546,10 +546,40 @@ impl Context {
         }
     }
 
-    /// `-q`: mta schedules delivery itself; there is no queue run to start.
-    fn flush(&self, _target: &FlushTarget) -> i32 {
-        eprintln!("{}: -q: this mta does not deliver yet; queued mail waits in the queue", self.prog);
-        EX_UNAVAILABLE
+    /// `-q`: ask qmgr (through control) to try deferred mail now; `-qI`
+    /// one message (as `mtactl queue requeue`, for root and the mail
+    /// user); `-qR` has no per-site flush here and flushes everything.
+    fn flush(&self, target: &FlushTarget) -> i32 {
+        let command = match target {
+            FlushTarget::All => String::from("flush"),
+            FlushTarget::Site(site) => {
+                eprintln!("{}: -qR{site}: mta has no per-site flush; flushing the whole queue", self.prog);
+                String::from("flush")
+            }
+            FlushTarget::QueueId(id) => match crate::queue::QueueId::parse(id) {
+                Some(q) => format!("requeue {q}"),
+                None => {
+                    eprintln!("{}: -qI{id}: not a queue ID", self.prog);
+                    return EX_USAGE;
+                }
+            },
+        };
+        match client::request(&self.config.control.socket, &command) {
+            Ok(v) if v["ok"].as_bool() == Some(true) => {
+                if let Some(r) = v["result"].as_str() {
+                    println!("{}: {r}", self.prog);
+                }
+                0
+            }
+            Ok(v) => {
+                eprintln!("{}: -q: {}", self.prog, v["error"].as_str().unwrap_or("the flush failed"));
+                EX_UNAVAILABLE
+            }
+            Err(e) => {
+                eprintln!("{}: -q: {}: {e}", self.prog, self.config.control.socket.display());
+                EX_UNAVAILABLE
+            }
+        }
     }
 }
 

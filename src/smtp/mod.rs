@@ -9,6 +9,7 @@
 //! - `mime7bit`: 8-bit to 7-bit MIME conversion for servers without
 //!   8BITMIME.
 
+pub mod agent;
 pub mod client;
 pub mod content;
 pub mod mime7bit;

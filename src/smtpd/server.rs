@@ -545,7 +545,7 @@ fn message_envelope(e: &Envelope, c: &Conn) -> MessageEnvelope {
         protocol: e.protocol.to_string(),
         client_address: c.ip.to_string(),
         client_hostname: String::from("unknown"),
-        tls: c.tls.as_ref().and_then(crate::smtpd::tls::describe),
+        tls: c.tls.as_ref().and_then(|t| crate::smtpd::tls::describe(t)),
         submitter: None,
     }
 }

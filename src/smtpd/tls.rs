@@ -28,8 +28,9 @@ pub fn server_config(certificate: &[u8], key: &[u8]) -> Result<Arc<ServerConfig>
     Ok(Arc::new(config))
 }
 
-/// "TLSv1.3 with cipher TLS13_AES_256_GCM_SHA384", for Received: and logs.
-pub fn describe(conn: &rustls::ServerConnection) -> Option<String> {
+/// "TLSv1.3 with cipher TLS13_AES_256_GCM_SHA384", for Received: and logs
+/// (of a server or a client connection).
+pub fn describe(conn: &rustls::CommonState) -> Option<String> {
     let version = conn.protocol_version()?;
     let suite = conn.negotiated_cipher_suite()?;
     let v = match version {

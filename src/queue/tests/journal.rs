@@ -467,3 +467,27 @@ fn materialise_in_slices_while_committing() {
     }
     j2.close().expect("close");
 }
+
+#[test]
+fn recovery_finds_a_message_qmgr_deferred_into_its_hashed_subfolder() {
+    let s = Spool::new("hashed");
+    let (mut j, _) = s.open();
+    let mut idg = QueueIdGen::new(INSTANCE);
+    let q = sample(&mut idg, 1, 1000);
+    j.append(&q).expect("append");
+    j.commit().expect("commit");
+    let mut out = Vec::new();
+    j.materialize(&mut out).expect("materialise");
+    drop(j); // crash before the segment was retired
+    // qmgr deferred it: deferred/<hash>/ID (here the spool's active/ plays
+    // deferred/, the directory recovery is told to look in).
+    let sub = crate::qmgr::schedule::deferred_subdir(&q.id);
+    let to = s.dir.path.join("active").join(sub);
+    std::fs::create_dir(&to).expect("subfolder");
+    std::fs::rename(s.dir.path.join("incoming").join(q.id.as_str()), to.join(q.id.as_str())).expect("move");
+    let (_j, rec) = s.open();
+    assert_eq!(rec.records, 1);
+    assert_eq!(rec.present, 1, "the deferred copy was not found: {rec}");
+    assert!(rec.materialised.is_empty(), "queued twice");
+    assert!(!s.dir.path.join("incoming").join(q.id.as_str()).exists());
+}

@@ -211,6 +211,15 @@ impl Client {
         })
     }
 
+    /// A session on a connection that is already inside TLS (implicit
+    /// TLS, RFC 8314): no STARTTLS, and credentials may be sent.
+    pub fn new_in_tls(config: Config) -> Result<Client, ConfigError> {
+        let mut c = Client::new(config)?;
+        c.tls = true;
+        c.tls_tried = true;
+        Ok(c)
+    }
+
     /// Take the queued actions.
     pub fn actions(&mut self) -> impl Iterator<Item = Action> + '_ {
         self.out.drain(..)
@@ -356,6 +365,18 @@ impl Client {
                 self.abort(f, false);
             }
         }
+    }
+
+    /// The driver could not read the next chunk of content: what was sent
+    /// cannot be taken back, so the connection is closed and the job
+    /// deferred.
+    pub fn content_failed(&mut self, why: &str) {
+        if self.phase != Phase::Content {
+            return;
+        }
+        let text = format!("error reading the message content: {}", reply::sanitize(why.as_bytes(), 200));
+        let f = Failure::local(Disposition::Deferred, Stage::Content, 451, Enhanced::new(4, 3, 0), text);
+        self.abort(f, false);
     }
 
     /// The content is complete.

@@ -1,0 +1,46 @@
+"""A second SMTP peer for the relay cases, on Python's aiosmtpd (Debian's
+python3-aiosmtpd; run it with /usr/bin/python3): accepts every recipient
+but those whose local part starts with "reject5" (550 5.1.1) or "reject4"
+(450 4.2.1), and saves each message as N.eml (the content as received,
+CR LF and all) with N.json (the envelope). Loopback only; it runs until
+killed.
+
+usage: sink.py PORT DIR"""
+import json
+import os
+import signal
+import sys
+
+from aiosmtpd.controller import Controller
+
+port, out = int(sys.argv[1]), sys.argv[2]
+count = 0
+
+
+class Handler:
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        local = address.split("@")[0].lower()
+        if local.startswith("reject5"):
+            return "550 5.1.1 <%s>: Recipient address rejected: no such user" % address
+        if local.startswith("reject4"):
+            return "450 4.2.1 <%s>: Recipient address rejected: try again later" % address
+        envelope.rcpt_tos.append(address)
+        envelope.rcpt_options.append(rcpt_options)
+        return "250 2.1.5 Ok"
+
+    async def handle_DATA(self, server, session, envelope):
+        global count
+        count += 1
+        with open(os.path.join(out, "%d.eml" % count), "wb") as f:
+            f.write(envelope.original_content)
+        with open(os.path.join(out, "%d.json" % count), "w") as f:
+            json.dump({"from": envelope.mail_from, "mail_options": envelope.mail_options,
+                       "to": envelope.rcpt_tos, "rcpt_options": envelope.rcpt_options}, f)
+        return "250 2.0.0 Ok: saved as %d" % count
+
+
+c = Controller(Handler(), hostname="127.0.0.1", port=port, decode_data=False, enable_SMTPUTF8=True,
+               data_size_limit=20 << 20)
+c.start()
+signal.sigwait({signal.SIGTERM, signal.SIGINT})
+c.stop()

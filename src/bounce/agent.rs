@@ -1,0 +1,536 @@
+//! The bounce role: qmgr asks for the notices a message owes its sender
+//! (failures, delays, successes, each naming its recipients) and lends a
+//! read-only descriptor of the queue file; bounce reads the envelope and
+//! the recipients' stored reasons from it, composes each report with the
+//! composer of this module, and submits it to cleanup as a new message
+//! from the null sender, the way pickup submits local mail. qmgr hears
+//! "done" only once cleanup has committed every report, so a crash
+//! anywhere repeats a notice, never loses one.
+//!
+//! A report is composed in memory: what it returns of the original is
+//! bounded by `bounce.size_limit`, and requests are served one at a time.
+//!
+//! Trusts: master and qmgr for the request (the indexes are checked
+//! against the file); nothing in the queue file, which the queue reader
+//! validates and the composer cleans before quoting.
+
+use std::collections::{HashSet, VecDeque};
+use std::fs::File;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::FileExt;
+use std::time::Duration;
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use sandbox::{Grant, Sandboxed};
+
+use super::{
+    Action, Addressee, Diagnostic, Kind, Options, Original, OriginalEnvelope, RecipientReport, Report, StatusCode,
+    addressee,
+};
+use crate::child::Child;
+use crate::ipc::Channel;
+use crate::ipc::msg::{
+    BounceToQmgr, CleanupToSmtpd, CommitResult, FromMaster, MessageEnvelope, MessageRecipient, NoticeRequest,
+    QmgrToBounce, SmtpdToCleanup,
+};
+use crate::queue::{ContentRange, QueueEnvelope, QueueId, State, Time, read_envelope};
+use crate::roles::Role;
+use crate::smtpd::params::Body;
+
+const MASTER: Token = Token(0);
+const QMGR: Token = Token(1);
+const CLEANUP: Token = Token(2);
+/// Requests waiting; more is a qmgr out of step (it waits for answers).
+const MAX_WAITING: usize = 10_000;
+/// Content sent to cleanup per message on the channel.
+const CHUNK: usize = 32 * 1024;
+
+/// The original's content in a queue file, for the composer.
+struct QueueContent<'a> {
+    file: &'a File,
+    range: ContentRange,
+}
+
+impl Original for QueueContent<'_> {
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
+        if offset >= self.range.len {
+            return Ok(0);
+        }
+        let n = buf.len().min((self.range.len - offset) as usize);
+        self.file.read_at(&mut buf[..n], self.range.offset + offset)
+    }
+}
+
+/// A request being served: reports handed to cleanup, awaiting commits.
+struct Current {
+    req: u64,
+    queue_id: String,
+    waiting: HashSet<u64>,
+    queued: Vec<String>,
+    error: Option<String>,
+}
+
+struct Bounce {
+    child: Child,
+    poll: Poll,
+    qmgr: Option<Channel>,
+    cleanup: Option<Channel>,
+    waiting: VecDeque<(NoticeRequest, File)>,
+    current: Option<Current>,
+    next_txn: u64,
+    options: Options,
+    lifetime: Duration,
+}
+
+/// Serve until master says stop.
+pub fn serve(_token: Sandboxed, mut child: Child) -> ! {
+    let poll = Poll::new().unwrap_or_else(|e| crate::child::die(Role::Bounce, &format!("poll: {e}")));
+    let Some(delivery) = child.config.delivery.clone() else { child.fatal("no delivery settings from master") };
+    let raw = child.master.as_raw_fd();
+    if let Err(e) = poll.registry().register(&mut SourceFd(&raw), MASTER, Interest::READABLE) {
+        child.fatal(&format!("registering the master channel: {e}"));
+    }
+    let options = Options {
+        size_limit: delivery.bounce.size_limit,
+        postmaster: format!("postmaster@{}", child.config.hostname),
+        ..Options::default()
+    };
+    let mut b = Bounce {
+        child,
+        poll,
+        qmgr: None,
+        cleanup: None,
+        waiting: VecDeque::new(),
+        current: None,
+        next_txn: 1,
+        options,
+        lifetime: delivery.queue.lifetime,
+    };
+    let mut events = Events::with_capacity(16);
+    loop {
+        if let Err(e) = b.poll.poll(&mut events, None)
+            && e.kind() != std::io::ErrorKind::Interrupted
+        {
+            b.child.fatal(&format!("poll: {e}"));
+        }
+        for ev in events.iter() {
+            match ev.token() {
+                MASTER => b.master_readable(),
+                QMGR => b.qmgr_event(),
+                CLEANUP => b.cleanup_event(),
+                _ => {}
+            }
+        }
+        b.next();
+    }
+}
+
+impl Bounce {
+    fn master_readable(&mut self) {
+        loop {
+            match self.child.master.recv::<FromMaster>() {
+                Ok(None) => return,
+                Ok(Some((FromMaster::Peer { role: role @ (Role::Qmgr | Role::Cleanup), pid }, fds))) => {
+                    let chan = self.child.peer_channel(role, fds);
+                    let (token, slot) =
+                        if role == Role::Qmgr { (QMGR, &mut self.qmgr) } else { (CLEANUP, &mut self.cleanup) };
+                    if let Some(old) = slot.take() {
+                        let _ = self.poll.registry().deregister(&mut SourceFd(&old.as_raw_fd()));
+                    }
+                    let raw = chan.as_raw_fd();
+                    if let Err(e) = self.poll.registry().register(
+                        &mut SourceFd(&raw),
+                        token,
+                        Interest::READABLE | Interest::WRITABLE,
+                    ) {
+                        self.child.fatal(&format!("registering a channel: {e}"));
+                    }
+                    *slot = Some(chan);
+                    self.child.debug(&format!("channel to {} pid {pid}", role.name()));
+                    if role == Role::Qmgr {
+                        // A new qmgr asks again for whatever it still needs.
+                        self.waiting.clear();
+                        self.current = None;
+                    } else {
+                        self.fail_current("cleanup restarted");
+                    }
+                }
+                Ok(Some((FromMaster::Stop, _))) => {
+                    let _ = self.child.master.flush();
+                    std::process::exit(0);
+                }
+                Ok(Some((m, _))) => self.child.fatal(&format!("unexpected message from master: {m:?}")),
+                Err(crate::ipc::Error::Closed) => std::process::exit(0),
+                Err(e) => self.child.fatal(&format!("master channel: {e}")),
+            }
+        }
+    }
+
+    fn qmgr_event(&mut self) {
+        if let Some(q) = self.qmgr.as_mut() {
+            let _ = q.flush();
+        }
+        loop {
+            let Some(q) = self.qmgr.as_mut() else { return };
+            match q.recv::<QmgrToBounce>() {
+                Ok(None) => return,
+                Ok(Some((QmgrToBounce::Notify(r), mut fds))) => {
+                    if fds.len() != 1 {
+                        self.child.fatal(&format!("qmgr sent a notice request with {} descriptors", fds.len()));
+                    }
+                    let fd: OwnedFd = fds.remove(0);
+                    if let Err(e) = sandbox::limit_received(&Grant::File { fd: fd.as_raw_fd(), write: false }) {
+                        self.child.fatal(&format!("limiting a queue file: {e}"));
+                    }
+                    if self.waiting.len() >= MAX_WAITING {
+                        self.child.fatal("qmgr sent more notice requests than it may have outstanding");
+                    }
+                    self.waiting.push_back((*r, File::from(fd)));
+                }
+                Err(crate::ipc::Error::Closed) => {
+                    if let Some(old) = self.qmgr.take() {
+                        let _ = self.poll.registry().deregister(&mut SourceFd(&old.as_raw_fd()));
+                    }
+                    self.waiting.clear();
+                    self.current = None;
+                    return;
+                }
+                Err(e) => self.child.fatal(&format!("qmgr channel: {e}")),
+            }
+        }
+    }
+
+    fn cleanup_event(&mut self) {
+        if let Some(c) = self.cleanup.as_mut() {
+            let _ = c.flush();
+        }
+        loop {
+            let Some(c) = self.cleanup.as_mut() else { return };
+            match c.recv::<CleanupToSmtpd>() {
+                Ok(None) => return,
+                Ok(Some((CleanupToSmtpd::Committed { txn, result }, _))) => self.committed(txn, result),
+                Ok(Some((CleanupToSmtpd::Space { .. }, _))) => {}
+                Err(crate::ipc::Error::Closed) => {
+                    if let Some(old) = self.cleanup.take() {
+                        let _ = self.poll.registry().deregister(&mut SourceFd(&old.as_raw_fd()));
+                    }
+                    self.fail_current("cleanup went away");
+                    return;
+                }
+                Err(e) => self.child.fatal(&format!("cleanup channel: {e}")),
+            }
+        }
+    }
+
+    fn committed(&mut self, txn: u64, result: CommitResult) {
+        let Some(cur) = self.current.as_mut() else { return };
+        if !cur.waiting.remove(&txn) {
+            return;
+        }
+        match result {
+            CommitResult::Queued(id) => cur.queued.push(id),
+            CommitResult::TempFail(why) => cur.error = Some(why),
+            CommitResult::NoSpace => cur.error = Some(String::from("the spool is short of space")),
+            // A report cleanup will never take (say, a sender address it
+            // refuses) is dropped with a warning rather than retried for
+            // ever.
+            CommitResult::Refused { code, enhanced, text } => {
+                let id = cur.queue_id.clone();
+                self.child.warn(&format!("{id}: notice refused by cleanup: {code} {enhanced} {text}"));
+            }
+        }
+        self.finish_if_done();
+    }
+
+    fn fail_current(&mut self, why: &str) {
+        if let Some(cur) = self.current.as_mut() {
+            cur.waiting.clear();
+            cur.error = Some(why.to_string());
+        }
+        self.finish_if_done();
+    }
+
+    fn finish_if_done(&mut self) {
+        if self.current.as_ref().is_none_or(|c| !c.waiting.is_empty()) {
+            return;
+        }
+        let Some(cur) = self.current.take() else { return };
+        let result = match cur.error {
+            Some(e) => Err(e),
+            None => Ok(cur.queued),
+        };
+        self.answer(cur.req, result);
+    }
+
+    fn answer(&mut self, req: u64, result: Result<Vec<String>, String>) {
+        if let Some(q) = self.qmgr.as_mut()
+            && let Err(e) = q.send(&BounceToQmgr::Done { req, result }, &[])
+        {
+            self.child.warn(&format!("answering qmgr: {e}"));
+        }
+    }
+
+    /// Start the next request when the last one is answered.
+    fn next(&mut self) {
+        while self.current.is_none() {
+            let Some((r, file)) = self.waiting.pop_front() else { return };
+            if self.cleanup.is_none() {
+                self.answer(r.req, Err(String::from("cleanup is not running")));
+                continue;
+            }
+            match self.reports(&r, &file) {
+                Ok(reports) if reports.is_empty() => self.answer(r.req, Ok(Vec::new())),
+                Ok(reports) => self.submit(&r, reports),
+                Err(e) => {
+                    self.child.warn(&format!("{}: {e}", r.queue_id));
+                    self.answer(r.req, Err(e));
+                }
+            }
+        }
+    }
+
+    /// Hand each report to cleanup as a message from `<>`.
+    fn submit(&mut self, r: &NoticeRequest, reports: Vec<(String, Composed)>) {
+        let mut cur = Current {
+            req: r.req,
+            queue_id: r.queue_id.clone(),
+            waiting: HashSet::new(),
+            queued: Vec::new(),
+            error: None,
+        };
+        for (to, c) in reports {
+            let txn = self.next_txn;
+            self.next_txn += 1;
+            let envelope = MessageEnvelope {
+                sender: String::new(),
+                recipients: vec![MessageRecipient { address: to, notify: None, orcpt: None }],
+                body: if c.eight_bit { Body::EightBitMime } else { Body::SevenBit },
+                smtputf8: c.smtputf8,
+                ret: None,
+                envid: None,
+                helo: self.child.config.hostname.clone(),
+                protocol: String::from("local"),
+                client_address: String::new(),
+                client_hostname: String::from("localhost"),
+                tls: None,
+                submitter: None,
+            };
+            let Some(chan) = self.cleanup.as_mut() else { break };
+            let mut ok = chan.send(&SmtpdToCleanup::Begin { txn, envelope: Box::new(envelope) }, &[]).is_ok();
+            for piece in c.bytes.chunks(CHUNK) {
+                ok = ok && chan.send(&SmtpdToCleanup::Content { txn, data: piece.to_vec() }, &[]).is_ok();
+            }
+            ok = ok && chan.send(&SmtpdToCleanup::End { txn }, &[]).is_ok();
+            if !ok {
+                cur.error = Some(String::from("cannot hand the notice to cleanup"));
+                break;
+            }
+            cur.waiting.insert(txn);
+        }
+        self.current = Some(cur);
+        self.finish_if_done();
+    }
+
+    /// Compose the reports a request asks for: (addressee, report).
+    fn reports(&self, r: &NoticeRequest, file: &File) -> Result<Vec<(String, Composed)>, String> {
+        let q = read_envelope(file).map_err(|e| e.to_string())?;
+        if q.id.as_str() != r.queue_id {
+            return Err(format!("the queue file holds {}, not {}", q.id, r.queue_id));
+        }
+        let now = Time::now();
+        let mut out = Vec::new();
+        for (kind, indexes) in [(Kind::Failure, &r.failure), (Kind::Delay, &r.delay), (Kind::Success, &r.success)] {
+            if indexes.is_empty() {
+                continue;
+            }
+            let Some(to) = addressee(&q.envelope.sender, kind) else { continue };
+            let recipients =
+                indexes.iter().map(|&i| recipient(&q, i, kind, self.lifetime)).collect::<Result<Vec<_>, String>>()?;
+            let report = Report {
+                reporting_mta: self.child.config.hostname.clone(),
+                original: OriginalEnvelope {
+                    queue_id: q.id,
+                    sender: q.envelope.sender.clone(),
+                    envid: q.envelope.dsn_envid.clone(),
+                    ret: q.envelope.dsn_ret,
+                    arrival: q.envelope.arrival.secs,
+                    smtputf8: q.envelope.smtputf8,
+                    body: q.envelope.body,
+                    content_len: q.content_range().len,
+                },
+                kind,
+                to,
+                recipients,
+                date: now.secs,
+                unique: unique(&q.id, kind, now),
+            };
+            let address = match to {
+                Addressee::Sender => q.envelope.sender.clone(),
+                Addressee::Postmaster => self.options.postmaster.clone(),
+            };
+            let composed = compose(report, self.options.clone(), file, q.content_range())?;
+            out.push((address, composed));
+        }
+        Ok(out)
+    }
+}
+
+/// A composed report and what its submission must declare.
+struct Composed {
+    bytes: Vec<u8>,
+    eight_bit: bool,
+    smtputf8: bool,
+}
+
+fn compose(report: Report, options: Options, file: &File, range: ContentRange) -> Result<Composed, String> {
+    let mut original = QueueContent { file, range };
+    let mut c = super::Composer::new(report, options).map_err(|e| e.to_string())?;
+    let plan = c.plan(&mut original).map_err(|e| e.to_string())?.clone();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = c.next_chunk(&mut original).map_err(|e| e.to_string())? {
+        bytes.extend_from_slice(chunk);
+    }
+    Ok(Composed { bytes, eight_bit: plan.body != crate::queue::BodyType::SevenBit, smtputf8: plan.smtputf8 })
+}
+
+/// A token unique to one report: the queue ID, the kind and the time.
+fn unique(id: &QueueId, kind: Kind, now: Time) -> String {
+    let k = match kind {
+        Kind::Failure => "F",
+        Kind::Delay => "D",
+        Kind::Success => "S",
+    };
+    format!("{}{k}{}{}", id.as_str(), now.secs, now.micros)
+}
+
+/// One recipient's lines in a report, from its stored status.
+fn recipient(q: &QueueEnvelope, index: u32, kind: Kind, lifetime: Duration) -> Result<RecipientReport, String> {
+    let r = q.recipients.get(index as usize).ok_or_else(|| format!("no recipient #{index} in the queue file"))?;
+    let action = match kind {
+        Kind::Failure => Action::Failed,
+        Kind::Delay => Action::Delayed,
+        // qmgr asks for success notices only where the next hop did not
+        // take the request over: "relayed" (RFC 3464 2.3.3).
+        Kind::Success => Action::Relayed,
+    };
+    let expected = match kind {
+        Kind::Failure => State::Bounced,
+        Kind::Delay => State::Deferred,
+        Kind::Success => State::Done,
+    };
+    if r.status.state != expected {
+        return Err(format!("recipient #{index} is {:?}, not {expected:?}", r.status.state));
+    }
+    let class = match kind {
+        Kind::Failure => 5,
+        Kind::Delay => 4,
+        Kind::Success => 2,
+    };
+    let (status, remote_mta, diagnostic) = diagnose(&r.status.reason, class);
+    let retry_until = q.envelope.arrival.secs.saturating_add(i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX));
+    Ok(RecipientReport {
+        address: r.address.clone(),
+        orcpt: r.orcpt.clone(),
+        action,
+        status,
+        remote_mta,
+        diagnostic,
+        last_attempt: (r.status.changed > 0).then_some(r.status.changed),
+        will_retry_until: (kind == Kind::Delay).then_some(retry_until),
+    })
+}
+
+/// The status code, the remote host and the diagnostic in a stored
+/// reason: `host NAME[ADDR] said: REPLY (in reply to X command)` is the
+/// remote server's reply; anything else is our own text.
+pub fn diagnose(reason: &str, class: u8) -> (StatusCode, Option<String>, Diagnostic) {
+    let fallback = StatusCode::new(class, 0, 0).unwrap_or_else(|| StatusCode::new(5, 0, 0).expect("5.0.0 is valid"));
+    // A server's reply, at the start or after our own words ("message
+    // expired in the queue; last error: host ...").
+    let remote = match reason.find("host ") {
+        Some(0) => Some(&reason[5..]),
+        Some(i) if reason[..i].ends_with(": ") => Some(&reason[i + 5..]),
+        _ => None,
+    };
+    if let Some((host, reply)) = remote.and_then(|r| r.split_once(" said: ")) {
+        let reply = match reply.rfind(" (in reply to ") {
+            Some(i) if reply.ends_with(')') => &reply[..i],
+            _ => reply,
+        };
+        let mut words = reply.split_whitespace();
+        let basic = words.next().and_then(|w| w.get(..1)).and_then(|d| d.parse::<u8>().ok());
+        let status = words
+            .next()
+            .and_then(StatusCode::parse)
+            .filter(|s| Some(s.class()) == basic)
+            .or_else(|| basic.and_then(|c| StatusCode::new(c, 0, 0)))
+            .unwrap_or(fallback);
+        let name = host.split('[').next().unwrap_or(host).to_string();
+        return (status, Some(name), Diagnostic::Smtp(reply.to_string()));
+    }
+    // Our own reasons may carry a code of their own (`4.4.1 ...`); an
+    // expired message keeps its last temporary one, as Postfix reports.
+    let status = reason.split_whitespace().find_map(StatusCode::parse).unwrap_or(fallback);
+    (status, None, Diagnostic::Local(reason.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_reply_is_split_from_host_and_command() {
+        let (s, host, d) = diagnose(
+            "host mx.example.org[192.0.2.1] said: 550 5.1.1 <u@example.org>: no such user (in reply to RCPT TO command)",
+            5,
+        );
+        assert_eq!(s.to_string(), "5.1.1");
+        assert_eq!(host.as_deref(), Some("mx.example.org"));
+        assert_eq!(d, Diagnostic::Smtp(String::from("550 5.1.1 <u@example.org>: no such user")));
+    }
+
+    #[test]
+    fn reply_without_enhanced_code_gets_its_class() {
+        let (s, _, _) = diagnose("host h[192.0.2.1] said: 452 mailbox full (in reply to end of DATA command)", 5);
+        assert_eq!(s.to_string(), "4.0.0");
+        // An enhanced code of another class than the reply is not believed.
+        let (s, _, _) = diagnose("host h[192.0.2.1] said: 550 4.2.2 odd (in reply to RCPT TO command)", 5);
+        assert_eq!(s.to_string(), "5.0.0");
+    }
+
+    #[test]
+    fn expired_keeps_the_last_reply() {
+        let (s, host, d) = diagnose(
+            "message expired in the queue; last error: host h[192.0.2.1] said: 450 4.2.1 busy (in reply to RCPT TO command)",
+            5,
+        );
+        assert_eq!(s.to_string(), "4.2.1");
+        assert_eq!(host.as_deref(), Some("h"));
+        assert_eq!(d, Diagnostic::Smtp(String::from("450 4.2.1 busy")));
+    }
+
+    #[test]
+    fn local_reason() {
+        let (s, host, d) = diagnose("connect to mx.example.org[192.0.2.1]:25: Connection refused", 4);
+        assert_eq!(s.to_string(), "4.0.0");
+        assert_eq!(host, None);
+        assert_eq!(d, Diagnostic::Local(String::from("connect to mx.example.org[192.0.2.1]:25: Connection refused")));
+        let (s, _, _) = diagnose("4.4.1 no route", 4);
+        assert_eq!(s.to_string(), "4.4.1");
+    }
+
+    #[test]
+    fn content_reads_stop_at_the_range() {
+        let dir = std::env::temp_dir().join(format!("mta-bounce-agent-{}", std::process::id()));
+        std::fs::write(&dir, b"HEADERhello world").unwrap();
+        let f = File::open(&dir).unwrap();
+        let mut c = QueueContent { file: &f, range: ContentRange { offset: 6, len: 5, crc: 0 } };
+        let mut buf = [0u8; 64];
+        assert_eq!(c.read_at(0, &mut buf).unwrap(), 5);
+        assert_eq!(&buf[..5], b"hello");
+        assert_eq!(c.read_at(3, &mut buf).unwrap(), 2);
+        assert_eq!(c.read_at(5, &mut buf).unwrap(), 0);
+        std::fs::remove_file(&dir).unwrap();
+    }
+}

@@ -1,0 +1,366 @@
+//! Configuration of delivery: the queue manager's limits and retry
+//! times, the transports' concurrency, the relay host, the SMTP client,
+//! the resolver and bounces. Each key mirrors a field of the scheduler's
+//! `Settings` or the client's `Config`; defaults are Postfix's.
+//!
+//! Trusts: the file is root's; every value is still checked (the
+//! scheduler checks its settings again).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize};
+
+use super::smtp::Queue;
+use crate::qmgr::schedule::{self, Backoff, Nexthop, Settings, TransportSettings};
+use crate::smtp::client::{Timeouts, TlsPolicy};
+
+/// How long a deferred message waits (`queue.backoff`): see
+/// [`Backoff`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackoffConf {
+    #[serde(with = "serde_ucl::time")]
+    pub min: Duration,
+    #[serde(with = "serde_ucl::time")]
+    pub max: Duration,
+}
+
+impl Default for BackoffConf {
+    fn default() -> BackoffConf {
+        let b = Backoff::default();
+        BackoffConf { min: b.min, max: b.max }
+    }
+}
+
+/// One transport's limits (`transport.smtp`, `transport.local`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransportConf {
+    pub processes: u32,
+    pub initial_concurrency: u32,
+    pub concurrency_limit: u32,
+    pub recipient_limit: u32,
+    pub failed_cohort_limit: u32,
+    #[serde(with = "serde_ucl::time")]
+    pub dead_time: Duration,
+}
+
+impl Default for TransportConf {
+    fn default() -> TransportConf {
+        let t = TransportSettings::default();
+        TransportConf {
+            processes: t.processes as u32,
+            initial_concurrency: t.initial_concurrency,
+            concurrency_limit: t.concurrency_limit,
+            recipient_limit: t.recipient_limit as u32,
+            failed_cohort_limit: t.failed_cohort_limit,
+            dead_time: t.dead_time,
+        }
+    }
+}
+
+impl TransportConf {
+    fn settings(&self) -> TransportSettings {
+        TransportSettings {
+            processes: self.processes as usize,
+            initial_concurrency: self.initial_concurrency,
+            concurrency_limit: self.concurrency_limit,
+            recipient_limit: self.recipient_limit as usize,
+            failed_cohort_limit: self.failed_cohort_limit,
+            dead_time: self.dead_time,
+        }
+    }
+}
+
+/// `transport { smtp { ... } local { ... } }`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Transports {
+    pub smtp: TransportConf,
+    pub local: TransportConf,
+}
+
+/// How the relay host is reached.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RelayTls {
+    /// STARTTLS when offered (the `smtp.tls` policy applies).
+    #[default]
+    Starttls,
+    /// STARTTLS required: mail waits rather than go in plaintext.
+    Require,
+    /// TLS from the first byte (port 465).
+    Implicit,
+}
+
+/// `relay { host = "[smtp.example.net]:587"; tls = "require"; password_file = "..."; }`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Relay {
+    /// Every domain that is not local goes here (Postfix notation:
+    /// `[host]:port` as it is, `host` by MX).
+    #[serde(deserialize_with = "de_nexthop")]
+    pub host: Option<String>,
+    pub tls: RelayTls,
+    /// A root-only file with one line `username:password` for AUTH PLAIN
+    /// (sent inside TLS only). master reads it and hands it to smtp.
+    pub password_file: Option<PathBuf>,
+}
+
+// An Option, as it is serialised: the configuration's string, or what
+// master sends its children (which postcard encodes with its tag).
+fn de_nexthop<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let s = Option::<String>::deserialize(d)?;
+    if let Some(s) = &s {
+        Nexthop::parse(s).map_err(|e| serde::de::Error::custom(e.to_string()))?;
+    }
+    Ok(s)
+}
+
+/// The client's STARTTLS policy (`smtp.tls`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientTls {
+    /// Never use STARTTLS.
+    None,
+    /// Use it when offered, without verifying the certificate (Postfix's
+    /// `may`): protects against passive eavesdropping only.
+    #[default]
+    Opportunistic,
+    /// Defer mail for servers that do not offer STARTTLS.
+    Require,
+}
+
+impl ClientTls {
+    pub fn policy(self) -> TlsPolicy {
+        match self {
+            ClientTls::None => TlsPolicy::None,
+            ClientTls::Opportunistic => TlsPolicy::Opportunistic,
+            ClientTls::Require => TlsPolicy::Require,
+        }
+    }
+}
+
+/// Per-stage timeouts of the SMTP client (`smtp.timeouts`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientTimeouts {
+    #[serde(with = "serde_ucl::time")]
+    pub greeting: Duration,
+    #[serde(with = "serde_ucl::time")]
+    pub helo: Duration,
+    #[serde(with = "serde_ucl::time")]
+    pub starttls: Duration,
+    #[serde(with = "serde_ucl::time")]
+    pub mail: Duration,
+    #[serde(with = "serde_ucl::time")]
+    pub rcpt: Duration,
+    #[serde(with = "serde_ucl::time")]
+    pub data_init: Duration,
+    #[serde(with = "serde_ucl::time")]
+    pub data_xfer: Duration,
+    #[serde(with = "serde_ucl::time")]
+    pub data_done: Duration,
+    #[serde(with = "serde_ucl::time")]
+    pub rset: Duration,
+    #[serde(with = "serde_ucl::time")]
+    pub quit: Duration,
+}
+
+impl Default for ClientTimeouts {
+    fn default() -> ClientTimeouts {
+        let t = Timeouts::default();
+        ClientTimeouts {
+            greeting: t.greeting,
+            helo: t.helo,
+            starttls: t.starttls,
+            mail: t.mail,
+            rcpt: t.rcpt,
+            data_init: t.data_init,
+            data_xfer: t.data_xfer,
+            data_done: t.data_done,
+            rset: t.rset,
+            quit: t.quit,
+        }
+    }
+}
+
+impl ClientTimeouts {
+    pub fn timeouts(&self) -> Timeouts {
+        Timeouts {
+            greeting: self.greeting,
+            helo: self.helo,
+            starttls: self.starttls,
+            mail: self.mail,
+            rcpt: self.rcpt,
+            data_init: self.data_init,
+            data_xfer: self.data_xfer,
+            data_done: self.data_done,
+            rset: self.rset,
+            quit: self.quit,
+        }
+    }
+}
+
+/// The SMTP client (`smtp { ... }`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmtpClient {
+    pub tls: ClientTls,
+    /// The connector gives up on a connection attempt after this.
+    #[serde(with = "serde_ucl::time")]
+    pub connect_timeout: Duration,
+    /// An idle session is kept this long for more mail to the same next
+    /// hop (Postfix's `smtp_connection_cache_time_limit`); zero: QUIT at once.
+    #[serde(with = "serde_ucl::time")]
+    pub connection_cache_time: Duration,
+    /// Messages sent over one connection before it is closed.
+    pub connection_reuse_limit: u32,
+    pub timeouts: ClientTimeouts,
+}
+
+impl Default for SmtpClient {
+    fn default() -> SmtpClient {
+        SmtpClient {
+            tls: ClientTls::Opportunistic,
+            connect_timeout: Duration::from_secs(30),
+            connection_cache_time: Duration::from_secs(2),
+            connection_reuse_limit: 100,
+            timeouts: ClientTimeouts::default(),
+        }
+    }
+}
+
+/// The connector's resolver (`dns { servers = [ "127.0.0.1:5353" ]; }`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Dns {
+    /// Name servers to ask (UDP, then TCP for truncated answers); empty:
+    /// the system's resolv.conf.
+    #[serde(deserialize_with = "de_servers", serialize_with = "ser_servers")]
+    pub servers: Vec<SocketAddr>,
+    /// One query's timeout.
+    #[serde(with = "serde_ucl::time")]
+    pub timeout: Duration,
+    /// Tries per query and server.
+    pub attempts: u32,
+}
+
+impl Default for Dns {
+    fn default() -> Dns {
+        Dns { servers: Vec::new(), timeout: Duration::from_secs(5), attempts: 2 }
+    }
+}
+
+/// As strings, which `de_servers` reads (in the file and on a channel).
+fn ser_servers<S: serde::Serializer>(servers: &[SocketAddr], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(servers.iter().map(|a| a.to_string()))
+}
+
+fn de_servers<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {
+    let raw = Vec::<String>::deserialize(d)?;
+    raw.iter()
+        .map(|s| {
+            s.parse::<SocketAddr>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+                .map_err(|_| serde::de::Error::custom(format!("`{s}` is not an address or address:port")))
+        })
+        .collect()
+}
+
+/// Delivery status notifications (`bounce { ... }`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BounceConf {
+    /// How much of the original message a notice returns (RET=FULL);
+    /// beyond it, its headers only (Postfix's `bounce_size_limit`).
+    pub size_limit: u64,
+}
+
+impl Default for BounceConf {
+    fn default() -> BounceConf {
+        BounceConf { size_limit: crate::bounce::DEFAULT_SIZE_LIMIT }
+    }
+}
+
+/// The scheduler's settings from `queue` and `transport`.
+pub fn settings(q: &Queue, t: &Transports) -> Settings {
+    Settings {
+        active_messages: q.active_messages as usize,
+        active_recipients: q.active_recipients as usize,
+        deferred_index: q.deferred_index as usize,
+        lifetime: q.lifetime,
+        bounce_lifetime: q.bounce_lifetime,
+        delay_warning: q.delay_warning,
+        backoff: Backoff { min: q.backoff.min, max: q.backoff.max },
+        smtp: t.smtp.settings(),
+        local: t.local.settings(),
+    }
+}
+
+/// What the delivery roles get from master (children never read the file).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryConf {
+    pub queue: Queue,
+    pub transport: Transports,
+    pub relay: Relay,
+    pub smtp: SmtpClient,
+    pub dns: Dns,
+    pub bounce: BounceConf,
+    pub domains: Vec<String>,
+    /// The relay's AUTH credentials (smtp only; read by master from
+    /// `relay.password_file`).
+    pub credentials: Option<(String, String)>,
+}
+
+impl DeliveryConf {
+    pub fn settings(&self) -> Settings {
+        settings(&self.queue, &self.transport)
+    }
+
+    pub fn routing(&self) -> schedule::Routing {
+        let relay = self.relay.host.as_deref().and_then(|h| Nexthop::parse(h).ok());
+        schedule::Routing::new(relay, &self.domains)
+    }
+}
+
+/// Largest password file read.
+const MAX_PASSWORD_FILE: u64 = 4096;
+
+/// Read `relay.password_file`: owned by root (or the user running
+/// master), not readable by group or others, one line `username:password`.
+pub fn read_password_file(path: &std::path::Path) -> Result<(String, String), String> {
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+    let name = path.display();
+    let f = std::fs::File::open(path).map_err(|e| format!("relay.password_file {name}: {e}"))?;
+    let meta = f.metadata().map_err(|e| format!("relay.password_file {name}: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!("relay.password_file {name}: not a regular file"));
+    }
+    if meta.mode() & 0o077 != 0 {
+        return Err(format!("relay.password_file {name}: readable or writable by group or others (chmod 600 it)"));
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != 0 && meta.uid() != me {
+        return Err(format!("relay.password_file {name}: owned by uid {}, not by root", meta.uid()));
+    }
+    let mut text = String::new();
+    f.take(MAX_PASSWORD_FILE + 1).read_to_string(&mut text).map_err(|e| format!("relay.password_file {name}: {e}"))?;
+    if text.len() as u64 > MAX_PASSWORD_FILE {
+        return Err(format!("relay.password_file {name}: larger than {MAX_PASSWORD_FILE} bytes"));
+    }
+    let line = text
+        .lines()
+        .map(str::trim_end)
+        .find(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        .ok_or_else(|| format!("relay.password_file {name}: no `username:password` line"))?;
+    let (user, pass) =
+        line.split_once(':').ok_or_else(|| format!("relay.password_file {name}: the line has no `:`"))?;
+    if user.is_empty() || pass.is_empty() {
+        return Err(format!("relay.password_file {name}: empty username or password"));
+    }
+    Ok((user.to_string(), pass.to_string()))
+}

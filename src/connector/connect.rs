@@ -1,0 +1,75 @@
+//! Opening the connection: each address the resolver found, in turn,
+//! each attempt bounded by `smtp.connect_timeout`; the first that answers
+//! is handed back as a blocking `std::net::TcpStream` (its receiver sets
+//! it non-blocking). When none does, the reason names the last attempt
+//! as Postfix does: `connect to mx.example.com[192.0.2.1]:25: Connection
+//! refused`.
+//!
+//! Trusts: nothing; addresses come from DNS answers (see `resolve`).
+
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::time::Duration;
+
+use super::resolve::{Failure, Resolver};
+use crate::ipc::msg::NexthopSpec;
+
+/// A connected socket and whom it reaches.
+#[derive(Debug)]
+pub struct Connection {
+    /// The MX or host name, or the address for a literal.
+    pub host: String,
+    pub addr: SocketAddr,
+    pub stream: TcpStream,
+}
+
+/// Resolution and connection, without the IPC around them.
+pub struct Connector {
+    resolver: Resolver,
+    timeout: Duration,
+}
+
+impl Connector {
+    pub fn new(resolver: Resolver, timeout: Duration) -> Connector {
+        Connector { resolver, timeout }
+    }
+
+    pub fn resolver(&self) -> &Resolver {
+        &self.resolver
+    }
+
+    /// Connect to `nexthop` (its port, or `default_port`).
+    pub async fn connect(&self, nexthop: &NexthopSpec, default_port: u16) -> Result<Connection, Failure> {
+        let port = nexthop.port.unwrap_or(default_port);
+        let targets = self.resolver.targets(nexthop).await?;
+        let mut last = None;
+        for t in targets {
+            match self.attempt(t.ip, port).await {
+                Ok(stream) => return Ok(Connection { host: t.host, addr: SocketAddr::new(t.ip, port), stream }),
+                Err(why) => last = Some(format!("connect to {}[{}]:{port}: {why}", t.host, t.ip)),
+            }
+        }
+        let host = &nexthop.host;
+        Err(Failure::temporary(last.unwrap_or_else(|| format!("connect to {host}: no address to connect to"))))
+    }
+
+    /// One connection attempt; the error as Postfix words it.
+    async fn attempt(&self, ip: IpAddr, port: u16) -> Result<TcpStream, String> {
+        let addr = SocketAddr::new(ip, port);
+        let stream = match tokio::time::timeout(self.timeout, tokio::net::TcpStream::connect(addr)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(describe(&e)),
+            Err(_) => return Err(String::from("Connection timed out")),
+        };
+        let stream = stream.into_std().map_err(|e| describe(&e))?;
+        stream.set_nonblocking(false).map_err(|e| describe(&e))?;
+        Ok(stream)
+    }
+}
+
+/// The system's words for an error, without Rust's "(os error N)".
+pub fn describe(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(n) => nix::errno::Errno::from_raw(n).desc().to_string(),
+        None => e.to_string(),
+    }
+}

@@ -1,0 +1,339 @@
+//! Where a next hop is: the hosts and addresses the connector tries, in
+//! order, found with hickory's resolver (RFC 5321 section 5.1).
+//!
+//! An address literal is used as it is. A `[host]` next hop is its A and
+//! AAAA records. A domain is its MX records, best preference first and
+//! shuffled among equal preferences, each exchange's addresses in turn;
+//! with no MX records (but the name exists) the domain itself is the
+//! implicit MX. A null MX (RFC 7505) and a name that does not exist fail
+//! permanently; a server failure or a timeout fails temporarily; an
+//! exchange without addresses is skipped. At most [`MAX_HOSTS`] hosts and
+//! [`MAX_ADDRESSES`] addresses are tried. The hosts file is never read
+//! (Postfix's `smtp_host_lookup = dns`), and every name is asked as a
+//! fully qualified name (no search list).
+//!
+//! Trusts: nothing in DNS answers beyond their records' types; names
+//! come from smtp (and so from a recipient's domain) and are parsed.
+
+use std::net::{IpAddr, SocketAddr};
+
+use hickory_resolver::TokioResolver;
+use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig};
+use hickory_resolver::net::NetError;
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::proto::rr::{Name, RData, RecordType};
+
+use crate::config::delivery::Dns;
+use crate::ipc::msg::NexthopSpec;
+
+/// Most MX hosts tried for one next hop.
+pub const MAX_HOSTS: usize = 5;
+/// Most addresses tried for one next hop, over all its hosts.
+pub const MAX_ADDRESSES: usize = 10;
+/// Answers the resolver keeps (it honours their TTLs).
+const CACHE_SIZE: u64 = 1024;
+/// Where the C library looks when there is no resolv.conf.
+const FALLBACK_SERVER: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 53);
+
+/// Why there is nothing to connect to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    /// Postfix-like, e.g. `Host or domain name not found. Name service
+    /// error for name=example.invalid type=MX: Host not found`.
+    pub reason: String,
+    /// The mail cannot be delivered there, ever (it bounces).
+    pub permanent: bool,
+}
+
+impl Failure {
+    pub fn temporary(reason: String) -> Failure {
+        Failure { reason, permanent: false }
+    }
+    pub fn permanent(reason: String) -> Failure {
+        Failure { reason, permanent: true }
+    }
+}
+
+/// One address to try and the host it belongs to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// The MX or host name (without the final dot), or the address for a literal.
+    pub host: String,
+    pub ip: IpAddr,
+}
+
+/// How a lookup of one name and type went.
+#[derive(Debug)]
+enum Answer<T> {
+    Found(Vec<T>),
+    /// NXDOMAIN: the name does not exist.
+    NoSuchName,
+    /// The name exists without records of this type.
+    NoData,
+    /// SERVFAIL, REFUSED, a timeout, a network error.
+    Temporary,
+}
+
+impl<T> Answer<T> {
+    /// Postfix's words for a failed lookup.
+    fn describe(&self) -> &'static str {
+        match self {
+            Answer::Found(_) => "found",
+            Answer::NoSuchName => "Host not found",
+            Answer::NoData => "Host found but no data record of requested type",
+            Answer::Temporary => "Host not found, try again",
+        }
+    }
+}
+
+fn name_error<T>(host: &str, rtype: &str, answer: &Answer<T>) -> String {
+    format!("Host or domain name not found. Name service error for name={host} type={rtype}: {}", answer.describe())
+}
+
+/// The connector's resolver.
+pub struct Resolver {
+    inner: TokioResolver,
+}
+
+impl Resolver {
+    /// Build the resolver: `dns.servers` (each over UDP, and TCP for
+    /// truncated answers) or, when empty, the system's resolv.conf.
+    /// Reads resolv.conf, so it runs before the sandbox; call it inside
+    /// the runtime's context. Returns a warning to log when resolv.conf
+    /// could not be read and the local server is asked instead.
+    pub fn new(dns: &Dns) -> Result<(Resolver, Option<String>), String> {
+        let provider = TokioRuntimeProvider::default();
+        let mut warning = None;
+        let mut builder = if dns.servers.is_empty() {
+            match TokioResolver::builder_tokio() {
+                Ok(b) => b,
+                Err(e) => {
+                    warning = Some(format!("system resolver configuration: {e}; asking {FALLBACK_SERVER}"));
+                    TokioResolver::builder_with_config(servers(&[FALLBACK_SERVER]), provider)
+                }
+            }
+        } else {
+            TokioResolver::builder_with_config(servers(&dns.servers), provider)
+        };
+        let opts = builder.options_mut();
+        opts.timeout = dns.timeout;
+        opts.attempts = dns.attempts.max(1) as usize;
+        opts.cache_size = CACHE_SIZE;
+        opts.use_hosts_file = ResolveHosts::Never;
+        let inner = builder.build().map_err(|e| format!("building the resolver: {e}"))?;
+        Ok((Resolver { inner }, warning))
+    }
+
+    /// The addresses to try for `nexthop`, in order, or why there are none.
+    pub async fn targets(&self, nexthop: &NexthopSpec) -> Result<Vec<Target>, Failure> {
+        let host = nexthop.host.as_str();
+        if let Some(ip) = literal(host) {
+            return Ok(vec![Target { host: ip.to_string(), ip }]);
+        }
+        let name = fqdn(host)?;
+        if !nexthop.mx {
+            return self.host_targets(host, &name).await;
+        }
+        match self.query(&name, RecordType::MX).await {
+            Answer::Found(records) => self.mx_targets(host, records).await,
+            // No MX: the domain is its own (implicit) MX.
+            Answer::NoData => self.host_targets(host, &name).await,
+            other => {
+                let reason = name_error(host, "MX", &other);
+                Err(if matches!(other, Answer::NoSuchName) {
+                    Failure::permanent(reason)
+                } else {
+                    Failure::temporary(reason)
+                })
+            }
+        }
+    }
+
+    /// A single host's addresses.
+    async fn host_targets(&self, host: &str, name: &Name) -> Result<Vec<Target>, Failure> {
+        match self.addresses(name).await {
+            Answer::Found(ips) => {
+                Ok(ips.into_iter().take(MAX_ADDRESSES).map(|ip| Target { host: host.to_string(), ip }).collect())
+            }
+            Answer::Temporary => Err(Failure::temporary(name_error(host, "A", &Answer::<()>::Temporary))),
+            other => Err(Failure::permanent(name_error(host, "A", &other))),
+        }
+    }
+
+    /// The MX hosts' addresses, best first.
+    async fn mx_targets(&self, domain: &str, records: Vec<RData>) -> Result<Vec<Target>, Failure> {
+        let exchanges = order_exchanges(records);
+        if exchanges.is_empty() {
+            return Err(Failure::permanent(format!("{domain}: domain does not accept mail (null MX)")));
+        }
+        let mut targets = Vec::new();
+        // The failure to report if no exchange has an address: temporary
+        // if any lookup may succeed later.
+        let mut failure: Option<Failure> = None;
+        for exchange in exchanges.into_iter().take(MAX_HOSTS) {
+            if targets.len() >= MAX_ADDRESSES {
+                break;
+            }
+            let host = display(&exchange);
+            match self.addresses(&exchange).await {
+                Answer::Found(ips) => {
+                    let room = MAX_ADDRESSES - targets.len();
+                    targets.extend(ips.into_iter().take(room).map(|ip| Target { host: host.clone(), ip }));
+                }
+                other => {
+                    let temporary = matches!(other, Answer::Temporary);
+                    if failure.as_ref().is_none_or(|f| f.permanent) {
+                        let reason = name_error(&host, "A", &other);
+                        failure = Some(Failure { reason, permanent: !temporary });
+                    }
+                }
+            }
+        }
+        if targets.is_empty() {
+            let f = failure.unwrap_or_else(|| Failure::permanent(format!("{domain}: no MX host has an address")));
+            return Err(f);
+        }
+        Ok(targets)
+    }
+
+    /// A name's AAAA and A records, asked at once, interleaved (IPv6
+    /// first) so that a host with a broken family still gets the other
+    /// tried early. Addresses nobody can connect to are left out.
+    async fn addresses(&self, name: &Name) -> Answer<IpAddr> {
+        let (v6, v4) = tokio::join!(self.query(name, RecordType::AAAA), self.query(name, RecordType::A));
+        let ips = |a: &Answer<RData>| -> Vec<IpAddr> {
+            match a {
+                Answer::Found(v) => v
+                    .iter()
+                    .filter_map(|r| match r {
+                        RData::A(a) => Some(IpAddr::V4(a.0)),
+                        RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+                        _ => None,
+                    })
+                    .filter(usable)
+                    .collect(),
+                _ => Vec::new(),
+            }
+        };
+        let (six, four) = (ips(&v6), ips(&v4));
+        if !six.is_empty() || !four.is_empty() {
+            return Answer::Found(interleave(six, four));
+        }
+        match (v6, v4) {
+            (Answer::Temporary, _) | (_, Answer::Temporary) => Answer::Temporary,
+            (Answer::NoSuchName, _) | (_, Answer::NoSuchName) => Answer::NoSuchName,
+            _ => Answer::NoData,
+        }
+    }
+
+    /// One lookup, classified; only records of the type asked are kept.
+    async fn query(&self, name: &Name, rtype: RecordType) -> Answer<RData> {
+        match self.inner.lookup(name.clone(), rtype).await {
+            Ok(lookup) => {
+                let found: Vec<RData> =
+                    lookup.answers().iter().filter(|r| r.data.record_type() == rtype).map(|r| r.data.clone()).collect();
+                if found.is_empty() { Answer::NoData } else { Answer::Found(found) }
+            }
+            Err(e) => classify(&e),
+        }
+    }
+}
+
+fn classify<T>(e: &NetError) -> Answer<T> {
+    if e.is_nx_domain() {
+        Answer::NoSuchName
+    } else if e.is_no_records_found() {
+        Answer::NoData
+    } else {
+        Answer::Temporary
+    }
+}
+
+/// `dns.servers` as hickory's configuration: UDP, and TCP for truncated answers.
+fn servers(addrs: &[SocketAddr]) -> ResolverConfig {
+    let mut config = ResolverConfig::from_parts(None, Vec::new(), Vec::new());
+    for a in addrs {
+        let mut udp = ConnectionConfig::udp();
+        udp.port = a.port();
+        let mut tcp = ConnectionConfig::tcp();
+        tcp.port = a.port();
+        config.add_name_server(NameServerConfig::new(a.ip(), true, vec![udp, tcp]));
+    }
+    config
+}
+
+/// An address literal (`192.0.2.1`, `2001:db8::1`), with or without brackets.
+fn literal(host: &str) -> Option<IpAddr> {
+    let h = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    let h = h.strip_prefix("IPv6:").or_else(|| h.strip_prefix("ipv6:")).unwrap_or(h);
+    h.parse().ok()
+}
+
+/// A host name as a fully qualified DNS name (IDNA for non-ASCII).
+fn fqdn(host: &str) -> Result<Name, Failure> {
+    let bad = |why: String| Failure::permanent(format!("bad host name {:?}: {why}", host.escape_debug().to_string()));
+    if host.is_empty() || host.len() > 253 {
+        return Err(bad(String::from("1 to 253 characters")));
+    }
+    let mut name = Name::from_utf8(host).map_err(|e| bad(e.to_string()))?;
+    if name.is_root() || name.num_labels() == 0 {
+        return Err(bad(String::from("the root is no host")));
+    }
+    name.set_fqdn(true);
+    Ok(name)
+}
+
+/// A name as logs and replies show it: ASCII, no final dot.
+fn display(name: &Name) -> String {
+    let s = name.to_ascii();
+    s.strip_suffix('.').unwrap_or(&s).to_ascii_lowercase()
+}
+
+/// The exchanges of an MX answer in the order to try them: by
+/// preference, shuffled among equals, each once. Empty for a null MX (a
+/// lone exchange "."); a "." among other exchanges is ignored.
+fn order_exchanges(records: Vec<RData>) -> Vec<Name> {
+    let mut mxs: Vec<(u16, Name)> = records
+        .into_iter()
+        .filter_map(|r| match r {
+            RData::MX(mx) => Some((mx.preference, mx.exchange)),
+            _ => None,
+        })
+        .filter(|(_, exchange)| !exchange.is_root())
+        .collect();
+    shuffle(&mut mxs);
+    mxs.sort_by_key(|(pref, _)| *pref);
+    let mut seen = std::collections::HashSet::new();
+    mxs.into_iter().map(|(_, name)| name).filter(|n| seen.insert(display(n))).collect()
+}
+
+/// Fisher-Yates with the standard library's per-instance random keys
+/// (spreading load over equal MX hosts needs no stronger randomness).
+fn shuffle<T>(v: &mut [T]) {
+    use std::hash::BuildHasher;
+    let keys = std::hash::RandomState::new();
+    for i in (1..v.len()).rev() {
+        let j = (keys.hash_one(i) % (i as u64 + 1)) as usize;
+        v.swap(i, j);
+    }
+}
+
+/// Whether an answer's address can be a mail server: not the
+/// unspecified address (which reaches this host), not multicast or broadcast.
+fn usable(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => !a.is_unspecified() && !a.is_multicast() && !a.is_broadcast(),
+        IpAddr::V6(a) => !a.is_unspecified() && !a.is_multicast(),
+    }
+}
+
+fn interleave(first: Vec<IpAddr>, second: Vec<IpAddr>) -> Vec<IpAddr> {
+    let mut out = Vec::with_capacity(first.len() + second.len());
+    let (mut a, mut b) = (first.into_iter(), second.into_iter());
+    loop {
+        match (a.next(), b.next()) {
+            (None, None) => return out,
+            (x, y) => out.extend(x.into_iter().chain(y)),
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! The operator's requests, relayed by control: show a message in full,
+//! hold, release, requeue or delete one, flush the deferred queue. Each
+//! is carried out by qmgr itself, so it is safe while mail flows: a
+//! message being delivered is first taken out of the scheduler (the
+//! delivery in flight finishes without effect on it, so a held message
+//! may be delivered twice to the recipients of that one delivery), and
+//! each action is logged.
+//!
+//! Trusts: control checked who asked; the queue ID is checked here.
+
+use std::os::unix::fs::FileExt;
+
+use mio::Token;
+
+use crate::ipc::msg::{AdminOp, ControlToQmgr, MessageDetail, QmgrToControl, RecipientDetail};
+use crate::queue::{BodyType, Notify, QueueEnvelope, QueueId, Ret, Time};
+
+use super::Qmgr;
+use super::scan;
+use super::store::{Dir, Problem};
+
+/// Most header bytes `show` returns.
+const MAX_HEADERS: usize = 64 << 10;
+
+impl Qmgr {
+    pub(super) fn admin(&mut self, token: Token, m: ControlToQmgr) {
+        let (id, reply) = match m {
+            ControlToQmgr::Show { id, queue_id } => {
+                let result = self.show(&queue_id).map(Box::new);
+                return {
+                    self.send_to(token, &QmgrToControl::Shown { id, result }, &[]);
+                };
+            }
+            ControlToQmgr::Admin { id, op, queue_id } => (id, self.operate(op, &queue_id)),
+            ControlToQmgr::Flush { id } => (id, Ok(self.flush())),
+            ControlToQmgr::QueueCounts { .. } | ControlToQmgr::List { .. } => return,
+        };
+        self.send_to(token, &QmgrToControl::Done { id, result: reply }, &[]);
+    }
+
+    fn find(&self, queue_id: &str) -> Result<(QueueId, Dir), String> {
+        let id = QueueId::parse(queue_id).ok_or_else(|| format!("`{queue_id}` is not a queue ID"))?;
+        let dir = self.store.find(&id).ok_or_else(|| format!("{id}: no such message in the queue"))?;
+        Ok((id, dir))
+    }
+
+    fn show(&mut self, queue_id: &str) -> Result<MessageDetail, String> {
+        let (id, dir) = self.find(queue_id)?;
+        let file = self.store.open(dir, &id, false).map_err(|p| format!("{id}: {p}"))?;
+        let q = super::store::read(&file, &id).map_err(|p| format!("{id}: {p}"))?;
+        let range = q.content_range();
+        let want = range.len.min(MAX_HEADERS as u64) as usize;
+        let mut buf = vec![0u8; want];
+        file.read_exact_at(&mut buf, range.offset).map_err(|e| format!("{id}: reading the headers: {e}"))?;
+        let headers = match memchr::memmem::find(&buf, b"\r\n\r\n") {
+            Some(end) => buf[..end + 2].to_vec(),
+            // No end of the header within the bound: up to the last line end.
+            None => buf[..memchr::memmem::rfind(&buf, b"\r\n").map_or(0, |i| i + 2)].to_vec(),
+        };
+        Ok(detail(dir, &q, headers))
+    }
+
+    fn operate(&mut self, op: AdminOp, queue_id: &str) -> Result<String, String> {
+        let (id, dir) = self.find(queue_id)?;
+        let now = Time::now();
+        let moved = |r: Result<(), Problem>| r.map_err(|p| format!("{id}: {p}"));
+        let text = match (op, dir) {
+            (AdminOp::Hold, Dir::Hold) => return Err(format!("{id}: already on hold")),
+            (AdminOp::Hold, from) => {
+                self.release_from(&id, from);
+                moved(self.store.rename(&id, from, Dir::Hold))?;
+                format!("{id}: put on hold")
+            }
+            (AdminOp::Release, Dir::Hold) => {
+                moved(self.store.rename(&id, Dir::Hold, Dir::Deferred))?;
+                moved(self.store.make_due(&id, now))?;
+                self.sched.deferred_found(id, now);
+                format!("{id}: released from hold")
+            }
+            (AdminOp::Release, _) => return Err(format!("{id}: not on hold")),
+            (AdminOp::Requeue, Dir::Active) => return Err(format!("{id}: being delivered now")),
+            (AdminOp::Requeue, Dir::Incoming) => return Err(format!("{id}: already waiting for delivery")),
+            (AdminOp::Requeue, from) => {
+                self.release_from(&id, from);
+                moved(self.store.rename(&id, from, Dir::Incoming))?;
+                self.incoming_dirty = true;
+                format!("{id}: requeued")
+            }
+            (AdminOp::Delete, from) => {
+                self.release_from(&id, from);
+                self.store.remove(from, &id).map_err(|e| format!("{id}: {e}"))?;
+                format!("{id}: deleted")
+            }
+        };
+        self.child.info(&format!("{text} by the operator"));
+        Ok(text)
+    }
+
+    /// Take `id` out of the scheduler and the shell's tables before it
+    /// leaves `from`.
+    fn release_from(&mut self, id: &QueueId, from: Dir) {
+        self.sched.drop_message(id);
+        if from == Dir::Incoming {
+            self.incoming.retain(|x| x != id);
+        }
+        if let Some(m) = self.active.remove(id)
+            && let Some(req) = m.notice
+        {
+            self.notices.remove(&req);
+        }
+    }
+
+    fn flush(&mut self) -> String {
+        let now = Time::now();
+        if self.sched.counts().deferred_complete {
+            self.sched.flush_deferred(now);
+        } else {
+            self.scan_deferred(Some(now));
+        }
+        let n = self.sched.counts().deferred_indexed;
+        self.child.info(&format!("flush: {n} deferred message(s) due now"));
+        format!("{n} deferred message(s) to be tried now")
+    }
+}
+
+fn notify_text(n: Option<Notify>) -> Option<String> {
+    match n? {
+        Notify::Never => Some(String::from("NEVER")),
+        Notify::On { success, failure, delay } => {
+            let mut v = Vec::new();
+            if success {
+                v.push("SUCCESS");
+            }
+            if failure {
+                v.push("FAILURE");
+            }
+            if delay {
+                v.push("DELAY");
+            }
+            Some(v.join(","))
+        }
+    }
+}
+
+fn detail(dir: Dir, q: &QueueEnvelope, headers: Vec<u8>) -> MessageDetail {
+    let e = &q.envelope;
+    let mut client = vec![
+        (String::from("address"), e.client.address.clone()),
+        (String::from("hostname"), e.client.hostname.clone()),
+        (String::from("helo"), e.client.helo.clone()),
+        (String::from("protocol"), e.client.protocol.as_str().to_string()),
+    ];
+    if let Some(t) = &e.client.tls {
+        client.push((String::from("tls"), t.clone()));
+    }
+    let body = match e.body {
+        BodyType::SevenBit => "7BIT",
+        BodyType::EightBitMime => "8BITMIME",
+        BodyType::BinaryMime => "BINARYMIME",
+    };
+    let mut parameters = vec![(String::from("body"), body.to_string())];
+    if e.smtputf8 {
+        parameters.push((String::from("smtputf8"), String::from("yes")));
+    }
+    if let Some(r) = e.dsn_ret {
+        parameters.push((String::from("ret"), String::from(if r == Ret::Full { "FULL" } else { "HDRS" })));
+    }
+    if let Some(env) = &e.dsn_envid {
+        parameters.push((String::from("envid"), env.clone()));
+    }
+    let recipients = q
+        .recipients
+        .iter()
+        .map(|r| RecipientDetail {
+            address: r.address.clone(),
+            orcpt: r.orcpt.clone(),
+            notify: notify_text(r.notify),
+            state: scan::state_name(r.status.state).to_string(),
+            attempts: r.status.attempts,
+            next_attempt: r.status.next_attempt,
+            reason: r.status.reason.clone(),
+        })
+        .collect();
+    MessageDetail { entry: scan::entry(dir, q), client, parameters, recipients, headers }
+}

@@ -1,0 +1,734 @@
+//! The `smtp` role: the SMTP client delivery agent. One process runs many
+//! deliveries at once on one mio loop; the protocol is the I/O-free
+//! [`crate::smtp::client::Client`], and this driver moves its bytes.
+//!
+//! A delivery: qmgr sends `Deliver` with the queue file (read-only); the
+//! agent checks the file against the request (`work`), then starts the
+//! job on an idle cached session to the same next hop, or asks the
+//! connector for a connection and starts it on the session built on the
+//! socket that comes back (`session`). The verdicts go back to qmgr as
+//! one `Done` per job and to the log as one line per recipient
+//! (`report`). A session that becomes idle takes the next job waiting for
+//! its next hop, else stays cached for `smtp.connection_cache_time` (at
+//! most [`MAX_IDLE`] sessions, at most `smtp.connection_reuse_limit`
+//! messages per connection) and then QUITs.
+//!
+//! Failures of the peers: a new qmgr channel (or a closed one) abandons
+//! the jobs in hand, which the new qmgr runs again from the queue files;
+//! a lost connector answers every job waiting for a connection at once.
+//! A malformed message from master, qmgr or the connector ends the
+//! process ([`Fatal`]); master restarts it.
+//!
+//! [`Agent`] runs without master and the sandbox, for tests; [`serve`]
+//! wraps it.
+//!
+//! Trusts: master; qmgr for what to deliver where; the connector for the
+//! sockets it sends. Nothing from the network; the queue file is
+//! validated before use.
+
+mod report;
+mod session;
+mod tls;
+mod work;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::io::ErrorKind;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use sandbox::{Grant, Sandboxed};
+
+use crate::child::Child;
+use crate::config::delivery::{DeliveryConf, RelayTls};
+use crate::ipc::Channel;
+use crate::ipc::msg::{
+    ConnectorToSmtp, Delivery, FromMaster, Level, NexthopSpec, QmgrToSmtp, RecipientReport, SiteReport,
+    SmtpToConnector, SmtpToQmgr,
+};
+use crate::log::ChildLog;
+use crate::qmgr::schedule::Nexthop;
+use crate::queue::Time;
+use crate::roles::{self, Role};
+use crate::smtp::client::{self, Credentials, JobResult, Limits, TlsPolicy};
+
+pub use report::{Delays, Relay, Verdict};
+pub use tls::{AnyCertificate, TlsConfigs};
+
+use session::{Event, Session};
+use work::{Opened, Work};
+
+const MASTER: Token = Token(0);
+const QMGR: Token = Token(1);
+const CONNECTOR: Token = Token(2);
+const FIRST_SESSION: usize = 16;
+/// Most idle sessions kept for reuse.
+pub const MAX_IDLE: usize = 32;
+/// Longest wait in one turn of the loop.
+const MAX_WAIT: Duration = Duration::from_secs(1);
+
+/// What the role builds before entering the sandbox.
+pub struct Prepared {
+    tls: TlsConfigs,
+}
+
+/// A reason to exit so that master restarts the process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fatal(pub String);
+
+/// Whether the loop goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    Exit,
+}
+
+/// Build the TLS configuration and check the client settings.
+pub fn prepare(child: &mut Child) -> Prepared {
+    let Some(delivery) = child.config.delivery.clone() else { child.fatal("no delivery settings from master") };
+    let tls = match TlsConfigs::new() {
+        Ok(t) => t,
+        Err(e) => child.fatal(&e),
+    };
+    let hostname = child.config.hostname.clone();
+    if let Err(e) = client::Client::new(client_config(&hostname, &delivery, true)) {
+        child.fatal(&e.to_string());
+    }
+    Prepared { tls }
+}
+
+/// Serve until master says stop and the work in hand is done.
+pub fn serve(_token: Sandboxed, child: Child, prepared: Prepared) -> ! {
+    let Child { config, mut master, log, fds: _ } = child;
+    let Some(delivery) = config.delivery else {
+        log.log(&mut master, Level::Error, "fatal: no delivery settings from master");
+        exit(&mut master, 1)
+    };
+    let mut agent = match Agent::new(master, log, config.hostname, *delivery, prepared) {
+        Ok(a) => a,
+        Err((mut master, e)) => {
+            ChildLog::new(200, false).log(&mut master, Level::Error, &format!("fatal: poll: {e}"));
+            exit(&mut master, 1)
+        }
+    };
+    agent.debug("serving");
+    loop {
+        match agent.turn(MAX_WAIT) {
+            Ok(Flow::Continue) => {}
+            Ok(Flow::Exit) => exit(&mut agent.master, 0),
+            Err(Fatal(why)) => {
+                agent.log(Level::Error, &format!("fatal: {why}"));
+                exit(&mut agent.master, 1)
+            }
+        }
+    }
+}
+
+fn exit(master: &mut Channel, code: i32) -> ! {
+    let _ = master.flush();
+    if code != 0 {
+        // Like Child::fatal: a crash loop must not spin.
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    std::process::exit(code)
+}
+
+/// The client's configuration for a session (`relay`: to the relay host).
+fn client_config(hostname: &str, conf: &DeliveryConf, relay: bool) -> client::Config {
+    let tls = if relay && conf.relay.tls == RelayTls::Require { TlsPolicy::Require } else { conf.smtp.tls.policy() };
+    let credentials = match (&conf.credentials, relay) {
+        (Some((username, password)), true) => {
+            Some(Credentials { username: username.clone(), password: password.clone() })
+        }
+        _ => None,
+    };
+    client::Config {
+        helo_name: hostname.to_string(),
+        lmtp: false,
+        tls,
+        credentials,
+        limits: Limits::default(),
+        timeouts: conf.smtp.timeouts.timeouts(),
+    }
+}
+
+/// The event loop and everything in hand.
+pub struct Agent {
+    poll: Poll,
+    events: Events,
+    master: Channel,
+    log: ChildLog,
+    hostname: String,
+    conf: DeliveryConf,
+    relay: Option<Nexthop>,
+    tls: TlsConfigs,
+    qmgr: Option<Channel>,
+    connector: Option<Channel>,
+    /// Jobs waiting for a session, per next hop; each has a connection
+    /// request outstanding (a job may start on another session first).
+    waiting: HashMap<NexthopSpec, VecDeque<Box<Work>>>,
+    /// Connection requests not yet answered.
+    requests: HashMap<u64, NexthopSpec>,
+    next_req: u64,
+    sessions: HashMap<Token, Session>,
+    next_token: usize,
+    /// Job numbers in hand (waiting or on a session).
+    jobs: HashSet<u64>,
+    stopping: bool,
+    qmgr_broken: bool,
+    connector_broken: bool,
+}
+
+impl Agent {
+    /// An agent listening to master on `master`.
+    pub fn new(
+        master: Channel,
+        log: ChildLog,
+        hostname: String,
+        conf: DeliveryConf,
+        prepared: Prepared,
+    ) -> Result<Agent, (Channel, std::io::Error)> {
+        let poll = match Poll::new() {
+            Ok(p) => p,
+            Err(e) => return Err((master, e)),
+        };
+        let raw = master.as_raw_fd();
+        if let Err(e) = poll.registry().register(&mut SourceFd(&raw), MASTER, Interest::READABLE | Interest::WRITABLE) {
+            return Err((master, e));
+        }
+        let relay = conf.relay.host.as_deref().and_then(|h| Nexthop::parse(h).ok());
+        Ok(Agent {
+            poll,
+            events: Events::with_capacity(256),
+            master,
+            log,
+            hostname,
+            conf,
+            relay,
+            tls: prepared.tls,
+            qmgr: None,
+            connector: None,
+            waiting: HashMap::new(),
+            requests: HashMap::new(),
+            next_req: 1,
+            sessions: HashMap::new(),
+            next_token: FIRST_SESSION,
+            jobs: HashSet::new(),
+            stopping: false,
+            qmgr_broken: false,
+            connector_broken: false,
+        })
+    }
+
+    /// What `prepare` builds, without a child (tests).
+    pub fn prepared() -> Result<Prepared, String> {
+        Ok(Prepared { tls: TlsConfigs::new()? })
+    }
+
+    fn log(&mut self, level: Level, text: &str) {
+        self.log.log(&mut self.master, level, text);
+    }
+
+    fn debug(&mut self, text: &str) {
+        self.log(Level::Debug, text);
+    }
+
+    fn warn(&mut self, text: &str) {
+        self.log(Level::Warning, text);
+    }
+
+    /// Wait at most `wait` for something to happen, and handle it.
+    pub fn turn(&mut self, wait: Duration) -> Result<Flow, Fatal> {
+        let now = Instant::now();
+        let wait = match self.next_timer() {
+            Some(t) => wait.min(t.saturating_duration_since(now)),
+            None => wait,
+        };
+        if let Err(e) = self.poll.poll(&mut self.events, Some(wait))
+            && e.kind() != ErrorKind::Interrupted
+        {
+            return Err(Fatal(format!("poll: {e}")));
+        }
+        let ready: Vec<(Token, bool, bool)> =
+            self.events.iter().map(|e| (e.token(), e.is_readable() || e.is_read_closed(), e.is_writable())).collect();
+        for (token, readable, writable) in ready {
+            match token {
+                MASTER => {
+                    if writable {
+                        let _ = self.master.flush();
+                    }
+                    if readable && self.master_readable()? == Flow::Exit {
+                        return Ok(Flow::Exit);
+                    }
+                }
+                QMGR => self.qmgr_event(readable, writable)?,
+                CONNECTOR => self.connector_event(readable, writable)?,
+                t => self.session_io(t),
+            }
+            self.repair();
+        }
+        self.timers();
+        self.repair();
+        if self.stopping && self.sessions.is_empty() && self.waiting.values().all(VecDeque::is_empty) {
+            let _ = self.master.flush();
+            return Ok(Flow::Exit);
+        }
+        Ok(Flow::Continue)
+    }
+
+    /// Handle channels that failed while sending.
+    fn repair(&mut self) {
+        if std::mem::take(&mut self.qmgr_broken) {
+            self.qmgr_lost("the channel failed");
+        }
+        if std::mem::take(&mut self.connector_broken) {
+            self.connector_lost();
+        }
+    }
+
+    // ----- master -----
+
+    fn master_readable(&mut self) -> Result<Flow, Fatal> {
+        loop {
+            match self.master.recv::<FromMaster>() {
+                Ok(None) => return Ok(Flow::Continue),
+                Ok(Some((FromMaster::Peer { role, pid }, fds))) => {
+                    let chan = self.peer_channel(role, fds)?;
+                    match role {
+                        Role::Qmgr => self.set_qmgr(chan)?,
+                        Role::Connector => self.set_connector(chan)?,
+                        r => return Err(Fatal(format!("master sent a channel to {}", r.name()))),
+                    }
+                    self.debug(&format!("channel to {} pid {pid}", role.name()));
+                }
+                Ok(Some((FromMaster::Stop, fds))) if fds.is_empty() => self.stop(),
+                Ok(Some((m, _))) => return Err(Fatal(format!("unexpected message from master: {m:?}"))),
+                Err(crate::ipc::Error::Closed) => return Ok(Flow::Exit),
+                Err(e) => return Err(Fatal(format!("master channel: {e}"))),
+            }
+        }
+    }
+
+    fn peer_channel(&mut self, role: Role, mut fds: Vec<OwnedFd>) -> Result<Channel, Fatal> {
+        if fds.len() != 1 {
+            return Err(Fatal(format!("peer message for {} with {} descriptors", role.name(), fds.len())));
+        }
+        if !roles::channel_allowed(Role::Smtp, role) {
+            return Err(Fatal(format!("master sent a channel to {}, which smtp may not talk to", role.name())));
+        }
+        let fd = fds.remove(0);
+        if let Err(e) = sandbox::limit_received(&Grant::Channel { fd: fd.as_raw_fd() }) {
+            return Err(Fatal(format!("limiting the {} channel: {e}", role.name())));
+        }
+        Ok(Channel::new(fd))
+    }
+
+    fn register_channel(&mut self, chan: &Channel, token: Token) -> Result<(), Fatal> {
+        let raw = chan.as_raw_fd();
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        self.poll.registry().register(&mut SourceFd(&raw), token, interest).map_err(|e| Fatal(format!("poll: {e}")))
+    }
+
+    fn deregister_channel(&mut self, chan: &Channel) {
+        let raw = chan.as_raw_fd();
+        let _ = self.poll.registry().deregister(&mut SourceFd(&raw));
+    }
+
+    fn set_qmgr(&mut self, chan: Channel) -> Result<(), Fatal> {
+        if self.qmgr.is_some() {
+            self.qmgr_lost("replaced");
+        }
+        self.register_channel(&chan, QMGR)?;
+        self.qmgr = Some(chan);
+        // Messages may have arrived before registration.
+        self.qmgr_event(true, true)
+    }
+
+    fn set_connector(&mut self, chan: Channel) -> Result<(), Fatal> {
+        if self.connector.is_some() {
+            self.connector_lost();
+        }
+        self.register_channel(&chan, CONNECTOR)?;
+        self.connector = Some(chan);
+        self.connector_event(true, true)
+    }
+
+    /// Take no more work; QUIT idle sessions; finish the rest.
+    fn stop(&mut self) {
+        self.stopping = true;
+        let idle: Vec<Token> = self.sessions.iter().filter(|(_, s)| s.is_idle()).map(|(t, _)| *t).collect();
+        for t in idle {
+            self.with_session(t, Session::quit);
+        }
+    }
+
+    // ----- qmgr -----
+
+    fn qmgr_event(&mut self, readable: bool, writable: bool) -> Result<(), Fatal> {
+        if writable
+            && let Some(ch) = self.qmgr.as_mut()
+            && ch.flush().is_err()
+        {
+            self.qmgr_lost("the channel failed");
+            return Ok(());
+        }
+        if !readable {
+            return Ok(());
+        }
+        loop {
+            let Some(ch) = self.qmgr.as_mut() else { return Ok(()) };
+            match ch.recv::<QmgrToSmtp>() {
+                Ok(None) => return Ok(()),
+                Ok(Some((QmgrToSmtp::Deliver(d), fds))) => self.deliver(*d, fds)?,
+                Err(crate::ipc::Error::Closed) => {
+                    self.qmgr_lost("closed");
+                    return Ok(());
+                }
+                Err(e) => return Err(Fatal(format!("qmgr channel: {e}"))),
+            }
+            if self.qmgr_broken {
+                return Ok(());
+            }
+        }
+    }
+
+    /// qmgr is gone: its jobs are abandoned (a new qmgr runs them again
+    /// from the queue files); sessions with a job are dropped.
+    fn qmgr_lost(&mut self, why: &str) {
+        if let Some(ch) = self.qmgr.take() {
+            self.deregister_channel(&ch);
+        }
+        let mut abandoned: usize = self.waiting.drain().map(|(_, q)| q.len()).sum();
+        let busy: Vec<Token> = self.sessions.iter().filter(|(_, s)| s.has_work()).map(|(t, _)| *t).collect();
+        for t in busy {
+            if let Some(mut s) = self.sessions.remove(&t) {
+                abandoned += usize::from(s.abandon().is_some());
+                let _ = self.poll.registry().deregister(s.stream());
+            }
+        }
+        self.jobs.clear();
+        if why != "closed" || abandoned > 0 {
+            self.warn(&format!("qmgr channel {why}: {abandoned} deliveries abandoned"));
+        }
+    }
+
+    fn deliver(&mut self, d: Delivery, fds: Vec<OwnedFd>) -> Result<(), Fatal> {
+        if self.jobs.contains(&d.job) {
+            return Err(Fatal(format!("qmgr sent job {} twice", d.job)));
+        }
+        let work = match work::open(d, fds) {
+            Ok(Opened::Ready(w)) => w,
+            Ok(Opened::Refused(work, reason)) => {
+                self.warn(&format!("{}: {reason}", work.queue_id));
+                let v = Verdict::deferred("4.3.0", &reason);
+                self.finish_all(&work, None, SiteReport::Unknown, &v);
+                return Ok(());
+            }
+            Err(violation) => return Err(Fatal(format!("qmgr: {violation}"))),
+        };
+        self.jobs.insert(work.job);
+        if self.stopping {
+            let v = Verdict::deferred("4.3.2", "the delivery agent is stopping");
+            self.finish_all(&work, None, SiteReport::Unknown, &v);
+            return Ok(());
+        }
+        self.dispatch(work);
+        Ok(())
+    }
+
+    /// Start a job on an idle session to its next hop, or ask for a connection.
+    fn dispatch(&mut self, work: Box<Work>) {
+        let idle = self.sessions.iter().find(|(_, s)| s.is_idle() && s.nexthop == work.nexthop).map(|(t, _)| *t);
+        if let Some(t) = idle {
+            self.with_session(t, |s, evs| s.assign(work, evs));
+            return;
+        }
+        let implicit = self.is_relay(&work.nexthop) && self.conf.relay.tls == RelayTls::Implicit;
+        let default_port = if implicit { 465 } else { 25 };
+        let Some(ch) = self.connector.as_mut() else {
+            let v = Verdict::deferred("4.3.0", "connector unavailable");
+            self.finish_all(&work, None, SiteReport::Unknown, &v);
+            return;
+        };
+        let req = self.next_req;
+        self.next_req += 1;
+        let msg = SmtpToConnector::Connect { req, nexthop: work.nexthop.clone(), default_port };
+        if ch.send(&msg, &[]).is_err() {
+            // Answered with every other waiting job when the channel is repaired.
+            self.connector_broken = true;
+        }
+        self.requests.insert(req, work.nexthop.clone());
+        self.waiting.entry(work.nexthop.clone()).or_default().push_back(work);
+    }
+
+    fn is_relay(&self, nexthop: &NexthopSpec) -> bool {
+        self.relay.as_ref().is_some_and(|r| r.host == nexthop.host && r.port == nexthop.port && r.mx == nexthop.mx)
+    }
+
+    // ----- connector -----
+
+    fn connector_event(&mut self, readable: bool, writable: bool) -> Result<(), Fatal> {
+        if writable
+            && let Some(ch) = self.connector.as_mut()
+            && ch.flush().is_err()
+        {
+            self.connector_lost();
+            return Ok(());
+        }
+        if !readable {
+            return Ok(());
+        }
+        loop {
+            let Some(ch) = self.connector.as_mut() else { return Ok(()) };
+            match ch.recv::<ConnectorToSmtp>() {
+                Ok(None) => return Ok(()),
+                Ok(Some((ConnectorToSmtp::Connected { req, host, addr }, mut fds))) => {
+                    let nexthop = self.answered(req)?;
+                    if fds.len() != 1 {
+                        return Err(Fatal(format!("connector: a connection with {} descriptors", fds.len())));
+                    }
+                    let fd = fds.remove(0);
+                    if let Err(e) = sandbox::limit_received(&Grant::Channel { fd: fd.as_raw_fd() }) {
+                        return Err(Fatal(format!("limiting a connection's descriptor: {e}")));
+                    }
+                    self.connected(nexthop, Relay { host, addr }, fd);
+                }
+                Ok(Some((ConnectorToSmtp::Failed { req, reason, permanent }, fds))) => {
+                    let nexthop = self.answered(req)?;
+                    if !fds.is_empty() {
+                        return Err(Fatal(String::from("connector: descriptors with a failure")));
+                    }
+                    self.connect_failed(&nexthop, &reason, permanent);
+                }
+                Err(crate::ipc::Error::Closed) => {
+                    self.connector_lost();
+                    return Ok(());
+                }
+                Err(e) => return Err(Fatal(format!("connector channel: {e}"))),
+            }
+        }
+    }
+
+    fn answered(&mut self, req: u64) -> Result<NexthopSpec, Fatal> {
+        self.requests.remove(&req).ok_or_else(|| Fatal(format!("connector: answer to unknown request {req}")))
+    }
+
+    /// The connector is gone: every job waiting for a connection defers.
+    fn connector_lost(&mut self) {
+        if let Some(ch) = self.connector.take() {
+            self.deregister_channel(&ch);
+        }
+        self.requests.clear();
+        let works: Vec<Box<Work>> = self.waiting.drain().flat_map(|(_, q)| q).collect();
+        if !works.is_empty() {
+            self.warn(&format!("connector channel lost: {} deliveries deferred", works.len()));
+        }
+        let v = Verdict::deferred("4.3.0", "connector unavailable");
+        for w in works {
+            self.finish_all(&w, None, SiteReport::Unknown, &v);
+        }
+    }
+
+    fn take_waiting(&mut self, nexthop: &NexthopSpec) -> Option<Box<Work>> {
+        let q = self.waiting.get_mut(nexthop)?;
+        let w = q.pop_front();
+        if q.is_empty() {
+            self.waiting.remove(nexthop);
+        }
+        w
+    }
+
+    fn connect_failed(&mut self, nexthop: &NexthopSpec, reason: &str, permanent: bool) {
+        let Some(work) = self.take_waiting(nexthop) else { return };
+        let reason = crate::smtp::reply::sanitize(reason.as_bytes(), 400);
+        if permanent {
+            // Unknown: a name that does not exist says nothing about
+            // whether the destination is up.
+            self.finish_all(&work, None, SiteReport::Unknown, &Verdict::bounced("5.4.4", &reason));
+        } else {
+            let site = SiteReport::Unreachable(reason.clone());
+            self.finish_all(&work, None, site, &Verdict::deferred("4.4.1", &reason));
+        }
+    }
+
+    /// A connection arrived: a session on it, with a waiting job if any.
+    fn connected(&mut self, nexthop: NexthopSpec, relay: Relay, fd: OwnedFd) {
+        let std_stream = std::net::TcpStream::from(fd);
+        if let Err(e) = std_stream.set_nonblocking(true) {
+            return self.session_failed(&nexthop, &relay, &format!("cannot use the connection: {e}"));
+        }
+        let stream = TcpStream::from_std(std_stream);
+        let to_relay = self.is_relay(&nexthop);
+        let config = client_config(&self.hostname, &self.conf, to_relay);
+        let implicit = to_relay && self.conf.relay.tls == RelayTls::Implicit;
+        let tls = self.tls.unverified.clone();
+        let mut session = match Session::new(stream, nexthop.clone(), relay.clone(), config, tls, implicit) {
+            Ok(s) => s,
+            Err(e) => return self.session_failed(&nexthop, &relay, &e),
+        };
+        let token = Token(self.next_token);
+        self.next_token += 1;
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if let Err(e) = self.poll.registry().register(session.stream(), token, interest) {
+            return self.session_failed(&nexthop, &relay, &format!("poll: {e}"));
+        }
+        self.sessions.insert(token, session);
+        match self.take_waiting(&nexthop) {
+            Some(w) => self.with_session(token, |s, evs| s.assign(w, evs)),
+            None => self.with_session(token, Session::pump),
+        }
+    }
+
+    fn session_failed(&mut self, nexthop: &NexthopSpec, relay: &Relay, why: &str) {
+        self.warn(&format!("{relay}: {why}"));
+        if let Some(work) = self.take_waiting(nexthop) {
+            let v = Verdict::deferred("4.3.0", why);
+            self.finish_all(&work, Some(relay), SiteReport::Unknown, &v);
+        }
+    }
+
+    // ----- sessions -----
+
+    fn session_io(&mut self, token: Token) {
+        self.with_session(token, Session::pump);
+    }
+
+    /// Run `f` on a session and handle what it reports.
+    fn with_session(&mut self, token: Token, f: impl FnOnce(&mut Session, &mut Vec<Event>)) {
+        let Some(s) = self.sessions.get_mut(&token) else { return };
+        let mut events = Vec::new();
+        f(s, &mut events);
+        let mut queue: VecDeque<Event> = events.into();
+        while let Some(ev) = queue.pop_front() {
+            let mut more = Vec::new();
+            match ev {
+                Event::Done(work, result) => self.job_done(token, &work, &result),
+                Event::Idle => self.session_idle(token, &mut more),
+                Event::TlsUp(how) => {
+                    if let Some(s) = self.sessions.get(&token) {
+                        let line = format!("Untrusted TLS connection established to {}: {how}", s.relay);
+                        self.log(Level::Info, &line);
+                    }
+                }
+                Event::Closed => {
+                    if let Some(mut s) = self.sessions.remove(&token) {
+                        let _ = self.poll.registry().deregister(s.stream());
+                    }
+                }
+            }
+            queue.extend(more);
+        }
+    }
+
+    /// A ready session without a job: the next job for its next hop, the
+    /// cache, or QUIT.
+    fn session_idle(&mut self, token: Token, events: &mut Vec<Event>) {
+        let Some(nexthop) = self.sessions.get(&token).map(|s| s.nexthop.clone()) else { return };
+        let limit = self.conf.smtp.connection_reuse_limit;
+        let idle = self.sessions.values().filter(|s| s.is_idle()).count();
+        let next = self.take_waiting(&nexthop);
+        let Some(s) = self.sessions.get_mut(&token) else { return };
+        match next {
+            Some(w) if s.messages < limit => s.assign(w, events),
+            Some(w) => {
+                // Put it back: its own connection is on the way.
+                self.waiting.entry(nexthop).or_default().push_front(w);
+                s.quit(events);
+            }
+            None if self.stopping || self.conf.smtp.connection_cache_time.is_zero() => s.quit(events),
+            None if s.messages >= limit || idle > MAX_IDLE => s.quit(events),
+            None => {}
+        }
+    }
+
+    fn job_done(&mut self, token: Token, work: &Work, result: &JobResult) {
+        let Some(relay) = self.sessions.get(&token).map(|s| s.relay.clone()) else { return };
+        let mut verdicts: Vec<Verdict> = result.recipients.iter().map(|r| Verdict::from_result(r, &relay)).collect();
+        // The client answers every recipient; never report fewer.
+        while verdicts.len() < work.indexes.len() {
+            verdicts.push(Verdict::deferred("4.3.0", "no verdict (internal error)"));
+        }
+        let site = match (result.session_failure, verdicts.first()) {
+            (true, Some(v)) => SiteReport::Unreachable(v.reason.clone()),
+            (true, None) => SiteReport::Unreachable(String::from("session failed")),
+            (false, _) => SiteReport::Reached,
+        };
+        self.finish(work, Some(&relay), site, &verdicts);
+    }
+
+    /// QUIT idle sessions past the cache time; run session timers.
+    fn timers(&mut self) {
+        let now = Instant::now();
+        let cache = self.conf.smtp.connection_cache_time;
+        let mut due = Vec::new();
+        for (t, s) in &self.sessions {
+            let idle_expired = s.is_idle() && s.idle_since.is_some_and(|i| i + cache <= now);
+            if idle_expired || s.deadline().is_some_and(|d| d <= now) {
+                due.push((*t, idle_expired));
+            }
+        }
+        for (t, idle_expired) in due {
+            if idle_expired {
+                self.with_session(t, Session::quit);
+            } else {
+                self.with_session(t, |s, evs| s.check_timer(now, evs));
+            }
+        }
+    }
+
+    fn next_timer(&self) -> Option<Instant> {
+        let cache = self.conf.smtp.connection_cache_time;
+        self.sessions
+            .values()
+            .flat_map(|s| {
+                let idle = if s.is_idle() { s.idle_since.map(|i| i + cache) } else { None };
+                [s.deadline(), idle]
+            })
+            .flatten()
+            .min()
+    }
+
+    // ----- reports -----
+
+    /// The same verdict for every recipient.
+    fn finish_all(&mut self, work: &Work, relay: Option<&Relay>, site: SiteReport, v: &Verdict) {
+        let verdicts = vec![v.clone(); work.indexes.len()];
+        self.finish(work, relay, site, &verdicts);
+    }
+
+    /// Log each recipient and tell qmgr.
+    fn finish(&mut self, work: &Work, relay: Option<&Relay>, site: SiteReport, verdicts: &[Verdict]) {
+        let now_instant = Instant::now();
+        let mut delays = work.delays;
+        if let Some(started) = work.started {
+            delays.setup = started.saturating_duration_since(work.since);
+            delays.transmission = now_instant.saturating_duration_since(started);
+        } else {
+            delays.setup = now_instant.saturating_duration_since(work.since);
+        }
+        let now = Time::now();
+        let mut recipients = Vec::with_capacity(work.indexes.len());
+        for ((index, address), v) in work.indexes.iter().zip(&work.addresses).zip(verdicts) {
+            let line = report::log_line(&work.queue_id, address, relay, now, &delays, v);
+            self.log(Level::Info, &line);
+            recipients.push(RecipientReport {
+                index: *index,
+                status: v.status.clone(),
+                dsn: v.dsn.clone(),
+                reason: v.reason.clone(),
+            });
+        }
+        self.jobs.remove(&work.job);
+        let msg = SmtpToQmgr::Done { job: work.job, site, recipients };
+        if let Some(ch) = self.qmgr.as_mut()
+            && ch.send(&msg, &[]).is_err()
+        {
+            self.qmgr_broken = true;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,172 @@
+//! What the agent tells the queue manager and the log about a delivery:
+//! a verdict per recipient (status, DSN code, reason) and one log line
+//! per recipient in Postfix's form,
+//! `ID: to=<a@b>, relay=h[192.0.2.1]:25, delay=1.2, delays=0.1/0/0.5/0.6, dsn=2.0.0, status=sent (250 2.0.0 Ok)`.
+//!
+//! Trusts: reply texts were made printable by the reply parser; the
+//! whole line is sanitised again by the logger.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::ipc::msg::RecipientStatus;
+use crate::queue::Time;
+use crate::smtp::client::{Disposition, RecipientResult};
+
+/// The server a session talks to, as logs name it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Relay {
+    pub host: String,
+    pub addr: SocketAddr,
+}
+
+impl Relay {
+    /// `host[address]`, for "host H said: ...".
+    pub fn name(&self) -> String {
+        format!("{}[{}]", self.host, self.addr.ip())
+    }
+}
+
+impl fmt::Display for Relay {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}[{}]:{}", self.host, self.addr.ip(), self.addr.port())
+    }
+}
+
+/// The result for one recipient.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    pub status: RecipientStatus,
+    /// `x.y.z`.
+    pub dsn: String,
+    pub reason: String,
+}
+
+impl Verdict {
+    /// From the client's result; `relay` names the server.
+    pub fn from_result(r: &RecipientResult, relay: &Relay) -> Verdict {
+        let status = match r.disposition {
+            Disposition::Delivered => RecipientStatus::Delivered { dsn_passed: r.dsn_passed },
+            Disposition::Deferred => RecipientStatus::Deferred,
+            Disposition::Bounced => RecipientStatus::Bounced,
+        };
+        // Delivered: the server's own words; failed: who said what, when.
+        let reason = match r.disposition {
+            Disposition::Delivered => r.reply.to_string(),
+            _ => r.describe(&relay.name()),
+        };
+        Verdict { status, dsn: r.reply.status().to_string(), reason }
+    }
+
+    /// A temporary failure found locally (no server involved).
+    pub fn deferred(dsn: &str, reason: &str) -> Verdict {
+        Verdict { status: RecipientStatus::Deferred, dsn: dsn.to_string(), reason: reason.to_string() }
+    }
+
+    pub fn bounced(dsn: &str, reason: &str) -> Verdict {
+        Verdict { status: RecipientStatus::Bounced, dsn: dsn.to_string(), reason: reason.to_string() }
+    }
+
+    fn status_word(&self) -> &'static str {
+        match self.status {
+            RecipientStatus::Delivered { .. } => "sent",
+            RecipientStatus::Deferred => "deferred",
+            RecipientStatus::Bounced => "bounced",
+        }
+    }
+}
+
+/// The times of a delivery, for `delay=` and `delays=a/b/c/d`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Delays {
+    pub arrival: Time,
+    /// When qmgr took the message into its active queue.
+    pub active_at: Time,
+    /// When this agent received the delivery request.
+    pub received: Time,
+    /// Connection setup: from the request to the session being ready.
+    pub setup: Duration,
+    /// Transmission: from the job's start on the session to its end.
+    pub transmission: Duration,
+}
+
+fn since(later: Time, earlier: Time) -> f64 {
+    let l = later.secs as f64 + f64::from(later.micros) / 1e6;
+    let e = earlier.secs as f64 + f64::from(earlier.micros) / 1e6;
+    (l - e).max(0.0)
+}
+
+/// Seconds as Postfix logs them: `0` below 10 ms, two decimals below one
+/// second, one below ten, whole seconds above; no trailing zeros.
+pub fn seconds(s: f64) -> String {
+    if !s.is_finite() || s < 0.01 {
+        return String::from("0");
+    }
+    let text = if s < 1.0 {
+        format!("{s:.2}")
+    } else if s < 10.0 {
+        format!("{s:.1}")
+    } else {
+        return format!("{s:.0}");
+    };
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    text.to_string()
+}
+
+/// One recipient's log line.
+pub fn log_line(queue_id: &str, rcpt: &str, relay: Option<&Relay>, now: Time, d: &Delays, v: &Verdict) -> String {
+    let relay = relay.map_or_else(|| String::from("none"), Relay::to_string);
+    format!(
+        "{queue_id}: to=<{rcpt}>, relay={relay}, delay={}, delays={}/{}/{}/{}, dsn={}, status={} ({})",
+        seconds(since(now, d.arrival)),
+        seconds(since(d.active_at, d.arrival)),
+        seconds(since(d.received, d.active_at)),
+        seconds(d.setup.as_secs_f64()),
+        seconds(d.transmission.as_secs_f64()),
+        v.dsn,
+        v.status_word(),
+        v.reason,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seconds_like_postfix() {
+        assert_eq!(seconds(0.0), "0");
+        assert_eq!(seconds(0.004), "0");
+        assert_eq!(seconds(0.01), "0.01");
+        assert_eq!(seconds(0.49), "0.49");
+        assert_eq!(seconds(0.5), "0.5");
+        assert_eq!(seconds(1.23), "1.2");
+        assert_eq!(seconds(3.0), "3");
+        assert_eq!(seconds(54.4), "54");
+        assert_eq!(seconds(-1.0), "0");
+    }
+
+    #[test]
+    fn line_format() {
+        let relay = Relay { host: "mx.example.net".into(), addr: "192.0.2.1:25".parse().unwrap() };
+        let d = Delays {
+            arrival: Time { secs: 100, micros: 0 },
+            active_at: Time { secs: 100, micros: 100_000 },
+            received: Time { secs: 100, micros: 110_000 },
+            setup: Duration::from_millis(200),
+            transmission: Duration::from_millis(1500),
+        };
+        let v = Verdict {
+            status: RecipientStatus::Delivered { dsn_passed: false },
+            dsn: "2.0.0".into(),
+            reason: "250 2.0.0 Ok: queued as X".into(),
+        };
+        let line = log_line("ID1", "a@b.example", Some(&relay), Time { secs: 102, micros: 0 }, &d, &v);
+        assert_eq!(
+            line,
+            "ID1: to=<a@b.example>, relay=mx.example.net[192.0.2.1]:25, delay=2, delays=0.1/0.01/0.2/1.5, \
+             dsn=2.0.0, status=sent (250 2.0.0 Ok: queued as X)"
+        );
+    }
+}

@@ -1,0 +1,520 @@
+//! One connection to a server: the socket the connector made, TLS when
+//! there is some, the client state machine, the output buffer and the
+//! timer. [`Session::pump`] moves bytes until nothing more can move
+//! without waiting and tells the agent what happened ([`Event`]).
+//!
+//! Flow control: content is read from the queue file one chunk at a
+//! time, and only when everything before it has been written, so a
+//! session holds at most one chunk (as encoded) plus a reply's worth of
+//! input. Output is written through TLS once the handshake is done; the
+//! plaintext before STARTTLS is written out first.
+//!
+//! Trusts: nothing from the server; the socket from the connector.
+
+use std::io::{self, ErrorKind, Read, Write};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::net::TcpStream;
+use rustls::{ClientConfig, ClientConnection};
+
+use crate::ipc::msg::NexthopSpec;
+use crate::smtp::client::{
+    self, Action, CONTENT_CHUNK, Client, Disposition, JobResult, RecipientResult, Stage, Timeouts,
+};
+use crate::smtp::reply::{Enhanced, Reply};
+
+use super::report::Relay;
+use super::work::{Chunk, Work};
+
+const READ_CHUNK: usize = 16 * 1024;
+/// How long a closing session may take to write what is left.
+const LINGER: Duration = Duration::from_secs(10);
+
+/// What a session tells the agent.
+#[derive(Debug)]
+pub enum Event {
+    /// The job is finished.
+    Done(Box<Work>, Box<JobResult>),
+    /// The session is ready and has no job: give it one or quit it.
+    Idle,
+    /// The connection is closed: forget the session.
+    Closed,
+    /// TLS is up (version and cipher), for the log.
+    TlsUp(String),
+}
+
+/// TLS before the client exists (implicit TLS) or after STARTTLS.
+enum Tls {
+    None,
+    /// STARTTLS accepted: start once the plaintext is written.
+    Pending,
+    Active(Box<ClientConnection>),
+}
+
+pub struct Session {
+    pub nexthop: NexthopSpec,
+    pub relay: Relay,
+    stream: TcpStream,
+    tls: Tls,
+    tls_config: Arc<ClientConfig>,
+    /// The handshake is in progress.
+    handshaking: bool,
+    /// Implicit TLS: the client's configuration until the handshake is done.
+    implicit: Option<client::Config>,
+    client: Option<Client>,
+    timeouts: Timeouts,
+    out: Vec<u8>,
+    need_content: bool,
+    /// The job on this session, given to the client at once (it waits
+    /// inside the client until the session is ready).
+    work: Option<Box<Work>>,
+    idle_told: bool,
+    closing: bool,
+    close_notified: bool,
+    closed: bool,
+    /// Why the session failed before the client existed.
+    failure: Option<String>,
+    last_progress: Instant,
+    /// When the session became idle (for the connection cache).
+    pub idle_since: Option<Instant>,
+    /// Jobs started on this connection.
+    pub messages: u32,
+}
+
+impl Session {
+    /// A session on a connected, non-blocking socket. With `implicit`,
+    /// TLS starts at once and the client after the handshake.
+    pub fn new(
+        stream: TcpStream,
+        nexthop: NexthopSpec,
+        relay: Relay,
+        config: client::Config,
+        tls_config: Arc<ClientConfig>,
+        implicit: bool,
+    ) -> Result<Session, String> {
+        let timeouts = config.timeouts;
+        let mut s = Session {
+            nexthop,
+            relay,
+            stream,
+            tls: Tls::None,
+            tls_config,
+            handshaking: false,
+            implicit: None,
+            client: None,
+            timeouts,
+            out: Vec::new(),
+            need_content: false,
+            work: None,
+            idle_told: false,
+            closing: false,
+            close_notified: false,
+            closed: false,
+            failure: None,
+            last_progress: Instant::now(),
+            idle_since: None,
+            messages: 0,
+        };
+        if implicit {
+            s.implicit = Some(config);
+            s.start_tls()?;
+        } else {
+            s.client = Some(Client::new(config).map_err(|e| e.to_string())?);
+        }
+        Ok(s)
+    }
+
+    pub fn stream(&mut self) -> &mut TcpStream {
+        &mut self.stream
+    }
+
+    /// Idle: ready, no job, not closing.
+    pub fn is_idle(&self) -> bool {
+        self.work.is_none() && !self.closing && !self.closed && self.client.as_ref().is_some_and(|c| c.is_idle())
+    }
+
+    pub fn has_work(&self) -> bool {
+        self.work.is_some()
+    }
+
+    /// Give the session its job; it starts when the session is ready.
+    pub fn assign(&mut self, work: Box<Work>, events: &mut Vec<Event>) {
+        self.work = Some(work);
+        self.messages += 1;
+        self.idle_told = false;
+        self.idle_since = None;
+        self.last_progress = Instant::now();
+        self.start_job();
+        self.pump(events);
+    }
+
+    /// Hand the job to the client, once there is one.
+    fn start_job(&mut self) {
+        let (Some(w), Some(c)) = (self.work.as_mut(), self.client.as_mut()) else { return };
+        if let Some(job) = w.client_job.take()
+            && let Err(job) = c.start(job)
+        {
+            // Cannot happen: the session never has two jobs.
+            w.client_job = Some(job);
+        }
+    }
+
+    /// End the session: QUIT when idle, otherwise abandon what is in hand.
+    pub fn quit(&mut self, events: &mut Vec<Event>) {
+        self.idle_since = None;
+        match self.client.as_mut() {
+            Some(c) => c.quit(),
+            None => self.fail_before_client("delivery abandoned: the session was ended"),
+        }
+        self.pump(events);
+    }
+
+    /// Drop the connection and the job with it, reporting nothing (the
+    /// job is the queue manager's to run again).
+    pub fn abandon(&mut self) -> Option<Box<Work>> {
+        self.closed = true;
+        self.work.take()
+    }
+
+    /// When the session's timer runs out, if it runs.
+    pub fn deadline(&self) -> Option<Instant> {
+        if self.closed {
+            return None;
+        }
+        if self.closing {
+            return Some(self.last_progress + LINGER);
+        }
+        let limit = match &self.client {
+            None => self.timeouts.starttls,
+            Some(c) => c.waiting()?.1,
+        };
+        Some(self.last_progress + limit)
+    }
+
+    /// Act on the timer.
+    pub fn check_timer(&mut self, now: Instant, events: &mut Vec<Event>) {
+        if !self.deadline().is_some_and(|d| d <= now) {
+            return;
+        }
+        if self.closing {
+            self.closed = true;
+        } else {
+            match self.client.as_mut() {
+                Some(c) => c.timeout(),
+                None => self.fail_before_client("timeout while waiting for the TLS handshake"),
+            }
+        }
+        self.pump(events);
+    }
+
+    /// Move bytes until nothing moves; report what happened.
+    pub fn pump(&mut self, events: &mut Vec<Event>) {
+        for _ in 0..10_000 {
+            if self.closed {
+                break;
+            }
+            let mut progress = self.act(events);
+            match self.write() {
+                Ok(p) => progress |= p,
+                Err(e) => {
+                    self.broken(&e, events);
+                    continue;
+                }
+            }
+            progress |= self.advance(events);
+            if self.closed {
+                break;
+            }
+            match self.read() {
+                Ok(p) => progress |= p,
+                Err(e) => {
+                    self.broken(&e, events);
+                    continue;
+                }
+            }
+            if !progress {
+                break;
+            }
+        }
+        if self.closed {
+            // A job still held was never answered by the client.
+            if let Some(work) = self.work.take() {
+                let why = self.failure.take().unwrap_or_else(|| String::from("lost connection with the server"));
+                let result = local_failure(&work, &why, Stage::Greeting);
+                events.push(Event::Done(work, Box::new(result)));
+            }
+            let _ = self.stream.shutdown(std::net::Shutdown::Both);
+            events.push(Event::Closed);
+        }
+    }
+
+    /// Carry out the client's actions; true if there were any.
+    fn act(&mut self, events: &mut Vec<Event>) -> bool {
+        let Some(client) = self.client.as_mut() else { return false };
+        let actions: Vec<Action> = client.actions().collect();
+        let any = !actions.is_empty();
+        if any {
+            // A change of state restarts the timer like I/O does.
+            self.last_progress = Instant::now();
+        }
+        // The session is ready when the job's transaction begins (for delays=).
+        if let Some(w) = self.work.as_mut()
+            && w.started.is_none()
+            && matches!(
+                client.waiting(),
+                Some((Stage::Mail | Stage::Rcpt | Stage::Data | Stage::Content | Stage::Dot, _))
+            )
+        {
+            w.started = Some(Instant::now());
+        }
+        for a in actions {
+            match a {
+                Action::Send(bytes) => {
+                    if !self.closed {
+                        self.out.extend_from_slice(&bytes);
+                    }
+                }
+                Action::StartTls => self.tls = Tls::Pending,
+                Action::NeedContent => self.need_content = true,
+                Action::Done(result) => {
+                    self.need_content = false;
+                    if let Some(work) = self.work.take() {
+                        events.push(Event::Done(work, result));
+                    }
+                }
+                // Readiness is read from the client's state (below): a
+                // job refused by local checks leaves it idle without one.
+                Action::Idle => {}
+                Action::Close => self.closing = true,
+            }
+        }
+        any
+    }
+
+    /// State changes that wait for the output to drain or the client to
+    /// be ready; true if something changed.
+    fn advance(&mut self, events: &mut Vec<Event>) -> bool {
+        let drained = self.drained();
+        if matches!(self.tls, Tls::Pending) && drained {
+            if let Err(e) = self.start_tls() {
+                self.tls = Tls::None;
+                if let Some(c) = self.client.as_mut() {
+                    c.tls_failed(&e);
+                }
+            }
+            return true;
+        }
+        if self.handshaking
+            && let Tls::Active(t) = &self.tls
+            && !t.is_handshaking()
+        {
+            self.handshaking = false;
+            events.push(Event::TlsUp(super::tls::describe(t).unwrap_or_else(|| String::from("TLS"))));
+            match self.implicit.take() {
+                Some(config) => match Client::new_in_tls(config) {
+                    Ok(c) => {
+                        self.client = Some(c);
+                        self.start_job();
+                    }
+                    Err(e) => self.fail_before_client(&e.to_string()),
+                },
+                None => {
+                    if let Some(c) = self.client.as_mut() {
+                        c.tls_started();
+                    }
+                }
+            }
+            return true;
+        }
+        if self.closing && drained {
+            if let Tls::Active(t) = &mut self.tls
+                && !self.close_notified
+            {
+                self.close_notified = true;
+                t.send_close_notify();
+                return true;
+            }
+            self.closed = true;
+            return true;
+        }
+        if self.need_content && drained {
+            self.need_content = false;
+            self.feed_content();
+            return true;
+        }
+        // Ready without a job (a job refused by local checks leaves the
+        // client idle without an Idle action, so the state is what counts).
+        if self.is_idle() {
+            if !self.idle_told {
+                self.idle_told = true;
+                self.idle_since = Some(Instant::now());
+                events.push(Event::Idle);
+                return true;
+            }
+        } else if self.work.is_some() {
+            self.idle_told = false;
+        }
+        false
+    }
+
+    fn feed_content(&mut self) {
+        let (Some(work), Some(client)) = (self.work.as_mut(), self.client.as_mut()) else { return };
+        match work.next_chunk(CONTENT_CHUNK) {
+            Ok(Chunk::Data(d)) => client.content(&d),
+            Ok(Chunk::End) => client.content_end(),
+            Err(e) => client.content_failed(&e.to_string()),
+        }
+    }
+
+    fn start_tls(&mut self) -> Result<(), String> {
+        let name = super::tls::server_name(&self.relay.host, self.relay.addr.ip());
+        let conn = ClientConnection::new(self.tls_config.clone(), name).map_err(|e| e.to_string())?;
+        self.tls = Tls::Active(Box::new(conn));
+        self.handshaking = true;
+        Ok(())
+    }
+
+    /// Nothing waits to be written.
+    fn drained(&self) -> bool {
+        self.out.is_empty()
+            && match &self.tls {
+                Tls::Active(t) => !t.wants_write(),
+                _ => true,
+            }
+    }
+
+    /// A failure before the client exists (implicit TLS): the job defers.
+    fn fail_before_client(&mut self, why: &str) {
+        if let Some(c) = self.client.as_mut() {
+            c.tls_failed(why);
+            return;
+        }
+        self.closing = true;
+        self.closed = true;
+        self.out.clear();
+        self.failure = Some(why.to_string());
+    }
+
+    /// The connection failed: the client decides what that means.
+    fn broken(&mut self, e: &io::Error, events: &mut Vec<Event>) {
+        self.out.clear();
+        match self.client.as_mut() {
+            Some(c) if self.handshaking => c.tls_failed(&e.to_string()),
+            Some(c) => c.connection_lost(),
+            None => {
+                let why = format!("TLS handshake failed: {e}");
+                self.fail_before_client(&why);
+            }
+        }
+        self.act(events);
+        self.closed = true;
+    }
+
+    /// Write what is queued; true if anything was written.
+    fn write(&mut self) -> io::Result<bool> {
+        let mut progress = false;
+        match &mut self.tls {
+            Tls::Active(t) => {
+                if !self.handshaking {
+                    while !self.out.is_empty() {
+                        let n = t.writer().write(&self.out)?;
+                        if n == 0 {
+                            break;
+                        }
+                        self.out.drain(..n);
+                    }
+                }
+                while t.wants_write() {
+                    match t.write_tls(&mut self.stream) {
+                        Ok(0) => return Err(ErrorKind::WriteZero.into()),
+                        Ok(_) => progress = true,
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+            Tls::None | Tls::Pending => {
+                while !self.out.is_empty() {
+                    match self.stream.write(&self.out) {
+                        Ok(0) => return Err(ErrorKind::WriteZero.into()),
+                        Ok(n) => {
+                            self.out.drain(..n);
+                            progress = true;
+                        }
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                        Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
+        if progress {
+            self.last_progress = Instant::now();
+        }
+        Ok(progress)
+    }
+
+    /// Read what there is and feed it; true if anything was read. The
+    /// end of the stream is an error (`UnexpectedEof`).
+    fn read(&mut self) -> io::Result<bool> {
+        let mut buf = [0u8; READ_CHUNK];
+        let mut progress = false;
+        loop {
+            let n = match &mut self.tls {
+                Tls::Active(t) => match t.read_tls(&mut self.stream) {
+                    Ok(0) => return Err(ErrorKind::UnexpectedEof.into()),
+                    Ok(n) => {
+                        if let Err(e) = t.process_new_packets() {
+                            // Send the alert, then give up on the connection.
+                            let _ = t.write_tls(&mut self.stream);
+                            return Err(io::Error::new(ErrorKind::InvalidData, e));
+                        }
+                        n
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                },
+                _ => match self.stream.read(&mut buf) {
+                    Ok(0) => return Err(ErrorKind::UnexpectedEof.into()),
+                    Ok(n) => n,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                },
+            };
+            progress |= n > 0;
+            self.last_progress = Instant::now();
+            if let Tls::Active(t) = &mut self.tls {
+                loop {
+                    match t.reader().read(&mut buf) {
+                        Ok(0) => return Err(ErrorKind::UnexpectedEof.into()),
+                        Ok(m) => {
+                            if let Some(c) = self.client.as_mut() {
+                                c.receive(&buf[..m]);
+                            }
+                        }
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                        Err(e) => return Err(e),
+                    }
+                }
+            } else if let Some(c) = self.client.as_mut() {
+                c.receive(&buf[..n]);
+            }
+            if self.client.as_ref().is_some_and(|c| c.is_closed()) {
+                break;
+            }
+        }
+        Ok(progress)
+    }
+}
+
+/// A result that defers every recipient of `work` for a reason found
+/// locally: a session failure (another server may do better).
+pub fn local_failure(work: &Work, why: &str, stage: Stage) -> JobResult {
+    let reply = Reply::local(421, Enhanced::new(4, 4, 2), why);
+    let r = RecipientResult { disposition: Disposition::Deferred, stage, reply, remote: false, dsn_passed: false };
+    JobResult { recipients: vec![r; work.indexes.len()], session_failure: true, tls: false, authenticated: false }
+}

@@ -1,0 +1,651 @@
+//! The agent's loop against real sockets: a fake qmgr and connector on
+//! channel pairs, a scripted SMTP server on loopback in a thread, real
+//! queue files in a temporary directory. Every wait is bounded.
+//!
+//! Trusts: nothing; loopback only.
+
+mod server;
+
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::ipc::msg::{RecipientStatus, Stamp, ToMaster};
+use crate::queue::{BodyType, Client as Origin, Envelope, QueueFile, QueueIdGen, Recipient, Status};
+
+use server::{Answer, Script, Server, mta, say};
+
+/// Longest any test waits for anything.
+const LIMIT: Duration = Duration::from_secs(20);
+
+// ----- the fake peers -----
+
+/// How the fake connector answers.
+#[derive(Clone, Debug)]
+enum Connect {
+    To(SocketAddr),
+    Fail {
+        reason: &'static str,
+        permanent: bool,
+    },
+    /// Never answer.
+    Hold,
+    /// Connect the first request, hold the others.
+    First(SocketAddr),
+}
+
+struct Harness {
+    agent: Agent,
+    master: Channel,
+    qmgr: Channel,
+    connector: Channel,
+    connect: Connect,
+    dir: PathBuf,
+    ids: QueueIdGen,
+    /// Connect requests seen.
+    requests: Vec<(NexthopSpec, u16)>,
+    reports: Vec<SmtpToQmgr>,
+    logs: Vec<String>,
+}
+
+fn conf() -> DeliveryConf {
+    let mut c = crate::config::Config::default().delivery(None);
+    c.smtp.tls = crate::config::delivery::ClientTls::None;
+    c
+}
+
+impl Harness {
+    fn new(conf: DeliveryConf, connect: Connect) -> Harness {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "mta-smtp-agent-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temporary directory");
+        let (agent_master, master) = crate::ipc::pair().expect("pair");
+        let prepared = Agent::prepared().expect("tls");
+        let agent =
+            Agent::new(Channel::new(agent_master), ChildLog::new(4000, true), "client.test".into(), conf, prepared)
+                .map_err(|(_, e)| e)
+                .expect("agent");
+        let mut master = Channel::new(master);
+        let (agent_qmgr, qmgr) = crate::ipc::pair().expect("pair");
+        let (agent_connector, connector) = crate::ipc::pair().expect("pair");
+        master.send(&FromMaster::Peer { role: Role::Qmgr, pid: 1 }, &[agent_qmgr.as_fd()]).expect("send");
+        master.send(&FromMaster::Peer { role: Role::Connector, pid: 2 }, &[agent_connector.as_fd()]).expect("send");
+        let mut h = Harness {
+            agent,
+            master,
+            qmgr: Channel::new(qmgr),
+            connector: Channel::new(connector),
+            connect,
+            dir,
+            ids: QueueIdGen::new(1),
+            requests: Vec::new(),
+            reports: Vec::new(),
+            logs: Vec::new(),
+        };
+        h.run_until(|h| h.agent.qmgr.is_some() && h.agent.connector.is_some());
+        h
+    }
+
+    /// Write a queue file and return its ID and an open read-only descriptor.
+    fn queue_file(&mut self, recipients: &[&str], content: &[u8]) -> (String, OwnedFd) {
+        let id = self.ids.next_id();
+        let qf = QueueFile {
+            id,
+            envelope: Envelope {
+                sender: "sender@example.org".into(),
+                arrival: Time::now(),
+                client: Origin::default(),
+                body: BodyType::SevenBit,
+                smtputf8: false,
+                dsn_ret: None,
+                dsn_envid: None,
+                size: content.len() as u64,
+            },
+            recipients: recipients
+                .iter()
+                .map(|r| Recipient { address: r.to_string(), orcpt: None, notify: None, status: Status::default() })
+                .collect(),
+            content: content.to_vec(),
+        };
+        let path = self.dir.join(id.as_str());
+        std::fs::write(&path, qf.encode().expect("encode")).expect("write queue file");
+        let f = std::fs::File::open(&path).expect("open queue file");
+        (id.to_string(), OwnedFd::from(f))
+    }
+
+    fn deliver(&mut self, job: u64, recipients: &[&str], content: &[u8]) {
+        let (id, fd) = self.queue_file(recipients, content);
+        let indexes: Vec<u32> = (0..recipients.len() as u32).collect();
+        self.send_deliver(job, &id, indexes, Some(fd));
+    }
+
+    fn send_deliver(&mut self, job: u64, queue_id: &str, recipients: Vec<u32>, fd: Option<OwnedFd>) {
+        self.send_deliver_to(job, queue_id, nexthop(), recipients, fd);
+    }
+
+    fn send_deliver_to(&mut self, job: u64, id: &str, to: NexthopSpec, recipients: Vec<u32>, fd: Option<OwnedFd>) {
+        let now = Time::now();
+        let d = Delivery {
+            job,
+            queue_id: id.to_string(),
+            nexthop: to,
+            recipients,
+            active_at: (now.secs, now.micros) as Stamp,
+        };
+        let fds: Vec<_> = fd.iter().map(|f| f.as_fd()).collect();
+        self.qmgr.send(&QmgrToSmtp::Deliver(Box::new(d)), &fds).expect("send deliver");
+    }
+
+    /// One turn of the agent and of the fake peers.
+    fn step(&mut self) -> Result<Flow, Fatal> {
+        let flow = self.agent.turn(Duration::from_millis(10))?;
+        while let Ok(Some((msg, _))) = self.connector.recv::<SmtpToConnector>() {
+            let SmtpToConnector::Connect { req, nexthop, default_port } = msg;
+            self.requests.push((nexthop, default_port));
+            let mode = match self.connect.clone() {
+                Connect::First(addr) if self.requests.len() == 1 => Connect::To(addr),
+                Connect::First(_) => Connect::Hold,
+                m => m,
+            };
+            match mode {
+                Connect::To(addr) => {
+                    let s = TcpStream::connect(addr).expect("connect");
+                    let fd = OwnedFd::from(s);
+                    let reply = ConnectorToSmtp::Connected { req, host: "mx.test".into(), addr };
+                    let _ = self.connector.send(&reply, &[fd.as_fd()]);
+                }
+                Connect::Fail { reason, permanent } => {
+                    let reply = ConnectorToSmtp::Failed { req, reason: reason.into(), permanent };
+                    let _ = self.connector.send(&reply, &[]);
+                }
+                Connect::Hold | Connect::First(_) => {}
+            }
+        }
+        while let Some((msg, _)) = self.qmgr.recv::<SmtpToQmgr>().expect("qmgr recv") {
+            self.reports.push(msg);
+        }
+        while let Ok(Some((msg, _))) = self.master.recv::<ToMaster>() {
+            if let ToMaster::Log { text, .. } = msg {
+                self.logs.push(text);
+            }
+        }
+        Ok(flow)
+    }
+
+    fn run_until(&mut self, mut done: impl FnMut(&Harness) -> bool) {
+        let start = Instant::now();
+        while !done(self) {
+            assert!(start.elapsed() < LIMIT, "timed out; reports {:?}; logs {:#?}", self.reports, self.logs);
+            assert_eq!(self.step().expect("agent failed"), Flow::Continue);
+        }
+    }
+
+    /// Run until job `job` is reported; return its site and recipients.
+    fn report(&mut self, job: u64) -> (SiteReport, Vec<RecipientReport>) {
+        self.run_until(|h| h.reports.iter().any(|r| matches!(r, SmtpToQmgr::Done { job: j, .. } if *j == job)));
+        let i = self
+            .reports
+            .iter()
+            .position(|r| matches!(r, SmtpToQmgr::Done { job: j, .. } if *j == job))
+            .expect("report");
+        let SmtpToQmgr::Done { site, recipients, .. } = self.reports.remove(i);
+        (site, recipients)
+    }
+
+    /// Let the cached session go: QUIT and close.
+    fn close_sessions(&mut self) {
+        self.master.send(&FromMaster::Stop, &[]).expect("stop");
+        let start = Instant::now();
+        loop {
+            assert!(start.elapsed() < LIMIT, "agent did not exit");
+            if self.step().expect("agent failed") == Flow::Exit {
+                return;
+            }
+        }
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn nexthop() -> NexthopSpec {
+    NexthopSpec { host: "example.net".into(), port: None, mx: true }
+}
+
+const BODY: &[u8] = b"Subject: test\r\n\r\nHello\r\n";
+
+fn delivered(r: &RecipientReport) -> bool {
+    matches!(r.status, RecipientStatus::Delivered { .. })
+}
+
+// ----- the tests -----
+
+#[test]
+fn delivers_and_reports_the_server_reply() {
+    let server = Server::start(1, mta(&[]));
+    let mut h = Harness::new(conf(), Connect::To(server.addr));
+    h.deliver(7, &["rcpt@example.net"], BODY);
+    let (site, rs) = h.report(7);
+    assert_eq!(site, SiteReport::Reached);
+    assert_eq!(rs.len(), 1);
+    assert_eq!(rs[0].index, 0);
+    assert!(delivered(&rs[0]), "{rs:?}");
+    assert_eq!(rs[0].dsn, "2.0.0");
+    assert_eq!(rs[0].reason, "250 2.0.0 Ok: queued as X");
+    assert_eq!(h.requests, vec![(nexthop(), 25)]);
+    let port = server.addr.port();
+    let line = h.logs.iter().find(|l| l.contains("to=<rcpt@example.net>")).expect("log line").clone();
+    assert!(line.contains(&format!("relay=mx.test[127.0.0.1]:{port}, delay=")), "{line}");
+    assert!(line.ends_with("dsn=2.0.0, status=sent (250 2.0.0 Ok: queued as X)"), "{line}");
+    h.close_sessions();
+    let t = server.transcripts();
+    assert_eq!(t.len(), 1);
+    assert_eq!(t[0].commands[0], "EHLO client.test");
+    assert_eq!(t[0].commands[1], "MAIL FROM:<sender@example.org> SIZE=24");
+    assert_eq!(t[0].commands[2], "RCPT TO:<rcpt@example.net>");
+    assert_eq!(t[0].commands.last().map(String::as_str), Some("QUIT"));
+    assert_eq!(t[0].data, vec![b"Subject: test\r\n\r\nHello\r\n.\r\n".to_vec()]);
+}
+
+#[test]
+fn rcpt_replies_decide_each_recipient() {
+    let script: Script = Arc::new(|cmd: &str| match cmd {
+        "RCPT TO:<busy@example.net>" => say("450 4.2.0 Mailbox busy"),
+        "RCPT TO:<gone@example.net>" => say("550 5.1.1 No such user"),
+        c => mta(&[])(c),
+    });
+    let server = Server::start(1, script);
+    let mut h = Harness::new(conf(), Connect::To(server.addr));
+    h.deliver(1, &["ok@example.net", "busy@example.net", "gone@example.net"], BODY);
+    let (site, rs) = h.report(1);
+    assert_eq!(site, SiteReport::Reached);
+    assert!(delivered(&rs[0]));
+    assert_eq!((rs[1].index, &rs[1].status, rs[1].dsn.as_str()), (1, &RecipientStatus::Deferred, "4.2.0"));
+    assert_eq!(rs[1].reason, "host mx.test[127.0.0.1] said: 450 4.2.0 Mailbox busy (in reply to RCPT TO command)");
+    assert_eq!((rs[2].index, &rs[2].status, rs[2].dsn.as_str()), (2, &RecipientStatus::Bounced, "5.1.1"));
+    assert!(h.logs.iter().any(|l| l.contains("to=<gone@example.net>") && l.contains("status=bounced (host mx.test")));
+    assert!(h.logs.iter().any(|l| l.contains("to=<busy@example.net>") && l.contains("dsn=4.2.0, status=deferred")));
+    h.close_sessions();
+    server.transcripts();
+}
+
+#[test]
+fn every_rcpt_deferred_and_basic_codes_give_the_dsn() {
+    let server = Server::start(1, mta(&[("RCPT", "451 try later")]));
+    let mut h = Harness::new(conf(), Connect::To(server.addr));
+    h.deliver(1, &["a@example.net"], BODY);
+    let (site, rs) = h.report(1);
+    assert_eq!(site, SiteReport::Reached);
+    assert_eq!((&rs[0].status, rs[0].dsn.as_str()), (&RecipientStatus::Deferred, "4.0.0"));
+    h.close_sessions();
+    let t = server.transcripts();
+    assert!(!t[0].commands.iter().any(|c| c == "DATA"), "DATA without recipients: {:?}", t[0].commands);
+}
+
+#[test]
+fn mail_refused_bounces_every_recipient() {
+    let server = Server::start(1, mta(&[("MAIL", "553 5.7.1 Sender rejected")]));
+    let mut h = Harness::new(conf(), Connect::To(server.addr));
+    h.deliver(1, &["a@example.net", "b@example.net"], BODY);
+    let (_, rs) = h.report(1);
+    assert_eq!(rs.len(), 2);
+    for r in &rs {
+        assert_eq!((&r.status, r.dsn.as_str()), (&RecipientStatus::Bounced, "5.7.1"));
+        assert!(r.reason.ends_with("(in reply to MAIL FROM command)"), "{}", r.reason);
+    }
+    h.close_sessions();
+    server.transcripts();
+}
+
+#[test]
+fn temporary_failure_after_the_dot_defers() {
+    let server = Server::start(1, mta(&[(".", "452 4.3.1 Insufficient system storage")]));
+    let mut h = Harness::new(conf(), Connect::To(server.addr));
+    h.deliver(1, &["a@example.net"], BODY);
+    let (site, rs) = h.report(1);
+    assert_eq!(site, SiteReport::Reached);
+    assert_eq!((&rs[0].status, rs[0].dsn.as_str()), (&RecipientStatus::Deferred, "4.3.1"));
+    assert!(rs[0].reason.ends_with("(in reply to end of DATA command)"), "{}", rs[0].reason);
+    h.close_sessions();
+    server.transcripts();
+}
+
+#[test]
+fn server_hanging_up_mid_transaction_defers() {
+    let server = Server::start(1, mta(&[("DATA", "HANGUP")]));
+    let mut h = Harness::new(conf(), Connect::To(server.addr));
+    h.deliver(1, &["a@example.net"], BODY);
+    let (_, rs) = h.report(1);
+    assert_eq!(rs[0].status, RecipientStatus::Deferred);
+    assert!(rs[0].reason.contains("lost connection"), "{}", rs[0].reason);
+    // The session is gone: nothing is left to stop.
+    h.run_until(|h| h.agent.sessions.is_empty());
+    server.transcripts();
+}
+
+#[test]
+fn greeting_refused_is_a_site_failure() {
+    let server = Server::start(1, mta(&[("CONNECT", "554 5.7.1 go away")]));
+    let mut h = Harness::new(conf(), Connect::To(server.addr));
+    h.deliver(1, &["a@example.net"], BODY);
+    let (site, rs) = h.report(1);
+    assert!(matches!(site, SiteReport::Unreachable(ref why) if why.contains("554 5.7.1 go away")), "{site:?}");
+    assert_eq!(rs[0].status, RecipientStatus::Bounced);
+    h.run_until(|h| h.agent.sessions.is_empty());
+    server.transcripts();
+}
+
+#[test]
+fn connector_failures_defer_or_bounce() {
+    let mut h = Harness::new(conf(), Connect::Fail { reason: "connection refused", permanent: false });
+    h.deliver(1, &["a@example.net", "b@example.net"], BODY);
+    let (site, rs) = h.report(1);
+    assert_eq!(site, SiteReport::Unreachable("connection refused".into()));
+    assert!(rs.iter().all(|r| r.status == RecipientStatus::Deferred && r.reason == "connection refused"));
+    assert!(h.logs.iter().any(|l| l.contains("to=<a@example.net>, relay=none,") && l.contains("status=deferred")));
+
+    h.connect = Connect::Fail { reason: "Host not found", permanent: true };
+    h.deliver(2, &["a@example.net"], BODY);
+    let (site, rs) = h.report(2);
+    assert_eq!(site, SiteReport::Unknown);
+    assert_eq!((&rs[0].status, rs[0].dsn.as_str()), (&RecipientStatus::Bounced, "5.4.4"));
+}
+
+#[test]
+fn two_jobs_to_one_next_hop_share_a_connection() {
+    let server = Server::start(2, mta(&[]));
+    let mut conf = conf();
+    conf.smtp.connection_cache_time = Duration::from_secs(10);
+    let mut h = Harness::new(conf, Connect::To(server.addr));
+    h.deliver(1, &["a@example.net"], BODY);
+    assert!(delivered(&h.report(1).1[0]));
+    h.deliver(2, &["b@example.net"], BODY);
+    assert!(delivered(&h.report(2).1[0]));
+    assert_eq!(h.requests.len(), 1, "a second connection was requested");
+    h.close_sessions();
+    let t = server.transcripts();
+    assert_eq!(t.len(), 1);
+    let mails = t[0].commands.iter().filter(|c| c.starts_with("MAIL FROM:")).count();
+    assert_eq!(mails, 2, "{:?}", t[0].commands);
+    assert_eq!(t[0].data.len(), 2);
+}
+
+#[test]
+fn reuse_limit_closes_the_connection() {
+    let server = Server::start(2, mta(&[]));
+    let mut conf = conf();
+    conf.smtp.connection_cache_time = Duration::from_secs(10);
+    conf.smtp.connection_reuse_limit = 1;
+    let mut h = Harness::new(conf, Connect::To(server.addr));
+    h.deliver(1, &["a@example.net"], BODY);
+    assert!(delivered(&h.report(1).1[0]));
+    h.deliver(2, &["b@example.net"], BODY);
+    assert!(delivered(&h.report(2).1[0]));
+    assert_eq!(h.requests.len(), 2);
+    h.close_sessions();
+    assert_eq!(server.transcripts().len(), 2);
+}
+
+#[test]
+fn smuggling_bare_line_ends_and_dots_are_normalised_and_stuffed() {
+    let server = Server::start(1, mta(&[]));
+    let mut h = Harness::new(conf(), Connect::To(server.addr));
+    let body = b"Subject: dots\r\n\r\n.hidden\nbare lf\rbare cr\r\n.\r\n..\r\n\n.\nno final newline";
+    h.deliver(1, &["a@example.net"], body);
+    assert!(delivered(&h.report(1).1[0]));
+    h.close_sessions();
+    let t = server.transcripts();
+    let expected: &[u8] =
+        b"Subject: dots\r\n\r\n..hidden\r\nbare lf\r\nbare cr\r\n..\r\n...\r\n\r\n..\r\nno final newline\r\n.\r\n";
+    assert_eq!(String::from_utf8_lossy(&t[0].data[0]), String::from_utf8_lossy(expected));
+}
+
+#[test]
+fn large_message_streams_in_chunks() {
+    let server = Server::start(1, mta(&[]));
+    let mut h = Harness::new(conf(), Connect::To(server.addr));
+    let mut body = b"Subject: big\r\n\r\n".to_vec();
+    while body.len() < 5 * crate::smtp::client::CONTENT_CHUNK {
+        body.extend_from_slice(format!("line {} of a big message\r\n", body.len()).as_bytes());
+    }
+    h.deliver(1, &["a@example.net"], &body);
+    assert!(delivered(&h.report(1).1[0]));
+    h.close_sessions();
+    let t = server.transcripts();
+    body.extend_from_slice(b".\r\n");
+    assert!(t[0].data[0] == body, "content differs ({} bytes sent, {} received)", body.len(), t[0].data[0].len());
+}
+
+#[test]
+fn silent_server_times_out_and_defers() {
+    let server = Server::start(1, mta(&[("EHLO", "SILENCE")]));
+    let mut conf = conf();
+    conf.smtp.timeouts.helo = Duration::from_millis(300);
+    let mut h = Harness::new(conf, Connect::To(server.addr));
+    let start = Instant::now();
+    h.deliver(1, &["a@example.net"], BODY);
+    let (site, rs) = h.report(1);
+    assert!(start.elapsed() >= Duration::from_millis(300));
+    assert_eq!(rs[0].status, RecipientStatus::Deferred);
+    assert!(rs[0].reason.contains("timeout while waiting for the reply to EHLO/HELO"), "{}", rs[0].reason);
+    assert!(matches!(site, SiteReport::Unreachable(_)), "{site:?}");
+    h.run_until(|h| h.agent.sessions.is_empty());
+    server.transcripts();
+}
+
+#[test]
+fn starttls_is_used_when_offered() {
+    let script: Script = Arc::new(|cmd: &str| match cmd {
+        "EHLO client.test" => say("250-mx.test\r\n250-STARTTLS\r\n250 8BITMIME"),
+        "STARTTLS" => Answer::StartTls(String::from("220 2.0.0 Ready to start TLS\r\n")),
+        c => mta(&[])(c),
+    });
+    let server = Server::start(1, script);
+    let mut conf = conf();
+    conf.smtp.tls = crate::config::delivery::ClientTls::Opportunistic;
+    let mut h = Harness::new(conf, Connect::To(server.addr));
+    h.deliver(1, &["a@example.net"], BODY);
+    let (_, rs) = h.report(1);
+    assert!(delivered(&rs[0]), "{rs:?}");
+    assert!(h.logs.iter().any(|l| l.starts_with("Untrusted TLS connection established to mx.test[127.0.0.1]")));
+    h.close_sessions();
+    let t = server.transcripts();
+    assert!(t[0].tls);
+    let ehlos = t[0].commands.iter().filter(|c| c.starts_with("EHLO")).count();
+    assert_eq!(ehlos, 2, "{:?}", t[0].commands);
+    assert_eq!(t[0].data.len(), 1);
+}
+
+#[test]
+fn required_tls_not_offered_defers() {
+    let server = Server::start(1, mta(&[]));
+    let mut conf = conf();
+    conf.smtp.tls = crate::config::delivery::ClientTls::Require;
+    let mut h = Harness::new(conf, Connect::To(server.addr));
+    h.deliver(1, &["a@example.net"], BODY);
+    let (_, rs) = h.report(1);
+    assert_eq!((&rs[0].status, rs[0].dsn.as_str()), (&RecipientStatus::Deferred, "4.7.4"));
+    h.run_until(|h| h.agent.sessions.is_empty());
+    let t = server.transcripts();
+    assert!(!t[0].commands.iter().any(|c| c.starts_with("MAIL")));
+}
+
+#[test]
+fn corrupt_content_defers_without_connecting() {
+    let mut h = Harness::new(conf(), Connect::Hold);
+    let (id, fd) = h.queue_file(&["a@example.net"], BODY);
+    // Damage the last content byte.
+    let path = h.dir.join(&id);
+    let mut bytes = std::fs::read(&path).expect("read");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x20;
+    std::fs::write(&path, bytes).expect("write");
+    h.send_deliver(1, &id, vec![0], Some(fd));
+    let (site, rs) = h.report(1);
+    assert_eq!(site, SiteReport::Unknown);
+    assert_eq!(rs[0].status, RecipientStatus::Deferred);
+    assert!(rs[0].reason.contains("CRC"), "{}", rs[0].reason);
+    assert!(h.requests.is_empty());
+}
+
+#[test]
+fn request_not_matching_the_file_defers() {
+    let mut h = Harness::new(conf(), Connect::Hold);
+    let (_, fd) = h.queue_file(&["a@example.net"], BODY);
+    h.send_deliver(1, "AAAAAAAAAAAAAAAA", vec![0], Some(fd));
+    let (_, rs) = h.report(1);
+    assert!(rs[0].reason.contains("not AAAAAAAAAAAAAAAA"), "{}", rs[0].reason);
+    let (id, fd) = h.queue_file(&["a@example.net"], BODY);
+    h.send_deliver(2, &id, vec![3], Some(fd));
+    let (_, rs) = h.report(2);
+    assert_eq!((rs[0].index, &rs[0].status), (3, &RecipientStatus::Deferred));
+    assert!(h.requests.is_empty());
+}
+
+#[test]
+fn delivery_without_a_file_is_fatal() {
+    let mut h = Harness::new(conf(), Connect::Hold);
+    h.send_deliver(1, "AAAAAAAAAAAAAAAA", vec![0], None);
+    let start = Instant::now();
+    loop {
+        assert!(start.elapsed() < LIMIT);
+        if let Err(Fatal(why)) = h.step() {
+            assert!(why.contains("0 descriptors"), "{why}");
+            break;
+        }
+    }
+}
+
+#[test]
+fn lost_connector_answers_waiting_jobs_at_once() {
+    let mut h = Harness::new(conf(), Connect::Hold);
+    h.deliver(1, &["a@example.net"], BODY);
+    h.run_until(|h| !h.requests.is_empty());
+    let (_, dead) = crate::ipc::pair().expect("pair");
+    h.connector = Channel::new(dead);
+    let (_, rs) = h.report(1);
+    assert_eq!(rs[0].status, RecipientStatus::Deferred);
+    assert_eq!(rs[0].reason, "connector unavailable");
+    // With no connector, new work is answered at once too.
+    h.deliver(2, &["a@example.net"], BODY);
+    assert_eq!(h.report(2).1[0].reason, "connector unavailable");
+}
+
+#[test]
+fn stop_quits_idle_sessions_and_exits() {
+    let server = Server::start(1, mta(&[]));
+    let mut conf = conf();
+    conf.smtp.connection_cache_time = Duration::from_secs(60);
+    let mut h = Harness::new(conf, Connect::To(server.addr));
+    h.deliver(1, &["a@example.net"], BODY);
+    h.report(1);
+    assert_eq!(h.agent.sessions.len(), 1);
+    h.close_sessions();
+    let t = server.transcripts();
+    assert_eq!(t[0].commands.last().map(String::as_str), Some("QUIT"));
+}
+
+#[test]
+fn idle_session_quits_after_the_cache_time() {
+    let server = Server::start(1, mta(&[]));
+    let mut conf = conf();
+    conf.smtp.connection_cache_time = Duration::from_millis(200);
+    let mut h = Harness::new(conf, Connect::To(server.addr));
+    h.deliver(1, &["a@example.net"], BODY);
+    h.report(1);
+    h.run_until(|h| h.agent.sessions.is_empty());
+    let t = server.transcripts();
+    assert_eq!(t[0].commands.last().map(String::as_str), Some("QUIT"));
+}
+
+#[test]
+fn implicit_tls_relay_host_defaults_to_port_465() {
+    let mut conf = conf();
+    conf.relay.host = Some(String::from("[example.net]"));
+    conf.relay.tls = crate::config::delivery::RelayTls::Implicit;
+    conf.credentials = Some((String::from("user"), String::from("secret")));
+    let mut h = Harness::new(conf, Connect::Fail { reason: "refused", permanent: false });
+    let (id, fd) = h.queue_file(&["a@example.net"], BODY);
+    let relay = NexthopSpec { host: "example.net".into(), port: None, mx: false };
+    h.send_deliver_to(1, &id, relay.clone(), vec![0], Some(fd));
+    h.report(1);
+    h.deliver(2, &["a@example.net"], BODY);
+    h.report(2);
+    assert_eq!(h.requests, vec![(relay, 465), (nexthop(), 25)]);
+}
+
+#[test]
+fn implicit_tls_to_the_relay_host() {
+    let server = Server::start(
+        1,
+        Arc::new(|cmd: &str| match cmd {
+            "CONNECT" => Answer::Implicit,
+            "EHLO client.test" => say("250-mx.test\r\n250-AUTH PLAIN\r\n250 8BITMIME"),
+            c if c.starts_with("AUTH PLAIN ") => say("235 2.7.0 Authentication successful"),
+            c => mta(&[])(c),
+        }),
+    );
+    let mut conf = conf();
+    conf.relay.host = Some(format!("[127.0.0.1]:{}", server.addr.port()));
+    conf.relay.tls = crate::config::delivery::RelayTls::Implicit;
+    conf.credentials = Some((String::from("user"), String::from("secret")));
+    let mut h = Harness::new(conf, Connect::To(server.addr));
+    let (id, fd) = h.queue_file(&["a@example.net"], BODY);
+    let relay = NexthopSpec { host: "127.0.0.1".into(), port: Some(server.addr.port()), mx: false };
+    h.send_deliver_to(1, &id, relay, vec![0], Some(fd));
+    let (_, rs) = h.report(1);
+    assert!(delivered(&rs[0]), "{rs:?}");
+    h.close_sessions();
+    let t = server.transcripts();
+    assert!(t[0].tls);
+    assert!(t[0].commands.iter().any(|c| c.starts_with("AUTH PLAIN ")), "{:?}", t[0].commands);
+}
+
+#[test]
+fn waiting_job_is_taken_by_the_first_session_to_become_idle() {
+    // The connector answers the first request only: job 2, waiting for
+    // its connection, goes over the first one when job 1 is done.
+    let server = Server::start(2, mta(&[]));
+    let mut conf = conf();
+    conf.smtp.connection_cache_time = Duration::from_secs(10);
+    let mut h = Harness::new(conf, Connect::First(server.addr));
+    h.deliver(1, &["a@example.net"], BODY);
+    h.deliver(2, &["b@example.net"], BODY);
+    assert!(delivered(&h.report(1).1[0]));
+    assert!(delivered(&h.report(2).1[0]));
+    assert_eq!(h.requests.len(), 2);
+    h.close_sessions();
+    let t = server.transcripts();
+    assert_eq!(t.len(), 1);
+    assert_eq!(t[0].commands.iter().filter(|c| c.starts_with("MAIL")).count(), 2);
+}
+
+#[test]
+fn lost_qmgr_abandons_its_jobs_and_a_new_one_is_served() {
+    let mut h = Harness::new(conf(), Connect::Hold);
+    h.deliver(1, &["a@example.net"], BODY);
+    h.run_until(|h| !h.requests.is_empty());
+    let (agent_qmgr, qmgr) = crate::ipc::pair().expect("pair");
+    h.qmgr = Channel::new(qmgr);
+    h.run_until(|h| h.agent.qmgr.is_none());
+    assert!(h.agent.jobs.is_empty() && h.agent.waiting.is_empty());
+    h.master.send(&FromMaster::Peer { role: Role::Qmgr, pid: 3 }, &[agent_qmgr.as_fd()]).expect("send");
+    h.run_until(|h| h.agent.qmgr.is_some());
+    h.connect = Connect::Fail { reason: "refused", permanent: false };
+    // The same job number again: the old job is forgotten.
+    h.deliver(1, &["a@example.net"], BODY);
+    assert_eq!(h.report(1).1[0].reason, "refused");
+    assert!(h.reports.is_empty(), "the abandoned job was reported: {:?}", h.reports);
+}

@@ -1,0 +1,149 @@
+//! A delivery in hand: the request qmgr sent, checked against the queue
+//! file that came with it, and what the session needs of it (the client
+//! job, the content range, the recipients' addresses for the log).
+//!
+//! qmgr decides which recipients and where; the file decides everything
+//! else (sender, addresses, DSN parameters, content). A request that
+//! breaks the channel's rules (no file, no recipient, a repeated
+//! recipient) is a protocol violation; a file that does not match it or
+//! is damaged defers the delivery, and qmgr deals with the file.
+//!
+//! Trusts: qmgr for the choice of recipients and next hop; the file is
+//! validated by the queue module and its content CRC checked before a
+//! byte is sent.
+
+use std::fs::File;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::FileExt;
+use std::time::Instant;
+
+use crate::ipc::msg::{Delivery, NexthopSpec, Stamp};
+use crate::queue::Time;
+use crate::queue::file::{self, ContentRange};
+use crate::smtp::client::{self, JobRecipient};
+
+use super::report::Delays;
+
+/// A delivery being worked on.
+#[derive(Debug)]
+pub struct Work {
+    pub job: u64,
+    pub queue_id: String,
+    pub nexthop: NexthopSpec,
+    /// The queue-file index of each recipient of the job, in job order.
+    pub indexes: Vec<u32>,
+    pub addresses: Vec<String>,
+    pub delays: Delays,
+    /// When the agent started looking for a session for it.
+    pub since: Instant,
+    /// When it was started on a ready session.
+    pub started: Option<Instant>,
+    /// Given to the session when it starts.
+    pub client_job: Option<client::Job>,
+    file: Option<File>,
+    content: ContentRange,
+    /// Content bytes handed to the session so far.
+    sent: u64,
+}
+
+/// What became of a request.
+#[derive(Debug)]
+pub enum Opened {
+    Ready(Box<Work>),
+    /// It cannot be worked on, for this reason (every recipient defers).
+    Refused(Box<Work>, String),
+}
+
+fn time(s: Stamp) -> Time {
+    Time { secs: s.0, micros: s.1.min(999_999) }
+}
+
+/// Check a request and its file; `Err` is a protocol violation.
+pub fn open(d: Delivery, mut fds: Vec<OwnedFd>) -> Result<Opened, String> {
+    if fds.len() != 1 {
+        return Err(format!("delivery request with {} descriptors", fds.len()));
+    }
+    if d.recipients.is_empty() {
+        return Err(String::from("delivery request without recipients"));
+    }
+    let mut seen = d.recipients.clone();
+    seen.sort_unstable();
+    seen.dedup();
+    if seen.len() != d.recipients.len() {
+        return Err(String::from("delivery request names a recipient twice"));
+    }
+    let fd = fds.remove(0);
+    if let Err(e) = sandbox::limit_received(&sandbox::Grant::File { fd: fd.as_raw_fd(), write: false }) {
+        return Err(format!("limiting a queue file descriptor: {e}"));
+    }
+    let active_at = time(d.active_at);
+    let mut work = Box::new(Work {
+        job: d.job,
+        queue_id: d.queue_id,
+        nexthop: d.nexthop,
+        addresses: d.recipients.iter().map(|i| format!("#{i}")).collect(),
+        indexes: d.recipients,
+        delays: Delays { arrival: active_at, active_at, received: Time::now(), ..Delays::default() },
+        since: Instant::now(),
+        started: None,
+        client_job: None,
+        file: None,
+        content: ContentRange { offset: 0, len: 0, crc: 0 },
+        sent: 0,
+    });
+    let file = File::from(fd);
+    let qe = match file::read_envelope(&file) {
+        Ok(qe) => qe,
+        Err(e) => return Ok(Opened::Refused(work, format!("cannot read the queue file: {e}"))),
+    };
+    work.delays.arrival = qe.envelope.arrival;
+    if qe.id.as_str() != work.queue_id {
+        let reason = format!("the queue file holds message {}, not {}", qe.id, work.queue_id);
+        return Ok(Opened::Refused(work, reason));
+    }
+    let mut recipients = Vec::with_capacity(work.indexes.len());
+    for (n, &i) in work.indexes.iter().enumerate() {
+        match qe.recipients.get(i as usize) {
+            Some(r) => {
+                work.addresses[n] = r.address.clone();
+                recipients.push(JobRecipient::from(r));
+            }
+            None => {
+                let reason = format!("the queue file has no recipient #{i}");
+                return Ok(Opened::Refused(work, reason));
+            }
+        }
+    }
+    let range = qe.content_range();
+    if let Err(e) = file::verify_content(&file, range) {
+        return Ok(Opened::Refused(work, format!("the message content cannot be sent: {e}")));
+    }
+    work.client_job = Some(client::Job::new(&qe.envelope, recipients));
+    work.content = range;
+    work.file = Some(file);
+    Ok(Opened::Ready(work))
+}
+
+/// The next piece of content.
+pub enum Chunk {
+    Data(Vec<u8>),
+    End,
+}
+
+impl Work {
+    /// Read the next chunk of at most `max` bytes of content (pread).
+    pub fn next_chunk(&mut self, max: usize) -> std::io::Result<Chunk> {
+        let left = self.content.len.saturating_sub(self.sent);
+        if left == 0 {
+            return Ok(Chunk::End);
+        }
+        let Some(file) = self.file.as_ref() else {
+            return Err(std::io::Error::other("no queue file"));
+        };
+        let n = usize::try_from(left).map_or(max, |l| l.min(max));
+        let mut buf = vec![0u8; n];
+        file.read_exact_at(&mut buf, self.content.offset + self.sent)?;
+        self.sent += n as u64;
+        Ok(Chunk::Data(buf))
+    }
+}

@@ -1,0 +1,141 @@
+//! The real `connector` program, with the test playing master and an
+//! smtp process: it enters its sandbox, takes an smtp channel from
+//! master, answers a connect request with a socket connected to a
+//! loopback listener, exits when told to stop, and exits with a fatal
+//! log when smtp sends it something it does not expect. Its resolver is
+//! pointed at a loopback port, so nothing asks the system's.
+
+use std::net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use mta::config::delivery::{BounceConf, DeliveryConf, Dns, Relay, SmtpClient, Transports};
+use mta::ipc::msg::{ChildConfig, ConnectorToSmtp, FromMaster, NexthopSpec, SmtpToConnector, ToMaster};
+use mta::ipc::{self, Channel};
+use mta::roles::Role;
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+
+struct Connector {
+    pid: Pid,
+    master: Channel,
+    /// Keeps the resolver's configured port taken (nothing answers there).
+    _dns: UdpSocket,
+}
+
+fn start() -> Connector {
+    let (mine, theirs) = ipc::pair().expect("pair");
+    let program = Path::new(env!("CARGO_BIN_EXE_connector"));
+    let fds = [theirs.as_raw_fd()];
+    let spec = sandbox::Spawn {
+        program,
+        argv: &["connector"],
+        env: &[],
+        fds: &fds,
+        stderr: None,
+        credentials: None,
+        limits: &[],
+    };
+    let pid = sandbox::spawn(&spec).expect("spawn");
+    let dns = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("dns port");
+    let mut c = Connector { pid: Pid::from_raw(pid), master: Channel::new(mine), _dns: dns };
+    let delivery = DeliveryConf {
+        queue: Default::default(),
+        transport: Transports::default(),
+        relay: Relay::default(),
+        smtp: SmtpClient::default(),
+        dns: Dns { servers: vec![c._dns.local_addr().expect("address")], ..Dns::default() },
+        bounce: BounceConf::default(),
+        domains: Vec::new(),
+        credentials: None,
+    };
+    let init = FromMaster::Init(Box::new(ChildConfig {
+        role: Role::Connector,
+        generation: 1,
+        hostname: String::from("test.example"),
+        spool: std::env::temp_dir(),
+        verbose: true,
+        allow_unconfined: false,
+        log_line_length: 2048,
+        control: mta::config::Control::default(),
+        intake: None,
+        delivery: Some(Box::new(delivery)),
+    }));
+    c.master.send(&init, &[]).expect("init");
+    let got = wait_for(&mut c.master, |m: &ToMaster| matches!(m, ToMaster::Ready { .. }));
+    assert!(matches!(got, Some((ToMaster::Ready { confined: true }, _))), "{got:?}");
+    c
+}
+
+/// Receive until `want` matches (10 s at most).
+fn wait_for<T: serde::de::DeserializeOwned>(
+    chan: &mut Channel,
+    want: impl Fn(&T) -> bool,
+) -> Option<(T, Vec<OwnedFd>)> {
+    let end = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < end {
+        match chan.recv::<T>() {
+            Ok(Some((m, fds))) if want(&m) => return Some((m, fds)),
+            Ok(Some(_)) => {}
+            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
+fn exit_code(c: &Connector) -> i32 {
+    let end = Instant::now() + Duration::from_secs(15);
+    loop {
+        match waitpid(c.pid, Some(WaitPidFlag::WNOHANG)).expect("waitpid") {
+            WaitStatus::Exited(_, code) => return code,
+            WaitStatus::Signaled(_, s, _) => panic!("connector killed by {s}"),
+            _ if Instant::now() > end => {
+                let _ = nix::sys::signal::kill(c.pid, nix::sys::signal::Signal::SIGKILL);
+                panic!("connector did not exit");
+            }
+            _ => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+/// An smtp channel, given to the connector through master.
+fn smtp_channel(c: &mut Connector) -> Channel {
+    let (mine, theirs) = ipc::pair().expect("pair");
+    c.master.send(&FromMaster::Peer { role: Role::Smtp, pid: 4242 }, &[theirs.as_fd()]).expect("peer");
+    Channel::new(mine)
+}
+
+#[test]
+fn connects_for_smtp_inside_its_sandbox_and_stops() {
+    let mut c = start();
+    let mut smtp = smtp_channel(&mut c);
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("listen");
+    let addr = listener.local_addr().expect("address");
+    let nexthop = NexthopSpec { host: String::from("127.0.0.1"), port: Some(addr.port()), mx: false };
+    smtp.send(&SmtpToConnector::Connect { req: 3, nexthop, default_port: 25 }, &[]).expect("connect");
+    let got = wait_for(&mut smtp, |_: &ConnectorToSmtp| true);
+    let Some((msg, mut fds)) = got else { panic!("no answer") };
+    assert_eq!(msg, ConnectorToSmtp::Connected { req: 3, host: String::from("127.0.0.1"), addr });
+    assert_eq!(fds.len(), 1);
+    let stream = TcpStream::from(fds.remove(0));
+    let (_, from) = listener.accept().expect("accept");
+    assert_eq!(from, stream.local_addr().expect("local address"));
+    assert_eq!(addr, stream.peer_addr().expect("peer address"));
+
+    c.master.send(&FromMaster::Stop, &[]).expect("stop");
+    assert_eq!(exit_code(&c), 0);
+}
+
+#[test]
+fn an_unexpected_message_from_smtp_ends_it() {
+    let mut c = start();
+    let mut smtp = smtp_channel(&mut c);
+    // A master message where a connect request belongs does not decode.
+    smtp.send(&FromMaster::Stop, &[]).expect("send");
+    let fatal =
+        wait_for(&mut c.master, |m: &ToMaster| matches!(m, ToMaster::Log { text, .. } if text.contains("fatal")));
+    assert!(matches!(&fatal, Some((ToMaster::Log { text, .. }, _)) if text.contains("smtp pid 4242")), "{fatal:?}");
+    assert_eq!(exit_code(&c), 1);
+}

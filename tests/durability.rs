@@ -123,8 +123,15 @@ fn send_one(port: u16, token: &str) -> Option<String> {
     reply.trim_end().rsplit(' ').next().map(str::to_string)
 }
 
+/// The queue file of `id` wherever qmgr has put it (deferred/ hashes into
+/// a subfolder).
 fn find_queue_file(spool: &Path, id: &str) -> Option<PathBuf> {
-    ["incoming", "active", "deferred", "hold"].iter().map(|d| spool.join(d).join(id)).find(|p| p.exists())
+    let hashed = mta::queue::QueueId::parse(id).map(|q| mta::qmgr::schedule::deferred_subdir(&q));
+    ["incoming", "active", "deferred", "hold"]
+        .iter()
+        .map(|d| spool.join(d).join(id))
+        .chain(hashed.map(|h| spool.join("deferred").join(h).join(id)))
+        .find(|p| p.exists())
 }
 
 #[test]

@@ -100,14 +100,15 @@ queue_files() { find "$W/spool/incoming" "$W/spool/active" "$W/spool/deferred" "
 # queued: how many messages are in the queue directories.
 queued() { queue_files | wc -l; }
 
-# wait_queued N: until N messages are queued (10 s at most).
+# wait_queued N: until exactly N messages are queued (60 s at most: qmgr
+# may be moving a burst between its directories, and a listing taken
+# meanwhile can miss or see twice a file being renamed).
 wait_queued() {
 	i=0
-	while [ "$(queued)" -lt "$1" ]; do
-		[ $i -ge 100 ] && return 1
+	until [ "$(queued)" -eq "$1" ]; do
+		[ $i -ge 600 ] && return 1
 		sleep 0.1; i=$((i + 1))
 	done
-	[ "$(queued)" -eq "$1" ]
 }
 
 # make_cert: a self-signed certificate and key in $W for TLS cases.

@@ -114,9 +114,7 @@ pub fn serve(_token: Sandboxed, mut child: Child, watch: io::Result<Watch>) -> !
     if let Err(e) = poll.registry().register(&mut SourceFd(&raw), MASTER, Interest::READABLE) {
         child.fatal(&format!("registering the master channel: {e}"));
     }
-    let watch = watch
-        .and_then(|w| poll.registry().register(&mut SourceFd(&w.as_raw_fd()), WATCH, Interest::READABLE).map(|()| w));
-    let watch = match watch {
+    let watch = match Watch::register(watch, poll.registry(), WATCH) {
         Ok(w) => Some(w),
         Err(e) => {
             child.warn(&format!(

@@ -59,6 +59,14 @@ impl Watch {
         Ok(Watch { imp: imp::Imp::new(dir)? })
     }
 
+    /// Register a watch made before the sandbox (or the error that kept
+    /// it from being made) with a poll, readable under `token`.
+    pub fn register(watch: io::Result<Watch>, registry: &mio::Registry, token: mio::Token) -> io::Result<Watch> {
+        let w = watch?;
+        registry.register(&mut mio::unix::SourceFd(&w.as_raw_fd()), token, mio::Interest::READABLE)?;
+        Ok(w)
+    }
+
     /// Read everything pending (bounded by `DRAIN_CALLS`) and say
     /// whether the directory needs a look. Never blocks.
     pub fn drain(&mut self) -> Wakeup {

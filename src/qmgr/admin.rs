@@ -27,9 +27,8 @@ impl Qmgr {
         let (id, reply) = match m {
             ControlToQmgr::Show { id, queue_id } => {
                 let result = self.show(&queue_id).map(Box::new);
-                return {
-                    self.send_to(token, &QmgrToControl::Shown { id, result }, &[]);
-                };
+                self.send_to(token, &QmgrToControl::Shown { id, result }, &[]);
+                return;
             }
             ControlToQmgr::Admin { id, op, queue_id } => (id, self.operate(op, &queue_id)),
             ControlToQmgr::Flush { id } => (id, Ok(self.flush())),

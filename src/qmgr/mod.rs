@@ -17,7 +17,7 @@
 //! scheduler; control's requests are checked for shape only (control
 //! already checked who asked).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
@@ -93,7 +93,9 @@ pub fn count_entries(dir: &OwnedFd) -> std::io::Result<u64> {
         }
     }
     for s in subdirs {
-        if let Ok(fd) = nix::fcntl::openat(dir, s.as_str(), OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty()) {
+        if let Ok(fd) =
+            nix::fcntl::openat(dir, s.as_str(), OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+        {
             n += count_entries(&fd)?;
         }
     }
@@ -150,6 +152,8 @@ pub struct Qmgr {
     incoming_dirty: bool,
     last_incoming_scan: Instant,
     notices: HashMap<u64, QueueId>,
+    /// Notices to ask bounce for again, by time.
+    retries: BTreeSet<(Instant, QueueId)>,
     next_req: u64,
     stopping: bool,
 }
@@ -177,9 +181,7 @@ pub fn serve(_token: Sandboxed, mut child: Child, watch: std::io::Result<Watch>)
     if let Err(e) = poll.registry().register(&mut SourceFd(&raw), MASTER, Interest::READABLE) {
         child.fatal(&format!("registering the master channel: {e}"));
     }
-    let watch = watch
-        .and_then(|w| poll.registry().register(&mut SourceFd(&w.as_raw_fd()), WATCH, Interest::READABLE).map(|()| w));
-    let watch = match watch {
+    let watch = match Watch::register(watch, poll.registry(), WATCH) {
         Ok(w) => Some(w),
         Err(e) => {
             child.warn(&format!("cannot watch incoming/ ({e}); looking every {} s", INCOMING_POLL.as_secs()));
@@ -200,6 +202,7 @@ pub fn serve(_token: Sandboxed, mut child: Child, watch: std::io::Result<Watch>)
         incoming_dirty: true,
         last_incoming_scan: Instant::now(),
         notices: HashMap::new(),
+        retries: BTreeSet::new(),
         next_req: 1,
         stopping: false,
     };
@@ -228,6 +231,24 @@ pub fn serve(_token: Sandboxed, mut child: Child, watch: std::io::Result<Watch>)
         }
         q.work();
     }
+}
+
+/// Log lines for the recipients the scheduler settled without a delivery
+/// agent (a destination resting after failures, local mail), in the shape
+/// an agent's lines have.
+fn settled(id: &QueueId, env: &QueueEnvelope, actions: &[Action], now: Time) -> Vec<String> {
+    let delay = now.secs.saturating_sub(env.envelope.arrival.secs).max(0);
+    let mut out = Vec::new();
+    for a in actions {
+        if let Action::Write { recipient, status, .. } = a
+            && status.state == crate::queue::State::Deferred
+            && let Some(r) = env.recipients.get(*recipient as usize)
+        {
+            let to = crate::log::sanitize(&r.address, 1024);
+            out.push(format!("{id}: to=<{to}>, relay=none, delay={delay}, status=deferred ({})", status.reason));
+        }
+    }
+    out
 }
 
 fn time_to_instant(t: Time, now: Time) -> Duration {
@@ -278,11 +299,8 @@ impl Qmgr {
         if let Some(w) = self.sched.next_wakeup() {
             t = t.min(time_to_instant(w, now) + Duration::from_millis(5));
         }
-        let inow = Instant::now();
-        for a in self.active.values() {
-            if let Some(at) = a.retry_at {
-                t = t.min(at.saturating_duration_since(inow));
-            }
+        if let Some((at, _)) = self.retries.first() {
+            t = t.min(at.saturating_duration_since(Instant::now()));
         }
         if !self.incoming.is_empty() {
             t = Duration::ZERO;
@@ -342,11 +360,9 @@ impl Qmgr {
         self.child.debug(&format!("channel to {kind:?} pid {pid}"));
         if kind == PeerKind::Bounce {
             // Notices waiting for bounce go now.
-            let now = Instant::now();
-            for a in self.active.values_mut() {
-                if a.notice.is_none() && a.retry_at.is_some() {
-                    a.retry_at = Some(now);
-                }
+            let waiting: Vec<QueueId> = std::mem::take(&mut self.retries).into_iter().map(|(_, id)| id).collect();
+            for id in waiting {
+                self.retry_later(id, Duration::ZERO);
             }
         }
     }
@@ -554,26 +570,12 @@ impl Qmgr {
             let sender = crate::log::sanitize(&env.envelope.sender, 1024);
             self.child.info(&format!("{id}: from=<{sender}>, size={}, nrcpt={n} (queue active)", env.envelope.size));
         }
-        self.log_settled(&id, &env, &actions, now);
+        for line in settled(&id, &env, &actions, now) {
+            self.child.info(&line);
+        }
         self.active
             .insert(id, Active { env, origin, active_at: now, pending: VecDeque::new(), notice: None, retry_at: None });
         self.apply(actions);
-    }
-
-    /// Log the recipients the scheduler settled without a delivery agent
-    /// (a destination resting after failures), as an agent would.
-    fn log_settled(&mut self, id: &QueueId, env: &QueueEnvelope, actions: &[Action], now: Time) {
-        for a in actions {
-            if let Action::Write { recipient, status, .. } = a
-                && status.state == crate::queue::State::Deferred
-                && let Some(r) = env.recipients.get(*recipient as usize)
-            {
-                let delay = now.secs.saturating_sub(env.envelope.arrival.secs).max(0);
-                let to = crate::log::sanitize(&r.address, 1024);
-                self.child
-                    .info(&format!("{id}: to=<{to}>, relay=none, delay={delay}, status=deferred ({})", status.reason));
-            }
-        }
     }
 
     /// A file that could not be taken: gone, unreadable now, or corrupt.
@@ -659,9 +661,9 @@ impl Qmgr {
             Ok(a) => a,
             Err(e) => return self.child.warn(&e.to_string()),
         };
-        if let Some(m) = self.active.get(&job.message) {
-            let env = m.env.clone();
-            self.log_settled(&job.message, &env, &actions, now);
+        let lines = self.active.get(&job.message).map(|m| settled(&job.message, &m.env, &actions, now));
+        for line in lines.into_iter().flatten() {
+            self.child.info(&line);
         }
         self.apply(actions);
     }
@@ -833,9 +835,9 @@ impl Qmgr {
             }
         };
         let Some(m) = self.active.get_mut(&id) else { return };
-        let origin = m.origin;
-        m.env = env.clone();
-        match self.sched.add_message(id, &env.envelope, &env.recipients, origin, now) {
+        let result = self.sched.add_message(id, &env.envelope, &env.recipients, m.origin, now);
+        m.env = env;
+        match result {
             Ok(a) => self.apply(a),
             Err(e) => self.child.warn(&format!("{id}: {e}")),
         }
@@ -863,20 +865,12 @@ impl Qmgr {
 
     fn ask_bounce(&mut self, id: QueueId, notices: &schedule::Notices) {
         let bounce = self.peers.iter().find(|(_, p)| p.kind == PeerKind::Bounce).map(|(t, _)| *t);
-        let Some(token) = bounce else {
-            if let Some(m) = self.active.get_mut(&id) {
-                m.retry_at = Some(Instant::now() + NOTICE_WAIT);
-            }
-            return;
-        };
+        let Some(token) = bounce else { return self.retry_later(id, NOTICE_WAIT) };
         let file = match self.store.open(Dir::Active, &id, false) {
             Ok(f) => f,
             Err(p) => {
                 self.child.warn(&format!("{id}: cannot open it for bounce: {p}"));
-                if let Some(m) = self.active.get_mut(&id) {
-                    m.retry_at = Some(Instant::now() + NOTICE_RETRY);
-                }
-                return;
+                return self.retry_later(id, NOTICE_RETRY);
             }
         };
         let req = self.next_req;
@@ -916,17 +910,30 @@ impl Qmgr {
         self.child.warn(&format!("{id}: the delivery status notification could not be queued ({why}); trying again"));
         if let Some(m) = self.active.get_mut(&id) {
             m.notice = None;
-            m.retry_at = Some(Instant::now() + NOTICE_RETRY);
         }
+        self.retry_later(id, NOTICE_RETRY);
     }
 
+    /// Ask bounce again for `id`'s notice after `wait`; its actions wait.
+    fn retry_later(&mut self, id: QueueId, wait: Duration) {
+        let Some(m) = self.active.get_mut(&id) else { return };
+        let at = Instant::now() + wait;
+        m.retry_at = Some(at);
+        self.retries.insert((at, id));
+    }
+
+    /// Notices whose retry time has come (entries of messages that left
+    /// the active queue or were rescheduled are stale and skipped).
     fn retry_notices(&mut self) {
         let now = Instant::now();
-        let due: Vec<QueueId> =
-            self.active.iter().filter(|(_, m)| m.retry_at.is_some_and(|t| t <= now)).map(|(id, _)| *id).collect();
-        for id in due {
-            if let Some(m) = self.active.get_mut(&id) {
-                m.retry_at = None;
+        while let Some(&(at, id)) = self.retries.first() {
+            if at > now {
+                break;
+            }
+            self.retries.pop_first();
+            match self.active.get_mut(&id) {
+                Some(m) if m.retry_at == Some(at) => m.retry_at = None,
+                _ => continue,
             }
             self.run_pending(id);
         }

@@ -43,7 +43,7 @@ CONF
 sh -c "echo \$\$ > $CG/cgroup.procs; exec $top/target/release/mta -f $W/mta.conf" 2> $W/mta.log
 for _ in $(seq 50); do "$top/target/release/mtactl" -f $W/mta.conf status >/dev/null 2>&1 && break; sleep 0.1; done
 export MTA_CGROUP=$CG MTA_NAME=mta
-TIMEOUT=0 bash "$H/accept.sh" 127.0.0.1:10030 "$N" "$S" "$L" | grep RESULT
+TIMEOUT=${DRAIN_TIMEOUT:-600} bash "$H/accept.sh" 127.0.0.1:10030 "$N" "$S" "$L" | grep RESULT
 for p in $(cat $CG/cgroup.procs); do
 	printf 'RESULT test=cpu role=%s cpu_s=%s\n' "$(cat /proc/$p/comm)" "$(awk '{ printf "%.2f", ($14 + $15) / 100 }' /proc/$p/stat)"
 done
@@ -55,7 +55,7 @@ echo "RESULT test=queue target=mta queued_files=$queued"
 stop_mta
 if [ "${ANCHORS:-1}" = 1 ]; then
 	bash "$H/mta.sh" start postfix >/dev/null
-	TIMEOUT=0 bash "$H/accept.sh" postfix "$N" "$S" "$L" | grep RESULT
+	TIMEOUT=${DRAIN_TIMEOUT:-600} bash "$H/accept.sh" postfix "$N" "$S" "$L" | grep RESULT
 	bash "$H/latency.sh" postfix 500 "$L" | grep RESULT
 	bash "$H/conc.sh" postfix 1000 3 | grep RESULT
 	bash "$H/mta.sh" stop postfix >/dev/null

@@ -2,10 +2,13 @@
 python3-aiosmtpd; run it with /usr/bin/python3): accepts every recipient
 but those whose local part starts with "reject5" (550 5.1.1) or "reject4"
 (450 4.2.1), and saves each message as N.eml (the content as received,
-CR LF and all) with N.json (the envelope). Loopback only; it runs until
-killed.
+CR LF and all) with N.json (the envelope). A message to a local part
+starting with "slow" is saved, then the first time only its reply waits
+30 s (a file "slow" in DIR says it is waiting): a delivery caught in
+flight. Loopback only; it runs until killed.
 
 usage: sink.py PORT DIR"""
+import asyncio
 import json
 import os
 import signal
@@ -15,6 +18,7 @@ from aiosmtpd.controller import Controller
 
 port, out = int(sys.argv[1]), sys.argv[2]
 count = 0
+slowed = False
 
 
 class Handler:
@@ -36,6 +40,11 @@ class Handler:
         with open(os.path.join(out, "%d.json" % count), "w") as f:
             json.dump({"from": envelope.mail_from, "mail_options": envelope.mail_options,
                        "to": envelope.rcpt_tos, "rcpt_options": envelope.rcpt_options}, f)
+        global slowed
+        if not slowed and any(r.split("@")[0].lower().startswith("slow") for r in envelope.rcpt_tos):
+            slowed = True
+            open(os.path.join(out, "slow"), "w").close()
+            await asyncio.sleep(30)
         return "250 2.0.0 Ok: saved as %d" % count
 
 

@@ -104,7 +104,10 @@ impl Role {
         match self {
             // control: its channels plus mtactl clients (bounded by control.clients).
             // bounce: one queue file at a time per request.
-            Role::Control | Role::Qmgr | Role::Pickup | Role::Bounce => 256,
+            Role::Control | Role::Pickup | Role::Bounce => 256,
+            // qmgr: its directories and channels, the queue files it is
+            // reading or handing on, up to 64 kept for a first delivery.
+            Role::Qmgr => 512,
             // connector: a socket per connection attempt in progress.
             Role::Connector => 4096,
             // smtp: a socket and a queue file per delivery, idle

@@ -62,6 +62,9 @@ impl Connector {
         };
         let stream = stream.into_std().map_err(|e| describe(&e))?;
         stream.set_nonblocking(false).map_err(|e| describe(&e))?;
+        // The client writes commands and content as they come: without
+        // this, the end of data can wait on the peer's delayed ACK.
+        stream.set_nodelay(true).map_err(|e| describe(&e))?;
         Ok(stream)
     }
 }

@@ -102,7 +102,7 @@ impl Qmgr {
         if from == Dir::Incoming {
             self.incoming.retain(|x| x != id);
         }
-        if let Some(m) = self.active.remove(id)
+        if let Some(m) = self.remove_active(id)
             && let Some(req) = m.notice
         {
             self.notices.remove(&req);

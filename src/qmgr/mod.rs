@@ -128,7 +128,14 @@ struct Active {
     notice: Option<u64>,
     /// When to ask bounce again.
     retry_at: Option<Instant>,
+    /// The file as opened when it was taken, kept for its first delivery
+    /// (saves opening it again; at most [`KEPT_FILES`] are kept).
+    file: Option<File>,
 }
+
+/// Most queue files kept open between taking a message and its first
+/// delivery.
+const KEPT_FILES: usize = 64;
 
 /// What a job was for, to match its report.
 struct Running {
@@ -145,6 +152,8 @@ pub struct Qmgr {
     next_token: usize,
     watch: Option<Watch>,
     active: HashMap<QueueId, Active>,
+    /// How many of the active messages keep their file open.
+    kept_files: usize,
     running: HashMap<JobId, Running>,
     /// incoming/ names read and not yet admitted.
     incoming: VecDeque<QueueId>,
@@ -197,6 +206,7 @@ pub fn serve(_token: Sandboxed, mut child: Child, watch: std::io::Result<Watch>)
         next_token: FIRST_PEER,
         watch,
         active: HashMap::new(),
+        kept_files: 0,
         running: HashMap::new(),
         incoming: VecDeque::new(),
         incoming_dirty: true,
@@ -249,6 +259,19 @@ fn settled(id: &QueueId, env: &QueueEnvelope, actions: &[Action], now: Time) -> 
         }
     }
     out
+}
+
+/// Whether the actions left are only status writes and then the file's
+/// removal.
+fn removal_follows(pending: &VecDeque<Action>) -> bool {
+    for a in pending {
+        match a {
+            Action::Write { .. } => {}
+            Action::Finish { fate: Fate::Remove, .. } => return true,
+            _ => return false,
+        }
+    }
+    false
 }
 
 fn time_to_instant(t: Time, now: Time) -> Duration {
@@ -533,6 +556,13 @@ impl Qmgr {
         }
     }
 
+    /// Take a message out of the active queue (closing a kept file).
+    fn remove_active(&mut self, id: &QueueId) -> Option<Active> {
+        let m = self.active.remove(id)?;
+        self.kept_files -= usize::from(m.file.is_some());
+        Some(m)
+    }
+
     /// Move message `id` from `from` to active/ and hand it to the scheduler.
     fn take(&mut self, id: QueueId, from: Dir, origin: Origin, now: Time) {
         let file = match self.store.open(from, &id, false) {
@@ -543,7 +573,6 @@ impl Qmgr {
             Ok(e) => e,
             Err(p) => return self.unusable(&id, from, p),
         };
-        drop(file);
         let actions = match self.sched.add_message(id, &env.envelope, &env.recipients, origin, now) {
             Ok(a) => a,
             Err(schedule::Error::NoRoom(_)) => {
@@ -573,8 +602,12 @@ impl Qmgr {
         for line in settled(&id, &env, &actions, now) {
             self.child.info(&line);
         }
-        self.active
-            .insert(id, Active { env, origin, active_at: now, pending: VecDeque::new(), notice: None, retry_at: None });
+        let file = (self.kept_files < KEPT_FILES).then_some(file);
+        self.kept_files += usize::from(file.is_some());
+        self.active.insert(
+            id,
+            Active { env, origin, active_at: now, pending: VecDeque::new(), notice: None, retry_at: None, file },
+        );
         self.apply(actions);
     }
 
@@ -583,7 +616,14 @@ impl Qmgr {
         self.sched.forget_deferred(id);
         match p {
             Problem::Gone => {}
-            Problem::Io(e) => self.child.warn(&format!("{}/{id}: {e}; trying again later", dir.name())),
+            Problem::Io(e) => {
+                self.child.warn(&format!("{}/{id}: {e}; trying again in a minute", dir.name()));
+                // incoming/ is listed again anyway; deferred/ is not.
+                if dir == Dir::Deferred {
+                    let now = Time::now();
+                    self.sched.deferred_found(*id, Time { secs: now.secs + 60, micros: 0 });
+                }
+            }
             Problem::Corrupt(why) => {
                 let name = store::path(dir, id);
                 match self.store.to_corrupt(dir, &name) {
@@ -623,9 +663,11 @@ impl Qmgr {
             Err(e) => q.child.warn(&e.to_string()),
         };
         let Some(agent) = self.smtp_agent() else { return fail(self, "no smtp delivery agent is running") };
-        let Some(a) = self.active.get(&job.message) else { return fail(self, "message not in the active queue") };
+        let Some(a) = self.active.get_mut(&job.message) else { return fail(self, "message not in the active queue") };
         let active_at = (a.active_at.secs, a.active_at.micros);
-        let file = match self.store.open(Dir::Active, &job.message, false) {
+        let kept = a.file.take();
+        self.kept_files -= usize::from(kept.is_some());
+        let file = match kept.map_or_else(|| self.store.open(Dir::Active, &job.message, false), Ok) {
             Ok(f) => f,
             Err(p) => {
                 let why = format!("cannot open the queue file: {p}");
@@ -777,6 +819,12 @@ impl Qmgr {
             }
             match action {
                 Action::Write { recipient, status, .. } => {
+                    // Statuses that only lead up to the file's removal are
+                    // moot: not written (should the removal fail, the
+                    // message is delivered again, never lost).
+                    if removal_follows(&m.pending) {
+                        continue;
+                    }
                     if file.is_none() {
                         match self.store.open(Dir::Active, &id, true) {
                             Ok(f) => file = Some(f),
@@ -830,7 +878,7 @@ impl Qmgr {
             Err(p) => {
                 self.child.warn(&format!("{id}: cannot read it again for more recipients: {p}"));
                 self.sched.drop_message(&id);
-                self.active.remove(&id);
+                self.remove_active(&id);
                 return;
             }
         };
@@ -844,7 +892,7 @@ impl Qmgr {
     }
 
     fn finish(&mut self, id: QueueId, fate: Fate) {
-        let Some(_m) = self.active.remove(&id) else { return };
+        let Some(_m) = self.remove_active(&id) else { return };
         match fate {
             Fate::Remove => match self.store.remove(Dir::Active, &id) {
                 Ok(_) => self.child.info(&format!("{id}: removed")),

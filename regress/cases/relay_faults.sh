@@ -1,0 +1,128 @@
+# Delivery faults through a relay host, against peers we did not write.
+# Postfix's smtp-sink: 5xx at MAIL and at RCPT bounce, 4xx at RCPT and at
+# the end of data defer (then delivered once the peer takes it); a body
+# with bare CR, bare LF and dot lines, submitted with sendmail, goes out
+# with CR LF line ends only and dot-stuffed correctly (smtp-sink's dump).
+# Python's aiosmtpd, which does not offer DSN: NOTIFY=SUCCESS gets a
+# success report ("relayed") from us; the smtp process killed with -9
+# while a delivery waits for the peer's reply: that message comes again
+# (the delivery in flight), every other message exactly once.
+. ./lib.sh
+. ./peers.sh
+write_conf "relay { host = \"[127.0.0.1]:$RELAY\"; }" \
+	"queue { backoff { min = 1s; max = 2s; } }" \
+	"transport { smtp { dead_time = 1s; } }" \
+	"smtp { connection_cache_time = 1s; }"
+start_master
+# copies SUBJECT: how many messages with that subject smtp-sink dumped.
+copies() { grep -l -- "^Subject: $1" "$DUMP"/* 2>/dev/null | wc -l; }
+
+# --- 5xx at MAIL and RCPT: bounced; the sender is local, so the report
+# waits in the queue for the local delivery agent ---
+smtp_sink -f MAIL
+send sender@remote.example rcpt@remote.example "mail 5xx"
+wait_log "to=<rcpt@remote.example>, .*status=bounced (host 127.0.0.1\[127.0.0.1\] said: 500 5.3.0 Error: command failed (in reply to MAIL FROM command))" 10 ||
+	fail "5xx at MAIL not bounced"
+smtp_sink -f RCPT
+send sender@remote.example rcpt@remote.example "rcpt 5xx"
+wait_log "to=<rcpt@remote.example>, .*status=bounced (host 127.0.0.1\[127.0.0.1\] said: 500 5.3.0 Error: command failed (in reply to RCPT TO command))" 10 ||
+	fail "5xx at RCPT not bounced"
+# Both reports went to the sender through the refusing relay and bounced
+# too: two double bounces for the postmaster, nothing else queued.
+wait_for 20 sh -c "[ \$('$MTACTL' -s '$W/mta.sock' -j queue | grep -o 'postmaster@' | wc -l) -eq 2 ]" ||
+	fail "the reports did not end with the postmaster: $(ctl queue)"
+for dbl in $(ctl -j queue | /usr/bin/python3 -c 'import json,sys; print(" ".join(m["id"] for m in json.load(sys.stdin)["queue"]))'); do
+	ctl queue delete "$dbl" >/dev/null || fail "delete $dbl"
+done
+
+# --- 4xx at RCPT and at the end of data: deferred, then delivered ---
+smtp_sink -r RCPT
+send sender@remote.example rcpt@remote.example "rcpt 4xx"
+wait_log "to=<rcpt@remote.example>, .*status=deferred (host 127.0.0.1\[127.0.0.1\] said: 450 4.3.0 Error: command failed (in reply to RCPT TO command))" 10 ||
+	fail "4xx at RCPT not deferred"
+smtp_sink -r .
+send sender@remote.example rcpt@remote.example "dot 4xx"
+wait_log "to=<rcpt@remote.example>, .*status=deferred (host 127.0.0.1\[127.0.0.1\] said: 450 4.3.0 Error: command failed (in reply to end of DATA command))" 10 ||
+	fail "4xx at the end of data not deferred"
+stop_sink
+rm -f "$DUMP"/*
+smtp_sink
+ctl queue flush >/dev/null
+wait_for 20 empty || fail "the deferred messages were not delivered: $(ctl queue)"
+[ "$(copies "rcpt 4xx")" -eq 1 ] || fail "rcpt 4xx: $(copies "rcpt 4xx") copies"
+[ "$(copies "dot 4xx")" -eq 1 ] || fail "dot 4xx: $(copies "dot 4xx") copies"
+
+# --- outbound smuggling: bare CR, bare LF, dot lines ---
+printf 'Subject: smuggle\n\nbare CR\rin a line\nbare LF next\n.\n.\r\nMAIL FROM:<evil@example.org>\n..two\n.\rx\nend' |
+	"$MTA_BIN/sendmail" -C "$CONF" -i -f sender@remote.example rcpt@remote.example || fail "sendmail"
+wait_for 20 sh -c "grep -l '^Subject: smuggle' '$DUMP'/* >/dev/null 2>&1" || fail "the smuggle message was not delivered"
+d=$(grep -l '^Subject: smuggle' "$DUMP"/* | head -1)
+[ "$(copies smuggle)" -eq 1 ] || fail "smuggle: $(copies smuggle) messages at the peer"
+# smtp-sink took it as one message; its dump ends each received line in
+# LF, so a CR anywhere is a bare CR that went out.
+if tr -d '\n' <"$d" | grep -q "$(printf '\r')"; then fail "a bare CR went out: $(od -c "$d" | head -20)"; fi
+# The body as dumped (smtp-sink ends its dump with an empty line).
+awk '/^Subject: smuggle/{s=1} s && b; s && /^$/{b=1}' "$d" >"$W/got"
+printf 'bare CR\nin a line\nbare LF next\n.\n.\nMAIL FROM:<evil@example.org>\n..two\n.\nx\nend\n\n' >"$W/want"
+cmp -s "$W/got" "$W/want" || fail "the content changed on the way: $(diff "$W/want" "$W/got")"
+
+# --- aiosmtpd: a success report where the peer has no DSN ---
+aio_sink
+python3 - "$PORT" <<'PY' || fail "smtplib: NOTIFY=SUCCESS"
+import smtplib, sys
+with smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=10) as s:
+    s.sendmail("sender@remote.example", ["told@remote.example"],
+               b"Subject: notify success\r\nMessage-ID: <success@remote.example>\r\n\r\nbody\r\n",
+               mail_options=["RET=HDRS", "ENVID=QQ314159"], rcpt_options=["NOTIFY=SUCCESS,FAILURE"])
+PY
+wait_log "to=<told@remote.example>, .*status=sent" 10 || fail "NOTIFY=SUCCESS message not sent"
+wait_for 20 empty || fail "the success report was not delivered: $(ctl queue)"
+/usr/bin/python3 - "$W/aio" <<'PY' || fail "the success report is wrong"
+import email, glob, json, os, sys
+from email import policy
+d = sys.argv[1]
+reports = []
+for j in glob.glob(os.path.join(d, "*.json")):
+    env = json.load(open(j))
+    if env["from"] in ("", "<>"):
+        reports.append((env, email.message_from_bytes(open(j[:-5] + ".eml", "rb").read(), policy=policy.compat32)))
+assert len(reports) == 1, [e for e, m in reports]
+env, m = reports[0]
+assert env["to"] == ["sender@remote.example"], env
+assert m.get_content_type() == "multipart/report" and m.get_param("report-type") == "delivery-status"
+status = m.get_payload()[1].get_payload()
+assert "Original-Envelope-Id: QQ314159" in str(status[0]), str(status[0])
+r = " ".join(str(status[1]).split())
+assert "Final-Recipient: rfc822; told@remote.example" in r, r
+assert "Action: relayed" in r and "Status: 2.0.0" in r, r
+assert "Subject: notify success" in m.as_string(), "RET=HDRS: the original headers are not returned"
+assert "\nbody" not in m.get_payload()[2].as_string(), "RET=HDRS: the body came back"
+print("  success report parsed: relayed, 2.0.0, ENVID kept, headers only")
+PY
+
+# --- smtp killed with -9 mid-delivery ---
+rm -rf "$W/aio"; aio_sink
+send sender@remote.example before@remote.example "before"
+wait_log "to=<before@remote.example>, .*status=sent" 10 || fail "before: not sent"
+send sender@remote.example slow@remote.example "in flight"
+wait_for 10 test -e "$W/aio/slow" || fail "the slow delivery did not reach the peer"
+old=$(child_pid smtp)
+kill -9 "$old"
+wait_for 10 sh -c "p=\$('$MTACTL' -s '$W/mta.sock' status | awk '\$1 == \"smtp\" && \$NF == \"running\" { print \$2 }'); [ -n \"\$p\" ] && [ \"\$p\" != $old ]" ||
+	fail "smtp not restarted"
+wait_log "to=<slow@remote.example>, .*status=deferred" 10 || fail "the delivery in flight was not deferred"
+send sender@remote.example after@remote.example "after"
+ctl queue flush >/dev/null
+wait_for 30 empty || fail "not everything was delivered after the kill: $(ctl queue)"
+/usr/bin/python3 - "$W/aio" <<'PY' || fail "lost or duplicated mail after the kill"
+import glob, json, os, sys
+n = {}
+for j in glob.glob(os.path.join(sys.argv[1], "*.json")):
+    for r in json.load(open(j))["to"]:
+        n[r] = n.get(r, 0) + 1
+assert n.get("before@remote.example") == 1, n
+assert n.get("after@remote.example") == 1, n
+assert n.get("slow@remote.example") == 2, n   # saved, unanswered, sent again
+print("  after the kill: before and after once each, the delivery in flight twice")
+PY
+exit 0

@@ -10,7 +10,7 @@ CONF="$W/mta.conf"
 # An SMTP port for this case on loopback.
 PORT=$(( 20000 + $$ % 20000 ))
 # The children master starts.
-NCHILD=8
+NCHILD=9
 LOG="$W/mta.log"
 MASTER_PID=""
 

@@ -53,10 +53,11 @@ pub enum Role {
     Smtp,
     Connector,
     Bounce,
+    Local,
 }
 
 impl Role {
-    pub const ALL: [Role; 8] = [
+    pub const ALL: [Role; 9] = [
         Role::Control,
         Role::Qmgr,
         Role::Cleanup,
@@ -65,6 +66,7 @@ impl Role {
         Role::Connector,
         Role::Smtp,
         Role::Bounce,
+        Role::Local,
     ];
 
     /// The role's name in logs, status output and configuration.
@@ -78,6 +80,7 @@ impl Role {
             Role::Smtp => "smtp",
             Role::Connector => "connector",
             Role::Bounce => "bounce",
+            Role::Local => "local",
         }
     }
 
@@ -90,7 +93,7 @@ impl Role {
     pub fn singleton(self) -> bool {
         match self {
             Role::Control | Role::Qmgr | Role::Cleanup | Role::Pickup | Role::Connector | Role::Bounce => true,
-            Role::Smtpd | Role::Smtp => false,
+            Role::Smtpd | Role::Smtp | Role::Local => false,
         }
     }
 
@@ -105,6 +108,9 @@ impl Role {
             // control: its channels plus mtactl clients (bounded by control.clients).
             // bounce: one queue file at a time per request.
             Role::Control | Role::Pickup | Role::Bounce => 256,
+            // local: channels, the queue file being delivered, a child's
+            // pipe.
+            Role::Local => 256,
             // qmgr: its directories and channels, the queue files it is
             // reading or handing on, up to 64 kept for a first delivery.
             Role::Qmgr => 512,
@@ -132,6 +138,7 @@ pub const CHANNELS: &[(Role, Role)] = &[
     (Role::Smtp, Role::Connector),
     (Role::Qmgr, Role::Bounce),
     (Role::Bounce, Role::Cleanup),
+    (Role::Qmgr, Role::Local),
 ];
 
 /// Whether `a` and `b` may have a channel.
@@ -165,6 +172,9 @@ pub enum Operation {
     /// Set the times of files beneath a directory (qmgr dates a deferred
     /// message's next attempt in its mtime).
     SetTimes(RawFd),
+    /// Look users up and start each delivery as its recipient: fork,
+    /// exec, change ids, open paths anywhere (local's root parent).
+    DeliverAsUsers,
 }
 
 /// The operations each role performs.
@@ -186,6 +196,9 @@ pub fn operations(role: Role, layout: &Layout) -> Vec<Operation> {
         // smtp and bounce: only what they are sent (sockets, read-only
         // queue files), which they limit as they receive it.
         Role::Smtp | Role::Bounce => {}
+        // local: what it is sent, and (outside this list, which covers
+        // descriptors only) the file system as root: see its policy.
+        Role::Local => ops.push(Operation::DeliverAsUsers),
         Role::Connector => ops.push(Operation::Connect),
         Role::Smtpd => {
             let n = layout.listeners as RawFd;
@@ -240,6 +253,19 @@ pub fn policy(role: Role, layout: &Layout) -> Policy {
         // connected socket (from the connector) and a read-only queue
         // file (from qmgr). bounce: the same without sockets.
         Role::Smtp | Role::Bounce => {}
+        // local: the one role that keeps root. It looks users up, spawns
+        // each delivery as the recipient (a child of its own program,
+        // which opens the mailbox and confines itself to it before
+        // writing) and may later run users' commands, so it may fork,
+        // exec and change ids, and its file system is not confined (a
+        // Landlock domain or unveil list would bind the children too).
+        // The seccomp filter or pledge still applies; no sockets.
+        Role::Local => {
+            p.fork = true;
+            p.exec = true;
+            p.change_uid = true;
+            p.whole_fs = true;
+        }
         // connector: no file system; new inet sockets and DNS.
         Role::Connector => p.net = Net::Connect,
         // smtpd: its listeners and the local-recipient table; no file

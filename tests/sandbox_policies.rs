@@ -241,8 +241,10 @@ fn channel_received(t: &mut Tally, parent: &OwnedFd) {
 /// What every sandboxed role must be refused, whatever its grants.
 /// `unix_socket` is an unconnected AF_UNIX socket made before entering.
 fn common_denials(t: &mut Tally, policy: &Policy, world: &World, unix_socket: &OwnedFd) {
-    t.check("open /etc/passwd", denied(File::open("/etc/passwd")));
-    if policy.open_paths.is_empty() {
+    if !policy.whole_fs {
+        t.check("open /etc/passwd", denied(File::open("/etc/passwd")));
+    }
+    if policy.open_paths.is_empty() && !policy.whole_fs {
         t.check("open a spool file by absolute path", denied(File::open(world.spool.join("secret"))));
         t.check("create a file by path", denied(File::create(world.root.join("created-by-path"))));
         t.check("stat a path", denied(std::fs::metadata("/etc/passwd")));
@@ -541,7 +543,7 @@ fn live_role(total: &mut Tally, world: &World, role: Role) -> io::Result<()> {
             }
         }
         // Only their master channel.
-        Role::Smtp | Role::Bounce | Role::Connector => {}
+        Role::Smtp | Role::Bounce | Role::Connector | Role::Local => {}
     }
     // The policy must name exactly these descriptors.
     let named: Vec<RawFd> = policy.grants.iter().map(Grant::fd).collect();
@@ -587,6 +589,14 @@ fn live_role(total: &mut Tally, world: &World, role: Role) -> io::Result<()> {
                 pickup_work(t, &placed[0], &placed[1]);
             }
             Role::Smtp | Role::Bounce => {}
+            // local's root parent reads the password database and the
+            // aliases by path; its deliveries confine themselves.
+            Role::Local => {
+                t.check(
+                    "read /etc/passwd (users are looked up)",
+                    File::open("/etc/passwd").map(drop).map_err(|e| e.to_string()),
+                );
+            }
             Role::Connector => {
                 if let Some(kit) = net {
                     connector_work(t, kit, world);
@@ -924,7 +934,7 @@ fn op_rights(op: Operation) -> &'static [CapRight] {
         Operation::ReadFile(_) => &[Read, Seek, Fstat],
         Operation::Watch(_) => &[Event],
         Operation::SetTimes(_) => &[Futimes],
-        Operation::Connect => &[],
+        Operation::Connect | Operation::DeliverAsUsers => &[],
     }
 }
 
@@ -940,6 +950,7 @@ fn op_promises(op: Operation) -> (&'static [&'static str], bool) {
         Operation::Watch(_) => (&["stdio"], false),
         Operation::SetTimes(_) => (&["fattr"], false),
         Operation::Connect => (&["inet", "dns"], false),
+        Operation::DeliverAsUsers => (&["rpath", "proc", "exec", "id", "getpw"], false),
     }
 }
 
@@ -955,6 +966,7 @@ fn promise_justified(promise: &str, op: Operation) -> bool {
             | ("sendfd", Operation::Talk(_))
             | ("inet" | "dns", Operation::Connect)
             | ("fattr", Operation::SetTimes(_))
+            | ("rpath" | "wpath" | "cpath" | "fattr" | "proc" | "exec" | "id" | "getpw", Operation::DeliverAsUsers)
     )
 }
 const WIDENING_PROMISES: &[&str] =
@@ -971,7 +983,7 @@ fn op_fd(op: Operation) -> Option<RawFd> {
         | Operation::ReadFile(fd)
         | Operation::Watch(fd)
         | Operation::SetTimes(fd) => Some(fd),
-        Operation::Connect => None,
+        Operation::Connect | Operation::DeliverAsUsers => None,
     }
 }
 
@@ -995,6 +1007,19 @@ fn data_checks(total: &mut Tally, role: Role) {
     for &op in &ops {
         let what = format!("{op:?}: Capsicum rights");
         let Some(fd) = op_fd(op) else {
+            if op == Operation::DeliverAsUsers {
+                // Forks, execs and changes ids, with the file system open.
+                t.check(
+                    "DeliverAsUsers: fork, exec, change_uid and whole_fs, no network",
+                    if policy.fork && policy.exec && policy.change_uid && policy.whole_fs && policy.net == Net::None {
+                        Ok(())
+                    } else {
+                        Err(format!("{policy:?}"))
+                    },
+                );
+                check_promises(&mut t, op, &promises);
+                continue;
+            }
             // FreeBSD: outside capability mode; Linux: inet sockets allowed.
             t.check(
                 "Connect: the policy may open outbound connections (Net::Connect)",

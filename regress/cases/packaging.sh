@@ -27,8 +27,8 @@
 #   FreeBSD's periodic/daily/440.status-mailq expects (an empty queue is
 #   reported as empty, a queued message shows with its recipient).
 #
-# When an installed file is added (the local delivery agent will bring
-# libexec/mta/local and man8/local.8), update the lists this case checks:
+# When an installed file is added (a new program and its page), update
+# the lists this case checks:
 #   port/freebsd/mail/mta/pkg-plist      (and, for a program in sbin, the
 #                                         strip line of port/freebsd/mail/mta/Makefile)
 #   port/openbsd/mail/mta/pkg/PLIST
@@ -316,7 +316,7 @@ done < "$W/obsd.files"
 # Modes in the staged install. The submission and sendmail cases make the
 # staged postdrop set-gid _mtadrop (2755), as the package installs it; that
 # is the one change tolerated here.
-programs="sbin/mta sbin/mtactl sbin/sendmail libexec/mta/bounce libexec/mta/cleanup libexec/mta/connector libexec/mta/control libexec/mta/pickup libexec/mta/postdrop libexec/mta/qmgr libexec/mta/smtp libexec/mta/smtpd"
+programs="sbin/mta sbin/mtactl sbin/sendmail libexec/mta/bounce libexec/mta/cleanup libexec/mta/connector libexec/mta/control libexec/mta/local libexec/mta/pickup libexec/mta/postdrop libexec/mta/qmgr libexec/mta/smtp libexec/mta/smtpd"
 # check_modes DIR MAN SAMPLE POSTDROP_OK: every file of DIR has its mode.
 check_modes() {
 	stage_files "$1" | while read -r f; do

@@ -108,6 +108,13 @@ pub struct Policy {
     /// May open files by path outside the granted directories (a role
     /// that does not enter capability mode, e.g. local's root parent).
     pub open_paths: Vec<PathBuf>,
+    /// No file-system confinement at all: no Landlock ruleset and no
+    /// unveil (seccomp or pledge still apply). Only for local's root
+    /// parent, whose children open mailboxes and files wherever the
+    /// recipients' homes are and confine themselves to their target
+    /// before they write (a Landlock domain or unveil list would bind
+    /// them too, and can only narrow).
+    pub whole_fs: bool,
 }
 
 impl Policy {
@@ -121,6 +128,7 @@ impl Policy {
             exec: false,
             change_uid: false,
             open_paths: Vec::new(),
+            whole_fs: false,
         }
     }
 }

@@ -63,7 +63,7 @@ pub(crate) fn enter(p: &Policy) -> Result<(), Error> {
     if !p.exec {
         set_no_new_privs()?;
     }
-    let landlock = landlock(p);
+    let landlock = if p.whole_fs { Ok(()) } else { landlock(p) };
     if let Err(e @ (Error::Sys { .. } | Error::Policy(_))) = landlock {
         return Err(e);
     }
@@ -382,7 +382,7 @@ fn denials(p: &Policy) -> Result<Denials, Error> {
         }
     }
 
-    if p.open_paths.is_empty() {
+    if p.open_paths.is_empty() && !p.whole_fs {
         // Calls that name a path relative to the working directory and
         // have no directory argument.
         #[cfg(target_arch = "x86_64")]

@@ -33,6 +33,16 @@ pub(crate) fn enter(p: &Policy) -> Result<(), Error> {
     for (path, perms) in unveil_paths(p) {
         unveils.push((cstring(path.as_os_str().as_bytes(), p.role)?, cstring(perms.as_bytes(), p.role)?));
     }
+    if p.whole_fs {
+        // No unveil at all: the whole file system stays visible.
+        let promises = cstring(pledge_promises(p).as_bytes(), p.role)?;
+        // SAFETY: promises is a NUL-terminated string that outlives the
+        // call; a null execpromises leaves exec'd programs unpledged.
+        if unsafe { libc::pledge(promises.as_ptr(), ptr::null()) } != 0 {
+            return Err(fail("pledge"));
+        }
+        return Ok(());
+    }
     if unveils.is_empty() {
         unveils.push((cstring(b"/", p.role)?, cstring(b"", p.role)?));
     }

@@ -106,8 +106,11 @@ pub fn capsicum_rights(grant: &Grant) -> Vec<CapRight> {
 pub fn pledge_promises(policy: &Policy) -> String {
     let mut p: Vec<&'static str> = vec!["stdio"];
     let has = |f: fn(&Grant) -> bool| policy.grants.iter().any(f);
-    if has(|g| matches!(g, Grant::Dir { .. })) || !policy.open_paths.is_empty() {
+    if has(|g| matches!(g, Grant::Dir { .. })) || !policy.open_paths.is_empty() || policy.whole_fs {
         p.push("rpath");
+    }
+    if policy.whole_fs {
+        p.extend(["wpath", "cpath", "fattr", "flock"]);
     }
     // Writing to an already open file is "stdio"; "wpath cpath" are for
     // opening and creating by name beneath a writable directory, "fattr"

@@ -33,6 +33,7 @@ fn main() {
         domains: intake.domains.clone(),
         networks: intake.networks.clone(),
         recipients,
+        delimiter: intake.recipient_delimiter.clone(),
         space_ok: Cell::new(true),
     };
     let token = child.enter();

@@ -285,6 +285,78 @@ impl Default for BounceConf {
     }
 }
 
+/// Where local mail is stored (`local { mailbox = ...; }`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MailboxKind {
+    /// Appended to `mail_spool/USER`, locked as BSD mail readers expect.
+    #[default]
+    Mbox,
+    /// A file per message in `~/maildir` (tmp/ then new/).
+    Maildir,
+}
+
+/// The local delivery agent (`local { ... }`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LocalConf {
+    pub mailbox: MailboxKind,
+    /// The mbox spool (`/var/mail`).
+    pub mail_spool: PathBuf,
+    /// The Maildir beneath each home directory.
+    pub maildir: String,
+    /// Characters that separate a local part from its extension
+    /// (`user+ext` goes to `user`); empty: none.
+    pub recipient_delimiter: String,
+    /// How long to wait for a mailbox's locks.
+    #[serde(with = "serde_ucl::time")]
+    pub lock_timeout: Duration,
+    /// How long one delivery may take before it is stopped (and deferred).
+    #[serde(with = "serde_ucl::time")]
+    pub time_limit: Duration,
+}
+
+impl Default for LocalConf {
+    fn default() -> LocalConf {
+        LocalConf {
+            mailbox: MailboxKind::Mbox,
+            mail_spool: PathBuf::from("/var/mail"),
+            maildir: String::from("Maildir/"),
+            recipient_delimiter: String::from("+"),
+            lock_timeout: Duration::from_secs(30),
+            time_limit: Duration::from_secs(600),
+        }
+    }
+}
+
+impl LocalConf {
+    /// Checks the keys' values; the message names the key.
+    pub fn check(&self) -> Result<(), String> {
+        if !self.mail_spool.is_absolute() {
+            return Err(String::from("key `local.mail_spool`: must be an absolute path"));
+        }
+        let md = self.maildir.trim_end_matches('/');
+        if md.is_empty()
+            || md.starts_with('/')
+            || md.split('/').any(|c| c.is_empty() || c == "." || c == "..")
+            || md.chars().any(|c| c.is_control())
+        {
+            return Err(String::from(
+                "key `local.maildir`: a path beneath the home directory, without `.`, `..` or empty parts",
+            ));
+        }
+        if let Some(c) =
+            self.recipient_delimiter.chars().find(|c| !c.is_ascii_punctuation() || matches!(c, '@' | '"' | '\\'))
+        {
+            return Err(format!("key `local.recipient_delimiter`: `{c}` cannot separate an extension"));
+        }
+        if self.lock_timeout.is_zero() || self.time_limit.is_zero() {
+            return Err(String::from("key `local`: lock_timeout and time_limit must be longer than zero"));
+        }
+        Ok(())
+    }
+}
+
 /// The scheduler's settings from `queue` and `transport`.
 pub fn settings(q: &Queue, t: &Transports) -> Settings {
     Settings {
@@ -310,6 +382,11 @@ pub struct DeliveryConf {
     pub dns: Dns,
     pub bounce: BounceConf,
     pub domains: Vec<String>,
+    /// The local delivery agent's settings and the aliases file.
+    pub local: LocalConf,
+    pub aliases: PathBuf,
+    /// Where the programs are (local runs its delivery children from it).
+    pub libexec: PathBuf,
     /// The relay's AUTH credentials (smtp only; read by master from
     /// `relay.password_file`).
     pub credentials: Option<(String, String)>,

@@ -94,6 +94,8 @@ pub struct Config {
     pub dns: delivery::Dns,
     /// Delivery status notifications.
     pub bounce: delivery::BounceConf,
+    /// The local delivery agent.
+    pub local: delivery::LocalConf,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -172,6 +174,7 @@ impl Default for Config {
             smtp: delivery::SmtpClient::default(),
             dns: delivery::Dns::default(),
             bounce: delivery::BounceConf::default(),
+            local: delivery::LocalConf::default(),
         }
     }
 }
@@ -377,6 +380,7 @@ impl Config {
         if self.dns.timeout.is_zero() || self.dns.attempts == 0 {
             return Err(String::from("key `dns`: timeout and attempts must be positive"));
         }
+        self.local.check()?;
         delivery::settings(&self.queue, &self.transport).check()?;
         Ok(())
     }
@@ -391,6 +395,9 @@ impl Config {
             dns: self.dns.clone(),
             bounce: self.bounce.clone(),
             domains: self.local_domains(),
+            local: self.local.clone(),
+            aliases: self.aliases.clone(),
+            libexec: self.libexec_directory.clone(),
             credentials,
         }
     }

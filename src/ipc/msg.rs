@@ -54,6 +54,8 @@ pub struct Intake {
     pub limits: Limits,
     pub smtpd: Smtpd,
     pub min_free_space: u64,
+    /// `local.recipient_delimiter` (smtpd's recipient check).
+    pub recipient_delimiter: String,
 }
 
 /// Log severities, as syslog's.

@@ -234,9 +234,10 @@ impl Master {
                 // corrupt/: QUEUE_DIRS' last.
                 fds.extend(self.queue_fds.iter().skip(4).map(|f| f.as_raw_fd()));
             }
-            Role::Smtp | Role::Connector | Role::Bounce => {}
+            Role::Smtp | Role::Connector | Role::Bounce | Role::Local => {}
         }
-        let creds = self.owner.privileged.then(|| sandbox::Credentials {
+        // local keeps root: it runs each delivery as its recipient.
+        let creds = (self.owner.privileged && role != Role::Local).then(|| sandbox::Credentials {
             uid: self.owner.uid,
             gid: self.owner.gid,
             // pickup reads what postdrop left in maildrop/ (group-readable).
@@ -279,10 +280,12 @@ impl Master {
             log_line_length: self.config.log.line_length,
             control: self.config.control.clone(),
             intake: matches!(role, Role::Smtpd | Role::Cleanup | Role::Pickup).then(|| self.intake_for(role)),
-            delivery: matches!(role, Role::Qmgr | Role::Smtp | Role::Connector | Role::Bounce).then(|| {
-                let credentials = if role == Role::Smtp { self.intake.credentials.clone() } else { None };
-                Box::new(self.config.delivery(credentials))
-            }),
+            delivery: matches!(role, Role::Qmgr | Role::Smtp | Role::Connector | Role::Bounce | Role::Local).then(
+                || {
+                    let credentials = if role == Role::Smtp { self.intake.credentials.clone() } else { None };
+                    Box::new(self.config.delivery(credentials))
+                },
+            ),
         }));
         channel.send(&init, &[]).map_err(|e| format!("sending configuration: {e}"))?;
         Ok((pid, channel))

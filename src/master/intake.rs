@@ -139,6 +139,7 @@ impl Master {
             limits: c.limits.clone(),
             smtpd: c.smtpd.clone(),
             min_free_space: c.queue.min_free_space,
+            recipient_delimiter: c.local.recipient_delimiter.clone(),
         }
     }
 }

@@ -107,6 +107,8 @@ enum PeerKind {
     Control,
     Smtp,
     Bounce,
+    /// The local delivery agent: the same protocol as smtp.
+    Local,
 }
 
 struct Peer {
@@ -340,6 +342,7 @@ impl Qmgr {
                         Role::Control => PeerKind::Control,
                         Role::Smtp => PeerKind::Smtp,
                         Role::Bounce => PeerKind::Bounce,
+                        Role::Local => PeerKind::Local,
                         other => self.child.fatal(&format!("master sent a channel to {}", other.name())),
                     };
                     let chan = self.child.peer_channel(role, fds);
@@ -365,7 +368,10 @@ impl Qmgr {
         let old: Vec<Token> = self
             .peers
             .iter()
-            .filter(|(_, p)| p.kind == kind && (kind == PeerKind::Bounce || (kind == PeerKind::Smtp && p.pid == pid)))
+            .filter(|(_, p)| {
+                p.kind == kind
+                    && (kind == PeerKind::Bounce || (matches!(kind, PeerKind::Smtp | PeerKind::Local) && p.pid == pid))
+            })
             .map(|(t, _)| *t)
             .collect();
         for t in old {
@@ -453,17 +459,17 @@ impl Qmgr {
                     Err(crate::ipc::Error::Closed) => return self.drop_peer(token, "closed"),
                     Err(e) => self.child.fatal(&format!("control channel: {e}")),
                 },
-                PeerKind::Smtp => match p.chan.recv::<SmtpToQmgr>() {
+                PeerKind::Smtp | PeerKind::Local => match p.chan.recv::<SmtpToQmgr>() {
                     Ok(None) => return,
                     Ok(Some((SmtpToQmgr::Done { job, site, recipients }, fds))) => {
                         if !fds.is_empty() {
-                            self.child.fatal("smtp sent descriptors with a report");
+                            self.child.fatal("a delivery agent sent descriptors with a report");
                         }
                         self.report(token, JobId(job), site, recipients);
                     }
                     Err(crate::ipc::Error::Closed) => return self.drop_peer(token, "closed"),
                     // The agent is at fault: its jobs are retried.
-                    Err(e) => return self.drop_peer(token, &format!("smtp channel: {e}")),
+                    Err(e) => return self.drop_peer(token, &format!("delivery agent channel: {e}")),
                 },
                 PeerKind::Bounce => match p.chan.recv::<BounceToQmgr>() {
                     Ok(None) => return,
@@ -636,33 +642,33 @@ impl Qmgr {
         }
     }
 
-    /// The least busy smtp agent that can take more work.
-    fn smtp_agent(&self) -> Option<Token> {
+    /// The least busy agent of `kind` that can take more work.
+    fn agent(&self, kind: PeerKind) -> Option<Token> {
         self.peers
             .iter()
-            .filter(|(_, p)| p.kind == PeerKind::Smtp && p.chan.queued() < PEER_BACKLOG)
+            .filter(|(_, p)| p.kind == kind && p.chan.queued() < PEER_BACKLOG)
             .min_by_key(|(_, p)| p.jobs.len())
             .map(|(t, _)| *t)
     }
 
     fn dispatch(&mut self, now: Time) {
-        // Until an smtp agent is there, nothing is started (so a start-up
-        // race does not defer mail).
-        while self.smtp_agent().is_some() {
+        // Until both delivery agents are there, nothing is started (so a
+        // start-up race does not defer mail).
+        while self.agent(PeerKind::Smtp).is_some() && self.agent(PeerKind::Local).is_some() {
             let Some(job) = self.sched.next_job(now) else { return };
             match job.destination.transport {
-                Transport::Smtp => self.start_smtp(job, now),
-                Transport::Local => self.no_local(job, now),
+                Transport::Smtp => self.start_delivery(job, now, PeerKind::Smtp),
+                Transport::Local => self.start_delivery(job, now, PeerKind::Local),
             }
         }
     }
 
-    fn start_smtp(&mut self, job: Job, now: Time) {
+    fn start_delivery(&mut self, job: Job, now: Time, kind: PeerKind) {
         let fail = |q: &mut Qmgr, why: &str| match q.sched.job_failed(job.id, why, now) {
             Ok(a) => q.apply(a),
             Err(e) => q.child.warn(&e.to_string()),
         };
-        let Some(agent) = self.smtp_agent() else { return fail(self, "no smtp delivery agent is running") };
+        let Some(agent) = self.agent(kind) else { return fail(self, "no delivery agent for it is running") };
         let Some(a) = self.active.get_mut(&job.message) else { return fail(self, "message not in the active queue") };
         let active_at = (a.active_at.secs, a.active_at.micros);
         let kept = a.file.take();
@@ -689,25 +695,6 @@ impl Qmgr {
         }
         // When the send fails, drop_peer has failed the job already.
         self.send_to(agent, &QmgrToSmtp::Deliver(Box::new(d)), &[file.as_fd()]);
-    }
-
-    /// Mail for a local domain waits: this version has no local delivery
-    /// agent; the message is deferred with the reason, never lost.
-    fn no_local(&mut self, job: Job, now: Time) {
-        let reason = String::from("local delivery is not available in this version of mta; the mail waits");
-        let report = Report {
-            site: SiteStatus::Unknown,
-            outcomes: job.recipients.iter().map(|r| (r.index, Outcome::Deferred { reason: reason.clone() })).collect(),
-        };
-        let actions = match self.sched.job_finished(job.id, &report, now) {
-            Ok(a) => a,
-            Err(e) => return self.child.warn(&e.to_string()),
-        };
-        let lines = self.active.get(&job.message).map(|m| settled(&job.message, &m.env, &actions, now));
-        for line in lines.into_iter().flatten() {
-            self.child.info(&line);
-        }
-        self.apply(actions);
     }
 
     fn report(

@@ -18,6 +18,8 @@ pub struct Acceptance {
     pub domains: Vec<String>,
     pub networks: Vec<Network>,
     pub recipients: Table,
+    /// `local.recipient_delimiter`: `user+ext` is known when `user` is.
+    pub delimiter: String,
     /// Cleanup's last word on free space.
     pub space_ok: Cell<bool>,
 }
@@ -44,7 +46,14 @@ impl Checks for Acceptance {
         let domain = m.domain_lower();
         if self.domains.contains(&domain) {
             let local = m.local.to_lowercase();
-            if local == "postmaster" || self.recipients.contains(local.as_bytes()) {
+            let base = match local.find(|c| self.delimiter.contains(c)) {
+                Some(i) if i > 0 => &local[..i],
+                _ => local.as_str(),
+            };
+            if local == "postmaster"
+                || self.recipients.contains(local.as_bytes())
+                || self.recipients.contains(base.as_bytes())
+            {
                 return RcptVerdict::Accept;
             }
             return RcptVerdict::Reject {
@@ -84,6 +93,7 @@ mod tests {
             domains: vec![String::from("example.org")],
             networks: vec!["127.0.0.0/8".parse().unwrap()],
             recipients,
+            delimiter: String::from("+"),
             space_ok: Cell::new(true),
         }
     }
@@ -107,5 +117,24 @@ mod tests {
         assert!(matches!(a.recipient(&inside, &to("bob", "example.org")), RcptVerdict::Reject { code: 550, .. }));
         a.space_ok.set(false);
         assert!(matches!(a.mail(&outside), RcptVerdict::Reject { code: 452, .. }));
+    }
+
+    #[test]
+    fn extensions_of_known_users() {
+        let a = acceptance();
+        let outside = Peer { address: "203.0.113.5".into(), hostname: "unknown".into() };
+        assert_eq!(a.recipient(&outside, &to("alice+lists", "example.org")), RcptVerdict::Accept);
+        assert!(matches!(
+            a.recipient(&outside, &to("bob+lists", "example.org")),
+            RcptVerdict::Reject { code: 550, .. }
+        ));
+        // The delimiter must follow a name.
+        assert!(matches!(a.recipient(&outside, &to("+alice", "example.org")), RcptVerdict::Reject { code: 550, .. }));
+        let mut none = acceptance();
+        none.delimiter.clear();
+        assert!(matches!(
+            none.recipient(&outside, &to("alice+x", "example.org")),
+            RcptVerdict::Reject { code: 550, .. }
+        ));
     }
 }

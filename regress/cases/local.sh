@@ -1,0 +1,161 @@
+# Local delivery, read back by programs we did not write. On a mail spool
+# like Debian's (2775 root:mail): mail to a user, to an alias list and to
+# user+ext lands in each mbox, owned by the user with the spool's group,
+# mode 0600, read by Python's mailbox module (Return-Path, Delivered-To,
+# a body "From " line quoted) and by s-nail; ten messages at once to one
+# mbox do not interleave; a held dot-lock and flock make the delivery
+# wait; a Delivered-To loop bounces; root without an alias, an alias to
+# another address and a user with a .forward wait with a reason; an
+# envelope recipient naming a command runs nothing. Then, switched to
+# Maildir by a reload, mail lands in ~/Maildir/new, read by Python.
+. ./lib.sh
+is_root || { echo "  skipped: local delivery runs as the recipient (needs root)"; exit 0; }
+wait_for() {
+	lim=$(( $1 * 10 )); shift; i=0
+	until "$@"; do [ $i -ge $lim ] && return 1; sleep 0.1; i=$((i + 1)); done
+}
+# A user with a home of its own in $W.
+mkuser() {
+	id "$1" >/dev/null 2>&1 && userdel "$1" >/dev/null 2>&1
+	useradd -M -d "$W/home/$1" -s /bin/sh "$1" || fail "useradd $1"
+	mkdir -p "$W/home/$1" && chown "$1:" "$W/home/$1" && chmod 700 "$W/home/$1"
+}
+trap 'for u in mtaloc1 mtaloc2 mtaloc3; do userdel "$u" >/dev/null 2>&1; done; cleanup' EXIT
+mkdir -p "$W/home" && chmod 755 "$W/home"
+for u in mtaloc1 mtaloc2 mtaloc3; do mkuser $u; done
+: >"$W/home/mtaloc3/.forward"
+chown mtaloc3: "$W/home/mtaloc3/.forward"
+MAIL="$W/mail"
+mkdir -p "$MAIL" && chown root:mail "$MAIL" && chmod 2775 "$MAIL"
+H=$(hostname | tr 'A-Z' 'a-z')
+cat >"$W/aliases" <<EOF
+postmaster: mtaloc1
+team: mtaloc1, mtaloc2
+tagged+x: mtaloc2
+away: someone@remote.example
+EOF
+write_conf "aliases = \"$W/aliases\";" "local { mail_spool = \"$MAIL\"; lock_timeout = 20s; }" \
+	"queue { backoff { min = 1s; max = 2s; } }"
+"$MTA_BIN/sendmail" -C "$CONF" -bi >"$W/bi" 2>&1 || fail "newaliases: $(cat "$W/bi")"
+start_master
+send() { # send TO SUBJECT [swaks options]
+	t=$1 s=$2; shift 2
+	swaks --server 127.0.0.1:$PORT --from sender@remote.example --to "$t" --header "Subject: $s" "$@" >"$W/swaks" 2>&1 ||
+		{ cat "$W/swaks"; fail "swaks: $s"; }
+}
+count() { /usr/bin/python3 -c 'import mailbox, sys; print(len(mailbox.mbox(sys.argv[1])))' "$1" 2>/dev/null || echo 0; }
+has() { [ "$(count "$MAIL/$1")" -ge "$2" ]; }
+
+# --- mbox: a user, an alias list, an extension, a From line ---
+send mtaloc1@localhost "direct" --body "$(printf 'hello\nFrom the start\n>From quoted\nend')"
+send team@localhost "to the team"
+send mtaloc1+lists@localhost "extension"
+send tagged+x@localhost "alias with extension"
+wait_for 20 has mtaloc1 3 || fail "mtaloc1 got $(count "$MAIL/mtaloc1") of 3"
+wait_for 20 has mtaloc2 2 || fail "mtaloc2 got $(count "$MAIL/mtaloc2") of 2"
+wait_log "to=<mtaloc1@$H>, orig_to=<team@localhost>, relay=local, .*status=sent (delivered to mailbox)" 5 ||
+	fail "no log line for the alias delivery"
+[ "$(stat -c '%U:%G %a' "$MAIL/mtaloc1")" = "mtaloc1:mail 600" ] ||
+	fail "mailbox is $(stat -c '%U:%G %a' "$MAIL/mtaloc1"), want mtaloc1:mail 600"
+[ ! -e "$MAIL/mtaloc1.lock" ] || fail "the dot-lock was left behind"
+/usr/bin/python3 - "$MAIL/mtaloc1" "$H" <<'PY' || fail "the mbox does not read back"
+import mailbox, sys
+box, host = mailbox.mbox(sys.argv[1]), sys.argv[2]
+msgs = {m["Subject"]: m for m in box}
+assert set(msgs) == {"direct", "to the team", "extension"}, list(msgs)
+d = msgs["direct"]
+assert d["Return-Path"] == "<sender@remote.example>", d["Return-Path"]
+assert d["Delivered-To"] == "mtaloc1@localhost", d["Delivered-To"]
+body = d.get_payload()
+assert "\n>From the start\n" in body and "\n>>From quoted\n" in body, repr(body)
+assert msgs["to the team"]["Delivered-To"] == "mtaloc1@" + host, msgs["to the team"]["Delivered-To"]
+assert d.get_from().startswith("sender@remote.example "), d.get_from()
+print("  mbox read back by Python's mailbox: 3 messages, headers and From quoting right")
+PY
+MAIL= HOME="$W/home/mtaloc1" s-nail -N -H -f "$MAIL/mtaloc1" </dev/null >"$W/snail" 2>&1 || true
+[ "$(grep -c 'sender@remote' "$W/snail")" -eq 3 ] || fail "s-nail does not list 3 messages: $(cat "$W/snail")"
+
+# --- ten at once to one mbox: no interleaving ---
+i=0 pids=""
+while [ $i -lt 10 ]; do
+	send mtaloc2@localhost "burst $i" --body "$(printf 'line %s\n' $(seq 1 200) | sed "s/^/burst $i /")" &
+	pids="$pids $!"; i=$((i + 1))
+done
+for p in $pids; do wait "$p" || fail "a burst message was not accepted"; done
+wait_for 30 has mtaloc2 12 || fail "mtaloc2 got $(count "$MAIL/mtaloc2") of 12"
+/usr/bin/python3 - "$MAIL/mtaloc2" <<'PY' || fail "the burst interleaved"
+import mailbox, sys
+for m in mailbox.mbox(sys.argv[1]):
+    s = m["Subject"]
+    if not s.startswith("burst"):
+        continue
+    n = s.split()[1]
+    lines = m.get_payload().strip("\n").split("\n")
+    assert lines == ["burst %s line %d" % (n, k) for k in range(1, 201)], (s, lines[:3])
+print("  ten concurrent deliveries intact")
+PY
+
+# --- a held lock makes the delivery wait ---
+/usr/bin/python3 - "$MAIL" <<'PY' &
+import fcntl, os, sys, time
+d = sys.argv[1]
+lock = os.open(os.path.join(d, "mtaloc2.lock"), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+f = open(os.path.join(d, "mtaloc2"), "a")
+fcntl.flock(f, fcntl.LOCK_EX)
+open(os.path.join(d, "held"), "w").close()
+time.sleep(4)
+fcntl.flock(f, fcntl.LOCK_UN)
+os.unlink(os.path.join(d, "mtaloc2.lock"))
+PY
+locker=$!
+wait_for 5 test -e "$MAIL/held" || fail "the lock holder did not start"
+send mtaloc2@localhost "while locked"
+sleep 2
+[ "$(count "$MAIL/mtaloc2")" -eq 12 ] || fail "delivered while the mailbox was locked"
+wait "$locker"
+wait_for 20 has mtaloc2 13 || fail "not delivered after the lock was released"
+
+# --- a loop, root, an alias to elsewhere, a .forward: bounce or wait ---
+send mtaloc1@localhost "looped" --add-header "Delivered-To: mtaloc1@localhost"
+wait_log "to=<mtaloc1@localhost>, relay=local, .*dsn=5.4.6, status=bounced" 10 || fail "the loop did not bounce"
+send root@localhost "for root"
+wait_log "to=<root@localhost>, relay=local, .*status=deferred (mail for root is delivered only through an alias" 10 ||
+	fail "mail for root without an alias"
+send away@localhost "away"
+wait_log "to=<away@localhost>, relay=local, .*status=deferred (forwarding to <someone@remote.example>: not delivered by this version" 10 ||
+	fail "alias to another address"
+send mtaloc3@localhost "forwarded"
+wait_log "to=<mtaloc3@localhost>, relay=local, .*status=deferred (.*/.forward: not delivered by this version" 10 ||
+	fail "user with a .forward"
+[ ! -e "$MAIL/mtaloc3" ] || fail "mail for a .forward user went to the mailbox"
+
+# --- the envelope never names a command ---
+python3 - "$PORT" "$W" <<'PY'
+import smtplib, sys
+with smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=10) as s:
+    s.ehlo()
+    s.mail("sender@remote.example")
+    for r in ['"|touch %s/marker"@localhost' % sys.argv[2], '"/%s/marker"@localhost' % sys.argv[2]]:
+        code, _ = s.rcpt("<%s>" % r)
+        assert code >= 500, (r, code)
+PY
+[ $? -eq 0 ] || fail "an envelope command or file recipient was accepted"
+[ ! -e "$W/marker" ] || fail "a command from the envelope ran"
+
+# --- Maildir, after a reload ---
+write_conf "aliases = \"$W/aliases\";" "local { mailbox = \"maildir\"; mail_spool = \"$MAIL\"; }"
+ctl reload >/dev/null || fail "reload"
+sleep 2
+send mtaloc2@localhost "to the maildir"
+wait_for 20 sh -c "ls '$W/home/mtaloc2/Maildir/new/' 2>/dev/null | grep -q ." || fail "nothing in the Maildir"
+/usr/bin/python3 - "$W/home/mtaloc2/Maildir" <<'PY' || fail "the Maildir does not read back"
+import mailbox, sys
+box = mailbox.Maildir(sys.argv[1], create=False)
+msgs = list(box)
+assert len(msgs) == 1 and msgs[0]["Subject"] == "to the maildir", [m["Subject"] for m in msgs]
+assert msgs[0]["Delivered-To"] == "mtaloc2@localhost"
+print("  Maildir read back by Python's mailbox")
+PY
+[ "$(stat -c %U "$W/home/mtaloc2/Maildir/new")" = mtaloc2 ] || fail "the Maildir is not the user's"
+[ -z "$(ls "$W/home/mtaloc2/Maildir/tmp")" ] || fail "a file was left in tmp/"
+exit 0

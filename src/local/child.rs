@@ -1,0 +1,172 @@
+//! One mailbox delivery, as the recipient: the program `local` run by its
+//! root parent with the recipient's user and group ids (the spool's group
+//! for an mbox in a spool that is not world-writable) as
+//!
+//! ```text
+//! local deliver mbox|maildir DIR NAME SENDER RECIPIENT ARRIVAL HOSTNAME LOCK_MS confined|unconfined
+//! ```
+//!
+//! with the read-only queue file at descriptor 3 and a pipe to the parent
+//! as standard error. It opens the spool directory and the mailbox (or
+//! the home directory and the Maildir), takes the mailbox's locks, then
+//! enters a sandbox that holds only those descriptors (Landlock beneath
+//! that one directory plus seccomp on Linux, unveil of it plus pledge on
+//! OpenBSD, capability mode on FreeBSD) before it reads a byte of the
+//! message or writes one. It reports one line, `D.D.D reason`, and exits
+//! with a sysexits code: 0 delivered, 75 try again later, 65 (a mail
+//! loop) and 67 bounce.
+//!
+//! Trusts: its parent for the arguments (root started it); nothing in
+//! the message, which is copied, never interpreted (but for the
+//! `Delivered-To:` loop check on its header block).
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use nix::fcntl::{OFlag, open};
+use nix::sys::stat::Mode;
+use sandbox::{DirAccess, Grant, Policy, Unconfined};
+
+use super::agent::{EX_DATAERR, EX_OK, EX_SOFTWARE, EX_TEMPFAIL};
+use super::deliver::{self, Envelope};
+use super::{maildir, mbox};
+use crate::queue::{ContentRange, read_envelope, verify_content};
+
+/// The queue file's descriptor.
+const QUEUE_FD: i32 = 3;
+/// The most of the content read for the loop check.
+const HEADER_PEEK: usize = 64 * 1024;
+
+/// Report and exit.
+fn finish(code: i32, dsn: &str, reason: &str) -> ! {
+    let mut e = std::io::stderr();
+    let _ = writeln!(e, "{dsn} {reason}");
+    let _ = e.flush();
+    std::process::exit(code);
+}
+
+fn fail(err: &deliver::Error) -> ! {
+    let code = if matches!(err, deliver::Error::Loop) {
+        EX_DATAERR
+    } else if err.temporary() {
+        EX_TEMPFAIL
+    } else {
+        EX_SOFTWARE
+    };
+    finish(code, err.dsn(), &err.to_string())
+}
+
+/// The content of the queue file, read with pread.
+struct Content<'a> {
+    file: &'a File,
+    range: ContentRange,
+    at: u64,
+}
+
+impl Read for Content<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.range.len - self.at;
+        if left == 0 {
+            return Ok(0);
+        }
+        let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let got = self.file.read_at(&mut buf[..n], self.range.offset + self.at)?;
+        self.at += got as u64;
+        Ok(got)
+    }
+}
+
+/// `local deliver ...`: never returns.
+pub fn main(args: &[String]) -> ! {
+    let [kind, dir, name, sender, recipient, arrival, hostname, lock_ms, confinement] = args else {
+        finish(EX_SOFTWARE, "4.3.0", "local deliver: wrong arguments");
+    };
+    let arrival: i64 = arrival.parse().unwrap_or(0);
+    let lock_timeout = Duration::from_millis(lock_ms.parse().unwrap_or(30_000));
+    let unconfined = if confinement == "unconfined" { Unconfined::Allowed } else { Unconfined::Refused };
+    // Descriptor 3 is the queue file the parent placed there.
+    let queue = match sandbox::fds::take_inherited(QUEUE_FD) {
+        Ok(fd) => File::from(fd),
+        Err(e) => finish(EX_SOFTWARE, "4.3.0", &format!("no queue file: {e}")),
+    };
+    let qe = match read_envelope(&queue) {
+        Ok(q) => q,
+        Err(e) => finish(EX_TEMPFAIL, "4.3.0", &format!("cannot read the queue file: {e}")),
+    };
+    let range = qe.content_range();
+    if let Err(e) = verify_content(&queue, range) {
+        finish(EX_TEMPFAIL, "4.3.0", &format!("the message content cannot be read: {e}"));
+    }
+    let env = Envelope { sender, recipient, arrival };
+    let dir_fd = match open(
+        dir.as_str(),
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(e) => finish(EX_TEMPFAIL, "4.3.0", &format!("{dir}: {}", e.desc())),
+    };
+    let mut grants = vec![Grant::File { fd: QUEUE_FD, write: false }];
+    match kind.as_str() {
+        "mbox" => {
+            let file = mbox::open_mailbox(&dir_fd, name, 0o600).unwrap_or_else(|e| fail(&e));
+            let conf = mbox::LockConf { timeout: lock_timeout, ..mbox::LockConf::default() };
+            let lock = mbox::lock(&dir_fd, name, &file, &conf).unwrap_or_else(|e| fail(&e));
+            grants.push(Grant::File { fd: file.as_raw_fd(), write: true });
+            grants.push(dir_grant(&dir_fd, PathBuf::from(dir.as_str())));
+            confine(&grants, unconfined);
+            check_loop(&queue, range, recipient);
+            let mut content = Content { file: &queue, range, at: 0 };
+            mbox::append(&file, &env, &mut content, &lock).unwrap_or_else(|e| fail(&e));
+            lock.release().unwrap_or_else(|e| fail(&e));
+            finish(EX_OK, "2.0.0", "delivered to mailbox");
+        }
+        "maildir" => {
+            let md = maildir::open_maildir(&dir_fd, name).unwrap_or_else(|e| fail(&e));
+            grants.push(dir_grant(&md, PathBuf::from(dir.as_str()).join(name.as_str())));
+            confine(&grants, unconfined);
+            check_loop(&queue, range, recipient);
+            let mut content = Content { file: &queue, range, at: 0 };
+            maildir::deliver(&md, hostname, &env, &mut content).unwrap_or_else(|e| fail(&e));
+            finish(EX_OK, "2.0.0", "delivered to maildir");
+        }
+        other => finish(EX_SOFTWARE, "4.3.0", &format!("local deliver: unknown mailbox kind {other}")),
+    }
+}
+
+fn dir_grant(fd: &OwnedFd, path: PathBuf) -> Grant {
+    Grant::Dir { fd: fd.as_raw_fd(), path, access: DirAccess::ReadWrite, watch: false, times: false }
+}
+
+/// Enter the delivery's sandbox: only the descriptors it holds.
+fn confine(grants: &[Grant], unconfined: Unconfined) {
+    let mut p = Policy::new("local");
+    p.grants = grants.to_vec();
+    match sandbox::enter(&p, unconfined) {
+        Ok(_) => {}
+        Err(e) => finish(EX_TEMPFAIL, "4.3.0", &format!("cannot enter the delivery sandbox: {e}")),
+    }
+}
+
+/// A message that already carries our `Delivered-To:` for this recipient
+/// has been here before: a loop, which bounces.
+fn check_loop(queue: &File, range: ContentRange, recipient: &str) {
+    let n = usize::try_from(range.len).unwrap_or(usize::MAX).min(HEADER_PEEK);
+    let mut head = vec![0u8; n];
+    let mut got = 0;
+    while got < n {
+        match queue.read_at(&mut head[got..], range.offset + got as u64) {
+            Ok(0) => break,
+            Ok(k) => got += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => finish(EX_TEMPFAIL, "4.3.0", &format!("reading the message: {e}")),
+        }
+    }
+    if deliver::delivered_to_loop(&head[..got], recipient) {
+        fail(&deliver::Error::Loop);
+    }
+}

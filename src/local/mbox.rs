@@ -1,0 +1,428 @@
+//! Appending a message to a Unix mailbox (mbox) in the mail spool, so
+//! that mail readers and other deliveries only ever see whole messages:
+//!
+//! - [`open_mailbox`] opens (or creates) the mailbox beneath the spool's
+//!   descriptor without following a symbolic link; it must be a regular
+//!   file with one link, owned by the recipient.
+//! - [`lock`] takes the locks mail readers honour, in the order mutt and
+//!   Postfix take them: a `NAME.lock` dot-lock in the spool (what BSD
+//!   mail(1), liblockfile and procmail use), then kernel locks on the
+//!   mailbox: flock(2) and, on Linux, an fcntl(2) lock as well. Linux
+//!   keeps the two kinds apart, so a reader using either is kept out only
+//!   if we hold both. The BSDs keep both kinds in one table, where an
+//!   flock and an fcntl lock conflict even within one process: flock
+//!   alone keeps out readers of both kinds there (Postfix's FreeBSD
+//!   default is flock and dot-lock, too).
+//! - [`append`] writes the message on the end in the mboxrd format: a
+//!   `From ` line, our headers, the content with LF line ends and quoted
+//!   `From ` lines ([`super::deliver::LfLines`]), an empty line; it
+//!   fsyncs, and on any failure truncates the mailbox back to its old
+//!   length, so a reader never sees half a message.
+//!
+//! Trusts: the caller, to run as the recipient with its groups (the spool
+//! permissions decide what it may do). Nothing in the spool: each name is
+//! opened relative to the spool's descriptor, never through a link, and
+//! checked on its descriptor after opening.
+
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::FileExt;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use nix::errno::Errno;
+use nix::fcntl::{AtFlags, FcntlArg, Flock, FlockArg, OFlag, fcntl, openat};
+use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat};
+use nix::unistd::{UnlinkatFlags, geteuid, unlinkat};
+
+use super::deliver::{Envelope, Error, copy_message, prepended_headers};
+
+/// How a mailbox is locked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LockConf {
+    /// Take a `NAME.lock` dot-lock in the spool as well as the kernel
+    /// locks (the spool must then be writable by the recipient: mode 1777,
+    /// or group-writable by a group the delivery runs with).
+    pub dotlock: bool,
+    /// How long to wait for all the locks together before giving up
+    /// ([`Error::Locked`], a temporary failure).
+    pub timeout: Duration,
+    /// A dot-lock not modified for this long is left over from a crash
+    /// and removed, as BSD mail readers and liblockfile do.
+    pub stale_after: Duration,
+}
+
+impl Default for LockConf {
+    fn default() -> LockConf {
+        LockConf { dotlock: true, timeout: Duration::from_secs(30), stale_after: Duration::from_secs(300) }
+    }
+}
+
+/// Opens the mailbox `name` in `spool` for appending, creating it with
+/// `create_mode` (0o600, less the umask) if missing.
+///
+/// Refused ([`Error::Unsafe`]): a name with '/', "", "." or ".."; a
+/// symbolic link; anything but a regular file with exactly one link
+/// owned by our effective uid (a file we just created is ours; someone
+/// else's file, or a hard link to it, is not written to).
+pub fn open_mailbox(spool: &OwnedFd, name: &str, create_mode: u32) -> Result<File, Error> {
+    check_name(name)?;
+    let flags = OFlag::O_RDWR
+        | OFlag::O_APPEND
+        | OFlag::O_CREAT
+        | OFlag::O_NOFOLLOW
+        | OFlag::O_CLOEXEC
+        // A FIFO in its place must not hang us: refused after fstat.
+        | OFlag::O_NONBLOCK;
+    let mode = Mode::from_bits_truncate((create_mode & 0o777) as libc::mode_t);
+    let fd = match openat(spool, name, flags, mode) {
+        Ok(fd) => fd,
+        // Linux says ELOOP for a symbolic link under O_NOFOLLOW, FreeBSD EMLINK.
+        Err(Errno::ELOOP | Errno::EMLINK) => {
+            return Err(Error::Unsafe(format!("mailbox {name} is a symbolic link")));
+        }
+        Err(Errno::EISDIR) => return Err(Error::Unsafe(format!("mailbox {name} is a directory"))),
+        Err(e) => return Err(Error::errno(format!("open mailbox {name}"))(e)),
+    };
+    let st = fstat(&fd).map_err(Error::errno(format!("stat mailbox {name}")))?;
+    check_mailbox(&st, name)?;
+    let status = fcntl(&fd, FcntlArg::F_GETFL).map_err(Error::errno(format!("get the flags of mailbox {name}")))?;
+    let status = OFlag::from_bits_retain(status) - OFlag::O_NONBLOCK;
+    fcntl(&fd, FcntlArg::F_SETFL(status)).map_err(Error::errno(format!("set the flags of mailbox {name}")))?;
+    Ok(File::from(fd))
+}
+
+/// A mailbox name is one plain name in the spool.
+fn check_name(name: &str) -> Result<(), Error> {
+    if name.is_empty() || name == "." || name == ".." || name.contains(['/', '\0']) {
+        return Err(Error::Unsafe(format!("{name:?} is not a mailbox name")));
+    }
+    Ok(())
+}
+
+fn check_mailbox(st: &FileStat, name: &str) -> Result<(), Error> {
+    if SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) != SFlag::S_IFREG {
+        return Err(Error::Unsafe(format!("mailbox {name} is not a regular file")));
+    }
+    if st.st_nlink != 1 {
+        return Err(Error::Unsafe(format!("mailbox {name} has {} hard links", st.st_nlink)));
+    }
+    let me = geteuid().as_raw();
+    if st.st_uid != me {
+        return Err(Error::Unsafe(format!(
+            "mailbox {name} belongs to uid {}, not to the recipient (uid {me})",
+            st.st_uid
+        )));
+    }
+    Ok(())
+}
+
+/// The locks held on a mailbox; they go when this is dropped, or with
+/// [`Lock::release`], which says whether that worked.
+///
+/// The kernel locks are held on a duplicate of the mailbox's descriptor.
+/// Keep the mailbox open until the lock is released: closing any
+/// descriptor of the file lets go of the process's fcntl locks on it.
+#[derive(Debug)]
+pub struct Lock {
+    /// The mailbox's name in the spool, for messages.
+    mailbox: String,
+    /// The locked file's device and inode: [`append`] checks that it
+    /// writes to the file it holds the lock for.
+    dev: libc::dev_t,
+    ino: libc::ino_t,
+    dotlock: Option<DotLock>,
+    /// The duplicate descriptor, flock(2)ed.
+    kernel: Option<Flock<File>>,
+    /// Whether the fcntl(2) lock is held too.
+    #[cfg(target_os = "linux")]
+    fcntl: bool,
+}
+
+#[derive(Debug)]
+struct DotLock {
+    /// A duplicate of the spool's descriptor, to remove the lock by.
+    spool: OwnedFd,
+    name: String,
+}
+
+/// Locks the mailbox `name` in `spool`, opened as `mailbox`: the dot-lock
+/// (if `conf.dotlock`), then the kernel locks, each retried every 50 to
+/// 200 ms until `conf.timeout` has passed for all of them together.
+///
+/// A dot-lock older than `conf.stale_after` is removed and taken. As in
+/// every dot-lock implementation, a process that found a stale lock can
+/// remove the fresh one another process took in its place a moment
+/// before; the kernel locks taken next still keep the two apart.
+pub fn lock(spool: &OwnedFd, name: &str, mailbox: &File, conf: &LockConf) -> Result<Lock, Error> {
+    check_name(name)?;
+    let deadline = Instant::now() + conf.timeout;
+    let st = fstat(mailbox).map_err(Error::errno(format!("stat mailbox {name}")))?;
+    let mut lock = Lock {
+        mailbox: name.to_string(),
+        dev: st.st_dev,
+        ino: st.st_ino,
+        dotlock: None,
+        kernel: None,
+        #[cfg(target_os = "linux")]
+        fcntl: false,
+    };
+    if conf.dotlock {
+        lock.dotlock = Some(dotlock(spool, name, conf, deadline)?);
+    }
+    let dup = mailbox.try_clone().map_err(Error::io(format!("duplicate the descriptor of mailbox {name}")))?;
+    let locked = lock.kernel.insert(flock(dup, name, conf, deadline)?);
+    #[cfg(target_os = "linux")]
+    {
+        posix_lock(locked, name, conf, deadline)?;
+        lock.fcntl = true;
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = locked;
+    Ok(lock)
+}
+
+impl Lock {
+    /// Lets go of every lock: the kernel locks, then the dot-lock. An
+    /// error says which failed (a dot-lock already gone was broken as
+    /// stale by another process while we held it).
+    pub fn release(mut self) -> Result<(), Error> {
+        self.unlock()
+    }
+
+    fn unlock(&mut self) -> Result<(), Error> {
+        let mut first = None;
+        #[cfg(target_os = "linux")]
+        if std::mem::take(&mut self.fcntl)
+            && let Some(file) = &self.kernel
+            && let Err(e) = set_posix_lock(file, libc::F_UNLCK)
+        {
+            first = Some(Error::errno(format!("remove the fcntl lock of mailbox {}", self.mailbox))(e));
+        }
+        if let Some(locked) = self.kernel.take()
+            && let Err((locked, e)) = locked.unlock()
+        {
+            // nix's Flock panics if unlocking fails again as it drops; the
+            // descriptor, and the lock, go when the process exits.
+            std::mem::forget(locked);
+            first.get_or_insert(Error::errno(format!("remove the flock of mailbox {}", self.mailbox))(e));
+        }
+        if let Some(d) = self.dotlock.take()
+            && let Err(e) = unlinkat(&d.spool, d.name.as_str(), UnlinkatFlags::NoRemoveDir)
+        {
+            first.get_or_insert(Error::errno(format!("remove the dot-lock {}", d.name))(e));
+        }
+        first.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        let _ = self.unlock();
+    }
+}
+
+fn dotlock(spool: &OwnedFd, name: &str, conf: &LockConf, deadline: Instant) -> Result<DotLock, Error> {
+    let lock_name = format!("{name}.lock");
+    let spool = spool.try_clone().map_err(Error::io("duplicate the descriptor of the mail spool"))?;
+    let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let mut tries = 0;
+    // Why a stale lock is still there, if we could not remove it.
+    let mut stuck = None;
+    loop {
+        match openat(&spool, lock_name.as_str(), flags, Mode::from_bits_truncate(0o600)) {
+            Ok(_) => return Ok(DotLock { spool, name: lock_name }),
+            Err(Errno::EEXIST) => match break_stale(&spool, &lock_name, conf.stale_after) {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(e) => stuck = Some(e),
+            },
+            Err(Errno::EINTR) => continue,
+            Err(e @ (Errno::EACCES | Errno::EPERM | Errno::EROFS)) => {
+                return Err(Error::errno(format!(
+                    "create the dot-lock {lock_name} (the mail spool must be writable by the recipient, \
+                     or dot-locking turned off)"
+                ))(e));
+            }
+            Err(e) => return Err(Error::errno(format!("create the dot-lock {lock_name}"))(e)),
+        }
+        if !pause(deadline, &mut tries) {
+            let lock = match stuck {
+                None => format!("its dot-lock {lock_name}"),
+                Some(e) => format!("its stale dot-lock {lock_name}, which we may not remove ({e}),"),
+            };
+            return Err(Error::Locked { mailbox: name.to_string(), lock, waited: conf.timeout });
+        }
+    }
+}
+
+/// Removes the dot-lock if it was last modified more than `stale_after`
+/// ago: true if it is gone (removed by us or by someone else).
+fn break_stale(spool: &OwnedFd, lock_name: &str, stale_after: Duration) -> Result<bool, Errno> {
+    let st = match fstatat(spool, lock_name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) => st,
+        Err(Errno::ENOENT) => return Ok(true),
+        Err(e) => return Err(e),
+    };
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let age = i64::try_from(now).unwrap_or(i64::MAX).saturating_sub(st.st_mtime);
+    if u64::try_from(age).is_ok_and(|age| age > stale_after.as_secs()) {
+        match unlinkat(spool, lock_name, UnlinkatFlags::NoRemoveDir) {
+            Ok(()) | Err(Errno::ENOENT) => return Ok(true),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(false)
+}
+
+fn flock(mut file: File, name: &str, conf: &LockConf, deadline: Instant) -> Result<Flock<File>, Error> {
+    let mut tries = 0;
+    loop {
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(locked) => return Ok(locked),
+            Err((f, Errno::EWOULDBLOCK | Errno::EINTR)) => file = f,
+            Err((_, e)) => return Err(Error::errno(format!("flock mailbox {name}"))(e)),
+        }
+        if !pause(deadline, &mut tries) {
+            let lock = String::from("an flock(2) lock on it");
+            return Err(Error::Locked { mailbox: name.to_string(), lock, waited: conf.timeout });
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn posix_lock(file: &File, name: &str, conf: &LockConf, deadline: Instant) -> Result<(), Error> {
+    let mut tries = 0;
+    loop {
+        match set_posix_lock(file, libc::F_WRLCK) {
+            Ok(()) => return Ok(()),
+            // POSIX allows EACCES as well as EAGAIN for a lock held elsewhere.
+            Err(Errno::EAGAIN | Errno::EACCES | Errno::EINTR) => {}
+            Err(e) => return Err(Error::errno(format!("fcntl-lock mailbox {name}"))(e)),
+        }
+        if !pause(deadline, &mut tries) {
+            let lock = String::from("an fcntl(2) lock on it");
+            return Err(Error::Locked { mailbox: name.to_string(), lock, waited: conf.timeout });
+        }
+    }
+}
+
+/// Sets (F_WRLCK) or removes (F_UNLCK) an fcntl lock on the whole file.
+#[cfg(target_os = "linux")]
+fn set_posix_lock(file: &File, kind: libc::c_int) -> Result<(), Errno> {
+    let whole = libc::flock {
+        l_type: kind as libc::c_short,
+        l_whence: libc::SEEK_SET as libc::c_short,
+        l_start: 0,
+        l_len: 0,
+        l_pid: 0,
+    };
+    fcntl(file, FcntlArg::F_SETLK(&whole)).map(drop)
+}
+
+/// Sleeps 50 to 200 ms, but not past `deadline`; false once it has passed.
+fn pause(deadline: Instant, tries: &mut u32) -> bool {
+    let now = Instant::now();
+    if now >= deadline {
+        return false;
+    }
+    *tries = tries.wrapping_add(1);
+    // Varied, so that processes waiting for one mailbox do not retry in step.
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let spread = (nanos ^ std::process::id().wrapping_mul(2_654_435_761) ^ tries.wrapping_mul(40_503)) % 151;
+    std::thread::sleep(Duration::from_millis(50 + u64::from(spread)).min(deadline - now));
+    true
+}
+
+/// Appends the message to the mailbox, which `lock` holds locked: a
+/// `From ` line with the sender (MAILER-DAEMON for the null sender) and
+/// the arrival time, the [`prepended_headers`], the content read from
+/// `content` (CR LF lines from the queue) with LF line ends and mboxrd
+/// quoting, and an empty line; then fsync.
+///
+/// A mailbox that does not end in an empty line gets line ends first, so
+/// that our `From ` line starts a message. On any failure the mailbox is
+/// truncated back to its old length, and the error returned.
+pub fn append(mailbox: &File, env: &Envelope<'_>, content: &mut dyn Read, lock: &Lock) -> Result<(), Error> {
+    let name = lock.mailbox.as_str();
+    let headers = prepended_headers(env)?;
+    let st = fstat(mailbox).map_err(Error::errno(format!("stat mailbox {name}")))?;
+    if (st.st_dev, st.st_ino) != (lock.dev, lock.ino) {
+        return Err(Error::Unsafe(format!("the mailbox written to is not the mailbox {name} locked")));
+    }
+    let start = u64::try_from(st.st_size).unwrap_or(0);
+    let mut head = separator(mailbox, start, name)?.to_vec();
+    head.extend_from_slice(from_line(env).as_bytes());
+    head.extend_from_slice(&headers);
+    let mut out = mailbox;
+    let written = copy_message(&mut out, &head, content, true, b"\n", &format!("mailbox {name}"))
+        .and_then(|()| mailbox.sync_all().map_err(Error::io(format!("fsync mailbox {name}"))));
+    match written {
+        Ok(()) => Ok(()),
+        Err(e) => Err(truncate_back(mailbox, start, name, e)),
+    }
+}
+
+/// What a mailbox of `len` bytes needs before a new `From ` line: nothing
+/// if empty or ending in an empty line, else one or two line ends.
+fn separator(mailbox: &File, len: u64, name: &str) -> Result<&'static [u8], Error> {
+    if len == 0 {
+        return Ok(b"");
+    }
+    let mut last = [0; 2];
+    let n = len.min(2) as usize;
+    mailbox
+        .read_exact_at(&mut last[..n], len - n as u64)
+        .map_err(Error::io(format!("read the end of mailbox {name}")))?;
+    Ok(match &last[..n] {
+        [.., b'\n', b'\n'] => b"",
+        [.., b'\n'] => b"\n",
+        _ => b"\n\n",
+    })
+}
+
+fn truncate_back(mailbox: &File, len: u64, name: &str, e: Error) -> Error {
+    match (mailbox.set_len(len), e) {
+        (Ok(()), e) => e,
+        (Err(t), Error::Io { what, error }) => {
+            Error::Io { what: format!("{what} (and truncating mailbox {name} back to {len} bytes failed: {t})"), error }
+        }
+        (Err(_), e) => e,
+    }
+}
+
+/// The mbox `From ` line that starts a message, LF included:
+/// `From sender Sun Nov 22 12:06:37 2026` (the arrival, in UTC).
+pub fn from_line(env: &Envelope<'_>) -> String {
+    let sender = if env.sender.is_empty() { "MAILER-DAEMON" } else { env.sender };
+    format!("From {sender} {}\n", asctime(env.arrival))
+}
+
+/// A time in asctime(3)'s form, without its newline, in UTC (sandboxed
+/// processes read no time zone files): `Sun Nov 22 12:06:37 2026`.
+pub(crate) fn asctime(unix: i64) -> String {
+    const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let days = unix.div_euclid(86_400);
+    let secs = unix.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    // 1970-01-01 was a Thursday.
+    let weekday = (days + 4).rem_euclid(7);
+    format!(
+        "{} {} {day:>2} {:02}:{:02}:{:02} {year}",
+        DAYS[weekday as usize],
+        MONTHS[(month - 1) as usize],
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}

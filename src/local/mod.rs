@@ -1,0 +1,18 @@
+//! The local delivery agent: it delivers a message to a user's mailbox
+//! on this host, running as that user. Its root parent
+//! ([`agent`]) takes deliveries from qmgr, follows the aliases to users
+//! ([`resolve`]) and runs each mailbox delivery as a child started as the
+//! recipient ([`child`]), which uses what both mailbox forms share
+//! ([`deliver`]: the envelope, the prepended headers, loop detection,
+//! CR LF to LF conversion, the error), appending to a Unix mbox in the
+//! mail spool ([`mbox`]), or delivering into a Maildir ([`maildir`]).
+
+pub mod agent;
+pub mod child;
+pub mod deliver;
+pub mod maildir;
+pub mod mbox;
+pub mod resolve;
+
+#[cfg(test)]
+mod tests;

@@ -14,7 +14,7 @@ check() { n=$((n + 1)); wait_queued $n || fail "$1: message not queued (have $(q
 swaks --server 127.0.0.1:$PORT --from sender@remote.example --to root@localhost \
 	--header "Subject: swaks plain" --body "plain body" >"$W/swaks1" 2>&1 || { cat "$W/swaks1"; fail "swaks plain"; }
 check "swaks plain"
-swaks --pipeline --server 127.0.0.1:$PORT --from sender@remote.example --to root@localhost,postmaster@localhost \
+swaks --pipeline --server 127.0.0.1:$PORT --from sender@remote.example --to root@localhost,root+pipelined@localhost \
 	--header "Subject: swaks pipelined" >"$W/swaks2" 2>&1 || { cat "$W/swaks2"; fail "swaks --pipeline"; }
 check "swaks pipelining"
 swaks --tls --server 127.0.0.1:$PORT --from sender@remote.example --to root@localhost \

@@ -60,7 +60,13 @@ pub(crate) fn enter(p: &Policy) -> Result<(), Error> {
     // Compile before restricting anything: a policy the filter compiler
     // rejects leaves the process as it was.
     let programs = seccomp_programs(p)?;
-    if !p.exec {
+    // An exec policy keeps set-id programs working only for root, who
+    // alone may install the filters without no_new_privs; anyone else
+    // (an unprivileged instance) gets no_new_privs all the same.
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    let nnp = !p.exec || !root;
+    if nnp {
         set_no_new_privs()?;
     }
     let landlock = if p.whole_fs { Ok(()) } else { landlock(p) };
@@ -70,7 +76,7 @@ pub(crate) fn enter(p: &Policy) -> Result<(), Error> {
     // Even without Landlock, install the filter: the caller may run on
     // (logged as unconfined) when the configuration allows it.
     for prog in &programs {
-        install(prog, p.exec)?;
+        install(prog, !nnp)?;
     }
     landlock
 }

@@ -154,6 +154,14 @@ impl Resolver {
     fn mailbox(&self, name: &str, via_alias: bool) -> Result<Target, Outcome> {
         let user = match nix::unistd::User::from_name(name) {
             Ok(Some(u)) => u,
+            // postmaster must reach someone: without an alias it waits
+            // (a double bounce is never thrown away).
+            Ok(None) if name == "postmaster" => {
+                return Err(Outcome::defer(
+                    "4.3.0",
+                    "postmaster has no alias (add e.g. `postmaster: root` to the aliases file)",
+                ));
+            }
             Ok(None) => return Err(Outcome::bounce("5.1.1", &format!("unknown user: \"{name}\""))),
             Err(e) => return Err(Outcome::defer("4.3.0", &format!("looking up user \"{name}\": {e}"))),
         };

@@ -23,13 +23,19 @@ as() { runuser -u mtadev -- env HOME="$W/home" "$@"; }
 # message SUBJECT: the queue file holding that subject.
 message() { queue_files | xargs grep -l -- "Subject: $1" | head -1; }
 # envelope SUBJECT: "sender rcpt rcpt..." of that message, from mtactl -j.
+# (qmgr moves files meanwhile: look again while nothing is found)
 envelope() {
-	id=$(basename "$(message "$1")")
-	ctl queue list --json | python3 -c '
+	k=0
+	while [ $k -lt 20 ]; do
+		id=$(basename "$(message "$1" 2>/dev/null)")
+		e=$(ctl queue list --json | python3 -c '
 import json, sys
 for m in json.load(sys.stdin)["queue"]:
     if m["id"] == sys.argv[1]:
-        print(" ".join([m["sender"]] + [r["address"] for r in m["recipients"]]))' "$id"
+        print(" ".join([m["sender"]] + [r["address"] for r in m["recipients"]]))' "$id")
+		[ -n "$e" ] && { echo "$e"; return 0; }
+		sleep 0.2; k=$((k + 1))
+	done
 }
 
 start_master

@@ -111,3 +111,32 @@ impl Child {
         Channel::new(fd)
     }
 }
+
+/// Put `chan` in `slot` and poll it for both directions under `token`,
+/// replacing (and no longer polling) whatever channel was there: a
+/// restarted peer's new channel. A poll that refuses it is fatal.
+pub fn install_channel(
+    child: &mut Child,
+    poll: &mio::Poll,
+    slot: &mut Option<Channel>,
+    chan: Channel,
+    token: mio::Token,
+) {
+    drop_channel(poll, slot);
+    let raw = chan.as_raw_fd();
+    if let Err(e) = poll.registry().register(
+        &mut mio::unix::SourceFd(&raw),
+        token,
+        mio::Interest::READABLE | mio::Interest::WRITABLE,
+    ) {
+        child.fatal(&format!("registering a channel: {e}"));
+    }
+    *slot = Some(chan);
+}
+
+/// Empty `slot`, no longer polling its channel (a peer that went away).
+pub fn drop_channel(poll: &mio::Poll, slot: &mut Option<Channel>) {
+    if let Some(old) = slot.take() {
+        let _ = poll.registry().deregister(&mut mio::unix::SourceFd(&old.as_raw_fd()));
+    }
+}

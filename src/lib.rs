@@ -10,6 +10,7 @@ pub mod cleanup;
 pub mod config;
 pub mod connector;
 pub mod control;
+pub mod date;
 pub mod ipc;
 pub mod local;
 pub mod log;

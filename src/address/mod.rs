@@ -91,6 +91,16 @@ fn utf8_ok(c: char, utf8: bool) -> bool {
     utf8 && !c.is_ascii() && !c.is_control()
 }
 
+/// A local part without its extension: what precedes the first of the
+/// `delimiters` (`local.recipient_delimiter`), if it is not the first
+/// character; the whole local part otherwise. `bob+lists` is `bob`.
+pub fn without_extension<'a>(local: &'a str, delimiters: &str) -> &'a str {
+    match local.find(|c| delimiters.contains(c)) {
+        Some(i) if i > 0 => &local[..i],
+        _ => local,
+    }
+}
+
 /// Parse `<...>` from the start of `s`; returns the path and the rest of
 /// the line (the ESMTP parameters). `utf8`: the client asked for SMTPUTF8.
 pub fn parse_path(s: &str, utf8: bool) -> Result<(Path, &str), Error> {

@@ -28,7 +28,7 @@ use super::{
     Action, Addressee, Diagnostic, Kind, Options, Original, OriginalEnvelope, RecipientReport, Report, StatusCode,
     addressee,
 };
-use crate::child::Child;
+use crate::child::{Child, drop_channel, install_channel};
 use crate::ipc::Channel;
 use crate::ipc::msg::{
     BounceToQmgr, CleanupToSmtpd, CommitResult, FromMaster, MessageEnvelope, MessageRecipient, NoticeRequest,
@@ -135,18 +135,7 @@ impl Bounce {
                     let chan = self.child.peer_channel(role, fds);
                     let (token, slot) =
                         if role == Role::Qmgr { (QMGR, &mut self.qmgr) } else { (CLEANUP, &mut self.cleanup) };
-                    if let Some(old) = slot.take() {
-                        let _ = self.poll.registry().deregister(&mut SourceFd(&old.as_raw_fd()));
-                    }
-                    let raw = chan.as_raw_fd();
-                    if let Err(e) = self.poll.registry().register(
-                        &mut SourceFd(&raw),
-                        token,
-                        Interest::READABLE | Interest::WRITABLE,
-                    ) {
-                        self.child.fatal(&format!("registering a channel: {e}"));
-                    }
-                    *slot = Some(chan);
+                    install_channel(&mut self.child, &self.poll, slot, chan, token);
                     self.child.debug(&format!("channel to {} pid {pid}", role.name()));
                     if role == Role::Qmgr {
                         // A new qmgr asks again for whatever it still needs.
@@ -189,9 +178,7 @@ impl Bounce {
                     self.waiting.push_back((*r, File::from(fd)));
                 }
                 Err(crate::ipc::Error::Closed) => {
-                    if let Some(old) = self.qmgr.take() {
-                        let _ = self.poll.registry().deregister(&mut SourceFd(&old.as_raw_fd()));
-                    }
+                    drop_channel(&self.poll, &mut self.qmgr);
                     self.waiting.clear();
                     self.current = None;
                     return;
@@ -212,9 +199,7 @@ impl Bounce {
                 Ok(Some((CleanupToSmtpd::Committed { txn, result }, _))) => self.committed(txn, result),
                 Ok(Some((CleanupToSmtpd::Space { .. }, _))) => {}
                 Err(crate::ipc::Error::Closed) => {
-                    if let Some(old) = self.cleanup.take() {
-                        let _ = self.poll.registry().deregister(&mut SourceFd(&old.as_raw_fd()));
-                    }
+                    drop_channel(&self.poll, &mut self.cleanup);
                     self.fail_current("cleanup went away");
                     return;
                 }

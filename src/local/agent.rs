@@ -29,7 +29,7 @@ use nix::unistd::Pid;
 use sandbox::{Grant, Sandboxed};
 
 use super::resolve::{Resolver, Target};
-use crate::child::Child;
+use crate::child::{Child, drop_channel, install_channel};
 use crate::config::delivery::{DeliveryConf, MailboxKind};
 use crate::ipc::Channel;
 use crate::ipc::msg::{Delivery, FromMaster, QmgrToSmtp, RecipientReport, RecipientStatus, SiteReport, SmtpToQmgr};
@@ -107,18 +107,7 @@ impl Local {
                 Ok(None) => return,
                 Ok(Some((FromMaster::Peer { role: Role::Qmgr, pid }, fds))) => {
                     let chan = self.child.peer_channel(Role::Qmgr, fds);
-                    if let Some(old) = self.qmgr.take() {
-                        let _ = self.poll.registry().deregister(&mut SourceFd(&old.as_raw_fd()));
-                    }
-                    let raw = chan.as_raw_fd();
-                    if let Err(e) = self.poll.registry().register(
-                        &mut SourceFd(&raw),
-                        QMGR,
-                        Interest::READABLE | Interest::WRITABLE,
-                    ) {
-                        self.child.fatal(&format!("registering the qmgr channel: {e}"));
-                    }
-                    self.qmgr = Some(chan);
+                    install_channel(&mut self.child, &self.poll, &mut self.qmgr, chan, QMGR);
                     self.child.debug(&format!("channel to qmgr pid {pid}"));
                 }
                 Ok(Some((FromMaster::Stop, _))) => {
@@ -157,12 +146,7 @@ impl Local {
                         self.child.warn(&format!("reporting to qmgr: {e}"));
                     }
                 }
-                Err(crate::ipc::Error::Closed) => {
-                    if let Some(old) = self.qmgr.take() {
-                        let _ = self.poll.registry().deregister(&mut SourceFd(&old.as_raw_fd()));
-                    }
-                    return;
-                }
+                Err(crate::ipc::Error::Closed) => return drop_channel(&self.poll, &mut self.qmgr),
                 Err(e) => self.child.fatal(&format!("qmgr channel: {e}")),
             }
         }

@@ -105,10 +105,7 @@ impl Resolver {
             return Err(Outcome::bounce("5.1.3", "not a deliverable local address"));
         }
         let local = local.to_lowercase();
-        let base = match local.find(|c| self.delimiter.contains(c)) {
-            Some(i) if i > 0 && !self.delimiter.is_empty() => &local[..i],
-            _ => local.as_str(),
-        };
+        let base = crate::address::without_extension(&local, &self.delimiter);
         let name = match &self.aliases {
             Some(t) if self.is_alias(t, &local)? => local.as_str(),
             _ => base,

@@ -46,10 +46,7 @@ impl Checks for Acceptance {
         let domain = m.domain_lower();
         if self.domains.contains(&domain) {
             let local = m.local.to_lowercase();
-            let base = match local.find(|c| self.delimiter.contains(c)) {
-                Some(i) if i > 0 => &local[..i],
-                _ => local.as_str(),
-            };
+            let base = crate::address::without_extension(&local, &self.delimiter);
             if local == "postmaster"
                 || self.recipients.contains(local.as_bytes())
                 || self.recipients.contains(base.as_bytes())

@@ -22,7 +22,7 @@ impl TempDir {
     pub fn new(tag: &str) -> TempDir {
         static N: AtomicU32 = AtomicU32::new(0);
         let n = N.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!("mta-queue-{tag}-{}-{n}", std::process::id()));
+        let path = std::env::temp_dir().join(format!("mta-test-{tag}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path).expect("create temporary directory");
         TempDir { path }
@@ -35,6 +35,12 @@ impl TempDir {
         open_dir(&p)
     }
 
+    /// The directory itself, opened.
+    pub fn fd(&self) -> OwnedFd {
+        open_dir(&self.path)
+    }
+
+    /// The names in the subdirectory `sub`, sorted.
     pub fn names(&self, sub: &str) -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(self.path.join(sub))
             .expect("read_dir")

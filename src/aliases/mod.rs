@@ -52,7 +52,7 @@ use std::path::PathBuf;
 
 pub use db::{compile, db_path, lookup, names, stale};
 pub use expand::{Delivery, ExpandError, Lookup, expand, owner};
-pub use parse::{parse, parse_include};
+pub use parse::{Forward, parse, parse_forward, parse_include};
 
 /// Largest aliases file read, in bytes.
 pub const MAX_FILE_SIZE: u64 = 64 << 20;

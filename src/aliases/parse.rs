@@ -26,6 +26,11 @@
 //! commas, with blank lines and `#` comment lines; it has no names and no
 //! continuation lines.
 //!
+//! A user's `.forward` file has the form of an `:include:` file; there,
+//! and in the `:include:` files it names, `\name` (a backslash before a
+//! local name) means that user's own mailbox, with no further forwarding
+//! ([`parse_forward`]).
+//!
 //! Trusts: nothing in the text; every bound in [`super`] is checked
 //! before the memory it limits is used.
 
@@ -84,6 +89,46 @@ pub fn parse_include(text: &[u8], file: &Path) -> Result<Vec<Target>, Error> {
         targets.extend(list);
     }
     Ok(targets)
+}
+
+/// One entry of a `.forward` file (or of an `:include:` file it names).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Forward {
+    /// `\name`: the mailbox of the user `name` (lower case), as is,
+    /// without reading that user's `.forward`.
+    Mailbox(String),
+    /// Any other target.
+    Target(Target),
+}
+
+/// Parse the content of a `.forward` file: the syntax of an `:include:`
+/// file, plus `\name` entries.
+pub fn parse_forward(text: &[u8], file: &Path) -> Result<Vec<Forward>, Error> {
+    let text = as_text(text, file, MAX_INCLUDE_SIZE)?;
+    let mut out = Vec::new();
+    for (i, raw) in text.split('\n').enumerate() {
+        let line = raw.strip_suffix('\r').unwrap_or(raw);
+        let body = line.trim_start_matches([' ', '\t']);
+        if body.is_empty() || body.starts_with('#') {
+            continue;
+        }
+        for (_, item) in split_items(body).map_err(|(_, m)| syntax(file, i + 1, m))? {
+            if out.len() >= MAX_TARGETS {
+                return Err(syntax(file, i + 1, format!("more than {MAX_TARGETS} targets")));
+            }
+            let entry = match item.strip_prefix('\\') {
+                Some(name) => match target(name).map_err(|m| syntax(file, i + 1, m))? {
+                    Target::Local(n) => Forward::Mailbox(n),
+                    _ => {
+                        return Err(syntax(file, i + 1, format!("`{item}`: a backslash goes before a user name only")));
+                    }
+                },
+                None => Forward::Target(target(item).map_err(|m| syntax(file, i + 1, m))?),
+            };
+            out.push(entry);
+        }
+    }
+    Ok(out)
 }
 
 fn syntax(file: &Path, line: usize, message: impl Into<String>) -> Error {

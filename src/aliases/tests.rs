@@ -332,6 +332,28 @@ fn include_file_lists_targets_by_line() {
     assert!(parse_include(over.as_bytes(), Path::new("/l")).unwrap_err().to_string().contains("more than"));
 }
 
+#[test]
+fn forward_file_has_backslash_mailboxes() {
+    let t = parse_forward(
+        b"\\Joe, \"|/usr/bin/vacation joe\"\n# away\n/home/joe/saved, joe@elsewhere.example\n",
+        Path::new("/f"),
+    )
+    .unwrap();
+    assert_eq!(
+        t,
+        [
+            Forward::Mailbox(String::from("joe")),
+            Forward::Target(command("/usr/bin/vacation joe")),
+            Forward::Target(file("/home/joe/saved")),
+            Forward::Target(address("joe@elsewhere.example")),
+        ]
+    );
+    let e = parse_forward(b"bob\n\\|/bin/sh\n", Path::new("/home/bob/.forward")).unwrap_err();
+    assert!(e.to_string().starts_with("/home/bob/.forward:2:"), "{e}");
+    assert!(parse_forward(b"bob smith\n", Path::new("/f")).is_err());
+    assert!(parse_forward(&[b'a'; (MAX_INCLUDE_SIZE + 1) as usize], Path::new("/f")).is_err());
+}
+
 // ---- writing targets back ----
 
 #[test]

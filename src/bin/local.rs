@@ -1,14 +1,19 @@
 //! The local role: the local delivery agent (root parent), and, run as
-//! `local deliver ...` by that parent as a recipient, one mailbox
-//! delivery (see mta::local::child).
+//! `local deliver ...` by that parent as a recipient, one mailbox or
+//! file delivery (see mta::local::child); as `local pipe ...`, one
+//! command delivery (mta::local::pipe); as `local forward ...`, the
+//! reading of a `.forward` (mta::local::forward).
 #![forbid(unsafe_code)]
 
 use mta::roles::Role;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some("deliver") {
-        mta::local::child::main(&args[2..]);
+    match args.get(1).map(String::as_str) {
+        Some("deliver") => mta::local::child::main(&args[2..]),
+        Some("pipe") => mta::local::pipe::main(&args[2..]),
+        Some("forward") => mta::local::forward::main(&args[2..]),
+        _ => {}
     }
     let mut child = mta::child::start(Role::Local);
     let prepared = mta::local::agent::prepare(&mut child);

@@ -314,6 +314,10 @@ pub struct LocalConf {
     /// How long one delivery may take before it is stopped (and deferred).
     #[serde(with = "serde_ucl::time")]
     pub time_limit: Duration,
+    /// The user that commands and files named in the aliases (and in
+    /// root's own `.forward` or root's `:include:` files) run and are
+    /// written as, rather than root.
+    pub default_user: String,
 }
 
 impl Default for LocalConf {
@@ -325,6 +329,7 @@ impl Default for LocalConf {
             recipient_delimiter: String::from("+"),
             lock_timeout: Duration::from_secs(30),
             time_limit: Duration::from_secs(600),
+            default_user: String::from("nobody"),
         }
     }
 }
@@ -349,6 +354,12 @@ impl LocalConf {
             self.recipient_delimiter.chars().find(|c| !c.is_ascii_punctuation() || matches!(c, '@' | '"' | '\\'))
         {
             return Err(format!("key `local.recipient_delimiter`: `{c}` cannot separate an extension"));
+        }
+        if self.default_user.is_empty()
+            || self.default_user.len() > 64
+            || self.default_user.chars().any(|c| c.is_control() || c.is_whitespace() || matches!(c, ':' | '/'))
+        {
+            return Err(String::from("key `local.default_user`: not a user name"));
         }
         if self.lock_timeout.is_zero() || self.time_limit.is_zero() {
             return Err(String::from("key `local`: lock_timeout and time_limit must be longer than zero"));

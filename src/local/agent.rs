@@ -15,10 +15,12 @@
 //! the queue module; the aliases database is read by the bounded reader;
 //! a child's report is bounded and only informs the reason text.
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::path::PathBuf;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
@@ -28,7 +30,8 @@ use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::Pid;
 use sandbox::{Grant, Sandboxed};
 
-use super::resolve::{Resolver, Target};
+use super::resolve::{Dest, Resolver, Target, User};
+use crate::aliases::{self, Target as AliasTarget};
 use crate::child::{Child, drop_channel, install_channel};
 use crate::config::delivery::{DeliveryConf, MailboxKind};
 use crate::ipc::Channel;
@@ -40,6 +43,10 @@ const MASTER: Token = Token(0);
 const QMGR: Token = Token(1);
 /// Largest report read from a delivery child.
 const MAX_CHILD_REPORT: usize = 4096;
+/// How deep `:include:` files of a `.forward` may nest.
+const MAX_FORWARD_DEPTH: usize = 5;
+/// The most of the content read for the loop check.
+const HEADER_PEEK: usize = 64 * 1024;
 
 /// sysexits(3) codes the delivery child exits with.
 pub const EX_OK: i32 = 0;
@@ -179,12 +186,14 @@ impl Local {
         out
     }
 
-    /// One recipient: resolve it, then deliver to each mailbox it ends
-    /// in, logging each. Several mailboxes (an alias list) count as
+    /// One recipient: resolve it (the aliases, then the `.forward` files
+    /// of the users it ends in), then deliver to each destination,
+    /// logging each. Several destinations (an alias list) count as
     /// delivered when all are; the first failure decides otherwise (the
-    /// retry repeats the list, so a mailbox may get the message twice).
+    /// retry repeats the list, so a destination may get the message
+    /// twice).
     fn deliver_one(&mut self, id: &str, start: Instant, qe: &QueueEnvelope, file: &File, address: &str) -> Outcome {
-        let targets = match self.resolver.resolve(address) {
+        let dests = match self.resolver.resolve(address).and_then(|d| self.expand_forwards(d)) {
             Ok(t) => t,
             Err(o) => {
                 self.log(id, start, address, None, &o);
@@ -192,34 +201,146 @@ impl Local {
             }
         };
         let mut last = Outcome::defer("4.3.0", "no destination");
-        for t in targets {
-            let o = match &t {
-                Target::Mailbox { user, via_alias } => {
-                    // Delivered-To: the address as sent, or the user's
-                    // own when an alias led there.
-                    if *via_alias {
-                        let to = format!("{}@{}", user.name, self.resolver.hostname());
-                        let o = self.mailbox(qe, file, user, &to);
-                        self.log(id, start, &to, Some(address), &o);
-                        o
-                    } else {
-                        let o = self.mailbox(qe, file, user, address);
-                        self.log(id, start, address, None, &o);
-                        o
-                    }
-                }
-                Target::Unsupported { what, reason } => {
-                    let o = Outcome::defer("4.3.0", &format!("{what}: {reason}"));
-                    self.log(id, start, address, None, &o);
-                    o
+        for d in dests {
+            let o = match &d.target {
+                Target::Mailbox { user, .. } => self.mailbox(qe, file, user, &d.to),
+                Target::Command { command, user } => self.command(qe, file, user, command, &d.to, address),
+                Target::File { path, user } => self.file(qe, file, user, path, &d.to),
+                Target::Forward { address: a, .. } => {
+                    Outcome::defer("4.3.0", &format!("forwarding to <{a}>: not delivered by this version of mta yet"))
                 }
             };
+            let orig = (d.to != address).then_some(address);
+            self.log(id, start, &d.to, orig, &o);
             if !matches!(o.status, RecipientStatus::Delivered { .. }) {
                 return o;
             }
             last = o;
         }
         last
+    }
+
+    /// Each mailbox whose user has a `.forward` replaced by what it says
+    /// (read as that user, [`super::forward`]); a destination reached
+    /// twice is delivered once.
+    fn expand_forwards(&mut self, dests: Vec<Dest>) -> Result<Vec<Dest>, Outcome> {
+        let mut out: Vec<Dest> = Vec::with_capacity(dests.len());
+        for d in dests {
+            let Target::Mailbox { user, via_alias, forward: true } = &d.target else {
+                push_new(&mut out, d);
+                continue;
+            };
+            let (user, via_alias) = (user.clone(), *via_alias);
+            let own =
+                Dest { target: Target::Mailbox { user: user.clone(), via_alias, forward: false }, to: d.to.clone() };
+            let Some(entries) = self.read_forward(&user, Path::new(".forward"))? else {
+                push_new(&mut out, own);
+                continue;
+            };
+            let before = out.len();
+            let mut includes = HashSet::new();
+            self.forward_entries(&user, via_alias, entries, &mut out, &mut includes, 0)?;
+            if out.len() == before {
+                push_new(&mut out, own);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The destinations of one `.forward` (or `:include:` file it names)
+    /// of `user`, added to `out`.
+    fn forward_entries(
+        &mut self,
+        user: &User,
+        via_alias: bool,
+        entries: Vec<aliases::Forward>,
+        out: &mut Vec<Dest>,
+        includes: &mut HashSet<PathBuf>,
+        depth: usize,
+    ) -> Result<(), Outcome> {
+        let host = self.resolver.hostname().to_string();
+        let to = format!("{}@{host}", user.name);
+        for entry in entries {
+            let target = match entry {
+                aliases::Forward::Mailbox(n) | aliases::Forward::Target(AliasTarget::Local(n)) if n == user.name => {
+                    Target::Mailbox { user: user.clone(), via_alias, forward: false }
+                }
+                aliases::Forward::Mailbox(n) | aliases::Forward::Target(AliasTarget::Local(n)) => {
+                    Target::Forward { address: format!("{n}@{host}"), sender: None }
+                }
+                aliases::Forward::Target(AliasTarget::Address(a)) => Target::Forward { address: a, sender: None },
+                aliases::Forward::Target(AliasTarget::Command(c)) => {
+                    Target::Command { command: c, user: self.run_as(user)? }
+                }
+                aliases::Forward::Target(AliasTarget::File(f)) => Target::File { path: f, user: self.run_as(user)? },
+                aliases::Forward::Target(AliasTarget::Include(p)) => {
+                    if depth >= MAX_FORWARD_DEPTH || !includes.insert(p.clone()) {
+                        self.child.warn(&format!(
+                            "{}'s :include:{}: included again or nested too deep; skipped",
+                            user.name,
+                            p.display()
+                        ));
+                        continue;
+                    }
+                    if let Some(more) = self.read_forward(user, &p)? {
+                        self.forward_entries(user, via_alias, more, out, includes, depth + 1)?;
+                    }
+                    continue;
+                }
+            };
+            push_new(out, Dest { target, to: to.clone() });
+        }
+        Ok(())
+    }
+
+    /// Commands and files of root's `.forward` run as `local.default_user`.
+    fn run_as(&self, user: &User) -> Result<User, Outcome> {
+        if user.uid == 0 { self.resolver.default_user() } else { Ok(user.clone()) }
+    }
+
+    /// A `.forward` (or `:include:` file) of `user`, read as that user.
+    /// `None`: there is none, or it is not safe to obey (logged); the
+    /// mail then goes to the user's mailbox.
+    fn read_forward(&mut self, user: &User, file: &Path) -> Result<Option<Vec<aliases::Forward>>, Outcome> {
+        let shown = if file.is_absolute() { file.to_path_buf() } else { user.home.join(file) };
+        // Most users have none: no process is started to find that out.
+        if !file.is_absolute()
+            && let Err(e) = std::fs::symlink_metadata(&shown)
+            && matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory)
+        {
+            return Ok(None);
+        }
+        let (Some(home), Some(file_str)) = (user.home.to_str(), file.to_str()) else {
+            self.child.warn(&format!("{}: not a UTF-8 path; ignored", shown.display()));
+            return Ok(None);
+        };
+        let argv = ["local", "forward", home, file_str, self.confinement()];
+        let creds = sandbox::Credentials { uid: user.uid, gid: user.gid, groups: vec![user.gid] };
+        let limit = self.conf.local.lock_timeout.max(Duration::from_secs(10));
+        let ran = self.run(&argv, &creds, None, limit, super::forward::MAX_FORWARD_SIZE as usize + 1)?;
+        let why = || String::from_utf8_lossy(&ran.text).trim().to_string();
+        match ran.status {
+            _ if ran.timed_out => {
+                Err(Outcome::defer("4.3.0", &format!("{}: reading it took too long", shown.display())))
+            }
+            Ok(WaitStatus::Exited(_, EX_OK)) => match aliases::parse_forward(&ran.text, &shown) {
+                Ok(entries) => Ok(Some(entries)),
+                Err(e) => {
+                    self.child.warn(&format!("{e}; ignored, mail goes to {}'s mailbox", user.name));
+                    Ok(None)
+                }
+            },
+            Ok(WaitStatus::Exited(_, super::forward::EX_NOINPUT)) if !file.is_absolute() => Ok(None),
+            Ok(WaitStatus::Exited(_, super::forward::EX_NOINPUT | super::forward::EX_NOPERM)) => {
+                self.child.warn(&format!("{}; ignored", why()));
+                Ok(None)
+            }
+            _ => Err(Outcome::defer("4.3.0", &format!("{}: {}", shown.display(), why()))),
+        }
+    }
+
+    fn confinement(&self) -> &'static str {
+        if self.child.config.allow_unconfined { "unconfined" } else { "confined" }
     }
 
     /// The delivery's log line, as Postfix's local writes it.
@@ -240,10 +361,8 @@ impl Local {
     }
 
     /// Run a mailbox delivery child as `user` and wait for it.
-    fn mailbox(&mut self, qe: &QueueEnvelope, file: &File, user: &super::resolve::User, recipient: &str) -> Outcome {
+    fn mailbox(&mut self, qe: &QueueEnvelope, file: &File, user: &User, recipient: &str) -> Outcome {
         let lc = &self.conf.local;
-        let arrival = qe.envelope.arrival.secs.to_string();
-        let lock_ms = lc.lock_timeout.as_millis().to_string();
         let (kind, dir, name, gid) = match lc.mailbox {
             MailboxKind::Mbox => {
                 let gid = super::resolve::spool_group(&lc.mail_spool).unwrap_or(user.gid);
@@ -251,29 +370,153 @@ impl Local {
             }
             MailboxKind::Maildir => ("maildir", user.home.clone(), lc.maildir.clone(), user.gid),
         };
+        self.store(qe, file, kind, &dir, &name, user.uid, gid, recipient)
+    }
+
+    /// A file or Maildir named in an alias or `.forward`, written as
+    /// `user`; `/dev/null` takes the mail without a process.
+    fn file(&mut self, qe: &QueueEnvelope, file: &File, user: &User, path: &Path, to: &str) -> Outcome {
+        if path == Path::new("/dev/null") {
+            return Outcome::sent("discarded (/dev/null)");
+        }
+        if let Some(o) = self.looped(qe, file, to) {
+            return o;
+        }
+        let text = path.to_string_lossy();
+        let maildir = text.ends_with('/');
+        let trimmed = Path::new(text.trim_end_matches('/'));
+        let (Some(dir), Some(name)) = (trimmed.parent(), trimmed.file_name().and_then(|n| n.to_str())) else {
+            return Outcome::bounce("5.3.0", &format!("{}: not a file to deliver to", path.display()));
+        };
+        let (kind, name) = if maildir { ("maildir", format!("{name}/")) } else { ("file", name.to_string()) };
+        let o = self.store(qe, file, kind, dir, &name, user.uid, user.gid, to);
+        match o.status {
+            RecipientStatus::Delivered { .. } => Outcome::sent(&format!("delivered to file: {}", path.display())),
+            _ => Outcome { reason: format!("{}: {}", path.display(), o.reason), ..o },
+        }
+    }
+
+    /// Run `local deliver KIND DIR NAME ...` as uid and gid, and wait.
+    #[allow(clippy::too_many_arguments)]
+    fn store(
+        &mut self,
+        qe: &QueueEnvelope,
+        file: &File,
+        kind: &str,
+        dir: &Path,
+        name: &str,
+        uid: u32,
+        gid: u32,
+        recipient: &str,
+    ) -> Outcome {
+        let lc = &self.conf.local;
+        let arrival = qe.envelope.arrival.secs.to_string();
+        let lock_ms = lc.lock_timeout.as_millis().to_string();
+        let limit = lc.time_limit;
+        let hostname = self.child.config.hostname.clone();
         let Some(dir_str) = dir.to_str() else {
             return Outcome::defer("4.3.0", &format!("{}: not a UTF-8 path", dir.display()));
         };
-        let unconfined = if self.child.config.allow_unconfined { "unconfined" } else { "confined" };
         let argv = [
             "local",
             "deliver",
             kind,
             dir_str,
-            name.as_str(),
+            name,
             qe.envelope.sender.as_str(),
             recipient,
             arrival.as_str(),
-            self.child.config.hostname.as_str(),
+            hostname.as_str(),
             lock_ms.as_str(),
-            unconfined,
+            self.confinement(),
         ];
-        let (rd, wr) = match nix::unistd::pipe() {
-            Ok(p) => p,
-            Err(e) => return Outcome::defer("4.3.0", &format!("pipe: {e}")),
+        let creds = sandbox::Credentials { uid, gid, groups: vec![gid] };
+        match self.run(&argv, &creds, Some(file), limit, MAX_CHILD_REPORT) {
+            Ok(ran) => ran.outcome(limit),
+            Err(o) => o,
+        }
+    }
+
+    /// A command named in an alias or `.forward`, run as `user` by
+    /// `local pipe` ([`super::pipe`]).
+    fn command(
+        &mut self,
+        qe: &QueueEnvelope,
+        file: &File,
+        user: &User,
+        command: &str,
+        to: &str,
+        original: &str,
+    ) -> Outcome {
+        if let Some(o) = self.looped(qe, file, to) {
+            return o;
+        }
+        let limit = self.conf.local.time_limit;
+        let arrival = qe.envelope.arrival.secs.to_string();
+        let secs = limit.as_secs().max(1).to_string();
+        let Some(home) = user.home.to_str() else {
+            return Outcome::defer("4.3.0", &format!("{}: not a UTF-8 path", user.home.display()));
         };
-        let creds = sandbox::Credentials { uid: user.uid, gid, groups: vec![gid] };
-        let fds = [file.as_raw_fd()];
+        let delimiter = self.resolver.delimiter().to_string();
+        let argv = [
+            "local",
+            "pipe",
+            command,
+            qe.envelope.sender.as_str(),
+            to,
+            original,
+            delimiter.as_str(),
+            arrival.as_str(),
+            user.name.as_str(),
+            home,
+            secs.as_str(),
+        ];
+        let groups = std::ffi::CString::new(user.name.as_str())
+            .ok()
+            .and_then(|n| nix::unistd::getgrouplist(&n, nix::unistd::Gid::from_raw(user.gid)).ok())
+            .map(|g| g.into_iter().map(|g| g.as_raw()).collect())
+            .unwrap_or_else(|| vec![user.gid]);
+        let creds = sandbox::Credentials { uid: user.uid, gid: user.gid, groups };
+        // The command's own limit is enforced by `local pipe`; this one
+        // stops a `local pipe` that does not.
+        let o = match self.run(&argv, &creds, Some(file), limit + Duration::from_secs(10), MAX_CHILD_REPORT) {
+            Ok(ran) => ran.outcome(limit),
+            Err(o) => o,
+        };
+        let shown = crate::log::sanitize(command, 256);
+        match o.status {
+            RecipientStatus::Delivered { .. } => Outcome::sent(&format!("delivered to command: {shown}")),
+            _ => Outcome { reason: format!("command \"{shown}\": {}", o.reason), ..o },
+        }
+    }
+
+    /// A message that already carries our `Delivered-To:` for `to` has
+    /// been here before: a loop, which bounces. (Mailbox deliveries check
+    /// this in their child.)
+    fn looped(&self, qe: &QueueEnvelope, file: &File, to: &str) -> Option<Outcome> {
+        let range = qe.content_range();
+        let n = usize::try_from(range.len).unwrap_or(usize::MAX).min(HEADER_PEEK);
+        let mut head = vec![0u8; n];
+        if let Err(e) = file.read_exact_at(&mut head, range.offset) {
+            return Some(Outcome::defer("4.3.0", &format!("reading the message: {e}")));
+        }
+        super::deliver::delivered_to_loop(&head, to)
+            .then(|| Outcome::bounce("5.4.6", &format!("mail forwarding loop for {to}")))
+    }
+
+    /// Start a child of this program with `argv` as `creds` (the queue
+    /// file, when given, at descriptor 3, its standard error a pipe to
+    /// us) and wait for it, at most `limit`.
+    fn run(
+        &mut self,
+        argv: &[&str],
+        creds: &sandbox::Credentials,
+        queue: Option<&File>,
+        limit: Duration,
+        max: usize,
+    ) -> Result<Ran, Outcome> {
+        let (rd, wr) = nix::unistd::pipe().map_err(|e| Outcome::defer("4.3.0", &format!("pipe: {e}")))?;
+        let fds: Vec<i32> = queue.iter().map(|f| f.as_raw_fd()).collect();
         let limits = [
             sandbox::Limit { resource: sandbox::Resource::OpenFiles, soft: 64, hard: 64 },
             sandbox::Limit { resource: sandbox::Resource::CoreSize, soft: 0, hard: 0 },
@@ -281,19 +524,19 @@ impl Local {
         let env = [("PATH", "/usr/bin:/bin")];
         let spec = sandbox::Spawn {
             program: &self.program,
-            argv: &argv,
+            argv,
             env: &env,
             fds: &fds,
             stderr: Some(wr.as_raw_fd()),
-            credentials: Some(&creds),
+            credentials: Some(creds),
             limits: &limits,
         };
         let pid = match sandbox::spawn(&spec) {
             Ok(p) => Pid::from_raw(p),
-            Err(e) => return Outcome::defer("4.3.0", &format!("cannot start the delivery: {e}")),
+            Err(e) => return Err(Outcome::defer("4.3.0", &format!("cannot start the delivery: {e}"))),
         };
         drop(wr);
-        let (text, timed_out) = read_report(rd, lc.time_limit);
+        let (text, timed_out) = read_report(rd, limit, max);
         if timed_out {
             let _ = kill(pid, Signal::SIGKILL);
         }
@@ -303,11 +546,32 @@ impl Local {
                 other => break other,
             }
         };
-        if timed_out {
-            return Outcome::defer("4.3.0", &format!("delivery stopped after {}s", lc.time_limit.as_secs()));
+        Ok(Ran { status, text, timed_out })
+    }
+}
+
+/// Add `d` unless the same destination is there already.
+fn push_new(out: &mut Vec<Dest>, d: Dest) {
+    if !out.iter().any(|o| o.target == d.target) {
+        out.push(d);
+    }
+}
+
+/// A child that ran.
+struct Ran {
+    status: nix::Result<WaitStatus>,
+    text: Vec<u8>,
+    timed_out: bool,
+}
+
+impl Ran {
+    /// A delivery child's verdict: its exit code and report.
+    fn outcome(&self, limit: Duration) -> Outcome {
+        if self.timed_out {
+            return Outcome::defer("4.3.0", &format!("delivery stopped after {}s", limit.as_secs()));
         }
-        let (dsn, reason) = split_report(&text);
-        match status {
+        let (dsn, reason) = split_report(&String::from_utf8_lossy(&self.text));
+        match self.status {
             Ok(WaitStatus::Exited(_, EX_OK)) => Outcome::sent(&reason),
             Ok(WaitStatus::Exited(_, EX_NOUSER | EX_DATAERR)) => Outcome::bounce(dsn.unwrap_or("5.1.1"), &reason),
             Ok(WaitStatus::Exited(_, code)) => {
@@ -315,15 +579,14 @@ impl Local {
                 Outcome::defer(dsn.filter(|d| d.starts_with('4')).unwrap_or("4.3.0"), &reason)
             }
             Ok(WaitStatus::Signaled(_, sig, _)) => Outcome::defer("4.3.0", &format!("delivery killed by {sig}")),
-            other => Outcome::defer("4.3.0", &format!("delivery ended oddly: {other:?}")),
+            ref other => Outcome::defer("4.3.0", &format!("delivery ended oddly: {other:?}")),
         }
     }
 }
 
-/// The child's report: read until end of file, at most
-/// [`MAX_CHILD_REPORT`] bytes kept, within `limit`. Returns the text and
-/// whether time ran out.
-fn read_report(rd: OwnedFd, limit: Duration) -> (String, bool) {
+/// The child's report: read until end of file, at most `max` bytes kept,
+/// within `limit`. Returns the bytes and whether time ran out.
+fn read_report(rd: OwnedFd, limit: Duration, max: usize) -> (Vec<u8>, bool) {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     let deadline = Instant::now() + limit;
     let mut f = File::from(rd);
@@ -332,23 +595,23 @@ fn read_report(rd: OwnedFd, limit: Duration) -> (String, bool) {
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return (String::from_utf8_lossy(&kept).into_owned(), true);
+            return (kept, true);
         }
         let ms = u16::try_from(left.as_millis().min(60_000)).unwrap_or(u16::MAX);
         let mut fds = [PollFd::new(f.as_fd(), PollFlags::POLLIN)];
         match poll(&mut fds, PollTimeout::from(ms)) {
             Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
             Ok(_) => {}
-            Err(_) => return (String::from_utf8_lossy(&kept).into_owned(), false),
+            Err(_) => return (kept, false),
         }
         match f.read(&mut buf) {
-            Ok(0) => return (String::from_utf8_lossy(&kept).into_owned(), false),
+            Ok(0) => return (kept, false),
             Ok(n) => {
-                let room = MAX_CHILD_REPORT.saturating_sub(kept.len());
+                let room = max.saturating_sub(kept.len());
                 kept.extend_from_slice(&buf[..n.min(room)]);
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => return (String::from_utf8_lossy(&kept).into_owned(), false),
+            Err(_) => return (kept, false),
         }
     }
 }

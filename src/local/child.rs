@@ -3,7 +3,7 @@
 //! for an mbox in a spool that is not world-writable) as
 //!
 //! ```text
-//! local deliver mbox|maildir DIR NAME SENDER RECIPIENT ARRIVAL HOSTNAME LOCK_MS confined|unconfined
+//! local deliver mbox|file|maildir DIR NAME SENDER RECIPIENT ARRIVAL HOSTNAME LOCK_MS confined|unconfined
 //! ```
 //!
 //! with the read-only queue file at descriptor 3 and a pipe to the parent
@@ -42,7 +42,7 @@ const QUEUE_FD: i32 = 3;
 const HEADER_PEEK: usize = 64 * 1024;
 
 /// Report and exit.
-fn finish(code: i32, dsn: &str, reason: &str) -> ! {
+pub(super) fn finish(code: i32, dsn: &str, reason: &str) -> ! {
     let mut e = std::io::stderr();
     let _ = writeln!(e, "{dsn} {reason}");
     let _ = e.flush();
@@ -61,10 +61,10 @@ fn fail(err: &deliver::Error) -> ! {
 }
 
 /// The content of the queue file, read with pread.
-struct Content<'a> {
-    file: &'a File,
-    range: ContentRange,
-    at: u64,
+pub struct Content<'a> {
+    pub file: &'a File,
+    pub range: ContentRange,
+    pub at: u64,
 }
 
 impl Read for Content<'_> {
@@ -112,9 +112,12 @@ pub fn main(args: &[String]) -> ! {
     };
     let mut grants = vec![Grant::File { fd: QUEUE_FD, write: false }];
     match kind.as_str() {
-        "mbox" => {
+        // A file named in an alias or .forward is written as an mbox is,
+        // with the kernel locks only: its directory need not be writable.
+        "mbox" | "file" => {
             let file = mbox::open_mailbox(&dir_fd, name, 0o600).unwrap_or_else(|e| fail(&e));
-            let conf = mbox::LockConf { timeout: lock_timeout, ..mbox::LockConf::default() };
+            let dotlock = kind == "mbox";
+            let conf = mbox::LockConf { timeout: lock_timeout, dotlock, ..mbox::LockConf::default() };
             let lock = mbox::lock(&dir_fd, name, &file, &conf).unwrap_or_else(|e| fail(&e));
             grants.push(Grant::File { fd: file.as_raw_fd(), write: true });
             grants.push(dir_grant(&dir_fd, PathBuf::from(dir.as_str())));
@@ -123,7 +126,7 @@ pub fn main(args: &[String]) -> ! {
             let mut content = Content { file: &queue, range, at: 0 };
             mbox::append(&file, &env, &mut content, &lock).unwrap_or_else(|e| fail(&e));
             lock.release().unwrap_or_else(|e| fail(&e));
-            finish(EX_OK, "2.0.0", "delivered to mailbox");
+            finish(EX_OK, "2.0.0", if dotlock { "delivered to mailbox" } else { "delivered to file" });
         }
         "maildir" => {
             let md = maildir::open_maildir(&dir_fd, name).unwrap_or_else(|e| fail(&e));

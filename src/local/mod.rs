@@ -10,8 +10,10 @@
 pub mod agent;
 pub mod child;
 pub mod deliver;
+pub mod forward;
 pub mod maildir;
 pub mod mbox;
+pub mod pipe;
 pub mod resolve;
 
 #[cfg(test)]

@@ -1,21 +1,24 @@
 //! Where a local recipient's mail goes: the local part of the address
 //! (its `recipient_delimiter` extension set aside), followed through the
-//! compiled aliases ([`crate::aliases::expand`]) to the users whose
-//! mailboxes it ends in, each looked up in the password database.
+//! compiled aliases ([`crate::aliases::expand`]) to mailboxes, commands,
+//! files and other addresses ([`Dest`]). A user's `.forward` is read
+//! later, as that user, by the agent.
 //!
 //! Rules:
 //! - a local part that could name a command or a file (`|`, `/`, quotes,
 //!   control characters) is refused: those destinations come only from
-//!   the aliases, never from the envelope;
+//!   the aliases and `.forward` files, never from the envelope;
 //! - `user+ext` goes to the alias `user+ext` if there is one, else as
 //!   `user` would;
 //! - mail for root's own mailbox is delivered only through an alias
 //!   (`root: root`, or `postmaster: root`); addressed to root directly
 //!   with no alias, it waits with a reason the administrator can act on;
 //! - an unknown user bounces (5.1.1);
-//! - destinations this version does not deliver to yet (other addresses,
-//!   commands, files, a user's `.forward`) make the recipient wait with
-//!   a reason that says so, never lose it.
+//! - commands and files of the aliases run as the owner of the aliases
+//!   database when that is not root, else as `local.default_user`
+//!   (`nobody`): never as root unless the configuration says so;
+//! - an address an alias forwards to keeps the sender, or becomes from
+//!   `owner-LIST@hostname` when the alias `owner-LIST` exists.
 //!
 //! Trusts: nothing in the address; the aliases database is read by the
 //! bounded cdb reader; `:include:` files must be root's regular files,
@@ -30,7 +33,8 @@ use crate::aliases::{self, Target as AliasTarget};
 use crate::config::delivery::DeliveryConf;
 use crate::table::cdb::Table;
 
-/// A user whose mailbox gets mail.
+/// A user whose mailbox gets mail, or as whom a command or file
+/// delivery runs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct User {
     pub name: String,
@@ -39,19 +43,43 @@ pub struct User {
     pub home: PathBuf,
 }
 
+impl User {
+    fn from_nix(u: nix::unistd::User) -> User {
+        User { name: u.name, uid: u.uid.as_raw(), gid: u.gid.as_raw(), home: u.dir }
+    }
+}
+
 /// One destination of a recipient.
-#[derive(Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Target {
-    /// The user's mailbox; `via_alias`: reached through an alias.
-    Mailbox { user: User, via_alias: bool },
-    /// A destination this version does not deliver to.
-    Unsupported { what: String, reason: &'static str },
+    /// The user's mailbox; `via_alias`: reached through an alias;
+    /// `forward`: the user's `.forward`, if any, decides instead.
+    Mailbox { user: User, via_alias: bool, forward: bool },
+    /// `|command`, run as `user`.
+    Command { command: String, user: User },
+    /// `/file/name` appended to (a Maildir when it ends in `/`), as `user`.
+    File { path: PathBuf, user: User },
+    /// Another address: the message goes on as a new one, from `sender`
+    /// when set (the `owner-` alias of the list it came through).
+    Forward { address: String, sender: Option<String> },
+}
+
+/// A destination and the address it is delivered for (`Delivered-To:`,
+/// the loop check, the log's `to=`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dest {
+    pub target: Target,
+    pub to: String,
 }
 
 pub struct Resolver {
     aliases: Option<Table>,
+    /// The aliases database's owner when that is not root: commands and
+    /// files of the aliases run as that user (as in Postfix).
+    aliases_owner: Option<u32>,
     delimiter: String,
     hostname: String,
+    default_user: String,
 }
 
 /// Enhanced status codes a delivery child may report.
@@ -69,23 +97,30 @@ pub fn spool_group(spool: &Path) -> Option<u32> {
     (m.mode() & 0o002 == 0).then_some(m.gid())
 }
 
-const NOT_YET: &str = "not delivered by this version of mta yet; the mail waits";
-
 impl Resolver {
     /// The resolver, and a warning for the log when the aliases database
     /// cannot be used (mail is then resolved without aliases).
     pub fn new(conf: &DeliveryConf, hostname: &str) -> (Resolver, Option<String>) {
         let db = aliases::db_path(&conf.aliases);
+        let mut aliases_owner = None;
         let (aliases, warning) = match std::fs::File::open(&db) {
             Ok(f) => match Table::read(&f, aliases::MAX_DB_SIZE) {
-                Ok(t) => (Some(t), None),
+                Ok(t) => {
+                    aliases_owner = f.metadata().ok().map(|m| m.uid()).filter(|&u| u != 0);
+                    (Some(t), None)
+                }
                 Err(e) => (None, Some(format!("{}: {e}; delivering without aliases", db.display()))),
             },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => (None, None),
             Err(e) => (None, Some(format!("{}: {e}; delivering without aliases", db.display()))),
         };
-        let r =
-            Resolver { aliases, delimiter: conf.local.recipient_delimiter.clone(), hostname: hostname.to_lowercase() };
+        let r = Resolver {
+            aliases,
+            aliases_owner,
+            delimiter: conf.local.recipient_delimiter.clone(),
+            hostname: hostname.to_lowercase(),
+            default_user: conf.local.default_user.clone(),
+        };
         (r, warning)
     }
 
@@ -93,9 +128,13 @@ impl Resolver {
         &self.hostname
     }
 
+    pub fn delimiter(&self) -> &str {
+        &self.delimiter
+    }
+
     /// The destinations of `address` (a recipient in a local domain), or
     /// the outcome when there is none to deliver to.
-    pub fn resolve(&self, address: &str) -> Result<Vec<Target>, Outcome> {
+    pub fn resolve(&self, address: &str) -> Result<Vec<Dest>, Outcome> {
         let local = address.rsplit_once('@').map_or(address, |(l, _)| l);
         if local.is_empty()
             || local.len() > 256
@@ -122,21 +161,24 @@ impl Resolver {
         let mut out = Vec::with_capacity(expanded.len());
         for d in expanded {
             let via_alias = d.alias.is_some();
-            match d.target {
-                AliasTarget::Local(user) => out.push(self.mailbox(&user, via_alias)?),
-                AliasTarget::Address(a) => {
-                    out.push(Target::Unsupported { what: format!("forwarding to <{a}>"), reason: NOT_YET })
+            let to = address.to_string();
+            let target = match d.target {
+                AliasTarget::Local(user) => {
+                    let user = self.user(&user, via_alias)?;
+                    // Delivered-To: the address as sent, or the user's
+                    // own when an alias led there.
+                    let to = if via_alias { format!("{}@{}", user.name, self.hostname) } else { to };
+                    out.push(Dest { target: Target::Mailbox { user, via_alias, forward: true }, to });
+                    continue;
                 }
-                AliasTarget::Command(c) => {
-                    out.push(Target::Unsupported { what: format!("command \"|{c}\""), reason: NOT_YET })
-                }
-                AliasTarget::File(f) => {
-                    out.push(Target::Unsupported { what: format!("file {}", f.display()), reason: NOT_YET })
-                }
+                AliasTarget::Address(a) => Target::Forward { address: a, sender: self.owner(d.alias.as_deref())? },
+                AliasTarget::Command(c) => Target::Command { command: c, user: self.alias_user(d.include.is_some())? },
+                AliasTarget::File(f) => Target::File { path: f, user: self.alias_user(d.include.is_some())? },
                 AliasTarget::Include(p) => {
                     return Err(Outcome::defer("4.3.0", &format!(":include:{} left unexpanded", p.display())));
                 }
-            }
+            };
+            out.push(Dest { target, to });
         }
         if out.is_empty() {
             return Err(Outcome::bounce("5.1.1", "the alias has no destination"));
@@ -144,11 +186,49 @@ impl Resolver {
         Ok(out)
     }
 
+    /// The envelope sender for mail forwarded through the alias `list`:
+    /// `owner-list@hostname` when that alias exists.
+    fn owner(&self, list: Option<&str>) -> Result<Option<String>, Outcome> {
+        let (Some(t), Some(list)) = (&self.aliases, list) else { return Ok(None) };
+        match aliases::owner(t, list) {
+            Ok(o) => Ok(o.map(|name| format!("{name}@{}", self.hostname))),
+            Err(e) => Err(Outcome::defer("4.3.0", &format!("aliases: {e}"))),
+        }
+    }
+
+    /// Who runs a command or writes a file named in the aliases: the
+    /// owner of the aliases database when that is not root, else
+    /// `local.default_user` (an `:include:` file is root's: the latter).
+    fn alias_user(&self, from_include: bool) -> Result<User, Outcome> {
+        if let (Some(uid), false) = (self.aliases_owner, from_include) {
+            return match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
+                Ok(Some(u)) => Ok(User::from_nix(u)),
+                Ok(None) => {
+                    Err(Outcome::defer("4.3.0", &format!("the aliases database's owner (uid {uid}) is unknown")))
+                }
+                Err(e) => Err(Outcome::defer("4.3.0", &format!("looking up uid {uid}: {e}"))),
+            };
+        }
+        self.default_user()
+    }
+
+    /// `local.default_user`, as which root's commands and files run.
+    pub fn default_user(&self) -> Result<User, Outcome> {
+        match nix::unistd::User::from_name(&self.default_user) {
+            Ok(Some(u)) => Ok(User::from_nix(u)),
+            Ok(None) => {
+                Err(Outcome::defer("4.3.0", &format!("local.default_user \"{}\" is not a user", self.default_user)))
+            }
+            Err(e) => Err(Outcome::defer("4.3.0", &format!("looking up user \"{}\": {e}", self.default_user))),
+        }
+    }
+
     fn is_alias(&self, t: &Table, name: &str) -> Result<bool, Outcome> {
         aliases::lookup(t, name).map(|v| v.is_some()).map_err(|e| Outcome::defer("4.3.0", &format!("aliases: {e}")))
     }
 
-    fn mailbox(&self, name: &str, via_alias: bool) -> Result<Target, Outcome> {
+    /// The user whose mailbox `name` is.
+    pub fn user(&self, name: &str, via_alias: bool) -> Result<User, Outcome> {
         let user = match nix::unistd::User::from_name(name) {
             Ok(Some(u)) => u,
             // postmaster must reach someone: without an alias it waits
@@ -168,16 +248,7 @@ impl Resolver {
                 "mail for root is delivered only through an alias (e.g. `root: someone` in the aliases file)",
             ));
         }
-        // A .forward would send the mail elsewhere: until this version
-        // reads it, the mail waits rather than land in the wrong place.
-        let forward = user.dir.join(".forward");
-        if std::fs::symlink_metadata(&forward).is_ok() {
-            return Ok(Target::Unsupported { what: format!("{}", forward.display()), reason: NOT_YET });
-        }
-        Ok(Target::Mailbox {
-            user: User { name: user.name, uid: user.uid.as_raw(), gid: user.gid.as_raw(), home: user.dir },
-            via_alias,
-        })
+        Ok(User::from_nix(user))
     }
 }
 

@@ -3,8 +3,10 @@
 //! wrote, as a mail reader written by others.
 
 mod deliver;
+mod forward;
 mod maildir;
 mod mbox;
+mod pipe;
 
 use std::ffi::OsStr;
 use std::path::Path;

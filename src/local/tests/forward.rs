@@ -1,0 +1,34 @@
+//! When a `.forward` or its directory is not safe to obey.
+
+use std::os::unix::fs::PermissionsExt;
+
+use nix::sys::stat::{fstat, stat};
+
+use super::TempDir;
+use crate::local::forward::{unsafe_dir, unsafe_file};
+
+#[test]
+fn unsafe_files_and_directories() {
+    let d = TempDir::new("forward-checks");
+    let f = d.path.join(".forward");
+    std::fs::write(&f, "joe\n").unwrap();
+    let me = nix::unistd::geteuid().as_raw();
+    let mode = |m: u32| std::fs::set_permissions(&f, std::fs::Permissions::from_mode(m)).unwrap();
+    mode(0o644);
+    assert_eq!(unsafe_file(&stat(&f).unwrap(), me), None);
+    // Owned by root: obeyed for anyone; owned by us: obeyed for us only.
+    assert_eq!(unsafe_file(&stat(&f).unwrap(), me.wrapping_add(1)).is_some(), me != 0);
+    mode(0o664);
+    assert_eq!(unsafe_file(&stat(&f).unwrap(), me), Some("writable by group or others"));
+    mode(0o646);
+    assert_eq!(unsafe_file(&stat(&f).unwrap(), me), Some("writable by group or others"));
+    let dir = std::fs::File::open(&d.path).unwrap();
+    std::fs::set_permissions(&d.path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(unsafe_file(&fstat(&dir).unwrap(), me), Some("not a regular file"));
+    assert_eq!(unsafe_dir(&fstat(&dir).unwrap(), me), None);
+    std::fs::set_permissions(&d.path, std::fs::Permissions::from_mode(0o775)).unwrap();
+    assert_eq!(unsafe_dir(&fstat(&dir).unwrap(), me), Some("in a directory writable by group or others"));
+    std::fs::set_permissions(&d.path, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    assert!(unsafe_dir(&fstat(&dir).unwrap(), me).is_some());
+    std::fs::set_permissions(&d.path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}

@@ -139,6 +139,7 @@ pub const CHANNELS: &[(Role, Role)] = &[
     (Role::Qmgr, Role::Bounce),
     (Role::Bounce, Role::Cleanup),
     (Role::Qmgr, Role::Local),
+    (Role::Local, Role::Cleanup),
 ];
 
 /// Whether `a` and `b` may have a channel.

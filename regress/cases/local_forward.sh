@@ -5,8 +5,11 @@
 # command's output in the reason, a command past local.time_limit is
 # killed and deferred, and a sender full of shell syntax reaches the
 # command's environment filtered (no marker file is ever created).
-# A user's .forward: \self, a command (runs as the user: uid recorded), a
-# file, a Maildir, an :include: file that calls our sendmail from the
+# Forwarding: an alias to a remote address (a new message from the
+# owner- alias, Delivered-To on top, checked at smtp-sink), a loop
+# between two aliases stopped by Delivered-To.
+# A user's .forward: \self, a command (runs as the user: uid recorded),
+# a remote address (the sender kept), a file, a Maildir, an :include: file that calls our sendmail from the
 # staged install (the message arrives in another mailbox) and includes
 # itself (stopped). root's .forward (root reached through `root: root`)
 # runs its command as nobody. Unsafe .forward files (group-writable,
@@ -22,6 +25,7 @@ if [ -z "${MTA_IN_NS:-}" ]; then
 	MTA_IN_NS=1 exec unshare -m --propagation private sh ${MTA_TRACE:+-x} "$0"
 fi
 . ./lib.sh
+. ./peers.sh
 wait_for() {
 	lim=$(( $1 * 10 )); shift; i=0
 	until "$@"; do [ $i -ge $lim ] && return 1; sleep 0.1; i=$((i + 1)); done
@@ -32,7 +36,7 @@ mkuser() {
 	useradd -M -d "$W/home/$1" -s /bin/sh "$1" || fail "useradd $1"
 	mkdir -p "$W/home/$1" && chown "$1:" "$W/home/$1" && chmod 755 "$W/home/$1"
 }
-trap 'for u in $USERS; do userdel "$u" >/dev/null 2>&1; done; cleanup' EXIT
+trap 'for u in $USERS; do userdel "$u" >/dev/null 2>&1; done; stop_sink; rm -rf "$DUMP"; cleanup' EXIT
 mkdir -p "$W/home" && chmod 755 "$W/home"
 for u in $USERS; do mkuser "$u"; done
 NOBODY=$(id -u nobody)
@@ -55,12 +59,21 @@ tempfail: "|echo try later; exit 75"
 permfail: "|echo no such list >&2; exit 67"
 envdump: "|/usr/bin/env > $OUT/env.txt"
 slow: "|sleep 30"
+fwd: outside@remote.example
+owner-fwd: mtafw2
+ping: pong@localhost
+pong: ping@localhost
 EOF
 chmod 644 "$W/aliases"
 private_mta_conf "aliases = \"$W/aliases\";" "local { mail_spool = \"$MAIL\"; time_limit = 4s; lock_timeout = 5s; }" \
-	"queue { backoff { min = 30s; max = 60s; } }"
+	"queue { backoff { min = 30s; max = 60s; } }" "relay { host = \"[127.0.0.1]:$RELAY\"; }"
 "$SENDMAIL" -bi >"$W/bi" 2>&1 || fail "newaliases: $(cat "$W/bi")"
+smtp_sink
 start_master
+H=$(hostname | tr 'A-Z' 'a-z')
+# dumped SUBJECT: smtp-sink's dump of the message with that subject.
+dumped() { grep -l -- "^Subject: $1" "$DUMP"/* 2>/dev/null | head -1; }
+has_dump() { [ -n "$(dumped "$1")" ]; }
 send() { # send TO SUBJECT [swaks options]
 	t=$1 s=$2; shift 2
 	swaks --server 127.0.0.1:$PORT --from sender@remote.example --to "$t" --header "Subject: $s" "$@" >"$W/swaks" 2>&1 ||
@@ -106,6 +119,21 @@ grep -q "^HOME=/" "$OUT/env.txt" && grep -q '^USER=nobody$' "$OUT/env.txt" || fa
 send slow@localhost "slow"
 wait_log "to=<slow@localhost>, relay=local, .*status=deferred (command \"sleep 30\": command stopped after 4s)" 15 ||
 	fail "a command past its time limit"
+# Forwarded through an alias: a new message from the owner- alias, with
+# Delivered-To on top, relayed to smtp-sink.
+send fwd@localhost "through an alias" --body "forwarded body"
+wait_for 15 has_dump "through an alias" || fail "the forwarded message did not reach smtp-sink"
+d=$(dumped "through an alias")
+grep -q "^X-Mail-Args: <owner-fwd@$H>" "$d" || fail "the forwarded message is not from owner-fwd: $(head -8 "$d")"
+grep -q "^X-Rcpt-Args: <outside@remote.example>" "$d" || fail "the forwarded recipient: $(head -8 "$d")"
+grep -q "^Delivered-To: fwd@localhost" "$d" || fail "no Delivered-To in the forwarded message: $(cat "$d")"
+grep -q "^forwarded body" "$d" || fail "the body was not forwarded: $(cat "$d")"
+wait_log "to=<fwd@localhost>, relay=local, .*status=sent (forwarded as [0-9A-Z]* to <outside@remote.example>)" 5 ||
+	fail "no log line for the forward"
+# ping forwards to pong and pong to ping: the second visit is a loop.
+send ping@localhost "ping pong"
+wait_log "to=<ping@localhost>, relay=local, .*dsn=5.4.6, status=bounced (mail forwarding loop for ping@localhost)" 15 ||
+	fail "a forwarding loop was not stopped"
 # root's own .forward: its command runs as nobody.
 send root@localhost "for root"
 wait_for 10 test -s "$OUT/root.uid" || fail "root's .forward command did not run"
@@ -114,7 +142,7 @@ wait_for 10 test -s "$OUT/root.uid" || fail "root's .forward command did not run
 # --- a user's .forward ---
 F1="$W/home/mtafw1"
 cat >"$F1/.forward" <<EOF
-\\mtafw1, "|/usr/bin/id -u > $OUT/fw1.uid"
+\\mtafw1, "|/usr/bin/id -u > $OUT/fw1.uid", other@remote.example
 $F1/saved, $F1/md/
 :include:$F1/inc
 EOF
@@ -140,6 +168,11 @@ d = list(mailbox.Maildir(sys.argv[2], create=False))
 assert len(d) == 1 and d[0]["Delivered-To"].startswith("mtafw1@"), d
 PY
 wait_log "mtafw1's :include:$F1/inc: included again or nested too deep; skipped" 5 || fail "the include loop was not stopped"
+wait_for 15 has_dump "forwarded by mtafw1" || fail "the .forward's address got nothing"
+d=$(dumped "forwarded by mtafw1")
+grep -q "^X-Mail-Args: <sender@remote.example>" "$d" || fail "a .forward changed the sender: $(head -8 "$d")"
+grep -q "^X-Rcpt-Args: <other@remote.example>" "$d" && grep -q "^Delivered-To: mtafw1@$H" "$d" ||
+	fail "the .forward's forward: $(cat "$d")"
 
 # --- unsafe .forward files are ignored: the mail goes to the mailbox ---
 F3="$W/home/mtafw3"

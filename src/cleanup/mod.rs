@@ -55,7 +55,8 @@ struct Pending {
 }
 
 struct Peer {
-    /// smtpd (network mail) or pickup (local submission).
+    /// smtpd (network mail), pickup (local submission), bounce (its
+    /// notices) or local (forwarded mail).
     role: Role,
     chan: Channel,
     txns: HashMap<u64, Pending>,
@@ -131,7 +132,10 @@ impl Cleanup {
         loop {
             match self.child.master.recv::<FromMaster>() {
                 Ok(None) => return,
-                Ok(Some((FromMaster::Peer { role: role @ (Role::Smtpd | Role::Pickup | Role::Bounce), pid }, fds))) => {
+                Ok(Some((
+                    FromMaster::Peer { role: role @ (Role::Smtpd | Role::Pickup | Role::Bounce | Role::Local), pid },
+                    fds,
+                ))) => {
                     let mut chan = self.child.peer_channel(role, fds);
                     let token = Token(self.next_token);
                     self.next_token += 1;
@@ -208,11 +212,12 @@ impl Cleanup {
                     self.child.fatal(&format!("{} began transaction {txn} twice", p.role.name()));
                 }
                 // Only pickup speaks for local users, and it always does;
-                // bounce's notices are local mail of no user.
+                // bounce's notices and local's forwarded mail are local
+                // mail of no user.
                 let claims_local = (envelope.protocol == "local", envelope.submitter.is_some());
                 let expected = match p.role {
                     Role::Pickup => (true, true),
-                    Role::Bounce => (true, false),
+                    Role::Bounce | Role::Local => (true, false),
                     _ => (false, false),
                 };
                 if claims_local != expected {
@@ -286,9 +291,10 @@ impl Cleanup {
         content.extend_from_slice(received.as_bytes());
         content.extend_from_slice(&t.content);
         let file = queue_file(id, arrival, &t.envelope, content);
+        let role = self.peers.get(&token).map_or("?", |p| p.role.name());
         let origin = match t.envelope.submitter {
             Some(uid) => format!("uid={uid}"),
-            None if t.envelope.protocol == "local" => String::from("origin=bounce"),
+            None if t.envelope.protocol == "local" => format!("origin={role}"),
             None => format!("client={}[{}]", t.envelope.client_hostname, t.envelope.client_address),
         };
         let log = format!(

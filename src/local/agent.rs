@@ -35,12 +35,22 @@ use crate::aliases::{self, Target as AliasTarget};
 use crate::child::{Child, drop_channel, install_channel};
 use crate::config::delivery::{DeliveryConf, MailboxKind};
 use crate::ipc::Channel;
-use crate::ipc::msg::{Delivery, FromMaster, QmgrToSmtp, RecipientReport, RecipientStatus, SiteReport, SmtpToQmgr};
+use crate::ipc::msg::{
+    CleanupToSmtpd, CommitResult, Delivery, FromMaster, MessageEnvelope, MessageRecipient, QmgrToSmtp, RecipientReport,
+    RecipientStatus, SiteReport, SmtpToQmgr, SmtpdToCleanup,
+};
+use crate::queue::BodyType;
 use crate::queue::{QueueEnvelope, read_envelope, verify_content};
 use crate::roles::Role;
+use crate::smtpd::params::Body;
 
 const MASTER: Token = Token(0);
 const QMGR: Token = Token(1);
+const CLEANUP: Token = Token(2);
+/// Content handed to cleanup per message on the channel.
+const CHUNK: usize = 32 * 1024;
+/// Frames queued on the cleanup channel before we wait for it to drain.
+const MAX_QUEUED_FRAMES: usize = 64;
 /// Largest report read from a delivery child.
 const MAX_CHILD_REPORT: usize = 4096;
 /// How deep `:include:` files of a `.forward` may nest.
@@ -74,6 +84,8 @@ struct Local {
     child: Child,
     poll: Poll,
     qmgr: Option<Channel>,
+    cleanup: Option<Channel>,
+    next_txn: u64,
     conf: DeliveryConf,
     resolver: Resolver,
     program: PathBuf,
@@ -89,7 +101,16 @@ pub fn serve(_token: Sandboxed, child: Child, prepared: Prepared) -> ! {
         child.fatal(&format!("registering the master channel: {e}"));
     }
     let program = conf.libexec.join(Role::Local.program());
-    let mut l = Local { child, poll, qmgr: None, conf: *conf, resolver: prepared.resolver, program };
+    let mut l = Local {
+        child,
+        poll,
+        qmgr: None,
+        cleanup: None,
+        next_txn: 1,
+        conf: *conf,
+        resolver: prepared.resolver,
+        program,
+    };
     let mut events = Events::with_capacity(16);
     loop {
         if let Err(e) = l.poll.poll(&mut events, None)
@@ -101,6 +122,7 @@ pub fn serve(_token: Sandboxed, child: Child, prepared: Prepared) -> ! {
             match ev.token() {
                 MASTER => l.master_readable(),
                 QMGR => l.qmgr_event(),
+                CLEANUP => l.cleanup_event(),
                 _ => {}
             }
         }
@@ -116,6 +138,11 @@ impl Local {
                     let chan = self.child.peer_channel(Role::Qmgr, fds);
                     install_channel(&mut self.child, &self.poll, &mut self.qmgr, chan, QMGR);
                     self.child.debug(&format!("channel to qmgr pid {pid}"));
+                }
+                Ok(Some((FromMaster::Peer { role: Role::Cleanup, pid }, fds))) => {
+                    let chan = self.child.peer_channel(Role::Cleanup, fds);
+                    install_channel(&mut self.child, &self.poll, &mut self.cleanup, chan, CLEANUP);
+                    self.child.debug(&format!("channel to cleanup pid {pid}"));
                 }
                 Ok(Some((FromMaster::Stop, _))) => {
                     let _ = self.child.master.flush();
@@ -155,6 +182,24 @@ impl Local {
                 }
                 Err(crate::ipc::Error::Closed) => return drop_channel(&self.poll, &mut self.qmgr),
                 Err(e) => self.child.fatal(&format!("qmgr channel: {e}")),
+            }
+        }
+    }
+
+    /// Between forwards cleanup may say how its spool is; nothing else is
+    /// expected (a verdict is read by [`Local::forward`] as it waits).
+    fn cleanup_event(&mut self) {
+        loop {
+            let Some(c) = self.cleanup.as_mut() else { return };
+            let _ = c.flush();
+            match c.recv::<CleanupToSmtpd>() {
+                Ok(None) => return,
+                Ok(Some((CleanupToSmtpd::Space { .. }, _))) => {}
+                Ok(Some((CleanupToSmtpd::Committed { txn, result }, _))) => {
+                    self.child.warn(&format!("cleanup's late verdict on forward {txn}: {result:?}"));
+                }
+                Err(crate::ipc::Error::Closed) => return drop_channel(&self.poll, &mut self.cleanup),
+                Err(e) => self.child.fatal(&format!("cleanup channel: {e}")),
             }
         }
     }
@@ -201,17 +246,37 @@ impl Local {
             }
         };
         let mut last = Outcome::defer("4.3.0", "no destination");
-        for d in dests {
+        // Mailboxes, commands and files first, one by one; then the
+        // addresses, as one new message per sender and Delivered-To.
+        let (forwards, here): (Vec<Dest>, Vec<Dest>) =
+            dests.into_iter().partition(|d| matches!(d.target, Target::Forward { .. }));
+        for d in here {
             let o = match &d.target {
                 Target::Mailbox { user, .. } => self.mailbox(qe, file, user, &d.to),
                 Target::Command { command, user } => self.command(qe, file, user, command, &d.to, address),
                 Target::File { path, user } => self.file(qe, file, user, path, &d.to),
-                Target::Forward { address: a, .. } => {
-                    Outcome::defer("4.3.0", &format!("forwarding to <{a}>: not delivered by this version of mta yet"))
-                }
+                Target::Forward { .. } => continue,
             };
             let orig = (d.to != address).then_some(address);
             self.log(id, start, &d.to, orig, &o);
+            if !matches!(o.status, RecipientStatus::Delivered { .. }) {
+                return o;
+            }
+            last = o;
+        }
+        let mut groups: Vec<(String, String, Vec<String>)> = Vec::new();
+        for d in forwards {
+            let Target::Forward { address: a, sender } = d.target else { continue };
+            let sender = sender.unwrap_or_else(|| qe.envelope.sender.clone());
+            match groups.iter_mut().find(|(s, t, _)| *s == sender && *t == d.to) {
+                Some(g) => g.2.push(a),
+                None => groups.push((sender, d.to, vec![a])),
+            }
+        }
+        for (sender, to, addresses) in groups {
+            let o = self.forward(qe, file, &sender, &addresses, &to);
+            let orig = (to != address).then_some(address);
+            self.log(id, start, &to, orig, &o);
             if !matches!(o.status, RecipientStatus::Delivered { .. }) {
                 return o;
             }
@@ -487,6 +552,136 @@ impl Local {
         match o.status {
             RecipientStatus::Delivered { .. } => Outcome::sent(&format!("delivered to command: {shown}")),
             _ => Outcome { reason: format!("command \"{shown}\": {}", o.reason), ..o },
+        }
+    }
+
+    /// Forward the message to `addresses` as a new message from `sender`
+    /// through cleanup, with `Delivered-To: to` on top; delivered only
+    /// once cleanup has committed it.
+    fn forward(&mut self, qe: &QueueEnvelope, file: &File, sender: &str, addresses: &[String], to: &str) -> Outcome {
+        if let Some(o) = self.looped(qe, file, to) {
+            return o;
+        }
+        if to.chars().any(|c| c.is_control()) {
+            return Outcome::bounce("5.3.0", "the forwarding address cannot be written in a header");
+        }
+        let shown = addresses.iter().map(|a| format!("<{a}>")).collect::<Vec<_>>().join(", ");
+        let deadline = Instant::now() + self.conf.local.time_limit;
+        let txn = self.next_txn;
+        self.next_txn += 1;
+        let envelope = MessageEnvelope {
+            sender: sender.to_string(),
+            recipients: addresses
+                .iter()
+                .map(|a| MessageRecipient { address: a.clone(), notify: None, orcpt: None })
+                .collect(),
+            body: match qe.envelope.body {
+                BodyType::SevenBit => Body::SevenBit,
+                BodyType::EightBitMime | BodyType::BinaryMime => Body::EightBitMime,
+            },
+            smtputf8: qe.envelope.smtputf8,
+            ret: None,
+            envid: None,
+            helo: self.child.config.hostname.clone(),
+            protocol: String::from("local"),
+            client_address: String::new(),
+            client_hostname: String::from("localhost"),
+            tls: None,
+            submitter: None,
+        };
+        let result = self.submit(txn, envelope, qe, file, to, deadline);
+        match result {
+            Ok(CommitResult::Queued(id)) => Outcome::sent(&format!("forwarded as {id} to {shown}")),
+            Ok(CommitResult::TempFail(why)) => Outcome::defer("4.3.0", &format!("forwarding to {shown}: {why}")),
+            Ok(CommitResult::NoSpace) => Outcome::defer("4.3.1", &format!("forwarding to {shown}: the queue is full")),
+            Ok(CommitResult::Refused { code, enhanced, text }) => {
+                let why = format!("forwarding to {shown} refused: {code} {enhanced} {text}");
+                if code >= 500 { Outcome::bounce(&enhanced, &why) } else { Outcome::defer(&enhanced, &why) }
+            }
+            Err(why) => Outcome::defer("4.3.0", &format!("forwarding to {shown}: {why}")),
+        }
+    }
+
+    /// Hand one message to cleanup and wait for its verdict.
+    fn submit(
+        &mut self,
+        txn: u64,
+        envelope: MessageEnvelope,
+        qe: &QueueEnvelope,
+        file: &File,
+        to: &str,
+        deadline: Instant,
+    ) -> Result<CommitResult, String> {
+        let range = qe.content_range();
+        let mut head = Some(format!("Delivered-To: {to}\r\n").into_bytes());
+        self.send_cleanup(&SmtpdToCleanup::Begin { txn, envelope: Box::new(envelope) }, deadline)?;
+        let mut at = 0u64;
+        loop {
+            let mut data = head.take().unwrap_or_default();
+            let n = usize::try_from((range.len - at).min(CHUNK as u64)).unwrap_or(CHUNK);
+            if n > 0 {
+                let mut buf = vec![0u8; n];
+                if let Err(e) = file.read_exact_at(&mut buf, range.offset + at) {
+                    let _ = self.send_cleanup(&SmtpdToCleanup::Abort { txn }, deadline);
+                    return Err(format!("reading the message: {e}"));
+                }
+                at += n as u64;
+                data.extend_from_slice(&buf);
+            }
+            if data.is_empty() {
+                break;
+            }
+            self.send_cleanup(&SmtpdToCleanup::Content { txn, data }, deadline)?;
+        }
+        self.send_cleanup(&SmtpdToCleanup::End { txn }, deadline)?;
+        loop {
+            let Some(c) = self.cleanup.as_mut() else { return Err(String::from("cleanup went away")) };
+            match c.recv::<CleanupToSmtpd>() {
+                Ok(Some((CleanupToSmtpd::Committed { txn: t, result }, _))) if t == txn => return Ok(result),
+                Ok(Some(_)) => continue,
+                Ok(None) => self.wait_cleanup(deadline)?,
+                Err(crate::ipc::Error::Closed) => {
+                    drop_channel(&self.poll, &mut self.cleanup);
+                    return Err(String::from("cleanup went away"));
+                }
+                Err(e) => return Err(format!("cleanup channel: {e}")),
+            }
+        }
+    }
+
+    /// Send to cleanup, waiting (until `deadline`) while too much is queued.
+    fn send_cleanup(&mut self, m: &SmtpdToCleanup, deadline: Instant) -> Result<(), String> {
+        let Some(c) = self.cleanup.as_mut() else { return Err(String::from("cleanup is not running")) };
+        if let Err(e) = c.send(m, &[]) {
+            drop_channel(&self.poll, &mut self.cleanup);
+            return Err(format!("cleanup channel: {e}"));
+        }
+        while self.cleanup.as_ref().is_some_and(|c| c.queued() > MAX_QUEUED_FRAMES) {
+            self.wait_cleanup(deadline)?;
+        }
+        Ok(())
+    }
+
+    /// Wait until the cleanup channel can take more or has something to
+    /// read (flushing what is queued), or fail at `deadline`.
+    fn wait_cleanup(&mut self, deadline: Instant) -> Result<(), String> {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        let Some(c) = self.cleanup.as_mut() else { return Err(String::from("cleanup went away")) };
+        if c.flush().is_err() {
+            drop_channel(&self.poll, &mut self.cleanup);
+            return Err(String::from("cleanup went away"));
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(String::from("cleanup did not answer in time"));
+        }
+        let flags = if c.wants_write() { PollFlags::POLLIN | PollFlags::POLLOUT } else { PollFlags::POLLIN };
+        let fd = c.as_raw_fd();
+        let mut fds = [PollFd::new(c.as_fd(), flags)];
+        let ms = u16::try_from(left.as_millis().min(1000)).unwrap_or(1000);
+        match poll(&mut fds, PollTimeout::from(ms)) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => Ok(()),
+            Err(e) => Err(format!("poll on cleanup's channel (fd {fd}): {e}")),
         }
     }
 

@@ -151,7 +151,11 @@ impl Resolver {
         };
         let expanded = match &self.aliases {
             Some(t) => aliases::expand(t, name, read_include).map_err(|e| match e {
-                aliases::ExpandError::Table(e) => Outcome::defer("4.3.0", &format!("aliases: {e}")),
+                // An unreadable database or :include: file is the
+                // administrator's to mend: the mail waits meanwhile.
+                e @ (aliases::ExpandError::Table(_) | aliases::ExpandError::Include { .. }) => {
+                    Outcome::defer("4.3.0", &format!("aliases: {e}"))
+                }
                 e => Outcome::bounce("5.3.0", &format!("aliases: {e}")),
             })?,
             None => {

@@ -1,22 +1,24 @@
-# Commands, files and .forward, each run as whom it must be. Aliases:
-# a command runs as local.default_user (nobody, its uid recorded), a file
-# is created and written as nobody (read back by Python's mailbox),
-# /dev/null takes the mail, exit 75 defers, exit 67 bounces with the
-# command's output in the reason, a command past local.time_limit is
-# killed and deferred, and a sender full of shell syntax reaches the
-# command's environment filtered (no marker file is ever created).
+# Commands, files and .forward, each run as whom it must be. Aliases: a
+# command runs as local.default_user (nobody, its uid recorded), as does
+# one listed in a root's :include: file; a file is created and written as
+# nobody (read back by Python's mailbox); /dev/null takes the mail; exit
+# 75 defers, exit 67 bounces with the command's output in the reason, a
+# command past local.time_limit is killed and deferred, and a sender full
+# of shell syntax reaches the command's environment filtered (no marker
+# file is ever created).
 # Forwarding: an alias to a remote address (a new message from the
 # owner- alias, Delivered-To on top, checked at smtp-sink), a loop
 # between two aliases stopped by Delivered-To.
 # A user's .forward: \self, a command (runs as the user: uid recorded),
-# a remote address (the sender kept), a file, a Maildir, an :include: file that calls our sendmail from the
-# staged install (the message arrives in another mailbox) and includes
-# itself (stopped). root's .forward (root reached through `root: root`)
-# runs its command as nobody. Unsafe .forward files (group-writable,
-# another user's, in a group-writable home, a symbolic link into a
-# directory the user does not own) are ignored with a warning: the mail
-# goes to the mailbox and their commands never run. Envelope recipients
-# naming commands, $(...), backticks or ${run{...}} run nothing.
+# a remote address (the sender kept), a file, a Maildir, an :include:
+# file that calls our sendmail from the staged install (the message
+# arrives in another mailbox) and includes itself (stopped). root's
+# .forward (root reached through `root: root`) runs its command as
+# nobody. Unsafe .forward files (group-writable, another user's, in a
+# group-writable home, a symbolic link into a directory the user does
+# not own) are ignored with a warning: the mail goes to the mailbox and
+# their commands never run. Envelope recipients naming commands, $(...),
+# backticks or ${run{...}} run nothing.
 if [ "$(id -u)" != 0 ]; then echo "  skipped: needs root"; exit 0; fi
 [ -n "${MTA_STAGE:-}" ] || { echo "  skipped: no staged install (MTA_STAGE)"; exit 0; }
 if [ -z "${MTA_IN_NS:-}" ]; then
@@ -63,8 +65,11 @@ fwd: outside@remote.example
 owner-fwd: mtafw2
 ping: pong@localhost
 pong: ping@localhost
+incl: :include:$W/list
 EOF
 chmod 644 "$W/aliases"
+printf '# a list of root'"'"'s\n"|/usr/bin/id -u > %s/incl.uid", /dev/null\n' "$OUT" >"$W/list"
+chmod 644 "$W/list"
 private_mta_conf "aliases = \"$W/aliases\";" "local { mail_spool = \"$MAIL\"; time_limit = 4s; lock_timeout = 5s; }" \
 	"queue { backoff { min = 30s; max = 60s; } }" "relay { host = \"[127.0.0.1]:$RELAY\"; }"
 "$SENDMAIL" -bi >"$W/bi" 2>&1 || fail "newaliases: $(cat "$W/bi")"
@@ -89,6 +94,9 @@ wait_for 10 test -s "$OUT/cmd.uid" || fail "the alias command did not run"
 [ "$(cat "$OUT/cmd.uid")" = "$NOBODY" ] || fail "the alias command ran as uid $(cat "$OUT/cmd.uid"), not nobody"
 wait_log "to=<cmd@localhost>, relay=local, .*status=sent (delivered to command: /usr/bin/id -u" 5 ||
 	fail "no log line for the command"
+send incl@localhost "through an include"
+wait_for 10 test -s "$OUT/incl.uid" || fail "the :include: file's command did not run"
+[ "$(cat "$OUT/incl.uid")" = "$NOBODY" ] || fail "the :include: command ran as uid $(cat "$OUT/incl.uid")"
 send archive@localhost "to a file"
 wait_for 10 has "$OUT/archive" 1 || fail "the alias file got nothing"
 [ "$(stat -c '%U %a' "$OUT/archive")" = "nobody 600" ] || fail "the file is $(stat -c '%U %a' "$OUT/archive")"

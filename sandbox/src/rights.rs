@@ -87,7 +87,8 @@ pub fn capsicum_rights(grant: &Grant) -> Vec<CapRight> {
         Grant::File { write, .. } => {
             let mut r = vec![Read, Fstat, Seek, Fcntl];
             if *write {
-                r.extend([Write, Fsync]);
+                // Ftruncate: a failed or killed mbox append is cut back.
+                r.extend([Write, Fsync, Ftruncate]);
             }
             r
         }
@@ -212,6 +213,7 @@ mod tests {
             assert!(rw.contains(&need), "{need:?}");
         }
         assert!(capsicum_rights(&Grant::File { fd: 5, write: true }).contains(&CapRight::Write));
+        assert!(capsicum_rights(&Grant::File { fd: 5, write: true }).contains(&CapRight::Ftruncate));
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! The local role: the local delivery agent (root parent), and, run as
 //! `local deliver ...` by that parent as a recipient, one mailbox or
-//! file delivery (see mta::local::child); as `local pipe ...`, one
-//! command delivery (mta::local::pipe); as `local forward ...`, the
-//! reading of a `.forward` (mta::local::forward).
+//! file delivery (see mta::local::child); as `local repair ...`, the
+//! repair of a mailbox after such a delivery was killed
+//! (mta::local::repair); as `local pipe ...`, one command delivery
+//! (mta::local::pipe); as `local forward ...`, the reading of a
+//! `.forward` (mta::local::forward).
 #![forbid(unsafe_code)]
 
 use mta::roles::Role;
@@ -11,6 +13,7 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
         Some("deliver") => mta::local::child::main(&args[2..]),
+        Some("repair") => mta::local::repair::main(&args[2..]),
         Some("pipe") => mta::local::pipe::main(&args[2..]),
         Some("forward") => mta::local::forward::main(&args[2..]),
         _ => {}

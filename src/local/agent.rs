@@ -5,7 +5,11 @@
 //! delivery as a child of its own program, started as the recipient
 //! (`local deliver ...`, [`super::child`]), which opens the mailbox,
 //! confines itself to it and writes. The parent never opens a mailbox
-//! and never writes as root; it reports one result per recipient.
+//! and never writes as root; it reports one result per recipient. When
+//! an mbox or file delivery child is killed, by a signal or by us at the
+//! time limit, the parent runs `local repair` as the same user
+//! ([`super::repair`]) to cut the mailbox back to where the child began
+//! and remove its dot-lock, and logs what it did.
 //!
 //! Deliveries are served one at a time (the child's time is bounded by
 //! `local.time_limit`); more processes (`processes.local`) deliver in
@@ -13,7 +17,8 @@
 //!
 //! Trusts: master and qmgr for the request; the queue file is read by
 //! the queue module; the aliases database is read by the bounded reader;
-//! a child's report is bounded and only informs the reason text.
+//! a child's report is bounded and only informs the reason text, and,
+//! for a killed delivery, the repair run as the same user.
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -30,6 +35,8 @@ use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::Pid;
 use sandbox::{Grant, Sandboxed};
 
+use super::deliver::Envelope;
+use super::repair::{Killed, progress};
 use super::resolve::{Dest, Resolver, Target, User};
 use crate::aliases::{self, Target as AliasTarget};
 use crate::child::{Child, drop_channel, install_channel};
@@ -461,7 +468,9 @@ impl Local {
         }
     }
 
-    /// Run `local deliver KIND DIR NAME ...` as uid and gid, and wait.
+    /// Run `local deliver KIND DIR NAME ...` as uid and gid, and wait;
+    /// if an mbox or file delivery was killed, repair the mailbox
+    /// ([`Local::repair`]).
     #[allow(clippy::too_many_arguments)]
     fn store(
         &mut self,
@@ -496,10 +505,54 @@ impl Local {
             self.confinement(),
         ];
         let creds = sandbox::Credentials { uid, gid, groups: vec![gid] };
-        match self.run(&argv, &creds, Some(file), limit, MAX_CHILD_REPORT) {
-            Ok(ran) => ran.outcome(limit),
-            Err(o) => o,
+        let ran = match self.run(&argv, &creds, Some(file), limit, MAX_CHILD_REPORT) {
+            Ok(ran) => ran,
+            Err(o) => return o,
+        };
+        let o = ran.outcome(limit);
+        if kind == "maildir" || !ran.killed() {
+            return o;
         }
+        let env = Envelope { sender: &qe.envelope.sender, recipient, arrival: qe.envelope.arrival.secs };
+        let killed = Killed { kind, dir: dir_str, name, env, pid: ran.pid.as_raw(), progress: progress(&ran.text) };
+        let repaired = self.repair(qe.id.as_str(), &killed, &creds, file);
+        killed.outcome(o, repaired)
+    }
+
+    /// Run `local repair` for a killed delivery as its user and group,
+    /// and wait (the lock timeout and a margin); log what it did. None:
+    /// there was nothing to repair.
+    fn repair(
+        &mut self,
+        id: &str,
+        killed: &Killed<'_>,
+        creds: &sandbox::Credentials,
+        file: &File,
+    ) -> Option<Result<String, String>> {
+        let lock_ms = self.conf.local.lock_timeout.as_millis().to_string();
+        let argv = killed.argv(&lock_ms, self.confinement())?;
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let limit = self.conf.local.lock_timeout + Duration::from_secs(10);
+        let queue = killed.needs_content().then_some(file);
+        let result = match self.run(&argv, creds, queue, limit, MAX_CHILD_REPORT) {
+            Ok(r) if r.timed_out => Err(format!("no end within {}s", limit.as_secs())),
+            Ok(r) if matches!(r.status, Ok(WaitStatus::Exited(_, EX_OK))) => {
+                Ok(split_report(&String::from_utf8_lossy(&r.text)).1)
+            }
+            Ok(r) => Err(r.outcome(limit).reason),
+            Err(o) => Err(o.reason),
+        };
+        let at = crate::log::sanitize(&format!("{}/{}", killed.dir, killed.name), 1024);
+        match &result {
+            Ok(done) => self
+                .child
+                .info(&format!("{id}: repair of {at} after the killed delivery: {}", crate::log::sanitize(done, 2048))),
+            Err(why) => self.child.warn(&format!(
+                "{id}: repair of {at} after the killed delivery failed: {}",
+                crate::log::sanitize(why, 2048)
+            )),
+        }
+        Some(result)
     }
 
     /// A command named in an alias or `.forward`, run as `user` by
@@ -741,7 +794,7 @@ impl Local {
                 other => break other,
             }
         };
-        Ok(Ran { status, text, timed_out })
+        Ok(Ran { pid, status, text, timed_out })
     }
 }
 
@@ -754,12 +807,19 @@ fn push_new(out: &mut Vec<Dest>, d: Dest) {
 
 /// A child that ran.
 struct Ran {
+    pid: Pid,
     status: nix::Result<WaitStatus>,
     text: Vec<u8>,
     timed_out: bool,
 }
 
 impl Ran {
+    /// Whether it was killed, by a signal or by us at its time limit:
+    /// it had no chance to clean up.
+    fn killed(&self) -> bool {
+        self.timed_out || matches!(self.status, Ok(WaitStatus::Signaled(..)))
+    }
+
     /// A delivery child's verdict: its exit code and report.
     fn outcome(&self, limit: Duration) -> Outcome {
         if self.timed_out {
@@ -811,9 +871,10 @@ fn read_report(rd: OwnedFd, limit: Duration, max: usize) -> (Vec<u8>, bool) {
     }
 }
 
-/// The child writes one line: `D.D.D reason`. Anything else is the
+/// The child's report ends in one line: `D.D.D reason` (progress lines
+/// before it, [`super::repair`], are passed over). Anything else is the
 /// reason alone.
-fn split_report(text: &str) -> (Option<&'static str>, String) {
+pub(super) fn split_report(text: &str) -> (Option<&'static str>, String) {
     let line = text.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("").trim();
     let line: String = line.chars().filter(|c| !c.is_control()).take(512).collect();
     let (code, rest) = line.split_once(' ').unwrap_or((line.as_str(), ""));

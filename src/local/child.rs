@@ -16,6 +16,12 @@
 //! with a sysexits code: 0 delivered, 75 try again later, 65 (a mail
 //! loop) and 67 bounce.
 //!
+//! Appending to an mbox or file, it also reports its progress, each a
+//! line before that last one, for the parent to repair the mailbox
+//! ([`super::repair`]) should it be killed: `at SIZE DEV INO` once it
+//! holds the locks and before it writes, `appended` once the whole
+//! message is written and synced, before it lets go of the locks.
+//!
 //! Trusts: its parent for the arguments (root started it); nothing in
 //! the message, which is copied, never interpreted (but for the
 //! `Delivered-To:` loop check on its header block).
@@ -33,11 +39,11 @@ use sandbox::{DirAccess, Grant, Policy, Unconfined};
 
 use super::agent::{EX_DATAERR, EX_OK, EX_SOFTWARE, EX_TEMPFAIL};
 use super::deliver::{self, Envelope};
-use super::{maildir, mbox};
+use super::{maildir, mbox, repair};
 use crate::queue::{ContentRange, read_envelope, verify_content};
 
 /// The queue file's descriptor.
-const QUEUE_FD: i32 = 3;
+pub(super) const QUEUE_FD: i32 = 3;
 /// The most of the content read for the loop check.
 const HEADER_PEEK: usize = 64 * 1024;
 
@@ -86,30 +92,11 @@ pub fn main(args: &[String]) -> ! {
         finish(EX_SOFTWARE, "4.3.0", "local deliver: wrong arguments");
     };
     let arrival: i64 = arrival.parse().unwrap_or(0);
-    let lock_timeout = Duration::from_millis(lock_ms.parse().unwrap_or(30_000));
-    let unconfined = if confinement == "unconfined" { Unconfined::Allowed } else { Unconfined::Refused };
-    // Descriptor 3 is the queue file the parent placed there.
-    let queue = match sandbox::fds::take_inherited(QUEUE_FD) {
-        Ok(fd) => File::from(fd),
-        Err(e) => finish(EX_SOFTWARE, "4.3.0", &format!("no queue file: {e}")),
-    };
-    let qe = match read_envelope(&queue) {
-        Ok(q) => q,
-        Err(e) => finish(EX_TEMPFAIL, "4.3.0", &format!("cannot read the queue file: {e}")),
-    };
-    let range = qe.content_range();
-    if let Err(e) = verify_content(&queue, range) {
-        finish(EX_TEMPFAIL, "4.3.0", &format!("the message content cannot be read: {e}"));
-    }
+    let lock_timeout = lock_timeout(lock_ms);
+    let unconfined = unconfined(confinement);
+    let (queue, range) = queue_content();
     let env = Envelope { sender, recipient, arrival };
-    let dir_fd = match open(
-        dir.as_str(),
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    ) {
-        Ok(fd) => fd,
-        Err(e) => finish(EX_TEMPFAIL, "4.3.0", &format!("{dir}: {}", e.desc())),
-    };
+    let dir_fd = open_dir(dir);
     let mut grants = vec![Grant::File { fd: QUEUE_FD, write: false }];
     match kind.as_str() {
         // A file named in an alias or .forward is written as an mbox is,
@@ -119,12 +106,15 @@ pub fn main(args: &[String]) -> ! {
             let dotlock = kind == "mbox";
             let conf = mbox::LockConf { timeout: lock_timeout, dotlock, ..mbox::LockConf::default() };
             let lock = mbox::lock(&dir_fd, name, &file, &conf).unwrap_or_else(|e| fail(&e));
+            let mark = mbox::Mark::of(&file, &lock).unwrap_or_else(|e| fail(&e));
+            report_progress(&repair::at_line(&mark));
             grants.push(Grant::File { fd: file.as_raw_fd(), write: true });
             grants.push(dir_grant(&dir_fd, PathBuf::from(dir.as_str())));
             confine(&grants, unconfined);
             check_loop(&queue, range, recipient);
             let mut content = Content { file: &queue, range, at: 0 };
             mbox::append(&file, &env, &mut content, &lock).unwrap_or_else(|e| fail(&e));
+            report_progress(repair::APPENDED);
             lock.release().unwrap_or_else(|e| fail(&e));
             finish(EX_OK, "2.0.0", if dotlock { "delivered to mailbox" } else { "delivered to file" });
         }
@@ -141,12 +131,58 @@ pub fn main(args: &[String]) -> ! {
     }
 }
 
-fn dir_grant(fd: &OwnedFd, path: PathBuf) -> Grant {
+/// A progress line for the parent. If the parent cannot be told, it
+/// cannot repair the mailbox either: the delivery stops.
+fn report_progress(line: &str) {
+    let mut e = std::io::stderr();
+    if writeln!(e, "{line}").and_then(|()| e.flush()).is_err() {
+        finish(EX_TEMPFAIL, "4.3.0", "cannot report to the parent");
+    }
+}
+
+/// The lock timeout in milliseconds, as the parent passes it.
+pub(super) fn lock_timeout(ms: &str) -> Duration {
+    Duration::from_millis(ms.parse().unwrap_or(30_000))
+}
+
+/// `confined` or `unconfined`, as the parent passes it.
+pub(super) fn unconfined(confinement: &str) -> Unconfined {
+    if confinement == "unconfined" { Unconfined::Allowed } else { Unconfined::Refused }
+}
+
+/// The queue file the parent placed at descriptor 3, and its checked
+/// content range.
+pub(super) fn queue_content() -> (File, ContentRange) {
+    let queue = match sandbox::fds::take_inherited(QUEUE_FD) {
+        Ok(fd) => File::from(fd),
+        Err(e) => finish(EX_SOFTWARE, "4.3.0", &format!("no queue file: {e}")),
+    };
+    let qe = match read_envelope(&queue) {
+        Ok(q) => q,
+        Err(e) => finish(EX_TEMPFAIL, "4.3.0", &format!("cannot read the queue file: {e}")),
+    };
+    let range = qe.content_range();
+    if let Err(e) = verify_content(&queue, range) {
+        finish(EX_TEMPFAIL, "4.3.0", &format!("the message content cannot be read: {e}"));
+    }
+    (queue, range)
+}
+
+/// The directory of the mailbox (the spool, or a home), not through a
+/// symbolic link at its last component.
+pub(super) fn open_dir(dir: &str) -> OwnedFd {
+    match open(dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(e) => finish(EX_TEMPFAIL, "4.3.0", &format!("{dir}: {}", e.desc())),
+    }
+}
+
+pub(super) fn dir_grant(fd: &OwnedFd, path: PathBuf) -> Grant {
     Grant::Dir { fd: fd.as_raw_fd(), path, access: DirAccess::ReadWrite, watch: false, times: false }
 }
 
 /// Enter the delivery's sandbox: only the descriptors it holds.
-fn confine(grants: &[Grant], unconfined: Unconfined) {
+pub(super) fn confine(grants: &[Grant], unconfined: Unconfined) {
     let mut p = Policy::new("local");
     p.grants = grants.to_vec();
     match sandbox::enter(&p, unconfined) {

@@ -22,7 +22,7 @@ use std::time::Duration;
 use nix::errno::Errno;
 
 /// The envelope of one delivery.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Envelope<'a> {
     /// The envelope sender (MAIL FROM); "" is the null sender of a
     /// delivery status notification.

@@ -13,19 +13,26 @@
 //!   flock and an fcntl lock conflict even within one process: flock
 //!   alone keeps out readers of both kinds there (Postfix's FreeBSD
 //!   default is flock and dot-lock, too).
+//!   The dot-lock holds the pid of the process that took it.
 //! - [`append`] writes the message on the end in the mboxrd format: a
 //!   `From ` line, our headers, the content with LF line ends and quoted
 //!   `From ` lines ([`super::deliver::LfLines`]), an empty line; it
 //!   fsyncs, and on any failure truncates the mailbox back to its old
 //!   length, so a reader never sees half a message.
+//! - [`repair`] does that truncation for a delivery process killed
+//!   mid-append (which could not): from where the process said it began
+//!   (its [`Mark`]), after removing the dot-lock it left
+//!   ([`remove_dead_dotlock`]), and only if every byte past the mark is
+//!   a beginning of the message that process was writing.
 //!
 //! Trusts: the caller, to run as the recipient with its groups (the spool
 //! permissions decide what it may do). Nothing in the spool: each name is
 //! opened relative to the spool's descriptor, never through a link, and
 //! checked on its descriptor after opening.
 
+use std::fmt;
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -66,15 +73,28 @@ impl Default for LockConf {
 /// owned by our effective uid (a file we just created is ours; someone
 /// else's file, or a hard link to it, is not written to).
 pub fn open_mailbox(spool: &OwnedFd, name: &str, create_mode: u32) -> Result<File, Error> {
+    open_in(spool, name, Some(create_mode))
+}
+
+/// Opens the mailbox `name` in `spool` as [`open_mailbox`] does, with
+/// the same refusals, but never creates it (a missing mailbox is an
+/// [`Error::Io`] with ENOENT).
+pub fn open_existing_mailbox(spool: &OwnedFd, name: &str) -> Result<File, Error> {
+    open_in(spool, name, None)
+}
+
+fn open_in(spool: &OwnedFd, name: &str, create_mode: Option<u32>) -> Result<File, Error> {
     check_name(name)?;
-    let flags = OFlag::O_RDWR
+    let mut flags = OFlag::O_RDWR
         | OFlag::O_APPEND
-        | OFlag::O_CREAT
         | OFlag::O_NOFOLLOW
         | OFlag::O_CLOEXEC
         // A FIFO in its place must not hang us: refused after fstat.
         | OFlag::O_NONBLOCK;
-    let mode = Mode::from_bits_truncate((create_mode & 0o777) as libc::mode_t);
+    if create_mode.is_some() {
+        flags |= OFlag::O_CREAT;
+    }
+    let mode = Mode::from_bits_truncate((create_mode.unwrap_or(0) & 0o777) as libc::mode_t);
     let fd = match openat(spool, name, flags, mode) {
         Ok(fd) => fd,
         // Linux says ELOOP for a symbolic link under O_NOFOLLOW, FreeBSD EMLINK.
@@ -231,7 +251,14 @@ fn dotlock(spool: &OwnedFd, name: &str, conf: &LockConf, deadline: Instant) -> R
     let mut stuck = None;
     loop {
         match openat(&spool, lock_name.as_str(), flags, Mode::from_bits_truncate(0o600)) {
-            Ok(_) => return Ok(DotLock { spool, name: lock_name }),
+            Ok(fd) => {
+                // Our pid, as liblockfile writes it, so that a repair
+                // after we are killed knows the lock for ours. A lock
+                // without it still locks (it is only never taken for a
+                // dead process's, and goes when it is stale).
+                let _ = File::from(fd).write_all(format!("{}\n", std::process::id()).as_bytes());
+                return Ok(DotLock { spool, name: lock_name });
+            }
             Err(Errno::EEXIST) => match break_stale(&spool, &lock_name, conf.stale_after) {
                 Ok(true) => continue,
                 Ok(false) => {}
@@ -345,22 +372,29 @@ fn pause(deadline: Instant, tries: &mut u32) -> bool {
 /// truncated back to its old length, and the error returned.
 pub fn append(mailbox: &File, env: &Envelope<'_>, content: &mut dyn Read, lock: &Lock) -> Result<(), Error> {
     let name = lock.mailbox.as_str();
-    let headers = prepended_headers(env)?;
-    let st = fstat(mailbox).map_err(Error::errno(format!("stat mailbox {name}")))?;
-    if (st.st_dev, st.st_ino) != (lock.dev, lock.ino) {
-        return Err(Error::Unsafe(format!("the mailbox written to is not the mailbox {name} locked")));
-    }
-    let start = u64::try_from(st.st_size).unwrap_or(0);
-    let mut head = separator(mailbox, start, name)?.to_vec();
-    head.extend_from_slice(from_line(env).as_bytes());
-    head.extend_from_slice(&headers);
+    let start = Mark::of(mailbox, lock)?.size;
+    let head = message_head(mailbox, start, env, name)?;
     let mut out = mailbox;
-    let written = copy_message(&mut out, &head, content, true, b"\n", &format!("mailbox {name}"))
+    let written = copy_message(&mut out, &head, content, true, MESSAGE_END, &format!("mailbox {name}"))
         .and_then(|()| mailbox.sync_all().map_err(Error::io(format!("fsync mailbox {name}"))));
     match written {
         Ok(()) => Ok(()),
         Err(e) => Err(truncate_back(mailbox, start, name, e)),
     }
+}
+
+/// What ends a message in the mailbox, after its content: an empty line.
+const MESSAGE_END: &[u8] = b"\n";
+
+/// What [`append`] writes before the content of a message going on the
+/// end of a mailbox of `len` bytes: the line ends it needs, the `From `
+/// line, our headers.
+fn message_head(mailbox: &File, len: u64, env: &Envelope<'_>, name: &str) -> Result<Vec<u8>, Error> {
+    let headers = prepended_headers(env)?;
+    let mut head = separator(mailbox, len, name)?.to_vec();
+    head.extend_from_slice(from_line(env).as_bytes());
+    head.extend_from_slice(&headers);
+    Ok(head)
 }
 
 /// What a mailbox of `len` bytes needs before a new `From ` line: nothing
@@ -388,6 +422,230 @@ fn truncate_back(mailbox: &File, len: u64, name: &str, e: Error) -> Error {
             Error::Io { what: format!("{what} (and truncating mailbox {name} back to {len} bytes failed: {t})"), error }
         }
         (Err(_), e) => e,
+    }
+}
+
+/// Where a delivery began: the mailbox's length and identity (device
+/// and inode) once the delivery held its locks, before it wrote. The
+/// delivery child reports it ([`super::repair`] says how); [`repair`]
+/// cuts the mailbox back to it if the child is killed mid-append.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mark {
+    pub size: u64,
+    pub dev: libc::dev_t,
+    pub ino: libc::ino_t,
+}
+
+impl Mark {
+    /// The mark of `mailbox`, which `lock` holds locked (refused if
+    /// `lock` is for another file).
+    pub fn of(mailbox: &File, lock: &Lock) -> Result<Mark, Error> {
+        let name = lock.mailbox.as_str();
+        let st = fstat(mailbox).map_err(Error::errno(format!("stat mailbox {name}")))?;
+        if (st.st_dev, st.st_ino) != (lock.dev, lock.ino) {
+            return Err(Error::Unsafe(format!("the mailbox written to is not the mailbox {name} locked")));
+        }
+        Ok(Mark { size: u64::try_from(st.st_size).unwrap_or(0), dev: st.st_dev, ino: st.st_ino })
+    }
+
+    /// The mark written as `SIZE DEV INO` (see the `Display`), from
+    /// its three decimal fields.
+    pub fn parse(size: &str, dev: &str, ino: &str) -> Option<Mark> {
+        Some(Mark { size: size.parse().ok()?, dev: dev.parse().ok()?, ino: ino.parse().ok()? })
+    }
+}
+
+/// `SIZE DEV INO`, in decimal.
+impl fmt::Display for Mark {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {} {}", self.size, self.dev, self.ino)
+    }
+}
+
+/// Removes the dot-lock `NAME.lock` in `spool` if the process `dead`,
+/// which has ended, left it: a regular file of ours holding that pid.
+/// True if it was removed; false if there is none, or it is another
+/// process's (left alone: [`lock`] waits for it as for any).
+pub fn remove_dead_dotlock(spool: &OwnedFd, name: &str, dead: i32) -> Result<bool, Error> {
+    check_name(name)?;
+    let lock_name = format!("{name}.lock");
+    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+    let fd = match openat(spool, lock_name.as_str(), flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(Errno::ENOENT) => return Ok(false),
+        // A link or a FIFO in its place is no lock we took.
+        Err(Errno::ELOOP | Errno::EMLINK | Errno::ENXIO) => return Ok(false),
+        Err(e) => return Err(Error::errno(format!("open the dot-lock {lock_name}"))(e)),
+    };
+    let st = fstat(&fd).map_err(Error::errno(format!("stat the dot-lock {lock_name}")))?;
+    let regular = SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFREG;
+    if !regular || st.st_uid != geteuid().as_raw() {
+        return Ok(false);
+    }
+    let mut text = Vec::with_capacity(16);
+    File::from(fd).take(32).read_to_end(&mut text).map_err(Error::io(format!("read the dot-lock {lock_name}")))?;
+    let holder = std::str::from_utf8(&text).ok().and_then(|t| t.trim().parse::<i32>().ok());
+    if holder != Some(dead) {
+        return Ok(false);
+    }
+    // The name may have been taken over since we opened it (by one who
+    // broke it as stale and locked): only the file we read is removed.
+    match fstatat(spool, lock_name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(now) if (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino) => {}
+        Ok(_) | Err(Errno::ENOENT) => return Ok(false),
+        Err(e) => return Err(Error::errno(format!("stat the dot-lock {lock_name}"))(e)),
+    }
+    match unlinkat(spool, lock_name.as_str(), UnlinkatFlags::NoRemoveDir) {
+        Ok(()) => Ok(true),
+        Err(Errno::ENOENT) => Ok(false),
+        Err(e) => Err(Error::errno(format!("remove the dot-lock {lock_name}"))(e)),
+    }
+}
+
+/// What [`repair`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Repair {
+    /// The mailbox had grown to `from` bytes: cut back to `to`, synced.
+    CutBack { from: u64, to: u64 },
+    /// Nothing had been written: it has its `size` from before.
+    Intact { size: u64 },
+}
+
+/// Undoes what the delivery process `dead`, killed while it appended to
+/// the mailbox `name` in `spool`, wrote after `mark`: the message of
+/// `env` with `content` (the queued content, as [`append`] read it).
+///
+/// In order: its dot-lock is removed ([`remove_dead_dotlock`], if
+/// `conf.dotlock`); the mailbox is opened as [`open_existing_mailbox`]
+/// does (never created) and must be the file of the mark; it is locked
+/// as [`lock`] does (waiting for any other holder); `confine` is called
+/// (the caller enters its sandbox there); then, if the mailbox is longer
+/// than the mark, it is truncated back and fsynced, and the locks let
+/// go.
+///
+/// Refused ([`Error::Unsafe`], nothing changed): another file in the
+/// mailbox's place; a mailbox now shorter than the mark, or whose bytes
+/// past the mark are not a beginning of that message exactly (a reader
+/// rewrote it, or another writer appended after the killed one): they
+/// are not ours to remove.
+#[allow(clippy::too_many_arguments)]
+pub fn repair(
+    spool: &OwnedFd,
+    name: &str,
+    mark: &Mark,
+    dead: i32,
+    env: &Envelope<'_>,
+    content: &mut dyn Read,
+    conf: &LockConf,
+    confine: impl FnOnce(&File),
+) -> Result<Repair, Error> {
+    if conf.dotlock {
+        remove_dead_dotlock(spool, name, dead)?;
+    }
+    let mailbox = open_existing_mailbox(spool, name)?;
+    let st = fstat(&mailbox).map_err(Error::errno(format!("stat mailbox {name}")))?;
+    if (st.st_dev, st.st_ino) != (mark.dev, mark.ino) {
+        return Err(Error::Unsafe(format!(
+            "mailbox {name} is not the file the killed delivery wrote to (device {} inode {}, not {} {})",
+            st.st_dev, st.st_ino, mark.dev, mark.ino
+        )));
+    }
+    let held = lock(spool, name, &mailbox, conf)?;
+    let now = Mark::of(&mailbox, &held)?.size;
+    confine(&mailbox);
+    let done = cut_back(&mailbox, name, mark.size, now, env, content)?;
+    held.release().map_err(|e| match e {
+        Error::Io { what, error } => Error::Io { what: format!("{what} (after {})", describe(&done, name)), error },
+        e => e,
+    })?;
+    Ok(done)
+}
+
+/// What [`repair`] did, in words.
+pub fn describe(done: &Repair, name: &str) -> String {
+    match done {
+        Repair::CutBack { from, to } => format!("mailbox {name} cut back from {from} to {to} bytes"),
+        Repair::Intact { size } => format!("mailbox {name} left at {size} bytes, as before the delivery"),
+    }
+}
+
+/// Truncates the locked `mailbox`, now `now` bytes long, back to `size`
+/// if what lies past `size` is a beginning of the message of `env` and
+/// `content` as [`append`] writes it there.
+fn cut_back(
+    mailbox: &File,
+    name: &str,
+    size: u64,
+    now: u64,
+    env: &Envelope<'_>,
+    content: &mut dyn Read,
+) -> Result<Repair, Error> {
+    if now < size {
+        return Err(Error::Unsafe(format!(
+            "mailbox {name} is {now} bytes, shorter than the {size} it had before the killed delivery"
+        )));
+    }
+    if now == size {
+        return Ok(Repair::Intact { size });
+    }
+    let head = message_head(mailbox, size, env, name)?;
+    let mut tail = Tail { mailbox, at: size, end: now, differs: false, covered: false, buf: Vec::new() };
+    let compared = copy_message(&mut tail, &head, content, true, MESSAGE_END, &format!("mailbox {name}"));
+    if tail.differs {
+        return Err(Error::Unsafe(format!(
+            "mailbox {name} differs from the killed delivery's message at byte {}: left at {now} bytes",
+            tail.at
+        )));
+    }
+    // Stopped by `Tail` once all was compared, or an error of its own.
+    if !tail.covered {
+        compared?;
+    }
+    if tail.at < now {
+        return Err(Error::Unsafe(format!(
+            "mailbox {name} holds more than the killed delivery's message past byte {size}: left at {now} bytes"
+        )));
+    }
+    let what = format!("cut mailbox {name} back to {size} bytes");
+    mailbox.set_len(size).map_err(Error::io(what.clone()))?;
+    mailbox.sync_all().map_err(Error::io(what))?;
+    Ok(Repair::CutBack { from: now, to: size })
+}
+
+/// A writer that compares what it is given with the mailbox from `at`
+/// up to `end`, and stops the copy (with an error) at the first byte
+/// that differs, or at the first byte past `end`.
+struct Tail<'a> {
+    mailbox: &'a File,
+    /// How far the mailbox matched; where it differs, once `differs`.
+    at: u64,
+    end: u64,
+    differs: bool,
+    /// All up to `end` matched, and the message goes on past it.
+    covered: bool,
+    buf: Vec<u8>,
+}
+
+impl Write for Tail<'_> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        if self.at == self.end && !data.is_empty() {
+            self.covered = true;
+            return Err(std::io::Error::other("the mailbox ends within the message"));
+        }
+        let n = usize::try_from(self.end - self.at).unwrap_or(usize::MAX).min(data.len());
+        self.buf.resize(n, 0);
+        self.mailbox.read_exact_at(&mut self.buf, self.at)?;
+        if let Some(i) = self.buf.iter().zip(data).position(|(ours, theirs)| ours != theirs) {
+            self.at += i as u64;
+            self.differs = true;
+            return Err(std::io::Error::other("the mailbox differs"));
+        }
+        self.at += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

@@ -6,6 +6,8 @@
 //! ([`deliver`]: the envelope, the prepended headers, loop detection,
 //! CR LF to LF conversion, the error), appending to a Unix mbox in the
 //! mail spool ([`mbox`]), or delivering into a Maildir ([`maildir`]).
+//! A mailbox whose delivery child was killed mid-append is cut back by
+//! a repair child, run as the same user ([`repair`]).
 
 pub mod agent;
 pub mod child;
@@ -14,6 +16,7 @@ pub mod forward;
 pub mod maildir;
 pub mod mbox;
 pub mod pipe;
+pub mod repair;
 pub mod resolve;
 
 #[cfg(test)]

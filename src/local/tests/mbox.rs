@@ -1,4 +1,5 @@
-//! Appending to an mbox: the bytes written, the locks, the refusals.
+//! Appending to an mbox: the bytes written, the locks, the refusals;
+//! repairing one after a delivery was killed mid-append.
 
 use std::ffi::OsStr;
 use std::fs::{self, File};
@@ -9,7 +10,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::{PYTHON, TempDir, crlf, python};
 use crate::local::deliver::{Envelope, Error};
-use crate::local::mbox::{LockConf, append, asctime, from_line, lock, open_mailbox};
+use crate::local::mbox::{
+    LockConf, Mark, Repair, append, asctime, from_line, lock, open_existing_mailbox, open_mailbox, remove_dead_dotlock,
+    repair,
+};
 
 /// Sun Nov 22 12:06:37 2026 UTC.
 const ARRIVAL: i64 = 1_795_349_197;
@@ -334,4 +338,231 @@ fn open_mailbox_refuses_someone_elses_file() {
         Err(Error::Unsafe(m)) => assert!(m.contains("belongs to uid 65534"), "{m}"),
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn dot_lock_holds_the_pid_of_its_taker() {
+    let spool = TempDir::new("mbox-dot-pid");
+    let fd = spool.fd();
+    let mailbox = open_mailbox(&fd, "bob", 0o600).unwrap();
+    let held = lock(&fd, "bob", &mailbox, &quick()).unwrap();
+    assert_eq!(fs::read_to_string(spool.path.join("bob.lock")).unwrap(), format!("{}\n", std::process::id()));
+    held.release().unwrap();
+}
+
+/// The pid of a process that has ended (and been reaped).
+fn dead_pid() -> i32 {
+    let mut child = Command::new("/bin/true").spawn().expect("run /bin/true");
+    child.wait().unwrap();
+    i32::try_from(child.id()).unwrap()
+}
+
+/// A dot-lock `name.lock` in `spool` holding `text`, as another process
+/// would have left it.
+fn dot_lock(spool: &TempDir, name: &str, text: &str) {
+    fs::write(spool.path.join(format!("{name}.lock")), text).unwrap();
+}
+
+const BIG: Envelope<'static> = Envelope { sender: "a@x", recipient: "bob@x", arrival: ARRIVAL };
+
+/// A message long enough to be written in several pieces, with `From `
+/// lines to quote.
+fn big_content() -> Vec<u8> {
+    let lines: Vec<String> = (0..20_000).map(|i| format!("From line {i} of the big message")).collect();
+    let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+    let mut content = crlf(&["Subject: big", ""]);
+    content.extend(crlf(&lines));
+    content
+}
+
+/// A mailbox `bob` holding one message, as `before`; then the mark a
+/// delivery of the big message takes, and the bytes that delivery
+/// writes after it when it runs to the end.
+fn killed_delivery(spool: &TempDir) -> (Vec<u8>, Mark, Vec<u8>) {
+    deliver(spool, "bob", &BIG, b"Subject: kept\r\n\r\nbody without a last line end").unwrap();
+    let before = fs::read(spool.path.join("bob")).unwrap();
+    let fd = spool.fd();
+    let mailbox = open_mailbox(&fd, "bob", 0o600).unwrap();
+    let held = lock(&fd, "bob", &mailbox, &quick()).unwrap();
+    let mark = Mark::of(&mailbox, &held).unwrap();
+    assert_eq!(mark.size, before.len() as u64);
+    append(&mailbox, &BIG, &mut &big_content()[..], &held).unwrap();
+    held.release().unwrap();
+    let written = fs::read(spool.path.join("bob")).unwrap()[before.len()..].to_vec();
+    (before, mark, written)
+}
+
+#[test]
+fn repair_cuts_a_killed_append_back_wherever_it_was_killed() {
+    let spool = TempDir::new("mbox-repair");
+    let (before, mark, written) = killed_delivery(&spool);
+    let fd = spool.fd();
+    let path = spool.path.join("bob");
+    // Killed after 1 byte, mid-head, mid-content, after the whole.
+    for cut in [1, 40, written.len() / 2, written.len()] {
+        let mut partial = before.clone();
+        partial.extend_from_slice(&written[..cut]);
+        fs::write(&path, &partial).unwrap();
+        let dead = dead_pid();
+        dot_lock(&spool, "bob", &format!("{dead}\n"));
+        let mut confined = false;
+        let done = repair(&fd, "bob", &mark, dead, &BIG, &mut &big_content()[..], &quick(), |_| confined = true)
+            .unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
+        assert!(confined, "cut at {cut}: the repair did not confine itself");
+        let from = before.len() as u64 + cut as u64;
+        assert_eq!(done, Repair::CutBack { from, to: mark.size }, "cut at {cut}");
+        assert_eq!(fs::read(&path).unwrap(), before, "cut at {cut}");
+        assert!(!spool.path.join("bob.lock").exists(), "cut at {cut}: dot-lock left behind");
+    }
+    let script = "import mailbox, sys\nprint([m['Subject'] for m in mailbox.mbox(sys.argv[1], create=False)])";
+    let Some(out) = python(script, &[path.as_os_str()]) else { return };
+    assert_eq!(out, "['kept']\n");
+}
+
+#[test]
+fn repair_holds_the_locks_when_it_confines_itself() {
+    let spool = TempDir::new("mbox-repair-order");
+    let (before, mark, written) = killed_delivery(&spool);
+    let path = spool.path.join("bob");
+    let mut partial = before.clone();
+    partial.extend_from_slice(&written[..100]);
+    fs::write(&path, &partial).unwrap();
+    let dead = dead_pid();
+    dot_lock(&spool, "bob", &format!("{dead}\n"));
+    let fd = spool.fd();
+    let mut seen = None;
+    repair(&fd, "bob", &mark, dead, &BIG, &mut &big_content()[..], &quick(), |mailbox| {
+        // Locked by us, not yet cut.
+        seen = Some((fs::read_to_string(spool.path.join("bob.lock")).unwrap(), mailbox.metadata().unwrap().len()));
+    })
+    .unwrap();
+    assert_eq!(seen, Some((format!("{}\n", std::process::id()), partial.len() as u64)));
+}
+
+#[test]
+fn repair_with_nothing_written_changes_nothing_but_the_dead_lock() {
+    let spool = TempDir::new("mbox-repair-intact");
+    let (before, mark, _) = killed_delivery(&spool);
+    fs::write(spool.path.join("bob"), &before).unwrap();
+    let dead = dead_pid();
+    dot_lock(&spool, "bob", &format!("{dead}\n"));
+    let done = repair(&spool.fd(), "bob", &mark, dead, &BIG, &mut &big_content()[..], &quick(), |_| {}).unwrap();
+    assert_eq!(done, Repair::Intact { size: mark.size });
+    assert_eq!(fs::read(spool.path.join("bob")).unwrap(), before);
+    assert!(!spool.path.join("bob.lock").exists(), "dot-lock left behind");
+}
+
+#[test]
+fn repair_refuses_a_mailbox_that_is_not_the_killed_deliverys() {
+    let spool = TempDir::new("mbox-repair-refuse");
+    let (before, mark, written) = killed_delivery(&spool);
+    let path = spool.path.join("bob");
+    let fd = spool.fd();
+    // Each time the mailbox is rewritten in place (fs::write keeps the
+    // inode), and the repair must leave it as it is.
+    let refused = |bytes: &[u8], why: &str| {
+        fs::write(&path, bytes).unwrap();
+        match repair(&fd, "bob", &mark, dead_pid(), &BIG, &mut &big_content()[..], &quick(), |_| {}) {
+            Err(Error::Unsafe(m)) => assert!(m.contains(why), "{m}"),
+            other => panic!("{why}: {other:?}"),
+        }
+        assert_eq!(fs::read(&path).unwrap(), bytes, "{why}");
+    };
+
+    // Shorter than the mark: rewritten by a reader.
+    refused(&before[..before.len() - 5], "shorter than the");
+    // A byte past the mark that the delivery did not write.
+    let mut changed = before.clone();
+    changed.extend_from_slice(&written[..100]);
+    let at = before.len() + 60;
+    changed[at] ^= 0x20;
+    refused(&changed, &format!("differs from the killed delivery's message at byte {at}"));
+    // The whole message, then another writer's.
+    let mut more = before.clone();
+    more.extend_from_slice(&written);
+    more.extend_from_slice(b"From other Sun Nov 22 12:06:37 2026\nSubject: theirs\n\nx\n\n");
+    refused(&more, "holds more than the killed delivery's message");
+
+    // Another file in its place (the same bytes, another inode).
+    let mut partial = before.clone();
+    partial.extend_from_slice(&written[..100]);
+    fs::write(spool.path.join("new"), &partial).unwrap();
+    fs::rename(spool.path.join("new"), &path).unwrap();
+    let before_ino = fs::metadata(&path).unwrap().ino();
+    refused(&partial, "not the file the killed delivery wrote to");
+    assert_eq!(fs::metadata(&path).unwrap().ino(), before_ino);
+}
+
+#[test]
+fn repair_waits_for_a_live_processs_dot_lock() {
+    let spool = TempDir::new("mbox-repair-live");
+    let (before, mark, written) = killed_delivery(&spool);
+    let mut partial = before.clone();
+    partial.extend_from_slice(&written[..100]);
+    fs::write(spool.path.join("bob"), &partial).unwrap();
+    // Another delivery, alive (this process), holds the dot-lock.
+    let live = format!("{}\n", std::process::id());
+    dot_lock(&spool, "bob", &live);
+    let e = repair(&spool.fd(), "bob", &mark, dead_pid(), &BIG, &mut &big_content()[..], &quick(), |_| {}).unwrap_err();
+    assert!(matches!(&e, Error::Locked { lock, .. } if lock.contains("dot-lock")), "{e:?}");
+    assert_eq!(fs::read(spool.path.join("bob")).unwrap(), partial);
+    assert_eq!(fs::read_to_string(spool.path.join("bob.lock")).unwrap(), live);
+}
+
+#[test]
+fn remove_dead_dotlock_removes_only_the_dead_processs() {
+    let spool = TempDir::new("mbox-dead-lock");
+    let fd = spool.fd();
+    let dead = dead_pid();
+    let path = spool.path.join("bob.lock");
+    assert!(!remove_dead_dotlock(&fd, "bob", dead).unwrap(), "no lock at all");
+    for other in [String::new(), format!("{}\n", dead + 1), format!("{dead}x\n"), String::from("garbage")] {
+        dot_lock(&spool, "bob", &other);
+        assert!(!remove_dead_dotlock(&fd, "bob", dead).unwrap(), "{other:?}");
+        assert_eq!(fs::read_to_string(&path).unwrap(), other);
+    }
+    fs::remove_file(&path).unwrap();
+    fs::write(spool.path.join("elsewhere"), format!("{dead}\n")).unwrap();
+    symlink(spool.path.join("elsewhere"), &path).unwrap();
+    assert!(!remove_dead_dotlock(&fd, "bob", dead).unwrap(), "a symbolic link");
+    assert!(fs::symlink_metadata(&path).is_ok());
+    fs::remove_file(&path).unwrap();
+    for own in [format!("{dead}\n"), format!("{dead}")] {
+        dot_lock(&spool, "bob", &own);
+        assert!(remove_dead_dotlock(&fd, "bob", dead).unwrap(), "{own:?}");
+        assert!(!path.exists(), "{own:?}");
+    }
+}
+
+#[test]
+fn repair_never_creates_a_mailbox() {
+    let spool = TempDir::new("mbox-repair-missing");
+    let fd = spool.fd();
+    let mark = Mark { size: 0, dev: 1, ino: 2 };
+    let e = repair(&fd, "bob", &mark, dead_pid(), &BIG, &mut &b""[..], &quick(), |_| {}).unwrap_err();
+    assert!(matches!(&e, Error::Io { error, .. } if error.kind() == io::ErrorKind::NotFound), "{e:?}");
+    assert!(!spool.path.join("bob").exists(), "the repair created the mailbox");
+    assert!(matches!(open_existing_mailbox(&fd, "bob"), Err(Error::Io { .. })));
+    symlink(spool.path.join("elsewhere"), spool.path.join("bob")).unwrap();
+    assert!(matches!(open_existing_mailbox(&fd, "bob"), Err(Error::Unsafe(_))));
+    assert!(!spool.path.join("elsewhere").exists(), "created through a dangling link");
+}
+
+#[test]
+fn repair_of_a_file_takes_no_dot_lock() {
+    // A file named in an alias or .forward is locked by the kernel only:
+    // its directory need not be writable, and a NAME.lock there is not
+    // the delivery's.
+    let spool = TempDir::new("mbox-repair-file");
+    let (before, mark, written) = killed_delivery(&spool);
+    let mut partial = before.clone();
+    partial.extend_from_slice(&written[..written.len() / 3]);
+    fs::write(spool.path.join("bob"), &partial).unwrap();
+    let dead = dead_pid();
+    dot_lock(&spool, "bob", &format!("{dead}\n"));
+    let kernel_only = LockConf { dotlock: false, ..quick() };
+    let done = repair(&spool.fd(), "bob", &mark, dead, &BIG, &mut &big_content()[..], &kernel_only, |_| {}).unwrap();
+    assert_eq!(done, Repair::CutBack { from: partial.len() as u64, to: mark.size });
+    assert_eq!(fs::read(spool.path.join("bob")).unwrap(), before);
+    assert_eq!(fs::read_to_string(spool.path.join("bob.lock")).unwrap(), format!("{dead}\n"));
 }

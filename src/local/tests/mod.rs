@@ -1,12 +1,14 @@
-//! Tests of the mailbox writers, in temporary directories; where
-//! /usr/bin/python3 exists, Python's `mailbox` module reads what they
-//! wrote, as a mail reader written by others.
+//! Tests of the mailbox writers and of the repair after a killed
+//! delivery, in temporary directories; where /usr/bin/python3 exists,
+//! Python's `mailbox` module reads what they wrote, as a mail reader
+//! written by others.
 
 mod deliver;
 mod forward;
 mod maildir;
 mod mbox;
 mod pipe;
+mod repair;
 
 use std::ffi::OsStr;
 use std::path::Path;

@@ -35,7 +35,7 @@ use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::Pid;
 use sandbox::{Grant, Sandboxed};
 
-use super::deliver::Envelope;
+use super::deliver::{Envelope, Error as DeliverError};
 use super::repair::{Killed, progress};
 use super::resolve::{Dest, Resolver, Target, User};
 use crate::aliases::{self, Target as AliasTarget};
@@ -62,8 +62,6 @@ const MAX_QUEUED_FRAMES: usize = 64;
 const MAX_CHILD_REPORT: usize = 4096;
 /// How deep `:include:` files of a `.forward` may nest.
 const MAX_FORWARD_DEPTH: usize = 5;
-/// The most of the content read for the loop check.
-const HEADER_PEEK: usize = 64 * 1024;
 
 /// sysexits(3) codes the delivery child exits with.
 pub const EX_OK: i32 = 0;
@@ -225,6 +223,11 @@ impl Local {
         if let Err(e) = verify_content(&file, qe.content_range()) {
             return all(format!("the message content cannot be read: {e}"));
         }
+        // Read once for every destination's loop check.
+        let head = match super::deliver::header_block(&file, qe.content_range()) {
+            Ok(h) => h,
+            Err(e) => return all(format!("reading the message: {e}")),
+        };
         let mut out = Vec::with_capacity(d.recipients.len());
         for &index in &d.recipients {
             let Some(r) = qe.recipients.get(index as usize) else {
@@ -232,7 +235,7 @@ impl Local {
                 continue;
             };
             let address = r.address.clone();
-            let outcome = self.deliver_one(&d.queue_id, start, &qe, &file, &address);
+            let outcome = self.deliver_one(&d.queue_id, start, &qe, &file, &head, &address);
             out.push(report(index, outcome));
         }
         out
@@ -243,8 +246,18 @@ impl Local {
     /// logging each. Several destinations (an alias list) count as
     /// delivered when all are; the first failure decides otherwise (the
     /// retry repeats the list, so a destination may get the message
-    /// twice).
-    fn deliver_one(&mut self, id: &str, start: Instant, qe: &QueueEnvelope, file: &File, address: &str) -> Outcome {
+    /// twice). A destination whose address the message already carries
+    /// in a `Delivered-To:` line (`head`, its header block) has been
+    /// reached before: a loop, which bounces.
+    fn deliver_one(
+        &mut self,
+        id: &str,
+        start: Instant,
+        qe: &QueueEnvelope,
+        file: &File,
+        head: &[u8],
+        address: &str,
+    ) -> Outcome {
         let dests = match self.resolver.resolve(address).and_then(|d| self.expand_forwards(d)) {
             Ok(t) => t,
             Err(o) => {
@@ -253,37 +266,26 @@ impl Local {
             }
         };
         let mut last = Outcome::defer("4.3.0", "no destination");
-        // Mailboxes, commands and files first, one by one; then the
-        // addresses, as one new message per sender and Delivered-To.
-        let (forwards, here): (Vec<Dest>, Vec<Dest>) =
-            dests.into_iter().partition(|d| matches!(d.target, Target::Forward { .. }));
-        for d in here {
-            let o = match &d.target {
-                Target::Mailbox { user, .. } => self.mailbox(qe, file, user, &d.to),
-                Target::Command { command, user } => self.command(qe, file, user, command, &d.to, address),
-                Target::File { path, user } => self.file(qe, file, user, path, &d.to),
-                Target::Forward { .. } => continue,
+        for step in steps(dests, &qe.envelope.sender) {
+            let to = match &step {
+                Step::Here(d) => &d.to,
+                Step::Forward { to, .. } => to,
             };
-            let orig = (d.to != address).then_some(address);
-            self.log(id, start, &d.to, orig, &o);
-            if !matches!(o.status, RecipientStatus::Delivered { .. }) {
-                return o;
-            }
-            last = o;
-        }
-        let mut groups: Vec<(String, String, Vec<String>)> = Vec::new();
-        for d in forwards {
-            let Target::Forward { address: a, sender } = d.target else { continue };
-            let sender = sender.unwrap_or_else(|| qe.envelope.sender.clone());
-            match groups.iter_mut().find(|(s, t, _)| *s == sender && *t == d.to) {
-                Some(g) => g.2.push(a),
-                None => groups.push((sender, d.to, vec![a])),
-            }
-        }
-        for (sender, to, addresses) in groups {
-            let o = self.forward(qe, file, &sender, &addresses, &to);
+            let o = if super::deliver::delivered_to_loop(head, to) {
+                Outcome::bounce(DeliverError::Loop.dsn(), &format!("mail forwarding loop for {to}"))
+            } else {
+                match &step {
+                    Step::Here(Dest { target: Target::Mailbox { user, .. }, to }) => self.mailbox(qe, file, user, to),
+                    Step::Here(Dest { target: Target::Command { command, user }, to }) => {
+                        self.command(qe, file, user, command, to, address)
+                    }
+                    Step::Here(Dest { target: Target::File { path, user }, to }) => self.file(qe, file, user, path, to),
+                    Step::Here(Dest { target: Target::Forward { .. }, .. }) => continue,
+                    Step::Forward { sender, to, addresses } => self.forward(qe, file, sender, addresses, to),
+                }
+            };
             let orig = (to != address).then_some(address);
-            self.log(id, start, &to, orig, &o);
+            self.log(id, start, to, orig, &o);
             if !matches!(o.status, RecipientStatus::Delivered { .. }) {
                 return o;
             }
@@ -451,9 +453,6 @@ impl Local {
         if path == Path::new("/dev/null") {
             return Outcome::sent("discarded (/dev/null)");
         }
-        if let Some(o) = self.looped(qe, file, to) {
-            return o;
-        }
         let text = path.to_string_lossy();
         let maildir = text.ends_with('/');
         let trimmed = Path::new(text.trim_end_matches('/'));
@@ -566,9 +565,6 @@ impl Local {
         to: &str,
         original: &str,
     ) -> Outcome {
-        if let Some(o) = self.looped(qe, file, to) {
-            return o;
-        }
         let limit = self.conf.local.time_limit;
         let arrival = qe.envelope.arrival.secs.to_string();
         let secs = limit.as_secs().max(1).to_string();
@@ -612,9 +608,6 @@ impl Local {
     /// through cleanup, with `Delivered-To: to` on top; delivered only
     /// once cleanup has committed it.
     fn forward(&mut self, qe: &QueueEnvelope, file: &File, sender: &str, addresses: &[String], to: &str) -> Outcome {
-        if let Some(o) = self.looped(qe, file, to) {
-            return o;
-        }
         if to.chars().any(|c| c.is_control()) {
             return Outcome::bounce("5.3.0", "the forwarding address cannot be written in a header");
         }
@@ -738,20 +731,6 @@ impl Local {
         }
     }
 
-    /// A message that already carries our `Delivered-To:` for `to` has
-    /// been here before: a loop, which bounces. (Mailbox deliveries check
-    /// this in their child.)
-    fn looped(&self, qe: &QueueEnvelope, file: &File, to: &str) -> Option<Outcome> {
-        let range = qe.content_range();
-        let n = usize::try_from(range.len).unwrap_or(usize::MAX).min(HEADER_PEEK);
-        let mut head = vec![0u8; n];
-        if let Err(e) = file.read_exact_at(&mut head, range.offset) {
-            return Some(Outcome::defer("4.3.0", &format!("reading the message: {e}")));
-        }
-        super::deliver::delivered_to_loop(&head, to)
-            .then(|| Outcome::bounce("5.4.6", &format!("mail forwarding loop for {to}")))
-    }
-
     /// Start a child of this program with `argv` as `creds` (the queue
     /// file, when given, at descriptor 3, its standard error a pipe to
     /// us) and wait for it, at most `limit`.
@@ -803,6 +782,40 @@ fn push_new(out: &mut Vec<Dest>, d: Dest) {
     if !out.iter().any(|o| o.target == d.target) {
         out.push(d);
     }
+}
+
+/// What is done for a recipient, in order.
+pub(super) enum Step {
+    /// A mailbox, command or file, one by one.
+    Here(Dest),
+    /// The addresses forwarded to, as one new message from `sender`
+    /// with `Delivered-To: to`.
+    Forward { sender: String, to: String, addresses: Vec<String> },
+}
+
+/// Mailboxes, commands and files first, in order; then the addresses,
+/// grouped by sender and `Delivered-To:` (`sender`: the message's, for
+/// a forward that names none).
+pub(super) fn steps(dests: Vec<Dest>, sender: &str) -> Vec<Step> {
+    let mut here = Vec::new();
+    let mut forwards: Vec<Step> = Vec::new();
+    for d in dests {
+        let Target::Forward { address, sender: owner } = d.target else {
+            here.push(Step::Here(d));
+            continue;
+        };
+        let from = owner.unwrap_or_else(|| sender.to_string());
+        let group = forwards.iter_mut().find_map(|s| match s {
+            Step::Forward { sender, to, addresses } if *sender == from && *to == d.to => Some(addresses),
+            _ => None,
+        });
+        match group {
+            Some(addresses) => addresses.push(address),
+            None => forwards.push(Step::Forward { sender: from, to: d.to, addresses: vec![address] }),
+        }
+    }
+    here.extend(forwards);
+    here
 }
 
 /// A child that ran.

@@ -13,8 +13,9 @@
 //! that one directory plus seccomp on Linux, unveil of it plus pledge on
 //! OpenBSD, capability mode on FreeBSD) before it reads a byte of the
 //! message or writes one. It reports one line, `D.D.D reason`, and exits
-//! with a sysexits code: 0 delivered, 75 try again later, 65 (a mail
-//! loop) and 67 bounce.
+//! with a sysexits code: 0 delivered, 75 try again later, 65 for a
+//! failure that another try would not mend. (The parent has already
+//! checked the message for a `Delivered-To:` loop.)
 //!
 //! Appending to an mbox or file, it also reports its progress, each a
 //! line before that last one, for the parent to repair the mailbox
@@ -23,8 +24,7 @@
 //! message is written and synced, before it lets go of the locks.
 //!
 //! Trusts: its parent for the arguments (root started it); nothing in
-//! the message, which is copied, never interpreted (but for the
-//! `Delivered-To:` loop check on its header block).
+//! the message, which is copied, never interpreted.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -44,8 +44,6 @@ use crate::queue::{ContentRange, read_envelope, verify_content};
 
 /// The queue file's descriptor.
 pub(super) const QUEUE_FD: i32 = 3;
-/// The most of the content read for the loop check.
-const HEADER_PEEK: usize = 64 * 1024;
 
 /// Report and exit.
 pub(super) fn finish(code: i32, dsn: &str, reason: &str) -> ! {
@@ -56,13 +54,7 @@ pub(super) fn finish(code: i32, dsn: &str, reason: &str) -> ! {
 }
 
 fn fail(err: &deliver::Error) -> ! {
-    let code = if matches!(err, deliver::Error::Loop) {
-        EX_DATAERR
-    } else if err.temporary() {
-        EX_TEMPFAIL
-    } else {
-        EX_SOFTWARE
-    };
+    let code = if err.temporary() { EX_TEMPFAIL } else { EX_DATAERR };
     finish(code, err.dsn(), &err.to_string())
 }
 
@@ -111,7 +103,6 @@ pub fn main(args: &[String]) -> ! {
             grants.push(Grant::File { fd: file.as_raw_fd(), write: true });
             grants.push(dir_grant(&dir_fd, PathBuf::from(dir.as_str())));
             confine(&grants, unconfined);
-            check_loop(&queue, range, recipient);
             let mut content = Content { file: &queue, range, at: 0 };
             mbox::append(&file, &env, &mut content, &lock).unwrap_or_else(|e| fail(&e));
             report_progress(repair::APPENDED);
@@ -122,7 +113,6 @@ pub fn main(args: &[String]) -> ! {
             let md = maildir::open_maildir(&dir_fd, name).unwrap_or_else(|e| fail(&e));
             grants.push(dir_grant(&md, PathBuf::from(dir.as_str()).join(name.as_str())));
             confine(&grants, unconfined);
-            check_loop(&queue, range, recipient);
             let mut content = Content { file: &queue, range, at: 0 };
             maildir::deliver(&md, hostname, &env, &mut content).unwrap_or_else(|e| fail(&e));
             finish(EX_OK, "2.0.0", "delivered to maildir");
@@ -188,24 +178,5 @@ pub(super) fn confine(grants: &[Grant], unconfined: Unconfined) {
     match sandbox::enter(&p, unconfined) {
         Ok(_) => {}
         Err(e) => finish(EX_TEMPFAIL, "4.3.0", &format!("cannot enter the delivery sandbox: {e}")),
-    }
-}
-
-/// A message that already carries our `Delivered-To:` for this recipient
-/// has been here before: a loop, which bounces.
-fn check_loop(queue: &File, range: ContentRange, recipient: &str) {
-    let n = usize::try_from(range.len).unwrap_or(usize::MAX).min(HEADER_PEEK);
-    let mut head = vec![0u8; n];
-    let mut got = 0;
-    while got < n {
-        match queue.read_at(&mut head[got..], range.offset + got as u64) {
-            Ok(0) => break,
-            Ok(k) => got += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => finish(EX_TEMPFAIL, "4.3.0", &format!("reading the message: {e}")),
-        }
-    }
-    if deliver::delivered_to_loop(&head[..got], recipient) {
-        fail(&deliver::Error::Loop);
     }
 }

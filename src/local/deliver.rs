@@ -155,6 +155,19 @@ fn header_safe(role: &str, address: &str) -> Result<(), Error> {
     }
 }
 
+/// The most of the content [`header_block`] reads.
+pub const HEADER_PEEK: usize = 64 * 1024;
+
+/// The start of the content, where its header section is: at most
+/// [`HEADER_PEEK`] bytes, for [`delivered_to_loop`].
+pub fn header_block(file: &std::fs::File, range: crate::queue::ContentRange) -> io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let n = usize::try_from(range.len).unwrap_or(usize::MAX).min(HEADER_PEEK);
+    let mut head = vec![0u8; n];
+    file.read_exact_at(&mut head, range.offset)?;
+    Ok(head)
+}
+
 /// Whether the message's header section already has a `Delivered-To:`
 /// whose value is `recipient` (trimmed, ASCII case ignored, angle
 /// brackets allowed): the message has been here before, for the same

@@ -36,7 +36,7 @@ use std::path::{Path, PathBuf};
 use nix::errno::Errno;
 use nix::fcntl::{OFlag, open, openat, readlinkat};
 use nix::sys::stat::{FileStat, Mode, SFlag, fstat};
-use sandbox::{Grant, Policy, Unconfined};
+use sandbox::Grant;
 
 use super::agent::{EX_OK, EX_SOFTWARE, EX_TEMPFAIL};
 
@@ -144,7 +144,7 @@ fn open_checked(dir: &OwnedFd, dir_path: &Path, name: &OsStr, me: u32) -> (Owned
 /// `local forward HOME FILE confined|unconfined`: never returns.
 pub fn main(args: &[String]) -> ! {
     let [home, file, confinement] = args else { quit(EX_SOFTWARE, "local forward: wrong arguments") };
-    let unconfined = if confinement == "unconfined" { Unconfined::Allowed } else { Unconfined::Refused };
+    let unconfined = super::child::unconfined(confinement);
     let me = nix::unistd::getuid().as_raw();
     let file = Path::new(file.as_str());
     let (dir_path, name) = if file.is_absolute() {
@@ -167,11 +167,7 @@ pub fn main(args: &[String]) -> ! {
     if st.st_size as u64 > MAX_FORWARD_SIZE {
         quit(EX_NOPERM, &format!("{}: larger than {MAX_FORWARD_SIZE} bytes", path.display()));
     }
-    let mut p = Policy::new("local");
-    p.grants = vec![Grant::File { fd: fd.as_raw_fd(), write: false }];
-    if let Err(e) = sandbox::enter(&p, unconfined) {
-        quit(EX_TEMPFAIL, &format!("cannot enter the sandbox: {e}"));
-    }
+    super::child::confine(&[Grant::File { fd: fd.as_raw_fd(), write: false }], unconfined);
     let mut text = Vec::new();
     if let Err(e) = File::from(fd).take(MAX_FORWARD_SIZE + 1).read_to_end(&mut text) {
         quit(EX_TEMPFAIL, &format!("{}: {e}", path.display()));

@@ -46,12 +46,9 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
 use super::agent::{EX_NOUSER, EX_OK, EX_SOFTWARE, EX_TEMPFAIL};
-use super::child::{Content, finish};
+use super::child::{Content, finish, queue_content};
 use super::deliver::{self, Envelope};
-use crate::queue::{read_envelope, verify_content};
 
-/// The queue file's descriptor.
-const QUEUE_FD: i32 = 3;
 /// The most of the command's output kept for the report.
 pub const MAX_OUTPUT: usize = 2048;
 /// Characters an envelope value keeps in the command's environment
@@ -138,18 +135,7 @@ pub fn main(args: &[String]) -> ! {
     };
     let arrival: i64 = arrival.parse().unwrap_or(0);
     let limit = Duration::from_secs(limit.parse().unwrap_or(600));
-    let queue = match sandbox::fds::take_inherited(QUEUE_FD) {
-        Ok(fd) => File::from(fd),
-        Err(e) => finish(EX_SOFTWARE, "4.3.0", &format!("no queue file: {e}")),
-    };
-    let qe = match read_envelope(&queue) {
-        Ok(q) => q,
-        Err(e) => finish(EX_TEMPFAIL, "4.3.0", &format!("cannot read the queue file: {e}")),
-    };
-    let range = qe.content_range();
-    if let Err(e) = verify_content(&queue, range) {
-        finish(EX_TEMPFAIL, "4.3.0", &format!("the message content cannot be read: {e}"));
-    }
+    let (queue, range) = queue_content();
     let env = Envelope { sender, recipient, arrival };
     let mut head = super::mbox::from_line(&env).into_bytes();
     match deliver::prepended_headers(&env) {

@@ -1,4 +1,5 @@
-//! When a `.forward` or its directory is not safe to obey.
+//! When a `.forward` or its directory is not safe to obey, and how its
+//! forwarded addresses are grouped into new messages.
 
 use std::os::unix::fs::PermissionsExt;
 
@@ -31,4 +32,38 @@ fn unsafe_files_and_directories() {
     std::fs::set_permissions(&d.path, std::fs::Permissions::from_mode(0o1777)).unwrap();
     assert!(unsafe_dir(&fstat(&dir).unwrap(), me).is_some());
     std::fs::set_permissions(&d.path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn forwards_go_last_one_message_per_sender_and_delivered_to() {
+    use crate::local::agent::{Step, steps};
+    use crate::local::resolve::{Dest, Target, User};
+    let user = User { name: String::from("bob"), uid: 1000, gid: 1000, home: "/home/bob".into() };
+    let fwd = |a: &str, owner: Option<&str>, to: &str| Dest {
+        target: Target::Forward { address: a.to_string(), sender: owner.map(String::from) },
+        to: to.to_string(),
+    };
+    let dests = vec![
+        fwd("a@x.example", None, "list@here"),
+        Dest { target: Target::Mailbox { user, via_alias: true, forward: false }, to: String::from("bob@here") },
+        fwd("b@x.example", None, "list@here"),
+        fwd("c@x.example", Some("owner-list@here"), "list@here"),
+        fwd("d@x.example", None, "bob@here"),
+    ];
+    let got: Vec<String> = steps(dests, "s@y.example")
+        .iter()
+        .map(|s| match s {
+            Step::Here(d) => format!("here {}", d.to),
+            Step::Forward { sender, to, addresses } => format!("{sender} {to} {}", addresses.join(",")),
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "here bob@here",
+            "s@y.example list@here a@x.example,b@x.example",
+            "owner-list@here list@here c@x.example",
+            "s@y.example bob@here d@x.example",
+        ]
+    );
 }

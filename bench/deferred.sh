@@ -9,17 +9,11 @@
 # Needs root and the harness beside the repository (../shared/bench);
 # loopback only. Not a test: it prints RESULT lines.
 set -u
-cd "$(dirname "$0")/.."
-top=$(pwd)
-H=${BENCH_HARNESS:-$top/../shared/bench}
-[ -x "$H/accept.sh" ] || { echo "no bench harness at $H" >&2; exit 2; }
-COUNT=${1:-200000}; MSGS=${2:-2000}
+cd "$(dirname "$0")/.." || exit 2
 W=/var/tmp/mta-bench-deferred
-bash "$H/install-anchors.sh" >/dev/null
-id _mta >/dev/null 2>&1 || useradd -r -d /nonexistent -s /usr/sbin/nologin _mta
-getent group _mtadrop >/dev/null 2>&1 || groupadd -r _mtadrop
-cargo build --release -j2 --bins --example fill_deferred >/dev/null 2>&1 || { echo "build failed" >&2; exit 1; }
-MTACTL="$top/target/release/mtactl"
+. bench/lib.sh
+COUNT=${1:-200000}; MSGS=${2:-2000}
+prepare --example fill_deferred
 
 stop_mta() {
 	"$MTACTL" -f $W/mta.conf stop >/dev/null 2>&1
@@ -37,17 +31,7 @@ mb() { echo "scale=1; $1 / 1024" | bc; }
 
 stop_mta
 rm -rf $W; mkdir -p $W
-cat > $W/mta.conf <<CONF
-hostname = "mx.bench.test";
-spool = "spool";
-libexec_directory = "$top/target/release";
-pidfile = "mta.pid";
-control { socket = "mta.sock"; }
-domains = [ "local.test" ];
-listen { smtp { address = "127.0.0.1:10030"; tls = none; } }
-relay { host = "[127.0.0.1]:10099"; }
-dns { servers = [ "127.0.0.1:53" ]; }
-CONF
+base_conf 'relay { host = "[127.0.0.1]:10099"; }'
 start_mta; stop_mta
 t0=$(date +%s.%N)
 "$top/target/release/examples/fill_deferred" $W/spool "$COUNT" 5120 >/dev/null || exit 1

@@ -78,6 +78,25 @@ wait_log() {
 	return 1
 }
 
+# wait_for SECONDS COMMAND...: until COMMAND succeeds (false after SECONDS).
+wait_for() {
+	lim=$(( $1 * 10 )); shift; i=0
+	until "$@"; do [ $i -ge $lim ] && return 1; sleep 0.1; i=$((i + 1)); done
+}
+
+# mkuser NAME [MODE]: a fresh user NAME whose home is $W/home/NAME (mode
+# MODE, 700 by default); the case removes it on exit.
+mkuser() {
+	id "$1" >/dev/null 2>&1 && userdel "$1" >/dev/null 2>&1
+	mkdir -p "$W/home" && chmod 755 "$W/home"
+	useradd -M -d "$W/home/$1" -s /bin/sh "$1" || fail "useradd $1"
+	mkdir -p "$W/home/$1" && chown "$1:" "$W/home/$1" && chmod "${2:-700}" "$W/home/$1"
+}
+
+# mbox_count PATH: the messages in an mbox, read by Python's mailbox; 0
+# when there is none (create=False: never made by the test, as root).
+mbox_count() { /usr/bin/python3 -c 'import mailbox, sys; print(len(mailbox.mbox(sys.argv[1], create=False)))' "$1" 2>/dev/null || echo 0; }
+
 # gone PID [SECONDS]: until PID no longer exists.
 gone() {
 	i=0; lim=$(( ${2:-10} * 10 ))

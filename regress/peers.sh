@@ -33,10 +33,6 @@ aio_sink() {
 }
 port_open() { python3 -c 'import socket, sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1).close()' "$RELAY" 2>/dev/null; }
 # wait_for SECONDS COMMAND...: until COMMAND succeeds.
-wait_for() {
-	lim=$(( $1 * 10 )); shift; i=0
-	until "$@"; do [ $i -ge $lim ] && return 1; sleep 0.1; i=$((i + 1)); done
-}
 empty() { [ "$(queued)" -eq 0 ]; }
 send() { # send FROM TO[,TO...] SUBJECT [swaks options]
 	f=$1 t=$2 s=$3; shift 3

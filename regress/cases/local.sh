@@ -11,18 +11,7 @@
 # Maildir by a reload, mail lands in ~/Maildir/new, read by Python.
 . ./lib.sh
 is_root || { echo "  skipped: local delivery runs as the recipient (needs root)"; exit 0; }
-wait_for() {
-	lim=$(( $1 * 10 )); shift; i=0
-	until "$@"; do [ $i -ge $lim ] && return 1; sleep 0.1; i=$((i + 1)); done
-}
-# A user with a home of its own in $W.
-mkuser() {
-	id "$1" >/dev/null 2>&1 && userdel "$1" >/dev/null 2>&1
-	useradd -M -d "$W/home/$1" -s /bin/sh "$1" || fail "useradd $1"
-	mkdir -p "$W/home/$1" && chown "$1:" "$W/home/$1" && chmod 700 "$W/home/$1"
-}
 trap 'for u in mtaloc1 mtaloc2 mtaloc3; do userdel "$u" >/dev/null 2>&1; done; cleanup' EXIT
-mkdir -p "$W/home" && chmod 755 "$W/home"
 for u in mtaloc1 mtaloc2 mtaloc3; do mkuser $u; done
 : >"$W/home/mtaloc3/.forward"
 chown mtaloc3: "$W/home/mtaloc3/.forward"
@@ -44,8 +33,7 @@ send() { # send TO SUBJECT [swaks options]
 	swaks --server 127.0.0.1:$PORT --from sender@remote.example --to "$t" --header "Subject: $s" "$@" >"$W/swaks" 2>&1 ||
 		{ cat "$W/swaks"; fail "swaks: $s"; }
 }
-# (create=False: a mailbox must never be created by the test, as root)
-count() { /usr/bin/python3 -c 'import mailbox, sys; print(len(mailbox.mbox(sys.argv[1], create=False)))' "$1" 2>/dev/null || echo 0; }
+count() { mbox_count "$1"; }
 has() { [ "$(count "$MAIL/$1")" -ge "$2" ]; }
 
 # --- mbox: a user, an alias list, an extension, a From line ---

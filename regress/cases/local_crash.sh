@@ -14,15 +14,8 @@
 is_root || { echo "  skipped: local delivery runs as the recipient (needs root)"; exit 0; }
 PY=/usr/bin/python3
 U=mtacrash1
-wait_for() {
-	lim=$(( $1 * 10 )); shift; i=0
-	until "$@"; do [ $i -ge $lim ] && return 1; sleep 0.1; i=$((i + 1)); done
-}
-id "$U" >/dev/null 2>&1 && userdel "$U" >/dev/null 2>&1
 trap 'userdel "$U" >/dev/null 2>&1; cleanup' EXIT
-mkdir -p "$W/home" && chmod 755 "$W/home"
-useradd -M -d "$W/home/$U" -s /bin/sh "$U" || fail "useradd $U"
-mkdir -p "$W/home/$U" && chown "$U:" "$W/home/$U" && chmod 700 "$W/home/$U"
+mkuser "$U"
 MAIL="$W/mail"
 BOX="$MAIL/$U"
 MAILDIR="$W/home/$U/Maildir"
@@ -62,7 +55,7 @@ with smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=60) as s:
 PY
 }
 # (create=False: a mailbox must never be created by the test, as root)
-count() { "$PY" -c 'import mailbox, sys; print(len(mailbox.mbox(sys.argv[1], create=False)))' "$1" 2>/dev/null || echo 0; }
+count() { mbox_count "$1"; }
 # sent mailbox|maildir N: N deliveries to the user logged as done (an mbox
 # shows a message as soon as its From line is written, before the rest).
 # shellcheck disable=SC2317 # called through wait_for

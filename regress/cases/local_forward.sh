@@ -28,19 +28,9 @@ if [ -z "${MTA_IN_NS:-}" ]; then
 fi
 . ./lib.sh
 . ./peers.sh
-wait_for() {
-	lim=$(( $1 * 10 )); shift; i=0
-	until "$@"; do [ $i -ge $lim ] && return 1; sleep 0.1; i=$((i + 1)); done
-}
 USERS="mtafw1 mtafw2 mtafw3"
-mkuser() {
-	id "$1" >/dev/null 2>&1 && userdel "$1" >/dev/null 2>&1
-	useradd -M -d "$W/home/$1" -s /bin/sh "$1" || fail "useradd $1"
-	mkdir -p "$W/home/$1" && chown "$1:" "$W/home/$1" && chmod 755 "$W/home/$1"
-}
 trap 'for u in $USERS; do userdel "$u" >/dev/null 2>&1; done; stop_sink; rm -rf "$DUMP"; cleanup' EXIT
-mkdir -p "$W/home" && chmod 755 "$W/home"
-for u in $USERS; do mkuser "$u"; done
+for u in $USERS; do mkuser "$u" 755; done
 NOBODY=$(id -u nobody)
 OUT="$W/out"
 mkdir -p "$OUT" && chmod 1777 "$OUT"
@@ -84,8 +74,7 @@ send() { # send TO SUBJECT [swaks options]
 	swaks --server 127.0.0.1:$PORT --from sender@remote.example --to "$t" --header "Subject: $s" "$@" >"$W/swaks" 2>&1 ||
 		{ cat "$W/swaks"; fail "swaks: $s"; }
 }
-# (create=False: a mailbox must never be created by the test, as root)
-count() { /usr/bin/python3 -c 'import mailbox, sys; print(len(mailbox.mbox(sys.argv[1], create=False)))' "$1" 2>/dev/null || echo 0; }
+count() { mbox_count "$1"; }
 has() { [ "$(count "$1")" -ge "$2" ]; }
 
 # --- commands and files of the aliases: as nobody ---

@@ -666,13 +666,13 @@ impl Local {
             let mut data = head.take().unwrap_or_default();
             let n = usize::try_from((range.len - at).min(CHUNK as u64)).unwrap_or(CHUNK);
             if n > 0 {
-                let mut buf = vec![0u8; n];
-                if let Err(e) = file.read_exact_at(&mut buf, range.offset + at) {
+                let start = data.len();
+                data.resize(start + n, 0);
+                if let Err(e) = file.read_exact_at(&mut data[start..], range.offset + at) {
                     let _ = self.send_cleanup(&SmtpdToCleanup::Abort { txn }, deadline);
                     return Err(format!("reading the message: {e}"));
                 }
                 at += n as u64;
-                data.extend_from_slice(&buf);
             }
             if data.is_empty() {
                 break;

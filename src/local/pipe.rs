@@ -200,6 +200,8 @@ pub(super) fn run(
 pub(super) struct Input<'a> {
     content: Content<'a>,
     lines: deliver::LfLines,
+    /// Content read, before it becomes `pending`.
+    buf: Vec<u8>,
     /// Made, not yet written.
     pending: Vec<u8>,
     /// All of the content is in `pending` or written.
@@ -209,19 +211,18 @@ pub(super) struct Input<'a> {
 impl<'a> Input<'a> {
     /// `head`, then the content with LF line ends.
     pub(super) fn new(content: Content<'a>, head: Vec<u8>) -> Input<'a> {
-        Input { content, lines: deliver::LfLines::new(false), pending: head, done: false }
+        Input { content, lines: deliver::LfLines::new(false), buf: vec![0; 64 * 1024], pending: head, done: false }
     }
 
     /// Refill `pending` when it is empty; false at the end of the message.
     fn refill(&mut self) -> std::io::Result<bool> {
         while self.pending.is_empty() && !self.done {
-            let mut buf = vec![0u8; 64 * 1024];
-            let n = self.content.read(&mut buf)?;
+            let n = self.content.read(&mut self.buf)?;
             if n == 0 {
                 self.lines.finish(&mut self.pending);
                 self.done = true;
             } else {
-                self.lines.feed(&buf[..n], &mut self.pending);
+                self.lines.feed(&self.buf[..n], &mut self.pending);
             }
         }
         Ok(!self.pending.is_empty())

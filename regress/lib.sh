@@ -119,16 +119,14 @@ queue_files() { find "$W/spool/incoming" "$W/spool/active" "$W/spool/deferred" "
 # queued: how many messages are in the queue directories.
 queued() { queue_files | wc -l; }
 
-# wait_queued N: until exactly N messages are queued (60 s at most: qmgr
-# may be moving a burst between its directories, and a listing taken
-# meanwhile can miss or see twice a file being renamed).
-wait_queued() {
-	i=0
-	until [ "$(queued)" -eq "$1" ]; do
-		[ $i -ge 600 ] && return 1
-		sleep 0.1; i=$((i + 1))
-	done
-}
+# settled N: exactly N messages queued in two listings 0.2 s apart (qmgr
+# may be moving a file between its directories, and one listing taken
+# meanwhile can miss it or see it twice).
+settled() { [ "$(queued)" -eq "$1" ] && sleep 0.2 && [ "$(queued)" -eq "$1" ]; }
+
+# wait_queued N: until exactly N messages are settled in the queue (60 s
+# at most).
+wait_queued() { wait_for 60 settled "$1"; }
 
 # make_cert: a self-signed certificate and key in $W for TLS cases.
 make_cert() {

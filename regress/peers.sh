@@ -33,7 +33,7 @@ aio_sink() {
 }
 port_open() { python3 -c 'import socket, sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1).close()' "$RELAY" 2>/dev/null; }
 # wait_for SECONDS COMMAND...: until COMMAND succeeds.
-empty() { [ "$(queued)" -eq 0 ]; }
+empty() { settled 0; }
 send() { # send FROM TO[,TO...] SUBJECT [swaks options]
 	f=$1 t=$2 s=$3; shift 3
 	swaks --server 127.0.0.1:$PORT --from "$f" --to "$t" --header "Subject: $s" "$@" >"$W/swaks" 2>&1 ||

@@ -26,6 +26,8 @@ wait_log "to=<ok@remote.example>, relay=127.0.0.1\[127.0.0.1\]:$RELAY, delay=.*d
 wait_log "to=<reject5@remote.example>, .*dsn=5\.1\.1, status=bounced (host 127.0.0.1\[127.0.0.1\] said: 550 5.1.1" 10 ||
 	fail "no bounced line for reject5"
 wait_log "to=<reject4@remote.example>, .*dsn=4\.2\.1, status=deferred" 10 || fail "no deferred line for reject4"
+wait_log "to=<reject4@remote.example>, relay=none, .*status=bounced (message expired in the queue; last error: host 127.0.0.1" 30 ||
+	fail "no expiry line for reject4"
 # The reports come back to the sender through the same relay.
 wait_for 40 empty || fail "the queue did not empty: $(ctl queue)"
 /usr/bin/python3 - "$W/aio" <<'PY' || fail "the delivery status notifications are wrong"

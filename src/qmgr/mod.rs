@@ -245,22 +245,25 @@ pub fn serve(_token: Sandboxed, mut child: Child, watch: std::io::Result<Watch>)
     }
 }
 
-/// Log lines for the recipients the scheduler settled without a delivery
-/// agent (a destination resting after failures, local mail), in the shape
-/// an agent's lines have.
-fn settled(id: &QueueId, env: &QueueEnvelope, actions: &[Action], now: Time) -> Vec<String> {
+/// The log line for a recipient the scheduler settled without a delivery
+/// agent's word (a destination resting after failures, an agent gone, a
+/// message expired), in the shape an agent's lines have.
+fn settled_line(
+    id: &QueueId,
+    env: &QueueEnvelope,
+    recipient: u32,
+    status: &crate::queue::Status,
+    now: Time,
+) -> Option<String> {
+    let r = env.recipients.get(recipient as usize)?;
     let delay = now.secs.saturating_sub(env.envelope.arrival.secs).max(0);
-    let mut out = Vec::new();
-    for a in actions {
-        if let Action::Write { recipient, status, .. } = a
-            && status.state == crate::queue::State::Deferred
-            && let Some(r) = env.recipients.get(*recipient as usize)
-        {
-            let to = crate::log::sanitize(&r.address, 1024);
-            out.push(format!("{id}: to=<{to}>, relay=none, delay={delay}, status=deferred ({})", status.reason));
-        }
-    }
-    out
+    let to = crate::log::sanitize(&r.address, 1024);
+    let state = match status.state {
+        crate::queue::State::Deferred => "deferred",
+        crate::queue::State::Bounced => "bounced",
+        _ => "sent",
+    };
+    Some(format!("{id}: to=<{to}>, relay=none, delay={delay}, status={state} ({})", status.reason))
 }
 
 /// Whether the actions left are only status writes and then the file's
@@ -605,9 +608,6 @@ impl Qmgr {
             let sender = crate::log::sanitize(&env.envelope.sender, 1024);
             self.child.info(&format!("{id}: from=<{sender}>, size={}, nrcpt={n} (queue active)", env.envelope.size));
         }
-        for line in settled(&id, &env, &actions, now) {
-            self.child.info(&line);
-        }
         let file = (self.kept_files < KEPT_FILES).then_some(file);
         self.kept_files += usize::from(file.is_some());
         self.active.insert(
@@ -759,6 +759,7 @@ impl Qmgr {
 
     fn apply(&mut self, actions: Vec<Action>) {
         let mut touched = Vec::new();
+        let now = Time::now();
         for a in actions {
             let id = match &a {
                 Action::Write { message, .. }
@@ -766,13 +767,16 @@ impl Qmgr {
                 | Action::LoadMore { message, .. }
                 | Action::Finish { message, .. } => *message,
             };
-            match self.active.get_mut(&id) {
-                Some(m) => m.pending.push_back(a),
-                None => {
-                    self.child.warn(&format!("{id}: an action for a message not in the active queue: {a:?}"));
-                    continue;
-                }
+            let Some(m) = self.active.get_mut(&id) else {
+                self.child.warn(&format!("{id}: an action for a message not in the active queue: {a:?}"));
+                continue;
+            };
+            if let Action::Write { recipient, status, log: true, .. } = &a
+                && let Some(line) = settled_line(&id, &m.env, *recipient, status, now)
+            {
+                self.child.info(&line);
             }
+            m.pending.push_back(a);
             if !touched.contains(&id) {
                 touched.push(id);
             }

@@ -128,11 +128,11 @@ impl Scheduler {
         let died = self.feedback(&d, site, now);
 
         for &index in &running.recipients {
-            let outcome = match outcomes.get(&index) {
-                Some(o) => (*o).clone(),
-                None => Outcome::Deferred { reason: fallback.to_string() },
+            let (outcome, source) = match outcomes.get(&index) {
+                Some(o) => ((*o).clone(), Source::Agent),
+                None => (Outcome::Deferred { reason: fallback.to_string() }, Source::Unreported),
             };
-            self.settle(running.message, index, outcome, true, Some(job), now, &mut actions);
+            self.settle(running.message, index, outcome, source, Some(job), now, &mut actions);
         }
         if let Some(reason) = died {
             let waiting = self.destinations.get_mut(&d).map(|q| q.take_all()).unwrap_or_default();
@@ -143,7 +143,7 @@ impl Scheduler {
                         e.message,
                         index,
                         Outcome::Deferred { reason: reason.clone() },
-                        false,
+                        Source::Queued,
                         None,
                         now,
                         &mut actions,
@@ -227,15 +227,16 @@ impl Scheduler {
 
     /// Give recipient `index` of message `id` its outcome: the status to
     /// write and, when it was the last of its slice, the message's end.
-    /// `job` is the delivery it was in (None: it was queued). A deferral
-    /// of a message past its lifetime is a bounce.
+    /// `job` is the delivery it was in (None: it was queued), `source`
+    /// who decided the outcome. A deferral of a message past its lifetime
+    /// is a bounce.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn settle(
         &mut self,
         id: QueueId,
         index: u32,
         outcome: Outcome,
-        attempted: bool,
+        source: Source,
         job: Option<JobId>,
         now: Time,
         actions: &mut Vec<Action>,
@@ -249,7 +250,8 @@ impl Scheduler {
             (None, RcptState::Queued) => {}
             _ => return,
         }
-        let attempts = r.attempts.saturating_add(u32::from(attempted));
+        let attempts = r.attempts.saturating_add(u32::from(source != Source::Queued));
+        let mut log = source != Source::Agent;
         let (state, next, reason) = match outcome {
             Outcome::Delivered { reason, dsn_passed } => {
                 r.state = RcptState::Done { success_notice: !dsn_passed && wants(r.notify, Kind::Success) };
@@ -260,6 +262,7 @@ impl Scheduler {
                 (State::Bounced, 0, reason)
             }
             Outcome::Deferred { reason } if is_expired => {
+                log = true;
                 r.state = RcptState::Bounced { failure_notice: wants(r.notify, Kind::Failure) };
                 (State::Bounced, 0, format!("message expired in the queue; last error: {reason}"))
             }
@@ -269,7 +272,7 @@ impl Scheduler {
             }
         };
         let status = Status { state, attempts, next_attempt: next, changed: now.secs, reason };
-        actions.push(Action::Write { message: id, recipient: index, status });
+        actions.push(Action::Write { message: id, recipient: index, status, log });
         m.unsettled = m.unsettled.saturating_sub(1);
         if m.unsettled == 0 {
             self.slice_done(id, now, actions);
@@ -308,4 +311,16 @@ impl Scheduler {
         };
         actions.push(Action::Finish { message: id, fate });
     }
+}
+
+/// Who decided a recipient's outcome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Source {
+    /// The delivery agent's report (the agent logged it).
+    Agent,
+    /// A delivery that ended without a word on this recipient (the agent
+    /// died or its report was refused).
+    Unreported,
+    /// No delivery: the recipient was queued (its destination is dead).
+    Queued,
 }

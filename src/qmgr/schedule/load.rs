@@ -105,7 +105,7 @@ impl Scheduler {
                 id,
                 index,
                 Outcome::Deferred { reason: suspended_reason(&reason) },
-                false,
+                super::deliver::Source::Queued,
                 None,
                 now,
                 &mut actions,

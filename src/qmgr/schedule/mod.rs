@@ -168,8 +168,10 @@ pub enum Action {
     /// Write `status` into recipient `recipient` of the message `message`
     /// (in place, then `fdatasync`) before anything that follows. A
     /// deferred status carries the next attempt as seen at that moment;
-    /// the message's own time is the one in [`Fate::Defer`].
-    Write { message: QueueId, recipient: u32, status: Status },
+    /// the message's own time is the one in [`Fate::Defer`]. `log`: no
+    /// delivery agent logged this result (deferred without a delivery,
+    /// the agent gone, or the message expired): the shell logs it.
+    Write { message: QueueId, recipient: u32, status: Status, log: bool },
     /// Have bounce send these notices for the message (before removing or
     /// moving its file).
     Notify { message: QueueId, notices: Notices },

@@ -87,6 +87,18 @@ fn writes(actions: &[Action]) -> Vec<(u32, State)> {
         .collect()
 }
 
+/// The recipients whose status the shell must log itself (no delivery
+/// agent logged it).
+fn to_log(actions: &[Action]) -> Vec<u32> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Write { recipient, log: true, .. } => Some(*recipient),
+            _ => None,
+        })
+        .collect()
+}
+
 fn fate(actions: &[Action]) -> Option<&Fate> {
     actions.iter().find_map(|a| match a {
         Action::Finish { fate, .. } => Some(fate),
@@ -211,6 +223,9 @@ fn failed_cohort_makes_a_destination_dead_until_its_retry_time() {
         })
         .collect();
     assert_eq!(deferred_now.len(), 5);
+    // qmgr logs the five it deferred, and the one tried too: this report
+    // says nothing about its recipient, so the agent logged nothing.
+    assert_eq!(to_log(&last).len(), 6);
     assert!(deferred_now.iter().all(|r| r == "delivery temporarily suspended: connect: refused"));
     assert!(matches!(fate(&last), Some(Fate::Defer { .. })));
     assert_eq!(s.next_wakeup(), Some(at(310)));
@@ -218,6 +233,7 @@ fn failed_cohort_makes_a_destination_dead_until_its_retry_time() {
     // New mail for it is deferred at once and takes no delivery slot.
     let actions = add(&mut s, qid(3), &[rcpt("y@dead.test")], 20);
     assert_eq!(writes(&actions), vec![(0, State::Deferred)]);
+    assert_eq!(to_log(&actions), vec![0]);
     assert!(matches!(fate(&actions), Some(Fate::Defer { .. })));
     assert!(jobs(&mut s, 20).iter().all(|j| j.destination != dead));
 
@@ -447,6 +463,7 @@ fn lifetime_turns_deferral_into_bounce() {
     let job = s.next_job(at(86_399)).expect("a delivery");
     let actions = s.job_finished(job.id, &report(&job, deferred), at(86_399)).expect("report taken");
     assert_eq!(writes(&actions), vec![(0, State::Deferred)]);
+    assert_eq!(to_log(&actions), Vec::<u32>::new(), "the agent logged its deferral");
     assert!(matches!(fate(&actions), Some(Fate::Defer { .. })));
 
     let mut s = scheduler(settings.clone());
@@ -456,6 +473,8 @@ fn lifetime_turns_deferral_into_bounce() {
         .job_finished(job.id, &report(&job, |i| if i == 0 { deferred(i) } else { delivered(i) }), at(86_400))
         .expect("report taken");
     assert_eq!(writes(&actions), vec![(0, State::Bounced), (1, State::Done)]);
+    // The agent logged a deferral; the expiry is qmgr's to log.
+    assert_eq!(to_log(&actions), vec![0]);
     let Some(Action::Write { status, .. }) = actions.first() else { panic!("a write first") };
     assert!(status.reason.contains("expired") && status.reason.contains("451 try later"), "{}", status.reason);
     assert_eq!(notices(&actions), vec![&Notices { failure: vec![0], ..Notices::default() }]);
@@ -555,6 +574,7 @@ fn bad_reports_are_refused_and_failed_jobs_defer() {
     assert!(matches!(s.job_finished(job.id, &twice, at(0)), Err(Error::BadReport { .. })));
     let actions = s.job_failed(job.id, "delivery agent died", at(0)).expect("job known");
     assert_eq!(writes(&actions), vec![(0, State::Deferred), (1, State::Deferred)]);
+    assert_eq!(to_log(&actions), vec![0, 1], "nobody else logs a dead agent's recipients");
     assert_eq!(s.job_failed(job.id, "again", at(0)), Err(Error::UnknownJob(job.id)));
     // Attempts count deliveries tried.
     let Some(Action::Write { status, .. }) = actions.first() else { panic!("a write") };
@@ -728,7 +748,7 @@ impl Shell {
     fn apply(&mut self, actions: Vec<Action>) {
         for a in actions {
             match a {
-                Action::Write { message, recipient, status } => {
+                Action::Write { message, recipient, status, .. } => {
                     let f = self.files.get_mut(&message).expect("a file");
                     assert_eq!(f.place, Place::Active, "write to a message not in active/");
                     assert!(status.state != State::Deferred || status.next_attempt > status.changed);

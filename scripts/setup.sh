@@ -59,3 +59,21 @@ setup_mailx() {
 	fi
 	echo "$dir/usr/bin/bsd-mailx"
 }
+
+# setup_exim: Exim's daemon, from exim4-daemon-light unpacked under
+# /var/tmp (never installed: no second MTA on the system). The program is
+# set-uid root and runs itself again for deliveries, so the dynamic loader
+# ignores LD_LIBRARY_PATH: its libraries come as ordinary packages
+# (scripts/test lists them). Prints the program's path.
+setup_exim() {
+	dir=/var/tmp/mta-test-exim
+	if [ ! -x "$dir/usr/sbin/exim4" ]; then
+		debs=$(mktemp -d)
+		(cd "$debs" && chmod 755 . && { apt-get download exim4-daemon-light >/dev/null 2>&1 ||
+			{ apt-get update -qq && apt-get download exim4-daemon-light >/dev/null; }; }) || return 1
+		rm -rf "$dir" && mkdir -p "$dir" && dpkg -x "$debs"/exim4-daemon-light_*.deb "$dir" || return 1
+		chmod 755 "$dir"
+		rm -rf "$debs"
+	fi
+	echo "$dir/usr/sbin/exim4"
+}

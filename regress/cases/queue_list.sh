@@ -1,6 +1,7 @@
 # The queue listing (mtactl queue, mailq's format): every queued message
 # with its sender and recipients, for any local user; a file that is not a
 # valid queue file is moved to corrupt/ and logged, never listed or fatal.
+# With mta stopped, mailq reads the queue directly when it may.
 . ./lib.sh
 write_conf
 start_master
@@ -26,4 +27,16 @@ if is_root; then
 	runuser -u mtaother -- "$MTACTL" -s "$W/mta.sock" queue | grep -q "in 3 Requests" || fail "ordinary user cannot list"
 	runuser -u mtaother -- "$MTACTL" -s "$W/mta.sock" stop 2>&1 | grep -q "permission denied" || fail "ordinary user may stop"
 fi
+
+# mta stopped: mailq reads the queue itself (for root and the mail user;
+# the daily periodic job runs it as root), says so on standard error, and
+# moves nothing (sendmail.sh: anyone else gets EX_UNAVAILABLE).
+printf 'MTAQ no queue file either' > "$W/spool/deferred/1NG5CORRUPT000000001"
+ctl stop >/dev/null || fail "stop"
+wait_for 10 sh -c "! kill -0 $MASTER_PID 2>/dev/null" || fail "master did not stop"
+out=$("$MTA_BIN/sendmail" -C "$CONF" -bp 2>"$W/bp.err") || fail "mailq with mta stopped: $(cat "$W/bp.err")"
+echo "$out" | grep -q "^-- [0-9]* Kbytes in 3 Requests.$" || fail "mailq with mta stopped: $out"
+grep -q "warning: mta is not running: the queue as read from $W/spool" "$W/bp.err" || fail "no warning: $(cat "$W/bp.err")"
+grep -q "deferred/1NG5CORRUPT000000001: not a queue file name" "$W/bp.err" || fail "the stray file not reported: $(cat "$W/bp.err")"
+[ -e "$W/spool/deferred/1NG5CORRUPT000000001" ] || fail "mailq moved a file"
 exit 0

@@ -133,6 +133,15 @@ pub fn request(socket: &std::path::Path, command: &str) -> Result<Value, String>
     serde_json::from_slice(&out).map_err(|e| format!("bad answer: {e}"))
 }
 
+/// Whether nothing listens on `socket` (mta is not running), as opposed
+/// to a control process that answered badly.
+pub fn nobody_listens(socket: &std::path::Path) -> bool {
+    matches!(
+        UnixStream::connect(socket).map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused)
+    )
+}
+
 fn print(o: &Options, v: &Value) -> i32 {
     let ok = v["ok"].as_bool() == Some(true);
     if o.json {

@@ -485,7 +485,8 @@ impl Control {
     }
 }
 
-fn entry_json(e: &QueueEntry) -> Value {
+/// One listed message in the shape `mtactl -j queue` and mailq use.
+pub fn entry_json(e: &QueueEntry) -> Value {
     let rcpts: Vec<Value> =
         e.recipients.iter().map(|(a, st, why)| json!({"address": a, "state": st, "reason": why})).collect();
     json!({"id": e.id, "queue": e.queue, "size": e.size, "arrival": e.arrival, "sender": e.sender, "recipients": rcpts})

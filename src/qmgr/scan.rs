@@ -21,8 +21,35 @@ pub struct Scan {
     pub errors: Vec<String>,
 }
 
-/// List and validate the queue files of `dir`, at most `limit`.
+/// List and validate the queue files of `dir`, at most `limit`; files
+/// that are no queue files are moved to corrupt/.
 pub fn scan(store: &Store, dir: Dir, limit: usize) -> Scan {
+    scan_as(store, dir, limit, true)
+}
+
+/// The whole queue under `spool`, read directly and changing nothing (for
+/// `mailq` while mta is not running): at most `limit` entries, and what
+/// could not be read (a file that is no queue file is reported, left where
+/// it is). Fails when the queue directories cannot be opened.
+pub fn read_directly(spool: &std::path::Path, limit: usize) -> Result<(Vec<QueueEntry>, Vec<String>), String> {
+    let mut fds = Vec::new();
+    for name in crate::roles::QUEUE_DIRS {
+        let path = spool.join(name);
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW;
+        fds.push(nix::fcntl::open(&path, flags, Mode::empty()).map_err(|e| format!("{}: {e}", path.display()))?);
+    }
+    let store = Store::new(fds)?;
+    let mut entries = Vec::new();
+    let mut problems = Vec::new();
+    for dir in [Dir::Incoming, Dir::Active, Dir::Deferred, Dir::Hold] {
+        let s = scan_as(&store, dir, limit.saturating_sub(entries.len()), false);
+        entries.extend(s.entries);
+        problems.extend(s.errors);
+    }
+    Ok((entries, problems))
+}
+
+fn scan_as(store: &Store, dir: Dir, limit: usize, fix: bool) -> Scan {
     let mut out = Scan { entries: Vec::new(), moved_to_corrupt: Vec::new(), errors: Vec::new() };
     let (names, junk) = match names(store, dir) {
         Ok(n) => n,
@@ -32,6 +59,10 @@ pub fn scan(store: &Store, dir: Dir, limit: usize) -> Scan {
         }
     };
     for name in junk {
+        if !fix {
+            out.errors.push(format!("{}/{name}: not a queue file name", dir.name()));
+            continue;
+        }
         match store.to_corrupt(dir, &name) {
             Ok(to) => out
                 .moved_to_corrupt
@@ -49,6 +80,9 @@ pub fn scan(store: &Store, dir: Dir, limit: usize) -> Scan {
             Ok(q) => out.entries.push(entry(dir, &q)),
             Err(Problem::Gone) => {}
             Err(Problem::Io(e)) => out.errors.push(format!("{}/{id}: {e}", dir.name())),
+            Err(Problem::Corrupt(why)) if !fix => {
+                out.errors.push(format!("{}/{}: {why}", dir.name(), store::path(dir, &id)));
+            }
             Err(Problem::Corrupt(why)) => {
                 let name = store::path(dir, &id);
                 match store.to_corrupt(dir, &name) {

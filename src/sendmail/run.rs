@@ -40,6 +40,8 @@ pub const EX_OSERR: i32 = 71;
 pub const EX_CANTCREAT: i32 = 73;
 pub const EX_IOERR: i32 = 74;
 
+/// Most messages mailq lists when it reads the queue itself.
+const MAX_LISTED_DIRECTLY: usize = 1_000_000;
 /// Bytes read from standard input at a time.
 const READ_SIZE: usize = 64 * 1024;
 /// Most of postdrop's output kept (a file name, or one complaint).
@@ -513,8 +515,37 @@ impl Context {
                 EX_UNAVAILABLE
             }
             Err(e) => {
-                eprintln!("{}: queue listing unavailable: {}: {e}", self.prog, self.config.control.socket.display());
-                EX_UNAVAILABLE
+                let socket = self.config.control.socket.display();
+                if !client::nobody_listens(&self.config.control.socket) {
+                    eprintln!("{}: queue listing unavailable: {socket}: {e}", self.prog);
+                    return EX_UNAVAILABLE;
+                }
+                // Like Postfix's "mail system is down -- accessing queue
+                // directly": whoever may read the spool (root, the mail
+                // user) still gets the listing.
+                let spool = &self.config.spool;
+                match crate::qmgr::scan::read_directly(spool, MAX_LISTED_DIRECTLY) {
+                    Ok((entries, problems)) => {
+                        eprintln!(
+                            "{}: warning: mta is not running: the queue as read from {}",
+                            self.prog,
+                            spool.display()
+                        );
+                        for p in problems {
+                            eprintln!("{}: warning: {p}", self.prog);
+                        }
+                        let list: Vec<_> = entries.iter().map(crate::control::entry_json).collect();
+                        print!("{}", client::format_queue(&serde_json::json!({"ok": true, "queue": list})));
+                        0
+                    }
+                    Err(why) => {
+                        eprintln!(
+                            "{}: queue listing unavailable: {socket}: {e}; reading the queue directly: {why}",
+                            self.prog
+                        );
+                        EX_UNAVAILABLE
+                    }
+                }
             }
         }
     }

@@ -79,6 +79,20 @@ impl Instance {
             .and_then(|c| c["pid"].as_i64())
             .map(|p| p as i32)
     }
+
+    /// The pid of `role` once it runs with a pid other than `not` (30 s
+    /// at most: a loaded machine restarts slowly, and mtactl may time out
+    /// meanwhile).
+    fn wait_running(&self, role: &str, not: Option<i32>) -> Option<i32> {
+        let end = Instant::now() + Duration::from_secs(30);
+        loop {
+            match self.running(role) {
+                Some(p) if Some(p) != not => return Some(p),
+                _ if Instant::now() >= end => return None,
+                _ => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
 }
 
 impl Drop for Instance {
@@ -161,13 +175,10 @@ fn acknowledged_mail_survives_sigkill_of_cleanup_smtpd_and_master() {
     let pause = Duration::from_millis(700);
     for role in ["cleanup", "smtpd", "cleanup"] {
         std::thread::sleep(pause);
-        let pid = inst.running(role).expect("role running");
+        let pid = inst.wait_running(role, None).expect("role running");
         kill9(pid);
         // Let master restart it and the load resume.
-        let end = Instant::now() + Duration::from_secs(15);
-        while inst.running(role).is_none_or(|p| p == pid) && Instant::now() < end {
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        inst.wait_running(role, Some(pid)).expect("role restarted");
     }
     std::thread::sleep(pause);
     // master last, under load: its children are killed with it.

@@ -37,8 +37,11 @@ write_conf() {
 		echo "listen { smtp { address = \"127.0.0.1:$PORT\"; tls = none; } }"
 		echo "supervise { restart_delay = 1s; restart_delay_max = 8s; stop_timeout = 5s; }"
 		# No case asks the system's resolver: mail for other domains
-		# fails its lookup at once and waits in deferred/.
-		echo "dns { servers = [ \"127.0.0.1:9\" ]; timeout = 1s; attempts = 1; }"
+		# fails its lookup at once and waits in deferred/. A case with a
+		# name server of its own names it in DNS_SERVER (dns_mx). smtpd's
+		# reverse lookups ask nobody: the resolver names loopback clients
+		# itself (RFC 6761: localhost).
+		echo "dns { servers = [ \"${DNS_SERVER:-127.0.0.1:9}\" ]; timeout = 1s; attempts = 1; }"
 		for l in "$@"; do echo "$l"; done
 	} > "$CONF"
 }

@@ -5,9 +5,10 @@ but those whose local part starts with "reject5" (550 5.1.1) or "reject4"
 CR LF and all) with N.json (the envelope). A message to a local part
 starting with "slow" is saved, then the first time only its reply waits
 30 s (a file "slow" in DIR says it is waiting): a delivery caught in
-flight. Loopback only; it runs until killed.
+flight. Loopback only (HOST: 127.0.0.1 unless given, e.g. 127.0.0.2 or
+::1); it runs until killed.
 
-usage: sink.py PORT DIR"""
+usage: sink.py PORT DIR [HOST]"""
 import asyncio
 import json
 import os
@@ -17,6 +18,9 @@ import sys
 from aiosmtpd.controller import Controller
 
 port, out = int(sys.argv[1]), sys.argv[2]
+host = sys.argv[3] if len(sys.argv) > 3 else "127.0.0.1"
+if not (host == "::1" or host.startswith("127.")):
+    sys.exit("sink.py: loopback addresses only")
 count = 0
 slowed = False
 
@@ -48,7 +52,7 @@ class Handler:
         return "250 2.0.0 Ok: saved as %d" % count
 
 
-c = Controller(Handler(), hostname="127.0.0.1", port=port, decode_data=False, enable_SMTPUTF8=True,
+c = Controller(Handler(), hostname=host, port=port, decode_data=False, enable_SMTPUTF8=True,
                data_size_limit=20 << 20)
 c.start()
 signal.sigwait({signal.SIGTERM, signal.SIGINT})

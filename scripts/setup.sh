@@ -44,6 +44,25 @@ setup_smtp_source() {
 	echo "$dir/usr/sbin/smtp-source"
 }
 
+# setup_nsd: NSD, an authoritative name server, from its .deb unpacked
+# under /var/tmp (never installed: no name server is started, enabled or
+# left running on the system, nothing listens on port 53). The regress
+# case dns_mx runs its own on a loopback port with its own configuration
+# and zone. Its libraries are ordinary packages (scripts/test installs
+# them). Prints the program's path.
+setup_nsd() {
+	dir=/var/tmp/mta-test-nsd
+	if [ ! -x "$dir/usr/sbin/nsd" ]; then
+		debs=$(mktemp -d)
+		(cd "$debs" && chmod 755 . && { apt-get download nsd >/dev/null 2>&1 ||
+			{ apt-get update -qq && apt-get download nsd >/dev/null; }; }) || return 1
+		rm -rf "$dir" && mkdir -p "$dir" && dpkg -x "$debs"/nsd_*.deb "$dir" || return 1
+		chmod 755 "$dir"
+		rm -rf "$debs"
+	fi
+	echo "$dir/usr/sbin/nsd"
+}
+
 # setup_mailx: bsd-mailx's mail(1), from its .deb unpacked under /var/tmp
 # (never installed: it depends on default-mta). Its one library not in
 # the base system, liblockfile1, is an ordinary package. Prints the path.

@@ -114,7 +114,8 @@ impl Role {
             // qmgr: its directories and channels, the queue files it is
             // reading or handing on, up to 64 kept for a first delivery.
             Role::Qmgr => 512,
-            // connector: a socket per connection attempt in progress.
+            // connector: a socket per connection attempt and per lookup
+            // in progress, a channel per smtp and smtpd process.
             Role::Connector => 4096,
             // smtp: a socket and a queue file per delivery, idle
             // sessions kept for reuse, channels.
@@ -136,6 +137,7 @@ pub const CHANNELS: &[(Role, Role)] = &[
     (Role::Pickup, Role::Cleanup),
     (Role::Qmgr, Role::Smtp),
     (Role::Smtp, Role::Connector),
+    (Role::Smtpd, Role::Connector),
     (Role::Qmgr, Role::Bounce),
     (Role::Bounce, Role::Cleanup),
     (Role::Qmgr, Role::Local),

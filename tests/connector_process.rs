@@ -1,8 +1,9 @@
-//! The real `connector` program, with the test playing master and an
-//! smtp process: it enters its sandbox, takes an smtp channel from
-//! master, answers a connect request with a socket connected to a
-//! loopback listener, exits when told to stop, and exits with a fatal
-//! log when smtp sends it something it does not expect. Its resolver is
+//! The real `connector` program, with the test playing master, an smtp
+//! process and an smtpd process: it enters its sandbox, takes an smtp
+//! channel from master, answers a connect request with a socket connected
+//! to a loopback listener, takes an smtpd channel and answers a client
+//! name request, exits when told to stop, and exits with a fatal log when
+//! smtp sends it something it does not expect. Its resolver is
 //! pointed at a loopback port, so nothing asks the system's.
 
 use std::net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket};
@@ -11,7 +12,10 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use mta::config::delivery::{BounceConf, DeliveryConf, Dns, Relay, SmtpClient, Transports};
-use mta::ipc::msg::{ChildConfig, ConnectorToSmtp, FromMaster, NexthopSpec, SmtpToConnector, ToMaster};
+use mta::ipc::msg::{
+    ChildConfig, ConnectorToSmtp, ConnectorToSmtpd, FromMaster, NexthopSpec, SmtpToConnector, SmtpdToConnector,
+    ToMaster,
+};
 use mta::ipc::{self, Channel};
 use mta::roles::Role;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
@@ -105,9 +109,29 @@ fn exit_code(c: &Connector) -> i32 {
 
 /// An smtp channel, given to the connector through master.
 fn smtp_channel(c: &mut Connector) -> Channel {
+    peer_channel(c, Role::Smtp, 4242)
+}
+
+fn peer_channel(c: &mut Connector, role: Role, pid: u32) -> Channel {
     let (mine, theirs) = ipc::pair().expect("pair");
-    c.master.send(&FromMaster::Peer { role: Role::Smtp, pid: 4242 }, &[theirs.as_fd()]).expect("peer");
+    c.master.send(&FromMaster::Peer { role, pid }, &[theirs.as_fd()]).expect("peer");
     Channel::new(mine)
+}
+
+#[test]
+fn names_smtpd_clients_inside_its_sandbox() {
+    let mut c = start();
+    let mut smtpd = peer_channel(&mut c, Role::Smtpd, 4343);
+    // Loopback is named by the resolver itself (RFC 6761), so the
+    // silent DNS port is not asked.
+    let addr = std::net::IpAddr::V4(Ipv4Addr::LOCALHOST);
+    smtpd.send(&SmtpdToConnector::ClientName { req: 9, addr }, &[]).expect("ask");
+    let got = wait_for(&mut smtpd, |_: &ConnectorToSmtpd| true);
+    let Some((msg, fds)) = got else { panic!("no answer") };
+    assert!(fds.is_empty());
+    assert_eq!(msg, ConnectorToSmtpd::ClientName { req: 9, name: Some(String::from("localhost")) });
+    c.master.send(&FromMaster::Stop, &[]).expect("stop");
+    assert_eq!(exit_code(&c), 0);
 }
 
 #[test]

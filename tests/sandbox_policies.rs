@@ -775,7 +775,8 @@ impl ConnectorKit {
         let dns = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
         dns.set_nonblocking(true)?;
         let runtime = tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build()?;
-        let conf = Dns { servers: vec![dns.local_addr()?], timeout: Duration::from_secs(2), attempts: 1 };
+        let conf =
+            Dns { servers: vec![dns.local_addr()?], timeout: Duration::from_secs(2), attempts: 1, ..Dns::default() };
         let (resolver, _) = {
             let _context = runtime.enter();
             mta::connector::Resolver::new(&conf).map_err(io::Error::other)?

@@ -209,6 +209,14 @@ impl ClientTimeouts {
 #[serde(deny_unknown_fields, default)]
 pub struct SmtpClient {
     pub tls: ClientTls,
+    /// The port of a next hop that names none (Postfix's
+    /// `smtp_tcp_port`); a relay with implicit TLS uses 465.
+    pub port: u16,
+    /// MX hosts of one domain whose addresses are tried, best first.
+    pub mx_host_limit: u32,
+    /// Addresses tried for one next hop, over all its MX hosts (Postfix's
+    /// `smtp_mx_address_limit`).
+    pub mx_address_limit: u32,
     /// The connector gives up on a connection attempt after this.
     #[serde(with = "serde_ucl::time")]
     pub connect_timeout: Duration,
@@ -225,6 +233,9 @@ impl Default for SmtpClient {
     fn default() -> SmtpClient {
         SmtpClient {
             tls: ClientTls::Opportunistic,
+            port: 25,
+            mx_host_limit: 5,
+            mx_address_limit: 10,
             connect_timeout: Duration::from_secs(30),
             connection_cache_time: Duration::from_secs(2),
             connection_reuse_limit: 100,
@@ -246,11 +257,14 @@ pub struct Dns {
     pub timeout: Duration,
     /// Tries per query and server.
     pub attempts: u32,
+    /// Reverse lookups (smtpd's clients) the connector has in progress at
+    /// once; a client beyond it is `unknown` at once.
+    pub reverse_lookup_limit: u32,
 }
 
 impl Default for Dns {
     fn default() -> Dns {
-        Dns { servers: Vec::new(), timeout: Duration::from_secs(5), attempts: 2 }
+        Dns { servers: Vec::new(), timeout: Duration::from_secs(5), attempts: 2, reverse_lookup_limit: 200 }
     }
 }
 

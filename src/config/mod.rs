@@ -380,6 +380,18 @@ impl Config {
         if self.dns.timeout.is_zero() || self.dns.attempts == 0 {
             return Err(String::from("key `dns`: timeout and attempts must be positive"));
         }
+        if !(1..=10_000).contains(&self.dns.reverse_lookup_limit) {
+            return Err(String::from("key `dns.reverse_lookup_limit`: must be 1 to 10000"));
+        }
+        if self.smtp.port == 0 {
+            return Err(String::from("key `smtp.port`: must be 1 to 65535"));
+        }
+        if !(1..=100).contains(&self.smtp.mx_host_limit) {
+            return Err(String::from("key `smtp.mx_host_limit`: must be 1 to 100"));
+        }
+        if !(1..=100).contains(&self.smtp.mx_address_limit) {
+            return Err(String::from("key `smtp.mx_address_limit`: must be 1 to 100"));
+        }
         self.local.check()?;
         delivery::settings(&self.queue, &self.transport).check()?;
         Ok(())

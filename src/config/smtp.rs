@@ -100,6 +100,13 @@ pub struct Smtpd {
     pub errors_before_pause: u32,
     #[serde(with = "serde_ucl::time")]
     pub error_pause: Duration,
+    /// Ask the connector for each client's name (PTR, forward-confirmed)
+    /// before the greeting; off: every client is `unknown`.
+    pub reverse_lookups: bool,
+    /// The greeting waits at most this long for the name; then the
+    /// client is `unknown`.
+    #[serde(with = "serde_ucl::time")]
+    pub reverse_lookup_timeout: Duration,
 }
 
 impl Default for Smtpd {
@@ -111,6 +118,8 @@ impl Default for Smtpd {
             errors: 20,
             errors_before_pause: 3,
             error_pause: Duration::from_secs(1),
+            reverse_lookups: true,
+            reverse_lookup_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -314,6 +323,10 @@ pub fn de_limits<'de, D: Deserializer<'de>>(d: D) -> Result<Limits, D::Error> {
     Ok(l)
 }
 
+/// The longest `smtpd.reverse_lookup_timeout`: a client waits that long
+/// for the greeting.
+pub const MAX_REVERSE_LOOKUP_TIMEOUT: Duration = Duration::from_secs(60);
+
 pub fn de_smtpd<'de, D: Deserializer<'de>>(d: D) -> Result<Smtpd, D::Error> {
     let s = Smtpd::deserialize(d)?;
     if s.idle_timeout.is_zero() || s.session_timeout.is_zero() {
@@ -321,6 +334,9 @@ pub fn de_smtpd<'de, D: Deserializer<'de>>(d: D) -> Result<Smtpd, D::Error> {
     }
     if s.errors == 0 {
         return Err(serde::de::Error::custom("errors must be at least 1"));
+    }
+    if s.reverse_lookup_timeout.is_zero() || s.reverse_lookup_timeout > MAX_REVERSE_LOOKUP_TIMEOUT {
+        return Err(serde::de::Error::custom("reverse_lookup_timeout must be longer than zero and at most 60s"));
     }
     Ok(s)
 }

@@ -3,19 +3,26 @@
 //! (`SmtpToConnector::Connect`) and get back a connected socket
 //! (`ConnectorToSmtp::Connected`, the descriptor alongside) or the reason
 //! there is none (`Failed`, permanent or not), so that no process that
-//! talks to remote mail servers resolves or connects itself.
+//! talks to remote mail servers resolves or connects itself. smtpd
+//! processes ask it who their clients are (`SmtpdToConnector::ClientName`,
+//! a forward-confirmed PTR name or none), so smtpd needs no network
+//! access beyond its listeners.
 //!
-//! - `resolve`: next hop → hosts and addresses (MX, null MX, implicit MX);
+//! - `resolve`: next hop → hosts and addresses (MX, null MX, implicit
+//!   MX); address → client name;
 //! - `connect`: addresses → a connected socket, each attempt bounded.
 //!
-//! The resolver (hickory) runs in a tokio current-thread runtime, built
-//! before the sandbox because it reads resolv.conf; the event loop is the
-//! same runtime: one task per channel, one per request in progress (at
-//! most [`MAX_IN_FLIGHT`]; beyond that requests fail temporarily).
+//! The resolver (hickory, which caches answers for their TTLs) runs in a
+//! tokio current-thread runtime, built before the sandbox because it
+//! reads resolv.conf; the event loop is the same runtime: one task per
+//! channel, one per request in progress (at most [`MAX_IN_FLIGHT`]
+//! connection requests, beyond which they fail temporarily, and at most
+//! `dns.reverse_lookup_limit` client names, beyond which a client is
+//! `unknown` at once).
 //!
-//! Trusts: master. smtp's requests are checked for shape: a malformed or
-//! unexpected message ends the connector (master restarts it). DNS
-//! answers: see `resolve`.
+//! Trusts: master. smtp's and smtpd's requests are checked for shape: a
+//! malformed or unexpected message ends the connector (master restarts
+//! it). DNS answers: see `resolve`.
 
 pub mod connect;
 pub mod resolve;
@@ -39,11 +46,11 @@ use tokio::runtime::Runtime;
 use tokio::task::{JoinHandle, LocalSet};
 
 use crate::child::Child;
-use crate::ipc::msg::{ConnectorToSmtp, FromMaster, Level, SmtpToConnector};
+use crate::ipc::msg::{ConnectorToSmtp, ConnectorToSmtpd, FromMaster, Level, SmtpToConnector, SmtpdToConnector};
 use crate::ipc::{self, Channel};
 use crate::roles::Role;
 pub use connect::{Connection, Connector};
-pub use resolve::{Failure, Resolver};
+pub use resolve::{Failure, Limits, Resolver};
 
 /// Connection requests in progress at once, over all smtp channels.
 pub const MAX_IN_FLIGHT: usize = 1000;
@@ -59,6 +66,8 @@ const STOP_POLL: Duration = Duration::from_millis(50);
 pub struct Prepared {
     runtime: Runtime,
     connector: Connector,
+    /// `dns.reverse_lookup_limit`.
+    max_reverse: usize,
 }
 
 /// Before the sandbox: build the runtime (current thread, no worker
@@ -75,7 +84,7 @@ pub fn prepare(child: &mut Child) -> Prepared {
         let _context = runtime.enter();
         Resolver::new(&delivery.dns)
     };
-    let resolver = match built {
+    let mut resolver = match built {
         Ok((r, warning)) => {
             if let Some(w) = warning {
                 child.warn(&w);
@@ -84,15 +93,21 @@ pub fn prepare(child: &mut Child) -> Prepared {
         }
         Err(e) => child.fatal(&e),
     };
-    Prepared { runtime, connector: Connector::new(resolver, delivery.smtp.connect_timeout) }
+    let smtp = &delivery.smtp;
+    resolver.set_limits(Limits { hosts: smtp.mx_host_limit as usize, addresses: smtp.mx_address_limit as usize });
+    Prepared {
+        runtime,
+        connector: Connector::new(resolver, smtp.connect_timeout),
+        max_reverse: delivery.dns.reverse_lookup_limit as usize,
+    }
 }
 
 /// Serve smtp's requests until master says stop or goes away.
 pub fn serve(_token: Sandboxed, child: Child, prepared: Prepared) -> ! {
-    let Prepared { runtime, connector } = prepared;
+    let Prepared { runtime, connector, max_reverse } = prepared;
     let child = Rc::new(RefCell::new(child));
     let local = LocalSet::new();
-    let code = runtime.block_on(local.run_until(run(Rc::clone(&child), connector)));
+    let code = runtime.block_on(local.run_until(run(Rc::clone(&child), connector, max_reverse)));
     let _ = child.borrow_mut().master.flush();
     std::process::exit(code)
 }
@@ -217,19 +232,40 @@ impl Master {
     }
 }
 
-/// What every smtp channel shares: the connector and the bound on
-/// requests in progress.
+/// What every channel shares: the connector and the bounds on requests
+/// in progress.
 pub(crate) struct Service {
     connector: Rc<Connector>,
     in_flight: Cell<usize>,
     max_in_flight: usize,
+    /// smtpd's client-name lookups in progress, and their bound.
+    reverse: Cell<usize>,
+    max_reverse: usize,
     stopping: Cell<bool>,
     warn: Box<dyn Fn(&str)>,
 }
 
 impl Service {
-    pub(crate) fn new(connector: Rc<Connector>, max_in_flight: usize, warn: Box<dyn Fn(&str)>) -> Rc<Service> {
-        Rc::new(Service { connector, in_flight: Cell::new(0), max_in_flight, stopping: Cell::new(false), warn })
+    pub(crate) fn new(
+        connector: Rc<Connector>,
+        max_in_flight: usize,
+        max_reverse: usize,
+        warn: Box<dyn Fn(&str)>,
+    ) -> Rc<Service> {
+        Rc::new(Service {
+            connector,
+            in_flight: Cell::new(0),
+            max_in_flight,
+            reverse: Cell::new(0),
+            max_reverse,
+            stopping: Cell::new(false),
+            warn,
+        })
+    }
+
+    /// Requests still to be answered.
+    fn busy(&self) -> usize {
+        self.in_flight.get() + self.reverse.get()
     }
 }
 
@@ -273,7 +309,10 @@ pub(crate) async fn serve_smtp(service: Rc<Service>, link: Rc<Link>) -> Result<(
 fn answer(service: &Service, link: &Rc<Link>, req: u64, result: Result<Connection, Failure>) {
     let sent = match result {
         Ok(c) => link.send(&ConnectorToSmtp::Connected { req, host: c.host, addr: c.addr }, &[c.stream.as_fd()]),
-        Err(f) => link.send(&ConnectorToSmtp::Failed { req, reason: f.reason, permanent: f.permanent }, &[]),
+        Err(f) => link.send(
+            &ConnectorToSmtp::Failed { req, reason: f.reason, permanent: f.permanent, dsn: f.dsn.to_string() },
+            &[],
+        ),
     };
     match sent {
         Ok(()) | Err(ipc::Error::Closed) => {}
@@ -281,10 +320,55 @@ fn answer(service: &Service, link: &Rc<Link>, req: u64, result: Result<Connectio
     }
 }
 
-/// An smtp channel and the task that serves it.
+/// Serve one smtpd channel until it closes: each client-name request
+/// becomes a task of its own (at most `max_reverse` over all smtpd
+/// channels; beyond that, and while stopping, the answer is "no name" at
+/// once: smtpd must not wait for a lookup that will not be made).
+/// Err: the peer broke the protocol.
+pub(crate) async fn serve_smtpd(service: Rc<Service>, link: Rc<Link>) -> Result<(), String> {
+    loop {
+        let (msg, fds) = match link.recv::<SmtpdToConnector>().await {
+            Ok(m) => m,
+            Err(ipc::Error::Closed) => return Ok(()),
+            Err(e) => return Err(e.to_string()),
+        };
+        let SmtpdToConnector::ClientName { req, addr } = msg;
+        if !fds.is_empty() {
+            return Err(format!("{} descriptors with client name request {req}", fds.len()));
+        }
+        if service.stopping.get() || service.reverse.get() >= service.max_reverse {
+            answer_name(&service, &link, req, None);
+            continue;
+        }
+        service.reverse.set(service.reverse.get() + 1);
+        let (service, link) = (Rc::clone(&service), Rc::clone(&link));
+        tokio::task::spawn_local(async move {
+            let name = match service.connector.resolver().client_name(addr).await {
+                Ok(name) => Some(name),
+                Err(why) => {
+                    if let Some(why) = why {
+                        (service.warn)(&why);
+                    }
+                    None
+                }
+            };
+            answer_name(&service, &link, req, name);
+            service.reverse.set(service.reverse.get() - 1);
+        });
+    }
+}
+
+fn answer_name(service: &Service, link: &Rc<Link>, req: u64, name: Option<String>) {
+    match link.send(&ConnectorToSmtpd::ClientName { req, name }, &[]) {
+        Ok(()) | Err(ipc::Error::Closed) => {}
+        Err(e) => (service.warn)(&format!("answering client name request {req}: {e}")),
+    }
+}
+
+/// A peer's channel (smtp or smtpd) and the task that serves it.
 type Peers = Rc<RefCell<HashMap<u32, (Rc<Link>, JoinHandle<()>)>>>;
 
-async fn run(child: Rc<RefCell<Child>>, connector: Connector) -> i32 {
+async fn run(child: Rc<RefCell<Child>>, connector: Connector, max_reverse: usize) -> i32 {
     let link = match Link::new(Holder::Master(Rc::clone(&child))) {
         Ok(l) => l,
         Err(e) => child.borrow_mut().fatal(&format!("registering the master channel: {e}")),
@@ -294,13 +378,15 @@ async fn run(child: Rc<RefCell<Child>>, connector: Connector) -> i32 {
         let master = Rc::clone(&master);
         Box::new(move |text: &str| master.log(Level::Warning, text))
     };
-    let service = Service::new(Rc::new(connector), MAX_IN_FLIGHT, warn);
+    let service = Service::new(Rc::new(connector), MAX_IN_FLIGHT, max_reverse, warn);
     let peers: Peers = Rc::new(RefCell::new(HashMap::new()));
     master.log(Level::Debug, "serving");
     loop {
         let got = master.link.recv::<FromMaster>().await;
         match got {
-            Ok((FromMaster::Peer { role: Role::Smtp, pid }, fds)) => add_peer(&master, &service, &peers, pid, fds),
+            Ok((FromMaster::Peer { role: role @ (Role::Smtp | Role::Smtpd), pid }, fds)) => {
+                add_peer(&master, &service, &peers, role, pid, fds)
+            }
             Ok((FromMaster::Stop, fds)) if fds.is_empty() => break,
             Ok((m, _)) => master.fatal(&format!("unexpected message from master: {m:?}")),
             Err(ipc::Error::Closed) => return 0,
@@ -311,40 +397,46 @@ async fn run(child: Rc<RefCell<Child>>, connector: Connector) -> i32 {
     // (within a grace period) and their answers sent.
     service.stopping.set(true);
     let deadline = tokio::time::Instant::now() + STOP_GRACE;
-    let busy = || service.in_flight.get() > 0 || peers.borrow().values().any(|(l, _)| !l.idle());
+    let busy = || service.busy() > 0 || peers.borrow().values().any(|(l, _)| !l.idle());
     while busy() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(STOP_POLL).await;
     }
-    if service.in_flight.get() > 0 {
-        master.log(Level::Warning, &format!("stopping with {} connect requests unanswered", service.in_flight.get()));
+    if service.busy() > 0 {
+        master.log(Level::Warning, &format!("stopping with {} requests unanswered", service.busy()));
     }
     0
 }
 
-/// A channel to an smtp process (replacing any earlier one to that pid).
-fn add_peer(master: &Rc<Master>, service: &Rc<Service>, peers: &Peers, pid: u32, fds: Vec<OwnedFd>) {
-    let chan = master.child.borrow_mut().peer_channel(Role::Smtp, fds).with_max_message(MAX_REQUEST);
+/// A channel to an smtp or smtpd process (replacing any earlier one to
+/// that pid).
+fn add_peer(master: &Rc<Master>, service: &Rc<Service>, peers: &Peers, role: Role, pid: u32, fds: Vec<OwnedFd>) {
+    let name = role.name();
+    let chan = master.child.borrow_mut().peer_channel(role, fds).with_max_message(MAX_REQUEST);
     let link = match Link::own(chan) {
         Ok(l) => l,
-        Err(e) => master.fatal(&format!("registering the channel to smtp pid {pid}: {e}")),
+        Err(e) => master.fatal(&format!("registering the channel to {name} pid {pid}: {e}")),
     };
     let task = {
         let (master, service, peers, link) =
             (Rc::clone(master), Rc::clone(service), Rc::clone(peers), Rc::clone(&link));
         tokio::task::spawn_local(async move {
-            if let Err(e) = serve_smtp(service, Rc::clone(&link)).await {
-                master.fatal(&format!("channel to smtp pid {pid}: {e}"));
+            let served = match role {
+                Role::Smtpd => serve_smtpd(service, Rc::clone(&link)).await,
+                _ => serve_smtp(service, Rc::clone(&link)).await,
+            };
+            if let Err(e) = served {
+                master.fatal(&format!("channel to {name} pid {pid}: {e}"));
             }
             let mut p = peers.borrow_mut();
             if p.get(&pid).is_some_and(|(l, _)| Rc::ptr_eq(l, &link)) {
                 p.remove(&pid);
             }
             drop(p);
-            master.log(Level::Debug, &format!("channel to smtp pid {pid} closed"));
+            master.log(Level::Debug, &format!("channel to {name} pid {pid} closed"));
         })
     };
     if let Some((_, old)) = peers.borrow_mut().insert(pid, (link, task)) {
         old.abort();
     }
-    master.log(Level::Debug, &format!("channel to smtp pid {pid}"));
+    master.log(Level::Debug, &format!("channel to {name} pid {pid}"));
 }

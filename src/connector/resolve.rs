@@ -1,5 +1,6 @@
 //! Where a next hop is: the hosts and addresses the connector tries, in
-//! order, found with hickory's resolver (RFC 5321 section 5.1).
+//! order, found with hickory's resolver (RFC 5321 section 5.1); and who
+//! a client is (smtpd's reverse lookups).
 //!
 //! An address literal is used as it is. A `[host]` next hop is its A and
 //! AAAA records. A domain is its MX records, best preference first and
@@ -7,13 +8,21 @@
 //! with no MX records (but the name exists) the domain itself is the
 //! implicit MX. A null MX (RFC 7505) and a name that does not exist fail
 //! permanently; a server failure or a timeout fails temporarily; an
-//! exchange without addresses is skipped. At most [`MAX_HOSTS`] hosts and
-//! [`MAX_ADDRESSES`] addresses are tried. The hosts file is never read
-//! (Postfix's `smtp_host_lookup = dns`), and every name is asked as a
-//! fully qualified name (no search list).
+//! exchange without addresses is skipped. At most [`Limits::hosts`] hosts
+//! and [`Limits::addresses`] addresses are tried (`smtp.mx_host_limit`,
+//! `smtp.mx_address_limit`). The hosts file is never read (Postfix's
+//! `smtp_host_lookup = dns`), and every name is asked as a fully
+//! qualified name (no search list).
+//!
+//! A client's name is the first of its address's PTR names (at most
+//! [`MAX_PTR_NAMES`] are looked at) that is a valid host name and whose
+//! A or AAAA records include the address (forward confirmation, as
+//! Postfix's `reverse_client_name` checked against `client_name`).
+//! Anything else leaves the client `unknown`.
 //!
 //! Trusts: nothing in DNS answers beyond their records' types; names
-//! come from smtp (and so from a recipient's domain) and are parsed.
+//! come from smtp (and so from a recipient's domain) and are parsed; PTR
+//! names are checked before anyone sees them.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -26,14 +35,27 @@ use hickory_resolver::proto::rr::{Name, RData, RecordType};
 use crate::config::delivery::Dns;
 use crate::ipc::msg::NexthopSpec;
 
-/// Most MX hosts tried for one next hop.
-pub const MAX_HOSTS: usize = 5;
-/// Most addresses tried for one next hop, over all its hosts.
-pub const MAX_ADDRESSES: usize = 10;
+/// PTR names of one address looked at (each costs a forward lookup).
+pub const MAX_PTR_NAMES: usize = 4;
 /// Answers the resolver keeps (it honours their TTLs).
 const CACHE_SIZE: u64 = 1024;
 /// Where the C library looks when there is no resolv.conf.
 const FALLBACK_SERVER: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 53);
+
+/// How many MX hosts and addresses are tried for one next hop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// MX hosts whose addresses are looked up, best first.
+    pub hosts: usize,
+    /// Addresses in all, over every host.
+    pub addresses: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits { hosts: 5, addresses: 10 }
+    }
+}
 
 /// Why there is nothing to connect to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,14 +65,28 @@ pub struct Failure {
     pub reason: String,
     /// The mail cannot be delivered there, ever (it bounces).
     pub permanent: bool,
+    /// The enhanced status code the recipients get (RFC 3463): 4.4.1 no
+    /// answer from a host, 4.4.3 the name service failed, 5.4.4 no such
+    /// destination, 5.1.10 a null MX (RFC 7505).
+    pub dsn: &'static str,
 }
 
 impl Failure {
+    /// No connection, for now (4.4.1).
     pub fn temporary(reason: String) -> Failure {
-        Failure { reason, permanent: false }
+        Failure { reason, permanent: false, dsn: "4.4.1" }
     }
+    /// The destination does not exist (5.4.4).
     pub fn permanent(reason: String) -> Failure {
-        Failure { reason, permanent: true }
+        Failure { reason, permanent: true, dsn: "5.4.4" }
+    }
+    /// The name service did not answer (4.4.3).
+    fn lookup(reason: String) -> Failure {
+        Failure { reason, permanent: false, dsn: "4.4.3" }
+    }
+    /// The domain accepts no mail (RFC 7505's null MX: 5.1.10).
+    fn null_mx(reason: String) -> Failure {
+        Failure { reason, permanent: true, dsn: "5.1.10" }
     }
 }
 
@@ -93,6 +129,7 @@ fn name_error<T>(host: &str, rtype: &str, answer: &Answer<T>) -> String {
 /// The connector's resolver.
 pub struct Resolver {
     inner: TokioResolver,
+    limits: Limits,
 }
 
 impl Resolver {
@@ -121,7 +158,12 @@ impl Resolver {
         opts.cache_size = CACHE_SIZE;
         opts.use_hosts_file = ResolveHosts::Never;
         let inner = builder.build().map_err(|e| format!("building the resolver: {e}"))?;
-        Ok((Resolver { inner }, warning))
+        Ok((Resolver { inner, limits: Limits::default() }, warning))
+    }
+
+    /// Try at most these many MX hosts and addresses per next hop.
+    pub fn set_limits(&mut self, limits: Limits) {
+        self.limits = Limits { hosts: limits.hosts.max(1), addresses: limits.addresses.max(1) };
     }
 
     /// The addresses to try for `nexthop`, in order, or why there are none.
@@ -143,7 +185,7 @@ impl Resolver {
                 Err(if matches!(other, Answer::NoSuchName) {
                     Failure::permanent(reason)
                 } else {
-                    Failure::temporary(reason)
+                    Failure::lookup(reason)
                 })
             }
         }
@@ -152,10 +194,12 @@ impl Resolver {
     /// A single host's addresses.
     async fn host_targets(&self, host: &str, name: &Name) -> Result<Vec<Target>, Failure> {
         match self.addresses(name).await {
-            Answer::Found(ips) => {
-                Ok(ips.into_iter().take(MAX_ADDRESSES).map(|ip| Target { host: host.to_string(), ip }).collect())
-            }
-            Answer::Temporary => Err(Failure::temporary(name_error(host, "A", &Answer::<()>::Temporary))),
+            Answer::Found(ips) => Ok(ips
+                .into_iter()
+                .take(self.limits.addresses)
+                .map(|ip| Target { host: host.to_string(), ip })
+                .collect()),
+            Answer::Temporary => Err(Failure::lookup(name_error(host, "A", &Answer::<()>::Temporary))),
             other => Err(Failure::permanent(name_error(host, "A", &other))),
         }
     }
@@ -164,27 +208,28 @@ impl Resolver {
     async fn mx_targets(&self, domain: &str, records: Vec<RData>) -> Result<Vec<Target>, Failure> {
         let exchanges = order_exchanges(records);
         if exchanges.is_empty() {
-            return Err(Failure::permanent(format!("{domain}: domain does not accept mail (null MX)")));
+            return Err(Failure::null_mx(format!("{domain}: domain does not accept mail (null MX)")));
         }
         let mut targets = Vec::new();
         // The failure to report if no exchange has an address: temporary
         // if any lookup may succeed later.
         let mut failure: Option<Failure> = None;
-        for exchange in exchanges.into_iter().take(MAX_HOSTS) {
-            if targets.len() >= MAX_ADDRESSES {
+        let limits = self.limits;
+        for exchange in exchanges.into_iter().take(limits.hosts) {
+            if targets.len() >= limits.addresses {
                 break;
             }
             let host = display(&exchange);
             match self.addresses(&exchange).await {
                 Answer::Found(ips) => {
-                    let room = MAX_ADDRESSES - targets.len();
+                    let room = limits.addresses - targets.len();
                     targets.extend(ips.into_iter().take(room).map(|ip| Target { host: host.clone(), ip }));
                 }
                 other => {
                     let temporary = matches!(other, Answer::Temporary);
                     if failure.as_ref().is_none_or(|f| f.permanent) {
                         let reason = name_error(&host, "A", &other);
-                        failure = Some(Failure { reason, permanent: !temporary });
+                        failure = Some(if temporary { Failure::lookup(reason) } else { Failure::permanent(reason) });
                     }
                 }
             }
@@ -224,6 +269,46 @@ impl Resolver {
             (Answer::NoSuchName, _) | (_, Answer::NoSuchName) => Answer::NoSuchName,
             _ => Answer::NoData,
         }
+    }
+
+    /// A client's name: a PTR name of `ip` whose addresses include `ip`.
+    /// `Err(Some(why))`: a name was found and did not check out (for the
+    /// log, as Postfix warns); `Err(None)`: no name (none published, or
+    /// the name service failed).
+    pub async fn client_name(&self, ip: IpAddr) -> Result<String, Option<String>> {
+        let ip = ip.to_canonical();
+        let mut reverse = Name::from(ip);
+        reverse.set_fqdn(true);
+        let names: Vec<Name> = match self.query(&reverse, RecordType::PTR).await {
+            Answer::Found(records) => records
+                .into_iter()
+                .filter_map(|r| match r {
+                    RData::PTR(p) => Some(p.0),
+                    _ => None,
+                })
+                .take(MAX_PTR_NAMES)
+                .collect(),
+            _ => return Err(None),
+        };
+        let mut why = None;
+        for name in names {
+            let shown = display(&name);
+            if !valid_hostname(&shown) {
+                why.get_or_insert_with(|| format!("malformed host name {shown:?} in the PTR record for {ip}"));
+                continue;
+            }
+            match self.addresses(&name).await {
+                Answer::Found(ips) if ips.iter().any(|a| a.to_canonical() == ip) => return Ok(shown),
+                Answer::Found(_) => {
+                    why.get_or_insert_with(|| format!("address {ip} not listed for hostname {shown}"));
+                }
+                Answer::NoSuchName | Answer::NoData => {
+                    why.get_or_insert_with(|| format!("hostname {shown} does not resolve to address {ip}"));
+                }
+                Answer::Temporary => {}
+            }
+        }
+        Err(why)
     }
 
     /// One lookup, classified; only records of the type asked are kept.
@@ -281,6 +366,24 @@ fn fqdn(host: &str) -> Result<Name, Failure> {
     }
     name.set_fqdn(true);
     Ok(name)
+}
+
+/// Whether `name` (ASCII, without the final dot) may stand for a client
+/// in `Received:` and the logs: labels of letters, digits, `_` and `-`
+/// (`-` not at either end of a label), at most 253 characters in all,
+/// and not numeric (a name that looks like an address could pass for
+/// one).
+pub fn valid_hostname(name: &str) -> bool {
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(label_ok)
+        && !name.rsplit('.').next().is_some_and(|top| top.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// A name as logs and replies show it: ASCII, no final dot.

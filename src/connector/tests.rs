@@ -12,11 +12,11 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use hickory_resolver::proto::op::{Message, ResponseCode};
-use hickory_resolver::proto::rr::rdata::{A, AAAA, MX};
+use hickory_resolver::proto::rr::rdata::{A, AAAA, MX, PTR};
 use hickory_resolver::proto::rr::{Name, RData, Record, RecordType};
 use tokio::task::LocalSet;
 
-use super::resolve::{MAX_ADDRESSES, MAX_HOSTS, Target};
+use super::resolve::{MAX_PTR_NAMES, Target, valid_hostname};
 use super::*;
 use crate::config::delivery::Dns;
 use crate::ipc::msg::NexthopSpec;
@@ -102,6 +102,10 @@ fn aaaa(ip: Ipv6Addr) -> RData {
     RData::AAAA(AAAA(ip))
 }
 
+fn ptr(name: &str) -> RData {
+    RData::PTR(PTR(Name::from_ascii(name).expect("PTR name")))
+}
+
 fn rec(name: &str, t: RecordType, rdata: Vec<RData>) -> (String, RecordType, Answer) {
     (name.to_string(), t, Answer::Records(rdata))
 }
@@ -140,6 +144,29 @@ fn zone() -> Zone {
         rec("h6.example.", RecordType::A, vec![a(v4(61))]),
         rec("h7.example.", RecordType::A, vec![a(v4(71))]),
         rec("h8.example.", RecordType::A, vec![a(v4(81))]),
+        // Reverse: 192.0.2.1 is mx1 (confirmed); .2 claims to be mx1
+        // (not confirmed); .3 has a numeric name, then a good one; .4 names
+        // a host that does not exist; .5 has no PTR; .6's reverse zone
+        // fails; 2001:db8::2 is mx2 (confirmed over AAAA).
+        rec("1.2.0.192.in-addr.arpa.", RecordType::PTR, vec![ptr("MX1.example.")]),
+        rec("2.2.0.192.in-addr.arpa.", RecordType::PTR, vec![ptr("mx1.example.")]),
+        rec("3.2.0.192.in-addr.arpa.", RecordType::PTR, vec![ptr("1.2.3.4."), ptr("three.example.")]),
+        rec("three.example.", RecordType::A, vec![a(v4(3))]),
+        rec("13.2.0.192.in-addr.arpa.", RecordType::PTR, vec![ptr("h1.example.")]),
+        rec("4.2.0.192.in-addr.arpa.", RecordType::PTR, vec![ptr("ghost.example.")]),
+        ("6.2.0.192.in-addr.arpa.".to_string(), RecordType::PTR, Answer::Code(ResponseCode::ServFail)),
+        rec(
+            "2.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa.",
+            RecordType::PTR,
+            vec![ptr("mx2.example.")],
+        ),
+        // 192.0.2.7: four names that are not its, then its own, one too many.
+        rec(
+            "7.2.0.192.in-addr.arpa.",
+            RecordType::PTR,
+            ["h1", "h2", "h3", "h4", "seven"].iter().map(|h| ptr(&format!("{h}.example."))).collect(),
+        ),
+        rec("seven.example.", RecordType::A, vec![a(v4(7))]),
     ]
 }
 
@@ -152,14 +179,20 @@ struct Fixture {
 
 impl Fixture {
     fn new(connect_timeout: Duration) -> Fixture {
+        Fixture::with_limits(connect_timeout, Limits::default())
+    }
+
+    /// A fixture whose resolver tries at most these many hosts and addresses.
+    fn with_limits(connect_timeout: Duration, limits: Limits) -> Fixture {
         let rt = tokio::runtime::Builder::new_current_thread().enable_io().enable_time().build().expect("runtime");
         let server = DnsServer::start(zone());
-        let dns = Dns { servers: vec![server.addr], timeout: Duration::from_secs(2), attempts: 1 };
-        let (resolver, warning) = {
+        let dns = Dns { servers: vec![server.addr], timeout: Duration::from_secs(2), attempts: 1, ..Dns::default() };
+        let (mut resolver, warning) = {
             let _context = rt.enter();
             Resolver::new(&dns).expect("resolver")
         };
         assert_eq!(warning, None);
+        resolver.set_limits(limits);
         Fixture { rt, _server: server, connector: Rc::new(Connector::new(resolver, connect_timeout)) }
     }
 
@@ -171,6 +204,10 @@ impl Fixture {
     fn connect(&self, host: &str, port: u16, mx: bool) -> Result<Connection, Failure> {
         let nexthop = NexthopSpec { host: host.to_string(), port: Some(port), mx };
         self.rt.block_on(self.connector.connect(&nexthop, 25))
+    }
+
+    fn client_name(&self, ip: &str) -> Result<String, Option<String>> {
+        self.rt.block_on(self.connector.resolver().client_name(ip.parse().expect("address")))
     }
 }
 
@@ -241,6 +278,7 @@ fn null_mx_fails_permanently() {
     let f = Fixture::new(Duration::from_secs(1));
     let e = f.targets("nullmx.example", true).expect_err("null MX");
     assert!(e.permanent);
+    assert_eq!(e.dsn, "5.1.10");
     assert!(e.reason.contains("does not accept mail (null MX)"), "{}", e.reason);
 }
 
@@ -249,6 +287,7 @@ fn nxdomain_fails_permanently() {
     let f = Fixture::new(Duration::from_secs(1));
     let e = f.targets("nowhere.example", true).expect_err("no such domain");
     assert!(e.permanent);
+    assert_eq!(e.dsn, "5.4.4");
     assert_eq!(
         e.reason,
         "Host or domain name not found. Name service error for name=nowhere.example type=MX: Host not found"
@@ -270,6 +309,7 @@ fn servfail_fails_temporarily() {
     let f = Fixture::new(Duration::from_secs(1));
     let e = f.targets("broken.example", true).expect_err("server failure");
     assert!(!e.permanent);
+    assert_eq!(e.dsn, "4.4.3");
     assert!(e.reason.contains("type=MX: Host not found, try again"), "{}", e.reason);
     let e = f.targets("broken.example", false).expect_err("server failure");
     assert!(!e.permanent, "{e:?}");
@@ -289,10 +329,30 @@ fn an_mx_without_address_is_skipped() {
 fn hosts_and_addresses_are_bounded() {
     let f = Fixture::new(Duration::from_secs(1));
     let t = f.targets("many.example", true).expect("targets");
-    assert_eq!(t.len(), MAX_ADDRESSES);
+    let limits = Limits::default();
+    assert_eq!(t.len(), limits.addresses);
     let distinct: HashSet<&str> = hosts(&t).into_iter().collect();
-    assert!(distinct.len() <= MAX_HOSTS);
+    assert!(distinct.len() <= limits.hosts);
     assert_eq!(hosts(&t)[..4], ["h1.example", "h1.example", "h1.example", "h2.example"]);
+}
+
+#[test]
+fn the_bounds_are_configurable() {
+    // Two hosts: h1's three addresses, then h2's three; never h3.
+    let f = Fixture::with_limits(Duration::from_secs(1), Limits { hosts: 2, addresses: 100 });
+    let t = f.targets("many.example", true).expect("targets");
+    assert_eq!(hosts(&t), ["h1.example", "h1.example", "h1.example", "h2.example", "h2.example", "h2.example"]);
+    // Four addresses: all of h1's and the first of h2's.
+    let f = Fixture::with_limits(Duration::from_secs(1), Limits { hosts: 100, addresses: 4 });
+    let t = f.targets("many.example", true).expect("targets");
+    let ips: Vec<IpAddr> = t.iter().map(|t| t.ip).collect();
+    assert_eq!(ips, [v4(11), v4(12), v4(13), v4(21)].map(IpAddr::V4));
+    // One host: all eight listed, only the best is looked at.
+    let f = Fixture::with_limits(Duration::from_secs(1), Limits { hosts: 1, addresses: 100 });
+    assert_eq!(hosts(&f.targets("many.example", true).expect("targets")), ["h1.example"; 3]);
+    // A host that is not an MX is bounded by the addresses too.
+    let f = Fixture::with_limits(Duration::from_secs(1), Limits { hosts: 1, addresses: 2 });
+    assert_eq!(f.targets("h1.example", false).expect("targets").len(), 2);
 }
 
 #[test]
@@ -323,6 +383,7 @@ fn a_refused_connection_says_where_and_why() {
     let port = closed_port();
     let e = f.connect("127.0.0.1", port, false).expect_err("refused");
     assert!(!e.permanent);
+    assert_eq!(e.dsn, "4.4.1");
     assert_eq!(e.reason, format!("connect to 127.0.0.1[127.0.0.1]:{port}: Connection refused"));
     let e = f.connect("implicit.example", port, true).expect_err("refused");
     assert_eq!(e.reason, format!("connect to implicit.example[127.0.0.1]:{port}: Connection refused"));
@@ -377,7 +438,7 @@ fn serve_pair(
     let client = Link::own(Channel::new(ours)).expect("client link");
     let server = Link::own(Channel::new(theirs)).expect("server link");
     let connector = Rc::clone(&f.connector);
-    let service = Service::new(connector, max_in_flight, Box::new(|w| panic!("warning: {w}")));
+    let service = Service::new(connector, max_in_flight, 1, Box::new(|w| panic!("warning: {w}")));
     let task = local.spawn_local(serve_smtp(service, server));
     (client, task)
 }
@@ -409,7 +470,7 @@ fn connect_over_the_channel_returns_a_connected_socket() {
     let (msg, fds) = failed;
     assert!(fds.is_empty());
     let reason = format!("connect to 127.0.0.1[127.0.0.1]:{refused}: Connection refused");
-    assert_eq!(msg, ConnectorToSmtp::Failed { req: 8, reason, permanent: false });
+    assert_eq!(msg, ConnectorToSmtp::Failed { req: 8, reason, permanent: false, dsn: "4.4.1".into() });
     // Closing the channel ends its service without error.
     drop(client);
     assert_eq!(f.rt.block_on(local.run_until(task)).expect("joined"), Ok(()));
@@ -426,7 +487,7 @@ fn requests_beyond_the_bound_fail_temporarily() {
         client.recv::<ConnectorToSmtp>().await.expect("answer")
     }));
     match msg {
-        ConnectorToSmtp::Failed { req: 1, permanent: false, reason } => {
+        ConnectorToSmtp::Failed { req: 1, permanent: false, reason, .. } => {
             assert!(reason.contains("too many"), "{reason}")
         }
         other => panic!("{other:?}"),
@@ -444,4 +505,149 @@ fn an_unexpected_message_ends_the_service() {
         task.await.expect("joined")
     }));
     assert!(end.is_err(), "{end:?}");
+}
+
+#[test]
+fn a_client_name_is_its_forward_confirmed_ptr_name() {
+    let f = Fixture::new(Duration::from_secs(1));
+    // Confirmed over A, lower-cased, without the final dot; and over AAAA.
+    assert_eq!(f.client_name("192.0.2.1"), Ok(String::from("mx1.example")));
+    assert_eq!(f.client_name("2001:db8::2"), Ok(String::from("mx2.example")));
+    // An IPv4 client on an IPv6 socket is its IPv4 address.
+    assert_eq!(f.client_name("::ffff:192.0.2.1"), Ok(String::from("mx1.example")));
+    // A name among several addresses.
+    assert_eq!(f.client_name("192.0.2.13"), Ok(String::from("h1.example")));
+    // A numeric name is skipped for the next.
+    assert_eq!(f.client_name("192.0.2.3"), Ok(String::from("three.example")));
+}
+
+#[test]
+fn a_client_name_that_does_not_check_out_is_none() {
+    let f = Fixture::new(Duration::from_secs(1));
+    // mx1.example is 192.0.2.1, not .2.
+    assert_eq!(
+        f.client_name("192.0.2.2"),
+        Err(Some(String::from("address 192.0.2.2 not listed for hostname mx1.example")))
+    );
+    assert_eq!(
+        f.client_name("192.0.2.4"),
+        Err(Some(String::from("hostname ghost.example does not resolve to address 192.0.2.4")))
+    );
+    // No PTR, and a reverse zone that fails: no name, nothing to warn about.
+    assert_eq!(f.client_name("192.0.2.5"), Err(None));
+    assert_eq!(f.client_name("192.0.2.6"), Err(None));
+    // Five PTR names, only the fifth this address's: it is beyond the
+    // names looked at.
+    const { assert!(MAX_PTR_NAMES == 4) };
+    assert_eq!(
+        f.client_name("192.0.2.7"),
+        Err(Some(String::from("address 192.0.2.7 not listed for hostname h1.example")))
+    );
+}
+
+#[test]
+fn host_names_for_clients_are_checked() {
+    for good in ["mx1.example", "a", "a-b.c_d.example", "xn--bcher-kva.example", "x.y2"] {
+        assert!(valid_hostname(good), "{good}");
+    }
+    let long = format!("{}.example", "a".repeat(64));
+    let longer = ["a"; 130].join(".");
+    for bad in
+        ["", "1.2.3.4", "a.123", "-a.example", "a-.example", "a..b", "a b.example", "[127.0.0.1]", &long, &longer]
+    {
+        assert!(!valid_hostname(bad), "{bad}");
+    }
+}
+
+/// The warnings a service logged.
+type Warnings = Rc<std::cell::RefCell<Vec<String>>>;
+
+/// Runs `serve_smtpd` on one end of a channel pair, with at most
+/// `max_reverse` lookups at once, warnings collected.
+fn serve_smtpd_pair(
+    f: &Fixture,
+    local: &LocalSet,
+    max_reverse: usize,
+) -> (Rc<Link>, tokio::task::JoinHandle<Result<(), String>>, Warnings) {
+    let (ours, theirs) = crate::ipc::pair().expect("pair");
+    let _context = f.rt.enter();
+    let client = Link::own(Channel::new(ours)).expect("client link");
+    let server = Link::own(Channel::new(theirs)).expect("server link");
+    let warnings = Rc::new(std::cell::RefCell::new(Vec::new()));
+    let w = Rc::clone(&warnings);
+    let warn = Box::new(move |text: &str| w.borrow_mut().push(text.to_string()));
+    let service = Service::new(Rc::clone(&f.connector), MAX_IN_FLIGHT, max_reverse, warn);
+    let task = local.spawn_local(serve_smtpd(service, server));
+    (client, task, warnings)
+}
+
+fn ask_name(client: &Rc<Link>, req: u64, addr: &str) {
+    let msg = SmtpdToConnector::ClientName { req, addr: addr.parse().expect("address") };
+    client.send(&msg, &[]).expect("send");
+}
+
+#[test]
+fn client_names_over_the_channel() {
+    let f = Fixture::new(Duration::from_secs(1));
+    let local = LocalSet::new();
+    let (client, task, warnings) = serve_smtpd_pair(&f, &local, 10);
+    let answers = f.rt.block_on(local.run_until(async {
+        ask_name(&client, 1, "192.0.2.1");
+        ask_name(&client, 2, "192.0.2.2");
+        ask_name(&client, 3, "192.0.2.5");
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            let (msg, fds) = client.recv::<ConnectorToSmtpd>().await.expect("answer");
+            assert!(fds.is_empty());
+            got.push(msg);
+        }
+        got
+    }));
+    for (req, want) in [(1, Some(String::from("mx1.example"))), (2, None), (3, None)] {
+        let answer = ConnectorToSmtpd::ClientName { req, name: want };
+        assert!(answers.contains(&answer), "{answer:?} not in {answers:?}");
+    }
+    // The name that did not check out is logged, as Postfix does.
+    assert_eq!(*warnings.borrow(), ["address 192.0.2.2 not listed for hostname mx1.example"]);
+    // A message that is not a request ends the service.
+    f.rt.block_on(local.run_until(async { client.send(&FromMaster::Stop, &[]).expect("send") }));
+    assert!(f.rt.block_on(local.run_until(task)).expect("joined").is_err());
+}
+
+#[test]
+fn client_names_beyond_the_bound_are_none_at_once() {
+    let f = Fixture::new(Duration::from_secs(1));
+    let local = LocalSet::new();
+    let (client, _task, _) = serve_smtpd_pair(&f, &local, 1);
+    let answers = f.rt.block_on(local.run_until(async {
+        // The first takes the one slot; the second is answered before it.
+        ask_name(&client, 1, "192.0.2.1");
+        ask_name(&client, 2, "192.0.2.1");
+        let mut got = Vec::new();
+        for _ in 0..2 {
+            got.push(client.recv::<ConnectorToSmtpd>().await.expect("answer").0);
+        }
+        got
+    }));
+    assert_eq!(
+        answers,
+        [
+            ConnectorToSmtpd::ClientName { req: 2, name: None },
+            ConnectorToSmtpd::ClientName { req: 1, name: Some(String::from("mx1.example")) }
+        ]
+    );
+}
+
+/// RFC 6761: the resolver answers for loopback itself, never asking a
+/// server (so the regress cases, whose clients are on loopback, see
+/// `localhost` without a DNS server).
+#[test]
+fn loopback_clients_are_localhost_without_asking() {
+    let f = Fixture::new(Duration::from_secs(1));
+    assert_eq!(f.client_name("127.0.0.1"), Ok(String::from("localhost")));
+    assert_eq!(f.client_name("::1"), Ok(String::from("localhost")));
+    assert_eq!(
+        f.client_name("127.0.0.2"),
+        Err(Some(String::from("address 127.0.0.2 not listed for hostname localhost")))
+    );
 }

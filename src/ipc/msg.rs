@@ -416,8 +416,24 @@ pub enum ConnectorToSmtp {
         addr: std::net::SocketAddr,
     },
     /// No connection. `permanent`: the name does not exist (NXDOMAIN, no
-    /// address at all), which bounces; anything else defers.
-    Failed { req: u64, reason: String, permanent: bool },
+    /// address at all) or accepts no mail (null MX), which bounces;
+    /// anything else defers. `dsn`: the enhanced status code for the
+    /// recipients (its class agrees with `permanent`).
+    Failed { req: u64, reason: String, permanent: bool, dsn: String },
+}
+
+/// smtpd → connector: who is the client at `addr`? Asked once per
+/// session, before the greeting.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub enum SmtpdToConnector {
+    ClientName { req: u64, addr: std::net::IpAddr },
+}
+
+/// connector → smtpd.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub enum ConnectorToSmtpd {
+    /// The client's forward-confirmed name, or None (`unknown`).
+    ClientName { req: u64, name: Option<String> },
 }
 
 /// qmgr → bounce: tell the sender about recipients of one message. The

@@ -1,5 +1,6 @@
 pub mod checks;
 pub mod data;
+pub mod names;
 pub mod params;
 pub mod server;
 pub mod session;

@@ -3,9 +3,12 @@
 //! The protocol lives in `session`; this file moves bytes, streams each
 //! message to cleanup and carries its verdict back, and enforces the
 //! per-process bounds: sessions in total and per client, idle and total
-//! time, error pauses. It opens no file and makes no connection.
+//! time, error pauses. Each session's greeting waits for its client's
+//! name from the connector (`names`), within a bound. It opens no file
+//! and makes no connection.
 //!
-//! Trusts: master and cleanup; nothing from the network.
+//! Trusts: master and cleanup; the connector's names are checked
+//! (`names`); nothing from the network.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{ErrorKind, Read, Write};
@@ -27,11 +30,13 @@ use crate::ipc::msg::{
 };
 use crate::roles::Role;
 use crate::smtpd::checks::Acceptance;
+use crate::smtpd::names::{Named, Names, UNKNOWN};
 use crate::smtpd::session::{Action, Commit, Envelope, Limits, Peer, Session, Settings};
 
 const MASTER: Token = Token(0);
 const CLEANUP: Token = Token(1);
-const FIRST_LISTENER: usize = 2;
+const CONNECTOR: Token = Token(2);
+const FIRST_LISTENER: usize = 3;
 const FIRST_SESSION: usize = 1 << 20;
 /// How often timers are checked.
 const TICK: Duration = Duration::from_millis(100);
@@ -42,6 +47,11 @@ const READ_CHUNK: usize = 16 * 1024;
 struct Conn {
     stream: TcpStream,
     ip: IpAddr,
+    /// The client's name (`unknown` until and unless the connector says).
+    name: String,
+    /// The name is being looked up (request number): nothing is read or
+    /// written until it is known or the wait is over.
+    lookup: Option<u64>,
     tls: Option<rustls::ServerConnection>,
     /// STARTTLS answered: switch once the 220 is written.
     tls_pending: bool,
@@ -69,6 +79,7 @@ struct Server {
     conns: HashMap<Token, Conn>,
     per_client: HashMap<IpAddr, u32>,
     cleanup: Option<Channel>,
+    names: Names,
     txns: HashMap<u64, Token>,
     next_txn: u64,
     next_token: usize,
@@ -98,6 +109,7 @@ pub fn serve(_token: Sandboxed, mut child: Child, listeners: Vec<std::net::TcpLi
     for (l, (_, mode)) in listeners.into_iter().zip(intake.listeners.iter()) {
         mio_listeners.push((TcpListener::from_std(l), *mode));
     }
+    let names = Names::new(intake.smtpd.reverse_lookups, intake.smtpd.reverse_lookup_timeout);
     let mut s = Server {
         child,
         poll,
@@ -109,6 +121,7 @@ pub fn serve(_token: Sandboxed, mut child: Child, listeners: Vec<std::net::TcpLi
         conns: HashMap::new(),
         per_client: HashMap::new(),
         cleanup: None,
+        names,
         txns: HashMap::new(),
         next_txn: 1,
         next_token: FIRST_SESSION,
@@ -128,6 +141,7 @@ pub fn serve(_token: Sandboxed, mut child: Child, listeners: Vec<std::net::TcpLi
             match ev.token() {
                 MASTER => s.master_readable(),
                 CLEANUP => s.cleanup_event(ev.is_readable(), ev.is_writable()),
+                CONNECTOR => s.connector_event(ev.is_readable(), ev.is_writable()),
                 Token(t) if (FIRST_LISTENER..FIRST_SESSION).contains(&t) => s.accept(t - FIRST_LISTENER),
                 t => s.conn_event(t, ev.is_readable(), ev.is_writable()),
             }
@@ -165,6 +179,11 @@ impl Server {
                     self.set_cleanup(chan);
                     self.child.debug(&format!("channel to cleanup pid {pid}"));
                 }
+                Ok(Some((FromMaster::Peer { role: Role::Connector, pid }, fds))) => {
+                    let chan = self.child.peer_channel(Role::Connector, fds);
+                    self.set_connector(chan);
+                    self.child.debug(&format!("channel to connector pid {pid}"));
+                }
                 Ok(Some((FromMaster::Stop, _))) => self.stop(),
                 Ok(Some((m, _))) => self.child.fatal(&format!("unexpected message from master: {m:?}")),
                 Err(crate::ipc::Error::Closed) => std::process::exit(0),
@@ -194,6 +213,67 @@ impl Server {
         }
         let _ = chan.flush();
         self.cleanup = Some(chan);
+    }
+
+    fn set_connector(&mut self, chan: Channel) {
+        if let Some(old) = self.names.channel() {
+            let raw = old.as_raw_fd();
+            let _ = self.poll.registry().deregister(&mut SourceFd(&raw));
+        }
+        let raw = chan.as_raw_fd();
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if let Err(e) = self.poll.registry().register(&mut SourceFd(&raw), CONNECTOR, interest) {
+            self.child.fatal(&format!("registering the connector channel: {e}"));
+        }
+        let lost = self.names.set_channel(chan);
+        self.named(lost);
+    }
+
+    fn drop_connector(&mut self) {
+        if let Some(old) = self.names.channel() {
+            let raw = old.as_raw_fd();
+            let _ = self.poll.registry().deregister(&mut SourceFd(&raw));
+        }
+        let lost = self.names.drop_channel();
+        self.named(lost);
+    }
+
+    fn connector_event(&mut self, readable: bool, writable: bool) {
+        if writable && let Err(e) = self.names.flush() {
+            self.child.warn(&format!("connector channel: {e}"));
+            return self.drop_connector();
+        }
+        if !readable {
+            return;
+        }
+        let closed_before = self.names.channel().is_none();
+        match self.names.receive() {
+            Ok(named) => {
+                if !closed_before && self.names.channel().is_none() {
+                    self.child.debug("channel to connector closed");
+                }
+                self.named(named);
+            }
+            Err(e) => self.child.fatal(&format!("connector channel: {e}")),
+        }
+    }
+
+    /// Sessions whose client name is settled: the greeting goes out.
+    fn named(&mut self, named: Vec<Named>) {
+        let now = Instant::now();
+        for Named { token, name, warning } in named {
+            if let Some(w) = warning {
+                self.child.warn(&w);
+            }
+            let Some(c) = self.conns.get_mut(&token) else { continue };
+            c.lookup = None;
+            c.session.set_client_name(name.clone());
+            c.name = name;
+            // The idle time counts from the greeting.
+            c.idle_deadline = now + self.intake.smtpd.idle_timeout;
+            self.drive(token);
+            self.read_conn(token);
+        }
     }
 
     /// cleanup went away: every message in flight gets a temporary failure.
@@ -313,7 +393,7 @@ impl Server {
             };
             let mut settings = self.settings.clone();
             settings.starttls = self.tls.is_some() && mode == ListenTls::Starttls;
-            let peer = Peer { address: ip.to_string(), hostname: String::from("unknown") };
+            let peer = Peer { address: ip.to_string(), hostname: String::from(UNKNOWN) };
             let implicit = tls.is_some();
             let token = Token(self.next_token);
             self.next_token += 1;
@@ -322,9 +402,12 @@ impl Server {
                 continue;
             }
             let now = Instant::now();
+            let lookup = self.names.ask(token, ip, now);
             let conn = Conn {
                 stream,
                 ip,
+                name: String::from(UNKNOWN),
+                lookup,
                 tls,
                 tls_pending: false,
                 session: Session::new(settings, peer, implicit),
@@ -361,7 +444,7 @@ impl Server {
         let mut buf = [0u8; READ_CHUNK];
         loop {
             let Some(c) = self.conns.get_mut(&token) else { return };
-            if c.closing || c.pause_until.is_some() || c.tls_pending {
+            if c.closing || c.pause_until.is_some() || c.tls_pending || c.lookup.is_some() {
                 return;
             }
             let space = c.session.space().min(READ_CHUNK);
@@ -386,6 +469,10 @@ impl Server {
     /// Carry out the session's actions in order, up to an error pause.
     fn drive(&mut self, token: Token) {
         let Some(c) = self.conns.get_mut(&token) else { return };
+        if c.lookup.is_some() {
+            // The greeting waits for the client's name.
+            return;
+        }
         let fresh: Vec<Action> = c.session.actions().collect();
         c.held.extend(fresh);
         while let Some(a) =
@@ -478,6 +565,9 @@ impl Server {
     fn close(&mut self, token: Token) {
         let Some(mut c) = self.conns.remove(&token) else { return };
         let _ = self.poll.registry().deregister(&mut c.stream);
+        if let Some(req) = c.lookup {
+            self.names.cancel(req);
+        }
         if let Some(txn) = c.txn.take() {
             self.txns.remove(&txn);
             if let Some(ch) = self.cleanup.as_mut() {
@@ -492,9 +582,11 @@ impl Server {
         }
     }
 
-    /// Timers: error pauses, idle and total session time.
+    /// Timers: client-name lookups, error pauses, idle and total session time.
     fn tick(&mut self) {
         let now = Instant::now();
+        let late = self.names.expired(now);
+        self.named(late);
         let mut resume = Vec::new();
         let mut expire = Vec::new();
         for (t, c) in &mut self.conns {
@@ -503,7 +595,8 @@ impl Server {
                 resume.push(*t);
             }
             let waiting_for_cleanup = c.txn.is_some_and(|x| self.txns.contains_key(&x));
-            if !c.closing && !waiting_for_cleanup && (c.idle_deadline <= now || c.deadline <= now) {
+            let waiting = waiting_for_cleanup || c.lookup.is_some();
+            if !c.closing && !waiting && (c.idle_deadline <= now || c.deadline <= now) {
                 expire.push(*t);
             }
         }
@@ -544,7 +637,7 @@ fn message_envelope(e: &Envelope, c: &Conn) -> MessageEnvelope {
         helo: e.helo.clone(),
         protocol: e.protocol.to_string(),
         client_address: c.ip.to_string(),
-        client_hostname: String::from("unknown"),
+        client_hostname: c.name.clone(),
         tls: c.tls.as_ref().and_then(|t| crate::smtpd::tls::describe(t)),
         submitter: None,
     }

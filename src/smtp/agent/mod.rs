@@ -53,6 +53,7 @@ use crate::qmgr::schedule::Nexthop;
 use crate::queue::Time;
 use crate::roles::{self, Role};
 use crate::smtp::client::{self, Credentials, JobResult, Limits, TlsPolicy};
+use crate::smtp::reply::Enhanced;
 
 pub use report::{Delays, Relay, Verdict};
 pub use tls::{AnyCertificate, TlsConfigs};
@@ -446,7 +447,7 @@ impl Agent {
             return;
         }
         let implicit = self.is_relay(&work.nexthop) && self.conf.relay.tls == RelayTls::Implicit;
-        let default_port = if implicit { 465 } else { 25 };
+        let default_port = if implicit { 465 } else { self.conf.smtp.port };
         let Some(ch) = self.connector.as_mut() else {
             let v = Verdict::deferred("4.3.0", "connector unavailable");
             self.finish_all(&work, None, SiteReport::Unknown, &v);
@@ -495,12 +496,12 @@ impl Agent {
                     }
                     self.connected(nexthop, Relay { host, addr }, fd);
                 }
-                Ok(Some((ConnectorToSmtp::Failed { req, reason, permanent }, fds))) => {
+                Ok(Some((ConnectorToSmtp::Failed { req, reason, permanent, dsn }, fds))) => {
                     let nexthop = self.answered(req)?;
                     if !fds.is_empty() {
                         return Err(Fatal(String::from("connector: descriptors with a failure")));
                     }
-                    self.connect_failed(&nexthop, &reason, permanent);
+                    self.connect_failed(&nexthop, &reason, permanent, &dsn);
                 }
                 Err(crate::ipc::Error::Closed) => {
                     self.connector_lost();
@@ -540,16 +541,24 @@ impl Agent {
         w
     }
 
-    fn connect_failed(&mut self, nexthop: &NexthopSpec, reason: &str, permanent: bool) {
+    /// No connection: the connector's status code when it is one of the
+    /// right class (5.x.x for a permanent failure, 4.x.x otherwise), else
+    /// 5.4.4 or 4.4.1.
+    fn connect_failed(&mut self, nexthop: &NexthopSpec, reason: &str, permanent: bool, dsn: &str) {
         let Some(work) = self.take_waiting(nexthop) else { return };
         let reason = crate::smtp::reply::sanitize(reason.as_bytes(), 400);
+        let class = if permanent { 5 } else { 4 };
+        let dsn = match Enhanced::parse_prefix(dsn.as_bytes()) {
+            Some((e, n)) if n == dsn.len() && e.class == class => e.to_string(),
+            _ => String::from(if permanent { "5.4.4" } else { "4.4.1" }),
+        };
         if permanent {
             // Unknown: a name that does not exist says nothing about
             // whether the destination is up.
-            self.finish_all(&work, None, SiteReport::Unknown, &Verdict::bounced("5.4.4", &reason));
+            self.finish_all(&work, None, SiteReport::Unknown, &Verdict::bounced(&dsn, &reason));
         } else {
             let site = SiteReport::Unreachable(reason.clone());
-            self.finish_all(&work, None, site, &Verdict::deferred("4.4.1", &reason));
+            self.finish_all(&work, None, site, &Verdict::deferred(&dsn, &reason));
         }
     }
 

@@ -231,6 +231,11 @@ impl Session {
         s
     }
 
+    /// The client's name, learnt before the greeting goes out.
+    pub fn set_client_name(&mut self, name: String) {
+        self.peer.hostname = name;
+    }
+
     /// How many more bytes the session will take now (0 while it waits
     /// for a commit verdict with its buffer full, or once closed).
     pub fn space(&self) -> usize {

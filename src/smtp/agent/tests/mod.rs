@@ -31,6 +31,7 @@ enum Connect {
     Fail {
         reason: &'static str,
         permanent: bool,
+        dsn: &'static str,
     },
     /// Never answer.
     Hold,
@@ -163,8 +164,8 @@ impl Harness {
                     let reply = ConnectorToSmtp::Connected { req, host: "mx.test".into(), addr };
                     let _ = self.connector.send(&reply, &[fd.as_fd()]);
                 }
-                Connect::Fail { reason, permanent } => {
-                    let reply = ConnectorToSmtp::Failed { req, reason: reason.into(), permanent };
+                Connect::Fail { reason, permanent, dsn } => {
+                    let reply = ConnectorToSmtp::Failed { req, reason: reason.into(), permanent, dsn: dsn.into() };
                     let _ = self.connector.send(&reply, &[]);
                 }
                 Connect::Hold | Connect::First(_) => {}
@@ -349,18 +350,41 @@ fn greeting_refused_is_a_site_failure() {
 
 #[test]
 fn connector_failures_defer_or_bounce() {
-    let mut h = Harness::new(conf(), Connect::Fail { reason: "connection refused", permanent: false });
+    let mut h = Harness::new(conf(), Connect::Fail { reason: "connection refused", permanent: false, dsn: "4.4.1" });
     h.deliver(1, &["a@example.net", "b@example.net"], BODY);
     let (site, rs) = h.report(1);
     assert_eq!(site, SiteReport::Unreachable("connection refused".into()));
     assert!(rs.iter().all(|r| r.status == RecipientStatus::Deferred && r.reason == "connection refused"));
     assert!(h.logs.iter().any(|l| l.contains("to=<a@example.net>, relay=none,") && l.contains("status=deferred")));
 
-    h.connect = Connect::Fail { reason: "Host not found", permanent: true };
+    h.connect = Connect::Fail { reason: "Host not found", permanent: true, dsn: "5.4.4" };
     h.deliver(2, &["a@example.net"], BODY);
     let (site, rs) = h.report(2);
     assert_eq!(site, SiteReport::Unknown);
     assert_eq!((&rs[0].status, rs[0].dsn.as_str()), (&RecipientStatus::Bounced, "5.4.4"));
+
+    // The connector's status code is the recipients' (a null MX)...
+    h.connect =
+        Connect::Fail { reason: "example.net: domain does not accept mail (null MX)", permanent: true, dsn: "5.1.10" };
+    h.deliver(3, &["a@example.net"], BODY);
+    let (_, rs) = h.report(3);
+    assert_eq!((&rs[0].status, rs[0].dsn.as_str()), (&RecipientStatus::Bounced, "5.1.10"));
+    h.connect = Connect::Fail { reason: "Host not found, try again", permanent: false, dsn: "4.4.3" };
+    h.deliver(4, &["a@example.net"], BODY);
+    let (_, rs) = h.report(4);
+    assert_eq!((&rs[0].status, rs[0].dsn.as_str()), (&RecipientStatus::Deferred, "4.4.3"));
+    // ...unless its class contradicts the verdict or it is no code.
+    for (n, (permanent, dsn, want)) in
+        [(true, "4.4.3", "5.4.4"), (false, "5.1.10", "4.4.1"), (true, "5.1.10 x", "5.4.4"), (false, "", "4.4.1")]
+            .into_iter()
+            .enumerate()
+    {
+        h.connect = Connect::Fail { reason: "no", permanent, dsn };
+        let job = 5 + n as u64;
+        h.deliver(job, &["a@example.net"], BODY);
+        let (_, rs) = h.report(job);
+        assert_eq!(rs[0].dsn, want, "{dsn:?}");
+    }
 }
 
 #[test]
@@ -576,7 +600,7 @@ fn implicit_tls_relay_host_defaults_to_port_465() {
     conf.relay.host = Some(String::from("[example.net]"));
     conf.relay.tls = crate::config::delivery::RelayTls::Implicit;
     conf.credentials = Some((String::from("user"), String::from("secret")));
-    let mut h = Harness::new(conf, Connect::Fail { reason: "refused", permanent: false });
+    let mut h = Harness::new(conf, Connect::Fail { reason: "refused", permanent: false, dsn: "4.4.1" });
     let (id, fd) = h.queue_file(&["a@example.net"], BODY);
     let relay = NexthopSpec { host: "example.net".into(), port: None, mx: false };
     h.send_deliver_to(1, &id, relay.clone(), vec![0], Some(fd));
@@ -584,6 +608,16 @@ fn implicit_tls_relay_host_defaults_to_port_465() {
     h.deliver(2, &["a@example.net"], BODY);
     h.report(2);
     assert_eq!(h.requests, vec![(relay, 465), (nexthop(), 25)]);
+}
+
+#[test]
+fn a_next_hop_without_a_port_gets_smtp_port() {
+    let mut conf = conf();
+    conf.smtp.port = 2525;
+    let mut h = Harness::new(conf, Connect::Fail { reason: "refused", permanent: false, dsn: "4.4.1" });
+    h.deliver(1, &["a@example.net"], BODY);
+    h.report(1);
+    assert_eq!(h.requests, vec![(nexthop(), 2525)]);
 }
 
 #[test]
@@ -643,7 +677,7 @@ fn lost_qmgr_abandons_its_jobs_and_a_new_one_is_served() {
     assert!(h.agent.jobs.is_empty() && h.agent.waiting.is_empty());
     h.master.send(&FromMaster::Peer { role: Role::Qmgr, pid: 3 }, &[agent_qmgr.as_fd()]).expect("send");
     h.run_until(|h| h.agent.qmgr.is_some());
-    h.connect = Connect::Fail { reason: "refused", permanent: false };
+    h.connect = Connect::Fail { reason: "refused", permanent: false, dsn: "4.4.1" };
     // The same job number again: the old job is forgotten.
     h.deliver(1, &["a@example.net"], BODY);
     assert_eq!(h.report(1).1[0].reason, "refused");

@@ -1,0 +1,274 @@
+# MX routing and client names against a real name server: NSD (Debian's
+# nsd, unpacked privately by scripts/setup.sh's setup_nsd, never
+# installed) serves the zone dns.test on a loopback port of its own, and
+# the connector asks it (dns.servers). The MX hosts are aiosmtpd sinks
+# (sink.py) on 127.0.0.2 (a), 127.0.0.3 (b) and ::1 (six), at smtp.port.
+#   - two MX, the better one down: delivered to the second in the same
+#     attempt; the better one up: delivered there;
+#   - a first MX whose address has nothing listening: the next MX;
+#   - equal preferences: both hosts get mail;
+#   - no MX, an A record: the implicit MX; an MX with only AAAA: ::1;
+#   - a null MX (RFC 7505): bounced with 5.1.10, and the sender gets a
+#     DSN; a domain that does not exist (NXDOMAIN): bounced with 5.4.4;
+#   - client names: the resolver names loopback itself (RFC 6761, the
+#     name server is not asked): 127.0.0.1 and ::1 are `localhost`
+#     (forward-confirmed) in Received: and cleanup's client= line;
+#     127.0.0.10 points to localhost, which does not point back, so it
+#     is `unknown` and the connector says why; with the connector stopped
+#     the greeting waits smtpd.reverse_lookup_timeout, then `unknown`;
+#     smtpd.reverse_lookups = no (after a reload): `unknown`.
+. ./lib.sh
+NSD=${NSD:-/var/tmp/mta-test-nsd/usr/sbin/nsd}
+[ -x "$NSD" ] || { echo "  skipped: no nsd at $NSD (scripts/test unpacks it there; or set NSD)"; exit 0; }
+/usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || fail "python3-aiosmtpd is not installed"
+MXPORT=$((PORT + 1))
+DNSPORT=$((PORT + 2))
+DNS_SERVER="127.0.0.1:$DNSPORT"
+NSD_PID=""
+CONNECTOR_STOPPED=""
+
+stop_pid() { kill "$1" 2>/dev/null && gone "$1" 5; }
+finish() {
+	[ -n "$CONNECTOR_STOPPED" ] && kill -CONT "$CONNECTOR_STOPPED" 2>/dev/null
+	for f in "$W"/*.sinkpid; do [ -f "$f" ] && stop_pid "$(cat "$f")"; done
+	[ -n "$NSD_PID" ] && stop_pid "$NSD_PID"
+	cleanup
+}
+trap finish EXIT
+
+# --- the name server ---
+mkdir -p "$W/nsd"
+cat >"$W/nsd/nsd.conf" <<CONF
+server:
+	ip-address: 127.0.0.1@$DNSPORT
+	port: $DNSPORT
+	do-ip6: no
+	username: ""
+	chroot: ""
+	zonesdir: "$W/nsd"
+	database: ""
+	zonelistfile: "$W/nsd/zone.list"
+	xfrdfile: "$W/nsd/xfrd.state"
+	xfrdir: "$W/nsd"
+	pidfile: "$W/nsd/nsd.pid"
+	logfile: "$W/nsd/nsd.log"
+	server-count: 1
+	verbosity: 1
+remote-control:
+	control-enable: no
+zone:
+	name: "dns.test"
+	zonefile: "dns.test.zone"
+CONF
+cat >"$W/nsd/dns.test.zone" <<'ZONE'
+$ORIGIN dns.test.
+$TTL 60
+@         SOA  ns hostmaster 1 3600 600 86400 60
+@         NS   ns
+ns        A    127.0.0.1
+a         A    127.0.0.2
+b         A    127.0.0.3
+down      A    127.0.0.4
+v6        AAAA ::1
+; two MX: a is better, b the fall-back
+pref      MX   10 a
+pref      MX   20 b
+; the better MX has nothing listening on its address
+dead      MX   5 down
+dead      MX   50 b
+; equal preferences
+equal     MX   10 a
+equal     MX   10 b
+; no MX: the domain's own address
+implicit  A    127.0.0.3
+; an MX with an IPv6 address only
+six       MX   10 v6
+; RFC 7505: this domain accepts no mail
+null      MX   0 .
+ZONE
+"$NSD" -d -c "$W/nsd/nsd.conf" >"$W/nsd/stderr" 2>&1 &
+NSD_PID=$!
+# dns_answers NAME TYPE: the number of answers the name server gives
+# (-1 without an answer), asked over UDP as any resolver would.
+dns_answers() {
+	/usr/bin/python3 - "$DNSPORT" "$1" "$2" <<'PY'
+import socket, struct, sys
+port, name, qtype = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+q = struct.pack(">HHHHHH", 0x4d58, 0x0100, 1, 0, 0, 0)
+q += b"".join(bytes([len(l)]) + l.encode() for l in name.split(".")) + b"\0" + struct.pack(">HH", qtype, 1)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(1)
+try:
+    s.sendto(q, ("127.0.0.1", port))
+    r = s.recv(4096)
+    print(struct.unpack(">H", r[6:8])[0] if r[:2] == q[:2] and r[3] & 15 == 0 else -1)
+except OSError:
+    print(-1)
+PY
+}
+nsd_ready() { [ "$(dns_answers pref.dns.test 15)" = 2 ]; }
+wait_for 10 nsd_ready || fail "nsd did not serve the zone: $(cat "$W/nsd/stderr" "$W/nsd/nsd.log" 2>/dev/null)"
+note "nsd serves dns.test on 127.0.0.1:$DNSPORT"
+
+# --- the MX hosts ---
+# sink NAME HOST: an aiosmtpd sink on HOST at the MX port, saving into $W/NAME.
+sink() {
+	mkdir -p "$W/$1"
+	/usr/bin/python3 ./sink.py "$MXPORT" "$W/$1" "$2" >"$W/$1.log" 2>&1 &
+	echo $! >"$W/$1.sinkpid"
+	wait_for 5 listening "$2" || fail "sink $1 did not start on $2: $(cat "$W/$1.log")"
+}
+listening() { /usr/bin/python3 -c 'import socket, sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), 1).close()' "$1" "$MXPORT" 2>/dev/null; }
+# got NAME SUBJECT: the file sink NAME saved the message with SUBJECT in.
+got() { grep -l "^Subject: $2" "$W/$1"/*.eml 2>/dev/null | head -1; }
+# submit FROM TO SUBJECT [SOURCE [SERVER]]: one message to mta, from the
+# loopback address SOURCE (127.0.0.1), to SERVER (127.0.0.1 or ::1).
+submit() {
+	/usr/bin/python3 - "$PORT" "$@" <<'PY' || fail "smtplib: $3"
+import smtplib, sys
+port, frm, to, subject = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+source = sys.argv[5] if len(sys.argv) > 5 else "127.0.0.1"
+server = sys.argv[6] if len(sys.argv) > 6 else "127.0.0.1"
+with smtplib.SMTP(server, port, timeout=20, source_address=(source, 0)) as s:
+    s.sendmail(frm, to.split(","), ("Subject: %s\r\n\r\nbody\r\n" % subject).encode())
+PY
+}
+# sent_to RCPT RELAY: the log says RCPT went to RELAY (host[address]).
+sent_to() {
+	wait_log "to=<$1>, relay=$2:$MXPORT, .*status=sent (250 2.0.0 Ok: saved as" 20 ||
+		fail "$1 not sent to $2: $(grep "to=<$1>" "$LOG")"
+	if grep "to=<$1>" "$LOG" | grep -q "status=deferred"; then fail "$1 was deferred first"; fi
+}
+
+write_conf "smtp { port = $MXPORT; connect_timeout = 5s; connection_cache_time = 0; }" \
+	"smtpd { reverse_lookup_timeout = 2s; }" \
+	"listen smtp6 { address = \"[::1]:$PORT\"; tls = none; }" \
+	"queue { backoff { min = 1s; max = 2s; } }"
+start_master
+sink b 127.0.0.3
+sink six ::1
+
+# The better MX down (nothing on 127.0.0.2): the second, in the same attempt.
+submit sender@pref.dns.test down@pref.dns.test "better down"
+sent_to down@pref.dns.test 'b\.dns\.test\[127\.0\.0\.3\]'
+[ -n "$(got b "better down")" ] || fail "b did not get the message"
+# A first MX whose address refuses: the next one.
+submit sender@pref.dns.test rcpt@dead.dns.test "dead first"
+sent_to rcpt@dead.dns.test 'b\.dns\.test\[127\.0\.0\.3\]'
+# The better MX up: it gets the mail.
+sink a 127.0.0.2
+submit sender@pref.dns.test up@pref.dns.test "better up"
+sent_to up@pref.dns.test 'a\.dns\.test\[127\.0\.0\.2\]'
+[ -n "$(got a "better up")" ] || fail "a did not get the message"
+# No MX: the A record.
+submit sender@pref.dns.test rcpt@implicit.dns.test "implicit"
+sent_to rcpt@implicit.dns.test 'implicit\.dns\.test\[127\.0\.0\.3\]'
+# IPv6: an MX with an AAAA record only.
+submit sender@pref.dns.test rcpt@six.dns.test "over ipv6"
+sent_to rcpt@six.dns.test 'v6\.dns\.test\[::1\]'
+[ -n "$(got six "over ipv6")" ] || fail "the IPv6 sink did not get the message"
+note "preference, fall-back, a dead first MX, implicit MX and IPv6 routed"
+
+# Equal preferences: sixteen messages, each a connection of its own; the
+# chance that one host gets them all is 2 in 65536.
+/usr/bin/python3 - "$PORT" <<'PY' || fail "smtplib: equal"
+import smtplib, sys
+with smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=20) as s:
+    for i in range(16):
+        s.sendmail("sender@pref.dns.test", ["eq%d@equal.dns.test" % i], b"Subject: equal %d\r\n\r\nbody\r\n" % i)
+PY
+equal_done() { [ "$(grep -c "to=<eq[0-9]*@equal.dns.test>, .*status=sent" "$LOG")" -eq 16 ]; }
+wait_for 30 equal_done || fail "not all sixteen equal-preference messages sent: $(grep "@equal.dns.test" "$LOG")"
+na=$(grep -c "to=<eq[0-9]*@equal.dns.test>, relay=a\.dns\.test" "$LOG")
+nb=$(grep -c "to=<eq[0-9]*@equal.dns.test>, relay=b\.dns\.test" "$LOG")
+[ "$na" -gt 0 ] && [ "$nb" -gt 0 ] || fail "equal preferences not shared: a got $na, b got $nb"
+note "equal preferences: a got $na, b got $nb"
+
+# A null MX and a domain that does not exist bounce at once; the DSNs go
+# back to the sender's domain (a, its best MX).
+submit sender@pref.dns.test rcpt@null.dns.test "null mx"
+wait_log "to=<rcpt@null.dns.test>, relay=none, .*dsn=5\.1\.10, status=bounced (null\.dns\.test: domain does not accept mail (null MX))" 20 ||
+	fail "null MX not bounced with 5.1.10: $(grep "null.dns.test" "$LOG")"
+submit sender@pref.dns.test rcpt@nx.dns.test "no such domain"
+wait_log "to=<rcpt@nx\.dns\.test>, relay=none, .*dsn=5\.4\.4, status=bounced (Host or domain name not found. Name service error for name=nx\.dns\.test type=MX: Host not found)" 20 ||
+	fail "NXDOMAIN not bounced with 5.4.4: $(grep "nx.dns.test" "$LOG")"
+dsns_back() { [ "$(grep -l "^From: Mail Delivery System <MAILER-DAEMON@" "$W/a"/*.eml 2>/dev/null | wc -l)" -ge 2 ]; }
+wait_for 30 dsns_back || fail "the sender did not get two DSNs: $(ls "$W/a")"
+/usr/bin/python3 - "$W/a" <<'PY' || fail "the DSNs are wrong"
+import email, glob, json, sys
+from email import policy
+found = {}
+for path in glob.glob(sys.argv[1] + "/*.eml"):
+    env = json.load(open(path[:-4] + ".json"))
+    m = email.message_from_bytes(open(path, "rb").read(), policy=policy.compat32)
+    if m.get_content_type() != "multipart/report":
+        continue
+    assert env["from"] in ("", "<>") and env["to"] == ["sender@pref.dns.test"], env
+    for block in m.get_payload()[1].get_payload()[1:]:
+        found[" ".join(block["Final-Recipient"].split())] = (block["Action"].strip(), block["Status"].strip())
+assert found.get("rfc822; rcpt@null.dns.test") == ("failed", "5.1.10"), found
+assert found.get("rfc822; rcpt@nx.dns.test") == ("failed", "5.4.4"), found
+print("  DSNs: null MX failed 5.1.10, NXDOMAIN failed 5.4.4")
+PY
+
+# --- client names ---
+# received NAME SUBJECT: the Received: line of the copy sink NAME got.
+received() {
+	f=$(got "$1" "$2")
+	[ -n "$f" ] || fail "sink $1 has no message \"$2\""
+	awk '/^Received: /{r=1; printf "%s", $0; next} r && /^[ \t]/{printf " %s", $0; next} r{exit}' "$f" | tr -s ' \t' ' '
+}
+submit sender@pref.dns.test name1@pref.dns.test "from localhost"
+sent_to name1@pref.dns.test 'a\.dns\.test\[127\.0\.0\.2\]'
+received a "from localhost" | grep -q "(localhost \[127\.0\.0\.1\])" ||
+	fail "127.0.0.1 is not localhost in Received: $(received a "from localhost")"
+grep -q "mta/cleanup.*: client=localhost\[127\.0\.0\.1\]" "$LOG" || fail "cleanup did not log client=localhost[127.0.0.1]"
+submit sender@pref.dns.test name6@pref.dns.test "from ::1" ::1 ::1
+sent_to name6@pref.dns.test 'a\.dns\.test\[127\.0\.0\.2\]'
+received a "from ::1" | grep -q "(localhost \[::1\])" || fail "::1 is not localhost in Received: $(received a "from ::1")"
+submit sender@pref.dns.test name10@pref.dns.test "from 127.0.0.10" 127.0.0.10
+sent_to name10@pref.dns.test 'a\.dns\.test\[127\.0\.0\.2\]'
+received a "from 127.0.0.10" | grep -q "(unknown \[127\.0\.0\.10\])" ||
+	fail "127.0.0.10 is not unknown in Received: $(received a "from 127.0.0.10")"
+grep -q "mta/cleanup.*: client=unknown\[127\.0\.0\.10\]" "$LOG" || fail "cleanup did not log client=unknown[127.0.0.10]"
+wait_log "mta/connector.*address 127\.0\.0\.10 not listed for hostname localhost" 1 ||
+	fail "the connector did not say why 127.0.0.10 has no name"
+note "client names: localhost for 127.0.0.1 and ::1, unknown for 127.0.0.10"
+
+# The connector stopped: the greeting waits reverse_lookup_timeout (2s),
+# then the client is unknown; the mail goes once the connector goes on.
+CONNECTOR_STOPPED=$(child_pid connector)
+kill -STOP "$CONNECTOR_STOPPED"
+/usr/bin/python3 - "$PORT" <<'PY' || fail "the greeting did not wait for the bounded lookup"
+import smtplib, sys, time
+started = time.monotonic()
+s = smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=20)
+waited = time.monotonic() - started
+assert 1.8 <= waited < 5, "greeting after %.2fs" % waited
+s.sendmail("sender@pref.dns.test", ["stopped@pref.dns.test"], b"Subject: connector stopped\r\n\r\nbody\r\n")
+s.quit()
+print("  greeting after %.1fs with the connector stopped" % waited)
+PY
+kill -CONT "$CONNECTOR_STOPPED"
+CONNECTOR_STOPPED=""
+sent_to stopped@pref.dns.test 'a\.dns\.test\[127\.0\.0\.2\]'
+received a "connector stopped" | grep -q "(unknown \[127\.0\.0\.1\])" ||
+	fail "a client whose lookup timed out is not unknown: $(received a "connector stopped")"
+
+# Reverse lookups off (a reload): unknown, at once.
+old=$(child_pid smtpd)
+write_conf "smtp { port = $MXPORT; connect_timeout = 5s; connection_cache_time = 0; }" \
+	"smtpd { reverse_lookups = no; }" \
+	"listen smtp6 { address = \"[::1]:$PORT\"; tls = none; }" \
+	"queue { backoff { min = 1s; max = 2s; } }"
+ctl reload >/dev/null || fail "reload"
+gone "$old" 10 || fail "the old smtpd did not stop"
+wait_status $NCHILD || fail "the new generation is not running"
+submit sender@pref.dns.test off@pref.dns.test "lookups off"
+sent_to off@pref.dns.test 'a\.dns\.test\[127\.0\.0\.2\]'
+received a "lookups off" | grep -q "(unknown \[127\.0\.0\.1\])" ||
+	fail "with reverse_lookups = no the client is not unknown: $(received a "lookups off")"
+note "the greeting's wait is bounded; reverse_lookups = no: unknown"
+
+wait_for 20 settled 0 || fail "the queue did not empty: $(ctl queue)"
+exit 0

@@ -22,7 +22,7 @@ stop_peers() {
 	if [ -f "$PFC/main.cf" ]; then
 		LD_LIBRARY_PATH="$PF/usr/lib/postfix" "$PF/usr/sbin/postfix" -c "$PFC" stop >/dev/null 2>&1 || true
 	fi
-	[ -n "$EXIM_PID" ] && kill "$EXIM_PID" 2>/dev/null
+	[ -z "$EXIM_PID" ] || kill "$EXIM_PID" 2>/dev/null || true
 	i=0
 	while [ $i -lt 50 ] && { pgrep -f "$PFC" >/dev/null || { [ -n "$EXIM_PID" ] && kill -0 "$EXIM_PID" 2>/dev/null; }; }; do
 		sleep 0.1; i=$((i + 1))
@@ -209,7 +209,7 @@ begin retry
 begin rewrite
 rt@peer.test mtart@localhost T
 CF
-"$EXIM" -C "$EXD/exim.conf" -bd -q5s -odi >"$W/exim.out" 2>&1 &
+"$EXIM" -C "$EXD/exim.conf" -bdf -q5s -odi >"$W/exim.out" 2>&1 &
 EXIM_PID=$!
 wait_for 20 port_open "$EX_PORT" || fail "Exim does not listen: $(cat "$W/exim.out" "$EXD/log/"* 2>/dev/null)"
 sed "s/\[127.0.0.1\]:$PF_PORT/[127.0.0.1]:$EX_PORT/" "$CONF" >"$CONF.new" && mv "$CONF.new" "$CONF"

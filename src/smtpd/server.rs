@@ -86,6 +86,10 @@ struct Server {
     stopping: bool,
     /// Reads were held back because cleanup's queue was full.
     throttled: bool,
+    /// The listeners are polled: not before the first channel to cleanup
+    /// arrives (a client accepted meanwhile could only be told 451 at
+    /// the end of its data, as at start-up or right after a reload).
+    listening: bool,
 }
 
 /// Serve until master says stop and the sessions have ended.
@@ -127,6 +131,7 @@ pub fn serve(_token: Sandboxed, mut child: Child, listeners: Vec<std::net::TcpLi
         next_token: FIRST_SESSION,
         stopping: false,
         throttled: false,
+        listening: false,
     };
     s.register();
     let mut events = Events::with_capacity(1024);
@@ -163,6 +168,14 @@ impl Server {
         if let Err(e) = self.poll.registry().register(&mut SourceFd(&raw), MASTER, Interest::READABLE) {
             self.child.fatal(&format!("registering the master channel: {e}"));
         }
+    }
+
+    /// Poll the listeners, once: when cleanup can take mail.
+    fn listen(&mut self) {
+        if self.listening || self.stopping {
+            return;
+        }
+        self.listening = true;
         for (i, (l, _)) in self.listeners.iter_mut().enumerate() {
             if let Err(e) = self.poll.registry().register(l, Token(FIRST_LISTENER + i), Interest::READABLE) {
                 self.child.fatal(&format!("registering listener: {e}"));
@@ -195,8 +208,10 @@ impl Server {
     /// Stop accepting; finish the sessions in hand.
     fn stop(&mut self) {
         self.stopping = true;
-        for (l, _) in &mut self.listeners {
-            let _ = self.poll.registry().deregister(l);
+        if self.listening {
+            for (l, _) in &mut self.listeners {
+                let _ = self.poll.registry().deregister(l);
+            }
         }
     }
 
@@ -213,6 +228,7 @@ impl Server {
         }
         let _ = chan.flush();
         self.cleanup = Some(chan);
+        self.listen();
     }
 
     fn set_connector(&mut self, chan: Channel) {

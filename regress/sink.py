@@ -8,19 +8,31 @@ starting with "slow" is saved, then the first time only its reply waits
 flight. Loopback only (HOST: 127.0.0.1 unless given, e.g. 127.0.0.2 or
 ::1); it runs until killed.
 
-usage: sink.py PORT DIR [HOST]"""
+With a certificate and key (PEM) it offers TLS: "starttls" offers
+STARTTLS, "implicit" speaks TLS from the first byte (port 465 style), and
+"inject" offers STARTTLS but answers it with "220 ready" and "250
+injected" in one write, in plaintext, as an attacker on the path would,
+and never starts TLS.
+
+usage: sink.py PORT DIR [HOST] [starttls|implicit|inject CERT KEY]"""
 import asyncio
 import json
 import os
 import signal
+import ssl
 import sys
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP
 
 port, out = int(sys.argv[1]), sys.argv[2]
-host = sys.argv[3] if len(sys.argv) > 3 else "127.0.0.1"
+args = sys.argv[3:]
+host = "127.0.0.1"
+if args and args[0] not in ("starttls", "implicit", "inject"):
+    host = args.pop(0)
 if not (host == "::1" or host.startswith("127.")):
     sys.exit("sink.py: loopback addresses only")
+mode = args[0] if args else None
 count = 0
 slowed = False
 
@@ -52,8 +64,30 @@ class Handler:
         return "250 2.0.0 Ok: saved as %d" % count
 
 
-c = Controller(Handler(), hostname=host, port=port, decode_data=False, enable_SMTPUTF8=True,
-               data_size_limit=20 << 20)
+class Injecting(SMTP):
+    async def smtp_STARTTLS(self, arg):
+        await self.push("220 ready\r\n250 injected")
+
+
+class InjectingController(Controller):
+    def factory(self):
+        return Injecting(self.handler, **self.SMTP_kwargs)
+
+
+options = dict(hostname=host, port=port, decode_data=False, enable_SMTPUTF8=True, data_size_limit=20 << 20)
+kind = Controller
+if mode is not None:
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(args[1], args[2])
+    if mode == "implicit":
+        options["ssl_context"] = ctx
+    elif mode in ("starttls", "inject"):
+        options.update(tls_context=ctx, require_starttls=False)
+        if mode == "inject":
+            kind = InjectingController
+    else:
+        sys.exit("sink.py: unknown mode " + mode)
+c = kind(Handler(), **options)
 c.start()
 signal.sigwait({signal.SIGTERM, signal.SIGINT})
 c.stop()

@@ -56,6 +56,7 @@ fn start() -> Connector {
         aliases: std::path::PathBuf::from("/nonexistent/aliases"),
         libexec: std::path::PathBuf::from(env!("CARGO_BIN_EXE_connector")).parent().expect("dir").to_path_buf(),
         credentials: None,
+        tls_ca: Vec::new(),
     };
     let init = FromMaster::Init(Box::new(ChildConfig {
         role: Role::Connector,

@@ -6,15 +6,17 @@
 //! Trusts: the file is root's; every value is still checked (the
 //! scheduler checks its settings again).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+pub use super::client_tls::{ClientTls, RelayTls};
 use super::smtp::Queue;
 use crate::qmgr::schedule::{self, Backoff, Nexthop, Settings, TransportSettings};
-use crate::smtp::client::{Timeouts, TlsPolicy};
+use crate::smtp::client::Timeouts;
 
 /// How long a deferred message waits (`queue.backoff`): see
 /// [`Backoff`].
@@ -82,19 +84,6 @@ pub struct Transports {
     pub local: TransportConf,
 }
 
-/// How the relay host is reached.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RelayTls {
-    /// STARTTLS when offered (the `smtp.tls` policy applies).
-    #[default]
-    Starttls,
-    /// STARTTLS required: mail waits rather than go in plaintext.
-    Require,
-    /// TLS from the first byte (port 465).
-    Implicit,
-}
-
 /// `relay { host = "[smtp.example.net]:587"; tls = "require"; password_file = "..."; }`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -117,30 +106,6 @@ fn de_nexthop<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Erro
         Nexthop::parse(s).map_err(|e| serde::de::Error::custom(e.to_string()))?;
     }
     Ok(s)
-}
-
-/// The client's STARTTLS policy (`smtp.tls`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ClientTls {
-    /// Never use STARTTLS.
-    None,
-    /// Use it when offered, without verifying the certificate (Postfix's
-    /// `may`): protects against passive eavesdropping only.
-    #[default]
-    Opportunistic,
-    /// Defer mail for servers that do not offer STARTTLS.
-    Require,
-}
-
-impl ClientTls {
-    pub fn policy(self) -> TlsPolicy {
-        match self {
-            ClientTls::None => TlsPolicy::None,
-            ClientTls::Opportunistic => TlsPolicy::Opportunistic,
-            ClientTls::Require => TlsPolicy::Require,
-        }
-    }
 }
 
 /// Per-stage timeouts of the SMTP client (`smtp.timeouts`).
@@ -208,6 +173,7 @@ impl ClientTimeouts {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SmtpClient {
+    /// The level for next hops without an entry in `tls_policy`.
     pub tls: ClientTls,
     /// The port of a next hop that names none (Postfix's
     /// `smtp_tcp_port`); a relay with implicit TLS uses 465.
@@ -217,6 +183,12 @@ pub struct SmtpClient {
     /// Addresses tried for one next hop, over all its MX hosts (Postfix's
     /// `smtp_mx_address_limit`).
     pub mx_address_limit: u32,
+    /// Levels per next hop (see `client_tls`), keyed as `Nexthop` writes them.
+    #[serde(deserialize_with = "super::client_tls::de_tls_policy")]
+    pub tls_policy: BTreeMap<String, ClientTls>,
+    /// A PEM bundle of CA certificates trusted besides the compiled-in
+    /// roots, for `verify`; master reads it (the smtp process cannot).
+    pub tls_ca_file: Option<PathBuf>,
     /// The connector gives up on a connection attempt after this.
     #[serde(with = "serde_ucl::time")]
     pub connect_timeout: Duration,
@@ -236,6 +208,8 @@ impl Default for SmtpClient {
             port: 25,
             mx_host_limit: 5,
             mx_address_limit: 10,
+            tls_policy: BTreeMap::new(),
+            tls_ca_file: None,
             connect_timeout: Duration::from_secs(30),
             connection_cache_time: Duration::from_secs(2),
             connection_reuse_limit: 100,
@@ -415,6 +389,9 @@ pub struct DeliveryConf {
     /// The relay's AUTH credentials (smtp only; read by master from
     /// `relay.password_file`).
     pub credentials: Option<(String, String)>,
+    /// The certificates of `smtp.tls_ca_file`, DER (smtp only; read and
+    /// checked by master).
+    pub tls_ca: Vec<Vec<u8>>,
 }
 
 impl DeliveryConf {

@@ -13,8 +13,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::qmgr::schedule;
 use crate::roles::Role;
 
+pub mod client_tls;
 pub mod delivery;
 pub mod smtp;
 
@@ -319,6 +321,11 @@ impl Config {
         let base = if base.as_os_str().is_empty() { Path::new(".") } else { base };
         let base = std::fs::canonicalize(base).map_err(|e| err(None, format!("{}: {e}", base.display())))?;
         config.resolve_paths(&base);
+        // Read now so that `mta -n` finds a bad file; master reads it
+        // again for the smtp processes at start and at each reload.
+        if let Some(ca) = &config.smtp.tls_ca_file {
+            client_tls::read_ca_file(ca).map_err(|m| err(None, format!("key `smtp.tls_ca_file`: {m}")))?;
+        }
         Ok(config)
     }
 
@@ -365,13 +372,14 @@ impl Config {
         if let Some((stage, _)) = stages.iter().find(|(_, d)| d.is_zero()) {
             return Err(format!("key `smtp.timeouts.{stage}`: must be longer than zero"));
         }
+        client_tls::check(&self.relay, &self.smtp)?;
         if self.relay.password_file.is_some()
-            && self.relay.tls == delivery::RelayTls::Starttls
-            && self.smtp.tls == delivery::ClientTls::None
+            && let Some(relay) = self.relay.host.as_deref().and_then(|h| schedule::Nexthop::parse(h).ok())
+            && self.relay.tls.level().unwrap_or_else(|| self.smtp.tls_level(&relay)) == delivery::ClientTls::None
         {
             return Err(String::from(
-                "key `relay.password_file`: credentials go only inside TLS, and smtp.tls = none turns it off \
-                 (set relay.tls = require or implicit)",
+                "key `relay.password_file`: credentials go only inside TLS, and the relay host's TLS level is none \
+                 (set relay.tls = require, verify, implicit or implicit-verify)",
             ));
         }
         if self.bounce.size_limit > 64 << 20 {
@@ -411,6 +419,7 @@ impl Config {
             aliases: self.aliases.clone(),
             libexec: self.libexec_directory.clone(),
             credentials,
+            tls_ca: Vec::new(),
         }
     }
 
@@ -435,7 +444,9 @@ impl Config {
                 *p = base.join(&*p);
             }
         }
-        for p in [&mut self.tls.certificate, &mut self.tls.key, &mut self.relay.password_file].into_iter().flatten() {
+        let files =
+            [&mut self.tls.certificate, &mut self.tls.key, &mut self.relay.password_file, &mut self.smtp.tls_ca_file];
+        for p in files.into_iter().flatten() {
             if p.is_relative() {
                 *p = base.join(&*p);
             }

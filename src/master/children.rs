@@ -283,7 +283,11 @@ impl Master {
             delivery: matches!(role, Role::Qmgr | Role::Smtp | Role::Connector | Role::Bounce | Role::Local).then(
                 || {
                     let credentials = if role == Role::Smtp { self.intake.credentials.clone() } else { None };
-                    Box::new(self.config.delivery(credentials))
+                    let mut delivery = self.config.delivery(credentials);
+                    if role == Role::Smtp {
+                        delivery.tls_ca = self.intake.tls_ca.clone();
+                    }
+                    Box::new(delivery)
                 },
             ),
         }));

@@ -1,9 +1,9 @@
 //! What master prepares for mail intake: the SMTP listening sockets
 //! (bound as root, so privileged ports work), the local-recipient table
 //! (the system's users and the names of the compiled aliases), the TLS
-//! certificate and key and the relay's password (root-only files), all
-//! before any child starts,
-//! and again (but for the sockets) on reload.
+//! certificate and key, the relay's password (root-only files) and the
+//! SMTP client's CA file, all before any child starts, and again (but for
+//! the sockets) on reload.
 //!
 //! Trusts: the configuration; the files it names are read with bounds, and
 //! the aliases database is checked whole before its names are used.
@@ -34,6 +34,8 @@ pub struct Material {
     pub key: Option<Vec<u8>>,
     /// The relay's AUTH credentials from `relay.password_file` (smtp's).
     pub credentials: Option<(String, String)>,
+    /// The certificates of `smtp.tls_ca_file`, DER (smtp's).
+    pub tls_ca: Vec<Vec<u8>>,
     /// For the log: what was odd but did not stop the load (an aliases
     /// database missing or older than its source).
     pub warnings: Vec<String>,
@@ -62,7 +64,11 @@ impl Material {
         }
         let credentials =
             config.relay.password_file.as_deref().map(crate::config::delivery::read_password_file).transpose()?;
-        Ok(Material { recipients, certificate, key, credentials, warnings })
+        let tls_ca = match &config.smtp.tls_ca_file {
+            Some(p) => crate::config::client_tls::read_ca_file(p).map_err(|e| format!("smtp.tls_ca_file: {e}"))?,
+            None => Vec::new(),
+        };
+        Ok(Material { recipients, certificate, key, credentials, tls_ca, warnings })
     }
 }
 

@@ -42,7 +42,8 @@ use mio::{Events, Interest, Poll, Token};
 use sandbox::{Grant, Sandboxed};
 
 use crate::child::Child;
-use crate::config::delivery::{DeliveryConf, RelayTls};
+use crate::config::client_tls::SessionTls;
+use crate::config::delivery::{ClientTls, DeliveryConf};
 use crate::ipc::Channel;
 use crate::ipc::msg::{
     ConnectorToSmtp, Delivery, FromMaster, Level, NexthopSpec, QmgrToSmtp, RecipientReport, SiteReport,
@@ -52,13 +53,13 @@ use crate::log::ChildLog;
 use crate::qmgr::schedule::Nexthop;
 use crate::queue::Time;
 use crate::roles::{self, Role};
-use crate::smtp::client::{self, Credentials, JobResult, Limits, TlsPolicy};
+use crate::smtp::client::{self, Credentials, JobResult, Limits};
 use crate::smtp::reply::Enhanced;
 
 pub use report::{Delays, Relay, Verdict};
 pub use tls::{AnyCertificate, TlsConfigs};
 
-use session::{Event, Session};
+use session::{Event, Session, TlsSetup};
 use work::{Opened, Work};
 
 const MASTER: Token = Token(0);
@@ -89,12 +90,12 @@ pub enum Flow {
 /// Build the TLS configuration and check the client settings.
 pub fn prepare(child: &mut Child) -> Prepared {
     let Some(delivery) = child.config.delivery.clone() else { child.fatal("no delivery settings from master") };
-    let tls = match TlsConfigs::new() {
+    let tls = match TlsConfigs::new(&delivery.tls_ca) {
         Ok(t) => t,
         Err(e) => child.fatal(&e),
     };
     let hostname = child.config.hostname.clone();
-    if let Err(e) = client::Client::new(client_config(&hostname, &delivery, true)) {
+    if let Err(e) = client::Client::new(client_config(&hostname, &delivery, ClientTls::Require, true)) {
         child.fatal(&e.to_string());
     }
     Prepared { tls }
@@ -136,9 +137,10 @@ fn exit(master: &mut Channel, code: i32) -> ! {
     std::process::exit(code)
 }
 
-/// The client's configuration for a session (`relay`: to the relay host).
-fn client_config(hostname: &str, conf: &DeliveryConf, relay: bool) -> client::Config {
-    let tls = if relay && conf.relay.tls == RelayTls::Require { TlsPolicy::Require } else { conf.smtp.tls.policy() };
+/// The client's configuration for a session at TLS level `tls` (`relay`:
+/// to the relay host, which gets the credentials).
+fn client_config(hostname: &str, conf: &DeliveryConf, tls: ClientTls, relay: bool) -> client::Config {
+    let tls = tls.policy();
     let credentials = match (&conf.credentials, relay) {
         (Some((username, password)), true) => {
             Some(Credentials { username: username.clone(), password: password.clone() })
@@ -223,9 +225,10 @@ impl Agent {
         })
     }
 
-    /// What `prepare` builds, without a child (tests).
-    pub fn prepared() -> Result<Prepared, String> {
-        Ok(Prepared { tls: TlsConfigs::new()? })
+    /// What `prepare` builds, without a child (tests); `ca` as
+    /// `DeliveryConf::tls_ca`.
+    pub fn prepared(ca: &[Vec<u8>]) -> Result<Prepared, String> {
+        Ok(Prepared { tls: TlsConfigs::new(ca)? })
     }
 
     fn log(&mut self, level: Level, text: &str) {
@@ -446,8 +449,16 @@ impl Agent {
             self.with_session(t, |s, evs| s.assign(work, evs));
             return;
         }
-        let implicit = self.is_relay(&work.nexthop) && self.conf.relay.tls == RelayTls::Implicit;
-        let default_port = if implicit { 465 } else { self.conf.smtp.port };
+        let tls = self.session_tls(&work.nexthop);
+        if tls.level == ClientTls::Verify
+            && !work.nexthop.mx
+            && let Err(why) = tls::verify_name(&work.nexthop.host)
+        {
+            // Nothing to check the certificate against: not worth a connection.
+            self.finish_all(&work, None, SiteReport::Unknown, &Verdict::deferred("4.7.5", &why));
+            return;
+        }
+        let default_port = if tls.implicit { 465 } else { self.conf.smtp.port };
         let Some(ch) = self.connector.as_mut() else {
             let v = Verdict::deferred("4.3.0", "connector unavailable");
             self.finish_all(&work, None, SiteReport::Unknown, &v);
@@ -466,6 +477,12 @@ impl Agent {
 
     fn is_relay(&self, nexthop: &NexthopSpec) -> bool {
         self.relay.as_ref().is_some_and(|r| r.host == nexthop.host && r.port == nexthop.port && r.mx == nexthop.mx)
+    }
+
+    /// The TLS of sessions to `nexthop`.
+    fn session_tls(&self, nexthop: &NexthopSpec) -> SessionTls {
+        let n = Nexthop { host: nexthop.host.clone(), port: nexthop.port, mx: nexthop.mx };
+        self.conf.session_tls(&n, self.is_relay(nexthop))
     }
 
     // ----- connector -----
@@ -494,7 +511,7 @@ impl Agent {
                     if let Err(e) = sandbox::limit_received(&Grant::Channel { fd: fd.as_raw_fd() }) {
                         return Err(Fatal(format!("limiting a connection's descriptor: {e}")));
                     }
-                    self.connected(nexthop, Relay { host, addr }, fd);
+                    self.connected(nexthop, Relay { host, addr, tls: None }, fd);
                 }
                 Ok(Some((ConnectorToSmtp::Failed { req, reason, permanent, dsn }, fds))) => {
                     let nexthop = self.answered(req)?;
@@ -569,11 +586,25 @@ impl Agent {
             return self.session_failed(&nexthop, &relay, &format!("cannot use the connection: {e}"));
         }
         let stream = TcpStream::from_std(std_stream);
-        let to_relay = self.is_relay(&nexthop);
-        let config = client_config(&self.hostname, &self.conf, to_relay);
-        let implicit = to_relay && self.conf.relay.tls == RelayTls::Implicit;
-        let tls = self.tls.unverified.clone();
-        let mut session = match Session::new(stream, nexthop.clone(), relay.clone(), config, tls, implicit) {
+        let tls = self.session_tls(&nexthop);
+        let config = client_config(&self.hostname, &self.conf, tls.level, self.is_relay(&nexthop));
+        let setup = if tls.level == ClientTls::Verify {
+            // The name connected to: the MX host, or the [host] itself.
+            match tls::verify_name(&relay.host) {
+                Ok(name) => TlsSetup { config: self.tls.verified.clone(), name, verified: true },
+                Err(why) => {
+                    // The connection closes unused as `stream` goes.
+                    if let Some(work) = self.take_waiting(&nexthop) {
+                        self.finish_all(&work, Some(&relay), SiteReport::Unknown, &Verdict::deferred("4.7.5", &why));
+                    }
+                    return;
+                }
+            }
+        } else {
+            let name = tls::server_name(&relay.host, relay.addr.ip());
+            TlsSetup { config: self.tls.unverified.clone(), name, verified: false }
+        };
+        let mut session = match Session::new(stream, nexthop.clone(), relay.clone(), config, setup, tls.implicit) {
             Ok(s) => s,
             Err(e) => return self.session_failed(&nexthop, &relay, &e),
         };
@@ -615,9 +646,10 @@ impl Agent {
             match ev {
                 Event::Done(work, result) => self.job_done(token, &work, &result),
                 Event::Idle => self.session_idle(token, &mut more),
-                Event::TlsUp(how) => {
+                Event::TlsUp { how, verified } => {
                     if let Some(s) = self.sessions.get(&token) {
-                        let line = format!("Untrusted TLS connection established to {}: {how}", s.relay);
+                        let trust = if verified { "Verified" } else { "Untrusted" };
+                        let line = format!("{trust} TLS connection established to {}: {how}", s.relay);
                         self.log(Level::Info, &line);
                     }
                 }
@@ -653,7 +685,10 @@ impl Agent {
     }
 
     fn job_done(&mut self, token: Token, work: &Work, result: &JobResult) {
-        let Some(relay) = self.sessions.get(&token).map(|s| s.relay.clone()) else { return };
+        let Some(mut relay) = self.sessions.get(&token).map(|s| s.relay.clone()) else { return };
+        if !result.tls {
+            relay.tls = None;
+        }
         let mut verdicts: Vec<Verdict> = result.recipients.iter().map(|r| Verdict::from_result(r, &relay)).collect();
         // The client answers every recipient; never report fewer.
         while verdicts.len() < work.indexes.len() {
@@ -740,4 +775,4 @@ impl Agent {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -1,7 +1,9 @@
 //! What the agent tells the queue manager and the log about a delivery:
 //! a verdict per recipient (status, DSN code, reason) and one log line
 //! per recipient in Postfix's form,
-//! `ID: to=<a@b>, relay=h[192.0.2.1]:25, delay=1.2, delays=0.1/0/0.5/0.6, dsn=2.0.0, status=sent (250 2.0.0 Ok)`.
+//! `ID: to=<a@b>, relay=h[192.0.2.1]:25, delay=1.2, delays=0.1/0/0.5/0.6, dsn=2.0.0, status=sent (250 2.0.0 Ok)`,
+//! with `tls=VERSION:CIPHER:verified` (or `:untrusted`) after `relay=`
+//! when the message went inside TLS.
 //!
 //! Trusts: reply texts were made printable by the reply parser; the
 //! whole line is sanitised again by the logger.
@@ -19,6 +21,8 @@ use crate::smtp::client::{Disposition, RecipientResult};
 pub struct Relay {
     pub host: String,
     pub addr: SocketAddr,
+    /// Once TLS is up: `TLSv1.3:TLS13_AES_256_GCM_SHA384:verified`.
+    pub tls: Option<String>,
 }
 
 impl Relay {
@@ -116,9 +120,10 @@ pub fn seconds(s: f64) -> String {
 
 /// One recipient's log line.
 pub fn log_line(queue_id: &str, rcpt: &str, relay: Option<&Relay>, now: Time, d: &Delays, v: &Verdict) -> String {
+    let tls = relay.and_then(|r| r.tls.as_deref()).map(|t| format!(", tls={t}")).unwrap_or_default();
     let relay = relay.map_or_else(|| String::from("none"), Relay::to_string);
     format!(
-        "{queue_id}: to=<{rcpt}>, relay={relay}, delay={}, delays={}/{}/{}/{}, dsn={}, status={} ({})",
+        "{queue_id}: to=<{rcpt}>, relay={relay}{tls}, delay={}, delays={}/{}/{}/{}, dsn={}, status={} ({})",
         seconds(since(now, d.arrival)),
         seconds(since(d.active_at, d.arrival)),
         seconds(since(d.received, d.active_at)),
@@ -149,7 +154,7 @@ mod tests {
 
     #[test]
     fn line_format() {
-        let relay = Relay { host: "mx.example.net".into(), addr: "192.0.2.1:25".parse().unwrap() };
+        let mut relay = Relay { host: "mx.example.net".into(), addr: "192.0.2.1:25".parse().unwrap(), tls: None };
         let d = Delays {
             arrival: Time { secs: 100, micros: 0 },
             active_at: Time { secs: 100, micros: 100_000 },
@@ -167,6 +172,14 @@ mod tests {
             line,
             "ID1: to=<a@b.example>, relay=mx.example.net[192.0.2.1]:25, delay=2, delays=0.1/0.01/0.2/1.5, \
              dsn=2.0.0, status=sent (250 2.0.0 Ok: queued as X)"
+        );
+        relay.tls = Some(String::from("TLSv1.3:TLS13_AES_256_GCM_SHA384:verified"));
+        let line = log_line("ID1", "a@b.example", Some(&relay), Time { secs: 102, micros: 0 }, &d, &v);
+        assert!(
+            line.contains(
+                "relay=mx.example.net[192.0.2.1]:25, tls=TLSv1.3:TLS13_AES_256_GCM_SHA384:verified, delay=2, "
+            ),
+            "{line}"
         );
     }
 }

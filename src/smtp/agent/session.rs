@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use mio::net::TcpStream;
 use rustls::{ClientConfig, ClientConnection};
+use rustls_pki_types::ServerName;
 
 use crate::ipc::msg::NexthopSpec;
 use crate::smtp::client::{
@@ -40,8 +41,19 @@ pub enum Event {
     Idle,
     /// The connection is closed: forget the session.
     Closed,
-    /// TLS is up (version and cipher), for the log.
-    TlsUp(String),
+    /// TLS is up, for the log: version and cipher, and whether the
+    /// certificate was verified.
+    TlsUp { how: String, verified: bool },
+}
+
+/// How a session does TLS, when it does.
+#[derive(Clone, Debug)]
+pub struct TlsSetup {
+    pub config: Arc<ClientConfig>,
+    /// Sent as SNI and, when verified, checked against the certificate.
+    pub name: ServerName<'static>,
+    /// `config` verifies the certificate.
+    pub verified: bool,
 }
 
 /// TLS before the client exists (implicit TLS) or after STARTTLS.
@@ -57,7 +69,7 @@ pub struct Session {
     pub relay: Relay,
     stream: TcpStream,
     tls: Tls,
-    tls_config: Arc<ClientConfig>,
+    tls_setup: TlsSetup,
     /// The handshake is in progress.
     handshaking: bool,
     /// Implicit TLS: the client's configuration until the handshake is done.
@@ -90,7 +102,7 @@ impl Session {
         nexthop: NexthopSpec,
         relay: Relay,
         config: client::Config,
-        tls_config: Arc<ClientConfig>,
+        tls_setup: TlsSetup,
         implicit: bool,
     ) -> Result<Session, String> {
         let timeouts = config.timeouts;
@@ -99,7 +111,7 @@ impl Session {
             relay,
             stream,
             tls: Tls::None,
-            tls_config,
+            tls_setup,
             handshaking: false,
             implicit: None,
             client: None,
@@ -286,7 +298,14 @@ impl Session {
                 // Readiness is read from the client's state (below): a
                 // job refused by local checks leaves it idle without one.
                 Action::Idle => {}
-                Action::Close => self.closing = true,
+                Action::Close => {
+                    self.closing = true;
+                    // Closed before TLS started (plaintext injected after
+                    // the 220 to STARTTLS): no handshake.
+                    if matches!(self.tls, Tls::Pending) {
+                        self.tls = Tls::None;
+                    }
+                }
             }
         }
         any
@@ -310,7 +329,10 @@ impl Session {
             && !t.is_handshaking()
         {
             self.handshaking = false;
-            events.push(Event::TlsUp(super::tls::describe(t).unwrap_or_else(|| String::from("TLS"))));
+            let verified = self.tls_setup.verified;
+            self.relay.tls = super::tls::field(t, verified);
+            let how = super::tls::describe(t).unwrap_or_else(|| String::from("TLS"));
+            events.push(Event::TlsUp { how, verified });
             match self.implicit.take() {
                 Some(config) => match Client::new_in_tls(config) {
                     Ok(c) => {
@@ -368,8 +390,8 @@ impl Session {
     }
 
     fn start_tls(&mut self) -> Result<(), String> {
-        let name = super::tls::server_name(&self.relay.host, self.relay.addr.ip());
-        let conn = ClientConnection::new(self.tls_config.clone(), name).map_err(|e| e.to_string())?;
+        let setup = &self.tls_setup;
+        let conn = ClientConnection::new(setup.config.clone(), setup.name.clone()).map_err(|e| e.to_string())?;
         self.tls = Tls::Active(Box::new(conn));
         self.handshaking = true;
         Ok(())
@@ -469,7 +491,8 @@ impl Session {
                         if let Err(e) = t.process_new_packets() {
                             // Send the alert, then give up on the connection.
                             let _ = t.write_tls(&mut self.stream);
-                            return Err(io::Error::new(ErrorKind::InvalidData, e));
+                            let why = super::tls::explain(&e, &self.relay.host);
+                            return Err(io::Error::new(ErrorKind::InvalidData, why));
                         }
                         n
                     }

@@ -274,8 +274,10 @@ pub struct JobResult {
 pub enum Action {
     /// Write these bytes.
     Send(Vec<u8>),
-    /// Write what is queued, then start TLS; discard any plaintext
-    /// already read, then call `tls_started` (or `tls_failed`).
+    /// Write what is queued, then start TLS and call `tls_started` (or
+    /// `tls_failed`). Asked only when nothing followed the 220 in
+    /// plaintext; plaintext received before the handshake starts ends the
+    /// session.
     StartTls,
     /// Read the next chunk of content (about [`super::CONTENT_CHUNK`]
     /// bytes) and call `content`, or `content_end` at its end. Write

@@ -18,8 +18,9 @@
 //!
 //! Failures: 4xx defers, 5xx bounces, per recipient; a 421, a malformed
 //! reply, a timeout or a lost connection defers everything not finished.
-//! Bytes read after the 220 to STARTTLS, before TLS starts, are thrown
-//! away: a reply injected in plaintext is never taken for one inside TLS.
+//! Bytes read after the 220 to STARTTLS, before TLS starts, end the
+//! session (its mail deferred): a reply injected in plaintext is never
+//! taken for one inside TLS, and the session is not trusted with the mail.
 //!
 //! Bounds: replies within [`crate::smtp::reply::ReplyLimits`]; the input
 //! buffer holds at most one reply's worth while content is being sent;
@@ -291,6 +292,9 @@ impl Client {
 
     /// Bytes read from the server.
     pub fn receive(&mut self, data: &[u8]) {
+        if self.phase == Phase::Handshake && !data.is_empty() {
+            return self.injected(data.len());
+        }
         if matches!(self.phase, Phase::Closed | Phase::Handshake) {
             return;
         }
@@ -309,9 +313,16 @@ impl Client {
             }
         }
         if matches!(self.phase, Phase::Closed | Phase::Handshake) {
-            // After the 220 to STARTTLS nothing read in plaintext counts.
+            // After the 220 to STARTTLS the server must wait for the
+            // handshake: anything more in plaintext was injected.
+            let extra = self.input.len().saturating_sub(pos);
             self.input.clear();
             self.reader.reset();
+            match self.phase {
+                Phase::Handshake if extra > 0 => self.injected(extra),
+                Phase::Handshake => self.out.push_back(Action::StartTls),
+                _ => {}
+            }
             return;
         }
         self.input.drain(..pos);
@@ -331,6 +342,16 @@ impl Client {
         self.reader.reset();
         self.phase = Phase::Talk;
         self.hello();
+    }
+
+    /// Plaintext after the 220 to STARTTLS: the session is abandoned.
+    fn injected(&mut self, bytes: usize) {
+        let text = format!(
+            "the server sent {bytes} bytes in plaintext after its 220 reply to STARTTLS, before the TLS handshake \
+             (a command injection attempt?): session abandoned"
+        );
+        let f = Failure::local(Disposition::Deferred, Stage::StartTls, 451, Enhanced::new(4, 5, 0), text);
+        self.abort(f, false);
     }
 
     /// The TLS handshake failed: the session is over.
@@ -654,7 +675,8 @@ impl Client {
 
     fn on_starttls(&mut self, reply: Reply) {
         if reply.code == 220 {
-            self.out.push_back(Action::StartTls);
+            // `process` asks for the handshake once it knows that nothing
+            // followed the 220.
             self.phase = Phase::Handshake;
             return;
         }

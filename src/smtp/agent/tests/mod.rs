@@ -4,7 +4,9 @@
 //!
 //! Trusts: nothing; loopback only.
 
+pub(crate) mod certs;
 mod server;
+mod tls;
 
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::{AsFd, OwnedFd};
@@ -70,7 +72,7 @@ impl Harness {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("temporary directory");
         let (agent_master, master) = crate::ipc::pair().expect("pair");
-        let prepared = Agent::prepared().expect("tls");
+        let prepared = Agent::prepared(&conf.tls_ca).expect("tls");
         let agent =
             Agent::new(Channel::new(agent_master), ChildLog::new(4000, true), "client.test".into(), conf, prepared)
                 .map_err(|(_, e)| e)

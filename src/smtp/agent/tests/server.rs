@@ -130,6 +130,11 @@ pub struct Server {
 impl Server {
     /// Serve up to `connections` connections, one after the other.
     pub fn start(connections: usize, script: Script) -> Server {
+        Server::start_with(connections, script, CERT, KEY)
+    }
+
+    /// The same, with this certificate chain and key (PEM) for TLS.
+    pub fn start_with(connections: usize, script: Script, cert: &'static str, key: &'static str) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("addr");
         listener.set_nonblocking(true).expect("nonblocking");
@@ -140,7 +145,7 @@ impl Server {
             let deadline = Instant::now() + LIMIT;
             while out.len() < connections && Instant::now() < deadline && !stopped.load(Ordering::Relaxed) {
                 match listener.accept() {
-                    Ok((s, _)) => out.push(converse(s, &script)),
+                    Ok((s, _)) => out.push(converse(s, &script, (cert, key))),
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
             }
@@ -156,7 +161,7 @@ impl Server {
     }
 }
 
-fn converse(s: TcpStream, script: &Script) -> Transcript {
+fn converse(s: TcpStream, script: &Script, (cert, key): (&str, &str)) -> Transcript {
     s.set_nonblocking(false).expect("blocking");
     s.set_read_timeout(Some(LIMIT)).expect("timeout");
     let mut t = Transcript::default();
@@ -174,14 +179,14 @@ fn converse(s: TcpStream, script: &Script) -> Transcript {
                 c.send(&text);
                 assert!(c.buf.is_empty(), "client pipelined after STARTTLS");
                 let Stream::Plain(tcp) = c.stream else { return t };
-                let config = crate::smtpd::tls::server_config(CERT.as_bytes(), KEY.as_bytes()).expect("config");
+                let config = crate::smtpd::tls::server_config(cert.as_bytes(), key.as_bytes()).expect("config");
                 let conn = rustls::ServerConnection::new(config).expect("tls");
                 c.stream = Stream::Tls(Box::new(rustls::StreamOwned::new(conn, tcp)));
                 t.tls = true;
             }
             Answer::Implicit => {
                 let Stream::Plain(tcp) = c.stream else { return t };
-                let config = crate::smtpd::tls::server_config(CERT.as_bytes(), KEY.as_bytes()).expect("config");
+                let config = crate::smtpd::tls::server_config(cert.as_bytes(), key.as_bytes()).expect("config");
                 let conn = rustls::ServerConnection::new(config).expect("tls");
                 c.stream = Stream::Tls(Box::new(rustls::StreamOwned::new(conn, tcp)));
                 t.tls = true;

@@ -101,24 +101,74 @@ fn starttls_when_offered_then_ehlo_again() {
 }
 
 #[test]
-fn starttls_injection_reply_pipelined_in_plaintext_is_discarded() {
+fn starttls_injection_in_the_same_read_abandons_the_session() {
     let config = Config { tls: TlsPolicy::Opportunistic, credentials: creds(), ..config() };
     let mut h = Harness::greeted(config, job(&["a@example.net"]));
     h.auto_tls = false;
     h.step("EHLO client.example.org\r\n", EHLO_TLS);
     // A man in the middle appends a forged EHLO reply (AUTH PLAIN,
     // PIPELINING) and a 235 to the plaintext 220.
-    h.step("STARTTLS\r\n", "220 go ahead\r\n250-evil\r\n250-PIPELINING\r\n250 AUTH PLAIN\r\n235 ok\r\n");
-    assert_eq!(h.starttls, 1);
-    // More injected plaintext in a later read, before the handshake ends.
-    h.server("250 injected\r\n");
+    let injected = "250-evil\r\n250-PIPELINING\r\n250 AUTH PLAIN\r\n235 ok\r\n";
+    h.step("STARTTLS\r\n", &format!("220 go ahead\r\n{injected}"));
+    // No handshake, nothing sent, the connection closed, the mail deferred.
+    assert_eq!(h.starttls, 0);
     assert_eq!(h.sent(), "");
+    assert!(h.closed);
+    assert!(!h.client.tls_active());
+    let r = &h.result().recipients[0];
+    assert_eq!((r.disposition, r.stage, r.remote), (Disposition::Deferred, Stage::StartTls, false));
+    assert_eq!(r.reply.status().to_string(), "4.5.0");
+    let want = format!("the server sent {} bytes in plaintext after its 220 reply to STARTTLS", injected.len());
+    assert!(r.reply.text.contains(&want), "{}", r.reply.text);
+    assert!(r.reply.text.contains("session abandoned"), "{}", r.reply.text);
+    assert!(h.result().session_failure);
+    // Whatever comes next is not read.
+    h.client.tls_started();
+    h.server("250 more\r\n");
+    assert_eq!(h.sent(), "");
+    assert_eq!(h.done.len(), 1);
+}
+
+#[test]
+fn starttls_injection_in_a_later_read_abandons_the_session() {
+    let config = Config { tls: TlsPolicy::Require, ..config() };
+    let mut h = Harness::greeted(config, job(&["a@example.net"]));
+    h.auto_tls = false;
+    h.step("EHLO client.example.org\r\n", EHLO_TLS);
+    // The 220 alone, in pieces: the handshake is asked for.
+    h.server("220 go");
+    assert_eq!(h.starttls, 0);
+    h.step("STARTTLS\r\n", " ahead\r\n");
+    assert_eq!(h.starttls, 1);
+    assert!(!h.closed);
+    // Plaintext in a later read, before the driver started TLS.
+    h.server("250 injected\r\n");
+    assert!(h.closed);
+    assert_eq!(h.sent(), "");
+    let r = &h.result().recipients[0];
+    assert_eq!((r.disposition, r.stage), (Disposition::Deferred, Stage::StartTls));
+    assert!(r.reply.text.contains("14 bytes in plaintext after its 220 reply to STARTTLS"), "{}", r.reply.text);
+    // The handshake finishing late changes nothing.
+    h.client.tls_started();
+    h.pump();
+    assert_eq!(h.sent(), "");
+    assert!(!h.client.tls_active());
+}
+
+#[test]
+fn nothing_after_the_220_to_starttls_starts_the_handshake() {
+    let config = Config { tls: TlsPolicy::Opportunistic, credentials: creds(), ..config() };
+    let mut h = Harness::greeted(config, job(&["a@example.net"]));
+    h.auto_tls = false;
+    h.step("EHLO client.example.org\r\n", EHLO_TLS);
+    h.step("STARTTLS\r\n", "220 go ahead\r\n");
+    assert_eq!((h.starttls, h.closed), (1, false));
     h.client.tls_started();
     h.pump();
     assert_eq!(h.sent(), "EHLO client.example.org\r\n");
     assert_eq!(h.client.waiting().map(|w| w.0), Some(Stage::Helo));
     assert_eq!(h.client.features(), &Features::default());
-    // The real reply, inside TLS, offers no AUTH: nothing was believed.
+    // The reply inside TLS offers no AUTH: the credentials stay unsent.
     h.server("250-mx.example.net\r\n250 8BITMIME\r\n");
     assert_eq!(h.sent(), "QUIT\r\n");
     let r = &h.result().recipients[0];

@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::smtp::Queue;
-use crate::qmgr::schedule::{self, Backoff, Nexthop, Settings, TransportSettings};
+use crate::qmgr::schedule::{self, Backoff, Nexthop, Settings, TransportMap, TransportSettings};
 use crate::smtp::client::{Timeouts, TlsPolicy};
 
 /// How long a deferred message waits (`queue.backoff`): see
@@ -34,7 +34,8 @@ impl Default for BackoffConf {
     }
 }
 
-/// One transport's limits (`transport.smtp`, `transport.local`).
+/// One transport's limits (`transport.smtp`, `transport.lmtp`,
+/// `transport.local`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TransportConf {
@@ -74,11 +75,12 @@ impl TransportConf {
     }
 }
 
-/// `transport { smtp { ... } local { ... } }`.
+/// `transport { smtp { ... } lmtp { ... } local { ... } }`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Transports {
     pub smtp: TransportConf,
+    pub lmtp: TransportConf,
     pub local: TransportConf,
 }
 
@@ -379,6 +381,7 @@ pub fn settings(q: &Queue, t: &Transports) -> Settings {
         delay_warning: q.delay_warning,
         backoff: Backoff { min: q.backoff.min, max: q.backoff.max },
         smtp: t.smtp.settings(),
+        lmtp: t.lmtp.settings(),
         local: t.local.settings(),
     }
 }
@@ -388,6 +391,8 @@ pub fn settings(q: &Queue, t: &Transports) -> Settings {
 pub struct DeliveryConf {
     pub queue: Queue,
     pub transport: Transports,
+    /// Routing per domain, before the default rules.
+    pub transport_map: TransportMap,
     pub relay: Relay,
     pub smtp: SmtpClient,
     pub dns: Dns,
@@ -410,7 +415,7 @@ impl DeliveryConf {
 
     pub fn routing(&self) -> schedule::Routing {
         let relay = self.relay.host.as_deref().and_then(|h| Nexthop::parse(h).ok());
-        schedule::Routing::new(relay, &self.domains)
+        schedule::Routing::new(relay, &self.domains).with_map(self.transport_map.clone())
     }
 }
 

@@ -17,20 +17,28 @@ use crate::smtp::client::{Disposition, RecipientResult};
 /// The server a session talks to, as logs name it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Relay {
+    /// The host name, or a UNIX socket's path.
     pub host: String,
-    pub addr: SocketAddr,
+    /// None for a UNIX socket.
+    pub addr: Option<SocketAddr>,
 }
 
 impl Relay {
-    /// `host[address]`, for "host H said: ...".
+    /// `host[address]` (a UNIX socket's path), for "host H said: ...".
     pub fn name(&self) -> String {
-        format!("{}[{}]", self.host, self.addr.ip())
+        match self.addr {
+            Some(a) => format!("{}[{}]", self.host, a.ip()),
+            None => self.host.clone(),
+        }
     }
 }
 
 impl fmt::Display for Relay {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}[{}]:{}", self.host, self.addr.ip(), self.addr.port())
+        match self.addr {
+            Some(a) => write!(f, "{}[{}]:{}", self.host, a.ip(), a.port()),
+            None => f.write_str(&self.host),
+        }
     }
 }
 
@@ -149,7 +157,7 @@ mod tests {
 
     #[test]
     fn line_format() {
-        let relay = Relay { host: "mx.example.net".into(), addr: "192.0.2.1:25".parse().unwrap() };
+        let relay = Relay { host: "mx.example.net".into(), addr: Some("192.0.2.1:25".parse().unwrap()) };
         let d = Delays {
             arrival: Time { secs: 100, micros: 0 },
             active_at: Time { secs: 100, micros: 100_000 },

@@ -15,17 +15,16 @@ use std::io::{self, ErrorKind, Read, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mio::net::TcpStream;
 use rustls::{ClientConfig, ClientConnection};
 
-use crate::ipc::msg::NexthopSpec;
 use crate::smtp::client::{
     self, Action, CONTENT_CHUNK, Client, Disposition, JobResult, RecipientResult, Stage, Timeouts,
 };
 use crate::smtp::reply::{Enhanced, Reply};
 
+use super::conn::Conn;
 use super::report::Relay;
-use super::work::{Chunk, Work};
+use super::work::{Chunk, Dest, Work};
 
 const READ_CHUNK: usize = 16 * 1024;
 /// How long a closing session may take to write what is left.
@@ -53,9 +52,9 @@ enum Tls {
 }
 
 pub struct Session {
-    pub nexthop: NexthopSpec,
+    pub dest: Dest,
     pub relay: Relay,
-    stream: TcpStream,
+    stream: Conn,
     tls: Tls,
     tls_config: Arc<ClientConfig>,
     /// The handshake is in progress.
@@ -86,8 +85,8 @@ impl Session {
     /// A session on a connected, non-blocking socket. With `implicit`,
     /// TLS starts at once and the client after the handshake.
     pub fn new(
-        stream: TcpStream,
-        nexthop: NexthopSpec,
+        stream: Conn,
+        dest: Dest,
         relay: Relay,
         config: client::Config,
         tls_config: Arc<ClientConfig>,
@@ -95,7 +94,7 @@ impl Session {
     ) -> Result<Session, String> {
         let timeouts = config.timeouts;
         let mut s = Session {
-            nexthop,
+            dest,
             relay,
             stream,
             tls: Tls::None,
@@ -125,7 +124,7 @@ impl Session {
         Ok(s)
     }
 
-    pub fn stream(&mut self) -> &mut TcpStream {
+    pub fn stream(&mut self) -> &mut Conn {
         &mut self.stream
     }
 
@@ -368,7 +367,8 @@ impl Session {
     }
 
     fn start_tls(&mut self) -> Result<(), String> {
-        let name = super::tls::server_name(&self.relay.host, self.relay.addr.ip());
+        let Some(addr) = self.relay.addr else { return Err(String::from("no TLS over a UNIX socket")) };
+        let name = super::tls::server_name(&self.relay.host, addr.ip());
         let conn = ClientConnection::new(self.tls_config.clone(), name).map_err(|e| e.to_string())?;
         self.tls = Tls::Active(Box::new(conn));
         self.handshaking = true;

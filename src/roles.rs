@@ -6,6 +6,7 @@
 //!
 //! Trusts: nothing here parses input.
 
+use std::ffi::OsString;
 use std::os::fd::RawFd;
 use std::path::PathBuf;
 
@@ -40,6 +41,9 @@ pub struct Layout {
     /// smtpd's listening sockets, from FIRST_ROLE_FD; the local-recipient
     /// table follows them.
     pub listeners: usize,
+    /// The connector's socket directories (the transport table's LMTP
+    /// sockets, by name), from FIRST_ROLE_FD.
+    pub socket_dirs: Vec<(PathBuf, Vec<OsString>)>,
 }
 
 /// A process role started by master.
@@ -172,6 +176,9 @@ pub enum Operation {
     /// Resolve names and connect new sockets to the network, then pass
     /// them on (the connector).
     Connect,
+    /// Connect new UNIX sockets to the LMTP servers' sockets in a
+    /// directory, then pass them on (the connector).
+    ConnectUnix(RawFd),
     /// Set the times of files beneath a directory (qmgr dates a deferred
     /// message's next attempt in its mtime).
     SetTimes(RawFd),
@@ -202,7 +209,11 @@ pub fn operations(role: Role, layout: &Layout) -> Vec<Operation> {
         // local: what it is sent, and (outside this list, which covers
         // descriptors only) the file system as root: see its policy.
         Role::Local => ops.push(Operation::DeliverAsUsers),
-        Role::Connector => ops.push(Operation::Connect),
+        Role::Connector => {
+            ops.push(Operation::Connect);
+            let n = layout.socket_dirs.len() as RawFd;
+            ops.extend((0..n).map(|i| Operation::ConnectUnix(FIRST_ROLE_FD + i)));
+        }
         Role::Smtpd => {
             let n = layout.listeners as RawFd;
             ops.extend((0..n).map(|i| Operation::Serve(FIRST_ROLE_FD + i)));
@@ -269,8 +280,19 @@ pub fn policy(role: Role, layout: &Layout) -> Policy {
             p.change_uid = true;
             p.whole_fs = true;
         }
-        // connector: no file system; new inet sockets and DNS.
-        Role::Connector => p.net = Net::Connect,
+        // connector: no file system; new inet sockets and DNS; new UNIX
+        // sockets to the LMTP servers' sockets in its socket directories
+        // (master opens them; see Grant::SocketDir for each system).
+        Role::Connector => {
+            p.net = Net::Connect;
+            for (i, (path, sockets)) in layout.socket_dirs.iter().enumerate() {
+                p.grants.push(Grant::SocketDir {
+                    fd: FIRST_ROLE_FD + i as RawFd,
+                    path: path.clone(),
+                    sockets: sockets.clone(),
+                });
+            }
+        }
         // smtpd: its listeners and the local-recipient table; no file
         // system and no outgoing sockets.
         Role::Smtpd => {

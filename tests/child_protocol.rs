@@ -59,6 +59,7 @@ fn config(dir: &Path) -> FromMaster {
         control: mta::config::Control::default(),
         intake: None,
         delivery: Some(Box::new(mta::config::Config::default().delivery(None))),
+        socket_dirs: Vec::new(),
     }))
 }
 

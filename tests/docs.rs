@@ -20,9 +20,13 @@ fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, Option<Vec<String>>)>
         // Named blocks (listen "smtp" { ... }) are documented as listen.NAME.
         let key = if prefix == "listen" { String::from("listen.NAME") } else { key };
         let literal = match v {
-            // A map whose keys are the user's (processes, smtp.tls_policy):
-            // documented as a block.
-            Value::Object(m) if (key == "processes" || key == "smtp.tls_policy") && m.is_empty() => None,
+            // A map whose keys are the user's (processes, smtp.tls_policy,
+            // the transport table): documented as a block.
+            Value::Object(m)
+                if matches!(key.as_str(), "processes" | "smtp.tls_policy" | "transport_map") && m.is_empty() =>
+            {
+                None
+            }
             // No value by default: the page says in words what happens.
             Value::Null => None,
             Value::Array(items) => Some(items.iter().map(|i| i.as_str().unwrap_or_default().to_string()).collect()),

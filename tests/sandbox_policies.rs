@@ -10,7 +10,10 @@
 //! (`Net::Connect`), builds its resolver before entering as its program
 //! does, then inside the sandbox resolves a domain (MX, then the implicit
 //! MX's address) through a DNS responder on loopback that the child runs
-//! itself, and connects to the address it found.
+//! itself, and connects to the address it found; given a socket
+//! directory (as master opens it for the transport table's LMTP
+//! sockets), it connects to a UNIX socket there, and where the kernel can
+//! tell (Landlock ABI 9, unveil) to no UNIX socket elsewhere.
 //!
 //! A pure-data part checks each role's policy against its operations
 //! (`roles::operations`): every operation's Capsicum rights and pledge
@@ -125,6 +128,9 @@ struct World {
     tcp_addr: SocketAddr,
     _unix: UnixListener,
     unix_path: PathBuf,
+    /// A socket directory with an LMTP server's listening socket in it.
+    lmtp_dir: PathBuf,
+    _lmtp: UnixListener,
 }
 
 impl World {
@@ -143,7 +149,10 @@ impl World {
         let tcp_addr = tcp.local_addr()?;
         let unix_path = root.join("listening.sock");
         let unix = UnixListener::bind(&unix_path)?;
-        Ok(World { root, spool, _tcp: tcp, tcp_addr, _unix: unix, unix_path })
+        let lmtp_dir = root.join("lmtp");
+        std::fs::create_dir_all(&lmtp_dir)?;
+        let lmtp = UnixListener::bind(lmtp_dir.join(LMTP_SOCKET))?;
+        Ok(World { root, spool, _tcp: tcp, tcp_addr, _unix: unix, unix_path, lmtp_dir, _lmtp: lmtp })
     }
 }
 
@@ -152,6 +161,9 @@ impl Drop for World {
         let _ = std::fs::remove_dir_all(&self.root);
     }
 }
+
+/// The LMTP socket's name in its directory.
+const LMTP_SOCKET: &str = "lmtp.sock";
 
 /// What a child gets on its master channel before it starts, and what it
 /// sends back.
@@ -267,10 +279,12 @@ fn common_denials(t: &mut Tally, policy: &Policy, world: &World, unix_socket: &O
             },
         );
     }
-    t.check(
-        "create an AF_UNIX socket",
-        denied(socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)),
-    );
+    if !policy.grants.iter().any(|g| matches!(g, Grant::SocketDir { .. })) {
+        t.check(
+            "create an AF_UNIX socket",
+            denied(socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)),
+        );
+    }
     t.check(
         "create a socket pair",
         denied(socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC)),
@@ -495,8 +509,22 @@ fn open_dir(path: &Path) -> io::Result<OwnedFd> {
     nix::fcntl::open(path, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty()).map_err(errno_io)
 }
 
+/// A socket directory as master opens it (for lookups only on Linux).
+fn open_socket_dir(path: &Path) -> io::Result<OwnedFd> {
+    #[cfg(target_os = "linux")]
+    let base = OFlag::O_PATH;
+    #[cfg(not(target_os = "linux"))]
+    let base = OFlag::O_RDONLY;
+    nix::fcntl::open(path, base | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty()).map_err(errno_io)
+}
+
 fn live_role(total: &mut Tally, world: &World, role: Role) -> io::Result<()> {
-    let policy = roles::policy(role, &Layout { spool: world.spool.clone(), listeners: 1 });
+    let layout = Layout {
+        spool: world.spool.clone(),
+        listeners: 1,
+        socket_dirs: vec![(world.lmtp_dir.clone(), vec![LMTP_SOCKET.into()])],
+    };
+    let policy = roles::policy(role, &layout);
     let (master, child_end) = master_channel()?;
     let mut tcp_client: Option<TcpStream> = None;
     let mut fds: Vec<OwnedFd> = vec![child_end];
@@ -542,8 +570,9 @@ fn live_role(total: &mut Tally, world: &World, role: Role) -> io::Result<()> {
                 fds.push(open_dir(&world.spool.join(d))?);
             }
         }
+        Role::Connector => fds.push(open_socket_dir(&world.lmtp_dir)?),
         // Only their master channel.
-        Role::Smtp | Role::Bounce | Role::Connector | Role::Local => {}
+        Role::Smtp | Role::Bounce | Role::Local => {}
     }
     // The policy must name exactly these descriptors.
     let named: Vec<RawFd> = policy.grants.iter().map(Grant::fd).collect();
@@ -598,6 +627,7 @@ fn live_role(total: &mut Tally, world: &World, role: Role) -> io::Result<()> {
                 );
             }
             Role::Connector => {
+                connector_unix_work(t, &placed[0], world);
                 if let Some(kit) = net {
                     connector_work(t, kit, world);
                 }
@@ -863,6 +893,53 @@ fn connector_work(t: &mut Tally, kit: io::Result<ConnectorKit>, world: &World) {
     );
 }
 
+/// Whether the kernel makes connecting to a pathname UNIX socket a
+/// sandbox matter: Landlock from ABI 9, unveil. (FreeBSD's connector
+/// stays out of capability mode for its TCP connections.)
+fn unix_connect_confined() -> bool {
+    if cfg!(target_os = "openbsd") {
+        return true;
+    }
+    let k = sandbox::describe_kernel();
+    k.strip_prefix("landlock ABI ")
+        .and_then(|r| r.split(',').next())
+        .and_then(|v| v.parse::<u32>().ok())
+        .is_some_and(|v| v >= 9)
+}
+
+/// What the connector does for LMTP: connect to a socket in its socket
+/// directory (and, where the sandbox governs it, to no other).
+fn connector_unix_work(t: &mut Tally, dir: &OwnedFd, world: &World) {
+    t.check(
+        "connect to the LMTP socket in its socket directory (sandbox::connect_unix)",
+        works(sandbox::connect_unix(dir.as_fd(), &world.lmtp_dir, LMTP_SOCKET.as_ref())).map(drop),
+    );
+    t.check(
+        "connect_unix refuses a name that leaves the directory",
+        denied_or_invalid(sandbox::connect_unix(dir.as_fd(), &world.lmtp_dir, "../listening.sock".as_ref())),
+    );
+    t.check(
+        "create an AF_UNIX datagram socket",
+        denied(socket(AddressFamily::Unix, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)),
+    );
+    if unix_connect_confined() {
+        t.check(
+            "connect to a UNIX socket outside its socket directories",
+            denied(UnixStream::connect(&world.unix_path)),
+        );
+    } else {
+        println!("note connector: this kernel does not confine connecting to pathname UNIX sockets (Landlock < 9)");
+    }
+}
+
+/// A refusal by the code (invalid input) rather than the sandbox.
+fn denied_or_invalid<T>(r: io::Result<T>) -> Result<(), String> {
+    match r {
+        Err(e) if e.kind() == io::ErrorKind::InvalidInput => Ok(()),
+        other => denied(other),
+    }
+}
+
 /// A policy that may fork and exec and read a few paths, as local's
 /// root parent will (its real path list is its own business).
 fn live_exec(total: &mut Tally, world: &World) -> io::Result<()> {
@@ -935,6 +1012,7 @@ fn op_rights(op: Operation) -> &'static [CapRight] {
         Operation::ReadFile(_) => &[Read, Seek, Fstat],
         Operation::Watch(_) => &[Event],
         Operation::SetTimes(_) => &[Futimes],
+        Operation::ConnectUnix(_) => &[Lookup, Connectat],
         Operation::Connect | Operation::DeliverAsUsers => &[],
     }
 }
@@ -951,6 +1029,7 @@ fn op_promises(op: Operation) -> (&'static [&'static str], bool) {
         Operation::Watch(_) => (&["stdio"], false),
         Operation::SetTimes(_) => (&["fattr"], false),
         Operation::Connect => (&["inet", "dns"], false),
+        Operation::ConnectUnix(_) => (&["unix"], false),
         Operation::DeliverAsUsers => (&["rpath", "proc", "exec", "id", "getpw"], false),
     }
 }
@@ -966,6 +1045,7 @@ fn promise_justified(promise: &str, op: Operation) -> bool {
             | ("recvfd", Operation::ReceiveFds(_))
             | ("sendfd", Operation::Talk(_))
             | ("inet" | "dns", Operation::Connect)
+            | ("unix", Operation::ConnectUnix(_))
             | ("fattr", Operation::SetTimes(_))
             | ("rpath" | "wpath" | "cpath" | "fattr" | "proc" | "exec" | "id" | "getpw", Operation::DeliverAsUsers)
     )
@@ -983,7 +1063,8 @@ fn op_fd(op: Operation) -> Option<RawFd> {
         | Operation::Modify(fd)
         | Operation::ReadFile(fd)
         | Operation::Watch(fd)
-        | Operation::SetTimes(fd) => Some(fd),
+        | Operation::SetTimes(fd)
+        | Operation::ConnectUnix(fd) => Some(fd),
         Operation::Connect | Operation::DeliverAsUsers => None,
     }
 }
@@ -999,8 +1080,16 @@ fn check_promises(t: &mut Tally, op: Operation, promises: &BTreeSet<String>) {
 
 fn data_checks(total: &mut Tally, role: Role) {
     let mut t = Tally::new(role.name());
-    // Two listeners, to check that every one is granted.
-    let layout = Layout { spool: PathBuf::from("/var/spool/mta"), listeners: 2 };
+    // Two listeners and two socket directories, to check that every one
+    // is granted.
+    let layout = Layout {
+        spool: PathBuf::from("/var/spool/mta"),
+        listeners: 2,
+        socket_dirs: vec![
+            (PathBuf::from("/run/dovecot"), vec!["lmtp".into()]),
+            (PathBuf::from("/run/other"), vec!["a".into(), "b".into()]),
+        ],
+    };
     let policy = roles::policy(role, &layout);
     let ops = roles::operations(role, &layout);
     let promises: BTreeSet<String> = pledge_promises(&policy).split_whitespace().map(String::from).collect();
@@ -1095,10 +1184,23 @@ fn data_checks(total: &mut Tally, role: Role) {
     );
     let unveiled = sandbox::unveil_paths(&policy);
     let dirs = policy.grants.iter().filter(|g| matches!(g, Grant::Dir { .. })).count();
+    let sockets: Vec<PathBuf> = policy
+        .grants
+        .iter()
+        .filter_map(|g| match g {
+            Grant::SocketDir { path, sockets, .. } => Some(sockets.iter().map(|n| path.join(n)).collect::<Vec<_>>()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
     t.check(
-        "unveil names every directory grant and nothing else",
-        if unveiled.len() == dirs + policy.open_paths.len()
-            && unveiled.iter().all(|(p, _)| p.starts_with("/var/spool/mta") || policy.open_paths.contains(p))
+        "unveil names every directory grant and socket and nothing else",
+        if unveiled.len() == dirs + policy.open_paths.len() + sockets.len()
+            && unveiled.iter().all(|(p, perms)| {
+                p.starts_with("/var/spool/mta")
+                    || policy.open_paths.contains(p)
+                    || (sockets.contains(p) && *perms == "rw")
+            })
         {
             Ok(())
         } else {

@@ -14,7 +14,9 @@
 //! exec programs by path). Such a role still has every inherited
 //! descriptor rights-limited, but its file-system and network access is
 //! only as narrow as its user id makes it.
-use std::os::fd::{BorrowedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+
+use nix::sys::socket::{SockaddrLike, UnixAddr};
 
 use capsicum::{CapRights, Fcntl, FcntlRights, FileRights, IoctlRights, Right};
 
@@ -45,6 +47,7 @@ fn right(r: CapRight) -> Right {
         CapRight::Fstatat => Right::Fstatat,
         CapRight::Fstatfs => Right::Fstatfs,
         CapRight::Ioctl => Right::Ioctl,
+        CapRight::Connectat => Right::Connectat,
     }
 }
 
@@ -122,4 +125,26 @@ pub(crate) fn enter(p: &Policy) -> Result<(), Error> {
         capsicum::enter().map_err(|e| sys("cap_enter", &e))?;
     }
     Ok(())
+}
+
+unsafe extern "C" {
+    /// connectat(2), FreeBSD 10 and later (not in the libc crate).
+    #[link_name = "connectat"]
+    fn sys_connectat(
+        fd: libc::c_int,
+        s: libc::c_int,
+        name: *const libc::sockaddr,
+        namelen: libc::socklen_t,
+    ) -> libc::c_int;
+}
+
+/// Connect `sock` to the UNIX socket `addr` (a name relative to `dir`)
+/// with connectat(2), which needs `CAP_CONNECTAT` on `dir`.
+pub(crate) fn connectat(dir: BorrowedFd<'_>, sock: &OwnedFd, addr: &UnixAddr) -> std::io::Result<()> {
+    // SAFETY: both descriptors are open for the duration of the call (a
+    // borrow and an owned one); addr.as_ptr() points to a sockaddr_un of
+    // addr.len() bytes that lives across the call, and the kernel only
+    // reads it.
+    let rc = unsafe { sys_connectat(dir.as_raw_fd(), sock.as_raw_fd(), SockaddrLike::as_ptr(addr), addr.len()) };
+    if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
 }

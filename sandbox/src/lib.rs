@@ -18,9 +18,11 @@
 //! Trusts: its caller (the policy is the caller's word). Distrusts nothing
 //! else, since it parses no input.
 
+use std::ffi::{OsStr, OsString};
 use std::fmt;
-use std::os::fd::RawFd;
-use std::path::PathBuf;
+use std::io;
+use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
 
 pub mod fds;
 mod rights;
@@ -69,12 +71,27 @@ pub enum Grant {
     /// A connected socket: an IPC channel (SOCK_SEQPACKET) that may
     /// carry descriptors both ways, or a connected stream.
     Channel { fd: RawFd },
+    /// A directory (`path`) holding pathname UNIX sockets the role
+    /// connects to, by name (`sockets`): with [`connect_unix`], the
+    /// connector reaches the LMTP servers listening there and nothing
+    /// else beneath it. FreeBSD: the descriptor is limited to lookup and
+    /// `CAP_CONNECTAT`, and [`connect_unix`] uses connectat(2) on it.
+    /// OpenBSD: each socket is unveiled "rw" and the role pledges "unix".
+    /// Linux: AF_UNIX sockets may be created, and Landlock (from ABI 9,
+    /// where it governs connecting to pathname sockets) allows connecting
+    /// beneath the directory only. On Linux the descriptor may be an
+    /// `O_PATH` one.
+    SocketDir { fd: RawFd, path: PathBuf, sockets: Vec<OsString> },
 }
 
 impl Grant {
     pub fn fd(&self) -> RawFd {
         match self {
-            Grant::Dir { fd, .. } | Grant::File { fd, .. } | Grant::Listener { fd } | Grant::Channel { fd } => *fd,
+            Grant::Dir { fd, .. }
+            | Grant::File { fd, .. }
+            | Grant::Listener { fd }
+            | Grant::Channel { fd }
+            | Grant::SocketDir { fd, .. } => *fd,
         }
     }
 }
@@ -216,6 +233,40 @@ pub fn limit_received(grant: &Grant) -> Result<(), Error> {
         let _ = grant;
         Ok(())
     }
+}
+
+/// Connect a new AF_UNIX stream socket to the socket `name` in the
+/// directory held by `dir` (a [`Grant::SocketDir`]; `dir_path` is its
+/// path). FreeBSD connects with connectat(2) on the descriptor, which
+/// Capsicum allows with `CAP_CONNECTAT` even in capability mode; the
+/// other systems connect to `dir_path/name`, which their sandboxes judge
+/// by path (Landlock beneath the directory, unveil by name). The socket
+/// is non-blocking while it connects, so a server whose listen queue is
+/// full makes it fail at once (EAGAIN or ECONNREFUSED) rather than block
+/// the caller; it is returned blocking, close-on-exec.
+pub fn connect_unix(dir: BorrowedFd<'_>, dir_path: &Path, name: &OsStr) -> io::Result<OwnedFd> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, socket};
+    let bytes = std::os::unix::ffi::OsStrExt::as_bytes(name);
+    if bytes.is_empty() || bytes.contains(&b'/') || bytes == b"." || bytes == b".." {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a file name in the socket directory"));
+    }
+    let sock = socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK, None)
+        .map_err(io::Error::from)?;
+    #[cfg(target_os = "freebsd")]
+    {
+        let _ = dir_path;
+        let addr = UnixAddr::new(name).map_err(io::Error::from)?;
+        freebsd::connectat(dir, &sock, &addr)?;
+    }
+    #[cfg(not(target_os = "freebsd"))]
+    {
+        let _ = dir;
+        let addr = UnixAddr::new(&dir_path.join(name)).map_err(io::Error::from)?;
+        nix::sys::socket::connect(std::os::fd::AsRawFd::as_raw_fd(&sock), &addr).map_err(io::Error::from)?;
+    }
+    let stream = std::os::unix::net::UnixStream::from(sock);
+    stream.set_nonblocking(false)?;
+    Ok(OwnedFd::from(stream))
 }
 
 fn platform_enter(policy: &Policy) -> Result<(), Error> {

@@ -10,7 +10,8 @@
 //! readable (and executable when the policy may exec). Where the kernel
 //! has them (ABI 4 and 6), TCP bind/connect are denied unless the policy
 //! has [`Net::Connect`], and abstract UNIX sockets and signals are scoped
-//! to the sandbox.
+//! to the sandbox; from ABI 9, connecting to a pathname UNIX socket is
+//! allowed beneath each [`Grant::SocketDir`] only.
 //!
 //! The seccomp filter is a deny-list, `EPERM` for: io_uring, namespaces
 //! (unshare, setns, clone with a CLONE_NEW* flag), thread creation,
@@ -18,7 +19,8 @@
 //! mounting, chroot, kexec, module loading, handle-based opens, clock and
 //! host administration, TIOCSTI; and unless the policy allows it: execve,
 //! fork (vfork, clone), socket creation and connect (with
-//! [`Net::Connect`], AF_INET and AF_INET6 sockets only), set*id, and
+//! [`Net::Connect`], AF_INET and AF_INET6 sockets; with a
+//! [`Grant::SocketDir`], AF_UNIX stream sockets), set*id, and
 //! path-based calls relative to the working directory (`open`, `creat`
 //! and other legacy path calls; `openat` and the other `*at` calls whose
 //! directory is AT_FDCWD). clone3 fails with ENOSYS, since its flags
@@ -180,6 +182,17 @@ fn landlock(p: &Policy) -> Result<(), Error> {
             created = created.add_rule(PathBeneath::new(dir, allowed)).map_err(landlock_error)?;
         }
     }
+    // Connecting to the sockets of a socket directory: a right of ABI 9
+    // (before it Landlock does not govern pathname sockets, and the
+    // best-effort ruleset leaves this rule out).
+    for g in &p.grants {
+        if let Grant::SocketDir { fd, .. } = g {
+            // SAFETY: as above: checked open, single-threaded, borrowed
+            // for this statement only.
+            let dir = unsafe { BorrowedFd::borrow_raw(*fd) };
+            created = created.add_rule(PathBeneath::new(dir, AccessFs::ResolveUnix)).map_err(landlock_error)?;
+        }
+    }
     let open_access = if p.exec { read_access() | AccessFs::Execute } else { read_access() };
     for path in &p.open_paths {
         let fd =
@@ -204,6 +217,10 @@ const SYS_SETXATTRAT: i64 = 463;
 const SYS_REMOVEXATTRAT: i64 = 466;
 const SYS_OPEN_TREE_ATTR: i64 = 467;
 const SYS_FILE_SETATTR: i64 = 469;
+
+/// The bits of socket(2)'s type argument that are the type (the rest are
+/// SOCK_NONBLOCK and SOCK_CLOEXEC).
+const SOCK_TYPE_MASK: u64 = 0xf;
 
 /// The clone(2) flags that create namespaces. (CLONE_NEWTIME is 0x80,
 /// which in clone's first argument is part of the exit signal; it can
@@ -354,23 +371,34 @@ fn denials(p: &Policy) -> Result<Denials, Error> {
         }
     }
 
-    match p.net {
-        Net::None => {
-            d.always(libc::SYS_socket);
-            d.always(libc::SYS_socketpair);
-            d.always(libc::SYS_connect);
-        }
-        Net::Connect => {
-            d.when(
-                libc::SYS_socket,
-                vec![
-                    cond(0, SeccompCmpOp::Ne, libc::AF_INET as u64)?,
-                    cond(0, SeccompCmpOp::Ne, libc::AF_INET6 as u64)?,
-                ],
-            )?;
-            d.always(libc::SYS_socketpair);
+    // AF_UNIX sockets for a role with socket directories (which Landlock
+    // confines from ABI 9); socketpair never.
+    let unix = p.grants.iter().any(|g| matches!(g, Grant::SocketDir { .. }));
+    let mut families = Vec::new();
+    if p.net == Net::Connect {
+        families.extend([libc::AF_INET, libc::AF_INET6]);
+    }
+    if unix {
+        families.push(libc::AF_UNIX);
+    }
+    if families.is_empty() {
+        d.always(libc::SYS_socket);
+        d.always(libc::SYS_connect);
+    } else {
+        let others = families.iter().map(|&f| cond(0, SeccompCmpOp::Ne, f as u64)).collect::<Result<Vec<_>, _>>()?;
+        d.when(libc::SYS_socket, others)?;
+    }
+    if unix {
+        // Stream sockets only: the kernel knows no other AF_UNIX type but
+        // these, and a datagram socket could reach any socket by sendto
+        // where Landlock does not govern pathname sockets (before ABI 9).
+        for kind in [libc::SOCK_DGRAM, libc::SOCK_SEQPACKET, libc::SOCK_RAW] {
+            let family = cond(0, SeccompCmpOp::Eq, libc::AF_UNIX as u64)?;
+            let kind = cond(1, SeccompCmpOp::MaskedEq(SOCK_TYPE_MASK), kind as u64)?;
+            d.when(libc::SYS_socket, vec![family, kind])?;
         }
     }
+    d.always(libc::SYS_socketpair);
 
     if !p.change_uid {
         for nr in [
@@ -591,6 +619,25 @@ mod tests {
         assert!(!d.rules[&libc::SYS_clone].is_empty());
         assert!(!d.rules[&libc::SYS_socket].is_empty());
         assert!(d.always.contains(&libc::SYS_unshare));
+
+        // A socket directory: AF_UNIX sockets and connect, still no pairs.
+        for net in [Net::None, Net::Connect] {
+            let mut p = Policy::new("connector");
+            p.net = net;
+            p.grants.push(Grant::SocketDir {
+                fd: 4,
+                path: PathBuf::from("/run/lmtp"),
+                sockets: vec![std::ffi::OsString::from("s")],
+            });
+            let d = denials(&p).unwrap();
+            assert!(!d.rules.contains_key(&libc::SYS_connect), "{net:?}");
+            // Other families; AF_UNIX datagram, seqpacket and raw.
+            let socket_rules = &d.rules[&libc::SYS_socket];
+            assert_eq!(socket_rules.len(), 4, "{net:?}");
+            assert!(!d.always.contains(&libc::SYS_socket), "{net:?}");
+            assert!(d.always.contains(&libc::SYS_socketpair), "{net:?}");
+            assert!(!seccomp_programs(&p).expect("compiles").is_empty());
+        }
     }
 
     #[test]

@@ -41,6 +41,8 @@ pub enum CapRight {
     /// ioctl(2); the FreeBSD back end further limits the requests to
     /// FIONBIO, which std's `set_nonblocking` uses on sockets.
     Ioctl,
+    /// connectat(2) to a UNIX socket beneath a directory.
+    Connectat,
 }
 
 /// Rights that let a descriptor change things or reach new ones: a
@@ -96,6 +98,9 @@ pub fn capsicum_rights(grant: &Grant) -> Vec<CapRight> {
             vec![Accept, Event, Fstat, Read, Write, Shutdown, Getpeername, Getsockopt, Setsockopt, Fcntl, Ioctl]
         }
         Grant::Channel { .. } => vec![Read, Write, Event, Fstat, Shutdown, Getsockopt, Fcntl, Ioctl],
+        // Look up a name beneath it and connect to the socket found: no
+        // reading (so no listing) and nothing opened or created.
+        Grant::SocketDir { .. } => vec![Lookup, Connectat],
     };
     rights.sort();
     rights.dedup();
@@ -130,6 +135,10 @@ pub fn pledge_promises(policy: &Policy) -> String {
     if has(|g| matches!(g, Grant::Listener { .. })) {
         p.extend(["unix", "inet"]);
     }
+    // Creating and connecting an AF_UNIX socket.
+    if has(|g| matches!(g, Grant::SocketDir { .. })) {
+        p.push("unix");
+    }
     if policy.net == Net::Connect {
         p.extend(["inet", "dns"]);
     }
@@ -152,18 +161,29 @@ pub fn pledge_promises(policy: &Policy) -> String {
 }
 
 /// The unveil(2) calls for `policy` on OpenBSD: each directory grant by
-/// path ("r" to read, "rwc" to read, write and create), and each path the
-/// policy may open ("r", or "rx" when the policy may exec, since unveil
-/// also governs execve(2)).
+/// path ("r" to read, "rwc" to read, write and create), each UNIX socket
+/// of a socket directory ("rw": connect(2) needs write permission on the
+/// socket; read adds nothing, since a socket cannot be opened), and each
+/// path the policy may open ("r", or "rx" when the policy may exec, since
+/// unveil also governs execve(2)). A socket is unveiled by name within
+/// its directory, so a server that makes its socket again (a restart) is
+/// still reached; a directory made again is not (the connector is
+/// restarted then: see mta's master).
 pub fn unveil_paths(policy: &Policy) -> Vec<(PathBuf, &'static str)> {
     let mut v = Vec::new();
     for g in &policy.grants {
-        if let Grant::Dir { path, access, .. } = g {
-            let perms = match access {
-                DirAccess::Read => "r",
-                DirAccess::ReadWrite => "rwc",
-            };
-            v.push((path.clone(), perms));
+        match g {
+            Grant::Dir { path, access, .. } => {
+                let perms = match access {
+                    DirAccess::Read => "r",
+                    DirAccess::ReadWrite => "rwc",
+                };
+                v.push((path.clone(), perms));
+            }
+            Grant::SocketDir { path, sockets, .. } => {
+                v.extend(sockets.iter().map(|name| (path.join(name), "rw")));
+            }
+            _ => {}
         }
     }
     let open_perms = if policy.exec { "rx" } else { "r" };
@@ -176,6 +196,7 @@ pub fn unveil_paths(policy: &Policy) -> Vec<(PathBuf, &'static str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::ffi::OsString;
     use std::path::Path;
 
     fn dir(fd: i32, access: DirAccess) -> Grant {
@@ -244,6 +265,26 @@ mod tests {
         let c = capsicum_rights(&Grant::Channel { fd: 3 });
         assert!(!c.contains(&CapRight::Accept));
         assert!(!c.contains(&CapRight::Lookup));
+    }
+
+    #[test]
+    fn a_socket_directory_only_connects() {
+        let g = Grant::SocketDir {
+            fd: 4,
+            path: PathBuf::from("/run/dovecot"),
+            sockets: vec![OsString::from("lmtp"), OsString::from("lmtp-b")],
+        };
+        assert_eq!(capsicum_rights(&g), vec![CapRight::Lookup, CapRight::Connectat]);
+        let mut p = Policy::new("connector");
+        p.grants.push(Grant::Channel { fd: 3 });
+        p.net = Net::Connect;
+        assert_eq!(pledge_promises(&p), "stdio recvfd sendfd inet dns");
+        p.grants.push(g);
+        assert_eq!(pledge_promises(&p), "stdio recvfd sendfd unix inet dns");
+        assert_eq!(
+            unveil_paths(&p),
+            vec![(PathBuf::from("/run/dovecot/lmtp"), "rw"), (PathBuf::from("/run/dovecot/lmtp-b"), "rw")]
+        );
     }
 
     #[test]

@@ -444,7 +444,10 @@ impl Composer {
         }
         field(&mut s, "Action", r.action.as_str());
         field(&mut s, "Status", &r.status.to_string());
-        if let Some(host) = r.remote_mta.as_deref().map(|h| self.clean(h, MAX_HOST)).filter(|h| !h.is_empty()) {
+        // An LMTP server on a UNIX socket is named by the socket's path,
+        // which is no DNS name: the text part names it, this field not.
+        let dns_name = |h: &String| !h.is_empty() && !h.starts_with('/');
+        if let Some(host) = r.remote_mta.as_deref().map(|h| self.clean(h, MAX_HOST)).filter(dns_name) {
             field(&mut s, "Remote-MTA", &format!("dns; {host}"));
         }
         let (kind, text) = match &r.diagnostic {

@@ -673,3 +673,25 @@ fn notify_conditions() {
     let only_success = Some(Notify::On { success: true, failure: false, delay: false });
     assert!(notify_wants(only_success, Kind::Success) && !notify_wants(only_success, Kind::Failure));
 }
+
+#[test]
+fn an_lmtp_socket_is_named_in_the_text_but_is_no_remote_mta() {
+    let quota = RecipientReport {
+        remote_mta: Some("/var/run/dovecot/lmtp".into()),
+        ..rcpt(
+            "bob@example.org",
+            Action::Failed,
+            "5.2.2",
+            Diagnostic::Smtp("552 5.2.2 <bob@example.org> Quota exceeded (mailbox for user is full)".into()),
+        )
+    };
+    let p = build(report(Kind::Failure, None, vec![quota], ORIGINAL), ORIGINAL);
+    let groups = p.groups();
+    assert_eq!(field(&groups[1], "Remote-MTA"), None);
+    assert_eq!(field(&groups[1], "Status"), Some("5.2.2"));
+    assert_eq!(
+        field(&groups[1], "Diagnostic-Code"),
+        Some("smtp; 552 5.2.2 <bob@example.org> Quota exceeded (mailbox for user is full)")
+    );
+    assert!(p.text().contains("<bob@example.org>: host /var/run/dovecot/lmtp said: 552 5.2.2"), "{}", p.text());
+}

@@ -15,7 +15,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 pub use super::client_tls::{ClientTls, RelayTls};
 use super::smtp::Queue;
-use crate::qmgr::schedule::{self, Backoff, Nexthop, Settings, TransportSettings};
+use crate::qmgr::schedule::{self, Backoff, Nexthop, Settings, TransportMap, TransportSettings};
 use crate::smtp::client::Timeouts;
 
 /// How long a deferred message waits (`queue.backoff`): see
@@ -36,7 +36,8 @@ impl Default for BackoffConf {
     }
 }
 
-/// One transport's limits (`transport.smtp`, `transport.local`).
+/// One transport's limits (`transport.smtp`, `transport.lmtp`,
+/// `transport.local`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TransportConf {
@@ -76,11 +77,12 @@ impl TransportConf {
     }
 }
 
-/// `transport { smtp { ... } local { ... } }`.
+/// `transport { smtp { ... } lmtp { ... } local { ... } }`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Transports {
     pub smtp: TransportConf,
+    pub lmtp: TransportConf,
     pub local: TransportConf,
 }
 
@@ -367,6 +369,7 @@ pub fn settings(q: &Queue, t: &Transports) -> Settings {
         delay_warning: q.delay_warning,
         backoff: Backoff { min: q.backoff.min, max: q.backoff.max },
         smtp: t.smtp.settings(),
+        lmtp: t.lmtp.settings(),
         local: t.local.settings(),
     }
 }
@@ -376,6 +379,8 @@ pub fn settings(q: &Queue, t: &Transports) -> Settings {
 pub struct DeliveryConf {
     pub queue: Queue,
     pub transport: Transports,
+    /// Routing per domain, before the default rules.
+    pub transport_map: TransportMap,
     pub relay: Relay,
     pub smtp: SmtpClient,
     pub dns: Dns,
@@ -401,7 +406,7 @@ impl DeliveryConf {
 
     pub fn routing(&self) -> schedule::Routing {
         let relay = self.relay.host.as_deref().and_then(|h| Nexthop::parse(h).ok());
-        schedule::Routing::new(relay, &self.domains)
+        schedule::Routing::new(relay, &self.domains).with_map(self.transport_map.clone())
     }
 }
 

@@ -88,6 +88,9 @@ pub struct Config {
     pub queue: smtp::Queue,
     /// Concurrency and recipient limits per transport.
     pub transport: delivery::Transports,
+    /// Routing per domain (Postfix's transport table), before the default
+    /// rules: `"example.org" = "lmtp:unix:/var/run/dovecot/lmtp";`.
+    pub transport_map: crate::qmgr::schedule::TransportMap,
     /// The relay host all non-local mail goes to.
     pub relay: delivery::Relay,
     /// The SMTP client.
@@ -172,6 +175,7 @@ impl Default for Config {
             smtpd: smtp::Smtpd::default(),
             queue: smtp::Queue::default(),
             transport: delivery::Transports::default(),
+            transport_map: crate::qmgr::schedule::TransportMap::default(),
             relay: delivery::Relay::default(),
             smtp: delivery::SmtpClient::default(),
             dns: delivery::Dns::default(),
@@ -410,6 +414,7 @@ impl Config {
         delivery::DeliveryConf {
             queue: self.queue.clone(),
             transport: self.transport.clone(),
+            transport_map: self.transport_map.clone(),
             relay: self.relay.clone(),
             smtp: self.smtp.clone(),
             dns: self.dns.clone(),

@@ -195,3 +195,54 @@ fn mx_routing_and_reverse_lookup_settings() {
         assert!(m.contains(key), "{text}: {m}");
     }
 }
+
+#[test]
+fn transport_map_and_lmtp_limits() {
+    let c = Config::parse(
+        "transport_map {\n  \"example.org\" = \"lmtp:unix:/var/run/dovecot/lmtp\";\n  \
+         \"partner.example\" = \"smtp:[mx.partner.example]:587\";\n  \".example.net\" = \"smtp:[gw.example.net]\";\n  \
+         \"*\" = \"smtp\";\n}\ntransport { lmtp { processes = 10; recipient_limit = 5; } }\n",
+    )
+    .unwrap();
+    let d = c.delivery(None);
+    assert_eq!(d.settings().lmtp.processes, 10);
+    assert_eq!(d.settings().lmtp.recipient_limit, 5);
+    assert_eq!(d.settings().lmtp.concurrency_limit, 20, "the other keys keep their defaults");
+    let routing = d.routing();
+    let dest = crate::qmgr::schedule::route("u@example.org", &routing);
+    assert_eq!(dest.to_string(), "lmtp:unix:/var/run/dovecot/lmtp");
+    assert_eq!(crate::qmgr::schedule::route("u@x.example.net", &routing).to_string(), "smtp:[gw.example.net]");
+    // What master sends the delivery roles reads back the same.
+    let bytes = postcard::to_allocvec(&d).unwrap();
+    let back: delivery::DeliveryConf = postcard::from_bytes(&bytes).unwrap();
+    assert_eq!(back, d);
+    assert!(Config::parse("").unwrap().transport_map.is_empty());
+}
+
+#[test]
+fn transport_map_errors_name_line_and_entry() {
+    let (line, m) =
+        Config::parse("hostname = a.example;\ntransport_map {\n  \"example.org\" = \"lmtp\";\n}\n").unwrap_err();
+    assert_eq!(line, Some(3), "{m}");
+    assert!(m.contains("transport_map.example.org") && m.contains("lmtp needs a next hop"), "{m}");
+    let (line, m) =
+        Config::parse("transport_map {\n  \"a.example\" = \"smtp\";\n  \"user@example.org\" = \"smtp\";\n}\n")
+            .unwrap_err();
+    assert_eq!(line, Some(3), "{m}");
+    assert!(m.contains("transport_map") && m.contains("user@example.org") && m.contains("not addresses"), "{m}");
+    let (line, m) = Config::parse("transport_map {\n  \"b.example\" = \"lmtp:unix:relative\";\n}\n").unwrap_err();
+    assert_eq!(line, Some(2), "{m}");
+    assert!(m.contains("transport_map.b.example") && m.contains("absolute"), "{m}");
+    // The same key twice: UCL makes a list of it.
+    let (line, m) =
+        Config::parse("transport_map {\n  \"a.example\" = \"smtp\";\n  \"a.example\" = \"local\";\n}\n").unwrap_err();
+    assert!(line.is_some(), "{m}");
+    assert!(m.contains("transport_map.a.example") && m.contains("one transport per key"), "{m}");
+    let (_, m) =
+        Config::parse("transport_map {\n  \"A.example\" = \"smtp\";\n  \"a.example.\" = \"local\";\n}\n").unwrap_err();
+    assert!(m.contains("`a.example` is in the table twice"), "{m}");
+    let (_, m) = Config::parse("transport_map = \"smtp\";\n").unwrap_err();
+    assert!(m.contains("transport_map"), "{m}");
+    let (line, m) = Config::parse("transport {\n lmtp {\n  processes = 0;\n }\n}\n").unwrap_err();
+    assert!(m.contains("transport.lmtp.processes"), "{line:?} {m}");
+}

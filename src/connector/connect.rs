@@ -1,4 +1,4 @@
-//! Opening the connection: each address the resolver found, in turn,
+//! Opening a TCP connection: each address the resolver found, in turn,
 //! each attempt bounded by `smtp.connect_timeout`; the first that answers
 //! is handed back as a blocking `std::net::TcpStream` (its receiver sets
 //! it non-blocking). When none does, the reason names the last attempt
@@ -11,6 +11,7 @@ use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::Duration;
 
 use super::resolve::{Failure, Resolver};
+use super::unix::UnixSockets;
 use crate::ipc::msg::NexthopSpec;
 
 /// A connected socket and whom it reaches.
@@ -26,15 +27,25 @@ pub struct Connection {
 pub struct Connector {
     resolver: Resolver,
     timeout: Duration,
+    unix: UnixSockets,
 }
 
 impl Connector {
     pub fn new(resolver: Resolver, timeout: Duration) -> Connector {
-        Connector { resolver, timeout }
+        Connector { resolver, timeout, unix: UnixSockets::default() }
+    }
+
+    /// The same connector, reaching the transport table's UNIX sockets.
+    pub fn with_sockets(self, unix: UnixSockets) -> Connector {
+        Connector { unix, ..self }
     }
 
     pub fn resolver(&self) -> &Resolver {
         &self.resolver
+    }
+
+    pub fn sockets(&self) -> &UnixSockets {
+        &self.unix
     }
 
     /// Connect to `nexthop` (its port, or `default_port`).

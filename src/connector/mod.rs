@@ -10,7 +10,9 @@
 //!
 //! - `resolve`: next hop → hosts and addresses (MX, null MX, implicit
 //!   MX); address → client name;
-//! - `connect`: addresses → a connected socket, each attempt bounded.
+//! - `connect`: addresses → a connected socket, each attempt bounded;
+//! - `unix`: the transport table's UNIX sockets (LMTP), in the
+//!   directories master opened for it, and no other.
 //!
 //! The resolver (hickory, which caches answers for their TTLs) runs in a
 //! tokio current-thread runtime, built before the sandbox because it
@@ -26,6 +28,7 @@
 
 pub mod connect;
 pub mod resolve;
+pub mod unix;
 
 #[cfg(test)]
 mod tests;
@@ -33,6 +36,7 @@ mod tests;
 use std::cell::{Cell, RefCell, RefMut};
 use std::collections::HashMap;
 use std::io::ErrorKind;
+use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::rc::Rc;
 use std::time::Duration;
@@ -46,11 +50,14 @@ use tokio::runtime::Runtime;
 use tokio::task::{JoinHandle, LocalSet};
 
 use crate::child::Child;
-use crate::ipc::msg::{ConnectorToSmtp, ConnectorToSmtpd, FromMaster, Level, SmtpToConnector, SmtpdToConnector};
+use crate::ipc::msg::{
+    ConnectorToSmtp, ConnectorToSmtpd, FromMaster, Level, SmtpToConnector, SmtpdToConnector, Target,
+};
 use crate::ipc::{self, Channel};
 use crate::roles::Role;
 pub use connect::{Connection, Connector};
 pub use resolve::{Failure, Limits, Resolver};
+pub use unix::UnixSockets;
 
 /// Connection requests in progress at once, over all smtp channels.
 pub const MAX_IN_FLIGHT: usize = 1000;
@@ -71,7 +78,8 @@ pub struct Prepared {
 }
 
 /// Before the sandbox: build the runtime (current thread, no worker
-/// threads) and the resolver from `delivery.dns`.
+/// threads) and the resolver from `delivery.dns`, and take the socket
+/// directories master passed.
 pub fn prepare(child: &mut Child) -> Prepared {
     let Some(delivery) = child.config.delivery.clone() else {
         child.fatal("master sent no delivery configuration");
@@ -95,9 +103,21 @@ pub fn prepare(child: &mut Child) -> Prepared {
     };
     let smtp = &delivery.smtp;
     resolver.set_limits(Limits { hosts: smtp.mx_host_limit as usize, addresses: smtp.mx_address_limit as usize });
+    let passed = child.config.socket_dirs.clone();
+    let fds = std::mem::take(&mut child.fds);
+    if fds.len() != passed.len() {
+        child.fatal(&format!("{} socket directories named, {} passed", passed.len(), fds.len()));
+    }
+    let sockets = UnixSockets::new(delivery.transport_map.socket_dirs(), passed.into_iter().zip(fds).collect());
+    for dir in sockets.missing() {
+        child.warn(&format!(
+            "{}: no such directory when the connector started: its LMTP sockets are unreachable until it exists",
+            dir.display()
+        ));
+    }
     Prepared {
         runtime,
-        connector: Connector::new(resolver, smtp.connect_timeout),
+        connector: Connector::new(resolver, smtp.connect_timeout).with_sockets(sockets),
         max_reverse: delivery.dns.reverse_lookup_limit as usize,
     }
 }
@@ -282,6 +302,15 @@ pub(crate) async fn serve_smtp(service: Rc<Service>, link: Rc<Link>) -> Result<(
         if !fds.is_empty() {
             return Err(format!("{} descriptors with connect request {req}", fds.len()));
         }
+        if let Target::Unix(path) = &nexthop
+            && !service.connector.sockets().knows(path)
+        {
+            // Only a compromised or mismatched smtp asks this.
+            (service.warn)(&format!(
+                "connect request {req} for {}, not a socket of the transport table",
+                path.display()
+            ));
+        }
         let refused = if service.stopping.get() {
             Some("the connector is stopping")
         } else if service.in_flight.get() >= service.max_in_flight {
@@ -296,19 +325,40 @@ pub(crate) async fn serve_smtp(service: Rc<Service>, link: Rc<Link>) -> Result<(
         service.in_flight.set(service.in_flight.get() + 1);
         let (service, link) = (Rc::clone(&service), Rc::clone(&link));
         tokio::task::spawn_local(async move {
-            let result = service.connector.connect(&nexthop, default_port).await;
+            let result = match &nexthop {
+                Target::Inet(n) => service.connector.connect(n, default_port).await.map(Reached::from),
+                Target::Unix(path) => service.connector.sockets().connect(path).map(|fd| Reached {
+                    host: path.display().to_string(),
+                    addr: None,
+                    fd,
+                }),
+            };
             answer(&service, &link, req, result);
             service.in_flight.set(service.in_flight.get() - 1);
         });
     }
 }
 
+/// A connected socket, as smtp is told of it.
+struct Reached {
+    /// The host name (or address), or the UNIX socket's path.
+    host: String,
+    addr: Option<SocketAddr>,
+    fd: OwnedFd,
+}
+
+impl From<Connection> for Reached {
+    fn from(c: Connection) -> Reached {
+        Reached { host: c.host, addr: Some(c.addr), fd: OwnedFd::from(c.stream) }
+    }
+}
+
 /// Send a request's answer (the socket travels with `Connected`). A
 /// channel that closed meanwhile needs no answer; one whose peer does not
 /// read is warned about (smtp notices the silence).
-fn answer(service: &Service, link: &Rc<Link>, req: u64, result: Result<Connection, Failure>) {
+fn answer(service: &Service, link: &Rc<Link>, req: u64, result: Result<Reached, Failure>) {
     let sent = match result {
-        Ok(c) => link.send(&ConnectorToSmtp::Connected { req, host: c.host, addr: c.addr }, &[c.stream.as_fd()]),
+        Ok(c) => link.send(&ConnectorToSmtp::Connected { req, host: c.host, addr: c.addr }, &[c.fd.as_fd()]),
         Err(f) => link.send(
             &ConnectorToSmtp::Failed { req, reason: f.reason, permanent: f.permanent, dsn: f.dsn.to_string() },
             &[],

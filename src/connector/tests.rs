@@ -19,7 +19,7 @@ use tokio::task::LocalSet;
 use super::resolve::{MAX_PTR_NAMES, Target, valid_hostname};
 use super::*;
 use crate::config::delivery::Dns;
-use crate::ipc::msg::NexthopSpec;
+use crate::ipc::msg::{self as msg, NexthopSpec};
 
 /// What the test server answers for a name and type.
 #[derive(Clone)]
@@ -451,17 +451,17 @@ fn connect_over_the_channel_returns_a_connected_socket() {
     let (l, port) = listener();
     let refused = closed_port();
     let (ok, failed) = f.rt.block_on(local.run_until(async {
-        let nexthop = NexthopSpec { host: "fallback.example".into(), port: Some(port), mx: true };
+        let nexthop = msg::Target::Inet(NexthopSpec { host: "fallback.example".into(), port: Some(port), mx: true });
         client.send(&SmtpToConnector::Connect { req: 7, nexthop, default_port: 25 }, &[]).expect("send");
         let ok = client.recv::<ConnectorToSmtp>().await.expect("answer");
-        let nexthop = NexthopSpec { host: "127.0.0.1".into(), port: None, mx: false };
+        let nexthop = msg::Target::Inet(NexthopSpec { host: "127.0.0.1".into(), port: None, mx: false });
         client.send(&SmtpToConnector::Connect { req: 8, nexthop, default_port: refused }, &[]).expect("send");
         let failed = client.recv::<ConnectorToSmtp>().await.expect("answer");
         (ok, failed)
     }));
     let (msg, mut fds) = ok;
     let addr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
-    assert_eq!(msg, ConnectorToSmtp::Connected { req: 7, host: "alive.example".into(), addr });
+    assert_eq!(msg, ConnectorToSmtp::Connected { req: 7, host: "alive.example".into(), addr: Some(addr) });
     assert_eq!(fds.len(), 1);
     let stream = TcpStream::from(fds.remove(0));
     assert_eq!(stream.peer_addr().expect("peer"), addr);
@@ -482,7 +482,7 @@ fn requests_beyond_the_bound_fail_temporarily() {
     let local = LocalSet::new();
     let (client, _task) = serve_pair(&f, &local, 0);
     let (msg, _) = f.rt.block_on(local.run_until(async {
-        let nexthop = NexthopSpec { host: "127.0.0.1".into(), port: Some(closed_port()), mx: false };
+        let nexthop = msg::Target::Inet(NexthopSpec { host: "127.0.0.1".into(), port: Some(closed_port()), mx: false });
         client.send(&SmtpToConnector::Connect { req: 1, nexthop, default_port: 25 }, &[]).expect("send");
         client.recv::<ConnectorToSmtp>().await.expect("answer")
     }));
@@ -650,4 +650,42 @@ fn loopback_clients_are_localhost_without_asking() {
         f.client_name("127.0.0.2"),
         Err(Some(String::from("address 127.0.0.2 not listed for hostname localhost")))
     );
+}
+
+#[test]
+fn unix_sockets_of_the_table_only_and_a_missing_directory_says_so() {
+    use std::os::unix::net::UnixListener;
+    use std::path::PathBuf;
+    let root = std::env::temp_dir().join(format!("mta-connector-unix-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let (here, missing) = (root.join("here"), root.join("missing"));
+    std::fs::create_dir_all(&here).expect("mkdir");
+    let listener = UnixListener::bind(here.join("lmtp")).expect("listen");
+    let mut map = crate::qmgr::schedule::TransportMap::default();
+    map.insert("a.example", &format!("lmtp:unix:{}/lmtp", here.display())).expect("entry");
+    map.insert("b.example", &format!("lmtp:unix:{}/lmtp", missing.display())).expect("entry");
+    let fd = OwnedFd::from(std::fs::File::open(&here).expect("open the directory"));
+    let sockets = UnixSockets::new(map.socket_dirs(), vec![(here.clone(), fd)]);
+    assert_eq!(sockets.missing(), vec![missing.as_path()]);
+    assert!(sockets.knows(&here.join("lmtp")) && !sockets.knows(&here.join("other")));
+
+    let conn = sockets.connect(&here.join("lmtp")).expect("connected");
+    let (_accepted, _) = listener.accept().expect("accept");
+    let peer = std::os::unix::net::UnixStream::from(conn).peer_addr().expect("peer");
+    assert_eq!(peer.as_pathname(), Some(here.join("lmtp").as_path()));
+
+    let reason = |p: PathBuf| sockets.connect(&p).expect_err("refused").reason;
+    assert_eq!(
+        reason(here.join("other")),
+        format!("connect to {}/other: not a socket of the transport table", here.display())
+    );
+    assert!(
+        reason(missing.join("lmtp")).contains(&format!("its directory {} did not exist", missing.display())),
+        "{}",
+        reason(missing.join("lmtp"))
+    );
+    drop(listener);
+    std::fs::remove_file(here.join("lmtp")).expect("remove the socket");
+    assert_eq!(reason(here.join("lmtp")), format!("connect to {}/lmtp: No such file or directory", here.display()));
+    std::fs::remove_dir_all(&root).expect("clean up");
 }

@@ -27,6 +27,10 @@ pub struct ChildConfig {
     pub intake: Option<Intake>,
     /// qmgr, smtp, connector and bounce: how mail is delivered.
     pub delivery: Option<Box<crate::config::delivery::DeliveryConf>>,
+    /// connector: the directories of the transport table's UNIX sockets
+    /// that master opened and passed, in descriptor order (those it could
+    /// not open are left out).
+    pub socket_dirs: Vec<PathBuf>,
 }
 
 impl ChildConfig {
@@ -36,7 +40,14 @@ impl ChildConfig {
             (Some(i), Role::Smtpd) => i.listeners.len(),
             _ => 0,
         };
-        crate::roles::Layout { spool: self.spool.clone(), listeners }
+        let mut socket_dirs = Vec::new();
+        if let (Role::Connector, Some(d)) = (self.role, &self.delivery) {
+            let mut table = d.transport_map.socket_dirs();
+            for dir in &self.socket_dirs {
+                socket_dirs.push((dir.clone(), table.remove(dir).unwrap_or_default()));
+            }
+        }
+        crate::roles::Layout { spool: self.spool.clone(), listeners, socket_dirs }
     }
 }
 
@@ -326,25 +337,60 @@ pub struct MessageEnvelope {
 /// A point in time as it crosses a channel (Unix seconds, microseconds).
 pub type Stamp = (i64, u32);
 
-/// qmgr → smtp: deliver some recipients of one message. The queue file,
-/// opened read-only, travels with it; smtp reads the envelope, the
-/// recipients and the content from it (with pread), trusting qmgr only
-/// for which recipients to take and where to send them.
+/// qmgr → smtp (and local): deliver some recipients of one message. The
+/// queue file, opened read-only, travels with it; smtp reads the
+/// envelope, the recipients and the content from it (with pread),
+/// trusting qmgr only for which recipients to take, where to send them
+/// and how.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Delivery {
     /// The scheduler's job number, echoed in the report.
     pub job: u64,
     /// The queue ID (the file's name), checked against the file.
     pub queue_id: String,
-    /// The next hop in Postfix notation: `[host]:port` or `host` (MX).
-    pub nexthop: NexthopSpec,
+    /// SMTP or LMTP (the local delivery agent ignores it).
+    pub protocol: Protocol,
+    /// Where to connect: a next hop in Postfix notation (`[host]:port`,
+    /// or `host` by MX), or an LMTP server's UNIX socket.
+    pub nexthop: Target,
     /// Recipient indexes in the queue file, at least one.
     pub recipients: Vec<u32>,
     /// When qmgr took the message into its active queue (for `delays=`).
     pub active_at: Stamp,
 }
 
-/// Where smtp is to connect (the scheduler's `Nexthop`).
+/// The protocol smtp speaks for a delivery.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    Smtp,
+    /// RFC 2033: LHLO, and a reply per recipient after the content.
+    Lmtp,
+}
+
+/// Where smtp is to connect (the scheduler's `Hop`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, Hash)]
+pub enum Target {
+    Inet(NexthopSpec),
+    /// A UNIX socket's absolute path (LMTP); the connector connects only
+    /// to the sockets of its configuration.
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Inet(n) if n.mx => write!(f, "{}", n.host)?,
+            Target::Inet(n) => write!(f, "[{}]", n.host)?,
+            Target::Unix(p) => return write!(f, "unix:{}", p.display()),
+        }
+        match self {
+            Target::Inet(NexthopSpec { port: Some(p), .. }) => write!(f, ":{p}"),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A next hop on the network (the scheduler's `Nexthop`).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, Hash)]
 pub struct NexthopSpec {
     /// Lower case: a host name or an address without brackets.
@@ -398,10 +444,11 @@ pub enum SmtpToQmgr {
     Done { job: u64, site: SiteReport, recipients: Vec<RecipientReport> },
 }
 
-/// smtp → connector: connect to a next hop.
+/// smtp → connector: connect to a next hop (`default_port` when it names
+/// none) or to a UNIX socket.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub enum SmtpToConnector {
-    Connect { req: u64, nexthop: NexthopSpec, default_port: u16 },
+    Connect { req: u64, nexthop: Target, default_port: u16 },
 }
 
 /// connector → smtp.
@@ -410,10 +457,11 @@ pub enum ConnectorToSmtp {
     /// The connected stream socket travels with it.
     Connected {
         req: u64,
-        /// The host name connected to (or the address, for a literal).
+        /// The host name connected to (or the address, for a literal; the
+        /// path, for a UNIX socket).
         host: String,
-        /// The peer's address and port.
-        addr: std::net::SocketAddr,
+        /// The peer's address and port; None for a UNIX socket.
+        addr: Option<std::net::SocketAddr>,
     },
     /// No connection. `permanent`: the name does not exist (NXDOMAIN, no
     /// address at all) or accepts no mail (null MX), which bounces;

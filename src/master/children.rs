@@ -17,7 +17,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
-use super::{Master, spool};
+use super::{Master, sockets, spool};
 use crate::config::Config;
 use crate::ipc::msg::{ChildConfig, ChildState, ChildStatus, FromMaster, Level, ToMaster};
 use crate::ipc::{self, Channel};
@@ -107,6 +107,25 @@ impl Children {
                 p.stop_deadline = Some(deadline);
             }
             ids.push(*id);
+        }
+        ids
+    }
+
+    /// Mark the processes of `role` in the current generation as
+    /// retiring (their slots start new ones once they are gone); returns
+    /// their ids.
+    pub fn retire_role(&mut self, role: Role, deadline: Instant) -> Vec<usize> {
+        let mut ids = Vec::new();
+        for (id, p) in &mut self.procs {
+            if p.role != role {
+                continue;
+            }
+            if let Some(s) = p.slot.take() {
+                self.slots[s].child = None;
+                self.slots[s].next_start = None;
+                p.stop_deadline = Some(deadline);
+                ids.push(*id);
+            }
         }
         ids
     }
@@ -217,6 +236,8 @@ impl Master {
         spool::check_program(&program, self.owner.privileged)?;
         let (mine, theirs) = ipc::pair().map_err(|e| format!("socketpair: {e}"))?;
         let mut fds: Vec<RawFd> = vec![theirs.as_raw_fd()];
+        // The connector's socket directories, open until it has them.
+        let mut socket_dirs: Vec<(std::path::PathBuf, std::os::fd::OwnedFd)> = Vec::new();
         match role {
             Role::Control => fds.push(self.control_listener.as_raw_fd()),
             Role::Qmgr => fds.extend(self.queue_fds.iter().map(|f| f.as_raw_fd())),
@@ -234,7 +255,24 @@ impl Master {
                 // corrupt/: QUEUE_DIRS' last.
                 fds.extend(self.queue_fds.iter().skip(4).map(|f| f.as_raw_fd()));
             }
-            Role::Smtp | Role::Connector | Role::Bounce | Role::Local => {}
+            Role::Connector => {
+                let opened = sockets::open(&self.config.transport_map);
+                for (dir, why) in &opened.missing {
+                    self.log(
+                        Level::Warning,
+                        &format!(
+                            "transport_map: cannot open the socket directory {}: {why}; its LMTP sockets are \
+                             unreachable until it exists (the connector is restarted then)",
+                            dir.display()
+                        ),
+                    );
+                }
+                fds.extend(opened.dirs.iter().map(|(_, fd)| fd.as_raw_fd()));
+                socket_dirs = opened.dirs;
+                self.socket_watch = opened.watch;
+                self.socket_check = (!self.socket_watch.is_empty()).then(|| Instant::now() + sockets::CHECK_EVERY);
+            }
+            Role::Smtp | Role::Bounce | Role::Local => {}
         }
         // local keeps root: it runs each delivery as its recipient.
         let creds = (self.owner.privileged && role != Role::Local).then(|| sandbox::Credentials {
@@ -252,7 +290,10 @@ impl Master {
         let hard = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
             .map(|(_, h)| u64::try_from(h).unwrap_or(u64::MAX))
             .unwrap_or(1024);
-        let nofile = role.open_files(self.config.limits.sessions, self.config.transport.smtp.processes).min(hard);
+        // smtp makes the LMTP deliveries too.
+        let t = &self.config.transport;
+        let deliveries = t.smtp.processes.saturating_add(t.lmtp.processes);
+        let nofile = role.open_files(self.config.limits.sessions, deliveries).min(hard);
         let limits = [
             sandbox::Limit { resource: sandbox::Resource::OpenFiles, soft: nofile, hard: nofile },
             sandbox::Limit { resource: sandbox::Resource::CoreSize, soft: 0, hard: 0 },
@@ -290,6 +331,7 @@ impl Master {
                     Box::new(delivery)
                 },
             ),
+            socket_dirs: socket_dirs.iter().map(|(p, _)| p.clone()).collect(),
         }));
         channel.send(&init, &[]).map_err(|e| format!("sending configuration: {e}"))?;
         Ok((pid, channel))

@@ -12,6 +12,7 @@
 
 mod children;
 pub mod intake;
+mod sockets;
 pub mod spool;
 
 use std::collections::BTreeMap;
@@ -109,6 +110,10 @@ pub struct Master {
     pub children: Children,
     /// Set by a stop request: the time after which children are killed.
     pub stopping: Option<Instant>,
+    /// The socket directories the running connector was given.
+    socket_watch: sockets::Watch,
+    /// When to look at them next.
+    socket_check: Option<Instant>,
     _lock: spool::Lock,
 }
 
@@ -181,6 +186,8 @@ impl Master {
             poll,
             children: Children::default(),
             stopping: None,
+            socket_watch: sockets::Watch::default(),
+            socket_check: None,
             _lock: lock,
         })
     }
@@ -222,6 +229,7 @@ impl Master {
             self.reap();
             if self.stopping.is_none() {
                 self.schedule();
+                self.check_socket_dirs();
             }
             if let Some(deadline) = self.stopping {
                 if self.children.is_empty() {
@@ -263,6 +271,9 @@ impl Master {
 
     fn next_wakeup(&self) -> Option<Instant> {
         let mut t = self.children.next_wakeup();
+        if let Some(c) = self.socket_check.filter(|_| self.stopping.is_none()) {
+            t = Some(t.map_or(c, |x| x.min(c)));
+        }
         if let Some(d) = self.stopping {
             t = Some(t.map_or(d, |x| x.min(d)));
         }
@@ -381,6 +392,28 @@ impl Master {
             let _ = std::fs::remove_file(&self.config.pidfile);
         }
         let _ = std::io::stderr().flush();
+    }
+
+    /// Restart the connector when a socket directory it lacks appeared,
+    /// or one it holds was made again (see `sockets`).
+    fn check_socket_dirs(&mut self) {
+        let now = Instant::now();
+        if self.socket_check.is_none_or(|t| t > now) {
+            return;
+        }
+        self.socket_check = Some(now + sockets::CHECK_EVERY);
+        let Some(what) = self.socket_watch.changed() else { return };
+        let deadline = now + self.config.supervise.stop_timeout;
+        let ids = self.children.retire_role(Role::Connector, deadline);
+        if ids.is_empty() {
+            return;
+        }
+        self.log(Level::Info, &format!("transport_map: {what}: restarting the connector"));
+        // The next connector looks again.
+        self.socket_check = None;
+        for id in ids {
+            self.send_stop(id);
+        }
     }
 
     fn schedule(&mut self) {

@@ -32,8 +32,8 @@ use sandbox::Sandboxed;
 use crate::child::Child;
 use crate::ipc::Channel;
 use crate::ipc::msg::{
-    BounceToQmgr, ControlToQmgr, Delivery, FromMaster, NexthopSpec, NoticeRequest, QmgrToBounce, QmgrToControl,
-    QmgrToSmtp, RecipientStatus, SiteReport, SmtpToQmgr,
+    BounceToQmgr, ControlToQmgr, Delivery, FromMaster, NexthopSpec, NoticeRequest, Protocol, QmgrToBounce,
+    QmgrToControl, QmgrToSmtp, RecipientStatus, SiteReport, SmtpToQmgr, Target,
 };
 use crate::pickup::watch::{Wakeup, Watch};
 use crate::queue::{QueueEnvelope, QueueId, Time, update_status_at};
@@ -44,7 +44,7 @@ pub mod scan;
 pub mod schedule;
 pub mod store;
 
-use schedule::{Action, Admit, Fate, Job, JobId, Origin, Outcome, Report, Scheduler, SiteStatus, Transport};
+use schedule::{Action, Admit, Fate, Hop, Job, JobId, Origin, Outcome, Report, Scheduler, SiteStatus, Transport};
 use store::{Dir, Problem, Store};
 
 const MASTER: Token = Token(0);
@@ -657,7 +657,8 @@ impl Qmgr {
         while self.agent(PeerKind::Smtp).is_some() && self.agent(PeerKind::Local).is_some() {
             let Some(job) = self.sched.next_job(now) else { return };
             match job.destination.transport {
-                Transport::Smtp => self.start_delivery(job, now, PeerKind::Smtp),
+                // LMTP is the smtp client's other mode.
+                Transport::Smtp | Transport::Lmtp => self.start_delivery(job, now, PeerKind::Smtp),
                 Transport::Local => self.start_delivery(job, now, PeerKind::Local),
             }
         }
@@ -681,11 +682,16 @@ impl Qmgr {
                 return fail(self, &why);
             }
         };
-        let n = &job.destination.nexthop;
+        let nexthop = match &job.destination.nexthop {
+            Hop::Inet(n) => Target::Inet(NexthopSpec { host: n.host.clone(), port: n.port, mx: n.mx }),
+            Hop::Unix(path) => Target::Unix(path.clone()),
+        };
+        let protocol = if job.destination.transport == Transport::Lmtp { Protocol::Lmtp } else { Protocol::Smtp };
         let d = Delivery {
             job: job.id.0,
             queue_id: job.message.to_string(),
-            nexthop: NexthopSpec { host: n.host.clone(), port: n.port, mx: n.mx },
+            protocol,
+            nexthop,
             recipients: job.recipients.iter().map(|r| r.index).collect(),
             active_at,
         };

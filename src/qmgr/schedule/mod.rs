@@ -53,7 +53,8 @@
 //! | deferred index | `deferred_index` (the latest due are dropped and found again by a scan) |
 //! | reasons kept (dead destinations) | 512 bytes each, as in the queue file |
 //!
-//! Submodules: `route` (next hops), `destination` (a destination's queue,
+//! Submodules: `route` (next hops), `transport_map` (the transport
+//! table route consults), `destination` (a destination's queue,
 //! concurrency window and feedback), `message` (a message's slice and its
 //! notices), `retry` (backoff, lifetime, deferred subfolders), `deferred`
 //! (the deferred index), `settings`; `load` and `deliver` hold the
@@ -70,6 +71,7 @@ mod message;
 mod retry;
 mod route;
 mod settings;
+mod transport_map;
 
 #[cfg(test)]
 mod tests;
@@ -85,8 +87,9 @@ use message::Message;
 
 pub use message::{Notices, Origin};
 pub use retry::{DEFERRED_SUBDIRS, deferred_subdir, expired, next_attempt, retry_delay};
-pub use route::{Destination, Nexthop, NexthopError, Routing, Transport, recipient_domain, route, route_domain};
+pub use route::{Destination, Hop, Nexthop, NexthopError, Routing, Transport, recipient_domain, route, route_domain};
 pub use settings::{Backoff, Settings, TransportSettings};
+pub use transport_map::{LMTP_PORT, MAX_SOCKET_PATH, Route, TransportMap};
 
 /// Names one delivery handed to an agent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -276,9 +279,9 @@ pub struct Scheduler {
     destinations: HashMap<Destination, DestinationQueue>,
     /// Per transport, destinations that could start a delivery, served in
     /// turn; a destination is in its ring at most once (`in_ring`).
-    rings: [VecDeque<Destination>; 2],
+    rings: [VecDeque<Destination>; Transport::ALL.len()],
     /// Per transport, deliveries running.
-    busy: [usize; 2],
+    busy: [usize; Transport::ALL.len()],
     /// The transport served first by the next `next_job`.
     next_transport: usize,
     /// Dead destinations by the time they are tried again.
@@ -301,8 +304,8 @@ impl Scheduler {
             messages: HashMap::new(),
             recipients: 0,
             destinations: HashMap::new(),
-            rings: [VecDeque::new(), VecDeque::new()],
-            busy: [0, 0],
+            rings: std::array::from_fn(|_| VecDeque::new()),
+            busy: [0; Transport::ALL.len()],
             next_transport: 0,
             dead: BTreeSet::new(),
             jobs: HashMap::new(),

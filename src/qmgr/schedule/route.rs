@@ -3,34 +3,45 @@
 //! and a next hop. Recipients with the same destination share its
 //! concurrency window and may share a delivery.
 //!
-//! The rules, simplest first (MX routing and transport maps come later):
-//! a recipient without a domain, or in one of the local domains, goes to
-//! the `local` transport (the next hop is the domain); every other one goes
-//! by `smtp` to the relay host when one is configured, else to its own
-//! domain (an address literal `[192.0.2.1]` to that address, without MX).
+//! The rules: a recipient without a domain goes to the `local` transport.
+//! Any other domain is looked up in the transport table
+//! ([`TransportMap`], `transport_map` in the configuration): the domain
+//! itself, then each parent domain's `.domain` entry from the longest,
+//! then `*`. An entry decides the transport and next hop (`smtp` without
+//! a next hop means the default route of a remote domain, below). With
+//! no entry, the default rules apply: a domain of ours goes to `local`
+//! (the next hop is the domain), every other one by `smtp` to the relay
+//! host when one is configured, else to its own domain by MX (an address
+//! literal `[192.0.2.1]` to that address, without MX).
 //!
 //! Trusts: nothing; addresses come from validated queue files, host names
 //! from the configuration, and both are checked again here.
 
 use std::collections::HashSet;
 use std::fmt;
+use std::path::PathBuf;
+
+use super::transport_map::{Route, TransportMap};
 
 /// How mail is handed on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Transport {
     /// To another server, by the smtp client.
     Smtp,
+    /// To an LMTP server (RFC 2033), by the smtp client in LMTP mode.
+    Lmtp,
     /// To a mailbox on this host, by the local delivery agent.
     Local,
 }
 
 impl Transport {
     /// Every transport, in the order the scheduler serves them.
-    pub const ALL: [Transport; 2] = [Transport::Smtp, Transport::Local];
+    pub const ALL: [Transport; 3] = [Transport::Smtp, Transport::Lmtp, Transport::Local];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Transport::Smtp => "smtp",
+            Transport::Lmtp => "lmtp",
             Transport::Local => "local",
         }
     }
@@ -38,7 +49,8 @@ impl Transport {
     pub(super) fn index(self) -> usize {
         match self {
             Transport::Smtp => 0,
-            Transport::Local => 1,
+            Transport::Lmtp => 1,
+            Transport::Local => 2,
         }
     }
 }
@@ -131,30 +143,57 @@ impl fmt::Display for Nexthop {
     }
 }
 
+/// Where a destination's deliveries go: a next hop on the network, or
+/// (LMTP) a UNIX socket on this host.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Hop {
+    Inet(Nexthop),
+    /// An absolute path (checked by [`super::transport_map`]).
+    Unix(PathBuf),
+}
+
+impl fmt::Display for Hop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Hop::Inet(n) => n.fmt(f),
+            Hop::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
 /// Where a recipient's mail goes: the unit of concurrency and of grouping
 /// recipients into deliveries.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Destination {
     pub transport: Transport,
-    pub nexthop: Nexthop,
+    pub nexthop: Hop,
+}
+
+impl Destination {
+    /// To the local delivery agent, for `domain` (may be empty).
+    fn local(domain: String) -> Destination {
+        Destination { transport: Transport::Local, nexthop: Hop::Inet(Nexthop { host: domain, port: None, mx: false }) }
+    }
 }
 
 impl fmt::Display for Destination {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.transport {
+        match (&self.transport, &self.nexthop) {
             // A local next hop is just the domain.
-            Transport::Local => write!(f, "local:{}", self.nexthop.host),
-            Transport::Smtp => write!(f, "smtp:{}", self.nexthop),
+            (Transport::Local, Hop::Inet(n)) => write!(f, "local:{}", n.host),
+            (t, hop) => write!(f, "{t}:{hop}"),
         }
     }
 }
 
-/// The routing configuration (`relay.host` and the local domains).
+/// The routing configuration (`relay.host`, the local domains and the
+/// transport table).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Routing {
     relay_host: Option<Nexthop>,
     /// Lower case, without a trailing dot.
     local_domains: HashSet<String>,
+    map: TransportMap,
 }
 
 impl Routing {
@@ -166,7 +205,13 @@ impl Routing {
         S: AsRef<str>,
     {
         let local_domains = local_domains.into_iter().map(|d| normal_domain(d.as_ref())).collect();
-        Routing { relay_host, local_domains }
+        Routing { relay_host, local_domains, map: TransportMap::default() }
+    }
+
+    /// The same routing with a transport table, consulted before the
+    /// default rules (for local domains too).
+    pub fn with_map(self, map: TransportMap) -> Routing {
+        Routing { map, ..self }
     }
 
     pub fn relay_host(&self) -> Option<&Nexthop> {
@@ -180,7 +225,7 @@ impl Routing {
 }
 
 /// Lower case, without the trailing dot of a fully qualified name.
-fn normal_domain(d: &str) -> String {
+pub(super) fn normal_domain(d: &str) -> String {
     d.strip_suffix('.').unwrap_or(d).to_lowercase()
 }
 
@@ -195,20 +240,31 @@ pub fn recipient_domain(address: &str) -> Option<&str> {
 pub fn route(address: &str, routing: &Routing) -> Destination {
     match recipient_domain(address) {
         Some(d) => route_domain(d, routing),
-        None => {
-            Destination { transport: Transport::Local, nexthop: Nexthop { host: String::new(), port: None, mx: false } }
-        }
+        None => Destination::local(String::new()),
     }
 }
 
-/// The destination of a recipient domain.
+/// The destination of a recipient domain: the transport table's entry,
+/// else the default rules.
 pub fn route_domain(domain: &str, routing: &Routing) -> Destination {
     let domain = normal_domain(domain);
-    if routing.local_domains.contains(&domain) {
-        return Destination { transport: Transport::Local, nexthop: Nexthop { host: domain, port: None, mx: false } };
+    match routing.map.lookup(&domain) {
+        Some(Route::Smtp(Some(nexthop))) => {
+            Destination { transport: Transport::Smtp, nexthop: Hop::Inet(nexthop.clone()) }
+        }
+        Some(Route::Smtp(None)) => remote(domain, routing),
+        Some(Route::Lmtp(hop)) => Destination { transport: Transport::Lmtp, nexthop: hop.clone() },
+        Some(Route::Local) => Destination::local(domain),
+        None if routing.local_domains.contains(&domain) => Destination::local(domain),
+        None => remote(domain, routing),
     }
+}
+
+/// The default route of a remote domain: the relay host, else the
+/// domain by MX (an address literal to that address).
+fn remote(domain: String, routing: &Routing) -> Destination {
     if let Some(relay) = &routing.relay_host {
-        return Destination { transport: Transport::Smtp, nexthop: relay.clone() };
+        return Destination { transport: Transport::Smtp, nexthop: Hop::Inet(relay.clone()) };
     }
     let nexthop = match domain.strip_prefix('[').and_then(|d| d.strip_suffix(']')) {
         // An address literal: that address, no MX.
@@ -218,5 +274,5 @@ pub fn route_domain(domain: &str, routing: &Routing) -> Destination {
         }
         None => Nexthop { host: domain, port: None, mx: true },
     };
-    Destination { transport: Transport::Smtp, nexthop }
+    Destination { transport: Transport::Smtp, nexthop: Hop::Inet(nexthop) }
 }

@@ -30,7 +30,7 @@ impl Default for Backoff {
 }
 
 /// Limits and feedback of one transport (`transport.smtp.*`,
-/// `transport.local.*`).
+/// `transport.lmtp.*`, `transport.local.*`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TransportSettings {
     /// `transport.<name>.processes`: deliveries at once over all
@@ -99,6 +99,8 @@ pub struct Settings {
     pub backoff: Backoff,
     /// `transport.smtp.*`.
     pub smtp: TransportSettings,
+    /// `transport.lmtp.*`.
+    pub lmtp: TransportSettings,
     /// `transport.local.*`.
     pub local: TransportSettings,
 }
@@ -114,6 +116,7 @@ impl Default for Settings {
             delay_warning: Duration::ZERO,
             backoff: Backoff::default(),
             smtp: TransportSettings::default(),
+            lmtp: TransportSettings::default(),
             local: TransportSettings::default(),
         }
     }
@@ -124,6 +127,7 @@ impl Settings {
     pub fn transport(&self, t: Transport) -> &TransportSettings {
         match t {
             Transport::Smtp => &self.smtp,
+            Transport::Lmtp => &self.lmtp,
             Transport::Local => &self.local,
         }
     }
@@ -146,7 +150,7 @@ impl Settings {
         if self.backoff.min > self.backoff.max {
             return Err(String::from("key `queue.backoff.max`: must not be shorter than queue.backoff.min"));
         }
-        for (name, t) in [("smtp", &self.smtp), ("local", &self.local)] {
+        for (name, t) in [("smtp", &self.smtp), ("lmtp", &self.lmtp), ("local", &self.local)] {
             let key = |k: &str| format!("key `transport.{name}.{k}`");
             if t.processes == 0 {
                 return Err(format!("{}: must be at least 1", key("processes")));

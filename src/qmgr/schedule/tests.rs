@@ -41,12 +41,19 @@ fn many(n: usize, domain: &str) -> Vec<Recipient> {
     (0..n).map(|i| rcpt(&format!("u{i}@{domain}"))).collect()
 }
 
+/// Local domain example.org; d4.test by LMTP (the property test's
+/// fourth domain), so every transport takes part.
 fn scheduler(settings: Settings) -> Scheduler {
-    Scheduler::new(settings, Routing::new(None, ["example.org"])).expect("valid settings")
+    let mut map = TransportMap::default();
+    map.insert("d4.test", "lmtp:unix:/run/lmtp/socket").expect("valid entry");
+    Scheduler::new(settings, Routing::new(None, ["example.org"]).with_map(map)).expect("valid settings")
 }
 
 fn smtp(host: &str) -> Destination {
-    Destination { transport: Transport::Smtp, nexthop: Nexthop { host: host.to_string(), port: None, mx: true } }
+    Destination {
+        transport: Transport::Smtp,
+        nexthop: Hop::Inet(Nexthop { host: host.to_string(), port: None, mx: true }),
+    }
 }
 
 fn add(s: &mut Scheduler, id: QueueId, recipients: &[Recipient], now: i64) -> Vec<Action> {
@@ -278,7 +285,7 @@ fn recipient_limit_splits_deliveries() {
     add(&mut s, qid(2), &many(2, "big.test"), 0);
     let started = jobs(&mut s, 0);
     let sizes: Vec<(String, QueueId, usize)> =
-        started.iter().map(|j| (j.destination.nexthop.host.clone(), j.message, j.recipients.len())).collect();
+        started.iter().map(|j| (j.destination.nexthop.to_string(), j.message, j.recipients.len())).collect();
     assert_eq!(
         sizes,
         vec![
@@ -309,7 +316,7 @@ fn round_robin_big_destination_does_not_starve_a_small_one() {
     let mut order = Vec::new();
     for _ in 0..6 {
         let job = running.pop_front().expect("a delivery runs");
-        order.push(job.destination.nexthop.host.clone());
+        order.push(job.destination.nexthop.to_string());
         s.job_finished(job.id, &report(&job, delivered), at(1)).expect("report taken");
         running.extend(jobs(&mut s, 1));
     }
@@ -616,11 +623,11 @@ fn routing_by_relay_host_local_domains_and_literals() {
     assert_eq!(route("u@Remote.Test", &direct), smtp("remote.test"));
     assert_eq!(route("\"a@b\"@remote.test.", &direct), smtp("remote.test"));
     let literal = route("u@[192.0.2.1]", &direct);
-    assert_eq!(literal.nexthop, Nexthop { host: "192.0.2.1".into(), port: None, mx: false });
+    assert_eq!(literal.nexthop, Hop::Inet(Nexthop { host: "192.0.2.1".into(), port: None, mx: false }));
     assert_eq!(route("u@Example.org", &direct).to_string(), "local:example.org");
     assert_eq!(route("u@remote.test", &direct).to_string(), "smtp:remote.test");
     let relayed = Routing::new(Some(relay.clone()), ["example.org"]);
-    assert_eq!(route("u@remote.test", &relayed).nexthop, relay);
+    assert_eq!(route("u@remote.test", &relayed).nexthop, Hop::Inet(relay));
     assert_eq!(route("u@example.org", &relayed).transport, Transport::Local);
 }
 
@@ -831,6 +838,7 @@ fn small_settings() -> Settings {
         delay_warning: Duration::from_secs(600),
         backoff: Backoff { min: Duration::from_secs(60), max: Duration::from_secs(600) },
         smtp: transport,
+        lmtp: TransportSettings { processes: 2, ..transport },
         local: transport,
     }
 }

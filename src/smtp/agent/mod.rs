@@ -1,17 +1,20 @@
-//! The `smtp` role: the SMTP client delivery agent. One process runs many
-//! deliveries at once on one mio loop; the protocol is the I/O-free
-//! [`crate::smtp::client::Client`], and this driver moves its bytes.
+//! The `smtp` role: the SMTP and LMTP client delivery agent. One process
+//! runs many deliveries at once on one mio loop; the protocol is the
+//! I/O-free [`crate::smtp::client::Client`], and this driver moves its
+//! bytes.
 //!
-//! A delivery: qmgr sends `Deliver` with the queue file (read-only); the
-//! agent checks the file against the request (`work`), then starts the
-//! job on an idle cached session to the same next hop, or asks the
-//! connector for a connection and starts it on the session built on the
-//! socket that comes back (`session`). The verdicts go back to qmgr as
-//! one `Done` per job and to the log as one line per recipient
-//! (`report`). A session that becomes idle takes the next job waiting for
-//! its next hop, else stays cached for `smtp.connection_cache_time` (at
-//! most [`MAX_IDLE`] sessions, at most `smtp.connection_reuse_limit`
-//! messages per connection) and then QUITs.
+//! A delivery: qmgr sends `Deliver` with the queue file (read-only), the
+//! protocol and the next hop; the agent checks the file against the
+//! request (`work`), then starts the job on an idle cached session to the
+//! same destination (next hop and protocol), or asks the connector for a
+//! connection (TCP, or an LMTP server's UNIX socket: `conn`) and starts
+//! it on the session built on the socket that comes back (`session`).
+//! LMTP sessions never use STARTTLS or AUTH (see `client_config`). The
+//! verdicts go back to qmgr as one `Done` per job and to the log as one
+//! line per recipient (`report`). A session that becomes idle takes the
+//! next job waiting for its destination, else stays cached for
+//! `smtp.connection_cache_time` (at most [`MAX_IDLE`] sessions, at most
+//! `smtp.connection_reuse_limit` messages per connection) and then QUITs.
 //!
 //! Failures of the peers: a new qmgr channel (or a closed one) abandons
 //! the jobs in hand, which the new qmgr runs again from the queue files;
@@ -26,6 +29,7 @@
 //! sockets it sends. Nothing from the network; the queue file is
 //! validated before use.
 
+mod conn;
 mod report;
 mod session;
 mod tls;
@@ -36,7 +40,6 @@ use std::io::ErrorKind;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-use mio::net::TcpStream;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use sandbox::{Grant, Sandboxed};
@@ -46,11 +49,11 @@ use crate::config::client_tls::SessionTls;
 use crate::config::delivery::{ClientTls, DeliveryConf};
 use crate::ipc::Channel;
 use crate::ipc::msg::{
-    ConnectorToSmtp, Delivery, FromMaster, Level, NexthopSpec, QmgrToSmtp, RecipientReport, SiteReport,
-    SmtpToConnector, SmtpToQmgr,
+    ConnectorToSmtp, Delivery, FromMaster, Level, Protocol, QmgrToSmtp, RecipientReport, SiteReport, SmtpToConnector,
+    SmtpToQmgr, Target,
 };
 use crate::log::ChildLog;
-use crate::qmgr::schedule::Nexthop;
+use crate::qmgr::schedule::{LMTP_PORT, Nexthop};
 use crate::queue::Time;
 use crate::roles::{self, Role};
 use crate::smtp::client::{self, Credentials, JobResult, Limits};
@@ -59,8 +62,9 @@ use crate::smtp::reply::Enhanced;
 pub use report::{Delays, Relay, Verdict};
 pub use tls::{AnyCertificate, TlsConfigs};
 
+use conn::Conn;
 use session::{Event, Session, TlsSetup};
-use work::{Opened, Work};
+use work::{Dest, Opened, Work};
 
 const MASTER: Token = Token(0);
 const QMGR: Token = Token(1);
@@ -95,7 +99,7 @@ pub fn prepare(child: &mut Child) -> Prepared {
         Err(e) => child.fatal(&e),
     };
     let hostname = child.config.hostname.clone();
-    if let Err(e) = client::Client::new(client_config(&hostname, &delivery, ClientTls::Require, true)) {
+    if let Err(e) = client::Client::new(client_config(&hostname, &delivery, ClientTls::Require, true, Protocol::Smtp)) {
         child.fatal(&e.to_string());
     }
     Prepared { tls }
@@ -138,10 +142,20 @@ fn exit(master: &mut Channel, code: i32) -> ! {
 }
 
 /// The client's configuration for a session at TLS level `tls` (`relay`:
-/// to the relay host, which gets the credentials).
-fn client_config(hostname: &str, conf: &DeliveryConf, tls: ClientTls, relay: bool) -> client::Config {
-    let tls = tls.policy();
-    let credentials = match (&conf.credentials, relay) {
+/// to the relay host, which gets the credentials). LMTP never uses
+/// STARTTLS or AUTH: its servers are on this host (a UNIX socket) or a
+/// network the administrator trusts, as with Postfix's default, and a
+/// server whose TLS is broken must not stop local mail.
+fn client_config(
+    hostname: &str,
+    conf: &DeliveryConf,
+    tls: ClientTls,
+    relay: bool,
+    protocol: Protocol,
+) -> client::Config {
+    let lmtp = protocol == Protocol::Lmtp;
+    let tls = if lmtp { ClientTls::None.policy() } else { tls.policy() };
+    let credentials = match (&conf.credentials, relay && !lmtp) {
         (Some((username, password)), true) => {
             Some(Credentials { username: username.clone(), password: password.clone() })
         }
@@ -149,7 +163,7 @@ fn client_config(hostname: &str, conf: &DeliveryConf, tls: ClientTls, relay: boo
     };
     client::Config {
         helo_name: hostname.to_string(),
-        lmtp: false,
+        lmtp,
         tls,
         credentials,
         limits: Limits::default(),
@@ -169,11 +183,11 @@ pub struct Agent {
     tls: TlsConfigs,
     qmgr: Option<Channel>,
     connector: Option<Channel>,
-    /// Jobs waiting for a session, per next hop; each has a connection
+    /// Jobs waiting for a session, per destination; each has a connection
     /// request outstanding (a job may start on another session first).
-    waiting: HashMap<NexthopSpec, VecDeque<Box<Work>>>,
+    waiting: HashMap<Dest, VecDeque<Box<Work>>>,
     /// Connection requests not yet answered.
-    requests: HashMap<u64, NexthopSpec>,
+    requests: HashMap<u64, Dest>,
     next_req: u64,
     sessions: HashMap<Token, Session>,
     next_token: usize,
@@ -442,23 +456,29 @@ impl Agent {
         Ok(())
     }
 
-    /// Start a job on an idle session to its next hop, or ask for a connection.
+    /// Start a job on an idle session to its destination, or ask for a
+    /// connection.
     fn dispatch(&mut self, work: Box<Work>) {
-        let idle = self.sessions.iter().find(|(_, s)| s.is_idle() && s.nexthop == work.nexthop).map(|(t, _)| *t);
+        let idle = self.sessions.iter().find(|(_, s)| s.is_idle() && s.dest == work.dest).map(|(t, _)| *t);
         if let Some(t) = idle {
             self.with_session(t, |s, evs| s.assign(work, evs));
             return;
         }
-        let tls = self.session_tls(&work.nexthop);
+        let tls = self.session_tls(&work.dest);
         if tls.level == ClientTls::Verify
-            && !work.nexthop.mx
-            && let Err(why) = tls::verify_name(&work.nexthop.host)
+            && let Target::Inet(n) = &work.dest.target
+            && !n.mx
+            && let Err(why) = tls::verify_name(&n.host)
         {
             // Nothing to check the certificate against: not worth a connection.
             self.finish_all(&work, None, SiteReport::Unknown, &Verdict::deferred("4.7.5", &why));
             return;
         }
-        let default_port = if tls.implicit { 465 } else { self.conf.smtp.port };
+        let default_port = match work.dest.protocol {
+            Protocol::Lmtp => LMTP_PORT,
+            Protocol::Smtp if tls.implicit => 465,
+            Protocol::Smtp => self.conf.smtp.port,
+        };
         let Some(ch) = self.connector.as_mut() else {
             let v = Verdict::deferred("4.3.0", "connector unavailable");
             self.finish_all(&work, None, SiteReport::Unknown, &v);
@@ -466,23 +486,31 @@ impl Agent {
         };
         let req = self.next_req;
         self.next_req += 1;
-        let msg = SmtpToConnector::Connect { req, nexthop: work.nexthop.clone(), default_port };
+        let msg = SmtpToConnector::Connect { req, nexthop: work.dest.target.clone(), default_port };
         if ch.send(&msg, &[]).is_err() {
             // Answered with every other waiting job when the channel is repaired.
             self.connector_broken = true;
         }
-        self.requests.insert(req, work.nexthop.clone());
-        self.waiting.entry(work.nexthop.clone()).or_default().push_back(work);
+        self.requests.insert(req, work.dest.clone());
+        self.waiting.entry(work.dest.clone()).or_default().push_back(work);
     }
 
-    fn is_relay(&self, nexthop: &NexthopSpec) -> bool {
-        self.relay.as_ref().is_some_and(|r| r.host == nexthop.host && r.port == nexthop.port && r.mx == nexthop.mx)
+    /// Whether `dest` is the relay host (SMTP only).
+    fn is_relay(&self, dest: &Dest) -> bool {
+        let Target::Inet(n) = &dest.target else { return false };
+        dest.protocol == Protocol::Smtp
+            && self.relay.as_ref().is_some_and(|r| r.host == n.host && r.port == n.port && r.mx == n.mx)
     }
 
-    /// The TLS of sessions to `nexthop`.
-    fn session_tls(&self, nexthop: &NexthopSpec) -> SessionTls {
-        let n = Nexthop { host: nexthop.host.clone(), port: nexthop.port, mx: nexthop.mx };
-        self.conf.session_tls(&n, self.is_relay(nexthop))
+    /// The TLS of sessions to `dest`: none for LMTP and UNIX sockets.
+    fn session_tls(&self, dest: &Dest) -> SessionTls {
+        match &dest.target {
+            Target::Inet(n) if dest.protocol == Protocol::Smtp => {
+                let n = Nexthop { host: n.host.clone(), port: n.port, mx: n.mx };
+                self.conf.session_tls(&n, self.is_relay(dest))
+            }
+            _ => SessionTls { level: ClientTls::None, implicit: false },
+        }
     }
 
     // ----- connector -----
@@ -503,7 +531,10 @@ impl Agent {
             match ch.recv::<ConnectorToSmtp>() {
                 Ok(None) => return Ok(()),
                 Ok(Some((ConnectorToSmtp::Connected { req, host, addr }, mut fds))) => {
-                    let nexthop = self.answered(req)?;
+                    let dest = self.answered(req)?;
+                    if matches!(dest.target, Target::Unix(_)) != addr.is_none() {
+                        return Err(Fatal(format!("connector: answer to request {req} of the wrong kind")));
+                    }
                     if fds.len() != 1 {
                         return Err(Fatal(format!("connector: a connection with {} descriptors", fds.len())));
                     }
@@ -511,14 +542,14 @@ impl Agent {
                     if let Err(e) = sandbox::limit_received(&Grant::Channel { fd: fd.as_raw_fd() }) {
                         return Err(Fatal(format!("limiting a connection's descriptor: {e}")));
                     }
-                    self.connected(nexthop, Relay { host, addr, tls: None }, fd);
+                    self.connected(dest, Relay { host, addr, tls: None }, fd);
                 }
                 Ok(Some((ConnectorToSmtp::Failed { req, reason, permanent, dsn }, fds))) => {
-                    let nexthop = self.answered(req)?;
+                    let dest = self.answered(req)?;
                     if !fds.is_empty() {
                         return Err(Fatal(String::from("connector: descriptors with a failure")));
                     }
-                    self.connect_failed(&nexthop, &reason, permanent, &dsn);
+                    self.connect_failed(&dest, &reason, permanent, &dsn);
                 }
                 Err(crate::ipc::Error::Closed) => {
                     self.connector_lost();
@@ -529,7 +560,7 @@ impl Agent {
         }
     }
 
-    fn answered(&mut self, req: u64) -> Result<NexthopSpec, Fatal> {
+    fn answered(&mut self, req: u64) -> Result<Dest, Fatal> {
         self.requests.remove(&req).ok_or_else(|| Fatal(format!("connector: answer to unknown request {req}")))
     }
 
@@ -549,11 +580,11 @@ impl Agent {
         }
     }
 
-    fn take_waiting(&mut self, nexthop: &NexthopSpec) -> Option<Box<Work>> {
-        let q = self.waiting.get_mut(nexthop)?;
+    fn take_waiting(&mut self, dest: &Dest) -> Option<Box<Work>> {
+        let q = self.waiting.get_mut(dest)?;
         let w = q.pop_front();
         if q.is_empty() {
-            self.waiting.remove(nexthop);
+            self.waiting.remove(dest);
         }
         w
     }
@@ -561,8 +592,8 @@ impl Agent {
     /// No connection: the connector's status code when it is one of the
     /// right class (5.x.x for a permanent failure, 4.x.x otherwise), else
     /// 5.4.4 or 4.4.1.
-    fn connect_failed(&mut self, nexthop: &NexthopSpec, reason: &str, permanent: bool, dsn: &str) {
-        let Some(work) = self.take_waiting(nexthop) else { return };
+    fn connect_failed(&mut self, dest: &Dest, reason: &str, permanent: bool, dsn: &str) {
+        let Some(work) = self.take_waiting(dest) else { return };
         let reason = crate::smtp::reply::sanitize(reason.as_bytes(), 400);
         let class = if permanent { 5 } else { 4 };
         let dsn = match Enhanced::parse_prefix(dsn.as_bytes()) {
@@ -580,50 +611,62 @@ impl Agent {
     }
 
     /// A connection arrived: a session on it, with a waiting job if any.
-    fn connected(&mut self, nexthop: NexthopSpec, relay: Relay, fd: OwnedFd) {
-        let std_stream = std::net::TcpStream::from(fd);
-        if let Err(e) = std_stream.set_nonblocking(true) {
-            return self.session_failed(&nexthop, &relay, &format!("cannot use the connection: {e}"));
-        }
-        let stream = TcpStream::from_std(std_stream);
-        let tls = self.session_tls(&nexthop);
-        let config = client_config(&self.hostname, &self.conf, tls.level, self.is_relay(&nexthop));
-        let setup = if tls.level == ClientTls::Verify {
-            // The name connected to: the MX host, or the [host] itself.
-            match tls::verify_name(&relay.host) {
-                Ok(name) => TlsSetup { config: self.tls.verified.clone(), name, verified: true },
-                Err(why) => {
-                    // The connection closes unused as `stream` goes.
-                    if let Some(work) = self.take_waiting(&nexthop) {
-                        self.finish_all(&work, Some(&relay), SiteReport::Unknown, &Verdict::deferred("4.7.5", &why));
+    fn connected(&mut self, dest: Dest, relay: Relay, fd: OwnedFd) {
+        let stream = match dest.target {
+            Target::Inet(_) => Conn::tcp(fd),
+            Target::Unix(_) => Conn::unix(fd),
+        };
+        let stream = match stream {
+            Ok(s) => s,
+            Err(e) => return self.session_failed(&dest, &relay, &format!("cannot use the connection: {e}")),
+        };
+        let tls = self.session_tls(&dest);
+        let config = client_config(&self.hostname, &self.conf, tls.level, self.is_relay(&dest), dest.protocol);
+        let setup = match (tls.level, relay.addr) {
+            (ClientTls::Verify, Some(_)) => {
+                // The name connected to: the MX host, or the [host] itself.
+                match tls::verify_name(&relay.host) {
+                    Ok(name) => TlsSetup { config: self.tls.verified.clone(), name, verified: true },
+                    Err(why) => {
+                        // The connection closes unused as `stream` goes.
+                        if let Some(work) = self.take_waiting(&dest) {
+                            self.finish_all(
+                                &work,
+                                Some(&relay),
+                                SiteReport::Unknown,
+                                &Verdict::deferred("4.7.5", &why),
+                            );
+                        }
+                        return;
                     }
-                    return;
                 }
             }
-        } else {
-            let name = tls::server_name(&relay.host, relay.addr.ip());
-            TlsSetup { config: self.tls.unverified.clone(), name, verified: false }
+            (_, addr) => {
+                let ip = addr.map_or(std::net::IpAddr::from([127, 0, 0, 1]), |a| a.ip());
+                let name = tls::server_name(&relay.host, ip);
+                TlsSetup { config: self.tls.unverified.clone(), name, verified: false }
+            }
         };
-        let mut session = match Session::new(stream, nexthop.clone(), relay.clone(), config, setup, tls.implicit) {
+        let mut session = match Session::new(stream, dest.clone(), relay.clone(), config, setup, tls.implicit) {
             Ok(s) => s,
-            Err(e) => return self.session_failed(&nexthop, &relay, &e),
+            Err(e) => return self.session_failed(&dest, &relay, &e),
         };
         let token = Token(self.next_token);
         self.next_token += 1;
         let interest = Interest::READABLE | Interest::WRITABLE;
         if let Err(e) = self.poll.registry().register(session.stream(), token, interest) {
-            return self.session_failed(&nexthop, &relay, &format!("poll: {e}"));
+            return self.session_failed(&dest, &relay, &format!("poll: {e}"));
         }
         self.sessions.insert(token, session);
-        match self.take_waiting(&nexthop) {
+        match self.take_waiting(&dest) {
             Some(w) => self.with_session(token, |s, evs| s.assign(w, evs)),
             None => self.with_session(token, Session::pump),
         }
     }
 
-    fn session_failed(&mut self, nexthop: &NexthopSpec, relay: &Relay, why: &str) {
+    fn session_failed(&mut self, dest: &Dest, relay: &Relay, why: &str) {
         self.warn(&format!("{relay}: {why}"));
-        if let Some(work) = self.take_waiting(nexthop) {
+        if let Some(work) = self.take_waiting(dest) {
             let v = Verdict::deferred("4.3.0", why);
             self.finish_all(&work, Some(relay), SiteReport::Unknown, &v);
         }
@@ -663,19 +706,19 @@ impl Agent {
         }
     }
 
-    /// A ready session without a job: the next job for its next hop, the
-    /// cache, or QUIT.
+    /// A ready session without a job: the next job for its destination,
+    /// the cache, or QUIT.
     fn session_idle(&mut self, token: Token, events: &mut Vec<Event>) {
-        let Some(nexthop) = self.sessions.get(&token).map(|s| s.nexthop.clone()) else { return };
+        let Some(dest) = self.sessions.get(&token).map(|s| s.dest.clone()) else { return };
         let limit = self.conf.smtp.connection_reuse_limit;
         let idle = self.sessions.values().filter(|s| s.is_idle()).count();
-        let next = self.take_waiting(&nexthop);
+        let next = self.take_waiting(&dest);
         let Some(s) = self.sessions.get_mut(&token) else { return };
         match next {
             Some(w) if s.messages < limit => s.assign(w, events),
             Some(w) => {
                 // Put it back: its own connection is on the way.
-                self.waiting.entry(nexthop).or_default().push_front(w);
+                self.waiting.entry(dest).or_default().push_front(w);
                 s.quit(events);
             }
             None if self.stopping || self.conf.smtp.connection_cache_time.is_zero() => s.quit(events),

@@ -19,22 +19,30 @@ use crate::smtp::client::{Disposition, RecipientResult};
 /// The server a session talks to, as logs name it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Relay {
+    /// The host name, or a UNIX socket's path.
     pub host: String,
-    pub addr: SocketAddr,
+    /// None for a UNIX socket.
+    pub addr: Option<SocketAddr>,
     /// Once TLS is up: `TLSv1.3:TLS13_AES_256_GCM_SHA384:verified`.
     pub tls: Option<String>,
 }
 
 impl Relay {
-    /// `host[address]`, for "host H said: ...".
+    /// `host[address]` (a UNIX socket's path), for "host H said: ...".
     pub fn name(&self) -> String {
-        format!("{}[{}]", self.host, self.addr.ip())
+        match self.addr {
+            Some(a) => format!("{}[{}]", self.host, a.ip()),
+            None => self.host.clone(),
+        }
     }
 }
 
 impl fmt::Display for Relay {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}[{}]:{}", self.host, self.addr.ip(), self.addr.port())
+        match self.addr {
+            Some(a) => write!(f, "{}[{}]:{}", self.host, a.ip(), a.port()),
+            None => f.write_str(&self.host),
+        }
     }
 }
 
@@ -154,7 +162,7 @@ mod tests {
 
     #[test]
     fn line_format() {
-        let mut relay = Relay { host: "mx.example.net".into(), addr: "192.0.2.1:25".parse().unwrap(), tls: None };
+        let mut relay = Relay { host: "mx.example.net".into(), addr: Some("192.0.2.1:25".parse().unwrap()), tls: None };
         let d = Delays {
             arrival: Time { secs: 100, micros: 0 },
             active_at: Time { secs: 100, micros: 100_000 },

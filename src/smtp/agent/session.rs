@@ -15,18 +15,17 @@ use std::io::{self, ErrorKind, Read, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mio::net::TcpStream;
 use rustls::{ClientConfig, ClientConnection};
 use rustls_pki_types::ServerName;
 
-use crate::ipc::msg::NexthopSpec;
 use crate::smtp::client::{
     self, Action, CONTENT_CHUNK, Client, Disposition, JobResult, RecipientResult, Stage, Timeouts,
 };
 use crate::smtp::reply::{Enhanced, Reply};
 
+use super::conn::Conn;
 use super::report::Relay;
-use super::work::{Chunk, Work};
+use super::work::{Chunk, Dest, Work};
 
 const READ_CHUNK: usize = 16 * 1024;
 /// How long a closing session may take to write what is left.
@@ -65,9 +64,9 @@ enum Tls {
 }
 
 pub struct Session {
-    pub nexthop: NexthopSpec,
+    pub dest: Dest,
     pub relay: Relay,
-    stream: TcpStream,
+    stream: Conn,
     tls: Tls,
     tls_setup: TlsSetup,
     /// The handshake is in progress.
@@ -98,8 +97,8 @@ impl Session {
     /// A session on a connected, non-blocking socket. With `implicit`,
     /// TLS starts at once and the client after the handshake.
     pub fn new(
-        stream: TcpStream,
-        nexthop: NexthopSpec,
+        stream: Conn,
+        dest: Dest,
         relay: Relay,
         config: client::Config,
         tls_setup: TlsSetup,
@@ -107,7 +106,7 @@ impl Session {
     ) -> Result<Session, String> {
         let timeouts = config.timeouts;
         let mut s = Session {
-            nexthop,
+            dest,
             relay,
             stream,
             tls: Tls::None,
@@ -137,7 +136,7 @@ impl Session {
         Ok(s)
     }
 
-    pub fn stream(&mut self) -> &mut TcpStream {
+    pub fn stream(&mut self) -> &mut Conn {
         &mut self.stream
     }
 
@@ -390,6 +389,9 @@ impl Session {
     }
 
     fn start_tls(&mut self) -> Result<(), String> {
+        if self.relay.addr.is_none() {
+            return Err(String::from("no TLS over a UNIX socket"));
+        }
         let setup = &self.tls_setup;
         let conn = ClientConnection::new(setup.config.clone(), setup.name.clone()).map_err(|e| e.to_string())?;
         self.tls = Tls::Active(Box::new(conn));

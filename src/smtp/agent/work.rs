@@ -17,19 +17,26 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::time::Instant;
 
-use crate::ipc::msg::{Delivery, NexthopSpec, Stamp};
+use crate::ipc::msg::{Delivery, Protocol, Stamp, Target};
 use crate::queue::Time;
 use crate::queue::file::{self, ContentRange};
 use crate::smtp::client::{self, JobRecipient};
 
 use super::report::Delays;
 
+/// Where a job goes and how: a session serves only jobs with the same.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Dest {
+    pub protocol: Protocol,
+    pub target: Target,
+}
+
 /// A delivery being worked on.
 #[derive(Debug)]
 pub struct Work {
     pub job: u64,
     pub queue_id: String,
-    pub nexthop: NexthopSpec,
+    pub dest: Dest,
     /// The queue-file index of each recipient of the job, in job order.
     pub indexes: Vec<u32>,
     pub addresses: Vec<String>,
@@ -80,7 +87,7 @@ pub fn open(d: Delivery, mut fds: Vec<OwnedFd>) -> Result<Opened, String> {
     let mut work = Box::new(Work {
         job: d.job,
         queue_id: d.queue_id,
-        nexthop: d.nexthop,
+        dest: Dest { protocol: d.protocol, target: d.nexthop },
         addresses: d.recipients.iter().map(|i| format!("#{i}")).collect(),
         indexes: d.recipients,
         delays: Delays { arrival: active_at, active_at, received: Time::now(), ..Delays::default() },

@@ -803,6 +803,12 @@ impl Client {
     fn on_data(&mut self, reply: Reply) {
         let Some(tx) = self.tx.as_mut() else { return };
         if tx.mail_failed || tx.accepted.is_empty() {
+            if reply.class() == 3 && self.config.lmtp {
+                // RFC 2033 says 503 here; a server that says 354 would
+                // answer the end of data with no reply at all, or with
+                // one nobody can place. Every recipient has its verdict.
+                return self.protocol_error("the LMTP server accepted DATA without a recipient");
+            }
             if reply.class() == 3 {
                 // DATA taken with no recipient: send an empty message.
                 return self.send(".\r\n".into(), Expect::DotIgnored);

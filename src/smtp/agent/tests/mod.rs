@@ -5,6 +5,7 @@
 //! Trusts: nothing; loopback only.
 
 pub(crate) mod certs;
+mod lmtp;
 mod server;
 mod tls;
 
@@ -16,7 +17,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::ipc::msg::{RecipientStatus, Stamp, ToMaster};
+use crate::ipc::msg::{NexthopSpec, RecipientStatus, Stamp, ToMaster};
 use crate::queue::{BodyType, Client as Origin, Envelope, QueueFile, QueueIdGen, Recipient, Status};
 
 use server::{Answer, Script, Server, mta, say};
@@ -39,6 +40,8 @@ enum Connect {
     Hold,
     /// Connect the first request, hold the others.
     First(SocketAddr),
+    /// Connect to the UNIX socket asked for.
+    Unix,
 }
 
 struct Harness {
@@ -50,7 +53,7 @@ struct Harness {
     dir: PathBuf,
     ids: QueueIdGen,
     /// Connect requests seen.
-    requests: Vec<(NexthopSpec, u16)>,
+    requests: Vec<(Target, u16)>,
     reports: Vec<SmtpToQmgr>,
     logs: Vec<String>,
 }
@@ -135,11 +138,24 @@ impl Harness {
         self.send_deliver_to(job, queue_id, nexthop(), recipients, fd);
     }
 
-    fn send_deliver_to(&mut self, job: u64, id: &str, to: NexthopSpec, recipients: Vec<u32>, fd: Option<OwnedFd>) {
+    fn send_deliver_to(&mut self, job: u64, id: &str, to: Target, recipients: Vec<u32>, fd: Option<OwnedFd>) {
+        self.send_delivery(job, id, Protocol::Smtp, to, recipients, fd);
+    }
+
+    fn send_delivery(
+        &mut self,
+        job: u64,
+        id: &str,
+        protocol: Protocol,
+        to: Target,
+        recipients: Vec<u32>,
+        fd: Option<OwnedFd>,
+    ) {
         let now = Time::now();
         let d = Delivery {
             job,
             queue_id: id.to_string(),
+            protocol,
             nexthop: to,
             recipients,
             active_at: (now.secs, now.micros) as Stamp,
@@ -153,7 +169,7 @@ impl Harness {
         let flow = self.agent.turn(Duration::from_millis(10))?;
         while let Ok(Some((msg, _))) = self.connector.recv::<SmtpToConnector>() {
             let SmtpToConnector::Connect { req, nexthop, default_port } = msg;
-            self.requests.push((nexthop, default_port));
+            self.requests.push((nexthop.clone(), default_port));
             let mode = match self.connect.clone() {
                 Connect::First(addr) if self.requests.len() == 1 => Connect::To(addr),
                 Connect::First(_) => Connect::Hold,
@@ -163,7 +179,13 @@ impl Harness {
                 Connect::To(addr) => {
                     let s = TcpStream::connect(addr).expect("connect");
                     let fd = OwnedFd::from(s);
-                    let reply = ConnectorToSmtp::Connected { req, host: "mx.test".into(), addr };
+                    let reply = ConnectorToSmtp::Connected { req, host: "mx.test".into(), addr: Some(addr) };
+                    let _ = self.connector.send(&reply, &[fd.as_fd()]);
+                }
+                Connect::Unix => {
+                    let Target::Unix(path) = nexthop else { panic!("a UNIX socket expected, not {nexthop}") };
+                    let fd = OwnedFd::from(std::os::unix::net::UnixStream::connect(&path).expect("connect"));
+                    let reply = ConnectorToSmtp::Connected { req, host: path.display().to_string(), addr: None };
                     let _ = self.connector.send(&reply, &[fd.as_fd()]);
                 }
                 Connect::Fail { reason, permanent, dsn } => {
@@ -223,8 +245,8 @@ impl Drop for Harness {
     }
 }
 
-fn nexthop() -> NexthopSpec {
-    NexthopSpec { host: "example.net".into(), port: None, mx: true }
+fn nexthop() -> Target {
+    Target::Inet(NexthopSpec { host: "example.net".into(), port: None, mx: true })
 }
 
 const BODY: &[u8] = b"Subject: test\r\n\r\nHello\r\n";
@@ -604,7 +626,7 @@ fn implicit_tls_relay_host_defaults_to_port_465() {
     conf.credentials = Some((String::from("user"), String::from("secret")));
     let mut h = Harness::new(conf, Connect::Fail { reason: "refused", permanent: false, dsn: "4.4.1" });
     let (id, fd) = h.queue_file(&["a@example.net"], BODY);
-    let relay = NexthopSpec { host: "example.net".into(), port: None, mx: false };
+    let relay = Target::Inet(NexthopSpec { host: "example.net".into(), port: None, mx: false });
     h.send_deliver_to(1, &id, relay.clone(), vec![0], Some(fd));
     h.report(1);
     h.deliver(2, &["a@example.net"], BODY);
@@ -639,7 +661,7 @@ fn implicit_tls_to_the_relay_host() {
     conf.credentials = Some((String::from("user"), String::from("secret")));
     let mut h = Harness::new(conf, Connect::To(server.addr));
     let (id, fd) = h.queue_file(&["a@example.net"], BODY);
-    let relay = NexthopSpec { host: "127.0.0.1".into(), port: Some(server.addr.port()), mx: false };
+    let relay = Target::Inet(NexthopSpec { host: "127.0.0.1".into(), port: Some(server.addr.port()), mx: false });
     h.send_deliver_to(1, &id, relay, vec![0], Some(fd));
     let (_, rs) = h.report(1);
     assert!(delivered(&rs[0]), "{rs:?}");

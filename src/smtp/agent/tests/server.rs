@@ -1,13 +1,15 @@
-//! A scripted SMTP server for the agent's tests: one thread on a
-//! loopback listener, serving connections one after the other, answering
-//! each command as the test's script says, with STARTTLS and implicit
-//! TLS (a self-signed certificate for `mx.test`), and recording what it
-//! received.
+//! A scripted SMTP or LMTP server for the agent's tests: one thread on a
+//! loopback listener (or a UNIX socket), serving connections one after
+//! the other, answering each command as the test's script says, with
+//! STARTTLS and implicit TLS over TCP (a self-signed certificate for
+//! `mx.test`), and recording what it received.
 //!
 //! Trusts: nothing; loopback only.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -46,6 +48,8 @@ pub enum Answer {
     StartTls(String),
     /// Switch to TLS, then greet (implicit TLS).
     Implicit,
+    /// Say this, then close the connection.
+    Last(String),
 }
 
 pub fn say(s: &str) -> Answer {
@@ -58,6 +62,7 @@ pub type Script = Arc<dyn Fn(&str) -> Answer + Send + Sync>;
 
 enum Stream {
     Plain(TcpStream),
+    Unix(UnixStream),
     Tls(Box<rustls::StreamOwned<rustls::ServerConnection, TcpStream>>),
 }
 
@@ -65,6 +70,7 @@ impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         match self {
             Stream::Plain(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
             Stream::Tls(s) => s.read(buf),
         }
     }
@@ -74,12 +80,14 @@ impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         match self {
             Stream::Plain(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
             Stream::Tls(s) => s.write(buf),
         }
     }
     fn flush(&mut self) -> std::io::Result<()> {
         match self {
             Stream::Plain(s) => s.flush(),
+            Stream::Unix(s) => s.flush(),
             Stream::Tls(s) => s.flush(),
         }
     }
@@ -154,6 +162,30 @@ impl Server {
         Server { addr, stop, handle }
     }
 
+    /// The same on a UNIX socket at `path` (`addr` is unused then).
+    pub fn start_unix(path: PathBuf, connections: usize, script: Script) -> Server {
+        let listener = UnixListener::bind(&path).expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let mut out = Vec::new();
+            let deadline = Instant::now() + LIMIT;
+            while out.len() < connections && Instant::now() < deadline && !stopped.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((s, _)) => {
+                        s.set_nonblocking(false).expect("blocking");
+                        s.set_read_timeout(Some(LIMIT)).expect("timeout");
+                        out.push(serve(Stream::Unix(s), &script, (CERT, KEY)));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+            out
+        });
+        Server { addr: SocketAddr::from(([127, 0, 0, 1], 0)), stop, handle }
+    }
+
     /// Stop accepting; what each connection saw.
     pub fn transcripts(self) -> Vec<Transcript> {
         self.stop.store(true, Ordering::Relaxed);
@@ -164,13 +196,21 @@ impl Server {
 fn converse(s: TcpStream, script: &Script, (cert, key): (&str, &str)) -> Transcript {
     s.set_nonblocking(false).expect("blocking");
     s.set_read_timeout(Some(LIMIT)).expect("timeout");
+    serve(Stream::Plain(s), script, (cert, key))
+}
+
+fn serve(stream: Stream, script: &Script, (cert, key): (&str, &str)) -> Transcript {
     let mut t = Transcript::default();
-    let mut c = Conn { stream: Stream::Plain(s), buf: Vec::new() };
+    let mut c = Conn { stream, buf: Vec::new() };
     let mut next = script("CONNECT");
     loop {
         match next {
             Answer::Say(text) => c.send(&text),
             Answer::Hangup => return t,
+            Answer::Last(text) => {
+                c.send(&text);
+                return t;
+            }
             Answer::Silence => {
                 while c.line().is_some() {}
                 return t;

@@ -120,7 +120,7 @@ fn the_table_sets_the_level_of_its_next_hop_only() {
     assert!(rs[0].reason.contains("not issued by a trusted certificate authority"), "{}", rs[0].reason);
     let (id, fd) = h.queue_file(&["b@other.example"], BODY);
     let other = NexthopSpec { host: "other.example".into(), port: None, mx: true };
-    h.send_deliver_to(2, &id, other, vec![0], Some(fd));
+    h.send_deliver_to(2, &id, Target::Inet(other), vec![0], Some(fd));
     let (_, rs) = h.report(2);
     assert!(delivered(&rs[0]), "{rs:?}");
     h.close_sessions();
@@ -133,7 +133,7 @@ fn verify_to_an_address_literal_defers_without_connecting() {
     let mut h = Harness::new(verifying(true), Connect::Hold);
     let (id, fd) = h.queue_file(&["a@[192.0.2.1]"], BODY);
     let literal = NexthopSpec { host: "192.0.2.1".into(), port: None, mx: false };
-    h.send_deliver_to(1, &id, literal, vec![0], Some(fd));
+    h.send_deliver_to(1, &id, Target::Inet(literal), vec![0], Some(fd));
     let (site, rs) = h.report(1);
     assert_eq!((&rs[0].status, rs[0].dsn.as_str()), (&RecipientStatus::Deferred, "4.7.5"));
     assert!(rs[0].reason.contains("192.0.2.1 is an address literal"), "{}", rs[0].reason);
@@ -157,7 +157,7 @@ fn implicit_verify(server: &Server) -> (Harness, Vec<RecipientReport>) {
     let mut h = Harness::new(c, Connect::To(server.addr));
     let (id, fd) = h.queue_file(&["a@example.net"], BODY);
     let relay = NexthopSpec { host: "mx.test".into(), port: Some(server.addr.port()), mx: false };
-    h.send_deliver_to(1, &id, relay, vec![0], Some(fd));
+    h.send_deliver_to(1, &id, Target::Inet(relay), vec![0], Some(fd));
     let (_, rs) = h.report(1);
     (h, rs)
 }

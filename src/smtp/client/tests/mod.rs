@@ -7,6 +7,7 @@ use crate::queue::{Notify, Ret};
 use crate::smtp::reply::ReplyLimits;
 
 mod content;
+mod lmtp;
 mod session;
 mod transaction;
 

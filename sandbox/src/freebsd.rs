@@ -18,7 +18,7 @@ use std::os::fd::{BorrowedFd, RawFd};
 
 use capsicum::{CapRights, Fcntl, FcntlRights, FileRights, IoctlRights, Right};
 
-use crate::{CapRight, Error, Grant, Net, Policy, capsicum_rights};
+use crate::{CapRight, Error, Grant, Net, Policy, capsicum_rights, policy_rights};
 
 fn right(r: CapRight) -> Right {
     match r {
@@ -45,6 +45,7 @@ fn right(r: CapRight) -> Right {
         CapRight::Fstatat => Right::Fstatat,
         CapRight::Fstatfs => Right::Fstatfs,
         CapRight::Ioctl => Right::Ioctl,
+        CapRight::Flock => Right::Flock,
     }
 }
 
@@ -105,7 +106,7 @@ pub(crate) fn enter(p: &Policy) -> Result<(), Error> {
         }
     }
     for g in &p.grants {
-        limit_fd(g.fd(), &capsicum_rights(g))?;
+        limit_fd(g.fd(), &policy_rights(p, g))?;
     }
     let stdio: [(RawFd, &[CapRight]); 3] = [
         (0, &[CapRight::Read, CapRight::Fstat, CapRight::Event]),

@@ -18,7 +18,8 @@
 //! mounting, chroot, kexec, module loading, handle-based opens, clock and
 //! host administration, TIOCSTI; and unless the policy allows it: execve,
 //! fork (vfork, clone), socket creation and connect (with
-//! [`Net::Connect`], AF_INET and AF_INET6 sockets only), set*id, and
+//! [`Net::Connect`], AF_INET and AF_INET6 sockets only), socket pairs
+//! (with `socketpairs`, AF_UNIX ones only), set*id, and
 //! path-based calls relative to the working directory (`open`, `creat`
 //! and other legacy path calls; `openat` and the other `*at` calls whose
 //! directory is AT_FDCWD). clone3 fails with ENOSYS, since its flags
@@ -357,7 +358,6 @@ fn denials(p: &Policy) -> Result<Denials, Error> {
     match p.net {
         Net::None => {
             d.always(libc::SYS_socket);
-            d.always(libc::SYS_socketpair);
             d.always(libc::SYS_connect);
         }
         Net::Connect => {
@@ -368,8 +368,12 @@ fn denials(p: &Policy) -> Result<Denials, Error> {
                     cond(0, SeccompCmpOp::Ne, libc::AF_INET6 as u64)?,
                 ],
             )?;
-            d.always(libc::SYS_socketpair);
         }
+    }
+    if p.socketpairs {
+        d.when(libc::SYS_socketpair, vec![cond(0, SeccompCmpOp::Ne, libc::AF_UNIX as u64)?])?;
+    } else {
+        d.always(libc::SYS_socketpair);
     }
 
     if !p.change_uid {
@@ -553,8 +557,9 @@ mod tests {
     #[test]
     fn filters_compile_for_every_shape() {
         for net in [Net::None, Net::Connect] {
-            for bits in 0..16u8 {
+            for bits in 0..32u8 {
                 let mut p = Policy::new("t");
+                p.socketpairs = bits & 16 != 0;
                 p.net = net;
                 p.fork = bits & 1 != 0;
                 p.exec = bits & 2 != 0;
@@ -591,6 +596,11 @@ mod tests {
         assert!(!d.rules[&libc::SYS_clone].is_empty());
         assert!(!d.rules[&libc::SYS_socket].is_empty());
         assert!(d.always.contains(&libc::SYS_unshare));
+        assert!(d.always.contains(&libc::SYS_socketpair));
+        broad.socketpairs = true;
+        let d = denials(&broad).unwrap();
+        assert!(!d.always.contains(&libc::SYS_socketpair));
+        assert!(!d.rules[&libc::SYS_socketpair].is_empty());
     }
 
     #[test]

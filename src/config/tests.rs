@@ -162,3 +162,15 @@ fn aliases_path_set_and_checked() {
     assert_eq!(line, Some(2), "{m}");
     assert!(m.contains("aliases"), "{m}");
 }
+
+#[test]
+fn local_delivery_workers_are_bounded() {
+    let c = Config::parse("").unwrap();
+    assert_eq!((c.local.workers, c.local.worker_idle_time), (32, Duration::from_secs(10)));
+    let c = Config::parse("local { workers = 0; worker_idle_time = 2min; }\n").unwrap();
+    assert_eq!((c.local.workers, c.local.worker_idle_time), (0, Duration::from_secs(120)));
+    let (_, m) = Config::parse("local { workers = 129; }\n").unwrap_err();
+    assert!(m.contains("local.workers"), "{m}");
+    let (_, m) = Config::parse("local { worker_idle_time = 0s; }\n").unwrap_err();
+    assert!(m.contains("local.worker_idle_time"), "{m}");
+}

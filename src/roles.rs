@@ -273,12 +273,14 @@ pub fn policy(role: Role, layout: &Layout) -> Policy {
         // writing) and may later run users' commands, so it may fork,
         // exec and change ids, and its file system is not confined (a
         // Landlock domain or unveil list would bind the children too).
-        // The seccomp filter or pledge still applies; no sockets.
+        // The seccomp filter or pledge still applies; no sockets but
+        // the AF_UNIX socket pairs to its mailbox delivery workers.
         Role::Local => {
             p.fork = true;
             p.exec = true;
             p.change_uid = true;
             p.whole_fs = true;
+            p.socketpairs = true;
         }
         // connector: no file system; new inet sockets and DNS; new UNIX
         // sockets to the LMTP servers' sockets in its socket directories

@@ -285,10 +285,19 @@ fn common_denials(t: &mut Tally, policy: &Policy, world: &World, unix_socket: &O
             denied(socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)),
         );
     }
-    t.check(
-        "create a socket pair",
-        denied(socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC)),
-    );
+    if policy.socketpairs {
+        t.check(
+            "create an AF_UNIX socket pair (for its own children)",
+            socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC)
+                .map(drop)
+                .map_err(|e| e.to_string()),
+        );
+    } else {
+        t.check(
+            "create a socket pair",
+            denied(socketpair(AddressFamily::Unix, SockType::Stream, None, SockFlag::SOCK_CLOEXEC)),
+        );
+    }
     #[cfg(target_os = "linux")]
     t.check(
         "threads cannot be created",

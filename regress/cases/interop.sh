@@ -29,7 +29,8 @@ stop_peers() {
 	done
 	pkill -KILL -f "$PFC" 2>/dev/null || true
 }
-trap 'stop_peers; userdel mtart >/dev/null 2>&1; cleanup' EXIT
+# The user goes after master (and with it local's delivery workers).
+trap 'stop_peers; cleanup; userdel mtart >/dev/null 2>&1 || true' EXIT
 
 # The peers' users, as their Debian packages name them.
 getent group postdrop >/dev/null || groupadd -r postdrop

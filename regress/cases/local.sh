@@ -7,11 +7,17 @@
 # wait; a Delivered-To loop bounces; root without an alias waits with a
 # reason; an alias to another address is forwarded; an empty .forward
 # leaves the mail in the mailbox; an envelope recipient naming a command runs
-# nothing. Then, switched to
-# Maildir by a reload, mail lands in ~/Maildir/new, read by Python.
+# nothing. Each mailbox has one delivery worker, which opens the mailbox
+# afresh for each message: a mailbox a mail reader took away between two
+# deliveries is made again, by the same worker, for the next. Then,
+# switched to Maildir by a reload, mail lands in ~/Maildir/new, read by
+# Python, and a burst of messages to one user is delivered by one worker
+# process (its pid and count of deliveries are in each file's name).
 . ./lib.sh
 is_root || { echo "  skipped: local delivery runs as the recipient (needs root)"; exit 0; }
-trap 'for u in mtaloc1 mtaloc2 mtaloc3; do userdel "$u" >/dev/null 2>&1; done; cleanup' EXIT
+# The users go after master (and with it local's delivery workers, which
+# run as them).
+trap 'cleanup; for u in mtaloc1 mtaloc2 mtaloc3; do userdel "$u" >/dev/null 2>&1 || true; done' EXIT
 for u in mtaloc1 mtaloc2 mtaloc3; do mkuser $u; done
 : >"$W/home/mtaloc3/.forward"
 chown mtaloc3: "$W/home/mtaloc3/.forward"
@@ -24,7 +30,7 @@ team: mtaloc1, mtaloc2
 tagged+x: mtaloc2
 away: someone@remote.example
 EOF
-write_conf "aliases = \"$W/aliases\";" "local { mail_spool = \"$MAIL\"; lock_timeout = 20s; }" \
+write_conf "aliases = \"$W/aliases\";" "local { mail_spool = \"$MAIL\"; lock_timeout = 20s; worker_idle_time = 120s; }" \
 	"queue { backoff { min = 1s; max = 2s; } }"
 "$MTA_BIN/sendmail" -C "$CONF" -bi >"$W/bi" 2>&1 || fail "newaliases: $(cat "$W/bi")"
 start_master
@@ -65,6 +71,25 @@ PY
 MAIL= HOME="$W/home/mtaloc1" s-nail -N -H -f "$MAIL/mtaloc1" </dev/null >"$W/snail" 2>&1 || true
 [ "$(grep -c 'sender@remote' "$W/snail")" -eq 3 ] || fail "s-nail does not list 3 messages: $(cat "$W/snail")"
 
+# --- one worker per mailbox; the mailbox opened by name for each message ---
+# workers KIND DIR NAME: the pids of the delivery workers for that mailbox
+workers() { pgrep -f "^local deliver $1 $2 $3 " | tr '\n' ' ' | sed 's/ $//'; }
+w1=$(workers mbox "$MAIL" mtaloc1)
+[ -n "$w1" ] && [ "$(echo "$w1" | wc -w)" -eq 1 ] || fail "delivery workers for mtaloc1: '$w1', want one"
+# A mail reader took the mailbox away (as mail(1) removes an empty one).
+mv "$MAIL/mtaloc1" "$W/mtaloc1.taken"
+send mtaloc1@localhost "after removal"
+wait_for 20 has mtaloc1 1 || fail "the removed mailbox was not made again"
+[ "$(stat -c '%U:%G %a' "$MAIL/mtaloc1")" = "mtaloc1:mail 600" ] ||
+	fail "the new mailbox is $(stat -c '%U:%G %a' "$MAIL/mtaloc1"), want mtaloc1:mail 600"
+/usr/bin/python3 - "$MAIL/mtaloc1" <<'PY' || fail "the new mailbox does not hold the one new message"
+import mailbox, sys
+assert [m["Subject"] for m in mailbox.mbox(sys.argv[1], create=False)] == ["after removal"]
+PY
+[ "$(count "$W/mtaloc1.taken")" -eq 3 ] || fail "the mailbox taken away changed"
+[ "$(workers mbox "$MAIL" mtaloc1)" = "$w1" ] || fail "not the same worker: $w1, then $(workers mbox "$MAIL" mtaloc1)"
+note "worker $w1 made the removed mailbox again for the next message"
+
 # --- ten at once to one mbox: no interleaving ---
 i=0 pids=""
 while [ $i -lt 10 ]; do
@@ -73,6 +98,8 @@ while [ $i -lt 10 ]; do
 done
 for p in $pids; do wait "$p" || fail "a burst message was not accepted"; done
 wait_for 30 has mtaloc2 12 || fail "mtaloc2 got $(count "$MAIL/mtaloc2") of 12"
+w2=$(workers mbox "$MAIL" mtaloc2)
+[ -n "$w2" ] && [ "$(echo "$w2" | wc -w)" -eq 1 ] || fail "delivery workers for mtaloc2 after the burst: '$w2', want one"
 /usr/bin/python3 - "$MAIL/mtaloc2" <<'PY' || fail "the burst interleaved"
 import mailbox, sys
 for m in mailbox.mbox(sys.argv[1]):
@@ -131,9 +158,11 @@ PY
 [ ! -e "$W/marker" ] || fail "a command from the envelope ran"
 
 # --- Maildir, after a reload ---
-write_conf "aliases = \"$W/aliases\";" "local { mailbox = \"maildir\"; mail_spool = \"$MAIL\"; }"
+write_conf "aliases = \"$W/aliases\";" "local { mailbox = \"maildir\"; mail_spool = \"$MAIL\"; worker_idle_time = 120s; }"
 ctl reload >/dev/null || fail "reload"
 sleep 2
+# The reload stopped the old local process, and its workers with it.
+[ -z "$(workers mbox "$MAIL" mtaloc2)" ] || fail "an mbox worker outlived its local process"
 send mtaloc2@localhost "to the maildir"
 wait_for 20 sh -c "ls '$W/home/mtaloc2/Maildir/new/' 2>/dev/null | grep -q ." || fail "nothing in the Maildir"
 /usr/bin/python3 - "$W/home/mtaloc2/Maildir" <<'PY' || fail "the Maildir does not read back"
@@ -146,4 +175,20 @@ print("  Maildir read back by Python's mailbox")
 PY
 [ "$(stat -c %U "$W/home/mtaloc2/Maildir/new")" = mtaloc2 ] || fail "the Maildir is not the user's"
 [ -z "$(ls "$W/home/mtaloc2/Maildir/tmp")" ] || fail "a file was left in tmp/"
+
+# --- a burst to one user: one worker process delivers it all ---
+i=0 pids=""
+while [ $i -lt 8 ]; do
+	send mtaloc2@localhost "maildir burst $i" &
+	pids="$pids $!"; i=$((i + 1))
+done
+for p in $pids; do wait "$p" || fail "a burst message was not accepted"; done
+wait_for 30 sh -c "[ \$(ls '$W/home/mtaloc2/Maildir/new' | wc -l) -ge 9 ]" || fail "the burst did not reach the Maildir"
+# Names are SECS.MUSECSPpidQn.HOST: one pid, nine deliveries counted by it.
+procs=$(ls "$W/home/mtaloc2/Maildir/new" | sed -n 's/^[0-9]*\.M[0-9]*P\([0-9]*\)Q[0-9]*\..*/\1/p' | sort -u)
+[ "$(echo "$procs" | wc -l)" -eq 1 ] || fail "the Maildir burst was delivered by processes $(echo $procs)"
+[ "$(ls "$W/home/mtaloc2/Maildir/new" | sed -n 's/.*Q\([0-9]*\)\..*/\1/p' | sort -n | tr '\n' ' ')" = "0 1 2 3 4 5 6 7 8 " ] ||
+	fail "the worker did not count nine deliveries: $(ls "$W/home/mtaloc2/Maildir/new")"
+[ "$(workers maildir "$W/home/mtaloc2" Maildir/)" = "$procs" ] || fail "the worker $procs is not the one waiting"
+note "one worker (pid $procs) delivered all nine messages to the Maildir"
 exit 0

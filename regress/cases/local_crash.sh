@@ -1,20 +1,23 @@
 # A local delivery killed with SIGKILL in the middle of writing (issue 7).
 # mbox, on a mail spool like Debian's (2775 root:mail): a big message to
 # a user whose mbox holds one small message; once the mbox has grown
-# past its old size, the `local deliver mbox` child gets kill -9. The
+# past its old size, the `local deliver mbox` worker that delivered the
+# small message, and now the big one, gets kill -9. The
 # delivery is deferred with the mailbox cut back (the log says from how
 # many bytes, fewer than the whole message would make); the mbox reads
 # back, by Python's mailbox, as the one old message, intact; no dot-lock
 # is left. Flushed, the retry delivers it: two messages, the big one
-# whole (its body's SHA-256). Then, switched to Maildir by a reload, the
-# `local deliver maildir` child gets kill -9 while its file in tmp/
+# whole (its body's SHA-256), by a new worker. Then, switched to Maildir
+# by a reload, the `local deliver maildir` worker gets kill -9 while its
+# file in tmp/
 # grows: deferred, nothing in new/; flushed, exactly one message in new/,
 # whole.
 . ./lib.sh
 is_root || { echo "  skipped: local delivery runs as the recipient (needs root)"; exit 0; }
 PY=/usr/bin/python3
 U=mtacrash1
-trap 'userdel "$U" >/dev/null 2>&1; cleanup' EXIT
+# The user goes after master (and with it local's delivery workers).
+trap 'cleanup; userdel "$U" >/dev/null 2>&1 || true' EXIT
 mkuser "$U"
 MAIL="$W/mail"
 BOX="$MAIL/$U"
@@ -23,7 +26,7 @@ mkdir -p "$MAIL" && chown root:mail "$MAIL" && chmod 2775 "$MAIL"
 # The default backoff (minutes) keeps a deferred message waiting until
 # the case flushes the queue.
 LIMITS="limits { message_size = 64m; }"
-write_conf "$LIMITS" "local { mail_spool = \"$MAIL\"; lock_timeout = 20s; }"
+write_conf "$LIMITS" "local { mail_spool = \"$MAIL\"; lock_timeout = 20s; worker_idle_time = 120s; }"
 start_master
 
 # The big message: about 48 MB in lines of digits (no "From " to quote,
@@ -60,13 +63,21 @@ count() { mbox_count "$1"; }
 # shows a message as soon as its From line is written, before the rest).
 # shellcheck disable=SC2317 # called through wait_for
 sent() { [ "$(grep -c "to=<$U@localhost>, relay=local, .*status=sent (delivered to $1)" "$LOG" || true)" -ge "$2" ]; }
+# worker_pattern KIND: what `pgrep -f` finds this user's delivery worker by.
+worker_pattern() {
+	case $1 in
+	mbox) echo "^local deliver mbox $MAIL $U " ;;
+	*) echo "^local deliver maildir $W/home/$U Maildir/ " ;;
+	esac
+}
 # kill_when_growing KIND: wait (60 s at most) until the mailbox (mbox) or
 # a file in Maildir/tmp (maildir) has grown past its present size, then
-# kill -9 the `local deliver KIND` child; prints the size it had then.
+# kill -9 the `local deliver KIND` worker; prints the size it had then
+# and the worker's pid.
 kill_when_growing() {
-	"$PY" - "$1" "$BOX" "$MAILDIR/tmp" <<'PY'
+	"$PY" - "$1" "$BOX" "$MAILDIR/tmp" "$(worker_pattern "$1")" <<'PY'
 import os, signal, subprocess, sys, time
-kind, box, tmp = sys.argv[1:4]
+kind, box, tmp, pattern = sys.argv[1:5]
 def size():
     if kind == "mbox":
         return os.stat(box).st_size
@@ -82,24 +93,27 @@ while time.monotonic() < deadline:
         break
 else:
     sys.exit("the %s did not grow within 60 s" % kind)
-found = subprocess.run(["pgrep", "-f", "^local deliver %s " % kind], capture_output=True, text=True).stdout.split()
+found = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout.split()
 if len(found) != 1:
     sys.exit("%d local deliver %s processes: %s" % (len(found), kind, found))
 os.kill(int(found[0]), signal.SIGKILL)
-print(now)
+print(now, found[0])
 PY
 }
 
 # --- mbox: one small message, then the big one killed mid-write ---
 send -small
 wait_for 20 sent mailbox 1 || fail "the small message was not delivered"
+worker=$(pgrep -f "$(worker_pattern mbox)") || fail "no worker waits after the first delivery"
 OLD=$(stat -c %s "$BOX")
 cp "$BOX" "$W/box.before"
 send "$W/big.eml" &
 sender=$!
-at=$(kill_when_growing mbox) || fail "could not kill the delivery mid-write"
+killed=$(kill_when_growing mbox) || fail "could not kill the delivery mid-write"
+at=${killed% *}
 wait "$sender" || fail "the big message was not accepted"
-note "killed the mbox delivery at $at bytes (was $OLD)"
+[ "${killed#* }" = "$worker" ] || fail "killed pid ${killed#* }, not the worker $worker that delivered the small message"
+note "killed the mbox delivery worker $worker at $at bytes (was $OLD)"
 wait_log "to=<$U@localhost>, relay=local, .*status=deferred (delivery killed by SIGKILL; mailbox $U cut back from [0-9]* to $OLD bytes)" 30 ||
 	fail "no deferral with the mailbox cut back"
 CUT=$(sed -n "s/.*status=deferred (delivery killed by SIGKILL; mailbox $U cut back from \([0-9]*\) to $OLD bytes).*/\1/p" "$LOG" | head -1)
@@ -130,13 +144,14 @@ PY
 [ ! -e "$BOX.lock" ] || fail "the dot-lock was left behind after the retry"
 
 # --- Maildir, after a reload: killed while its file in tmp/ grows ---
-write_conf "$LIMITS" "local { mailbox = \"maildir\"; mail_spool = \"$MAIL\"; lock_timeout = 20s; }"
+write_conf "$LIMITS" "local { mailbox = \"maildir\"; mail_spool = \"$MAIL\"; lock_timeout = 20s; worker_idle_time = 120s; }"
 ctl reload >/dev/null || fail "reload"
 sleep 2
 killed_before=$(grep -c "status=deferred (delivery killed by SIGKILL)" "$LOG" || true)
 send "$W/big.eml" &
 sender=$!
-at=$(kill_when_growing maildir) || fail "could not kill the Maildir delivery mid-write"
+killed=$(kill_when_growing maildir) || fail "could not kill the Maildir delivery mid-write"
+at=${killed% *}
 wait "$sender" || fail "the big message was not accepted"
 note "killed the Maildir delivery with $at bytes in tmp/"
 wait_for 30 sh -c "[ \"\$(grep -c 'status=deferred (delivery killed by SIGKILL)' '$LOG')\" -gt $killed_before ]" ||

@@ -29,7 +29,8 @@ fi
 . ./lib.sh
 . ./peers.sh
 USERS="mtafw1 mtafw2 mtafw3"
-trap 'for u in $USERS; do userdel "$u" >/dev/null 2>&1; done; stop_sink; rm -rf "$DUMP"; cleanup' EXIT
+# The users go after master (and with it local's delivery workers).
+trap 'stop_sink; rm -rf "$DUMP"; cleanup; for u in $USERS; do userdel "$u" >/dev/null 2>&1 || true; done' EXIT
 for u in $USERS; do mkuser "$u" 755; done
 NOBODY=$(id -u nobody)
 OUT="$W/out"

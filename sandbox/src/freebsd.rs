@@ -20,7 +20,7 @@ use nix::sys::socket::{SockaddrLike, UnixAddr};
 
 use capsicum::{CapRights, Fcntl, FcntlRights, FileRights, IoctlRights, Right};
 
-use crate::{CapRight, Error, Grant, Net, Policy, capsicum_rights};
+use crate::{CapRight, Error, Grant, Net, Policy, capsicum_rights, policy_rights};
 
 fn right(r: CapRight) -> Right {
     match r {
@@ -48,6 +48,7 @@ fn right(r: CapRight) -> Right {
         CapRight::Fstatfs => Right::Fstatfs,
         CapRight::Ioctl => Right::Ioctl,
         CapRight::Connectat => Right::Connectat,
+        CapRight::Flock => Right::Flock,
     }
 }
 
@@ -108,7 +109,7 @@ pub(crate) fn enter(p: &Policy) -> Result<(), Error> {
         }
     }
     for g in &p.grants {
-        limit_fd(g.fd(), &capsicum_rights(g))?;
+        limit_fd(g.fd(), &policy_rights(p, g))?;
     }
     let stdio: [(RawFd, &[CapRight]); 3] = [
         (0, &[CapRight::Read, CapRight::Fstat, CapRight::Event]),

@@ -36,7 +36,7 @@ mod linux;
 #[cfg(target_os = "openbsd")]
 mod openbsd;
 
-pub use rights::{CapRight, MODIFYING_RIGHTS, capsicum_rights, pledge_promises, unveil_paths};
+pub use rights::{CapRight, MODIFYING_RIGHTS, capsicum_rights, pledge_promises, policy_rights, unveil_paths};
 pub use spawn::{Credentials, Limit, Resource, Spawn, default_sigchld, fork_wait, fork_wait_with, spawn};
 
 /// What a role may do with one inherited directory.
@@ -132,6 +132,18 @@ pub struct Policy {
     /// before they write (a Landlock domain or unveil list would bind
     /// them too, and can only narrow).
     pub whole_fs: bool,
+    /// May take advisory locks (flock(2), fcntl(2) locks) on files it
+    /// holds or opens beneath its read-write directory grants: pledge
+    /// "flock" on OpenBSD, `CAP_FLOCK` on those descriptors on FreeBSD;
+    /// nothing on Linux, where locking is not filtered. (local's
+    /// delivery children lock mailboxes inside their sandbox.)
+    pub locks: bool,
+    /// May create connected AF_UNIX socket pairs (socketpair(2)), to
+    /// talk to children it starts; no other sockets unless `net` says.
+    /// Linux lets the filter pass socketpair(AF_UNIX); OpenBSD's
+    /// "stdio" and FreeBSD allow it anyway. (local's root parent and
+    /// its delivery workers.)
+    pub socketpairs: bool,
 }
 
 impl Policy {
@@ -146,6 +158,8 @@ impl Policy {
             change_uid: false,
             open_paths: Vec::new(),
             whole_fs: false,
+            locks: false,
+            socketpairs: false,
         }
     }
 }

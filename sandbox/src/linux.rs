@@ -20,7 +20,8 @@
 //! host administration, TIOCSTI; and unless the policy allows it: execve,
 //! fork (vfork, clone), socket creation and connect (with
 //! [`Net::Connect`], AF_INET and AF_INET6 sockets; with a
-//! [`Grant::SocketDir`], AF_UNIX stream sockets), set*id, and
+//! [`Grant::SocketDir`], AF_UNIX stream sockets), socket pairs (with
+//! `socketpairs`, AF_UNIX ones only), set*id, and
 //! path-based calls relative to the working directory (`open`, `creat`
 //! and other legacy path calls; `openat` and the other `*at` calls whose
 //! directory is AT_FDCWD). clone3 fails with ENOSYS, since its flags
@@ -372,7 +373,7 @@ fn denials(p: &Policy) -> Result<Denials, Error> {
     }
 
     // AF_UNIX sockets for a role with socket directories (which Landlock
-    // confines from ABI 9); socketpair never.
+    // confines from ABI 9); socket pairs only with `socketpairs`.
     let unix = p.grants.iter().any(|g| matches!(g, Grant::SocketDir { .. }));
     let mut families = Vec::new();
     if p.net == Net::Connect {
@@ -398,7 +399,11 @@ fn denials(p: &Policy) -> Result<Denials, Error> {
             d.when(libc::SYS_socket, vec![family, kind])?;
         }
     }
-    d.always(libc::SYS_socketpair);
+    if p.socketpairs {
+        d.when(libc::SYS_socketpair, vec![cond(0, SeccompCmpOp::Ne, libc::AF_UNIX as u64)?])?;
+    } else {
+        d.always(libc::SYS_socketpair);
+    }
 
     if !p.change_uid {
         for nr in [
@@ -581,8 +586,9 @@ mod tests {
     #[test]
     fn filters_compile_for_every_shape() {
         for net in [Net::None, Net::Connect] {
-            for bits in 0..16u8 {
+            for bits in 0..32u8 {
                 let mut p = Policy::new("t");
+                p.socketpairs = bits & 16 != 0;
                 p.net = net;
                 p.fork = bits & 1 != 0;
                 p.exec = bits & 2 != 0;
@@ -619,6 +625,11 @@ mod tests {
         assert!(!d.rules[&libc::SYS_clone].is_empty());
         assert!(!d.rules[&libc::SYS_socket].is_empty());
         assert!(d.always.contains(&libc::SYS_unshare));
+        assert!(d.always.contains(&libc::SYS_socketpair));
+        broad.socketpairs = true;
+        let d = denials(&broad).unwrap();
+        assert!(!d.always.contains(&libc::SYS_socketpair));
+        assert!(!d.rules[&libc::SYS_socketpair].is_empty());
 
         // A socket directory: AF_UNIX sockets and connect, still no pairs.
         for net in [Net::None, Net::Connect] {

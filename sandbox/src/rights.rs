@@ -43,6 +43,9 @@ pub enum CapRight {
     Ioctl,
     /// connectat(2) to a UNIX socket beneath a directory.
     Connectat,
+    /// flock(2) and fcntl(2) locks: only where the policy has `locks`
+    /// ([`policy_rights`]).
+    Flock,
 }
 
 /// Rights that let a descriptor change things or reach new ones: a
@@ -107,6 +110,20 @@ pub fn capsicum_rights(grant: &Grant) -> Vec<CapRight> {
     rights
 }
 
+/// The rights `grant` is limited to on FreeBSD within `policy`: its
+/// [`capsicum_rights`], and `Flock` on writable files and read-write
+/// directories (whose files inherit it) when the policy has `locks`.
+pub fn policy_rights(policy: &Policy, grant: &Grant) -> Vec<CapRight> {
+    let mut rights = capsicum_rights(grant);
+    let writable = matches!(grant, Grant::File { write: true, .. } | Grant::Dir { access: DirAccess::ReadWrite, .. });
+    if policy.locks && writable {
+        rights.push(CapRight::Flock);
+        rights.sort();
+        rights.dedup();
+    }
+    rights
+}
+
 /// The pledge(2) promises for `policy` on OpenBSD, space separated, in a
 /// fixed order without duplicates.
 pub fn pledge_promises(policy: &Policy) -> String {
@@ -126,6 +143,9 @@ pub fn pledge_promises(policy: &Policy) -> String {
     }
     if has(|g| matches!(g, Grant::Dir { access: DirAccess::ReadWrite, times: true, .. })) {
         p.push("fattr");
+    }
+    if policy.locks {
+        p.push("flock");
     }
     if has(|g| matches!(g, Grant::Channel { .. })) {
         p.extend(["recvfd", "sendfd"]);
@@ -309,6 +329,34 @@ mod tests {
         l.change_uid = true;
         l.grants.push(Grant::File { fd: 4, write: true });
         assert_eq!(pledge_promises(&l), "stdio proc exec id getpw");
+
+        // A delivery child: its directory, its channel to the parent,
+        // mailbox locks.
+        let mut d = Policy::new("local");
+        d.grants.push(dir(4, DirAccess::ReadWrite));
+        d.grants.push(Grant::Channel { fd: 3 });
+        d.locks = true;
+        assert_eq!(pledge_promises(&d), "stdio rpath wpath cpath flock recvfd sendfd");
+    }
+
+    #[test]
+    fn locks_add_flock_to_writable_descriptors_only() {
+        let mut p = Policy::new("t");
+        let grants = [
+            dir(4, DirAccess::ReadWrite),
+            dir(5, DirAccess::Read),
+            Grant::File { fd: 6, write: true },
+            Grant::File { fd: 7, write: false },
+            Grant::Channel { fd: 3 },
+        ];
+        for g in &grants {
+            assert!(!policy_rights(&p, g).contains(&CapRight::Flock), "{g:?}");
+            assert_eq!(policy_rights(&p, g), capsicum_rights(g));
+        }
+        p.locks = true;
+        for (g, flock) in grants.iter().zip([true, false, true, false, false]) {
+            assert_eq!(policy_rights(&p, g).contains(&CapRight::Flock), flock, "{g:?}");
+        }
     }
 
     #[test]

@@ -286,6 +286,10 @@ pub enum MailboxKind {
     Maildir,
 }
 
+/// The most delivery workers one local process may keep (each holds a
+/// socket in it; the role's open-files limit is 256).
+pub const MAX_LOCAL_WORKERS: u32 = 128;
+
 /// The local delivery agent (`local { ... }`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -304,6 +308,13 @@ pub struct LocalConf {
     /// How long one delivery may take before it is stopped (and deferred).
     #[serde(with = "serde_ucl::time")]
     pub time_limit: Duration,
+    /// Mailbox and file delivery workers each local process keeps
+    /// between deliveries (0: each delivery gets a fresh one, closed
+    /// after it).
+    pub workers: u32,
+    /// How long a delivery worker may wait unused before it is closed.
+    #[serde(with = "serde_ucl::time")]
+    pub worker_idle_time: Duration,
     /// The user that commands and files named in the aliases (and in
     /// root's own `.forward` or root's `:include:` files) run and are
     /// written as, rather than root.
@@ -319,6 +330,8 @@ impl Default for LocalConf {
             recipient_delimiter: String::from("+"),
             lock_timeout: Duration::from_secs(30),
             time_limit: Duration::from_secs(600),
+            workers: 32,
+            worker_idle_time: Duration::from_secs(10),
             default_user: String::from("nobody"),
         }
     }
@@ -353,6 +366,12 @@ impl LocalConf {
         }
         if self.lock_timeout.is_zero() || self.time_limit.is_zero() {
             return Err(String::from("key `local`: lock_timeout and time_limit must be longer than zero"));
+        }
+        if self.workers > MAX_LOCAL_WORKERS {
+            return Err(format!("key `local.workers`: at most {MAX_LOCAL_WORKERS}"));
+        }
+        if self.worker_idle_time.is_zero() {
+            return Err(String::from("key `local.worker_idle_time`: must be longer than zero"));
         }
         Ok(())
     }

@@ -246,3 +246,15 @@ fn transport_map_errors_name_line_and_entry() {
     let (line, m) = Config::parse("transport {\n lmtp {\n  processes = 0;\n }\n}\n").unwrap_err();
     assert!(m.contains("transport.lmtp.processes"), "{line:?} {m}");
 }
+
+#[test]
+fn local_delivery_workers_are_bounded() {
+    let c = Config::parse("").unwrap();
+    assert_eq!((c.local.workers, c.local.worker_idle_time), (32, Duration::from_secs(10)));
+    let c = Config::parse("local { workers = 0; worker_idle_time = 2min; }\n").unwrap();
+    assert_eq!((c.local.workers, c.local.worker_idle_time), (0, Duration::from_secs(120)));
+    let (_, m) = Config::parse("local { workers = 129; }\n").unwrap_err();
+    assert!(m.contains("local.workers"), "{m}");
+    let (_, m) = Config::parse("local { worker_idle_time = 0s; }\n").unwrap_err();
+    assert!(m.contains("local.worker_idle_time"), "{m}");
+}

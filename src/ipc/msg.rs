@@ -511,3 +511,20 @@ pub enum BounceToQmgr {
     /// why not (qmgr tries again later).
     Done { req: u64, result: Result<Vec<String>, String> },
 }
+
+/// local → one of its mailbox delivery workers (`local deliver`, on the
+/// socket pair at the worker's descriptor 3): deliver the message of the
+/// queue file that travels with it (read-only) to the worker's mailbox.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub enum ToWorker {
+    Deliver { sender: String, recipient: String, arrival: i64 },
+}
+
+/// A mailbox delivery worker → local, for the job in hand: its progress
+/// lines (`at SIZE DEV INO`, `appended`; see `local::repair`), then its
+/// verdict, a sysexits(3) code and the line `D.D.D reason`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub enum FromWorker {
+    Progress(String),
+    Done { code: i32, report: String },
+}

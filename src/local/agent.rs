@@ -1,17 +1,19 @@
 //! The local role's root parent: qmgr sends it deliveries to local
 //! recipients (the smtp agent's protocol: a request and a read-only queue
 //! file); for each recipient it follows the aliases to the users whose
-//! mailboxes the mail ends in ([`super::resolve`]), and runs each mailbox
-//! delivery as a child of its own program, started as the recipient
-//! (`local deliver ...`, [`super::child`]), which opens the mailbox,
-//! confines itself to it and writes. The parent never opens a mailbox
+//! mailboxes the mail ends in ([`super::resolve`]), and hands each
+//! mailbox delivery to a worker of its own program, started as the
+//! recipient (`local deliver ...`, [`super::child`]), confined to the
+//! mailbox's directory, which opens the mailbox for each job and writes.
+//! Workers are kept between deliveries, one per user and mailbox
+//! ([`super::pool`], [`super::spawn`]). The parent never opens a mailbox
 //! and never writes as root; it reports one result per recipient. When
-//! an mbox or file delivery child is killed, by a signal or by us at the
-//! time limit, the parent runs `local repair` as the same user
-//! ([`super::repair`]) to cut the mailbox back to where the child began
-//! and remove its dot-lock, and logs what it did.
+//! an mbox or file delivery is killed, by a signal or by us at the time
+//! limit, the parent runs `local repair` as the same user
+//! ([`super::repair`]) to cut the mailbox back to where the delivery
+//! began and remove its dot-lock, and logs what it did.
 //!
-//! Deliveries are served one at a time (the child's time is bounded by
+//! Deliveries are served one at a time (each bounded by
 //! `local.time_limit`); more processes (`processes.local`) deliver in
 //! parallel.
 //!
@@ -22,7 +24,6 @@
 
 use std::collections::HashSet;
 use std::fs::File;
-use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -30,21 +31,22 @@ use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
-use nix::sys::signal::{Signal, kill};
-use nix::sys::wait::{WaitStatus, waitpid};
-use nix::unistd::Pid;
+use nix::sys::wait::WaitStatus;
 use sandbox::{Grant, Sandboxed};
 
+use super::child::Kind;
 use super::deliver::{Envelope, Error as DeliverError};
+use super::pool::{Key, Pool};
 use super::repair::{Killed, progress};
-use super::resolve::{Dest, Resolver, Target, User};
+use super::resolve::{Dest, Resolver, Step, Target, User, push_new, steps};
+use super::spawn::{MAX_CHILD_REPORT, Worker, run, split_report};
 use crate::aliases::{self, Target as AliasTarget};
 use crate::child::{Child, drop_channel, install_channel};
 use crate::config::delivery::{DeliveryConf, MailboxKind};
 use crate::ipc::Channel;
 use crate::ipc::msg::{
     CleanupToSmtpd, CommitResult, Delivery, FromMaster, MessageEnvelope, MessageRecipient, QmgrToSmtp, RecipientReport,
-    RecipientStatus, SiteReport, SmtpToQmgr, SmtpdToCleanup,
+    RecipientStatus, SiteReport, SmtpToQmgr, SmtpdToCleanup, ToWorker,
 };
 use crate::queue::BodyType;
 use crate::queue::{QueueEnvelope, read_envelope, verify_content};
@@ -58,8 +60,6 @@ const CLEANUP: Token = Token(2);
 const CHUNK: usize = 32 * 1024;
 /// Frames queued on the cleanup channel before we wait for it to drain.
 const MAX_QUEUED_FRAMES: usize = 64;
-/// Largest report read from a delivery child.
-const MAX_CHILD_REPORT: usize = 4096;
 /// How deep `:include:` files of a `.forward` may nest.
 const MAX_FORWARD_DEPTH: usize = 5;
 
@@ -94,6 +94,8 @@ struct Local {
     conf: DeliveryConf,
     resolver: Resolver,
     program: PathBuf,
+    /// Mailbox delivery workers between jobs.
+    workers: Pool<Worker>,
 }
 
 /// Serve until master says stop.
@@ -106,6 +108,7 @@ pub fn serve(_token: Sandboxed, child: Child, prepared: Prepared) -> ! {
         child.fatal(&format!("registering the master channel: {e}"));
     }
     let program = conf.libexec.join(Role::Local.program());
+    let workers = Pool::new(conf.local.workers as usize, conf.local.worker_idle_time);
     let mut l = Local {
         child,
         poll,
@@ -115,13 +118,19 @@ pub fn serve(_token: Sandboxed, child: Child, prepared: Prepared) -> ! {
         conf: *conf,
         resolver: prepared.resolver,
         program,
+        workers,
     };
     let mut events = Events::with_capacity(16);
     loop {
-        if let Err(e) = l.poll.poll(&mut events, None)
+        // Awake when the next idle worker is due to be closed.
+        let timeout = l.workers.next_expiry().map(|t| t.saturating_duration_since(Instant::now()));
+        if let Err(e) = l.poll.poll(&mut events, timeout)
             && e.kind() != std::io::ErrorKind::Interrupted
         {
             l.child.fatal(&format!("poll: {e}"));
+        }
+        for w in l.workers.expire(Instant::now()) {
+            w.close();
         }
         for ev in events.iter() {
             match ev.token() {
@@ -150,6 +159,9 @@ impl Local {
                     self.child.debug(&format!("channel to cleanup pid {pid}"));
                 }
                 Ok(Some((FromMaster::Stop, _))) => {
+                    for w in self.workers.drain() {
+                        w.close();
+                    }
                     let _ = self.child.master.flush();
                     std::process::exit(0);
                 }
@@ -391,7 +403,7 @@ impl Local {
         let argv = ["local", "forward", home, file_str, self.confinement()];
         let creds = sandbox::Credentials { uid: user.uid, gid: user.gid, groups: vec![user.gid] };
         let limit = self.conf.local.lock_timeout.max(Duration::from_secs(10));
-        let ran = self.run(&argv, &creds, None, limit, super::forward::MAX_FORWARD_SIZE as usize + 1)?;
+        let ran = run(&self.program, &argv, &creds, None, limit, super::forward::MAX_FORWARD_SIZE as usize + 1)?;
         let why = || String::from_utf8_lossy(&ran.text).trim().to_string();
         match ran.status {
             _ if ran.timed_out => {
@@ -440,9 +452,9 @@ impl Local {
         let (kind, dir, name, gid) = match lc.mailbox {
             MailboxKind::Mbox => {
                 let gid = super::resolve::spool_group(&lc.mail_spool).unwrap_or(user.gid);
-                ("mbox", lc.mail_spool.clone(), user.name.clone(), gid)
+                (Kind::Mbox, lc.mail_spool.clone(), user.name.clone(), gid)
             }
-            MailboxKind::Maildir => ("maildir", user.home.clone(), lc.maildir.clone(), user.gid),
+            MailboxKind::Maildir => (Kind::Maildir, user.home.clone(), lc.maildir.clone(), user.gid),
         };
         self.store(qe, file, kind, &dir, &name, user.uid, gid, recipient)
     }
@@ -459,7 +471,7 @@ impl Local {
         let (Some(dir), Some(name)) = (trimmed.parent(), trimmed.file_name().and_then(|n| n.to_str())) else {
             return Outcome::bounce("5.3.0", &format!("{}: not a file to deliver to", path.display()));
         };
-        let (kind, name) = if maildir { ("maildir", format!("{name}/")) } else { ("file", name.to_string()) };
+        let (kind, name) = if maildir { (Kind::Maildir, format!("{name}/")) } else { (Kind::File, name.to_string()) };
         let o = self.store(qe, file, kind, dir, &name, user.uid, user.gid, to);
         match o.status {
             RecipientStatus::Delivered { .. } => Outcome::sent(&format!("delivered to file: {}", path.display())),
@@ -467,15 +479,16 @@ impl Local {
         }
     }
 
-    /// Run `local deliver KIND DIR NAME ...` as uid and gid, and wait;
-    /// if an mbox or file delivery was killed, repair the mailbox
-    /// ([`Local::repair`]).
+    /// Deliver to NAME in DIR as uid and gid, by the worker for it
+    /// (`local deliver KIND DIR NAME ...`, started when there is none),
+    /// and wait; if an mbox or file delivery was killed, repair the
+    /// mailbox ([`Local::repair`]).
     #[allow(clippy::too_many_arguments)]
     fn store(
         &mut self,
         qe: &QueueEnvelope,
         file: &File,
-        kind: &str,
+        kind: Kind,
         dir: &Path,
         name: &str,
         uid: u32,
@@ -483,37 +496,63 @@ impl Local {
         recipient: &str,
     ) -> Outcome {
         let lc = &self.conf.local;
-        let arrival = qe.envelope.arrival.secs.to_string();
-        let lock_ms = lc.lock_timeout.as_millis().to_string();
         let limit = lc.time_limit;
-        let hostname = self.child.config.hostname.clone();
         let Some(dir_str) = dir.to_str() else {
             return Outcome::defer("4.3.0", &format!("{}: not a UTF-8 path", dir.display()));
         };
-        let argv = [
-            "local",
-            "deliver",
+        let key = Key {
+            uid,
+            gid,
+            groups: vec![gid],
             kind,
-            dir_str,
-            name,
-            qe.envelope.sender.as_str(),
-            recipient,
-            arrival.as_str(),
-            hostname.as_str(),
-            lock_ms.as_str(),
-            self.confinement(),
-        ];
-        let creds = sandbox::Credentials { uid, gid, groups: vec![gid] };
-        let ran = match self.run(&argv, &creds, Some(file), limit, MAX_CHILD_REPORT) {
-            Ok(ran) => ran,
-            Err(o) => return o,
+            dir: dir_str.to_string(),
+            name: name.to_string(),
+            hostname: self.child.config.hostname.clone(),
+            lock_ms: u64::try_from(lc.lock_timeout.as_millis()).unwrap_or(u64::MAX),
+            confinement: self.confinement(),
         };
+        let creds = sandbox::Credentials { uid, gid, groups: key.groups.clone() };
+        let worker = match self.workers.take(&key) {
+            Some(mut w) => {
+                if w.usable() {
+                    Ok(w)
+                } else {
+                    // Ended or gone astray while idle: replaced.
+                    self.child.debug(&format!("delivery worker pid {} for {dir_str}/{name} is gone", w.pid()));
+                    w.close();
+                    Worker::start(&self.program, &key.argv(), Some(&creds))
+                }
+            }
+            None => Worker::start(&self.program, &key.argv(), Some(&creds)),
+        };
+        let worker = match worker {
+            Ok(w) => w,
+            Err(e) => return Outcome::defer("4.3.0", &format!("cannot start the delivery: {e}")),
+        };
+        let job = ToWorker::Deliver {
+            sender: qe.envelope.sender.clone(),
+            recipient: recipient.to_string(),
+            arrival: qe.envelope.arrival.secs,
+        };
+        let (back, ran) = worker.job(&job, file, limit);
+        if let Some(w) = back {
+            for old in self.workers.put(key, w, Instant::now()) {
+                old.close();
+            }
+        }
         let o = ran.outcome(limit);
-        if kind == "maildir" || !ran.killed() {
+        if kind == Kind::Maildir || !ran.killed() {
             return o;
         }
         let env = Envelope { sender: &qe.envelope.sender, recipient, arrival: qe.envelope.arrival.secs };
-        let killed = Killed { kind, dir: dir_str, name, env, pid: ran.pid.as_raw(), progress: progress(&ran.text) };
+        let killed = Killed {
+            kind: kind.as_str(),
+            dir: dir_str,
+            name,
+            env,
+            pid: ran.pid.as_raw(),
+            progress: progress(&ran.text),
+        };
         let repaired = self.repair(qe.id.as_str(), &killed, &creds, file);
         killed.outcome(o, repaired)
     }
@@ -533,7 +572,7 @@ impl Local {
         let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
         let limit = self.conf.local.lock_timeout + Duration::from_secs(10);
         let queue = killed.needs_content().then_some(file);
-        let result = match self.run(&argv, creds, queue, limit, MAX_CHILD_REPORT) {
+        let result = match run(&self.program, &argv, creds, queue, limit, MAX_CHILD_REPORT) {
             Ok(r) if r.timed_out => Err(format!("no end within {}s", limit.as_secs())),
             Ok(r) if matches!(r.status, Ok(WaitStatus::Exited(_, EX_OK))) => {
                 Ok(split_report(&String::from_utf8_lossy(&r.text)).1)
@@ -593,7 +632,7 @@ impl Local {
         let creds = sandbox::Credentials { uid: user.uid, gid: user.gid, groups };
         // The command's own limit is enforced by `local pipe`; this one
         // stops a `local pipe` that does not.
-        let o = match self.run(&argv, &creds, Some(file), limit + Duration::from_secs(10), MAX_CHILD_REPORT) {
+        let o = match run(&self.program, &argv, &creds, Some(file), limit + Duration::from_secs(10), MAX_CHILD_REPORT) {
             Ok(ran) => ran.outcome(limit),
             Err(o) => o,
         };
@@ -729,171 +768,6 @@ impl Local {
             Ok(_) | Err(nix::errno::Errno::EINTR) => Ok(()),
             Err(e) => Err(format!("poll on cleanup's channel (fd {fd}): {e}")),
         }
-    }
-
-    /// Start a child of this program with `argv` as `creds` (the queue
-    /// file, when given, at descriptor 3, its standard error a pipe to
-    /// us) and wait for it, at most `limit`.
-    fn run(
-        &mut self,
-        argv: &[&str],
-        creds: &sandbox::Credentials,
-        queue: Option<&File>,
-        limit: Duration,
-        max: usize,
-    ) -> Result<Ran, Outcome> {
-        let (rd, wr) = nix::unistd::pipe().map_err(|e| Outcome::defer("4.3.0", &format!("pipe: {e}")))?;
-        let fds: Vec<i32> = queue.iter().map(|f| f.as_raw_fd()).collect();
-        let limits = [
-            sandbox::Limit { resource: sandbox::Resource::OpenFiles, soft: 64, hard: 64 },
-            sandbox::Limit { resource: sandbox::Resource::CoreSize, soft: 0, hard: 0 },
-        ];
-        let env = [("PATH", "/usr/bin:/bin")];
-        let spec = sandbox::Spawn {
-            program: &self.program,
-            argv,
-            env: &env,
-            fds: &fds,
-            stderr: Some(wr.as_raw_fd()),
-            credentials: Some(creds),
-            limits: &limits,
-        };
-        let pid = match sandbox::spawn(&spec) {
-            Ok(p) => Pid::from_raw(p),
-            Err(e) => return Err(Outcome::defer("4.3.0", &format!("cannot start the delivery: {e}"))),
-        };
-        drop(wr);
-        let (text, timed_out) = read_report(rd, limit, max);
-        if timed_out {
-            let _ = kill(pid, Signal::SIGKILL);
-        }
-        let status = loop {
-            match waitpid(pid, None) {
-                Err(nix::errno::Errno::EINTR) => continue,
-                other => break other,
-            }
-        };
-        Ok(Ran { pid, status, text, timed_out })
-    }
-}
-
-/// Add `d` unless the same destination is there already.
-fn push_new(out: &mut Vec<Dest>, d: Dest) {
-    if !out.iter().any(|o| o.target == d.target) {
-        out.push(d);
-    }
-}
-
-/// What is done for a recipient, in order.
-pub(super) enum Step {
-    /// A mailbox, command or file, one by one.
-    Here(Dest),
-    /// The addresses forwarded to, as one new message from `sender`
-    /// with `Delivered-To: to`.
-    Forward { sender: String, to: String, addresses: Vec<String> },
-}
-
-/// Mailboxes, commands and files first, in order; then the addresses,
-/// grouped by sender and `Delivered-To:` (`sender`: the message's, for
-/// a forward that names none).
-pub(super) fn steps(dests: Vec<Dest>, sender: &str) -> Vec<Step> {
-    let mut here = Vec::new();
-    let mut forwards: Vec<Step> = Vec::new();
-    for d in dests {
-        let Target::Forward { address, sender: owner } = d.target else {
-            here.push(Step::Here(d));
-            continue;
-        };
-        let from = owner.unwrap_or_else(|| sender.to_string());
-        let group = forwards.iter_mut().find_map(|s| match s {
-            Step::Forward { sender, to, addresses } if *sender == from && *to == d.to => Some(addresses),
-            _ => None,
-        });
-        match group {
-            Some(addresses) => addresses.push(address),
-            None => forwards.push(Step::Forward { sender: from, to: d.to, addresses: vec![address] }),
-        }
-    }
-    here.extend(forwards);
-    here
-}
-
-/// A child that ran.
-struct Ran {
-    pid: Pid,
-    status: nix::Result<WaitStatus>,
-    text: Vec<u8>,
-    timed_out: bool,
-}
-
-impl Ran {
-    /// Whether it was killed, by a signal or by us at its time limit:
-    /// it had no chance to clean up.
-    fn killed(&self) -> bool {
-        self.timed_out || matches!(self.status, Ok(WaitStatus::Signaled(..)))
-    }
-
-    /// A delivery child's verdict: its exit code and report.
-    fn outcome(&self, limit: Duration) -> Outcome {
-        if self.timed_out {
-            return Outcome::defer("4.3.0", &format!("delivery stopped after {}s", limit.as_secs()));
-        }
-        let (dsn, reason) = split_report(&String::from_utf8_lossy(&self.text));
-        match self.status {
-            Ok(WaitStatus::Exited(_, EX_OK)) => Outcome::sent(&reason),
-            Ok(WaitStatus::Exited(_, EX_NOUSER | EX_DATAERR)) => Outcome::bounce(dsn.unwrap_or("5.1.1"), &reason),
-            Ok(WaitStatus::Exited(_, code)) => {
-                let reason = if reason.is_empty() { format!("delivery failed (status {code})") } else { reason };
-                Outcome::defer(dsn.filter(|d| d.starts_with('4')).unwrap_or("4.3.0"), &reason)
-            }
-            Ok(WaitStatus::Signaled(_, sig, _)) => Outcome::defer("4.3.0", &format!("delivery killed by {sig}")),
-            ref other => Outcome::defer("4.3.0", &format!("delivery ended oddly: {other:?}")),
-        }
-    }
-}
-
-/// The child's report: read until end of file, at most `max` bytes kept,
-/// within `limit`. Returns the bytes and whether time ran out.
-fn read_report(rd: OwnedFd, limit: Duration, max: usize) -> (Vec<u8>, bool) {
-    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    let deadline = Instant::now() + limit;
-    let mut f = File::from(rd);
-    let mut kept = Vec::new();
-    let mut buf = [0u8; 1024];
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return (kept, true);
-        }
-        let ms = u16::try_from(left.as_millis().min(60_000)).unwrap_or(u16::MAX);
-        let mut fds = [PollFd::new(f.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, PollTimeout::from(ms)) {
-            Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
-            Ok(_) => {}
-            Err(_) => return (kept, false),
-        }
-        match f.read(&mut buf) {
-            Ok(0) => return (kept, false),
-            Ok(n) => {
-                let room = max.saturating_sub(kept.len());
-                kept.extend_from_slice(&buf[..n.min(room)]);
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => return (kept, false),
-        }
-    }
-}
-
-/// The child's report ends in one line: `D.D.D reason` (progress lines
-/// before it, [`super::repair`], are passed over). Anything else is the
-/// reason alone.
-pub(super) fn split_report(text: &str) -> (Option<&'static str>, String) {
-    let line = text.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("").trim();
-    let line: String = line.chars().filter(|c| !c.is_control()).take(512).collect();
-    let (code, rest) = line.split_once(' ').unwrap_or((line.as_str(), ""));
-    match super::resolve::known_dsn(code) {
-        Some(d) => (Some(d), rest.to_string()),
-        None => (None, line),
     }
 }
 

@@ -1,34 +1,45 @@
-//! One mailbox delivery, as the recipient: the program `local` run by its
-//! root parent with the recipient's user and group ids (the spool's group
-//! for an mbox in a spool that is not world-writable) as
+//! Mailbox delivery as the recipient: a worker, the program `local` run
+//! by its root parent with the recipient's user and group ids (the
+//! spool's group for an mbox in a spool that is not world-writable) as
 //!
 //! ```text
-//! local deliver mbox|file|maildir DIR NAME SENDER RECIPIENT ARRIVAL HOSTNAME LOCK_MS confined|unconfined
+//! local deliver mbox|file|maildir DIR NAME HOSTNAME LOCK_MS confined|unconfined
 //! ```
 //!
-//! with the read-only queue file at descriptor 3 and a pipe to the parent
-//! as standard error. It opens the spool directory and the mailbox (or
-//! the home directory and the Maildir), takes the mailbox's locks, then
-//! enters a sandbox that holds only those descriptors (Landlock beneath
-//! that one directory plus seccomp on Linux, unveil of it plus pledge on
-//! OpenBSD, capability mode on FreeBSD) before it reads a byte of the
-//! message or writes one. It reports one line, `D.D.D reason`, and exits
-//! with a sysexits code: 0 delivered, 75 try again later, 65 for a
-//! failure that another try would not mend. (The parent has already
-//! checked the message for a `Delivered-To:` loop.)
+//! with one end of a socket pair to the parent at descriptor 3 (the
+//! project's channel framing, [`crate::ipc`]). It opens DIR (the spool,
+//! a home directory, or the directory of a file named in an alias or a
+//! `.forward`) without following a symbolic link and enters its sandbox
+//! at once, holding only that directory and the socket: Landlock beneath
+//! DIR plus seccomp on Linux, unveil of DIR plus pledge on OpenBSD,
+//! capability mode on FreeBSD. Then it serves one job after another, for
+//! that one mailbox (NAME in DIR: an mbox or file, or the Maildir NAME
+//! beneath a home), until the parent closes the socket.
 //!
-//! Appending to an mbox or file, it also reports its progress, each a
-//! line before that last one, for the parent to repair the mailbox
-//! ([`super::repair`]) should it be killed: `at SIZE DEV INO` once it
-//! holds the locks and before it writes, `appended` once the whole
-//! message is written and synced, before it lets go of the locks.
+//! A job is a [`ToWorker::Deliver`] with the queue file's read-only
+//! descriptor (SCM_RIGHTS). For each, the worker reads and checks the
+//! queue file, opens the mailbox by name afresh (a mail reader may have
+//! replaced or removed it since the last job; it is created when
+//! missing), takes its locks, writes, fsyncs and lets go of the locks,
+//! exactly as a one-shot delivery would, and answers with its progress
+//! ([`FromWorker::Progress`]: for an mbox or file, `at SIZE DEV INO` once
+//! it holds the locks and before it writes, `appended` once the whole
+//! message is written and synced, before it lets go of the locks; see
+//! [`super::repair`]) and its verdict ([`FromWorker::Done`]: a sysexits
+//! code, 0 delivered, 75 try again later, 65 for a failure that another
+//! try would not mend, and the line `D.D.D reason`). It holds nothing of
+//! a job after answering: the mailbox and the queue file are closed.
+//! (The parent has already checked the message for a `Delivered-To:`
+//! loop.) A worker that cannot start (DIR cannot be opened, the sandbox
+//! cannot be entered) answers its first job with the reason, unasked,
+//! and exits.
 //!
-//! Trusts: its parent for the arguments (root started it); nothing in
-//! the message, which is copied, never interpreted.
+//! Trusts: its parent for the arguments and requests (root started it);
+//! nothing in the message, which is copied, never interpreted.
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -40,22 +51,23 @@ use sandbox::{DirAccess, Grant, Policy, Unconfined};
 use super::agent::{EX_DATAERR, EX_OK, EX_SOFTWARE, EX_TEMPFAIL};
 use super::deliver::{self, Envelope};
 use super::{maildir, mbox, repair};
+use crate::ipc::msg::{FromWorker, ToWorker};
+use crate::ipc::{self, Channel};
 use crate::queue::{ContentRange, read_envelope, verify_content};
 
-/// The queue file's descriptor.
+/// The queue file's descriptor, for `local repair` and `local pipe`.
 pub(super) const QUEUE_FD: i32 = 3;
+/// A delivery worker's socket to its parent.
+pub(super) const CHANNEL_FD: i32 = 3;
+/// The largest message either way on a worker's socket.
+pub const MAX_WORKER_MESSAGE: usize = 16 * 1024;
 
-/// Report and exit.
+/// Report and exit (the one-shot programs: `local repair`, `local pipe`).
 pub(super) fn finish(code: i32, dsn: &str, reason: &str) -> ! {
     let mut e = std::io::stderr();
     let _ = writeln!(e, "{dsn} {reason}");
     let _ = e.flush();
     std::process::exit(code);
-}
-
-fn fail(err: &deliver::Error) -> ! {
-    let code = if err.temporary() { EX_TEMPFAIL } else { EX_DATAERR };
-    finish(code, err.dsn(), &err.to_string())
 }
 
 /// The content of the queue file, read with pread.
@@ -78,55 +90,189 @@ impl Read for Content<'_> {
     }
 }
 
-/// `local deliver ...`: never returns.
-pub fn main(args: &[String]) -> ! {
-    let [kind, dir, name, sender, recipient, arrival, hostname, lock_ms, confinement] = args else {
-        finish(EX_SOFTWARE, "4.3.0", "local deliver: wrong arguments");
-    };
-    let arrival: i64 = arrival.parse().unwrap_or(0);
-    let lock_timeout = lock_timeout(lock_ms);
-    let unconfined = unconfined(confinement);
-    let (queue, range) = queue_content();
-    let env = Envelope { sender, recipient, arrival };
-    let dir_fd = open_dir(dir);
-    let mut grants = vec![Grant::File { fd: QUEUE_FD, write: false }];
-    match kind.as_str() {
-        // A file named in an alias or .forward is written as an mbox is,
-        // with the kernel locks only: its directory need not be writable.
-        "mbox" | "file" => {
-            let file = mbox::open_mailbox(&dir_fd, name, 0o600).unwrap_or_else(|e| fail(&e));
-            let dotlock = kind == "mbox";
-            let conf = mbox::LockConf { timeout: lock_timeout, dotlock, ..mbox::LockConf::default() };
-            let lock = mbox::lock(&dir_fd, name, &file, &conf).unwrap_or_else(|e| fail(&e));
-            let mark = mbox::Mark::of(&file, &lock).unwrap_or_else(|e| fail(&e));
-            report_progress(&repair::at_line(&mark));
-            grants.push(Grant::File { fd: file.as_raw_fd(), write: true });
-            grants.push(dir_grant(&dir_fd, PathBuf::from(dir.as_str())));
-            confine(&grants, unconfined);
-            let mut content = Content { file: &queue, range, at: 0 };
-            mbox::append(&file, &env, &mut content, &lock).unwrap_or_else(|e| fail(&e));
-            report_progress(repair::APPENDED);
-            lock.release().unwrap_or_else(|e| fail(&e));
-            finish(EX_OK, "2.0.0", if dotlock { "delivered to mailbox" } else { "delivered to file" });
+/// What a worker delivers to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// An mbox in the spool: dot-lock and kernel locks.
+    Mbox,
+    /// A file named in an alias or `.forward`, written as an mbox is,
+    /// with the kernel locks only (its directory need not be writable).
+    File,
+    /// A Maildir beneath a home directory.
+    Maildir,
+}
+
+impl Kind {
+    pub fn parse(s: &str) -> Option<Kind> {
+        match s {
+            "mbox" => Some(Kind::Mbox),
+            "file" => Some(Kind::File),
+            "maildir" => Some(Kind::Maildir),
+            _ => None,
         }
-        "maildir" => {
-            let md = maildir::open_maildir(&dir_fd, name).unwrap_or_else(|e| fail(&e));
-            grants.push(dir_grant(&md, PathBuf::from(dir.as_str()).join(name.as_str())));
-            confine(&grants, unconfined);
-            let mut content = Content { file: &queue, range, at: 0 };
-            maildir::deliver(&md, hostname, &env, &mut content).unwrap_or_else(|e| fail(&e));
-            finish(EX_OK, "2.0.0", "delivered to maildir");
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Mbox => "mbox",
+            Kind::File => "file",
+            Kind::Maildir => "maildir",
         }
-        other => finish(EX_SOFTWARE, "4.3.0", &format!("local deliver: unknown mailbox kind {other}")),
     }
 }
 
-/// A progress line for the parent. If the parent cannot be told, it
-/// cannot repair the mailbox either: the delivery stops.
-fn report_progress(line: &str) {
-    let mut e = std::io::stderr();
-    if writeln!(e, "{line}").and_then(|()| e.flush()).is_err() {
-        finish(EX_TEMPFAIL, "4.3.0", "cannot report to the parent");
+/// Why a job failed: its exit code, status code and reason.
+struct Failure {
+    code: i32,
+    dsn: &'static str,
+    reason: String,
+}
+
+impl From<deliver::Error> for Failure {
+    fn from(e: deliver::Error) -> Failure {
+        let code = if e.temporary() { EX_TEMPFAIL } else { EX_DATAERR };
+        Failure { code, dsn: e.dsn(), reason: e.to_string() }
+    }
+}
+
+fn tempfail(reason: String) -> Failure {
+    Failure { code: EX_TEMPFAIL, dsn: "4.3.0", reason }
+}
+
+/// The worker's socket to its parent.
+struct Parent {
+    chan: Channel,
+}
+
+impl Parent {
+    /// Send `m` and wait until it is out. False: the parent is gone.
+    fn send(&mut self, m: &FromWorker) -> bool {
+        if self.chan.send(m, &[]).is_err() {
+            return false;
+        }
+        loop {
+            match self.chan.flush() {
+                Ok(true) => return true,
+                Ok(false) => {
+                    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+                    let mut fds = [PollFd::new(self.chan.as_fd(), PollFlags::POLLOUT)];
+                    if let Err(e) = poll(&mut fds, PollTimeout::from(1000u16))
+                        && e != nix::errno::Errno::EINTR
+                    {
+                        return false;
+                    }
+                }
+                Err(_) => return false,
+            }
+        }
+    }
+
+    /// Answer (the job in hand, or the first one) and exit.
+    fn fatal(&mut self, code: i32, dsn: &str, reason: &str) -> ! {
+        let _ = self.send(&FromWorker::Done { code, report: format!("{dsn} {reason}") });
+        std::process::exit(code);
+    }
+
+    /// The next job and its queue file; exits when the parent closes the
+    /// socket, or sends what a worker does not expect.
+    fn next(&mut self) -> (ToWorker, File) {
+        loop {
+            match self.chan.recv_blocking::<ToWorker>(Duration::from_secs(3600)) {
+                Ok((job, mut fds)) if fds.len() == 1 => {
+                    let fd: OwnedFd = fds.remove(0);
+                    if let Err(e) = sandbox::limit_received(&Grant::File { fd: fd.as_raw_fd(), write: false }) {
+                        self.fatal(EX_SOFTWARE, "4.3.0", &format!("limiting the queue file: {e}"));
+                    }
+                    return (job, File::from(fd));
+                }
+                Ok(_) => self.fatal(EX_SOFTWARE, "4.3.0", "a job without its queue file"),
+                Err(ipc::Error::Io(e)) if e.kind() == std::io::ErrorKind::TimedOut => continue,
+                Err(ipc::Error::Closed) => std::process::exit(EX_OK),
+                Err(e) => self.fatal(EX_SOFTWARE, "4.3.0", &format!("the parent's socket: {e}")),
+            }
+        }
+    }
+
+    /// A progress line. If the parent cannot be told, it cannot repair
+    /// the mailbox either: the delivery stops.
+    fn progress(&mut self, line: String) -> Result<(), Failure> {
+        if self.send(&FromWorker::Progress(line)) {
+            Ok(())
+        } else {
+            Err(tempfail(String::from("cannot report to the parent")))
+        }
+    }
+}
+
+/// `local deliver ...`: never returns.
+pub fn main(args: &[String]) -> ! {
+    let [kind, dir, name, hostname, lock_ms, confinement] = args else {
+        finish(EX_SOFTWARE, "4.3.0", "local deliver: wrong arguments");
+    };
+    let chan = match sandbox::fds::take_inherited(CHANNEL_FD) {
+        Ok(fd) => Channel::new(fd).with_max_message(MAX_WORKER_MESSAGE),
+        Err(e) => finish(EX_SOFTWARE, "4.3.0", &format!("no socket to the parent: {e}")),
+    };
+    let mut parent = Parent { chan };
+    let Some(kind) = Kind::parse(kind) else {
+        parent.fatal(EX_SOFTWARE, "4.3.0", &format!("local deliver: unknown mailbox kind {kind}"));
+    };
+    let dir_fd = match open_dir_fd(dir) {
+        Ok(fd) => fd,
+        Err(e) => parent.fatal(EX_TEMPFAIL, "4.3.0", &format!("{dir}: {}", e.desc())),
+    };
+    let grants = [Grant::Channel { fd: CHANNEL_FD }, dir_grant(&dir_fd, PathBuf::from(dir.as_str()))];
+    if let Err(e) = enter(&grants, unconfined(confinement)) {
+        parent.fatal(EX_TEMPFAIL, "4.3.0", &format!("cannot enter the delivery sandbox: {e}"));
+    }
+    let lock = mbox::LockConf { timeout: lock_timeout(lock_ms), dotlock: kind == Kind::Mbox, ..Default::default() };
+    loop {
+        let (ToWorker::Deliver { sender, recipient, arrival }, queue) = parent.next();
+        let env = Envelope { sender: &sender, recipient: &recipient, arrival };
+        let target = Target { kind, dir: &dir_fd, name, hostname, lock: &lock };
+        let (code, dsn, reason) = match job(&mut parent, &target, &env, &queue) {
+            Ok(what) => (EX_OK, "2.0.0", what.to_string()),
+            Err(f) => (f.code, f.dsn, f.reason),
+        };
+        drop(queue);
+        if !parent.send(&FromWorker::Done { code, report: format!("{dsn} {reason}") }) {
+            std::process::exit(EX_TEMPFAIL);
+        }
+    }
+}
+
+/// The worker's mailbox.
+struct Target<'a> {
+    kind: Kind,
+    dir: &'a OwnedFd,
+    name: &'a str,
+    hostname: &'a str,
+    lock: &'a mbox::LockConf,
+}
+
+/// One delivery: the queue file checked, the mailbox opened by name,
+/// locked, written, synced, let go.
+fn job(parent: &mut Parent, t: &Target<'_>, env: &Envelope<'_>, queue: &File) -> Result<&'static str, Failure> {
+    let qe = read_envelope(queue).map_err(|e| tempfail(format!("cannot read the queue file: {e}")))?;
+    let range = qe.content_range();
+    verify_content(queue, range).map_err(|e| tempfail(format!("the message content cannot be read: {e}")))?;
+    let mut content = Content { file: queue, range, at: 0 };
+    match t.kind {
+        Kind::Mbox | Kind::File => {
+            let file = mbox::open_mailbox(t.dir, t.name, 0o600)?;
+            let lock = mbox::lock(t.dir, t.name, &file, t.lock)?;
+            let mark = mbox::Mark::of(&file, &lock)?;
+            parent.progress(repair::at_line(&mark))?;
+            mbox::append(&file, env, &mut content, &lock)?;
+            parent.progress(String::from(repair::APPENDED))?;
+            lock.release()?;
+            Ok(if t.kind == Kind::Mbox { "delivered to mailbox" } else { "delivered to file" })
+        }
+        Kind::Maildir => {
+            let md = maildir::open_maildir(t.dir, t.name)?;
+            maildir::deliver(&md, t.hostname, env, &mut content)?;
+            Ok("delivered to maildir")
+        }
     }
 }
 
@@ -160,8 +306,13 @@ pub(super) fn queue_content() -> (File, ContentRange) {
 
 /// The directory of the mailbox (the spool, or a home), not through a
 /// symbolic link at its last component.
+fn open_dir_fd(dir: &str) -> nix::Result<OwnedFd> {
+    open(dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())
+}
+
+/// [`open_dir_fd`], or report and exit.
 pub(super) fn open_dir(dir: &str) -> OwnedFd {
-    match open(dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty()) {
+    match open_dir_fd(dir) {
         Ok(fd) => fd,
         Err(e) => finish(EX_TEMPFAIL, "4.3.0", &format!("{dir}: {}", e.desc())),
     }
@@ -171,12 +322,18 @@ pub(super) fn dir_grant(fd: &OwnedFd, path: PathBuf) -> Grant {
     Grant::Dir { fd: fd.as_raw_fd(), path, access: DirAccess::ReadWrite, watch: false, times: false }
 }
 
-/// Enter the delivery's sandbox: only the descriptors it holds.
-pub(super) fn confine(grants: &[Grant], unconfined: Unconfined) {
+/// Enter a delivery's sandbox: only the descriptors it holds, and
+/// mailbox locks.
+fn enter(grants: &[Grant], unconfined: Unconfined) -> Result<(), sandbox::Error> {
     let mut p = Policy::new("local");
     p.grants = grants.to_vec();
-    match sandbox::enter(&p, unconfined) {
-        Ok(_) => {}
-        Err(e) => finish(EX_TEMPFAIL, "4.3.0", &format!("cannot enter the delivery sandbox: {e}")),
+    p.locks = true;
+    sandbox::enter(&p, unconfined).map(drop)
+}
+
+/// [`enter`], or report and exit.
+pub(super) fn confine(grants: &[Grant], unconfined: Unconfined) {
+    if let Err(e) = enter(grants, unconfined) {
+        finish(EX_TEMPFAIL, "4.3.0", &format!("cannot enter the delivery sandbox: {e}"));
     }
 }

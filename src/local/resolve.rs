@@ -275,3 +275,44 @@ fn read_include(path: &Path) -> Result<Vec<AliasTarget>, String> {
     }
     aliases::parse_include(&text, path).map_err(|e| e.to_string())
 }
+
+/// Add `d` unless the same destination is there already.
+pub(super) fn push_new(out: &mut Vec<Dest>, d: Dest) {
+    if !out.iter().any(|o| o.target == d.target) {
+        out.push(d);
+    }
+}
+
+/// What is done for a recipient, in order.
+pub(super) enum Step {
+    /// A mailbox, command or file, one by one.
+    Here(Dest),
+    /// The addresses forwarded to, as one new message from `sender`
+    /// with `Delivered-To: to`.
+    Forward { sender: String, to: String, addresses: Vec<String> },
+}
+
+/// Mailboxes, commands and files first, in order; then the addresses,
+/// grouped by sender and `Delivered-To:` (`sender`: the message's, for
+/// a forward that names none).
+pub(super) fn steps(dests: Vec<Dest>, sender: &str) -> Vec<Step> {
+    let mut here = Vec::new();
+    let mut forwards: Vec<Step> = Vec::new();
+    for d in dests {
+        let Target::Forward { address, sender: owner } = d.target else {
+            here.push(Step::Here(d));
+            continue;
+        };
+        let from = owner.unwrap_or_else(|| sender.to_string());
+        let group = forwards.iter_mut().find_map(|s| match s {
+            Step::Forward { sender, to, addresses } if *sender == from && *to == d.to => Some(addresses),
+            _ => None,
+        });
+        match group {
+            Some(addresses) => addresses.push(address),
+            None => forwards.push(Step::Forward { sender: from, to: d.to, addresses: vec![address] }),
+        }
+    }
+    here.extend(forwards);
+    here
+}

@@ -36,8 +36,8 @@ fn unsafe_files_and_directories() {
 
 #[test]
 fn forwards_go_last_one_message_per_sender_and_delivered_to() {
-    use crate::local::agent::{Step, steps};
     use crate::local::resolve::{Dest, Target, User};
+    use crate::local::resolve::{Step, steps};
     let user = User { name: String::from("bob"), uid: 1000, gid: 1000, home: "/home/bob".into() };
     let fwd = |a: &str, owner: Option<&str>, to: &str| Dest {
         target: Target::Forward { address: a.to_string(), sender: owner.map(String::from) },

@@ -8,7 +8,9 @@ mod forward;
 mod maildir;
 mod mbox;
 mod pipe;
+mod pool;
 mod repair;
+mod worker;
 
 use std::ffi::OsStr;
 use std::path::Path;

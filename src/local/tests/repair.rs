@@ -6,10 +6,11 @@ use std::time::Duration;
 use sandbox::Unconfined;
 
 use crate::ipc::msg::RecipientStatus;
-use crate::local::agent::{Outcome, split_report};
+use crate::local::agent::Outcome;
 use crate::local::deliver::Envelope;
 use crate::local::mbox::Mark;
 use crate::local::repair::{Killed, Progress, Request, at_line, parse, progress};
+use crate::local::spawn::split_report;
 
 const MARK: Mark = Mark { size: 1234, dev: 2049, ino: 987_654 };
 

@@ -1,0 +1,283 @@
+//! Delivery workers at work: the `local` program built beside these
+//! tests (skipped when it is not there), started as we are and given
+//! jobs over its socket, as the agent gives them: one worker delivers
+//! message after message, opening the mailbox by name for each (a
+//! mailbox removed or replaced between two jobs is created or found
+//! anew), and says when it cannot; a dead worker's job is lost, never
+//! taken for delivered. Stand-ins (Python on the socket) show that a
+//! worker that replies garbage, runs past the time limit or ends without
+//! a verdict is killed (if need be), reaped, and its job deferred as a
+//! killed delivery's.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::fcntl::{Flock, FlockArg};
+use nix::sys::signal::{Signal, kill};
+
+use super::TempDir;
+use crate::ipc::msg::{RecipientStatus, ToWorker};
+use crate::local::child::Kind;
+use crate::local::pool::Key;
+use crate::local::repair::{Progress, progress};
+use crate::local::spawn::{Ran, Worker};
+use crate::queue::QueueIdGen;
+
+const LIMIT: Duration = Duration::from_secs(20);
+
+/// The `local` program of this build, if built.
+fn program() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let p = exe.parent()?.parent()?.join("local");
+    if p.is_file() {
+        Some(p)
+    } else {
+        eprintln!("skipped: no {}", p.display());
+        None
+    }
+}
+
+fn start(program: &Path, kind: Kind, dir: &Path, name: &str, lock_ms: u64) -> Worker {
+    let key = Key {
+        uid: 0,
+        gid: 0,
+        groups: Vec::new(),
+        kind,
+        dir: dir.to_str().unwrap().to_string(),
+        name: name.to_string(),
+        hostname: String::from("mx.example.org"),
+        lock_ms,
+        // Confined as in use, wherever the kernel has what it takes.
+        confinement: if sandbox::describe_kernel().contains("landlock ABI") { "confined" } else { "unconfined" },
+    };
+    Worker::start(program, &key.argv(), None).expect("start a worker")
+}
+
+/// A queue file in `dir` holding `body` as its content.
+fn queue(dir: &TempDir, body: &str) -> File {
+    let mut ids = QueueIdGen::new(3);
+    let mut q = crate::queue::tests::sample(&mut ids, 1, 0);
+    q.content = format!("Subject: test\r\n\r\n{body}\r\n").into_bytes();
+    q.envelope.size = q.content.len() as u64;
+    let path = dir.path.join(q.id.as_str());
+    std::fs::write(&path, q.encode().unwrap()).unwrap();
+    File::open(&path).unwrap()
+}
+
+fn job() -> ToWorker {
+    ToWorker::Deliver {
+        sender: String::from("alice@example.org"),
+        recipient: String::from("bob@example.org"),
+        arrival: 1_795_349_197,
+    }
+}
+
+/// Give `w` a job with `body`; its verdict must come back, with the
+/// worker.
+fn deliver(w: Worker, q: &TempDir, body: &str) -> (Worker, Ran) {
+    let (back, ran) = w.job(&job(), &queue(q, body), LIMIT);
+    let w = back.unwrap_or_else(|| panic!("the worker was lost: {:?}", ran.lost));
+    (w, ran)
+}
+
+fn sent(ran: &Ran, what: &str) {
+    let o = ran.outcome(LIMIT);
+    assert!(matches!(o.status, RecipientStatus::Delivered { .. }), "{o:?}");
+    assert_eq!(o.reason, what);
+    assert!(!ran.killed());
+}
+
+fn read(p: &Path) -> String {
+    String::from_utf8(std::fs::read(p).unwrap()).unwrap()
+}
+
+#[test]
+fn one_worker_delivers_again_and_again_to_the_mailbox_by_name() {
+    let Some(program) = program() else { return };
+    let spool = TempDir::new("worker-spool");
+    let q = TempDir::new("worker-queue");
+    let w = start(&program, Kind::Mbox, &spool.path, "bob", 5_000);
+    let pid = w.pid();
+    let box_path = spool.path.join("bob");
+
+    let (w, ran) = deliver(w, &q, "first");
+    sent(&ran, "delivered to mailbox");
+    assert_eq!(progress(&ran.text), Progress::Appended, "{}", String::from_utf8_lossy(&ran.text));
+    let (mut w, ran) = deliver(w, &q, "second");
+    sent(&ran, "delivered to mailbox");
+    let text = read(&box_path);
+    assert_eq!(text.matches("\nfirst\n").count() + text.matches("\nsecond\n").count(), 2, "{text}");
+    assert!(!spool.path.join("bob.lock").exists(), "the dot-lock is let go after each job");
+    assert!(w.usable());
+
+    // A mail reader removed the mailbox: it is created again.
+    std::fs::remove_file(&box_path).unwrap();
+    let (w, ran) = deliver(w, &q, "third");
+    sent(&ran, "delivered to mailbox");
+    let text = read(&box_path);
+    assert!(text.starts_with("From alice@example.org ") && text.contains("\nthird\n"), "{text}");
+    assert!(!text.contains("first"), "{text}");
+
+    // ...or replaced it: the new file gets the next message.
+    let replaced = spool.path.join("bob.new");
+    std::fs::write(&replaced, "From x Thu Jan  1 00:00:00 1970\n\nkept\n\n").unwrap();
+    std::fs::rename(&replaced, &box_path).unwrap();
+    let (mut w, ran) = deliver(w, &q, "fourth");
+    sent(&ran, "delivered to mailbox");
+    let text = read(&box_path);
+    assert!(text.starts_with("From x ") && text.contains("\nkept\n\nFrom alice@example.org "), "{text}");
+    assert!(text.contains("\nfourth\n") && !text.contains("third"), "{text}");
+
+    assert_eq!(w.pid(), pid, "one worker did all of it");
+    assert!(w.usable());
+    w.close();
+    assert!(nix::sys::signal::kill(pid, None).is_err(), "closed and reaped");
+}
+
+#[test]
+fn a_locked_mailbox_is_reported_and_the_worker_goes_on() {
+    let Some(program) = program() else { return };
+    let spool = TempDir::new("worker-locked");
+    let q = TempDir::new("worker-locked-queue");
+    let file = File::create(spool.path.join("bob")).unwrap();
+    let held = Flock::lock(file, FlockArg::LockExclusive).unwrap();
+    let w = start(&program, Kind::File, &spool.path, "bob", 300);
+    let (w, ran) = deliver(w, &q, "waits");
+    let o = ran.outcome(LIMIT);
+    assert_eq!((o.status, o.dsn.as_str()), (RecipientStatus::Deferred, "4.2.0"), "{}", o.reason);
+    assert!(o.reason.contains("cannot lock bob"), "{}", o.reason);
+    assert_eq!(progress(&ran.text), Progress::NotWriting);
+    drop(held);
+    let (w, ran) = deliver(w, &q, "now");
+    sent(&ran, "delivered to file");
+    assert!(read(&spool.path.join("bob")).contains("\nnow\n"));
+    w.close();
+}
+
+#[test]
+fn a_maildir_worker_delivers_each_message_as_its_own_file() {
+    let Some(program) = program() else { return };
+    let home = TempDir::new("worker-home");
+    let q = TempDir::new("worker-md-queue");
+    let w = start(&program, Kind::Maildir, &home.path, "Maildir/", 5_000);
+    let pid = w.pid().as_raw();
+    let (w, ran) = deliver(w, &q, "one");
+    sent(&ran, "delivered to maildir");
+    // Removed between two jobs: made again.
+    std::fs::remove_dir_all(home.path.join("Maildir")).unwrap();
+    let (w, ran) = deliver(w, &q, "two");
+    sent(&ran, "delivered to maildir");
+    let (w, ran) = deliver(w, &q, "three");
+    sent(&ran, "delivered to maildir");
+    let names = home.names("Maildir/new");
+    assert_eq!(names.len(), 2, "{names:?}");
+    // One process, counting its deliveries.
+    for n in &names {
+        assert!(n.contains(&format!("P{pid}Q")), "{n}");
+    }
+    assert!(home.names("Maildir/tmp").is_empty());
+    w.close();
+}
+
+#[test]
+fn a_worker_that_cannot_start_says_why() {
+    let Some(program) = program() else { return };
+    let q = TempDir::new("worker-nodir-queue");
+    let missing = q.path.join("no-such-directory");
+    let w = start(&program, Kind::Mbox, &missing, "bob", 5_000);
+    let (back, ran) = w.job(&job(), &queue(&q, "lost"), LIMIT);
+    let o = ran.outcome(LIMIT);
+    assert_eq!(o.status, RecipientStatus::Deferred, "{o:?}");
+    assert!(o.reason.contains("no-such-directory"), "{}", o.reason);
+    // It answered, then ended: not usable for another job.
+    let mut w = back.expect("it answered");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while w.usable() {
+        assert!(Instant::now() < deadline, "the worker did not end");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    w.close();
+}
+
+#[test]
+fn a_dead_workers_job_is_lost_not_delivered() {
+    let Some(program) = program() else { return };
+    let spool = TempDir::new("worker-dead");
+    let q = TempDir::new("worker-dead-queue");
+    let w = start(&program, Kind::Mbox, &spool.path, "bob", 5_000);
+    let (mut w, ran) = deliver(w, &q, "first");
+    sent(&ran, "delivered to mailbox");
+    kill(w.pid(), Signal::SIGKILL).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while w.usable() {
+        assert!(Instant::now() < deadline, "a killed worker still looks usable");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Given a job all the same, it cannot take it.
+    let w2 = start(&program, Kind::Mbox, &spool.path, "bob", 5_000);
+    kill(w2.pid(), Signal::SIGKILL).unwrap();
+    let (back, ran) = w2.job(&job(), &queue(&q, "second"), LIMIT);
+    assert!(back.is_none());
+    assert!(ran.killed());
+    let o = ran.outcome(LIMIT);
+    assert_eq!(o.status, RecipientStatus::Deferred, "{o:?}");
+    assert_eq!(o.reason, "delivery killed by SIGKILL");
+    assert!(!read(&spool.path.join("bob")).contains("second"));
+    w.close();
+}
+
+/// A stand-in worker: Python running `script`, with the socket at
+/// descriptor 3 as a worker has it.
+fn fake(script: &str) -> Option<Worker> {
+    let python = Path::new(super::PYTHON);
+    if !python.exists() {
+        eprintln!("skipped: no {}", python.display());
+        return None;
+    }
+    let argv = ["python3", "-c", script].map(String::from);
+    Some(Worker::start(python, &argv, None).expect("start python3"))
+}
+
+#[test]
+fn a_worker_that_replies_garbage_is_killed_and_its_job_lost() {
+    let q = TempDir::new("worker-garbage-queue");
+    // Not a frame at all; then it would go on as if nothing were amiss.
+    let Some(w) = fake("import os, time\nos.write(3, b'at 0 0 0')\ntime.sleep(60)") else { return };
+    let pid = w.pid();
+    let started = Instant::now();
+    let (back, ran) = w.job(&job(), &queue(&q, "garbage"), LIMIT);
+    assert!(back.is_none(), "a worker that said garbage is not kept");
+    assert!(started.elapsed() < Duration::from_secs(30), "it was not waited for");
+    assert!(ran.killed(), "taken as killed: the mailbox gets repaired");
+    let o = ran.outcome(LIMIT);
+    assert_eq!(o.status, RecipientStatus::Deferred, "{o:?}");
+    assert!(o.reason.starts_with("the delivery worker sent a malformed reply"), "{}", o.reason);
+    assert!(nix::sys::signal::kill(pid, None).is_err(), "killed and reaped");
+}
+
+#[test]
+fn a_worker_past_the_time_limit_is_killed() {
+    let q = TempDir::new("worker-slow-queue");
+    let Some(w) = fake("import time\ntime.sleep(60)") else { return };
+    let pid = w.pid();
+    let (back, ran) = w.job(&job(), &queue(&q, "slow"), Duration::from_millis(300));
+    assert!(back.is_none());
+    assert!(ran.timed_out && ran.killed());
+    let o = ran.outcome(Duration::from_secs(1));
+    assert_eq!((o.status, o.reason.as_str()), (RecipientStatus::Deferred, "delivery stopped after 1s"));
+    assert!(nix::sys::signal::kill(pid, None).is_err(), "killed and reaped");
+}
+
+#[test]
+fn a_worker_that_ends_without_a_verdict_delivered_nothing() {
+    let q = TempDir::new("worker-quits-queue");
+    // Exit 0, as if delivered, but never said so.
+    let Some(w) = fake("import sys\nsys.exit(0)") else { return };
+    let (back, ran) = w.job(&job(), &queue(&q, "quits"), LIMIT);
+    assert!(back.is_none());
+    assert!(ran.killed());
+    let o = ran.outcome(LIMIT);
+    assert_eq!(o.status, RecipientStatus::Deferred, "{o:?}");
+    assert_eq!(o.reason, "the delivery worker ended (status 0) without a verdict");
+}

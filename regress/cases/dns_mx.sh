@@ -16,7 +16,12 @@
 #     127.0.0.10 points to localhost, which does not point back, so it
 #     is `unknown` and the connector says why; with the connector stopped
 #     the greeting waits smtpd.reverse_lookup_timeout, then `unknown`;
-#     smtpd.reverse_lookups = no (after a reload): `unknown`.
+#     smtpd.reverse_lookups = no (after a reload): `unknown`;
+#   - client names from the name server: clients in a network namespace
+#     the case makes (a veth pair, 10.203.77.0/24) reach mta on the
+#     host's end; NSD serves their reverse zone: 10.203.77.2's PTR name
+#     points back (forward-confirmed: its name in Received:), 10.203.77.3's
+#     does not (`unknown`, and the connector says why).
 . ./lib.sh
 NSD=${NSD:-/var/tmp/mta-test-nsd/usr/sbin/nsd}
 [ -x "$NSD" ] || { echo "  skipped: no nsd at $NSD (scripts/test unpacks it there; or set NSD)"; exit 0; }
@@ -27,14 +32,28 @@ DNS_SERVER="127.0.0.1:$DNSPORT"
 NSD_PID=""
 CONNECTOR_STOPPED=""
 
+NETNS=mtaptr$$
+VETH=mvp$$
 stop_pid() { kill "$1" 2>/dev/null && gone "$1" 5; }
 finish() {
+	ip netns del "$NETNS" 2>/dev/null
+	ip link del "$VETH" 2>/dev/null
 	[ -n "$CONNECTOR_STOPPED" ] && kill -CONT "$CONNECTOR_STOPPED" 2>/dev/null
 	for f in "$W"/*.sinkpid; do [ -f "$f" ] && stop_pid "$(cat "$f")"; done
 	[ -n "$NSD_PID" ] && stop_pid "$NSD_PID"
 	cleanup
 }
 trap finish EXIT
+
+# --- clients with addresses of their own: a network namespace ---
+command -v ip >/dev/null || fail "ip(8) is missing (iproute2; scripts/test installs it)"
+ip netns add "$NETNS" || fail "cannot make a network namespace"
+ip link add "$VETH" type veth peer name "${VETH}n" || fail "cannot make a veth pair"
+ip link set "${VETH}n" netns "$NETNS"
+ip addr add 10.203.77.1/24 dev "$VETH" && ip link set "$VETH" up || fail "cannot set up the host's end"
+for a in 10.203.77.2 10.203.77.3; do ip netns exec "$NETNS" ip addr add "$a/24" dev "${VETH}n"; done
+ip netns exec "$NETNS" ip link set "${VETH}n" up && ip netns exec "$NETNS" ip link set lo up ||
+	fail "cannot set up the namespace's end"
 
 # --- the name server ---
 mkdir -p "$W/nsd"
@@ -59,7 +78,18 @@ remote-control:
 zone:
 	name: "dns.test"
 	zonefile: "dns.test.zone"
+zone:
+	name: "77.203.10.in-addr.arpa"
+	zonefile: "reverse.zone"
 CONF
+cat >"$W/nsd/reverse.zone" <<'ZONE'
+$ORIGIN 77.203.10.in-addr.arpa.
+$TTL 60
+@         SOA  ns.dns.test. hostmaster.dns.test. 1 3600 600 86400 60
+@         NS   ns.dns.test.
+2         PTR  client.dns.test.
+3         PTR  liar.dns.test.
+ZONE
 cat >"$W/nsd/dns.test.zone" <<'ZONE'
 $ORIGIN dns.test.
 $TTL 60
@@ -85,6 +115,9 @@ implicit  A    127.0.0.3
 six       MX   10 v6
 ; RFC 7505: this domain accepts no mail
 null      MX   0 .
+; the namespace's clients: one name points back, one elsewhere
+client    A    10.203.77.2
+liar      A    10.203.77.99
 ZONE
 "$NSD" -d -c "$W/nsd/nsd.conf" >"$W/nsd/stderr" 2>&1 &
 NSD_PID=$!
@@ -143,6 +176,8 @@ sent_to() {
 write_conf "smtp { port = $MXPORT; connect_timeout = 5s; connection_cache_time = 0; }" \
 	"smtpd { reverse_lookup_timeout = 2s; }" \
 	"listen smtp6 { address = \"[::1]:$PORT\"; tls = none; }" \
+	"listen veth { address = \"10.203.77.1:$PORT\"; tls = none; }" \
+	"networks = [ \"127.0.0.0/8\", \"::1/128\", \"10.203.77.0/24\" ];" \
 	"queue { backoff { min = 1s; max = 2s; } }"
 start_master
 sink b 127.0.0.3
@@ -235,6 +270,29 @@ wait_log "mta/connector.*address 127\.0\.0\.10 not listed for hostname localhost
 	fail "the connector did not say why 127.0.0.10 has no name"
 note "client names: localhost for 127.0.0.1 and ::1, unknown for 127.0.0.10"
 
+# From the namespace, names from NSD's reverse zone.
+ptr_submit() { # ptr_submit SOURCE TO SUBJECT
+	ip netns exec "$NETNS" /usr/bin/python3 - "$PORT" "$@" <<'PY' || fail "smtplib from $1"
+import smtplib, sys
+port, source, to, subject = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+with smtplib.SMTP("10.203.77.1", port, timeout=20, source_address=(source, 0)) as s:
+    s.sendmail("sender@pref.dns.test", [to], ("Subject: %s\r\n\r\nbody\r\n" % subject).encode())
+PY
+}
+ptr_submit 10.203.77.2 ptr2@pref.dns.test "from client"
+sent_to ptr2@pref.dns.test 'a\.dns\.test\[127\.0\.0\.2\]'
+received a "from client" | grep -q "(client\.dns\.test \[10\.203\.77\.2\])" ||
+	fail "10.203.77.2 is not client.dns.test in Received: $(received a "from client")"
+grep -q "mta/cleanup.*: client=client\.dns\.test\[10\.203\.77\.2\]" "$LOG" ||
+	fail "cleanup did not log client=client.dns.test[10.203.77.2]"
+ptr_submit 10.203.77.3 ptr3@pref.dns.test "from liar"
+sent_to ptr3@pref.dns.test 'a\.dns\.test\[127\.0\.0\.2\]'
+received a "from liar" | grep -q "(unknown \[10\.203\.77\.3\])" ||
+	fail "10.203.77.3 is not unknown in Received: $(received a "from liar")"
+wait_log "mta/connector.*address 10\.203\.77\.3 not listed for hostname liar\.dns\.test" 1 ||
+	fail "the connector did not say why 10.203.77.3 has no name"
+note "client names from NSD: client.dns.test (forward-confirmed), unknown for a PTR that does not point back"
+
 # The connector stopped: the greeting waits reverse_lookup_timeout (2s),
 # then the client is unknown; the mail goes once the connector goes on.
 CONNECTOR_STOPPED=$(child_pid connector)
@@ -260,6 +318,8 @@ old=$(child_pid smtpd)
 write_conf "smtp { port = $MXPORT; connect_timeout = 5s; connection_cache_time = 0; }" \
 	"smtpd { reverse_lookups = no; }" \
 	"listen smtp6 { address = \"[::1]:$PORT\"; tls = none; }" \
+	"listen veth { address = \"10.203.77.1:$PORT\"; tls = none; }" \
+	"networks = [ \"127.0.0.0/8\", \"::1/128\", \"10.203.77.0/24\" ];" \
 	"queue { backoff { min = 1s; max = 2s; } }"
 ctl reload >/dev/null || fail "reload"
 gone "$old" 10 || fail "the old smtpd did not stop"

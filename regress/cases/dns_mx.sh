@@ -36,8 +36,9 @@ NETNS=mtaptr$$
 VETH=mvp$$
 stop_pid() { kill "$1" 2>/dev/null && gone "$1" 5; }
 finish() {
-	ip netns del "$NETNS" 2>/dev/null
-	ip link del "$VETH" 2>/dev/null
+	# (deleting the namespace takes the veth pair with it)
+	ip netns del "$NETNS" 2>/dev/null || true
+	ip link del "$VETH" 2>/dev/null || true
 	[ -n "$CONNECTOR_STOPPED" ] && kill -CONT "$CONNECTOR_STOPPED" 2>/dev/null
 	for f in "$W"/*.sinkpid; do [ -f "$f" ] && stop_pid "$(cat "$f")"; done
 	[ -n "$NSD_PID" ] && stop_pid "$NSD_PID"

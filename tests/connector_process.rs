@@ -161,7 +161,7 @@ fn connects_for_smtp_inside_its_sandbox_and_stops() {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("listen");
     let addr = listener.local_addr().expect("address");
     let nexthop = Target::Inet(NexthopSpec { host: String::from("127.0.0.1"), port: Some(addr.port()), mx: false });
-    smtp.send(&SmtpToConnector::Connect { req: 3, nexthop, default_port: 25 }, &[]).expect("connect");
+    smtp.send(&SmtpToConnector::Connect { req: 3, nexthop, default_port: 25, skip: Vec::new() }, &[]).expect("connect");
     let got = wait_for(&mut smtp, |_: &ConnectorToSmtp| true);
     let Some((msg, mut fds)) = got else { panic!("no answer") };
     assert_eq!(msg, ConnectorToSmtp::Connected { req: 3, host: String::from("127.0.0.1"), addr: Some(addr) });
@@ -194,8 +194,11 @@ fn connects_to_the_tables_unix_socket_and_no_other() {
     let _other = UnixListener::bind(dir.0.join("other.sock")).expect("listen");
     let mut c = start(Some(&dir.0));
     let mut smtp = smtp_channel(&mut c);
-    smtp.send(&SmtpToConnector::Connect { req: 5, nexthop: Target::Unix(socket.clone()), default_port: 24 }, &[])
-        .expect("connect");
+    smtp.send(
+        &SmtpToConnector::Connect { req: 5, nexthop: Target::Unix(socket.clone()), default_port: 24, skip: Vec::new() },
+        &[],
+    )
+    .expect("connect");
     let Some((msg, mut fds)) = wait_for(&mut smtp, |_: &ConnectorToSmtp| true) else { panic!("no answer") };
     assert_eq!(msg, ConnectorToSmtp::Connected { req: 5, host: socket.display().to_string(), addr: None });
     assert_eq!(fds.len(), 1);
@@ -209,8 +212,11 @@ fn connects_to_the_tables_unix_socket_and_no_other() {
 
     // A socket the table does not name, beside the one it does.
     let other = dir.0.join("other.sock");
-    smtp.send(&SmtpToConnector::Connect { req: 6, nexthop: Target::Unix(other.clone()), default_port: 24 }, &[])
-        .expect("connect");
+    smtp.send(
+        &SmtpToConnector::Connect { req: 6, nexthop: Target::Unix(other.clone()), default_port: 24, skip: Vec::new() },
+        &[],
+    )
+    .expect("connect");
     let Some((msg, fds)) = wait_for(&mut smtp, |_: &ConnectorToSmtp| true) else { panic!("no answer") };
     let reason = format!("connect to {}: not a socket of the transport table", other.display());
     assert_eq!(msg, ConnectorToSmtp::Failed { req: 6, reason, permanent: false, dsn: String::from("4.4.1") });
@@ -224,8 +230,11 @@ fn connects_to_the_tables_unix_socket_and_no_other() {
     // Nothing listens: the system's reason, temporary.
     drop(listener);
     std::fs::remove_file(&socket).expect("remove the socket");
-    smtp.send(&SmtpToConnector::Connect { req: 7, nexthop: Target::Unix(socket.clone()), default_port: 24 }, &[])
-        .expect("connect");
+    smtp.send(
+        &SmtpToConnector::Connect { req: 7, nexthop: Target::Unix(socket.clone()), default_port: 24, skip: Vec::new() },
+        &[],
+    )
+    .expect("connect");
     let Some((msg, _)) = wait_for(&mut smtp, |_: &ConnectorToSmtp| true) else { panic!("no answer") };
     let reason = format!("connect to {}: No such file or directory", socket.display());
     assert_eq!(msg, ConnectorToSmtp::Failed { req: 7, reason, permanent: false, dsn: String::from("4.4.1") });

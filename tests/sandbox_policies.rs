@@ -889,7 +889,7 @@ fn connector_work(t: &mut Tally, kit: io::Result<ConnectorKit>, world: &World) {
                     }
                 };
                 tokio::select! {
-                    r = connector.connect(&nexthop, 25) => r.map_err(|f| f.reason),
+                    r = connector.connect(&nexthop, 25, &[]) => r.map_err(|f| f.reason),
                     () = answer => Err("the responder ended".to_string()),
                 }
             })?;

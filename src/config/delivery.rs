@@ -185,6 +185,11 @@ pub struct SmtpClient {
     /// Addresses tried for one next hop, over all its MX hosts (Postfix's
     /// `smtp_mx_address_limit`).
     pub mx_address_limit: u32,
+    /// Sessions one delivery to an MX-routed next hop may use: a server
+    /// that fails the session before MAIL (greeting, EHLO, STARTTLS, a
+    /// lost connection) passes the mail to the next MX address (Postfix's
+    /// `smtp_mx_session_limit`).
+    pub mx_session_limit: u32,
     /// Levels per next hop (see `client_tls`), keyed as `Nexthop` writes them.
     #[serde(deserialize_with = "super::client_tls::de_tls_policy")]
     pub tls_policy: BTreeMap<String, ClientTls>,
@@ -210,6 +215,7 @@ impl Default for SmtpClient {
             port: 25,
             mx_host_limit: 5,
             mx_address_limit: 10,
+            mx_session_limit: 2,
             tls_policy: BTreeMap::new(),
             tls_ca_file: None,
             connect_timeout: Duration::from_secs(30),

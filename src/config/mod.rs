@@ -404,6 +404,9 @@ impl Config {
         if !(1..=100).contains(&self.smtp.mx_address_limit) {
             return Err(String::from("key `smtp.mx_address_limit`: must be 1 to 100"));
         }
+        if !(1..=10).contains(&self.smtp.mx_session_limit) {
+            return Err(String::from("key `smtp.mx_session_limit`: must be 1 to 10"));
+        }
         self.local.check()?;
         delivery::settings(&self.queue, &self.transport).check()?;
         Ok(())

@@ -167,15 +167,17 @@ fn aliases_path_set_and_checked() {
 fn mx_routing_and_reverse_lookup_settings() {
     let c = Config::parse("").unwrap();
     assert_eq!((c.smtp.port, c.smtp.mx_host_limit, c.smtp.mx_address_limit), (25, 5, 10));
+    assert_eq!(c.smtp.mx_session_limit, 2);
     assert!(c.smtpd.reverse_lookups);
     assert_eq!(c.smtpd.reverse_lookup_timeout, Duration::from_secs(5));
     assert_eq!(c.dns.reverse_lookup_limit, 200);
     let c = Config::parse(
-        "smtp { port = 2525; mx_host_limit = 2; mx_address_limit = 3; }\n\
+        "smtp { port = 2525; mx_host_limit = 2; mx_address_limit = 3; mx_session_limit = 4; }\n\
          smtpd { reverse_lookups = no; reverse_lookup_timeout = 500ms; }\ndns { reverse_lookup_limit = 7; }\n",
     )
     .unwrap();
     assert_eq!((c.smtp.port, c.smtp.mx_host_limit, c.smtp.mx_address_limit), (2525, 2, 3));
+    assert_eq!(c.smtp.mx_session_limit, 4);
     assert!(!c.smtpd.reverse_lookups);
     assert_eq!(c.smtpd.reverse_lookup_timeout, Duration::from_millis(500));
     assert_eq!(c.dns.reverse_lookup_limit, 7);
@@ -186,6 +188,8 @@ fn mx_routing_and_reverse_lookup_settings() {
         ("smtp { port = 65536; }", "port"),
         ("smtp { mx_host_limit = 0; }", "smtp.mx_host_limit"),
         ("smtp { mx_address_limit = 101; }", "smtp.mx_address_limit"),
+        ("smtp { mx_session_limit = 0; }", "smtp.mx_session_limit"),
+        ("smtp { mx_session_limit = 11; }", "smtp.mx_session_limit"),
         ("dns { reverse_lookup_limit = 0; }", "dns.reverse_lookup_limit"),
         ("smtpd { reverse_lookup_timeout = 0; }", "smtpd"),
         ("smtpd { reverse_lookup_timeout = 61s; }", "smtpd"),

@@ -1,4 +1,5 @@
-//! Opening a TCP connection: each address the resolver found, in turn,
+//! Opening a TCP connection: each address the resolver found, in turn
+//! (but those the request says to skip: already tried by the delivery),
 //! each attempt bounded by `smtp.connect_timeout`; the first that answers
 //! is handed back as a blocking `std::net::TcpStream` (its receiver sets
 //! it non-blocking). When none does, the reason names the last attempt
@@ -48,19 +49,27 @@ impl Connector {
         &self.unix
     }
 
-    /// Connect to `nexthop` (its port, or `default_port`).
-    pub async fn connect(&self, nexthop: &NexthopSpec, default_port: u16) -> Result<Connection, Failure> {
+    /// Connect to `nexthop` (its port, or `default_port`), passing over
+    /// the addresses in `skip` (the smtp agent's earlier sessions of the
+    /// same delivery; they still count toward `smtp.mx_address_limit`).
+    pub async fn connect(
+        &self,
+        nexthop: &NexthopSpec,
+        default_port: u16,
+        skip: &[IpAddr],
+    ) -> Result<Connection, Failure> {
         let port = nexthop.port.unwrap_or(default_port);
         let targets = self.resolver.targets(nexthop).await?;
         let mut last = None;
-        for t in targets {
+        for t in targets.into_iter().filter(|t| !skip.contains(&t.ip)) {
             match self.attempt(t.ip, port).await {
                 Ok(stream) => return Ok(Connection { host: t.host, addr: SocketAddr::new(t.ip, port), stream }),
                 Err(why) => last = Some(format!("connect to {}[{}]:{port}: {why}", t.host, t.ip)),
             }
         }
         let host = &nexthop.host;
-        Err(Failure::temporary(last.unwrap_or_else(|| format!("connect to {host}: no address to connect to"))))
+        let none = if skip.is_empty() { "no address to connect to" } else { "no other address to connect to" };
+        Err(Failure::temporary(last.unwrap_or_else(|| format!("connect to {host}: {none}"))))
     }
 
     /// One connection attempt; the error as Postfix words it.

@@ -298,7 +298,7 @@ pub(crate) async fn serve_smtp(service: Rc<Service>, link: Rc<Link>) -> Result<(
             Err(ipc::Error::Closed) => return Ok(()),
             Err(e) => return Err(e.to_string()),
         };
-        let SmtpToConnector::Connect { req, nexthop, default_port } = msg;
+        let SmtpToConnector::Connect { req, nexthop, default_port, skip } = msg;
         if !fds.is_empty() {
             return Err(format!("{} descriptors with connect request {req}", fds.len()));
         }
@@ -326,7 +326,7 @@ pub(crate) async fn serve_smtp(service: Rc<Service>, link: Rc<Link>) -> Result<(
         let (service, link) = (Rc::clone(&service), Rc::clone(&link));
         tokio::task::spawn_local(async move {
             let result = match &nexthop {
-                Target::Inet(n) => service.connector.connect(n, default_port).await.map(Reached::from),
+                Target::Inet(n) => service.connector.connect(n, default_port, &skip).await.map(Reached::from),
                 Target::Unix(path) => service.connector.sockets().connect(path).map(|fd| Reached {
                     host: path.display().to_string(),
                     addr: None,

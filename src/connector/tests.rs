@@ -202,8 +202,12 @@ impl Fixture {
     }
 
     fn connect(&self, host: &str, port: u16, mx: bool) -> Result<Connection, Failure> {
+        self.connect_skipping(host, port, mx, &[])
+    }
+
+    fn connect_skipping(&self, host: &str, port: u16, mx: bool, skip: &[IpAddr]) -> Result<Connection, Failure> {
         let nexthop = NexthopSpec { host: host.to_string(), port: Some(port), mx };
-        self.rt.block_on(self.connector.connect(&nexthop, 25))
+        self.rt.block_on(self.connector.connect(&nexthop, 25, skip))
     }
 
     fn client_name(&self, ip: &str) -> Result<String, Option<String>> {
@@ -365,6 +369,26 @@ fn a_dead_first_mx_is_skipped_for_the_second() {
 }
 
 #[test]
+fn addresses_the_delivery_tried_are_passed_over() {
+    let f = Fixture::new(Duration::from_secs(2));
+    let (l, port) = listener();
+    let (dead, alive) = (IpAddr::V6(Ipv6Addr::LOCALHOST), IpAddr::V4(Ipv4Addr::LOCALHOST));
+    // Skipping the dead first MX: straight to the second.
+    let conn = f.connect_skipping("fallback.example", port, true, &[dead]).expect("connected");
+    assert_eq!((conn.host.as_str(), conn.addr.ip()), ("alive.example", alive));
+    assert_reaches(&conn, &l);
+    // Skipping the live one: only the dead one is tried, though the live
+    // one listens.
+    let e = f.connect_skipping("fallback.example", port, true, &[alive]).expect_err("dead");
+    assert!(!e.permanent);
+    assert_eq!(e.reason, format!("connect to dead.example[::1]:{port}: Connection refused"));
+    // Nothing left.
+    let e = f.connect_skipping("fallback.example", port, true, &[alive, dead]).expect_err("none left");
+    assert!(!e.permanent);
+    assert_eq!(e.reason, "connect to fallback.example: no other address to connect to");
+}
+
+#[test]
 fn an_address_literal_is_connected_as_it_is() {
     let f = Fixture::new(Duration::from_secs(1));
     let (l, port) = listener();
@@ -452,10 +476,14 @@ fn connect_over_the_channel_returns_a_connected_socket() {
     let refused = closed_port();
     let (ok, failed) = f.rt.block_on(local.run_until(async {
         let nexthop = msg::Target::Inet(NexthopSpec { host: "fallback.example".into(), port: Some(port), mx: true });
-        client.send(&SmtpToConnector::Connect { req: 7, nexthop, default_port: 25 }, &[]).expect("send");
+        client
+            .send(&SmtpToConnector::Connect { req: 7, nexthop, default_port: 25, skip: Vec::new() }, &[])
+            .expect("send");
         let ok = client.recv::<ConnectorToSmtp>().await.expect("answer");
         let nexthop = msg::Target::Inet(NexthopSpec { host: "127.0.0.1".into(), port: None, mx: false });
-        client.send(&SmtpToConnector::Connect { req: 8, nexthop, default_port: refused }, &[]).expect("send");
+        client
+            .send(&SmtpToConnector::Connect { req: 8, nexthop, default_port: refused, skip: Vec::new() }, &[])
+            .expect("send");
         let failed = client.recv::<ConnectorToSmtp>().await.expect("answer");
         (ok, failed)
     }));
@@ -483,7 +511,9 @@ fn requests_beyond_the_bound_fail_temporarily() {
     let (client, _task) = serve_pair(&f, &local, 0);
     let (msg, _) = f.rt.block_on(local.run_until(async {
         let nexthop = msg::Target::Inet(NexthopSpec { host: "127.0.0.1".into(), port: Some(closed_port()), mx: false });
-        client.send(&SmtpToConnector::Connect { req: 1, nexthop, default_port: 25 }, &[]).expect("send");
+        client
+            .send(&SmtpToConnector::Connect { req: 1, nexthop, default_port: 25, skip: Vec::new() }, &[])
+            .expect("send");
         client.recv::<ConnectorToSmtp>().await.expect("answer")
     }));
     match msg {

@@ -445,10 +445,11 @@ pub enum SmtpToQmgr {
 }
 
 /// smtp → connector: connect to a next hop (`default_port` when it names
-/// none) or to a UNIX socket.
+/// none) or to a UNIX socket, passing over the addresses in `skip` (those
+/// this delivery already had a session with; empty for a first try).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub enum SmtpToConnector {
-    Connect { req: u64, nexthop: Target, default_port: u16 },
+    Connect { req: u64, nexthop: Target, default_port: u16, skip: Vec<std::net::IpAddr> },
 }
 
 /// connector → smtp.

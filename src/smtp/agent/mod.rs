@@ -16,6 +16,14 @@
 //! `smtp.connection_cache_time` (at most [`MAX_IDLE`] sessions, at most
 //! `smtp.connection_reuse_limit` messages per connection) and then QUITs.
 //!
+//! A session to an MX-routed SMTP next hop that fails before MAIL
+//! (`JobResult::session_failure`) passes its job on to another MX address
+//! in the same delivery, up to `smtp.mx_session_limit` sessions: the job
+//! asks the connector again with the addresses it had as a skip list,
+//! waiting on a key of its own (`Wait`) so that neither a connection
+//! another job asked for nor an idle session on an address it had serves
+//! it; when nothing better comes of it, the first failure is reported.
+//!
 //! Failures of the peers: a new qmgr channel (or a closed one) abandons
 //! the jobs in hand, which the new qmgr runs again from the queue files;
 //! a lost connector answers every job waiting for a connection at once.
@@ -74,6 +82,22 @@ const FIRST_SESSION: usize = 16;
 pub const MAX_IDLE: usize = 32;
 /// Longest wait in one turn of the loop.
 const MAX_WAIT: Duration = Duration::from_secs(1);
+
+/// Jobs waiting for a session: those for a destination (`job` None),
+/// served by any connection to it, or one job moving on to another MX
+/// address, served only by the connection it asked for (which passes
+/// over the addresses it had).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Wait {
+    dest: Dest,
+    job: Option<u64>,
+}
+
+impl Wait {
+    fn any(dest: &Dest) -> Wait {
+        Wait { dest: dest.clone(), job: None }
+    }
+}
 
 /// What the role builds before entering the sandbox.
 pub struct Prepared {
@@ -185,9 +209,9 @@ pub struct Agent {
     connector: Option<Channel>,
     /// Jobs waiting for a session, per destination; each has a connection
     /// request outstanding (a job may start on another session first).
-    waiting: HashMap<Dest, VecDeque<Box<Work>>>,
+    waiting: HashMap<Wait, VecDeque<Box<Work>>>,
     /// Connection requests not yet answered.
-    requests: HashMap<u64, Dest>,
+    requests: HashMap<u64, Wait>,
     next_req: u64,
     sessions: HashMap<Token, Session>,
     next_token: usize,
@@ -456,10 +480,14 @@ impl Agent {
         Ok(())
     }
 
-    /// Start a job on an idle session to its destination, or ask for a
-    /// connection.
+    /// Start a job on an idle session to its destination (not one on an
+    /// address it had), or ask for a connection.
     fn dispatch(&mut self, work: Box<Work>) {
-        let idle = self.sessions.iter().find(|(_, s)| s.is_idle() && s.dest == work.dest).map(|(t, _)| *t);
+        let idle = self
+            .sessions
+            .iter()
+            .find(|(_, s)| s.is_idle() && s.dest == work.dest && !work.tried(&s.relay))
+            .map(|(t, _)| *t);
         if let Some(t) = idle {
             self.with_session(t, |s, evs| s.assign(work, evs));
             return;
@@ -486,13 +514,27 @@ impl Agent {
         };
         let req = self.next_req;
         self.next_req += 1;
-        let msg = SmtpToConnector::Connect { req, nexthop: work.dest.target.clone(), default_port };
+        let skip = work.tried.clone();
+        let wait = Wait { dest: work.dest.clone(), job: (!skip.is_empty()).then_some(work.job) };
+        let msg = SmtpToConnector::Connect { req, nexthop: work.dest.target.clone(), default_port, skip };
         if ch.send(&msg, &[]).is_err() {
             // Answered with every other waiting job when the channel is repaired.
             self.connector_broken = true;
         }
-        self.requests.insert(req, work.dest.clone());
-        self.waiting.entry(work.dest.clone()).or_default().push_back(work);
+        self.requests.insert(req, wait.clone());
+        self.waiting.entry(wait).or_default().push_back(work);
+    }
+
+    /// Whether a job whose session failed before MAIL may try another
+    /// server: MX-routed SMTP only, within `smtp.mx_session_limit`.
+    fn may_move_on(&self, work: &Work, relay: &Relay) -> bool {
+        let Target::Inet(n) = &work.dest.target else { return false };
+        work.dest.protocol == Protocol::Smtp
+            && n.mx
+            && relay.addr.is_some()
+            && work.sessions < self.conf.smtp.mx_session_limit
+            && !self.stopping
+            && self.connector.is_some()
     }
 
     /// Whether `dest` is the relay host (SMTP only).
@@ -531,8 +573,8 @@ impl Agent {
             match ch.recv::<ConnectorToSmtp>() {
                 Ok(None) => return Ok(()),
                 Ok(Some((ConnectorToSmtp::Connected { req, host, addr }, mut fds))) => {
-                    let dest = self.answered(req)?;
-                    if matches!(dest.target, Target::Unix(_)) != addr.is_none() {
+                    let wait = self.answered(req)?;
+                    if matches!(wait.dest.target, Target::Unix(_)) != addr.is_none() {
                         return Err(Fatal(format!("connector: answer to request {req} of the wrong kind")));
                     }
                     if fds.len() != 1 {
@@ -542,14 +584,14 @@ impl Agent {
                     if let Err(e) = sandbox::limit_received(&Grant::Channel { fd: fd.as_raw_fd() }) {
                         return Err(Fatal(format!("limiting a connection's descriptor: {e}")));
                     }
-                    self.connected(dest, Relay { host, addr, tls: None }, fd);
+                    self.connected(&wait, Relay { host, addr, tls: None }, fd);
                 }
                 Ok(Some((ConnectorToSmtp::Failed { req, reason, permanent, dsn }, fds))) => {
-                    let dest = self.answered(req)?;
+                    let wait = self.answered(req)?;
                     if !fds.is_empty() {
                         return Err(Fatal(String::from("connector: descriptors with a failure")));
                     }
-                    self.connect_failed(&dest, &reason, permanent, &dsn);
+                    self.connect_failed(&wait, &reason, permanent, &dsn);
                 }
                 Err(crate::ipc::Error::Closed) => {
                     self.connector_lost();
@@ -560,7 +602,7 @@ impl Agent {
         }
     }
 
-    fn answered(&mut self, req: u64) -> Result<Dest, Fatal> {
+    fn answered(&mut self, req: u64) -> Result<Wait, Fatal> {
         self.requests.remove(&req).ok_or_else(|| Fatal(format!("connector: answer to unknown request {req}")))
     }
 
@@ -580,11 +622,11 @@ impl Agent {
         }
     }
 
-    fn take_waiting(&mut self, dest: &Dest) -> Option<Box<Work>> {
-        let q = self.waiting.get_mut(dest)?;
+    fn take_waiting(&mut self, wait: &Wait) -> Option<Box<Work>> {
+        let q = self.waiting.get_mut(wait)?;
         let w = q.pop_front();
         if q.is_empty() {
-            self.waiting.remove(dest);
+            self.waiting.remove(wait);
         }
         w
     }
@@ -592,8 +634,10 @@ impl Agent {
     /// No connection: the connector's status code when it is one of the
     /// right class (5.x.x for a permanent failure, 4.x.x otherwise), else
     /// 5.4.4 or 4.4.1.
-    fn connect_failed(&mut self, dest: &Dest, reason: &str, permanent: bool, dsn: &str) {
-        let Some(work) = self.take_waiting(dest) else { return };
+    /// A job moving on to another MX address reports its first failure
+    /// instead (see `finish_all`).
+    fn connect_failed(&mut self, wait: &Wait, reason: &str, permanent: bool, dsn: &str) {
+        let Some(work) = self.take_waiting(wait) else { return };
         let reason = crate::smtp::reply::sanitize(reason.as_bytes(), 400);
         let class = if permanent { 5 } else { 4 };
         let dsn = match Enhanced::parse_prefix(dsn.as_bytes()) {
@@ -611,14 +655,15 @@ impl Agent {
     }
 
     /// A connection arrived: a session on it, with a waiting job if any.
-    fn connected(&mut self, dest: Dest, relay: Relay, fd: OwnedFd) {
+    fn connected(&mut self, wait: &Wait, relay: Relay, fd: OwnedFd) {
+        let dest = wait.dest.clone();
         let stream = match dest.target {
             Target::Inet(_) => Conn::tcp(fd),
             Target::Unix(_) => Conn::unix(fd),
         };
         let stream = match stream {
             Ok(s) => s,
-            Err(e) => return self.session_failed(&dest, &relay, &format!("cannot use the connection: {e}")),
+            Err(e) => return self.session_failed(wait, &relay, &format!("cannot use the connection: {e}")),
         };
         let tls = self.session_tls(&dest);
         let config = client_config(&self.hostname, &self.conf, tls.level, self.is_relay(&dest), dest.protocol);
@@ -629,7 +674,7 @@ impl Agent {
                     Ok(name) => TlsSetup { config: self.tls.verified.clone(), name, verified: true },
                     Err(why) => {
                         // The connection closes unused as `stream` goes.
-                        if let Some(work) = self.take_waiting(&dest) {
+                        if let Some(work) = self.take_waiting(wait) {
                             self.finish_all(
                                 &work,
                                 Some(&relay),
@@ -649,24 +694,24 @@ impl Agent {
         };
         let mut session = match Session::new(stream, dest.clone(), relay.clone(), config, setup, tls.implicit) {
             Ok(s) => s,
-            Err(e) => return self.session_failed(&dest, &relay, &e),
+            Err(e) => return self.session_failed(wait, &relay, &e),
         };
         let token = Token(self.next_token);
         self.next_token += 1;
         let interest = Interest::READABLE | Interest::WRITABLE;
         if let Err(e) = self.poll.registry().register(session.stream(), token, interest) {
-            return self.session_failed(&dest, &relay, &format!("poll: {e}"));
+            return self.session_failed(wait, &relay, &format!("poll: {e}"));
         }
         self.sessions.insert(token, session);
-        match self.take_waiting(&dest) {
+        match self.take_waiting(wait) {
             Some(w) => self.with_session(token, |s, evs| s.assign(w, evs)),
             None => self.with_session(token, Session::pump),
         }
     }
 
-    fn session_failed(&mut self, dest: &Dest, relay: &Relay, why: &str) {
+    fn session_failed(&mut self, wait: &Wait, relay: &Relay, why: &str) {
         self.warn(&format!("{relay}: {why}"));
-        if let Some(work) = self.take_waiting(dest) {
+        if let Some(work) = self.take_waiting(wait) {
             let v = Verdict::deferred("4.3.0", why);
             self.finish_all(&work, Some(relay), SiteReport::Unknown, &v);
         }
@@ -687,7 +732,7 @@ impl Agent {
         while let Some(ev) = queue.pop_front() {
             let mut more = Vec::new();
             match ev {
-                Event::Done(work, result) => self.job_done(token, &work, &result),
+                Event::Done(work, result) => self.job_done(token, work, &result),
                 Event::Idle => self.session_idle(token, &mut more),
                 Event::TlsUp { how, verified } => {
                     if let Some(s) = self.sessions.get(&token) {
@@ -712,13 +757,13 @@ impl Agent {
         let Some(dest) = self.sessions.get(&token).map(|s| s.dest.clone()) else { return };
         let limit = self.conf.smtp.connection_reuse_limit;
         let idle = self.sessions.values().filter(|s| s.is_idle()).count();
-        let next = self.take_waiting(&dest);
+        let next = self.take_waiting(&Wait::any(&dest));
         let Some(s) = self.sessions.get_mut(&token) else { return };
         match next {
             Some(w) if s.messages < limit => s.assign(w, events),
             Some(w) => {
                 // Put it back: its own connection is on the way.
-                self.waiting.entry(dest).or_default().push_front(w);
+                self.waiting.entry(Wait::any(&dest)).or_default().push_front(w);
                 s.quit(events);
             }
             None if self.stopping || self.conf.smtp.connection_cache_time.is_zero() => s.quit(events),
@@ -727,7 +772,11 @@ impl Agent {
         }
     }
 
-    fn job_done(&mut self, token: Token, work: &Work, result: &JobResult) {
+    /// A job's end on a session. A session that failed before MAIL
+    /// (`session_failure`) passes an MX-routed job on to the next MX
+    /// address (`may_move_on`); when none does better, the first
+    /// failure is reported.
+    fn job_done(&mut self, token: Token, mut work: Box<Work>, result: &JobResult) {
         let Some(mut relay) = self.sessions.get(&token).map(|s| s.relay.clone()) else { return };
         if !result.tls {
             relay.tls = None;
@@ -737,12 +786,31 @@ impl Agent {
         while verdicts.len() < work.indexes.len() {
             verdicts.push(Verdict::deferred("4.3.0", "no verdict (internal error)"));
         }
+        work.sessions += 1;
+        if result.session_failure {
+            if let Some(a) = relay.addr {
+                work.tried.push(a.ip());
+            }
+            if self.may_move_on(&work, &relay) && work.rearm() {
+                let why = verdicts.first().map_or("session failed", |v| v.reason.as_str());
+                self.log(Level::Info, &format!("{}: {why} (trying the next MX address)", work.queue_id));
+                if work.first_failure.is_none() {
+                    work.first_failure = Some((relay, verdicts));
+                }
+                self.dispatch(work);
+                return;
+            }
+            if let Some((first, v)) = work.first_failure.take() {
+                relay = first;
+                verdicts = v;
+            }
+        }
         let site = match (result.session_failure, verdicts.first()) {
             (true, Some(v)) => SiteReport::Unreachable(v.reason.clone()),
             (true, None) => SiteReport::Unreachable(String::from("session failed")),
             (false, _) => SiteReport::Reached,
         };
-        self.finish(work, Some(&relay), site, &verdicts);
+        self.finish(&work, Some(&relay), site, &verdicts);
     }
 
     /// QUIT idle sessions past the cache time; run session timers.
@@ -779,8 +847,14 @@ impl Agent {
 
     // ----- reports -----
 
-    /// The same verdict for every recipient.
+    /// The same verdict for every recipient; for a job that had a
+    /// session fail and was moving on to another MX address, that
+    /// session's failure instead.
     fn finish_all(&mut self, work: &Work, relay: Option<&Relay>, site: SiteReport, v: &Verdict) {
+        if let Some((first, verdicts)) = work.first_failure.clone() {
+            let why = verdicts.first().map_or_else(|| String::from("session failed"), |v| v.reason.clone());
+            return self.finish(work, Some(&first), SiteReport::Unreachable(why), &verdicts);
+        }
         let verdicts = vec![v.clone(); work.indexes.len()];
         self.finish(work, relay, site, &verdicts);
     }

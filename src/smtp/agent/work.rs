@@ -13,6 +13,7 @@
 //! byte is sent.
 
 use std::fs::File;
+use std::net::IpAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::time::Instant;
@@ -22,7 +23,7 @@ use crate::queue::Time;
 use crate::queue::file::{self, ContentRange};
 use crate::smtp::client::{self, JobRecipient};
 
-use super::report::Delays;
+use super::report::{Delays, Relay, Verdict};
 
 /// Where a job goes and how: a session serves only jobs with the same.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -51,6 +52,15 @@ pub struct Work {
     content: ContentRange,
     /// Content bytes handed to the session so far.
     sent: u64,
+    /// The client job as built, to start again on another server.
+    spare: Option<client::Job>,
+    /// Sessions the job has had (`smtp.mx_session_limit`).
+    pub sessions: u32,
+    /// The addresses of those sessions, for the connector to pass over.
+    pub tried: Vec<IpAddr>,
+    /// The first session's failure, reported if no other server does
+    /// better.
+    pub first_failure: Option<(Relay, Vec<Verdict>)>,
 }
 
 /// What became of a request.
@@ -97,6 +107,10 @@ pub fn open(d: Delivery, mut fds: Vec<OwnedFd>) -> Result<Opened, String> {
         file: None,
         content: ContentRange { offset: 0, len: 0, crc: 0 },
         sent: 0,
+        spare: None,
+        sessions: 0,
+        tried: Vec::new(),
+        first_failure: None,
     });
     let file = File::from(fd);
     let qe = match file::read_envelope(&file) {
@@ -125,7 +139,9 @@ pub fn open(d: Delivery, mut fds: Vec<OwnedFd>) -> Result<Opened, String> {
     if let Err(e) = file::verify_content(&file, range) {
         return Ok(Opened::Refused(work, format!("the message content cannot be sent: {e}")));
     }
-    work.client_job = Some(client::Job::new(&qe.envelope, recipients));
+    let job = client::Job::new(&qe.envelope, recipients);
+    work.spare = Some(job.clone());
+    work.client_job = Some(job);
     work.content = range;
     work.file = Some(file);
     Ok(Opened::Ready(work))
@@ -138,6 +154,21 @@ pub enum Chunk {
 }
 
 impl Work {
+    /// Make the job ready to start again on another session, as new
+    /// (after a session failure, before any content was sent).
+    pub fn rearm(&mut self) -> bool {
+        let Some(job) = self.spare.clone() else { return false };
+        self.client_job = Some(job);
+        self.started = None;
+        self.sent = 0;
+        true
+    }
+
+    /// Whether a session with `relay` is one the job already had.
+    pub fn tried(&self, relay: &Relay) -> bool {
+        relay.addr.is_some_and(|a| self.tried.contains(&a.ip()))
+    }
+
     /// Read the next chunk of at most `max` bytes of content (pread).
     pub fn next_chunk(&mut self, max: usize) -> std::io::Result<Chunk> {
         let left = self.content.len.saturating_sub(self.sent);

@@ -6,6 +6,7 @@
 
 pub(crate) mod certs;
 mod lmtp;
+mod mx;
 mod server;
 mod tls;
 
@@ -42,6 +43,11 @@ enum Connect {
     First(SocketAddr),
     /// Connect to the UNIX socket asked for.
     Unix,
+    /// The next hop's MX addresses, best first: connect the first the
+    /// request does not skip.
+    Mx(Vec<SocketAddr>),
+    /// Request n (from 0) to the nth address, unless it skips it.
+    Seq(Vec<SocketAddr>),
 }
 
 struct Harness {
@@ -54,6 +60,8 @@ struct Harness {
     ids: QueueIdGen,
     /// Connect requests seen.
     requests: Vec<(Target, u16)>,
+    /// Their skip lists.
+    skips: Vec<Vec<std::net::IpAddr>>,
     reports: Vec<SmtpToQmgr>,
     logs: Vec<String>,
 }
@@ -94,6 +102,7 @@ impl Harness {
             dir,
             ids: QueueIdGen::new(1),
             requests: Vec::new(),
+            skips: Vec::new(),
             reports: Vec::new(),
             logs: Vec::new(),
         };
@@ -168,13 +177,21 @@ impl Harness {
     fn step(&mut self) -> Result<Flow, Fatal> {
         let flow = self.agent.turn(Duration::from_millis(10))?;
         while let Ok(Some((msg, _))) = self.connector.recv::<SmtpToConnector>() {
-            let SmtpToConnector::Connect { req, nexthop, default_port } = msg;
+            let SmtpToConnector::Connect { req, nexthop, default_port, skip } = msg;
             self.requests.push((nexthop.clone(), default_port));
+            let none = Connect::Fail { reason: "no other address to connect to", permanent: false, dsn: "4.4.1" };
             let mode = match self.connect.clone() {
                 Connect::First(addr) if self.requests.len() == 1 => Connect::To(addr),
                 Connect::First(_) => Connect::Hold,
+                Connect::To(addr) if skip.contains(&addr.ip()) => none,
+                Connect::Mx(addrs) => addrs.iter().find(|a| !skip.contains(&a.ip())).map_or(none, |a| Connect::To(*a)),
+                Connect::Seq(addrs) => addrs
+                    .get(self.requests.len() - 1)
+                    .filter(|a| !skip.contains(&a.ip()))
+                    .map_or(none, |a| Connect::To(*a)),
                 m => m,
             };
+            self.skips.push(skip);
             match mode {
                 Connect::To(addr) => {
                     let s = TcpStream::connect(addr).expect("connect");
@@ -192,7 +209,7 @@ impl Harness {
                     let reply = ConnectorToSmtp::Failed { req, reason: reason.into(), permanent, dsn: dsn.into() };
                     let _ = self.connector.send(&reply, &[]);
                 }
-                Connect::Hold | Connect::First(_) => {}
+                Connect::Hold | Connect::First(_) | Connect::Mx(_) | Connect::Seq(_) => {}
             }
         }
         while let Some((msg, _)) = self.qmgr.recv::<SmtpToQmgr>().expect("qmgr recv") {

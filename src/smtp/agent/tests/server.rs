@@ -143,7 +143,13 @@ impl Server {
 
     /// The same, with this certificate chain and key (PEM) for TLS.
     pub fn start_with(connections: usize, script: Script, cert: &'static str, key: &'static str) -> Server {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        Server::start_at("127.0.0.1", connections, script, cert, key)
+    }
+
+    /// The same on another loopback address (`127.0.0.2`: Linux answers
+    /// on all of 127/8).
+    pub fn start_at(ip: &str, connections: usize, script: Script, cert: &'static str, key: &'static str) -> Server {
+        let listener = TcpListener::bind((ip, 0)).expect("bind");
         let addr = listener.local_addr().expect("addr");
         listener.set_nonblocking(true).expect("nonblocking");
         let stop = Arc::new(AtomicBool::new(false));

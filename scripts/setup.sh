@@ -40,70 +40,40 @@ setup_packages() {
 	return $rc
 }
 
-# setup_smtp_source: Postfix's smtp-source load generator, from the postfix
-# .deb unpacked under /var/tmp (never installed: no second MTA on the
-# system). Prints the program's path.
-setup_smtp_source() {
-	dir=/var/tmp/mta-test-postfix
-	if [ ! -x "$dir/usr/sbin/smtp-source" ]; then
+# unpack_deb DIR PACKAGE PROGRAM: PACKAGE's .deb unpacked under DIR (never
+# installed), unless DIR/PROGRAM is there already; prints DIR/PROGRAM.
+unpack_deb() {
+	if [ ! -x "$1/$3" ]; then
 		debs=$(mktemp -d)
-		(cd "$debs" && chmod 755 . && { apt-get download postfix >/dev/null 2>&1 ||
-			{ apt-get update -qq && apt-get download postfix >/dev/null; }; }) || return 1
-		rm -rf "$dir" && mkdir -p "$dir" && dpkg -x "$debs"/postfix_*.deb "$dir" || return 1
+		(cd "$debs" && chmod 755 . && { apt-get download "$2" >/dev/null 2>&1 ||
+			{ apt-get update -qq && apt-get download "$2" >/dev/null; }; }) || return 1
+		rm -rf "$1" && mkdir -p "$1" && dpkg -x "$debs/$2"_*.deb "$1" || return 1
+		chmod 755 "$1"
 		rm -rf "$debs"
 	fi
-	echo "$dir/usr/sbin/smtp-source"
+	echo "$1/$3"
 }
 
-# setup_nsd: NSD, an authoritative name server, from its .deb unpacked
-# under /var/tmp (never installed: no name server is started, enabled or
-# left running on the system, nothing listens on port 53). The regress
-# case dns_mx runs its own on a loopback port with its own configuration
-# and zone. Its libraries are ordinary packages (scripts/test installs
-# them). Prints the program's path.
-setup_nsd() {
-	dir=/var/tmp/mta-test-nsd
-	if [ ! -x "$dir/usr/sbin/nsd" ]; then
-		debs=$(mktemp -d)
-		(cd "$debs" && chmod 755 . && { apt-get download nsd >/dev/null 2>&1 ||
-			{ apt-get update -qq && apt-get download nsd >/dev/null; }; }) || return 1
-		rm -rf "$dir" && mkdir -p "$dir" && dpkg -x "$debs"/nsd_*.deb "$dir" || return 1
-		chmod 755 "$dir"
-		rm -rf "$debs"
-	fi
-	echo "$dir/usr/sbin/nsd"
-}
+# setup_smtp_source: Postfix's smtp-source load generator (and the rest of
+# Postfix, which the interop case runs privately), from the postfix .deb
+# unpacked under /var/tmp (never installed: no second MTA on the system).
+setup_smtp_source() { unpack_deb /var/tmp/mta-test-postfix postfix usr/sbin/smtp-source; }
 
-# setup_mailx: bsd-mailx's mail(1), from its .deb unpacked under /var/tmp
-# (never installed: it depends on default-mta). Its one library not in
-# the base system, liblockfile1, is an ordinary package. Prints the path.
-setup_mailx() {
-	dir=/var/tmp/mta-test-mailx
-	if [ ! -x "$dir/usr/bin/bsd-mailx" ]; then
-		debs=$(mktemp -d)
-		(cd "$debs" && chmod 755 . && { apt-get download bsd-mailx >/dev/null 2>&1 ||
-			{ apt-get update -qq && apt-get download bsd-mailx >/dev/null; }; }) || return 1
-		rm -rf "$dir" && mkdir -p "$dir" && dpkg -x "$debs"/bsd-mailx_*.deb "$dir" || return 1
-		chmod 755 "$dir"
-		rm -rf "$debs"
-	fi
-	echo "$dir/usr/bin/bsd-mailx"
-}
+# setup_nsd: NSD, an authoritative name server, unpacked under /var/tmp
+# (never installed: no name server is started, enabled or left running on
+# the system, nothing listens on port 53). The regress case dns_mx runs
+# its own on a loopback port with its own configuration and zone. Its
+# libraries are ordinary packages (scripts/test installs them).
+setup_nsd() { unpack_deb /var/tmp/mta-test-nsd nsd usr/sbin/nsd; }
+
+# setup_mailx: bsd-mailx's mail(1), unpacked under /var/tmp (never
+# installed: it depends on default-mta). Its one library not in the base
+# system, liblockfile1, is an ordinary package.
+setup_mailx() { unpack_deb /var/tmp/mta-test-mailx bsd-mailx usr/bin/bsd-mailx; }
 
 # setup_exim: Exim's daemon, from exim4-daemon-light unpacked under
 # /var/tmp (never installed: no second MTA on the system). The program is
 # set-uid root and runs itself again for deliveries, so the dynamic loader
 # ignores LD_LIBRARY_PATH: its libraries come as ordinary packages
-# (scripts/test lists them). Prints the program's path.
-setup_exim() {
-	dir=/var/tmp/mta-test-exim
-	if [ ! -x "$dir/usr/sbin/exim4" ]; then
-		debs=$(mktemp -d)
-		(cd "$debs" && chmod 755 . && { apt-get download exim4-daemon-light >/dev/null 2>&1 ||
-			{ apt-get update -qq && apt-get download exim4-daemon-light >/dev/null; }; }) || return 1
-		rm -rf "$dir" && mkdir -p "$dir" && dpkg -x "$debs"/exim4-daemon-light_*.deb "$dir" || return 1
-		chmod 755 "$dir"
-		rm -rf "$debs"
-	fi
-	echo "$dir/usr/sbin/exim4"
-}
+# (scripts/test lists them).
+setup_exim() { unpack_deb /var/tmp/mta-test-exim exim4-daemon-light usr/sbin/exim4; }

@@ -151,6 +151,7 @@ pub fn serve(_token: Sandboxed, mut child: Child, listeners: Vec<std::net::TcpLi
                 t => s.conn_event(t, ev.is_readable(), ev.is_writable()),
             }
         }
+        s.resume_reads();
         if last_tick.elapsed() >= TICK {
             last_tick = Instant::now();
             s.tick();
@@ -314,10 +315,10 @@ impl Server {
             self.drop_cleanup();
             return;
         }
-        if !readable {
-            return;
-        }
-        loop {
+        // Read what cleanup said; then, whichever way the event came (a
+        // drained queue is a writable event only), let sessions held back
+        // for backpressure read again.
+        while readable {
             let Some(ch) = self.cleanup.as_mut() else { return };
             match ch.recv::<CleanupToSmtpd>() {
                 Ok(None) => break,
@@ -343,8 +344,14 @@ impl Server {
                 Err(e) => self.child.fatal(&format!("cleanup channel: {e}")),
             }
         }
-        // Sessions held back for backpressure may read again (only then:
-        // retrying every session on every verdict would cost a read each).
+        self.resume_reads();
+    }
+
+    /// Sessions held back for backpressure read again once cleanup's queue
+    /// is down to half (not before: retrying every session on every event
+    /// would cost a read each). Called after each round of events too, as
+    /// the queue may drain by a flush that no event follows.
+    fn resume_reads(&mut self) {
         if self.throttled && self.cleanup.as_ref().is_some_and(|c| c.queued() < CLEANUP_HIGH_WATER / 2) {
             self.throttled = false;
             let tokens: Vec<Token> = self.conns.keys().copied().collect();

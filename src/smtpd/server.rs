@@ -318,30 +318,32 @@ impl Server {
         // Read what cleanup said; then, whichever way the event came (a
         // drained queue is a writable event only), let sessions held back
         // for backpressure read again.
-        while readable {
-            let Some(ch) = self.cleanup.as_mut() else { return };
-            match ch.recv::<CleanupToSmtpd>() {
-                Ok(None) => break,
-                Ok(Some((_, fds))) if !fds.is_empty() => self.child.fatal("cleanup sent descriptors"),
-                Ok(Some((CleanupToSmtpd::Space { ok }, _))) => self.checks.space_ok.set(ok),
-                Ok(Some((CleanupToSmtpd::Committed { txn, result }, _))) => {
-                    let Some(token) = self.txns.remove(&txn) else { continue };
-                    if let Some(c) = self.conns.get_mut(&token) {
-                        c.txn = None;
+        if readable {
+            loop {
+                let Some(ch) = self.cleanup.as_mut() else { return };
+                match ch.recv::<CleanupToSmtpd>() {
+                    Ok(None) => break,
+                    Ok(Some((_, fds))) if !fds.is_empty() => self.child.fatal("cleanup sent descriptors"),
+                    Ok(Some((CleanupToSmtpd::Space { ok }, _))) => self.checks.space_ok.set(ok),
+                    Ok(Some((CleanupToSmtpd::Committed { txn, result }, _))) => {
+                        let Some(token) = self.txns.remove(&txn) else { continue };
+                        if let Some(c) = self.conns.get_mut(&token) {
+                            c.txn = None;
+                        }
+                        let commit = match result {
+                            CommitResult::Queued(id) => Commit::Queued(id),
+                            CommitResult::TempFail(why) => Commit::TempFail(why),
+                            CommitResult::NoSpace => Commit::NoSpace,
+                            CommitResult::Refused { code, enhanced, text } => Commit::Refused(code, enhanced, text),
+                        };
+                        self.verdict(token, commit);
                     }
-                    let commit = match result {
-                        CommitResult::Queued(id) => Commit::Queued(id),
-                        CommitResult::TempFail(why) => Commit::TempFail(why),
-                        CommitResult::NoSpace => Commit::NoSpace,
-                        CommitResult::Refused { code, enhanced, text } => Commit::Refused(code, enhanced, text),
-                    };
-                    self.verdict(token, commit);
+                    Err(crate::ipc::Error::Closed) => {
+                        self.drop_cleanup();
+                        return;
+                    }
+                    Err(e) => self.child.fatal(&format!("cleanup channel: {e}")),
                 }
-                Err(crate::ipc::Error::Closed) => {
-                    self.drop_cleanup();
-                    return;
-                }
-                Err(e) => self.child.fatal(&format!("cleanup channel: {e}")),
             }
         }
         self.resume_reads();

@@ -5,7 +5,8 @@
 # (sink.py) on 127.0.0.2 (a), 127.0.0.3 (b) and ::1 (six), at smtp.port.
 #   - two MX, the better one down: delivered to the second in the same
 #     attempt; the better one up: delivered there;
-#   - a first MX whose address has nothing listening: the next MX;
+#   - a first MX whose address has nothing listening: the next MX; one
+#     that greets with 421: the next MX in the same delivery;
 #   - equal preferences: both hosts get mail;
 #   - no MX, an A record: the implicit MX; an MX with only AAAA: ::1;
 #   - a null MX (RFC 7505): bounced with 5.1.10, and the sender gets a
@@ -116,6 +117,10 @@ implicit  A    127.0.0.3
 six       MX   10 v6
 ; RFC 7505: this domain accepts no mail
 null      MX   0 .
+; the better MX answers 421 and hangs up: the next, in the same delivery
+busy      MX   5 c
+busy      MX   50 b
+c         A    127.0.0.5
 ; the namespace's clients: one name points back, one elsewhere
 client    A    10.203.77.2
 liar      A    10.203.77.99
@@ -203,7 +208,26 @@ sent_to rcpt@implicit.dns.test 'implicit\.dns\.test\[127\.0\.0\.3\]'
 submit sender@pref.dns.test rcpt@six.dns.test "over ipv6"
 sent_to rcpt@six.dns.test 'v6\.dns\.test\[::1\]'
 [ -n "$(got six "over ipv6")" ] || fail "the IPv6 sink did not get the message"
-note "preference, fall-back, a dead first MX, implicit MX and IPv6 routed"
+# A first MX that greets with 421 (smtp.mx_session_limit): the next one,
+# in the same delivery, and the 421 in the log.
+/usr/bin/python3 - "$MXPORT" >"$W/busy.log" 2>&1 <<'PY' &
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.5", int(sys.argv[1])))
+s.listen(8)
+while True:
+    c, _ = s.accept()
+    c.sendall(b"421 4.3.2 c.dns.test busy, try another\r\n")
+    c.close()
+PY
+echo $! >"$W/busy.sinkpid"
+wait_for 5 listening 127.0.0.5 || fail "the busy MX did not start: $(cat "$W/busy.log")"
+submit sender@pref.dns.test rcpt@busy.dns.test "busy first"
+sent_to rcpt@busy.dns.test 'b\.dns\.test\[127\.0\.0\.3\]'
+grep -q "mta/smtp.*: host c\.dns\.test\[127\.0\.0\.5\] said: 421 4\.3\.2 c\.dns\.test busy.*(trying the next MX address)" "$LOG" ||
+	fail "the 421 of the first MX is not logged: $(grep -i "busy\|next MX" "$LOG")"
+note "preference, fall-back, a dead first MX, a 421 first MX, implicit MX and IPv6 routed"
 
 # Equal preferences: sixteen messages, each a connection of its own; the
 # chance that one host gets them all is 2 in 65536.

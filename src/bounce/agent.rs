@@ -31,12 +31,11 @@ use super::{
 use crate::child::{Child, drop_channel, install_channel};
 use crate::ipc::Channel;
 use crate::ipc::msg::{
-    BounceToQmgr, CleanupToSmtpd, CommitResult, FromMaster, MessageEnvelope, MessageRecipient, NoticeRequest,
-    QmgrToBounce, SmtpdToCleanup,
+    BounceToQmgr, CleanupToSmtpd, CommitResult, FromMaster, MessageEnvelope, NoticeRequest, QmgrToBounce,
+    SmtpdToCleanup,
 };
 use crate::queue::{ContentRange, QueueEnvelope, QueueId, State, Time, read_envelope};
 use crate::roles::Role;
-use crate::smtpd::params::Body;
 
 const MASTER: Token = Token(0);
 const QMGR: Token = Token(1);
@@ -287,20 +286,13 @@ impl Bounce {
         for (to, c) in reports {
             let txn = self.next_txn;
             self.next_txn += 1;
-            let envelope = MessageEnvelope {
-                sender: String::new(),
-                recipients: vec![MessageRecipient { address: to, notify: None, orcpt: None }],
-                body: if c.eight_bit { Body::EightBitMime } else { Body::SevenBit },
-                smtputf8: c.smtputf8,
-                ret: None,
-                envid: None,
-                helo: self.child.config.hostname.clone(),
-                protocol: String::from("local"),
-                client_address: String::new(),
-                client_hostname: String::from("localhost"),
-                tls: None,
-                submitter: None,
-            };
+            let envelope = MessageEnvelope::internal(
+                String::new(),
+                vec![to],
+                c.eight_bit,
+                c.smtputf8,
+                &self.child.config.hostname,
+            );
             let Some(chan) = self.cleanup.as_mut() else { break };
             let mut ok = chan.send(&SmtpdToCleanup::Begin { txn, envelope: Box::new(envelope) }, &[]).is_ok();
             for piece in c.bytes.chunks(CHUNK) {

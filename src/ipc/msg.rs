@@ -332,6 +332,38 @@ pub struct MessageEnvelope {
     pub submitter: Option<u32>,
 }
 
+impl MessageEnvelope {
+    /// A message this host makes itself (bounce's reports, local's
+    /// forwards): protocol `local`, from `localhost`, no DSN parameters,
+    /// each recipient without NOTIFY or ORCPT.
+    pub fn internal(
+        sender: String,
+        recipients: Vec<String>,
+        eight_bit: bool,
+        smtputf8: bool,
+        hostname: &str,
+    ) -> MessageEnvelope {
+        use crate::smtpd::params::Body;
+        MessageEnvelope {
+            sender,
+            recipients: recipients
+                .into_iter()
+                .map(|address| MessageRecipient { address, notify: None, orcpt: None })
+                .collect(),
+            body: if eight_bit { Body::EightBitMime } else { Body::SevenBit },
+            smtputf8,
+            ret: None,
+            envid: None,
+            helo: hostname.to_string(),
+            protocol: String::from("local"),
+            client_address: String::new(),
+            client_hostname: String::from("localhost"),
+            tls: None,
+            submitter: None,
+        }
+    }
+}
+
 // ----- delivery: qmgr, smtp, connector, bounce -----
 
 /// A point in time as it crosses a channel (Unix seconds, microseconds).

@@ -45,13 +45,12 @@ use crate::child::{Child, drop_channel, install_channel};
 use crate::config::delivery::{DeliveryConf, MailboxKind};
 use crate::ipc::Channel;
 use crate::ipc::msg::{
-    CleanupToSmtpd, CommitResult, Delivery, FromMaster, MessageEnvelope, MessageRecipient, QmgrToSmtp, RecipientReport,
-    RecipientStatus, SiteReport, SmtpToQmgr, SmtpdToCleanup, ToWorker,
+    CleanupToSmtpd, CommitResult, Delivery, FromMaster, MessageEnvelope, QmgrToSmtp, RecipientReport, RecipientStatus,
+    SiteReport, SmtpToQmgr, SmtpdToCleanup, ToWorker,
 };
 use crate::queue::BodyType;
 use crate::queue::{QueueEnvelope, read_envelope, verify_content};
 use crate::roles::Role;
-use crate::smtpd::params::Body;
 
 const MASTER: Token = Token(0);
 const QMGR: Token = Token(1);
@@ -654,26 +653,14 @@ impl Local {
         let deadline = Instant::now() + self.conf.local.time_limit;
         let txn = self.next_txn;
         self.next_txn += 1;
-        let envelope = MessageEnvelope {
-            sender: sender.to_string(),
-            recipients: addresses
-                .iter()
-                .map(|a| MessageRecipient { address: a.clone(), notify: None, orcpt: None })
-                .collect(),
-            body: match qe.envelope.body {
-                BodyType::SevenBit => Body::SevenBit,
-                BodyType::EightBitMime | BodyType::BinaryMime => Body::EightBitMime,
-            },
-            smtputf8: qe.envelope.smtputf8,
-            ret: None,
-            envid: None,
-            helo: self.child.config.hostname.clone(),
-            protocol: String::from("local"),
-            client_address: String::new(),
-            client_hostname: String::from("localhost"),
-            tls: None,
-            submitter: None,
-        };
+        let eight_bit = !matches!(qe.envelope.body, BodyType::SevenBit);
+        let envelope = MessageEnvelope::internal(
+            sender.to_string(),
+            addresses.to_vec(),
+            eight_bit,
+            qe.envelope.smtputf8,
+            &self.child.config.hostname,
+        );
         let result = self.submit(txn, envelope, qe, file, to, deadline);
         match result {
             Ok(CommitResult::Queued(id)) => Outcome::sent(&format!("forwarded as {id} to {shown}")),

@@ -254,6 +254,9 @@ impl Worker {
         let mut text = Vec::new();
         // A worker that could not start has said why and ended: its
         // socket may be closed already, with that answer still to read.
+        // Linux reports a peer that closed with our job unread as
+        // ECONNRESET once, before the messages it left: read on once.
+        let mut reset = false;
         let broken = match self.chan.send(job, &[queue.as_fd()]) {
             Ok(()) | Err(crate::ipc::Error::Closed) => loop {
                 match self.chan.recv::<FromWorker>() {
@@ -276,6 +279,7 @@ impl Worker {
                         Ok(()) => {}
                         Err(b) => break b,
                     },
+                    Err(crate::ipc::Error::Closed) if !reset => reset = true,
                     Err(crate::ipc::Error::Closed) => break Broken::Closed,
                     Err(e) => break Broken::Malformed(e.to_string()),
                 }

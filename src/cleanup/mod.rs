@@ -100,6 +100,8 @@ pub fn serve(_token: Sandboxed, mut child: Child, journal: Journal, journal_dir:
         last_space_check: Instant::now() - SPACE_CHECK,
     };
     let mut events = Events::with_capacity(256);
+    // Log records and verdicts go once per turn.
+    c.child.master.cork();
     loop {
         c.check_space();
         // Queue files still to write: look for mail and go on writing; a
@@ -123,7 +125,9 @@ pub fn serve(_token: Sandboxed, mut child: Child, journal: Journal, journal_dir:
         }
         let busy = !events.is_empty();
         c.commit();
+        c.flush_channels();
         c.materialize(busy);
+        let _ = c.child.master.flush();
     }
 }
 
@@ -137,6 +141,7 @@ impl Cleanup {
                     fds,
                 ))) => {
                     let mut chan = self.child.peer_channel(role, fds);
+                    chan.cork();
                     let token = Token(self.next_token);
                     self.next_token += 1;
                     let raw = chan.as_raw_fd();
@@ -193,6 +198,16 @@ impl Cleanup {
                 Err(e) => self.child.fatal(&format!("smtpd channel: {e}")),
             }
         }
+    }
+
+    /// Send the verdicts and log records of this turn.
+    fn flush_channels(&mut self) {
+        let failed: Vec<Token> =
+            self.peers.iter_mut().filter_map(|(t, p)| p.chan.flush().is_err().then_some(*t)).collect();
+        for t in failed {
+            self.drop_peer(t);
+        }
+        let _ = self.child.master.flush();
     }
 
     fn drop_peer(&mut self, token: Token) {

@@ -10,6 +10,13 @@
 //! limit or one that does not decode is an error: the receiver ends (a
 //! child) or kills the sender (master).
 //!
+//! Coalescing: a corked channel ([`Channel::cork`]) holds what it is given
+//! until [`Channel::flush`] (an event loop calls it once per turn), and
+//! then packs whole messages without descriptors, in order, into as few
+//! datagrams as fit (frame kind MULTI: each message a 2-byte length and
+//! its bytes). A busy process then wakes its peer once per turn rather
+//! than once per message.
+//!
 //! Trusts: nothing it receives.
 
 pub mod msg;
@@ -35,11 +42,16 @@ pub const MAX_FDS: usize = 8;
 pub const DEFAULT_MAX_MESSAGE: usize = 1 << 20;
 /// Frames waiting to be sent before the channel is declared stuck.
 const MAX_QUEUED: usize = 4096;
+/// Frames a corked channel holds before it sends anyway.
+const CORK_LIMIT: usize = 64;
+/// Bytes a MULTI frame spends on each message's length.
+const MULTI_LEN: usize = 2;
 
 const VERSION: u8 = 1;
 const WHOLE: u8 = 0;
 const CHUNK: u8 = 1;
 const LAST: u8 = 2;
+const MULTI: u8 = 3;
 
 /// What went wrong on a channel.
 #[derive(Debug)]
@@ -94,6 +106,10 @@ pub struct Channel {
     out: VecDeque<Outgoing>,
     /// Chunks being reassembled: (tag, bytes so far).
     partial: Option<(u32, Vec<u8>)>,
+    /// Hold what is sent until `flush` (see the module's Coalescing).
+    corked: bool,
+    /// Messages unpacked from a MULTI frame, not yet returned.
+    unpacked: VecDeque<Vec<u8>>,
 }
 
 /// A connected pair, both ends non-blocking and close-on-exec.
@@ -105,7 +121,22 @@ pub fn pair() -> io::Result<(OwnedFd, OwnedFd)> {
 impl Channel {
     /// Wrap a non-blocking SOCK_SEQPACKET socket.
     pub fn new(fd: OwnedFd) -> Channel {
-        Channel { fd, max_message: DEFAULT_MAX_MESSAGE, next_tag: 1, out: VecDeque::new(), partial: None }
+        Channel {
+            fd,
+            max_message: DEFAULT_MAX_MESSAGE,
+            next_tag: 1,
+            out: VecDeque::new(),
+            partial: None,
+            corked: false,
+            unpacked: VecDeque::new(),
+        }
+    }
+
+    /// From now on, hold what is sent until [`Channel::flush`] (or until
+    /// a few dozen frames wait), and coalesce it then. The owner's event
+    /// loop must flush at the end of every turn.
+    pub fn cork(&mut self) {
+        self.corked = true;
     }
 
     pub fn with_max_message(mut self, max: usize) -> Channel {
@@ -147,19 +178,30 @@ impl Channel {
             let fds = if i == last { std::mem::take(&mut owned) } else { Vec::new() };
             self.out.push_back(Outgoing { frame, fds });
         }
+        if self.corked && self.out.len() < CORK_LIMIT {
+            return Ok(());
+        }
         self.flush().map(|_| ())
     }
 
-    /// Send queued frames; returns true when nothing is left queued.
+    /// Send queued frames, runs of small whole messages coalesced into
+    /// one datagram; returns true when nothing is left queued.
     pub fn flush(&mut self) -> Result<bool, Error> {
         while let Some(o) = self.out.front() {
-            let raw: Vec<RawFd> = o.fds.iter().map(|f| f.as_raw_fd()).collect();
+            let run = self.coalescible();
+            let packed;
+            let (frame, raw): (&[u8], Vec<RawFd>) = if run > 1 {
+                packed = self.pack(run);
+                (&packed, Vec::new())
+            } else {
+                (&o.frame, o.fds.iter().map(|f| f.as_raw_fd()).collect())
+            };
             let cmsg = [ControlMessage::ScmRights(&raw)];
             let cmsgs: &[ControlMessage<'_>] = if raw.is_empty() { &[] } else { &cmsg };
-            let iov = [IoSlice::new(&o.frame)];
+            let iov = [IoSlice::new(frame)];
             match sendmsg::<()>(self.fd.as_raw_fd(), &iov, cmsgs, MsgFlags::MSG_NOSIGNAL, None) {
                 Ok(_) => {
-                    self.out.pop_front();
+                    self.out.drain(..run.max(1));
                 }
                 Err(Errno::EAGAIN) => return Ok(false),
                 Err(Errno::EINTR) => continue,
@@ -170,9 +212,42 @@ impl Channel {
         Ok(true)
     }
 
+    /// How many frames from the front of the queue go in one MULTI frame:
+    /// whole messages without descriptors, as many as fit.
+    fn coalescible(&self) -> usize {
+        let mut size = HEADER;
+        let mut n = 0;
+        for o in &self.out {
+            if !o.fds.is_empty() || o.frame[1] != WHOLE {
+                break;
+            }
+            size += MULTI_LEN + o.frame.len() - HEADER;
+            if size > MAX_FRAME {
+                break;
+            }
+            n += 1;
+        }
+        n
+    }
+
+    /// The first `n` queued frames as one MULTI frame.
+    fn pack(&self, n: usize) -> Vec<u8> {
+        let mut f = header(MULTI, 0).to_vec();
+        for o in self.out.iter().take(n) {
+            let payload = &o.frame[HEADER..];
+            f.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+            f.extend_from_slice(payload);
+        }
+        f
+    }
+
     /// Receive the next whole message, or None if none is ready yet.
     pub fn recv<T: DeserializeOwned>(&mut self) -> Result<Option<(T, Vec<OwnedFd>)>, Error> {
         loop {
+            if let Some(body) = self.unpacked.pop_front() {
+                let msg = postcard::from_bytes(&body).map_err(|e| Error::Malformed(e.to_string()))?;
+                return Ok(Some((msg, Vec::new())));
+            }
             let Some((frame, fds)) = self.recv_frame()? else { return Ok(None) };
             if let Some(body) = self.reassemble(&frame, fds.is_empty())? {
                 let msg = postcard::from_bytes(&body).map_err(|e| Error::Malformed(e.to_string()))?;
@@ -254,9 +329,40 @@ impl Channel {
                     Ok(None)
                 }
             }
+            MULTI => {
+                if self.partial.is_some() {
+                    return Err(Error::Malformed(String::from("coalesced messages inside a chunked one")));
+                }
+                if !no_fds {
+                    return Err(Error::Malformed(String::from("descriptors on coalesced messages")));
+                }
+                self.unpacked = unpack(payload)?;
+                Ok(None)
+            }
             k => Err(Error::Malformed(format!("frame kind {k}"))),
         }
     }
+}
+
+/// The messages of a MULTI frame's payload: each a 2-byte length and that
+/// many bytes, at least one, exactly filling it.
+fn unpack(mut payload: &[u8]) -> Result<VecDeque<Vec<u8>>, Error> {
+    let mut out = VecDeque::new();
+    while !payload.is_empty() {
+        let Some((len, rest)) = payload.split_first_chunk::<MULTI_LEN>() else {
+            return Err(Error::Malformed(String::from("coalesced message length cut short")));
+        };
+        let len = usize::from(u16::from_be_bytes(*len));
+        if len > rest.len() {
+            return Err(Error::Malformed(format!("coalesced message of {len} bytes, {} left", rest.len())));
+        }
+        out.push_back(rest[..len].to_vec());
+        payload = &rest[len..];
+    }
+    if out.is_empty() {
+        return Err(Error::Malformed(String::from("empty coalesced frame")));
+    }
+    Ok(out)
 }
 
 fn header(kind: u8, tag: u32) -> [u8; HEADER] {

@@ -134,6 +134,114 @@ fn split_reassembles() {
     assert_eq!(out.unwrap(), body);
 }
 
+/// Datagrams waiting on `fd`'s peer (each `recv` on a raw socket takes one).
+fn datagrams(c: &Channel) -> usize {
+    let mut n = 0;
+    let mut buf = vec![0u8; MAX_FRAME + 1];
+    while nix::sys::socket::recv(c.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT).is_ok() {
+        n += 1;
+    }
+    n
+}
+
+#[test]
+fn corked_messages_coalesce_in_order_and_fds_travel_alone() {
+    let (mut a, mut b) = channels();
+    a.cork();
+    let log = |i: usize| ToMaster::Log { level: Level::Info, text: format!("line {i}") };
+    for i in 0..10 {
+        a.send(&log(i), &[]).unwrap();
+    }
+    let (r, _w) = std::os::unix::net::UnixStream::pair().unwrap();
+    a.send(&log(10), &[r.as_fd()]).unwrap();
+    a.send(&log(11), &[]).unwrap();
+    a.send(&ToMaster::Log { level: Level::Info, text: "y".repeat(30_000) }, &[]).unwrap();
+    a.send(&log(12), &[]).unwrap();
+    // Nothing goes before the flush.
+    assert!(b.recv::<ToMaster>().unwrap().is_none());
+    assert!(a.flush().unwrap());
+    for i in 0..13 {
+        let (m, fds) = b.recv::<ToMaster>().unwrap().unwrap();
+        assert_eq!(m, log(i));
+        assert_eq!(fds.len(), usize::from(i == 10));
+        if i == 11 {
+            let (m, _) = b.recv::<ToMaster>().unwrap().unwrap();
+            assert_eq!(m, ToMaster::Log { level: Level::Info, text: "y".repeat(30_000) });
+        }
+    }
+    assert!(b.recv::<ToMaster>().unwrap().is_none());
+}
+
+#[test]
+fn corked_messages_take_few_datagrams() {
+    let (a, b) = pair().unwrap();
+    let mut a = Channel::new(a);
+    let b = Channel::new(b);
+    a.cork();
+    for i in 0..20 {
+        a.send(&ToMaster::Log { level: Level::Info, text: format!("{i:0>100}") }, &[]).unwrap();
+    }
+    a.flush().unwrap();
+    assert_eq!(datagrams(&b), 1);
+    // Uncorked, each message is its own datagram.
+    let (a, b) = pair().unwrap();
+    let mut a = Channel::new(a);
+    let b = Channel::new(b);
+    for _ in 0..3 {
+        a.send(&FromMaster::Stop, &[]).unwrap();
+    }
+    assert_eq!(datagrams(&b), 3);
+}
+
+#[test]
+fn a_cork_holds_a_bounded_number_of_frames() {
+    let (mut a, mut b) = channels();
+    a.cork();
+    for i in 0..CORK_LIMIT {
+        a.send(&ToMaster::Log { level: Level::Info, text: format!("{i}") }, &[]).unwrap();
+    }
+    // The limit was reached: sent without a flush.
+    assert!(b.recv::<ToMaster>().unwrap().is_some());
+}
+
+#[test]
+fn bad_coalesced_frames_are_malformed() {
+    let whole = postcard::to_allocvec(&FromMaster::Stop).unwrap();
+    let multi = |body: &[u8]| {
+        let mut f = header(MULTI, 0).to_vec();
+        f.extend_from_slice(body);
+        f
+    };
+    let with_len = |n: u16, body: &[u8]| {
+        let mut v = n.to_be_bytes().to_vec();
+        v.extend_from_slice(body);
+        v
+    };
+    let mut good = with_len(whole.len() as u16, &whole);
+    good.extend(with_len(whole.len() as u16, &whole));
+    let cases: Vec<Vec<u8>> =
+        vec![multi(&[]), multi(&[0]), multi(&with_len(5, &whole[..1])), multi(&[good.clone(), vec![0]].concat())];
+    for f in cases {
+        let mut c = Channel::new(pair().unwrap().0);
+        assert!(matches!(c.reassemble(&f, true), Err(Error::Malformed(_))), "{f:?}");
+    }
+    // Descriptors on it, or inside a chunked message: malformed too.
+    let mut c = Channel::new(pair().unwrap().0);
+    assert!(matches!(c.reassemble(&multi(&good), false), Err(Error::Malformed(_))));
+    let mut c = Channel::new(pair().unwrap().0);
+    let mut chunk = header(CHUNK, 3).to_vec();
+    chunk.extend_from_slice(&[1, 2]);
+    assert!(c.reassemble(&chunk, true).unwrap().is_none());
+    assert!(matches!(c.reassemble(&multi(&good), true), Err(Error::Malformed(_))));
+    // The good one yields both.
+    let (a, b) = pair().unwrap();
+    let mut b = Channel::new(b);
+    send(a.as_raw_fd(), &multi(&good), MsgFlags::empty()).unwrap();
+    assert_eq!(b.recv::<FromMaster>().unwrap().unwrap().0, FromMaster::Stop);
+    assert_eq!(b.recv::<FromMaster>().unwrap().unwrap().0, FromMaster::Stop);
+    assert!(b.recv::<FromMaster>().unwrap().is_none());
+}
+
 proptest! {
     // ipc_frame_no_panic: any sequence of frames either decodes or is an
     // error; never a panic, never more than the limit held.

@@ -219,6 +219,8 @@ pub fn serve(_token: Sandboxed, mut child: Child, watch: std::io::Result<Watch>)
         stopping: false,
     };
     q.start_up();
+    // Log records go once per turn.
+    q.child.master.cork();
     let mut events = Events::with_capacity(256);
     loop {
         let timeout = q.timeout();
@@ -242,6 +244,7 @@ pub fn serve(_token: Sandboxed, mut child: Child, watch: std::io::Result<Watch>)
             }
         }
         q.work();
+        let _ = q.child.master.flush();
     }
 }
 

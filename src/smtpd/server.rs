@@ -134,6 +134,8 @@ pub fn serve(_token: Sandboxed, mut child: Child, listeners: Vec<std::net::TcpLi
         listening: false,
     };
     s.register();
+    // Log records and messages to cleanup go once per round of events.
+    s.child.master.cork();
     let mut events = Events::with_capacity(1024);
     let mut last_tick = Instant::now();
     loop {
@@ -151,6 +153,7 @@ pub fn serve(_token: Sandboxed, mut child: Child, listeners: Vec<std::net::TcpLi
                 t => s.conn_event(t, ev.is_readable(), ev.is_writable()),
             }
         }
+        s.flush_channels();
         s.resume_reads();
         if last_tick.elapsed() >= TICK {
             last_tick = Instant::now();
@@ -168,6 +171,17 @@ impl Server {
         let raw = self.child.master.as_raw_fd();
         if let Err(e) = self.poll.registry().register(&mut SourceFd(&raw), MASTER, Interest::READABLE) {
             self.child.fatal(&format!("registering the master channel: {e}"));
+        }
+    }
+
+    /// Send what this round of events gave master and cleanup.
+    fn flush_channels(&mut self) {
+        let _ = self.child.master.flush();
+        if let Some(ch) = self.cleanup.as_mut()
+            && let Err(e) = ch.flush()
+        {
+            self.child.warn(&format!("cleanup channel: {e}"));
+            self.drop_cleanup();
         }
     }
 
@@ -227,6 +241,7 @@ impl Server {
         if let Err(e) = self.poll.registry().register(&mut SourceFd(&raw), CLEANUP, interest) {
             self.child.fatal(&format!("registering the cleanup channel: {e}"));
         }
+        chan.cork();
         let _ = chan.flush();
         self.cleanup = Some(chan);
         self.listen();
@@ -588,8 +603,11 @@ impl Server {
     }
 
     fn close(&mut self, token: Token) {
+        // Closing the socket (dropping `c`) takes it out of the poll set:
+        // epoll and kqueue forget a descriptor at its last close, and
+        // nothing duplicates a session's socket. A deregister would be a
+        // system call per connection for nothing.
         let Some(mut c) = self.conns.remove(&token) else { return };
-        let _ = self.poll.registry().deregister(&mut c.stream);
         if let Some(req) = c.lookup {
             self.names.cancel(req);
         }

@@ -138,12 +138,15 @@ pub fn serve(_token: Sandboxed, child: Child, prepared: Prepared) -> ! {
     };
     let mut agent = match Agent::new(master, log, config.hostname, *delivery, prepared) {
         Ok(a) => a,
-        Err((mut master, e)) => {
+        Err(failed) => {
+            let (mut master, e) = *failed;
             ChildLog::new(200, false).log(&mut master, Level::Error, &format!("fatal: poll: {e}"));
             exit(&mut master, 1)
         }
     };
     agent.debug("serving");
+    // Log records go once per turn.
+    agent.master.cork();
     loop {
         match agent.turn(MAX_WAIT) {
             Ok(Flow::Continue) => {}
@@ -230,14 +233,14 @@ impl Agent {
         hostname: String,
         conf: DeliveryConf,
         prepared: Prepared,
-    ) -> Result<Agent, (Channel, std::io::Error)> {
+    ) -> Result<Agent, Box<(Channel, std::io::Error)>> {
         let poll = match Poll::new() {
             Ok(p) => p,
-            Err(e) => return Err((master, e)),
+            Err(e) => return Err(Box::new((master, e))),
         };
         let raw = master.as_raw_fd();
         if let Err(e) = poll.registry().register(&mut SourceFd(&raw), MASTER, Interest::READABLE | Interest::WRITABLE) {
-            return Err((master, e));
+            return Err(Box::new((master, e)));
         }
         let relay = conf.relay.host.as_deref().and_then(|h| Nexthop::parse(h).ok());
         Ok(Agent {
@@ -312,6 +315,7 @@ impl Agent {
             self.repair();
         }
         self.timers();
+        self.flush_channels();
         self.repair();
         if self.stopping && self.sessions.is_empty() && self.waiting.values().all(VecDeque::is_empty) {
             let _ = self.master.flush();
@@ -367,6 +371,16 @@ impl Agent {
         Ok(Channel::new(fd))
     }
 
+    /// Send this turn's reports to qmgr and log records to master.
+    fn flush_channels(&mut self) {
+        let _ = self.master.flush();
+        if let Some(ch) = self.qmgr.as_mut()
+            && ch.flush().is_err()
+        {
+            self.qmgr_broken = true;
+        }
+    }
+
     fn register_channel(&mut self, chan: &Channel, token: Token) -> Result<(), Fatal> {
         let raw = chan.as_raw_fd();
         let interest = Interest::READABLE | Interest::WRITABLE;
@@ -378,11 +392,13 @@ impl Agent {
         let _ = self.poll.registry().deregister(&mut SourceFd(&raw));
     }
 
-    fn set_qmgr(&mut self, chan: Channel) -> Result<(), Fatal> {
+    fn set_qmgr(&mut self, mut chan: Channel) -> Result<(), Fatal> {
         if self.qmgr.is_some() {
             self.qmgr_lost("replaced");
         }
         self.register_channel(&chan, QMGR)?;
+        // Reports go once per turn.
+        chan.cork();
         self.qmgr = Some(chan);
         // Messages may have arrived before registration.
         self.qmgr_event(true, true)
@@ -720,7 +736,7 @@ impl Agent {
     // ----- sessions -----
 
     fn session_io(&mut self, token: Token) {
-        self.with_session(token, Session::pump);
+        self.with_session(token, Session::ready);
     }
 
     /// Run `f` on a session and handle what it reports.

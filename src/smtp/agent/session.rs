@@ -91,6 +91,11 @@ pub struct Session {
     pub idle_since: Option<Instant>,
     /// Jobs started on this connection.
     pub messages: u32,
+    /// The socket may have bytes to read: set by a readiness event, cleared
+    /// when a read would block (the poll is edge-triggered, so the next
+    /// bytes bring another event). Saves a read per turn that cannot
+    /// succeed.
+    readable: bool,
 }
 
 impl Session {
@@ -106,6 +111,7 @@ impl Session {
     ) -> Result<Session, String> {
         let timeouts = config.timeouts;
         let mut s = Session {
+            readable: true,
             dest,
             relay,
             stream,
@@ -221,6 +227,16 @@ impl Session {
 
     /// Move bytes until nothing moves; report what happened.
     pub fn pump(&mut self, events: &mut Vec<Event>) {
+        self.pump_some(events);
+    }
+
+    /// A readiness event: read again, then move bytes.
+    pub fn ready(&mut self, events: &mut Vec<Event>) {
+        self.readable = true;
+        self.pump_some(events);
+    }
+
+    fn pump_some(&mut self, events: &mut Vec<Event>) {
         for _ in 0..10_000 {
             if self.closed {
                 break;
@@ -236,6 +252,12 @@ impl Session {
             progress |= self.advance(events);
             if self.closed {
                 break;
+            }
+            if !self.readable {
+                if !progress {
+                    break;
+                }
+                continue;
             }
             match self.read() {
                 Ok(p) => progress |= p,
@@ -498,14 +520,20 @@ impl Session {
                         }
                         n
                     }
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                        self.readable = false;
+                        break;
+                    }
                     Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                     Err(e) => return Err(e),
                 },
                 _ => match self.stream.read(&mut buf) {
                     Ok(0) => return Err(ErrorKind::UnexpectedEof.into()),
                     Ok(n) => n,
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                        self.readable = false;
+                        break;
+                    }
                     Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                     Err(e) => return Err(e),
                 },

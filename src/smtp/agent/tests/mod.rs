@@ -86,7 +86,7 @@ impl Harness {
         let prepared = Agent::prepared(&conf.tls_ca).expect("tls");
         let agent =
             Agent::new(Channel::new(agent_master), ChildLog::new(4000, true), "client.test".into(), conf, prepared)
-                .map_err(|(_, e)| e)
+                .map_err(|b| b.1)
                 .expect("agent");
         let mut master = Channel::new(master);
         let (agent_qmgr, qmgr) = crate::ipc::pair().expect("pair");

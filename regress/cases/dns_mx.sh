@@ -12,7 +12,8 @@
 #   - a null MX (RFC 7505): bounced with 5.1.10, and the sender gets a
 #     DSN; a domain that does not exist (NXDOMAIN): bounced with 5.4.4;
 #   - client names: the resolver names loopback itself (RFC 6761, the
-#     name server is not asked): 127.0.0.1 and ::1 are `localhost`
+#     name server is not asked; smtpd does not even ask the connector):
+#     127.0.0.1 and ::1 are `localhost`
 #     (forward-confirmed) in Received: and cleanup's client= line;
 #     127.0.0.10 points to localhost, which does not point back, so it
 #     is `unknown` and the connector says why; with the connector stopped
@@ -320,22 +321,29 @@ note "client names from NSD: client.dns.test (forward-confirmed), unknown for a 
 
 # The connector stopped: the greeting waits reverse_lookup_timeout (2s),
 # then the client is unknown; the mail goes once the connector goes on.
+# 127.0.0.1 is localhost without a question: greeted at once meanwhile.
 CONNECTOR_STOPPED=$(child_pid connector)
 kill -STOP "$CONNECTOR_STOPPED"
 /usr/bin/python3 - "$PORT" <<'PY' || fail "the greeting did not wait for the bounded lookup"
 import smtplib, sys, time
 started = time.monotonic()
-s = smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=20)
+s = smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=20, source_address=("127.0.0.10", 0))
 waited = time.monotonic() - started
 assert 1.8 <= waited < 5, "greeting after %.2fs" % waited
 s.sendmail("sender@pref.dns.test", ["stopped@pref.dns.test"], b"Subject: connector stopped\r\n\r\nbody\r\n")
 s.quit()
 print("  greeting after %.1fs with the connector stopped" % waited)
+started = time.monotonic()
+s = smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=20)
+waited = time.monotonic() - started
+assert waited < 1, "greeting of 127.0.0.1 after %.2fs" % waited
+s.quit()
+print("  127.0.0.1 greeted after %.2fs: localhost needs no lookup" % waited)
 PY
 kill -CONT "$CONNECTOR_STOPPED"
 CONNECTOR_STOPPED=""
 sent_to stopped@pref.dns.test 'a\.dns\.test\[127\.0\.0\.2\]'
-received a "connector stopped" | grep -q "(unknown \[127\.0\.0\.1\])" ||
+received a "connector stopped" | grep -q "(unknown \[127\.0\.0\.10\])" ||
 	fail "a client whose lookup timed out is not unknown: $(received a "connector stopped")"
 
 # Reverse lookups off (a reload): unknown, at once.

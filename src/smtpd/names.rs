@@ -75,6 +75,19 @@ impl Names {
         self.pending.drain().map(|(_, (token, _))| Named::unknown(token)).collect()
     }
 
+    /// The name of a client known without asking: with lookups on, the
+    /// loopback addresses 127.0.0.1 and ::1 are `localhost`, which is what
+    /// the connector's resolver answers for them without a query (RFC
+    /// 6761); a round trip to the connector per local connection would
+    /// only delay the greeting.
+    pub fn known(&self, ip: IpAddr) -> Option<&'static str> {
+        let loopback = match ip {
+            IpAddr::V4(a) => a == std::net::Ipv4Addr::LOCALHOST,
+            IpAddr::V6(a) => a == std::net::Ipv6Addr::LOCALHOST,
+        };
+        (self.enabled && loopback).then_some("localhost")
+    }
+
     /// Ask for the name of the client at `ip` for session `token`.
     /// Some(req): the session waits for it; None: it is `unknown` at once
     /// (lookups off, no connector).
@@ -215,6 +228,19 @@ mod tests {
         assert!(connector.recv::<SmtpdToConnector>().expect("recv").is_none());
         let mut n = Names::new(true, Duration::from_secs(5));
         assert_eq!(n.ask(Token(1), ip("192.0.2.1"), Instant::now()), None);
+    }
+
+    #[test]
+    fn loopback_is_localhost_without_a_question() {
+        let (n, mut connector) = names(true);
+        assert_eq!(n.known(ip("127.0.0.1")), Some("localhost"));
+        assert_eq!(n.known(ip("::1")), Some("localhost"));
+        // Other loopback addresses are confirmed like anyone else.
+        assert_eq!(n.known(ip("127.0.0.2")), None);
+        assert_eq!(n.known(ip("192.0.2.1")), None);
+        assert!(connector.recv::<SmtpdToConnector>().unwrap().is_none());
+        let (off, _c) = names(false);
+        assert_eq!(off.known(ip("127.0.0.1")), None);
     }
 
     #[test]

@@ -61,6 +61,9 @@ struct Conn {
     held: VecDeque<Action>,
     pause_until: Option<Instant>,
     txn: Option<u64>,
+    /// The transaction's envelope, held until its first content (or its
+    /// end) so that a small message reaches cleanup in one datagram.
+    begin: Option<Box<MessageEnvelope>>,
     /// The transaction's message could not be handed to cleanup.
     txn_lost: bool,
     closing: bool,
@@ -315,6 +318,7 @@ impl Server {
             self.verdict(token, Commit::TempFail(String::from("cleanup restarted")));
         }
         for c in self.conns.values_mut() {
+            c.begin = None;
             if c.txn.take().is_some() {
                 c.txn_lost = true;
             }
@@ -442,19 +446,26 @@ impl Server {
                 continue;
             }
             let now = Instant::now();
-            let lookup = self.names.ask(token, ip, now);
+            let known = self.names.known(ip);
+            let lookup = if known.is_some() { None } else { self.names.ask(token, ip, now) };
+            let name = known.unwrap_or(UNKNOWN).to_string();
+            let mut session = Session::new(settings, peer, implicit);
+            if known.is_some() {
+                session.set_client_name(name.clone());
+            }
             let conn = Conn {
                 stream,
                 ip,
-                name: String::from(UNKNOWN),
+                name,
                 lookup,
                 tls,
                 tls_pending: false,
-                session: Session::new(settings, peer, implicit),
+                session,
                 out: Vec::new(),
                 held: VecDeque::new(),
                 pause_until: None,
                 txn: None,
+                begin: None,
                 txn_lost: false,
                 closing: false,
                 idle_deadline: now + self.intake.smtpd.idle_timeout,
@@ -536,29 +547,50 @@ impl Server {
                 let envelope = Box::new(message_envelope(&env, c));
                 c.txn = Some(txn);
                 c.txn_lost = false;
-                self.send_cleanup(token, SmtpdToCleanup::Begin { txn, envelope });
+                c.begin = Some(envelope);
             }
             Action::Content(data) => {
                 if let Some(txn) = c.txn {
+                    self.send_begin(token);
                     self.send_cleanup(token, SmtpdToCleanup::Content { txn, data });
                 }
             }
-            Action::End => match c.txn {
-                Some(txn) if !c.txn_lost => {
-                    self.txns.insert(txn, token);
-                    self.send_cleanup(token, SmtpdToCleanup::End { txn });
-                }
-                _ => {
-                    c.txn = None;
-                    c.session.committed(Commit::TempFail(String::from("cleanup unavailable")), &self.checks);
-                    let more: Vec<Action> = c.session.actions().collect();
-                    c.held.extend(more);
-                }
-            },
+            Action::End => {
+                self.send_begin(token);
+                self.end(token);
+            }
             Action::Abort => {
-                if let Some(txn) = c.txn.take() {
+                // cleanup never heard of a transaction whose envelope is
+                // still here.
+                if let Some(txn) = c.txn.take()
+                    && c.begin.take().is_none()
+                {
                     self.send_cleanup(token, SmtpdToCleanup::Abort { txn });
                 }
+            }
+        }
+    }
+
+    /// The transaction's envelope goes to cleanup, with what follows it.
+    fn send_begin(&mut self, token: Token) {
+        let Some(c) = self.conns.get_mut(&token) else { return };
+        let (Some(txn), Some(envelope)) = (c.txn, c.begin.take()) else { return };
+        self.send_cleanup(token, SmtpdToCleanup::Begin { txn, envelope });
+    }
+
+    /// The content is complete: cleanup commits it, or it cannot.
+    fn end(&mut self, token: Token) {
+        let Some(c) = self.conns.get_mut(&token) else { return };
+        match c.txn {
+            Some(txn) if !c.txn_lost => {
+                self.txns.insert(txn, token);
+                self.send_cleanup(token, SmtpdToCleanup::End { txn });
+            }
+            _ => {
+                c.txn = None;
+                c.session.committed(Commit::TempFail(String::from("cleanup unavailable")), &self.checks);
+                let more: Vec<Action> = c.session.actions().collect();
+                c.held.extend(more);
             }
         }
     }
@@ -613,7 +645,9 @@ impl Server {
         }
         if let Some(txn) = c.txn.take() {
             self.txns.remove(&txn);
-            if let Some(ch) = self.cleanup.as_mut() {
+            if c.begin.is_none()
+                && let Some(ch) = self.cleanup.as_mut()
+            {
                 let _ = ch.send(&SmtpdToCleanup::Abort { txn }, &[]);
             }
         }

@@ -15,6 +15,27 @@ prepare() {
 	cargo build --release -j2 --bins "$@" >/dev/null 2>&1 || { echo "build failed" >&2; exit 1; }
 }
 
+# fresh_spool: an empty $W. The previous run's files are deleted, then
+# written back and given 6 s: ext4 without a journal (this VM's root file
+# system) scans past inodes freed in the last few seconds on every file
+# creation, which would charge one run's clean-up to the next. With
+# SPOOL_FS=loop, $W is instead a freshly made ext4 (mkfs defaults, with a
+# journal) on a loop file in /var/tmp: the same disk, no history.
+fresh_spool() {
+	umount "$W" 2>/dev/null
+	rm -rf "$W"; mkdir -p "$W"
+	if [ "${SPOOL_FS:-}" = loop ]; then
+		rm -f "$W.img"; truncate -s 4G "$W.img"
+		mkfs.ext4 -q -F "$W.img" && mount -o loop "$W.img" "$W" || { echo "cannot mount a loop file system" >&2; exit 1; }
+	fi
+	sync; sleep 6
+}
+
+# drop_spool: unmount the loop file system fresh_spool made.
+drop_spool() {
+	if [ "${SPOOL_FS:-}" = loop ]; then sleep 1; umount "$W" && rm -f "$W.img"; fi
+}
+
 # base_conf [lines...]: $W/mta.conf with what every run shares (mta on
 # 127.0.0.1:10030, its spool in $W, no DNS but a server on loopback,
 # local.test local) and the lines given.

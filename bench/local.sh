@@ -16,13 +16,14 @@ N=${1:-20000}; S=${2:-20}; L=${3:-5120}
 prepare
 id mailbench >/dev/null 2>&1 || { echo "no user mailbench (install-anchors.sh makes it)" >&2; exit 2; }
 cg_stop
-rm -rf $W; mkdir -p $W
+# The Maildir belongs to mailbench: a delivery refuses one that does not.
+# (Removed before fresh_spool's pause: it holds the last run's 20,000 files.)
+MD=/var/tmp/anchors/home/mailbench/Maildir-new
+rm -rf "$MD"
+fresh_spool
 # The harness counts files in ~mailbench/Maildir-new/new.
 base_conf 'limits { sessions = 20000; sessions_per_client = 20000; }' "processes { local = ${LOCALS:-4}; }" \
 	'local { mailbox = "maildir"; maildir = "Maildir-new/"; }'
-# The Maildir belongs to mailbench: a delivery refuses one that does not.
-MD=/var/tmp/anchors/home/mailbench/Maildir-new
-rm -rf "$MD"
 install -d -o mailbench -g mailbench -m 700 "$MD" "$MD/tmp" "$MD/new" "$MD/cur"
 cg_start
 export MTA_CGROUP=$CG MTA_NAME=mta
@@ -31,6 +32,7 @@ cpu_lines
 queued=$(find $W/spool/incoming $W/spool/active $W/spool/deferred -type f ! -name '.*' | wc -l)
 echo "RESULT test=local-queue target=mta queued_files=$queued"
 cg_stop
+drop_spool
 if [ "${ANCHORS:-1}" = 1 ]; then
 	# The harness makes a missing Maildir as root: Postfix's local then
 	# bounces everything. Give it one of mailbench's.

@@ -12,7 +12,7 @@ W=/var/tmp/mta-bench
 N=${1:-20000}; S=${2:-20}; L=${3:-5120}
 prepare
 cg_stop
-rm -rf $W; mkdir -p $W
+fresh_spool
 # Everything outside local.test is relayed to the harness's smtp-sink.
 base_conf 'limits { sessions = 20000; sessions_per_client = 20000; }' 'relay { host = "[127.0.0.1]:10099"; }'
 cg_start
@@ -25,6 +25,7 @@ python3 bench/idle.py 127.0.0.1 10030 "${CONNS:-10000}" $CG/cgroup.procs
 queued=$(find $W/spool/incoming $W/spool/active $W/spool/deferred -type f ! -name '.*' | wc -l)
 echo "RESULT test=queue target=mta queued_files=$queued"
 cg_stop
+drop_spool
 if [ "${ANCHORS:-1}" = 1 ]; then
 	bash "$H/mta.sh" start postfix >/dev/null
 	TIMEOUT=${DRAIN_TIMEOUT:-600} bash "$H/accept.sh" postfix "$N" "$S" "$L" | grep RESULT

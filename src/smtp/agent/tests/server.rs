@@ -153,17 +153,9 @@ impl Server {
         let addr = listener.local_addr().expect("addr");
         listener.set_nonblocking(true).expect("nonblocking");
         let stop = Arc::new(AtomicBool::new(false));
-        let stopped = stop.clone();
-        let handle = std::thread::spawn(move || {
-            let mut out = Vec::new();
-            let deadline = Instant::now() + LIMIT;
-            while out.len() < connections && Instant::now() < deadline && !stopped.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((s, _)) => out.push(converse(s, &script, (cert, key))),
-                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
-                }
-            }
-            out
+        let handle = accept_loop(connections, &stop, move || {
+            let (s, _) = listener.accept().ok()?;
+            Some(converse(s, &script, (cert, key)))
         });
         Server { addr, stop, handle }
     }
@@ -173,21 +165,11 @@ impl Server {
         let listener = UnixListener::bind(&path).expect("bind");
         listener.set_nonblocking(true).expect("nonblocking");
         let stop = Arc::new(AtomicBool::new(false));
-        let stopped = stop.clone();
-        let handle = std::thread::spawn(move || {
-            let mut out = Vec::new();
-            let deadline = Instant::now() + LIMIT;
-            while out.len() < connections && Instant::now() < deadline && !stopped.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((s, _)) => {
-                        s.set_nonblocking(false).expect("blocking");
-                        s.set_read_timeout(Some(LIMIT)).expect("timeout");
-                        out.push(serve(Stream::Unix(s), &script, (CERT, KEY)));
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
-                }
-            }
-            out
+        let handle = accept_loop(connections, &stop, move || {
+            let (s, _) = listener.accept().ok()?;
+            s.set_nonblocking(false).expect("blocking");
+            s.set_read_timeout(Some(LIMIT)).expect("timeout");
+            Some(serve(Stream::Unix(s), &script, (CERT, KEY)))
         });
         Server { addr: SocketAddr::from(([127, 0, 0, 1], 0)), stop, handle }
     }
@@ -197,6 +179,27 @@ impl Server {
         self.stop.store(true, Ordering::Relaxed);
         self.handle.join().expect("server thread")
     }
+}
+
+/// On a thread: serve the clients `accept` hands over (None: nobody
+/// waiting) until `connections` were served, LIMIT passed or `stop` is set.
+fn accept_loop(
+    connections: usize,
+    stop: &Arc<AtomicBool>,
+    mut accept: impl FnMut() -> Option<Transcript> + Send + 'static,
+) -> JoinHandle<Vec<Transcript>> {
+    let stopped = stop.clone();
+    std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let deadline = Instant::now() + LIMIT;
+        while out.len() < connections && Instant::now() < deadline && !stopped.load(Ordering::Relaxed) {
+            match accept() {
+                Some(t) => out.push(t),
+                None => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+        out
+    })
 }
 
 fn converse(s: TcpStream, script: &Script, (cert, key): (&str, &str)) -> Transcript {

@@ -180,12 +180,19 @@ impl Server {
     /// Send what this round of events gave master and cleanup.
     fn flush_channels(&mut self) {
         let _ = self.child.master.flush();
+        self.flush_cleanup();
+    }
+
+    /// Send what waits for cleanup; false if the channel broke (dropped).
+    fn flush_cleanup(&mut self) -> bool {
         if let Some(ch) = self.cleanup.as_mut()
             && let Err(e) = ch.flush()
         {
             self.child.warn(&format!("cleanup channel: {e}"));
             self.drop_cleanup();
+            return false;
         }
+        true
     }
 
     /// Poll the listeners, once: when cleanup can take mail.
@@ -326,12 +333,7 @@ impl Server {
     }
 
     fn cleanup_event(&mut self, readable: bool, writable: bool) {
-        if writable
-            && let Some(ch) = self.cleanup.as_mut()
-            && let Err(e) = ch.flush()
-        {
-            self.child.warn(&format!("cleanup channel: {e}"));
-            self.drop_cleanup();
+        if writable && !self.flush_cleanup() {
             return;
         }
         // Read what cleanup said; then, whichever way the event came (a
@@ -437,7 +439,9 @@ impl Server {
             };
             let mut settings = self.settings.clone();
             settings.starttls = self.tls.is_some() && mode == ListenTls::Starttls;
-            let peer = Peer { address: ip.to_string(), hostname: String::from(UNKNOWN) };
+            let known = self.names.known(ip);
+            let name = known.unwrap_or(UNKNOWN).to_string();
+            let peer = Peer { address: ip.to_string(), hostname: name.clone() };
             let implicit = tls.is_some();
             let token = Token(self.next_token);
             self.next_token += 1;
@@ -446,13 +450,7 @@ impl Server {
                 continue;
             }
             let now = Instant::now();
-            let known = self.names.known(ip);
             let lookup = if known.is_some() { None } else { self.names.ask(token, ip, now) };
-            let name = known.unwrap_or(UNKNOWN).to_string();
-            let mut session = Session::new(settings, peer, implicit);
-            if known.is_some() {
-                session.set_client_name(name.clone());
-            }
             let conn = Conn {
                 stream,
                 ip,
@@ -460,7 +458,7 @@ impl Server {
                 lookup,
                 tls,
                 tls_pending: false,
-                session,
+                session: Session::new(settings, peer, implicit),
                 out: Vec::new(),
                 held: VecDeque::new(),
                 pause_until: None,

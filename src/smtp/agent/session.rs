@@ -227,16 +227,6 @@ impl Session {
 
     /// Move bytes until nothing moves; report what happened.
     pub fn pump(&mut self, events: &mut Vec<Event>) {
-        self.pump_some(events);
-    }
-
-    /// A readiness event: read again, then move bytes.
-    pub fn ready(&mut self, events: &mut Vec<Event>) {
-        self.readable = true;
-        self.pump_some(events);
-    }
-
-    fn pump_some(&mut self, events: &mut Vec<Event>) {
         for _ in 0..10_000 {
             if self.closed {
                 break;
@@ -280,6 +270,12 @@ impl Session {
             let _ = self.stream.shutdown(std::net::Shutdown::Both);
             events.push(Event::Closed);
         }
+    }
+
+    /// A readiness event: read again, then move bytes.
+    pub fn ready(&mut self, events: &mut Vec<Event>) {
+        self.readable = true;
+        self.pump(events);
     }
 
     /// Carry out the client's actions; true if there were any.

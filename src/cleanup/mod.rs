@@ -125,7 +125,7 @@ pub fn serve(_token: Sandboxed, mut child: Child, journal: Journal, journal_dir:
         }
         let busy = !events.is_empty();
         c.commit();
-        c.flush_channels();
+        c.flush_peers();
         c.materialize(busy);
         let _ = c.child.master.flush();
     }
@@ -200,14 +200,13 @@ impl Cleanup {
         }
     }
 
-    /// Send the verdicts and log records of this turn.
-    fn flush_channels(&mut self) {
+    /// Send this turn's verdicts (log records go at the end of the turn).
+    fn flush_peers(&mut self) {
         let failed: Vec<Token> =
             self.peers.iter_mut().filter_map(|(t, p)| p.chan.flush().is_err().then_some(*t)).collect();
         for t in failed {
             self.drop_peer(t);
         }
-        let _ = self.child.master.flush();
     }
 
     fn drop_peer(&mut self, token: Token) {

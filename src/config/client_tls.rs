@@ -412,22 +412,24 @@ mod tests {
     }
 
     #[test]
-    fn ca_file_is_read_by_config_load() {
+    fn ca_file_is_checked_for_mta_n() {
         let dir = std::env::temp_dir().join(format!("mta-ca-file-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let conf = dir.join("mta.conf");
         std::fs::write(&conf, "smtp { tls_ca_file = \"ca.pem\"; }\n").unwrap();
         // Missing, then relative to the configuration's folder.
-        let e = Config::load(&conf).unwrap_err().to_string();
+        let check = |conf: &std::path::Path| Config::load(conf).and_then(|c| c.check_files(conf));
+        let e = check(&conf).unwrap_err().to_string();
         assert!(
             e.contains("key `smtp.tls_ca_file`") && e.contains(&format!("{}", dir.join("ca.pem").display())),
             "{e}"
         );
         std::fs::write(dir.join("ca.pem"), format!("{}\n-----BEGIN CERTIFICATE-----\nAAAA\n", certs::CA)).unwrap();
-        let e = Config::load(&conf).unwrap_err().to_string();
+        let e = check(&conf).unwrap_err().to_string();
         assert!(e.contains("ca.pem: line 12: the CERTIFICATE block has no END line"), "{e}");
         std::fs::write(dir.join("ca.pem"), certs::CA).unwrap();
+        check(&conf).unwrap();
         let c = Config::load(&conf).unwrap();
         assert_eq!(c.smtp.tls_ca_file, Some(dir.join("ca.pem")));
         assert_eq!(read_ca_file(&dir.join("ca.pem")).unwrap().len(), 1);

@@ -325,12 +325,22 @@ impl Config {
         let base = if base.as_os_str().is_empty() { Path::new(".") } else { base };
         let base = std::fs::canonicalize(base).map_err(|e| err(None, format!("{}: {e}", base.display())))?;
         config.resolve_paths(&base);
-        // Read now so that `mta -n` finds a bad file; master reads it
-        // again for the smtp processes at start and at each reload.
-        if let Some(ca) = &config.smtp.tls_ca_file {
-            client_tls::read_ca_file(ca).map_err(|m| err(None, format!("key `smtp.tls_ca_file`: {m}")))?;
-        }
         Ok(config)
+    }
+
+    /// Check the files the configuration at `path` names that only master
+    /// reads (for `mta -n`; master reads them again at start and at each
+    /// reload). Not part of `load`: sendmail, postdrop and mtactl load
+    /// the configuration too, need none of them and may not read them.
+    pub fn check_files(&self, path: &Path) -> Result<(), Error> {
+        if let Some(ca) = &self.smtp.tls_ca_file {
+            client_tls::read_ca_file(ca).map_err(|m| Error {
+                file: path.to_path_buf(),
+                line: None,
+                message: format!("key `smtp.tls_ca_file`: {m}"),
+            })?;
+        }
+        Ok(())
     }
 
     /// Parse configuration text; errors carry the line where known.

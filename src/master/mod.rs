@@ -137,6 +137,10 @@ pub fn main(args: &[String]) -> i32 {
         }
     };
     if opts.check_only {
+        if let Err(e) = config.check_files(&config_path) {
+            eprintln!("mta: {e}");
+            return 1;
+        }
         if opts.verbose {
             eprintln!("mta: {}: configuration is valid", config_path.display());
         }

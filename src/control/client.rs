@@ -114,32 +114,45 @@ pub fn main(args: &[String]) -> i32 {
     }
 }
 
-/// Send `command` to the control socket and read its JSON answer.
-pub fn request(socket: &std::path::Path, command: &str) -> Result<Value, String> {
-    let mut s = UnixStream::connect(socket).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
-            format!("{e} (is mta running?)")
-        }
-        _ => e.to_string(),
-    })?;
-    s.set_read_timeout(Some(TIMEOUT)).map_err(|e| e.to_string())?;
-    s.set_write_timeout(Some(TIMEOUT)).map_err(|e| e.to_string())?;
-    s.write_all(format!("{command}\n").as_bytes()).map_err(|e| e.to_string())?;
-    let mut out = Vec::new();
-    s.take(MAX_ANSWER).read_to_end(&mut out).map_err(|e| e.to_string())?;
-    if out.is_empty() {
-        return Err(String::from("no answer (the control process may be restarting; try again)"));
-    }
-    serde_json::from_slice(&out).map_err(|e| format!("bad answer: {e}"))
+/// Why a request to the control socket failed.
+#[derive(Debug)]
+pub struct RequestError {
+    /// Nothing listens on the socket: mta is not running (as opposed to
+    /// a control process that answered badly).
+    pub nobody_listens: bool,
+    pub message: String,
 }
 
-/// Whether nothing listens on `socket` (mta is not running), as opposed
-/// to a control process that answered badly.
-pub fn nobody_listens(socket: &std::path::Path) -> bool {
-    matches!(
-        UnixStream::connect(socket).map_err(|e| e.kind()),
-        Err(std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused)
-    )
+impl std::fmt::Display for RequestError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<std::io::Error> for RequestError {
+    fn from(e: std::io::Error) -> RequestError {
+        RequestError { nobody_listens: false, message: e.to_string() }
+    }
+}
+
+/// Send `command` to the control socket and read its JSON answer.
+pub fn request(socket: &std::path::Path, command: &str) -> Result<Value, RequestError> {
+    let mut s = UnixStream::connect(socket).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+            RequestError { nobody_listens: true, message: format!("{e} (is mta running?)") }
+        }
+        _ => RequestError::from(e),
+    })?;
+    s.set_read_timeout(Some(TIMEOUT))?;
+    s.set_write_timeout(Some(TIMEOUT))?;
+    s.write_all(format!("{command}\n").as_bytes())?;
+    let mut out = Vec::new();
+    s.take(MAX_ANSWER).read_to_end(&mut out)?;
+    let bad = |message: String| RequestError { nobody_listens: false, message };
+    if out.is_empty() {
+        return Err(bad(String::from("no answer (the control process may be restarting; try again)")));
+    }
+    serde_json::from_slice(&out).map_err(|e| bad(format!("bad answer: {e}")))
 }
 
 fn print(o: &Options, v: &Value) -> i32 {

@@ -516,7 +516,7 @@ impl Context {
             }
             Err(e) => {
                 let socket = self.config.control.socket.display();
-                if !client::nobody_listens(&self.config.control.socket) {
+                if !e.nobody_listens {
                     eprintln!("{}: queue listing unavailable: {socket}: {e}", self.prog);
                     return EX_UNAVAILABLE;
                 }

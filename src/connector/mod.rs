@@ -108,13 +108,8 @@ pub fn prepare(child: &mut Child) -> Prepared {
     if fds.len() != passed.len() {
         child.fatal(&format!("{} socket directories named, {} passed", passed.len(), fds.len()));
     }
+    // A directory master could not open was logged by master.
     let sockets = UnixSockets::new(delivery.transport_map.socket_dirs(), passed.into_iter().zip(fds).collect());
-    for dir in sockets.missing() {
-        child.warn(&format!(
-            "{}: no such directory when the connector started: its LMTP sockets are unreachable until it exists",
-            dir.display()
-        ));
-    }
     Prepared {
         runtime,
         connector: Connector::new(resolver, smtp.connect_timeout).with_sockets(sockets),

@@ -49,11 +49,6 @@ impl UnixSockets {
         self.find(path).is_some()
     }
 
-    /// The directories of the table that master could not open.
-    pub fn missing(&self) -> Vec<&Path> {
-        self.dirs.iter().filter(|d| d.fd.is_none()).map(|d| d.path.as_path()).collect()
-    }
-
     fn find(&self, path: &Path) -> Option<(&SocketDir, &OsString)> {
         let (dir, name) = (path.parent()?, path.file_name()?);
         let d = self.dirs.iter().find(|d| d.path == dir)?;

@@ -215,6 +215,8 @@ pub fn read_ca_file(path: &Path) -> Result<Vec<Vec<u8>>, String> {
 /// anchor; an error names the line where the bad block starts.
 pub fn parse_ca_pem(data: &[u8]) -> Result<Vec<Vec<u8>>, String> {
     let mut out = Vec::new();
+    // Each certificate must be usable as a trust anchor: tried here.
+    let mut store = rustls::RootCertStore::empty();
     // (line number of BEGIN, label, the block's text so far)
     let mut block: Option<(usize, String, Vec<u8>)> = None;
     for (i, line) in data.split(|&b| b == b'\n').enumerate() {
@@ -250,7 +252,6 @@ pub fn parse_ca_pem(data: &[u8]) -> Result<Vec<Vec<u8>>, String> {
                 let start = *start;
                 let der = CertificateDer::from_pem_slice(text)
                     .map_err(|e| format!("line {start}: the CERTIFICATE block cannot be decoded: {e}"))?;
-                let mut store = rustls::RootCertStore::empty();
                 store
                     .add(der.clone())
                     .map_err(|e| format!("line {start}: the certificate cannot be used as a trusted root: {e}"))?;

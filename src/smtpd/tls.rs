@@ -31,12 +31,17 @@ pub fn server_config(certificate: &[u8], key: &[u8]) -> Result<Arc<ServerConfig>
 /// "TLSv1.3 with cipher TLS13_AES_256_GCM_SHA384", for Received: and logs
 /// (of a server or a client connection).
 pub fn describe(conn: &rustls::CommonState) -> Option<String> {
-    let version = conn.protocol_version()?;
-    let suite = conn.negotiated_cipher_suite()?;
-    let v = match version {
+    let (version, suite) = negotiated(conn)?;
+    Some(format!("{version} with cipher {suite:?}"))
+}
+
+/// The version's name ("TLSv1.3") and the cipher suite of a connection
+/// whose handshake is done.
+pub fn negotiated(conn: &rustls::CommonState) -> Option<(&'static str, rustls::CipherSuite)> {
+    let version = match conn.protocol_version()? {
         rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2",
         rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3",
         _ => "TLS",
     };
-    Some(format!("{v} with cipher {:?}", suite.suite()))
+    Some((version, conn.negotiated_cipher_suite()?.suite()))
 }

@@ -143,12 +143,7 @@ pub fn describe(conn: &rustls::ClientConnection) -> Option<String> {
 /// "TLSv1.3:TLS13_AES_256_GCM_SHA384:verified" (or `:untrusted`), for the
 /// `tls=` field of each delivery's line.
 pub fn field(conn: &rustls::ClientConnection, verified: bool) -> Option<String> {
-    let version = match conn.protocol_version()? {
-        rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2",
-        rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3",
-        _ => "TLS",
-    };
-    let suite = conn.negotiated_cipher_suite()?.suite();
+    let (version, suite) = crate::smtpd::tls::negotiated(conn)?;
     let trust = if verified { "verified" } else { "untrusted" };
     Some(format!("{version}:{suite:?}:{trust}"))
 }

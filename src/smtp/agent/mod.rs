@@ -476,7 +476,7 @@ impl Agent {
         if self.jobs.contains(&d.job) {
             return Err(Fatal(format!("qmgr sent job {} twice", d.job)));
         }
-        let work = match work::open(d, fds) {
+        let work = match work::open(d, fds, self.conf.smtp.mx_session_limit) {
             Ok(Opened::Ready(w)) => w,
             Ok(Opened::Refused(work, reason)) => {
                 self.warn(&format!("{}: {reason}", work.queue_id));
@@ -544,9 +544,7 @@ impl Agent {
     /// Whether a job whose session failed before MAIL may try another
     /// server: MX-routed SMTP only, within `smtp.mx_session_limit`.
     fn may_move_on(&self, work: &Work, relay: &Relay) -> bool {
-        let Target::Inet(n) = &work.dest.target else { return false };
-        work.dest.protocol == Protocol::Smtp
-            && n.mx
+        work.dest.by_mx()
             && relay.addr.is_some()
             && work.sessions < self.conf.smtp.mx_session_limit
             && !self.stopping

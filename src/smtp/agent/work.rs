@@ -32,6 +32,14 @@ pub struct Dest {
     pub target: Target,
 }
 
+impl Dest {
+    /// SMTP to a destination routed by MX: the kind of job that may try
+    /// the next MX after a failed session.
+    pub fn by_mx(&self) -> bool {
+        self.protocol == Protocol::Smtp && matches!(&self.target, Target::Inet(n) if n.mx)
+    }
+}
+
 /// A delivery being worked on.
 #[derive(Debug)]
 pub struct Work {
@@ -76,7 +84,9 @@ fn time(s: Stamp) -> Time {
 }
 
 /// Check a request and its file; `Err` is a protocol violation.
-pub fn open(d: Delivery, mut fds: Vec<OwnedFd>) -> Result<Opened, String> {
+/// `mx_sessions`: `smtp.mx_session_limit` (above 1, an MX-routed job keeps
+/// a copy of its client job to start again on the next MX).
+pub fn open(d: Delivery, mut fds: Vec<OwnedFd>, mx_sessions: u32) -> Result<Opened, String> {
     if fds.len() != 1 {
         return Err(format!("delivery request with {} descriptors", fds.len()));
     }
@@ -140,7 +150,9 @@ pub fn open(d: Delivery, mut fds: Vec<OwnedFd>) -> Result<Opened, String> {
         return Ok(Opened::Refused(work, format!("the message content cannot be sent: {e}")));
     }
     let job = client::Job::new(&qe.envelope, recipients);
-    work.spare = Some(job.clone());
+    if mx_sessions > 1 && work.dest.by_mx() {
+        work.spare = Some(job.clone());
+    }
     work.client_job = Some(job);
     work.content = range;
     work.file = Some(file);

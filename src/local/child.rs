@@ -253,9 +253,7 @@ struct Target<'a> {
 /// One delivery: the queue file checked, the mailbox opened by name,
 /// locked, written, synced, let go.
 fn job(parent: &mut Parent, t: &Target<'_>, env: &Envelope<'_>, queue: &File) -> Result<&'static str, Failure> {
-    let qe = read_envelope(queue).map_err(|e| tempfail(format!("cannot read the queue file: {e}")))?;
-    let range = qe.content_range();
-    verify_content(queue, range).map_err(|e| tempfail(format!("the message content cannot be read: {e}")))?;
+    let range = checked_content(queue).map_err(tempfail)?;
     let mut content = Content { file: queue, range, at: 0 };
     match t.kind {
         Kind::Mbox | Kind::File => {
@@ -293,15 +291,19 @@ pub(super) fn queue_content() -> (File, ContentRange) {
         Ok(fd) => File::from(fd),
         Err(e) => finish(EX_SOFTWARE, "4.3.0", &format!("no queue file: {e}")),
     };
-    let qe = match read_envelope(&queue) {
-        Ok(q) => q,
-        Err(e) => finish(EX_TEMPFAIL, "4.3.0", &format!("cannot read the queue file: {e}")),
-    };
-    let range = qe.content_range();
-    if let Err(e) = verify_content(&queue, range) {
-        finish(EX_TEMPFAIL, "4.3.0", &format!("the message content cannot be read: {e}"));
+    match checked_content(&queue) {
+        Ok(range) => (queue, range),
+        Err(e) => finish(EX_TEMPFAIL, "4.3.0", &e),
     }
-    (queue, range)
+}
+
+/// The content range of a queue file, its CRC checked: the delivery
+/// child reads what it writes itself, whatever the parent checked.
+fn checked_content(queue: &File) -> Result<ContentRange, String> {
+    let qe = read_envelope(queue).map_err(|e| format!("cannot read the queue file: {e}"))?;
+    let range = qe.content_range();
+    verify_content(queue, range).map_err(|e| format!("the message content cannot be read: {e}"))?;
+    Ok(range)
 }
 
 /// The directory of the mailbox (the spool, or a home), not through a

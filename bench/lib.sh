@@ -15,25 +15,58 @@ prepare() {
 	cargo build --release -j2 --bins "$@" >/dev/null 2>&1 || { echo "build failed" >&2; exit 1; }
 }
 
-# fresh_spool: an empty $W. The previous run's files are deleted, then
-# written back and given 6 s: ext4 without a journal (this VM's root file
-# system) scans past inodes freed in the last few seconds on every file
-# creation, which would charge one run's clean-up to the next. With
-# SPOOL_FS=loop, $W is instead a freshly made ext4 (mkfs defaults, with a
-# journal) on a loop file in /var/tmp: the same disk, no history.
+# The file systems the runs write to. This VM's root file system is ext4
+# without a journal, which on every file creation scans past the inodes
+# freed in the last minute (five, while their blocks are dirty): one run's
+# clean-up, or the MTA measured just before, would slow the next. By
+# default (FS=loop) every spool and Maildir a run writes is therefore a
+# freshly made ext4 (mkfs defaults, journaled) on a loop file on the same
+# disk, for mta and for Postfix alike; FS=root leaves them on the root
+# file system.
+
+# loop_fs DIR: DIR becomes a fresh ext4 on the loop file DIR.img, holding
+# a copy of what DIR held (owners and modes kept); unloop_fs DIR undoes it.
+loop_fs() {
+	[ "${FS:-loop}" = loop ] || return 0
+	unloop_fs "$1"
+	mkdir -p "$1"
+	truncate -s 4G "$1.img" && mkfs.ext4 -q -F "$1.img" || { echo "cannot make a file system in $1.img" >&2; exit 1; }
+	local m; m=$(mktemp -d)
+	mount -o loop "$1.img" "$m" && cp -a "$1/." "$m/" && umount "$m" && rmdir "$m" \
+		&& mount -o loop "$1.img" "$1" || { echo "cannot mount a loop file system at $1" >&2; exit 1; }
+}
+unloop_fs() {
+	while mountpoint -q "$1" 2>/dev/null; do umount "$1" || break; done
+	rm -f "$1.img"
+}
+
+# fresh_spool: an empty $W (on its own file system, see loop_fs). With
+# FS=root, the previous run's files are deleted, then written back and
+# given 6 s.
 fresh_spool() {
-	umount "$W" 2>/dev/null
+	unloop_fs "$W"
 	rm -rf "$W"; mkdir -p "$W"
-	if [ "${SPOOL_FS:-}" = loop ]; then
-		rm -f "$W.img"; truncate -s 4G "$W.img"
-		mkfs.ext4 -q -F "$W.img" && mount -o loop "$W.img" "$W" || { echo "cannot mount a loop file system" >&2; exit 1; }
-	fi
+	loop_fs "$W"
 	sync; sleep 6
 }
 
-# drop_spool: unmount the loop file system fresh_spool made.
+# drop_spool: unmount the file system fresh_spool made.
 drop_spool() {
-	if [ "${SPOOL_FS:-}" = loop ]; then sleep 1; umount "$W" && rm -f "$W.img"; fi
+	sleep 1; unloop_fs "$W"
+}
+
+# postfix_start, postfix_stop: the harness's Postfix, its queue on a
+# fresh file system like mta's.
+PFSPOOL=/var/tmp/anchors/postfix/spool
+postfix_start() {
+	bash "$H/mta.sh" stop postfix >/dev/null
+	loop_fs "$PFSPOOL"
+	sync; sleep 6
+	bash "$H/mta.sh" start postfix >/dev/null
+}
+postfix_stop() {
+	bash "$H/mta.sh" stop postfix >/dev/null
+	sleep 1; unloop_fs "$PFSPOOL"
 }
 
 # base_conf [lines...]: $W/mta.conf with what every run shares (mta on

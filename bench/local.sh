@@ -24,7 +24,9 @@ fresh_spool
 # The harness counts files in ~mailbench/Maildir-new/new.
 base_conf 'limits { sessions = 20000; sessions_per_client = 20000; }' "processes { local = ${LOCALS:-4}; }" \
 	'local { mailbox = "maildir"; maildir = "Maildir-new/"; }'
-install -d -o mailbench -g mailbench -m 700 "$MD" "$MD/tmp" "$MD/new" "$MD/cur"
+install -d -o mailbench -g mailbench -m 700 "$MD"
+loop_fs "$MD"
+install -d -o mailbench -g mailbench -m 700 "$MD/tmp" "$MD/new" "$MD/cur"
 cg_start
 export MTA_CGROUP=$CG MTA_NAME=mta
 TIMEOUT=${DRAIN_TIMEOUT:-900} bash "$H/local.sh" 127.0.0.1:10030 "$N" "$S" "$L" | grep RESULT
@@ -32,14 +34,18 @@ cpu_lines
 queued=$(find $W/spool/incoming $W/spool/active $W/spool/deferred -type f ! -name '.*' | wc -l)
 echo "RESULT test=local-queue target=mta queued_files=$queued"
 cg_stop
+unloop_fs "$MD"
 drop_spool
 if [ "${ANCHORS:-1}" = 1 ]; then
 	# The harness makes a missing Maildir as root: Postfix's local then
 	# bounces everything. Give it one of mailbench's.
 	PD=/var/tmp/anchors/home/mailbench/Maildir-postfix
 	rm -rf "$PD"
-	install -d -o mailbench -g mailbench -m 700 "$PD" "$PD/tmp" "$PD/new" "$PD/cur"
-	bash "$H/mta.sh" start postfix >/dev/null
+	install -d -o mailbench -g mailbench -m 700 "$PD"
+	loop_fs "$PD"
+	install -d -o mailbench -g mailbench -m 700 "$PD/tmp" "$PD/new" "$PD/cur"
+	postfix_start
 	TIMEOUT=${DRAIN_TIMEOUT:-900} bash "$H/local.sh" postfix "$N" "$S" "$L" | grep RESULT
-	bash "$H/mta.sh" stop postfix >/dev/null
+	postfix_stop
+	unloop_fs "$PD"
 fi

@@ -27,10 +27,10 @@ echo "RESULT test=queue target=mta queued_files=$queued"
 cg_stop
 drop_spool
 if [ "${ANCHORS:-1}" = 1 ]; then
-	bash "$H/mta.sh" start postfix >/dev/null
+	postfix_start
 	TIMEOUT=${DRAIN_TIMEOUT:-600} bash "$H/accept.sh" postfix "$N" "$S" "$L" | grep RESULT
 	bash "$H/latency.sh" postfix 500 "$L" | grep RESULT
 	bash "$H/conc.sh" postfix 1000 3 | grep RESULT
-	bash "$H/mta.sh" stop postfix >/dev/null
+	postfix_stop
 fi
 TIMEOUT=0 bash "$H/phys.sh" 2000 "$N" 2>/dev/null | grep RESULT | grep -i sink

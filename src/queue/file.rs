@@ -627,6 +627,51 @@ pub fn read_envelope(file: &File) -> Result<QueueEnvelope, Error> {
     })
 }
 
+/// A queue file of at most `max` bytes, read whole with one `pread`:
+/// its envelope and recipients validated, its content's CRC checked, and
+/// the file's bytes (the content is `bytes[content.offset..]`). `None`
+/// when the file is larger: read it with [`read_envelope`] and
+/// [`verify_content`] instead.
+pub fn read_small(file: &File, max: usize) -> Result<Option<(QueueEnvelope, Vec<u8>)>, Error> {
+    // The file's size is where pread stops short: no fstat needed. Most
+    // files fit the first read; a larger buffer only when one does not.
+    let limit = max.saturating_add(1);
+    let mut bytes = vec![0u8; limit.min(16 * 1024)];
+    let mut got = 0;
+    loop {
+        if got == bytes.len() {
+            if got == limit {
+                break;
+            }
+            bytes.resize(limit.min(got.saturating_mul(4)), 0);
+        }
+        match file.read_at(&mut bytes[got..], got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if got > max {
+        return Ok(None);
+    }
+    bytes.truncate(got);
+    let p = parse(&mut Src::Bytes(&bytes))?;
+    let start = usize::try_from(p.content.offset).map_err(|_| CorruptError::new(0, "content offset"))?;
+    let content = bytes.get(start..).ok_or_else(|| CorruptError::new(p.content.offset, "content past the end"))?;
+    if crc32fast::hash(content) != p.content.crc {
+        return Err(CorruptError::new(p.content.offset, "content CRC mismatch").into());
+    }
+    let qe = QueueEnvelope {
+        id: p.id,
+        envelope: p.envelope,
+        recipients: p.recipients,
+        status_at: p.status_at,
+        content: p.content,
+    };
+    Ok(Some((qe, bytes)))
+}
+
 /// Check the content's CRC, reading it in chunks.
 pub fn verify_content(file: &File, range: ContentRange) -> Result<(), Error> {
     let mut h = crc32fast::Hasher::new();

@@ -7,6 +7,7 @@ use std::os::unix::fs::FileExt;
 
 use proptest::prelude::*;
 
+use super::super::file::read_small;
 use super::super::file::{STAT_RECORD, stored_reason};
 use super::super::{
     BodyType, Client, CorruptError, Envelope, Error, MAX_ADDRESS, MAX_REASON, Notify, Protocol, QueueFile, QueueId,
@@ -138,6 +139,32 @@ fn envelope_content_range_and_verify() {
     f.write_all_at(b"X", r.offset + 10).expect("damage");
     assert!(matches!(verify_content(&f, r), Err(Error::Corrupt(_))));
     assert!(matches!(read_queue_file(&f), Err(Error::Corrupt(_))));
+}
+
+#[test]
+fn small_file_read_whole_checked_and_large_one_left_to_stream() {
+    let dir = TempDir::new("small");
+    let mut ids = QueueIdGen::new(1);
+    // Sizes around the first read's 16 KiB and a limit of 64 KiB.
+    for c in [0, 5000, 16 * 1024, 40_000] {
+        let q = sample(&mut ids, 2, c);
+        let f = write_file(&dir, &q);
+        let (env, bytes) = read_small(&f, 64 * 1024).expect("read_small").expect("small enough");
+        assert_eq!((env.id, &env.envelope, &env.recipients), (q.id, &q.envelope, &q.recipients));
+        assert_eq!(bytes, q.encode().expect("encode"));
+        assert_eq!(&bytes[env.content_range().offset as usize..], &q.content[..]);
+        let size = bytes.len();
+        // One byte over the limit: streamed instead; exactly at it: whole.
+        assert!(read_small(&f, size - 1).expect("read_small").is_none());
+        assert!(read_small(&f, size).expect("read_small").is_some());
+    }
+    let q = sample(&mut ids, 1, 5000);
+    let f = write_file(&dir, &q);
+    let at = read_envelope(&f).expect("read_envelope").content_range().offset;
+    f.write_all_at(b"X", at + 10).expect("damage");
+    assert!(matches!(read_small(&f, 64 * 1024), Err(Error::Corrupt(_))), "content CRC checked");
+    f.set_len(at + 100).expect("truncate");
+    assert!(matches!(read_small(&f, 64 * 1024), Err(Error::Corrupt(_))), "short file refused");
 }
 
 #[test]

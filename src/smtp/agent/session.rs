@@ -3,10 +3,11 @@
 //! timer. [`Session::pump`] moves bytes until nothing more can move
 //! without waiting and tells the agent what happened ([`Event`]).
 //!
-//! Flow control: content is read from the queue file one chunk at a
-//! time, and only when everything before it has been written, so a
-//! session holds at most one chunk (as encoded) plus a reply's worth of
-//! input. Output is written through TLS once the handshake is done; the
+//! Flow control: content is read from the queue file (or the copy of a
+//! small file read whole) one chunk at a time, and only when everything
+//! before it has been written, so a session holds at most one chunk (as
+//! encoded) plus a reply's worth of input. The last chunk and the end of
+//! data go out in one write. Output is written through TLS once the handshake is done; the
 //! plaintext before STARTTLS is written out first.
 //!
 //! Trusts: nothing from the server; the socket from the connector.
@@ -400,7 +401,13 @@ impl Session {
     fn feed_content(&mut self) {
         let (Some(work), Some(client)) = (self.work.as_mut(), self.client.as_mut()) else { return };
         match work.next_chunk(CONTENT_CHUNK) {
-            Ok(Chunk::Data(d)) => client.content(&d),
+            // The last chunk and the end of data leave in one write.
+            Ok(Chunk::Data(d, last)) => {
+                client.content(&d);
+                if last {
+                    client.content_end();
+                }
+            }
             Ok(Chunk::End) => client.content_end(),
             Err(e) => client.content_failed(&e.to_string()),
         }

@@ -56,7 +56,9 @@ pub struct Work {
     pub started: Option<Instant>,
     /// Given to the session when it starts.
     pub client_job: Option<client::Job>,
-    file: Option<File>,
+    /// Where the content is read from: the queue file, or the whole file
+    /// read at once when it is small.
+    source: Source,
     content: ContentRange,
     /// Content bytes handed to the session so far.
     sent: u64,
@@ -69,6 +71,18 @@ pub struct Work {
     /// The first session's failure, reported if no other server does
     /// better.
     pub first_failure: Option<(Relay, Vec<Verdict>)>,
+}
+
+/// A queue file no larger than this is read whole when its job opens
+/// (one `pread`), and its content sent from memory.
+const HOLD_MAX: usize = 64 * 1024;
+
+/// Where a job's content comes from.
+#[derive(Debug)]
+enum Source {
+    None,
+    File(File),
+    Held(Vec<u8>),
 }
 
 /// What became of a request.
@@ -114,7 +128,7 @@ pub fn open(d: Delivery, mut fds: Vec<OwnedFd>, mx_sessions: u32) -> Result<Open
         since: Instant::now(),
         started: None,
         client_job: None,
-        file: None,
+        source: Source::None,
         content: ContentRange { offset: 0, len: 0, crc: 0 },
         sent: 0,
         spare: None,
@@ -123,8 +137,12 @@ pub fn open(d: Delivery, mut fds: Vec<OwnedFd>, mx_sessions: u32) -> Result<Open
         first_failure: None,
     });
     let file = File::from(fd);
-    let qe = match file::read_envelope(&file) {
-        Ok(qe) => qe,
+    let (qe, source) = match file::read_small(&file, HOLD_MAX) {
+        Ok(Some((qe, bytes))) => (qe, Source::Held(bytes)),
+        Ok(None) => match file::read_envelope(&file) {
+            Ok(qe) => (qe, Source::File(file)),
+            Err(e) => return Ok(Opened::Refused(work, format!("cannot read the queue file: {e}"))),
+        },
         Err(e) => return Ok(Opened::Refused(work, format!("cannot read the queue file: {e}"))),
     };
     work.delays.arrival = qe.envelope.arrival;
@@ -146,7 +164,10 @@ pub fn open(d: Delivery, mut fds: Vec<OwnedFd>, mx_sessions: u32) -> Result<Open
         }
     }
     let range = qe.content_range();
-    if let Err(e) = file::verify_content(&file, range) {
+    // A file read whole had its content checked already.
+    if let Source::File(file) = &source
+        && let Err(e) = file::verify_content(file, range)
+    {
         return Ok(Opened::Refused(work, format!("the message content cannot be sent: {e}")));
     }
     let job = client::Job::new(&qe.envelope, recipients);
@@ -155,13 +176,14 @@ pub fn open(d: Delivery, mut fds: Vec<OwnedFd>, mx_sessions: u32) -> Result<Open
     }
     work.client_job = Some(job);
     work.content = range;
-    work.file = Some(file);
+    work.source = source;
     Ok(Opened::Ready(work))
 }
 
 /// The next piece of content.
 pub enum Chunk {
-    Data(Vec<u8>),
+    /// Content, and whether it is the last of it.
+    Data(Vec<u8>, bool),
     End,
 }
 
@@ -181,19 +203,29 @@ impl Work {
         relay.addr.is_some_and(|a| self.tried.contains(&a.ip()))
     }
 
-    /// Read the next chunk of at most `max` bytes of content (pread).
+    /// The next chunk of at most `max` bytes of content (from memory, or
+    /// read with pread), and whether it is the last.
     pub fn next_chunk(&mut self, max: usize) -> std::io::Result<Chunk> {
         let left = self.content.len.saturating_sub(self.sent);
         if left == 0 {
             return Ok(Chunk::End);
         }
-        let Some(file) = self.file.as_ref() else {
-            return Err(std::io::Error::other("no queue file"));
-        };
         let n = usize::try_from(left).map_or(max, |l| l.min(max));
-        let mut buf = vec![0u8; n];
-        file.read_exact_at(&mut buf, self.content.offset + self.sent)?;
+        let at = self.content.offset + self.sent;
+        let buf = match &self.source {
+            Source::Held(bytes) => usize::try_from(at)
+                .ok()
+                .and_then(|at| bytes.get(at..at + n))
+                .map(<[u8]>::to_vec)
+                .ok_or_else(|| std::io::Error::other("content past the end of the queue file"))?,
+            Source::File(file) => {
+                let mut buf = vec![0u8; n];
+                file.read_exact_at(&mut buf, at)?;
+                buf
+            }
+            Source::None => return Err(std::io::Error::other("no queue file")),
+        };
         self.sent += n as u64;
-        Ok(Chunk::Data(buf))
+        Ok(Chunk::Data(buf, self.sent == self.content.len))
     }
 }

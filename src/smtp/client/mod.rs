@@ -400,10 +400,15 @@ impl Client {
         self.abort(f, false);
     }
 
-    /// The content is complete.
+    /// The content is complete (also right after the last chunk, without
+    /// waiting for the [`Action::NeedContent`] that chunk asked for).
     pub fn content_end(&mut self) {
         if self.phase != Phase::Content {
             return;
+        }
+        // The request for more content that the last chunk left is moot.
+        if matches!(self.out.back(), Some(Action::NeedContent)) {
+            self.out.pop_back();
         }
         let Some(tx) = self.tx.as_mut() else { return };
         let mut buf = Vec::with_capacity(16);

@@ -158,3 +158,22 @@ fn server_chatter_during_content_is_bounded_then_read_after_the_dot() {
     assert!(h.closed);
     assert_eq!(h.result().recipients[0].disposition, Disposition::Deferred);
 }
+
+#[test]
+fn last_chunk_and_end_of_data_go_out_together() {
+    let mut h = Harness::greeted(config(), job(&["a@example.net"]));
+    h.step("EHLO client.example.org\r\n", EHLO_7BIT);
+    h.sent();
+    h.client.receive(b"250 Ok\r\n250 Ok\r\n354 go\r\n");
+    let actions: Vec<Action> = h.client.actions().collect();
+    assert_eq!(actions, vec![Action::NeedContent]);
+    // The driver knows this chunk is the last: it ends the data at once,
+    // and the chunk's own request for more content is withdrawn.
+    h.client.content(b"Subject: x\r\n\r\nbody\r\n");
+    h.client.content_end();
+    let actions: Vec<Action> = h.client.actions().collect();
+    assert_eq!(actions, vec![Action::Send(b"Subject: x\r\n\r\nbody\r\n".to_vec()), Action::Send(b".\r\n".to_vec())]);
+    h.client.receive(b"250 2.0.0 queued\r\n");
+    h.pump();
+    assert_eq!(h.result().recipients[0].disposition, Disposition::Delivered);
+}

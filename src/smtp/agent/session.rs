@@ -86,7 +86,9 @@ pub struct Session {
     close_notified: bool,
     closed: bool,
     /// Why the session failed before the client existed.
-    failure: Option<String>,
+    /// Why the session failed before its client existed, and the status
+    /// the job's recipients get for it.
+    failure: Option<(String, Enhanced)>,
     last_progress: Instant,
     /// When the session became idle (for the connection cache).
     pub idle_since: Option<Instant>,
@@ -264,8 +266,11 @@ impl Session {
         if self.closed {
             // A job still held was never answered by the client.
             if let Some(work) = self.work.take() {
-                let why = self.failure.take().unwrap_or_else(|| String::from("lost connection with the server"));
-                let result = local_failure(&work, &why, Stage::Greeting);
+                let (why, status) = self
+                    .failure
+                    .take()
+                    .unwrap_or_else(|| (String::from("lost connection with the server"), Enhanced::new(4, 4, 2)));
+                let result = local_failure(&work, &why, Stage::Greeting, status);
                 events.push(Event::Done(work, Box::new(result)));
             }
             let _ = self.stream.shutdown(std::net::Shutdown::Both);
@@ -435,6 +440,12 @@ impl Session {
 
     /// A failure before the client exists (implicit TLS): the job defers.
     fn fail_before_client(&mut self, why: &str) {
+        self.fail_before_client_as(why, Enhanced::new(4, 4, 2));
+    }
+
+    /// As [`Self::fail_before_client`], with the status the recipients
+    /// get (4.7.5 for a failed TLS handshake, as after STARTTLS).
+    fn fail_before_client_as(&mut self, why: &str, status: Enhanced) {
         if let Some(c) = self.client.as_mut() {
             c.tls_failed(why);
             return;
@@ -442,7 +453,7 @@ impl Session {
         self.closing = true;
         self.closed = true;
         self.out.clear();
-        self.failure = Some(why.to_string());
+        self.failure = Some((why.to_string(), status));
     }
 
     /// The connection failed: the client decides what that means.
@@ -452,8 +463,16 @@ impl Session {
             Some(c) if self.handshaking => c.tls_failed(&e.to_string()),
             Some(c) => c.connection_lost(),
             None => {
+                // The implicit-TLS handshake: rustls's refusals (a
+                // certificate not verified, a protocol error) are
+                // cryptographic failures; a reset or a close is not.
                 let why = format!("TLS handshake failed: {e}");
-                self.fail_before_client(&why);
+                let status = if e.kind() == io::ErrorKind::InvalidData {
+                    Enhanced::new(4, 7, 5)
+                } else {
+                    Enhanced::new(4, 4, 2)
+                };
+                self.fail_before_client_as(&why, status);
             }
         }
         self.act(events);
@@ -569,8 +588,8 @@ impl Session {
 
 /// A result that defers every recipient of `work` for a reason found
 /// locally: a session failure (another server may do better).
-pub fn local_failure(work: &Work, why: &str, stage: Stage) -> JobResult {
-    let reply = Reply::local(421, Enhanced::new(4, 4, 2), why);
+pub fn local_failure(work: &Work, why: &str, stage: Stage, status: Enhanced) -> JobResult {
+    let reply = Reply::local(421, status, why);
     let r = RecipientResult { disposition: Disposition::Deferred, stage, reply, remote: false, dsn_passed: false };
     JobResult { recipients: vec![r; work.indexes.len()], session_failure: true, tls: false, authenticated: false }
 }

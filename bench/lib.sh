@@ -20,9 +20,9 @@ prepare() {
 # freed in the last minute (five, while their blocks are dirty): one run's
 # clean-up, or the MTA measured just before, would slow the next. By
 # default (FS=loop) every spool and Maildir a run writes is therefore a
-# freshly made ext4 (mkfs defaults, journaled) on a loop file on the same
-# disk, for mta and for Postfix alike; FS=root leaves them on the root
-# file system.
+# freshly made ext4 (journaled, initialised whole by mkfs) on a loop file
+# on the same disk, for mta and for Postfix alike; FS=root leaves them on
+# the root file system.
 
 # loop_fs DIR: DIR becomes a fresh ext4 on the loop file DIR.img, holding
 # a copy of what DIR held (owners and modes kept); unloop_fs DIR undoes it.
@@ -30,7 +30,10 @@ loop_fs() {
 	[ "${FS:-loop}" = loop ] || return 0
 	unloop_fs "$1"
 	mkdir -p "$1"
-	truncate -s 4G "$1.img" && mkfs.ext4 -q -F "$1.img" || { echo "cannot make a file system in $1.img" >&2; exit 1; }
+	# Inode tables and journal zeroed now, not by a kernel thread during
+	# the measurement (mkfs's lazy initialisation).
+	truncate -s 4G "$1.img" && mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 "$1.img" \
+		|| { echo "cannot make a file system in $1.img" >&2; exit 1; }
 	local m; m=$(mktemp -d)
 	mount -o loop "$1.img" "$m" && cp -a "$1/." "$m/" && umount "$m" && rmdir "$m" \
 		&& mount -o loop "$1.img" "$1" || { echo "cannot mount a loop file system at $1" >&2; exit 1; }
@@ -47,7 +50,8 @@ fresh_spool() {
 	unloop_fs "$W"
 	rm -rf "$W"; mkdir -p "$W"
 	loop_fs "$W"
-	sync; sleep 6
+	sync
+	[ "${FS:-loop}" = loop ] || sleep 6
 }
 
 # drop_spool: unmount the file system fresh_spool made.
@@ -61,7 +65,7 @@ PFSPOOL=/var/tmp/anchors/postfix/spool
 postfix_start() {
 	bash "$H/mta.sh" stop postfix >/dev/null
 	loop_fs "$PFSPOOL"
-	sync; sleep 6
+	sync
 	bash "$H/mta.sh" start postfix >/dev/null
 }
 postfix_stop() {

@@ -492,6 +492,18 @@ struct Parsed {
     content: ContentRange,
 }
 
+impl From<Parsed> for QueueEnvelope {
+    fn from(p: Parsed) -> QueueEnvelope {
+        QueueEnvelope {
+            id: p.id,
+            envelope: p.envelope,
+            recipients: p.recipients,
+            status_at: p.status_at,
+            content: p.content,
+        }
+    }
+}
+
 fn parse(src: &mut Src<'_>) -> Result<Parsed, Error> {
     let size = src.size();
     let h = src.get(0, HEADER)?;
@@ -617,14 +629,7 @@ fn parse(src: &mut Src<'_>) -> Result<Parsed, Error> {
 pub fn read_envelope(file: &File) -> Result<QueueEnvelope, Error> {
     let size = file.metadata()?.len();
     let mut src = Src::File { file, size, buf: Vec::new() };
-    let p = parse(&mut src)?;
-    Ok(QueueEnvelope {
-        id: p.id,
-        envelope: p.envelope,
-        recipients: p.recipients,
-        status_at: p.status_at,
-        content: p.content,
-    })
+    Ok(parse(&mut src)?.into())
 }
 
 /// A queue file of at most `max` bytes, read whole with one `pread`:
@@ -662,14 +667,7 @@ pub fn read_small(file: &File, max: usize) -> Result<Option<(QueueEnvelope, Vec<
     if crc32fast::hash(content) != p.content.crc {
         return Err(CorruptError::new(p.content.offset, "content CRC mismatch").into());
     }
-    let qe = QueueEnvelope {
-        id: p.id,
-        envelope: p.envelope,
-        recipients: p.recipients,
-        status_at: p.status_at,
-        content: p.content,
-    };
-    Ok(Some((qe, bytes)))
+    Ok(Some((p.into(), bytes)))
 }
 
 /// Check the content's CRC, reading it in chunks.

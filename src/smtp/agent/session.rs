@@ -7,8 +7,8 @@
 //! small file read whole) one chunk at a time, and only when everything
 //! before it has been written, so a session holds at most one chunk (as
 //! encoded) plus a reply's worth of input. The last chunk and the end of
-//! data go out in one write. Output is written through TLS once the handshake is done; the
-//! plaintext before STARTTLS is written out first.
+//! data go out in one write. Output is written through TLS once the
+//! handshake is done; the plaintext before STARTTLS is written out first.
 //!
 //! Trusts: nothing from the server; the socket from the connector.
 
@@ -29,6 +29,8 @@ use super::report::Relay;
 use super::work::{Chunk, Dest, Work};
 
 const READ_CHUNK: usize = 16 * 1024;
+/// The status of a session lost before its client existed (4.4.2).
+const LOST: Enhanced = Enhanced::new(4, 4, 2);
 /// How long a closing session may take to write what is left.
 const LINGER: Duration = Duration::from_secs(10);
 
@@ -85,7 +87,6 @@ pub struct Session {
     closing: bool,
     close_notified: bool,
     closed: bool,
-    /// Why the session failed before the client existed.
     /// Why the session failed before its client existed, and the status
     /// the job's recipients get for it.
     failure: Option<(String, Enhanced)>,
@@ -185,7 +186,7 @@ impl Session {
         self.idle_since = None;
         match self.client.as_mut() {
             Some(c) => c.quit(),
-            None => self.fail_before_client("delivery abandoned: the session was ended"),
+            None => self.fail_before_client("delivery abandoned: the session was ended", LOST),
         }
         self.pump(events);
     }
@@ -222,7 +223,7 @@ impl Session {
         } else {
             match self.client.as_mut() {
                 Some(c) => c.timeout(),
-                None => self.fail_before_client("timeout while waiting for the TLS handshake"),
+                None => self.fail_before_client("timeout while waiting for the TLS handshake", LOST),
             }
         }
         self.pump(events);
@@ -266,10 +267,8 @@ impl Session {
         if self.closed {
             // A job still held was never answered by the client.
             if let Some(work) = self.work.take() {
-                let (why, status) = self
-                    .failure
-                    .take()
-                    .unwrap_or_else(|| (String::from("lost connection with the server"), Enhanced::new(4, 4, 2)));
+                let (why, status) =
+                    self.failure.take().unwrap_or_else(|| (String::from("lost connection with the server"), LOST));
                 let result = local_failure(&work, &why, Stage::Greeting, status);
                 events.push(Event::Done(work, Box::new(result)));
             }
@@ -362,7 +361,7 @@ impl Session {
                         self.client = Some(c);
                         self.start_job();
                     }
-                    Err(e) => self.fail_before_client(&e.to_string()),
+                    Err(e) => self.fail_before_client(&e.to_string(), LOST),
                 },
                 None => {
                     if let Some(c) = self.client.as_mut() {
@@ -438,14 +437,10 @@ impl Session {
             }
     }
 
-    /// A failure before the client exists (implicit TLS): the job defers.
-    fn fail_before_client(&mut self, why: &str) {
-        self.fail_before_client_as(why, Enhanced::new(4, 4, 2));
-    }
-
-    /// As [`Self::fail_before_client`], with the status the recipients
-    /// get (4.7.5 for a failed TLS handshake, as after STARTTLS).
-    fn fail_before_client_as(&mut self, why: &str, status: Enhanced) {
+    /// A failure before the client exists (implicit TLS): the job defers
+    /// with `status` (4.7.5 for a refused TLS handshake, as after
+    /// STARTTLS; 4.4.2 otherwise).
+    fn fail_before_client(&mut self, why: &str, status: Enhanced) {
         if let Some(c) = self.client.as_mut() {
             c.tls_failed(why);
             return;
@@ -467,12 +462,8 @@ impl Session {
                 // certificate not verified, a protocol error) are
                 // cryptographic failures; a reset or a close is not.
                 let why = format!("TLS handshake failed: {e}");
-                let status = if e.kind() == io::ErrorKind::InvalidData {
-                    Enhanced::new(4, 7, 5)
-                } else {
-                    Enhanced::new(4, 4, 2)
-                };
-                self.fail_before_client_as(&why, status);
+                let status = if e.kind() == ErrorKind::InvalidData { Enhanced::new(4, 7, 5) } else { LOST };
+                self.fail_before_client(&why, status);
             }
         }
         self.act(events);

@@ -137,12 +137,12 @@ pub fn open(d: Delivery, mut fds: Vec<OwnedFd>, mx_sessions: u32) -> Result<Open
         first_failure: None,
     });
     let file = File::from(fd);
-    let (qe, source) = match file::read_small(&file, HOLD_MAX) {
-        Ok(Some((qe, bytes))) => (qe, Source::Held(bytes)),
-        Ok(None) => match file::read_envelope(&file) {
-            Ok(qe) => (qe, Source::File(file)),
-            Err(e) => return Ok(Opened::Refused(work, format!("cannot read the queue file: {e}"))),
-        },
+    let read = file::read_small(&file, HOLD_MAX).and_then(|small| match small {
+        Some((qe, bytes)) => Ok((qe, Source::Held(bytes))),
+        None => file::read_envelope(&file).map(|qe| (qe, Source::File(file))),
+    });
+    let (qe, source) = match read {
+        Ok(r) => r,
         Err(e) => return Ok(Opened::Refused(work, format!("cannot read the queue file: {e}"))),
     };
     work.delays.arrival = qe.envelope.arrival;

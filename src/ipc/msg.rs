@@ -550,7 +550,10 @@ pub enum BounceToQmgr {
 /// queue file that travels with it (read-only) to the worker's mailbox.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub enum ToWorker {
-    Deliver { sender: String, recipient: String, arrival: i64 },
+    /// One job: the envelope fields the mailbox needs, and where the
+    /// content lies in the queue file that comes with it (offset, length,
+    /// CRC-32), as the parent read it.
+    Deliver { sender: String, recipient: String, arrival: i64, content: (u64, u64, u32) },
 }
 
 /// A mailbox delivery worker → local, for the job in hand: its progress

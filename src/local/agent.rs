@@ -511,27 +511,29 @@ impl Local {
             confinement: self.confinement(),
         };
         let creds = sandbox::Credentials { uid, gid, groups: key.groups.clone() };
-        let worker = match self.workers.take(&key) {
-            Some(mut w) => {
-                if w.usable() {
-                    Ok(w)
-                } else {
-                    // Ended or gone astray while idle: replaced.
-                    self.child.debug(&format!("delivery worker pid {} for {dir_str}/{name} is gone", w.pid()));
-                    w.close();
-                    Worker::start(&self.program, &key.argv(), Some(&creds))
-                }
+        let idle = self.workers.take(&key).and_then(|mut w| {
+            if w.usable() {
+                return Some(w);
             }
+            // Ended or gone astray while idle: replaced.
+            self.child.debug(&format!("delivery worker pid {} for {dir_str}/{name} is gone", w.pid()));
+            w.close();
+            None
+        });
+        let worker = match idle {
+            Some(w) => Ok(w),
             None => Worker::start(&self.program, &key.argv(), Some(&creds)),
         };
         let worker = match worker {
             Ok(w) => w,
             Err(e) => return Outcome::defer("4.3.0", &format!("cannot start the delivery: {e}")),
         };
+        let range = qe.content_range();
         let job = ToWorker::Deliver {
             sender: qe.envelope.sender.clone(),
             recipient: recipient.to_string(),
             arrival: qe.envelope.arrival.secs,
+            content: (range.offset, range.len, range.crc),
         };
         let (back, ran) = worker.job(&job, file, limit);
         if let Some(w) = back {

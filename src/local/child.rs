@@ -17,8 +17,9 @@
 //! beneath a home), until the parent closes the socket.
 //!
 //! A job is a [`ToWorker::Deliver`] with the queue file's read-only
-//! descriptor (SCM_RIGHTS). For each, the worker reads and checks the
-//! queue file, opens the mailbox by name afresh (a mail reader may have
+//! descriptor (SCM_RIGHTS) and where its content lies (as the parent
+//! read the envelope). For each, the worker checks the content's CRC,
+//! opens the mailbox by name afresh (a mail reader may have
 //! replaced or removed it since the last job; it is created when
 //! missing), takes its locks, writes, fsyncs and lets go of the locks,
 //! exactly as a one-shot delivery would, and answers with its progress
@@ -227,10 +228,11 @@ pub fn main(args: &[String]) -> ! {
     }
     let lock = mbox::LockConf { timeout: lock_timeout(lock_ms), dotlock: kind == Kind::Mbox, ..Default::default() };
     loop {
-        let (ToWorker::Deliver { sender, recipient, arrival }, queue) = parent.next();
+        let (ToWorker::Deliver { sender, recipient, arrival, content: (offset, len, crc) }, queue) = parent.next();
         let env = Envelope { sender: &sender, recipient: &recipient, arrival };
         let target = Target { kind, dir: &dir_fd, name, hostname, lock: &lock };
-        let (code, dsn, reason) = match job(&mut parent, &target, &env, &queue) {
+        let range = ContentRange { offset, len, crc };
+        let (code, dsn, reason) = match job(&mut parent, &target, &env, &queue, range) {
             Ok(what) => (EX_OK, "2.0.0", what.to_string()),
             Err(f) => (f.code, f.dsn, f.reason),
         };
@@ -250,10 +252,17 @@ struct Target<'a> {
     lock: &'a mbox::LockConf,
 }
 
-/// One delivery: the queue file checked, the mailbox opened by name,
-/// locked, written, synced, let go.
-fn job(parent: &mut Parent, t: &Target<'_>, env: &Envelope<'_>, queue: &File) -> Result<&'static str, Failure> {
-    let range = checked_content(queue).map_err(tempfail)?;
+/// One delivery: the content's CRC checked (where it lies is the
+/// parent's word, from the envelope it read), the mailbox opened by
+/// name, locked, written, synced, let go.
+fn job(
+    parent: &mut Parent,
+    t: &Target<'_>,
+    env: &Envelope<'_>,
+    queue: &File,
+    range: ContentRange,
+) -> Result<&'static str, Failure> {
+    verify_content(queue, range).map_err(|e| tempfail(content_error(&e)))?;
     let mut content = Content { file: queue, range, at: 0 };
     match t.kind {
         Kind::Mbox | Kind::File => {
@@ -302,8 +311,12 @@ pub(super) fn queue_content() -> (File, ContentRange) {
 fn checked_content(queue: &File) -> Result<ContentRange, String> {
     let qe = read_envelope(queue).map_err(|e| format!("cannot read the queue file: {e}"))?;
     let range = qe.content_range();
-    verify_content(queue, range).map_err(|e| format!("the message content cannot be read: {e}"))?;
+    verify_content(queue, range).map_err(|e| content_error(&e))?;
     Ok(range)
+}
+
+fn content_error(e: &crate::queue::Error) -> String {
+    format!("the message content cannot be read: {e}")
 }
 
 /// The directory of the mailbox (the spool, or a home), not through a

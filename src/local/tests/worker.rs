@@ -65,18 +65,26 @@ fn queue(dir: &TempDir, body: &str) -> File {
     File::open(&path).unwrap()
 }
 
-fn job() -> ToWorker {
+/// The job for queue file `f`, as the agent makes it.
+fn job(f: &File) -> ToWorker {
+    let r = crate::queue::read_envelope(f).unwrap().content_range();
     ToWorker::Deliver {
         sender: String::from("alice@example.org"),
         recipient: String::from("bob@example.org"),
         arrival: 1_795_349_197,
+        content: (r.offset, r.len, r.crc),
     }
+}
+
+/// Give `w` the job for queue file `f`.
+fn run(w: Worker, f: &File, limit: Duration) -> (Option<Worker>, Ran) {
+    w.job(&job(f), f, limit)
 }
 
 /// Give `w` a job with `body`; its verdict must come back, with the
 /// worker.
 fn deliver(w: Worker, q: &TempDir, body: &str) -> (Worker, Ran) {
-    let (back, ran) = w.job(&job(), &queue(q, body), LIMIT);
+    let (back, ran) = run(w, &queue(q, body), LIMIT);
     let w = back.unwrap_or_else(|| panic!("the worker was lost: {:?}", ran.lost));
     (w, ran)
 }
@@ -156,6 +164,27 @@ fn a_locked_mailbox_is_reported_and_the_worker_goes_on() {
 }
 
 #[test]
+fn content_that_fails_its_crc_is_not_delivered_and_the_worker_goes_on() {
+    let Some(program) = program() else { return };
+    let spool = TempDir::new("worker-crc");
+    let q = TempDir::new("worker-crc-queue");
+    let w = start(&program, Kind::Mbox, &spool.path, "bob", 5_000);
+    // The range says one CRC, the file holds other bytes.
+    let f = queue(&q, "damaged");
+    let ToWorker::Deliver { sender, recipient, arrival, content: (offset, len, crc) } = job(&f);
+    let bad = ToWorker::Deliver { sender, recipient, arrival, content: (offset, len, crc ^ 1) };
+    let (back, ran) = w.job(&bad, &f, LIMIT);
+    let w = back.expect("the worker is kept");
+    let o = ran.outcome(LIMIT);
+    assert_eq!((o.status, o.dsn.as_str()), (RecipientStatus::Deferred, "4.3.0"), "{}", o.reason);
+    assert!(o.reason.contains("the message content cannot be read: "), "{}", o.reason);
+    assert!(!spool.path.join("bob").exists(), "nothing written");
+    let (w, ran) = deliver(w, &q, "sound");
+    sent(&ran, "delivered to mailbox");
+    w.close();
+}
+
+#[test]
 fn a_maildir_worker_delivers_each_message_as_its_own_file() {
     let Some(program) = program() else { return };
     let home = TempDir::new("worker-home");
@@ -186,7 +215,7 @@ fn a_worker_that_cannot_start_says_why() {
     let q = TempDir::new("worker-nodir-queue");
     let missing = q.path.join("no-such-directory");
     let w = start(&program, Kind::Mbox, &missing, "bob", 5_000);
-    let (back, ran) = w.job(&job(), &queue(&q, "lost"), LIMIT);
+    let (back, ran) = run(w, &queue(&q, "lost"), LIMIT);
     let o = ran.outcome(LIMIT);
     assert_eq!(o.status, RecipientStatus::Deferred, "{o:?}");
     assert!(o.reason.contains("no-such-directory"), "{}", o.reason);
@@ -217,7 +246,7 @@ fn a_dead_workers_job_is_lost_not_delivered() {
     // Given a job all the same, it cannot take it.
     let w2 = start(&program, Kind::Mbox, &spool.path, "bob", 5_000);
     kill(w2.pid(), Signal::SIGKILL).unwrap();
-    let (back, ran) = w2.job(&job(), &queue(&q, "second"), LIMIT);
+    let (back, ran) = run(w2, &queue(&q, "second"), LIMIT);
     assert!(back.is_none());
     assert!(ran.killed());
     let o = ran.outcome(LIMIT);
@@ -246,7 +275,7 @@ fn a_worker_that_replies_garbage_is_killed_and_its_job_lost() {
     let Some(w) = fake("import os, time\nos.write(3, b'at 0 0 0')\ntime.sleep(60)") else { return };
     let pid = w.pid();
     let started = Instant::now();
-    let (back, ran) = w.job(&job(), &queue(&q, "garbage"), LIMIT);
+    let (back, ran) = run(w, &queue(&q, "garbage"), LIMIT);
     assert!(back.is_none(), "a worker that said garbage is not kept");
     assert!(started.elapsed() < Duration::from_secs(30), "it was not waited for");
     assert!(ran.killed(), "taken as killed: the mailbox gets repaired");
@@ -261,7 +290,7 @@ fn a_worker_past_the_time_limit_is_killed() {
     let q = TempDir::new("worker-slow-queue");
     let Some(w) = fake("import time\ntime.sleep(60)") else { return };
     let pid = w.pid();
-    let (back, ran) = w.job(&job(), &queue(&q, "slow"), Duration::from_millis(300));
+    let (back, ran) = run(w, &queue(&q, "slow"), Duration::from_millis(300));
     assert!(back.is_none());
     assert!(ran.timed_out && ran.killed());
     let o = ran.outcome(Duration::from_secs(1));
@@ -274,7 +303,7 @@ fn a_worker_that_ends_without_a_verdict_delivered_nothing() {
     let q = TempDir::new("worker-quits-queue");
     // Exit 0, as if delivered, but never said so.
     let Some(w) = fake("import sys\nsys.exit(0)") else { return };
-    let (back, ran) = w.job(&job(), &queue(&q, "quits"), LIMIT);
+    let (back, ran) = run(w, &queue(&q, "quits"), LIMIT);
     assert!(back.is_none());
     assert!(ran.killed());
     let o = ran.outcome(LIMIT);

@@ -120,7 +120,7 @@ pub fn serve(_token: Sandboxed, mut child: Child, journal: Journal, journal_dir:
         for ev in events.iter() {
             match ev.token() {
                 MASTER => c.master_readable(),
-                t => c.peer_event(t, ev.is_readable(), ev.is_writable()),
+                t => c.peer_event(t, ev.is_readable()),
             }
         }
         let busy = !events.is_empty();
@@ -177,14 +177,9 @@ impl Cleanup {
         std::process::exit(0);
     }
 
-    fn peer_event(&mut self, token: Token, readable: bool, writable: bool) {
-        if writable
-            && let Some(p) = self.peers.get_mut(&token)
-            && p.chan.flush().is_err()
-        {
-            self.drop_peer(token);
-            return;
-        }
+    /// A peer's event: what it sent is read; what waits for it (a
+    /// writable event) is sent by the end of the turn's flush_peers.
+    fn peer_event(&mut self, token: Token, readable: bool) {
         if !readable {
             return;
         }

@@ -150,6 +150,10 @@ pub fn de_tls_policy<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String,
 impl SmtpClient {
     /// The level for sessions to `nexthop` that are not the relay's.
     pub fn tls_level(&self, nexthop: &Nexthop) -> ClientTls {
+        // Most configurations have no table: no name to make.
+        if self.tls_policy.is_empty() {
+            return self.tls;
+        }
         self.tls_policy.get(&nexthop.to_string()).copied().unwrap_or(self.tls)
     }
 }

@@ -408,20 +408,6 @@ pub enum Target {
     Unix(PathBuf),
 }
 
-impl std::fmt::Display for Target {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Target::Inet(n) if n.mx => write!(f, "{}", n.host)?,
-            Target::Inet(n) => write!(f, "[{}]", n.host)?,
-            Target::Unix(p) => return write!(f, "unix:{}", p.display()),
-        }
-        match self {
-            Target::Inet(NexthopSpec { port: Some(p), .. }) => write!(f, ":{p}"),
-            _ => Ok(()),
-        }
-    }
-}
-
 /// A next hop on the network (the scheduler's `Nexthop`).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, Hash)]
 pub struct NexthopSpec {

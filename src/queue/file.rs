@@ -638,8 +638,8 @@ pub fn read_envelope(file: &File) -> Result<QueueEnvelope, Error> {
 /// when the file is larger: read it with [`read_envelope`] and
 /// [`verify_content`] instead.
 pub fn read_small(file: &File, max: usize) -> Result<Option<(QueueEnvelope, Vec<u8>)>, Error> {
-    // The file's size is where pread stops short: no fstat needed. Most
-    // files fit the first read; a larger buffer only when one does not.
+    // The file's size is where pread stops short: a file that fits the
+    // first read needs no fstat; a larger one is sized before reading on.
     let limit = max.saturating_add(1);
     let mut bytes = vec![0u8; limit.min(16 * 1024)];
     let mut got = 0;
@@ -647,6 +647,10 @@ pub fn read_small(file: &File, max: usize) -> Result<Option<(QueueEnvelope, Vec<
         if got == bytes.len() {
             if got == limit {
                 break;
+            }
+            // Past the first read: a file over the limit is not read on.
+            if file.metadata()?.len() > max as u64 {
+                return Ok(None);
             }
             bytes.resize(limit.min(got.saturating_mul(4)), 0);
         }

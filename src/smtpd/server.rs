@@ -162,6 +162,10 @@ pub fn serve(_token: Sandboxed, mut child: Child, listeners: Vec<std::net::TcpLi
             last_tick = Instant::now();
             s.tick();
         }
+        // What resuming and the tick queued (mail of sessions read again,
+        // aborts of closed ones, log records) goes now, not after the
+        // next poll. Nothing to send costs nothing.
+        s.flush_channels();
         if s.stopping && s.conns.is_empty() {
             let _ = s.child.master.flush();
             std::process::exit(0);

@@ -150,7 +150,8 @@ impl Settings {
         if self.backoff.min > self.backoff.max {
             return Err(String::from("key `queue.backoff.max`: must not be shorter than queue.backoff.min"));
         }
-        for (name, t) in [("smtp", &self.smtp), ("lmtp", &self.lmtp), ("local", &self.local)] {
+        for tr in Transport::ALL {
+            let (name, t) = (tr.as_str(), self.transport(tr));
             let key = |k: &str| format!("key `transport.{name}.{k}`");
             if t.processes == 0 {
                 return Err(format!("{}: must be at least 1", key("processes")));

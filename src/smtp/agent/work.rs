@@ -12,6 +12,7 @@
 //! validated by the queue module and its content CRC checked before a
 //! byte is sent.
 
+use std::borrow::Cow;
 use std::fs::File;
 use std::net::IpAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -181,9 +182,10 @@ pub fn open(d: Delivery, mut fds: Vec<OwnedFd>, mx_sessions: u32) -> Result<Open
 }
 
 /// The next piece of content.
-pub enum Chunk {
-    /// Content, and whether it is the last of it.
-    Data(Vec<u8>, bool),
+pub enum Chunk<'a> {
+    /// Content (borrowed from a file held whole), and whether it is the
+    /// last of it.
+    Data(Cow<'a, [u8]>, bool),
     End,
 }
 
@@ -205,7 +207,7 @@ impl Work {
 
     /// The next chunk of at most `max` bytes of content (from memory, or
     /// read with pread), and whether it is the last.
-    pub fn next_chunk(&mut self, max: usize) -> std::io::Result<Chunk> {
+    pub fn next_chunk(&mut self, max: usize) -> std::io::Result<Chunk<'_>> {
         let left = self.content.len.saturating_sub(self.sent);
         if left == 0 {
             return Ok(Chunk::End);
@@ -213,15 +215,16 @@ impl Work {
         let n = usize::try_from(left).map_or(max, |l| l.min(max));
         let at = self.content.offset + self.sent;
         let buf = match &self.source {
-            Source::Held(bytes) => usize::try_from(at)
-                .ok()
-                .and_then(|at| bytes.get(at..at + n))
-                .map(<[u8]>::to_vec)
-                .ok_or_else(|| std::io::Error::other("content past the end of the queue file"))?,
+            Source::Held(bytes) => Cow::Borrowed(
+                usize::try_from(at)
+                    .ok()
+                    .and_then(|at| bytes.get(at..at + n))
+                    .ok_or_else(|| std::io::Error::other("content past the end of the queue file"))?,
+            ),
             Source::File(file) => {
                 let mut buf = vec![0u8; n];
                 file.read_exact_at(&mut buf, at)?;
-                buf
+                Cow::Owned(buf)
             }
             Source::None => return Err(std::io::Error::other("no queue file")),
         };

@@ -200,7 +200,7 @@ impl Harness {
                     let _ = self.connector.send(&reply, &[fd.as_fd()]);
                 }
                 Connect::Unix => {
-                    let Target::Unix(path) = nexthop else { panic!("a UNIX socket expected, not {nexthop}") };
+                    let Target::Unix(path) = nexthop else { panic!("a UNIX socket expected, not {nexthop:?}") };
                     let fd = OwnedFd::from(std::os::unix::net::UnixStream::connect(&path).expect("connect"));
                     let reply = ConnectorToSmtp::Connected { req, host: path.display().to_string(), addr: None };
                     let _ = self.connector.send(&reply, &[fd.as_fd()]);

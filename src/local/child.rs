@@ -18,8 +18,10 @@
 //!
 //! A job is a [`ToWorker::Deliver`] with the queue file's read-only
 //! descriptor (SCM_RIGHTS) and where its content lies (as the parent
-//! read the envelope). For each, the worker checks the content's CRC,
-//! opens the mailbox by name afresh (a mail reader may have
+//! read the envelope). For each, the worker checks the content's CRC
+//! (content up to 256 KiB is read into memory once, checked and copied
+//! from there; larger content is checked, then streamed), opens the
+//! mailbox by name afresh (a mail reader may have
 //! replaced or removed it since the last job; it is created when
 //! missing), takes its locks, writes, fsyncs and lets go of the locks,
 //! exactly as a one-shot delivery would, and answers with its progress
@@ -54,7 +56,7 @@ use super::deliver::{self, Envelope};
 use super::{maildir, mbox, repair};
 use crate::ipc::msg::{FromWorker, ToWorker};
 use crate::ipc::{self, Channel};
-use crate::queue::{ContentRange, read_envelope, verify_content};
+use crate::queue::{ContentRange, read_content, read_envelope, verify_content};
 
 /// The queue file's descriptor, for `local repair` and `local pipe`.
 pub(super) const QUEUE_FD: i32 = 3;
@@ -227,12 +229,13 @@ pub fn main(args: &[String]) -> ! {
         parent.fatal(EX_TEMPFAIL, "4.3.0", &format!("cannot enter the delivery sandbox: {e}"));
     }
     let lock = mbox::LockConf { timeout: lock_timeout(lock_ms), dotlock: kind == Kind::Mbox, ..Default::default() };
+    let mut bufs = Buffers::default();
     loop {
         let (ToWorker::Deliver { sender, recipient, arrival, content: (offset, len, crc) }, queue) = parent.next();
         let env = Envelope { sender: &sender, recipient: &recipient, arrival };
         let target = Target { kind, dir: &dir_fd, name, hostname, lock: &lock };
         let range = ContentRange { offset, len, crc };
-        let (code, dsn, reason) = match job(&mut parent, &target, &env, &queue, range) {
+        let (code, dsn, reason) = match job(&mut parent, &target, &env, &queue, range, &mut bufs) {
             Ok(what) => (EX_OK, "2.0.0", what.to_string()),
             Err(f) => (f.code, f.dsn, f.reason),
         };
@@ -252,6 +255,18 @@ struct Target<'a> {
     lock: &'a mbox::LockConf,
 }
 
+/// Content up to this size is read into memory once (and its CRC checked
+/// there); larger content is checked, then streamed from the file.
+const HELD_MAX: u64 = 256 * 1024;
+
+/// What a worker keeps from one job to the next.
+#[derive(Default)]
+struct Buffers {
+    /// The content of a message up to [`HELD_MAX`].
+    held: Vec<u8>,
+    scratch: deliver::Scratch,
+}
+
 /// One delivery: the content's CRC checked (where it lies is the
 /// parent's word, from the envelope it read), the mailbox opened by
 /// name, locked, written, synced, let go.
@@ -261,23 +276,33 @@ fn job(
     env: &Envelope<'_>,
     queue: &File,
     range: ContentRange,
+    bufs: &mut Buffers,
 ) -> Result<&'static str, Failure> {
-    verify_content(queue, range).map_err(|e| tempfail(content_error(&e)))?;
-    let mut content = Content { file: queue, range, at: 0 };
+    let Buffers { held, scratch } = bufs;
+    let (mut in_memory, mut streamed);
+    let content: &mut dyn Read = if range.len <= HELD_MAX {
+        read_content(queue, range, held).map_err(|e| tempfail(content_error(&e)))?;
+        in_memory = &held[..];
+        &mut in_memory
+    } else {
+        verify_content(queue, range).map_err(|e| tempfail(content_error(&e)))?;
+        streamed = Content { file: queue, range, at: 0 };
+        &mut streamed
+    };
     match t.kind {
         Kind::Mbox | Kind::File => {
             let file = mbox::open_mailbox(t.dir, t.name, 0o600)?;
             let lock = mbox::lock(t.dir, t.name, &file, t.lock)?;
             let mark = mbox::Mark::of(&file, &lock)?;
             parent.progress(repair::at_line(&mark))?;
-            mbox::append(&file, env, &mut content, &lock)?;
+            mbox::append(&file, env, content, &lock, scratch)?;
             parent.progress(String::from(repair::APPENDED))?;
             lock.release()?;
             Ok(if t.kind == Kind::Mbox { "delivered to mailbox" } else { "delivered to file" })
         }
         Kind::Maildir => {
             let md = maildir::open_maildir(t.dir, t.name)?;
-            maildir::deliver(&md, t.hostname, env, &mut content)?;
+            maildir::deliver(&md, t.hostname, env, content, scratch)?;
             Ok("delivered to maildir")
         }
     }

@@ -20,20 +20,27 @@ use nix::fcntl::{AtFlags, OFlag, openat, renameat};
 use nix::sys::stat::{Mode, SFlag, fstat, fstatat, mkdirat};
 use nix::unistd::{UnlinkatFlags, fsync, geteuid, unlinkat};
 
-use super::deliver::{Envelope, Error, copy_message, prepended_headers};
+use super::deliver::{Envelope, Error, Scratch, copy_message, prepended_headers};
 
 /// Deliveries made by this process: the `Q` part of unique names.
 static DELIVERIES: AtomicU64 = AtomicU64::new(0);
 
+/// A Maildir's `tmp` and `new`, opened by [`open_maildir`].
+#[derive(Debug)]
+pub struct Maildir {
+    tmp: OwnedFd,
+    new: OwnedFd,
+}
+
 /// Opens the Maildir at `path` beneath `home`, creating it (mode 0700)
-/// and its `tmp`, `new` and `cur` where missing, and returns its
-/// descriptor.
+/// and its `tmp`, `new` and `cur` where missing, and returns its `tmp`
+/// and `new`.
 ///
 /// `path` is relative to `home` and may have several components
 /// ("Mail/inbox/"). Refused ([`Error::Unsafe`]): an absolute path, a
 /// ".." component, a component that is a symbolic link, not a directory,
 /// or not owned by our effective uid.
-pub fn open_maildir(home: &OwnedFd, path: &str) -> Result<OwnedFd, Error> {
+pub fn open_maildir(home: &OwnedFd, path: &str) -> Result<Maildir, Error> {
     let mut dir: Option<OwnedFd> = None;
     let within = format!("maildir {path}");
     for component in components(path)? {
@@ -42,10 +49,10 @@ pub fn open_maildir(home: &OwnedFd, path: &str) -> Result<OwnedFd, Error> {
         dir = Some(next);
     }
     let dir = dir.ok_or_else(|| Error::Unsafe(format!("maildir path {path:?} names no directory")))?;
-    for sub in ["tmp", "new", "cur"] {
-        open_dir(&dir, sub, &within)?;
-    }
-    Ok(dir)
+    let tmp = open_dir(&dir, "tmp", &within)?;
+    let new = open_dir(&dir, "new", &within)?;
+    open_dir(&dir, "cur", &within)?;
+    Ok(Maildir { tmp, new })
 }
 
 /// The components of a Maildir path ("." and empty ones dropped).
@@ -117,33 +124,44 @@ fn is_symlink(parent: &OwnedFd, name: &str) -> bool {
 /// NAME is unique as the Maildir specification asks:
 /// `SECS.MUSECSPPIDQN.HOST`, with N counting this process's deliveries
 /// and `/` and `:` in `hostname` written `\057` and `\072`.
-pub fn deliver(maildir: &OwnedFd, hostname: &str, env: &Envelope<'_>, content: &mut dyn Read) -> Result<String, Error> {
+pub fn deliver(
+    maildir: &Maildir,
+    hostname: &str,
+    env: &Envelope<'_>,
+    content: &mut dyn Read,
+    scratch: &mut Scratch,
+) -> Result<String, Error> {
     let headers = prepended_headers(env)?;
-    let tmp = open_dir(maildir, "tmp", "the maildir")?;
-    let new = open_dir(maildir, "new", "the maildir")?;
+    let Maildir { tmp, new } = maildir;
     let name = unique_name(hostname);
     let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    let fd = openat(&tmp, name.as_str(), flags, Mode::from_bits_truncate(0o600))
+    let fd = openat(tmp, name.as_str(), flags, Mode::from_bits_truncate(0o600))
         .map_err(Error::errno(format!("create tmp/{name} in the maildir")))?;
-    let written = write(File::from(fd), &headers, content, &name).and_then(|()| {
-        renameat(&tmp, name.as_str(), &new, name.as_str())
+    let written = write(File::from(fd), &headers, content, &name, scratch).and_then(|()| {
+        renameat(tmp, name.as_str(), new, name.as_str())
             .map_err(Error::errno(format!("rename tmp/{name} to new/ in the maildir")))
     });
     if let Err(e) = written {
-        let _ = unlinkat(&tmp, name.as_str(), UnlinkatFlags::NoRemoveDir);
+        let _ = unlinkat(tmp, name.as_str(), UnlinkatFlags::NoRemoveDir);
         return Err(e);
     }
-    if let Err(e) = fsync(&new) {
+    if let Err(e) = fsync(new) {
         // Not known to be on disk: take it back; the delivery is retried.
-        let _ = unlinkat(&new, name.as_str(), UnlinkatFlags::NoRemoveDir);
+        let _ = unlinkat(new, name.as_str(), UnlinkatFlags::NoRemoveDir);
         return Err(Error::errno("fsync new/ in the maildir")(e));
     }
     Ok(name)
 }
 
-fn write(mut file: File, headers: &[u8], content: &mut dyn Read, name: &str) -> Result<(), Error> {
+fn write(
+    mut file: File,
+    headers: &[u8],
+    content: &mut dyn Read,
+    name: &str,
+    scratch: &mut Scratch,
+) -> Result<(), Error> {
     let dest = format!("tmp/{name} in the maildir");
-    copy_message(&mut file, headers, content, false, b"", &dest)?;
+    copy_message(&mut file, headers, content, false, b"", &dest, scratch)?;
     file.sync_all().map_err(Error::io(format!("fsync {dest}")))
 }
 

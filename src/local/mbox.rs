@@ -42,7 +42,7 @@ use nix::fcntl::{AtFlags, FcntlArg, Flock, FlockArg, OFlag, fcntl, openat};
 use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat};
 use nix::unistd::{UnlinkatFlags, geteuid, unlinkat};
 
-use super::deliver::{Envelope, Error, copy_message, prepended_headers};
+use super::deliver::{Envelope, Error, Scratch, copy_message, prepended_headers};
 
 /// How a mailbox is locked.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -370,12 +370,18 @@ fn pause(deadline: Instant, tries: &mut u32) -> bool {
 /// A mailbox that does not end in an empty line gets line ends first, so
 /// that our `From ` line starts a message. On any failure the mailbox is
 /// truncated back to its old length, and the error returned.
-pub fn append(mailbox: &File, env: &Envelope<'_>, content: &mut dyn Read, lock: &Lock) -> Result<(), Error> {
+pub fn append(
+    mailbox: &File,
+    env: &Envelope<'_>,
+    content: &mut dyn Read,
+    lock: &Lock,
+    scratch: &mut Scratch,
+) -> Result<(), Error> {
     let name = lock.mailbox.as_str();
     let start = Mark::of(mailbox, lock)?.size;
     let head = message_head(mailbox, start, env, name)?;
     let mut out = mailbox;
-    let written = copy_message(&mut out, &head, content, true, MESSAGE_END, &format!("mailbox {name}"))
+    let written = copy_message(&mut out, &head, content, true, MESSAGE_END, &format!("mailbox {name}"), scratch)
         .and_then(|()| mailbox.sync_all().map_err(Error::io(format!("fsync mailbox {name}"))));
     match written {
         Ok(()) => Ok(()),
@@ -590,7 +596,8 @@ fn cut_back(
     }
     let head = message_head(mailbox, size, env, name)?;
     let mut tail = Tail { mailbox, at: size, end: now, differs: false, covered: false, buf: Vec::new() };
-    let compared = copy_message(&mut tail, &head, content, true, MESSAGE_END, &format!("mailbox {name}"));
+    let dest = format!("mailbox {name}");
+    let compared = copy_message(&mut tail, &head, content, true, MESSAGE_END, &dest, &mut Scratch::default());
     if tail.differs {
         return Err(Error::Unsafe(format!(
             "mailbox {name} differs from the killed delivery's message at byte {}: left at {now} bytes",

@@ -698,6 +698,27 @@ pub fn verify_content(file: &File, range: ContentRange) -> Result<(), Error> {
     Ok(())
 }
 
+/// Read the content into `buf` (its old bytes replaced; its capacity
+/// kept for the next call) with one `pread`, and check its CRC.
+pub fn read_content(file: &File, range: ContentRange, buf: &mut Vec<u8>) -> Result<(), Error> {
+    let len =
+        usize::try_from(range.len).map_err(|_| CorruptError::new(range.offset, "content too large for memory"))?;
+    buf.clear();
+    buf.try_reserve(len).map_err(|_| CorruptError::new(range.offset, "content too large for memory"))?;
+    buf.resize(len, 0);
+    match file.read_exact_at(buf, range.offset) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            return Err(CorruptError::new(range.offset, "content shorter than its length").into());
+        }
+        Err(e) => return Err(e.into()),
+    }
+    if crc32fast::hash(buf) != range.crc {
+        return Err(CorruptError::new(range.offset, "content CRC mismatch").into());
+    }
+    Ok(())
+}
+
 /// Read and validate a whole queue file, content included.
 pub fn read_queue_file(file: &File) -> Result<QueueFile, Error> {
     Ok(QueueFile::decode(&read_whole(file)?)?)

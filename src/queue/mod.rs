@@ -38,7 +38,9 @@ use nix::errno::Errno;
 use nix::fcntl::{AtFlags, renameat};
 use nix::sys::stat::fstatat;
 
-pub use file::{ContentRange, QueueEnvelope, read_envelope, read_queue_file, update_status_at, verify_content};
+pub use file::{
+    ContentRange, QueueEnvelope, read_content, read_envelope, read_queue_file, update_status_at, verify_content,
+};
 pub use id::{MAX_INSTANCE, QueueId, QueueIdGen};
 pub use journal::{CommitError, Journal, JournalDirs, JournalOptions, Ticket};
 pub use recover::{Damage, Recovery};

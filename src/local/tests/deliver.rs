@@ -5,7 +5,7 @@ use std::io;
 use proptest::prelude::*;
 
 use super::crlf;
-use crate::local::deliver::{Envelope, Error, LfLines, copy_message, delivered_to_loop, prepended_headers};
+use crate::local::deliver::{Envelope, Error, LfLines, Scratch, copy_message, delivered_to_loop, prepended_headers};
 
 fn env<'a>(sender: &'a str, recipient: &'a str) -> Envelope<'a> {
     Envelope { sender, recipient, arrival: 0 }
@@ -203,12 +203,12 @@ fn copy_message_streams_large_content() {
     let line = "From the start, a line of some length\r\n";
     let input = line.repeat(10_000).into_bytes();
     let mut out = Vec::new();
-    copy_message(&mut out, b"H\n", &mut &input[..], true, b"\n", "test").unwrap();
+    copy_message(&mut out, b"H\n", &mut &input[..], true, b"\n", "test", &mut Scratch::default()).unwrap();
     let want = format!("H\n{}\n", ">From the start, a line of some length\n".repeat(10_000));
     assert_eq!(String::from_utf8(out).unwrap(), want);
 
     let mut failing = Failing { data: b"a\r\nb".to_vec(), at: 0 };
-    let e = copy_message(&mut Vec::new(), b"", &mut failing, false, b"", "test").unwrap_err();
+    let e = copy_message(&mut Vec::new(), b"", &mut failing, false, b"", "test", &mut Scratch::default()).unwrap_err();
     assert!(matches!(e, Error::Io { .. }), "{e:?}");
     assert_eq!(e.to_string(), "read the message content: queue file unreadable");
 }

@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use super::{PYTHON, TempDir, crlf, python};
-use crate::local::deliver::{Envelope, Error};
+use crate::local::deliver::{Envelope, Error, Scratch};
 use crate::local::mbox::{
     LockConf, Mark, Repair, append, asctime, from_line, lock, open_existing_mailbox, open_mailbox, remove_dead_dotlock,
     repair,
@@ -27,7 +27,7 @@ fn deliver(spool: &TempDir, name: &str, env: &Envelope<'_>, content: &[u8]) -> R
     let fd = spool.fd();
     let mailbox = open_mailbox(&fd, name, 0o600)?;
     let held = lock(&fd, name, &mailbox, &quick())?;
-    append(&mailbox, env, &mut &content[..], &held)?;
+    append(&mailbox, env, &mut &content[..], &held, &mut Scratch::default())?;
     held.release()
 }
 
@@ -151,7 +151,7 @@ fn failed_append_truncates_back() {
     let fd = spool.fd();
     let mailbox = open_mailbox(&fd, "bob", 0o600).unwrap();
     let held = lock(&fd, "bob", &mailbox, &quick()).unwrap();
-    let e = append(&mailbox, &env, &mut Failing { given: 0 }, &held).unwrap_err();
+    let e = append(&mailbox, &env, &mut Failing { given: 0 }, &held, &mut Scratch::default()).unwrap_err();
     assert!(matches!(&e, Error::Io { what, .. } if what == "read the message content"), "{e:?}");
     assert!(e.temporary());
     held.release().unwrap();
@@ -171,7 +171,7 @@ fn append_refuses_a_lock_for_another_mailbox() {
     let carol = open_mailbox(&fd, "carol", 0o600).unwrap();
     let held = lock(&fd, "carol", &carol, &quick()).unwrap();
     let env = Envelope { sender: "a@x", recipient: "bob@x", arrival: ARRIVAL };
-    assert!(matches!(append(&bob, &env, &mut &b"x\r\n"[..], &held), Err(Error::Unsafe(_))));
+    assert!(matches!(append(&bob, &env, &mut &b"x\r\n"[..], &held, &mut Scratch::default()), Err(Error::Unsafe(_))));
     assert_eq!(fs::metadata(spool.path.join("bob")).unwrap().len(), 0);
 }
 
@@ -386,7 +386,7 @@ fn killed_delivery(spool: &TempDir) -> (Vec<u8>, Mark, Vec<u8>) {
     let held = lock(&fd, "bob", &mailbox, &quick()).unwrap();
     let mark = Mark::of(&mailbox, &held).unwrap();
     assert_eq!(mark.size, before.len() as u64);
-    append(&mailbox, &BIG, &mut &big_content()[..], &held).unwrap();
+    append(&mailbox, &BIG, &mut &big_content()[..], &held, &mut Scratch::default()).unwrap();
     held.release().unwrap();
     let written = fs::read(spool.path.join("bob")).unwrap()[before.len()..].to_vec();
     (before, mark, written)

@@ -210,6 +210,37 @@ fn a_maildir_worker_delivers_each_message_as_its_own_file() {
 }
 
 #[test]
+fn large_and_small_messages_in_turn_arrive_whole() {
+    let Some(program) = program() else { return };
+    let home = TempDir::new("worker-sizes");
+    let q = TempDir::new("worker-sizes-queue");
+    let mut w = start(&program, Kind::Maildir, &home.path, "Maildir/", 5_000);
+    // Over the size a worker holds in memory (streamed from the queue
+    // file), under it, and over it again: each file holds its own
+    // message and nothing of the one before.
+    let large = |c: char| (0..6000).map(|i| format!("{c}{i:070}")).collect::<Vec<_>>().join("\r\n");
+    let bodies = [large('a'), String::from("small"), large('b')];
+    for body in &bodies {
+        let (back, ran) = deliver(w, &q, body);
+        sent(&ran, "delivered to maildir");
+        w = back;
+    }
+    let mut texts: Vec<String> =
+        home.names("Maildir/new").iter().map(|n| read(&home.path.join("Maildir/new").join(n))).collect();
+    texts.sort_by_key(String::len);
+    let want = |body: &str| {
+        format!(
+            "Return-Path: <alice@example.org>\nDelivered-To: bob@example.org\nSubject: test\n\n{}\n",
+            body.replace("\r\n", "\n")
+        )
+    };
+    assert_eq!(texts.len(), 3);
+    assert_eq!(texts[0], want("small"));
+    assert!(texts[1..].contains(&want(&bodies[0])) && texts[1..].contains(&want(&bodies[2])));
+    w.close();
+}
+
+#[test]
 fn a_worker_that_cannot_start_says_why() {
     let Some(program) = program() else { return };
     let q = TempDir::new("worker-nodir-queue");

@@ -11,7 +11,8 @@ use super::super::file::read_small;
 use super::super::file::{STAT_RECORD, stored_reason};
 use super::super::{
     BodyType, Client, CorruptError, Envelope, Error, MAX_ADDRESS, MAX_REASON, Notify, Protocol, QueueFile, QueueId,
-    QueueIdGen, Recipient, Ret, State, Status, Time, move_to_corrupt, read_envelope, read_queue_file, verify_content,
+    QueueIdGen, Recipient, Ret, State, Status, Time, move_to_corrupt, read_content, read_envelope, read_queue_file,
+    verify_content,
 };
 use super::{TempDir, sample};
 
@@ -136,9 +137,18 @@ fn envelope_content_range_and_verify() {
     f.read_exact_at(&mut content, r.offset).expect("pread");
     assert_eq!(content, q.content);
     verify_content(&f, r).expect("content ok");
+    // Read into a buffer that held a longer message before: only this
+    // content is left in it.
+    let mut held = vec![7u8; 9000];
+    read_content(&f, r, &mut held).expect("read_content");
+    assert_eq!(held, q.content);
     f.write_all_at(b"X", r.offset + 10).expect("damage");
     assert!(matches!(verify_content(&f, r), Err(Error::Corrupt(_))));
+    assert!(matches!(read_content(&f, r, &mut held), Err(Error::Corrupt(_))));
     assert!(matches!(read_queue_file(&f), Err(Error::Corrupt(_))));
+    // A range past the end of the file: too short, not a panic.
+    let past = crate::queue::ContentRange { offset: r.offset, len: r.len + 1, crc: r.crc };
+    assert!(matches!(read_content(&f, past, &mut held), Err(Error::Corrupt(_))));
 }
 
 #[test]

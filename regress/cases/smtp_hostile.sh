@@ -10,7 +10,7 @@ write_conf 'limits { line_length = 512; recipients = 100; }' 'smtpd { error_paus
 sed -i "0,/^listen/{/^listen.*tls = none/d}" "$CONF"
 start_master
 smtpd=$(child_pid smtpd)
-raw_smtp <<'PY' || fail "hostile input"
+SMTPD_PID=$smtpd raw_smtp <<'PY' || fail "hostile input"
 import os, rawsmtp
 port = int(os.environ["PORT"])
 c = rawsmtp.Client(port)
@@ -64,6 +64,46 @@ rs = c.replies_until_idle(idle=3.0, limit=60.0)
 t.join(70)
 assert rs[-1] == b"" or rs[-1].startswith(b"421"), rs[-3:]
 assert len(rs) < 1000, len(rs)
+
+# A client that pipelines a million NOOPs and reads nothing for a while:
+# smtpd stops reading its commands while the replies back up (its memory
+# does not grow with them), and answers every one once it reads.
+import time
+def rss_kb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        return int(next(l for l in f if l.startswith("VmRSS")).split()[1])
+smtpd = int(os.environ["SMTPD_PID"])
+before = rss_kb(smtpd)
+c = rawsmtp.Client(port)
+assert c.cmd(b"EHLO client.example\r\n").startswith(b"250")
+n = 1000000
+def pipeline():
+    try:
+        c.sock.settimeout(90)
+        c.sock.sendall(b"NOOP\r\n" * n + b"QUIT\r\n")
+    except OSError as e:
+        print("  pipelining stopped:", e)
+t = threading.Thread(target=pipeline)
+t.start()
+time.sleep(3)
+held = rss_kb(smtpd)
+assert held - before < 4096, "smtpd grew from %d to %d kB holding replies" % (before, held)
+c.sock.settimeout(90)
+got, data = 0, b""
+deadline = time.time() + 90
+while time.time() < deadline:
+    chunk = c.sock.recv(1 << 20)
+    if not chunk:
+        break
+    data += chunk
+    lines = data.split(b"\r\n")
+    data = lines.pop()
+    got += sum(1 for l in lines if l == b"250 2.0.0 Ok")
+    if any(l.startswith(b"221") for l in lines):
+        break
+t.join(10)
+assert got == n, "%d of %d NOOPs answered" % (got, n)
+print("  %d pipelined NOOPs answered; smtpd %d kB before, %d kB while they waited" % (n, before, held))
 
 # STARTTLS with plaintext pipelined behind it: the MAIL must not run in TLS.
 c = rawsmtp.Client(port)

@@ -43,6 +43,10 @@ const TICK: Duration = Duration::from_millis(100);
 /// Frames queued to cleanup above which sessions stop being read.
 const CLEANUP_HIGH_WATER: usize = 512;
 const READ_CHUNK: usize = 16 * 1024;
+/// Replies waiting for the client to read them, past which its commands
+/// are not read (so a client that pipelines and never reads cannot grow
+/// our memory): the reading resumes as they drain.
+const OUT_HIGH_WATER: usize = 64 * 1024;
 
 struct Conn {
     stream: TcpStream,
@@ -57,6 +61,11 @@ struct Conn {
     tls_pending: bool,
     session: Session,
     out: Vec<u8>,
+    /// The poll watches the socket for room to write: only while output
+    /// waits for it (otherwise every ACK's edge wakes us for nothing).
+    write_interest: bool,
+    /// Reading stopped because replies backed up (see [`OUT_HIGH_WATER`]).
+    reads_held: bool,
     /// Actions held back by an error pause.
     held: VecDeque<Action>,
     pause_until: Option<Instant>,
@@ -449,8 +458,8 @@ impl Server {
             let implicit = tls.is_some();
             let token = Token(self.next_token);
             self.next_token += 1;
-            let interest = Interest::READABLE | Interest::WRITABLE;
-            if self.poll.registry().register(&mut stream, token, interest).is_err() {
+            // Room to write is asked for only when output waits for it.
+            if self.poll.registry().register(&mut stream, token, Interest::READABLE).is_err() {
                 continue;
             }
             let now = Instant::now();
@@ -464,6 +473,8 @@ impl Server {
                 tls_pending: false,
                 session: Session::new(settings, peer, implicit),
                 out: Vec::new(),
+                write_interest: false,
+                reads_held: false,
                 held: VecDeque::new(),
                 pause_until: None,
                 txn: None,
@@ -500,6 +511,10 @@ impl Server {
             if c.closing || c.pause_until.is_some() || c.tls_pending || c.lookup.is_some() {
                 return;
             }
+            if backed_up(c) {
+                c.reads_held = true;
+                return;
+            }
             let space = c.session.space().min(READ_CHUNK);
             if space == 0 {
                 return;
@@ -509,7 +524,8 @@ impl Server {
                     return self.close(token);
                 }
                 Ok(n) => n,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                // A TLS handshake's answer may wait for room.
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return self.write_interest(token),
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(_) => return self.close(token),
             };
@@ -632,6 +648,27 @@ impl Server {
             return;
         }
         if c.closing && drained {
+            return self.close(token);
+        }
+        if c.reads_held && !backed_up(c) {
+            c.reads_held = false;
+            self.read_conn(token);
+        }
+        self.write_interest(token);
+    }
+
+    /// Watch a connection for room to write while, and only while, output
+    /// waits for it.
+    fn write_interest(&mut self, token: Token) {
+        let Some(c) = self.conns.get_mut(&token) else { return };
+        let want = !c.out.is_empty() || c.tls.as_ref().is_some_and(|t| t.wants_write());
+        if want == c.write_interest {
+            return;
+        }
+        let interest = if want { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
+        if self.poll.registry().reregister(&mut c.stream, token, interest).is_ok() {
+            c.write_interest = want;
+        } else {
             self.close(token);
         }
     }
@@ -747,6 +784,12 @@ fn read_plain(c: &mut Conn, buf: &mut [u8]) -> std::io::Result<usize> {
         // The handshake may have something to say.
         write_out(c)?;
     }
+}
+
+/// Replies wait for the client past what we hold for it: plain text
+/// past [`OUT_HIGH_WATER`], or TLS records the socket would not take.
+fn backed_up(c: &Conn) -> bool {
+    c.out.len() >= OUT_HIGH_WATER || c.tls.as_ref().is_some_and(|t| t.wants_write())
 }
 
 /// Write pending output: plain, or through TLS.

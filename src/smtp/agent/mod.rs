@@ -712,8 +712,8 @@ impl Agent {
         };
         let token = Token(self.next_token);
         self.next_token += 1;
-        let interest = Interest::READABLE | Interest::WRITABLE;
-        if let Err(e) = self.poll.registry().register(session.stream(), token, interest) {
+        // Room to write is asked for only when output waits for it.
+        if let Err(e) = self.poll.registry().register(session.stream(), token, Interest::READABLE) {
             return self.session_failed(wait, &relay, &format!("poll: {e}"));
         }
         self.sessions.insert(token, session);
@@ -762,6 +762,26 @@ impl Agent {
                 }
             }
             queue.extend(more);
+        }
+        self.write_interest(token);
+    }
+
+    /// Watch a session's socket for room to write while, and only while,
+    /// output waits for it.
+    fn write_interest(&mut self, token: Token) {
+        let Some(s) = self.sessions.get_mut(&token) else { return };
+        let want = s.wants_write();
+        if want == s.write_interest {
+            return;
+        }
+        let interest = if want { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
+        match self.poll.registry().reregister(s.stream(), token, interest) {
+            Ok(()) => s.write_interest = want,
+            // Left as it was: a session that stalls meets its timer.
+            Err(e) => {
+                let line = format!("{}: poll: {e}", s.relay);
+                self.warn(&line);
+            }
         }
     }
 

@@ -100,6 +100,10 @@ pub struct Session {
     /// bytes bring another event). Saves a read per turn that cannot
     /// succeed.
     readable: bool,
+    /// The poll watches the socket for room to write: only while output
+    /// waits for it (an edge per ACK otherwise wakes the agent for
+    /// nothing). The agent keeps it in step with [`Session::wants_write`].
+    pub write_interest: bool,
 }
 
 impl Session {
@@ -116,6 +120,7 @@ impl Session {
         let timeouts = config.timeouts;
         let mut s = Session {
             readable: true,
+            write_interest: false,
             dest,
             relay,
             stream,
@@ -274,6 +279,14 @@ impl Session {
             }
             let _ = self.stream.shutdown(std::net::Shutdown::Both);
             events.push(Event::Closed);
+        }
+    }
+
+    /// Output waits for room in the socket's send buffer.
+    pub fn wants_write(&self) -> bool {
+        match &self.tls {
+            Tls::Active(t) => t.wants_write() || !self.handshaking && !self.out.is_empty(),
+            Tls::None | Tls::Pending => !self.out.is_empty(),
         }
     }
 

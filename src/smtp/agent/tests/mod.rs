@@ -494,6 +494,30 @@ fn large_message_streams_in_chunks() {
 }
 
 #[test]
+fn output_that_backs_up_goes_on_when_the_server_reads_again() {
+    // More content than the loopback's socket buffers hold, to a server
+    // that reads none of it for a while: the client must be woken when
+    // there is room again (it asks for that only while output waits).
+    let script: Script = Arc::new(|cmd: &str| match cmd {
+        "EHLO client.test" => say("250-mx.test\r\n250-PIPELINING\r\n250 8BITMIME"),
+        "DATA" => Answer::SlowData(String::from("354 go ahead\r\n"), Duration::from_millis(500)),
+        c => mta(&[])(c),
+    });
+    let server = Server::start(1, script);
+    let mut h = Harness::new(conf(), Connect::To(server.addr));
+    let mut body = b"Subject: backed up\r\n\r\n".to_vec();
+    while body.len() < 24 << 20 {
+        body.extend_from_slice(format!("{:076}\r\n", body.len()).as_bytes());
+    }
+    h.deliver(1, &["a@example.net"], &body);
+    assert!(delivered(&h.report(1).1[0]));
+    h.close_sessions();
+    let t = server.transcripts();
+    body.extend_from_slice(b".\r\n");
+    assert!(t[0].data[0] == body, "content differs ({} bytes sent, {} received)", body.len(), t[0].data[0].len());
+}
+
+#[test]
 fn silent_server_times_out_and_defers() {
     let server = Server::start(1, mta(&[("EHLO", "SILENCE")]));
     let mut conf = conf();

@@ -50,6 +50,9 @@ pub enum Answer {
     Implicit,
     /// Say this, then close the connection.
     Last(String),
+    /// The answer to DATA (354...), then a pause before the content is
+    /// read, so that the client's output backs up.
+    SlowData(String, Duration),
 }
 
 pub fn say(s: &str) -> Answer {
@@ -214,7 +217,7 @@ fn serve(stream: Stream, script: &Script, (cert, key): (&str, &str)) -> Transcri
     let mut next = script("CONNECT");
     loop {
         match next {
-            Answer::Say(text) => c.send(&text),
+            Answer::Say(text) | Answer::SlowData(text, _) => c.send(&text),
             Answer::Hangup => return t,
             Answer::Last(text) => {
                 c.send(&text);
@@ -248,10 +251,13 @@ fn serve(stream: Stream, script: &Script, (cert, key): (&str, &str)) -> Transcri
         t.commands.push(cmd.clone());
         next = script(&cmd);
         if cmd.eq_ignore_ascii_case("DATA")
-            && let Answer::Say(text) = &next
+            && let Answer::Say(text) | Answer::SlowData(text, _) = &next
             && text.starts_with("354")
         {
             c.send(text);
+            if let Answer::SlowData(_, pause) = &next {
+                std::thread::sleep(*pause);
+            }
             let mut data = Vec::new();
             loop {
                 let Some(l) = c.line() else { return t };

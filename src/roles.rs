@@ -146,6 +146,7 @@ pub const CHANNELS: &[(Role, Role)] = &[
     (Role::Bounce, Role::Cleanup),
     (Role::Qmgr, Role::Local),
     (Role::Local, Role::Cleanup),
+    (Role::Cleanup, Role::Qmgr),
 ];
 
 /// Whether `a` and `b` may have a channel.

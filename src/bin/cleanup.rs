@@ -32,5 +32,5 @@ fn main() {
             recovery.corrupt.len()
         ));
     }
-    mta::cleanup::serve(token, child, journal, journal_dir)
+    mta::cleanup::serve(token, child, journal, journal_dir, recovery.materialised)
 }

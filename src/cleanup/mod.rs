@@ -25,8 +25,8 @@ use sandbox::Sandboxed;
 
 use crate::child::Child;
 use crate::ipc::Channel;
-use crate::ipc::msg::{CleanupToSmtpd, CommitResult, FromMaster, MessageEnvelope, SmtpdToCleanup};
-use crate::queue::{self, Journal, QueueFile, QueueIdGen, Time};
+use crate::ipc::msg::{CleanupToQmgr, CleanupToSmtpd, CommitResult, FromMaster, MessageEnvelope, SmtpdToCleanup};
+use crate::queue::{self, Journal, QueueFile, QueueId, QueueIdGen, Time};
 use crate::roles::Role;
 use message::HeaderScan;
 
@@ -44,6 +44,11 @@ const IDLE_SLICE: usize = 128;
 /// A backlog above this is written out before more mail is read, so that
 /// the journal's hard bound (which refuses mail) is not reached by load.
 const HIGH_WATER: usize = 64 << 20;
+/// Queue IDs of files written while no qmgr listens, kept to announce
+/// when one does; past this, its listing of incoming/ finds the rest.
+const MAX_UNANNOUNCED: usize = 100_000;
+/// Queue IDs per announcement.
+const ANNOUNCE_PART: usize = 1_000;
 
 /// A message being received.
 struct Pending {
@@ -77,10 +82,21 @@ struct Cleanup {
     in_flight: usize,
     space_ok: bool,
     last_space_check: Instant,
+    /// The channel on which qmgr hears of each queue file written (it
+    /// sends nothing; its token tells its close).
+    qmgr: Option<(Token, Channel)>,
+    /// Queue files written while qmgr was not listening.
+    unannounced: Vec<QueueId>,
 }
 
 /// Serve until master says stop.
-pub fn serve(_token: Sandboxed, mut child: Child, journal: Journal, journal_dir: OwnedFd) -> ! {
+pub fn serve(
+    _token: Sandboxed,
+    mut child: Child,
+    journal: Journal,
+    journal_dir: OwnedFd,
+    recovered: Vec<QueueId>,
+) -> ! {
     let poll = Poll::new().unwrap_or_else(|e| crate::child::die(Role::Cleanup, &format!("poll: {e}")));
     let raw = child.master.as_raw_fd();
     if let Err(e) = poll.registry().register(&mut SourceFd(&raw), MASTER, Interest::READABLE) {
@@ -98,6 +114,8 @@ pub fn serve(_token: Sandboxed, mut child: Child, journal: Journal, journal_dir:
         in_flight: 0,
         space_ok: true,
         last_space_check: Instant::now() - SPACE_CHECK,
+        qmgr: None,
+        unannounced: recovered,
     };
     let mut events = Events::with_capacity(256);
     // Log records and verdicts go once per turn.
@@ -120,6 +138,7 @@ pub fn serve(_token: Sandboxed, mut child: Child, journal: Journal, journal_dir:
         for ev in events.iter() {
             match ev.token() {
                 MASTER => c.master_readable(),
+                t if c.qmgr.as_ref().is_some_and(|(q, _)| *q == t) => c.qmgr_event(t, ev.is_readable()),
                 t => c.peer_event(t, ev.is_readable()),
             }
         }
@@ -153,6 +172,23 @@ impl Cleanup {
                     self.peers.insert(token, Peer { role, chan, txns: HashMap::new() });
                     self.child.debug(&format!("channel to {} pid {pid}", role.name()));
                 }
+                Ok(Some((FromMaster::Peer { role: Role::Qmgr, pid }, fds))) => {
+                    let chan = self.child.peer_channel(Role::Qmgr, fds);
+                    if let Some((old, _)) = self.qmgr.take() {
+                        self.drop_qmgr(old);
+                    }
+                    let token = Token(self.next_token);
+                    self.next_token += 1;
+                    let raw = chan.as_raw_fd();
+                    let interest = Interest::READABLE | Interest::WRITABLE;
+                    if let Err(e) = self.poll.registry().register(&mut SourceFd(&raw), token, interest) {
+                        self.child.fatal(&format!("registering the qmgr channel: {e}"));
+                    }
+                    self.qmgr = Some((token, chan));
+                    self.child.debug(&format!("channel to qmgr pid {pid}"));
+                    let waiting = std::mem::take(&mut self.unannounced);
+                    self.announce(waiting);
+                }
                 Ok(Some((FromMaster::Stop, _))) => self.stop(),
                 Ok(Some((m, _))) => self.child.fatal(&format!("unexpected message from master: {m:?}")),
                 Err(crate::ipc::Error::Closed) => self.stop(),
@@ -166,7 +202,10 @@ impl Cleanup {
         self.commit();
         if let Some(journal) = self.journal.take() {
             match journal.close() {
-                Ok(ids) => self.child.debug(&format!("stopped; {} queue files written at close", ids.len())),
+                Ok(ids) => {
+                    self.child.debug(&format!("stopped; {} queue files written at close", ids.len()));
+                    self.announce(ids);
+                }
                 Err(e) => self.child.warn(&format!("closing the journal: {e}; it will be recovered at start")),
             }
         }
@@ -201,6 +240,57 @@ impl Cleanup {
             self.peers.iter_mut().filter_map(|(t, p)| p.chan.flush().is_err().then_some(*t)).collect();
         for t in failed {
             self.drop_peer(t);
+        }
+    }
+
+    /// Tell qmgr of queue files now in incoming/; kept (up to a bound)
+    /// while it is not there.
+    fn announce(&mut self, ids: Vec<QueueId>) {
+        if ids.is_empty() {
+            return;
+        }
+        let Some((token, chan)) = self.qmgr.as_mut() else {
+            if self.unannounced.len() + ids.len() <= MAX_UNANNOUNCED {
+                self.unannounced.extend(ids);
+            }
+            return;
+        };
+        let token = *token;
+        for part in ids.chunks(ANNOUNCE_PART) {
+            let m = CleanupToQmgr::Queued { ids: part.iter().map(ToString::to_string).collect() };
+            if chan.send(&m, &[]).is_err() {
+                // Its listing of incoming/ when it comes back finds them.
+                return self.drop_qmgr(token);
+            }
+        }
+        if chan.flush().is_err() {
+            self.drop_qmgr(token);
+        }
+    }
+
+    fn drop_qmgr(&mut self, token: Token) {
+        if let Some((t, chan)) = self.qmgr.take() {
+            if t != token {
+                self.qmgr = Some((t, chan));
+                return;
+            }
+            let raw = chan.as_raw_fd();
+            let _ = self.poll.registry().deregister(&mut SourceFd(&raw));
+        }
+    }
+
+    /// qmgr's channel: it sends nothing; readable means closed (or a
+    /// protocol fault: dropped as well), writable that what waits may go.
+    fn qmgr_event(&mut self, token: Token, readable: bool) {
+        let Some((_, chan)) = self.qmgr.as_mut() else { return };
+        if readable {
+            match chan.recv::<CleanupToQmgr>() {
+                Ok(None) => {}
+                Ok(Some(_)) | Err(_) => return self.drop_qmgr(token),
+            }
+        }
+        if chan.flush().is_err() {
+            self.drop_qmgr(token);
         }
     }
 
@@ -366,6 +456,7 @@ impl Cleanup {
         if let Err(e) = r {
             self.child.warn(&format!("writing queue files: {e} (they are safe in the journal)"));
         }
+        self.announce(ids);
     }
 
     fn reply(&mut self, token: Token, txn: u64, result: CommitResult) {

@@ -531,6 +531,13 @@ pub enum BounceToQmgr {
     Done { req: u64, result: Result<Vec<String>, String> },
 }
 
+/// cleanup → qmgr: queue files now in incoming/ (their queue IDs), so
+/// that qmgr need not list the directory to find them.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub enum CleanupToQmgr {
+    Queued { ids: Vec<String> },
+}
+
 /// local → one of its mailbox delivery workers (`local deliver`, on the
 /// socket pair at the worker's descriptor 3): deliver the message of the
 /// queue file that travels with it (read-only) to the worker's mailbox.

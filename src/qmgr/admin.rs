@@ -66,7 +66,7 @@ impl Qmgr {
         let text = match (op, dir) {
             (AdminOp::Hold, Dir::Hold) => return Err(format!("{id}: already on hold")),
             (AdminOp::Hold, from) => {
-                self.release_from(&id, from);
+                self.release_from(&id);
                 moved(self.store.rename(&id, from, Dir::Hold))?;
                 format!("{id}: put on hold")
             }
@@ -80,13 +80,13 @@ impl Qmgr {
             (AdminOp::Requeue, Dir::Active) => return Err(format!("{id}: being delivered now")),
             (AdminOp::Requeue, Dir::Incoming) => return Err(format!("{id}: already waiting for delivery")),
             (AdminOp::Requeue, from) => {
-                self.release_from(&id, from);
+                self.release_from(&id);
                 moved(self.store.rename(&id, from, Dir::Incoming))?;
                 self.incoming_dirty = true;
                 format!("{id}: requeued")
             }
             (AdminOp::Delete, from) => {
-                self.release_from(&id, from);
+                self.release_from(&id);
                 self.store.remove(from, &id).map_err(|e| format!("{id}: {e}"))?;
                 format!("{id}: deleted")
             }
@@ -96,10 +96,10 @@ impl Qmgr {
     }
 
     /// Take `id` out of the scheduler and the shell's tables before it
-    /// leaves `from`.
-    fn release_from(&mut self, id: &QueueId, from: Dir) {
+    /// leaves its directory.
+    fn release_from(&mut self, id: &QueueId) {
         self.sched.drop_message(id);
-        if from == Dir::Incoming {
+        if self.incoming_set.remove(id) {
             self.incoming.retain(|x| x != id);
         }
         if let Some(m) = self.remove_active(id)

@@ -32,8 +32,8 @@ use sandbox::Sandboxed;
 use crate::child::Child;
 use crate::ipc::Channel;
 use crate::ipc::msg::{
-    BounceToQmgr, ControlToQmgr, Delivery, FromMaster, NexthopSpec, NoticeRequest, Protocol, QmgrToBounce,
-    QmgrToControl, QmgrToSmtp, RecipientStatus, SiteReport, SmtpToQmgr, Target,
+    BounceToQmgr, CleanupToQmgr, ControlToQmgr, Delivery, FromMaster, NexthopSpec, NoticeRequest, Protocol,
+    QmgrToBounce, QmgrToControl, QmgrToSmtp, RecipientStatus, SiteReport, SmtpToQmgr, Target,
 };
 use crate::pickup::watch::{Wakeup, Watch};
 use crate::queue::{QueueEnvelope, QueueId, Time, update_status_at};
@@ -109,6 +109,8 @@ enum PeerKind {
     Bounce,
     /// The local delivery agent: the same protocol as smtp.
     Local,
+    /// A cleanup: names the queue files it writes to incoming/.
+    Cleanup,
 }
 
 struct Peer {
@@ -157,8 +159,10 @@ pub struct Qmgr {
     /// How many of the active messages keep their file open.
     kept_files: usize,
     running: HashMap<JobId, Running>,
-    /// incoming/ names read and not yet admitted.
+    /// incoming/ names read or announced and not yet admitted.
     incoming: VecDeque<QueueId>,
+    /// The same names, to take each once.
+    incoming_set: HashSet<QueueId>,
     /// incoming/ must be listed again.
     incoming_dirty: bool,
     last_incoming_scan: Instant,
@@ -211,6 +215,7 @@ pub fn serve(_token: Sandboxed, mut child: Child, watch: std::io::Result<Watch>)
         kept_files: 0,
         running: HashMap::new(),
         incoming: VecDeque::new(),
+        incoming_set: HashSet::new(),
         incoming_dirty: true,
         last_incoming_scan: Instant::now(),
         notices: HashMap::new(),
@@ -333,7 +338,10 @@ impl Qmgr {
         if let Some((at, _)) = self.retries.first() {
             t = t.min(at.saturating_duration_since(Instant::now()));
         }
-        if !self.incoming.is_empty() {
+        // Names wait and there is room for them: go on at once (with no
+        // room, a delivery's end makes some and wakes us).
+        let room = self.sched.room();
+        if !self.incoming.is_empty() && room.messages > 0 && room.recipients > 0 {
             t = Duration::ZERO;
         }
         t
@@ -349,6 +357,7 @@ impl Qmgr {
                         Role::Smtp => PeerKind::Smtp,
                         Role::Bounce => PeerKind::Bounce,
                         Role::Local => PeerKind::Local,
+                        Role::Cleanup => PeerKind::Cleanup,
                         other => self.child.fatal(&format!("master sent a channel to {}", other.name())),
                     };
                     let chan = self.child.peer_channel(role, fds);
@@ -376,7 +385,8 @@ impl Qmgr {
             .iter()
             .filter(|(_, p)| {
                 p.kind == kind
-                    && (kind == PeerKind::Bounce || (matches!(kind, PeerKind::Smtp | PeerKind::Local) && p.pid == pid))
+                    && (kind == PeerKind::Bounce
+                        || (matches!(kind, PeerKind::Smtp | PeerKind::Local | PeerKind::Cleanup) && p.pid == pid))
             })
             .map(|(t, _)| *t)
             .collect();
@@ -393,6 +403,10 @@ impl Qmgr {
         }
         self.peers.insert(token, Peer { kind, pid, chan, jobs: HashSet::new() });
         self.child.debug(&format!("channel to {kind:?} pid {pid}"));
+        if kind == PeerKind::Cleanup {
+            // What it wrote before the channel was there: one look.
+            self.incoming_dirty = true;
+        }
         if kind == PeerKind::Bounce {
             // Notices waiting for bounce go now.
             let waiting: Vec<QueueId> = std::mem::take(&mut self.retries).into_iter().map(|(_, id)| id).collect();
@@ -418,6 +432,10 @@ impl Qmgr {
                 }
             }
         }
+        if p.kind == PeerKind::Cleanup {
+            // It may have written files it could not name: one look.
+            self.incoming_dirty = true;
+        }
         if p.kind == PeerKind::Bounce {
             let lost: Vec<u64> = self.notices.keys().copied().collect();
             for req in lost {
@@ -439,6 +457,9 @@ impl Qmgr {
         let Some(w) = self.watch.as_mut() else { return };
         match w.drain() {
             Wakeup::Nothing => {}
+            // While a cleanup names what it writes, the watch is only
+            // drained (cleanup is the one writer of incoming/).
+            Wakeup::Scan if self.peers.values().any(|p| p.kind == PeerKind::Cleanup) => {}
             Wakeup::Scan => self.incoming_dirty = true,
             Wakeup::Lost(why) => {
                 if let Some(w) = self.watch.take() {
@@ -476,6 +497,25 @@ impl Qmgr {
                     Err(crate::ipc::Error::Closed) => return self.drop_peer(token, "closed"),
                     // The agent is at fault: its jobs are retried.
                     Err(e) => return self.drop_peer(token, &format!("delivery agent channel: {e}")),
+                },
+                PeerKind::Cleanup => match p.chan.recv::<CleanupToQmgr>() {
+                    Ok(None) => return,
+                    Ok(Some((CleanupToQmgr::Queued { ids }, fds))) => {
+                        if !fds.is_empty() {
+                            self.child.fatal("cleanup sent descriptors");
+                        }
+                        for name in ids {
+                            match QueueId::parse(&name) {
+                                Some(id) => self.queue_incoming(id),
+                                None => {
+                                    let name = crate::log::sanitize(&name, 64);
+                                    self.child.warn(&format!("cleanup named `{name}`, not a queue ID"));
+                                }
+                            }
+                        }
+                    }
+                    Err(crate::ipc::Error::Closed) => return self.drop_peer(token, "closed"),
+                    Err(e) => return self.drop_peer(token, &format!("cleanup channel: {e}")),
                 },
                 PeerKind::Bounce => match p.chan.recv::<BounceToQmgr>() {
                     Ok(None) => return,
@@ -542,7 +582,9 @@ impl Qmgr {
                         if ids.len() >= INCOMING_BATCH {
                             self.incoming_dirty = true;
                         }
-                        self.incoming.extend(ids);
+                        for id in ids {
+                            self.queue_incoming(id);
+                        }
                         for name in junk {
                             match self.store.to_corrupt(Dir::Incoming, &name) {
                                 Ok(to) => self
@@ -561,9 +603,17 @@ impl Qmgr {
                 None => return,
                 Some(Admit::Incoming) => {
                     let Some(id) = self.incoming.pop_front() else { return };
-                    self.take(id, Dir::Incoming, Origin::Incoming, now);
+                    self.incoming_set.remove(&id);
+                    if !self.take(id, Dir::Incoming, Origin::Incoming, now) {
+                        // No room for it yet: first in line next turn.
+                        self.incoming_set.insert(id);
+                        self.incoming.push_front(id);
+                        return;
+                    }
                 }
-                Some(Admit::Deferred(id)) => self.take(id, Dir::Deferred, Origin::Deferred, now),
+                Some(Admit::Deferred(id)) => {
+                    self.take(id, Dir::Deferred, Origin::Deferred, now);
+                }
             }
         }
     }
@@ -575,28 +625,43 @@ impl Qmgr {
         Some(m)
     }
 
-    /// Move message `id` from `from` to active/ and hand it to the scheduler.
-    fn take(&mut self, id: QueueId, from: Dir, origin: Origin, now: Time) {
+    /// Queue an incoming/ name for admission, once (a message already in
+    /// the active queue is not taken again).
+    fn queue_incoming(&mut self, id: QueueId) {
+        if !self.active.contains_key(&id) && self.incoming_set.insert(id) {
+            self.incoming.push_back(id);
+        }
+    }
+
+    /// Move message `id` from `from` to active/ and hand it to the
+    /// scheduler. False: no room for it in the active queue now (it waits
+    /// where it is).
+    fn take(&mut self, id: QueueId, from: Dir, origin: Origin, now: Time) -> bool {
         let file = match self.store.open(from, &id, false) {
             Ok(f) => f,
-            Err(p) => return self.unusable(&id, from, p),
+            Err(p) => {
+                self.unusable(&id, from, p);
+                return true;
+            }
         };
         let env = match store::read(&file, &id) {
             Ok(e) => e,
-            Err(p) => return self.unusable(&id, from, p),
+            Err(p) => {
+                self.unusable(&id, from, p);
+                return true;
+            }
         };
         let actions = match self.sched.add_message(id, &env.envelope, &env.recipients, origin, now) {
             Ok(a) => a,
             Err(schedule::Error::NoRoom(_)) => {
-                // It waits where it is; incoming/ is looked at again later.
                 if from == Dir::Deferred {
                     self.sched.deferred_found(id, now);
                 }
-                return;
+                return false;
             }
             Err(e) => {
                 self.child.warn(&format!("{id}: {e}"));
-                return;
+                return true;
             }
         };
         if let Err(p) = self.store.rename(&id, from, Dir::Active) {
@@ -604,7 +669,7 @@ impl Qmgr {
             if !matches!(p, Problem::Gone) {
                 self.child.warn(&format!("{id}: cannot move it to active/: {p}"));
             }
-            return;
+            return true;
         }
         if from == Dir::Incoming {
             let n = env.recipients.len();
@@ -618,6 +683,7 @@ impl Qmgr {
             Active { env, origin, active_at: now, pending: VecDeque::new(), notice: None, retry_at: None, file },
         );
         self.apply(actions);
+        true
     }
 
     /// A file that could not be taken: gone, unreadable now, or corrupt.

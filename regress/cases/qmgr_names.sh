@@ -1,0 +1,45 @@
+# qmgr learns of new mail from cleanup, which names each queue file it
+# writes to incoming/: an strace of qmgr while 60 messages arrive shows
+# it taking every one without listing incoming/ for them (a qmgr that
+# looked at the directory on each wakeup would list it again and again).
+# When cleanup is restarted, qmgr looks once, and mail still flows.
+. ./lib.sh
+is_root || { note "skipped: strace needs root to attach"; exit 0; }
+command -v strace >/dev/null || fail "strace is not installed"
+write_conf
+start_master
+wait_log "channel to qmgr pid" 10 || true
+qm=$(child_pid qmgr)
+sleep 1
+strace -qq -y -e trace=getdents64,openat -o "$W/trace" -p "$qm" &
+ST=$!
+sleep 1
+send() {
+	python3 - "$PORT" "$1" <<'PY' || fail "sending"
+import smtplib, sys, threading
+def run(k):
+    for i in range(20):
+        with smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=10) as s:
+            s.sendmail("t@remote.example", ["root@localhost"], b"Subject: %s %d %d\r\n\r\nbody\r\n" % (sys.argv[2].encode(), k, i))
+ts = [threading.Thread(target=run, args=(k,)) for k in range(3)]
+[t.start() for t in ts]; [t.join() for t in ts]
+PY
+}
+active() { [ "$(grep -c '(queue active)' "$LOG")" -ge "$1" ]; }
+send first
+wait_for 30 active 60 || fail "qmgr took $(grep -c '(queue active)' "$LOG") of 60 messages"
+kill -INT $ST; wait $ST 2>/dev/null || true
+taken=$(grep -c 'openat(.*</.*/incoming>, "[0-9A-Z]*"' "$W/trace" || true)
+lists=$(grep -c 'getdents64(.*/incoming>' "$W/trace" || true)
+note "qmgr opened $taken new queue files and listed incoming/ $lists times"
+[ "$taken" -ge 60 ] || fail "the trace shows $taken of the 60 files opened"
+[ "$lists" -le 4 ] || fail "qmgr listed incoming/ $lists times for 60 messages"
+# A new cleanup: qmgr looks once, and the next mail is taken as before.
+cl=$(child_pid cleanup)
+kill -KILL "$cl"
+new_cleanup() { p=$(child_pid cleanup); [ -n "$p" ] && [ "$p" != "$cl" ]; }
+wait_for 20 new_cleanup || fail "cleanup was not started again"
+sleep 1
+send second
+wait_for 30 active 120 || fail "after cleanup's restart qmgr took $(grep -c '(queue active)' "$LOG") of 120 messages"
+exit 0

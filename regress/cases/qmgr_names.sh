@@ -1,7 +1,9 @@
 # qmgr learns of new mail from cleanup, which names each queue file it
 # writes to incoming/: an strace of qmgr while 60 messages arrive shows
 # it taking every one without listing incoming/ for them (a qmgr that
-# looked at the directory on each wakeup would list it again and again).
+# looked at the directory on each wakeup would list it again and again),
+# and leaving each file in incoming/ for its first attempt (no rename to
+# active/).
 # When cleanup is restarted, qmgr looks once, and mail still flows.
 . ./lib.sh
 is_root || { note "skipped: strace needs root to attach"; exit 0; }
@@ -11,7 +13,7 @@ start_master
 wait_log "channel to qmgr pid" 10 || true
 qm=$(child_pid qmgr)
 sleep 1
-strace -qq -y -e trace=getdents64,openat -o "$W/trace" -p "$qm" &
+strace -qq -y -e trace=getdents64,openat,rename,renameat,renameat2 -o "$W/trace" -p "$qm" &
 ST=$!
 sleep 1
 send() {
@@ -31,9 +33,11 @@ wait_for 30 active 60 || fail "qmgr took $(grep -c '(queue active)' "$LOG") of 6
 kill -INT $ST; wait $ST 2>/dev/null || true
 taken=$(grep -c 'openat(.*</.*/incoming>, "[0-9A-Z]*"' "$W/trace" || true)
 lists=$(grep -c 'getdents64(.*/incoming>' "$W/trace" || true)
-note "qmgr opened $taken new queue files and listed incoming/ $lists times"
+note "qmgr opened $taken new queue files, listed incoming/ $lists times"
 [ "$taken" -ge 60 ] || fail "the trace shows $taken of the 60 files opened"
 [ "$lists" -le 4 ] || fail "qmgr listed incoming/ $lists times for 60 messages"
+moves=$(grep -c 'rename.*/active>' "$W/trace" || true)
+[ "$moves" -eq 0 ] || fail "qmgr moved $moves files to active/ for their first attempt"
 # A new cleanup: qmgr looks once, and the next mail is taken as before.
 cl=$(child_pid cleanup)
 kill -KILL "$cl"

@@ -37,14 +37,17 @@ impl Qmgr {
         self.send_to(token, &QmgrToControl::Done { id, result: reply }, &[]);
     }
 
-    fn find(&self, queue_id: &str) -> Result<(QueueId, Dir), String> {
+    /// The message, the queue it is in (active while the scheduler has
+    /// it, wherever its file is), and the directory of its file.
+    fn find(&self, queue_id: &str) -> Result<(QueueId, Dir, Dir), String> {
         let id = QueueId::parse(queue_id).ok_or_else(|| format!("`{queue_id}` is not a queue ID"))?;
         let dir = self.store.find(&id).ok_or_else(|| format!("{id}: no such message in the queue"))?;
-        Ok((id, dir))
+        let queue = if self.active.contains_key(&id) { Dir::Active } else { dir };
+        Ok((id, queue, dir))
     }
 
     fn show(&mut self, queue_id: &str) -> Result<MessageDetail, String> {
-        let (id, dir) = self.find(queue_id)?;
+        let (id, queue, dir) = self.find(queue_id)?;
         let file = self.store.open(dir, &id, false).map_err(|p| format!("{id}: {p}"))?;
         let q = super::store::read(&file, &id).map_err(|p| format!("{id}: {p}"))?;
         let range = q.content_range();
@@ -56,16 +59,16 @@ impl Qmgr {
             // No end of the header within the bound: up to the last line end.
             None => buf[..memchr::memmem::rfind(&buf, b"\r\n").map_or(0, |i| i + 2)].to_vec(),
         };
-        Ok(detail(dir, &q, headers))
+        Ok(detail(queue, &q, headers))
     }
 
     fn operate(&mut self, op: AdminOp, queue_id: &str) -> Result<String, String> {
-        let (id, dir) = self.find(queue_id)?;
+        let (id, queue, from) = self.find(queue_id)?;
         let now = Time::now();
         let moved = |r: Result<(), Problem>| r.map_err(|p| format!("{id}: {p}"));
-        let text = match (op, dir) {
+        let text = match (op, queue) {
             (AdminOp::Hold, Dir::Hold) => return Err(format!("{id}: already on hold")),
-            (AdminOp::Hold, from) => {
+            (AdminOp::Hold, _) => {
                 self.release_from(&id);
                 moved(self.store.rename(&id, from, Dir::Hold))?;
                 format!("{id}: put on hold")
@@ -79,13 +82,13 @@ impl Qmgr {
             (AdminOp::Release, _) => return Err(format!("{id}: not on hold")),
             (AdminOp::Requeue, Dir::Active) => return Err(format!("{id}: being delivered now")),
             (AdminOp::Requeue, Dir::Incoming) => return Err(format!("{id}: already waiting for delivery")),
-            (AdminOp::Requeue, from) => {
+            (AdminOp::Requeue, _) => {
                 self.release_from(&id);
                 moved(self.store.rename(&id, from, Dir::Incoming))?;
                 self.incoming_dirty = true;
                 format!("{id}: requeued")
             }
-            (AdminOp::Delete, from) => {
+            (AdminOp::Delete, _) => {
                 self.release_from(&id);
                 self.store.remove(from, &id).map_err(|e| format!("{id}: {e}"))?;
                 format!("{id}: deleted")
@@ -102,6 +105,7 @@ impl Qmgr {
         if self.incoming_set.remove(id) {
             self.incoming.retain(|x| x != id);
         }
+        self.stuck.remove(id);
         if let Some(m) = self.remove_active(id)
             && let Some(req) = m.notice
         {

@@ -123,6 +123,10 @@ struct Peer {
 
 /// A message in the active queue, as the shell keeps it.
 struct Active {
+    /// Where its file is: incoming/ when it came from there (a message
+    /// is not moved for its first attempt), active/ when it came from
+    /// deferred/.
+    dir: Dir,
     env: QueueEnvelope,
     origin: Origin,
     active_at: Time,
@@ -140,6 +144,9 @@ struct Active {
 /// Most queue files kept open between taking a message and its first
 /// delivery.
 const KEPT_FILES: usize = 64;
+
+/// Most messages remembered as stuck (beyond, one may be taken again).
+const MAX_STUCK: usize = 10_000;
 
 /// What a job was for, to match its report.
 struct Running {
@@ -163,6 +170,9 @@ pub struct Qmgr {
     incoming: VecDeque<QueueId>,
     /// The same names, to take each once.
     incoming_set: HashSet<QueueId>,
+    /// Messages whose file could not be removed or deferred (see
+    /// [`Qmgr::stuck`]).
+    stuck: HashSet<QueueId>,
     /// incoming/ must be listed again.
     incoming_dirty: bool,
     last_incoming_scan: Instant,
@@ -216,6 +226,7 @@ pub fn serve(_token: Sandboxed, mut child: Child, watch: std::io::Result<Watch>)
         running: HashMap::new(),
         incoming: VecDeque::new(),
         incoming_set: HashSet::new(),
+        stuck: HashSet::new(),
         incoming_dirty: true,
         last_incoming_scan: Instant::now(),
         notices: HashMap::new(),
@@ -577,9 +588,12 @@ impl Qmgr {
             if self.incoming.is_empty() && self.incoming_dirty {
                 self.incoming_dirty = false;
                 self.last_incoming_scan = Instant::now();
-                match self.store.list_incoming(INCOMING_BATCH) {
+                // Active messages stay in incoming/: they are listed too
+                // (and skipped), so they do not count toward the batch.
+                let max = INCOMING_BATCH + self.active.len() + self.stuck.len();
+                match self.store.list_incoming(max) {
                     Ok((ids, junk)) => {
-                        if ids.len() >= INCOMING_BATCH {
+                        if ids.len() >= max {
                             self.incoming_dirty = true;
                         }
                         for id in ids {
@@ -628,7 +642,7 @@ impl Qmgr {
     /// Queue an incoming/ name for admission, once (a message already in
     /// the active queue is not taken again).
     fn queue_incoming(&mut self, id: QueueId) {
-        if !self.active.contains_key(&id) && self.incoming_set.insert(id) {
+        if !self.active.contains_key(&id) && !self.stuck.contains(&id) && self.incoming_set.insert(id) {
             self.incoming.push_back(id);
         }
     }
@@ -664,7 +678,13 @@ impl Qmgr {
                 return true;
             }
         };
-        if let Err(p) = self.store.rename(&id, from, Dir::Active) {
+        // A new message stays in incoming/ (cleanup names new files to
+        // us, and listings skip the active ones): a rename saved. One
+        // from deferred/ leaves it for active/, out of the deferred scan.
+        let dir = if from == Dir::Incoming { Dir::Incoming } else { Dir::Active };
+        if dir != from
+            && let Err(p) = self.store.rename(&id, from, dir)
+        {
             self.sched.drop_message(&id);
             if !matches!(p, Problem::Gone) {
                 self.child.warn(&format!("{id}: cannot move it to active/: {p}"));
@@ -680,7 +700,7 @@ impl Qmgr {
         self.kept_files += usize::from(file.is_some());
         self.active.insert(
             id,
-            Active { env, origin, active_at: now, pending: VecDeque::new(), notice: None, retry_at: None, file },
+            Active { dir, env, origin, active_at: now, pending: VecDeque::new(), notice: None, retry_at: None, file },
         );
         self.apply(actions);
         true
@@ -742,8 +762,9 @@ impl Qmgr {
         let Some(a) = self.active.get_mut(&job.message) else { return fail(self, "message not in the active queue") };
         let active_at = (a.active_at.secs, a.active_at.micros);
         let kept = a.file.take();
+        let dir = a.dir;
         self.kept_files -= usize::from(kept.is_some());
-        let file = match kept.map_or_else(|| self.store.open(Dir::Active, &job.message, false), Ok) {
+        let file = match kept.map_or_else(|| self.store.open(dir, &job.message, false), Ok) {
             Ok(f) => f,
             Err(p) => {
                 let why = format!("cannot open the queue file: {p}");
@@ -892,7 +913,7 @@ impl Qmgr {
                         continue;
                     }
                     if file.is_none() {
-                        match self.store.open(Dir::Active, &id, true) {
+                        match self.store.open(m.dir, &id, true) {
                             Ok(f) => file = Some(f),
                             Err(p) => {
                                 self.child.warn(&format!("{id}: cannot open to record a status: {p}"));
@@ -939,7 +960,8 @@ impl Qmgr {
 
     fn load_more(&mut self, id: QueueId) {
         let now = Time::now();
-        let env = match self.store.open(Dir::Active, &id, false).and_then(|f| store::read(&f, &id)) {
+        let Some(dir) = self.active.get(&id).map(|m| m.dir) else { return };
+        let env = match self.store.open(dir, &id, false).and_then(|f| store::read(&f, &id)) {
             Ok(e) => e,
             Err(p) => {
                 self.child.warn(&format!("{id}: cannot read it again for more recipients: {p}"));
@@ -958,20 +980,32 @@ impl Qmgr {
     }
 
     fn finish(&mut self, id: QueueId, fate: Fate) {
-        let Some(_m) = self.remove_active(&id) else { return };
+        let Some(m) = self.remove_active(&id) else { return };
+        let dir = m.dir;
         match fate {
-            Fate::Remove => match self.store.remove(Dir::Active, &id) {
+            Fate::Remove => match self.store.remove(dir, &id) {
                 Ok(_) => self.child.info(&format!("{id}: removed")),
-                Err(e) => self.child.warn(&format!("{id}: cannot remove it from active/: {e}")),
+                Err(e) => {
+                    self.child.warn(&format!("{id}: cannot remove it from {}/: {e}", dir.name()));
+                    self.stuck(id);
+                }
             },
             Fate::Defer { until, .. } => {
-                if let Err(p) = self.store.defer(&id, until) {
-                    // It stays in active/ and goes back to incoming/ at
-                    // the next start; forget it for now.
+                if let Err(p) = self.store.defer(&id, dir, until) {
                     self.child.warn(&format!("{id}: cannot move it to deferred/: {p}"));
                     self.sched.forget_deferred(&id);
+                    self.stuck(id);
                 }
             }
+        }
+    }
+
+    /// A message whose file could not be removed or deferred: it is taken
+    /// again at the next start (not by a listing of incoming/ meanwhile,
+    /// which would deliver it again and again).
+    fn stuck(&mut self, id: QueueId) {
+        if self.stuck.len() < MAX_STUCK {
+            self.stuck.insert(id);
         }
     }
 
@@ -980,7 +1014,8 @@ impl Qmgr {
     fn ask_bounce(&mut self, id: QueueId, notices: &schedule::Notices) {
         let bounce = self.peers.iter().find(|(_, p)| p.kind == PeerKind::Bounce).map(|(t, _)| *t);
         let Some(token) = bounce else { return self.retry_later(id, NOTICE_WAIT) };
-        let file = match self.store.open(Dir::Active, &id, false) {
+        let dir = self.active.get(&id).map_or(Dir::Active, |m| m.dir);
+        let file = match self.store.open(dir, &id, false) {
             Ok(f) => f,
             Err(p) => {
                 self.child.warn(&format!("{id}: cannot open it for bounce: {p}"));
@@ -1067,8 +1102,13 @@ impl Qmgr {
                     &self.store.hold,
                     &self.store.corrupt,
                 ];
+                // Active messages whose files stay in incoming/ count as
+                // active.
+                let moved = self.active.values().filter(|m| m.dir == Dir::Incoming).count() as u64;
                 for (name, fd) in QUEUE_DIRS.iter().zip(fds) {
                     match count_entries(fd) {
+                        Ok(n) if *name == "incoming" => counts.push((name.to_string(), n.saturating_sub(moved))),
+                        Ok(n) if *name == "active" => counts.push((name.to_string(), n + moved)),
                         Ok(n) => counts.push((name.to_string(), n)),
                         Err(e) => errors.push(format!("counting {name}: {e}")),
                     }
@@ -1092,6 +1132,13 @@ impl Qmgr {
             entries.extend(s.entries);
             problems.extend(s.moved_to_corrupt);
             problems.extend(s.errors);
+        }
+        // A message in the scheduler's hands is active, wherever its file.
+        for e in &mut entries {
+            if e.queue == Dir::Incoming.name() && QueueId::parse(&e.id).is_some_and(|id| self.active.contains_key(&id))
+            {
+                e.queue = Dir::Active.name().to_string();
+            }
         }
         for p in problems {
             self.child.warn(&p);

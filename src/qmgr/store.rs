@@ -265,13 +265,14 @@ impl Store {
         }
     }
 
-    /// Defer `id` (in active/) until `until`: date it and move it to its
-    /// subfolder of deferred/.
-    pub fn defer(&self, id: &QueueId, until: Time) -> Result<(), Problem> {
-        let file = self.open(Dir::Active, id, false)?;
+    /// Defer `id` (in `from`: active/, or incoming/ after its first
+    /// attempt) until `until`: date it and move it to its subfolder of
+    /// deferred/.
+    pub fn defer(&self, id: &QueueId, from: Dir, until: Time) -> Result<(), Problem> {
+        let file = self.open(from, id, false)?;
         let t = TimeSpec::new(until.secs, 0);
         futimens(file.as_fd(), &t, &t).map_err(Problem::from)?;
-        self.rename(id, Dir::Active, Dir::Deferred)
+        self.rename(id, from, Dir::Deferred)
     }
 
     /// Date a file in deferred/ due now (flush), so a restart finds it due.
@@ -323,7 +324,7 @@ mod tests {
     fn defer_dates_and_hashes_and_a_scan_finds_it() {
         let (d, s) = spool("defer");
         let id = message(&d, "active");
-        s.defer(&id, Time { secs: 2_000_000_000, micros: 0 }).unwrap();
+        s.defer(&id, Dir::Active, Time { secs: 2_000_000_000, micros: 0 }).unwrap();
         assert!(d.join("deferred").join(deferred_subdir(&id)).join(id.as_str()).is_file());
         assert_eq!(s.find(&id), Some(Dir::Deferred));
         let mut found = Vec::new();

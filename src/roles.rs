@@ -183,6 +183,9 @@ pub enum Operation {
     /// Set the times of files beneath a directory (qmgr dates a deferred
     /// message's next attempt in its mtime).
     SetTimes(RawFd),
+    /// Change the mode of files beneath a directory (cleanup marks a
+    /// queue file complete by its mode).
+    SetModes(RawFd),
     /// Look users up and start each delivery as its recipient: fork,
     /// exec, change ids, open paths anywhere (local's root parent).
     DeliverAsUsers,
@@ -221,11 +224,14 @@ pub fn operations(role: Role, layout: &Layout) -> Vec<Operation> {
             ops.push(Operation::ReadFile(FIRST_ROLE_FD + n));
         }
         Role::Cleanup => {
-            for (i, (_, write)) in CLEANUP_DIRS.iter().enumerate() {
+            for (i, (dir, write)) in CLEANUP_DIRS.iter().enumerate() {
                 let fd = FIRST_ROLE_FD + i as RawFd;
                 ops.push(Operation::List(fd));
                 if *write {
                     ops.push(Operation::Modify(fd));
+                }
+                if *dir == "incoming" {
+                    ops.push(Operation::SetModes(fd));
                 }
             }
         }
@@ -261,6 +267,7 @@ pub fn policy(role: Role, layout: &Layout) -> Policy {
                     access: DirAccess::ReadWrite,
                     watch: *dir == "incoming",
                     times: matches!(*dir, "active" | "deferred"),
+                    modes: false,
                 });
             }
         }
@@ -316,6 +323,8 @@ pub fn policy(role: Role, layout: &Layout) -> Policy {
                     access,
                     watch: false,
                     times: false,
+                    // A queue file is marked complete by its mode.
+                    modes: *dir == "incoming",
                 });
             }
         }
@@ -329,6 +338,7 @@ pub fn policy(role: Role, layout: &Layout) -> Policy {
                     access: DirAccess::ReadWrite,
                     watch: *dir == MAILDROP_DIR,
                     times: false,
+                    modes: false,
                 });
             }
         }

@@ -1021,6 +1021,7 @@ fn op_rights(op: Operation) -> &'static [CapRight] {
         Operation::ReadFile(_) => &[Read, Seek, Fstat],
         Operation::Watch(_) => &[Event],
         Operation::SetTimes(_) => &[Futimes],
+        Operation::SetModes(_) => &[Fchmod],
         Operation::ConnectUnix(_) => &[Lookup, Connectat],
         Operation::Connect | Operation::DeliverAsUsers => &[],
     }
@@ -1036,7 +1037,7 @@ fn op_promises(op: Operation) -> (&'static [&'static str], bool) {
         Operation::Modify(_) => (&["wpath", "cpath"], false),
         Operation::ReadFile(_) => (&["stdio"], false),
         Operation::Watch(_) => (&["stdio"], false),
-        Operation::SetTimes(_) => (&["fattr"], false),
+        Operation::SetTimes(_) | Operation::SetModes(_) => (&["fattr"], false),
         Operation::Connect => (&["inet", "dns"], false),
         Operation::ConnectUnix(_) => (&["unix"], false),
         Operation::DeliverAsUsers => (&["rpath", "proc", "exec", "id", "getpw"], false),
@@ -1055,7 +1056,7 @@ fn promise_justified(promise: &str, op: Operation) -> bool {
             | ("sendfd", Operation::Talk(_))
             | ("inet" | "dns", Operation::Connect)
             | ("unix", Operation::ConnectUnix(_))
-            | ("fattr", Operation::SetTimes(_))
+            | ("fattr", Operation::SetTimes(_) | Operation::SetModes(_))
             | ("rpath" | "wpath" | "cpath" | "fattr" | "proc" | "exec" | "id" | "getpw", Operation::DeliverAsUsers)
     )
 }
@@ -1073,6 +1074,7 @@ fn op_fd(op: Operation) -> Option<RawFd> {
         | Operation::ReadFile(fd)
         | Operation::Watch(fd)
         | Operation::SetTimes(fd)
+        | Operation::SetModes(fd)
         | Operation::ConnectUnix(fd) => Some(fd),
         Operation::Connect | Operation::DeliverAsUsers => None,
     }

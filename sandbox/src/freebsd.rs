@@ -37,6 +37,7 @@ fn right(r: CapRight) -> Right {
         CapRight::RenameatTarget => Right::RenameatTarget,
         CapRight::Mkdirat => Right::Mkdirat,
         CapRight::Futimes => Right::Futimes,
+        CapRight::Fchmod => Right::Fchmod,
         CapRight::Accept => Right::Accept,
         CapRight::Event => Right::Event,
         CapRight::Shutdown => Right::Shutdown,

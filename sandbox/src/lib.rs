@@ -60,8 +60,11 @@ pub enum Grant {
     /// entering; the field changes nothing there. With `times` (and
     /// `ReadWrite`), the role may set the times of files beneath it
     /// (futimens: Capsicum `CAP_FUTIMES`, pledge "fattr"; nothing more
-    /// on Linux, where writing allows it).
-    Dir { fd: RawFd, path: PathBuf, access: DirAccess, watch: bool, times: bool },
+    /// on Linux, where writing allows it). With `modes` (and
+    /// `ReadWrite`), the role may change the mode of files beneath it
+    /// (fchmod: Capsicum `CAP_FCHMOD`, pledge "fattr"; nothing more on
+    /// Linux).
+    Dir { fd: RawFd, path: PathBuf, access: DirAccess, watch: bool, times: bool, modes: bool },
     /// A regular file opened before entering.
     File { fd: RawFd, write: bool },
     /// A listening stream socket (TCP or UNIX). Accepted sockets inherit

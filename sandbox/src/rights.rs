@@ -23,6 +23,9 @@ pub enum CapRight {
     /// futimens(2) on a file opened beneath (qmgr dates a deferred
     /// message's next attempt in its mtime).
     Futimes,
+    /// fchmod(2) on a file opened beneath (cleanup marks a queue file
+    /// complete by its mode).
+    Fchmod,
     Accept,
     Event,
     Shutdown,
@@ -59,6 +62,7 @@ pub const MODIFYING_RIGHTS: &[CapRight] = &[
     CapRight::RenameatTarget,
     CapRight::Mkdirat,
     CapRight::Futimes,
+    CapRight::Fchmod,
     CapRight::Ftruncate,
     CapRight::Accept,
 ];
@@ -74,12 +78,15 @@ pub const MODIFYING_RIGHTS: &[CapRight] = &[
 pub fn capsicum_rights(grant: &Grant) -> Vec<CapRight> {
     use CapRight::*;
     let mut rights: Vec<CapRight> = match grant {
-        Grant::Dir { access, watch, times, .. } => {
+        Grant::Dir { access, watch, times, modes, .. } => {
             let mut r = vec![Lookup, Read, Fstat, Fstatat, Fstatfs, Seek, Fcntl];
             if *access == DirAccess::ReadWrite {
                 r.extend([Write, Create, Fsync, Ftruncate, Unlinkat, RenameatSource, RenameatTarget, Mkdirat]);
                 if *times {
                     r.push(Futimes);
+                }
+                if *modes {
+                    r.push(Fchmod);
                 }
             }
             // kevent(2) attaching a filter to the descriptor. Files opened
@@ -137,11 +144,11 @@ pub fn pledge_promises(policy: &Policy) -> String {
     }
     // Writing to an already open file is "stdio"; "wpath cpath" are for
     // opening and creating by name beneath a writable directory, "fattr"
-    // for setting a file's times there (futimens).
+    // for setting a file's times (futimens) or mode (fchmod) there.
     if has(|g| matches!(g, Grant::Dir { access: DirAccess::ReadWrite, .. })) {
         p.extend(["wpath", "cpath"]);
     }
-    if has(|g| matches!(g, Grant::Dir { access: DirAccess::ReadWrite, times: true, .. })) {
+    if has(|g| matches!(g, Grant::Dir { access: DirAccess::ReadWrite, times, modes, .. } if *times || *modes)) {
         p.push("fattr");
     }
     if policy.locks {
@@ -220,7 +227,7 @@ mod tests {
     use std::path::Path;
 
     fn dir(fd: i32, access: DirAccess) -> Grant {
-        Grant::Dir { fd, path: PathBuf::from(format!("/spool/{fd}")), access, watch: false, times: false }
+        Grant::Dir { fd, path: PathBuf::from(format!("/spool/{fd}")), access, watch: false, times: false, modes: false }
     }
 
     #[test]
@@ -268,6 +275,7 @@ mod tests {
                 access,
                 watch: true,
                 times: false,
+                modes: false,
             });
             let mut expected = plain.clone();
             expected.push(CapRight::Event);

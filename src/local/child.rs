@@ -359,7 +359,7 @@ pub(super) fn open_dir(dir: &str) -> OwnedFd {
 }
 
 pub(super) fn dir_grant(fd: &OwnedFd, path: PathBuf) -> Grant {
-    Grant::Dir { fd: fd.as_raw_fd(), path, access: DirAccess::ReadWrite, watch: false, times: false }
+    Grant::Dir { fd: fd.as_raw_fd(), path, access: DirAccess::ReadWrite, watch: false, times: false, modes: false }
 }
 
 /// Enter a delivery's sandbox: only the descriptors it holds, and

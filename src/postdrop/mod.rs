@@ -142,6 +142,7 @@ fn enter(maildrop: &OwnedFd, file: &File, path: PathBuf) -> Result<(), sandbox::
         access: DirAccess::ReadWrite,
         watch: false,
         times: false,
+        modes: false,
     });
     p.grants.push(Grant::File { fd: file.as_fd().as_raw_fd(), write: true });
     let (stdin, stdout, stderr) = (std::io::stdin(), std::io::stdout(), std::io::stderr());

@@ -710,7 +710,8 @@ impl Qmgr {
     fn unusable(&mut self, id: &QueueId, dir: Dir, p: Problem) {
         self.sched.forget_deferred(id);
         match p {
-            Problem::Gone => {}
+            // Not complete yet: cleanup names it once it is.
+            Problem::Gone | Problem::Incomplete => {}
             Problem::Io(e) => {
                 self.child.warn(&format!("{}/{id}: {e}; trying again in a minute", dir.name()));
                 // incoming/ is listed again anyway; deferred/ is not.

@@ -78,7 +78,9 @@ fn scan_as(store: &Store, dir: Dir, limit: usize, fix: bool) -> Scan {
         }
         match read(store, dir, &id) {
             Ok(q) => out.entries.push(entry(dir, &q)),
-            Err(Problem::Gone) => {}
+            // Gone meanwhile, or not complete yet (a listing taken while
+            // cleanup writes it).
+            Err(Problem::Gone | Problem::Incomplete) => {}
             Err(Problem::Io(e)) => out.errors.push(format!("{}/{id}: {e}", dir.name())),
             Err(Problem::Corrupt(why)) if !fix => {
                 out.errors.push(format!("{}/{}: {why}", dir.name(), store::path(dir, &id)));

@@ -52,12 +52,16 @@ pub enum Problem {
     Io(io::Error),
     /// Not a queue file we can use: move it to corrupt/.
     Corrupt(String),
+    /// Still being written by cleanup (not readable yet): leave it, it
+    /// is named when complete.
+    Incomplete,
 }
 
 impl std::fmt::Display for Problem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Problem::Gone => f.write_str("the file is gone"),
+            Problem::Incomplete => f.write_str("the file is still being written"),
             Problem::Io(e) => write!(f, "{e}"),
             Problem::Corrupt(why) => f.write_str(why),
         }
@@ -78,11 +82,17 @@ pub fn open_checked(dir: &OwnedFd, name: &str, write: bool) -> Result<File, Prob
     let fd = match openat(dir, name, flags, Mode::empty()) {
         Ok(fd) => fd,
         Err(Errno::ELOOP) | Err(Errno::EMLINK) => return Err(Problem::Corrupt(String::from("a symbolic link"))),
+        // Its owner may not read it yet: cleanup is writing it.
+        Err(Errno::EACCES) => return Err(Problem::Incomplete),
         Err(e) => return Err(e.into()),
     };
     let st = fstat(&fd).map_err(Problem::from)?;
     if SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) != SFlag::S_IFREG || st.st_nlink != 1 {
         return Err(Problem::Corrupt(String::from("not a regular file with one link")));
+    }
+    // (Opened all the same with root's privileges.)
+    if !queue::file_complete(st.st_mode) {
+        return Err(Problem::Incomplete);
     }
     Ok(File::from(fd))
 }
@@ -350,6 +360,24 @@ mod tests {
         std::fs::write(d.join("incoming").join("junk"), b"x").unwrap();
         let (ids, junk) = s.list_incoming(10).unwrap();
         assert_eq!((ids.len(), junk), (1, vec![String::from("junk")]));
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_file_still_being_written_is_left_alone_not_called_corrupt() {
+        use std::os::unix::fs::PermissionsExt;
+        let (d, s) = spool("writing");
+        let id = message(&d, "incoming");
+        let path = d.join("incoming").join(id.as_str());
+        // cleanup creates it unreadable and makes it readable once whole.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o200)).unwrap();
+        assert!(matches!(s.open(Dir::Incoming, &id, false), Err(Problem::Incomplete)));
+        let listed = super::super::scan::scan(&s, Dir::Incoming, 10);
+        assert!(listed.entries.is_empty() && listed.moved_to_corrupt.is_empty() && listed.errors.is_empty());
+        assert!(path.exists(), "left where it is");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let f = s.open(Dir::Incoming, &id, false).unwrap();
+        assert_eq!(read(&f, &id).unwrap().id, id);
         std::fs::remove_dir_all(&d).unwrap();
     }
 }

@@ -15,8 +15,8 @@ use std::io::{self, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 
 use nix::errno::Errno;
-use nix::fcntl::{OFlag, openat, renameat};
-use nix::sys::stat::Mode;
+use nix::fcntl::{OFlag, openat};
+use nix::sys::stat::{Mode, fchmod};
 use nix::unistd::{UnlinkatFlags, unlinkat};
 
 /// Most descriptors kept for a later `fsync` (not on Linux).
@@ -65,12 +65,6 @@ impl Unsynced {
     }
 }
 
-/// Create `name` in `dir` (exclusive, no symlink, mode 0600), for writing.
-pub fn create(dir: BorrowedFd<'_>, name: &str) -> io::Result<File> {
-    let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    Ok(File::from(openat(dir, name, flags, Mode::from_bits_truncate(0o600))?))
-}
-
 /// Open `name` in `dir` for reading (no symlink); `None` if it is absent.
 pub fn open_read(dir: BorrowedFd<'_>, name: &str) -> io::Result<Option<File>> {
     match openat(dir, name, OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty()) {
@@ -88,21 +82,40 @@ pub fn remove(dir: BorrowedFd<'_>, name: &str) -> io::Result<()> {
     }
 }
 
-/// Write `bytes` as the file `name` in `dir`: create `tmp` (removing a
-/// stale one left by a crash), write, rename to `name`. No half-written
-/// file is ever visible as `name`. The file is not synced: it is handed to
-/// `unsynced`.
-pub fn publish(dir: BorrowedFd<'_>, tmp: &str, name: &str, bytes: &[u8], unsynced: &mut Unsynced) -> io::Result<()> {
-    let mut file = match create(dir, tmp) {
-        Err(e) if e.raw_os_error() == Some(Errno::EEXIST as i32) => {
-            remove(dir, tmp)?;
-            create(dir, tmp)?
-        }
-        r => r?,
-    };
-    let r = file.write_all(bytes).and_then(|()| renameat(dir, tmp, dir, name).map_err(io::Error::from));
+/// The mode of a queue file while it is written (0200): its owner (qmgr and
+/// cleanup run as the mail user) may write it but not open it to read,
+/// so no reader takes half a file for a whole one; a reader with root's
+/// privileges checks the mode ([`complete`]).
+pub const MODE_WRITING: Mode = Mode::S_IWUSR;
+/// The mode of a complete queue file (0600).
+pub const MODE_DONE: Mode = Mode::S_IRUSR.union(Mode::S_IWUSR);
+
+/// Whether a queue file of mode `mode` is complete (readable by its
+/// owner: see [`MODE_WRITING`]).
+pub fn complete(mode: impl Into<u32>) -> bool {
+    mode.into() & 0o400 != 0
+}
+
+/// Whether an error opening a queue file to read says that it is still
+/// being written ([`MODE_WRITING`]).
+pub fn being_written(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(Errno::EACCES as i32)
+}
+
+/// Write `bytes` as the new file `name` in `dir`: created with mode
+/// [`MODE_WRITING`], written, then given [`MODE_DONE`] (one `fchmod`
+/// instead of a temporary name and a rename, as Postfix marks a queue
+/// file complete). No reader takes a half-written file for a whole one;
+/// a crash leaves it for the journal's recovery to replace. The file is
+/// not synced: it is handed to `unsynced`.
+pub fn publish(dir: BorrowedFd<'_>, name: &str, bytes: &[u8], unsynced: &mut Unsynced) -> io::Result<()> {
+    let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let mut file = File::from(openat(dir, name, flags, MODE_WRITING)?);
+    let r = file
+        .write_all(bytes)
+        .and_then(|()| fchmod(file.as_fd(), MODE_DONE).map_err(io::Error::from));
     if let Err(e) = r {
-        let _ = remove(dir, tmp);
+        let _ = remove(dir, name);
         return Err(e);
     }
     unsynced.add(file)

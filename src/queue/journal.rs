@@ -8,8 +8,9 @@
 //! appends all it has read, then commits.
 //!
 //! After the 250s are out, [`Journal::materialize`] writes each committed
-//! message as its own queue file in incoming/ (temporary name, then
-//! rename), without syncing it. A journal segment is retired (unlinked)
+//! message as its own queue file in incoming/ (created unreadable under
+//! its final name, written, then made readable: [`super::disk::publish`]),
+//! without syncing it. A journal segment is retired (unlinked)
 //! only once every message in it is materialised and the queue files are
 //! on stable storage (`syncfs`, or an `fsync` of each file, then an
 //! `fsync` of incoming/). Until then the segment is the durable copy, and
@@ -135,10 +136,6 @@ struct Sealed {
 
 pub(crate) fn segment_name(instance: u32, seq: u64) -> String {
     format!("{instance:08x}-{seq:016x}.jnl")
-}
-
-pub(crate) fn temp_name(id: &QueueId) -> String {
-    format!(".tmp.{id}")
 }
 
 pub(crate) fn record_crc(salt: u64, header: &[u8], payload: &[u8]) -> u32 {
@@ -395,7 +392,7 @@ impl Journal {
         {
             let payload = &self.done[e.start + RECORD_HEADER..e.start + e.len];
             let id = e.ticket.id;
-            disk::publish(self.incoming.as_fd(), &temp_name(&id), id.as_str(), payload, &mut self.unsynced)?;
+            disk::publish(self.incoming.as_fd(), id.as_str(), payload, &mut self.unsynced)?;
             let seg = e.segment;
             self.done_from = e.start + e.len;
             self.todo.pop_front();

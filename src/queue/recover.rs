@@ -14,19 +14,20 @@
 //!
 //! Each good record whose queue file is not found valid in incoming/ or
 //! the other queue directories is written to incoming/ again (an invalid
-//! copy, left by a crash before the file reached the disk, is removed
-//! first). The files are synced, then the segments retired.
+//! copy, left by a crash before the file reached the disk, and one still
+//! marked as being written, are removed first). The files are synced, then the segments retired.
 //!
 //! Trusts: nothing in the segments or the queue directories.
 
 use std::fmt;
 use std::os::fd::BorrowedFd;
+use std::os::unix::fs::MetadataExt;
 
 use super::disk::{self, Unsynced};
 use super::file::{read_queue_file, read_whole};
 use super::id::{LEN as ID_LEN, QueueId};
 use super::journal::JOURNAL_VERSION;
-use super::journal::{JournalDirs, RECORD_HEADER, RECORD_MAGIC, SEGMENT_HEADER, SEGMENT_MAGIC, record_crc, temp_name};
+use super::journal::{JournalDirs, RECORD_HEADER, RECORD_MAGIC, SEGMENT_HEADER, SEGMENT_MAGIC, record_crc};
 use super::types::QueueFile;
 use super::{Error, free_name};
 
@@ -228,7 +229,20 @@ fn present(id: &QueueId, dirs: &[BorrowedFd<'_>], rec: &mut Recovery) -> Result<
     let hashed = format!("{}/{}", crate::qmgr::schedule::deferred_subdir(id), id.as_str());
     for &dir in dirs {
         for name in [id.as_str(), hashed.as_str()] {
-            let Some(file) = disk::open_read(dir, name)? else { continue };
+            // Still being written when a crash came (see disk::MODE_WRITING):
+            // not a copy.
+            let file = match disk::open_read(dir, name) {
+                Err(e) if disk::being_written(&e) => None,
+                Ok(Some(f)) if !disk::complete(f.metadata()?.mode()) => None,
+                Ok(None) => continue,
+                Ok(Some(f)) => Some(f),
+                Err(e) => return Err(e.into()),
+            };
+            let Some(file) = file else {
+                disk::remove(dir, name)?;
+                replaced = true;
+                continue;
+            };
             match read_queue_file(&file) {
                 Ok(q) if q.id == *id => return Ok(true),
                 Ok(_) | Err(Error::Corrupt(_)) => {
@@ -253,6 +267,8 @@ pub(crate) fn recover(
     unsynced: &mut Unsynced,
 ) -> Result<(Recovery, u64), Error> {
     let mut rec = Recovery::default();
+    // Temporary names were used before queue files were marked complete
+    // by their mode: a spool of an older version may hold some.
     for name in disk::list(dirs.incoming)? {
         if let Some(id) = name.strip_prefix(".tmp.").and_then(QueueId::parse)
             && id.instance() == instance
@@ -301,7 +317,7 @@ pub(crate) fn recover(
                 rec.present += 1;
                 continue;
             }
-            disk::publish(dirs.incoming, &temp_name(&f.id), f.id.as_str(), payload, unsynced)?;
+            disk::publish(dirs.incoming, f.id.as_str(), payload, unsynced)?;
             rec.materialised.push(f.id);
         }
         damaged.push(bad);

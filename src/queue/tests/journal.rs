@@ -151,6 +151,40 @@ fn recovery_skips_files_already_queued_and_replaces_invalid_ones() {
 }
 
 #[test]
+fn queue_files_are_readable_only_once_complete_and_recovery_replaces_unfinished_ones() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Spool::new("unfinished");
+    let (mut j, _) = s.open();
+    let mut idg = QueueIdGen::new(INSTANCE);
+    let msgs: Vec<QueueFile> = (0..2).map(|_| sample(&mut idg, 1, 3000)).collect();
+    for q in &msgs {
+        j.append(q).expect("append");
+    }
+    j.commit().expect("commit");
+    let mut out = Vec::new();
+    j.materialize(&mut out).expect("materialise");
+    drop(j); // a crash before the segment was retired
+    let p = |q: &QueueFile| s.dir.path.join("incoming").join(q.id.as_str());
+    let mode = |q: &QueueFile| std::fs::metadata(p(q)).expect("stat").permissions().mode() & 0o777;
+    for q in &msgs {
+        assert_eq!(mode(q), 0o600, "a complete file is readable by its owner");
+    }
+    // The crash came while #0 was being written (whole, but not yet
+    // marked complete) and #1 (half of it): neither counts as queued.
+    std::fs::set_permissions(p(&msgs[0]), std::fs::Permissions::from_mode(0o200)).expect("chmod");
+    OpenOptions::new().write(true).open(p(&msgs[1])).expect("open").set_len(100).expect("truncate");
+    std::fs::set_permissions(p(&msgs[1]), std::fs::Permissions::from_mode(0o200)).expect("chmod");
+    let (_j, rec) = s.open();
+    assert_eq!(rec.present, 0);
+    assert_eq!(rec.replaced, ids(&msgs));
+    assert_eq!(rec.materialised, ids(&msgs));
+    for q in &msgs {
+        assert_eq!(&s.read("incoming", &q.id), q);
+        assert_eq!(mode(q), 0o600);
+    }
+}
+
+#[test]
 fn segments_rotate_and_retire() {
     let s = Spool::new("rotate");
     let options = JournalOptions { segment_size: 20_000, retire_after: Duration::ZERO, ..JournalOptions::default() };

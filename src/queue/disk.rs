@@ -111,9 +111,7 @@ pub fn being_written(e: &io::Error) -> bool {
 pub fn publish(dir: BorrowedFd<'_>, name: &str, bytes: &[u8], unsynced: &mut Unsynced) -> io::Result<()> {
     let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     let mut file = File::from(openat(dir, name, flags, MODE_WRITING)?);
-    let r = file
-        .write_all(bytes)
-        .and_then(|()| fchmod(file.as_fd(), MODE_DONE).map_err(io::Error::from));
+    let r = file.write_all(bytes).and_then(|()| fchmod(file.as_fd(), MODE_DONE).map_err(io::Error::from));
     if let Err(e) = r {
         let _ = remove(dir, name);
         return Err(e);

@@ -202,7 +202,10 @@ pub fn operations(role: Role, layout: &Layout) -> Vec<Operation> {
                 let fd = FIRST_ROLE_FD + i as RawFd;
                 ops.push(Operation::List(fd));
                 ops.push(Operation::Modify(fd));
-                if matches!(*dir, "active" | "deferred") {
+                // Dating a deferred message's next attempt, before it
+                // moves to deferred/ from active/ or (first attempt)
+                // incoming/.
+                if matches!(*dir, "incoming" | "active" | "deferred") {
                     ops.push(Operation::SetTimes(fd));
                 }
             }
@@ -266,7 +269,7 @@ pub fn policy(role: Role, layout: &Layout) -> Policy {
                     path: layout.spool.join(dir),
                     access: DirAccess::ReadWrite,
                     watch: *dir == "incoming",
-                    times: matches!(*dir, "active" | "deferred"),
+                    times: matches!(*dir, "incoming" | "active" | "deferred"),
                     modes: false,
                 });
             }

@@ -146,6 +146,9 @@ pub fn serve(
         c.commit();
         c.flush_peers();
         c.materialize(busy);
+        if !c.unannounced.is_empty() && c.qmgr.is_some() {
+            c.announce(Vec::new());
+        }
         let _ = c.child.master.flush();
     }
 }
@@ -243,29 +246,40 @@ impl Cleanup {
         }
     }
 
-    /// Tell qmgr of queue files now in incoming/; kept (up to a bound)
-    /// while it is not there.
+    /// Tell qmgr of queue files now in incoming/ (and of those kept for
+    /// it before). What cannot go now (no qmgr, or one that does not
+    /// read) is kept, up to a bound, for the next try; past the bound its
+    /// listings of incoming/ find them.
     fn announce(&mut self, ids: Vec<QueueId>) {
-        if ids.is_empty() {
+        self.unannounced.extend(ids);
+        if self.unannounced.is_empty() {
             return;
         }
-        let Some((token, chan)) = self.qmgr.as_mut() else {
-            if self.unannounced.len() + ids.len() <= MAX_UNANNOUNCED {
-                self.unannounced.extend(ids);
+        let pending = std::mem::take(&mut self.unannounced);
+        let mut sent = 0;
+        if let Some((token, chan)) = self.qmgr.as_mut() {
+            let token = *token;
+            let mut closed = false;
+            for part in pending.chunks(ANNOUNCE_PART) {
+                let m = CleanupToQmgr::Queued { ids: part.iter().map(ToString::to_string).collect() };
+                match chan.send(&m, &[]) {
+                    Ok(()) => sent += part.len(),
+                    Err(crate::ipc::Error::Closed) => {
+                        closed = true;
+                        break;
+                    }
+                    // Not reading now (or a passing fault): later.
+                    Err(_) => break,
+                }
             }
-            return;
-        };
-        let token = *token;
-        for part in ids.chunks(ANNOUNCE_PART) {
-            let m = CleanupToQmgr::Queued { ids: part.iter().map(ToString::to_string).collect() };
-            if chan.send(&m, &[]).is_err() {
-                // Its listing of incoming/ when it comes back finds them.
-                return self.drop_qmgr(token);
+            if closed || matches!(chan.flush(), Err(crate::ipc::Error::Closed)) {
+                self.drop_qmgr(token);
             }
         }
-        if chan.flush().is_err() {
-            self.drop_qmgr(token);
-        }
+        let mut rest = pending;
+        rest.drain(..sent);
+        rest.truncate(MAX_UNANNOUNCED);
+        self.unannounced = rest;
     }
 
     fn drop_qmgr(&mut self, token: Token) {
@@ -289,7 +303,7 @@ impl Cleanup {
                 Ok(Some(_)) | Err(_) => return self.drop_qmgr(token),
             }
         }
-        if chan.flush().is_err() {
+        if matches!(chan.flush(), Err(crate::ipc::Error::Closed)) {
             self.drop_qmgr(token);
         }
     }

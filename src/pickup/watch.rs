@@ -56,7 +56,16 @@ impl Watch {
     /// file). Call before entering the sandbox. On FreeBSD and OpenBSD
     /// the watch lasts while `dir` stays open at its number.
     pub fn new(dir: BorrowedFd<'_>) -> io::Result<Watch> {
-        Ok(Watch { imp: imp::Imp::new(dir)? })
+        Ok(Watch { imp: imp::Imp::new(dir, false)? })
+    }
+
+    /// Watch `dir` for files moved into it and, on Linux, for files made
+    /// readable in it (how cleanup completes a queue file: created
+    /// unreadable, written, then given its final mode). A kqueue filter
+    /// on a directory hears of the file's creation only: the reader,
+    /// finding it still being written, looks again soon.
+    pub fn with_attributes(dir: BorrowedFd<'_>) -> io::Result<Watch> {
+        Ok(Watch { imp: imp::Imp::new(dir, true)? })
     }
 
     /// Register a watch made before the sandbox (or the error that kept
@@ -98,15 +107,20 @@ mod imp {
     }
 
     impl Imp {
-        pub(super) fn new(dir: BorrowedFd<'_>) -> io::Result<Imp> {
+        pub(super) fn new(dir: BorrowedFd<'_>, attributes: bool) -> io::Result<Imp> {
             let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
             // The magic link is the open directory itself, not a path
             // that could have been replaced since master opened it.
             let path = format!("/proc/self/fd/{}", dir.as_raw_fd());
             // Only completed names: postdrop renames a whole file into
-            // place. Its `.tmp.*` creation and writes, and pickup's own
-            // removals and moves to corrupt/, say nothing.
-            inotify.add_watch(path.as_str(), AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_ONLYDIR)?;
+            // place; with `attributes`, cleanup makes one readable (a
+            // change of attributes) once it is whole. Creations and
+            // writes, and pickup's own removals and moves, say nothing.
+            let mut mask = AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_ONLYDIR;
+            if attributes {
+                mask |= AddWatchFlags::IN_ATTRIB;
+            }
+            inotify.add_watch(path.as_str(), mask)?;
             Ok(Imp { inotify })
         }
 
@@ -128,7 +142,7 @@ mod imp {
                         scan = true;
                     }
                     // A dot name is a temporary one, which pickup never takes.
-                    if e.mask.contains(AddWatchFlags::IN_MOVED_TO)
+                    if e.mask.intersects(AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_ATTRIB)
                         && !e.name.as_ref().is_some_and(|n| n.as_bytes().starts_with(b"."))
                     {
                         scan = true;
@@ -163,7 +177,9 @@ mod imp {
     }
 
     impl Imp {
-        pub(super) fn new(dir: BorrowedFd<'_>) -> io::Result<Imp> {
+        /// `_attributes`: a vnode filter on a directory cannot hear of a
+        /// file's mode changing; NOTE_WRITE (its creation) is all.
+        pub(super) fn new(dir: BorrowedFd<'_>, _attributes: bool) -> io::Result<Imp> {
             let kq = Kqueue::new()?;
             let ident = usize::try_from(dir.as_raw_fd()).map_err(|_| io::Error::from(Errno::EBADF))?;
             // NOTE_WRITE: an entry was added, removed or renamed (the

@@ -81,11 +81,15 @@ impl Qmgr {
             }
             (AdminOp::Release, _) => return Err(format!("{id}: not on hold")),
             (AdminOp::Requeue, Dir::Active) => return Err(format!("{id}: being delivered now")),
-            (AdminOp::Requeue, Dir::Incoming) => return Err(format!("{id}: already waiting for delivery")),
+            (AdminOp::Requeue, Dir::Incoming) if !self.stuck.contains(&id) => {
+                return Err(format!("{id}: already waiting for delivery"));
+            }
             (AdminOp::Requeue, _) => {
                 self.release_from(&id);
-                moved(self.store.rename(&id, from, Dir::Incoming))?;
-                self.incoming_dirty = true;
+                if from != Dir::Incoming {
+                    moved(self.store.rename(&id, from, Dir::Incoming))?;
+                }
+                self.queue_incoming(id);
                 format!("{id}: requeued")
             }
             (AdminOp::Delete, _) => {

@@ -148,6 +148,14 @@ const KEPT_FILES: usize = 64;
 /// Most messages remembered as stuck (beyond, one may be taken again).
 const MAX_STUCK: usize = 10_000;
 
+/// Most names of incoming/ held waiting for room in the active queue;
+/// past this, listings find the rest.
+const MAX_WAITING: usize = 100_000;
+
+/// How soon incoming/ is listed again after a listing met a file still
+/// being written, while no cleanup names files (see `watch_readable`).
+const INCOMPLETE_RELIST: Duration = Duration::from_millis(200);
+
 /// What a job was for, to match its report.
 struct Running {
     message: QueueId,
@@ -162,6 +170,10 @@ pub struct Qmgr {
     peers: HashMap<Token, Peer>,
     next_token: usize,
     watch: Option<Watch>,
+    /// The watch is in the poll: only while no cleanup names new files
+    /// (its events would wake us for every file cleanup completes and
+    /// every one we remove).
+    watching: bool,
     active: HashMap<QueueId, Active>,
     /// How many of the active messages keep their file open.
     kept_files: usize,
@@ -173,6 +185,8 @@ pub struct Qmgr {
     /// Messages whose file could not be removed or deferred (see
     /// [`Qmgr::stuck`]).
     stuck: HashSet<QueueId>,
+    /// When to list incoming/ again for a file met still being written.
+    relist_at: Option<Instant>,
     /// incoming/ must be listed again.
     incoming_dirty: bool,
     last_incoming_scan: Instant,
@@ -187,7 +201,7 @@ pub struct Qmgr {
 /// a path).
 pub fn watch_incoming(child: &Child) -> std::io::Result<Watch> {
     let dir = child.fds.first().ok_or_else(|| std::io::Error::other("no incoming/ descriptor"))?;
-    Watch::new(dir.as_fd())
+    Watch::with_attributes(dir.as_fd())
 }
 
 /// Serve until master says stop.
@@ -220,6 +234,7 @@ pub fn serve(_token: Sandboxed, mut child: Child, watch: std::io::Result<Watch>)
         sched,
         peers: HashMap::new(),
         next_token: FIRST_PEER,
+        watching: watch.is_some(),
         watch,
         active: HashMap::new(),
         kept_files: 0,
@@ -227,6 +242,7 @@ pub fn serve(_token: Sandboxed, mut child: Child, watch: std::io::Result<Watch>)
         incoming: VecDeque::new(),
         incoming_set: HashSet::new(),
         stuck: HashSet::new(),
+        relist_at: None,
         incoming_dirty: true,
         last_incoming_scan: Instant::now(),
         notices: HashMap::new(),
@@ -349,6 +365,9 @@ impl Qmgr {
         if let Some((at, _)) = self.retries.first() {
             t = t.min(at.saturating_duration_since(Instant::now()));
         }
+        if let Some(at) = self.relist_at {
+            t = t.min(at.saturating_duration_since(Instant::now()));
+        }
         // Names wait and there is room for them: go on at once (with no
         // room, a delivery's end makes some and wakes us).
         let room = self.sched.room();
@@ -417,6 +436,7 @@ impl Qmgr {
         if kind == PeerKind::Cleanup {
             // What it wrote before the channel was there: one look.
             self.incoming_dirty = true;
+            self.watch_incoming(false);
         }
         if kind == PeerKind::Bounce {
             // Notices waiting for bounce go now.
@@ -444,8 +464,12 @@ impl Qmgr {
             }
         }
         if p.kind == PeerKind::Cleanup {
-            // It may have written files it could not name: one look.
+            // It may have written files it could not name: one look, and
+            // the kernel's word until a cleanup is back.
             self.incoming_dirty = true;
+            if !self.peers.values().any(|p| p.kind == PeerKind::Cleanup) {
+                self.watch_incoming(true);
+            }
         }
         if p.kind == PeerKind::Bounce {
             let lost: Vec<u64> = self.notices.keys().copied().collect();
@@ -464,13 +488,30 @@ impl Qmgr {
         }
     }
 
+    /// Put the watch on incoming/ in the poll, or take it out.
+    fn watch_incoming(&mut self, on: bool) {
+        let Some(w) = self.watch.as_mut() else { return };
+        if on == self.watching {
+            return;
+        }
+        let raw = w.as_raw_fd();
+        let r = if on {
+            // What it gathered meanwhile is stale: a listing follows.
+            let _ = w.drain();
+            self.poll.registry().register(&mut SourceFd(&raw), WATCH, Interest::READABLE)
+        } else {
+            self.poll.registry().deregister(&mut SourceFd(&raw))
+        };
+        match r {
+            Ok(()) => self.watching = on,
+            Err(e) => self.child.warn(&format!("the watch on incoming/: {e}")),
+        }
+    }
+
     fn watch_readable(&mut self) {
         let Some(w) = self.watch.as_mut() else { return };
         match w.drain() {
             Wakeup::Nothing => {}
-            // While a cleanup names what it writes, the watch is only
-            // drained (cleanup is the one writer of incoming/).
-            Wakeup::Scan if self.peers.values().any(|p| p.kind == PeerKind::Cleanup) => {}
             Wakeup::Scan => self.incoming_dirty = true,
             Wakeup::Lost(why) => {
                 if let Some(w) = self.watch.take() {
@@ -575,6 +616,10 @@ impl Qmgr {
         {
             self.incoming_dirty = true;
         }
+        if self.relist_at.is_some_and(|t| t <= Instant::now()) {
+            self.relist_at = None;
+            self.incoming_dirty = true;
+        }
         if self.sched.wants_deferred_scan(now) {
             self.scan_deferred(None);
         }
@@ -585,12 +630,16 @@ impl Qmgr {
 
     fn admit(&mut self, now: Time) {
         for _ in 0..ADMIT_PER_TURN {
-            if self.incoming.is_empty() && self.incoming_dirty {
+            // A listing when no names wait, and once a minute whatever
+            // waits (names are taken once: what waits is skipped).
+            let overdue = self.last_incoming_scan.elapsed() >= INCOMING_SCAN;
+            if self.incoming_dirty && (self.incoming.is_empty() || overdue) {
                 self.incoming_dirty = false;
                 self.last_incoming_scan = Instant::now();
-                // Active messages stay in incoming/: they are listed too
-                // (and skipped), so they do not count toward the batch.
-                let max = INCOMING_BATCH + self.active.len() + self.stuck.len();
+                // Active and waiting messages are in incoming/: they are
+                // listed too (and skipped), so they do not count toward
+                // the batch.
+                let max = INCOMING_BATCH + self.active.len() + self.stuck.len() + self.incoming.len();
                 match self.store.list_incoming(max) {
                     Ok((ids, junk)) => {
                         if ids.len() >= max {
@@ -642,9 +691,16 @@ impl Qmgr {
     /// Queue an incoming/ name for admission, once (a message already in
     /// the active queue is not taken again).
     fn queue_incoming(&mut self, id: QueueId) {
-        if !self.active.contains_key(&id) && !self.stuck.contains(&id) && self.incoming_set.insert(id) {
-            self.incoming.push_back(id);
+        if self.active.contains_key(&id) || self.stuck.contains(&id) || self.incoming_set.contains(&id) {
+            return;
         }
+        if self.incoming.len() >= MAX_WAITING {
+            // Memory stays bounded: a listing finds it once names drain.
+            self.incoming_dirty = true;
+            return;
+        }
+        self.incoming_set.insert(id);
+        self.incoming.push_back(id);
     }
 
     /// Move message `id` from `from` to active/ and hand it to the
@@ -710,8 +766,15 @@ impl Qmgr {
     fn unusable(&mut self, id: &QueueId, dir: Dir, p: Problem) {
         self.sched.forget_deferred(id);
         match p {
-            // Not complete yet: cleanup names it once it is.
-            Problem::Gone | Problem::Incomplete => {}
+            Problem::Gone => {}
+            // Not complete yet: cleanup names it once it is; with no
+            // cleanup to name it (and a kernel watch that woke us at its
+            // creation, before it was complete), look again soon.
+            Problem::Incomplete => {
+                if !self.peers.values().any(|p| p.kind == PeerKind::Cleanup) {
+                    self.relist_at.get_or_insert(Instant::now() + INCOMPLETE_RELIST);
+                }
+            }
             Problem::Io(e) => {
                 self.child.warn(&format!("{}/{id}: {e}; trying again in a minute", dir.name()));
                 // incoming/ is listed again anyway; deferred/ is not.

@@ -43,6 +43,9 @@ const TICK: Duration = Duration::from_millis(100);
 /// Frames queued to cleanup above which sessions stop being read.
 const CLEANUP_HIGH_WATER: usize = 512;
 const READ_CHUNK: usize = 16 * 1024;
+/// How long a session that timed out may take to read its 421 (and what
+/// was queued before it) before it is hung up on.
+const CLOSE_LINGER: Duration = Duration::from_secs(10);
 /// Replies waiting for the client to read them, past which its commands
 /// are not read (so a client that pipelines and never reads cannot grow
 /// our memory): the reading resumes as they drain.
@@ -705,6 +708,7 @@ impl Server {
         self.named(late);
         let mut resume = Vec::new();
         let mut expire = Vec::new();
+        let mut gone = Vec::new();
         for (t, c) in &mut self.conns {
             if c.pause_until.is_some_and(|p| p <= now) {
                 c.pause_until = None;
@@ -712,9 +716,15 @@ impl Server {
             }
             let waiting_for_cleanup = c.txn.is_some_and(|x| self.txns.contains_key(&x));
             let waiting = waiting_for_cleanup || c.lookup.is_some();
-            if !c.closing && !waiting && (c.idle_deadline <= now || c.deadline <= now) {
+            if c.closing && c.idle_deadline <= now {
+                // Its last words were never read: hang up.
+                gone.push(*t);
+            } else if !c.closing && !waiting && (c.idle_deadline <= now || c.deadline <= now) {
                 expire.push(*t);
             }
+        }
+        for t in gone {
+            self.close(t);
         }
         for t in resume {
             self.drive(t);
@@ -726,6 +736,7 @@ impl Server {
                 let host = &self.settings.hostname;
                 c.out.extend_from_slice(format!("421 4.4.2 {host} Error: timeout exceeded\r\n").as_bytes());
                 c.closing = true;
+                c.idle_deadline = now + CLOSE_LINGER;
                 c.held.clear();
                 c.pause_until = None;
             }

@@ -162,35 +162,18 @@ impl Cleanup {
                     FromMaster::Peer { role: role @ (Role::Smtpd | Role::Pickup | Role::Bounce | Role::Local), pid },
                     fds,
                 ))) => {
-                    let mut chan = self.child.peer_channel(role, fds);
+                    let (token, mut chan) = self.new_channel(role, pid, fds);
                     chan.cork();
-                    let token = Token(self.next_token);
-                    self.next_token += 1;
-                    let raw = chan.as_raw_fd();
-                    let interest = Interest::READABLE | Interest::WRITABLE;
-                    if let Err(e) = self.poll.registry().register(&mut SourceFd(&raw), token, interest) {
-                        self.child.fatal(&format!("registering a {} channel: {e}", role.name()));
-                    }
                     let _ = chan.send(&CleanupToSmtpd::Space { ok: self.space_ok }, &[]);
                     self.peers.insert(token, Peer { role, chan, txns: HashMap::new() });
-                    self.child.debug(&format!("channel to {} pid {pid}", role.name()));
                 }
                 Ok(Some((FromMaster::Peer { role: Role::Qmgr, pid }, fds))) => {
-                    let chan = self.child.peer_channel(Role::Qmgr, fds);
-                    if let Some((old, _)) = self.qmgr.take() {
+                    if let Some(old) = self.qmgr.as_ref().map(|(t, _)| *t) {
                         self.drop_qmgr(old);
                     }
-                    let token = Token(self.next_token);
-                    self.next_token += 1;
-                    let raw = chan.as_raw_fd();
-                    let interest = Interest::READABLE | Interest::WRITABLE;
-                    if let Err(e) = self.poll.registry().register(&mut SourceFd(&raw), token, interest) {
-                        self.child.fatal(&format!("registering the qmgr channel: {e}"));
-                    }
-                    self.qmgr = Some((token, chan));
-                    self.child.debug(&format!("channel to qmgr pid {pid}"));
-                    let waiting = std::mem::take(&mut self.unannounced);
-                    self.announce(waiting);
+                    self.qmgr = Some(self.new_channel(Role::Qmgr, pid, fds));
+                    // What was written while no qmgr listened.
+                    self.announce(Vec::new());
                 }
                 Ok(Some((FromMaster::Stop, _))) => self.stop(),
                 Ok(Some((m, _))) => self.child.fatal(&format!("unexpected message from master: {m:?}")),
@@ -244,6 +227,20 @@ impl Cleanup {
         for t in failed {
             self.drop_peer(t);
         }
+    }
+
+    /// A peer's channel from master, in the poll under a new token.
+    fn new_channel(&mut self, role: Role, pid: u32, fds: Vec<OwnedFd>) -> (Token, Channel) {
+        let chan = self.child.peer_channel(role, fds);
+        let token = Token(self.next_token);
+        self.next_token += 1;
+        let raw = chan.as_raw_fd();
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        if let Err(e) = self.poll.registry().register(&mut SourceFd(&raw), token, interest) {
+            self.child.fatal(&format!("registering a {} channel: {e}", role.name()));
+        }
+        self.child.debug(&format!("channel to {} pid {pid}", role.name()));
+        (token, chan)
     }
 
     /// Tell qmgr of queue files now in incoming/ (and of those kept for

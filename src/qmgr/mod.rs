@@ -467,7 +467,7 @@ impl Qmgr {
             // It may have written files it could not name: one look, and
             // the kernel's word until a cleanup is back.
             self.incoming_dirty = true;
-            if !self.peers.values().any(|p| p.kind == PeerKind::Cleanup) {
+            if !self.cleanup_connected() {
                 self.watch_incoming(true);
             }
         }
@@ -486,6 +486,11 @@ impl Qmgr {
             let why = e.to_string();
             self.drop_peer(token, if matches!(e, crate::ipc::Error::Closed) { "closed" } else { &why });
         }
+    }
+
+    /// Whether a cleanup names the files it writes to us.
+    fn cleanup_connected(&self) -> bool {
+        self.peers.values().any(|p| p.kind == PeerKind::Cleanup)
     }
 
     /// Put the watch on incoming/ in the poll, or take it out.
@@ -771,7 +776,7 @@ impl Qmgr {
             // cleanup to name it (and a kernel watch that woke us at its
             // creation, before it was complete), look again soon.
             Problem::Incomplete => {
-                if !self.peers.values().any(|p| p.kind == PeerKind::Cleanup) {
+                if !self.cleanup_connected() {
                     self.relist_at.get_or_insert(Instant::now() + INCOMPLETE_RELIST);
                 }
             }

@@ -84,7 +84,7 @@ pub fn open_checked(dir: &OwnedFd, name: &str, write: bool) -> Result<File, Prob
         Err(Errno::ELOOP) | Err(Errno::EMLINK) => return Err(Problem::Corrupt(String::from("a symbolic link"))),
         // Ours, and not readable yet: cleanup is writing it. Anything
         // else we may not read is a fault to report.
-        Err(Errno::EACCES) if being_written(dir, name) => return Err(Problem::Incomplete),
+        Err(Errno::EACCES) if queue::file_being_written(dir.as_fd(), name) => return Err(Problem::Incomplete),
         Err(e) => return Err(e.into()),
     };
     let st = fstat(&fd).map_err(Problem::from)?;
@@ -96,13 +96,6 @@ pub fn open_checked(dir: &OwnedFd, name: &str, write: bool) -> Result<File, Prob
         return Err(Problem::Incomplete);
     }
     Ok(File::from(fd))
-}
-
-/// Whether `name` in `dir` is a queue file of ours that cleanup is still
-/// writing (mode 0200, see `queue::disk::publish`).
-fn being_written(dir: &OwnedFd, name: &str) -> bool {
-    fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW)
-        .is_ok_and(|st| st.st_mode & 0o777 == 0o200 && st.st_uid == nix::unistd::geteuid().as_raw())
 }
 
 /// Open without updating the access time where the system can (Linux:

@@ -96,10 +96,18 @@ pub fn complete(mode: impl Into<u32>) -> bool {
     mode.into() & 0o400 != 0
 }
 
-/// Whether an error opening a queue file to read says that it is still
-/// being written ([`MODE_WRITING`]).
-pub fn being_written(e: &io::Error) -> bool {
-    e.raw_os_error() == Some(Errno::EACCES as i32)
+/// Whether `name` in `dir` is a queue file of ours still being written
+/// (mode [`MODE_WRITING`]): why opening it to read fails with EACCES.
+/// Any other file we may not read is a fault to report.
+pub fn being_written(dir: BorrowedFd<'_>, name: &str) -> bool {
+    nix::sys::stat::fstatat(dir, name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
+        .is_ok_and(|st| writing(st.st_mode) && st.st_uid == nix::unistd::geteuid().as_raw())
+}
+
+/// Whether a queue file of mode `mode` is one being written (exactly
+/// [`MODE_WRITING`]); `st_mode` is 16 bits wide on FreeBSD.
+fn writing(mode: impl Into<u32>) -> bool {
+    mode.into() & 0o777 == 0o200
 }
 
 /// Write `bytes` as the new file `name` in `dir`: created with mode

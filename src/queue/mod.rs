@@ -38,7 +38,7 @@ use nix::errno::Errno;
 use nix::fcntl::{AtFlags, renameat};
 use nix::sys::stat::fstatat;
 
-pub use disk::complete as file_complete;
+pub use disk::{being_written as file_being_written, complete as file_complete};
 pub use file::{
     ContentRange, QueueEnvelope, read_content, read_envelope, read_queue_file, update_status_at, verify_content,
 };

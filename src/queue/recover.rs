@@ -15,7 +15,8 @@
 //! Each good record whose queue file is not found valid in incoming/ or
 //! the other queue directories is written to incoming/ again (an invalid
 //! copy, left by a crash before the file reached the disk, and one still
-//! marked as being written, are removed first). The files are synced, then the segments retired.
+//! marked as being written, are removed first). The files are synced,
+//! then the segments retired.
 //!
 //! Trusts: nothing in the segments or the queue directories.
 
@@ -232,7 +233,7 @@ fn present(id: &QueueId, dirs: &[BorrowedFd<'_>], rec: &mut Recovery) -> Result<
             // Still being written when a crash came (see disk::MODE_WRITING):
             // not a copy.
             let file = match disk::open_read(dir, name) {
-                Err(e) if disk::being_written(&e) => None,
+                Err(e) if e.raw_os_error() == Some(nix::libc::EACCES) && disk::being_written(dir, name) => None,
                 Ok(Some(f)) if !disk::complete(f.metadata()?.mode()) => None,
                 Ok(None) => continue,
                 Ok(Some(f)) => Some(f),

@@ -636,7 +636,7 @@ impl Server {
             Some(c) => c,
             None => return,
         };
-        let drained = c.out.is_empty() && c.tls.as_ref().is_none_or(|t| !t.wants_write());
+        let drained = !output_waits(c);
         if c.tls_pending && drained {
             // The 220 is out in plain text: from here on, TLS.
             match self.tls.as_ref().map(|cfg| rustls::ServerConnection::new(cfg.clone())) {
@@ -664,7 +664,7 @@ impl Server {
     /// waits for it.
     fn write_interest(&mut self, token: Token) {
         let Some(c) = self.conns.get_mut(&token) else { return };
-        let want = !c.out.is_empty() || c.tls.as_ref().is_some_and(|t| t.wants_write());
+        let want = output_waits(c);
         if want == c.write_interest {
             return;
         }
@@ -795,6 +795,11 @@ fn read_plain(c: &mut Conn, buf: &mut [u8]) -> std::io::Result<usize> {
         // The handshake may have something to say.
         write_out(c)?;
     }
+}
+
+/// Output not yet taken by the socket: plain text, or TLS records.
+fn output_waits(c: &Conn) -> bool {
+    !c.out.is_empty() || c.tls.as_ref().is_some_and(|t| t.wants_write())
 }
 
 /// Replies wait for the client past what we hold for it: plain text

@@ -151,6 +151,26 @@ fn recovery_skips_files_already_queued_and_replaces_invalid_ones() {
 }
 
 #[test]
+fn a_file_being_written_is_ours_of_mode_0200_and_nothing_else() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = TempDir::new("writing");
+    let fd = OwnedFd::from(std::fs::File::open(&d.path).expect("open dir"));
+    let mode = |name: &str, m: u32| {
+        std::fs::write(d.path.join(name), b"x").expect("write");
+        std::fs::set_permissions(d.path.join(name), std::fs::Permissions::from_mode(m)).expect("chmod");
+    };
+    mode("writing", 0o200);
+    mode("done", 0o600);
+    mode("odd", 0o000);
+    mode("theirs", 0o200);
+    nix::unistd::chown(&d.path.join("theirs"), Some(nix::unistd::Uid::from_raw(65534)), None).expect("chown");
+    assert!(crate::queue::file_being_written(fd.as_fd(), "writing"));
+    for name in ["done", "odd", "theirs", "absent"] {
+        assert!(!crate::queue::file_being_written(fd.as_fd(), name), "{name}");
+    }
+}
+
+#[test]
 fn queue_files_are_readable_only_once_complete_and_recovery_replaces_unfinished_ones() {
     use std::os::unix::fs::PermissionsExt;
     let s = Spool::new("unfinished");

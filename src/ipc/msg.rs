@@ -540,13 +540,21 @@ pub enum CleanupToQmgr {
 
 /// local → one of its mailbox delivery workers (`local deliver`, on the
 /// socket pair at the worker's descriptor 3): deliver the message of the
-/// queue file that travels with it (read-only) to the worker's mailbox.
+/// queue file that travels with it (read-only) to the worker's mailbox;
+/// or make the Maildir deliveries it left unsynced durable.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub enum ToWorker {
     /// One job: the envelope fields the mailbox needs, and where the
     /// content lies in the queue file that comes with it (offset, length,
-    /// CRC-32), as the parent read it.
-    Deliver { sender: String, recipient: String, arrival: i64, content: (u64, u64, u32) },
+    /// CRC-32), as the parent read it. `batched`: a Maildir delivery
+    /// syncs its file but leaves the rename into `new/` unsynced until
+    /// [`ToWorker::Sync`] (an mbox or file is synced whole either way).
+    Deliver { sender: String, recipient: String, arrival: i64, content: (u64, u64, u32), batched: bool },
+    /// Sync `new/` once for every batched delivery since the last
+    /// `Sync` (no descriptor comes with it). The verdict is one `Done`:
+    /// 0 when they are all on disk; otherwise they have been taken back
+    /// out of `new/`, and the code and reason say why.
+    Sync,
 }
 
 /// A mailbox delivery worker → local, for the job in hand: its progress

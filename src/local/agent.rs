@@ -15,7 +15,11 @@
 //!
 //! Deliveries are served one at a time (each bounded by
 //! `local.time_limit`); more processes (`processes.local`) deliver in
-//! parallel.
+//! parallel. The requests qmgr has sent are served as a batch (at most
+//! [`MAX_BATCH`]): each Maildir worker leaves the renames into `new/`
+//! of the batch's deliveries unsynced until the batch is served, then
+//! syncs `new/` once for all of them, and only then is any of them
+//! logged and reported ([`Batch`]).
 //!
 //! Trusts: master and qmgr for the request; the queue file is read by
 //! the queue module; the aliases database is read by the bounded reader;
@@ -61,6 +65,9 @@ const CHUNK: usize = 32 * 1024;
 const MAX_QUEUED_FRAMES: usize = 64;
 /// How deep `:include:` files of a `.forward` may nest.
 const MAX_FORWARD_DEPTH: usize = 5;
+/// The most requests from qmgr served before their Maildir deliveries
+/// are synced and reported.
+const MAX_BATCH: usize = 32;
 
 /// sysexits(3) codes the delivery child exits with.
 pub const EX_OK: i32 = 0;
@@ -95,6 +102,65 @@ struct Local {
     program: PathBuf,
     /// Mailbox delivery workers between jobs.
     workers: Pool<Worker>,
+    batch: Batch,
+}
+
+/// The requests of the batch in hand, served but not yet reported, and
+/// the Maildir workers whose deliveries for them wait for their sync.
+#[derive(Default)]
+struct Batch {
+    /// Workers holding deliveries renamed into `new/` but not synced,
+    /// out of the pool until [`Local::settle`] (None: the worker was lost
+    /// since, and its deliveries with it). Indexed by `touched` and
+    /// `depends`; an entry stays where it is until the batch ends.
+    unsynced: Vec<(Key, Option<Worker>)>,
+    /// The `unsynced` entries the recipient being served depends on.
+    touched: Vec<usize>,
+    /// The log lines of deliveries that wait for a sync.
+    logs: Vec<HeldLog>,
+    served: Vec<Served>,
+}
+
+/// A delivery's log line, written once its worker has synced.
+struct HeldLog {
+    id: String,
+    start: Instant,
+    to: String,
+    orig: Option<String>,
+    outcome: Outcome,
+    workers: Vec<usize>,
+}
+
+/// A request served: qmgr's job, one report per recipient, and the
+/// `unsynced` workers each report depends on.
+struct Served {
+    job: u64,
+    recipients: Vec<RecipientReport>,
+    depends: Vec<Vec<usize>>,
+}
+
+/// The reports and log lines of a batch, once its workers have synced:
+/// `failed[i]` is why the sync of `unsynced` entry `i` failed. A
+/// recipient delivered but depending on a failed sync is deferred with
+/// that reason; one that failed anyway keeps its own outcome.
+pub(super) fn settled(
+    recipients: Vec<RecipientReport>,
+    depends: &[Vec<usize>],
+    failed: &[Option<Outcome>],
+) -> Vec<RecipientReport> {
+    recipients
+        .into_iter()
+        .zip(depends)
+        .map(|(r, deps)| match sync_failure(deps, failed) {
+            Some(o) if matches!(r.status, RecipientStatus::Delivered { .. }) => report(r.index, o),
+            _ => r,
+        })
+        .collect()
+}
+
+/// The first failure among the syncs `deps`.
+fn sync_failure(deps: &[usize], failed: &[Option<Outcome>]) -> Option<Outcome> {
+    deps.iter().find_map(|&i| failed.get(i).cloned().flatten())
 }
 
 /// Serve until master says stop.
@@ -118,6 +184,7 @@ pub fn serve(_token: Sandboxed, child: Child, prepared: Prepared) -> ! {
         resolver: prepared.resolver,
         program,
         workers,
+        batch: Batch::default(),
     };
     let mut events = Events::with_capacity(16);
     loop {
@@ -178,7 +245,7 @@ impl Local {
         loop {
             let Some(q) = self.qmgr.as_mut() else { return };
             match q.recv::<QmgrToSmtp>() {
-                Ok(None) => return,
+                Ok(None) => return self.settle(),
                 Ok(Some((QmgrToSmtp::Deliver(d), mut fds))) => {
                     if fds.len() != 1 || d.recipients.is_empty() {
                         self.child.fatal("qmgr sent a delivery without its queue file or recipients");
@@ -187,16 +254,16 @@ impl Local {
                     if let Err(e) = sandbox::limit_received(&Grant::File { fd: fd.as_raw_fd(), write: false }) {
                         self.child.fatal(&format!("limiting a queue file: {e}"));
                     }
-                    let job = d.job;
-                    let recipients = self.deliver(&d, File::from(fd));
-                    let done = SmtpToQmgr::Done { job, site: SiteReport::Reached, recipients };
-                    if let Some(q) = self.qmgr.as_mut()
-                        && let Err(e) = q.send(&done, &[])
-                    {
-                        self.child.warn(&format!("reporting to qmgr: {e}"));
+                    let served = self.deliver(&d, File::from(fd));
+                    self.batch.served.push(served);
+                    if self.batch.served.len() >= MAX_BATCH {
+                        self.settle();
                     }
                 }
-                Err(crate::ipc::Error::Closed) => return drop_channel(&self.poll, &mut self.qmgr),
+                Err(crate::ipc::Error::Closed) => {
+                    self.settle();
+                    return drop_channel(&self.poll, &mut self.qmgr);
+                }
                 Err(e) => self.child.fatal(&format!("qmgr channel: {e}")),
             }
         }
@@ -220,11 +287,49 @@ impl Local {
         }
     }
 
+    /// The batch's Maildir workers sync `new/`; then its deliveries are
+    /// logged, and its requests reported to qmgr.
+    fn settle(&mut self) {
+        let limit = self.conf.local.time_limit;
+        let mut failed = Vec::with_capacity(self.batch.unsynced.len());
+        for (key, worker) in std::mem::take(&mut self.batch.unsynced) {
+            let Some(w) = worker else {
+                let why = "the delivery worker was lost before it synced new/ in the maildir";
+                failed.push(Some(Outcome::defer("4.3.0", why)));
+                continue;
+            };
+            let (back, ran) = w.job(&ToWorker::Sync, None, limit);
+            let o = ran.outcome(limit);
+            failed.push((!matches!(o.status, RecipientStatus::Delivered { .. })).then_some(o));
+            if let Some(w) = back {
+                for old in self.workers.put(key, w, Instant::now()) {
+                    old.close();
+                }
+            }
+        }
+        for h in std::mem::take(&mut self.batch.logs) {
+            let o = sync_failure(&h.workers, &failed).unwrap_or(h.outcome);
+            self.log(&h.id, h.start, &h.to, h.orig.as_deref(), &o);
+        }
+        for s in std::mem::take(&mut self.batch.served) {
+            let recipients = settled(s.recipients, &s.depends, &failed);
+            let done = SmtpToQmgr::Done { job: s.job, site: SiteReport::Reached, recipients };
+            if let Some(q) = self.qmgr.as_mut()
+                && let Err(e) = q.send(&done, &[])
+            {
+                self.child.warn(&format!("reporting to qmgr: {e}"));
+            }
+        }
+    }
+
     /// Deliver every recipient of a request; one report each.
-    fn deliver(&mut self, d: &Delivery, file: File) -> Vec<RecipientReport> {
+    fn deliver(&mut self, d: &Delivery, file: File) -> Served {
+        let served = |recipients: Vec<RecipientReport>, depends| Served { job: d.job, recipients, depends };
         let start = Instant::now();
-        let all = |why: String| -> Vec<RecipientReport> {
-            d.recipients.iter().map(|&i| report(i, Outcome::defer("4.3.0", &why))).collect()
+        let all = |why: String| -> Served {
+            let recipients: Vec<_> = d.recipients.iter().map(|&i| report(i, Outcome::defer("4.3.0", &why))).collect();
+            let depends = vec![Vec::new(); recipients.len()];
+            served(recipients, depends)
         };
         let qe = match read_envelope(&file) {
             Ok(q) if q.id.as_str() == d.queue_id => q,
@@ -240,16 +345,20 @@ impl Local {
             Err(e) => return all(format!("reading the message: {e}")),
         };
         let mut out = Vec::with_capacity(d.recipients.len());
+        let mut depends = Vec::with_capacity(d.recipients.len());
         for &index in &d.recipients {
+            self.batch.touched.clear();
             let Some(r) = qe.recipients.get(index as usize) else {
                 out.push(report(index, Outcome::defer("4.3.0", &format!("the queue file has no recipient #{index}"))));
+                depends.push(Vec::new());
                 continue;
             };
             let address = r.address.clone();
             let outcome = self.deliver_one(&d.queue_id, start, &qe, &file, &head, &address);
             out.push(report(index, outcome));
+            depends.push(std::mem::take(&mut self.batch.touched));
         }
-        out
+        served(out, depends)
     }
 
     /// One recipient: resolve it (the aliases, then the `.forward` files
@@ -282,6 +391,7 @@ impl Local {
                 Step::Here(d) => &d.to,
                 Step::Forward { to, .. } => to,
             };
+            let touched = self.batch.touched.len();
             let o = if super::deliver::delivered_to_loop(head, to) {
                 Outcome::bounce(DeliverError::Loop.dsn(), &format!("mail forwarding loop for {to}"))
             } else {
@@ -296,8 +406,21 @@ impl Local {
                 }
             };
             let orig = (to != address).then_some(address);
-            self.log(id, start, to, orig, &o);
-            if !matches!(o.status, RecipientStatus::Delivered { .. }) {
+            let delivered = matches!(o.status, RecipientStatus::Delivered { .. });
+            if delivered && self.batch.touched.len() > touched {
+                // Logged once its worker has synced (or failed to).
+                self.batch.logs.push(HeldLog {
+                    id: id.to_string(),
+                    start,
+                    to: to.clone(),
+                    orig: orig.map(str::to_string),
+                    outcome: o.clone(),
+                    workers: self.batch.touched[touched..].to_vec(),
+                });
+            } else {
+                self.log(id, start, to, orig, &o);
+            }
+            if !delivered {
                 return o;
             }
             last = o;
@@ -511,15 +634,28 @@ impl Local {
             confinement: self.confinement(),
         };
         let creds = sandbox::Credentials { uid, gid, groups: key.groups.clone() };
-        let idle = self.workers.take(&key).and_then(|mut w| {
+        // A Maildir worker of this batch with deliveries to sync takes
+        // the next one too.
+        let batched = kind == Kind::Maildir;
+        let mut slot =
+            if batched { self.batch.unsynced.iter().position(|(k, w)| *k == key && w.is_some()) } else { None };
+        let held = slot.and_then(|i| self.batch.unsynced[i].1.take());
+        if held.is_none() {
+            slot = None;
+        }
+        let idle = held.or_else(|| self.workers.take(&key)).and_then(|mut w| {
             if w.usable() {
                 return Some(w);
             }
-            // Ended or gone astray while idle: replaced.
+            // Ended or gone astray while idle: replaced (one of this
+            // batch's is lost with its deliveries: its entry stays None).
             self.child.debug(&format!("delivery worker pid {} for {dir_str}/{name} is gone", w.pid()));
             w.close();
             None
         });
+        if idle.is_none() {
+            slot = None;
+        }
         let worker = match idle {
             Some(w) => Ok(w),
             None => Worker::start(&self.program, &key.argv(), Some(&creds)),
@@ -534,14 +670,31 @@ impl Local {
             recipient: recipient.to_string(),
             arrival: qe.envelope.arrival.secs,
             content: (range.offset, range.len, range.crc),
+            batched,
         };
-        let (back, ran) = worker.job(&job, file, limit);
-        if let Some(w) = back {
-            for old in self.workers.put(key, w, Instant::now()) {
-                old.close();
-            }
-        }
+        let (back, ran) = worker.job(&job, Some(file), limit);
         let o = ran.outcome(limit);
+        let delivered = matches!(o.status, RecipientStatus::Delivered { .. });
+        match (slot, back) {
+            // Back where it waits for its sync (None: lost, and what it
+            // held to sync with it).
+            (Some(i), back) => {
+                self.batch.unsynced[i].1 = back;
+                if delivered {
+                    self.batch.touched.push(i);
+                }
+            }
+            (None, Some(w)) if batched && delivered => {
+                self.batch.touched.push(self.batch.unsynced.len());
+                self.batch.unsynced.push((key, Some(w)));
+            }
+            (None, Some(w)) => {
+                for old in self.workers.put(key, w, Instant::now()) {
+                    old.close();
+                }
+            }
+            (None, None) => {}
+        }
         if kind == Kind::Maildir || !ran.killed() {
             return o;
         }
@@ -761,7 +914,7 @@ impl Local {
 }
 
 /// What became of one recipient.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Outcome {
     pub status: RecipientStatus,
     pub dsn: String,

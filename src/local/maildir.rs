@@ -118,8 +118,10 @@ fn is_symlink(parent: &OwnedFd, name: &str) -> bool {
 /// Delivers the message into `maildir` (opened by [`open_maildir`]):
 /// the [`prepended_headers`] and the content read from `content` (CR LF
 /// lines from the queue) with LF line ends, written to `tmp/NAME` (a new
-/// file, mode 0600), fsynced, renamed to `new/NAME`, and `new/` fsynced.
-/// Returns NAME. On failure nothing is left behind in `tmp/` or `new/`.
+/// file, mode 0600), fsynced, renamed to `new/NAME`, and, if `sync`,
+/// `new/` fsynced (otherwise the caller does it for several deliveries
+/// at once, [`sync_new`]). Returns NAME. On failure nothing is left
+/// behind in `tmp/` or `new/`.
 ///
 /// NAME is unique as the Maildir specification asks:
 /// `SECS.MUSECSPPIDQN.HOST`, with N counting this process's deliveries
@@ -130,6 +132,7 @@ pub fn deliver(
     env: &Envelope<'_>,
     content: &mut dyn Read,
     scratch: &mut Scratch,
+    sync: bool,
 ) -> Result<String, Error> {
     let headers = prepended_headers(env)?;
     let Maildir { tmp, new } = maildir;
@@ -145,12 +148,27 @@ pub fn deliver(
         let _ = unlinkat(tmp, name.as_str(), UnlinkatFlags::NoRemoveDir);
         return Err(e);
     }
-    if let Err(e) = fsync(new) {
-        // Not known to be on disk: take it back; the delivery is retried.
-        let _ = unlinkat(new, name.as_str(), UnlinkatFlags::NoRemoveDir);
-        return Err(Error::errno("fsync new/ in the maildir")(e));
+    if sync {
+        sync_new(maildir, std::slice::from_ref(&name))?;
     }
     Ok(name)
+}
+
+/// Makes the renames of the deliveries `names` into `new/` durable with
+/// one fsync of `new/`. If that fails, they are not known to be on disk:
+/// they are taken back out of `new/` (their deliveries are retried, and
+/// must not arrive twice).
+pub fn sync_new(maildir: &Maildir, names: &[String]) -> Result<(), Error> {
+    if names.is_empty() {
+        return Ok(());
+    }
+    if let Err(e) = fsync(&maildir.new) {
+        for name in names {
+            let _ = unlinkat(&maildir.new, name.as_str(), UnlinkatFlags::NoRemoveDir);
+        }
+        return Err(Error::errno("fsync new/ in the maildir")(e));
+    }
+    Ok(())
 }
 
 fn write(

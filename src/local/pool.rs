@@ -7,7 +7,9 @@
 //! credentials fix, so that a worker is only ever handed a job it would
 //! have been started for. The local process serves one delivery at a
 //! time, so at most one worker is at work, out of the pool, while the
-//! others wait in it; no job ever waits for a worker. The pool keeps at
+//! others wait in it (or, holding Maildir deliveries of the batch in
+//! hand that wait for their sync, with the agent until the batch ends:
+//! at most one per batched request); no job ever waits for a worker. The pool keeps at
 //! most `max` idle workers (`local.workers`): when a worker comes back
 //! to a full pool, the one unused longest is closed (with `max` 0, every
 //! worker is closed after its job). A worker unused for `idle_time`

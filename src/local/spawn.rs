@@ -17,7 +17,7 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -246,10 +246,11 @@ impl Worker {
         }
     }
 
-    /// Hand the worker a job, the queue file with it, and wait for its
-    /// verdict, at most `limit`. Returns the worker when it answered
-    /// (it may take the next job), and the job as a [`Ran`].
-    pub fn job(mut self, job: &ToWorker, queue: &File, limit: Duration) -> (Option<Worker>, Ran) {
+    /// Hand the worker a job, the queue file with it (none with a
+    /// [`ToWorker::Sync`]), and wait for its verdict, at most `limit`.
+    /// Returns the worker when it answered (it may take the next job),
+    /// and the job as a [`Ran`].
+    pub fn job(mut self, job: &ToWorker, queue: Option<&File>, limit: Duration) -> (Option<Worker>, Ran) {
         let deadline = Instant::now() + limit;
         let mut text = Vec::new();
         // A worker that could not start has said why and ended: its
@@ -257,7 +258,8 @@ impl Worker {
         // Linux reports a peer that closed with our job unread as
         // ECONNRESET once, before the messages it left: read on once.
         let mut reset = false;
-        let broken = match self.chan.send(job, &[queue.as_fd()]) {
+        let fds: Vec<BorrowedFd<'_>> = queue.iter().map(|f| f.as_fd()).collect();
+        let broken = match self.chan.send(job, &fds) {
             Ok(()) | Err(crate::ipc::Error::Closed) => loop {
                 match self.chan.recv::<FromWorker>() {
                     Ok(Some((FromWorker::Progress(line), fds))) if fds.is_empty() && progress_line(&line) => {

@@ -20,7 +20,7 @@ fn delivery_lands_in_new_with_tmp_left_empty() {
         assert_eq!(meta.mode() & 0o077, 0, "{sub} mode {:o}", meta.mode());
     }
     let content = crlf(&["Subject: hi", "", "From here", "bye"]);
-    let name = deliver(&dir, "mx.example.com", &ENV, &mut &content[..], &mut Scratch::default()).unwrap();
+    let name = deliver(&dir, "mx.example.com", &ENV, &mut &content[..], &mut Scratch::default(), true).unwrap();
     assert_eq!(home.names("Maildir/new"), std::slice::from_ref(&name));
     assert!(home.names("Maildir/tmp").is_empty());
     assert!(home.names("Maildir/cur").is_empty());
@@ -43,7 +43,8 @@ fn names_unique_over_a_thousand_deliveries() {
     let mut names = HashSet::new();
     for i in 0..1000 {
         let content = format!("Subject: {i}\r\n\r\nbody\r\n");
-        let name = deliver(&dir, "host/with:odd", &ENV, &mut content.as_bytes(), &mut Scratch::default()).unwrap();
+        let name =
+            deliver(&dir, "host/with:odd", &ENV, &mut content.as_bytes(), &mut Scratch::default(), true).unwrap();
         assert!(name.ends_with(".host\\057with\\072odd"), "{name}");
         assert!(names.insert(name), "a name came twice");
     }
@@ -57,7 +58,7 @@ fn python_mailbox_reads_the_maildir() {
     let dir = open_maildir(&home.fd(), "Mail/inbox/").unwrap();
     for i in 0..3 {
         let content = crlf(&[&format!("Subject: m{i}"), "", "From the body"]);
-        deliver(&dir, "mx.example.com", &ENV, &mut &content[..], &mut Scratch::default()).unwrap();
+        deliver(&dir, "mx.example.com", &ENV, &mut &content[..], &mut Scratch::default(), true).unwrap();
     }
     let script = "\
 import mailbox, sys
@@ -80,7 +81,7 @@ fn existing_maildir_reused_and_missing_subdirectories_made() {
     fs::create_dir_all(home.path.join("Maildir/cur")).unwrap();
     fs::write(home.path.join("Maildir/cur/old:2,S"), "old").unwrap();
     let dir = open_maildir(&home.fd(), "./Maildir").unwrap();
-    deliver(&dir, "h", &ENV, &mut &b"x\r\n"[..], &mut Scratch::default()).unwrap();
+    deliver(&dir, "h", &ENV, &mut &b"x\r\n"[..], &mut Scratch::default(), true).unwrap();
     assert_eq!(home.names("Maildir/cur"), ["old:2,S"]);
     assert_eq!(home.names("Maildir/new").len(), 1);
 }

@@ -3,6 +3,7 @@
 //! Python's `mailbox` module reads what they wrote, as a mail reader
 //! written by others.
 
+mod batch;
 mod deliver;
 mod forward;
 mod maildir;

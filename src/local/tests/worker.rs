@@ -73,12 +73,13 @@ fn job(f: &File) -> ToWorker {
         recipient: String::from("bob@example.org"),
         arrival: 1_795_349_197,
         content: (r.offset, r.len, r.crc),
+        batched: false,
     }
 }
 
 /// Give `w` the job for queue file `f`.
 fn run(w: Worker, f: &File, limit: Duration) -> (Option<Worker>, Ran) {
-    w.job(&job(f), f, limit)
+    w.job(&job(f), Some(f), limit)
 }
 
 /// Give `w` a job with `body`; its verdict must come back, with the
@@ -171,9 +172,11 @@ fn content_that_fails_its_crc_is_not_delivered_and_the_worker_goes_on() {
     let w = start(&program, Kind::Mbox, &spool.path, "bob", 5_000);
     // The range says one CRC, the file holds other bytes.
     let f = queue(&q, "damaged");
-    let ToWorker::Deliver { sender, recipient, arrival, content: (offset, len, crc) } = job(&f);
-    let bad = ToWorker::Deliver { sender, recipient, arrival, content: (offset, len, crc ^ 1) };
-    let (back, ran) = w.job(&bad, &f, LIMIT);
+    let ToWorker::Deliver { sender, recipient, arrival, content: (offset, len, crc), batched } = job(&f) else {
+        unreachable!()
+    };
+    let bad = ToWorker::Deliver { sender, recipient, arrival, content: (offset, len, crc ^ 1), batched };
+    let (back, ran) = w.job(&bad, Some(&f), LIMIT);
     let w = back.expect("the worker is kept");
     let o = ran.outcome(LIMIT);
     assert_eq!((o.status, o.dsn.as_str()), (RecipientStatus::Deferred, "4.3.0"), "{}", o.reason);
@@ -207,6 +210,64 @@ fn a_maildir_worker_delivers_each_message_as_its_own_file() {
     }
     assert!(home.names("Maildir/tmp").is_empty());
     w.close();
+}
+
+/// Give `w` a batched job with `body`, as the agent does for a Maildir.
+fn deliver_batched(w: Worker, q: &TempDir, body: &str) -> (Worker, Ran) {
+    let f = queue(q, body);
+    let ToWorker::Deliver { sender, recipient, arrival, content, .. } = job(&f) else { unreachable!() };
+    let batched = ToWorker::Deliver { sender, recipient, arrival, content, batched: true };
+    let (back, ran) = w.job(&batched, Some(&f), LIMIT);
+    (back.unwrap_or_else(|| panic!("the worker was lost: {:?}", ran.lost)), ran)
+}
+
+#[test]
+fn a_batch_of_maildir_deliveries_is_synced_once_when_asked() {
+    let Some(program) = program() else { return };
+    let home = TempDir::new("worker-batch");
+    let q = TempDir::new("worker-batch-queue");
+    let w = start(&program, Kind::Maildir, &home.path, "Maildir/", 5_000);
+    // Nothing to sync yet: said so, plainly.
+    let (back, ran) = w.job(&ToWorker::Sync, None, LIMIT);
+    sent(&ran, "synced");
+    let mut w = back.expect("the worker answered");
+    for body in ["one", "two", "three"] {
+        let (back, ran) = deliver_batched(w, &q, body);
+        sent(&ran, "delivered to maildir");
+        w = back;
+    }
+    // Each is whole in new/ at once (a reader may see it before the sync).
+    let new = home.path.join("Maildir/new");
+    let mut bodies: Vec<String> = home.names("Maildir/new").iter().map(|n| read(&new.join(n))).collect();
+    bodies.sort();
+    assert_eq!(bodies.len(), 3);
+    for (text, body) in bodies.iter().zip(["one", "three", "two"]) {
+        assert!(text.ends_with(&format!("\n\n{body}\n")), "{text}");
+    }
+    assert!(home.names("Maildir/tmp").is_empty());
+    let (back, ran) = w.job(&ToWorker::Sync, None, LIMIT);
+    sent(&ran, "synced");
+    // A plain job after the batch syncs on its own, as ever.
+    let (w, ran) = deliver(back.expect("the worker answered"), &q, "four");
+    sent(&ran, "delivered to maildir");
+    assert_eq!(home.names("Maildir/new").len(), 4);
+    w.close();
+}
+
+#[test]
+fn a_sync_request_with_a_descriptor_is_refused() {
+    let Some(program) = program() else { return };
+    let home = TempDir::new("worker-badsync");
+    let q = TempDir::new("worker-badsync-queue");
+    let w = start(&program, Kind::Maildir, &home.path, "Maildir/", 5_000);
+    let f = queue(&q, "x");
+    let (back, ran) = w.job(&ToWorker::Sync, Some(&f), LIMIT);
+    let o = ran.outcome(LIMIT);
+    assert_eq!(o.status, RecipientStatus::Deferred, "{o:?}");
+    assert!(o.reason.contains("a descriptor with a sync request"), "{}", o.reason);
+    if let Some(w) = back {
+        w.close();
+    }
 }
 
 #[test]

@@ -19,7 +19,10 @@
 //! [`MAX_BATCH`]): each Maildir worker leaves the renames into `new/`
 //! of the batch's deliveries unsynced until the batch is served, then
 //! syncs `new/` once for all of them, and only then is any of them
-//! logged and reported ([`Batch`]).
+//! logged and reported ([`Batch`]). A recipient's delivery to its own
+//! Maildir (its last destination) is handed to the worker without
+//! waiting for the verdict, which is read when the batch ends: a worker
+//! takes the batch's jobs one after another while the parent goes on.
 //!
 //! Trusts: master and qmgr for the request; the queue file is read by
 //! the queue module; the aliases database is read by the bounded reader;
@@ -68,6 +71,8 @@ const MAX_FORWARD_DEPTH: usize = 5;
 /// The most requests from qmgr served before their Maildir deliveries
 /// are synced and reported.
 const MAX_BATCH: usize = 32;
+/// The most jobs handed to one worker whose verdicts are still to read.
+const MAX_HANDED: usize = 32;
 
 /// sysexits(3) codes the delivery child exits with.
 pub const EX_OK: i32 = 0;
@@ -106,19 +111,42 @@ struct Local {
 }
 
 /// The requests of the batch in hand, served but not yet reported, and
-/// the Maildir workers whose deliveries for them wait for their sync.
+/// the Maildir workers whose deliveries for them wait for their
+/// verdicts and their sync. What a delivery waits for is an *item*: the
+/// verdict on a job handed to a worker without waiting, or a worker's
+/// sync of `new/`; `results` holds each item's failure once known.
 #[derive(Default)]
 struct Batch {
     /// Workers holding deliveries renamed into `new/` but not synced,
-    /// out of the pool until [`Local::settle`] (None: the worker was lost
-    /// since, and its deliveries with it). Indexed by `touched` and
-    /// `depends`; an entry stays where it is until the batch ends.
-    unsynced: Vec<(Key, Option<Worker>)>,
-    /// The `unsynced` entries the recipient being served depends on.
+    /// or jobs whose verdicts are still to read, out of the pool until
+    /// [`Local::settle`]. An entry stays where it is until the batch ends.
+    slots: Vec<Slot>,
+    /// Per item, why it failed (None: it did not, or not yet known).
+    results: Vec<Option<Outcome>>,
+    /// The items the recipient being served depends on.
     touched: Vec<usize>,
-    /// The log lines of deliveries that wait for a sync.
+    /// The log lines of deliveries that wait for items.
     logs: Vec<HeldLog>,
     served: Vec<Served>,
+}
+
+/// A Maildir worker of the batch.
+struct Slot {
+    key: Key,
+    /// None: lost, and its deliveries with it.
+    worker: Option<Worker>,
+    /// The items of the jobs handed to it whose verdicts are still to
+    /// read, in the order handed.
+    handed: Vec<usize>,
+    /// The item of its sync.
+    sync: usize,
+}
+
+impl Batch {
+    fn item(&mut self) -> usize {
+        self.results.push(None);
+        self.results.len() - 1
+    }
 }
 
 /// A delivery's log line, written once its worker has synced.
@@ -132,17 +160,17 @@ struct HeldLog {
 }
 
 /// A request served: qmgr's job, one report per recipient, and the
-/// `unsynced` workers each report depends on.
+/// items each report depends on.
 struct Served {
     job: u64,
     recipients: Vec<RecipientReport>,
     depends: Vec<Vec<usize>>,
 }
 
-/// The reports and log lines of a batch, once its workers have synced:
-/// `failed[i]` is why the sync of `unsynced` entry `i` failed. A
-/// recipient delivered but depending on a failed sync is deferred with
-/// that reason; one that failed anyway keeps its own outcome.
+/// The reports of a batch, once its workers have answered and synced:
+/// `failed[i]` is why item `i` failed. A recipient delivered but
+/// depending on a failed item gets that item's outcome (the first
+/// failed among them); one that failed anyway keeps its own.
 pub(super) fn settled(
     recipients: Vec<RecipientReport>,
     depends: &[Vec<usize>],
@@ -158,7 +186,7 @@ pub(super) fn settled(
         .collect()
 }
 
-/// The first failure among the syncs `deps`.
+/// The first failure among the items `deps`.
 fn sync_failure(deps: &[usize], failed: &[Option<Outcome>]) -> Option<Outcome> {
     deps.iter().find_map(|&i| failed.get(i).cloned().flatten())
 }
@@ -291,22 +319,27 @@ impl Local {
     /// logged, and its requests reported to qmgr.
     fn settle(&mut self) {
         let limit = self.conf.local.time_limit;
-        let mut failed = Vec::with_capacity(self.batch.unsynced.len());
-        for (key, worker) in std::mem::take(&mut self.batch.unsynced) {
-            let Some(w) = worker else {
+        for i in 0..self.batch.slots.len() {
+            self.collect(i);
+        }
+        for slot in std::mem::take(&mut self.batch.slots) {
+            let Some(w) = slot.worker else {
                 let why = "the delivery worker was lost before it synced new/ in the maildir";
-                failed.push(Some(Outcome::defer("4.3.0", why)));
+                self.batch.results[slot.sync] = Some(Outcome::defer("4.3.0", why));
                 continue;
             };
             let (back, ran) = w.job(&ToWorker::Sync, None, limit);
             let o = ran.outcome(limit);
-            failed.push((!matches!(o.status, RecipientStatus::Delivered { .. })).then_some(o));
+            if !matches!(o.status, RecipientStatus::Delivered { .. }) {
+                self.batch.results[slot.sync] = Some(o);
+            }
             if let Some(w) = back {
-                for old in self.workers.put(key, w, Instant::now()) {
+                for old in self.workers.put(slot.key, w, Instant::now()) {
                     old.close();
                 }
             }
         }
+        let failed = std::mem::take(&mut self.batch.results);
         for h in std::mem::take(&mut self.batch.logs) {
             let o = sync_failure(&h.workers, &failed).unwrap_or(h.outcome);
             self.log(&h.id, h.start, &h.to, h.orig.as_deref(), &o);
@@ -319,6 +352,25 @@ impl Local {
             {
                 self.child.warn(&format!("reporting to qmgr: {e}"));
             }
+        }
+    }
+
+    /// Read the verdicts on the jobs handed to the worker of slot `i`
+    /// (a lost worker's are lost with it).
+    fn collect(&mut self, i: usize) {
+        let limit = self.conf.local.time_limit;
+        for item in std::mem::take(&mut self.batch.slots[i].handed) {
+            let Some(w) = self.batch.slots[i].worker.take() else {
+                let why = "the delivery worker was lost before it answered";
+                self.batch.results[item] = Some(Outcome::defer("4.3.0", why));
+                continue;
+            };
+            let (back, ran) = w.answer(limit);
+            let o = ran.outcome(limit);
+            if !matches!(o.status, RecipientStatus::Delivered { .. }) {
+                self.batch.results[item] = Some(o);
+            }
+            self.batch.slots[i].worker = back;
         }
     }
 
@@ -386,7 +438,9 @@ impl Local {
             }
         };
         let mut last = Outcome::defer("4.3.0", "no destination");
-        for step in steps(dests, &qe.envelope.sender) {
+        let steps = steps(dests, &qe.envelope.sender);
+        let n = steps.len();
+        for (k, step) in steps.into_iter().enumerate() {
             let to = match &step {
                 Step::Here(d) => &d.to,
                 Step::Forward { to, .. } => to,
@@ -396,7 +450,10 @@ impl Local {
                 Outcome::bounce(DeliverError::Loop.dsn(), &format!("mail forwarding loop for {to}"))
             } else {
                 match &step {
-                    Step::Here(Dest { target: Target::Mailbox { user, .. }, to }) => self.mailbox(qe, file, user, to),
+                    Step::Here(Dest { target: Target::Mailbox { user, .. }, to }) => {
+                        // Nothing after it waits for its verdict.
+                        self.mailbox(qe, file, user, to, k + 1 == n)
+                    }
                     Step::Here(Dest { target: Target::Command { command, user }, to }) => {
                         self.command(qe, file, user, command, to, address)
                     }
@@ -568,8 +625,9 @@ impl Local {
         ));
     }
 
-    /// Run a mailbox delivery child as `user` and wait for it.
-    fn mailbox(&mut self, qe: &QueueEnvelope, file: &File, user: &User, recipient: &str) -> Outcome {
+    /// Run a mailbox delivery child as `user` and wait for it (a
+    /// Maildir delivery that is `last` is only handed to its worker).
+    fn mailbox(&mut self, qe: &QueueEnvelope, file: &File, user: &User, recipient: &str, last: bool) -> Outcome {
         let lc = &self.conf.local;
         let (kind, dir, name, gid) = match lc.mailbox {
             MailboxKind::Mbox => {
@@ -578,7 +636,7 @@ impl Local {
             }
             MailboxKind::Maildir => (Kind::Maildir, user.home.clone(), lc.maildir.clone(), user.gid),
         };
-        self.store(qe, file, kind, &dir, &name, user.uid, gid, recipient)
+        self.store(qe, file, kind, &dir, &name, user.uid, gid, recipient, last)
     }
 
     /// A file or Maildir named in an alias or `.forward`, written as
@@ -594,7 +652,7 @@ impl Local {
             return Outcome::bounce("5.3.0", &format!("{}: not a file to deliver to", path.display()));
         };
         let (kind, name) = if maildir { (Kind::Maildir, format!("{name}/")) } else { (Kind::File, name.to_string()) };
-        let o = self.store(qe, file, kind, dir, &name, user.uid, user.gid, to);
+        let o = self.store(qe, file, kind, dir, &name, user.uid, user.gid, to, false);
         match o.status {
             RecipientStatus::Delivered { .. } => Outcome::sent(&format!("delivered to file: {}", path.display())),
             _ => Outcome { reason: format!("{}: {}", path.display(), o.reason), ..o },
@@ -604,7 +662,8 @@ impl Local {
     /// Deliver to NAME in DIR as uid and gid, by the worker for it
     /// (`local deliver KIND DIR NAME ...`, started when there is none),
     /// and wait; if an mbox or file delivery was killed, repair the
-    /// mailbox ([`Local::repair`]).
+    /// mailbox ([`Local::repair`]). A Maildir delivery joins the batch
+    /// ([`Local::maildir_job`]; handed over without waiting if `last`).
     #[allow(clippy::too_many_arguments)]
     fn store(
         &mut self,
@@ -616,6 +675,7 @@ impl Local {
         uid: u32,
         gid: u32,
         recipient: &str,
+        last: bool,
     ) -> Outcome {
         let lc = &self.conf.local;
         let limit = lc.time_limit;
@@ -634,68 +694,29 @@ impl Local {
             confinement: self.confinement(),
         };
         let creds = sandbox::Credentials { uid, gid, groups: key.groups.clone() };
-        // A Maildir worker of this batch with deliveries to sync takes
-        // the next one too.
-        let batched = kind == Kind::Maildir;
-        let mut slot =
-            if batched { self.batch.unsynced.iter().position(|(k, w)| *k == key && w.is_some()) } else { None };
-        let held = slot.and_then(|i| self.batch.unsynced[i].1.take());
-        if held.is_none() {
-            slot = None;
-        }
-        let idle = held.or_else(|| self.workers.take(&key)).and_then(|mut w| {
-            if w.usable() {
-                return Some(w);
-            }
-            // Ended or gone astray while idle: replaced (one of this
-            // batch's is lost with its deliveries: its entry stays None).
-            self.child.debug(&format!("delivery worker pid {} for {dir_str}/{name} is gone", w.pid()));
-            w.close();
-            None
-        });
-        if idle.is_none() {
-            slot = None;
-        }
-        let worker = match idle {
-            Some(w) => Ok(w),
-            None => Worker::start(&self.program, &key.argv(), Some(&creds)),
-        };
-        let worker = match worker {
-            Ok(w) => w,
-            Err(e) => return Outcome::defer("4.3.0", &format!("cannot start the delivery: {e}")),
-        };
         let range = qe.content_range();
         let job = ToWorker::Deliver {
             sender: qe.envelope.sender.clone(),
             recipient: recipient.to_string(),
             arrival: qe.envelope.arrival.secs,
             content: (range.offset, range.len, range.crc),
-            batched,
+            batched: kind == Kind::Maildir,
+        };
+        if kind == Kind::Maildir {
+            return self.maildir_job(key, &creds, &job, file, last);
+        }
+        let worker = match self.worker(&key, &creds) {
+            Ok(w) => w,
+            Err(o) => return o,
         };
         let (back, ran) = worker.job(&job, Some(file), limit);
-        let o = ran.outcome(limit);
-        let delivered = matches!(o.status, RecipientStatus::Delivered { .. });
-        match (slot, back) {
-            // Back where it waits for its sync (None: lost, and what it
-            // held to sync with it).
-            (Some(i), back) => {
-                self.batch.unsynced[i].1 = back;
-                if delivered {
-                    self.batch.touched.push(i);
-                }
+        if let Some(w) = back {
+            for old in self.workers.put(key, w, Instant::now()) {
+                old.close();
             }
-            (None, Some(w)) if batched && delivered => {
-                self.batch.touched.push(self.batch.unsynced.len());
-                self.batch.unsynced.push((key, Some(w)));
-            }
-            (None, Some(w)) => {
-                for old in self.workers.put(key, w, Instant::now()) {
-                    old.close();
-                }
-            }
-            (None, None) => {}
         }
-        if kind == Kind::Maildir || !ran.killed() {
+        let o = ran.outcome(limit);
+        if !ran.killed() {
             return o;
         }
         let env = Envelope { sender: &qe.envelope.sender, recipient, arrival: qe.envelope.arrival.secs };
@@ -709,6 +730,92 @@ impl Local {
         };
         let repaired = self.repair(qe.id.as_str(), &killed, &creds, file);
         killed.outcome(o, repaired)
+    }
+
+    /// The idle worker for `key`, or a new one.
+    fn worker(&mut self, key: &Key, creds: &sandbox::Credentials) -> Result<Worker, Outcome> {
+        let idle = self.workers.take(key).and_then(|mut w| {
+            if w.usable() {
+                return Some(w);
+            }
+            // Ended or gone astray while idle: replaced.
+            self.child.debug(&format!("delivery worker pid {} for {}/{} is gone", w.pid(), key.dir, key.name));
+            w.close();
+            None
+        });
+        match idle {
+            Some(w) => Ok(w),
+            None => Worker::start(&self.program, &key.argv(), Some(creds))
+                .map_err(|e| Outcome::defer("4.3.0", &format!("cannot start the delivery: {e}"))),
+        }
+    }
+
+    /// The batch's slot of the worker for `key` (one that is not lost),
+    /// made with the idle worker or a new one when there is none.
+    fn slot(&mut self, key: &Key, creds: &sandbox::Credentials) -> Result<usize, Outcome> {
+        if let Some(i) = self.batch.slots.iter().position(|s| s.key == *key && s.worker.is_some()) {
+            return Ok(i);
+        }
+        let w = self.worker(key, creds)?;
+        let sync = self.batch.item();
+        self.batch.slots.push(Slot { key: key.clone(), worker: Some(w), handed: Vec::new(), sync });
+        Ok(self.batch.slots.len() - 1)
+    }
+
+    /// A Maildir job by the batch's worker for `key`. With `hand`, it is
+    /// only handed over: it counts as delivered if its verdict, read at
+    /// the end of the batch, says so; otherwise its verdict is waited
+    /// for (after those of the jobs handed before). Either way the
+    /// delivery waits for the worker's sync of `new/`.
+    fn maildir_job(
+        &mut self,
+        key: Key,
+        creds: &sandbox::Credentials,
+        job: &ToWorker,
+        file: &File,
+        hand: bool,
+    ) -> Outcome {
+        let limit = self.conf.local.time_limit;
+        let mut i = match self.slot(&key, creds) {
+            Ok(i) => i,
+            Err(o) => return o,
+        };
+        if !hand || self.batch.slots[i].handed.len() >= MAX_HANDED {
+            self.collect(i);
+            if self.batch.slots[i].worker.is_none() {
+                i = match self.slot(&key, creds) {
+                    Ok(i) => i,
+                    Err(o) => return o,
+                };
+            }
+        }
+        let sync = self.batch.slots[i].sync;
+        let Some(mut w) = self.batch.slots[i].worker.take() else {
+            return Outcome::defer("4.3.0", "the delivery worker was lost");
+        };
+        if hand {
+            return match w.submit(job, Some(file)) {
+                Ok(()) => {
+                    let item = self.batch.item();
+                    self.batch.slots[i].handed.push(item);
+                    self.batch.slots[i].worker = Some(w);
+                    self.batch.touched.extend([item, sync]);
+                    Outcome::sent("delivered to maildir")
+                }
+                // Lost, with the jobs handed before.
+                Err(why) => {
+                    w.close();
+                    Outcome::defer("4.3.0", &why)
+                }
+            };
+        }
+        let (back, ran) = w.job(job, Some(file), limit);
+        self.batch.slots[i].worker = back;
+        let o = ran.outcome(limit);
+        if matches!(o.status, RecipientStatus::Delivered { .. }) {
+            self.batch.touched.push(sync);
+        }
+        o
     }
 
     /// Run `local repair` for a killed delivery as its user and group,

@@ -5,11 +5,11 @@
 //!
 //! A worker is found again by its [`Key`]: everything its arguments and
 //! credentials fix, so that a worker is only ever handed a job it would
-//! have been started for. The local process serves one delivery at a
-//! time, so at most one worker is at work, out of the pool, while the
-//! others wait in it (or, holding Maildir deliveries of the batch in
-//! hand that wait for their sync, with the agent until the batch ends:
-//! at most one per batched request); no job ever waits for a worker. The pool keeps at
+//! have been started for. A worker at work is out of the pool: the one
+//! the local process waits for, and the Maildir workers of the batch in
+//! hand (with jobs still to answer or deliveries to sync; at most one
+//! per batched delivery), until the batch ends. No job ever waits for a
+//! worker. The pool keeps at
 //! most `max` idle workers (`local.workers`): when a worker comes back
 //! to a full pool, the one unused longest is closed (with `max` 0, every
 //! worker is closed after its job). A worker unused for `idle_time`

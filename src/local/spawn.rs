@@ -251,6 +251,30 @@ impl Worker {
     /// Returns the worker when it answered (it may take the next job),
     /// and the job as a [`Ran`].
     pub fn job(mut self, job: &ToWorker, queue: Option<&File>, limit: Duration) -> (Option<Worker>, Ran) {
+        match self.submit(job, queue) {
+            Ok(()) => self.answer(limit),
+            Err(why) => {
+                let deadline = Instant::now() + limit;
+                (None, self.lost(Broken::Malformed(why), Vec::new(), deadline))
+            }
+        }
+    }
+
+    /// Hand the worker a job without waiting: its verdict is read by
+    /// [`Worker::answer`], the verdicts of several jobs handed so in
+    /// turn. A worker whose socket has closed is not lost yet: it may
+    /// have answered first (one that could not start says why).
+    pub fn submit(&mut self, job: &ToWorker, queue: Option<&File>) -> Result<(), String> {
+        let fds: Vec<BorrowedFd<'_>> = queue.iter().map(|f| f.as_fd()).collect();
+        match self.chan.send(job, &fds) {
+            Ok(()) | Err(crate::ipc::Error::Closed) => Ok(()),
+            Err(e) => Err(format!("cannot send it the job: {e}")),
+        }
+    }
+
+    /// Wait for the verdict on the next job handed to the worker, at
+    /// most `limit`, as [`Worker::job`] does.
+    pub fn answer(mut self, limit: Duration) -> (Option<Worker>, Ran) {
         let deadline = Instant::now() + limit;
         let mut text = Vec::new();
         // A worker that could not start has said why and ended: its
@@ -258,35 +282,31 @@ impl Worker {
         // Linux reports a peer that closed with our job unread as
         // ECONNRESET once, before the messages it left: read on once.
         let mut reset = false;
-        let fds: Vec<BorrowedFd<'_>> = queue.iter().map(|f| f.as_fd()).collect();
-        let broken = match self.chan.send(job, &fds) {
-            Ok(()) | Err(crate::ipc::Error::Closed) => loop {
-                match self.chan.recv::<FromWorker>() {
-                    Ok(Some((FromWorker::Progress(line), fds))) if fds.is_empty() && progress_line(&line) => {
-                        if text.len() + line.len() >= MAX_PROGRESS {
-                            break Broken::Malformed(String::from("too many progress lines"));
-                        }
-                        text.extend_from_slice(line.as_bytes());
-                        text.push(b'\n');
+        let broken = loop {
+            match self.chan.recv::<FromWorker>() {
+                Ok(Some((FromWorker::Progress(line), fds))) if fds.is_empty() && progress_line(&line) => {
+                    if text.len() + line.len() >= MAX_PROGRESS {
+                        break Broken::Malformed(String::from("too many progress lines"));
                     }
-                    Ok(Some((FromWorker::Done { code, report }, fds))) if fds.is_empty() => {
-                        text.extend_from_slice(report.as_bytes());
-                        text.truncate(MAX_CHILD_REPORT);
-                        let status = Ok(WaitStatus::Exited(self.pid, code));
-                        let ran = Ran { pid: self.pid, status, text, timed_out: false, lost: None };
-                        return (Some(self), ran);
-                    }
-                    Ok(Some((m, _))) => break Broken::Malformed(format!("{m:?}")),
-                    Ok(None) => match self.wait_readable(deadline) {
-                        Ok(()) => {}
-                        Err(b) => break b,
-                    },
-                    Err(crate::ipc::Error::Closed) if !reset => reset = true,
-                    Err(crate::ipc::Error::Closed) => break Broken::Closed,
-                    Err(e) => break Broken::Malformed(e.to_string()),
+                    text.extend_from_slice(line.as_bytes());
+                    text.push(b'\n');
                 }
-            },
-            Err(e) => Broken::Malformed(format!("cannot send it the job: {e}")),
+                Ok(Some((FromWorker::Done { code, report }, fds))) if fds.is_empty() => {
+                    text.extend_from_slice(report.as_bytes());
+                    text.truncate(MAX_CHILD_REPORT);
+                    let status = Ok(WaitStatus::Exited(self.pid, code));
+                    let ran = Ran { pid: self.pid, status, text, timed_out: false, lost: None };
+                    return (Some(self), ran);
+                }
+                Ok(Some((m, _))) => break Broken::Malformed(format!("{m:?}")),
+                Ok(None) => match self.wait_readable(deadline) {
+                    Ok(()) => {}
+                    Err(b) => break b,
+                },
+                Err(crate::ipc::Error::Closed) if !reset => reset = true,
+                Err(crate::ipc::Error::Closed) => break Broken::Closed,
+                Err(e) => break Broken::Malformed(e.to_string()),
+            }
         };
         (None, self.lost(broken, text, deadline))
     }

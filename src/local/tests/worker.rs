@@ -212,12 +212,21 @@ fn a_maildir_worker_delivers_each_message_as_its_own_file() {
     w.close();
 }
 
-/// Give `w` a batched job with `body`, as the agent does for a Maildir.
+/// The batched job for queue file `f`, as the agent makes it for a
+/// Maildir.
+fn batched_job(f: &File) -> ToWorker {
+    match job(f) {
+        ToWorker::Deliver { sender, recipient, arrival, content, .. } => {
+            ToWorker::Deliver { sender, recipient, arrival, content, batched: true }
+        }
+        other => other,
+    }
+}
+
+/// Give `w` a batched job with `body`.
 fn deliver_batched(w: Worker, q: &TempDir, body: &str) -> (Worker, Ran) {
     let f = queue(q, body);
-    let ToWorker::Deliver { sender, recipient, arrival, content, .. } = job(&f) else { unreachable!() };
-    let batched = ToWorker::Deliver { sender, recipient, arrival, content, batched: true };
-    let (back, ran) = w.job(&batched, Some(&f), LIMIT);
+    let (back, ran) = w.job(&batched_job(&f), Some(&f), LIMIT);
     (back.unwrap_or_else(|| panic!("the worker was lost: {:?}", ran.lost)), ran)
 }
 
@@ -252,6 +261,38 @@ fn a_batch_of_maildir_deliveries_is_synced_once_when_asked() {
     sent(&ran, "delivered to maildir");
     assert_eq!(home.names("Maildir/new").len(), 4);
     w.close();
+}
+
+#[test]
+fn jobs_handed_without_waiting_are_answered_in_turn() {
+    let Some(program) = program() else { return };
+    let home = TempDir::new("worker-handed");
+    let q = TempDir::new("worker-handed-queue");
+    let mut w = start(&program, Kind::Maildir, &home.path, "Maildir/", 5_000);
+    let files: Vec<File> = ["one", "two", "three"].iter().map(|b| queue(&q, b)).collect();
+    for f in &files {
+        w.submit(&batched_job(f), Some(f)).expect("hand over a job");
+    }
+    // A fourth job's content is damaged: the first three are answered
+    // delivered, the fourth not, each in its turn.
+    let ToWorker::Deliver { sender, recipient, arrival, content: (o, l, crc), batched } = batched_job(&files[0]) else {
+        unreachable!()
+    };
+    let bad = ToWorker::Deliver { sender, recipient, arrival, content: (o, l, crc ^ 1), batched };
+    w.submit(&bad, Some(&files[0])).expect("hand over a job");
+    for _ in 0..3 {
+        let (back, ran) = w.answer(LIMIT);
+        sent(&ran, "delivered to maildir");
+        w = back.expect("the worker answered");
+    }
+    let (back, ran) = w.answer(LIMIT);
+    let o = ran.outcome(LIMIT);
+    assert_eq!(o.status, RecipientStatus::Deferred, "{o:?}");
+    assert!(o.reason.contains("the message content cannot be read"), "{}", o.reason);
+    let (back, ran) = back.expect("the worker answered").job(&ToWorker::Sync, None, LIMIT);
+    sent(&ran, "synced");
+    assert_eq!(home.names("Maildir/new").len(), 3);
+    back.expect("the worker answered").close();
 }
 
 #[test]

@@ -315,8 +315,8 @@ pub struct LocalConf {
     #[serde(with = "serde_ucl::time")]
     pub time_limit: Duration,
     /// Mailbox and file delivery workers each local process keeps
-    /// between deliveries (0: each delivery gets a fresh one, closed
-    /// after it).
+    /// between deliveries (0: each is closed after its delivery, a
+    /// Maildir's after its batch).
     pub workers: u32,
     /// How long a delivery worker may wait unused before it is closed.
     #[serde(with = "serde_ucl::time")]

@@ -13,7 +13,7 @@
 //! ([`super::repair`]) to cut the mailbox back to where the delivery
 //! began and remove its dot-lock, and logs what it did.
 //!
-//! Deliveries are served one at a time (each bounded by
+//! Deliveries are waited for one at a time (each bounded by
 //! `local.time_limit`); more processes (`processes.local`) deliver in
 //! parallel. The requests qmgr has sent are served as a batch (at most
 //! [`MAX_BATCH`]): each Maildir worker leaves the renames into `new/`
@@ -23,6 +23,9 @@
 //! Maildir (its last destination) is handed to the worker without
 //! waiting for the verdict, which is read when the batch ends: a worker
 //! takes the batch's jobs one after another while the parent goes on.
+//! A batch keeps at most [`MAX_SLOTS`] workers out of the pool; a worker
+//! lost in the middle of a batch is replaced by a new one for the same
+//! Maildir, which syncs `new/` in its stead.
 //!
 //! Trusts: master and qmgr for the request; the queue file is read by
 //! the queue module; the aliases database is read by the bounded reader;
@@ -73,6 +76,10 @@ const MAX_FORWARD_DEPTH: usize = 5;
 const MAX_BATCH: usize = 32;
 /// The most jobs handed to one worker whose verdicts are still to read.
 const MAX_HANDED: usize = 32;
+/// The most Maildir workers a batch keeps out of the pool at once (each
+/// holds a socket; the role's open-files limit is 256, `local.workers`
+/// at most 128): beyond it the oldest is answered, synced and put back.
+const MAX_SLOTS: usize = 32;
 
 /// sysexits(3) codes the delivery child exits with.
 pub const EX_OK: i32 = 0;
@@ -133,8 +140,10 @@ struct Batch {
 /// A Maildir worker of the batch.
 struct Slot {
     key: Key,
-    /// None: lost, and its deliveries with it.
+    /// None: lost (the verdicts it had not given with it), or done.
     worker: Option<Worker>,
+    /// Answered and synced already (to keep few workers out of the pool).
+    done: bool,
     /// The items of the jobs handed to it whose verdicts are still to
     /// read, in the order handed.
     handed: Vec<usize>,
@@ -156,7 +165,7 @@ struct HeldLog {
     to: String,
     orig: Option<String>,
     outcome: Outcome,
-    workers: Vec<usize>,
+    items: Vec<usize>,
 }
 
 /// A request served: qmgr's job, one report per recipient, and the
@@ -318,31 +327,19 @@ impl Local {
     /// The batch's Maildir workers sync `new/`; then its deliveries are
     /// logged, and its requests reported to qmgr.
     fn settle(&mut self) {
-        let limit = self.conf.local.time_limit;
         for i in 0..self.batch.slots.len() {
-            self.collect(i);
+            self.finish_slot(i);
         }
-        for slot in std::mem::take(&mut self.batch.slots) {
-            let Some(w) = slot.worker else {
-                let why = "the delivery worker was lost before it synced new/ in the maildir";
-                self.batch.results[slot.sync] = Some(Outcome::defer("4.3.0", why));
-                continue;
-            };
-            let (back, ran) = w.job(&ToWorker::Sync, None, limit);
-            let o = ran.outcome(limit);
-            if !matches!(o.status, RecipientStatus::Delivered { .. }) {
-                self.batch.results[slot.sync] = Some(o);
-            }
-            if let Some(w) = back {
-                for old in self.workers.put(slot.key, w, Instant::now()) {
-                    old.close();
-                }
-            }
-        }
+        self.batch.slots.clear();
         let failed = std::mem::take(&mut self.batch.results);
         for h in std::mem::take(&mut self.batch.logs) {
-            let o = sync_failure(&h.workers, &failed).unwrap_or(h.outcome);
+            let o = sync_failure(&h.items, &failed).unwrap_or(h.outcome);
             self.log(&h.id, h.start, &h.to, h.orig.as_deref(), &o);
+        }
+        if self.qmgr.is_none() && !self.batch.served.is_empty() {
+            let n = self.batch.served.len();
+            self.child.warn(&format!("qmgr is gone: {n} deliveries not reported (qmgr tries them again)"));
+            self.batch.served.clear();
         }
         for s in std::mem::take(&mut self.batch.served) {
             let recipients = settled(s.recipients, &s.depends, &failed);
@@ -355,8 +352,45 @@ impl Local {
         }
     }
 
+    /// Slot `i`'s verdicts read, its worker's sync of `new/` done and
+    /// recorded, the worker back in the pool. A lost worker's place is
+    /// taken by a new one for the same Maildir, whose sync makes durable
+    /// the renames its predecessor made (the deliveries it answered for
+    /// stand; those it did not are deferred).
+    fn finish_slot(&mut self, i: usize) {
+        if self.batch.slots[i].done {
+            return;
+        }
+        self.collect(i);
+        let limit = self.conf.local.time_limit;
+        let slot = &mut self.batch.slots[i];
+        slot.done = true;
+        let (key, sync, worker) = (slot.key.clone(), slot.sync, slot.worker.take());
+        let creds = sandbox::Credentials { uid: key.uid, gid: key.gid, groups: key.groups.clone() };
+        let worker = match worker {
+            Some(w) => Ok(w),
+            None => self.worker(&key, &creds),
+        };
+        let o = match worker {
+            Ok(w) => {
+                let (back, ran) = w.job(&ToWorker::Sync, None, limit);
+                if let Some(w) = back {
+                    for old in self.workers.put(key, w, Instant::now()) {
+                        old.close();
+                    }
+                }
+                ran.outcome(limit)
+            }
+            Err(o) => o,
+        };
+        if !matches!(o.status, RecipientStatus::Delivered { .. }) {
+            self.batch.results[sync] = Some(o);
+        }
+    }
+
     /// Read the verdicts on the jobs handed to the worker of slot `i`
-    /// (a lost worker's are lost with it).
+    /// (a lost worker's are lost with it; so are those still due from
+    /// one that answered and ended).
     fn collect(&mut self, i: usize) {
         let limit = self.conf.local.time_limit;
         for item in std::mem::take(&mut self.batch.slots[i].handed) {
@@ -367,10 +401,22 @@ impl Local {
             };
             let (back, ran) = w.answer(limit);
             let o = ran.outcome(limit);
-            if !matches!(o.status, RecipientStatus::Delivered { .. }) {
+            let delivered = matches!(o.status, RecipientStatus::Delivered { .. });
+            if !delivered {
                 self.batch.results[item] = Some(o);
             }
-            self.batch.slots[i].worker = back;
+            self.batch.slots[i].worker = match back {
+                // One that could not start says why and ends.
+                Some(mut w) if !delivered => {
+                    if w.ended() {
+                        w.close();
+                        None
+                    } else {
+                        Some(w)
+                    }
+                }
+                back => back,
+            };
         }
     }
 
@@ -472,7 +518,7 @@ impl Local {
                     to: to.clone(),
                     orig: orig.map(str::to_string),
                     outcome: o.clone(),
-                    workers: self.batch.touched[touched..].to_vec(),
+                    items: self.batch.touched[touched..].to_vec(),
                 });
             } else {
                 self.log(id, start, to, orig, &o);
@@ -756,9 +802,15 @@ impl Local {
         if let Some(i) = self.batch.slots.iter().position(|s| s.key == *key && s.worker.is_some()) {
             return Ok(i);
         }
+        let live = self.batch.slots.iter().filter(|s| !s.done).count();
+        if live >= MAX_SLOTS
+            && let Some(oldest) = self.batch.slots.iter().position(|s| !s.done)
+        {
+            self.finish_slot(oldest);
+        }
         let w = self.worker(key, creds)?;
         let sync = self.batch.item();
-        self.batch.slots.push(Slot { key: key.clone(), worker: Some(w), handed: Vec::new(), sync });
+        self.batch.slots.push(Slot { key: key.clone(), worker: Some(w), done: false, handed: Vec::new(), sync });
         Ok(self.batch.slots.len() - 1)
     }
 
@@ -795,12 +847,22 @@ impl Local {
         };
         if hand {
             return match w.submit(job, Some(file)) {
-                Ok(()) => {
+                Ok(true) => {
                     let item = self.batch.item();
                     self.batch.slots[i].handed.push(item);
                     self.batch.slots[i].worker = Some(w);
                     self.batch.touched.extend([item, sync]);
                     Outcome::sent("delivered to maildir")
+                }
+                // It has closed its socket: what it said before is read,
+                // then it is closed (this job was not handed over).
+                Ok(false) => {
+                    self.batch.slots[i].worker = Some(w);
+                    self.collect(i);
+                    if let Some(w) = self.batch.slots[i].worker.take() {
+                        w.close();
+                    }
+                    Outcome::defer("4.3.0", "the delivery worker ended")
                 }
                 // Lost, with the jobs handed before.
                 Err(why) => {

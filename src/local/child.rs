@@ -200,7 +200,9 @@ impl Parent {
                     return Request::Deliver { sender, recipient, arrival, range, batched, queue: File::from(fd) };
                 }
                 Ok((ToWorker::Sync, fds)) if fds.is_empty() => return Request::Sync,
-                Ok((ToWorker::Deliver { .. }, _)) => self.fatal(EX_SOFTWARE, "4.3.0", "a job without its queue file"),
+                Ok((ToWorker::Deliver { .. }, _)) => {
+                    self.fatal(EX_SOFTWARE, "4.3.0", "a job without exactly one queue file")
+                }
                 Ok((ToWorker::Sync, _)) => self.fatal(EX_SOFTWARE, "4.3.0", "a descriptor with a sync request"),
                 Err(ipc::Error::Io(e)) if e.kind() == std::io::ErrorKind::TimedOut => continue,
                 Err(ipc::Error::Closed) => std::process::exit(EX_OK),
@@ -258,8 +260,15 @@ pub fn main(args: &[String]) -> ! {
                 let batch = if batched { Some(&mut unsynced) } else { None };
                 job(&mut parent, &target, &env, &queue, range, &mut bufs, batch)
             }
+            // With nothing of its own to sync, a Maildir worker syncs
+            // new/ all the same: it may stand in for one that was lost
+            // with renames made and not synced.
             Request::Sync => match unsynced.take() {
                 Some(u) => maildir::sync_new(&u.maildir, &u.names).map(|()| "synced").map_err(Failure::from),
+                None if kind == Kind::Maildir => maildir::open_maildir(&dir_fd, name)
+                    .and_then(|md| maildir::sync_new(&md, &[]))
+                    .map(|()| "synced")
+                    .map_err(Failure::from),
                 None => Ok("synced"),
             },
         };

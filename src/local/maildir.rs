@@ -154,14 +154,11 @@ pub fn deliver(
     Ok(name)
 }
 
-/// Makes the renames of the deliveries `names` into `new/` durable with
-/// one fsync of `new/`. If that fails, they are not known to be on disk:
-/// they are taken back out of `new/` (their deliveries are retried, and
-/// must not arrive twice).
+/// Makes the renames of the deliveries `names` (and any other made
+/// before) into `new/` durable with one fsync of `new/`. If that fails,
+/// they are not known to be on disk: they are taken back out of `new/`
+/// (their deliveries are retried, and must not arrive twice).
 pub fn sync_new(maildir: &Maildir, names: &[String]) -> Result<(), Error> {
-    if names.is_empty() {
-        return Ok(());
-    }
     if let Err(e) = fsync(&maildir.new) {
         for name in names {
             let _ = unlinkat(&maildir.new, name.as_str(), UnlinkatFlags::NoRemoveDir);

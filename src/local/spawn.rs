@@ -1,8 +1,9 @@
 //! Running the local role's children as users: one-shot programs
 //! (`local pipe`, `local forward`, `local repair`: [`run`], its report on
 //! standard error, its exit status the verdict) and mailbox delivery
-//! workers (`local deliver`, [`super::child`]: [`Worker`], one job at a
-//! time over a socket pair, its report as messages).
+//! workers (`local deliver`, [`super::child`]: [`Worker`], jobs over a
+//! socket pair, waited for one at a time or handed over several at once
+//! and answered in turn, each report as messages).
 //!
 //! Either way the parent gets a [`Ran`]: the child's report (progress
 //! lines, then `D.D.D reason`) and how it ended. A worker that answers a
@@ -224,17 +225,7 @@ impl Worker {
     /// why and exited) and has not ended.
     pub fn usable(&mut self) -> bool {
         let mut fds = [PollFd::new(self.chan.as_fd(), PollFlags::POLLIN)];
-        if !matches!(poll(&mut fds, PollTimeout::ZERO), Ok(0)) {
-            return false;
-        }
-        match waitpid(self.pid, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::StillAlive) => true,
-            Ok(_) => {
-                self.reaped = true;
-                false
-            }
-            Err(_) => false,
-        }
+        matches!(poll(&mut fds, PollTimeout::ZERO), Ok(0)) && !self.ended()
     }
 
     /// Close an idle worker: it holds nothing between jobs, so it is
@@ -251,8 +242,10 @@ impl Worker {
     /// Returns the worker when it answered (it may take the next job),
     /// and the job as a [`Ran`].
     pub fn job(mut self, job: &ToWorker, queue: Option<&File>, limit: Duration) -> (Option<Worker>, Ran) {
+        // A worker that could not start has said why and ended: its
+        // socket may be closed already, with that answer still to read.
         match self.submit(job, queue) {
-            Ok(()) => self.answer(limit),
+            Ok(_) => self.answer(limit),
             Err(why) => {
                 let deadline = Instant::now() + limit;
                 (None, self.lost(Broken::Malformed(why), Vec::new(), deadline))
@@ -262,13 +255,27 @@ impl Worker {
 
     /// Hand the worker a job without waiting: its verdict is read by
     /// [`Worker::answer`], the verdicts of several jobs handed so in
-    /// turn. A worker whose socket has closed is not lost yet: it may
-    /// have answered first (one that could not start says why).
-    pub fn submit(&mut self, job: &ToWorker, queue: Option<&File>) -> Result<(), String> {
+    /// turn. Ok(false): the worker has closed its socket, and the job
+    /// cannot reach it (what it said before may still be read).
+    pub fn submit(&mut self, job: &ToWorker, queue: Option<&File>) -> Result<bool, String> {
         let fds: Vec<BorrowedFd<'_>> = queue.iter().map(|f| f.as_fd()).collect();
         match self.chan.send(job, &fds) {
-            Ok(()) | Err(crate::ipc::Error::Closed) => Ok(()),
+            Ok(()) => Ok(true),
+            Err(crate::ipc::Error::Closed) => Ok(false),
             Err(e) => Err(format!("cannot send it the job: {e}")),
+        }
+    }
+
+    /// Whether the worker has ended (then waited for), or cannot be
+    /// waited for.
+    pub fn ended(&mut self) -> bool {
+        match waitpid(self.pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => false,
+            Ok(_) => {
+                self.reaped = true;
+                true
+            }
+            Err(_) => true,
         }
     }
 

@@ -296,6 +296,32 @@ fn jobs_handed_without_waiting_are_answered_in_turn() {
 }
 
 #[test]
+fn a_sync_with_nothing_of_its_own_syncs_the_maildir_all_the_same() {
+    // (As a new worker standing in for a lost one does.) It opens the
+    // Maildir to sync new/: an unsafe one is refused, and said so.
+    let Some(program) = program() else { return };
+    let home = TempDir::new("worker-standin");
+    let md = home.path.join("Maildir");
+    for d in ["tmp", "cur"] {
+        std::fs::create_dir_all(md.join(d)).unwrap();
+    }
+    let elsewhere = home.path.join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, md.join("new")).unwrap();
+    let w = start(&program, Kind::Maildir, &home.path, "Maildir/", 5_000);
+    let (back, ran) = w.job(&ToWorker::Sync, None, LIMIT);
+    let o = ran.outcome(LIMIT);
+    assert_eq!(o.status, RecipientStatus::Deferred, "{o:?}");
+    assert!(o.reason.contains("new in maildir Maildir/ is a symbolic link"), "{}", o.reason);
+    // Made safe, the same worker syncs it.
+    std::fs::remove_file(md.join("new")).unwrap();
+    std::fs::create_dir(md.join("new")).unwrap();
+    let (back, ran) = back.expect("the worker answered").job(&ToWorker::Sync, None, LIMIT);
+    sent(&ran, "synced");
+    back.expect("the worker answered").close();
+}
+
+#[test]
 fn a_sync_request_with_a_descriptor_is_refused() {
     let Some(program) = program() else { return };
     let home = TempDir::new("worker-badsync");

@@ -126,7 +126,9 @@ struct Local {
 struct Batch {
     /// Workers holding deliveries renamed into `new/` but not synced,
     /// or jobs whose verdicts are still to read, out of the pool until
-    /// [`Local::settle`]. An entry stays where it is until the batch ends.
+    /// they are finished ([`Local::finish_slot`]: at the batch's end, or
+    /// earlier beyond [`MAX_SLOTS`]). An entry stays where it is until
+    /// the batch ends.
     slots: Vec<Slot>,
     /// Per item, why it failed (None: it did not, or not yet known).
     results: Vec<Option<Outcome>>,
@@ -144,6 +146,8 @@ struct Slot {
     worker: Option<Worker>,
     /// Answered and synced already (to keep few workers out of the pool).
     done: bool,
+    /// A delivery by it waits for its sync.
+    delivered: bool,
     /// The items of the jobs handed to it whose verdicts are still to
     /// read, in the order handed.
     handed: Vec<usize>,
@@ -298,8 +302,8 @@ impl Local {
                     }
                 }
                 Err(crate::ipc::Error::Closed) => {
-                    self.settle();
-                    return drop_channel(&self.poll, &mut self.qmgr);
+                    drop_channel(&self.poll, &mut self.qmgr);
+                    return self.settle();
                 }
                 Err(e) => self.child.fatal(&format!("qmgr channel: {e}")),
             }
@@ -365,15 +369,46 @@ impl Local {
         let limit = self.conf.local.time_limit;
         let slot = &mut self.batch.slots[i];
         slot.done = true;
-        let (key, sync, worker) = (slot.key.clone(), slot.sync, slot.worker.take());
+        let (key, sync, delivered, worker) = (slot.key.clone(), slot.sync, slot.delivered, slot.worker.take());
         let creds = sandbox::Credentials { uid: key.uid, gid: key.gid, groups: key.groups.clone() };
+        // One that has closed its socket never gets the request: a new
+        // worker stands in (a worker lost after it took the request may
+        // have been taking deliveries back out of new/: no stand-in then).
         let worker = match worker {
-            Some(w) => Ok(w),
-            None => self.worker(&key, &creds),
+            Some(mut w) => match w.submit(&ToWorker::Sync, None) {
+                Ok(true) => Ok(Some(w)),
+                Ok(false) => {
+                    w.close();
+                    Ok(None)
+                }
+                Err(why) => {
+                    w.close();
+                    Err(Outcome::defer("4.3.0", &why))
+                }
+            },
+            None => Ok(None),
+        };
+        let worker = match worker {
+            // Nothing it delivered waits for a sync: no stand-in.
+            Ok(None) if !delivered => return,
+            Ok(None) => self.worker(&key, &creds).and_then(|mut w| match w.submit(&ToWorker::Sync, None) {
+                Ok(true) => Ok(w),
+                Ok(false) => {
+                    let o = Outcome::defer("4.3.0", "the delivery worker ended before it synced new/");
+                    w.close();
+                    Err(o)
+                }
+                Err(why) => {
+                    w.close();
+                    Err(Outcome::defer("4.3.0", &why))
+                }
+            }),
+            Ok(Some(w)) => Ok(w),
+            Err(o) => Err(o),
         };
         let o = match worker {
             Ok(w) => {
-                let (back, ran) = w.job(&ToWorker::Sync, None, limit);
+                let (back, ran) = w.answer(limit);
                 if let Some(w) = back {
                     for old in self.workers.put(key, w, Instant::now()) {
                         old.close();
@@ -389,8 +424,8 @@ impl Local {
     }
 
     /// Read the verdicts on the jobs handed to the worker of slot `i`
-    /// (a lost worker's are lost with it; so are those still due from
-    /// one that answered and ended).
+    /// (a lost worker's are lost with it). One that has ended after them
+    /// stays in its slot until a job or the sync finds it gone.
     fn collect(&mut self, i: usize) {
         let limit = self.conf.local.time_limit;
         for item in std::mem::take(&mut self.batch.slots[i].handed) {
@@ -401,22 +436,10 @@ impl Local {
             };
             let (back, ran) = w.answer(limit);
             let o = ran.outcome(limit);
-            let delivered = matches!(o.status, RecipientStatus::Delivered { .. });
-            if !delivered {
+            if !matches!(o.status, RecipientStatus::Delivered { .. }) {
                 self.batch.results[item] = Some(o);
             }
-            self.batch.slots[i].worker = match back {
-                // One that could not start says why and ends.
-                Some(mut w) if !delivered => {
-                    if w.ended() {
-                        w.close();
-                        None
-                    } else {
-                        Some(w)
-                    }
-                }
-                back => back,
-            };
+            self.batch.slots[i].worker = back;
         }
     }
 
@@ -810,7 +833,8 @@ impl Local {
         }
         let w = self.worker(key, creds)?;
         let sync = self.batch.item();
-        self.batch.slots.push(Slot { key: key.clone(), worker: Some(w), done: false, handed: Vec::new(), sync });
+        let slot = Slot { key: key.clone(), worker: Some(w), done: false, delivered: false, handed: Vec::new(), sync };
+        self.batch.slots.push(slot);
         Ok(self.batch.slots.len() - 1)
     }
 
@@ -849,24 +873,40 @@ impl Local {
             return match w.submit(job, Some(file)) {
                 Ok(true) => {
                     let item = self.batch.item();
-                    self.batch.slots[i].handed.push(item);
-                    self.batch.slots[i].worker = Some(w);
+                    let slot = &mut self.batch.slots[i];
+                    slot.handed.push(item);
+                    slot.worker = Some(w);
+                    slot.delivered = true;
                     self.batch.touched.extend([item, sync]);
                     Outcome::sent("delivered to maildir")
                 }
-                // It has closed its socket: what it said before is read,
-                // then it is closed (this job was not handed over).
+                // It has closed its socket (this job did not reach it):
+                // the verdicts it gave before are read, then anything it
+                // said unasked (why it could not start), and it is closed.
                 Ok(false) => {
+                    self.batch.slots[i].worker = Some(w);
+                    self.collect(i);
+                    let Some(w) = self.batch.slots[i].worker.take() else {
+                        return Outcome::defer("4.3.0", "the delivery worker ended");
+                    };
+                    let (back, ran) = w.answer(limit);
+                    if let Some(w) = back {
+                        w.close();
+                    }
+                    let o = ran.outcome(limit);
+                    if matches!(o.status, RecipientStatus::Delivered { .. }) {
+                        Outcome::defer("4.3.0", "the delivery worker ended")
+                    } else {
+                        o
+                    }
+                }
+                // Lost, after the verdicts it gave before are read.
+                Err(why) => {
                     self.batch.slots[i].worker = Some(w);
                     self.collect(i);
                     if let Some(w) = self.batch.slots[i].worker.take() {
                         w.close();
                     }
-                    Outcome::defer("4.3.0", "the delivery worker ended")
-                }
-                // Lost, with the jobs handed before.
-                Err(why) => {
-                    w.close();
                     Outcome::defer("4.3.0", &why)
                 }
             };
@@ -875,6 +915,7 @@ impl Local {
         self.batch.slots[i].worker = back;
         let o = ran.outcome(limit);
         if matches!(o.status, RecipientStatus::Delivered { .. }) {
+            self.batch.slots[i].delivered = true;
             self.batch.touched.push(sync);
         }
         o

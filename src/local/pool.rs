@@ -8,8 +8,8 @@
 //! have been started for. A worker at work is out of the pool: the one
 //! the local process waits for, and the Maildir workers of the batch in
 //! hand (with jobs still to answer or deliveries to sync; at most one
-//! per batched delivery), until the batch ends. No job ever waits for a
-//! worker. The pool keeps at
+//! per batched delivery, at most 32 at once), until the batch ends. The
+//! pool keeps at
 //! most `max` idle workers (`local.workers`): when a worker comes back
 //! to a full pool, the one unused longest is closed (with `max` 0, every
 //! worker is closed after its job). A worker unused for `idle_time`

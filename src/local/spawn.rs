@@ -268,7 +268,7 @@ impl Worker {
 
     /// Whether the worker has ended (then waited for), or cannot be
     /// waited for.
-    pub fn ended(&mut self) -> bool {
+    fn ended(&mut self) -> bool {
         match waitpid(self.pid, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::StillAlive) => false,
             Ok(_) => {

@@ -199,6 +199,22 @@ pub(super) fn settled(
         .collect()
 }
 
+/// Ask `w` to sync `new/`: Some(w) when asked (its answer is to read),
+/// None when it had closed its socket first (it is closed now).
+fn ask_sync(mut w: Worker) -> Result<Option<Worker>, Outcome> {
+    match w.submit(&ToWorker::Sync, None) {
+        Ok(true) => Ok(Some(w)),
+        Ok(false) => {
+            w.close();
+            Ok(None)
+        }
+        Err(why) => {
+            w.close();
+            Err(Outcome::defer("4.3.0", &why))
+        }
+    }
+}
+
 /// The first failure among the items `deps`.
 fn sync_failure(deps: &[usize], failed: &[Option<Outcome>]) -> Option<Outcome> {
     deps.iter().find_map(|&i| failed.get(i).cloned().flatten())
@@ -374,34 +390,15 @@ impl Local {
         // One that has closed its socket never gets the request: a new
         // worker stands in (a worker lost after it took the request may
         // have been taking deliveries back out of new/: no stand-in then).
-        let worker = match worker {
-            Some(mut w) => match w.submit(&ToWorker::Sync, None) {
-                Ok(true) => Ok(Some(w)),
-                Ok(false) => {
-                    w.close();
-                    Ok(None)
-                }
-                Err(why) => {
-                    w.close();
-                    Err(Outcome::defer("4.3.0", &why))
-                }
-            },
+        let asked = match worker {
+            Some(w) => ask_sync(w),
             None => Ok(None),
         };
-        let worker = match worker {
+        let worker = match asked {
             // Nothing it delivered waits for a sync: no stand-in.
             Ok(None) if !delivered => return,
-            Ok(None) => self.worker(&key, &creds).and_then(|mut w| match w.submit(&ToWorker::Sync, None) {
-                Ok(true) => Ok(w),
-                Ok(false) => {
-                    let o = Outcome::defer("4.3.0", "the delivery worker ended before it synced new/");
-                    w.close();
-                    Err(o)
-                }
-                Err(why) => {
-                    w.close();
-                    Err(Outcome::defer("4.3.0", &why))
-                }
+            Ok(None) => self.worker(&key, &creds).and_then(ask_sync).and_then(|w| {
+                w.ok_or_else(|| Outcome::defer("4.3.0", "the delivery worker ended before it synced new/"))
             }),
             Ok(Some(w)) => Ok(w),
             Err(o) => Err(o),

@@ -386,7 +386,6 @@ impl Local {
         let slot = &mut self.batch.slots[i];
         slot.done = true;
         let (key, sync, delivered, worker) = (slot.key.clone(), slot.sync, slot.delivered, slot.worker.take());
-        let creds = sandbox::Credentials { uid: key.uid, gid: key.gid, groups: key.groups.clone() };
         // One that has closed its socket never gets the request: a new
         // worker stands in (a worker lost after it took the request may
         // have been taking deliveries back out of new/: no stand-in then).
@@ -397,7 +396,7 @@ impl Local {
         let worker = match asked {
             // Nothing it delivered waits for a sync: no stand-in.
             Ok(None) if !delivered => return,
-            Ok(None) => self.worker(&key, &creds).and_then(ask_sync).and_then(|w| {
+            Ok(None) => self.worker(&key).and_then(ask_sync).and_then(|w| {
                 w.ok_or_else(|| Outcome::defer("4.3.0", "the delivery worker ended before it synced new/"))
             }),
             Ok(Some(w)) => Ok(w),
@@ -759,7 +758,6 @@ impl Local {
             lock_ms: u64::try_from(lc.lock_timeout.as_millis()).unwrap_or(u64::MAX),
             confinement: self.confinement(),
         };
-        let creds = sandbox::Credentials { uid, gid, groups: key.groups.clone() };
         let range = qe.content_range();
         let job = ToWorker::Deliver {
             sender: qe.envelope.sender.clone(),
@@ -769,9 +767,10 @@ impl Local {
             batched: kind == Kind::Maildir,
         };
         if kind == Kind::Maildir {
-            return self.maildir_job(key, &creds, &job, file, last);
+            return self.maildir_job(key, &job, file, last);
         }
-        let worker = match self.worker(&key, &creds) {
+        let creds = key.credentials();
+        let worker = match self.worker(&key) {
             Ok(w) => w,
             Err(o) => return o,
         };
@@ -799,7 +798,7 @@ impl Local {
     }
 
     /// The idle worker for `key`, or a new one.
-    fn worker(&mut self, key: &Key, creds: &sandbox::Credentials) -> Result<Worker, Outcome> {
+    fn worker(&mut self, key: &Key) -> Result<Worker, Outcome> {
         let idle = self.workers.take(key).and_then(|mut w| {
             if w.usable() {
                 return Some(w);
@@ -811,14 +810,14 @@ impl Local {
         });
         match idle {
             Some(w) => Ok(w),
-            None => Worker::start(&self.program, &key.argv(), Some(creds))
+            None => Worker::start(&self.program, &key.argv(), Some(&key.credentials()))
                 .map_err(|e| Outcome::defer("4.3.0", &format!("cannot start the delivery: {e}"))),
         }
     }
 
     /// The batch's slot of the worker for `key` (one that is not lost),
     /// made with the idle worker or a new one when there is none.
-    fn slot(&mut self, key: &Key, creds: &sandbox::Credentials) -> Result<usize, Outcome> {
+    fn slot(&mut self, key: &Key) -> Result<usize, Outcome> {
         if let Some(i) = self.batch.slots.iter().position(|s| s.key == *key && s.worker.is_some()) {
             return Ok(i);
         }
@@ -828,7 +827,7 @@ impl Local {
         {
             self.finish_slot(oldest);
         }
-        let w = self.worker(key, creds)?;
+        let w = self.worker(key)?;
         let sync = self.batch.item();
         let slot = Slot { key: key.clone(), worker: Some(w), done: false, delivered: false, handed: Vec::new(), sync };
         self.batch.slots.push(slot);
@@ -840,23 +839,16 @@ impl Local {
     /// the end of the batch, says so; otherwise its verdict is waited
     /// for (after those of the jobs handed before). Either way the
     /// delivery waits for the worker's sync of `new/`.
-    fn maildir_job(
-        &mut self,
-        key: Key,
-        creds: &sandbox::Credentials,
-        job: &ToWorker,
-        file: &File,
-        hand: bool,
-    ) -> Outcome {
+    fn maildir_job(&mut self, key: Key, job: &ToWorker, file: &File, hand: bool) -> Outcome {
         let limit = self.conf.local.time_limit;
-        let mut i = match self.slot(&key, creds) {
+        let mut i = match self.slot(&key) {
             Ok(i) => i,
             Err(o) => return o,
         };
         if !hand || self.batch.slots[i].handed.len() >= MAX_HANDED {
             self.collect(i);
             if self.batch.slots[i].worker.is_none() {
-                i = match self.slot(&key, creds) {
+                i = match self.slot(&key) {
                     Ok(i) => i,
                     Err(o) => return o,
                 };
@@ -877,34 +869,27 @@ impl Local {
                     self.batch.touched.extend([item, sync]);
                     Outcome::sent("delivered to maildir")
                 }
-                // It has closed its socket (this job did not reach it):
-                // the verdicts it gave before are read, then anything it
-                // said unasked (why it could not start), and it is closed.
-                Ok(false) => {
+                // The job did not reach it: the verdicts it gave before
+                // are read, then, if it closed its socket, anything it
+                // said unasked (why it could not start); it is closed.
+                failed => {
                     self.batch.slots[i].worker = Some(w);
                     self.collect(i);
-                    let Some(w) = self.batch.slots[i].worker.take() else {
-                        return Outcome::defer("4.3.0", "the delivery worker ended");
-                    };
-                    let (back, ran) = w.answer(limit);
-                    if let Some(w) = back {
-                        w.close();
+                    let ended = Outcome::defer("4.3.0", "the delivery worker ended");
+                    let w = self.batch.slots[i].worker.take();
+                    match (failed, w) {
+                        (Err(why), w) => {
+                            w.into_iter().for_each(Worker::close);
+                            Outcome::defer("4.3.0", &why)
+                        }
+                        (_, None) => ended,
+                        (_, Some(w)) => {
+                            let (back, ran) = w.answer(limit);
+                            back.into_iter().for_each(Worker::close);
+                            let o = ran.outcome(limit);
+                            if matches!(o.status, RecipientStatus::Delivered { .. }) { ended } else { o }
+                        }
                     }
-                    let o = ran.outcome(limit);
-                    if matches!(o.status, RecipientStatus::Delivered { .. }) {
-                        Outcome::defer("4.3.0", "the delivery worker ended")
-                    } else {
-                        o
-                    }
-                }
-                // Lost, after the verdicts it gave before are read.
-                Err(why) => {
-                    self.batch.slots[i].worker = Some(w);
-                    self.collect(i);
-                    if let Some(w) = self.batch.slots[i].worker.take() {
-                        w.close();
-                    }
-                    Outcome::defer("4.3.0", &why)
                 }
             };
         }

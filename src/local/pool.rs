@@ -44,6 +44,11 @@ pub struct Key {
 }
 
 impl Key {
+    /// The credentials the worker runs with.
+    pub fn credentials(&self) -> sandbox::Credentials {
+        sandbox::Credentials { uid: self.uid, gid: self.gid, groups: self.groups.clone() }
+    }
+
     /// The worker's argv, `argv[0]` included.
     pub fn argv(&self) -> Vec<String> {
         [

@@ -153,7 +153,7 @@ fi
 kill -9 "$(child_pid qmgr)"
 wait_log "qmgr pid [0-9]* killed by SIGKILL" 10 || true
 wait_status $NCHILD || fail "qmgr not restarted"
-[ "$(queued)" -eq 1 ] || fail "after qmgr was killed: $(queued) queued, want 1: $(ctl queue)"
+wait_queued 1 || fail "after qmgr was killed: $(queued) queued, want 1: $(ctl queue)"
 ctl stop >/dev/null; gone "$MASTER_PID" 10 || fail "master did not stop"; MASTER_PID=""
 [ "$(queued)" -eq 1 ] || fail "after stop: $(queued) queued"
 smtp_sink

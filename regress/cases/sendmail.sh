@@ -139,7 +139,9 @@ seq 300 | as xargs -P 8 -I{} sh -c "printf 'Subject: flood {}\n\nx\n' | $SENDMAI
 	fail "a flood submission failed"
 i=0
 while [ "$(queued)" -lt $((n + 300)) ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
-[ "$(queued)" -eq $((n + 300)) ] || fail "flood: $(queued) queued, expected $((n + 300))"
+# (Exactly: two listings that agree, as qmgr moves root's deferred copies.)
+[ $i -lt 300 ] || fail "flood: $(queued) queued after 30 s, expected $((n + 300))"
+wait_queued $((n + 300)) || fail "flood: $(queued) queued, expected $((n + 300))"
 [ "$(find "$W/spool/maildrop" -type f | wc -l)" -eq 0 ] || fail "maildrop/ not emptied after the flood"
 [ "$(find "$W/spool/corrupt" -type f | wc -l)" -eq 0 ] || fail "flood files set aside"
 ctl status | grep -q "pickup .* running" || fail "pickup is not running"

@@ -47,8 +47,12 @@ python3 -c 'import sys; sys.stdout.buffer.write(b"Subject: running\r\n\r\n" + b"
 	drop mtadev@localhost root@localhost postmaster@localhost || fail "postdrop while running"
 i=0
 while [ "$(queued)" -lt 2 ] && [ $i -lt 20 ]; do sleep 0.1; i=$((i + 1)); done
-[ "$(queued)" -eq 2 ] || fail "a message dropped while mta runs was not queued within 2 s"
+[ $i -lt 20 ] || [ "$(queued)" -ge 2 ] || fail "a message dropped while mta runs was not queued within 2 s"
 note "queued within $((i * 100)) ms of postdrop's return"
+# One listing can see a message twice or not at all while qmgr moves it
+# between directories (local defers root's copy at once): the exact
+# count is taken from two listings that agree.
+wait_queued 2 || fail "$(queued) messages queued, not 2"
 grep -e "cannot watch maildrop/" -e "no longer notified of arrivals" "$LOG" && fail "pickup does not watch maildrop/"
 [ "$(find "$W/spool/maildrop" -type f | wc -l)" -eq 0 ] || fail "maildrop/ not emptied"
 

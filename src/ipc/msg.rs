@@ -547,13 +547,14 @@ pub enum ToWorker {
     /// One job: the envelope fields the mailbox needs, and where the
     /// content lies in the queue file that comes with it (offset, length,
     /// CRC-32), as the parent read it. `batched`: a Maildir delivery
-    /// syncs its file but leaves the rename into `new/` unsynced until
-    /// [`ToWorker::Sync`] (an mbox or file is synced whole either way).
+    /// is written to `tmp/` and left there until [`ToWorker::Sync`] (an
+    /// mbox or file is delivered and synced whole either way).
     Deliver { sender: String, recipient: String, arrival: i64, content: (u64, u64, u32), batched: bool },
-    /// Sync `new/` once for every batched delivery since the last
-    /// `Sync` (no descriptor comes with it). The verdict is one `Done`:
-    /// 0 when they are all on disk; otherwise they have been taken back
-    /// out of `new/`, and the code and reason say why.
+    /// Commit every batched delivery since the last `Sync` (no
+    /// descriptor comes with it): synced, renamed into `new/`, `new/`
+    /// synced once. The verdict is one `Done`: 0 when they are all on
+    /// disk in `new/`; otherwise they have been taken back out of `tmp/`
+    /// and `new/`, and the code and reason say why.
     Sync,
 }
 

@@ -16,16 +16,17 @@
 //! Deliveries are waited for one at a time (each bounded by
 //! `local.time_limit`); more processes (`processes.local`) deliver in
 //! parallel. The requests qmgr has sent are served as a batch (at most
-//! [`MAX_BATCH`]): each Maildir worker leaves the renames into `new/`
-//! of the batch's deliveries unsynced until the batch is served, then
-//! syncs `new/` once for all of them, and only then is any of them
+//! [`MAX_BATCH`]): each Maildir worker writes the batch's deliveries to
+//! `tmp/` and leaves them there until the batch is served, then syncs
+//! them and moves them into `new/` all at once (on Linux with one
+//! `syncfs` and one fsync of `new/`), and only then is any of them
 //! logged and reported ([`Batch`]). A recipient's delivery to its own
 //! Maildir (its last destination) is handed to the worker without
 //! waiting for the verdict, which is read when the batch ends: a worker
 //! takes the batch's jobs one after another while the parent goes on.
-//! A batch keeps at most [`MAX_SLOTS`] workers out of the pool; a worker
-//! lost in the middle of a batch is replaced by a new one for the same
-//! Maildir, which syncs `new/` in its stead.
+//! A batch keeps at most [`MAX_SLOTS`] workers out of the pool; the
+//! deliveries of a worker lost in the middle of a batch are deferred
+//! (they never left `tmp/`).
 //!
 //! Trusts: master and qmgr for the request; the queue file is read by
 //! the queue module; the aliases database is read by the bounded reader;
@@ -124,7 +125,7 @@ struct Local {
 /// sync of `new/`; `results` holds each item's failure once known.
 #[derive(Default)]
 struct Batch {
-    /// Workers holding deliveries renamed into `new/` but not synced,
+    /// Workers holding deliveries written to `tmp/` but not committed,
     /// or jobs whose verdicts are still to read, out of the pool until
     /// they are finished ([`Local::finish_slot`]: at the batch's end, or
     /// earlier beyond [`MAX_SLOTS`]). An entry stays where it is until
@@ -199,8 +200,9 @@ pub(super) fn settled(
         .collect()
 }
 
-/// Ask `w` to sync `new/`: Some(w) when asked (its answer is to read),
-/// None when it had closed its socket first (it is closed now).
+/// Ask `w` to commit its batch into `new/`: Some(w) when asked (its
+/// answer is to read), None when it had closed its socket first (it is
+/// closed now).
 fn ask_sync(mut w: Worker) -> Result<Option<Worker>, Outcome> {
     match w.submit(&ToWorker::Sync, None) {
         Ok(true) => Ok(Some(w)),
@@ -344,8 +346,8 @@ impl Local {
         }
     }
 
-    /// The batch's Maildir workers sync `new/`; then its deliveries are
-    /// logged, and its requests reported to qmgr.
+    /// The batch's Maildir workers commit its deliveries into `new/`;
+    /// then they are logged, and its requests reported to qmgr.
     fn settle(&mut self) {
         for i in 0..self.batch.slots.len() {
             self.finish_slot(i);
@@ -372,11 +374,10 @@ impl Local {
         }
     }
 
-    /// Slot `i`'s verdicts read, its worker's sync of `new/` done and
-    /// recorded, the worker back in the pool. A lost worker's place is
-    /// taken by a new one for the same Maildir, whose sync makes durable
-    /// the renames its predecessor made (the deliveries it answered for
-    /// stand; those it did not are deferred).
+    /// Slot `i`'s verdicts read, its worker's sync (its deliveries moved
+    /// from `tmp/` into `new/`) done and recorded, the worker back in the
+    /// pool. The deliveries of a worker lost before it was asked never
+    /// left `tmp/`: they are deferred.
     fn finish_slot(&mut self, i: usize) {
         if self.batch.slots[i].done {
             return;
@@ -386,24 +387,14 @@ impl Local {
         let slot = &mut self.batch.slots[i];
         slot.done = true;
         let (key, sync, delivered, worker) = (slot.key.clone(), slot.sync, slot.delivered, slot.worker.take());
-        // One that has closed its socket never gets the request: a new
-        // worker stands in (a worker lost after it took the request may
-        // have been taking deliveries back out of new/: no stand-in then).
         let asked = match worker {
             Some(w) => ask_sync(w),
             None => Ok(None),
         };
-        let worker = match asked {
-            // Nothing it delivered waits for a sync: no stand-in.
+        let o = match asked {
             Ok(None) if !delivered => return,
-            Ok(None) => self.worker(&key).and_then(ask_sync).and_then(|w| {
-                w.ok_or_else(|| Outcome::defer("4.3.0", "the delivery worker ended before it synced new/"))
-            }),
-            Ok(Some(w)) => Ok(w),
-            Err(o) => Err(o),
-        };
-        let o = match worker {
-            Ok(w) => {
+            Ok(None) => Outcome::defer("4.3.0", "the delivery worker ended before it moved its deliveries into new/"),
+            Ok(Some(w)) => {
                 let (back, ran) = w.answer(limit);
                 if let Some(w) = back {
                     for old in self.workers.put(key, w, Instant::now()) {
@@ -838,7 +829,7 @@ impl Local {
     /// only handed over: it counts as delivered if its verdict, read at
     /// the end of the batch, says so; otherwise its verdict is waited
     /// for (after those of the jobs handed before). Either way the
-    /// delivery waits for the worker's sync of `new/`.
+    /// delivery waits for the worker's sync (its move into `new/`).
     fn maildir_job(&mut self, key: Key, job: &ToWorker, file: &File, hand: bool) -> Outcome {
         let limit = self.conf.local.time_limit;
         let mut i = match self.slot(&key) {

@@ -33,13 +33,16 @@
 //! try would not mend, and the line `D.D.D reason`). It holds nothing of
 //! a job after answering: the mailbox and the queue file are closed.
 //!
-//! A Maildir job may be *batched*: its file is synced and renamed into
-//! `new/` as always, but `new/` is not synced yet, and the Maildir the
-//! batch's first job opened is kept for the batch's next jobs. The
-//! parent asks for [`ToWorker::Sync`] before it reports any of them: one
-//! fsync of `new/` makes them all durable, or, failing that, they are
-//! removed from `new/` again and the parent defers them. (An fsync of
-//! the directory per message was a third of a Maildir delivery's time.)
+//! A Maildir job may be *batched*: its file is written to `tmp/` and
+//! left there (on Linux not even fsynced), and the Maildir the batch's
+//! first job opened is kept for the batch's next jobs. The parent asks
+//! for [`ToWorker::Sync`] before it reports any of them: their data made
+//! stable (on Linux one `syncfs` for all of them), each renamed into
+//! `new/`, one fsync of `new/`, or, failing that, they are removed again
+//! and the parent defers them ([`maildir::commit`]). (An fsync of the
+//! file and of the directory per message flushed the disk twice per
+//! message.) A worker lost before its sync has delivered nothing: what
+//! it wrote is in `tmp/` only.
 //! (The parent has already checked the message for a `Delivered-To:`
 //! loop.) A worker that cannot start (DIR cannot be opened, the sandbox
 //! cannot be entered) answers its first job with the reason, unasked,
@@ -260,15 +263,8 @@ pub fn main(args: &[String]) -> ! {
                 let batch = if batched { Some(&mut unsynced) } else { None };
                 job(&mut parent, &target, &env, &queue, range, &mut bufs, batch)
             }
-            // With nothing of its own to sync, a Maildir worker syncs
-            // new/ all the same: it may stand in for one that was lost
-            // with renames made and not synced.
             Request::Sync => match unsynced.take() {
-                Some(u) => maildir::sync_new(&u.maildir, &u.names).map(|()| "synced").map_err(Failure::from),
-                None if kind == Kind::Maildir => maildir::open_maildir(&dir_fd, name)
-                    .and_then(|md| maildir::sync_new(&md, &[]))
-                    .map(|()| "synced")
-                    .map_err(Failure::from),
+                Some(u) => maildir::commit(&u.maildir, &u.names, BATCH_SYNC).map(|()| "synced").map_err(Failure::from),
                 None => Ok("synced"),
             },
         };
@@ -282,8 +278,11 @@ pub fn main(args: &[String]) -> ! {
     }
 }
 
+/// How a batch's files reach stable storage.
+const BATCH_SYNC: maildir::DataSync = maildir::DataSync::for_batch();
+
 /// The batched Maildir deliveries since the last sync: the Maildir they
-/// went to (a batch opens it once) and their names in `new/`.
+/// went to (a batch opens it once) and their names in `tmp/`.
 struct Unsynced {
     maildir: maildir::Maildir,
     names: Vec<String>,
@@ -313,8 +312,9 @@ struct Buffers {
 /// One delivery: the content's CRC checked (where it lies is the
 /// parent's word, from the envelope it read), the mailbox opened by
 /// name, locked, written, synced, let go. With `batch`, a Maildir
-/// delivery leaves `new/` unsynced and joins the batch (the Maildir
-/// the batch opened first is delivered to again).
+/// delivery is written to `tmp/` and joins the batch, to be synced and
+/// moved into `new/` when the parent asks (the Maildir the batch opened
+/// first is delivered to again).
 fn job(
     parent: &mut Parent,
     t: &Target<'_>,
@@ -349,14 +349,14 @@ fn job(
         Kind::Maildir => {
             let Some(batch) = batch else {
                 let md = maildir::open_maildir(t.dir, t.name)?;
-                maildir::deliver(&md, t.hostname, env, content, scratch, true)?;
+                maildir::deliver(&md, t.hostname, env, content, scratch)?;
                 return Ok("delivered to maildir");
             };
             if batch.is_none() {
                 *batch = Some(Unsynced { maildir: maildir::open_maildir(t.dir, t.name)?, names: Vec::new() });
             }
             if let Some(u) = batch.as_mut() {
-                let name = maildir::deliver(&u.maildir, t.hostname, env, content, scratch, false)?;
+                let name = maildir::write_tmp(&u.maildir, t.hostname, env, content, scratch, BATCH_SYNC)?;
                 u.names.push(name);
             }
             Ok("delivered to maildir")

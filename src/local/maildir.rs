@@ -1,7 +1,8 @@
 //! Delivery into a Maildir (<https://cr.yp.to/proto/maildir.html>): the
 //! message is written to a file of a unique name in `tmp/`, synced, and
 //! renamed into `new/`, so a mail reader sees the whole message or
-//! nothing, and no lock is needed. Content gets LF line ends and no
+//! nothing, and no lock is needed. A batch of messages can be written
+//! first and synced and renamed together ([`write_tmp`], [`commit`]). Content gets LF line ends and no
 //! `From ` quoting: each message is a file of its own.
 //!
 //! Trusts: the caller, to run as the recipient. Nothing beneath the home
@@ -115,69 +116,119 @@ fn is_symlink(parent: &OwnedFd, name: &str) -> bool {
         .is_ok_and(|st| SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFLNK)
 }
 
-/// Delivers the message into `maildir` (opened by [`open_maildir`]):
-/// the [`prepended_headers`] and the content read from `content` (CR LF
-/// lines from the queue) with LF line ends, written to `tmp/NAME` (a new
-/// file, mode 0600), fsynced, renamed to `new/NAME`, and, if `sync`,
-/// `new/` fsynced (otherwise the caller does it for several deliveries
-/// at once, [`sync_new`]). Returns NAME. On failure nothing is left
-/// behind in `tmp/` or `new/`.
-///
-/// NAME is unique as the Maildir specification asks:
-/// `SECS.MUSECSPPIDQN.HOST`, with N counting this process's deliveries
-/// and `/` and `:` in `hostname` written `\057` and `\072`.
+/// How the data of a message written to `tmp/` reaches stable storage
+/// before the message is renamed into `new/`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DataSync {
+    /// An fsync of the file as soon as it is written.
+    File,
+    /// One `syncfs` of the Maildir's file system when a batch of files is
+    /// committed (Linux): it writes them all back and flushes the disk
+    /// once, where an fsync of each flushes it once per message.
+    FileSystem,
+}
+
+impl DataSync {
+    /// For a batch of deliveries: one `syncfs` where there is one
+    /// (Linux), an fsync of each file elsewhere.
+    pub const fn for_batch() -> DataSync {
+        if cfg!(target_os = "linux") { DataSync::FileSystem } else { DataSync::File }
+    }
+}
+
+/// Delivers the message into `maildir` (opened by [`open_maildir`]) on
+/// its own: [`write_tmp`] with an fsync of the file, then [`commit`].
+/// Returns NAME. On failure nothing is left behind in `tmp/` or `new/`.
 pub fn deliver(
     maildir: &Maildir,
     hostname: &str,
     env: &Envelope<'_>,
     content: &mut dyn Read,
     scratch: &mut Scratch,
-    sync: bool,
+) -> Result<String, Error> {
+    let name = write_tmp(maildir, hostname, env, content, scratch, DataSync::File)?;
+    commit(maildir, std::slice::from_ref(&name), DataSync::File)?;
+    Ok(name)
+}
+
+/// Writes the message to `tmp/NAME` (a new file, mode 0600): the
+/// [`prepended_headers`] and the content read from `content` (CR LF lines
+/// from the queue) with LF line ends; fsynced if `sync` is
+/// [`DataSync::File`]. Returns NAME, for [`commit`] to move into `new/`.
+/// On failure nothing is left behind.
+///
+/// NAME is unique as the Maildir specification asks:
+/// `SECS.MUSECSPPIDQN.HOST`, with N counting this process's deliveries
+/// and `/` and `:` in `hostname` written `\057` and `\072`.
+pub fn write_tmp(
+    maildir: &Maildir,
+    hostname: &str,
+    env: &Envelope<'_>,
+    content: &mut dyn Read,
+    scratch: &mut Scratch,
+    sync: DataSync,
 ) -> Result<String, Error> {
     let headers = prepended_headers(env)?;
-    let Maildir { tmp, new } = maildir;
     let name = unique_name(hostname);
     let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    let fd = openat(tmp, name.as_str(), flags, Mode::from_bits_truncate(0o600))
+    let fd = openat(&maildir.tmp, name.as_str(), flags, Mode::from_bits_truncate(0o600))
         .map_err(Error::errno(format!("create tmp/{name} in the maildir")))?;
-    let written = write(File::from(fd), &headers, content, &name, scratch).and_then(|()| {
-        renameat(tmp, name.as_str(), new, name.as_str())
-            .map_err(Error::errno(format!("rename tmp/{name} to new/ in the maildir")))
+    let mut file = File::from(fd);
+    let dest = format!("tmp/{name} in the maildir");
+    let written = copy_message(&mut file, &headers, content, false, b"", &dest, scratch).and_then(|()| match sync {
+        DataSync::File => file.sync_all().map_err(Error::io(format!("fsync {dest}"))),
+        DataSync::FileSystem => Ok(()),
     });
     if let Err(e) = written {
-        let _ = unlinkat(tmp, name.as_str(), UnlinkatFlags::NoRemoveDir);
+        let _ = unlinkat(&maildir.tmp, name.as_str(), UnlinkatFlags::NoRemoveDir);
         return Err(e);
-    }
-    if sync {
-        sync_new(maildir, std::slice::from_ref(&name))?;
     }
     Ok(name)
 }
 
-/// Makes the renames of the deliveries `names` (and any other made
-/// before) into `new/` durable with one fsync of `new/`. If that fails,
-/// they are not known to be on disk: they are taken back out of `new/`
-/// (their deliveries are retried, and must not arrive twice).
-pub fn sync_new(maildir: &Maildir, names: &[String]) -> Result<(), Error> {
-    if let Err(e) = fsync(&maildir.new) {
-        for name in names {
-            let _ = unlinkat(&maildir.new, name.as_str(), UnlinkatFlags::NoRemoveDir);
+/// Delivers the messages [`write_tmp`] wrote as `tmp/NAME` for each of
+/// `names`, durably: their data made stable first (with
+/// [`DataSync::FileSystem`], one `syncfs`; with [`DataSync::File`] each
+/// was fsynced as it was written), then each renamed into `new/`, then
+/// one fsync of `new/` for all of them. A reader never sees a message in
+/// `new/` whose content is not on disk. If any step fails, none of them
+/// is left in `tmp/` or `new/`: they are not known to be on disk, their
+/// deliveries are retried, and must not arrive twice.
+pub fn commit(maildir: &Maildir, names: &[String], sync: DataSync) -> Result<(), Error> {
+    let Maildir { tmp, new } = maildir;
+    let mut moved = 0;
+    let mut steps = || -> Result<(), Error> {
+        if sync == DataSync::FileSystem {
+            sync_file_system(tmp).map_err(Error::errno("syncfs of the maildir's file system"))?;
         }
-        return Err(Error::errno("fsync new/ in the maildir")(e));
+        for name in names {
+            renameat(tmp, name.as_str(), new, name.as_str())
+                .map_err(Error::errno(format!("rename tmp/{name} to new/ in the maildir")))?;
+            moved += 1;
+        }
+        fsync(new).map_err(Error::errno("fsync new/ in the maildir"))
+    };
+    let done = steps();
+    if done.is_err() {
+        for (i, name) in names.iter().enumerate() {
+            let dir = if i < moved { new } else { tmp };
+            let _ = unlinkat(dir, name.as_str(), UnlinkatFlags::NoRemoveDir);
+        }
     }
-    Ok(())
+    done
 }
 
-fn write(
-    mut file: File,
-    headers: &[u8],
-    content: &mut dyn Read,
-    name: &str,
-    scratch: &mut Scratch,
-) -> Result<(), Error> {
-    let dest = format!("tmp/{name} in the maildir");
-    copy_message(&mut file, headers, content, false, b"", &dest, scratch)?;
-    file.sync_all().map_err(Error::io(format!("fsync {dest}")))
+/// Every file of the file system `fd` is on, written back and flushed
+/// to the disk (with errors since `fd` was opened reported).
+#[cfg(target_os = "linux")]
+fn sync_file_system(fd: &OwnedFd) -> nix::Result<()> {
+    nix::unistd::syncfs(fd)
+}
+
+/// No `syncfs` here: [`DataSync::for_batch`] never asks for it.
+#[cfg(not(target_os = "linux"))]
+fn sync_file_system(_fd: &OwnedFd) -> nix::Result<()> {
+    Err(Errno::ENOSYS)
 }
 
 /// A name no other delivery, here or on another host sharing the

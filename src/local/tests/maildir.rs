@@ -6,7 +6,7 @@ use std::os::unix::fs::{MetadataExt, symlink};
 
 use super::{TempDir, crlf, python};
 use crate::local::deliver::{Envelope, Error, Scratch};
-use crate::local::maildir::{deliver, open_maildir};
+use crate::local::maildir::{DataSync, commit, deliver, open_maildir, write_tmp};
 
 const ENV: Envelope<'static> = Envelope { sender: "alice@example.org", recipient: "bob@example.com", arrival: 0 };
 
@@ -20,7 +20,7 @@ fn delivery_lands_in_new_with_tmp_left_empty() {
         assert_eq!(meta.mode() & 0o077, 0, "{sub} mode {:o}", meta.mode());
     }
     let content = crlf(&["Subject: hi", "", "From here", "bye"]);
-    let name = deliver(&dir, "mx.example.com", &ENV, &mut &content[..], &mut Scratch::default(), true).unwrap();
+    let name = deliver(&dir, "mx.example.com", &ENV, &mut &content[..], &mut Scratch::default()).unwrap();
     assert_eq!(home.names("Maildir/new"), std::slice::from_ref(&name));
     assert!(home.names("Maildir/tmp").is_empty());
     assert!(home.names("Maildir/cur").is_empty());
@@ -37,14 +37,63 @@ fn delivery_lands_in_new_with_tmp_left_empty() {
 }
 
 #[test]
+fn a_batch_written_to_tmp_is_in_new_only_once_committed() {
+    // (syncfs is Linux's; for_batch asks for it only there.)
+    let modes =
+        if cfg!(target_os = "linux") { vec![DataSync::File, DataSync::FileSystem] } else { vec![DataSync::File] };
+    assert!(modes.contains(&DataSync::for_batch()));
+    for sync in modes {
+        let home = TempDir::new("maildir-batch");
+        let dir = open_maildir(&home.fd(), "Maildir").unwrap();
+        let names: Vec<String> = ["one", "two", "three"]
+            .iter()
+            .map(|b| {
+                let content = crlf(&["Subject: batch", "", b]);
+                write_tmp(&dir, "h", &ENV, &mut &content[..], &mut Scratch::default(), sync).unwrap()
+            })
+            .collect();
+        let mut in_tmp = home.names("Maildir/tmp");
+        in_tmp.sort();
+        let mut want = names.clone();
+        want.sort();
+        assert_eq!(in_tmp, want, "{sync:?}");
+        assert!(home.names("Maildir/new").is_empty(), "{sync:?}: nothing in new/ before the commit");
+        commit(&dir, &names, sync).unwrap();
+        assert!(home.names("Maildir/tmp").is_empty(), "{sync:?}");
+        for (name, body) in names.iter().zip(["one", "two", "three"]) {
+            let text = fs::read_to_string(home.path.join("Maildir/new").join(name)).unwrap();
+            assert!(text.ends_with(&format!("\n\n{body}\n")), "{sync:?}: {text}");
+        }
+        // An empty batch commits nothing, and fails nothing.
+        commit(&dir, &[], sync).unwrap();
+    }
+}
+
+#[test]
+fn a_failed_commit_takes_the_whole_batch_back_out() {
+    let home = TempDir::new("maildir-batch-fail");
+    let dir = open_maildir(&home.fd(), "Maildir").unwrap();
+    let write = |b: &str| {
+        let content = crlf(&["", b]);
+        write_tmp(&dir, "h", &ENV, &mut &content[..], &mut Scratch::default(), DataSync::for_batch()).unwrap()
+    };
+    let names = vec![write("one"), write("two"), write("three")];
+    // The third cannot be renamed over a directory of its name.
+    fs::create_dir(home.path.join("Maildir/new").join(&names[2])).unwrap();
+    let e = commit(&dir, &names, DataSync::for_batch()).unwrap_err();
+    assert!(e.to_string().contains(&format!("rename tmp/{} to new/", names[2])), "{e}");
+    assert!(home.names("Maildir/tmp").is_empty(), "{:?}", home.names("Maildir/tmp"));
+    assert_eq!(home.names("Maildir/new"), vec![names[2].clone()], "only the directory is left");
+}
+
+#[test]
 fn names_unique_over_a_thousand_deliveries() {
     let home = TempDir::new("maildir-many");
     let dir = open_maildir(&home.fd(), "Maildir/").unwrap();
     let mut names = HashSet::new();
     for i in 0..1000 {
         let content = format!("Subject: {i}\r\n\r\nbody\r\n");
-        let name =
-            deliver(&dir, "host/with:odd", &ENV, &mut content.as_bytes(), &mut Scratch::default(), true).unwrap();
+        let name = deliver(&dir, "host/with:odd", &ENV, &mut content.as_bytes(), &mut Scratch::default()).unwrap();
         assert!(name.ends_with(".host\\057with\\072odd"), "{name}");
         assert!(names.insert(name), "a name came twice");
     }
@@ -58,7 +107,7 @@ fn python_mailbox_reads_the_maildir() {
     let dir = open_maildir(&home.fd(), "Mail/inbox/").unwrap();
     for i in 0..3 {
         let content = crlf(&[&format!("Subject: m{i}"), "", "From the body"]);
-        deliver(&dir, "mx.example.com", &ENV, &mut &content[..], &mut Scratch::default(), true).unwrap();
+        deliver(&dir, "mx.example.com", &ENV, &mut &content[..], &mut Scratch::default()).unwrap();
     }
     let script = "\
 import mailbox, sys
@@ -81,7 +130,7 @@ fn existing_maildir_reused_and_missing_subdirectories_made() {
     fs::create_dir_all(home.path.join("Maildir/cur")).unwrap();
     fs::write(home.path.join("Maildir/cur/old:2,S"), "old").unwrap();
     let dir = open_maildir(&home.fd(), "./Maildir").unwrap();
-    deliver(&dir, "h", &ENV, &mut &b"x\r\n"[..], &mut Scratch::default(), true).unwrap();
+    deliver(&dir, "h", &ENV, &mut &b"x\r\n"[..], &mut Scratch::default()).unwrap();
     assert_eq!(home.names("Maildir/cur"), ["old:2,S"]);
     assert_eq!(home.names("Maildir/new").len(), 1);
 }

@@ -245,7 +245,13 @@ fn a_batch_of_maildir_deliveries_is_synced_once_when_asked() {
         sent(&ran, "delivered to maildir");
         w = back;
     }
-    // Each is whole in new/ at once (a reader may see it before the sync).
+    // Written to tmp/, none of them in new/ before the sync: a reader
+    // never sees a message not yet on disk.
+    assert_eq!(home.names("Maildir/tmp").len(), 3);
+    assert!(home.names("Maildir/new").is_empty());
+    let (back, ran) = w.job(&ToWorker::Sync, None, LIMIT);
+    sent(&ran, "synced");
+    // All three whole in new/, tmp/ empty.
     let new = home.path.join("Maildir/new");
     let mut bodies: Vec<String> = home.names("Maildir/new").iter().map(|n| read(&new.join(n))).collect();
     bodies.sort();
@@ -254,7 +260,8 @@ fn a_batch_of_maildir_deliveries_is_synced_once_when_asked() {
         assert!(text.ends_with(&format!("\n\n{body}\n")), "{text}");
     }
     assert!(home.names("Maildir/tmp").is_empty());
-    let (back, ran) = w.job(&ToWorker::Sync, None, LIMIT);
+    // A second sync has nothing to do.
+    let (back, ran) = back.expect("the worker answered").job(&ToWorker::Sync, None, LIMIT);
     sent(&ran, "synced");
     // A plain job after the batch syncs on its own, as ever.
     let (w, ran) = deliver(back.expect("the worker answered"), &q, "four");
@@ -296,28 +303,41 @@ fn jobs_handed_without_waiting_are_answered_in_turn() {
 }
 
 #[test]
-fn a_sync_with_nothing_of_its_own_syncs_the_maildir_all_the_same() {
-    // (As a new worker standing in for a lost one does.) It opens the
-    // Maildir to sync new/: an unsafe one is refused, and said so.
+fn a_batch_whose_commit_fails_leaves_nothing_in_tmp_or_new() {
+    // A directory in new/ with the name of the batch's second file: the
+    // first is renamed, the second cannot be, and the whole batch is
+    // refused (deferred by the parent) and taken out of new/ and tmp/
+    // again; nothing half-delivered remains.
     let Some(program) = program() else { return };
-    let home = TempDir::new("worker-standin");
-    let md = home.path.join("Maildir");
-    for d in ["tmp", "cur"] {
-        std::fs::create_dir_all(md.join(d)).unwrap();
-    }
-    let elsewhere = home.path.join("elsewhere");
-    std::fs::create_dir(&elsewhere).unwrap();
-    std::os::unix::fs::symlink(&elsewhere, md.join("new")).unwrap();
+    let home = TempDir::new("worker-badcommit");
+    let q = TempDir::new("worker-badcommit-queue");
     let w = start(&program, Kind::Maildir, &home.path, "Maildir/", 5_000);
+    let (w, ran) = deliver_batched(w, &q, "one");
+    sent(&ran, "delivered to maildir");
+    let (w, ran) = deliver_batched(w, &q, "two");
+    sent(&ran, "delivered to maildir");
+    let md = home.path.join("Maildir");
+    let mut names = home.names("Maildir/tmp");
+    assert_eq!(names.len(), 2, "{names:?}");
+    // Unique names carry a count of the worker's deliveries: Q0, Q1.
+    names.sort_by_key(|n| n.split('Q').nth(1).map(String::from));
+    let blocker = md.join("new").join(&names[1]);
+    std::fs::create_dir(&blocker).unwrap();
     let (back, ran) = w.job(&ToWorker::Sync, None, LIMIT);
     let o = ran.outcome(LIMIT);
     assert_eq!(o.status, RecipientStatus::Deferred, "{o:?}");
-    assert!(o.reason.contains("new in maildir Maildir/ is a symbolic link"), "{}", o.reason);
-    // Made safe, the same worker syncs it.
-    std::fs::remove_file(md.join("new")).unwrap();
-    std::fs::create_dir(md.join("new")).unwrap();
-    let (back, ran) = back.expect("the worker answered").job(&ToWorker::Sync, None, LIMIT);
+    assert!(o.reason.contains("to new/ in the maildir"), "{}", o.reason);
+    assert!(home.names("Maildir/tmp").is_empty(), "{:?}", home.names("Maildir/tmp"));
+    assert_eq!(home.names("Maildir/new"), vec![names[1].clone()], "only the blocker is left");
+    // The next batch goes through.
+    std::fs::remove_dir(&blocker).unwrap();
+    let (w, ran) = deliver_batched(back.expect("the worker answered"), &q, "three");
+    sent(&ran, "delivered to maildir");
+    let (back, ran) = w.job(&ToWorker::Sync, None, LIMIT);
     sent(&ran, "synced");
+    let new = home.names("Maildir/new");
+    assert_eq!(new.len(), 1, "{new:?}");
+    assert!(read(&md.join("new").join(&new[0])).ends_with("\n\nthree\n"));
     back.expect("the worker answered").close();
 }
 

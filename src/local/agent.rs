@@ -26,7 +26,8 @@
 //! takes the batch's jobs one after another while the parent goes on.
 //! A batch keeps at most [`MAX_SLOTS`] workers out of the pool; the
 //! deliveries of a worker lost in the middle of a batch are deferred
-//! (they never left `tmp/`).
+//! (before its commit they never left `tmp/`; one lost during the commit
+//! may have moved some into `new/`, which then arrive twice).
 //!
 //! Trusts: master and qmgr for the request; the queue file is read by
 //! the queue module; the aliases database is read by the bounded reader;
@@ -122,7 +123,8 @@ struct Local {
 /// the Maildir workers whose deliveries for them wait for their
 /// verdicts and their sync. What a delivery waits for is an *item*: the
 /// verdict on a job handed to a worker without waiting, or a worker's
-/// sync of `new/`; `results` holds each item's failure once known.
+/// sync (its batch committed into `new/`); `results` holds each item's
+/// failure once known.
 #[derive(Default)]
 struct Batch {
     /// Workers holding deliveries written to `tmp/` but not committed,
@@ -376,8 +378,8 @@ impl Local {
 
     /// Slot `i`'s verdicts read, its worker's sync (its deliveries moved
     /// from `tmp/` into `new/`) done and recorded, the worker back in the
-    /// pool. The deliveries of a worker lost before it was asked never
-    /// left `tmp/`: they are deferred.
+    /// pool. The deliveries of a lost worker are deferred (those of one
+    /// lost before it was asked never left `tmp/`).
     fn finish_slot(&mut self, i: usize) {
         if self.batch.slots[i].done {
             return;

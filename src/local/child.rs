@@ -34,15 +34,17 @@
 //! a job after answering: the mailbox and the queue file are closed.
 //!
 //! A Maildir job may be *batched*: its file is written to `tmp/` and
-//! left there (on Linux not even fsynced), and the Maildir the batch's
-//! first job opened is kept for the batch's next jobs. The parent asks
-//! for [`ToWorker::Sync`] before it reports any of them: their data made
-//! stable (on Linux one `syncfs` for all of them), each renamed into
-//! `new/`, one fsync of `new/`, or, failing that, they are removed again
-//! and the parent defers them ([`maildir::commit`]). (An fsync of the
-//! file and of the directory per message flushed the disk twice per
-//! message.) A worker lost before its sync has delivered nothing: what
-//! it wrote is in `tmp/` only.
+//! left there (on Linux usually not even fsynced), and the Maildir the
+//! batch's first job opened is kept for the batch's next jobs. The
+//! parent asks for [`ToWorker::Sync`] before it reports any of them:
+//! their data made stable (on Linux usually one `syncfs` for all of
+//! them), each renamed into `new/`, one fsync of `new/`, or, failing
+//! that, they are removed again and the parent defers them
+//! ([`maildir::Pending`]). (An fsync of the file and of the directory
+//! per message flushed the disk twice per message.) A worker lost
+//! before its sync has delivered nothing: what it wrote is in `tmp/`
+//! only (and removed from there when the parent closes the socket
+//! without asking for the sync).
 //! (The parent has already checked the message for a `Delivered-To:`
 //! loop.) A worker that cannot start (DIR cannot be opened, the sandbox
 //! cannot be entered) answers its first job with the reason, unasked,
@@ -188,8 +190,7 @@ impl Parent {
     }
 
     /// The next request, with the queue file a job comes with; exits
-    /// when the parent closes the socket, or sends what a worker does
-    /// not expect.
+    /// when the parent sends what a worker does not expect.
     fn next(&mut self) -> Request {
         loop {
             match self.chan.recv_blocking::<ToWorker>(Duration::from_secs(3600)) {
@@ -208,7 +209,7 @@ impl Parent {
                 }
                 Ok((ToWorker::Sync, _)) => self.fatal(EX_SOFTWARE, "4.3.0", "a descriptor with a sync request"),
                 Err(ipc::Error::Io(e)) if e.kind() == std::io::ErrorKind::TimedOut => continue,
-                Err(ipc::Error::Closed) => std::process::exit(EX_OK),
+                Err(ipc::Error::Closed) => return Request::End,
                 Err(e) => self.fatal(EX_SOFTWARE, "4.3.0", &format!("the parent's socket: {e}")),
             }
         }
@@ -227,8 +228,17 @@ impl Parent {
 
 /// What the parent asks of a worker.
 enum Request {
-    Deliver { sender: String, recipient: String, arrival: i64, range: ContentRange, batched: bool, queue: File },
+    Deliver {
+        sender: String,
+        recipient: String,
+        arrival: i64,
+        range: ContentRange,
+        batched: bool,
+        queue: File,
+    },
     Sync,
+    /// The parent has closed the socket.
+    End,
 }
 
 /// `local deliver ...`: never returns.
@@ -264,28 +274,39 @@ pub fn main(args: &[String]) -> ! {
                 job(&mut parent, &target, &env, &queue, range, &mut bufs, batch)
             }
             Request::Sync => match unsynced.take() {
-                Some(u) => maildir::commit(&u.maildir, &u.names, BATCH_SYNC).map(|()| "synced").map_err(Failure::from),
+                Some(u) => u.pending.commit(&u.maildir).map(|()| "synced").map_err(Failure::from),
                 None => Ok("synced"),
             },
+            // What was written and not committed is delivered to no one.
+            Request::End => {
+                abandon(unsynced);
+                std::process::exit(EX_OK);
+            }
         };
         let (code, dsn, reason) = match answer {
             Ok(what) => (EX_OK, "2.0.0", what.to_string()),
             Err(f) => (f.code, f.dsn, f.reason),
         };
         if !parent.send(&FromWorker::Done { code, report: format!("{dsn} {reason}") }) {
+            abandon(unsynced);
             std::process::exit(EX_TEMPFAIL);
         }
     }
 }
 
-/// How a batch's files reach stable storage.
-const BATCH_SYNC: maildir::DataSync = maildir::DataSync::for_batch();
-
 /// The batched Maildir deliveries since the last sync: the Maildir they
-/// went to (a batch opens it once) and their names in `tmp/`.
+/// went to (a batch opens it once) and what they wrote to its `tmp/`.
 struct Unsynced {
     maildir: maildir::Maildir,
-    names: Vec<String>,
+    pending: maildir::Pending,
+}
+
+/// The batch's files removed from `tmp/`, when the parent will not ask
+/// for their commit.
+fn abandon(unsynced: Option<Unsynced>) {
+    if let Some(u) = unsynced {
+        u.pending.abandon(&u.maildir);
+    }
 }
 
 /// The worker's mailbox.
@@ -353,11 +374,11 @@ fn job(
                 return Ok("delivered to maildir");
             };
             if batch.is_none() {
-                *batch = Some(Unsynced { maildir: maildir::open_maildir(t.dir, t.name)?, names: Vec::new() });
+                let md = maildir::open_maildir(t.dir, t.name)?;
+                *batch = Some(Unsynced { pending: maildir::Pending::new(&md), maildir: md });
             }
             if let Some(u) = batch.as_mut() {
-                let name = maildir::write_tmp(&u.maildir, t.hostname, env, content, scratch, BATCH_SYNC)?;
-                u.names.push(name);
+                u.pending.write(&u.maildir, t.hostname, env, content, scratch)?;
             }
             Ok("delivered to maildir")
         }

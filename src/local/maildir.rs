@@ -2,8 +2,8 @@
 //! message is written to a file of a unique name in `tmp/`, synced, and
 //! renamed into `new/`, so a mail reader sees the whole message or
 //! nothing, and no lock is needed. A batch of messages can be written
-//! first and synced and renamed together ([`write_tmp`], [`commit`]). Content gets LF line ends and no
-//! `From ` quoting: each message is a file of its own.
+//! first and synced and renamed together ([`Pending`]). Content gets LF
+//! line ends and no `From ` quoting: each message is a file of its own.
 //!
 //! Trusts: the caller, to run as the recipient. Nothing beneath the home
 //! directory: every component of the Maildir's path, and `tmp`, `new`
@@ -116,29 +116,149 @@ fn is_symlink(parent: &OwnedFd, name: &str) -> bool {
         .is_ok_and(|st| SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits()) == SFlag::S_IFLNK)
 }
 
-/// How the data of a message written to `tmp/` reaches stable storage
-/// before the message is renamed into `new/`.
+/// How the data of the messages a batch writes to `tmp/` reaches stable
+/// storage before they are renamed into `new/`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DataSync {
-    /// An fsync of the file as soon as it is written.
+enum DataSync {
+    /// An fsync of each file as soon as it is written.
     File,
-    /// One `syncfs` of the Maildir's file system when a batch of files is
-    /// committed (Linux): it writes them all back and flushes the disk
-    /// once, where an fsync of each flushes it once per message.
+    /// The files are kept open and, when the batch is committed, made
+    /// stable by one `syncfs` of the Maildir's file system (Linux, on a
+    /// local disk file system): it writes them all back and flushes the
+    /// disk once, where an fsync of each flushes it once per message.
     FileSystem,
 }
 
 impl DataSync {
-    /// For a batch of deliveries: one `syncfs` where there is one
-    /// (Linux), an fsync of each file elsewhere.
-    pub const fn for_batch() -> DataSync {
-        if cfg!(target_os = "linux") { DataSync::FileSystem } else { DataSync::File }
+    /// For a batch written beneath `dir`: one `syncfs` on Linux where
+    /// the file system is one whose `syncfs` flushes the disk (ext2/3/4,
+    /// XFS, Btrfs, F2FS); an fsync of each file anywhere else (FUSE
+    /// passes no `syncfs` on to its daemon, and the BSDs have none).
+    #[cfg(target_os = "linux")]
+    fn for_dir(dir: &OwnedFd) -> DataSync {
+        use nix::sys::statfs::{BTRFS_SUPER_MAGIC, EXT4_SUPER_MAGIC, F2FS_SUPER_MAGIC, FsType, fstatfs};
+        const XFS_SUPER_MAGIC: FsType = FsType(0x5846_5342);
+        match fstatfs(dir).map(|s| s.filesystem_type()) {
+            // (ext2 and ext3 have ext4's magic number.)
+            Ok(EXT4_SUPER_MAGIC | XFS_SUPER_MAGIC | BTRFS_SUPER_MAGIC | F2FS_SUPER_MAGIC) => DataSync::FileSystem,
+            _ => DataSync::File,
+        }
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn for_dir(_dir: &OwnedFd) -> DataSync {
+        DataSync::File
+    }
+}
+
+/// The most files a batch keeps open for one `syncfs`; those written
+/// beyond are fsynced one by one.
+const KEPT_FILES: usize = 64;
+
+/// Deliveries written to a Maildir's `tmp/` that are to be moved into
+/// `new/` together, durably, by [`Pending::commit`], or removed by
+/// [`Pending::abandon`].
+#[derive(Debug)]
+pub struct Pending {
+    sync: DataSync,
+    written: Vec<Written>,
+}
+
+#[derive(Debug)]
+struct Written {
+    name: String,
+    /// Open until the commit makes it stable; None: fsynced as written.
+    file: Option<File>,
+}
+
+impl Pending {
+    /// An empty batch for `maildir`.
+    pub fn new(maildir: &Maildir) -> Pending {
+        Pending { sync: DataSync::for_dir(&maildir.tmp), written: Vec::new() }
+    }
+
+    /// The names in `tmp/` of the deliveries written so far.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.written.iter().map(|w| w.name.as_str())
+    }
+
+    /// Writes a message to `tmp/` ([`write_tmp`]) as part of the batch.
+    pub fn write(
+        &mut self,
+        maildir: &Maildir,
+        hostname: &str,
+        env: &Envelope<'_>,
+        content: &mut dyn Read,
+        scratch: &mut Scratch,
+    ) -> Result<(), Error> {
+        let kept = self.written.iter().filter(|w| w.file.is_some()).count();
+        let keep = self.sync == DataSync::FileSystem && kept < KEPT_FILES;
+        let (name, file) = write_tmp(maildir, hostname, env, content, scratch, !keep)?;
+        self.written.push(Written { name, file: keep.then_some(file) });
+        Ok(())
+    }
+
+    /// Delivers the batch durably: the data of its files made stable
+    /// (those kept open: by one `syncfs` when there are several, and if
+    /// that fails, since it reports a write-back error of any file on the
+    /// file system, by an fsync of each), then each renamed into `new/`,
+    /// then one fsync of `new/` for all of them. A reader never sees a
+    /// message in `new/` whose content is not on disk. If any step fails,
+    /// every file of the batch is removed from `tmp/` and `new/` again
+    /// (the unlinks are not synced: after a crash one may still arrive,
+    /// and again when the delivery is retried).
+    pub fn commit(self, maildir: &Maildir) -> Result<(), Error> {
+        let Maildir { tmp, new } = maildir;
+        if self.written.is_empty() {
+            return Ok(());
+        }
+        let mut moved = 0;
+        let mut steps = || -> Result<(), Error> {
+            self.sync_data(tmp)?;
+            for w in &self.written {
+                let name = w.name.as_str();
+                renameat(tmp, name, new, name)
+                    .map_err(Error::errno(format!("rename tmp/{name} to new/ in the maildir")))?;
+                moved += 1;
+            }
+            fsync(new).map_err(Error::errno("fsync new/ in the maildir"))
+        };
+        let done = steps();
+        if done.is_err() {
+            for (i, w) in self.written.iter().enumerate() {
+                let _ = unlinkat(new, w.name.as_str(), UnlinkatFlags::NoRemoveDir);
+                if i >= moved {
+                    let _ = unlinkat(tmp, w.name.as_str(), UnlinkatFlags::NoRemoveDir);
+                }
+            }
+        }
+        done
+    }
+
+    /// Removes the batch's files from `tmp/`: they are delivered to no one.
+    pub fn abandon(self, maildir: &Maildir) {
+        for w in &self.written {
+            let _ = unlinkat(&maildir.tmp, w.name.as_str(), UnlinkatFlags::NoRemoveDir);
+        }
+    }
+
+    fn sync_data(&self, tmp: &OwnedFd) -> Result<(), Error> {
+        let open: Vec<(&str, &File)> =
+            self.written.iter().filter_map(|w| w.file.as_ref().map(|f| (w.name.as_str(), f))).collect();
+        if open.len() > 1 && sync_file_system(tmp).is_ok() {
+            return Ok(());
+        }
+        for (name, file) in open {
+            file.sync_all().map_err(Error::io(format!("fsync tmp/{name} in the maildir")))?;
+        }
+        Ok(())
     }
 }
 
 /// Delivers the message into `maildir` (opened by [`open_maildir`]) on
-/// its own: [`write_tmp`] with an fsync of the file, then [`commit`].
-/// Returns NAME. On failure nothing is left behind in `tmp/` or `new/`.
+/// its own: [`write_tmp`] with an fsync of the file, renamed into `new/`,
+/// `new/` fsynced. Returns NAME. On failure nothing is left behind in
+/// `tmp/` or `new/`.
 pub fn deliver(
     maildir: &Maildir,
     hostname: &str,
@@ -146,28 +266,28 @@ pub fn deliver(
     content: &mut dyn Read,
     scratch: &mut Scratch,
 ) -> Result<String, Error> {
-    let name = write_tmp(maildir, hostname, env, content, scratch, DataSync::File)?;
-    commit(maildir, std::slice::from_ref(&name), DataSync::File)?;
+    let (name, _) = write_tmp(maildir, hostname, env, content, scratch, true)?;
+    let batch = Pending { sync: DataSync::File, written: vec![Written { name: name.clone(), file: None }] };
+    batch.commit(maildir)?;
     Ok(name)
 }
 
 /// Writes the message to `tmp/NAME` (a new file, mode 0600): the
 /// [`prepended_headers`] and the content read from `content` (CR LF lines
-/// from the queue) with LF line ends; fsynced if `sync` is
-/// [`DataSync::File`]. Returns NAME, for [`commit`] to move into `new/`.
-/// On failure nothing is left behind.
+/// from the queue) with LF line ends; fsynced if `sync`. Returns NAME
+/// and the file. On failure nothing is left behind.
 ///
 /// NAME is unique as the Maildir specification asks:
 /// `SECS.MUSECSPPIDQN.HOST`, with N counting this process's deliveries
 /// and `/` and `:` in `hostname` written `\057` and `\072`.
-pub fn write_tmp(
+fn write_tmp(
     maildir: &Maildir,
     hostname: &str,
     env: &Envelope<'_>,
     content: &mut dyn Read,
     scratch: &mut Scratch,
-    sync: DataSync,
-) -> Result<String, Error> {
+    sync: bool,
+) -> Result<(String, File), Error> {
     let headers = prepended_headers(env)?;
     let name = unique_name(hostname);
     let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
@@ -175,57 +295,23 @@ pub fn write_tmp(
         .map_err(Error::errno(format!("create tmp/{name} in the maildir")))?;
     let mut file = File::from(fd);
     let dest = format!("tmp/{name} in the maildir");
-    let written = copy_message(&mut file, &headers, content, false, b"", &dest, scratch).and_then(|()| match sync {
-        DataSync::File => file.sync_all().map_err(Error::io(format!("fsync {dest}"))),
-        DataSync::FileSystem => Ok(()),
-    });
+    let written = copy_message(&mut file, &headers, content, false, b"", &dest, scratch)
+        .and_then(|()| if sync { file.sync_all().map_err(Error::io(format!("fsync {dest}"))) } else { Ok(()) });
     if let Err(e) = written {
         let _ = unlinkat(&maildir.tmp, name.as_str(), UnlinkatFlags::NoRemoveDir);
         return Err(e);
     }
-    Ok(name)
-}
-
-/// Delivers the messages [`write_tmp`] wrote as `tmp/NAME` for each of
-/// `names`, durably: their data made stable first (with
-/// [`DataSync::FileSystem`], one `syncfs`; with [`DataSync::File`] each
-/// was fsynced as it was written), then each renamed into `new/`, then
-/// one fsync of `new/` for all of them. A reader never sees a message in
-/// `new/` whose content is not on disk. If any step fails, none of them
-/// is left in `tmp/` or `new/`: they are not known to be on disk, their
-/// deliveries are retried, and must not arrive twice.
-pub fn commit(maildir: &Maildir, names: &[String], sync: DataSync) -> Result<(), Error> {
-    let Maildir { tmp, new } = maildir;
-    let mut moved = 0;
-    let mut steps = || -> Result<(), Error> {
-        if sync == DataSync::FileSystem {
-            sync_file_system(tmp).map_err(Error::errno("syncfs of the maildir's file system"))?;
-        }
-        for name in names {
-            renameat(tmp, name.as_str(), new, name.as_str())
-                .map_err(Error::errno(format!("rename tmp/{name} to new/ in the maildir")))?;
-            moved += 1;
-        }
-        fsync(new).map_err(Error::errno("fsync new/ in the maildir"))
-    };
-    let done = steps();
-    if done.is_err() {
-        for (i, name) in names.iter().enumerate() {
-            let dir = if i < moved { new } else { tmp };
-            let _ = unlinkat(dir, name.as_str(), UnlinkatFlags::NoRemoveDir);
-        }
-    }
-    done
+    Ok((name, file))
 }
 
 /// Every file of the file system `fd` is on, written back and flushed
-/// to the disk (with errors since `fd` was opened reported).
+/// to the disk (with write-back errors since `fd` was opened reported).
 #[cfg(target_os = "linux")]
 fn sync_file_system(fd: &OwnedFd) -> nix::Result<()> {
     nix::unistd::syncfs(fd)
 }
 
-/// No `syncfs` here: [`DataSync::for_batch`] never asks for it.
+/// No `syncfs` here: [`DataSync::for_dir`] never asks for it.
 #[cfg(not(target_os = "linux"))]
 fn sync_file_system(_fd: &OwnedFd) -> nix::Result<()> {
     Err(Errno::ENOSYS)

@@ -355,6 +355,7 @@ impl Local {
             self.finish_slot(i);
         }
         self.batch.slots.clear();
+        self.resolver.forget_users();
         let failed = std::mem::take(&mut self.batch.results);
         for h in std::mem::take(&mut self.batch.logs) {
             let o = sync_failure(&h.items, &failed).unwrap_or(h.outcome);

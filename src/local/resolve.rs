@@ -24,6 +24,8 @@
 //! bounded cdb reader; `:include:` files must be root's regular files,
 //! not writable by group or others.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -80,7 +82,14 @@ pub struct Resolver {
     delimiter: String,
     hostname: String,
     default_user: String,
+    /// Users looked up since the last [`Resolver::forget_users`] (the
+    /// end of a batch): the password database is read once per user per
+    /// batch, not once per delivery.
+    users: RefCell<HashMap<String, nix::unistd::User>>,
 }
+
+/// The most users remembered in one batch.
+const MAX_USERS: usize = 1024;
 
 /// Enhanced status codes a delivery child may report.
 pub fn known_dsn(code: &str) -> Option<&'static str> {
@@ -120,8 +129,31 @@ impl Resolver {
             delimiter: conf.local.recipient_delimiter.clone(),
             hostname: hostname.to_lowercase(),
             default_user: conf.local.default_user.clone(),
+            users: RefCell::new(HashMap::new()),
         };
         (r, warning)
+    }
+
+    /// Look users up afresh from now on.
+    pub fn forget_users(&self) {
+        self.users.borrow_mut().clear();
+    }
+
+    /// The password entry of `name` (remembered until
+    /// [`Resolver::forget_users`]).
+    fn lookup(&self, name: &str) -> nix::Result<Option<nix::unistd::User>> {
+        if let Some(u) = self.users.borrow().get(name) {
+            return Ok(Some(u.clone()));
+        }
+        let found = nix::unistd::User::from_name(name)?;
+        if let Some(u) = &found {
+            let mut users = self.users.borrow_mut();
+            if users.len() >= MAX_USERS {
+                users.clear();
+            }
+            users.insert(name.to_string(), u.clone());
+        }
+        Ok(found)
     }
 
     pub fn hostname(&self) -> &str {
@@ -218,7 +250,7 @@ impl Resolver {
 
     /// `local.default_user`, as which root's commands and files run.
     pub fn default_user(&self) -> Result<User, Outcome> {
-        match nix::unistd::User::from_name(&self.default_user) {
+        match self.lookup(&self.default_user) {
             Ok(Some(u)) => Ok(User::from_nix(u)),
             Ok(None) => {
                 Err(Outcome::defer("4.3.0", &format!("local.default_user \"{}\" is not a user", self.default_user)))
@@ -233,7 +265,7 @@ impl Resolver {
 
     /// The user whose mailbox `name` is.
     pub fn user(&self, name: &str, via_alias: bool) -> Result<User, Outcome> {
-        let user = match nix::unistd::User::from_name(name) {
+        let user = match self.lookup(name) {
             Ok(Some(u)) => u,
             // postmaster must reach someone: without an alias it waits
             // (a double bounce is never thrown away).

@@ -17,21 +17,29 @@ use crate::ipc::msg::{Level, ToMaster};
 /// bytes outside printable ASCII are escaped, and the result is cut to at
 /// most `max` bytes (marked with `...` when cut).
 pub fn sanitize(text: &str, max: usize) -> String {
+    use std::fmt::Write as _;
     let mut out = String::with_capacity(text.len().min(max));
     let limit = max.saturating_sub(3);
+    // Each character's form, built here without an allocation of its own.
+    let mut piece = String::with_capacity(16);
     for c in text.chars() {
-        let piece: String = match c {
-            '\\' => String::from("\\\\"),
-            ' '..='~' => c.to_string(),
-            '\t' => String::from("\\t"),
-            '\n' => String::from("\\n"),
-            '\r' => String::from("\\r"),
-            c if (c as u32) < 0x80 => format!("\\x{:02x}", c as u32),
+        piece.clear();
+        match c {
+            '\\' => piece.push_str("\\\\"),
+            ' '..='~' => piece.push(c),
+            '\t' => piece.push_str("\\t"),
+            '\n' => piece.push_str("\\n"),
+            '\r' => piece.push_str("\\r"),
+            c if (c as u32) < 0x80 => {
+                let _ = write!(piece, "\\x{:02x}", c as u32);
+            }
             c => {
                 let mut b = [0u8; 4];
-                c.encode_utf8(&mut b).bytes().map(|x| format!("\\x{x:02x}")).collect()
+                for x in c.encode_utf8(&mut b).bytes() {
+                    let _ = write!(piece, "\\x{x:02x}");
+                }
             }
-        };
+        }
         if out.len() + piece.len() > limit {
             out.push_str("...");
             return out;

@@ -191,4 +191,21 @@ procs=$(ls "$W/home/mtaloc2/Maildir/new" | sed -n 's/^[0-9]*\.M[0-9]*P\([0-9]*\)
 	fail "the worker did not count nine deliveries: $(ls "$W/home/mtaloc2/Maildir/new")"
 [ "$(workers maildir "$W/home/mtaloc2" Maildir/)" = "$procs" ] || fail "the worker $procs is not the one waiting"
 note "one worker (pid $procs) delivered all nine messages to the Maildir"
+
+# --- a burst to a list of two users: a batch's two Maildirs are
+# committed side by side, each message lands once in each ---
+i=0 pids=""
+while [ $i -lt 6 ]; do
+	send team@localhost "list burst $i" &
+	pids="$pids $!"; i=$((i + 1))
+done
+for p in $pids; do wait "$p" || fail "a list message was not accepted"; done
+listed="cat '$W'/home/mtaloc1/Maildir/new/* '$W'/home/mtaloc2/Maildir/new/* 2>/dev/null | grep -c '^Subject: list burst'"
+wait_for 30 sh -c "[ \$($listed) -ge 12 ]" || fail "the list burst did not reach both Maildirs"
+sleep 0.5
+for u in mtaloc1 mtaloc2; do
+	n=$(grep -l "^Subject: list burst" "$W/home/$u/Maildir/new/"* | wc -l)
+	[ "$n" -eq 6 ] || fail "$u has $n copies of the 6 list messages"
+	[ -z "$(ls "$W/home/$u/Maildir/tmp")" ] || fail "a file was left in $u's tmp/"
+done
 exit 0

@@ -202,23 +202,6 @@ pub(super) fn settled(
         .collect()
 }
 
-/// Ask `w` to commit its batch into `new/`: Some(w) when asked (its
-/// answer is to read), None when it had closed its socket first (it is
-/// closed now).
-fn ask_sync(mut w: Worker) -> Result<Option<Worker>, Outcome> {
-    match w.submit(&ToWorker::Sync, None) {
-        Ok(true) => Ok(Some(w)),
-        Ok(false) => {
-            w.close();
-            Ok(None)
-        }
-        Err(why) => {
-            w.close();
-            Err(Outcome::defer("4.3.0", &why))
-        }
-    }
-}
-
 /// The first failure among the items `deps`.
 fn sync_failure(deps: &[usize], failed: &[Option<Outcome>]) -> Option<Outcome> {
     deps.iter().find_map(|&i| failed.get(i).cloned().flatten())
@@ -351,9 +334,8 @@ impl Local {
     /// The batch's Maildir workers commit its deliveries into `new/`;
     /// then they are logged, and its requests reported to qmgr.
     fn settle(&mut self) {
-        for i in 0..self.batch.slots.len() {
-            self.finish_slot(i);
-        }
+        let all: Vec<usize> = (0..self.batch.slots.len()).collect();
+        self.finish_slots(&all);
         self.batch.slots.clear();
         self.resolver.forget_users();
         let failed = std::mem::take(&mut self.batch.results);
@@ -377,39 +359,69 @@ impl Local {
         }
     }
 
-    /// Slot `i`'s verdicts read, its worker's sync (its deliveries moved
-    /// from `tmp/` into `new/`) done and recorded, the worker back in the
-    /// pool. The deliveries of a lost worker are deferred (those of one
-    /// lost before it was asked never left `tmp/`).
+    /// Slot `i` finished alone (see [`Local::finish_slots`]).
     fn finish_slot(&mut self, i: usize) {
-        if self.batch.slots[i].done {
-            return;
-        }
-        self.collect(i);
+        self.finish_slots(&[i]);
+    }
+
+    /// The slots `which` finished: each worker asked to commit its
+    /// deliveries into `new/` (all of them first, so that the commits of
+    /// several Maildirs run side by side), then, slot by slot, the
+    /// verdicts on the jobs handed to it read, its commit's recorded, and
+    /// the worker put back in the pool. The deliveries of a lost worker
+    /// are deferred (those of one lost before it was asked never left
+    /// `tmp/`).
+    fn finish_slots(&mut self, which: &[usize]) {
         let limit = self.conf.local.time_limit;
-        let slot = &mut self.batch.slots[i];
-        slot.done = true;
-        let (key, sync, delivered, worker) = (slot.key.clone(), slot.sync, slot.delivered, slot.worker.take());
-        let asked = match worker {
-            Some(w) => ask_sync(w),
-            None => Ok(None),
-        };
-        let o = match asked {
-            Ok(None) if !delivered => return,
-            Ok(None) => Outcome::defer("4.3.0", "the delivery worker ended before it moved its deliveries into new/"),
-            Ok(Some(w)) => {
-                let (back, ran) = w.answer(limit);
-                if let Some(w) = back {
-                    for old in self.workers.put(key, w, Instant::now()) {
-                        old.close();
+        // Ok(true): asked; Ok(false): its socket was closed first (what
+        // it said before is still read).
+        let mut asked: Vec<(usize, Result<bool, Outcome>)> = Vec::new();
+        for &i in which {
+            let slot = &mut self.batch.slots[i];
+            if slot.done {
+                continue;
+            }
+            slot.done = true;
+            let request = match slot.worker.as_mut() {
+                Some(w) => w.submit(&ToWorker::Sync, None).map_err(|why| Outcome::defer("4.3.0", &why)),
+                None => Ok(false),
+            };
+            asked.push((i, request));
+        }
+        for (i, request) in asked {
+            self.collect(i);
+            let slot = &mut self.batch.slots[i];
+            let (key, sync, delivered, worker) = (slot.key.clone(), slot.sync, slot.delivered, slot.worker.take());
+            let o = match (request, worker) {
+                (Ok(true), Some(w)) => {
+                    let (back, ran) = w.answer(limit);
+                    if let Some(w) = back {
+                        for old in self.workers.put(key, w, Instant::now()) {
+                            old.close();
+                        }
+                    }
+                    ran.outcome(limit)
+                }
+                (request, worker) => {
+                    if let Some(w) = worker {
+                        w.close();
+                    }
+                    match request {
+                        Err(o) => o,
+                        Ok(_) if !delivered => continue,
+                        Ok(true) => {
+                            Outcome::defer("4.3.0", "the delivery worker was lost before its deliveries were in new/")
+                        }
+                        Ok(false) => Outcome::defer(
+                            "4.3.0",
+                            "the delivery worker ended before it moved its deliveries into new/",
+                        ),
                     }
                 }
-                ran.outcome(limit)
+            };
+            if !matches!(o.status, RecipientStatus::Delivered { .. }) {
+                self.batch.results[sync] = Some(o);
             }
-            Err(o) => o,
-        };
-        if !matches!(o.status, RecipientStatus::Delivered { .. }) {
-            self.batch.results[sync] = Some(o);
         }
     }
 

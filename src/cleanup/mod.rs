@@ -374,8 +374,8 @@ impl Cleanup {
 
     /// A message is complete: refuse it, or append it for the next commit.
     fn end(&mut self, token: Token, txn: u64, t: Pending) {
-        let intake = self.child.config.intake.clone();
-        let (hops, header_size) = intake.as_ref().map_or((50, 100 << 10), |i| (i.limits.hops, i.limits.header_size));
+        let intake = self.child.config.intake.as_ref();
+        let (hops, header_size) = intake.map_or((50, 100 << 10), |i| (i.limits.hops, i.limits.header_size));
         let verdict = if let Some(f) = t.failed {
             Some(f)
         } else if t.scan.hops > hops {

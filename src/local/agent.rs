@@ -18,16 +18,18 @@
 //! parallel. The requests qmgr has sent are served as a batch (at most
 //! [`MAX_BATCH`]): each Maildir worker writes the batch's deliveries to
 //! `tmp/` and leaves them there until the batch is served, then syncs
-//! them and moves them into `new/` all at once (on Linux with one
-//! `syncfs` and one fsync of `new/`), and only then is any of them
-//! logged and reported ([`Batch`]). A recipient's delivery to its own
-//! Maildir (its last destination) is handed to the worker without
-//! waiting for the verdict, which is read when the batch ends: a worker
-//! takes the batch's jobs one after another while the parent goes on.
+//! them and moves them into `new/` all at once (on Linux usually with
+//! one `syncfs` and one fsync of `new/`, see [`super::maildir::Pending`]),
+//! and only then is any of them logged and reported ([`Batch`]). A
+//! recipient's delivery to its own Maildir (its last destination) is
+//! handed to the worker without waiting for the verdict, which is read
+//! when the batch ends: a worker takes the batch's jobs one after
+//! another while the parent goes on.
 //! A batch keeps at most [`MAX_SLOTS`] workers out of the pool; the
 //! deliveries of a worker lost in the middle of a batch are deferred
-//! (before its commit they never left `tmp/`; one lost during the commit
-//! may have moved some into `new/`, which then arrive twice).
+//! (before its commit they never left `tmp/`; one lost during the commit,
+//! or this process after asking for it, may have moved some into `new/`,
+//! which then arrive twice).
 //!
 //! Trusts: master and qmgr for the request; the queue file is read by
 //! the queue module; the aliases database is read by the bounded reader;
@@ -386,6 +388,15 @@ impl Local {
                 Some(w) => w.submit(&ToWorker::Sync, None).map_err(|why| Outcome::defer("4.3.0", &why)),
                 None => Ok(false),
             };
+            // A request that could not be sent stays queued on the
+            // channel, and reading the worker's verdicts could send it
+            // after all: the worker goes now (its handed jobs are
+            // deferred as lost with it).
+            if request.is_err()
+                && let Some(w) = slot.worker.take()
+            {
+                w.close();
+            }
             asked.push((i, request));
         }
         for (i, request) in asked {

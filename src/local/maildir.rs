@@ -131,9 +131,13 @@ enum DataSync {
 
 impl DataSync {
     /// For a batch written beneath `dir`: one `syncfs` on Linux where
-    /// the file system is one whose `syncfs` flushes the disk (ext2/3/4,
+    /// the file system is one whose `syncfs` flushes the disk (ext3/4,
     /// XFS, Btrfs, F2FS); an fsync of each file anywhere else (FUSE
     /// passes no `syncfs` on to its daemon, and the BSDs have none).
+    /// (ext2 shares ext4's magic number; mounted by the old ext2 driver,
+    /// whose `syncfs` does not flush the disk's cache, the data reaches
+    /// the disk with the fsync of `new/` that ends the commit, before
+    /// anything is reported, but not before the renames.)
     #[cfg(target_os = "linux")]
     fn for_dir(dir: &OwnedFd) -> DataSync {
         use nix::sys::statfs::{BTRFS_SUPER_MAGIC, EXT4_SUPER_MAGIC, F2FS_SUPER_MAGIC, FsType, fstatfs};
@@ -152,8 +156,9 @@ impl DataSync {
 }
 
 /// The most files a batch keeps open for one `syncfs`; those written
-/// beyond are fsynced one by one.
-const KEPT_FILES: usize = 64;
+/// beyond are fsynced one by one. (A delivery worker may hold 64
+/// descriptors: this leaves room for its own and a job's.)
+const KEPT_FILES: usize = 32;
 
 /// Deliveries written to a Maildir's `tmp/` that are to be moved into
 /// `new/` together, durably, by [`Pending::commit`], or removed by

@@ -303,6 +303,27 @@ fn jobs_handed_without_waiting_are_answered_in_turn() {
 }
 
 #[test]
+fn a_batch_larger_than_the_files_a_worker_keeps_open_is_delivered_whole() {
+    // A worker may hold 64 descriptors: a batch of 70 keeps some files
+    // open for one syncfs and syncs the rest as it writes them.
+    let Some(program) = program() else { return };
+    let home = TempDir::new("worker-bigbatch");
+    let q = TempDir::new("worker-bigbatch-queue");
+    let mut w = start(&program, Kind::Maildir, &home.path, "Maildir/", 5_000);
+    for i in 0..70 {
+        let (back, ran) = deliver_batched(w, &q, &format!("message {i}"));
+        sent(&ran, "delivered to maildir");
+        w = back;
+    }
+    assert!(home.names("Maildir/new").is_empty());
+    let (back, ran) = w.job(&ToWorker::Sync, None, LIMIT);
+    sent(&ran, "synced");
+    assert_eq!(home.names("Maildir/new").len(), 70);
+    assert!(home.names("Maildir/tmp").is_empty());
+    back.expect("the worker answered").close();
+}
+
+#[test]
 fn a_batch_whose_commit_fails_leaves_nothing_in_tmp_or_new() {
     // A directory in new/ with the name of the batch's second file: the
     // first is renamed, the second cannot be, and the whole batch is

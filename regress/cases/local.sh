@@ -176,13 +176,19 @@ PY
 [ "$(stat -c %U "$W/home/mtaloc2/Maildir/new")" = mtaloc2 ] || fail "the Maildir is not the user's"
 [ -z "$(ls "$W/home/mtaloc2/Maildir/tmp")" ] || fail "a file was left in tmp/"
 
+# burst N TO SUBJECT: N messages sent at once ("SUBJECT 0" and on), each
+# accepted.
+burst() {
+	_i=0 _pids=""
+	while [ $_i -lt "$1" ]; do
+		send "$2" "$3 $_i" &
+		_pids="$_pids $!"; _i=$((_i + 1))
+	done
+	for _p in $_pids; do wait "$_p" || fail "a message of the burst to $2 was not accepted"; done
+}
+
 # --- a burst to one user: one worker process delivers it all ---
-i=0 pids=""
-while [ $i -lt 8 ]; do
-	send mtaloc2@localhost "maildir burst $i" &
-	pids="$pids $!"; i=$((i + 1))
-done
-for p in $pids; do wait "$p" || fail "a burst message was not accepted"; done
+burst 8 mtaloc2@localhost "maildir burst"
 wait_for 30 sh -c "[ \$(ls '$W/home/mtaloc2/Maildir/new' | wc -l) -ge 9 ]" || fail "the burst did not reach the Maildir"
 # Names are SECS.MUSECSPpidQn.HOST: one pid, nine deliveries counted by it.
 procs=$(ls "$W/home/mtaloc2/Maildir/new" | sed -n 's/^[0-9]*\.M[0-9]*P\([0-9]*\)Q[0-9]*\..*/\1/p' | sort -u)
@@ -194,12 +200,7 @@ note "one worker (pid $procs) delivered all nine messages to the Maildir"
 
 # --- a burst to a list of two users: a batch's two Maildirs are
 # committed side by side, each message lands once in each ---
-i=0 pids=""
-while [ $i -lt 6 ]; do
-	send team@localhost "list burst $i" &
-	pids="$pids $!"; i=$((i + 1))
-done
-for p in $pids; do wait "$p" || fail "a list message was not accepted"; done
+burst 6 team@localhost "list burst"
 listed="cat '$W'/home/mtaloc1/Maildir/new/* '$W'/home/mtaloc2/Maildir/new/* 2>/dev/null | grep -c '^Subject: list burst'"
 wait_for 30 sh -c "[ \$($listed) -ge 12 ]" || fail "the list burst did not reach both Maildirs"
 sleep 0.5

@@ -324,6 +324,27 @@ fn a_batch_larger_than_the_files_a_worker_keeps_open_is_delivered_whole() {
 }
 
 #[test]
+fn a_worker_whose_parent_hangs_up_removes_what_it_did_not_commit() {
+    let Some(program) = program() else { return };
+    let home = TempDir::new("worker-hangup");
+    let q = TempDir::new("worker-hangup-queue");
+    let w = start(&program, Kind::Maildir, &home.path, "Maildir/", 5_000);
+    let (w, ran) = deliver_batched(w, &q, "one");
+    sent(&ran, "delivered to maildir");
+    let (w, ran) = deliver_batched(w, &q, "two");
+    sent(&ran, "delivered to maildir");
+    assert_eq!(home.names("Maildir/tmp").len(), 2);
+    // The socket closes (as when the parent dies); the worker is not killed.
+    let pid = w.pid();
+    {
+        let _hung_up = w;
+    }
+    assert_eq!(nix::sys::wait::waitpid(pid, None).unwrap(), nix::sys::wait::WaitStatus::Exited(pid, 0));
+    assert!(home.names("Maildir/tmp").is_empty(), "{:?}", home.names("Maildir/tmp"));
+    assert!(home.names("Maildir/new").is_empty());
+}
+
+#[test]
 fn a_batch_whose_commit_fails_leaves_nothing_in_tmp_or_new() {
     // A directory in new/ with the name of the batch's second file: the
     // first is renamed, the second cannot be, and the whole batch is

@@ -158,6 +158,12 @@ impl Channel {
         self.out.len()
     }
 
+    /// Forget every frame not yet sent: after a send that failed for
+    /// good, so that no later flush delivers it after all.
+    pub fn discard_unsent(&mut self) {
+        self.out.clear();
+    }
+
     /// Encode and send `msg` with `fds` (duplicated; the caller keeps its
     /// copies). What cannot be sent now is queued for [`Channel::flush`].
     pub fn send<T: Serialize>(&mut self, msg: &T, fds: &[BorrowedFd<'_>]) -> Result<(), Error> {

@@ -268,3 +268,17 @@ proptest! {
         prop_assert_eq!(got.unwrap(), m);
     }
 }
+
+#[test]
+fn discarded_frames_are_never_sent() {
+    let (mut a, mut b) = channels();
+    a.cork();
+    a.send(&ToMaster::Log { level: Level::Info, text: "dropped".into() }, &[]).unwrap();
+    a.discard_unsent();
+    assert!(!a.wants_write());
+    a.send(&ToMaster::Log { level: Level::Info, text: "kept".into() }, &[]).unwrap();
+    a.flush().unwrap();
+    let (m, _) = b.recv::<ToMaster>().unwrap().expect("a message");
+    assert_eq!(m, ToMaster::Log { level: Level::Info, text: "kept".into() });
+    assert!(b.recv::<ToMaster>().unwrap().is_none(), "nothing else arrived");
+}

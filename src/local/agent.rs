@@ -388,15 +388,6 @@ impl Local {
                 Some(w) => w.submit(&ToWorker::Sync, None).map_err(|why| Outcome::defer("4.3.0", &why)),
                 None => Ok(false),
             };
-            // A request that could not be sent stays queued on the
-            // channel, and reading the worker's verdicts could send it
-            // after all: the worker goes now (its handed jobs are
-            // deferred as lost with it).
-            if request.is_err()
-                && let Some(w) = slot.worker.take()
-            {
-                w.close();
-            }
             asked.push((i, request));
         }
         for (i, request) in asked {

@@ -264,7 +264,9 @@ pub fn main(args: &[String]) -> ! {
     }
     let lock = mbox::LockConf { timeout: lock_timeout(lock_ms), dotlock: kind == Kind::Mbox, ..Default::default() };
     let mut bufs = Buffers::default();
-    let mut unsynced: Option<Unsynced> = None;
+    // The batched Maildir deliveries since the last sync (a batch opens
+    // its Maildir once).
+    let mut unsynced: Option<maildir::Pending> = None;
     loop {
         let answer = match parent.next() {
             Request::Deliver { sender, recipient, arrival, range, batched, queue } => {
@@ -274,12 +276,14 @@ pub fn main(args: &[String]) -> ! {
                 job(&mut parent, &target, &env, &queue, range, &mut bufs, batch)
             }
             Request::Sync => match unsynced.take() {
-                Some(u) => u.pending.commit(&u.maildir).map(|()| "synced").map_err(Failure::from),
+                Some(batch) => batch.commit().map(|()| "synced").map_err(Failure::from),
                 None => Ok("synced"),
             },
             // What was written and not committed is delivered to no one.
             Request::End => {
-                abandon(unsynced);
+                if let Some(batch) = unsynced {
+                    batch.abandon();
+                }
                 std::process::exit(EX_OK);
             }
         };
@@ -288,24 +292,11 @@ pub fn main(args: &[String]) -> ! {
             Err(f) => (f.code, f.dsn, f.reason),
         };
         if !parent.send(&FromWorker::Done { code, report: format!("{dsn} {reason}") }) {
-            abandon(unsynced);
+            if let Some(batch) = unsynced {
+                batch.abandon();
+            }
             std::process::exit(EX_TEMPFAIL);
         }
-    }
-}
-
-/// The batched Maildir deliveries since the last sync: the Maildir they
-/// went to (a batch opens it once) and what they wrote to its `tmp/`.
-struct Unsynced {
-    maildir: maildir::Maildir,
-    pending: maildir::Pending,
-}
-
-/// The batch's files removed from `tmp/`, when the parent will not ask
-/// for their commit.
-fn abandon(unsynced: Option<Unsynced>) {
-    if let Some(u) = unsynced {
-        u.pending.abandon(&u.maildir);
     }
 }
 
@@ -343,7 +334,7 @@ fn job(
     queue: &File,
     range: ContentRange,
     bufs: &mut Buffers,
-    batch: Option<&mut Option<Unsynced>>,
+    batch: Option<&mut Option<maildir::Pending>>,
 ) -> Result<&'static str, Failure> {
     let Buffers { held, scratch } = bufs;
     let (mut in_memory, mut streamed);
@@ -374,11 +365,10 @@ fn job(
                 return Ok("delivered to maildir");
             };
             if batch.is_none() {
-                let md = maildir::open_maildir(t.dir, t.name)?;
-                *batch = Some(Unsynced { pending: maildir::Pending::new(&md), maildir: md });
+                *batch = Some(maildir::Pending::new(maildir::open_maildir(t.dir, t.name)?));
             }
-            if let Some(u) = batch.as_mut() {
-                u.pending.write(&u.maildir, t.hostname, env, content, scratch)?;
+            if let Some(b) = batch.as_mut() {
+                b.write(t.hostname, env, content, scratch)?;
             }
             Ok("delivered to maildir")
         }

@@ -165,6 +165,7 @@ const KEPT_FILES: usize = 32;
 /// [`Pending::abandon`].
 #[derive(Debug)]
 pub struct Pending {
+    maildir: Maildir,
     sync: DataSync,
     written: Vec<Written>,
 }
@@ -178,8 +179,8 @@ struct Written {
 
 impl Pending {
     /// An empty batch for `maildir`.
-    pub fn new(maildir: &Maildir) -> Pending {
-        Pending { sync: DataSync::for_dir(&maildir.tmp), written: Vec::new() }
+    pub fn new(maildir: Maildir) -> Pending {
+        Pending { sync: DataSync::for_dir(&maildir.tmp), maildir, written: Vec::new() }
     }
 
     /// The names in `tmp/` of the deliveries written so far.
@@ -190,7 +191,6 @@ impl Pending {
     /// Writes a message to `tmp/` ([`write_tmp`]) as part of the batch.
     pub fn write(
         &mut self,
-        maildir: &Maildir,
         hostname: &str,
         env: &Envelope<'_>,
         content: &mut dyn Read,
@@ -198,66 +198,72 @@ impl Pending {
     ) -> Result<(), Error> {
         let kept = self.written.iter().filter(|w| w.file.is_some()).count();
         let keep = self.sync == DataSync::FileSystem && kept < KEPT_FILES;
-        let (name, file) = write_tmp(maildir, hostname, env, content, scratch, !keep)?;
+        let (name, file) = write_tmp(&self.maildir, hostname, env, content, scratch, !keep)?;
         self.written.push(Written { name, file: keep.then_some(file) });
         Ok(())
     }
 
-    /// Delivers the batch durably: the data of its files made stable
-    /// (those kept open: by one `syncfs` when there are several, and if
-    /// that fails, since it reports a write-back error of any file on the
-    /// file system, by an fsync of each), then each renamed into `new/`,
-    /// then one fsync of `new/` for all of them. A reader never sees a
-    /// message in `new/` whose content is not on disk. If any step fails,
-    /// every file of the batch is removed from `tmp/` and `new/` again
-    /// (the unlinks are not synced: after a crash one may still arrive,
-    /// and again when the delivery is retried).
-    pub fn commit(self, maildir: &Maildir) -> Result<(), Error> {
-        let Maildir { tmp, new } = maildir;
-        if self.written.is_empty() {
-            return Ok(());
-        }
-        let mut moved = 0;
-        let mut steps = || -> Result<(), Error> {
-            self.sync_data(tmp)?;
-            for w in &self.written {
-                let name = w.name.as_str();
-                renameat(tmp, name, new, name)
-                    .map_err(Error::errno(format!("rename tmp/{name} to new/ in the maildir")))?;
-                moved += 1;
-            }
-            fsync(new).map_err(Error::errno("fsync new/ in the maildir"))
-        };
-        let done = steps();
-        if done.is_err() {
-            for (i, w) in self.written.iter().enumerate() {
-                let _ = unlinkat(new, w.name.as_str(), UnlinkatFlags::NoRemoveDir);
-                if i >= moved {
-                    let _ = unlinkat(tmp, w.name.as_str(), UnlinkatFlags::NoRemoveDir);
-                }
-            }
-        }
-        done
+    /// Delivers the batch durably ([`commit`]).
+    pub fn commit(self) -> Result<(), Error> {
+        commit(&self.maildir, &self.written)
     }
 
     /// Removes the batch's files from `tmp/`: they are delivered to no one.
-    pub fn abandon(self, maildir: &Maildir) {
+    pub fn abandon(self) {
         for w in &self.written {
-            let _ = unlinkat(&maildir.tmp, w.name.as_str(), UnlinkatFlags::NoRemoveDir);
+            let _ = unlinkat(&self.maildir.tmp, w.name.as_str(), UnlinkatFlags::NoRemoveDir);
         }
     }
+}
 
-    fn sync_data(&self, tmp: &OwnedFd) -> Result<(), Error> {
-        let open: Vec<(&str, &File)> =
-            self.written.iter().filter_map(|w| w.file.as_ref().map(|f| (w.name.as_str(), f))).collect();
-        if open.len() > 1 && sync_file_system(tmp).is_ok() {
-            return Ok(());
-        }
-        for (name, file) in open {
-            file.sync_all().map_err(Error::io(format!("fsync tmp/{name} in the maildir")))?;
-        }
-        Ok(())
+/// Delivers the messages `written` to `tmp/` durably: the data of their
+/// files made stable (those kept open: by one `syncfs` when there are
+/// several, and if that fails, since it reports a write-back error of any
+/// file on the file system, by an fsync of each), then each renamed into
+/// `new/`, then one fsync of `new/` for all of them. A reader never sees a
+/// message in `new/` whose content is not on disk. If any step fails,
+/// every one of them is removed from `tmp/` and `new/` again (the unlinks
+/// are not synced: after a crash one may still arrive, and again when the
+/// delivery is retried).
+fn commit(maildir: &Maildir, written: &[Written]) -> Result<(), Error> {
+    let Maildir { tmp, new } = maildir;
+    if written.is_empty() {
+        return Ok(());
     }
+    let mut moved = 0;
+    let mut steps = || -> Result<(), Error> {
+        sync_data(tmp, written)?;
+        for w in written {
+            let name = w.name.as_str();
+            renameat(tmp, name, new, name)
+                .map_err(Error::errno(format!("rename tmp/{name} to new/ in the maildir")))?;
+            moved += 1;
+        }
+        fsync(new).map_err(Error::errno("fsync new/ in the maildir"))
+    };
+    let done = steps();
+    if done.is_err() {
+        for (i, w) in written.iter().enumerate() {
+            let _ = unlinkat(new, w.name.as_str(), UnlinkatFlags::NoRemoveDir);
+            if i >= moved {
+                let _ = unlinkat(tmp, w.name.as_str(), UnlinkatFlags::NoRemoveDir);
+            }
+        }
+    }
+    done
+}
+
+/// The data of the files `written` kept open made stable.
+fn sync_data(tmp: &OwnedFd, written: &[Written]) -> Result<(), Error> {
+    let open: Vec<(&str, &File)> =
+        written.iter().filter_map(|w| w.file.as_ref().map(|f| (w.name.as_str(), f))).collect();
+    if open.len() > 1 && sync_file_system(tmp).is_ok() {
+        return Ok(());
+    }
+    for (name, file) in open {
+        file.sync_all().map_err(Error::io(format!("fsync tmp/{name} in the maildir")))?;
+    }
+    Ok(())
 }
 
 /// Delivers the message into `maildir` (opened by [`open_maildir`]) on
@@ -272,8 +278,7 @@ pub fn deliver(
     scratch: &mut Scratch,
 ) -> Result<String, Error> {
     let (name, _) = write_tmp(maildir, hostname, env, content, scratch, true)?;
-    let batch = Pending { sync: DataSync::File, written: vec![Written { name: name.clone(), file: None }] };
-    batch.commit(maildir)?;
+    commit(maildir, &[Written { name: name.clone(), file: None }])?;
     Ok(name)
 }
 

@@ -9,11 +9,10 @@
 //! the local process waits for, and the Maildir workers of the batch in
 //! hand (with jobs still to answer or deliveries to sync; at most one
 //! per batched delivery, at most 32 at once), until the batch ends. The
-//! pool keeps at
-//! most `max` idle workers (`local.workers`): when a worker comes back
-//! to a full pool, the one unused longest is closed (with `max` 0, every
-//! worker is closed after its job). A worker unused for `idle_time`
-//! (`local.worker_idle_time`) is closed.
+//! pool keeps at most `max` idle workers (`local.workers`): when a
+//! worker comes back to a full pool, the one unused longest is closed
+//! (with `max` 0, every worker is closed after its job). A worker unused
+//! for `idle_time` (`local.worker_idle_time`) is closed.
 //!
 //! The pool is logic only, generic over what a worker is (the agent's
 //! process handle; a number in the tests): it says which workers to

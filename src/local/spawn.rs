@@ -256,10 +256,16 @@ impl Worker {
     /// Hand the worker a job without waiting: its verdict is read by
     /// [`Worker::answer`], the verdicts of several jobs handed so in
     /// turn. Ok(false): the worker has closed its socket, and the job
-    /// cannot reach it (what it said before may still be read).
+    /// cannot reach it (what it said before may still be read). Err: it
+    /// could not be sent, and never will be (reading the worker's
+    /// verdicts afterwards cannot send it after all).
     pub fn submit(&mut self, job: &ToWorker, queue: Option<&File>) -> Result<bool, String> {
         let fds: Vec<BorrowedFd<'_>> = queue.iter().map(|f| f.as_fd()).collect();
-        match self.chan.send(job, &fds) {
+        let sent = self.chan.send(job, &fds);
+        if sent.is_err() {
+            self.chan.discard_unsent();
+        }
+        match sent {
             Ok(()) => Ok(true),
             Err(crate::ipc::Error::Closed) => Ok(false),
             Err(e) => Err(format!("cannot send it the job: {e}")),

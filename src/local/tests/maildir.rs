@@ -42,12 +42,11 @@ fn a_batch_written_to_tmp_is_in_new_only_once_committed() {
     // where syncfs is used (Linux, ext4 and the like) both ways of
     // syncing are taken.
     let home = TempDir::new("maildir-batch");
-    let dir = open_maildir(&home.fd(), "Maildir").unwrap();
-    let mut batch = Pending::new(&dir);
+    let mut batch = Pending::new(open_maildir(&home.fd(), "Maildir").unwrap());
     let bodies: Vec<String> = (0..70).map(|i| format!("body {i}")).collect();
     for b in &bodies {
         let content = crlf(&["Subject: batch", "", b]);
-        batch.write(&dir, "h", &ENV, &mut &content[..], &mut Scratch::default()).unwrap();
+        batch.write("h", &ENV, &mut &content[..], &mut Scratch::default()).unwrap();
     }
     let names: Vec<String> = batch.names().map(String::from).collect();
     let mut in_tmp = home.names("Maildir/tmp");
@@ -56,30 +55,29 @@ fn a_batch_written_to_tmp_is_in_new_only_once_committed() {
     want.sort();
     assert_eq!(in_tmp, want);
     assert!(home.names("Maildir/new").is_empty(), "nothing in new/ before the commit");
-    batch.commit(&dir).unwrap();
+    batch.commit().unwrap();
     assert!(home.names("Maildir/tmp").is_empty());
     for (name, body) in names.iter().zip(&bodies) {
         let text = fs::read_to_string(home.path.join("Maildir/new").join(name)).unwrap();
         assert!(text.ends_with(&format!("\n\n{body}\n")), "{text}");
     }
     // An empty batch commits nothing, and fails nothing.
-    Pending::new(&dir).commit(&dir).unwrap();
+    Pending::new(open_maildir(&home.fd(), "Maildir").unwrap()).commit().unwrap();
     assert_eq!(home.names("Maildir/new").len(), 70);
 }
 
 #[test]
 fn a_failed_commit_takes_the_whole_batch_back_out() {
     let home = TempDir::new("maildir-batch-fail");
-    let dir = open_maildir(&home.fd(), "Maildir").unwrap();
-    let mut batch = Pending::new(&dir);
+    let mut batch = Pending::new(open_maildir(&home.fd(), "Maildir").unwrap());
     for b in ["one", "two", "three"] {
         let content = crlf(&["", b]);
-        batch.write(&dir, "h", &ENV, &mut &content[..], &mut Scratch::default()).unwrap();
+        batch.write("h", &ENV, &mut &content[..], &mut Scratch::default()).unwrap();
     }
     let names: Vec<String> = batch.names().map(String::from).collect();
     // The second cannot be renamed over a directory of its name.
     fs::create_dir(home.path.join("Maildir/new").join(&names[1])).unwrap();
-    let e = batch.commit(&dir).unwrap_err();
+    let e = batch.commit().unwrap_err();
     assert!(e.to_string().contains(&format!("rename tmp/{} to new/", names[1])), "{e}");
     assert!(home.names("Maildir/tmp").is_empty(), "{:?}", home.names("Maildir/tmp"));
     assert_eq!(home.names("Maildir/new"), vec![names[1].clone()], "only the directory is left");
@@ -88,14 +86,13 @@ fn a_failed_commit_takes_the_whole_batch_back_out() {
 #[test]
 fn an_abandoned_batch_leaves_nothing() {
     let home = TempDir::new("maildir-batch-abandon");
-    let dir = open_maildir(&home.fd(), "Maildir").unwrap();
-    let mut batch = Pending::new(&dir);
+    let mut batch = Pending::new(open_maildir(&home.fd(), "Maildir").unwrap());
     for b in ["one", "two"] {
         let content = crlf(&["", b]);
-        batch.write(&dir, "h", &ENV, &mut &content[..], &mut Scratch::default()).unwrap();
+        batch.write("h", &ENV, &mut &content[..], &mut Scratch::default()).unwrap();
     }
     assert_eq!(home.names("Maildir/tmp").len(), 2);
-    batch.abandon(&dir);
+    batch.abandon();
     assert!(home.names("Maildir/tmp").is_empty());
     assert!(home.names("Maildir/new").is_empty());
 }

@@ -20,6 +20,12 @@
 //! Segments are named `IIIIIIII-SSSSSSSSSSSSSSSS.jnl` (instance and
 //! sequence number in hex), so each cleanup instance has its own.
 //!
+//! Where it pays ([`ZeroAhead`]), a segment is extended with zeros ahead of
+//! its records, so that a commit overwrites blocks the file already has:
+//! its `fdatasync` then writes data only, not a new size and block map (on
+//! ext4 and XFS, no metadata journal commit per batch). Recovery takes an
+//! all-zero tail after the last record for the segment's clean end.
+//!
 //! Trusts: the directory descriptors it is given; the journal's own
 //! records are validated on recovery like any other file.
 
@@ -52,6 +58,48 @@ pub const RECORD_HEADER: usize = 8 + ID_LEN + 4;
 pub const MAX_RECORD: usize = u32::MAX as usize;
 /// Pause after a failed retirement (a full disk, an I/O error).
 const RETIRE_RETRY: Duration = Duration::from_secs(1);
+/// Zeros written ahead of the records at a time: as much as the segment
+/// already holds, within these bounds (so the first extensions of a
+/// segment are small and a later one costs one flush of at most 1 MiB).
+const ZERO_AHEAD_MIN: u64 = 64 << 10;
+const ZERO_AHEAD_MAX: u64 = 1 << 20;
+static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+
+/// Whether segments are extended with zeros ahead of their records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ZeroAhead {
+    /// Where the file system overwrites written blocks in place, so that
+    /// a commit into them changes no metadata: Linux's ext2/3/4 and XFS.
+    /// Not on copy-on-write file systems (ZFS, Btrfs), where every write
+    /// allocates anyway and the zeros would only double the writing, nor
+    /// where it has not been measured (FreeBSD's and OpenBSD's UFS).
+    Auto,
+    Always,
+    Never,
+}
+
+impl ZeroAhead {
+    fn applies(self, dir: BorrowedFd<'_>) -> bool {
+        match self {
+            ZeroAhead::Always => true,
+            ZeroAhead::Never => false,
+            ZeroAhead::Auto => overwrites_in_place(dir),
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn overwrites_in_place(dir: BorrowedFd<'_>) -> bool {
+    use nix::sys::statfs::{EXT4_SUPER_MAGIC, FsType, fstatfs};
+    const XFS_SUPER_MAGIC: FsType = FsType(0x5846_5342);
+    // (ext2 and ext3 have ext4's magic number.)
+    matches!(fstatfs(dir).map(|s| s.filesystem_type()), Ok(EXT4_SUPER_MAGIC | XFS_SUPER_MAGIC))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn overwrites_in_place(_dir: BorrowedFd<'_>) -> bool {
+    false
+}
 
 /// Tuning of the journal.
 #[derive(Clone, Copy, Debug)]
@@ -67,11 +115,18 @@ pub struct JournalOptions {
     /// not yet materialised; [`Journal::append`] refuses more (a
     /// temporary failure) until materialisation catches up.
     pub max_backlog: usize,
+    /// Whether segments are extended with zeros ahead of their records.
+    pub zero_ahead: ZeroAhead,
 }
 
 impl Default for JournalOptions {
     fn default() -> JournalOptions {
-        JournalOptions { segment_size: 64 << 20, retire_after: Duration::from_secs(1), max_backlog: 256 << 20 }
+        JournalOptions {
+            segment_size: 64 << 20,
+            retire_after: Duration::from_secs(1),
+            max_backlog: 256 << 20,
+            zero_ahead: ZeroAhead::Auto,
+        }
     }
 }
 
@@ -123,7 +178,11 @@ struct Entry {
 struct Segment {
     seq: u64,
     file: File,
+    /// Where the records end.
     len: u64,
+    /// Where the zeros written ahead of the records end (at least `len`;
+    /// what is between is zero).
+    zeroed: u64,
     /// When the first record was committed to it.
     first: Option<Instant>,
 }
@@ -180,7 +239,24 @@ impl Segment {
             let _ = disk::remove(dir, &name);
             return Err(e.into());
         }
-        Ok(Segment { seq, file, len: SEGMENT_HEADER as u64, first: None })
+        Ok(Segment { seq, file, len: SEGMENT_HEADER as u64, zeroed: SEGMENT_HEADER as u64, first: None })
+    }
+
+    /// Extend the zeros past `end`, by as much as the segment holds
+    /// (within bounds), but not past `limit` unless `end` is. Not synced
+    /// here: the commit's flush carries it. A failure (a full disk) is
+    /// left to the records' own write, which then appends as it would
+    /// without zeros; what was zeroed counts.
+    fn zero_ahead(&mut self, end: u64, limit: u64) {
+        let step = self.zeroed.clamp(ZERO_AHEAD_MIN, ZERO_AHEAD_MAX);
+        let target = end.saturating_add(step).min(limit.max(end));
+        while self.zeroed < target {
+            let n = (target - self.zeroed).min(ZEROS.len() as u64) as usize;
+            match self.file.write_at(&ZEROS[..n], self.zeroed) {
+                Ok(k) if k > 0 => self.zeroed += k as u64,
+                _ => return,
+            }
+        }
     }
 }
 
@@ -191,6 +267,8 @@ pub struct Journal {
     instance: u32,
     salt: u64,
     options: JournalOptions,
+    /// Segments get zeros ahead of their records ([`ZeroAhead`]).
+    zero_ahead: bool,
     active: Segment,
     /// Committed records in the active segment not yet materialised.
     active_outstanding: usize,
@@ -229,12 +307,14 @@ impl Journal {
         h.write_u64(next_seq);
         let salt = h.finish();
         let active = Segment::create(dir.as_fd(), instance, next_seq, salt)?;
+        let zero_ahead = options.zero_ahead.applies(dir.as_fd());
         let journal = Journal {
             dir,
             incoming,
             instance,
             salt,
             options,
+            zero_ahead,
             active,
             active_outstanding: 0,
             sealed: VecDeque::new(),
@@ -325,7 +405,8 @@ impl Journal {
     /// Write everything appended since the last commit (one `pwrite`) and
     /// make it durable (one `fdatasync`). Returns the tickets now durable,
     /// in append order. On error none of them is, and the journal is as
-    /// before the appends (a partial write is truncated away).
+    /// before the appends (a partial write is truncated away, with the
+    /// zeros ahead).
     pub fn commit(&mut self) -> Result<Vec<Ticket>, CommitError> {
         if self.appended.is_empty() {
             return Ok(Vec::new());
@@ -338,10 +419,17 @@ impl Journal {
             let _ = self.rotate();
         }
         let at = self.active.len;
+        let end = at + self.buf.len() as u64;
+        if self.zero_ahead && end > self.active.zeroed {
+            self.active.zero_ahead(end, self.options.segment_size);
+        }
         let r = self.active.file.write_all_at(&self.buf, at).and_then(|()| self.active.file.sync_data());
         let mut entries = std::mem::take(&mut self.appended);
         if let Err(error) = r {
-            // Nothing of this batch was acknowledged: cut it off.
+            // Nothing of this batch was acknowledged: cut it off. (When
+            // that fails too, what follows `at` is unknown: the next
+            // zeros, if any, start there.)
+            self.active.zeroed = at;
             if self.active.file.set_len(at).and_then(|()| self.active.file.sync_all()).is_err() {
                 self.broken = true;
             }
@@ -349,9 +437,11 @@ impl Journal {
             let failed = entries.iter().map(|e| e.ticket).collect();
             return Err(CommitError { failed, error: Error::Io(error) });
         }
-        self.active.len = at + self.buf.len() as u64;
+        self.active.len = end;
+        self.active.zeroed = self.active.zeroed.max(end);
         self.active.first.get_or_insert_with(Instant::now);
-        if self.broken && self.active.file.set_len(self.active.len).and_then(|()| self.active.file.sync_all()).is_ok() {
+        if self.broken && self.active.file.set_len(end).and_then(|()| self.active.file.sync_all()).is_ok() {
+            self.active.zeroed = end;
             self.broken = false;
         }
         self.active_outstanding += entries.len();

@@ -43,7 +43,7 @@ pub use file::{
     ContentRange, QueueEnvelope, read_content, read_envelope, read_queue_file, update_status_at, verify_content,
 };
 pub use id::{MAX_INSTANCE, QueueId, QueueIdGen};
-pub use journal::{CommitError, Journal, JournalDirs, JournalOptions, Ticket};
+pub use journal::{CommitError, Journal, JournalDirs, JournalOptions, Ticket, ZeroAhead};
 pub use recover::{Damage, Recovery};
 pub use types::{BodyType, Client, Envelope, Notify, Protocol, QueueFile, Recipient, Ret, State, Status, Time};
 

@@ -7,7 +7,8 @@
 //! decodes. Damage is classified:
 //! - a torn tail: bytes at the end of a segment from which no good record
 //!   starts. A commit that was cut by a crash (so never acknowledged)
-//!   leaves this; it is dropped.
+//!   leaves this; it is dropped. Bytes that are all zero are not damage
+//!   but the zeros the journal writes ahead of its records: the clean end.
 //! - corruption: bad bytes followed by a good record. It is reported, the
 //!   scan resumes at the next good record, and the segment is kept as
 //!   `*.jnl.corrupt` for inspection.
@@ -169,6 +170,8 @@ pub(crate) fn scan(seg: &[u8], instance: u32) -> Scan {
                 pos = f.start + f.len;
                 s.records.push(f);
             }
+            // Zeros written ahead of the records: the segment's clean end.
+            Err(_) if seg[pos..].iter().all(|&b| b == 0) => break,
             Err(why) => match next_good(seg, pos + 1, salt, &mut budget) {
                 Next::At(next) => {
                     s.corrupt.push((pos as u64, (next - pos) as u64, why));

@@ -10,7 +10,8 @@ use proptest::prelude::*;
 use super::super::journal::{RECORD_HEADER, SEGMENT_HEADER, record_crc, segment_header};
 use super::super::recover::scan;
 use super::super::{
-    Journal, JournalDirs, JournalOptions, QueueFile, QueueId, QueueIdGen, Recovery, free_space, read_queue_file,
+    Journal, JournalDirs, JournalOptions, QueueFile, QueueId, QueueIdGen, Recovery, ZeroAhead, free_space,
+    read_queue_file,
 };
 use super::{TempDir, sample};
 
@@ -232,7 +233,12 @@ fn segments_rotate_and_retire() {
 
 /// A segment with three records, built by a journal that then "crashed".
 fn three_records(s: &Spool) -> (Vec<QueueFile>, String, Vec<u8>) {
-    let (mut j, _) = s.open();
+    three_records_with(s, ZeroAhead::Never)
+}
+
+/// Three messages committed one by one; the segment's name and bytes.
+fn three_records_with(s: &Spool, zero_ahead: ZeroAhead) -> (Vec<QueueFile>, String, Vec<u8>) {
+    let (mut j, _) = s.open_with(JournalOptions { zero_ahead, ..JournalOptions::default() });
     let mut idg = QueueIdGen::new(INSTANCE);
     let msgs: Vec<QueueFile> = (0..3).map(|_| sample(&mut idg, 1, 200)).collect();
     for q in &msgs {
@@ -270,6 +276,68 @@ fn torn_tail_at_every_offset() {
             std::fs::remove_file(s.dir.path.join("journal").join(sub)).expect("clean");
         }
     }
+}
+
+/// Segments with zeros written ahead: each commit after the first of an
+/// extension overwrites zeros without growing the file, the extensions
+/// grow from 64 KiB to 1 MiB, a crash is recovered with no damage
+/// reported, and a record torn inside the zeros is a torn tail.
+#[test]
+fn zeros_ahead_are_overwritten_in_place_and_end_a_segment_cleanly() {
+    let s = Spool::new("zeros");
+    let (mut j, _) = s.open_with(JournalOptions { zero_ahead: ZeroAhead::Always, ..JournalOptions::default() });
+    let mut idg = QueueIdGen::new(INSTANCE);
+    let path = |s: &Spool| s.dir.path.join("journal").join(s.segments().pop().expect("a segment"));
+    let mut sizes = Vec::new();
+    let mut msgs = Vec::new();
+    for _ in 0..600 {
+        let q = sample(&mut idg, 1, 5000);
+        j.append(&q).expect("append");
+        j.commit().expect("commit");
+        msgs.push(q);
+        sizes.push(std::fs::metadata(path(&s)).expect("stat").len());
+    }
+    let end =
+        (SEGMENT_HEADER + msgs.iter().map(|q| RECORD_HEADER + q.encode().expect("encode").len()).sum::<usize>()) as u64;
+    let mut grown: Vec<u64> = sizes.windows(2).filter(|w| w[1] != w[0]).map(|w| w[1] - w[0]).collect();
+    grown.insert(0, sizes[0] - SEGMENT_HEADER as u64);
+    assert!(grown.len() < 12, "the file grew at {} of 600 commits", grown.len());
+    assert!(grown[0] >= 64 << 10 && grown[0] < 80 << 10, "first extension {}", grown[0]);
+    assert!(grown.iter().all(|&g| g <= (1 << 20) + 8192), "{grown:?}");
+    assert!(grown.windows(2).any(|w| w[1] > w[0]), "extensions grow: {grown:?}");
+    let bytes = std::fs::read(path(&s)).expect("read segment");
+    assert!(bytes.len() as u64 > end);
+    assert!(bytes[end as usize..].iter().all(|&b| b == 0), "zeros after the records");
+    let sc = scan(&bytes, INSTANCE);
+    assert_eq!(sc.records.len(), 600);
+    assert!(sc.torn.is_none() && sc.corrupt.is_empty());
+    drop(j); // a crash
+    let (j, rec) = s.open();
+    assert_eq!((rec.records, rec.materialised.len()), (600, 600), "{rec}");
+    assert!(rec.torn.is_empty() && rec.corrupt.is_empty() && rec.kept.is_empty(), "{rec}");
+    assert_eq!(&s.read("incoming", &msgs[599].id), &msgs[599]);
+    drop(j);
+
+    // A commit torn by a crash, the zeros after it intact.
+    let s = Spool::new("zeros-torn");
+    let (msgs, name, mut bytes) = three_records_with(&s, ZeroAhead::Always);
+    let last_len = RECORD_HEADER + msgs[2].encode().expect("encode").len();
+    let end = SEGMENT_HEADER + msgs.iter().map(|q| RECORD_HEADER + q.encode().expect("encode").len()).sum::<usize>();
+    assert!(bytes.len() > end + 4096 && bytes[end..].iter().all(|&b| b == 0));
+    let last = end - last_len;
+    for cut in [last + 1, last + 4, last + 31, last + 200, end - 1] {
+        let mut torn = bytes.clone();
+        torn[cut..].fill(0);
+        let sc = scan(&torn, INSTANCE);
+        assert_eq!(sc.records.iter().map(|r| r.id).collect::<Vec<_>>(), ids(&msgs[..2]), "cut at {cut}");
+        assert!(sc.torn.is_some() && sc.corrupt.is_empty(), "cut at {cut}");
+    }
+    // A bit flipped in the zeros is damage, not a clean end.
+    bytes[end + 100] = 1;
+    std::fs::write(s.dir.path.join("journal").join(&name), &bytes).expect("write");
+    let (_j, rec) = s.open();
+    assert_eq!(rec.records, 3, "{rec}");
+    assert_eq!(rec.torn.len(), 1, "{rec}");
 }
 
 #[test]
@@ -440,7 +508,10 @@ fn full_disk_fails_the_batch_and_recovers() {
         active: fs.dir.sub("active"),
         dir: TempDir { path: fs.dir.path.clone() },
     };
-    let (mut j, _) = s.open();
+    // Zeros ahead of the records: an extension that runs into the full
+    // disk must not keep the records from being written, nor be left
+    // behind when they are not.
+    let (mut j, _) = s.open_with(JournalOptions { zero_ahead: ZeroAhead::Always, ..JournalOptions::default() });
     // Leave about 300 KiB free.
     let free = free_space(s.journal.as_fd()).expect("statvfs");
     let filler = fs.dir.path.join("filler");
@@ -451,6 +522,8 @@ fn full_disk_fails_the_batch_and_recovers() {
     j.commit().expect("room for a");
     let seg = s.dir.path.join("journal").join(s.segments().pop().expect("segment"));
     let len_a = std::fs::metadata(&seg).expect("stat").len();
+    let end_a = (SEGMENT_HEADER + RECORD_HEADER + a.encode().expect("encode").len()) as u64;
+    assert!(len_a > end_a, "zeros written ahead of a");
     let b = sample(&mut idg, 1, 400 * 1024);
     let c_small = sample(&mut idg, 1, 1000);
     j.append(&b).expect("append");
@@ -458,7 +531,10 @@ fn full_disk_fails_the_batch_and_recovers() {
     let err = j.commit().expect_err("disk full");
     assert!(err.error.is_disk_full(), "{err}");
     assert_eq!(err.failed.iter().map(|t| t.id).collect::<Vec<_>>(), vec![b.id, c_small.id]);
-    assert_eq!(std::fs::metadata(&seg).expect("stat").len(), len_a, "rolled back");
+    assert_eq!(std::fs::metadata(&seg).expect("stat").len(), end_a, "rolled back, zeros ahead with it");
+    let sc = scan(&std::fs::read(&seg).expect("read"), INSTANCE);
+    assert_eq!(sc.records.iter().map(|r| r.id).collect::<Vec<_>>(), vec![a.id]);
+    assert!(sc.torn.is_none() && sc.corrupt.is_empty());
     assert_eq!(j.uncommitted(), 0);
     // Space comes back; the journal works again.
     std::fs::remove_file(&filler).expect("remove filler");

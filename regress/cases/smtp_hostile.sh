@@ -115,6 +115,21 @@ assert c.cmd(b"EHLO client.example\r\n").startswith(b"250")
 r = c.cmd(b"RCPT TO:<root@localhost>\r\n")
 assert r.startswith(b"503"), r
 c.send(b"QUIT\r\n")
+
+# Commands and the client's end of the stream in one breath (smtpd may
+# read both at once): every command is answered and the session ends at
+# once, not at the idle timeout. Repeated, for the timings to vary.
+import socket
+for i in range(40):
+    c = rawsmtp.Client(port)
+    c.send(b"EHLO client.example\r\n" + b"NOOP\r\n" * (i % 3))
+    c.sock.shutdown(socket.SHUT_WR)
+    start = time.time()
+    rs = [c.reply(timeout=3) for _ in range(1 + i % 3)]
+    assert rs[0].startswith(b"250") and all(r.startswith(b"250 2.0.0") for r in rs[1:]), (i, rs)
+    assert c.reply(timeout=3) == b"", i
+    assert time.time() - start < 2, (i, time.time() - start)
+    c.sock.close()
 print("  all hostile inputs answered")
 PY
 [ "$(child_pid smtpd)" = "$smtpd" ] || fail "smtpd was restarted"

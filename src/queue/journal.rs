@@ -2,7 +2,8 @@
 //!
 //! [`Journal::append`] encodes a message into a memory buffer (no system
 //! call); [`Journal::commit`] writes everything appended since the last
-//! commit with one `pwrite` and makes it durable with one `fdatasync`, and
+//! commit with one `pwrite` (after the zeros ahead of it, when it has run
+//! past them) and makes it durable with one `fdatasync`, and
 //! returns the tickets whose clients may now hear 250. One flush serves
 //! every message that arrived while the previous flush ran: the caller
 //! appends all it has read, then commits.
@@ -250,14 +251,30 @@ impl Segment {
     fn zero_ahead(&mut self, end: u64, limit: u64) {
         let step = self.zeroed.clamp(ZERO_AHEAD_MIN, ZERO_AHEAD_MAX);
         let target = end.saturating_add(step).min(limit.max(end));
-        while self.zeroed < target {
-            let n = (target - self.zeroed).min(ZEROS.len() as u64) as usize;
-            match self.file.write_at(&ZEROS[..n], self.zeroed) {
-                Ok(k) if k > 0 => self.zeroed += k as u64,
-                _ => return,
-            }
+        let (reached, r) = zero_fill(&self.file, self.zeroed, target);
+        self.zeroed = reached;
+        // The zeros past the records took the last free space: give it
+        // back to the queue files that are to be written from them.
+        if r.is_err() && self.zeroed > end && self.file.set_len(end).is_ok() {
+            self.zeroed = end;
         }
     }
+}
+
+/// Write zeros over `[from, to)` of `file`; how far it got, and the error
+/// that stopped it short.
+fn zero_fill(file: &File, from: u64, to: u64) -> (u64, std::io::Result<()>) {
+    let mut at = from;
+    while at < to {
+        let n = (to - at).min(ZEROS.len() as u64) as usize;
+        match file.write_at(&ZEROS[..n], at) {
+            Ok(0) => return (at, Err(std::io::ErrorKind::WriteZero.into())),
+            Ok(k) => at += k as u64,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return (at, Err(e)),
+        }
+    }
+    (at, Ok(()))
 }
 
 /// The intake journal of one cleanup instance.
@@ -402,7 +419,8 @@ impl Journal {
         Some(due.max(retry))
     }
 
-    /// Write everything appended since the last commit (one `pwrite`) and
+    /// Write everything appended since the last commit (one `pwrite`, and
+    /// when it runs past the zeros ahead, up to 16 more of zeros) and
     /// make it durable (one `fdatasync`). Returns the tickets now durable,
     /// in append order. On error none of them is, and the journal is as
     /// before the appends (a partial write is truncated away, with the
@@ -426,11 +444,16 @@ impl Journal {
         let r = self.active.file.write_all_at(&self.buf, at).and_then(|()| self.active.file.sync_data());
         let mut entries = std::mem::take(&mut self.appended);
         if let Err(error) = r {
-            // Nothing of this batch was acknowledged: cut it off. (When
-            // that fails too, what follows `at` is unknown: the next
-            // zeros, if any, start there.)
+            // Nothing of this batch was acknowledged: cut it off, or, if
+            // that fails (truncating needs the file system's journal),
+            // blank it, so that no record of it is found later. When both
+            // fail, what follows `at` is unknown: the next commit starts a
+            // new segment, and any zeros here start at `at`.
             self.active.zeroed = at;
-            if self.active.file.set_len(at).and_then(|()| self.active.file.sync_all()).is_err() {
+            let file = &self.active.file;
+            if file.set_len(at).and_then(|()| file.sync_all()).is_err()
+                && zero_fill(file, at, end).1.and_then(|()| file.sync_data()).is_err()
+            {
                 self.broken = true;
             }
             self.buf.clear();
@@ -440,9 +463,9 @@ impl Journal {
         self.active.len = end;
         self.active.zeroed = self.active.zeroed.max(end);
         self.active.first.get_or_insert_with(Instant::now);
-        if self.broken && self.active.file.set_len(end).and_then(|()| self.active.file.sync_all()).is_ok() {
+        if self.broken && self.active.file.set_len(end).is_ok() {
             self.active.zeroed = end;
-            self.broken = false;
+            self.broken = self.active.file.sync_all().is_err();
         }
         self.active_outstanding += entries.len();
         let base = self.done.len();

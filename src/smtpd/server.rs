@@ -165,7 +165,7 @@ pub fn serve(_token: Sandboxed, mut child: Child, listeners: Vec<std::net::TcpLi
                 CLEANUP => s.cleanup_event(ev.is_readable(), ev.is_writable()),
                 CONNECTOR => s.connector_event(ev.is_readable(), ev.is_writable()),
                 Token(t) if (FIRST_LISTENER..FIRST_SESSION).contains(&t) => s.accept(t - FIRST_LISTENER),
-                t => s.conn_event(t, ev.is_readable(), ev.is_writable()),
+                t => s.conn_event(t, ev.is_readable() || ev.is_read_closed(), ev.is_writable(), ev.is_read_closed()),
             }
         }
         s.flush_channels();
@@ -493,17 +493,26 @@ impl Server {
         }
     }
 
-    fn conn_event(&mut self, token: Token, readable: bool, writable: bool) {
+    fn conn_event(&mut self, token: Token, readable: bool, writable: bool, read_closed: bool) {
         if writable {
             self.write_conn(token);
         }
         if readable {
-            self.read_conn(token);
+            self.read_until(token, !read_closed);
         }
     }
 
     /// Read what the session can take, feed it, act on what it says.
     fn read_conn(&mut self, token: Token) {
+        self.read_until(token, false);
+    }
+
+    /// [`Server::read_conn`]; with `short_drains`, on a readable event
+    /// that did not report the peer's end, a short read of a plain
+    /// connection ends the turn: the socket was empty, and data that comes
+    /// later is a new event (edge-triggered), which saves a read that
+    /// would only say so. Otherwise it reads until the socket would block.
+    fn read_until(&mut self, token: Token, short_drains: bool) {
         if self.cleanup.as_ref().is_some_and(|c| c.queued() > CLEANUP_HIGH_WATER) {
             self.throttled = true;
             return;
@@ -533,8 +542,12 @@ impl Server {
                 Err(_) => return self.close(token),
             };
             c.idle_deadline = Instant::now() + self.intake.smtpd.idle_timeout;
+            let drained = short_drains && n < space && c.tls.is_none();
             c.session.receive(&buf[..n], &self.checks);
             self.drive(token);
+            if drained {
+                return;
+            }
         }
     }
 

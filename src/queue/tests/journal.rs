@@ -332,6 +332,17 @@ fn zeros_ahead_are_overwritten_in_place_and_end_a_segment_cleanly() {
         assert_eq!(sc.records.iter().map(|r| r.id).collect::<Vec<_>>(), ids(&msgs[..2]), "cut at {cut}");
         assert!(sc.torn.is_some() && sc.corrupt.is_empty(), "cut at {cut}");
     }
+    // A crash during a commit over the zeros may leave any of its pages
+    // unwritten (zero) between records that were written: the records
+    // after the hole are recovered, the hole is reported as corruption.
+    let mut holed = bytes.clone();
+    let page = (SEGMENT_HEADER + RECORD_HEADER + 100) / 4096 * 4096;
+    let hole = page.max(SEGMENT_HEADER)..(page + 4096).min(last);
+    assert!(!hole.is_empty() && hole.end <= last, "{hole:?} inside records 1 and 2");
+    holed[hole.clone()].fill(0);
+    let sc = scan(&holed, INSTANCE);
+    assert_eq!(sc.records.last().map(|r| r.id), Some(msgs[2].id));
+    assert_eq!(sc.corrupt.len(), 1, "{hole:?}");
     // A bit flipped in the zeros is damage, not a clean end.
     bytes[end + 100] = 1;
     std::fs::write(s.dir.path.join("journal").join(&name), &bytes).expect("write");
@@ -536,6 +547,13 @@ fn full_disk_fails_the_batch_and_recovers() {
     assert_eq!(sc.records.iter().map(|r| r.id).collect::<Vec<_>>(), vec![a.id]);
     assert!(sc.torn.is_none() && sc.corrupt.is_empty());
     assert_eq!(j.uncommitted(), 0);
+    // A message that fits where the zeros ahead of it do not: committed,
+    // and the zeros that found room are given back.
+    let d = sample(&mut idg, 1, 150 * 1024);
+    j.append(&d).expect("append");
+    j.commit().expect("room for d, not for zeros after it");
+    let end_d = end_a + (RECORD_HEADER + d.encode().expect("encode").len()) as u64;
+    assert_eq!(std::fs::metadata(&seg).expect("stat").len(), end_d, "no zeros kept past d");
     // Space comes back; the journal works again.
     std::fs::remove_file(&filler).expect("remove filler");
     let c = sample(&mut idg, 1, 400 * 1024);
@@ -554,7 +572,9 @@ fn full_disk_fails_the_batch_and_recovers() {
     let mut got = rec.materialised.clone();
     got.extend(out);
     got.sort();
-    assert_eq!(got, vec![a.id, c.id], "{rec}");
+    let mut want = vec![a.id, c.id, d.id];
+    want.sort();
+    assert_eq!(got, want, "{rec}");
     assert_eq!(&s.read("incoming", &c.id), &c);
     drop(s);
 }

@@ -100,6 +100,67 @@ assert "\nbody" not in m.get_payload()[2].as_string(), "RET=HDRS: the body came 
 print("  success report parsed: relayed, 2.0.0, ENVID kept, headers only")
 PY
 
+# --- a peer whose replies come in pieces (each line split, with pauses;
+# the multi-line EHLO reply across several reads) and that closes right
+# after its 221: delivered, every reply read whole ---
+stop_sink
+/usr/bin/python3 - "$RELAY" "$W/dribble" >"$W/dribble.log" 2>&1 <<'PY' &
+import socket, sys, time
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("127.0.0.1", int(sys.argv[1])))
+srv.listen(4)
+srv.settimeout(20)
+def say(c, text):
+    for i in range(0, len(text), 3):
+        c.sendall(text[i:i + 3])
+        time.sleep(0.005)
+def serve(c):
+    c.settimeout(10)
+    f = c.makefile("rb")
+    say(c, b"220 dribble.example ESMTP\r\n")
+    data = b""
+    while True:
+        line = f.readline()
+        if not line:
+            return data
+        cmd = line[:4].upper()
+        if cmd == b"EHLO":
+            say(c, b"250-dribble.example\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SIZE 1000000\r\n")
+        elif cmd == b"DATA":
+            say(c, b"354 go ahead\r\n")
+            while True:
+                l = f.readline()
+                if not l or l == b".\r\n":
+                    break
+                data += l
+            say(c, b"250 2.0.0 queued as DRIBBLE\r\n")
+        elif cmd == b"QUIT":
+            c.sendall(b"221 2.0.0 bye\r\n")
+            c.close()
+            return data
+        else:
+            say(c, b"250 2.0.0 ok\r\n")
+# (The first connection may be the test's own check that the port is open.)
+data = b""
+for _ in range(5):
+    try:
+        data = serve(srv.accept()[0])
+    except OSError:
+        continue
+    if data:
+        break
+open(sys.argv[2], "wb").write(data)
+PY
+SINK_PID=$!
+wait_for 5 port_open || fail "the dribbling peer did not start: $(cat "$W/dribble.log")"
+send sender@remote.example dribble@remote.example "dribbled"
+wait_log "to=<dribble@remote.example>, .*status=sent (250 2.0.0 queued as DRIBBLE)" 15 ||
+	fail "not delivered to a peer whose replies come in pieces"
+wait_for 15 test -s "$W/dribble" || fail "the dribbling peer did not finish: $(cat "$W/dribble.log")"
+grep -q "^Subject: dribbled" "$W/dribble" || fail "the dribbling peer got no message"
+SINK_PID=""
+
 # --- smtp killed with -9 mid-delivery ---
 rm -rf "$W/aio"; aio_sink
 send sender@remote.example before@remote.example "before"

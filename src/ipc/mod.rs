@@ -170,13 +170,22 @@ impl Channel {
         if fds.len() > MAX_FDS {
             return Err(Error::Malformed(format!("{} descriptors in one message", fds.len())));
         }
-        let body = postcard::to_allocvec(msg).map_err(|e| Error::Malformed(e.to_string()))?;
-        if body.len() > self.max_message {
-            return Err(Error::TooLarge(body.len()));
-        }
         let mut owned = Vec::with_capacity(fds.len());
         for fd in fds {
             owned.push(fd.try_clone_to_owned().map_err(Error::Io)?);
+        }
+        self.send_owned(msg, owned)
+    }
+
+    /// [`Channel::send`], giving the descriptors away (no duplicates
+    /// made): they are closed once sent, or with the channel.
+    pub fn send_owned<T: Serialize>(&mut self, msg: &T, mut owned: Vec<OwnedFd>) -> Result<(), Error> {
+        if owned.len() > MAX_FDS {
+            return Err(Error::Malformed(format!("{} descriptors in one message", owned.len())));
+        }
+        let body = postcard::to_allocvec(msg).map_err(|e| Error::Malformed(e.to_string()))?;
+        if body.len() > self.max_message {
+            return Err(Error::TooLarge(body.len()));
         }
         let frames = split(&body, self.next_tag);
         self.next_tag = self.next_tag.wrapping_add(1).max(1);

@@ -55,6 +55,30 @@ fn received_fds_are_cloexec() {
     assert_ne!(flags & libc::FD_CLOEXEC, 0);
 }
 
+/// A descriptor given away goes over the channel without a copy left
+/// behind: once the message is sent, the receiver's is the only one (the
+/// peer sees the end of the stream when the receiver closes it).
+#[test]
+fn owned_fds_are_given_away() {
+    let (mut a, mut b) = channels();
+    let (r, w) = std::os::unix::net::UnixStream::pair().unwrap();
+    a.send_owned(&FromMaster::Stop, vec![OwnedFd::from(r)]).unwrap();
+    let (_, fds) = b.recv::<FromMaster>().unwrap().unwrap();
+    assert_eq!(fds.len(), 1);
+    use std::io::Write;
+    let mut w = w;
+    w.write_all(b"ping").unwrap();
+    let mut got = std::os::unix::net::UnixStream::from(fds.into_iter().next().unwrap());
+    let mut buf = [0u8; 4];
+    got.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"ping");
+    drop(got);
+    w.set_nonblocking(true).unwrap();
+    let mut rest = Vec::new();
+    // With a copy kept by the sender this would block (WouldBlock), not end.
+    assert_eq!(std::io::Read::read_to_end(&mut w, &mut rest).unwrap(), 0, "no other copy of the descriptor");
+}
+
 #[test]
 fn over_limit_message_refused_by_receiver() {
     let (mut a, b) = channels();

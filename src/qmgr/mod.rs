@@ -595,7 +595,19 @@ impl Qmgr {
     /// Send to a peer; a failed channel is dropped (its work retried).
     fn send_to<T: serde::Serialize>(&mut self, token: Token, msg: &T, fds: &[std::os::fd::BorrowedFd<'_>]) -> bool {
         let Some(p) = self.peers.get_mut(&token) else { return false };
-        match p.chan.send(msg, fds) {
+        let r = p.chan.send(msg, fds);
+        self.sent(token, r)
+    }
+
+    /// [`Qmgr::send_to`], giving the descriptors away.
+    fn send_owned_to<T: serde::Serialize>(&mut self, token: Token, msg: &T, fds: Vec<OwnedFd>) -> bool {
+        let Some(p) = self.peers.get_mut(&token) else { return false };
+        let r = p.chan.send_owned(msg, fds);
+        self.sent(token, r)
+    }
+
+    fn sent(&mut self, token: Token, r: Result<(), crate::ipc::Error>) -> bool {
+        match r {
             Ok(()) => true,
             Err(crate::ipc::Error::Closed) => {
                 self.drop_peer(token, "closed");
@@ -712,14 +724,14 @@ impl Qmgr {
     /// scheduler. False: no room for it in the active queue now (it waits
     /// where it is).
     fn take(&mut self, id: QueueId, from: Dir, origin: Origin, now: Time) -> bool {
-        let file = match self.store.open(from, &id, false) {
+        let (file, size) = match self.store.open_sized(from, &id, false) {
             Ok(f) => f,
             Err(p) => {
                 self.unusable(&id, from, p);
                 return true;
             }
         };
-        let env = match store::read(&file, &id) {
+        let env = match store::read_sized(&file, size, &id) {
             Ok(e) => e,
             Err(p) => {
                 self.unusable(&id, from, p);
@@ -859,7 +871,7 @@ impl Qmgr {
             p.jobs.insert(job.id);
         }
         // When the send fails, drop_peer has failed the job already.
-        self.send_to(agent, &QmgrToSmtp::Deliver(Box::new(d)), &[file.as_fd()]);
+        self.send_owned_to(agent, &QmgrToSmtp::Deliver(Box::new(d)), vec![OwnedFd::from(file)]);
     }
 
     fn report(

@@ -77,6 +77,11 @@ impl From<Errno> for Problem {
 /// Open `name` beneath `dir` without following links: a regular file
 /// with one link, or an error saying why not.
 pub fn open_checked(dir: &OwnedFd, name: &str, write: bool) -> Result<File, Problem> {
+    open_checked_sized(dir, name, write).map(|(f, _)| f)
+}
+
+/// [`open_checked`], with the file's size.
+pub fn open_checked_sized(dir: &OwnedFd, name: &str, write: bool) -> Result<(File, u64), Problem> {
     let access = if write { OFlag::O_RDWR } else { OFlag::O_RDONLY };
     let flags = access | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
     let fd = match open_noatime(dir, name, flags) {
@@ -95,7 +100,7 @@ pub fn open_checked(dir: &OwnedFd, name: &str, write: bool) -> Result<File, Prob
     if !queue::file_complete(st.st_mode) {
         return Err(Problem::Incomplete);
     }
-    Ok(File::from(fd))
+    Ok((File::from(fd), u64::try_from(st.st_size).unwrap_or(0)))
 }
 
 /// Open without updating the access time where the system can (Linux:
@@ -114,7 +119,16 @@ fn open_noatime(dir: &OwnedFd, name: &str, flags: OFlag) -> Result<OwnedFd, Errn
 
 /// Read and validate a queue file's envelope; its ID must be `id`.
 pub fn read(file: &File, id: &QueueId) -> Result<QueueEnvelope, Problem> {
-    match queue::read_envelope(file) {
+    checked(queue::read_envelope(file), id)
+}
+
+/// [`read`] of a file of `size` bytes ([`open_checked_sized`]).
+pub fn read_sized(file: &File, size: u64, id: &QueueId) -> Result<QueueEnvelope, Problem> {
+    checked(queue::read_envelope_sized(file, size), id)
+}
+
+fn checked(r: Result<QueueEnvelope, queue::Error>, id: &QueueId) -> Result<QueueEnvelope, Problem> {
+    match r {
         Ok(q) if q.id == *id => Ok(q),
         Ok(q) => Err(Problem::Corrupt(format!("holds queue ID {}", q.id))),
         Err(queue::Error::Io(e)) => Err(Problem::Io(e)),
@@ -260,6 +274,11 @@ impl Store {
     /// Open `id` in `dir`.
     pub fn open(&self, dir: Dir, id: &QueueId, write: bool) -> Result<File, Problem> {
         open_checked(self.fd(dir), &path(dir, id), write)
+    }
+
+    /// [`Store::open`], with the file's size.
+    pub fn open_sized(&self, dir: Dir, id: &QueueId, write: bool) -> Result<(File, u64), Problem> {
+        open_checked_sized(self.fd(dir), &path(dir, id), write)
     }
 
     /// Remove `id` from `dir`; Ok(false) when it was not there.

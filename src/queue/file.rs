@@ -627,7 +627,12 @@ fn parse(src: &mut Src<'_>) -> Result<Parsed, Error> {
 /// content. Corruption is [`Error::Corrupt`]; a read error is
 /// [`Error::Io`] (and no reason to move the file).
 pub fn read_envelope(file: &File) -> Result<QueueEnvelope, Error> {
-    let size = file.metadata()?.len();
+    read_envelope_sized(file, file.metadata()?.len())
+}
+
+/// [`read_envelope`] of a file whose size the caller has from its own
+/// `fstat`.
+pub fn read_envelope_sized(file: &File, size: u64) -> Result<QueueEnvelope, Error> {
     let mut src = Src::File { file, size, buf: Vec::new() };
     Ok(parse(&mut src)?.into())
 }
@@ -638,8 +643,10 @@ pub fn read_envelope(file: &File) -> Result<QueueEnvelope, Error> {
 /// when the file is larger: read it with [`read_envelope`] and
 /// [`verify_content`] instead.
 pub fn read_small(file: &File, max: usize) -> Result<Option<(QueueEnvelope, Vec<u8>)>, Error> {
-    // The file's size is where pread stops short: a file that fits the
-    // first read needs no fstat; a larger one is sized before reading on.
+    // The file's size is where pread stops short (a short read of a
+    // regular file is its end: no second read to hear so): a file that
+    // fits the first read needs no fstat; a larger one is sized before
+    // reading on.
     let limit = max.saturating_add(1);
     let mut bytes = vec![0u8; limit.min(16 * 1024)];
     let mut got = 0;
@@ -656,7 +663,12 @@ pub fn read_small(file: &File, max: usize) -> Result<Option<(QueueEnvelope, Vec<
         }
         match file.read_at(&mut bytes[got..], got as u64) {
             Ok(0) => break,
-            Ok(n) => got += n,
+            Ok(n) => {
+                got += n;
+                if got < bytes.len() {
+                    break;
+                }
+            }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e.into()),
         }

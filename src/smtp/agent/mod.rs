@@ -296,9 +296,12 @@ impl Agent {
         {
             return Err(Fatal(format!("poll: {e}")));
         }
-        let ready: Vec<(Token, bool, bool)> =
-            self.events.iter().map(|e| (e.token(), e.is_readable() || e.is_read_closed(), e.is_writable())).collect();
-        for (token, readable, writable) in ready {
+        let ready: Vec<(Token, bool, bool, bool)> = self
+            .events
+            .iter()
+            .map(|e| (e.token(), e.is_readable() || e.is_read_closed(), e.is_writable(), e.is_read_closed()))
+            .collect();
+        for (token, readable, writable, ended) in ready {
             match token {
                 MASTER => {
                     if writable {
@@ -310,7 +313,7 @@ impl Agent {
                 }
                 QMGR => self.qmgr_event(readable, writable)?,
                 CONNECTOR => self.connector_event(readable, writable)?,
-                t => self.session_io(t),
+                t => self.session_io(t, ended),
             }
             self.repair();
         }
@@ -733,8 +736,8 @@ impl Agent {
 
     // ----- sessions -----
 
-    fn session_io(&mut self, token: Token) {
-        self.with_session(token, Session::ready);
+    fn session_io(&mut self, token: Token, ended: bool) {
+        self.with_session(token, |s, events| s.ready(events, ended));
     }
 
     /// Run `f` on a session and handle what it reports.

@@ -100,6 +100,9 @@ pub struct Session {
     /// bytes bring another event). Saves a read per turn that cannot
     /// succeed.
     readable: bool,
+    /// A readiness event said the server's end of the stream has come:
+    /// read on to it, whatever a read returns.
+    peer_ended: bool,
     /// The poll watches the socket for room to write: only while output
     /// waits for it (an edge per ACK otherwise wakes the agent for
     /// nothing). The agent keeps it in step with [`Session::wants_write`].
@@ -120,6 +123,7 @@ impl Session {
         let timeouts = config.timeouts;
         let mut s = Session {
             readable: true,
+            peer_ended: false,
             write_interest: false,
             dest,
             relay,
@@ -290,9 +294,11 @@ impl Session {
         }
     }
 
-    /// A readiness event: read again, then move bytes.
-    pub fn ready(&mut self, events: &mut Vec<Event>) {
+    /// A readiness event (`ended`: it reported the server's end of the
+    /// stream): read again, then move bytes.
+    pub fn ready(&mut self, events: &mut Vec<Event>, ended: bool) {
         self.readable = true;
+        self.peer_ended |= ended;
         self.pump(events);
     }
 
@@ -529,7 +535,10 @@ impl Session {
     }
 
     /// Read what there is and feed it; true if anything was read. The
-    /// end of the stream is an error (`UnexpectedEof`).
+    /// end of the stream is an error (`UnexpectedEof`). A short read of a
+    /// plain connection whose end no event has reported means the socket
+    /// is empty: the next data is a new readiness event (edge-triggered),
+    /// so no read is spent to hear that it would block.
     fn read(&mut self) -> io::Result<bool> {
         let mut buf = [0u8; READ_CHUNK];
         let mut progress = false;
@@ -566,6 +575,7 @@ impl Session {
             };
             progress |= n > 0;
             self.last_progress = Instant::now();
+            let drained = matches!(self.tls, Tls::None | Tls::Pending) && n < buf.len() && !self.peer_ended;
             if let Tls::Active(t) = &mut self.tls {
                 loop {
                     match t.reader().read(&mut buf) {
@@ -583,6 +593,10 @@ impl Session {
                 c.receive(&buf[..n]);
             }
             if self.client.as_ref().is_some_and(|c| c.is_closed()) {
+                break;
+            }
+            if drained {
+                self.readable = false;
                 break;
             }
         }

@@ -130,6 +130,25 @@ for i in range(40):
     assert c.reply(timeout=3) == b"", i
     assert time.time() - start < 2, (i, time.time() - start)
     c.sock.close()
+
+# Urgent data between two commands (telnet's interrupt), all of it queued
+# before smtpd reads (smtpd stopped meanwhile): a read stops at the
+# urgent mark; the command after it is answered all the same, at once.
+import signal
+for i in range(5):
+    c = rawsmtp.Client(port)
+    os.kill(int(os.environ["SMTPD_PID"]), signal.SIGSTOP)
+    try:
+        c.sock.send(b"NOOP\r\n!", socket.MSG_OOB)
+        c.send(b"NOOP\r\n")
+        time.sleep(0.1)
+    finally:
+        os.kill(int(os.environ["SMTPD_PID"]), signal.SIGCONT)
+    start = time.time()
+    rs = [c.reply(timeout=3) for _ in range(2)]
+    assert all(r.startswith(b"250 2.0.0") for r in rs), (i, rs)
+    assert time.time() - start < 2, (i, time.time() - start)
+    c.sock.close()
 print("  all hostile inputs answered")
 PY
 [ "$(child_pid smtpd)" = "$smtpd" ] || fail "smtpd was restarted"

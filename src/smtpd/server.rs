@@ -165,7 +165,12 @@ pub fn serve(_token: Sandboxed, mut child: Child, listeners: Vec<std::net::TcpLi
                 CLEANUP => s.cleanup_event(ev.is_readable(), ev.is_writable()),
                 CONNECTOR => s.connector_event(ev.is_readable(), ev.is_writable()),
                 Token(t) if (FIRST_LISTENER..FIRST_SESSION).contains(&t) => s.accept(t - FIRST_LISTENER),
-                t => s.conn_event(t, ev.is_readable() || ev.is_read_closed(), ev.is_writable(), ev.is_read_closed()),
+                t => s.conn_event(
+                    t,
+                    ev.is_readable() || ev.is_read_closed() || ev.is_priority(),
+                    ev.is_writable(),
+                    ev.is_read_closed() || ev.is_priority(),
+                ),
             }
         }
         s.flush_channels();
@@ -462,7 +467,7 @@ impl Server {
             let token = Token(self.next_token);
             self.next_token += 1;
             // Room to write is asked for only when output waits for it.
-            if self.poll.registry().register(&mut stream, token, Interest::READABLE).is_err() {
+            if self.poll.registry().register(&mut stream, token, read_interest()).is_err() {
                 continue;
             }
             let now = Instant::now();
@@ -493,12 +498,14 @@ impl Server {
         }
     }
 
-    fn conn_event(&mut self, token: Token, readable: bool, writable: bool, read_closed: bool) {
+    /// `read_on`: the event reported the peer's end or urgent data: read
+    /// until the socket would block.
+    fn conn_event(&mut self, token: Token, readable: bool, writable: bool, read_on: bool) {
         if writable {
             self.write_conn(token);
         }
         if readable {
-            self.read_until(token, !read_closed);
+            self.read_until(token, !read_on);
         }
     }
 
@@ -508,7 +515,7 @@ impl Server {
     }
 
     /// [`Server::read_conn`]; with `short_drains`, on a readable event
-    /// that did not report the peer's end, a short read of a plain
+    /// that did not report the peer's end or urgent data, a short read of a plain
     /// connection ends the turn: the socket was empty, and data that comes
     /// later is a new event (edge-triggered), which saves a read that
     /// would only say so. Otherwise it reads until the socket would block.
@@ -681,7 +688,7 @@ impl Server {
         if want == c.write_interest {
             return;
         }
-        let interest = if want { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
+        let interest = if want { read_interest() | Interest::WRITABLE } else { read_interest() };
         if self.poll.registry().reregister(&mut c.stream, token, interest).is_ok() {
             c.write_interest = want;
         } else {
@@ -781,6 +788,18 @@ fn message_envelope(e: &Envelope, c: &Conn) -> MessageEnvelope {
         tls: c.tls.as_ref().and_then(|t| crate::smtpd::tls::describe(t)),
         submitter: None,
     }
+}
+
+/// What a connection is polled for, besides writing: its data, and on
+/// Linux its urgent data too. A TCP read stops short at the urgent mark
+/// with more queued, so a session reads on until the socket would block
+/// while the event says urgent data is pending (elsewhere such a session
+/// stalls until its timeout: only the peer that sent it is slowed).
+fn read_interest() -> Interest {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    return Interest::READABLE | Interest::PRIORITY;
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    return Interest::READABLE;
 }
 
 /// Read plain text: from the socket, or decrypted from TLS.

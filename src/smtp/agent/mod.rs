@@ -159,6 +159,18 @@ pub fn serve(_token: Sandboxed, child: Child, prepared: Prepared) -> ! {
     }
 }
 
+/// What a session's socket is polled for, besides writing: its data, and
+/// on Linux its urgent data too. A TCP read stops short at the urgent mark
+/// with more queued, so a session reads on until the socket would block
+/// while the event says urgent data is pending (elsewhere such a session
+/// stalls until its reply timeout: only the peer that sent it is slowed).
+fn read_interest() -> Interest {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    return Interest::READABLE | Interest::PRIORITY;
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    return Interest::READABLE;
+}
+
 fn exit(master: &mut Channel, code: i32) -> ! {
     let _ = master.flush();
     if code != 0 {
@@ -299,7 +311,10 @@ impl Agent {
         let ready: Vec<(Token, bool, bool, bool)> = self
             .events
             .iter()
-            .map(|e| (e.token(), e.is_readable() || e.is_read_closed(), e.is_writable(), e.is_read_closed()))
+            .map(|e| {
+                let read_on = e.is_read_closed() || e.is_priority();
+                (e.token(), e.is_readable() || read_on, e.is_writable(), read_on)
+            })
             .collect();
         for (token, readable, writable, ended) in ready {
             match token {
@@ -716,7 +731,7 @@ impl Agent {
         let token = Token(self.next_token);
         self.next_token += 1;
         // Room to write is asked for only when output waits for it.
-        if let Err(e) = self.poll.registry().register(session.stream(), token, Interest::READABLE) {
+        if let Err(e) = self.poll.registry().register(session.stream(), token, read_interest()) {
             return self.session_failed(wait, &relay, &format!("poll: {e}"));
         }
         self.sessions.insert(token, session);
@@ -777,7 +792,7 @@ impl Agent {
         if want == s.write_interest {
             return;
         }
-        let interest = if want { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
+        let interest = if want { read_interest() | Interest::WRITABLE } else { read_interest() };
         match self.poll.registry().reregister(s.stream(), token, interest) {
             Ok(()) => s.write_interest = want,
             // Left as it was: a session that stalls meets its timer.

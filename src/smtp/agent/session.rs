@@ -100,8 +100,9 @@ pub struct Session {
     /// bytes bring another event). Saves a read per turn that cannot
     /// succeed.
     readable: bool,
-    /// A readiness event said the server's end of the stream has come:
-    /// read on to it, whatever a read returns.
+    /// A readiness event said the server's end of the stream has come, or
+    /// urgent data (a read stops short at its mark): read on until the
+    /// socket would block, whatever a read returns.
     peer_ended: bool,
     /// The poll watches the socket for room to write: only while output
     /// waits for it (an edge per ACK otherwise wakes the agent for
@@ -295,7 +296,7 @@ impl Session {
     }
 
     /// A readiness event (`ended`: it reported the server's end of the
-    /// stream): read again, then move bytes.
+    /// stream, or urgent data): read again, then move bytes.
     pub fn ready(&mut self, events: &mut Vec<Event>, ended: bool) {
         self.readable = true;
         self.peer_ended |= ended;

@@ -505,7 +505,7 @@ impl Server {
             self.write_conn(token);
         }
         if readable {
-            self.read_until(token, !read_on);
+            self.read_until(token, SHORT_READ_DRAINS && !read_on);
         }
     }
 
@@ -793,14 +793,18 @@ fn message_envelope(e: &Envelope, c: &Conn) -> MessageEnvelope {
 /// What a connection is polled for, besides writing: its data, and on
 /// Linux its urgent data too. A TCP read stops short at the urgent mark
 /// with more queued, so a session reads on until the socket would block
-/// while the event says urgent data is pending (elsewhere such a session
-/// stalls until its timeout: only the peer that sent it is slowed).
+/// while the event says urgent data is pending. Where the poll cannot say
+/// so (kqueue), a short read does not end a turn ([`SHORT_READ_DRAINS`]).
 fn read_interest() -> Interest {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     return Interest::READABLE | Interest::PRIORITY;
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     return Interest::READABLE;
 }
+
+/// Whether a short read, on an event that reported neither the peer's
+/// end nor urgent data, shows the socket empty ([`read_interest`]).
+const SHORT_READ_DRAINS: bool = cfg!(any(target_os = "linux", target_os = "android"));
 
 /// Read plain text: from the socket, or decrypted from TLS.
 fn read_plain(c: &mut Conn, buf: &mut [u8]) -> std::io::Result<usize> {

@@ -162,8 +162,9 @@ pub fn serve(_token: Sandboxed, child: Child, prepared: Prepared) -> ! {
 /// What a session's socket is polled for, besides writing: its data, and
 /// on Linux its urgent data too. A TCP read stops short at the urgent mark
 /// with more queued, so a session reads on until the socket would block
-/// while the event says urgent data is pending (elsewhere such a session
-/// stalls until its reply timeout: only the peer that sent it is slowed).
+/// while the event says urgent data is pending. Where the poll cannot say
+/// so (kqueue), every event counts as one that does: a session always
+/// reads until the socket would block.
 fn read_interest() -> Interest {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     return Interest::READABLE | Interest::PRIORITY;
@@ -312,7 +313,8 @@ impl Agent {
             .events
             .iter()
             .map(|e| {
-                let read_on = e.is_read_closed() || e.is_priority();
+                let read_on =
+                    e.is_read_closed() || e.is_priority() || !cfg!(any(target_os = "linux", target_os = "android"));
                 (e.token(), e.is_readable() || read_on, e.is_writable(), read_on)
             })
             .collect();

@@ -24,4 +24,5 @@ pub mod roles;
 pub mod sendmail;
 pub mod smtp;
 pub mod smtpd;
+pub mod stream;
 pub mod table;

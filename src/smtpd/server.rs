@@ -32,6 +32,7 @@ use crate::roles::Role;
 use crate::smtpd::checks::Acceptance;
 use crate::smtpd::names::{Named, Names, UNKNOWN};
 use crate::smtpd::session::{Action, Commit, Envelope, Limits, Peer, Session, Settings};
+use crate::stream;
 
 const MASTER: Token = Token(0);
 const CLEANUP: Token = Token(1);
@@ -165,12 +166,10 @@ pub fn serve(_token: Sandboxed, mut child: Child, listeners: Vec<std::net::TcpLi
                 CLEANUP => s.cleanup_event(ev.is_readable(), ev.is_writable()),
                 CONNECTOR => s.connector_event(ev.is_readable(), ev.is_writable()),
                 Token(t) if (FIRST_LISTENER..FIRST_SESSION).contains(&t) => s.accept(t - FIRST_LISTENER),
-                t => s.conn_event(
-                    t,
-                    ev.is_readable() || ev.is_read_closed() || ev.is_priority(),
-                    ev.is_writable(),
-                    ev.is_read_closed() || ev.is_priority(),
-                ),
+                t => {
+                    let read_on = stream::read_on(ev);
+                    s.conn_event(t, ev.is_readable() || read_on, ev.is_writable(), read_on)
+                }
             }
         }
         s.flush_channels();
@@ -467,7 +466,7 @@ impl Server {
             let token = Token(self.next_token);
             self.next_token += 1;
             // Room to write is asked for only when output waits for it.
-            if self.poll.registry().register(&mut stream, token, read_interest()).is_err() {
+            if self.poll.registry().register(&mut stream, token, stream::read_interest()).is_err() {
                 continue;
             }
             let now = Instant::now();
@@ -498,14 +497,13 @@ impl Server {
         }
     }
 
-    /// `read_on`: the event reported the peer's end or urgent data: read
-    /// until the socket would block.
+    /// `read_on`: read until the socket would block ([`stream::read_on`]).
     fn conn_event(&mut self, token: Token, readable: bool, writable: bool, read_on: bool) {
         if writable {
             self.write_conn(token);
         }
         if readable {
-            self.read_until(token, SHORT_READ_DRAINS && !read_on);
+            self.read_until(token, !read_on);
         }
     }
 
@@ -514,11 +512,9 @@ impl Server {
         self.read_until(token, false);
     }
 
-    /// [`Server::read_conn`]; with `short_drains`, on a readable event
-    /// that did not report the peer's end or urgent data, a short read of a plain
-    /// connection ends the turn: the socket was empty, and data that comes
-    /// later is a new event (edge-triggered), which saves a read that
-    /// would only say so. Otherwise it reads until the socket would block.
+    /// [`Server::read_conn`]; with `short_drains`, a short read of a plain
+    /// connection ends the turn ([`crate::stream`]). Otherwise it reads
+    /// until the socket would block.
     fn read_until(&mut self, token: Token, short_drains: bool) {
         if self.cleanup.as_ref().is_some_and(|c| c.queued() > CLEANUP_HIGH_WATER) {
             self.throttled = true;
@@ -688,7 +684,7 @@ impl Server {
         if want == c.write_interest {
             return;
         }
-        let interest = if want { read_interest() | Interest::WRITABLE } else { read_interest() };
+        let interest = if want { stream::read_interest() | Interest::WRITABLE } else { stream::read_interest() };
         if self.poll.registry().reregister(&mut c.stream, token, interest).is_ok() {
             c.write_interest = want;
         } else {
@@ -789,22 +785,6 @@ fn message_envelope(e: &Envelope, c: &Conn) -> MessageEnvelope {
         submitter: None,
     }
 }
-
-/// What a connection is polled for, besides writing: its data, and on
-/// Linux its urgent data too. A TCP read stops short at the urgent mark
-/// with more queued, so a session reads on until the socket would block
-/// while the event says urgent data is pending. Where the poll cannot say
-/// so (kqueue), a short read does not end a turn ([`SHORT_READ_DRAINS`]).
-fn read_interest() -> Interest {
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    return Interest::READABLE | Interest::PRIORITY;
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    return Interest::READABLE;
-}
-
-/// Whether a short read, on an event that reported neither the peer's
-/// end nor urgent data, shows the socket empty ([`read_interest`]).
-const SHORT_READ_DRAINS: bool = cfg!(any(target_os = "linux", target_os = "android"));
 
 /// Read plain text: from the socket, or decrypted from TLS.
 fn read_plain(c: &mut Conn, buf: &mut [u8]) -> std::io::Result<usize> {

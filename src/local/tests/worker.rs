@@ -230,6 +230,21 @@ fn deliver_batched(w: Worker, q: &TempDir, body: &str) -> (Worker, Ran) {
     (back.unwrap_or_else(|| panic!("the worker was lost: {:?}", ran.lost)), ran)
 }
 
+/// A Maildir worker with two batched deliveries written to `tmp/`, not
+/// yet committed: its home, its queue folder and the worker.
+fn two_uncommitted(program: &Path, tag: &str) -> (TempDir, TempDir, Worker) {
+    let home = TempDir::new(tag);
+    let q = TempDir::new(&format!("{tag}-queue"));
+    let mut w = start(program, Kind::Maildir, &home.path, "Maildir/", 5_000);
+    for body in ["one", "two"] {
+        let (back, ran) = deliver_batched(w, &q, body);
+        sent(&ran, "delivered to maildir");
+        w = back;
+    }
+    assert_eq!(home.names("Maildir/tmp").len(), 2);
+    (home, q, w)
+}
+
 #[test]
 fn a_batch_of_maildir_deliveries_is_synced_once_when_asked() {
     let Some(program) = program() else { return };
@@ -326,14 +341,7 @@ fn a_batch_larger_than_the_files_a_worker_keeps_open_is_delivered_whole() {
 #[test]
 fn a_worker_whose_parent_hangs_up_removes_what_it_did_not_commit() {
     let Some(program) = program() else { return };
-    let home = TempDir::new("worker-hangup");
-    let q = TempDir::new("worker-hangup-queue");
-    let w = start(&program, Kind::Maildir, &home.path, "Maildir/", 5_000);
-    let (w, ran) = deliver_batched(w, &q, "one");
-    sent(&ran, "delivered to maildir");
-    let (w, ran) = deliver_batched(w, &q, "two");
-    sent(&ran, "delivered to maildir");
-    assert_eq!(home.names("Maildir/tmp").len(), 2);
+    let (home, _q, w) = two_uncommitted(&program, "worker-hangup");
     // The socket closes (as when the parent dies); the worker is not killed.
     let pid = w.pid();
     {
@@ -351,13 +359,7 @@ fn a_batch_whose_commit_fails_leaves_nothing_in_tmp_or_new() {
     // refused (deferred by the parent) and taken out of new/ and tmp/
     // again; nothing half-delivered remains.
     let Some(program) = program() else { return };
-    let home = TempDir::new("worker-badcommit");
-    let q = TempDir::new("worker-badcommit-queue");
-    let w = start(&program, Kind::Maildir, &home.path, "Maildir/", 5_000);
-    let (w, ran) = deliver_batched(w, &q, "one");
-    sent(&ran, "delivered to maildir");
-    let (w, ran) = deliver_batched(w, &q, "two");
-    sent(&ran, "delivered to maildir");
+    let (home, q, w) = two_uncommitted(&program, "worker-badcommit");
     let md = home.path.join("Maildir");
     let mut names = home.names("Maildir/tmp");
     assert_eq!(names.len(), 2, "{names:?}");

@@ -66,6 +66,7 @@ use crate::queue::Time;
 use crate::roles::{self, Role};
 use crate::smtp::client::{self, Credentials, JobResult, Limits};
 use crate::smtp::reply::Enhanced;
+use crate::stream;
 
 pub use report::{Delays, Relay, Verdict};
 pub use tls::{AnyCertificate, TlsConfigs};
@@ -157,19 +158,6 @@ pub fn serve(_token: Sandboxed, child: Child, prepared: Prepared) -> ! {
             }
         }
     }
-}
-
-/// What a session's socket is polled for, besides writing: its data, and
-/// on Linux its urgent data too. A TCP read stops short at the urgent mark
-/// with more queued, so a session reads on until the socket would block
-/// while the event says urgent data is pending. Where the poll cannot say
-/// so (kqueue), every event counts as one that does: a session always
-/// reads until the socket would block.
-fn read_interest() -> Interest {
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    return Interest::READABLE | Interest::PRIORITY;
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    return Interest::READABLE;
 }
 
 fn exit(master: &mut Channel, code: i32) -> ! {
@@ -313,8 +301,7 @@ impl Agent {
             .events
             .iter()
             .map(|e| {
-                let read_on =
-                    e.is_read_closed() || e.is_priority() || !cfg!(any(target_os = "linux", target_os = "android"));
+                let read_on = stream::read_on(e);
                 (e.token(), e.is_readable() || read_on, e.is_writable(), read_on)
             })
             .collect();
@@ -733,7 +720,7 @@ impl Agent {
         let token = Token(self.next_token);
         self.next_token += 1;
         // Room to write is asked for only when output waits for it.
-        if let Err(e) = self.poll.registry().register(session.stream(), token, read_interest()) {
+        if let Err(e) = self.poll.registry().register(session.stream(), token, stream::read_interest()) {
             return self.session_failed(wait, &relay, &format!("poll: {e}"));
         }
         self.sessions.insert(token, session);
@@ -794,7 +781,7 @@ impl Agent {
         if want == s.write_interest {
             return;
         }
-        let interest = if want { read_interest() | Interest::WRITABLE } else { read_interest() };
+        let interest = if want { stream::read_interest() | Interest::WRITABLE } else { stream::read_interest() };
         match self.poll.registry().reregister(s.stream(), token, interest) {
             Ok(()) => s.write_interest = want,
             // Left as it was: a session that stalls meets its timer.

@@ -5,7 +5,8 @@
 # last delivery; then the same through Postfix's local(8) in the same run.
 # Uses the harness beside the repository (../shared/bench).
 #   bench/local.sh [MSGS=20000] [SESSIONS=20] [SIZE=5120]
-# Env: LOCALS (local processes, default 2), ANCHORS=0 skips Postfix.
+# Env: LOCALS (local processes, default 1 as in mta's own default), ANCHORS=0
+# skips Postfix.
 # Needs root (cgroups, a delivery as another user); loopback only. Not a
 # test: it prints RESULT lines.
 set -u
@@ -22,7 +23,7 @@ MD=/var/tmp/anchors/home/mailbench/Maildir-new
 rm -rf "$MD"
 fresh_spool
 # The harness counts files in ~mailbench/Maildir-new/new.
-base_conf 'limits { sessions = 20000; sessions_per_client = 20000; }' "processes { local = ${LOCALS:-2}; }" \
+base_conf 'limits { sessions = 20000; sessions_per_client = 20000; }' "processes { local = ${LOCALS:-1}; }" \
 	'local { mailbox = "maildir"; maildir = "Maildir-new/"; }'
 install -d -o mailbench -g mailbench -m 700 "$MD"
 loop_fs "$MD"

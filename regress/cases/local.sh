@@ -209,4 +209,25 @@ for u in mtaloc1 mtaloc2; do
 	[ "$n" -eq 6 ] || fail "$u has $n copies of the 6 list messages"
 	[ -z "$(ls "$W/home/$u/Maildir/tmp")" ] || fail "a file was left in $u's tmp/"
 done
+
+# --- two local processes: each user's burst is still delivered by one
+# worker (qmgr keeps a user's mail to one local process), not split ---
+for u in mtaloc1 mtaloc2; do ls "$W/home/$u/Maildir/new" > "$W/$u.before"; done
+write_conf "aliases = \"$W/aliases\";" "local { mailbox = \"maildir\"; mail_spool = \"$MAIL\"; worker_idle_time = 120s; }" \
+	'processes { local = 2; }'
+ctl reload >/dev/null || fail "reload with two local processes"
+sleep 2
+[ "$(pgrep -f "^([^ ]*/)?local$" | wc -l)" -eq 2 ] || fail "not two local processes: $(pgrep -a local)"
+burst 8 mtaloc1@localhost "two processes" &
+b1=$!
+burst 8 mtaloc2@localhost "two processes"
+wait $b1 || fail "the burst to mtaloc1 was not accepted"
+for u in mtaloc1 mtaloc2; do
+	wait_for 30 sh -c "[ \$(grep -l '^Subject: two processes' '$W/home/$u/Maildir/new/'* 2>/dev/null | wc -l) -ge 8 ]" ||
+		fail "the burst to $u did not reach the Maildir"
+	procs=$(ls "$W/home/$u/Maildir/new" | grep -v -x -F -f "$W/$u.before" |
+		sed -n 's/^[0-9]*\.M[0-9]*P\([0-9]*\)Q[0-9]*\..*/\1/p' | sort -u)
+	[ "$(echo "$procs" | wc -l)" -eq 1 ] || fail "the burst to $u was delivered by the workers $(echo $procs)"
+	note "with two local processes, one worker (pid $procs) delivered $u's burst"
+done
 exit 0

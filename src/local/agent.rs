@@ -63,6 +63,7 @@ use crate::ipc::msg::{
     SiteReport, SmtpToQmgr, SmtpdToCleanup, ToWorker,
 };
 use crate::queue::BodyType;
+use crate::queue::file::read_small;
 use crate::queue::{QueueEnvelope, read_envelope, verify_content};
 use crate::roles::Role;
 
@@ -75,6 +76,8 @@ const CHUNK: usize = 32 * 1024;
 const MAX_QUEUED_FRAMES: usize = 64;
 /// How deep `:include:` files of a `.forward` may nest.
 const MAX_FORWARD_DEPTH: usize = 5;
+/// A queue file up to this size is read whole, with one `pread`.
+const SMALL_FILE: usize = 64 * 1024;
 /// The most requests from qmgr served before their Maildir deliveries
 /// are synced and reported.
 const MAX_BATCH: usize = 32;
@@ -456,18 +459,37 @@ impl Local {
             let depends = vec![Vec::new(); recipients.len()];
             served(recipients, depends)
         };
-        let qe = match read_envelope(&file) {
-            Ok(q) if q.id.as_str() == d.queue_id => q,
-            Ok(q) => return all(format!("the queue file holds message {}, not {}", q.id, d.queue_id)),
+        // A small file is read whole with one pread (its content's CRC
+        // checked on the way); a larger one in parts.
+        let (qe, small) = match read_small(&file, SMALL_FILE) {
+            Ok(Some((q, bytes))) => (q, Some(bytes)),
+            Ok(None) => match read_envelope(&file) {
+                Ok(q) => (q, None),
+                Err(e) => return all(format!("cannot read the queue file: {e}")),
+            },
             Err(e) => return all(format!("cannot read the queue file: {e}")),
         };
-        if let Err(e) = verify_content(&file, qe.content_range()) {
-            return all(format!("the message content cannot be read: {e}"));
+        if qe.id.as_str() != d.queue_id {
+            return all(format!("the queue file holds message {}, not {}", qe.id, d.queue_id));
         }
         // Read once for every destination's loop check.
-        let head = match super::deliver::header_block(&file, qe.content_range()) {
-            Ok(h) => h,
-            Err(e) => return all(format!("reading the message: {e}")),
+        let head = match small {
+            Some(mut bytes) => {
+                let range = qe.content_range();
+                let start = usize::try_from(range.offset).unwrap_or(usize::MAX).min(bytes.len());
+                bytes.drain(..start);
+                bytes.truncate(super::deliver::HEADER_PEEK);
+                bytes
+            }
+            None => {
+                if let Err(e) = verify_content(&file, qe.content_range()) {
+                    return all(format!("the message content cannot be read: {e}"));
+                }
+                match super::deliver::header_block(&file, qe.content_range()) {
+                    Ok(h) => h,
+                    Err(e) => return all(format!("reading the message: {e}")),
+                }
+            }
         };
         let mut out = Vec::with_capacity(d.recipients.len());
         let mut depends = Vec::with_capacity(d.recipients.len());

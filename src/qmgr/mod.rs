@@ -71,6 +71,38 @@ const NOTICE_WAIT: Duration = Duration::from_secs(5);
 /// Frames queued to a peer beyond which no more work is sent to it.
 const PEER_BACKLOG: usize = 1024;
 
+/// A delivery agent as [`pick_agent`] sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Candidate {
+    token: Token,
+    /// Deliveries it is running.
+    jobs: usize,
+    /// Whether its channel can take more (not backed up).
+    room: bool,
+}
+
+/// Which agent gets a delivery: with an affinity `key`, the agent the key
+/// hashes to among all of them (ordered by token, so the choice is the
+/// same while the set of agents is), as long as it has room; otherwise,
+/// and without a key, the least busy agent with room. `None` when none
+/// has room.
+fn pick_agent(mut agents: Vec<Candidate>, key: Option<&str>) -> Option<Token> {
+    agents.sort_by_key(|a| a.token);
+    if let Some(key) = key
+        && !agents.is_empty()
+    {
+        use std::hash::{Hash, Hasher};
+        // Fixed keys: the same choice in every run and process.
+        let mut h = std::hash::DefaultHasher::new();
+        key.hash(&mut h);
+        let preferred = agents[(h.finish() % agents.len() as u64) as usize];
+        if preferred.room {
+            return Some(preferred.token);
+        }
+    }
+    agents.iter().filter(|a| a.room).min_by_key(|a| a.jobs).map(|a| a.token)
+}
+
 /// Count the queue files of a directory held by descriptor (deferred/
 /// counts its hashed subfolders).
 pub fn count_entries(dir: &OwnedFd) -> std::io::Result<u64> {
@@ -814,11 +846,19 @@ impl Qmgr {
 
     /// The least busy agent of `kind` that can take more work.
     fn agent(&self, kind: PeerKind) -> Option<Token> {
-        self.peers
+        self.agent_for(kind, None)
+    }
+
+    /// The agent of `kind` for a delivery with affinity `key` (see
+    /// [`pick_agent`]).
+    fn agent_for(&self, kind: PeerKind, key: Option<&str>) -> Option<Token> {
+        let agents: Vec<Candidate> = self
+            .peers
             .iter()
-            .filter(|(_, p)| p.kind == kind && p.chan.queued() < PEER_BACKLOG)
-            .min_by_key(|(_, p)| p.jobs.len())
-            .map(|(t, _)| *t)
+            .filter(|(_, p)| p.kind == kind)
+            .map(|(t, p)| Candidate { token: *t, jobs: p.jobs.len(), room: p.chan.queued() < PEER_BACKLOG })
+            .collect();
+        pick_agent(agents, key)
     }
 
     fn dispatch(&mut self, now: Time) {
@@ -839,7 +879,18 @@ impl Qmgr {
             Ok(a) => q.apply(a),
             Err(e) => q.child.warn(&e.to_string()),
         };
-        let Some(agent) = self.agent(kind) else { return fail(self, "no delivery agent for it is running") };
+        // A local delivery keeps to the process its first recipient
+        // hashes to: one user's mail is then written in batches by one
+        // worker, with one flush per batch, instead of in smaller ones by
+        // every local process (and mbox deliveries to one mailbox do not
+        // contend for its lock across processes).
+        let key = match job.destination.transport {
+            Transport::Local => job.recipients.first().map(|r| r.address.to_ascii_lowercase()),
+            Transport::Smtp | Transport::Lmtp => None,
+        };
+        let Some(agent) = self.agent_for(kind, key.as_deref()) else {
+            return fail(self, "no delivery agent for it is running");
+        };
         let Some(a) = self.active.get_mut(&job.message) else { return fail(self, "message not in the active queue") };
         let active_at = (a.active_at.secs, a.active_at.micros);
         let kept = a.file.take();
@@ -1235,5 +1286,50 @@ impl Qmgr {
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Candidate, Token, pick_agent};
+
+    fn c(token: usize, jobs: usize, room: bool) -> Candidate {
+        Candidate { token: Token(token), jobs, room }
+    }
+
+    #[test]
+    fn without_a_key_the_least_busy_agent_with_room_is_chosen() {
+        let agents = vec![c(7, 3, true), c(5, 1, false), c(9, 2, true)];
+        assert_eq!(pick_agent(agents, None), Some(Token(9)));
+        assert_eq!(pick_agent(vec![c(1, 0, false)], None), None);
+        assert_eq!(pick_agent(Vec::new(), Some("alice@example.org")), None);
+    }
+
+    #[test]
+    fn a_key_keeps_to_one_agent_however_busy_and_in_whatever_order() {
+        let agents = vec![c(3, 0, true), c(4, 0, true), c(8, 0, true)];
+        let first = pick_agent(agents.clone(), Some("alice@example.org")).unwrap();
+        for jobs in [0, 5, 500] {
+            let mut busy: Vec<Candidate> =
+                agents.iter().map(|a| if a.token == first { c(a.token.0, jobs, true) } else { *a }).collect();
+            busy.reverse();
+            assert_eq!(pick_agent(busy, Some("alice@example.org")), Some(first));
+        }
+        // Keys spread over the agents.
+        let chosen: std::collections::HashSet<Token> =
+            (0..64).filter_map(|i| pick_agent(agents.clone(), Some(&format!("user{i}@example.org")))).collect();
+        assert_eq!(chosen.len(), 3);
+    }
+
+    #[test]
+    fn a_key_whose_agent_is_backed_up_goes_to_the_least_busy_other() {
+        let agents = vec![c(3, 0, true), c(4, 0, true)];
+        let first = pick_agent(agents.clone(), Some("bob@example.org")).unwrap();
+        let full: Vec<Candidate> = agents
+            .iter()
+            .map(|a| if a.token == first { c(a.token.0, 0, false) } else { c(a.token.0, 9, true) })
+            .collect();
+        let other = pick_agent(full, Some("bob@example.org")).unwrap();
+        assert_ne!(other, first);
     }
 }

@@ -27,6 +27,12 @@
 //! ext4 and XFS, no metadata journal commit per batch). Recovery takes an
 //! all-zero tail after the last record for the segment's clean end.
 //!
+//! Each record carries the number of its commit in the segment and marks
+//! the last record of a commit (format version 2), so that recovery can
+//! tell damage inside the last commit, which a crash during its flush can
+//! leave (its pages reach the disk in any order) and which no client was
+//! told was safe, from damage to a commit that was acknowledged.
+//!
 //! Trusts: the directory descriptors it is given; the journal's own
 //! records are validated on recovery like any other file.
 
@@ -49,12 +55,20 @@ use super::types::QueueFile;
 pub const SEGMENT_MAGIC: &[u8; 4] = b"MTJS";
 /// First bytes of a journal record.
 pub const RECORD_MAGIC: &[u8; 4] = b"MTAJ";
-/// The journal format version.
-pub const JOURNAL_VERSION: u16 = 1;
+/// The journal format version written (recovery reads 1 and 2).
+pub const JOURNAL_VERSION: u16 = 2;
 /// Segment header: magic, version, reserved, instance, salt, CRC.
 pub const SEGMENT_HEADER: usize = 24;
-/// Record header: magic, length, queue ID, CRC.
-pub const RECORD_HEADER: usize = 8 + ID_LEN + 4;
+/// Record header: magic, length, queue ID, commit number, flags, CRC.
+pub const RECORD_HEADER: usize = 8 + ID_LEN + 4 + 4 + 4;
+/// Record header of a version 1 segment: magic, length, queue ID, CRC.
+pub const RECORD_HEADER_V1: usize = 8 + ID_LEN + 4;
+/// Where a record header holds its commit number, flags and CRC.
+pub(crate) const COMMIT_AT: usize = 8 + ID_LEN;
+pub(crate) const FLAGS_AT: usize = COMMIT_AT + 4;
+pub(crate) const CRC_AT: usize = FLAGS_AT + 4;
+/// Record flag: the last record of its commit.
+pub const LAST_OF_COMMIT: u32 = 1;
 /// Largest queue file one record carries.
 pub const MAX_RECORD: usize = u32::MAX as usize;
 /// Pause after a failed retirement (a full disk, an I/O error).
@@ -186,6 +200,8 @@ struct Segment {
     zeroed: u64,
     /// When the first record was committed to it.
     first: Option<Instant>,
+    /// Commits made durable in it (the next is number `commits + 1`).
+    commits: u32,
 }
 
 /// A segment no longer written: retired when `outstanding` reaches 0.
@@ -198,10 +214,12 @@ pub(crate) fn segment_name(instance: u32, seq: u64) -> String {
     format!("{instance:08x}-{seq:016x}.jnl")
 }
 
+/// The CRC of a record: of the salt, its `header` (of either version,
+/// whole) but the CRC itself, and its payload.
 pub(crate) fn record_crc(salt: u64, header: &[u8], payload: &[u8]) -> u32 {
     let mut h = crc32fast::Hasher::new();
     h.update(&salt.to_le_bytes());
-    h.update(&header[..RECORD_HEADER - 4]);
+    h.update(&header[..header.len().saturating_sub(4)]);
     h.update(payload);
     h.finalize()
 }
@@ -240,7 +258,7 @@ impl Segment {
             let _ = disk::remove(dir, &name);
             return Err(e.into());
         }
-        Ok(Segment { seq, file, len: SEGMENT_HEADER as u64, zeroed: SEGMENT_HEADER as u64, first: None })
+        Ok(Segment { seq, file, len: SEGMENT_HEADER as u64, zeroed: SEGMENT_HEADER as u64, first: None, commits: 0 })
     }
 
     /// Extend the zeros past `end`, by as much as the segment holds
@@ -369,12 +387,11 @@ impl Journal {
             self.buf.truncate(start);
             return Err(Error::Invalid(format!("queue file of {plen} bytes, over the journal's {MAX_RECORD}")));
         }
-        let (head, payload) = self.buf[start..].split_at_mut(RECORD_HEADER);
+        // The commit number, flags and CRC are filled in by the commit.
+        let head = &mut self.buf[start..start + RECORD_HEADER];
         head[0..4].copy_from_slice(RECORD_MAGIC);
         head[4..8].copy_from_slice(&(plen as u32).to_le_bytes());
         head[8..8 + ID_LEN].copy_from_slice(file.id.as_bytes());
-        let crc = record_crc(self.salt, head, payload);
-        head[8 + ID_LEN..].copy_from_slice(&crc.to_le_bytes());
         let ticket = Ticket { id: file.id };
         self.appended.push(Entry { ticket, start, len, segment: 0 });
         Ok(ticket)
@@ -430,11 +447,25 @@ impl Journal {
             return Ok(Vec::new());
         }
         let full = self.active.len > SEGMENT_HEADER as u64
-            && self.active.len.saturating_add(self.buf.len() as u64) > self.options.segment_size;
+            && (self.active.len.saturating_add(self.buf.len() as u64) > self.options.segment_size
+                || self.active.commits == u32::MAX);
         if self.broken || full {
             // A rotation that fails (full disk?) is not fatal: the batch
             // goes where the last good commit ended.
             let _ = self.rotate();
+        }
+        // Each record gets the commit's number in this segment (a failed
+        // commit's number is used again: its records are gone) and the
+        // last one the mark that ends the commit; then its CRC.
+        let number = self.active.commits.saturating_add(1);
+        let last = self.appended.len() - 1;
+        for (k, e) in self.appended.iter().enumerate() {
+            let (head, payload) = self.buf[e.start..e.start + e.len].split_at_mut(RECORD_HEADER);
+            head[COMMIT_AT..FLAGS_AT].copy_from_slice(&number.to_le_bytes());
+            let flags = if k == last { LAST_OF_COMMIT } else { 0 };
+            head[FLAGS_AT..CRC_AT].copy_from_slice(&flags.to_le_bytes());
+            let crc = record_crc(self.salt, head, payload);
+            head[CRC_AT..].copy_from_slice(&crc.to_le_bytes());
         }
         let at = self.active.len;
         let end = at + self.buf.len() as u64;
@@ -461,6 +492,7 @@ impl Journal {
             return Err(CommitError { failed, error: Error::Io(error) });
         }
         self.active.len = end;
+        self.active.commits = number;
         self.active.zeroed = self.active.zeroed.max(end);
         self.active.first.get_or_insert_with(Instant::now);
         if self.broken && self.active.file.set_len(end).is_ok() {

@@ -5,12 +5,18 @@
 //! complete and its CRC (salted with the segment's random salt, so content
 //! that imitates a record does not pass) is good and its queue file
 //! decodes. Damage is classified:
-//! - a torn tail: bytes at the end of a segment from which no good record
-//!   starts. A commit that was cut by a crash (so never acknowledged)
-//!   leaves this; it is dropped. Bytes that are all zero are not damage
-//!   but the zeros the journal writes ahead of its records: the clean end.
-//! - corruption: bad bytes followed by a good record. It is reported, the
-//!   scan resumes at the next good record, and the segment is kept as
+//! - torn: bytes at the end of a segment from which no good record
+//!   starts, and (version 2) bad bytes inside the segment's last commit,
+//!   whose pages a crash during its flush may have left half written, in
+//!   any order. Such a commit was never acknowledged; the bad bytes are
+//!   dropped, its good records queued. Bytes that are all zero to the end
+//!   are not damage but the zeros the journal writes ahead of its
+//!   records: the clean end.
+//! - corruption: bad bytes followed by a good record of a later commit
+//!   (in a version 1 segment, which has no commit numbers: by any good
+//!   record). A commit is only written once the one before it is durable,
+//!   so the bad bytes were acknowledged data. It is reported, the scan
+//!   resumes at the next good record, and the segment is kept as
 //!   `*.jnl.corrupt` for inspection.
 //!
 //! Each good record whose queue file is not found valid in incoming/ or
@@ -28,8 +34,10 @@ use std::os::unix::fs::MetadataExt;
 use super::disk::{self, Unsynced};
 use super::file::{read_queue_file, read_whole};
 use super::id::{LEN as ID_LEN, QueueId};
-use super::journal::JOURNAL_VERSION;
-use super::journal::{JournalDirs, RECORD_HEADER, RECORD_MAGIC, SEGMENT_HEADER, SEGMENT_MAGIC, record_crc};
+use super::journal::{
+    COMMIT_AT, CRC_AT, FLAGS_AT, JOURNAL_VERSION, JournalDirs, LAST_OF_COMMIT, RECORD_HEADER, RECORD_HEADER_V1,
+    RECORD_MAGIC, SEGMENT_HEADER, SEGMENT_MAGIC, record_crc,
+};
 use super::types::QueueFile;
 use super::{Error, free_name};
 
@@ -104,55 +112,100 @@ impl fmt::Display for Recovery {
     }
 }
 
-/// A good record: its queue ID and where its payload lies in the segment.
+/// A good record: its queue ID, where it starts, where its payload lies
+/// in the segment, and (version 2) its commit's number and whether it is
+/// the commit's last record.
 pub(crate) struct Found {
     pub id: QueueId,
+    pub at: usize,
     pub start: usize,
     pub len: usize,
+    pub commit: u32,
+    pub last: bool,
 }
 
-/// The outcome of scanning one segment's bytes.
+/// The outcome of scanning one segment's bytes: its good records, the
+/// stretches dropped as torn, and the corrupt ones (offset, length, what).
 pub(crate) struct Scan {
     pub records: Vec<Found>,
-    pub torn: Option<(u64, u64, String)>,
+    pub torn: Vec<(u64, u64, String)>,
     pub corrupt: Vec<(u64, u64, String)>,
 }
 
-/// The record at `pos`, if it is complete with a good CRC.
-fn record_at(seg: &[u8], pos: usize, salt: u64) -> Result<Found, String> {
-    let Some(h) = seg.get(pos..pos + RECORD_HEADER) else {
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+/// The record at `pos` of a segment of format `version` (1 or 2), if it
+/// is complete with a good CRC.
+fn record_at(seg: &[u8], pos: usize, salt: u64, version: u16) -> Result<Found, String> {
+    let header = if version == 1 { RECORD_HEADER_V1 } else { RECORD_HEADER };
+    let Some(h) = seg.get(pos..pos.saturating_add(header)) else {
         return Err("incomplete record header".into());
     };
     if &h[0..4] != RECORD_MAGIC {
         return Err("no record magic".into());
     }
-    let len = u32::from_le_bytes([h[4], h[5], h[6], h[7]]) as usize;
-    let start = pos + RECORD_HEADER;
+    let len = u32_at(h, 4) as usize;
+    let start = pos + header;
     let Some(payload) = seg.get(start..start.saturating_add(len)) else {
         return Err(format!("record of {len} bytes runs past the end"));
     };
-    let crc =
-        u32::from_le_bytes([h[RECORD_HEADER - 4], h[RECORD_HEADER - 3], h[RECORD_HEADER - 2], h[RECORD_HEADER - 1]]);
-    if record_crc(salt, h, payload) != crc {
+    if record_crc(salt, h, payload) != u32_at(h, header - 4) {
         return Err("record CRC mismatch".into());
     }
     let id = QueueId::from_bytes(&h[8..8 + ID_LEN]).ok_or("bad queue ID in a record")?;
-    Ok(Found { id, start, len })
+    let (commit, last) = if version == 1 {
+        (0, false)
+    } else {
+        let flags = u32_at(h, FLAGS_AT);
+        if flags & !LAST_OF_COMMIT != 0 || u32_at(h, COMMIT_AT) == 0 {
+            return Err("bad commit number or flags in a record".into());
+        }
+        debug_assert_eq!(CRC_AT, header - 4);
+        (u32_at(h, COMMIT_AT), flags & LAST_OF_COMMIT != 0)
+    };
+    Ok(Found { id, at: pos, start, len, commit, last })
+}
+
+/// A stretch of bad bytes with good records after it: `after` is the
+/// index of the first of them.
+struct Hole {
+    at: usize,
+    len: usize,
+    why: String,
+    after: usize,
+}
+
+/// Whether a hole of a version 2 segment lies inside the segment's last
+/// commit, so a crash during that commit's flush can explain it: the
+/// records before it end where that commit begins or are part of it, and
+/// every record after it belongs to it. Otherwise a later commit was
+/// written, which happens only once the earlier ones are durable: the
+/// hole is damage to acknowledged data.
+fn inside_last_commit(records: &[Found], hole: &Hole) -> bool {
+    let (before, last) =
+        hole.after.checked_sub(1).and_then(|i| records.get(i)).map_or((0, true), |r| (u64::from(r.commit), r.last));
+    let commit = if last { before + 1 } else { before };
+    records[hole.after..].iter().all(|r| u64::from(r.commit) == commit)
 }
 
 /// Scan a segment of instance `instance`. Never panics, whatever the bytes.
 pub(crate) fn scan(seg: &[u8], instance: u32) -> Scan {
-    let mut s = Scan { records: Vec::new(), torn: None, corrupt: Vec::new() };
+    let mut s = Scan { records: Vec::new(), torn: Vec::new(), corrupt: Vec::new() };
     let total = seg.len() as u64;
     let Some(h) = seg.get(..SEGMENT_HEADER) else {
         // A crash while the segment was created: nothing was committed.
-        s.torn = Some((0, total, "segment shorter than its header".into()));
+        s.torn.push((0, total, "segment shorter than its header".into()));
         return s;
     };
     let crc = u32::from_le_bytes([h[20], h[21], h[22], h[23]]);
     let version = u16::from_le_bytes([h[4], h[5]]);
     let owner = u32::from_le_bytes([h[8], h[9], h[10], h[11]]);
-    if &h[0..4] != SEGMENT_MAGIC || crc32fast::hash(&h[..20]) != crc || version != JOURNAL_VERSION || owner != instance
+    if &h[0..4] != SEGMENT_MAGIC
+        || crc32fast::hash(&h[..20]) != crc
+        || !(1..=JOURNAL_VERSION).contains(&version)
+        || owner != instance
     {
         let what = format!("bad segment header (version {version}, instance {owner}): no record can be checked");
         s.corrupt.push((0, total, what));
@@ -163,22 +216,23 @@ pub(crate) fn scan(seg: &[u8], instance: u32) -> Scan {
     let salt = u64::from_le_bytes(salt);
     // Bound the work spent looking for a good record after damage.
     let mut budget = seg.len().saturating_mul(8).max(1 << 20);
+    let mut holes = Vec::new();
     let mut pos = SEGMENT_HEADER;
     while pos < seg.len() {
-        match record_at(seg, pos, salt) {
+        match record_at(seg, pos, salt, version) {
             Ok(f) => {
                 pos = f.start + f.len;
                 s.records.push(f);
             }
             // Zeros written ahead of the records: the segment's clean end.
             Err(_) if seg[pos..].iter().all(|&b| b == 0) => break,
-            Err(why) => match next_good(seg, pos + 1, salt, &mut budget) {
+            Err(why) => match next_good(seg, pos + 1, salt, version, &mut budget) {
                 Next::At(next) => {
-                    s.corrupt.push((pos as u64, (next - pos) as u64, why));
+                    holes.push(Hole { at: pos, len: next - pos, why, after: s.records.len() });
                     pos = next;
                 }
                 Next::None => {
-                    s.torn = Some((pos as u64, total - pos as u64, why));
+                    s.torn.push((pos as u64, total - pos as u64, why));
                     break;
                 }
                 Next::GaveUp => {
@@ -189,6 +243,15 @@ pub(crate) fn scan(seg: &[u8], instance: u32) -> Scan {
             },
         }
     }
+    for h in holes {
+        if version >= 2 && inside_last_commit(&s.records, &h) {
+            s.torn.push((h.at as u64, h.len as u64, format!("{} (inside the last commit)", h.why)));
+        } else {
+            s.corrupt.push((h.at as u64, h.len as u64, h.why));
+        }
+    }
+    s.corrupt.sort_by_key(|c| c.0);
+    s.torn.sort_by_key(|t| t.0);
     s
 }
 
@@ -199,7 +262,7 @@ enum Next {
 }
 
 /// Where the next good record starts at or after `from`, if any.
-fn next_good(seg: &[u8], from: usize, salt: u64, budget: &mut usize) -> Next {
+fn next_good(seg: &[u8], from: usize, salt: u64, version: u16, budget: &mut usize) -> Next {
     let mut pos = from;
     while let Some(i) = seg.get(pos..).and_then(|rest| rest.windows(4).position(|w| w == RECORD_MAGIC)) {
         let at = pos + i;
@@ -208,7 +271,7 @@ fn next_good(seg: &[u8], from: usize, salt: u64, budget: &mut usize) -> Next {
             Some(left) => *budget = left,
             None => return Next::GaveUp,
         }
-        if record_at(seg, at, salt).is_ok() {
+        if record_at(seg, at, salt, version).is_ok() {
             return Next::At(at);
         }
         pos = at + 1;
@@ -306,13 +369,13 @@ pub(crate) fn recover(
                 Ok(_) => {
                     bad = true;
                     let what = format!("record for {} holds another queue ID", f.id);
-                    rec.corrupt.push(damage(((f.start - RECORD_HEADER) as u64, f.len as u64, what)));
+                    rec.corrupt.push(damage((f.at as u64, (f.start - f.at + f.len) as u64, what)));
                     continue;
                 }
                 Err(e) => {
                     bad = true;
                     let what = format!("record for {} holds an invalid queue file: {e}", f.id);
-                    rec.corrupt.push(damage(((f.start - RECORD_HEADER) as u64, f.len as u64, what)));
+                    rec.corrupt.push(damage((f.at as u64, (f.start - f.at + f.len) as u64, what)));
                     continue;
                 }
             }

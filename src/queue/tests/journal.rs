@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 
-use super::super::journal::{RECORD_HEADER, SEGMENT_HEADER, record_crc, segment_header};
+use super::super::journal::{RECORD_HEADER, RECORD_HEADER_V1, SEGMENT_HEADER, record_crc, segment_header};
 use super::super::recover::scan;
 use super::super::{
     Journal, JournalDirs, JournalOptions, QueueFile, QueueId, QueueIdGen, Recovery, ZeroAhead, free_space,
@@ -260,7 +260,7 @@ fn torn_tail_at_every_offset() {
         let sc = scan(&bytes[..cut], INSTANCE);
         assert_eq!(sc.records.iter().map(|r| r.id).collect::<Vec<_>>(), ids(&msgs[..2]), "cut at {cut}");
         assert!(sc.corrupt.is_empty(), "cut at {cut}");
-        assert_eq!(sc.torn.is_some(), cut > last, "cut at {cut}");
+        assert_eq!(!sc.torn.is_empty(), cut > last, "cut at {cut}");
     }
     // The whole path, at a few offsets.
     let path = s.dir.path.join("journal").join(&name);
@@ -310,7 +310,7 @@ fn zeros_ahead_are_overwritten_in_place_and_end_a_segment_cleanly() {
     assert!(bytes[end as usize..].iter().all(|&b| b == 0), "zeros after the records");
     let sc = scan(&bytes, INSTANCE);
     assert_eq!(sc.records.len(), 600);
-    assert!(sc.torn.is_none() && sc.corrupt.is_empty());
+    assert!(sc.torn.is_empty() && sc.corrupt.is_empty());
     drop(j); // a crash
     let (j, rec) = s.open();
     assert_eq!((rec.records, rec.materialised.len()), (600, 600), "{rec}");
@@ -330,11 +330,12 @@ fn zeros_ahead_are_overwritten_in_place_and_end_a_segment_cleanly() {
         torn[cut..].fill(0);
         let sc = scan(&torn, INSTANCE);
         assert_eq!(sc.records.iter().map(|r| r.id).collect::<Vec<_>>(), ids(&msgs[..2]), "cut at {cut}");
-        assert!(sc.torn.is_some() && sc.corrupt.is_empty(), "cut at {cut}");
+        assert!(!sc.torn.is_empty() && sc.corrupt.is_empty(), "cut at {cut}");
     }
-    // A crash during a commit over the zeros may leave any of its pages
-    // unwritten (zero) between records that were written: the records
-    // after the hole are recovered, the hole is reported as corruption.
+    // A hole in records 1 and 2, each its own commit, before record 3's
+    // commit: those commits were acknowledged, so it is corruption (the
+    // records after it are recovered). See also
+    // holes_inside_the_last_commit_are_torn_and_before_a_later_commit_corrupt.
     let mut holed = bytes.clone();
     let page = (SEGMENT_HEADER + RECORD_HEADER + 100) / 4096 * 4096;
     let hole = page.max(SEGMENT_HEADER)..(page + 4096).min(last);
@@ -349,6 +350,137 @@ fn zeros_ahead_are_overwritten_in_place_and_end_a_segment_cleanly() {
     let (_j, rec) = s.open();
     assert_eq!(rec.records, 3, "{rec}");
     assert_eq!(rec.torn.len(), 1, "{rec}");
+}
+
+/// Messages committed in the batches `sizes` (each of 4,000 bytes of
+/// content, so that a page can be lost inside a batch); the segment's
+/// name and bytes, and where each record starts.
+fn batches(s: &Spool, sizes: &[usize]) -> (Vec<QueueFile>, String, Vec<u8>, Vec<usize>) {
+    let (mut j, _) = s.open_with(JournalOptions { zero_ahead: ZeroAhead::Always, ..JournalOptions::default() });
+    let mut idg = QueueIdGen::new(INSTANCE);
+    let mut msgs = Vec::new();
+    for &n in sizes {
+        for _ in 0..n {
+            let q = sample(&mut idg, 1, 4000);
+            j.append(&q).expect("append");
+            msgs.push(q);
+        }
+        j.commit().expect("commit");
+    }
+    drop(j); // a crash
+    let name = s.segments().pop().expect("a segment");
+    let bytes = std::fs::read(s.dir.path.join("journal").join(&name)).expect("read segment");
+    let mut starts = vec![SEGMENT_HEADER];
+    for q in &msgs {
+        starts.push(starts.last().copied().unwrap_or(0) + RECORD_HEADER + q.encode().expect("encode").len());
+    }
+    (msgs, name, bytes, starts)
+}
+
+/// A crash during a commit over zeros written ahead may leave any of its
+/// pages unwritten (zero) between records that were written. Inside the
+/// segment's last commit (never acknowledged) that is a torn commit: its
+/// good records are queued and nothing is reported as corrupt. Where a
+/// later commit follows, the hole was acknowledged data: corruption.
+#[test]
+fn holes_inside_the_last_commit_are_torn_and_before_a_later_commit_corrupt() {
+    // One acknowledged commit of one message, then a commit of four, cut
+    // by a crash that lost a page inside the second and third records.
+    let s = Spool::new("hole-last");
+    let (msgs, name, bytes, starts) = batches(&s, &[1, 4]);
+    let page = (starts[2] + 100).div_ceil(4096) * 4096;
+    assert!(page > starts[2] && page + 4096 < starts[3] + 4000, "a page inside records 3 and 4");
+    let mut holed = bytes.clone();
+    holed[page..page + 4096].fill(0);
+    let sc = scan(&holed, INSTANCE);
+    assert!(sc.corrupt.is_empty(), "{:?}", sc.corrupt);
+    assert_eq!(sc.torn.len(), 1, "{:?}", sc.torn);
+    let found: Vec<QueueId> = sc.records.iter().map(|r| r.id).collect();
+    assert_eq!(found.first(), Some(&msgs[0].id));
+    assert_eq!(found.last(), Some(&msgs[4].id), "the last commit's good records after the hole");
+    std::fs::write(s.dir.path.join("journal").join(&name), &holed).expect("write");
+    let (j, rec) = s.open();
+    assert!(rec.corrupt.is_empty() && rec.kept.is_empty(), "{rec}");
+    assert_eq!(rec.torn.len(), 1, "{rec}");
+    assert!(rec.materialised.contains(&msgs[0].id) && rec.materialised.contains(&msgs[4].id), "{rec}");
+    assert!(!s.segments().iter().any(|n| n.ends_with(".corrupt")));
+    drop(j);
+
+    // The first record of the last commit lost: still inside it.
+    let mut holed = bytes.clone();
+    holed[starts[1]..starts[1] + 200].fill(0);
+    let sc = scan(&holed, INSTANCE);
+    assert!(sc.corrupt.is_empty() && sc.torn.len() == 1, "{:?} {:?}", sc.corrupt, sc.torn);
+    assert_eq!(sc.records.len(), 4);
+
+    // The hole reaches back into the first commit, which must have been
+    // durable before the second was written: corruption.
+    let mut holed = bytes.clone();
+    holed[starts[1] - 100..starts[1] + 200].fill(0);
+    let sc = scan(&holed, INSTANCE);
+    assert_eq!(sc.corrupt.len(), 1, "{:?}", sc.torn);
+    assert!(sc.torn.is_empty());
+
+    // A hole inside a commit that a later one follows: corruption, and
+    // the segment is kept.
+    let s = Spool::new("hole-earlier");
+    let (msgs, name, bytes, starts) = batches(&s, &[4, 1]);
+    let mut holed = bytes.clone();
+    holed[starts[1] + 50..starts[1] + 150].fill(0);
+    let sc = scan(&holed, INSTANCE);
+    assert_eq!(sc.corrupt.len(), 1);
+    assert!(sc.torn.is_empty());
+    assert_eq!(
+        sc.records.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![msgs[0].id, msgs[2].id, msgs[3].id, msgs[4].id]
+    );
+    std::fs::write(s.dir.path.join("journal").join(&name), &holed).expect("write");
+    let (_j, rec) = s.open();
+    assert_eq!(rec.corrupt.len(), 1, "{rec}");
+    assert_eq!(rec.kept, vec![format!("{name}.corrupt")]);
+}
+
+/// Segments of format version 1 (no commit numbers), as an older cleanup
+/// left them, are recovered: their records queued, a hole followed by a
+/// good record reported as corruption.
+#[test]
+fn version_1_segments_are_recovered() {
+    let salt = 0x5eed_u64;
+    let mut seg = segment_header(INSTANCE, salt).to_vec();
+    seg[4..6].copy_from_slice(&1u16.to_le_bytes());
+    let crc = crc32fast::hash(&seg[..20]);
+    seg[20..24].copy_from_slice(&crc.to_le_bytes());
+    let mut idg = QueueIdGen::new(INSTANCE);
+    let msgs: Vec<QueueFile> = (0..3).map(|_| sample(&mut idg, 2, 300)).collect();
+    let mut starts = Vec::new();
+    for q in &msgs {
+        let payload = q.encode().expect("encode");
+        let mut h = vec![0u8; RECORD_HEADER_V1];
+        h[0..4].copy_from_slice(b"MTAJ");
+        h[4..8].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+        h[8..28].copy_from_slice(q.id.as_bytes());
+        let crc = record_crc(salt, &h, &payload);
+        h[28..32].copy_from_slice(&crc.to_le_bytes());
+        starts.push(seg.len());
+        seg.extend_from_slice(&h);
+        seg.extend_from_slice(&payload);
+    }
+    let sc = scan(&seg, INSTANCE);
+    assert_eq!(sc.records.iter().map(|r| r.id).collect::<Vec<_>>(), ids(&msgs));
+    assert!(sc.torn.is_empty() && sc.corrupt.is_empty());
+    let mut holed = seg.clone();
+    holed[starts[1] + 40] ^= 1;
+    let sc = scan(&holed, INSTANCE);
+    assert_eq!((sc.records.len(), sc.corrupt.len(), sc.torn.len()), (2, 1, 0));
+
+    let s = Spool::new("v1");
+    let name = format!("{INSTANCE:08x}-{:016x}.jnl", 7);
+    std::fs::write(s.dir.path.join("journal").join(&name), &seg).expect("write");
+    let (_j, rec) = s.open();
+    assert_eq!((rec.records, rec.materialised.len()), (3, 3), "{rec}");
+    assert!(rec.corrupt.is_empty() && rec.torn.is_empty() && rec.kept.is_empty(), "{rec}");
+    assert_eq!(&s.read("incoming", &msgs[2].id), &msgs[2]);
+    assert!(!s.segments().contains(&name), "retired");
 }
 
 #[test]
@@ -389,15 +521,17 @@ fn content_imitating_a_record_is_not_trusted() {
     forged[0..4].copy_from_slice(b"MTAJ");
     forged[4..8].copy_from_slice(&(inner.len() as u32).to_le_bytes());
     forged[8..28].copy_from_slice(idg.next_id().as_bytes());
+    forged[28..32].copy_from_slice(&1u32.to_le_bytes());
+    forged[32..36].copy_from_slice(&1u32.to_le_bytes());
     let crc = record_crc(0, &forged, &inner);
-    forged[28..32].copy_from_slice(&crc.to_le_bytes());
+    forged[36..40].copy_from_slice(&crc.to_le_bytes());
     forged.extend_from_slice(&inner);
     let mut seg = segment_header(INSTANCE, 0xdead_beef).to_vec();
     seg.extend_from_slice(&[0xee; 40]); // damage, then the forged record
     seg.extend_from_slice(&forged);
     let sc = scan(&seg, INSTANCE);
     assert!(sc.records.is_empty());
-    assert!(sc.torn.is_some());
+    assert!(!sc.torn.is_empty());
 }
 
 #[test]
@@ -455,7 +589,7 @@ fn endless_fake_records_end_the_search_as_corruption() {
     let t = std::time::Instant::now();
     let sc = scan(&seg, INSTANCE);
     assert!(t.elapsed() < Duration::from_secs(10), "bounded work");
-    assert!(sc.records.is_empty() && sc.torn.is_none());
+    assert!(sc.records.is_empty() && sc.torn.is_empty());
     assert_eq!(sc.corrupt.len(), 1, "kept for inspection, not dropped as a torn tail");
 }
 
@@ -545,7 +679,7 @@ fn full_disk_fails_the_batch_and_recovers() {
     assert_eq!(std::fs::metadata(&seg).expect("stat").len(), end_a, "rolled back, zeros ahead with it");
     let sc = scan(&std::fs::read(&seg).expect("read"), INSTANCE);
     assert_eq!(sc.records.iter().map(|r| r.id).collect::<Vec<_>>(), vec![a.id]);
-    assert!(sc.torn.is_none() && sc.corrupt.is_empty());
+    assert!(sc.torn.is_empty() && sc.corrupt.is_empty());
     assert_eq!(j.uncommitted(), 0);
     // A message that fits where the zeros ahead of it do not: committed,
     // and the zeros that found room are given back.

@@ -200,7 +200,9 @@ struct Segment {
     zeroed: u64,
     /// When the first record was committed to it.
     first: Option<Instant>,
-    /// Commits made durable in it (the next is number `commits + 1`).
+    /// The last commit number used in it: by a commit made durable, or
+    /// by a failed one whose records could not be removed (the next is
+    /// `commits + 1`).
     commits: u32,
 }
 
@@ -418,6 +420,12 @@ impl Journal {
         self.done.len()
     }
 
+    /// The last commit number used in the active segment (tests).
+    #[cfg(test)]
+    pub(crate) fn set_commits(&mut self, n: u32) {
+        self.active.commits = n;
+    }
+
     /// When [`Journal::materialize`] has a segment to retire even with
     /// nothing left to materialise: `None` if no segment is waiting,
     /// otherwise how long until one is (zero: now). Call `materialize`
@@ -454,10 +462,19 @@ impl Journal {
             // goes where the last good commit ended.
             let _ = self.rotate();
         }
-        // Each record gets the commit's number in this segment (a failed
-        // commit's number is used again: its records are gone) and the
-        // last one the mark that ends the commit; then its CRC.
-        let number = self.active.commits.saturating_add(1);
+        // Each record gets the commit's number in this segment and the
+        // last one the mark that ends the commit; then its CRC. Numbers
+        // are never shared: a failed commit's is used again only when
+        // its records are gone, and a segment with no number left takes
+        // no more.
+        let Some(number) = self.active.commits.checked_add(1) else {
+            let entries = std::mem::take(&mut self.appended);
+            self.buf.clear();
+            let failed = entries.iter().map(|e| e.ticket).collect();
+            let error =
+                std::io::Error::other("the journal segment is out of commit numbers and no new one can be started");
+            return Err(CommitError { failed, error: Error::Io(error) });
+        };
         let last = self.appended.len() - 1;
         for (k, e) in self.appended.iter().enumerate() {
             let (head, payload) = self.buf[e.start..e.start + e.len].split_at_mut(RECORD_HEADER);
@@ -479,13 +496,15 @@ impl Journal {
             // that fails (truncating needs the file system's journal),
             // blank it, so that no record of it is found later. When both
             // fail, what follows `at` is unknown: the next commit starts a
-            // new segment, and any zeros here start at `at`.
+            // new segment (or, if it cannot, goes to `at` under a number
+            // of its own), and any zeros here start at `at`.
             self.active.zeroed = at;
             let file = &self.active.file;
             if file.set_len(at).and_then(|()| file.sync_all()).is_err()
                 && zero_fill(file, at, end).1.and_then(|()| file.sync_data()).is_err()
             {
                 self.broken = true;
+                self.active.commits = number;
             }
             self.buf.clear();
             let failed = entries.iter().map(|e| e.ticket).collect();

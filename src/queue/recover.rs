@@ -6,10 +6,12 @@
 //! that imitates a record does not pass) is good and its queue file
 //! decodes. Damage is classified:
 //! - torn: bytes at the end of a segment from which no good record
-//!   starts, and (version 2) bad bytes inside the segment's last commit,
-//!   whose pages a crash during its flush may have left half written, in
-//!   any order. Such a commit was never acknowledged; the bad bytes are
-//!   dropped, its good records queued. Bytes that are all zero to the end
+//!   starts, and (version 2) bad bytes inside the last commit of the
+//!   newest segment, whose pages a crash during its flush may have left
+//!   half written, in any order. Such a commit was never acknowledged;
+//!   the bad bytes are dropped, its good records queued. (A new segment is
+//!   started only once the commits before it are durable, so an older
+//!   segment's last commit was acknowledged.) Bytes that are all zero to the end
 //!   are not damage but the zeros the journal writes ahead of its
 //!   records: the clean end.
 //! - corruption: bad bytes followed by a good record of a later commit
@@ -190,8 +192,10 @@ fn inside_last_commit(records: &[Found], hole: &Hole) -> bool {
     records[hole.after..].iter().all(|r| u64::from(r.commit) == commit)
 }
 
-/// Scan a segment of instance `instance`. Never panics, whatever the bytes.
-pub(crate) fn scan(seg: &[u8], instance: u32) -> Scan {
+/// Scan a segment of instance `instance`; `newest`: no segment of the
+/// instance has a higher sequence number, so its last commit may be one
+/// a crash cut. Never panics, whatever the bytes.
+pub(crate) fn scan(seg: &[u8], instance: u32, newest: bool) -> Scan {
     let mut s = Scan { records: Vec::new(), torn: Vec::new(), corrupt: Vec::new() };
     let total = seg.len() as u64;
     let Some(h) = seg.get(..SEGMENT_HEADER) else {
@@ -217,6 +221,7 @@ pub(crate) fn scan(seg: &[u8], instance: u32) -> Scan {
     // Bound the work spent looking for a good record after damage.
     let mut budget = seg.len().saturating_mul(8).max(1 << 20);
     let mut holes = Vec::new();
+    let mut gave_up = false;
     let mut pos = SEGMENT_HEADER;
     while pos < seg.len() {
         match record_at(seg, pos, salt, version) {
@@ -238,13 +243,17 @@ pub(crate) fn scan(seg: &[u8], instance: u32) -> Scan {
                 Next::GaveUp => {
                     let what = format!("{why}; too much damage to search the rest for good records");
                     s.corrupt.push((pos as u64, total - pos as u64, what));
+                    gave_up = true;
                     break;
                 }
             },
         }
     }
+    // After a search that gave up, the records past it are unknown: a
+    // hole cannot be shown to be inside the last commit.
+    let torn_possible = version >= 2 && newest && !gave_up;
     for h in holes {
-        if version >= 2 && inside_last_commit(&s.records, &h) {
+        if torn_possible && inside_last_commit(&s.records, &h) {
             s.torn.push((h.at as u64, h.len as u64, format!("{} (inside the last commit)", h.why)));
         } else {
             s.corrupt.push((h.at as u64, h.len as u64, h.why));
@@ -354,10 +363,13 @@ pub(crate) fn recover(
     check.extend_from_slice(dirs.elsewhere);
 
     let mut damaged = Vec::with_capacity(segments.len());
-    for (_, name) in &segments {
-        let Some(file) = disk::open_read(dirs.journal, name)? else { continue };
+    for (k, (_, name)) in segments.iter().enumerate() {
+        let Some(file) = disk::open_read(dirs.journal, name)? else {
+            damaged.push(false);
+            continue;
+        };
         let bytes = read_whole(&file)?;
-        let scan = scan(&bytes, instance);
+        let scan = scan(&bytes, instance, k + 1 == segments.len());
         let mut bad = !scan.corrupt.is_empty();
         let damage = |(offset, len, what): (u64, u64, String)| Damage { segment: name.clone(), offset, len, what };
         rec.corrupt.extend(scan.corrupt.into_iter().map(damage));

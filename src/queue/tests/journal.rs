@@ -10,7 +10,7 @@ use proptest::prelude::*;
 use super::super::journal::{RECORD_HEADER, RECORD_HEADER_V1, SEGMENT_HEADER, record_crc, segment_header};
 use super::super::recover::scan;
 use super::super::{
-    Journal, JournalDirs, JournalOptions, QueueFile, QueueId, QueueIdGen, Recovery, ZeroAhead, free_space,
+    Journal, JournalDirs, JournalOptions, QueueFile, QueueId, QueueIdGen, Recovery, Ticket, ZeroAhead, free_space,
     read_queue_file,
 };
 use super::{TempDir, sample};
@@ -257,7 +257,7 @@ fn torn_tail_at_every_offset() {
     let (msgs, name, bytes) = three_records(&s);
     let last = bytes.len() - (RECORD_HEADER + msgs[2].encode().expect("encode").len());
     for cut in last..bytes.len() {
-        let sc = scan(&bytes[..cut], INSTANCE);
+        let sc = scan(&bytes[..cut], INSTANCE, true);
         assert_eq!(sc.records.iter().map(|r| r.id).collect::<Vec<_>>(), ids(&msgs[..2]), "cut at {cut}");
         assert!(sc.corrupt.is_empty(), "cut at {cut}");
         assert_eq!(!sc.torn.is_empty(), cut > last, "cut at {cut}");
@@ -308,7 +308,7 @@ fn zeros_ahead_are_overwritten_in_place_and_end_a_segment_cleanly() {
     let bytes = std::fs::read(path(&s)).expect("read segment");
     assert!(bytes.len() as u64 > end);
     assert!(bytes[end as usize..].iter().all(|&b| b == 0), "zeros after the records");
-    let sc = scan(&bytes, INSTANCE);
+    let sc = scan(&bytes, INSTANCE, true);
     assert_eq!(sc.records.len(), 600);
     assert!(sc.torn.is_empty() && sc.corrupt.is_empty());
     drop(j); // a crash
@@ -328,7 +328,7 @@ fn zeros_ahead_are_overwritten_in_place_and_end_a_segment_cleanly() {
     for cut in [last + 1, last + 4, last + 31, last + 200, end - 1] {
         let mut torn = bytes.clone();
         torn[cut..].fill(0);
-        let sc = scan(&torn, INSTANCE);
+        let sc = scan(&torn, INSTANCE, true);
         assert_eq!(sc.records.iter().map(|r| r.id).collect::<Vec<_>>(), ids(&msgs[..2]), "cut at {cut}");
         assert!(!sc.torn.is_empty() && sc.corrupt.is_empty(), "cut at {cut}");
     }
@@ -341,7 +341,7 @@ fn zeros_ahead_are_overwritten_in_place_and_end_a_segment_cleanly() {
     let hole = page.max(SEGMENT_HEADER)..(page + 4096).min(last);
     assert!(!hole.is_empty() && hole.end <= last, "{hole:?} inside records 1 and 2");
     holed[hole.clone()].fill(0);
-    let sc = scan(&holed, INSTANCE);
+    let sc = scan(&holed, INSTANCE, true);
     assert_eq!(sc.records.last().map(|r| r.id), Some(msgs[2].id));
     assert_eq!(sc.corrupt.len(), 1, "{hole:?}");
     // A bit flipped in the zeros is damage, not a clean end.
@@ -392,7 +392,7 @@ fn holes_inside_the_last_commit_are_torn_and_before_a_later_commit_corrupt() {
     assert!(page > starts[2] && page + 4096 < starts[3] + 4000, "a page inside records 3 and 4");
     let mut holed = bytes.clone();
     holed[page..page + 4096].fill(0);
-    let sc = scan(&holed, INSTANCE);
+    let sc = scan(&holed, INSTANCE, true);
     assert!(sc.corrupt.is_empty(), "{:?}", sc.corrupt);
     assert_eq!(sc.torn.len(), 1, "{:?}", sc.torn);
     let found: Vec<QueueId> = sc.records.iter().map(|r| r.id).collect();
@@ -409,7 +409,7 @@ fn holes_inside_the_last_commit_are_torn_and_before_a_later_commit_corrupt() {
     // The first record of the last commit lost: still inside it.
     let mut holed = bytes.clone();
     holed[starts[1]..starts[1] + 200].fill(0);
-    let sc = scan(&holed, INSTANCE);
+    let sc = scan(&holed, INSTANCE, true);
     assert!(sc.corrupt.is_empty() && sc.torn.len() == 1, "{:?} {:?}", sc.corrupt, sc.torn);
     assert_eq!(sc.records.len(), 4);
 
@@ -417,9 +417,13 @@ fn holes_inside_the_last_commit_are_torn_and_before_a_later_commit_corrupt() {
     // durable before the second was written: corruption.
     let mut holed = bytes.clone();
     holed[starts[1] - 100..starts[1] + 200].fill(0);
-    let sc = scan(&holed, INSTANCE);
+    let sc = scan(&holed, INSTANCE, true);
     assert_eq!(sc.corrupt.len(), 1, "{:?}", sc.torn);
     assert!(sc.torn.is_empty());
+
+    // The commit numbers and marks the journal wrote.
+    let marks: Vec<(u32, bool)> = scan(&bytes, INSTANCE, true).records.iter().map(|r| (r.commit, r.last)).collect();
+    assert_eq!(marks, vec![(1, true), (2, false), (2, false), (2, false), (2, true)]);
 
     // A hole inside a commit that a later one follows: corruption, and
     // the segment is kept.
@@ -427,7 +431,7 @@ fn holes_inside_the_last_commit_are_torn_and_before_a_later_commit_corrupt() {
     let (msgs, name, bytes, starts) = batches(&s, &[4, 1]);
     let mut holed = bytes.clone();
     holed[starts[1] + 50..starts[1] + 150].fill(0);
-    let sc = scan(&holed, INSTANCE);
+    let sc = scan(&holed, INSTANCE, true);
     assert_eq!(sc.corrupt.len(), 1);
     assert!(sc.torn.is_empty());
     assert_eq!(
@@ -438,6 +442,90 @@ fn holes_inside_the_last_commit_are_torn_and_before_a_later_commit_corrupt() {
     let (_j, rec) = s.open();
     assert_eq!(rec.corrupt.len(), 1, "{rec}");
     assert_eq!(rec.kept, vec![format!("{name}.corrupt")]);
+}
+
+/// A new segment is started only once the commits before it are durable:
+/// a hole inside the last commit of an older segment was acknowledged
+/// data, so it is corruption there.
+#[test]
+fn a_hole_in_the_last_commit_of_an_older_segment_is_corruption() {
+    let s = Spool::new("hole-older");
+    let options = JournalOptions { zero_ahead: ZeroAhead::Always, segment_size: 20_000, ..JournalOptions::default() };
+    let (mut j, _) = s.open_with(options);
+    let mut idg = QueueIdGen::new(INSTANCE);
+    let msgs: Vec<QueueFile> = (0..5).map(|_| sample(&mut idg, 1, 4000)).collect();
+    for q in &msgs[..4] {
+        j.append(q).expect("append");
+    }
+    j.commit().expect("commit to the first segment");
+    j.append(&msgs[4]).expect("append");
+    j.commit().expect("commit to the second segment");
+    drop(j); // a crash
+    let names = s.segments();
+    assert_eq!(names.len(), 2, "{names:?}");
+    let path = s.dir.path.join("journal").join(&names[0]);
+    let mut bytes = std::fs::read(&path).expect("read");
+    let second = SEGMENT_HEADER + RECORD_HEADER + msgs[0].encode().expect("encode").len();
+    bytes[second + 100..second + 200].fill(0);
+    assert_eq!(scan(&bytes, INSTANCE, true).corrupt.len(), 0, "as the newest segment it would be torn");
+    let sc = scan(&bytes, INSTANCE, false);
+    assert_eq!((sc.corrupt.len(), sc.torn.len(), sc.records.len()), (1, 0, 3));
+    std::fs::write(&path, &bytes).expect("write");
+    let (_j, rec) = s.open();
+    assert_eq!(rec.corrupt.len(), 1, "{rec}");
+    assert_eq!(rec.kept, vec![format!("{}.corrupt", names[0])]);
+    assert_eq!(rec.records, 4, "{rec}");
+}
+
+/// Commit numbers are never shared: a segment whose numbers are used up
+/// takes no more commits, and when no new segment can be started either
+/// the batch fails (451) and nothing of it is written.
+#[test]
+fn a_segment_out_of_commit_numbers_takes_no_more() {
+    let s = Spool::new("numbers");
+    let (mut j, _) = s.open();
+    let mut idg = QueueIdGen::new(INSTANCE);
+    let (a, b, c) = (sample(&mut idg, 1, 100), sample(&mut idg, 1, 100), sample(&mut idg, 1, 100));
+    j.append(&a).expect("append");
+    j.commit().expect("commit");
+    j.set_commits(u32::MAX);
+    // The next segment's name is taken: it cannot be started.
+    let active = s.segments().pop().expect("a segment");
+    let seq = u64::from_str_radix(&active[9..25], 16).expect("sequence number");
+    let blocker = s.dir.path.join("journal").join(format!("{INSTANCE:08x}-{:016x}.jnl", seq + 1));
+    std::fs::create_dir(&blocker).expect("block the next segment");
+    let size = std::fs::metadata(s.dir.path.join("journal").join(&active)).expect("stat").len();
+    j.append(&b).expect("append");
+    let e = j.commit().expect_err("no commit number left");
+    assert_eq!(e.failed, vec![Ticket { id: b.id }]);
+    assert_eq!(std::fs::metadata(s.dir.path.join("journal").join(&active)).expect("stat").len(), size);
+    std::fs::remove_dir(&blocker).expect("unblock");
+    j.append(&c).expect("append");
+    j.commit().expect("commit to a new segment");
+    assert_eq!(s.segments().len(), 2);
+    drop(j); // a crash
+    let (_j, rec) = s.open();
+    assert_eq!(rec.materialised, vec![a.id, c.id], "{rec}");
+    assert!(rec.corrupt.is_empty() && rec.torn.is_empty(), "{rec}");
+}
+
+/// A search for good records that gives up leaves the rest of the segment
+/// unknown: a hole before it cannot be shown to be inside the last
+/// commit, so it is corruption.
+#[test]
+fn holes_before_a_search_that_gave_up_are_corruption() {
+    let s = Spool::new("hole-gave-up");
+    let (_, _, bytes, starts) = batches(&s, &[4]);
+    let mut holed = bytes[..starts[4]].to_vec();
+    holed[starts[1] + 100..starts[1] + 200].fill(0);
+    assert_eq!((scan(&holed, INSTANCE, true).torn.len(), scan(&holed, INSTANCE, true).corrupt.len()), (1, 0));
+    holed.push(0);
+    for _ in 0..20_000 {
+        holed.extend_from_slice(b"MTAJ\xff\xff\xff\x00");
+    }
+    let sc = scan(&holed, INSTANCE, true);
+    assert!(sc.torn.is_empty(), "{:?}", sc.torn);
+    assert_eq!(sc.corrupt.len(), 2, "{:?}", sc.corrupt);
 }
 
 /// Segments of format version 1 (no commit numbers), as an older cleanup
@@ -465,13 +553,20 @@ fn version_1_segments_are_recovered() {
         seg.extend_from_slice(&h);
         seg.extend_from_slice(&payload);
     }
-    let sc = scan(&seg, INSTANCE);
+    let sc = scan(&seg, INSTANCE, true);
     assert_eq!(sc.records.iter().map(|r| r.id).collect::<Vec<_>>(), ids(&msgs));
     assert!(sc.torn.is_empty() && sc.corrupt.is_empty());
     let mut holed = seg.clone();
     holed[starts[1] + 40] ^= 1;
-    let sc = scan(&holed, INSTANCE);
+    let sc = scan(&holed, INSTANCE, true);
     assert_eq!((sc.records.len(), sc.corrupt.len(), sc.torn.len()), (2, 1, 0));
+    // A torn tail, and zeros after the records (a clean end).
+    let sc = scan(&seg[..seg.len() - 10], INSTANCE, true);
+    assert_eq!((sc.records.len(), sc.corrupt.len(), sc.torn.len()), (2, 0, 1));
+    let mut zeros = seg.clone();
+    zeros.resize(seg.len() + 8192, 0);
+    let sc = scan(&zeros, INSTANCE, true);
+    assert_eq!((sc.records.len(), sc.corrupt.len(), sc.torn.len()), (3, 0, 0));
 
     let s = Spool::new("v1");
     let name = format!("{INSTANCE:08x}-{:016x}.jnl", 7);
@@ -529,7 +624,7 @@ fn content_imitating_a_record_is_not_trusted() {
     let mut seg = segment_header(INSTANCE, 0xdead_beef).to_vec();
     seg.extend_from_slice(&[0xee; 40]); // damage, then the forged record
     seg.extend_from_slice(&forged);
-    let sc = scan(&seg, INSTANCE);
+    let sc = scan(&seg, INSTANCE, true);
     assert!(sc.records.is_empty());
     assert!(!sc.torn.is_empty());
 }
@@ -587,7 +682,7 @@ fn endless_fake_records_end_the_search_as_corruption() {
         seg.extend_from_slice(b"MTAJ\xff\xff\xff\x00");
     }
     let t = std::time::Instant::now();
-    let sc = scan(&seg, INSTANCE);
+    let sc = scan(&seg, INSTANCE, true);
     assert!(t.elapsed() < Duration::from_secs(10), "bounded work");
     assert!(sc.records.is_empty() && sc.torn.is_empty());
     assert_eq!(sc.corrupt.len(), 1, "kept for inspection, not dropped as a torn tail");
@@ -603,15 +698,24 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
     #[test]
-    fn journal_scan_no_panic(tail in proptest::collection::vec(any::<u8>(), 0..2048), magic in any::<bool>()) {
+    fn journal_scan_no_panic(
+        tail in proptest::collection::vec(any::<u8>(), 0..2048),
+        magic in any::<bool>(),
+        v1 in any::<bool>(),
+    ) {
         let mut seg = segment_header(INSTANCE, 1).to_vec();
+        if v1 {
+            seg[4..6].copy_from_slice(&1u16.to_le_bytes());
+            let crc = crc32fast::hash(&seg[..20]);
+            seg[20..24].copy_from_slice(&crc.to_le_bytes());
+        }
         if magic {
             seg.extend_from_slice(b"MTAJ");
         }
         seg.extend_from_slice(&tail);
-        let sc = scan(&seg, INSTANCE);
+        let sc = scan(&seg, INSTANCE, true);
         prop_assert!(sc.records.is_empty());
-        let _ = scan(&tail, INSTANCE);
+        let _ = scan(&tail, INSTANCE, true);
     }
 }
 
@@ -677,7 +781,7 @@ fn full_disk_fails_the_batch_and_recovers() {
     assert!(err.error.is_disk_full(), "{err}");
     assert_eq!(err.failed.iter().map(|t| t.id).collect::<Vec<_>>(), vec![b.id, c_small.id]);
     assert_eq!(std::fs::metadata(&seg).expect("stat").len(), end_a, "rolled back, zeros ahead with it");
-    let sc = scan(&std::fs::read(&seg).expect("read"), INSTANCE);
+    let sc = scan(&std::fs::read(&seg).expect("read"), INSTANCE, true);
     assert_eq!(sc.records.iter().map(|r| r.id).collect::<Vec<_>>(), vec![a.id]);
     assert!(sc.torn.is_empty() && sc.corrupt.is_empty());
     assert_eq!(j.uncommitted(), 0);

@@ -9,17 +9,17 @@
 //!   starts, and (version 2) bad bytes inside the last commit of the
 //!   newest segment, whose pages a crash during its flush may have left
 //!   half written, in any order. Such a commit was never acknowledged;
-//!   the bad bytes are dropped, its good records queued. (A new segment is
-//!   started only once the commits before it are durable, so an older
-//!   segment's last commit was acknowledged.) Bytes that are all zero to the end
-//!   are not damage but the zeros the journal writes ahead of its
+//!   the bad bytes are dropped, its good records queued. (A new segment
+//!   is started only once the commits before it are durable, so an older
+//!   segment's last commit was acknowledged.) Bytes that are all zero to
+//!   the end are not damage but the zeros the journal writes ahead of its
 //!   records: the clean end.
-//! - corruption: bad bytes followed by a good record of a later commit
-//!   (in a version 1 segment, which has no commit numbers: by any good
-//!   record). A commit is only written once the one before it is durable,
-//!   so the bad bytes were acknowledged data. It is reported, the scan
-//!   resumes at the next good record, and the segment is kept as
-//!   `*.jnl.corrupt` for inspection.
+//! - corruption: any other bad bytes followed by a good record (in the
+//!   newest version 2 segment: by a good record of a later commit; a
+//!   commit is only written once the one before it is durable, so the bad
+//!   bytes were acknowledged data). It is reported, the scan resumes at
+//!   the next good record, and the segment is kept as `*.jnl.corrupt` for
+//!   inspection.
 //!
 //! Each good record whose queue file is not found valid in incoming/ or
 //! the other queue directories is written to incoming/ again (an invalid

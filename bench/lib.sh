@@ -110,3 +110,51 @@ cpu_lines() {
 		printf 'RESULT test=cpu role=%s cpu_s=%s\n' "$(cat /proc/$p/comm)" "$(awk '{ printf "%.2f", ($14 + $15) / 100 }' /proc/$p/stat)"
 	done
 }
+
+# summary FILE: the performance targets of the issues, worked out from
+# the RESULT lines in FILE (a run's output), as one RESULT test=summary
+# line: each ratio, with its target and whether it is met where there is
+# one (acceptance at 70% of the bare loopback rate, drain at half of it,
+# CPU at a fifth of Postfix's, median commit no slower than Postfix's,
+# idle sessions under 100 MiB; local delivery at 5x Postfix). A figure the
+# run did not produce (ANCHORS=0: no Postfix) leaves its ratios out.
+summary() {
+	awk '
+	function v(line, key) {
+		if (!match(line, " " key "=[^ ]*")) return ""
+		return substr(line, RSTART + length(key) + 2, RLENGTH - length(key) - 2)
+	}
+	# name=a/b, and with a target (not "") the target and whether it is met.
+	function ratio(name, a, b, target, atleast,   r) {
+		if (a == "" || b == "" || b + 0 == 0) return
+		r = a / b
+		out = out sprintf(" %s=%.3f", name, r)
+		if (target == "") return
+		out = out sprintf(" %s_target=%s%s %s_met=%s", name, atleast ? ">=" : "<=", target, name,
+			(atleast ? r >= target : r <= target) ? "yes" : "no")
+	}
+	/test=phys_loopback/ { bare += v($0, "mps"); nbare++ }
+	/test=accept target=mta / { acc = v($0, "accept_mps"); drain = v($0, "drain_mps"); cpu = v($0, "cpu_ms_per_msg") }
+	/test=accept target=postfix / { pacc = v($0, "accept_mps"); pcpu = v($0, "cpu_ms_per_msg") }
+	/test=latency target=mta / { lat = v($0, "median_commit_ms") }
+	/test=latency target=postfix / { plat = v($0, "median_commit_ms") }
+	/test=idle / { idle = v($0, "pss_held_mb"); conns = v($0, "sessions") }
+	/test=local target=mta / { le = v($0, "e2e_mps"); lcpu = v($0, "cpu_ms_per_msg") }
+	/test=local target=postfix / { ple = v($0, "e2e_mps"); plcpu = v($0, "cpu_ms_per_msg") }
+	END {
+		out = ""
+		if (nbare) {
+			b = bare / nbare
+			out = sprintf(" bare_mps=%.1f", b)
+			ratio("accept_of_bare", acc, b, 0.7, 1)
+			ratio("drain_of_half_bare", drain, b / 2, 1, 1)
+		}
+		ratio("accept_vs_postfix", acc, pacc, "", 1)
+		ratio("cpu_of_postfix", cpu, pcpu, 0.2, 0)
+		ratio("commit_of_postfix", lat, plat, 1, 0)
+		if (idle != "") out = out sprintf(" idle_sessions=%s idle_pss_mb=%s idle_target=<100 idle_met=%s", conns, idle, idle + 0 < 100 ? "yes" : "no")
+		ratio("local_vs_postfix", le, ple, 5, 1)
+		ratio("local_cpu_of_postfix", lcpu, plcpu, "", 0)
+		if (out != "") print "RESULT test=summary" out
+	}' "$1"
+}

@@ -6,7 +6,19 @@
 #   bench/run.sh [MSGS=20000] [SESSIONS=20] [SIZE=5120]
 # Needs root (cgroups), loopback only. Not a test: it prints RESULT lines.
 set -u
+self=$(cd "$(dirname "$0")" && pwd)/$(basename "$0")
 cd "$(dirname "$0")/.." || exit 2
+# The run's output is kept and, at the end, summed up against the targets
+# (summary in bench/lib.sh).
+if [ -z "${MTA_BENCH_RUN:-}" ]; then
+	R=$(mktemp)
+	MTA_BENCH_RUN=1 bash "$self" "$@" | tee "$R"
+	rc=${PIPESTATUS[0]}
+	. bench/lib.sh
+	summary "$R"
+	rm -f "$R"
+	exit "$rc"
+fi
 W=/var/tmp/mta-bench
 . bench/lib.sh
 N=${1:-20000}; S=${2:-20}; L=${3:-5120}

@@ -111,6 +111,20 @@ cpu_lines() {
 	done
 }
 
+# with_summary SCRIPT [ARGS...]: the bench SCRIPT runs again, inside,
+# with its output kept; then the summary line (below) follows it, and
+# the outer run exits with the inner one's status. Inside, it does nothing.
+with_summary() {
+	[ -n "${MTA_BENCH_RUN:-}" ] && return 0
+	local r rc
+	r=$(mktemp)
+	MTA_BENCH_RUN=1 bash "$@" | tee "$r"
+	rc=${PIPESTATUS[0]}
+	summary "$r"
+	rm -f "$r"
+	exit "$rc"
+}
+
 # summary FILE: the performance targets of the issues, worked out from
 # the RESULT lines in FILE (a run's output), as one RESULT test=summary
 # line: each ratio, with its target and whether it is met where there is

@@ -8,19 +8,9 @@
 set -u
 self=$(cd "$(dirname "$0")" && pwd)/$(basename "$0")
 cd "$(dirname "$0")/.." || exit 2
-# The run's output is kept and, at the end, summed up against the targets
-# (summary in bench/lib.sh).
-if [ -z "${MTA_BENCH_RUN:-}" ]; then
-	R=$(mktemp)
-	MTA_BENCH_RUN=1 bash "$self" "$@" | tee "$R"
-	rc=${PIPESTATUS[0]}
-	. bench/lib.sh
-	summary "$R"
-	rm -f "$R"
-	exit "$rc"
-fi
 W=/var/tmp/mta-bench
 . bench/lib.sh
+with_summary "$self" "$@"
 N=${1:-20000}; S=${2:-20}; L=${3:-5120}
 prepare
 cg_stop

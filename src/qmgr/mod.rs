@@ -82,17 +82,17 @@ struct Candidate {
 }
 
 /// Which agent gets a delivery: with an affinity `key`, the agent the key
-/// hashes to among all of them (ordered by token, so the choice is the
-/// same while the set of agents is), as long as it has room; otherwise,
-/// and without a key, the least busy agent with room. `None` when none
-/// has room.
+/// hashes to among all of them (ordered by token, so the choice stays the
+/// same while the agents and their channels do), as long as it has room;
+/// otherwise, and without a key, the least busy agent with room. `None`
+/// when none has room.
 fn pick_agent(mut agents: Vec<Candidate>, key: Option<&str>) -> Option<Token> {
     agents.sort_by_key(|a| a.token);
     if let Some(key) = key
         && !agents.is_empty()
     {
         use std::hash::{Hash, Hasher};
-        // Fixed keys: the same choice in every run and process.
+        // Fixed keys: the same choice in every run of one build.
         let mut h = std::hash::DefaultHasher::new();
         key.hash(&mut h);
         let preferred = agents[(h.finish() % agents.len() as u64) as usize];

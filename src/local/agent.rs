@@ -63,8 +63,8 @@ use crate::ipc::msg::{
     SiteReport, SmtpToQmgr, SmtpdToCleanup, ToWorker,
 };
 use crate::queue::BodyType;
-use crate::queue::file::read_small;
-use crate::queue::{QueueEnvelope, read_envelope, verify_content};
+use crate::queue::QueueEnvelope;
+use crate::queue::file::read_checked;
 use crate::roles::Role;
 
 const MASTER: Token = Token(0);
@@ -459,14 +459,8 @@ impl Local {
             let depends = vec![Vec::new(); recipients.len()];
             served(recipients, depends)
         };
-        // A small file is read whole with one pread (its content's CRC
-        // checked on the way); a larger one in parts.
-        let (qe, small) = match read_small(&file, SMALL_FILE) {
-            Ok(Some((q, bytes))) => (q, Some(bytes)),
-            Ok(None) => match read_envelope(&file) {
-                Ok(q) => (q, None),
-                Err(e) => return all(format!("cannot read the queue file: {e}")),
-            },
+        let (qe, small) = match read_checked(&file, SMALL_FILE) {
+            Ok(r) => r,
             Err(e) => return all(format!("cannot read the queue file: {e}")),
         };
         if qe.id.as_str() != d.queue_id {
@@ -481,15 +475,10 @@ impl Local {
                 bytes.truncate(super::deliver::HEADER_PEEK);
                 bytes
             }
-            None => {
-                if let Err(e) = verify_content(&file, qe.content_range()) {
-                    return all(format!("the message content cannot be read: {e}"));
-                }
-                match super::deliver::header_block(&file, qe.content_range()) {
-                    Ok(h) => h,
-                    Err(e) => return all(format!("reading the message: {e}")),
-                }
-            }
+            None => match super::deliver::header_block(&file, qe.content_range()) {
+                Ok(h) => h,
+                Err(e) => return all(format!("reading the message: {e}")),
+            },
         };
         let mut out = Vec::with_capacity(d.recipients.len());
         let mut depends = Vec::with_capacity(d.recipients.len());

@@ -686,6 +686,21 @@ pub fn read_small(file: &File, max: usize) -> Result<Option<(QueueEnvelope, Vec<
     Ok(Some((p.into(), bytes)))
 }
 
+/// A queue file as a delivery agent takes it: envelope and recipients
+/// validated and the content's CRC checked. A file of at most `max` bytes
+/// is read whole with one `pread` ([`read_small`]) and its bytes returned
+/// (the content is `bytes[content.offset..]`); a larger one is read in
+/// parts ([`read_envelope`], [`verify_content`]) and `None` returned: its
+/// content is read from the file.
+pub fn read_checked(file: &File, max: usize) -> Result<(QueueEnvelope, Option<Vec<u8>>), Error> {
+    if let Some((qe, bytes)) = read_small(file, max)? {
+        return Ok((qe, Some(bytes)));
+    }
+    let qe = read_envelope(file)?;
+    verify_content(file, qe.content_range())?;
+    Ok((qe, None))
+}
+
 /// Check the content's CRC, reading it in chunks.
 pub fn verify_content(file: &File, range: ContentRange) -> Result<(), Error> {
     let mut h = crc32fast::Hasher::new();

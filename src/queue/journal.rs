@@ -67,6 +67,7 @@ pub const RECORD_HEADER_V1: usize = 8 + ID_LEN + 4;
 pub(crate) const COMMIT_AT: usize = 8 + ID_LEN;
 pub(crate) const FLAGS_AT: usize = COMMIT_AT + 4;
 pub(crate) const CRC_AT: usize = FLAGS_AT + 4;
+const _: () = assert!(CRC_AT + 4 == RECORD_HEADER);
 /// Record flag: the last record of its commit.
 pub const LAST_OF_COMMIT: u32 = 1;
 /// Largest queue file one record carries.

@@ -7,8 +7,8 @@ use std::os::unix::fs::FileExt;
 
 use proptest::prelude::*;
 
-use super::super::file::read_small;
 use super::super::file::{STAT_RECORD, stored_reason};
+use super::super::file::{read_checked, read_small};
 use super::super::{
     BodyType, Client, CorruptError, Envelope, Error, MAX_ADDRESS, MAX_REASON, Notify, Protocol, QueueFile, QueueId,
     QueueIdGen, Recipient, Ret, State, Status, Time, move_to_corrupt, read_content, read_envelope, read_queue_file,
@@ -175,6 +175,25 @@ fn small_file_read_whole_checked_and_large_one_left_to_stream() {
     assert!(matches!(read_small(&f, 64 * 1024), Err(Error::Corrupt(_))), "content CRC checked");
     f.set_len(at + 100).expect("truncate");
     assert!(matches!(read_small(&f, 64 * 1024), Err(Error::Corrupt(_))), "short file refused");
+}
+
+/// What a delivery agent reads: a small file whole, a larger one in parts,
+/// the content's CRC checked either way.
+#[test]
+fn read_checked_reads_small_files_whole_and_checks_every_content() {
+    let dir = TempDir::new("checked");
+    let mut ids = QueueIdGen::new(1);
+    let q = sample(&mut ids, 1, 5000);
+    let f = write_file(&dir, &q);
+    let (env, bytes) = read_checked(&f, 64 * 1024).expect("read_checked");
+    assert_eq!((env.id, bytes), (q.id, Some(q.encode().expect("encode"))));
+    let (env, bytes) = read_checked(&f, 1000).expect("read_checked");
+    assert_eq!((env.id, bytes), (q.id, None), "over the limit: read in parts");
+    let at = env.content_range().offset;
+    f.write_all_at(b"X", at + 4000).expect("damage");
+    for max in [64 * 1024, 1000] {
+        assert!(matches!(read_checked(&f, max), Err(Error::Corrupt(_))), "content CRC checked (limit {max})");
+    }
 }
 
 #[test]

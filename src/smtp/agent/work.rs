@@ -138,12 +138,9 @@ pub fn open(d: Delivery, mut fds: Vec<OwnedFd>, mx_sessions: u32) -> Result<Open
         first_failure: None,
     });
     let file = File::from(fd);
-    let read = file::read_small(&file, HOLD_MAX).and_then(|small| match small {
-        Some((qe, bytes)) => Ok((qe, Source::Held(bytes))),
-        None => file::read_envelope(&file).map(|qe| (qe, Source::File(file))),
-    });
-    let (qe, source) = match read {
-        Ok(r) => r,
+    let (qe, source) = match file::read_checked(&file, HOLD_MAX) {
+        Ok((qe, Some(bytes))) => (qe, Source::Held(bytes)),
+        Ok((qe, None)) => (qe, Source::File(file)),
         Err(e) => return Ok(Opened::Refused(work, format!("cannot read the queue file: {e}"))),
     };
     work.delays.arrival = qe.envelope.arrival;
@@ -165,12 +162,6 @@ pub fn open(d: Delivery, mut fds: Vec<OwnedFd>, mx_sessions: u32) -> Result<Open
         }
     }
     let range = qe.content_range();
-    // A file read whole had its content checked already.
-    if let Source::File(file) = &source
-        && let Err(e) = file::verify_content(file, range)
-    {
-        return Ok(Opened::Refused(work, format!("the message content cannot be sent: {e}")));
-    }
     let job = client::Job::new(&qe.envelope, recipients);
     if mx_sessions > 1 && work.dest.by_mx() {
         work.spare = Some(job.clone());

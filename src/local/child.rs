@@ -32,6 +32,11 @@
 //! code, 0 delivered, 75 try again later, 65 for a failure that another
 //! try would not mend, and the line `D.D.D reason`). It holds nothing of
 //! a job after answering: the mailbox and the queue file are closed.
+//! Verdicts are sent when the worker has no request left to read (or
+//! one has waited [`ANSWER_WAIT`]), several in one datagram: the parent,
+//! which reads a batch's verdicts at its end, is woken once for them,
+//! not once per job. Progress lines go out at once, with any verdicts
+//! before them.
 //!
 //! A Maildir job may be *batched*: its file is written to `tmp/` and
 //! left there (on Linux usually not even fsynced), and the Maildir the
@@ -58,7 +63,7 @@ use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::fcntl::{OFlag, open};
 use nix::sys::stat::Mode;
@@ -77,6 +82,8 @@ pub(super) const QUEUE_FD: i32 = 3;
 pub(super) const CHANNEL_FD: i32 = 3;
 /// The largest message either way on a worker's socket.
 pub const MAX_WORKER_MESSAGE: usize = 16 * 1024;
+/// The longest a verdict waits to be sent while requests keep coming.
+const ANSWER_WAIT: Duration = Duration::from_millis(200);
 
 /// Report and exit (the one-shot programs: `local repair`, `local pipe`).
 pub(super) fn finish(code: i32, dsn: &str, reason: &str) -> ! {
@@ -155,20 +162,50 @@ fn tempfail(reason: String) -> Failure {
     Failure { code: EX_TEMPFAIL, dsn: "4.3.0", reason }
 }
 
-/// The worker's socket to its parent.
+/// The worker's socket to its parent (corked: see [`Parent::answer`]).
 struct Parent {
     chan: Channel,
+    /// Since when a verdict waits to be sent.
+    unsent_since: Option<Instant>,
 }
 
 impl Parent {
-    /// Send `m` and wait until it is out. False: the parent is gone.
+    fn new(fd: OwnedFd) -> Parent {
+        let mut chan = Channel::new(fd).with_max_message(MAX_WORKER_MESSAGE);
+        chan.cork();
+        Parent { chan, unsent_since: None }
+    }
+
+    /// Send `m`, and everything waiting before it, and wait until it is
+    /// out. False: the parent is gone.
     fn send(&mut self, m: &FromWorker) -> bool {
         if self.chan.send(m, &[]).is_err() {
             return false;
         }
+        self.flush()
+    }
+
+    /// Queue a verdict, to be sent before the worker next waits for a
+    /// request ([`Parent::next`]). False: the parent is gone.
+    fn answer(&mut self, m: &FromWorker) -> bool {
+        if self.chan.send(m, &[]).is_err() {
+            return false;
+        }
+        if self.chan.wants_write() {
+            self.unsent_since.get_or_insert_with(Instant::now);
+        }
+        true
+    }
+
+    /// Send everything queued, waiting until it is out. False: the
+    /// parent is gone.
+    fn flush(&mut self) -> bool {
         loop {
             match self.chan.flush() {
-                Ok(true) => return true,
+                Ok(true) => {
+                    self.unsent_since = None;
+                    return true;
+                }
                 Ok(false) => {
                     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
                     let mut fds = [PollFd::new(self.chan.as_fd(), PollFlags::POLLOUT)];
@@ -190,10 +227,23 @@ impl Parent {
     }
 
     /// The next request, with the queue file a job comes with; exits
-    /// when the parent sends what a worker does not expect.
+    /// when the parent sends what a worker does not expect. The verdicts
+    /// waiting are sent first if there is none to read yet, or if they
+    /// have waited [`ANSWER_WAIT`].
     fn next(&mut self) -> Request {
         loop {
-            match self.chan.recv_blocking::<ToWorker>(Duration::from_secs(3600)) {
+            let got = if self.chan.wants_write() {
+                let overdue = self.unsent_since.is_some_and(|t| t.elapsed() >= ANSWER_WAIT);
+                match if overdue { Ok(None) } else { self.chan.recv::<ToWorker>() } {
+                    Ok(Some(m)) => Ok(m),
+                    Ok(None) if self.flush() => continue,
+                    Ok(None) => return Request::Lost,
+                    Err(e) => Err(e),
+                }
+            } else {
+                self.chan.recv_blocking::<ToWorker>(Duration::from_secs(3600))
+            };
+            match got {
                 Ok((ToWorker::Deliver { sender, recipient, arrival, content, batched }, mut fds)) if fds.len() == 1 => {
                     let fd: OwnedFd = fds.remove(0);
                     if let Err(e) = sandbox::limit_received(&Grant::File { fd: fd.as_raw_fd(), write: false }) {
@@ -239,6 +289,8 @@ enum Request {
     Sync,
     /// The parent has closed the socket.
     End,
+    /// The parent cannot be told the verdicts.
+    Lost,
 }
 
 /// `local deliver ...`: never returns.
@@ -246,11 +298,10 @@ pub fn main(args: &[String]) -> ! {
     let [kind, dir, name, hostname, lock_ms, confinement] = args else {
         finish(EX_SOFTWARE, "4.3.0", "local deliver: wrong arguments");
     };
-    let chan = match sandbox::fds::take_inherited(CHANNEL_FD) {
-        Ok(fd) => Channel::new(fd).with_max_message(MAX_WORKER_MESSAGE),
+    let mut parent = match sandbox::fds::take_inherited(CHANNEL_FD) {
+        Ok(fd) => Parent::new(fd),
         Err(e) => finish(EX_SOFTWARE, "4.3.0", &format!("no socket to the parent: {e}")),
     };
-    let mut parent = Parent { chan };
     let Some(kind) = Kind::parse(kind) else {
         parent.fatal(EX_SOFTWARE, "4.3.0", &format!("local deliver: unknown mailbox kind {kind}"));
     };
@@ -286,12 +337,18 @@ pub fn main(args: &[String]) -> ! {
                 }
                 std::process::exit(EX_OK);
             }
+            Request::Lost => {
+                if let Some(batch) = unsynced {
+                    batch.abandon();
+                }
+                std::process::exit(EX_TEMPFAIL);
+            }
         };
         let (code, dsn, reason) = match answer {
             Ok(what) => (EX_OK, "2.0.0", what.to_string()),
             Err(f) => (f.code, f.dsn, f.reason),
         };
-        if !parent.send(&FromWorker::Done { code, report: format!("{dsn} {reason}") }) {
+        if !parent.answer(&FromWorker::Done { code, report: format!("{dsn} {reason}") }) {
             if let Some(batch) = unsynced {
                 batch.abandon();
             }

@@ -70,6 +70,9 @@ struct Conn {
     write_interest: bool,
     /// Reading stopped because replies backed up (see [`OUT_HIGH_WATER`]).
     reads_held: bool,
+    /// Reading last stopped before the socket was drained: the poll,
+    /// edge-triggered, will not say so again.
+    unread: bool,
     /// Actions held back by an error pause.
     held: VecDeque<Action>,
     pause_until: Option<Instant>,
@@ -416,7 +419,12 @@ impl Server {
         let Some(c) = self.conns.get_mut(&token) else { return };
         c.session.committed(commit, &self.checks);
         self.drive(token);
-        self.read_conn(token);
+        // What came after the content is read now if reading stopped
+        // short of it; otherwise the poll says when more comes (a read
+        // per message saved).
+        if self.conns.get(&token).is_some_and(|c| c.unread || c.tls.is_some()) {
+            self.read_conn(token);
+        }
     }
 
     fn accept(&mut self, index: usize) {
@@ -482,6 +490,7 @@ impl Server {
                 out: Vec::new(),
                 write_interest: false,
                 reads_held: false,
+                unread: false,
                 held: VecDeque::new(),
                 pause_until: None,
                 txn: None,
@@ -518,11 +527,16 @@ impl Server {
     fn read_until(&mut self, token: Token, short_drains: bool) {
         if self.cleanup.as_ref().is_some_and(|c| c.queued() > CLEANUP_HIGH_WATER) {
             self.throttled = true;
+            if let Some(c) = self.conns.get_mut(&token) {
+                c.unread = true;
+            }
             return;
         }
         let mut buf = [0u8; READ_CHUNK];
         loop {
             let Some(c) = self.conns.get_mut(&token) else { return };
+            // Until the socket is drained below.
+            c.unread = true;
             if c.closing || c.pause_until.is_some() || c.tls_pending || c.lookup.is_some() {
                 return;
             }
@@ -540,12 +554,16 @@ impl Server {
                 }
                 Ok(n) => n,
                 // A TLS handshake's answer may wait for room.
-                Err(e) if e.kind() == ErrorKind::WouldBlock => return self.write_interest(token),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    c.unread = false;
+                    return self.write_interest(token);
+                }
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(_) => return self.close(token),
             };
             c.idle_deadline = Instant::now() + self.intake.smtpd.idle_timeout;
             let drained = short_drains && n < space && c.tls.is_none();
+            c.unread = !drained;
             c.session.receive(&buf[..n], &self.checks);
             self.drive(token);
             if drained {

@@ -6,7 +6,8 @@
 # Uses the harness beside the repository (../shared/bench).
 #   bench/local.sh [MSGS=20000] [SESSIONS=20] [SIZE=5120]
 # Env: LOCALS (local processes, default 1 as in mta's own default), ANCHORS=0
-# skips Postfix.
+# skips Postfix, ROUNDS=N runs mta and then Postfix N times in turn (the
+# summary takes the median of the rounds' ratios).
 # Needs root (cgroups, a delivery as another user); loopback only. Not a
 # test: it prints RESULT lines.
 set -u
@@ -18,6 +19,7 @@ with_summary "$self" "$@"
 N=${1:-20000}; S=${2:-20}; L=${3:-5120}
 prepare
 id mailbench >/dev/null 2>&1 || { echo "no user mailbench (install-anchors.sh makes it)" >&2; exit 2; }
+round() {
 cg_stop
 # The Maildir belongs to mailbench: a delivery refuses one that does not.
 # (Removed before fresh_spool's pause: it holds the last run's 20,000 files.)
@@ -52,3 +54,5 @@ if [ "${ANCHORS:-1}" = 1 ]; then
 	postfix_stop
 	unloop_fs "$PD"
 fi
+}
+for _ in $(seq "${ROUNDS:-1}"); do round; done

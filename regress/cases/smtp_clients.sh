@@ -1,6 +1,7 @@
 # Real clients we did not write hand mail to smtpd, and each message is
 # queued: swaks (plain, pipelining, STARTTLS), Python's smtplib, msmtp,
-# s-nail, and a BDAT (CHUNKING) transaction.
+# s-nail, a BDAT (CHUNKING) transaction, and a client that half-closes
+# after a pipelined QUIT.
 . ./lib.sh
 make_cert
 write_conf 'tls { certificate = "cert.pem"; key = "key.pem"; }' \
@@ -50,4 +51,22 @@ assert c.cmd(b"QUIT\r\n").startswith(b"221")
 PY
 check "BDAT"
 queue_files | xargs grep -l "chunk body" >/dev/null || fail "BDAT content not stored"
+
+# A client that pipelines QUIT after the dot and shuts down its side at
+# once still hears that its message is queued, and the message is.
+raw_smtp <<'PY' || fail "half-close after QUIT"
+import os, socket, rawsmtp
+c = rawsmtp.Client(int(os.environ["PORT"]))
+c.transaction(b"h@remote.example", [b"root@localhost"])
+assert c.cmd(b"DATA\r\n").startswith(b"354")
+c.send(b"Subject: half-close\r\n\r\nhalf closed\r\n.\r\nQUIT\r\n")
+c.sock.shutdown(socket.SHUT_WR)
+r = c.reply()
+assert r.startswith(b"250 2.0.0 Ok: queued as "), r
+r = c.reply()
+assert r.startswith(b"221"), r
+assert c.closed()
+PY
+check "half-close after QUIT"
+queue_files | xargs grep -l "half closed" >/dev/null || fail "the half-closed client's message not stored"
 exit 0

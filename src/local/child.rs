@@ -32,11 +32,11 @@
 //! code, 0 delivered, 75 try again later, 65 for a failure that another
 //! try would not mend, and the line `D.D.D reason`). It holds nothing of
 //! a job after answering: the mailbox and the queue file are closed.
-//! Verdicts are sent when the worker has no request left to read (or
-//! one has waited [`ANSWER_WAIT`]), several in one datagram: the parent,
-//! which reads a batch's verdicts at its end, is woken once for them,
-//! not once per job. Progress lines go out at once, with any verdicts
-//! before them.
+//! Verdicts are sent when the worker has no request left to read, before
+//! it syncs a batch, or once one has waited [`ANSWER_WAIT`] (looked at
+//! between jobs), several in one datagram: the parent, which reads a
+//! batch's verdicts at its end, is woken once for them, not once per
+//! job. Progress lines go out at once, with any verdicts before them.
 //!
 //! A Maildir job may be *batched*: its file is written to `tmp/` and
 //! left there (on Linux usually not even fsynced), and the Maildir the
@@ -191,9 +191,9 @@ impl Parent {
         if self.chan.send(m, &[]).is_err() {
             return false;
         }
-        if self.chan.wants_write() {
-            self.unsent_since.get_or_insert_with(Instant::now);
-        }
+        // (A send past the cork's limit flushes what it can.)
+        self.unsent_since =
+            if self.chan.wants_write() { Some(self.unsent_since.unwrap_or_else(Instant::now)) } else { None };
         true
     }
 
@@ -229,12 +229,16 @@ impl Parent {
     /// The next request, with the queue file a job comes with; exits
     /// when the parent sends what a worker does not expect. The verdicts
     /// waiting are sent first if there is none to read yet, or if they
-    /// have waited [`ANSWER_WAIT`].
+    /// have waited [`ANSWER_WAIT`]; and before a sync, which the parent's
+    /// time limit for them should not have to cover.
     fn next(&mut self) -> Request {
         loop {
             let got = if self.chan.wants_write() {
                 let overdue = self.unsent_since.is_some_and(|t| t.elapsed() >= ANSWER_WAIT);
                 match if overdue { Ok(None) } else { self.chan.recv::<ToWorker>() } {
+                    Ok(Some((ToWorker::Sync, fds))) if fds.is_empty() => {
+                        return if self.flush() { Request::Sync } else { Request::Lost };
+                    }
                     Ok(Some(m)) => Ok(m),
                     Ok(None) if self.flush() => continue,
                     Ok(None) => return Request::Lost,

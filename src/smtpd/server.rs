@@ -549,6 +549,15 @@ impl Server {
                 return;
             }
             let n = match read_plain(c, &mut buf[..space]) {
+                // The client has closed its side. If its message waits for
+                // cleanup's verdict, the reply is still owed (a client may
+                // send QUIT after the dot and shut down its side at once,
+                // then read): the session ends once it is written.
+                Ok(0) if c.session.awaiting_commit() => {
+                    c.closing = true;
+                    c.unread = false;
+                    return;
+                }
                 Ok(0) => {
                     return self.close(token);
                 }

@@ -245,6 +245,11 @@ impl Session {
         }
     }
 
+    /// The message is complete and waits for cleanup's verdict.
+    pub fn awaiting_commit(&self) -> bool {
+        matches!(self.phase, Phase::Commit)
+    }
+
     pub fn is_closed(&self) -> bool {
         matches!(self.phase, Phase::Closed)
     }

@@ -155,6 +155,7 @@ summary() {
 	}
 	/test=phys_loopback/ { bare += v($0, "mps"); nbare++ }
 	/test=accept target=mta / { acc = v($0, "accept_mps"); drain = v($0, "drain_mps"); cpu = v($0, "cpu_ms_per_msg") }
+	/test=accept_held target=mta / { hacc = v($0, "accept_mps"); hcpu = v($0, "cpu_ms_per_msg") }
 	/test=accept target=postfix / { pacc = v($0, "accept_mps"); pcpu = v($0, "cpu_ms_per_msg") }
 	/test=latency target=mta / { lat = v($0, "median_commit_ms") }
 	/test=latency target=postfix / { plat = v($0, "median_commit_ms") }
@@ -169,6 +170,7 @@ summary() {
 			out = sprintf(" bare_mps=%.1f", b)
 			ratio("accept_of_bare", acc, b, 0.7, 1)
 			ratio("drain_of_half_bare", drain, b / 2, 1, 1)
+			ratio("accept_held_of_bare", hacc, b, "", 1)
 		}
 		ratio("accept_vs_postfix", acc, pacc, "", 1)
 		ratio("cpu_of_postfix", cpu, pcpu, 0.2, 0)

@@ -32,6 +32,20 @@ queued=$(find $W/spool/incoming $W/spool/active $W/spool/deferred -type f ! -nam
 echo "RESULT test=queue target=mta queued_files=$queued"
 cg_stop
 drop_spool
+# Intake alone: the same load while every delivery stalls at a next hop
+# that accepts the connection and never answers (bench/stall.py), so
+# nothing is relayed and the CPU counted is acceptance's (until the last
+# 250). With relaying, the sink's work and the smtp client's share the
+# two CPUs with the intake.
+fresh_spool
+base_conf 'limits { sessions = 20000; sessions_per_client = 20000; }' 'relay { host = "[127.0.0.1]:10098"; }'
+python3 bench/stall.py 10098 "${DRAIN_TIMEOUT:-600}" & stall=$!
+cg_start
+TIMEOUT=0 bash "$H/accept.sh" 127.0.0.1:10030 "$N" "$S" "$L" | grep RESULT \
+	| sed 's/test=accept target=mta/test=accept_held target=mta/; s/ drain_s=[^ ]* drain_mps=[^ ]* relayed=[^ ]*//'
+cg_stop
+kill $stall 2>/dev/null; wait $stall 2>/dev/null
+drop_spool
 if [ "${ANCHORS:-1}" = 1 ]; then
 	postfix_start
 	TIMEOUT=${DRAIN_TIMEOUT:-600} bash "$H/accept.sh" postfix "$N" "$S" "$L" | grep RESULT

@@ -1,7 +1,7 @@
 # Real clients we did not write hand mail to smtpd, and each message is
 # queued: swaks (plain, pipelining, STARTTLS), Python's smtplib, msmtp,
-# s-nail, a BDAT (CHUNKING) transaction, and a client that half-closes
-# after a pipelined QUIT.
+# s-nail, a BDAT (CHUNKING) transaction, a client that half-closes
+# after a pipelined QUIT, and an envelope too large to hand to cleanup.
 . ./lib.sh
 make_cert
 write_conf 'tls { certificate = "cert.pem"; key = "key.pem"; }' \
@@ -68,5 +68,48 @@ assert r.startswith(b"221"), r
 assert c.closed()
 PY
 check "half-close after QUIT"
+# The same with two messages in a row pipelined (BDAT): both answered.
+raw_smtp <<'PY' || fail "half-close after two pipelined messages"
+import os, socket, rawsmtp
+c = rawsmtp.Client(int(os.environ["PORT"]))
+assert c.cmd(b"EHLO client.example\r\n").startswith(b"250")
+one = b"Subject: half-close one\r\n\r\nfirst of two\r\n"
+two = b"Subject: half-close two\r\n\r\nsecond of two\r\n"
+c.send(b"MAIL FROM:<h1@remote.example>\r\nRCPT TO:<root@localhost>\r\nBDAT %d LAST\r\n%s" % (len(one), one)
+       + b"MAIL FROM:<h2@remote.example>\r\nRCPT TO:<root@localhost>\r\nBDAT %d LAST\r\n%s" % (len(two), two)
+       + b"QUIT\r\n")
+c.sock.shutdown(socket.SHUT_WR)
+replies = [c.reply() for _ in range(7)]
+queued = [r for r in replies if r.startswith(b"250 2.0.0 Ok: queued as ")]
+assert len(queued) == 2, replies
+assert replies[-1].startswith(b"221"), replies
+assert c.closed()
+PY
+n=$((n + 1)); check "half-close after two pipelined messages"
 queue_files | xargs grep -l "half closed" >/dev/null || fail "the half-closed client's message not stored"
+
+# A message whose envelope is more than smtpd may hand cleanup (1 MiB:
+# here 900 recipients with 1,400-octet ORCPT parameters) is refused with
+# 552 5.3.4 at the end of its data; cleanup goes on as it was.
+cleanup=$(child_pid cleanup)
+raw_smtp <<'PY' || fail "envelope too large"
+import os, rawsmtp
+c = rawsmtp.Client(int(os.environ["PORT"]))
+assert c.cmd(b"EHLO client.example\r\n").startswith(b"250")
+assert c.cmd(b"MAIL FROM:<big@remote.example>\r\n").startswith(b"250")
+rcpt = b"RCPT TO:<Postmaster> ORCPT=" + b"x" * 1400 + b";y\r\n"
+c.send(rcpt * 900)
+for i in range(900):
+    r = c.reply()
+    assert r.startswith(b"250"), (i, r)
+assert c.cmd(b"DATA\r\n").startswith(b"354")
+r = c.cmd(b"Subject: big envelope\r\n\r\nbody\r\n.\r\n")
+assert r.startswith(b"552 5.3.4"), r
+assert c.cmd(b"QUIT\r\n").startswith(b"221")
+PY
+[ "$(child_pid cleanup)" = "$cleanup" ] || fail "cleanup restarted after the oversized envelope"
+grep -q "content for unknown transaction" "$LOG" && fail "cleanup was sent content without its envelope"
+swaks --server 127.0.0.1:$PORT --from after@remote.example --to root@localhost \
+	--header "Subject: after the big envelope" >"$W/swaks4" 2>&1 || { cat "$W/swaks4"; fail "swaks after the big envelope"; }
+check "a message after the oversized envelope"
 exit 0

@@ -792,7 +792,10 @@ impl Qmgr {
         {
             self.sched.drop_message(&id);
             if !matches!(p, Problem::Gone) {
-                self.child.warn(&format!("{id}: cannot move it to active/: {p}"));
+                self.child.warn(&format!("{id}: cannot move it to active/: {p}; trying again in a minute"));
+                if from == Dir::Deferred {
+                    self.sched.deferred_found(id, Time { secs: now.secs + 60, micros: 0 });
+                }
             }
             return true;
         }
@@ -813,7 +816,10 @@ impl Qmgr {
 
     /// A file that could not be taken: gone, unreadable now, or corrupt.
     fn unusable(&mut self, id: &QueueId, dir: Dir, p: Problem) {
-        self.sched.forget_deferred(id);
+        // (A name for incoming/ that comes late says nothing of deferred/.)
+        if dir == Dir::Deferred {
+            self.sched.forget_deferred(id);
+        }
         match p {
             Problem::Gone => {}
             // Not complete yet: cleanup names it once it is; with no
@@ -932,12 +938,16 @@ impl Qmgr {
         site: SiteReport,
         recipients: Vec<crate::ipc::msg::RecipientReport>,
     ) {
-        let Some(r) = self.running.remove(&job) else {
-            return self.drop_peer(token, &format!("report for {job}, which it was not given"));
-        };
-        if r.agent != token {
-            return self.drop_peer(token, &format!("report for {job}, which another agent has"));
+        // The job stays the other agent's if this one reports it: that
+        // one's report, or its loss, still ends the job.
+        match self.running.get(&job) {
+            None => return self.drop_peer(token, &format!("report for {job}, which it was not given")),
+            Some(r) if r.agent != token => {
+                return self.drop_peer(token, &format!("report for {job}, which another agent has"));
+            }
+            Some(_) => {}
         }
+        let Some(r) = self.running.remove(&job) else { return };
         if let Some(p) = self.peers.get_mut(&token) {
             p.jobs.remove(&job);
         }
@@ -1127,6 +1137,11 @@ impl Qmgr {
                     self.child.warn(&format!("{id}: cannot move it to deferred/: {p}"));
                     self.sched.forget_deferred(&id);
                     self.stuck(id);
+                } else {
+                    // In the index already, unless its time came while a
+                    // notice held the move back and deferred/ did not have
+                    // it yet (the index then let it go).
+                    self.sched.deferred_found(id, until);
                 }
             }
         }

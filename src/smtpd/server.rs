@@ -82,6 +82,9 @@ struct Conn {
     begin: Option<Box<MessageEnvelope>>,
     /// The transaction's message could not be handed to cleanup.
     txn_lost: bool,
+    /// ... because its envelope is larger than a message to cleanup may
+    /// be (many recipients with long DSN parameters): refused for good.
+    envelope_too_large: bool,
     closing: bool,
     idle_deadline: Instant,
     deadline: Instant,
@@ -496,6 +499,7 @@ impl Server {
                 txn: None,
                 begin: None,
                 txn_lost: false,
+                envelope_too_large: false,
                 closing: false,
                 idle_deadline: now + self.intake.smtpd.idle_timeout,
                 deadline: now + self.intake.smtpd.session_timeout,
@@ -611,11 +615,18 @@ impl Server {
                 let envelope = Box::new(message_envelope(&env, c));
                 c.txn = Some(txn);
                 c.txn_lost = false;
+                c.envelope_too_large = false;
                 c.begin = Some(envelope);
             }
             Action::Content(data) => {
-                if let Some(txn) = c.txn {
-                    self.send_begin(token);
+                self.send_begin(token);
+                // Nothing more goes to cleanup for a transaction it lost
+                // part of: content without its envelope, or with a hole,
+                // is not a message (the end answers the client).
+                if let Some(c) = self.conns.get(&token)
+                    && let Some(txn) = c.txn
+                    && !c.txn_lost
+                {
                     self.send_cleanup(token, SmtpdToCleanup::Content { txn, data });
                 }
             }
@@ -650,22 +661,37 @@ impl Server {
                 self.txns.insert(txn, token);
                 self.send_cleanup(token, SmtpdToCleanup::End { txn });
             }
-            _ => {
+            lost => {
                 c.txn = None;
-                c.session.committed(Commit::TempFail(String::from("cleanup unavailable")), &self.checks);
+                let verdict = if c.envelope_too_large {
+                    Commit::Refused(552, String::from("5.3.4"), String::from("Error: too much envelope data"))
+                } else {
+                    Commit::TempFail(String::from("cleanup unavailable"))
+                };
+                c.session.committed(verdict, &self.checks);
                 let more: Vec<Action> = c.session.actions().collect();
                 c.held.extend(more);
+                // What cleanup holds of it, if anything, is let go (it
+                // ignores a transaction it does not know).
+                if let Some(txn) = lost
+                    && let Some(ch) = self.cleanup.as_mut()
+                {
+                    let _ = ch.send(&SmtpdToCleanup::Abort { txn }, &[]);
+                }
             }
         }
     }
 
     fn send_cleanup(&mut self, token: Token, msg: SmtpdToCleanup) {
-        let failed = match self.cleanup.as_mut() {
-            Some(ch) => ch.send(&msg, &[]).is_err(),
-            None => true,
+        let sent = match self.cleanup.as_mut() {
+            Some(ch) => ch.send(&msg, &[]),
+            None => Err(crate::ipc::Error::Closed),
         };
-        if failed && let Some(c) = self.conns.get_mut(&token) {
+        if let Err(e) = sent
+            && let Some(c) = self.conns.get_mut(&token)
+        {
             c.txn_lost = true;
+            c.envelope_too_large |= matches!(e, crate::ipc::Error::TooLarge(_));
         }
     }
 
@@ -693,7 +719,9 @@ impl Server {
             self.read_conn(token);
             return;
         }
-        if c.closing && drained {
+        // (A client that shut down its side still hears the verdict on a
+        // message it had sent in full.)
+        if c.closing && drained && !c.session.awaiting_commit() {
             return self.close(token);
         }
         if c.reads_held && !backed_up(c) {

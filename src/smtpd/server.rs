@@ -356,6 +356,15 @@ impl Server {
                 c.txn_lost = true;
             }
         }
+        // Sessions held back for cleanup's sake go on (to a 451 at the
+        // end of a message) rather than wait for a new cleanup.
+        if self.throttled {
+            self.throttled = false;
+            let tokens: Vec<Token> = self.conns.keys().copied().collect();
+            for t in tokens {
+                self.read_conn(t);
+            }
+        }
     }
 
     fn cleanup_event(&mut self, readable: bool, writable: bool) {
@@ -529,15 +538,17 @@ impl Server {
     /// connection ends the turn ([`crate::stream`]). Otherwise it reads
     /// until the socket would block.
     fn read_until(&mut self, token: Token, short_drains: bool) {
-        if self.cleanup.as_ref().is_some_and(|c| c.queued() > CLEANUP_HIGH_WATER) {
-            self.throttled = true;
-            if let Some(c) = self.conns.get_mut(&token) {
-                c.unread = true;
-            }
-            return;
-        }
         let mut buf = [0u8; READ_CHUNK];
         loop {
+            // Looked at before every read: one fast client could otherwise
+            // queue a whole large message to cleanup in one turn.
+            if self.cleanup.as_ref().is_some_and(|c| c.queued() > CLEANUP_HIGH_WATER) {
+                self.throttled = true;
+                if let Some(c) = self.conns.get_mut(&token) {
+                    c.unread = true;
+                }
+                return;
+            }
             let Some(c) = self.conns.get_mut(&token) else { return };
             // Until the socket is drained below.
             c.unread = true;
@@ -656,29 +667,32 @@ impl Server {
     /// The content is complete: cleanup commits it, or it cannot.
     fn end(&mut self, token: Token) {
         let Some(c) = self.conns.get_mut(&token) else { return };
-        match c.txn {
-            Some(txn) if !c.txn_lost => {
+        if let Some(txn) = c.txn
+            && !c.txn_lost
+        {
+            self.send_cleanup(token, SmtpdToCleanup::End { txn });
+            if self.conns.get(&token).is_some_and(|c| !c.txn_lost) {
                 self.txns.insert(txn, token);
-                self.send_cleanup(token, SmtpdToCleanup::End { txn });
+                return;
             }
-            lost => {
-                c.txn = None;
-                let verdict = if c.envelope_too_large {
-                    Commit::Refused(552, String::from("5.3.4"), String::from("Error: too much envelope data"))
-                } else {
-                    Commit::TempFail(String::from("cleanup unavailable"))
-                };
-                c.session.committed(verdict, &self.checks);
-                let more: Vec<Action> = c.session.actions().collect();
-                c.held.extend(more);
-                // What cleanup holds of it, if anything, is let go (it
-                // ignores a transaction it does not know).
-                if let Some(txn) = lost
-                    && let Some(ch) = self.cleanup.as_mut()
-                {
-                    let _ = ch.send(&SmtpdToCleanup::Abort { txn }, &[]);
-                }
-            }
+        }
+        // The message cannot be committed: the client hears why.
+        let Some(c) = self.conns.get_mut(&token) else { return };
+        let lost = c.txn.take();
+        let verdict = if c.envelope_too_large {
+            Commit::Refused(552, String::from("5.3.4"), String::from("Error: too much envelope data"))
+        } else {
+            Commit::TempFail(String::from("cleanup unavailable"))
+        };
+        c.session.committed(verdict, &self.checks);
+        let more: Vec<Action> = c.session.actions().collect();
+        c.held.extend(more);
+        // What cleanup holds of it, if anything, is let go (it ignores a
+        // transaction it does not know).
+        if let Some(txn) = lost
+            && let Some(ch) = self.cleanup.as_mut()
+        {
+            let _ = ch.send(&SmtpdToCleanup::Abort { txn }, &[]);
         }
     }
 

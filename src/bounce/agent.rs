@@ -41,7 +41,7 @@ const MASTER: Token = Token(0);
 const QMGR: Token = Token(1);
 const CLEANUP: Token = Token(2);
 /// Requests waiting; more is a qmgr out of step (it waits for answers).
-const MAX_WAITING: usize = 10_000;
+const MAX_WAITING: usize = crate::ipc::msg::MAX_NOTICES_OUTSTANDING;
 /// Content sent to cleanup per message on the channel.
 const CHUNK: usize = 32 * 1024;
 

@@ -516,6 +516,11 @@ pub struct NoticeRequest {
     pub success: Vec<u32>,
 }
 
+/// The most notice requests qmgr has outstanding with bounce at once
+/// (more wait in qmgr); bounce takes a qmgr that sends more as out of
+/// step.
+pub const MAX_NOTICES_OUTSTANDING: usize = 1_000;
+
 /// qmgr → bounce.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub enum QmgrToBounce {

@@ -68,6 +68,10 @@ const INCOMING_POLL: Duration = Duration::from_secs(1);
 const NOTICE_RETRY: Duration = Duration::from_secs(60);
 /// Until bounce is there, a notice waits this long before asking again.
 const NOTICE_WAIT: Duration = Duration::from_secs(5);
+/// While bounce has as many requests as it takes
+/// ([`crate::ipc::msg::MAX_NOTICES_OUTSTANDING`]), a notice waits this
+/// long before asking again.
+const NOTICE_BUSY: Duration = Duration::from_secs(1);
 /// Frames queued to a peer beyond which no more work is sent to it.
 const PEER_BACKLOG: usize = 1024;
 
@@ -1161,6 +1165,9 @@ impl Qmgr {
     fn ask_bounce(&mut self, id: QueueId, notices: &schedule::Notices) {
         let bounce = self.peers.iter().find(|(_, p)| p.kind == PeerKind::Bounce).map(|(t, _)| *t);
         let Some(token) = bounce else { return self.retry_later(id, NOTICE_WAIT) };
+        if self.notices.len() >= crate::ipc::msg::MAX_NOTICES_OUTSTANDING {
+            return self.retry_later(id, NOTICE_BUSY);
+        }
         let dir = self.active.get(&id).map_or(Dir::Active, |m| m.dir);
         let file = match self.store.open(dir, &id, false) {
             Ok(f) => f,

@@ -1,7 +1,8 @@
 # A message with one recipient refused for good and one deferred is
 # tried again even when its failure notice is still being written at the
 # time its next attempt falls due (bounce held stopped past it): the
-# deferred recipient is not forgotten by the deferred queue's index.
+# deferred recipient is not forgotten by the deferred queue's index. And
+# a message held while its notice waits has it sent once released.
 . ./lib.sh
 . ./peers.sh
 write_conf "relay { host = \"[127.0.0.1]:$RELAY\"; }" "queue { backoff { min = 1s; max = 2s; } }"
@@ -20,4 +21,19 @@ tries() { grep -c "to=<reject4@remote.example>, .*status=deferred" "$LOG"; }
 wait_for 20 sh -c "[ \$(grep -c 'to=<reject4@remote.example>, .*status=deferred' '$LOG') -ge 2 ]" ||
 	fail "the deferred recipient was not tried again ($(tries) attempts)"
 note "tried again: $(tries) attempts"
+
+# A message put on hold while its failure notice waits to be asked for
+# again (bounce lost with the request, not yet back) still has its
+# notice sent once released.
+bounce=$(child_pid bounce)
+kill -STOP "$bounce"
+send sender@remote.example reject5-held@remote.example "held notice"
+wait_log "to=<reject5-held@remote.example>, .*status=bounced" 10 || { kill -CONT "$bounce"; fail "reject5-held not bounced"; }
+id=$(queue_id "held notice") || { kill -CONT "$bounce"; fail "no queue file for the held message"; }
+kill -KILL "$bounce"
+ctl queue hold "$id" >/dev/null || fail "hold $id"
+wait_log "bounce pid [0-9]* .*restarting" 10 || fail "bounce not restarted"
+sleep 2
+ctl queue release "$id" >/dev/null || fail "release $id"
+wait_log "$id: sender delivery status notification" 20 || fail "the held message's failure notice was never sent"
 exit 0

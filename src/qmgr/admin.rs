@@ -21,6 +21,9 @@ use super::store::{Dir, Problem};
 
 /// Most header bytes `show` returns.
 const MAX_HEADERS: usize = 64 << 10;
+/// The modification time of a message in hold/ whose last pass may have
+/// been cut short by the hold (see [`AdminOp::Hold`]).
+const HELD_UNSETTLED: i64 = 0;
 
 impl Qmgr {
     pub(super) fn admin(&mut self, token: Token, m: ControlToQmgr) {
@@ -70,8 +73,21 @@ impl Qmgr {
             (AdminOp::Hold, Dir::Hold) => return Err(format!("{id}: already on hold")),
             (AdminOp::Hold, _) => {
                 self.release_from(&id);
+                // Held from anywhere but deferred/, a pass may have been
+                // cut short with a recipient bounced and its notice not
+                // yet sent: dated 0, so that its release takes it like new
+                // mail, which reports bounced recipients (again, perhaps:
+                // a duplicate, never a loss).
+                if from != Dir::Deferred {
+                    moved(self.store.date(from, &id, HELD_UNSETTLED))?;
+                }
                 moved(self.store.rename(&id, from, Dir::Hold))?;
                 format!("{id}: put on hold")
+            }
+            (AdminOp::Release, Dir::Hold) if self.store.dated(Dir::Hold, &id).is_ok_and(|t| t == HELD_UNSETTLED) => {
+                moved(self.store.rename(&id, Dir::Hold, Dir::Incoming))?;
+                self.queue_incoming(id);
+                format!("{id}: released from hold")
             }
             (AdminOp::Release, Dir::Hold) => {
                 moved(self.store.rename(&id, Dir::Hold, Dir::Deferred))?;

@@ -321,9 +321,21 @@ impl Store {
 
     /// Date a file in deferred/ due now (flush), so a restart finds it due.
     pub fn make_due(&self, id: &QueueId, now: Time) -> Result<(), Problem> {
-        let file = self.open(Dir::Deferred, id, false)?;
-        let t = TimeSpec::new(now.secs, 0);
+        self.date(Dir::Deferred, id, now.secs)
+    }
+
+    /// Set the modification time of `id` in `dir` (seconds since the
+    /// epoch).
+    pub fn date(&self, dir: Dir, id: &QueueId, secs: i64) -> Result<(), Problem> {
+        let file = self.open(dir, id, false)?;
+        let t = TimeSpec::new(secs, 0);
         futimens(file.as_fd(), &t, &t).map_err(Problem::from)
+    }
+
+    /// The modification time of `id` in `dir` (seconds since the epoch).
+    pub fn dated(&self, dir: Dir, id: &QueueId) -> Result<i64, Problem> {
+        let st = fstatat(self.fd(dir), path(dir, id).as_str(), AtFlags::AT_SYMLINK_NOFOLLOW).map_err(Problem::from)?;
+        Ok(st.st_mtime)
     }
 
     /// Where `id` is, if anywhere.

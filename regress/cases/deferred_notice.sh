@@ -22,16 +22,15 @@ wait_for 20 sh -c "[ \$(grep -c 'to=<reject4@remote.example>, .*status=deferred'
 	fail "the deferred recipient was not tried again ($(tries) attempts)"
 note "tried again: $(tries) attempts"
 
-# A message put on hold while its failure notice waits to be asked for
-# again (bounce lost with the request, not yet back) still has its
-# notice sent once released.
+# A message put on hold while bounce has its failure notice request, and
+# bounce then lost with it, still has its notice sent once released.
 bounce=$(child_pid bounce)
 kill -STOP "$bounce"
 send sender@remote.example reject5-held@remote.example "held notice"
 wait_log "to=<reject5-held@remote.example>, .*status=bounced" 10 || { kill -CONT "$bounce"; fail "reject5-held not bounced"; }
 id=$(queue_id "held notice") || { kill -CONT "$bounce"; fail "no queue file for the held message"; }
+ctl queue hold "$id" >/dev/null || { kill -CONT "$bounce"; fail "hold $id"; }
 kill -KILL "$bounce"
-ctl queue hold "$id" >/dev/null || fail "hold $id"
 wait_log "bounce pid [0-9]* .*restarting" 10 || fail "bounce not restarted"
 sleep 2
 ctl queue release "$id" >/dev/null || fail "release $id"

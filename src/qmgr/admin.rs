@@ -72,15 +72,16 @@ impl Qmgr {
         let text = match (op, queue) {
             (AdminOp::Hold, Dir::Hold) => return Err(format!("{id}: already on hold")),
             (AdminOp::Hold, _) => {
-                self.release_from(&id);
                 // Held from anywhere but deferred/, a pass may have been
                 // cut short with a recipient bounced and its notice not
                 // yet sent: dated 0, so that its release takes it like new
                 // mail, which reports bounced recipients (again, perhaps:
-                // a duplicate, never a loss).
+                // a duplicate, never a loss). Dated first: if that fails,
+                // nothing has changed.
                 if from != Dir::Deferred {
                     moved(self.store.date(from, &id, HELD_UNSETTLED))?;
                 }
+                self.release_from(&id);
                 moved(self.store.rename(&id, from, Dir::Hold))?;
                 format!("{id}: put on hold")
             }
@@ -126,11 +127,9 @@ impl Qmgr {
             self.incoming.retain(|x| x != id);
         }
         self.stuck.remove(id);
-        if let Some(m) = self.remove_active(id)
-            && let Some(req) = m.notice
-        {
-            self.notices.remove(&req);
-        }
+        // A notice request bounce has stays counted until it answers (the
+        // answer then finds no message and is dropped).
+        self.remove_active(id);
     }
 
     fn flush(&mut self) -> String {

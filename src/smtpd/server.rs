@@ -105,6 +105,8 @@ struct Server {
     txns: HashMap<u64, Token>,
     next_txn: u64,
     next_token: usize,
+    /// Resumptions after backpressure so far (where the next one starts).
+    resumes: usize,
     stopping: bool,
     /// Reads were held back because cleanup's queue was full.
     throttled: bool,
@@ -151,6 +153,7 @@ pub fn serve(_token: Sandboxed, mut child: Child, listeners: Vec<std::net::TcpLi
         txns: HashMap::new(),
         next_txn: 1,
         next_token: FIRST_SESSION,
+        resumes: 0,
         stopping: false,
         throttled: false,
         listening: false,
@@ -412,7 +415,15 @@ impl Server {
     fn resume_reads(&mut self) {
         if self.throttled && self.cleanup.as_ref().is_some_and(|c| c.queued() < CLEANUP_HIGH_WATER / 2) {
             self.throttled = false;
-            let tokens: Vec<Token> = self.conns.keys().copied().collect();
+            // Each time from another session on: the first ones read may
+            // fill the queue again, and the same ones must not always win.
+            let mut tokens: Vec<Token> = self.conns.keys().copied().collect();
+            tokens.sort_unstable();
+            self.resumes = self.resumes.wrapping_add(1);
+            if !tokens.is_empty() {
+                let at = self.resumes % tokens.len();
+                tokens.rotate_left(at);
+            }
             for t in tokens {
                 self.read_conn(t);
             }
@@ -670,8 +681,19 @@ impl Server {
         if let Some(txn) = c.txn
             && !c.txn_lost
         {
-            self.send_cleanup(token, SmtpdToCleanup::End { txn });
-            if self.conns.get(&token).is_some_and(|c| !c.txn_lost) {
+            // Queued, even if not sent yet, the end reaches cleanup and its
+            // verdict comes (or, if cleanup goes, the loss of it does).
+            let queued = match self.cleanup.as_mut() {
+                Some(ch) => match ch.send(&SmtpdToCleanup::End { txn }, &[]) {
+                    Ok(()) => true,
+                    Err(
+                        crate::ipc::Error::Stuck | crate::ipc::Error::TooLarge(_) | crate::ipc::Error::Malformed(_),
+                    ) => false,
+                    Err(_) => true,
+                },
+                None => false,
+            };
+            if queued {
                 self.txns.insert(txn, token);
                 return;
             }

@@ -373,7 +373,7 @@ impl Qmgr {
 
     /// Index deferred/; with `due`, every message is due then (flush).
     fn scan_deferred(&mut self, due: Option<Time>) {
-        self.sched.begin_deferred_scan();
+        self.sched.begin_deferred_scan(Time::now());
         let sched = &mut self.sched;
         let store = &self.store;
         let mut found = |id: QueueId, t: Time| {

@@ -9,9 +9,12 @@
 //! the earliest time dropped is remembered as the *horizon*: every
 //! deferred message due before it is in the index. Once the clock passes
 //! the horizon, messages outside the index may be due, and the scheduler
-//! asks the shell for a new scan. With the default bound (500,000) that
-//! should not happen in practice; when it does, memory stays bounded and
-//! nothing is lost, mail is only found by scan rather than by index.
+//! asks the shell for a new scan, at most one per [`RESCAN_SPACING`] (a
+//! scan lists all of deferred/, and while more messages are due than the
+//! index holds, the horizon stays behind the clock). With the default
+//! bound (500,000) that should not happen in practice; when it does,
+//! memory stays bounded and nothing is lost, mail is only found by scan
+//! rather than by index.
 //!
 //! Trusts: nothing; it holds IDs and times.
 
@@ -19,8 +22,14 @@ use std::collections::{BTreeSet, HashMap};
 
 use crate::queue::QueueId;
 
+/// The least time between two scans of deferred/ that the horizon asks
+/// for, in seconds.
+pub(super) const RESCAN_SPACING: i64 = 10;
+
 pub(super) struct DeferredIndex {
     limit: usize,
+    /// No scan for the horizon's sake before this.
+    scan_after: i64,
     by_time: BTreeSet<(i64, QueueId)>,
     by_id: HashMap<QueueId, i64>,
     /// The earliest next attempt dropped for want of room since the last
@@ -30,7 +39,13 @@ pub(super) struct DeferredIndex {
 
 impl DeferredIndex {
     pub(super) fn new(limit: usize) -> DeferredIndex {
-        DeferredIndex { limit: limit.max(1), by_time: BTreeSet::new(), by_id: HashMap::new(), horizon: None }
+        DeferredIndex {
+            limit: limit.max(1),
+            scan_after: i64::MIN,
+            by_time: BTreeSet::new(),
+            by_id: HashMap::new(),
+            horizon: None,
+        }
     }
 
     pub(super) fn len(&self) -> usize {
@@ -41,11 +56,12 @@ impl DeferredIndex {
         self.horizon.is_none()
     }
 
-    /// Forget everything: a scan of deferred/ follows.
-    pub(super) fn clear(&mut self) {
+    /// Forget everything: a scan of deferred/ follows, at `now`.
+    pub(super) fn clear(&mut self, now: i64) {
         self.by_time.clear();
         self.by_id.clear();
         self.horizon = None;
+        self.scan_after = now.saturating_add(RESCAN_SPACING);
     }
 
     /// Record (or move) `id`, due at `at`.
@@ -103,15 +119,16 @@ impl DeferredIndex {
     /// When the next message is due, or a scan is needed.
     pub(super) fn next_event(&self) -> Option<i64> {
         let first = self.by_time.first().map(|&(at, _)| at);
-        match (first, self.horizon) {
+        match (first, self.horizon.map(|h| h.max(self.scan_after))) {
             (Some(a), Some(h)) => Some(a.min(h)),
             (a, h) => a.or(h),
         }
     }
 
-    /// Whether messages outside the index may be due at `now`.
+    /// Whether messages outside the index may be due at `now`, and the
+    /// last scan is far enough behind.
     pub(super) fn wants_scan(&self, now: i64) -> bool {
-        self.horizon.is_some_and(|h| h <= now)
+        self.horizon.is_some_and(|h| h <= now) && now >= self.scan_after
     }
 
     /// Make every indexed message due at `now` (`sendmail -q`).

@@ -351,10 +351,10 @@ impl Scheduler {
         if take_deferred { self.deferred.pop_due(now.secs).map(Admit::Deferred) } else { Some(Admit::Incoming) }
     }
 
-    /// Forget the index of deferred/: a scan follows, reporting each file
-    /// with [`Scheduler::deferred_found`].
-    pub fn begin_deferred_scan(&mut self) {
-        self.deferred.clear();
+    /// Forget the index of deferred/: a scan follows, at `now`, reporting
+    /// each file with [`Scheduler::deferred_found`].
+    pub fn begin_deferred_scan(&mut self, now: Time) {
+        self.deferred.clear(now.secs);
     }
 
     /// A message waits in deferred/ until `next_attempt` (from a scan, or

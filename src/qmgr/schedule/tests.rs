@@ -428,9 +428,28 @@ fn deferred_index_is_bounded_and_asks_for_a_scan() {
     assert!(!s.wants_deferred_scan(at(299)));
     assert!(s.wants_deferred_scan(at(300)), "the first dropped may be due");
     assert_eq!(s.next_wakeup(), Some(at(0)));
-    s.begin_deferred_scan();
+    s.begin_deferred_scan(at(300));
     assert!(s.counts().deferred_complete);
     assert!(!s.forget_deferred(&qid(0)));
+}
+
+#[test]
+fn scans_for_the_horizon_are_spaced() {
+    let settings = Settings { deferred_index: 2, ..Settings::default() };
+    let mut s = scheduler(settings);
+    s.begin_deferred_scan(at(1000));
+    // More are due than the index holds: the horizon is behind the clock.
+    for n in 0..4 {
+        s.deferred_found(qid(n), at(900 + i64::from(n)));
+    }
+    assert!(!s.counts().deferred_complete);
+    assert!(!s.wants_deferred_scan(at(1001)), "a scan a second after the last");
+    assert!(!s.wants_deferred_scan(at(1009)));
+    assert!(s.wants_deferred_scan(at(1010)));
+    // The indexed ones are due now; the scan wakes no one before its time.
+    assert_eq!(s.next_wakeup(), Some(at(900)));
+    assert!(s.forget_deferred(&qid(0)) && s.forget_deferred(&qid(1)));
+    assert_eq!(s.next_wakeup(), Some(at(1010)));
 }
 
 #[test]
@@ -862,7 +881,7 @@ proptest! {
             steps += 1;
             prop_assert!(steps < 100_000, "no progress");
             if sh.s.wants_deferred_scan(at(sh.now)) {
-                sh.s.begin_deferred_scan();
+                sh.s.begin_deferred_scan(at(sh.now));
                 let waiting: Vec<(QueueId, i64)> = sh.files.iter()
                     .filter_map(|(id, f)| match f.place { Place::Deferred(t) => Some((*id, t)), _ => None })
                     .collect();

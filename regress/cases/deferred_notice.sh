@@ -2,7 +2,8 @@
 # tried again even when its failure notice is still being written at the
 # time its next attempt falls due (bounce held stopped past it): the
 # deferred recipient is not forgotten by the deferred queue's index. And
-# a message held while its notice waits has it sent once released.
+# a message held while its notice waits has it sent once released; and a
+# status that cannot be written is written later, its notice after it.
 . ./lib.sh
 . ./peers.sh
 write_conf "relay { host = \"[127.0.0.1]:$RELAY\"; }" "queue { backoff { min = 1s; max = 2s; } }"
@@ -35,4 +36,19 @@ wait_log "bounce pid [0-9]* .*restarting" 10 || fail "bounce not restarted"
 sleep 2
 ctl queue release "$id" >/dev/null || fail "release $id"
 wait_log "$id: sender delivery status notification" 20 || fail "the held message's failure notice was never sent"
+
+# A recipient's status that cannot be written (the queue file made
+# read-only meanwhile) is written once it can be, and the failure notice,
+# which waits for it, is sent then.
+smtp=$(child_pid smtp)
+[ -n "$smtp" ] || fail "no smtp process"
+kill -STOP "$smtp"
+send sender@remote.example reject5-ro@remote.example "read-only status"
+ro=$(queue_id "read-only status") || { kill -CONT "$smtp"; fail "no queue file for the read-only message"; }
+f=$(queue_files | xargs grep -l -- "Subject: read-only status" | head -1)
+chmod 0400 "$f"
+kill -CONT "$smtp"
+wait_log "$ro: cannot open to record a status" 15 || { chmod 0600 "$f"; fail "recording the status did not fail"; }
+chmod 0600 "$f"
+wait_log "$ro: sender delivery status notification" 30 || fail "the failure notice did not follow the status once written"
 exit 0

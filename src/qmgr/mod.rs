@@ -68,6 +68,9 @@ const INCOMING_POLL: Duration = Duration::from_secs(1);
 const NOTICE_RETRY: Duration = Duration::from_secs(60);
 /// Until bounce is there, a notice waits this long before asking again.
 const NOTICE_WAIT: Duration = Duration::from_secs(5);
+/// A recipient's status that could not be written is tried again after
+/// this; what depends on it waits.
+const STATUS_RETRY: Duration = Duration::from_secs(10);
 /// While bounce has as many requests as it takes
 /// ([`crate::ipc::msg::MAX_NOTICES_OUTSTANDING`]), a notice waits this
 /// long before asking again.
@@ -1061,9 +1064,20 @@ impl Qmgr {
                     if file.is_none() {
                         match self.store.open(m.dir, &id, true) {
                             Ok(f) => file = Some(f),
-                            Err(p) => {
-                                self.child.warn(&format!("{id}: cannot open to record a status: {p}"));
+                            Err(Problem::Gone) => {
+                                self.child.warn(&format!("{id}: cannot open to record a status: {}", Problem::Gone));
                                 continue;
+                            }
+                            // What follows (a notice, the move to deferred/)
+                            // depends on the status: all of it waits.
+                            Err(p) => {
+                                self.child.warn(&format!(
+                                    "{id}: cannot open to record a status: {p}; trying again in {}s",
+                                    STATUS_RETRY.as_secs()
+                                ));
+                                m.pending.push_front(Action::Write { message: id, recipient, status, log: false });
+                                self.retry_later(id, STATUS_RETRY);
+                                break;
                             }
                         }
                     }
@@ -1076,7 +1090,15 @@ impl Qmgr {
                             }
                             dirty = true;
                         }
-                        Err(e) => self.child.warn(&format!("{id}: recording the status of recipient {recipient}: {e}")),
+                        Err(e) => {
+                            self.child.warn(&format!(
+                                "{id}: recording the status of recipient {recipient}: {e}; trying again in {}s",
+                                STATUS_RETRY.as_secs()
+                            ));
+                            m.pending.push_front(Action::Write { message: id, recipient, status, log: false });
+                            self.retry_later(id, STATUS_RETRY);
+                            break;
+                        }
                     }
                 }
                 Action::Notify { notices, .. } => {

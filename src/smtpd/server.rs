@@ -742,6 +742,11 @@ impl Server {
             None => return,
         };
         let drained = !output_waits(c);
+        // A session that ended (a timeout) while its STARTTLS was answered
+        // closes once its last words are out, without starting TLS.
+        if c.tls_pending && drained && c.closing {
+            return self.close(token);
+        }
         if c.tls_pending && drained {
             // The 220 is out in plain text: from here on, TLS.
             match self.tls.as_ref().map(|cfg| rustls::ServerConnection::new(cfg.clone())) {

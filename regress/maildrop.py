@@ -2,7 +2,8 @@
 independently of the Rust code so the regress cases check the format as
 documented.  Usage: maildrop.py SENDER RCPT... < content
 Options by environment: DROP_TRUNCATE=N cuts the stream after N bytes;
-DROP_NO_END=1 leaves out the END record."""
+DROP_NO_END=1 leaves out the END record; DROP_ORCPT=N gives every
+recipient an ORCPT parameter of N bytes."""
 import os
 import struct
 import sys
@@ -24,8 +25,13 @@ def main():
     out = b"MTAD" + struct.pack("<HH", 1, 0)
     out += rec(b"SNDR", s(sender))
     out += rec(b"OPTS", bytes([0, 0, 0]) + b"\x00" + b"\x00")
+    orcpt_len = int(os.environ.get("DROP_ORCPT", "0"))
     for r in rcpts:
-        out += rec(b"RCPT", s(r) + b"\x00" + b"\x00")
+        if orcpt_len:
+            orcpt = (b"rfc822;" + b"o" * orcpt_len)[:orcpt_len]
+            out += rec(b"RCPT", s(r) + b"\x01" + s(orcpt) + b"\x00")
+        else:
+            out += rec(b"RCPT", s(r) + b"\x00" + b"\x00")
     for i in range(0, len(content), 65536):
         out += rec(b"DATA", content[i:i + 65536])
     if not os.environ.get("DROP_NO_END"):

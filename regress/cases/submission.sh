@@ -82,7 +82,16 @@ done
 # A symlink cannot be moved (Landlock will not let pickup make one): removed.
 wait_log "maildrop file SYMLINK: not a regular file" || fail "SYMLINK not set aside"
 [ -e "$W/spool/maildrop/SYMLINK" ] || [ -L "$W/spool/maildrop/SYMLINK" ] && fail "SYMLINK left in maildrop/"
-[ "$(queued)" -eq 2 ] || fail "a hostile file was queued"
+# A file whose envelope is more than pickup may hand cleanup in one
+# message (1,000 recipients with 1,024-octet ORCPTs) is set
+# aside, and the files after it are still taken.
+rcpts=$(i=0; while [ $i -lt 1000 ]; do printf 'r%035d@localhost ' $i; i=$((i + 1)); done)
+# shellcheck disable=SC2086
+printf 'Subject: huge envelope\n\nx\n' | DROP_ORCPT=1024 drop mtadev@localhost $rcpts || fail "postdrop refused the large envelope"
+wait_log "maildrop file [^ ]*: its envelope .*moved to corrupt" 15 || fail "the large envelope was not set aside"
+printf 'Subject: after the large envelope\n\nstill taken\n' | drop mtadev@localhost root@localhost || fail "postdrop after"
+wait_queued 3 || fail "mail after the large envelope not queued"
+[ "$(queued)" -eq 3 ] || fail "a hostile file was queued"
 queue_files | xargs grep -q "root's secret" && fail "root's file was queued"
 [ "$(cat "$W/secret")" = "root's secret" ] || fail "root's file changed"
 ctl status | grep -q "pickup .* running" || fail "pickup is not running"

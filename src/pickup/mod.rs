@@ -423,8 +423,16 @@ impl Pickup {
         let txn = self.next_txn;
         self.next_txn += 1;
         let nrcpt = envelope.recipients.len();
-        if !self.send(SmtpdToCleanup::Begin { txn, envelope: Box::new(envelope) }) {
-            return;
+        let begin = SmtpdToCleanup::Begin { txn, envelope: Box::new(envelope) };
+        match self.cleanup.as_mut().map(|c| c.send(&begin, &[])) {
+            Some(Ok(())) => {}
+            // Refused before anything was queued: this file, not cleanup,
+            // is the trouble (it would stop every file after it).
+            Some(Err(crate::ipc::Error::TooLarge(n))) => {
+                let why = format!("its envelope ({n} octets: recipients and their ORCPT) is more than cleanup takes");
+                return self.set_aside(&name, &why);
+            }
+            _ => return self.lose_cleanup(),
         }
         self.current = Some(InFlight { name, reader, txn, ended: false, uid: meta.uid(), nrcpt });
     }

@@ -91,7 +91,20 @@ printf 'Subject: huge envelope\n\nx\n' | DROP_ORCPT=1024 drop mtadev@localhost $
 wait_log "maildrop file [^ ]*: its envelope .*moved to corrupt" 15 || fail "the large envelope was not set aside"
 printf 'Subject: after the large envelope\n\nstill taken\n' | drop mtadev@localhost root@localhost || fail "postdrop after"
 wait_queued 3 || fail "mail after the large envelope not queued"
-[ "$(queued)" -eq 3 ] || fail "a hostile file was queued"
+# A day-old temporary file: whole (a crash undid postdrop's rename, which
+# it cannot sync), it is taken; cut short, it is removed.
+printf 'Subject: left complete\n\nrenamed back\n' | python3 ./maildrop.py mtadev@localhost root@localhost > "$W/whole"
+printf 'Subject: left cut\n\nx\n' | DROP_NO_END=1 python3 ./maildrop.py mtadev@localhost root@localhost > "$W/cut"
+for n in whole cut; do
+	chown mtadev:_mtadrop "$W/$n"; chmod 640 "$W/$n"; touch -d '2 days ago' "$W/$n"
+	mv "$W/$n" "$W/spool/maildrop/.tmp.old$n"
+done
+wait_log "maildrop file .tmp.oldwhole: left complete under its temporary name; taken as oldwhole" 15 ||
+	fail "a complete temporary file was not taken"
+wait_log "maildrop file .tmp.oldcut: left unfinished for a day; removed" 15 || fail "a cut temporary file was not removed"
+wait_queued 4 || fail "the complete temporary file's message not queued"
+queue_files | xargs grep -q "renamed back" || fail "the complete temporary file's content not queued"
+[ "$(queued)" -eq 4 ] || fail "a hostile file was queued"
 queue_files | xargs grep -q "root's secret" && fail "root's file was queued"
 [ "$(cat "$W/secret")" = "root's secret" ] || fail "root's file changed"
 ctl status | grep -q "pickup .* running" || fail "pickup is not running"

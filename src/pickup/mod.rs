@@ -376,13 +376,53 @@ impl Pickup {
                 let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
                 (now.as_secs() as i64).saturating_sub(st.st_mtime) > ABANDONED.as_secs() as i64
             });
-            if old && unlinkat(&self.maildrop, name.as_str(), UnlinkatFlags::NoRemoveDir).is_ok() {
+            if !old {
+                continue;
+            }
+            // Complete, it may be mail sendmail said it took, whose rename
+            // a crash undid (postdrop cannot sync maildrop/): taken, as a
+            // duplicate is better than a loss.
+            if let Some(done) = name.strip_prefix(".tmp.").filter(|n| !n.is_empty() && !n.starts_with('.'))
+                && self.complete_stream(&name)
+                && renameat(&self.maildrop, name.as_str(), &self.maildrop, done).is_ok()
+            {
+                self.child
+                    .warn(&format!("maildrop file {name}: left complete under its temporary name; taken as {done}"));
+                if names.len() < SCAN_BATCH {
+                    names.push(done.to_string());
+                } else {
+                    full = true;
+                }
+                continue;
+            }
+            if unlinkat(&self.maildrop, name.as_str(), UnlinkatFlags::NoRemoveDir).is_ok() {
                 self.child.warn(&format!("maildrop file {name}: left unfinished for a day; removed"));
             }
         }
         names.sort_unstable_by(|a, b| b.cmp(a));
         self.todo = names;
         full
+    }
+
+    /// Whether the file `name` holds a whole maildrop stream (its end
+    /// record and CRC), read to its end now.
+    fn complete_stream(&self, name: &str) -> bool {
+        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+        let Ok(fd) = openat(&self.maildrop, name, flags, Mode::empty()) else { return false };
+        let file = File::from(fd);
+        if !file.metadata().is_ok_and(|m| m.is_file() && m.nlink() == 1) {
+            return false;
+        }
+        let Ok((mut reader, _)) = Reader::new(BufReader::with_capacity(64 << 10, file), self.limits()) else {
+            return false;
+        };
+        loop {
+            match reader.next_chunk() {
+                Ok(Some(_)) => {}
+                Ok(None) => return true,
+                Err(_) => return false,
+            }
+        }
     }
 
     /// Open, check and begin handing over one file.

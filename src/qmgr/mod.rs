@@ -1071,12 +1071,12 @@ impl Qmgr {
                             // What follows (a notice, the move to deferred/)
                             // depends on the status: all of it waits.
                             Err(p) => {
-                                self.child.warn(&format!(
-                                    "{id}: cannot open to record a status: {p}; trying again in {}s",
-                                    STATUS_RETRY.as_secs()
-                                ));
-                                m.pending.push_front(Action::Write { message: id, recipient, status, log: false });
-                                self.retry_later(id, STATUS_RETRY);
+                                self.write_later(
+                                    id,
+                                    recipient,
+                                    status,
+                                    &format!("cannot open to record a status: {p}"),
+                                );
                                 break;
                             }
                         }
@@ -1091,12 +1091,8 @@ impl Qmgr {
                             dirty = true;
                         }
                         Err(e) => {
-                            self.child.warn(&format!(
-                                "{id}: recording the status of recipient {recipient}: {e}; trying again in {}s",
-                                STATUS_RETRY.as_secs()
-                            ));
-                            m.pending.push_front(Action::Write { message: id, recipient, status, log: false });
-                            self.retry_later(id, STATUS_RETRY);
+                            let why = format!("recording the status of recipient {recipient}: {e}");
+                            self.write_later(id, recipient, status, &why);
                             break;
                         }
                     }
@@ -1124,6 +1120,17 @@ impl Qmgr {
         {
             self.child.warn(&format!("{id}: fdatasync: {e}"));
         }
+    }
+
+    /// A status that could not be written goes back to the front of the
+    /// message's actions, which wait [`STATUS_RETRY`] (the others depend
+    /// on it).
+    fn write_later(&mut self, id: QueueId, recipient: u32, status: crate::queue::Status, why: &str) {
+        self.child.warn(&format!("{id}: {why}; trying again in {}s", STATUS_RETRY.as_secs()));
+        if let Some(m) = self.active.get_mut(&id) {
+            m.pending.push_front(Action::Write { message: id, recipient, status, log: false });
+        }
+        self.retry_later(id, STATUS_RETRY);
     }
 
     fn load_more(&mut self, id: QueueId) {

@@ -1034,7 +1034,10 @@ impl Qmgr {
     /// Carry out a message's pending actions until one must wait.
     fn run_pending(&mut self, id: QueueId) {
         let mut file: Option<File> = None;
-        let mut dirty = false;
+        // Statuses written since the last fdatasync: written again should
+        // it fail (Linux forgets the pages it could not write back, and a
+        // second fdatasync would succeed without them).
+        let mut unsynced: Vec<(u32, crate::queue::Status)> = Vec::new();
         loop {
             let Some(m) = self.active.get_mut(&id) else { return };
             if m.notice.is_some() || m.retry_at.is_some() {
@@ -1044,14 +1047,14 @@ impl Qmgr {
             // Statuses reach the disk before anything that depends on
             // them, but not before a removal, which makes them moot.
             let needs_sync = !matches!(action, Action::Write { .. } | Action::Finish { fate: Fate::Remove, .. });
-            if dirty
+            if !unsynced.is_empty()
                 && needs_sync
                 && let Some(f) = &file
             {
                 if let Err(e) = f.sync_data() {
-                    self.child.warn(&format!("{id}: fdatasync: {e}"));
+                    return self.sync_failed(id, Some(action), unsynced, &e);
                 }
-                dirty = false;
+                unsynced.clear();
             }
             match action {
                 Action::Write { recipient, status, .. } => {
@@ -1088,7 +1091,7 @@ impl Qmgr {
                             if let Some(r) = m.env.recipients.get_mut(recipient as usize) {
                                 r.status = stored;
                             }
-                            dirty = true;
+                            unsynced.push((recipient, status));
                         }
                         Err(e) => {
                             let why = format!("recording the status of recipient {recipient}: {e}");
@@ -1114,12 +1117,39 @@ impl Qmgr {
                 }
             }
         }
-        if dirty
+        if !unsynced.is_empty()
             && let Some(f) = &file
             && let Err(e) = f.sync_data()
         {
-            self.child.warn(&format!("{id}: fdatasync: {e}"));
+            self.sync_failed(id, None, unsynced, &e);
         }
+    }
+
+    /// The statuses `unsynced` may not be on disk: they go back to the
+    /// front of the message's actions, to be written and synced again,
+    /// ahead of `next` (the action that was to follow them), and all of
+    /// it waits [`STATUS_RETRY`].
+    fn sync_failed(
+        &mut self,
+        id: QueueId,
+        next: Option<Action>,
+        unsynced: Vec<(u32, crate::queue::Status)>,
+        e: &std::io::Error,
+    ) {
+        self.child.warn(&format!(
+            "{id}: fdatasync after recording {} status(es): {e}; writing them again in {}s",
+            unsynced.len(),
+            STATUS_RETRY.as_secs()
+        ));
+        if let Some(m) = self.active.get_mut(&id) {
+            if let Some(a) = next {
+                m.pending.push_front(a);
+            }
+            for (recipient, status) in unsynced.into_iter().rev() {
+                m.pending.push_front(Action::Write { message: id, recipient, status, log: false });
+            }
+        }
+        self.retry_later(id, STATUS_RETRY);
     }
 
     /// A status that could not be written goes back to the front of the

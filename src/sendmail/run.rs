@@ -24,7 +24,7 @@ use std::process::{Child as Process, ChildStdin, Command, Stdio};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::address::{self, Path};
-use crate::cleanup::message::rfc5322_date;
+use crate::cleanup::message::{HeaderScan, rfc5322_date};
 use crate::config::{self, Config};
 use crate::control::client;
 use crate::maildrop::{self, Envelope, Writer};
@@ -299,6 +299,13 @@ impl Context {
             message_id: &message_id,
         };
         let prepared = prepare(&text[..split], &opts).map_err(|e| failure(EX_DATAERR, e.to_string()))?;
+        // What cleanup would refuse, refused here, where the submitter
+        // hears it: after queueing it could only be set aside unread.
+        let mut scan = HeaderScan::new();
+        scan.feed(&prepared.header);
+        if let Some((_, _, why)) = self.header_refusal(&scan) {
+            return Err(failure(EX_DATAERR, why));
+        }
         let mut recipients: Vec<String> = Vec::new();
         for r in inv.recipients.iter().map(|r| qualify(r, hostname)).chain(prepared.recipients) {
             if !recipients.iter().any(|x| x.eq_ignore_ascii_case(&r)) {
@@ -369,13 +376,28 @@ impl Checks for Anyone {
     }
 }
 
-/// A message begun in `-bs`: being handed to postdrop, or refused before.
+/// A message begun in `-bs`: being handed to postdrop (its header block
+/// scanned on the way), or refused before.
 enum Pending {
-    Sending(Submission),
+    Sending(Submission, HeaderScan),
     Refused(Failure),
 }
 
 impl Context {
+    /// The reply cleanup would give a message whose header block scanned
+    /// as `scan` (its Received: count, its size), if it would refuse it:
+    /// code, enhanced status and text.
+    fn header_refusal(&self, scan: &HeaderScan) -> Option<(u16, &'static str, String)> {
+        let limits = &self.config.limits;
+        if scan.hops > limits.hops {
+            Some((554, "5.4.6", format!("too many hops ({} Received: headers); mail loop?", scan.hops)))
+        } else if scan.size > u64::from(limits.header_size) {
+            Some((552, "5.3.4", format!("the message header is larger than {} bytes", limits.header_size)))
+        } else {
+            None
+        }
+    }
+
     fn session_settings(&self) -> Settings {
         let c = &self.config;
         Settings {
@@ -419,25 +441,33 @@ impl Context {
                         }
                         Action::Begin(envelope) => {
                             pending = Some(match self.submit(&maildrop_envelope(&envelope)) {
-                                Ok(sub) => Pending::Sending(sub),
+                                Ok(sub) => Pending::Sending(sub, HeaderScan::new()),
                                 Err(f) => Pending::Refused(f),
                             });
                         }
                         Action::Content(bytes) => {
-                            if let Some(Pending::Sending(sub)) = pending.as_mut() {
+                            if let Some(Pending::Sending(sub, scan)) = pending.as_mut() {
+                                scan.feed(&bytes);
                                 sub.write(&bytes);
                             }
                         }
                         Action::End => {
                             let verdict = match pending.take() {
-                                Some(Pending::Sending(sub)) => sub.finish(),
+                                Some(Pending::Sending(sub, scan)) => match self.header_refusal(&scan) {
+                                    Some((code, enhanced, why)) => {
+                                        sub.abort();
+                                        session.committed(Commit::Refused(code, enhanced.into(), why), &Anyone);
+                                        continue;
+                                    }
+                                    None => sub.finish(),
+                                },
                                 Some(Pending::Refused(f)) => Err(f),
                                 None => Err(failure(EX_SOFTWARE, "no message was begun")),
                             };
                             session.committed(commit(verdict), &Anyone);
                         }
                         Action::Abort => {
-                            if let Some(Pending::Sending(sub)) = pending.take() {
+                            if let Some(Pending::Sending(sub, _)) = pending.take() {
                                 sub.abort();
                             }
                         }
@@ -461,7 +491,7 @@ impl Context {
             };
             if n == 0 {
                 session.abort();
-                if let Some(Pending::Sending(sub)) = pending.take() {
+                if let Some(Pending::Sending(sub, _)) = pending.take() {
                     sub.abort();
                 }
                 return Ok(());

@@ -160,6 +160,32 @@ fn oversized_header_is_refused() {
 }
 
 #[test]
+fn header_grown_past_the_bound_by_added_fields_is_refused() {
+    // Under 4,096 bytes as given; From:, Date: and Message-ID: push it
+    // over, and cleanup would then refuse what postdrop had taken.
+    let fake = Fake::new("grown", 0, "X");
+    let msg = format!("Subject: {}\n\nbody\n", "x".repeat(4060));
+    let f = fake.context().send(&invocation(&["u@example.org"]), &mut Cursor::new(msg)).unwrap_err();
+    assert_eq!(f.code, EX_DATAERR);
+    assert!(f.message.contains("header is larger than 4096"), "{}", f.message);
+    assert!(!fake.dir.join("stream").exists(), "postdrop must not run");
+}
+
+#[test]
+fn too_many_hops_are_refused_before_postdrop() {
+    let fake = Fake::new("hops", 0, "X");
+    let fifty = "Received: from a by b; Mon, 23 Nov 2026 08:00:00 +0000\n".repeat(50);
+    let ok = fake.context().send(&invocation(&["u@example.org"]), &mut Cursor::new(format!("{fifty}\nbody\n")));
+    assert_eq!(ok.unwrap(), "X");
+    let fake = Fake::new("hops51", 0, "X");
+    let msg = format!("{fifty}Received: from c by a; Mon, 23 Nov 2026 08:00:00 +0000\n\nbody\n");
+    let f = fake.context().send(&invocation(&["u@example.org"]), &mut Cursor::new(msg)).unwrap_err();
+    assert_eq!(f.code, EX_DATAERR);
+    assert!(f.message.contains("too many hops (51 Received: headers)"), "{}", f.message);
+    assert!(!fake.dir.join("stream").exists(), "postdrop must not run");
+}
+
+#[test]
 fn bad_recipient_is_refused_before_postdrop() {
     let fake = Fake::new("badrcpt", 0, "X");
     let f = fake
@@ -230,6 +256,32 @@ fn smtp_session_reports_postdrop_failures() {
     );
     assert!(out.contains("451 4.3.0 "), "{out}");
     assert!(out.contains("No space left on device"), "{out}");
+}
+
+#[test]
+fn smtp_session_refuses_what_cleanup_would() {
+    let hops: &'static str = "Received: from a by b; Mon, 23 Nov 2026 08:00:00 +0000\r\n".repeat(51).leak();
+    let fake = Fake::new("bshops", 0, "X");
+    let out = smtp(
+        &fake,
+        &[
+            "HELO me\r\n",
+            "MAIL FROM:<>\r\n",
+            "RCPT TO:<b@example.net>\r\n",
+            "DATA\r\n",
+            hops,
+            "\r\nx\r\n.\r\n",
+            "QUIT\r\n",
+        ],
+    );
+    assert!(out.contains("554 5.4.6 too many hops (51 Received: headers)"), "{out}");
+    assert!(!out.contains("queued"), "{out}");
+    let big: &'static str = format!("Subject: {}\r\n\r\nx\r\n.\r\n", "x".repeat(4100)).leak();
+    let fake = Fake::new("bsbig", 0, "X");
+    let out =
+        smtp(&fake, &["HELO me\r\n", "MAIL FROM:<>\r\n", "RCPT TO:<b@example.net>\r\n", "DATA\r\n", big, "QUIT\r\n"]);
+    assert!(out.contains("552 5.3.4 the message header is larger than 4096 bytes"), "{out}");
+    assert!(!out.contains("queued"), "{out}");
 }
 
 #[test]

@@ -36,6 +36,9 @@ trap 'stop_peers; cleanup; userdel mtart >/dev/null 2>&1 || true' EXIT
 getent group postdrop >/dev/null || groupadd -r postdrop
 ensure_user postfix
 ensure_user mtaexim
+# Debian's exim4 looks up its built-in user at start, whatever exim_user
+# says; the package would have made it.
+ensure_user Debian-exim
 mkuser mtart
 
 write_conf "relay { host = \"[127.0.0.1]:$PF_PORT\"; }" \

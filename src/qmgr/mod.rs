@@ -36,7 +36,7 @@ use crate::ipc::msg::{
     QmgrToBounce, QmgrToControl, QmgrToSmtp, RecipientStatus, SiteReport, SmtpToQmgr, Target,
 };
 use crate::pickup::watch::{Wakeup, Watch};
-use crate::queue::{QueueEnvelope, QueueId, Time, update_status_at};
+use crate::queue::{QueueEnvelope, QueueId, SlotWrite, Time, update_status_at};
 use crate::roles::{QUEUE_DIRS, Role};
 
 pub mod admin;
@@ -178,6 +178,9 @@ struct Active {
     /// The file as opened when it was taken, kept for its first delivery
     /// (saves opening it again; at most [`KEPT_FILES`] are kept).
     file: Option<File>,
+    /// Status records whose fdatasync failed: written again, each to the
+    /// same slot, and synced, before any pending action runs.
+    rewrite: Vec<SlotWrite>,
 }
 
 /// Most queue files kept open between taking a message and its first
@@ -815,7 +818,17 @@ impl Qmgr {
         self.kept_files += usize::from(file.is_some());
         self.active.insert(
             id,
-            Active { dir, env, origin, active_at: now, pending: VecDeque::new(), notice: None, retry_at: None, file },
+            Active {
+                dir,
+                env,
+                origin,
+                active_at: now,
+                pending: VecDeque::new(),
+                notice: None,
+                retry_at: None,
+                file,
+                rewrite: Vec::new(),
+            },
         );
         self.apply(actions);
         true
@@ -1034,10 +1047,13 @@ impl Qmgr {
     /// Carry out a message's pending actions until one must wait.
     fn run_pending(&mut self, id: QueueId) {
         let mut file: Option<File> = None;
-        // Statuses written since the last fdatasync: written again should
-        // it fail (Linux forgets the pages it could not write back, and a
-        // second fdatasync would succeed without them).
-        let mut unsynced: Vec<(u32, crate::queue::Status)> = Vec::new();
+        // Status records written since the last fdatasync: written again
+        // should it fail (Linux forgets the pages it could not write back,
+        // and a second fdatasync would succeed without them).
+        let mut unsynced: Vec<SlotWrite> = Vec::new();
+        if !self.rewrite(id, &mut file) {
+            return;
+        }
         loop {
             let Some(m) = self.active.get_mut(&id) else { return };
             if m.notice.is_some() || m.retry_at.is_some() {
@@ -1052,7 +1068,7 @@ impl Qmgr {
                 && let Some(f) = &file
             {
                 if let Err(e) = f.sync_data() {
-                    return self.sync_failed(id, Some(action), unsynced, &e);
+                    return self.sync_failed(id, Some(action), unsynced, &e.to_string());
                 }
                 unsynced.clear();
             }
@@ -1087,11 +1103,11 @@ impl Qmgr {
                     let (Some(f), Some(m)) = (&file, self.active.get_mut(&id)) else { continue };
                     let Some(at) = m.env.status_offset(recipient as usize) else { continue };
                     match update_status_at(f, at, &status) {
-                        Ok(stored) => {
+                        Ok((stored, written)) => {
                             if let Some(r) = m.env.recipients.get_mut(recipient as usize) {
                                 r.status = stored;
                             }
-                            unsynced.push((recipient, status));
+                            unsynced.push(written);
                         }
                         Err(e) => {
                             let why = format!("recording the status of recipient {recipient}: {e}");
@@ -1121,23 +1137,43 @@ impl Qmgr {
             && let Some(f) = &file
             && let Err(e) = f.sync_data()
         {
-            self.sync_failed(id, None, unsynced, &e);
+            self.sync_failed(id, None, unsynced, &e.to_string());
         }
     }
 
-    /// The statuses `unsynced` may not be on disk: they go back to the
-    /// front of the message's actions, to be written and synced again,
-    /// ahead of `next` (the action that was to follow them), and all of
-    /// it waits [`STATUS_RETRY`].
-    fn sync_failed(
-        &mut self,
-        id: QueueId,
-        next: Option<Action>,
-        unsynced: Vec<(u32, crate::queue::Status)>,
-        e: &std::io::Error,
-    ) {
+    /// Writes again, each to its slot, the status records of message `id`
+    /// whose sync failed before, and syncs them (opening its file into
+    /// `file`); false if that failed again and everything waits.
+    fn rewrite(&mut self, id: QueueId, file: &mut Option<File>) -> bool {
+        let Some(m) = self.active.get_mut(&id) else { return false };
+        if m.rewrite.is_empty() || m.notice.is_some() || m.retry_at.is_some() {
+            return true;
+        }
+        let records = std::mem::take(&mut m.rewrite);
+        let f = match self.store.open(m.dir, &id, true) {
+            Ok(f) => file.insert(f),
+            Err(p) => {
+                self.sync_failed(id, None, records, &format!("cannot open it again: {p}"));
+                return false;
+            }
+        };
+        let done = records.iter().try_for_each(|w| w.redo(f)).and_then(|()| f.sync_data());
+        match done {
+            Ok(()) => true,
+            Err(e) => {
+                self.sync_failed(id, None, records, &e.to_string());
+                false
+            }
+        }
+    }
+
+    /// The status records `unsynced` may not be on disk: they are kept to
+    /// be written again as they were and synced ([`Qmgr::rewrite`]), and
+    /// the message's actions (`next`, the one that was to follow them,
+    /// first) wait [`STATUS_RETRY`].
+    fn sync_failed(&mut self, id: QueueId, next: Option<Action>, unsynced: Vec<SlotWrite>, why: &str) {
         self.child.warn(&format!(
-            "{id}: fdatasync after recording {} status(es): {e}; writing them again in {}s",
+            "{id}: syncing {} recorded status(es): {why}; writing them again in {}s",
             unsynced.len(),
             STATUS_RETRY.as_secs()
         ));
@@ -1145,9 +1181,7 @@ impl Qmgr {
             if let Some(a) = next {
                 m.pending.push_front(a);
             }
-            for (recipient, status) in unsynced.into_iter().rev() {
-                m.pending.push_front(Action::Write { message: id, recipient, status, log: false });
-            }
+            m.rewrite.extend(unsynced);
         }
         self.retry_later(id, STATUS_RETRY);
     }

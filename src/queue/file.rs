@@ -87,7 +87,7 @@ impl QueueEnvelope {
     /// for writing.
     pub fn update_recipient(&mut self, file: &File, index: usize, status: Status) -> Result<(), Error> {
         let at = self.status_offset(index).ok_or_else(|| Error::Invalid(format!("no recipient #{index}")))?;
-        let stored = update_status_at(file, at, &status)?;
+        let (stored, _) = update_status_at(file, at, &status)?;
         file.sync_data()?;
         self.recipients[index].status = stored;
         Ok(())
@@ -767,10 +767,27 @@ pub(crate) fn read_whole(file: &File) -> Result<Vec<u8>, Error> {
     }
 }
 
+/// A status record as written into its slot: what to write again, byte
+/// for byte and in the same place, when the sync that was to follow it
+/// failed (written anew, the status would go to the other slot, over the
+/// last one known to be on disk).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SlotWrite {
+    pub at: u64,
+    pub record: Vec<u8>,
+}
+
+impl SlotWrite {
+    /// Writes the record again (no sync).
+    pub fn redo(&self, file: &File) -> std::io::Result<()> {
+        file.write_all_at(&self.record, self.at)
+    }
+}
+
 /// Write `status` into the older of the two slots at `at` (one `pread`,
 /// one `pwrite`; no sync). Returns the status as stored (the reason may
-/// have been cut).
-pub fn update_status_at(file: &File, at: u64, status: &Status) -> Result<Status, Error> {
+/// have been cut) and the write made.
+pub fn update_status_at(file: &File, at: u64, status: &Status) -> Result<(Status, SlotWrite), Error> {
     let mut slots = [0u8; 2 * STAT_RECORD];
     match file.read_exact_at(&mut slots, at) {
         Ok(()) => {}
@@ -787,5 +804,6 @@ pub fn update_status_at(file: &File, at: u64, status: &Status) -> Result<Status,
     put_slot(&mut out, seq, Some(status));
     let target = if cur == 0 { at + STAT_RECORD as u64 } else { at };
     file.write_all_at(&out, target)?;
-    Ok(Status { reason: stored_reason(&status.reason).into_owned(), ..status.clone() })
+    let stored = Status { reason: stored_reason(&status.reason).into_owned(), ..status.clone() };
+    Ok((stored, SlotWrite { at: target, record: out }))
 }

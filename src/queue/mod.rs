@@ -40,8 +40,8 @@ use nix::sys::stat::fstatat;
 
 pub use disk::{being_written as file_being_written, complete as file_complete};
 pub use file::{
-    ContentRange, QueueEnvelope, read_content, read_envelope, read_envelope_sized, read_queue_file, update_status_at,
-    verify_content,
+    ContentRange, QueueEnvelope, SlotWrite, read_content, read_envelope, read_envelope_sized, read_queue_file,
+    update_status_at, verify_content,
 };
 pub use id::{MAX_INSTANCE, QueueId, QueueIdGen};
 pub use journal::{CommitError, Journal, JournalDirs, JournalOptions, Ticket, ZeroAhead};

@@ -12,7 +12,7 @@ use super::super::file::{read_checked, read_small};
 use super::super::{
     BodyType, Client, CorruptError, Envelope, Error, MAX_ADDRESS, MAX_REASON, Notify, Protocol, QueueFile, QueueId,
     QueueIdGen, Recipient, Ret, State, Status, Time, move_to_corrupt, read_content, read_envelope, read_queue_file,
-    verify_content,
+    update_status_at, verify_content,
 };
 use super::{TempDir, sample};
 
@@ -246,6 +246,32 @@ fn torn_status_write_falls_back_to_the_previous_status() {
     let mut env = read_envelope(&f).expect("read_envelope");
     env.update_recipient(&f, 0, third.clone()).expect("update");
     assert_eq!(read_queue_file(&f).expect("decode").recipients[0].status, third);
+}
+
+#[test]
+fn a_status_written_again_goes_to_the_same_slot() {
+    // A write whose sync failed is redone as it was: the slot holding the
+    // status known to be on disk is left alone.
+    let dir = TempDir::new("redo-status");
+    let mut ids = QueueIdGen::new(1);
+    let q = sample(&mut ids, 1, 100);
+    let f = write_file(&dir, &q);
+    let env = read_envelope(&f).expect("read_envelope");
+    let at = env.status_offset(0).expect("offset");
+    let synced = Status { state: State::Deferred, attempts: 1, reason: "synced".into(), ..Status::default() };
+    let (_, first) = update_status_at(&f, at, &synced).expect("update");
+    let lost = Status { state: State::Done, attempts: 2, reason: "lost".into(), ..Status::default() };
+    let (_, second) = update_status_at(&f, at, &lost).expect("update");
+    assert_ne!(first.at, second.at, "alternate slots");
+    // The disk lost the second write (its sync failed): the slot went back.
+    f.write_all_at(&[0xaa; 50], second.at + 100).expect("lose");
+    assert_eq!(read_queue_file(&f).expect("decode").recipients[0].status, synced);
+    second.redo(&f).expect("redo");
+    assert_eq!(read_queue_file(&f).expect("decode").recipients[0].status, lost);
+    // The synced slot was not touched by the redo.
+    let mut now = vec![0u8; first.record.len()];
+    f.read_exact_at(&mut now, first.at).expect("read");
+    assert_eq!(now, first.record);
 }
 
 #[test]

@@ -27,7 +27,7 @@ MD=/var/tmp/anchors/home/mailbench/Maildir-new
 rm -rf "$MD"
 fresh_spool
 # The harness counts files in ~mailbench/Maildir-new/new.
-base_conf 'limits { sessions = 20000; sessions_per_client = 20000; }' "processes { local = ${LOCALS:-1}; }" \
+base_conf 'limits { sessions = 20000; sessions_per_client = 20000; }' "processes { local = ${LOCALS:-1}; }" ${LOCAL_EXTRA:+"$LOCAL_EXTRA"} \
 	'local { mailbox = "maildir"; maildir = "Maildir-new/"; }'
 install -d -o mailbench -g mailbench -m 700 "$MD"
 loop_fs "$MD"

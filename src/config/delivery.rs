@@ -43,7 +43,8 @@ impl Default for BackoffConf {
 pub struct TransportConf {
     pub processes: u32,
     pub initial_concurrency: u32,
-    pub concurrency_limit: u32,
+    /// None: the transport's own default ([`TransportSettings::local`]).
+    pub concurrency_limit: Option<u32>,
     pub recipient_limit: u32,
     pub failed_cohort_limit: u32,
     #[serde(with = "serde_ucl::time")]
@@ -56,7 +57,7 @@ impl Default for TransportConf {
         TransportConf {
             processes: t.processes as u32,
             initial_concurrency: t.initial_concurrency,
-            concurrency_limit: t.concurrency_limit,
+            concurrency_limit: None,
             recipient_limit: t.recipient_limit as u32,
             failed_cohort_limit: t.failed_cohort_limit,
             dead_time: t.dead_time,
@@ -65,11 +66,14 @@ impl Default for TransportConf {
 }
 
 impl TransportConf {
-    fn settings(&self) -> TransportSettings {
+    /// The scheduler's settings. Without `concurrency_limit`, the local
+    /// transport's is its `processes` ([`TransportSettings::local`]).
+    fn settings(&self, local: bool) -> TransportSettings {
+        let limit = if local { self.processes } else { TransportSettings::default().concurrency_limit };
         TransportSettings {
             processes: self.processes as usize,
             initial_concurrency: self.initial_concurrency,
-            concurrency_limit: self.concurrency_limit,
+            concurrency_limit: self.concurrency_limit.unwrap_or(limit),
             recipient_limit: self.recipient_limit as usize,
             failed_cohort_limit: self.failed_cohort_limit,
             dead_time: self.dead_time,
@@ -393,9 +397,9 @@ pub fn settings(q: &Queue, t: &Transports) -> Settings {
         bounce_lifetime: q.bounce_lifetime,
         delay_warning: q.delay_warning,
         backoff: Backoff { min: q.backoff.min, max: q.backoff.max },
-        smtp: t.smtp.settings(),
-        lmtp: t.lmtp.settings(),
-        local: t.local.settings(),
+        smtp: t.smtp.settings(false),
+        lmtp: t.lmtp.settings(false),
+        local: t.local.settings(true),
     }
 }
 

@@ -224,6 +224,22 @@ fn transport_map_and_lmtp_limits() {
 }
 
 #[test]
+fn local_concurrency_defaults_to_its_process_limit() {
+    // A local destination is a whole domain: its limit is the transport's.
+    let d = Config::parse("").unwrap().delivery(None);
+    assert_eq!(d.settings().local.concurrency_limit, 100);
+    assert_eq!(d.settings().smtp.concurrency_limit, 20);
+    let c = Config::parse("transport { local { processes = 40; } smtp { processes = 40; } }\n").unwrap();
+    assert_eq!(c.delivery(None).settings().local.concurrency_limit, 40);
+    assert_eq!(c.delivery(None).settings().smtp.concurrency_limit, 20);
+    let c = Config::parse("transport { local { concurrency_limit = 8; } }\n").unwrap();
+    assert_eq!(c.delivery(None).settings().local.concurrency_limit, 8);
+    // Below initial_concurrency (5), it is refused, naming the key.
+    let (_, m) = Config::parse("transport { local { processes = 3; } }\n").unwrap_err();
+    assert!(m.contains("transport.local.concurrency_limit"), "{m}");
+}
+
+#[test]
 fn transport_map_errors_name_line_and_entry() {
     let (line, m) =
         Config::parse("hostname = a.example;\ntransport_map {\n  \"example.org\" = \"lmtp\";\n}\n").unwrap_err();

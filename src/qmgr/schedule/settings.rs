@@ -57,6 +57,19 @@ pub struct TransportSettings {
     pub dead_time: Duration,
 }
 
+impl TransportSettings {
+    /// The local transport's: as the others', but its destination is a
+    /// whole local domain (every user's mailbox), not one next hop, so
+    /// its concurrency limit is its process limit (`processes`, 100).
+    /// With 20, twenty deliveries at once were all the users of a domain
+    /// got, and the local agent's batches (one flush each) were cut to
+    /// twenty.
+    pub fn local() -> TransportSettings {
+        let d = TransportSettings::default();
+        TransportSettings { concurrency_limit: d.processes as u32, ..d }
+    }
+}
+
 impl Default for TransportSettings {
     fn default() -> TransportSettings {
         TransportSettings {
@@ -117,7 +130,7 @@ impl Default for Settings {
             backoff: Backoff::default(),
             smtp: TransportSettings::default(),
             lmtp: TransportSettings::default(),
-            local: TransportSettings::default(),
+            local: TransportSettings::local(),
         }
     }
 }

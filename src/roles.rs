@@ -116,8 +116,8 @@ impl Role {
             // pipe.
             Role::Local => 256,
             // qmgr: its directories and channels, the queue files it is
-            // reading or handing on, up to 64 kept for a first delivery.
-            Role::Qmgr => 512,
+            // reading or handing on, up to 1,024 kept for a first delivery.
+            Role::Qmgr => 2048,
             // connector: a socket per connection attempt and per lookup
             // in progress, a channel per smtp and smtpd process.
             Role::Connector => 4096,

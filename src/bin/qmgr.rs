@@ -8,6 +8,8 @@ fn main() {
     // Before the sandbox: on Linux the watch on incoming/ is added by
     // path, which the sandbox no longer allows.
     let watch = mta::qmgr::watch_incoming(&child);
+    // Before the sandbox too: Linux's filter has no getrlimit.
+    let kept = mta::qmgr::kept_files_limit();
     let token = child.enter();
-    mta::qmgr::serve(token, child, watch)
+    mta::qmgr::serve(token, child, watch, kept)
 }

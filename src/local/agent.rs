@@ -145,6 +145,10 @@ struct Batch {
     /// The log lines of deliveries that wait for items.
     logs: Vec<HeldLog>,
     served: Vec<Served>,
+    /// `.forward` files (paths beneath a home) found missing in this
+    /// batch: not looked for again until the next (one made meanwhile is
+    /// obeyed from the next batch on).
+    no_forward: HashSet<PathBuf>,
 }
 
 /// A Maildir worker of the batch.
@@ -343,6 +347,7 @@ impl Local {
         self.finish_slots(&all);
         self.batch.slots.clear();
         self.resolver.forget_users();
+        self.batch.no_forward.clear();
         let failed = std::mem::take(&mut self.batch.results);
         for h in std::mem::take(&mut self.batch.logs) {
             let o = sync_failure(&h.items, &failed).unwrap_or(h.outcome);
@@ -653,11 +658,16 @@ impl Local {
     fn read_forward(&mut self, user: &User, file: &Path) -> Result<Option<Vec<aliases::Forward>>, Outcome> {
         let shown = if file.is_absolute() { file.to_path_buf() } else { user.home.join(file) };
         // Most users have none: no process is started to find that out.
-        if !file.is_absolute()
-            && let Err(e) = std::fs::symlink_metadata(&shown)
-            && matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory)
-        {
-            return Ok(None);
+        if !file.is_absolute() {
+            if self.batch.no_forward.contains(&shown) {
+                return Ok(None);
+            }
+            if let Err(e) = std::fs::symlink_metadata(&shown)
+                && matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory)
+            {
+                self.batch.no_forward.insert(shown);
+                return Ok(None);
+            }
         }
         let (Some(home), Some(file_str)) = (user.home.to_str(), file.to_str()) else {
             self.child.warn(&format!("{}: not a UTF-8 path; ignored", shown.display()));

@@ -184,8 +184,18 @@ struct Active {
 }
 
 /// Most queue files kept open between taking a message and its first
-/// delivery.
-const KEPT_FILES: usize = 64;
+/// delivery: a burst of this many waiting for delivery is not opened a
+/// second time (the open-files limit master sets for qmgr allows for
+/// them; [`kept_files_limit`] keeps to half of the limit there is).
+const KEPT_FILES: usize = 1024;
+
+/// How many queue files may be kept open: [`KEPT_FILES`], or half of the
+/// open-files limit if that is less (read before entering the sandbox).
+pub fn kept_files_limit() -> usize {
+    use nix::sys::resource::{Resource, getrlimit};
+    let soft = getrlimit(Resource::RLIMIT_NOFILE).map_or(0, |(soft, _)| soft);
+    KEPT_FILES.min(usize::try_from(soft / 2).unwrap_or(usize::MAX))
+}
 
 /// Most messages remembered as stuck (beyond, one may be taken again).
 const MAX_STUCK: usize = 10_000;
@@ -219,6 +229,8 @@ pub struct Qmgr {
     active: HashMap<QueueId, Active>,
     /// How many of the active messages keep their file open.
     kept_files: usize,
+    /// At most this many are kept ([`kept_files_limit`]).
+    kept_limit: usize,
     running: HashMap<JobId, Running>,
     /// incoming/ names read or announced and not yet admitted.
     incoming: VecDeque<QueueId>,
@@ -247,7 +259,7 @@ pub fn watch_incoming(child: &Child) -> std::io::Result<Watch> {
 }
 
 /// Serve until master says stop.
-pub fn serve(_token: Sandboxed, mut child: Child, watch: std::io::Result<Watch>) -> ! {
+pub fn serve(_token: Sandboxed, mut child: Child, watch: std::io::Result<Watch>, kept_limit: usize) -> ! {
     let poll = Poll::new().unwrap_or_else(|e| crate::child::die(Role::Qmgr, &format!("poll: {e}")));
     let Some(delivery) = child.config.delivery.clone() else { child.fatal("no delivery settings from master") };
     let store = match Store::new(std::mem::take(&mut child.fds)) {
@@ -280,6 +292,7 @@ pub fn serve(_token: Sandboxed, mut child: Child, watch: std::io::Result<Watch>)
         watch,
         active: HashMap::new(),
         kept_files: 0,
+        kept_limit,
         running: HashMap::new(),
         incoming: VecDeque::new(),
         incoming_set: HashSet::new(),
@@ -814,7 +827,7 @@ impl Qmgr {
             let sender = crate::log::sanitize(&env.envelope.sender, 1024);
             self.child.info(&format!("{id}: from=<{sender}>, size={}, nrcpt={n} (queue active)", env.envelope.size));
         }
-        let file = (self.kept_files < KEPT_FILES).then_some(file);
+        let file = (self.kept_files < self.kept_limit).then_some(file);
         self.kept_files += usize::from(file.is_some());
         self.active.insert(
             id,

@@ -421,7 +421,7 @@ impl Cleanup {
             Ok(ticket) => self.batch.push((token, txn, ticket, log)),
             Err(e) => {
                 self.child.warn(&format!("cannot queue a message: {e}"));
-                self.reply(token, txn, refused(554, "5.6.0", "Error: message could not be stored as given"));
+                self.reply(token, txn, append_failed(&e));
             }
         }
     }
@@ -527,6 +527,20 @@ fn bad_address(e: &MessageEnvelope) -> Option<String> {
     })
 }
 
+/// The verdict on a message the journal would not take: for now when
+/// the disk or the backlog of queue files not yet written out is the
+/// cause (incoming/ or its disk failing), for good when the message
+/// itself cannot be stored.
+fn append_failed(e: &queue::Error) -> CommitResult {
+    match e {
+        queue::Error::Io(_) if e.is_disk_full() => CommitResult::TempFail(String::from("spool full")),
+        queue::Error::Io(_) => CommitResult::TempFail(e.to_string()),
+        queue::Error::Corrupt(_) | queue::Error::Invalid(_) => {
+            refused(554, "5.6.0", "Error: message could not be stored as given")
+        }
+    }
+}
+
 fn refused(code: u16, enhanced: &str, text: &str) -> CommitResult {
     CommitResult::Refused { code, enhanced: enhanced.to_string(), text: text.to_string() }
 }
@@ -568,4 +582,21 @@ fn queue_file(id: queue::QueueId, arrival: Time, e: &MessageEnvelope, content: V
         })
         .collect();
     QueueFile { id, envelope, recipients, content }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_journal_that_cannot_take_mail_now_gives_a_temporary_failure() {
+        // The backlog bound (incoming/ failing) is the journal's Io error:
+        // before, a client heard 554 and pickup set local mail aside.
+        let backlog = queue::Error::Io(std::io::Error::other("67108864 bytes wait to be written as queue files"));
+        assert!(matches!(append_failed(&backlog), CommitResult::TempFail(w) if w.contains("wait to be written")));
+        let full = queue::Error::Io(std::io::Error::from_raw_os_error(28));
+        assert!(matches!(append_failed(&full), CommitResult::TempFail(w) if w == "spool full"));
+        let invalid = queue::Error::Invalid(String::from("no recipient"));
+        assert!(matches!(append_failed(&invalid), CommitResult::Refused { code: 554, .. }));
+    }
 }

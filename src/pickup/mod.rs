@@ -529,6 +529,19 @@ impl Pickup {
     }
 }
 
+/// Whether the envelope of a maildrop file fits in what pickup can hand
+/// cleanup in one message (its recipients and their ORCPT parameters are
+/// most of it); if not, its encoded size. sendmail asks before it writes
+/// one: pickup would have to set such a file aside, unbounced.
+pub fn envelope_fits(e: &maildrop::Envelope) -> Result<(), usize> {
+    let Some(envelope) = envelope(e, u32::MAX) else { return Ok(()) };
+    let begin = SmtpdToCleanup::Begin { txn: u64::MAX, envelope: Box::new(envelope) };
+    match postcard::to_allocvec(&begin) {
+        Ok(bytes) if bytes.len() > crate::ipc::DEFAULT_MAX_MESSAGE => Err(bytes.len()),
+        _ => Ok(()),
+    }
+}
+
 /// The envelope cleanup gets for a maildrop file submitted by `uid`.
 fn envelope(e: &maildrop::Envelope, uid: u32) -> Option<MessageEnvelope> {
     let body = params::Body::try_from(e.body).ok()?;

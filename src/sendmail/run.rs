@@ -155,6 +155,13 @@ impl Context {
         if let Err(e) = Writer::new(io::sink(), envelope) {
             return Err(failure(EX_DATAERR, format!("cannot submit this envelope: {e}")));
         }
+        if let Err(n) = crate::pickup::envelope_fits(envelope) {
+            let why = format!(
+                "the envelope ({n} octets: {} recipients and their ORCPT) is more than one message may carry; send it in parts",
+                envelope.recipients.len()
+            );
+            return Err(failure(EX_DATAERR, why));
+        }
         let path = self.postdrop();
         let mut cmd = Command::new(&path);
         // postdrop reads no environment; give it none.

@@ -186,6 +186,27 @@ fn too_many_hops_are_refused_before_postdrop() {
 }
 
 #[test]
+fn envelope_over_what_cleanup_takes_is_refused_before_postdrop() {
+    // 6,000 recipients of 200 octets: over the 1 MiB cleanup takes in one
+    // message, which pickup could only set aside, unbounced.
+    let fake = Fake::new("bigenv", 0, "X");
+    let rcpts: Vec<String> = (0..6000)
+        .map(|i| format!("r{i:05}@{}.{}.{}.example.org", "d".repeat(60), "e".repeat(60), "f".repeat(60)))
+        .collect();
+    let mut args: Vec<&str> = vec!["-i"];
+    args.extend(rcpts.iter().map(String::as_str));
+    let f = fake.context().send(&invocation(&args), &mut Cursor::new("Subject: x\n\nbody\n")).unwrap_err();
+    assert_eq!(f.code, EX_DATAERR);
+    assert!(f.message.contains("6000 recipients"), "{}", f.message);
+    assert!(!fake.dir.join("stream").exists(), "postdrop must not run");
+    // A few hundred go through.
+    let fake = Fake::new("bigenv-ok", 0, "X");
+    let mut args: Vec<&str> = vec!["-i"];
+    args.extend(rcpts[..300].iter().map(String::as_str));
+    assert_eq!(fake.context().send(&invocation(&args), &mut Cursor::new("Subject: x\n\nbody\n")).unwrap(), "X");
+}
+
+#[test]
 fn bad_recipient_is_refused_before_postdrop() {
     let fake = Fake::new("badrcpt", 0, "X");
     let f = fake

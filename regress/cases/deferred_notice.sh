@@ -2,8 +2,9 @@
 # tried again even when its failure notice is still being written at the
 # time its next attempt falls due (bounce held stopped past it): the
 # deferred recipient is not forgotten by the deferred queue's index. And
-# a message held while its notice waits has it sent once released; and a
-# status that cannot be written is written later, its notice after it.
+# a message held while its notice waits has it sent once released; a
+# status that cannot be written is written later, its notice after it;
+# and a next attempt further ahead than backoff.max is cut to it.
 . ./lib.sh
 . ./peers.sh
 write_conf "relay { host = \"[127.0.0.1]:$RELAY\"; }" "queue { backoff { min = 1s; max = 2s; } }"
@@ -51,4 +52,29 @@ kill -CONT "$smtp"
 wait_log "$ro: cannot open to record a status" 15 || { chmod 0600 "$f"; fail "recording the status did not fail"; }
 chmod 0600 "$f"
 wait_log "$ro: sender delivery status notification" 30 || fail "the failure notice did not follow the status once written"
+
+# A deferred file whose next attempt (its mtime) lies further ahead than
+# queue.backoff.max (the clock set back, the file touched) is tried within
+# backoff.max of qmgr reading it, not a day later.
+qmgr=$(child_pid qmgr)
+[ -n "$qmgr" ] || fail "no qmgr process"
+# Caught waiting in deferred/ (not in active/, which a restart empties
+# into incoming/ for an attempt at once).
+f=""
+for _ in 1 2 3 4 5 6 7 8 9 10; do
+	kill -STOP "$qmgr"
+	f=$(find "$W/spool/deferred" -type f ! -name '.*' | xargs grep -l -- "Subject: notice held" | head -1)
+	[ -n "$f" ] && break
+	kill -CONT "$qmgr"
+	sleep 0.3
+done
+[ -n "$f" ] || { kill -CONT "$qmgr"; fail "the deferred message is not in deferred/"; }
+touch -d '+1 day' "$f"
+before=$(tries)
+kill -KILL "$qmgr"
+kill -CONT "$qmgr" 2>/dev/null
+wait_log "qmgr pid [0-9]* .*restarting" 10 || fail "qmgr not restarted"
+wait_for 15 sh -c "[ \$(grep -c 'to=<reject4@remote.example>, .*status=deferred' '$LOG') -gt $before ]" ||
+	fail "a deferred file dated a day ahead was not tried within backoff.max ($(tries) attempts)"
+note "a next attempt a day ahead is cut to backoff.max"
 exit 0

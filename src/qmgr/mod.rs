@@ -392,13 +392,19 @@ impl Qmgr {
 
     /// Index deferred/; with `due`, every message is due then (flush).
     fn scan_deferred(&mut self, due: Option<Time>) {
-        self.sched.begin_deferred_scan(Time::now());
+        let now = Time::now();
+        self.sched.begin_deferred_scan(now);
+        // No deferral waits longer than queue.backoff.max: a next attempt
+        // later than that (the clock set back, a file touched) is that.
+        let latest =
+            now.secs.saturating_add(i64::try_from(self.sched.settings().backoff.max.as_secs()).unwrap_or(i64::MAX));
         let sched = &mut self.sched;
         let store = &self.store;
         let mut found = |id: QueueId, t: Time| {
             if let Some(now) = due {
                 let _ = store.make_due(&id, now);
             }
+            let t = if t.secs > latest { Time { secs: latest, micros: 0 } } else { t };
             sched.deferred_found(id, due.unwrap_or(t));
         };
         match self.store.scan_deferred(&mut found) {

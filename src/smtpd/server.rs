@@ -270,10 +270,10 @@ impl Server {
     }
 
     fn set_cleanup(&mut self, mut chan: Channel) {
-        if let Some(old) = self.cleanup.take() {
+        let old = self.cleanup.take();
+        if let Some(old) = &old {
             let raw = old.as_raw_fd();
             let _ = self.poll.registry().deregister(&mut SourceFd(&raw));
-            self.cleanup_lost();
         }
         let raw = chan.as_raw_fd();
         let interest = Interest::READABLE | Interest::WRITABLE;
@@ -283,6 +283,11 @@ impl Server {
         chan.cork();
         let _ = chan.flush();
         self.cleanup = Some(chan);
+        // The old one's messages fail; sessions it held back read on, to
+        // the new one (set first, or they would hear 451 for no cleanup).
+        if old.is_some() {
+            self.cleanup_lost();
+        }
         self.listen();
     }
 

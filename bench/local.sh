@@ -7,7 +7,8 @@
 #   bench/local.sh [MSGS=20000] [SESSIONS=20] [SIZE=5120]
 # Env: LOCALS (local processes, default 1 as in mta's own default), ANCHORS=0
 # skips Postfix, ROUNDS=N runs mta and then Postfix N times in turn (the
-# summary takes the median of the rounds' ratios).
+# summary takes the median of the rounds' ratios), LOCAL_EXTRA='UCL line'
+# adds a line to mta's configuration (e.g. a transport limit to compare).
 # Needs root (cgroups, a delivery as another user); loopback only. Not a
 # test: it prints RESULT lines.
 set -u

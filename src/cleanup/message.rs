@@ -57,6 +57,20 @@ impl HeaderScan {
     }
 }
 
+/// Why cleanup refuses a message whose header block scanned as `scan`,
+/// given the limits on `Received:` headers (`hops`) and on the block's
+/// size: code, enhanced status and text; None if it takes it. sendmail
+/// asks the same before it hands a message on.
+pub fn header_refusal(scan: &HeaderScan, hops: u32, header_size: u32) -> Option<(u16, &'static str, String)> {
+    if scan.hops > hops {
+        Some((554, "5.4.6", format!("too many hops ({} Received: headers); mail loop?", scan.hops)))
+    } else if scan.size > u64::from(header_size) {
+        Some((552, "5.3.4", format!("the message header is larger than {header_size} bytes")))
+    } else {
+        None
+    }
+}
+
 /// Keep only characters that are safe in a header: printable ASCII, with
 /// anything else replaced, and bounded in length.
 pub fn header_safe(s: &str, max: usize) -> String {

@@ -378,16 +378,10 @@ impl Cleanup {
         let (hops, header_size) = intake.map_or((50, 100 << 10), |i| (i.limits.hops, i.limits.header_size));
         let verdict = if let Some(f) = t.failed {
             Some(f)
-        } else if t.scan.hops > hops {
-            Some(refused(
-                554,
-                "5.4.6",
-                &format!("Error: too many hops ({} Received: headers); mail loop?", t.scan.hops),
-            ))
+        } else if let Some((code, enhanced, why)) = message::header_refusal(&t.scan, hops, header_size) {
+            Some(refused(code, enhanced, &format!("Error: {why}")))
         } else if !self.space_ok {
             Some(CommitResult::NoSpace)
-        } else if t.scan.size > u64::from(header_size) {
-            Some(refused(552, "5.3.4", "Error: message header block too large"))
         } else {
             None
         };

@@ -43,7 +43,7 @@ impl Default for BackoffConf {
 pub struct TransportConf {
     pub processes: u32,
     pub initial_concurrency: u32,
-    /// None: the transport's own default ([`TransportSettings::local`]).
+    /// None: the transport's default ([`TransportSettings::default_limit`]).
     pub concurrency_limit: Option<u32>,
     pub recipient_limit: u32,
     pub failed_cohort_limit: u32,
@@ -66,10 +66,10 @@ impl Default for TransportConf {
 }
 
 impl TransportConf {
-    /// The scheduler's settings. Without `concurrency_limit`, the local
-    /// transport's is its `processes` ([`TransportSettings::local`]).
+    /// The scheduler's settings (`local`: of the local transport, whose
+    /// default concurrency limit differs, [`TransportSettings::default_limit`]).
     fn settings(&self, local: bool) -> TransportSettings {
-        let limit = if local { self.processes } else { TransportSettings::default().concurrency_limit };
+        let limit = TransportSettings::default_limit(local, self.processes as usize);
         TransportSettings {
             processes: self.processes as usize,
             initial_concurrency: self.initial_concurrency,

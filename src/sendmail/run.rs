@@ -24,7 +24,7 @@ use std::process::{Child as Process, ChildStdin, Command, Stdio};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::address::{self, Path};
-use crate::cleanup::message::{HeaderScan, rfc5322_date};
+use crate::cleanup::message::{HeaderScan, header_refusal, rfc5322_date};
 use crate::config::{self, Config};
 use crate::control::client;
 use crate::maildrop::{self, Envelope, Writer};
@@ -392,17 +392,9 @@ enum Pending {
 
 impl Context {
     /// The reply cleanup would give a message whose header block scanned
-    /// as `scan` (its Received: count, its size), if it would refuse it:
-    /// code, enhanced status and text.
+    /// as `scan`, if it would refuse it ([`header_refusal`]).
     fn header_refusal(&self, scan: &HeaderScan) -> Option<(u16, &'static str, String)> {
-        let limits = &self.config.limits;
-        if scan.hops > limits.hops {
-            Some((554, "5.4.6", format!("too many hops ({} Received: headers); mail loop?", scan.hops)))
-        } else if scan.size > u64::from(limits.header_size) {
-            Some((552, "5.3.4", format!("the message header is larger than {} bytes", limits.header_size)))
-        } else {
-            None
-        }
+        header_refusal(scan, self.config.limits.hops, self.config.limits.header_size)
     }
 
     fn session_settings(&self) -> Settings {

@@ -367,11 +367,7 @@ impl Server {
         // Sessions held back for cleanup's sake go on (to a 451 at the
         // end of a message) rather than wait for a new cleanup.
         if self.throttled {
-            self.throttled = false;
-            let tokens: Vec<Token> = self.conns.keys().copied().collect();
-            for t in tokens {
-                self.read_conn(t);
-            }
+            self.read_held();
         }
     }
 
@@ -419,19 +415,24 @@ impl Server {
     /// the queue may drain by a flush that no event follows.
     fn resume_reads(&mut self) {
         if self.throttled && self.cleanup.as_ref().is_some_and(|c| c.queued() < CLEANUP_HIGH_WATER / 2) {
-            self.throttled = false;
-            // Each time from another session on: the first ones read may
-            // fill the queue again, and the same ones must not always win.
-            let mut tokens: Vec<Token> = self.conns.keys().copied().collect();
-            tokens.sort_unstable();
-            self.resumes = self.resumes.wrapping_add(1);
-            if !tokens.is_empty() {
-                let at = self.resumes % tokens.len();
-                tokens.rotate_left(at);
-            }
-            for t in tokens {
-                self.read_conn(t);
-            }
+            self.read_held();
+        }
+    }
+
+    /// Every session reads again, no longer held back: each time from
+    /// another session on (the first ones read may fill cleanup's queue
+    /// again, and the same ones must not always win).
+    fn read_held(&mut self) {
+        self.throttled = false;
+        let mut tokens: Vec<Token> = self.conns.keys().copied().collect();
+        tokens.sort_unstable();
+        self.resumes = self.resumes.wrapping_add(1);
+        if !tokens.is_empty() {
+            let at = self.resumes % tokens.len();
+            tokens.rotate_left(at);
+        }
+        for t in tokens {
+            self.read_conn(t);
         }
     }
 

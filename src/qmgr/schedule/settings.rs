@@ -60,13 +60,22 @@ pub struct TransportSettings {
 impl TransportSettings {
     /// The local transport's: as the others', but its destination is a
     /// whole local domain (every user's mailbox), not one next hop, so
-    /// its concurrency limit is its process limit (`processes`, 100).
-    /// With 20, twenty deliveries at once were all the users of a domain
-    /// got, and the local agent's batches (one flush each) were cut to
-    /// twenty.
+    /// its concurrency limit is its process limit ([`Self::default_limit`]).
     pub fn local() -> TransportSettings {
         let d = TransportSettings::default();
-        TransportSettings { concurrency_limit: d.processes as u32, ..d }
+        TransportSettings { concurrency_limit: TransportSettings::default_limit(true, d.processes), ..d }
+    }
+
+    /// The concurrency limit of a transport that sets none: 20, and for
+    /// the local transport its `processes`. (With 20, twenty deliveries at
+    /// once were all the users of a local domain got, and the local
+    /// agent's batches, one flush each, were cut to twenty.)
+    pub fn default_limit(local: bool, processes: usize) -> u32 {
+        if local {
+            u32::try_from(processes).unwrap_or(u32::MAX)
+        } else {
+            TransportSettings::default().concurrency_limit
+        }
     }
 }
 

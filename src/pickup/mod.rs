@@ -5,8 +5,11 @@
 //! final name (postdrop writes under `.tmp.*` and renames when the file
 //! is whole), and reads as a complete maildrop stream within the intake
 //! limits; its owner is the submitting user, whatever the file says.
-//! Anything else is moved to corrupt/ and logged. The file is removed
-//! only after cleanup has committed the message.
+//! Anything else is moved to corrupt/ and logged. A file that cannot be
+//! read for a reason that may pass (an I/O error, no descriptor to spare)
+//! is left where it is and tried again after a growing pause while the
+//! others go on ([`trouble`]); after an hour of that it is set aside too.
+//! The file is removed only after cleanup has committed the message.
 //!
 //! pickup learns of arrivals from the kernel ([`watch`]: inotify on Linux,
 //! kqueue on FreeBSD and OpenBSD) and then lists the directory; it also
@@ -28,6 +31,9 @@ use nix::fcntl::{AtFlags, OFlag, openat, renameat};
 use nix::sys::stat::{Mode, SFlag, fstatat};
 use nix::unistd::{UnlinkatFlags, unlinkat};
 use sandbox::Sandboxed;
+
+mod trouble;
+use trouble::{Troubles, Verdict};
 
 use crate::child::Child;
 use crate::ipc::Channel;
@@ -91,6 +97,8 @@ struct Pickup {
     retry_after: Instant,
     /// The kernel's notification of arrivals, while it works.
     watch: Option<Watch>,
+    /// Files that failed for a reason that may pass, waiting to be tried.
+    troubles: Troubles,
 }
 
 /// Watch maildrop/ (the first role descriptor) for arrivals. Must run
@@ -139,6 +147,7 @@ pub fn serve(_token: Sandboxed, mut child: Child, watch: io::Result<Watch>) -> !
         next_scan: now,
         retry_after: now,
         watch,
+        troubles: Troubles::default(),
     };
     let mut events = Events::with_capacity(16);
     loop {
@@ -284,6 +293,7 @@ impl Pickup {
         };
         match result {
             CommitResult::Queued(id) => {
+                self.troubles.clear(&f.name);
                 self.child.info(&format!("{id}: uid={}, from maildrop file {}, nrcpt={}", f.uid, f.name, f.nrcpt));
                 if let Err(e) = unlinkat(&self.maildrop, f.name.as_str(), UnlinkatFlags::NoRemoveDir) {
                     // Queued twice is better than lost: it is taken again.
@@ -305,8 +315,27 @@ impl Pickup {
         }
     }
 
+    /// A file that could not be read for a reason that may pass: left in
+    /// maildrop/ and tried again later, or set aside once it has failed
+    /// for too long.
+    fn trouble(&mut self, name: &str, why: &str) {
+        match self.troubles.failed(name, Instant::now()) {
+            Verdict::RetryIn(pause) => {
+                self.child.warn(&format!("maildrop file {name}: {why}; trying it again in {} s", pause.as_secs()));
+                // A listing finds it again once it is due.
+                let at = Instant::now() + pause;
+                self.next_scan = self.next_scan.min(at.max(self.retry_after));
+            }
+            Verdict::GiveUp => {
+                let hours = trouble::GIVE_UP.as_secs() / 3600;
+                self.set_aside(name, &format!("{why}, and so for {hours} hour(s)"));
+            }
+        }
+    }
+
     /// Move a file that cannot be taken to corrupt/ and say why.
     fn set_aside(&mut self, name: &str, why: &str) {
+        self.troubles.clear(name);
         let base = format!("maildrop.{name}");
         let moved = queue::free_name(self.corrupt.as_fd(), &base).map_err(|e| e.to_string()).and_then(|t| {
             renameat(&self.maildrop, name, &self.corrupt, t.as_str()).map(|()| t).map_err(|e| e.to_string())
@@ -356,11 +385,23 @@ impl Pickup {
         let mut names = Vec::new();
         let mut full = false;
         let mut stale = Vec::new();
+        let mut troubled = std::collections::HashSet::new();
+        let now = Instant::now();
+        let mut listed = true;
         for e in d.iter() {
-            let Ok(e) = e else { break };
+            let Ok(e) = e else {
+                listed = false;
+                break;
+            };
             let Ok(name) = e.file_name().to_str() else { continue };
             if name == "." || name == ".." {
                 continue;
+            }
+            if self.troubles.contains(name) {
+                troubled.insert(name.to_string());
+                if !self.troubles.due(name, now) {
+                    continue;
+                }
             }
             if name.starts_with('.') {
                 stale.push(name.to_string());
@@ -371,6 +412,9 @@ impl Pickup {
             }
         }
         drop(d);
+        if listed {
+            self.troubles.keep_only(&troubled);
+        }
         for name in stale {
             let old = fstatat(&self.maildrop, name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW).is_ok_and(|st| {
                 let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
@@ -429,8 +473,8 @@ impl Pickup {
     fn start(&mut self, name: String) {
         let st = match fstatat(&self.maildrop, name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
             Ok(st) => st,
-            Err(nix::errno::Errno::ENOENT) => return,
-            Err(e) => return self.child.warn(&format!("maildrop file {name}: {e}")),
+            Err(nix::errno::Errno::ENOENT) => return self.troubles.clear(&name),
+            Err(e) => return self.trouble(&name, &format!("cannot be looked at: {e}")),
         };
         if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
             return self.set_aside(&name, "not a regular file");
@@ -438,13 +482,14 @@ impl Pickup {
         let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
         let file = match openat(&self.maildrop, name.as_str(), flags, Mode::empty()) {
             Ok(fd) => File::from(fd),
-            Err(nix::errno::Errno::ENOENT) => return,
+            Err(nix::errno::Errno::ENOENT) => return self.troubles.clear(&name),
+            Err(e) if trouble::passing(e) => return self.trouble(&name, &format!("cannot be opened: {e}")),
             Err(e) => return self.set_aside(&name, &format!("cannot be opened: {e}")),
         };
         // Check the file itself, not the name: the name may have changed.
         let meta = match file.metadata() {
             Ok(m) => m,
-            Err(e) => return self.child.warn(&format!("maildrop file {name}: {e}")),
+            Err(e) => return self.trouble(&name, &format!("cannot be looked at: {e}")),
         };
         if !meta.file_type().is_file() {
             return self.set_aside(&name, "not a regular file");
@@ -455,6 +500,7 @@ impl Pickup {
         let limits = self.limits();
         let (reader, env) = match Reader::new(BufReader::with_capacity(64 << 10, file), limits) {
             Ok(x) => x,
+            Err(e @ maildrop::Error::Io(_)) => return self.trouble(&name, &e.to_string()),
             Err(e) => return self.set_aside(&name, &e.to_string()),
         };
         let Some(envelope) = envelope(&env, meta.uid()) else {
@@ -514,7 +560,10 @@ impl Pickup {
                     let name = f.name.clone();
                     self.current = None;
                     self.send(SmtpdToCleanup::Abort { txn });
-                    return self.set_aside(&name, &e.to_string());
+                    return match e {
+                        maildrop::Error::Io(_) => self.trouble(&name, &e.to_string()),
+                        e => self.set_aside(&name, &e.to_string()),
+                    };
                 }
             }
         }

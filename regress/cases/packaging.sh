@@ -422,7 +422,7 @@ grep -qx '%%DATADIR%%/mailer.conf.mta' "$FPORT/pkg-plist" || fail "pkg-plist doe
 # mail is waiting); with daily_status_mailq_shorten, the recipient lines
 # (indented, with an @) counted per address.
 if ! is_root; then
-	note "skipped the mailq check: needs root (the staged mailq reads /etc/mta/mta.conf)"
+	note "skipped: the mailq check (needs root: the staged mailq reads /etc/mta/mta.conf)"
 	exit 0
 fi
 private_mta_conf || fail "cannot mount a private /etc/mta"

@@ -98,7 +98,7 @@ if [ -n "${MAILX:-}" ]; then
 		fail "bsd-mailx envelope: $(envelope 'by mailx')"
 	n=4
 else
-	note "no bsd-mailx (MAILX unset): skipped"
+	note "skipped: the bsd-mailx part (MAILX unset)"
 	n=3
 fi
 echo "from s-nail" | as s-nail -:/ -S mta="$SENDMAIL" -S expandaddr -s "by s-nail" -b mtadev root ||

@@ -197,7 +197,8 @@ pub fn kept_files_limit() -> usize {
     KEPT_FILES.min(usize::try_from(soft / 2).unwrap_or(usize::MAX))
 }
 
-/// Most messages remembered as stuck (beyond, one may be taken again).
+/// Most messages remembered as stuck (beyond, one is read again at a
+/// listing, and found done if its statuses could be written).
 const MAX_STUCK: usize = 10_000;
 
 /// Most names of incoming/ held waiting for room in the active queue;
@@ -1070,6 +1071,8 @@ impl Qmgr {
         // should it fail (Linux forgets the pages it could not write back,
         // and a second fdatasync would succeed without them).
         let mut unsynced: Vec<SlotWrite> = Vec::new();
+        // Statuses not written because the removal follows (see below).
+        let mut moot: Vec<(u32, crate::queue::Status)> = Vec::new();
         if !self.rewrite(id, &mut file) {
             return;
         }
@@ -1097,6 +1100,7 @@ impl Qmgr {
                     // moot: not written (should the removal fail, the
                     // message is delivered again, never lost).
                     if removal_follows(&m.pending) {
+                        moot.push((recipient, status));
                         continue;
                     }
                     if file.is_none() {
@@ -1147,7 +1151,7 @@ impl Qmgr {
                 }
                 Action::Finish { fate, .. } => {
                     drop(file.take());
-                    self.finish(id, fate);
+                    self.finish(id, fate, moot);
                     return;
                 }
             }
@@ -1237,14 +1241,27 @@ impl Qmgr {
         }
     }
 
-    fn finish(&mut self, id: QueueId, fate: Fate) {
+    /// The message's last action. `moot`: the statuses left unwritten
+    /// because the removal was to follow them.
+    fn finish(&mut self, id: QueueId, fate: Fate, moot: Vec<(u32, crate::queue::Status)>) {
         let Some(m) = self.remove_active(&id) else { return };
         let dir = m.dir;
         match fate {
             Fate::Remove => match self.store.remove(dir, &id) {
                 Ok(_) => self.child.info(&format!("{id}: removed")),
                 Err(e) => {
-                    self.child.warn(&format!("{id}: cannot remove it from {}/: {e}", dir.name()));
+                    // Recorded after all, so that whoever reads the file
+                    // again (a listing, the next start) finds nothing left
+                    // to deliver instead of delivering it again.
+                    let recorded = self.record_moot(dir, &m.env, id, &moot);
+                    self.child.warn(&format!(
+                        "{id}: cannot remove it from {}/: {e}{}",
+                        dir.name(),
+                        match &recorded {
+                            Ok(()) => String::from(" (every recipient is recorded done in it: it is removed when read again)"),
+                            Err(w) => format!(" (and cannot record its recipients done: {w}; it may be delivered again)"),
+                        }
+                    ));
                     self.stuck(id);
                 }
             },
@@ -1261,6 +1278,26 @@ impl Qmgr {
                 }
             }
         }
+    }
+
+    /// Writes and syncs the statuses `moot` into the file of message `id`
+    /// (in `dir`, envelope `env`).
+    fn record_moot(
+        &self,
+        dir: Dir,
+        env: &QueueEnvelope,
+        id: QueueId,
+        moot: &[(u32, crate::queue::Status)],
+    ) -> Result<(), String> {
+        if moot.is_empty() {
+            return Ok(());
+        }
+        let f = self.store.open(dir, &id, true).map_err(|p| p.to_string())?;
+        for (recipient, status) in moot {
+            let at = env.status_offset(*recipient as usize).ok_or("no such recipient")?;
+            update_status_at(&f, at, status).map_err(|e| e.to_string())?;
+        }
+        f.sync_data().map_err(|e| e.to_string())
     }
 
     /// A message whose file could not be removed or deferred: it is taken

@@ -7,6 +7,8 @@
 if [ "$(id -u)" != 0 ]; then echo "  skipped: chattr +i needs root"; exit 0; fi
 . ./lib.sh
 . ./peers.sh
+mkdir "$W/probe" && chattr +i "$W/probe" 2>/dev/null && chattr -i "$W/probe" ||
+	{ echo "  skipped: chattr +i does not work here (file system, or no CAP_LINUX_IMMUTABLE)"; exit 0; }
 write_conf "relay { host = \"[127.0.0.1]:$RELAY\"; }"
 unfreeze() { chattr -i "$W/spool/incoming" 2>/dev/null || true; }
 trap 'unfreeze; stop_sink; rm -rf "$DUMP"; cleanup' EXIT
@@ -32,7 +34,6 @@ wait_for 10 sh -c "q=\$('$MTACTL' -s '$W/mta.sock' status | awk '\$1 == \"qmgr\"
 	fail "qmgr was not restarted"
 wait_for 10 sh -c "[ \$(grep -c '$id: cannot remove it from incoming/' '$LOG') -ge 2 ]" ||
 	fail "the file was not read again by the new qmgr"
-sleep 4 # the peer's DATA delay: a second delivery would have ended by now
 [ "$(copies frozen)" -eq 1 ] || fail "delivered again after the restart: $(copies frozen) copies"
 [ "$(grep -c "$id: to=" "$LOG")" -eq 1 ] || fail "a delivery was attempted again: $(grep "$id: to=" "$LOG")"
 

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use nix::dir::Dir;
+use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag, openat, renameat};
 use nix::sys::stat::{Mode, SFlag, fstatat};
 use nix::unistd::{UnlinkatFlags, unlinkat};
@@ -315,10 +316,15 @@ impl Pickup {
         }
     }
 
-    /// A file that could not be read for a reason that may pass: left in
-    /// maildrop/ and tried again later, or set aside once it has failed
-    /// for too long.
-    fn trouble(&mut self, name: &str, why: &str) {
+    /// A file that could not be read: an error of the process (no
+    /// descriptor or memory to spare) pauses pickup, counted against no
+    /// file; an I/O error leaves the file in maildrop/ to be tried again
+    /// later, or set aside once it has failed for too long.
+    fn trouble(&mut self, name: &str, why: &str, process_wide: bool) {
+        if process_wide {
+            self.child.warn(&format!("maildrop file {name}: {why}; trying again in {} s", RETRY_PAUSE.as_secs()));
+            return self.pause();
+        }
         match self.troubles.failed(name, Instant::now()) {
             Verdict::RetryIn(pause) => {
                 self.child.warn(&format!("maildrop file {name}: {why}; trying it again in {} s", pause.as_secs()));
@@ -328,23 +334,41 @@ impl Pickup {
             }
             Verdict::GiveUp => {
                 let hours = trouble::GIVE_UP.as_secs() / 3600;
-                self.set_aside(name, &format!("{why}, and so for {hours} hour(s)"));
+                let why = format!("{why}, and so for {hours} hour(s)");
+                if !self.move_aside(name, &why) {
+                    // Not removed: mail that may yet be read. Tried again
+                    // at the longest pause.
+                    self.troubles.failed(name, Instant::now());
+                }
             }
         }
     }
 
-    /// Move a file that cannot be taken to corrupt/ and say why.
+    /// Move a file that cannot be taken to corrupt/ and say why; if it
+    /// cannot be moved, it is removed (it would stop every file after it).
     fn set_aside(&mut self, name: &str, why: &str) {
+        if !self.move_aside(name, why) {
+            let _ = unlinkat(&self.maildrop, name, UnlinkatFlags::NoRemoveDir);
+            self.child.warn(&format!("maildrop file {name}: removed"));
+        }
+    }
+
+    /// Move a file to corrupt/ and say why; false (and said) if it could
+    /// not be moved.
+    fn move_aside(&mut self, name: &str, why: &str) -> bool {
         self.troubles.clear(name);
         let base = format!("maildrop.{name}");
         let moved = queue::free_name(self.corrupt.as_fd(), &base).map_err(|e| e.to_string()).and_then(|t| {
             renameat(&self.maildrop, name, &self.corrupt, t.as_str()).map(|()| t).map_err(|e| e.to_string())
         });
         match moved {
-            Ok(t) => self.child.warn(&format!("maildrop file {name}: {why}; moved to corrupt/{t}")),
+            Ok(t) => {
+                self.child.warn(&format!("maildrop file {name}: {why}; moved to corrupt/{t}"));
+                true
+            }
             Err(e) => {
-                self.child.warn(&format!("maildrop file {name}: {why}; cannot move it to corrupt/ ({e}), removing it"));
-                let _ = unlinkat(&self.maildrop, name, UnlinkatFlags::NoRemoveDir);
+                self.child.warn(&format!("maildrop file {name}: {why}; cannot move it to corrupt/ ({e})"));
+                false
             }
         }
     }
@@ -426,8 +450,15 @@ impl Pickup {
             // Complete, it may be mail sendmail said it took, whose rename
             // a crash undid (postdrop cannot sync maildrop/): taken, as a
             // duplicate is better than a loss.
-            if let Some(done) = name.strip_prefix(".tmp.").filter(|n| !n.is_empty() && !n.starts_with('.'))
-                && self.complete_stream(&name)
+            let done = name.strip_prefix(".tmp.").filter(|n| !n.is_empty() && !n.starts_with('.'));
+            let complete = if done.is_some() { self.complete_stream(&name) } else { Ok(false) };
+            if let Err(e) = &complete {
+                // Not judged on an error that may pass: looked at again.
+                self.child.warn(&format!("maildrop file {name}: left for a day, cannot be read now ({e})"));
+                continue;
+            }
+            if let Some(done) = done
+                && complete == Ok(true)
                 && renameat(&self.maildrop, name.as_str(), &self.maildrop, done).is_ok()
             {
                 self.child
@@ -449,22 +480,33 @@ impl Pickup {
     }
 
     /// Whether the file `name` holds a whole maildrop stream (its end
-    /// record and CRC), read to its end now.
-    fn complete_stream(&self, name: &str) -> bool {
+    /// record and CRC), read to its end now; an error when it could not
+    /// be opened or read for a reason that may pass.
+    fn complete_stream(&self, name: &str) -> Result<bool, String> {
         let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
-        let Ok(fd) = openat(&self.maildrop, name, flags, Mode::empty()) else { return false };
+        let fd = match openat(&self.maildrop, name, flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(e @ (Errno::EIO | Errno::EINTR | Errno::EAGAIN)) => return Err(e.to_string()),
+            Err(e) if trouble::process_wide(e) => return Err(e.to_string()),
+            Err(_) => return Ok(false),
+        };
         let file = File::from(fd);
-        if !file.metadata().is_ok_and(|m| m.is_file() && m.nlink() == 1) {
-            return false;
+        match file.metadata() {
+            Ok(m) if m.is_file() && m.nlink() == 1 => {}
+            Ok(_) => return Ok(false),
+            Err(e) => return Err(e.to_string()),
         }
-        let Ok((mut reader, _)) = Reader::new(BufReader::with_capacity(64 << 10, file), self.limits()) else {
-            return false;
+        let mut reader = match Reader::new(BufReader::with_capacity(64 << 10, file), self.limits()) {
+            Ok((reader, _)) => reader,
+            Err(e @ maildrop::Error::Io(_)) => return Err(e.to_string()),
+            Err(_) => return Ok(false),
         };
         loop {
             match reader.next_chunk() {
                 Ok(Some(_)) => {}
-                Ok(None) => return true,
-                Err(_) => return false,
+                Ok(None) => return Ok(true),
+                Err(e @ maildrop::Error::Io(_)) => return Err(e.to_string()),
+                Err(_) => return Ok(false),
             }
         }
     }
@@ -473,8 +515,8 @@ impl Pickup {
     fn start(&mut self, name: String) {
         let st = match fstatat(&self.maildrop, name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
             Ok(st) => st,
-            Err(nix::errno::Errno::ENOENT) => return self.troubles.clear(&name),
-            Err(e) => return self.trouble(&name, &format!("cannot be looked at: {e}")),
+            Err(Errno::ENOENT) => return self.troubles.clear(&name),
+            Err(e) => return self.trouble(&name, &format!("cannot be looked at: {e}"), trouble::process_wide(e)),
         };
         if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
             return self.set_aside(&name, "not a regular file");
@@ -482,14 +524,19 @@ impl Pickup {
         let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
         let file = match openat(&self.maildrop, name.as_str(), flags, Mode::empty()) {
             Ok(fd) => File::from(fd),
-            Err(nix::errno::Errno::ENOENT) => return self.troubles.clear(&name),
-            Err(e) if trouble::passing(e) => return self.trouble(&name, &format!("cannot be opened: {e}")),
+            Err(Errno::ENOENT) => return self.troubles.clear(&name),
+            Err(e) if e == Errno::EIO || trouble::process_wide(e) => {
+                return self.trouble(&name, &format!("cannot be opened: {e}"), trouble::process_wide(e));
+            }
             Err(e) => return self.set_aside(&name, &format!("cannot be opened: {e}")),
         };
         // Check the file itself, not the name: the name may have changed.
         let meta = match file.metadata() {
             Ok(m) => m,
-            Err(e) => return self.trouble(&name, &format!("cannot be looked at: {e}")),
+            Err(e) => {
+                let wide = trouble::process_wide_io(&e);
+                return self.trouble(&name, &format!("cannot be looked at: {e}"), wide);
+            }
         };
         if !meta.file_type().is_file() {
             return self.set_aside(&name, "not a regular file");
@@ -500,7 +547,10 @@ impl Pickup {
         let limits = self.limits();
         let (reader, env) = match Reader::new(BufReader::with_capacity(64 << 10, file), limits) {
             Ok(x) => x,
-            Err(e @ maildrop::Error::Io(_)) => return self.trouble(&name, &e.to_string()),
+            Err(maildrop::Error::Io(e)) => {
+                let wide = trouble::process_wide_io(&e);
+                return self.trouble(&name, &maildrop::Error::Io(e).to_string(), wide);
+            }
             Err(e) => return self.set_aside(&name, &e.to_string()),
         };
         let Some(envelope) = envelope(&env, meta.uid()) else {
@@ -553,6 +603,8 @@ impl Pickup {
                 }
                 Ok(None) => {
                     f.ended = true;
+                    // Read whole: an earlier read error has passed.
+                    self.troubles.clear(&f.name);
                     self.send(SmtpdToCleanup::End { txn });
                     return;
                 }
@@ -561,7 +613,10 @@ impl Pickup {
                     self.current = None;
                     self.send(SmtpdToCleanup::Abort { txn });
                     return match e {
-                        maildrop::Error::Io(_) => self.trouble(&name, &e.to_string()),
+                        maildrop::Error::Io(io) => {
+                            let wide = trouble::process_wide_io(&io);
+                            self.trouble(&name, &maildrop::Error::Io(io).to_string(), wide)
+                        }
                         e => self.set_aside(&name, &e.to_string()),
                     };
                 }

@@ -1,7 +1,9 @@
-//! Maildrop files that could not be read for a reason that may pass (an
-//! I/O error, no descriptor or memory to spare): each is tried again
-//! after a pause that doubles, while the others go on, and set aside in
-//! corrupt/ only when it has failed that way for [`GIVE_UP`].
+//! Maildrop files that could not be read because of an I/O error: each
+//! is tried again after a pause that doubles, while the others go on, and
+//! set aside in corrupt/ only when it has failed that way for
+//! [`GIVE_UP`]. (Errors of the process, not of the file, such as no
+//! descriptor or memory to spare, pause pickup as a whole instead:
+//! [`process_wide`].)
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -14,7 +16,8 @@ pub const FIRST_PAUSE: Duration = Duration::from_secs(5);
 pub const MAX_PAUSE: Duration = Duration::from_secs(300);
 /// A file still failing this long after its first failure is set aside.
 pub const GIVE_UP: Duration = Duration::from_secs(3600);
-/// Most files remembered; one beyond is tried again at each listing.
+/// Most files remembered; one beyond is tried again after
+/// [`FIRST_PAUSE`] each time, and never given up.
 const MAX_REMEMBERED: usize = 1000;
 
 /// What to do after a failure that may pass.
@@ -42,7 +45,7 @@ impl Troubles {
     /// Records a failure of `name` at `now`.
     pub fn failed(&mut self, name: &str, now: Instant) -> Verdict {
         if !self.files.contains_key(name) && self.files.len() >= MAX_REMEMBERED {
-            return Verdict::RetryIn(Duration::ZERO);
+            return Verdict::RetryIn(FIRST_PAUSE);
         }
         let e = self.files.entry(name.to_string()).or_insert(Entry { first: now, next: now, failures: 0 });
         if now.saturating_duration_since(e.first) >= GIVE_UP {
@@ -76,14 +79,16 @@ impl Troubles {
     }
 }
 
-/// Whether an error opening a maildrop file may pass: out of descriptors
-/// or memory, an I/O error, an interrupted call. Anything else (a link,
-/// no permission) is the file's own and does not.
-pub fn passing(e: Errno) -> bool {
-    matches!(
-        e,
-        Errno::EMFILE | Errno::ENFILE | Errno::ENOMEM | Errno::ENOBUFS | Errno::EIO | Errno::EINTR | Errno::EAGAIN
-    )
+/// Whether an error is the process's or the system's, not the file's:
+/// out of descriptors or memory, an interrupted call. Such a failure
+/// pauses pickup and counts against no file.
+pub fn process_wide(e: Errno) -> bool {
+    matches!(e, Errno::EMFILE | Errno::ENFILE | Errno::ENOMEM | Errno::ENOBUFS | Errno::EINTR | Errno::EAGAIN)
+}
+
+/// The same for an error from reading.
+pub fn process_wide_io(e: &std::io::Error) -> bool {
+    e.raw_os_error().is_some_and(|n| process_wide(Errno::from_raw(n)))
 }
 
 #[cfg(test)]
@@ -142,16 +147,19 @@ mod tests {
         for i in 0..MAX_REMEMBERED {
             assert_eq!(t.failed(&i.to_string(), now), Verdict::RetryIn(FIRST_PAUSE));
         }
-        assert_eq!(t.failed("one more", now), Verdict::RetryIn(Duration::ZERO));
+        assert_eq!(t.failed("one more", now), Verdict::RetryIn(FIRST_PAUSE));
         assert!(!t.contains("one more"));
         assert_eq!(t.failed("0", now), Verdict::RetryIn(FIRST_PAUSE * 2), "those remembered still count");
     }
 
     #[test]
-    fn only_errors_that_may_pass_are_retried() {
-        assert!(passing(Errno::EIO));
-        assert!(passing(Errno::EMFILE));
-        assert!(!passing(Errno::ELOOP));
-        assert!(!passing(Errno::EACCES));
+    fn errors_of_the_process_are_told_from_those_of_the_file() {
+        assert!(process_wide(Errno::EMFILE));
+        assert!(process_wide(Errno::ENOMEM));
+        assert!(!process_wide(Errno::EIO));
+        assert!(!process_wide(Errno::ELOOP));
+        assert!(process_wide_io(&std::io::Error::from_raw_os_error(Errno::ENFILE as i32)));
+        assert!(!process_wide_io(&std::io::Error::from_raw_os_error(Errno::EIO as i32)));
+        assert!(!process_wide_io(&std::io::Error::other("no errno")));
     }
 }

@@ -357,6 +357,29 @@ fn settled_line(
     Some(format!("{id}: to=<{to}>, relay=none, delay={delay}, status={state} ({})", status.reason))
 }
 
+/// The statuses that record a message as finished, for a file that could
+/// not be removed: those left unwritten (`moot`), and every bounced
+/// recipient's (among `recipients`, the file's) again, as done, since its
+/// notice is queued. Bounced ones in `moot` become done too.
+fn finished_statuses(
+    recipients: &[crate::queue::Recipient],
+    moot: &[(u32, crate::queue::Status)],
+) -> Vec<(u32, crate::queue::Status)> {
+    use crate::queue::State;
+    let mut writes = moot.to_vec();
+    for (i, r) in recipients.iter().enumerate() {
+        if r.status.state == State::Bounced && !moot.iter().any(|(j, _)| *j as usize == i) {
+            writes.push((i as u32, r.status.clone()));
+        }
+    }
+    for (_, status) in &mut writes {
+        if status.state == State::Bounced {
+            status.state = State::Done;
+        }
+    }
+    writes
+}
+
 /// Whether the actions left are only status writes and then the file's
 /// removal.
 fn removal_follows(pending: &VecDeque<Action>) -> bool {
@@ -1281,7 +1304,10 @@ impl Qmgr {
     }
 
     /// Writes and syncs the statuses `moot` into the file of message `id`
-    /// (in `dir`, envelope `env`).
+    /// (in `dir`, envelope `env`), with each bounced recipient recorded
+    /// done: its notice was queued before the removal was asked for, and
+    /// a file read again from incoming/ has its bounced recipients
+    /// reported (a crash may have lost their notices).
     fn record_moot(
         &self,
         dir: Dir,
@@ -1289,11 +1315,12 @@ impl Qmgr {
         id: QueueId,
         moot: &[(u32, crate::queue::Status)],
     ) -> Result<(), String> {
-        if moot.is_empty() {
+        let writes = finished_statuses(&env.recipients, moot);
+        if writes.is_empty() {
             return Ok(());
         }
         let f = self.store.open(dir, &id, true).map_err(|p| p.to_string())?;
-        for (recipient, status) in moot {
+        for (recipient, status) in &writes {
             let at = env.status_offset(*recipient as usize).ok_or("no such recipient")?;
             update_status_at(&f, at, status).map_err(|e| e.to_string())?;
         }
@@ -1462,7 +1489,39 @@ impl Qmgr {
 
 #[cfg(test)]
 mod tests {
-    use super::{Candidate, Token, pick_agent};
+    use super::{Candidate, Token, finished_statuses, pick_agent};
+    use crate::queue::{Recipient, State, Status};
+
+    fn recipient(state: State, reason: &str) -> Recipient {
+        Recipient {
+            address: String::from("r@example.org"),
+            status: Status { state, reason: reason.into(), ..Status::default() },
+            ..Recipient::default()
+        }
+    }
+
+    #[test]
+    fn an_unremovable_file_is_recorded_with_nothing_left_to_deliver_or_report() {
+        // 0 delivered (status moot), 1 bounced and reported (written
+        // before the notice), 2 done in an earlier pass, 3 bounced with
+        // its status moot (no notice wanted).
+        let file = [
+            recipient(State::Pending, ""),
+            recipient(State::Bounced, "550 no such user"),
+            recipient(State::Done, "250 ok"),
+            recipient(State::Pending, ""),
+        ];
+        let done = Status { state: State::Done, reason: "250 sent".into(), ..Status::default() };
+        let bounced = Status { state: State::Bounced, reason: "554 refused".into(), ..Status::default() };
+        let mut w = finished_statuses(&file, &[(0, done.clone()), (3, bounced)]);
+        w.sort_by_key(|(i, _)| *i);
+        let got: Vec<(u32, State, &str)> = w.iter().map(|(i, s)| (*i, s.state, s.reason.as_str())).collect();
+        assert_eq!(
+            got,
+            [(0, State::Done, "250 sent"), (1, State::Done, "550 no such user"), (3, State::Done, "554 refused")]
+        );
+        assert!(finished_statuses(&[recipient(State::Done, "")], &[]).is_empty());
+    }
 
     fn c(token: usize, jobs: usize, room: bool) -> Candidate {
         Candidate { token: Token(token), jobs, room }

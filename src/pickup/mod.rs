@@ -338,7 +338,7 @@ impl Pickup {
                 if !self.move_aside(name, &why) {
                     // Not removed: mail that may yet be read. Tried again
                     // at the longest pause.
-                    self.troubles.failed(name, Instant::now());
+                    self.troubles.given_up_but_kept(name, Instant::now());
                 }
             }
         }

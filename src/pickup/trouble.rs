@@ -58,6 +58,13 @@ impl Troubles {
         Verdict::RetryIn(pause)
     }
 
+    /// `name` was given up but could not be set aside: tried again after
+    /// [`MAX_PAUSE`], and given up again at its next failure.
+    pub fn given_up_but_kept(&mut self, name: &str, now: Instant) {
+        let first = now.checked_sub(GIVE_UP).unwrap_or(now);
+        self.files.insert(name.to_string(), Entry { first, next: now + MAX_PAUSE, failures: 16 });
+    }
+
     /// Whether `name` may be tried at `now`.
     pub fn due(&self, name: &str, now: Instant) -> bool {
         self.files.get(name).is_none_or(|e| now >= e.next)
@@ -126,6 +133,16 @@ mod tests {
         assert!(gave_up.duration_since(start) < GIVE_UP + FIRST_PAUSE * 2);
         assert!(!t.contains("a"), "given up: forgotten");
         assert_eq!(t.failed("a", start + GIVE_UP), Verdict::RetryIn(FIRST_PAUSE), "a new trouble starts afresh");
+    }
+
+    #[test]
+    fn a_file_that_could_not_be_set_aside_waits_the_longest_pause() {
+        let mut t = Troubles::default();
+        let now = Instant::now() + GIVE_UP;
+        t.given_up_but_kept("a", now);
+        assert!(!t.due("a", now + MAX_PAUSE / 2));
+        assert!(t.due("a", now + MAX_PAUSE));
+        assert_eq!(t.failed("a", now + MAX_PAUSE), Verdict::GiveUp);
     }
 
     #[test]

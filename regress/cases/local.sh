@@ -163,15 +163,24 @@ ctl reload >/dev/null || fail "reload"
 sleep 2
 # The reload stopped the old local process, and its workers with it.
 [ -z "$(workers mbox "$MAIL" mtaloc2)" ] || fail "an mbox worker outlived its local process"
-send mtaloc2@localhost "to the maildir"
-wait_for 20 sh -c "ls '$W/home/mtaloc2/Maildir/new/' 2>/dev/null | grep -q ." || fail "nothing in the Maildir"
+# A small message (the parent hands the worker its content) and one of
+# 100 KiB (more than a job may carry: the worker reads the queue file).
+send mtaloc2@localhost "to the maildir" --body "small body"
+big=$(/usr/bin/python3 -c 'print("\n".join("%04d " % i + "y" * 993 for i in range(100)))')
+send mtaloc2@localhost "large to the maildir" --body "$big"
+wait_for 20 sh -c "[ \$(ls '$W/home/mtaloc2/Maildir/new/' 2>/dev/null | wc -l) -ge 2 ]" || fail "nothing in the Maildir"
 /usr/bin/python3 - "$W/home/mtaloc2/Maildir" <<'PY' || fail "the Maildir does not read back"
 import mailbox, sys
 box = mailbox.Maildir(sys.argv[1], create=False)
-msgs = list(box)
-assert len(msgs) == 1 and msgs[0]["Subject"] == "to the maildir", [m["Subject"] for m in msgs]
-assert msgs[0]["Delivered-To"] == "mtaloc2@localhost"
-print("  Maildir read back by Python's mailbox")
+msgs = {m["Subject"]: m for m in box}
+assert sorted(msgs) == ["large to the maildir", "to the maildir"], sorted(msgs)
+for m in msgs.values():
+    assert m["Delivered-To"] == "mtaloc2@localhost"
+assert msgs["to the maildir"].get_payload().strip() == "small body", msgs["to the maildir"].get_payload()
+big = "\n".join("%04d " % i + "y" * 993 for i in range(100))
+got = msgs["large to the maildir"].get_payload().strip()
+assert got == big, (len(got), len(big))
+print("  Maildir read back by Python's mailbox, a small and a 100 KiB message")
 PY
 [ "$(stat -c %U "$W/home/mtaloc2/Maildir/new")" = mtaloc2 ] || fail "the Maildir is not the user's"
 [ -z "$(ls "$W/home/mtaloc2/Maildir/tmp")" ] || fail "a file was left in tmp/"
@@ -189,14 +198,14 @@ burst() {
 
 # --- a burst to one user: one worker process delivers it all ---
 burst 8 mtaloc2@localhost "maildir burst"
-wait_for 30 sh -c "[ \$(ls '$W/home/mtaloc2/Maildir/new' | wc -l) -ge 9 ]" || fail "the burst did not reach the Maildir"
-# Names are SECS.MUSECSPpidQn.HOST: one pid, nine deliveries counted by it.
+wait_for 30 sh -c "[ \$(ls '$W/home/mtaloc2/Maildir/new' | wc -l) -ge 10 ]" || fail "the burst did not reach the Maildir"
+# Names are SECS.MUSECSPpidQn.HOST: one pid, ten deliveries counted by it.
 procs=$(ls "$W/home/mtaloc2/Maildir/new" | sed -n 's/^[0-9]*\.M[0-9]*P\([0-9]*\)Q[0-9]*\..*/\1/p' | sort -u)
 [ "$(echo "$procs" | wc -l)" -eq 1 ] || fail "the Maildir burst was delivered by processes $(echo $procs)"
-[ "$(ls "$W/home/mtaloc2/Maildir/new" | sed -n 's/.*Q\([0-9]*\)\..*/\1/p' | sort -n | tr '\n' ' ')" = "0 1 2 3 4 5 6 7 8 " ] ||
-	fail "the worker did not count nine deliveries: $(ls "$W/home/mtaloc2/Maildir/new")"
+[ "$(ls "$W/home/mtaloc2/Maildir/new" | sed -n 's/.*Q\([0-9]*\)\..*/\1/p' | sort -n | tr '\n' ' ')" = "0 1 2 3 4 5 6 7 8 9 " ] ||
+	fail "the worker did not count ten deliveries: $(ls "$W/home/mtaloc2/Maildir/new")"
 [ "$(workers maildir "$W/home/mtaloc2" Maildir/)" = "$procs" ] || fail "the worker $procs is not the one waiting"
-note "one worker (pid $procs) delivered all nine messages to the Maildir"
+note "one worker (pid $procs) delivered all ten messages to the Maildir"
 
 # --- a burst to a list of two users: a batch's two Maildirs are
 # committed side by side, each message lands once in each ---

@@ -555,6 +555,17 @@ pub enum ToWorker {
     /// is written to `tmp/` and left there until [`ToWorker::Sync`] (an
     /// mbox or file is delivered and synced whole either way).
     Deliver { sender: String, recipient: String, arrival: i64, content: (u64, u64, u32), batched: bool },
+    /// A batched Maildir job whose content comes in the message itself
+    /// (a small message the parent has read whole), with its CRC-32, and
+    /// no descriptor: the worker reads no queue file.
+    DeliverHeld {
+        sender: String,
+        recipient: String,
+        arrival: i64,
+        crc: u32,
+        #[serde(with = "serde_bytes")]
+        content: Vec<u8>,
+    },
     /// Commit every batched delivery since the last `Sync` (no
     /// descriptor comes with it): synced, renamed into `new/`, `new/`
     /// synced once. The verdict is one `Done`: 0 when they are all on

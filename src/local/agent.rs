@@ -78,6 +78,9 @@ const MAX_QUEUED_FRAMES: usize = 64;
 const MAX_FORWARD_DEPTH: usize = 5;
 /// A queue file up to this size is read whole, with one `pread`.
 const SMALL_FILE: usize = 64 * 1024;
+/// Room a [`ToWorker::DeliverHeld`] job takes beyond its content and
+/// addresses (encoding, arrival, CRC), with a margin.
+const HELD_JOB_OVERHEAD: usize = 64;
 /// The most requests from qmgr served before their Maildir deliveries
 /// are synced and reported.
 const MAX_BATCH: usize = 32;
@@ -122,6 +125,8 @@ struct Local {
     /// Mailbox delivery workers between jobs.
     workers: Pool<Worker>,
     batch: Batch,
+    /// The content of the message being served, when it was read whole.
+    whole: Option<Vec<u8>>,
 }
 
 /// The requests of the batch in hand, served but not yet reported, and
@@ -238,8 +243,11 @@ pub fn serve(_token: Sandboxed, child: Child, prepared: Prepared) -> ! {
         program,
         workers,
         batch: Batch::default(),
+        whole: None,
     };
     let mut events = Events::with_capacity(16);
+    // Log records go once per turn.
+    l.child.master.cork();
     loop {
         // Awake when the next idle worker is due to be closed.
         let timeout = l.workers.next_expiry().map(|t| t.saturating_duration_since(Instant::now()));
@@ -259,6 +267,7 @@ pub fn serve(_token: Sandboxed, child: Child, prepared: Prepared) -> ! {
                 _ => {}
             }
         }
+        let _ = l.child.master.flush();
     }
 }
 
@@ -270,6 +279,10 @@ impl Local {
                 Ok(Some((FromMaster::Peer { role: Role::Qmgr, pid }, fds))) => {
                     let chan = self.child.peer_channel(Role::Qmgr, fds);
                     install_channel(&mut self.child, &self.poll, &mut self.qmgr, chan, QMGR);
+                    // A batch's reports go together, when it is settled.
+                    if let Some(q) = self.qmgr.as_mut() {
+                        q.cork();
+                    }
                     self.child.debug(&format!("channel to qmgr pid {pid}"));
                 }
                 Ok(Some((FromMaster::Peer { role: Role::Cleanup, pid }, fds))) => {
@@ -366,6 +379,13 @@ impl Local {
             {
                 self.child.warn(&format!("reporting to qmgr: {e}"));
             }
+        }
+        // What does not go now goes when the channel is writable again
+        // (`qmgr_event` flushes first).
+        if let Some(q) = self.qmgr.as_mut()
+            && let Err(e) = q.flush()
+        {
+            self.child.warn(&format!("reporting to qmgr: {e}"));
         }
     }
 
@@ -485,6 +505,9 @@ impl Local {
                 Err(e) => return all(format!("reading the message: {e}")),
             },
         };
+        // The whole content, when it was read whole: handed to Maildir
+        // workers in their jobs (see `store`).
+        self.whole = (head.len() as u64 == qe.content_range().len).then(|| head.clone());
         let mut out = Vec::with_capacity(d.recipients.len());
         let mut depends = Vec::with_capacity(d.recipients.len());
         for &index in &d.recipients {
@@ -499,6 +522,7 @@ impl Local {
             out.push(report(index, outcome));
             depends.push(std::mem::take(&mut self.batch.touched));
         }
+        self.whole = None;
         served(out, depends)
     }
 
@@ -788,14 +812,30 @@ impl Local {
             confinement: self.confinement(),
         };
         let range = qe.content_range();
-        let job = ToWorker::Deliver {
-            sender: qe.envelope.sender.clone(),
-            recipient: recipient.to_string(),
-            arrival: qe.envelope.arrival.secs,
-            content: (range.offset, range.len, range.crc),
-            batched: kind == Kind::Maildir,
+        // A small message read whole travels in the job itself when it
+        // fits in one frame: the worker then reads no queue file.
+        let held = self.whole.as_ref().filter(|c| {
+            kind == Kind::Maildir
+                && c.len() + qe.envelope.sender.len() + recipient.len() + HELD_JOB_OVERHEAD <= crate::ipc::MAX_PAYLOAD
+        });
+        let job = match held {
+            Some(content) => ToWorker::DeliverHeld {
+                sender: qe.envelope.sender.clone(),
+                recipient: recipient.to_string(),
+                arrival: qe.envelope.arrival.secs,
+                crc: range.crc,
+                content: content.clone(),
+            },
+            None => ToWorker::Deliver {
+                sender: qe.envelope.sender.clone(),
+                recipient: recipient.to_string(),
+                arrival: qe.envelope.arrival.secs,
+                content: (range.offset, range.len, range.crc),
+                batched: kind == Kind::Maildir,
+            },
         };
         if kind == Kind::Maildir {
+            let file = if held.is_some() { None } else { Some(file) };
             return self.maildir_job(key, &job, file, last);
         }
         let creds = key.credentials();
@@ -868,7 +908,7 @@ impl Local {
     /// the end of the batch, says so; otherwise its verdict is waited
     /// for (after those of the jobs handed before). Either way the
     /// delivery waits for the worker's sync (its move into `new/`).
-    fn maildir_job(&mut self, key: Key, job: &ToWorker, file: &File, hand: bool) -> Outcome {
+    fn maildir_job(&mut self, key: Key, job: &ToWorker, file: Option<&File>, hand: bool) -> Outcome {
         let limit = self.conf.local.time_limit;
         let mut i = match self.slot(&key) {
             Ok(i) => i,
@@ -888,7 +928,7 @@ impl Local {
             return Outcome::defer("4.3.0", "the delivery worker was lost");
         };
         if hand {
-            return match w.submit(job, Some(file)) {
+            return match w.submit(job, file) {
                 Ok(true) => {
                     let item = self.batch.item();
                     let slot = &mut self.batch.slots[i];
@@ -922,7 +962,7 @@ impl Local {
                 }
             };
         }
-        let (back, ran) = w.job(job, Some(file), limit);
+        let (back, ran) = w.job(job, file, limit);
         self.batch.slots[i].worker = back;
         let o = ran.outcome(limit);
         if matches!(o.status, RecipientStatus::Delivered { .. }) {

@@ -18,7 +18,9 @@
 //!
 //! A job is a [`ToWorker::Deliver`] with the queue file's read-only
 //! descriptor (SCM_RIGHTS) and where its content lies (as the parent
-//! read the envelope). For each, the worker checks the content's CRC
+//! read the envelope), or, for a small message to a Maildir that the
+//! parent has read whole, a [`ToWorker::DeliverHeld`] that carries the
+//! content itself and no descriptor. For each, the worker checks the content's CRC
 //! (content up to 256 KiB is read into memory once, checked and copied
 //! from there; larger content is checked, then streamed), opens the
 //! mailbox by name afresh (a mail reader may have
@@ -255,7 +257,16 @@ impl Parent {
                     }
                     let (offset, len, crc) = content;
                     let range = ContentRange { offset, len, crc };
-                    return Request::Deliver { sender, recipient, arrival, range, batched, queue: File::from(fd) };
+                    let queue = Source::File(File::from(fd));
+                    return Request::Deliver { sender, recipient, arrival, range, batched, queue };
+                }
+                Ok((ToWorker::DeliverHeld { sender, recipient, arrival, crc, content }, fds)) if fds.is_empty() => {
+                    let range = ContentRange { offset: 0, len: content.len() as u64, crc };
+                    let queue = Source::Held(content);
+                    return Request::Deliver { sender, recipient, arrival, range, batched: true, queue };
+                }
+                Ok((ToWorker::DeliverHeld { .. }, _)) => {
+                    self.fatal(EX_SOFTWARE, "4.3.0", "a descriptor with a job that carries its content")
                 }
                 Ok((ToWorker::Sync, fds)) if fds.is_empty() => return Request::Sync,
                 Ok((ToWorker::Deliver { .. }, _)) => {
@@ -288,13 +299,20 @@ enum Request {
         arrival: i64,
         range: ContentRange,
         batched: bool,
-        queue: File,
+        queue: Source,
     },
     Sync,
     /// The parent has closed the socket.
     End,
     /// The parent cannot be told the verdicts.
     Lost,
+}
+
+/// Where a job's content is: in the queue file that came with it, at the
+/// job's range, or in the job itself (its range then starts at 0).
+enum Source {
+    File(File),
+    Held(Vec<u8>),
 }
 
 /// `local deliver ...`: never returns.
@@ -392,21 +410,32 @@ fn job(
     parent: &mut Parent,
     t: &Target<'_>,
     env: &Envelope<'_>,
-    queue: &File,
+    queue: &Source,
     range: ContentRange,
     bufs: &mut Buffers,
     batch: Option<&mut Option<maildir::Pending>>,
 ) -> Result<&'static str, Failure> {
     let Buffers { held, scratch } = bufs;
     let (mut in_memory, mut streamed);
-    let content: &mut dyn Read = if range.len <= HELD_MAX {
-        read_content(queue, range, held).map_err(|e| tempfail(content_error(&e)))?;
-        in_memory = &held[..];
-        &mut in_memory
-    } else {
-        verify_content(queue, range).map_err(|e| tempfail(content_error(&e)))?;
-        streamed = Content { file: queue, range, at: 0 };
-        &mut streamed
+    let content: &mut dyn Read = match queue {
+        // Checked as one read from the file would be.
+        Source::Held(bytes) => {
+            if crc32fast::hash(bytes) != range.crc {
+                return Err(tempfail(String::from("the message content handed over does not match its CRC")));
+            }
+            in_memory = &bytes[..];
+            &mut in_memory
+        }
+        Source::File(queue) if range.len <= HELD_MAX => {
+            read_content(queue, range, held).map_err(|e| tempfail(content_error(&e)))?;
+            in_memory = &held[..];
+            &mut in_memory
+        }
+        Source::File(queue) => {
+            verify_content(queue, range).map_err(|e| tempfail(content_error(&e)))?;
+            streamed = Content { file: queue, range, at: 0 };
+            &mut streamed
+        }
     };
     match t.kind {
         Kind::Mbox | Kind::File => {

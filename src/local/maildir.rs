@@ -333,7 +333,11 @@ fn sync_file_system(_fd: &OwnedFd) -> nix::Result<()> {
 fn unique_name(hostname: &str) -> String {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     let n = DELIVERIES.fetch_add(1, Ordering::Relaxed);
-    format!("{}.M{}P{}Q{n}.{}", now.as_secs(), now.subsec_micros(), std::process::id(), host_part(hostname))
+    // (A worker neither forks nor is forked while it delivers: its
+    // process ID, asked once, stays true.)
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let pid = *PID.get_or_init(std::process::id);
+    format!("{}.M{}P{pid}Q{n}.{}", now.as_secs(), now.subsec_micros(), host_part(hostname))
 }
 
 /// The host name as a file name part: `/`, `:` (which separates the

@@ -545,8 +545,9 @@ pub enum CleanupToQmgr {
 
 /// local → one of its mailbox delivery workers (`local deliver`, on the
 /// socket pair at the worker's descriptor 3): deliver the message of the
-/// queue file that travels with it (read-only) to the worker's mailbox;
-/// or make the Maildir deliveries it left unsynced durable.
+/// queue file that travels with it (read-only), or the small message the
+/// job carries itself, to the worker's mailbox; or make the Maildir
+/// deliveries it left unsynced durable.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub enum ToWorker {
     /// One job: the envelope fields the mailbox needs, and where the

@@ -246,7 +246,8 @@ pub fn serve(_token: Sandboxed, child: Child, prepared: Prepared) -> ! {
         whole: None,
     };
     let mut events = Events::with_capacity(16);
-    // Log records go once per turn.
+    // Log records go once per turn, and after each request and each
+    // batch (a turn may serve many, and a pipe may run for minutes).
     l.child.master.cork();
     loop {
         // Awake when the next idle worker is due to be closed.
@@ -325,6 +326,7 @@ impl Local {
                     if self.batch.served.len() >= MAX_BATCH {
                         self.settle();
                     }
+                    let _ = self.child.master.flush();
                 }
                 Err(crate::ipc::Error::Closed) => {
                     drop_channel(&self.poll, &mut self.qmgr);
@@ -387,6 +389,7 @@ impl Local {
         {
             self.child.warn(&format!("reporting to qmgr: {e}"));
         }
+        let _ = self.child.master.flush();
     }
 
     /// Slot `i` finished alone (see [`Local::finish_slots`]).
@@ -507,7 +510,8 @@ impl Local {
         };
         // The whole content, when it was read whole: handed to Maildir
         // workers in their jobs (see `store`).
-        self.whole = (head.len() as u64 == qe.content_range().len).then(|| head.clone());
+        self.whole = (head.len() as u64 == qe.content_range().len && head.len() <= crate::ipc::MAX_PAYLOAD)
+            .then(|| head.clone());
         let mut out = Vec::with_capacity(d.recipients.len());
         let mut depends = Vec::with_capacity(d.recipients.len());
         for &index in &d.recipients {

@@ -238,7 +238,8 @@ impl Worker {
     }
 
     /// Hand the worker a job, the queue file with it (none with a
-    /// [`ToWorker::Sync`]), and wait for its verdict, at most `limit`.
+    /// [`ToWorker::Sync`], or a [`ToWorker::DeliverHeld`], which carries
+    /// its content), and wait for its verdict, at most `limit`.
     /// Returns the worker when it answered (it may take the next job),
     /// and the job as a [`Ran`].
     pub fn job(mut self, job: &ToWorker, queue: Option<&File>, limit: Duration) -> (Option<Worker>, Ran) {

@@ -6,9 +6,10 @@
 //! is whole), and reads as a complete maildrop stream within the intake
 //! limits; its owner is the submitting user, whatever the file says.
 //! Anything else is moved to corrupt/ and logged. A file that cannot be
-//! read for a reason that may pass (an I/O error, no descriptor to spare)
-//! is left where it is and tried again after a growing pause while the
-//! others go on ([`trouble`]); after an hour of that it is set aside too.
+//! read because of an I/O error is left where it is and tried again after
+//! a growing pause while the others go on ([`trouble`]); after an hour of
+//! that it is set aside too. An error of pickup's own (no descriptor or
+//! memory to spare) pauses it, and counts against no file.
 //! The file is removed only after cleanup has committed the message.
 //!
 //! pickup learns of arrivals from the kernel ([`watch`]: inotify on Linux,
@@ -486,8 +487,7 @@ impl Pickup {
         let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
         let fd = match openat(&self.maildrop, name, flags, Mode::empty()) {
             Ok(fd) => fd,
-            Err(e @ (Errno::EIO | Errno::EINTR | Errno::EAGAIN)) => return Err(e.to_string()),
-            Err(e) if trouble::process_wide(e) => return Err(e.to_string()),
+            Err(e) if e == Errno::EIO || trouble::process_wide(e) => return Err(e.to_string()),
             Err(_) => return Ok(false),
         };
         let file = File::from(fd);

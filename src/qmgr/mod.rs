@@ -1121,7 +1121,7 @@ impl Qmgr {
                 Action::Write { recipient, status, .. } => {
                     // Statuses that only lead up to the file's removal are
                     // moot: not written (should the removal fail, the
-                    // message is delivered again, never lost).
+                    // statuses are written then, in `finish`).
                     if removal_follows(&m.pending) {
                         moot.push((recipient, status));
                         continue;

@@ -21,6 +21,9 @@ use crate::roles::{self, FIRST_ROLE_FD, MASTER_FD, Role};
 const INIT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Pause before a fatal exit, so a crash loop cannot spin.
 const FATAL_PAUSE: Duration = Duration::from_secs(1);
+/// How long a child about to exit waits for master to take the log
+/// records it still holds (master reads its children while it stops).
+pub const EXIT_FLUSH: Duration = Duration::from_secs(2);
 
 /// A child between start-up and serving.
 pub struct Child {
@@ -73,9 +76,33 @@ impl Child {
     /// Log an error, tell nothing more, pause, exit. master restarts us.
     pub fn fatal(&mut self, text: &str) -> ! {
         self.log.log(&mut self.master, Level::Error, &format!("fatal: {text}"));
-        let _ = self.master.flush();
+        let _ = self.master.flush_within(EXIT_FLUSH);
         std::thread::sleep(FATAL_PAUSE);
         std::process::exit(1);
+    }
+
+    /// Exit with `code` once master has what this process logged (or
+    /// [`EXIT_FLUSH`] has passed): a record must not die queued with us.
+    pub fn exit(&mut self, code: i32) -> ! {
+        let _ = self.master.flush_within(EXIT_FLUSH);
+        std::process::exit(code);
+    }
+
+    /// Poll master's channel under `token` for both directions: readable
+    /// for its messages, writable so that records a full socket held
+    /// back go as soon as master makes room (see [`Child::master_event`]).
+    pub fn register_master(&self, registry: &mio::Registry, token: mio::Token) -> std::io::Result<()> {
+        let raw = self.master.as_raw_fd();
+        registry.register(&mut mio::unix::SourceFd(&raw), token, mio::Interest::READABLE | mio::Interest::WRITABLE)
+    }
+
+    /// An event on master's channel: what waits goes if it is writable;
+    /// true when it is readable (the caller reads it).
+    pub fn master_event(&mut self, ev: &mio::event::Event) -> bool {
+        if ev.is_writable() {
+            let _ = self.master.flush();
+        }
+        ev.is_readable() || ev.is_read_closed() || ev.is_error()
     }
 
     /// Enter the role's sandbox and tell master. Exits when the sandbox

@@ -20,8 +20,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::time::Duration;
 
-use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Poll, Token};
 use sandbox::{Grant, Sandboxed};
 
 use super::{
@@ -86,8 +85,7 @@ struct Bounce {
 pub fn serve(_token: Sandboxed, mut child: Child) -> ! {
     let poll = Poll::new().unwrap_or_else(|e| crate::child::die(Role::Bounce, &format!("poll: {e}")));
     let Some(delivery) = child.config.delivery.clone() else { child.fatal("no delivery settings from master") };
-    let raw = child.master.as_raw_fd();
-    if let Err(e) = poll.registry().register(&mut SourceFd(&raw), MASTER, Interest::READABLE) {
+    if let Err(e) = child.register_master(poll.registry(), MASTER) {
         child.fatal(&format!("registering the master channel: {e}"));
     }
     let options = Options {
@@ -115,7 +113,11 @@ pub fn serve(_token: Sandboxed, mut child: Child) -> ! {
         }
         for ev in events.iter() {
             match ev.token() {
-                MASTER => b.master_readable(),
+                MASTER => {
+                    if b.child.master_event(ev) {
+                        b.master_readable();
+                    }
+                }
                 QMGR => b.qmgr_event(),
                 CLEANUP => b.cleanup_event(),
                 _ => {}
@@ -145,8 +147,7 @@ impl Bounce {
                     }
                 }
                 Ok(Some((FromMaster::Stop, _))) => {
-                    let _ = self.child.master.flush();
-                    std::process::exit(0);
+                    self.child.exit(0);
                 }
                 Ok(Some((m, _))) => self.child.fatal(&format!("unexpected message from master: {m:?}")),
                 Err(crate::ipc::Error::Closed) => std::process::exit(0),

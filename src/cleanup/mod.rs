@@ -98,8 +98,7 @@ pub fn serve(
     recovered: Vec<QueueId>,
 ) -> ! {
     let poll = Poll::new().unwrap_or_else(|e| crate::child::die(Role::Cleanup, &format!("poll: {e}")));
-    let raw = child.master.as_raw_fd();
-    if let Err(e) = poll.registry().register(&mut SourceFd(&raw), MASTER, Interest::READABLE) {
+    if let Err(e) = child.register_master(poll.registry(), MASTER) {
         child.fatal(&format!("registering the master channel: {e}"));
     }
     let mut c = Cleanup {
@@ -137,7 +136,11 @@ pub fn serve(
         }
         for ev in events.iter() {
             match ev.token() {
-                MASTER => c.master_readable(),
+                MASTER => {
+                    if c.child.master_event(ev) {
+                        c.master_readable();
+                    }
+                }
                 t if c.qmgr.as_ref().is_some_and(|(q, _)| *q == t) => c.qmgr_event(t, ev.is_readable()),
                 t => c.peer_event(t, ev.is_readable()),
             }
@@ -198,8 +201,7 @@ impl Cleanup {
         for p in self.peers.values_mut() {
             let _ = p.chan.flush();
         }
-        let _ = self.child.master.flush();
-        std::process::exit(0);
+        self.child.exit(0);
     }
 
     /// A peer's event: what it sent is read; what waits for it (a

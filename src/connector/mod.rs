@@ -123,8 +123,7 @@ pub fn serve(_token: Sandboxed, child: Child, prepared: Prepared) -> ! {
     let child = Rc::new(RefCell::new(child));
     let local = LocalSet::new();
     let code = runtime.block_on(local.run_until(run(Rc::clone(&child), connector, max_reverse)));
-    let _ = child.borrow_mut().master.flush();
-    std::process::exit(code)
+    child.borrow_mut().exit(code)
 }
 
 /// Who holds a link's channel.

@@ -150,11 +150,9 @@ pub fn serve(_token: Sandboxed, mut child: Child) -> ! {
     let listener = UnixListener::from_std(std_listener);
     let own_uid = nix::unistd::getuid().as_raw();
     let mut c = Control { child, poll, listener, qmgr: None, clients: HashMap::new(), next: FIRST_CLIENT, own_uid };
-    let raw = c.child.master.as_raw_fd();
     let reg = c.poll.registry();
-    if let Err(e) = reg
-        .register(&mut SourceFd(&raw), MASTER, Interest::READABLE)
-        .and_then(|()| reg.register(&mut c.listener, LISTENER, Interest::READABLE))
+    if let Err(e) =
+        c.child.register_master(reg, MASTER).and_then(|()| reg.register(&mut c.listener, LISTENER, Interest::READABLE))
     {
         c.child.fatal(&format!("registering: {e}"));
     }
@@ -168,7 +166,11 @@ pub fn serve(_token: Sandboxed, mut child: Child) -> ! {
         }
         for ev in events.iter() {
             match ev.token() {
-                MASTER => c.master_readable(),
+                MASTER => {
+                    if c.child.master_event(ev) {
+                        c.master_readable();
+                    }
+                }
                 LISTENER => c.accept(),
                 QMGR => c.qmgr_readable(),
                 t => c.client_event(t),
@@ -319,8 +321,7 @@ impl Control {
                     self.child.debug(&format!("channel to qmgr pid {pid}"));
                 }
                 Ok(Some((FromMaster::Stop, _))) => {
-                    let _ = self.child.master.flush();
-                    std::process::exit(0);
+                    self.child.exit(0);
                 }
                 Ok(Some((FromMaster::Status { id, status }, _))) => self.master_reply(id, status_json(&status)),
                 Ok(Some((FromMaster::Reloaded { id, result }, _))) => {

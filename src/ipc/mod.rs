@@ -231,6 +231,28 @@ impl Channel {
         Ok(true)
     }
 
+    /// [`Channel::flush`], waiting up to `timeout` for the peer to make
+    /// room while frames are left: for a process about to exit, whose
+    /// last records would otherwise die with it. True when all went.
+    pub fn flush_within(&mut self, timeout: std::time::Duration) -> Result<bool, Error> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if self.flush()? {
+                return Ok(true);
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Ok(false);
+            }
+            let ms = u16::try_from(left.as_millis().max(1)).unwrap_or(u16::MAX);
+            let mut pfd = [nix::poll::PollFd::new(self.fd.as_fd(), nix::poll::PollFlags::POLLOUT)];
+            match nix::poll::poll(&mut pfd, nix::poll::PollTimeout::from(ms)) {
+                Ok(_) | Err(Errno::EINTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
     /// How many frames from the front of the queue go in one MULTI frame:
     /// whole messages without descriptors, as many as fit.
     fn coalescible(&self) -> usize {

@@ -306,3 +306,57 @@ fn discarded_frames_are_never_sent() {
     assert_eq!(m, ToMaster::Log { level: Level::Info, text: "kept".into() });
     assert!(b.recv::<ToMaster>().unwrap().is_none(), "nothing else arrived");
 }
+
+/// Sends records until the peer's buffer is full and some wait queued.
+fn fill(a: &mut Channel) -> usize {
+    let mut n = 0;
+    while !a.wants_write() {
+        a.send(&ToMaster::Log { level: Level::Info, text: format!("{n:0>2000}") }, &[]).unwrap();
+        n += 1;
+        assert!(n < 100_000, "the socket never filled");
+    }
+    // Some more, queued behind.
+    for _ in 0..10 {
+        a.send(&ToMaster::Log { level: Level::Info, text: format!("{n:0>2000}") }, &[]).unwrap();
+        n += 1;
+    }
+    n
+}
+
+#[test]
+fn flush_within_waits_for_a_reader_and_delivers_everything() {
+    let (mut a, mut b) = channels();
+    let sent = fill(&mut a);
+    assert!(!a.flush().unwrap(), "a plain flush leaves records queued");
+    let reader = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let mut got = 0;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while got < sent && std::time::Instant::now() < deadline {
+            match b.recv::<ToMaster>().unwrap() {
+                Some((ToMaster::Log { text, .. }, _)) => {
+                    assert_eq!(text, format!("{got:0>2000}"), "in order");
+                    got += 1;
+                }
+                Some(other) => panic!("unexpected {other:?}"),
+                None => std::thread::sleep(std::time::Duration::from_millis(1)),
+            }
+        }
+        got
+    });
+    assert!(a.flush_within(std::time::Duration::from_secs(10)).unwrap());
+    assert!(!a.wants_write());
+    assert_eq!(reader.join().unwrap(), sent);
+}
+
+#[test]
+fn flush_within_gives_up_at_its_timeout() {
+    let (mut a, _b) = channels();
+    fill(&mut a);
+    let t = std::time::Instant::now();
+    assert!(!a.flush_within(std::time::Duration::from_millis(300)).unwrap());
+    let waited = t.elapsed();
+    assert!(waited >= std::time::Duration::from_millis(290), "{waited:?}");
+    assert!(waited < std::time::Duration::from_secs(5), "{waited:?}");
+    assert!(a.wants_write());
+}

@@ -43,8 +43,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Poll, Token};
 use nix::sys::wait::WaitStatus;
 use sandbox::{Grant, Sandboxed};
 
@@ -226,8 +225,7 @@ pub fn serve(_token: Sandboxed, child: Child, prepared: Prepared) -> ! {
     let mut child = child;
     let poll = Poll::new().unwrap_or_else(|e| crate::child::die(Role::Local, &format!("poll: {e}")));
     let Some(conf) = child.config.delivery.clone() else { child.fatal("no delivery settings from master") };
-    let raw = child.master.as_raw_fd();
-    if let Err(e) = poll.registry().register(&mut SourceFd(&raw), MASTER, Interest::READABLE) {
+    if let Err(e) = child.register_master(poll.registry(), MASTER) {
         child.fatal(&format!("registering the master channel: {e}"));
     }
     let program = conf.libexec.join(Role::Local.program());
@@ -262,7 +260,11 @@ pub fn serve(_token: Sandboxed, child: Child, prepared: Prepared) -> ! {
         }
         for ev in events.iter() {
             match ev.token() {
-                MASTER => l.master_readable(),
+                MASTER => {
+                    if l.child.master_event(ev) {
+                        l.master_readable();
+                    }
+                }
                 QMGR => l.qmgr_event(),
                 CLEANUP => l.cleanup_event(),
                 _ => {}
@@ -295,8 +297,7 @@ impl Local {
                     for w in self.workers.drain() {
                         w.close();
                     }
-                    let _ = self.child.master.flush();
-                    std::process::exit(0);
+                    self.child.exit(0);
                 }
                 Ok(Some((m, _))) => self.child.fatal(&format!("unexpected message from master: {m:?}")),
                 Err(crate::ipc::Error::Closed) => std::process::exit(0),

@@ -120,8 +120,7 @@ pub fn serve(_token: Sandboxed, mut child: Child, watch: io::Result<Watch>) -> !
         Ok(a) => a,
         Err(_) => child.fatal("expected maildrop/ and corrupt/ from master"),
     };
-    let raw = child.master.as_raw_fd();
-    if let Err(e) = poll.registry().register(&mut SourceFd(&raw), MASTER, Interest::READABLE) {
+    if let Err(e) = child.register_master(poll.registry(), MASTER) {
         child.fatal(&format!("registering the master channel: {e}"));
     }
     let watch = match Watch::register(watch, poll.registry(), WATCH) {
@@ -161,7 +160,11 @@ pub fn serve(_token: Sandboxed, mut child: Child, watch: io::Result<Watch>) -> !
         }
         for ev in events.iter() {
             match ev.token() {
-                MASTER => p.master_readable(),
+                MASTER => {
+                    if p.child.master_event(ev) {
+                        p.master_readable();
+                    }
+                }
                 CLEANUP => p.cleanup_event(),
                 WATCH => p.watch_readable(),
                 _ => {}
@@ -205,8 +208,7 @@ impl Pickup {
             let _ = c.send(&SmtpdToCleanup::Abort { txn: f.txn }, &[]);
             let _ = c.flush();
         }
-        let _ = self.child.master.flush();
-        std::process::exit(0);
+        self.child.exit(0);
     }
 
     fn lose_cleanup(&mut self) {

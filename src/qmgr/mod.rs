@@ -271,8 +271,7 @@ pub fn serve(_token: Sandboxed, mut child: Child, watch: std::io::Result<Watch>,
         Ok(s) => s,
         Err(e) => child.fatal(&e.to_string()),
     };
-    let raw = child.master.as_raw_fd();
-    if let Err(e) = poll.registry().register(&mut SourceFd(&raw), MASTER, Interest::READABLE) {
+    if let Err(e) = child.register_master(poll.registry(), MASTER) {
         child.fatal(&format!("registering the master channel: {e}"));
     }
     let watch = match Watch::register(watch, poll.registry(), WATCH) {
@@ -319,7 +318,11 @@ pub fn serve(_token: Sandboxed, mut child: Child, watch: std::io::Result<Watch>,
         }
         for ev in events.iter() {
             match ev.token() {
-                MASTER => q.master_readable(),
+                MASTER => {
+                    if q.child.master_event(ev) {
+                        q.master_readable();
+                    }
+                }
                 WATCH => q.watch_readable(),
                 t => {
                     if ev.is_writable() {
@@ -482,8 +485,7 @@ impl Qmgr {
                     // Deliveries in flight are repeated by the next qmgr
                     // (their recipients are still pending in the files).
                     self.stopping = true;
-                    let _ = self.child.master.flush();
-                    std::process::exit(0);
+                    self.child.exit(0);
                 }
                 Ok(Some((m, _))) => self.child.fatal(&format!("unexpected message from master: {m:?}")),
                 Err(crate::ipc::Error::Closed) => std::process::exit(0),

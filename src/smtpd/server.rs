@@ -171,7 +171,11 @@ pub fn serve(_token: Sandboxed, mut child: Child, listeners: Vec<std::net::TcpLi
         }
         for ev in events.iter() {
             match ev.token() {
-                MASTER => s.master_readable(),
+                MASTER => {
+                    if s.child.master_event(ev) {
+                        s.master_readable();
+                    }
+                }
                 CLEANUP => s.cleanup_event(ev.is_readable(), ev.is_writable()),
                 CONNECTOR => s.connector_event(ev.is_readable(), ev.is_writable()),
                 Token(t) if (FIRST_LISTENER..FIRST_SESSION).contains(&t) => s.accept(t - FIRST_LISTENER),
@@ -192,16 +196,14 @@ pub fn serve(_token: Sandboxed, mut child: Child, listeners: Vec<std::net::TcpLi
         // next poll. Nothing to send costs nothing.
         s.flush_channels();
         if s.stopping && s.conns.is_empty() {
-            let _ = s.child.master.flush();
-            std::process::exit(0);
+            s.child.exit(0);
         }
     }
 }
 
 impl Server {
     fn register(&mut self) {
-        let raw = self.child.master.as_raw_fd();
-        if let Err(e) = self.poll.registry().register(&mut SourceFd(&raw), MASTER, Interest::READABLE) {
+        if let Err(e) = self.child.register_master(self.poll.registry(), MASTER) {
             self.child.fatal(&format!("registering the master channel: {e}"));
         }
     }

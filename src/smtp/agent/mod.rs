@@ -161,7 +161,7 @@ pub fn serve(_token: Sandboxed, child: Child, prepared: Prepared) -> ! {
 }
 
 fn exit(master: &mut Channel, code: i32) -> ! {
-    let _ = master.flush();
+    let _ = master.flush_within(crate::child::EXIT_FLUSH);
     if code != 0 {
         // Like Child::fatal: a crash loop must not spin.
         std::thread::sleep(Duration::from_secs(1));

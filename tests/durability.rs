@@ -26,7 +26,10 @@ impl Instance {
         let dir = std::env::temp_dir().join(format!("mta-durability-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let port = 30000 + (std::process::id() % 20000) as u16;
+        // Below Linux's ephemeral ports (32768 and up): the source port of
+        // a connection still in TIME_WAIT there, from an earlier run's
+        // thousands of clients, makes master's bind fail.
+        let port = 20000 + (std::process::id() % 12000) as u16;
         let libexec = bin("mta").parent().unwrap().to_path_buf();
         std::fs::write(
             dir.join("mta.conf"),

@@ -3,8 +3,12 @@
 a real role program. It reads its configuration from the channel at
 descriptor 3 and then, by its argv[0]:
   control: sends a frame that does not decode;
-  qmgr:    sends a well-formed Status request, which only control may send.
-Then it waits to be killed."""
+  qmgr:    sends a well-formed Status request, which only control may send;
+Then it waits to be killed.
+  bounce:  says it is ready, waits for master's Stop (ignoring the rest), then
+           sends 100 log records at once and exits without a pause:
+           master must log every one, though it may reap the process
+           before it reads them."""
 import os
 import socket
 import sys
@@ -15,6 +19,16 @@ ch.settimeout(10)
 ch.recv(8192)  # the Init message
 role = os.path.basename(sys.argv[0])
 header = bytes([1, 0, 0, 0, 0, 0, 0, 0])  # version 1, whole message, tag 0
+if role == "bounce":
+    ch.send(header + bytes([1, 1]))  # ToMaster::Ready { confined: true }
+    ch.settimeout(60)
+    while ch.recv(8192)[8:] != bytes([2]):  # until FromMaster::Stop
+        pass
+    for i in range(100):
+        text = ("last words %d" % i).encode()
+        # ToMaster::Log { level: Info, text }: variant 0, Info 2, length, bytes.
+        ch.send(header + bytes([0, 2, len(text)]) + text)
+    os._exit(0)
 if role == "control":
     ch.send(header + bytes([0xFF, 0xFF, 0xFF]))
 else:

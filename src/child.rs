@@ -32,6 +32,9 @@ pub struct Child {
     pub log: ChildLog,
     /// Role descriptors, in order from FIRST_ROLE_FD.
     pub fds: Vec<OwnedFd>,
+    /// The token master's channel is polled under, and whether for
+    /// writability too (only while records wait: see [`Child::end_turn`]).
+    master_poll: Option<(mio::Token, bool)>,
 }
 
 /// Log to stderr, pause, exit. For errors before the channel works.
@@ -59,7 +62,7 @@ pub fn start(role: Role) -> Child {
         role_fds.push(sandbox::fds::take_inherited(fd).unwrap_or_else(|e| die(role, &format!("descriptor {fd}: {e}"))));
     }
     let log = ChildLog::new(config.log_line_length as usize, config.verbose);
-    Child { config, master, log, fds: role_fds }
+    Child { config, master, log, fds: role_fds, master_poll: None }
 }
 
 impl Child {
@@ -88,12 +91,13 @@ impl Child {
         std::process::exit(code);
     }
 
-    /// Poll master's channel under `token` for both directions: readable
-    /// for its messages, writable so that records a full socket held
-    /// back go as soon as master makes room (see [`Child::master_event`]).
-    pub fn register_master(&self, registry: &mio::Registry, token: mio::Token) -> std::io::Result<()> {
+    /// Poll master's channel under `token`: for its messages, and (see
+    /// [`Child::end_turn`]) for room while records wait to go.
+    pub fn register_master(&mut self, registry: &mio::Registry, token: mio::Token) -> std::io::Result<()> {
         let raw = self.master.as_raw_fd();
-        registry.register(&mut mio::unix::SourceFd(&raw), token, mio::Interest::READABLE | mio::Interest::WRITABLE)
+        registry.register(&mut mio::unix::SourceFd(&raw), token, mio::Interest::READABLE)?;
+        self.master_poll = Some((token, false));
+        Ok(())
     }
 
     /// An event on master's channel: what waits goes if it is writable;
@@ -103,6 +107,27 @@ impl Child {
             let _ = self.master.flush();
         }
         ev.is_readable() || ev.is_read_closed() || ev.is_error()
+    }
+
+    /// At the end of an event-loop turn: send master what the turn
+    /// logged, and poll its channel for room only while some of it is
+    /// left (a full socket), so that it goes as soon as master reads
+    /// rather than with the next unrelated event. Polled for room all
+    /// the time, the channel would wake the loop for every datagram
+    /// master takes.
+    pub fn end_turn(&mut self, registry: &mio::Registry) {
+        let _ = self.master.flush();
+        let Some((token, polled)) = self.master_poll else { return };
+        let waiting = self.master.wants_write();
+        if waiting == polled {
+            return;
+        }
+        let interest =
+            if waiting { mio::Interest::READABLE | mio::Interest::WRITABLE } else { mio::Interest::READABLE };
+        let raw = self.master.as_raw_fd();
+        if registry.reregister(&mut mio::unix::SourceFd(&raw), token, interest).is_ok() {
+            self.master_poll = Some((token, waiting));
+        }
     }
 
     /// Enter the role's sandbox and tell master. Exits when the sandbox

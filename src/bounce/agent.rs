@@ -124,6 +124,7 @@ pub fn serve(_token: Sandboxed, mut child: Child) -> ! {
             }
         }
         b.next();
+        b.child.end_turn(b.poll.registry());
     }
 }
 

@@ -152,7 +152,7 @@ pub fn serve(
         if !c.unannounced.is_empty() && c.qmgr.is_some() {
             c.announce(Vec::new());
         }
-        let _ = c.child.master.flush();
+        c.child.end_turn(c.poll.registry());
     }
 }
 

@@ -177,6 +177,7 @@ pub fn serve(_token: Sandboxed, mut child: Child) -> ! {
             }
         }
         c.expire();
+        c.child.end_turn(c.poll.registry());
     }
 }
 

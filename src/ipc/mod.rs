@@ -236,6 +236,7 @@ impl Channel {
     /// last records would otherwise die with it. True when all went.
     pub fn flush_within(&mut self, timeout: std::time::Duration) -> Result<bool, Error> {
         let deadline = std::time::Instant::now() + timeout;
+        let mut said_ready = false;
         loop {
             if self.flush()? {
                 return Ok(true);
@@ -244,10 +245,18 @@ impl Channel {
             if left.is_zero() {
                 return Ok(false);
             }
+            if said_ready {
+                // Room by poll's measure (the BSDs' low-water mark) but
+                // not for a whole datagram: wait a little, not a spin.
+                std::thread::sleep(left.min(std::time::Duration::from_millis(10)));
+                said_ready = false;
+                continue;
+            }
             let ms = u16::try_from(left.as_millis().max(1)).unwrap_or(u16::MAX);
             let mut pfd = [nix::poll::PollFd::new(self.fd.as_fd(), nix::poll::PollFlags::POLLOUT)];
             match nix::poll::poll(&mut pfd, nix::poll::PollTimeout::from(ms)) {
-                Ok(_) | Err(Errno::EINTR) => {}
+                Ok(n) => said_ready = n > 0,
+                Err(Errno::EINTR) => {}
                 Err(e) => return Err(e.into()),
             }
         }

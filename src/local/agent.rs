@@ -270,7 +270,7 @@ pub fn serve(_token: Sandboxed, child: Child, prepared: Prepared) -> ! {
                 _ => {}
             }
         }
-        let _ = l.child.master.flush();
+        l.child.end_turn(l.poll.registry());
     }
 }
 

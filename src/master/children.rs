@@ -503,6 +503,22 @@ impl Master {
         }
     }
 
+    /// Log the records an exited child left in its channel: a child
+    /// sends its last ones just before it exits (see `Child::exit`), and
+    /// master may reap it before the turn that would have read them.
+    /// Other messages from a process that is gone are moot.
+    fn last_records(&mut self, ch: &mut ipc::Channel, role: Role, pid: u32) {
+        let max = self.config.log.line_length as usize;
+        while let Ok(Some((msg, fds))) = ch.recv::<ToMaster>() {
+            if let ToMaster::Log { level, text } = msg
+                && fds.is_empty()
+                && (level != Level::Debug || self.opts.verbose)
+            {
+                self.sink.write(role.name(), pid, level, &text, max);
+            }
+        }
+    }
+
     /// Collect every child that exited and schedule restarts.
     pub(super) fn reap(&mut self) {
         loop {
@@ -513,9 +529,10 @@ impl Master {
             let Some((pid, how)) = describe(status) else { continue };
             let Some(id) = self.children.by_pid(pid) else { continue };
             let Some(mut p) = self.children.procs.remove(&id) else { continue };
-            if let Some(ch) = p.channel.take() {
+            if let Some(mut ch) = p.channel.take() {
                 let raw = ch.as_raw_fd();
                 let _ = self.poll.registry().deregister(&mut SourceFd(&raw));
+                self.last_records(&mut ch, p.role, pid);
             }
             let now = Instant::now();
             match p.slot {

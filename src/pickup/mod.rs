@@ -171,6 +171,7 @@ pub fn serve(_token: Sandboxed, mut child: Child, watch: io::Result<Watch>) -> !
             }
         }
         p.work();
+        p.child.end_turn(p.poll.registry());
     }
 }
 

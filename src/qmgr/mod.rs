@@ -335,7 +335,7 @@ pub fn serve(_token: Sandboxed, mut child: Child, watch: std::io::Result<Watch>,
             }
         }
         q.work();
-        let _ = q.child.master.flush();
+        q.child.end_turn(q.poll.registry());
     }
 }
 

@@ -210,7 +210,7 @@ impl Server {
 
     /// Send what this round of events gave master and cleanup.
     fn flush_channels(&mut self) {
-        let _ = self.child.master.flush();
+        self.child.end_turn(self.poll.registry());
         self.flush_cleanup();
     }
 

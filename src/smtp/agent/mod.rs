@@ -132,7 +132,7 @@ pub fn prepare(child: &mut Child) -> Prepared {
 
 /// Serve until master says stop and the work in hand is done.
 pub fn serve(_token: Sandboxed, child: Child, prepared: Prepared) -> ! {
-    let Child { config, mut master, log, fds: _ } = child;
+    let Child { config, mut master, log, .. } = child;
     let Some(delivery) = config.delivery else {
         log.log(&mut master, Level::Error, "fatal: no delivery settings from master");
         exit(&mut master, 1)

@@ -460,13 +460,7 @@ impl Master {
             None => return,
         };
         match msg {
-            ToMaster::Log { level, text } => {
-                if level == Level::Debug && !self.opts.verbose {
-                    return;
-                }
-                let max = self.config.log.line_length as usize;
-                self.sink.write(role.name(), pid, level, &text, max);
-            }
+            ToMaster::Log { level, text } => self.child_record(role, pid, level, &text),
             ToMaster::Ready { confined } => {
                 if let Some(p) = self.children.procs.get_mut(&id)
                     && p.state == ChildState::Starting
@@ -508,15 +502,22 @@ impl Master {
     /// master may reap it before the turn that would have read them.
     /// Other messages from a process that is gone are moot.
     fn last_records(&mut self, ch: &mut ipc::Channel, role: Role, pid: u32) {
-        let max = self.config.log.line_length as usize;
         while let Ok(Some((msg, fds))) = ch.recv::<ToMaster>() {
             if let ToMaster::Log { level, text } = msg
                 && fds.is_empty()
-                && (level != Level::Debug || self.opts.verbose)
             {
-                self.sink.write(role.name(), pid, level, &text, max);
+                self.child_record(role, pid, level, &text);
             }
         }
+    }
+
+    /// A child's log record to the log (debug ones only with -v).
+    fn child_record(&mut self, role: Role, pid: u32, level: Level, text: &str) {
+        if level == Level::Debug && !self.opts.verbose {
+            return;
+        }
+        let max = self.config.log.line_length as usize;
+        self.sink.write(role.name(), pid, level, text, max);
     }
 
     /// Collect every child that exited and schedule restarts.

@@ -5,8 +5,8 @@
 //! complete and its CRC (salted with the segment's random salt, so content
 //! that imitates a record does not pass) is good and its queue file
 //! decodes. Damage is classified:
-//! - torn: bytes at the end of a segment from which no good record
-//!   starts, and (version 2) bad bytes inside the last commit of the
+//! - torn: bytes at the end of the newest segment (or of a version 1
+//!   one) from which no good record starts, and (version 2) bad bytes inside the last commit of the
 //!   newest segment, whose pages a crash during its flush may have left
 //!   half written, in any order. Such a commit was never acknowledged;
 //!   the bad bytes are dropped, its good records queued. (A new segment
@@ -235,8 +235,17 @@ pub(crate) fn scan(seg: &[u8], instance: u32, newest: bool) -> Scan {
                     holes.push(Hole { at: pos, len: next - pos, why, after: s.records.len() });
                     pos = next;
                 }
-                Next::None => {
+                // Only the newest segment can end in a commit that a
+                // crash cut short: an older one was sealed once its last
+                // commit was durable, so bad bytes at its end were
+                // acknowledged (or left by a commit that failed and could
+                // not be blanked: reported all the same, to be safe).
+                Next::None if newest || version < 2 => {
                     s.torn.push((pos as u64, total - pos as u64, why));
+                    break;
+                }
+                Next::None => {
+                    s.corrupt.push((pos as u64, total - pos as u64, format!("{why} (at the end of a sealed segment)")));
                     break;
                 }
                 Next::GaveUp => {

@@ -477,6 +477,42 @@ fn a_hole_in_the_last_commit_of_an_older_segment_is_corruption() {
     assert_eq!(rec.records, 4, "{rec}");
 }
 
+/// The same for damage that reaches the end of an older segment: its
+/// last commit was durable before the next segment was started, so the
+/// damage is corruption (reported, the segment kept), not a torn tail.
+#[test]
+fn damage_at_the_end_of_an_older_segment_is_corruption() {
+    let s = Spool::new("tail-older");
+    let options = JournalOptions { zero_ahead: ZeroAhead::Never, segment_size: 20_000, ..JournalOptions::default() };
+    let (mut j, _) = s.open_with(options);
+    let mut idg = QueueIdGen::new(INSTANCE);
+    let msgs: Vec<QueueFile> = (0..5).map(|_| sample(&mut idg, 1, 4000)).collect();
+    for q in &msgs[..4] {
+        j.append(q).expect("append");
+    }
+    j.commit().expect("commit to the first segment");
+    j.append(&msgs[4]).expect("append");
+    j.commit().expect("commit to the second segment");
+    drop(j); // a crash
+    let names = s.segments();
+    assert_eq!(names.len(), 2, "{names:?}");
+    let path = s.dir.path.join("journal").join(&names[0]);
+    let mut bytes = std::fs::read(&path).expect("read");
+    // The last record's header damaged: nothing good follows it.
+    let last = bytes.len() - (RECORD_HEADER + msgs[3].encode().expect("encode").len());
+    bytes[last + 10] ^= 0xff;
+    let newest = scan(&bytes, INSTANCE, true);
+    assert_eq!((newest.corrupt.len(), newest.torn.len()), (0, 1), "as the newest segment it would be torn");
+    let sc = scan(&bytes, INSTANCE, false);
+    assert_eq!((sc.corrupt.len(), sc.torn.len(), sc.records.len()), (1, 0, 3));
+    std::fs::write(&path, &bytes).expect("write");
+    let (_j, rec) = s.open();
+    assert_eq!(rec.corrupt.len(), 1, "{rec}");
+    assert!(rec.torn.is_empty(), "{rec}");
+    assert_eq!(rec.kept, vec![format!("{}.corrupt", names[0])]);
+    assert_eq!(rec.records, 4, "{rec}");
+}
+
 /// Commit numbers are never shared: a segment whose numbers are used up
 /// takes no more commits, and when no new segment can be started either
 /// the batch fails (451) and nothing of it is written.

@@ -24,31 +24,61 @@ use nix::unistd::{UnlinkatFlags, unlinkat};
 pub const MAX_KEPT: usize = 256;
 
 /// Files written but not yet known to be on stable storage.
+///
+/// A failed sync is final for the life of the process: the kernel may
+/// drop the pages it could not write and report the error only once
+/// (Linux marks them clean), so a later sync that succeeds would prove
+/// nothing. From then on every [`Unsynced::sync`] fails, nothing that
+/// relies on one (a journal segment's retirement) happens, and the
+/// journal keeps its copies until the next start's recovery.
 #[derive(Default)]
 pub struct Unsynced {
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     files: Vec<File>,
+    failed: Option<String>,
 }
 
 impl Unsynced {
-    /// Remember a written file (it may be renamed meanwhile).
-    pub fn add(&mut self, file: File) -> io::Result<()> {
+    /// Remember a written file (it may be renamed meanwhile). Past
+    /// [`MAX_KEPT`] the kept ones are synced early; if that fails, the
+    /// failure is kept for the next [`Unsynced::sync`] to report: the
+    /// file is written whatever happens, and its journal record is kept.
+    pub fn add(&mut self, file: File) {
         #[cfg(not(any(target_os = "linux", target_os = "android")))]
         {
-            if self.files.len() >= MAX_KEPT {
-                self.flush_files()?;
+            if self.failed.is_some() {
+                // No sync will count any more: keep no descriptors.
+                return;
             }
             self.files.push(file);
+            if self.files.len() > MAX_KEPT {
+                let _ = self.flush_files();
+            }
         }
         #[cfg(any(target_os = "linux", target_os = "android"))]
         drop(file);
-        Ok(())
+    }
+
+    /// Whether a sync has failed (see the type's documentation).
+    pub fn failed(&self) -> bool {
+        self.failed.is_some()
+    }
+
+    fn fail(&mut self, e: &io::Error) {
+        if self.failed.is_none() {
+            self.failed = Some(e.to_string());
+        }
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        self.files.clear();
     }
 
     #[cfg(not(any(target_os = "linux", target_os = "android")))]
     fn flush_files(&mut self) -> io::Result<()> {
         while let Some(f) = self.files.last() {
-            f.sync_all()?;
+            if let Err(e) = f.sync_all() {
+                self.fail(&e);
+                return Err(e);
+            }
             self.files.pop();
         }
         Ok(())
@@ -56,12 +86,20 @@ impl Unsynced {
 
     /// Make every remembered file and the entries of `dir` durable.
     pub fn sync(&mut self, dir: BorrowedFd<'_>) -> io::Result<()> {
+        if let Some(why) = &self.failed {
+            return Err(io::Error::other(format!(
+                "a sync of queue files failed ({why}); none is taken as durable until the next start"
+            )));
+        }
         #[cfg(any(target_os = "linux", target_os = "android"))]
-        nix::unistd::syncfs(dir)?;
+        let r = nix::unistd::syncfs(dir).map_err(io::Error::from);
         #[cfg(not(any(target_os = "linux", target_os = "android")))]
-        self.flush_files()?;
-        nix::unistd::fsync(dir)?;
-        Ok(())
+        let r = self.flush_files();
+        let r = r.and_then(|()| nix::unistd::fsync(dir).map_err(io::Error::from));
+        if let Err(e) = &r {
+            self.fail(e);
+        }
+        r
     }
 }
 
@@ -124,7 +162,8 @@ pub fn publish(dir: BorrowedFd<'_>, name: &str, bytes: &[u8], unsynced: &mut Uns
         let _ = remove(dir, name);
         return Err(e);
     }
-    unsynced.add(file)
+    unsynced.add(file);
+    Ok(())
 }
 
 /// The file names in `dir` (not `.` and `..`; names that are not UTF-8
@@ -147,4 +186,26 @@ pub fn list(dir: BorrowedFd<'_>) -> io::Result<Vec<String>> {
         }
     }
     Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_sync_fails_every_later_one() {
+        let dir = crate::queue::tests::TempDir::new("unsynced");
+        let d = File::open(&dir.path).expect("open dir");
+        let mut u = Unsynced::default();
+        u.sync(d.as_fd()).expect("a good sync");
+        assert!(!u.failed());
+        // fsync of a pipe fails (EINVAL): a sync that did not happen.
+        let (r, _w) = nix::unistd::pipe().expect("pipe");
+        assert!(u.sync(r.as_fd()).is_err());
+        assert!(u.failed());
+        // A later sync that would succeed proves nothing now.
+        u.add(File::create(dir.path.join("q")).expect("file"));
+        let e = u.sync(d.as_fd()).expect_err("still failed");
+        assert!(e.to_string().contains("none is taken as durable"), "{e}");
+    }
 }

@@ -74,6 +74,8 @@ pub const LAST_OF_COMMIT: u32 = 1;
 pub const MAX_RECORD: usize = u32::MAX as usize;
 /// Pause after a failed retirement (a full disk, an I/O error).
 const RETIRE_RETRY: Duration = Duration::from_secs(1);
+/// The same once a sync of queue files has failed (see [`Unsynced`]).
+const RETIRE_STUCK: Duration = Duration::from_secs(300);
 /// Zeros written ahead of the records at a time: as much as the segment
 /// already holds, within these bounds (so the first extensions of a
 /// segment are small and a later one costs one flush of at most 1 MiB).
@@ -606,7 +608,10 @@ impl Journal {
             return Ok(());
         }
         let r = self.retire_now();
-        self.retry_at = if r.is_err() { Some(Instant::now() + RETIRE_RETRY) } else { None };
+        // After a failed sync nothing retires until the next start: say
+        // so now and then, not every second.
+        let wait = if self.unsynced.failed() { RETIRE_STUCK } else { RETIRE_RETRY };
+        self.retry_at = if r.is_err() { Some(Instant::now() + wait) } else { None };
         r
     }
 

@@ -308,8 +308,25 @@ fn segment_seq(name: &str, instance: u32) -> Option<u64> {
 /// Whether a valid copy of `id` is in one of `dirs`, by its name or in
 /// the hashed subfolder qmgr gives it in deferred/; an invalid copy is
 /// removed (the journal has a good one).
+///
+/// A cleanup restarted alone recovers while qmgr runs and moves files
+/// from directory to directory (deferred/ to active/, hold/ to
+/// incoming/): one that moves from a directory not yet looked at to one
+/// already passed is missed, and writing it again would deliver its done
+/// recipients once more. So a miss is checked with a second look, which
+/// only a second such move, at that very moment, could fool (qmgr moves
+/// a file back towards incoming/ at most once in a row).
 fn present(id: &QueueId, dirs: &[BorrowedFd<'_>], rec: &mut Recovery) -> Result<bool, Error> {
     let mut replaced = false;
+    let found = look(id, dirs, &mut replaced)? || look(id, dirs, &mut replaced)?;
+    if replaced && !found {
+        rec.replaced.push(*id);
+    }
+    Ok(found)
+}
+
+/// One look for `id` in `dirs` (see [`present`]).
+fn look(id: &QueueId, dirs: &[BorrowedFd<'_>], replaced: &mut bool) -> Result<bool, Error> {
     let hashed = format!("{}/{}", crate::qmgr::schedule::deferred_subdir(id), id.as_str());
     for &dir in dirs {
         for name in [id.as_str(), hashed.as_str()] {
@@ -324,21 +341,18 @@ fn present(id: &QueueId, dirs: &[BorrowedFd<'_>], rec: &mut Recovery) -> Result<
             };
             let Some(file) = file else {
                 disk::remove(dir, name)?;
-                replaced = true;
+                *replaced = true;
                 continue;
             };
             match read_queue_file(&file) {
                 Ok(q) if q.id == *id => return Ok(true),
                 Ok(_) | Err(Error::Corrupt(_)) => {
                     disk::remove(dir, name)?;
-                    replaced = true;
+                    *replaced = true;
                 }
                 Err(e) => return Err(e),
             }
         }
-    }
-    if replaced {
-        rec.replaced.push(*id);
     }
     Ok(false)
 }

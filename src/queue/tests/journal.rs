@@ -444,13 +444,11 @@ fn holes_inside_the_last_commit_are_torn_and_before_a_later_commit_corrupt() {
     assert_eq!(rec.kept, vec![format!("{name}.corrupt")]);
 }
 
-/// A new segment is started only once the commits before it are durable:
-/// a hole inside the last commit of an older segment was acknowledged
-/// data, so it is corruption there.
-#[test]
-fn a_hole_in_the_last_commit_of_an_older_segment_is_corruption() {
-    let s = Spool::new("hole-older");
-    let options = JournalOptions { zero_ahead: ZeroAhead::Always, segment_size: 20_000, ..JournalOptions::default() };
+/// Two segments left by a crash: four messages committed to the first
+/// (its last commit), one to the second. Returns the messages, the older
+/// segment's name and its bytes.
+fn two_segments(s: &Spool, zero_ahead: ZeroAhead) -> (Vec<QueueFile>, String, Vec<u8>) {
+    let options = JournalOptions { zero_ahead, segment_size: 20_000, ..JournalOptions::default() };
     let (mut j, _) = s.open_with(options);
     let mut idg = QueueIdGen::new(INSTANCE);
     let msgs: Vec<QueueFile> = (0..5).map(|_| sample(&mut idg, 1, 4000)).collect();
@@ -463,18 +461,36 @@ fn a_hole_in_the_last_commit_of_an_older_segment_is_corruption() {
     drop(j); // a crash
     let names = s.segments();
     assert_eq!(names.len(), 2, "{names:?}");
-    let path = s.dir.path.join("journal").join(&names[0]);
-    let mut bytes = std::fs::read(&path).expect("read");
+    let bytes = std::fs::read(s.dir.path.join("journal").join(&names[0])).expect("read");
+    (msgs, names[0].clone(), bytes)
+}
+
+/// `bytes`, damaged, as the older of two segments: one stretch of
+/// corruption and three good records in the scan; at recovery the
+/// corruption reported, no torn tail, the segment kept, all four
+/// messages found.
+fn damage_is_corruption_in_an_older_segment(s: &Spool, name: &str, bytes: &[u8]) {
+    let sc = scan(bytes, INSTANCE, false);
+    assert_eq!((sc.corrupt.len(), sc.torn.len(), sc.records.len()), (1, 0, 3));
+    std::fs::write(s.dir.path.join("journal").join(name), bytes).expect("write");
+    let (_j, rec) = s.open();
+    assert_eq!(rec.corrupt.len(), 1, "{rec}");
+    assert!(rec.torn.is_empty(), "{rec}");
+    assert_eq!(rec.kept, vec![format!("{name}.corrupt")]);
+    assert_eq!(rec.records, 4, "{rec}");
+}
+
+/// A new segment is started only once the commits before it are durable:
+/// a hole inside the last commit of an older segment was acknowledged
+/// data, so it is corruption there.
+#[test]
+fn a_hole_in_the_last_commit_of_an_older_segment_is_corruption() {
+    let s = Spool::new("hole-older");
+    let (msgs, name, mut bytes) = two_segments(&s, ZeroAhead::Always);
     let second = SEGMENT_HEADER + RECORD_HEADER + msgs[0].encode().expect("encode").len();
     bytes[second + 100..second + 200].fill(0);
     assert_eq!(scan(&bytes, INSTANCE, true).corrupt.len(), 0, "as the newest segment it would be torn");
-    let sc = scan(&bytes, INSTANCE, false);
-    assert_eq!((sc.corrupt.len(), sc.torn.len(), sc.records.len()), (1, 0, 3));
-    std::fs::write(&path, &bytes).expect("write");
-    let (_j, rec) = s.open();
-    assert_eq!(rec.corrupt.len(), 1, "{rec}");
-    assert_eq!(rec.kept, vec![format!("{}.corrupt", names[0])]);
-    assert_eq!(rec.records, 4, "{rec}");
+    damage_is_corruption_in_an_older_segment(&s, &name, &bytes);
 }
 
 /// The same for damage that reaches the end of an older segment: its
@@ -483,34 +499,13 @@ fn a_hole_in_the_last_commit_of_an_older_segment_is_corruption() {
 #[test]
 fn damage_at_the_end_of_an_older_segment_is_corruption() {
     let s = Spool::new("tail-older");
-    let options = JournalOptions { zero_ahead: ZeroAhead::Never, segment_size: 20_000, ..JournalOptions::default() };
-    let (mut j, _) = s.open_with(options);
-    let mut idg = QueueIdGen::new(INSTANCE);
-    let msgs: Vec<QueueFile> = (0..5).map(|_| sample(&mut idg, 1, 4000)).collect();
-    for q in &msgs[..4] {
-        j.append(q).expect("append");
-    }
-    j.commit().expect("commit to the first segment");
-    j.append(&msgs[4]).expect("append");
-    j.commit().expect("commit to the second segment");
-    drop(j); // a crash
-    let names = s.segments();
-    assert_eq!(names.len(), 2, "{names:?}");
-    let path = s.dir.path.join("journal").join(&names[0]);
-    let mut bytes = std::fs::read(&path).expect("read");
+    let (msgs, name, mut bytes) = two_segments(&s, ZeroAhead::Never);
     // The last record's header damaged: nothing good follows it.
     let last = bytes.len() - (RECORD_HEADER + msgs[3].encode().expect("encode").len());
     bytes[last + 10] ^= 0xff;
     let newest = scan(&bytes, INSTANCE, true);
     assert_eq!((newest.corrupt.len(), newest.torn.len()), (0, 1), "as the newest segment it would be torn");
-    let sc = scan(&bytes, INSTANCE, false);
-    assert_eq!((sc.corrupt.len(), sc.torn.len(), sc.records.len()), (1, 0, 3));
-    std::fs::write(&path, &bytes).expect("write");
-    let (_j, rec) = s.open();
-    assert_eq!(rec.corrupt.len(), 1, "{rec}");
-    assert!(rec.torn.is_empty(), "{rec}");
-    assert_eq!(rec.kept, vec![format!("{}.corrupt", names[0])]);
-    assert_eq!(rec.records, 4, "{rec}");
+    damage_is_corruption_in_an_older_segment(&s, &name, &bytes);
 }
 
 /// Commit numbers are never shared: a segment whose numbers are used up

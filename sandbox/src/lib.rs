@@ -326,3 +326,45 @@ pub fn describe_kernel() -> String {
         String::from("no sandbox")
     }
 }
+
+/// What tells this boot of the machine from every other: the kernel's
+/// random boot ID on Linux, the boot time to the microsecond on the BSDs
+/// (`kern.boottime`; stepping the clock moves it, which only makes a boot
+/// look new). `None` if it cannot be read. The queue's journal keeps it
+/// beside what it knows to be true only until the next boot (the page
+/// cache is the same one after a process restart, not after a reboot).
+pub fn boot_id() -> Option<String> {
+    #[cfg(target_os = "linux")]
+    {
+        let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+        let id = id.trim();
+        (!id.is_empty() && id.len() <= 64).then(|| format!("linux:{id}"))
+    }
+    #[cfg(any(target_os = "freebsd", target_os = "openbsd"))]
+    {
+        let mib = [libc::CTL_KERN, libc::KERN_BOOTTIME];
+        let mut tv = libc::timeval { tv_sec: 0, tv_usec: 0 };
+        let mut len: libc::size_t = std::mem::size_of::<libc::timeval>();
+        // SAFETY: `mib` is a valid array of two ints and its length is
+        // passed; `tv` is a properly aligned, writable timeval and `len`
+        // holds its size, which the kernel does not write past (it
+        // reports ENOMEM instead); no new value is set (null, 0; a
+        // `*mut` null coerces where FreeBSD declares `*const`).
+        let r = unsafe {
+            libc::sysctl(
+                mib.as_ptr(),
+                mib.len() as libc::c_uint,
+                (&raw mut tv).cast::<libc::c_void>(),
+                &raw mut len,
+                std::ptr::null_mut(),
+                0,
+            )
+        };
+        (r == 0 && len == std::mem::size_of::<libc::timeval>() && tv.tv_sec > 0)
+            .then(|| format!("boottime:{}.{:06}", tv.tv_sec, tv.tv_usec))
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "freebsd", target_os = "openbsd")))]
+    {
+        None
+    }
+}

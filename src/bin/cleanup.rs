@@ -3,11 +3,17 @@
 
 use std::os::fd::AsFd;
 
-use mta::queue::{Journal, JournalDirs, JournalOptions};
+use mta::queue::{BootId, Journal, JournalDirs, JournalOptions};
 use mta::roles::Role;
 
 fn main() {
     let mut child = mta::child::start(Role::Cleanup);
+    // Read before the sandbox (a file under /proc on Linux, a sysctl on
+    // the BSDs).
+    let boot = sandbox::boot_id().as_deref().and_then(BootId::new);
+    if boot.is_none() {
+        child.warn("cannot tell this boot from others: journal recovery writes again every message it does not find");
+    }
     let token = child.enter();
     // The journal is read (and recovered) only inside the sandbox.
     let fds = std::mem::take(&mut child.fds);
@@ -17,19 +23,27 @@ fn main() {
     };
     let elsewhere = [active.as_fd(), deferred.as_fd(), hold.as_fd()];
     let dirs = JournalDirs { journal: journal_dir.as_fd(), incoming: incoming.as_fd(), elsewhere: &elsewhere };
-    let (journal, recovery) = match Journal::open(&dirs, 0, JournalOptions::default()) {
+    let (journal, recovery) = match Journal::open(&dirs, 0, JournalOptions { boot, ..JournalOptions::default() }) {
         Ok(j) => j,
         Err(e) => child.fatal(&format!("opening the intake journal: {e}")),
     };
     if !recovery.is_empty() {
         child.info(&format!(
-            "journal recovery: {} segments, {} records, {} queue files written again, {} already queued, {} torn tails dropped, {} damaged",
+            "journal recovery: {} segments, {} records, {} queue files written again, {} already queued, {} gone since they were written, {} torn tails dropped, {} damaged",
             recovery.segments,
             recovery.records,
             recovery.materialised.len(),
             recovery.present,
+            recovery.settled,
             recovery.torn.len(),
             recovery.corrupt.len()
+        ));
+    }
+    if !recovery.kept_unsynced.is_empty() {
+        child.warn(&format!(
+            "journal segments {} kept until the next boot: a sync of their queue files failed, and until then a file \
+             can read back whole without being on the disk",
+            recovery.kept_unsynced.join(", ")
         ));
     }
     mta::cleanup::serve(token, child, journal, journal_dir, recovery.materialised)

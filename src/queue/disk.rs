@@ -64,6 +64,12 @@ impl Unsynced {
         self.failed.is_some()
     }
 
+    /// Fail as a sync would (tests).
+    #[cfg(test)]
+    pub(crate) fn fail_for_test(&mut self) {
+        self.fail(&io::Error::other("injected sync failure"));
+    }
+
     fn fail(&mut self, e: &io::Error) {
         if self.failed.is_none() {
             self.failed = Some(e.to_string());

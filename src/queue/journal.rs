@@ -48,6 +48,7 @@ use std::time::{Duration, Instant};
 use super::Error;
 use super::disk::{self, Unsynced};
 use super::id::{LEN as ID_LEN, MAX_INSTANCE, QueueId};
+use super::progress::{self, BootId, Progress};
 use super::recover::{self, Recovery};
 use super::types::QueueFile;
 
@@ -135,6 +136,12 @@ pub struct JournalOptions {
     pub max_backlog: usize,
     /// Whether segments are extended with zeros ahead of their records.
     pub zero_ahead: ZeroAhead,
+    /// This boot of the machine (`sandbox::boot_id`): with it, the
+    /// journal notes how far its queue files are written, and a recovery
+    /// in the same boot does not write again those gone meanwhile (see
+    /// `progress.rs`). Without it, recovery writes again every message it
+    /// does not find.
+    pub boot: Option<BootId>,
 }
 
 impl Default for JournalOptions {
@@ -144,6 +151,7 @@ impl Default for JournalOptions {
             retire_after: Duration::from_secs(1),
             max_backlog: 256 << 20,
             zero_ahead: ZeroAhead::Auto,
+            boot: None,
         }
     }
 }
@@ -191,6 +199,8 @@ struct Entry {
     start: usize,
     len: usize,
     segment: u64,
+    /// Where the record ends in its segment (once committed).
+    seg_end: u64,
 }
 
 struct Segment {
@@ -326,6 +336,8 @@ pub struct Journal {
     broken: bool,
     /// Retirement failed: not before this.
     retry_at: Option<Instant>,
+    /// The progress note, when the boot is known (see `progress.rs`).
+    progress: Option<(progress::Writer, Progress)>,
 }
 
 impl Journal {
@@ -342,12 +354,21 @@ impl Journal {
         let dir = dirs.journal.try_clone_to_owned()?;
         let incoming = dirs.incoming.try_clone_to_owned()?;
         let mut unsynced = Unsynced::default();
-        let (recovery, next_seq) = recover::recover(dirs, instance, &mut unsynced)?;
+        let (recovery, next_seq, kept_through) = recover::recover(dirs, instance, &mut unsynced, options.boot)?;
         let mut h = RandomState::new().build_hasher();
         h.write_u64(next_seq);
         let salt = h.finish();
         let active = Segment::create(dir.as_fd(), instance, next_seq, salt)?;
         let zero_ahead = options.zero_ahead.applies(dir.as_fd());
+        // Everything before the new segment is accounted for now. Without
+        // a note, recovery writes again what it does not find, as it
+        // always may.
+        let progress = options.boot.and_then(|boot| {
+            let p = Progress { boot, seq: next_seq, end: 0, kept_through };
+            let w = progress::Writer::open(dir.as_fd(), instance).ok()?;
+            w.write(&p).ok()?;
+            Some((w, p))
+        });
         let journal = Journal {
             dir,
             incoming,
@@ -366,6 +387,7 @@ impl Journal {
             unsynced,
             broken: false,
             retry_at: None,
+            progress,
         };
         Ok((journal, recovery))
     }
@@ -398,7 +420,7 @@ impl Journal {
         head[4..8].copy_from_slice(&(plen as u32).to_le_bytes());
         head[8..8 + ID_LEN].copy_from_slice(file.id.as_bytes());
         let ticket = Ticket { id: file.id };
-        self.appended.push(Entry { ticket, start, len, segment: 0 });
+        self.appended.push(Entry { ticket, start, len, segment: 0, seg_end: 0 });
         Ok(ticket)
     }
 
@@ -421,6 +443,12 @@ impl Journal {
     #[cfg(test)]
     pub(crate) fn buffered(&self) -> usize {
         self.done.len()
+    }
+
+    /// Make every later sync of queue files fail (tests).
+    #[cfg(test)]
+    pub(crate) fn fail_syncs(&mut self) {
+        self.unsynced.fail_for_test();
     }
 
     /// The last commit number used in the active segment (tests).
@@ -531,6 +559,7 @@ impl Journal {
         self.buf.clear();
         let tickets = entries.iter().map(|e| e.ticket).collect();
         for mut e in entries.drain(..) {
+            e.seg_end = at + (e.start + e.len) as u64;
             e.start += base;
             e.segment = self.active.seq;
             self.todo.push_back(e);
@@ -560,9 +589,10 @@ impl Journal {
             let payload = &self.done[e.start + RECORD_HEADER..e.start + e.len];
             let id = e.ticket.id;
             disk::publish(self.incoming.as_fd(), id.as_str(), payload, &mut self.unsynced)?;
-            let seg = e.segment;
+            let (seg, seg_end) = (e.segment, e.seg_end);
             self.done_from = e.start + e.len;
             self.todo.pop_front();
+            self.note(Some((seg, seg_end)));
             out.push(id);
             n += 1;
             if seg == self.active.seq {
@@ -590,6 +620,25 @@ impl Journal {
         self.retire()
     }
 
+    /// Rewrite the progress note: the record of segment `seq` ending at
+    /// `end` is written out (`None`: nothing new). Once a sync has failed
+    /// the note also keeps every segment so far until the next boot:
+    /// queue files may read back from the page cache that never reached
+    /// the disk.
+    fn note(&mut self, written: Option<(u64, u64)>) {
+        let failed = self.unsynced.failed();
+        let active = self.active.seq;
+        let Some((w, p)) = self.progress.as_mut() else { return };
+        if let Some((seq, end)) = written {
+            (p.seq, p.end) = (seq, end);
+        }
+        if failed {
+            p.kept_through = p.kept_through.max(active);
+        }
+        // Behind the truth at worst: messages written again.
+        let _ = w.write(p);
+    }
+
     /// Start a new segment; the active one is sealed.
     fn rotate(&mut self) -> Result<(), Error> {
         let next = Segment::create(self.dir.as_fd(), self.instance, self.active.seq + 1, self.salt)?;
@@ -609,8 +658,12 @@ impl Journal {
         }
         let r = self.retire_now();
         // After a failed sync nothing retires until the next start: say
-        // so now and then, not every second.
+        // so now and then, not every second; and the note keeps the
+        // segments until the next boot.
         let wait = if self.unsynced.failed() { RETIRE_STUCK } else { RETIRE_RETRY };
+        if self.unsynced.failed() {
+            self.note(None);
+        }
         self.retry_at = if r.is_err() { Some(Instant::now() + wait) } else { None };
         r
     }

@@ -24,6 +24,7 @@ mod disk;
 pub mod file;
 mod id;
 pub mod journal;
+mod progress;
 mod recover;
 mod types;
 
@@ -45,6 +46,7 @@ pub use file::{
 };
 pub use id::{MAX_INSTANCE, QueueId, QueueIdGen};
 pub use journal::{CommitError, Journal, JournalDirs, JournalOptions, Ticket, ZeroAhead};
+pub use progress::BootId;
 pub use recover::{Damage, Recovery};
 pub use types::{BodyType, Client, Envelope, Notify, Protocol, QueueFile, Recipient, Ret, State, Status, Time};
 

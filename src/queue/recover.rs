@@ -30,6 +30,7 @@
 //! Trusts: nothing in the segments or the queue directories.
 
 use std::fmt;
+use std::fs::File;
 use std::os::fd::BorrowedFd;
 use std::os::unix::fs::MetadataExt;
 
@@ -40,6 +41,7 @@ use super::journal::{
     COMMIT_AT, FLAGS_AT, JOURNAL_VERSION, JournalDirs, LAST_OF_COMMIT, RECORD_HEADER, RECORD_HEADER_V1, RECORD_MAGIC,
     SEGMENT_HEADER, SEGMENT_MAGIC, record_crc,
 };
+use super::progress::{self, BootId};
 use super::types::QueueFile;
 use super::{Error, free_name};
 
@@ -69,6 +71,9 @@ pub struct Recovery {
     pub materialised: Vec<QueueId>,
     /// Messages found valid in a queue directory.
     pub present: usize,
+    /// Messages written out before, in this boot, and gone since
+    /// (delivered, or removed): not written again (see `progress.rs`).
+    pub settled: usize,
     /// Messages whose copy in a queue directory was invalid (removed, then
     /// written again).
     pub replaced: Vec<QueueId>,
@@ -78,6 +83,9 @@ pub struct Recovery {
     pub corrupt: Vec<Damage>,
     /// Segments kept as `*.jnl.corrupt`.
     pub kept: Vec<String>,
+    /// Segments kept as they are until the next boot: a sync of their
+    /// queue files failed (see `progress.rs`).
+    pub kept_unsynced: Vec<String>,
     /// Temporary files of this instance removed from incoming/.
     pub temps_removed: usize,
 }
@@ -93,13 +101,14 @@ impl fmt::Display for Recovery {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "journal recovery: {} segments, {} messages ({} written again, {} replaced, {} already queued), \
-             {} torn tails dropped, {} corrupt stretches, {} temporary files removed",
+            "journal recovery: {} segments, {} messages ({} written again, {} replaced, {} already queued, \
+             {} gone since they were written), {} torn tails dropped, {} corrupt stretches, {} temporary files removed",
             self.segments,
             self.records,
             self.materialised.len(),
             self.replaced.len(),
             self.present,
+            self.settled,
             self.torn.len(),
             self.corrupt.len(),
             self.temps_removed
@@ -109,6 +118,9 @@ impl fmt::Display for Recovery {
         }
         for k in &self.kept {
             write!(f, "; kept {k}")?;
+        }
+        for k in &self.kept_unsynced {
+            write!(f, "; kept {k} until the next boot (a sync of its queue files failed)")?;
         }
         Ok(())
     }
@@ -316,17 +328,20 @@ fn segment_seq(name: &str, instance: u32) -> Option<u64> {
 /// recipients once more. So a miss is checked with a second look, which
 /// only a second such move, at that very moment, could fool (qmgr moves
 /// a file back towards incoming/ at most once in a row).
-fn present(id: &QueueId, dirs: &[BorrowedFd<'_>], rec: &mut Recovery) -> Result<bool, Error> {
+fn present(id: &QueueId, dirs: &[BorrowedFd<'_>], rec: &mut Recovery, unsynced: &mut Unsynced) -> Result<bool, Error> {
     let mut replaced = false;
-    let found = look(id, dirs, &mut replaced)? || look(id, dirs, &mut replaced)?;
-    if replaced && !found {
+    let found = match look(id, dirs, &mut replaced)? {
+        Some(f) => Some(f),
+        None => look(id, dirs, &mut replaced)?,
+    };
+    if replaced && found.is_none() {
         rec.replaced.push(*id);
     }
-    Ok(found)
+    Ok(found.map(|f| unsynced.add(f)).is_some())
 }
 
-/// One look for `id` in `dirs` (see [`present`]).
-fn look(id: &QueueId, dirs: &[BorrowedFd<'_>], replaced: &mut bool) -> Result<bool, Error> {
+/// One look for `id` in `dirs` (see [`present`]): the valid copy, open.
+fn look(id: &QueueId, dirs: &[BorrowedFd<'_>], replaced: &mut bool) -> Result<Option<File>, Error> {
     let hashed = format!("{}/{}", crate::qmgr::schedule::deferred_subdir(id), id.as_str());
     for &dir in dirs {
         for name in [id.as_str(), hashed.as_str()] {
@@ -345,7 +360,7 @@ fn look(id: &QueueId, dirs: &[BorrowedFd<'_>], replaced: &mut bool) -> Result<bo
                 continue;
             };
             match read_queue_file(&file) {
-                Ok(q) if q.id == *id => return Ok(true),
+                Ok(q) if q.id == *id => return Ok(Some(file)),
                 Ok(_) | Err(Error::Corrupt(_)) => {
                     disk::remove(dir, name)?;
                     *replaced = true;
@@ -354,17 +369,21 @@ fn look(id: &QueueId, dirs: &[BorrowedFd<'_>], replaced: &mut bool) -> Result<bo
             }
         }
     }
-    Ok(false)
+    Ok(None)
 }
 
-/// Recover the segments of `instance`. Returns the report and the sequence
-/// number for the next segment.
+/// Recover the segments of `instance`, in `boot` (see `progress.rs`).
+/// Returns the report, the sequence number for the next segment and the
+/// last segment kept until the next boot (0: none).
 pub(crate) fn recover(
     dirs: &JournalDirs<'_>,
     instance: u32,
     unsynced: &mut Unsynced,
-) -> Result<(Recovery, u64), Error> {
+    boot: Option<BootId>,
+) -> Result<(Recovery, u64, u64), Error> {
     let mut rec = Recovery::default();
+    // The note counts only in the boot it was written in.
+    let note = progress::read(dirs.journal, instance).filter(|p| boot == Some(p.boot));
     // Temporary names were used before queue files were marked complete
     // by their mode: a spool of an older version may hold some.
     for name in disk::list(dirs.incoming)? {
@@ -385,7 +404,7 @@ pub(crate) fn recover(
     check.extend_from_slice(dirs.elsewhere);
 
     let mut damaged = Vec::with_capacity(segments.len());
-    for (k, (_, name)) in segments.iter().enumerate() {
+    for (k, (seq, name)) in segments.iter().enumerate() {
         let Some(file) = disk::open_read(dirs.journal, name)? else {
             damaged.push(false);
             continue;
@@ -414,7 +433,21 @@ pub(crate) fn recover(
                 }
             }
             rec.records += 1;
-            if present(&f.id, &check, &mut rec)? {
+            if note.is_some_and(|p| p.covers(*seq, (f.start + f.len) as u64)) {
+                // Written out before, in this boot, so qmgr may have
+                // delivered it since: only an invalid copy is written again.
+                let mut replaced = false;
+                if let Some(file) = look(&f.id, &check, &mut replaced)? {
+                    unsynced.add(file);
+                    rec.present += 1;
+                    continue;
+                }
+                if !replaced {
+                    rec.settled += 1;
+                    continue;
+                }
+                rec.replaced.push(f.id);
+            } else if present(&f.id, &check, &mut rec, unsynced)? {
                 rec.present += 1;
                 continue;
             }
@@ -424,8 +457,14 @@ pub(crate) fn recover(
         damaged.push(bad);
     }
     unsynced.sync(dirs.incoming)?;
-    for ((_, name), bad) in segments.iter().zip(damaged) {
-        if bad {
+    let mut kept_through = 0;
+    for ((seq, name), bad) in segments.iter().zip(damaged) {
+        if let Some(p) = note.filter(|p| *seq <= p.kept_through) {
+            // Its queue files may read back from the page cache without
+            // being on the disk: until the next boot shows what is.
+            rec.kept_unsynced.push(name.clone());
+            kept_through = p.kept_through;
+        } else if bad {
             let kept = free_name(dirs.journal, &format!("{name}.corrupt"))?;
             nix::fcntl::renameat(dirs.journal, name.as_str(), dirs.journal, kept.as_str())?;
             rec.kept.push(kept);
@@ -433,5 +472,5 @@ pub(crate) fn recover(
             disk::remove(dirs.journal, name)?;
         }
     }
-    Ok((rec, next))
+    Ok((rec, next, kept_through))
 }

@@ -6,8 +6,10 @@
 # mbox do not interleave; a held dot-lock and flock make the delivery
 # wait; a Delivered-To loop bounces; root without an alias waits with a
 # reason; an alias to another address is forwarded; an empty .forward
-# leaves the mail in the mailbox; an envelope recipient naming a command runs
-# nothing. Each mailbox has one delivery worker, which opens the mailbox
+# leaves the mail in the mailbox, and one naming the user's own address
+# delivers there; an unknown member of an alias list bounces alone, the
+# others (one written user+ext) get the message; an envelope recipient
+# naming a command runs nothing. Each mailbox has one delivery worker, which opens the mailbox
 # afresh for each message: a mailbox a mail reader took away between two
 # deliveries is made again, by the same worker, for the next. Then,
 # switched to Maildir by a reload, mail lands in ~/Maildir/new, read by
@@ -29,6 +31,7 @@ postmaster: mtaloc1
 team: mtaloc1, mtaloc2
 tagged+x: mtaloc2
 away: someone@remote.example
+partly: mtaloc1, nosuchuser9, mtaloc2+lists
 EOF
 write_conf "aliases = \"$W/aliases\";" "local { mail_spool = \"$MAIL\"; lock_timeout = 20s; worker_idle_time = 120s; }" \
 	"queue { backoff { min = 1s; max = 2s; } }"
@@ -143,6 +146,19 @@ wait_log "to=<away@localhost>, relay=local, .*status=sent (forwarded as [0-9A-Z]
 	fail "alias to another address"
 send mtaloc3@localhost "empty .forward"
 wait_for 20 has mtaloc3 1 || fail "mail for a user with an empty .forward"
+
+# --- one bad member of a list fails alone; user+ext in a list is the
+# user's mailbox; a .forward naming the user's own address delivers ---
+b1=$(count "$MAIL/mtaloc1") b2=$(count "$MAIL/mtaloc2")
+send partly@localhost "partly"
+wait_log "to=<nosuchuser9@$H>, orig_to=<partly@localhost>, relay=local, .*status=bounced (unknown user" 10 ||
+	fail "the unknown member did not bounce alone"
+wait_for 20 has mtaloc1 $((b1 + 1)) || fail "the list's first member did not get it"
+wait_for 20 has mtaloc2 $((b2 + 1)) || fail "the list's member user+ext did not get it"
+echo "mtaloc3@localhost" >"$W/home/mtaloc3/.forward"
+send mtaloc3@localhost "own address in .forward"
+wait_for 20 has mtaloc3 2 || fail "a .forward naming its own user's address did not deliver to the mailbox"
+! grep -q "mail forwarding loop for mtaloc3" "$LOG" || fail "a .forward naming its own user's address looped"
 
 # --- the envelope never names a command ---
 python3 - "$PORT" "$W" <<'PY'

@@ -209,7 +209,15 @@ pub(super) fn settled(
         .into_iter()
         .zip(depends)
         .map(|(r, deps)| match sync_failure(deps, failed) {
-            Some(o) if matches!(r.status, RecipientStatus::Delivered { .. }) => report(r.index, o),
+            // (A bounce for one member of a list gives way to a deferral
+            // of another, delivered meanwhile: the retry repeats the list.)
+            Some(o)
+                if matches!(r.status, RecipientStatus::Delivered { .. })
+                    || (matches!(r.status, RecipientStatus::Bounced)
+                        && matches!(o.status, RecipientStatus::Deferred)) =>
+            {
+                report(r.index, o)
+            }
             _ => r,
         })
         .collect()
@@ -534,7 +542,9 @@ impl Local {
     /// One recipient: resolve it (the aliases, then the `.forward` files
     /// of the users it ends in), then deliver to each destination,
     /// logging each. Several destinations (an alias list) count as
-    /// delivered when all are; the first failure decides otherwise (the
+    /// delivered when all are; one that fails fails alone, the others
+    /// get the message, and the worst failure decides, its reason naming
+    /// the destination (a deferral outranks a bounce; as in Postfix, the
     /// retry repeats the list, so a destination may get the message
     /// twice). A destination whose address the message already carries
     /// in a `Delivered-To:` line (`head`, its header block) has been
@@ -556,6 +566,8 @@ impl Local {
             }
         };
         let mut last = Outcome::defer("4.3.0", "no destination");
+        // The worst failure of the list, and for whom.
+        let mut failed: Option<(Outcome, String)> = None;
         let steps = steps(dests, &qe.envelope.sender);
         let n = steps.len();
         for (k, step) in steps.into_iter().enumerate() {
@@ -576,6 +588,10 @@ impl Local {
                         self.command(qe, file, user, command, to, address)
                     }
                     Step::Here(Dest { target: Target::File { path, user }, to }) => self.file(qe, file, user, path, to),
+                    Step::Here(Dest { target: Target::Failed { deferred: true, dsn, reason }, .. }) => {
+                        Outcome::defer(dsn, reason)
+                    }
+                    Step::Here(Dest { target: Target::Failed { dsn, reason, .. }, .. }) => Outcome::bounce(dsn, reason),
                     Step::Here(Dest { target: Target::Forward { .. }, .. }) => continue,
                     Step::Forward { sender, to, addresses } => self.forward(qe, file, sender, addresses, to),
                 }
@@ -596,11 +612,29 @@ impl Local {
                 self.log(id, start, to, orig, &o);
             }
             if !delivered {
-                return o;
+                // The other destinations get the message all the same; a
+                // deferral outranks a bounce (the retry repeats the list).
+                let worse = match &failed {
+                    None => true,
+                    Some((f, _)) => {
+                        matches!(o.status, RecipientStatus::Deferred) && !matches!(f.status, RecipientStatus::Deferred)
+                    }
+                };
+                if worse {
+                    failed = Some((o, to.clone()));
+                }
+                continue;
             }
             last = o;
         }
-        last
+        match failed {
+            Some((o, _)) if n == 1 => o,
+            Some((mut o, to)) => {
+                o.reason = format!("{to}: {}", o.reason);
+                o
+            }
+            None => last,
+        }
     }
 
     /// Each mailbox whose user has a `.forward` replaced by what it says
@@ -620,10 +654,9 @@ impl Local {
                 push_new(&mut out, own);
                 continue;
             };
-            let before = out.len();
             let mut includes = HashSet::new();
-            self.forward_entries(&user, via_alias, entries, &mut out, &mut includes, 0)?;
-            if out.len() == before {
+            // (A destination listed already counts: it gets the message.)
+            if self.forward_entries(&user, via_alias, entries, &mut out, &mut includes, 0)? == 0 {
                 push_new(&mut out, own);
             }
         }
@@ -631,7 +664,7 @@ impl Local {
     }
 
     /// The destinations of one `.forward` (or `:include:` file it names)
-    /// of `user`, added to `out`.
+    /// of `user`, added to `out`; how many it names.
     fn forward_entries(
         &mut self,
         user: &User,
@@ -640,9 +673,10 @@ impl Local {
         out: &mut Vec<Dest>,
         includes: &mut HashSet<PathBuf>,
         depth: usize,
-    ) -> Result<(), Outcome> {
+    ) -> Result<usize, Outcome> {
         let host = self.resolver.hostname().to_string();
         let to = format!("{}@{host}", user.name);
+        let mut named = 0;
         for entry in entries {
             let target = match entry {
                 aliases::Forward::Mailbox(n) | aliases::Forward::Target(AliasTarget::Local(n)) if n == user.name => {
@@ -650,6 +684,11 @@ impl Local {
                 }
                 aliases::Forward::Mailbox(n) | aliases::Forward::Target(AliasTarget::Local(n)) => {
                     Target::Forward { address: format!("{n}@{host}"), sender: None }
+                }
+                // The user's own address: the mailbox (forwarded, it
+                // would come back as a loop).
+                aliases::Forward::Target(AliasTarget::Address(a)) if self.resolver.is_own(&a, &user.name) => {
+                    Target::Mailbox { user: user.clone(), via_alias, forward: false }
                 }
                 aliases::Forward::Target(AliasTarget::Address(a)) => Target::Forward { address: a, sender: None },
                 aliases::Forward::Target(AliasTarget::Command(c)) => {
@@ -666,14 +705,15 @@ impl Local {
                         continue;
                     }
                     if let Some(more) = self.read_forward(user, &p)? {
-                        self.forward_entries(user, via_alias, more, out, includes, depth + 1)?;
+                        named += self.forward_entries(user, via_alias, more, out, includes, depth + 1)?;
                     }
                     continue;
                 }
             };
+            named += 1;
             push_new(out, Dest { target, to: to.clone() });
         }
-        Ok(())
+        Ok(named)
     }
 
     /// Commands and files of root's `.forward` run as `local.default_user`.

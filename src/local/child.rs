@@ -445,8 +445,16 @@ fn job(
             parent.progress(repair::at_line(&mark))?;
             mbox::append(&file, env, content, &lock, scratch)?;
             parent.progress(String::from(repair::APPENDED))?;
-            lock.release()?;
-            Ok(if t.kind == Kind::Mbox { "delivered to mailbox" } else { "delivered to file" })
+            // The message is in, synced: a lock that will not go (a
+            // dot-lock another process broke as stale, say) is said, and
+            // the delivery stands (deferred, it would be appended twice).
+            let released = lock.release();
+            Ok(match (t.kind == Kind::Mbox, released.is_ok()) {
+                (true, true) => "delivered to mailbox",
+                (true, false) => "delivered to mailbox (its lock could not be removed)",
+                (false, true) => "delivered to file",
+                (false, false) => "delivered to file (its lock could not be removed)",
+            })
         }
         Kind::Maildir => {
             let Some(batch) = batch else {

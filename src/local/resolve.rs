@@ -13,7 +13,9 @@
 //! - mail for root's own mailbox is delivered only through an alias
 //!   (`root: root`, or `postmaster: root`); addressed to root directly
 //!   with no alias, it waits with a reason the administrator can act on;
-//! - an unknown user bounces (5.1.1);
+//! - an unknown user bounces (5.1.1); in an alias list, it fails alone
+//!   ([`Target::Failed`]) and the other members get the message;
+//! - `user+ext` named in an alias is `user`'s mailbox;
 //! - commands and files of the aliases run as the owner of the aliases
 //!   database when that is not root, else as `local.default_user`
 //!   (`nobody`): never as root unless the configuration says so;
@@ -64,6 +66,10 @@ pub enum Target {
     /// Another address: the message goes on as a new one, from `sender`
     /// when set (the `owner-` alias of the list it came through).
     Forward { address: String, sender: Option<String> },
+    /// A member of an alias list that cannot be delivered to (an unknown
+    /// user, say): it fails alone, with this outcome, and the other
+    /// members get the message.
+    Failed { deferred: bool, dsn: String, reason: String },
 }
 
 /// A destination and the address it is delivered for (`Delivered-To:`,
@@ -80,7 +86,12 @@ pub struct Resolver {
     /// files of the aliases run as that user (as in Postfix).
     aliases_owner: Option<u32>,
     delimiter: String,
+    /// The domain local names are qualified with (`owner-` senders,
+    /// `.forward` entries, `Delivered-To:`): the host name when mail for
+    /// it is local, else the first of `domains`.
     hostname: String,
+    /// The local domains, lower case.
+    domains: Vec<String>,
     default_user: String,
     /// Users looked up since the last [`Resolver::forget_users`] (the
     /// end of a batch): the password database is read once per user per
@@ -123,11 +134,18 @@ impl Resolver {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => (None, None),
             Err(e) => (None, Some(format!("{}: {e}; delivering without aliases", db.display()))),
         };
+        let domains: Vec<String> = conf.domains.iter().map(|d| d.to_lowercase()).collect();
+        let hostname = hostname.to_lowercase();
+        let hostname = match domains.first() {
+            Some(first) if !domains.contains(&hostname) => first.clone(),
+            _ => hostname,
+        };
         let r = Resolver {
             aliases,
             aliases_owner,
             delimiter: conf.local.recipient_delimiter.clone(),
-            hostname: hostname.to_lowercase(),
+            hostname,
+            domains,
             default_user: conf.local.default_user.clone(),
             users: RefCell::new(HashMap::new()),
         };
@@ -164,6 +182,17 @@ impl Resolver {
         &self.delimiter
     }
 
+    /// Whether `address` is `user`'s own (its local part, extension set
+    /// aside, is the user's name, and its domain a local one): in the
+    /// user's `.forward` it means the mailbox, not a new message that
+    /// would come back as a loop.
+    pub fn is_own(&self, address: &str, user: &str) -> bool {
+        let Some((local, domain)) = address.rsplit_once('@') else { return false };
+        let local = local.to_lowercase();
+        crate::address::without_extension(&local, &self.delimiter) == user
+            && self.domains.iter().any(|d| d.eq_ignore_ascii_case(domain))
+    }
+
     /// The destinations of `address` (a recipient in a local domain), or
     /// the outcome when there is none to deliver to.
     pub fn resolve(&self, address: &str) -> Result<Vec<Dest>, Outcome> {
@@ -194,27 +223,56 @@ impl Resolver {
                 vec![aliases::Delivery { target: AliasTarget::Local(name.to_string()), alias: None, include: None }]
             }
         };
+        let list = expanded.len() > 1;
         let mut out = Vec::with_capacity(expanded.len());
         for d in expanded {
             let via_alias = d.alias.is_some();
             let to = address.to_string();
+            let member = match &d.target {
+                AliasTarget::Local(name) => format!("{name}@{}", self.hostname),
+                AliasTarget::Address(a) => a.clone(),
+                AliasTarget::Command(c) => format!("|{c}"),
+                AliasTarget::File(f) | AliasTarget::Include(f) => f.display().to_string(),
+            };
             let target = match d.target {
-                AliasTarget::Local(user) => {
-                    let user = self.user(&user, via_alias)?;
-                    // Delivered-To: the address as sent, or the user's
-                    // own when an alias led there.
-                    let to = if via_alias { format!("{}@{}", user.name, self.hostname) } else { to };
-                    out.push(Dest { target: Target::Mailbox { user, via_alias, forward: true }, to });
-                    continue;
+                AliasTarget::Local(name) => {
+                    // `user+ext` in an alias is user's mailbox.
+                    let base = crate::address::without_extension(&name, &self.delimiter);
+                    match self.user(base, via_alias) {
+                        Ok(user) => {
+                            // Delivered-To: the address as sent, or the
+                            // user's own when an alias led there.
+                            let to = if via_alias { format!("{}@{}", user.name, self.hostname) } else { to };
+                            out.push(Dest { target: Target::Mailbox { user, via_alias, forward: true }, to });
+                            continue;
+                        }
+                        Err(o) => Err(o),
+                    }
                 }
-                AliasTarget::Address(a) => Target::Forward { address: a, sender: self.owner(d.alias.as_deref())? },
-                AliasTarget::Command(c) => Target::Command { command: c, user: self.alias_user(d.include.is_some())? },
-                AliasTarget::File(f) => Target::File { path: f, user: self.alias_user(d.include.is_some())? },
+                AliasTarget::Address(a) => {
+                    self.owner(d.alias.as_deref()).map(|sender| Target::Forward { address: a, sender })
+                }
+                AliasTarget::Command(c) => {
+                    self.alias_user(d.include.is_some()).map(|user| Target::Command { command: c, user })
+                }
+                AliasTarget::File(f) => self.alias_user(d.include.is_some()).map(|user| Target::File { path: f, user }),
                 AliasTarget::Include(p) => {
-                    return Err(Outcome::defer("4.3.0", &format!(":include:{} left unexpanded", p.display())));
+                    Err(Outcome::defer("4.3.0", &format!(":include:{} left unexpanded", p.display())))
                 }
             };
-            out.push(Dest { target, to });
+            match target {
+                Ok(target) => out.push(Dest { target, to }),
+                // One member of a list fails alone.
+                Err(o) if list => out.push(Dest {
+                    target: Target::Failed {
+                        deferred: !matches!(o.status, crate::ipc::msg::RecipientStatus::Bounced),
+                        dsn: o.dsn,
+                        reason: o.reason,
+                    },
+                    to: member,
+                }),
+                Err(o) => return Err(o),
+            }
         }
         if out.is_empty() {
             return Err(Outcome::bounce("5.1.1", "the alias has no destination"));

@@ -232,8 +232,11 @@ pub fn prepare(header: &[u8], opts: &HeaderOptions<'_>) -> Result<Prepared, Head
     check_options(opts)?;
     let fields = fields(header)?;
     let resent = fields.iter().any(|f| f.name.len() > 7 && f.name[..7].eq_ignore_ascii_case(b"Resent-"));
+    // The Resent- recipients replace To:, Cc: and Bcc: only when there
+    // are some (as in Postfix): a lone Resent-From: hides nobody.
+    let resent_to = fields.iter().any(|f| f.is("Resent-To") || f.is("Resent-Cc") || f.is("Resent-Bcc"));
     let recipients = match opts.extract {
-        true => extract(&fields, resent, opts.hostname)?,
+        true => extract(&fields, resent_to, opts.hostname)?,
         false => Vec::new(),
     };
     let mut out = Vec::with_capacity(header.len() + 256);

@@ -143,17 +143,17 @@ impl Input {
                     return false;
                 }
             },
-            State::DotCr => {
-                if b == b'\n' {
-                    self.state = State::Done;
-                } else {
-                    // A bare CR after the dot: a line end like any other
-                    // bare CR, but not the end of the message.
-                    out.extend_from_slice(b".\r\n");
-                    self.state = State::LineStart;
+            State::DotCr => match b {
+                b'\n' => self.state = State::Done,
+                b'\r' => {}
+                _ => {
+                    // A bare CR after the dot: a space, as any other
+                    // bare CR, and not the end of the message.
+                    out.extend_from_slice(b". ");
+                    self.state = State::InLine;
                     return false;
                 }
-            }
+            },
             State::InLine => match b {
                 b'\r' => self.state = State::Cr,
                 b'\n' => {
@@ -162,11 +162,22 @@ impl Input {
                 }
                 _ => out.push(b),
             },
-            State::Cr => {
-                out.extend_from_slice(b"\r\n");
-                self.state = State::LineStart;
-                return b == b'\n';
-            }
+            // CRs before a LF are part of the line end (CR CR LF, as some
+            // programs write, is one line end); a CR inside a line is a
+            // space: it must neither end a header field early (losing
+            // the fields after it to the body) nor go out bare.
+            State::Cr => match b {
+                b'\n' => {
+                    out.extend_from_slice(b"\r\n");
+                    self.state = State::LineStart;
+                }
+                b'\r' => {}
+                _ => {
+                    out.push(b' ');
+                    self.state = State::InLine;
+                    return false;
+                }
+            },
             State::Done => {}
         }
         true

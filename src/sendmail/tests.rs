@@ -329,8 +329,10 @@ fn text(input: &str, ignore_dots: bool) -> String {
 fn line_ends_become_crlf() {
     assert_eq!(text("a\nb\n", false), "a\r\nb\r\n");
     assert_eq!(text("a\r\nb\r\n", false), "a\r\nb\r\n");
-    assert_eq!(text("a\rb\r\n", false), "a\r\nb\r\n");
-    assert_eq!(text("a\r\rb", false), "a\r\n\r\nb\r\n");
+    // A CR inside a line is a space; CRs before a LF are its line end.
+    assert_eq!(text("a\rb\r\n", false), "a b\r\n");
+    assert_eq!(text("a\r\rb", false), "a b\r\n");
+    assert_eq!(text("a\r\r\nb\r\r\n", false), "a\r\nb\r\n");
     assert_eq!(text("a\r", false), "a\r\n");
     assert_eq!(text("last", false), "last\r\n");
     assert_eq!(text("", false), "");
@@ -351,7 +353,8 @@ fn dots_kept_otherwise() {
     assert_eq!(text(". \n", false), ". \r\n");
     assert_eq!(text(".x\n", false), ".x\r\n");
     assert_eq!(text("a.\n", false), "a.\r\n");
-    assert_eq!(text(".\rb\n", false), ".\r\nb\r\n", "a bare CR is not LF or CRLF");
+    assert_eq!(text(".\rb\n", false), ". b\r\n", "a bare CR is not LF or CRLF");
+    assert_eq!(convert(b"a\n.\r\r\nb\n", false), (b"a\r\n".to_vec(), true), "CR CR LF ends the dot line");
     assert_eq!(convert(b"a\n.\nb\n", true), (b"a\r\n.\r\nb\r\n".to_vec(), false));
     assert_eq!(text(".", true), ".\r\n");
 }
@@ -406,20 +409,30 @@ fn reference(input: &[u8], ignore_dots: bool) -> Vec<u8> {
     }
     let mut out = Vec::new();
     while !rest.is_empty() {
-        let end = rest.iter().position(|&b| b == b'\r' || b == b'\n').unwrap_or(rest.len());
-        let line = &rest[..end];
-        let term = match &rest[end..] {
-            [b'\r', b'\n', ..] => 2,
-            [] => 0,
-            _ => 1,
+        // Lines end at LF (or the input's end), CRs before it included;
+        // each run of CRs inside a line is one space.
+        let (raw, next) = match rest.iter().position(|&b| b == b'\n') {
+            Some(n) => (&rest[..n], &rest[n + 1..]),
+            None => (rest, &rest[rest.len()..]),
         };
-        let bare_cr_mid = rest[end..].starts_with(b"\r") && term == 1 && end + 1 < rest.len();
-        if !ignore_dots && line == b"." && !bare_cr_mid {
+        let mut end = raw.len();
+        while end > 0 && raw[end - 1] == b'\r' {
+            end -= 1;
+        }
+        let mut line = Vec::new();
+        for (k, &b) in raw[..end].iter().enumerate() {
+            match b {
+                b'\r' if k > 0 && raw[k - 1] == b'\r' => {}
+                b'\r' => line.push(b' '),
+                _ => line.push(b),
+            }
+        }
+        if !ignore_dots && line == b"." {
             break;
         }
-        out.extend_from_slice(line);
+        out.extend_from_slice(&line);
         out.extend_from_slice(b"\r\n");
-        rest = &rest[end + term..];
+        rest = next;
     }
     out
 }
@@ -583,6 +596,24 @@ fn resent_fields_take_precedence() {
         "Resent-Message-ID: <20240101000000.ABCDEF@host.example.org>\r\n\
          Resent-Date: Mon, 1 Jan 2024 00:00:00 +0000\r\nResent-From: me@host.example.org\r\n\r\n"
     ));
+}
+
+#[test]
+fn resent_fields_without_recipients_hide_nobody() {
+    // (A forwarding script that sets Resent-From: alone.)
+    let header = "Resent-From: x@example.org\r\nTo: alice@example.org\r\nCc: bob@example.org\r\n";
+    let (_, recipients, added) = prep(header, &OPTS);
+    assert_eq!(recipients, ["alice@example.org", "bob@example.org"]);
+    assert!(added.contains(&"Resent-Date"), "the Resent- forms are still the ones added: {added:?}");
+}
+
+#[test]
+fn a_bare_cr_inside_a_header_field_does_not_end_the_header() {
+    let mut inp = Input::new(true);
+    let mut out = Vec::new();
+    inp.feed(b"Subject: x\r\r\nTo: a@example.org\r\r\n\r\r\nhi\r\r\n", &mut out);
+    inp.finish(&mut out);
+    assert_eq!(out, b"Subject: x\r\nTo: a@example.org\r\n\r\nhi\r\n");
 }
 
 #[test]

@@ -51,6 +51,7 @@ fn config(dir: &Path) -> FromMaster {
     FromMaster::Init(Box::new(ChildConfig {
         role: Role::Qmgr,
         generation: 1,
+        session: 0,
         hostname: String::from("test.example"),
         spool: dir.to_path_buf(),
         verbose: true,

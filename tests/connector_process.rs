@@ -79,6 +79,7 @@ fn start(lmtp: Option<&Path>) -> Connector {
     let init = FromMaster::Init(Box::new(ChildConfig {
         role: Role::Connector,
         generation: 1,
+        session: 0,
         hostname: String::from("test.example"),
         spool: std::env::temp_dir(),
         verbose: true,

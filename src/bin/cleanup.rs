@@ -23,7 +23,11 @@ fn main() {
     };
     let elsewhere = [active.as_fd(), deferred.as_fd(), hold.as_fd()];
     let dirs = JournalDirs { journal: journal_dir.as_fd(), incoming: incoming.as_fd(), elsewhere: &elsewhere };
-    let (journal, recovery) = match Journal::open(&dirs, 0, JournalOptions { boot, ..JournalOptions::default() }) {
+    let (journal, recovery) = match Journal::open(
+        &dirs,
+        0,
+        JournalOptions { boot, session: child.config.session, ..JournalOptions::default() },
+    ) {
         Ok(j) => j,
         Err(e) => child.fatal(&format!("opening the intake journal: {e}")),
     };

@@ -17,6 +17,10 @@ use crate::roles::Role;
 pub struct ChildConfig {
     pub role: Role,
     pub generation: u64,
+    /// Drawn at random when master starts, the same for every child it
+    /// starts until it exits: cleanup trusts its journal's progress note
+    /// only from a process of the same master (see `queue/progress.rs`).
+    pub session: u64,
     pub hostname: String,
     pub spool: PathBuf,
     pub verbose: bool,

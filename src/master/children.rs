@@ -314,6 +314,7 @@ impl Master {
         let init = FromMaster::Init(Box::new(ChildConfig {
             role,
             generation: self.generation,
+            session: self.session,
             hostname: self.config.hostname.clone(),
             spool: self.config.spool.clone(),
             verbose: self.opts.verbose,

@@ -97,6 +97,8 @@ pub struct Master {
     pub owner: spool::Owner,
     pub sink: Sink,
     pub generation: u64,
+    /// This master's random session number (see `ChildConfig::session`).
+    pub session: u64,
     pub started: Instant,
     pub queue_fds: Vec<OwnedFd>,
     /// The intake journal's directory (cleanup's).
@@ -182,6 +184,15 @@ impl Master {
             owner,
             sink,
             generation: 1,
+            session: {
+                use std::hash::{BuildHasher, Hasher};
+                let mut h = std::hash::RandomState::new().build_hasher();
+                h.write_u32(std::process::id());
+                h.write_u128(
+                    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()),
+                );
+                h.finish()
+            },
             started: Instant::now(),
             queue_fds,
             journal_fd,

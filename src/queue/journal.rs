@@ -142,6 +142,10 @@ pub struct JournalOptions {
     /// `progress.rs`). Without it, recovery writes again every message it
     /// does not find.
     pub boot: Option<BootId>,
+    /// The session of the master that started this process
+    /// (`ChildConfig::session`): the note is trusted only under the same
+    /// master.
+    pub session: u64,
 }
 
 impl Default for JournalOptions {
@@ -152,6 +156,7 @@ impl Default for JournalOptions {
             max_backlog: 256 << 20,
             zero_ahead: ZeroAhead::Auto,
             boot: None,
+            session: 0,
         }
     }
 }
@@ -354,7 +359,8 @@ impl Journal {
         let dir = dirs.journal.try_clone_to_owned()?;
         let incoming = dirs.incoming.try_clone_to_owned()?;
         let mut unsynced = Unsynced::default();
-        let (recovery, next_seq, kept_through) = recover::recover(dirs, instance, &mut unsynced, options.boot)?;
+        let (recovery, next_seq, kept_through) =
+            recover::recover(dirs, instance, &mut unsynced, options.boot, options.session)?;
         let mut h = RandomState::new().build_hasher();
         h.write_u64(next_seq);
         let salt = h.finish();
@@ -364,11 +370,16 @@ impl Journal {
         // a note, recovery writes again what it does not find, as it
         // always may.
         let progress = options.boot.and_then(|boot| {
-            let p = Progress { boot, seq: next_seq, end: 0, kept_through };
+            let p = Progress { boot, session: options.session, seq: next_seq, end: 0, kept_through };
             let w = progress::Writer::open(dir.as_fd(), instance).ok()?;
             w.write(&p).ok()?;
             Some((w, p))
         });
+        if progress.is_none() {
+            // A note that cannot be kept true goes (sequence numbers
+            // already stay above it while it is there).
+            let _ = progress::remove(dir.as_fd(), instance);
+        }
         let journal = Journal {
             dir,
             incoming,
@@ -694,7 +705,11 @@ impl Journal {
     pub fn close(mut self) -> Result<Vec<QueueId>, Error> {
         let mut out = Vec::new();
         self.materialize(&mut out)?;
-        self.unsynced.sync(self.incoming.as_fd())?;
+        if let Err(e) = self.unsynced.sync(self.incoming.as_fd()) {
+            // The note keeps every segment until the next boot.
+            self.note(None);
+            return Err(e.into());
+        }
         for s in &self.sealed {
             disk::remove(self.dir.as_fd(), &segment_name(self.instance, s.seq))?;
         }

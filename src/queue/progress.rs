@@ -13,11 +13,17 @@
 //! So the journal keeps, in `IIIIIIII.progress` beside its segments,
 //! how far its queue files are written (the segment and the offset in it
 //! where the last record written out ends; records are written out in
-//! journal order) with the boot it was written in ([`BootId`]). It is
-//! rewritten in place after each queue file, never synced. Recovery
-//! trusts it only in the same boot: a record it covers whose file is gone
-//! is not written again. After a reboot the note may have reached the
-//! disk without the files it speaks of, and is ignored.
+//! journal order) with the boot it was written in ([`BootId`]) and the
+//! session of the master that started the process. It is rewritten in
+//! place after each queue file, never synced. Recovery trusts it only in
+//! the same boot and under the same master, that is after cleanup alone
+//! died: a record it covers whose file is gone is not written again.
+//! After a reboot the note may have reached the disk without the files it
+//! speaks of; and stopping mta is what it takes to unmount the spool (an
+//! XFS forced shutdown drops dirty pages in the same boot) or to restore
+//! it from a backup: in all of these the note is ignored. Sequence
+//! numbers never go below the note's, so a note left behind never covers
+//! a later process's segments.
 //!
 //! It also carries the last segment whose queue files a failed sync
 //! left of unknown durability ([`Progress::kept_through`]): in the same
@@ -40,8 +46,9 @@ pub const PROGRESS_MAGIC: &[u8; 4] = b"MTJP";
 const VERSION: u16 = 1;
 /// Longest boot identity kept.
 const MAX_BOOT: usize = 64;
-/// magic, version, boot length, segment, end, kept through, boot, CRC.
-pub const PROGRESS_SIZE: usize = 4 + 2 + 2 + 8 + 8 + 8 + MAX_BOOT + 4;
+/// magic, version, boot length, segment, end, kept through, session,
+/// boot, CRC.
+pub const PROGRESS_SIZE: usize = 4 + 2 + 2 + 8 + 8 + 8 + 8 + MAX_BOOT + 4;
 
 /// What tells one boot of the machine from every other (see
 /// `sandbox::boot_id`).
@@ -78,6 +85,9 @@ impl std::fmt::Debug for BootId {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Progress {
     pub boot: BootId,
+    /// The session of the master that started the writer
+    /// (`ChildConfig::session`).
+    pub session: u64,
     /// Every record of a segment before `seq`, and of segment `seq` up
     /// to offset `end`, has been written out as a queue file.
     pub seq: u64,
@@ -101,7 +111,8 @@ impl Progress {
         b[8..16].copy_from_slice(&self.seq.to_le_bytes());
         b[16..24].copy_from_slice(&self.end.to_le_bytes());
         b[24..32].copy_from_slice(&self.kept_through.to_le_bytes());
-        b[32..32 + MAX_BOOT].copy_from_slice(&self.boot.bytes);
+        b[32..40].copy_from_slice(&self.session.to_le_bytes());
+        b[40..40 + MAX_BOOT].copy_from_slice(&self.boot.bytes);
         let crc = crc32fast::hash(&b[..PROGRESS_SIZE - 4]);
         b[PROGRESS_SIZE - 4..].copy_from_slice(&crc.to_le_bytes());
         b
@@ -119,14 +130,19 @@ impl Progress {
             return None;
         }
         let len = usize::from(u16::from_le_bytes([b[6], b[7]]));
-        let boot = std::str::from_utf8(b.get(32..32 + len)?).ok().and_then(BootId::new)?;
-        Some(Progress { boot, seq: u64_at(8), end: u64_at(16), kept_through: u64_at(24) })
+        let boot = std::str::from_utf8(b.get(40..40 + len)?).ok().and_then(BootId::new)?;
+        Some(Progress { boot, session: u64_at(32), seq: u64_at(8), end: u64_at(16), kept_through: u64_at(24) })
     }
 }
 
 /// The note's file name for journal instance `instance`.
 pub fn file_name(instance: u32) -> String {
     format!("{instance:08x}.progress")
+}
+
+/// Remove the note of `instance` (one that cannot be kept true).
+pub fn remove(dir: BorrowedFd<'_>, instance: u32) -> std::io::Result<()> {
+    super::disk::remove(dir, &file_name(instance))
 }
 
 /// The note of `instance` in `dir`, if there is a valid one.
@@ -166,7 +182,7 @@ mod tests {
     use super::*;
 
     fn note() -> Progress {
-        Progress { boot: BootId::new("linux:0f3c").unwrap(), seq: 7, end: 4096, kept_through: 3 }
+        Progress { boot: BootId::new("linux:0f3c").unwrap(), session: 99, seq: 7, end: 4096, kept_through: 3 }
     }
 
     #[test]

@@ -41,7 +41,7 @@ use super::journal::{
     COMMIT_AT, FLAGS_AT, JOURNAL_VERSION, JournalDirs, LAST_OF_COMMIT, RECORD_HEADER, RECORD_HEADER_V1, RECORD_MAGIC,
     SEGMENT_HEADER, SEGMENT_MAGIC, record_crc,
 };
-use super::progress::{self, BootId};
+use super::progress::{self, BootId, Progress};
 use super::types::QueueFile;
 use super::{Error, free_name};
 
@@ -372,18 +372,23 @@ fn look(id: &QueueId, dirs: &[BorrowedFd<'_>], replaced: &mut bool) -> Result<Op
     Ok(None)
 }
 
-/// Recover the segments of `instance`, in `boot` (see `progress.rs`).
-/// Returns the report, the sequence number for the next segment and the
-/// last segment kept until the next boot (0: none).
+/// Recover the segments of `instance`, in `boot` and under the master of
+/// `session` (see `progress.rs`). Returns the report, the sequence number
+/// for the next segment and the last segment kept until the next boot
+/// (0: none).
 pub(crate) fn recover(
     dirs: &JournalDirs<'_>,
     instance: u32,
     unsynced: &mut Unsynced,
     boot: Option<BootId>,
+    session: u64,
 ) -> Result<(Recovery, u64, u64), Error> {
     let mut rec = Recovery::default();
-    // The note counts only in the boot it was written in.
-    let note = progress::read(dirs.journal, instance).filter(|p| boot == Some(p.boot));
+    let found = progress::read(dirs.journal, instance);
+    // What segments to keep holds for the boot; what was written out,
+    // only after cleanup alone died (the same master).
+    let same_boot = found.filter(|p| boot == Some(p.boot));
+    let note = same_boot.filter(|p| p.session == session);
     // Temporary names were used before queue files were marked complete
     // by their mode: a spool of an older version may hold some.
     for name in disk::list(dirs.incoming)? {
@@ -398,7 +403,9 @@ pub(crate) fn recover(
         disk::list(dirs.journal)?.into_iter().filter_map(|n| segment_seq(&n, instance).map(|s| (s, n))).collect();
     segments.sort();
     rec.segments = segments.len();
-    let next = segments.last().map_or(1, |(s, _)| s.saturating_add(1));
+    // Never below a note's: one left behind covers no later segment.
+    let last = segments.last().map_or(0, |(s, _)| *s).max(found.map_or(0, |p| p.seq));
+    let next = last.saturating_add(1);
     let mut check = Vec::with_capacity(1 + dirs.elsewhere.len());
     check.push(dirs.incoming);
     check.extend_from_slice(dirs.elsewhere);
@@ -456,10 +463,27 @@ pub(crate) fn recover(
         }
         damaged.push(bad);
     }
-    unsynced.sync(dirs.incoming)?;
+    if let Err(e) = unsynced.sync(dirs.incoming) {
+        // Files that read back whole may not be on the disk: keep every
+        // segment until the next boot, whatever process recovers next
+        // (the error may be reported only once).
+        if let Some(boot) = boot {
+            let kept = Progress {
+                boot,
+                session: 0,
+                seq: last,
+                end: 0,
+                kept_through: last.max(same_boot.map_or(0, |p| p.kept_through)),
+            };
+            if let Ok(w) = progress::Writer::open(dirs.journal, instance) {
+                let _ = w.write(&kept);
+            }
+        }
+        return Err(e.into());
+    }
     let mut kept_through = 0;
     for ((seq, name), bad) in segments.iter().zip(damaged) {
-        if let Some(p) = note.filter(|p| *seq <= p.kept_through) {
+        if let Some(p) = same_boot.filter(|p| *seq <= p.kept_through) {
             // Its queue files may read back from the page cache without
             // being on the disk: until the next boot shows what is.
             rec.kept_unsynced.push(name.clone());

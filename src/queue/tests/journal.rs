@@ -956,20 +956,24 @@ fn in_the_same_boot_a_message_written_out_and_gone_is_not_written_again() {
 }
 
 #[test]
-fn after_a_reboot_or_without_a_good_note_every_missing_message_is_written_again() {
-    for (tag, damage) in [("otherboot", false), ("badnote", true)] {
+fn after_a_reboot_or_a_new_master_or_without_a_good_note_every_missing_message_is_written_again() {
+    for tag in ["otherboot", "othermaster", "badnote"] {
         let s = Spool::new(tag);
         let msgs = crash_after_four_of_six(&s, "boot-a");
         let note = s.dir.path.join("journal").join(format!("{INSTANCE:08x}.progress"));
-        let boot = if damage {
-            let mut b = std::fs::read(&note).expect("a note");
-            b[10] ^= 1;
-            std::fs::write(&note, b).expect("damage");
-            "boot-a"
-        } else {
-            "boot-b"
+        let options = match tag {
+            "otherboot" => booted("boot-b"),
+            // mta stopped and started again: the spool may have been
+            // unmounted (dropping unwritten pages) or restored meanwhile.
+            "othermaster" => JournalOptions { session: 7, ..booted("boot-a") },
+            _ => {
+                let mut b = std::fs::read(&note).expect("a note");
+                b[10] ^= 1;
+                std::fs::write(&note, b).expect("damage");
+                booted("boot-a")
+            }
         };
-        let (_j, rec) = s.open_with(booted(boot));
+        let (_j, rec) = s.open_with(options);
         assert_eq!(rec.settled, 0, "{tag}: {rec}");
         assert_eq!(rec.materialised, vec![msgs[0].id, msgs[2].id, msgs[4].id, msgs[5].id], "{tag}");
         assert_eq!(&s.read("incoming", &msgs[0].id), &msgs[0]);
@@ -1008,9 +1012,53 @@ fn after_a_failed_sync_segments_are_kept_until_the_next_boot() {
         drop(j);
         assert!(before.iter().all(|n| jnl(&s).contains(n)), "round {round}: kept segments gone");
     }
+    // A new master in the same boot keeps them too (and, trusting no
+    // note of what was written out, writes #0 again: a duplicate, never
+    // a loss).
+    let (j, rec) = s.open_with(JournalOptions { session: 3, ..options });
+    assert_eq!(rec.kept_unsynced, before, "{rec}");
+    assert_eq!(rec.materialised, vec![msgs[0].id]);
+    drop(j);
     // The next boot: the disk is what it is, and the segments go.
     let (_j, rec) = s.open_with(booted("boot-b"));
     assert!(rec.kept_unsynced.is_empty(), "{rec}");
-    assert_eq!(rec.materialised, vec![msgs[0].id], "written again after the reboot (a duplicate, never a loss)");
+    assert_eq!(rec.present, 3, "{rec}");
     assert!(before.iter().all(|n| !jnl(&s).contains(n)), "old segments retired");
+}
+
+#[test]
+fn a_sync_that_fails_at_a_clean_stop_keeps_the_segments_until_the_next_boot() {
+    let s = Spool::new("failedclose");
+    let (mut j, _) = s.open_with(booted("boot-a"));
+    let mut idg = QueueIdGen::new(INSTANCE);
+    let q = sample(&mut idg, 1, 2000);
+    j.append(&q).expect("append");
+    j.commit().expect("commit");
+    j.fail_syncs();
+    assert!(j.close().is_err(), "the sync failed");
+    let before: Vec<String> = s.segments().into_iter().filter(|n| n.ends_with(".jnl")).collect();
+    assert!(!before.is_empty());
+    let (_j, rec) = s.open_with(booted("boot-a"));
+    assert_eq!(rec.kept_unsynced, before, "{rec}");
+}
+
+#[test]
+fn segment_numbers_never_go_below_the_note() {
+    let s = Spool::new("monotonic");
+    let (mut j, _) = s.open_with(booted("boot-a"));
+    let mut idg = QueueIdGen::new(INSTANCE);
+    for _ in 0..3 {
+        let q = sample(&mut idg, 1, 2000);
+        j.append(&q).expect("append");
+        j.commit().expect("commit");
+        let mut out = Vec::new();
+        j.materialize(&mut out).expect("materialise");
+    }
+    j.close().expect("close");
+    // A clean stop removed every segment and left the note.
+    assert!(s.segments().iter().all(|n| !n.ends_with(".jnl")), "{:?}", s.segments());
+    let (j, _) = s.open_with(booted("boot-a"));
+    drop(j);
+    let seg: Vec<String> = s.segments().into_iter().filter(|n| n.ends_with(".jnl")).collect();
+    assert_eq!(seg, [format!("{INSTANCE:08x}-{:016x}.jnl", 2)], "the first segment was 1: the next is above it");
 }

@@ -407,6 +407,7 @@ fn recipient(q: &QueueEnvelope, index: u32, kind: Kind, lifetime: Duration) -> R
         Kind::Success => 2,
     };
     let (status, remote_mta, diagnostic) = diagnose(&r.status.reason, class);
+    let status = if kind == Kind::Delay { temporary(status) } else { status };
     let retry_until = q.envelope.arrival.secs.saturating_add(i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX));
     Ok(RecipientReport {
         address: r.address.clone(),
@@ -423,6 +424,8 @@ fn recipient(q: &QueueEnvelope, index: u32, kind: Kind, lifetime: Duration) -> R
 /// The status code, the remote host and the diagnostic in a stored
 /// reason: `host NAME[ADDR] said: REPLY (in reply to X command)` is the
 /// remote server's reply; anything else is our own text.
+///
+/// (A delay notice's status goes through [`temporary`].)
 pub fn diagnose(reason: &str, class: u8) -> (StatusCode, Option<String>, Diagnostic) {
     let fallback = StatusCode::new(class, 0, 0).unwrap_or_else(|| StatusCode::new(5, 0, 0).expect("5.0.0 is valid"));
     // A server's reply, at the start or after our own words ("message
@@ -452,6 +455,12 @@ pub fn diagnose(reason: &str, class: u8) -> (StatusCode, Option<String>, Diagnos
     // expired message keeps its last temporary one, as Postfix reports.
     let status = reason.split_whitespace().find_map(StatusCode::parse).unwrap_or(fallback);
     (status, None, Diagnostic::Local(reason.to_string()))
+}
+
+/// A delay is a temporary failure whatever the server said (a 5xx
+/// deferred by policy, an AUTH refusal): 4.y.z, as Postfix reports it.
+pub fn temporary(status: StatusCode) -> StatusCode {
+    StatusCode::new(4, status.subject, status.detail).unwrap_or(status)
 }
 
 #[cfg(test)]
@@ -487,6 +496,14 @@ mod tests {
         assert_eq!(s.to_string(), "4.2.1");
         assert_eq!(host.as_deref(), Some("h"));
         assert_eq!(d, Diagnostic::Smtp(String::from("450 4.2.1 busy")));
+    }
+
+    #[test]
+    fn a_delay_notice_reports_a_temporary_status_whatever_the_server_said() {
+        let (s, _, _) = diagnose("host h[192.0.2.1] said: 535 5.7.8 bad credentials (in reply to AUTH command)", 4);
+        assert_eq!(temporary(s).to_string(), "4.7.8");
+        let (s, _, _) = diagnose("host h[192.0.2.1] said: 451 4.3.0 later (in reply to RCPT TO command)", 4);
+        assert_eq!(temporary(s).to_string(), "4.3.0");
     }
 
     #[test]

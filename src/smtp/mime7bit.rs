@@ -420,7 +420,10 @@ impl Downgrade {
                 sink.end_line();
                 self.qp.clear();
             }
-            if (b < 32 && b != b'\t') || b == b'=' || b > 126 {
+            // A `-` starting an encoded line is written `=2D`: after a
+            // soft break the line could otherwise read as a boundary
+            // (`--b1--`) that was content (real boundaries never get here).
+            if (b < 32 && b != b'\t') || b == b'=' || b > 126 || (b == b'-' && self.qp.is_empty()) {
                 push_hex(&mut self.qp, b);
             } else {
                 self.qp.push(b);

@@ -68,7 +68,16 @@ impl Verdict {
             Disposition::Delivered => r.reply.to_string(),
             _ => r.describe(&relay.name()),
         };
-        Verdict { status, dsn: r.reply.status().to_string(), reason }
+        // The class follows the outcome: a reply deferred by policy (a
+        // 535 to AUTH, a 5xx under a TLS requirement, a 3xx where none
+        // belongs) is 4.y.z, as Postfix logs it.
+        let mut dsn = r.reply.status();
+        dsn.class = match r.disposition {
+            Disposition::Delivered => 2,
+            Disposition::Deferred => 4,
+            Disposition::Bounced => 5,
+        };
+        Verdict { status, dsn: dsn.to_string(), reason }
     }
 
     /// A temporary failure found locally (no server involved).
@@ -146,6 +155,30 @@ pub fn log_line(queue_id: &str, rcpt: &str, relay: Option<&Relay>, now: Time, d:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_status_class_follows_the_outcome() {
+        use crate::smtp::client::Stage;
+        use crate::smtp::reply::{Enhanced, Reply};
+        let relay = Relay { host: "mx.example.net".into(), addr: Some("192.0.2.1:25".parse().unwrap()), tls: None };
+        let result = |disposition, code, e: Option<Enhanced>| RecipientResult {
+            disposition,
+            stage: Stage::Auth,
+            reply: match e {
+                Some(e) => Reply::local(code, e, "no"),
+                None => Reply::local(code, Enhanced::new(5, 7, 8), "no"),
+            },
+            remote: true,
+            dsn_passed: false,
+        };
+        // AUTH refused: deferred by policy, so 4.7.8, not 5.7.8.
+        let v = Verdict::from_result(&result(Disposition::Deferred, 535, Some(Enhanced::new(5, 7, 8))), &relay);
+        assert_eq!(v.dsn, "4.7.8");
+        let v = Verdict::from_result(&result(Disposition::Bounced, 550, Some(Enhanced::new(5, 1, 1))), &relay);
+        assert_eq!(v.dsn, "5.1.1");
+        let v = Verdict::from_result(&result(Disposition::Deferred, 451, Some(Enhanced::new(4, 3, 0))), &relay);
+        assert_eq!(v.dsn, "4.3.0");
+    }
 
     #[test]
     fn seconds_like_postfix() {

@@ -147,6 +147,25 @@ fn long_lines_get_soft_breaks_and_trailing_blanks_are_encoded() {
 }
 
 #[test]
+fn a_soft_break_never_makes_a_boundary_line() {
+    // A text part whose long line goes on with `--b1--` right where the
+    // soft break falls: the next encoded line must not read as the
+    // closing boundary (the parts after it would fall into the epilogue).
+    // (é is 6 encoded bytes: with 67 more the line is full at the dash.)
+    let line = format!("é{}--b1--", "a".repeat(67));
+    let input = format!(
+        "Content-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n--b1\r\n\
+         Content-Transfer-Encoding: 8bit\r\n\r\n{line}\r\n-- \r\nsig\r\n--b1\r\n\r\nnext part\r\n--b1--\r\n"
+    );
+    let out = convert(&input);
+    let boundaries: Vec<&str> = out.split("\r\n").filter(|l| l.starts_with("--b1")).collect();
+    assert_eq!(boundaries, ["--b1", "--b1", "--b1--"], "{out}");
+    let (_, part) = out.split_once("quoted-printable\r\n\r\n").unwrap();
+    let (encoded, _) = part.split_once("\r\n--b1\r\n").unwrap();
+    assert_eq!(qp_decode(format!("{encoded}\r\n").as_bytes()), format!("{line}\r\n-- \r\nsig\r\n").as_bytes());
+}
+
+#[test]
 fn nesting_beyond_the_limit_is_an_error() {
     let mut input = String::new();
     for i in 0..25 {

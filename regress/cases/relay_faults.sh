@@ -63,7 +63,8 @@ d=$(grep -l '^Subject: smuggle' "$DUMP"/* | head -1)
 if tr -d '\n' <"$d" | grep -q "$(printf '\r')"; then fail "a bare CR went out: $(od -c "$d" | head -20)"; fi
 # The body as dumped (smtp-sink ends its dump with an empty line).
 awk '/^Subject: smuggle/{s=1} s && b; s && /^$/{b=1}' "$d" >"$W/got"
-printf 'bare CR\nin a line\nbare LF next\n.\n.\nMAIL FROM:<evil@example.org>\n..two\n.\nx\nend\n\n' >"$W/want"
+# (sendmail makes a CR inside a line a space, as it ends no line.)
+printf 'bare CR in a line\nbare LF next\n.\n.\nMAIL FROM:<evil@example.org>\n..two\n. x\nend\n\n' >"$W/want"
 cmp -s "$W/got" "$W/want" || fail "the content changed on the way: $(diff "$W/want" "$W/got")"
 
 # --- aiosmtpd: a success report where the peer has no DSN ---

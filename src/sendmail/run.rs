@@ -129,6 +129,20 @@ fn submitter() -> Result<Submitter, Failure> {
     }
 }
 
+/// The sender for a login: `login@hostname`; a login that is an address
+/// already (`jo@ad.example`, from SSSD or winbind) as it is; one that is
+/// not a dot-atom, quoted.
+pub(crate) fn login_sender(login: &str, hostname: &str) -> String {
+    if login.contains('@') && address::parse_mailbox(login, true).is_ok() {
+        return login.to_string();
+    }
+    let plain = format!("{login}@{hostname}");
+    if address::parse_mailbox(&plain, true).is_ok() {
+        return plain;
+    }
+    format!("\"{}\"@{hostname}", login.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
 /// An envelope address as cleanup will check it: an RFC 5321 mailbox
 /// (international forms allowed; cleanup decides what SMTPUTF8 needs).
 fn check_address(what: &str, address: &str) -> Result<(), Failure> {
@@ -268,10 +282,17 @@ impl Context {
 
     fn send(&self, inv: &Invocation, stdin: &mut dyn Read) -> Result<String, Failure> {
         let hostname = self.config.hostname.as_str();
-        let user = submitter()?;
-        let sender = match &inv.sender {
-            Some(s) => qualify(s, hostname),
-            None => format!("{}@{hostname}", user.login),
+        // The password entry gives the sender and the full name; with -f
+        // (a container's uid without one, say) it is not needed.
+        let user = match (&inv.sender, submitter()) {
+            (_, Ok(u)) => Some(u),
+            (Some(_), Err(_)) => None,
+            (None, Err(f)) => return Err(f),
+        };
+        let sender = match (&inv.sender, &user) {
+            (Some(s), _) => qualify(s, hostname),
+            (None, Some(u)) => login_sender(&u.login, hostname),
+            (None, None) => String::new(),
         };
         if !sender.is_empty() {
             check_address("sender", &sender)?;
@@ -296,7 +317,7 @@ impl Context {
         }
         let message_id = format!("{}@{hostname}", crate::postdrop::unique());
         let date = rfc5322_date(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()));
-        let full_name = inv.full_name.as_deref().or(user.name.as_deref());
+        let full_name = inv.full_name.as_deref().or(user.as_ref().and_then(|u| u.name.as_deref()));
         let opts = HeaderOptions {
             extract: inv.extract,
             hostname,

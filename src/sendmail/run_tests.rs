@@ -346,3 +346,15 @@ fn newaliases_compiles_the_configured_file() {
     ctx.config.aliases = fake.dir.join("missing");
     assert_eq!(ctx.newaliases(), EX_NOINPUT);
 }
+
+#[test]
+fn a_login_becomes_a_valid_sender() {
+    assert_eq!(login_sender("alice", "host.example.org"), "alice@host.example.org");
+    // SSSD and winbind logins that are addresses already.
+    assert_eq!(login_sender("jo@ad.example", "host.example.org"), "jo@ad.example");
+    // Not a dot-atom: quoted, so that cleanup takes it.
+    let quoted = login_sender("jo smith", "host.example.org");
+    assert_eq!(quoted, "\"jo smith\"@host.example.org");
+    assert!(address::parse_mailbox(&quoted, true).is_ok());
+    assert!(address::parse_mailbox(&login_sender("a\"b\\c", "h.example"), true).is_ok());
+}

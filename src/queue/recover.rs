@@ -470,7 +470,8 @@ pub(crate) fn recover(
         if let Some(boot) = boot {
             let kept = Progress {
                 boot,
-                session: 0,
+                // (Of no master: it tells nothing of what was written out.)
+                session: !session,
                 seq: last,
                 end: 0,
                 kept_through: last.max(same_boot.map_or(0, |p| p.kept_through)),

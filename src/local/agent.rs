@@ -588,10 +588,7 @@ impl Local {
                         self.command(qe, file, user, command, to, address)
                     }
                     Step::Here(Dest { target: Target::File { path, user }, to }) => self.file(qe, file, user, path, to),
-                    Step::Here(Dest { target: Target::Failed { deferred: true, dsn, reason }, .. }) => {
-                        Outcome::defer(dsn, reason)
-                    }
-                    Step::Here(Dest { target: Target::Failed { dsn, reason, .. }, .. }) => Outcome::bounce(dsn, reason),
+                    Step::Here(Dest { target: Target::Failed(o), .. }) => o.clone(),
                     Step::Here(Dest { target: Target::Forward { .. }, .. }) => continue,
                     Step::Forward { sender, to, addresses } => self.forward(qe, file, sender, addresses, to),
                 }
@@ -1220,7 +1217,7 @@ impl Local {
 }
 
 /// What became of one recipient.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Outcome {
     pub status: RecipientStatus,
     pub dsn: String,

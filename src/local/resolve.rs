@@ -69,7 +69,7 @@ pub enum Target {
     /// A member of an alias list that cannot be delivered to (an unknown
     /// user, say): it fails alone, with this outcome, and the other
     /// members get the message.
-    Failed { deferred: bool, dsn: String, reason: String },
+    Failed(Outcome),
 }
 
 /// A destination and the address it is delivered for (`Delivered-To:`,
@@ -263,14 +263,7 @@ impl Resolver {
             match target {
                 Ok(target) => out.push(Dest { target, to }),
                 // One member of a list fails alone.
-                Err(o) if list => out.push(Dest {
-                    target: Target::Failed {
-                        deferred: !matches!(o.status, crate::ipc::msg::RecipientStatus::Bounced),
-                        dsn: o.dsn,
-                        reason: o.reason,
-                    },
-                    to: member,
-                }),
+                Err(o) if list => out.push(Dest { target: Target::Failed(o), to: member }),
                 Err(o) => return Err(o),
             }
         }

@@ -284,15 +284,10 @@ impl Context {
         let hostname = self.config.hostname.as_str();
         // The password entry gives the sender and the full name; with -f
         // (a container's uid without one, say) it is not needed.
-        let user = match (&inv.sender, submitter()) {
-            (_, Ok(u)) => Some(u),
-            (Some(_), Err(_)) => None,
+        let (sender, user) = match (&inv.sender, submitter()) {
+            (Some(s), user) => (qualify(s, hostname), user.ok()),
+            (None, Ok(u)) => (login_sender(&u.login, hostname), Some(u)),
             (None, Err(f)) => return Err(f),
-        };
-        let sender = match (&inv.sender, &user) {
-            (Some(s), _) => qualify(s, hostname),
-            (None, Some(u)) => login_sender(&u.login, hostname),
-            (None, None) => String::new(),
         };
         if !sender.is_empty() {
             check_address("sender", &sender)?;

@@ -34,6 +34,9 @@ use std::fs::File;
 use std::os::fd::BorrowedFd;
 use std::os::unix::fs::MetadataExt;
 
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
+
 use super::disk::{self, Unsynced};
 use super::file::{read_queue_file, read_whole};
 use super::id::{LEN as ID_LEN, QueueId};
@@ -411,6 +414,8 @@ pub(crate) fn recover(
     check.extend_from_slice(dirs.elsewhere);
 
     let mut damaged = Vec::with_capacity(segments.len());
+    // Where the newest segment's torn tail starts, if it has one.
+    let mut torn_tail = None;
     for (k, (seq, name)) in segments.iter().enumerate() {
         let Some(file) = disk::open_read(dirs.journal, name)? else {
             damaged.push(false);
@@ -418,6 +423,9 @@ pub(crate) fn recover(
         };
         let bytes = read_whole(&file)?;
         let scan = scan(&bytes, instance, k + 1 == segments.len());
+        if k + 1 == segments.len() {
+            torn_tail = scan.torn.iter().find(|t| t.0 + t.1 == bytes.len() as u64).map(|t| t.0);
+        }
         let mut bad = !scan.corrupt.is_empty();
         let damage = |(offset, len, what): (u64, u64, String)| Damage { segment: name.clone(), offset, len, what };
         rec.corrupt.extend(scan.corrupt.into_iter().map(damage));
@@ -483,12 +491,19 @@ pub(crate) fn recover(
         return Err(e.into());
     }
     let mut kept_through = 0;
+    let newest = segments.last().map(|(s, _)| *s);
     for ((seq, name), bad) in segments.iter().zip(damaged) {
         if let Some(p) = same_boot.filter(|p| *seq <= p.kept_through) {
             // Its queue files may read back from the page cache without
             // being on the disk: until the next boot shows what is.
             rec.kept_unsynced.push(name.clone());
             kept_through = p.kept_through;
+            // Sealed from now on (the next writer starts a new segment):
+            // its torn tail, never acknowledged, is cut off, or a later
+            // recovery would take it for damage in a sealed segment.
+            if let Some(at) = torn_tail.filter(|_| Some(*seq) == newest) {
+                cut_tail(dirs.journal, name, at);
+            }
         } else if bad {
             let kept = free_name(dirs.journal, &format!("{name}.corrupt"))?;
             nix::fcntl::renameat(dirs.journal, name.as_str(), dirs.journal, kept.as_str())?;
@@ -498,4 +513,16 @@ pub(crate) fn recover(
         }
     }
     Ok((rec, next, kept_through))
+}
+
+/// Cut segment `name` off at `at` and sync it. At worst (it fails) a
+/// later recovery reports the torn tail as damage and keeps the segment
+/// as `*.jnl.corrupt`: nothing is lost.
+fn cut_tail(journal: BorrowedFd<'_>, name: &str, at: u64) {
+    let opened =
+        nix::fcntl::openat(journal, name, OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty());
+    if let Ok(fd) = opened {
+        let file = File::from(fd);
+        let _ = file.set_len(at).and_then(|()| file.sync_all());
+    }
 }

@@ -1043,6 +1043,36 @@ fn a_sync_that_fails_at_a_clean_stop_keeps_the_segments_until_the_next_boot() {
 }
 
 #[test]
+fn a_kept_segments_torn_tail_is_cut_off_so_no_later_recovery_calls_it_damage() {
+    let s = Spool::new("keptorn");
+    let (mut j, _) = s.open_with(booted("boot-a"));
+    let mut idg = QueueIdGen::new(INSTANCE);
+    let q = sample(&mut idg, 1, 2000);
+    j.append(&q).expect("append");
+    j.commit().expect("commit");
+    j.fail_syncs();
+    assert!(j.close().is_err(), "the sync failed");
+    let kept: Vec<String> = s.segments().into_iter().filter(|n| n.ends_with(".jnl")).collect();
+    // A commit the crash cut short, at the end of the newest segment.
+    let newest = s.dir.path.join("journal").join(kept.last().expect("a segment"));
+    let mut bytes = std::fs::read(&newest).expect("read");
+    bytes.extend_from_slice(&[0xab; 100]);
+    std::fs::write(&newest, &bytes).expect("tear");
+    let (j, rec) = s.open_with(booted("boot-a"));
+    assert_eq!((rec.torn.len(), rec.corrupt.len()), (1, 0), "{rec}");
+    assert_eq!(rec.kept_unsynced, kept, "{rec}");
+    drop(j);
+    // Restarted again, the kept segment is no longer the newest.
+    let (j, rec) = s.open_with(booted("boot-a"));
+    assert!(rec.torn.is_empty() && rec.corrupt.is_empty(), "{rec}");
+    assert_eq!(rec.kept_unsynced, kept, "{rec}");
+    drop(j);
+    let (_j, rec) = s.open_with(booted("boot-b"));
+    assert!(rec.corrupt.is_empty() && rec.kept.is_empty() && rec.kept_unsynced.is_empty(), "{rec}");
+    assert_eq!(rec.present, 1, "{rec}");
+}
+
+#[test]
 fn segment_numbers_never_go_below_the_note() {
     let s = Spool::new("monotonic");
     let (mut j, _) = s.open_with(booted("boot-a"));

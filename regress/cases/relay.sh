@@ -111,8 +111,8 @@ import json, sys
 q = json.load(sys.stdin)["queue"]
 assert len(q) == 1, q
 m = q[0]
-assert m["sender"] == "" and [r["address"] for r in m["recipients"]] == ["postmaster@'"$(hostname)"'"], m
-' || fail "the double bounce is not from <> to the postmaster: $(ctl -j queue)"
+assert m["sender"] == "double-bounce@'"$(hostname)"'" and [r["address"] for r in m["recipients"]] == ["postmaster@'"$(hostname)"'"], m
+' || fail "the double bounce is not from double-bounce@ to the postmaster: $(ctl -j queue)"
 dbl=$(ctl -j queue | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["queue"][0]["id"])')
 ctl queue delete "$dbl" | grep -q deleted || fail "delete the double bounce"
 

@@ -91,6 +91,7 @@ pub fn serve(_token: Sandboxed, mut child: Child) -> ! {
     let options = Options {
         size_limit: delivery.bounce.size_limit,
         postmaster: format!("postmaster@{}", child.config.hostname),
+        double_bounce: format!("double-bounce@{}", child.config.hostname),
         ..Options::default()
     };
     let mut b = Bounce {
@@ -276,8 +277,9 @@ impl Bounce {
         }
     }
 
-    /// Hand each report to cleanup as a message from `<>`.
-    fn submit(&mut self, r: &NoticeRequest, reports: Vec<(String, Composed)>) {
+    /// Hand each report to cleanup as a message from `<>` (the
+    /// postmaster's from [`Options::double_bounce`]).
+    fn submit(&mut self, r: &NoticeRequest, reports: Vec<Notice>) {
         let mut cur = Current {
             req: r.req,
             queue_id: r.queue_id.clone(),
@@ -285,16 +287,11 @@ impl Bounce {
             queued: Vec::new(),
             error: None,
         };
-        for (to, c) in reports {
+        for Notice { from, to, composed: c } in reports {
             let txn = self.next_txn;
             self.next_txn += 1;
-            let envelope = MessageEnvelope::internal(
-                String::new(),
-                vec![to],
-                c.eight_bit,
-                c.smtputf8,
-                &self.child.config.hostname,
-            );
+            let envelope =
+                MessageEnvelope::internal(from, vec![to], c.eight_bit, c.smtputf8, &self.child.config.hostname);
             let Some(chan) = self.cleanup.as_mut() else { break };
             let mut ok = chan.send(&SmtpdToCleanup::Begin { txn, envelope: Box::new(envelope) }, &[]).is_ok();
             for piece in c.bytes.chunks(CHUNK) {
@@ -311,8 +308,8 @@ impl Bounce {
         self.finish_if_done();
     }
 
-    /// Compose the reports a request asks for: (addressee, report).
-    fn reports(&self, r: &NoticeRequest, file: &File) -> Result<Vec<(String, Composed)>, String> {
+    /// Compose the reports a request asks for.
+    fn reports(&mut self, r: &NoticeRequest, file: &File) -> Result<Vec<Notice>, String> {
         let q = read_envelope(file).map_err(|e| e.to_string())?;
         if q.id.as_str() != r.queue_id {
             return Err(format!("the queue file holds {}, not {}", q.id, r.queue_id));
@@ -323,7 +320,15 @@ impl Bounce {
             if indexes.is_empty() {
                 continue;
             }
-            let Some(to) = addressee(&q.envelope.sender, kind) else { continue };
+            let Some(to) = addressee(&q.envelope.sender, kind, &self.options.double_bounce) else {
+                if kind == Kind::Failure && !q.envelope.sender.is_empty() {
+                    self.child.warn(&format!(
+                        "{}: from=<{}>: discarding an undeliverable postmaster notice",
+                        q.id, q.envelope.sender
+                    ));
+                }
+                continue;
+            };
             let recipients =
                 indexes.iter().map(|&i| recipient(&q, i, kind, self.lifetime)).collect::<Result<Vec<_>, String>>()?;
             let report = Report {
@@ -344,15 +349,23 @@ impl Bounce {
                 date: now.secs,
                 unique: unique(&q.id, kind, now),
             };
-            let address = match to {
-                Addressee::Sender => q.envelope.sender.clone(),
-                Addressee::Postmaster => self.options.postmaster.clone(),
+            let (from, address) = match to {
+                Addressee::Sender => (String::new(), q.envelope.sender.clone()),
+                Addressee::Postmaster => (self.options.double_bounce.clone(), self.options.postmaster.clone()),
             };
             let composed = compose(report, self.options.clone(), file, q.content_range())?;
-            out.push((address, composed));
+            out.push(Notice { from, to: address, composed });
         }
         Ok(out)
     }
+}
+
+/// A report to submit: its envelope sender (`<>`, or
+/// [`Options::double_bounce`] for the postmaster's) and recipient.
+struct Notice {
+    from: String,
+    to: String,
+    composed: Composed,
 }
 
 /// A composed report and what its submission must declare.

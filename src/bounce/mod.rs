@@ -204,14 +204,18 @@ pub enum Addressee {
 /// Whom a report of `kind` about a message from `sender` goes to, or None
 /// when nobody gets one. A report never goes to the null sender: a failed
 /// message from `<>` is reported to the postmaster (a double bounce), and
-/// its delays and successes to nobody.
-pub fn addressee(sender: &str, kind: Kind) -> Option<Addressee> {
-    if !sender.is_empty() {
-        Some(Addressee::Sender)
-    } else if kind == Kind::Failure {
-        Some(Addressee::Postmaster)
-    } else {
+/// its delays and successes to nobody. The postmaster's reports come from
+/// `double_bounce` ([`Options::double_bounce`]): one of them that fails is
+/// reported to nobody (as Postfix discards an undeliverable postmaster
+/// notice), or a postmaster address that refuses mail would make notice
+/// after notice.
+pub fn addressee(sender: &str, kind: Kind, double_bounce: &str) -> Option<Addressee> {
+    if sender.is_empty() {
+        (kind == Kind::Failure).then_some(Addressee::Postmaster)
+    } else if sender.eq_ignore_ascii_case(double_bounce) {
         None
+    } else {
+        Some(Addressee::Sender)
     }
 }
 
@@ -256,14 +260,23 @@ pub struct Options {
     pub size_limit: u64,
     /// Where a report with [`Addressee::Postmaster`] goes.
     pub postmaster: String,
+    /// The envelope sender of a report to the postmaster
+    /// (`double-bounce@` our host name), never reported to.
+    pub double_bounce: String,
     /// Bytes of the original asked for at a time (at least 1).
     pub read_size: usize,
 }
 
 impl Default for Options {
-    /// 50,000 bytes returned, reports to `postmaster`, 16 KiB reads.
+    /// 50,000 bytes returned, reports to `postmaster` from
+    /// `double-bounce`, 16 KiB reads.
     fn default() -> Options {
-        Options { size_limit: DEFAULT_SIZE_LIMIT, postmaster: String::from("postmaster"), read_size: DEFAULT_READ_SIZE }
+        Options {
+            size_limit: DEFAULT_SIZE_LIMIT,
+            postmaster: String::from("postmaster"),
+            double_bounce: String::from("double-bounce"),
+            read_size: DEFAULT_READ_SIZE,
+        }
     }
 }
 

@@ -616,17 +616,24 @@ fn never_to_the_null_sender() {
     assert!(matches!(Composer::new(r.clone(), Options::default()), Err(Error::NullSender)));
     r.original.sender = "\r\n".into();
     assert!(matches!(Composer::new(r, Options::default()), Err(Error::NullSender)));
-    assert_eq!(addressee("", Kind::Failure), Some(Addressee::Postmaster));
-    assert_eq!(addressee("", Kind::Delay), None);
-    assert_eq!(addressee("", Kind::Success), None);
-    assert_eq!(addressee("a@example.org", Kind::Delay), Some(Addressee::Sender));
+    const DB: &str = "double-bounce@mx.example.org";
+    assert_eq!(addressee("", Kind::Failure, DB), Some(Addressee::Postmaster));
+    assert_eq!(addressee("", Kind::Delay, DB), None);
+    assert_eq!(addressee("", Kind::Success, DB), None);
+    assert_eq!(addressee("a@example.org", Kind::Delay, DB), Some(Addressee::Sender));
+    assert_eq!(addressee("a@example.org", Kind::Failure, DB), Some(Addressee::Sender));
+    // A postmaster notice that fails is reported to nobody: no loop.
+    for kind in [Kind::Failure, Kind::Delay, Kind::Success] {
+        assert_eq!(addressee(DB, kind, DB), None);
+        assert_eq!(addressee("Double-Bounce@MX.example.org", kind, DB), None);
+    }
 }
 
 #[test]
 fn double_bounce_goes_to_the_postmaster() {
     let mut r = report(Kind::Failure, None, vec![failed()], ORIGINAL);
     r.original.sender = String::new();
-    r.to = addressee("", Kind::Failure).unwrap();
+    r.to = addressee("", Kind::Failure, "double-bounce@example.org").unwrap();
     let options = Options { postmaster: "postmaster@example.org".into(), ..Options::default() };
     let p = build_with(r.clone(), options, ORIGINAL);
     let top = p.top();

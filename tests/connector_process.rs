@@ -70,6 +70,7 @@ fn start(lmtp: Option<&Path>) -> Connector {
         dns: Dns { servers: vec![c._dns.local_addr().expect("address")], ..Dns::default() },
         bounce: BounceConf::default(),
         domains: Vec::new(),
+        listen: Vec::new(),
         local: Default::default(),
         aliases: std::path::PathBuf::from("/nonexistent/aliases"),
         libexec: std::path::PathBuf::from(env!("CARGO_BIN_EXE_connector")).parent().expect("dir").to_path_buf(),

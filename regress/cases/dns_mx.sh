@@ -11,6 +11,8 @@
 #   - no MX, an A record: the implicit MX; an MX with only AAAA: ::1;
 #   - a null MX (RFC 7505): bounced with 5.1.10, and the sender gets a
 #     DSN; a domain that does not exist (NXDOMAIN): bounced with 5.4.4;
+#   - this host as the best MX left: bounced with 5.4.6 ("loops back to
+#     myself"); as a backup MX: the better host gets the mail;
 #   - client names: the resolver names loopback itself (RFC 6761, the
 #     name server is not asked; smtpd does not even ask the connector):
 #     127.0.0.1 and ::1 are `localhost`
@@ -122,6 +124,12 @@ null      MX   0 .
 busy      MX   5 c
 busy      MX   50 b
 c         A    127.0.0.5
+; this host (mta listens on me's address at smtp.port too): the best MX
+; of loop, the backup MX of backup (whose best is a)
+loop      MX   10 me
+backup    MX   5 a
+backup    MX   10 me
+me        A    127.0.0.6
 ; the namespace's clients: one name points back, one elsewhere
 client    A    10.203.77.2
 liar      A    10.203.77.99
@@ -184,6 +192,7 @@ write_conf "smtp { port = $MXPORT; connect_timeout = 5s; connection_cache_time =
 	"smtpd { reverse_lookup_timeout = 2s; }" \
 	"listen smtp6 { address = \"[::1]:$PORT\"; tls = none; }" \
 	"listen veth { address = \"10.203.77.1:$PORT\"; tls = none; }" \
+	"listen me { address = \"127.0.0.6:$MXPORT\"; tls = none; }" \
 	"networks = [ \"127.0.0.0/8\", \"::1/128\", \"10.203.77.0/24\" ];" \
 	"queue { backoff { min = 1s; max = 2s; } }"
 start_master
@@ -253,8 +262,16 @@ wait_log "to=<rcpt@null.dns.test>, relay=none, .*dsn=5\.1\.10, status=bounced (n
 submit sender@pref.dns.test rcpt@nx.dns.test "no such domain"
 wait_log "to=<rcpt@nx\.dns\.test>, relay=none, .*dsn=5\.4\.4, status=bounced (Host or domain name not found. Name service error for name=nx\.dns\.test type=MX: Host not found)" 20 ||
 	fail "NXDOMAIN not bounced with 5.4.4: $(grep "nx.dns.test" "$LOG")"
-dsns_back() { [ "$(grep -l "^From: Mail Delivery System <MAILER-DAEMON@" "$W/a"/*.eml 2>/dev/null | wc -l)" -ge 2 ]; }
-wait_for 30 dsns_back || fail "the sender did not get two DSNs: $(ls "$W/a")"
+# RFC 5321 5.1: this host as the best MX left loops back to itself
+# (bounced with 5.4.6, not sent round through our own smtpd until the hop
+# count stops it); as a backup MX, the better host gets the mail.
+submit sender@pref.dns.test rcpt@loop.dns.test "loop"
+wait_log "to=<rcpt@loop\.dns\.test>, relay=none, .*dsn=5\.4\.6, status=bounced (mail for loop\.dns\.test loops back to myself)" 20 ||
+	fail "a loop to this host not bounced with 5.4.6: $(grep "loop.dns.test" "$LOG")"
+submit sender@pref.dns.test rcpt@backup.dns.test "backup"
+sent_to rcpt@backup.dns.test 'a\.dns\.test\[127\.0\.0\.2\]'
+dsns_back() { [ "$(grep -l "^From: Mail Delivery System <MAILER-DAEMON@" "$W/a"/*.eml 2>/dev/null | wc -l)" -ge 3 ]; }
+wait_for 30 dsns_back || fail "the sender did not get three DSNs: $(ls "$W/a")"
 /usr/bin/python3 - "$W/a" <<'PY' || fail "the DSNs are wrong"
 import email, glob, json, sys
 from email import policy
@@ -269,7 +286,8 @@ for path in glob.glob(sys.argv[1] + "/*.eml"):
         found[" ".join(block["Final-Recipient"].split())] = (block["Action"].strip(), block["Status"].strip())
 assert found.get("rfc822; rcpt@null.dns.test") == ("failed", "5.1.10"), found
 assert found.get("rfc822; rcpt@nx.dns.test") == ("failed", "5.4.4"), found
-print("  DSNs: null MX failed 5.1.10, NXDOMAIN failed 5.4.4")
+assert found.get("rfc822; rcpt@loop.dns.test") == ("failed", "5.4.6"), found
+print("  DSNs: null MX failed 5.1.10, NXDOMAIN failed 5.4.4, a loop to this host 5.4.6")
 PY
 
 # --- client names ---

@@ -415,6 +415,8 @@ pub struct DeliveryConf {
     pub dns: Dns,
     pub bounce: BounceConf,
     pub domains: Vec<String>,
+    /// The listeners' addresses (the connector's MX loop check).
+    pub listen: Vec<std::net::SocketAddr>,
     /// The local delivery agent's settings and the aliases file.
     pub local: LocalConf,
     pub aliases: PathBuf,

@@ -433,6 +433,7 @@ impl Config {
             dns: self.dns.clone(),
             bounce: self.bounce.clone(),
             domains: self.local_domains(),
+            listen: self.listen.values().map(|l| l.address).collect(),
             local: self.local.clone(),
             aliases: self.aliases.clone(),
             libexec: self.libexec_directory.clone(),

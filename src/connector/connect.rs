@@ -6,11 +6,16 @@
 //! as Postfix does: `connect to mx.example.com[192.0.2.1]:25: Connection
 //! refused`.
 //!
+//! A next hop looked up by MX whose best host left is this one (see
+//! `own`) fails at once: "mail for example.org loops back to myself"
+//! (5.4.6).
+//!
 //! Trusts: nothing; addresses come from DNS answers (see `resolve`).
 
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::Duration;
 
+use super::own::Own;
 use super::resolve::{Failure, Resolver};
 use super::unix::UnixSockets;
 use crate::ipc::msg::NexthopSpec;
@@ -29,11 +34,18 @@ pub struct Connector {
     resolver: Resolver,
     timeout: Duration,
     unix: UnixSockets,
+    own: Own,
 }
 
 impl Connector {
     pub fn new(resolver: Resolver, timeout: Duration) -> Connector {
-        Connector { resolver, timeout, unix: UnixSockets::default() }
+        Connector { resolver, timeout, unix: UnixSockets::default(), own: Own::default() }
+    }
+
+    /// The same connector, knowing where this host takes mail in (for
+    /// the MX loop check).
+    pub fn with_own(self, own: Own) -> Connector {
+        Connector { own, ..self }
     }
 
     /// The same connector, reaching the transport table's UNIX sockets.
@@ -59,7 +71,16 @@ impl Connector {
         skip: &[IpAddr],
     ) -> Result<Connection, Failure> {
         let port = nexthop.port.unwrap_or(default_port);
-        let targets = self.resolver.targets(nexthop).await?;
+        let mut targets = self.resolver.targets(nexthop).await?;
+        // RFC 5321 5.1: this host among the MX hosts takes itself and
+        // every MX host no better than it off the list.
+        let ours = targets.iter().filter(|t| self.own.is_own(t.ip, port)).map(|t| t.preference.unwrap_or(0)).min();
+        if let Some(ours) = ours.filter(|_| nexthop.mx) {
+            targets.retain(|t| t.preference.unwrap_or(0) < ours);
+            if targets.is_empty() {
+                return Err(Failure::loops(format!("mail for {} loops back to myself", nexthop.host)));
+            }
+        }
         let mut last = None;
         for t in targets.into_iter().filter(|t| !skip.contains(&t.ip)) {
             match self.attempt(t.ip, port).await {

@@ -27,6 +27,7 @@
 //! it). DNS answers: see `resolve`.
 
 pub mod connect;
+pub mod own;
 pub mod resolve;
 pub mod unix;
 
@@ -112,7 +113,9 @@ pub fn prepare(child: &mut Child) -> Prepared {
     let sockets = UnixSockets::new(delivery.transport_map.socket_dirs(), passed.into_iter().zip(fds).collect());
     Prepared {
         runtime,
-        connector: Connector::new(resolver, smtp.connect_timeout).with_sockets(sockets),
+        connector: Connector::new(resolver, smtp.connect_timeout)
+            .with_sockets(sockets)
+            .with_own(own::Own::new(&delivery.listen, &own::interfaces())),
         max_reverse: delivery.dns.reverse_lookup_limit as usize,
     }
 }

@@ -84,6 +84,10 @@ impl Failure {
     fn lookup(reason: String) -> Failure {
         Failure { reason, permanent: false, dsn: "4.4.3" }
     }
+    /// The best MX host left is this host (5.4.6).
+    pub fn loops(reason: String) -> Failure {
+        Failure { reason, permanent: true, dsn: "5.4.6" }
+    }
     /// The domain accepts no mail (RFC 7505's null MX: 5.1.10).
     fn null_mx(reason: String) -> Failure {
         Failure { reason, permanent: true, dsn: "5.1.10" }
@@ -96,6 +100,9 @@ pub struct Target {
     /// The MX or host name (without the final dot), or the address for a literal.
     pub host: String,
     pub ip: IpAddr,
+    /// The MX host's preference; None for a host without MX (an implicit
+    /// MX, preference 0 by RFC 5321 5.1) or a literal.
+    pub preference: Option<u16>,
 }
 
 /// How a lookup of one name and type went.
@@ -170,7 +177,7 @@ impl Resolver {
     pub async fn targets(&self, nexthop: &NexthopSpec) -> Result<Vec<Target>, Failure> {
         let host = nexthop.host.as_str();
         if let Some(ip) = literal(host) {
-            return Ok(vec![Target { host: ip.to_string(), ip }]);
+            return Ok(vec![Target { host: ip.to_string(), ip, preference: None }]);
         }
         let name = fqdn(host)?;
         if !nexthop.mx {
@@ -197,7 +204,7 @@ impl Resolver {
             Answer::Found(ips) => Ok(ips
                 .into_iter()
                 .take(self.limits.addresses)
-                .map(|ip| Target { host: host.to_string(), ip })
+                .map(|ip| Target { host: host.to_string(), ip, preference: None })
                 .collect()),
             Answer::Temporary => Err(Failure::lookup(name_error(host, "A", &Answer::<()>::Temporary))),
             other => Err(Failure::permanent(name_error(host, "A", &other))),
@@ -215,7 +222,7 @@ impl Resolver {
         // if any lookup may succeed later.
         let mut failure: Option<Failure> = None;
         let limits = self.limits;
-        for exchange in exchanges.into_iter().take(limits.hosts) {
+        for (preference, exchange) in exchanges.into_iter().take(limits.hosts) {
             if targets.len() >= limits.addresses {
                 break;
             }
@@ -223,7 +230,11 @@ impl Resolver {
             match self.addresses(&exchange).await {
                 Answer::Found(ips) => {
                     let room = limits.addresses - targets.len();
-                    targets.extend(ips.into_iter().take(room).map(|ip| Target { host: host.clone(), ip }));
+                    targets.extend(ips.into_iter().take(room).map(|ip| Target {
+                        host: host.clone(),
+                        ip,
+                        preference: Some(preference),
+                    }));
                 }
                 other => {
                     let temporary = matches!(other, Answer::Temporary);
@@ -395,7 +406,7 @@ fn display(name: &Name) -> String {
 /// The exchanges of an MX answer in the order to try them: by
 /// preference, shuffled among equals, each once. Empty for a null MX (a
 /// lone exchange "."); a "." among other exchanges is ignored.
-fn order_exchanges(records: Vec<RData>) -> Vec<Name> {
+fn order_exchanges(records: Vec<RData>) -> Vec<(u16, Name)> {
     let mut mxs: Vec<(u16, Name)> = records
         .into_iter()
         .filter_map(|r| match r {
@@ -407,7 +418,7 @@ fn order_exchanges(records: Vec<RData>) -> Vec<Name> {
     shuffle(&mut mxs);
     mxs.sort_by_key(|(pref, _)| *pref);
     let mut seen = std::collections::HashSet::new();
-    mxs.into_iter().map(|(_, name)| name).filter(|n| seen.insert(display(n))).collect()
+    mxs.into_iter().filter(|(_, n)| seen.insert(display(n))).collect()
 }
 
 /// Fisher-Yates with the standard library's per-instance random keys

@@ -132,6 +132,7 @@ fn zone() -> Zone {
         rec("fallback.example.", RecordType::MX, vec![mx(10, "dead.example."), mx(20, "alive.example.")]),
         rec("dead.example.", RecordType::AAAA, vec![aaaa(Ipv6Addr::LOCALHOST)]),
         rec("alive.example.", RecordType::A, vec![a(Ipv4Addr::LOCALHOST)]),
+        rec("selfmx.example.", RecordType::MX, vec![mx(10, "mx1.example."), mx(5, "alive.example.")]),
         rec("ghostmx.example.", RecordType::MX, vec![mx(5, "ghost.example."), mx(10, "mx1.example.")]),
         rec("allghosts.example.", RecordType::MX, vec![mx(5, "ghost.example."), mx(10, "ghost2.example.")]),
         rec("noaddress.example.", RecordType::TXT, Vec::new()),
@@ -194,6 +195,13 @@ impl Fixture {
         assert_eq!(warning, None);
         resolver.set_limits(limits);
         Fixture { rt, _server: server, connector: Rc::new(Connector::new(resolver, connect_timeout)) }
+    }
+
+    /// The same fixture, its connector knowing this host's listeners.
+    fn listening_on(mut self, listeners: &[SocketAddr]) -> Fixture {
+        let c = Rc::try_unwrap(self.connector).ok().expect("the fixture's only connector");
+        self.connector = Rc::new(c.with_own(own::Own::new(listeners, &[])));
+        self
     }
 
     fn targets(&self, host: &str, mx: bool) -> Result<Vec<Target>, Failure> {
@@ -369,6 +377,32 @@ fn a_dead_first_mx_is_skipped_for_the_second() {
 }
 
 #[test]
+fn mail_whose_best_mx_host_is_this_one_loops_back_to_myself() {
+    let (l, port) = listener();
+    let f = Fixture::new(Duration::from_secs(2)).listening_on(&[SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port)]);
+    // We are the backup MX (20): only the better host (10) is tried.
+    let e = f.connect("fallback.example", port, true).expect_err("only the dead one");
+    assert_eq!((e.permanent, e.reason), (false, format!("connect to dead.example[::1]:{port}: Connection refused")));
+    // We are the best MX (5): the worse one (10) is no use either.
+    let e = f.connect("selfmx.example", port, true).expect_err("a loop");
+    assert_eq!(
+        (e.permanent, e.dsn, e.reason.as_str()),
+        (true, "5.4.6", "mail for selfmx.example loops back to myself")
+    );
+    // An implicit MX counts as preference 0.
+    let e = f.connect("implicit.example", port, true).expect_err("a loop");
+    assert_eq!((e.permanent, e.dsn), (true, "5.4.6"));
+    // A host named without MX lookup is the administrator's word.
+    let conn = f.connect("alive.example", port, false).expect("connected");
+    assert_reaches(&conn, &l);
+    // Another port on this host is another server.
+    let (other, other_port) = listener();
+    let conn = f.connect("selfmx.example", other_port, true).expect("connected");
+    assert_eq!(conn.host, "alive.example");
+    assert_reaches(&conn, &other);
+}
+
+#[test]
 fn addresses_the_delivery_tried_are_passed_over() {
     let f = Fixture::new(Duration::from_secs(2));
     let (l, port) = listener();
@@ -398,7 +432,7 @@ fn an_address_literal_is_connected_as_it_is() {
     assert_reaches(&conn, &l);
     // An MX next hop that is an address is a literal too (no lookup).
     let t = f.targets("[192.0.2.7]", true).expect("literal");
-    assert_eq!(t, [Target { host: String::from("192.0.2.7"), ip: IpAddr::V4(v4(7)) }]);
+    assert_eq!(t, [Target { host: String::from("192.0.2.7"), ip: IpAddr::V4(v4(7)), preference: None }]);
 }
 
 #[test]

@@ -165,7 +165,26 @@ pub fn parse_mailbox(s: &str, utf8: bool) -> Result<Mailbox, Error> {
     }
     check_local(local, utf8)?;
     parse_domain(domain, utf8)?;
-    Ok(Mailbox { local: local.to_string(), domain: domain.to_string() })
+    Ok(Mailbox { local: unquoted(local, utf8).unwrap_or_else(|| local.to_string()), domain: domain.to_string() })
+}
+
+/// A quoted local part whose content is a dot-string, without its quotes
+/// and escapes: `"alice"` is the mailbox `alice` (RFC 5321 4.1.2 makes
+/// the two the same), so lookups and comparisons see one form.
+fn unquoted(local: &str, utf8: bool) -> Option<String> {
+    let body = local.strip_prefix('"')?.strip_suffix('"')?;
+    let mut out = String::with_capacity(body.len());
+    let mut escape = false;
+    for c in body.chars() {
+        if !escape && c == '\\' {
+            escape = true;
+            continue;
+        }
+        escape = false;
+        out.push(c);
+    }
+    // (A dot-string never starts with a quote: `"\"a\""` stays quoted.)
+    (!out.starts_with('"') && check_local(&out, utf8).is_ok()).then_some(out)
 }
 
 /// The index of the `@` that ends the local part.
@@ -232,7 +251,9 @@ pub fn parse_domain(d: &str, utf8: bool) -> Result<(), Error> {
     }
     if let Some(lit) = d.strip_prefix('[') {
         let lit = lit.strip_suffix(']').ok_or(Error::BadDomain)?;
-        let ok = match lit.strip_prefix("IPv6:").or_else(|| lit.strip_prefix("ipv6:")) {
+        // The tag is case-insensitive (RFC 5321 4.1.3, RFC 5234).
+        let v6 = lit.get(..5).filter(|t| t.eq_ignore_ascii_case("IPv6:")).map(|_| &lit[5..]);
+        let ok = match v6 {
             Some(v6) => v6.parse::<std::net::Ipv6Addr>().is_ok(),
             None => lit.parse::<std::net::Ipv4Addr>().is_ok(),
         };

@@ -16,6 +16,15 @@ fn ordinary_addresses() {
     assert_eq!(mb("<\"a>b\"@example.org>").local, "\"a>b\"");
     assert_eq!(mb("<u@[192.0.2.1]>").domain, "[192.0.2.1]");
     assert_eq!(mb("<u@[IPv6:2001:db8::1]>").domain, "[IPv6:2001:db8::1]");
+    // The tag is case-insensitive.
+    assert_eq!(mb("<u@[IPV6:2001:db8::1]>").domain, "[IPV6:2001:db8::1]");
+    assert_eq!(mb("<u@[ipv6:2001:db8::1]>").domain, "[ipv6:2001:db8::1]");
+    // A quoted local part that is a dot-string is that dot-string.
+    assert_eq!(mb("<\"alice\"@example.org>").local, "alice");
+    assert_eq!(mb("<\"al\\ice.b\"@example.org>").local, "alice.b");
+    assert_eq!(mb("<\"john doe\"@example.org>").local, "\"john doe\"");
+    assert_eq!(mb("<\"a..b\"@example.org>").local, "\"a..b\"");
+    assert_eq!(mb("<\"\\\"a\\\"\"@example.org>").local, "\"\\\"a\\\"\"");
     assert_eq!(mb("<@relay.example:u@example.org>").local, "u");
 }
 

@@ -16,11 +16,37 @@ pub struct HeaderScan {
     pub size: u64,
     /// Received: headers seen.
     pub hops: u32,
-    /// The empty line ending the header block was seen.
+    /// The header block has ended: at its empty line, or at the first
+    /// line that is neither a header field nor a continuation (which
+    /// starts the body, as Postfix takes it; that line is not counted).
     pub done: bool,
     /// Bytes of the current line seen (up to the name's end).
     line: Vec<u8>,
     at_line_start: bool,
+    /// Bytes of the current line seen in all.
+    line_len: u64,
+    /// What the current line has shown itself to be so far.
+    kind: LineKind,
+}
+
+/// A header block line, classified as its bytes arrive.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum LineKind {
+    /// Nothing seen yet.
+    #[default]
+    Start,
+    /// A field name so far (RFC 5322 ftext).
+    Name,
+    /// A field name and white space (the obsolete syntax allows it
+    /// before the colon).
+    NameSpace,
+    /// A field, a continuation, or an empty line (ends at its LF).
+    Known,
+}
+
+/// RFC 5322 ftext: printable ASCII but the colon.
+fn ftext(b: u8) -> bool {
+    (33..=126).contains(&b) && b != b':'
 }
 
 /// How much of a line start is kept to recognise the header name.
@@ -41,7 +67,23 @@ impl HeaderScan {
             if self.at_line_start {
                 self.line.clear();
                 self.at_line_start = false;
+                self.line_len = 0;
+                self.kind = LineKind::Start;
             }
+            self.line_len += 1;
+            self.kind = match (self.kind, b) {
+                (LineKind::Known, _) => LineKind::Known,
+                (LineKind::Start, b' ' | b'\t' | b'\r' | b'\n') => LineKind::Known,
+                (LineKind::Start | LineKind::Name, b) if ftext(b) => LineKind::Name,
+                (LineKind::Name | LineKind::NameSpace, b':') => LineKind::Known,
+                (LineKind::Name | LineKind::NameSpace, b' ' | b'\t') => LineKind::NameSpace,
+                _ => {
+                    // Not a header field: the body starts with this line.
+                    self.size -= self.line_len;
+                    self.done = true;
+                    return;
+                }
+            };
             if b == b'\n' {
                 let line = std::mem::take(&mut self.line);
                 if line == b"\r" || line.is_empty() {
@@ -120,6 +162,34 @@ mod tests {
         assert_eq!(s.hops, 2);
         assert!(s.done);
         assert_eq!(s.size, 79);
+    }
+
+    #[test]
+    fn a_line_that_is_no_header_field_starts_the_body() {
+        // No empty line: a script's `Subject:` and then its log.
+        let mut s = HeaderScan::new();
+        s.feed(b"Subject: backup log\r\nReceived: a\r\n");
+        s.feed(b"2026-11-23 backup started\r\nReceived: in the log\r\n");
+        s.feed(&b"x".repeat(200_000));
+        assert!(s.done);
+        assert_eq!((s.hops, s.size), (1, 34));
+        // White space before the colon is a field (obsolete syntax); a
+        // name with a space inside, or no colon, is not.
+        for (text, fields) in [
+            (&b"Subject : x\r\nA b: c\r\n"[..], 13),
+            (b"Subject: x\r\nnocolon\r\n", 12),
+            (b"Subject: x\r\n:x\r\n", 12),
+            (b"From sender Mon Nov 23\r\nSubject: x\r\n", 0),
+        ] {
+            let mut s = HeaderScan::new();
+            s.feed(text);
+            assert!(s.done, "{text:?}");
+            assert_eq!(s.size, fields, "{text:?}");
+        }
+        // No header at all.
+        let mut s = HeaderScan::new();
+        s.feed(b"just text\r\n");
+        assert_eq!((s.done, s.size), (true, 0));
     }
 
     #[test]

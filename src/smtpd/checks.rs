@@ -80,7 +80,10 @@ mod tests {
     use crate::address::Mailbox;
 
     fn acceptance() -> Acceptance {
-        let path = std::env::temp_dir().join(format!("mta-checks-{}", std::process::id()));
+        // One file per call: the tests run in parallel threads.
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("mta-checks-{}-{n}", std::process::id()));
         let mut w = cdb2::CDBWriter::create(&path).unwrap();
         w.add(b"alice", b"").unwrap();
         w.finish().unwrap();

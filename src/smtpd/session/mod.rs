@@ -13,7 +13,7 @@
 //!
 //! Trusts: nothing; input comes from the network.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
 
 use crate::address::{self, Mailbox, Path};
@@ -185,6 +185,12 @@ struct Transaction {
     /// The transaction failed during BDAT; later chunks are discarded.
     failed: bool,
     begun: bool,
+    /// Recipients refused for being over the limit (not counted as
+    /// errors up to the limit again, as Postfix's
+    /// `smtpd_recipient_overshoot_limit`).
+    overshoot: usize,
+    /// The recipients taken, as compared for duplicates.
+    seen: HashSet<String>,
 }
 
 /// How much content is gathered before it is passed on.
@@ -477,7 +483,12 @@ impl Session {
             let verb = if esmtp { "EHLO" } else { "HELO" };
             return self.error(501, "5.5.4", &format!("Syntax: {verb} hostname"));
         }
-        if address::parse_domain(name, true).is_err() {
+        // Names that are not quite host names are common (`nas_01.lan`,
+        // `host.example.`) and RFC 5321 4.1.4 forbids refusing mail for
+        // them: underscores and a final dot pass; what could not be a
+        // name at all (controls, `!`, ...) does not.
+        let lenient = name.strip_suffix('.').unwrap_or(name).replace('_', "-");
+        if address::parse_domain(&lenient, true).is_err() {
             return self.error(501, "5.5.2", "Error: invalid host name");
         }
         self.reset_tx();
@@ -514,6 +525,9 @@ impl Session {
         let utf8 = self.esmtp && rest.to_ascii_uppercase().contains(" SMTPUTF8");
         let (path, params_text) = match address::parse_path(rest.trim_start(), utf8) {
             Ok(p) => p,
+            Err(address::Error::Utf8NotAllowed) => {
+                return self.error(553, "5.6.7", "Error: non-ASCII sender address without SMTPUTF8");
+            }
             Err(e) => return self.error(501, "5.1.7", &format!("Bad sender address syntax: {e}")),
         };
         if !self.esmtp && !params_text.trim().is_empty() {
@@ -540,6 +554,8 @@ impl Session {
             chunks: None,
             failed: false,
             begun: false,
+            overshoot: 0,
+            seen: HashSet::new(),
         });
         self.ok(250, "2.1.0", "Ok");
     }
@@ -551,7 +567,18 @@ impl Session {
         if tx.chunks.is_some() {
             return self.error(503, "5.5.1", "Error: RCPT after BDAT");
         }
-        if tx.recipients.len() >= self.settings.limits.recipients {
+        let limit = self.settings.limits.recipients;
+        if tx.recipients.len() >= limit {
+            // The client sends these again in a later transaction (RFC
+            // 5321 4.5.3.1.10): no error, lest the error limit end the
+            // session and lose the transaction; beyond as many again,
+            // they count.
+            if let Some(tx) = self.tx.as_mut()
+                && tx.overshoot < limit
+            {
+                tx.overshoot += 1;
+                return self.ok(452, "4.5.3", "Error: too many recipients");
+            }
             return self.error(452, "4.5.3", "Error: too many recipients");
         }
         let utf8 = tx.params.smtputf8;
@@ -560,6 +587,9 @@ impl Session {
         };
         let (path, params_text) = match address::parse_path(rest.trim_start(), utf8) {
             Ok(p) => p,
+            Err(address::Error::Utf8NotAllowed) => {
+                return self.error(553, "5.6.7", "Error: non-ASCII recipient address without SMTPUTF8");
+            }
             Err(e) => return self.error(501, "5.1.3", &format!("Bad recipient address syntax: {e}")),
         };
         if path == Path::Null {
@@ -581,7 +611,17 @@ impl Session {
             _ => None,
         };
         if let Some(tx) = self.tx.as_mut() {
-            tx.recipients.push(Recipient { mailbox, notify: params.notify, orcpt: params.orcpt });
+            // The same recipient again (with the same DSN parameters) is
+            // taken once, as Postfix's cleanup does: one copy delivered.
+            let key = match &mailbox {
+                Some(m) => {
+                    format!("{:?}\n{:?}\n{}@{}", params.notify, params.orcpt, m.local, m.domain.to_ascii_lowercase())
+                }
+                None => format!("{:?}\n{:?}\npostmaster", params.notify, params.orcpt),
+            };
+            if tx.seen.insert(key) {
+                tx.recipients.push(Recipient { mailbox, notify: params.notify, orcpt: params.orcpt });
+            }
         }
         self.ok(250, "2.1.5", "Ok");
     }

@@ -12,9 +12,12 @@ With a certificate and key (PEM) it offers TLS: "starttls" offers
 STARTTLS, "implicit" speaks TLS from the first byte (port 465 style), and
 "inject" offers STARTTLS but answers it with "220 ready" and "250
 injected" in one write, in plaintext, as an attacker on the path would,
-and never starts TLS.
+and never starts TLS; "failtls" offers STARTTLS, answers it with "220
+ready", then the client's hello with a fatal handshake_failure alert, and
+closes (a TLS stack that shares nothing with the client's); sessions
+that do not ask for STARTTLS take mail as usual.
 
-usage: sink.py PORT DIR [HOST] [starttls|implicit|inject CERT KEY]"""
+usage: sink.py PORT DIR [HOST] [starttls|implicit|inject|failtls CERT KEY]"""
 import asyncio
 import json
 import os
@@ -28,7 +31,7 @@ from aiosmtpd.smtp import SMTP
 port, out = int(sys.argv[1]), sys.argv[2]
 args = sys.argv[3:]
 host = "127.0.0.1"
-if args and args[0] not in ("starttls", "implicit", "inject"):
+if args and args[0] not in ("starttls", "implicit", "inject", "failtls"):
     host = args.pop(0)
 if not (host == "::1" or host.startswith("127.")):
     sys.exit("sink.py: loopback addresses only")
@@ -74,6 +77,20 @@ class InjectingController(Controller):
         return Injecting(self.handler, **self.SMTP_kwargs)
 
 
+class FailingTls(SMTP):
+    async def smtp_STARTTLS(self, arg):
+        await self.push("220 2.0.0 Ready to start TLS")
+        await self._reader.read(1)  # the client's hello has begun
+        # Alert, TLS 1.2, length 2: fatal, handshake_failure.
+        self.transport.write(bytes([21, 3, 3, 0, 2, 2, 40]))
+        self.transport.close()
+
+
+class FailingTlsController(Controller):
+    def factory(self):
+        return FailingTls(self.handler, **self.SMTP_kwargs)
+
+
 options = dict(hostname=host, port=port, decode_data=False, enable_SMTPUTF8=True, data_size_limit=20 << 20)
 kind = Controller
 if mode is not None:
@@ -81,10 +98,12 @@ if mode is not None:
     ctx.load_cert_chain(args[1], args[2])
     if mode == "implicit":
         options["ssl_context"] = ctx
-    elif mode in ("starttls", "inject"):
+    elif mode in ("starttls", "inject", "failtls"):
         options.update(tls_context=ctx, require_starttls=False)
         if mode == "inject":
             kind = InjectingController
+        elif mode == "failtls":
+            kind = FailingTlsController
     else:
         sys.exit("sink.py: unknown mode " + mode)
 c = kind(Handler(), **options)

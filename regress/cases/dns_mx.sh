@@ -6,7 +6,9 @@
 #   - two MX, the better one down: delivered to the second in the same
 #     attempt; the better one up: delivered there;
 #   - a first MX whose address has nothing listening: the next MX; one
-#     that greets with 421: the next MX in the same delivery;
+#     that greets with 421, or with 554 (a site failure, not a bounce, as
+#     with Postfix's smtp_skip_5xx_greeting): the next MX in the same
+#     delivery;
 #   - equal preferences: both hosts get mail;
 #   - no MX, an A record: the implicit MX; an MX with only AAAA: ::1;
 #   - a null MX (RFC 7505): bounced with 5.1.10, and the sender gets a
@@ -237,7 +239,35 @@ submit sender@pref.dns.test rcpt@busy.dns.test "busy first"
 sent_to rcpt@busy.dns.test 'b\.dns\.test\[127\.0\.0\.3\]'
 grep -q "mta/smtp.*: host c\.dns\.test\[127\.0\.0\.5\] said: 421 4\.3\.2 c\.dns\.test busy.*(trying the next MX address)" "$LOG" ||
 	fail "the 421 of the first MX is not logged: $(grep -i "busy\|next MX" "$LOG")"
-note "preference, fall-back, a dead first MX, a 421 first MX, implicit MX and IPv6 routed"
+# The same first MX greeting with 554: the next one too.
+stop_pid "$(cat "$W/busy.sinkpid")"
+rm -f "$W/busy.sinkpid"
+/usr/bin/python3 - "$MXPORT" >"$W/refusing.log" 2>&1 <<'PY' &
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.5", int(sys.argv[1])))
+s.listen(8)
+while True:
+    c, _ = s.accept()
+    c.sendall(b"554 5.7.1 c.dns.test does not want you\r\n")
+    c.settimeout(5)
+    try:
+        c.recv(100)   # QUIT
+        c.sendall(b"221 2.0.0 bye\r\n")
+    except OSError:
+        pass
+    c.close()
+PY
+echo $! >"$W/refusing.sinkpid"
+wait_for 5 listening 127.0.0.5 || fail "the refusing MX did not start: $(cat "$W/refusing.log")"
+submit sender@pref.dns.test again@busy.dns.test "refused first"
+sent_to again@busy.dns.test 'b\.dns\.test\[127\.0\.0\.3\]'
+grep -q "mta/smtp.*: host c\.dns\.test\[127\.0\.0\.5\] said: 554 5\.7\.1 c\.dns\.test does not want you.*(trying the next MX address)" "$LOG" ||
+	fail "the 554 greeting of the first MX did not pass the mail on: $(grep -i "want you\|next MX" "$LOG")"
+grep -q "status=bounced.*does not want you" "$LOG" && fail "a 554 greeting bounced the mail"
+[ -n "$(got b "refused first")" ] || fail "b did not get the message refused by the first MX"
+note "preference, fall-back, a dead first MX, a 421 and a 554 first MX, implicit MX and IPv6 routed"
 
 # Equal preferences: sixteen messages, each a connection of its own; the
 # chance that one host gets them all is 2 in 65536.

@@ -1,14 +1,19 @@
 # Delivery faults through a relay host, against peers we did not write.
 # Postfix's smtp-sink: 5xx at MAIL and at RCPT bounce (the reports to the
 # sender bounce too, and the postmaster notices about them, undeliverable,
-# are discarded: no notice loop), 4xx at RCPT and at
-# the end of data defer (then delivered once the peer takes it); a body
+# are discarded: no notice loop), 4xx at RCPT and at the end of data and
+# a 5xx greeting defer (then delivered once the peer takes it); a body
 # with bare CR, bare LF and dot lines, submitted with sendmail, goes out
-# with CR LF line ends only and dot-stuffed correctly (smtp-sink's dump).
+# with CR LF line ends only and dot-stuffed correctly (smtp-sink's dump);
+# a message received with SMTPUTF8 that is ASCII throughout is delivered
+# to smtp-sink, which has no SMTPUTF8, and one with UTF-8 in a header
+# bounces (5.6.7).
 # Python's aiosmtpd, which does not offer DSN: NOTIFY=SUCCESS gets a
 # success report ("relayed") from us; the smtp process killed with -9
 # while a delivery waits for the peer's reply: that message comes again
-# (the delivery in flight), every other message exactly once.
+# (the delivery in flight), every other message exactly once. A peer of
+# our own that takes one message per connection and says 421 to the next
+# MAIL: the cached connection is replaced by a new one, both delivered.
 . ./lib.sh
 . ./peers.sh
 # Our host name is not one of our domains: mail to its postmaster goes
@@ -45,7 +50,8 @@ sleep 2
 [ "$(grep -c 'discarding an undeliverable postmaster notice' "$LOG")" -eq 2 ] || fail "more notices after the discards"
 empty || fail "notices made after the discards: $(ctl queue)"
 
-# --- 4xx at RCPT and at the end of data: deferred, then delivered ---
+# --- 4xx at RCPT and at the end of data, a 5xx greeting: deferred, then
+# delivered ---
 smtp_sink -r RCPT
 send sender@remote.example rcpt@remote.example "rcpt 4xx"
 wait_log "to=<rcpt@remote.example>, .*status=deferred (host 127.0.0.1\[127.0.0.1\] said: 450 4.3.0 Error: command failed (in reply to RCPT TO command))" 10 ||
@@ -54,6 +60,12 @@ smtp_sink -r .
 send sender@remote.example rcpt@remote.example "dot 4xx"
 wait_log "to=<rcpt@remote.example>, .*status=deferred (host 127.0.0.1\[127.0.0.1\] said: 450 4.3.0 Error: command failed (in reply to end of DATA command))" 10 ||
 	fail "4xx at the end of data not deferred"
+# (Postfix's smtp_skip_5xx_greeting: a site failure, class 4, no bounce.)
+smtp_sink -f CONNECT
+send sender@remote.example rcpt@remote.example "greeting 5xx"
+wait_log "to=<rcpt@remote.example>, .*dsn=4\.3\.0, status=deferred (host 127.0.0.1\[127.0.0.1\] said: 500 5.3.0 Error: command failed (in reply to initial greeting command))" 10 ||
+	fail "a 5xx greeting did not defer"
+grep -q "status=bounced.*initial greeting" "$LOG" && fail "a 5xx greeting bounced"
 stop_sink
 rm -f "$DUMP"/*
 smtp_sink
@@ -61,6 +73,7 @@ ctl queue flush >/dev/null
 wait_for 20 empty || fail "the deferred messages were not delivered: $(ctl queue)"
 [ "$(copies "rcpt 4xx")" -eq 1 ] || fail "rcpt 4xx: $(copies "rcpt 4xx") copies"
 [ "$(copies "dot 4xx")" -eq 1 ] || fail "dot 4xx: $(copies "dot 4xx") copies"
+[ "$(copies "greeting 5xx")" -eq 1 ] || fail "greeting 5xx: $(copies "greeting 5xx") copies"
 
 # --- outbound smuggling: bare CR, bare LF, dot lines ---
 printf 'Subject: smuggle\n\nbare CR\rin a line\nbare LF next\n.\n.\r\nMAIL FROM:<evil@example.org>\n..two\n.\rx\nend' |
@@ -76,6 +89,23 @@ awk '/^Subject: smuggle/{s=1} s && b; s && /^$/{b=1}' "$d" >"$W/got"
 # (sendmail makes a CR inside a line a space, as it ends no line.)
 printf 'bare CR in a line\nbare LF next\n.\n.\nMAIL FROM:<evil@example.org>\n..two\n. x\nend\n\n' >"$W/want"
 cmp -s "$W/got" "$W/want" || fail "the content changed on the way: $(diff "$W/want" "$W/got")"
+
+# --- SMTPUTF8 to a peer without it (smtp-sink offers none) ---
+/usr/bin/python3 - "$PORT" <<'PY' || fail "smtplib: SMTPUTF8"
+import smtplib, sys
+with smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=10) as s:
+    s.sendmail("sender@remote.example", ["ascii8@remote.example"],
+               b"Subject: smtputf8 ascii\r\n\r\nbody\r\n", mail_options=["SMTPUTF8"])
+    s.sendmail("sender@remote.example", ["utf8hdr@remote.example"],
+               "Subject: smtputf8 \u00e9t\u00e9\r\n\r\nbody\r\n".encode(), mail_options=["SMTPUTF8", "BODY=8BITMIME"])
+PY
+wait_log "to=<ascii8@remote.example>, .*status=sent" 10 ||
+	fail "an ASCII message received with SMTPUTF8 was not sent to a peer without SMTPUTF8"
+wait_log "to=<utf8hdr@remote.example>, .*dsn=5\.6\.7, status=bounced (SMTPUTF8 is required, but was not offered by the server)" 10 ||
+	fail "UTF-8 in a header did not require SMTPUTF8"
+[ "$(copies "smtputf8 ascii")" -eq 1 ] || fail "smtputf8 ascii: $(copies "smtputf8 ascii") copies"
+# (The report goes to the sender through smtp-sink, before the next peer.)
+wait_for 20 empty || fail "the SMTPUTF8 report was not delivered: $(ctl queue)"
 
 # --- aiosmtpd: a success report where the peer has no DSN ---
 aio_sink
@@ -198,4 +228,81 @@ assert n.get("after@remote.example") == 1, n
 assert n.get("slow@remote.example") == 2, n   # saved, unanswered, sent again
 print("  after the kill: before and after once each, the delivery in flight twice")
 PY
+
+# --- a cached connection the peer closes with 421 at the next MAIL: the
+# delivery starts again on a new connection (sessions cached for 10s, so
+# the second message meets the first one's connection) ---
+stop_sink
+write_conf "relay { host = \"[127.0.0.1]:$RELAY\"; }" \
+	'hostname = "mx.faults.test";' 'domains = [ "faults.test" ];' \
+	"queue { backoff { min = 1s; max = 2s; } }" \
+	"transport { smtp { dead_time = 1s; } }" \
+	"smtp { connection_cache_time = 10s; }"
+out=$(ctl reload) || fail "reload: $out"
+wait_log "generation 2" || fail "no generation 2"
+wait_status $NCHILD || fail "generation 2 not running"
+mkdir -p "$W/once"
+/usr/bin/python3 - "$RELAY" "$W/once" >"$W/once.log" 2>&1 <<'PY' &
+import os, socket, sys, threading
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("127.0.0.1", int(sys.argv[1])))
+srv.listen(8)
+lock = threading.Lock()
+count = [0, 0]   # connections, messages
+def serve(c):
+    c.settimeout(30)
+    f = c.makefile("rb")
+    c.sendall(b"220 once.example ESMTP\r\n")
+    mails = 0
+    while True:
+        line = f.readline()
+        if not line:
+            return
+        cmd = line[:4].upper()
+        if cmd == b"EHLO":
+            c.sendall(b"250-once.example\r\n250 8BITMIME\r\n")
+        elif cmd == b"MAIL":
+            mails += 1
+            if mails > 1:
+                c.sendall(b"421 4.7.0 one message per connection\r\n")
+                c.close()
+                return
+            c.sendall(b"250 2.1.0 ok\r\n")
+        elif cmd == b"DATA":
+            c.sendall(b"354 go ahead\r\n")
+            data = b""
+            while True:
+                l = f.readline()
+                if not l or l == b".\r\n":
+                    break
+                data += l
+            with lock:
+                count[1] += 1
+                open(os.path.join(sys.argv[2], "%d.eml" % count[1]), "wb").write(data)
+            c.sendall(b"250 2.0.0 queued\r\n")
+        elif cmd == b"QUIT":
+            c.sendall(b"221 2.0.0 bye\r\n")
+            c.close()
+            return
+        else:
+            c.sendall(b"250 2.0.0 ok\r\n")
+while True:
+    c = srv.accept()[0]
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+PY
+SINK_PID=$!
+wait_for 5 port_open || fail "the one-message peer did not start: $(cat "$W/once.log")"
+send sender@remote.example once1@remote.example "once one"
+wait_log "to=<once1@remote.example>, .*status=sent (250 2.0.0 queued)" 15 || fail "once one: not sent"
+send sender@remote.example once2@remote.example "once two"
+wait_log "to=<once2@remote.example>, .*status=sent (250 2.0.0 queued)" 15 ||
+	fail "the second message was not delivered after the cached connection failed"
+grep -q "421 4.7.0 one message per connection (in reply to MAIL FROM command) (a cached connection to 127.0.0.1\[127.0.0.1\]:$RELAY; trying again on a new one)" "$LOG" ||
+	fail "the cached connection's failure is not logged as such"
+grep -q "to=<once2@remote.example>, .*status=deferred" "$LOG" && fail "the second message was deferred"
+for s in "once one" "once two"; do
+	n=$(grep -l "^Subject: $s" "$W/once"/*.eml 2>/dev/null | wc -l)
+	[ "$n" -eq 1 ] || fail "$s: $n copies at the peer"
+done
 exit 0

@@ -5,7 +5,9 @@
 # [mx.tls.test]:port, a name dnsmasq answers for on loopback (the
 # connector never reads /etc/hosts and the case never asks the system's
 # resolver). Opportunistic: delivered, "Untrusted" and tls= logged. A
-# peer that answers STARTTLS with "220 ready" and "250 injected" in one
+# peer whose TLS handshake fails: opportunistic goes on in plain text on
+# a new connection (logged, no tls=, delivered once); require defers.
+# A peer that answers STARTTLS with "220 ready" and "250 injected" in one
 # plaintext write: the session is abandoned, the mail deferred, not
 # delivered. relay.tls = require to a peer without STARTTLS: deferred.
 # A smtp.tls_policy entry "verify" for the relay's next hop with
@@ -95,6 +97,16 @@ wait_log "Untrusted TLS connection established to $AT: TLSv1\.[23] with cipher "
 saved opp opportunistic || fail "the opportunistic message is not at the peer"
 note "opportunistic: delivered, $(grep -o "tls=[^,]*" "$LOG" | head -1)"
 
+# --- opportunistic, the handshake failing: plain text, new connection ---
+tls_sink failtls failtls good
+send sender@remote.example ftls@remote.example "handshake fails"
+wait_log "to=<ftls@remote.example>, relay=$AT, delay=.*status=sent" 15 ||
+	fail "opportunistic TLS did not go on in plain text after a failed handshake"
+grep -q "TLS handshake failed: .*(trying $AT again without TLS)" "$LOG" || fail "the plaintext retry is not logged"
+grep -q "to=<ftls@remote.example>, .*status=deferred" "$LOG" && fail "the failed handshake deferred the mail"
+[ "$(grep -l "^Subject: handshake fails" "$W/failtls"/*.eml | wc -l)" -eq 1 ] ||
+	fail "the message is not at the peer exactly once"
+
 # --- plaintext injected after the 220 to STARTTLS ---
 tls_sink inject inject good
 send sender@remote.example inj@remote.example "injected"
@@ -113,6 +125,15 @@ wait_log "to=<req@remote.example>, .*dsn=4\.7\.4, status=deferred (TLS is requir
 	fail "required TLS without STARTTLS was not deferred"
 saved plain required && fail "the message went in plain text"
 forget required
+
+# --- required TLS whose handshake fails: deferred, never plain text ---
+tls_sink failreq failtls good
+send sender@remote.example freq@remote.example "required handshake fails"
+wait_log "to=<freq@remote.example>, .*dsn=4\.7\.5, status=deferred (TLS handshake failed" 15 ||
+	fail "required TLS with a failing handshake was not deferred"
+[ "$(grep -c "again without TLS" "$LOG")" -eq 1 ] || fail "required TLS was retried without TLS"
+saved failreq "required handshake fails" && fail "the message went in plain text"
+forget "required handshake fails"
 
 # --- verify, from smtp.tls_policy, with the CA file ---
 RELAY_TLS=""

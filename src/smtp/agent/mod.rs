@@ -17,12 +17,19 @@
 //! `smtp.connection_reuse_limit` messages per connection) and then QUITs.
 //!
 //! A session to an MX-routed SMTP next hop that fails before MAIL
-//! (`JobResult::session_failure`) passes its job on to another MX address
-//! in the same delivery, up to `smtp.mx_session_limit` sessions: the job
-//! asks the connector again with the addresses it had as a skip list,
-//! waiting on a key of its own (`Wait`) so that neither a connection
-//! another job asked for nor an idle session on an address it had serves
-//! it; when nothing better comes of it, the first failure is reported.
+//! (`JobResult::session_failure`; a 5xx greeting included, which defers)
+//! passes its job on to another MX address in the same delivery, up to
+//! `smtp.mx_session_limit` sessions: the job asks the connector again
+//! with the addresses it had as a skip list, waiting on a key of its own
+//! (`Wait`) so that neither a connection another job asked for nor an
+//! idle session on an address it had serves it; when nothing better
+//! comes of it, the first failure is reported. Two more ways a job
+//! starts again in the same delivery, once each and not counted as
+//! sessions: a cached session that dies under it at RSET or MAIL (421,
+//! a timeout, a lost connection) is replaced by a new connection, and a
+//! failed TLS handshake at the opportunistic level is followed by a new
+//! connection to the same address (asked for as an address literal)
+//! without STARTTLS, as Postfix's `may` does.
 //!
 //! Failures of the peers: a new qmgr channel (or a closed one) abandons
 //! the jobs in hand, which the new qmgr runs again from the queue files;
@@ -57,14 +64,14 @@ use crate::config::client_tls::SessionTls;
 use crate::config::delivery::{ClientTls, DeliveryConf};
 use crate::ipc::Channel;
 use crate::ipc::msg::{
-    ConnectorToSmtp, Delivery, FromMaster, Level, Protocol, QmgrToSmtp, RecipientReport, SiteReport, SmtpToConnector,
-    SmtpToQmgr, Target,
+    ConnectorToSmtp, Delivery, FromMaster, Level, NexthopSpec, Protocol, QmgrToSmtp, RecipientReport, SiteReport,
+    SmtpToConnector, SmtpToQmgr, Target,
 };
 use crate::log::ChildLog;
 use crate::qmgr::schedule::{LMTP_PORT, Nexthop};
 use crate::queue::Time;
 use crate::roles::{self, Role};
-use crate::smtp::client::{self, Credentials, JobResult, Limits};
+use crate::smtp::client::{self, Credentials, Disposition, JobResult, Limits, RecipientResult, Stage};
 use crate::smtp::reply::Enhanced;
 use crate::stream;
 
@@ -73,7 +80,7 @@ pub use tls::{AnyCertificate, TlsConfigs};
 
 use conn::Conn;
 use session::{Event, Session, TlsSetup};
-use work::{Dest, Opened, Work};
+use work::{Dest, Next, Opened, Work};
 
 const MASTER: Token = Token(0);
 const QMGR: Token = Token(1);
@@ -85,18 +92,21 @@ pub const MAX_IDLE: usize = 32;
 const MAX_WAIT: Duration = Duration::from_secs(1);
 
 /// Jobs waiting for a session: those for a destination (`job` None),
-/// served by any connection to it, or one job moving on to another MX
-/// address, served only by the connection it asked for (which passes
-/// over the addresses it had).
+/// served by any connection to it, or one job starting again, served
+/// only by the connection it asked for: moving on to another MX address
+/// (passing over the addresses it had), on a new connection after a
+/// cached one failed, or to the same server without TLS (`plaintext`:
+/// the server's name, as the failed session had it).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Wait {
     dest: Dest,
     job: Option<u64>,
+    plaintext: Option<String>,
 }
 
 impl Wait {
     fn any(dest: &Dest) -> Wait {
-        Wait { dest: dest.clone(), job: None }
+        Wait { dest: dest.clone(), job: None, plaintext: None }
     }
 }
 
@@ -483,7 +493,7 @@ impl Agent {
         if self.jobs.contains(&d.job) {
             return Err(Fatal(format!("qmgr sent job {} twice", d.job)));
         }
-        let work = match work::open(d, fds, self.conf.smtp.mx_session_limit) {
+        let work = match work::open(d, fds) {
             Ok(Opened::Ready(w)) => w,
             Ok(Opened::Refused(work, reason)) => {
                 self.warn(&format!("{}: {reason}", work.queue_id));
@@ -504,14 +514,20 @@ impl Agent {
     }
 
     /// Start a job on an idle session to its destination (not one on an
-    /// address it had), or ask for a connection.
-    fn dispatch(&mut self, work: Box<Work>) {
+    /// address it had), or ask for a connection: a new one only when a
+    /// cached one has just failed it (`Next::Fresh`), and one to the same
+    /// server without TLS after a failed opportunistic handshake
+    /// (`Next::Plaintext`).
+    fn dispatch(&mut self, mut work: Box<Work>) {
+        let next = std::mem::take(&mut work.next);
         let idle = self
             .sessions
             .iter()
             .find(|(_, s)| s.is_idle() && s.dest == work.dest && !work.tried(&s.relay))
             .map(|(t, _)| *t);
-        if let Some(t) = idle {
+        if let Some(t) = idle
+            && next == Next::Any
+        {
             self.with_session(t, |s, evs| s.assign(work, evs));
             return;
         }
@@ -537,9 +553,18 @@ impl Agent {
         };
         let req = self.next_req;
         self.next_req += 1;
-        let skip = work.tried.clone();
-        let wait = Wait { dest: work.dest.clone(), job: (!skip.is_empty()).then_some(work.job) };
-        let msg = SmtpToConnector::Connect { req, nexthop: work.dest.target.clone(), default_port, skip };
+        let own = next != Next::Any;
+        let (nexthop, skip, plaintext) = match next {
+            // The address as a literal: the connector connects to it alone.
+            Next::Plaintext { host, addr } => {
+                let n = NexthopSpec { host: addr.ip().to_string(), port: Some(addr.port()), mx: false };
+                (Target::Inet(n), Vec::new(), Some(host))
+            }
+            Next::Any | Next::Fresh => (work.dest.target.clone(), work.tried.clone(), None),
+        };
+        let own = own || !skip.is_empty();
+        let wait = Wait { dest: work.dest.clone(), job: own.then_some(work.job), plaintext };
+        let msg = SmtpToConnector::Connect { req, nexthop, default_port, skip };
         if ch.send(&msg, &[]).is_err() {
             // Answered with every other waiting job when the channel is repaired.
             self.connector_broken = true;
@@ -554,8 +579,27 @@ impl Agent {
         work.dest.by_mx()
             && relay.addr.is_some()
             && work.sessions < self.conf.smtp.mx_session_limit
-            && !self.stopping
-            && self.connector.is_some()
+            && self.may_start_again()
+    }
+
+    /// Whether a job may ask for another connection in this delivery.
+    fn may_start_again(&self) -> bool {
+        !self.stopping && self.connector.is_some()
+    }
+
+    /// Whether a job whose TLS handshake failed may try the same server
+    /// again without TLS: SMTP at the opportunistic level only (Postfix's
+    /// `may`), once per delivery. `require` and `verify` never send
+    /// mail in plaintext; LMTP and implicit TLS never get here. Nor does
+    /// a session that would authenticate: credentials never go in
+    /// plaintext, so such a session could not send the mail.
+    fn may_retry_plaintext(&self, work: &Work, result: &JobResult) -> bool {
+        result.tls_failed
+            && !work.plaintext_retried
+            && work.dest.protocol == Protocol::Smtp
+            && self.session_tls(&work.dest) == SessionTls { level: ClientTls::Opportunistic, implicit: false }
+            && !(self.is_relay(&work.dest) && self.conf.credentials.is_some())
+            && self.may_start_again()
     }
 
     /// Whether `dest` is the relay host (SMTP only).
@@ -675,9 +719,13 @@ impl Agent {
         }
     }
 
-    /// A connection arrived: a session on it, with a waiting job if any.
-    fn connected(&mut self, wait: &Wait, relay: Relay, fd: OwnedFd) {
+    /// A connection arrived: a session on it, with a waiting job if any;
+    /// without TLS, named as before, when a job asked for it so.
+    fn connected(&mut self, wait: &Wait, mut relay: Relay, fd: OwnedFd) {
         let dest = wait.dest.clone();
+        if let Some(host) = &wait.plaintext {
+            relay.host.clone_from(host);
+        }
         let stream = match dest.target {
             Target::Inet(_) => Conn::tcp(fd),
             Target::Unix(_) => Conn::unix(fd),
@@ -686,7 +734,10 @@ impl Agent {
             Ok(s) => s,
             Err(e) => return self.session_failed(wait, &relay, &format!("cannot use the connection: {e}")),
         };
-        let tls = self.session_tls(&dest);
+        let tls = match wait.plaintext {
+            Some(_) => SessionTls { level: ClientTls::None, implicit: false },
+            None => self.session_tls(&dest),
+        };
         let config = client_config(&self.hostname, &self.conf, tls.level, self.is_relay(&dest), dest.protocol);
         let setup = match (tls.level, relay.addr) {
             (ClientTls::Verify, Some(_)) => {
@@ -813,12 +864,18 @@ impl Agent {
         }
     }
 
-    /// A job's end on a session. A session that failed before MAIL
+    /// A job's end on a session. A cached session that failed it at RSET
+    /// or MAIL (`cached_session_died`) starts it again on a new
+    /// connection, once; a failed opportunistic TLS handshake
+    /// (`may_retry_plaintext`) starts it again on a new connection to the
+    /// same server without TLS, once. A session that failed before MAIL
     /// (`session_failure`) passes an MX-routed job on to the next MX
     /// address (`may_move_on`); when none does better, the first
     /// failure is reported.
     fn job_done(&mut self, token: Token, mut work: Box<Work>, result: &JobResult) {
-        let Some(mut relay) = self.sessions.get(&token).map(|s| s.relay.clone()) else { return };
+        let Some((mut relay, reused)) = self.sessions.get(&token).map(|s| (s.relay.clone(), s.messages > 1)) else {
+            return;
+        };
         if !result.tls {
             relay.tls = None;
         }
@@ -827,13 +884,38 @@ impl Agent {
         while verdicts.len() < work.indexes.len() {
             verdicts.push(Verdict::deferred("4.3.0", "no verdict (internal error)"));
         }
+        let why = verdicts.first().map_or("session failed", |v| v.reason.as_str()).to_string();
+        if reused && !work.fresh_retried && cached_session_died(result) && self.may_start_again() && work.rearm() {
+            // Not the destination's fault: no session counted, no address
+            // passed over.
+            let line = format!("{}: {why} (a cached connection to {relay}; trying again on a new one)", work.queue_id);
+            self.log(Level::Info, &line);
+            work.fresh_retried = true;
+            work.next = Next::Fresh;
+            self.dispatch(work);
+            return;
+        }
+        if let Some(addr) = relay.addr
+            && self.may_retry_plaintext(&work, result)
+            && work.rearm()
+        {
+            // The same server, not counted against smtp.mx_session_limit;
+            // its TLS failure is reported if nothing does better.
+            self.log(Level::Info, &format!("{}: {why} (trying {relay} again without TLS)", work.queue_id));
+            work.plaintext_retried = true;
+            work.next = Next::Plaintext { host: relay.host.clone(), addr };
+            if work.first_failure.is_none() {
+                work.first_failure = Some((relay, verdicts));
+            }
+            self.dispatch(work);
+            return;
+        }
         work.sessions += 1;
         if result.session_failure {
             if let Some(a) = relay.addr {
                 work.tried.push(a.ip());
             }
             if self.may_move_on(&work, &relay) && work.rearm() {
-                let why = verdicts.first().map_or("session failed", |v| v.reason.as_str());
                 self.log(Level::Info, &format!("{}: {why} (trying the next MX address)", work.queue_id));
                 if work.first_failure.is_none() {
                     work.first_failure = Some((relay, verdicts));
@@ -930,6 +1012,19 @@ impl Agent {
             self.qmgr_broken = true;
         }
     }
+}
+
+/// Whether a job failed only because its session died before the
+/// transaction took: a 421 at RSET or MAIL (the server's, or a lost
+/// connection or a timeout, which the client reports as 421), every
+/// other recipient failed by local checks. On a cached connection that
+/// is the connection's age, not the destination's fault (Postfix starts
+/// such a delivery again on a new connection too).
+fn cached_session_died(result: &JobResult) -> bool {
+    let died = |r: &RecipientResult| {
+        r.disposition == Disposition::Deferred && matches!(r.stage, Stage::Rset | Stage::Mail) && r.reply.code == 421
+    };
+    result.recipients.iter().any(died) && result.recipients.iter().all(|r| died(r) || !r.remote)
 }
 
 #[cfg(test)]

@@ -610,5 +610,11 @@ impl Session {
 pub fn local_failure(work: &Work, why: &str, stage: Stage, status: Enhanced) -> JobResult {
     let reply = Reply::local(421, status, why);
     let r = RecipientResult { disposition: Disposition::Deferred, stage, reply, remote: false, dsn_passed: false };
-    JobResult { recipients: vec![r; work.indexes.len()], session_failure: true, tls: false, authenticated: false }
+    JobResult {
+        recipients: vec![r; work.indexes.len()],
+        session_failure: true,
+        tls: false,
+        authenticated: false,
+        tls_failed: false,
+    }
 }

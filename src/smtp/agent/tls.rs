@@ -11,8 +11,10 @@
 //! (read by master, since this process cannot open files): the chain
 //! must lead to one of them, every certificate must be within its
 //! validity dates, and the end certificate must name the host the
-//! connection was made to ([`verify_name`]). A failure ends the session
-//! and defers its mail; it never falls back to plaintext.
+//! connection was made to ([`verify_name`]). A failure ends the session;
+//! at `verify` and `require` it defers the mail and never falls back to
+//! plaintext, at the opportunistic level the agent starts the delivery
+//! again without TLS on a new connection (see the agent's `job_done`).
 //!
 //! Trusts: nothing from the server; the provider's algorithms; master's
 //! CA certificates (checked again here).

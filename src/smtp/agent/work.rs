@@ -14,7 +14,7 @@
 
 use std::borrow::Cow;
 use std::fs::File;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::time::Instant;
@@ -23,6 +23,7 @@ use crate::ipc::msg::{Delivery, Protocol, Stamp, Target};
 use crate::queue::Time;
 use crate::queue::file::{self, ContentRange};
 use crate::smtp::client::{self, JobRecipient};
+use crate::smtp::content::HeaderUtf8;
 
 use super::report::{Delays, Relay, Verdict};
 
@@ -63,7 +64,7 @@ pub struct Work {
     content: ContentRange,
     /// Content bytes handed to the session so far.
     sent: u64,
-    /// The client job as built, to start again on another server.
+    /// The client job as built, to start again on another session.
     spare: Option<client::Job>,
     /// Sessions the job has had (`smtp.mx_session_limit`).
     pub sessions: u32,
@@ -72,6 +73,26 @@ pub struct Work {
     /// The first session's failure, reported if no other server does
     /// better.
     pub first_failure: Option<(Relay, Vec<Verdict>)>,
+    /// What its next session must be; `dispatch` takes it.
+    pub next: Next,
+    /// It was started again without TLS after a failed handshake (once).
+    pub plaintext_retried: bool,
+    /// It was started again on a new connection after a cached one
+    /// failed before its transaction (once).
+    pub fresh_retried: bool,
+}
+
+/// The session a job asks for when it starts again.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Next {
+    /// An idle session to its destination, or a new connection.
+    #[default]
+    Any,
+    /// A new connection, not an idle one: a cached one has just failed.
+    Fresh,
+    /// A new connection to this server (`host` as it was named), without
+    /// TLS: opportunistic TLS failed in the handshake.
+    Plaintext { host: String, addr: SocketAddr },
 }
 
 /// A queue file no larger than this is read whole when its job opens
@@ -98,10 +119,11 @@ fn time(s: Stamp) -> Time {
     Time { secs: s.0, micros: s.1.min(999_999) }
 }
 
-/// Check a request and its file; `Err` is a protocol violation.
-/// `mx_sessions`: `smtp.mx_session_limit` (above 1, an MX-routed job keeps
-/// a copy of its client job to start again on the next MX).
-pub fn open(d: Delivery, mut fds: Vec<OwnedFd>, mx_sessions: u32) -> Result<Opened, String> {
+/// Check a request and its file; `Err` is a protocol violation. The job
+/// keeps a copy of its client job, to start again on another session
+/// (the next MX, plaintext after a failed opportunistic TLS handshake, a
+/// new connection after a cached one failed).
+pub fn open(d: Delivery, mut fds: Vec<OwnedFd>) -> Result<Opened, String> {
     if fds.len() != 1 {
         return Err(format!("delivery request with {} descriptors", fds.len()));
     }
@@ -136,6 +158,9 @@ pub fn open(d: Delivery, mut fds: Vec<OwnedFd>, mx_sessions: u32) -> Result<Open
         sessions: 0,
         tried: Vec::new(),
         first_failure: None,
+        next: Next::Any,
+        plaintext_retried: false,
+        fresh_retried: false,
     });
     let file = File::from(fd);
     let (qe, source) = match file::read_checked(&file, HOLD_MAX) {
@@ -162,14 +187,49 @@ pub fn open(d: Delivery, mut fds: Vec<OwnedFd>, mx_sessions: u32) -> Result<Open
         }
     }
     let range = qe.content_range();
-    let job = client::Job::new(&qe.envelope, recipients);
-    if mx_sessions > 1 && work.dest.by_mx() {
-        work.spare = Some(job.clone());
+    let mut job = client::Job::new(&qe.envelope, recipients);
+    if job.smtputf8 {
+        match headers_utf8(&source, &range) {
+            Ok(found) => job.utf8_headers = found,
+            Err(e) => return Ok(Opened::Refused(work, format!("cannot read the queue file: {e}"))),
+        }
     }
+    work.spare = Some(job.clone());
     work.client_job = Some(job);
     work.content = range;
     work.source = source;
     Ok(Opened::Ready(work))
+}
+
+/// Whether the message's header block has a byte that is not ASCII:
+/// read from the file held whole, or 16 KiB at a time up to the empty
+/// line that ends it (cleanup has bounded it by `limits.header_size`).
+fn headers_utf8(source: &Source, range: &ContentRange) -> std::io::Result<bool> {
+    let mut scan = HeaderUtf8::new();
+    match source {
+        Source::Held(bytes) => {
+            let content = usize::try_from(range.offset)
+                .ok()
+                .zip(usize::try_from(range.len).ok())
+                .and_then(|(at, n)| bytes.get(at..at.checked_add(n)?))
+                .ok_or_else(|| std::io::Error::other("content past the end of the queue file"))?;
+            Ok(scan.feed(content).unwrap_or(false))
+        }
+        Source::File(file) => {
+            let mut buf = vec![0u8; 16 * 1024];
+            let mut at = 0;
+            while at < range.len {
+                let n = usize::try_from(range.len - at).map_or(buf.len(), |l| l.min(buf.len()));
+                file.read_exact_at(&mut buf[..n], range.offset + at)?;
+                if let Some(found) = scan.feed(&buf[..n]) {
+                    return Ok(found);
+                }
+                at += n as u64;
+            }
+            Ok(false)
+        }
+        Source::None => Err(std::io::Error::other("no queue file")),
+    }
 }
 
 /// The next piece of content.
@@ -182,7 +242,7 @@ pub enum Chunk<'a> {
 
 impl Work {
     /// Make the job ready to start again on another session, as new
-    /// (after a session failure, before any content was sent).
+    /// (after a failure before any content was sent).
     pub fn rearm(&mut self) -> bool {
         let Some(job) = self.spare.clone() else { return false };
         self.client_job = Some(job);

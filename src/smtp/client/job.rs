@@ -137,8 +137,13 @@ pub struct Job {
     pub sender: String,
     pub recipients: Vec<JobRecipient>,
     pub body: BodyType,
-    /// The message needs SMTPUTF8 (RFC 6531).
+    /// The message was received with SMTPUTF8 (RFC 6531).
     pub smtputf8: bool,
+    /// Its header block has bytes that are not ASCII (looked for only
+    /// when `smtputf8`): with them, or with a UTF-8 address, SMTPUTF8 is
+    /// required of the server; without, the message goes to a server
+    /// that does not offer it, without the parameter.
+    pub utf8_headers: bool,
     pub ret: Option<Ret>,
     /// Decoded (sent xtext-encoded).
     pub envid: Option<String>,
@@ -154,6 +159,7 @@ impl Job {
             recipients,
             body: envelope.body,
             smtputf8: envelope.smtputf8,
+            utf8_headers: false,
             ret: envelope.dsn_ret,
             envid: envelope.dsn_envid.clone(),
             size: envelope.size,
@@ -267,6 +273,10 @@ pub struct JobResult {
     /// The message went inside TLS.
     pub tls: bool,
     pub authenticated: bool,
+    /// The TLS handshake after STARTTLS failed or timed out (the session
+    /// is gone; at the opportunistic level the driver may try the server
+    /// again without TLS).
+    pub tls_failed: bool,
 }
 
 /// What the driver must do, in order.

@@ -16,8 +16,11 @@
 //! its reply (LMTP: one reply per accepted recipient). RSET goes before a
 //! job when the previous one left a transaction open; QUIT ends it all.
 //!
-//! Failures: 4xx defers, 5xx bounces, per recipient; a 421, a malformed
-//! reply, a timeout or a lost connection defers everything not finished.
+//! Failures: 4xx defers, 5xx bounces, per recipient (a 5xx greeting
+//! defers: a site failure, as with Postfix's `smtp_skip_5xx_greeting`);
+//! a 421, a malformed reply, a timeout or a lost connection defers
+//! everything not finished. SMTPUTF8 is required of the server only when
+//! the job's envelope or header block has UTF-8 in it.
 //! Bytes read after the 220 to STARTTLS, before TLS starts, end the
 //! session (its mail deferred): a reply injected in plaintext is never
 //! taken for one inside TLS, and the session is not trusted with the mail.
@@ -173,6 +176,8 @@ pub struct Client {
     tx: Option<Transaction>,
     /// Why the session can take no more jobs.
     failure: Option<Failure>,
+    /// The TLS handshake after STARTTLS failed or timed out.
+    handshake_failed: bool,
 }
 
 const S_4_4_2: Enhanced = Enhanced::new(4, 4, 2);
@@ -209,6 +214,7 @@ impl Client {
             pending: None,
             tx: None,
             failure: None,
+            handshake_failed: false,
         })
     }
 
@@ -361,6 +367,7 @@ impl Client {
         }
         let text = format!("TLS handshake failed: {}", reply::sanitize(why.as_bytes(), 200));
         let f = Failure::local(Disposition::Deferred, Stage::StartTls, 454, Enhanced::new(4, 7, 5), text);
+        self.handshake_failed = true;
         self.abort(f, false);
     }
 
@@ -454,6 +461,7 @@ impl Client {
             return self.close();
         }
         let text = format!("timeout while waiting for {}", stage.waiting_for());
+        self.handshake_failed |= self.phase == Phase::Handshake;
         self.abort(Failure::local(Disposition::Deferred, stage, 421, S_4_4_2, text), false);
     }
 
@@ -561,7 +569,13 @@ impl Client {
                 })
             })
             .collect();
-        let result = JobResult { recipients, session_failure, tls: self.tls, authenticated: self.authenticated };
+        let result = JobResult {
+            recipients,
+            session_failure,
+            tls: self.tls,
+            authenticated: self.authenticated,
+            tls_failed: self.handshake_failed,
+        };
         self.out.push_back(Action::Done(Box::new(result)));
     }
 
@@ -644,9 +658,16 @@ impl Client {
         }
     }
 
-    /// The greeting, HELO or EHLO was refused: by code class.
+    /// The greeting, HELO or EHLO was refused: by code class, but a 5xx
+    /// greeting defers (Postfix's `smtp_skip_5xx_greeting`): it is a
+    /// site failure like a 4xx one, so another MX host may take the mail,
+    /// and when none does it waits for a later attempt.
     fn session_refused(&mut self, expect: Expect, reply: Reply) {
-        self.abort(Failure::remote(expect.stage(), reply), true);
+        let mut f = Failure::remote(expect.stage(), reply);
+        if expect == Expect::Greeting {
+            f.disposition = Disposition::Deferred;
+        }
+        self.abort(f, true);
     }
 
     /// After EHLO or HELO: STARTTLS, AUTH, or ready.
@@ -725,8 +746,12 @@ impl Client {
                 }
             }
         }
-        utf8 |= tx.job.smtputf8;
-        if utf8 && !self.features.smtputf8 {
+        // SMTPUTF8 is required when the envelope or the header block has
+        // UTF-8 in it; a message received with SMTPUTF8 that is ASCII
+        // throughout goes to a server without it as it is, without the
+        // parameter (as Postfix does).
+        let required = utf8 || tx.job.smtputf8 && tx.job.utf8_headers;
+        if required && !self.features.smtputf8 {
             let text = String::from("SMTPUTF8 is required, but was not offered by the server");
             tx.fail_all(&local(554, Enhanced::new(5, 6, 7), text));
             tx.queue.clear();
@@ -741,7 +766,8 @@ impl Client {
         if tx.queue.is_empty() {
             return self.complete(tx, false);
         }
-        let mut batch = command::mail(&tx.job, &self.features, utf8);
+        let smtputf8 = self.features.smtputf8 && (required || tx.job.smtputf8);
+        let mut batch = command::mail(&tx.job, &self.features, smtputf8);
         self.expects.push_back(Expect::Mail);
         if tx.pipelined {
             while let Some(i) = tx.queue.pop_front() {

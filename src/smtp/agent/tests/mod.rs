@@ -112,6 +112,11 @@ impl Harness {
 
     /// Write a queue file and return its ID and an open read-only descriptor.
     fn queue_file(&mut self, recipients: &[&str], content: &[u8]) -> (String, OwnedFd) {
+        self.queue_file_with(recipients, content, false)
+    }
+
+    /// The same, received with SMTPUTF8 or not.
+    fn queue_file_with(&mut self, recipients: &[&str], content: &[u8], smtputf8: bool) -> (String, OwnedFd) {
         let id = self.ids.next_id();
         let qf = QueueFile {
             id,
@@ -120,7 +125,7 @@ impl Harness {
                 arrival: Time::now(),
                 client: Origin::default(),
                 body: BodyType::SevenBit,
-                smtputf8: false,
+                smtputf8,
                 dsn_ret: None,
                 dsn_envid: None,
                 size: content.len() as u64,
@@ -379,14 +384,187 @@ fn server_hanging_up_mid_transaction_defers() {
 
 #[test]
 fn greeting_refused_is_a_site_failure() {
+    // A 5xx greeting defers (Postfix's smtp_skip_5xx_greeting), with a
+    // status of class 4; the only MX host tried, nothing is left.
     let server = Server::start(1, mta(&[("CONNECT", "554 5.7.1 go away")]));
     let mut h = Harness::new(conf(), Connect::To(server.addr));
     h.deliver(1, &["a@example.net"], BODY);
     let (site, rs) = h.report(1);
     assert!(matches!(site, SiteReport::Unreachable(ref why) if why.contains("554 5.7.1 go away")), "{site:?}");
-    assert_eq!(rs[0].status, RecipientStatus::Bounced);
+    assert_eq!((&rs[0].status, rs[0].dsn.as_str()), (&RecipientStatus::Deferred, "4.7.1"));
+    assert_eq!(rs[0].reason, "host mx.test[127.0.0.1] said: 554 5.7.1 go away (in reply to initial greeting command)");
+    assert!(h.logs.iter().any(|l| l.contains("to=<a@example.net>") && l.contains("dsn=4.7.1, status=deferred")));
+    // A bracketed next hop defers the same way, without moving on.
+    let server2 = Server::start(1, mta(&[("CONNECT", "550 no service")]));
+    h.connect = Connect::To(server2.addr);
+    let (id, fd) = h.queue_file(&["a@example.net"], BODY);
+    let host = Target::Inet(NexthopSpec { host: "mx.example.net".into(), port: None, mx: false });
+    h.send_deliver_to(2, &id, host, vec![0], Some(fd));
+    let (_, rs) = h.report(2);
+    assert_eq!((&rs[0].status, rs[0].dsn.as_str()), (&RecipientStatus::Deferred, "4.0.0"));
     h.run_until(|h| h.agent.sessions.is_empty());
     server.transcripts();
+    server2.transcripts();
+}
+
+#[test]
+fn smtputf8_mail_in_ascii_goes_to_a_server_without_smtputf8() {
+    // mta() offers no SMTPUTF8. A message received with SMTPUTF8 whose
+    // envelope and headers are ASCII is delivered, without the
+    // parameter; one with UTF-8 in a header bounces (5.6.7), and so does
+    // one to a UTF-8 address; UTF-8 in the body alone requires nothing.
+    let server = Server::start(1, mta(&[]));
+    let mut c = conf();
+    c.smtp.connection_cache_time = Duration::from_secs(10);
+    let mut h = Harness::new(c, Connect::To(server.addr));
+    let ascii = b"Subject: plain\r\nFrom: <sender@example.org>\r\n\r\nBody \xc3\xa9t\xc3\xa9\r\n";
+    let (id, fd) = h.queue_file_with(&["a@example.net"], ascii, true);
+    h.send_deliver(1, &id, vec![0], Some(fd));
+    let (_, rs) = h.report(1);
+    assert!(delivered(&rs[0]), "{rs:?}");
+    let utf8 = "Subject: \u{e9}t\u{e9}\r\n\r\nBody\r\n".as_bytes();
+    let (id, fd) = h.queue_file_with(&["b@example.net"], utf8, true);
+    h.send_deliver(2, &id, vec![0], Some(fd));
+    let (_, rs) = h.report(2);
+    assert_eq!((&rs[0].status, rs[0].dsn.as_str()), (&RecipientStatus::Bounced, "5.6.7"));
+    assert_eq!(rs[0].reason, "SMTPUTF8 is required, but was not offered by the server");
+    let (id, fd) = h.queue_file_with(&["\u{fc}ser@example.net"], ascii, true);
+    h.send_deliver(3, &id, vec![0], Some(fd));
+    let (_, rs) = h.report(3);
+    assert_eq!((&rs[0].status, rs[0].dsn.as_str()), (&RecipientStatus::Bounced, "5.6.7"));
+    // A large message (read from the file, not held): its header block
+    // is read up to the empty line.
+    let mut big = b"Subject: big\r\n".to_vec();
+    for i in 0..2000 {
+        big.extend_from_slice(format!("X-Filler-{i}: {:060}\r\n", i).as_bytes());
+    }
+    big.extend_from_slice("X-Last: \u{e9}\r\n\r\n".as_bytes());
+    let (id, fd) = h.queue_file_with(&["c@example.net"], &big, true);
+    h.send_deliver(4, &id, vec![0], Some(fd));
+    let (_, rs) = h.report(4);
+    assert_eq!((&rs[0].status, rs[0].dsn.as_str()), (&RecipientStatus::Bounced, "5.6.7"));
+    h.close_sessions();
+    let t = server.transcripts();
+    assert_eq!(t.len(), 1);
+    let mails: Vec<&String> = t[0].commands.iter().filter(|c| c.starts_with("MAIL")).collect();
+    let want = format!("MAIL FROM:<sender@example.org> SIZE={}", ascii.len());
+    assert_eq!(mails, vec![&want], "{:?}", t[0].commands);
+    assert_eq!(t[0].data.len(), 1);
+}
+
+#[test]
+fn a_cached_connection_failing_at_mail_is_replaced_once() {
+    // The server takes one message per connection and then says 421 to
+    // MAIL (or hangs up, or says 421 to RSET): the job starts again on a
+    // new connection instead of being deferred.
+    for (name, second) in [("421", "421 4.7.0 one message per connection"), ("hangup", "HANGUP")] {
+        let mails = Arc::new(AtomicU32::new(0));
+        let counter = mails.clone();
+        let script: Script = Arc::new(move |cmd: &str| {
+            if cmd.starts_with("MAIL") && counter.fetch_add(1, Ordering::SeqCst) == 1 {
+                return if second == "HANGUP" { Answer::Hangup } else { Answer::Last(format!("{second}\r\n")) };
+            }
+            mta(&[])(cmd)
+        });
+        let server = Server::start(2, script);
+        let mut c = conf();
+        c.smtp.connection_cache_time = Duration::from_secs(10);
+        let mut h = Harness::new(c, Connect::To(server.addr));
+        h.deliver(1, &["a@example.net"], BODY);
+        assert!(delivered(&h.report(1).1[0]), "{name}");
+        h.deliver(2, &["b@example.net"], BODY);
+        let (site, rs) = h.report(2);
+        assert!(delivered(&rs[0]), "{name}: {rs:?}");
+        assert_eq!(site, SiteReport::Reached);
+        assert_eq!(h.requests.len(), 2, "{name}");
+        assert!(
+            h.logs
+                .iter()
+                .any(|l| l.contains("a cached connection to mx.test[127.0.0.1]")
+                    && l.contains("trying again on a new one")),
+            "{name}: {:#?}",
+            h.logs
+        );
+        h.close_sessions();
+        let t = server.transcripts();
+        assert_eq!(t.len(), 2, "{name}");
+        assert_eq!((t[0].data.len(), t[1].data.len()), (1, 1), "{name}");
+    }
+}
+
+#[test]
+fn a_cached_connection_failing_at_rset_is_replaced() {
+    // Every RCPT of job 1 refused: the transaction stays open, so job 2
+    // begins with RSET, which the server answers with 421.
+    let script: Script = Arc::new(|cmd: &str| match cmd {
+        "RCPT TO:<gone@example.net>" => say("550 5.1.1 No such user"),
+        c => mta(&[("RSET", "421 4.4.2 idle too long")])(c),
+    });
+    let server = Server::start(2, script);
+    let mut c = conf();
+    c.smtp.connection_cache_time = Duration::from_secs(10);
+    let mut h = Harness::new(c, Connect::To(server.addr));
+    h.deliver(1, &["gone@example.net"], BODY);
+    assert_eq!(h.report(1).1[0].status, RecipientStatus::Bounced);
+    h.deliver(2, &["b@example.net"], BODY);
+    let (_, rs) = h.report(2);
+    assert!(delivered(&rs[0]), "{rs:?}");
+    // A new connection, asked for as usual (no address passed over).
+    assert_eq!(h.skips, vec![Vec::<std::net::IpAddr>::new(); 2]);
+    h.close_sessions();
+    let t = server.transcripts();
+    assert_eq!(t.len(), 2);
+    assert!(t[0].commands.iter().any(|c| c == "RSET"), "{:?}", t[0].commands);
+    assert_eq!(t[1].data.len(), 1);
+}
+
+#[test]
+fn a_cached_connection_is_replaced_once_only_and_not_for_other_failures() {
+    // The new connection fails the same way: deferred, with no third.
+    let mails = Arc::new(AtomicU32::new(0));
+    let counter = mails.clone();
+    let script: Script = Arc::new(move |cmd: &str| {
+        if cmd.starts_with("MAIL") && counter.fetch_add(1, Ordering::SeqCst) >= 1 {
+            return Answer::Last(String::from("421 4.3.2 closing\r\n"));
+        }
+        mta(&[])(cmd)
+    });
+    let server = Server::start(3, script);
+    let mut c = conf();
+    c.smtp.connection_cache_time = Duration::from_secs(10);
+    let mut h = Harness::new(c, Connect::To(server.addr));
+    h.deliver(1, &["a@example.net"], BODY);
+    assert!(delivered(&h.report(1).1[0]));
+    h.deliver(2, &["b@example.net"], BODY);
+    let (_, rs) = h.report(2);
+    assert_eq!((&rs[0].status, rs[0].dsn.as_str()), (&RecipientStatus::Deferred, "4.3.2"));
+    assert!(rs[0].reason.contains("421 4.3.2 closing (in reply to MAIL FROM command)"), "{}", rs[0].reason);
+    assert_eq!(h.requests.len(), 2);
+    h.run_until(|h| h.agent.sessions.is_empty());
+    assert_eq!(server.transcripts().len(), 2);
+
+    // A 4xx other than 421 at MAIL on a cached connection is the
+    // server's answer: deferred, no new connection.
+    let mails = Arc::new(AtomicU32::new(0));
+    let counter = mails.clone();
+    let script: Script = Arc::new(move |cmd: &str| {
+        if cmd.starts_with("MAIL") && counter.fetch_add(1, Ordering::SeqCst) == 1 {
+            return say("451 4.3.0 try later");
+        }
+        mta(&[])(cmd)
+    });
+    let server = Server::start(2, script);
+    let mut c = conf();
+    c.smtp.connection_cache_time = Duration::from_secs(10);
+    let mut h = Harness::new(c, Connect::To(server.addr));
+    h.deliver(1, &["a@example.net"], BODY);
+    assert!(delivered(&h.report(1).1[0]));
+    h.deliver(2, &["b@example.net"], BODY);
+    let (_, rs) = h.report(2);
+    assert_eq!((&rs[0].status, rs[0].dsn.as_str()), (&RecipientStatus::Deferred, "4.3.0"));
+    assert_eq!(h.requests.len(), 1);
+    h.close_sessions();
+    assert_eq!(server.transcripts().len(), 1);
 }
 
 #[test]

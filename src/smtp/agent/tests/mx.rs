@@ -41,6 +41,34 @@ fn a_first_mx_refusing_at_the_greeting_passes_the_mail_to_the_second() {
 }
 
 #[test]
+fn a_first_mx_greeting_with_5xx_passes_the_mail_to_the_second() {
+    let first = at("127.0.0.1", 1, mta(&[("CONNECT", "554 5.7.1 first says go away")]));
+    let second = at("127.0.0.2", 1, mta(&[]));
+    let mut h = Harness::new(conf(), Connect::Mx(vec![first.addr, second.addr]));
+    h.deliver(1, &["a@example.net"], BODY);
+    let (site, rs) = h.report(1);
+    assert_eq!(site, SiteReport::Reached);
+    assert!(delivered(&rs[0]), "{rs:?}");
+    assert_eq!(h.skips, vec![vec![], vec![ip("127.0.0.1")]]);
+    assert!(h.logs.iter().any(|l| l.contains("554 5.7.1 first says go away") && l.contains("trying the next MX")));
+    h.close_sessions();
+    assert!(first.transcripts()[0].data.is_empty());
+    assert_eq!(second.transcripts()[0].data.len(), 1);
+
+    // Both greet with 5xx: deferred with the first one's words, class 4.
+    let first = at("127.0.0.1", 1, mta(&[("CONNECT", "554 5.7.1 first says go away")]));
+    let second = at("127.0.0.2", 1, mta(&[("CONNECT", "550 5.0.0 second too")]));
+    let mut h = Harness::new(conf(), Connect::Mx(vec![first.addr, second.addr]));
+    h.deliver(2, &["a@example.net"], BODY);
+    let (_, rs) = h.report(2);
+    assert_eq!((&rs[0].status, rs[0].dsn.as_str()), (&RecipientStatus::Deferred, "4.7.1"));
+    assert!(rs[0].reason.contains("[127.0.0.1] said: 554 5.7.1 first says go away"), "{}", rs[0].reason);
+    h.run_until(|h| h.agent.sessions.is_empty());
+    first.transcripts();
+    second.transcripts();
+}
+
+#[test]
 fn every_mx_refusing_defers_with_the_first_reason_after_the_session_limit() {
     let first = at("127.0.0.1", 1, mta(&[("CONNECT", "421 4.3.2 first is busy")]));
     let second = at("127.0.0.2", 1, mta(&[("CONNECT", "421 4.3.2 second is busy")]));

@@ -48,6 +48,10 @@ pub enum Answer {
     StartTls(String),
     /// Switch to TLS, then greet (implicit TLS).
     Implicit,
+    /// Reply (220 to STARTTLS), then answer the client's hello with a
+    /// fatal handshake_failure alert and close: a TLS stack that shares
+    /// nothing with the client's.
+    BreakTls(String),
     /// Say this, then close the connection.
     Last(String),
     /// The answer to DATA (354...), then a pause before the content is
@@ -235,6 +239,14 @@ fn serve(stream: Stream, script: &Script, (cert, key): (&str, &str)) -> Transcri
                 let conn = rustls::ServerConnection::new(config).expect("tls");
                 c.stream = Stream::Tls(Box::new(rustls::StreamOwned::new(conn, tcp)));
                 t.tls = true;
+            }
+            Answer::BreakTls(text) => {
+                c.send(&text);
+                let mut hello = [0u8; 4096];
+                let _ = c.stream.read(&mut hello);
+                // Alert (21), TLS 1.2, length 2: fatal (2), handshake_failure (40).
+                let _ = c.stream.write_all(&[21, 3, 3, 0, 2, 2, 40]);
+                return t;
             }
             Answer::Implicit => {
                 let Stream::Plain(tcp) = c.stream else { return t };

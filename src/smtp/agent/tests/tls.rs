@@ -200,3 +200,117 @@ fn plaintext_after_the_220_to_starttls_abandons_the_session() {
     let t = server.transcripts();
     assert_eq!(t[0].commands, vec![String::from("EHLO client.test"), String::from("STARTTLS")]);
 }
+
+/// A server that offers STARTTLS and fails every handshake; in plain
+/// text it takes mail.
+fn broken_tls_server(connections: usize) -> Server {
+    let script: Script = Arc::new(|cmd: &str| match cmd {
+        "EHLO client.test" => say("250-mx.test\r\n250-STARTTLS\r\n250 8BITMIME"),
+        "STARTTLS" => Answer::BreakTls(String::from("220 2.0.0 Ready to start TLS\r\n")),
+        c => mta(&[])(c),
+    });
+    Server::start(connections, script)
+}
+
+#[test]
+fn opportunistic_tls_failing_in_the_handshake_goes_on_in_plaintext() {
+    // Postfix's `may`: the same server again, on a new connection,
+    // without STARTTLS, in the same delivery.
+    let server = broken_tls_server(2);
+    let mut c = conf();
+    c.smtp.tls = ClientTls::Opportunistic;
+    c.smtp.connection_cache_time = Duration::from_secs(10);
+    let mut h = Harness::new(c, Connect::To(server.addr));
+    h.deliver(1, &["a@example.net"], BODY);
+    let (site, rs) = h.report(1);
+    assert!(delivered(&rs[0]), "{rs:?}");
+    assert_eq!(site, SiteReport::Reached);
+    let port = server.addr.port();
+    let retry = format!("(trying mx.test[127.0.0.1]:{port} again without TLS)");
+    assert!(h.logs.iter().any(|l| l.contains("TLS handshake failed") && l.contains(&retry)), "{:#?}", h.logs);
+    // Named as before, no tls= field.
+    let line = h.logs.iter().find(|l| l.contains("to=<a@example.net>")).expect("delivery line");
+    assert!(line.contains(&format!("relay=mx.test[127.0.0.1]:{port}, delay=")), "{line}");
+    assert!(line.contains("status=sent"), "{line}");
+    // The second connection went to the same address, as a literal
+    // (nothing to resolve, nothing to skip).
+    let literal = Target::Inet(NexthopSpec { host: "127.0.0.1".into(), port: Some(port), mx: false });
+    assert_eq!(h.requests, vec![(nexthop(), 25), (literal, 25)]);
+    // The plaintext session is cached for the next job of the next hop.
+    h.deliver(2, &["b@example.net"], BODY);
+    assert!(delivered(&h.report(2).1[0]));
+    assert_eq!(h.requests.len(), 2);
+    h.close_sessions();
+    let t = server.transcripts();
+    assert_eq!(t.len(), 2);
+    assert_eq!(t[0].commands, vec!["EHLO client.test", "STARTTLS"]);
+    assert!(!t[1].commands.iter().any(|c| c == "STARTTLS"), "{:?}", t[1].commands);
+    assert_eq!(t[1].data.len(), 2);
+}
+
+#[test]
+fn tls_failing_in_the_handshake_is_never_retried_in_plaintext_where_required() {
+    for level in [ClientTls::Require, ClientTls::Verify] {
+        let server = broken_tls_server(2);
+        let mut c = conf();
+        c.smtp.tls = level;
+        let mut h = Harness::new(c, Connect::To(server.addr));
+        h.deliver(1, &["a@example.net"], BODY);
+        let (_, rs) = h.report(1);
+        assert_eq!((&rs[0].status, rs[0].dsn.as_str()), (&RecipientStatus::Deferred, "4.7.5"), "{level:?}");
+        assert!(rs[0].reason.starts_with("TLS handshake failed"), "{level:?}: {}", rs[0].reason);
+        assert!(!h.logs.iter().any(|l| l.contains("without TLS")), "{level:?}: {:#?}", h.logs);
+        h.run_until(|h| h.agent.sessions.is_empty());
+        // Only the MX move-on asked again, passing over the address.
+        assert_eq!(h.skips, vec![vec![], vec![server.addr.ip()]], "{level:?}");
+        assert_eq!(server.transcripts().len(), 1, "{level:?}");
+    }
+}
+
+#[test]
+fn no_plaintext_retry_to_a_relay_host_that_gets_credentials() {
+    // Credentials never go in plaintext: a session without TLS could not
+    // send the mail, so the handshake's failure defers it at once.
+    let server = broken_tls_server(2);
+    let mut c = conf();
+    c.smtp.tls = ClientTls::Opportunistic;
+    c.relay.host = Some(format!("[127.0.0.1]:{}", server.addr.port()));
+    c.credentials = Some((String::from("user"), String::from("secret")));
+    let mut h = Harness::new(c, Connect::To(server.addr));
+    let (id, fd) = h.queue_file(&["a@example.net"], BODY);
+    let relay = Target::Inet(NexthopSpec { host: "127.0.0.1".into(), port: Some(server.addr.port()), mx: false });
+    h.send_deliver_to(1, &id, relay, vec![0], Some(fd));
+    let (_, rs) = h.report(1);
+    assert_eq!((&rs[0].status, rs[0].dsn.as_str()), (&RecipientStatus::Deferred, "4.7.5"));
+    assert_eq!(h.requests.len(), 1);
+    h.run_until(|h| h.agent.sessions.is_empty());
+    assert_eq!(server.transcripts().len(), 1);
+}
+
+#[test]
+fn a_plaintext_retry_that_fails_too_reports_the_tls_failure() {
+    // The server's handshake fails, and then its plaintext session is
+    // refused at the greeting: once each, then deferred for the TLS
+    // failure (the first).
+    let n = Arc::new(AtomicU32::new(0));
+    let count = n.clone();
+    let script: Script = Arc::new(move |cmd: &str| match cmd {
+        "CONNECT" if count.fetch_add(1, Ordering::SeqCst) > 0 => say("421 4.3.2 busy"),
+        "EHLO client.test" => say("250-mx.test\r\n250-STARTTLS\r\n250 8BITMIME"),
+        "STARTTLS" => Answer::BreakTls(String::from("220 2.0.0 Ready to start TLS\r\n")),
+        c => mta(&[])(c),
+    });
+    let server = Server::start(3, script);
+    let mut c = conf();
+    c.smtp.tls = ClientTls::Opportunistic;
+    let mut h = Harness::new(c, Connect::To(server.addr));
+    h.deliver(1, &["a@example.net"], BODY);
+    let (site, rs) = h.report(1);
+    assert_eq!((&rs[0].status, rs[0].dsn.as_str()), (&RecipientStatus::Deferred, "4.7.5"));
+    assert!(rs[0].reason.starts_with("TLS handshake failed"), "{}", rs[0].reason);
+    assert!(matches!(site, SiteReport::Unreachable(_)), "{site:?}");
+    h.run_until(|h| h.agent.sessions.is_empty());
+    // TLS, plaintext, then the move-on finds no other address.
+    assert_eq!(h.requests.len(), 3);
+    assert_eq!(server.transcripts().len(), 2);
+}

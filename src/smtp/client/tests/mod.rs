@@ -37,6 +37,7 @@ pub(super) fn job(recipients: &[&str]) -> Job {
         recipients: recipients.iter().map(|r| rcpt(r)).collect(),
         body: BodyType::SevenBit,
         smtputf8: false,
+        utf8_headers: false,
         ret: None,
         envid: None,
         size: 100,

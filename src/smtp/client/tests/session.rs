@@ -10,17 +10,30 @@ fn creds() -> Option<Credentials> {
 }
 
 #[test]
-fn greeting_5xx_bounces_by_code_class_and_quits() {
+fn greeting_5xx_defers_as_a_site_failure_and_quits() {
+    // Postfix's smtp_skip_5xx_greeting: another MX may take the mail, or
+    // a later attempt; a 5xx greeting never bounces it.
     let mut h = Harness::new(config());
-    h.client.start(job(&["a@example.net"])).unwrap();
+    h.client.start(job(&["a@example.net", "b@example.net"])).unwrap();
     h.server("554 5.7.1 go away\r\n");
     assert_eq!(h.sent(), "QUIT\r\n");
     let r = h.result();
     assert!(r.session_failure);
-    assert_eq!(summary(r), vec![(Disposition::Bounced, Stage::Greeting, "554 5.7.1 go away".into())]);
+    assert_eq!(summary(r), vec![(Disposition::Deferred, Stage::Greeting, "554 5.7.1 go away".into()); 2]);
     assert!(r.recipients[0].remote);
     h.server("221 bye\r\n");
     assert!(h.closed);
+}
+
+#[test]
+fn helo_refused_with_5xx_after_ehlo_still_bounces() {
+    let mut h = Harness::greeted(config(), job(&["a@example.net"]));
+    h.step("EHLO client.example.org\r\n", "502 5.5.2 no EHLO\r\n");
+    h.step("HELO client.example.org\r\n", "550 5.7.1 not you\r\n");
+    assert_eq!(h.sent(), "QUIT\r\n");
+    let r = h.result();
+    assert!(r.session_failure);
+    assert_eq!(summary(r), vec![(Disposition::Bounced, Stage::Helo, "550 5.7.1 not you".into())]);
 }
 
 #[test]
@@ -233,6 +246,43 @@ fn tls_handshake_failure_defers_and_closes() {
         summary(h.result()),
         vec![(Disposition::Deferred, Stage::StartTls, "454 4.7.5 TLS handshake failed: certificate?expired".into())]
     );
+    // The driver hears that the handshake failed (it may try again
+    // without TLS).
+    assert!(h.result().tls_failed && h.result().session_failure);
+}
+
+#[test]
+fn only_a_failed_or_timed_out_handshake_is_a_tls_failure() {
+    let opportunistic = || Config { tls: TlsPolicy::Opportunistic, ..config() };
+    // Timed out in the handshake.
+    let mut h = Harness::greeted(opportunistic(), job(&["a@example.net"]));
+    h.auto_tls = false;
+    h.step("EHLO client.example.org\r\n", EHLO_TLS);
+    h.step("STARTTLS\r\n", "220 go\r\n");
+    h.client.timeout();
+    h.pump();
+    assert!(h.result().tls_failed, "{:?}", h.result());
+    // No reply to STARTTLS: a timeout, not a TLS failure.
+    let mut h = Harness::greeted(opportunistic(), job(&["a@example.net"]));
+    h.step("EHLO client.example.org\r\n", EHLO_TLS);
+    assert_eq!(h.sent(), "STARTTLS\r\n");
+    h.client.timeout();
+    h.pump();
+    assert!(!h.result().tls_failed);
+    // Plaintext injected after the 220: an attack, not a TLS failure.
+    let mut h = Harness::greeted(opportunistic(), job(&["a@example.net"]));
+    h.step("EHLO client.example.org\r\n", EHLO_TLS);
+    h.step("STARTTLS\r\n", "220 go\r\n250 injected\r\n");
+    assert!(h.closed);
+    assert!(!h.result().tls_failed);
+    // A TLS session that works, then a lost connection.
+    let mut h = Harness::greeted(opportunistic(), job(&["a@example.net"]));
+    h.step("EHLO client.example.org\r\n", EHLO_TLS);
+    h.step("STARTTLS\r\n", "220 go\r\n");
+    h.step("EHLO client.example.org\r\n", EHLO_ALL);
+    h.client.connection_lost();
+    h.pump();
+    assert!(!h.result().tls_failed);
 }
 
 #[test]

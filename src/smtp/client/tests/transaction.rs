@@ -183,16 +183,39 @@ fn size_above_the_server_limit_fails_every_recipient_without_mail() {
 #[test]
 fn smtputf8_needed_but_not_offered_bounces_every_recipient() {
     let no_utf8 = "250-mx\r\n250-PIPELINING\r\n250 8BITMIME\r\n";
-    let mut flagged = job(&["a@example.net"]);
-    flagged.smtputf8 = true;
+    let mut utf8_headers = job(&["a@example.net"]);
+    utf8_headers.smtputf8 = true;
+    utf8_headers.utf8_headers = true;
     let utf8_rcpt = job(&["a@example.net", "üser@example.net"]);
-    for j in [flagged, utf8_rcpt] {
+    let mut utf8_sender = job(&["a@example.net"]);
+    utf8_sender.sender = "sénder@example.org".into();
+    utf8_sender.smtputf8 = true;
+    for j in [utf8_headers, utf8_rcpt, utf8_sender] {
         let n = j.recipients.len();
         let mut h = ready(config(), j, no_utf8);
         assert_eq!(h.sent(), "");
         let expected = "554 5.6.7 SMTPUTF8 is required, but was not offered by the server";
         assert_eq!(summary(h.result()), vec![(Disposition::Bounced, Stage::Mail, expected.into()); n]);
     }
+}
+
+#[test]
+fn smtputf8_message_that_is_ascii_throughout_goes_without_it() {
+    // Received with SMTPUTF8, but the envelope and the header block are
+    // ASCII: Postfix sends such mail to a server without SMTPUTF8.
+    let mut j = job(&["a@example.net"]);
+    j.smtputf8 = true;
+    let mut h = ready(config(), j.clone(), "250-mx\r\n250-PIPELINING\r\n250 8BITMIME\r\n");
+    assert_eq!(h.sent(), "MAIL FROM:<sender@example.org>\r\nRCPT TO:<a@example.net>\r\nDATA\r\n");
+    // To a server that offers it, the parameter goes on.
+    let mut h = ready(config(), j, EHLO_ALL);
+    assert_eq!(h.sent(), "MAIL FROM:<sender@example.org> SIZE=100 SMTPUTF8\r\nRCPT TO:<a@example.net>\r\nDATA\r\n");
+    // UTF-8 headers in a message received without SMTPUTF8 require
+    // nothing (the server decides what 8-bit headers mean).
+    let mut j = job(&["a@example.net"]);
+    j.utf8_headers = true;
+    let mut h = ready(config(), j, "250-mx\r\n250-PIPELINING\r\n250 8BITMIME\r\n");
+    assert_eq!(h.sent(), "MAIL FROM:<sender@example.org>\r\nRCPT TO:<a@example.net>\r\nDATA\r\n");
 }
 
 #[test]

@@ -9,7 +9,9 @@
 # leaves the mail in the mailbox, and one naming the user's own address
 # delivers there; an unknown member of an alias list bounces alone, the
 # others (one written user+ext) get the message; an envelope recipient
-# naming a command runs nothing. Each mailbox has one delivery worker, which opens the mailbox
+# naming a command runs nothing; a damaged aliases database makes mail
+# for local recipients wait, naming the file, until newaliases mends it
+# (no reload). Each mailbox has one delivery worker, which opens the mailbox
 # afresh for each message: a mailbox a mail reader took away between two
 # deliveries is made again, by the same worker, for the next. Then,
 # switched to Maildir by a reload, mail lands in ~/Maildir/new, read by
@@ -159,6 +161,25 @@ echo "mtaloc3@localhost" >"$W/home/mtaloc3/.forward"
 send mtaloc3@localhost "own address in .forward"
 wait_for 20 has mtaloc3 2 || fail "a .forward naming its own user's address did not deliver to the mailbox"
 ! grep -q "mail forwarding loop for mtaloc3" "$LOG" || fail "a .forward naming its own user's address looped"
+
+# --- a damaged aliases database: mail for local recipients waits
+# (4.3.0, naming the file), nothing bounces; newaliases mends it, and
+# the mail is delivered, with no reload ---
+b1=$(count "$MAIL/mtaloc1") b2=$(count "$MAIL/mtaloc2")
+printf 'not a cdb' >"$W/aliases.cdb.new" && mv "$W/aliases.cdb.new" "$W/aliases.cdb"
+wait_log "$W/aliases.cdb: not a cdb file; the local-recipient table is kept as it was" 10 ||
+	fail "master did not log the damaged aliases database"
+send team@localhost "while the aliases are damaged"
+wait_log "to=<team@localhost>, relay=local, .*dsn=4.3.0, status=deferred (aliases database $W/aliases.cdb: not a cdb file)" 10 ||
+	fail "mail to an alias did not wait while the database was damaged"
+wait_log "aliases database $W/aliases.cdb: not a cdb file; mail for local recipients waits until it is mended" 5 ||
+	fail "local did not log the damaged aliases database"
+"$MTA_BIN/sendmail" -C "$CONF" -bi >"$W/bi" 2>&1 || fail "newaliases: $(cat "$W/bi")"
+wait_for 20 has mtaloc1 $((b1 + 1)) || fail "mtaloc1 did not get the list's mail once the aliases were mended"
+wait_for 20 has mtaloc2 $((b2 + 1)) || fail "mtaloc2 did not get the list's mail once the aliases were mended"
+wait_log "aliases database $W/aliases.cdb opened" 5 || fail "local did not log the mended database"
+! grep -q "to=<team@localhost>.*status=bounced" "$LOG" || fail "mail to an alias bounced while the database was damaged"
+! grep -q "reloaded" "$LOG" || fail "something reloaded"
 
 # --- the envelope never names a command ---
 python3 - "$PORT" "$W" <<'PY'

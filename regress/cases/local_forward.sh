@@ -18,7 +18,10 @@
 # group-writable home, a symbolic link into a directory the user does
 # not own) are ignored with a warning: the mail goes to the mailbox and
 # their commands never run. Envelope recipients naming commands, $(...),
-# backticks or ${run{...}} run nothing.
+# backticks or ${run{...}} run nothing. Aliases added by the staged
+# newaliases while mta runs are accepted at RCPT and delivered with no
+# reload; `box1: \mtafw1` and `rootbox: \root` reach the mailboxes
+# themselves, the users' .forward files not obeyed.
 if [ "$(id -u)" != 0 ]; then echo "  skipped: needs root"; exit 0; fi
 [ -n "${MTA_STAGE:-}" ] || { echo "  skipped: no staged install (MTA_STAGE)"; exit 0; }
 if [ -z "${MTA_IN_NS:-}" ]; then
@@ -208,4 +211,30 @@ sleep 1
 for m in m1 m2 m3 e1 e2 e3 e4 e5 unsafe; do [ ! -e "$OUT/$m" ] || fail "a command from the envelope ran ($m)"; done
 nh=$(getent passwd nobody | cut -d: -f6)
 for m in "$nh/m1" "$nh/m2" /m1 /m2 /tmp/m3; do [ ! -e "$m" ] || fail "a command from the sender ran ($m)"; done
+
+# --- newaliases while mta runs: the new aliases are accepted at RCPT and
+# delivered with no reload; \user is the mailbox itself, its .forward
+# not read ---
+rcpt() { swaks --server "127.0.0.1:$PORT" --from a@remote.example --to "$1" --quit-after RCPT >"$W/sw" 2>&1; }
+rcpt box1@localhost && fail "box1 accepted before newaliases"
+grep -q "550 5.1.1" "$W/sw" || fail "an unknown recipient: $(cat "$W/sw")"
+printf 'box1: \\mtafw1\nrootbox: \\root\n' >>"$W/aliases"
+"$SENDMAIL" -bi >"$W/bi" 2>&1 || fail "newaliases: $(cat "$W/bi")"
+wait_for 10 rcpt box1@localhost || fail "box1 refused after newaliases: $(cat "$W/sw")"
+wait_log "aliases database $W/aliases.cdb changed: local-recipient table rebuilt, smtpd restarted" 5 ||
+	fail "master did not log the new aliases"
+n1=$(count "$MAIL/mtafw1") s1=$(count "$F1/saved") d1=$(ls "$F1/md/new" | wc -l)
+send box1@localhost "to box1"
+wait_for 10 has "$MAIL/mtafw1" $((n1 + 1)) || fail "\\mtafw1 in the aliases did not reach the mailbox"
+wait_log "to=<mtafw1@$H>, orig_to=<box1@localhost>, relay=local, .*status=sent (delivered to mailbox)" 5 ||
+	fail "no log line for the delivery through box1"
+sleep 1
+[ "$(count "$F1/saved")" -eq "$s1" ] && [ "$(ls "$F1/md/new" | wc -l)" -eq "$d1" ] ||
+	fail "mtafw1's .forward was obeyed for \\mtafw1"
+! grep -q "^Subject: to box1" "$DUMP"/* 2>/dev/null || fail "mtafw1's .forward forwarded the mail for \\mtafw1"
+rm -f "$OUT/root.uid"
+send rootbox@localhost "to root's mailbox"
+wait_for 10 has "$MAIL/root" 1 || fail "\\root in the aliases did not reach root's mailbox"
+[ ! -e "$OUT/root.uid" ] || fail "root's .forward was obeyed for \\root"
+! grep -q "reloaded" "$LOG" || fail "something reloaded"
 exit 0

@@ -6,7 +6,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::parse::forbidden_control;
@@ -14,6 +14,7 @@ use super::{Error, MAX_ALIASES, MAX_FILE_SIZE, MAX_NAME, MAX_TARGETS, Summary, T
 use crate::table::cdb::Table;
 
 const TAG_LOCAL: u8 = b'l';
+const TAG_MAILBOX: u8 = b'm';
 const TAG_ADDRESS: u8 = b'a';
 const TAG_COMMAND: u8 = b'c';
 const TAG_FILE: u8 = b'f';
@@ -54,8 +55,9 @@ pub fn lookup(table: &Table, name: &str) -> Result<Option<Vec<Target>>, Error> {
     table.get(key.as_bytes()).map(|v| decode(v).map_err(|reason| Error::Corrupt { key, reason })).transpose()
 }
 
-/// Every alias name in a compiled database, each checked, with its value
-/// (so a database this accepts has no entry [`lookup`] refuses).
+/// Every alias name in a compiled database, each checked, with its value,
+/// and found by [`lookup`] (so a database this accepts has no entry
+/// [`lookup`] refuses or misses).
 pub fn names(table: &Table) -> Result<Vec<String>, Error> {
     let mut out = Vec::new();
     for record in table.records() {
@@ -74,6 +76,11 @@ pub fn names(table: &Table) -> Result<Vec<String>, Error> {
             return Err(corrupt("not an alias name"));
         }
         decode(value).map_err(|r| corrupt(&r))?;
+        // (compile writes each name once, so the lookup finds this very
+        // record; one it does not find has damaged hash tables.)
+        if table.get(key) != Some(value) {
+            return Err(corrupt("not found by its name: the hash tables are damaged"));
+        }
         out.push(name.to_string());
     }
     Ok(out)
@@ -90,12 +97,49 @@ pub fn stale(source: &Path, db: &Path) -> bool {
     }
 }
 
+/// What the file at a path is, enough to tell that the path names
+/// another file (`newaliases` renames a new database over the old one)
+/// or that the file was rewritten: how a process holding a database
+/// notices that it should read it again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stamp {
+    /// Nothing there.
+    Missing,
+    /// It could not be looked at (the error is met again when it is
+    /// opened).
+    Unknown,
+    File {
+        dev: u64,
+        ino: u64,
+        size: u64,
+        mtime: i64,
+        mtime_nsec: i64,
+    },
+}
+
+impl Stamp {
+    /// The file at `path` now.
+    pub fn of(path: &Path) -> Stamp {
+        match fs::metadata(path) {
+            Ok(m) => Stamp::of_metadata(&m),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Stamp::Missing,
+            Err(_) => Stamp::Unknown,
+        }
+    }
+
+    /// The file `m` describes (an open file's, say).
+    pub fn of_metadata(m: &fs::Metadata) -> Stamp {
+        Stamp::File { dev: m.dev(), ino: m.ino(), size: m.size(), mtime: m.mtime(), mtime_nsec: m.mtime_nsec() }
+    }
+}
+
 /// The stored form of a target list (see the module documentation).
 pub(super) fn encode(targets: &[Target]) -> Vec<u8> {
     let mut out = Vec::new();
     for t in targets {
         let tag = match t {
             Target::Local(_) => TAG_LOCAL,
+            Target::Mailbox(_) => TAG_MAILBOX,
             Target::Address(_) => TAG_ADDRESS,
             Target::Command(_) => TAG_COMMAND,
             Target::File(_) => TAG_FILE,
@@ -122,6 +166,7 @@ pub(super) fn decode(value: &[u8]) -> Result<Vec<Target>, String> {
         let text = String::from_utf8(text.to_vec()).map_err(|_| "target is not UTF-8")?;
         let t = match tag {
             TAG_LOCAL => Target::Local(text),
+            TAG_MAILBOX => Target::Mailbox(text),
             TAG_ADDRESS => Target::Address(text),
             TAG_COMMAND => Target::Command(text),
             TAG_FILE => Target::File(PathBuf::from(text)),

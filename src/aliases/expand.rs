@@ -6,6 +6,8 @@
 //!
 //! - a name that is not an alias is a mailbox, delivered as
 //!   [`Target::Local`];
+//! - `\name` ([`Target::Mailbox`]) is delivered as it is, never looked
+//!   up as an alias;
 //! - an alias that names itself (`joe: joe, other`) delivers to its own
 //!   mailbox there, also from its `:include:` files;
 //! - any other way back to an alias being expanded (`a: b` with `b: a`) is
@@ -45,7 +47,9 @@ impl Lookup for crate::table::cdb::Table {
 /// delivery agent chooses the privileges of a command or file by it).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Delivery {
-    /// Never [`Target::Include`]; a [`Target::Local`] is a mailbox.
+    /// Never [`Target::Include`]; a [`Target::Local`] is a mailbox (whose
+    /// user's `.forward` may still send the mail elsewhere), a
+    /// [`Target::Mailbox`] the mailbox itself.
     pub target: Target,
     /// The alias whose list held it; `None` for the name expanded itself
     /// when it is no alias.

@@ -12,8 +12,9 @@
 //!   files it ends in, with loop detection and no I/O: the caller reads
 //!   `:include:` files;
 //! - [`compile()`] writes the cdb atomically, [`lookup`] and [`names`] read
-//!   it with the bounded reader of [`crate::table::cdb`], and [`stale`]
-//!   says when it is older than its source.
+//!   it with the bounded reader of [`crate::table::cdb`], [`stale`]
+//!   says when it is older than its source, and a [`Stamp`] when it was
+//!   replaced (by `newaliases`) since it was read.
 //!
 //! # The compiled form
 //!
@@ -24,6 +25,7 @@
 //! | tag | target              | text                                  |
 //! |-----|---------------------|---------------------------------------|
 //! | `l` | [`Target::Local`]   | the local name, lower case            |
+//! | `m` | [`Target::Mailbox`] | the user name of `\name`, lower case  |
 //! | `a` | [`Target::Address`] | `local@domain` as written             |
 //! | `c` | [`Target::Command`] | the command line, without its `\|`    |
 //! | `f` | [`Target::File`]    | the absolute path                     |
@@ -50,9 +52,9 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
-pub use db::{compile, db_path, lookup, names, stale};
+pub use db::{Stamp, compile, db_path, lookup, names, stale};
 pub use expand::{Delivery, ExpandError, Lookup, expand, owner};
-pub use parse::{Forward, parse, parse_forward, parse_include};
+pub use parse::{parse, parse_include};
 
 /// Largest aliases file read, in bytes.
 pub const MAX_FILE_SIZE: u64 = 64 << 20;
@@ -83,6 +85,10 @@ pub const MAX_DB_SIZE: u64 = 256 << 20;
 pub enum Target {
     /// A local name, in lower case: another alias or a user's mailbox.
     Local(String),
+    /// `\name`: the mailbox of the user `name` (lower case) itself, not
+    /// looked up as an alias, and (from the aliases file or its
+    /// `:include:` files) with no `.forward` read.
+    Mailbox(String),
     /// An address with a domain, `local@domain`, as written (a quoted
     /// local part keeps its quotes).
     Address(String),

@@ -15,7 +15,9 @@
 //! - `/file/name`: append the message to a file (an absolute path);
 //! - `:include:/file/name`: the targets listed in that file;
 //! - `user@domain`: forward to an address;
-//! - `name`: a local name, another alias or a user's mailbox.
+//! - `name`: a local name, another alias or a user's mailbox;
+//! - `\\name`: the mailbox of the user `name` itself, with no further
+//!   alias or `.forward` expansion (`root: \\root, admin`).
 //!
 //! A target in double quotes (`"|/usr/bin/vacation joe"`) may hold
 //! commas and whitespace; within quotes a backslash takes the next
@@ -24,12 +26,10 @@
 //!
 //! An `:include:` file lists targets, any number on a line, separated by
 //! commas, with blank lines and `#` comment lines; it has no names and no
-//! continuation lines.
-//!
-//! A user's `.forward` file has the form of an `:include:` file; there,
-//! and in the `:include:` files it names, `\name` (a backslash before a
-//! local name) means that user's own mailbox, with no further forwarding
-//! ([`parse_forward`]).
+//! continuation lines. A user's `.forward` file has the same form, and is
+//! read with the same function ([`parse_include`]): `\name` is written
+//! the same way in all three (what it may reach in a `.forward` is the
+//! local delivery agent's to decide).
 //!
 //! Trusts: nothing in the text; every bound in [`super`] is checked
 //! before the memory it limits is used.
@@ -75,7 +75,8 @@ pub fn parse(text: &[u8], file: &Path) -> Result<Parsed, Error> {
     Ok(Parsed { aliases: Aliases { map: table.map }, warnings: table.warnings })
 }
 
-/// Parse the content of an `:include:` file into its targets, in order.
+/// Parse the content of an `:include:` file, or of a user's `.forward`,
+/// into its targets, in order.
 pub fn parse_include(text: &[u8], file: &Path) -> Result<Vec<Target>, Error> {
     let text = as_text(text, file, MAX_INCLUDE_SIZE)?;
     let mut targets = Vec::new();
@@ -89,46 +90,6 @@ pub fn parse_include(text: &[u8], file: &Path) -> Result<Vec<Target>, Error> {
         targets.extend(list);
     }
     Ok(targets)
-}
-
-/// One entry of a `.forward` file (or of an `:include:` file it names).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Forward {
-    /// `\name`: the mailbox of the user `name` (lower case), as is,
-    /// without reading that user's `.forward`.
-    Mailbox(String),
-    /// Any other target.
-    Target(Target),
-}
-
-/// Parse the content of a `.forward` file: the syntax of an `:include:`
-/// file, plus `\name` entries.
-pub fn parse_forward(text: &[u8], file: &Path) -> Result<Vec<Forward>, Error> {
-    let text = as_text(text, file, MAX_INCLUDE_SIZE)?;
-    let mut out = Vec::new();
-    for (i, raw) in text.split('\n').enumerate() {
-        let line = raw.strip_suffix('\r').unwrap_or(raw);
-        let body = line.trim_start_matches([' ', '\t']);
-        if body.is_empty() || body.starts_with('#') {
-            continue;
-        }
-        for (_, item) in split_items(body).map_err(|(_, m)| syntax(file, i + 1, m))? {
-            if out.len() >= MAX_TARGETS {
-                return Err(syntax(file, i + 1, format!("more than {MAX_TARGETS} targets")));
-            }
-            let entry = match item.strip_prefix('\\') {
-                Some(name) => match target(name).map_err(|m| syntax(file, i + 1, m))? {
-                    Target::Local(n) => Forward::Mailbox(n),
-                    _ => {
-                        return Err(syntax(file, i + 1, format!("`{item}`: a backslash goes before a user name only")));
-                    }
-                },
-                None => Forward::Target(target(item).map_err(|m| syntax(file, i + 1, m))?),
-            };
-            out.push(entry);
-        }
-    }
-    Ok(out)
 }
 
 fn syntax(file: &Path, line: usize, message: impl Into<String>) -> Error {
@@ -327,6 +288,13 @@ fn target(item: &str) -> Result<Target, String> {
     if item.len() > MAX_TARGET {
         return Err(format!("target longer than {MAX_TARGET} bytes"));
     }
+    // `\name`: the mailbox itself; the name may be quoted (`\"a b"`).
+    if let Some(name) = item.strip_prefix('\\') {
+        return match target(name) {
+            Ok(Target::Local(n)) if !n.is_empty() => Ok(Target::Mailbox(n)),
+            Ok(_) | Err(_) => Err(format!("`{item}`: a backslash goes before a local name only")),
+        };
+    }
     let whole = match item.starts_with('"') {
         true => quoted_prefix(item).filter(|(_, end)| *end == item.len()).map(|(s, _)| s),
         false => None,
@@ -363,7 +331,7 @@ fn classify(text: &str, quoted: bool) -> Result<Target, String> {
     if let Some(c) = text.chars().find(|&c| NAME_SPECIALS.contains(c)) {
         return Err(match c {
             ' ' | '\t' => format!("`{text}`: whitespace inside a target: separate targets with commas, or quote one"),
-            '\\' => format!("`{text}`: a backslash is not allowed in a local name"),
+            '\\' => format!("`{text}`: a backslash may only come first, before a local name (`\\name`)"),
             c => format!("`{text}`: `{c}` in a local name: quote the name if it belongs there"),
         });
     }
@@ -391,7 +359,7 @@ impl Target {
     /// as another kind of target.
     pub fn validate(&self) -> Result<(), String> {
         match self {
-            Target::Local(n) => {
+            Target::Local(n) | Target::Mailbox(n) => {
                 if *n != n.to_lowercase() {
                     return Err(String::from("local name not in lower case"));
                 }
@@ -432,7 +400,7 @@ impl Target {
     /// The target's text as stored (without `|` or `:include:`).
     pub(super) fn text(&self) -> Option<&str> {
         match self {
-            Target::Local(s) | Target::Address(s) | Target::Command(s) => Some(s),
+            Target::Local(s) | Target::Mailbox(s) | Target::Address(s) | Target::Command(s) => Some(s),
             Target::File(p) | Target::Include(p) => p.to_str(),
         }
     }
@@ -446,6 +414,10 @@ impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (prefix, text) = match self {
             Target::Local(s) => ("", s.as_str()),
+            Target::Mailbox(s) => {
+                f.write_str("\\")?;
+                return Target::Local(s.clone()).fmt(f);
+            }
             Target::Address(s) => return f.write_str(s),
             Target::Command(s) => ("|", s.as_str()),
             Target::File(p) => ("", p.to_str().unwrap_or("?")),

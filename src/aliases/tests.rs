@@ -46,6 +46,9 @@ fn file(s: &str) -> Target {
 fn include(s: &str) -> Target {
     Target::Include(s.into())
 }
+fn mailbox(s: &str) -> Target {
+    Target::Mailbox(s.into())
+}
 
 /// A fresh directory under the system's temporary directory.
 fn temp_dir(name: &str) -> PathBuf {
@@ -221,7 +224,12 @@ fn bad_targets_refused_with_their_line() {
         ("a: \"|  \"\n", 1, "empty command"),
         ("a: joe@\n", 1, "invalid domain"),
         ("a: joe@exa mple.org\n", 1, "invalid domain"),
-        ("a: \\joe\n", 1, "backslash"),
+        ("a: \\joe@example.org\n", 1, "a backslash goes before a local name only"),
+        ("a: \\|/bin/sh\n", 1, "a backslash goes before a local name only"),
+        ("a: \\/var/mail/x\n", 1, "a backslash goes before a local name only"),
+        ("a: \\\\joe\n", 1, "a backslash goes before a local name only"),
+        ("a: \\\n", 1, "a backslash goes before a local name only"),
+        ("a: jo\\e\n", 1, "a backslash may only come first"),
         ("a: <joe@example.org>\n", 1, "invalid local part"),
         ("a: b\u{0}c\n", 1, "`b\u{0}c`"),
         ("a: \"b\u{1b}c\"\n", 1, "control character"),
@@ -333,25 +341,26 @@ fn include_file_lists_targets_by_line() {
 }
 
 #[test]
-fn forward_file_has_backslash_mailboxes() {
-    let t = parse_forward(
-        b"\\Joe, \"|/usr/bin/vacation joe\"\n# away\n/home/joe/saved, joe@elsewhere.example\n",
-        Path::new("/f"),
-    )
-    .unwrap();
+fn backslash_names_the_mailbox_in_aliases_includes_and_forward_files() {
+    // The aliases file: `root: \root, admin` (Sendmail's and Postfix's).
+    assert_eq!(targets("root: \\root, admin\n", "root"), [mailbox("root"), local("admin")]);
     assert_eq!(
-        t,
-        [
-            Forward::Mailbox(String::from("joe")),
-            Forward::Target(command("/usr/bin/vacation joe")),
-            Forward::Target(file("/home/joe/saved")),
-            Forward::Target(address("joe@elsewhere.example")),
-        ]
+        targets("x: \\Joe,\\ann , \\\"joe smith\", joe\n", "x"),
+        [mailbox("joe"), mailbox("ann"), mailbox("joe smith"), local("joe")]
     );
-    let e = parse_forward(b"bob\n\\|/bin/sh\n", Path::new("/home/bob/.forward")).unwrap_err();
-    assert!(e.to_string().starts_with("/home/bob/.forward:2:"), "{e}");
-    assert!(parse_forward(b"bob smith\n", Path::new("/f")).is_err());
-    assert!(parse_forward(&[b'a'; (MAX_INCLUDE_SIZE + 1) as usize], Path::new("/f")).is_err());
+    // An :include: file, and a user's .forward, read by the same parser.
+    let text = b"\\Joe, \"|/usr/bin/vacation joe\"\n# away\n/home/joe/saved, joe@elsewhere.example\n";
+    let want =
+        [mailbox("joe"), command("/usr/bin/vacation joe"), file("/home/joe/saved"), address("joe@elsewhere.example")];
+    assert_eq!(parse_include(text, Path::new("/etc/mail/list")).unwrap(), want);
+    assert_eq!(parse_include(text, Path::new("/home/joe/.forward")).unwrap(), want);
+    // The same mistakes are refused in each, naming file and line.
+    let e = parse_include(b"bob\n\\|/bin/sh\n", Path::new("/home/bob/.forward")).unwrap_err();
+    assert_eq!(e.to_string(), "/home/bob/.forward:2: `\\|/bin/sh`: a backslash goes before a local name only");
+    let (line, m) = error("ok: x\nbob: bob,\n  \\|/bin/sh\n");
+    assert_eq!((line, m.as_str()), (3, "alias `bob`: `\\|/bin/sh`: a backslash goes before a local name only"));
+    assert!(parse_include(b"bob smith\n", Path::new("/f")).is_err());
+    assert!(parse_include(&[b'a'; (MAX_INCLUDE_SIZE + 1) as usize], Path::new("/f")).is_err());
 }
 
 // ---- writing targets back ----
@@ -368,6 +377,9 @@ fn targets_display_in_aliases_syntax() {
         (file("/var/mail/a, b"), "\"/var/mail/a, b\""),
         (include("/etc/l"), ":include:/etc/l"),
         (include("/etc/a l"), "\":include:/etc/a l\""),
+        (mailbox("root"), "\\root"),
+        (mailbox("joe smith"), "\\\"joe smith\""),
+        (local("\\root"), "\"\\\\root\""),
     ];
     for (t, text) in cases {
         assert_eq!(t.to_string(), text);
@@ -382,6 +394,7 @@ fn any_text() -> impl Strategy<Value = String> {
 fn any_target() -> impl Strategy<Value = Target> {
     prop_oneof![
         any_text().prop_map(|s| Target::Local(s.to_lowercase())),
+        any_text().prop_map(|s| Target::Mailbox(s.to_lowercase())),
         ("[a-z0-9.!#%+_-]{1,12}", "[a-z0-9]{1,10}(\\.[a-z]{2,5}){0,2}")
             .prop_map(|(l, d)| Target::Address(format!("{l}@{d}"))),
         ("[ -~]{1,12}", "[a-z]{1,10}").prop_map(|(l, d)| {
@@ -448,15 +461,18 @@ proptest! {
 fn stored_form_is_as_documented() {
     let t = targets("joe: joe, \"|/usr/bin/vacation joe\"\n", "joe");
     assert_eq!(encode(&t), b"ljoe\0c/usr/bin/vacation joe\0");
-    let all = [local("a"), address("b@c.d"), command("e"), file("/f"), include("/g")];
-    assert_eq!(encode(&all), b"la\0ab@c.d\0ce\0f/f\0i/g\0");
-    assert_eq!(decode(b"la\0ab@c.d\0ce\0f/f\0i/g\0").unwrap(), all);
+    let all = [local("a"), address("b@c.d"), command("e"), file("/f"), include("/g"), mailbox("h")];
+    assert_eq!(encode(&all), b"la\0ab@c.d\0ce\0f/f\0i/g\0mh\0");
+    assert_eq!(decode(b"la\0ab@c.d\0ce\0f/f\0i/g\0mh\0").unwrap(), all);
+    assert_eq!(encode(&targets("root: \\root, admin\n", "root")), b"mroot\0ladmin\0");
 }
 
 #[test]
 fn damaged_values_refused() {
-    let cases: [(&[u8], &str); 8] = [
+    let cases: [(&[u8], &str); 10] = [
         (b"", "NUL"),
+        (b"mRoot\0", "lower case"),
+        (b"m|/bin/sh\0", "reads as another kind"),
         (b"lroot", "NUL"),
         (b"\0", "empty target"),
         (b"lroot\0\0", "empty target"),
@@ -513,6 +529,33 @@ fn self_reference_delivers_to_the_mailbox() {
     assert_eq!(expand_text("joe: Joe\n", "joe").unwrap(), [local("joe")]);
     // Through another alias, the self-reference is joe's own.
     assert_eq!(expand_text("all: joe, ann\njoe: joe, ann\n", "all").unwrap(), [local("joe"), local("ann")]);
+}
+
+#[test]
+fn backslash_names_are_mailboxes_never_looked_up() {
+    // root's mail to its own mailbox and to admin: no loop, and the
+    // alias root is not entered again.
+    let text = "root: \\root, admin\nadmin: joe, \\admin\nlist: a, b\nx: \\list, \\root\n";
+    assert_eq!(expand_text(text, "root").unwrap(), [mailbox("root"), local("joe"), mailbox("admin")]);
+    // `\list` is the mailbox list, not the alias list.
+    assert_eq!(expand_text(text, "x").unwrap(), [mailbox("list"), mailbox("root")]);
+    let p = parsed(text);
+    let d = expand(&p.aliases, "root", no_includes).unwrap();
+    assert_eq!((d[0].alias.as_deref(), d[2].alias.as_deref()), (Some("root"), Some("admin")));
+    // From an :include: file too, with its origin.
+    let p = parsed("staff: :include:/etc/mail/staff\nann: elsewhere@example.org\n");
+    let d = expand(&p.aliases, "staff", |_: &Path| Ok(vec![mailbox("ann"), local("ann")])).unwrap();
+    assert_eq!(
+        d,
+        [
+            Delivery {
+                target: mailbox("ann"),
+                alias: Some(String::from("staff")),
+                include: Some(PathBuf::from("/etc/mail/staff"))
+            },
+            Delivery { target: address("elsewhere@example.org"), alias: Some(String::from("ann")), include: None },
+        ]
+    );
 }
 
 #[test]
@@ -795,6 +838,19 @@ fn damaged_database_refused_by_names_and_lookup() {
     w.add(b"Upper", b"lroot\0").unwrap();
     w.finish().unwrap();
     assert!(matches!(names(&read_table(&db)), Err(Error::Corrupt { key, .. }) if key == "Upper"));
+    // Good records, but hash tables that do not find them (a lookup would
+    // say "no such alias"): refused.
+    let source = d.join("aliases");
+    std::fs::write(&source, "staff: alice\n").unwrap();
+    compile(&source, &db).unwrap();
+    let mut bytes = std::fs::read(&db).unwrap();
+    let tables = (0..256).map(|i| u32::from_le_bytes(bytes[i * 8..i * 8 + 4].try_into().unwrap())).min().unwrap();
+    bytes[tables as usize..].fill(0xff);
+    std::fs::write(&db, &bytes).unwrap();
+    let t = read_table(&db);
+    assert_eq!(t.records().count(), 1);
+    let e = names(&t).unwrap_err();
+    assert!(e.to_string().contains("`staff`: not found by its name"), "{e}");
     std::fs::remove_dir_all(&d).unwrap();
 }
 

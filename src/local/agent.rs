@@ -51,7 +51,7 @@ use super::child::Kind;
 use super::deliver::{Envelope, Error as DeliverError};
 use super::pool::{Key, Pool};
 use super::repair::{Killed, progress};
-use super::resolve::{Dest, Resolver, Step, Target, User, push_new, steps};
+use super::resolve::{DbNote, Dest, Resolver, Step, Target, User, push_new, steps};
 use super::spawn::{MAX_CHILD_REPORT, Worker, run, split_report};
 use crate::aliases::{self, Target as AliasTarget};
 use crate::child::{Child, drop_channel, install_channel};
@@ -102,11 +102,11 @@ pub struct Prepared {
     resolver: Resolver,
 }
 
-/// Open the aliases database (its absence is logged: no aliases then).
+/// Open the aliases database (one that cannot be used is logged).
 pub fn prepare(child: &mut Child) -> Prepared {
     let Some(d) = child.config.delivery.clone() else { child.fatal("no delivery settings from master") };
-    let (resolver, warning) = Resolver::new(&d, &child.config.hostname);
-    if let Some(w) = warning {
+    let (resolver, note) = Resolver::new(&d, &child.config.hostname);
+    if let Some(DbNote::Warning(w)) = note {
         child.warn(&w);
     }
     Prepared { resolver }
@@ -329,6 +329,14 @@ impl Local {
                     let fd: OwnedFd = fds.remove(0);
                     if let Err(e) = sandbox::limit_received(&Grant::File { fd: fd.as_raw_fd(), write: false }) {
                         self.child.fatal(&format!("limiting a queue file: {e}"));
+                    }
+                    if self.batch.served.is_empty() {
+                        // A batch starts: with the aliases as they are now.
+                        match self.resolver.refresh_aliases() {
+                            Some(DbNote::Info(i)) => self.child.info(&i),
+                            Some(DbNote::Warning(w)) => self.child.warn(&w),
+                            None => {}
+                        }
                     }
                     let served = self.deliver(&d, File::from(fd));
                     self.batch.served.push(served);
@@ -666,7 +674,7 @@ impl Local {
         &mut self,
         user: &User,
         via_alias: bool,
-        entries: Vec<aliases::Forward>,
+        entries: Vec<AliasTarget>,
         out: &mut Vec<Dest>,
         includes: &mut HashSet<PathBuf>,
         depth: usize,
@@ -676,23 +684,25 @@ impl Local {
         let mut named = 0;
         for entry in entries {
             let target = match entry {
-                aliases::Forward::Mailbox(n) | aliases::Forward::Target(AliasTarget::Local(n)) if n == user.name => {
+                // `\user` and `user`: the user's own mailbox.
+                AliasTarget::Mailbox(n) | AliasTarget::Local(n) if n == user.name => {
                     Target::Mailbox { user: user.clone(), via_alias, forward: false }
                 }
-                aliases::Forward::Mailbox(n) | aliases::Forward::Target(AliasTarget::Local(n)) => {
+                // Another user: a new message to that user's address,
+                // with `\` or without (a user's `.forward` does not
+                // reach past another user's aliases and `.forward`).
+                AliasTarget::Mailbox(n) | AliasTarget::Local(n) => {
                     Target::Forward { address: format!("{n}@{host}"), sender: None }
                 }
                 // The user's own address: the mailbox (forwarded, it
                 // would come back as a loop).
-                aliases::Forward::Target(AliasTarget::Address(a)) if self.resolver.is_own(&a, &user.name) => {
+                AliasTarget::Address(a) if self.resolver.is_own(&a, &user.name) => {
                     Target::Mailbox { user: user.clone(), via_alias, forward: false }
                 }
-                aliases::Forward::Target(AliasTarget::Address(a)) => Target::Forward { address: a, sender: None },
-                aliases::Forward::Target(AliasTarget::Command(c)) => {
-                    Target::Command { command: c, user: self.run_as(user)? }
-                }
-                aliases::Forward::Target(AliasTarget::File(f)) => Target::File { path: f, user: self.run_as(user)? },
-                aliases::Forward::Target(AliasTarget::Include(p)) => {
+                AliasTarget::Address(a) => Target::Forward { address: a, sender: None },
+                AliasTarget::Command(c) => Target::Command { command: c, user: self.run_as(user)? },
+                AliasTarget::File(f) => Target::File { path: f, user: self.run_as(user)? },
+                AliasTarget::Include(p) => {
                     if depth >= MAX_FORWARD_DEPTH || !includes.insert(p.clone()) {
                         self.child.warn(&format!(
                             "{}'s :include:{}: included again or nested too deep; skipped",
@@ -721,7 +731,7 @@ impl Local {
     /// A `.forward` (or `:include:` file) of `user`, read as that user.
     /// `None`: there is none, or it is not safe to obey (logged); the
     /// mail then goes to the user's mailbox.
-    fn read_forward(&mut self, user: &User, file: &Path) -> Result<Option<Vec<aliases::Forward>>, Outcome> {
+    fn read_forward(&mut self, user: &User, file: &Path) -> Result<Option<Vec<AliasTarget>>, Outcome> {
         let shown = if file.is_absolute() { file.to_path_buf() } else { user.home.join(file) };
         // Most users have none: no process is started to find that out.
         if !file.is_absolute() {
@@ -748,7 +758,7 @@ impl Local {
             _ if ran.timed_out => {
                 Err(Outcome::defer("4.3.0", &format!("{}: reading it took too long", shown.display())))
             }
-            Ok(WaitStatus::Exited(_, EX_OK)) => match aliases::parse_forward(&ran.text, &shown) {
+            Ok(WaitStatus::Exited(_, EX_OK)) => match aliases::parse_include(&ran.text, &shown) {
                 Ok(entries) => Ok(Some(entries)),
                 Err(e) => {
                     self.child.warn(&format!("{e}; ignored, mail goes to {}'s mailbox", user.name));

@@ -16,6 +16,9 @@
 //! - an unknown user bounces (5.1.1); in an alias list, it fails alone
 //!   ([`Target::Failed`]) and the other members get the message;
 //! - `user+ext` named in an alias is `user`'s mailbox;
+//! - `\user` named in an alias (or its `:include:` file) is `user`'s
+//!   mailbox itself: `user` is not looked up as an alias and its
+//!   `.forward` is not read (`root: \root, admin`);
 //! - commands and files of the aliases run as the owner of the aliases
 //!   database when that is not root, else as `local.default_user`
 //!   (`nobody`): never as root unless the configuration says so;
@@ -33,7 +36,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::agent::Outcome;
-use crate::aliases::{self, Target as AliasTarget};
+use crate::aliases::{self, Stamp, Target as AliasTarget};
 use crate::config::delivery::DeliveryConf;
 use crate::table::cdb::Table;
 
@@ -80,11 +83,108 @@ pub struct Dest {
     pub to: String,
 }
 
+/// The compiled aliases database as this process has it.
+pub struct AliasesDb {
+    path: PathBuf,
+    state: DbState,
+    /// What the file was when it was last opened: [`AliasesDb::refresh`]
+    /// opens it again when the path names something else.
+    seen: Stamp,
+    /// The database's owner when that is not root: commands and files
+    /// of the aliases run as that user (as in Postfix).
+    owner: Option<u32>,
+}
+
+enum DbState {
+    /// No database: mail is resolved without aliases.
+    Missing,
+    Open(Table),
+    /// The database is there but cannot be used (unreadable, damaged):
+    /// every local recipient waits, with this reason, until it is
+    /// mended; a bounce now would wrongly say that an alias's name is
+    /// no user.
+    Broken(String),
+}
+
+/// What [`AliasesDb::refresh`] found, for the log.
+#[derive(Debug, PartialEq, Eq)]
+pub enum DbNote {
+    Info(String),
+    Warning(String),
+}
+
+impl AliasesDb {
+    /// The database `path`, opened now.
+    pub fn open(path: PathBuf) -> (AliasesDb, Option<DbNote>) {
+        let mut db = AliasesDb { path, state: DbState::Missing, seen: Stamp::Missing, owner: None };
+        let note = db.load();
+        (db, note)
+    }
+
+    /// Open the database again when the file at its path is not the one
+    /// opened last (a `newaliases` since, say), or when it could not be
+    /// used: the caller does this before each batch of deliveries, so
+    /// new aliases take effect without a reload. What changed is logged.
+    pub fn refresh(&mut self) -> Option<DbNote> {
+        if !matches!(self.state, DbState::Broken(_)) && Stamp::of(&self.path) == self.seen {
+            return None;
+        }
+        self.load()
+    }
+
+    /// Open and check the database; the note says how that differs from
+    /// before (None: as before).
+    fn load(&mut self) -> Option<DbNote> {
+        let shown = self.path.display();
+        let (state, seen, owner) = match std::fs::File::open(&self.path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (DbState::Missing, Stamp::Missing, None),
+            Err(e) => (DbState::Broken(format!("aliases database {shown}: {e}")), Stamp::Unknown, None),
+            Ok(f) => {
+                let meta = f.metadata();
+                let seen = meta.as_ref().map_or(Stamp::Unknown, Stamp::of_metadata);
+                let owner = meta.as_ref().ok().map(|m| m.uid()).filter(|&u| u != 0);
+                let checked = meta.map_err(|e| e.to_string()).and_then(|_| {
+                    let t = Table::read(&f, aliases::MAX_DB_SIZE).map_err(|e| e.to_string())?;
+                    aliases::names(&t).map_err(|e| e.to_string())?;
+                    Ok(t)
+                });
+                match checked {
+                    Ok(t) => (DbState::Open(t), seen, owner),
+                    Err(e) => (DbState::Broken(format!("aliases database {shown}: {e}")), seen, None),
+                }
+            }
+        };
+        let note = match (&self.state, &state) {
+            (_, DbState::Broken(new)) => match &self.state {
+                DbState::Broken(old) if old == new => None,
+                _ => Some(DbNote::Warning(format!("{new}; mail for local recipients waits until it is mended"))),
+            },
+            (DbState::Missing, DbState::Missing) => None,
+            (_, DbState::Missing) => Some(DbNote::Warning(format!("aliases database {shown} is gone: no aliases now"))),
+            (DbState::Open(_), DbState::Open(_)) => {
+                Some(DbNote::Info(format!("aliases database {shown} changed: reopened")))
+            }
+            (_, DbState::Open(_)) => Some(DbNote::Info(format!("aliases database {shown} opened"))),
+        };
+        self.state = state;
+        self.seen = seen;
+        self.owner = owner;
+        note
+    }
+
+    /// The table to look aliases up in, None when there is no database,
+    /// or why the mail must wait.
+    fn table(&self) -> Result<Option<&Table>, Outcome> {
+        match &self.state {
+            DbState::Missing => Ok(None),
+            DbState::Open(t) => Ok(Some(t)),
+            DbState::Broken(why) => Err(Outcome::defer("4.3.0", why)),
+        }
+    }
+}
+
 pub struct Resolver {
-    aliases: Option<Table>,
-    /// The aliases database's owner when that is not root: commands and
-    /// files of the aliases run as that user (as in Postfix).
-    aliases_owner: Option<u32>,
+    aliases: AliasesDb,
     delimiter: String,
     /// The domain local names are qualified with (`owner-` senders,
     /// `.forward` entries, `Delivered-To:`): the host name when mail for
@@ -118,22 +218,11 @@ pub fn spool_group(spool: &Path) -> Option<u32> {
 }
 
 impl Resolver {
-    /// The resolver, and a warning for the log when the aliases database
-    /// cannot be used (mail is then resolved without aliases).
-    pub fn new(conf: &DeliveryConf, hostname: &str) -> (Resolver, Option<String>) {
-        let db = aliases::db_path(&conf.aliases);
-        let mut aliases_owner = None;
-        let (aliases, warning) = match std::fs::File::open(&db) {
-            Ok(f) => match Table::read(&f, aliases::MAX_DB_SIZE) {
-                Ok(t) => {
-                    aliases_owner = f.metadata().ok().map(|m| m.uid()).filter(|&u| u != 0);
-                    (Some(t), None)
-                }
-                Err(e) => (None, Some(format!("{}: {e}; delivering without aliases", db.display()))),
-            },
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (None, None),
-            Err(e) => (None, Some(format!("{}: {e}; delivering without aliases", db.display()))),
-        };
+    /// The resolver, and a note for the log on its aliases database:
+    /// one that cannot be used makes every local recipient wait (see
+    /// [`AliasesDb`]); none at all means no aliases.
+    pub fn new(conf: &DeliveryConf, hostname: &str) -> (Resolver, Option<DbNote>) {
+        let (aliases, note) = AliasesDb::open(aliases::db_path(&conf.aliases));
         let domains: Vec<String> = conf.domains.iter().map(|d| d.to_lowercase()).collect();
         let hostname = hostname.to_lowercase();
         let hostname = match domains.first() {
@@ -142,14 +231,18 @@ impl Resolver {
         };
         let r = Resolver {
             aliases,
-            aliases_owner,
             delimiter: conf.local.recipient_delimiter.clone(),
             hostname,
             domains,
             default_user: conf.local.default_user.clone(),
             users: RefCell::new(HashMap::new()),
         };
-        (r, warning)
+        (r, note)
+    }
+
+    /// See [`AliasesDb::refresh`].
+    pub fn refresh_aliases(&mut self) -> Option<DbNote> {
+        self.aliases.refresh()
     }
 
     /// Look users up afresh from now on.
@@ -206,11 +299,12 @@ impl Resolver {
         }
         let local = local.to_lowercase();
         let base = crate::address::without_extension(&local, &self.delimiter);
-        let name = match &self.aliases {
+        let table = self.aliases.table()?;
+        let name = match table {
             Some(t) if self.is_alias(t, &local)? => local.as_str(),
             _ => base,
         };
-        let expanded = match &self.aliases {
+        let expanded = match table {
             Some(t) => aliases::expand(t, name, read_include).map_err(|e| match e {
                 // An unreadable database or :include: file is the
                 // administrator's to mend: the mail waits meanwhile.
@@ -229,21 +323,23 @@ impl Resolver {
             let via_alias = d.alias.is_some();
             let to = address.to_string();
             let member = match &d.target {
-                AliasTarget::Local(name) => format!("{name}@{}", self.hostname),
+                AliasTarget::Local(name) | AliasTarget::Mailbox(name) => format!("{name}@{}", self.hostname),
                 AliasTarget::Address(a) => a.clone(),
                 AliasTarget::Command(c) => format!("|{c}"),
                 AliasTarget::File(f) | AliasTarget::Include(f) => f.display().to_string(),
             };
             let target = match d.target {
-                AliasTarget::Local(name) => {
+                // `\user` is the mailbox itself: no `.forward` is read.
+                AliasTarget::Local(ref name) | AliasTarget::Mailbox(ref name) => {
+                    let forward = matches!(d.target, AliasTarget::Local(_));
                     // `user+ext` in an alias is user's mailbox.
-                    let base = crate::address::without_extension(&name, &self.delimiter);
+                    let base = crate::address::without_extension(name, &self.delimiter);
                     match self.user(base, via_alias) {
                         Ok(user) => {
                             // Delivered-To: the address as sent, or the
                             // user's own when an alias led there.
                             let to = if via_alias { format!("{}@{}", user.name, self.hostname) } else { to };
-                            out.push(Dest { target: Target::Mailbox { user, via_alias, forward: true }, to });
+                            out.push(Dest { target: Target::Mailbox { user, via_alias, forward }, to });
                             continue;
                         }
                         Err(o) => Err(o),
@@ -276,7 +372,7 @@ impl Resolver {
     /// The envelope sender for mail forwarded through the alias `list`:
     /// `owner-list@hostname` when that alias exists.
     fn owner(&self, list: Option<&str>) -> Result<Option<String>, Outcome> {
-        let (Some(t), Some(list)) = (&self.aliases, list) else { return Ok(None) };
+        let (Some(t), Some(list)) = (self.aliases.table()?, list) else { return Ok(None) };
         match aliases::owner(t, list) {
             Ok(o) => Ok(o.map(|name| format!("{name}@{}", self.hostname))),
             Err(e) => Err(Outcome::defer("4.3.0", &format!("aliases: {e}"))),
@@ -287,7 +383,7 @@ impl Resolver {
     /// owner of the aliases database when that is not root, else
     /// `local.default_user` (an `:include:` file is root's: the latter).
     fn alias_user(&self, from_include: bool) -> Result<User, Outcome> {
-        if let (Some(uid), false) = (self.aliases_owner, from_include) {
+        if let (Some(uid), false) = (self.aliases.owner, from_include) {
             return match nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)) {
                 Ok(Some(u)) => Ok(User::from_nix(u)),
                 Ok(None) => {

@@ -3,7 +3,9 @@
 //! (the system's users and the names of the compiled aliases), the TLS
 //! certificate and key, the relay's password (root-only files) and the
 //! SMTP client's CA file, all before any child starts, and again (but for
-//! the sockets) on reload.
+//! the sockets) on reload. The local-recipient table is also built again
+//! when the compiled aliases change ([`Material::aliases_changed`]), so
+//! that `newaliases` needs no reload.
 //!
 //! Trusts: the configuration; the files it names are read with bounds, and
 //! the aliases database is checked whole before its names are used.
@@ -39,6 +41,9 @@ pub struct Material {
     /// For the log: what was odd but did not stop the load (an aliases
     /// database missing or older than its source).
     pub warnings: Vec<String>,
+    /// The compiled aliases file the table was built from, as it was
+    /// before it was read (see [`Material::aliases_changed`]).
+    pub aliases_stamp: aliases::Stamp,
 }
 
 fn read_pem(path: &Path) -> Result<Vec<u8>, String> {
@@ -53,10 +58,7 @@ fn read_pem(path: &Path) -> Result<Vec<u8>, String> {
 
 impl Material {
     pub fn load(config: &Config) -> Result<Material, String> {
-        let (aliases, warnings) = alias_names(&config.aliases)?;
-        let table = config.spool.join("local-recipients.cdb");
-        let recipients = crate::table::build_local_recipients(&table, Path::new(PASSWD), &aliases)
-            .map_err(|e| format!("building {}: {e}", table.display()))?;
+        let (recipients, aliases_stamp, warnings) = recipient_table(config)?;
         let certificate = config.tls.certificate.as_deref().map(read_pem).transpose()?;
         let key = config.tls.key.as_deref().map(read_pem).transpose()?;
         if let (Some(c), Some(k)) = (&certificate, &key) {
@@ -68,8 +70,48 @@ impl Material {
             Some(p) => crate::config::client_tls::read_ca_file(p).map_err(|e| format!("smtp.tls_ca_file: {e}"))?,
             None => Vec::new(),
         };
-        Ok(Material { recipients, certificate, key, credentials, tls_ca, warnings })
+        Ok(Material { recipients, certificate, key, credentials, tls_ca, warnings, aliases_stamp })
     }
+
+    /// Whether the compiled aliases file is not the one the table was
+    /// built from: `newaliases` ran since (or it was removed, or made).
+    pub fn aliases_changed(&self, config: &Config) -> bool {
+        aliases::Stamp::of(&aliases::db_path(&config.aliases)) != self.aliases_stamp
+    }
+
+    /// Build the local-recipient table again, from the compiled aliases
+    /// as they are now (for smtpd processes started from now on). When
+    /// the database cannot be used, the table is kept as it was and the
+    /// error returned; either way the database is not looked at again
+    /// until it changes once more.
+    pub fn rebuild_recipients(&mut self, config: &Config) -> Result<(), String> {
+        match recipient_table(config) {
+            Ok((recipients, stamp, warnings)) => {
+                self.recipients = recipients;
+                self.aliases_stamp = stamp;
+                self.warnings.extend(warnings);
+                Ok(())
+            }
+            Err(e) => {
+                self.aliases_stamp = aliases::Stamp::of(&aliases::db_path(&config.aliases));
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The local-recipient table `SPOOL/local-recipients.cdb`, written afresh
+/// from the system's users and the compiled aliases and opened; what the
+/// aliases database was before it was read; warnings for the log.
+fn recipient_table(config: &Config) -> Result<(File, aliases::Stamp, Vec<String>), String> {
+    // Taken first: a database replaced while it is read is a change
+    // the next look sees.
+    let stamp = aliases::Stamp::of(&aliases::db_path(&config.aliases));
+    let (aliases, warnings) = alias_names(&config.aliases)?;
+    let table = config.spool.join("local-recipients.cdb");
+    let recipients = crate::table::build_local_recipients(&table, Path::new(PASSWD), &aliases)
+        .map_err(|e| format!("building {}: {e}", table.display()))?;
+    Ok((recipients, stamp, warnings))
 }
 
 /// The names of the compiled aliases of `source` (its `.cdb`), which are
@@ -209,6 +251,46 @@ mod tests {
         let (names, warnings) = alias_names(&source).unwrap();
         assert_eq!(names, ["staff"]);
         assert_eq!(warnings, [format!("aliases database is older than {}: run newaliases", source.display())]);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn newaliases_is_noticed_and_the_table_built_again() {
+        let d = dir("rebuild");
+        let config = Config { spool: d.clone(), aliases: d.join("aliases"), ..Default::default() };
+        let db = aliases::db_path(&config.aliases);
+        let newaliases = |text: &str| {
+            std::fs::write(&config.aliases, text).unwrap();
+            aliases::compile(&config.aliases, &db).unwrap();
+        };
+        let names = |m: &Material| -> Vec<String> {
+            let t = Table::read(&m.recipients, 1 << 24).unwrap();
+            ["staff", "helpdesk", "root"].into_iter().filter(|n| t.contains(n.as_bytes())).map(String::from).collect()
+        };
+        newaliases("staff: root\n");
+        let mut m = Material::load(&config).unwrap();
+        assert!(!m.aliases_changed(&config));
+        assert_eq!(names(&m), ["staff", "root"]);
+        newaliases("staff: root\nhelpdesk: root\n");
+        assert!(m.aliases_changed(&config));
+        m.rebuild_recipients(&config).unwrap();
+        assert!(!m.aliases_changed(&config));
+        assert_eq!(names(&m), ["staff", "helpdesk", "root"]);
+        // Damaged: an error naming the file, the table kept, and no
+        // second error until it changes again.
+        std::fs::write(&db, b"not a cdb").unwrap();
+        assert!(m.aliases_changed(&config));
+        let e = m.rebuild_recipients(&config).unwrap_err();
+        assert!(e.contains(&db.display().to_string()), "{e}");
+        assert!(!m.aliases_changed(&config));
+        assert_eq!(names(&m), ["staff", "helpdesk", "root"]);
+        // Removed: no aliases, the users still there.
+        std::fs::remove_file(&db).unwrap();
+        assert!(m.aliases_changed(&config));
+        m.rebuild_recipients(&config).unwrap();
+        assert_eq!(names(&m), ["root"]);
+        assert_eq!(m.warnings.len(), 1, "{:?}", m.warnings);
+        assert!(m.warnings[0].contains("run newaliases"), "{:?}", m.warnings);
         std::fs::remove_dir_all(&d).unwrap();
     }
 

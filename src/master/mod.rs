@@ -39,6 +39,9 @@ use children::Children;
 const SIGNALS: Token = Token(0);
 /// How long master lets children's records gather after reading some.
 const GATHER: Duration = Duration::from_millis(2);
+/// How often master looks at the compiled aliases file (one stat), to
+/// rebuild the local-recipient table after a `newaliases`.
+const ALIASES_CHECK_EVERY: Duration = Duration::from_secs(2);
 
 /// Command-line options.
 #[derive(Debug, Default)]
@@ -118,6 +121,8 @@ pub struct Master {
     socket_watch: sockets::Watch,
     /// When to look at them next.
     socket_check: Option<Instant>,
+    /// When to look at the compiled aliases file next.
+    aliases_check: Instant,
     _lock: spool::Lock,
 }
 
@@ -205,6 +210,7 @@ impl Master {
             stopping: None,
             socket_watch: sockets::Watch::default(),
             socket_check: None,
+            aliases_check: Instant::now() + ALIASES_CHECK_EVERY,
             _lock: lock,
         })
     }
@@ -247,6 +253,7 @@ impl Master {
             if self.stopping.is_none() {
                 self.schedule();
                 self.check_socket_dirs();
+                self.check_aliases();
             }
             if let Some(deadline) = self.stopping {
                 if self.children.is_empty() {
@@ -301,6 +308,9 @@ impl Master {
         let mut t = self.children.next_wakeup();
         if let Some(c) = self.socket_check.filter(|_| self.stopping.is_none()) {
             t = Some(t.map_or(c, |x| x.min(c)));
+        }
+        if self.stopping.is_none() {
+            t = Some(t.map_or(self.aliases_check, |x| x.min(self.aliases_check)));
         }
         if let Some(d) = self.stopping {
             t = Some(t.map_or(d, |x| x.min(d)));
@@ -439,6 +449,36 @@ impl Master {
         self.log(Level::Info, &format!("transport_map: {what}: restarting the connector"));
         // The next connector looks again.
         self.socket_check = None;
+        for id in ids {
+            self.send_stop(id);
+        }
+    }
+
+    /// After `newaliases` (the compiled aliases file is another one):
+    /// build the local-recipient table again and replace the smtpd
+    /// processes, which read it once, with new ones that have it (the
+    /// old ones finish their sessions, as at a reload). A database that
+    /// cannot be used leaves the table, and smtpd, as they were.
+    fn check_aliases(&mut self) {
+        let now = Instant::now();
+        if self.aliases_check > now {
+            return;
+        }
+        self.aliases_check = now + ALIASES_CHECK_EVERY;
+        if !self.intake.aliases_changed(&self.config) {
+            return;
+        }
+        let db = crate::aliases::db_path(&self.config.aliases);
+        if let Err(e) = self.intake.rebuild_recipients(&self.config) {
+            self.log(Level::Error, &format!("{e}; the local-recipient table is kept as it was"));
+            return;
+        }
+        self.log_intake_warnings();
+        let ids = self.children.retire_role(Role::Smtpd, now + self.config.supervise.stop_timeout);
+        self.log(
+            Level::Info,
+            &format!("aliases database {} changed: local-recipient table rebuilt, smtpd restarted", db.display()),
+        );
         for id in ids {
             self.send_stop(id);
         }

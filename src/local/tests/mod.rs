@@ -11,6 +11,7 @@ mod mbox;
 mod pipe;
 mod pool;
 mod repair;
+mod resolve;
 mod worker;
 
 use std::ffi::OsStr;

@@ -709,7 +709,16 @@ impl Agent {
             Some((e, n)) if n == dsn.len() && e.class == class => e.to_string(),
             _ => String::from(if permanent { "5.4.4" } else { "4.4.1" }),
         };
-        if permanent {
+        if permanent && self.is_relay(&wait.dest) {
+            // The relay host that cannot be found is the configuration's
+            // fault (a typo, a resolver's passing NXDOMAIN), not the
+            // recipients': every outbound message would bounce. It waits,
+            // as Postfix's relayhost does.
+            let why = format!("relay host configuration problem: {reason}");
+            self.warn(&why);
+            let site = SiteReport::Unreachable(why.clone());
+            self.finish_all(&work, None, site, &Verdict::deferred("4.3.5", &why));
+        } else if permanent {
             // Unknown: a name that does not exist says nothing about
             // whether the destination is up.
             self.finish_all(&work, None, SiteReport::Unknown, &Verdict::bounced(&dsn, &reason));

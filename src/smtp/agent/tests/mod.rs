@@ -854,6 +854,25 @@ fn implicit_tls_relay_host_defaults_to_port_465() {
 }
 
 #[test]
+fn a_relay_host_that_cannot_be_found_defers_every_message() {
+    let mut conf = conf();
+    conf.relay.host = Some(String::from("[smtp.example.net]"));
+    let nxdomain = "Host or domain name not found. Name service error for name=smtp.example.net type=A: Host not found";
+    let mut h = Harness::new(conf, Connect::Fail { reason: nxdomain, permanent: true, dsn: "5.4.4" });
+    let (id, fd) = h.queue_file(&["a@example.net"], BODY);
+    let relay = Target::Inet(NexthopSpec { host: "smtp.example.net".into(), port: None, mx: false });
+    h.send_deliver_to(1, &id, relay, vec![0], Some(fd));
+    let (site, rs) = h.report(1);
+    assert!(matches!(site, SiteReport::Unreachable(ref why) if why.contains("relay host configuration problem")));
+    assert_eq!((&rs[0].status, rs[0].dsn.as_str()), (&RecipientStatus::Deferred, "4.3.5"));
+    assert!(rs[0].reason.contains(nxdomain), "{}", rs[0].reason);
+    // Another next hop that does not exist still bounces.
+    h.deliver(2, &["a@example.net"], BODY);
+    let (_, rs) = h.report(2);
+    assert_eq!((&rs[0].status, rs[0].dsn.as_str()), (&RecipientStatus::Bounced, "5.4.4"));
+}
+
+#[test]
 fn a_next_hop_without_a_port_gets_smtp_port() {
     let mut conf = conf();
     conf.smtp.port = 2525;

@@ -135,7 +135,10 @@ impl Scheduler {
     }
 }
 
-/// The reason given to recipients of a dead destination.
+/// The reason given to recipients of a dead destination, with a status
+/// code in front as qmgr's own reasons have (4.4.1, no answer from the
+/// host, as Postfix reports it), so that mailq and a delay or expiry
+/// notice show one rather than 4.0.0 or 5.0.0.
 pub(super) fn suspended_reason(reason: &str) -> String {
-    format!("delivery temporarily suspended: {reason}")
+    format!("4.4.1 delivery temporarily suspended: {reason}")
 }

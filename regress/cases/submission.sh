@@ -6,7 +6,9 @@
 # pickup). Hostile files in maildrop/ (a symlink and a hard link to root's
 # files, a file without its END record) are set aside, never queued; a
 # truncated or oversized stream is refused by postdrop and leaves nothing;
-# an envelope address carrying CR LF is refused by cleanup and set aside.
+# an envelope address carrying CR LF is refused by cleanup and set aside;
+# a whole file left under postdrop's temporary name by another boot (a
+# crash undid its rename) is taken as pickup starts.
 # maildrop.py writes the format from doc/maildrop-format.md on its own.
 if [ "$(id -u)" != 0 ]; then echo "  skipped: needs root"; exit 0; fi
 [ -n "${MTA_STAGE:-}" ] || { echo "  skipped: no staged install (MTA_STAGE)"; exit 0; }
@@ -99,7 +101,7 @@ for n in whole cut; do
 	chown mtadev:_mtadrop "$W/$n"; chmod 640 "$W/$n"; touch -d '2 days ago' "$W/$n"
 	mv "$W/$n" "$W/spool/maildrop/.tmp.old$n"
 done
-wait_log "maildrop file .tmp.oldwhole: left complete under its temporary name; taken as oldwhole" 15 ||
+wait_log "maildrop file .tmp.oldwhole: left complete under its temporary name for a day; taken as oldwhole" 15 ||
 	fail "a complete temporary file was not taken"
 wait_log "maildrop file .tmp.oldcut: left unfinished for a day; removed" 15 || fail "a cut temporary file was not removed"
 wait_queued 4 || fail "the complete temporary file's message not queued"
@@ -108,4 +110,29 @@ queue_files | xargs grep -q "renamed back" || fail "the complete temporary file'
 queue_files | xargs grep -q "root's secret" && fail "root's file was queued"
 [ "$(cat "$W/secret")" = "root's secret" ] || fail "root's file changed"
 ctl status | grep -q "pickup .* running" || fail "pickup is not running"
+
+# After a crash: postdrop cannot sync maildrop/, so a crash can undo the
+# rename of a file sendmail reported as sent. Its temporary name carries
+# the boot it was written in; one of another boot has no writer left, and
+# whole, it is taken as soon as pickup starts, not a day later. One of
+# this boot, just written, may still be on its way to its rename: left.
+ctl stop >/dev/null; gone "$MASTER_PID" 8 || fail "did not stop"; MASTER_PID=""
+this=$(python3 -c '
+h = 0xcbf29ce484222325
+for c in ("linux:" + open("/proc/sys/kernel/random/boot_id").read().strip()).encode():
+    h = ((h ^ c) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
+print("B%016X" % h)')
+[ "$this" != B0123456789ABCDEF ] || fail "this boot's tag is the other boot's"
+printf 'Subject: crashed\n\nrename undone\n' | python3 ./maildrop.py mtadev@localhost root@localhost > "$W/crashed"
+cp "$W/crashed" "$W/writing"
+for n in crashed writing; do chown mtadev:_mtadrop "$W/$n"; chmod 640 "$W/$n"; done
+mv "$W/crashed" "$W/spool/maildrop/.tmp.B0123456789ABCDEF.crashed"
+mv "$W/writing" "$W/spool/maildrop/.tmp.$this.writing"
+start_master
+wait_log "maildrop file .tmp.B0123456789ABCDEF.crashed: left complete under its temporary name by a postdrop of an earlier boot; taken as crashed" 5 ||
+	fail "a whole file of another boot was not taken at start"
+wait_queued 5 || fail "the crashed submission was not queued"
+queue_files | xargs grep -q "rename undone" || fail "the crashed submission's content not queued"
+[ -e "$W/spool/maildrop/.tmp.$this.writing" ] || fail "a file of this boot was taken under its temporary name"
+grep -q "maildrop file .tmp.$this.writing" "$LOG" && fail "pickup touched a file of this boot"
 exit 0

@@ -40,7 +40,7 @@ use trouble::{Troubles, Verdict};
 use crate::child::Child;
 use crate::ipc::Channel;
 use crate::ipc::msg::{CleanupToSmtpd, CommitResult, FromMaster, MessageEnvelope, MessageRecipient, SmtpdToCleanup};
-use crate::maildrop::{self, Limits, Reader};
+use crate::maildrop::{self, Limits, Reader, names};
 use crate::queue;
 use crate::roles::Role;
 use crate::smtpd::params;
@@ -101,6 +101,8 @@ struct Pickup {
     watch: Option<Watch>,
     /// Files that failed for a reason that may pass, waiting to be tried.
     troubles: Troubles,
+    /// This boot's tag (`maildrop::names`), if the boot can be told.
+    boot: Option<String>,
 }
 
 /// Watch maildrop/ (the first role descriptor) for arrivals. Must run
@@ -113,7 +115,8 @@ pub fn watch_maildrop(child: &Child) -> io::Result<Watch> {
 
 /// Serve until master says stop. `watch` is what [`watch_maildrop`]
 /// made before the sandbox was entered.
-pub fn serve(_token: Sandboxed, mut child: Child, watch: io::Result<Watch>) -> ! {
+/// `boot` is `sandbox::boot_id`, read before the sandbox as well.
+pub fn serve(_token: Sandboxed, mut child: Child, watch: io::Result<Watch>, boot: Option<String>) -> ! {
     let poll = Poll::new().unwrap_or_else(|e| crate::child::die(Role::Pickup, &format!("poll: {e}")));
     let fds = std::mem::take(&mut child.fds);
     let [maildrop, corrupt] = match <[_; 2]>::try_from(fds) {
@@ -149,6 +152,7 @@ pub fn serve(_token: Sandboxed, mut child: Child, watch: io::Result<Watch>) -> !
         retry_after: now,
         watch,
         troubles: Troubles::default(),
+        boot: boot.map(|b| names::boot_tag(&b)),
     };
     let mut events = Events::with_capacity(16);
     loop {
@@ -448,13 +452,17 @@ impl Pickup {
                 let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
                 (now.as_secs() as i64).saturating_sub(st.st_mtime) > ABANDONED.as_secs() as i64
             });
-            if !old {
+            // Written in another boot: its postdrop is gone, and a whole
+            // one is most likely mail sendmail said it took, whose rename
+            // a crash undid (postdrop cannot sync maildrop/). Taken at once.
+            let orphan = names::from_another_boot(&name, self.boot.as_deref());
+            if !old && !orphan {
                 continue;
             }
-            // Complete, it may be mail sendmail said it took, whose rename
-            // a crash undid (postdrop cannot sync maildrop/): taken, as a
-            // duplicate is better than a loss.
-            let done = name.strip_prefix(".tmp.").filter(|n| !n.is_empty() && !n.starts_with('.'));
+            // Complete, it may be such mail too (or its postdrop was
+            // killed just before the rename): taken, as a duplicate is
+            // better than a loss.
+            let done = names::final_for(&name);
             let complete = if done.is_some() { self.complete_stream(&name) } else { Ok(false) };
             if let Err(e) = &complete {
                 // Not judged on an error that may pass: looked at again.
@@ -465,13 +473,21 @@ impl Pickup {
                 && complete == Ok(true)
                 && renameat(&self.maildrop, name.as_str(), &self.maildrop, done).is_ok()
             {
-                self.child
-                    .warn(&format!("maildrop file {name}: left complete under its temporary name; taken as {done}"));
+                let when = if orphan { "by a postdrop of an earlier boot" } else { "for a day" };
+                self.child.warn(&format!(
+                    "maildrop file {name}: left complete under its temporary name {when}; taken as {done}"
+                ));
                 if names.len() < SCAN_BATCH {
                     names.push(done.to_string());
                 } else {
                     full = true;
                 }
+                continue;
+            }
+            // An unfinished file of another boot waits its day as well:
+            // the boot tag of a file being written now could be told wrong
+            // (FreeBSD's boot time moves when the clock is set).
+            if !old {
                 continue;
             }
             if unlinkat(&self.maildrop, name.as_str(), UnlinkatFlags::NoRemoveDir).is_ok() {

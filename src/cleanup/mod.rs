@@ -8,7 +8,7 @@
 //!
 //! It takes local submissions from pickup on the same protocol; only
 //! pickup may hand over a local envelope with a submitter's uid, and
-//! bounce one without (delivery status notifications). In a local
+//! bounce and pickup one without (delivery status notifications). In a local
 //! submission's header, bare local names in the address fields get this
 //! host's domain ([`qualify`]).
 //!
@@ -326,12 +326,12 @@ impl Cleanup {
                 if p.txns.contains_key(&txn) {
                     self.child.fatal(&format!("{} began transaction {txn} twice", p.role.name()));
                 }
-                // Only pickup speaks for local users, and it always does;
+                // Only pickup speaks for local users; its failure notices,
                 // bounce's notices and local's forwarded mail are local
                 // mail of no user.
                 let claims_local = (envelope.protocol == "local", envelope.submitter.is_some());
                 let expected = match p.role {
-                    Role::Pickup => (true, true),
+                    Role::Pickup => (true, claims_local.1),
                     Role::Bounce | Role::Local => (true, false),
                     _ => (false, false),
                 };

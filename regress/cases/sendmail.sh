@@ -1,7 +1,9 @@
 # sendmail(8) from the staged install, run by an ordinary user, with
 # postdrop set-gid as a package installs it: -f while mta is down (queued
 # once it starts), -t with Cc and Bcc (Bcc gone from the content), the
-# header completed, -bs driven by swaks, -bp and mailq, mail(1) from
+# header completed (bare names in its address fields qualified, network
+# mail left alone), -t with addresses it cannot read (the others still
+# get the message), -bs driven by swaks, -bp and mailq, mail(1) from
 # bsd-mailx (unpacked privately) and from s-nail pointed at our sendmail,
 # a 1 GiB submission over the size limit (refused quickly, nothing left),
 # a flood of submissions (all queued, pickup still up), -C refused, and
@@ -62,7 +64,7 @@ wait_queued 2 || fail "-t message not queued"
 	fail "-t envelope: $(envelope extract)"
 f=$(message extract)
 grep -q "^Bcc:" "$f" && fail "Bcc: left in the message"
-for h in "From: mtadev@mx.test" "Date: " "Message-ID: <.*@mx.test>"; do
+for h in "From: mtadev@mx.test" "Date: " "Message-ID: <.*@mx.test>" "To: root@mx.test"; do
 	grep -q "^$h" "$f" || fail "no $h in the -t message"
 done
 
@@ -71,11 +73,12 @@ echo x | as "$SENDMAIL" -C /tmp/other.conf root 2>"$W/err" && fail "-C accepted 
 grep -q "only root" "$W/err" || fail "-C: $(cat "$W/err")"
 
 # -bs, driven by swaks over a pipe.
-as swaks --pipe "$SENDMAIL -bs" --from mtadev@mx.test --to root@mx.test --header "Subject: by swaks" \
+as swaks --pipe "$SENDMAIL -bs" --from mtadev@mx.test --to root@mx.test --header "Subject: by swaks" --header "Cc: mtadev" \
 	>"$W/swaks" 2>&1 || fail "swaks -bs: $(cat "$W/swaks")"
 grep -q "<-  250 2.0.0 Ok: queued as maildrop file" "$W/swaks" || fail "-bs: $(cat "$W/swaks")"
 wait_queued 3 || fail "-bs message not queued"
 [ "$(envelope 'by swaks')" = "mtadev@mx.test root@mx.test" ] || fail "-bs envelope: $(envelope 'by swaks')"
+grep -q "^Cc: mtadev@mx.test" "$(message 'by swaks')" || fail "-bs: a bare Cc: not qualified"
 
 # -bp and mailq, as the ordinary user.
 as "$SENDMAIL" -bp >"$W/bp" || fail "sendmail -bp"
@@ -109,6 +112,34 @@ wait_queued $n || fail "s-nail message not queued"
 	fail "s-nail envelope: $(envelope 'by s-nail')"
 grep -q "^from s-nail" "$(message 'by s-nail')" || fail "s-nail body lost"
 
+# cron's header: the bare names in its address fields get the domain
+# (cleanup does it for local submissions), display names and comments
+# kept.
+printf 'From: root (Cron Daemon)\nTo: root\nCc: "Post Master" <postmaster>, undisclosed:;\nSubject: cron-like\n\nx\n' |
+	as "$SENDMAIL" -t || fail "sendmail -t with cron's header"
+n=$((n + 1))
+wait_queued $n || fail "cron-like message not queued"
+f=$(message cron-like)
+for h in "From: root@mx.test (Cron Daemon)" "To: root@mx.test" 'Cc: "Post Master" <postmaster@mx.test>, undisclosed:;'; do
+	grep -qF "$h" "$f" || fail "not in the cron-like message: $h"
+done
+
+# -t with addresses it cannot read (';' between addresses is read as a
+# comma): the others get the message, the caller hears of each one left
+# out, and the exit status says so.
+set +e
+printf 'To: root; postmaster\nCc: J\366rg <mtadev>, John Smith\nSubject: partly readable\n\nx\n' |
+	as "$SENDMAIL" -t 2>"$W/err"
+rc=$?
+set -e
+[ $rc -eq 65 ] || fail "-t with an unreadable address exited $rc"
+grep -q 'Cc: cannot read the address "John Smith": display name without <address>; not sent to it' "$W/err" ||
+	fail "-t, unreadable address: $(cat "$W/err")"
+n=$((n + 1))
+wait_queued $n || fail "the partly readable message was not queued"
+[ "$(envelope 'partly readable')" = "mtadev@mx.test root@mx.test postmaster@mx.test mtadev@mx.test" ] ||
+	fail "partly readable envelope: $(envelope 'partly readable')"
+
 # 1 GiB over a 1 MiB limit: refused as soon as the limit is passed.
 start=$(date +%s)
 yes "a line of a message far too big" | head -c 1073741824 | as "$SENDMAIL" root 2>"$W/err" &&
@@ -133,6 +164,13 @@ i=0; until rcpt staff@mx.test; do
 	[ $i -ge 50 ] && fail "staff refused after newaliases and reload: $(cat "$W/sw")"
 	sleep 0.1; i=$((i + 1))
 done
+
+# Network mail keeps its header as the client wrote it.
+swaks --server "127.0.0.1:$PORT" --from a@example.org --to root@mx.test --header "To: root" \
+	--header "Subject: from the network" >"$W/sw" 2>&1 || fail "swaks: $(cat "$W/sw")"
+n=$((n + 1))
+wait_queued $n || fail "network message not queued"
+grep -q "^To: root$(printf '\r')\$" "$(message 'from the network')" || fail "a network message's To: was rewritten"
 
 # A flood: 300 submissions, 8 at a time.
 seq 300 | as xargs -P 8 -I{} sh -c "printf 'Subject: flood {}\n\nx\n' | $SENDMAIL root" ||

@@ -353,10 +353,17 @@ impl Composer {
                 "Your message could not be delivered to one or more of its recipients. Each of them is listed \
                  below with the reason.",
             )),
-            (Kind::Failure, Addressee::Postmaster) => p.push(String::from(
+            (Kind::Failure, Addressee::Postmaster) if self.report.original.sender.is_empty() => p.push(String::from(
                 "A message with the null sender, such as a delivery report, could not be delivered to one or \
                  more of its recipients. As it cannot be returned to its sender, it is reported to the \
                  postmaster instead. Each recipient is listed below with the reason.",
+            )),
+            // pickup's notice of a local submission from a sender no mail
+            // can go to.
+            (Kind::Failure, Addressee::Postmaster) => p.push(String::from(
+                "A message could not be delivered to one or more of its recipients, and its sender is not an \
+                 address mail can be returned to, so it is reported to the postmaster instead. Each recipient is \
+                 listed below with the reason.",
             )),
             (Kind::Delay, _) => {
                 p.push(String::from("This is a warning only: you do not need to send your message again."));

@@ -8,12 +8,15 @@
 //!
 //! It takes local submissions from pickup on the same protocol; only
 //! pickup may hand over a local envelope with a submitter's uid, and
-//! bounce one without (delivery status notifications).
+//! bounce and pickup one without (delivery status notifications). In a local
+//! submission's header, bare local names in the address fields get this
+//! host's domain ([`qualify`]).
 //!
 //! Trusts: master; smtpd's, pickup's and bounce's envelopes (addresses
 //! included) and content are checked again.
 
 pub mod message;
+pub mod qualify;
 
 use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -323,12 +326,12 @@ impl Cleanup {
                 if p.txns.contains_key(&txn) {
                     self.child.fatal(&format!("{} began transaction {txn} twice", p.role.name()));
                 }
-                // Only pickup speaks for local users, and it always does;
+                // Only pickup speaks for local users; its failure notices,
                 // bounce's notices and local's forwarded mail are local
                 // mail of no user.
                 let claims_local = (envelope.protocol == "local", envelope.submitter.is_some());
                 let expected = match p.role {
-                    Role::Pickup => (true, true),
+                    Role::Pickup => (true, claims_local.1),
                     Role::Bounce | Role::Local => (true, false),
                     _ => (false, false),
                 };
@@ -393,9 +396,16 @@ impl Cleanup {
         let id = self.ids.next_id();
         let arrival = Time::now();
         let received = message::received(&t.envelope, &self.child.config.hostname, id.as_str(), arrival.secs as u64);
-        let mut content = Vec::with_capacity(received.len() + t.content.len());
+        // A local user's bare `root` in From:, To: and the like gets the
+        // domain sendmail gave the envelope; network mail keeps its own.
+        let qualified = match t.envelope.submitter {
+            Some(_) => qualify::qualify_header(&t.content, &self.child.config.hostname),
+            None => None,
+        };
+        let body = qualified.as_deref().unwrap_or(&t.content);
+        let mut content = Vec::with_capacity(received.len() + body.len());
         content.extend_from_slice(received.as_bytes());
-        content.extend_from_slice(&t.content);
+        content.extend_from_slice(body);
         let file = queue_file(id, arrival, &t.envelope, content);
         let role = self.peers.get(&token).map_or("?", |p| p.role.name());
         let origin = match t.envelope.submitter {

@@ -29,7 +29,8 @@ pub struct ChildConfig {
     pub control: Control,
     /// smtpd and cleanup: how mail is taken in.
     pub intake: Option<Intake>,
-    /// qmgr, smtp, connector and bounce: how mail is delivered.
+    /// qmgr, smtp, connector, bounce and local: how mail is delivered;
+    /// pickup: for `bounce.size_limit` of its failure notices.
     pub delivery: Option<Box<crate::config::delivery::DeliveryConf>>,
     /// connector: the directories of the transport table's UNIX sockets
     /// that master opened and passed, in descriptor order (those it could

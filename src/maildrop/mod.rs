@@ -25,6 +25,7 @@
 //! recipients are counted against [`Limits`], and nothing may follow the
 //! `END ` record.
 
+pub mod names;
 mod read;
 mod write;
 

@@ -322,16 +322,18 @@ impl Master {
             log_line_length: self.config.log.line_length,
             control: self.config.control.clone(),
             intake: matches!(role, Role::Smtpd | Role::Cleanup | Role::Pickup).then(|| self.intake_for(role)),
-            delivery: matches!(role, Role::Qmgr | Role::Smtp | Role::Connector | Role::Bounce | Role::Local).then(
-                || {
-                    let credentials = if role == Role::Smtp { self.intake.credentials.clone() } else { None };
-                    let mut delivery = self.config.delivery(credentials);
-                    if role == Role::Smtp {
-                        delivery.tls_ca = self.intake.tls_ca.clone();
-                    }
-                    Box::new(delivery)
-                },
-            ),
+            delivery: matches!(
+                role,
+                Role::Qmgr | Role::Smtp | Role::Connector | Role::Bounce | Role::Local | Role::Pickup
+            )
+            .then(|| {
+                let credentials = if role == Role::Smtp { self.intake.credentials.clone() } else { None };
+                let mut delivery = self.config.delivery(credentials);
+                if role == Role::Smtp {
+                    delivery.tls_ca = self.intake.tls_ca.clone();
+                }
+                Box::new(delivery)
+            }),
             socket_dirs: socket_dirs.iter().map(|(p, _)| p.clone()).collect(),
         }));
         channel.send(&init, &[]).map_err(|e| format!("sending configuration: {e}"))?;

@@ -5,7 +5,9 @@
 //! final name (postdrop writes under `.tmp.*` and renames when the file
 //! is whole), and reads as a complete maildrop stream within the intake
 //! limits; its owner is the submitting user, whatever the file says.
-//! Anything else is moved to corrupt/ and logged. A file that cannot be
+//! Anything else is moved to corrupt/ and logged; a message cleanup
+//! refuses is moved there too, and its sender (or the postmaster) gets a
+//! failure notice ([`notice`]). A file that cannot be
 //! read because of an I/O error is left where it is and tried again after
 //! a growing pause while the others go on ([`trouble`]); after an hour of
 //! that it is set aside too. An error of pickup's own (no descriptor or
@@ -19,6 +21,7 @@
 //!
 //! Trusts: master; maildrop files no more than SMTP input.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufReader};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -34,13 +37,14 @@ use nix::sys::stat::{Mode, SFlag, fstatat};
 use nix::unistd::{UnlinkatFlags, unlinkat};
 use sandbox::Sandboxed;
 
+mod notice;
 mod trouble;
 use trouble::{Troubles, Verdict};
 
 use crate::child::Child;
 use crate::ipc::Channel;
 use crate::ipc::msg::{CleanupToSmtpd, CommitResult, FromMaster, MessageEnvelope, MessageRecipient, SmtpdToCleanup};
-use crate::maildrop::{self, Limits, Reader};
+use crate::maildrop::{self, Limits, Reader, names};
 use crate::queue;
 use crate::roles::Role;
 use crate::smtpd::params;
@@ -68,6 +72,8 @@ const SCAN_INTERVAL: Duration = Duration::from_secs(1);
 const RETRY_PAUSE: Duration = Duration::from_secs(5);
 /// A `.tmp.*` file this old was left by a postdrop that died.
 const ABANDONED: Duration = Duration::from_secs(24 * 3600);
+/// Content of a failure notice per message on the cleanup channel.
+const NOTICE_CHUNK: usize = 32 * 1024;
 /// Names taken per scan, so one scan of a flooded directory stays short.
 const SCAN_BATCH: usize = 1000;
 
@@ -80,6 +86,12 @@ struct InFlight {
     ended: bool,
     uid: u32,
     nrcpt: usize,
+    /// What cleanup was given, for a notice should it refuse the message.
+    envelope: MessageEnvelope,
+    /// The first bytes of the content (at most `bounce.size_limit` and one
+    /// more) and its length so far: what a notice may return.
+    kept: Vec<u8>,
+    len: u64,
 }
 
 struct Pickup {
@@ -101,6 +113,15 @@ struct Pickup {
     watch: Option<Watch>,
     /// Files that failed for a reason that may pass, waiting to be tried.
     troubles: Troubles,
+    /// This boot's tag (`maildrop::names`), if the boot can be told.
+    boot: Option<String>,
+    /// Failure notices handed to cleanup, by transaction: the maildrop
+    /// file's name and the notice's addressee.
+    notices: HashMap<u64, (String, String)>,
+    /// Names refused messages in their notices and in the log.
+    ids: queue::QueueIdGen,
+    /// Most bytes of a refused message its notice returns.
+    size_limit: u64,
 }
 
 /// Watch maildrop/ (the first role descriptor) for arrivals. Must run
@@ -113,7 +134,8 @@ pub fn watch_maildrop(child: &Child) -> io::Result<Watch> {
 
 /// Serve until master says stop. `watch` is what [`watch_maildrop`]
 /// made before the sandbox was entered.
-pub fn serve(_token: Sandboxed, mut child: Child, watch: io::Result<Watch>) -> ! {
+/// `boot` is `sandbox::boot_id`, read before the sandbox as well.
+pub fn serve(_token: Sandboxed, mut child: Child, watch: io::Result<Watch>, boot: Option<String>) -> ! {
     let poll = Poll::new().unwrap_or_else(|e| crate::child::die(Role::Pickup, &format!("poll: {e}")));
     let fds = std::mem::take(&mut child.fds);
     let [maildrop, corrupt] = match <[_; 2]>::try_from(fds) {
@@ -149,7 +171,14 @@ pub fn serve(_token: Sandboxed, mut child: Child, watch: io::Result<Watch>) -> !
         retry_after: now,
         watch,
         troubles: Troubles::default(),
+        boot: boot.map(|b| names::boot_tag(&b)),
+        notices: HashMap::new(),
+        ids: queue::QueueIdGen::new(std::process::id()),
+        size_limit: crate::bounce::DEFAULT_SIZE_LIMIT,
     };
+    if let Some(d) = p.child.config.delivery.as_ref() {
+        p.size_limit = d.bounce.size_limit;
+    }
     let mut events = Events::with_capacity(16);
     loop {
         let timeout = p.timeout();
@@ -218,6 +247,11 @@ impl Pickup {
         }
         // The file stays in maildrop/; it is taken again once cleanup is back.
         self.current = None;
+        for (_, (name, to)) in self.notices.drain() {
+            self.child.warn(&format!(
+                "maildrop file {name}: the failure notice to <{to}> was lost with cleanup; the file is in corrupt/"
+            ));
+        }
         self.scan_soon();
     }
 
@@ -293,6 +327,24 @@ impl Pickup {
     }
 
     fn committed(&mut self, txn: u64, result: CommitResult) {
+        if let Some((name, to)) = self.notices.remove(&txn) {
+            return match result {
+                CommitResult::Queued(id) => {
+                    self.child.info(&format!("maildrop file {name}: failure notice to <{to}> queued as {id}"));
+                }
+                CommitResult::Refused { code, enhanced, text } => self.child.warn(&format!(
+                    "maildrop file {name}: the failure notice to <{to}> was refused ({code} {enhanced} {text}); \
+                     the file is in corrupt/"
+                )),
+                CommitResult::TempFail(why) => self.child.warn(&format!(
+                    "maildrop file {name}: the failure notice to <{to}> was not queued ({why}); the file is in corrupt/"
+                )),
+                CommitResult::NoSpace => self.child.warn(&format!(
+                    "maildrop file {name}: the failure notice to <{to}> was not queued (the spool is short of \
+                     space); the file is in corrupt/"
+                )),
+            };
+        }
         let Some(f) = self.current.take_if(|f| f.txn == txn && f.ended) else {
             self.child.fatal(&format!("a verdict for transaction {txn}, which is not in flight"));
         };
@@ -306,8 +358,19 @@ impl Pickup {
                 }
             }
             CommitResult::Refused { code, enhanced, text } => {
-                let why = format!("refused by cleanup: {code} {enhanced} {text}");
+                // sendmail told its caller the message was taken: the
+                // sender (or the postmaster) hears that it was not.
+                let id = self.ids.next_id();
+                let why = format!("refused by cleanup: {code} {enhanced} {text} (named {id} in the failure notice)");
                 self.set_aside(&f.name, &why);
+                let refusal = notice::Refusal { code, enhanced: &enhanced, text: &text };
+                let kept = notice::Kept { data: &f.kept, len: f.len };
+                let hostname = self.child.config.hostname.clone();
+                match notice::notice(&f.envelope, &refusal, &kept, id, &hostname, self.size_limit, queue::Time::now()) {
+                    Ok(Some(n)) => self.send_notice(&f.name, n),
+                    Ok(None) => self.child.info(&format!("maildrop file {}: no failure notice wanted", f.name)),
+                    Err(e) => self.child.warn(&format!("maildrop file {}: no failure notice: {e}", f.name)),
+                }
             }
             CommitResult::TempFail(why) => {
                 self.child.warn(&format!("maildrop file {}: not queued now ({why}); trying again later", f.name));
@@ -317,6 +380,25 @@ impl Pickup {
                 self.child.warn(&format!("maildrop file {}: the spool is short of space; trying again later", f.name));
                 self.pause();
             }
+        }
+    }
+
+    /// Hand a failure notice to cleanup as a message of its own.
+    fn send_notice(&mut self, name: &str, n: notice::Notice) {
+        let txn = self.next_txn;
+        self.next_txn += 1;
+        let mut ok = self.send(SmtpdToCleanup::Begin { txn, envelope: Box::new(n.envelope) });
+        for piece in n.content.chunks(NOTICE_CHUNK) {
+            ok = ok && self.send(SmtpdToCleanup::Content { txn, data: piece.to_vec() });
+        }
+        ok = ok && self.send(SmtpdToCleanup::End { txn });
+        if ok {
+            self.notices.insert(txn, (name.to_string(), n.to));
+        } else {
+            self.child.warn(&format!(
+                "maildrop file {name}: the failure notice to <{}> could not be handed to cleanup; the file is in corrupt/",
+                n.to
+            ));
         }
     }
 
@@ -448,13 +530,17 @@ impl Pickup {
                 let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
                 (now.as_secs() as i64).saturating_sub(st.st_mtime) > ABANDONED.as_secs() as i64
             });
-            if !old {
+            // Written in another boot: its postdrop is gone, and a whole
+            // one is most likely mail sendmail said it took, whose rename
+            // a crash undid (postdrop cannot sync maildrop/). Taken at once.
+            let orphan = names::from_another_boot(&name, self.boot.as_deref());
+            if !old && !orphan {
                 continue;
             }
-            // Complete, it may be mail sendmail said it took, whose rename
-            // a crash undid (postdrop cannot sync maildrop/): taken, as a
-            // duplicate is better than a loss.
-            let done = name.strip_prefix(".tmp.").filter(|n| !n.is_empty() && !n.starts_with('.'));
+            // Complete, it may be such mail too (or its postdrop was
+            // killed just before the rename): taken, as a duplicate is
+            // better than a loss.
+            let done = names::final_for(&name);
             let complete = if done.is_some() { self.complete_stream(&name) } else { Ok(false) };
             if let Err(e) = &complete {
                 // Not judged on an error that may pass: looked at again.
@@ -465,13 +551,21 @@ impl Pickup {
                 && complete == Ok(true)
                 && renameat(&self.maildrop, name.as_str(), &self.maildrop, done).is_ok()
             {
-                self.child
-                    .warn(&format!("maildrop file {name}: left complete under its temporary name; taken as {done}"));
+                let when = if orphan { "by a postdrop of an earlier boot" } else { "for a day" };
+                self.child.warn(&format!(
+                    "maildrop file {name}: left complete under its temporary name {when}; taken as {done}"
+                ));
                 if names.len() < SCAN_BATCH {
                     names.push(done.to_string());
                 } else {
                     full = true;
                 }
+                continue;
+            }
+            // An unfinished file of another boot waits its day as well:
+            // the boot tag of a file being written now could be told wrong
+            // (FreeBSD's boot time moves when the clock is set).
+            if !old {
                 continue;
             }
             if unlinkat(&self.maildrop, name.as_str(), UnlinkatFlags::NoRemoveDir).is_ok() {
@@ -562,6 +656,7 @@ impl Pickup {
         let txn = self.next_txn;
         self.next_txn += 1;
         let nrcpt = envelope.recipients.len();
+        let kept_envelope = envelope.clone();
         let begin = SmtpdToCleanup::Begin { txn, envelope: Box::new(envelope) };
         match self.cleanup.as_mut().map(|c| c.send(&begin, &[])) {
             Some(Ok(())) => {}
@@ -573,7 +668,17 @@ impl Pickup {
             }
             _ => return self.lose_cleanup(),
         }
-        self.current = Some(InFlight { name, reader, txn, ended: false, uid: meta.uid(), nrcpt });
+        self.current = Some(InFlight {
+            name,
+            reader,
+            txn,
+            ended: false,
+            uid: meta.uid(),
+            nrcpt,
+            envelope: kept_envelope,
+            kept: Vec::new(),
+            len: 0,
+        });
     }
 
     fn limits(&self) -> Limits {
@@ -600,6 +705,12 @@ impl Pickup {
             let txn = f.txn;
             match f.reader.next_chunk() {
                 Ok(Some(data)) => {
+                    // One byte past the limit tells the composer whether
+                    // a header field ending there goes on.
+                    let keep = usize::try_from(self.size_limit.saturating_add(1)).unwrap_or(usize::MAX);
+                    let room = keep.saturating_sub(f.kept.len());
+                    f.kept.extend_from_slice(&data[..room.min(data.len())]);
+                    f.len += data.len() as u64;
                     if !self.send(SmtpdToCleanup::Content { txn, data }) {
                         return;
                     }

@@ -21,6 +21,7 @@ use std::fs::File;
 use std::hash::{BuildHasher, Hasher};
 use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
 use nix::fcntl::{OFlag, open, openat, renameat};
@@ -29,7 +30,7 @@ use nix::unistd::{UnlinkatFlags, unlinkat};
 use sandbox::{DirAccess, Grant, Net, Policy, Unconfined};
 
 use crate::config::{self, Config};
-use crate::maildrop::{Error as DropError, Limits, Reader, Writer};
+use crate::maildrop::{Error as DropError, Limits, Reader, Writer, names};
 use crate::roles::MAILDROP_DIR;
 
 /// sysexits(3).
@@ -89,7 +90,10 @@ pub fn main(args: &[String]) -> i32 {
             );
         }
     };
-    let tmp = format!(".tmp.{}", unique());
+    // The boot's tag in the temporary name tells pickup, after a crash,
+    // that nobody is writing this file any more (`maildrop::names`).
+    let boot = sandbox::boot_id().map(|b| names::boot_tag(&b));
+    let tmp = names::temporary(boot.as_deref(), &unique());
     let cflags = OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_WRONLY | OFlag::O_CLOEXEC;
     let file = match openat(&maildrop, tmp.as_str(), cflags, Mode::from_bits_truncate(0o640)) {
         Ok(fd) => File::from(fd),
@@ -100,17 +104,28 @@ pub fn main(args: &[String]) -> i32 {
         return fail(EX_SOFTWARE, &format!("cannot enter the sandbox: {e}"));
     }
     let limits = Limits { max_recipients: config.limits.recipients as usize, max_content: config.limits.message_size };
-    match copy(std::io::stdin().lock(), file, limits) {
+    match copy(std::io::stdin().lock(), &file, limits) {
         Ok(()) => {}
         Err((code, msg)) => {
             let _ = unlinkat(&maildrop, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
             return fail(code, &msg);
         }
     }
-    let name = unique();
-    if let Err(e) = renameat(&maildrop, tmp.as_str(), &maildrop, name.as_str()) {
-        let _ = unlinkat(&maildrop, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
-        return fail(EX_TEMPFAIL, &format!("completing the maildrop file: {e}"));
+    let mut name = unique();
+    match renameat(&maildrop, tmp.as_str(), &maildrop, name.as_str()) {
+        Ok(()) => {}
+        // Only pickup renames a temporary file, and only a whole one it
+        // judged abandoned: the file still has a name, pickup's.
+        Err(nix::errno::Errno::ENOENT)
+            if file.metadata().is_ok_and(|m| m.nlink() == 1)
+                && let Some(taken) = names::final_for(&tmp) =>
+        {
+            name = taken.to_string();
+        }
+        Err(e) => {
+            let _ = unlinkat(&maildrop, tmp.as_str(), UnlinkatFlags::NoRemoveDir);
+            return fail(EX_TEMPFAIL, &format!("completing the maildrop file: {e}"));
+        }
     }
     // The name, for sendmail to report; a caller that closed stdout
     // does not want it.
@@ -157,7 +172,7 @@ fn enter(maildrop: &OwnedFd, file: &File, path: PathBuf) -> Result<(), sandbox::
 }
 
 /// Validate the stream on stdin and write it to the file, synced.
-fn copy(input: impl std::io::Read, file: File, limits: Limits) -> Result<(), (i32, String)> {
+fn copy(input: impl std::io::Read, file: &File, limits: Limits) -> Result<(), (i32, String)> {
     let bad = |e: DropError| match e {
         DropError::Io(e) => (EX_TEMPFAIL, e.to_string()),
         e => (EX_DATAERR, e.to_string()),

@@ -45,6 +45,9 @@ pub struct Prepared {
     /// With `extract`: the recipients of the header, qualified, in order,
     /// duplicates removed (the domain compared without case).
     pub recipients: Vec<String>,
+    /// With `extract`: the members of those fields that could not be read
+    /// as addresses (the others are in `recipients`).
+    pub unreadable: Vec<Unreadable>,
     /// The names of the fields added, in the order added.
     pub added: Vec<&'static str>,
 }
@@ -54,8 +57,6 @@ pub struct Prepared {
 pub enum HeaderError {
     /// Line `line` (from 1) is neither a header field nor a continuation.
     NotHeader { line: usize },
-    /// With `-t`: an address field that is not an address list.
-    BadAddress { field: String, value: String, reason: &'static str },
     /// A value in [`HeaderOptions`] that holds a control character.
     BadOption { what: &'static str },
 }
@@ -65,9 +66,6 @@ impl fmt::Display for HeaderError {
         match self {
             HeaderError::NotHeader { line } => {
                 write!(f, "header line {line} is neither a header field nor the continuation of one")
-            }
-            HeaderError::BadAddress { field, value, reason } => {
-                write!(f, "{field}: cannot read the addresses in {value:?}: {reason}")
             }
             HeaderError::BadOption { what } => write!(f, "the {what} holds a control character"),
         }
@@ -235,9 +233,9 @@ pub fn prepare(header: &[u8], opts: &HeaderOptions<'_>) -> Result<Prepared, Head
     // The Resent- recipients replace To:, Cc: and Bcc: only when there
     // are some (as in Postfix): a lone Resent-From: hides nobody.
     let resent_to = fields.iter().any(|f| f.is("Resent-To") || f.is("Resent-Cc") || f.is("Resent-Bcc"));
-    let recipients = match opts.extract {
-        true => extract(&fields, resent_to, opts.hostname)?,
-        false => Vec::new(),
+    let (recipients, unreadable) = match opts.extract {
+        true => extract(&fields, resent_to, opts.hostname),
+        false => (Vec::new(), Vec::new()),
     };
     let mut out = Vec::with_capacity(header.len() + 256);
     for field in fields.iter().filter(|f| !f.is("Bcc") && !f.is("Resent-Bcc")) {
@@ -261,7 +259,7 @@ pub fn prepare(header: &[u8], opts: &HeaderOptions<'_>) -> Result<Prepared, Head
     add(date, opts.date);
     add(from, &from_value(opts));
     out.extend_from_slice(b"\r\n");
-    Ok(Prepared { header: out, recipients, added })
+    Ok(Prepared { header: out, recipients, unreadable, added })
 }
 
 fn check_options(opts: &HeaderOptions<'_>) -> Result<(), HeaderError> {
@@ -281,33 +279,105 @@ fn check_options(opts: &HeaderOptions<'_>) -> Result<(), HeaderError> {
 }
 
 /// The recipients of To:, Cc: and Bcc:, or with `resent` of their Resent-
-/// forms only (as Sendmail does).
-fn extract(fields: &[Field<'_>], resent: bool, hostname: &str) -> Result<Vec<String>, HeaderError> {
+/// forms only (as Sendmail does). Each member of a list is read on its
+/// own: one that cannot be read is reported in the second list and the
+/// others are still taken (a `;` outside a group is read as a `,`, and
+/// bytes that are not UTF-8 become U+FFFD, harmless in a display name).
+fn extract(fields: &[Field<'_>], resent: bool, hostname: &str) -> (Vec<String>, Vec<Unreadable>) {
     let names: [&str; 3] = match resent {
         true => ["Resent-To", "Resent-Cc", "Resent-Bcc"],
         false => ["To", "Cc", "Bcc"],
     };
     let mut seen = HashSet::new();
     let mut recipients = Vec::new();
+    let mut unreadable = Vec::new();
     for field in fields.iter().filter(|f| names.iter().any(|n| f.is(n))) {
         let value = field.value();
-        let bad = |reason| HeaderError::BadAddress {
+        let text = String::from_utf8_lossy(&value);
+        let bad = |text: &str, reason: &str| Unreadable {
             field: String::from_utf8_lossy(field.name).into_owned(),
-            value: excerpt(&value),
-            reason,
+            text: excerpt(text.as_bytes()),
+            reason: reason.to_string(),
         };
-        let text = std::str::from_utf8(&value).map_err(|_| bad("not UTF-8"))?;
-        for address in parse_address_list(text).map_err(|e| bad(e.reason()))? {
-            let address = qualify(&address, hostname);
-            if address.len() > MAX_ADDRESS {
-                return Err(bad("address longer than 1024 bytes"));
-            }
-            if seen.insert(dedup_key(&address)) {
-                recipients.push(address);
+        for member in list_members(&text) {
+            let addresses = match parse_address_list(member) {
+                Ok(a) => a,
+                Err(e) => {
+                    unreadable.push(bad(member, e.reason()));
+                    continue;
+                }
+            };
+            for address in addresses {
+                let address = qualify(&address, hostname);
+                if address.len() > MAX_ADDRESS {
+                    unreadable.push(bad(&address, "address longer than 1024 bytes"));
+                } else if address.contains('\u{fffd}') {
+                    unreadable.push(bad(member, "not UTF-8"));
+                } else if seen.insert(dedup_key(&address)) {
+                    recipients.push(address);
+                }
             }
         }
     }
-    Ok(recipients)
+    (recipients, unreadable)
+}
+
+/// The members of an address list as text, each readable on its own by
+/// [`parse_address_list`]: split at the commas outside quotes, comments
+/// and angle brackets, and at a `;` that closes no group (a common slip
+/// for `,`). A group's members are members (its name is dropped).
+fn list_members(text: &str) -> Vec<&str> {
+    let mut members = Vec::new();
+    let (mut start, mut depth, mut quoted, mut escaped) = (0, 0usize, false, false);
+    let (mut in_angle, mut in_group) = (false, false);
+    for (i, c) in text.char_indices() {
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        match c {
+            '\\' if quoted || depth > 0 => escaped = true,
+            '"' if depth == 0 => quoted = !quoted,
+            _ if quoted => {}
+            '(' => depth += 1,
+            ')' if depth > 0 => depth -= 1,
+            _ if depth > 0 => {}
+            '<' => in_angle = true,
+            '>' => in_angle = false,
+            _ if in_angle => {}
+            ':' if !in_group => {
+                in_group = true;
+                start = i + 1;
+            }
+            ',' | ';' => {
+                members.push(&text[start..i]);
+                start = i + 1;
+                if c == ';' {
+                    in_group = false;
+                }
+            }
+            _ => {}
+        }
+    }
+    members.push(&text[start..]);
+    members.retain(|m| !m.trim().is_empty());
+    members
+}
+
+/// A member of an address field `-t` could not read; the message goes to
+/// the other recipients.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unreadable {
+    pub field: String,
+    /// The member, as far as 80 characters of it.
+    pub text: String,
+    pub reason: String,
+}
+
+impl fmt::Display for Unreadable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: cannot read the address {:?}: {}", self.field, self.text, self.reason)
+    }
 }
 
 /// At most 80 characters of a field value, for a message.

@@ -109,6 +109,16 @@ fn failure(code: i32, message: impl Into<String>) -> Failure {
     Failure { code, message: message.into() }
 }
 
+/// A message handed to postdrop.
+#[derive(Debug)]
+struct Sent {
+    /// The maildrop file's name.
+    name: String,
+    /// Header addresses (`-t`) that could not be read, said as such: the
+    /// message went to the other recipients.
+    unreadable: Vec<String>,
+}
+
 /// The user running sendmail, from the password database.
 struct Submitter {
     login: String,
@@ -267,11 +277,16 @@ impl Context {
     /// `-bm`: read the message, prepare its header, hand it to postdrop.
     fn deliver(&self, inv: &Invocation) -> i32 {
         match self.send(inv, &mut io::stdin().lock()) {
-            Ok(name) => {
+            Ok(sent) => {
                 if inv.verbose {
-                    eprintln!("{}: submitted as maildrop file {name}", self.prog);
+                    eprintln!("{}: submitted as maildrop file {}", self.prog, sent.name);
                 }
-                0
+                // Queued for the others; the caller hears of each address
+                // left out, and the exit status says not all went well.
+                for u in &sent.unreadable {
+                    eprintln!("{}: {u}; not sent to it (the other recipients get the message)", self.prog);
+                }
+                if sent.unreadable.is_empty() { 0 } else { EX_DATAERR }
             }
             Err(f) => {
                 eprintln!("{}: {}", self.prog, f.message);
@@ -280,7 +295,7 @@ impl Context {
         }
     }
 
-    fn send(&self, inv: &Invocation, stdin: &mut dyn Read) -> Result<String, Failure> {
+    fn send(&self, inv: &Invocation, stdin: &mut dyn Read) -> Result<Sent, Failure> {
         let hostname = self.config.hostname.as_str();
         // The password entry gives the sender and the full name; with -f
         // (a container's uid without one, say) it is not needed.
@@ -329,17 +344,29 @@ impl Context {
         if let Some((_, _, why)) = self.header_refusal(&scan) {
             return Err(failure(EX_DATAERR, why));
         }
+        // The command line's recipients must all be good; of the
+        // header's, those that are not are left out and reported, and the
+        // others get the message (as Postfix and Sendmail do).
         let mut recipients: Vec<String> = Vec::new();
-        for r in inv.recipients.iter().map(|r| qualify(r, hostname)).chain(prepared.recipients) {
+        for r in inv.recipients.iter().map(|r| qualify(r, hostname)) {
+            check_address("recipient", &r)?;
             if !recipients.iter().any(|x| x.eq_ignore_ascii_case(&r)) {
                 recipients.push(r);
             }
         }
-        if recipients.is_empty() {
-            return Err(failure(EX_USAGE, "no recipient addresses found in the message header"));
+        let mut unreadable: Vec<String> = prepared.unreadable.iter().map(ToString::to_string).collect();
+        for r in prepared.recipients {
+            if let Err(f) = check_address("recipient", &r) {
+                unreadable.push(f.message);
+            } else if !recipients.iter().any(|x| x.eq_ignore_ascii_case(&r)) {
+                recipients.push(r);
+            }
         }
-        for r in &recipients {
-            check_address("recipient", r)?;
+        if recipients.is_empty() {
+            return Err(match unreadable.is_empty() {
+                true => failure(EX_USAGE, "no recipient addresses found in the message header"),
+                false => failure(EX_DATAERR, format!("{}; nothing was sent", unreadable.join("; "))),
+            });
         }
         let envelope = Envelope {
             sender,
@@ -369,7 +396,8 @@ impl Context {
             };
             sub.write(&chunk);
         }
-        sub.finish()
+        let name = sub.finish()?;
+        Ok(Sent { name, unreadable })
     }
 }
 

@@ -70,8 +70,9 @@ fn login() -> String {
 fn extract_recipients_and_complete_the_header() {
     let fake = Fake::new("extract", 0, "0000FEED");
     let msg = "To: joe, Ann <ann@example.org>\nCc: bob@example.net\nBcc: secret@example.com\nSubject: hi\n\nbody line\n.\nnot read\n";
-    let name = fake.context().send(&invocation(&["-t", "extra@example.org"]), &mut Cursor::new(msg)).unwrap();
-    assert_eq!(name, "0000FEED");
+    let sent = fake.context().send(&invocation(&["-t", "extra@example.org"]), &mut Cursor::new(msg)).unwrap();
+    assert_eq!(sent.name, "0000FEED");
+    assert!(sent.unreadable.is_empty());
     let (env, content) = fake.stream();
     assert_eq!(env.sender, format!("{}@host.example", login()));
     let rcpts: Vec<&str> = env.recipients.iter().map(|r| r.address.as_str()).collect();
@@ -90,6 +91,27 @@ fn extract_recipients_and_complete_the_header() {
     assert_eq!(std::fs::read_to_string(fake.dir.join("args")).unwrap().trim(), "");
     let env_dump = std::fs::read_to_string(fake.dir.join("env")).unwrap();
     assert!(!env_dump.contains("HOME="), "{env_dump}");
+}
+
+#[test]
+fn an_unreadable_header_address_leaves_the_others_their_message() {
+    let fake = Fake::new("unreadable", 0, "0000BEEF");
+    // `;` for `,`, a Latin-1 display name, a name without an address, and
+    // an address of Latin-1 bytes.
+    let msg = b"To: ann@example.org; bob@example.org\nCc: J\xf6rg <joerg@example.org>, John Smith, \xe9t\xe9@example.org\n\nbody\n";
+    let sent = fake.context().send(&invocation(&["-t"]), &mut Cursor::new(&msg[..])).unwrap();
+    let (env, _) = fake.stream();
+    let rcpts: Vec<&str> = env.recipients.iter().map(|r| r.address.as_str()).collect();
+    assert_eq!(rcpts, ["ann@example.org", "bob@example.org", "joerg@example.org"]);
+    assert_eq!(sent.unreadable.len(), 2, "{:?}", sent.unreadable);
+    assert_eq!(sent.unreadable[0], "Cc: cannot read the address \"John Smith\": display name without <address>");
+    assert!(sent.unreadable[1].starts_with("Cc: cannot read the address") && sent.unreadable[1].ends_with("not UTF-8"));
+    // Nobody readable: nothing is sent, and the caller hears why.
+    let fake = Fake::new("unreadable-all", 0, "0000BEEF");
+    let f = fake.context().send(&invocation(&["-t"]), &mut Cursor::new("To: John Smith\n\nbody\n")).unwrap_err();
+    assert_eq!(f.code, EX_DATAERR);
+    assert!(f.message.contains("\"John Smith\"") && f.message.ends_with("nothing was sent"), "{}", f.message);
+    assert!(!fake.dir.join("stream").exists(), "postdrop was not run");
 }
 
 #[test]
@@ -176,7 +198,7 @@ fn too_many_hops_are_refused_before_postdrop() {
     let fake = Fake::new("hops", 0, "X");
     let fifty = "Received: from a by b; Mon, 23 Nov 2026 08:00:00 +0000\n".repeat(50);
     let ok = fake.context().send(&invocation(&["u@example.org"]), &mut Cursor::new(format!("{fifty}\nbody\n")));
-    assert_eq!(ok.unwrap(), "X");
+    assert_eq!(ok.unwrap().name, "X");
     let fake = Fake::new("hops51", 0, "X");
     let msg = format!("{fifty}Received: from c by a; Mon, 23 Nov 2026 08:00:00 +0000\n\nbody\n");
     let f = fake.context().send(&invocation(&["u@example.org"]), &mut Cursor::new(msg)).unwrap_err();
@@ -203,7 +225,7 @@ fn envelope_over_what_cleanup_takes_is_refused_before_postdrop() {
     let fake = Fake::new("bigenv-ok", 0, "X");
     let mut args: Vec<&str> = vec!["-i"];
     args.extend(rcpts[..300].iter().map(String::as_str));
-    assert_eq!(fake.context().send(&invocation(&args), &mut Cursor::new("Subject: x\n\nbody\n")).unwrap(), "X");
+    assert_eq!(fake.context().send(&invocation(&args), &mut Cursor::new("Subject: x\n\nbody\n")).unwrap().name, "X");
 }
 
 #[test]

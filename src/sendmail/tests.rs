@@ -690,19 +690,46 @@ fn control_characters_in_options_refused() {
 fn malformed_header_reported() {
     assert_eq!(prepare(b"A: b\r\nnot a header\r\n", &OPTS), Err(HeaderError::NotHeader { line: 2 }));
     assert_eq!(prepare(b" leading space\r\n", &OPTS), Err(HeaderError::NotHeader { line: 1 }));
-    let err = prepare(b"To: John Smith\r\n", &OPTS).unwrap_err();
-    assert_eq!(err.to_string(), "To: cannot read the addresses in \"John Smith\": display name without <address>");
-    let err = prepare(b"Cc: \xff@example.org\r\n", &OPTS).unwrap_err();
-    assert!(matches!(err, HeaderError::BadAddress { reason: "not UTF-8", .. }));
+    let p = prepare(b"To: John Smith, ann\r\n", &OPTS).unwrap();
+    assert_eq!(p.recipients, ["ann@host.example.org"]);
+    assert_eq!(
+        p.unreadable.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        ["To: cannot read the address \"John Smith\": display name without <address>"]
+    );
+    let p = prepare(b"Cc: \xff@example.org, J\xf6rg <j@example.org>\r\n", &OPTS).unwrap();
+    assert_eq!(p.recipients, ["j@example.org"]);
+    assert_eq!(p.unreadable.len(), 1);
+    assert_eq!(p.unreadable[0].reason, "not UTF-8");
     let long = format!("To: {}@example.org\r\n", "a".repeat(1012));
-    assert!(prepare(long.as_bytes(), &OPTS).is_ok());
-    let long = format!("To: {}@example.org\r\n", "a".repeat(1013));
-    assert!(matches!(
-        prepare(long.as_bytes(), &OPTS),
-        Err(HeaderError::BadAddress { reason: "address longer than 1024 bytes", .. })
-    ));
+    assert!(prepare(long.as_bytes(), &OPTS).unwrap().unreadable.is_empty());
+    let long = format!("To: {}@example.org, b@example.org\r\n", "a".repeat(1013));
+    let p = prepare(long.as_bytes(), &OPTS).unwrap();
+    assert_eq!(p.recipients, ["b@example.org"]);
+    assert_eq!(p.unreadable[0].reason, "address longer than 1024 bytes");
     // Without -t the addresses are not read.
-    assert!(prepare(b"To: John Smith\r\n", &HeaderOptions { extract: false, ..OPTS }).is_ok());
+    let p = prepare(b"To: John Smith\r\n", &HeaderOptions { extract: false, ..OPTS }).unwrap();
+    assert!(p.unreadable.is_empty());
+}
+
+#[test]
+fn semicolons_groups_and_stray_text_in_address_fields() {
+    let p = prepare(b"To: a@example.org; b@example.org;c\r\nCc: team: d, \"e;f\"@example.org; , (x, y) g\r\n", &OPTS)
+        .unwrap();
+    assert_eq!(
+        p.recipients,
+        [
+            "a@example.org",
+            "b@example.org",
+            "c@host.example.org",
+            "d@host.example.org",
+            "\"e;f\"@example.org",
+            "g@host.example.org"
+        ]
+    );
+    assert!(p.unreadable.is_empty(), "{:?}", p.unreadable);
+    let p = prepare(b"To: <a@example.org, b@example.org\r\nCc: c@example.org\r\n", &OPTS).unwrap();
+    assert_eq!(p.recipients, ["c@example.org"]);
+    assert_eq!(p.unreadable[0].reason, "unclosed '<'");
 }
 
 #[test]

@@ -68,6 +68,10 @@ wait_log "refused by cleanup: 553 5.1.3 Error: sender" || fail "CR LF in the sen
 # notice says it was not, to the postmaster here (no mail can go to that
 # sender). It waits in the queue, as postmaster has no alias.
 wait_log "failure notice to <postmaster@[^>]*> queued as" || fail "no failure notice for the refused file"
+# From double-bounce@, as bounce sends the postmaster's: one that cannot
+# be delivered is discarded rather than reported again.
+nid=$(sed -n 's/.*failure notice to <postmaster@[^>]*> queued as \([0-9A-Z]*\).*/\1/p' "$LOG" | head -1)
+wait_log "$nid: .*from=<double-bounce@" || fail "the postmaster's notice $nid is not from double-bounce@: $(grep "$nid" "$LOG")"
 wait_queued 3 || fail "$(queued) messages queued, not 2 and the notice"
 # (qmgr moves the file as it defers it: look again while it is not found)
 k=0

@@ -135,8 +135,14 @@ pub fn notice(
         .map_err(|e| e.to_string())?;
     let eight_bit = composed.iter().any(|&b| b >= 0x80);
     let smtputf8 = eight_bit && envelope.smtputf8;
+    // The postmaster's from double-bounce@, as bounce sends them: one
+    // that cannot be delivered is discarded, not reported again.
+    let from = match to {
+        Addressee::Sender => String::new(),
+        Addressee::Postmaster => format!("double-bounce@{hostname}"),
+    };
     Ok(Some(Notice {
-        envelope: MessageEnvelope::internal(String::new(), vec![address.clone()], eight_bit, smtputf8, hostname),
+        envelope: MessageEnvelope::internal(from, vec![address.clone()], eight_bit, smtputf8, hostname),
         content: composed,
         to: address,
     }))
@@ -209,6 +215,7 @@ mod tests {
             let kept = Kept { data: b"Subject: x\r\n\r\ny\r\n", len: 17 };
             let n = notice(&e, &REFUSAL, &kept, id(), "host.example", 50_000, now()).unwrap().unwrap();
             assert_eq!(n.to, "postmaster@host.example", "{sender:?}");
+            assert_eq!(n.envelope.sender, "double-bounce@host.example", "{sender:?}");
             let why = if sender.is_empty() {
                 "with the null sender"
             } else {

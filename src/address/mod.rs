@@ -101,9 +101,33 @@ pub fn without_extension<'a>(local: &'a str, delimiters: &str) -> &'a str {
     }
 }
 
+/// How strictly a local part is checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Strictness {
+    /// RFC 5321: at most 64 octets, atoms never empty.
+    Strict,
+    /// What is in use though the RFC does not allow it, and harmless to
+    /// carry: a local part longer than 64 octets (SRS and VERP senders),
+    /// empty atoms (`taro..yamada`, `taro.`, as some Japanese mobile
+    /// carriers hand out). Still no control, space or other character
+    /// outside atext: nothing a command or header could be broken with.
+    Lenient,
+}
+
 /// Parse `<...>` from the start of `s`; returns the path and the rest of
 /// the line (the ESMTP parameters). `utf8`: the client asked for SMTPUTF8.
 pub fn parse_path(s: &str, utf8: bool) -> Result<(Path, &str), Error> {
+    path(s, utf8, Strictness::Strict)
+}
+
+/// [`parse_path`] for a reverse-path (MAIL FROM), whose local part is
+/// checked leniently ([`parse_mailbox_lenient`]): refusing a sender
+/// loses mail that Postfix takes (RFC 5321 4.5.3.1 asks to avoid limits).
+pub fn parse_reverse_path(s: &str, utf8: bool) -> Result<(Path, &str), Error> {
+    path(s, utf8, Strictness::Lenient)
+}
+
+fn path(s: &str, utf8: bool, strictness: Strictness) -> Result<(Path, &str), Error> {
     let s = s.strip_prefix('<').ok_or(Error::Brackets)?;
     let end = find_close(s).ok_or(Error::Brackets)?;
     let inner = &s[..end];
@@ -132,7 +156,7 @@ pub fn parse_path(s: &str, utf8: bool) -> Result<(Path, &str), Error> {
         }
         None => inner,
     };
-    Ok((Path::Mailbox(parse_mailbox(mailbox_text, utf8)?), rest))
+    Ok((Path::Mailbox(mailbox(mailbox_text, utf8, strictness)?), rest))
 }
 
 /// The index of the `>` closing the path, skipping quoted strings.
@@ -155,15 +179,26 @@ fn find_close(s: &str) -> Option<usize> {
 
 /// Parse `local@domain`.
 pub fn parse_mailbox(s: &str, utf8: bool) -> Result<Mailbox, Error> {
+    mailbox(s, utf8, Strictness::Strict)
+}
+
+/// Parse `local@domain`, the local part checked leniently: longer than 64
+/// octets, or with empty atoms (`a..b`, `a.`). For senders, and for the
+/// addresses mta hands another server (whose to judge them).
+pub fn parse_mailbox_lenient(s: &str, utf8: bool) -> Result<Mailbox, Error> {
+    mailbox(s, utf8, Strictness::Lenient)
+}
+
+fn mailbox(s: &str, utf8: bool, strictness: Strictness) -> Result<Mailbox, Error> {
     if !utf8 && !s.is_ascii() {
         return Err(Error::Utf8NotAllowed);
     }
     let at = local_end(s)?;
     let (local, domain) = (&s[..at], &s[at + 1..]);
-    if local.len() > MAX_LOCAL {
+    if local.len() > MAX_LOCAL && strictness == Strictness::Strict {
         return Err(Error::LocalTooLong);
     }
-    check_local(local, utf8)?;
+    check_local(local, utf8, strictness)?;
     parse_domain(domain, utf8)?;
     Ok(Mailbox { local: unquoted(local, utf8).unwrap_or_else(|| local.to_string()), domain: domain.to_string() })
 }
@@ -184,7 +219,7 @@ fn unquoted(local: &str, utf8: bool) -> Option<String> {
         out.push(c);
     }
     // (A dot-string never starts with a quote: `"\"a\""` stays quoted.)
-    (!out.starts_with('"') && check_local(&out, utf8).is_ok()).then_some(out)
+    (!out.starts_with('"') && check_local(&out, utf8, Strictness::Strict).is_ok()).then_some(out)
 }
 
 /// The index of the `@` that ends the local part.
@@ -209,7 +244,7 @@ fn local_end(s: &str) -> Result<usize, Error> {
     }
 }
 
-fn check_local(local: &str, utf8: bool) -> Result<(), Error> {
+fn check_local(local: &str, utf8: bool, strictness: Strictness) -> Result<(), Error> {
     if local.is_empty() {
         return Err(Error::BadLocal);
     }
@@ -233,8 +268,12 @@ fn check_local(local: &str, utf8: bool) -> Result<(), Error> {
         return Ok(());
     }
     // Dot-string: atoms separated by single dots.
+    let empty_ok = strictness == Strictness::Lenient;
+    if empty_ok && local.split('.').all(str::is_empty) {
+        return Err(Error::BadLocal);
+    }
     for atom in local.split('.') {
-        if atom.is_empty() || !atom.chars().all(|c| atext(c) || utf8_ok(c, utf8)) {
+        if (atom.is_empty() && !empty_ok) || !atom.chars().all(|c| atext(c) || utf8_ok(c, utf8)) {
             return Err(Error::BadLocal);
         }
     }

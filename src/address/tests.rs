@@ -78,6 +78,27 @@ fn shell_metacharacters_are_atext_and_kept_literally() {
 }
 
 #[test]
+fn senders_are_taken_leniently() {
+    // SRS/VERP senders over 64 octets; empty atoms (Japanese carriers).
+    let srs = format!("SRS0=HHH=TT={}=user@forwarder.example", "a".repeat(60));
+    for s in [srs.as_str(), "taro..yamada@docomo.ne.jp", "taro.@ezweb.ne.jp", ".taro@example.jp"] {
+        let text = format!("<{s}> SIZE=10");
+        assert!(parse_path(&text, false).is_err(), "strict: {s}");
+        let (p, rest) = parse_reverse_path(&text, false).expect(s);
+        assert!(matches!(p, Path::Mailbox(_)), "{s}");
+        assert_eq!(rest, " SIZE=10");
+        assert!(parse_mailbox_lenient(s, false).is_ok(), "{s}");
+    }
+    // Still nothing outside atext, no all-dots local part, and the path
+    // length limit holds.
+    for s in ["<a b@example.org>", "<.@example.org>", "<..@example.org>", "<a\r\nb@example.org>"] {
+        assert!(parse_reverse_path(s, false).is_err(), "{s:?}");
+    }
+    let long = format!("<{}@example.org>", "a".repeat(300));
+    assert_eq!(parse_reverse_path(&long, false).unwrap_err(), Error::TooLong);
+}
+
+#[test]
 fn utf8_only_with_smtputf8() {
     assert_eq!(parse_path("<jürgen@bücher.example>", false), Err(Error::Utf8NotAllowed));
     let (p, _) = parse_path("<jürgen@bücher.example>", true).unwrap();

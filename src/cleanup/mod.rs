@@ -522,7 +522,7 @@ impl Cleanup {
 fn bad_address(e: &MessageEnvelope) -> Option<String> {
     let utf8 = true;
     if !e.sender.is_empty()
-        && let Err(err) = crate::address::parse_mailbox(&e.sender, utf8)
+        && let Err(err) = crate::address::parse_mailbox_lenient(&e.sender, utf8)
     {
         return Some(format!("Error: sender <{}>: {err}", message::header_safe(&e.sender, 256)));
     }

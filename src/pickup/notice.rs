@@ -78,7 +78,8 @@ pub fn notice(
     let postmaster = format!("postmaster@{hostname}");
     // A sender no mail can go to (cleanup refused the message for it,
     // perhaps) cannot be told; the postmaster can.
-    let sender_ok = !envelope.sender.is_empty() && crate::address::parse_mailbox(&envelope.sender, true).is_ok();
+    let sender_ok =
+        !envelope.sender.is_empty() && crate::address::parse_mailbox_lenient(&envelope.sender, true).is_ok();
     let (to, address) = match sender_ok {
         true => (Addressee::Sender, envelope.sender.clone()),
         false => (Addressee::Postmaster, postmaster.clone()),

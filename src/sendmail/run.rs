@@ -154,11 +154,14 @@ pub(crate) fn login_sender(login: &str, hostname: &str) -> String {
 }
 
 /// An envelope address as cleanup will check it: an RFC 5321 mailbox
-/// (international forms allowed; cleanup decides what SMTPUTF8 needs).
+/// (international forms allowed; cleanup decides what SMTPUTF8 needs),
+/// the sender's local part leniently (as smtpd takes it).
 fn check_address(what: &str, address: &str) -> Result<(), Failure> {
-    address::parse_mailbox(address, true)
-        .map(drop)
-        .map_err(|e| failure(EX_DATAERR, format!("bad {what} address {address:?}: {e}")))
+    let parsed = match what {
+        "sender" => address::parse_mailbox_lenient(address, true),
+        _ => address::parse_mailbox(address, true),
+    };
+    parsed.map(drop).map_err(|e| failure(EX_DATAERR, format!("bad {what} address {address:?}: {e}")))
 }
 
 /// A message on its way into postdrop.

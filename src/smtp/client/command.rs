@@ -52,7 +52,8 @@ pub fn check_address(addr: &str, recipient: bool) -> Result<bool, address::Error
     if addr.len() + 2 > MAX_PATH {
         return Err(address::Error::TooLong);
     }
-    let mailbox = address::parse_mailbox(addr, true)?;
+    // The next server judges the local part (a long SRS sender, `a..b`).
+    let mailbox = address::parse_mailbox_lenient(addr, true)?;
     Ok(mailbox.is_utf8())
 }
 

@@ -523,7 +523,7 @@ impl Session {
             return self.error(501, "5.5.4", "Syntax: MAIL FROM:<address>");
         };
         let utf8 = self.esmtp && rest.to_ascii_uppercase().contains(" SMTPUTF8");
-        let (path, params_text) = match address::parse_path(rest.trim_start(), utf8) {
+        let (path, params_text) = match address::parse_reverse_path(rest.trim_start(), utf8) {
             Ok(p) => p,
             Err(address::Error::Utf8NotAllowed) => {
                 return self.error(553, "5.6.7", "Error: non-ASCII sender address without SMTPUTF8");

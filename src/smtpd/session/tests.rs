@@ -414,6 +414,17 @@ fn a_recipient_named_twice_is_taken_once() {
 }
 
 #[test]
+fn senders_in_use_that_the_rfc_does_not_allow_are_taken() {
+    let mut s = session();
+    let long = format!("SRS0=HHH=TT={}=user@forwarder.example", "a".repeat(60));
+    let l = talk(&mut s, format!("EHLO c.example\r\nMAIL FROM:<{long}>\r\nRSET\r\n").as_bytes());
+    assert_eq!(codes(&l.replies), ["250", "250", "250"], "{}", l.replies);
+    let l = talk(&mut s, b"MAIL FROM:<taro..yamada@docomo.ne.jp>\r\nRCPT TO:<b..c@example.org>\r\n");
+    // The sender leniently, a local recipient strictly.
+    assert_eq!(codes(&l.replies), ["250", "501"], "{}", l.replies);
+}
+
+#[test]
 fn non_ascii_addresses_without_smtputf8_get_553_5_6_7() {
     let mut s = session();
     let l = talk(&mut s, "EHLO c.example\r\nMAIL FROM:<jöran@r.example>\r\n".as_bytes());

@@ -3,7 +3,11 @@
 //! strict and bounded: anything outside the grammar is an error with a
 //! reason a client can act on.
 //!
+//! Header address lists (RFC 5322) are lexed by [`lex`].
+//!
 //! Trusts: nothing; input comes from the network.
+
+pub mod lex;
 
 use std::fmt;
 

@@ -100,72 +100,20 @@ enum Tok {
     Special(u8),
 }
 
-fn atom_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~".contains(&b) || b >= 0x80
-}
-
-/// The tokens of a field value; `None` if it does not tokenize.
+/// The tokens of a field value ([`crate::address::lex`]); `None` if it
+/// does not tokenize.
 fn tokens(v: &[u8]) -> Option<Vec<Tok>> {
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < v.len() {
-        let b = v[i];
-        match b {
-            b' ' | b'\t' | b'\r' | b'\n' => i += 1,
-            b'(' => {
-                let mut depth = 1usize;
-                i += 1;
-                while depth > 0 {
-                    match *v.get(i)? {
-                        b'\\' => i += 1,
-                        b'(' => depth += 1,
-                        b')' => depth -= 1,
-                        _ => {}
-                    }
-                    i += 1;
-                }
-            }
-            b'"' => {
-                i += 1;
-                loop {
-                    match *v.get(i)? {
-                        b'"' => break,
-                        b'\\' => i += 1,
-                        _ => {}
-                    }
-                    i += 1;
-                }
-                i += 1;
-                out.push(Tok::Word { end: i });
-            }
-            b'[' => {
-                i += 1;
-                loop {
-                    match *v.get(i)? {
-                        b']' => break,
-                        b'[' => return None,
-                        b'\\' => i += 1,
-                        _ => {}
-                    }
-                    i += 1;
-                }
-                i += 1;
-                out.push(Tok::Literal);
-            }
-            b'<' | b'>' | b':' | b';' | b'@' | b',' | b'.' => {
-                out.push(Tok::Special(b));
-                i += 1;
-            }
-            _ if atom_byte(b) => {
-                while i < v.len() && atom_byte(v[i]) {
-                    i += 1;
-                }
-                out.push(Tok::Word { end: i });
-            }
-            _ => return None,
-        }
-    }
-    Some(out)
+    use crate::address::lex::{self, Kind};
+    let toks = lex::tokens(v).ok()?;
+    Some(
+        toks.into_iter()
+            .map(|t| match t.kind {
+                Kind::Atom | Kind::Quoted => Tok::Word { end: t.end },
+                Kind::Literal => Tok::Literal,
+                Kind::Special(b) => Tok::Special(b),
+            })
+            .collect(),
+    )
 }
 
 /// Where `@domain` goes after each bare local name in an address list

@@ -513,64 +513,38 @@ enum Token {
 }
 
 fn tokens(text: &str) -> Result<Vec<Token>, AddressError> {
+    use crate::address::lex::{self, Kind};
     let mut out = Vec::new();
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            ' ' | '\t' | '\r' | '\n' => {}
-            '(' => {
-                let mut depth = 1usize;
-                while depth > 0 {
-                    match chars.next().ok_or(AddressError("unclosed comment"))? {
-                        '\\' => _ = chars.next(),
-                        '(' => depth += 1,
-                        ')' => depth -= 1,
-                        _ => {}
-                    }
-                }
+    for t in lex::tokens(text.as_bytes()).map_err(AddressError)? {
+        // (Every span starts and ends at an ASCII byte or the text's end.)
+        let span = &text[t.start..t.end];
+        out.push(match t.kind {
+            Kind::Atom if span.chars().any(char::is_control) => return Err(AddressError("control character")),
+            Kind::Atom => Token::Atom(span.to_string()),
+            Kind::Quoted => Token::Quoted(unescape(&span[1..span.len() - 1], |c| matches!(c, '\r' | '\n'))),
+            Kind::Literal => {
+                let inner = unescape(&span[1..span.len() - 1], |c| matches!(c, ' ' | '\t' | '\r' | '\n'));
+                Token::Literal(format!("[{inner}]"))
             }
-            '"' => {
-                let mut s = String::new();
-                loop {
-                    match chars.next().ok_or(AddressError("unclosed quoted string"))? {
-                        '"' => break,
-                        '\\' => s.push(chars.next().ok_or(AddressError("unclosed quoted string"))?),
-                        '\r' | '\n' => {}
-                        c => s.push(c),
-                    }
-                }
-                out.push(Token::Quoted(s));
-            }
-            '[' => {
-                let mut s = String::from('[');
-                loop {
-                    match chars.next().ok_or(AddressError("unclosed domain literal"))? {
-                        ']' => break,
-                        '[' => return Err(AddressError("'[' inside a domain literal")),
-                        '\\' => s.push(chars.next().ok_or(AddressError("unclosed domain literal"))?),
-                        ' ' | '\t' | '\r' | '\n' => {}
-                        c => s.push(c),
-                    }
-                }
-                s.push(']');
-                out.push(Token::Literal(s));
-            }
-            '<' | '>' | ':' | ';' | '@' | ',' | '.' => out.push(Token::Special(c)),
-            c if atext(c) => {
-                let mut s = String::from(c);
-                while let Some(&c) = chars.peek().filter(|&&c| atext(c)) {
-                    s.push(c);
-                    chars.next();
-                }
-                out.push(Token::Atom(s));
-            }
-            ')' => return Err(AddressError("')' without '('")),
-            ']' => return Err(AddressError("']' without '['")),
-            c if c.is_control() => return Err(AddressError("control character")),
-            _ => return Err(AddressError("character not allowed outside quotes")),
-        }
+            Kind::Special(b) => Token::Special(char::from(b)),
+        });
     }
     Ok(out)
+}
+
+/// `text` with its quoted pairs resolved and the characters `drop` names
+/// (folding) left out.
+fn unescape(text: &str, drop: impl Fn(char) -> bool) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => out.extend(chars.next()),
+            c if drop(c) => {}
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Read an RFC 5322 address list (display names, comments, quoted

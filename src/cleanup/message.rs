@@ -16,6 +16,9 @@ pub struct HeaderScan {
     pub size: u64,
     /// Received: headers seen.
     pub hops: u32,
+    /// A byte that is not ASCII was seen in the block (a header that
+    /// needs SMTPUTF8 to be relayed).
+    pub non_ascii: bool,
     /// The header block has ended: at its empty line, or at the first
     /// line that is neither a header field nor a continuation (which
     /// starts the body, as Postfix takes it; that line is not counted).
@@ -84,6 +87,7 @@ impl HeaderScan {
                     return;
                 }
             };
+            self.non_ascii |= !b.is_ascii();
             if b == b'\n' {
                 let line = std::mem::take(&mut self.line);
                 if line == b"\r" || line.is_empty() {
@@ -190,6 +194,29 @@ mod tests {
         let mut s = HeaderScan::new();
         s.feed(b"just text\r\n");
         assert_eq!((s.done, s.size), (true, 0));
+    }
+
+    #[test]
+    fn non_ascii_in_the_header_block_only() {
+        let scan = |chunks: &[&[u8]]| {
+            let mut h = HeaderScan::new();
+            chunks.iter().for_each(|c| h.feed(c));
+            h.non_ascii
+        };
+        assert!(!scan(&[b"Subject: plain\r\n\r\nbody \xc3\xa9t\xc3\xa9\r\n"]));
+        assert!(scan(&[b"Subject: \xc3\xa9t\xc3\xa9\r\n\r\nbody\r\n"]));
+        assert!(!scan(&[b"Subject: plain\n\nbody \xff\n"]), "LF line ends");
+        // Split anywhere, even between the CR and the LF of the empty line.
+        assert!(!scan(&[b"Subject: x\r\n\r", b"\n\xc3\xa9"]));
+        assert!(scan(&[b"Subject: x\r\nFrom: a", b"\xc3", b"\xa9\r\n\r\n"]));
+        // A CR alone is no empty line; a folded line goes on.
+        assert!(scan(&[b"Subject: x\r\r\n \xc3\xa9\r\n\r\n"]));
+        // No empty line: the whole content is the header block...
+        assert!(!scan(&[b"Subject: x\r\n", b"To: y"]));
+        assert!(scan(&[b"Subject: x\r\nTo: \xe2\x82\xac"]));
+        assert!(!scan(&[b""]));
+        // ...up to a line that is no header field.
+        assert!(!scan(&[b"Subject: x\r\n\xc3\xa9t\xc3\xa9 in the body\r\n"]));
     }
 
     #[test]

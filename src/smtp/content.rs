@@ -14,38 +14,6 @@
 
 use super::mime7bit::{Downgrade, MimeError, MimeLimits};
 
-/// Whether a message's header block has a byte that is not ASCII,
-/// found chunk by chunk: the block ends at the first empty line (CR LF or
-/// LF alone), as cleanup counts it against `limits.header_size`, or with
-/// the content. It holds no content, only where the current line is.
-#[derive(Debug, Default)]
-pub struct HeaderUtf8 {
-    /// The current line so far: 0 empty, 1 a CR, 2 anything else.
-    line: u8,
-}
-
-impl HeaderUtf8 {
-    pub fn new() -> HeaderUtf8 {
-        HeaderUtf8::default()
-    }
-
-    /// Scan the next chunk; the answer once it is known.
-    pub fn feed(&mut self, data: &[u8]) -> Option<bool> {
-        for &b in data {
-            if !b.is_ascii() {
-                return Some(true);
-            }
-            self.line = match (b, self.line) {
-                (b'\n', 0 | 1) => return Some(false),
-                (b'\n', _) => 0,
-                (b'\r', 0) => 1,
-                _ => 2,
-            };
-        }
-        None
-    }
-}
-
 /// Receives content as lines: text without CR or LF, then a line end.
 pub trait LineSink {
     fn text(&mut self, bytes: &[u8]);
@@ -169,26 +137,6 @@ impl DataEncoder {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-
-    #[test]
-    fn header_utf8_looks_at_the_header_block_only() {
-        let scan = |chunks: &[&[u8]]| {
-            let mut h = HeaderUtf8::new();
-            chunks.iter().find_map(|c| h.feed(c)).unwrap_or(false)
-        };
-        assert!(!scan(&[b"Subject: plain\r\n\r\nbody \xc3\xa9t\xc3\xa9\r\n"]));
-        assert!(scan(&[b"Subject: \xc3\xa9t\xc3\xa9\r\n\r\nbody\r\n"]));
-        assert!(!scan(&[b"Subject: plain\n\nbody \xff\n"]), "LF line ends");
-        // Split anywhere, even between the CR and the LF of the empty line.
-        assert!(!scan(&[b"Subject: x\r\n\r", b"\n\xc3\xa9"]));
-        assert!(scan(&[b"Subject: x\r\nFrom: a", b"\xc3", b"\xa9\r\n\r\n"]));
-        // A CR alone is no empty line; a folded line goes on.
-        assert!(scan(&[b"Subject: x\r\r\n \xc3\xa9\r\n\r\n"]));
-        // No empty line: the whole content is the header block.
-        assert!(!scan(&[b"Subject: x\r\n", b"To: y"]));
-        assert!(scan(&[b"Subject: x\r\nTo: \xe2\x82\xac"]));
-        assert!(!scan(&[b""]));
-    }
 
     fn encode(chunks: &[&[u8]]) -> Vec<u8> {
         let mut enc = DataEncoder::new(None);

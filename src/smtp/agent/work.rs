@@ -19,11 +19,11 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::time::Instant;
 
+use crate::cleanup::message::HeaderScan;
 use crate::ipc::msg::{Delivery, Protocol, Stamp, Target};
 use crate::queue::Time;
 use crate::queue::file::{self, ContentRange};
 use crate::smtp::client::{self, JobRecipient};
-use crate::smtp::content::HeaderUtf8;
 
 use super::report::{Delays, Relay, Verdict};
 
@@ -201,11 +201,12 @@ pub fn open(d: Delivery, mut fds: Vec<OwnedFd>) -> Result<Opened, String> {
     Ok(Opened::Ready(work))
 }
 
-/// Whether the message's header block has a byte that is not ASCII:
-/// read from the file held whole, or 16 KiB at a time up to the empty
-/// line that ends it (cleanup has bounded it by `limits.header_size`).
+/// Whether the message's header block has a byte that is not ASCII
+/// (as cleanup delimits the block): read from the file held whole, or 16
+/// KiB at a time up to the block's end (cleanup has bounded it by
+/// `limits.header_size`).
 fn headers_utf8(source: &Source, range: &ContentRange) -> std::io::Result<bool> {
-    let mut scan = HeaderUtf8::new();
+    let mut scan = HeaderScan::new();
     match source {
         Source::Held(bytes) => {
             let content = usize::try_from(range.offset)
@@ -213,23 +214,21 @@ fn headers_utf8(source: &Source, range: &ContentRange) -> std::io::Result<bool> 
                 .zip(usize::try_from(range.len).ok())
                 .and_then(|(at, n)| bytes.get(at..at.checked_add(n)?))
                 .ok_or_else(|| std::io::Error::other("content past the end of the queue file"))?;
-            Ok(scan.feed(content).unwrap_or(false))
+            scan.feed(content);
         }
         Source::File(file) => {
             let mut buf = vec![0u8; 16 * 1024];
             let mut at = 0;
-            while at < range.len {
+            while at < range.len && !scan.done && !scan.non_ascii {
                 let n = usize::try_from(range.len - at).map_or(buf.len(), |l| l.min(buf.len()));
                 file.read_exact_at(&mut buf[..n], range.offset + at)?;
-                if let Some(found) = scan.feed(&buf[..n]) {
-                    return Ok(found);
-                }
+                scan.feed(&buf[..n]);
                 at += n as u64;
             }
-            Ok(false)
         }
-        Source::None => Err(std::io::Error::other("no queue file")),
+        Source::None => return Err(std::io::Error::other("no queue file")),
     }
+    Ok(scan.non_ascii)
 }
 
 /// The next piece of content.

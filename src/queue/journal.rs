@@ -594,16 +594,27 @@ impl Journal {
     /// then.
     pub fn materialize_some(&mut self, out: &mut Vec<QueueId>, max: usize) -> Result<(), Error> {
         let mut n = 0;
+        // The progress note is rewritten once for the slice, not per file:
+        // qmgr is told these names only after this returns, so none of
+        // them is delivered and removed before the note covers it (but
+        // for one a restarted qmgr's scan of incoming/ finds within the
+        // slice, delivered twice if cleanup also dies then).
+        let mut written = None;
         while n < max
             && let Some(e) = self.todo.front()
         {
             let payload = &self.done[e.start + RECORD_HEADER..e.start + e.len];
             let id = e.ticket.id;
-            disk::publish(self.incoming.as_fd(), id.as_str(), payload, &mut self.unsynced)?;
+            if let Err(err) = disk::publish(self.incoming.as_fd(), id.as_str(), payload, &mut self.unsynced) {
+                if written.is_some() {
+                    self.note(written);
+                }
+                return Err(err.into());
+            }
             let (seg, seg_end) = (e.segment, e.seg_end);
             self.done_from = e.start + e.len;
             self.todo.pop_front();
-            self.note(Some((seg, seg_end)));
+            written = Some((seg, seg_end));
             out.push(id);
             n += 1;
             if seg == self.active.seq {
@@ -611,6 +622,9 @@ impl Journal {
             } else if let Some(s) = self.sealed.iter_mut().find(|s| s.seq == seg) {
                 s.outstanding -= 1;
             }
+        }
+        if written.is_some() {
+            self.note(written);
         }
         if self.todo.is_empty() {
             self.done.clear();

@@ -15,7 +15,8 @@
 //! where the last record written out ends; records are written out in
 //! journal order) with the boot it was written in ([`BootId`]) and the
 //! session of the master that started the process. It is rewritten in
-//! place after each queue file, never synced. Recovery trusts it only in
+//! place after each slice of queue files (before qmgr hears their names),
+//! never synced. Recovery trusts it only in
 //! the same boot and under the same master, that is after cleanup alone
 //! died: a record it covers whose file is gone is not written again.
 //! After a reboot the note may have reached the disk without the files it

@@ -956,6 +956,37 @@ fn in_the_same_boot_a_message_written_out_and_gone_is_not_written_again() {
 }
 
 #[test]
+fn files_written_before_a_failure_in_a_slice_are_in_the_note() {
+    let s = Spool::new("slicefail");
+    let (mut j, _) = s.open_with(booted("boot-a"));
+    let mut idg = QueueIdGen::new(INSTANCE);
+    let msgs: Vec<QueueFile> = (0..6).map(|_| sample(&mut idg, 1, 2000)).collect();
+    for q in &msgs {
+        j.append(q).expect("append");
+    }
+    j.commit().expect("commit");
+    // Something in the way of the fourth file: its creation fails.
+    let p = |q: &QueueFile| s.dir.path.join("incoming").join(q.id.as_str());
+    std::fs::write(p(&msgs[3]), b"in the way").expect("write");
+    let mut out = Vec::new();
+    assert!(j.materialize_some(&mut out, 6).is_err());
+    assert_eq!(out, ids(&msgs[..3]));
+    drop(j);
+    // The first three were announced, delivered and removed.
+    for q in &msgs[..3] {
+        std::fs::remove_file(p(q)).expect("remove");
+    }
+    let (_j, rec) = s.open_with(booted("boot-a"));
+    assert_eq!(rec.settled, 3, "{rec}");
+    for q in &msgs[..3] {
+        assert!(!p(q).exists(), "delivered twice");
+    }
+    for q in &msgs[3..] {
+        assert_eq!(&s.read("incoming", &q.id), q);
+    }
+}
+
+#[test]
 fn after_a_reboot_or_a_new_master_or_without_a_good_note_every_missing_message_is_written_again() {
     for tag in ["otherboot", "othermaster", "badnote"] {
         let s = Spool::new(tag);

@@ -888,7 +888,8 @@ impl Agent {
         if !result.tls {
             relay.tls = None;
         }
-        let mut verdicts: Vec<Verdict> = result.recipients.iter().map(|r| Verdict::from_result(r, &relay)).collect();
+        let mut verdicts: Vec<Verdict> =
+            result.recipients.iter().map(|r| Verdict::from_result(r, &relay, work.dest.protocol)).collect();
         // The client answers every recipient; never report fewer.
         while verdicts.len() < work.indexes.len() {
             verdicts.push(Verdict::deferred("4.3.0", "no verdict (internal error)"));

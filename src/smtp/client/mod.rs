@@ -17,7 +17,9 @@
 //! job when the previous one left a transaction open; QUIT ends it all.
 //!
 //! Failures: 4xx defers, 5xx bounces, per recipient (a 5xx greeting
-//! defers: a site failure, as with Postfix's `smtp_skip_5xx_greeting`);
+//! defers: a site failure, as with Postfix's `smtp_skip_5xx_greeting`;
+//! a 5xx to HELO, after EHLO was refused, or to LHLO bounces and is no
+//! session failure, so no other server is tried, as in Postfix);
 //! a 421, a malformed reply, a timeout or a lost connection defers
 //! everything not finished. SMTPUTF8 is required of the server only when
 //! the job's envelope or header block has UTF-8 in it.
@@ -534,10 +536,15 @@ impl Client {
         self.fail_job(job, &f);
     }
 
+    /// A job failed before its MAIL: a session failure, which another
+    /// server may do better with, unless the failure is permanent (a 5xx
+    /// to HELO or LHLO): the recipients bounce and no other server is
+    /// tried, as in Postfix (only a 5xx greeting is taken as the
+    /// server's trouble rather than the mail's: it defers).
     fn fail_job(&mut self, job: Job, f: &Failure) {
         let mut tx = self.transaction(job);
         tx.fail_all(f);
-        self.complete(tx, true);
+        self.complete(tx, f.disposition != Disposition::Bounced);
     }
 
     fn transaction(&self, job: Job) -> Transaction {

@@ -7,7 +7,8 @@
 # with CR LF line ends only and dot-stuffed correctly (smtp-sink's dump);
 # a message received with SMTPUTF8 that is ASCII throughout is delivered
 # to smtp-sink, which has no SMTPUTF8, and one with UTF-8 in a header
-# bounces (5.6.7).
+# bounces (5.6.7); ORCPT of type utf-8 goes to smtp-sink (DSN, no
+# SMTPUTF8) in RFC 6533's 7-bit form (\x{E9}), or as rfc822 when ASCII.
 # Python's aiosmtpd, which does not offer DSN: NOTIFY=SUCCESS gets a
 # success report from us, saying "relayed" for the recipient sent there
 # and, in the same report (as root, where local delivery can run as
@@ -107,12 +108,25 @@ with smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=10) as s:
                b"Subject: smtputf8 ascii\r\n\r\nbody\r\n", mail_options=["SMTPUTF8"])
     s.sendmail("sender@remote.example", ["utf8hdr@remote.example"],
                "Subject: smtputf8 \u00e9t\u00e9\r\n\r\nbody\r\n".encode(), mail_options=["SMTPUTF8", "BODY=8BITMIME"])
+    # (ORCPT's UTF-8 as xtext of its bytes, as a client unaware of
+    # RFC 6533 would send it.)
+    s.sendmail("sender@remote.example", ["orcpt1@remote.example", "orcpt2@remote.example"],
+               b"Subject: utf-8 orcpt\r\n\r\nbody\r\n", rcpt_options=["ORCPT=utf-8;jos+C3+A9@remote.example"])
+    s.sendmail("sender@remote.example", ["orcpt3@remote.example"],
+               b"Subject: ascii utf-8 orcpt\r\n\r\nbody\r\n", rcpt_options=["ORCPT=utf-8;plain@remote.example"])
 PY
 wait_log "to=<ascii8@remote.example>, .*status=sent" 10 ||
 	fail "an ASCII message received with SMTPUTF8 was not sent to a peer without SMTPUTF8"
 wait_log "to=<utf8hdr@remote.example>, .*dsn=5\.6\.7, status=bounced (SMTPUTF8 is required, but was not offered by the server)" 10 ||
 	fail "UTF-8 in a header did not require SMTPUTF8"
 [ "$(copies "smtputf8 ascii")" -eq 1 ] || fail "smtputf8 ascii: $(copies "smtputf8 ascii") copies"
+wait_for 10 sh -c "grep -l '^Subject: ascii utf-8 orcpt' '$DUMP'/* >/dev/null 2>&1" || fail "the utf-8 ORCPT messages were not sent"
+d=$(grep -l '^Subject: utf-8 orcpt' "$DUMP"/* | head -1)
+[ "$(grep -c '^X-Rcpt-Args: <orcpt[12]@remote.example> ORCPT=utf-8;jos\\x{E9}@remote.example$' "$d")" -eq 2 ] ||
+	fail "a UTF-8 ORCPT did not go in RFC 6533's 7-bit form: $(grep '^X-Rcpt-Args' "$d")"
+d=$(grep -l '^Subject: ascii utf-8 orcpt' "$DUMP"/* | head -1)
+grep -q '^X-Rcpt-Args: <orcpt3@remote.example> ORCPT=rfc822;plain@remote.example$' "$d" ||
+	fail "an ASCII utf-8 ORCPT did not go as rfc822: $(grep '^X-Rcpt-Args' "$d")"
 # (The report goes to the sender through smtp-sink, before the next peer.)
 wait_for 20 empty || fail "the SMTPUTF8 report was not delivered: $(ctl queue)"
 

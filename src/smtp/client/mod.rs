@@ -135,6 +135,8 @@ struct Transaction {
     accepted: Vec<usize>,
     pipelined: bool,
     dsn: bool,
+    /// MAIL carries SMTPUTF8.
+    smtputf8: bool,
     mail_failed: bool,
     encoder: Option<DataEncoder>,
 }
@@ -556,6 +558,7 @@ impl Client {
             accepted: Vec::new(),
             pipelined: self.features.pipelining,
             dsn: self.features.dsn,
+            smtputf8: false,
             mail_failed: false,
             encoder: None,
         }
@@ -774,11 +777,12 @@ impl Client {
             return self.complete(tx, false);
         }
         let smtputf8 = self.features.smtputf8 && (required || tx.job.smtputf8);
+        tx.smtputf8 = smtputf8;
         let mut batch = command::mail(&tx.job, &self.features, smtputf8);
         self.expects.push_back(Expect::Mail);
         if tx.pipelined {
             while let Some(i) = tx.queue.pop_front() {
-                batch.push_str(&command::rcpt(&tx.job.recipients[i], tx.dsn));
+                batch.push_str(&command::rcpt(&tx.job.recipients[i], tx.dsn, tx.smtputf8));
                 self.expects.push_back(Expect::Rcpt(i));
             }
             batch.push_str("DATA\r\n");
@@ -793,7 +797,7 @@ impl Client {
     fn next_command(&mut self) {
         let Some(tx) = self.tx.as_mut() else { return };
         if let Some(i) = tx.queue.pop_front() {
-            let line = command::rcpt(&tx.job.recipients[i], tx.dsn);
+            let line = command::rcpt(&tx.job.recipients[i], tx.dsn, tx.smtputf8);
             self.send(line, Expect::Rcpt(i));
         } else if tx.accepted.is_empty() {
             // No recipient: no DATA; the transaction stays open (MAIL was

@@ -64,6 +64,7 @@ fn main() {
                     next_attempt: now.secs + wait as i64,
                     changed: now.secs,
                     reason: String::from("4.4.1 connect to remote.bench.test: Connection refused"),
+                    ..Status::default()
                 },
                 ..Recipient::default()
             }],

@@ -8,7 +8,9 @@
 #   - a first MX whose address has nothing listening: the next MX; one
 #     that greets with 421, or with 554 (a site failure, not a bounce, as
 #     with Postfix's smtp_skip_5xx_greeting): the next MX in the same
-#     delivery;
+#     delivery; one that greets but refuses EHLO and then HELO with 550:
+#     bounced at once with its 5.7.1, as Postfix does, the next MX never
+#     tried, and the sender gets a DSN;
 #   - equal preferences: both hosts get mail;
 #   - no MX, an A record: the implicit MX; an MX with only AAAA: ::1;
 #   - a null MX (RFC 7505): bounced with 5.1.10, and the sender gets a
@@ -267,7 +269,45 @@ grep -q "mta/smtp.*: host c\.dns\.test\[127\.0\.0\.5\] said: 554 5\.7\.1 c\.dns\
 	fail "the 554 greeting of the first MX did not pass the mail on: $(grep -i "want you\|next MX" "$LOG")"
 grep -q "status=bounced.*does not want you" "$LOG" && fail "a 554 greeting bounced the mail"
 [ -n "$(got b "refused first")" ] || fail "b did not get the message refused by the first MX"
-note "preference, fall-back, a dead first MX, a 421 and a 554 first MX, implicit MX and IPv6 routed"
+# The same first MX greeting, but refusing EHLO and HELO with 5xx: the
+# mail's fault, not the server's (Postfix): bounced, b not tried.
+stop_pid "$(cat "$W/refusing.sinkpid")"
+rm -f "$W/refusing.sinkpid"
+/usr/bin/python3 - "$MXPORT" >"$W/nohelo.log" 2>&1 <<'PY' &
+import socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.5", int(sys.argv[1])))
+s.listen(8)
+while True:
+    c, _ = s.accept()
+    c.settimeout(5)
+    f = c.makefile("rb")
+    c.sendall(b"220 c.dns.test ESMTP\r\n")
+    try:
+        for _ in range(10):
+            line = f.readline().upper()
+            if not line or line.startswith(b"QUIT"):
+                c.sendall(b"221 2.0.0 bye\r\n")
+                break
+            if line.startswith(b"EHLO"):
+                c.sendall(b"502 5.5.2 no EHLO here\r\n")
+            elif line.startswith(b"HELO"):
+                c.sendall(b"550 5.7.1 c.dns.test takes no mail from you\r\n")
+            else:
+                c.sendall(b"503 5.5.1 say hello first\r\n")
+    except OSError:
+        pass
+    c.close()
+PY
+echo $! >"$W/nohelo.sinkpid"
+wait_for 5 listening 127.0.0.5 || fail "the HELO-refusing MX did not start: $(cat "$W/nohelo.log")"
+submit sender@pref.dns.test helo5@busy.dns.test "helo refused"
+wait_log "to=<helo5@busy\.dns\.test>, relay=c\.dns\.test\[127\.0\.0\.5\]:$MXPORT, .*dsn=5\.7\.1, status=bounced (host c\.dns\.test\[127\.0\.0\.5\] said: 550 5\.7\.1 c\.dns\.test takes no mail from you (in reply to EHLO/HELO command))" 20 ||
+	fail "a 550 to HELO on the first MX did not bounce: $(grep "helo5@" "$LOG")"
+grep -q "takes no mail from you.*(trying the next MX address)" "$LOG" && fail "a 550 to HELO passed the mail to the next MX"
+[ -z "$(got b "helo refused")" ] || fail "b got the message whose HELO the first MX refused"
+note "preference, fall-back, a dead first MX, a 421 and a 554 first MX, a 550 to HELO, implicit MX and IPv6 routed"
 
 # Equal preferences: sixteen messages, each a connection of its own; the
 # chance that one host gets them all is 2 in 65536.
@@ -300,8 +340,8 @@ wait_log "to=<rcpt@loop\.dns\.test>, relay=none, .*dsn=5\.4\.6, status=bounced (
 	fail "a loop to this host not bounced with 5.4.6: $(grep "loop.dns.test" "$LOG")"
 submit sender@pref.dns.test rcpt@backup.dns.test "backup"
 sent_to rcpt@backup.dns.test 'a\.dns\.test\[127\.0\.0\.2\]'
-dsns_back() { [ "$(grep -l "^From: Mail Delivery System <MAILER-DAEMON@" "$W/a"/*.eml 2>/dev/null | wc -l)" -ge 3 ]; }
-wait_for 30 dsns_back || fail "the sender did not get three DSNs: $(ls "$W/a")"
+dsns_back() { [ "$(grep -l "^From: Mail Delivery System <MAILER-DAEMON@" "$W/a"/*.eml 2>/dev/null | wc -l)" -ge 4 ]; }
+wait_for 30 dsns_back || fail "the sender did not get four DSNs: $(ls "$W/a")"
 /usr/bin/python3 - "$W/a" <<'PY' || fail "the DSNs are wrong"
 import email, glob, json, sys
 from email import policy
@@ -317,7 +357,8 @@ for path in glob.glob(sys.argv[1] + "/*.eml"):
 assert found.get("rfc822; rcpt@null.dns.test") == ("failed", "5.1.10"), found
 assert found.get("rfc822; rcpt@nx.dns.test") == ("failed", "5.4.4"), found
 assert found.get("rfc822; rcpt@loop.dns.test") == ("failed", "5.4.6"), found
-print("  DSNs: null MX failed 5.1.10, NXDOMAIN failed 5.4.4, a loop to this host 5.4.6")
+assert found.get("rfc822; helo5@busy.dns.test") == ("failed", "5.7.1"), found
+print("  DSNs: null MX failed 5.1.10, NXDOMAIN failed 5.4.4, a loop to this host 5.4.6, HELO refused 5.7.1")
 PY
 
 # --- client names ---

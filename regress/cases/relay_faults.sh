@@ -7,22 +7,32 @@
 # with CR LF line ends only and dot-stuffed correctly (smtp-sink's dump);
 # a message received with SMTPUTF8 that is ASCII throughout is delivered
 # to smtp-sink, which has no SMTPUTF8, and one with UTF-8 in a header
-# bounces (5.6.7).
+# bounces (5.6.7); ORCPT of type utf-8 goes to smtp-sink (DSN, no
+# SMTPUTF8) in RFC 6533's 7-bit form (\x{E9}), or as rfc822 when ASCII.
 # Python's aiosmtpd, which does not offer DSN: NOTIFY=SUCCESS gets a
-# success report ("relayed") from us; the smtp process killed with -9
+# success report from us, saying "relayed" for the recipient sent there
+# and, in the same report (as root, where local delivery can run as
+# nobody), "delivered" for one delivered here into a file through an
+# alias and "expanded" for an alias to two files; the smtp process killed with -9
 # while a delivery waits for the peer's reply: that message comes again
 # (the delivery in flight), every other message exactly once. A peer of
 # our own that takes one message per connection and says 421 to the next
 # MAIL: the cached connection is replaced by a new one, both delivered.
 . ./lib.sh
 . ./peers.sh
+# Aliases to files, written as nobody, for the success report.
+OUT="$W/out"
+mkdir -p "$OUT" && chmod 1777 "$OUT"
+printf 'tofile: %s/one\ntolist: %s/l1, %s/l2\n' "$OUT" "$OUT" "$OUT" >"$W/aliases"
 # Our host name is not one of our domains: mail to its postmaster goes
 # out through the relay too.
 write_conf "relay { host = \"[127.0.0.1]:$RELAY\"; }" \
 	'hostname = "mx.faults.test";' 'domains = [ "faults.test" ];' \
+	"aliases = \"$W/aliases\";" \
 	"queue { backoff { min = 1s; max = 2s; } }" \
 	"transport { smtp { dead_time = 1s; } }" \
 	"smtp { connection_cache_time = 1s; }"
+"$MTA_BIN/sendmail" -C "$CONF" -bi >"$W/bi" 2>&1 || fail "newaliases: $(cat "$W/bi")"
 start_master
 # copies SUBJECT: how many messages with that subject smtp-sink dumped.
 copies() { grep -l -- "^Subject: $1" "$DUMP"/* 2>/dev/null | wc -l; }
@@ -98,27 +108,48 @@ with smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=10) as s:
                b"Subject: smtputf8 ascii\r\n\r\nbody\r\n", mail_options=["SMTPUTF8"])
     s.sendmail("sender@remote.example", ["utf8hdr@remote.example"],
                "Subject: smtputf8 \u00e9t\u00e9\r\n\r\nbody\r\n".encode(), mail_options=["SMTPUTF8", "BODY=8BITMIME"])
+    # (ORCPT's UTF-8 as xtext of its bytes, as a client unaware of
+    # RFC 6533 would send it.)
+    s.sendmail("sender@remote.example", ["orcpt1@remote.example", "orcpt2@remote.example"],
+               b"Subject: utf-8 orcpt\r\n\r\nbody\r\n", rcpt_options=["ORCPT=utf-8;jos+C3+A9@remote.example"])
+    s.sendmail("sender@remote.example", ["orcpt3@remote.example"],
+               b"Subject: ascii utf-8 orcpt\r\n\r\nbody\r\n", rcpt_options=["ORCPT=utf-8;plain@remote.example"])
 PY
 wait_log "to=<ascii8@remote.example>, .*status=sent" 10 ||
 	fail "an ASCII message received with SMTPUTF8 was not sent to a peer without SMTPUTF8"
 wait_log "to=<utf8hdr@remote.example>, .*dsn=5\.6\.7, status=bounced (SMTPUTF8 is required, but was not offered by the server)" 10 ||
 	fail "UTF-8 in a header did not require SMTPUTF8"
 [ "$(copies "smtputf8 ascii")" -eq 1 ] || fail "smtputf8 ascii: $(copies "smtputf8 ascii") copies"
+wait_for 10 sh -c "grep -l '^Subject: ascii utf-8 orcpt' '$DUMP'/* >/dev/null 2>&1" || fail "the utf-8 ORCPT messages were not sent"
+d=$(grep -l '^Subject: utf-8 orcpt' "$DUMP"/* | head -1)
+[ "$(grep -c '^X-Rcpt-Args: <orcpt[12]@remote.example> ORCPT=utf-8;jos\\x{E9}@remote.example$' "$d")" -eq 2 ] ||
+	fail "a UTF-8 ORCPT did not go in RFC 6533's 7-bit form: $(grep '^X-Rcpt-Args' "$d")"
+d=$(grep -l '^Subject: ascii utf-8 orcpt' "$DUMP"/* | head -1)
+grep -q '^X-Rcpt-Args: <orcpt3@remote.example> ORCPT=rfc822;plain@remote.example$' "$d" ||
+	fail "an ASCII utf-8 ORCPT did not go as rfc822: $(grep '^X-Rcpt-Args' "$d")"
 # (The report goes to the sender through smtp-sink, before the next peer.)
 wait_for 20 empty || fail "the SMTPUTF8 report was not delivered: $(ctl queue)"
 
-# --- aiosmtpd: a success report where the peer has no DSN ---
+# --- aiosmtpd: a success report where the peer has no DSN, and for
+# local deliveries ---
 aio_sink
-python3 - "$PORT" <<'PY' || fail "smtplib: NOTIFY=SUCCESS"
+LOCALS=""
+is_root && LOCALS="tofile@faults.test tolist@faults.test"
+python3 - "$PORT" $LOCALS <<'PY' || fail "smtplib: NOTIFY=SUCCESS"
 import smtplib, sys
 with smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=10) as s:
-    s.sendmail("sender@remote.example", ["told@remote.example"],
+    s.sendmail("sender@remote.example", ["told@remote.example"] + sys.argv[2:],
                b"Subject: notify success\r\nMessage-ID: <success@remote.example>\r\n\r\nbody\r\n",
                mail_options=["RET=HDRS", "ENVID=QQ314159"], rcpt_options=["NOTIFY=SUCCESS,FAILURE"])
 PY
 wait_log "to=<told@remote.example>, .*status=sent" 10 || fail "NOTIFY=SUCCESS message not sent"
+if is_root; then
+	wait_log "to=<tofile@faults.test>, relay=local, .*status=sent (delivered to file: $OUT/one)" 10 ||
+		fail "NOTIFY=SUCCESS message not delivered to the file"
+	wait_for 10 test -s "$OUT/l2" || fail "NOTIFY=SUCCESS message not delivered to the list's files"
+fi
 wait_for 20 empty || fail "the success report was not delivered: $(ctl queue)"
-/usr/bin/python3 - "$W/aio" <<'PY' || fail "the success report is wrong"
+/usr/bin/python3 - "$W/aio" $LOCALS <<'PY' || fail "the success report is wrong"
 import email, glob, json, os, sys
 from email import policy
 d = sys.argv[1]
@@ -133,12 +164,24 @@ assert env["to"] == ["sender@remote.example"], env
 assert m.get_content_type() == "multipart/report" and m.get_param("report-type") == "delivery-status"
 status = m.get_payload()[1].get_payload()
 assert "Original-Envelope-Id: QQ314159" in str(status[0]), str(status[0])
-r = " ".join(str(status[1]).split())
-assert "Final-Recipient: rfc822; told@remote.example" in r, r
-assert "Action: relayed" in r and "Status: 2.0.0" in r, r
+got = {}
+for block in status[1:]:
+    b = " ".join(str(block).split())
+    got[" ".join(block["Final-Recipient"].split())] = (block["Action"].strip(), block["Status"].strip(), b)
+want = {"rfc822; told@remote.example": "relayed"}
+if sys.argv[2:]:
+    # Into a file through an alias: final delivery; an alias to two
+    # files: expanded (RFC 3461 5.2.7.3).
+    want["rfc822; tofile@faults.test"] = "delivered"
+    want["rfc822; tolist@faults.test"] = "expanded"
+assert {k: v[:2] for k, v in got.items()} == {k: (v, "2.0.0") for k, v in want.items()}, got
+# The reason as the delivery agent gave it, no action word in front.
+assert "Diagnostic-Code: X-Mta; 250 " in got["rfc822; told@remote.example"][2], got
+if sys.argv[2:]:
+    assert "Diagnostic-Code: X-Mta; delivered to file: " in got["rfc822; tofile@faults.test"][2], got
 assert "Subject: notify success" in m.as_string(), "RET=HDRS: the original headers are not returned"
 assert "\nbody" not in m.get_payload()[2].as_string(), "RET=HDRS: the body came back"
-print("  success report parsed: relayed, 2.0.0, ENVID kept, headers only")
+print("  success report parsed: %s, 2.0.0, ENVID kept, headers only" % ", ".join(sorted(want.values())))
 PY
 
 # --- a peer whose replies come in pieces (each line split, with pauses;

@@ -33,7 +33,7 @@ use crate::ipc::msg::{
     BounceToQmgr, CleanupToSmtpd, CommitResult, FromMaster, MessageEnvelope, NoticeRequest, QmgrToBounce,
     SmtpdToCleanup,
 };
-use crate::queue::{ContentRange, QueueEnvelope, QueueId, State, Time, read_envelope};
+use crate::queue::{ContentRange, DoneAction, QueueEnvelope, QueueId, State, Time, read_envelope};
 use crate::roles::Role;
 
 const MASTER: Token = Token(0);
@@ -403,8 +403,8 @@ fn recipient(q: &QueueEnvelope, index: u32, kind: Kind, lifetime: Duration) -> R
         Kind::Failure => Action::Failed,
         Kind::Delay => Action::Delayed,
         // qmgr asks for success notices only where the next hop did not
-        // take the request over: "relayed" (RFC 3464 2.3.3).
-        Kind::Success => Action::Relayed,
+        // take the request over; the status says how it was delivered.
+        Kind::Success => success_action(r.status.action),
     };
     let expected = match kind {
         Kind::Failure => State::Bounced,
@@ -432,6 +432,17 @@ fn recipient(q: &QueueEnvelope, index: u32, kind: Kind, lifetime: Duration) -> R
         last_attempt: (r.status.changed > 0).then_some(r.status.changed),
         will_retry_until: (kind == Kind::Delay).then_some(retry_until),
     })
+}
+
+/// The Action (RFC 3464 2.3.3) of a success notice for a done recipient
+/// delivered as `done`: a file written before that was recorded is
+/// reported "relayed", as it always was.
+fn success_action(done: Option<DoneAction>) -> Action {
+    match done {
+        Some(DoneAction::Delivered) => Action::Delivered,
+        Some(DoneAction::Expanded) => Action::Expanded,
+        Some(DoneAction::Relayed) | None => Action::Relayed,
+    }
 }
 
 /// The status code, the remote host and the diagnostic in a stored
@@ -527,6 +538,34 @@ mod tests {
         assert_eq!(d, Diagnostic::Local(String::from("connect to mx.example.org[192.0.2.1]:25: Connection refused")));
         let (s, _, _) = diagnose("4.4.1 no route", 4);
         assert_eq!(s.to_string(), "4.4.1");
+    }
+
+    #[test]
+    fn a_success_notice_says_how_each_recipient_was_delivered() {
+        use crate::queue::{QueueIdGen, Status};
+        let mut q = crate::queue::tests::sample(&mut QueueIdGen::new(1), 5, 10);
+        let how = [Some(DoneAction::Delivered), Some(DoneAction::Relayed), Some(DoneAction::Expanded), None];
+        for (r, action) in q.recipients.iter_mut().zip(how) {
+            r.status = Status { state: State::Done, action, reason: "250 2.0.0 Ok".into(), ..Status::default() };
+        }
+        q.recipients[4].status = Status { state: State::Deferred, reason: "451 later".into(), ..Status::default() };
+        let path = std::env::temp_dir().join(format!("mta-bounce-action-{}", std::process::id()));
+        std::fs::write(&path, q.encode().unwrap()).unwrap();
+        let f = File::open(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let qe = read_envelope(&f).unwrap();
+        let lifetime = Duration::from_secs(5 * 86400);
+        let got: Vec<Action> = (0..4).map(|i| recipient(&qe, i, Kind::Success, lifetime).unwrap().action).collect();
+        // (A file from a version that recorded no action: "relayed", as then.)
+        assert_eq!(got, [Action::Delivered, Action::Relayed, Action::Expanded, Action::Relayed]);
+        for i in 0..4 {
+            assert_eq!(
+                recipient(&qe, i, Kind::Success, lifetime).unwrap().diagnostic,
+                Diagnostic::Local("250 2.0.0 Ok".into())
+            );
+        }
+        assert!(recipient(&qe, 4, Kind::Success, lifetime).is_err(), "not done");
+        assert_eq!(recipient(&qe, 4, Kind::Delay, lifetime).unwrap().action, Action::Delayed);
     }
 
     #[test]

@@ -433,9 +433,11 @@ pub enum QmgrToSmtp {
 /// How a delivery went for one recipient.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub enum RecipientStatus {
-    /// `dsn_passed`: the next hop took the DSN request over.
+    /// `dsn_passed`: the next hop took the DSN request over; `action`:
+    /// how, for the success notice.
     Delivered {
         dsn_passed: bool,
+        action: crate::queue::DoneAction,
     },
     Deferred,
     Bounced,

@@ -51,7 +51,7 @@ use super::child::Kind;
 use super::deliver::{Envelope, Error as DeliverError};
 use super::pool::{Key, Pool};
 use super::repair::{Killed, progress};
-use super::resolve::{DbNote, Dest, Resolver, Step, Target, User, push_new, steps};
+use super::resolve::{DbNote, Dest, Resolver, Step, Target, User, done_action, push_new, steps};
 use super::spawn::{MAX_CHILD_REPORT, Worker, run, split_report};
 use crate::aliases::{self, Target as AliasTarget};
 use crate::child::{Child, drop_channel, install_channel};
@@ -61,9 +61,9 @@ use crate::ipc::msg::{
     CleanupToSmtpd, CommitResult, Delivery, FromMaster, MessageEnvelope, QmgrToSmtp, RecipientReport, RecipientStatus,
     SiteReport, SmtpToQmgr, SmtpdToCleanup, ToWorker,
 };
-use crate::queue::BodyType;
 use crate::queue::QueueEnvelope;
 use crate::queue::file::read_checked;
+use crate::queue::{BodyType, DoneAction};
 use crate::roles::Role;
 
 const MASTER: Token = Token(0);
@@ -576,6 +576,7 @@ impl Local {
         let mut last = Outcome::defer("4.3.0", "no destination");
         // The worst failure of the list, and for whom.
         let mut failed: Option<(Outcome, String)> = None;
+        let action = done_action(&dests);
         let steps = steps(dests, &qe.envelope.sender);
         let n = steps.len();
         for (k, step) in steps.into_iter().enumerate() {
@@ -638,7 +639,12 @@ impl Local {
                 o.reason = format!("{to}: {}", o.reason);
                 o
             }
-            None => last,
+            None => {
+                if let RecipientStatus::Delivered { action: a, .. } = &mut last.status {
+                    *a = action;
+                }
+                last
+            }
         }
     }
 
@@ -1235,8 +1241,10 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// Delivered here (the recipient's action is settled by
+    /// [`super::resolve::done_action`] once all its destinations have it).
     pub fn sent(reason: &str) -> Outcome {
-        Outcome::new(RecipientStatus::Delivered { dsn_passed: false }, "2.0.0", reason)
+        Outcome::new(RecipientStatus::Delivered { dsn_passed: false, action: DoneAction::Delivered }, "2.0.0", reason)
     }
     pub fn defer(dsn: &str, reason: &str) -> Outcome {
         Outcome::new(RecipientStatus::Deferred, dsn, reason)

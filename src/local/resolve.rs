@@ -38,6 +38,7 @@ use std::path::{Path, PathBuf};
 use super::agent::Outcome;
 use crate::aliases::{self, Stamp, Target as AliasTarget};
 use crate::config::delivery::DeliveryConf;
+use crate::queue::DoneAction;
 use crate::table::cdb::Table;
 
 /// A user whose mailbox gets mail, or as whom a command or file
@@ -469,6 +470,28 @@ pub(super) enum Step {
     /// The addresses forwarded to, as one new message from `sender`
     /// with `Delivered-To: to`.
     Forward { sender: String, to: String, addresses: Vec<String> },
+}
+
+/// How a recipient whose destinations (aliases and `.forward` followed)
+/// are `dests` counts once each of them has the message: the Action of
+/// its success notice (RFC 3461 5.2.7, RFC 3464 2.3.3). A forwarded copy
+/// carries no NOTIFY, so no success notice comes from further on.
+/// - one mailbox, command or file: `delivered` (an alias to a single
+///   destination is transparent);
+/// - one address, forwarded with the message's sender: `relayed`, into
+///   a new message that reports no success;
+/// - a mailing list: addresses that all go on from its `owner-` alias,
+///   which takes the message over: `delivered`, as Postfix reports it;
+/// - anything else with more than one destination: `expanded`.
+pub(super) fn done_action(dests: &[Dest]) -> DoneAction {
+    let forward =
+        |d: &Dest, owned: bool| matches!(&d.target, Target::Forward { sender, .. } if sender.is_some() == owned);
+    match dests {
+        [d] if forward(d, false) => DoneAction::Relayed,
+        [_] | [] => DoneAction::Delivered,
+        _ if dests.iter().all(|d| forward(d, true)) => DoneAction::Delivered,
+        _ => DoneAction::Expanded,
+    }
 }
 
 /// Mailboxes, commands and files first, in order; then the addresses,

@@ -1036,7 +1036,9 @@ impl Qmgr {
                     r.reason = format!("{} {}", r.dsn, r.reason);
                 }
                 let o = match r.status {
-                    RecipientStatus::Delivered { dsn_passed } => Outcome::Delivered { reason: r.reason, dsn_passed },
+                    RecipientStatus::Delivered { dsn_passed, action } => {
+                        Outcome::Delivered { reason: r.reason, dsn_passed, action }
+                    }
                     RecipientStatus::Deferred => Outcome::Deferred { reason: r.reason },
                     RecipientStatus::Bounced => Outcome::Bounced { reason: r.reason },
                 };

@@ -18,7 +18,9 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 
 use super::id::{LEN as ID_LEN, QueueId};
-use super::types::{BodyType, Client, Envelope, Notify, Protocol, QueueFile, Recipient, Ret, State, Status, Time};
+use super::types::{
+    BodyType, Client, DoneAction, Envelope, Notify, Protocol, QueueFile, Recipient, Ret, State, Status, Time,
+};
 use super::{
     CorruptError, Error, MAX_ADDRESS, MAX_CLIENT_ADDRESS, MAX_ENVID, MAX_HOSTNAME, MAX_REASON, MAX_RECIPIENTS, MAX_TLS,
 };
@@ -159,6 +161,35 @@ fn state_code(s: State) -> u8 {
     }
 }
 
+/// What a slot's reason field holds: the reason, behind the action word
+/// and `: ` for a done recipient whose action is known
+/// (`relayed: 250 2.0.0 Ok`). Version 1 has no field of its own for the
+/// action, and a reader that does not know of it takes the whole text
+/// for the reason (doc/queue-format.md).
+fn slot_text(st: &Status) -> Cow<'_, str> {
+    let text = match (st.state, st.action) {
+        (State::Done, Some(a)) => Cow::Owned(format!("{}: {}", a.as_str(), st.reason)),
+        _ => Cow::Borrowed(st.reason.as_str()),
+    };
+    if text.len() <= MAX_REASON { text } else { Cow::Owned(stored_reason(&text).into_owned()) }
+}
+
+/// A slot's reason field read back: the action a done recipient's text
+/// starts with, if any, and the reason. (No version that wrote no action
+/// began a done recipient's reason with an action word and `: `: a
+/// server's reply starts with its code, our own reasons with other
+/// words.)
+fn from_slot_text(state: State, text: String) -> (Option<DoneAction>, String) {
+    if state == State::Done {
+        for a in DoneAction::ALL {
+            if let Some(rest) = text.strip_prefix(a.as_str()).and_then(|r| r.strip_prefix(": ")) {
+                return (Some(a), rest.to_string());
+            }
+        }
+    }
+    (None, text)
+}
+
 /// One status slot, record header included: `seq` 0 and no status is the
 /// empty slot.
 fn put_slot(out: &mut Vec<u8>, seq: u32, status: Option<&Status>) {
@@ -166,7 +197,7 @@ fn put_slot(out: &mut Vec<u8>, seq: u32, status: Option<&Status>) {
     let start = out.len();
     out.resize(start + STAT_PAYLOAD, 0);
     if let Some(st) = status {
-        let reason = stored_reason(&st.reason);
+        let reason = slot_text(st);
         let p = &mut out[start..];
         p[0..4].copy_from_slice(&seq.to_le_bytes());
         p[4] = state_code(st.state);
@@ -454,9 +485,10 @@ fn parse_slot(raw: &[u8], at: u64) -> Result<Option<(u32, Status)>, CorruptError
     if p[5] != 0 || p[12..16] != [0; 4] || rlen > MAX_REASON || p[32 + rlen..].iter().any(|&b| b != 0) {
         return Err(CorruptError::new(base, "bad status slot (reserved bytes, reason length or padding)"));
     }
-    let reason = std::str::from_utf8(&p[32..32 + rlen])
+    let text = std::str::from_utf8(&p[32..32 + rlen])
         .map_err(|_| CorruptError::new(base + 32, "status reason is not UTF-8"))?
         .to_string();
+    let (action, reason) = from_slot_text(state, text);
     let g8 = |i: usize| {
         let mut a = [0u8; 8];
         a.copy_from_slice(&p[i..i + 8]);
@@ -464,6 +496,7 @@ fn parse_slot(raw: &[u8], at: u64) -> Result<Option<(u32, Status)>, CorruptError
     };
     let status = Status {
         state,
+        action,
         attempts: u32::from_le_bytes([p[8], p[9], p[10], p[11]]),
         next_attempt: g8(16),
         changed: g8(24),
@@ -804,6 +837,7 @@ pub fn update_status_at(file: &File, at: u64, status: &Status) -> Result<(Status
     put_slot(&mut out, seq, Some(status));
     let target = if cur == 0 { at + STAT_RECORD as u64 } else { at };
     file.write_all_at(&out, target)?;
-    let stored = Status { reason: stored_reason(&status.reason).into_owned(), ..status.clone() };
+    let (action, reason) = from_slot_text(status.state, slot_text(status).into_owned());
+    let stored = Status { action, reason, ..status.clone() };
     Ok((stored, SlotWrite { at: target, record: out }))
 }

@@ -48,7 +48,9 @@ pub use id::{MAX_INSTANCE, QueueId, QueueIdGen};
 pub use journal::{CommitError, Journal, JournalDirs, JournalOptions, Ticket, ZeroAhead};
 pub use progress::BootId;
 pub use recover::{Damage, Recovery};
-pub use types::{BodyType, Client, Envelope, Notify, Protocol, QueueFile, Recipient, Ret, State, Status, Time};
+pub use types::{
+    BodyType, Client, DoneAction, Envelope, Notify, Protocol, QueueFile, Recipient, Ret, State, Status, Time,
+};
 
 /// Longest address (sender, recipient, ORCPT), in bytes.
 pub const MAX_ADDRESS: usize = 1024;

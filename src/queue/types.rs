@@ -123,10 +123,43 @@ pub enum State {
     Bounced,
 }
 
+/// How a recipient in [`State::Done`] was delivered: the Action of its
+/// success notice (RFC 3464 2.3.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum DoneAction {
+    /// Final delivery: a mailbox, a file or a command here, an LMTP
+    /// server, a mailing list that takes the message over.
+    Delivered,
+    /// Handed on to an SMTP server (one without DSN sends no success
+    /// notice itself; one with DSN took NOTIFY over, and no notice is
+    /// owed here), or forwarded to a single address.
+    Relayed,
+    /// An alias or `.forward` that sent the message on to several
+    /// destinations, which send no success notices of their own.
+    Expanded,
+}
+
+impl DoneAction {
+    /// The RFC 3464 action-value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DoneAction::Delivered => "delivered",
+            DoneAction::Relayed => "relayed",
+            DoneAction::Expanded => "expanded",
+        }
+    }
+
+    pub const ALL: [DoneAction; 3] = [DoneAction::Delivered, DoneAction::Relayed, DoneAction::Expanded];
+}
+
 /// A recipient's delivery status: the block that is updated in place.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Status {
     pub state: State,
+    /// How it was delivered, for [`State::Done`] only: None for the other
+    /// states, and for a done recipient whose file was written before
+    /// the action was recorded (or that was done by being bounced).
+    pub action: Option<DoneAction>,
     pub attempts: u32,
     /// Unix seconds of the next try (deferred), or 0.
     pub next_attempt: i64,

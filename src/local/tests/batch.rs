@@ -27,7 +27,7 @@ fn a_failed_sync_defers_the_deliveries_that_waited_for_it_and_no_others() {
     let failed = vec![None, Some(Outcome::defer("4.3.0", "fsync new/ in the maildir: EIO"))];
     let out = settled(recipients, &depends, &failed);
     let status: Vec<_> = out.iter().map(|r| (r.index, r.status.clone())).collect();
-    let sent = RecipientStatus::Delivered { dsn_passed: false };
+    let sent = RecipientStatus::Delivered { dsn_passed: false, action: crate::queue::DoneAction::Delivered };
     assert_eq!(
         status,
         vec![

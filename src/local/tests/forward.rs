@@ -67,3 +67,40 @@ fn forwards_go_last_one_message_per_sender_and_delivered_to() {
         ]
     );
 }
+
+#[test]
+fn a_recipients_action_follows_its_destinations() {
+    use crate::local::agent::Outcome;
+    use crate::local::resolve::{Dest, Target, User, done_action};
+    use crate::queue::DoneAction;
+    let user = |n: &str| User { name: n.to_string(), uid: 1000, gid: 1000, home: format!("/home/{n}").into() };
+    let mailbox = |n: &str| Dest {
+        target: Target::Mailbox { user: user(n), via_alias: true, forward: false },
+        to: format!("{n}@here"),
+    };
+    let fwd = |a: &str, owner: Option<&str>| Dest {
+        target: Target::Forward { address: a.to_string(), sender: owner.map(String::from) },
+        to: String::from("list@here"),
+    };
+    let file = Dest { target: Target::File { path: "/var/log/x".into(), user: user("n") }, to: "x@here".into() };
+    let command = Dest { target: Target::Command { command: "true".into(), user: user("n") }, to: "c@here".into() };
+    let failed = Dest { target: Target::Failed(Outcome::bounce("5.1.1", "no")), to: "u@here".into() };
+    // One destination here: delivered, alias or not.
+    assert_eq!(done_action(&[mailbox("bob")]), DoneAction::Delivered);
+    assert_eq!(done_action(std::slice::from_ref(&file)), DoneAction::Delivered);
+    assert_eq!(done_action(std::slice::from_ref(&command)), DoneAction::Delivered);
+    // One address further on, in a new message without NOTIFY: relayed;
+    // a list's, from its owner- alias: delivered, to the list.
+    assert_eq!(done_action(&[fwd("a@x.example", None)]), DoneAction::Relayed);
+    assert_eq!(done_action(&[fwd("a@x.example", Some("owner-list@here"))]), DoneAction::Delivered);
+    assert_eq!(
+        done_action(&[fwd("a@x.example", Some("owner-list@here")), fwd("b@y.example", Some("owner-list@here"))]),
+        DoneAction::Delivered
+    );
+    // Several: expanded (RFC 3461 5.2.7.3).
+    assert_eq!(done_action(&[mailbox("bob"), mailbox("carol")]), DoneAction::Expanded);
+    assert_eq!(done_action(&[mailbox("bob"), fwd("a@x.example", None)]), DoneAction::Expanded);
+    assert_eq!(done_action(&[fwd("a@x.example", None), fwd("b@x.example", None)]), DoneAction::Expanded);
+    assert_eq!(done_action(&[mailbox("bob"), fwd("a@x.example", Some("owner-list@here"))]), DoneAction::Expanded);
+    assert_eq!(done_action(&[file, command, failed]), DoneAction::Expanded);
+}

@@ -252,26 +252,26 @@ impl Scheduler {
         }
         let attempts = r.attempts.saturating_add(u32::from(source != Source::Queued));
         let mut log = source != Source::Agent;
-        let (state, next, reason) = match outcome {
-            Outcome::Delivered { reason, dsn_passed } => {
+        let (state, action, next, reason) = match outcome {
+            Outcome::Delivered { reason, dsn_passed, action } => {
                 r.state = RcptState::Done { success_notice: !dsn_passed && wants(r.notify, Kind::Success) };
-                (State::Done, 0, reason)
+                (State::Done, Some(action), 0, reason)
             }
             Outcome::Bounced { reason } => {
                 r.state = RcptState::Bounced { failure_notice: wants(r.notify, Kind::Failure) };
-                (State::Bounced, 0, reason)
+                (State::Bounced, None, 0, reason)
             }
             Outcome::Deferred { reason } if is_expired => {
                 log = true;
                 r.state = RcptState::Bounced { failure_notice: wants(r.notify, Kind::Failure) };
-                (State::Bounced, 0, format!("message expired in the queue; last error: {reason}"))
+                (State::Bounced, None, 0, format!("message expired in the queue; last error: {reason}"))
             }
             Outcome::Deferred { reason } => {
                 r.state = RcptState::Deferred;
-                (State::Deferred, retry_at.secs, reason)
+                (State::Deferred, None, retry_at.secs, reason)
             }
         };
-        let status = Status { state, attempts, next_attempt: next, changed: now.secs, reason };
+        let status = Status { state, action, attempts, next_attempt: next, changed: now.secs, reason };
         actions.push(Action::Write { message: id, recipient: index, status, log });
         m.unsettled = m.unsettled.saturating_sub(1);
         if m.unsettled == 0 {

@@ -79,7 +79,7 @@ mod tests;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fmt;
 
-use crate::queue::{QueueId, Status, Time};
+use crate::queue::{DoneAction, QueueId, Status, Time};
 
 use deferred::DeferredIndex;
 use destination::DestinationQueue;
@@ -122,9 +122,10 @@ pub struct Job {
 /// How a delivery went for one recipient.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
-    /// Delivered or relayed. `dsn_passed`: the next hop took NOTIFY over,
-    /// so no success notice is owed here.
-    Delivered { reason: String, dsn_passed: bool },
+    /// Delivered, relayed or expanded (`action`, stored with the status
+    /// for the success notice). `dsn_passed`: the next hop took NOTIFY
+    /// over, so no success notice is owed here.
+    Delivered { reason: String, dsn_passed: bool, action: DoneAction },
     /// Failed for now; tried again later.
     Deferred { reason: String },
     /// Failed for good.

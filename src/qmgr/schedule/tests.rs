@@ -69,7 +69,7 @@ fn report(job: &Job, outcome: impl Fn(u32) -> Outcome) -> Report {
 }
 
 fn delivered(_: u32) -> Outcome {
-    Outcome::Delivered { reason: String::from("250 ok"), dsn_passed: false }
+    Outcome::Delivered { reason: String::from("250 ok"), dsn_passed: false, action: DoneAction::Relayed }
 }
 
 fn deferred(_: u32) -> Outcome {
@@ -546,9 +546,43 @@ fn success_notice_only_when_asked_and_not_passed_on() {
     let mut s = scheduler(Settings::default());
     add(&mut s, qid(1), &[rcpt_in("a@remote.test", State::Pending, success)], 0);
     let job = s.next_job(at(0)).expect("a delivery");
-    let passed = |_| Outcome::Delivered { reason: String::from("250 ok"), dsn_passed: true };
+    let passed =
+        |_| Outcome::Delivered { reason: String::from("250 ok"), dsn_passed: true, action: DoneAction::Relayed };
     let actions = s.job_finished(job.id, &report(&job, passed), at(0)).expect("report taken");
     assert!(notices(&actions).is_empty());
+}
+
+#[test]
+fn a_delivered_recipients_action_is_written_with_its_status() {
+    let success = Some(Notify::On { success: true, failure: true, delay: false });
+    let mut s = scheduler(Settings::default());
+    let rcpts: Vec<Recipient> = (0..3).map(|i| rcpt_in(&format!("u{i}@local.test"), State::Pending, success)).collect();
+    add(&mut s, qid(1), &rcpts, 0);
+    let job = s.next_job(at(0)).expect("a delivery");
+    let how = [DoneAction::Delivered, DoneAction::Relayed, DoneAction::Expanded];
+    let outcome = |i: u32| Outcome::Delivered { reason: format!("r{i}"), dsn_passed: false, action: how[i as usize] };
+    let actions = s.job_finished(job.id, &report(&job, outcome), at(0)).expect("report taken");
+    let written: Vec<(u32, State, Option<DoneAction>, String)> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Write { recipient, status, .. } => {
+                Some((*recipient, status.state, status.action, status.reason.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        written,
+        (0..3u32).map(|i| (i, State::Done, Some(how[i as usize]), format!("r{i}"))).collect::<Vec<_>>()
+    );
+    assert_eq!(notices(&actions), vec![&Notices { success: vec![0, 1, 2], ..Notices::default() }]);
+    // A failure records none.
+    let mut s = scheduler(Settings::default());
+    add(&mut s, qid(2), &[rcpt("a@remote.test")], 0);
+    let job = s.next_job(at(0)).expect("a delivery");
+    let actions = s.job_finished(job.id, &report(&job, deferred), at(0)).expect("report taken");
+    let Some(Action::Write { status, .. }) = actions.first() else { panic!("a write") };
+    assert_eq!((status.state, status.action), (State::Deferred, None));
 }
 
 #[test]
@@ -764,7 +798,7 @@ impl Shell {
         let outcome = |i: u32| match (u32::from(seed) + i) % 5 {
             0 => Outcome::Deferred { reason: "451 later".into() },
             1 => Outcome::Bounced { reason: "550 no".into() },
-            _ => Outcome::Delivered { reason: "250 ok".into(), dsn_passed: false },
+            _ => Outcome::Delivered { reason: "250 ok".into(), dsn_passed: false, action: DoneAction::Relayed },
         };
         let actions = match seed % 8 {
             0 => self.s.job_finished(job.id, &unreachable(), at(self.now)),

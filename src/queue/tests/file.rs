@@ -10,9 +10,9 @@ use proptest::prelude::*;
 use super::super::file::{STAT_RECORD, stored_reason};
 use super::super::file::{read_checked, read_small};
 use super::super::{
-    BodyType, Client, CorruptError, Envelope, Error, MAX_ADDRESS, MAX_REASON, Notify, Protocol, QueueFile, QueueId,
-    QueueIdGen, Recipient, Ret, State, Status, Time, move_to_corrupt, read_content, read_envelope, read_queue_file,
-    update_status_at, verify_content,
+    BodyType, Client, CorruptError, DoneAction, Envelope, Error, MAX_ADDRESS, MAX_REASON, Notify, Protocol, QueueFile,
+    QueueId, QueueIdGen, Recipient, Ret, State, Status, Time, move_to_corrupt, read_content, read_envelope,
+    read_queue_file, update_status_at, verify_content,
 };
 use super::{TempDir, sample};
 
@@ -79,6 +79,84 @@ fn long_reason_is_cut_with_a_marker() {
     q.recipients[0].status.reason = long;
     let d = QueueFile::decode(&q.encode().expect("encode")).expect("decode");
     assert_eq!(d.recipients[0].status.reason, cut);
+}
+
+/// The bytes of recipient `i`'s first status slot's reason field in an
+/// encoded file (a new file's status is in its first slot).
+fn first_slot_reason(bytes: &[u8], i: usize) -> String {
+    let rcpt = (0..=i).fold(None, |from: Option<usize>, _| {
+        let start = from.map_or(0, |p| p + 1);
+        bytes[start..].windows(4).position(|w| w == b"RCPT").map(|p| start + p)
+    });
+    let rcpt = rcpt.expect("RCPT record");
+    let len = u32::from_le_bytes(bytes[rcpt + 4..rcpt + 8].try_into().unwrap()) as usize;
+    let slot = rcpt + 12 + len;
+    assert_eq!(&bytes[slot..slot + 4], b"STAT");
+    let p = &bytes[slot + 12..];
+    let rlen = u16::from_le_bytes([p[6], p[7]]) as usize;
+    String::from_utf8(p[32..32 + rlen].to_vec()).unwrap()
+}
+
+#[test]
+fn a_done_recipients_action_goes_in_front_of_its_reason() {
+    let mut ids = QueueIdGen::new(1);
+    let mut q = sample(&mut ids, 6, 10);
+    let done = |action, reason: &str| Status {
+        state: State::Done,
+        action,
+        attempts: 1,
+        changed: 1_700_000_000,
+        reason: reason.into(),
+        ..Status::default()
+    };
+    q.recipients[0].status = done(Some(DoneAction::Delivered), "delivered to maildir");
+    q.recipients[1].status = done(Some(DoneAction::Relayed), "250 2.0.0 Ok: queued as X");
+    q.recipients[2].status = done(Some(DoneAction::Expanded), "forwarded as Y to <a@x.example>");
+    // As a version that recorded no action wrote it.
+    q.recipients[3].status = done(None, "250 2.0.0 Ok");
+    q.recipients[4].status = done(Some(DoneAction::Relayed), "");
+    q.recipients[5].status =
+        Status { state: State::Deferred, reason: "451 4.3.0 later".into(), next_attempt: 5, ..Status::default() };
+    let bytes = q.encode().expect("encode");
+    assert_eq!(QueueFile::decode(&bytes).expect("decode"), q);
+    // What a reader that knows nothing of the action reads as the reason:
+    // the same field, in the same bounds, with the action word in front.
+    let fields: Vec<String> = (0..6).map(|i| first_slot_reason(&bytes, i)).collect();
+    assert_eq!(
+        fields,
+        [
+            "delivered: delivered to maildir",
+            "relayed: 250 2.0.0 Ok: queued as X",
+            "expanded: forwarded as Y to <a@x.example>",
+            "250 2.0.0 Ok",
+            "relayed: ",
+            "451 4.3.0 later",
+        ]
+    );
+    // Only a done recipient has one: any other state's reason is its own,
+    // whatever it starts with.
+    let mut q = sample(&mut ids, 1, 10);
+    q.recipients[0].status = Status { state: State::Bounced, reason: "relayed: no".into(), ..Status::default() };
+    assert_eq!(QueueFile::decode(&q.encode().expect("encode")).expect("decode"), q);
+    q.recipients[0].status.action = Some(DoneAction::Delivered);
+    let d = QueueFile::decode(&q.encode().expect("encode")).expect("decode");
+    assert_eq!(d.recipients[0].status.action, None, "not written for a bounced recipient");
+    assert_eq!(d.recipients[0].status.reason, "relayed: no");
+}
+
+#[test]
+fn a_long_reason_keeps_its_action() {
+    let mut ids = QueueIdGen::new(1);
+    let mut q = sample(&mut ids, 1, 10);
+    let long = "é".repeat(400);
+    q.recipients[0].status =
+        Status { state: State::Done, action: Some(DoneAction::Expanded), reason: long, ..Status::default() };
+    let bytes = q.encode().expect("encode");
+    let field = first_slot_reason(&bytes, 0);
+    assert!(field.len() <= MAX_REASON && field.starts_with("expanded: é") && field.ends_with("..."), "{field}");
+    let d = QueueFile::decode(&bytes).expect("decode");
+    assert_eq!(d.recipients[0].status.action, Some(DoneAction::Expanded));
+    assert_eq!(d.recipients[0].status.reason, field["expanded: ".len()..]);
 }
 
 #[test]
@@ -207,6 +285,7 @@ fn recipient_status_updated_in_place() {
     for round in 0..5u32 {
         let st = Status {
             state: if round == 4 { State::Done } else { State::Deferred },
+            action: (round == 4).then_some(DoneAction::Relayed),
             attempts: round + 1,
             next_attempt: 1_700_000_000 + i64::from(round) * 300,
             changed: 1_700_000_000,
@@ -260,7 +339,13 @@ fn a_status_written_again_goes_to_the_same_slot() {
     let at = env.status_offset(0).expect("offset");
     let synced = Status { state: State::Deferred, attempts: 1, reason: "synced".into(), ..Status::default() };
     let (_, first) = update_status_at(&f, at, &synced).expect("update");
-    let lost = Status { state: State::Done, attempts: 2, reason: "lost".into(), ..Status::default() };
+    let lost = Status {
+        state: State::Done,
+        action: Some(DoneAction::Delivered),
+        attempts: 2,
+        reason: "lost".into(),
+        ..Status::default()
+    };
     let (_, second) = update_status_at(&f, at, &lost).expect("update");
     assert_ne!(first.at, second.at, "alternate slots");
     // The disk lost the second write (its sync failed): the slot went back.
@@ -337,10 +422,17 @@ fn text(max: usize) -> impl Strategy<Value = String> {
 }
 
 fn status() -> impl Strategy<Value = Status> {
-    (0u8..4, any::<u32>(), any::<i64>(), any::<i64>(), text(MAX_REASON)).prop_map(|(s, attempts, n, c, reason)| {
-        let state = [State::Pending, State::Done, State::Deferred, State::Bounced][s as usize];
-        Status { state, attempts, next_attempt: n, changed: c, reason }
-    })
+    (0u8..4, 0u8..4, any::<u32>(), any::<i64>(), any::<i64>(), text(MAX_REASON)).prop_map(
+        |(s, a, attempts, n, c, reason)| {
+            let state = [State::Pending, State::Done, State::Deferred, State::Bounced][s as usize];
+            // A done recipient's action, where the reason leaves room for
+            // it in front (a longer one is cut: `a_long_reason_keeps_its_action`).
+            let action = [None, Some(DoneAction::Delivered), Some(DoneAction::Relayed), Some(DoneAction::Expanded)]
+                [a as usize]
+                .filter(|a| state == State::Done && reason.len() + a.as_str().len() + 2 <= MAX_REASON);
+            Status { state, action, attempts, next_attempt: n, changed: c, reason }
+        },
+    )
 }
 
 fn notify() -> impl Strategy<Value = Option<Notify>> {

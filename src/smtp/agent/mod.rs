@@ -16,9 +16,9 @@
 //! `smtp.connection_cache_time` (at most [`MAX_IDLE`] sessions, at most
 //! `smtp.connection_reuse_limit` messages per connection) and then QUITs.
 //!
-//! A session to an MX-routed SMTP next hop that fails before MAIL
-//! (`JobResult::session_failure`; a 5xx greeting included, which defers)
-//! passes its job on to another MX address in the same delivery, up to
+//! A session to an MX-routed SMTP next hop that fails before MAIL for
+//! now (`JobResult::session_failure`; a 5xx greeting included, which
+//! defers; not a 5xx to HELO, which bounces at once) passes its job on to another MX address in the same delivery, up to
 //! `smtp.mx_session_limit` sessions: the job asks the connector again
 //! with the addresses it had as a skip list, waiting on a key of its own
 //! (`Wait`) so that neither a connection another job asked for nor an
@@ -888,7 +888,8 @@ impl Agent {
         if !result.tls {
             relay.tls = None;
         }
-        let mut verdicts: Vec<Verdict> = result.recipients.iter().map(|r| Verdict::from_result(r, &relay)).collect();
+        let mut verdicts: Vec<Verdict> =
+            result.recipients.iter().map(|r| Verdict::from_result(r, &relay, work.dest.protocol)).collect();
         // The client answers every recipient; never report fewer.
         while verdicts.len() < work.indexes.len() {
             verdicts.push(Verdict::deferred("4.3.0", "no verdict (internal error)"));

@@ -12,8 +12,8 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::ipc::msg::RecipientStatus;
-use crate::queue::Time;
+use crate::ipc::msg::{Protocol, RecipientStatus};
+use crate::queue::{DoneAction, Time};
 use crate::smtp::client::{Disposition, RecipientResult};
 
 /// The server a session talks to, as logs name it.
@@ -56,10 +56,17 @@ pub struct Verdict {
 }
 
 impl Verdict {
-    /// From the client's result; `relay` names the server.
-    pub fn from_result(r: &RecipientResult, relay: &Relay) -> Verdict {
+    /// From the client's result; `relay` names the server, `protocol`
+    /// says what it is: an LMTP server delivers (RFC 2033: it has no
+    /// queue; Postfix's `lmtp_assume_final = yes`), an SMTP server
+    /// relays (RFC 3461 5.2.2).
+    pub fn from_result(r: &RecipientResult, relay: &Relay, protocol: Protocol) -> Verdict {
+        let action = match protocol {
+            Protocol::Lmtp => DoneAction::Delivered,
+            Protocol::Smtp => DoneAction::Relayed,
+        };
         let status = match r.disposition {
-            Disposition::Delivered => RecipientStatus::Delivered { dsn_passed: r.dsn_passed },
+            Disposition::Delivered => RecipientStatus::Delivered { dsn_passed: r.dsn_passed, action },
             Disposition::Deferred => RecipientStatus::Deferred,
             Disposition::Bounced => RecipientStatus::Bounced,
         };
@@ -172,11 +179,23 @@ mod tests {
             dsn_passed: false,
         };
         // AUTH refused: deferred by policy, so 4.7.8, not 5.7.8.
-        let v = Verdict::from_result(&result(Disposition::Deferred, 535, Some(Enhanced::new(5, 7, 8))), &relay);
+        let v = Verdict::from_result(
+            &result(Disposition::Deferred, 535, Some(Enhanced::new(5, 7, 8))),
+            &relay,
+            Protocol::Smtp,
+        );
         assert_eq!(v.dsn, "4.7.8");
-        let v = Verdict::from_result(&result(Disposition::Bounced, 550, Some(Enhanced::new(5, 1, 1))), &relay);
+        let v = Verdict::from_result(
+            &result(Disposition::Bounced, 550, Some(Enhanced::new(5, 1, 1))),
+            &relay,
+            Protocol::Smtp,
+        );
         assert_eq!(v.dsn, "5.1.1");
-        let v = Verdict::from_result(&result(Disposition::Deferred, 451, Some(Enhanced::new(4, 3, 0))), &relay);
+        let v = Verdict::from_result(
+            &result(Disposition::Deferred, 451, Some(Enhanced::new(4, 3, 0))),
+            &relay,
+            Protocol::Smtp,
+        );
         assert_eq!(v.dsn, "4.3.0");
     }
 
@@ -204,7 +223,7 @@ mod tests {
             transmission: Duration::from_millis(1500),
         };
         let v = Verdict {
-            status: RecipientStatus::Delivered { dsn_passed: false },
+            status: RecipientStatus::Delivered { dsn_passed: false, action: DoneAction::Relayed },
             dsn: "2.0.0".into(),
             reason: "250 2.0.0 Ok: queued as X".into(),
         };

@@ -268,7 +268,9 @@ pub struct JobResult {
     /// One per recipient of the job, in the job's order.
     pub recipients: Vec<RecipientResult>,
     /// The session failed before MAIL FROM (greeting, EHLO, STARTTLS,
-    /// AUTH, or the connection): another server may do better.
+    /// AUTH, or the connection) for now: another server may do better.
+    /// Not for a permanent failure there (a 5xx to HELO or LHLO), which
+    /// bounces the recipients whatever server says it.
     pub session_failure: bool,
     /// The message went inside TLS.
     pub tls: bool,

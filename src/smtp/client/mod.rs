@@ -17,7 +17,9 @@
 //! job when the previous one left a transaction open; QUIT ends it all.
 //!
 //! Failures: 4xx defers, 5xx bounces, per recipient (a 5xx greeting
-//! defers: a site failure, as with Postfix's `smtp_skip_5xx_greeting`);
+//! defers: a site failure, as with Postfix's `smtp_skip_5xx_greeting`;
+//! a 5xx to HELO, after EHLO was refused, or to LHLO bounces and is no
+//! session failure, so no other server is tried, as in Postfix);
 //! a 421, a malformed reply, a timeout or a lost connection defers
 //! everything not finished. SMTPUTF8 is required of the server only when
 //! the job's envelope or header block has UTF-8 in it.
@@ -133,6 +135,8 @@ struct Transaction {
     accepted: Vec<usize>,
     pipelined: bool,
     dsn: bool,
+    /// MAIL carries SMTPUTF8.
+    smtputf8: bool,
     mail_failed: bool,
     encoder: Option<DataEncoder>,
 }
@@ -534,10 +538,15 @@ impl Client {
         self.fail_job(job, &f);
     }
 
+    /// A job failed before its MAIL: a session failure, which another
+    /// server may do better with, unless the failure is permanent (a 5xx
+    /// to HELO or LHLO): the recipients bounce and no other server is
+    /// tried, as in Postfix (only a 5xx greeting is taken as the
+    /// server's trouble rather than the mail's: it defers).
     fn fail_job(&mut self, job: Job, f: &Failure) {
         let mut tx = self.transaction(job);
         tx.fail_all(f);
-        self.complete(tx, true);
+        self.complete(tx, f.disposition != Disposition::Bounced);
     }
 
     fn transaction(&self, job: Job) -> Transaction {
@@ -549,6 +558,7 @@ impl Client {
             accepted: Vec::new(),
             pipelined: self.features.pipelining,
             dsn: self.features.dsn,
+            smtputf8: false,
             mail_failed: false,
             encoder: None,
         }
@@ -767,11 +777,12 @@ impl Client {
             return self.complete(tx, false);
         }
         let smtputf8 = self.features.smtputf8 && (required || tx.job.smtputf8);
+        tx.smtputf8 = smtputf8;
         let mut batch = command::mail(&tx.job, &self.features, smtputf8);
         self.expects.push_back(Expect::Mail);
         if tx.pipelined {
             while let Some(i) = tx.queue.pop_front() {
-                batch.push_str(&command::rcpt(&tx.job.recipients[i], tx.dsn));
+                batch.push_str(&command::rcpt(&tx.job.recipients[i], tx.dsn, tx.smtputf8));
                 self.expects.push_back(Expect::Rcpt(i));
             }
             batch.push_str("DATA\r\n");
@@ -786,7 +797,7 @@ impl Client {
     fn next_command(&mut self) {
         let Some(tx) = self.tx.as_mut() else { return };
         if let Some(i) = tx.queue.pop_front() {
-            let line = command::rcpt(&tx.job.recipients[i], tx.dsn);
+            let line = command::rcpt(&tx.job.recipients[i], tx.dsn, tx.smtputf8);
             self.send(line, Expect::Rcpt(i));
         } else if tx.accepted.is_empty() {
             // No recipient: no DATA; the transaction stays open (MAIL was

@@ -62,6 +62,9 @@ fn over_a_unix_socket_each_recipient_gets_its_own_reply() {
         got,
         vec![(0, ("sent", "2.0.0")), (1, ("bounced", "5.2.2")), (2, ("bounced", "5.1.1")), (3, ("deferred", "4.2.2")),]
     );
+    // An LMTP server delivers (it has no queue to relay from).
+    let delivered = RecipientStatus::Delivered { dsn_passed: false, action: crate::queue::DoneAction::Delivered };
+    assert_eq!(rs[0].status, delivered);
     let p = path.display();
     assert_eq!(
         rs[1].reason,

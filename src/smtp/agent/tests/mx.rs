@@ -1,6 +1,6 @@
 //! `smtp.mx_session_limit`: a server that fails the session before MAIL
-//! passes an MX-routed job on to the next MX address in the same
-//! delivery; nothing else moves on.
+//! for now passes an MX-routed job on to the next MX address in the same
+//! delivery; nothing else moves on (not a 5xx to HELO, which bounces).
 
 use std::net::IpAddr;
 
@@ -63,6 +63,45 @@ fn a_first_mx_greeting_with_5xx_passes_the_mail_to_the_second() {
     let (_, rs) = h.report(2);
     assert_eq!((&rs[0].status, rs[0].dsn.as_str()), (&RecipientStatus::Deferred, "4.7.1"));
     assert!(rs[0].reason.contains("[127.0.0.1] said: 554 5.7.1 first says go away"), "{}", rs[0].reason);
+    h.run_until(|h| h.agent.sessions.is_empty());
+    first.transcripts();
+    second.transcripts();
+}
+
+#[test]
+fn a_5xx_to_helo_on_a_first_mx_bounces_without_trying_the_second() {
+    // As in Postfix: only the greeting's 5xx is the server's trouble; a
+    // 5xx to HELO is the mail's, whatever server says it.
+    let first = at("127.0.0.1", 1, mta(&[("EHLO", "502 5.5.2 no EHLO"), ("HELO", "550 5.7.1 not from you")]));
+    let second = at("127.0.0.2", 1, mta(&[]));
+    let mut h = Harness::new(conf(), Connect::Mx(vec![first.addr, second.addr]));
+    h.deliver(1, &["a@example.net", "b@example.net"], BODY);
+    let (site, rs) = h.report(1);
+    // The server answered: no site failure counted against the destination.
+    assert_eq!(site, SiteReport::Reached);
+    for r in &rs {
+        assert_eq!((&r.status, r.dsn.as_str()), (&RecipientStatus::Bounced, "5.7.1"));
+        assert_eq!(
+            r.reason, "host mx.test[127.0.0.1] said: 550 5.7.1 not from you (in reply to EHLO/HELO command)",
+            "{rs:?}"
+        );
+    }
+    assert_eq!(h.skips, vec![Vec::<IpAddr>::new()], "the second MX is never asked for");
+    assert!(!h.logs.iter().any(|l| l.contains("trying the next MX")), "{:#?}", h.logs);
+    h.run_until(|h| h.agent.sessions.is_empty());
+    assert_eq!(first.transcripts().len(), 1);
+    assert!(second.transcripts().is_empty());
+
+    // After a first MX that deferred at its greeting, a 5xx to HELO on
+    // the second bounces with the second's words.
+    let first = at("127.0.0.1", 1, mta(&[("CONNECT", "421 4.3.2 first is busy")]));
+    let second = at("127.0.0.2", 1, mta(&[("EHLO", "502 5.5.2 no EHLO"), ("HELO", "550 5.7.1 not from you")]));
+    let mut h = Harness::new(conf(), Connect::Mx(vec![first.addr, second.addr]));
+    h.deliver(2, &["a@example.net"], BODY);
+    let (site, rs) = h.report(2);
+    assert_eq!(site, SiteReport::Reached);
+    assert_eq!((&rs[0].status, rs[0].dsn.as_str()), (&RecipientStatus::Bounced, "5.7.1"));
+    assert!(rs[0].reason.contains("[127.0.0.2] said: 550 5.7.1 not from you"), "{}", rs[0].reason);
     h.run_until(|h| h.agent.sessions.is_empty());
     first.transcripts();
     second.transcripts();

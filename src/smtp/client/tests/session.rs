@@ -26,14 +26,22 @@ fn greeting_5xx_defers_as_a_site_failure_and_quits() {
 }
 
 #[test]
-fn helo_refused_with_5xx_after_ehlo_still_bounces() {
+fn helo_refused_with_5xx_after_ehlo_bounces_without_trying_another_server() {
     let mut h = Harness::greeted(config(), job(&["a@example.net"]));
     h.step("EHLO client.example.org\r\n", "502 5.5.2 no EHLO\r\n");
     h.step("HELO client.example.org\r\n", "550 5.7.1 not you\r\n");
     assert_eq!(h.sent(), "QUIT\r\n");
     let r = h.result();
-    assert!(r.session_failure);
+    // Permanent, as Postfix takes it: not a session failure that another
+    // MX host might do better with (only a 5xx greeting is).
+    assert!(!r.session_failure);
     assert_eq!(summary(r), vec![(Disposition::Bounced, Stage::Helo, "550 5.7.1 not you".into())]);
+    // A 4xx to HELO is one.
+    let mut h = Harness::greeted(config(), job(&["a@example.net"]));
+    h.step("EHLO client.example.org\r\n", "502 5.5.2 no EHLO\r\n");
+    h.step("HELO client.example.org\r\n", "450 4.7.1 not now\r\n");
+    assert!(h.result().session_failure);
+    assert_eq!(summary(h.result()), vec![(Disposition::Deferred, Stage::Helo, "450 4.7.1 not now".into())]);
 }
 
 #[test]
@@ -95,6 +103,7 @@ fn lmtp_says_lhlo_and_never_falls_back_to_helo() {
     h.step("LHLO client.example.org\r\n", "500 5.5.1 what\r\n");
     assert_eq!(h.sent(), "QUIT\r\n");
     assert_eq!(summary(h.result()), vec![(Disposition::Bounced, Stage::Helo, "500 5.5.1 what".into())]);
+    assert!(!h.result().session_failure);
 }
 
 #[test]

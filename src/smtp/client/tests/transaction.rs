@@ -246,6 +246,41 @@ fn dsn_parameters_are_passed_on_when_offered() {
 }
 
 #[test]
+fn a_utf8_orcpt_is_sent_in_the_form_the_transaction_allows() {
+    // DSN without SMTPUTF8: the 7-bit utf-8-addr-xtext form (RFC 6533 3);
+    // an ASCII one as rfc822. Without pipelining, RCPT by RCPT.
+    let mut j = job(&["a@example.net", "b@example.net"]);
+    j.recipients[0].orcpt = Some("utf-8;josé@example.net".into());
+    j.recipients[1].orcpt = Some("utf-8;b@example.net".into());
+    let mut h = ready(config(), j, "250-mx.example.net\r\n250 DSN\r\n");
+    h.step("MAIL FROM:<sender@example.org>\r\n", "250 Ok\r\n");
+    h.step("RCPT TO:<a@example.net> ORCPT=utf-8;jos\\x{E9}@example.net\r\n", "250 Ok\r\n");
+    h.step("RCPT TO:<b@example.net> ORCPT=rfc822;b@example.net\r\n", "250 Ok\r\n");
+    h.step("DATA\r\n", "354 go\r\n");
+    h.step(CONTENT, "250 Ok\r\n");
+    assert!(h.result().recipients.iter().all(|r| r.dsn_passed));
+
+    // An SMTPUTF8 transaction (a UTF-8 recipient): UTF-8 as it is.
+    let mut j = job(&["josé@example.net"]);
+    j.recipients[0].orcpt = Some("utf-8;jos\\x{E9}@example.net".into());
+    let mut h = ready(config(), j, EHLO_ALL);
+    h.step(
+        "MAIL FROM:<sender@example.org> SIZE=100 SMTPUTF8\r\n\
+         RCPT TO:<josé@example.net> ORCPT=utf-8;josé@example.net\r\nDATA\r\n",
+        "250 Ok\r\n250 Ok\r\n354 go\r\n",
+    );
+    // The server offers SMTPUTF8, but this mail does not need it: 7 bit.
+    let mut j = job(&["a@example.net"]);
+    j.recipients[0].orcpt = Some("utf-8;josé@example.net".into());
+    let mut h = ready(config(), j, EHLO_ALL);
+    h.step(
+        "MAIL FROM:<sender@example.org> SIZE=100\r\n\
+         RCPT TO:<a@example.net> ORCPT=utf-8;jos\\x{E9}@example.net\r\nDATA\r\n",
+        "250 Ok\r\n250 Ok\r\n354 go\r\n",
+    );
+}
+
+#[test]
 fn dsn_not_offered_is_reported_per_recipient() {
     let mut j = job(&["a@example.net"]);
     j.ret = Some(Ret::Full);

@@ -159,6 +159,16 @@ pub fn stale(source: &Path, db: &Path) -> bool {
     }
 }
 
+/// Whether there is an aliases file at `source`: anything but "not found"
+/// counts, so that a file that cannot be looked at makes mail wait rather
+/// than be taken for no aliases at all. Together with a database that
+/// does not exist, it means `newaliases` was never run (or the database
+/// was removed): the aliases are unknown, not absent, and mail for local
+/// names waits.
+pub fn source_present(source: &Path) -> bool {
+    !matches!(fs::metadata(source), Err(e) if e.kind() == io::ErrorKind::NotFound)
+}
+
 /// What the file at a path is, enough to tell that the path names
 /// another file (`newaliases` renames a new database over the old one)
 /// or that the file was rewritten: how a process holding a database

@@ -80,7 +80,7 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
-pub use db::{FORMAT, FORMAT_KEY, Stamp, compile, db_path, format, lookup, names, stale};
+pub use db::{FORMAT, FORMAT_KEY, Stamp, compile, db_path, format, lookup, names, source_present, stale};
 pub use expand::{Delivery, ExpandError, Lookup, expand, owner};
 pub use parse::{parse, parse_include};
 

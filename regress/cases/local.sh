@@ -11,7 +11,12 @@
 # others (one written user+ext) get the message; an envelope recipient
 # naming a command runs nothing; a damaged aliases database makes mail
 # for local recipients wait, naming the file, until newaliases mends it
-# (no reload). Each mailbox has one delivery worker, which opens the mailbox
+# (no reload); so does an aliases file whose database is gone: smtpd
+# answers 451 4.3.0 for alias names meanwhile and still takes users'
+# mail, which local defers, root's too, naming the file and newaliases.
+# A user made by useradd while mta runs is accepted within seconds, with
+# no reload, and gets mail; removed, refused again. Each mailbox has one
+# delivery worker, which opens the mailbox
 # afresh for each message: a mailbox a mail reader took away between two
 # deliveries is made again, by the same worker, for the next. Then,
 # switched to Maildir by a reload, mail lands in ~/Maildir/new, read by
@@ -21,7 +26,8 @@
 is_root || { echo "  skipped: local delivery runs as the recipient (needs root)"; exit 0; }
 # The users go after master (and with it local's delivery workers, which
 # run as them).
-trap 'cleanup; for u in mtaloc1 mtaloc2 mtaloc3; do userdel "$u" >/dev/null 2>&1 || true; done' EXIT
+trap 'cleanup; for u in mtaloc1 mtaloc2 mtaloc3 mtaloc4; do userdel "$u" >/dev/null 2>&1 || true; done' EXIT
+userdel mtaloc4 >/dev/null 2>&1 || true
 for u in mtaloc1 mtaloc2 mtaloc3; do mkuser $u; done
 : >"$W/home/mtaloc3/.forward"
 chown mtaloc3: "$W/home/mtaloc3/.forward"
@@ -178,7 +184,63 @@ wait_log "aliases database $W/aliases.cdb: not a cdb file; mail for local recipi
 wait_for 20 has mtaloc1 $((b1 + 1)) || fail "mtaloc1 did not get the list's mail once the aliases were mended"
 wait_for 20 has mtaloc2 $((b2 + 1)) || fail "mtaloc2 did not get the list's mail once the aliases were mended"
 wait_log "aliases database $W/aliases.cdb opened" 5 || fail "local did not log the mended database"
+# (the names are those of before the damage: smtpd is kept)
+wait_log "aliases database $W/aliases.cdb changed: the local recipients are the same, smtpd kept" 10 ||
+	fail "master did not read the mended database"
 ! grep -q "to=<team@localhost>.*status=bounced" "$LOG" || fail "mail to an alias bounced while the database was damaged"
+! grep -q "reloaded" "$LOG" || fail "something reloaded"
+
+# rcpt_is TO CODE: smtpd answers RCPT TO:<TO> with CODE (the reply in $W/rcpt)
+rcpt_is() {
+	python3 - "$PORT" "$1" >"$W/rcpt" 2>&1 <<'PY' || return 1
+import smtplib, sys
+with smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=10) as s:
+    s.ehlo()
+    s.mail("sender@remote.example")
+    code, text = s.rcpt("<%s>" % sys.argv[2])
+    print(code, text.decode())
+PY
+	[ "$(cut -d' ' -f1 "$W/rcpt")" = "$2" ]
+}
+
+# --- the aliases file without its database (newaliases never run, or the
+# database removed): any local name may be an alias, so nothing bounces:
+# smtpd answers 451 4.3.0 for names that are no user and takes users'
+# mail, which local defers, root's (waiting since above) too; newaliases
+# mends it all, with no reload ---
+b1=$(count "$MAIL/mtaloc1")
+rm "$W/aliases.cdb"
+wait_log "aliases database $W/aliases.cdb does not exist: run newaliases to compile $W/aliases; until then" 10 ||
+	fail "master did not log the missing aliases database"
+wait_for 10 rcpt_is team@localhost 451 || fail "an alias name while the aliases are not compiled: $(cat "$W/rcpt")"
+grep -q "^451 4.3.0 <team@localhost>: Recipient address rejected: Temporary lookup failure" "$W/rcpt" ||
+	fail "the temporary refusal: $(cat "$W/rcpt")"
+rcpt_is mtaloc1@localhost 250 || fail "a user while the aliases are not compiled: $(cat "$W/rcpt")"
+send mtaloc1@localhost "while not compiled"
+uncompiled="aliases database $W/aliases.cdb does not exist: run newaliases to compile $W/aliases"
+wait_log "to=<mtaloc1@localhost>, relay=local, .*dsn=4.3.0, status=deferred ($uncompiled)" 10 ||
+	fail "mail to a user was not deferred while the aliases were not compiled"
+wait_log "to=<root@localhost>, relay=local, .*dsn=4.3.0, status=deferred ($uncompiled)" 10 ||
+	fail "mail to root was not deferred for the missing database"
+wait_log "$uncompiled; mail for local recipients waits until then" 5 || fail "local did not log the missing database"
+[ "$(count "$MAIL/mtaloc1")" -eq "$b1" ] || fail "delivered while the aliases were not compiled"
+"$MTA_BIN/sendmail" -C "$CONF" -bi >"$W/bi" 2>&1 || fail "newaliases: $(cat "$W/bi")"
+wait_for 20 has mtaloc1 $((b1 + 1)) || fail "the user's mail was not delivered once the aliases were compiled"
+wait_for 10 rcpt_is team@localhost 250 || fail "the alias refused after newaliases: $(cat "$W/rcpt")"
+! grep -q "status=bounced (unknown user: \"team\"" "$LOG" || fail "an alias name bounced as an unknown user"
+! grep -q "reloaded" "$LOG" || fail "something reloaded"
+
+# --- a user made while mta runs: accepted within seconds, no reload ---
+rcpt_is mtaloc4@localhost 550 || fail "mtaloc4 accepted before it exists: $(cat "$W/rcpt")"
+mkuser mtaloc4
+wait_for 10 rcpt_is mtaloc4@localhost 250 || fail "the new user was not accepted without a reload: $(cat "$W/rcpt")"
+wait_log "password file /etc/passwd changed: local-recipient table rebuilt, smtpd restarted" 5 ||
+	fail "master did not log the new password file"
+send mtaloc4@localhost "to a new user"
+wait_for 20 has mtaloc4 1 || fail "the new user's mail was not delivered"
+# (-f: its idle delivery worker still runs as it)
+userdel -f mtaloc4 2>/dev/null || fail "userdel mtaloc4"
+wait_for 10 rcpt_is mtaloc4@localhost 550 || fail "a removed user still accepted: $(cat "$W/rcpt")"
 ! grep -q "reloaded" "$LOG" || fail "something reloaded"
 
 # --- the envelope never names a command ---

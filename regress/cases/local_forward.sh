@@ -21,7 +21,8 @@
 # backticks or ${run{...}} run nothing. Aliases added by the staged
 # newaliases while mta runs are accepted at RCPT and delivered with no
 # reload; `box1: \mtafw1` and `rootbox: \root` reach the mailboxes
-# themselves, the users' .forward files not obeyed.
+# themselves, the users' .forward files not obeyed, and newaliases says
+# that it wrote the database format older versions refuse.
 if [ "$(id -u)" != 0 ]; then echo "  skipped: needs root"; exit 0; fi
 [ -n "${MTA_STAGE:-}" ] || { echo "  skipped: no staged install (MTA_STAGE)"; exit 0; }
 if [ -z "${MTA_IN_NS:-}" ]; then
@@ -219,7 +220,10 @@ rcpt() { swaks --server "127.0.0.1:$PORT" --from a@remote.example --to "$1" --qu
 rcpt box1@localhost && fail "box1 accepted before newaliases"
 grep -q "550 5.1.1" "$W/sw" || fail "an unknown recipient: $(cat "$W/sw")"
 printf 'box1: \\mtafw1\nrootbox: \\root\n' >>"$W/aliases"
+grep -q "format 2" "$W/bi" && fail "format 2 without \\user: $(cat "$W/bi")"
 "$SENDMAIL" -bi >"$W/bi" 2>&1 || fail "newaliases: $(cat "$W/bi")"
+grep -q "aliases.cdb: 16 aliases, longest [0-9]* bytes, format 2 (\\\\user: an mta without \\\\user refuses it)\$" "$W/bi" ||
+	fail "newaliases did not say it wrote format 2: $(cat "$W/bi")"
 wait_for 10 rcpt box1@localhost || fail "box1 refused after newaliases: $(cat "$W/sw")"
 wait_log "aliases database $W/aliases.cdb changed: local-recipient table rebuilt, smtpd restarted" 5 ||
 	fail "master did not log the new aliases"

@@ -7,7 +7,9 @@
 # bsd-mailx (unpacked privately) and from s-nail pointed at our sendmail,
 # a 1 GiB submission over the size limit (refused quickly, nothing left),
 # a flood of submissions (all queued, pickup still up), -C refused, and
-# newaliases (root only here) whose names smtpd accepts after a reload.
+# newaliases (root only here) whose names smtpd accepts after a reload;
+# before it, an aliases file not compiled makes smtpd answer 451 4.3.0
+# for names that are no user (users still accepted), with no reload.
 if [ "$(id -u)" != 0 ]; then echo "  skipped: needs root"; exit 0; fi
 [ -n "${MTA_STAGE:-}" ] || { echo "  skipped: no staged install (MTA_STAGE)"; exit 0; }
 if [ -z "${MTA_IN_NS:-}" ]; then
@@ -150,11 +152,16 @@ grep -q "larger than the limit" "$W/err" || fail "1 GiB: $(cat "$W/err")"
 [ "$(find "$W/spool/maildrop" -type f | wc -l)" -eq 0 ] || fail "the refused submission left a file"
 
 # newaliases, from the staged link: its names are local recipients once
-# master reloads.
-printf 'staff: root,\n  mtadev\n# a comment\npostmaster: root\n' > "$W/aliases"
+# master reloads. Before it, the aliases file alone: its names are not
+# known yet, but may be aliases, so smtpd answers 451 4.3.0 for names
+# that are no user (master notices the file within seconds).
 rcpt() { swaks --server "127.0.0.1:$PORT" --from a@example.org --to "$1" --quit-after RCPT >"$W/sw" 2>&1; }
-rcpt staff@mx.test && fail "staff accepted before newaliases"
+rcpt staff@mx.test && fail "staff accepted before there are aliases"
 grep -q "550 5.1.1" "$W/sw" || fail "unknown recipient: $(cat "$W/sw")"
+printf 'staff: root,\n  mtadev\n# a comment\npostmaster: root\n' > "$W/aliases"
+refused_with() { ! rcpt "$1" && grep -q -- "$2" "$W/sw"; }
+wait_for 10 refused_with staff@mx.test "451 4.3.0" || fail "staff while the aliases are not compiled: $(cat "$W/sw")"
+rcpt root@mx.test || fail "a user refused while the aliases are not compiled: $(cat "$W/sw")"
 "$MTA_STAGE/sbin/newaliases" >"$W/na" || fail "newaliases: $(cat "$W/na")"
 grep -q "aliases.cdb: 2 aliases" "$W/na" || fail "newaliases said: $(cat "$W/na")"
 as "$MTA_STAGE/sbin/newaliases" 2>"$W/err" && fail "an ordinary user rebuilt the aliases"

@@ -20,6 +20,22 @@ const TAG_COMMAND: u8 = b'c';
 const TAG_FILE: u8 = b'f';
 const TAG_INCLUDE: u8 = b'i';
 
+/// The newest format this version writes and reads (see the module
+/// documentation): 1, a record per alias; 2, the same with `\\user`
+/// targets (tag `m`) and the format record [`FORMAT_KEY`] first.
+pub const FORMAT: u32 = 2;
+
+/// The key of the format record, written only in a database of format 2
+/// or later. Its value is stored as a `\\name` target whose name is the
+/// format's number (`m2\0`): an mta that knows the tag `m` but not this
+/// record reads it as an alias it never looks up (the name holds spaces
+/// and parentheses, which no unquoted address has, and smtpd keeps the
+/// quotes of a quoted one), and one older still stops at this record,
+/// the first, with `aliases database damaged at `(aliases format of a
+/// newer mta)`: unknown target tag 0x6d; run newaliases`. The parser
+/// refuses it as an alias name.
+pub const FORMAT_KEY: &str = "(aliases format of a newer mta)";
+
 /// The database of the aliases file `source`: its path with `.cdb`
 /// appended (`/etc/mail/aliases` → `/etc/mail/aliases.cdb`).
 pub fn db_path(source: &Path) -> PathBuf {
@@ -36,7 +52,18 @@ pub fn db_path(source: &Path) -> PathBuf {
 pub fn compile(source: &Path, dest: &Path) -> Result<Summary, Error> {
     let text = read_bounded(source, MAX_FILE_SIZE)?;
     let parsed = parse(&text, source)?;
-    let mut records = Vec::with_capacity(parsed.aliases.len());
+    let mut records = Vec::with_capacity(parsed.aliases.len() + 1);
+    // The oldest format that holds every target: a database without
+    // `\\user` stays readable by every version.
+    let format = match parsed.aliases.iter().flat_map(|a| &a.targets).any(|t| matches!(t, Target::Mailbox(_))) {
+        true => 2,
+        false => 1,
+    };
+    if format >= 2 {
+        // First, so that an older reader walking the records meets it
+        // before any alias it could misread.
+        records.push((FORMAT_KEY.as_bytes(), format_value(format)));
+    }
     let (mut longest, mut total) = (0, 0);
     for alias in parsed.aliases.iter() {
         let value = encode(&alias.targets);
@@ -45,23 +72,58 @@ pub fn compile(source: &Path, dest: &Path) -> Result<Summary, Error> {
         records.push((alias.name.as_bytes(), value));
     }
     write_atomically(dest, &records)?;
-    Ok(Summary { aliases: records.len(), longest, total, warnings: parsed.warnings })
+    let aliases = parsed.aliases.len();
+    Ok(Summary { aliases, longest, total, format, warnings: parsed.warnings })
+}
+
+/// The value of the format record of `format`.
+fn format_value(format: u32) -> Vec<u8> {
+    encode(&[Target::Mailbox(format.to_string())])
+}
+
+/// The format of a compiled database: 1 without a format record, else
+/// the record's number; a format newer than [`FORMAT`] is
+/// [`Error::Newer`], a record that is no number [`Error::Corrupt`].
+pub fn format(table: &Table) -> Result<u32, Error> {
+    let Some(value) = table.get(FORMAT_KEY.as_bytes()) else { return Ok(1) };
+    let corrupt = |reason: &str| Error::Corrupt { key: FORMAT_KEY.to_string(), reason: reason.to_string() };
+    let number = value
+        .strip_prefix(&[TAG_MAILBOX])
+        .and_then(|v| v.strip_suffix(&[0]))
+        .filter(|n| !n.is_empty() && n.len() <= 9 && n.iter().all(u8::is_ascii_digit))
+        .ok_or_else(|| corrupt("the format record is not a format number"))?;
+    let format: u32 = std::str::from_utf8(number).ok().and_then(|n| n.parse().ok()).unwrap_or(0);
+    match format {
+        0 | 1 => Err(corrupt("the format record names no format that has one")),
+        f if f > FORMAT => Err(Error::Newer { format: f }),
+        f => Ok(f),
+    }
 }
 
 /// The targets of the alias `name` (in any case) in a compiled database,
-/// or `None` if it has none.
+/// or `None` if it has none (the format record is no alias). The
+/// database's format is [`names`]'s to check, once.
 pub fn lookup(table: &Table, name: &str) -> Result<Option<Vec<Target>>, Error> {
     let key = name.to_lowercase();
+    if key == FORMAT_KEY {
+        return Ok(None);
+    }
     table.get(key.as_bytes()).map(|v| decode(v).map_err(|reason| Error::Corrupt { key, reason })).transpose()
 }
 
 /// Every alias name in a compiled database, each checked, with its value,
 /// and found by [`lookup`] (so a database this accepts has no entry
-/// [`lookup`] refuses or misses).
+/// [`lookup`] refuses or misses); first, its [`format`] (one newer than
+/// this version reads is refused before anything else is looked at).
 pub fn names(table: &Table) -> Result<Vec<String>, Error> {
+    format(table)?;
     let mut out = Vec::new();
     for record in table.records() {
         let (key, value) = record.map_err(|e| Error::Corrupt { key: String::new(), reason: e.to_string() })?;
+        if key == FORMAT_KEY.as_bytes() {
+            // Checked by format(); found by its name, since get() found it.
+            continue;
+        }
         let name = String::from_utf8_lossy(key);
         let corrupt = |reason: &str| Error::Corrupt { key: name.to_string(), reason: reason.to_string() };
         if out.len() >= MAX_ALIASES {
@@ -95,6 +157,16 @@ pub fn stale(source: &Path, db: &Path) -> bool {
         Ok(source_time) => source_time > db_time,
         Err(_) => false,
     }
+}
+
+/// Whether there is an aliases file at `source`: anything but "not found"
+/// counts, so that a file that cannot be looked at makes mail wait rather
+/// than be taken for no aliases at all. Together with a database that
+/// does not exist, it means `newaliases` was never run (or the database
+/// was removed): the aliases are unknown, not absent, and mail for local
+/// names waits.
+pub fn source_present(source: &Path) -> bool {
+    !matches!(fs::metadata(source), Err(e) if e.kind() == io::ErrorKind::NotFound)
 }
 
 /// What the file at a path is, enough to tell that the path names

@@ -37,6 +37,34 @@
 //! back exactly. A value that does not decode this way, is empty, or holds
 //! a target the parser would not have produced is [`Error::Corrupt`].
 //!
+//! ## Formats
+//!
+//! The tag `m` (`\name`) came after the others, and a version from before
+//! it refuses a value that holds one. No older form means the same thing:
+//! `lroot` would have such a version follow an alias `root` and read
+//! root's `.forward`, delivering elsewhere without a word. So
+//! [`compile()`] writes the oldest format that holds the file:
+//!
+//! - format 1: the records above and nothing else, when no target is
+//!   `\name`; every version reads it, so going back to an older version
+//!   needs no `newaliases`;
+//! - format 2: when a target is `\name`, a format record comes first,
+//!   under [`FORMAT_KEY`] (a name the parser refuses), its value stored as
+//!   the target `\2` (`m2\0`). A version from before `m` stops at this
+//!   first record, refusing the start or reload with `aliases database
+//!   damaged at `(aliases format of a newer mta)`: unknown target tag
+//!   0x6d; run newaliases`, and defers local mail: nothing is delivered
+//!   by a wrong reading. A version that knew `m` but not the record (it
+//!   wrote format 2's aliases without it) takes the record for an alias
+//!   nobody can address, and reads the rest correctly.
+//!
+//! This version reads format 1 (with or without `m`: a database written
+//! by that intermediate version) and format 2. A database whose format
+//! record names a later format is [`Error::Newer`], refused before any
+//! alias is read, with a message that says to run `newaliases`: a later
+//! version that changes the encoding must write the format record, under
+//! the same key and in the same form, with a greater number.
+//!
 //! Trusts: the aliases file and its directory are root's, but the file is
 //! still read with bounds and every line checked; `:include:` files may be
 //! users' and are parsed with the same checks (the caller decides whether
@@ -52,7 +80,7 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 
-pub use db::{Stamp, compile, db_path, lookup, names, stale};
+pub use db::{FORMAT, FORMAT_KEY, Stamp, compile, db_path, format, lookup, names, source_present, stale};
 pub use expand::{Delivery, ExpandError, Lookup, expand, owner};
 pub use parse::{parse, parse_include};
 
@@ -171,6 +199,9 @@ pub struct Summary {
     pub longest: usize,
     /// All values together, in bytes.
     pub total: usize,
+    /// The format written: 1, or 2 when a target is `\\user` (see the
+    /// module documentation).
+    pub format: u32,
     /// The parser's warnings, for the caller to print.
     pub warnings: Vec<Warning>,
 }
@@ -179,7 +210,12 @@ pub struct Summary {
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let noun = if self.aliases == 1 { "alias" } else { "aliases" };
-        write!(f, "{} {noun}, longest {} bytes", self.aliases, self.longest)
+        write!(f, "{} {noun}, longest {} bytes", self.aliases, self.longest)?;
+        if self.format >= 2 {
+            // Worth knowing before going back to an older version.
+            write!(f, ", format {} (\\user: an mta without \\user refuses it)", self.format)?;
+        }
+        Ok(())
     }
 }
 
@@ -194,6 +230,9 @@ pub enum Error {
     Io { path: PathBuf, error: io::Error },
     /// A compiled database whose content is not what [`compile()`] writes.
     Corrupt { key: String, reason: String },
+    /// A compiled database in a format newer than [`FORMAT`]: written by
+    /// a newer version's `newaliases`.
+    Newer { format: u32 },
 }
 
 impl fmt::Display for Error {
@@ -207,6 +246,11 @@ impl fmt::Display for Error {
             Error::Corrupt { key, reason } => {
                 write!(f, "aliases database damaged at `{key}`: {reason}; run newaliases")
             }
+            Error::Newer { format } => write!(
+                f,
+                "aliases database in format {format}, written by a newer mta; this one reads up to format {FORMAT}: \
+                 run newaliases"
+            ),
         }
     }
 }

@@ -206,7 +206,11 @@ fn alias_name(text: &str) -> Result<(String, usize), String> {
     if name.chars().any(forbidden_control) {
         return Err(String::from("control character in alias name"));
     }
-    Ok((name.to_lowercase(), end + (rest.len() - after_space.len()) + 1))
+    let name = name.to_lowercase();
+    if name == super::FORMAT_KEY {
+        return Err(format!("alias name `{name}` is reserved: the compiled database keeps its format under it"));
+    }
+    Ok((name, end + (rest.len() - after_space.len()) + 1))
 }
 
 /// A control character other than tab.

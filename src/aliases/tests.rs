@@ -707,7 +707,7 @@ fn compile_and_read_back() {
     assert_eq!(names(&t).unwrap(), ["joe", "log", "postmaster", "root", "staff"]);
     let longest = p.aliases.iter().map(|a| encode(&a.targets).len()).max().unwrap();
     let total: usize = p.aliases.iter().map(|a| encode(&a.targets).len()).sum();
-    assert_eq!(summary, Summary { aliases: 5, longest, total, warnings: vec![] });
+    assert_eq!(summary, Summary { aliases: 5, longest, total, format: 1, warnings: vec![] });
     assert_eq!(summary.to_string(), format!("5 aliases, longest {longest} bytes"));
     // Expansion through the database agrees with the parsed file.
     let inc = |_: &Path| Ok(vec![local("sue")]);
@@ -864,4 +864,135 @@ fn newaliases_compiles_the_configured_file() {
     let t = read_table(&d.join("aliases.cdb"));
     assert_eq!(lookup(&t, "root").unwrap(), Some(vec![local("joe")]));
     std::fs::remove_dir_all(&d).unwrap();
+}
+
+// ---- formats: what older versions make of a database ----
+
+/// The check a version that knows only the tags `tags` makes of every
+/// record at start, as `names` did before the tag `m`: the message it
+/// stops with, or the names it takes for aliases.
+fn older_names(t: &Table, tags: &[u8]) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for record in t.records() {
+        let (key, value) = record.unwrap();
+        let key = std::str::from_utf8(key).unwrap();
+        assert!(!key.is_empty() && key == key.to_lowercase() && !key.chars().any(|c| c.is_control()), "{key}");
+        for target in value.strip_suffix(&[0]).unwrap().split(|&b| b == 0) {
+            if !tags.contains(&target[0]) {
+                let tag = target[0];
+                return Err(format!(
+                    "aliases database damaged at `{key}`: unknown target tag 0x{tag:02x}; run newaliases"
+                ));
+            }
+        }
+        out.push(key.to_string());
+    }
+    Ok(out)
+}
+
+/// The tags of the first version, and of the one that added `m`.
+const FIRST_TAGS: &[u8] = b"lacfi";
+const M_TAGS: &[u8] = b"lacfim";
+
+#[test]
+fn without_backslash_user_the_database_is_format_1_for_every_version() {
+    let d = temp_dir("format1");
+    let source = d.join("aliases");
+    std::fs::write(&source, SAMPLE).unwrap();
+    let summary = compile(&source, &db_path(&source)).unwrap();
+    assert_eq!(summary.format, 1);
+    let t = read_table(&db_path(&source));
+    assert_eq!(format(&t).unwrap(), 1);
+    assert_eq!(t.get(FORMAT_KEY.as_bytes()), None, "no format record");
+    // The first version reads it whole, as this one does.
+    assert_eq!(older_names(&t, FIRST_TAGS).unwrap(), names(&t).unwrap());
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn backslash_user_makes_format_2_which_older_versions_refuse_at_its_first_record() {
+    let d = temp_dir("format2");
+    let source = d.join("aliases");
+    std::fs::write(&source, "staff: alice, bob\nroot: \\root, admin\n").unwrap();
+    let summary = compile(&source, &db_path(&source)).unwrap();
+    assert_eq!(summary.format, 2);
+    assert_eq!(summary.aliases, 2);
+    assert!(summary.to_string().ends_with(", format 2 (\\user: an mta without \\user refuses it)"), "{summary}");
+    let t = read_table(&db_path(&source));
+    // The format record comes first, stored as the target `\2`.
+    let (first, value) = t.records().next().unwrap().unwrap();
+    assert_eq!((first, value), (FORMAT_KEY.as_bytes(), &b"m2\0"[..]));
+    // This version: format 2, the aliases and nothing else.
+    assert_eq!(format(&t).unwrap(), 2);
+    assert_eq!(names(&t).unwrap(), ["root", "staff"]);
+    assert_eq!(lookup(&t, "root").unwrap(), Some(vec![mailbox("root"), local("admin")]));
+    assert_eq!(lookup(&t, FORMAT_KEY).unwrap(), None, "the format record is no alias");
+    let inc = |_: &Path| Ok(vec![]);
+    let expanded: Vec<Target> = expand(&t, FORMAT_KEY, inc).unwrap().into_iter().map(|d| d.target).collect();
+    assert_eq!(expanded, [local(FORMAT_KEY)], "a mailbox of that name, not the target \\2");
+    // The first version stops at the format record, before any alias it
+    // could misread, and says what it is.
+    assert_eq!(
+        older_names(&t, FIRST_TAGS).unwrap_err(),
+        "aliases database damaged at `(aliases format of a newer mta)`: unknown target tag 0x6d; run newaliases"
+    );
+    // The version that added `m` reads every alias right, and takes the
+    // record for one more name, which no address reaches: smtpd keeps a
+    // quoted local part's quotes, and this one needs them.
+    assert_eq!(older_names(&t, M_TAGS).unwrap(), [FORMAT_KEY, "root", "staff"]);
+    assert!(crate::address::parse_mailbox(&format!("{FORMAT_KEY}@example.org"), true).is_err());
+    let quoted = crate::address::parse_mailbox(&format!("\"{FORMAT_KEY}\"@example.org"), true).unwrap();
+    assert_ne!(quoted.local.to_lowercase(), FORMAT_KEY);
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn a_database_of_the_version_without_the_format_record_is_read() {
+    let d = temp_dir("format-m");
+    let db = d.join("aliases.cdb");
+    let mut w = cdb2::CDBWriter::create(&db).unwrap();
+    w.add(b"root", b"mroot\0ladmin\0").unwrap();
+    w.finish().unwrap();
+    let t = read_table(&db);
+    assert_eq!(format(&t).unwrap(), 1);
+    assert_eq!(names(&t).unwrap(), ["root"]);
+    assert_eq!(lookup(&t, "root").unwrap(), Some(vec![mailbox("root"), local("admin")]));
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn a_newer_format_is_refused_first_with_run_newaliases() {
+    let d = temp_dir("format-newer");
+    let db = d.join("aliases.cdb");
+    let write = |format: &[u8]| {
+        let mut w = cdb2::CDBWriter::create(&db).unwrap();
+        w.add(FORMAT_KEY.as_bytes(), format).unwrap();
+        // (what a later format might hold, unreadable here)
+        w.add(b"root", b"zroot\0").unwrap();
+        w.finish().unwrap();
+        read_table(&db)
+    };
+    let t = write(b"m3\0");
+    let e = names(&t).unwrap_err();
+    assert!(matches!(e, Error::Newer { format: 3 }), "{e:?}");
+    assert_eq!(
+        e.to_string(),
+        "aliases database in format 3, written by a newer mta; this one reads up to format 2: run newaliases"
+    );
+    assert!(matches!(format(&t), Err(Error::Newer { format: 3 })));
+    // A format record that names no format is damage.
+    for bad in [&b"m\0"[..], b"mx\0", b"m1\0", b"m0\0", b"l2\0", b"m2", b"m99999999999\0"] {
+        let e = names(&write(bad)).unwrap_err();
+        assert!(matches!(&e, Error::Corrupt { key, .. } if key == FORMAT_KEY), "{bad:?}: {e:?}");
+    }
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+#[test]
+fn the_format_key_is_no_alias_name() {
+    for text in ["\"(aliases format of a newer mta)\": root\n", "\"(Aliases Format of a Newer MTA)\": root\n"] {
+        let (line, message) = error(text);
+        assert_eq!(line, 1);
+        assert!(message.contains("is reserved"), "{message}");
+    }
 }

@@ -34,6 +34,7 @@ fn main() {
         networks: intake.networks.clone(),
         recipients,
         delimiter: intake.recipient_delimiter.clone(),
+        aliases_uncompiled: intake.aliases_uncompiled,
         space_ok: Cell::new(true),
     };
     let token = child.enter();

@@ -72,6 +72,10 @@ pub struct Intake {
     pub min_free_space: u64,
     /// `local.recipient_delimiter` (smtpd's recipient check).
     pub recipient_delimiter: String,
+    /// The aliases file exists but was never compiled, so the table holds
+    /// no alias names: a local name missing from it may be an alias, and
+    /// smtpd answers 451 4.3.0 instead of 550 (smtpd's recipient check).
+    pub aliases_uncompiled: bool,
 }
 
 /// Log severities, as syslog's.

@@ -23,7 +23,11 @@
 //!   database when that is not root, else as `local.default_user`
 //!   (`nobody`): never as root unless the configuration says so;
 //! - an address an alias forwards to keeps the sender, or becomes from
-//!   `owner-LIST@hostname` when the alias `owner-LIST` exists.
+//!   `owner-LIST@hostname` when the alias `owner-LIST` exists;
+//! - while the aliases database cannot be used (unreadable, damaged, or
+//!   not there although the aliases file is: `newaliases` never ran),
+//!   every local recipient waits (4.3.0) with a reason naming the file,
+//!   since any name, root's too, may be an alias ([`AliasesDb`]).
 //!
 //! Trusts: nothing in the address; the aliases database is read by the
 //! bounded cdb reader; `:include:` files must be root's regular files,
@@ -86,6 +90,9 @@ pub struct Dest {
 
 /// The compiled aliases database as this process has it.
 pub struct AliasesDb {
+    /// The aliases file (`aliases` in mta.conf): whether it exists tells
+    /// a database never compiled from a system with no aliases.
+    source: PathBuf,
     path: PathBuf,
     state: DbState,
     /// What the file was when it was last opened: [`AliasesDb::refresh`]
@@ -97,7 +104,8 @@ pub struct AliasesDb {
 }
 
 enum DbState {
-    /// No database: mail is resolved without aliases.
+    /// No database and no aliases file: mail is resolved without
+    /// aliases.
     Missing,
     Open(Table),
     /// The database is there but cannot be used (unreadable, damaged):
@@ -105,6 +113,12 @@ enum DbState {
     /// mended; a bounce now would wrongly say that an alias's name is
     /// no user.
     Broken(String),
+    /// The aliases file exists but its database does not (`newaliases`
+    /// never ran, or the database was removed): the aliases are unknown
+    /// rather than absent, so every local recipient waits as for
+    /// [`DbState::Broken`], with this reason, until the database is
+    /// compiled (Postfix's "alias database unavailable").
+    Uncompiled(String),
 }
 
 /// What [`AliasesDb::refresh`] found, for the log.
@@ -115,9 +129,10 @@ pub enum DbNote {
 }
 
 impl AliasesDb {
-    /// The database `path`, opened now.
-    pub fn open(path: PathBuf) -> (AliasesDb, Option<DbNote>) {
-        let mut db = AliasesDb { path, state: DbState::Missing, seen: Stamp::Missing, owner: None };
+    /// The database of the aliases file `source`, opened now.
+    pub fn open(source: PathBuf) -> (AliasesDb, Option<DbNote>) {
+        let path = aliases::db_path(&source);
+        let mut db = AliasesDb { source, path, state: DbState::Missing, seen: Stamp::Missing, owner: None };
         let note = db.load();
         (db, note)
     }
@@ -127,7 +142,8 @@ impl AliasesDb {
     /// used: the caller does this before each batch of deliveries, so
     /// new aliases take effect without a reload. What changed is logged.
     pub fn refresh(&mut self) -> Option<DbNote> {
-        if !matches!(self.state, DbState::Broken(_)) && Stamp::of(&self.path) == self.seen {
+        let retry = matches!(self.state, DbState::Broken(_) | DbState::Uncompiled(_));
+        if !retry && Stamp::of(&self.path) == self.seen {
             return None;
         }
         self.load()
@@ -138,6 +154,11 @@ impl AliasesDb {
     fn load(&mut self) -> Option<DbNote> {
         let shown = self.path.display();
         let (state, seen, owner) = match std::fs::File::open(&self.path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && aliases::source_present(&self.source) => {
+                let source = self.source.display();
+                let why = format!("aliases database {shown} does not exist: run newaliases to compile {source}");
+                (DbState::Uncompiled(why), Stamp::Missing, None)
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => (DbState::Missing, Stamp::Missing, None),
             Err(e) => (DbState::Broken(format!("aliases database {shown}: {e}")), Stamp::Unknown, None),
             Ok(f) => {
@@ -160,7 +181,14 @@ impl AliasesDb {
                 DbState::Broken(old) if old == new => None,
                 _ => Some(DbNote::Warning(format!("{new}; mail for local recipients waits until it is mended"))),
             },
+            (DbState::Uncompiled(_), DbState::Uncompiled(_)) => None,
+            (_, DbState::Uncompiled(new)) => {
+                Some(DbNote::Warning(format!("{new}; mail for local recipients waits until then")))
+            }
             (DbState::Missing, DbState::Missing) => None,
+            (DbState::Uncompiled(_), DbState::Missing) => {
+                Some(DbNote::Info(format!("aliases file {} is gone as well: no aliases now", self.source.display())))
+            }
             (_, DbState::Missing) => Some(DbNote::Warning(format!("aliases database {shown} is gone: no aliases now"))),
             (DbState::Open(_), DbState::Open(_)) => {
                 Some(DbNote::Info(format!("aliases database {shown} changed: reopened")))
@@ -179,7 +207,7 @@ impl AliasesDb {
         match &self.state {
             DbState::Missing => Ok(None),
             DbState::Open(t) => Ok(Some(t)),
-            DbState::Broken(why) => Err(Outcome::defer("4.3.0", why)),
+            DbState::Broken(why) | DbState::Uncompiled(why) => Err(Outcome::defer("4.3.0", why)),
         }
     }
 }
@@ -220,10 +248,11 @@ pub fn spool_group(spool: &Path) -> Option<u32> {
 
 impl Resolver {
     /// The resolver, and a note for the log on its aliases database:
-    /// one that cannot be used makes every local recipient wait (see
-    /// [`AliasesDb`]); none at all means no aliases.
+    /// one that cannot be used, or an aliases file never compiled, makes
+    /// every local recipient wait (see [`AliasesDb`]); neither file at
+    /// all means no aliases.
     pub fn new(conf: &DeliveryConf, hostname: &str) -> (Resolver, Option<DbNote>) {
-        let (aliases, note) = AliasesDb::open(aliases::db_path(&conf.aliases));
+        let (aliases, note) = AliasesDb::open(conf.aliases.clone());
         let domains: Vec<String> = conf.domains.iter().map(|d| d.to_lowercase()).collect();
         let hostname = hostname.to_lowercase();
         let hostname = match domains.first() {

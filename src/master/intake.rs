@@ -4,19 +4,21 @@
 //! certificate and key, the relay's password (root-only files) and the
 //! SMTP client's CA file, all before any child starts, and again (but for
 //! the sockets) on reload. The local-recipient table is also built again
-//! when the compiled aliases change ([`Material::aliases_changed`]), so
-//! that `newaliases` needs no reload.
+//! when what it is made from changes ([`Material::look`]): `newaliases`
+//! and `useradd` need no reload.
 //!
 //! Trusts: the configuration; the files it names are read with bounds, and
 //! the aliases database is checked whole before its names are used.
 
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::Read;
 use std::net::TcpListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use super::Master;
-use crate::aliases;
+use crate::aliases::{self, Stamp};
 use crate::config::Config;
 use crate::config::smtp::ListenTls;
 use crate::ipc::msg::Intake;
@@ -25,8 +27,29 @@ use crate::table::cdb::Table;
 
 /// Largest certificate or key file read.
 const MAX_PEM: u64 = 1 << 20;
-/// Where the passwd file is.
-const PASSWD: &str = "/etc/passwd";
+
+/// The password file the system's users are read from, and the one
+/// watched for new users: the V7 form (`name:*:uid:...`), which every
+/// system mta runs on keeps up to date as it adds users.
+/// - Linux: shadow-utils' `useradd` (and Debian's `adduser` through it)
+///   and `vipw` write a new `/etc/passwd` and rename it into place.
+/// - FreeBSD and OpenBSD: `pw useradd`, `adduser`, `useradd`, `vipw` and
+///   `chpass` edit `/etc/master.passwd` and run `pwd_mkdb -p`, which
+///   writes `/etc/passwd` afresh (every entry, also with `-u user`) and
+///   renames it into place after `pwd.db` and `spwd.db` and before
+///   `master.passwd`; a password change alone (`passwd`, OpenBSD's
+///   `pwd_mkdb -s`) leaves it, and the names, as they were. `pwd.db`
+///   (what getpwnam(3) reads) may hold a user a moment before this file
+///   does, never after; a look at `/etc/passwd` therefore sees every
+///   user that `adduser` made.
+///
+/// Master reads it as root, the one password file that holds no
+/// passwords on any of them.
+pub const PASSWD: &str = "/etc/passwd";
+
+/// How long a change to what the table is made from may keep changing
+/// before the table is built all the same (see [`Material::look`]).
+pub const SETTLE_MAX: Duration = Duration::from_secs(10);
 
 /// Files master read for the intake roles.
 pub struct Material {
@@ -41,9 +64,77 @@ pub struct Material {
     /// For the log: what was odd but did not stop the load (an aliases
     /// database missing or older than its source).
     pub warnings: Vec<String>,
-    /// The compiled aliases file the table was built from, as it was
-    /// before it was read (see [`Material::aliases_changed`]).
-    pub aliases_stamp: aliases::Stamp,
+    /// What the table holds: smtpd is replaced only when this changes.
+    pub local: Recipients,
+    /// What the table was built from, as it was before it was read (see
+    /// [`Material::look`]).
+    sources: Sources,
+    /// A change seen at the last look but not acted on yet: what the
+    /// files were then, and when the change was first seen.
+    pending: Option<(Sources, Instant)>,
+    /// The password file ([`PASSWD`]; another in tests).
+    passwd: PathBuf,
+}
+
+/// What the local-recipient table says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recipients {
+    /// The system's users and the alias names, lower case.
+    pub names: BTreeSet<String>,
+    /// The aliases file exists but has no database: the names hold no
+    /// alias, and smtpd answers 451 4.3.0 for the others.
+    pub aliases_uncompiled: bool,
+}
+
+/// What the local-recipient table is made from, as one stat(2) of each
+/// file shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Sources {
+    /// The compiled aliases.
+    aliases_db: Stamp,
+    /// Whether the aliases file is there, looked at only while its
+    /// database is not (then it decides [`Recipients::aliases_uncompiled`]).
+    aliases_file: bool,
+    /// The password file.
+    passwd: Stamp,
+}
+
+impl Sources {
+    fn now(aliases: &Path, passwd: &Path) -> Sources {
+        let aliases_db = Stamp::of(&aliases::db_path(aliases));
+        let aliases_file = aliases_db == Stamp::Missing && aliases::source_present(aliases);
+        Sources { aliases_db, aliases_file, passwd: Stamp::of(passwd) }
+    }
+
+    /// What changed from `before`, for the log: `aliases database
+    /// /etc/aliases.cdb`, `password file /etc/passwd`, or both.
+    fn changed(&self, before: &Sources, aliases: &Path, passwd: &Path) -> String {
+        let mut what = Vec::new();
+        if self.aliases_db != before.aliases_db {
+            what.push(format!("aliases database {}", aliases::db_path(aliases).display()));
+        } else if self.aliases_file != before.aliases_file {
+            what.push(format!("aliases file {}", aliases.display()));
+        }
+        if self.passwd != before.passwd {
+            what.push(format!("password file {}", passwd.display()));
+        }
+        what.join(" and ")
+    }
+}
+
+/// What a look at the table's sources found (see [`Material::look`]).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Look {
+    /// The table was written again and holds other names: smtpd must be
+    /// replaced. With what changed, for the log.
+    Rebuilt(String),
+    /// Something changed (named), but the names are the same: the table
+    /// and smtpd stay.
+    Same(String),
+    /// The table could not be built (a damaged aliases database, an
+    /// unreadable password file): it is kept as it was, and the files are
+    /// not read again until they change once more.
+    Failed(String),
 }
 
 fn read_pem(path: &Path) -> Result<Vec<u8>, String> {
@@ -58,7 +149,13 @@ fn read_pem(path: &Path) -> Result<Vec<u8>, String> {
 
 impl Material {
     pub fn load(config: &Config) -> Result<Material, String> {
-        let (recipients, aliases_stamp, warnings) = recipient_table(config)?;
+        Material::load_with(config, Path::new(PASSWD))
+    }
+
+    /// [`Material::load`] with the system's users from `passwd`.
+    pub fn load_with(config: &Config, passwd: &Path) -> Result<Material, String> {
+        let read = read_recipients(config, passwd)?;
+        let recipients = write_table(config, &read.local)?;
         let certificate = config.tls.certificate.as_deref().map(read_pem).transpose()?;
         let key = config.tls.key.as_deref().map(read_pem).transpose()?;
         if let (Some(c), Some(k)) = (&certificate, &key) {
@@ -70,69 +167,130 @@ impl Material {
             Some(p) => crate::config::client_tls::read_ca_file(p).map_err(|e| format!("smtp.tls_ca_file: {e}"))?,
             None => Vec::new(),
         };
-        Ok(Material { recipients, certificate, key, credentials, tls_ca, warnings, aliases_stamp })
+        Ok(Material {
+            recipients,
+            certificate,
+            key,
+            credentials,
+            tls_ca,
+            warnings: read.warnings,
+            local: read.local,
+            sources: read.sources,
+            pending: None,
+            passwd: passwd.to_path_buf(),
+        })
     }
 
-    /// Whether the compiled aliases file is not the one the table was
-    /// built from: `newaliases` ran since (or it was removed, or made).
-    pub fn aliases_changed(&self, config: &Config) -> bool {
-        aliases::Stamp::of(&aliases::db_path(&config.aliases)) != self.aliases_stamp
-    }
-
-    /// Build the local-recipient table again, from the compiled aliases
-    /// as they are now (for smtpd processes started from now on). When
-    /// the database cannot be used, the table is kept as it was and the
-    /// error returned; either way the database is not looked at again
-    /// until it changes once more.
-    pub fn rebuild_recipients(&mut self, config: &Config) -> Result<(), String> {
-        match recipient_table(config) {
-            Ok((recipients, stamp, warnings)) => {
-                self.recipients = recipients;
-                self.aliases_stamp = stamp;
-                self.warnings.extend(warnings);
-                Ok(())
+    /// Look at what the local-recipient table is made from (the
+    /// compiled aliases, the aliases file while it has no database, the
+    /// password file: a stat of each), as master does every two seconds,
+    /// and build the table again when it changed (`newaliases`,
+    /// `useradd`) for the smtpd processes started from now on.
+    ///
+    /// A change is acted on once a look finds the files as the look
+    /// before did, so that a burst of changes (a script adding users,
+    /// `adduser` writing the file twice) builds the table once, after
+    /// it; one that keeps changing is acted on [`SETTLE_MAX`] after it
+    /// was first seen all the same. None: nothing to do (yet).
+    pub fn look(&mut self, config: &Config, now: Instant) -> Option<Look> {
+        let current = Sources::now(&config.aliases, &self.passwd);
+        if current == self.sources {
+            self.pending = None;
+            return None;
+        }
+        match self.pending {
+            Some((seen, since)) if seen != current && now < since + SETTLE_MAX => {
+                self.pending = Some((current, since));
+                return None;
             }
+            Some(_) => {}
+            None => {
+                self.pending = Some((current, now));
+                return None;
+            }
+        }
+        self.pending = None;
+        let what = current.changed(&self.sources, &config.aliases, &self.passwd);
+        let read = match read_recipients(config, &self.passwd) {
+            Ok(r) => r,
             Err(e) => {
-                self.aliases_stamp = aliases::Stamp::of(&aliases::db_path(&config.aliases));
-                Err(e)
+                self.sources = current;
+                return Some(Look::Failed(e));
             }
+        };
+        self.warnings.extend(read.warnings);
+        self.sources = read.sources;
+        if read.local == self.local {
+            return Some(Look::Same(what));
+        }
+        match write_table(config, &read.local) {
+            Ok(file) => {
+                self.recipients = file;
+                self.local = read.local;
+                Some(Look::Rebuilt(what))
+            }
+            Err(e) => Some(Look::Failed(e)),
         }
     }
 }
 
-/// The local-recipient table `SPOOL/local-recipients.cdb`, written afresh
-/// from the system's users and the compiled aliases and opened; what the
-/// aliases database was before it was read; warnings for the log.
-fn recipient_table(config: &Config) -> Result<(File, aliases::Stamp, Vec<String>), String> {
-    // Taken first: a database replaced while it is read is a change
-    // the next look sees.
-    let stamp = aliases::Stamp::of(&aliases::db_path(&config.aliases));
-    let (aliases, warnings) = alias_names(&config.aliases)?;
+/// What [`read_recipients`] found.
+struct Found {
+    local: Recipients,
+    /// What the files were before they were read: one replaced while it
+    /// is read is a change the next look sees.
+    sources: Sources,
+    warnings: Vec<String>,
+}
+
+/// The local recipients: the system's users (from `passwd`) and the names
+/// of the compiled aliases.
+fn read_recipients(config: &Config, passwd: &Path) -> Result<Found, String> {
+    let sources = Sources::now(&config.aliases, passwd);
+    let aliases = alias_names(&config.aliases)?;
+    let text = std::fs::read_to_string(passwd).map_err(|e| format!("{}: {e}", passwd.display()))?;
+    let names = crate::table::system_users(&text).into_iter().chain(aliases.names).collect();
+    let local = Recipients { names, aliases_uncompiled: aliases.uncompiled };
+    Ok(Found { local, sources, warnings: aliases.warnings })
+}
+
+/// Write the local-recipient table `SPOOL/local-recipients.cdb` afresh
+/// and open it.
+fn write_table(config: &Config, local: &Recipients) -> Result<File, String> {
     let table = config.spool.join("local-recipients.cdb");
-    let recipients = crate::table::build_local_recipients(&table, Path::new(PASSWD), &aliases)
-        .map_err(|e| format!("building {}: {e}", table.display()))?;
-    Ok((recipients, stamp, warnings))
+    crate::table::write_local_recipients(&table, &local.names).map_err(|e| format!("building {}: {e}", table.display()))
+}
+
+/// The alias names of an aliases file, from its database.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct AliasNames {
+    /// Local recipients.
+    pub names: Vec<String>,
+    /// The file exists but the database does not: the names are unknown.
+    pub uncompiled: bool,
+    /// For the log: the database is missing while the file exists, or is
+    /// older than the file (it is used all the same).
+    pub warnings: Vec<String>,
 }
 
 /// The names of the compiled aliases of `source` (its `.cdb`), which are
-/// local recipients, and warnings for the log: the database is missing
-/// while the source exists, or is older than the source (it is used all
-/// the same). A damaged database is an error: smtpd would refuse mail for
-/// its names for good.
-pub fn alias_names(source: &Path) -> Result<(Vec<String>, Vec<String>), String> {
+/// local recipients. A damaged database is an error: smtpd would refuse
+/// mail for its names for good.
+pub fn alias_names(source: &Path) -> Result<AliasNames, String> {
     let db = aliases::db_path(source);
     let file = match File::open(&db) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let mut warnings = Vec::new();
-            if source.exists() {
-                warnings.push(format!(
-                    "aliases database {} does not exist: run newaliases to use {}",
-                    db.display(),
-                    source.display()
-                ));
+            if !aliases::source_present(source) {
+                return Ok(AliasNames::default());
             }
-            return Ok((Vec::new(), warnings));
+            let warning = format!(
+                "aliases database {} does not exist: run newaliases to compile {}; until then local defers all \
+                 mail and smtpd answers 451 4.3.0 for local names that are no user",
+                db.display(),
+                source.display()
+            );
+            return Ok(AliasNames { names: Vec::new(), uncompiled: true, warnings: vec![warning] });
         }
         Err(e) => return Err(format!("{}: {e}", db.display())),
     };
@@ -142,7 +300,7 @@ pub fn alias_names(source: &Path) -> Result<(Vec<String>, Vec<String>), String> 
     if aliases::stale(source, &db) {
         warnings.push(format!("aliases database is older than {}: run newaliases", source.display()));
     }
-    Ok((names, warnings))
+    Ok(AliasNames { names, uncompiled: false, warnings })
 }
 
 /// Bind every configured listener.
@@ -188,6 +346,7 @@ impl Master {
             smtpd: c.smtpd.clone(),
             min_free_space: c.queue.min_free_space,
             recipient_delimiter: c.local.recipient_delimiter.clone(),
+            aliases_uncompiled: smtpd && self.intake.local.aliases_uncompiled,
         }
     }
 }
@@ -195,7 +354,6 @@ impl Master {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
     use std::time::{Duration, SystemTime};
 
     fn dir(name: &str) -> PathBuf {
@@ -205,22 +363,70 @@ mod tests {
         d
     }
 
+    /// A spool, an aliases file path and a password file in `d`.
+    fn setup(d: &Path) -> (Config, PathBuf) {
+        let config = Config { spool: d.to_path_buf(), aliases: d.join("aliases"), ..Default::default() };
+        let passwd = d.join("passwd");
+        replace(&passwd, "root:x:0:0::/root:/bin/sh\n");
+        (config, passwd)
+    }
+
+    /// Write `path` anew and rename it into place, as useradd, pwd_mkdb
+    /// and newaliases do.
+    fn replace(path: &Path, text: &str) {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, path).unwrap();
+    }
+
+    fn newaliases(config: &Config, text: &str) {
+        std::fs::write(&config.aliases, text).unwrap();
+        aliases::compile(&config.aliases, &aliases::db_path(&config.aliases)).unwrap();
+    }
+
+    /// Which of `of` the table master wrote holds.
+    fn holds(m: &Material, of: &[&str]) -> Vec<String> {
+        let t = Table::read(&m.recipients, 1 << 24).unwrap();
+        of.iter().filter(|n| t.contains(n.as_bytes())).map(|n| n.to_string()).collect()
+    }
+
+    /// Two looks, a check interval apart: the first sees a change, the
+    /// second acts on it.
+    fn settle(m: &mut Material, config: &Config, now: &mut Instant) -> Option<Look> {
+        assert_eq!(m.look(config, *now), None, "a change is acted on once it has settled");
+        *now += Duration::from_secs(2);
+        m.look(config, *now)
+    }
+
     #[test]
     fn no_aliases_file_no_names_no_warning() {
         let d = dir("none");
-        assert_eq!(alias_names(&d.join("aliases")).unwrap(), (Vec::<String>::new(), Vec::<String>::new()));
+        assert_eq!(alias_names(&d.join("aliases")).unwrap(), AliasNames::default());
         std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
-    fn aliases_never_compiled_warn_and_add_nothing() {
+    fn aliases_never_compiled_are_unknown_with_a_warning() {
         let d = dir("uncompiled");
         let source = d.join("aliases");
         std::fs::write(&source, "staff: alice\n").unwrap();
-        let (names, warnings) = alias_names(&source).unwrap();
-        assert!(names.is_empty());
-        assert_eq!(warnings.len(), 1);
-        assert!(warnings[0].contains("does not exist") && warnings[0].contains("newaliases"), "{warnings:?}");
+        let found = alias_names(&source).unwrap();
+        assert!(found.names.is_empty());
+        assert!(found.uncompiled);
+        assert_eq!(
+            found.warnings,
+            [format!(
+                "aliases database {}.cdb does not exist: run newaliases to compile {}; until then local defers all \
+                 mail and smtpd answers 451 4.3.0 for local names that are no user",
+                source.display(),
+                source.display()
+            )]
+        );
+        // smtpd is told.
+        let (config, passwd) = setup(&d);
+        let m = Material::load_with(&config, &passwd).unwrap();
+        assert!(m.local.aliases_uncompiled);
+        assert_eq!(holds(&m, &["root", "staff"]), ["root"]);
         std::fs::remove_dir_all(&d).unwrap();
     }
 
@@ -230,12 +436,11 @@ mod tests {
         let source = d.join("aliases");
         std::fs::write(&source, "Staff: alice, bob\npostmaster: root\n").unwrap();
         aliases::compile(&source, &aliases::db_path(&source)).unwrap();
-        let (names, warnings) = alias_names(&source).unwrap();
-        assert_eq!(names, ["postmaster", "staff"]);
-        assert!(warnings.is_empty(), "{warnings:?}");
+        let found = alias_names(&source).unwrap();
+        assert_eq!(found, AliasNames { names: vec!["postmaster".into(), "staff".into()], ..Default::default() });
         // The database alone is enough: the source may be gone.
         std::fs::remove_file(&source).unwrap();
-        assert_eq!(alias_names(&source).unwrap(), (vec![String::from("postmaster"), String::from("staff")], vec![]));
+        assert_eq!(alias_names(&source).unwrap(), found);
         std::fs::remove_dir_all(&d).unwrap();
     }
 
@@ -248,49 +453,118 @@ mod tests {
         std::fs::write(&source, "staff: alice\nnewlist: bob\n").unwrap();
         let later = SystemTime::now() + Duration::from_secs(60);
         std::fs::File::options().write(true).open(&source).unwrap().set_modified(later).unwrap();
-        let (names, warnings) = alias_names(&source).unwrap();
-        assert_eq!(names, ["staff"]);
-        assert_eq!(warnings, [format!("aliases database is older than {}: run newaliases", source.display())]);
+        let found = alias_names(&source).unwrap();
+        assert_eq!(found.names, ["staff"]);
+        assert!(!found.uncompiled);
+        assert_eq!(found.warnings, [format!("aliases database is older than {}: run newaliases", source.display())]);
         std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]
     fn newaliases_is_noticed_and_the_table_built_again() {
         let d = dir("rebuild");
-        let config = Config { spool: d.clone(), aliases: d.join("aliases"), ..Default::default() };
+        let (config, passwd) = setup(&d);
         let db = aliases::db_path(&config.aliases);
-        let newaliases = |text: &str| {
-            std::fs::write(&config.aliases, text).unwrap();
-            aliases::compile(&config.aliases, &db).unwrap();
-        };
-        let names = |m: &Material| -> Vec<String> {
-            let t = Table::read(&m.recipients, 1 << 24).unwrap();
-            ["staff", "helpdesk", "root"].into_iter().filter(|n| t.contains(n.as_bytes())).map(String::from).collect()
-        };
-        newaliases("staff: root\n");
-        let mut m = Material::load(&config).unwrap();
-        assert!(!m.aliases_changed(&config));
-        assert_eq!(names(&m), ["staff", "root"]);
-        newaliases("staff: root\nhelpdesk: root\n");
-        assert!(m.aliases_changed(&config));
-        m.rebuild_recipients(&config).unwrap();
-        assert!(!m.aliases_changed(&config));
-        assert_eq!(names(&m), ["staff", "helpdesk", "root"]);
+        let changed = format!("aliases database {}", db.display());
+        let of = ["staff", "helpdesk", "root"];
+        newaliases(&config, "staff: root\n");
+        let mut m = Material::load_with(&config, &passwd).unwrap();
+        let mut now = Instant::now();
+        assert_eq!(m.look(&config, now), None, "nothing changed");
+        assert_eq!(holds(&m, &of), ["staff", "root"]);
+        newaliases(&config, "staff: root\nhelpdesk: root\n");
+        assert_eq!(settle(&mut m, &config, &mut now), Some(Look::Rebuilt(changed.clone())));
+        assert_eq!(holds(&m, &of), ["staff", "helpdesk", "root"]);
+        now += Duration::from_secs(2);
+        assert_eq!(m.look(&config, now), None, "acted on once");
+        // Other targets, the same names: smtpd need not be replaced.
+        newaliases(&config, "staff: root, bob\nhelpdesk: root\n");
+        assert_eq!(settle(&mut m, &config, &mut now), Some(Look::Same(changed.clone())));
         // Damaged: an error naming the file, the table kept, and no
         // second error until it changes again.
         std::fs::write(&db, b"not a cdb").unwrap();
-        assert!(m.aliases_changed(&config));
-        let e = m.rebuild_recipients(&config).unwrap_err();
+        let Some(Look::Failed(e)) = settle(&mut m, &config, &mut now) else { panic!("not refused") };
         assert!(e.contains(&db.display().to_string()), "{e}");
-        assert!(!m.aliases_changed(&config));
-        assert_eq!(names(&m), ["staff", "helpdesk", "root"]);
-        // Removed: no aliases, the users still there.
+        now += Duration::from_secs(2);
+        assert_eq!(m.look(&config, now), None);
+        assert_eq!(holds(&m, &of), ["staff", "helpdesk", "root"]);
+        // Removed, the aliases file still there: no aliases, and smtpd
+        // told that they are unknown rather than absent.
         std::fs::remove_file(&db).unwrap();
-        assert!(m.aliases_changed(&config));
-        m.rebuild_recipients(&config).unwrap();
-        assert_eq!(names(&m), ["root"]);
+        assert_eq!(settle(&mut m, &config, &mut now), Some(Look::Rebuilt(changed.clone())));
+        assert_eq!(holds(&m, &of), ["root"]);
+        assert!(m.local.aliases_uncompiled);
         assert_eq!(m.warnings.len(), 1, "{:?}", m.warnings);
         assert!(m.warnings[0].contains("run newaliases"), "{:?}", m.warnings);
+        // The aliases file removed as well: no aliases at all.
+        std::fs::remove_file(&config.aliases).unwrap();
+        let file = format!("aliases file {}", config.aliases.display());
+        assert_eq!(settle(&mut m, &config, &mut now), Some(Look::Rebuilt(file)));
+        assert!(!m.local.aliases_uncompiled);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_new_user_is_noticed_without_a_reload() {
+        let d = dir("useradd");
+        let (config, passwd) = setup(&d);
+        let changed = format!("password file {}", passwd.display());
+        let mut m = Material::load_with(&config, &passwd).unwrap();
+        let mut now = Instant::now();
+        assert_eq!(holds(&m, &["root", "alice"]), ["root"]);
+        replace(&passwd, "root:x:0:0::/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\n");
+        assert_eq!(settle(&mut m, &config, &mut now), Some(Look::Rebuilt(changed.clone())));
+        assert_eq!(holds(&m, &["root", "alice"]), ["root", "alice"]);
+        // chfn, chsh: the same names.
+        replace(&passwd, "root:x:0:0::/root:/bin/sh\nalice:x:1000:1000:Alice:/home/alice:/bin/zsh\n");
+        assert_eq!(settle(&mut m, &config, &mut now), Some(Look::Same(changed.clone())));
+        // Both files at once.
+        newaliases(&config, "staff: alice\n");
+        replace(&passwd, "root:x:0:0::/root:/bin/sh\n");
+        let both = format!("aliases database {} and {changed}", aliases::db_path(&config.aliases).display());
+        assert_eq!(settle(&mut m, &config, &mut now), Some(Look::Rebuilt(both)));
+        assert_eq!(holds(&m, &["root", "alice", "staff"]), ["root", "staff"]);
+        // An unreadable password file: the table is kept.
+        std::fs::remove_file(&passwd).unwrap();
+        let Some(Look::Failed(e)) = settle(&mut m, &config, &mut now) else { panic!("not refused") };
+        assert!(e.starts_with(&passwd.display().to_string()), "{e}");
+        assert_eq!(holds(&m, &["root", "staff"]), ["root", "staff"]);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_burst_of_changes_builds_the_table_once_after_it() {
+        let d = dir("burst");
+        let (config, passwd) = setup(&d);
+        let mut m = Material::load_with(&config, &passwd).unwrap();
+        let start = Instant::now();
+        let mut text = String::from("root:x:0:0::/root:/bin/sh\n");
+        // A script adds a user between every two looks: nothing is built
+        // while it runs...
+        for (i, user) in ["u1", "u2", "u3"].into_iter().enumerate() {
+            text.push_str(&format!("{user}:x:{}:100::/:/bin/sh\n", 1001 + i));
+            replace(&passwd, &text);
+            assert_eq!(m.look(&config, start + Duration::from_secs(2 * i as u64)), None, "{user}");
+        }
+        // ...and once, with all of them, when it is done.
+        let Some(Look::Rebuilt(_)) = m.look(&config, start + Duration::from_secs(6)) else { panic!("not built") };
+        assert_eq!(holds(&m, &["u1", "u2", "u3"]), ["u1", "u2", "u3"]);
+        assert_eq!(m.look(&config, start + Duration::from_secs(8)), None);
+        // One that never stops is acted on after SETTLE_MAX all the same.
+        let since = start + Duration::from_secs(10);
+        let mut at = since;
+        let mut built = None;
+        for i in 0..10u64 {
+            text.push_str(&format!("v{i}:x:{}:100::/:/bin/sh\n", 2000 + i));
+            replace(&passwd, &text);
+            if let Some(look) = m.look(&config, at) {
+                built = Some((look, at));
+                break;
+            }
+            at += Duration::from_secs(2);
+        }
+        let Some((Look::Rebuilt(_), when)) = built else { panic!("never built: {built:?}") };
+        assert_eq!(when, since + SETTLE_MAX);
         std::fs::remove_dir_all(&d).unwrap();
     }
 

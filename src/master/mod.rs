@@ -39,9 +39,10 @@ use children::Children;
 const SIGNALS: Token = Token(0);
 /// How long master lets children's records gather after reading some.
 const GATHER: Duration = Duration::from_millis(2);
-/// How often master looks at the compiled aliases file (one stat), to
-/// rebuild the local-recipient table after a `newaliases`.
-const ALIASES_CHECK_EVERY: Duration = Duration::from_secs(2);
+/// How often master looks at what the local-recipient table is made
+/// from (a stat of the compiled aliases and of the password file), to
+/// rebuild it after a `newaliases` or a `useradd`.
+const RECIPIENTS_CHECK_EVERY: Duration = Duration::from_secs(2);
 
 /// Command-line options.
 #[derive(Debug, Default)]
@@ -121,8 +122,8 @@ pub struct Master {
     socket_watch: sockets::Watch,
     /// When to look at them next.
     socket_check: Option<Instant>,
-    /// When to look at the compiled aliases file next.
-    aliases_check: Instant,
+    /// When to look at the local-recipient table's sources next.
+    recipients_check: Instant,
     _lock: spool::Lock,
 }
 
@@ -210,7 +211,7 @@ impl Master {
             stopping: None,
             socket_watch: sockets::Watch::default(),
             socket_check: None,
-            aliases_check: Instant::now() + ALIASES_CHECK_EVERY,
+            recipients_check: Instant::now() + RECIPIENTS_CHECK_EVERY,
             _lock: lock,
         })
     }
@@ -253,7 +254,7 @@ impl Master {
             if self.stopping.is_none() {
                 self.schedule();
                 self.check_socket_dirs();
-                self.check_aliases();
+                self.check_recipients();
             }
             if let Some(deadline) = self.stopping {
                 if self.children.is_empty() {
@@ -310,7 +311,7 @@ impl Master {
             t = Some(t.map_or(c, |x| x.min(c)));
         }
         if self.stopping.is_none() {
-            t = Some(t.map_or(self.aliases_check, |x| x.min(self.aliases_check)));
+            t = Some(t.map_or(self.recipients_check, |x| x.min(self.recipients_check)));
         }
         if let Some(d) = self.stopping {
             t = Some(t.map_or(d, |x| x.min(d)));
@@ -454,33 +455,35 @@ impl Master {
         }
     }
 
-    /// After `newaliases` (the compiled aliases file is another one):
+    /// After `newaliases` or `useradd` (the compiled aliases file or the
+    /// password file is another one, see [`intake::Material::look`]):
     /// build the local-recipient table again and replace the smtpd
     /// processes, which read it once, with new ones that have it (the
-    /// old ones finish their sessions, as at a reload). A database that
-    /// cannot be used leaves the table, and smtpd, as they were.
-    fn check_aliases(&mut self) {
+    /// old ones finish their sessions, as at a reload). A table that
+    /// cannot be built leaves the table, and smtpd, as they were; one
+    /// that holds the same names leaves smtpd alone.
+    fn check_recipients(&mut self) {
         let now = Instant::now();
-        if self.aliases_check > now {
+        if self.recipients_check > now {
             return;
         }
-        self.aliases_check = now + ALIASES_CHECK_EVERY;
-        if !self.intake.aliases_changed(&self.config) {
-            return;
-        }
-        let db = crate::aliases::db_path(&self.config.aliases);
-        if let Err(e) = self.intake.rebuild_recipients(&self.config) {
-            self.log(Level::Error, &format!("{e}; the local-recipient table is kept as it was"));
-            return;
-        }
+        self.recipients_check = now + RECIPIENTS_CHECK_EVERY;
+        let Some(look) = self.intake.look(&self.config, now) else { return };
         self.log_intake_warnings();
-        let ids = self.children.retire_role(Role::Smtpd, now + self.config.supervise.stop_timeout);
-        self.log(
-            Level::Info,
-            &format!("aliases database {} changed: local-recipient table rebuilt, smtpd restarted", db.display()),
-        );
-        for id in ids {
-            self.send_stop(id);
+        match look {
+            intake::Look::Failed(e) => {
+                self.log(Level::Error, &format!("{e}; the local-recipient table is kept as it was"));
+            }
+            intake::Look::Same(what) => {
+                self.log(Level::Info, &format!("{what} changed: the local recipients are the same, smtpd kept"));
+            }
+            intake::Look::Rebuilt(what) => {
+                let ids = self.children.retire_role(Role::Smtpd, now + self.config.supervise.stop_timeout);
+                self.log(Level::Info, &format!("{what} changed: local-recipient table rebuilt, smtpd restarted"));
+                for id in ids {
+                    self.send_stop(id);
+                }
+            }
         }
     }
 

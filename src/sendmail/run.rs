@@ -647,7 +647,7 @@ impl Context {
                         EX_NOINPUT
                     }
                     crate::aliases::Error::Io { .. } => EX_CANTCREAT,
-                    crate::aliases::Error::Corrupt { .. } => EX_SOFTWARE,
+                    crate::aliases::Error::Corrupt { .. } | crate::aliases::Error::Newer { .. } => EX_SOFTWARE,
                 }
             }
         }

@@ -1,6 +1,10 @@
 //! Who may send what: mail for the local domains is accepted from anyone
 //! but only for recipients that exist (the local-recipient table) and for
 //! postmaster; mail for other domains only from the trusted networks.
+//! While the aliases file has no compiled database, the table lacks the
+//! alias names, so a local name it does not hold gets a temporary refusal
+//! (451 4.3.0, as Postfix's failed table lookup) rather than 550: the
+//! client tries again after `newaliases`.
 //! New transactions are refused while cleanup reports the spool short of
 //! space.
 //!
@@ -20,6 +24,8 @@ pub struct Acceptance {
     pub recipients: Table,
     /// `local.recipient_delimiter`: `user+ext` is known when `user` is.
     pub delimiter: String,
+    /// The aliases file was never compiled: the table has the users only.
+    pub aliases_uncompiled: bool,
     /// Cleanup's last word on free space.
     pub space_ok: Cell<bool>,
 }
@@ -52,6 +58,13 @@ impl Checks for Acceptance {
                 || self.recipients.contains(base.as_bytes())
             {
                 return RcptVerdict::Accept;
+            }
+            if self.aliases_uncompiled {
+                return RcptVerdict::Reject {
+                    code: 451,
+                    enhanced: "4.3.0",
+                    text: format!("<{m}>: Recipient address rejected: Temporary lookup failure"),
+                };
             }
             return RcptVerdict::Reject {
                 code: 550,
@@ -94,6 +107,7 @@ mod tests {
             networks: vec!["127.0.0.0/8".parse().unwrap()],
             recipients,
             delimiter: String::from("+"),
+            aliases_uncompiled: false,
             space_ok: Cell::new(true),
         }
     }
@@ -136,5 +150,31 @@ mod tests {
             none.recipient(&outside, &to("alice+x", "example.org")),
             RcptVerdict::Reject { code: 550, .. }
         ));
+    }
+
+    #[test]
+    fn unknown_names_wait_while_the_aliases_are_not_compiled() {
+        let mut a = acceptance();
+        a.aliases_uncompiled = true;
+        let outside = Peer { address: "203.0.113.5".into(), hostname: "unknown".into() };
+        let inside = Peer { address: "127.0.0.1".into(), hostname: "localhost".into() };
+        // Users and postmaster as ever.
+        assert_eq!(a.recipient(&outside, &to("alice", "example.org")), RcptVerdict::Accept);
+        assert_eq!(a.recipient(&outside, &to("alice+x", "example.org")), RcptVerdict::Accept);
+        assert_eq!(a.recipient(&outside, &to("postmaster", "example.org")), RcptVerdict::Accept);
+        // Any other local name may be an alias: try again later.
+        for peer in [&outside, &inside] {
+            assert_eq!(
+                a.recipient(peer, &to("staff", "example.org")),
+                RcptVerdict::Reject {
+                    code: 451,
+                    enhanced: "4.3.0",
+                    text: String::from("<staff@example.org>: Recipient address rejected: Temporary lookup failure"),
+                }
+            );
+        }
+        // Other domains are not the aliases' business.
+        assert!(matches!(a.recipient(&outside, &to("x", "elsewhere.example")), RcptVerdict::Reject { code: 554, .. }));
+        assert_eq!(a.recipient(&inside, &to("x", "elsewhere.example")), RcptVerdict::Accept);
     }
 }

@@ -23,12 +23,10 @@ pub fn system_users(passwd: &str) -> Vec<String> {
         .collect()
 }
 
-/// Build the local-recipient table at `path` (atomically: written beside
-/// it and renamed) from the system's users and the names in `more` (the
-/// aliases), and return it opened read-only.
-pub fn build_local_recipients(path: &Path, passwd_file: &Path, more: &[String]) -> io::Result<File> {
-    let text = std::fs::read_to_string(passwd_file)?;
-    let names: BTreeSet<String> = system_users(&text).into_iter().chain(more.iter().cloned()).collect();
+/// Write the local-recipient table at `path` (atomically: written beside
+/// it and renamed) with `names` (the system's users and the alias
+/// names), and return it opened read-only.
+pub fn write_local_recipients(path: &Path, names: &BTreeSet<String>) -> io::Result<File> {
     let mut w = cdb2::CDBWriter::create(path)?;
     for name in names {
         w.add(name.as_bytes(), b"")?;
@@ -52,9 +50,10 @@ mod tests {
     fn build_and_read_back() {
         let dir = std::env::temp_dir().join(format!("mta-table-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("passwd"), "root:x:0:0::/:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\n").unwrap();
+        let passwd = "root:x:0:0::/:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\n";
         let more = [String::from("postmaster"), String::from("staff"), String::from("root")];
-        let f = build_local_recipients(&dir.join("local.cdb"), &dir.join("passwd"), &more).unwrap();
+        let names = system_users(passwd).into_iter().chain(more).collect();
+        let f = write_local_recipients(&dir.join("local.cdb"), &names).unwrap();
         let t = cdb::Table::read(&f, 1 << 20).unwrap();
         assert!(t.contains(b"alice"));
         assert!(t.contains(b"root"));

@@ -115,9 +115,41 @@ fn newaliases_takes_effect_at_the_next_refresh() {
     newaliases(&c, "help: root\n");
     assert!(matches!(r.refresh_aliases(), Some(DbNote::Info(_))));
     assert_eq!(mailboxes(&r.resolve("help@host.test").expect("help")), [mailbox("root", true, true)]);
-    // Removed: no aliases any more, said once.
+    // Removed with its aliases file: no aliases any more, said once.
     std::fs::remove_file(&db).expect("rm");
+    std::fs::remove_file(&c.aliases).expect("rm");
     assert!(matches!(r.refresh_aliases(), Some(DbNote::Warning(w)) if w.contains("is gone")));
     assert_eq!(r.refresh_aliases(), None);
+    assert_eq!(mailboxes(&r.resolve("nobody@host.test").expect("nobody")), [mailbox("nobody", false, true)]);
+}
+
+#[test]
+fn an_aliases_file_never_compiled_defers_every_recipient() {
+    let dir = TempDir::new("local-resolve-uncompiled");
+    let c = conf(&dir);
+    let db = aliases::db_path(&c.aliases);
+    std::fs::write(&c.aliases, "staff: nobody\npostmaster: root\n").expect("aliases file");
+    let why =
+        format!("aliases database {} does not exist: run newaliases to compile {}", db.display(), c.aliases.display());
+    let (mut r, note) = Resolver::new(&c, "host.test");
+    assert_eq!(note, Some(DbNote::Warning(format!("{why}; mail for local recipients waits until then"))));
+    // Neither an alias's name nor root's (delivered only through an
+    // alias) nor a user's bounces or is delivered: any may be an alias.
+    for rcpt in ["staff@host.test", "postmaster@host.test", "root@host.test", "nobody@host.test"] {
+        let o = r.resolve(rcpt).expect_err("deferred");
+        assert_eq!((o.status, o.dsn.as_str(), o.reason.as_str()), (RecipientStatus::Deferred, "4.3.0", why.as_str()));
+    }
+    assert_eq!(r.refresh_aliases(), None, "said once");
+    // newaliases: used from the next batch on.
+    newaliases(&c, "staff: nobody\n");
+    assert_eq!(r.refresh_aliases(), Some(DbNote::Info(format!("aliases database {} opened", db.display()))));
+    assert_eq!(mailboxes(&r.resolve("staff@host.test").expect("staff")), [mailbox("nobody", true, true)]);
+    // The database removed, the file still there: waiting again.
+    std::fs::remove_file(&db).expect("rm");
+    assert!(matches!(r.refresh_aliases(), Some(DbNote::Warning(w)) if w.contains("run newaliases")));
+    assert_eq!(r.resolve("nobody@host.test").expect_err("deferred").reason, why);
+    // The file removed as well: no aliases.
+    std::fs::remove_file(&c.aliases).expect("rm");
+    assert!(matches!(r.refresh_aliases(), Some(DbNote::Info(i)) if i.contains("gone as well")));
     assert_eq!(mailboxes(&r.resolve("nobody@host.test").expect("nobody")), [mailbox("nobody", false, true)]);
 }

@@ -18,7 +18,8 @@
 #   - client names: the resolver names loopback itself (RFC 6761, the
 #     name server is not asked; smtpd does not even ask the connector):
 #     127.0.0.1 and ::1 are `localhost`
-#     (forward-confirmed) in Received: and cleanup's client= line;
+#     (forward-confirmed) in Received: and cleanup's client= line, ::1
+#     written [IPv6:::1];
 #     127.0.0.10 points to localhost, which does not point back, so it
 #     is `unknown` and the connector says why; with the connector stopped
 #     the greeting waits smtpd.reverse_lookup_timeout, then `unknown`;
@@ -334,7 +335,8 @@ received a "from localhost" | grep -q "(localhost \[127\.0\.0\.1\])" ||
 grep -q "mta/cleanup.*: client=localhost\[127\.0\.0\.1\]" "$LOG" || fail "cleanup did not log client=localhost[127.0.0.1]"
 submit sender@pref.dns.test name6@pref.dns.test "from ::1" ::1 ::1
 sent_to name6@pref.dns.test 'a\.dns\.test\[127\.0\.0\.2\]'
-received a "from ::1" | grep -q "(localhost \[::1\])" || fail "::1 is not localhost in Received: $(received a "from ::1")"
+received a "from ::1" | grep -q "(localhost \[IPv6:::1\])" ||
+	fail "::1 is not localhost, or not an IPv6 address literal, in Received: $(received a "from ::1")"
 submit sender@pref.dns.test name10@pref.dns.test "from 127.0.0.10" 127.0.0.10
 sent_to name10@pref.dns.test 'a\.dns\.test\[127\.0\.0\.2\]'
 received a "from 127.0.0.10" | grep -q "(unknown \[127\.0\.0\.10\])" ||

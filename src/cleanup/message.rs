@@ -7,6 +7,8 @@
 //! Trusts: nothing in the content or envelope; smtpd's parsing is not
 //! relied upon for header safety.
 
+use std::net::IpAddr;
+
 use crate::ipc::msg::MessageEnvelope;
 
 /// The header block, scanned as content streams through.
@@ -126,6 +128,16 @@ pub fn header_safe(s: &str, max: usize) -> String {
 /// An RFC 5322 date in UTC (sandboxed roles never read time zone files).
 pub use crate::date::rfc5322_date;
 
+/// A client address as the inside of an RFC 5321 address literal:
+/// `192.0.2.1`, `IPv6:2001:db8::1` (4.1.3).
+fn address_literal(address: &str) -> String {
+    match address.parse::<IpAddr>() {
+        Ok(IpAddr::V6(v6)) => format!("IPv6:{v6}"),
+        Ok(IpAddr::V4(v4)) => v4.to_string(),
+        Err(_) => header_safe(address, 64),
+    }
+}
+
 /// The Received: header cleanup adds (folded, CR LF terminated).
 pub fn received(env: &MessageEnvelope, hostname: &str, queue_id: &str, unix: u64) -> String {
     if let Some(uid) = env.submitter {
@@ -140,7 +152,7 @@ pub fn received(env: &MessageEnvelope, hostname: &str, queue_id: &str, unix: u64
     }
     let helo = header_safe(&env.helo, 255);
     let client_name = header_safe(&env.client_hostname, 255);
-    let client_addr = header_safe(&env.client_address, 64);
+    let client_addr = address_literal(&env.client_address);
     let mut h = format!("Received: from {helo} ({client_name} [{client_addr}])\r\n\tby {hostname} (mta)");
     if let Some(tls) = &env.tls {
         h.push_str(&format!(" ({})", header_safe(tls, 128)));
@@ -234,6 +246,25 @@ mod tests {
         assert_eq!(rfc5322_date(0), "Thu, 1 Jan 1970 00:00:00 +0000");
         assert_eq!(rfc5322_date(1_795_000_000), "Wed, 18 Nov 2026 11:06:40 +0000");
         assert_eq!(rfc5322_date(951_782_400), "Tue, 29 Feb 2000 00:00:00 +0000");
+    }
+
+    #[test]
+    fn an_ipv6_client_is_an_ipv6_address_literal() {
+        // RFC 5321 4.1.3: `[IPv6:...]`, as Postfix writes it.
+        let first = |client: &str| {
+            let env = MessageEnvelope {
+                client_address: client.to_string(),
+                ..MessageEnvelope::internal(String::new(), Vec::new(), false, false, "client.example")
+            };
+            let env =
+                MessageEnvelope { protocol: String::from("ESMTP"), client_hostname: String::from("unknown"), ..env };
+            received(&env, "mx.example.org", "Q1", 0).lines().next().unwrap().to_string()
+        };
+        assert_eq!(first("2001:db8::1"), "Received: from client.example (unknown [IPv6:2001:db8::1])");
+        assert_eq!(first("::1"), "Received: from client.example (unknown [IPv6:::1])");
+        assert_eq!(first("192.0.2.1"), "Received: from client.example (unknown [192.0.2.1])");
+        // What is no address at all is only made safe.
+        assert_eq!(first("no\raddress"), "Received: from client.example (unknown [no?address])");
     }
 
     #[test]

@@ -268,6 +268,16 @@ mod tests {
     }
 
     #[test]
+    fn the_with_word_is_written_as_given() {
+        let env = MessageEnvelope {
+            protocol: String::from("UTF8SMTPS"),
+            client_address: String::from("192.0.2.1"),
+            ..MessageEnvelope::internal(String::new(), Vec::new(), false, false, "client.example")
+        };
+        assert!(received(&env, "mx.example.org", "Q1", 0).contains("\tby mx.example.org (mta) with UTF8SMTPS id Q1"));
+    }
+
+    #[test]
     fn received_refuses_injection() {
         let env = MessageEnvelope {
             sender: String::from("a@b.example"),

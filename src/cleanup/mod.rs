@@ -553,12 +553,14 @@ fn refused(code: u16, enhanced: &str, text: &str) -> CommitResult {
 
 /// The queue file for a message smtpd or pickup handed over.
 fn queue_file(id: queue::QueueId, arrival: Time, e: &MessageEnvelope, content: Vec<u8>) -> QueueFile {
+    // RFC 6531's words are RFC 3848's with SMTPUTF8, which the envelope
+    // records on its own.
     let protocol = match e.protocol.as_str() {
         "local" => queue::Protocol::Local,
         "SMTP" => queue::Protocol::Smtp,
-        "ESMTPS" => queue::Protocol::Esmtps,
-        "ESMTPA" => queue::Protocol::Esmtpa,
-        "ESMTPSA" => queue::Protocol::Esmtpsa,
+        "ESMTPS" | "UTF8SMTPS" => queue::Protocol::Esmtps,
+        "ESMTPA" | "UTF8SMTPA" => queue::Protocol::Esmtpa,
+        "ESMTPSA" | "UTF8SMTPSA" => queue::Protocol::Esmtpsa,
         _ => queue::Protocol::Esmtp,
     };
     let envelope = queue::Envelope {

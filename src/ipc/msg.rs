@@ -327,7 +327,8 @@ pub struct MessageEnvelope {
     pub ret: Option<crate::smtpd::params::Ret>,
     pub envid: Option<String>,
     pub helo: String,
-    /// SMTP, ESMTP, ESMTPS.
+    /// The Received: header's `with` word (RFC 3848, RFC 6531): SMTP,
+    /// ESMTP, ESMTPS, UTF8SMTP, UTF8SMTPS; `local` for local mail.
     pub protocol: String,
     pub client_address: String,
     pub client_hostname: String,

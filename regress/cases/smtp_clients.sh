@@ -2,7 +2,9 @@
 # queued: swaks (plain, pipelining, STARTTLS), Python's smtplib, msmtp,
 # s-nail, a BDAT (CHUNKING) transaction, a client that half-closes
 # after a pipelined QUIT, and an envelope too large to hand to cleanup.
-# Over ::1 with SMTPUTF8, Received: says [IPv6:::1] and UTF8SMTP.
+# A message without Date: and Message-ID: from these clients on this
+# host gets them; over ::1 with SMTPUTF8, Received: says [IPv6:::1] and
+# UTF8SMTP.
 . ./lib.sh
 make_cert
 write_conf 'tls { certificate = "cert.pem"; key = "key.pem"; }' \
@@ -33,6 +35,16 @@ with smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=10) as s:
     s.sendmail("py@remote.example", ["root@localhost"], b"Subject: smtplib\r\n\r\nfrom python\r\n")
 PY
 check "python smtplib"
+# Its header had neither Date: nor Message-ID: (nor From:): a client on
+# this host gets them, after its last field.
+python3 - $(queue_files | xargs grep -l "from python") <<'PY' || fail "smtplib's message was not completed"
+import re, sys
+data = open(sys.argv[1], "rb").read()
+added = re.search(rb"\r\nSubject: smtplib\r\nMessage-ID: <[0-9A-F]{34}@[^>\r\n]+>\r\n"
+                  rb"Date: \w{3}, \d{1,2} \w{3} \d{4} \d\d:\d\d:\d\d \+0000\r\n"
+                  rb"From: py@remote\.example\r\n\r\nfrom python\r\n", data)
+assert added, data[-300:]
+PY
 
 printf 'Subject: msmtp\n\nfrom msmtp\n' | msmtp --host=127.0.0.1 --port=$PORT --auth=off --tls=off \
 	--from=m@remote.example root@localhost || fail "msmtp"
@@ -55,7 +67,7 @@ check "BDAT"
 queue_files | xargs grep -l "chunk body" >/dev/null || fail "BDAT content not stored"
 
 # Over ::1, with SMTPUTF8: the address literal is [IPv6:::1] (RFC 5321
-# 4.1.3) and the protocol UTF8SMTP (RFC 6531).
+# 4.1.3) and the protocol UTF8SMTP (RFC 6531); ::1 is on this host too.
 raw_smtp <<'PY' || fail "SMTPUTF8 over ::1"
 import os, rawsmtp
 c = rawsmtp.Client(int(os.environ["PORT"]), host="::1")
@@ -68,10 +80,11 @@ assert r.startswith(b"250 2.0.0 Ok: queued as "), r
 assert c.cmd(b"QUIT\r\n").startswith(b"221")
 PY
 check "SMTPUTF8 over ::1"
-python3 - $(queue_files | xargs grep -l "utf8 over v6") <<'PY' || fail "the ::1 message's Received: is not as it should be"
+python3 - $(queue_files | xargs grep -l "utf8 over v6") <<'PY' || fail "the ::1 message's header is not as it should be"
 import re, sys
 data = open(sys.argv[1], "rb").read()
 assert re.search(rb"Received: from client\.example \(localhost \[IPv6:::1\]\)\r\n\tby \S+ \(mta\) with UTF8SMTP id ", data), data[:400]
+assert re.search(rb"\r\nMessage-ID: <[0-9A-F]{34}@[^>]+>\r\nDate: [^\r]+\r\nFrom: j\xc3\xbcrgen@remote\.example\r\n\r\nutf8", data), data[-300:]
 PY
 
 # A client that pipelines QUIT after the dot and shuts down its side at

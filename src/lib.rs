@@ -11,6 +11,7 @@ pub mod config;
 pub mod connector;
 pub mod control;
 pub mod date;
+pub mod header;
 pub mod ipc;
 pub mod local;
 pub mod log;

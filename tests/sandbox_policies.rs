@@ -1013,7 +1013,7 @@ fn op_rights(op: Operation) -> &'static [CapRight] {
     match op {
         Operation::Talk(_) => &[Read, Write, Event],
         Operation::ReceiveFds(_) => &[Read],
-        Operation::Serve(_) => &[Accept, Read, Write, Getpeername, Getsockopt, Event],
+        Operation::Serve(_) => &[Accept, Read, Write, Getpeername, Getsockname, Getsockopt, Event],
         Operation::List(_) => &[Lookup, Read, Fstat],
         Operation::Modify(_) => {
             &[Lookup, Create, Write, Fsync, Ftruncate, RenameatSource, RenameatTarget, Unlinkat, Mkdirat]

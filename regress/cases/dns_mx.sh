@@ -20,7 +20,9 @@
 #   - client names: the resolver names loopback itself (RFC 6761, the
 #     name server is not asked; smtpd does not even ask the connector):
 #     127.0.0.1 and ::1 are `localhost`
-#     (forward-confirmed) in Received: and cleanup's client= line;
+#     (forward-confirmed) in Received: and cleanup's client= line, ::1
+#     written [IPv6:::1]; mail from 127.0.0.1 that lacks Message-ID:,
+#     Date: and From: gets them (a client on this host);
 #     127.0.0.10 points to localhost, which does not point back, so it
 #     is `unknown` and the connector says why; with the connector stopped
 #     the greeting waits smtpd.reverse_lookup_timeout, then `unknown`;
@@ -29,7 +31,8 @@
 #     the case makes (a veth pair, 10.203.77.0/24) reach mta on the
 #     host's end; NSD serves their reverse zone: 10.203.77.2's PTR name
 #     points back (forward-confirmed: its name in Received:), 10.203.77.3's
-#     does not (`unknown`, and the connector says why).
+#     does not (`unknown`, and the connector says why); 10.203.77.2's
+#     mail, from networks but not from this host, gains no header field.
 . ./lib.sh
 NSD=${NSD:-/var/tmp/mta-test-nsd/usr/sbin/nsd}
 [ -x "$NSD" ] || { echo "  skipped: no nsd at $NSD (scripts/test unpacks it there; or set NSD)"; exit 0; }
@@ -372,10 +375,15 @@ submit sender@pref.dns.test name1@pref.dns.test "from localhost"
 sent_to name1@pref.dns.test 'a\.dns\.test\[127\.0\.0\.2\]'
 received a "from localhost" | grep -q "(localhost \[127\.0\.0\.1\])" ||
 	fail "127.0.0.1 is not localhost in Received: $(received a "from localhost")"
+# A client on this host sent no Date:, Message-ID: or From:; it got them.
+for h in "Message-ID: <[0-9A-F]\{34\}@" "Date: " "From: sender@pref\.dns\.test"; do
+	grep -q "^$h" "$(got a "from localhost")" || fail "the message from 127.0.0.1 lacks $h"
+done
 grep -q "mta/cleanup.*: client=localhost\[127\.0\.0\.1\]" "$LOG" || fail "cleanup did not log client=localhost[127.0.0.1]"
 submit sender@pref.dns.test name6@pref.dns.test "from ::1" ::1 ::1
 sent_to name6@pref.dns.test 'a\.dns\.test\[127\.0\.0\.2\]'
-received a "from ::1" | grep -q "(localhost \[::1\])" || fail "::1 is not localhost in Received: $(received a "from ::1")"
+received a "from ::1" | grep -q "(localhost \[IPv6:::1\])" ||
+	fail "::1 is not localhost, or not an IPv6 address literal, in Received: $(received a "from ::1")"
 submit sender@pref.dns.test name10@pref.dns.test "from 127.0.0.10" 127.0.0.10
 sent_to name10@pref.dns.test 'a\.dns\.test\[127\.0\.0\.2\]'
 received a "from 127.0.0.10" | grep -q "(unknown \[127\.0\.0\.10\])" ||
@@ -400,6 +408,11 @@ received a "from client" | grep -q "(client\.dns\.test \[10\.203\.77\.2\])" ||
 	fail "10.203.77.2 is not client.dns.test in Received: $(received a "from client")"
 grep -q "mta/cleanup.*: client=client\.dns\.test\[10\.203\.77\.2\]" "$LOG" ||
 	fail "cleanup did not log client=client.dns.test[10.203.77.2]"
+# A client of networks but not on this host: its mail is relayed as it
+# came, without the Date:, Message-ID: and From: it lacks.
+if grep -q "^Message-ID:\|^Date:\|^From:" "$(got a "from client")"; then
+	fail "the message from 10.203.77.2 was given header fields: $(cat "$(got a "from client")")"
+fi
 ptr_submit 10.203.77.3 ptr3@pref.dns.test "from liar"
 sent_to ptr3@pref.dns.test 'a\.dns\.test\[127\.0\.0\.2\]'
 received a "from liar" | grep -q "(unknown \[10\.203\.77\.3\])" ||

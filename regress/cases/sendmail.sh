@@ -3,8 +3,9 @@
 # once it starts), -t with Cc and Bcc (Bcc gone from the content), the
 # header completed (bare names in its address fields qualified, network
 # mail left alone), -t with addresses it cannot read (the others still
-# get the message), -bs driven by swaks, -bp and mailq, mail(1) from
-# bsd-mailx (unpacked privately) and from s-nail pointed at our sendmail,
+# get the message), -bs driven by swaks (its header completed by
+# cleanup), -bp and mailq, mail(1) from bsd-mailx (unpacked privately)
+# and from s-nail pointed at our sendmail,
 # a 1 GiB submission over the size limit (refused quickly, nothing left),
 # a flood of submissions (all queued, pickup still up), -C refused, and
 # newaliases (root only here) whose names smtpd accepts after a reload;
@@ -74,13 +75,21 @@ done
 echo x | as "$SENDMAIL" -C /tmp/other.conf root 2>"$W/err" && fail "-C accepted from an ordinary user"
 grep -q "only root" "$W/err" || fail "-C: $(cat "$W/err")"
 
-# -bs, driven by swaks over a pipe.
-as swaks --pipe "$SENDMAIL -bs" --from mtadev@mx.test --to root@mx.test --header "Subject: by swaks" --header "Cc: mtadev" \
+# -bs, driven by swaks over a pipe, with a header of its own that has no
+# From:, Date: or Message-ID: (-bs passes it on as it is): cleanup adds
+# them after the qualified Cc:.
+as swaks --pipe "$SENDMAIL -bs" --from mtadev@mx.test --to root@mx.test \
+	--data 'Subject: by swaks\nCc: mtadev\n\nno From, Date or Message-ID\n' \
 	>"$W/swaks" 2>&1 || fail "swaks -bs: $(cat "$W/swaks")"
 grep -q "<-  250 2.0.0 Ok: queued as maildrop file" "$W/swaks" || fail "-bs: $(cat "$W/swaks")"
 wait_queued 3 || fail "-bs message not queued"
 [ "$(envelope 'by swaks')" = "mtadev@mx.test root@mx.test" ] || fail "-bs envelope: $(envelope 'by swaks')"
-grep -q "^Cc: mtadev@mx.test" "$(message 'by swaks')" || fail "-bs: a bare Cc: not qualified"
+python3 - "$(message 'by swaks')" <<'PY' || fail "-bs: the header was not qualified and completed"
+import re, sys
+data = open(sys.argv[1], "rb").read()
+assert re.search(rb"\r\nSubject: by swaks\r\nCc: mtadev@mx\.test\r\nMessage-ID: <[0-9A-F]{34}@mx\.test>\r\n"
+                 rb"Date: [^\r]+ \+0000\r\nFrom: mtadev@mx\.test\r\n\r\nno From", data), data[-300:]
+PY
 
 # -bp and mailq, as the ordinary user.
 as "$SENDMAIL" -bp >"$W/bp" || fail "sendmail -bp"

@@ -2,10 +2,14 @@
 # queued: swaks (plain, pipelining, STARTTLS), Python's smtplib, msmtp,
 # s-nail, a BDAT (CHUNKING) transaction, a client that half-closes
 # after a pipelined QUIT, and an envelope too large to hand to cleanup.
+# A message without Date: and Message-ID: from these clients on this
+# host gets them; over ::1 with SMTPUTF8, Received: says [IPv6:::1] and
+# UTF8SMTP.
 . ./lib.sh
 make_cert
 write_conf 'tls { certificate = "cert.pem"; key = "key.pem"; }' \
-	"listen { smtp { address = \"127.0.0.1:$PORT\"; tls = starttls; } }"
+	"listen { smtp { address = \"127.0.0.1:$PORT\"; tls = starttls; } }" \
+	"listen smtp6 { address = \"[::1]:$PORT\"; tls = none; }"
 # write_conf already wrote one listen block; keep the TLS one only.
 sed -i "0,/^listen/{/^listen.*tls = none/d}" "$CONF"
 start_master
@@ -31,6 +35,16 @@ with smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=10) as s:
     s.sendmail("py@remote.example", ["root@localhost"], b"Subject: smtplib\r\n\r\nfrom python\r\n")
 PY
 check "python smtplib"
+# Its header had neither Date: nor Message-ID: (nor From:): a client on
+# this host gets them, after its last field.
+python3 - $(queue_files | xargs grep -l "from python") <<'PY' || fail "smtplib's message was not completed"
+import re, sys
+data = open(sys.argv[1], "rb").read()
+added = re.search(rb"\r\nSubject: smtplib\r\nMessage-ID: <[0-9A-F]{34}@[^>\r\n]+>\r\n"
+                  rb"Date: \w{3}, \d{1,2} \w{3} \d{4} \d\d:\d\d:\d\d \+0000\r\n"
+                  rb"From: py@remote\.example\r\n\r\nfrom python\r\n", data)
+assert added, data[-300:]
+PY
 
 printf 'Subject: msmtp\n\nfrom msmtp\n' | msmtp --host=127.0.0.1 --port=$PORT --auth=off --tls=off \
 	--from=m@remote.example root@localhost || fail "msmtp"
@@ -51,6 +65,27 @@ assert c.cmd(b"QUIT\r\n").startswith(b"221")
 PY
 check "BDAT"
 queue_files | xargs grep -l "chunk body" >/dev/null || fail "BDAT content not stored"
+
+# Over ::1, with SMTPUTF8: the address literal is [IPv6:::1] (RFC 5321
+# 4.1.3) and the protocol UTF8SMTP (RFC 6531); ::1 is on this host too.
+raw_smtp <<'PY' || fail "SMTPUTF8 over ::1"
+import os, rawsmtp
+c = rawsmtp.Client(int(os.environ["PORT"]), host="::1")
+assert c.cmd(b"EHLO client.example\r\n").startswith(b"250")
+assert c.cmd("MAIL FROM:<jürgen@remote.example> SMTPUTF8\r\n".encode()).startswith(b"250")
+assert c.cmd(b"RCPT TO:<root@localhost>\r\n").startswith(b"250")
+assert c.cmd(b"DATA\r\n").startswith(b"354")
+r = c.cmd("Subject: über ::1\r\n\r\nutf8 over v6\r\n.\r\n".encode())
+assert r.startswith(b"250 2.0.0 Ok: queued as "), r
+assert c.cmd(b"QUIT\r\n").startswith(b"221")
+PY
+check "SMTPUTF8 over ::1"
+python3 - $(queue_files | xargs grep -l "utf8 over v6") <<'PY' || fail "the ::1 message's header is not as it should be"
+import re, sys
+data = open(sys.argv[1], "rb").read()
+assert re.search(rb"Received: from client\.example \(localhost \[IPv6:::1\]\)\r\n\tby \S+ \(mta\) with UTF8SMTP id ", data), data[:400]
+assert re.search(rb"\r\nMessage-ID: <[0-9A-F]{34}@[^>]+>\r\nDate: [^\r]+\r\nFrom: j\xc3\xbcrgen@remote\.example\r\n\r\nutf8", data), data[-300:]
+PY
 
 # A client that pipelines QUIT after the dot and shuts down its side at
 # once still hears that its message is queued, and the message is.

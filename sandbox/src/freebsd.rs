@@ -42,6 +42,7 @@ fn right(r: CapRight) -> Right {
         CapRight::Event => Right::Event,
         CapRight::Shutdown => Right::Shutdown,
         CapRight::Getpeername => Right::Getpeername,
+        CapRight::Getsockname => Right::Getsockname,
         CapRight::Getsockopt => Right::Getsockopt,
         CapRight::Setsockopt => Right::Setsockopt,
         CapRight::Fcntl => Right::Fcntl,

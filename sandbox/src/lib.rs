@@ -69,7 +69,8 @@ pub enum Grant {
     File { fd: RawFd, write: bool },
     /// A listening stream socket (TCP or UNIX). Accepted sockets inherit
     /// its rights on FreeBSD, so it carries what a session needs: read,
-    /// write, shutdown, getpeername, socket options, event, fstat.
+    /// write, shutdown, getpeername, getsockname, socket options, event,
+    /// fstat.
     Listener { fd: RawFd },
     /// A connected socket: an IPC channel (SOCK_SEQPACKET) that may
     /// carry descriptors both ways, or a connected stream.

@@ -30,6 +30,9 @@ pub enum CapRight {
     Event,
     Shutdown,
     Getpeername,
+    /// getsockname(2): the address a client reached (smtpd tells its own
+    /// addresses from others by it).
+    Getsockname,
     Getsockopt,
     Setsockopt,
     /// fcntl(2) at all; the FreeBSD back end further limits the commands
@@ -105,7 +108,20 @@ pub fn capsicum_rights(grant: &Grant) -> Vec<CapRight> {
             r
         }
         Grant::Listener { .. } => {
-            vec![Accept, Event, Fstat, Read, Write, Shutdown, Getpeername, Getsockopt, Setsockopt, Fcntl, Ioctl]
+            vec![
+                Accept,
+                Event,
+                Fstat,
+                Read,
+                Write,
+                Shutdown,
+                Getpeername,
+                Getsockname,
+                Getsockopt,
+                Setsockopt,
+                Fcntl,
+                Ioctl,
+            ]
         }
         Grant::Channel { .. } => vec![Read, Write, Event, Fstat, Shutdown, Getsockopt, Fcntl, Ioctl],
         // Look up a name beneath it and connect to the socket found: no
@@ -287,7 +303,14 @@ mod tests {
     #[test]
     fn sockets_get_session_rights() {
         let l = capsicum_rights(&Grant::Listener { fd: 4 });
-        for need in [CapRight::Accept, CapRight::Read, CapRight::Write, CapRight::Getpeername, CapRight::Event] {
+        for need in [
+            CapRight::Accept,
+            CapRight::Read,
+            CapRight::Write,
+            CapRight::Getpeername,
+            CapRight::Getsockname,
+            CapRight::Event,
+        ] {
             assert!(l.contains(&need), "{need:?}");
         }
         let c = capsicum_rights(&Grant::Channel { fd: 3 });

@@ -1,12 +1,17 @@
 //! What cleanup does to a message's content on its way into the queue:
 //! it prepends a Received: header built only from values it checks (no
 //! CR, LF or control character from the envelope can reach the header
-//! block), and scans the header block as it streams past, counting
-//! Received: headers (the hop count) and its size.
+//! block), scans the header block as it streams past, counting Received:
+//! headers (the hop count) and its size and noting its originator fields
+//! and where it ends, and for the clients it completes the header of,
+//! appends the fields missing there.
 //!
 //! Trusts: nothing in the content or envelope; smtpd's parsing is not
 //! relied upon for header safety.
 
+use std::net::IpAddr;
+
+use crate::config::smtp::{HeaderClients, Network};
 use crate::ipc::msg::MessageEnvelope;
 
 /// The header block, scanned as content streams through.
@@ -23,7 +28,15 @@ pub struct HeaderScan {
     /// line that is neither a header field nor a continuation (which
     /// starts the body, as Postfix takes it; that line is not counted).
     pub done: bool,
-    /// Bytes of the current line seen (up to the name's end).
+    /// The block ended at its empty line (not at a line of the body).
+    pub empty_line: bool,
+    /// Bytes of the block's complete lines before its end (its empty
+    /// line, or the line that starts the body): where fields can be
+    /// added to it.
+    pub fields: u64,
+    /// The originator fields the block has (for [`crate::header`]).
+    pub seen: crate::header::Seen,
+    /// The first bytes of the current line (enough for the names noted).
     line: Vec<u8>,
     at_line_start: bool,
     /// Bytes of the current line seen in all.
@@ -52,12 +65,20 @@ fn ftext(b: u8) -> bool {
     (33..=126).contains(&b) && b != b':'
 }
 
-/// How much of a line start is kept to recognise the header name.
-const NAME_PREFIX: usize = 9;
+/// How much of a line start is kept to recognise a field name: the
+/// longest name noted (`Resent-Message-ID`) and some white space after it.
+const NAME_PREFIX: usize = 32;
 
 impl HeaderScan {
     pub fn new() -> HeaderScan {
         HeaderScan { at_line_start: true, ..HeaderScan::default() }
+    }
+
+    /// The scan of a whole message (or of its header).
+    pub fn scan(content: &[u8]) -> HeaderScan {
+        let mut s = HeaderScan::new();
+        s.feed(content);
+        s
     }
 
     /// Scan a chunk of content (CR LF line ends).
@@ -74,7 +95,8 @@ impl HeaderScan {
                 self.kind = LineKind::Start;
             }
             self.line_len += 1;
-            self.kind = match (self.kind, b) {
+            let was = self.kind;
+            self.kind = match (was, b) {
                 (LineKind::Known, _) => LineKind::Known,
                 (LineKind::Start, b' ' | b'\t' | b'\r' | b'\n') => LineKind::Known,
                 (LineKind::Start | LineKind::Name, b) if ftext(b) => LineKind::Name,
@@ -87,19 +109,35 @@ impl HeaderScan {
                     return;
                 }
             };
+            if b == b':' && was != LineKind::Known {
+                // A field's colon: the line so far is its name, perhaps
+                // with white space (cut short past NAME_PREFIX, when it is
+                // none of the names noted).
+                self.field(self.line.len());
+            }
             self.non_ascii |= !b.is_ascii();
             if b == b'\n' {
-                let line = std::mem::take(&mut self.line);
-                if line == b"\r" || line.is_empty() {
+                if self.line_len == 1 || (self.line_len == 2 && self.line.first() == Some(&b'\r')) {
                     self.done = true;
-                } else if line.len() >= NAME_PREFIX && line[..NAME_PREFIX].eq_ignore_ascii_case(b"received:") {
-                    self.hops += 1;
+                    self.empty_line = true;
+                } else {
+                    self.fields = self.size;
                 }
                 self.at_line_start = true;
             } else if self.line.len() < NAME_PREFIX {
                 self.line.push(b);
             }
         }
+    }
+
+    /// A field whose name (and white space) is the first `len` bytes of
+    /// the line.
+    fn field(&mut self, len: usize) {
+        let name = self.line[..len].trim_ascii_end();
+        if name.eq_ignore_ascii_case(b"Received") {
+            self.hops += 1;
+        }
+        self.seen.note(name);
     }
 }
 
@@ -117,6 +155,76 @@ pub fn header_refusal(scan: &HeaderScan, hops: u32, header_size: u32) -> Option<
     }
 }
 
+/// Whether cleanup gives this message the originator fields it lacks
+/// (Message-ID:, Date:, From:; `cleanup.add_missing_headers`): a local
+/// user's submission (through pickup) unless `none`; mail from an SMTP
+/// client as `clients` says, where a client on this host is one at a
+/// loopback address or at the address it connected to; never mail this
+/// host makes itself (notices, forwarded mail), which is foreign or
+/// complete.
+pub fn completes_header(clients: HeaderClients, env: &MessageEnvelope, networks: &[Network]) -> bool {
+    if env.protocol == "local" {
+        return env.submitter.is_some() && clients != HeaderClients::None;
+    }
+    let canonical = |ip: IpAddr| match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    };
+    let client = env.client_address.parse::<IpAddr>().ok().map(canonical);
+    let server = env.server_address.parse::<IpAddr>().ok().map(canonical);
+    let on_this_host = client.is_some_and(|c| c.is_loopback() || Some(c) == server);
+    match clients {
+        HeaderClients::None => false,
+        HeaderClients::Local => on_this_host,
+        HeaderClients::Networks => on_this_host || client.is_some_and(|c| networks.iter().any(|n| n.contains(c))),
+        HeaderClients::All => true,
+    }
+}
+
+/// The header lines cleanup adds to a message whose header block has
+/// the originator fields `seen`: a Message-ID: as sendmail makes one, the
+/// arrival time as Date:, and the envelope sender as From: (or their
+/// Resent- forms). None for a sender that cannot be written into a
+/// header (cleanup refuses such an envelope before this).
+pub fn missing_fields(seen: &crate::header::Seen, env: &MessageEnvelope, hostname: &str, unix: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    if seen.complete() || env.sender.chars().any(char::is_control) {
+        return out;
+    }
+    let message_id = crate::header::message_id(hostname);
+    let date = rfc5322_date(unix);
+    let from = crate::header::from_value(&env.sender, None, hostname);
+    let values = crate::header::Values { message_id: &message_id, date: &date, from: &from };
+    crate::header::append_missing(&mut out, seen, &values);
+    out
+}
+
+/// Append `body` to `out` with `fields` (complete header lines) added at
+/// the end of its header block, which `scan` (of all of `body`)
+/// describes: before the block's empty line; before the line that starts
+/// the body, with the empty line the block lacked; or, when the content
+/// is all header, after it (its last line ended first). Without fields,
+/// `body` as it is.
+pub fn append_with_fields(out: &mut Vec<u8>, body: &[u8], scan: &HeaderScan, fields: &[u8]) {
+    if fields.is_empty() {
+        return out.extend_from_slice(body);
+    }
+    let at = if scan.done { usize::try_from(scan.fields).unwrap_or(usize::MAX).min(body.len()) } else { body.len() };
+    out.extend_from_slice(&body[..at]);
+    if !scan.done {
+        match body.last() {
+            None | Some(b'\n') => {}
+            Some(b'\r') => out.push(b'\n'),
+            Some(_) => out.extend_from_slice(b"\r\n"),
+        }
+    }
+    out.extend_from_slice(fields);
+    if scan.done && !scan.empty_line {
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(&body[at..]);
+}
+
 /// Keep only characters that are safe in a header: printable ASCII, with
 /// anything else replaced, and bounded in length.
 pub fn header_safe(s: &str, max: usize) -> String {
@@ -125,6 +233,16 @@ pub fn header_safe(s: &str, max: usize) -> String {
 
 /// An RFC 5322 date in UTC (sandboxed roles never read time zone files).
 pub use crate::date::rfc5322_date;
+
+/// A client address as the inside of an RFC 5321 address literal:
+/// `192.0.2.1`, `IPv6:2001:db8::1` (4.1.3).
+fn address_literal(address: &str) -> String {
+    match address.parse::<IpAddr>() {
+        Ok(IpAddr::V6(v6)) => format!("IPv6:{v6}"),
+        Ok(IpAddr::V4(v4)) => v4.to_string(),
+        Err(_) => header_safe(address, 64),
+    }
+}
 
 /// The Received: header cleanup adds (folded, CR LF terminated).
 pub fn received(env: &MessageEnvelope, hostname: &str, queue_id: &str, unix: u64) -> String {
@@ -140,7 +258,7 @@ pub fn received(env: &MessageEnvelope, hostname: &str, queue_id: &str, unix: u64
     }
     let helo = header_safe(&env.helo, 255);
     let client_name = header_safe(&env.client_hostname, 255);
-    let client_addr = header_safe(&env.client_address, 64);
+    let client_addr = address_literal(&env.client_address);
     let mut h = format!("Received: from {helo} ({client_name} [{client_addr}])\r\n\tby {hostname} (mta)");
     if let Some(tls) = &env.tls {
         h.push_str(&format!(" ({})", header_safe(tls, 128)));
@@ -236,26 +354,183 @@ mod tests {
         assert_eq!(rfc5322_date(951_782_400), "Tue, 29 Feb 2000 00:00:00 +0000");
     }
 
-    #[test]
-    fn received_refuses_injection() {
-        let env = MessageEnvelope {
+    /// An envelope from an SMTP client at `client` that reached `server`.
+    fn smtp_env(client: &str, server: &str) -> MessageEnvelope {
+        MessageEnvelope {
             sender: String::from("a@b.example"),
-            recipients: vec![MessageRecipient { address: String::from("x@y\r\nBcc: evil"), notify: None, orcpt: None }],
+            recipients: vec![MessageRecipient { address: String::from("x@y.example"), notify: None, orcpt: None }],
             body: Default::default(),
             smtputf8: false,
             ret: None,
             envid: None,
-            helo: String::from("evil\r\nX-Injected: yes"),
+            helo: String::from("client.example"),
             protocol: String::from("ESMTP"),
-            client_address: String::from("192.0.2.1"),
+            client_address: client.to_string(),
+            server_address: server.to_string(),
             client_hostname: String::from("unknown"),
             tls: None,
             submitter: None,
-        };
+        }
+    }
+
+    #[test]
+    fn received_refuses_injection() {
+        let mut env = smtp_env("192.0.2.1", "192.0.2.25");
+        env.recipients[0].address = String::from("x@y\r\nBcc: evil");
+        env.helo = String::from("evil\r\nX-Injected: yes");
         let h = received(&env, "mx.example.org", "Q1", 0);
         assert!(!h.contains("\r\nX-Injected"));
         assert!(!h.contains("\r\nBcc"));
         assert_eq!(h.matches("\r\n").count(), 4, "{h}");
         assert!(h.starts_with("Received: from evil??X-Injected: yes (unknown [192.0.2.1])\r\n\tby mx.example.org"));
+    }
+
+    #[test]
+    fn an_ipv6_client_is_an_ipv6_address_literal() {
+        // RFC 5321 4.1.3: `[IPv6:...]`, as Postfix writes it.
+        let first = |client: &str| {
+            let h = received(&smtp_env(client, ""), "mx.example.org", "Q1", 0);
+            h.lines().next().unwrap().to_string()
+        };
+        assert_eq!(first("2001:db8::1"), "Received: from client.example (unknown [IPv6:2001:db8::1])");
+        assert_eq!(first("::1"), "Received: from client.example (unknown [IPv6:::1])");
+        assert_eq!(first("192.0.2.1"), "Received: from client.example (unknown [192.0.2.1])");
+        // What is no address at all is only made safe.
+        assert_eq!(first("no\raddress"), "Received: from client.example (unknown [no?address])");
+    }
+
+    #[test]
+    fn the_with_word_is_written_as_given() {
+        let mut env = smtp_env("192.0.2.1", "");
+        env.protocol = String::from("UTF8SMTPS");
+        assert!(received(&env, "mx.example.org", "Q1", 0).contains("\tby mx.example.org (mta) with UTF8SMTPS id Q1"));
+    }
+
+    #[test]
+    fn whose_header_is_completed() {
+        use HeaderClients::*;
+        let nets: Vec<Network> = vec!["10.0.0.0/8".parse().unwrap()];
+        let cases = [
+            // (client, server it reached, what each of None, Local, Networks, All says)
+            ("127.0.0.1", "127.0.0.1", [false, true, true, true]),
+            ("127.0.0.2", "192.0.2.25", [false, true, true, true]),
+            ("::1", "::1", [false, true, true, true]),
+            ("::ffff:127.0.0.1", "::ffff:127.0.0.1", [false, true, true, true]),
+            // The host's own address, reached from itself.
+            ("192.0.2.25", "192.0.2.25", [false, true, true, true]),
+            ("::ffff:192.0.2.25", "192.0.2.25", [false, true, true, true]),
+            ("2001:db8::25", "2001:db8::25", [false, true, true, true]),
+            // A trusted network's client: only with `networks` and `all`.
+            ("10.1.2.3", "10.0.0.1", [false, false, true, true]),
+            // Anyone else: only with `all`.
+            ("192.0.2.1", "192.0.2.25", [false, false, false, true]),
+            ("2001:db8::1", "2001:db8::25", [false, false, false, true]),
+            ("192.0.2.1", "", [false, false, false, true]),
+        ];
+        for (client, server, want) in cases {
+            for (clients, want) in [None, Local, Networks, All].into_iter().zip(want) {
+                let env = smtp_env(client, server);
+                assert_eq!(completes_header(clients, &env, &nets), want, "{client} to {server}, {clients:?}");
+            }
+        }
+        // A local user's submission, unless `none`; mail this host made
+        // (notices, forwarded mail) never.
+        let mut local = MessageEnvelope::internal(String::new(), vec![String::from("r@x.example")], false, false, "h");
+        assert!([None, Local, Networks, All].iter().all(|c| !completes_header(*c, &local, &nets)));
+        local.submitter = Some(1000);
+        assert!(!completes_header(None, &local, &nets));
+        assert!([Local, Networks, All].iter().all(|c| completes_header(*c, &local, &nets)));
+    }
+
+    /// `content` with the fields for `env` added, as cleanup stores it
+    /// (without its Received:), the added lines' values masked.
+    fn completed(content: &[&[u8]], env: &MessageEnvelope) -> String {
+        let mut scan = HeaderScan::new();
+        content.iter().for_each(|c| scan.feed(c));
+        let fields = missing_fields(&scan.seen, env, "mx.example.org", 1_795_000_000);
+        let mut out = Vec::new();
+        append_with_fields(&mut out, &content.concat(), &scan, &fields);
+        let text = String::from_utf8(out).unwrap();
+        let mut masked = String::new();
+        for line in text.split_inclusive('\n') {
+            match line.split_once(": ") {
+                Some(("Message-ID" | "Resent-Message-ID", id)) if id.ends_with("@mx.example.org>\r\n") => {
+                    let local = id.trim_start_matches('<').split_once('@').unwrap().0;
+                    assert!(local.len() == 34 && local.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+                    masked.push_str(&line.replace(local, "ID"));
+                }
+                _ => masked.push_str(line),
+            }
+        }
+        masked
+    }
+
+    #[test]
+    fn missing_fields_go_at_the_end_of_the_header_block() {
+        let env = smtp_env("127.0.0.1", "127.0.0.1");
+        let added = "Message-ID: <ID@mx.example.org>\r\nDate: Wed, 18 Nov 2026 11:06:40 +0000\r\nFrom: a@b.example\r\n";
+        // Before the empty line, the block arriving in pieces.
+        assert_eq!(
+            completed(&[b"Subject: hi\r\nTo: x@y.example\r", b"\n\r", b"\nbody\r\n"], &env),
+            format!("Subject: hi\r\nTo: x@y.example\r\n{added}\r\nbody\r\n")
+        );
+        // A folded field stays whole.
+        assert_eq!(completed(&[b"Subject: a\r\n\tb\r\n\r\n"], &env), format!("Subject: a\r\n\tb\r\n{added}\r\n"));
+        // No empty line: before the line that starts the body, with one.
+        assert_eq!(
+            completed(&[b"Subject: log\r\n2026-11-23 backup started\r\n"], &env),
+            format!("Subject: log\r\n{added}\r\n2026-11-23 backup started\r\n")
+        );
+        assert_eq!(completed(&[b"just text\r\n"], &env), format!("{added}\r\njust text\r\n"));
+        // All header: after it, its last line ended first.
+        assert_eq!(completed(&[b"Subject: x\r\n"], &env), format!("Subject: x\r\n{added}"));
+        assert_eq!(completed(&[b"Subject: x"], &env), format!("Subject: x\r\n{added}"));
+        assert_eq!(completed(&[b"Subject: x\r"], &env), format!("Subject: x\r\n{added}"));
+        assert_eq!(completed(&[b""], &env), added);
+        // An empty header block.
+        assert_eq!(completed(&[b"\r\nbody\r\n"], &env), format!("{added}\r\nbody\r\n"));
+    }
+
+    #[test]
+    fn present_fields_are_not_added_again() {
+        let env = smtp_env("127.0.0.1", "127.0.0.1");
+        let whole =
+            "From: Someone <s@b.example>\r\nDATE: Tue, 1 Jan 2030 00:00:00 +0000\r\nmessage-id: <x@y>\r\n\r\nb\r\n";
+        assert_eq!(completed(&[whole.as_bytes()], &env), whole);
+        // The obsolete syntax: white space before the colon.
+        assert_eq!(
+            completed(&[b"From : s@b.example\r\nDate\t: x\r\n\r\n"], &env),
+            "From : s@b.example\r\nDate\t: x\r\nMessage-ID: <ID@mx.example.org>\r\n\r\n"
+        );
+        // Only in the body, or only in a field's value: missing.
+        let text = completed(&[b"Subject: Date: x\r\n\r\nDate: y\r\n"], &env);
+        assert!(text.starts_with("Subject: Date: x\r\nMessage-ID: <ID@mx.example.org>\r\nDate: Wed,"), "{text}");
+    }
+
+    #[test]
+    fn resent_messages_get_resent_fields() {
+        let mut env = smtp_env("127.0.0.1", "127.0.0.1");
+        env.sender = String::new();
+        assert_eq!(
+            completed(&[b"Resent-To: z@y.example\r\nFrom: a@b.example\r\nDate: x\r\nMessage-ID: <m@b>\r\n\r\n"], &env),
+            "Resent-To: z@y.example\r\nFrom: a@b.example\r\nDate: x\r\nMessage-ID: <m@b>\r\n\
+             Resent-Message-ID: <ID@mx.example.org>\r\nResent-Date: Wed, 18 Nov 2026 11:06:40 +0000\r\n\
+             Resent-From: MAILER-DAEMON@mx.example.org\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn the_scan_marks_where_the_fields_end() {
+        let s = HeaderScan::scan(b"A: 1\r\n b\r\nC: 2\r\n\r\nD: 3\r\n");
+        assert_eq!((s.done, s.empty_line, s.fields, s.size), (true, true, 16, 18));
+        let s = HeaderScan::scan(b"A: 1\r\nbody\r\n");
+        assert_eq!((s.done, s.empty_line, s.fields, s.size), (true, false, 6, 6));
+        let s = HeaderScan::scan(b"A: 1\r\nB: 2");
+        assert_eq!((s.done, s.fields, s.size), (false, 6, 10));
+        let s = HeaderScan::scan(b"A: 1\n\nbody\n");
+        assert_eq!((s.done, s.empty_line, s.fields), (true, true, 5));
+        // A CR alone is no empty line.
+        let s = HeaderScan::scan(b"A: 1\r\n\r\r\n\r\n");
+        assert_eq!((s.done, s.empty_line, s.fields), (true, true, 9));
     }
 }

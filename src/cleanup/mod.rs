@@ -1,5 +1,7 @@
 //! cleanup: takes messages streamed by smtpd, checks their header block
-//! (size, hop count), prepends Received:, and commits them to the intake
+//! (size, hop count), prepends Received:, appends the Message-ID:, Date:
+//! and From: a header lacks for the clients `cleanup.add_missing_headers`
+//! names ([`message::completes_header`]), and commits them to the intake
 //! journal with group commit: everything that arrived while the previous
 //! flush ran is written with one write and one fdatasync, and only then
 //! does each client's smtpd hear the verdict that becomes 250. Committed
@@ -27,6 +29,7 @@ use mio::{Events, Interest, Poll, Token};
 use sandbox::Sandboxed;
 
 use crate::child::Child;
+use crate::config::smtp::HeaderClients;
 use crate::ipc::Channel;
 use crate::ipc::msg::{CleanupToQmgr, CleanupToSmtpd, CommitResult, FromMaster, MessageEnvelope, SmtpdToCleanup};
 use crate::queue::{self, Journal, QueueFile, QueueId, QueueIdGen, Time};
@@ -403,9 +406,22 @@ impl Cleanup {
             None => None,
         };
         let body = qualified.as_deref().unwrap_or(&t.content);
-        let mut content = Vec::with_capacity(received.len() + body.len());
+        // A missing Message-ID:, Date: and From: for a local user's mail
+        // and the clients `cleanup.add_missing_headers` names, at the end
+        // of the header block (a qualified header is scanned anew: its
+        // lines have other lengths).
+        let intake = self.child.config.intake.as_ref();
+        let clients = intake.map_or(HeaderClients::Local, |i| i.cleanup.add_missing_headers);
+        let completes = message::completes_header(clients, &t.envelope, intake.map_or(&[], |i| &i.networks));
+        let rescanned = (completes && qualified.is_some()).then(|| HeaderScan::scan(body));
+        let scan = rescanned.as_ref().unwrap_or(&t.scan);
+        let fields = match completes {
+            true => message::missing_fields(&scan.seen, &t.envelope, &self.child.config.hostname, arrival.secs as u64),
+            false => Vec::new(),
+        };
+        let mut content = Vec::with_capacity(received.len() + body.len() + fields.len() + 2);
         content.extend_from_slice(received.as_bytes());
-        content.extend_from_slice(body);
+        message::append_with_fields(&mut content, body, scan, &fields);
         let file = queue_file(id, arrival, &t.envelope, content);
         let role = self.peers.get(&token).map_or("?", |p| p.role.name());
         let origin = match t.envelope.submitter {
@@ -553,12 +569,14 @@ fn refused(code: u16, enhanced: &str, text: &str) -> CommitResult {
 
 /// The queue file for a message smtpd or pickup handed over.
 fn queue_file(id: queue::QueueId, arrival: Time, e: &MessageEnvelope, content: Vec<u8>) -> QueueFile {
+    // RFC 6531's words are RFC 3848's with SMTPUTF8, which the envelope
+    // records on its own.
     let protocol = match e.protocol.as_str() {
         "local" => queue::Protocol::Local,
         "SMTP" => queue::Protocol::Smtp,
-        "ESMTPS" => queue::Protocol::Esmtps,
-        "ESMTPA" => queue::Protocol::Esmtpa,
-        "ESMTPSA" => queue::Protocol::Esmtpsa,
+        "ESMTPS" | "UTF8SMTPS" => queue::Protocol::Esmtps,
+        "ESMTPA" | "UTF8SMTPA" => queue::Protocol::Esmtpa,
+        "ESMTPSA" | "UTF8SMTPSA" => queue::Protocol::Esmtpsa,
         _ => queue::Protocol::Esmtp,
     };
     let envelope = queue::Envelope {

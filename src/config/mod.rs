@@ -85,6 +85,8 @@ pub struct Config {
     pub limits: smtp::Limits,
     #[serde(deserialize_with = "smtp::de_smtpd")]
     pub smtpd: smtp::Smtpd,
+    /// cleanup: the headers it completes.
+    pub cleanup: smtp::Cleanup,
     pub queue: smtp::Queue,
     /// Concurrency and recipient limits per transport.
     pub transport: delivery::Transports,
@@ -173,6 +175,7 @@ impl Default for Config {
             tls: smtp::Tls::default(),
             limits: smtp::Limits::default(),
             smtpd: smtp::Smtpd::default(),
+            cleanup: smtp::Cleanup::default(),
             queue: smtp::Queue::default(),
             transport: delivery::Transports::default(),
             transport_map: crate::qmgr::schedule::TransportMap::default(),

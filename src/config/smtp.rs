@@ -124,6 +124,38 @@ impl Default for Smtpd {
     }
 }
 
+/// The SMTP clients whose mail cleanup gives a missing Message-ID:,
+/// Date: and From: (Postfix's `local_header_rewrite_clients`). Local
+/// submissions get them with every value but `none`; mail this host
+/// makes (notices, forwarded mail) never does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HeaderClients {
+    /// No client, and no local submission either.
+    None,
+    /// Clients on this host: a loopback address, or the address the
+    /// client reached (the client connected to itself).
+    Local,
+    /// Those and the clients in `networks`.
+    Networks,
+    /// Every client: this host changes the mail it relays.
+    All,
+}
+
+/// cleanup's behaviour.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Cleanup {
+    /// Whose mail gets the originator fields it lacks.
+    pub add_missing_headers: HeaderClients,
+}
+
+impl Default for Cleanup {
+    fn default() -> Cleanup {
+        Cleanup { add_missing_headers: HeaderClients::Local }
+    }
+}
+
 /// The queue: the intake's free-space floor and the queue manager's
 /// limits and retry times (the scheduler's `Settings`, whose comments say
 /// what each does; the defaults are Postfix's).

@@ -114,6 +114,26 @@ fn intake_settings() {
 }
 
 #[test]
+fn cleanup_settings() {
+    use crate::config::smtp::HeaderClients;
+    assert_eq!(Config::default().cleanup.add_missing_headers, HeaderClients::Local);
+    for (text, want) in [
+        ("none", HeaderClients::None),
+        ("local", HeaderClients::Local),
+        ("networks", HeaderClients::Networks),
+        ("\"all\"", HeaderClients::All),
+    ] {
+        let c = Config::parse(&format!("cleanup {{ add_missing_headers = {text}; }}")).unwrap();
+        assert_eq!(c.cleanup.add_missing_headers, want);
+    }
+    let (line, m) = Config::parse("\ncleanup {\n  add_missing_headers = mynetworks;\n}\n").unwrap_err();
+    assert_eq!(line, Some(3), "{m}");
+    assert!(m.contains("cleanup.add_missing_headers"), "{m}");
+    let (_, m) = Config::parse("cleanup { always = yes; }").unwrap_err();
+    assert!(m.contains("always"), "{m}");
+}
+
+#[test]
 fn intake_errors_name_the_key() {
     let (line, m) = Config::parse("\nlisten smtp {\n  address = \"localhost:25\";\n}\n").unwrap_err();
     assert_eq!(line, Some(3), "{m}");

@@ -69,6 +69,8 @@ pub struct Intake {
     pub networks: Vec<Network>,
     pub limits: Limits,
     pub smtpd: Smtpd,
+    /// cleanup's settings.
+    pub cleanup: crate::config::smtp::Cleanup,
     pub min_free_space: u64,
     /// `local.recipient_delimiter` (smtpd's recipient check).
     pub recipient_delimiter: String,
@@ -331,9 +333,13 @@ pub struct MessageEnvelope {
     pub ret: Option<crate::smtpd::params::Ret>,
     pub envid: Option<String>,
     pub helo: String,
-    /// SMTP, ESMTP, ESMTPS.
+    /// The Received: header's `with` word (RFC 3848, RFC 6531): SMTP,
+    /// ESMTP, ESMTPS, UTF8SMTP, UTF8SMTPS; `local` for local mail.
     pub protocol: String,
     pub client_address: String,
+    /// The address the client connected to (this host's, as the client
+    /// reached it); empty for local submission.
+    pub server_address: String,
     pub client_hostname: String,
     /// TLS version and cipher, when the session was encrypted.
     pub tls: Option<String>,
@@ -366,6 +372,7 @@ impl MessageEnvelope {
             helo: hostname.to_string(),
             protocol: String::from("local"),
             client_address: String::new(),
+            server_address: String::new(),
             client_hostname: String::from("localhost"),
             tls: None,
             submitter: None,

@@ -344,6 +344,7 @@ impl Master {
             networks: c.networks.clone(),
             limits: c.limits.clone(),
             smtpd: c.smtpd.clone(),
+            cleanup: c.cleanup.clone(),
             min_free_space: c.queue.min_free_space,
             recipient_delimiter: c.local.recipient_delimiter.clone(),
             aliases_uncompiled: smtpd && self.intake.local.aliases_uncompiled,

@@ -782,6 +782,7 @@ fn envelope(e: &maildrop::Envelope, uid: u32) -> Option<MessageEnvelope> {
         helo: String::new(),
         protocol: String::from("local"),
         client_address: String::new(),
+        server_address: String::new(),
         client_hostname: String::new(),
         tls: None,
         submitter: Some(uid),

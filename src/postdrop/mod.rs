@@ -16,9 +16,7 @@
 //!
 //! Trusts: the system configuration file; not its caller.
 
-use std::collections::hash_map::RandomState;
 use std::fs::File;
-use std::hash::{BuildHasher, Hasher};
 use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
@@ -30,6 +28,7 @@ use nix::unistd::{UnlinkatFlags, unlinkat};
 use sandbox::{DirAccess, Grant, Net, Policy, Unconfined};
 
 use crate::config::{self, Config};
+use crate::header::unique;
 use crate::maildrop::{Error as DropError, Limits, Reader, Writer, names};
 use crate::roles::MAILDROP_DIR;
 
@@ -136,16 +135,6 @@ pub fn main(args: &[String]) -> i32 {
 fn fail(code: i32, msg: &str) -> i32 {
     let _ = writeln!(std::io::stderr(), "postdrop: {msg}");
     code
-}
-
-/// A name no other process picks: time, pid and randomness, in hex
-/// (maildrop file names here, Message-ID local parts in sendmail).
-pub fn unique() -> String {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    let mut h = RandomState::new().build_hasher();
-    h.write_u128(now.as_nanos());
-    h.write_u32(std::process::id());
-    format!("{:010X}{:08X}{:016X}", now.as_secs(), std::process::id(), h.finish())
 }
 
 /// The sandbox: maildrop/ and the new file, stdin, stdout and stderr.

@@ -1,9 +1,10 @@
 //! The header of a locally submitted message: where it ends, the
 //! recipients `-t` takes from it, the Bcc: fields it must lose, and the
 //! From:, Date: and Message-ID: fields it must gain (appended, as Postfix
-//! does). Also the RFC 5322 address-list reader that `-t` and the command
-//! line share: a small iterative tokenizer and parser, bounded by its input,
-//! that keeps quoted local parts quoted (an envelope needs them so).
+//! does; [`crate::header`] decides which, as it does for cleanup). Also
+//! the RFC 5322 address-list reader that `-t` and the command line share:
+//! a small iterative tokenizer and parser, bounded by its input, that
+//! keeps quoted local parts quoted (an envelope needs them so).
 //!
 //! Trusts: nothing in the message; any local user writes it. The values in
 //! [`HeaderOptions`] come from the caller and are still checked for control
@@ -229,7 +230,6 @@ fn fields(header: &[u8]) -> Result<Vec<Field<'_>>, HeaderError> {
 pub fn prepare(header: &[u8], opts: &HeaderOptions<'_>) -> Result<Prepared, HeaderError> {
     check_options(opts)?;
     let fields = fields(header)?;
-    let resent = fields.iter().any(|f| f.name.len() > 7 && f.name[..7].eq_ignore_ascii_case(b"Resent-"));
     // The Resent- recipients replace To:, Cc: and Bcc: only when there
     // are some (as in Postfix): a lone Resent-From: hides nobody.
     let resent_to = fields.iter().any(|f| f.is("Resent-To") || f.is("Resent-Cc") || f.is("Resent-Bcc"));
@@ -244,20 +244,11 @@ pub fn prepare(header: &[u8], opts: &HeaderOptions<'_>) -> Result<Prepared, Head
             out.extend_from_slice(b"\r\n");
         }
     }
-    let (message_id, date, from) = match resent {
-        true => ("Resent-Message-ID", "Resent-Date", "Resent-From"),
-        false => ("Message-ID", "Date", "From"),
-    };
-    let mut added = Vec::new();
-    let mut add = |name: &'static str, value: &str| {
-        if !fields.iter().any(|f| f.is(name)) {
-            out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
-            added.push(name);
-        }
-    };
-    add(message_id, &format!("<{}>", opts.message_id));
-    add(date, opts.date);
-    add(from, &from_value(opts));
+    let mut seen = crate::header::Seen::default();
+    fields.iter().for_each(|f| seen.note(f.name));
+    let from = from_value(opts);
+    let values = crate::header::Values { message_id: opts.message_id, date: opts.date, from: &from };
+    let added = crate::header::append_missing(&mut out, &seen, &values);
     out.extend_from_slice(b"\r\n");
     Ok(Prepared { header: out, recipients, unreadable, added })
 }
@@ -400,20 +391,8 @@ fn dedup_key(address: &str) -> String {
 
 /// The value of a missing From: field.
 fn from_value(opts: &HeaderOptions<'_>) -> String {
-    let address = match opts.from {
-        "" | "<>" => format!("MAILER-DAEMON@{}", opts.hostname),
-        from => from.to_string(),
-    };
-    match opts.full_name.map(str::trim).filter(|n| !n.is_empty()) {
-        Some(name) => {
-            let name = display_name(name);
-            // Keep the line under RFC 5322's 998 bytes: fold before the
-            // address when it would not be.
-            let fold = if "Resent-From: ".len() + name.len() + address.len() + 3 > 998 { "\r\n" } else { "" };
-            format!("{name}{fold} <{address}>")
-        }
-        None => address,
-    }
+    let name = opts.full_name.map(str::trim).filter(|n| !n.is_empty()).map(display_name);
+    crate::header::from_value(opts.from, name.as_deref(), opts.hostname)
 }
 
 /// A full name as an RFC 5322 display name: as it is when it is all

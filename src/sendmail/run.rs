@@ -328,7 +328,7 @@ impl Context {
         if split > limit {
             return Err(failure(EX_DATAERR, format!("the message header is larger than {limit} bytes")));
         }
-        let message_id = format!("{}@{hostname}", crate::postdrop::unique());
+        let message_id = crate::header::message_id(hostname);
         let date = rfc5322_date(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()));
         let full_name = inv.full_name.as_deref().or(user.as_ref().and_then(|u| u.name.as_deref()));
         let opts = HeaderOptions {

@@ -55,6 +55,9 @@ const OUT_HIGH_WATER: usize = 64 * 1024;
 struct Conn {
     stream: TcpStream,
     ip: IpAddr,
+    /// The address the client connected to (None if the system would
+    /// not say).
+    local_ip: Option<IpAddr>,
     /// The client's name (`unknown` until and unless the connector says).
     name: String,
     /// The name is being looked up (request number): nothing is read or
@@ -510,9 +513,11 @@ impl Server {
             }
             let now = Instant::now();
             let lookup = if known.is_some() { None } else { self.names.ask(token, ip, now) };
+            let local_ip = stream.local_addr().ok().map(|a| a.ip());
             let conn = Conn {
                 stream,
                 ip,
+                local_ip,
                 name,
                 lookup,
                 tls,
@@ -884,6 +889,7 @@ fn message_envelope(e: &Envelope, c: &Conn) -> MessageEnvelope {
         helo: e.helo.clone(),
         protocol: e.protocol.to_string(),
         client_address: c.ip.to_string(),
+        server_address: c.local_ip.map(|a| a.to_string()).unwrap_or_default(),
         client_hostname: c.name.clone(),
         tls: c.tls.as_ref().and_then(|t| crate::smtpd::tls::describe(t)),
         submitter: None,

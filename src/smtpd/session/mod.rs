@@ -115,7 +115,7 @@ pub struct Envelope {
     pub ret: Option<Ret>,
     pub envid: Option<String>,
     pub helo: String,
-    /// SMTP, ESMTP or ESMTPS.
+    /// The Received: header's `with` word ([`protocol_word`]).
     pub protocol: &'static str,
 }
 
@@ -637,11 +637,7 @@ impl Session {
 
     fn envelope(&self) -> Option<Box<Envelope>> {
         let tx = self.tx.as_ref()?;
-        let protocol = match (self.esmtp, self.tls) {
-            (false, _) => "SMTP",
-            (true, false) => "ESMTP",
-            (true, true) => "ESMTPS",
-        };
+        let protocol = protocol_word(self.esmtp, self.tls, tx.params.smtputf8);
         Some(Box::new(Envelope {
             sender: tx.sender.clone(),
             recipients: tx.recipients.clone(),
@@ -838,6 +834,20 @@ impl Session {
             self.ok(250, "2.0.0", &format!("{} octets received", self.tx.as_ref().map_or(0, |t| t.size)));
         }
         true
+    }
+}
+
+/// The protocol as a Received: header's `with` names it: RFC 3848's
+/// SMTP, ESMTP and ESMTPS (TLS; HELO has no such word), and RFC 6531's
+/// UTF8SMTP and UTF8SMTPS for a transaction with SMTPUTF8 (which needs
+/// EHLO). The server offers no AUTH, so no word ends in A.
+fn protocol_word(esmtp: bool, tls: bool, smtputf8: bool) -> &'static str {
+    match (esmtp, tls, smtputf8) {
+        (false, _, _) => "SMTP",
+        (true, false, false) => "ESMTP",
+        (true, true, false) => "ESMTPS",
+        (true, false, true) => "UTF8SMTP",
+        (true, true, true) => "UTF8SMTPS",
     }
 }
 

@@ -271,6 +271,45 @@ fn starttls_discards_pipelined_plaintext() {
 }
 
 #[test]
+fn with_words_for_each_kind_of_session() {
+    // (greeting, TLS from the start, MAIL parameters, BDAT or DATA):
+    // the `with` word RFC 3848 and RFC 6531 give it.
+    let cases: [(&str, bool, &str, bool, &str); 8] = [
+        ("HELO", false, "", false, "SMTP"),
+        ("HELO", true, "", false, "SMTP"),
+        ("EHLO", false, "", false, "ESMTP"),
+        ("EHLO", true, "", true, "ESMTPS"),
+        ("EHLO", false, " SMTPUTF8", false, "UTF8SMTP"),
+        ("EHLO", false, " SMTPUTF8 BODY=8BITMIME", true, "UTF8SMTP"),
+        ("EHLO", true, " SMTPUTF8", false, "UTF8SMTPS"),
+        ("EHLO", true, " SMTPUTF8", true, "UTF8SMTPS"),
+    ];
+    for (greeting, tls, params, bdat, word) in cases {
+        let peer = Peer { address: "192.0.2.1".into(), hostname: "c.example".into() };
+        let mut s = Session::new(settings(), peer, tls);
+        s.actions().for_each(drop);
+        let mail = format!("MAIL FROM:<a@r.example>{params}\r\n");
+        for line in [&format!("{greeting} c.example\r\n"), &mail, "RCPT TO:<b@example.org>\r\n"] {
+            let l = talk(&mut s, line.as_bytes());
+            assert!(l.replies.starts_with("250"), "{greeting} {params}: {}", l.replies);
+        }
+        let l = talk(&mut s, if bdat { b"BDAT 3 LAST\r\nx\r\n" } else { b"DATA\r\n" });
+        assert_eq!(l.begins.len(), 1, "{greeting} {params}");
+        assert_eq!(l.begins[0].protocol, word, "{greeting} tls={tls} {params}");
+    }
+    // After STARTTLS, and the next transaction without SMTPUTF8 goes back.
+    let mut s = session();
+    talk(&mut s, b"EHLO c.example\r\nSTARTTLS\r\n");
+    s.tls_started();
+    talk(&mut s, b"EHLO c.example\r\nMAIL FROM:<\xc3\xa9@r.example> SMTPUTF8\r\nRCPT TO:<b@example.org>\r\n");
+    let l = talk(&mut s, b"DATA\r\n");
+    assert_eq!(l.begins[0].protocol, "UTF8SMTPS");
+    talk(&mut s, b"x\r\n.\r\n");
+    let l = talk(&mut s, b"MAIL FROM:<a@r.example>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n");
+    assert_eq!(l.begins[0].protocol, "ESMTPS");
+}
+
+#[test]
 fn bare_lf_in_data_refused_and_closed() {
     let mut s = session();
     talk(&mut s, b"EHLO c.example\r\nMAIL FROM:<a@r.example>\r\nRCPT TO:<b@example.org>\r\n");

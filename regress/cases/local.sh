@@ -230,12 +230,36 @@ wait_for 10 rcpt_is team@localhost 250 || fail "the alias refused after newalias
 ! grep -q "status=bounced (unknown user: \"team\"" "$LOG" || fail "an alias name bounced as an unknown user"
 ! grep -q "reloaded" "$LOG" || fail "something reloaded"
 
-# --- a user made while mta runs: accepted within seconds, no reload ---
+# --- a user made while mta runs: accepted within seconds, no reload,
+# also in a session that began before (smtpd takes the new table in
+# place, its sessions go on) ---
 rcpt_is mtaloc4@localhost 550 || fail "mtaloc4 accepted before it exists: $(cat "$W/rcpt")"
+rm -f "$W/go" "$W/same"
+python3 - "$PORT" "$W" >"$W/same" 2>&1 <<'PY' &
+import os, smtplib, sys, time
+w = sys.argv[2]
+with smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=30) as s:
+    s.ehlo()
+    s.mail("sender@remote.example")
+    print("before", s.rcpt("<mtaloc4@localhost>")[0], flush=True)
+    for _ in range(200):
+        if os.path.exists(w + "/go"):
+            break
+        time.sleep(0.1)
+    print("after", s.rcpt("<mtaloc4@localhost>")[0], flush=True)
+PY
+same=$!
+wait_for 10 grep -q '^before 550' "$W/same" || fail "the early session: $(cat "$W/same")"
+replaced=$(grep -c "local-recipient table replaced" "$LOG")
 mkuser mtaloc4
-wait_for 10 rcpt_is mtaloc4@localhost 250 || fail "the new user was not accepted without a reload: $(cat "$W/rcpt")"
-wait_log "password file /etc/passwd changed: local-recipient table rebuilt, smtpd restarted" 5 ||
+wait_log "password file /etc/passwd changed: local-recipient table rebuilt and sent to [0-9]* smtpd" 10 ||
 	fail "master did not log the new password file"
+wait_for 5 test "$(grep -c "local-recipient table replaced" "$LOG")" -gt "$replaced" ||
+	fail "smtpd did not take the new table"
+touch "$W/go"
+wait "$same"
+grep -q '^after 250' "$W/same" || fail "a session begun before the new user did not take it: $(cat "$W/same")"
+wait_for 10 rcpt_is mtaloc4@localhost 250 || fail "the new user was not accepted without a reload: $(cat "$W/rcpt")"
 send mtaloc4@localhost "to a new user"
 wait_for 20 has mtaloc4 1 || fail "the new user's mail was not delivered"
 # (-f: its idle delivery worker still runs as it)

@@ -6,11 +6,8 @@ use std::fs::File;
 use std::net::TcpListener;
 
 use mta::roles::Role;
-use mta::smtpd::checks::Acceptance;
+use mta::smtpd::checks::{Acceptance, MAX_TABLE};
 use mta::table::cdb::Table;
-
-/// Largest local-recipient table held in memory.
-const MAX_TABLE: u64 = 256 << 20;
 
 fn main() {
     let mut child = mta::child::start(Role::Smtpd);

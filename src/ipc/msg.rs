@@ -99,6 +99,10 @@ pub enum FromMaster {
     Peer { role: Role, pid: u32 },
     /// Finish the work in hand and exit.
     Stop,
+    /// To smtpd: the local-recipient table was built again (`newaliases`,
+    /// `useradd`); the descriptor of the new one travels with it, to be
+    /// read in place of the one in hand, by the sessions in progress too.
+    RecipientTable { aliases_uncompiled: bool },
     /// To control: the answer to `ToMaster::Status`.
     Status { id: u64, status: MasterStatus },
     /// To control: the answer to `ToMaster::Reload`.

@@ -114,6 +114,20 @@ impl Children {
     /// Mark the processes of `role` in the current generation as
     /// retiring (their slots start new ones once they are gone); returns
     /// their ids.
+    /// Give the retiring processes of `role` until `deadline` at least.
+    pub fn extend_deadline(&mut self, role: Role, deadline: Instant) {
+        for p in self.procs.values_mut() {
+            if p.role == role && p.slot.is_none() && p.stop_deadline.is_some_and(|d| d < deadline) {
+                p.stop_deadline = Some(deadline);
+            }
+        }
+    }
+
+    /// The processes of `role`, retiring ones too.
+    pub fn of_role(&self, role: Role) -> Vec<usize> {
+        self.procs.iter().filter(|(_, p)| p.role == role).map(|(id, _)| *id).collect()
+    }
+
     pub fn retire_role(&mut self, role: Role, deadline: Instant) -> Vec<usize> {
         let mut ids = Vec::new();
         for (id, p) in &mut self.procs {
@@ -351,7 +365,13 @@ impl Master {
             .children
             .procs
             .iter()
-            .filter(|(pid2, p)| **pid2 != id && p.slot.is_some() && p.channel.is_some())
+            .filter(|(pid2, p)| **pid2 != id && p.channel.is_some())
+            // Retiring processes are left alone, but for smtpd finishing
+            // its sessions: it needs the new cleanup (the old one is gone:
+            // a singleton) and connector.
+            .filter(|(_, p)| {
+                p.slot.is_some() || (p.role == Role::Smtpd && matches!(role, Role::Cleanup | Role::Connector))
+            })
             .filter(|(_, p)| roles::channel_allowed(role, p.role))
             .map(|(i, _)| *i)
             .collect();

@@ -405,10 +405,15 @@ impl Master {
         if !kept.is_empty() {
             self.log(Level::Warning, &format!("reload: {} change only at restart; kept as running", kept.join(", ")));
         }
+        // smtpd's sessions in progress may last as long as the running
+        // configuration let them: the old processes finish them.
+        let sessions = self.config.smtpd.session_timeout;
         self.config = new;
         self.generation += 1;
-        let deadline = Instant::now() + self.config.supervise.stop_timeout;
+        let now = Instant::now();
+        let deadline = now + self.config.supervise.stop_timeout;
         let ids = self.children.retire_all(deadline);
+        self.children.extend_deadline(Role::Smtpd, now + sessions + self.config.supervise.stop_timeout);
         for id in ids {
             self.send_stop(id);
         }
@@ -457,11 +462,12 @@ impl Master {
 
     /// After `newaliases` or `useradd` (the compiled aliases file or the
     /// password file is another one, see [`intake::Material::look`]):
-    /// build the local-recipient table again and replace the smtpd
-    /// processes, which read it once, with new ones that have it (the
-    /// old ones finish their sessions, as at a reload). A table that
-    /// cannot be built leaves the table, and smtpd, as they were; one
-    /// that holds the same names leaves smtpd alone.
+    /// build the local-recipient table again and send it to every smtpd
+    /// process, which reads it in place of the one it holds: sessions in
+    /// progress go on, with the new names from their next RCPT (smtpd
+    /// processes started from now on get it at start). A table that
+    /// cannot be built leaves the table as it was; one that holds the
+    /// same names is not sent.
     fn check_recipients(&mut self) {
         let now = Instant::now();
         if self.recipients_check > now {
@@ -478,11 +484,24 @@ impl Master {
                 self.log(Level::Info, &format!("{what} changed: the local recipients are the same, smtpd kept"));
             }
             intake::Look::Rebuilt(what) => {
-                let ids = self.children.retire_role(Role::Smtpd, now + self.config.supervise.stop_timeout);
-                self.log(Level::Info, &format!("{what} changed: local-recipient table rebuilt, smtpd restarted"));
-                for id in ids {
-                    self.send_stop(id);
+                let table = match self.intake.recipients.try_clone() {
+                    Ok(t) => t,
+                    Err(e) => {
+                        return self
+                            .log(Level::Error, &format!("{what} changed, but the new table cannot be sent: {e}"));
+                    }
+                };
+                let msg = crate::ipc::msg::FromMaster::RecipientTable {
+                    aliases_uncompiled: self.intake.local.aliases_uncompiled,
+                };
+                let ids = self.children.of_role(Role::Smtpd);
+                for id in &ids {
+                    self.send_to(*id, &msg, Some(std::os::fd::AsFd::as_fd(&table)));
                 }
+                self.log(
+                    Level::Info,
+                    &format!("{what} changed: local-recipient table rebuilt and sent to {} smtpd", ids.len()),
+                );
             }
         }
     }

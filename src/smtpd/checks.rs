@@ -18,6 +18,9 @@ use crate::config::smtp::Network;
 use crate::smtpd::session::{Checks, Peer, RcptVerdict};
 use crate::table::cdb::Table;
 
+/// Largest local-recipient table held in memory.
+pub const MAX_TABLE: u64 = 256 << 20;
+
 pub struct Acceptance {
     pub domains: Vec<String>,
     pub networks: Vec<Network>,

@@ -5,11 +5,16 @@
 # listing is held up by a reader that does not read (flow control: qmgr
 # makes no more of it meanwhile), mail is still delivered, status still
 # has qmgr's counts, the same user's second listing is refused as busy,
-# and another user lists the whole queue.
+# and another user lists the whole queue; control.timeout (2 s here)
+# bounds reading the request only, not a listing that takes longer.
+# Listings whose reader goes away are stopped.
 . ./lib.sh
 . ./peers.sh
 COPIES=20000
 write_conf "relay { host = \"[127.0.0.1]:$RELAY\"; }" "queue { backoff { min = 1s; max = 2s; } }"
+sed 's|^control { socket = "mta.sock"; }$|control { socket = "mta.sock"; timeout = 2s; }|' "$CONF" >"$CONF.new"
+mv "$CONF.new" "$CONF"
+grep -q 'timeout = 2s' "$CONF" || fail "cannot set control.timeout"
 start_master
 
 # The template: three recipients deferred (nobody listens on the relay
@@ -87,7 +92,8 @@ while True:
 ' "$W/slow.txt" "$W/go" &
 SLOW=$!
 wait_for 10 test -s "$W/slow.txt" || { touch "$W/go"; fail "the held-up listing did not start"; }
-sleep 1
+# Held up past control.timeout.
+sleep 3
 # Meanwhile: a delivery, status with qmgr's counts, the same user refused.
 send sender@remote.example during@remote.example "during the listing"
 wait_log "to=<during@remote.example>, relay=127.0.0.1\[127.0.0.1\]:$RELAY, .*status=sent" 15 ||
@@ -109,4 +115,14 @@ wait $SLOW || fail "the held-up listing failed"
 [ ! -s "$W/slow.err" ] || fail "the held-up listing: $(cat "$W/slow.err")"
 n=$(count "$W/slow.txt") || fail "the held-up listing: $n"
 [ "$n" -eq $N ] || fail "the held-up listing lists $n of $N"
+
+# Listings whose reader goes away are stopped, in control and in qmgr:
+# more of them than qmgr runs at once leave room for a whole one after.
+for i in 1 2 3 4 5 6; do
+	ctl queue 2>/dev/null | head -c 1000 >/dev/null
+done
+full() { ctl queue >"$W/after.txt" 2>"$W/after.err"; }
+wait_for 10 full || fail "a listing after abandoned ones: $(cat "$W/after.err")"
+n=$(count "$W/after.txt") || fail "a listing after abandoned ones: $n"
+[ "$n" -eq $N ] || fail "a listing after abandoned ones lists $n of $N"
 exit 0

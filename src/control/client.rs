@@ -1,9 +1,13 @@
 //! mtactl(8): talks to the control socket. Sends one request line, reads
-//! one JSON answer, prints it for a person (or as JSON with -j).
+//! the answer, a line of JSON, and prints it for a person (or as JSON
+//! with -j). A queue listing comes as a line of JSON per message before
+//! the answer line ([`Reader`]), and each is printed as it arrives
+//! ([`Mailq`], [`JsonQueue`]).
 //!
-//! Trusts: the answer only as far as printing it; it is bounded in size.
+//! Trusts: the answer only as far as printing it; each line is bounded
+//! in size ([`MAX_LINE`]), and so is the wait for the next bytes.
 
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -14,8 +18,11 @@ use crate::config::Config;
 
 pub const USAGE: &str = "usage: mtactl [-j | --json] [-f file | -s socket] status | reload | stop |
        queue [list] | queue show|hold|release|requeue|delete ID | queue flush";
-/// Largest answer read.
-const MAX_ANSWER: u64 = 4 << 20;
+/// Longest line of an answer: the answer itself, or one message of a
+/// listing.
+pub const MAX_LINE: usize = 4 << 20;
+/// How long mtactl waits for the next bytes of an answer (a listing goes
+/// on as long as they keep coming).
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Default, PartialEq)]
@@ -105,6 +112,9 @@ pub fn main(args: &[String]) -> i32 {
             }
         }
     };
+    if o.command == "queue" {
+        return print_listing(&o, &socket);
+    }
     match request(&socket, &o.command) {
         Ok(v) => print(&o, &v),
         Err(e) => {
@@ -112,6 +122,65 @@ pub fn main(args: &[String]) -> i32 {
             1
         }
     }
+}
+
+/// `mtactl queue`: the listing printed as it comes.
+fn print_listing(o: &Options, socket: &std::path::Path) -> i32 {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let r = list_queue(socket, o.json, &mut out);
+    let flushed = out.flush();
+    match r {
+        Ok(l) if l.answer["ok"].as_bool() == Some(true) => match flushed {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("mtactl: standard output: {e}");
+                1
+            }
+        },
+        Ok(l) => {
+            if o.json && l.printed == 0 {
+                println!("{}", l.answer);
+            } else {
+                eprintln!("mtactl: {}", l.answer["error"].as_str().unwrap_or("failed"));
+            }
+            1
+        }
+        Err(e) => {
+            eprintln!("mtactl: {}: {e}", socket.display());
+            1
+        }
+    }
+}
+
+/// A listing's end.
+#[derive(Debug)]
+pub struct Listed {
+    /// The answer line: `{"ok":true,"count":N}`, or the error.
+    pub answer: Value,
+    /// Messages printed.
+    pub printed: u64,
+}
+
+/// Ask for the queue listing and write it to `out` as it comes, in
+/// mailq's layout or (`json`) as one JSON document, `{"ok":true,
+/// "queue":[...]}`; the end (the summary line, or the document's close)
+/// only when the listing ended well. A listing that fails after messages
+/// were printed leaves them printed (and the document open).
+pub fn list_queue(socket: &std::path::Path, json: bool, out: &mut dyn Write) -> Result<Listed, RequestError> {
+    let mut mailq = Mailq::default();
+    let mut doc = JsonQueue::default();
+    let mut printed = 0;
+    let answer = request_with(socket, "queue", &mut |e| {
+        let text = if json { doc.entry(&e) } else { mailq.entry(&e) };
+        printed += 1;
+        out.write_all(text.as_bytes()).map_err(|e| format!("writing the listing: {e}"))
+    })?;
+    if answer["ok"].as_bool() == Some(true) {
+        let end = if json { doc.end() } else { mailq.end() };
+        out.write_all(end.as_bytes())?;
+    }
+    Ok(Listed { answer, printed })
 }
 
 /// Why a request to the control socket failed.
@@ -137,8 +206,18 @@ impl From<std::io::Error> for RequestError {
 
 /// Send `command` to the control socket and read its JSON answer.
 pub fn request(socket: &std::path::Path, command: &str) -> Result<Value, RequestError> {
+    request_with(socket, command, &mut |_| Err(String::from("bad answer: a listing where one answer was expected")))
+}
+
+/// Send `command` to the control socket, hand each message of a listing
+/// to `entry` as it arrives, and return the answer line.
+pub fn request_with(
+    socket: &std::path::Path,
+    command: &str,
+    entry: &mut dyn FnMut(Value) -> Result<(), String>,
+) -> Result<Value, RequestError> {
     let mut s = UnixStream::connect(socket).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+        ErrorKind::NotFound | ErrorKind::ConnectionRefused => {
             RequestError { nobody_listens: true, message: format!("{e} (is mta running?)") }
         }
         _ => RequestError::from(e),
@@ -146,13 +225,105 @@ pub fn request(socket: &std::path::Path, command: &str) -> Result<Value, Request
     s.set_read_timeout(Some(TIMEOUT))?;
     s.set_write_timeout(Some(TIMEOUT))?;
     s.write_all(format!("{command}\n").as_bytes())?;
-    let mut out = Vec::new();
-    s.take(MAX_ANSWER).read_to_end(&mut out)?;
     let bad = |message: String| RequestError { nobody_listens: false, message };
-    if out.is_empty() {
-        return Err(bad(String::from("no answer (the control process may be restarting; try again)")));
+    let mut reader = Reader::new(MAX_LINE);
+    let mut chunk = vec![0u8; 64 * 1024];
+    while !reader.answered() {
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => reader.feed(&chunk[..n], entry).map_err(bad)?,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return Err(bad(format!("nothing more came for {} s; {}", TIMEOUT.as_secs(), reader.so_far())));
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
-    serde_json::from_slice(&out).map_err(|e| bad(format!("bad answer: {e}")))
+    reader.finish().map_err(bad)
+}
+
+/// The control socket's answer, read as it comes: lines of JSON, each a
+/// message of a listing, up to the answer line (the one with `ok`),
+/// which ends it. A line is bounded; an answer cut short is an error,
+/// never a shorter listing.
+#[derive(Debug)]
+pub struct Reader {
+    buf: Vec<u8>,
+    /// `buf[..scanned]` holds no line end.
+    scanned: usize,
+    max_line: usize,
+    entries: u64,
+    answer: Option<Value>,
+}
+
+impl Reader {
+    pub fn new(max_line: usize) -> Reader {
+        Reader { buf: Vec::new(), scanned: 0, max_line, entries: 0, answer: None }
+    }
+
+    /// The answer line has come.
+    pub fn answered(&self) -> bool {
+        self.answer.is_some()
+    }
+
+    /// Take the next bytes; each message line, once whole, goes to
+    /// `entry`.
+    pub fn feed(&mut self, data: &[u8], entry: &mut dyn FnMut(Value) -> Result<(), String>) -> Result<(), String> {
+        self.buf.extend_from_slice(data);
+        let mut start = 0;
+        while let Some(end) = self.buf[self.scanned..].iter().position(|&b| b == b'\n').map(|p| self.scanned + p) {
+            let line = &self.buf[start..end];
+            start = end + 1;
+            self.scanned = start;
+            if self.answer.is_some() {
+                return Err(String::from("bad answer: more after the answer line"));
+            }
+            if line.len() > self.max_line {
+                return Err(format!("bad answer: a line longer than {} bytes", self.max_line));
+            }
+            let v: Value = serde_json::from_slice(line).map_err(|e| format!("bad answer: {e}"))?;
+            if !v.is_object() {
+                return Err(String::from("bad answer: a line that is no JSON object"));
+            }
+            if v.get("ok").is_some() {
+                if let Some(n) = v.get("count").and_then(Value::as_u64)
+                    && n != self.entries
+                {
+                    return Err(format!("bad answer: {n} message(s) announced, {} came", self.entries));
+                }
+                self.answer = Some(v);
+            } else {
+                self.entries += 1;
+                entry(v)?;
+            }
+        }
+        self.buf.drain(..start);
+        self.scanned = self.buf.len();
+        if self.buf.len() > self.max_line {
+            return Err(format!("bad answer: a line longer than {} bytes", self.max_line));
+        }
+        Ok(())
+    }
+
+    /// What came so far, for an error.
+    fn so_far(&self) -> String {
+        match self.entries {
+            0 => String::from("no answer"),
+            n => format!("the listing was cut short after {n} message(s)"),
+        }
+    }
+
+    /// The end of the stream: the answer, or why there is none.
+    pub fn finish(self) -> Result<Value, String> {
+        match self.answer {
+            Some(v) if self.buf.is_empty() => Ok(v),
+            Some(_) => Err(String::from("bad answer: more after the answer line")),
+            None if self.entries > 0 || !self.buf.is_empty() => {
+                Err(format!("{} (the answer ended early)", self.so_far()))
+            }
+            None => Err(String::from("no answer (the control process may be restarting; try again)")),
+        }
+    }
 }
 
 fn print(o: &Options, v: &Value) -> i32 {
@@ -250,18 +421,36 @@ pub fn format_show(m: &Value) -> String {
 
 /// The queue listing as mailq shows it.
 pub fn format_queue(v: &Value) -> String {
-    let list = v["queue"].as_array().cloned().unwrap_or_default();
-    if list.is_empty() {
-        return String::from("Mail queue is empty\n");
+    let mut m = Mailq::default();
+    let mut s = String::new();
+    for e in v["queue"].as_array().into_iter().flatten() {
+        s += &m.entry(e);
     }
-    let mut s = format!(
-        "{:<21}{:>8}  {:<31} {}\n",
-        "-Queue ID-", "--Size--", "----Arrival Time (UTC)----", "-Sender/Recipient-------"
-    );
-    let mut bytes = 0u64;
-    for e in &list {
+    s + &m.end()
+}
+
+/// mailq's layout, a message at a time: the heading before the first,
+/// then each message, its recipients not yet delivered and a blank line;
+/// at the end the total (`-- 2 Kbytes in 1 Request.`), or `Mail queue is
+/// empty`.
+#[derive(Debug, Default)]
+pub struct Mailq {
+    messages: u64,
+    bytes: u64,
+}
+
+impl Mailq {
+    pub fn entry(&mut self, e: &Value) -> String {
+        let mut s = String::new();
+        if self.messages == 0 {
+            s += &format!(
+                "{:<21}{:>8}  {:<31} {}\n",
+                "-Queue ID-", "--Size--", "----Arrival Time (UTC)----", "-Sender/Recipient-------"
+            );
+        }
+        self.messages += 1;
         let size = e["size"].as_u64().unwrap_or(0);
-        bytes += size;
+        self.bytes = self.bytes.saturating_add(size);
         let mark = match e["queue"].as_str() {
             Some("active") => "*",
             Some("hold") => "!",
@@ -285,11 +474,38 @@ pub fn format_queue(v: &Value) -> String {
             }
             s += &format!("{:63}{}\n", "", r["address"].as_str().unwrap_or("?"));
         }
+        if let Some(n) = e["omitted"].as_u64().filter(|n| *n > 0) {
+            s += &format!("{:63}(and {n} more recipient(s), not listed)\n", "");
+        }
         s.push('\n');
+        s
     }
-    let n = list.len();
-    s += &format!("-- {} Kbytes in {n} Request{}.\n", bytes.div_ceil(1024), if n == 1 { "" } else { "s" });
-    s
+
+    pub fn end(&self) -> String {
+        match self.messages {
+            0 => String::from("Mail queue is empty\n"),
+            n => format!("-- {} Kbytes in {n} Request{}.\n", self.bytes.div_ceil(1024), if n == 1 { "" } else { "s" }),
+        }
+    }
+}
+
+/// The listing as one JSON document, `{"ok":true,"queue":[...]}`, a
+/// message at a time.
+#[derive(Debug, Default)]
+pub struct JsonQueue {
+    messages: u64,
+}
+
+impl JsonQueue {
+    pub fn entry(&mut self, e: &Value) -> String {
+        let open = if self.messages == 0 { r#"{"ok":true,"queue":["# } else { "," };
+        self.messages += 1;
+        format!("{open}{e}")
+    }
+
+    pub fn end(&self) -> String {
+        if self.messages == 0 { String::from("{\"ok\":true,\"queue\":[]}\n") } else { String::from("]}\n") }
+    }
 }
 
 fn duration(secs: u64) -> String {
@@ -378,5 +594,160 @@ mod queue_tests {
         assert!(!t.contains("x@y.example"), "{t}");
         assert!(t.ends_with("-- 2 Kbytes in 1 Request.\n"), "{t}");
         assert_eq!(format_queue(&serde_json::json!({"ok": true, "queue": []})), "Mail queue is empty\n");
+    }
+}
+
+#[cfg(test)]
+mod stream_tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A listing of `n` messages as control sends it.
+    fn stream(n: usize) -> Vec<u8> {
+        let mut s = Vec::new();
+        for i in 0..n {
+            let e = json!({"id": format!("1NG585DGN9V0000GJ{i:03}"), "queue": "deferred", "size": 10 + i,
+                "arrival": 0, "sender": "s@example.org",
+                "recipients": [{"address": "r@example.org", "state": "deferred", "reason": "451 \u{e9}t\u{e9}"}]});
+            s.extend_from_slice(e.to_string().as_bytes());
+            s.push(b'\n');
+        }
+        s.extend_from_slice(json!({"ok": true, "count": n}).to_string().as_bytes());
+        s.push(b'\n');
+        s
+    }
+
+    /// Feed `data` in pieces cut at `cuts`; the ids seen and the result.
+    fn read(data: &[u8], cuts: &[usize], max_line: usize) -> (Vec<String>, Result<Value, String>) {
+        let mut r = Reader::new(max_line);
+        let mut ids = Vec::new();
+        let mut at = 0;
+        for &c in cuts.iter().chain(std::iter::once(&data.len())) {
+            let piece = &data[at..c.max(at)];
+            at = c.max(at);
+            if let Err(e) = r.feed(piece, &mut |v| {
+                ids.push(v["id"].as_str().unwrap_or("").to_string());
+                Ok(())
+            }) {
+                return (ids, Err(e));
+            }
+        }
+        (ids, r.finish())
+    }
+
+    #[test]
+    fn a_part_may_end_anywhere() {
+        let data = stream(3);
+        let (whole, answer) = read(&data, &[], MAX_LINE);
+        assert_eq!(whole.len(), 3);
+        assert_eq!(answer.unwrap(), json!({"ok": true, "count": 3}));
+        // Every cut in two, inside a line, a UTF-8 character, or just
+        // before or after a line end.
+        for cut in 0..=data.len() {
+            let (ids, answer) = read(&data, &[cut], MAX_LINE);
+            assert_eq!(ids, whole, "cut at {cut}");
+            assert!(answer.is_ok(), "cut at {cut}: {answer:?}");
+        }
+        // A byte at a time.
+        let every: Vec<usize> = (1..data.len()).collect();
+        assert_eq!(read(&data, &every, MAX_LINE).0, whole);
+    }
+
+    #[test]
+    fn a_stream_cut_short_is_an_error_never_a_shorter_listing() {
+        let data = stream(3);
+        for end in 0..data.len() {
+            let (ids, answer) = read(&data[..end], &[], MAX_LINE);
+            let e = answer.expect_err(&format!("cut at {end} taken for an answer"));
+            if ids.is_empty() && end == 0 {
+                assert!(e.starts_with("no answer"), "{e}");
+            } else {
+                assert!(e.contains("cut short") || e.contains("ended early"), "at {end}: {e}");
+            }
+        }
+        let e = read(&data[..data.len() - 5], &[], MAX_LINE).1.unwrap_err();
+        assert!(e.contains("cut short after 3 message(s)"), "{e}");
+    }
+
+    #[test]
+    fn an_answer_that_does_not_add_up_is_refused() {
+        // A message missing between the lines and the count.
+        let mut data = stream(2);
+        let first = data.iter().position(|&b| b == b'\n').unwrap();
+        data.drain(..=first);
+        let e = read(&data, &[], MAX_LINE).1.unwrap_err();
+        assert!(e.contains("2 message(s) announced, 1 came"), "{e}");
+        // Anything after the answer line.
+        let mut data = stream(1);
+        data.extend_from_slice(b"{\"id\":\"x\"}\n");
+        assert!(read(&data, &[], MAX_LINE).1.unwrap_err().contains("after the answer"));
+        // A line that is no object, or no JSON.
+        assert!(read(b"[1,2]\n", &[], MAX_LINE).1.unwrap_err().contains("no JSON object"));
+        assert!(read(b"{\"ok\":tru\n", &[], MAX_LINE).1.unwrap_err().starts_with("bad answer"));
+        // An ordinary answer: one line, no count.
+        let (ids, v) = read(b"{\"ok\":false,\"error\":\"busy\"}\n", &[3], MAX_LINE);
+        assert!(ids.is_empty() && v.unwrap()["error"] == "busy");
+    }
+
+    #[test]
+    fn a_line_is_bounded_not_the_answer() {
+        // 200 lines of about 180 bytes: far beyond a bound of 1000 for
+        // the whole, each line within it.
+        let data = stream(200);
+        assert!(data.len() > 20 * 1000);
+        let (ids, answer) = read(&data, &[500, 4000, 9000], 1000);
+        assert_eq!(ids.len(), 200);
+        assert!(answer.is_ok());
+        // A line over the bound, whole or not yet ended.
+        let e = read(&data, &[], 100).1.unwrap_err();
+        assert!(e.contains("longer than 100 bytes"), "{e}");
+        let long = vec![b'x'; 5000];
+        let mut r = Reader::new(1000);
+        let e = r.feed(&long, &mut |_| Ok(())).unwrap_err();
+        assert!(e.contains("longer than 1000 bytes"), "{e}");
+    }
+
+    #[test]
+    fn an_error_from_the_printer_stops_the_reading() {
+        let data = stream(5);
+        let mut r = Reader::new(MAX_LINE);
+        let mut n = 0;
+        let e = r
+            .feed(&data, &mut |_| {
+                n += 1;
+                if n == 2 { Err(String::from("writing the listing: Broken pipe")) } else { Ok(()) }
+            })
+            .unwrap_err();
+        assert_eq!((n, e.as_str()), (2, "writing the listing: Broken pipe"));
+    }
+
+    #[test]
+    fn printed_a_message_at_a_time_as_mailq_and_json_did_whole() {
+        let data = stream(3);
+        let mut m = Mailq::default();
+        let mut j = JsonQueue::default();
+        let mut text = String::new();
+        let mut doc = String::new();
+        let mut all = Vec::new();
+        let mut r = Reader::new(MAX_LINE);
+        r.feed(&data, &mut |v| {
+            text += &m.entry(&v);
+            doc += &j.entry(&v);
+            all.push(v);
+            Ok(())
+        })
+        .unwrap();
+        text += &m.end();
+        doc += &j.end();
+        let whole = json!({"ok": true, "queue": all});
+        assert_eq!(text, format_queue(&whole));
+        assert_eq!(doc, format!("{whole}\n"));
+        assert!(text.ends_with("-- 1 Kbytes in 3 Requests.\n"), "{text}");
+        assert_eq!(Mailq::default().end(), "Mail queue is empty\n");
+        assert_eq!(JsonQueue::default().end(), "{\"ok\":true,\"queue\":[]}\n");
+        // Recipients left out of a large entry are said so.
+        let mut big = all[0].clone();
+        big["omitted"] = json!(1234);
+        assert!(Mailq::default().entry(&big).contains("(and 1234 more recipient(s), not listed)"));
     }
 }

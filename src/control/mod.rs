@@ -1,12 +1,14 @@
 //! control: serves the control socket that master bound and handed over.
 //! A client (mtactl) sends one request line; peer credentials decide what
-//! it may do (root and the mail user: everything; others: nothing yet —
-//! a read-only queue listing comes with the queue). control asks master
-//! for the process table, reload or stop, and qmgr for queue counts, and
-//! answers with one JSON document.
+//! it may do (root and the mail user: everything; others: the queue
+//! listing and a flush). control asks master for the process table,
+//! reload or stop, and qmgr for queue counts and the queue's messages,
+//! and answers with one line of JSON; a queue listing is streamed, a line
+//! per message as qmgr's parts arrive and then the answer line (see
+//! [`forward`]).
 //!
 //! Trusts: master. Distrusts clients: requests are bounded in size, time
-//! and number.
+//! and number, listings in number per user and in all.
 
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
@@ -29,6 +31,7 @@ use crate::queue::QueueId;
 use crate::roles::Role;
 
 pub mod client;
+pub mod forward;
 
 const MASTER: Token = Token(0);
 const LISTENER: Token = Token(1);
@@ -38,6 +41,12 @@ const FIRST_CLIENT: usize = 16;
 const MAX_REQUEST: usize = 1024;
 /// How long a status waits for qmgr's counts before answering without them.
 const QMGR_WAIT: Duration = Duration::from_secs(2);
+/// How long an answer may take once the request is read (master's or
+/// qmgr's, and writing it out to the client).
+const ANSWER_WAIT: Duration = Duration::from_secs(60);
+/// A listing goes on as long as it moves within this: a part from qmgr,
+/// or bytes the client takes.
+const LIST_IDLE: Duration = Duration::from_secs(30);
 
 /// A request a client may make.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,10 +110,8 @@ pub fn authorized(command: Command, peer_uid: u32, own_uid: u32) -> bool {
 
 enum Phase {
     Reading,
-    /// Receiving a queue listing from qmgr.
-    Listing {
-        entries: Vec<Value>,
-    },
+    /// Passing a queue listing from qmgr on to the client.
+    Listing(forward::Forward),
     /// Waiting for qmgr's answer to show, an operator action or flush.
     Queue,
     /// Waiting for master (and for status, qmgr).
@@ -125,6 +132,8 @@ struct Client {
     /// The peer's uid from the kernel; None if it could not be had.
     uid: Option<u32>,
     buf: Vec<u8>,
+    /// Reading the request: `control.timeout` from the connection; then
+    /// the bound on its answer ([`ANSWER_WAIT`], [`LIST_IDLE`]).
     deadline: Instant,
     phase: Phase,
 }
@@ -241,7 +250,8 @@ impl Control {
                 }
             }
             Phase::Writing { .. } => self.write_out(token),
-            Phase::Waiting { .. } | Phase::Listing { .. } | Phase::Queue => {}
+            Phase::Listing(_) => self.pump(token),
+            Phase::Waiting { .. } | Phase::Queue => {}
         }
     }
 
@@ -257,13 +267,29 @@ impl Control {
             return self.answer(token, json!({"ok": false, "error": "permission denied"}));
         }
         let id = token.0 as u64;
+        // The request is read: from now on the answer's bound applies.
+        if let Some(c) = self.clients.get_mut(&token) {
+            c.deadline = Instant::now() + if command == Command::Queue { LIST_IDLE } else { ANSWER_WAIT };
+        }
         if command == Command::Queue {
+            let running: Vec<u32> = self
+                .clients
+                .values()
+                .filter(|c| matches!(c.phase, Phase::Listing(_)))
+                .map(|c| c.uid.unwrap_or(u32::MAX))
+                .collect();
+            if let Err(e) = forward::may_list(&running, uid.unwrap_or(u32::MAX), self.own_uid) {
+                return self.answer(token, json!({"ok": false, "error": e}));
+            }
             let sent = self.qmgr.as_mut().is_some_and(|q| q.send(&ControlToQmgr::List { id }, &[]).is_ok());
             if !sent {
                 return self.answer(token, json!({"ok": false, "error": "the queue manager is not running"}));
             }
             if let Some(c) = self.clients.get_mut(&token) {
-                c.phase = Phase::Listing { entries: Vec::new() };
+                c.phase = Phase::Listing(forward::Forward::default());
+                // Only written to from now on (a client that goes away
+                // shows as an error on the socket).
+                let _ = self.poll.registry().reregister(&mut c.stream, token, Interest::WRITABLE);
             }
             return;
         }
@@ -313,6 +339,7 @@ impl Control {
                     if let Some(old) = self.qmgr.take() {
                         let old_raw = old.as_raw_fd();
                         let _ = self.poll.registry().deregister(&mut SourceFd(&old_raw));
+                        self.qmgr_gone();
                     }
                     if let Err(e) = self.poll.registry().register(&mut SourceFd(&raw), QMGR, Interest::READABLE) {
                         self.child.fatal(&format!("registering the qmgr channel: {e}"));
@@ -373,14 +400,17 @@ impl Control {
                         self.child.fatal("qmgr sent descriptors with a listing");
                     }
                     let token = Token(id as usize);
-                    if let Some(c) = self.clients.get_mut(&token)
-                        && let Phase::Listing { entries: all } = &mut c.phase
-                    {
-                        all.extend(entries.iter().map(entry_json));
-                        if last {
-                            let list = std::mem::take(all);
-                            self.answer(token, json!({"ok": true, "queue": list}));
+                    match self.clients.get_mut(&token) {
+                        Some(c) if matches!(c.phase, Phase::Listing(_)) => {
+                            if let Phase::Listing(f) = &mut c.phase {
+                                f.part(&entries, last);
+                            }
+                            c.deadline = Instant::now() + LIST_IDLE;
+                            self.pump(token);
                         }
+                        // The client went away (and its cancel is on its
+                        // way to qmgr).
+                        _ => {}
                     }
                 }
                 Ok(Some((QmgrToControl::Shown { id, result }, fds))) => {
@@ -397,6 +427,15 @@ impl Control {
                     if !fds.is_empty() {
                         self.child.fatal("qmgr sent descriptors with an answer");
                     }
+                    let token = Token(id as usize);
+                    if let Some(c) = self.clients.get_mut(&token)
+                        && let Phase::Listing(f) = &mut c.phase
+                    {
+                        // A listing qmgr would not start.
+                        f.fail(result.as_ref().err().map_or("the queue listing failed", String::as_str));
+                        self.pump(token);
+                        continue;
+                    }
                     let v = match result {
                         Ok(text) => json!({"ok": true, "result": text}),
                         Err(e) => json!({"ok": false, "error": e}),
@@ -408,9 +447,75 @@ impl Control {
                         let raw = old.as_raw_fd();
                         let _ = self.poll.registry().deregister(&mut SourceFd(&raw));
                     }
+                    self.qmgr_gone();
                     return;
                 }
                 Err(e) => self.child.fatal(&format!("qmgr channel: {e}")),
+            }
+        }
+    }
+
+    /// The qmgr channel closed or was replaced: what was asked of it will
+    /// not be answered.
+    fn qmgr_gone(&mut self) {
+        let tokens: Vec<Token> = self.clients.keys().copied().collect();
+        for t in tokens {
+            let Some(c) = self.clients.get_mut(&t) else { continue };
+            match &mut c.phase {
+                Phase::Listing(f) if !f.ended() => {
+                    f.fail("the queue manager went away; try again");
+                    self.pump(t);
+                }
+                Phase::Queue => {
+                    self.answer(t, json!({"ok": false, "error": "the queue manager went away; try again"}));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Write what a listing has for its client, and ask qmgr for more as
+    /// it drains; close the client at the end, or when it went away.
+    fn pump(&mut self, token: Token) {
+        let Some(c) = self.clients.get_mut(&token) else { return };
+        let Phase::Listing(f) = &mut c.phase else { return };
+        let mut gone = false;
+        let mut moved = false;
+        while !f.pending().is_empty() {
+            match c.stream.write(f.pending()) {
+                Ok(0) => {
+                    gone = true;
+                    break;
+                }
+                Ok(n) => {
+                    f.wrote(n);
+                    moved = true;
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    gone = true;
+                    break;
+                }
+            }
+        }
+        if gone || f.done() {
+            return self.close(token);
+        }
+        if moved {
+            c.deadline = Instant::now() + LIST_IDLE;
+        }
+        let credit = f.credit();
+        let id = token.0 as u64;
+        for _ in 0..credit {
+            let sent = self.qmgr.as_mut().is_some_and(|q| q.send(&ControlToQmgr::ListMore { id }, &[]).is_ok());
+            if !sent {
+                if let Some(c) = self.clients.get_mut(&token)
+                    && let Phase::Listing(f) = &mut c.phase
+                {
+                    f.fail("the queue manager is not running");
+                }
+                return self.pump(token);
             }
         }
     }
@@ -444,6 +549,7 @@ impl Control {
         let mut out = v.to_string().into_bytes();
         out.push(b'\n');
         c.phase = Phase::Writing { out, sent: 0 };
+        c.deadline = Instant::now() + ANSWER_WAIT;
         let _ = self.poll.registry().reregister(&mut c.stream, token, Interest::WRITABLE);
         self.write_out(token);
     }
@@ -466,6 +572,13 @@ impl Control {
     fn close(&mut self, token: Token) {
         if let Some(mut c) = self.clients.remove(&token) {
             let _ = self.poll.registry().deregister(&mut c.stream);
+            // A listing cut short: qmgr stops it.
+            if let Phase::Listing(f) = &c.phase
+                && !f.ended()
+                && let Some(q) = self.qmgr.as_mut()
+            {
+                let _ = q.send(&ControlToQmgr::ListCancel { id: token.0 as u64 }, &[]);
+            }
         }
         // A slot is free: take any connection waiting in the backlog.
         self.accept();
@@ -487,11 +600,19 @@ impl Control {
     }
 }
 
-/// One listed message in the shape `mtactl -j queue` and mailq use.
+/// One listed message in the shape `mtactl -j queue` and mailq use
+/// (`omitted`: recipients left out of a very large entry, only when
+/// there are some).
 pub fn entry_json(e: &QueueEntry) -> Value {
     let rcpts: Vec<Value> =
         e.recipients.iter().map(|(a, st, why)| json!({"address": a, "state": st, "reason": why})).collect();
-    json!({"id": e.id, "queue": e.queue, "size": e.size, "arrival": e.arrival, "sender": e.sender, "recipients": rcpts})
+    let mut v = json!({
+        "id": e.id, "queue": e.queue, "size": e.size, "arrival": e.arrival, "sender": e.sender, "recipients": rcpts,
+    });
+    if e.omitted > 0 {
+        v["omitted"] = Value::from(e.omitted);
+    }
+    v
 }
 
 fn detail_json(d: &MessageDetail) -> Value {

@@ -180,8 +180,14 @@ impl ChildState {
 pub enum ControlToQmgr {
     /// How many files each queue directory holds.
     QueueCounts { id: u64 },
-    /// Every message in the queue (answered in parts).
+    /// Every message in the queue, answered in parts (`QmgrToControl::List`):
+    /// qmgr sends [`LIST_WINDOW`] parts, then one more for each `ListMore`.
     List { id: u64 },
+    /// Control passed a part of listing `id` on to its client: one more
+    /// part may come.
+    ListMore { id: u64 },
+    /// The client of listing `id` went away: qmgr stops it.
+    ListCancel { id: u64 },
     /// One message in full: envelope, recipients, headers.
     Show { id: u64, queue_id: String },
     /// An operator's action on one message.
@@ -247,7 +253,8 @@ pub enum QmgrToControl {
         id: u64,
         counts: Vec<(String, u64)>,
     },
-    /// Part of a listing; `last` ends it.
+    /// Part of a listing; `last` ends it. A listing qmgr will not start
+    /// (too many under way) is answered with `Done` and an error instead.
     List {
         id: u64,
         entries: Vec<QueueEntry>,
@@ -277,7 +284,16 @@ pub struct QueueEntry {
     pub sender: String,
     /// Address, state (pending, done, deferred, bounced) and last reason.
     pub recipients: Vec<(String, String, String)>,
+    /// Recipients left out of `recipients` to keep the entry within its
+    /// bound (the rest of a message with very many).
+    pub omitted: u32,
 }
+
+/// Parts of a listing qmgr sends before control asks for more.
+pub const LIST_WINDOW: u32 = 2;
+/// Most queue listings under way at once (qmgr refuses more; control
+/// keeps to it, and to its own limits per user).
+pub const MAX_LISTINGS: usize = 4;
 
 /// smtpd → cleanup: a message, streamed. `txn` numbers transactions
 /// within one channel.

@@ -35,7 +35,10 @@ impl Qmgr {
             }
             ControlToQmgr::Admin { id, op, queue_id } => (id, self.operate(op, &queue_id)),
             ControlToQmgr::Flush { id } => (id, Ok(self.flush())),
-            ControlToQmgr::QueueCounts { .. } | ControlToQmgr::List { .. } => return,
+            ControlToQmgr::QueueCounts { .. }
+            | ControlToQmgr::List { .. }
+            | ControlToQmgr::ListMore { .. }
+            | ControlToQmgr::ListCancel { .. } => return,
         };
         self.send_to(token, &QmgrToControl::Done { id, result: reply }, &[]);
     }

@@ -40,6 +40,7 @@ use crate::queue::{QueueEnvelope, QueueId, SlotWrite, Time, update_status_at};
 use crate::roles::{QUEUE_DIRS, Role};
 
 pub mod admin;
+pub mod listing;
 pub mod scan;
 pub mod schedule;
 pub mod store;
@@ -50,10 +51,6 @@ use store::{Dir, Problem, Store};
 const MASTER: Token = Token(0);
 const WATCH: Token = Token(1);
 const FIRST_PEER: usize = 16;
-/// Messages in one listing message to control.
-const LIST_PART: usize = 500;
-/// Most messages listed at once.
-const MAX_LISTED: usize = 1_000_000;
 /// Names of incoming/ read in one listing.
 const INCOMING_BATCH: usize = 10_000;
 /// Admissions per turn of the loop, so replies and reports are not kept
@@ -250,6 +247,8 @@ pub struct Qmgr {
     retries: BTreeSet<(Instant, QueueId)>,
     next_req: u64,
     stopping: bool,
+    /// Queue listings under way, for control.
+    listings: listing::Listings,
 }
 
 /// Prepare the watch on incoming/ (before the sandbox: on Linux it takes
@@ -304,6 +303,7 @@ pub fn serve(_token: Sandboxed, mut child: Child, watch: std::io::Result<Watch>,
         retries: BTreeSet::new(),
         next_req: 1,
         stopping: false,
+        listings: listing::Listings::default(),
     };
     q.start_up();
     // Log records go once per turn.
@@ -462,6 +462,10 @@ impl Qmgr {
         if !self.incoming.is_empty() && room.messages > 0 && room.recipients > 0 {
             t = Duration::ZERO;
         }
+        // A listing control is waiting for goes on in the next turn.
+        if self.listings.ready() {
+            t = Duration::ZERO;
+        }
         t
     }
 
@@ -536,6 +540,7 @@ impl Qmgr {
 
     fn drop_peer(&mut self, token: Token, why: &str) {
         let Some(p) = self.peers.remove(&token) else { return };
+        self.listings.drop_peer(token);
         let raw = p.chan.as_raw_fd();
         let _ = self.poll.registry().deregister(&mut SourceFd(&raw));
         if why != "closed" && why != "replaced" {
@@ -730,6 +735,7 @@ impl Qmgr {
         self.admit(now);
         self.dispatch(now);
         self.retry_notices();
+        self.list_some();
     }
 
     fn admit(&mut self, now: Time) {
@@ -1452,40 +1458,44 @@ impl Qmgr {
                 }
                 self.send_to(token, &QmgrToControl::QueueCounts { id, counts }, &[]);
             }
-            ControlToQmgr::List { id } => self.list(token, id),
+            ControlToQmgr::List { id } => {
+                if let Err(e) = self.listings.start(token, id) {
+                    self.send_to(token, &QmgrToControl::Done { id, result: Err(e) }, &[]);
+                }
+            }
+            ControlToQmgr::ListMore { id } => self.listings.more(token, id),
+            ControlToQmgr::ListCancel { id } => {
+                self.listings.cancel(token, id);
+            }
             other => self.admin(token, other),
         }
     }
 
-    /// Send the whole queue to control, in parts.
-    fn list(&mut self, token: Token, id: u64) {
-        let mut entries = Vec::new();
-        let mut problems = Vec::new();
-        for dir in [Dir::Incoming, Dir::Active, Dir::Deferred, Dir::Hold] {
-            let s = scan::scan(&self.store, dir, MAX_LISTED - entries.len());
-            entries.extend(s.entries);
-            problems.extend(s.moved_to_corrupt);
-            problems.extend(s.errors);
+    /// Go on with the listings under way, a slice of the queue per turn
+    /// (see [`listing`]), and send control the parts made.
+    fn list_some(&mut self) {
+        if !self.listings.ready() {
+            return;
         }
-        // A message in the scheduler's hands is active, wherever its file.
-        for e in &mut entries {
-            if e.queue == Dir::Incoming.name() && QueueId::parse(&e.id).is_some_and(|id| self.active.contains_key(&id))
-            {
-                e.queue = Dir::Active.name().to_string();
-            }
-        }
+        let mut budget = listing::turn_budget();
+        let (parts, problems) = self.listings.turn(&self.store, &mut budget);
         for p in problems {
             self.child.warn(&p);
         }
-        let mut parts: Vec<Vec<_>> = entries.chunks(LIST_PART).map(<[_]>::to_vec).collect();
-        if parts.is_empty() {
-            parts.push(Vec::new());
-        }
-        let n = parts.len();
-        for (i, part) in parts.into_iter().enumerate() {
-            let msg = QmgrToControl::List { id, entries: part, last: i + 1 == n };
-            if !self.send_to(token, &msg, &[]) {
-                return;
+        for mut out in parts {
+            // A message in the scheduler's hands is active, wherever its
+            // file.
+            for e in &mut out.part.entries {
+                if e.queue == Dir::Incoming.name()
+                    && QueueId::parse(&e.id).is_some_and(|id| self.active.contains_key(&id))
+                {
+                    e.queue = Dir::Active.name().to_string();
+                }
+            }
+            let msg = QmgrToControl::List { id: out.id, entries: out.part.entries, last: out.part.last };
+            if !self.send_to(out.peer, &msg, &[]) {
+                // The channel is dropped, and its listings with it.
+                continue;
             }
         }
     }

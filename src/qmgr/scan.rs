@@ -3,9 +3,24 @@
 //! link, and validated by the queue format's reader. A file that fails
 //! validation is moved to corrupt/ and logged; it never stops the scan.
 //!
+//! A listing is a [`Cursor`]: it holds one open directory stream at a
+//! time and reads the queue a slice at a time ([`Cursor::advance`] within
+//! a [`Budget`]), so that qmgr lists between the turns of its event loop
+//! and deliveries go on meanwhile. It hands out the entries in parts of
+//! bounded size, in the order incoming/, active/, deferred/ (its hashed
+//! subfolders one after the other), hold/, and within a directory in the
+//! order the kernel lists it: nothing holds the whole queue, or even the
+//! names of one directory. A message moved between directories while a
+//! listing runs may be listed twice or not at all, as with any listing
+//! of a changing directory.
+//!
 //! Trusts: nothing in the files.
 
-use nix::fcntl::{OFlag, openat};
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use nix::dir::{Dir as NixDir, OwningIter};
+use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 
 use crate::ipc::msg::QueueEntry;
@@ -14,106 +29,288 @@ use crate::queue::{self, QueueEnvelope, QueueId};
 use super::schedule::DEFERRED_SUBDIRS;
 use super::store::{self, Dir, Problem, Store};
 
-/// One queue directory's entries, and what went wrong on the way.
-pub struct Scan {
+/// Most entries in one part.
+pub const PART_ENTRIES: usize = 500;
+/// A part is sent once its entries' estimated encoding reaches this.
+pub const PART_BYTES: usize = 64 * 1024;
+/// Largest estimated encoding of one entry: recipients beyond it are
+/// left out (and counted). With [`PART_BYTES`] this keeps every part far
+/// below the channel's bound on a message.
+pub const MAX_ENTRY_BYTES: usize = 256 * 1024;
+
+/// How much one call of [`Cursor::advance`] may do.
+#[derive(Clone, Copy, Debug)]
+pub struct Budget {
+    /// Directory entries read.
+    pub names: usize,
+    /// Queue files opened and read (or moved to corrupt/).
+    pub files: usize,
+    /// Stop after this, whatever is left.
+    pub until: Option<Instant>,
+}
+
+impl Budget {
+    fn spent(&self) -> bool {
+        self.names == 0 || self.files == 0 || self.until.is_some_and(|t| Instant::now() >= t)
+    }
+}
+
+/// A part of a listing.
+#[derive(Debug, Default)]
+pub struct Part {
     pub entries: Vec<QueueEntry>,
-    pub moved_to_corrupt: Vec<String>,
-    pub errors: Vec<String>,
+    /// The listing ends with this part.
+    pub last: bool,
 }
 
-/// List and validate the queue files of `dir`, at most `limit`; files
-/// that are no queue files are moved to corrupt/.
-pub fn scan(store: &Store, dir: Dir, limit: usize) -> Scan {
-    scan_as(store, dir, limit, true)
+/// One directory to read: a queue directory, or a subfolder of deferred/.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Source {
+    dir: Dir,
+    /// A subfolder of deferred/; `None` for a directory's top.
+    sub: Option<&'static str>,
 }
 
-/// The whole queue under `spool`, read directly and changing nothing (for
-/// `mailq` while mta is not running): at most `limit` entries, and what
-/// could not be read (a file that is no queue file is reported, left where
-/// it is). Fails when the queue directories cannot be opened.
-pub fn read_directly(spool: &std::path::Path, limit: usize) -> Result<(Vec<QueueEntry>, Vec<String>), String> {
+impl Source {
+    fn name(&self) -> String {
+        match self.sub {
+            Some(s) => format!("{}/{s}", self.dir.name()),
+            None => self.dir.name().to_string(),
+        }
+    }
+}
+
+/// Where a listing is.
+pub struct Cursor {
+    /// Move what is no queue file to corrupt/ (qmgr), or only report it
+    /// (mailq reading the queue itself).
+    fix: bool,
+    /// Directories still to read, the current one first.
+    sources: VecDeque<Source>,
+    /// The current directory's stream, once opened.
+    reader: Option<OwningIter>,
+    part: Vec<QueueEntry>,
+    part_bytes: usize,
+    /// Everything is read; the last part is still to be handed out.
+    ended: bool,
+    /// The last part was handed out.
+    finished: bool,
+    /// What went wrong on the way, and files moved to corrupt/, to log.
+    problems: Vec<String>,
+}
+
+impl Cursor {
+    /// A listing of the whole queue.
+    pub fn new(fix: bool) -> Cursor {
+        let mut sources = VecDeque::new();
+        for dir in [Dir::Incoming, Dir::Active, Dir::Deferred] {
+            sources.push_back(Source { dir, sub: None });
+        }
+        for sub in DEFERRED_SUBDIRS {
+            sources.push_back(Source { dir: Dir::Deferred, sub: Some(sub) });
+        }
+        sources.push_back(Source { dir: Dir::Hold, sub: None });
+        Cursor {
+            fix,
+            sources,
+            reader: None,
+            part: Vec::new(),
+            part_bytes: 0,
+            ended: false,
+            finished: false,
+            problems: Vec::new(),
+        }
+    }
+
+    /// The last part was handed out.
+    pub fn finished(&self) -> bool {
+        self.finished
+    }
+
+    /// What went wrong since the last call (to log or show).
+    pub fn take_problems(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.problems)
+    }
+
+    /// Read on within `budget`: the next part once it is full, or the last
+    /// one at the end; `None` when the budget ran out first (call again).
+    /// After the last part, always `None`.
+    pub fn advance(&mut self, store: &Store, budget: &mut Budget) -> Option<Part> {
+        loop {
+            if self.finished {
+                return None;
+            }
+            if self.part.len() >= PART_ENTRIES || self.part_bytes >= PART_BYTES {
+                self.part_bytes = 0;
+                return Some(Part { entries: std::mem::take(&mut self.part), last: false });
+            }
+            if self.ended {
+                self.finished = true;
+                self.part_bytes = 0;
+                return Some(Part { entries: std::mem::take(&mut self.part), last: true });
+            }
+            if budget.spent() {
+                return None;
+            }
+            self.step(store, budget);
+        }
+    }
+
+    /// One directory entry (opening the next directory when one ends).
+    fn step(&mut self, store: &Store, budget: &mut Budget) {
+        let Some(&source) = self.sources.front() else {
+            self.ended = true;
+            return;
+        };
+        if self.reader.is_none() {
+            match open(store, source) {
+                Ok(Some(r)) => self.reader = Some(r),
+                // A subfolder of deferred/ not made yet: nothing in it.
+                Ok(None) => {
+                    self.sources.pop_front();
+                    return;
+                }
+                Err(e) => {
+                    self.problems.push(format!("listing {}: {e}", source.name()));
+                    self.sources.pop_front();
+                    return;
+                }
+            }
+        }
+        let next = self.reader.as_mut().and_then(Iterator::next);
+        budget.names = budget.names.saturating_sub(1);
+        let name = match next {
+            None => {
+                self.reader = None;
+                self.sources.pop_front();
+                return;
+            }
+            Some(Err(e)) => {
+                self.problems.push(format!("listing {}: {e}", source.name()));
+                self.reader = None;
+                self.sources.pop_front();
+                return;
+            }
+            Some(Ok(entry)) => entry.file_name().to_bytes().to_vec(),
+        };
+        // Names starting with a dot are cleanup's files being written
+        // (and . and ..).
+        if name.starts_with(b".") {
+            return;
+        }
+        let Ok(name) = String::from_utf8(name) else {
+            self.problems.push(format!("{}: a name that is not UTF-8", source.name()));
+            return;
+        };
+        match (QueueId::parse(&name), source.sub) {
+            // deferred/ holds its subfolders, and queue files only in them
+            // (one at its top is never read, by delivery either).
+            (Some(_), None) if source.dir == Dir::Deferred => {}
+            (None, None) if source.dir == Dir::Deferred && DEFERRED_SUBDIRS.contains(&name.as_str()) => {}
+            (Some(id), _) => {
+                budget.files = budget.files.saturating_sub(1);
+                self.file(store, source.dir, &id);
+            }
+            // What else a subfolder of deferred/ holds is left alone.
+            (None, Some(_)) => {}
+            (None, None) => {
+                budget.files = budget.files.saturating_sub(1);
+                self.junk(store, source, &name);
+            }
+        }
+    }
+
+    /// A name that is no queue ID.
+    fn junk(&mut self, store: &Store, source: Source, name: &str) {
+        let shown = format!("{}/{name}", source.name());
+        if !self.fix {
+            self.problems.push(format!("{shown}: not a queue file name"));
+            return;
+        }
+        match store.to_corrupt(source.dir, name) {
+            Ok(to) => self.problems.push(format!("{shown}: not a queue file name; moved to corrupt/{to}")),
+            Err(e) => self.problems.push(format!("{shown}: not a queue file name; cannot move it to corrupt/: {e}")),
+        }
+    }
+
+    /// One queue file.
+    fn file(&mut self, store: &Store, dir: Dir, id: &QueueId) {
+        match read(store, dir, id) {
+            Ok(q) => {
+                let (e, bytes) = bounded_entry(dir, &q);
+                self.part.push(e);
+                self.part_bytes += bytes;
+            }
+            // Gone meanwhile (delivered, moved, deleted), or not complete
+            // yet (cleanup is writing it).
+            Err(Problem::Gone | Problem::Incomplete) => {}
+            Err(Problem::Io(e)) => self.problems.push(format!("{}/{id}: {e}", dir.name())),
+            Err(Problem::Corrupt(why)) => {
+                let name = store::path(dir, id);
+                if !self.fix {
+                    self.problems.push(format!("{}/{name}: {why}", dir.name()));
+                    return;
+                }
+                match store.to_corrupt(dir, &name) {
+                    Ok(to) => self.problems.push(format!("{}/{name}: {why}; moved to corrupt/{to}", dir.name())),
+                    Err(e) => {
+                        self.problems.push(format!("{}/{name}: {why}; cannot move it to corrupt/: {e}", dir.name()))
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A stream of one directory's names; `None` for a subfolder of
+/// deferred/ that does not exist.
+fn open(store: &Store, source: Source) -> nix::Result<Option<OwningIter>> {
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let d = match source.sub {
+        None => NixDir::openat(store.fd(source.dir), ".", flags, Mode::empty())?,
+        Some(sub) => match NixDir::openat(store.fd(source.dir), sub, flags | OFlag::O_NOFOLLOW, Mode::empty()) {
+            Ok(d) => d,
+            Err(nix::errno::Errno::ENOENT) => return Ok(None),
+            Err(e) => return Err(e),
+        },
+    };
+    Ok(Some(d.into_iter()))
+}
+
+/// The queue directories under `spool`, opened to be read directly (for
+/// `mailq` while mta is not running).
+pub fn open_spool(spool: &std::path::Path) -> Result<Store, String> {
     let mut fds = Vec::new();
     for name in crate::roles::QUEUE_DIRS {
         let path = spool.join(name);
         let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW;
         fds.push(nix::fcntl::open(&path, flags, Mode::empty()).map_err(|e| format!("{}: {e}", path.display()))?);
     }
-    let store = Store::new(fds)?;
-    let mut entries = Vec::new();
-    let mut problems = Vec::new();
-    for dir in [Dir::Incoming, Dir::Active, Dir::Deferred, Dir::Hold] {
-        let s = scan_as(&store, dir, limit.saturating_sub(entries.len()), false);
-        entries.extend(s.entries);
-        problems.extend(s.errors);
-    }
-    Ok((entries, problems))
+    Store::new(fds)
 }
 
-fn scan_as(store: &Store, dir: Dir, limit: usize, fix: bool) -> Scan {
-    let mut out = Scan { entries: Vec::new(), moved_to_corrupt: Vec::new(), errors: Vec::new() };
-    let (names, junk) = match names(store, dir) {
-        Ok(n) => n,
-        Err(e) => {
-            out.errors.push(format!("listing {}: {e}", dir.name()));
-            return out;
+/// The whole queue, read directly and changing nothing (for `mailq`
+/// while mta is not running): each entry handed to `entry` as it is read
+/// (it returns false to stop), and what could not be read (a file that is
+/// no queue file is reported, left where it is) to `problem`.
+pub fn read_directly(store: &Store, entry: &mut dyn FnMut(&QueueEntry) -> bool, problem: &mut dyn FnMut(&str)) {
+    let mut cursor = Cursor::new(false);
+    loop {
+        let mut budget = Budget { names: usize::MAX, files: usize::MAX, until: None };
+        let part = cursor.advance(store, &mut budget);
+        for p in cursor.take_problems() {
+            problem(&p);
         }
-    };
-    for name in junk {
-        if !fix {
-            out.errors.push(format!("{}/{name}: not a queue file name", dir.name()));
-            continue;
-        }
-        match store.to_corrupt(dir, &name) {
-            Ok(to) => out
-                .moved_to_corrupt
-                .push(format!("{}/{name}: not a queue file name; moved to corrupt/{to}", dir.name())),
-            Err(e) => out
-                .errors
-                .push(format!("{}/{name}: not a queue file name; cannot move it to corrupt/: {e}", dir.name())),
-        }
-    }
-    for id in names {
-        if out.entries.len() >= limit {
-            break;
-        }
-        match read(store, dir, &id) {
-            Ok(q) => out.entries.push(entry(dir, &q)),
-            // Gone meanwhile, or not complete yet (a listing taken while
-            // cleanup writes it).
-            Err(Problem::Gone | Problem::Incomplete) => {}
-            Err(Problem::Io(e)) => out.errors.push(format!("{}/{id}: {e}", dir.name())),
-            Err(Problem::Corrupt(why)) if !fix => {
-                out.errors.push(format!("{}/{}: {why}", dir.name(), store::path(dir, &id)));
-            }
-            Err(Problem::Corrupt(why)) => {
-                let name = store::path(dir, &id);
-                match store.to_corrupt(dir, &name) {
-                    Ok(to) => out.moved_to_corrupt.push(format!("{}/{name}: {why}; moved to corrupt/{to}", dir.name())),
-                    Err(e) => out.errors.push(format!("{}/{name}: {why}; cannot move it to corrupt/: {e}", dir.name())),
-                }
+        let Some(part) = part else { continue };
+        for e in &part.entries {
+            if !entry(e) {
+                return;
             }
         }
-    }
-    out
-}
-
-/// The queue IDs in `dir` (deferred/: in its hashed subfolders), sorted,
-/// and the names there that are no queue ID (deferred/: at its top).
-fn names(store: &Store, dir: Dir) -> std::io::Result<(Vec<QueueId>, Vec<String>)> {
-    let (mut ids, junk) = store::ids(store.fd(dir), usize::MAX)?;
-    if dir == Dir::Deferred {
-        for sub in DEFERRED_SUBDIRS {
-            let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
-            let fd = match openat(&store.deferred, sub, flags, Mode::empty()) {
-                Ok(fd) => fd,
-                Err(nix::errno::Errno::ENOENT) => continue,
-                Err(e) => return Err(e.into()),
-            };
-            ids.extend(store::ids(&fd, usize::MAX)?.0);
+        if part.last {
+            return;
         }
     }
-    ids.sort();
-    Ok((ids, junk))
 }
 
 /// Open and read one file's envelope.
@@ -132,7 +329,7 @@ pub fn state_name(s: queue::State) -> &'static str {
     }
 }
 
-/// The listing entry of a message.
+/// The listing entry of a message, with every recipient.
 pub fn entry(dir: Dir, q: &QueueEnvelope) -> QueueEntry {
     QueueEntry {
         id: q.id.to_string(),
@@ -145,5 +342,42 @@ pub fn entry(dir: Dir, q: &QueueEnvelope) -> QueueEntry {
             .iter()
             .map(|r| (r.address.clone(), state_name(r.status.state).to_string(), r.status.reason.clone()))
             .collect(),
+        omitted: 0,
     }
 }
+
+/// The encoding of a string, about (a length and the bytes).
+fn str_bytes(s: &str) -> usize {
+    s.len() + 3
+}
+
+/// The listing entry of a message within [`MAX_ENTRY_BYTES`]: the
+/// recipients that fit, in order, and how many were left out; with the
+/// estimated size of its encoding.
+pub fn bounded_entry(dir: Dir, q: &QueueEnvelope) -> (QueueEntry, usize) {
+    let mut e = QueueEntry {
+        id: q.id.to_string(),
+        queue: dir.name().to_string(),
+        size: q.envelope.size,
+        arrival: q.envelope.arrival.secs,
+        sender: q.envelope.sender.clone(),
+        recipients: Vec::new(),
+        omitted: 0,
+    };
+    let mut bytes = str_bytes(&e.id) + str_bytes(&e.queue) + str_bytes(&e.sender) + 32;
+    for (i, r) in q.recipients.iter().enumerate() {
+        let state = state_name(r.status.state);
+        let n = str_bytes(&r.address) + str_bytes(state) + str_bytes(&r.status.reason);
+        if bytes + n > MAX_ENTRY_BYTES {
+            e.omitted = u32::try_from(q.recipients.len() - i).unwrap_or(u32::MAX);
+            break;
+        }
+        bytes += n;
+        e.recipients.push((r.address.clone(), state.to_string(), r.status.reason.clone()));
+    }
+    (e, bytes)
+}
+
+#[cfg(test)]
+#[path = "scan_tests.rs"]
+pub(crate) mod tests;

@@ -446,8 +446,11 @@ mod tests {
         // cleanup creates it unreadable and makes it readable once whole.
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o200)).unwrap();
         assert!(matches!(s.open(Dir::Incoming, &id, false), Err(Problem::Incomplete)));
-        let listed = super::super::scan::scan(&s, Dir::Incoming, 10);
-        assert!(listed.entries.is_empty() && listed.moved_to_corrupt.is_empty() && listed.errors.is_empty());
+        let mut cursor = super::super::scan::Cursor::new(true);
+        let mut budget = super::super::scan::Budget { names: 100, files: 100, until: None };
+        let part = cursor.advance(&s, &mut budget).unwrap();
+        assert!(part.last && part.entries.is_empty(), "{:?}", part.entries);
+        assert!(cursor.take_problems().is_empty());
         assert!(path.exists(), "left where it is");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         let f = s.open(Dir::Incoming, &id, false).unwrap();

@@ -40,8 +40,6 @@ pub const EX_OSERR: i32 = 71;
 pub const EX_CANTCREAT: i32 = 73;
 pub const EX_IOERR: i32 = 74;
 
-/// Most messages mailq lists when it reads the queue itself.
-const MAX_LISTED_DIRECTLY: usize = 1_000_000;
 /// Bytes read from standard input at a time.
 const READ_SIZE: usize = 64 * 1024;
 /// Most of postdrop's output kept (a file name, or one complaint).
@@ -579,15 +577,17 @@ fn maildrop_envelope(e: &session::Envelope) -> Envelope {
 }
 
 impl Context {
-    /// `-bp`, `mailq`: the listing control gives any local user.
+    /// `-bp`, `mailq`: the listing control gives any local user, printed
+    /// as it comes.
     fn list_queue(&self) -> i32 {
-        match client::request(&self.config.control.socket, "queue") {
-            Ok(v) if v["ok"].as_bool() == Some(true) => {
-                print!("{}", client::format_queue(&v));
-                0
-            }
-            Ok(v) => {
-                eprintln!("{}: {}", self.prog, v["error"].as_str().unwrap_or("the queue listing failed"));
+        let stdout = io::stdout();
+        let mut out = BufWriter::new(stdout.lock());
+        let r = client::list_queue(&self.config.control.socket, false, &mut out);
+        let _ = out.flush();
+        match r {
+            Ok(l) if l.answer["ok"].as_bool() == Some(true) => 0,
+            Ok(l) => {
+                eprintln!("{}: {}", self.prog, l.answer["error"].as_str().unwrap_or("the queue listing failed"));
                 EX_UNAVAILABLE
             }
             Err(e) => {
@@ -600,25 +600,41 @@ impl Context {
                 // directly": whoever may read the spool (root, the mail
                 // user) still gets the listing.
                 let spool = &self.config.spool;
-                match crate::qmgr::scan::read_directly(spool, MAX_LISTED_DIRECTLY) {
-                    Ok((entries, problems)) => {
-                        eprintln!(
-                            "{}: warning: mta is not running: the queue as read from {}",
-                            self.prog,
-                            spool.display()
-                        );
-                        for p in problems {
-                            eprintln!("{}: warning: {p}", self.prog);
-                        }
-                        let list: Vec<_> = entries.iter().map(crate::control::entry_json).collect();
-                        print!("{}", client::format_queue(&serde_json::json!({"ok": true, "queue": list})));
-                        0
-                    }
+                let store = match crate::qmgr::scan::open_spool(spool) {
+                    Ok(s) => s,
                     Err(why) => {
                         eprintln!(
                             "{}: queue listing unavailable: {socket}: {e}; reading the queue directly: {why}",
                             self.prog
                         );
+                        return EX_UNAVAILABLE;
+                    }
+                };
+                eprintln!("{}: warning: mta is not running: the queue as read from {}", self.prog, spool.display());
+                let mut mailq = client::Mailq::default();
+                let mut failed = None;
+                crate::qmgr::scan::read_directly(
+                    &store,
+                    &mut |entry| {
+                        let text = mailq.entry(&crate::control::entry_json(entry));
+                        match out.write_all(text.as_bytes()) {
+                            Ok(()) => true,
+                            Err(e) => {
+                                failed = Some(e);
+                                false
+                            }
+                        }
+                    },
+                    &mut |p| eprintln!("{}: warning: {p}", self.prog),
+                );
+                let end = match failed {
+                    None => out.write_all(mailq.end().as_bytes()).and_then(|()| out.flush()),
+                    Some(e) => Err(e),
+                };
+                match end {
+                    Ok(()) => 0,
+                    Err(e) => {
+                        eprintln!("{}: standard output: {e}", self.prog);
                         EX_UNAVAILABLE
                     }
                 }

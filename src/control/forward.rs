@@ -1,0 +1,241 @@
+//! A queue listing on its way from qmgr to a client, without I/O: each
+//! part qmgr sends becomes JSON lines for the client (one per message,
+//! then the answer line `{"ok":true,"count":N}`, or `{"ok":false,
+//! "error":...}` when the listing fails), and control asks qmgr for the
+//! next part only once the client has taken nearly all of what waits for
+//! it. A client that does not read thus holds at most
+//! [`LIST_WINDOW`](crate::ipc::msg::LIST_WINDOW) parts in control, and
+//! qmgr stops reading the queue for it meanwhile.
+//!
+//! Who may start a listing is [`may_list`]: one per user at a time, at
+//! most [`MAX_LISTINGS`] in all, of which users other than root and the
+//! mail user hold at most [`USER_LISTINGS`], so that they cannot keep
+//! the administrator from listing the queue.
+//!
+//! Trusts: qmgr, for the entries (they are only turned into JSON).
+
+use serde_json::json;
+
+use crate::ipc::msg::{MAX_LISTINGS, QueueEntry};
+
+/// What waits for the client below which control asks qmgr for more.
+pub const LOW_WATER: usize = 64 * 1024;
+/// Most listings of users other than root and the mail user at once.
+pub const USER_LISTINGS: usize = 2;
+
+/// Whether `uid` may start a listing while listings for `running` (their
+/// users) are under way; control runs as `own_uid`.
+pub fn may_list(running: &[u32], uid: u32, own_uid: u32) -> Result<(), String> {
+    if running.contains(&uid) {
+        return Err(String::from("busy: a queue listing of yours is under way; try again when it ends"));
+    }
+    let busy = || format!("busy: {} queue listings are under way; try again shortly", running.len());
+    if running.len() >= MAX_LISTINGS {
+        return Err(busy());
+    }
+    let admin = |u: u32| u == 0 || u == own_uid;
+    if !admin(uid) && running.iter().filter(|u| !admin(**u)).count() >= USER_LISTINGS {
+        return Err(busy());
+    }
+    Ok(())
+}
+
+/// One listing being forwarded.
+#[derive(Debug, Default)]
+pub struct Forward {
+    /// Lines for the client; `out[sent..]` not written yet.
+    out: Vec<u8>,
+    sent: usize,
+    /// Parts received whose credit is not returned to qmgr yet.
+    owed: u32,
+    /// Messages passed on.
+    count: u64,
+    /// The answer line is in `out`: nothing more comes.
+    ended: bool,
+}
+
+impl Forward {
+    /// A part from qmgr; the last adds the answer line.
+    pub fn part(&mut self, entries: &[QueueEntry], last: bool) {
+        if self.ended {
+            return;
+        }
+        for e in entries {
+            self.line(&super::entry_json(e));
+            self.count += 1;
+        }
+        if last {
+            self.line(&json!({"ok": true, "count": self.count}));
+            self.ended = true;
+        } else {
+            self.owed += 1;
+        }
+    }
+
+    /// The listing failed: the error is its answer line.
+    pub fn fail(&mut self, error: &str) {
+        if self.ended {
+            return;
+        }
+        self.line(&json!({"ok": false, "error": error}));
+        self.ended = true;
+    }
+
+    fn line(&mut self, v: &serde_json::Value) {
+        // (Writing JSON into a Vec does not fail.)
+        let _ = serde_json::to_writer(&mut self.out, v);
+        self.out.push(b'\n');
+    }
+
+    /// What waits for the client.
+    pub fn pending(&self) -> &[u8] {
+        &self.out[self.sent..]
+    }
+
+    /// The client took `n` bytes of [`Forward::pending`].
+    pub fn wrote(&mut self, n: usize) {
+        self.sent = (self.sent + n).min(self.out.len());
+        if self.sent == self.out.len() {
+            self.out.clear();
+            self.sent = 0;
+        } else if self.sent >= LOW_WATER && self.sent * 2 >= self.out.len() {
+            self.out.drain(..self.sent);
+            self.sent = 0;
+        }
+    }
+
+    /// How many more parts to ask qmgr for now: those owed, once less than
+    /// [`LOW_WATER`] waits for the client; none after the end.
+    pub fn credit(&mut self) -> u32 {
+        if self.ended || self.pending().len() >= LOW_WATER {
+            return 0;
+        }
+        std::mem::take(&mut self.owed)
+    }
+
+    /// Nothing more comes from qmgr (its last part or an error arrived).
+    pub fn ended(&self) -> bool {
+        self.ended
+    }
+
+    /// Ended and all written: the client can be closed.
+    pub fn done(&self) -> bool {
+        self.ended && self.pending().is_empty()
+    }
+
+    /// Messages passed on so far.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn entry(i: usize) -> QueueEntry {
+        QueueEntry {
+            id: format!("1NG585DGN9V0000GJ{i:03}"),
+            queue: String::from("deferred"),
+            size: 100 + i as u64,
+            arrival: 1_700_000_000,
+            sender: String::from("s@example.org"),
+            recipients: vec![(String::from("r@example.org"), String::from("deferred"), "x".repeat(200))],
+            omitted: 0,
+        }
+    }
+
+    fn lines(b: &[u8]) -> Vec<Value> {
+        b.split(|&c| c == b'\n').filter(|l| !l.is_empty()).map(|l| serde_json::from_slice(l).unwrap()).collect()
+    }
+
+    #[test]
+    fn parts_become_lines_then_the_answer_with_the_count() {
+        let mut f = Forward::default();
+        f.part(&[entry(1), entry(2)], false);
+        f.part(&[entry(3)], true);
+        let v = lines(f.pending());
+        assert_eq!(v.len(), 4);
+        assert_eq!(v[0]["id"], "1NG585DGN9V0000GJ001");
+        assert_eq!(v[2]["recipients"][0]["state"], "deferred");
+        assert!(v[..3].iter().all(|e| e.get("ok").is_none()), "an entry is no answer");
+        assert_eq!(v[3], json!({"ok": true, "count": 3}));
+        assert!(f.ended() && !f.done());
+        let n = f.pending().len();
+        f.wrote(n);
+        assert!(f.done());
+        // Nothing after the end, not even a failure.
+        f.part(&[entry(4)], true);
+        f.fail("late");
+        assert!(f.pending().is_empty() && f.count() == 3);
+    }
+
+    #[test]
+    fn credit_goes_back_only_as_the_client_drains() {
+        let mut f = Forward::default();
+        // A part far above the low-water mark.
+        let big: Vec<QueueEntry> = (0..500).map(entry).collect();
+        f.part(&big, false);
+        f.part(&big, false);
+        assert!(f.pending().len() > 2 * LOW_WATER);
+        assert_eq!(f.credit(), 0, "the client has not read: qmgr is asked for nothing");
+        // The client reads a little at a time, at arbitrary sizes.
+        let mut asked = 0;
+        while !f.pending().is_empty() {
+            let before = f.pending().len();
+            f.wrote(1000.min(before));
+            let c = f.credit();
+            if c > 0 {
+                assert!(f.pending().len() < LOW_WATER, "asked with {} waiting", f.pending().len());
+            }
+            asked += c;
+        }
+        assert_eq!(asked, 2, "one part asked for each part passed on");
+        assert_eq!(f.credit(), 0);
+        // What was written is exactly the lines, in order.
+        let mut g = Forward::default();
+        g.part(&big, false);
+        let all = g.pending().to_vec();
+        let mut got = Vec::new();
+        let mut h = Forward::default();
+        h.part(&big, false);
+        while !h.pending().is_empty() {
+            let n = 777.min(h.pending().len());
+            got.extend_from_slice(&h.pending()[..n]);
+            h.wrote(n);
+        }
+        assert_eq!(got, all);
+        assert_eq!(lines(&got).len(), 500);
+    }
+
+    #[test]
+    fn a_failure_ends_the_listing_and_owes_nothing() {
+        let mut f = Forward::default();
+        f.part(&[entry(1)], false);
+        f.fail("the queue manager went away");
+        let v = lines(f.pending());
+        assert_eq!(v[1], json!({"ok": false, "error": "the queue manager went away"}));
+        assert_eq!(f.credit(), 0);
+        assert!(f.ended());
+    }
+
+    #[test]
+    fn one_listing_per_user_and_room_kept_for_the_administrator() {
+        let own = 500;
+        assert!(may_list(&[], 1001, own).is_ok());
+        let e = may_list(&[1001], 1001, own).unwrap_err();
+        assert!(e.starts_with("busy") && e.contains("yours"), "{e}");
+        assert!(may_list(&[0], 0, own).is_err(), "root too, one at a time");
+        // Two ordinary users hold all they may; a third waits, root and
+        // the mail user do not.
+        assert!(may_list(&[1001, 1002], 1003, own).unwrap_err().starts_with("busy"));
+        assert!(may_list(&[1001, 1002], 0, own).is_ok());
+        assert!(may_list(&[1001, 1002, 0], own, own).is_ok());
+        // The cap holds for everyone.
+        assert!(may_list(&[1001, 1002, 0, own], 7, own).is_err());
+        assert!(may_list(&[0, own, 1001, 1002], 1003, own).is_err());
+        assert!(may_list(&[0, own, 1001], 1002, own).is_ok());
+        assert_eq!(MAX_LISTINGS, 4);
+    }
+}

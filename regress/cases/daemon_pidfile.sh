@@ -1,12 +1,19 @@
 # Without -d master daemonizes, writes its pid file and removes it on stop.
+# Started with a relative -f, it still finds its file at a reload, after
+# the daemon moved to /.
 . ./lib.sh
 write_conf
-"$MTA" -f "$CONF" >"$LOG" 2>&1 || fail "daemon start failed"
+(cd "$W" && "$MTA" -f mta.conf) >"$LOG" 2>&1 || fail "daemon start failed"
 i=0; until [ -s "$W/mta.pid" ]; do [ $i -gt 50 ] && fail "no pid file"; sleep 0.1; i=$((i + 1)); done
 MASTER_PID=$(cat "$W/mta.pid")
 kill -0 "$MASTER_PID" || fail "pid file names no process"
 wait_status $NCHILD || fail "children not running"
 ctl status | grep -q "master pid $MASTER_PID " || fail "status names another master"
+write_conf 'log { line_length = 4096; }'
+kill -HUP "$MASTER_PID"
+generation() { ctl status 2>/dev/null | grep -q "generation $1"; }
+wait_for 10 generation 2 || fail "no reload of mta.conf, given as a relative path"
+wait_status $NCHILD || fail "the reloaded children not running"
 kill -TERM "$MASTER_PID"
 gone "$MASTER_PID" 8 || fail "daemon did not stop"
 [ -e "$W/mta.pid" ] && fail "pid file left behind"

@@ -143,17 +143,31 @@ pub fn main(args: &[String]) -> i32 {
             return 1;
         }
     };
-    if opts.check_only {
-        if let Err(e) = config.check_files(&config_path) {
+    let (owner, warnings) = match preflight(&config) {
+        Ok(x) => x,
+        Err(e) => {
             eprintln!("mta: {e}");
             return 1;
+        }
+    };
+    if opts.check_only {
+        for w in warnings {
+            eprintln!("mta: warning: {w}");
         }
         if opts.verbose {
             eprintln!("mta: {}: configuration is valid", config_path.display());
         }
         return 0;
     }
-    match Master::start(opts, config_path, config) {
+    // A reload reads the file again, after the daemon moved to `/`.
+    let config_path = match std::fs::canonicalize(&config_path) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("mta: {}: {e}", config_path.display());
+            return 1;
+        }
+    };
+    match Master::start(opts, config_path, config, owner) {
         Ok(mut m) => m.run(),
         Err(e) => {
             eprintln!("mta: {e}");
@@ -162,17 +176,32 @@ pub fn main(args: &[String]) -> i32 {
     }
 }
 
+/// Every check start makes that writes nothing, so that `mta -n` (the rc
+/// scripts' check before a start, restart or reload) refuses what start
+/// would: the mail user and the submission group; the spool tree as far
+/// as it exists; the child programs; the TLS certificate and key, the
+/// relay's password file, the aliases database and the SMTP client's CA
+/// file; the control socket's path. Start runs it first. Returns who owns
+/// the queue, and the warnings loading the files logs (for `-n`).
+fn preflight(config: &Config) -> Result<(spool::Owner, Vec<String>), String> {
+    let owner = spool::Owner::resolve(&config.user, &config.submission_group)?;
+    spool::check(&config.spool, &owner)?;
+    for role in Role::ALL {
+        spool::check_program(&config.libexec_directory.join(role.program()), owner.privileged)?;
+    }
+    let warnings = intake::check(config)?;
+    spool::check_control(&config.control.socket)?;
+    Ok((owner, warnings))
+}
+
 impl Master {
-    fn start(opts: Options, config_path: PathBuf, config: Config) -> Result<Master, String> {
-        let owner = spool::Owner::resolve(&config.user, &config.submission_group)?;
+    /// `owner` is what [`preflight`] found, which has run.
+    fn start(opts: Options, config_path: PathBuf, config: Config, owner: spool::Owner) -> Result<Master, String> {
         spool::make_spool_root(&config.spool)?;
         let lock = spool::lock(&config.spool)?;
         let queue_fds = spool::prepare(&config.spool, &owner)?;
         let journal_fd = spool::prepare_dir(&config.spool, crate::roles::JOURNAL_DIR, &owner)?;
         let maildrop_fd = spool::prepare_maildrop(&config.spool, &owner)?;
-        for role in Role::ALL {
-            spool::check_program(&config.libexec_directory.join(role.program()), owner.privileged)?;
-        }
         let intake = intake::Material::load(&config)?;
         let smtp_listeners = intake::bind(&config)?;
         let control_listener = spool::bind_control(&config.control.socket)?;

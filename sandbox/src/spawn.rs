@@ -113,7 +113,7 @@ fn check_open(fd: RawFd) -> io::Result<()> {
 }
 
 /// A pipe whose both ends are close-on-exec from the start.
-fn cloexec_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+pub(crate) fn cloexec_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut p = [-1 as c_int; 2];
     // SAFETY: p is a writable array of two ints, as pipe2 requires.
     if unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) } == -1 {
@@ -124,7 +124,7 @@ fn cloexec_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(p[0]), OwnedFd::from_raw_fd(p[1])) })
 }
 
-fn open_devnull() -> io::Result<OwnedFd> {
+pub(crate) fn open_devnull() -> io::Result<OwnedFd> {
     let f = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null")?;
     Ok(OwnedFd::from(f))
 }
@@ -308,7 +308,7 @@ fn dup_high(fd: c_int, base: c_int) -> Result<c_int, c_int> {
     if r < 0 { Err(errno()) } else { Ok(r) }
 }
 
-fn dup_to(fd: c_int, target: c_int) -> Result<(), c_int> {
+pub(crate) fn dup_to(fd: c_int, target: c_int) -> Result<(), c_int> {
     loop {
         // SAFETY: dup2 with integer arguments has no memory effects; it
         // replaces `target`, which the caller means to reuse.
@@ -477,7 +477,7 @@ fn exec_child(p: &Prepared<'_>, high: &mut [c_int]) -> ! {
 
 /// Waits for `pid`, retrying EINTR; returns the exit code, or 128 + the
 /// signal number if it was killed.
-fn wait(pid: libc::pid_t) -> io::Result<i32> {
+pub(crate) fn wait(pid: libc::pid_t) -> io::Result<i32> {
     let mut status: c_int = 0;
     loop {
         // SAFETY: status is a valid, writable int.

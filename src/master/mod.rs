@@ -123,7 +123,9 @@ pub struct Master {
     socket_check: Option<Instant>,
     /// When to look at the compiled aliases file next.
     aliases_check: Instant,
-    _lock: spool::Lock,
+    lock: spool::Lock,
+    /// The daemon wrote its pid file (it removes it when it stops).
+    pidfile_written: bool,
 }
 
 /// Run master; returns the process exit code.
@@ -167,13 +169,44 @@ pub fn main(args: &[String]) -> i32 {
             return 1;
         }
     };
-    match Master::start(opts, config_path, config, owner) {
-        Ok(mut m) => m.run(),
+    let mut m = match Master::start(opts, config_path, config, owner) {
+        Ok(m) => m,
         Err(e) => {
             eprintln!("mta: {e}");
-            1
+            return 1;
         }
+    };
+    // Every step that can fail comes before the shell hears the outcome:
+    // as a daemon, the process it started waits until this one is up.
+    let detached = if m.opts.foreground {
+        None
+    } else {
+        match sandbox::daemonize("mta") {
+            Ok(d) => Some(d),
+            Err(e) => {
+                eprintln!("mta: becoming a daemon: {e}");
+                m.shutdown_cleanup();
+                return 1;
+            }
+        }
+    };
+    let signals = match m.up(detached.is_some()) {
+        Ok(s) => s,
+        Err(e) => {
+            let e = format!("mta: {e}");
+            match detached {
+                Some(d) => d.fail(&e),
+                None => eprintln!("{e}"),
+            }
+            m.shutdown_cleanup();
+            return 1;
+        }
+    };
+    if let Some(d) = detached {
+        // Its standard error is gone now; the log is syslog.
+        let _ = d.ready();
     }
+    m.run(signals)
 }
 
 /// Every check start makes that writes nothing, so that `mta -n` (the rc
@@ -205,10 +238,6 @@ impl Master {
         let intake = intake::Material::load(&config)?;
         let smtp_listeners = intake::bind(&config)?;
         let control_listener = spool::bind_control(&config.control.socket)?;
-        if !opts.foreground {
-            nix::unistd::daemon(false, false).map_err(|e| format!("daemon: {e}"))?;
-            spool::write_pidfile(&config.pidfile)?;
-        }
         let sink = if opts.foreground { Sink::Stderr } else { Sink::Syslog(Syslog::new(&config.log.facility)) };
         let poll = Poll::new().map_err(|e| format!("poll: {e}"))?;
         Ok(Master {
@@ -240,7 +269,8 @@ impl Master {
             socket_watch: sockets::Watch::default(),
             socket_check: None,
             aliases_check: Instant::now() + ALIASES_CHECK_EVERY,
-            _lock: lock,
+            lock,
+            pidfile_written: false,
         })
     }
 
@@ -252,18 +282,24 @@ impl Master {
         self.sink.write("master", std::process::id(), level, text, max);
     }
 
-    fn run(&mut self) -> i32 {
-        let mut signals = match Signals::new([SIGHUP, SIGTERM, SIGINT, SIGCHLD]) {
-            Ok(s) => s,
-            Err(e) => {
-                self.log(Level::Error, &format!("signals: {e}"));
-                return 1;
-            }
-        };
-        if let Err(e) = self.poll.registry().register(&mut signals, SIGNALS, Interest::READABLE) {
-            self.log(Level::Error, &format!("signals: {e}"));
-            return 1;
+    /// The last steps of a start, in the process that goes on (the
+    /// daemon, when `daemon`): its pid in the lock file and the pid file,
+    /// and the signals it obeys.
+    fn up(&mut self, daemon: bool) -> Result<Signals, String> {
+        if daemon {
+            self.lock.record_pid()?;
+            spool::write_pidfile(&self.config.pidfile)?;
+            self.pidfile_written = true;
         }
+        let mut signals = Signals::new([SIGHUP, SIGTERM, SIGINT, SIGCHLD]).map_err(|e| format!("signals: {e}"))?;
+        self.poll
+            .registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)
+            .map_err(|e| format!("signals: {e}"))?;
+        Ok(signals)
+    }
+
+    fn run(&mut self, mut signals: Signals) -> i32 {
         self.log(
             Level::Info,
             &format!(
@@ -455,7 +491,7 @@ impl Master {
 
     fn shutdown_cleanup(&mut self) {
         let _ = std::fs::remove_file(&self.config.control.socket);
-        if !self.opts.foreground {
+        if self.pidfile_written {
             let _ = std::fs::remove_file(&self.config.pidfile);
         }
         let _ = std::io::stderr().flush();

@@ -65,9 +65,23 @@ impl Owner {
     }
 }
 
-/// The exclusive lock a running master holds on SPOOL/master.lock.
+/// The exclusive lock a running master holds on SPOOL/master.lock, which
+/// holds its pid for the message a second master gives.
 pub struct Lock {
-    _lock: Flock<File>,
+    lock: Flock<File>,
+}
+
+impl Lock {
+    /// Write this process's pid into the lock file: again after
+    /// daemonizing (the lock goes on with the descriptor, the pid does not).
+    pub fn record_pid(&mut self) -> Result<(), String> {
+        let l = &mut self.lock;
+        l.set_len(0)
+            .and_then(|()| l.rewind())
+            .and_then(|()| writeln!(l, "{}", std::process::id()))
+            .and_then(|()| l.sync_data())
+            .map_err(|e| format!("master.lock: {e}"))
+    }
 }
 
 /// Take the master lock, or say which process holds it.
@@ -83,12 +97,10 @@ pub fn lock(spool: &Path) -> Result<Lock, String> {
         .open(&path)
         .map_err(|e| format!("{}: {e}", path.display()))?;
     match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-        Ok(mut l) => {
-            let _ = l.set_len(0);
-            let _ = l.rewind();
-            let _ = writeln!(l, "{}", std::process::id());
-            let _ = l.sync_data();
-            Ok(Lock { _lock: l })
+        Ok(l) => {
+            let mut lock = Lock { lock: l };
+            let _ = lock.record_pid();
+            Ok(lock)
         }
         Err((mut f, nix::errno::Errno::EWOULDBLOCK)) => {
             let mut pid = String::new();

@@ -24,6 +24,9 @@ pub struct ChildConfig {
     pub hostname: String,
     pub spool: PathBuf,
     pub verbose: bool,
+    /// The limit on open files master asked for this process (see
+    /// `Role::open_files`); a child that got less warns.
+    pub open_files: u64,
     pub allow_unconfined: bool,
     pub log_line_length: u32,
     pub control: Control,

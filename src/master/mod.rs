@@ -310,6 +310,9 @@ impl Master {
                 sandbox::describe_kernel()
             ),
         );
+        if let Err(e) = raise_open_files() {
+            self.log(Level::Warning, &format!("cannot raise the limit on open files to the hard limit: {e}"));
+        }
         self.log_intake_warnings();
         self.children.reset_slots(&self.config);
         let mut events = Events::with_capacity(128);
@@ -565,6 +568,19 @@ impl Master {
             children: self.children.status(),
         }
     }
+}
+
+/// Raise master's limit on open files to its hard limit: it holds a
+/// channel per child and the listeners, and the soft limit it was
+/// started with (a login class's, a shell's) may be far lower. (Each
+/// child's limit is set for its role when it starts.)
+fn raise_open_files() -> nix::Result<()> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if soft < hard && hard != libc::RLIM_INFINITY {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+    }
+    Ok(())
 }
 
 /// Per-role counts, for tests and status.

@@ -1,9 +1,12 @@
 # master starts control and qmgr; mtactl status lists them with pids,
 # generation 1 and the queue counts qmgr reports. As root, master raises
 # its own limit on open files to its hard limit, and each child gets the
-# limit of its role even above master's hard limit.
+# limit of its role even above master's hard limit. The spool's modes do
+# not depend on the umask master was started with.
 . ./lib.sh
 write_conf 'limits { sessions = 5000; }'
+# The spool's modes are master's, not the umask's of whoever started it.
+umask 077
 if is_root; then ulimit -S -n 512; ulimit -H -n 2048; fi
 start_master
 out=$(ctl status)

@@ -165,6 +165,14 @@ fn check_dir(dir: &Path, owner: &Owner) -> Result<(), String> {
 /// directories in QUEUE_DIRS order.
 pub fn prepare(spool: &Path, owner: &Owner) -> Result<Vec<OwnedFd>, String> {
     check_root(spool, owner)?;
+    // Set at each start, not left to the umask of whoever started the
+    // first master: postdrop, as the submitting user, passes through it
+    // to maildrop/. (A spool the invoking user does not own is left.)
+    let ours = fs::symlink_metadata(spool).is_ok_and(|m| m.uid() == owner.uid);
+    if owner.privileged || ours {
+        fs::set_permissions(spool, fs::Permissions::from_mode(0o755))
+            .map_err(|e| format!("chmod {}: {e}", spool.display()))?;
+    }
     QUEUE_DIRS.iter().map(|name| prepare_dir(spool, name, owner)).collect()
 }
 

@@ -67,6 +67,7 @@ fn config(dir: &Path) -> FromMaster {
         allow_unconfined: false,
         log_line_length: 2048,
         control: mta::config::Control::default(),
+        operator: None,
         intake: None,
         delivery: Some(Box::new(mta::config::Config::default().delivery(None))),
         socket_dirs: Vec::new(),

@@ -89,6 +89,7 @@ fn start(lmtp: Option<&Path>) -> Connector {
         allow_unconfined: false,
         log_line_length: 2048,
         control: mta::config::Control::default(),
+        operator: None,
         intake: None,
         delivery: Some(Box::new(delivery)),
         socket_dirs: lmtp.map(Path::to_path_buf).into_iter().collect(),

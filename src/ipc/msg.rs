@@ -30,6 +30,10 @@ pub struct ChildConfig {
     pub allow_unconfined: bool,
     pub log_line_length: u32,
     pub control: Control,
+    /// control: who besides root may use every command: the user running
+    /// master when it is not root; None when it is (the mail user's
+    /// processes may not).
+    pub operator: Option<u32>,
     /// smtpd and cleanup: how mail is taken in.
     pub intake: Option<Intake>,
     /// qmgr, smtp, connector, bounce and local: how mail is delivered;

@@ -324,6 +324,7 @@ impl Master {
             allow_unconfined: self.config.sandbox.allow_unconfined,
             log_line_length: self.config.log.line_length,
             control: self.config.control.clone(),
+            operator: (!self.owner.privileged).then_some(self.owner.uid),
             intake: matches!(role, Role::Smtpd | Role::Cleanup | Role::Pickup).then(|| self.intake_for(role)),
             delivery: matches!(
                 role,

@@ -425,8 +425,10 @@ impl Master {
     }
 
     /// Read and check the configuration file for a reload, without
-    /// applying it. Settings that need a restart keep their running value.
-    fn load_new(&mut self) -> Result<(Config, Vec<&'static str>), String> {
+    /// applying it (nothing is written). Settings that need a restart
+    /// keep their running value. Returns who is to own the queue then:
+    /// the running mail user, with the submission group looked up again.
+    fn load_new(&mut self) -> Result<(Config, Vec<&'static str>, spool::Owner), String> {
         let mut new = Config::load(&self.config_path)
             .map_err(|e| format!("reload refused, keeping the running configuration: {e}"))?;
         let mut kept = Vec::new();
@@ -448,7 +450,14 @@ impl Master {
             spool::check_program(&new.libexec_directory.join(role.program()), self.owner.privileged)
                 .map_err(|e| format!("reload refused: {e}"))?;
         }
-        Ok((new, kept))
+        let owner = if new.submission_group == self.config.submission_group {
+            self.owner.clone()
+        } else {
+            let found =
+                spool::Owner::resolve(&new.user, &new.submission_group).map_err(|e| format!("reload refused: {e}"))?;
+            spool::Owner { submission_gid: found.submission_gid, ..self.owner.clone() }
+        };
+        Ok((new, kept, owner))
     }
 
     /// Everything a reload must read before it may replace the running
@@ -459,15 +468,28 @@ impl Master {
 
     /// Whether a reload would be accepted.
     pub(crate) fn check_reload(&mut self) -> Result<(), String> {
-        let (new, _) = self.load_new()?;
+        let (new, _, _) = self.load_new()?;
         self.load_material(&new).map(|_| ())
     }
 
     /// Re-read the configuration. A bad one is reported and the running
     /// one kept; a good one starts a new generation of children.
     pub fn reload(&mut self) -> Result<u64, String> {
-        let (new, kept) = self.load_new()?;
-        self.intake = self.load_material(&new)?;
+        let (new, kept, owner) = self.load_new()?;
+        let intake = self.load_material(&new)?;
+        if owner.submission_gid != self.owner.submission_gid {
+            // maildrop/ to the new group; pickup, restarted below, holds it.
+            self.maildrop_fd =
+                spool::prepare_maildrop(&new.spool, &owner).map_err(|e| format!("reload refused: {e}"))?;
+            self.owner = owner;
+        }
+        if new.log.facility != self.config.log.facility
+            && let Sink::Syslog(_) = self.sink
+        {
+            self.log(Level::Info, &format!("reload: logging to the facility {} from now on", new.log.facility));
+            self.sink = Sink::Syslog(Syslog::new(&new.log.facility));
+        }
+        self.intake = intake;
         self.log_intake_warnings();
         if !kept.is_empty() {
             self.log(Level::Warning, &format!("reload: {} change only at restart; kept as running", kept.join(", ")));

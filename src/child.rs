@@ -62,10 +62,45 @@ pub fn start(role: Role) -> Child {
         role_fds.push(sandbox::fds::take_inherited(fd).unwrap_or_else(|e| die(role, &format!("descriptor {fd}: {e}"))));
     }
     let log = ChildLog::new(config.log_line_length as usize, config.verbose);
-    Child { config, master, log, fds: role_fds, master_poll: None }
+    let mut child = Child { config, master, log, fds: role_fds, master_poll: None };
+    child.check_open_files();
+    child
 }
 
+/// Where the bound on a process's open files is set, beyond its hard
+/// limit (which master, as root, raises for each child).
+const OPEN_FILES_BOUND: &str = if cfg!(target_os = "linux") {
+    "fs.nr_open"
+} else if cfg!(target_os = "freebsd") {
+    "kern.maxfilesperproc"
+} else {
+    "kern.maxfiles"
+};
+
 impl Child {
+    /// Warn when the system gave this process fewer open files than
+    /// master asked for it (a bound of the system's, or, when master is
+    /// not root, the hard limit it was started with).
+    fn check_open_files(&mut self) {
+        let want = self.config.open_files;
+        let Ok((soft, _)) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE) else {
+            return;
+        };
+        // rlim_t is unsigned on Linux and OpenBSD, signed on FreeBSD.
+        #[allow(clippy::useless_conversion)]
+        let soft = u64::try_from(soft).unwrap_or(u64::MAX);
+        if soft < want {
+            let role = self.config.role;
+            self.warn(&format!(
+                "the limit on open files is {soft}, below the {want} a {} process is to have ({}); raise {} or, \
+                 when mta does not run as root, the hard limit it is started with",
+                role.name(),
+                role.open_files_basis(),
+                OPEN_FILES_BOUND
+            ));
+        }
+    }
+
     pub fn info(&mut self, text: &str) {
         self.log.log(&mut self.master, Level::Info, text);
     }

@@ -105,6 +105,15 @@ impl Role {
         Role::ALL.into_iter().find(|r| r.name() == name)
     }
 
+    /// What [`Role::open_files`] is made of, for the log.
+    pub fn open_files_basis(self) -> &'static str {
+        match self {
+            Role::Smtpd => "limits.sessions + 256",
+            Role::Smtp => "3 * (transport.smtp.processes + transport.lmtp.processes) + 256",
+            _ => "its role's",
+        }
+    }
+
     /// Open-files limit for the role's processes, given the session limit
     /// (smtpd) or the deliveries at once (smtp).
     pub fn open_files(self, sessions: u32, deliveries: u32) -> u64 {

@@ -40,8 +40,16 @@ fn start(name: &str) -> (Qmgr, OwnedFd) {
     let mut fds = vec![theirs.as_raw_fd()];
     fds.extend(dirs.iter().map(|d| d.as_raw_fd()));
     let program = Path::new(env!("CARGO_BIN_EXE_qmgr"));
-    let spec =
-        sandbox::Spawn { program, argv: &["qmgr"], env: &[], fds: &fds, stderr: None, credentials: None, limits: &[] };
+    let spec = sandbox::Spawn {
+        program,
+        argv: &["qmgr"],
+        env: &[],
+        fds: &fds,
+        stderr: None,
+        credentials: None,
+        limits: &[],
+        new_session: false,
+    };
     let pid = sandbox::spawn(&spec).unwrap();
     let raw = mine.try_clone().unwrap();
     (Qmgr { pid: Pid::from_raw(pid), master: Channel::new(mine), _dir: tempdir::Dir(dir.clone()) }, raw)
@@ -55,9 +63,11 @@ fn config(dir: &Path) -> FromMaster {
         hostname: String::from("test.example"),
         spool: dir.to_path_buf(),
         verbose: true,
+        open_files: 0,
         allow_unconfined: false,
         log_line_length: 2048,
         control: mta::config::Control::default(),
+        operator: None,
         intake: None,
         delivery: Some(Box::new(mta::config::Config::default().delivery(None))),
         socket_dirs: Vec::new(),

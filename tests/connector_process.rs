@@ -53,6 +53,7 @@ fn start(lmtp: Option<&Path>) -> Connector {
         stderr: None,
         credentials: None,
         limits: &[],
+        new_session: false,
     };
     let pid = sandbox::spawn(&spec).expect("spawn");
     let dns = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("dns port");
@@ -84,9 +85,11 @@ fn start(lmtp: Option<&Path>) -> Connector {
         hostname: String::from("test.example"),
         spool: std::env::temp_dir(),
         verbose: true,
+        open_files: 0,
         allow_unconfined: false,
         log_line_length: 2048,
         control: mta::config::Control::default(),
+        operator: None,
         intake: None,
         delivery: Some(Box::new(delivery)),
         socket_dirs: lmtp.map(Path::to_path_buf).into_iter().collect(),

@@ -141,13 +141,25 @@ vars=$(frc mta_config=/x/y.conf sh "$W/rc.freebsd" _vars)
 
 # The configuration test, for real: the sample passes (the source's and the
 # staged one), a broken file fails, and so does a bad flag in mta_flags.
-out=$(frc mta_config="$ROOT/etc/mta.conf.sample" sh "$W/rc.freebsd" configtest 2>&1) || fail "configtest of the sample failed: $out"
-out=$(frc mta_config="$MTA_STAGE/etc/mta/mta.conf.sample" sh "$W/rc.freebsd" configtest 2>&1) || fail "configtest of the staged sample failed: $out"
-out=$(frc mta_config="$ROOT/etc/mta.conf.sample" mta_flags=-v sh "$W/rc.freebsd" configtest 2>&1) || fail "configtest with mta_flags=-v failed: $out"
+# mta -n checks the child programs as a start would, so the samples are
+# taken with libexec_directory naming the staged ones (their default names
+# where a package puts them), and fail without it.
+as_installed() { # sample copy
+	sed "s|^# libexec_directory = .*|libexec_directory = \"$MTA_STAGE/libexec/mta\";|" "$1" > "$2"
+	grep -q "^libexec_directory = \"$MTA_STAGE/libexec/mta\";" "$2" || fail "$1: no libexec_directory line"
+}
+as_installed "$ROOT/etc/mta.conf.sample" "$W/sample.conf"
+as_installed "$MTA_STAGE/etc/mta/mta.conf.sample" "$W/staged-sample.conf"
+out=$(frc mta_config="$W/sample.conf" sh "$W/rc.freebsd" configtest 2>&1) || fail "configtest of the sample failed: $out"
+out=$(frc mta_config="$W/staged-sample.conf" sh "$W/rc.freebsd" configtest 2>&1) || fail "configtest of the staged sample failed: $out"
+out=$(frc mta_config="$W/sample.conf" mta_flags=-v sh "$W/rc.freebsd" configtest 2>&1) || fail "configtest with mta_flags=-v failed: $out"
+sed "s|^libexec_directory = .*|libexec_directory = \"$W/nowhere\";|" "$W/sample.conf" > "$W/noprograms.conf"
+out=$(frc mta_config="$W/noprograms.conf" sh "$W/rc.freebsd" configtest 2>&1) && fail "configtest passed a configuration whose programs are missing: $out"
+echo "$out" | grep -q "$W/nowhere/control" || fail "configtest does not name the missing program: $out"
 { cat "$ROOT/etc/mta.conf.sample"; echo 'no_such_key = 1;'; } > "$W/broken.conf"
 out=$(frc mta_config="$W/broken.conf" sh "$W/rc.freebsd" configtest 2>&1) && fail "configtest passed a broken configuration: $out"
 echo "$out" | grep -q "no_such_key" || fail "configtest does not name the bad key: $out"
-out=$(frc mta_config="$ROOT/etc/mta.conf.sample" mta_flags=-Z sh "$W/rc.freebsd" configtest 2>&1) && fail "mta_flags does not reach the configuration test: $out"
+out=$(frc mta_config="$W/sample.conf" mta_flags=-Z sh "$W/rc.freebsd" configtest 2>&1) && fail "mta_flags does not reach the configuration test: $out"
 out=$(frc mta_config="$W/broken.conf" sh "$W/rc.freebsd" start 2>&1) && fail "start with a broken configuration: $out"
 [ -e "$W/mta.pid" ] && fail "a master started with a broken configuration"
 
@@ -226,7 +238,7 @@ sed -e "s|\${TRUEPREFIX}|$MTA_STAGE|g" -e "s|^\. /etc/rc\.d/rc\.subr\$|. $W/rc.s
 grep -q "^\. $W/rc.subr.openbsd\$" "$W/rc.openbsd" || fail "rc.d/mta.openbsd does not source /etc/rc.d/rc.subr"
 grep -q "^daemon=\"$STAGE_MTA\"\$" "$W/rc.openbsd" || fail "daemon is not \${TRUEPREFIX}/sbin/mta"
 ob() { env -u mta_flags "$@"; }
-out=$(ob mta_flags="-f $ROOT/etc/mta.conf.sample" sh "$W/rc.openbsd" configtest 2>&1) || fail "rc_configtest of the sample: $out"
+out=$(ob mta_flags="-f $W/sample.conf" sh "$W/rc.openbsd" configtest 2>&1) || fail "rc_configtest of the sample: $out"
 out=$(ob mta_flags="-f $W/broken.conf" sh "$W/rc.openbsd" configtest 2>&1) && fail "rc_configtest passed a broken configuration: $out"
 out=$(ob mta_flags="-f $W/broken.conf" sh "$W/rc.openbsd" start 2>&1) && fail "start with a broken configuration: $out"
 [ -e "$W/mta.pid" ] && fail "a master started with a broken configuration"

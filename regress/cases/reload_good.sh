@@ -1,7 +1,8 @@
 # SIGHUP and `mtactl reload` with a good configuration start a new
 # generation of children; the old ones exit, but for smtpd, whose
 # sessions go on past supervise.stop_timeout (5 s here), with the new
-# cleanup.
+# cleanup. A new submission_group is applied: maildrop/ changes group,
+# and the new pickup holds it.
 . ./lib.sh
 write_conf
 start_master
@@ -38,4 +39,20 @@ out=$(ctl reload) || fail "mtactl reload failed: $out"
 echo "$out" | grep -q "generation 3" || fail "mtactl reload: $out"
 wait_log "generation 3" || fail "no generation 3"
 wait_status $NCHILD || fail "generation 3 not running"
+if is_root; then
+	ensure_group mtadrop2
+	write_conf 'log { line_length = 4096; }' 'submission_group = "mtadrop2";'
+	out=$(ctl reload) || fail "mtactl reload to submission_group mtadrop2 failed: $out"
+	wait_log "generation 4" || fail "no generation 4"
+	wait_status $NCHILD || fail "generation 4 not running"
+	[ "$(stat -c %G:%a "$W/spool/maildrop")" = "mtadrop2:2730" ] ||
+		fail "maildrop/ is $(stat -c %G:%a "$W/spool/maildrop"), not mtadrop2:2730"
+	gid=$(getent group mtadrop2 | cut -d: -f3)
+	p=$(child_pid pickup)
+	grep "^Groups:" "/proc/$p/status" | grep -qw "$gid" || fail "pickup does not hold mtadrop2: $(grep Groups "/proc/$p/status")"
+	grep "change only at restart" "$LOG" && fail "submission_group kept as running"
+	write_conf 'submission_group = "mtanosuchgroup";'
+	out=$(ctl reload 2>&1) && fail "a reload to a group that does not exist was accepted"
+	echo "$out" | grep -q "mtanosuchgroup" || fail "the refused reload does not name the group: $out"
+fi
 exit 0

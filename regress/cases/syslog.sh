@@ -1,6 +1,7 @@
 # As a daemon, master writes its own and its children's records to syslog
 # (facility mail, program names mta/<role>), and reconnects when syslogd
-# restarts. A private mount namespace gives the case its own /dev/log.
+# restarts. A reload that changes log.facility applies it. A private mount
+# namespace gives the case its own /dev/log.
 if [ "$(id -u)" != 0 ]; then echo "  skipped: needs root for a private /dev/log"; exit 0; fi
 if [ -z "${MTA_IN_NS:-}" ]; then
 	# Re-run this case in a new mount namespace (MTA_TRACE=1 traces it).
@@ -45,6 +46,14 @@ kill -KILL "$q"
 i=0; until grep -q "qmgr pid $q killed by SIGKILL" "$W/syslog.2" 2>/dev/null; do
 	[ $i -gt 50 ] && { cat "$W/syslog.2"; fail "no record after syslogd restart"; }; sleep 0.1; i=$((i + 1)); done
 grep -q '^<20>.* mta/master' "$W/syslog.2" || fail "restart warning not at mail.warning"
+write_conf 'log { facility = "local3"; }'
+ctl reload >/dev/null || fail "reload to log.facility local3 refused"
+# facility local3 (19) * 8 + info (6) = 158
+i=0; until grep -q "^<158>.* mta/master\[$MASTER_PID\]: reloaded .*: generation 2" "$W/syslog.2" 2>/dev/null; do
+	[ $i -gt 50 ] && { cat "$W/syslog.2"; fail "the reload is not logged at local3.info"; }; sleep 0.1; i=$((i + 1)); done
+wait_status $NCHILD || fail "the new generation is not running"
+grep -q '^<158>.* mta/master\[[0-9]*\]: qmgr pid [0-9]* running' "$W/syslog.2" || fail "the new generation's records not at local3"
+grep -q "change only at restart" "$W/syslog.2" && fail "log.facility kept as running"
 ctl stop >/dev/null
 gone "$MASTER_PID" 8 || fail "did not stop"
 MASTER_PID=""

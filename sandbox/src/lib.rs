@@ -11,7 +11,9 @@
 //! exec a program with its descriptors at known numbers, a clean
 //! environment, resource limits and reduced credentials) and [`fork_wait`]
 //! and [`fork_wait_with`] (run a closure in a forked child, for tests; the
-//! latter with descriptors placed at 3, 4, ... as `spawn` places them).
+//! latter with descriptors placed at 3, 4, ... as `spawn` places them),
+//! and [`daemonize`] (become a daemon while the process started from the
+//! shell waits to hear whether the start-up succeeded).
 //! [`fds`] claims descriptors by number. Every `unsafe` block
 //! carries a `// SAFETY:` argument.
 //!
@@ -24,6 +26,7 @@ use std::io;
 use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
+mod daemon;
 pub mod fds;
 mod rights;
 mod spawn;
@@ -36,6 +39,7 @@ mod linux;
 #[cfg(target_os = "openbsd")]
 mod openbsd;
 
+pub use daemon::{Detached, daemonize};
 pub use rights::{CapRight, MODIFYING_RIGHTS, capsicum_rights, pledge_promises, policy_rights, unveil_paths};
 pub use spawn::{Credentials, Limit, Resource, Spawn, default_sigchld, fork_wait, fork_wait_with, spawn};
 

@@ -25,6 +25,12 @@ pub enum Resource {
     CoreSize,
 }
 
+/// A limit the system will not raise that far (above the caller's hard
+/// limit without privilege, or above the system's own bound, such as
+/// Linux's `fs.nr_open`: EPERM or EINVAL) is set as high as the hard
+/// limit the child has allows instead; the program finds what it got
+/// with getrlimit(2). The BSDs cut an open-files limit to their bound
+/// themselves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limit {
     pub resource: Resource,
@@ -55,6 +61,10 @@ pub struct Spawn<'a> {
     pub stderr: Option<RawFd>,
     pub credentials: Option<&'a Credentials>,
     pub limits: &'a [Limit],
+    /// The child starts a session (and process group) of its own
+    /// (setsid), so that signals for the caller's process group, such as
+    /// ^C at its terminal or a supervisor's, do not reach it.
+    pub new_session: bool,
 }
 
 /// One past the highest signal number.
@@ -85,6 +95,7 @@ struct Prepared<'a> {
     /// Close fallback: descriptors below this may be open.
     fd_limit: c_int,
     limits: &'a [Limit],
+    new_session: bool,
     credentials: Option<(libc::uid_t, libc::gid_t, &'a [libc::gid_t])>,
     default_action: libc::sigaction,
     empty_mask: libc::sigset_t,
@@ -113,7 +124,7 @@ fn check_open(fd: RawFd) -> io::Result<()> {
 }
 
 /// A pipe whose both ends are close-on-exec from the start.
-fn cloexec_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+pub(crate) fn cloexec_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut p = [-1 as c_int; 2];
     // SAFETY: p is a writable array of two ints, as pipe2 requires.
     if unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) } == -1 {
@@ -124,7 +135,7 @@ fn cloexec_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(p[0]), OwnedFd::from_raw_fd(p[1])) })
 }
 
-fn open_devnull() -> io::Result<OwnedFd> {
+pub(crate) fn open_devnull() -> io::Result<OwnedFd> {
     let f = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null")?;
     Ok(OwnedFd::from(f))
 }
@@ -189,7 +200,8 @@ fn restore_signals(old: &libc::sigset_t) {
 /// Safe to call from a multi-threaded process: the child only makes
 /// async-signal-safe calls between fork and exec. The child starts with
 /// every signal at its default disposition and none blocked, stdin and
-/// stdout on /dev/null, `fds` at 3, 4, ... and no other descriptor.
+/// stdout on /dev/null, `fds` at 3, 4, ... and no other descriptor, and
+/// in a session of its own when `new_session` says so.
 pub fn spawn(s: &Spawn<'_>) -> io::Result<i32> {
     if !s.program.is_absolute() {
         return Err(invalid("spawn: the program path must be absolute"));
@@ -238,6 +250,7 @@ pub fn spawn(s: &Spawn<'_>) -> io::Result<i32> {
         base,
         fd_limit: fd_limit(),
         limits: s.limits,
+        new_session: s.new_session,
         credentials: s.credentials.zip(groups.as_deref()).map(|(c, g)| (c.uid, c.gid, g)),
         default_action,
         empty_mask,
@@ -308,7 +321,7 @@ fn dup_high(fd: c_int, base: c_int) -> Result<c_int, c_int> {
     if r < 0 { Err(errno()) } else { Ok(r) }
 }
 
-fn dup_to(fd: c_int, target: c_int) -> Result<(), c_int> {
+pub(crate) fn dup_to(fd: c_int, target: c_int) -> Result<(), c_int> {
     loop {
         // SAFETY: dup2 with integer arguments has no memory effects; it
         // replaces `target`, which the caller means to reuse.
@@ -403,6 +416,12 @@ fn reset_signals(default_action: &libc::sigaction, empty_mask: &libc::sigset_t) 
 /// The child of [`spawn`]: only async-signal-safe calls, no allocation.
 fn exec_child(p: &Prepared<'_>, high: &mut [c_int]) -> ! {
     reset_signals(&p.default_action, &p.empty_mask);
+    // SAFETY: setsid takes no arguments and is async-signal-safe; it
+    // fails only for a process group leader, which a child just forked
+    // is not.
+    if p.new_session && unsafe { libc::setsid() } == -1 {
+        child_fail(p.report, errno());
+    }
 
     // Copy every descriptor that is kept to a number above all targets
     // first: any of them may sit at 0 ..= 3 + n.
@@ -441,8 +460,25 @@ fn exec_child(p: &Prepared<'_>, high: &mut [c_int]) -> ! {
             Resource::OpenFiles => libc::RLIMIT_NOFILE,
             Resource::CoreSize => libc::RLIMIT_CORE,
         };
-        let rl = libc::rlimit { rlim_cur: limit.soft as libc::rlim_t, rlim_max: limit.hard as libc::rlim_t };
+        let mut rl = libc::rlimit { rlim_cur: limit.soft as libc::rlim_t, rlim_max: limit.hard as libc::rlim_t };
         // SAFETY: rl is a valid rlimit for the duration of the call.
+        if unsafe { libc::setrlimit(resource, &rl) } == 0 {
+            continue;
+        }
+        let e = errno();
+        if e != libc::EPERM && e != libc::EINVAL {
+            child_fail(report, e);
+        }
+        // As high as the hard limit allows.
+        let mut now = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: now is a valid, writable rlimit for the duration of the
+        // call; getrlimit only reads the process's limit into it.
+        if unsafe { libc::getrlimit(resource, &mut now) } != 0 {
+            child_fail(report, errno());
+        }
+        rl.rlim_max = rl.rlim_max.min(now.rlim_max);
+        rl.rlim_cur = rl.rlim_cur.min(rl.rlim_max);
+        // SAFETY: as above.
         if unsafe { libc::setrlimit(resource, &rl) } != 0 {
             child_fail(report, errno());
         }
@@ -477,7 +513,7 @@ fn exec_child(p: &Prepared<'_>, high: &mut [c_int]) -> ! {
 
 /// Waits for `pid`, retrying EINTR; returns the exit code, or 128 + the
 /// signal number if it was killed.
-fn wait(pid: libc::pid_t) -> io::Result<i32> {
+pub(crate) fn wait(pid: libc::pid_t) -> io::Result<i32> {
     let mut status: c_int = 0;
     loop {
         // SAFETY: status is a valid, writable int.
@@ -589,6 +625,7 @@ mod tests {
             stderr: None,
             credentials: None,
             limits: &[Limit { resource: Resource::CoreSize, soft: 0, hard: 0 }],
+            new_session: false,
         })
         .expect("spawn /bin/sh");
         drop(w);
@@ -617,6 +654,7 @@ mod tests {
             stderr: None,
             credentials: None,
             limits: &[],
+            new_session: false,
         })
         .unwrap();
         let readers: Vec<OwnedFd> = pipes.into_iter().rev().map(|(r, _)| r).collect();
@@ -639,6 +677,7 @@ mod tests {
             stderr: Some(w.as_raw_fd()),
             credentials: None,
             limits: &[],
+            new_session: false,
         })
         .unwrap();
         drop(w);
@@ -657,6 +696,7 @@ mod tests {
             stderr: None,
             credentials: None,
             limits: &[],
+            new_session: false,
         })
         .unwrap();
         drop(w);
@@ -678,6 +718,7 @@ mod tests {
             stderr: None,
             credentials: None,
             limits: &[],
+            new_session: false,
         })
         .unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::ENOENT), "{e}");
@@ -693,12 +734,74 @@ mod tests {
             stderr: None,
             credentials: None,
             limits: &[],
+            new_session: false,
         })
         .unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::EBADF), "{e}");
         assert!(spawn(&Spawn { argv: &[], ..spawn_true() }).is_err());
         assert!(spawn(&Spawn { program: Path::new("true"), ..spawn_true() }).is_err());
         assert!(spawn(&Spawn { env: &[("A=B", "c")], ..spawn_true() }).is_err());
+    }
+
+    #[test]
+    fn a_new_session_when_asked() {
+        for new_session in [true, false] {
+            // The child waits on the pipe until the write end closes.
+            let (r, w) = cloexec_pipe().unwrap();
+            let pid = spawn(&Spawn {
+                program: Path::new("/bin/sh"),
+                argv: &["sh", "-c", "read x <&3 || :"],
+                fds: &[r.as_raw_fd()],
+                new_session,
+                ..spawn_true()
+            })
+            .unwrap();
+            drop(r);
+            // SAFETY: getsid and getpgid take integers only.
+            let (sid, pgid, own_sid) = unsafe { (libc::getsid(pid), libc::getpgid(pid), libc::getsid(0)) };
+            drop(w);
+            assert_eq!(wait(pid).unwrap(), 0);
+            if new_session {
+                assert_eq!((sid, pgid), (pid, pid));
+            } else {
+                assert_eq!(sid, own_sid);
+                assert_ne!(pgid, pid);
+            }
+        }
+    }
+
+    #[test]
+    fn a_limit_too_high_is_the_hard_limit() {
+        let mut now = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: now is a valid, writable rlimit.
+        assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut now) }, 0);
+        // Above every system's bound on open files (Linux's fs.nr_open is
+        // at most 2^30), and above any caller's hard limit.
+        let huge = 1 << 40;
+        let (r, w) = cloexec_pipe().unwrap();
+        let pid = spawn(&Spawn {
+            program: Path::new("/bin/sh"),
+            argv: &["sh", "-c", "echo $(ulimit -Sn) $(ulimit -Hn) >&3"],
+            fds: &[w.as_raw_fd()],
+            limits: &[Limit { resource: Resource::OpenFiles, soft: huge, hard: huge }],
+            ..spawn_true()
+        })
+        .unwrap();
+        drop(w);
+        assert_eq!(wait(pid).unwrap(), 0);
+        let mut s = String::new();
+        std::fs::File::from(r).read_to_string(&mut s).unwrap();
+        let got: Vec<u64> = s.split_whitespace().map(|n| n.parse().unwrap()).collect();
+        assert_eq!(got.len(), 2, "{s}");
+        assert_eq!(got[0], got[1], "{s}");
+        // rlim_t is unsigned on Linux and OpenBSD, signed on FreeBSD.
+        #[allow(clippy::useless_conversion)]
+        let hard = u64::try_from(now.rlim_max).unwrap();
+        // The hard limit the child had (the BSDs may give root their
+        // bound instead, which is not lower).
+        assert!(got[1] >= hard && got[1] < huge, "{s}");
+        #[cfg(target_os = "linux")]
+        assert_eq!(got[1], hard, "{s}");
     }
 
     fn spawn_true() -> Spawn<'static> {
@@ -710,6 +813,7 @@ mod tests {
             stderr: None,
             credentials: None,
             limits: &[],
+            new_session: false,
         }
     }
 
@@ -729,6 +833,7 @@ mod tests {
             stderr: None,
             credentials: Some(&creds),
             limits: &[Limit { resource: Resource::OpenFiles, soft: 64, hard: 64 }],
+            new_session: false,
         })
         .unwrap();
         drop(w);

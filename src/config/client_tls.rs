@@ -422,16 +422,16 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let conf = dir.join("mta.conf");
-        std::fs::write(&conf, "smtp { tls_ca_file = \"ca.pem\"; }\n").unwrap();
+        std::fs::write(&conf, "aliases = \"aliases\";\nsmtp { tls_ca_file = \"ca.pem\"; }\n").unwrap();
         // Missing, then relative to the configuration's folder.
-        let check = |conf: &std::path::Path| Config::load(conf).and_then(|c| c.check_files(conf));
-        let e = check(&conf).unwrap_err().to_string();
+        let check = |conf: &std::path::Path| crate::master::intake::check(&Config::load(conf).unwrap());
+        let e = check(&conf).unwrap_err();
         assert!(
             e.contains("key `smtp.tls_ca_file`") && e.contains(&format!("{}", dir.join("ca.pem").display())),
             "{e}"
         );
         std::fs::write(dir.join("ca.pem"), format!("{}\n-----BEGIN CERTIFICATE-----\nAAAA\n", certs::CA)).unwrap();
-        let e = check(&conf).unwrap_err().to_string();
+        let e = check(&conf).unwrap_err();
         assert!(e.contains("ca.pem: line 12: the CERTIFICATE block has no END line"), "{e}");
         std::fs::write(dir.join("ca.pem"), certs::CA).unwrap();
         check(&conf).unwrap();

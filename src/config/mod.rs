@@ -18,6 +18,7 @@ use crate::roles::Role;
 
 pub mod client_tls;
 pub mod delivery;
+mod locate;
 pub mod smtp;
 
 /// Where the configuration is when `-f` is not given.
@@ -331,29 +332,16 @@ impl Config {
         Ok(config)
     }
 
-    /// Check the files the configuration at `path` names that only master
-    /// reads (for `mta -n`; master reads them again at start and at each
-    /// reload). Not part of `load`: sendmail, postdrop and mtactl load
-    /// the configuration too, need none of them and may not read them.
-    pub fn check_files(&self, path: &Path) -> Result<(), Error> {
-        if let Some(ca) = &self.smtp.tls_ca_file {
-            client_tls::read_ca_file(ca).map_err(|m| Error {
-                file: path.to_path_buf(),
-                line: None,
-                message: format!("key `smtp.tls_ca_file`: {m}"),
-            })?;
-        }
-        Ok(())
-    }
-
-    /// Parse configuration text; errors carry the line where known.
+    /// Parse configuration text; errors carry the line where known: an
+    /// error about several keys has the line of the key it names.
     pub fn parse(text: &str) -> Result<Config, (Option<usize>, String)> {
         let config: Config = serde_ucl::from_str(text).map_err(describe)?;
-        config.check().map_err(|m| (None, m))?;
+        config.check().map_err(|m| (locate::line_of_message(text, &m), m))?;
         Ok(config)
     }
 
-    /// Checks that involve several keys.
+    /// Checks that involve several keys. Each message begins with the
+    /// key at fault (`key \`a.b\`: ...`), whose line `parse` finds.
     fn check(&self) -> Result<(), String> {
         let has_cert = self.tls.certificate.is_some() && self.tls.key.is_some();
         if self.tls.certificate.is_some() != self.tls.key.is_some() {

@@ -99,6 +99,24 @@ fn semantic_errors_have_lines() {
 }
 
 #[test]
+fn cross_key_errors_have_the_line_of_their_key() {
+    let (line, m) = Config::parse("hostname = a.example;\n\nrelay {\n\n  password_file = \"/x\";\n}\n").unwrap_err();
+    assert_eq!(line, Some(5), "{m}");
+    assert!(m.starts_with("key `relay.password_file`: needs relay.host"), "{m}");
+    let (line, m) =
+        Config::parse("\nlisten smtps {\n  address = \"0.0.0.0:465\";\n  tls = implicit;\n}\n").unwrap_err();
+    assert_eq!(line, Some(4), "{m}");
+    assert!(m.contains("listen.smtps.tls"), "{m}");
+    // A key left at its default: the line of the closest block written.
+    let (line, m) = Config::parse("\n\nqueue {\n  backoff {\n    min = 2h;\n  }\n}\n").unwrap_err();
+    assert_eq!(line, Some(4), "{m}");
+    assert!(m.contains("queue.backoff.max"), "{m}");
+    let (line, m) = Config::parse("\ntransport {\n  smtp {\n    initial_concurrency = 50;\n  }\n}\n").unwrap_err();
+    assert_eq!(line, Some(3), "{m}");
+    assert!(m.contains("transport.smtp.concurrency_limit"), "{m}");
+}
+
+#[test]
 fn intake_settings() {
     let c = Config::parse(
         "hostname = mx.example.org;\ndomains = [ \"Example.org\", \"example.net\" ];\nnetworks = [ \"192.0.2.0/24\" ];\n\

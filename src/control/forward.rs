@@ -20,12 +20,14 @@ use crate::ipc::msg::{MAX_LISTINGS, QueueEntry};
 
 /// What waits for the client below which control asks qmgr for more.
 pub const LOW_WATER: usize = 64 * 1024;
-/// Most listings of users other than root and the mail user at once.
+/// Most listings of users other than root (and the operator of a master
+/// not run as root) at once.
 pub const USER_LISTINGS: usize = 2;
 
 /// Whether `uid` may start a listing while listings for `running` (their
-/// users) are under way; control runs as `own_uid`.
-pub fn may_list(running: &[u32], uid: u32, own_uid: u32) -> Result<(), String> {
+/// users) are under way; `operator` is the user who may do everything
+/// besides root (that of a master not run as root; see `authorized`).
+pub fn may_list(running: &[u32], uid: u32, operator: Option<u32>) -> Result<(), String> {
     if running.contains(&uid) {
         return Err(String::from("busy: a queue listing of yours is under way; try again when it ends"));
     }
@@ -33,7 +35,7 @@ pub fn may_list(running: &[u32], uid: u32, own_uid: u32) -> Result<(), String> {
     if running.len() >= MAX_LISTINGS {
         return Err(busy());
     }
-    let admin = |u: u32| u == 0 || u == own_uid;
+    let admin = |u: u32| u == 0 || Some(u) == operator;
     if !admin(uid) && running.iter().filter(|u| !admin(**u)).count() >= USER_LISTINGS {
         return Err(busy());
     }
@@ -223,19 +225,23 @@ mod tests {
     #[test]
     fn one_listing_per_user_and_room_kept_for_the_administrator() {
         let own = 500;
-        assert!(may_list(&[], 1001, own).is_ok());
-        let e = may_list(&[1001], 1001, own).unwrap_err();
+        // The operator: the user of a master not run as root.
+        let op = Some(own);
+        assert!(may_list(&[], 1001, op).is_ok());
+        let e = may_list(&[1001], 1001, op).unwrap_err();
         assert!(e.starts_with("busy") && e.contains("yours"), "{e}");
-        assert!(may_list(&[0], 0, own).is_err(), "root too, one at a time");
+        assert!(may_list(&[0], 0, op).is_err(), "root too, one at a time");
         // Two ordinary users hold all they may; a third waits, root and
-        // the mail user do not.
-        assert!(may_list(&[1001, 1002], 1003, own).unwrap_err().starts_with("busy"));
-        assert!(may_list(&[1001, 1002], 0, own).is_ok());
-        assert!(may_list(&[1001, 1002, 0], own, own).is_ok());
+        // the operator do not.
+        assert!(may_list(&[1001, 1002], 1003, op).unwrap_err().starts_with("busy"));
+        assert!(may_list(&[1001, 1002], 0, op).is_ok());
+        assert!(may_list(&[1001, 1002, 0], own, op).is_ok());
         // The cap holds for everyone.
-        assert!(may_list(&[1001, 1002, 0, own], 7, own).is_err());
-        assert!(may_list(&[0, own, 1001, 1002], 1003, own).is_err());
-        assert!(may_list(&[0, own, 1001], 1002, own).is_ok());
+        assert!(may_list(&[1001, 1002, 0, own], 7, op).is_err());
+        assert!(may_list(&[0, own, 1001, 1002], 1003, op).is_err());
+        assert!(may_list(&[0, own, 1001], 1002, op).is_ok());
         assert_eq!(MAX_LISTINGS, 4);
+        // Under a master run as root, the mail user is an ordinary user.
+        assert!(may_list(&[1001, 1002], own, None).unwrap_err().starts_with("busy"));
     }
 }

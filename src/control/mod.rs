@@ -1,11 +1,11 @@
 //! control: serves the control socket that master bound and handed over.
 //! A client (mtactl) sends one request line; peer credentials decide what
-//! it may do (root and the mail user: everything; others: the queue
-//! listing and a flush). control asks master for the process table,
-//! reload or stop, and qmgr for queue counts and the queue's messages,
-//! and answers with one line of JSON; a queue listing is streamed, a line
-//! per message as qmgr's parts arrive and then the answer line (see
-//! [`forward`]).
+//! it may do (root, and the invoking user of a master not run as root:
+//! everything; anyone: the queue listing and a flush; see [`authorized`]).
+//! control asks master for the process table, reload or stop, and qmgr
+//! for queue counts and the queue's messages, and answers with one line
+//! of JSON; a queue listing is streamed, a line per message as qmgr's
+//! parts arrive and then the answer line (see [`forward`]).
 //!
 //! Trusts: master. Distrusts clients: requests are bounded in size, time
 //! and number, listings in number per user and in all.
@@ -101,11 +101,15 @@ impl Command {
     }
 }
 
-/// Who may do what: root and the mail user (the user control runs as)
-/// everything; anyone may list the queue, as mailq has always allowed,
-/// and ask for a flush, as Postfix allows.
-pub fn authorized(command: Command, peer_uid: u32, own_uid: u32) -> bool {
-    matches!(command, Command::Queue | Command::Flush) || peer_uid == 0 || peer_uid == own_uid
+/// Who may do what: root everything, and so may `operator`, the user who
+/// started a master not run as root (whose processes all run as that
+/// user); anyone may list the queue, as mailq has always allowed, and ask
+/// for a flush, as Postfix allows. The mail user of a master run as root
+/// is anyone here: its processes (the connector, which reads DNS answers
+/// from the network, among them) must not stop the mail system or take
+/// mail out of the queue.
+pub fn authorized(command: Command, peer_uid: u32, operator: Option<u32>) -> bool {
+    matches!(command, Command::Queue | Command::Flush) || peer_uid == 0 || Some(peer_uid) == operator
 }
 
 enum Phase {
@@ -145,7 +149,8 @@ struct Control {
     qmgr: Option<Channel>,
     clients: HashMap<Token, Client>,
     next: usize,
-    own_uid: u32,
+    /// Who besides root may use every command (see [`authorized`]).
+    operator: Option<u32>,
 }
 
 /// Serve until master says stop.
@@ -157,8 +162,8 @@ pub fn serve(_token: Sandboxed, mut child: Child) -> ! {
     }
     let poll = Poll::new().unwrap_or_else(|e| crate::child::die(Role::Control, &format!("poll: {e}")));
     let listener = UnixListener::from_std(std_listener);
-    let own_uid = nix::unistd::getuid().as_raw();
-    let mut c = Control { child, poll, listener, qmgr: None, clients: HashMap::new(), next: FIRST_CLIENT, own_uid };
+    let operator = child.config.operator;
+    let mut c = Control { child, poll, listener, qmgr: None, clients: HashMap::new(), next: FIRST_CLIENT, operator };
     let reg = c.poll.registry();
     if let Err(e) =
         c.child.register_master(reg, MASTER).and_then(|()| reg.register(&mut c.listener, LISTENER, Interest::READABLE))
@@ -261,7 +266,7 @@ impl Control {
             return self.answer(token, json!({"ok": false, "error": format!("unknown command ({known})")}));
         };
         let uid = self.clients.get(&token).and_then(|c| c.uid);
-        if !uid.is_some_and(|u| authorized(command, u, self.own_uid)) {
+        if !uid.is_some_and(|u| authorized(command, u, self.operator)) {
             let who = uid.map_or_else(|| String::from("unknown"), |u| u.to_string());
             self.child.info(&format!("control request {} refused for uid {who}", command.name()));
             return self.answer(token, json!({"ok": false, "error": "permission denied"}));
@@ -278,7 +283,7 @@ impl Control {
                 .filter(|c| matches!(c.phase, Phase::Listing(_)))
                 .map(|c| c.uid.unwrap_or(u32::MAX))
                 .collect();
-            if let Err(e) = forward::may_list(&running, uid.unwrap_or(u32::MAX), self.own_uid) {
+            if let Err(e) = forward::may_list(&running, uid.unwrap_or(u32::MAX), self.operator) {
                 return self.answer(token, json!({"ok": false, "error": e}));
             }
             let sent = self.qmgr.as_mut().is_some_and(|q| q.send(&ControlToQmgr::List { id }, &[]).is_ok());
@@ -664,4 +669,41 @@ fn peer_uid(stream: &UnixStream) -> Option<u32> {
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
 fn peer_uid(stream: &UnixStream) -> Option<u32> {
     nix::unistd::getpeereid(stream).ok().map(|(u, _)| u.as_raw())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn who_may_do_what() {
+        let id = QueueId::parse("1NG5APFQRKP00009BDCR").unwrap();
+        let admin = [
+            Command::Status,
+            Command::Reload,
+            Command::Stop,
+            Command::Show(id),
+            Command::Admin(AdminOp::Hold, id),
+            Command::Admin(AdminOp::Delete, id),
+        ];
+        let anyone = [Command::Queue, Command::Flush];
+        // Master run as root, its mail user uid 999: root alone
+        // administers; the mail user is anyone.
+        for c in admin {
+            assert!(authorized(c, 0, None), "{c:?}");
+            assert!(!authorized(c, 999, None), "the mail user may {c:?}");
+            assert!(!authorized(c, 1000, None), "{c:?}");
+        }
+        // Master run by uid 1000: that user and root.
+        for c in admin {
+            assert!(authorized(c, 1000, Some(1000)), "{c:?}");
+            assert!(authorized(c, 0, Some(1000)), "{c:?}");
+            assert!(!authorized(c, 1001, Some(1000)), "{c:?}");
+        }
+        for c in anyone {
+            for (peer, operator) in [(0, None), (999, None), (1001, Some(1000))] {
+                assert!(authorized(c, peer, operator), "{c:?}");
+            }
+        }
+    }
 }

@@ -24,9 +24,16 @@ pub struct ChildConfig {
     pub hostname: String,
     pub spool: PathBuf,
     pub verbose: bool,
+    /// The limit on open files master asked for this process (see
+    /// `Role::open_files`); a child that got less warns.
+    pub open_files: u64,
     pub allow_unconfined: bool,
     pub log_line_length: u32,
     pub control: Control,
+    /// control: who besides root may use every command: the user running
+    /// master when it is not root; None when it is (the mail user's
+    /// processes may not).
+    pub operator: Option<u32>,
     /// smtpd and cleanup: how mail is taken in.
     pub intake: Option<Intake>,
     /// qmgr, smtp, connector, bounce and local: how mail is delivered;

@@ -124,6 +124,8 @@ pub(super) fn run(
         stderr: Some(wr.as_raw_fd()),
         credentials: Some(creds),
         limits: &LIMITS,
+        // In local's process group, which is a session of its own.
+        new_session: false,
     };
     let pid = match sandbox::spawn(&spec) {
         Ok(p) => Pid::from_raw(p),
@@ -211,6 +213,7 @@ impl Worker {
             stderr: None,
             credentials: creds,
             limits: &LIMITS,
+            new_session: false,
         };
         let pid = Pid::from_raw(sandbox::spawn(&spec)?);
         Ok(Worker { pid, chan: Channel::new(ours).with_max_message(MAX_WORKER_MESSAGE), reaped: false })

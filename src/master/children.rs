@@ -299,15 +299,13 @@ impl Master {
                 vec![self.owner.gid]
             },
         });
-        // rlim_t is unsigned on Linux and OpenBSD, signed on FreeBSD.
-        #[allow(clippy::useless_conversion)]
-        let hard = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-            .map(|(_, h)| u64::try_from(h).unwrap_or(u64::MAX))
-            .unwrap_or(1024);
         // smtp makes the LMTP deliveries too.
         let t = &self.config.transport;
         let deliveries = t.smtp.processes.saturating_add(t.lmtp.processes);
-        let nofile = role.open_files(self.config.limits.sessions, deliveries).min(hard);
+        // Set before the child drops root, so it may be above master's
+        // own; where the system allows less, the child gets its hard
+        // limit and says so in the log (see `child::start`).
+        let nofile = role.open_files(self.config.limits.sessions, deliveries);
         let limits = [
             sandbox::Limit { resource: sandbox::Resource::OpenFiles, soft: nofile, hard: nofile },
             sandbox::Limit { resource: sandbox::Resource::CoreSize, soft: 0, hard: 0 },
@@ -321,6 +319,10 @@ impl Master {
             stderr: self.opts.foreground.then_some(2),
             credentials: creds.as_ref(),
             limits: &limits,
+            // Signals for master's process group (^C at the terminal of
+            // mta -d, a supervisor's) are master's alone: it stops the
+            // children in order, and they exit when its channel closes.
+            new_session: true,
         };
         let pid = sandbox::spawn(&spec).map_err(|e| format!("{program_str}: {e}"))? as u32;
         drop(theirs);
@@ -332,9 +334,11 @@ impl Master {
             hostname: self.config.hostname.clone(),
             spool: self.config.spool.clone(),
             verbose: self.opts.verbose,
+            open_files: nofile,
             allow_unconfined: self.config.sandbox.allow_unconfined,
             log_line_length: self.config.log.line_length,
             control: self.config.control.clone(),
+            operator: (!self.owner.privileged).then_some(self.owner.uid),
             intake: matches!(role, Role::Smtpd | Role::Cleanup | Role::Pickup).then(|| self.intake_for(role)),
             delivery: matches!(
                 role,

@@ -147,6 +147,41 @@ fn read_pem(path: &Path) -> Result<Vec<u8>, String> {
     Ok(data)
 }
 
+/// The files of [`Material`] but the local-recipient table.
+struct Files {
+    certificate: Option<Vec<u8>>,
+    key: Option<Vec<u8>>,
+    credentials: Option<(String, String)>,
+    tls_ca: Vec<Vec<u8>>,
+}
+
+/// Read and check the TLS certificate and key (and that they go
+/// together), the relay's password file and the SMTP client's CA file.
+fn read_files(config: &Config) -> Result<Files, String> {
+    let pem = |key: &str, path: &Path| read_pem(path).map_err(|e| format!("key `{key}`: {e}"));
+    let certificate = config.tls.certificate.as_deref().map(|p| pem("tls.certificate", p)).transpose()?;
+    let key = config.tls.key.as_deref().map(|p| pem("tls.key", p)).transpose()?;
+    if let (Some(c), Some(k)) = (&certificate, &key) {
+        crate::smtpd::tls::server_config(c, k).map_err(|e| format!("key `tls`: {e}"))?;
+    }
+    let credentials =
+        config.relay.password_file.as_deref().map(crate::config::delivery::read_password_file).transpose()?;
+    let tls_ca = match &config.smtp.tls_ca_file {
+        Some(p) => crate::config::client_tls::read_ca_file(p).map_err(|e| format!("key `smtp.tls_ca_file`: {e}"))?,
+        None => Vec::new(),
+    };
+    Ok(Files { certificate, key, credentials, tls_ca })
+}
+
+/// What [`Material::load`] checks, writing nothing (the local-recipient
+/// table is not made): for `mta -n`. Returns the warnings loading would
+/// log.
+pub fn check(config: &Config) -> Result<Vec<String>, String> {
+    let aliases = alias_names(&config.aliases)?;
+    read_files(config)?;
+    Ok(aliases.warnings)
+}
+
 impl Material {
     pub fn load(config: &Config) -> Result<Material, String> {
         Material::load_with(config, Path::new(PASSWD))
@@ -156,17 +191,7 @@ impl Material {
     pub fn load_with(config: &Config, passwd: &Path) -> Result<Material, String> {
         let read = read_recipients(config, passwd)?;
         let recipients = write_table(config, &read.local)?;
-        let certificate = config.tls.certificate.as_deref().map(read_pem).transpose()?;
-        let key = config.tls.key.as_deref().map(read_pem).transpose()?;
-        if let (Some(c), Some(k)) = (&certificate, &key) {
-            crate::smtpd::tls::server_config(c, k).map_err(|e| format!("tls: {e}"))?;
-        }
-        let credentials =
-            config.relay.password_file.as_deref().map(crate::config::delivery::read_password_file).transpose()?;
-        let tls_ca = match &config.smtp.tls_ca_file {
-            Some(p) => crate::config::client_tls::read_ca_file(p).map_err(|e| format!("smtp.tls_ca_file: {e}"))?,
-            None => Vec::new(),
-        };
+        let Files { certificate, key, credentials, tls_ca } = read_files(config)?;
         Ok(Material {
             recipients,
             certificate,
@@ -403,6 +428,59 @@ mod tests {
     fn no_aliases_file_no_names_no_warning() {
         let d = dir("none");
         assert_eq!(alias_names(&d.join("aliases")).unwrap(), AliasNames::default());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn check_refuses_what_load_refuses_and_writes_nothing() {
+        use crate::smtp::agent::tests::certs;
+        use std::os::unix::fs::PermissionsExt;
+        let d = dir("check");
+        let mut config = Config { spool: d.join("spool"), aliases: d.join("aliases"), ..Default::default() };
+        std::fs::create_dir(&config.spool).unwrap();
+        let table = config.spool.join("local-recipients.cdb");
+        assert_eq!(check(&config).unwrap(), Vec::<String>::new());
+        // A certificate with another's key.
+        std::fs::write(d.join("cert.pem"), certs::GOOD).unwrap();
+        std::fs::write(d.join("key.pem"), certs::WRONG_KEY).unwrap();
+        config.tls.certificate = Some(d.join("cert.pem"));
+        config.tls.key = Some(d.join("missing.pem"));
+        let e = check(&config).unwrap_err();
+        assert!(e.starts_with("key `tls.key`: ") && e.contains("missing.pem"), "{e}");
+        config.tls.key = Some(d.join("key.pem"));
+        let e = check(&config).unwrap_err();
+        assert!(e.starts_with("key `tls`: "), "{e}");
+        assert!(!table.exists(), "check wrote the local-recipient table");
+        assert_eq!(check(&config).unwrap_err(), Material::load(&config).err().unwrap());
+        // load writes the table before it reads the files.
+        std::fs::remove_file(&table).unwrap();
+        std::fs::write(d.join("key.pem"), certs::GOOD_KEY).unwrap();
+        check(&config).unwrap();
+        // A password file others may read.
+        let secret = d.join("secret");
+        std::fs::write(&secret, "user:pass\n").unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o640)).unwrap();
+        config.relay.password_file = Some(secret.clone());
+        let e = check(&config).unwrap_err();
+        assert!(e.contains("chmod 600"), "{e}");
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        check(&config).unwrap();
+        // A damaged aliases database; a stale one is a warning.
+        std::fs::write(aliases::db_path(&config.aliases), b"not a cdb").unwrap();
+        assert!(check(&config).unwrap_err().contains("aliases.cdb"));
+        std::fs::write(&config.aliases, "staff: root\n").unwrap();
+        let w = check(&config).unwrap_err();
+        assert!(w.contains("aliases.cdb"), "{w}");
+        std::fs::remove_file(aliases::db_path(&config.aliases)).unwrap();
+        let w = check(&config).unwrap();
+        assert!(w.len() == 1 && w[0].contains("run newaliases"), "{w:?}");
+        // The CA file.
+        config.smtp.tls_ca_file = Some(d.join("nosuch-ca.pem"));
+        assert!(check(&config).unwrap_err().starts_with("key `smtp.tls_ca_file`: "));
+        assert!(!table.exists(), "check wrote the local-recipient table");
+        config.smtp.tls_ca_file = None;
+        Material::load(&config).unwrap();
+        assert!(table.exists());
         std::fs::remove_dir_all(&d).unwrap();
     }
 

@@ -124,7 +124,9 @@ pub struct Master {
     socket_check: Option<Instant>,
     /// When to look at the local-recipient table's sources next.
     recipients_check: Instant,
-    _lock: spool::Lock,
+    lock: spool::Lock,
+    /// The daemon wrote its pid file (it removes it when it stops).
+    pidfile_written: bool,
 }
 
 /// Run master; returns the process exit code.
@@ -144,43 +146,99 @@ pub fn main(args: &[String]) -> i32 {
             return 1;
         }
     };
-    if opts.check_only {
-        if let Err(e) = config.check_files(&config_path) {
+    let (owner, warnings) = match preflight(&config) {
+        Ok(x) => x,
+        Err(e) => {
             eprintln!("mta: {e}");
             return 1;
+        }
+    };
+    if opts.check_only {
+        for w in warnings {
+            eprintln!("mta: warning: {w}");
         }
         if opts.verbose {
             eprintln!("mta: {}: configuration is valid", config_path.display());
         }
         return 0;
     }
-    match Master::start(opts, config_path, config) {
-        Ok(mut m) => m.run(),
+    // A reload reads the file again, after the daemon moved to `/`.
+    let config_path = match std::fs::canonicalize(&config_path) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("mta: {}: {e}", config_path.display());
+            return 1;
+        }
+    };
+    let mut m = match Master::start(opts, config_path, config, owner) {
+        Ok(m) => m,
         Err(e) => {
             eprintln!("mta: {e}");
-            1
+            return 1;
         }
+    };
+    // Every step that can fail comes before the shell hears the outcome:
+    // as a daemon, the process it started waits until this one is up.
+    let detached = if m.opts.foreground {
+        None
+    } else {
+        match sandbox::daemonize("mta") {
+            Ok(d) => Some(d),
+            Err(e) => {
+                eprintln!("mta: becoming a daemon: {e}");
+                m.shutdown_cleanup();
+                return 1;
+            }
+        }
+    };
+    let signals = match m.up(detached.is_some()) {
+        Ok(s) => s,
+        Err(e) => {
+            let e = format!("mta: {e}");
+            match detached {
+                Some(d) => d.fail(&e),
+                None => eprintln!("{e}"),
+            }
+            m.shutdown_cleanup();
+            return 1;
+        }
+    };
+    if let Some(d) = detached {
+        // Its standard error is gone now; the log is syslog.
+        let _ = d.ready();
     }
+    m.run(signals)
+}
+
+/// Every check start makes that writes nothing, so that `mta -n` (the rc
+/// scripts' check before a start, restart or reload) refuses what start
+/// would: the mail user and the submission group; the spool tree as far
+/// as it exists; the child programs; the TLS certificate and key, the
+/// relay's password file, the aliases database and the SMTP client's CA
+/// file; the control socket's path. Start runs it first. Returns who owns
+/// the queue, and the warnings loading the files logs (for `-n`).
+fn preflight(config: &Config) -> Result<(spool::Owner, Vec<String>), String> {
+    let owner = spool::Owner::resolve(&config.user, &config.submission_group)?;
+    spool::check(&config.spool, &owner)?;
+    for role in Role::ALL {
+        spool::check_program(&config.libexec_directory.join(role.program()), owner.privileged)?;
+    }
+    let warnings = intake::check(config)?;
+    spool::check_control(&config.control.socket)?;
+    Ok((owner, warnings))
 }
 
 impl Master {
-    fn start(opts: Options, config_path: PathBuf, config: Config) -> Result<Master, String> {
-        let owner = spool::Owner::resolve(&config.user, &config.submission_group)?;
+    /// `owner` is what [`preflight`] found, which has run.
+    fn start(opts: Options, config_path: PathBuf, config: Config, owner: spool::Owner) -> Result<Master, String> {
         spool::make_spool_root(&config.spool)?;
         let lock = spool::lock(&config.spool)?;
         let queue_fds = spool::prepare(&config.spool, &owner)?;
         let journal_fd = spool::prepare_dir(&config.spool, crate::roles::JOURNAL_DIR, &owner)?;
         let maildrop_fd = spool::prepare_maildrop(&config.spool, &owner)?;
-        for role in Role::ALL {
-            spool::check_program(&config.libexec_directory.join(role.program()), owner.privileged)?;
-        }
         let intake = intake::Material::load(&config)?;
         let smtp_listeners = intake::bind(&config)?;
         let control_listener = spool::bind_control(&config.control.socket)?;
-        if !opts.foreground {
-            nix::unistd::daemon(false, false).map_err(|e| format!("daemon: {e}"))?;
-            spool::write_pidfile(&config.pidfile)?;
-        }
         let sink = if opts.foreground { Sink::Stderr } else { Sink::Syslog(Syslog::new(&config.log.facility)) };
         let poll = Poll::new().map_err(|e| format!("poll: {e}"))?;
         Ok(Master {
@@ -212,7 +270,8 @@ impl Master {
             socket_watch: sockets::Watch::default(),
             socket_check: None,
             recipients_check: Instant::now() + RECIPIENTS_CHECK_EVERY,
-            _lock: lock,
+            lock,
+            pidfile_written: false,
         })
     }
 
@@ -224,18 +283,24 @@ impl Master {
         self.sink.write("master", std::process::id(), level, text, max);
     }
 
-    fn run(&mut self) -> i32 {
-        let mut signals = match Signals::new([SIGHUP, SIGTERM, SIGINT, SIGCHLD]) {
-            Ok(s) => s,
-            Err(e) => {
-                self.log(Level::Error, &format!("signals: {e}"));
-                return 1;
-            }
-        };
-        if let Err(e) = self.poll.registry().register(&mut signals, SIGNALS, Interest::READABLE) {
-            self.log(Level::Error, &format!("signals: {e}"));
-            return 1;
+    /// The last steps of a start, in the process that goes on (the
+    /// daemon, when `daemon`): its pid in the lock file and the pid file,
+    /// and the signals it obeys.
+    fn up(&mut self, daemon: bool) -> Result<Signals, String> {
+        if daemon {
+            self.lock.record_pid()?;
+            spool::write_pidfile(&self.config.pidfile)?;
+            self.pidfile_written = true;
         }
+        let mut signals = Signals::new([SIGHUP, SIGTERM, SIGINT, SIGCHLD]).map_err(|e| format!("signals: {e}"))?;
+        self.poll
+            .registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)
+            .map_err(|e| format!("signals: {e}"))?;
+        Ok(signals)
+    }
+
+    fn run(&mut self, mut signals: Signals) -> i32 {
         self.log(
             Level::Info,
             &format!(
@@ -246,6 +311,9 @@ impl Master {
                 sandbox::describe_kernel()
             ),
         );
+        if let Err(e) = raise_open_files() {
+            self.log(Level::Warning, &format!("cannot raise the limit on open files to the hard limit: {e}"));
+        }
         self.log_intake_warnings();
         self.children.reset_slots(&self.config);
         let mut events = Events::with_capacity(128);
@@ -358,8 +426,10 @@ impl Master {
     }
 
     /// Read and check the configuration file for a reload, without
-    /// applying it. Settings that need a restart keep their running value.
-    fn load_new(&mut self) -> Result<(Config, Vec<&'static str>), String> {
+    /// applying it (nothing is written). Settings that need a restart
+    /// keep their running value. Returns who is to own the queue then:
+    /// the running mail user, with the submission group looked up again.
+    fn load_new(&mut self) -> Result<(Config, Vec<&'static str>, spool::Owner), String> {
         let mut new = Config::load(&self.config_path)
             .map_err(|e| format!("reload refused, keeping the running configuration: {e}"))?;
         let mut kept = Vec::new();
@@ -381,7 +451,14 @@ impl Master {
             spool::check_program(&new.libexec_directory.join(role.program()), self.owner.privileged)
                 .map_err(|e| format!("reload refused: {e}"))?;
         }
-        Ok((new, kept))
+        let owner = if new.submission_group == self.config.submission_group {
+            self.owner.clone()
+        } else {
+            let found =
+                spool::Owner::resolve(&new.user, &new.submission_group).map_err(|e| format!("reload refused: {e}"))?;
+            spool::Owner { submission_gid: found.submission_gid, ..self.owner.clone() }
+        };
+        Ok((new, kept, owner))
     }
 
     /// Everything a reload must read before it may replace the running
@@ -392,15 +469,28 @@ impl Master {
 
     /// Whether a reload would be accepted.
     pub(crate) fn check_reload(&mut self) -> Result<(), String> {
-        let (new, _) = self.load_new()?;
+        let (new, _, _) = self.load_new()?;
         self.load_material(&new).map(|_| ())
     }
 
     /// Re-read the configuration. A bad one is reported and the running
     /// one kept; a good one starts a new generation of children.
     pub fn reload(&mut self) -> Result<u64, String> {
-        let (new, kept) = self.load_new()?;
-        self.intake = self.load_material(&new)?;
+        let (new, kept, owner) = self.load_new()?;
+        let intake = self.load_material(&new)?;
+        if owner.submission_gid != self.owner.submission_gid {
+            // maildrop/ to the new group; pickup, restarted below, holds it.
+            self.maildrop_fd =
+                spool::prepare_maildrop(&new.spool, &owner).map_err(|e| format!("reload refused: {e}"))?;
+            self.owner = owner;
+        }
+        if new.log.facility != self.config.log.facility
+            && let Sink::Syslog(_) = self.sink
+        {
+            self.log(Level::Info, &format!("reload: logging to the facility {} from now on", new.log.facility));
+            self.sink = Sink::Syslog(Syslog::new(&new.log.facility));
+        }
+        self.intake = intake;
         self.log_intake_warnings();
         if !kept.is_empty() {
             self.log(Level::Warning, &format!("reload: {} change only at restart; kept as running", kept.join(", ")));
@@ -432,7 +522,7 @@ impl Master {
 
     fn shutdown_cleanup(&mut self) {
         let _ = std::fs::remove_file(&self.config.control.socket);
-        if !self.opts.foreground {
+        if self.pidfile_written {
             let _ = std::fs::remove_file(&self.config.pidfile);
         }
         let _ = std::io::stderr().flush();
@@ -522,6 +612,19 @@ impl Master {
             children: self.children.status(),
         }
     }
+}
+
+/// Raise master's limit on open files to its hard limit: it holds a
+/// channel per child and the listeners, and the soft limit it was
+/// started with (a login class's, a shell's) may be far lower. (Each
+/// child's limit is set for its role when it starts.)
+fn raise_open_files() -> nix::Result<()> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if soft < hard && hard != libc::RLIM_INFINITY {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+    }
+    Ok(())
 }
 
 /// Per-role counts, for tests and status.

@@ -65,9 +65,23 @@ impl Owner {
     }
 }
 
-/// The exclusive lock a running master holds on SPOOL/master.lock.
+/// The exclusive lock a running master holds on SPOOL/master.lock, which
+/// holds its pid for the message a second master gives.
 pub struct Lock {
-    _lock: Flock<File>,
+    lock: Flock<File>,
+}
+
+impl Lock {
+    /// Write this process's pid into the lock file: again after
+    /// daemonizing (the lock goes on with the descriptor, the pid does not).
+    pub fn record_pid(&mut self) -> Result<(), String> {
+        let l = &mut self.lock;
+        l.set_len(0)
+            .and_then(|()| l.rewind())
+            .and_then(|()| writeln!(l, "{}", std::process::id()))
+            .and_then(|()| l.sync_data())
+            .map_err(|e| format!("master.lock: {e}"))
+    }
 }
 
 /// Take the master lock, or say which process holds it.
@@ -83,12 +97,10 @@ pub fn lock(spool: &Path) -> Result<Lock, String> {
         .open(&path)
         .map_err(|e| format!("{}: {e}", path.display()))?;
     match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-        Ok(mut l) => {
-            let _ = l.set_len(0);
-            let _ = l.rewind();
-            let _ = writeln!(l, "{}", std::process::id());
-            let _ = l.sync_data();
-            Ok(Lock { _lock: l })
+        Ok(l) => {
+            let mut lock = Lock { lock: l };
+            let _ = lock.record_pid();
+            Ok(lock)
         }
         Err((mut f, nix::errno::Errno::EWOULDBLOCK)) => {
             let mut pid = String::new();
@@ -99,10 +111,29 @@ pub fn lock(spool: &Path) -> Result<Lock, String> {
     }
 }
 
-/// Create or check the spool tree: SPOOL (root, 0755) and the queue
-/// directories (owner's, 0700). Returns descriptors of the queue
-/// directories in QUEUE_DIRS order.
-pub fn prepare(spool: &Path, owner: &Owner) -> Result<Vec<OwnedFd>, String> {
+/// Check the spool tree as it is, changing nothing (for `mta -n`; start
+/// makes the same checks as it prepares the tree): SPOOL, when it
+/// exists, as [`prepare`] wants it, and each of its directories that
+/// exists as [`prepare_dir`] does.
+pub fn check(spool: &Path, owner: &Owner) -> Result<(), String> {
+    if fs::symlink_metadata(spool).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound) {
+        return Ok(());
+    }
+    check_root(spool, owner)?;
+    let names = QUEUE_DIRS.iter().chain([&crate::roles::JOURNAL_DIR, &crate::roles::MAILDROP_DIR]);
+    for name in names {
+        let dir = spool.join(name);
+        if fs::symlink_metadata(&dir).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound) {
+            continue;
+        }
+        check_dir(&dir, owner)?;
+    }
+    Ok(())
+}
+
+/// SPOOL: a directory, root's when master is root, not group- or
+/// world-writable.
+fn check_root(spool: &Path, owner: &Owner) -> Result<(), String> {
     let meta = fs::symlink_metadata(spool).map_err(|e| format!("{}: {e}", spool.display()))?;
     if !meta.is_dir() {
         return Err(format!("{}: not a directory", spool.display()));
@@ -112,6 +143,35 @@ pub fn prepare(spool: &Path, owner: &Owner) -> Result<Vec<OwnedFd>, String> {
     }
     if meta.mode() & 0o022 != 0 {
         return Err(format!("{}: must not be group- or world-writable", spool.display()));
+    }
+    Ok(())
+}
+
+/// One directory of the spool: a directory, and when master is not
+/// root the invoking user's (root makes it the mail user's).
+fn check_dir(dir: &Path, owner: &Owner) -> Result<(), String> {
+    let m = fs::symlink_metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    if !m.is_dir() {
+        return Err(format!("{}: not a directory", dir.display()));
+    }
+    if !owner.privileged && m.uid() != owner.uid {
+        return Err(format!("{}: owned by uid {}, not by the user running mta", dir.display(), m.uid()));
+    }
+    Ok(())
+}
+
+/// Create or check the spool tree: SPOOL (root, 0755) and the queue
+/// directories (owner's, 0700). Returns descriptors of the queue
+/// directories in QUEUE_DIRS order.
+pub fn prepare(spool: &Path, owner: &Owner) -> Result<Vec<OwnedFd>, String> {
+    check_root(spool, owner)?;
+    // Set at each start, not left to the umask of whoever started the
+    // first master: postdrop, as the submitting user, passes through it
+    // to maildrop/. (A spool the invoking user does not own is left.)
+    let ours = fs::symlink_metadata(spool).is_ok_and(|m| m.uid() == owner.uid);
+    if owner.privileged || ours {
+        fs::set_permissions(spool, fs::Permissions::from_mode(0o755))
+            .map_err(|e| format!("chmod {}: {e}", spool.display()))?;
     }
     QUEUE_DIRS.iter().map(|name| prepare_dir(spool, name, owner)).collect()
 }
@@ -137,21 +197,13 @@ fn prepare_dir_as(spool: &Path, name: &str, owner: &Owner, gid: u32, mode: u32) 
     {
         let dir = spool.join(name);
         make_dir(&dir, mode)?;
-        let m = fs::symlink_metadata(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        if !m.is_dir() {
-            return Err(format!("{}: not a directory", dir.display()));
-        }
+        check_dir(&dir, owner)?;
         if owner.privileged {
             chown(&dir, Some(Uid::from_raw(owner.uid)), Some(Gid::from_raw(gid)))
                 .map_err(|e| format!("chown {}: {e}", dir.display()))?;
-            fs::set_permissions(&dir, fs::Permissions::from_mode(mode))
-                .map_err(|e| format!("chmod {}: {e}", dir.display()))?;
-        } else if m.uid() != owner.uid {
-            return Err(format!("{}: owned by uid {}, not by the user running mta", dir.display(), m.uid()));
-        } else {
-            fs::set_permissions(&dir, fs::Permissions::from_mode(mode))
-                .map_err(|e| format!("chmod {}: {e}", dir.display()))?;
         }
+        fs::set_permissions(&dir, fs::Permissions::from_mode(mode))
+            .map_err(|e| format!("chmod {}: {e}", dir.display()))?;
         open(&dir, OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW, Mode::empty())
             .map_err(|e| format!("{}: {e}", dir.display()))
     }
@@ -174,17 +226,24 @@ fn make_dir(path: &Path, mode: u32) -> Result<(), String> {
 /// A stale socket left by a dead master is replaced; master holds the
 /// spool lock, so no live master owns it.
 pub fn bind_control(path: &Path) -> Result<UnixListener, String> {
-    if let Ok(m) = fs::symlink_metadata(path) {
-        use std::os::unix::fs::FileTypeExt;
-        if !m.file_type().is_socket() {
-            return Err(format!("{}: exists and is not a socket", path.display()));
-        }
+    if check_control(path)? {
         fs::remove_file(path).map_err(|e| format!("removing stale {}: {e}", path.display()))?;
     }
     let l = UnixListener::bind(path).map_err(|e| format!("binding {}: {e}", path.display()))?;
     fs::set_permissions(path, fs::Permissions::from_mode(0o666))
         .map_err(|e| format!("chmod {}: {e}", path.display()))?;
     Ok(l)
+}
+
+/// Check the control socket's path, changing nothing: nothing there but
+/// perhaps a socket (true then). A file of another kind is not replaced.
+pub fn check_control(path: &Path) -> Result<bool, String> {
+    use std::os::unix::fs::FileTypeExt;
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => Ok(true),
+        Ok(_) => Err(format!("{}: exists and is not a socket", path.display())),
+        Err(_) => Ok(false),
+    }
 }
 
 /// Check a program master is about to start: it must exist, be a regular

@@ -122,7 +122,7 @@ impl Role {
             // bounce: one queue file at a time per request.
             Role::Control | Role::Pickup | Role::Bounce => 256,
             // local: channels, the queue file being delivered, a child's
-            // pipe.
+            // pipe, the command spawner's socket.
             Role::Local => 256,
             // qmgr: its directories and channels, the queue files it is
             // reading or handing on, up to 1,024 kept for a first delivery.
@@ -196,7 +196,8 @@ pub enum Operation {
     /// queue file complete by its mode).
     SetModes(RawFd),
     /// Look users up and start each delivery as its recipient: fork,
-    /// exec, change ids, open paths anywhere (local's root parent).
+    /// exec, change ids, open paths anywhere (local's root parent; its
+    /// command spawner, outside any policy, starts users' commands).
     DeliverAsUsers,
 }
 
@@ -287,14 +288,19 @@ pub fn policy(role: Role, layout: &Layout) -> Policy {
         // connected socket (from the connector) and a read-only queue
         // file (from qmgr). bounce: the same without sockets.
         Role::Smtp | Role::Bounce => {}
-        // local: the one role that keeps root. It looks users up, spawns
-        // each delivery as the recipient (a child of its own program,
-        // which opens the mailbox and confines itself to it before
-        // writing) and may later run users' commands, so it may fork,
-        // exec and change ids, and its file system is not confined (a
-        // Landlock domain or unveil list would bind the children too).
-        // The seccomp filter or pledge still applies; no sockets but
-        // the AF_UNIX socket pairs to its mailbox delivery workers.
+        // local: the one role that keeps root. It looks users up and
+        // spawns each delivery as the recipient (a child of its own
+        // program, which opens the mailbox and confines itself to it
+        // before writing), so it may fork, exec and change ids, and its
+        // file system is not confined (a Landlock domain or unveil list
+        // would bind the children too). The seccomp filter or pledge
+        // still applies; no sockets but the AF_UNIX socket pairs to its
+        // mailbox delivery workers and to its command spawner. Users'
+        // commands are not started under this policy: a sandbox is
+        // inherited and never lifted, and a command must run as from its
+        // user's shell (sockets, threads, set-gid programs). The command
+        // spawner, started before this policy is entered and never under
+        // any (local::spawner), starts them on local's bounded requests.
         Role::Local => {
             p.fork = true;
             p.exec = true;

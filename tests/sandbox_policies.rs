@@ -24,6 +24,11 @@
 //! does, and must report a file renamed into the directory from inside
 //! the sandbox.
 //!
+//! local's command spawner, started before local enters its sandbox, must
+//! start a command outside it (this program, run as `local pipe`, makes
+//! sockets from a thread), as the user it is given, while local itself
+//! can do neither; and refuse uid 0 unless commands may run as root.
+//!
 //! This is a `harness = false` test: `sandbox::enter` and
 //! `sandbox::fork_wait_with` refuse multi-threaded processes, and libtest
 //! runs tests on threads. Each check prints `ok <role>: <what>` or
@@ -49,7 +54,7 @@ use nix::sys::socket::{
     AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType, UnixAddr, connect, sendmsg, socket, socketpair,
 };
 use nix::sys::stat::{Mode, fstatat, mkdirat};
-use nix::unistd::{Uid, UnlinkatFlags, fsync, pipe, setuid, unlinkat};
+use nix::unistd::{Gid, Uid, UnlinkatFlags, fsync, pipe, setuid, unlinkat};
 use sandbox::{
     CapRight, DirAccess, Grant, MODIFYING_RIGHTS, Net, Policy, Unconfined, capsicum_rights, pledge_promises,
 };
@@ -1005,6 +1010,160 @@ fn live_exec(total: &mut Tally, world: &World) -> io::Result<()> {
     Ok(())
 }
 
+/// local's command spawner ([`mta::local::spawner`]), started before
+/// local enters its sandbox (here: this program as `local spawner`),
+/// starts users' commands outside it. In a child that
+/// starts two spawners (one that may run commands as root, one that may
+/// not) and then enters local's policy: local itself can create neither
+/// a socket nor a thread; a command the spawner starts (this program,
+/// as `local pipe`: see [`pipe_command`]) runs as the user it was given
+/// (nobody, when we are root), with no seccomp filter, and connects a TCP
+/// and a UNIX socket from a thread it starts; a spawner that may not run
+/// commands as root refuses uid 0; a spawner ends when local's end of its
+/// socket closes.
+fn live_local_commands(total: &mut Tally, world: &World) -> io::Result<()> {
+    let policy = roles::policy(Role::Local, &Layout { spool: world.spool.clone(), listeners: 0, socket_dirs: vec![] });
+    let program = std::env::current_exe()?;
+    // A UNIX listener any user may connect to.
+    let unix_path = world.root.join("commands.sock");
+    let _unix = UnixListener::bind(&unix_path)?;
+    std::fs::set_permissions(&unix_path, std::os::unix::fs::PermissionsExt::from_mode(0o666))?;
+    let (master, child_end) = master_channel()?;
+    run_child(total, "local commands", &[child_end.as_fd()], |t, _placed| {
+        use mta::local::spawner::Spawner;
+        let spawners = Spawner::start(&program, true).and_then(|r| Ok((r, Spawner::start(&program, false)?)));
+        let (mut root_ok, mut no_root) = match spawners {
+            Ok(s) => s,
+            Err(e) => return t.check("start the command spawners before entering", Err(e.to_string())),
+        };
+        // (run_child closes what the child is not given: opened here.)
+        let queue = match File::open(world.spool.join("secret")) {
+            Ok(f) => f,
+            Err(e) => return t.check("open a queue file", Err(e.to_string())),
+        };
+        if prepare_and_enter(t, &policy).is_none() {
+            return;
+        }
+        t.check(
+            "local itself creates no AF_INET socket",
+            denied(socket(AddressFamily::Inet, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)),
+        );
+        #[cfg(target_os = "linux")]
+        t.check(
+            "local itself starts no thread",
+            match std::thread::Builder::new().spawn(|| ()) {
+                Ok(h) => {
+                    let _ = h.join();
+                    Err("a thread started".into())
+                }
+                Err(_) => Ok(()),
+            },
+        );
+        let root = Uid::effective().is_root();
+        // As nobody when we may change ids; else as ourselves (without
+        // root, setgroups fails: a command cannot run at all).
+        let (uid, gid) = if root { (65534, 65534) } else { (Uid::effective().as_raw(), Gid::effective().as_raw()) };
+        let creds = sandbox::Credentials { uid, gid, groups: vec![gid] };
+        let tcp = world.tcp_addr.to_string();
+        let unix = unix_path.to_string_lossy().into_owned();
+        let args = [tcp.as_str(), unix.as_str(), "", "", "+", "0", "nobody", "/", "10"];
+        let limit = Duration::from_secs(20);
+        if root {
+            t.check(
+                "a command from the spawner: its ids, no seccomp filter, sockets and a thread",
+                match root_ok.run(&args, &creds, &queue, limit, 4096) {
+                    Ok(ran) => {
+                        let text = String::from_utf8_lossy(&ran.text).into_owned();
+                        let want = format!("uid={uid} gid={gid} seccomp=0 thread tcp unix");
+                        match ran.status {
+                            Ok(nix::sys::wait::WaitStatus::Exited(_, 0)) if text.trim() == want => Ok(()),
+                            other => Err(format!("{other:?}: {text}")),
+                        }
+                    }
+                    Err(o) => Err(o.reason),
+                },
+            );
+            // One that outlives its time: killed at local's word.
+            let sleep = ["sleep", "", "", "", "+", "0", "nobody", "/", "10"];
+            t.check(
+                "a command past its time is killed by the spawner",
+                match root_ok.run(&sleep, &creds, &queue, Duration::from_secs(1), 4096) {
+                    Ok(ran) if ran.timed_out => match ran.status {
+                        Ok(nix::sys::wait::WaitStatus::Signaled(_, nix::sys::signal::Signal::SIGKILL, _)) => Ok(()),
+                        other => Err(format!("{other:?}")),
+                    },
+                    Ok(ran) => Err(format!("not timed out: {:?}", ran.status)),
+                    Err(o) => Err(o.reason),
+                },
+            );
+        } else {
+            println!("note local commands: not root, so no command can change ids and none is run");
+        }
+        let as_root = sandbox::Credentials { uid: 0, gid: 0, groups: vec![0] };
+        t.check(
+            "uid 0 refused by a spawner that may not run commands as root",
+            match no_root.run(&args, &as_root, &queue, limit, 4096) {
+                Ok(ran) => Err(format!("ran: {:?}", ran.status)),
+                Err(o) if o.reason.contains("refused: a command as root") && no_root.lost().is_none() => Ok(()),
+                Err(o) => Err(o.reason),
+            },
+        );
+        for (what, s) in [("may", root_ok), ("may not", no_root)] {
+            t.check(
+                &format!("the spawner that {what} run commands as root ends when local's end closes"),
+                match s.close(Duration::from_secs(5)) {
+                    (Ok(nix::sys::wait::WaitStatus::Exited(_, 0)), false) => Ok(()),
+                    other => Err(format!("{other:?}")),
+                },
+            );
+        }
+    });
+    drop(child_end);
+    drop(master);
+    Ok(())
+}
+
+/// This program run by a command spawner as `local pipe TCP UNIX ...`
+/// (from [`live_local_commands`]): it starts a thread that connects to
+/// the TCP address and the UNIX socket, and reports on standard error
+/// its ids, its seccomp mode (0 where there is no /proc) and what
+/// worked; exit status 0, or 75 (and why) when something did not. As
+/// `local pipe sleep ...`, it sleeps for 30 s.
+fn pipe_command(args: &[String]) -> i32 {
+    if args.get(2).map(String::as_str) == Some("sleep") {
+        std::thread::sleep(Duration::from_secs(30));
+        return 0;
+    }
+    let (Some(tcp), Some(unix)) = (args.get(2), args.get(3)) else {
+        eprintln!("arguments: {args:?}");
+        return 64;
+    };
+    let (tcp, unix) = (tcp.clone(), unix.clone());
+    let talk = move || -> Result<String, String> {
+        TcpStream::connect(tcp.as_str()).map_err(|e| format!("tcp {tcp}: {e}"))?;
+        UnixStream::connect(&unix).map_err(|e| format!("unix {unix}: {e}"))?;
+        Ok(String::from("thread tcp unix"))
+    };
+    let done = match std::thread::Builder::new().spawn(talk) {
+        Ok(h) => h.join().unwrap_or_else(|_| Err(String::from("the thread panicked"))),
+        Err(e) => Err(format!("no thread: {e}")),
+    };
+    let seccomp = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Seccomp:").map(|v| v.trim().to_string())))
+        .unwrap_or_else(|| String::from("0"));
+    match done {
+        Ok(what) => {
+            eprintln!("uid={} gid={} seccomp={seccomp} {what}", Uid::current(), Gid::current());
+            0
+        }
+        Err(why) => {
+            eprintln!("{why}");
+            75
+        }
+    }
+}
+
 /// The Capsicum rights an operation needs on its descriptor (`Connect`
 /// has none: it needs to stay out of capability mode, which
 /// `Net::Connect` says).
@@ -1222,6 +1381,13 @@ fn data_checks(total: &mut Tally, role: Role) {
 }
 
 fn main() {
+    // Started as a command spawner, and by it (see `live_local_commands`).
+    let args: Vec<String> = std::env::args().collect();
+    match args.get(1).map(String::as_str) {
+        Some("spawner") => mta::local::spawner::main(&args[2..]),
+        Some("pipe") => std::process::exit(pipe_command(&args)),
+        _ => {}
+    }
     println!("# kernel: {}", sandbox::describe_kernel());
     let mut total = Tally::new("all");
     for role in Role::ALL {
@@ -1237,6 +1403,10 @@ fn main() {
             }
             if let Err(e) = live_exec(&mut total, &world) {
                 println!("FAIL exec: set up: {e}");
+                total.failed += 1;
+            }
+            if let Err(e) = live_local_commands(&mut total, &world) {
+                println!("FAIL local commands: set up: {e}");
                 total.failed += 1;
             }
         }

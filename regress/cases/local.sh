@@ -349,7 +349,7 @@ write_conf "aliases = \"$W/aliases\";" "local { mailbox = \"maildir\"; mail_spoo
 	'processes { local = 2; }'
 ctl reload >/dev/null || fail "reload with two local processes"
 sleep 2
-[ "$(pgrep -f "^([^ ]*/)?local$" | wc -l)" -eq 2 ] || fail "not two local processes: $(pgrep -a local)"
+[ "$(pgrep -P "$MASTER_PID" -f "^([^ ]*/)?local$" | wc -l)" -eq 2 ] || fail "not two local processes: $(pgrep -a -P "$MASTER_PID")"
 burst 8 mtaloc1@localhost "two processes" &
 b1=$!
 burst 8 mtaloc2@localhost "two processes"

@@ -17,7 +17,12 @@
 # nobody. Unsafe .forward files (group-writable, another user's, in a
 # group-writable home, a symbolic link into a directory the user does
 # not own) are ignored with a warning: the mail goes to the mailbox and
-# their commands never run. Envelope recipients naming commands, $(...),
+# their commands never run. A .forward command (python3) that starts a
+# thread which connects to a TCP and a UNIX listener of the case's on
+# loopback is delivered, as the user (what it wrote shows its uid and
+# both greetings): commands run outside local's sandbox. local's command
+# spawner killed, local logs it, exits and is started again, and the
+# command runs with the new spawner; local killed, its spawner ends. Envelope recipients naming commands, $(...),
 # backticks or ${run{...}} run nothing. Aliases added by the staged
 # newaliases while mta runs are accepted at RCPT and delivered with no
 # reload; `box1: \mtafw1` and `rootbox: \root` reach the mailboxes
@@ -32,9 +37,10 @@ if [ -z "${MTA_IN_NS:-}" ]; then
 fi
 . ./lib.sh
 . ./peers.sh
-USERS="mtafw1 mtafw2 mtafw3"
+USERS="mtafw1 mtafw2 mtafw3 mtafw4"
+LISTENER_PID=""
 # The users go after master (and with it local's delivery workers).
-trap 'stop_sink; rm -rf "$DUMP"; cleanup; for u in $USERS; do userdel "$u" >/dev/null 2>&1 || true; done' EXIT
+trap '[ -z "$LISTENER_PID" ] || kill "$LISTENER_PID" 2>/dev/null; stop_sink; rm -rf "$DUMP"; cleanup; for u in $USERS; do userdel "$u" >/dev/null 2>&1 || true; done' EXIT
 for u in $USERS; do mkuser "$u" 755; done
 NOBODY=$(id -u nobody)
 OUT="$W/out"
@@ -175,6 +181,99 @@ d=$(dumped "forwarded by mtafw1")
 grep -q "^X-Mail-Args: <sender@remote.example>" "$d" || fail "a .forward changed the sender: $(head -8 "$d")"
 grep -q "^X-Rcpt-Args: <other@remote.example>" "$d" && grep -q "^Delivered-To: mtafw1@$H" "$d" ||
 	fail "the .forward's forward: $(cat "$d")"
+
+# --- a .forward command that opens sockets from a thread, as
+# dovecot-lda, spamc, logger or any Go program does: it runs as the user
+# with no sandbox of local's (socket() and new threads work) ---
+# A listener on loopback, TCP and UNIX, greeting each connection (60 s
+# and eight connections at most).
+/usr/bin/python3 - "$W/net.port" "$W/net.sock" <<'PY' &
+import os, select, socket, sys, time
+tcp = socket.socket()
+tcp.bind(("127.0.0.1", 0))
+tcp.listen(8)
+unix = socket.socket(socket.AF_UNIX)
+unix.bind(sys.argv[2])
+os.chmod(sys.argv[2], 0o666)
+unix.listen(8)
+with open(sys.argv[1] + ".tmp", "w") as f:
+    f.write("%d\n" % tcp.getsockname()[1])
+os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+end = time.time() + 60
+for _ in range(8):
+    left = end - time.time()
+    if left <= 0:
+        break
+    ready, _, _ = select.select([tcp, unix], [], [], left)
+    for s in ready:
+        c, _ = s.accept()
+        c.sendall(b"hello-tcp\n" if s is tcp else b"hello-unix\n")
+        c.close()
+PY
+LISTENER_PID=$!
+wait_for 10 test -s "$W/net.port" || fail "the test's listener did not start"
+F4="$W/home/mtafw4"
+cat >"$F4/net.py" <<'PY'
+import os, socket, sys, threading
+port, path, out = sys.argv[1:4]
+message = sys.stdin.read()
+got = {}
+def talk():
+    with socket.create_connection(("127.0.0.1", int(port)), timeout=10) as s:
+        got["tcp"] = s.makefile().readline().strip()
+    with socket.socket(socket.AF_UNIX) as u:
+        u.settimeout(10)
+        u.connect(path)
+        got["unix"] = u.makefile().readline().strip()
+t = threading.Thread(target=talk)
+t.start()
+t.join()
+if "Subject: over the network" not in message or len(got) != 2:
+    print("the command got", got)
+    sys.exit(75)
+with open(out, "w") as f:
+    f.write("%d %s %s\n" % (os.getuid(), got["tcp"], got["unix"]))
+PY
+printf '"|/usr/bin/python3 %s/net.py %s %s %s/net.out"\n' "$F4" "$(cat "$W/net.port")" "$W/net.sock" "$OUT" >"$F4/.forward"
+chown mtafw4: "$F4/.forward" "$F4/net.py"; chmod 644 "$F4/.forward" "$F4/net.py"
+send mtafw4@localhost "over the network"
+wait_log "to=<mtafw4@$H>.*relay=local, .*status=\\(sent\\|deferred\\|bounced\\)" 15 || fail "the network command was not run"
+grep "to=<mtafw4@$H>.*relay=local, .*status=deferred" "$LOG" &&
+	fail "the network command failed: $(grep "to=<mtafw4@$H>.*relay=local" "$LOG")"
+wait_log "to=<mtafw4@$H>.*relay=local, .*status=sent (delivered to command: /usr/bin/python3 " 5 ||
+	fail "the network command: $(grep "to=<mtafw4@$H>" "$LOG")"
+[ "$(cat "$OUT/net.out")" = "$(id -u mtafw4) hello-tcp hello-unix" ] || fail "the network command wrote $(cat "$OUT/net.out")"
+[ "$(stat -c %U "$OUT/net.out")" = mtafw4 ] || fail "the network command's file is $(stat -c %U "$OUT/net.out")'s"
+
+# --- the command spawner, local's one helper outside its sandbox: one
+# that ends is replaced (local exits and is started again), and it ends
+# with local ---
+# new_local OLD: the pid of the local process started after OLD.
+new_local() {
+	i=0
+	while [ -z "$(child_pid local)" ] || [ "$(child_pid local)" = "$1" ]; do
+		[ $i -gt 100 ] && fail "local was not started again after $1"
+		sleep 0.1; i=$((i + 1))
+	done
+	child_pid local
+}
+spawner_of() { pgrep -P "$1" -f "^local spawner " || true; }
+lp=$(child_pid local)
+sp=$(spawner_of "$lp")
+[ -n "$sp" ] || fail "local $lp has no command spawner: $(ps -o pid,args --ppid "$lp")"
+kill -KILL "$sp"
+wait_log "mta/local\[$lp\]: .*the command spawner was lost (it ended); starting again" 10 ||
+	fail "local did not notice its command spawner's end"
+gone "$lp" 10 || fail "local did not exit without its command spawner"
+lp=$(new_local "$lp")
+rm -f "$OUT/net.out"
+send mtafw4@localhost "over the network"
+wait_for 15 test -s "$OUT/net.out" || fail "the network command did not run with the new spawner: $(grep "to=<mtafw4@$H>" "$LOG")"
+sp=$(spawner_of "$lp")
+[ -n "$sp" ] || fail "the new local $lp has no command spawner"
+kill -KILL "$lp"
+gone "$sp" 5 || fail "the command spawner $sp outlived its local"
+new_local "$lp" >/dev/null
 
 # --- unsafe .forward files are ignored: the mail goes to the mailbox ---
 F3="$W/home/mtafw3"

@@ -10,10 +10,10 @@
 //! Which roles stay out of capability mode: a policy with
 //! [`Net::Connect`] (the connector must connect to new addresses), with
 //! `open_paths` (local's root parent opens mailboxes, .forward files and
-//! the password database by path) or with `exec` (local's pipe children
-//! exec programs by path). Such a role still has every inherited
-//! descriptor rights-limited, but its file-system and network access is
-//! only as narrow as its user id makes it.
+//! the password database by path) or with `exec` (local's root parent
+//! executes its delivery children by path). Such a role still has every
+//! inherited descriptor rights-limited, but its file-system and network
+//! access is only as narrow as its user id makes it.
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use nix::sys::socket::{SockaddrLike, UnixAddr};

@@ -30,7 +30,10 @@
 //! killed by seccompiler's architecture check.
 //!
 //! no_new_privs is set first unless the policy may exec: local's root
-//! parent has pipe children that run sendmail, whose postdrop is set-gid.
+//! parent. (What it executes itself is its own program, which is not
+//! set-id; its users' commands, which may run sendmail, whose postdrop is
+//! set-gid, come from its command spawner, a process it starts before it
+//! enters its sandbox: they have neither its filter nor no_new_privs.)
 //! Without no_new_privs the kernel requires CAP_SYS_ADMIN for both
 //! Landlock and seccomp, so an exec policy must be entered as root.
 //! Note that the Landlock domain binds the programs such a role executes

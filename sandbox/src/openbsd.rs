@@ -5,8 +5,9 @@
 //! unveil, "/" is unveiled with no permissions, so that no path at all is
 //! visible. Unveil is then locked and the process pledges
 //! [`pledge_promises`]. The exec promises are left NULL: a program the
-//! role executes (local's pipe children) starts unrestricted by pledge,
-//! and unveil does not survive execve(2) either.
+//! role executes (local's delivery children, which confine themselves)
+//! starts unrestricted by pledge, and unveil does not survive execve(2)
+//! either.
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::ptr;

@@ -3,8 +3,10 @@
 //! file delivery (see mta::local::child); as `local repair ...`, the
 //! repair of a mailbox after such a delivery was killed
 //! (mta::local::repair); as `local pipe ...`, one command delivery
-//! (mta::local::pipe); as `local forward ...`, the reading of a
-//! `.forward` (mta::local::forward).
+//! (mta::local::pipe, started by the command spawner); as `local
+//! forward ...`, the reading of a `.forward` (mta::local::forward); as
+//! `local spawner ...`, the command spawner, started by the parent in
+//! `prepare`, before it enters its sandbox (mta::local::spawner).
 #![forbid(unsafe_code)]
 
 use mta::roles::Role;
@@ -16,6 +18,7 @@ fn main() {
         Some("repair") => mta::local::repair::main(&args[2..]),
         Some("pipe") => mta::local::pipe::main(&args[2..]),
         Some("forward") => mta::local::forward::main(&args[2..]),
+        Some("spawner") => mta::local::spawner::main(&args[2..]),
         _ => {}
     }
     let mut child = mta::child::start(Role::Local);

@@ -628,3 +628,56 @@ pub enum FromWorker {
     Progress(String),
     Done { code: i32, report: String },
 }
+
+/// local → its command spawner (`local::spawner`: the process it forks
+/// before it enters its sandbox, on a socket pair of their own). One
+/// command at a time: a `Run`, answered `Started` or `Refused`; after a
+/// `Started`, a `Reap`, answered `Ended`. Anything else, or out of that
+/// order, ends the spawner.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub enum ToSpawner {
+    /// Start `local pipe` with these arguments as this user. Two
+    /// descriptors come with it: the write end of the pipe that becomes
+    /// the command's standard error (its report to local), then the
+    /// queue file, read-only (its descriptor 3).
+    Run(RunCommand),
+    /// The command started last has closed its report, or ran out of
+    /// time (`kill`: it is killed first): wait for it and say how it
+    /// ended. No descriptor.
+    Reap { kill: bool },
+}
+
+/// A [`ToSpawner::Run`] request, checked by the spawner before anything
+/// is started (`local::spawner::check`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RunCommand {
+    /// The request format's version (`local::spawner::VERSION`).
+    pub version: u32,
+    /// The arguments of `local pipe` after `pipe` (`local::pipe`).
+    pub args: Vec<String>,
+    pub uid: u32,
+    pub gid: u32,
+    /// The supplementary groups.
+    pub groups: Vec<u32>,
+}
+
+/// The command spawner → local.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub enum FromSpawner {
+    /// `local pipe` runs, with this pid (a child of the spawner's).
+    Started { pid: i32 },
+    /// Nothing was started, and why (a request the spawner refuses, or
+    /// a failed fork or exec).
+    Refused { reason: String },
+    /// How the command started last ended.
+    Ended(CommandExit),
+}
+
+/// How a `local pipe` process ended, as the spawner's waitpid(2) saw it.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub enum CommandExit {
+    Code(i32),
+    Signal(i32),
+    /// waitpid failed with this errno.
+    Error(i32),
+}

@@ -53,6 +53,7 @@ use super::pool::{Key, Pool};
 use super::repair::{Killed, progress};
 use super::resolve::{DbNote, Dest, Resolver, Step, Target, User, done_action, push_new, steps};
 use super::spawn::{MAX_CHILD_REPORT, Worker, run, split_report};
+use super::spawner::Spawner;
 use crate::aliases::{self, Target as AliasTarget};
 use crate::child::{Child, drop_channel, install_channel};
 use crate::config::delivery::{DeliveryConf, MailboxKind};
@@ -69,6 +70,8 @@ use crate::roles::Role;
 const MASTER: Token = Token(0);
 const QMGR: Token = Token(1);
 const CLEANUP: Token = Token(2);
+/// The command spawner's socket, watched between batches for its end.
+const SPAWNER: Token = Token(3);
 /// Content handed to cleanup per message on the channel.
 const CHUNK: usize = 32 * 1024;
 /// Frames queued on the cleanup channel before we wait for it to drain.
@@ -100,16 +103,27 @@ pub const EX_TEMPFAIL: i32 = 75;
 /// What the parent prepares before the sandbox.
 pub struct Prepared {
     resolver: Resolver,
+    spawner: Spawner,
 }
 
-/// Open the aliases database (one that cannot be used is logged).
+/// Start the command spawner, which stays outside the sandbox
+/// ([`super::spawner`]), and open the aliases database (one that cannot
+/// be used is logged).
 pub fn prepare(child: &mut Child) -> Prepared {
     let Some(d) = child.config.delivery.clone() else { child.fatal("no delivery settings from master") };
+    // Commands run as root only when local.default_user is root (see
+    // `run_as` and the resolver's `alias_user`); the spawner checks it.
+    let root = matches!(nix::unistd::User::from_name(&d.local.default_user), Ok(Some(u)) if u.uid.is_root());
+    let spawner = match Spawner::start(&d.libexec.join(Role::Local.program()), root) {
+        Ok(s) => s,
+        Err(e) => child.fatal(&format!("cannot start the command spawner: {e}")),
+    };
+    child.debug(&format!("command spawner pid {}", spawner.pid()));
     let (resolver, note) = Resolver::new(&d, &child.config.hostname);
     if let Some(DbNote::Warning(w)) = note {
         child.warn(&w);
     }
-    Prepared { resolver }
+    Prepared { resolver, spawner }
 }
 
 struct Local {
@@ -121,6 +135,8 @@ struct Local {
     conf: DeliveryConf,
     resolver: Resolver,
     program: PathBuf,
+    /// Starts the commands, outside the sandbox.
+    spawner: Spawner,
     /// Mailbox delivery workers between jobs.
     workers: Pool<Worker>,
     batch: Batch,
@@ -237,6 +253,15 @@ pub fn serve(_token: Sandboxed, child: Child, prepared: Prepared) -> ! {
         child.fatal(&format!("registering the master channel: {e}"));
     }
     let program = conf.libexec.join(Role::Local.program());
+    if let Err(e) = prepared.spawner.limit() {
+        child.fatal(&format!("limiting the command spawner's socket: {e}"));
+    }
+    // A spawner that ends is noticed at once, not at the next command.
+    if let Some(raw) = prepared.spawner.raw_fd()
+        && let Err(e) = poll.registry().register(&mut mio::unix::SourceFd(&raw), SPAWNER, mio::Interest::READABLE)
+    {
+        child.fatal(&format!("registering the command spawner's socket: {e}"));
+    }
     let workers = Pool::new(conf.local.workers as usize, conf.local.worker_idle_time);
     let mut l = Local {
         child,
@@ -247,6 +272,7 @@ pub fn serve(_token: Sandboxed, child: Child, prepared: Prepared) -> ! {
         conf: *conf,
         resolver: prepared.resolver,
         program,
+        spawner: prepared.spawner,
         workers,
         batch: Batch::default(),
         whole: None,
@@ -275,6 +301,7 @@ pub fn serve(_token: Sandboxed, child: Child, prepared: Prepared) -> ! {
                 }
                 QMGR => l.qmgr_event(),
                 CLEANUP => l.cleanup_event(),
+                SPAWNER => l.spawner_event(),
                 _ => {}
             }
         }
@@ -354,6 +381,25 @@ impl Local {
         }
     }
 
+    /// The command spawner's socket, between batches: it says nothing
+    /// unasked, so this is its end (or a wakeup left over from the last
+    /// command, with nothing to read).
+    fn spawner_event(&mut self) {
+        self.spawner.idle();
+        self.spawner_lost();
+    }
+
+    /// A lost spawner cannot be replaced by a sandboxed process: once
+    /// nothing is left to report, local exits, and master starts it
+    /// again, with a new spawner.
+    fn spawner_lost(&mut self) {
+        let Some(why) = self.spawner.lost().map(str::to_string) else { return };
+        for w in self.workers.drain() {
+            w.close();
+        }
+        self.child.fatal(&format!("the command spawner was lost ({why}); starting again"));
+    }
+
     /// Between forwards cleanup may say how its spool is; nothing else is
     /// expected (a verdict is read by [`Local::forward`] as it waits).
     fn cleanup_event(&mut self) {
@@ -407,6 +453,7 @@ impl Local {
             self.child.warn(&format!("reporting to qmgr: {e}"));
         }
         let _ = self.child.master.flush();
+        self.spawner_lost();
     }
 
     /// Slot `i` finished alone (see [`Local::finish_slots`]).
@@ -1067,7 +1114,8 @@ impl Local {
     }
 
     /// A command named in an alias or `.forward`, run as `user` by
-    /// `local pipe` ([`super::pipe`]).
+    /// `local pipe` ([`super::pipe`]), which the command spawner starts
+    /// ([`super::spawner`]: outside local's sandbox).
     fn command(
         &mut self,
         qe: &QueueEnvelope,
@@ -1084,9 +1132,7 @@ impl Local {
             return Outcome::defer("4.3.0", &format!("{}: not a UTF-8 path", user.home.display()));
         };
         let delimiter = self.resolver.delimiter().to_string();
-        let argv = [
-            "local",
-            "pipe",
+        let args = [
             command,
             qe.envelope.sender.as_str(),
             to,
@@ -1105,7 +1151,7 @@ impl Local {
         let creds = sandbox::Credentials { uid: user.uid, gid: user.gid, groups };
         // The command's own limit is enforced by `local pipe`; this one
         // stops a `local pipe` that does not.
-        let o = match run(&self.program, &argv, &creds, Some(file), limit + Duration::from_secs(10), MAX_CHILD_REPORT) {
+        let o = match self.spawner.run(&args, &creds, file, limit + Duration::from_secs(10), MAX_CHILD_REPORT) {
             Ok(ran) => ran.outcome(limit),
             Err(o) => o,
         };

@@ -8,7 +8,9 @@
 //! CR LF to LF conversion, the error), appending to a Unix mbox in the
 //! mail spool ([`mbox`]), or delivering into a Maildir ([`maildir`]).
 //! Mailbox delivery workers are kept between deliveries ([`pool`]) and
-//! run, with the one-shot children, by [`spawn`]. A mailbox whose
+//! run, with the one-shot children, by [`spawn`]; a command ([`pipe`])
+//! is started outside the parent's sandbox by its command spawner
+//! ([`spawner`]). A mailbox whose
 //! delivery was killed mid-append is cut back by a repair child, run as
 //! the same user ([`repair`]).
 
@@ -23,6 +25,7 @@ pub mod pool;
 pub mod repair;
 pub mod resolve;
 pub mod spawn;
+pub mod spawner;
 
 #[cfg(test)]
 mod tests;

@@ -1,12 +1,13 @@
-//! A command delivery, as the user it runs as: the program `local` run by
-//! its root parent with that user's ids and groups as
+//! A command delivery, as the user it runs as: the program `local` run,
+//! at its root parent's request, by its command spawner (outside local's
+//! sandbox, [`super::spawner`]) with that user's ids and groups as
 //!
 //! ```text
 //! local pipe COMMAND SENDER RECIPIENT ORIGINAL DELIMITER ARRIVAL USER HOME LIMIT_S
 //! ```
 //!
-//! with the read-only queue file at descriptor 3 and a pipe to the parent
-//! as standard error. It runs `/bin/sh -c COMMAND` (the text from an
+//! with the read-only queue file at descriptor 3 and a pipe to the root
+//! parent as standard error. It runs `/bin/sh -c COMMAND` (the text from an
 //! alias or a `.forward`, never from the envelope) in its own process
 //! group, in the user's home directory (`/` when that cannot be entered),
 //! with a fixed environment, and writes to its standard input the message

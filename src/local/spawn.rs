@@ -1,6 +1,7 @@
 //! Running the local role's children as users: one-shot programs
-//! (`local pipe`, `local forward`, `local repair`: [`run`], its report on
-//! standard error, its exit status the verdict) and mailbox delivery
+//! (`local forward`, `local repair`: [`run`], its report on standard
+//! error, its exit status the verdict; `local pipe` alike, but started by
+//! the command spawner, [`super::spawner`]) and mailbox delivery
 //! workers (`local deliver`, [`super::child`]: [`Worker`], jobs over a
 //! socket pair, waited for one at a time or handed over several at once
 //! and answered in turn, each report as messages).
@@ -41,7 +42,7 @@ pub const MAX_CHILD_REPORT: usize = 4096;
 const MAX_PROGRESS: usize = 1024;
 
 /// A child that ran, or a worker's job.
-pub(super) struct Ran {
+pub struct Ran {
     pub pid: Pid,
     /// How it ended; for a worker that answered, `Exited` with the code
     /// of its verdict.
@@ -97,11 +98,11 @@ pub(super) fn split_report(text: &str) -> (Option<&'static str>, String) {
     }
 }
 
-const LIMITS: [sandbox::Limit; 2] = [
+pub(super) const LIMITS: [sandbox::Limit; 2] = [
     sandbox::Limit { resource: sandbox::Resource::OpenFiles, soft: 64, hard: 64 },
     sandbox::Limit { resource: sandbox::Resource::CoreSize, soft: 0, hard: 0 },
 ];
-const ENV: [(&str, &str); 1] = [("PATH", "/usr/bin:/bin")];
+pub(super) const ENV: [(&str, &str); 1] = [("PATH", "/usr/bin:/bin")];
 
 /// Start `program` with `argv` as `creds` (the queue file, when given,
 /// at descriptor 3, its standard error a pipe to us) and wait for it, at
@@ -151,7 +152,7 @@ fn wait(pid: Pid) -> nix::Result<WaitStatus> {
 
 /// The child's report: read until end of file, at most `max` bytes kept,
 /// within `limit`. Returns the bytes and whether time ran out.
-fn read_report(rd: OwnedFd, limit: Duration, max: usize) -> (Vec<u8>, bool) {
+pub(super) fn read_report(rd: OwnedFd, limit: Duration, max: usize) -> (Vec<u8>, bool) {
     let deadline = Instant::now() + limit;
     let mut f = File::from(rd);
     let mut kept = Vec::new();
@@ -376,7 +377,7 @@ impl Worker {
 
 /// Wait for `pid`, which is ending, until `deadline`; then kill it.
 /// Returns its status and whether it had to be killed.
-fn reap(pid: Pid, deadline: Instant) -> (nix::Result<WaitStatus>, bool) {
+pub(super) fn reap(pid: Pid, deadline: Instant) -> (nix::Result<WaitStatus>, bool) {
     loop {
         match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::StillAlive) | Err(nix::errno::Errno::EINTR) => {}

@@ -267,6 +267,8 @@ fn start(program: &Path, job: &Job) -> io::Result<Pid> {
         stderr: Some(job.report.as_raw_fd()),
         credentials: Some(&job.credentials),
         limits: &LIMITS,
+        // `local pipe` puts the command in a process group of its own.
+        new_session: false,
     };
     sandbox::spawn(&spec).map(Pid::from_raw)
 }
@@ -310,6 +312,8 @@ impl Spawner {
             stderr: Some(io::stderr().as_raw_fd()),
             credentials: None,
             limits: &LIMITS,
+            // In local's session: a signal to local's group reaches it.
+            new_session: false,
         };
         let pid = sandbox::spawn(&spec)?;
         drop(theirs);

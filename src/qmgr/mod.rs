@@ -45,7 +45,7 @@ pub mod schedule;
 pub mod store;
 
 use schedule::{Action, Admit, Fate, Hop, Job, JobId, Origin, Outcome, Report, Scheduler, SiteStatus, Transport};
-use store::{Dir, Problem, Store};
+use store::{Dir, Problem, Store, Twin};
 
 const MASTER: Token = Token(0);
 const WATCH: Token = Token(1);
@@ -408,8 +408,14 @@ impl Qmgr {
             self.child.fatal(&format!("making the subfolders of deferred/: {e}"));
         }
         match self.store.recover_active() {
-            Ok(0) => {}
-            Ok(n) => self.child.info(&format!("{n} message(s) of an interrupted pass moved back to incoming/")),
+            Ok((n, said)) => {
+                if n > 0 {
+                    self.child.info(&format!("{n} message(s) of an interrupted pass moved back to incoming/"));
+                }
+                for line in said {
+                    self.child.warn(&line);
+                }
+            }
             Err(e) => self.child.fatal(&format!("moving active/ back to incoming/: {e}")),
         }
         self.scan_deferred(None);
@@ -811,6 +817,22 @@ impl Qmgr {
     /// scheduler. False: no room for it in the active queue now (it waits
     /// where it is).
     fn take(&mut self, id: QueueId, from: Dir, origin: Origin, now: Time) -> bool {
+        // A second copy of a message with one in incoming/ (see
+        // `store::Store::resolve_twin`): one of them is set aside.
+        if from != Dir::Incoming && (self.active.contains_key(&id) || self.store.exists(Dir::Incoming, &id)) {
+            match self.store.resolve_twin(&id, from) {
+                Twin::None => {}
+                Twin::IncomingCorrupt(line) => self.child.warn(&line),
+                Twin::OtherSetAside(line) => {
+                    self.child.warn(&line);
+                    if from == Dir::Deferred {
+                        self.sched.forget_deferred(&id);
+                    }
+                    self.queue_incoming(id);
+                    return true;
+                }
+            }
+        }
         let (file, size) = match self.store.open_sized(from, &id, false) {
             Ok(f) => f,
             Err(p) => {
@@ -895,8 +917,8 @@ impl Qmgr {
                     self.relist_at.get_or_insert(Instant::now() + INCOMPLETE_RELIST);
                 }
             }
-            Problem::Io(e) => {
-                self.child.warn(&format!("{}/{id}: {e}; trying again in a minute", dir.name()));
+            Problem::Io(_) | Problem::Twin(_) => {
+                self.child.warn(&format!("{}/{id}: {p}; trying again in a minute", dir.name()));
                 // incoming/ is listed again anyway; deferred/ is not.
                 if dir == Dir::Deferred {
                     let now = Time::now();
@@ -1291,7 +1313,11 @@ impl Qmgr {
                 }
             },
             Fate::Defer { until, .. } => {
-                if let Err(p) = self.store.defer(&id, dir, until) {
+                let moved = self.store.defer(&id, dir, until);
+                if let Ok(Some(line)) = &moved {
+                    self.child.warn(line);
+                }
+                if let Err(p) = moved {
                     self.child.warn(&format!("{id}: cannot move it to deferred/: {p}"));
                     self.sched.forget_deferred(&id);
                     self.stuck(id);

@@ -81,7 +81,7 @@ fn scan_as(store: &Store, dir: Dir, limit: usize, fix: bool) -> Scan {
             // Gone meanwhile, or not complete yet (a listing taken while
             // cleanup writes it).
             Err(Problem::Gone | Problem::Incomplete) => {}
-            Err(Problem::Io(e)) => out.errors.push(format!("{}/{id}: {e}", dir.name())),
+            Err(p @ (Problem::Io(_) | Problem::Twin(_))) => out.errors.push(format!("{}/{id}: {p}", dir.name())),
             Err(Problem::Corrupt(why)) if !fix => {
                 out.errors.push(format!("{}/{}: {why}", dir.name(), store::path(dir, &id)));
             }

@@ -40,6 +40,7 @@ use crate::queue::{QueueEnvelope, QueueId, SlotWrite, Time, update_status_at};
 use crate::roles::{QUEUE_DIRS, Role};
 
 pub mod admin;
+pub mod intake;
 pub mod scan;
 pub mod schedule;
 pub mod store;
@@ -197,8 +198,8 @@ pub fn kept_files_limit() -> usize {
     KEPT_FILES.min(usize::try_from(soft / 2).unwrap_or(usize::MAX))
 }
 
-/// Most messages remembered as stuck (beyond, one is read again at a
-/// listing, and found done if its statuses could be written).
+/// Most messages remembered as stuck; beyond, listings of incoming/ are
+/// not taken until qmgr starts again (see [`intake`]).
 const MAX_STUCK: usize = 10_000;
 
 /// Most names of incoming/ held waiting for room in the active queue;
@@ -233,13 +234,10 @@ pub struct Qmgr {
     /// At most this many are kept ([`kept_files_limit`]).
     kept_limit: usize,
     running: HashMap<JobId, Running>,
-    /// incoming/ names read or announced and not yet admitted.
-    incoming: VecDeque<QueueId>,
-    /// The same names, to take each once.
-    incoming_set: HashSet<QueueId>,
-    /// Messages whose file could not be removed or deferred (see
+    /// incoming/ names read or announced and not yet admitted, and the
+    /// messages whose file could not be removed or deferred (see
     /// [`Qmgr::stuck`]).
-    stuck: HashSet<QueueId>,
+    incoming: intake::Intake,
     /// When to list incoming/ again for a file met still being written.
     relist_at: Option<Instant>,
     /// incoming/ must be listed again.
@@ -294,9 +292,7 @@ pub fn serve(_token: Sandboxed, mut child: Child, watch: std::io::Result<Watch>,
         kept_files: 0,
         kept_limit,
         running: HashMap::new(),
-        incoming: VecDeque::new(),
-        incoming_set: HashSet::new(),
-        stuck: HashSet::new(),
+        incoming: intake::Intake::new(MAX_WAITING, MAX_STUCK),
         relist_at: None,
         incoming_dirty: true,
         last_incoming_scan: Instant::now(),
@@ -743,20 +739,21 @@ impl Qmgr {
             // A listing when no names wait, and once a minute whatever
             // waits (names are taken once: what waits is skipped).
             let overdue = self.last_incoming_scan.elapsed() >= INCOMING_SCAN;
-            if self.incoming_dirty && (self.incoming.is_empty() || overdue) {
+            // (No listing is taken once a stuck message could not be
+            // remembered: see `intake`.)
+            if self.incoming_dirty && (self.incoming.is_empty() || overdue) && self.incoming.takes_listings() {
                 self.incoming_dirty = false;
                 self.last_incoming_scan = Instant::now();
                 // Active and waiting messages are in incoming/: they are
                 // listed too (and skipped), so they do not count toward
                 // the batch.
-                let max = INCOMING_BATCH + self.active.len() + self.stuck.len() + self.incoming.len();
+                let max = INCOMING_BATCH + self.active.len() + self.incoming.stuck_len() + self.incoming.len();
                 match self.store.list_incoming(max) {
                     Ok((ids, junk)) => {
-                        if ids.len() >= max {
+                        let full = ids.len() >= max;
+                        let active = &self.active;
+                        if self.incoming.listed(ids, |id| active.contains_key(id)) || full {
                             self.incoming_dirty = true;
-                        }
-                        for id in ids {
-                            self.queue_incoming(id);
                         }
                         for name in junk {
                             match self.store.to_corrupt(Dir::Incoming, &name) {
@@ -775,12 +772,10 @@ impl Qmgr {
             match self.sched.next_admission(now, !self.incoming.is_empty()) {
                 None => return,
                 Some(Admit::Incoming) => {
-                    let Some(id) = self.incoming.pop_front() else { return };
-                    self.incoming_set.remove(&id);
+                    let Some(id) = self.incoming.pop() else { return };
                     if !self.take(id, Dir::Incoming, Origin::Incoming, now) {
                         // No room for it yet: first in line next turn.
-                        self.incoming_set.insert(id);
-                        self.incoming.push_front(id);
+                        self.incoming.put_back(id);
                         return;
                     }
                 }
@@ -801,16 +796,10 @@ impl Qmgr {
     /// Queue an incoming/ name for admission, once (a message already in
     /// the active queue is not taken again).
     fn queue_incoming(&mut self, id: QueueId) {
-        if self.active.contains_key(&id) || self.stuck.contains(&id) || self.incoming_set.contains(&id) {
-            return;
-        }
-        if self.incoming.len() >= MAX_WAITING {
+        if self.incoming.offer(id, self.active.contains_key(&id)) == intake::Offer::Full {
             // Memory stays bounded: a listing finds it once names drain.
             self.incoming_dirty = true;
-            return;
         }
-        self.incoming_set.insert(id);
-        self.incoming.push_back(id);
     }
 
     /// Move message `id` from `from` to active/ and hand it to the
@@ -1357,10 +1346,16 @@ impl Qmgr {
 
     /// A message whose file could not be removed or deferred: it is taken
     /// again at the next start (not by a listing of incoming/ meanwhile,
-    /// which would deliver it again and again).
+    /// which would deliver it again and again). Past [`MAX_STUCK`] of
+    /// them no listing is taken until then (see [`intake`]).
     fn stuck(&mut self, id: QueueId) {
-        if self.stuck.len() < MAX_STUCK {
-            self.stuck.insert(id);
+        if self.incoming.stuck(id) {
+            self.child.warn(&format!(
+                "{id}: more than {MAX_STUCK} messages could not be removed or deferred (is the spool read-only or \
+                 failing?): no more can be remembered, so incoming/ is no longer listed (its files would be \
+                 delivered again at each listing) and only the files cleanup names are taken, until qmgr starts \
+                 again (mtactl reload, or a restart, once the spool is writable)"
+            ));
         }
     }
 

@@ -640,6 +640,12 @@ impl Qmgr {
                         }
                         self.report(token, JobId(job), site, recipients);
                     }
+                    Ok(Some((SmtpToQmgr::Corrupt { job, reason }, fds))) => {
+                        if !fds.is_empty() {
+                            self.child.fatal("a delivery agent sent descriptors with a report");
+                        }
+                        self.corrupt_report(token, JobId(job), &reason);
+                    }
                     Err(crate::ipc::Error::Closed) => return self.drop_peer(token, "closed"),
                     // The agent is at fault: its jobs are retried.
                     Err(e) => return self.drop_peer(token, &format!("delivery agent channel: {e}")),
@@ -1067,6 +1073,50 @@ impl Qmgr {
             Err(e) => return self.child.warn(&e.to_string()),
         };
         self.apply(actions);
+    }
+
+    /// An agent found the queue file of `job` corrupt, which qmgr's read
+    /// of the envelope cannot see (the content's CRC): the message leaves
+    /// the active queue and its file goes to corrupt/ (the corrupt/ rule
+    /// of doc/queue-format.md). Other deliveries of it still running end
+    /// without effect. Retried, it would fail the same way until
+    /// `queue.lifetime`, and then bounce built its notice from the
+    /// damaged content.
+    fn corrupt_report(&mut self, token: Token, job: JobId, reason: &str) {
+        match self.running.get(&job) {
+            None => return self.drop_peer(token, &format!("report for {job}, which it was not given")),
+            Some(r) if r.agent != token => {
+                return self.drop_peer(token, &format!("report for {job}, which another agent has"));
+            }
+            Some(_) => {}
+        }
+        let Some(r) = self.running.remove(&job) else { return };
+        if let Some(p) = self.peers.get_mut(&token) {
+            p.jobs.remove(&job);
+        }
+        let id = r.message;
+        self.sched.drop_message(&id);
+        // The job ends; its destination hears nothing of it.
+        match self.sched.job_failed(job, "the queue file is corrupt", Time::now()) {
+            Ok(actions) => self.apply(actions),
+            Err(e) => self.child.warn(&e.to_string()),
+        }
+        let reason = crate::log::sanitize(reason, 512);
+        let Some(m) = self.remove_active(&id) else {
+            // Held or deleted meanwhile: where it went, it is found again.
+            return self.child.warn(&format!("{id}: the delivery agent found the queue file corrupt: {reason}"));
+        };
+        let (dir, name) = (m.dir, store::path(m.dir, &id));
+        drop(m);
+        let d = dir.name();
+        match self.store.to_corrupt(dir, &name) {
+            Ok(to) => self.child.warn(&format!(
+                "{d}/{name}: the delivery agent found it corrupt: {reason}; moved to corrupt/{to}, nothing delivered"
+            )),
+            Err(e) => self.child.warn(&format!(
+                "{d}/{name}: the delivery agent found it corrupt: {reason}; cannot move it to corrupt/: {e}"
+            )),
+        }
     }
 
     // ----- carrying out the scheduler's actions -----

@@ -366,17 +366,25 @@ fn disk_wide(e: &io::Error) -> bool {
 /// valid copy of this very message is taken as written (it may carry
 /// statuses since); anything else (our own leftover of mode 0200 from a
 /// write that failed and whose removal failed too, a damaged copy) is
-/// removed, and the file written again. When that cannot be done, the
-/// error says why.
+/// removed, and the file written again. A valid queue file of another
+/// message under the same ID (IDs are unique by their time and a random
+/// counter, not by construction: see `id.rs`) is left alone. When the file
+/// cannot be written, the error says why.
 fn write_out(incoming: BorrowedFd<'_>, id: &QueueId, payload: &[u8], unsynced: &mut Unsynced) -> io::Result<()> {
     match disk::publish(incoming, id.as_str(), payload, unsynced) {
         Err(e) if e.raw_os_error() == Some(nix::libc::EEXIST) => {}
         r => return r,
     }
     match recover::examine(incoming, id.as_str(), id) {
-        Ok(recover::Copy::Valid(f)) => {
+        Ok(recover::Copy::Valid(f)) if same_message(&f, payload) => {
             unsynced.add(f);
             return Ok(());
+        }
+        Ok(recover::Copy::Valid(_)) => {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "another message with the same queue ID is in its place",
+            ));
         }
         Ok(recover::Copy::Absent) => {}
         Ok(recover::Copy::Bad(why)) => {
@@ -388,6 +396,22 @@ fn write_out(incoming: BorrowedFd<'_>, id: &QueueId, payload: &[u8], unsynced: &
         Err(e) => return Err(io::Error::other(e.to_string())),
     }
     disk::publish(incoming, id.as_str(), payload, unsynced)
+}
+
+/// Whether `file`, a valid queue file, holds the message of `payload`
+/// (its statuses aside, which qmgr writes): the same envelope and
+/// recipients, and content of the same length and CRC.
+fn same_message(file: &File, payload: &[u8]) -> bool {
+    let (Ok((have, _)), Ok(want)) = (super::file::read_checked(file, 64 << 10), QueueFile::decode(payload)) else {
+        return false;
+    };
+    let range = have.content_range();
+    let addresses = |r: &super::Recipient| (r.address.clone(), r.orcpt.clone(), r.notify);
+    have.id == want.id
+        && have.envelope == want.envelope
+        && have.recipients.iter().map(addresses).eq(want.recipients.iter().map(addresses))
+        && range.len == want.content.len() as u64
+        && range.crc == crc32fast::hash(&want.content)
 }
 
 /// The intake journal of one cleanup instance.

@@ -998,7 +998,7 @@ fn files_written_before_a_failure_in_a_slice_are_in_the_note() {
 }
 
 #[test]
-fn a_leftover_of_ours_in_the_way_is_removed_and_the_file_written() {
+fn a_leftover_in_the_way_is_replaced_a_copy_kept_and_another_message_left_alone() {
     use std::os::unix::fs::PermissionsExt;
     let s = Spool::new("leftover");
     let (mut j, _) = s.open();
@@ -1017,12 +1017,19 @@ fn a_leftover_of_ours_in_the_way_is_removed_and_the_file_written() {
     let mut taken = msgs[1].clone();
     taken.recipients[0].status.state = crate::queue::State::Deferred;
     std::fs::write(p(&msgs[1]), taken.encode().expect("encode")).expect("write");
+    // #2: another message that happens to have its queue ID: neither
+    // taken for it nor removed.
+    let mut other = sample(&mut idg, 1, 100);
+    other.id = msgs[2].id;
+    std::fs::write(p(&msgs[2]), other.encode().expect("encode")).expect("write");
     let mut out = Vec::new();
-    j.materialize(&mut out).expect("written");
-    assert_eq!(out, ids(&msgs));
+    let e = j.materialize(&mut out).expect_err("#2 cannot be written");
+    assert!(e.to_string().contains("another message with the same queue ID"), "{e}");
+    assert_eq!(out, ids(&msgs[..2]));
     assert_eq!(&s.read("incoming", &msgs[0].id), &msgs[0]);
     assert_eq!(&s.read("incoming", &msgs[1].id), &taken, "a valid copy is not overwritten");
-    assert_eq!(j.unwritten(), 0);
+    assert_eq!(&s.read("incoming", &msgs[2].id), &other, "another message's file is left alone");
+    assert_eq!(j.unwritten(), 1);
 }
 
 #[test]

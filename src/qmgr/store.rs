@@ -313,15 +313,19 @@ impl Store {
     }
 
     /// Every message in deferred/ with its next attempt time (the file's
-    /// mtime). A file directly in deferred/ (not hashed) is moved into its
-    /// subfolder first.
+    /// mtime). A file not in its own subfolder (directly in deferred/, or
+    /// in another subfolder, where it would never be found by its name)
+    /// is moved into it first; one whose place there is taken is a second
+    /// copy, set aside in corrupt/. A name that is no queue ID is moved to
+    /// corrupt/. Returns what went wrong or was moved, for the log.
     pub fn scan_deferred(&self, found: &mut dyn FnMut(QueueId, Time)) -> io::Result<Vec<String>> {
         let mut problems = Vec::new();
-        for id in ids(&self.deferred, usize::MAX)?.0 {
-            let to = path(Dir::Deferred, &id);
-            if let Err(e) = renameat(&self.deferred, id.as_str(), &self.deferred, to.as_str()) {
-                problems.push(format!("deferred/{id}: cannot move it to deferred/{to}: {e}"));
-            }
+        let (top, junk) = ids(&self.deferred, usize::MAX)?;
+        for name in junk {
+            problems.push(self.junk_to_corrupt(&name));
+        }
+        for id in top {
+            self.move_home(&id, id.as_str(), &mut problems);
         }
         for sub in DEFERRED_SUBDIRS {
             let fd = match openat(
@@ -334,15 +338,62 @@ impl Store {
                 Err(Errno::ENOENT) => continue,
                 Err(e) => return Err(e.into()),
             };
-            for id in ids(&fd, usize::MAX)?.0 {
-                match fstatat(&fd, id.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+            let (here, junk) = ids(&fd, usize::MAX)?;
+            for name in junk {
+                problems.push(self.junk_to_corrupt(&format!("{sub}/{name}")));
+            }
+            for id in here {
+                // One in another subfolder is never found by its name:
+                // moved home, and indexed there.
+                if deferred_subdir(&id) != sub && !self.move_home(&id, &format!("{sub}/{id}"), &mut problems) {
+                    continue;
+                }
+                let at = path(Dir::Deferred, &id);
+                match fstatat(&self.deferred, at.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
                     Ok(st) => found(id, Time { secs: st.st_mtime, micros: 0 }),
                     Err(Errno::ENOENT) => {}
-                    Err(e) => problems.push(format!("deferred/{sub}/{id}: {e}")),
+                    Err(e) => problems.push(format!("deferred/{at}: {e}")),
                 }
             }
         }
         Ok(problems)
+    }
+
+    /// Move `id`, found as `name` in deferred/, into its own subfolder;
+    /// whether it is there now. A file already there is the message's
+    /// copy: this one is set aside in corrupt/.
+    fn move_home(&self, id: &QueueId, name: &str, problems: &mut Vec<String>) -> bool {
+        let to = path(Dir::Deferred, id);
+        match self.rename_paths(name, Dir::Deferred, &to, Dir::Deferred) {
+            Ok(()) => {
+                problems.push(format!("deferred/{name}: not in its subfolder; moved to deferred/{to}"));
+                true
+            }
+            Err(Problem::Gone) => false,
+            Err(Problem::Twin(_)) => {
+                let line = match self.to_corrupt(Dir::Deferred, name) {
+                    Ok(c) => format!("deferred/{name}: a second copy of deferred/{to}; moved to corrupt/{c}"),
+                    Err(e) => {
+                        format!("deferred/{name}: a second copy of deferred/{to}; cannot move it to corrupt/: {e}")
+                    }
+                };
+                problems.push(line);
+                false
+            }
+            Err(p) => {
+                problems.push(format!("deferred/{name}: cannot move it to deferred/{to}: {p}"));
+                false
+            }
+        }
+    }
+
+    /// Move `name` (beneath deferred/), which is no queue file name, to
+    /// corrupt/; the line for the log.
+    fn junk_to_corrupt(&self, name: &str) -> String {
+        match self.to_corrupt(Dir::Deferred, name) {
+            Ok(to) => format!("deferred/{name}: not a queue file name; moved to corrupt/{to}"),
+            Err(e) => format!("deferred/{name}: not a queue file name; cannot move it to corrupt/: {e}"),
+        }
     }
 
     /// Move `id` from `from` to `to` (deferred/ by its hashed name), never
@@ -592,6 +643,45 @@ mod tests {
         assert!(!s.exists(Dir::Deferred, &c));
         assert_eq!(state_in(&s, Dir::Incoming, &c), State::Pending);
         assert!(matches!(s.resolve_twin(&ids.next_id(), Dir::Deferred), Twin::None));
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// A file in another subfolder of deferred/ than its own was found by
+    /// the scan and then never by its name: never delivered.
+    #[test]
+    fn a_scan_moves_misplaced_files_home_and_junk_to_corrupt() {
+        use crate::queue::State;
+        let (d, s) = spool("misplaced");
+        let mut ids = QueueIdGen::new(1);
+        let (a, b) = (ids.next_id(), ids.next_id());
+        let wrong = DEFERRED_SUBDIRS.iter().find(|&&x| x != deferred_subdir(&a)).unwrap();
+        copy(&d, "deferred", a, State::Deferred, false);
+        std::fs::rename(
+            d.join("deferred").join(deferred_subdir(&a)).join(a.as_str()),
+            d.join("deferred").join(wrong).join(a.as_str()),
+        )
+        .unwrap();
+        // b: in its own subfolder, and a second copy elsewhere.
+        copy(&d, "deferred", b, State::Deferred, false);
+        let other = DEFERRED_SUBDIRS.iter().find(|&&x| x != deferred_subdir(&b)).unwrap();
+        std::fs::write(d.join("deferred").join(other).join(b.as_str()), b"second").unwrap();
+        std::fs::write(d.join("deferred").join(wrong).join("junk"), b"x").unwrap();
+        std::fs::write(d.join("deferred").join("junk-top"), b"x").unwrap();
+        let mut found = Vec::new();
+        let said = s.scan_deferred(&mut |i, _| found.push(i)).unwrap();
+        found.sort();
+        found.dedup();
+        let mut want = vec![a, b];
+        want.sort();
+        assert_eq!(found, want, "{said:?}");
+        assert!(s.open(Dir::Deferred, &a, false).is_ok(), "not found by its name: {said:?}");
+        assert_eq!(state_in(&s, Dir::Deferred, &b), State::Deferred);
+        let mut aside = queue_names(&s.corrupt).unwrap();
+        aside.sort();
+        let mut expect = vec![b.to_string(), String::from("junk"), String::from("junk-top")];
+        expect.sort();
+        assert_eq!(aside, expect, "{said:?}");
+        assert_eq!(said.len(), 4, "{said:?}");
         std::fs::remove_dir_all(&d).unwrap();
     }
 

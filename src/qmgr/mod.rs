@@ -206,6 +206,22 @@ const MAX_STUCK: usize = 10_000;
 /// past this, listings find the rest.
 const MAX_WAITING: usize = 100_000;
 
+/// A step of the wall clock back by more than this many seconds, seen
+/// while qmgr runs, has it index deferred/ again (see [`clock_went_back`]).
+const CLOCK_STEP: i64 = 60;
+
+/// How many seconds the wall clock went back, if by more than
+/// [`CLOCK_STEP`]: it read `then` when the monotonic clock was `elapsed`
+/// ago, and reads `now`. The next attempts of deferred messages are wall
+/// times (their files' mtimes); set back by a day, the clock would keep
+/// them waiting a day longer, past `queue.backoff.max`, and dead
+/// destinations resting as long.
+fn clock_went_back(then: Time, elapsed: Duration, now: Time) -> Option<i64> {
+    let expected = then.secs.saturating_add(i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX));
+    let back = expected.saturating_sub(now.secs);
+    (back > CLOCK_STEP).then_some(back)
+}
+
 /// How soon incoming/ is listed again after a listing met a file still
 /// being written, while no cleanup names files (see `watch_readable`).
 const INCOMPLETE_RELIST: Duration = Duration::from_millis(200);
@@ -248,6 +264,9 @@ pub struct Qmgr {
     retries: BTreeSet<(Instant, QueueId)>,
     next_req: u64,
     stopping: bool,
+    /// The wall clock as last read, and when (monotonic): to notice it
+    /// set back ([`clock_went_back`]).
+    clock: (Instant, Time),
 }
 
 /// Prepare the watch on incoming/ (before the sandbox: on Linux it takes
@@ -300,6 +319,7 @@ pub fn serve(_token: Sandboxed, mut child: Child, watch: std::io::Result<Watch>,
         retries: BTreeSet::new(),
         next_req: 1,
         stopping: false,
+        clock: (Instant::now(), Time::now()),
     };
     q.start_up();
     // Log records go once per turn.
@@ -723,6 +743,16 @@ impl Qmgr {
             return;
         }
         let now = Time::now();
+        let (then_at, then) = std::mem::replace(&mut self.clock, (Instant::now(), now));
+        if let Some(back) = clock_went_back(then, then_at.elapsed(), now) {
+            // deferred/ is indexed again, each next attempt no later than
+            // queue.backoff.max from now (see `scan_deferred`).
+            self.child.warn(&format!(
+                "the clock went back by {back} s: deferred/ indexed again, and dead destinations tried again"
+            ));
+            self.sched.clock_went_back(now);
+            self.scan_deferred(None);
+        }
         if self.watch.is_none() && self.last_incoming_scan.elapsed() >= INCOMING_POLL
             || self.last_incoming_scan.elapsed() >= INCOMING_SCAN
         {
@@ -1562,7 +1592,23 @@ impl Qmgr {
 
 #[cfg(test)]
 mod tests {
-    use super::{Candidate, Token, finished_statuses, pick_agent};
+    use super::{Candidate, Token, clock_went_back, finished_statuses, pick_agent};
+    use crate::queue::Time;
+    use std::time::Duration;
+
+    #[test]
+    fn a_clock_set_back_is_noticed_and_time_passing_is_not() {
+        let t = |secs| Time { secs, micros: 0 };
+        let then = t(1_800_000_000);
+        // An hour later by the monotonic clock: the wall clock read an
+        // hour later (fine), a little less (drift), or a day earlier.
+        let hour = Duration::from_secs(3600);
+        assert_eq!(clock_went_back(then, hour, t(1_800_003_600)), None);
+        assert_eq!(clock_went_back(then, hour, t(1_800_003_570)), None);
+        assert_eq!(clock_went_back(then, hour, t(1_800_003_600 - 86_400)), Some(86_400));
+        // Set forward: nothing to do (everything is due the sooner).
+        assert_eq!(clock_went_back(then, hour, t(1_800_090_000)), None);
+    }
     use crate::queue::{Recipient, State, Status};
 
     fn recipient(state: State, reason: &str) -> Recipient {

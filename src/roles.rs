@@ -195,6 +195,11 @@ pub enum Operation {
     /// Change the mode of files beneath a directory (cleanup marks a
     /// queue file complete by its mode).
     SetModes(RawFd),
+    /// Make files opened read-only beneath a directory durable (fsync),
+    /// changing nothing in them: cleanup's journal recovery syncs the
+    /// valid copies of its messages it finds in active/, deferred/ and
+    /// hold/, which the process that wrote them may not have synced.
+    SyncFiles(RawFd),
     /// Look users up and start each delivery as its recipient: fork,
     /// exec, change ids, open paths anywhere (local's root parent; its
     /// command spawner, outside any policy, starts users' commands).
@@ -242,6 +247,8 @@ pub fn operations(role: Role, layout: &Layout) -> Vec<Operation> {
                 ops.push(Operation::List(fd));
                 if *write {
                     ops.push(Operation::Modify(fd));
+                } else {
+                    ops.push(Operation::SyncFiles(fd));
                 }
                 if *dir == "incoming" {
                     ops.push(Operation::SetModes(fd));

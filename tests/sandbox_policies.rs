@@ -726,6 +726,13 @@ fn cleanup_work(t: &mut Tally, journal: &OwnedFd, incoming: &OwnedFd, active: &O
         "look into active/ (count_entries)",
         mta::qmgr::count_entries(active).map(|_| ()).map_err(|e| e.to_string()),
     );
+    t.check(
+        "fsync a file opened read-only in active/ (recovery syncs the copies it finds)",
+        (|| {
+            let f = File::from(works(openat(active, "taken", OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()))?);
+            works(f.sync_all())
+        })(),
+    );
     t.check("create in active/ (read-only to cleanup)", denied(openat(active, "x", wr, mode)));
     t.check("unlink in active/", denied(unlinkat(active, "taken", UnlinkatFlags::NoRemoveDir)));
 }
@@ -1181,6 +1188,7 @@ fn op_rights(op: Operation) -> &'static [CapRight] {
         Operation::Watch(_) => &[Event],
         Operation::SetTimes(_) => &[Futimes],
         Operation::SetModes(_) => &[Fchmod],
+        Operation::SyncFiles(_) => &[Fsync],
         Operation::ConnectUnix(_) => &[Lookup, Connectat],
         Operation::Connect | Operation::DeliverAsUsers => &[],
     }
@@ -1195,7 +1203,7 @@ fn op_promises(op: Operation) -> (&'static [&'static str], bool) {
         Operation::List(_) => (&["rpath"], false),
         Operation::Modify(_) => (&["wpath", "cpath"], false),
         Operation::ReadFile(_) => (&["stdio"], false),
-        Operation::Watch(_) => (&["stdio"], false),
+        Operation::Watch(_) | Operation::SyncFiles(_) => (&["stdio"], false),
         Operation::SetTimes(_) | Operation::SetModes(_) => (&["fattr"], false),
         Operation::Connect => (&["inet", "dns"], false),
         Operation::ConnectUnix(_) => (&["unix"], false),
@@ -1234,6 +1242,7 @@ fn op_fd(op: Operation) -> Option<RawFd> {
         | Operation::Watch(fd)
         | Operation::SetTimes(fd)
         | Operation::SetModes(fd)
+        | Operation::SyncFiles(fd)
         | Operation::ConnectUnix(fd) => Some(fd),
         Operation::Connect | Operation::DeliverAsUsers => None,
     }

@@ -5,7 +5,9 @@
 # a body "From " line quoted) and by s-nail; ten messages at once to one
 # mbox do not interleave; a held dot-lock and flock make the delivery
 # wait; a Delivered-To loop bounces; root without an alias waits with a
-# reason; an alias to another address is forwarded; an empty .forward
+# reason, and its queue file, damaged meanwhile, goes to corrupt/ once
+# the local agent finds its content's CRC wrong; an alias to another
+# address is forwarded; an empty .forward
 # leaves the mail in the mailbox, and one naming the user's own address
 # delivers there; an unknown member of an alias list bounces alone, the
 # others (one written user+ext) get the message; an envelope recipient
@@ -146,9 +148,34 @@ wait_for 20 has mtaloc2 13 || fail "not delivered after the lock was released"
 # --- a loop, root, an alias to elsewhere, an empty .forward ---
 send mtaloc1@localhost "looped" --add-header "Delivered-To: mtaloc1@localhost"
 wait_log "to=<mtaloc1@localhost>, relay=local, .*dsn=5.4.6, status=bounced" 10 || fail "the loop did not bounce"
-send root@localhost "for root"
+send root@localhost "for root" --body "waiting for root"
 wait_log "to=<root@localhost>, relay=local, .*status=deferred (mail for root is delivered only through an alias" 10 ||
 	fail "mail for root without an alias"
+# Its content damaged while it waits: the local agent checks the
+# content's CRC (qmgr reads only the envelope) and says so, and qmgr
+# moves the file to corrupt/ rather than retrying it until it expires.
+/usr/bin/python3 - "$W/spool" <<'PY' || fail "could not damage the queue file"
+import glob, sys, time
+for _ in range(50):
+    # (Not journal/: its segments hold a copy of each message too.)
+    for f in [g for d in ("incoming", "active", "hold", "deferred/*") for g in glob.glob(sys.argv[1] + "/" + d + "/*")]:
+        try:
+            with open(f, "r+b") as q:
+                at = q.read().find(b"waiting for root")
+                if at >= 0:
+                    q.seek(at)
+                    q.write(b"W")
+                    sys.exit(0)
+        except OSError:
+            pass
+    time.sleep(0.1)
+sys.exit(1)
+PY
+ctl queue flush >/dev/null
+wait_log "the delivery agent found it corrupt: .*content CRC mismatch; moved to corrupt/" 15 ||
+	fail "the damaged queue file was not moved to corrupt/"
+grep -q "local.*: the queue file is corrupt: .*content CRC mismatch" "$LOG" || fail "local did not report the damage"
+grep -rl "Waiting for root" "$W/spool/corrupt" >/dev/null || fail "the damaged file is not in corrupt/"
 send away@localhost "away"
 wait_log "to=<away@localhost>, relay=local, .*status=sent (forwarded as [0-9A-Z]* to <someone@remote.example>)" 10 ||
 	fail "alias to another address"

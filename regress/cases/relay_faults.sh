@@ -18,6 +18,8 @@
 # (the delivery in flight), every other message exactly once. A peer of
 # our own that takes one message per connection and says 421 to the next
 # MAIL: the cached connection is replaced by a new one, both delivered.
+# A queue file whose content is damaged while it waits: the smtp agent
+# finds it, qmgr moves it to corrupt/, nothing is delivered.
 . ./lib.sh
 . ./peers.sh
 # Aliases to files, written as nobody, for the success report.
@@ -348,4 +350,37 @@ for s in "once one" "once two"; do
 	n=$(grep -l "^Subject: $s" "$W/once"/*.eml 2>/dev/null | wc -l)
 	[ "$n" -eq 1 ] || fail "$s: $n copies at the peer"
 done
+
+# A queue file whose content is damaged while it waits in the queue (the
+# peer down): qmgr reads only the envelope, the smtp agent checks the
+# content's CRC and says so, and qmgr moves the file to corrupt/ instead
+# of retrying it until it expires; nothing is delivered.
+stop_sink
+send sender@remote.example damaged@remote.example "damaged" --body "a body to damage"
+wait_log "to=<damaged@remote.example>, .*status=deferred" 15 || fail "damaged: not deferred while the peer is down"
+/usr/bin/python3 - "$W/spool" <<'PY' || fail "could not damage the queue file"
+import glob, sys, time
+for _ in range(50):
+    # (Not journal/: its segments hold a copy of each message too.)
+    for f in [g for d in ("incoming", "active", "hold", "deferred/*") for g in glob.glob(sys.argv[1] + "/" + d + "/*")]:
+        try:
+            with open(f, "r+b") as q:
+                b = q.read()
+                at = b.find(b"a body to damage")
+                if at >= 0:
+                    q.seek(at)
+                    q.write(b"A")
+                    sys.exit(0)
+        except OSError:
+            pass
+    time.sleep(0.1)
+sys.exit(1)
+PY
+smtp_sink
+ctl queue flush >/dev/null
+wait_log "the delivery agent found it corrupt: .*content CRC mismatch; moved to corrupt/" 15 ||
+	fail "the damaged queue file was not moved to corrupt/"
+grep -rl "A body to damage" "$W/spool/corrupt" >/dev/null || fail "the damaged file is not in corrupt/"
+[ "$(copies damaged)" -eq 0 ] || fail "the damaged message was delivered"
+grep -q "to=<damaged@remote.example>, .*status=sent" "$LOG" && fail "the damaged message was reported sent"
 exit 0

@@ -5,8 +5,10 @@
 # mail left alone), -t with addresses it cannot read (the others still
 # get the message), -bs driven by swaks (its header completed by
 # cleanup), -bp and mailq, mail(1) from bsd-mailx (unpacked privately)
-# and from s-nail pointed at our sendmail,
-# a 1 GiB submission over the size limit (refused quickly, nothing left),
+# and from s-nail pointed at our sendmail, a maildrop file that cannot
+# be removed once queued (queued once, not at each listing, removed once
+# it can be), a 1 GiB submission over the size limit (refused quickly,
+# nothing left),
 # a flood of submissions (all queued, pickup still up), -C refused, and
 # newaliases (root only here) whose names smtpd accepts after a reload;
 # before it, an aliases file not compiled makes smtpd answer 451 4.3.0
@@ -49,6 +51,16 @@ ctl stop >/dev/null; gone "$MASTER_PID" 8 || fail "did not stop"; MASTER_PID=""
 # -f while mta is down.
 printf 'Subject: while down\n\nqueued later\n' | as "$SENDMAIL" -f list-owner@example.org root ||
 	fail "sendmail while down"
+# Its file cannot be removed once queued (made immutable, where chattr
+# works): queued once all the same, not again at each listing, and
+# removed once it can be.
+stuck=$(find "$W/spool/maildrop" -type f ! -name '.*' | head -1)
+if [ -n "$stuck" ] && chattr +i "$stuck" 2>/dev/null; then
+	trap 'chattr -i "$stuck" 2>/dev/null || true; cleanup' EXIT
+else
+	note "skipped: the unremovable maildrop file (chattr +i does not work here)"
+	stuck=""
+fi
 # (an ordinary user cannot read the queue itself: EX_UNAVAILABLE, both reasons)
 set +e; as "$MTA_STAGE/sbin/mailq" >/dev/null 2>"$W/err"; rc=$?; set -e
 [ $rc -eq 69 ] || fail "mailq while mta is down exited $rc"
@@ -56,6 +68,10 @@ grep -q "queue listing unavailable.*is mta running?); reading the queue directly
 	fail "mailq while down: $(cat "$W/err")"
 start_master
 wait_queued 1 || fail "mail submitted while down not queued"
+if [ -n "$stuck" ]; then
+	wait_log "maildrop file $(basename "$stuck"): queued as .* but not removed" 10 ||
+		fail "the unremovable maildrop file was not reported"
+fi
 [ "$(envelope 'while down')" = "list-owner@example.org root@mx.test" ] || fail "envelope: $(envelope 'while down')"
 grep -q "from userid $uid" "$(message 'while down')" || fail "Received: does not name the submitter"
 
@@ -90,6 +106,13 @@ data = open(sys.argv[1], "rb").read()
 assert re.search(rb"\r\nSubject: by swaks\r\nCc: mtadev@mx\.test\r\nMessage-ID: <[0-9A-F]{34}@mx\.test>\r\n"
                  rb"Date: [^\r]+ \+0000\r\nFrom: mtadev@mx\.test\r\n\r\nno From", data), data[-300:]
 PY
+if [ -n "$stuck" ]; then
+	# Three listings later, still queued once; removable again, it goes
+	# at the next listing (the next submission's).
+	[ "$(grep -c "from maildrop file $(basename "$stuck")" "$LOG")" -eq 1 ] ||
+		fail "the unremovable maildrop file was queued again: $(grep "$(basename "$stuck")" "$LOG")"
+	chattr -i "$stuck"
+fi
 
 # -bp and mailq, as the ordinary user.
 as "$SENDMAIL" -bp >"$W/bp" || fail "sendmail -bp"
@@ -122,6 +145,11 @@ wait_queued $n || fail "s-nail message not queued"
 [ "$(envelope 'by s-nail')" = "mtadev@mx.test root@mx.test mtadev@mx.test" ] ||
 	fail "s-nail envelope: $(envelope 'by s-nail')"
 grep -q "^from s-nail" "$(message 'by s-nail')" || fail "s-nail body lost"
+if [ -n "$stuck" ]; then
+	wait_log "maildrop file $(basename "$stuck"): removed (its message was queued before)" 15 ||
+		fail "the maildrop file was not removed once it could be"
+	[ "$(grep -c "from maildrop file $(basename "$stuck")" "$LOG")" -eq 1 ] || fail "queued again in the end"
+fi
 
 # cron's header: the bare names in its address fields get the domain
 # (cleanup does it for local submissions), display names and comments

@@ -9,7 +9,8 @@
 # an envelope address carrying CR LF is refused by cleanup and set aside,
 # and the postmaster gets a failure notice; a whole file left under
 # postdrop's temporary name by another boot (a crash undid its rename) is
-# taken as pickup starts.
+# taken as pickup starts; a message postdrop took and pickup's own limits
+# refuse (an edit not reloaded) gets the same notice.
 # maildrop.py writes the format from doc/maildrop-format.md on its own.
 if [ "$(id -u)" != 0 ]; then echo "  skipped: needs root"; exit 0; fi
 [ -n "${MTA_STAGE:-}" ] || { echo "  skipped: no staged install (MTA_STAGE)"; exit 0; }
@@ -154,4 +155,29 @@ wait_queued 6 || fail "the crashed submission was not queued"
 queue_files | xargs grep -q "rename undone" || fail "the crashed submission's content not queued"
 [ -e "$W/spool/maildrop/.tmp.$this.writing" ] || fail "a file of this boot was taken under its temporary name"
 grep -q "maildrop file .tmp.$this.writing" "$LOG" && fail "pickup touched a file of this boot"
+
+# pickup's limits are master's copy of the configuration, postdrop reads
+# the file at each run: edited and not yet reloaded, they differ. A
+# message postdrop took (sendmail told its caller it was sent) and pickup
+# refuses for its size or its recipients gets the failure notice a
+# refusal by cleanup gets.
+aside=$(find "$W/spool/corrupt" -type f -name 'maildrop.*' | wc -l)
+sed -i 's/^limits .*/limits { message_size = 200k; recipients = 2; }/' "$CONF"
+old=$(child_pid pickup)
+ctl reload >/dev/null || fail "reload with lower limits"
+k=0; until p=$(child_pid pickup 2>/dev/null) && [ -n "$p" ] && [ "$p" != "$old" ]; do
+	[ $k -lt 100 ] || fail "no new pickup after the reload"; sleep 0.1; k=$((k + 1)); done
+sed -i 's/^limits .*/limits { message_size = 400k; recipients = 10; }/' "$CONF"
+{ printf 'Subject: too big for pickup\r\n\r\n'; head -c 300000 /dev/zero | tr '\0' 'x'; } |
+	drop mtadev@localhost root@localhost || fail "postdrop refused what only pickup should"
+wait_log "refused by pickup (larger than limits.message_size, 200000 bytes): 552 5.3.4" 10 ||
+	fail "the message over pickup's size limit was not refused"
+printf 'Subject: too many for pickup\r\n\r\nx\r\n' | drop mtadev@localhost a@localhost b@localhost c@localhost ||
+	fail "postdrop refused three recipients"
+wait_log "refused by pickup (3 recipients, over limits.recipients, 2; the notice names the first 2): 552 5.5.3" 10 ||
+	fail "the message over pickup's recipient limit was not refused"
+wait_for 10 sh -c "[ \$(grep -c 'failure notice to <mtadev@localhost> queued as' '$LOG') -eq 2 ]" ||
+	fail "no failure notice for what pickup refused: $(grep 'failure notice' "$LOG")"
+[ "$(find "$W/spool/corrupt" -type f -name 'maildrop.*' | wc -l)" -eq $((aside + 2)) ] ||
+	fail "the refused files were not kept in corrupt/"
 exit 0

@@ -76,15 +76,23 @@ pub const MODIFYING_RIGHTS: &[CapRight] = &[
 /// Files opened beneath a directory with openat(2) inherit the
 /// directory's rights (less `Lookup`), so a directory's set includes what
 /// its files need (read, write, seek for pread/pwrite, fsync, ftruncate).
+/// A read-only directory has `Fsync` too: fsync(2) and fdatasync(2) need
+/// `CAP_FSYNC` and change nothing a reader could see, and cleanup's
+/// journal recovery makes durable the valid copies of its messages it
+/// finds in active/, deferred/ and hold/ (the process that wrote them may
+/// have died before syncing them). Without it every such fsync fails with
+/// `ENOTCAPABLE`. (OpenBSD's pledge allows fsync under "stdio", unveil
+/// does not govern calls on a descriptor, and Linux's Landlock and
+/// seccomp filter neither.)
 /// An accepted socket inherits its listener's rights, so a listener's set
 /// includes what a session needs.
 pub fn capsicum_rights(grant: &Grant) -> Vec<CapRight> {
     use CapRight::*;
     let mut rights: Vec<CapRight> = match grant {
         Grant::Dir { access, watch, times, modes, .. } => {
-            let mut r = vec![Lookup, Read, Fstat, Fstatat, Fstatfs, Seek, Fcntl];
+            let mut r = vec![Lookup, Read, Fstat, Fstatat, Fstatfs, Seek, Fcntl, Fsync];
             if *access == DirAccess::ReadWrite {
-                r.extend([Write, Create, Fsync, Ftruncate, Unlinkat, RenameatSource, RenameatTarget, Mkdirat]);
+                r.extend([Write, Create, Ftruncate, Unlinkat, RenameatSource, RenameatTarget, Mkdirat]);
                 if *times {
                     r.push(Futimes);
                 }
@@ -276,6 +284,9 @@ mod tests {
         for need in [CapRight::Lookup, CapRight::Create, CapRight::Write, CapRight::Fsync, CapRight::Unlinkat] {
             assert!(rw.contains(&need), "{need:?}");
         }
+        // Its files can be made durable all the same (cleanup's recovery
+        // syncs the copies it finds in active/, deferred/ and hold/).
+        assert!(capsicum_rights(&dir(4, DirAccess::Read)).contains(&CapRight::Fsync));
         assert!(capsicum_rights(&Grant::File { fd: 5, write: true }).contains(&CapRight::Write));
         assert!(capsicum_rights(&Grant::File { fd: 5, write: true }).contains(&CapRight::Ftruncate));
     }

@@ -21,7 +21,7 @@ fn main() {
         Ok(a) => a,
         Err(_) => child.fatal("expected five directories from master"),
     };
-    let elsewhere = [active.as_fd(), deferred.as_fd(), hold.as_fd()];
+    let elsewhere = [("active", active.as_fd()), ("deferred", deferred.as_fd()), ("hold", hold.as_fd())];
     let dirs = JournalDirs { journal: journal_dir.as_fd(), incoming: incoming.as_fd(), elsewhere: &elsewhere };
     let (journal, recovery) = match Journal::open(
         &dirs,
@@ -42,6 +42,14 @@ fn main() {
             recovery.torn.len(),
             recovery.corrupt.len()
         ));
+    }
+    // Copies qmgr is to move to corrupt/, and messages not written yet
+    // (their journal segments stay; they are tried again).
+    for l in recovery.left.iter().chain(&recovery.unwritten) {
+        child.warn(&format!("journal recovery: {l}"));
+    }
+    for d in &recovery.corrupt {
+        child.warn(&format!("journal recovery: corrupt: {d}"));
     }
     if !recovery.kept_unsynced.is_empty() {
         child.warn(&format!(

@@ -128,11 +128,10 @@ pub fn serve(
     loop {
         c.check_space();
         // Queue files still to write: look for mail and go on writing; a
-        // segment to retire: wake when it is due; otherwise the free-space
-        // check.
+        // segment to retire, or files to try again: wake when it is due;
+        // otherwise the free-space check.
         let timeout = match c.journal.as_ref() {
-            Some(j) if j.unmaterialised() > 0 => Duration::ZERO,
-            Some(j) => j.retire_due().map_or(SPACE_CHECK, |d| d.min(SPACE_CHECK)),
+            Some(j) => j.work_due().map_or(SPACE_CHECK, |d| d.min(SPACE_CHECK)),
             None => SPACE_CHECK,
         };
         if let Err(e) = c.poll.poll(&mut events, Some(timeout))
@@ -478,7 +477,7 @@ impl Cleanup {
     /// whatever happens.
     fn materialize(&mut self, busy: bool) {
         let Some(journal) = self.journal.as_mut() else { return };
-        if journal.unmaterialised() == 0 && journal.retire_due() != Some(Duration::ZERO) {
+        if journal.work_due() != Some(Duration::ZERO) {
             return;
         }
         let mut ids = Vec::new();

@@ -505,6 +505,11 @@ pub enum SiteReport {
 pub enum SmtpToQmgr {
     /// The end of a delivery: one report per recipient of the job.
     Done { job: u64, site: SiteReport, recipients: Vec<RecipientReport> },
+    /// The job's queue file failed validation as the agent read it (its
+    /// content's CRC, which qmgr's read of the envelope does not check;
+    /// another queue ID): nothing was delivered; qmgr moves the file to
+    /// corrupt/ (doc/queue-format.md, the corrupt/ rule).
+    Corrupt { job: u64, reason: String },
 }
 
 /// smtp → connector: connect to a next hop (`default_port` when it names

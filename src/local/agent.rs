@@ -210,6 +210,9 @@ struct Served {
     job: u64,
     recipients: Vec<RecipientReport>,
     depends: Vec<Vec<usize>>,
+    /// The queue file failed validation (why): nothing was delivered, and
+    /// qmgr is told so (it moves the file to corrupt/).
+    corrupt: Option<String>,
 }
 
 /// The reports of a batch, once its workers have answered and synced:
@@ -437,8 +440,13 @@ impl Local {
             self.batch.served.clear();
         }
         for s in std::mem::take(&mut self.batch.served) {
-            let recipients = settled(s.recipients, &s.depends, &failed);
-            let done = SmtpToQmgr::Done { job: s.job, site: SiteReport::Reached, recipients };
+            let done = match s.corrupt {
+                Some(reason) => SmtpToQmgr::Corrupt { job: s.job, reason },
+                None => {
+                    let recipients = settled(s.recipients, &s.depends, &failed);
+                    SmtpToQmgr::Done { job: s.job, site: SiteReport::Reached, recipients }
+                }
+            };
             if let Some(q) = self.qmgr.as_mut()
                 && let Err(e) = q.send(&done, &[])
             {
@@ -544,19 +552,28 @@ impl Local {
 
     /// Deliver every recipient of a request; one report each.
     fn deliver(&mut self, d: &Delivery, file: File) -> Served {
-        let served = |recipients: Vec<RecipientReport>, depends| Served { job: d.job, recipients, depends };
+        let served =
+            |recipients: Vec<RecipientReport>, depends| Served { job: d.job, recipients, depends, corrupt: None };
         let start = Instant::now();
         let all = |why: String| -> Served {
             let recipients: Vec<_> = d.recipients.iter().map(|&i| report(i, Outcome::defer("4.3.0", &why))).collect();
             let depends = vec![Vec::new(); recipients.len()];
             served(recipients, depends)
         };
+        let corrupt =
+            |why: String| Served { job: d.job, recipients: Vec::new(), depends: Vec::new(), corrupt: Some(why) };
         let (qe, small) = match read_checked(&file, SMALL_FILE) {
             Ok(r) => r,
+            Err(crate::queue::Error::Corrupt(c)) => {
+                self.child.warn(&format!("{}: the queue file is corrupt: {c}; nothing delivered", d.queue_id));
+                return corrupt(c.to_string());
+            }
             Err(e) => return all(format!("cannot read the queue file: {e}")),
         };
         if qe.id.as_str() != d.queue_id {
-            return all(format!("the queue file holds message {}, not {}", qe.id, d.queue_id));
+            let why = format!("the queue file holds message {}, not {}", qe.id, d.queue_id);
+            self.child.warn(&format!("{}: {why}; nothing delivered", d.queue_id));
+            return corrupt(why);
         }
         // Read once for every destination's loop check.
         let head = match small {

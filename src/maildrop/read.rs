@@ -121,8 +121,21 @@ impl<R: Read> Reader<R> {
     pub fn new(r: R, limits: Limits) -> Result<(Reader<R>, Envelope), Error> {
         let mut rd =
             Reader { r, limits, pos: 0, crc: crc32fast::Hasher::new(), content: 0, next: None, state: State::Content };
-        let envelope = rd.envelope()?;
+        let (envelope, _) = rd.envelope(false)?;
         Ok((rd, envelope))
+    }
+
+    /// Like [`Reader::new`], but recipients past `limits.max_recipients`
+    /// are read on (checked like the others, and counted) instead of
+    /// ending the stream with [`Error::TooManyRecipients`]: the envelope
+    /// holds the first `max_recipients`, and the count of the others is
+    /// returned, so that a reader that refuses the message (pickup) can
+    /// still tell its sender, and read its content for that.
+    pub fn new_counting(r: R, limits: Limits) -> Result<(Reader<R>, Envelope, u64), Error> {
+        let mut rd =
+            Reader { r, limits, pos: 0, crc: crc32fast::Hasher::new(), content: 0, next: None, state: State::Content };
+        let (envelope, beyond) = rd.envelope(true)?;
+        Ok((rd, envelope, beyond))
     }
 
     /// The content bytes read so far; all of it once `next_chunk` returned
@@ -210,7 +223,9 @@ impl<R: Read> Reader<R> {
         Ok((h, p))
     }
 
-    fn envelope(&mut self) -> Result<Envelope, Error> {
+    /// Everything up to the content; with `count`, recipients past the
+    /// limit are checked and counted (the count returned), not kept.
+    fn envelope(&mut self, count: bool) -> Result<(Envelope, u64), Error> {
         let mut h = [0u8; HEADER];
         self.fill(&mut h)?;
         self.crc.update(&h);
@@ -247,11 +262,13 @@ impl<R: Read> Reader<R> {
         c.done()?;
 
         let mut recipients = Vec::new();
+        let mut beyond = 0u64;
         loop {
             let h = self.head()?;
             match h.tag {
                 RCPT => {
-                    if recipients.len() >= self.limits.max_recipients {
+                    let over = recipients.len() >= self.limits.max_recipients;
+                    if over && !count {
                         return Err(Error::TooManyRecipients { limit: self.limits.max_recipients });
                     }
                     let p = self.payload(h, MAX_RCPT_PAYLOAD)?;
@@ -264,7 +281,11 @@ impl<R: Read> Reader<R> {
                         Error::invalid(at, format!("bad NOTIFY bits {n:#04x} (0, 0x80, or a combination of 1, 2, 4)"))
                     })?;
                     c.done()?;
-                    recipients.push(Recipient { address, orcpt, notify });
+                    if over {
+                        beyond += 1;
+                    } else {
+                        recipients.push(Recipient { address, orcpt, notify });
+                    }
                 }
                 DATA | END if recipients.is_empty() => {
                     return Err(Error::invalid(h.at, format!("no recipient before {}", describe_tag(&h.tag))));
@@ -280,7 +301,7 @@ impl<R: Read> Reader<R> {
                 }
             }
         }
-        Ok(Envelope { sender, body, smtputf8, ret, envid, full_name, recipients })
+        Ok((Envelope { sender, body, smtputf8, ret, envid, full_name, recipients }, beyond))
     }
 
     fn chunk(&mut self) -> Result<Option<Vec<u8>>, Error> {

@@ -804,6 +804,34 @@ fn too_many_recipients() {
     assert_eq!(r.served, prefix().len() as u64 + 9_999 * rec.len() as u64 + 8);
 }
 
+/// pickup, refusing a message with more recipients than its limit, still
+/// reads the sender, the first recipients and the content for its notice.
+#[test]
+fn recipients_past_the_limit_can_be_counted_instead() {
+    let mut e = full_envelope();
+    e.recipients.extend((0..4).map(|i| Recipient { address: format!("r{i}@example.net"), orcpt: None, notify: None }));
+    let body = content(70_000);
+    let bytes = encode(&e, &body);
+    let limits = Limits { max_recipients: 2, ..Limits::default() };
+    let (mut r, got, beyond) = Reader::new_counting(&bytes[..], limits).expect("counted");
+    assert_eq!(beyond, 5);
+    assert_eq!(got.sender, e.sender);
+    assert_eq!(got.recipients, e.recipients[..2]);
+    let mut read = Vec::new();
+    while let Some(c) = r.next_chunk().expect("content") {
+        read.extend(c);
+    }
+    assert_eq!(read, body, "the stream, CRC included, still checks out");
+    // Within the limit: nothing beyond, as Reader::new reads it.
+    let (_, got, beyond) = Reader::new_counting(&bytes[..], Limits::default()).expect("read");
+    assert_eq!((got, beyond), (e.clone(), 0));
+    // Recipients past the limit are checked all the same.
+    let mut bad = bytes.clone();
+    let at = bytes.windows(14).position(|w| w == b"r3@example.net").expect("r3");
+    bad[at] = 0xff;
+    assert!(matches!(Reader::new_counting(&bad[..], limits), Err(Error::Invalid { .. })));
+}
+
 #[test]
 fn read_errors() {
     struct Broken;

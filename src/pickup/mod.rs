@@ -39,7 +39,9 @@ use sandbox::Sandboxed;
 
 mod notice;
 mod trouble;
+mod unremoved;
 use trouble::{Troubles, Verdict};
+use unremoved::Unremoved;
 
 use crate::child::Child;
 use crate::ipc::Channel;
@@ -88,6 +90,8 @@ struct InFlight {
     nrcpt: usize,
     /// What cleanup was given, for a notice should it refuse the message.
     envelope: MessageEnvelope,
+    /// The file's device and inode (see [`Unremoved`]).
+    identity: unremoved::Identity,
     /// The first bytes of the content (at most `bounce.size_limit` and one
     /// more) and its length so far: what a notice may return.
     kept: Vec<u8>,
@@ -113,6 +117,10 @@ struct Pickup {
     watch: Option<Watch>,
     /// Files that failed for a reason that may pass, waiting to be tried.
     troubles: Troubles,
+    /// Files queued whose removal failed: skipped by listings.
+    unremoved: Unremoved,
+    /// The warning that listings are not taken was given.
+    said_full: bool,
     /// This boot's tag (`maildrop::names`), if the boot can be told.
     boot: Option<String>,
     /// Failure notices handed to cleanup, by transaction: the maildrop
@@ -171,6 +179,8 @@ pub fn serve(_token: Sandboxed, mut child: Child, watch: io::Result<Watch>, boot
         retry_after: now,
         watch,
         troubles: Troubles::default(),
+        unremoved: Unremoved::default(),
+        said_full: false,
         boot: boot.map(|b| names::boot_tag(&b)),
         notices: HashMap::new(),
         ids: queue::QueueIdGen::new(std::process::id()),
@@ -353,24 +363,20 @@ impl Pickup {
                 self.troubles.clear(&f.name);
                 self.child.info(&format!("{id}: uid={}, from maildrop file {}, nrcpt={}", f.uid, f.name, f.nrcpt));
                 if let Err(e) = unlinkat(&self.maildrop, f.name.as_str(), UnlinkatFlags::NoRemoveDir) {
-                    // Queued twice is better than lost: it is taken again.
-                    self.child.warn(&format!("maildrop file {}: queued as {id} but not removed: {e}", f.name));
+                    // Not taken again while this process lives (it would be
+                    // queued at every listing); its removal is tried again
+                    // at each.
+                    self.unremoved.add(&f.name, f.identity);
+                    self.child.warn(&format!(
+                        "maildrop file {}: queued as {id} but not removed: {e}; not taken again, and removed \
+                         once it can be",
+                        f.name
+                    ));
                 }
             }
             CommitResult::Refused { code, enhanced, text } => {
-                // sendmail told its caller the message was taken: the
-                // sender (or the postmaster) hears that it was not.
-                let id = self.ids.next_id();
-                let why = format!("refused by cleanup: {code} {enhanced} {text} (named {id} in the failure notice)");
-                self.set_aside(&f.name, &why);
                 let refusal = notice::Refusal { code, enhanced: &enhanced, text: &text };
-                let kept = notice::Kept { data: &f.kept, len: f.len };
-                let hostname = self.child.config.hostname.clone();
-                match notice::notice(&f.envelope, &refusal, &kept, id, &hostname, self.size_limit, queue::Time::now()) {
-                    Ok(Some(n)) => self.send_notice(&f.name, n),
-                    Ok(None) => self.child.info(&format!("maildrop file {}: no failure notice wanted", f.name)),
-                    Err(e) => self.child.warn(&format!("maildrop file {}: no failure notice: {e}", f.name)),
-                }
+                self.refuse(&f.name, &f.envelope, &f.kept, f.len, &refusal, "refused by cleanup");
             }
             CommitResult::TempFail(why) => {
                 self.child.warn(&format!("maildrop file {}: not queued now ({why}); trying again later", f.name));
@@ -381,6 +387,70 @@ impl Pickup {
                 self.pause();
             }
         }
+    }
+
+    /// A message refused for good (`by` says who, and why, for the log),
+    /// which sendmail already told its caller was sent: the file goes to
+    /// corrupt/, and the sender (or the postmaster) hears that the message
+    /// went nowhere, in a failure notice naming each recipient with the
+    /// refusal. `kept` is the first bytes of the content, `len` its length
+    /// as far as it was read.
+    fn refuse(
+        &mut self,
+        name: &str,
+        envelope: &MessageEnvelope,
+        kept: &[u8],
+        len: u64,
+        refusal: &notice::Refusal<'_>,
+        by: &str,
+    ) {
+        let id = self.ids.next_id();
+        let (code, enhanced, text) = (refusal.code, refusal.enhanced, refusal.text);
+        self.set_aside(name, &format!("{by}: {code} {enhanced} {text} (named {id} in the failure notice)"));
+        let kept = notice::Kept { data: kept, len };
+        let hostname = self.child.config.hostname.clone();
+        match notice::notice(envelope, refusal, &kept, id, &hostname, self.size_limit, queue::Time::now()) {
+            Ok(Some(n)) => self.send_notice(name, n),
+            Ok(None) => self.child.info(&format!("maildrop file {name}: no failure notice wanted")),
+            Err(e) => self.child.warn(&format!("maildrop file {name}: no failure notice: {e}")),
+        }
+    }
+
+    /// A file over pickup's own limits, found before anything went to
+    /// cleanup (more recipients than `limits.recipients`): its content is
+    /// read for the notice (the first bytes kept), then it is refused as
+    /// cleanup would. postdrop read the configuration file when it took
+    /// the message, pickup has master's copy: an edit not yet reloaded
+    /// makes them differ.
+    fn refuse_unsent(
+        &mut self,
+        name: &str,
+        mut reader: Reader<BufReader<File>>,
+        envelope: &MessageEnvelope,
+        refusal: &notice::Refusal<'_>,
+        by: &str,
+    ) {
+        let keep = usize::try_from(self.size_limit.saturating_add(1)).unwrap_or(usize::MAX);
+        let mut kept = Vec::new();
+        let mut len = 0u64;
+        loop {
+            match reader.next_chunk() {
+                Ok(Some(data)) => {
+                    let room = keep.saturating_sub(kept.len());
+                    kept.extend_from_slice(&data[..room.min(data.len())]);
+                    len += data.len() as u64;
+                }
+                Ok(None) => break,
+                // Too big as well: the notice returns its header at most.
+                Err(maildrop::Error::TooBig { .. }) => break,
+                Err(maildrop::Error::Io(io)) => {
+                    let wide = trouble::process_wide_io(&io);
+                    return self.trouble(name, &maildrop::Error::Io(io).to_string(), wide);
+                }
+                Err(e) => return self.set_aside(name, &e.to_string()),
+            }
+        }
+        self.refuse(name, envelope, &kept, len, refusal, by);
     }
 
     /// Hand a failure notice to cleanup as a message of its own.
@@ -480,6 +550,7 @@ impl Pickup {
     /// temporary files are removed. True when the batch is full, so that
     /// more names may be waiting.
     fn scan(&mut self) -> bool {
+        self.retry_unremoved();
         let mut d = match Dir::openat(
             &self.maildrop,
             ".",
@@ -504,7 +575,7 @@ impl Pickup {
                 break;
             };
             let Ok(name) = e.file_name().to_str() else { continue };
-            if name == "." || name == ".." {
+            if name == "." || name == ".." || self.unremoved.contains(name) {
                 continue;
             }
             if self.troubles.contains(name) {
@@ -572,9 +643,40 @@ impl Pickup {
                 self.child.warn(&format!("maildrop file {name}: left unfinished for a day; removed"));
             }
         }
+        if self.unremoved.is_full() {
+            // Nothing more could be remembered: a file queued and not
+            // removed would be queued again at every listing.
+            if !std::mem::replace(&mut self.said_full, true) {
+                self.child.warn(&format!(
+                    "{} maildrop files were queued but cannot be removed (is maildrop/ read-only?): no more files \
+                     are taken until they can be",
+                    self.unremoved.len()
+                ));
+            }
+            names.clear();
+            full = false;
+        }
         names.sort_unstable_by(|a, b| b.cmp(a));
         self.todo = names;
         full
+    }
+
+    /// Try again to remove the files queued and not removed.
+    fn retry_unremoved(&mut self) {
+        if self.unremoved.is_empty() {
+            return;
+        }
+        let maildrop = &self.maildrop;
+        let (removed, _still) = self.unremoved.retry(
+            |name| fstatat(maildrop, name, AtFlags::AT_SYMLINK_NOFOLLOW).ok().map(|st| identity(&st)),
+            |name| unlinkat(maildrop, name, UnlinkatFlags::NoRemoveDir).map_err(io::Error::from),
+        );
+        for name in removed {
+            self.child.info(&format!("maildrop file {name}: removed (its message was queued before)"));
+        }
+        if !self.unremoved.is_full() && std::mem::take(&mut self.said_full) {
+            self.child.info("maildrop files can be removed again: taking files again");
+        }
     }
 
     /// Whether the file `name` holds a whole maildrop stream (its end
@@ -642,7 +744,8 @@ impl Pickup {
             return self.set_aside(&name, &format!("{} links: not a file postdrop made", meta.nlink()));
         }
         let limits = self.limits();
-        let (reader, env) = match Reader::new(BufReader::with_capacity(64 << 10, file), limits) {
+        // (Recipients past the limit are counted, for the notice below.)
+        let (reader, env, beyond) = match Reader::new_counting(BufReader::with_capacity(64 << 10, file), limits) {
             Ok(x) => x,
             Err(maildrop::Error::Io(e)) => {
                 let wide = trouble::process_wide_io(&e);
@@ -653,6 +756,16 @@ impl Pickup {
         let Some(envelope) = envelope(&env, meta.uid()) else {
             return self.set_aside(&name, "BINARYMIME content cannot be submitted locally");
         };
+        if beyond > 0 {
+            let all = (env.recipients.len() as u64).saturating_add(beyond);
+            let by = format!(
+                "refused by pickup ({all} recipients, over limits.recipients, {}; the notice names the first {})",
+                limits.max_recipients,
+                env.recipients.len()
+            );
+            let refusal = notice::Refusal { code: 552, enhanced: "5.5.3", text: "Error: too many recipients" };
+            return self.refuse_unsent(&name, reader, &envelope, &refusal, &by);
+        }
         let txn = self.next_txn;
         self.next_txn += 1;
         let nrcpt = envelope.recipients.len();
@@ -670,6 +783,7 @@ impl Pickup {
         }
         self.current = Some(InFlight {
             name,
+            identity: (meta.dev(), meta.ino()),
             reader,
             txn,
             ended: false,
@@ -723,15 +837,22 @@ impl Pickup {
                     return;
                 }
                 Err(e) => {
-                    let name = f.name.clone();
-                    self.current = None;
+                    let Some(f) = self.current.take() else { return };
                     self.send(SmtpdToCleanup::Abort { txn });
                     return match e {
                         maildrop::Error::Io(io) => {
                             let wide = trouble::process_wide_io(&io);
-                            self.trouble(&name, &maildrop::Error::Io(io).to_string(), wide)
+                            self.trouble(&f.name, &maildrop::Error::Io(io).to_string(), wide)
                         }
-                        e => self.set_aside(&name, &e.to_string()),
+                        // Over pickup's limit (which may not be postdrop's:
+                        // see `refuse_unsent`): refused as cleanup would.
+                        maildrop::Error::TooBig { limit } => {
+                            let by = format!("refused by pickup (larger than limits.message_size, {limit} bytes)");
+                            let refusal =
+                                notice::Refusal { code: 552, enhanced: "5.3.4", text: "Error: message file too big" };
+                            self.refuse(&f.name, &f.envelope, &f.kept, f.len, &refusal, &by);
+                        }
+                        e => self.set_aside(&f.name, &e.to_string()),
                     };
                 }
             }
@@ -745,6 +866,13 @@ impl Pickup {
         }
         ok
     }
+}
+
+/// A file's device and inode, as [`std::os::unix::fs::MetadataExt`] gives
+/// them (`dev_t` is not 64 bits everywhere).
+#[allow(clippy::unnecessary_cast)]
+fn identity(st: &nix::sys::stat::FileStat) -> unremoved::Identity {
+    (st.st_dev as u64, st.st_ino as u64)
 }
 
 /// Whether the envelope of a maildrop file fits in what pickup can hand

@@ -101,7 +101,7 @@ impl Qmgr {
             }
             (AdminOp::Release, _) => return Err(format!("{id}: not on hold")),
             (AdminOp::Requeue, Dir::Active) => return Err(format!("{id}: being delivered now")),
-            (AdminOp::Requeue, Dir::Incoming) if !self.stuck.contains(&id) => {
+            (AdminOp::Requeue, Dir::Incoming) if !self.incoming.is_stuck(&id) => {
                 return Err(format!("{id}: already waiting for delivery"));
             }
             (AdminOp::Requeue, _) => {
@@ -126,10 +126,7 @@ impl Qmgr {
     /// leaves its directory.
     fn release_from(&mut self, id: &QueueId) {
         self.sched.drop_message(id);
-        if self.incoming_set.remove(id) {
-            self.incoming.retain(|x| x != id);
-        }
-        self.stuck.remove(id);
+        self.incoming.forget(id);
         // A notice request bounce has stays counted until it answers (the
         // answer then finds no message and is dropped).
         self.remove_active(id);

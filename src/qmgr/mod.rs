@@ -40,13 +40,14 @@ use crate::queue::{QueueEnvelope, QueueId, SlotWrite, Time, update_status_at};
 use crate::roles::{QUEUE_DIRS, Role};
 
 pub mod admin;
+pub mod intake;
 pub mod listing;
 pub mod scan;
 pub mod schedule;
 pub mod store;
 
 use schedule::{Action, Admit, Fate, Hop, Job, JobId, Origin, Outcome, Report, Scheduler, SiteStatus, Transport};
-use store::{Dir, Problem, Store};
+use store::{Dir, Problem, Store, Twin};
 
 const MASTER: Token = Token(0);
 const WATCH: Token = Token(1);
@@ -194,13 +195,29 @@ pub fn kept_files_limit() -> usize {
     KEPT_FILES.min(usize::try_from(soft / 2).unwrap_or(usize::MAX))
 }
 
-/// Most messages remembered as stuck (beyond, one is read again at a
-/// listing, and found done if its statuses could be written).
+/// Most messages remembered as stuck; beyond, listings of incoming/ are
+/// not taken until qmgr starts again (see [`intake`]).
 const MAX_STUCK: usize = 10_000;
 
 /// Most names of incoming/ held waiting for room in the active queue;
 /// past this, listings find the rest.
 const MAX_WAITING: usize = 100_000;
+
+/// A step of the wall clock back by more than this many seconds, seen
+/// while qmgr runs, has it index deferred/ again (see [`clock_went_back`]).
+const CLOCK_STEP: i64 = 60;
+
+/// How many seconds the wall clock went back, if by more than
+/// [`CLOCK_STEP`]: it read `then` when the monotonic clock was `elapsed`
+/// ago, and reads `now`. The next attempts of deferred messages are wall
+/// times (their files' mtimes); set back by a day, the clock would keep
+/// them waiting a day longer, past `queue.backoff.max`, and dead
+/// destinations resting as long.
+fn clock_went_back(then: Time, elapsed: Duration, now: Time) -> Option<i64> {
+    let expected = then.secs.saturating_add(i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX));
+    let back = expected.saturating_sub(now.secs);
+    (back > CLOCK_STEP).then_some(back)
+}
 
 /// How soon incoming/ is listed again after a listing met a file still
 /// being written, while no cleanup names files (see `watch_readable`).
@@ -230,13 +247,10 @@ pub struct Qmgr {
     /// At most this many are kept ([`kept_files_limit`]).
     kept_limit: usize,
     running: HashMap<JobId, Running>,
-    /// incoming/ names read or announced and not yet admitted.
-    incoming: VecDeque<QueueId>,
-    /// The same names, to take each once.
-    incoming_set: HashSet<QueueId>,
-    /// Messages whose file could not be removed or deferred (see
+    /// incoming/ names read or announced and not yet admitted, and the
+    /// messages whose file could not be removed or deferred (see
     /// [`Qmgr::stuck`]).
-    stuck: HashSet<QueueId>,
+    incoming: intake::Intake,
     /// When to list incoming/ again for a file met still being written.
     relist_at: Option<Instant>,
     /// incoming/ must be listed again.
@@ -249,6 +263,9 @@ pub struct Qmgr {
     stopping: bool,
     /// Queue listings under way, for control.
     listings: listing::Listings,
+    /// The wall clock as last read, and when (monotonic): to notice it
+    /// set back ([`clock_went_back`]).
+    clock: (Instant, Time),
 }
 
 /// Prepare the watch on incoming/ (before the sandbox: on Linux it takes
@@ -293,9 +310,7 @@ pub fn serve(_token: Sandboxed, mut child: Child, watch: std::io::Result<Watch>,
         kept_files: 0,
         kept_limit,
         running: HashMap::new(),
-        incoming: VecDeque::new(),
-        incoming_set: HashSet::new(),
-        stuck: HashSet::new(),
+        incoming: intake::Intake::new(MAX_WAITING, MAX_STUCK),
         relist_at: None,
         incoming_dirty: true,
         last_incoming_scan: Instant::now(),
@@ -304,6 +319,7 @@ pub fn serve(_token: Sandboxed, mut child: Child, watch: std::io::Result<Watch>,
         next_req: 1,
         stopping: false,
         listings: listing::Listings::default(),
+        clock: (Instant::now(), Time::now()),
     };
     q.start_up();
     // Log records go once per turn.
@@ -408,8 +424,14 @@ impl Qmgr {
             self.child.fatal(&format!("making the subfolders of deferred/: {e}"));
         }
         match self.store.recover_active() {
-            Ok(0) => {}
-            Ok(n) => self.child.info(&format!("{n} message(s) of an interrupted pass moved back to incoming/")),
+            Ok((n, said)) => {
+                if n > 0 {
+                    self.child.info(&format!("{n} message(s) of an interrupted pass moved back to incoming/"));
+                }
+                for line in said {
+                    self.child.warn(&line);
+                }
+            }
             Err(e) => self.child.fatal(&format!("moving active/ back to incoming/: {e}")),
         }
         self.scan_deferred(None);
@@ -643,6 +665,12 @@ impl Qmgr {
                         }
                         self.report(token, JobId(job), site, recipients);
                     }
+                    Ok(Some((SmtpToQmgr::Corrupt { job, reason }, fds))) => {
+                        if !fds.is_empty() {
+                            self.child.fatal("a delivery agent sent descriptors with a report");
+                        }
+                        self.corrupt_report(token, JobId(job), &reason);
+                    }
                     Err(crate::ipc::Error::Closed) => return self.drop_peer(token, "closed"),
                     // The agent is at fault: its jobs are retried.
                     Err(e) => return self.drop_peer(token, &format!("delivery agent channel: {e}")),
@@ -720,6 +748,16 @@ impl Qmgr {
             return;
         }
         let now = Time::now();
+        let (then_at, then) = std::mem::replace(&mut self.clock, (Instant::now(), now));
+        if let Some(back) = clock_went_back(then, then_at.elapsed(), now) {
+            // deferred/ is indexed again, each next attempt no later than
+            // queue.backoff.max from now (see `scan_deferred`).
+            self.child.warn(&format!(
+                "the clock went back by {back} s: deferred/ indexed again, and dead destinations tried again"
+            ));
+            self.sched.clock_went_back(now);
+            self.scan_deferred(None);
+        }
         if self.watch.is_none() && self.last_incoming_scan.elapsed() >= INCOMING_POLL
             || self.last_incoming_scan.elapsed() >= INCOMING_SCAN
         {
@@ -743,20 +781,21 @@ impl Qmgr {
             // A listing when no names wait, and once a minute whatever
             // waits (names are taken once: what waits is skipped).
             let overdue = self.last_incoming_scan.elapsed() >= INCOMING_SCAN;
-            if self.incoming_dirty && (self.incoming.is_empty() || overdue) {
+            // (No listing is taken once a stuck message could not be
+            // remembered: see `intake`.)
+            if self.incoming_dirty && (self.incoming.is_empty() || overdue) && self.incoming.takes_listings() {
                 self.incoming_dirty = false;
                 self.last_incoming_scan = Instant::now();
                 // Active and waiting messages are in incoming/: they are
                 // listed too (and skipped), so they do not count toward
                 // the batch.
-                let max = INCOMING_BATCH + self.active.len() + self.stuck.len() + self.incoming.len();
+                let max = INCOMING_BATCH + self.active.len() + self.incoming.stuck_len() + self.incoming.len();
                 match self.store.list_incoming(max) {
                     Ok((ids, junk)) => {
-                        if ids.len() >= max {
+                        let full = ids.len() >= max;
+                        let active = &self.active;
+                        if self.incoming.listed(ids, |id| active.contains_key(id)) || full {
                             self.incoming_dirty = true;
-                        }
-                        for id in ids {
-                            self.queue_incoming(id);
                         }
                         for name in junk {
                             match self.store.to_corrupt(Dir::Incoming, &name) {
@@ -775,12 +814,10 @@ impl Qmgr {
             match self.sched.next_admission(now, !self.incoming.is_empty()) {
                 None => return,
                 Some(Admit::Incoming) => {
-                    let Some(id) = self.incoming.pop_front() else { return };
-                    self.incoming_set.remove(&id);
+                    let Some(id) = self.incoming.pop() else { return };
                     if !self.take(id, Dir::Incoming, Origin::Incoming, now) {
                         // No room for it yet: first in line next turn.
-                        self.incoming_set.insert(id);
-                        self.incoming.push_front(id);
+                        self.incoming.put_back(id);
                         return;
                     }
                 }
@@ -801,22 +838,32 @@ impl Qmgr {
     /// Queue an incoming/ name for admission, once (a message already in
     /// the active queue is not taken again).
     fn queue_incoming(&mut self, id: QueueId) {
-        if self.active.contains_key(&id) || self.stuck.contains(&id) || self.incoming_set.contains(&id) {
-            return;
-        }
-        if self.incoming.len() >= MAX_WAITING {
+        if self.incoming.offer(id, self.active.contains_key(&id)) == intake::Offer::Full {
             // Memory stays bounded: a listing finds it once names drain.
             self.incoming_dirty = true;
-            return;
         }
-        self.incoming_set.insert(id);
-        self.incoming.push_back(id);
     }
 
     /// Move message `id` from `from` to active/ and hand it to the
     /// scheduler. False: no room for it in the active queue now (it waits
     /// where it is).
     fn take(&mut self, id: QueueId, from: Dir, origin: Origin, now: Time) -> bool {
+        // A second copy of a message with one in incoming/ (see
+        // `store::Store::resolve_twin`): one of them is set aside.
+        if from != Dir::Incoming && (self.active.contains_key(&id) || self.store.exists(Dir::Incoming, &id)) {
+            match self.store.resolve_twin(&id, from) {
+                Twin::None => {}
+                Twin::IncomingCorrupt(line) => self.child.warn(&line),
+                Twin::OtherSetAside(line) => {
+                    self.child.warn(&line);
+                    if from == Dir::Deferred {
+                        self.sched.forget_deferred(&id);
+                    }
+                    self.queue_incoming(id);
+                    return true;
+                }
+            }
+        }
         let (file, size) = match self.store.open_sized(from, &id, false) {
             Ok(f) => f,
             Err(p) => {
@@ -901,8 +948,8 @@ impl Qmgr {
                     self.relist_at.get_or_insert(Instant::now() + INCOMPLETE_RELIST);
                 }
             }
-            Problem::Io(e) => {
-                self.child.warn(&format!("{}/{id}: {e}; trying again in a minute", dir.name()));
+            Problem::Io(_) | Problem::Twin(_) => {
+                self.child.warn(&format!("{}/{id}: {p}; trying again in a minute", dir.name()));
                 // incoming/ is listed again anyway; deferred/ is not.
                 if dir == Dir::Deferred {
                     let now = Time::now();
@@ -1064,6 +1111,50 @@ impl Qmgr {
             Err(e) => return self.child.warn(&e.to_string()),
         };
         self.apply(actions);
+    }
+
+    /// An agent found the queue file of `job` corrupt, which qmgr's read
+    /// of the envelope cannot see (the content's CRC): the message leaves
+    /// the active queue and its file goes to corrupt/ (the corrupt/ rule
+    /// of doc/queue-format.md). Other deliveries of it still running end
+    /// without effect. Retried, it would fail the same way until
+    /// `queue.lifetime`, and then bounce built its notice from the
+    /// damaged content.
+    fn corrupt_report(&mut self, token: Token, job: JobId, reason: &str) {
+        match self.running.get(&job) {
+            None => return self.drop_peer(token, &format!("report for {job}, which it was not given")),
+            Some(r) if r.agent != token => {
+                return self.drop_peer(token, &format!("report for {job}, which another agent has"));
+            }
+            Some(_) => {}
+        }
+        let Some(r) = self.running.remove(&job) else { return };
+        if let Some(p) = self.peers.get_mut(&token) {
+            p.jobs.remove(&job);
+        }
+        let id = r.message;
+        self.sched.drop_message(&id);
+        // The job ends; its destination hears nothing of it.
+        match self.sched.job_failed(job, "the queue file is corrupt", Time::now()) {
+            Ok(actions) => self.apply(actions),
+            Err(e) => self.child.warn(&e.to_string()),
+        }
+        let reason = crate::log::sanitize(reason, 512);
+        let Some(m) = self.remove_active(&id) else {
+            // Held or deleted meanwhile: where it went, it is found again.
+            return self.child.warn(&format!("{id}: the delivery agent found the queue file corrupt: {reason}"));
+        };
+        let (dir, name) = (m.dir, store::path(m.dir, &id));
+        drop(m);
+        let d = dir.name();
+        match self.store.to_corrupt(dir, &name) {
+            Ok(to) => self.child.warn(&format!(
+                "{d}/{name}: the delivery agent found it corrupt: {reason}; moved to corrupt/{to}, nothing delivered"
+            )),
+            Err(e) => self.child.warn(&format!(
+                "{d}/{name}: the delivery agent found it corrupt: {reason}; cannot move it to corrupt/: {e}"
+            )),
+        }
     }
 
     // ----- carrying out the scheduler's actions -----
@@ -1299,7 +1390,11 @@ impl Qmgr {
                 }
             },
             Fate::Defer { until, .. } => {
-                if let Err(p) = self.store.defer(&id, dir, until) {
+                let moved = self.store.defer(&id, dir, until);
+                if let Ok(Some(line)) = &moved {
+                    self.child.warn(line);
+                }
+                if let Err(p) = moved {
                     self.child.warn(&format!("{id}: cannot move it to deferred/: {p}"));
                     self.sched.forget_deferred(&id);
                     self.stuck(id);
@@ -1339,10 +1434,16 @@ impl Qmgr {
 
     /// A message whose file could not be removed or deferred: it is taken
     /// again at the next start (not by a listing of incoming/ meanwhile,
-    /// which would deliver it again and again).
+    /// which would deliver it again and again). Past [`MAX_STUCK`] of
+    /// them no listing is taken until then (see [`intake`]).
     fn stuck(&mut self, id: QueueId) {
-        if self.stuck.len() < MAX_STUCK {
-            self.stuck.insert(id);
+        if self.incoming.stuck(id) {
+            self.child.warn(&format!(
+                "{id}: more than {MAX_STUCK} messages could not be removed or deferred (is the spool read-only or \
+                 failing?): no more can be remembered, so incoming/ is no longer listed (its files would be \
+                 delivered again at each listing) and only the files cleanup names are taken, until qmgr starts \
+                 again (mtactl reload, or a restart, once the spool is writable)"
+            ));
         }
     }
 
@@ -1503,7 +1604,23 @@ impl Qmgr {
 
 #[cfg(test)]
 mod tests {
-    use super::{Candidate, Token, finished_statuses, pick_agent};
+    use super::{Candidate, Token, clock_went_back, finished_statuses, pick_agent};
+    use crate::queue::Time;
+    use std::time::Duration;
+
+    #[test]
+    fn a_clock_set_back_is_noticed_and_time_passing_is_not() {
+        let t = |secs| Time { secs, micros: 0 };
+        let then = t(1_800_000_000);
+        // An hour later by the monotonic clock: the wall clock read an
+        // hour later (fine), a little less (drift), or a day earlier.
+        let hour = Duration::from_secs(3600);
+        assert_eq!(clock_went_back(then, hour, t(1_800_003_600)), None);
+        assert_eq!(clock_went_back(then, hour, t(1_800_003_570)), None);
+        assert_eq!(clock_went_back(then, hour, t(1_800_003_600 - 86_400)), Some(86_400));
+        // Set forward: nothing to do (everything is due the sooner).
+        assert_eq!(clock_went_back(then, hour, t(1_800_090_000)), None);
+    }
     use crate::queue::{Recipient, State, Status};
 
     fn recipient(state: State, reason: &str) -> Recipient {

@@ -244,7 +244,7 @@ impl Cursor {
             // Gone meanwhile (delivered, moved, deleted), or not complete
             // yet (cleanup is writing it).
             Err(Problem::Gone | Problem::Incomplete) => {}
-            Err(Problem::Io(e)) => self.problems.push(format!("{}/{id}: {e}", dir.name())),
+            Err(p @ (Problem::Io(_) | Problem::Twin(_))) => self.problems.push(format!("{}/{id}: {p}", dir.name())),
             Err(Problem::Corrupt(why)) => {
                 let name = store::path(dir, id);
                 if !self.fix {

@@ -6,6 +6,14 @@
 //! and file name; every file is opened without following links and must
 //! be a regular file with one link whose queue ID is its name.
 //!
+//! A file is never moved over another: a message may have two copies at
+//! once, when cleanup's journal recovery could not find a valid one where
+//! qmgr had put it (damaged, or unreadable: cleanup may only read active/,
+//! deferred/ and hold/) and wrote the journal's copy to incoming/ again.
+//! When two copies meet ([`Store::resolve_twin`], [`Store::recover_active`],
+//! [`Store::defer`]), the one in incoming/ is used unless it is corrupt,
+//! and the other is set aside in corrupt/ (never removed), and logged.
+//!
 //! Trusts: nothing in the files (the queue format's reader validates
 //! them); names come from listings and are checked to be queue IDs.
 
@@ -55,6 +63,9 @@ pub enum Problem {
     /// Still being written by cleanup (not readable yet): leave it, it
     /// is named when complete.
     Incomplete,
+    /// Another copy of the message is where it was to go (see the module
+    /// documentation): nothing was moved.
+    Twin(Dir),
 }
 
 impl std::fmt::Display for Problem {
@@ -62,6 +73,7 @@ impl std::fmt::Display for Problem {
         match self {
             Problem::Gone => f.write_str("the file is gone"),
             Problem::Incomplete => f.write_str("the file is still being written"),
+            Problem::Twin(d) => write!(f, "another copy of the message is in {}/", d.name()),
             Problem::Io(e) => write!(f, "{e}"),
             Problem::Corrupt(why) => f.write_str(why),
         }
@@ -134,6 +146,19 @@ fn checked(r: Result<QueueEnvelope, queue::Error>, id: &QueueId) -> Result<Queue
         Err(queue::Error::Io(e)) => Err(Problem::Io(e)),
         Err(e) => Err(Problem::Corrupt(e.to_string())),
     }
+}
+
+/// Which of two copies of a message is used ([`Store::resolve_twin`]),
+/// with the line for the log.
+#[derive(Debug)]
+pub enum Twin {
+    /// No copy in incoming/: go on with the other.
+    None,
+    /// The copy in incoming/ is corrupt and was set aside: go on with the
+    /// other.
+    IncomingCorrupt(String),
+    /// The copy in incoming/ is used; the other was set aside.
+    OtherSetAside(String),
 }
 
 /// qmgr's queue directories.
@@ -216,14 +241,69 @@ impl Store {
     }
 
     /// Move whatever active/ holds back to incoming/: a pass cut short by
-    /// a crash or a restart starts over. Returns how many.
-    pub fn recover_active(&self) -> io::Result<usize> {
+    /// a crash or a restart starts over. A message with a copy in
+    /// incoming/ already keeps that one ([`Store::resolve_twin`]). Returns
+    /// how many were moved, and what went wrong or was set aside (for the
+    /// log); only a failed listing is an error.
+    pub fn recover_active(&self) -> io::Result<(usize, Vec<String>)> {
         let mut n = 0;
+        let mut said = Vec::new();
         for name in queue_names(&self.active)? {
-            renameat(&self.active, name.as_str(), &self.incoming, name.as_str())?;
-            n += 1;
+            if let Some(id) = QueueId::parse(&name) {
+                match self.resolve_twin(&id, Dir::Active) {
+                    Twin::None => {}
+                    Twin::IncomingCorrupt(line) => said.push(line),
+                    Twin::OtherSetAside(line) => {
+                        said.push(line);
+                        continue;
+                    }
+                }
+            }
+            match self.rename_name(&name, Dir::Active, Dir::Incoming) {
+                Ok(()) => n += 1,
+                Err(p) => said.push(format!("active/{name}: cannot move it back to incoming/: {p}")),
+            }
         }
-        Ok(n)
+        Ok((n, said))
+    }
+
+    /// Whether a file named after `id` is in `dir`.
+    pub fn exists(&self, dir: Dir, id: &QueueId) -> bool {
+        fstatat(self.fd(dir), path(dir, id).as_str(), AtFlags::AT_SYMLINK_NOFOLLOW).is_ok()
+    }
+
+    /// Two copies of message `id`, one in incoming/ and one in `other`:
+    /// which one is used. The copy in incoming/ (cleanup writes one there
+    /// only when it found no valid copy elsewhere) wins unless it is
+    /// corrupt; the loser goes to corrupt/. Nothing is removed.
+    pub fn resolve_twin(&self, id: &QueueId, other: Dir) -> Twin {
+        let elsewhere = path(other, id);
+        match self.open(Dir::Incoming, id, false).and_then(|f| read(&f, id)) {
+            Err(Problem::Gone) => Twin::None,
+            Err(Problem::Corrupt(why)) => {
+                let line = match self.to_corrupt(Dir::Incoming, id.as_str()) {
+                    Ok(to) => format!(
+                        "incoming/{id}: {why}; moved to corrupt/{to} (the copy in {}/{elsewhere} is used)",
+                        other.name()
+                    ),
+                    Err(e) => format!("incoming/{id}: {why}; cannot move it to corrupt/: {e}"),
+                };
+                Twin::IncomingCorrupt(line)
+            }
+            // Valid, still being written by cleanup's recovery, or not
+            // readable now: the copy in incoming/ is the one to use.
+            _ => {
+                let what = format!(
+                    "{}/{elsewhere}: a second copy of the message, left by cleanup's journal recovery; the copy in \
+                     incoming/ is used",
+                    other.name()
+                );
+                Twin::OtherSetAside(match self.to_corrupt(other, &elsewhere) {
+                    Ok(to) => format!("{what}, this one moved to corrupt/{to}"),
+                    Err(e) => format!("{what}; cannot move this one to corrupt/: {e}"),
+                })
+            }
+        }
     }
 
     /// Up to `max` queue IDs waiting in incoming/, and the names there
@@ -233,15 +313,19 @@ impl Store {
     }
 
     /// Every message in deferred/ with its next attempt time (the file's
-    /// mtime). A file directly in deferred/ (not hashed) is moved into its
-    /// subfolder first.
+    /// mtime). A file not in its own subfolder (directly in deferred/, or
+    /// in another subfolder, where it would never be found by its name)
+    /// is moved into it first; one whose place there is taken is a second
+    /// copy, set aside in corrupt/. A name that is no queue ID is moved to
+    /// corrupt/. Returns what went wrong or was moved, for the log.
     pub fn scan_deferred(&self, found: &mut dyn FnMut(QueueId, Time)) -> io::Result<Vec<String>> {
         let mut problems = Vec::new();
-        for id in ids(&self.deferred, usize::MAX)?.0 {
-            let to = path(Dir::Deferred, &id);
-            if let Err(e) = renameat(&self.deferred, id.as_str(), &self.deferred, to.as_str()) {
-                problems.push(format!("deferred/{id}: cannot move it to deferred/{to}: {e}"));
-            }
+        let (top, junk) = ids(&self.deferred, usize::MAX)?;
+        for name in junk {
+            problems.push(self.junk_to_corrupt(&name));
+        }
+        for id in top {
+            self.move_home(&id, id.as_str(), &mut problems);
         }
         for sub in DEFERRED_SUBDIRS {
             let fd = match openat(
@@ -254,21 +338,83 @@ impl Store {
                 Err(Errno::ENOENT) => continue,
                 Err(e) => return Err(e.into()),
             };
-            for id in ids(&fd, usize::MAX)?.0 {
-                match fstatat(&fd, id.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+            let (here, junk) = ids(&fd, usize::MAX)?;
+            for name in junk {
+                problems.push(self.junk_to_corrupt(&format!("{sub}/{name}")));
+            }
+            for id in here {
+                // One in another subfolder is never found by its name:
+                // moved home, and indexed there.
+                if deferred_subdir(&id) != sub && !self.move_home(&id, &format!("{sub}/{id}"), &mut problems) {
+                    continue;
+                }
+                let at = path(Dir::Deferred, &id);
+                match fstatat(&self.deferred, at.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
                     Ok(st) => found(id, Time { secs: st.st_mtime, micros: 0 }),
                     Err(Errno::ENOENT) => {}
-                    Err(e) => problems.push(format!("deferred/{sub}/{id}: {e}")),
+                    Err(e) => problems.push(format!("deferred/{at}: {e}")),
                 }
             }
         }
         Ok(problems)
     }
 
-    /// Move `id` from `from` to `to` (deferred/ by its hashed name).
+    /// Move `id`, found as `name` in deferred/, into its own subfolder;
+    /// whether it is there now. A file already there is the message's
+    /// copy: this one is set aside in corrupt/.
+    fn move_home(&self, id: &QueueId, name: &str, problems: &mut Vec<String>) -> bool {
+        let to = path(Dir::Deferred, id);
+        match self.rename_paths(name, Dir::Deferred, &to, Dir::Deferred) {
+            Ok(()) => {
+                problems.push(format!("deferred/{name}: not in its subfolder; moved to deferred/{to}"));
+                true
+            }
+            Err(Problem::Gone) => false,
+            Err(Problem::Twin(_)) => {
+                let line = match self.to_corrupt(Dir::Deferred, name) {
+                    Ok(c) => format!("deferred/{name}: a second copy of deferred/{to}; moved to corrupt/{c}"),
+                    Err(e) => {
+                        format!("deferred/{name}: a second copy of deferred/{to}; cannot move it to corrupt/: {e}")
+                    }
+                };
+                problems.push(line);
+                false
+            }
+            Err(p) => {
+                problems.push(format!("deferred/{name}: cannot move it to deferred/{to}: {p}"));
+                false
+            }
+        }
+    }
+
+    /// Move `name` (beneath deferred/), which is no queue file name, to
+    /// corrupt/; the line for the log.
+    fn junk_to_corrupt(&self, name: &str) -> String {
+        match self.to_corrupt(Dir::Deferred, name) {
+            Ok(to) => format!("deferred/{name}: not a queue file name; moved to corrupt/{to}"),
+            Err(e) => format!("deferred/{name}: not a queue file name; cannot move it to corrupt/: {e}"),
+        }
+    }
+
+    /// Move `id` from `from` to `to` (deferred/ by its hashed name), never
+    /// over a file there ([`Problem::Twin`]). (qmgr alone moves queue
+    /// files; cleanup only creates them in incoming/, `O_EXCL`.)
     pub fn rename(&self, id: &QueueId, from: Dir, to: Dir) -> Result<(), Problem> {
         let (a, b) = (path(from, id), path(to, id));
-        renameat(self.fd(from), a.as_str(), self.fd(to), b.as_str()).map_err(Problem::from)
+        self.rename_paths(&a, from, &b, to)
+    }
+
+    fn rename_name(&self, name: &str, from: Dir, to: Dir) -> Result<(), Problem> {
+        self.rename_paths(name, from, name, to)
+    }
+
+    fn rename_paths(&self, a: &str, from: Dir, b: &str, to: Dir) -> Result<(), Problem> {
+        match fstatat(self.fd(to), b, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(_) => return Err(Problem::Twin(to)),
+            Err(Errno::ENOENT) => {}
+            Err(e) => return Err(e.into()),
+        }
+        renameat(self.fd(from), a, self.fd(to), b).map_err(Problem::from)
     }
 
     /// Open `id` in `dir`.
@@ -311,12 +457,27 @@ impl Store {
 
     /// Defer `id` (in `from`: active/, or incoming/ after its first
     /// attempt) until `until`: date it and move it to its subfolder of
-    /// deferred/.
-    pub fn defer(&self, id: &QueueId, from: Dir, until: Time) -> Result<(), Problem> {
+    /// deferred/. A file in its way there is an older copy of the message
+    /// (see the module documentation): it is set aside in corrupt/ first,
+    /// and the returned line says so.
+    pub fn defer(&self, id: &QueueId, from: Dir, until: Time) -> Result<Option<String>, Problem> {
         let file = self.open(from, id, false)?;
         let t = TimeSpec::new(until.secs, 0);
         futimens(file.as_fd(), &t, &t).map_err(Problem::from)?;
-        self.rename(id, from, Dir::Deferred)
+        match self.rename(id, from, Dir::Deferred) {
+            Err(Problem::Twin(_)) => {}
+            r => return r.map(|()| None),
+        }
+        let name = path(Dir::Deferred, id);
+        let to = self.to_corrupt(Dir::Deferred, &name).map_err(|e| match e {
+            queue::Error::Io(e) => Problem::Io(e),
+            e => Problem::Io(io::Error::other(e.to_string())),
+        })?;
+        self.rename(id, from, Dir::Deferred)?;
+        Ok(Some(format!(
+            "deferred/{name}: an older copy of the message, left by cleanup's journal recovery, was in the way; \
+             moved to corrupt/{to}"
+        )))
     }
 
     /// Date a file in deferred/ due now (flush), so a restart finds it due.
@@ -397,7 +558,7 @@ mod tests {
     fn active_goes_back_to_incoming_and_links_are_refused() {
         let (d, s) = spool("recover");
         let id = message(&d, "active");
-        assert_eq!(s.recover_active().unwrap(), 1);
+        assert_eq!(s.recover_active().unwrap(), (1, Vec::new()));
         assert_eq!(s.list_incoming(10).unwrap().0, vec![id]);
         // A second link to a queue file is not a queue file.
         std::fs::hard_link(d.join("incoming").join(id.as_str()), d.join("hold").join("extra")).unwrap();
@@ -406,6 +567,136 @@ mod tests {
         std::fs::write(d.join("incoming").join("junk"), b"x").unwrap();
         let (ids, junk) = s.list_incoming(10).unwrap();
         assert_eq!((ids.len(), junk), (1, vec![String::from("junk")]));
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// A copy of message `id` in `sub` (with `deferred`, its hashed
+    /// subfolder), its first recipient in `state`; `damaged`: cut short.
+    fn copy(dir: &std::path::Path, sub: &str, id: QueueId, state: crate::queue::State, damaged: bool) {
+        let mut q = QueueFile {
+            id,
+            envelope: Envelope { sender: String::from("a@example.org"), ..Envelope::default() },
+            recipients: vec![Recipient { address: String::from("b@example.org"), ..Recipient::default() }],
+            content: b"Subject: x\r\n\r\nbody\r\n".to_vec(),
+        };
+        q.recipients[0].status.state = state;
+        let mut bytes = q.encode().unwrap();
+        if damaged {
+            bytes.truncate(100);
+        }
+        let at = match sub {
+            "deferred" => dir.join(sub).join(deferred_subdir(&id)),
+            _ => dir.join(sub),
+        };
+        std::fs::write(at.join(id.as_str()), bytes).unwrap();
+    }
+
+    fn state_in(s: &Store, dir: Dir, id: &QueueId) -> crate::queue::State {
+        read(&s.open(dir, id, false).unwrap(), id).unwrap().recipients[0].status.state
+    }
+
+    #[test]
+    fn a_file_is_never_moved_over_another() {
+        use crate::queue::State;
+        let (d, s) = spool("twin");
+        let id = QueueIdGen::new(1).next_id();
+        copy(&d, "incoming", id, State::Pending, false);
+        copy(&d, "hold", id, State::Deferred, false);
+        assert!(matches!(s.rename(&id, Dir::Incoming, Dir::Hold), Err(Problem::Twin(Dir::Hold))));
+        assert_eq!(state_in(&s, Dir::Incoming, &id), State::Pending);
+        assert_eq!(state_in(&s, Dir::Hold, &id), State::Deferred);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// cleanup's recovery found active/ID damaged (or could not read it)
+    /// and wrote the journal's copy to incoming/: at qmgr's start the
+    /// copy in active/ must not replace it.
+    #[test]
+    fn the_copy_in_incoming_wins_over_a_second_one_unless_it_is_corrupt() {
+        use crate::queue::State;
+        let (d, s) = spool("twins");
+        let mut ids = QueueIdGen::new(1);
+        let (a, b) = (ids.next_id(), ids.next_id());
+        // a: the journal's copy in incoming/, a damaged one in active/.
+        copy(&d, "incoming", a, State::Pending, false);
+        copy(&d, "active", a, State::Deferred, true);
+        // b: a corrupt one in incoming/, a valid one in active/.
+        copy(&d, "incoming", b, State::Pending, true);
+        copy(&d, "active", b, State::Deferred, false);
+        let (n, said) = s.recover_active().unwrap();
+        assert_eq!(n, 1, "{said:?}");
+        assert_eq!(said.len(), 2, "{said:?}");
+        assert!(said.iter().any(|l| l.contains("second copy")), "{said:?}");
+        assert_eq!(state_in(&s, Dir::Incoming, &a), State::Pending, "the journal's copy of a is used");
+        assert_eq!(state_in(&s, Dir::Incoming, &b), State::Deferred, "the valid copy of b is used");
+        assert!(queue_names(&s.active).unwrap().is_empty());
+        let mut set_aside = queue_names(&s.corrupt).unwrap();
+        set_aside.sort();
+        let mut want = vec![a.to_string(), b.to_string()];
+        want.sort();
+        assert_eq!(set_aside, want);
+        // The same when one due in deferred/ meets one in incoming/.
+        let c = ids.next_id();
+        copy(&d, "incoming", c, State::Pending, false);
+        copy(&d, "deferred", c, State::Deferred, false);
+        assert!(matches!(s.resolve_twin(&c, Dir::Deferred), Twin::OtherSetAside(_)));
+        assert!(!s.exists(Dir::Deferred, &c));
+        assert_eq!(state_in(&s, Dir::Incoming, &c), State::Pending);
+        assert!(matches!(s.resolve_twin(&ids.next_id(), Dir::Deferred), Twin::None));
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// A file in another subfolder of deferred/ than its own was found by
+    /// the scan and then never by its name: never delivered.
+    #[test]
+    fn a_scan_moves_misplaced_files_home_and_junk_to_corrupt() {
+        use crate::queue::State;
+        let (d, s) = spool("misplaced");
+        let mut ids = QueueIdGen::new(1);
+        let (a, b) = (ids.next_id(), ids.next_id());
+        let wrong = DEFERRED_SUBDIRS.iter().find(|&&x| x != deferred_subdir(&a)).unwrap();
+        copy(&d, "deferred", a, State::Deferred, false);
+        std::fs::rename(
+            d.join("deferred").join(deferred_subdir(&a)).join(a.as_str()),
+            d.join("deferred").join(wrong).join(a.as_str()),
+        )
+        .unwrap();
+        // b: in its own subfolder, and a second copy elsewhere.
+        copy(&d, "deferred", b, State::Deferred, false);
+        let other = DEFERRED_SUBDIRS.iter().find(|&&x| x != deferred_subdir(&b)).unwrap();
+        std::fs::write(d.join("deferred").join(other).join(b.as_str()), b"second").unwrap();
+        std::fs::write(d.join("deferred").join(wrong).join("junk"), b"x").unwrap();
+        std::fs::write(d.join("deferred").join("junk-top"), b"x").unwrap();
+        let mut found = Vec::new();
+        let said = s.scan_deferred(&mut |i, _| found.push(i)).unwrap();
+        found.sort();
+        found.dedup();
+        let mut want = vec![a, b];
+        want.sort();
+        assert_eq!(found, want, "{said:?}");
+        assert!(s.open(Dir::Deferred, &a, false).is_ok(), "not found by its name: {said:?}");
+        assert_eq!(state_in(&s, Dir::Deferred, &b), State::Deferred);
+        let mut aside = queue_names(&s.corrupt).unwrap();
+        aside.sort();
+        let mut expect = vec![b.to_string(), String::from("junk"), String::from("junk-top")];
+        expect.sort();
+        assert_eq!(aside, expect, "{said:?}");
+        assert_eq!(said.len(), 4, "{said:?}");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn deferring_sets_aside_an_older_copy_in_the_way() {
+        use crate::queue::State;
+        let (d, s) = spool("defertwin");
+        let id = QueueIdGen::new(1).next_id();
+        copy(&d, "incoming", id, State::Deferred, false);
+        copy(&d, "deferred", id, State::Pending, true);
+        let said = s.defer(&id, Dir::Incoming, Time { secs: 2_000_000_000, micros: 0 }).unwrap();
+        assert!(said.is_some_and(|l| l.contains("older copy")));
+        assert_eq!(state_in(&s, Dir::Deferred, &id), State::Deferred);
+        assert_eq!(queue_names(&s.corrupt).unwrap(), vec![id.to_string()]);
+        assert!(!s.exists(Dir::Incoming, &id));
         std::fs::remove_dir_all(&d).unwrap();
     }
 

@@ -761,10 +761,9 @@ pub fn verify_content(file: &File, range: ContentRange) -> Result<(), Error> {
 /// Read the content into `buf` (its old bytes replaced; its capacity
 /// kept for the next call) with one `pread`, and check its CRC.
 pub fn read_content(file: &File, range: ContentRange, buf: &mut Vec<u8>) -> Result<(), Error> {
-    let len =
-        usize::try_from(range.len).map_err(|_| CorruptError::new(range.offset, "content too large for memory"))?;
+    let len = usize::try_from(range.len).map_err(|_| no_memory("the content"))?;
     buf.clear();
-    buf.try_reserve(len).map_err(|_| CorruptError::new(range.offset, "content too large for memory"))?;
+    buf.try_reserve(len).map_err(|_| no_memory("the content"))?;
     buf.resize(len, 0);
     match file.read_exact_at(buf, range.offset) {
         Ok(()) => {}
@@ -784,12 +783,24 @@ pub fn read_queue_file(file: &File) -> Result<QueueFile, Error> {
     Ok(QueueFile::decode(&read_whole(file)?)?)
 }
 
+/// No room in memory for `what`: an error of the process (`Error::Io`,
+/// of kind `OutOfMemory`), not of the file, which may well be valid (a
+/// reader that took it for corruption would move a good file to
+/// corrupt/, or write it again over its statuses).
+fn no_memory(what: &str) -> Error {
+    Error::Io(std::io::Error::new(std::io::ErrorKind::OutOfMemory, format!("no memory for {what}")))
+}
+
 /// The whole file, read with `pread` (the file position is not used).
 pub(crate) fn read_whole(file: &File) -> Result<Vec<u8>, Error> {
-    let size = file.metadata()?.len();
-    let size = usize::try_from(size).map_err(|_| CorruptError::new(0, "file too large for memory"))?;
+    read_sized(file, file.metadata()?.len())
+}
+
+/// [`read_whole`] of a file of `size` bytes.
+pub(crate) fn read_sized(file: &File, size: u64) -> Result<Vec<u8>, Error> {
+    let size = usize::try_from(size).map_err(|_| no_memory("the whole file"))?;
     let mut bytes = Vec::new();
-    bytes.try_reserve_exact(size).map_err(|_| CorruptError::new(0, "file too large for memory"))?;
+    bytes.try_reserve_exact(size).map_err(|_| no_memory("the whole file"))?;
     bytes.resize(size, 0);
     match file.read_exact_at(&mut bytes, 0) {
         Ok(()) => Ok(bytes),

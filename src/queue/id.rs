@@ -8,13 +8,19 @@
 //! |-------|------|-------|
 //! | 0–6   | 35   | arrival, seconds since 1970 (until the year 3058) |
 //! | 7–10  | 20   | microseconds |
-//! | 11–14 | 20   | instance number of the cleanup process that took the message |
+//! | 11–14 | 20   | instance number (0 for every cleanup process) |
 //! | 15–19 | 25   | per-process counter, starting at a random value |
 //!
-//! Unique across processes (the instance number) and restarts (the time,
-//! which the generator never lets go backwards within a process, and a
-//! random counter start against a clock that stepped back across a
-//! restart).
+//! Only cleanup names queue files, and every cleanup uses instance 0: the
+//! instance number does not tell processes apart. IDs are unique because
+//! no two cleanups run at once (a singleton) and by the time, which the
+//! generator never lets go backwards within a process (and the counter
+//! changes on every ID), a later process being later; against a clock
+//! stepped back across a restart there is only the counter's random start
+//! (one chance in 2^25 per ID of the same microsecond). The journal
+//! leaves a valid queue file of another message under a new message's
+//! name alone (`journal.rs`). pickup's IDs for the messages it refuses
+//! (instance: its process ID) name no queue file.
 //!
 //! Trusts: nothing; [`QueueId::parse`] checks every character.
 

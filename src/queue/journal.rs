@@ -41,6 +41,7 @@ use std::collections::hash_map::RandomState;
 use std::fmt;
 use std::fs::File;
 use std::hash::{BuildHasher, Hasher};
+use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
@@ -75,6 +76,15 @@ pub const LAST_OF_COMMIT: u32 = 1;
 pub const MAX_RECORD: usize = u32::MAX as usize;
 /// Pause after a failed retirement (a full disk, an I/O error).
 const RETIRE_RETRY: Duration = Duration::from_secs(1);
+/// Pause after a queue file could not be written for a reason of the
+/// disk's (full, read-only, an I/O error) or the process's (no descriptor
+/// or memory to spare): materialisation waits this long, and the file is
+/// the first one tried again.
+const MATERIALIZE_RETRY: Duration = Duration::from_secs(1);
+/// How often the queue files that could not be written for a reason of
+/// their own (something in the way that cannot be removed) are tried
+/// again; the others are written meanwhile.
+const UNWRITTEN_RETRY: Duration = Duration::from_secs(5);
 /// The same once a sync of queue files has failed (see [`Unsynced`]).
 const RETIRE_STUCK: Duration = Duration::from_secs(300);
 /// Zeros written ahead of the records at a time: as much as the segment
@@ -169,9 +179,36 @@ pub struct JournalDirs<'a> {
     /// Where queue files are materialised.
     pub incoming: BorrowedFd<'a>,
     /// The other queue directories a message may have moved to (active,
-    /// deferred, hold): recovery looks there before writing a message
-    /// again (lookup and read rights are enough).
-    pub elsewhere: &'a [BorrowedFd<'a>],
+    /// deferred, hold), each with its name for the log: recovery looks
+    /// there before writing a message again (lookup and read rights are
+    /// enough; a copy there that is not valid is left for qmgr).
+    pub elsewhere: &'a [(&'a str, BorrowedFd<'a>)],
+}
+
+/// A committed message whose queue file could not be written for a
+/// reason of its own (something in its place that cannot be removed),
+/// by recovery or by [`Journal::materialize_some`]: a copy of its queue
+/// file, kept and tried again every [`UNWRITTEN_RETRY`] while the others
+/// are written. Its segment is not retired meanwhile, and the progress
+/// note stays before it.
+pub(crate) struct Unwritten {
+    pub id: QueueId,
+    pub payload: Vec<u8>,
+    pub segment: u64,
+    /// Where its record starts and ends in its segment.
+    pub start: u64,
+    pub end: u64,
+}
+
+/// What becomes of a sealed segment once every message in it is written
+/// out and durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SegmentFate {
+    Remove,
+    /// Damaged (recovery found corruption in it): kept as `*.jnl.corrupt`.
+    KeepAsCorrupt,
+    /// Kept as it is until the next boot (see `progress.rs`).
+    Keep,
 }
 
 /// A message appended to the journal, durable once returned by
@@ -228,6 +265,7 @@ struct Segment {
 struct Sealed {
     seq: u64,
     outstanding: usize,
+    fate: SegmentFate,
 }
 
 pub(crate) fn segment_name(instance: u32, seq: u64) -> String {
@@ -315,6 +353,67 @@ fn zero_fill(file: &File, from: u64, to: u64) -> (u64, std::io::Result<()>) {
     (at, Ok(()))
 }
 
+/// Errors of the disk's or the process's rather than of one file: a full
+/// or read-only disk, an I/O error, no descriptor or memory to spare.
+fn disk_wide(e: &io::Error) -> bool {
+    use nix::libc::{EDQUOT, EIO, EMFILE, ENFILE, ENOMEM, ENOSPC, EROFS};
+    matches!(e.raw_os_error(), Some(ENOSPC | EDQUOT | EROFS | EIO | EMFILE | ENFILE | ENOMEM))
+        || e.kind() == io::ErrorKind::OutOfMemory
+}
+
+/// Write `payload` as the queue file of `id` in `incoming` (see
+/// [`disk::publish`]). Something already under its name is looked at: a
+/// valid copy of this very message is taken as written (it may carry
+/// statuses since); anything else (our own leftover of mode 0200 from a
+/// write that failed and whose removal failed too, a damaged copy) is
+/// removed, and the file written again. A valid queue file of another
+/// message under the same ID (IDs are unique by their time and a random
+/// counter, not by construction: see `id.rs`) is left alone. When the file
+/// cannot be written, the error says why.
+fn write_out(incoming: BorrowedFd<'_>, id: &QueueId, payload: &[u8], unsynced: &mut Unsynced) -> io::Result<()> {
+    match disk::publish(incoming, id.as_str(), payload, unsynced) {
+        Err(e) if e.raw_os_error() == Some(nix::libc::EEXIST) => {}
+        r => return r,
+    }
+    match recover::examine(incoming, id.as_str(), id) {
+        Ok(recover::Copy::Valid(f)) if same_message(&f, payload) => {
+            unsynced.add(f);
+            return Ok(());
+        }
+        Ok(recover::Copy::Valid(_)) => {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "another message with the same queue ID is in its place",
+            ));
+        }
+        Ok(recover::Copy::Absent) => {}
+        Ok(recover::Copy::Bad(why)) => {
+            if let Err(e) = disk::remove(incoming, id.as_str()) {
+                return Err(io::Error::new(e.kind(), format!("a file in its place ({why}) cannot be removed: {e}")));
+            }
+        }
+        Err(Error::Io(e)) => return Err(e),
+        Err(e) => return Err(io::Error::other(e.to_string())),
+    }
+    disk::publish(incoming, id.as_str(), payload, unsynced)
+}
+
+/// Whether `file`, a valid queue file, holds the message of `payload`
+/// (its statuses aside, which qmgr writes): the same envelope and
+/// recipients, and content of the same length and CRC.
+fn same_message(file: &File, payload: &[u8]) -> bool {
+    let (Ok((have, _)), Ok(want)) = (super::file::read_checked(file, 64 << 10), QueueFile::decode(payload)) else {
+        return false;
+    };
+    let range = have.content_range();
+    let addresses = |r: &super::Recipient| (r.address.clone(), r.orcpt.clone(), r.notify);
+    have.id == want.id
+        && have.envelope == want.envelope
+        && have.recipients.iter().map(addresses).eq(want.recipients.iter().map(addresses))
+        && range.len == want.content.len() as u64
+        && range.crc == crc32fast::hash(&want.content)
+}
+
 /// The intake journal of one cleanup instance.
 pub struct Journal {
     dir: OwnedFd,
@@ -336,6 +435,18 @@ pub struct Journal {
     done: Vec<u8>,
     done_from: usize,
     todo: VecDeque<Entry>,
+    /// Committed messages that could not be written out, in journal
+    /// order (see [`Unwritten`]), and the bytes they hold.
+    unwritten: VecDeque<Unwritten>,
+    unwritten_bytes: usize,
+    /// When to try the unwritten ones again.
+    unwritten_retry: Option<Instant>,
+    /// Materialisation waits until then (a full disk: see
+    /// [`MATERIALIZE_RETRY`]).
+    paused_until: Option<Instant>,
+    /// The end of the furthest record written out (segment, offset): with
+    /// the first unwritten one, what the progress note says.
+    written: (u64, u64),
     unsynced: Unsynced,
     /// A failed commit could not be rolled back: start a new segment.
     broken: bool,
@@ -359,18 +470,21 @@ impl Journal {
         let dir = dirs.journal.try_clone_to_owned()?;
         let incoming = dirs.incoming.try_clone_to_owned()?;
         let mut unsynced = Unsynced::default();
-        let (recovery, next_seq, kept_through) =
-            recover::recover(dirs, instance, &mut unsynced, options.boot, options.session)?;
+        let (recovery, recovered) = recover::recover(dirs, instance, &mut unsynced, options.boot, options.session)?;
+        let recover::Recovered { next: next_seq, kept_through, unwritten, held } = recovered;
         let mut h = RandomState::new().build_hasher();
         h.write_u64(next_seq);
         let salt = h.finish();
         let active = Segment::create(dir.as_fd(), instance, next_seq, salt)?;
         let zero_ahead = options.zero_ahead.applies(dir.as_fd());
-        // Everything before the new segment is accounted for now. Without
-        // a note, recovery writes again what it does not find, as it
-        // always may.
+        // Everything before the new segment is accounted for now, but for
+        // the messages recovery could not write. Without a note, recovery
+        // writes again what it does not find, as it always may.
+        let unwritten = VecDeque::from(unwritten);
+        let written = (next_seq, 0);
+        let (seq, end) = unwritten.front().map_or(written, |u| written.min((u.segment, u.start)));
         let progress = options.boot.and_then(|boot| {
-            let p = Progress { boot, session: options.session, seq: next_seq, end: 0, kept_through };
+            let p = Progress { boot, session: options.session, seq, end, kept_through };
             let w = progress::Writer::open(dir.as_fd(), instance).ok()?;
             w.write(&p).ok()?;
             Some((w, p))
@@ -389,12 +503,17 @@ impl Journal {
             zero_ahead,
             active,
             active_outstanding: 0,
-            sealed: VecDeque::new(),
+            sealed: held.into_iter().map(|(seq, outstanding, fate)| Sealed { seq, outstanding, fate }).collect(),
             buf: Vec::with_capacity(1 << 20),
             appended: Vec::new(),
             done: Vec::with_capacity(1 << 20),
             done_from: 0,
             todo: VecDeque::new(),
+            unwritten_bytes: unwritten.iter().map(|u| u.payload.len()).sum(),
+            unwritten_retry: (!unwritten.is_empty()).then(Instant::now),
+            unwritten,
+            paused_until: None,
+            written,
             unsynced,
             broken: false,
             retry_at: None,
@@ -407,7 +526,7 @@ impl Journal {
     /// call). An [`Error::Invalid`] message is not buffered, nor any while
     /// the backlog is over [`JournalOptions::max_backlog`] ([`Error::Io`]).
     pub fn append(&mut self, file: &QueueFile) -> Result<Ticket, Error> {
-        if self.buf.len() + self.backlog() >= self.options.max_backlog {
+        if self.buf.len() + self.backlog() + self.unwritten_bytes >= self.options.max_backlog {
             let max = self.options.max_backlog;
             return Err(Error::Io(std::io::Error::other(format!(
                 "{max} bytes wait to be written as queue files: check incoming/ and its disk"
@@ -440,9 +559,28 @@ impl Journal {
         self.appended.len()
     }
 
-    /// Messages committed and not yet materialised.
+    /// Messages committed and not yet materialised (not counting those
+    /// that could not be written: [`Journal::unwritten`]).
     pub fn unmaterialised(&self) -> usize {
         self.todo.len()
+    }
+
+    /// Committed messages whose queue files could not be written for a
+    /// reason of their own, tried again now and then.
+    pub fn unwritten(&self) -> usize {
+        self.unwritten.len()
+    }
+
+    /// When [`Journal::materialize_some`] has work: now while messages
+    /// wait to be written out (unless a full disk or the like paused
+    /// that), otherwise when a segment is due to retire or an unwritten
+    /// message to be tried again; `None` when nothing waits.
+    pub fn work_due(&self) -> Option<Duration> {
+        let now = Instant::now();
+        let until = |t: Option<Instant>| t.map_or(Duration::ZERO, |t| t.saturating_duration_since(now));
+        let todo = (!self.todo.is_empty()).then(|| until(self.paused_until));
+        let unwritten = (!self.unwritten.is_empty()).then(|| until(self.unwritten_retry));
+        [todo, unwritten, self.retire_due()].into_iter().flatten().min()
     }
 
     /// Bytes committed and not yet materialised.
@@ -462,6 +600,12 @@ impl Journal {
         self.unsynced.fail_for_test();
     }
 
+    /// Try the unwritten messages again at the next call (tests).
+    #[cfg(test)]
+    pub(crate) fn retry_unwritten_now(&mut self) {
+        self.unwritten_retry = None;
+    }
+
     /// The last commit number used in the active segment (tests).
     #[cfg(test)]
     pub(crate) fn set_commits(&mut self, n: u32) {
@@ -474,11 +618,14 @@ impl Journal {
     /// then, also when idle, so that a crash re-queues as few delivered
     /// messages as possible.
     pub fn retire_due(&self) -> Option<Duration> {
-        let due = if self.sealed.front().is_some_and(|s| s.outstanding == 0) {
+        let unwritten = self.unwritten.iter().filter(|u| u.segment == self.active.seq).count();
+        let due = if self.sealed.iter().any(|s| s.outstanding == 0) {
             Duration::ZERO
         } else {
             match self.active.first {
-                Some(t) if self.active_outstanding == 0 => self.options.retire_after.saturating_sub(t.elapsed()),
+                Some(t) if self.active_outstanding == unwritten => {
+                    self.options.retire_after.saturating_sub(t.elapsed())
+                }
                 _ => return None,
             }
         };
@@ -592,39 +739,71 @@ impl Journal {
     /// that a caller can go back to taking mail (and committing it) while
     /// a backlog is written out: the journal is the durable copy until
     /// then.
+    ///
+    /// A file that cannot be written for a reason of the disk's or the
+    /// process's (a full or read-only disk, an I/O error, no descriptor or
+    /// memory to spare) stops the slice, stays first in line and pauses
+    /// materialisation for [`MATERIALIZE_RETRY`]. One that cannot be
+    /// written for a reason of its own (something in its place that
+    /// cannot be removed) is set aside as [`Unwritten`], tried again every
+    /// [`UNWRITTEN_RETRY`], and holds back no other. Either is returned as
+    /// the error, after the slice.
     pub fn materialize_some(&mut self, out: &mut Vec<QueueId>, max: usize) -> Result<(), Error> {
-        let mut n = 0;
+        let now = Instant::now();
+        let mut failed = None;
         // The progress note is rewritten once for the slice, not per file:
         // qmgr is told these names only after this returns, so none of
         // them is delivered and removed before the note covers it (but
         // for one a restarted qmgr's scan of incoming/ finds within the
         // slice, delivered twice if cleanup also dies then).
-        let mut written = None;
-        while n < max
-            && let Some(e) = self.todo.front()
-        {
-            let payload = &self.done[e.start + RECORD_HEADER..e.start + e.len];
-            let id = e.ticket.id;
-            if let Err(err) = disk::publish(self.incoming.as_fd(), id.as_str(), payload, &mut self.unsynced) {
-                if written.is_some() {
-                    self.note(written);
-                }
-                return Err(err.into());
-            }
-            let (seg, seg_end) = (e.segment, e.seg_end);
-            self.done_from = e.start + e.len;
-            self.todo.pop_front();
-            written = Some((seg, seg_end));
-            out.push(id);
-            n += 1;
-            if seg == self.active.seq {
-                self.active_outstanding -= 1;
-            } else if let Some(s) = self.sealed.iter_mut().find(|s| s.seq == seg) {
-                s.outstanding -= 1;
+        let mut noted = false;
+        if !self.unwritten.is_empty() && self.unwritten_retry.is_none_or(|t| t <= now) {
+            match self.retry_unwritten(out) {
+                Ok(n) => noted |= n > 0,
+                Err(e) => failed = Some(e),
             }
         }
-        if written.is_some() {
-            self.note(written);
+        if self.paused_until.is_some_and(|t| t <= now) {
+            self.paused_until = None;
+        }
+        let mut n = 0;
+        while n < max && self.paused_until.is_none() {
+            let Some(e) = self.todo.front() else { break };
+            let (id, seg, seg_end, start, len) = (e.ticket.id, e.segment, e.seg_end, e.start, e.len);
+            let payload = &self.done[start + RECORD_HEADER..start + len];
+            match write_out(self.incoming.as_fd(), &id, payload, &mut self.unsynced) {
+                Err(err) if disk_wide(&err) => {
+                    // Nothing is written now: first in line after a pause.
+                    self.paused_until = Some(now + MATERIALIZE_RETRY);
+                    failed = Some(Error::Io(err));
+                    break;
+                }
+                Err(err) => {
+                    // Its own trouble: set aside, and the others go on.
+                    let payload = payload.to_vec();
+                    self.unwritten_bytes += payload.len();
+                    let at = seg_end - len as u64;
+                    self.unwritten.push_back(Unwritten { id, payload, segment: seg, start: at, end: seg_end });
+                    self.unwritten_retry.get_or_insert(now + UNWRITTEN_RETRY);
+                    let why = format!(
+                        "incoming/{id}: {err}; the message stays in the journal and is tried again every {} s",
+                        UNWRITTEN_RETRY.as_secs()
+                    );
+                    failed.get_or_insert(Error::Io(io::Error::new(err.kind(), why)));
+                }
+                Ok(()) => {
+                    self.written = self.written.max((seg, seg_end));
+                    noted = true;
+                    out.push(id);
+                    self.settle(seg);
+                }
+            }
+            self.done_from = start + len;
+            self.todo.pop_front();
+            n += 1;
+        }
+        if noted {
+            self.note();
         }
         if self.todo.is_empty() {
             self.done.clear();
@@ -642,21 +821,60 @@ impl Journal {
                 e.start -= cut;
             }
         }
-        self.retire()
+        let retired = self.retire();
+        match failed {
+            Some(e) => Err(e),
+            None => retired,
+        }
     }
 
-    /// Rewrite the progress note: the record of segment `seq` ending at
-    /// `end` is written out (`None`: nothing new). Once a sync has failed
-    /// the note also keeps every segment so far until the next boot:
-    /// queue files may read back from the page cache that never reached
-    /// the disk.
-    fn note(&mut self, written: Option<(u64, u64)>) {
+    /// A message of segment `seg` is written out: one fewer for it to wait for.
+    fn settle(&mut self, seg: u64) {
+        if seg == self.active.seq {
+            self.active_outstanding -= 1;
+        } else if let Some(s) = self.sealed.iter_mut().find(|s| s.seq == seg) {
+            s.outstanding -= 1;
+        }
+    }
+
+    /// Try the unwritten messages again, in order, up to the first that
+    /// still fails; how many were written.
+    fn retry_unwritten(&mut self, out: &mut Vec<QueueId>) -> Result<usize, Error> {
+        let mut n = 0;
+        while let Some(u) = self.unwritten.front() {
+            if let Err(e) = write_out(self.incoming.as_fd(), &u.id, &u.payload, &mut self.unsynced) {
+                let left = self.unwritten.len();
+                self.unwritten_retry = Some(Instant::now() + UNWRITTEN_RETRY);
+                let why = format!(
+                    "incoming/{}: {e}; {left} message(s) stay in the journal, tried again every {} s",
+                    u.id,
+                    UNWRITTEN_RETRY.as_secs()
+                );
+                return Err(Error::Io(io::Error::new(e.kind(), why)));
+            }
+            let (id, seg, end) = (u.id, u.segment, u.end);
+            self.unwritten_bytes -= u.payload.len();
+            self.unwritten.pop_front();
+            self.written = self.written.max((seg, end));
+            self.settle(seg);
+            out.push(id);
+            n += 1;
+        }
+        self.unwritten_retry = None;
+        Ok(n)
+    }
+
+    /// Rewrite the progress note: every record before the end of the
+    /// furthest one written out, or before the first unwritten one if it
+    /// comes first, is written out. Once a sync has failed the note also
+    /// keeps every segment so far until the next boot: queue files may
+    /// read back from the page cache that never reached the disk.
+    fn note(&mut self) {
         let failed = self.unsynced.failed();
         let active = self.active.seq;
+        let at = self.unwritten.front().map_or(self.written, |u| self.written.min((u.segment, u.start)));
         let Some((w, p)) = self.progress.as_mut() else { return };
-        if let Some((seq, end)) = written {
-            (p.seq, p.end) = (seq, end);
-        }
+        (p.seq, p.end) = at;
         if failed {
             p.kept_through = p.kept_through.max(active);
         }
@@ -668,7 +886,7 @@ impl Journal {
     fn rotate(&mut self) -> Result<(), Error> {
         let next = Segment::create(self.dir.as_fd(), self.instance, self.active.seq + 1, self.salt)?;
         let old = std::mem::replace(&mut self.active, next);
-        self.sealed.push_back(Sealed { seq: old.seq, outstanding: self.active_outstanding });
+        self.sealed.push_back(Sealed { seq: old.seq, outstanding: self.active_outstanding, fate: SegmentFate::Remove });
         self.active_outstanding = 0;
         self.broken = false;
         Ok(())
@@ -687,26 +905,40 @@ impl Journal {
         // segments until the next boot.
         let wait = if self.unsynced.failed() { RETIRE_STUCK } else { RETIRE_RETRY };
         if self.unsynced.failed() {
-            self.note(None);
+            self.note();
         }
         self.retry_at = if r.is_err() { Some(Instant::now() + wait) } else { None };
         r
     }
 
     fn retire_now(&mut self) -> Result<(), Error> {
-        if self.active_outstanding == 0 && self.active.first.is_some_and(|t| t.elapsed() >= self.options.retire_after) {
+        // (Messages of the active segment that could not be written do
+        // not keep it from being sealed: it then waits for them alone.)
+        let unwritten = self.unwritten.iter().filter(|u| u.segment == self.active.seq).count();
+        if self.active_outstanding == unwritten
+            && self.active.first.is_some_and(|t| t.elapsed() >= self.options.retire_after)
+        {
             self.rotate()?;
         }
-        let n = self.sealed.iter().take_while(|s| s.outstanding == 0).count();
-        if n == 0 {
+        if !self.sealed.iter().any(|s| s.outstanding == 0) {
             return Ok(());
         }
         self.unsynced.sync(self.incoming.as_fd())?;
-        while self.sealed.front().is_some_and(|s| s.outstanding == 0) {
-            if let Some(s) = self.sealed.front() {
-                disk::remove(self.dir.as_fd(), &segment_name(self.instance, s.seq))?;
+        // Every segment whose messages are all written out, wherever it
+        // is in line: one waiting for a message that cannot be written
+        // holds back no other (each is the durable copy of its own).
+        while let Some(i) = self.sealed.iter().position(|s| s.outstanding == 0) {
+            let s = &self.sealed[i];
+            let name = segment_name(self.instance, s.seq);
+            match s.fate {
+                SegmentFate::Remove => disk::remove(self.dir.as_fd(), &name)?,
+                SegmentFate::KeepAsCorrupt => {
+                    let kept = super::free_name(self.dir.as_fd(), &format!("{name}.corrupt"))?;
+                    nix::fcntl::renameat(self.dir.as_fd(), name.as_str(), self.dir.as_fd(), kept.as_str())?;
+                }
+                SegmentFate::Keep => {}
             }
-            self.sealed.pop_front();
+            self.sealed.remove(i);
         }
         Ok(())
     }
@@ -718,14 +950,28 @@ impl Journal {
     /// stay for recovery.
     pub fn close(mut self) -> Result<Vec<QueueId>, Error> {
         let mut out = Vec::new();
+        self.paused_until = None;
+        self.unwritten_retry = None;
         self.materialize(&mut out)?;
+        if !self.unwritten.is_empty() {
+            // (The note stays before the first of them.)
+            self.retry_unwritten(&mut out)?;
+        }
         if let Err(e) = self.unsynced.sync(self.incoming.as_fd()) {
             // The note keeps every segment until the next boot.
-            self.note(None);
+            self.note();
             return Err(e.into());
         }
         for s in &self.sealed {
-            disk::remove(self.dir.as_fd(), &segment_name(self.instance, s.seq))?;
+            let name = segment_name(self.instance, s.seq);
+            match s.fate {
+                SegmentFate::Remove => disk::remove(self.dir.as_fd(), &name)?,
+                SegmentFate::KeepAsCorrupt => {
+                    let kept = super::free_name(self.dir.as_fd(), &format!("{name}.corrupt"))?;
+                    nix::fcntl::renameat(self.dir.as_fd(), name.as_str(), self.dir.as_fd(), kept.as_str())?;
+                }
+                SegmentFate::Keep => {}
+            }
         }
         disk::remove(self.dir.as_fd(), &segment_name(self.instance, self.active.seq))?;
         nix::unistd::fsync(self.dir.as_fd())?;

@@ -22,15 +22,23 @@
 //!   inspection.
 //!
 //! Each good record whose queue file is not found valid in incoming/ or
-//! the other queue directories is written to incoming/ again (an invalid
-//! copy, left by a crash before the file reached the disk, and one still
-//! marked as being written, are removed first). The files are synced,
-//! then the segments retired.
+//! the other queue directories is written to incoming/ again. A copy
+//! that is not valid (left by a crash before the file reached the disk,
+//! still marked as being written, or one that cannot be read: whether it
+//! is good cannot be told) is removed first when it is in incoming/; in
+//! the directories cleanup may only read (active/, deferred/, hold/) it
+//! is left for qmgr, which moves it to corrupt/ when it meets it (and
+//! lets the copy in incoming/ win: see `qmgr::store`), and reported. A
+//! message that cannot be written (a bad copy in incoming/ that cannot be
+//! removed, a failed write) is handed to the journal as unwritten: its
+//! segment stays until it is written, and the journal tries again. The
+//! files are synced, then the other segments retired.
 //!
 //! Trusts: nothing in the segments or the queue directories.
 
 use std::fmt;
 use std::fs::File;
+use std::io;
 use std::os::fd::BorrowedFd;
 use std::os::unix::fs::MetadataExt;
 
@@ -38,11 +46,11 @@ use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 
 use super::disk::{self, Unsynced};
-use super::file::{read_queue_file, read_whole};
+use super::file::{read_checked, read_whole};
 use super::id::{LEN as ID_LEN, QueueId};
 use super::journal::{
     COMMIT_AT, FLAGS_AT, JOURNAL_VERSION, JournalDirs, LAST_OF_COMMIT, RECORD_HEADER, RECORD_HEADER_V1, RECORD_MAGIC,
-    SEGMENT_HEADER, SEGMENT_MAGIC, record_crc,
+    SEGMENT_HEADER, SEGMENT_MAGIC, SegmentFate, Unwritten, record_crc,
 };
 use super::progress::{self, BootId, Progress};
 use super::types::QueueFile;
@@ -77,9 +85,17 @@ pub struct Recovery {
     /// Messages written out before, in this boot, and gone since
     /// (delivered, or removed): not written again (see `progress.rs`).
     pub settled: usize,
-    /// Messages whose copy in a queue directory was invalid (removed, then
-    /// written again).
+    /// Messages whose copy in a queue directory was not valid (or could
+    /// not be read), written again to incoming/.
     pub replaced: Vec<QueueId>,
+    /// Copies that are not valid, found in a directory cleanup may only
+    /// read (active/, deferred/, hold/) and left there for qmgr (which
+    /// moves them to corrupt/), with where and why; the journal's copy
+    /// went to incoming/.
+    pub left: Vec<String>,
+    /// Messages that could not be written to incoming/ (why): kept in
+    /// their segments, which stay, and tried again by the journal.
+    pub unwritten: Vec<String>,
     /// Torn tails dropped (never acknowledged).
     pub torn: Vec<Damage>,
     /// Corruption inside segments: report it.
@@ -118,6 +134,12 @@ impl fmt::Display for Recovery {
         )?;
         for d in &self.corrupt {
             write!(f, "; corrupt: {d}")?;
+        }
+        for l in &self.left {
+            write!(f, "; {l}")?;
+        }
+        for u in &self.unwritten {
+            write!(f, "; {u}")?;
         }
         for k in &self.kept {
             write!(f, "; kept {k}")?;
@@ -320,9 +342,78 @@ fn segment_seq(name: &str, instance: u32) -> Option<u64> {
     u64::from_str_radix(rest, 16).ok()
 }
 
-/// Whether a valid copy of `id` is in one of `dirs`, by its name or in
-/// the hashed subfolder qmgr gives it in deferred/; an invalid copy is
-/// removed (the journal has a good one).
+/// Errors of the process rather than of a file (no descriptor or memory
+/// to spare): recovery stops, and the next start tries again.
+fn process_wide(e: &io::Error) -> bool {
+    use nix::libc::{EMFILE, ENFILE, ENOMEM};
+    matches!(e.raw_os_error(), Some(EMFILE | ENFILE | ENOMEM)) || e.kind() == io::ErrorKind::OutOfMemory
+}
+
+/// Files up to this size are read whole to be checked; larger ones are
+/// checked in pieces (bounded memory whatever the file's size).
+const CHECK_WHOLE: usize = 64 << 10;
+
+/// What is under a name.
+pub(crate) enum Copy {
+    Absent,
+    Valid(File),
+    /// Not a copy to rely on, and why: invalid, still being written, or
+    /// unreadable (whether it is good cannot be told).
+    Bad(String),
+}
+
+/// Look at `name` in `dir`, which should be the queue file of `id`.
+pub(crate) fn examine(dir: BorrowedFd<'_>, name: &str, id: &QueueId) -> Result<Copy, Error> {
+    let file = match disk::open_read(dir, name) {
+        Ok(None) => return Ok(Copy::Absent),
+        Ok(Some(f)) => f,
+        // Still being written when a crash came (see disk::MODE_WRITING).
+        Err(e) if e.raw_os_error() == Some(nix::libc::EACCES) && disk::being_written(dir, name) => {
+            return Ok(Copy::Bad(String::from("still being written (mode 0200)")));
+        }
+        // (deferred/'s hashed name looked for where there are no subfolders.)
+        Err(e) if e.raw_os_error() == Some(nix::libc::ENOTDIR) => return Ok(Copy::Absent),
+        Err(e) if process_wide(&e) => return Err(e.into()),
+        Err(e) => return Ok(Copy::Bad(format!("cannot be opened: {e}"))),
+    };
+    match file.metadata() {
+        Ok(m) if !disk::complete(m.mode()) => return Ok(Copy::Bad(String::from("still being written (mode 0200)"))),
+        Ok(_) => {}
+        Err(e) if process_wide(&e) => return Err(e.into()),
+        Err(e) => return Ok(Copy::Bad(format!("cannot be looked at: {e}"))),
+    }
+    match read_checked(&file, CHECK_WHOLE) {
+        Ok((q, _)) if q.id == *id => Ok(Copy::Valid(file)),
+        Ok((q, _)) => Ok(Copy::Bad(format!("holds queue ID {}", q.id))),
+        Err(Error::Io(e)) if process_wide(&e) => Err(Error::Io(e)),
+        Err(Error::Io(e)) => Ok(Copy::Bad(format!("cannot be read: {e}"))),
+        Err(e) => Ok(Copy::Bad(e.to_string())),
+    }
+}
+
+/// What the looks for one message found besides a valid copy.
+#[derive(Default)]
+struct Seen {
+    /// A copy in incoming/ that was not valid was removed.
+    removed: bool,
+    /// Copies that are not valid in the read-only directories, left for
+    /// qmgr: where and why.
+    left: Vec<String>,
+    /// A copy in incoming/ that is not valid and could not be removed:
+    /// nothing can be written in its place.
+    blocked: Option<String>,
+}
+
+impl Seen {
+    /// Whether the message was in the queue, in some shape.
+    fn any(&self) -> bool {
+        self.removed || !self.left.is_empty() || self.blocked.is_some()
+    }
+}
+
+/// Whether a valid copy of `id` is in incoming/ or one of the other
+/// directories, by its name or in the hashed subfolder qmgr gives it in
+/// deferred/ (see [`look`]).
 ///
 /// A cleanup restarted alone recovers while qmgr runs and moves files
 /// from directory to directory (deferred/ to active/, hold/ to
@@ -331,61 +422,74 @@ fn segment_seq(name: &str, instance: u32) -> Option<u64> {
 /// recipients once more. So a miss is checked with a second look, which
 /// only a second such move, at that very moment, could fool (qmgr moves
 /// a file back towards incoming/ at most once in a row).
-fn present(id: &QueueId, dirs: &[BorrowedFd<'_>], rec: &mut Recovery, unsynced: &mut Unsynced) -> Result<bool, Error> {
-    let mut replaced = false;
-    let found = match look(id, dirs, &mut replaced)? {
-        Some(f) => Some(f),
-        None => look(id, dirs, &mut replaced)?,
-    };
-    if replaced && found.is_none() {
-        rec.replaced.push(*id);
+fn present(
+    id: &QueueId,
+    incoming: BorrowedFd<'_>,
+    elsewhere: &[(&str, BorrowedFd<'_>)],
+    seen: &mut Seen,
+) -> Result<Option<File>, Error> {
+    match look(id, incoming, elsewhere, seen)? {
+        Some(f) => Ok(Some(f)),
+        None => look(id, incoming, elsewhere, seen),
     }
-    Ok(found.map(|f| unsynced.add(f)).is_some())
 }
 
-/// One look for `id` in `dirs` (see [`present`]): the valid copy, open.
-fn look(id: &QueueId, dirs: &[BorrowedFd<'_>], replaced: &mut bool) -> Result<Option<File>, Error> {
+/// One look for `id` (see [`present`]): the valid copy, open. A copy that
+/// is not valid is removed from incoming/ (the journal has a good one);
+/// elsewhere cleanup may not remove it, and it is noted in `seen`.
+fn look(
+    id: &QueueId,
+    incoming: BorrowedFd<'_>,
+    elsewhere: &[(&str, BorrowedFd<'_>)],
+    seen: &mut Seen,
+) -> Result<Option<File>, Error> {
     let hashed = format!("{}/{}", crate::qmgr::schedule::deferred_subdir(id), id.as_str());
-    for &dir in dirs {
+    for (k, &(dname, dir)) in std::iter::once(&("incoming", incoming)).chain(elsewhere).enumerate() {
         for name in [id.as_str(), hashed.as_str()] {
-            // Still being written when a crash came (see disk::MODE_WRITING):
-            // not a copy.
-            let file = match disk::open_read(dir, name) {
-                Err(e) if e.raw_os_error() == Some(nix::libc::EACCES) && disk::being_written(dir, name) => None,
-                Ok(Some(f)) if !disk::complete(f.metadata()?.mode()) => None,
-                Ok(None) => continue,
-                Ok(Some(f)) => Some(f),
-                Err(e) => return Err(e.into()),
+            let why = match examine(dir, name, id)? {
+                Copy::Absent => continue,
+                Copy::Valid(f) => return Ok(Some(f)),
+                Copy::Bad(why) => why,
             };
-            let Some(file) = file else {
-                disk::remove(dir, name)?;
-                *replaced = true;
-                continue;
-            };
-            match read_queue_file(&file) {
-                Ok(q) if q.id == *id => return Ok(Some(file)),
-                Ok(_) | Err(Error::Corrupt(_)) => {
-                    disk::remove(dir, name)?;
-                    *replaced = true;
+            let place = format!("{dname}/{name}");
+            if k == 0 {
+                match disk::remove(dir, name) {
+                    Ok(()) => seen.removed = true,
+                    Err(e) => seen.blocked = Some(format!("{place} ({why}) cannot be removed: {e}")),
                 }
-                Err(e) => return Err(e),
+            } else {
+                let what = format!("{place}: {why}");
+                if !seen.left.contains(&what) {
+                    seen.left.push(what);
+                }
             }
         }
     }
     Ok(None)
 }
 
+/// What recovery leaves to the journal it opens: the next sequence
+/// number, the last segment kept until the next boot (0: none), the
+/// messages it could not write, and the segments it could therefore not
+/// retire (sequence number, how many of those messages each holds, and
+/// what becomes of it once they are written).
+pub(crate) struct Recovered {
+    pub next: u64,
+    pub kept_through: u64,
+    pub unwritten: Vec<Unwritten>,
+    pub held: Vec<(u64, usize, SegmentFate)>,
+}
+
 /// Recover the segments of `instance`, in `boot` and under the master of
-/// `session` (see `progress.rs`). Returns the report, the sequence number
-/// for the next segment and the last segment kept until the next boot
-/// (0: none).
+/// `session` (see `progress.rs`). Returns the report and what the
+/// journal takes over ([`Recovered`]).
 pub(crate) fn recover(
     dirs: &JournalDirs<'_>,
     instance: u32,
     unsynced: &mut Unsynced,
     boot: Option<BootId>,
     session: u64,
-) -> Result<(Recovery, u64, u64), Error> {
+) -> Result<(Recovery, Recovered), Error> {
     let mut rec = Recovery::default();
     let found = progress::read(dirs.journal, instance);
     // What segments to keep holds for the boot; what was written out,
@@ -397,8 +501,8 @@ pub(crate) fn recover(
     for name in disk::list(dirs.incoming)? {
         if let Some(id) = name.strip_prefix(".tmp.").and_then(QueueId::parse)
             && id.instance() == instance
+            && disk::remove(dirs.incoming, &name).is_ok()
         {
-            disk::remove(dirs.incoming, &name)?;
             rec.temps_removed += 1;
         }
     }
@@ -409,9 +513,8 @@ pub(crate) fn recover(
     // Never below a note's: one left behind covers no later segment.
     let last = segments.last().map_or(0, |(s, _)| *s).max(found.map_or(0, |p| p.seq));
     let next = last.saturating_add(1);
-    let mut check = Vec::with_capacity(1 + dirs.elsewhere.len());
-    check.push(dirs.incoming);
-    check.extend_from_slice(dirs.elsewhere);
+    let elsewhere = dirs.elsewhere;
+    let mut unwritten = Vec::new();
 
     let mut damaged = Vec::with_capacity(segments.len());
     // Where the newest segment's torn tail starts, if it has one.
@@ -448,26 +551,50 @@ pub(crate) fn recover(
                 }
             }
             rec.records += 1;
+            let mut seen = Seen::default();
             if note.is_some_and(|p| p.covers(*seq, (f.start + f.len) as u64)) {
                 // Written out before, in this boot, so qmgr may have
-                // delivered it since: only an invalid copy is written again.
-                let mut replaced = false;
-                if let Some(file) = look(&f.id, &check, &mut replaced)? {
+                // delivered it since: only a copy that is not valid is
+                // written again.
+                if let Some(file) = look(&f.id, dirs.incoming, elsewhere, &mut seen)? {
                     unsynced.add(file);
                     rec.present += 1;
                     continue;
                 }
-                if !replaced {
+                if !seen.any() {
                     rec.settled += 1;
                     continue;
                 }
-                rec.replaced.push(f.id);
-            } else if present(&f.id, &check, &mut rec, unsynced)? {
+            } else if let Some(file) = present(&f.id, dirs.incoming, elsewhere, &mut seen)? {
+                unsynced.add(file);
                 rec.present += 1;
                 continue;
             }
-            disk::publish(dirs.incoming, f.id.as_str(), payload, unsynced)?;
-            rec.materialised.push(f.id);
+            if seen.any() {
+                rec.replaced.push(f.id);
+            }
+            for l in seen.left {
+                rec.left.push(format!("{}: {l}, left for qmgr; the journal's copy goes to incoming/", f.id));
+            }
+            let failed = match seen.blocked {
+                Some(why) => why,
+                None => match disk::publish(dirs.incoming, f.id.as_str(), payload, unsynced) {
+                    Ok(()) => {
+                        rec.materialised.push(f.id);
+                        continue;
+                    }
+                    Err(e) if process_wide(&e) => return Err(e.into()),
+                    Err(e) => format!("incoming/{}: {e}", f.id),
+                },
+            };
+            rec.unwritten.push(format!("{}: not written ({failed}); its journal segment {name} stays", f.id));
+            unwritten.push(Unwritten {
+                id: f.id,
+                payload: payload.to_vec(),
+                segment: *seq,
+                start: f.at as u64,
+                end: (f.start + f.len) as u64,
+            });
         }
         damaged.push(bad);
     }
@@ -491,19 +618,33 @@ pub(crate) fn recover(
         return Err(e.into());
     }
     let mut kept_through = 0;
+    let mut held = Vec::new();
     let newest = segments.last().map(|(s, _)| *s);
     for ((seq, name), bad) in segments.iter().zip(damaged) {
-        if let Some(p) = same_boot.filter(|p| *seq <= p.kept_through) {
-            // Its queue files may read back from the page cache without
-            // being on the disk: until the next boot shows what is.
-            rec.kept_unsynced.push(name.clone());
-            kept_through = p.kept_through;
+        let waiting = unwritten.iter().filter(|u: &&Unwritten| u.segment == *seq).count();
+        let kept = same_boot.filter(|p| *seq <= p.kept_through);
+        if kept.is_some() || waiting > 0 {
             // Sealed from now on (the next writer starts a new segment):
             // its torn tail, never acknowledged, is cut off, or a later
             // recovery would take it for damage in a sealed segment.
             if let Some(at) = torn_tail.filter(|_| Some(*seq) == newest) {
                 cut_tail(dirs.journal, name, at);
             }
+        }
+        if let Some(p) = kept {
+            // Its queue files may read back from the page cache without
+            // being on the disk: until the next boot shows what is.
+            rec.kept_unsynced.push(name.clone());
+            kept_through = p.kept_through;
+            if waiting > 0 {
+                held.push((*seq, waiting, SegmentFate::Keep));
+            }
+        } else if waiting > 0 {
+            // The only copy of a message not written yet: the journal
+            // retires it once that is written (as `*.jnl.corrupt` if it
+            // is damaged).
+            let fate = if bad { SegmentFate::KeepAsCorrupt } else { SegmentFate::Remove };
+            held.push((*seq, waiting, fate));
         } else if bad {
             let kept = free_name(dirs.journal, &format!("{name}.corrupt"))?;
             nix::fcntl::renameat(dirs.journal, name.as_str(), dirs.journal, kept.as_str())?;
@@ -512,7 +653,7 @@ pub(crate) fn recover(
             disk::remove(dirs.journal, name)?;
         }
     }
-    Ok((rec, next, kept_through))
+    Ok((rec, Recovered { next, kept_through, unwritten, held }))
 }
 
 /// Cut segment `name` off at `at` and sync it. At worst (it fails) a

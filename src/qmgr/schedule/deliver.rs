@@ -198,14 +198,39 @@ impl Scheduler {
                 break;
             }
             self.dead.pop_first();
-            let ts = *self.settings.transport(d.transport);
-            if let Some(q) = self.destinations.get_mut(&d)
-                && q.dead.as_ref().is_some_and(|x| x.until == until)
-            {
-                q.revive(&ts);
-            }
-            self.refresh(&d);
-            self.forget_if_idle(&d);
+            self.revive_dead(until, &d);
+        }
+    }
+
+    /// Destination `d`, dead until `until` (its entry taken out of the
+    /// dead set), is tried again.
+    fn revive_dead(&mut self, until: i64, d: &Destination) {
+        let ts = *self.settings.transport(d.transport);
+        if let Some(q) = self.destinations.get_mut(d)
+            && q.dead.as_ref().is_some_and(|x| x.until == until)
+        {
+            q.revive(&ts);
+        }
+        self.refresh(d);
+        self.forget_if_idle(d);
+    }
+
+    /// The wall clock was set back while qmgr ran (the shell tells, from
+    /// its monotonic clock): a destination dead until a time further
+    /// ahead than its `dead_time` from `now` would rest that much longer;
+    /// it is tried again now. (The shell indexes deferred/ again for the
+    /// same reason: see `qmgr::Qmgr::scan_deferred`.)
+    pub fn clock_went_back(&mut self, now: Time) {
+        let settings = &self.settings;
+        let late: Vec<(i64, Destination)> = self
+            .dead
+            .iter()
+            .filter(|(until, d)| *until > now.secs.saturating_add(secs(settings.transport(d.transport).dead_time)))
+            .cloned()
+            .collect();
+        for (until, d) in late {
+            self.dead.remove(&(until, d.clone()));
+            self.revive_dead(until, &d);
         }
     }
 

@@ -254,6 +254,26 @@ fn failed_cohort_makes_a_destination_dead_until_its_retry_time() {
     assert!(s.destination(&dead).is_some_and(|i| i.dead.is_none()));
 }
 
+/// The wall clock set back a day while a destination rests: it would rest
+/// a day longer; qmgr, noticing, has it tried again.
+#[test]
+fn a_clock_set_back_does_not_keep_a_destination_dead_longer() {
+    let mut s = scheduler(one_at_a_time());
+    let dead = smtp("dead.test");
+    add(&mut s, qid(1), &many(10, "dead.test"), 0);
+    for job in jobs(&mut s, 0).iter().filter(|j| j.destination == dead) {
+        s.job_finished(job.id, &unreachable(), at(10)).expect("report taken");
+    }
+    assert_eq!(s.destination(&dead).and_then(|i| i.dead).map(|(t, _)| t), Some(at(310)));
+    // Back by a minute and a half: still within its dead time from then.
+    s.clock_went_back(at(100));
+    assert!(s.destination(&dead).is_some_and(|i| i.dead.is_some()), "revived too early");
+    s.clock_went_back(at(-86_400));
+    assert!(s.destination(&dead).is_none_or(|i| i.dead.is_none()), "still dead a day longer");
+    add(&mut s, qid(2), &many(2, "dead.test"), -86_400);
+    assert!(jobs(&mut s, -86_400).iter().any(|j| j.destination == dead), "not tried again");
+}
+
 #[test]
 fn a_success_brings_a_dead_destination_back() {
     let mut s = scheduler(one_at_a_time());

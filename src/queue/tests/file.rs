@@ -8,7 +8,7 @@ use std::os::unix::fs::FileExt;
 use proptest::prelude::*;
 
 use super::super::file::{STAT_RECORD, stored_reason};
-use super::super::file::{read_checked, read_small};
+use super::super::file::{read_checked, read_sized, read_small};
 use super::super::{
     BodyType, Client, CorruptError, DoneAction, Envelope, Error, MAX_ADDRESS, MAX_REASON, Notify, Protocol, QueueFile,
     QueueId, QueueIdGen, Recipient, Ret, State, Status, Time, move_to_corrupt, read_content, read_envelope,
@@ -253,6 +253,32 @@ fn small_file_read_whole_checked_and_large_one_left_to_stream() {
     assert!(matches!(read_small(&f, 64 * 1024), Err(Error::Corrupt(_))), "content CRC checked");
     f.set_len(at + 100).expect("truncate");
     assert!(matches!(read_small(&f, 64 * 1024), Err(Error::Corrupt(_))), "short file refused");
+}
+
+/// A file, or content, too large for the memory there is: an error of
+/// the process, which says nothing of the file (recovery took such a
+/// valid file for corrupt, removed it and wrote its journal copy again
+/// over its statuses: duplicates).
+#[test]
+fn no_memory_for_a_file_is_an_io_error_not_corruption() {
+    let dir = TempDir::new("nomem");
+    let mut ids = QueueIdGen::new(1);
+    let q = sample(&mut ids, 1, 5000);
+    let f = write_file(&dir, &q);
+    // More than any allocation can be (over isize::MAX): refused at once.
+    for size in [u64::MAX, u64::MAX / 2 + 1] {
+        match read_sized(&f, size) {
+            Err(Error::Io(e)) => assert_eq!(e.kind(), std::io::ErrorKind::OutOfMemory, "{e}"),
+            other => panic!("{size}: {other:?}"),
+        }
+    }
+    let r = read_envelope(&f).expect("read_envelope").content_range();
+    let huge = crate::queue::ContentRange { offset: r.offset, len: u64::MAX / 2 + 1, crc: r.crc };
+    let mut buf = Vec::new();
+    match read_content(&f, huge, &mut buf) {
+        Err(Error::Io(e)) => assert_eq!(e.kind(), std::io::ErrorKind::OutOfMemory, "{e}"),
+        other => panic!("{other:?}"),
+    }
 }
 
 /// What a delivery agent reads: a small file whole, a larger one in parts,

@@ -32,7 +32,7 @@ impl Spool {
     }
 
     fn open_with(&self, options: JournalOptions) -> (Journal, Recovery) {
-        let elsewhere = [self.active.as_fd()];
+        let elsewhere = [("active", self.active.as_fd())];
         let dirs =
             JournalDirs { journal: self.journal.as_fd(), incoming: self.incoming.as_fd(), elsewhere: &elsewhere };
         Journal::open(&dirs, INSTANCE, options).expect("open journal")
@@ -965,25 +965,183 @@ fn files_written_before_a_failure_in_a_slice_are_in_the_note() {
         j.append(q).expect("append");
     }
     j.commit().expect("commit");
-    // Something in the way of the fourth file: its creation fails.
+    // Something in the way of the fourth file that cannot be removed (a
+    // directory with a file in it): it cannot be written.
     let p = |q: &QueueFile| s.dir.path.join("incoming").join(q.id.as_str());
-    std::fs::write(p(&msgs[3]), b"in the way").expect("write");
+    std::fs::create_dir(p(&msgs[3])).expect("mkdir");
+    std::fs::write(p(&msgs[3]).join("x"), b"in the way").expect("write");
     let mut out = Vec::new();
-    assert!(j.materialize_some(&mut out, 6).is_err());
-    assert_eq!(out, ids(&msgs[..3]));
+    let e = j.materialize_some(&mut out, 6).expect_err("the fourth cannot be written");
+    assert!(e.to_string().contains(msgs[3].id.as_str()), "{e}");
+    // The others are written all the same.
+    assert_eq!(out, [&msgs[..3], &msgs[4..]].concat().iter().map(|q| q.id).collect::<Vec<_>>());
+    assert_eq!((j.unmaterialised(), j.unwritten()), (0, 1));
     drop(j);
-    // The first three were announced, delivered and removed.
-    for q in &msgs[..3] {
+    // The first three were announced, delivered and removed; so was the
+    // sixth, written after the one that failed (which the note must not
+    // pass).
+    for q in [&msgs[0], &msgs[1], &msgs[2], &msgs[5]] {
         std::fs::remove_file(p(q)).expect("remove");
     }
+    std::fs::remove_dir_all(p(&msgs[3])).expect("out of the way");
     let (_j, rec) = s.open_with(booted("boot-a"));
     assert_eq!(rec.settled, 3, "{rec}");
     for q in &msgs[..3] {
         assert!(!p(q).exists(), "delivered twice");
     }
+    // The fourth was never written: not taken for delivered (the sixth is
+    // written again: a duplicate, never a loss).
+    assert_eq!(rec.materialised, vec![msgs[3].id, msgs[5].id], "{rec}");
     for q in &msgs[3..] {
         assert_eq!(&s.read("incoming", &q.id), q);
     }
+}
+
+#[test]
+fn a_leftover_in_the_way_is_replaced_a_copy_kept_and_another_message_left_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = Spool::new("leftover");
+    let (mut j, _) = s.open();
+    let mut idg = QueueIdGen::new(INSTANCE);
+    let msgs: Vec<QueueFile> = (0..3).map(|_| sample(&mut idg, 1, 2000)).collect();
+    for q in &msgs {
+        j.append(q).expect("append");
+    }
+    j.commit().expect("commit");
+    let p = |q: &QueueFile| s.dir.path.join("incoming").join(q.id.as_str());
+    // #0: a write that failed half-way and whose removal failed too
+    // (mode 0200: ours, being written). #1: a copy of the very message,
+    // with a status qmgr wrote since: kept as it is.
+    std::fs::write(p(&msgs[0]), b"half").expect("write");
+    std::fs::set_permissions(p(&msgs[0]), std::fs::Permissions::from_mode(0o200)).expect("chmod");
+    let mut taken = msgs[1].clone();
+    taken.recipients[0].status.state = crate::queue::State::Deferred;
+    std::fs::write(p(&msgs[1]), taken.encode().expect("encode")).expect("write");
+    // #2: another message that happens to have its queue ID: neither
+    // taken for it nor removed.
+    let mut other = sample(&mut idg, 1, 100);
+    other.id = msgs[2].id;
+    std::fs::write(p(&msgs[2]), other.encode().expect("encode")).expect("write");
+    let mut out = Vec::new();
+    let e = j.materialize(&mut out).expect_err("#2 cannot be written");
+    assert!(e.to_string().contains("another message with the same queue ID"), "{e}");
+    assert_eq!(out, ids(&msgs[..2]));
+    assert_eq!(&s.read("incoming", &msgs[0].id), &msgs[0]);
+    assert_eq!(&s.read("incoming", &msgs[1].id), &taken, "a valid copy is not overwritten");
+    assert_eq!(&s.read("incoming", &msgs[2].id), &other, "another message's file is left alone");
+    assert_eq!(j.unwritten(), 1);
+}
+
+#[test]
+fn a_file_that_cannot_be_written_holds_back_no_other() {
+    let s = Spool::new("unwritable");
+    let options = JournalOptions { retire_after: Duration::ZERO, ..booted("boot-a") };
+    let (mut j, _) = s.open_with(options);
+    let mut idg = QueueIdGen::new(INSTANCE);
+    let stuck = sample(&mut idg, 1, 2000);
+    let p = |q: &QueueFile| s.dir.path.join("incoming").join(q.id.as_str());
+    std::fs::create_dir(p(&stuck)).expect("mkdir");
+    std::fs::write(p(&stuck).join("x"), b"in the way").expect("write");
+    j.append(&stuck).expect("append");
+    j.commit().expect("commit");
+    let first = s.segments();
+    let mut out = Vec::new();
+    assert!(j.materialize(&mut out).is_err());
+    assert!(out.is_empty());
+    assert_eq!(j.unwritten(), 1);
+    let due = j.work_due().expect("a retry is due");
+    assert!(due > Duration::ZERO && due <= Duration::from_secs(5), "{due:?}");
+    // Mail goes on: taken, written out, and its segment retired while
+    // the one with the stuck message waits.
+    for _ in 0..3 {
+        let q = sample(&mut idg, 1, 2000);
+        j.append(&q).expect("append: no backlog refuses it");
+        j.commit().expect("commit");
+        let mut out = Vec::new();
+        j.materialize(&mut out).expect("written");
+        assert_eq!(out, vec![q.id]);
+        assert_eq!(&s.read("incoming", &q.id), &q);
+    }
+    let segments = s.segments();
+    assert!(segments.contains(&first[0]), "the segment of the stuck message stays: {segments:?}");
+    assert!(segments.len() <= 3, "later segments retire: {segments:?}");
+    // Out of the way now: the next try writes it, and its segment goes.
+    std::fs::remove_dir_all(p(&stuck)).expect("out of the way");
+    j.retry_unwritten_now();
+    let mut out = Vec::new();
+    j.materialize(&mut out).expect("written");
+    assert_eq!(out, vec![stuck.id]);
+    assert_eq!(&s.read("incoming", &stuck.id), &stuck);
+    assert_eq!(j.unwritten(), 0);
+    assert!(!s.segments().contains(&first[0]), "retired: {:?}", s.segments());
+    j.close().expect("close");
+    assert!(s.segments().iter().all(|n| n.ends_with(".progress")), "{:?}", s.segments());
+}
+
+#[test]
+fn a_copy_that_is_not_valid_where_cleanup_may_not_write_is_left_for_qmgr() {
+    let s = Spool::new("leftforqmgr");
+    let (mut j, _) = s.open();
+    let mut idg = QueueIdGen::new(INSTANCE);
+    let msgs: Vec<QueueFile> = (0..2).map(|_| sample(&mut idg, 1, 2000)).collect();
+    for q in &msgs {
+        j.append(q).expect("append");
+    }
+    j.commit().expect("commit");
+    let mut out = Vec::new();
+    j.materialize(&mut out).expect("materialise");
+    drop(j); // crash before the segment was retired
+    // qmgr had moved both to active/ (deferred/ or hold/ alike): #0 is
+    // damaged there, #1 cannot be read (a directory stands for an I/O
+    // error: whether it is good cannot be told).
+    let p = |sub: &str, q: &QueueFile| s.dir.path.join(sub).join(q.id.as_str());
+    std::fs::rename(p("incoming", &msgs[0]), p("active", &msgs[0])).expect("move");
+    OpenOptions::new().write(true).open(p("active", &msgs[0])).expect("open").set_len(100).expect("truncate");
+    std::fs::remove_file(p("incoming", &msgs[1])).expect("remove");
+    std::fs::create_dir(p("active", &msgs[1])).expect("mkdir");
+    let (_j, rec) = s.open();
+    // Neither is removed from active/ (cleanup may only read there, and
+    // a failed removal stopped recovery, and cleanup, for good): the
+    // journal's copies go to incoming/, and the log says so.
+    assert!(p("active", &msgs[0]).is_file() && p("active", &msgs[1]).is_dir());
+    assert_eq!(rec.replaced, ids(&msgs), "{rec}");
+    assert_eq!(rec.materialised, ids(&msgs), "{rec}");
+    assert_eq!(rec.left.len(), 2, "{rec}");
+    assert!(rec.left[0].contains(&format!("active/{}", msgs[0].id)), "{rec}");
+    assert!(rec.left[1].contains("cannot be read"), "{rec}");
+    for q in &msgs {
+        assert_eq!(&s.read("incoming", &q.id), q);
+    }
+    assert_eq!(s.segments().len(), 1, "the old segment retired: {:?}", s.segments());
+}
+
+#[test]
+fn a_copy_in_incoming_that_cannot_be_replaced_stops_no_recovery() {
+    let s = Spool::new("blocked");
+    let (mut j, _) = s.open();
+    let mut idg = QueueIdGen::new(INSTANCE);
+    let msgs: Vec<QueueFile> = (0..2).map(|_| sample(&mut idg, 1, 2000)).collect();
+    for q in &msgs {
+        j.append(q).expect("append");
+    }
+    j.commit().expect("commit");
+    drop(j); // crash before anything was written out
+    let p = |q: &QueueFile| s.dir.path.join("incoming").join(q.id.as_str());
+    std::fs::create_dir(p(&msgs[0])).expect("mkdir");
+    std::fs::write(p(&msgs[0]).join("x"), b"in the way").expect("write");
+    let old = s.segments();
+    let (mut j, rec) = s.open();
+    assert_eq!(rec.materialised, vec![msgs[1].id], "{rec}");
+    assert_eq!(rec.unwritten.len(), 1, "{rec}");
+    assert!(rec.unwritten[0].contains(msgs[0].id.as_str()), "{rec}");
+    assert_eq!(j.unwritten(), 1);
+    assert!(s.segments().contains(&old[0]), "its segment stays: {:?}", s.segments());
+    std::fs::remove_dir_all(p(&msgs[0])).expect("out of the way");
+    let mut out = Vec::new();
+    j.materialize(&mut out).expect("tried again at once, then written");
+    assert_eq!(out, vec![msgs[0].id]);
+    assert_eq!(&s.read("incoming", &msgs[0].id), &msgs[0]);
+    assert!(!s.segments().contains(&old[0]), "retired: {:?}", s.segments());
 }
 
 #[test]

@@ -501,6 +501,16 @@ impl Agent {
                 self.finish_all(&work, None, SiteReport::Unknown, &v);
                 return Ok(());
             }
+            Ok(Opened::Corrupt(work, reason)) => {
+                self.warn(&format!("{}: the queue file is corrupt: {reason}; nothing delivered", work.queue_id));
+                let msg = SmtpToQmgr::Corrupt { job: work.job, reason };
+                if let Some(ch) = self.qmgr.as_mut()
+                    && ch.send(&msg, &[]).is_err()
+                {
+                    self.qmgr_broken = true;
+                }
+                return Ok(());
+            }
             Err(violation) => return Err(Fatal(format!("qmgr: {violation}"))),
         };
         self.jobs.insert(work.job);

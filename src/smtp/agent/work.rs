@@ -113,6 +113,9 @@ pub enum Opened {
     Ready(Box<Work>),
     /// It cannot be worked on, for this reason (every recipient defers).
     Refused(Box<Work>, String),
+    /// Its queue file failed validation, for this reason: qmgr is told,
+    /// and moves it to corrupt/.
+    Corrupt(Box<Work>, String),
 }
 
 fn time(s: Stamp) -> Time {
@@ -166,12 +169,13 @@ pub fn open(d: Delivery, mut fds: Vec<OwnedFd>) -> Result<Opened, String> {
     let (qe, source) = match file::read_checked(&file, HOLD_MAX) {
         Ok((qe, Some(bytes))) => (qe, Source::Held(bytes)),
         Ok((qe, None)) => (qe, Source::File(file)),
+        Err(crate::queue::Error::Corrupt(c)) => return Ok(Opened::Corrupt(work, c.to_string())),
         Err(e) => return Ok(Opened::Refused(work, format!("cannot read the queue file: {e}"))),
     };
     work.delays.arrival = qe.envelope.arrival;
     if qe.id.as_str() != work.queue_id {
         let reason = format!("the queue file holds message {}, not {}", qe.id, work.queue_id);
-        return Ok(Opened::Refused(work, reason));
+        return Ok(Opened::Corrupt(work, reason));
     }
     let mut recipients = Vec::with_capacity(work.indexes.len());
     for (n, &i) in work.indexes.iter().enumerate() {

@@ -244,7 +244,7 @@ impl Harness {
             .iter()
             .position(|r| matches!(r, SmtpToQmgr::Done { job: j, .. } if *j == job))
             .expect("report");
-        let SmtpToQmgr::Done { site, recipients, .. } = self.reports.remove(i);
+        let SmtpToQmgr::Done { site, recipients, .. } = self.reports.remove(i) else { unreachable!("matched above") };
         (site, recipients)
     }
 
@@ -751,31 +751,39 @@ fn required_tls_not_offered_defers() {
     assert!(!t[0].commands.iter().any(|c| c.starts_with("MAIL")));
 }
 
+/// The content's CRC, which qmgr's read of the envelope does not check:
+/// the agent reports the file corrupt (qmgr moves it to corrupt/), asks
+/// for no connection and delivers nothing.
 #[test]
-fn corrupt_content_defers_without_connecting() {
+fn a_queue_file_with_damaged_content_is_reported_corrupt() {
     let mut h = Harness::new(conf(), Connect::Hold);
-    let (id, fd) = h.queue_file(&["a@example.net"], BODY);
-    // Damage the last content byte.
-    let path = h.dir.join(&id);
-    let mut bytes = std::fs::read(&path).expect("read");
-    let last = bytes.len() - 1;
-    bytes[last] ^= 0x20;
-    std::fs::write(&path, bytes).expect("write");
-    h.send_deliver(1, &id, vec![0], Some(fd));
-    let (site, rs) = h.report(1);
-    assert_eq!(site, SiteReport::Unknown);
-    assert_eq!(rs[0].status, RecipientStatus::Deferred);
-    assert!(rs[0].reason.contains("CRC"), "{}", rs[0].reason);
-    assert!(h.requests.is_empty());
+    for (job, size) in [(7, 100), (8, 200_000)] {
+        let (id, fd) = h.queue_file(&["a@example.net"], &vec![b'x'; size]);
+        let path = h.dir.join(&id);
+        let mut bytes = std::fs::read(&path).expect("read");
+        let n = bytes.len();
+        bytes[n - 3] = b'y';
+        std::fs::write(&path, &bytes).expect("damage");
+        h.send_deliver(job, &id, vec![0], Some(fd));
+        h.run_until(|h| h.reports.iter().any(|r| matches!(r, SmtpToQmgr::Corrupt { job: j, .. } if *j == job)));
+        let Some(SmtpToQmgr::Corrupt { reason, .. }) = h.reports.pop() else { panic!("{:?}", h.reports) };
+        assert!(reason.contains("content CRC mismatch"), "{reason}");
+    }
+    assert!(h.requests.is_empty(), "a connection was asked for: {:?}", h.requests);
+    assert!(h.reports.is_empty(), "{:?}", h.reports);
+    assert!(h.logs.iter().any(|l| l.contains("the queue file is corrupt")), "{:#?}", h.logs);
 }
 
+/// A file holding another message is corrupt too (qmgr names each file
+/// after the ID it read in it); a recipient the file lacks defers.
 #[test]
-fn request_not_matching_the_file_defers() {
+fn request_not_matching_the_file_is_corrupt_or_defers() {
     let mut h = Harness::new(conf(), Connect::Hold);
     let (_, fd) = h.queue_file(&["a@example.net"], BODY);
     h.send_deliver(1, "AAAAAAAAAAAAAAAA", vec![0], Some(fd));
-    let (_, rs) = h.report(1);
-    assert!(rs[0].reason.contains("not AAAAAAAAAAAAAAAA"), "{}", rs[0].reason);
+    h.run_until(|h| !h.reports.is_empty());
+    let Some(SmtpToQmgr::Corrupt { job: 1, reason }) = h.reports.pop() else { panic!("{:?}", h.reports) };
+    assert!(reason.contains("not AAAAAAAAAAAAAAAA"), "{reason}");
     let (id, fd) = h.queue_file(&["a@example.net"], BODY);
     h.send_deliver(2, &id, vec![3], Some(fd));
     let (_, rs) = h.report(2);

@@ -176,6 +176,10 @@ wait_log "the delivery agent found it corrupt: .*content CRC mismatch; moved to 
 	fail "the damaged queue file was not moved to corrupt/"
 grep -q "local.*: the queue file is corrupt: .*content CRC mismatch" "$LOG" || fail "local did not report the damage"
 grep -rl "Waiting for root" "$W/spool/corrupt" >/dev/null || fail "the damaged file is not in corrupt/"
+# Mail for root that waits, for the checks further on.
+send root@localhost "for root again"
+wait_for 10 test "$(grep -c "to=<root@localhost>, relay=local, .*status=deferred (mail for root is delivered only through an alias" "$LOG")" -ge 2 ||
+	fail "the second mail for root did not wait"
 send away@localhost "away"
 wait_log "to=<away@localhost>, relay=local, .*status=sent (forwarded as [0-9A-Z]* to <someone@remote.example>)" 10 ||
 	fail "alias to another address"

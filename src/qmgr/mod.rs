@@ -1049,6 +1049,27 @@ impl Qmgr {
         self.send_owned_to(agent, &QmgrToSmtp::Deliver(Box::new(d)), vec![OwnedFd::from(file)]);
     }
 
+    /// The running job `job` that agent `token` reports on, no longer
+    /// running; None (and the agent dropped) when it was not given `job`.
+    fn take_reported(&mut self, token: Token, job: JobId) -> Option<Running> {
+        match self.running.get(&job) {
+            None => {
+                self.drop_peer(token, &format!("report for {job}, which it was not given"));
+                return None;
+            }
+            Some(r) if r.agent != token => {
+                self.drop_peer(token, &format!("report for {job}, which another agent has"));
+                return None;
+            }
+            Some(_) => {}
+        }
+        let r = self.running.remove(&job)?;
+        if let Some(p) = self.peers.get_mut(&token) {
+            p.jobs.remove(&job);
+        }
+        Some(r)
+    }
+
     fn report(
         &mut self,
         token: Token,
@@ -1058,17 +1079,7 @@ impl Qmgr {
     ) {
         // The job stays the other agent's if this one reports it: that
         // one's report, or its loss, still ends the job.
-        match self.running.get(&job) {
-            None => return self.drop_peer(token, &format!("report for {job}, which it was not given")),
-            Some(r) if r.agent != token => {
-                return self.drop_peer(token, &format!("report for {job}, which another agent has"));
-            }
-            Some(_) => {}
-        }
-        let Some(r) = self.running.remove(&job) else { return };
-        if let Some(p) = self.peers.get_mut(&token) {
-            p.jobs.remove(&job);
-        }
+        let Some(r) = self.take_reported(token, job) else { return };
         let now = Time::now();
         let site = match site {
             SiteReport::Reached => SiteStatus::Reached,
@@ -1121,17 +1132,7 @@ impl Qmgr {
     /// `queue.lifetime`, and then bounce built its notice from the
     /// damaged content.
     fn corrupt_report(&mut self, token: Token, job: JobId, reason: &str) {
-        match self.running.get(&job) {
-            None => return self.drop_peer(token, &format!("report for {job}, which it was not given")),
-            Some(r) if r.agent != token => {
-                return self.drop_peer(token, &format!("report for {job}, which another agent has"));
-            }
-            Some(_) => {}
-        }
-        let Some(r) = self.running.remove(&job) else { return };
-        if let Some(p) = self.peers.get_mut(&token) {
-            p.jobs.remove(&job);
-        }
+        let Some(r) = self.take_reported(token, job) else { return };
         let id = r.message;
         self.sched.drop_message(&id);
         // The job ends; its destination hears nothing of it.

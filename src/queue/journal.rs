@@ -928,17 +928,23 @@ impl Journal {
         // is in line: one waiting for a message that cannot be written
         // holds back no other (each is the durable copy of its own).
         while let Some(i) = self.sealed.iter().position(|s| s.outstanding == 0) {
-            let s = &self.sealed[i];
-            let name = segment_name(self.instance, s.seq);
-            match s.fate {
-                SegmentFate::Remove => disk::remove(self.dir.as_fd(), &name)?,
-                SegmentFate::KeepAsCorrupt => {
-                    let kept = super::free_name(self.dir.as_fd(), &format!("{name}.corrupt"))?;
-                    nix::fcntl::renameat(self.dir.as_fd(), name.as_str(), self.dir.as_fd(), kept.as_str())?;
-                }
-                SegmentFate::Keep => {}
-            }
+            self.release(&self.sealed[i])?;
             self.sealed.remove(i);
+        }
+        Ok(())
+    }
+
+    /// Do with a sealed segment whose messages are all written out what
+    /// its fate says: remove it, keep it as corrupt, or keep it.
+    fn release(&self, s: &Sealed) -> Result<(), Error> {
+        let name = segment_name(self.instance, s.seq);
+        match s.fate {
+            SegmentFate::Remove => disk::remove(self.dir.as_fd(), &name)?,
+            SegmentFate::KeepAsCorrupt => {
+                let kept = super::free_name(self.dir.as_fd(), &format!("{name}.corrupt"))?;
+                nix::fcntl::renameat(self.dir.as_fd(), name.as_str(), self.dir.as_fd(), kept.as_str())?;
+            }
+            SegmentFate::Keep => {}
         }
         Ok(())
     }
@@ -963,15 +969,7 @@ impl Journal {
             return Err(e.into());
         }
         for s in &self.sealed {
-            let name = segment_name(self.instance, s.seq);
-            match s.fate {
-                SegmentFate::Remove => disk::remove(self.dir.as_fd(), &name)?,
-                SegmentFate::KeepAsCorrupt => {
-                    let kept = super::free_name(self.dir.as_fd(), &format!("{name}.corrupt"))?;
-                    nix::fcntl::renameat(self.dir.as_fd(), name.as_str(), self.dir.as_fd(), kept.as_str())?;
-                }
-                SegmentFate::Keep => {}
-            }
+            self.release(s)?;
         }
         disk::remove(self.dir.as_fd(), &segment_name(self.instance, self.active.seq))?;
         nix::unistd::fsync(self.dir.as_fd())?;

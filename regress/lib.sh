@@ -89,6 +89,30 @@ wait_for() {
 	until "$@"; do [ $i -ge $lim ] && return 1; sleep 0.1; i=$((i + 1)); done
 }
 
+# damage_queued TEXT: change the first byte of TEXT in the queue file
+# that holds it (incoming/, active/, hold/ or deferred/; not journal/,
+# whose segments hold a copy of each message too), to its upper case,
+# within 5 s. Its content's CRC no longer matches.
+damage_queued() {
+	python3 - "$W/spool" "$1" <<'PY'
+import glob, sys, time
+text = sys.argv[2].encode()
+for _ in range(50):
+    for f in [g for d in ("incoming", "active", "hold", "deferred/*") for g in glob.glob(sys.argv[1] + "/" + d + "/*")]:
+        try:
+            with open(f, "r+b") as q:
+                at = q.read().find(text)
+                if at >= 0:
+                    q.seek(at)
+                    q.write(text[:1].upper())
+                    sys.exit(0)
+        except OSError:
+            pass
+    time.sleep(0.1)
+sys.exit(1)
+PY
+}
+
 # mkuser NAME [MODE]: a fresh user NAME whose home is $W/home/NAME (mode
 # MODE, 700 by default); the case removes it on exit.
 mkuser() {

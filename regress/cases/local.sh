@@ -154,23 +154,7 @@ wait_log "to=<root@localhost>, relay=local, .*status=deferred (mail for root is 
 # Its content damaged while it waits: the local agent checks the
 # content's CRC (qmgr reads only the envelope) and says so, and qmgr
 # moves the file to corrupt/ rather than retrying it until it expires.
-/usr/bin/python3 - "$W/spool" <<'PY' || fail "could not damage the queue file"
-import glob, sys, time
-for _ in range(50):
-    # (Not journal/: its segments hold a copy of each message too.)
-    for f in [g for d in ("incoming", "active", "hold", "deferred/*") for g in glob.glob(sys.argv[1] + "/" + d + "/*")]:
-        try:
-            with open(f, "r+b") as q:
-                at = q.read().find(b"waiting for root")
-                if at >= 0:
-                    q.seek(at)
-                    q.write(b"W")
-                    sys.exit(0)
-        except OSError:
-            pass
-    time.sleep(0.1)
-sys.exit(1)
-PY
+damage_queued "waiting for root" || fail "could not damage the queue file"
 ctl queue flush >/dev/null
 wait_log "the delivery agent found it corrupt: .*content CRC mismatch; moved to corrupt/" 15 ||
 	fail "the damaged queue file was not moved to corrupt/"

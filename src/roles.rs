@@ -302,7 +302,9 @@ pub fn policy(role: Role, layout: &Layout) -> Policy {
         // file system is not confined (a Landlock domain or unveil list
         // would bind the children too). The seccomp filter or pledge
         // still applies; no sockets but the AF_UNIX socket pairs to its
-        // mailbox delivery workers and to its command spawner. Users'
+        // mailbox delivery workers and to its command spawner, and AF_UNIX
+        // stream sockets for the name services its user lookups may ask
+        // (nscd, sssd, nslcd, systemd-userdbd: directory users). Users'
         // commands are not started under this policy: a sandbox is
         // inherited and never lifted, and a command must run as from its
         // user's shell (sockets, threads, set-gid programs). The command
@@ -314,6 +316,7 @@ pub fn policy(role: Role, layout: &Layout) -> Policy {
             p.change_uid = true;
             p.whole_fs = true;
             p.socketpairs = true;
+            p.name_service = true;
         }
         // connector: no file system; new inet sockets and DNS; new UNIX
         // sockets to the LMTP servers' sockets in its socket directories

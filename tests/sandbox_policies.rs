@@ -276,15 +276,17 @@ fn common_denials(t: &mut Tally, policy: &Policy, world: &World, unix_socket: &O
             denied(socket(AddressFamily::Inet, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)),
         );
         t.check("connect to a listening TCP port", denied(TcpStream::connect(world.tcp_addr)));
-        t.check(
-            "connect a pre-made AF_UNIX socket to a listening socket",
-            match UnixAddr::new(&world.unix_path) {
-                Ok(addr) => denied(connect(unix_socket.as_raw_fd(), &addr)),
-                Err(e) => Err(e.to_string()),
-            },
-        );
+        if !policy.name_service {
+            t.check(
+                "connect a pre-made AF_UNIX socket to a listening socket",
+                match UnixAddr::new(&world.unix_path) {
+                    Ok(addr) => denied(connect(unix_socket.as_raw_fd(), &addr)),
+                    Err(e) => Err(e.to_string()),
+                },
+            );
+        }
     }
-    if !policy.grants.iter().any(|g| matches!(g, Grant::SocketDir { .. })) {
+    if !policy.name_service && !policy.grants.iter().any(|g| matches!(g, Grant::SocketDir { .. })) {
         t.check(
             "create an AF_UNIX socket",
             denied(socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)),
@@ -639,6 +641,7 @@ fn live_role(total: &mut Tally, world: &World, role: Role) -> io::Result<()> {
                     "read /etc/passwd (users are looked up)",
                     File::open("/etc/passwd").map(drop).map_err(|e| e.to_string()),
                 );
+                local_name_service(t, world);
             }
             Role::Connector => {
                 connector_unix_work(t, &placed[0], world);
@@ -675,6 +678,26 @@ fn live_role(total: &mut Tally, world: &World, role: Role) -> io::Result<()> {
     }
     total.add(&after);
     Ok(())
+}
+
+/// local's user lookups may ask a name service (sssd, nslcd, nscd,
+/// systemd-userdbd) over an AF_UNIX stream socket: it makes one and
+/// connects it to a listening socket; other AF_UNIX types and other
+/// families stay refused.
+fn local_name_service(t: &mut Tally, world: &World) {
+    t.check(
+        "create an AF_UNIX stream socket and connect it (name services)",
+        (|| {
+            let s = socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).map_err(errno_io)?;
+            let addr = UnixAddr::new(&world.unix_path).map_err(errno_io)?;
+            connect(s.as_raw_fd(), &addr).map_err(errno_io)
+        })()
+        .map_err(|e| e.to_string()),
+    );
+    t.check(
+        "create an AF_UNIX datagram socket",
+        denied(socket(AddressFamily::Unix, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)),
+    );
 }
 
 /// What smtpd does: accept on a TCP listener, talk, and read its table.

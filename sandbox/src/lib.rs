@@ -152,6 +152,17 @@ pub struct Policy {
     /// "stdio" and FreeBSD allow it anyway. (local's root parent and
     /// its delivery workers.)
     pub socketpairs: bool,
+    /// May create AF_UNIX stream sockets and connect them anywhere, for
+    /// the C library's name services: getpwnam(3) and getgrouplist(3)
+    /// ask nscd, sssd, nslcd or systemd-userdbd over such a socket when
+    /// nsswitch.conf names them (directory users). Linux lets the filter
+    /// pass socket(AF_UNIX, SOCK_STREAM) and connect(2) (no other
+    /// family, no datagram sockets); on OpenBSD the "getpw" promise
+    /// covers YP, the only name service there; on FreeBSD a policy with
+    /// it does not enter capability mode. Only with `whole_fs` ([`enter`]
+    /// refuses it otherwise). (local's root parent, which also forks,
+    /// execs and changes ids: a narrower filter would buy nothing there.)
+    pub name_service: bool,
 }
 
 impl Policy {
@@ -168,6 +179,7 @@ impl Policy {
             whole_fs: false,
             locks: false,
             socketpairs: false,
+            name_service: false,
         }
     }
 }
@@ -232,7 +244,7 @@ pub enum Unconfined {
 /// an unconfined token (the caller logs that at every start); otherwise
 /// returns the error and the caller exits.
 pub fn enter(policy: &Policy, unconfined: Unconfined) -> Result<Sandboxed, Error> {
-    let result = threads::require_single().and_then(|()| platform_enter(policy));
+    let result = threads::require_single().and_then(|()| check(policy)).and_then(|()| platform_enter(policy));
     match result {
         Ok(()) => Ok(Sandboxed { role: policy.role, confined: true }),
         Err(e) if unconfined == Unconfined::Allowed && !matches!(e, Error::MultiThreaded(_)) => {
@@ -240,6 +252,17 @@ pub fn enter(policy: &Policy, unconfined: Unconfined) -> Result<Sandboxed, Error
         }
         Err(e) => Err(e),
     }
+}
+
+/// Refuse a policy whose parts cannot all hold: `name_service` only with
+/// `whole_fs`, since a file-system sandbox (Landlock from ABI 9, unveil)
+/// would keep the name services' sockets out of reach, which the policy
+/// says are reachable.
+fn check(policy: &Policy) -> Result<(), Error> {
+    if policy.name_service && !policy.whole_fs {
+        return Err(Error::Policy(format!("{}: name_service needs whole_fs", policy.role)));
+    }
+    Ok(())
 }
 
 /// Restrict a descriptor received after entering (e.g. a peer channel
@@ -371,5 +394,20 @@ pub fn boot_id() -> Option<String> {
     #[cfg(not(any(target_os = "linux", target_os = "freebsd", target_os = "openbsd")))]
     {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn name_service_needs_whole_fs() {
+        let mut p = Policy::new("t");
+        assert!(check(&p).is_ok());
+        p.name_service = true;
+        assert!(matches!(check(&p), Err(Error::Policy(m)) if m.contains("whole_fs")));
+        p.whole_fs = true;
+        assert!(check(&p).is_ok());
     }
 }

@@ -20,7 +20,8 @@
 //! host administration, TIOCSTI; and unless the policy allows it: execve,
 //! fork (vfork, clone), socket creation and connect (with
 //! [`Net::Connect`], AF_INET and AF_INET6 sockets; with a
-//! [`Grant::SocketDir`], AF_UNIX stream sockets), socket pairs (with
+//! [`Grant::SocketDir`] or `name_service`, AF_UNIX stream sockets),
+//! socket pairs (with
 //! `socketpairs`, AF_UNIX ones only), set*id, and
 //! path-based calls relative to the working directory (`open`, `creat`
 //! and other legacy path calls; `openat` and the other `*at` calls whose
@@ -377,7 +378,8 @@ fn denials(p: &Policy) -> Result<Denials, Error> {
 
     // AF_UNIX sockets for a role with socket directories (which Landlock
     // confines from ABI 9); socket pairs only with `socketpairs`.
-    let unix = p.grants.iter().any(|g| matches!(g, Grant::SocketDir { .. }));
+    // With `name_service` too, for the C library's name services.
+    let unix = p.name_service || p.grants.iter().any(|g| matches!(g, Grant::SocketDir { .. }));
     let mut families = Vec::new();
     if p.net == Net::Connect {
         families.extend([libc::AF_INET, libc::AF_INET6]);
@@ -633,6 +635,18 @@ mod tests {
         let d = denials(&broad).unwrap();
         assert!(!d.always.contains(&libc::SYS_socketpair));
         assert!(!d.rules[&libc::SYS_socketpair].is_empty());
+
+        // Name services: AF_UNIX stream sockets and connect, nothing else.
+        let mut ns = Policy::new("local");
+        ns.whole_fs = true;
+        ns.name_service = true;
+        let d = denials(&ns).unwrap();
+        assert!(!d.rules.contains_key(&libc::SYS_connect));
+        assert!(!d.always.contains(&libc::SYS_connect));
+        assert!(!d.always.contains(&libc::SYS_socket));
+        // Other families; AF_UNIX datagram, seqpacket and raw.
+        assert_eq!(d.rules[&libc::SYS_socket].len(), 4);
+        assert!(d.always.contains(&libc::SYS_socketpair));
 
         // A socket directory: AF_UNIX sockets and connect, still no pairs.
         for net in [Net::None, Net::Connect] {

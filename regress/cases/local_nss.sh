@@ -1,0 +1,56 @@
+# Directory users: a user whom only a name service knows, served over an
+# AF_UNIX socket as sssd, nslcd and systemd-userdbd serve LDAP users, is
+# delivered to. local's root parent looks the user up inside its
+# sandbox (getpwnam and getgrouplist connect to the service's socket),
+# and the delivery runs as the user's uid. The name service here is
+# Debian's nss-systemd (`passwd: files systemd` in nsswitch.conf), asking
+# a varlink user database that the case serves itself (userdb.py) under
+# /run/systemd/userdb, on a tmpfs of a private mount namespace. smtpd's
+# table holds /etc/passwd's users and the aliases, so the user is
+# reached through an alias; a name the service does not know bounces as
+# an unknown user.
+if [ "$(id -u)" != 0 ]; then echo "  skipped: needs root"; exit 0; fi
+grep -Eq '^passwd:.*[[:space:]]systemd([[:space:]]|$)' /etc/nsswitch.conf ||
+	{ echo "  skipped: nsswitch.conf does not ask nss-systemd for users (libnss-systemd)"; exit 0; }
+if [ -z "${MTA_IN_NS:-}" ]; then
+	MTA_IN_NS=1 exec unshare -m --propagation private sh ${MTA_TRACE:+-x} "$0"
+fi
+. ./lib.sh
+DIRUID=40123
+[ -z "$(getent passwd $DIRUID)" ] || fail "uid $DIRUID is taken on this system"
+USERDB_PID=""
+trap '[ -z "$USERDB_PID" ] || kill "$USERDB_PID" 2>/dev/null; cleanup' EXIT
+[ -d /run/systemd/userdb ] || mkdir -p /run/systemd/userdb
+mount -t tmpfs -o mode=755 tmpfs /run/systemd/userdb
+mkdir -p "$W/home/diruser"
+chown $DIRUID:$DIRUID "$W/home/diruser" && chmod 700 "$W/home/diruser"
+python3 ./userdb.py /run/systemd/userdb/io.mta.regress diruser $DIRUID "$W/home/diruser" 2>"$W/userdb.log" &
+USERDB_PID=$!
+wait_for 5 test -S /run/systemd/userdb/io.mta.regress || fail "the user database did not start"
+[ "$(getent passwd diruser | cut -d: -f3,6)" = "$DIRUID:$W/home/diruser" ] ||
+	fail "the name service does not answer: $(getent passwd diruser; cat "$W/userdb.log")"
+cat >"$W/aliases" <<EOF2
+dirmail: diruser
+ghost: nosuchdiruser
+EOF2
+write_conf "aliases = \"$W/aliases\";" 'local { mailbox = "maildir"; }' "queue { backoff { min = 1s; max = 2s; } }"
+"$MTA_BIN/sendmail" -C "$CONF" -bi >"$W/bi" 2>&1 || fail "newaliases: $(cat "$W/bi")"
+start_master
+swaks --server 127.0.0.1:$PORT --from sender@localhost --to dirmail@localhost --header "Subject: directory" \
+	--body "for the directory user" >"$W/swaks" 2>&1 || { cat "$W/swaks"; fail "swaks"; }
+new="$W/home/diruser/Maildir/new"
+has_file() { [ -n "$(ls -A "$new" 2>/dev/null)" ]; }
+wait_for 20 has_file || fail "nothing in $new; userdb: $(cat "$W/userdb.log")"
+f=$(ls "$new"/* | head -1)
+[ "$(stat -c %u "$f")" = $DIRUID ] || fail "the message belongs to uid $(stat -c %u "$f"), not $DIRUID"
+grep -q "for the directory user" "$f" || fail "the message lacks its body"
+grep -q "^Delivered-To: diruser@" "$f" || fail "no Delivered-To for the user: $(head -20 "$f")"
+wait_log "to=<diruser@.*orig_to=<dirmail@localhost>.*status=sent" 5 || fail "no log line for the delivery"
+grep -q '"userName":"diruser"' "$W/userdb.log" || fail "local did not ask the name service"
+# A name the name service does not know: an unknown user (5.1.1), not
+# a deferral.
+swaks --server 127.0.0.1:$PORT --from sender@localhost --to ghost@localhost --header "Subject: ghost" \
+	>"$W/swaks" 2>&1 || { cat "$W/swaks"; fail "swaks ghost"; }
+wait_log 'to=<ghost@localhost>.*dsn=5.1.1, status=bounced (unknown user: "nosuchdiruser")' 20 ||
+	fail "the unknown name did not bounce"
+note "a user known only to a name service over a UNIX socket gets mail as its own uid"

@@ -1,0 +1,54 @@
+"""A varlink user database (systemd's io.systemd.UserDatabase) serving
+one user, for nss-systemd: the name service a directory user comes from.
+  userdb.py SOCKET NAME UID HOME
+Each request is logged to standard error. Regress only."""
+import json
+import os
+import socket
+import sys
+import threading
+
+path, name, uid, home = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+service = os.path.basename(path)
+record = {"userName": name, "uid": uid, "gid": uid, "homeDirectory": home, "shell": "/bin/sh",
+          "realName": "Directory User", "disposition": "regular", "service": service}
+NONE = {"error": "io.systemd.UserDatabase.NoRecordFound", "parameters": {}}
+
+
+def answer(request):
+    method, p = request.get("method", ""), request.get("parameters", {})
+    if method == "io.systemd.UserDatabase.GetUserRecord":
+        if p.get("service", service) != service:
+            return {"error": "io.systemd.UserDatabase.BadService", "parameters": {}}
+        if p.get("userName", name) == name and p.get("uid", uid) == uid:
+            return {"parameters": {"record": record, "incomplete": False}}
+        return NONE
+    if method in ("io.systemd.UserDatabase.GetGroupRecord", "io.systemd.UserDatabase.GetMemberships"):
+        return NONE
+    return {"error": "org.varlink.service.MethodNotFound", "parameters": {"method": method}}
+
+
+def serve(conn):
+    buf = b""
+    with conn:
+        while True:
+            data = conn.recv(65536)
+            if not data:
+                return
+            buf += data
+            while b"\0" in buf:
+                msg, buf = buf.split(b"\0", 1)
+                sys.stderr.write("request %s\n" % msg.decode(errors="replace"))
+                sys.stderr.flush()
+                conn.sendall(json.dumps(answer(json.loads(msg))).encode() + b"\0")
+
+
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+if os.path.exists(path):
+    os.unlink(path)
+s.bind(path)
+os.chmod(path, 0o666)
+s.listen(16)
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()

@@ -271,8 +271,8 @@ fn check_options(opts: &HeaderOptions<'_>) -> Result<(), HeaderError> {
 
 /// The recipients of To:, Cc: and Bcc:, or with `resent` of their Resent-
 /// forms only (as Sendmail does). Each member of a list is read on its
-/// own: one that cannot be read is reported in the second list and the
-/// others are still taken (a `;` outside a group is read as a `,`, and
+/// own, so that every one that cannot be read is reported in the second
+/// list, each with its reason (a `;` outside a group is read as a `,`, and
 /// bytes that are not UTF-8 become U+FFFD, harmless in a display name).
 fn extract(fields: &[Field<'_>], resent: bool, hostname: &str) -> (Vec<String>, Vec<Unreadable>) {
     let names: [&str; 3] = match resent {
@@ -355,8 +355,8 @@ fn list_members(text: &str) -> Vec<&str> {
     members
 }
 
-/// A member of an address field `-t` could not read; the message goes to
-/// the other recipients.
+/// A member of an address field `-t` could not read; sendmail then sends
+/// the message to nobody.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Unreadable {
     pub field: String,

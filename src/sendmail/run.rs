@@ -150,8 +150,14 @@ pub(crate) fn login_sender(login: &str, hostname: &str) -> String {
 
 /// An envelope address as cleanup will check it: an RFC 5321 mailbox
 /// (international forms allowed; cleanup decides what SMTPUTF8 needs),
-/// the sender's local part leniently (as smtpd takes it).
+/// the sender's local part leniently (as smtpd takes it) and the sender
+/// at most [`crate::header::MAX_SENDER`] octets.
 fn check_address(what: &str, address: &str) -> Result<(), Failure> {
+    let max = crate::header::MAX_SENDER;
+    if what == "sender" && address.len() > max {
+        let why = format!("the sender address is longer than {max} octets, more than a header line can hold");
+        return Err(failure(EX_DATAERR, why));
+    }
     let parsed = match what {
         "sender" => address::parse_mailbox_lenient(address, true),
         _ => address::parse_mailbox(address, true),

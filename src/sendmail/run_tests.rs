@@ -129,6 +129,25 @@ fn an_unreadable_header_address_stops_the_whole_message() {
 }
 
 #[test]
+fn a_sender_no_header_line_can_hold_is_refused_before_postdrop() {
+    let fake = Fake::new("longsender", 0, "X");
+    let max = crate::header::MAX_SENDER;
+    let longest = format!("{}@example.org", "s".repeat(max - "@example.org".len()));
+    let ok = fake.context().send(&invocation(&["-f", &longest, "u@example.org"]), &mut Cursor::new("\nbody\n"));
+    assert_eq!(ok.unwrap().name, "X");
+    let (env, content) = fake.stream();
+    assert_eq!(env.sender, longest);
+    assert!(content.split(|&b| b == b'\n').all(|l| l.len() <= crate::header::MAX_LINE + 1));
+    let fake = Fake::new("longersender", 0, "X");
+    let longer = format!("s{longest}");
+    let f =
+        fake.context().send(&invocation(&["-f", &longer, "u@example.org"]), &mut Cursor::new("\nbody\n")).unwrap_err();
+    assert_eq!(f.code, EX_DATAERR);
+    assert!(f.message.contains("longer than 983 octets"), "{}", f.message);
+    assert!(!fake.dir.join("stream").exists(), "postdrop must not run");
+}
+
+#[test]
 fn sender_name_and_dsn_options() {
     let fake = Fake::new("opts", 0, "N1");
     let inv = invocation(&[

@@ -9,11 +9,35 @@
 //! does. This module decides which are missing and what they say; the
 //! callers only say which fields a header has and where it ends.
 //!
+//! Every line it writes keeps to RFC 5322's 998 octets: a field is folded
+//! before the spaces between its words (between the words of a display
+//! name, before `<address>`), keeping to 76 characters where the words
+//! allow. Nothing it writes has a word too long for a line: a display name
+//! with such a word is written as RFC 2047 encoded words (by the caller),
+//! which split anywhere, and an envelope sender is at most
+//! [`MAX_SENDER`] octets (cleanup and sendmail refuse longer ones), so an
+//! address is never broken.
+//!
 //! Trusts: nothing; the names it is given come from a message's header.
 //! The values are the caller's, checked by it for control characters.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
+
+/// RFC 5322 2.1.1: the most octets a line may hold, its CR LF not
+/// counted.
+pub const MAX_LINE: usize = 998;
+
+/// Where a field mta writes is folded when its words allow: RFC 2047's 76
+/// characters for a line with encoded words, within RFC 5322's 78.
+pub const FOLD_AT: usize = 76;
+
+/// The longest envelope sender mta takes, in octets: local's
+/// `Return-Path: <sender>`, the longest header line that holds the sender
+/// as one word, must fit in [`MAX_LINE`]; an address cannot be folded
+/// (RFC 5321 allows only 256 octets in a path, which smtpd holds to; this
+/// bounds what a local user gives `sendmail -f`).
+pub const MAX_SENDER: usize = MAX_LINE - "Return-Path: <>".len();
 
 /// The fields this module adds, in the order added.
 const FIELDS: [&str; 3] = ["Message-ID", "Date", "From"];
@@ -63,44 +87,97 @@ pub struct Values<'a> {
     pub message_id: &'a str,
     /// For (Resent-)Date:, an RFC 5322 date ([`crate::date::rfc5322_date`]).
     pub date: &'a str,
-    /// For (Resent-)From: ([`from_value`]).
-    pub from: &'a str,
+    /// For (Resent-)From: ([`originator`]).
+    pub from: &'a Originator,
+}
+
+/// The value of an added From:, as the words it may be folded between.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Originator {
+    /// The words of an RFC 5322 display name, already quoted or encoded
+    /// (a quoted string may be split into words at its spaces: folding
+    /// white space is allowed inside it); empty for none.
+    pub display: Vec<String>,
+    /// The address, at most [`MAX_SENDER`] octets.
+    pub address: String,
+}
+
+impl Originator {
+    /// The words of the field value: the address alone, or the display
+    /// name and `<address>`.
+    fn words(&self) -> Vec<String> {
+        if self.display.is_empty() {
+            return vec![self.address.clone()];
+        }
+        let mut words = self.display.clone();
+        words.push(format!("<{}>", self.address));
+        words
+    }
 }
 
 /// Append the fields `seen` lacks to `out` as header lines (CR LF
-/// ended), and return their names in the order added.
+/// ended, folded as [`folded_field`] folds them), and return their names
+/// in the order added. A From: whose words do not fit in lines (an
+/// address longer than [`MAX_SENDER`], which the callers refuse before
+/// this) is not added: no line is ever longer than [`MAX_LINE`].
 pub fn append_missing(out: &mut Vec<u8>, seen: &Seen, values: &Values<'_>) -> Vec<&'static str> {
     let mut added = Vec::new();
     for name in seen.missing() {
-        let value = match name {
-            "Message-ID" | "Resent-Message-ID" => format!("<{}>", values.message_id),
-            "Date" | "Resent-Date" => values.date.to_string(),
-            _ => values.from.to_string(),
+        let words = match name {
+            "Message-ID" | "Resent-Message-ID" => vec![format!("<{}>", values.message_id)],
+            "Date" | "Resent-Date" => vec![values.date.to_string()],
+            _ => values.from.words(),
         };
-        out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
-        added.push(name);
+        if let Some(field) = folded_field(name, &words) {
+            out.extend_from_slice(field.as_bytes());
+            added.push(name);
+        }
     }
     added
 }
 
+/// The header field `name: ` and `words` joined by single spaces, CR LF
+/// ended, folded before those spaces (RFC 5322 3.2.2) so that its lines
+/// keep to [`FOLD_AT`] characters where the words allow and never pass
+/// [`MAX_LINE`] octets: a word goes on after the last as long as the line
+/// stays within FOLD_AT (the first word after the name as long as it
+/// stays within MAX_LINE), and starts a line of its own otherwise. None
+/// if a word is too long for any line. Each word must be free of line
+/// ends and hold no space it could be folded at only with a quoted pair
+/// broken (the callers' words are atoms, parts of a quoted string split
+/// at unescaped spaces, encoded words, `<address>`).
+pub fn folded_field(name: &str, words: &[impl AsRef<str>]) -> Option<String> {
+    let mut out = format!("{name}:");
+    let mut line = out.len();
+    for (i, word) in words.iter().map(AsRef::as_ref).enumerate() {
+        let need = 1 + word.len();
+        if need > MAX_LINE {
+            return None;
+        }
+        let room = if i == 0 { MAX_LINE } else { FOLD_AT };
+        if line + need <= room {
+            line += need;
+        } else {
+            out.push_str("\r\n");
+            line = need;
+        }
+        out.push(' ');
+        out.push_str(word);
+    }
+    out.push_str("\r\n");
+    Some(out)
+}
+
 /// The value of a missing From: for the envelope sender `sender` (empty
 /// or `<>` for the null sender, written `MAILER-DAEMON@hostname`), with
-/// `display` (an RFC 5322 display name, already quoted or encoded) before
-/// the address when there is one.
-pub fn from_value(sender: &str, display: Option<&str>, hostname: &str) -> String {
+/// `display` (the words of an RFC 5322 display name, already quoted or
+/// encoded; empty for none) before the address.
+pub fn originator(sender: &str, display: Vec<String>, hostname: &str) -> Originator {
     let address = match sender {
         "" | "<>" => format!("MAILER-DAEMON@{hostname}"),
         from => from.to_string(),
     };
-    match display {
-        Some(name) => {
-            // Keep the line under RFC 5322's 998 bytes: fold before the
-            // address when it would not be.
-            let fold = if "Resent-From: ".len() + name.len() + address.len() + 3 > 998 { "\r\n" } else { "" };
-            format!("{name}{fold} <{address}>")
-        }
-        None => address,
-    }
+    Originator { display, address }
 }
 
 /// A new Message-ID, without angle brackets: [`unique`]`@hostname`.
@@ -153,19 +230,107 @@ mod tests {
     #[test]
     fn appended_lines() {
         let mut out = b"Subject: x\r\n".to_vec();
-        let values = Values { message_id: "u@h.example", date: "Thu, 1 Jan 1970 00:00:00 +0000", from: "a@b.example" };
+        let from = originator("a@b.example", Vec::new(), "h");
+        let values = Values { message_id: "u@h.example", date: "Thu, 1 Jan 1970 00:00:00 +0000", from: &from };
         let added = append_missing(&mut out, &seen(&["Subject", "From"]), &values);
         assert_eq!(added, ["Message-ID", "Date"]);
         assert_eq!(out, b"Subject: x\r\nMessage-ID: <u@h.example>\r\nDate: Thu, 1 Jan 1970 00:00:00 +0000\r\n");
     }
 
+    /// The From: line(s) added for `from`, as `name`.
+    fn from_field(from: &Originator, resent: bool) -> String {
+        let mut out = Vec::new();
+        let names: &[&str] =
+            if resent { &["Resent-To", "Resent-Date", "Resent-Message-ID"] } else { &["Date", "Message-ID"] };
+        let values = Values { message_id: "u@h", date: "d", from };
+        append_missing(&mut out, &seen(names), &values);
+        String::from_utf8(out).unwrap()
+    }
+
     #[test]
     fn from_values() {
-        assert_eq!(from_value("", None, "h.example"), "MAILER-DAEMON@h.example");
-        assert_eq!(from_value("<>", Some("Mail System"), "h.example"), "Mail System <MAILER-DAEMON@h.example>");
-        assert_eq!(from_value("a@b.example", None, "h.example"), "a@b.example");
-        let long = "x".repeat(990);
-        assert!(from_value("a@b.example", Some(&long), "h").contains("\r\n <a@b.example>"));
+        let words = |w: &[&str]| w.iter().map(ToString::to_string).collect::<Vec<_>>();
+        assert_eq!(from_field(&originator("", Vec::new(), "h.example"), false), "From: MAILER-DAEMON@h.example\r\n");
+        assert_eq!(
+            from_field(&originator("<>", words(&["Mail", "System"]), "h.example"), false),
+            "From: Mail System <MAILER-DAEMON@h.example>\r\n"
+        );
+        assert_eq!(from_field(&originator("a@b.example", Vec::new(), "h"), true), "Resent-From: a@b.example\r\n");
+    }
+
+    /// Every line of `field` within MAX_LINE (and FOLD_AT unless `long`
+    /// allows a longer word), continuation lines starting with a space,
+    /// and the field unfolded as `unfolded`.
+    fn check_folded(field: &str, unfolded: &str, long: bool) {
+        let lines: Vec<&str> = field.strip_suffix("\r\n").unwrap().split("\r\n").collect();
+        for (i, l) in lines.iter().enumerate() {
+            assert!(l.len() <= MAX_LINE, "line {i} has {} octets", l.len());
+            assert!(long || l.len() <= FOLD_AT, "line {i}: {l:?}");
+            assert!(i == 0 || (l.starts_with(' ') && !l.trim().is_empty()), "line {i}: {l:?}");
+        }
+        assert_eq!(field.replace("\r\n", ""), unfolded);
+    }
+
+    #[test]
+    fn a_long_display_name_is_folded_between_its_words() {
+        // A full name far longer than a line: folded before its words and
+        // before the address, which stays whole.
+        let name: Vec<String> = (0..400).map(|i| format!("Name{i}")).collect();
+        let from = originator("someone@b.example", name.clone(), "h");
+        let field = from_field(&from, false);
+        check_folded(&field, &format!("From: {} <someone@b.example>", name.join(" ")), false);
+        assert!(field.ends_with(" <someone@b.example>\r\n"), "{field}");
+        let field = from_field(&from, true);
+        check_folded(&field, &format!("Resent-From: {} <someone@b.example>", name.join(" ")), false);
+        // A short one stays on one line, as before.
+        let from = originator("a@b.example", vec![String::from("Jo"), String::from("Bloggs")], "h");
+        assert_eq!(from_field(&from, false), "From: Jo Bloggs <a@b.example>\r\n");
+    }
+
+    #[test]
+    fn the_longest_sender_fits_a_line_of_its_own() {
+        // The longest sender, after a display name: its own line.
+        let address = format!("{}@{}", "l".repeat(64), "d".repeat(MAX_SENDER - 65));
+        assert_eq!(address.len(), MAX_SENDER);
+        let from = originator(&address, vec![String::from("Jo")], "h");
+        let field = from_field(&from, true);
+        check_folded(&field, &format!("Resent-From: Jo <{address}>"), true);
+        assert!(field.ends_with(&format!("\r\n <{address}>\r\n")));
+        // Without one, on the first line of the longest name there is.
+        let field = from_field(&originator(&address, Vec::new(), "h"), true);
+        assert_eq!(field, format!("Resent-From: {address}\r\n"));
+        assert!(field.len() - 2 <= MAX_LINE);
+        assert_eq!(format!("Return-Path: <{address}>").len(), MAX_LINE);
+    }
+
+    #[test]
+    fn a_word_too_long_for_any_line_is_not_written() {
+        let address = format!("{}@d.example", "l".repeat(MAX_LINE));
+        let mut out = Vec::new();
+        let from = originator(&address, vec![String::from("Jo")], "h");
+        let values = Values { message_id: "u@h", date: "d", from: &from };
+        assert_eq!(append_missing(&mut out, &seen(&[]), &values), ["Message-ID", "Date"]);
+        assert!(!String::from_utf8(out).unwrap().contains("From:"));
+        // The longest word there can be: on a line of its own.
+        let word = "a".repeat(MAX_LINE - 1);
+        assert_eq!(folded_field("X", &[&word]), Some(format!("X:\r\n {word}\r\n")));
+        assert_eq!(folded_field("X", &["a".repeat(MAX_LINE)]), None);
+    }
+
+    #[test]
+    fn every_added_field_fits_with_the_longest_host_name() {
+        // A host name at its limit (253 octets, mta.conf), the longest
+        // sender: no line of the added fields passes the limit.
+        let host = format!("{}.example", "h".repeat(245));
+        let id = message_id(&host);
+        let from = originator(&"s".repeat(MAX_SENDER), Vec::new(), &host);
+        let date = crate::date::rfc5322_date(u64::from(u32::MAX));
+        let mut out = Vec::new();
+        let values = Values { message_id: &id, date: &date, from: &from };
+        append_missing(&mut out, &seen(&["Resent-To"]), &values);
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.lines().count(), 3, "{text}");
+        assert!(text.lines().all(|l| l.len() <= MAX_LINE), "{text}");
     }
 
     #[test]

@@ -2,8 +2,9 @@
 # postdrop set-gid as a package installs it: -f while mta is down (queued
 # once it starts), -t with Cc and Bcc (Bcc gone from the content), the
 # header completed (bare names in its address fields qualified, network
-# mail left alone), -t with addresses it cannot read (the others still
-# get the message), -bs driven by swaks (its header completed by
+# mail left alone; a line qualified past 998 octets folded again, a long
+# -F name folded), -t with addresses it cannot read (nothing queued, exit
+# 65; mended, everyone gets it), -bs driven by swaks (its header completed by
 # cleanup), -bp and mailq, mail(1) from bsd-mailx (unpacked privately)
 # and from s-nail pointed at our sendmail, a maildrop file that cannot
 # be removed once queued (queued once, not at each listing, removed once
@@ -164,20 +165,52 @@ for h in "From: root@mx.test (Cron Daemon)" "To: root@mx.test" 'Cc: "Post Master
 done
 
 # -t with addresses it cannot read (';' between addresses is read as a
-# comma): the others get the message, the caller hears of each one left
-# out, and the exit status says so.
+# comma): nothing is queued, the caller hears of each one, and the exit
+# status says so (queued for the others with 65, a caller that tries
+# again would send them a second copy).
 set +e
 printf 'To: root; postmaster\nCc: J\366rg <mtadev>, John Smith\nSubject: partly readable\n\nx\n' |
 	as "$SENDMAIL" -t 2>"$W/err"
 rc=$?
 set -e
 [ $rc -eq 65 ] || fail "-t with an unreadable address exited $rc"
-grep -q 'Cc: cannot read the address "John Smith": display name without <address>; not sent to it' "$W/err" ||
+grep -q 'Cc: cannot read the address "John Smith": display name without <address>; nothing was sent' "$W/err" ||
 	fail "-t, unreadable address: $(cat "$W/err")"
+[ "$(find "$W/spool/maildrop" -type f | wc -l)" -eq 0 ] || fail "the refused -t message left a maildrop file"
+sleep 1
+settled $n || fail "the message with an unreadable address was queued"
+# Mended: everyone gets it, exit 0.
+printf 'To: root; postmaster\nCc: J\366rg <mtadev>\nSubject: mended\n\nx\n' |
+	as "$SENDMAIL" -t 2>"$W/err" || fail "-t, mended: $(cat "$W/err")"
 n=$((n + 1))
-wait_queued $n || fail "the partly readable message was not queued"
-[ "$(envelope 'partly readable')" = "mtadev@mx.test root@mx.test postmaster@mx.test mtadev@mx.test" ] ||
-	fail "partly readable envelope: $(envelope 'partly readable')"
+wait_queued $n || fail "the mended message was not queued"
+[ "$(envelope mended)" = "mtadev@mx.test root@mx.test postmaster@mx.test mtadev@mx.test" ] ||
+	fail "mended envelope: $(envelope mended)"
+
+# Qualified past the line limit: a Cc: line of 140 bare names (982
+# octets) gains 8 octets a name, and cleanup folds it again after its
+# commas; a long full name (-F) is folded between its words. No header
+# line of the queued message is longer than 998 octets.
+names=$(seq -f 'n%04g' 1 140 | paste -sd, - | sed 's/,/, /g')
+name=$(printf 'Word%s ' $(seq 1 30))
+printf 'To: root\nCc: %s\nSubject: long lines\n\nx\n' "$names" |
+	as "$SENDMAIL" -F "$name" root 2>"$W/err" || fail "long lines: $(cat "$W/err")"
+n=$((n + 1))
+wait_queued $n || fail "the long-lines message was not queued"
+python3 - "$(message 'long lines')" "$name" <<'PY' || fail "long lines folded wrongly"
+import re, sys
+data = open(sys.argv[1], "rb").read()
+header = data[data.index(b"Received: "):].split(b"\r\n\r\n")[0]
+lines = header.split(b"\r\n")
+assert all(len(l) <= 998 for l in lines), max(len(l) for l in lines)
+unfolded = re.sub(rb"\r\n(?=[ \t])", b"", header)
+cc = re.search(rb"^Cc: ([^\r]*)", unfolded, re.M).group(1)
+assert cc == b", ".join(b"n%04d@mx.test" % i for i in range(1, 141)), cc[:200]
+assert len(re.search(rb"\r\nCc: [^\r]*", header).group(0)) <= 80
+frm = re.search(rb"^From: ([^\r]*)", unfolded, re.M).group(1)
+assert frm == sys.argv[2].strip().encode() + b" <mtadev@mx.test>", frm
+assert re.search(rb"\r\nFrom: Word1 [^\r]*\r\n ", header)
+PY
 
 # 1 GiB over a 1 MiB limit: refused as soon as the limit is passed.
 start=$(date +%s)

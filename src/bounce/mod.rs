@@ -51,7 +51,7 @@ pub use dsn::{Composer, Plan, Returned, compose};
 /// original are returned.
 pub const DEFAULT_SIZE_LIMIT: u64 = 50_000;
 /// Longest line of a message, CR LF excluded (RFC 5322 2.1.1).
-pub const MAX_LINE: usize = 998;
+pub const MAX_LINE: usize = crate::header::MAX_LINE;
 /// The composer's default chunk size for reading the original.
 pub const DEFAULT_READ_SIZE: usize = 16 * 1024;
 

@@ -193,7 +193,7 @@ pub fn missing_fields(seen: &crate::header::Seen, env: &MessageEnvelope, hostnam
     }
     let message_id = crate::header::message_id(hostname);
     let date = rfc5322_date(unix);
-    let from = crate::header::from_value(&env.sender, None, hostname);
+    let from = crate::header::originator(&env.sender, Vec::new(), hostname);
     let values = crate::header::Values { message_id: &message_id, date: &date, from: &from };
     crate::header::append_missing(&mut out, seen, &values);
     out
@@ -383,6 +383,24 @@ mod tests {
         assert!(!h.contains("\r\nBcc"));
         assert_eq!(h.matches("\r\n").count(), 4, "{h}");
         assert!(h.starts_with("Received: from evil??X-Injected: yes (unknown [192.0.2.1])\r\n\tby mx.example.org"));
+    }
+
+    #[test]
+    fn received_lines_stay_within_the_limit() {
+        // Every value at the most header_safe lets through, the host name
+        // at mta.conf's limit: no line passes RFC 5322's 998 octets.
+        let mut env = smtp_env("2001:db8:1:2:3:4:5:6", "");
+        env.helo = "h".repeat(2000);
+        env.client_hostname = "c".repeat(2000);
+        env.tls = Some("t".repeat(2000));
+        env.protocol = "p".repeat(2000);
+        env.recipients[0].address = format!("{}@{}", "r".repeat(2000), "d".repeat(2000));
+        let host = format!("{}.example", "m".repeat(245));
+        let h = received(&env, &host, "0123456789ABCDEF", u64::from(u32::MAX));
+        assert!(h.split("\r\n").all(|l| l.len() <= crate::header::MAX_LINE), "{h}");
+        env.submitter = Some(u32::MAX);
+        let h = received(&env, &host, "0123456789ABCDEF", u64::from(u32::MAX));
+        assert!(h.split("\r\n").all(|l| l.len() <= crate::header::MAX_LINE), "{h}");
     }
 
     #[test]

@@ -533,9 +533,15 @@ impl Cleanup {
 /// has parsed them already, but pickup's come from a file a local user
 /// wrote, and nothing that is not an RFC 5321 mailbox (no CR, LF or other
 /// control) goes into a queue file that a delivery agent will write into
-/// MAIL FROM and RCPT TO.
+/// MAIL FROM and RCPT TO, nor a sender longer than a header line can hold
+/// ([`crate::header::MAX_SENDER`]: local's Return-Path:, an added From:).
 fn bad_address(e: &MessageEnvelope) -> Option<String> {
     let utf8 = true;
+    if e.sender.len() > crate::header::MAX_SENDER {
+        // No header line could hold it (Return-Path:, an added From:).
+        let max = crate::header::MAX_SENDER;
+        return Some(format!("Error: sender <{}...>: longer than {max} octets", message::header_safe(&e.sender, 64)));
+    }
     if !e.sender.is_empty()
         && let Err(err) = crate::address::parse_mailbox_lenient(&e.sender, utf8)
     {
@@ -621,5 +627,17 @@ mod tests {
         assert!(matches!(append_failed(&full), CommitResult::TempFail(w) if w == "spool full"));
         let invalid = queue::Error::Invalid(String::from("no recipient"));
         assert!(matches!(append_failed(&invalid), CommitResult::Refused { code: 554, .. }));
+    }
+
+    #[test]
+    fn a_sender_no_header_line_can_hold_is_refused() {
+        let mut env = MessageEnvelope::internal(String::new(), vec![String::from("r@x.example")], false, false, "h");
+        let longest = format!("{}@x.example", "l".repeat(crate::header::MAX_SENDER - "@x.example".len()));
+        for (sender, ok) in [(longest.clone(), true), (format!("l{longest}"), false), (String::new(), true)] {
+            env.sender = sender;
+            let why = bad_address(&env);
+            assert_eq!(why.is_none(), ok, "{why:?}");
+            assert!(why.as_ref().is_none_or(|w| w.ends_with("longer than 983 octets")), "{why:?}");
+        }
     }
 }

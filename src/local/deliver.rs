@@ -132,12 +132,25 @@ pub fn prepended_headers(env: &Envelope<'_>) -> Result<Vec<u8>, Error> {
         return Err(Error::Unsafe(String::from("the recipient address is empty")));
     }
     let mut h = Vec::with_capacity(32 + env.sender.len() + env.recipient.len());
-    h.extend_from_slice(b"Return-Path: <");
-    h.extend_from_slice(env.sender.as_bytes());
-    h.extend_from_slice(b">\nDelivered-To: ");
-    h.extend_from_slice(env.recipient.as_bytes());
-    h.push(b'\n');
+    prepended_field(&mut h, "Return-Path", &format!("<{}>", env.sender));
+    prepended_field(&mut h, "Delivered-To", env.recipient);
     Ok(h)
+}
+
+/// `name: value` and a LF, folded after the colon when the line would be
+/// longer than RFC 5322 allows: an address cannot be folded, and cleanup
+/// takes no sender longer than fits after `Return-Path: `
+/// ([`crate::header::MAX_SENDER`]); this keeps to the limit a queue file
+/// from before that bound, and a recipient nearly as long.
+fn prepended_field(h: &mut Vec<u8>, name: &str, value: &str) {
+    h.extend_from_slice(name.as_bytes());
+    h.push(b':');
+    if name.len() + 2 + value.len() > crate::header::MAX_LINE {
+        h.push(b'\n');
+    }
+    h.push(b' ');
+    h.extend_from_slice(value.as_bytes());
+    h.push(b'\n');
 }
 
 /// Refuses an address that could break out of the header it goes into.

@@ -271,8 +271,8 @@ fn check_options(opts: &HeaderOptions<'_>) -> Result<(), HeaderError> {
 
 /// The recipients of To:, Cc: and Bcc:, or with `resent` of their Resent-
 /// forms only (as Sendmail does). Each member of a list is read on its
-/// own: one that cannot be read is reported in the second list and the
-/// others are still taken (a `;` outside a group is read as a `,`, and
+/// own, so that every one that cannot be read is reported in the second
+/// list, each with its reason (a `;` outside a group is read as a `,`, and
 /// bytes that are not UTF-8 become U+FFFD, harmless in a display name).
 fn extract(fields: &[Field<'_>], resent: bool, hostname: &str) -> (Vec<String>, Vec<Unreadable>) {
     let names: [&str; 3] = match resent {
@@ -355,8 +355,8 @@ fn list_members(text: &str) -> Vec<&str> {
     members
 }
 
-/// A member of an address field `-t` could not read; the message goes to
-/// the other recipients.
+/// A member of an address field `-t` could not read; sendmail then sends
+/// the message to nobody.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Unreadable {
     pub field: String,
@@ -390,39 +390,61 @@ fn dedup_key(address: &str) -> String {
 }
 
 /// The value of a missing From: field.
-fn from_value(opts: &HeaderOptions<'_>) -> String {
+fn from_value(opts: &HeaderOptions<'_>) -> crate::header::Originator {
     let name = opts.full_name.map(str::trim).filter(|n| !n.is_empty()).map(display_name);
-    crate::header::from_value(opts.from, name.as_deref(), opts.hostname)
+    crate::header::originator(opts.from, name.unwrap_or_default(), opts.hostname)
 }
 
-/// A full name as an RFC 5322 display name: as it is when it is all
-/// atoms, a quoted string when it is ASCII with specials, RFC 2047
-/// encoded words when it is not ASCII.
-pub fn display_name(name: &str) -> String {
+/// A full name as the words of an RFC 5322 display name, which the From:
+/// field may be folded between: atoms when it is all atoms, a quoted
+/// string (split at its spaces, where folding white space may go) when it
+/// is ASCII with specials, RFC 2047 encoded words when it is not ASCII or
+/// has a word too long for a header line. Runs of spaces become one.
+pub fn display_name(name: &str) -> Vec<String> {
     if !name.is_ascii() {
         return encoded_words(name);
     }
     let words: Vec<&str> = name.split_ascii_whitespace().collect();
-    if words.iter().all(|w| w.chars().all(atext)) {
-        return words.join(" ");
+    let words: Vec<String> = match words.iter().all(|w| w.chars().all(atext)) {
+        true => words.into_iter().map(String::from).collect(),
+        false => quoted_words(&words),
+    };
+    // A word no line can hold (a space goes before it): encoded words
+    // split anywhere.
+    if words.iter().any(|w| 1 + w.len() > crate::header::MAX_LINE) {
+        return encoded_words(name);
     }
-    let mut quoted = String::with_capacity(name.len() + 2);
-    quoted.push('"');
-    for c in name.chars() {
-        if c == '"' || c == '\\' {
-            quoted.push('\\');
-        }
-        quoted.push(c);
-    }
-    quoted.push('"');
-    quoted
+    words
 }
 
-/// RFC 2047 "Q" encoded words for a phrase, each at most 75 characters
-/// and holding whole characters, folded onto lines of their own.
-fn encoded_words(text: &str) -> String {
+/// `words` as one quoted string, split where they were.
+fn quoted_words(words: &[&str]) -> Vec<String> {
+    let last = words.len().saturating_sub(1);
+    let quote = |i: usize, w: &str| {
+        let mut q = String::with_capacity(w.len() + 2);
+        if i == 0 {
+            q.push('"');
+        }
+        for c in w.chars() {
+            if c == '"' || c == '\\' {
+                q.push('\\');
+            }
+            q.push(c);
+        }
+        if i == last {
+            q.push('"');
+        }
+        q
+    };
+    words.iter().enumerate().map(|(i, w)| quote(i, w)).collect()
+}
+
+/// RFC 2047 "Q" encoded words for a phrase, each holding whole
+/// characters and short enough that `Resent-From: ` and one of them keep
+/// to the 76 characters RFC 2047 allows a line with encoded words.
+fn encoded_words(text: &str) -> Vec<String> {
     const PREFIX: &str = "=?utf-8?q?";
-    const ROOM: usize = 75 - PREFIX.len() - 2;
+    const ROOM: usize = crate::header::FOLD_AT - "Resent-From: ".len() - PREFIX.len() - 2;
     let mut words = Vec::new();
     let mut word = String::new();
     for c in text.chars() {
@@ -443,7 +465,7 @@ fn encoded_words(text: &str) -> String {
         word.push_str(&piece);
     }
     words.push(word);
-    words.iter().map(|w| format!("{PREFIX}{w}?=")).collect::<Vec<_>>().join("\r\n ")
+    words.iter().map(|w| format!("{PREFIX}{w}?=")).collect()
 }
 
 /// Qualify a bare local part with `hostname` (`root` becomes

@@ -112,9 +112,6 @@ fn failure(code: i32, message: impl Into<String>) -> Failure {
 struct Sent {
     /// The maildrop file's name.
     name: String,
-    /// Header addresses (`-t`) that could not be read, said as such: the
-    /// message went to the other recipients.
-    unreadable: Vec<String>,
 }
 
 /// The user running sendmail, from the password database.
@@ -153,8 +150,14 @@ pub(crate) fn login_sender(login: &str, hostname: &str) -> String {
 
 /// An envelope address as cleanup will check it: an RFC 5321 mailbox
 /// (international forms allowed; cleanup decides what SMTPUTF8 needs),
-/// the sender's local part leniently (as smtpd takes it).
+/// the sender's local part leniently (as smtpd takes it) and the sender
+/// at most [`crate::header::MAX_SENDER`] octets.
 fn check_address(what: &str, address: &str) -> Result<(), Failure> {
+    let max = crate::header::MAX_SENDER;
+    if what == "sender" && address.len() > max {
+        let why = format!("the sender address is longer than {max} octets, more than a header line can hold");
+        return Err(failure(EX_DATAERR, why));
+    }
     let parsed = match what {
         "sender" => address::parse_mailbox_lenient(address, true),
         _ => address::parse_mailbox(address, true),
@@ -277,17 +280,18 @@ fn one_line(text: &str, default: &str) -> String {
 impl Context {
     /// `-bm`: read the message, prepare its header, hand it to postdrop.
     fn deliver(&self, inv: &Invocation) -> i32 {
-        match self.send(inv, &mut io::stdin().lock()) {
+        self.deliver_with(inv, &mut io::stdin().lock())
+    }
+
+    /// [`Self::deliver`] of the message `stdin` holds: 0 when it was
+    /// handed to postdrop for every recipient, and then only.
+    fn deliver_with(&self, inv: &Invocation, stdin: &mut dyn Read) -> i32 {
+        match self.send(inv, stdin) {
             Ok(sent) => {
                 if inv.verbose {
                     eprintln!("{}: submitted as maildrop file {}", self.prog, sent.name);
                 }
-                // Queued for the others; the caller hears of each address
-                // left out, and the exit status says not all went well.
-                for u in &sent.unreadable {
-                    eprintln!("{}: {u}; not sent to it (the other recipients get the message)", self.prog);
-                }
-                if sent.unreadable.is_empty() { 0 } else { EX_DATAERR }
+                0
             }
             Err(f) => {
                 eprintln!("{}: {}", self.prog, f.message);
@@ -345,9 +349,12 @@ impl Context {
         if let Some((_, _, why)) = self.header_refusal(&scan) {
             return Err(failure(EX_DATAERR, why));
         }
-        // The command line's recipients must all be good; of the
-        // header's, those that are not are left out and reported, and the
-        // others get the message (as Postfix and Sendmail do).
+        // Every recipient must be good, the command line's and the
+        // header's alike: one that is not stops the message before
+        // anything is queued, so that the exit status says what happened
+        // to it (as dma and OpenSMTPD's sendmail do). Queued for the
+        // others with a failing status, it would be sent again by a
+        // caller that tries again on failure.
         let mut recipients: Vec<String> = Vec::new();
         for r in inv.recipients.iter().map(|r| qualify(r, hostname)) {
             check_address("recipient", &r)?;
@@ -363,11 +370,11 @@ impl Context {
                 recipients.push(r);
             }
         }
+        if !unreadable.is_empty() {
+            return Err(failure(EX_DATAERR, format!("{}; nothing was sent", unreadable.join("; "))));
+        }
         if recipients.is_empty() {
-            return Err(match unreadable.is_empty() {
-                true => failure(EX_USAGE, "no recipient addresses found in the message header"),
-                false => failure(EX_DATAERR, format!("{}; nothing was sent", unreadable.join("; "))),
-            });
+            return Err(failure(EX_USAGE, "no recipient addresses found in the message header"));
         }
         let envelope = Envelope {
             sender,
@@ -398,7 +405,7 @@ impl Context {
             sub.write(&chunk);
         }
         let name = sub.finish()?;
-        Ok(Sent { name, unreadable })
+        Ok(Sent { name })
     }
 }
 

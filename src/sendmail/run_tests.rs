@@ -72,7 +72,6 @@ fn extract_recipients_and_complete_the_header() {
     let msg = "To: joe, Ann <ann@example.org>\nCc: bob@example.net\nBcc: secret@example.com\nSubject: hi\n\nbody line\n.\nnot read\n";
     let sent = fake.context().send(&invocation(&["-t", "extra@example.org"]), &mut Cursor::new(msg)).unwrap();
     assert_eq!(sent.name, "0000FEED");
-    assert!(sent.unreadable.is_empty());
     let (env, content) = fake.stream();
     assert_eq!(env.sender, format!("{}@host.example", login()));
     let rcpts: Vec<&str> = env.recipients.iter().map(|r| r.address.as_str()).collect();
@@ -94,24 +93,58 @@ fn extract_recipients_and_complete_the_header() {
 }
 
 #[test]
-fn an_unreadable_header_address_leaves_the_others_their_message() {
-    let fake = Fake::new("unreadable", 0, "0000BEEF");
+fn an_unreadable_header_address_stops_the_whole_message() {
     // `;` for `,`, a Latin-1 display name, a name without an address, and
-    // an address of Latin-1 bytes.
+    // an address of Latin-1 bytes: the last two cannot be read, and
+    // nothing is sent (postdrop is not even run), so that the failing
+    // exit status is true of every recipient and a caller that tries
+    // again sends no copy twice.
+    let fake = Fake::new("unreadable", 0, "0000BEEF");
     let msg = b"To: ann@example.org; bob@example.org\nCc: J\xf6rg <joerg@example.org>, John Smith, \xe9t\xe9@example.org\n\nbody\n";
-    let sent = fake.context().send(&invocation(&["-t"]), &mut Cursor::new(&msg[..])).unwrap();
-    let (env, _) = fake.stream();
-    let rcpts: Vec<&str> = env.recipients.iter().map(|r| r.address.as_str()).collect();
-    assert_eq!(rcpts, ["ann@example.org", "bob@example.org", "joerg@example.org"]);
-    assert_eq!(sent.unreadable.len(), 2, "{:?}", sent.unreadable);
-    assert_eq!(sent.unreadable[0], "Cc: cannot read the address \"John Smith\": display name without <address>");
-    assert!(sent.unreadable[1].starts_with("Cc: cannot read the address") && sent.unreadable[1].ends_with("not UTF-8"));
-    // Nobody readable: nothing is sent, and the caller hears why.
-    let fake = Fake::new("unreadable-all", 0, "0000BEEF");
+    let f = fake.context().send(&invocation(&["-t"]), &mut Cursor::new(&msg[..])).unwrap_err();
+    assert_eq!(f.code, EX_DATAERR);
+    let (first, rest) = f.message.split_once("; ").unwrap();
+    assert_eq!(first, "Cc: cannot read the address \"John Smith\": display name without <address>");
+    assert!(rest.starts_with("Cc: cannot read the address") && rest.ends_with("not UTF-8; nothing was sent"), "{rest}");
+    assert!(!fake.dir.join("stream").exists(), "postdrop was not run");
+    assert_eq!(fake.context().deliver_with(&invocation(&["-t"]), &mut Cursor::new(&msg[..])), EX_DATAERR);
+    assert!(!fake.dir.join("stream").exists(), "postdrop was not run");
+    // An address cleanup would refuse, though it reads: the same.
+    let msg = format!("To: ann@example.org, x@{}.example\n\nbody\n", "d".repeat(64));
+    let f = fake.context().send(&invocation(&["-t"]), &mut Cursor::new(msg)).unwrap_err();
+    assert_eq!(f.code, EX_DATAERR);
+    assert!(f.message.starts_with("bad recipient address") && f.message.ends_with("nothing was sent"), "{}", f.message);
+    assert!(!fake.dir.join("stream").exists(), "postdrop was not run");
+    // Nobody readable: the same, and the caller hears why.
     let f = fake.context().send(&invocation(&["-t"]), &mut Cursor::new("To: John Smith\n\nbody\n")).unwrap_err();
     assert_eq!(f.code, EX_DATAERR);
     assert!(f.message.contains("\"John Smith\"") && f.message.ends_with("nothing was sent"), "{}", f.message);
     assert!(!fake.dir.join("stream").exists(), "postdrop was not run");
+    // With every address readable, every recipient gets it, exit 0.
+    let msg = b"To: ann@example.org; bob@example.org\nCc: J\xf6rg <joerg@example.org>\n\nbody\n";
+    assert_eq!(fake.context().deliver_with(&invocation(&["-t"]), &mut Cursor::new(&msg[..])), 0);
+    let (env, _) = fake.stream();
+    let rcpts: Vec<&str> = env.recipients.iter().map(|r| r.address.as_str()).collect();
+    assert_eq!(rcpts, ["ann@example.org", "bob@example.org", "joerg@example.org"]);
+}
+
+#[test]
+fn a_sender_no_header_line_can_hold_is_refused_before_postdrop() {
+    let fake = Fake::new("longsender", 0, "X");
+    let max = crate::header::MAX_SENDER;
+    let longest = format!("{}@example.org", "s".repeat(max - "@example.org".len()));
+    let ok = fake.context().send(&invocation(&["-f", &longest, "u@example.org"]), &mut Cursor::new("\nbody\n"));
+    assert_eq!(ok.unwrap().name, "X");
+    let (env, content) = fake.stream();
+    assert_eq!(env.sender, longest);
+    assert!(content.split(|&b| b == b'\n').all(|l| l.len() <= crate::header::MAX_LINE + 1));
+    let fake = Fake::new("longersender", 0, "X");
+    let longer = format!("s{longest}");
+    let f =
+        fake.context().send(&invocation(&["-f", &longer, "u@example.org"]), &mut Cursor::new("\nbody\n")).unwrap_err();
+    assert_eq!(f.code, EX_DATAERR);
+    assert!(f.message.contains("longer than 983 octets"), "{}", f.message);
+    assert!(!fake.dir.join("stream").exists(), "postdrop must not run");
 }
 
 #[test]

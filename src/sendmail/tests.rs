@@ -676,6 +676,67 @@ fn from_with_full_name() {
     assert!(lines.iter().all(|w| w.starts_with("=?utf-8?q?")), "{long}");
 }
 
+/// The added From: of a header prepared with `name` as the full name and
+/// `sender`, its lines checked: none over 998 octets, the continuation
+/// lines starting with a space.
+fn long_from(name: &str, sender: &str) -> String {
+    let opts = HeaderOptions { extract: false, full_name: Some(name), from: sender, ..OPTS };
+    let (out, _, _) = prep("Date: x\r\nMessage-ID: <y>\r\n", &opts);
+    let from = out.strip_prefix("Date: x\r\nMessage-ID: <y>\r\n").unwrap().strip_suffix("\r\n\r\n").unwrap();
+    for (i, line) in from.split("\r\n").enumerate() {
+        assert!(line.len() <= crate::header::MAX_LINE, "line {i}: {} octets", line.len());
+        assert!(i == 0 || line.starts_with(' ') && !line.trim().is_empty(), "line {i}: {line:?}");
+    }
+    from.to_string()
+}
+
+/// The text of RFC 2047 Q-encoded words (as `display_name` writes them).
+fn decode_q(words: &str) -> String {
+    let mut bytes = Vec::new();
+    for w in words.split_ascii_whitespace() {
+        let q = w.strip_prefix("=?utf-8?q?").and_then(|w| w.strip_suffix("?=")).unwrap_or_else(|| panic!("{w}"));
+        let mut it = q.bytes();
+        while let Some(b) = it.next() {
+            match b {
+                b'_' => bytes.push(b' '),
+                b'=' => {
+                    let hex = [it.next().unwrap(), it.next().unwrap()];
+                    bytes.push(u8::from_str_radix(std::str::from_utf8(&hex).unwrap(), 16).unwrap());
+                }
+                b => bytes.push(b),
+            }
+        }
+    }
+    String::from_utf8(bytes).unwrap()
+}
+
+#[test]
+fn a_full_name_longer_than_a_line_is_folded_between_its_words() {
+    // A GECOS name of 3000 octets: folded between its words and before
+    // the address, which stays whole on its line.
+    let name = "Firstname Lastname ".repeat(160);
+    let name = name.trim();
+    let from = long_from(name, "joe@example.org");
+    assert!(from.split("\r\n").count() > 40, "{from}");
+    assert_eq!(from.replace("\r\n", ""), format!("From: {name} <joe@example.org>"));
+    assert!(from.ends_with(" <joe@example.org>"), "{from}");
+    // The same as a quoted string: folded inside the quotes, at its spaces.
+    let name = "Lastname, Firstname ".repeat(160);
+    let name = name.trim();
+    let from = long_from(name, "joe@example.org");
+    assert_eq!(from.replace("\r\n", ""), format!("From: \"{name}\" <joe@example.org>"));
+    // A word no line can hold: encoded words, which split anywhere.
+    let name = format!("Jo {}", "x".repeat(1200));
+    let from = long_from(&name, "joe@example.org");
+    let value = from.replace("\r\n", "");
+    let words = value.strip_prefix("From: ").unwrap().strip_suffix(" <joe@example.org>").unwrap();
+    assert_eq!(decode_q(words), name);
+    // The longest sender there may be, with a name: on its own line.
+    let sender = format!("{}@example.org", "s".repeat(crate::header::MAX_SENDER - "@example.org".len()));
+    let from = long_from("Joe Public", &sender);
+    assert_eq!(from, format!("From: Joe Public\r\n <{sender}>"));
+}
+
 #[test]
 fn control_characters_in_options_refused() {
     let opts = HeaderOptions { full_name: Some("x\r\nBcc: y"), ..OPTS };

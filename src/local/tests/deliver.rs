@@ -23,6 +23,25 @@ fn prepended_headers_are_return_path_and_delivered_to() {
 }
 
 #[test]
+fn a_prepended_field_too_long_for_its_line_is_folded_after_the_colon() {
+    let max = crate::header::MAX_SENDER;
+    // The longest sender cleanup takes: one line of 998 octets.
+    let sender = format!("{}@x.example", "s".repeat(max - "@x.example".len()));
+    let h = prepended_headers(&env(&sender, "bob@example.com")).unwrap();
+    let first = h.split(|&b| b == b'\n').next().unwrap();
+    assert_eq!(first.len(), crate::header::MAX_LINE);
+    // Longer (a queue file from before the bound): on a line of its own,
+    // which delivered_to_loop and mail readers unfold.
+    let longer = format!("s{sender}");
+    let recipient = format!("{}@x.example", "r".repeat(985));
+    let h = prepended_headers(&env(&longer, &recipient)).unwrap();
+    let text = String::from_utf8(h).unwrap();
+    assert_eq!(text, format!("Return-Path:\n <{longer}>\nDelivered-To:\n {recipient}\n"));
+    assert!(text.lines().all(|l| l.len() <= crate::header::MAX_LINE));
+    assert!(delivered_to_loop(text.as_bytes(), &recipient));
+}
+
+#[test]
 fn header_injection_through_an_address_refused() {
     for bad in ["a\r\nX-Evil: 1@x", "a\n@x", "a\r@x", "a\0@x", "a\t@x", "a\x7f@x", "a>@x", "<a@x", "a\x1b@x"] {
         for e in [env(bad, "bob@x"), env("alice@x", bad)] {

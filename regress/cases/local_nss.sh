@@ -19,8 +19,12 @@ fi
 DIRUID=40123
 [ -z "$(getent passwd $DIRUID)" ] || fail "uid $DIRUID is taken on this system"
 USERDB_PID=""
-trap '[ -z "$USERDB_PID" ] || kill "$USERDB_PID" 2>/dev/null; cleanup' EXIT
-[ -d /run/systemd/userdb ] || mkdir -p /run/systemd/userdb
+# The directory is made on the system's /run when missing (a mount point
+# is needed), and removed again at the end; the tmpfs on it, with the
+# socket, exists in this namespace only.
+MADE_USERDB=""
+[ -d /run/systemd/userdb ] || { mkdir -p /run/systemd/userdb && MADE_USERDB=1; }
+trap '[ -z "$USERDB_PID" ] || kill "$USERDB_PID" 2>/dev/null; cleanup; umount /run/systemd/userdb 2>/dev/null; [ -z "$MADE_USERDB" ] || rmdir /run/systemd/userdb' EXIT
 mount -t tmpfs -o mode=755 tmpfs /run/systemd/userdb
 mkdir -p "$W/home/diruser"
 chown $DIRUID:$DIRUID "$W/home/diruser" && chmod 700 "$W/home/diruser"

@@ -8,7 +8,16 @@
 # file is ever created).
 # Forwarding: an alias to a remote address (a new message from the
 # owner- alias, Delivered-To on top, checked at smtp-sink), a loop
-# between two aliases stopped by Delivered-To.
+# between two aliases stopped by Delivered-To. The DSN request through
+# forwards (RFC 3461 6.2.7): an alias to one address passes NOTIFY (as
+# given), ORCPT (one naming the alias when none was given), RET and
+# ENVID on, and no success notice comes from here; an alias to two
+# passes NOTIFY without SUCCESS and the sender's ORCPT, and the sender
+# hears "expanded"; cleanup logs the same Message-ID for the message and
+# its forwarded copy, the one it gave a message that had none included.
+# A queue file damaged while its failure notice is due: bounce checks
+# the content's CRC before quoting it, qmgr moves the file to corrupt/,
+# no notice goes out.
 # A user's .forward: \self, a command (runs as the user: uid recorded),
 # a remote address (the sender kept), a file, a Maildir, an :include:
 # file that calls our sendmail from the staged install (the message
@@ -67,6 +76,9 @@ owner-fwd: mtafw2
 ping: pong@localhost
 pong: ping@localhost
 incl: :include:$W/list
+single: one@remote.example
+pair: twoa@remote.example, twob@remote.example
+damaged: "|cat > $OUT/damaged.msg; sleep 2; exit 67"
 EOF
 chmod 644 "$W/aliases"
 printf '# a list of root'"'"'s\n"|/usr/bin/id -u > %s/incl.uid", /dev/null\n' "$OUT" >"$W/list"
@@ -142,6 +154,56 @@ wait_log "to=<fwd@localhost>, relay=local, .*status=sent (forwarded as [0-9A-Z]*
 send ping@localhost "ping pong"
 wait_log "to=<ping@localhost>, relay=local, .*dsn=5.4.6, status=bounced (mail forwarding loop for ping@localhost)" 15 ||
 	fail "a forwarding loop was not stopped"
+# The DSN request through forwards.
+python3 - "$PORT" <<'PY' || fail "smtplib: DSN through forwards"
+import smtplib, sys
+with smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=10) as s:
+    s.sendmail("sender@remote.example", ["single@localhost"],
+               b"Subject: dsn single\r\nMessage-ID: <dsn-single@remote.example>\r\n\r\nbody\r\n",
+               mail_options=["RET=HDRS", "ENVID=FWD1"], rcpt_options=["NOTIFY=SUCCESS,FAILURE"])
+    s.sendmail("sender@remote.example", ["pair@localhost"], b"Subject: dsn pair\r\n\r\nbody\r\n",
+               mail_options=["ENVID=FWD2"], rcpt_options=["NOTIFY=SUCCESS,DELAY", "ORCPT=rfc822;Pair@remote.example"])
+PY
+wait_for 15 has_dump "dsn single" || fail "the message for single@localhost was not forwarded"
+d=$(dumped "dsn single")
+grep -q "^X-Mail-Args: <sender@remote.example> .*RET=HDRS ENVID=FWD1" "$d" ||
+	fail "RET and ENVID were not passed on: $(grep '^X-' "$d")"
+grep -q "^X-Rcpt-Args: <one@remote.example> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;single@localhost$" "$d" ||
+	fail "NOTIFY and ORCPT were not passed on to one address: $(grep '^X-' "$d")"
+wait_for 15 has_dump "dsn pair" || fail "the message for pair@localhost was not forwarded"
+d=$(dumped "dsn pair")
+grep -q "^X-Mail-Args: <sender@remote.example> .*ENVID=FWD2" "$d" || fail "ENVID was not passed on: $(grep '^X-' "$d")"
+[ "$(grep -c '^X-Rcpt-Args: <two[ab]@remote.example> NOTIFY=DELAY ORCPT=rfc822;Pair@remote.example$' "$d")" -eq 2 ] ||
+	fail "an expansion's copies: $(grep '^X-' "$d")"
+wait_for 15 sh -c "grep -l '^Action: expanded' '$DUMP'/* >/dev/null 2>&1" || fail "no \"expanded\" notice for pair@localhost"
+r=$(grep -l "^Action: expanded" "$DUMP"/* | head -1)
+grep -q "^Final-Recipient: rfc822; pair@localhost" "$r" && grep -q "^Original-Recipient: rfc822; Pair@remote.example" "$r" &&
+	grep -q "^Original-Envelope-Id: FWD2" "$r" || fail "the \"expanded\" notice: $(cat "$r")"
+wait_log "to=<one@remote.example>, .*status=sent" 10 || fail "the copy for one@remote.example was not sent"
+sleep 2
+! grep -l "single@localhost" "$DUMP"/* 2>/dev/null | xargs grep -l "^Action:" >/dev/null 2>&1 ||
+	fail "a success notice came for the forward to one address, which passed NOTIFY on"
+# The Message-ID, logged for the message and for its forwarded copy;
+# the one cleanup gave a message without one, too.
+[ "$(grep -c "mta/cleanup.*: message-id=<dsn-single@remote\.example>$" "$LOG")" -eq 2 ] ||
+	fail "the Message-ID was not logged for the message and its copy: $(grep 'message-id=' "$LOG")"
+fwd_line=$(grep "to=<pair@localhost>, relay=local, .*status=sent (forwarded as " "$LOG" | head -1)
+orig_id=$(echo "$fwd_line" | sed 's/.*: \([0-9A-Z]*\): to=<pair@localhost>.*/\1/')
+copy_id=$(echo "$fwd_line" | sed 's/.*forwarded as \([0-9A-Z]*\) .*/\1/')
+mid=$(grep "mta/cleanup.*: $orig_id: message-id=" "$LOG" | sed 's/.*message-id=//')
+echo "$mid" | grep -q "^<[0-9A-F]*@[^>]*>$" || fail "cleanup did not log the Message-ID it gave: <$mid>"
+grep -q "mta/cleanup.*: $copy_id: message-id=$mid$" "$LOG" || fail "the copy's Message-ID: $(grep "$copy_id" "$LOG")"
+# A queue file damaged while its failure notice is due (the command has
+# read the message; it fails after).
+send damaged@localhost "to be damaged" --body "a body to damage"
+wait_for 10 grep -q "a body to damage" "$OUT/damaged.msg" || fail "the command for damaged@localhost did not run"
+damage_queued "a body to damage" || fail "could not damage the queue file"
+wait_log "to=<damaged@localhost>, relay=local, .*status=bounced" 10 || fail "damaged@localhost did not bounce"
+wait_log "bounce found it corrupt: .*content CRC mismatch; moved to corrupt/.*, no notice sent" 10 ||
+	fail "bounce quoted a damaged queue file, or it was not moved to corrupt/"
+grep -rl "A body to damage" "$W/spool/corrupt" >/dev/null || fail "the damaged file is not in corrupt/"
+sleep 1
+! grep -l "to be damaged" "$DUMP"/* >/dev/null 2>&1 || fail "a notice quoted the damaged message"
 # root's own .forward: its command runs as nobody.
 send root@localhost "for root"
 wait_for 10 test -s "$OUT/root.uid" || fail "root's .forward command did not run"
@@ -321,7 +383,7 @@ grep -q "550 5.1.1" "$W/sw" || fail "an unknown recipient: $(cat "$W/sw")"
 printf 'box1: \\mtafw1\nrootbox: \\root\n' >>"$W/aliases"
 grep -q "format 2" "$W/bi" && fail "format 2 without \\user: $(cat "$W/bi")"
 "$SENDMAIL" -bi >"$W/bi" 2>&1 || fail "newaliases: $(cat "$W/bi")"
-grep -q "aliases.cdb: 16 aliases, longest [0-9]* bytes, format 2 (\\\\user: an mta without \\\\user refuses it)\$" "$W/bi" ||
+grep -q "aliases.cdb: 19 aliases, longest [0-9]* bytes, format 2 (\\\\user: an mta without \\\\user refuses it)\$" "$W/bi" ||
 	fail "newaliases did not say it wrote format 2: $(cat "$W/bi")"
 wait_for 10 rcpt box1@localhost || fail "box1 refused after newaliases: $(cat "$W/sw")"
 wait_log "aliases database $W/aliases.cdb changed: local-recipient table rebuilt and sent to [0-9]* smtpd" 5 ||

@@ -8,10 +8,13 @@
 # a message received with SMTPUTF8 that is ASCII throughout is delivered
 # to smtp-sink, which has no SMTPUTF8, and one with UTF-8 in a header
 # bounces (5.6.7); ORCPT of type utf-8 goes to smtp-sink (DSN, no
-# SMTPUTF8) in RFC 6533's 7-bit form (\x{E9}), or as rfc822 when ASCII.
+# SMTPUTF8) in RFC 6533's 7-bit form (\x{E9}), or as rfc822 when ASCII,
+# whether it came as xtext of its bytes or, in an SMTPUTF8 transaction,
+# raw (utf-8-addr-unitext); raw without SMTPUTF8 it is refused (501).
 # Python's aiosmtpd, which does not offer DSN: NOTIFY=SUCCESS gets a
 # success report from us, saying "relayed" for the recipient sent there
-# and, in the same report (as root, where local delivery can run as
+# with the server that took it (Remote-MTA) and its reply
+# (Diagnostic-Code: smtp) and, in the same report (as root, where local delivery can run as
 # nobody), "delivered" for one delivered here into a file through an
 # alias and "expanded" for an alias to two files; the smtp process killed with -9
 # while a delivery waits for the peer's reply: that message comes again
@@ -116,6 +119,17 @@ with smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=10) as s:
                b"Subject: utf-8 orcpt\r\n\r\nbody\r\n", rcpt_options=["ORCPT=utf-8;jos+C3+A9@remote.example"])
     s.sendmail("sender@remote.example", ["orcpt3@remote.example"],
                b"Subject: ascii utf-8 orcpt\r\n\r\nbody\r\n", rcpt_options=["ORCPT=utf-8;plain@remote.example"])
+    # Raw UTF-8 (RFC 6533 utf-8-addr-unitext) in an SMTPUTF8 transaction.
+    s.sendmail("sender@remote.example", ["orcpt4@remote.example"],
+               b"Subject: raw utf-8 orcpt\r\n\r\nbody\r\n", mail_options=["SMTPUTF8"],
+               rcpt_options=["ORCPT=utf-8;jos\u00e9@remote.example"])
+    # ... and refused without it, saying why.
+    s.ehlo()
+    s.mail("sender@remote.example")
+    s.command_encoding = "utf-8"
+    code, text = s.rcpt("orcpt5@remote.example", ["ORCPT=utf-8;jos\u00e9@remote.example"])
+    assert code == 501 and b"SMTPUTF8" in text, (code, text)
+    s.rset()
 PY
 wait_log "to=<ascii8@remote.example>, .*status=sent" 10 ||
 	fail "an ASCII message received with SMTPUTF8 was not sent to a peer without SMTPUTF8"
@@ -129,6 +143,10 @@ d=$(grep -l '^Subject: utf-8 orcpt' "$DUMP"/* | head -1)
 d=$(grep -l '^Subject: ascii utf-8 orcpt' "$DUMP"/* | head -1)
 grep -q '^X-Rcpt-Args: <orcpt3@remote.example> ORCPT=rfc822;plain@remote.example$' "$d" ||
 	fail "an ASCII utf-8 ORCPT did not go as rfc822: $(grep '^X-Rcpt-Args' "$d")"
+wait_for 10 sh -c "grep -l '^Subject: raw utf-8 orcpt' '$DUMP'/* >/dev/null 2>&1" || fail "the raw utf-8 ORCPT message was not sent"
+d=$(grep -l '^Subject: raw utf-8 orcpt' "$DUMP"/* | head -1)
+grep -q '^X-Rcpt-Args: <orcpt4@remote.example> ORCPT=utf-8;jos\\x{E9}@remote.example$' "$d" ||
+	fail "a raw UTF-8 ORCPT did not go in RFC 6533's 7-bit form: $(grep '^X-Rcpt-Args' "$d")"
 # (The report goes to the sender through smtp-sink, before the next peer.)
 wait_for 20 empty || fail "the SMTPUTF8 report was not delivered: $(ctl queue)"
 
@@ -145,6 +163,8 @@ with smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=10) as s:
                mail_options=["RET=HDRS", "ENVID=QQ314159"], rcpt_options=["NOTIFY=SUCCESS,FAILURE"])
 PY
 wait_log "to=<told@remote.example>, .*status=sent" 10 || fail "NOTIFY=SUCCESS message not sent"
+# cleanup logs each message's Message-ID, as Postfix does.
+grep -q "mta/cleanup.*: message-id=<success@remote\.example>$" "$LOG" || fail "cleanup did not log the Message-ID"
 if is_root; then
 	wait_log "to=<tofile@faults.test>, relay=local, .*status=sent (delivered to file: $OUT/one)" 10 ||
 		fail "NOTIFY=SUCCESS message not delivered to the file"
@@ -177,8 +197,9 @@ if sys.argv[2:]:
     want["rfc822; tofile@faults.test"] = "delivered"
     want["rfc822; tolist@faults.test"] = "expanded"
 assert {k: v[:2] for k, v in got.items()} == {k: (v, "2.0.0") for k, v in want.items()}, got
-# The reason as the delivery agent gave it, no action word in front.
-assert "Diagnostic-Code: X-Mta; 250 " in got["rfc822; told@remote.example"][2], got
+# The server's reply, no action word in front, and who gave it.
+assert "Remote-MTA: dns; 127.0.0.1 " in got["rfc822; told@remote.example"][2], got
+assert "Diagnostic-Code: smtp; 250 " in got["rfc822; told@remote.example"][2], got
 if sys.argv[2:]:
     assert "Diagnostic-Code: X-Mta; delivered to file: " in got["rfc822; tofile@faults.test"][2], got
 assert "Subject: notify success" in m.as_string(), "RET=HDRS: the original headers are not returned"

@@ -8,6 +8,7 @@
 //! Trusts: nothing; input comes from the network.
 
 pub mod lex;
+pub mod orcpt;
 
 use std::fmt;
 

@@ -5,7 +5,10 @@
 //! composer of this module, and submits it to cleanup as a new message
 //! from the null sender, the way pickup submits local mail. qmgr hears
 //! "done" only once cleanup has committed every report, so a crash
-//! anywhere repeats a notice, never loses one.
+//! anywhere repeats a notice, never loses one. Before a report quotes
+//! the content, its CRC is checked, as the delivery agents check it: a
+//! damaged file (or one holding another message) is reported to qmgr as
+//! corrupt, and qmgr moves it to corrupt/; no notice goes out for it.
 //!
 //! A report is composed in memory: what it returns of the original is
 //! bounded by `bounce.size_limit`, and requests are served one at a time.
@@ -33,6 +36,7 @@ use crate::ipc::msg::{
     BounceToQmgr, CleanupToSmtpd, CommitResult, FromMaster, MessageEnvelope, NoticeRequest, QmgrToBounce,
     SmtpdToCleanup,
 };
+use crate::queue::file::verify_content;
 use crate::queue::{ContentRange, DoneAction, QueueEnvelope, QueueId, State, Time, read_envelope};
 use crate::roles::Role;
 
@@ -269,9 +273,17 @@ impl Bounce {
             match self.reports(&r, &file) {
                 Ok(reports) if reports.is_empty() => self.answer(r.req, Ok(Vec::new())),
                 Ok(reports) => self.submit(&r, reports),
-                Err(e) => {
+                Err(Fault::Failed(e)) => {
                     self.child.warn(&format!("{}: {e}", r.queue_id));
                     self.answer(r.req, Err(e));
+                }
+                Err(Fault::Corrupt(reason)) => {
+                    self.child.warn(&format!("{}: the queue file is corrupt: {reason}; no notice", r.queue_id));
+                    if let Some(q) = self.qmgr.as_mut()
+                        && let Err(e) = q.send(&BounceToQmgr::Corrupt { req: r.req, reason }, &[])
+                    {
+                        self.child.warn(&format!("answering qmgr: {e}"));
+                    }
                 }
             }
         }
@@ -308,12 +320,11 @@ impl Bounce {
         self.finish_if_done();
     }
 
-    /// Compose the reports a request asks for.
-    fn reports(&mut self, r: &NoticeRequest, file: &File) -> Result<Vec<Notice>, String> {
-        let q = read_envelope(file).map_err(|e| e.to_string())?;
-        if q.id.as_str() != r.queue_id {
-            return Err(format!("the queue file holds {}, not {}", q.id, r.queue_id));
-        }
+    /// Compose the reports a request asks for. The content is checked
+    /// before the first report quotes it.
+    fn reports(&mut self, r: &NoticeRequest, file: &File) -> Result<Vec<Notice>, Fault> {
+        let q = read_original(file, &r.queue_id)?;
+        let mut checked = false;
         let now = Time::now();
         let mut out = Vec::new();
         for (kind, indexes) in [(Kind::Failure, &r.failure), (Kind::Delay, &r.delay), (Kind::Success, &r.success)] {
@@ -329,8 +340,15 @@ impl Bounce {
                 }
                 continue;
             };
-            let recipients =
-                indexes.iter().map(|&i| recipient(&q, i, kind, self.lifetime)).collect::<Result<Vec<_>, String>>()?;
+            let recipients = indexes
+                .iter()
+                .map(|&i| recipient(&q, i, kind, self.lifetime))
+                .collect::<Result<Vec<_>, String>>()
+                .map_err(Fault::Failed)?;
+            if !checked {
+                check_content(file, &q)?;
+                checked = true;
+            }
             let report = Report {
                 reporting_mta: self.child.config.hostname.clone(),
                 original: OriginalEnvelope {
@@ -353,10 +371,45 @@ impl Bounce {
                 Addressee::Sender => (String::new(), q.envelope.sender.clone()),
                 Addressee::Postmaster => (self.options.double_bounce.clone(), self.options.postmaster.clone()),
             };
-            let composed = compose(report, self.options.clone(), file, q.content_range())?;
+            let composed = compose(report, self.options.clone(), file, q.content_range()).map_err(Fault::Failed)?;
             out.push(Notice { from, to: address, composed });
         }
         Ok(out)
+    }
+}
+
+/// Why a request's notices were not composed.
+#[derive(Debug, PartialEq, Eq)]
+enum Fault {
+    /// For now (a read error, a report that cannot be composed): qmgr
+    /// asks again later.
+    Failed(String),
+    /// The queue file fails validation: qmgr moves it to corrupt/.
+    Corrupt(String),
+}
+
+/// The queue file of a request, its envelope and recipients validated
+/// (an unreadable one is a [`Fault::Failed`]; one that fails validation,
+/// or holds another message than `queue_id`, [`Fault::Corrupt`]).
+fn read_original(file: &File, queue_id: &str) -> Result<QueueEnvelope, Fault> {
+    let q = read_envelope(file).map_err(fault)?;
+    if q.id.as_str() != queue_id {
+        return Err(Fault::Corrupt(format!("the queue file holds message {}, not {queue_id}", q.id)));
+    }
+    Ok(q)
+}
+
+/// Check the content's CRC before a report quotes it (the header or the
+/// whole message), as the delivery agents do before they send it: a
+/// damaged file is reported, not quoted.
+fn check_content(file: &File, q: &QueueEnvelope) -> Result<(), Fault> {
+    verify_content(file, q.content_range()).map_err(fault)
+}
+
+fn fault(e: crate::queue::Error) -> Fault {
+    match e {
+        crate::queue::Error::Corrupt(c) => Fault::Corrupt(c.to_string()),
+        e => Fault::Failed(e.to_string()),
     }
 }
 
@@ -421,6 +474,13 @@ fn recipient(q: &QueueEnvelope, index: u32, kind: Kind, lifetime: Duration) -> R
     };
     let (status, remote_mta, diagnostic) = diagnose(&r.status.reason, class);
     let status = if kind == Kind::Delay { temporary(status) } else { status };
+    // A done reason recorded before the server was named with it (an
+    // older version's: `relayed: 250 2.0.0 Ok`) is still the server's
+    // reply: only the Remote-MTA is unknown.
+    let diagnostic = match diagnostic {
+        Diagnostic::Local(reply) if kind == Kind::Success && smtp_reply(&reply) => Diagnostic::Smtp(reply),
+        d => d,
+    };
     let retry_until = q.envelope.arrival.secs.saturating_add(i64::try_from(lifetime.as_secs()).unwrap_or(i64::MAX));
     Ok(RecipientReport {
         address: r.address.clone(),
@@ -479,6 +539,13 @@ pub fn diagnose(reason: &str, class: u8) -> (StatusCode, Option<String>, Diagnos
     // expired message keeps its last temporary one, as Postfix reports.
     let status = reason.split_whitespace().find_map(StatusCode::parse).unwrap_or(fallback);
     (status, None, Diagnostic::Local(reason.to_string()))
+}
+
+/// Whether `reason` is an SMTP server's positive reply as the smtp agent
+/// gives it (`250 2.0.0 Ok`): a 2xx code, then a space or nothing.
+fn smtp_reply(reason: &str) -> bool {
+    let b = reason.as_bytes();
+    b.len() >= 3 && b[0] == b'2' && b[1..3].iter().all(u8::is_ascii_digit) && matches!(b.get(3), None | Some(b' '))
 }
 
 /// A delay is a temporary failure whatever the server said (a 5xx
@@ -545,8 +612,10 @@ mod tests {
         use crate::queue::{QueueIdGen, Status};
         let mut q = crate::queue::tests::sample(&mut QueueIdGen::new(1), 5, 10);
         let how = [Some(DoneAction::Delivered), Some(DoneAction::Relayed), Some(DoneAction::Expanded), None];
-        for (r, action) in q.recipients.iter_mut().zip(how) {
-            r.status = Status { state: State::Done, action, reason: "250 2.0.0 Ok".into(), ..Status::default() };
+        let said = "host mx.example.net[192.0.2.1] said: 250 2.0.0 Ok: queued as X (in reply to end of DATA command)";
+        let reasons = ["delivered to file: /x", said, "250 2.0.0 Ok", "250 2.0.0 Ok"];
+        for ((r, action), reason) in q.recipients.iter_mut().zip(how).zip(reasons) {
+            r.status = Status { state: State::Done, action, reason: reason.into(), ..Status::default() };
         }
         q.recipients[4].status = Status { state: State::Deferred, reason: "451 later".into(), ..Status::default() };
         let path = std::env::temp_dir().join(format!("mta-bounce-action-{}", std::process::id()));
@@ -558,14 +627,46 @@ mod tests {
         let got: Vec<Action> = (0..4).map(|i| recipient(&qe, i, Kind::Success, lifetime).unwrap().action).collect();
         // (A file from a version that recorded no action: "relayed", as then.)
         assert_eq!(got, [Action::Delivered, Action::Relayed, Action::Expanded, Action::Relayed]);
-        for i in 0..4 {
-            assert_eq!(
-                recipient(&qe, i, Kind::Success, lifetime).unwrap().diagnostic,
-                Diagnostic::Local("250 2.0.0 Ok".into())
-            );
+        // Our own words; a server's reply, with the server that gave it
+        // (RFC 3464 2.3.5: Remote-MTA), or as recorded before it was.
+        let r = |i| recipient(&qe, i, Kind::Success, lifetime).unwrap();
+        assert_eq!((r(0).remote_mta, r(0).diagnostic), (None, Diagnostic::Local("delivered to file: /x".into())));
+        assert_eq!(r(1).remote_mta.as_deref(), Some("mx.example.net"));
+        assert_eq!(r(1).diagnostic, Diagnostic::Smtp("250 2.0.0 Ok: queued as X".into()));
+        for i in 2..4 {
+            assert_eq!((r(i).remote_mta, r(i).diagnostic), (None, Diagnostic::Smtp("250 2.0.0 Ok".into())));
         }
+        assert!(!smtp_reply("2500 x") && !smtp_reply("delivered") && smtp_reply("250") && !smtp_reply("450 x"));
         assert!(recipient(&qe, 4, Kind::Success, lifetime).is_err(), "not done");
         assert_eq!(recipient(&qe, 4, Kind::Delay, lifetime).unwrap().action, Action::Delayed);
+    }
+
+    #[test]
+    fn a_damaged_content_is_found_before_it_is_quoted() {
+        use crate::queue::QueueIdGen;
+        let q = crate::queue::tests::sample(&mut QueueIdGen::new(1), 2, 100);
+        let mut bytes = q.encode().unwrap();
+        let path = std::env::temp_dir().join(format!("mta-bounce-crc-{}", std::process::id()));
+        std::fs::write(&path, &bytes).unwrap();
+        let f = File::open(&path).unwrap();
+        let qe = read_original(&f, q.id.as_str()).unwrap();
+        assert_eq!(check_content(&f, &qe), Ok(()));
+        // Another message's file: corrupt, as for the delivery agents.
+        let other = crate::queue::tests::sample(&mut QueueIdGen::new(2), 1, 10).id;
+        assert!(matches!(read_original(&f, other.as_str()), Err(Fault::Corrupt(why)) if why.contains("holds message")));
+        // One byte of the content changed: the envelope still reads, the
+        // content is corrupt.
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x20;
+        std::fs::write(&path, &bytes).unwrap();
+        let f = File::open(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let qe = read_original(&f, q.id.as_str()).unwrap();
+        assert!(
+            matches!(check_content(&f, &qe), Err(Fault::Corrupt(why)) if why.contains("CRC")),
+            "{:?}",
+            check_content(&f, &qe)
+        );
     }
 
     #[test]

@@ -114,8 +114,16 @@ pub fn compose<O: Original + ?Sized>(report: Report, options: Options, original:
 impl Composer {
     /// Checks the report: never to the null sender, at least one
     /// recipient, actions that belong to the kind, a usable unique token.
-    pub fn new(report: Report, options: Options) -> Result<Composer, Error> {
+    pub fn new(mut report: Report, options: Options) -> Result<Composer, Error> {
         let global = report.original.smtputf8;
+        // Each ORCPT in the form the report gives it (RFC 6533 3), once,
+        // so that the boundary is checked against what is written.
+        for r in &mut report.recipients {
+            if let Some(o) = r.orcpt.take() {
+                let (kind, address) = crate::address::orcpt::to_report(&o, global);
+                r.orcpt = Some(format!("{kind};{address}"));
+            }
+        }
         let (to, empty) = match report.to {
             Addressee::Sender => (report.original.sender.as_str(), Error::NullSender),
             Addressee::Postmaster => (options.postmaster.as_str(), Error::NoPostmaster),
@@ -511,7 +519,8 @@ impl Composer {
         if address.is_ascii() { "rfc822" } else { "utf-8" }
     }
 
-    /// An ORCPT value as address type and address.
+    /// An ORCPT value, in the form the report gives it (see
+    /// [`Composer::new`]), as address type and address.
     fn orcpt(&self, orcpt: &str) -> (String, String) {
         let (kind, address) = orcpt.split_once(';').unwrap_or(("rfc822", orcpt));
         let kind: String = kind.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').take(32).collect();

@@ -157,9 +157,12 @@ pub struct RecipientReport {
     /// The address delivery was attempted to (Final-Recipient).
     pub address: String,
     /// The ORCPT parameter as the queue keeps it, `type;address` with the
-    /// address decoded from xtext (`rfc822;user@example.org`); reported as
-    /// Original-Recipient with its own address type. A value without `;`
-    /// is taken as an rfc822 address.
+    /// address decoded from xtext (`rfc822;user@example.org`), a `utf-8`
+    /// one as received ([`crate::address::orcpt`]); reported as
+    /// Original-Recipient with its own address type, a `utf-8` address
+    /// in the form RFC 6533 asks of the report (UTF-8 in a global one,
+    /// 7-bit `\x{HEX}` escapes in any other). A value without `;` is
+    /// taken as an rfc822 address.
     pub orcpt: Option<String>,
     pub action: Action,
     pub status: StatusCode,

@@ -481,6 +481,30 @@ fn smtputf8_original_gets_the_global_types() {
 }
 
 #[test]
+fn a_utf8_orcpt_is_reported_as_rfc6533_asks() {
+    // Kept as received: escaped (7 bit) or raw (an SMTPUTF8 client's).
+    for stored in [r"utf-8;jos\x{E9}@example.net", "utf-8;josé@example.net"] {
+        let orcpt = |r: RecipientReport| RecipientReport { orcpt: Some(stored.into()), ..r };
+        let m = "From: jürgen@example.org\r\n\r\nHallo\r\n".as_bytes();
+        // A global report: the address itself (utf-8-address).
+        let mut r = utf8_report(None, m);
+        r.recipients = r.recipients.into_iter().map(orcpt).collect();
+        let p = build(r, m);
+        assert_eq!(field(&p.groups()[1], "Original-Recipient"), Some("utf-8; josé@example.net"), "{stored}");
+        assert!(p.text().contains("(originally <josé@example.net>)"), "{}", p.text());
+        // Any other: its 7-bit form (utf-8-addr-xtext), never a `?`.
+        let r = report(Kind::Failure, None, vec![orcpt(failed())], ORIGINAL);
+        let p = build(r, ORIGINAL);
+        assert_eq!(field(&p.groups()[1], "Original-Recipient"), Some(r"utf-8; jos\x{E9}@example.net"), "{stored}");
+        assert!(p.raw.is_ascii());
+    }
+    // One that is ASCII after all is an rfc822 address.
+    let r = RecipientReport { orcpt: Some(r"utf-8;a\x{2B}b@example.net".into()), ..failed() };
+    let p = build(report(Kind::Failure, None, vec![r], ORIGINAL), ORIGINAL);
+    assert_eq!(field(&p.groups()[1], "Original-Recipient"), Some("rfc822; a+b@example.net"));
+}
+
+#[test]
 fn smtputf8_with_ascii_addressee_needs_no_smtputf8() {
     let mut r = utf8_report(None, ORIGINAL);
     r.original.sender = "alice@example.org".into();

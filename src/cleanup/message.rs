@@ -36,6 +36,11 @@ pub struct HeaderScan {
     pub fields: u64,
     /// The originator fields the block has (for [`crate::header`]).
     pub seen: crate::header::Seen,
+    /// The value of the block's first Message-ID: field, continuation
+    /// lines joined, at most [`MAX_MESSAGE_ID`] bytes (for the log).
+    pub message_id: Option<Vec<u8>>,
+    /// The current line is that field or its continuation.
+    in_message_id: bool,
     /// The first bytes of the current line (enough for the names noted).
     line: Vec<u8>,
     at_line_start: bool,
@@ -69,6 +74,9 @@ fn ftext(b: u8) -> bool {
 /// longest name noted (`Resent-Message-ID`) and some white space after it.
 const NAME_PREFIX: usize = 32;
 
+/// The most bytes of a Message-ID: field's value kept for the log.
+pub const MAX_MESSAGE_ID: usize = 256;
+
 impl HeaderScan {
     pub fn new() -> HeaderScan {
         HeaderScan { at_line_start: true, ..HeaderScan::default() }
@@ -93,6 +101,8 @@ impl HeaderScan {
                 self.at_line_start = false;
                 self.line_len = 0;
                 self.kind = LineKind::Start;
+                // Only a continuation line goes on with the field.
+                self.in_message_id &= b == b' ' || b == b'\t';
             }
             self.line_len += 1;
             let was = self.kind;
@@ -116,6 +126,21 @@ impl HeaderScan {
                 self.field(self.line.len());
             }
             self.non_ascii |= !b.is_ascii();
+            if self.in_message_id
+                && let Some(v) = self.message_id.as_mut()
+                && v.len() < MAX_MESSAGE_ID
+                && b != b'\r'
+                && b != b'\n'
+            {
+                v.push(b);
+            }
+            if b == b':' && was != LineKind::Known && self.message_id.is_none() {
+                let name = self.line.trim_ascii_end();
+                if name.eq_ignore_ascii_case(b"Message-ID") {
+                    self.message_id = Some(Vec::new());
+                    self.in_message_id = true;
+                }
+            }
             if b == b'\n' {
                 if self.line_len == 1 || (self.line_len == 2 && self.line.first() == Some(&b'\r')) {
                     self.done = true;
@@ -185,18 +210,43 @@ pub fn completes_header(clients: HeaderClients, env: &MessageEnvelope, networks:
 /// the originator fields `seen`: a Message-ID: as sendmail makes one, the
 /// arrival time as Date:, and the envelope sender as From: (or their
 /// Resent- forms). None for a sender that cannot be written into a
-/// header (cleanup refuses such an envelope before this).
-pub fn missing_fields(seen: &crate::header::Seen, env: &MessageEnvelope, hostname: &str, unix: u64) -> Vec<u8> {
+/// header (cleanup refuses such an envelope before this). With them, the
+/// Message-ID given, when a Message-ID: field (not a Resent- one) is
+/// among them.
+pub fn missing_fields(
+    seen: &crate::header::Seen,
+    env: &MessageEnvelope,
+    hostname: &str,
+    unix: u64,
+) -> (Vec<u8>, Option<String>) {
     let mut out = Vec::new();
     if seen.complete() || env.sender.chars().any(char::is_control) {
-        return out;
+        return (out, None);
     }
     let message_id = crate::header::message_id(hostname);
     let date = rfc5322_date(unix);
     let from = crate::header::originator(&env.sender, Vec::new(), hostname);
     let values = crate::header::Values { message_id: &message_id, date: &date, from: &from };
-    crate::header::append_missing(&mut out, seen, &values);
-    out
+    let added = crate::header::append_missing(&mut out, seen, &values);
+    let id = added.contains(&"Message-ID").then(|| format!("<{message_id}>"));
+    (out, id)
+}
+
+/// What cleanup logs of a message's Message-ID, as Postfix does
+/// (`QUEUEID: message-id=<...>`): the value of its Message-ID: field
+/// (`found`, as [`HeaderScan`] kept it), white space collapsed; else the
+/// one cleanup gave it (`added`); else `<>`. Made safe for the log and
+/// at most [`MAX_MESSAGE_ID`] bytes.
+pub fn logged_message_id(found: Option<&[u8]>, added: Option<&str>) -> String {
+    let value = match (found, added) {
+        (Some(v), _) => String::from_utf8_lossy(v).split_whitespace().collect::<Vec<_>>().join(" "),
+        (None, Some(a)) => a.to_string(),
+        (None, None) => String::new(),
+    };
+    if value.is_empty() {
+        return String::from("<>");
+    }
+    crate::log::sanitize(&value, MAX_MESSAGE_ID)
 }
 
 /// Append `body` to `out` with `fields` (complete header lines) added at
@@ -338,6 +388,34 @@ mod tests {
     }
 
     #[test]
+    fn the_first_message_id_is_kept_for_the_log() {
+        let header: &[u8] = b"Subject: x\r\nmessage-id : <a@b.example>\r\nMessage-ID: <second@b>\r\n\r\n";
+        // Whatever the chunks, the first one's value.
+        for split in 0..header.len() {
+            let mut s = HeaderScan::new();
+            s.feed(&header[..split]);
+            s.feed(&header[split..]);
+            assert_eq!(s.message_id.as_deref(), Some(&b" <a@b.example>"[..]), "split at {split}");
+        }
+        let s = HeaderScan::scan(b"Message-ID:\r\n <folded@b.example>\r\nX-Other: y\r\n\r\nMessage-ID: <body@b>\r\n");
+        assert_eq!(logged_message_id(s.message_id.as_deref(), None), "<folded@b.example>");
+        // Not one in the body, nor a Resent- one.
+        let s = HeaderScan::scan(b"Resent-Message-ID: <r@b>\r\n\r\nMessage-ID: <body@b>\r\n");
+        assert_eq!(s.message_id, None);
+        assert_eq!(logged_message_id(None, Some("<added@h>")), "<added@h>");
+        assert_eq!(logged_message_id(None, None), "<>");
+        assert_eq!(logged_message_id(Some(b"  "), None), "<>");
+        // Bounded, and made safe for the log.
+        let long = format!("Message-ID: <{}@b>\x01\r\n\r\n", "x".repeat(1000));
+        let s = HeaderScan::scan(long.as_bytes());
+        assert_eq!(s.message_id.as_ref().map(Vec::len), Some(MAX_MESSAGE_ID));
+        assert!(logged_message_id(s.message_id.as_deref(), None).len() <= MAX_MESSAGE_ID);
+        let s = HeaderScan::scan(b"Message-ID: <a\x01\xff@b>\r\n\r\n");
+        let logged = logged_message_id(s.message_id.as_deref(), None);
+        assert!(logged.bytes().all(|b| (b' '..=b'~').contains(&b)), "{logged}");
+    }
+
+    #[test]
     fn hops_across_chunks() {
         let mut s = HeaderScan::new();
         for b in b"Rece" {
@@ -465,7 +543,8 @@ mod tests {
     fn completed(content: &[&[u8]], env: &MessageEnvelope) -> String {
         let mut scan = HeaderScan::new();
         content.iter().for_each(|c| scan.feed(c));
-        let fields = missing_fields(&scan.seen, env, "mx.example.org", 1_795_000_000);
+        let (fields, id) = missing_fields(&scan.seen, env, "mx.example.org", 1_795_000_000);
+        assert_eq!(id.is_some(), String::from_utf8_lossy(&fields).starts_with("Message-ID: <"));
         let mut out = Vec::new();
         append_with_fields(&mut out, &content.concat(), &scan, &fields);
         let text = String::from_utf8(out).unwrap();

@@ -6,7 +6,11 @@
 //! flush ran is written with one write and one fdatasync, and only then
 //! does each client's smtpd hear the verdict that becomes 250. Committed
 //! messages are then written out as queue files in incoming/, off the
-//! acknowledgement path.
+//! acknowledgement path. Each committed message is logged twice, as
+//! Postfix does: where it came from (`client=`, `uid=` or `origin=`,
+//! with sender, size and recipient count), then `message-id=<...>`, its
+//! Message-ID (the one cleanup gave it, or `<>` when it has none;
+//! [`message::logged_message_id`]).
 //!
 //! It takes local submissions from pickup on the same protocol; only
 //! pickup may hand over a local envelope with a submitter's uid, and
@@ -83,8 +87,9 @@ struct Cleanup {
     ids: QueueIdGen,
     peers: HashMap<Token, Peer>,
     next_token: usize,
-    /// Appended, awaiting the next commit: (peer, txn, ticket, log line).
-    batch: Vec<(Token, u64, queue::Ticket, String)>,
+    /// Appended, awaiting the next commit: (peer, txn, ticket, log lines:
+    /// the message's arrival and its Message-ID).
+    batch: Vec<(Token, u64, queue::Ticket, [String; 2])>,
     in_flight: usize,
     space_ok: bool,
     last_space_check: Instant,
@@ -414,10 +419,11 @@ impl Cleanup {
         let completes = message::completes_header(clients, &t.envelope, intake.map_or(&[], |i| &i.networks));
         let rescanned = (completes && qualified.is_some()).then(|| HeaderScan::scan(body));
         let scan = rescanned.as_ref().unwrap_or(&t.scan);
-        let fields = match completes {
+        let (fields, added_id) = match completes {
             true => message::missing_fields(&scan.seen, &t.envelope, &self.child.config.hostname, arrival.secs as u64),
-            false => Vec::new(),
+            false => (Vec::new(), None),
         };
+        let message_id = message::logged_message_id(scan.message_id.as_deref(), added_id.as_deref());
         let mut content = Vec::with_capacity(received.len() + body.len() + fields.len() + 2);
         content.extend_from_slice(received.as_bytes());
         message::append_with_fields(&mut content, body, scan, &fields);
@@ -428,15 +434,18 @@ impl Cleanup {
             None if t.envelope.protocol == "local" => format!("origin={role}"),
             None => format!("client={}[{}]", t.envelope.client_hostname, t.envelope.client_address),
         };
-        let log = format!(
-            "{}: {origin}, from=<{}>, size={}, nrcpt={}, proto={}{}",
-            id.as_str(),
-            t.envelope.sender,
-            file.content.len(),
-            file.recipients.len(),
-            t.envelope.protocol,
-            t.envelope.tls.as_ref().map_or_else(String::new, |s| format!(", tls={s}")),
-        );
+        let log = [
+            format!(
+                "{}: {origin}, from=<{}>, size={}, nrcpt={}, proto={}{}",
+                id.as_str(),
+                t.envelope.sender,
+                file.content.len(),
+                file.recipients.len(),
+                t.envelope.protocol,
+                t.envelope.tls.as_ref().map_or_else(String::new, |s| format!(", tls={s}")),
+            ),
+            format!("{}: message-id={message_id}", id.as_str()),
+        ];
         let Some(journal) = self.journal.as_mut() else { return };
         match journal.append(&file) {
             Ok(ticket) => self.batch.push((token, txn, ticket, log)),
@@ -457,7 +466,7 @@ impl Cleanup {
         match journal.commit() {
             Ok(_) => {
                 for (token, txn, ticket, log) in batch {
-                    self.child.info(&log);
+                    log.iter().for_each(|line| self.child.info(line));
                     self.reply(token, txn, CommitResult::Queued(ticket.id.as_str().to_string()));
                 }
             }

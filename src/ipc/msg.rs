@@ -584,6 +584,12 @@ pub enum BounceToQmgr {
     /// owed to anyone, e.g. a bounce of a bounce with no postmaster), or
     /// why not (qmgr tries again later).
     Done { req: u64, result: Result<Vec<String>, String> },
+    /// The queue file failed validation as bounce read it before quoting
+    /// its content (the content's CRC, which qmgr's read of the envelope
+    /// does not check; another queue ID): no notice was queued; qmgr
+    /// moves the file to corrupt/ (doc/queue-format.md, the corrupt/
+    /// rule), as for a delivery agent's `SmtpToQmgr::Corrupt`.
+    Corrupt { req: u64, reason: String },
 }
 
 /// cleanup → qmgr: queue files now in incoming/ (their queue IDs), so

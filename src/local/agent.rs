@@ -51,7 +51,9 @@ use super::child::Kind;
 use super::deliver::{Envelope, Error as DeliverError};
 use super::pool::{Key, Pool};
 use super::repair::{Killed, progress};
-use super::resolve::{DbNote, Dest, Resolver, Step, Target, User, done_action, push_new, steps};
+use super::resolve::{
+    DbNote, Dest, ForwardDsn, Resolver, Step, Target, User, done_action, forward_dsn, push_new, steps,
+};
 use super::spawn::{MAX_CHILD_REPORT, Worker, run, split_report};
 use super::spawner::Spawner;
 use crate::aliases::{self, Target as AliasTarget};
@@ -64,7 +66,7 @@ use crate::ipc::msg::{
 };
 use crate::queue::QueueEnvelope;
 use crate::queue::file::read_checked;
-use crate::queue::{BodyType, DoneAction};
+use crate::queue::{BodyType, DoneAction, Recipient};
 use crate::roles::Role;
 
 const MASTER: Token = Token(0);
@@ -602,8 +604,7 @@ impl Local {
                 depends.push(Vec::new());
                 continue;
             };
-            let address = r.address.clone();
-            let outcome = self.deliver_one(&d.queue_id, start, &qe, &file, &head, &address);
+            let outcome = self.deliver_one(&d.queue_id, start, &qe, &file, &head, r);
             out.push(report(index, outcome));
             depends.push(std::mem::take(&mut self.batch.touched));
         }
@@ -620,7 +621,8 @@ impl Local {
     /// retry repeats the list, so a destination may get the message
     /// twice). A destination whose address the message already carries
     /// in a `Delivered-To:` line (`head`, its header block) has been
-    /// reached before: a loop, which bounces.
+    /// reached before: a loop, which bounces. Forwarded copies carry the
+    /// DSN request on as [`super::resolve::forward_dsn`] says.
     fn deliver_one(
         &mut self,
         id: &str,
@@ -628,8 +630,9 @@ impl Local {
         qe: &QueueEnvelope,
         file: &File,
         head: &[u8],
-        address: &str,
+        rcpt: &Recipient,
     ) -> Outcome {
+        let address = rcpt.address.as_str();
         let dests = match self.resolver.resolve(address).and_then(|d| self.expand_forwards(d)) {
             Ok(t) => t,
             Err(o) => {
@@ -663,7 +666,10 @@ impl Local {
                     Step::Here(Dest { target: Target::File { path, user }, to }) => self.file(qe, file, user, path, to),
                     Step::Here(Dest { target: Target::Failed(o), .. }) => o.clone(),
                     Step::Here(Dest { target: Target::Forward { .. }, .. }) => continue,
-                    Step::Forward { sender, to, addresses } => self.forward(qe, file, sender, addresses, to),
+                    Step::Forward { sender, to, addresses, owned } => {
+                        let dsn = forward_dsn(action, *owned, rcpt, &qe.envelope);
+                        self.forward(qe, file, sender, addresses, to, &dsn)
+                    }
                 }
             };
             let orig = (to != address).then_some(address);
@@ -704,8 +710,11 @@ impl Local {
                 o
             }
             None => {
-                if let RecipientStatus::Delivered { action: a, .. } = &mut last.status {
+                if let RecipientStatus::Delivered { action: a, dsn_passed } = &mut last.status {
                     *a = action;
+                    // One address, which took the request over (see
+                    // `done_action`): its delivery reports success.
+                    *dsn_passed = action == DoneAction::Relayed;
                 }
                 last
             }
@@ -1180,9 +1189,17 @@ impl Local {
     }
 
     /// Forward the message to `addresses` as a new message from `sender`
-    /// through cleanup, with `Delivered-To: to` on top; delivered only
-    /// once cleanup has committed it.
-    fn forward(&mut self, qe: &QueueEnvelope, file: &File, sender: &str, addresses: &[String], to: &str) -> Outcome {
+    /// through cleanup, with `Delivered-To: to` on top and the DSN
+    /// parameters `dsn`; delivered only once cleanup has committed it.
+    fn forward(
+        &mut self,
+        qe: &QueueEnvelope,
+        file: &File,
+        sender: &str,
+        addresses: &[String],
+        to: &str,
+        dsn: &ForwardDsn,
+    ) -> Outcome {
         if to.chars().any(|c| c.is_control()) {
             return Outcome::bounce("5.3.0", "the forwarding address cannot be written in a header");
         }
@@ -1191,13 +1208,19 @@ impl Local {
         let txn = self.next_txn;
         self.next_txn += 1;
         let eight_bit = !matches!(qe.envelope.body, BodyType::SevenBit);
-        let envelope = MessageEnvelope::internal(
+        let mut envelope = MessageEnvelope::internal(
             sender.to_string(),
             addresses.to_vec(),
             eight_bit,
             qe.envelope.smtputf8,
             &self.child.config.hostname,
         );
+        envelope.ret = dsn.ret.map(Into::into);
+        envelope.envid = dsn.envid.clone();
+        for r in &mut envelope.recipients {
+            r.notify = dsn.notify.map(Into::into);
+            r.orcpt = dsn.orcpt.clone();
+        }
         let result = self.submit(txn, envelope, qe, file, to, deadline);
         match result {
             Ok(CommitResult::Queued(id)) => Outcome::sent(&format!("forwarded as {id} to {shown}")),

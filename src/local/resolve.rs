@@ -42,7 +42,7 @@ use std::path::{Path, PathBuf};
 use super::agent::Outcome;
 use crate::aliases::{self, Stamp, Target as AliasTarget};
 use crate::config::delivery::DeliveryConf;
-use crate::queue::DoneAction;
+use crate::queue::{DoneAction, Envelope, Notify, Recipient, Ret};
 use crate::table::cdb::Table;
 
 /// A user whose mailbox gets mail, or as whom a command or file
@@ -497,21 +497,26 @@ pub(super) enum Step {
     /// A mailbox, command or file, one by one.
     Here(Dest),
     /// The addresses forwarded to, as one new message from `sender`
-    /// with `Delivered-To: to`.
-    Forward { sender: String, to: String, addresses: Vec<String> },
+    /// with `Delivered-To: to`; `owned`: from the `owner-` alias of the
+    /// list they came through (a mailing list, RFC 3461 6.2.7.3).
+    Forward { sender: String, to: String, addresses: Vec<String>, owned: bool },
 }
 
 /// How a recipient whose destinations (aliases and `.forward` followed)
 /// are `dests` counts once each of them has the message: the Action of
-/// its success notice (RFC 3461 5.2.7, RFC 3464 2.3.3). A forwarded copy
-/// carries no NOTIFY, so no success notice comes from further on.
+/// its success notice (RFC 3461 5.2.7, 6.2.7; RFC 3464 2.3.3). What the
+/// forwarded copies carry of the DSN request is [`forward_dsn`]'s.
 /// - one mailbox, command or file: `delivered` (an alias to a single
 ///   destination is transparent);
 /// - one address, forwarded with the message's sender: `relayed`, into
-///   a new message that reports no success;
+///   a new message that carries the request on, NOTIFY and all (RFC 3461
+///   6.2.7.1, 6.2.7.4): no success notice comes from here (the agent
+///   reports the DSN request passed), the new message's delivery
+///   reports;
 /// - a mailing list: addresses that all go on from its `owner-` alias,
 ///   which takes the message over: `delivered`, as Postfix reports it;
-/// - anything else with more than one destination: `expanded`.
+/// - anything else with more than one destination: `expanded`, whose
+///   forwarded copies ask for no success notice (RFC 3461 6.2.7.5).
 pub(super) fn done_action(dests: &[Dest]) -> DoneAction {
     let forward =
         |d: &Dest, owned: bool| matches!(&d.target, Target::Forward { sender, .. } if sender.is_some() == owned);
@@ -534,16 +539,64 @@ pub(super) fn steps(dests: Vec<Dest>, sender: &str) -> Vec<Step> {
             here.push(Step::Here(d));
             continue;
         };
+        let owned = owner.is_some();
         let from = owner.unwrap_or_else(|| sender.to_string());
         let group = forwards.iter_mut().find_map(|s| match s {
-            Step::Forward { sender, to, addresses } if *sender == from && *to == d.to => Some(addresses),
+            Step::Forward { sender, to, addresses, owned: o } if *sender == from && *to == d.to && *o == owned => {
+                Some(addresses)
+            }
             _ => None,
         });
         match group {
             Some(addresses) => addresses.push(address),
-            None => forwards.push(Step::Forward { sender: from, to: d.to, addresses: vec![address] }),
+            None => forwards.push(Step::Forward { sender: from, to: d.to, addresses: vec![address], owned }),
         }
     }
     here.extend(forwards);
     here
+}
+
+/// The DSN parameters (RFC 3461) a forwarded copy of a message carries:
+/// NOTIFY and ORCPT for each of its recipients, RET and ENVID for it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(super) struct ForwardDsn {
+    pub notify: Option<Notify>,
+    pub orcpt: Option<String>,
+    pub ret: Option<Ret>,
+    pub envid: Option<String>,
+}
+
+/// What a copy forwarded for `rcpt` (of a message with envelope `env`)
+/// carries of the DSN request, as RFC 3461 6.2.7 says and Postfix does,
+/// given the recipient's [`done_action`] and whether the copy goes out
+/// from a list's `owner-` alias (`owned`):
+/// - a mailing list's copy carries nothing of it (6.2.7.3: the ENVID,
+///   NOTIFY, RET and ORCPT of the redistributed message MUST NOT be
+///   derived from the original's); its failures go to the list's owner;
+/// - otherwise (an alias, a `.forward`: the sender is kept, and failures
+///   of the new recipients go to the original sender, 6.2.7.4, 6.2.7.5),
+///   RET and ENVID, and the recipient's ORCPT, or one naming its address
+///   when it had none, so that a notice from further on names the
+///   address the sender used; and its NOTIFY: as it is for a forward to
+///   one address (`relayed`: the request goes on, as to a relay with
+///   DSN), without SUCCESS for several (`expanded`: the original
+///   recipient's notice was the success notice; NOTIFY=SUCCESS alone
+///   becomes NEVER, as in Postfix).
+pub(super) fn forward_dsn(action: DoneAction, owned: bool, rcpt: &Recipient, env: &Envelope) -> ForwardDsn {
+    if owned {
+        return ForwardDsn::default();
+    }
+    let notify = match (action, rcpt.notify) {
+        (DoneAction::Relayed, n) | (_, n @ (None | Some(Notify::Never))) => n,
+        (_, Some(Notify::On { failure, delay, .. })) if failure || delay => {
+            Some(Notify::On { success: false, failure, delay })
+        }
+        (_, Some(Notify::On { .. })) => Some(Notify::Never),
+    };
+    ForwardDsn {
+        notify,
+        orcpt: rcpt.orcpt.clone().or_else(|| crate::address::orcpt::for_address(&rcpt.address)),
+        ret: env.dsn_ret,
+        envid: env.dsn_envid.clone(),
+    }
 }

@@ -705,6 +705,12 @@ impl Qmgr {
                             Err(why) => self.notice_failed(req, &why),
                         }
                     }
+                    Ok(Some((BounceToQmgr::Corrupt { req, reason }, fds))) => {
+                        if !fds.is_empty() {
+                            self.child.fatal("bounce sent descriptors");
+                        }
+                        self.notice_corrupt(req, &reason);
+                    }
                     Err(crate::ipc::Error::Closed) => return self.drop_peer(token, "closed"),
                     Err(e) => return self.drop_peer(token, &format!("bounce channel: {e}")),
                 },
@@ -1140,21 +1146,27 @@ impl Qmgr {
             Ok(actions) => self.apply(actions),
             Err(e) => self.child.warn(&e.to_string()),
         }
+        self.set_aside_corrupt(&id, "the delivery agent", "nothing delivered", reason);
+    }
+
+    /// Move message `id`, which `who` found corrupt, out of the active
+    /// queue to corrupt/, and log it (`what` says what was not done).
+    fn set_aside_corrupt(&mut self, id: &QueueId, who: &str, what: &str, reason: &str) {
         let reason = crate::log::sanitize(reason, 512);
-        let Some(m) = self.remove_active(&id) else {
+        let Some(m) = self.remove_active(id) else {
             // Held or deleted meanwhile: where it went, it is found again.
-            return self.child.warn(&format!("{id}: the delivery agent found the queue file corrupt: {reason}"));
+            return self.child.warn(&format!("{id}: {who} found the queue file corrupt: {reason}"));
         };
-        let (dir, name) = (m.dir, store::path(m.dir, &id));
+        let (dir, name) = (m.dir, store::path(m.dir, id));
         drop(m);
         let d = dir.name();
         match self.store.to_corrupt(dir, &name) {
-            Ok(to) => self.child.warn(&format!(
-                "{d}/{name}: the delivery agent found it corrupt: {reason}; moved to corrupt/{to}, nothing delivered"
-            )),
-            Err(e) => self.child.warn(&format!(
-                "{d}/{name}: the delivery agent found it corrupt: {reason}; cannot move it to corrupt/: {e}"
-            )),
+            Ok(to) => {
+                self.child.warn(&format!("{d}/{name}: {who} found it corrupt: {reason}; moved to corrupt/{to}, {what}"))
+            }
+            Err(e) => self
+                .child
+                .warn(&format!("{d}/{name}: {who} found it corrupt: {reason}; cannot move it to corrupt/: {e}")),
         }
     }
 
@@ -1503,6 +1515,21 @@ impl Qmgr {
             m.notice = None;
         }
         self.retry_later(id, NOTICE_RETRY);
+    }
+
+    /// bounce found the queue file of notice `req` corrupt as it read it
+    /// to quote its content (the content's CRC, which qmgr's read of the
+    /// envelope cannot see): no notice goes out, and the message leaves
+    /// the active queue for corrupt/, as when a delivery agent finds it
+    /// so (see `corrupt_report`). Its actions still pending (the rest of
+    /// its statuses, the next slice, its removal) are dropped with it.
+    fn notice_corrupt(&mut self, req: u64, reason: &str) {
+        let Some(id) = self.notices.remove(&req) else { return };
+        if self.active.get(&id).is_none_or(|m| m.notice != Some(req)) {
+            return;
+        }
+        self.sched.drop_message(&id);
+        self.set_aside_corrupt(&id, "bounce", "no notice sent", reason);
     }
 
     /// Ask bounce again for `id`'s notice after `wait`; its actions wait.

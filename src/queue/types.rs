@@ -132,7 +132,8 @@ pub enum DoneAction {
     Delivered,
     /// Handed on to an SMTP server (one without DSN sends no success
     /// notice itself; one with DSN took NOTIFY over, and no notice is
-    /// owed here), or forwarded to a single address.
+    /// owed here), or forwarded to a single address (a new message that
+    /// carries NOTIFY on: no notice is owed here either).
     Relayed,
     /// An alias or `.forward` that sent the message on to several
     /// destinations, which send no success notices of their own.

@@ -104,7 +104,8 @@ pub struct MailParams {
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct RcptParams {
     pub notify: Option<Notify>,
-    /// ORCPT as `addr-type;address`, decoded from xtext.
+    /// ORCPT as `addr-type;address`, as the queue keeps it (see
+    /// `orcpt` below).
     pub orcpt: Option<String>,
 }
 
@@ -137,7 +138,10 @@ fn words(s: &str) -> Result<Vec<(String, Option<&str>)>, ParamError> {
             None => (w, None),
         };
         let valid_key = !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
-        if !valid_key || v.is_some_and(|v| v.is_empty() || !v.bytes().all(|b| (33..=126).contains(&b) && b != b'=')) {
+        // esmtp-value: printable ASCII but `=`, and (RFC 6531 3.3) UTF-8,
+        // which each parameter that may have it admits only with SMTPUTF8.
+        let value_char = |c: char| (('!'..='~').contains(&c) && c != '=') || (!c.is_ascii() && !c.is_control());
+        if !valid_key || v.is_some_and(|v| v.is_empty() || !v.chars().all(value_char)) {
             return Err(err(501, "5.5.4", format!("malformed parameter `{}`", printable(w))));
         }
         let key = k.to_ascii_uppercase();
@@ -151,28 +155,69 @@ fn words(s: &str) -> Result<Vec<(String, Option<&str>)>, ParamError> {
 
 /// Decode RFC 3461 xtext (`+XX` hex escapes).
 pub fn xtext_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => {
+    decode(s, false)
+}
+
+/// [`xtext_decode`], and with `utf8` UTF-8 characters taken as they are
+/// (an RFC 6533 `utf-8-addr-unitext` ORCPT address, in which a client
+/// unaware of RFC 6533 may still have escaped bytes as xtext).
+fn decode(s: &str, utf8: bool) -> Option<String> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut chars = s.char_indices();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '+' => {
                 let hex = s.get(i + 1..i + 3)?;
                 if !hex.bytes().all(|c| c.is_ascii_digit() || (b'A'..=b'F').contains(&c)) {
                     return None;
                 }
                 out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
+                chars.next();
+                chars.next();
             }
-            c if (33..=126).contains(&c) && c != b'=' => {
-                out.push(c);
-                i += 1;
+            '!'..='~' if c != '=' => out.push(c as u8),
+            c if utf8 && !c.is_ascii() && !c.is_control() => {
+                out.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes());
             }
             _ => return None,
         }
     }
     let text = String::from_utf8(out).ok()?;
     text.chars().all(|c| !c.is_control()).then_some(text)
+}
+
+/// The ORCPT parameter's value (`addr-type;address`) as the queue keeps it
+/// ([`crate::address::orcpt`]): the type in lower case, an `rfc822` (or
+/// other) address decoded from xtext, a `utf-8` one (RFC 6533 3) as
+/// received, in its `utf-8-addr-xtext` form (7 bit, `\x{HEX}` escapes)
+/// or, in an SMTPUTF8 transaction (`smtputf8`), its `utf-8-addr-unitext`
+/// form (UTF-8 as it is).
+fn orcpt(v: &str, smtputf8: bool) -> Result<String, ParamError> {
+    let malformed = || err(501, "5.5.4", "malformed ORCPT");
+    let (kind, addr) = v.split_once(';').ok_or_else(malformed)?;
+    if kind.is_empty() || !kind.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        return Err(malformed());
+    }
+    let utf8_type = crate::address::orcpt::is_utf8_type(kind);
+    if !addr.is_ascii() {
+        if !utf8_type {
+            return Err(err(501, "5.5.4", "malformed ORCPT: only a utf-8 address (RFC 6533) may hold UTF-8"));
+        }
+        if !smtputf8 {
+            return Err(err(
+                501,
+                "5.5.4",
+                "malformed ORCPT: UTF-8 needs SMTPUTF8 in MAIL FROM (without it, escape it as \\x{HEX}: RFC 6533)",
+            ));
+        }
+    }
+    let decoded = decode(addr, utf8_type && smtputf8).filter(|a| !a.is_empty() && a.len() <= MAX_ORCPT);
+    match decoded {
+        Some(a) if !utf8_type || crate::address::orcpt::valid_utf8_addr(&a) => {
+            Ok(format!("{};{a}", kind.to_ascii_lowercase()))
+        }
+        _ => Err(malformed()),
+    }
 }
 
 /// Parse MAIL FROM parameters. `max_size` is the message size limit.
@@ -218,8 +263,9 @@ pub fn mail(s: &str, max_size: u64) -> Result<MailParams, ParamError> {
     Ok(p)
 }
 
-/// Parse RCPT TO parameters.
-pub fn rcpt(s: &str) -> Result<RcptParams, ParamError> {
+/// Parse RCPT TO parameters; `smtputf8`: the transaction's MAIL FROM
+/// had SMTPUTF8 (a `utf-8` ORCPT may then hold UTF-8).
+pub fn rcpt(s: &str, smtputf8: bool) -> Result<RcptParams, ParamError> {
     let mut p = RcptParams::default();
     for (key, value) in words(s)? {
         match (key.as_str(), value) {
@@ -239,15 +285,7 @@ pub fn rcpt(s: &str) -> Result<RcptParams, ParamError> {
                 }
                 p.notify = Some(n);
             }
-            ("ORCPT", Some(v)) => {
-                let (kind, addr) = v.split_once(';').ok_or_else(|| err(501, "5.5.4", "malformed ORCPT"))?;
-                let decoded = xtext_decode(addr).filter(|a| !a.is_empty() && a.len() <= MAX_ORCPT);
-                let valid_kind = !kind.is_empty() && kind.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
-                match decoded {
-                    Some(a) if valid_kind => p.orcpt = Some(format!("{};{a}", kind.to_ascii_lowercase())),
-                    _ => return Err(err(501, "5.5.4", "malformed ORCPT")),
-                }
-            }
+            ("ORCPT", Some(v)) => p.orcpt = Some(orcpt(v, smtputf8)?),
             ("NOTIFY" | "ORCPT", None) => return Err(err(501, "5.5.4", format!("malformed {key} parameter"))),
             _ => return Err(err(555, "5.5.4", format!("unsupported parameter {}", printable(&key)))),
         }
@@ -289,12 +327,43 @@ mod tests {
         assert_eq!(m.ret, Some(Ret::Headers));
         assert_eq!(m.envid.as_deref(), Some("QQ+1"));
         assert!(m.smtputf8);
-        let r = rcpt("NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;a+2Bb@example.org").unwrap();
+        let r = rcpt("NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;a+2Bb@example.org", false).unwrap();
         assert_eq!(r.notify, Some(Notify { success: true, failure: true, ..Notify::default() }));
         assert_eq!(r.orcpt.as_deref(), Some("rfc822;a+b@example.org"));
-        assert!(rcpt("NOTIFY=NEVER,SUCCESS").is_err());
-        assert!(rcpt("ORCPT=rfc822").is_err());
-        assert!(rcpt("ORCPT=rfc822;a+0Db").is_err());
+        assert!(rcpt("NOTIFY=NEVER,SUCCESS", false).is_err());
+        assert!(rcpt("ORCPT=rfc822", false).is_err());
+        assert!(rcpt("ORCPT=rfc822;a+0Db", false).is_err());
         assert!(mail("ENVID=a+zz", 10).is_err());
+    }
+
+    #[test]
+    fn a_raw_utf8_orcpt_is_taken_only_with_smtputf8() {
+        // RFC 6533 3: utf-8-addr-unitext in an SMTPUTF8 transaction, kept
+        // as received; its escapes stay for the readers to resolve.
+        let r = rcpt(r"ORCPT=utf-8;josé\x{2B}1@例え.jp", true).unwrap();
+        assert_eq!(r.orcpt.as_deref(), Some(r"utf-8;josé\x{2B}1@例え.jp"));
+        assert_eq!(rcpt("ORCPT=UTF-8;josé@x.example", true).unwrap().orcpt.as_deref(), Some("utf-8;josé@x.example"));
+        // Without SMTPUTF8: refused, saying what to do instead.
+        let e = rcpt("ORCPT=utf-8;josé@x.example", false).unwrap_err();
+        assert_eq!((e.code, e.enhanced), (501, "5.5.4"));
+        assert!(e.text.contains("SMTPUTF8"), "{}", e.text);
+        // ... where the 7-bit form is taken, and so is xtext of its bytes
+        // from a client unaware of RFC 6533.
+        let seven = rcpt(r"ORCPT=utf-8;jos\x{E9}@x.example", false).unwrap();
+        assert_eq!(seven.orcpt.as_deref(), Some(r"utf-8;jos\x{E9}@x.example"));
+        assert_eq!(
+            rcpt("ORCPT=utf-8;jos+C3+A9@x.example", false).unwrap().orcpt.as_deref(),
+            Some("utf-8;josé@x.example")
+        );
+        // Only the utf-8 type may hold UTF-8, and never a control.
+        let e = rcpt("ORCPT=rfc822;josé@x.example", true).unwrap_err();
+        assert!(e.text.contains("utf-8"), "{}", e.text);
+        for bad in [r"ORCPT=utf-8;a\b@x.example", "ORCPT=utf-8;a\u{85}@x.example", r"ORCPT=utf-8;a\x{7F}@x"] {
+            assert_eq!(rcpt(bad, true).unwrap_err().code, 501, "{bad}");
+        }
+        // UTF-8 elsewhere is no value of any parameter.
+        assert!(rcpt("NOTIFY=SUCCÈS", true).is_err());
+        assert!(mail("ENVID=é", 10).is_err());
+        assert!(mail("BODY=8BITMIMÉ", 10).is_err());
     }
 }

@@ -54,7 +54,9 @@ fn forwards_go_last_one_message_per_sender_and_delivered_to() {
         .iter()
         .map(|s| match s {
             Step::Here(d) => format!("here {}", d.to),
-            Step::Forward { sender, to, addresses } => format!("{sender} {to} {}", addresses.join(",")),
+            Step::Forward { sender, to, addresses, owned } => {
+                format!("{sender} {to} {}{}", addresses.join(","), if *owned { " (list)" } else { "" })
+            }
         })
         .collect();
     assert_eq!(
@@ -62,7 +64,7 @@ fn forwards_go_last_one_message_per_sender_and_delivered_to() {
         [
             "here bob@here",
             "s@y.example list@here a@x.example,b@x.example",
-            "owner-list@here list@here c@x.example",
+            "owner-list@here list@here c@x.example (list)",
             "s@y.example bob@here d@x.example",
         ]
     );
@@ -89,8 +91,8 @@ fn a_recipients_action_follows_its_destinations() {
     assert_eq!(done_action(&[mailbox("bob")]), DoneAction::Delivered);
     assert_eq!(done_action(std::slice::from_ref(&file)), DoneAction::Delivered);
     assert_eq!(done_action(std::slice::from_ref(&command)), DoneAction::Delivered);
-    // One address further on, in a new message without NOTIFY: relayed;
-    // a list's, from its owner- alias: delivered, to the list.
+    // One address further on, in a new message that carries NOTIFY on:
+    // relayed; a list's, from its owner- alias: delivered, to the list.
     assert_eq!(done_action(&[fwd("a@x.example", None)]), DoneAction::Relayed);
     assert_eq!(done_action(&[fwd("a@x.example", Some("owner-list@here"))]), DoneAction::Delivered);
     assert_eq!(
@@ -103,4 +105,53 @@ fn a_recipients_action_follows_its_destinations() {
     assert_eq!(done_action(&[fwd("a@x.example", None), fwd("b@x.example", None)]), DoneAction::Expanded);
     assert_eq!(done_action(&[mailbox("bob"), fwd("a@x.example", Some("owner-list@here"))]), DoneAction::Expanded);
     assert_eq!(done_action(&[file, command, failed]), DoneAction::Expanded);
+}
+
+#[test]
+fn forwarded_copies_carry_the_dsn_request_as_rfc3461_6_2_7_says() {
+    use crate::local::resolve::{ForwardDsn, forward_dsn};
+    use crate::queue::{DoneAction, Notify, QueueIdGen, Recipient, Ret};
+    let env = crate::queue::tests::sample(&mut QueueIdGen::new(1), 1, 10).envelope;
+    assert_eq!((env.dsn_ret, env.dsn_envid.as_deref()), (Some(Ret::Headers), Some("QQ314159")));
+    let on = |success, failure, delay| Some(Notify::On { success, failure, delay });
+    let rcpt = |notify, orcpt: Option<&str>| Recipient {
+        address: String::from("fwd@here.example"),
+        orcpt: orcpt.map(String::from),
+        notify,
+        ..Recipient::default()
+    };
+    let all = rcpt(on(true, true, false), Some("rfc822;Fwd@Here.example"));
+    // One address: the request goes on whole (the success notice comes
+    // from the new message's delivery), with RET and ENVID.
+    assert_eq!(
+        forward_dsn(DoneAction::Relayed, false, &all, &env),
+        ForwardDsn {
+            notify: on(true, true, false),
+            orcpt: Some(String::from("rfc822;Fwd@Here.example")),
+            ret: Some(Ret::Headers),
+            envid: Some(String::from("QQ314159")),
+        }
+    );
+    // Several: no success notice from further on (the original
+    // recipient's "expanded" one was it); failures still go back.
+    let d = forward_dsn(DoneAction::Expanded, false, &all, &env);
+    assert_eq!(d.notify, on(false, true, false));
+    assert_eq!(d.orcpt.as_deref(), Some("rfc822;Fwd@Here.example"));
+    assert_eq!(
+        forward_dsn(DoneAction::Expanded, false, &rcpt(on(true, false, false), None), &env).notify,
+        Some(Notify::Never)
+    );
+    assert_eq!(
+        forward_dsn(DoneAction::Expanded, false, &rcpt(Some(Notify::Never), None), &env).notify,
+        Some(Notify::Never)
+    );
+    assert_eq!(forward_dsn(DoneAction::Expanded, false, &rcpt(None, None), &env).notify, None);
+    // No ORCPT given: one naming the address the sender used.
+    assert_eq!(
+        forward_dsn(DoneAction::Relayed, false, &rcpt(None, None), &env).orcpt.as_deref(),
+        Some("rfc822;fwd@here.example")
+    );
+    // A mailing list's copy: nothing of the original request.
+    assert_eq!(forward_dsn(DoneAction::Delivered, true, &all, &env), ForwardDsn::default());
+    assert_eq!(forward_dsn(DoneAction::Expanded, true, &all, &env), ForwardDsn::default());
 }

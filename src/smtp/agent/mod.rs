@@ -1021,7 +1021,7 @@ impl Agent {
                 index: *index,
                 status: v.status.clone(),
                 dsn: v.dsn.clone(),
-                reason: v.reason.clone(),
+                reason: v.queue_reason().to_string(),
             });
         }
         self.jobs.remove(&work.job);

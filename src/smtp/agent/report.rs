@@ -52,7 +52,14 @@ pub struct Verdict {
     pub status: RecipientStatus,
     /// `x.y.z`.
     pub dsn: String,
+    /// As the log line gives it.
     pub reason: String,
+    /// As qmgr records it in the queue file, when that differs from
+    /// `reason`: a delivered recipient's with the server that took it,
+    /// `host H[A] said: 250 ... (in reply to end of DATA command)`, as a
+    /// failure's, so that a success notice names the Remote-MTA and its
+    /// reply (RFC 3464 2.3.5, 2.3.6) as a failure notice does.
+    pub recorded: Option<String>,
 }
 
 impl Verdict {
@@ -70,10 +77,11 @@ impl Verdict {
             Disposition::Deferred => RecipientStatus::Deferred,
             Disposition::Bounced => RecipientStatus::Bounced,
         };
-        // Delivered: the server's own words; failed: who said what, when.
-        let reason = match r.disposition {
-            Disposition::Delivered => r.reply.to_string(),
-            _ => r.describe(&relay.name()),
+        // Delivered: the server's own words (and in the queue file who
+        // said them, when); failed: who said what, when.
+        let (reason, recorded) = match r.disposition {
+            Disposition::Delivered => (r.reply.to_string(), r.remote.then(|| r.describe(&relay.name()))),
+            _ => (r.describe(&relay.name()), None),
         };
         // The class follows the outcome: a reply deferred by policy (a
         // 535 to AUTH, a 5xx under a TLS requirement, a 3xx where none
@@ -84,16 +92,21 @@ impl Verdict {
             Disposition::Deferred => 4,
             Disposition::Bounced => 5,
         };
-        Verdict { status, dsn: dsn.to_string(), reason }
+        Verdict { status, dsn: dsn.to_string(), reason, recorded }
     }
 
     /// A temporary failure found locally (no server involved).
     pub fn deferred(dsn: &str, reason: &str) -> Verdict {
-        Verdict { status: RecipientStatus::Deferred, dsn: dsn.to_string(), reason: reason.to_string() }
+        Verdict { status: RecipientStatus::Deferred, dsn: dsn.to_string(), reason: reason.to_string(), recorded: None }
     }
 
     pub fn bounced(dsn: &str, reason: &str) -> Verdict {
-        Verdict { status: RecipientStatus::Bounced, dsn: dsn.to_string(), reason: reason.to_string() }
+        Verdict { status: RecipientStatus::Bounced, dsn: dsn.to_string(), reason: reason.to_string(), recorded: None }
+    }
+
+    /// The reason qmgr records in the queue file.
+    pub fn queue_reason(&self) -> &str {
+        self.recorded.as_deref().unwrap_or(&self.reason)
     }
 
     fn status_word(&self) -> &'static str {
@@ -200,6 +213,34 @@ mod tests {
     }
 
     #[test]
+    fn a_delivery_is_recorded_with_the_server_that_took_it() {
+        use crate::smtp::client::Stage;
+        use crate::smtp::reply::{Enhanced, Reply};
+        let relay = Relay { host: "mx.example.net".into(), addr: Some("192.0.2.1:25".parse().unwrap()), tls: None };
+        let r = RecipientResult {
+            disposition: Disposition::Delivered,
+            stage: Stage::Dot,
+            reply: Reply::local(250, Enhanced::new(2, 0, 0), "Ok: queued as X"),
+            remote: true,
+            dsn_passed: false,
+        };
+        let v = Verdict::from_result(&r, &relay, Protocol::Smtp);
+        // The log keeps Postfix's form; the queue file (and so the success
+        // notice: Remote-MTA, Diagnostic-Code: smtp) who said it.
+        assert_eq!(v.reason, "250 2.0.0 Ok: queued as X");
+        assert_eq!(
+            v.queue_reason(),
+            "host mx.example.net[192.0.2.1] said: 250 2.0.0 Ok: queued as X (in reply to end of DATA command)"
+        );
+        let (status, host, diagnostic) = crate::bounce::agent::diagnose(v.queue_reason(), 2);
+        assert_eq!((status.to_string(), host.as_deref()), (String::from("2.0.0"), Some("mx.example.net")));
+        assert_eq!(diagnostic, crate::bounce::Diagnostic::Smtp(String::from("250 2.0.0 Ok: queued as X")));
+        // A failure's reason is the same in both.
+        let v = Verdict::deferred("4.3.0", "no route");
+        assert_eq!(v.queue_reason(), "no route");
+    }
+
+    #[test]
     fn seconds_like_postfix() {
         assert_eq!(seconds(0.0), "0");
         assert_eq!(seconds(0.004), "0");
@@ -226,6 +267,7 @@ mod tests {
             status: RecipientStatus::Delivered { dsn_passed: false, action: DoneAction::Relayed },
             dsn: "2.0.0".into(),
             reason: "250 2.0.0 Ok: queued as X".into(),
+            recorded: None,
         };
         let line = log_line("ID1", "a@b.example", Some(&relay), Time { secs: 102, micros: 0 }, &d, &v);
         assert_eq!(

@@ -1,122 +1,17 @@
 //! The command lines the client sends: MAIL FROM and RCPT TO with their
 //! ESMTP parameters (SIZE, BODY, SMTPUTF8, RET, ENVID, NOTIFY, ORCPT),
-//! AUTH PLAIN, and the encodings they need (xtext, RFC 6533's forms of
-//! a UTF-8 address for ORCPT, base64). Every value
+//! AUTH PLAIN, and base64 (xtext and RFC 6533's forms of a UTF-8 address
+//! for ORCPT are [`crate::address::orcpt`]'s). Every value
 //! that reaches a command line is checked or encoded so that it cannot
 //! carry a CR, an LF or a space into the line.
 //!
 //! Trusts: nothing; values come from queue files.
 
+use crate::address::orcpt::{self, xtext};
 use crate::address::{self, MAX_PATH};
 use crate::queue::{BodyType, Notify, Ret};
 
 use super::job::{Credentials, Features, Job, JobRecipient};
-
-/// RFC 3461 xtext: printable ASCII except `+` and `=` as is, every other
-/// byte as `+XX`.
-pub fn xtext(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if (33..=126).contains(&b) && b != b'+' && b != b'=' {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("+{b:02X}"));
-        }
-    }
-    out
-}
-
-/// An address of the ORCPT type `utf-8` (RFC 6533 3) as the queue keeps
-/// it, with its `\x{HEX}` escapes (the 7-bit `utf-8-addr-xtext` form a
-/// client sent) made characters; what is no valid escape stays as it is.
-pub fn utf8_addr_decode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(at) = rest.find('\\') {
-        out.push_str(&rest[..at]);
-        rest = &rest[at..];
-        let escaped = rest
-            .strip_prefix("\\x{")
-            .and_then(|r| r.find('}').filter(|&end| end <= 6).map(|end| (&r[..end], &r[end + 1..])))
-            .and_then(|(hex, after)| hexpoint(hex).map(|c| (c, after)));
-        match escaped {
-            Some((c, after)) => {
-                out.push(c);
-                rest = after;
-            }
-            None => {
-                out.push('\\');
-                rest = &rest[1..];
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
-/// RFC 6533 HEXPOINT: the code point of an `EmbeddedUnicodeChar`, in
-/// the digits the grammar allows (two for the ASCII characters that
-/// xtext cannot carry and for U+0080 to U+00FF, no leading zero beyond,
-/// no surrogate, at most U+10FFFF).
-fn hexpoint(hex: &str) -> Option<char> {
-    if !(2..=6).contains(&hex.len()) || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    let v = u32::from_str_radix(hex, 16).ok()?;
-    let ok = if hex.len() == 2 {
-        matches!(v, 0x01..=0x09 | 0x10..=0x19 | 0x20 | 0x2B | 0x3D | 0x5C | 0x7F | 0x80..=0xFF)
-    } else {
-        !hex.starts_with('0') && (0x100..=0x10FFFF).contains(&v)
-    };
-    if ok { char::from_u32(v) } else { None }
-}
-
-/// RFC 6533 `utf-8-addr-xtext` (`eight_bit` false: ASCII only, for a
-/// server without SMTPUTF8) or `utf-8-addr-unitext` (`eight_bit`: UTF-8
-/// as it is): QCHAR as is, `\`, `+`, `=` and space as `\x{5C}`,
-/// `\x{2B}`, `\x{3D}`, `\x{20}`, other characters as `\x{HEX}` in the
-/// xtext form. `s` has no control character.
-fn utf8_addr_encode(s: &str, eight_bit: bool) -> String {
-    let mut out = String::with_capacity(s.len() * 2);
-    for c in s.chars() {
-        match c {
-            '!'..='~' if !matches!(c, '\\' | '+' | '=') => out.push(c),
-            _ if c.is_ascii() => out.push_str(&format!("\\x{{{:02X}}}", u32::from(c))),
-            _ if eight_bit => out.push(c),
-            _ => out.push_str(&format!("\\x{{{:X}}}", u32::from(c))),
-        }
-    }
-    out
-}
-
-/// The ORCPT parameter's value for the queue's `type;address`, decoded,
-/// or None when it cannot be sent (no type, no address, a control
-/// character in a UTF-8 address). `smtputf8`: this transaction's MAIL
-/// carries SMTPUTF8.
-///
-/// A `utf-8` address (RFC 6533 3) that is ASCII throughout is an
-/// `rfc822` one and goes as such (xtext); one that is not goes as
-/// `utf-8-addr-unitext` (UTF-8) in an SMTPUTF8 transaction and as
-/// `utf-8-addr-xtext` (7 bit, `\x{HEX}`) to a server without it, never as
-/// xtext of its UTF-8 bytes, which no reader would take for the address.
-/// Other types go as xtext, as received.
-pub fn orcpt(stored: &str, smtputf8: bool) -> Option<String> {
-    let (kind, addr) = stored.split_once(';')?;
-    if kind.is_empty() || !kind.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') || addr.is_empty() {
-        return None;
-    }
-    if !kind.eq_ignore_ascii_case("utf-8") {
-        return Some(format!("{kind};{}", xtext(addr)));
-    }
-    let addr = utf8_addr_decode(addr);
-    if addr.chars().any(char::is_control) {
-        None
-    } else if addr.is_ascii() {
-        Some(format!("rfc822;{}", xtext(&addr)))
-    } else {
-        Some(format!("utf-8;{}", utf8_addr_encode(&addr, smtputf8)))
-    }
-}
 
 /// Base64 (RFC 4648) with padding.
 pub fn base64(data: &[u8]) -> String {
@@ -195,7 +90,8 @@ pub fn mail(job: &Job, features: &Features, smtputf8: bool) -> String {
 }
 
 /// RCPT TO, with NOTIFY and ORCPT when the server offered DSN;
-/// `smtputf8`: the transaction's MAIL carries SMTPUTF8 (see [`orcpt`]).
+/// `smtputf8`: the transaction's MAIL carries SMTPUTF8 (see
+/// [`orcpt::to_send`]).
 pub fn rcpt(r: &JobRecipient, dsn: bool, smtputf8: bool) -> String {
     let mut line = format!("RCPT TO:<{}>", r.address);
     if dsn {
@@ -212,7 +108,7 @@ pub fn rcpt(r: &JobRecipient, dsn: bool, smtputf8: bool) -> String {
             }
             None => {}
         }
-        if let Some(value) = r.orcpt.as_deref().and_then(|o| orcpt(o, smtputf8)) {
+        if let Some(value) = r.orcpt.as_deref().and_then(|o| orcpt::to_send(o, smtputf8)) {
             line.push_str(&format!(" ORCPT={value}"));
         }
     }
@@ -223,89 +119,6 @@ pub fn rcpt(r: &JobRecipient, dsn: bool, smtputf8: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn xtext_escapes_plus_equals_and_non_printables() {
-        assert_eq!(xtext("a+b=c d\r\né"), "a+2Bb+3Dc+20d+0D+0A+C3+A9");
-        assert_eq!(xtext("rfc822@example.org"), "rfc822@example.org");
-    }
-
-    #[test]
-    fn a_utf8_orcpt_goes_as_utf8_addr_xtext_without_smtputf8_and_unitext_with_it() {
-        // RFC 6533 3: 7 bit, `\x{HEX}` for each character beyond ASCII
-        // (2, 3, 4 and 5 digits), never xtext of its UTF-8 bytes.
-        let stored = "utf-8;café.δ中😀@例え.jp";
-        assert_eq!(
-            orcpt(stored, false).as_deref(),
-            Some(r"utf-8;caf\x{E9}.\x{3B4}\x{4E2D}\x{1F600}@\x{4F8B}\x{3048}.jp")
-        );
-        assert_eq!(orcpt(stored, true).as_deref(), Some("utf-8;café.δ中😀@例え.jp"));
-        // The xtext specials and `\` are escaped in both forms; QCHAR
-        // (the rest of printable ASCII) goes as it is.
-        let specials = r#"utf-8;"é a"+b=c\d!~@x.example"#;
-        assert_eq!(
-            orcpt(specials, false).as_deref(),
-            Some(r#"utf-8;"\x{E9}\x{20}a"\x{2B}b\x{3D}c\x{5C}d!~@x.example"#)
-        );
-        assert_eq!(orcpt(specials, true).as_deref(), Some(r#"utf-8;"é\x{20}a"\x{2B}b\x{3D}c\x{5C}d!~@x.example"#));
-        // As a client sent it in the 7-bit form (kept by smtpd as it
-        // came): the same address, the same parameter.
-        assert_eq!(orcpt(r"utf-8;caf\x{E9}@x.example", false).as_deref(), Some(r"utf-8;caf\x{E9}@x.example"));
-        assert_eq!(orcpt(r"utf-8;caf\x{e9}@x.example", true).as_deref(), Some("utf-8;café@x.example"));
-    }
-
-    #[test]
-    fn an_ascii_utf8_orcpt_goes_as_rfc822_and_other_types_as_xtext() {
-        assert_eq!(orcpt("utf-8;user@example.org", false).as_deref(), Some("rfc822;user@example.org"));
-        assert_eq!(orcpt("utf-8;a+b=c@example.org", true).as_deref(), Some("rfc822;a+2Bb+3Dc@example.org"));
-        // `\x{2B}` is an escaped `+`: ASCII after all.
-        assert_eq!(orcpt(r"UTF-8;a\x{2B}b@example.org", false).as_deref(), Some("rfc822;a+2Bb@example.org"));
-        assert_eq!(orcpt("rfc822;a+b@example.org", false).as_deref(), Some("rfc822;a+2Bb@example.org"));
-        // An rfc822 address with UTF-8 in it goes as it came: xtext.
-        assert_eq!(orcpt("rfc822;é@example.org", false).as_deref(), Some("rfc822;+C3+A9@example.org"));
-        assert_eq!(orcpt("x-local;a b", false).as_deref(), Some("x-local;a+20b"));
-        for bad in ["rfc822", "rfc822;", ";a@b", "rfc 822;a@b", "utf-8;"] {
-            assert_eq!(orcpt(bad, false), None, "{bad:?}");
-        }
-        // A control character is in no address: no ORCPT at all.
-        assert_eq!(orcpt(r"utf-8;é\x{7F}@example.org", false), None);
-        assert_eq!(orcpt("utf-8;é\u{85}@example.org", true), None);
-    }
-
-    #[test]
-    fn only_valid_hexpoints_are_decoded() {
-        // RFC 6533's HEXPOINT: two digits only for the xtext specials and
-        // U+0080 to U+00FF, otherwise no leading zero, no surrogate.
-        assert_eq!(utf8_addr_decode(r"\x{E9}\x{3B4}\x{10FFFF}\x{2B}"), "é\u{3B4}\u{10FFFF}+");
-        for literal in [
-            r"\x{41}",
-            r"\x{0E9}",
-            r"\x{00E9}",
-            r"\x{D800}",
-            r"\x{110000}",
-            r"\x{E}",
-            r"\x{}",
-            r"\x{ZZ}",
-            r"\xE9",
-            r"\x{E9",
-        ] {
-            assert_eq!(utf8_addr_decode(literal), literal, "{literal}");
-        }
-        // A lone backslash stays; one before a valid escape too.
-        assert_eq!(utf8_addr_decode(r"a\b\\x{E9}c"), r"a\b\éc");
-    }
-
-    proptest::proptest! {
-        #[test]
-        fn utf8_addr_xtext_is_7_bit_xtext_and_decodes_back(s in "\\PC{1,40}") {
-            let x = utf8_addr_encode(&s, false);
-            proptest::prop_assert!(x.bytes().all(|b| (33..=126).contains(&b) && b != b'+' && b != b'='), "{}", x);
-            proptest::prop_assert_eq!(utf8_addr_decode(&x), s.clone());
-            let u = utf8_addr_encode(&s, true);
-            proptest::prop_assert!(!u.contains([' ', '+', '=']));
-            proptest::prop_assert_eq!(utf8_addr_decode(&u), s);
-        }
-    }
 
     #[test]
     fn base64_matches_rfc4648_vectors() {

@@ -598,7 +598,7 @@ impl Session {
         if !self.esmtp && !params_text.trim().is_empty() {
             return self.error(555, "5.5.4", "Error: parameters need EHLO");
         }
-        let params = match params::rcpt(params_text) {
+        let params = match params::rcpt(params_text, utf8) {
             Ok(p) => p,
             Err(e) => return self.error(e.code, e.enhanced, &e.text),
         };

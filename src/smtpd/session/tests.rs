@@ -473,6 +473,28 @@ fn non_ascii_addresses_without_smtputf8_get_553_5_6_7() {
 }
 
 #[test]
+fn a_utf8_orcpt_is_taken_raw_only_in_an_smtputf8_transaction() {
+    let mut s = session();
+    let l = talk(
+        &mut s,
+        "EHLO c.example\r\nMAIL FROM:<a@r.example> SMTPUTF8\r\nRCPT TO:<b@example.org> ORCPT=utf-8;josé@r.example\r\n\
+         DATA\r\n"
+            .as_bytes(),
+    );
+    assert_eq!(codes(&l.replies), ["250", "250", "250", "354"], "{}", l.replies);
+    assert_eq!(l.begins[0].recipients[0].orcpt.as_deref(), Some("utf-8;josé@r.example"));
+    let mut s = session();
+    let l = talk(
+        &mut s,
+        "EHLO c.example\r\nMAIL FROM:<a@r.example>\r\nRCPT TO:<b@example.org> ORCPT=utf-8;josé@r.example\r\n\
+         RCPT TO:<c@example.org> ORCPT=utf-8;jos\\x{E9}@r.example\r\n"
+            .as_bytes(),
+    );
+    assert_eq!(codes(&l.replies), ["250", "250", "501", "250"], "{}", l.replies);
+    assert!(l.replies.contains("501 5.5.4 malformed ORCPT: UTF-8 needs SMTPUTF8"), "{}", l.replies);
+}
+
+#[test]
 fn vrfy_help_noop_quit() {
     let mut s = session();
     let l = talk(&mut s, b"VRFY root\r\nHELP\r\nNOOP\r\nEXPN x\r\nQUIT\r\nNOOP\r\n");

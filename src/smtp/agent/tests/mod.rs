@@ -292,7 +292,12 @@ fn delivers_and_reports_the_server_reply() {
     let relayed = RecipientStatus::Delivered { dsn_passed: false, action: crate::queue::DoneAction::Relayed };
     assert_eq!(rs[0].status, relayed);
     assert_eq!(rs[0].dsn, "2.0.0");
-    assert_eq!(rs[0].reason, "250 2.0.0 Ok: queued as X");
+    // The queue file names the server that said it, for the notice's
+    // Remote-MTA; the log line keeps Postfix's form.
+    assert_eq!(
+        rs[0].reason,
+        "host mx.test[127.0.0.1] said: 250 2.0.0 Ok: queued as X (in reply to end of DATA command)"
+    );
     assert_eq!(h.requests, vec![(nexthop(), 25)]);
     let port = server.addr.port();
     let line = h.logs.iter().find(|l| l.contains("to=<rcpt@example.net>")).expect("log line").clone();

@@ -101,7 +101,7 @@ inflight() {
 	send "far-$1@remote.example" "$1"
 	[ -n "$LOCAL" ] && send slowcmd@localhost "$1"
 	wait_for 10 has "$W/hop/dots" "$1" 1 || fail "$1: the next hop did not get the message"
-	[ -z "$LOCAL" ] || wait_for 10 has "$OUT/runs" run "$2" || fail "$1: the command did not start"
+	[ -z "$LOCAL" ] || wait_for 10 has "$OUT/runs" "run" "$2" || fail "$1: the command did not start"
 }
 # once ROUND N LOG: each delivery made once (the command's Nth run), the
 # queue empty.
@@ -113,8 +113,8 @@ once() {
 	[ "$(lines "$W/hop/accepted" "$1")" -eq 1 ] || fail "$1: the next hop took it $(lines "$W/hop/accepted" "$1") times"
 	[ "$(sent "far-$1@remote.example" "$3")" -eq 1 ] || fail "$1: $(sent "far-$1@remote.example" "$3") lines with status=sent"
 	if [ -n "$LOCAL" ]; then
-		[ "$(lines "$OUT/runs" run)" -eq "$2" ] || fail "$1: the command ran $(lines "$OUT/runs" run) times, not $2"
-		[ "$(lines "$OUT/done" done)" -eq "$2" ] || fail "$1: the command ended $(lines "$OUT/done" done) times, not $2"
+		[ "$(lines "$OUT/runs" "run")" -eq "$2" ] || fail "$1: the command ran $(lines "$OUT/runs" "run") times, not $2"
+		[ "$(lines "$OUT/done" "done")" -eq "$2" ] || fail "$1: the command ended $(lines "$OUT/done" "done") times, not $2"
 		[ "$(sent slowcmd@localhost "$3")" -eq "$2" ] || fail "$1: $(sent slowcmd@localhost "$3") lines for the command"
 	fi
 	settled 0 || fail "$1: mail queued again: $(ctl queue)"

@@ -71,6 +71,7 @@ fn config(dir: &Path) -> FromMaster {
         intake: None,
         delivery: Some(Box::new(mta::config::Config::default().delivery(None))),
         socket_dirs: Vec::new(),
+        stop_timeout: Duration::from_secs(10),
     }))
 }
 

@@ -93,6 +93,7 @@ fn start(lmtp: Option<&Path>) -> Connector {
         intake: None,
         delivery: Some(Box::new(delivery)),
         socket_dirs: lmtp.map(Path::to_path_buf).into_iter().collect(),
+        stop_timeout: Duration::from_secs(10),
     }));
     c.master.send(&init, &[]).expect("init");
     let got = wait_for(&mut c.master, |m: &ToMaster| matches!(m, ToMaster::Ready { .. }));

@@ -13,6 +13,12 @@
 //! A report is composed in memory: what it returns of the original is
 //! bounded by `bounce.size_limit`, and requests are served one at a time.
 //!
+//! Asked to stop, bounce goes on serving its qmgr, which is draining
+//! (`qmgr::drain`: it asks for the notices of the deliveries it still
+//! hears of), and exits once that qmgr's channel closes (at once when it
+//! has none). On a reload master gives it the new cleanup, since the old
+//! one is gone; at a stop cleanup stays until qmgr and bounce are.
+//!
 //! Trusts: master and qmgr for the request (the indexes are checked
 //! against the file); nothing in the queue file, which the queue reader
 //! validates and the composer cleans before quoting.
@@ -83,6 +89,8 @@ struct Bounce {
     next_txn: u64,
     options: Options,
     lifetime: Duration,
+    /// Master asked us to stop: we exit once qmgr's channel is gone.
+    stopping: bool,
 }
 
 /// Serve until master says stop.
@@ -108,6 +116,7 @@ pub fn serve(_token: Sandboxed, mut child: Child) -> ! {
         next_txn: 1,
         options,
         lifetime: delivery.queue.lifetime,
+        stopping: false,
     };
     let mut events = Events::with_capacity(16);
     loop {
@@ -130,6 +139,9 @@ pub fn serve(_token: Sandboxed, mut child: Child) -> ! {
         }
         b.next();
         b.child.end_turn(b.poll.registry());
+        if b.stopping && b.qmgr.is_none() {
+            b.child.exit(0);
+        }
     }
 }
 
@@ -153,7 +165,10 @@ impl Bounce {
                     }
                 }
                 Ok(Some((FromMaster::Stop, _))) => {
-                    self.child.exit(0);
+                    self.stopping = true;
+                    if self.qmgr.is_none() {
+                        self.child.exit(0);
+                    }
                 }
                 Ok(Some((m, _))) => self.child.fatal(&format!("unexpected message from master: {m:?}")),
                 Err(crate::ipc::Error::Closed) => std::process::exit(0),

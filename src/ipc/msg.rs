@@ -43,6 +43,10 @@ pub struct ChildConfig {
     /// that master opened and passed, in descriptor order (those it could
     /// not open are left out).
     pub socket_dirs: Vec<PathBuf>,
+    /// How long master lets this process finish once asked to stop
+    /// (`supervise.stop_timeout` when it was started) before it kills it:
+    /// qmgr's drain ends sooner (see `qmgr::drain::drain_time`).
+    pub stop_timeout: std::time::Duration,
 }
 
 impl ChildConfig {

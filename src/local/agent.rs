@@ -31,6 +31,13 @@
 //! or this process after asking for it, may have moved some into `new/`,
 //! which then arrive twice).
 //!
+//! Asked to stop (a reload or a stop), local takes no work of its own
+//! accord but serves what its qmgr has sent and still sends (a draining
+//! qmgr hands out nothing new: see `qmgr::drain`), each batch settled and
+//! reported as always, and exits once that qmgr's channel closes (it
+//! exits when every report is in) or at once when it has none. Idle
+//! workers are closed at once.
+//!
 //! Trusts: master and qmgr for the request; the queue file is read by
 //! the queue module; the aliases database is read by the bounded reader;
 //! a child's report is bounded and only informs the reason text, and,
@@ -144,6 +151,8 @@ struct Local {
     batch: Batch,
     /// The content of the message being served, when it was read whole.
     whole: Option<Vec<u8>>,
+    /// Master asked us to stop: we exit once qmgr's channel is gone.
+    stopping: bool,
 }
 
 /// The requests of the batch in hand, served but not yet reported, and
@@ -281,6 +290,7 @@ pub fn serve(_token: Sandboxed, child: Child, prepared: Prepared) -> ! {
         workers,
         batch: Batch::default(),
         whole: None,
+        stopping: false,
     };
     let mut events = Events::with_capacity(16);
     // Log records go once per turn, and after each request and each
@@ -311,6 +321,9 @@ pub fn serve(_token: Sandboxed, child: Child, prepared: Prepared) -> ! {
             }
         }
         l.child.end_turn(l.poll.registry());
+        if l.stopping && l.qmgr.is_none() {
+            l.exit();
+        }
     }
 }
 
@@ -334,16 +347,32 @@ impl Local {
                     self.child.debug(&format!("channel to cleanup pid {pid}"));
                 }
                 Ok(Some((FromMaster::Stop, _))) => {
+                    // The batch is settled (requests are served and
+                    // settled within a turn): what qmgr sent before it
+                    // heard of the stop is served as it comes, and we exit
+                    // when its channel closes (see the module's text).
+                    self.stopping = true;
                     for w in self.workers.drain() {
                         w.close();
                     }
-                    self.child.exit(0);
+                    if self.qmgr.is_none() {
+                        self.exit();
+                    }
                 }
                 Ok(Some((m, _))) => self.child.fatal(&format!("unexpected message from master: {m:?}")),
                 Err(crate::ipc::Error::Closed) => std::process::exit(0),
                 Err(e) => self.child.fatal(&format!("master channel: {e}")),
             }
         }
+    }
+
+    /// Exit once stopping, the workers closed (their deliveries are
+    /// settled: see [`Local::settle`]).
+    fn exit(&mut self) -> ! {
+        for w in self.workers.drain() {
+            w.close();
+        }
+        self.child.exit(0);
     }
 
     fn qmgr_event(&mut self) {

@@ -123,6 +123,16 @@ impl Children {
         }
     }
 
+    /// Whether a process of one of `roles` is alive, retiring ones too.
+    pub fn any_of(&self, roles: &[Role]) -> bool {
+        self.procs.values().any(|p| roles.contains(&p.role))
+    }
+
+    /// The role of process `id`.
+    pub fn role_of(&self, id: usize) -> Option<Role> {
+        self.procs.get(&id).map(|p| p.role)
+    }
+
     /// The processes of `role`, retiring ones too.
     pub fn of_role(&self, role: Role) -> Vec<usize> {
         self.procs.iter().filter(|(_, p)| p.role == role).map(|(id, _)| *id).collect()
@@ -353,6 +363,7 @@ impl Master {
                 Box::new(delivery)
             }),
             socket_dirs: socket_dirs.iter().map(|(p, _)| p.clone()).collect(),
+            stop_timeout: self.config.supervise.stop_timeout,
         }));
         channel.send(&init, &[]).map_err(|e| format!("sending configuration: {e}"))?;
         Ok((pid, channel))
@@ -372,9 +383,20 @@ impl Master {
             .filter(|(pid2, p)| **pid2 != id && p.channel.is_some())
             // Retiring processes are left alone, but for smtpd finishing
             // its sessions: it needs the new cleanup (the old one is gone:
-            // a singleton) and connector.
+            // a singleton) and connector; for bounce and local finishing
+            // the work of the old qmgr, which drains (see `qmgr::drain`):
+            // they need the new cleanup too; and for that qmgr, which
+            // serves the new control's queue requests until it exits and
+            // the new qmgr (a singleton) starts. The old qmgr keeps its
+            // channels to the old delivery agents; the new one gets the new
+            // agents, cleanup and control.
             .filter(|(_, p)| {
-                p.slot.is_some() || (p.role == Role::Smtpd && matches!(role, Role::Cleanup | Role::Connector))
+                p.slot.is_some()
+                    || (p.role == Role::Smtpd && matches!(role, Role::Cleanup | Role::Connector))
+                    // bounce and local queue the notices and forwards of
+                    // the deliveries the old qmgr still hears of.
+                    || (matches!(p.role, Role::Bounce | Role::Local) && role == Role::Cleanup)
+                    || (p.role == Role::Qmgr && role == Role::Control && !p.killed)
             })
             .filter(|(_, p)| roles::channel_allowed(role, p.role))
             .map(|(i, _)| *i)

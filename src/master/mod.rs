@@ -118,6 +118,9 @@ pub struct Master {
     pub children: Children,
     /// Set by a stop request: the time after which children are killed.
     pub stopping: Option<Instant>,
+    /// At a stop, the cleanup processes not yet asked to stop: they are
+    /// once qmgr and bounce are gone (see [`Master::begin_stop`]).
+    held_stops: Vec<usize>,
     /// The socket directories the running connector was given.
     socket_watch: sockets::Watch,
     /// When to look at them next.
@@ -267,6 +270,7 @@ impl Master {
             poll,
             children: Children::default(),
             stopping: None,
+            held_stops: Vec::new(),
             socket_watch: sockets::Watch::default(),
             socket_check: None,
             recipients_check: Instant::now() + RECIPIENTS_CHECK_EVERY,
@@ -325,6 +329,7 @@ impl Master {
                 self.check_recipients();
             }
             if let Some(deadline) = self.stopping {
+                self.release_held_stops();
                 if self.children.is_empty() {
                     break;
                 }
@@ -402,6 +407,9 @@ impl Master {
     }
 
     /// Ask every child to finish; kill what is left after stop_timeout.
+    /// qmgr drains (see `qmgr::drain`): the deliveries in flight are
+    /// reported and their notices queued. cleanup, which queues those
+    /// notices (from bounce), is asked only once qmgr and bounce are gone.
     pub fn begin_stop(&mut self) {
         if self.stopping.is_some() {
             return;
@@ -410,6 +418,22 @@ impl Master {
         self.stopping = Some(Instant::now() + self.config.supervise.stop_timeout);
         let pids = self.children.retire_all(Instant::now() + self.config.supervise.stop_timeout);
         for id in pids {
+            if self.children.role_of(id) == Some(Role::Cleanup) {
+                self.held_stops.push(id);
+            } else {
+                self.send_stop(id);
+            }
+        }
+        self.release_held_stops();
+    }
+
+    /// Ask the held cleanup processes to stop once no qmgr or bounce is
+    /// left to need them.
+    fn release_held_stops(&mut self) {
+        if self.held_stops.is_empty() || self.children.any_of(&[Role::Qmgr, Role::Bounce]) {
+            return;
+        }
+        for id in std::mem::take(&mut self.held_stops) {
             self.send_stop(id);
         }
     }
@@ -496,12 +520,15 @@ impl Master {
             self.log(Level::Warning, &format!("reload: {} change only at restart; kept as running", kept.join(", ")));
         }
         // smtpd's sessions in progress may last as long as the running
-        // configuration let them: the old processes finish them.
+        // configuration let them: the old processes finish them. The old
+        // processes were told the running stop_timeout (qmgr drains within
+        // it): they are killed after that one, not a new one.
         let sessions = self.config.smtpd.session_timeout;
+        let stop_timeout = self.config.supervise.stop_timeout;
         self.config = new;
         self.generation += 1;
         let now = Instant::now();
-        let deadline = now + self.config.supervise.stop_timeout;
+        let deadline = now + stop_timeout;
         let ids = self.children.retire_all(deadline);
         self.children.extend_deadline(Role::Smtpd, now + sessions + self.config.supervise.stop_timeout);
         for id in ids {

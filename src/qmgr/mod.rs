@@ -12,6 +12,10 @@
 //! Control's requests (counts, listing, show, hold, release, requeue,
 //! delete, flush) are served here too, since qmgr owns the queue.
 //!
+//! Asked to stop, qmgr drains ([`drain`]): no new deliveries, the reports
+//! of those in flight (and the notices they call for) written into their
+//! files, then exit, within a bound shorter than master's.
+//!
 //! Trusts: master; queue files are validated by the queue format's
 //! reader; agents' reports are checked against their jobs by the
 //! scheduler; control's requests are checked for shape only (control
@@ -40,6 +44,7 @@ use crate::queue::{QueueEnvelope, QueueId, SlotWrite, Time, update_status_at};
 use crate::roles::{QUEUE_DIRS, Role};
 
 pub mod admin;
+pub mod drain;
 pub mod intake;
 pub mod listing;
 pub mod scan;
@@ -260,7 +265,8 @@ pub struct Qmgr {
     /// Notices to ask bounce for again, by time.
     retries: BTreeSet<(Instant, QueueId)>,
     next_req: u64,
-    stopping: bool,
+    /// Asked to stop: waiting for what is in flight (see [`drain`]).
+    drain: Option<drain::Drain>,
     /// Queue listings under way, for control.
     listings: listing::Listings,
     /// The wall clock as last read, and when (monotonic): to notice it
@@ -317,7 +323,7 @@ pub fn serve(_token: Sandboxed, mut child: Child, watch: std::io::Result<Watch>,
         notices: HashMap::new(),
         retries: BTreeSet::new(),
         next_req: 1,
-        stopping: false,
+        drain: None,
         listings: listing::Listings::default(),
         clock: (Instant::now(), Time::now()),
     };
@@ -467,6 +473,13 @@ impl Qmgr {
     }
 
     fn timeout(&self) -> Duration {
+        if let Some(d) = &self.drain {
+            // Only reports, answers and control's requests are waited for.
+            if self.listings.ready() {
+                return Duration::ZERO;
+            }
+            return d.until.saturating_duration_since(Instant::now());
+        }
         let now = Time::now();
         let mut t = if self.watch.is_some() { INCOMING_SCAN } else { INCOMING_POLL };
         if let Some(w) = self.sched.next_wakeup() {
@@ -507,12 +520,7 @@ impl Qmgr {
                     let chan = self.child.peer_channel(role, fds);
                     self.add_peer(kind, pid, chan);
                 }
-                Ok(Some((FromMaster::Stop, _))) => {
-                    // Deliveries in flight are repeated by the next qmgr
-                    // (their recipients are still pending in the files).
-                    self.stopping = true;
-                    self.child.exit(0);
-                }
+                Ok(Some((FromMaster::Stop, _))) => self.begin_drain(),
                 Ok(Some((m, _))) => self.child.fatal(&format!("unexpected message from master: {m:?}")),
                 Err(crate::ipc::Error::Closed) => std::process::exit(0),
                 Err(e) => self.child.fatal(&format!("master channel: {e}")),
@@ -750,8 +758,8 @@ impl Qmgr {
     // ----- the work loop -----
 
     fn work(&mut self) {
-        if self.stopping {
-            return;
+        if let Some(d) = self.drain {
+            return self.drain_turn(d);
         }
         let now = Time::now();
         let (then_at, then) = std::mem::replace(&mut self.clock, (Instant::now(), now));

@@ -31,6 +31,13 @@
 //! connection to the same address (asked for as an address literal)
 //! without STARTTLS, as Postfix's `may` does.
 //!
+//! Asked to stop (a reload or a stop), the agent takes no more work (a
+//! job qmgr sent before it heard of the stop is deferred at once), QUITs
+//! its idle sessions, finishes the deliveries in hand and reports them to
+//! qmgr, which is draining and waits for those reports (`qmgr::drain`),
+//! and exits once nothing is left. Should qmgr give up first, its
+//! channel closes and the jobs still in hand are abandoned as below.
+//!
 //! Failures of the peers: a new qmgr channel (or a closed one) abandons
 //! the jobs in hand, which the new qmgr runs again from the queue files;
 //! a lost connector answers every job waiting for a connection at once.
@@ -335,6 +342,11 @@ impl Agent {
         self.flush_channels();
         self.repair();
         if self.stopping && self.sessions.is_empty() && self.waiting.values().all(VecDeque::is_empty) {
+            // The last reports reach qmgr, which waits for them (it is
+            // draining: see `qmgr::drain`), before we go.
+            if let Some(ch) = self.qmgr.as_mut() {
+                let _ = ch.flush_within(crate::child::EXIT_FLUSH);
+            }
             let _ = self.master.flush();
             return Ok(Flow::Exit);
         }

@@ -840,6 +840,41 @@ fn stop_quits_idle_sessions_and_exits() {
 }
 
 #[test]
+fn stop_finishes_the_delivery_in_hand_and_reports_it_before_exiting() {
+    // A reload: qmgr drains and waits for this report (qmgr::drain); were
+    // it lost, the next qmgr would deliver the message again.
+    let server = Server::start(1, mta(&[]));
+    let mut h = Harness::new(conf(), Connect::Hold);
+    h.deliver(1, &["a@example.net"], BODY);
+    h.run_until(|h| !h.requests.is_empty());
+    h.master.send(&FromMaster::Stop, &[]).expect("stop");
+    for _ in 0..5 {
+        assert_eq!(h.step().expect("agent failed"), Flow::Continue, "exited with a job in hand");
+    }
+    // A job qmgr sent before it heard of the stop: deferred at once.
+    h.deliver(2, &["b@example.net"], BODY);
+    let (_, rs) = h.report(2);
+    assert_eq!(rs[0].status, RecipientStatus::Deferred);
+    assert_eq!(rs[0].reason, "the delivery agent is stopping");
+    // The connection the first job waits for comes: it is delivered and
+    // reported, and then the agent exits.
+    let fd = OwnedFd::from(TcpStream::connect(server.addr).expect("connect"));
+    let reply = ConnectorToSmtp::Connected { req: 1, host: "mx.test".into(), addr: Some(server.addr) };
+    h.connector.send(&reply, &[fd.as_fd()]).expect("send");
+    let start = Instant::now();
+    while h.step().expect("agent failed") == Flow::Continue {
+        assert!(start.elapsed() < LIMIT, "agent did not exit; reports {:?}", h.reports);
+    }
+    let [SmtpToQmgr::Done { job: 1, recipients, .. }] = h.reports.as_slice() else {
+        panic!("not one report for job 1: {:?}", h.reports)
+    };
+    assert!(delivered(&recipients[0]), "{recipients:?}");
+    let t = server.transcripts();
+    assert_eq!(t[0].data.len(), 1);
+    assert_eq!(t[0].commands.last().map(String::as_str), Some("QUIT"));
+}
+
+#[test]
 fn idle_session_quits_after_the_cache_time() {
     let server = Server::start(1, mta(&[]));
     let mut conf = conf();

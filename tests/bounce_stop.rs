@@ -185,8 +185,10 @@ fn a_stop_serves_the_draining_qmgr_and_exits_when_it_is_gone() {
     cleanup
         .send(&CleanupToSmtpd::Committed { txn, result: CommitResult::Queued(String::from("NOTICE1")) }, &[])
         .unwrap();
-    let BounceToQmgr::Done { req, result } = next::<BounceToQmgr>(&mut qmgr);
-    assert_eq!((req, result), (7, Ok(vec![String::from("NOTICE1")])));
+    match next::<BounceToQmgr>(&mut qmgr) {
+        BounceToQmgr::Done { req, result } => assert_eq!((req, result), (7, Ok(vec![String::from("NOTICE1")]))),
+        m => panic!("unexpected answer: {m:?}"),
+    }
     assert!(b.running());
     // qmgr has every answer and exits: so does bounce.
     drop(qmgr);

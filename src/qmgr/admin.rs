@@ -1,6 +1,8 @@
 //! The operator's requests, relayed by control: show a message in full,
-//! hold, release, requeue or delete one, flush the deferred queue. Each
-//! is carried out by qmgr itself, so it is safe while mail flows: a
+//! hold, release, requeue or delete one, flush the deferred queue (a scan
+//! of deferred/ a slice per turn, coalesced with the requests that come
+//! while one runs: see [`super::rescan`]). Each is carried out by qmgr
+//! itself, so it is safe while mail flows: a
 //! message being delivered is first taken out of the scheduler (the
 //! delivery in flight finishes without effect on it, so a held message
 //! may be delivered twice to the recipients of that one delivery), and
@@ -34,7 +36,14 @@ impl Qmgr {
                 return;
             }
             ControlToQmgr::Admin { id, op, queue_id } => (id, self.operate(op, &queue_id)),
-            ControlToQmgr::Flush { id } => (id, Ok(self.flush())),
+            ControlToQmgr::Flush { id } => {
+                // Answered when the flush that covers it ends (see
+                // `rescan`); refused only when too many wait.
+                if let Err(e) = self.rescans.flush(Some((token, id)), Time::now()) {
+                    self.send_to(token, &QmgrToControl::Done { id, result: Err(e) }, &[]);
+                }
+                return;
+            }
             ControlToQmgr::QueueCounts { .. }
             | ControlToQmgr::List { .. }
             | ControlToQmgr::ListMore { .. }
@@ -130,18 +139,6 @@ impl Qmgr {
         // A notice request bounce has stays counted until it answers (the
         // answer then finds no message and is dropped).
         self.remove_active(id);
-    }
-
-    fn flush(&mut self) -> String {
-        let now = Time::now();
-        if self.sched.counts().deferred_complete {
-            self.sched.flush_deferred(now);
-        } else {
-            self.scan_deferred(Some(now));
-        }
-        let n = self.sched.counts().deferred_indexed;
-        self.child.info(&format!("flush: {n} deferred message(s) due now"));
-        format!("{n} deferred message(s) to be tried now")
     }
 }
 

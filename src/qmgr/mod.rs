@@ -7,7 +7,8 @@
 //! result into the file, asks bounce for notices, and removes or defers
 //! each message when its pass ends. Everything it knows is rebuilt from
 //! the files at start-up: active/ goes back to incoming/, deferred/ is
-//! indexed by the files' mtimes (their next attempt).
+//! indexed by the files' mtimes (their next attempt), a slice per turn of
+//! the event loop as flushes are ([`rescan`]).
 //!
 //! Control's requests (counts, listing, show, hold, release, requeue,
 //! delete, flush) are served here too, since qmgr owns the queue.
@@ -42,6 +43,7 @@ use crate::roles::{QUEUE_DIRS, Role};
 pub mod admin;
 pub mod intake;
 pub mod listing;
+pub mod rescan;
 pub mod scan;
 pub mod schedule;
 pub mod store;
@@ -263,6 +265,9 @@ pub struct Qmgr {
     stopping: bool,
     /// Queue listings under way, for control.
     listings: listing::Listings,
+    /// The scan of deferred/ under way (an index or a flush), and those
+    /// waiting for it to end.
+    rescans: rescan::Rescans,
     /// The wall clock as last read, and when (monotonic): to notice it
     /// set back ([`clock_went_back`]).
     clock: (Instant, Time),
@@ -319,6 +324,7 @@ pub fn serve(_token: Sandboxed, mut child: Child, watch: std::io::Result<Watch>,
         next_req: 1,
         stopping: false,
         listings: listing::Listings::default(),
+        rescans: rescan::Rescans::default(),
         clock: (Instant::now(), Time::now()),
     };
     q.start_up();
@@ -434,35 +440,58 @@ impl Qmgr {
             }
             Err(e) => self.child.fatal(&format!("moving active/ back to incoming/: {e}")),
         }
-        self.scan_deferred(None);
-        let c = self.sched.counts();
-        self.child.debug(&format!("serving; {} deferred message(s) indexed", c.deferred_indexed));
+        // Indexed a slice per turn: mail flows meanwhile.
+        self.index_deferred();
     }
 
-    /// Index deferred/; with `due`, every message is due then (flush).
-    fn scan_deferred(&mut self, due: Option<Time>) {
+    /// Index deferred/ anew, a slice per turn (see [`rescan`]): from
+    /// now, or once the scan under way ends.
+    fn index_deferred(&mut self) {
+        if self.rescans.index() {
+            self.sched.begin_deferred_scan(Time::now());
+        }
+    }
+
+    /// Go on with the scan of deferred/ under way, a slice of it; when it
+    /// ends, answer the flush requests it covers and start the scan
+    /// waiting, if any.
+    fn rescan_some(&mut self) {
+        if !self.rescans.busy() {
+            return;
+        }
         let now = Time::now();
-        self.sched.begin_deferred_scan(now);
         // No deferral waits longer than queue.backoff.max: a next attempt
         // later than that (the clock set back, a file touched) is that.
         let latest =
             now.secs.saturating_add(i64::try_from(self.sched.settings().backoff.max.as_secs()).unwrap_or(i64::MAX));
         let sched = &mut self.sched;
-        let store = &self.store;
         let mut found = |id: QueueId, t: Time| {
-            if let Some(now) = due {
-                let _ = store.make_due(&id, now);
-            }
             let t = if t.secs > latest { Time { secs: latest, micros: 0 } } else { t };
-            sched.deferred_found(id, due.unwrap_or(t));
+            sched.deferred_found(id, t);
         };
-        match self.store.scan_deferred(&mut found) {
-            Ok(problems) => {
-                for p in problems {
-                    self.child.warn(&p);
+        let mut problems = Vec::new();
+        let ended = self.rescans.turn(&self.store, &mut rescan::turn_budget(), &mut found, &mut problems);
+        for p in problems {
+            self.child.warn(&p);
+        }
+        let Some(ended) = ended else { return };
+        match ended.kind {
+            rescan::Kind::Index => {
+                let n = self.sched.counts().deferred_indexed;
+                self.child.debug(&format!("deferred/ indexed: {n} message(s)"));
+            }
+            rescan::Kind::Flush(_) => {
+                let n = ended.found;
+                self.child
+                    .info(&format!("flush: {n} deferred message(s) due now ({} request(s))", ended.waiters.len()));
+                for (token, id) in ended.waiters {
+                    let result = Ok(format!("{n} deferred message(s) to be tried now"));
+                    self.send_to(token, &QmgrToControl::Done { id, result }, &[]);
                 }
             }
-            Err(e) => self.child.warn(&format!("listing deferred/: {e}")),
+        }
+        if self.rescans.start_next(now) == Some(rescan::Kind::Index) {
+            self.sched.begin_deferred_scan(now);
         }
     }
 
@@ -484,8 +513,9 @@ impl Qmgr {
         if !self.incoming.is_empty() && room.messages > 0 && room.recipients > 0 {
             t = Duration::ZERO;
         }
-        // A listing control is waiting for goes on in the next turn.
-        if self.listings.ready() {
+        // A listing control is waiting for, and a scan of deferred/, go
+        // on in the next turn.
+        if self.listings.ready() || self.rescans.busy() {
             t = Duration::ZERO;
         }
         t
@@ -563,6 +593,7 @@ impl Qmgr {
     fn drop_peer(&mut self, token: Token, why: &str) {
         let Some(p) = self.peers.remove(&token) else { return };
         self.listings.drop_peer(token);
+        self.rescans.drop_peer(token);
         let raw = p.chan.as_raw_fd();
         let _ = self.poll.registry().deregister(&mut SourceFd(&raw));
         if why != "closed" && why != "replaced" {
@@ -751,12 +782,12 @@ impl Qmgr {
         let (then_at, then) = std::mem::replace(&mut self.clock, (Instant::now(), now));
         if let Some(back) = clock_went_back(then, then_at.elapsed(), now) {
             // deferred/ is indexed again, each next attempt no later than
-            // queue.backoff.max from now (see `scan_deferred`).
+            // queue.backoff.max from now (see `rescan_some`).
             self.child.warn(&format!(
                 "the clock went back by {back} s: deferred/ indexed again, and dead destinations tried again"
             ));
             self.sched.clock_went_back(now);
-            self.scan_deferred(None);
+            self.index_deferred();
         }
         if self.watch.is_none() && self.last_incoming_scan.elapsed() >= INCOMING_POLL
             || self.last_incoming_scan.elapsed() >= INCOMING_SCAN
@@ -767,9 +798,10 @@ impl Qmgr {
             self.relist_at = None;
             self.incoming_dirty = true;
         }
-        if self.sched.wants_deferred_scan(now) {
-            self.scan_deferred(None);
+        if !self.rescans.busy() && self.sched.wants_deferred_scan(now) {
+            self.index_deferred();
         }
+        self.rescan_some();
         self.admit(now);
         self.dispatch(now);
         self.retry_notices();

@@ -50,7 +50,8 @@ pub struct Budget {
 }
 
 impl Budget {
-    fn spent(&self) -> bool {
+    /// Nothing is left of it.
+    pub fn spent(&self) -> bool {
         self.names == 0 || self.files == 0 || self.until.is_some_and(|t| Instant::now() >= t)
     }
 }

@@ -312,57 +312,10 @@ impl Store {
         ids(&self.incoming, max)
     }
 
-    /// Every message in deferred/ with its next attempt time (the file's
-    /// mtime). A file not in its own subfolder (directly in deferred/, or
-    /// in another subfolder, where it would never be found by its name)
-    /// is moved into it first; one whose place there is taken is a second
-    /// copy, set aside in corrupt/. A name that is no queue ID is moved to
-    /// corrupt/. Returns what went wrong or was moved, for the log.
-    pub fn scan_deferred(&self, found: &mut dyn FnMut(QueueId, Time)) -> io::Result<Vec<String>> {
-        let mut problems = Vec::new();
-        let (top, junk) = ids(&self.deferred, usize::MAX)?;
-        for name in junk {
-            problems.push(self.junk_to_corrupt(&name));
-        }
-        for id in top {
-            self.move_home(&id, id.as_str(), &mut problems);
-        }
-        for sub in DEFERRED_SUBDIRS {
-            let fd = match openat(
-                &self.deferred,
-                sub,
-                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-                Mode::empty(),
-            ) {
-                Ok(fd) => fd,
-                Err(Errno::ENOENT) => continue,
-                Err(e) => return Err(e.into()),
-            };
-            let (here, junk) = ids(&fd, usize::MAX)?;
-            for name in junk {
-                problems.push(self.junk_to_corrupt(&format!("{sub}/{name}")));
-            }
-            for id in here {
-                // One in another subfolder is never found by its name:
-                // moved home, and indexed there.
-                if deferred_subdir(&id) != sub && !self.move_home(&id, &format!("{sub}/{id}"), &mut problems) {
-                    continue;
-                }
-                let at = path(Dir::Deferred, &id);
-                match fstatat(&self.deferred, at.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
-                    Ok(st) => found(id, Time { secs: st.st_mtime, micros: 0 }),
-                    Err(Errno::ENOENT) => {}
-                    Err(e) => problems.push(format!("deferred/{at}: {e}")),
-                }
-            }
-        }
-        Ok(problems)
-    }
-
     /// Move `id`, found as `name` in deferred/, into its own subfolder;
     /// whether it is there now. A file already there is the message's
     /// copy: this one is set aside in corrupt/.
-    fn move_home(&self, id: &QueueId, name: &str, problems: &mut Vec<String>) -> bool {
+    pub(super) fn move_home(&self, id: &QueueId, name: &str, problems: &mut Vec<String>) -> bool {
         let to = path(Dir::Deferred, id);
         match self.rename_paths(name, Dir::Deferred, &to, Dir::Deferred) {
             Ok(()) => {
@@ -389,7 +342,7 @@ impl Store {
 
     /// Move `name` (beneath deferred/), which is no queue file name, to
     /// corrupt/; the line for the log.
-    fn junk_to_corrupt(&self, name: &str) -> String {
+    pub(super) fn junk_to_corrupt(&self, name: &str) -> String {
         match self.to_corrupt(Dir::Deferred, name) {
             Ok(to) => format!("deferred/{name}: not a queue file name; moved to corrupt/{to}"),
             Err(e) => format!("deferred/{name}: not a queue file name; cannot move it to corrupt/: {e}"),
@@ -509,6 +462,7 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    use super::super::rescan::{Kind, scan_all};
     use super::*;
     use crate::queue::{Envelope, QueueFile, QueueIdGen, Recipient};
 
@@ -545,7 +499,7 @@ mod tests {
         assert!(d.join("deferred").join(deferred_subdir(&id)).join(id.as_str()).is_file());
         assert_eq!(s.find(&id), Some(Dir::Deferred));
         let mut found = Vec::new();
-        let problems = s.scan_deferred(&mut |i, t| found.push((i, t.secs))).unwrap();
+        let problems = scan_all(&s, Kind::Index, &mut |i, t| found.push((i, t.secs)));
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(found, vec![(id, 2_000_000_000)]);
         // Read back through the hashed name.
@@ -668,7 +622,7 @@ mod tests {
         std::fs::write(d.join("deferred").join(wrong).join("junk"), b"x").unwrap();
         std::fs::write(d.join("deferred").join("junk-top"), b"x").unwrap();
         let mut found = Vec::new();
-        let said = s.scan_deferred(&mut |i, _| found.push(i)).unwrap();
+        let said = scan_all(&s, Kind::Index, &mut |i, _| found.push(i));
         found.sort();
         found.dedup();
         let mut want = vec![a, b];

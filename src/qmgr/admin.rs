@@ -18,6 +18,7 @@ use crate::ipc::msg::{AdminOp, ControlToQmgr, MessageDetail, QmgrToControl, Reci
 use crate::queue::{BodyType, Notify, QueueEnvelope, QueueId, Ret, Time};
 
 use super::Qmgr;
+use super::listing::Showing;
 use super::scan;
 use super::store::{Dir, Problem};
 
@@ -31,8 +32,13 @@ impl Qmgr {
     pub(super) fn admin(&mut self, token: Token, m: ControlToQmgr) {
         let (id, reply) = match m {
             ControlToQmgr::Show { id, queue_id } => {
-                let result = self.show(&queue_id).map(Box::new);
-                self.send_to(token, &QmgrToControl::Shown { id, result }, &[]);
+                // Read now, sent a part at a time as control takes them
+                // (see `listing`): a message with very many recipients
+                // does not fit the channel in one answer.
+                let started = self.show(&queue_id).and_then(|s| self.listings.start_show(token, id, s));
+                if let Err(e) = started {
+                    self.send_to(token, &QmgrToControl::Done { id, result: Err(e) }, &[]);
+                }
                 return;
             }
             ControlToQmgr::Admin { id, op, queue_id } => (id, self.operate(op, &queue_id)),
@@ -61,7 +67,7 @@ impl Qmgr {
         Ok((id, queue, dir))
     }
 
-    fn show(&mut self, queue_id: &str) -> Result<MessageDetail, String> {
+    fn show(&mut self, queue_id: &str) -> Result<Showing, String> {
         let (id, queue, dir) = self.find(queue_id)?;
         let file = self.store.open(dir, &id, false).map_err(|p| format!("{id}: {p}"))?;
         let q = super::store::read(&file, &id).map_err(|p| format!("{id}: {p}"))?;
@@ -74,7 +80,7 @@ impl Qmgr {
             // No end of the header within the bound: up to the last line end.
             None => buf[..memchr::memmem::rfind(&buf, b"\r\n").map_or(0, |i| i + 2)].to_vec(),
         };
-        Ok(detail(queue, &q, headers))
+        Ok(showing(queue, q, headers))
     }
 
     fn operate(&mut self, op: AdminOp, queue_id: &str) -> Result<String, String> {
@@ -161,7 +167,8 @@ fn notify_text(n: Option<Notify>) -> Option<String> {
     }
 }
 
-fn detail(dir: Dir, q: &QueueEnvelope, headers: Vec<u8>) -> MessageDetail {
+/// A message to show: what `show` prints of it, its recipients to follow.
+pub(super) fn showing(dir: Dir, q: QueueEnvelope, headers: Vec<u8>) -> Showing {
     let e = &q.envelope;
     let mut client = vec![
         (String::from("address"), e.client.address.clone()),
@@ -187,18 +194,21 @@ fn detail(dir: Dir, q: &QueueEnvelope, headers: Vec<u8>) -> MessageDetail {
     if let Some(env) = &e.dsn_envid {
         parameters.push((String::from("envid"), env.clone()));
     }
+    let entry = scan::heading(dir, &q);
+    let count = u32::try_from(q.recipients.len()).unwrap_or(u32::MAX);
     let recipients = q
         .recipients
-        .iter()
+        .into_iter()
         .map(|r| RecipientDetail {
-            address: r.address.clone(),
-            orcpt: r.orcpt.clone(),
             notify: notify_text(r.notify),
             state: scan::state_name(r.status.state).to_string(),
             attempts: r.status.attempts,
             next_attempt: r.status.next_attempt,
-            reason: r.status.reason.clone(),
+            address: r.address,
+            orcpt: r.orcpt,
+            reason: r.status.reason,
         })
         .collect();
-    MessageDetail { entry: scan::entry(dir, q), client, parameters, recipients, headers }
+    let message = MessageDetail { entry, recipients: count, client, parameters, headers };
+    Showing::new(message, recipients)
 }

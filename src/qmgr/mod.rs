@@ -1616,21 +1616,26 @@ impl Qmgr {
         for p in problems {
             self.child.warn(&p);
         }
-        for mut out in parts {
-            // A message in the scheduler's hands is active, wherever its
-            // file.
-            for e in &mut out.part.entries {
-                if e.queue == Dir::Incoming.name()
-                    && QueueId::parse(&e.id).is_some_and(|id| self.active.contains_key(&id))
-                {
-                    e.queue = Dir::Active.name().to_string();
+        for out in parts {
+            let msg = match out.piece {
+                listing::Piece::List(mut part) => {
+                    // A message in the scheduler's hands is active,
+                    // wherever its file.
+                    for e in &mut part.entries {
+                        if e.queue == Dir::Incoming.name()
+                            && QueueId::parse(&e.id).is_some_and(|id| self.active.contains_key(&id))
+                        {
+                            e.queue = Dir::Active.name().to_string();
+                        }
+                    }
+                    QmgrToControl::List { id: out.id, entries: part.entries, last: part.last }
                 }
-            }
-            let msg = QmgrToControl::List { id: out.id, entries: out.part.entries, last: out.part.last };
-            if !self.send_to(out.peer, &msg, &[]) {
-                // The channel is dropped, and its listings with it.
-                continue;
-            }
+                listing::Piece::Show(p) => {
+                    QmgrToControl::Shown { id: out.id, message: p.message, recipients: p.recipients, last: p.last }
+                }
+            };
+            // (A channel that fails is dropped, and its listings with it.)
+            self.send_to(out.peer, &msg, &[]);
         }
     }
 }

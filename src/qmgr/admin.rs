@@ -26,7 +26,7 @@ use super::store::{Dir, Problem};
 const MAX_HEADERS: usize = 64 << 10;
 /// The modification time of a message in hold/ whose last pass may have
 /// been cut short by the hold (see [`AdminOp::Hold`]).
-const HELD_UNSETTLED: i64 = 0;
+pub(super) const HELD_UNSETTLED: i64 = 0;
 
 impl Qmgr {
     pub(super) fn admin(&mut self, token: Token, m: ControlToQmgr) {

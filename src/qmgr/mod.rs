@@ -49,7 +49,7 @@ pub mod schedule;
 pub mod store;
 
 use schedule::{Action, Admit, Fate, Hop, Job, JobId, Origin, Outcome, Report, Scheduler, SiteStatus, Transport};
-use store::{Dir, Problem, Store, Twin};
+use store::{Dir, Held, Problem, Store, Twin};
 
 const MASTER: Token = Token(0);
 const WATCH: Token = Token(1);
@@ -892,6 +892,24 @@ impl Qmgr {
                         self.sched.forget_deferred(&id);
                     }
                     self.queue_incoming(id);
+                    return true;
+                }
+            }
+        }
+        // A copy in incoming/ of a message on hold, left by cleanup's
+        // journal recovery: the message stays held (see
+        // `store::Store::resolve_held`). (One lookup per new message.)
+        if from == Dir::Incoming && self.store.exists(Dir::Hold, &id) {
+            match self.store.resolve_held(&id, admin::HELD_UNSETTLED) {
+                Held::No => {}
+                Held::Kept(line) => {
+                    self.child.warn(&line);
+                    return true;
+                }
+                Held::Blocked(line) => {
+                    // Not taken again until qmgr starts again.
+                    self.child.warn(&line);
+                    self.stuck(id);
                     return true;
                 }
             }

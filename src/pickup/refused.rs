@@ -1,5 +1,6 @@
-//! Maildrop files refused for good whose failure notice ([`super::notice`])
-//! cleanup has not queued yet. Such a file stays in maildrop/ until its
+//! Maildrop files refused for good: the refusal, and the failure notice
+//! ([`super::notice`]) pickup hands cleanup for it; and the files whose
+//! notice cleanup has not queued yet ([`Refused`]). Such a file stays in maildrop/ until its
 //! notice is queued (or refused for good), and only then goes to
 //! corrupt/: a notice lost on the way (mta stopped while cleanup had it,
 //! cleanup gone, a temporary failure) leaves the file in maildrop/, to be
@@ -16,10 +17,17 @@
 //! Trusts: nothing; names come from listings of maildrop/.
 
 use std::collections::HashMap;
+use std::fs::File;
+use std::io::BufReader;
 
-use crate::ipc::msg::CommitResult;
+use nix::unistd::{UnlinkatFlags, unlinkat};
 
-use super::unremoved::Identity;
+use crate::ipc::msg::{CommitResult, MessageEnvelope, SmtpdToCleanup};
+use crate::maildrop::{self, Reader};
+use crate::queue;
+
+use super::unremoved::{self, Identity};
+use super::{NOTICE_CHUNK, Pickup, notice, trouble};
 
 /// Most notices waiting for cleanup's verdict; at this many, no file is
 /// taken until some are answered.
@@ -95,6 +103,143 @@ impl Refused {
         let mut v: Vec<(u64, Waiting)> = self.waiting.drain().collect();
         v.sort_by_key(|(txn, _)| *txn);
         v.into_iter().map(|(_, w)| w).collect()
+    }
+}
+
+impl Pickup {
+    /// A message refused for good (`by` says who, and why, for the log),
+    /// which sendmail already told its caller was sent: the file goes to
+    /// corrupt/, and the sender (or the postmaster) hears that the message
+    /// went nowhere, in a failure notice naming each recipient with the
+    /// refusal; the file goes only once cleanup has queued the notice (see
+    /// [`refused`]). `kept` is the first bytes of the content, `len` its
+    /// length as far as it was read; `identity` is the file's.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn refuse(
+        &mut self,
+        name: &str,
+        identity: unremoved::Identity,
+        envelope: &MessageEnvelope,
+        kept: &[u8],
+        len: u64,
+        refusal: &notice::Refusal<'_>,
+        by: &str,
+    ) {
+        let id = self.ids.next_id();
+        let (code, enhanced, text) = (refusal.code, refusal.enhanced, refusal.text);
+        let why = format!("{by}: {code} {enhanced} {text} (named {id} in the failure notice)");
+        if self.stopping {
+            // No notice now: cleanup is stopping too.
+            return self.child.warn(&format!(
+                "maildrop file {name}: {why}; left in maildrop/, to be refused again, and its notice sent, at the \
+                 next start"
+            ));
+        }
+        let kept = notice::Kept { data: kept, len };
+        let hostname = self.child.config.hostname.clone();
+        match notice::notice(envelope, refusal, &kept, id, &hostname, self.size_limit, queue::Time::now()) {
+            Ok(Some(n)) => self.send_notice(Waiting { name: name.to_string(), identity, to: n.to.clone(), why }, n),
+            Ok(None) => {
+                self.set_aside(name, &why);
+                self.child.info(&format!("maildrop file {name}: no failure notice wanted"));
+            }
+            Err(e) => {
+                self.set_aside(name, &why);
+                self.child.warn(&format!("maildrop file {name}: no failure notice: {e}"));
+            }
+        }
+    }
+
+    /// cleanup answered for the notice of refused file `w`.
+    pub(super) fn notice_answered(&mut self, w: Waiting, fate: Fate) {
+        let (name, to) = (&w.name, &w.to);
+        match fate {
+            Fate::SetAside { notice: Ok(id) } => {
+                self.child.info(&format!("maildrop file {name}: failure notice to <{to}> queued as {id}"));
+            }
+            Fate::SetAside { notice: Err(why) } => {
+                self.child.warn(&format!("maildrop file {name}: the failure notice to <{to}> was refused ({why})"));
+            }
+            Fate::Stays(why) => {
+                self.child.warn(&format!(
+                    "maildrop file {name}: the failure notice to <{to}> was not queued ({why}); the file stays in \
+                     maildrop/, to be refused again and its notice sent later"
+                ));
+                return self.pause();
+            }
+        }
+        if self.move_aside(name, &w.why) {
+            return;
+        }
+        if unlinkat(&self.maildrop, name.as_str(), UnlinkatFlags::NoRemoveDir).is_ok() {
+            return self.child.warn(&format!("maildrop file {name}: removed"));
+        }
+        // Taken again, it would be noticed again at every listing.
+        self.unremoved.add(name, w.identity);
+        self.child.warn(&format!("maildrop file {name}: cannot be removed either; not taken again"));
+    }
+
+    /// A file over pickup's own limits, found before anything went to
+    /// cleanup (more recipients than `limits.recipients`): its content is
+    /// read for the notice (the first bytes kept), then it is refused as
+    /// cleanup would. postdrop read the configuration file when it took
+    /// the message, pickup has master's copy: an edit not yet reloaded
+    /// makes them differ.
+    pub(super) fn refuse_unsent(
+        &mut self,
+        name: &str,
+        identity: unremoved::Identity,
+        mut reader: Reader<BufReader<File>>,
+        envelope: &MessageEnvelope,
+        refusal: &notice::Refusal<'_>,
+        by: &str,
+    ) {
+        let keep = usize::try_from(self.size_limit.saturating_add(1)).unwrap_or(usize::MAX);
+        let mut kept = Vec::new();
+        let mut len = 0u64;
+        loop {
+            match reader.next_chunk() {
+                Ok(Some(data)) => {
+                    let room = keep.saturating_sub(kept.len());
+                    kept.extend_from_slice(&data[..room.min(data.len())]);
+                    len += data.len() as u64;
+                }
+                Ok(None) => break,
+                // Too big as well: the notice returns its header at most.
+                Err(maildrop::Error::TooBig { .. }) => break,
+                Err(maildrop::Error::Io(io)) => {
+                    let wide = trouble::process_wide_io(&io);
+                    return self.trouble(name, &maildrop::Error::Io(io).to_string(), wide);
+                }
+                Err(e) => return self.set_aside(name, &e.to_string()),
+            }
+        }
+        self.refuse(name, identity, envelope, &kept, len, refusal, by);
+    }
+
+    /// Hand the failure notice of refused file `w` to cleanup as a
+    /// message of its own; the file waits in maildrop/ for its verdict.
+    fn send_notice(&mut self, w: Waiting, n: notice::Notice) {
+        let txn = self.next_txn;
+        self.next_txn += 1;
+        let mut ok = self.send(SmtpdToCleanup::Begin { txn, envelope: Box::new(n.envelope) });
+        for piece in n.content.chunks(NOTICE_CHUNK) {
+            ok = ok && self.send(SmtpdToCleanup::Content { txn, data: piece.to_vec() });
+        }
+        ok = ok && self.send(SmtpdToCleanup::End { txn });
+        if ok {
+            self.child.info(&format!(
+                "maildrop file {}: {}; its failure notice to <{}> goes to cleanup (the file stays until it is queued)",
+                w.name, w.why, w.to
+            ));
+            self.refused.add(txn, w);
+        } else {
+            self.child.warn(&format!(
+                "maildrop file {}: {}; the failure notice to <{}> could not be handed to cleanup; the file stays in \
+                 maildrop/, to be refused again once cleanup is back",
+                w.name, w.why, w.to
+            ));
+        }
     }
 }
 

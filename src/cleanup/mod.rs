@@ -196,9 +196,15 @@ impl Cleanup {
         }
     }
 
-    /// Commit what is appended, write everything out, and exit.
+    /// Commit what is appended, write everything out, and exit. The
+    /// verdicts go as soon as the commit is durable, before the queue files
+    /// are written out (which may take a while): pickup, stopping too,
+    /// waits for them, to remove what was queued from maildrop/.
     fn stop(&mut self) -> ! {
         self.commit();
+        for p in self.peers.values_mut() {
+            let _ = p.chan.flush();
+        }
         if let Some(journal) = self.journal.take() {
             match journal.close() {
                 Ok(ids) => {

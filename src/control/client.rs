@@ -2,7 +2,8 @@
 //! the answer, a line of JSON, and prints it for a person (or as JSON
 //! with -j). A queue listing comes as a line of JSON per message before
 //! the answer line ([`Reader`]), and each is printed as it arrives
-//! ([`Mailq`], [`JsonQueue`]).
+//! ([`Mailq`], [`JsonQueue`]); so does a message shown, the message and
+//! then a line per recipient ([`Shown`]), however many it has.
 //!
 //! Trusts: the answer only as far as printing it; each line is bounded
 //! in size ([`MAX_LINE`]), and so is the wait for the next bytes.
@@ -115,6 +116,9 @@ pub fn main(args: &[String]) -> i32 {
     if o.command == "queue" {
         return print_listing(&o, &socket);
     }
+    if o.command.starts_with("show ") {
+        return print_show(&o, &socket);
+    }
     match request(&socket, &o.command) {
         Ok(v) => print(&o, &v),
         Err(e) => {
@@ -150,6 +154,109 @@ fn print_listing(o: &Options, socket: &std::path::Path) -> i32 {
             eprintln!("mtactl: {}: {e}", socket.display());
             1
         }
+    }
+}
+
+/// `mtactl queue show ID`: the message printed as it comes.
+fn print_show(o: &Options, socket: &std::path::Path) -> i32 {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let r = show_message(socket, &o.command, o.json, &mut out);
+    let flushed = out.flush();
+    match r {
+        Ok(l) if l.answer["ok"].as_bool() == Some(true) => match flushed {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("mtactl: standard output: {e}");
+                1
+            }
+        },
+        Ok(l) => {
+            if o.json && l.printed == 0 {
+                println!("{}", l.answer);
+            } else {
+                eprintln!("mtactl: {}", l.answer["error"].as_str().unwrap_or("failed"));
+            }
+            1
+        }
+        Err(e) => {
+            eprintln!("mtactl: {}: {e}", socket.display());
+            1
+        }
+    }
+}
+
+/// Ask for one message (`command` is `show ID`) and write it to `out`
+/// as it comes: the envelope, each recipient, and at the end the header
+/// (or, `json`, one document `{"ok":true,"message":{...,"recipients":
+/// [...]}}`). An answer whose number of recipients differs from the
+/// lines that came is an error.
+pub fn show_message(
+    socket: &std::path::Path,
+    command: &str,
+    json: bool,
+    out: &mut dyn Write,
+) -> Result<Listed, RequestError> {
+    let mut shown = Shown::default();
+    let mut printed = 0;
+    let mut answer = request_with(socket, command, &mut |v| {
+        let text = shown.line(&v, json)?;
+        printed += 1;
+        out.write_all(text.as_bytes()).map_err(|e| format!("writing the message: {e}"))
+    })?;
+    if answer["ok"].as_bool() == Some(true) {
+        match shown.end(&answer, json) {
+            Ok(end) => out.write_all(end.as_bytes())?,
+            Err(e) => answer = serde_json::json!({"ok": false, "error": e}),
+        }
+    }
+    Ok(Listed { answer, printed })
+}
+
+/// A message shown, a line at a time: the message (its envelope printed
+/// at once, its header kept for the end), then each recipient.
+#[derive(Debug, Default)]
+pub struct Shown {
+    /// The message's header, once the message came.
+    headers: Option<String>,
+    recipients: u64,
+}
+
+impl Shown {
+    /// What to print for a line of the answer.
+    pub fn line(&mut self, v: &Value, json: bool) -> Result<String, String> {
+        if self.headers.is_none() {
+            self.headers = Some(v["headers"].as_str().unwrap_or("").to_string());
+            if !json {
+                return Ok(format_message(v));
+            }
+            // The message's fields, its recipients to come in the array.
+            let m = v.to_string();
+            let open = m.strip_suffix('}').ok_or("bad answer: the message is no JSON object")?;
+            let sep = if open.len() > 1 { "," } else { "" };
+            return Ok(format!("{{\"ok\":true,\"message\":{open}{sep}\"recipients\":["));
+        }
+        self.recipients += 1;
+        if json {
+            let sep = if self.recipients > 1 { "," } else { "" };
+            return Ok(format!("{sep}{v}"));
+        }
+        Ok(format_recipient(v))
+    }
+
+    /// What ends it, once the answer line `answer` came; an error when
+    /// it does not add up.
+    pub fn end(&self, answer: &Value, json: bool) -> Result<String, String> {
+        let Some(headers) = &self.headers else { return Err(String::from("bad answer: no message")) };
+        let announced = answer["recipients"].as_u64();
+        if announced != Some(self.recipients) {
+            return Err(format!(
+                "bad answer: {} recipient(s) announced, {} came",
+                announced.map_or_else(|| String::from("no number of"), |n| n.to_string()),
+                self.recipients
+            ));
+        }
+        Ok(if json { String::from("]}}\n") } else { format!("\n{}", headers.replace("\r\n", "\n")) })
     }
 }
 
@@ -336,7 +443,6 @@ fn print(o: &Options, v: &Value) -> i32 {
         match o.command.split(' ').next().unwrap_or("") {
             "status" => print!("{}", format_status(v)),
             "queue" => print!("{}", format_queue(v)),
-            "show" => print!("{}", format_show(&v["message"])),
             "reload" => println!("reloaded: generation {}", v["generation"]),
             "stop" => println!("stopping"),
             _ => println!("{}", v["result"].as_str().unwrap_or("done")),
@@ -377,9 +483,9 @@ pub fn format_status(v: &Value) -> String {
     s
 }
 
-/// One message as `mtactl queue show` prints it: envelope, recipients
-/// with their state, then the header block.
-pub fn format_show(m: &Value) -> String {
+/// What `mtactl queue show` prints of a message before its recipients:
+/// queue ID, queue, size, arrival, sender, client and parameters.
+pub fn format_message(m: &Value) -> String {
     let str_of = |v: &Value| v.as_str().unwrap_or("").to_string();
     let when = crate::cleanup::message::rfc5322_date(m["arrival"].as_i64().unwrap_or(0).max(0) as u64);
     let sender = m["sender"].as_str().filter(|x| !x.is_empty()).unwrap_or("<>");
@@ -396,26 +502,29 @@ pub fn format_show(m: &Value) -> String {
             }
         }
     }
-    for r in m["recipients"].as_array().into_iter().flatten() {
-        s += &format!("recipient: {} ({}", str_of(&r["address"]), str_of(&r["state"]));
-        if r["attempts"].as_u64().unwrap_or(0) > 0 {
-            s += &format!(", {} attempt(s)", r["attempts"]);
-        }
-        if let Some(t) = r["next_attempt"].as_i64().filter(|t| *t > 0 && r["state"] == "deferred") {
-            s += &format!(", next {}", crate::cleanup::message::rfc5322_date(t as u64));
-        }
-        s += ")\n";
-        for (k, label) in [("orcpt", "ORCPT"), ("notify", "NOTIFY")] {
-            if let Some(x) = r[k].as_str() {
-                s += &format!("  {label}={x}\n");
-            }
-        }
-        if let Some(why) = r["reason"].as_str().filter(|x| !x.is_empty()) {
-            s += &format!("  reason: {why}\n");
+    s
+}
+
+/// One recipient as `mtactl queue show` prints it: address and state,
+/// attempts, next attempt, ORCPT, NOTIFY, reason.
+pub fn format_recipient(r: &Value) -> String {
+    let str_of = |v: &Value| v.as_str().unwrap_or("").to_string();
+    let mut s = format!("recipient: {} ({}", str_of(&r["address"]), str_of(&r["state"]));
+    if r["attempts"].as_u64().unwrap_or(0) > 0 {
+        s += &format!(", {} attempt(s)", r["attempts"]);
+    }
+    if let Some(t) = r["next_attempt"].as_i64().filter(|t| *t > 0 && r["state"] == "deferred") {
+        s += &format!(", next {}", crate::cleanup::message::rfc5322_date(t as u64));
+    }
+    s += ")\n";
+    for (k, label) in [("orcpt", "ORCPT"), ("notify", "NOTIFY")] {
+        if let Some(x) = r[k].as_str() {
+            s += &format!("  {label}={x}\n");
         }
     }
-    s += "\n";
-    s += &str_of(&m["headers"]).replace("\r\n", "\n");
+    if let Some(why) = r["reason"].as_str().filter(|x| !x.is_empty()) {
+        s += &format!("  reason: {why}\n");
+    }
     s
 }
 
@@ -749,5 +858,76 @@ mod stream_tests {
         let mut big = all[0].clone();
         big["omitted"] = json!(1234);
         assert!(Mailq::default().entry(&big).contains("(and 1234 more recipient(s), not listed)"));
+    }
+
+    /// A message shown as control sends it: the message, `n` recipients,
+    /// the answer line (announcing `announced`).
+    fn shown_stream(n: usize, announced: usize) -> Vec<u8> {
+        let mut s = Vec::new();
+        let m = json!({"id": "1NG585DGN9V0000GJ001", "queue": "hold", "size": 21, "arrival": 1_700_000_000,
+            "sender": "", "client": {"address": "192.0.2.1", "tls": ""}, "parameters": {"body": "7BIT"},
+            "headers": "Subject: x\r\nTo: y\r\n"});
+        s.extend_from_slice(format!("{m}\n").as_bytes());
+        for i in 0..n {
+            let r = json!({"address": format!("r{i}@example.org"), "orcpt": null, "notify": "NEVER",
+                "state": "deferred", "attempts": 3, "next_attempt": 1_700_000_600, "reason": "451 later"});
+            s.extend_from_slice(format!("{r}\n").as_bytes());
+        }
+        s.extend_from_slice(format!("{}\n", json!({"ok": true, "recipients": announced})).as_bytes());
+        s
+    }
+
+    /// What `show_message` prints of `data`, or its error.
+    fn print_shown(data: &[u8], json: bool) -> Result<String, String> {
+        let mut shown = Shown::default();
+        let mut out = String::new();
+        let mut r = Reader::new(MAX_LINE);
+        r.feed(data, &mut |v| {
+            out += &shown.line(&v, json)?;
+            Ok(())
+        })?;
+        let answer = r.finish()?;
+        out += &shown.end(&answer, json)?;
+        Ok(out)
+    }
+
+    #[test]
+    fn a_message_shown_is_printed_a_recipient_at_a_time() {
+        let text = print_shown(&shown_stream(2, 2), false).unwrap();
+        let want = "queue ID: 1NG585DGN9V0000GJ001\nqueue: hold\nsize: 21\narrival: Tue, 14 Nov 2023 22:13:20 +0000\n\
+            sender: <>\nclient address: 192.0.2.1\nparameter body: 7BIT\n\
+            recipient: r0@example.org (deferred, 3 attempt(s), next Tue, 14 Nov 2023 22:23:20 +0000)\n  NOTIFY=NEVER\n  \
+            reason: 451 later\n\
+            recipient: r1@example.org (deferred, 3 attempt(s), next Tue, 14 Nov 2023 22:23:20 +0000)\n  NOTIFY=NEVER\n  \
+            reason: 451 later\n\nSubject: x\nTo: y\n";
+        assert_eq!(text, want);
+        // As JSON: one document, the recipients an array in the message.
+        let doc = print_shown(&shown_stream(2, 2), true).unwrap();
+        let v: Value = serde_json::from_str(&doc).unwrap();
+        assert_eq!(v["ok"], true);
+        assert_eq!(v["message"]["id"], "1NG585DGN9V0000GJ001");
+        assert_eq!(v["message"]["headers"], "Subject: x\r\nTo: y\r\n");
+        assert_eq!(v["message"]["recipients"].as_array().unwrap().len(), 2);
+        assert_eq!(v["message"]["recipients"][1]["address"], "r1@example.org");
+        assert!(doc.ends_with("]}}\n"));
+        // Many recipients, each a line of its own.
+        let many = print_shown(&shown_stream(20_000, 20_000), false).unwrap();
+        assert_eq!(many.matches("\nrecipient: ").count(), 20_000);
+    }
+
+    #[test]
+    fn a_message_shown_that_does_not_add_up_is_refused() {
+        for json in [false, true] {
+            let e = print_shown(&shown_stream(2, 3), json).unwrap_err();
+            assert_eq!(e, "bad answer: 3 recipient(s) announced, 2 came");
+            let e = print_shown(b"{\"ok\":true,\"recipients\":0}\n", json).unwrap_err();
+            assert_eq!(e, "bad answer: no message");
+        }
+        // An answer line without the number.
+        let mut data = shown_stream(1, 1);
+        let cut = data.len() - "{\"ok\":true,\"recipients\":1}\n".len();
+        data.truncate(cut);
+        data.extend_from_slice(b"{\"ok\":true}\n");
+        assert!(print_shown(&data, false).unwrap_err().contains("no number of"));
     }
 }

@@ -1,11 +1,14 @@
-//! A queue listing on its way from qmgr to a client, without I/O: each
-//! part qmgr sends becomes JSON lines for the client (one per message,
-//! then the answer line `{"ok":true,"count":N}`, or `{"ok":false,
-//! "error":...}` when the listing fails), and control asks qmgr for the
-//! next part only once the client has taken nearly all of what waits for
-//! it. A client that does not read thus holds at most
+//! A queue listing, or a message shown, on its way from qmgr to a
+//! client, without I/O: each part qmgr sends becomes JSON lines for the
+//! client (a listing: one per message, then the answer line
+//! `{"ok":true,"count":N}`; a message shown: the message without its
+//! recipients, one line per recipient, then `{"ok":true,"recipients":N}`;
+//! either way `{"ok":false,"error":...}` when it fails), and control asks
+//! qmgr for the next part only once the client has taken nearly all of
+//! what waits for it. A client that does not read thus holds at most
 //! [`LIST_WINDOW`](crate::ipc::msg::LIST_WINDOW) parts in control, and
-//! qmgr stops reading the queue for it meanwhile.
+//! qmgr stops reading the queue for it meanwhile; a message with any
+//! number of recipients is shown without ever being whole in control.
 //!
 //! Who may start a listing is [`may_list`]: one per user at a time, at
 //! most [`MAX_LISTINGS`] in all, of which users other than root and the
@@ -16,7 +19,7 @@
 
 use serde_json::json;
 
-use crate::ipc::msg::{MAX_LISTINGS, QueueEntry};
+use crate::ipc::msg::{MAX_LISTINGS, MessageDetail, QueueEntry, RecipientDetail};
 
 /// What waits for the client below which control asks qmgr for more.
 pub const LOW_WATER: usize = 64 * 1024;
@@ -42,32 +45,83 @@ pub fn may_list(running: &[u32], uid: u32, operator: Option<u32>) -> Result<(), 
     Ok(())
 }
 
-/// One listing being forwarded.
+/// What is being forwarded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Kind {
+    /// The queue listing.
+    #[default]
+    Queue,
+    /// One message in full (`show ID`).
+    Show,
+}
+
+/// One listing (or message shown) being forwarded.
 #[derive(Debug, Default)]
 pub struct Forward {
+    kind: Kind,
     /// Lines for the client; `out[sent..]` not written yet.
     out: Vec<u8>,
     sent: usize,
     /// Parts received whose credit is not returned to qmgr yet.
     owed: u32,
-    /// Messages passed on.
+    /// Messages (a message shown: recipients) passed on.
     count: u64,
+    /// A message shown: its first part, with the message, came.
+    headed: bool,
     /// The answer line is in `out`: nothing more comes.
     ended: bool,
 }
 
 impl Forward {
-    /// A part from qmgr; the last adds the answer line.
+    /// A message to be shown (a listing is [`Forward::default`]).
+    pub fn show() -> Forward {
+        Forward { kind: Kind::Show, ..Forward::default() }
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// A part of a listing from qmgr; the last adds the answer line.
     pub fn part(&mut self, entries: &[QueueEntry], last: bool) {
         if self.ended {
             return;
+        }
+        if self.kind != Kind::Queue {
+            return self.fail("the queue manager answered out of turn");
         }
         for e in entries {
             self.line(&super::entry_json(e));
             self.count += 1;
         }
+        self.part_end(last);
+    }
+
+    /// A part of a message shown from qmgr: the message (in the first
+    /// part), some recipients; the last adds the answer line.
+    pub fn shown(&mut self, message: Option<&MessageDetail>, recipients: &[RecipientDetail], last: bool) {
+        if self.ended {
+            return;
+        }
+        // The message comes with the first part, and only then.
+        if self.kind != Kind::Show || message.is_some() == self.headed {
+            return self.fail("the queue manager answered out of turn");
+        }
+        if let Some(m) = message {
+            self.line(&super::message_json(m));
+            self.headed = true;
+        }
+        for r in recipients {
+            self.line(&super::recipient_json(r));
+            self.count += 1;
+        }
+        self.part_end(last);
+    }
+
+    fn part_end(&mut self, last: bool) {
         if last {
-            self.line(&json!({"ok": true, "count": self.count}));
+            let key = if self.kind == Kind::Show { "recipients" } else { "count" };
+            self.line(&json!({"ok": true, key: self.count}));
             self.ended = true;
         } else {
             self.owed += 1;
@@ -209,6 +263,74 @@ mod tests {
         }
         assert_eq!(got, all);
         assert_eq!(lines(&got).len(), 500);
+    }
+
+    fn message() -> MessageDetail {
+        let mut e = entry(1);
+        e.recipients.clear();
+        MessageDetail {
+            entry: e,
+            recipients: 3,
+            client: vec![(String::from("address"), String::from("192.0.2.1"))],
+            parameters: vec![(String::from("body"), String::from("8BITMIME"))],
+            headers: b"Subject: x\r\n".to_vec(),
+        }
+    }
+
+    fn recipient(i: usize) -> RecipientDetail {
+        RecipientDetail {
+            address: format!("r{i}@example.org"),
+            orcpt: None,
+            notify: Some(String::from("FAILURE")),
+            state: String::from("deferred"),
+            attempts: 2,
+            next_attempt: 1_700_000_600,
+            reason: String::from("451 later"),
+        }
+    }
+
+    #[test]
+    fn a_message_shown_is_its_envelope_then_a_line_per_recipient_then_the_count() {
+        let mut f = Forward::show();
+        assert_eq!(f.kind(), Kind::Show);
+        f.shown(Some(&message()), &[recipient(0)], false);
+        // A part may carry no recipient (a large header fills the first).
+        f.shown(None, &[], false);
+        f.shown(None, &[recipient(1), recipient(2)], true);
+        let v = lines(f.pending());
+        assert_eq!(v.len(), 5);
+        assert_eq!(v[0]["id"], "1NG585DGN9V0000GJ001");
+        assert_eq!(v[0]["client"]["address"], "192.0.2.1");
+        assert_eq!(v[0]["headers"], "Subject: x\r\n");
+        assert!(v[0].get("recipients").is_none() && v[0].get("ok").is_none());
+        assert_eq!(v[1]["address"], "r0@example.org");
+        assert_eq!(v[3]["notify"], "FAILURE");
+        assert_eq!(v[4], json!({"ok": true, "recipients": 3}));
+        assert!(f.ended());
+        // One owed per part but the last, as for a listing.
+        let n = f.pending().len();
+        f.wrote(n);
+        assert_eq!(f.credit(), 0, "nothing owed after the end");
+    }
+
+    #[test]
+    fn a_part_out_of_turn_fails_the_answer() {
+        // Recipients before the message.
+        let mut f = Forward::show();
+        f.shown(None, &[recipient(0)], true);
+        assert_eq!(lines(f.pending()), vec![json!({"ok": false, "error": "the queue manager answered out of turn"})]);
+        // The message twice.
+        let mut f = Forward::show();
+        f.shown(Some(&message()), &[], false);
+        f.shown(Some(&message()), &[], true);
+        assert_eq!(lines(f.pending())[1]["ok"], false);
+        // A listing's part for a message shown, and the other way round.
+        let mut f = Forward::show();
+        f.part(&[entry(1)], true);
+        assert_eq!(lines(f.pending())[0]["ok"], false);
+        let mut f = Forward::default();
+        f.shown(Some(&message()), &[], true);
+        assert_eq!(lines(f.pending())[0]["ok"], false);
     }
 
     #[test]

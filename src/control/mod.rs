@@ -5,7 +5,8 @@
 //! control asks master for the process table, reload or stop, and qmgr
 //! for queue counts and the queue's messages, and answers with one line
 //! of JSON; a queue listing is streamed, a line per message as qmgr's
-//! parts arrive and then the answer line (see [`forward`]).
+//! parts arrive and then the answer line, and so is a message shown, its
+//! recipients a line each (see [`forward`]).
 //!
 //! Trusts: master. Distrusts clients: requests are bounded in size, time
 //! and number, listings in number per user and in all.
@@ -25,7 +26,8 @@ use serde_json::{Value, json};
 use crate::child::Child;
 use crate::ipc::Channel;
 use crate::ipc::msg::{
-    AdminOp, ControlToQmgr, FromMaster, MasterStatus, MessageDetail, QmgrToControl, QueueEntry, ToMaster,
+    AdminOp, ControlToQmgr, FromMaster, MasterStatus, MessageDetail, QmgrToControl, QueueEntry, RecipientDetail,
+    ToMaster,
 };
 use crate::queue::QueueId;
 use crate::roles::Role;
@@ -114,9 +116,10 @@ pub fn authorized(command: Command, peer_uid: u32, operator: Option<u32>) -> boo
 
 enum Phase {
     Reading,
-    /// Passing a queue listing from qmgr on to the client.
+    /// Passing a queue listing, or a message shown, from qmgr on to the
+    /// client.
     Listing(forward::Forward),
-    /// Waiting for qmgr's answer to show, an operator action or flush.
+    /// Waiting for qmgr's answer to an operator action or flush.
     Queue,
     /// Waiting for master (and for status, qmgr).
     Waiting {
@@ -274,24 +277,34 @@ impl Control {
         let id = token.0 as u64;
         // The request is read: from now on the answer's bound applies.
         if let Some(c) = self.clients.get_mut(&token) {
-            c.deadline = Instant::now() + if command == Command::Queue { LIST_IDLE } else { ANSWER_WAIT };
+            let streamed = matches!(command, Command::Queue | Command::Show(_));
+            c.deadline = Instant::now() + if streamed { LIST_IDLE } else { ANSWER_WAIT };
         }
-        if command == Command::Queue {
-            let running: Vec<u32> = self
-                .clients
-                .values()
-                .filter(|c| matches!(c.phase, Phase::Listing(_)))
-                .map(|c| c.uid.unwrap_or(u32::MAX))
-                .collect();
-            if let Err(e) = forward::may_list(&running, uid.unwrap_or(u32::MAX), self.operator) {
-                return self.answer(token, json!({"ok": false, "error": e}));
+        let streamed = match command {
+            Command::Queue => Some((ControlToQmgr::List { id }, forward::Forward::default())),
+            Command::Show(q) => Some((ControlToQmgr::Show { id, queue_id: q.to_string() }, forward::Forward::show())),
+            _ => None,
+        };
+        if let Some((m, f)) = streamed {
+            // (Only the administrator may show a message: it is limited by
+            // qmgr alone.)
+            if f.kind() == forward::Kind::Queue {
+                let running: Vec<u32> = self
+                    .clients
+                    .values()
+                    .filter(|c| matches!(&c.phase, Phase::Listing(f) if f.kind() == forward::Kind::Queue))
+                    .map(|c| c.uid.unwrap_or(u32::MAX))
+                    .collect();
+                if let Err(e) = forward::may_list(&running, uid.unwrap_or(u32::MAX), self.operator) {
+                    return self.answer(token, json!({"ok": false, "error": e}));
+                }
             }
-            let sent = self.qmgr.as_mut().is_some_and(|q| q.send(&ControlToQmgr::List { id }, &[]).is_ok());
+            let sent = self.qmgr.as_mut().is_some_and(|q| q.send(&m, &[]).is_ok());
             if !sent {
                 return self.answer(token, json!({"ok": false, "error": "the queue manager is not running"}));
             }
             if let Some(c) = self.clients.get_mut(&token) {
-                c.phase = Phase::Listing(forward::Forward::default());
+                c.phase = Phase::Listing(f);
                 // Only written to from now on (a client that goes away
                 // shows as an error on the socket).
                 let _ = self.poll.registry().reregister(&mut c.stream, token, Interest::WRITABLE);
@@ -299,7 +312,6 @@ impl Control {
             return;
         }
         let to_qmgr = match command {
-            Command::Show(q) => Some(ControlToQmgr::Show { id, queue_id: q.to_string() }),
             Command::Admin(op, q) => Some(ControlToQmgr::Admin { id, op, queue_id: q.to_string() }),
             Command::Flush => Some(ControlToQmgr::Flush { id }),
             _ => None,
@@ -418,15 +430,19 @@ impl Control {
                         _ => {}
                     }
                 }
-                Ok(Some((QmgrToControl::Shown { id, result }, fds))) => {
+                Ok(Some((QmgrToControl::Shown { id, message, recipients, last }, fds))) => {
                     if !fds.is_empty() {
                         self.child.fatal("qmgr sent descriptors with a message");
                     }
-                    let v = match result {
-                        Ok(d) => json!({"ok": true, "message": detail_json(&d)}),
-                        Err(e) => json!({"ok": false, "error": e}),
-                    };
-                    self.queue_reply(Token(id as usize), v);
+                    let token = Token(id as usize);
+                    // (A client gone: its cancel is on its way to qmgr.)
+                    if let Some(c) = self.clients.get_mut(&token)
+                        && let Phase::Listing(f) = &mut c.phase
+                    {
+                        f.shown(message.as_deref(), &recipients, last);
+                        c.deadline = Instant::now() + LIST_IDLE;
+                        self.pump(token);
+                    }
                 }
                 Ok(Some((QmgrToControl::Done { id, result }, fds))) => {
                     if !fds.is_empty() {
@@ -436,7 +452,7 @@ impl Control {
                     if let Some(c) = self.clients.get_mut(&token)
                         && let Phase::Listing(f) = &mut c.phase
                     {
-                        // A listing qmgr would not start.
+                        // A listing (or show) qmgr would not start.
                         f.fail(result.as_ref().err().map_or("the queue listing failed", String::as_str));
                         self.pump(token);
                         continue;
@@ -620,24 +636,24 @@ pub fn entry_json(e: &QueueEntry) -> Value {
     v
 }
 
-fn detail_json(d: &MessageDetail) -> Value {
+/// A message shown, but for its recipients (which follow it a line
+/// each, [`recipient_json`]): the first line of `show`'s answer.
+pub fn message_json(d: &MessageDetail) -> Value {
     let pairs = |v: &[(String, String)]| -> serde_json::Map<String, Value> {
         v.iter().map(|(k, x)| (k.clone(), Value::from(x.clone()))).collect()
     };
-    let rcpts: Vec<Value> = d
-        .recipients
-        .iter()
-        .map(|r| {
-            json!({
-                "address": r.address, "orcpt": r.orcpt, "notify": r.notify, "state": r.state,
-                "attempts": r.attempts, "next_attempt": r.next_attempt, "reason": r.reason,
-            })
-        })
-        .collect();
     json!({
         "id": d.entry.id, "queue": d.entry.queue, "size": d.entry.size, "arrival": d.entry.arrival,
         "sender": d.entry.sender, "client": pairs(&d.client), "parameters": pairs(&d.parameters),
-        "recipients": rcpts, "headers": String::from_utf8_lossy(&d.headers),
+        "headers": String::from_utf8_lossy(&d.headers),
+    })
+}
+
+/// One recipient of a message shown.
+pub fn recipient_json(r: &RecipientDetail) -> Value {
+    json!({
+        "address": r.address, "orcpt": r.orcpt, "notify": r.notify, "state": r.state,
+        "attempts": r.attempts, "next_attempt": r.next_attempt, "reason": r.reason,
     })
 }
 

@@ -194,12 +194,14 @@ pub enum ControlToQmgr {
     /// Every message in the queue, answered in parts (`QmgrToControl::List`):
     /// qmgr sends [`LIST_WINDOW`] parts, then one more for each `ListMore`.
     List { id: u64 },
-    /// Control passed a part of listing `id` on to its client: one more
-    /// part may come.
+    /// Control passed a part of listing (or show) `id` on to its client:
+    /// one more part may come.
     ListMore { id: u64 },
-    /// The client of listing `id` went away: qmgr stops it.
+    /// The client of listing (or show) `id` went away: qmgr stops it.
     ListCancel { id: u64 },
-    /// One message in full: envelope, recipients, headers.
+    /// One message in full: envelope, headers, recipients. Answered in
+    /// parts (`QmgrToControl::Shown`), however many recipients it has,
+    /// with the credit of a listing (`ListMore`, `ListCancel`).
     Show { id: u64, queue_id: String },
     /// An operator's action on one message.
     Admin { id: u64, op: AdminOp, queue_id: String },
@@ -231,21 +233,25 @@ impl AdminOp {
     }
 }
 
-/// One message as `mtactl queue show` prints it.
+/// One message as `mtactl queue show` prints it, but for its recipients,
+/// which follow it in parts ([`RecipientDetail`]).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct MessageDetail {
+    /// Queue ID, queue, size, arrival and sender (`recipients` empty).
     pub entry: QueueEntry,
+    /// How many recipients follow.
+    pub recipients: u32,
     /// Client address, host name, HELO and protocol (and TLS).
     pub client: Vec<(String, String)>,
     /// BODY, SMTPUTF8, RET, ENVID.
     pub parameters: Vec<(String, String)>,
-    /// Per recipient: ORCPT, NOTIFY, attempts, next attempt (Unix seconds).
-    pub recipients: Vec<RecipientDetail>,
     /// The header block as stored (bounded; cut at a line end).
     #[serde(with = "serde_bytes")]
     pub headers: Vec<u8>,
 }
 
+/// One recipient of a message shown: ORCPT, NOTIFY, state, attempts,
+/// next attempt (Unix seconds), last reason.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct RecipientDetail {
     pub address: String,
@@ -271,10 +277,15 @@ pub enum QmgrToControl {
         entries: Vec<QueueEntry>,
         last: bool,
     },
-    /// The answer to `Show`.
+    /// Part of a message shown (`Show`): the first carries the message,
+    /// each some of its recipients, in order; `last` ends it. A message
+    /// qmgr cannot show (not in the queue, unreadable, too many shown at
+    /// once) is answered with `Done` and the error instead.
     Shown {
         id: u64,
-        result: Result<Box<MessageDetail>, String>,
+        message: Option<Box<MessageDetail>>,
+        recipients: Vec<RecipientDetail>,
+        last: bool,
     },
     /// The answer to `Admin` and `Flush`: what was done, or why not.
     Done {
@@ -305,6 +316,9 @@ pub const LIST_WINDOW: u32 = 2;
 /// Most queue listings under way at once (qmgr refuses more; control
 /// keeps to it, and to its own limits per user).
 pub const MAX_LISTINGS: usize = 4;
+/// Most messages being shown at once, besides the listings (qmgr refuses
+/// more; only the administrator may ask).
+pub const MAX_SHOWS: usize = 4;
 
 /// smtpd → cleanup: a message, streamed. `txn` numbers transactions
 /// within one channel.

@@ -7,12 +7,21 @@
 //! limits; its owner is the submitting user, whatever the file says.
 //! Anything else is moved to corrupt/ and logged; a message cleanup
 //! refuses is moved there too, and its sender (or the postmaster) gets a
-//! failure notice ([`notice`]). A file that cannot be
+//! failure notice ([`notice`]): the file stays in maildrop/ until cleanup
+//! has queued its notice ([`refused`]), so that a notice lost (mta
+//! stopped while cleanup had it, cleanup gone) is sent when the file is
+//! refused again, at the latest at the next start. A file that cannot be
 //! read because of an I/O error is left where it is and tried again after
 //! a growing pause while the others go on ([`trouble`]); after an hour of
 //! that it is set aside too. An error of pickup's own (no descriptor or
 //! memory to spare) pauses it, and counts against no file.
 //! The file is removed only after cleanup has committed the message.
+//! Stopping, pickup waits a little for cleanup's verdicts on what it
+//! handed over whole (cleanup, stopping too, commits it and answers
+//! before it exits): a message queued at that moment is then removed from
+//! maildrop/, not queued again at the next start, and a notice queued has
+//! its file set aside, not sent again; what was being sent stays in
+//! maildrop/ and is taken at the next start.
 //!
 //! pickup learns of arrivals from the kernel ([`watch`]: inotify on Linux,
 //! kqueue on FreeBSD and OpenBSD) and then lists the directory; it also
@@ -21,7 +30,6 @@
 //!
 //! Trusts: master; maildrop files no more than SMTP input.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, BufReader};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -38,8 +46,10 @@ use nix::unistd::{UnlinkatFlags, unlinkat};
 use sandbox::Sandboxed;
 
 mod notice;
+mod refused;
 mod trouble;
 mod unremoved;
+use refused::Refused;
 use trouble::{Troubles, Verdict};
 use unremoved::Unremoved;
 
@@ -78,6 +88,10 @@ const ABANDONED: Duration = Duration::from_secs(24 * 3600);
 const NOTICE_CHUNK: usize = 32 * 1024;
 /// Names taken per scan, so one scan of a flooded directory stays short.
 const SCAN_BATCH: usize = 1000;
+/// How long pickup, stopping, waits for cleanup's verdicts on what it
+/// handed over whole (below master's `supervise.stop_timeout`, at least
+/// one second, after which master kills it).
+const STOP_WAIT: Duration = Duration::from_millis(2500);
 
 /// The file being handed to cleanup.
 struct InFlight {
@@ -123,9 +137,10 @@ struct Pickup {
     said_full: bool,
     /// This boot's tag (`maildrop::names`), if the boot can be told.
     boot: Option<String>,
-    /// Failure notices handed to cleanup, by transaction: the maildrop
-    /// file's name and the notice's addressee.
-    notices: HashMap<u64, (String, String)>,
+    /// Refused files whose failure notice is with cleanup.
+    refused: Refused,
+    /// Stopping: no notice is sent (the file waits for the next start).
+    stopping: bool,
     /// Names refused messages in their notices and in the log.
     ids: queue::QueueIdGen,
     /// Most bytes of a refused message its notice returns.
@@ -182,7 +197,8 @@ pub fn serve(_token: Sandboxed, mut child: Child, watch: io::Result<Watch>, boot
         unremoved: Unremoved::default(),
         said_full: false,
         boot: boot.map(|b| names::boot_tag(&b)),
-        notices: HashMap::new(),
+        refused: Refused::default(),
+        stopping: false,
         ids: queue::QueueIdGen::new(std::process::id()),
         size_limit: crate::bounce::DEFAULT_SIZE_LIMIT,
     };
@@ -243,9 +259,55 @@ impl Pickup {
         }
     }
 
+    /// Stop: what is being sent is dropped (the file stays, and is taken
+    /// at the next start); what cleanup has whole, a message or a notice,
+    /// it commits as it stops and answers before it exits: its verdict is
+    /// awaited (a while, [`STOP_WAIT`]), so that a message queued now is
+    /// removed and not queued again at the next start, and a notice
+    /// queued has its file set aside, not refused and noticed again.
     fn stop(&mut self) -> ! {
-        if let (Some(c), Some(f)) = (self.cleanup.as_mut(), self.current.as_ref()) {
+        self.stopping = true;
+        if let Some(f) = self.current.take_if(|f| !f.ended)
+            && let Some(c) = self.cleanup.as_mut()
+        {
             let _ = c.send(&SmtpdToCleanup::Abort { txn: f.txn }, &[]);
+        }
+        let deadline = Instant::now() + STOP_WAIT;
+        while self.current.is_some() || !self.refused.is_empty() {
+            let Some(c) = self.cleanup.as_mut() else { break };
+            if c.flush().is_err() {
+                self.lose_cleanup();
+                break;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                if let Some(f) = &self.current {
+                    self.child.warn(&format!(
+                        "maildrop file {}: no verdict from cleanup before stopping; taken again at the next start",
+                        f.name
+                    ));
+                }
+                for w in self.refused.lost() {
+                    self.child.warn(&format!(
+                        "maildrop file {}: no word from cleanup on its failure notice to <{}> before stopping; \
+                         refused again, and its notice sent, at the next start",
+                        w.name, w.to
+                    ));
+                }
+                break;
+            }
+            let ms = u16::try_from(left.as_millis().max(1)).unwrap_or(u16::MAX);
+            let mut pfd = [nix::poll::PollFd::new(c.as_fd(), nix::poll::PollFlags::POLLIN)];
+            match nix::poll::poll(&mut pfd, nix::poll::PollTimeout::from(ms)) {
+                Ok(_) | Err(Errno::EINTR) => {}
+                Err(e) => {
+                    self.child.warn(&format!("waiting for cleanup's verdicts: {e}"));
+                    break;
+                }
+            }
+            self.cleanup_event();
+        }
+        if let Some(c) = self.cleanup.as_mut() {
             let _ = c.flush();
         }
         self.child.exit(0);
@@ -257,9 +319,11 @@ impl Pickup {
         }
         // The file stays in maildrop/; it is taken again once cleanup is back.
         self.current = None;
-        for (_, (name, to)) in self.notices.drain() {
+        for w in self.refused.lost() {
             self.child.warn(&format!(
-                "maildrop file {name}: the failure notice to <{to}> was lost with cleanup; the file is in corrupt/"
+                "maildrop file {}: the failure notice to <{}> was lost with cleanup; the file stays in maildrop/, \
+                 to be refused again and its notice sent once cleanup is back",
+                w.name, w.to
             ));
         }
         self.scan_soon();
@@ -337,23 +401,8 @@ impl Pickup {
     }
 
     fn committed(&mut self, txn: u64, result: CommitResult) {
-        if let Some((name, to)) = self.notices.remove(&txn) {
-            return match result {
-                CommitResult::Queued(id) => {
-                    self.child.info(&format!("maildrop file {name}: failure notice to <{to}> queued as {id}"));
-                }
-                CommitResult::Refused { code, enhanced, text } => self.child.warn(&format!(
-                    "maildrop file {name}: the failure notice to <{to}> was refused ({code} {enhanced} {text}); \
-                     the file is in corrupt/"
-                )),
-                CommitResult::TempFail(why) => self.child.warn(&format!(
-                    "maildrop file {name}: the failure notice to <{to}> was not queued ({why}); the file is in corrupt/"
-                )),
-                CommitResult::NoSpace => self.child.warn(&format!(
-                    "maildrop file {name}: the failure notice to <{to}> was not queued (the spool is short of \
-                     space); the file is in corrupt/"
-                )),
-            };
+        if let Some((w, fate)) = self.refused.verdict(txn, &result) {
+            return self.notice_answered(w, fate);
         }
         let Some(f) = self.current.take_if(|f| f.txn == txn && f.ended) else {
             self.child.fatal(&format!("a verdict for transaction {txn}, which is not in flight"));
@@ -376,7 +425,7 @@ impl Pickup {
             }
             CommitResult::Refused { code, enhanced, text } => {
                 let refusal = notice::Refusal { code, enhanced: &enhanced, text: &text };
-                self.refuse(&f.name, &f.envelope, &f.kept, f.len, &refusal, "refused by cleanup");
+                self.refuse(&f.name, f.identity, &f.envelope, &f.kept, f.len, &refusal, "refused by cleanup");
             }
             CommitResult::TempFail(why) => {
                 self.child.warn(&format!("maildrop file {}: not queued now ({why}); trying again later", f.name));
@@ -386,89 +435,6 @@ impl Pickup {
                 self.child.warn(&format!("maildrop file {}: the spool is short of space; trying again later", f.name));
                 self.pause();
             }
-        }
-    }
-
-    /// A message refused for good (`by` says who, and why, for the log),
-    /// which sendmail already told its caller was sent: the file goes to
-    /// corrupt/, and the sender (or the postmaster) hears that the message
-    /// went nowhere, in a failure notice naming each recipient with the
-    /// refusal. `kept` is the first bytes of the content, `len` its length
-    /// as far as it was read.
-    fn refuse(
-        &mut self,
-        name: &str,
-        envelope: &MessageEnvelope,
-        kept: &[u8],
-        len: u64,
-        refusal: &notice::Refusal<'_>,
-        by: &str,
-    ) {
-        let id = self.ids.next_id();
-        let (code, enhanced, text) = (refusal.code, refusal.enhanced, refusal.text);
-        self.set_aside(name, &format!("{by}: {code} {enhanced} {text} (named {id} in the failure notice)"));
-        let kept = notice::Kept { data: kept, len };
-        let hostname = self.child.config.hostname.clone();
-        match notice::notice(envelope, refusal, &kept, id, &hostname, self.size_limit, queue::Time::now()) {
-            Ok(Some(n)) => self.send_notice(name, n),
-            Ok(None) => self.child.info(&format!("maildrop file {name}: no failure notice wanted")),
-            Err(e) => self.child.warn(&format!("maildrop file {name}: no failure notice: {e}")),
-        }
-    }
-
-    /// A file over pickup's own limits, found before anything went to
-    /// cleanup (more recipients than `limits.recipients`): its content is
-    /// read for the notice (the first bytes kept), then it is refused as
-    /// cleanup would. postdrop read the configuration file when it took
-    /// the message, pickup has master's copy: an edit not yet reloaded
-    /// makes them differ.
-    fn refuse_unsent(
-        &mut self,
-        name: &str,
-        mut reader: Reader<BufReader<File>>,
-        envelope: &MessageEnvelope,
-        refusal: &notice::Refusal<'_>,
-        by: &str,
-    ) {
-        let keep = usize::try_from(self.size_limit.saturating_add(1)).unwrap_or(usize::MAX);
-        let mut kept = Vec::new();
-        let mut len = 0u64;
-        loop {
-            match reader.next_chunk() {
-                Ok(Some(data)) => {
-                    let room = keep.saturating_sub(kept.len());
-                    kept.extend_from_slice(&data[..room.min(data.len())]);
-                    len += data.len() as u64;
-                }
-                Ok(None) => break,
-                // Too big as well: the notice returns its header at most.
-                Err(maildrop::Error::TooBig { .. }) => break,
-                Err(maildrop::Error::Io(io)) => {
-                    let wide = trouble::process_wide_io(&io);
-                    return self.trouble(name, &maildrop::Error::Io(io).to_string(), wide);
-                }
-                Err(e) => return self.set_aside(name, &e.to_string()),
-            }
-        }
-        self.refuse(name, envelope, &kept, len, refusal, by);
-    }
-
-    /// Hand a failure notice to cleanup as a message of its own.
-    fn send_notice(&mut self, name: &str, n: notice::Notice) {
-        let txn = self.next_txn;
-        self.next_txn += 1;
-        let mut ok = self.send(SmtpdToCleanup::Begin { txn, envelope: Box::new(n.envelope) });
-        for piece in n.content.chunks(NOTICE_CHUNK) {
-            ok = ok && self.send(SmtpdToCleanup::Content { txn, data: piece.to_vec() });
-        }
-        ok = ok && self.send(SmtpdToCleanup::End { txn });
-        if ok {
-            self.notices.insert(txn, (name.to_string(), n.to));
-        } else {
-            self.child.warn(&format!(
-                "maildrop file {name}: the failure notice to <{}> could not be handed to cleanup; the file is in corrupt/",
-                n.to
-            ));
         }
     }
 
@@ -539,7 +505,8 @@ impl Pickup {
             let interval = if self.scan() { SCAN_INTERVAL } else { self.scan_interval() };
             self.next_scan = Instant::now() + interval;
         }
-        while self.current.is_none() && self.space_ok {
+        // (Too many notices waiting for cleanup: no more files for now.)
+        while self.current.is_none() && self.space_ok && !self.refused.is_full() {
             let Some(name) = self.todo.pop() else { break };
             self.start(name);
         }
@@ -575,7 +542,9 @@ impl Pickup {
                 break;
             };
             let Ok(name) = e.file_name().to_str() else { continue };
-            if name == "." || name == ".." || self.unremoved.contains(name) {
+            // (A refused file whose notice is with cleanup waits for its
+            // verdict.)
+            if name == "." || name == ".." || self.unremoved.contains(name) || self.refused.contains(name) {
                 continue;
             }
             if self.troubles.contains(name) {
@@ -764,7 +733,7 @@ impl Pickup {
                 env.recipients.len()
             );
             let refusal = notice::Refusal { code: 552, enhanced: "5.5.3", text: "Error: too many recipients" };
-            return self.refuse_unsent(&name, reader, &envelope, &refusal, &by);
+            return self.refuse_unsent(&name, (meta.dev(), meta.ino()), reader, &envelope, &refusal, &by);
         }
         let txn = self.next_txn;
         self.next_txn += 1;
@@ -850,7 +819,7 @@ impl Pickup {
                             let by = format!("refused by pickup (larger than limits.message_size, {limit} bytes)");
                             let refusal =
                                 notice::Refusal { code: 552, enhanced: "5.3.4", text: "Error: message file too big" };
-                            self.refuse(&f.name, &f.envelope, &f.kept, f.len, &refusal, &by);
+                            self.refuse(&f.name, f.identity, &f.envelope, &f.kept, f.len, &refusal, &by);
                         }
                         e => self.set_aside(&f.name, &e.to_string()),
                     };

@@ -1,6 +1,8 @@
 //! The operator's requests, relayed by control: show a message in full,
-//! hold, release, requeue or delete one, flush the deferred queue. Each
-//! is carried out by qmgr itself, so it is safe while mail flows: a
+//! hold, release, requeue or delete one, flush the deferred queue (a scan
+//! of deferred/ a slice per turn, coalesced with the requests that come
+//! while one runs: see [`super::rescan`]). Each is carried out by qmgr
+//! itself, so it is safe while mail flows: a
 //! message being delivered is first taken out of the scheduler (the
 //! delivery in flight finishes without effect on it, so a held message
 //! may be delivered twice to the recipients of that one delivery), and
@@ -16,6 +18,7 @@ use crate::ipc::msg::{AdminOp, ControlToQmgr, MessageDetail, QmgrToControl, Reci
 use crate::queue::{BodyType, Notify, QueueEnvelope, QueueId, Ret, Time};
 
 use super::Qmgr;
+use super::listing::Showing;
 use super::scan;
 use super::store::{Dir, Problem};
 
@@ -23,18 +26,30 @@ use super::store::{Dir, Problem};
 const MAX_HEADERS: usize = 64 << 10;
 /// The modification time of a message in hold/ whose last pass may have
 /// been cut short by the hold (see [`AdminOp::Hold`]).
-const HELD_UNSETTLED: i64 = 0;
+pub(super) const HELD_UNSETTLED: i64 = 0;
 
 impl Qmgr {
     pub(super) fn admin(&mut self, token: Token, m: ControlToQmgr) {
         let (id, reply) = match m {
             ControlToQmgr::Show { id, queue_id } => {
-                let result = self.show(&queue_id).map(Box::new);
-                self.send_to(token, &QmgrToControl::Shown { id, result }, &[]);
+                // Read now, sent a part at a time as control takes them
+                // (see `listing`): a message with very many recipients
+                // does not fit the channel in one answer.
+                let started = self.show(&queue_id).and_then(|s| self.listings.start_show(token, id, s));
+                if let Err(e) = started {
+                    self.send_to(token, &QmgrToControl::Done { id, result: Err(e) }, &[]);
+                }
                 return;
             }
             ControlToQmgr::Admin { id, op, queue_id } => (id, self.operate(op, &queue_id)),
-            ControlToQmgr::Flush { id } => (id, Ok(self.flush())),
+            ControlToQmgr::Flush { id } => {
+                // Answered when the flush that covers it ends (see
+                // `rescan`); refused only when too many wait.
+                if let Err(e) = self.rescans.flush(Some((token, id)), Time::now()) {
+                    self.send_to(token, &QmgrToControl::Done { id, result: Err(e) }, &[]);
+                }
+                return;
+            }
             ControlToQmgr::QueueCounts { .. }
             | ControlToQmgr::List { .. }
             | ControlToQmgr::ListMore { .. }
@@ -52,7 +67,7 @@ impl Qmgr {
         Ok((id, queue, dir))
     }
 
-    fn show(&mut self, queue_id: &str) -> Result<MessageDetail, String> {
+    fn show(&mut self, queue_id: &str) -> Result<Showing, String> {
         let (id, queue, dir) = self.find(queue_id)?;
         let file = self.store.open(dir, &id, false).map_err(|p| format!("{id}: {p}"))?;
         let q = super::store::read(&file, &id).map_err(|p| format!("{id}: {p}"))?;
@@ -65,7 +80,7 @@ impl Qmgr {
             // No end of the header within the bound: up to the last line end.
             None => buf[..memchr::memmem::rfind(&buf, b"\r\n").map_or(0, |i| i + 2)].to_vec(),
         };
-        Ok(detail(queue, &q, headers))
+        Ok(showing(queue, q, headers))
     }
 
     fn operate(&mut self, op: AdminOp, queue_id: &str) -> Result<String, String> {
@@ -131,18 +146,6 @@ impl Qmgr {
         // answer then finds no message and is dropped).
         self.remove_active(id);
     }
-
-    fn flush(&mut self) -> String {
-        let now = Time::now();
-        if self.sched.counts().deferred_complete {
-            self.sched.flush_deferred(now);
-        } else {
-            self.scan_deferred(Some(now));
-        }
-        let n = self.sched.counts().deferred_indexed;
-        self.child.info(&format!("flush: {n} deferred message(s) due now"));
-        format!("{n} deferred message(s) to be tried now")
-    }
 }
 
 fn notify_text(n: Option<Notify>) -> Option<String> {
@@ -164,7 +167,8 @@ fn notify_text(n: Option<Notify>) -> Option<String> {
     }
 }
 
-fn detail(dir: Dir, q: &QueueEnvelope, headers: Vec<u8>) -> MessageDetail {
+/// A message to show: what `show` prints of it, its recipients to follow.
+pub(super) fn showing(dir: Dir, q: QueueEnvelope, headers: Vec<u8>) -> Showing {
     let e = &q.envelope;
     let mut client = vec![
         (String::from("address"), e.client.address.clone()),
@@ -190,18 +194,21 @@ fn detail(dir: Dir, q: &QueueEnvelope, headers: Vec<u8>) -> MessageDetail {
     if let Some(env) = &e.dsn_envid {
         parameters.push((String::from("envid"), env.clone()));
     }
+    let entry = scan::heading(dir, &q);
+    let count = u32::try_from(q.recipients.len()).unwrap_or(u32::MAX);
     let recipients = q
         .recipients
-        .iter()
+        .into_iter()
         .map(|r| RecipientDetail {
-            address: r.address.clone(),
-            orcpt: r.orcpt.clone(),
             notify: notify_text(r.notify),
             state: scan::state_name(r.status.state).to_string(),
             attempts: r.status.attempts,
             next_attempt: r.status.next_attempt,
-            reason: r.status.reason.clone(),
+            address: r.address,
+            orcpt: r.orcpt,
+            reason: r.status.reason,
         })
         .collect();
-    MessageDetail { entry: scan::entry(dir, q), client, parameters, recipients, headers }
+    let message = MessageDetail { entry, recipients: count, client, parameters, headers };
+    Showing::new(message, recipients)
 }

@@ -7,7 +7,8 @@
 //! result into the file, asks bounce for notices, and removes or defers
 //! each message when its pass ends. Everything it knows is rebuilt from
 //! the files at start-up: active/ goes back to incoming/, deferred/ is
-//! indexed by the files' mtimes (their next attempt).
+//! indexed by the files' mtimes (their next attempt), a slice per turn of
+//! the event loop as flushes are ([`rescan`]).
 //!
 //! Control's requests (counts, listing, show, hold, release, requeue,
 //! delete, flush) are served here too, since qmgr owns the queue.
@@ -47,12 +48,13 @@ pub mod admin;
 pub mod drain;
 pub mod intake;
 pub mod listing;
+pub mod rescan;
 pub mod scan;
 pub mod schedule;
 pub mod store;
 
 use schedule::{Action, Admit, Fate, Hop, Job, JobId, Origin, Outcome, Report, Scheduler, SiteStatus, Transport};
-use store::{Dir, Problem, Store, Twin};
+use store::{Dir, Held, Problem, Store, Twin};
 
 const MASTER: Token = Token(0);
 const WATCH: Token = Token(1);
@@ -269,6 +271,9 @@ pub struct Qmgr {
     drain: Option<drain::Drain>,
     /// Queue listings under way, for control.
     listings: listing::Listings,
+    /// The scan of deferred/ under way (an index or a flush), and those
+    /// waiting for it to end.
+    rescans: rescan::Rescans,
     /// The wall clock as last read, and when (monotonic): to notice it
     /// set back ([`clock_went_back`]).
     clock: (Instant, Time),
@@ -325,6 +330,7 @@ pub fn serve(_token: Sandboxed, mut child: Child, watch: std::io::Result<Watch>,
         next_req: 1,
         drain: None,
         listings: listing::Listings::default(),
+        rescans: rescan::Rescans::default(),
         clock: (Instant::now(), Time::now()),
     };
     q.start_up();
@@ -440,35 +446,58 @@ impl Qmgr {
             }
             Err(e) => self.child.fatal(&format!("moving active/ back to incoming/: {e}")),
         }
-        self.scan_deferred(None);
-        let c = self.sched.counts();
-        self.child.debug(&format!("serving; {} deferred message(s) indexed", c.deferred_indexed));
+        // Indexed a slice per turn: mail flows meanwhile.
+        self.index_deferred();
     }
 
-    /// Index deferred/; with `due`, every message is due then (flush).
-    fn scan_deferred(&mut self, due: Option<Time>) {
+    /// Index deferred/ anew, a slice per turn (see [`rescan`]): from
+    /// now, or once the scan under way ends.
+    fn index_deferred(&mut self) {
+        if self.rescans.index() {
+            self.sched.begin_deferred_scan(Time::now());
+        }
+    }
+
+    /// Go on with the scan of deferred/ under way, a slice of it; when it
+    /// ends, answer the flush requests it covers and start the scan
+    /// waiting, if any.
+    fn rescan_some(&mut self) {
+        if !self.rescans.busy() {
+            return;
+        }
         let now = Time::now();
-        self.sched.begin_deferred_scan(now);
         // No deferral waits longer than queue.backoff.max: a next attempt
         // later than that (the clock set back, a file touched) is that.
         let latest =
             now.secs.saturating_add(i64::try_from(self.sched.settings().backoff.max.as_secs()).unwrap_or(i64::MAX));
         let sched = &mut self.sched;
-        let store = &self.store;
         let mut found = |id: QueueId, t: Time| {
-            if let Some(now) = due {
-                let _ = store.make_due(&id, now);
-            }
             let t = if t.secs > latest { Time { secs: latest, micros: 0 } } else { t };
-            sched.deferred_found(id, due.unwrap_or(t));
+            sched.deferred_found(id, t);
         };
-        match self.store.scan_deferred(&mut found) {
-            Ok(problems) => {
-                for p in problems {
-                    self.child.warn(&p);
+        let mut problems = Vec::new();
+        let ended = self.rescans.turn(&self.store, &mut rescan::turn_budget(), &mut found, &mut problems);
+        for p in problems {
+            self.child.warn(&p);
+        }
+        let Some(ended) = ended else { return };
+        match ended.kind {
+            rescan::Kind::Index => {
+                let n = self.sched.counts().deferred_indexed;
+                self.child.debug(&format!("deferred/ indexed: {n} message(s)"));
+            }
+            rescan::Kind::Flush(_) => {
+                let n = ended.found;
+                self.child
+                    .info(&format!("flush: {n} deferred message(s) due now ({} request(s))", ended.waiters.len()));
+                for (token, id) in ended.waiters {
+                    let result = Ok(format!("{n} deferred message(s) to be tried now"));
+                    self.send_to(token, &QmgrToControl::Done { id, result }, &[]);
                 }
             }
-            Err(e) => self.child.warn(&format!("listing deferred/: {e}")),
+        }
+        if self.rescans.start_next(now) == Some(rescan::Kind::Index) {
+            self.sched.begin_deferred_scan(now);
         }
     }
 
@@ -497,8 +526,9 @@ impl Qmgr {
         if !self.incoming.is_empty() && room.messages > 0 && room.recipients > 0 {
             t = Duration::ZERO;
         }
-        // A listing control is waiting for goes on in the next turn.
-        if self.listings.ready() {
+        // A listing control is waiting for, and a scan of deferred/, go
+        // on in the next turn.
+        if self.listings.ready() || self.rescans.busy() {
             t = Duration::ZERO;
         }
         t
@@ -571,6 +601,7 @@ impl Qmgr {
     fn drop_peer(&mut self, token: Token, why: &str) {
         let Some(p) = self.peers.remove(&token) else { return };
         self.listings.drop_peer(token);
+        self.rescans.drop_peer(token);
         let raw = p.chan.as_raw_fd();
         let _ = self.poll.registry().deregister(&mut SourceFd(&raw));
         if why != "closed" && why != "replaced" {
@@ -765,12 +796,12 @@ impl Qmgr {
         let (then_at, then) = std::mem::replace(&mut self.clock, (Instant::now(), now));
         if let Some(back) = clock_went_back(then, then_at.elapsed(), now) {
             // deferred/ is indexed again, each next attempt no later than
-            // queue.backoff.max from now (see `scan_deferred`).
+            // queue.backoff.max from now (see `rescan_some`).
             self.child.warn(&format!(
                 "the clock went back by {back} s: deferred/ indexed again, and dead destinations tried again"
             ));
             self.sched.clock_went_back(now);
-            self.scan_deferred(None);
+            self.index_deferred();
         }
         if self.watch.is_none() && self.last_incoming_scan.elapsed() >= INCOMING_POLL
             || self.last_incoming_scan.elapsed() >= INCOMING_SCAN
@@ -781,9 +812,10 @@ impl Qmgr {
             self.relist_at = None;
             self.incoming_dirty = true;
         }
-        if self.sched.wants_deferred_scan(now) {
-            self.scan_deferred(None);
+        if !self.rescans.busy() && self.sched.wants_deferred_scan(now) {
+            self.index_deferred();
         }
+        self.rescan_some();
         self.admit(now);
         self.dispatch(now);
         self.retry_notices();
@@ -874,6 +906,24 @@ impl Qmgr {
                         self.sched.forget_deferred(&id);
                     }
                     self.queue_incoming(id);
+                    return true;
+                }
+            }
+        }
+        // A copy in incoming/ of a message on hold, left by cleanup's
+        // journal recovery: the message stays held (see
+        // `store::Store::resolve_held`). (One lookup per new message.)
+        if from == Dir::Incoming && self.store.exists(Dir::Hold, &id) {
+            match self.store.resolve_held(&id, admin::HELD_UNSETTLED) {
+                Held::No => {}
+                Held::Kept(line) => {
+                    self.child.warn(&line);
+                    return true;
+                }
+                Held::Blocked(line) => {
+                    // Not taken again until qmgr starts again.
+                    self.child.warn(&line);
+                    self.stuck(id);
                     return true;
                 }
             }
@@ -1619,21 +1669,26 @@ impl Qmgr {
         for p in problems {
             self.child.warn(&p);
         }
-        for mut out in parts {
-            // A message in the scheduler's hands is active, wherever its
-            // file.
-            for e in &mut out.part.entries {
-                if e.queue == Dir::Incoming.name()
-                    && QueueId::parse(&e.id).is_some_and(|id| self.active.contains_key(&id))
-                {
-                    e.queue = Dir::Active.name().to_string();
+        for out in parts {
+            let msg = match out.piece {
+                listing::Piece::List(mut part) => {
+                    // A message in the scheduler's hands is active,
+                    // wherever its file.
+                    for e in &mut part.entries {
+                        if e.queue == Dir::Incoming.name()
+                            && QueueId::parse(&e.id).is_some_and(|id| self.active.contains_key(&id))
+                        {
+                            e.queue = Dir::Active.name().to_string();
+                        }
+                    }
+                    QmgrToControl::List { id: out.id, entries: part.entries, last: part.last }
                 }
-            }
-            let msg = QmgrToControl::List { id: out.id, entries: out.part.entries, last: out.part.last };
-            if !self.send_to(out.peer, &msg, &[]) {
-                // The channel is dropped, and its listings with it.
-                continue;
-            }
+                listing::Piece::Show(p) => {
+                    QmgrToControl::Shown { id: out.id, message: p.message, recipients: p.recipients, last: p.last }
+                }
+            };
+            // (A channel that fails is dropped, and its listings with it.)
+            self.send_to(out.peer, &msg, &[]);
         }
     }
 }

@@ -50,7 +50,8 @@ pub struct Budget {
 }
 
 impl Budget {
-    fn spent(&self) -> bool {
+    /// Nothing is left of it.
+    pub fn spent(&self) -> bool {
         self.names == 0 || self.files == 0 || self.until.is_some_and(|t| Instant::now() >= t)
     }
 }
@@ -329,19 +330,15 @@ pub fn state_name(s: queue::State) -> &'static str {
     }
 }
 
-/// The listing entry of a message, with every recipient.
-pub fn entry(dir: Dir, q: &QueueEnvelope) -> QueueEntry {
+/// The listing entry of a message without its recipients.
+pub fn heading(dir: Dir, q: &QueueEnvelope) -> QueueEntry {
     QueueEntry {
         id: q.id.to_string(),
         queue: dir.name().to_string(),
         size: q.envelope.size,
         arrival: q.envelope.arrival.secs,
         sender: q.envelope.sender.clone(),
-        recipients: q
-            .recipients
-            .iter()
-            .map(|r| (r.address.clone(), state_name(r.status.state).to_string(), r.status.reason.clone()))
-            .collect(),
+        recipients: Vec::new(),
         omitted: 0,
     }
 }
@@ -355,15 +352,7 @@ fn str_bytes(s: &str) -> usize {
 /// recipients that fit, in order, and how many were left out; with the
 /// estimated size of its encoding.
 pub fn bounded_entry(dir: Dir, q: &QueueEnvelope) -> (QueueEntry, usize) {
-    let mut e = QueueEntry {
-        id: q.id.to_string(),
-        queue: dir.name().to_string(),
-        size: q.envelope.size,
-        arrival: q.envelope.arrival.secs,
-        sender: q.envelope.sender.clone(),
-        recipients: Vec::new(),
-        omitted: 0,
-    };
+    let mut e = heading(dir, q);
     let mut bytes = str_bytes(&e.id) + str_bytes(&e.queue) + str_bytes(&e.sender) + 32;
     for (i, r) in q.recipients.iter().enumerate() {
         let state = state_name(r.status.state);

@@ -266,6 +266,13 @@ fn an_entry_with_very_many_recipients_is_bounded_and_says_how_many_it_left_out()
     let (e, estimate) = bounded_entry(Dir::Hold, &read(&s, Dir::Hold, &small).unwrap());
     assert_eq!((e.recipients.len(), e.omitted), (3, 0));
     assert!(postcard::to_allocvec(&e).unwrap().len() <= estimate);
-    assert_eq!(e, entry(Dir::Hold, &read(&s, Dir::Hold, &small).unwrap()));
+    let q = read(&s, Dir::Hold, &small).unwrap();
+    let mut whole = heading(Dir::Hold, &q);
+    whole.recipients = q
+        .recipients
+        .iter()
+        .map(|r| (r.address.clone(), state_name(r.status.state).to_string(), r.status.reason.clone()))
+        .collect();
+    assert_eq!(e, whole);
     std::fs::remove_dir_all(&d).unwrap();
 }

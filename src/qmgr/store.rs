@@ -13,6 +13,10 @@
 //! When two copies meet ([`Store::resolve_twin`], [`Store::recover_active`],
 //! [`Store::defer`]), the one in incoming/ is used unless it is corrupt,
 //! and the other is set aside in corrupt/ (never removed), and logged.
+//! But for a message on hold ([`Store::resolve_held`]): the operator
+//! holds it, so the copy in incoming/ is never delivered; the message
+//! stays held (the journal's copy takes a damaged one's place in hold/),
+//! or the copy goes to corrupt/.
 //!
 //! Trusts: nothing in the files (the queue format's reader validates
 //! them); names come from listings and are checked to be queue IDs.
@@ -161,6 +165,19 @@ pub enum Twin {
     OtherSetAside(String),
 }
 
+/// What became of a copy in incoming/ of a message with a file in hold/
+/// ([`Store::resolve_held`]), with the line for the log.
+#[derive(Debug)]
+pub enum Held {
+    /// No file of the message in hold/: take the copy in incoming/.
+    No,
+    /// The message stays held; the copy in incoming/ is gone from there.
+    Kept(String),
+    /// The copy in incoming/ could not be moved: it stays there, and must
+    /// not be taken.
+    Blocked(String),
+}
+
 /// qmgr's queue directories.
 pub struct Store {
     pub incoming: OwnedFd,
@@ -306,63 +323,63 @@ impl Store {
         }
     }
 
+    /// Message `id` has a copy in incoming/ and a file in hold/: it was
+    /// put on hold, and cleanup's journal recovery wrote the journal's
+    /// copy to incoming/ because it found the one in hold/ damaged, or
+    /// could not read it (see doc/queue-format.md). Taken, the copy in
+    /// incoming/ would be delivered as if never held. Instead, the
+    /// message stays held: a valid copy in hold/ (checked whole, its
+    /// content's CRC too, as recovery checked it) is kept and the copy in
+    /// incoming/ set aside in corrupt/; a corrupt one is set aside in
+    /// corrupt/ and the copy in incoming/ moved to hold/ in its place,
+    /// dated `held_since` (see `admin`: its release takes it as new
+    /// mail); while the one in hold/ cannot be read, it stays and the
+    /// copy in incoming/ is set aside. Nothing is removed.
+    pub fn resolve_held(&self, id: &QueueId, held_since: i64) -> Held {
+        let checked = self.open(Dir::Hold, id, false).and_then(|f| {
+            let q = read(&f, id)?;
+            queue::verify_content(&f, q.content_range()).map_err(|e| match e {
+                queue::Error::Io(e) => Problem::Io(e),
+                e => Problem::Corrupt(e.to_string()),
+            })
+        });
+        let aside = |why: &str| match self.to_corrupt(Dir::Incoming, id.as_str()) {
+            Ok(to) => Held::Kept(format!("incoming/{id}: a copy of a message on hold ({why}): moved to corrupt/{to}")),
+            Err(e) => Held::Blocked(format!(
+                "incoming/{id}: a copy of a message on hold ({why}): cannot move it to corrupt/: {e}; not taken"
+            )),
+        };
+        let why = match checked {
+            Err(Problem::Gone) => return Held::No,
+            Ok(()) => return aside("written by cleanup's journal recovery; the copy in hold/ is valid and kept"),
+            Err(Problem::Corrupt(why)) => why,
+            Err(p) => return aside(&format!("the copy in hold/ cannot be read now, and is kept: {p}")),
+        };
+        let to = match self.to_corrupt(Dir::Hold, id.as_str()) {
+            Ok(to) => to,
+            Err(e) => {
+                return aside(&format!("the copy in hold/ is damaged ({why}) and cannot be moved to corrupt/: {e}"));
+            }
+        };
+        let damaged = format!("hold/{id}: {why}; moved to corrupt/{to}");
+        match self.date(Dir::Incoming, id, held_since).and_then(|()| self.rename(id, Dir::Incoming, Dir::Hold)) {
+            Ok(()) => Held::Kept(format!(
+                "{damaged}, and the journal's copy, which cleanup's recovery wrote to incoming/, held in its place"
+            )),
+            Err(p) => aside(&format!("{damaged}; it cannot be held in its place: {p}")),
+        }
+    }
+
     /// Up to `max` queue IDs waiting in incoming/, and the names there
     /// that are no queue ID (for corrupt/).
     pub fn list_incoming(&self, max: usize) -> io::Result<(Vec<QueueId>, Vec<String>)> {
         ids(&self.incoming, max)
     }
 
-    /// Every message in deferred/ with its next attempt time (the file's
-    /// mtime). A file not in its own subfolder (directly in deferred/, or
-    /// in another subfolder, where it would never be found by its name)
-    /// is moved into it first; one whose place there is taken is a second
-    /// copy, set aside in corrupt/. A name that is no queue ID is moved to
-    /// corrupt/. Returns what went wrong or was moved, for the log.
-    pub fn scan_deferred(&self, found: &mut dyn FnMut(QueueId, Time)) -> io::Result<Vec<String>> {
-        let mut problems = Vec::new();
-        let (top, junk) = ids(&self.deferred, usize::MAX)?;
-        for name in junk {
-            problems.push(self.junk_to_corrupt(&name));
-        }
-        for id in top {
-            self.move_home(&id, id.as_str(), &mut problems);
-        }
-        for sub in DEFERRED_SUBDIRS {
-            let fd = match openat(
-                &self.deferred,
-                sub,
-                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-                Mode::empty(),
-            ) {
-                Ok(fd) => fd,
-                Err(Errno::ENOENT) => continue,
-                Err(e) => return Err(e.into()),
-            };
-            let (here, junk) = ids(&fd, usize::MAX)?;
-            for name in junk {
-                problems.push(self.junk_to_corrupt(&format!("{sub}/{name}")));
-            }
-            for id in here {
-                // One in another subfolder is never found by its name:
-                // moved home, and indexed there.
-                if deferred_subdir(&id) != sub && !self.move_home(&id, &format!("{sub}/{id}"), &mut problems) {
-                    continue;
-                }
-                let at = path(Dir::Deferred, &id);
-                match fstatat(&self.deferred, at.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
-                    Ok(st) => found(id, Time { secs: st.st_mtime, micros: 0 }),
-                    Err(Errno::ENOENT) => {}
-                    Err(e) => problems.push(format!("deferred/{at}: {e}")),
-                }
-            }
-        }
-        Ok(problems)
-    }
-
     /// Move `id`, found as `name` in deferred/, into its own subfolder;
     /// whether it is there now. A file already there is the message's
     /// copy: this one is set aside in corrupt/.
-    fn move_home(&self, id: &QueueId, name: &str, problems: &mut Vec<String>) -> bool {
+    pub(super) fn move_home(&self, id: &QueueId, name: &str, problems: &mut Vec<String>) -> bool {
         let to = path(Dir::Deferred, id);
         match self.rename_paths(name, Dir::Deferred, &to, Dir::Deferred) {
             Ok(()) => {
@@ -389,7 +406,7 @@ impl Store {
 
     /// Move `name` (beneath deferred/), which is no queue file name, to
     /// corrupt/; the line for the log.
-    fn junk_to_corrupt(&self, name: &str) -> String {
+    pub(super) fn junk_to_corrupt(&self, name: &str) -> String {
         match self.to_corrupt(Dir::Deferred, name) {
             Ok(to) => format!("deferred/{name}: not a queue file name; moved to corrupt/{to}"),
             Err(e) => format!("deferred/{name}: not a queue file name; cannot move it to corrupt/: {e}"),
@@ -509,6 +526,7 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    use super::super::rescan::{Kind, scan_all};
     use super::*;
     use crate::queue::{Envelope, QueueFile, QueueIdGen, Recipient};
 
@@ -545,7 +563,7 @@ mod tests {
         assert!(d.join("deferred").join(deferred_subdir(&id)).join(id.as_str()).is_file());
         assert_eq!(s.find(&id), Some(Dir::Deferred));
         let mut found = Vec::new();
-        let problems = s.scan_deferred(&mut |i, t| found.push((i, t.secs))).unwrap();
+        let problems = scan_all(&s, Kind::Index, &mut |i, t| found.push((i, t.secs)));
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(found, vec![(id, 2_000_000_000)]);
         // Read back through the hashed name.
@@ -646,6 +664,59 @@ mod tests {
         std::fs::remove_dir_all(&d).unwrap();
     }
 
+    /// A message on hold whose file there is damaged, and whose journal's
+    /// copy cleanup's recovery wrote to incoming/: it stays held, never
+    /// taken as new mail.
+    #[test]
+    fn a_journal_copy_of_a_held_message_is_never_taken_the_message_stays_held() {
+        use crate::queue::State;
+        let (d, s) = spool("held");
+        let mut ids = QueueIdGen::new(1);
+        let (a, b, c, e) = (ids.next_id(), ids.next_id(), ids.next_id(), ids.next_id());
+        // a: damaged in hold/ (its content: qmgr's read of the envelope
+        // alone would not see it), the journal's copy in incoming/.
+        copy(&d, "hold", a, State::Deferred, false);
+        let p = d.join("hold").join(a.as_str());
+        let mut bytes = std::fs::read(&p).unwrap();
+        let n = bytes.len();
+        bytes[n - 3] ^= 0x20;
+        std::fs::write(&p, bytes).unwrap();
+        copy(&d, "incoming", a, State::Pending, false);
+        match s.resolve_held(&a, 0) {
+            Held::Kept(l) => assert!(l.contains("content CRC") && l.contains("held in its place"), "{l}"),
+            h => panic!("{h:?}"),
+        }
+        assert!(!s.exists(Dir::Incoming, &a), "taken out of incoming/");
+        assert_eq!(state_in(&s, Dir::Hold, &a), State::Pending, "the journal's copy is held");
+        assert_eq!(s.dated(Dir::Hold, &a).unwrap(), 0, "released, it is taken as new mail");
+        // b: valid in hold/: kept; the copy in incoming/ set aside.
+        copy(&d, "hold", b, State::Deferred, false);
+        copy(&d, "incoming", b, State::Pending, false);
+        assert!(matches!(s.resolve_held(&b, 0), Held::Kept(l) if l.contains("valid and kept")));
+        assert_eq!(state_in(&s, Dir::Hold, &b), State::Deferred);
+        assert!(!s.exists(Dir::Incoming, &b));
+        use std::os::unix::fs::PermissionsExt;
+        // c: cannot be read in hold/ now (here: still being written):
+        // kept, the copy in incoming/ set aside.
+        copy(&d, "hold", c, State::Deferred, false);
+        std::fs::set_permissions(d.join("hold").join(c.as_str()), std::fs::Permissions::from_mode(0o200)).unwrap();
+        copy(&d, "incoming", c, State::Pending, false);
+        assert!(matches!(s.resolve_held(&c, 0), Held::Kept(l) if l.contains("cannot be read now")));
+        assert!(s.exists(Dir::Hold, &c) && !s.exists(Dir::Incoming, &c));
+        // e: not on hold.
+        copy(&d, "incoming", e, State::Pending, false);
+        assert!(matches!(s.resolve_held(&e, 0), Held::No));
+        assert!(s.exists(Dir::Incoming, &e));
+        // Nothing removed: a's damaged copy, b's and c's copies from
+        // incoming/ are in corrupt/.
+        let mut aside = queue_names(&s.corrupt).unwrap();
+        aside.sort();
+        let mut want = vec![a.to_string(), b.to_string(), c.to_string()];
+        want.sort();
+        assert_eq!(aside, want);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
     /// A file in another subfolder of deferred/ than its own was found by
     /// the scan and then never by its name: never delivered.
     #[test]
@@ -668,7 +739,7 @@ mod tests {
         std::fs::write(d.join("deferred").join(wrong).join("junk"), b"x").unwrap();
         std::fs::write(d.join("deferred").join("junk-top"), b"x").unwrap();
         let mut found = Vec::new();
-        let said = s.scan_deferred(&mut |i, _| found.push(i)).unwrap();
+        let said = scan_all(&s, Kind::Index, &mut |i, _| found.push(i));
         found.sort();
         found.dedup();
         let mut want = vec![a, b];

@@ -28,7 +28,9 @@
 //! is good cannot be told) is removed first when it is in incoming/; in
 //! the directories cleanup may only read (active/, deferred/, hold/) it
 //! is left for qmgr, which moves it to corrupt/ when it meets it (and
-//! lets the copy in incoming/ win: see `qmgr::store`), and reported. A
+//! lets the copy in incoming/ win: see `qmgr::store`; but for a message
+//! on hold, which stays held, the journal's copy taking the damaged
+//! one's place in hold/, never delivered meanwhile), and reported. A
 //! message that cannot be written (a bad copy in incoming/ that cannot be
 //! removed, a failed write) is handed to the journal as unwritten: its
 //! segment stays until it is written, and the journal tries again. The
@@ -574,7 +576,10 @@ pub(crate) fn recover(
                 rec.replaced.push(f.id);
             }
             for l in seen.left {
-                rec.left.push(format!("{}: {l}, left for qmgr; the journal's copy goes to incoming/", f.id));
+                // (A message on hold stays held: qmgr holds the journal's
+                // copy in place of the damaged one.)
+                let held = if l.starts_with("hold/") { "; qmgr holds it in this one's place" } else { "" };
+                rec.left.push(format!("{}: {l}, left for qmgr; the journal's copy goes to incoming/{held}", f.id));
             }
             let failed = match seen.blocked {
                 Some(why) => why,

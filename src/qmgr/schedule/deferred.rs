@@ -130,16 +130,4 @@ impl DeferredIndex {
     pub(super) fn wants_scan(&self, now: i64) -> bool {
         self.horizon.is_some_and(|h| h <= now) && now >= self.scan_after
     }
-
-    /// Make every indexed message due at `now` (`sendmail -q`).
-    pub(super) fn flush(&mut self, now: i64) {
-        let ids: Vec<QueueId> = self.by_id.keys().copied().collect();
-        self.by_time = ids.iter().map(|&id| (now, id)).collect();
-        for at in self.by_id.values_mut() {
-            *at = now;
-        }
-        if self.horizon.is_some() {
-            self.horizon = Some(now);
-        }
-    }
 }

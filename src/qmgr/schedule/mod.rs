@@ -371,14 +371,6 @@ impl Scheduler {
         self.deferred.remove(id)
     }
 
-    /// Make every indexed deferred message due now (`sendmail -q`,
-    /// `mtactl flush`). When the index is incomplete
-    /// ([`Counts::deferred_complete`] is false), the shell should instead
-    /// rescan deferred/ and report every file as due `now`.
-    pub fn flush_deferred(&mut self, now: Time) {
-        self.deferred.flush(now.secs);
-    }
-
     /// Whether deferred/ must be scanned again: the index overflowed and
     /// messages outside it may be due.
     pub fn wants_deferred_scan(&self, now: Time) -> bool {

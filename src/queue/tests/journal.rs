@@ -1115,6 +1115,41 @@ fn a_copy_that_is_not_valid_where_cleanup_may_not_write_is_left_for_qmgr() {
     assert_eq!(s.segments().len(), 1, "the old segment retired: {:?}", s.segments());
 }
 
+/// A message put on hold whose file in hold/ was damaged before its
+/// segment was retired: recovery writes the journal's copy to incoming/
+/// (it may not touch hold/), and says that qmgr keeps the message held
+/// (qmgr::store::Store::resolve_held: the copy is never delivered).
+#[test]
+fn a_damaged_copy_of_a_message_on_hold_is_replaced_for_qmgr_to_keep_held() {
+    let s = Spool::new("heldcopy");
+    let hold = s.dir.sub("hold");
+    let (mut j, _) = s.open();
+    let mut idg = QueueIdGen::new(INSTANCE);
+    let q = sample(&mut idg, 1, 2000);
+    j.append(&q).expect("append");
+    j.commit().expect("commit");
+    let mut out = Vec::new();
+    j.materialize(&mut out).expect("materialise");
+    drop(j); // cleanup dies before the segment was retired
+    // qmgr put it on hold; then its content was damaged there.
+    let p = |sub: &str| s.dir.path.join(sub).join(q.id.as_str());
+    std::fs::rename(p("incoming"), p("hold")).expect("hold");
+    let mut bytes = std::fs::read(p("hold")).expect("read");
+    let n = bytes.len();
+    bytes[n - 2] ^= 0x20;
+    std::fs::write(p("hold"), bytes).expect("damage");
+    let elsewhere = [("active", s.active.as_fd()), ("hold", hold.as_fd())];
+    let dirs = JournalDirs { journal: s.journal.as_fd(), incoming: s.incoming.as_fd(), elsewhere: &elsewhere };
+    let (_j, rec) = Journal::open(&dirs, INSTANCE, JournalOptions::default()).expect("open journal");
+    assert_eq!(rec.materialised, vec![q.id], "{rec}");
+    assert_eq!(&s.read("incoming", &q.id), &q, "the journal's copy is in incoming/");
+    assert!(p("hold").is_file(), "the damaged copy is left where cleanup may not remove it");
+    assert_eq!(rec.left.len(), 1, "{rec}");
+    assert!(rec.left[0].contains(&format!("hold/{}: queue file corrupt", q.id)), "{rec}");
+    assert!(rec.left[0].contains("content CRC mismatch"), "{rec}");
+    assert!(rec.left[0].ends_with("qmgr holds it in this one's place"), "{rec}");
+}
+
 #[test]
 fn a_copy_in_incoming_that_cannot_be_replaced_stops_no_recovery() {
     let s = Spool::new("blocked");

@@ -98,7 +98,7 @@ impl Qmgr {
             logs: Vec::new(),
             ids: QueueIdGen::new(1),
         };
-        q.until("running", |q| q.logs.iter().any(|l| l.contains("serving")));
+        q.until("running", |q| q.logs.iter().any(|l| l.contains("deferred/ indexed")));
         q
     }
 

@@ -5,13 +5,14 @@
 //! a qmgr it exits at once. Here the test plays master, qmgr and cleanup.
 //! Every wait is bounded.
 
+mod common;
+
 use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use mta::ipc::msg::{
-    BounceToQmgr, ChildConfig, CleanupToSmtpd, CommitResult, FromMaster, NoticeRequest, QmgrToBounce, SmtpdToCleanup,
-    ToMaster,
+    BounceToQmgr, CleanupToSmtpd, CommitResult, FromMaster, NoticeRequest, QmgrToBounce, SmtpdToCleanup, ToMaster,
 };
 use mta::ipc::{self, Channel};
 use mta::queue::{BodyType, Client, Envelope, QueueFile, QueueIdGen, Recipient, State, Status, Time};
@@ -42,35 +43,9 @@ fn start(name: &str) -> Bounce {
     std::fs::create_dir_all(&dir).unwrap();
     let (mine, theirs) = ipc::pair().unwrap();
     let fds = [theirs.as_raw_fd()];
-    let spec = sandbox::Spawn {
-        program: Path::new(env!("CARGO_BIN_EXE_bounce")),
-        argv: &["bounce"],
-        env: &[],
-        fds: &fds,
-        stderr: None,
-        credentials: None,
-        limits: &[],
-        new_session: false,
-    };
-    let pid = Pid::from_raw(sandbox::spawn(&spec).unwrap());
+    let pid = common::spawn(Path::new(env!("CARGO_BIN_EXE_bounce")), "bounce", &fds);
     let mut master = Channel::new(mine);
-    let init = FromMaster::Init(Box::new(ChildConfig {
-        role: Role::Bounce,
-        generation: 1,
-        session: 0,
-        hostname: String::from("test.example"),
-        spool: dir.clone(),
-        verbose: true,
-        open_files: 0,
-        allow_unconfined: false,
-        log_line_length: 2048,
-        control: mta::config::Control::default(),
-        operator: None,
-        intake: None,
-        delivery: Some(Box::new(mta::config::Config::default().delivery(None))),
-        socket_dirs: Vec::new(),
-        stop_timeout: Duration::from_secs(10),
-    }));
+    let init = common::init(Role::Bounce, &dir, None, Vec::new(), Duration::from_secs(10));
     master.send(&init, &[]).unwrap();
     let end = Instant::now() + LIMIT;
     loop {

@@ -2,11 +2,13 @@
 //! message from master ends it (exit 1, logged), and master restarts it.
 //! Here the test plays master for a real `qmgr` process.
 
+mod common;
+
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use mta::ipc::msg::{ChildConfig, FromMaster, ToMaster};
+use mta::ipc::msg::{FromMaster, ToMaster};
 use mta::ipc::{self, Channel};
 use mta::roles::{QUEUE_DIRS, Role};
 use nix::sys::socket::{MsgFlags, send};
@@ -39,40 +41,13 @@ fn start(name: &str) -> (Qmgr, OwnedFd) {
     let (mine, theirs) = ipc::pair().unwrap();
     let mut fds = vec![theirs.as_raw_fd()];
     fds.extend(dirs.iter().map(|d| d.as_raw_fd()));
-    let program = Path::new(env!("CARGO_BIN_EXE_qmgr"));
-    let spec = sandbox::Spawn {
-        program,
-        argv: &["qmgr"],
-        env: &[],
-        fds: &fds,
-        stderr: None,
-        credentials: None,
-        limits: &[],
-        new_session: false,
-    };
-    let pid = sandbox::spawn(&spec).unwrap();
+    let pid = common::spawn(Path::new(env!("CARGO_BIN_EXE_qmgr")), "qmgr", &fds);
     let raw = mine.try_clone().unwrap();
-    (Qmgr { pid: Pid::from_raw(pid), master: Channel::new(mine), _dir: tempdir::Dir(dir.clone()) }, raw)
+    (Qmgr { pid, master: Channel::new(mine), _dir: tempdir::Dir(dir.clone()) }, raw)
 }
 
 fn config(dir: &Path) -> FromMaster {
-    FromMaster::Init(Box::new(ChildConfig {
-        role: Role::Qmgr,
-        generation: 1,
-        session: 0,
-        hostname: String::from("test.example"),
-        spool: dir.to_path_buf(),
-        verbose: true,
-        open_files: 0,
-        allow_unconfined: false,
-        log_line_length: 2048,
-        control: mta::config::Control::default(),
-        operator: None,
-        intake: None,
-        delivery: Some(Box::new(mta::config::Config::default().delivery(None))),
-        socket_dirs: Vec::new(),
-        stop_timeout: Duration::from_secs(10),
-    }))
+    common::init(Role::Qmgr, dir, None, Vec::new(), Duration::from_secs(10))
 }
 
 /// Wait for the child's exit status (10 s at most).

@@ -10,6 +10,8 @@
 //! Its resolver is pointed at a loopback port, so nothing asks the
 //! system's.
 
+mod common;
+
 use std::net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -18,8 +20,7 @@ use std::time::{Duration, Instant};
 
 use mta::config::delivery::{BounceConf, DeliveryConf, Dns, Relay, SmtpClient, Transports};
 use mta::ipc::msg::{
-    ChildConfig, ConnectorToSmtp, ConnectorToSmtpd, FromMaster, NexthopSpec, SmtpToConnector, SmtpdToConnector, Target,
-    ToMaster,
+    ConnectorToSmtp, ConnectorToSmtpd, FromMaster, NexthopSpec, SmtpToConnector, SmtpdToConnector, Target, ToMaster,
 };
 use mta::ipc::{self, Channel};
 use mta::qmgr::schedule::TransportMap;
@@ -38,26 +39,15 @@ struct Connector {
 /// `lmtp:unix:DIR/lmtp.sock` and DIR is passed as master passes it.
 fn start(lmtp: Option<&Path>) -> Connector {
     let (mine, theirs) = ipc::pair().expect("pair");
-    let program = Path::new(env!("CARGO_BIN_EXE_connector"));
     let dir_fd = lmtp.map(|d| {
         let flags = nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC;
         nix::fcntl::open(d, flags, nix::sys::stat::Mode::empty()).expect("open the socket directory")
     });
     let mut fds = vec![theirs.as_raw_fd()];
     fds.extend(dir_fd.as_ref().map(|f| f.as_raw_fd()));
-    let spec = sandbox::Spawn {
-        program,
-        argv: &["connector"],
-        env: &[],
-        fds: &fds,
-        stderr: None,
-        credentials: None,
-        limits: &[],
-        new_session: false,
-    };
-    let pid = sandbox::spawn(&spec).expect("spawn");
+    let pid = common::spawn(Path::new(env!("CARGO_BIN_EXE_connector")), "connector", &fds);
     let dns = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("dns port");
-    let mut c = Connector { pid: Pid::from_raw(pid), master: Channel::new(mine), _dns: dns };
+    let mut c = Connector { pid, master: Channel::new(mine), _dns: dns };
     let mut transport_map = TransportMap::default();
     if let Some(d) = lmtp {
         transport_map.insert("lmtp.test", &format!("lmtp:unix:{}/lmtp.sock", d.display())).expect("table");
@@ -78,23 +68,13 @@ fn start(lmtp: Option<&Path>) -> Connector {
         credentials: None,
         tls_ca: Vec::new(),
     };
-    let init = FromMaster::Init(Box::new(ChildConfig {
-        role: Role::Connector,
-        generation: 1,
-        session: 0,
-        hostname: String::from("test.example"),
-        spool: std::env::temp_dir(),
-        verbose: true,
-        open_files: 0,
-        allow_unconfined: false,
-        log_line_length: 2048,
-        control: mta::config::Control::default(),
-        operator: None,
-        intake: None,
-        delivery: Some(Box::new(delivery)),
-        socket_dirs: lmtp.map(Path::to_path_buf).into_iter().collect(),
-        stop_timeout: Duration::from_secs(10),
-    }));
+    let init = common::init(
+        Role::Connector,
+        &std::env::temp_dir(),
+        Some(delivery),
+        lmtp.map(Path::to_path_buf).into_iter().collect(),
+        Duration::from_secs(10),
+    );
     c.master.send(&init, &[]).expect("init");
     let got = wait_for(&mut c.master, |m: &ToMaster| matches!(m, ToMaster::Ready { .. }));
     assert!(matches!(got, Some((ToMaster::Ready { confined: true }, _))), "{got:?}");

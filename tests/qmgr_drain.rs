@@ -6,14 +6,14 @@
 //! message is left for the next qmgr. Here the test plays master and the
 //! delivery agents. Every wait is bounded.
 
+mod common;
+
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use mta::ipc::msg::{
-    ChildConfig, FromMaster, QmgrToSmtp, RecipientReport, RecipientStatus, SiteReport, SmtpToQmgr, ToMaster,
-};
+use mta::ipc::msg::{FromMaster, QmgrToSmtp, RecipientReport, RecipientStatus, SiteReport, SmtpToQmgr, ToMaster};
 use mta::ipc::{self, Channel};
 use mta::queue::{BodyType, Client, DoneAction, Envelope, QueueFile, QueueIdGen, Recipient, Status, Time};
 use mta::roles::{QUEUE_DIRS, Role};
@@ -55,35 +55,9 @@ impl Qmgr {
         let (mine, theirs) = ipc::pair().unwrap();
         let mut fds = vec![theirs.as_raw_fd()];
         fds.extend(dirs.iter().map(|d| d.as_raw_fd()));
-        let spec = sandbox::Spawn {
-            program: Path::new(env!("CARGO_BIN_EXE_qmgr")),
-            argv: &["qmgr"],
-            env: &[],
-            fds: &fds,
-            stderr: None,
-            credentials: None,
-            limits: &[],
-            new_session: false,
-        };
-        let pid = Pid::from_raw(sandbox::spawn(&spec).unwrap());
+        let pid = common::spawn(Path::new(env!("CARGO_BIN_EXE_qmgr")), "qmgr", &fds);
         let mut master = Channel::new(mine);
-        let init = FromMaster::Init(Box::new(ChildConfig {
-            role: Role::Qmgr,
-            generation: 1,
-            session: 0,
-            hostname: String::from("test.example"),
-            spool: dir.clone(),
-            verbose: true,
-            open_files: 0,
-            allow_unconfined: false,
-            log_line_length: 2048,
-            control: mta::config::Control::default(),
-            operator: None,
-            intake: None,
-            delivery: Some(Box::new(mta::config::Config::default().delivery(None))),
-            socket_dirs: Vec::new(),
-            stop_timeout,
-        }));
+        let init = common::init(Role::Qmgr, &dir, None, Vec::new(), stop_timeout);
         master.send(&init, &[]).unwrap();
         let (smtp_end, smtp) = ipc::pair().unwrap();
         let (local_end, local) = ipc::pair().unwrap();

@@ -28,6 +28,9 @@ for c in "$@"; do
 	else
 		fail=$((fail + 1))
 		echo "FAIL $c"
+		# The case's own verdict first (lib.sh's fail prints it above the
+		# master log, which the tail below may not reach back to).
+		grep '^FAIL: ' "$log" | head -5 | cut -c1-2000 | sed 's/^/     > /'
 		sed 's/^/     | /' "$log" | tail -40
 	fi
 	rm -f "$log"

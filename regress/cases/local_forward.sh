@@ -89,8 +89,13 @@ private_mta_conf "aliases = \"$W/aliases\";" "local { mail_spool = \"$MAIL\"; ti
 smtp_sink
 start_master
 H=$(hostname | tr 'A-Z' 'a-z')
-# dumped SUBJECT: smtp-sink's dump of the message with that subject.
-dumped() { grep -l -- "^Subject: $1" "$DUMP"/* 2>/dev/null | head -1; }
+# dumped SUBJECT: smtp-sink's dump of the message with that subject: its
+# own (first) Subject: line, not one in a notice that quotes it.
+dumped() {
+	for f in "$DUMP"/*; do
+		case "$(grep -m1 '^Subject: ' "$f" 2>/dev/null)" in "Subject: $1"*) echo "$f"; return 0 ;; esac
+	done
+}
 has_dump() { [ -n "$(dumped "$1")" ]; }
 send() { # send TO SUBJECT [swaks options]
 	t=$1 s=$2; shift 2

@@ -114,10 +114,10 @@ pub fn main(args: &[String]) -> i32 {
         }
     };
     if o.command == "queue" {
-        return print_listing(&o, &socket);
+        return print_streamed(&o, &socket, |out| list_queue(&socket, o.json, out));
     }
     if o.command.starts_with("show ") {
-        return print_show(&o, &socket);
+        return print_streamed(&o, &socket, |out| show_message(&socket, &o.command, o.json, out));
     }
     match request(&socket, &o.command) {
         Ok(v) => print(&o, &v),
@@ -128,40 +128,16 @@ pub fn main(args: &[String]) -> i32 {
     }
 }
 
-/// `mtactl queue`: the listing printed as it comes.
-fn print_listing(o: &Options, socket: &std::path::Path) -> i32 {
+/// `mtactl queue` and `mtactl queue show ID`: the answer `stream`
+/// writes to standard output as it comes; the exit status.
+fn print_streamed(
+    o: &Options,
+    socket: &std::path::Path,
+    stream: impl FnOnce(&mut dyn Write) -> Result<Listed, RequestError>,
+) -> i32 {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    let r = list_queue(socket, o.json, &mut out);
-    let flushed = out.flush();
-    match r {
-        Ok(l) if l.answer["ok"].as_bool() == Some(true) => match flushed {
-            Ok(()) => 0,
-            Err(e) => {
-                eprintln!("mtactl: standard output: {e}");
-                1
-            }
-        },
-        Ok(l) => {
-            if o.json && l.printed == 0 {
-                println!("{}", l.answer);
-            } else {
-                eprintln!("mtactl: {}", l.answer["error"].as_str().unwrap_or("failed"));
-            }
-            1
-        }
-        Err(e) => {
-            eprintln!("mtactl: {}: {e}", socket.display());
-            1
-        }
-    }
-}
-
-/// `mtactl queue show ID`: the message printed as it comes.
-fn print_show(o: &Options, socket: &std::path::Path) -> i32 {
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
-    let r = show_message(socket, &o.command, o.json, &mut out);
+    let r = stream(&mut out);
     let flushed = out.flush();
     match r {
         Ok(l) if l.answer["ok"].as_bool() == Some(true) => match flushed {

@@ -29,14 +29,14 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use mio::Token;
-use nix::dir::{Dir as NixDir, OwningIter};
+use nix::dir::OwningIter;
 use nix::errno::Errno;
-use nix::fcntl::{AtFlags, OFlag};
-use nix::sys::stat::{Mode, fstatat};
+use nix::fcntl::AtFlags;
+use nix::sys::stat::fstatat;
 
 use crate::queue::{QueueId, Time};
 
-use super::scan::Budget;
+use super::scan::{self, Budget};
 use super::schedule::{DEFERRED_SUBDIRS, deferred_subdir};
 use super::store::{self, Dir, Store};
 
@@ -118,39 +118,13 @@ impl Rescan {
             Some(s) => format!("{s}/{name}"),
             None => name.to_string(),
         };
-        if self.reader.is_none() {
-            match open(store, sub) {
-                Ok(Some(r)) => self.reader = Some(r),
-                Ok(None) => {
-                    self.sources.pop_front();
-                    return;
-                }
-                Err(e) => {
-                    self.problems.push(format!("listing deferred/{}: {e}", shown("")));
-                    self.sources.pop_front();
-                    return;
-                }
-            }
-        }
-        budget.names = budget.names.saturating_sub(1);
-        let name = match self.reader.as_mut().and_then(Iterator::next) {
-            None => {
-                self.reader = None;
-                self.sources.pop_front();
-                return;
-            }
-            Some(Err(e)) => {
-                self.problems.push(format!("listing deferred/{}: {e}", shown("")));
-                self.reader = None;
-                self.sources.pop_front();
-                return;
-            }
-            Some(Ok(entry)) => entry.file_name().to_bytes().to_vec(),
-        };
-        // Names starting with a dot (and . and ..) are not ours to judge.
-        if name.starts_with(b".") {
+        let what = format!("deferred/{}", shown(""));
+        let opened = || scan::open(store, Dir::Deferred, sub);
+        let Some(name) =
+            scan::next_name(&mut self.reader, &mut self.sources, &mut self.problems, budget, &what, opened)
+        else {
             return;
-        }
+        };
         let name = String::from_utf8_lossy(&name).into_owned();
         let Some(id) = QueueId::parse(&name) else {
             // deferred/ holds its subfolders; anything else is junk.
@@ -195,21 +169,6 @@ impl Rescan {
             }
         }
     }
-}
-
-/// A stream of deferred/'s names (`sub`: of one of its subfolders);
-/// `None` for a subfolder that does not exist.
-fn open(store: &Store, sub: Option<&str>) -> nix::Result<Option<OwningIter>> {
-    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
-    let d = match sub {
-        None => NixDir::openat(store.fd(Dir::Deferred), ".", flags, Mode::empty())?,
-        Some(s) => match NixDir::openat(store.fd(Dir::Deferred), s, flags | OFlag::O_NOFOLLOW, Mode::empty()) {
-            Ok(d) => d,
-            Err(Errno::ENOENT) => return Ok(None),
-            Err(e) => return Err(e),
-        },
-    };
-    Ok(Some(d.into_iter()))
 }
 
 /// The whole of deferred/ in one go: what went wrong (what was found

@@ -163,42 +163,12 @@ impl Cursor {
             self.ended = true;
             return;
         };
-        if self.reader.is_none() {
-            match open(store, source) {
-                Ok(Some(r)) => self.reader = Some(r),
-                // A subfolder of deferred/ not made yet: nothing in it.
-                Ok(None) => {
-                    self.sources.pop_front();
-                    return;
-                }
-                Err(e) => {
-                    self.problems.push(format!("listing {}: {e}", source.name()));
-                    self.sources.pop_front();
-                    return;
-                }
-            }
-        }
-        let next = self.reader.as_mut().and_then(Iterator::next);
-        budget.names = budget.names.saturating_sub(1);
-        let name = match next {
-            None => {
-                self.reader = None;
-                self.sources.pop_front();
-                return;
-            }
-            Some(Err(e)) => {
-                self.problems.push(format!("listing {}: {e}", source.name()));
-                self.reader = None;
-                self.sources.pop_front();
-                return;
-            }
-            Some(Ok(entry)) => entry.file_name().to_bytes().to_vec(),
-        };
-        // Names starting with a dot are cleanup's files being written
-        // (and . and ..).
-        if name.starts_with(b".") {
+        let opened = || open(store, source.dir, source.sub);
+        let Some(name) =
+            next_name(&mut self.reader, &mut self.sources, &mut self.problems, budget, &source.name(), opened)
+        else {
             return;
-        }
+        };
         let Ok(name) = String::from_utf8(name) else {
             self.problems.push(format!("{}: a name that is not UTF-8", source.name()));
             return;
@@ -263,19 +233,71 @@ impl Cursor {
     }
 }
 
-/// A stream of one directory's names; `None` for a subfolder of
-/// deferred/ that does not exist.
-fn open(store: &Store, source: Source) -> nix::Result<Option<OwningIter>> {
+/// A stream of the names of `dir` (`sub`: of that subfolder of it);
+/// `None` for a subfolder that does not exist (of deferred/, not made
+/// yet).
+pub(super) fn open(store: &Store, dir: Dir, sub: Option<&str>) -> nix::Result<Option<OwningIter>> {
     let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
-    let d = match source.sub {
-        None => NixDir::openat(store.fd(source.dir), ".", flags, Mode::empty())?,
-        Some(sub) => match NixDir::openat(store.fd(source.dir), sub, flags | OFlag::O_NOFOLLOW, Mode::empty()) {
+    let d = match sub {
+        None => NixDir::openat(store.fd(dir), ".", flags, Mode::empty())?,
+        Some(sub) => match NixDir::openat(store.fd(dir), sub, flags | OFlag::O_NOFOLLOW, Mode::empty()) {
             Ok(d) => d,
             Err(nix::errno::Errno::ENOENT) => return Ok(None),
             Err(e) => return Err(e),
         },
     };
     Ok(Some(d.into_iter()))
+}
+
+/// One step of a cursor over the directories in `sources`, read a name
+/// at a time (the listing's and the deferred/ rescan's): the next name
+/// of the front directory (`reader`, opened with `open` when none is),
+/// its bytes, counted in `budget`. None for this step when the directory
+/// does not exist or ends (it is then taken off `sources`), cannot be
+/// read (also noted in `problems` as `listing WHAT: error`), or the name
+/// starts with a dot (`.` and `..`, and cleanup's files being written).
+pub(super) fn next_name<S>(
+    reader: &mut Option<OwningIter>,
+    sources: &mut VecDeque<S>,
+    problems: &mut Vec<String>,
+    budget: &mut Budget,
+    what: &str,
+    open: impl FnOnce() -> nix::Result<Option<OwningIter>>,
+) -> Option<Vec<u8>> {
+    if reader.is_none() {
+        match open() {
+            Ok(Some(r)) => *reader = Some(r),
+            Ok(None) => {
+                sources.pop_front();
+                return None;
+            }
+            Err(e) => {
+                problems.push(format!("listing {what}: {e}"));
+                sources.pop_front();
+                return None;
+            }
+        }
+    }
+    let next = reader.as_mut().and_then(Iterator::next);
+    budget.names = budget.names.saturating_sub(1);
+    let name = match next {
+        None => {
+            *reader = None;
+            sources.pop_front();
+            return None;
+        }
+        Some(Err(e)) => {
+            problems.push(format!("listing {what}: {e}"));
+            *reader = None;
+            sources.pop_front();
+            return None;
+        }
+        Some(Ok(entry)) => entry.file_name().to_bytes().to_vec(),
+    };
+    if name.starts_with(b".") {
+        return None;
+    }
+    Some(name)
 }
 
 /// The queue directories under `spool`, opened to be read directly (for

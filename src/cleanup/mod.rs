@@ -35,7 +35,9 @@ use sandbox::Sandboxed;
 use crate::child::Child;
 use crate::config::smtp::HeaderClients;
 use crate::ipc::Channel;
-use crate::ipc::msg::{CleanupToQmgr, CleanupToSmtpd, CommitResult, FromMaster, MessageEnvelope, SmtpdToCleanup};
+use crate::ipc::msg::{
+    CleanupToQmgr, CleanupToSmtpd, CommitResult, FromMaster, MessageEnvelope, QmgrToCleanup, SmtpdToCleanup,
+};
 use crate::queue::{self, Journal, QueueFile, QueueId, QueueIdGen, Time};
 use crate::roles::Role;
 use message::HeaderScan;
@@ -59,6 +61,14 @@ const HIGH_WATER: usize = 64 << 20;
 const MAX_UNANNOUNCED: usize = 100_000;
 /// Queue IDs per announcement.
 const ANNOUNCE_PART: usize = 1_000;
+/// Committed messages offered to qmgr in memory at once, before their
+/// queue files are written (see `qmgr::memory`), and the largest offered;
+/// the others are written out as queue files.
+const MAX_OFFERED: usize = 1024;
+const MAX_OFFER_SIZE: usize = 1 << 20;
+/// How long a stopping cleanup waits for qmgr to account for the messages
+/// it offered before it writes them out itself.
+const CLOSING_WAIT: Duration = Duration::from_secs(2);
 
 /// A message being received.
 struct Pending {
@@ -205,6 +215,7 @@ impl Cleanup {
         for p in self.peers.values_mut() {
             let _ = p.chan.flush();
         }
+        self.qmgr_closing();
         if let Some(journal) = self.journal.take() {
             match journal.close() {
                 Ok(ids) => {
@@ -306,20 +317,84 @@ impl Cleanup {
             let raw = chan.as_raw_fd();
             let _ = self.poll.registry().deregister(&mut SourceFd(&raw));
         }
+        // What it was offered and did not account for is written out, to
+        // be named to the next qmgr.
+        if let Some(journal) = self.journal.as_mut()
+            && journal.offered() > 0
+        {
+            let mut ids = Vec::new();
+            journal.write_offered(&mut ids);
+            self.unannounced.extend(ids);
+        }
     }
 
-    /// qmgr's channel: it sends nothing; readable means closed (or a
-    /// protocol fault: dropped as well), writable that what waits may go.
+    /// qmgr's channel: what became of the messages offered to it;
+    /// closed (or a protocol fault: dropped as well); writable: what
+    /// waits may go.
     fn qmgr_event(&mut self, token: Token, readable: bool) {
-        let Some((_, chan)) = self.qmgr.as_mut() else { return };
-        if readable {
-            match chan.recv::<CleanupToQmgr>() {
-                Ok(None) => {}
-                Ok(Some(_)) | Err(_) => return self.drop_qmgr(token),
-            }
+        if readable && self.qmgr_read(token).is_err() {
+            return self.drop_qmgr(token);
         }
+        let Some((_, chan)) = self.qmgr.as_mut() else { return };
         if matches!(chan.flush(), Err(crate::ipc::Error::Closed)) {
             self.drop_qmgr(token);
+        }
+    }
+
+    /// Read what qmgr says; Ok(true) once it said [`QmgrToCleanup::Closed`].
+    fn qmgr_read(&mut self, token: Token) -> Result<bool, ()> {
+        let mut closed = false;
+        loop {
+            let Some((t, chan)) = self.qmgr.as_mut() else { return Err(()) };
+            if *t != token {
+                return Err(());
+            }
+            let ids = match chan.recv::<QmgrToCleanup>() {
+                Ok(None) => return Ok(closed),
+                Ok(Some((_, fds))) if !fds.is_empty() => return Err(()),
+                Ok(Some((QmgrToCleanup::Done { ids } | QmgrToCleanup::Taken { ids }, _))) => ids,
+                Ok(Some((QmgrToCleanup::Closed, _))) => {
+                    closed = true;
+                    continue;
+                }
+                Err(_) => return Err(()),
+            };
+            let ids: Vec<QueueId> = ids.iter().filter_map(|s| QueueId::parse(s)).collect();
+            if let Some(journal) = self.journal.as_mut() {
+                journal.settle_offered(&ids);
+            }
+        }
+    }
+
+    /// Before the journal closes: qmgr writes out the messages it was
+    /// offered and says which it delivered, within [`CLOSING_WAIT`] (what
+    /// it did not account for by then is written out here, and may be
+    /// delivered twice).
+    fn qmgr_closing(&mut self) {
+        let Some((token, chan)) = self.qmgr.as_mut() else { return };
+        let token = *token;
+        if self.journal.as_ref().is_none_or(|j| j.offered() == 0) {
+            return;
+        }
+        if chan.send(&CleanupToQmgr::Closing, &[]).is_err() || chan.flush_within(CLOSING_WAIT).is_err() {
+            return self.drop_qmgr(token);
+        }
+        let deadline = Instant::now() + CLOSING_WAIT;
+        loop {
+            match self.qmgr_read(token) {
+                Ok(true) => return,
+                Ok(false) => {}
+                Err(()) => return self.drop_qmgr(token),
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Some((_, chan)) = self.qmgr.as_ref() else { return };
+            if left.is_zero() {
+                self.child.warn("qmgr did not account for the messages offered to it in time: writing them out");
+                return self.drop_qmgr(token);
+            }
+            let ms = u16::try_from(left.as_millis().max(1)).unwrap_or(u16::MAX);
+            let mut pfd = [nix::poll::PollFd::new(chan.as_fd(), nix::poll::PollFlags::POLLIN)];
+            let _ = nix::poll::poll(&mut pfd, nix::poll::PollTimeout::from(ms));
         }
     }
 
@@ -491,6 +566,7 @@ impl Cleanup {
     /// coming in, more when it is not, and down to the high-water mark
     /// whatever happens.
     fn materialize(&mut self, busy: bool) {
+        self.offer();
         let Some(journal) = self.journal.as_mut() else { return };
         if journal.work_due() != Some(Duration::ZERO) {
             return;
@@ -504,6 +580,27 @@ impl Cleanup {
             self.child.warn(&format!("writing queue files: {e} (they are safe in the journal)"));
         }
         self.announce(ids);
+    }
+
+    /// Offer qmgr the messages committed since, in memory files, up to
+    /// [`MAX_OFFERED`] at once: most are delivered before a queue file
+    /// would be written, and get none (see `qmgr::memory`). A send that
+    /// fails drops qmgr, and what it was offered is written out.
+    fn offer(&mut self) {
+        let (Some(journal), Some((token, chan))) = (self.journal.as_mut(), self.qmgr.as_mut()) else { return };
+        let mut offers = Vec::new();
+        journal.offer_some(&mut offers, MAX_OFFERED, MAX_OFFER_SIZE);
+        let token = *token;
+        let mut failed = false;
+        while !offers.is_empty() && !failed {
+            let part: Vec<(QueueId, OwnedFd)> = offers.drain(..offers.len().min(crate::ipc::MAX_FDS)).collect();
+            let ids = part.iter().map(|(id, _)| id.to_string()).collect();
+            let fds = part.into_iter().map(|(_, fd)| fd).collect();
+            failed = chan.send_owned(&CleanupToQmgr::Offered { ids }, fds).is_err();
+        }
+        if failed {
+            self.drop_qmgr(token);
+        }
     }
 
     fn reply(&mut self, token: Token, txn: u64, result: CommitResult) {

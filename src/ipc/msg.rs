@@ -611,10 +611,37 @@ pub enum BounceToQmgr {
 }
 
 /// cleanup → qmgr: queue files now in incoming/ (their queue IDs), so
-/// that qmgr need not list the directory to find them.
+/// that qmgr need not list the directory to find them; committed messages
+/// offered before any queue file is written; and cleanup's stop.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub enum CleanupToQmgr {
-    Queued { ids: Vec<String> },
+    Queued {
+        ids: Vec<String>,
+    },
+    /// Committed messages (durable in cleanup's journal) with no queue
+    /// file yet: each queue file's bytes in a sealed memory file that
+    /// travels with the message, one descriptor per ID in the same order
+    /// (at most [`crate::ipc::MAX_FDS`]). qmgr answers each with
+    /// [`QmgrToCleanup::Done`] or [`QmgrToCleanup::Taken`].
+    Offered {
+        ids: Vec<String>,
+    },
+    /// cleanup is stopping: qmgr writes out every offered message it
+    /// holds, then answers [`QmgrToCleanup::Closed`].
+    Closing,
+}
+
+/// qmgr → cleanup: what became of offered messages.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub enum QmgrToCleanup {
+    /// Delivered (or otherwise finished) with nothing left to record: no
+    /// queue file is ever written for them.
+    Done { ids: Vec<String> },
+    /// qmgr wrote their queue files to incoming/ itself and synced them.
+    Taken { ids: Vec<String> },
+    /// The answer to [`CleanupToQmgr::Closing`]: every offered message
+    /// qmgr held is accounted for above.
+    Closed,
 }
 
 /// local → one of its mailbox delivery workers (`local deliver`, on the

@@ -60,8 +60,10 @@ impl Qmgr {
 
     /// The message, the queue it is in (active while the scheduler has
     /// it, wherever its file is), and the directory of its file.
-    fn find(&self, queue_id: &str) -> Result<(QueueId, Dir, Dir), String> {
+    fn find(&mut self, queue_id: &str) -> Result<(QueueId, Dir, Dir), String> {
         let id = QueueId::parse(queue_id).ok_or_else(|| format!("`{queue_id}` is not a queue ID"))?;
+        // A message in memory gets its file first (see `memory`).
+        self.materialise(id).map_err(|e| format!("{id}: {e}"))?;
         let dir = self.store.find(&id).ok_or_else(|| format!("{id}: no such message in the queue"))?;
         let queue = if self.active.contains_key(&id) { Dir::Active } else { dir };
         Ok((id, queue, dir))

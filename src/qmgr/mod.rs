@@ -48,6 +48,7 @@ pub mod admin;
 pub mod drain;
 pub mod intake;
 pub mod listing;
+pub mod memory;
 pub mod rescan;
 pub mod scan;
 pub mod schedule;
@@ -186,6 +187,9 @@ struct Active {
     /// Status records whose fdatasync failed: written again, each to the
     /// same slot, and synced, before any pending action runs.
     rewrite: Vec<SlotWrite>,
+    /// In memory, with no queue file yet (see [`memory`]): counted with
+    /// the kept files.
+    memory: Option<memory::Memory>,
 }
 
 /// Most queue files kept open between taking a message and its first
@@ -277,6 +281,16 @@ pub struct Qmgr {
     /// The wall clock as last read, and when (monotonic): to notice it
     /// set back ([`clock_went_back`]).
     clock: (Instant, Time),
+    /// Messages cleanup offered in memory, waiting for their admission
+    /// (counted with the kept files; see [`memory`]).
+    offers: HashMap<QueueId, memory::Memory>,
+    /// When each message in memory came, oldest first (some may have a
+    /// file by now).
+    memory_since: VecDeque<(Instant, QueueId)>,
+    /// What to tell the cleanups at the end of the turn.
+    settled: memory::Settled,
+    /// Queue files written from memory this turn.
+    unsynced: crate::queue::disk::Unsynced,
 }
 
 /// Prepare the watch on incoming/ (before the sandbox: on Linux it takes
@@ -332,6 +346,10 @@ pub fn serve(_token: Sandboxed, mut child: Child, watch: std::io::Result<Watch>,
         listings: listing::Listings::default(),
         rescans: rescan::Rescans::default(),
         clock: (Instant::now(), Time::now()),
+        offers: HashMap::new(),
+        memory_since: VecDeque::new(),
+        settled: memory::Settled::default(),
+        unsynced: crate::queue::disk::Unsynced::default(),
     };
     q.start_up();
     // Log records go once per turn.
@@ -363,6 +381,7 @@ pub fn serve(_token: Sandboxed, mut child: Child, watch: std::io::Result<Watch>,
             }
         }
         q.work();
+        q.settle_memory();
         q.child.end_turn(q.poll.registry());
     }
 }
@@ -520,6 +539,9 @@ impl Qmgr {
         if let Some(at) = self.relist_at {
             t = t.min(at.saturating_duration_since(Instant::now()));
         }
+        if let Some(due) = self.memory_due() {
+            t = t.min(due);
+        }
         // Names wait and there is room for them: go on at once (with no
         // room, a delivery's end makes some and wakes us).
         let room = self.sched.room();
@@ -617,6 +639,13 @@ impl Qmgr {
             }
         }
         if p.kind == PeerKind::Cleanup {
+            // What it offered gets its files now (see `memory`); nothing
+            // more can be reported to it.
+            self.materialise_all(Some(token));
+            self.settled.done.remove(&token);
+            if self.settled.taken.remove(&token).is_some() {
+                let _ = self.unsynced.sync(self.store.fd(Dir::Incoming).as_fd());
+            }
             // It may have written files it could not name: one look, and
             // the kernel's word until a cleanup is back.
             self.incoming_dirty = true;
@@ -716,20 +745,7 @@ impl Qmgr {
                 },
                 PeerKind::Cleanup => match p.chan.recv::<CleanupToQmgr>() {
                     Ok(None) => return,
-                    Ok(Some((CleanupToQmgr::Queued { ids }, fds))) => {
-                        if !fds.is_empty() {
-                            self.child.fatal("cleanup sent descriptors");
-                        }
-                        for name in ids {
-                            match QueueId::parse(&name) {
-                                Some(id) => self.queue_incoming(id),
-                                None => {
-                                    let name = crate::log::sanitize(&name, 64);
-                                    self.child.warn(&format!("cleanup named `{name}`, not a queue ID"));
-                                }
-                            }
-                        }
-                    }
+                    Ok(Some((m, fds))) => self.cleanup_said(token, m, fds),
                     Err(crate::ipc::Error::Closed) => return self.drop_peer(token, "closed"),
                     Err(e) => return self.drop_peer(token, &format!("cleanup channel: {e}")),
                 },
@@ -816,6 +832,7 @@ impl Qmgr {
             self.index_deferred();
         }
         self.rescan_some();
+        self.age_memory();
         self.admit(now);
         self.dispatch(now);
         self.retry_notices();
@@ -876,8 +893,15 @@ impl Qmgr {
 
     /// Take a message out of the active queue (closing a kept file).
     fn remove_active(&mut self, id: &QueueId) -> Option<Active> {
-        let m = self.active.remove(id)?;
+        let mut m = self.active.remove(id)?;
         self.kept_files -= usize::from(m.file.is_some());
+        if let Some(mem) = m.memory.take() {
+            // (Callers give it its file first, or tell cleanup it is done.)
+            self.kept_files -= 1;
+            if let Err(e) = self.write_memory(*id, &mem.fd, mem.cleanup) {
+                self.child.warn(&format!("{id}: cannot write its queue file: {e}"));
+            }
+        }
         Some(m)
     }
 
@@ -894,6 +918,11 @@ impl Qmgr {
     /// scheduler. False: no room for it in the active queue now (it waits
     /// where it is).
     fn take(&mut self, id: QueueId, from: Dir, origin: Origin, now: Time) -> bool {
+        if from == Dir::Incoming
+            && let Some(mem) = self.offers.remove(&id)
+        {
+            return self.take_memory(id, mem, origin, now);
+        }
         // A second copy of a message with one in incoming/ (see
         // `store::Store::resolve_twin`): one of them is set aside.
         if from != Dir::Incoming && (self.active.contains_key(&id) || self.store.exists(Dir::Incoming, &id)) {
@@ -990,6 +1019,59 @@ impl Qmgr {
                 retry_at: None,
                 file,
                 rewrite: Vec::new(),
+                memory: None,
+            },
+        );
+        self.apply(actions);
+        true
+    }
+
+    /// [`Qmgr::take`] for a message cleanup offered in memory (see
+    /// [`memory`]); one that finds no room gets its file and waits.
+    fn take_memory(&mut self, id: QueueId, mem: memory::Memory, origin: Origin, now: Time) -> bool {
+        let read = mem.fd.metadata().map_err(Problem::Io).and_then(|st| store::read_sized(&mem.fd, st.len(), &id));
+        let env = match read {
+            Ok(e) => e,
+            Err(p) => {
+                // Not expected of cleanup: the journal's copy is written
+                // out as a file, for the usual checks.
+                self.child.warn(&format!("{id}: reading it from memory: {p}"));
+                self.kept_files -= 1;
+                let _ = self.write_memory(id, &mem.fd, mem.cleanup);
+                self.queue_incoming(id);
+                return true;
+            }
+        };
+        let actions = match self.sched.add_message(id, &env.envelope, &env.recipients, origin, now) {
+            Ok(a) => a,
+            Err(e) => {
+                self.kept_files -= 1;
+                if let Err(e) = self.write_memory(id, &mem.fd, mem.cleanup) {
+                    self.child.warn(&format!("{id}: cannot write its queue file: {e}"));
+                }
+                if let schedule::Error::NoRoom(_) = e {
+                    return false;
+                }
+                self.child.warn(&format!("{id}: {e}"));
+                return true;
+            }
+        };
+        let n = env.recipients.len();
+        let sender = crate::log::sanitize(&env.envelope.sender, 1024);
+        self.child.info(&format!("{id}: from=<{sender}>, size={}, nrcpt={n} (queue active)", env.envelope.size));
+        self.active.insert(
+            id,
+            Active {
+                dir: Dir::Incoming,
+                env,
+                origin,
+                active_at: now,
+                pending: VecDeque::new(),
+                notice: None,
+                retry_at: None,
+                file: None,
+                rewrite: Vec::new(),
+                memory: Some(mem),
             },
         );
         self.apply(actions);
@@ -1081,9 +1163,17 @@ impl Qmgr {
         };
         let Some(a) = self.active.get_mut(&job.message) else { return fail(self, "message not in the active queue") };
         let active_at = (a.active_at.secs, a.active_at.micros);
-        let kept = a.file.take();
+        // In memory: a descriptor of its memory file.
+        let kept = match &a.memory {
+            Some(mem) => match mem.fd.try_clone() {
+                Ok(f) => Some(f),
+                Err(e) => return fail(self, &format!("cannot hand on its memory file: {e}")),
+            },
+            None => a.file.take(),
+        };
+        let in_memory = a.memory.is_some();
         let dir = a.dir;
-        self.kept_files -= usize::from(kept.is_some());
+        self.kept_files -= usize::from(kept.is_some() && !in_memory);
         let file = match kept.map_or_else(|| self.store.open(dir, &job.message, false), Ok) {
             Ok(f) => f,
             Err(p) => {
@@ -1277,6 +1367,25 @@ impl Qmgr {
                 break;
             }
             let Some(action) = m.pending.pop_front() else { break };
+            // A message in memory gets its file before anything but its
+            // removal (and the statuses that removal makes moot).
+            let needs_file = match &action {
+                Action::Write { .. } => !removal_follows(&m.pending),
+                Action::Finish { fate: Fate::Remove, .. } => false,
+                Action::Notify { .. } | Action::LoadMore { .. } | Action::Finish { .. } => true,
+            };
+            if needs_file
+                && m.memory.is_some()
+                && let Err(why) = self.materialise(id)
+            {
+                self.child.warn(&format!("{id}: {why}; trying again in {}s", STATUS_RETRY.as_secs()));
+                if let Some(m) = self.active.get_mut(&id) {
+                    m.pending.push_front(action);
+                }
+                self.retry_later(id, STATUS_RETRY);
+                break;
+            }
+            let Some(m) = self.active.get_mut(&id) else { return };
             // Statuses reach the disk before anything that depends on
             // them, but not before a removal, which makes them moot.
             let needs_sync = !matches!(action, Action::Write { .. } | Action::Finish { fate: Fate::Remove, .. });
@@ -1439,6 +1548,16 @@ impl Qmgr {
     /// The message's last action. `moot`: the statuses left unwritten
     /// because the removal was to follow them.
     fn finish(&mut self, id: QueueId, fate: Fate, moot: Vec<(u32, crate::queue::Status)>) {
+        if let Fate::Remove = fate
+            && let Some(mem) = self.active.get_mut(&id).and_then(|m| m.memory.take())
+        {
+            // No file was ever written: cleanup's journal needs it no more.
+            self.kept_files -= 1;
+            self.remove_active(&id);
+            self.settled.done.entry(mem.cleanup).or_default().push(id);
+            self.child.info(&format!("{id}: removed"));
+            return;
+        }
         let Some(m) = self.remove_active(&id) else { return };
         let dir = m.dir;
         match fate {

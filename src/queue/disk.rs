@@ -172,6 +172,31 @@ pub fn publish(dir: BorrowedFd<'_>, name: &str, bytes: &[u8], unsynced: &mut Uns
     Ok(())
 }
 
+/// Whether this system has sealed memory files ([`memory_file`]).
+pub const HAS_MEMORY_FILES: bool = cfg!(any(target_os = "linux", target_os = "android", target_os = "freebsd"));
+
+/// `bytes` in an anonymous memory file (memfd), sealed against any
+/// change (write, grow, shrink, more seals): a queue file that lives in
+/// memory only, handed to qmgr and the delivery agents as a descriptor,
+/// which they read like a file in the queue. Not on OpenBSD, which has no
+/// memfd (see [`HAS_MEMORY_FILES`]).
+#[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+pub fn memory_file(bytes: &[u8]) -> io::Result<std::os::fd::OwnedFd> {
+    use nix::fcntl::{FcntlArg, SealFlag, fcntl};
+    use nix::sys::memfd::{MFdFlags, memfd_create};
+    let fd = memfd_create("mta-queue-file", MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING)?;
+    let mut file = File::from(fd);
+    file.write_all(bytes)?;
+    let seals = SealFlag::F_SEAL_WRITE | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_SEAL;
+    fcntl(&file, FcntlArg::F_ADD_SEALS(seals))?;
+    Ok(file.into())
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+pub fn memory_file(_bytes: &[u8]) -> io::Result<std::os::fd::OwnedFd> {
+    Err(io::Error::from(io::ErrorKind::Unsupported))
+}
+
 /// The file names in `dir` (not `.` and `..`; names that are not UTF-8
 /// are skipped: they are none of ours).
 pub fn list(dir: BorrowedFd<'_>) -> io::Result<Vec<String>> {

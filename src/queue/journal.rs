@@ -36,8 +36,8 @@
 //! Trusts: the directory descriptors it is given; the journal's own
 //! records are validated on recovery like any other file.
 
-use std::collections::VecDeque;
 use std::collections::hash_map::RandomState;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::fs::File;
 use std::hash::{BuildHasher, Hasher};
@@ -266,6 +266,9 @@ struct Sealed {
     seq: u64,
     outstanding: usize,
     fate: SegmentFate,
+    /// The segment, to read offered messages back from (not for the
+    /// segments recovery holds, which had none).
+    file: Option<File>,
 }
 
 pub(crate) fn segment_name(instance: u32, seq: u64) -> String {
@@ -454,6 +457,12 @@ pub struct Journal {
     retry_at: Option<Instant>,
     /// The progress note, when the boot is known (see `progress.rs`).
     progress: Option<(progress::Writer, Progress)>,
+    /// Committed messages offered to qmgr in memory files and not yet
+    /// settled, by where their records start (segment, offset): the
+    /// queue ID and where the record ends. Until qmgr says it delivered
+    /// one or wrote its file, it counts as not written out.
+    offered: BTreeMap<(u64, u64), (QueueId, u64)>,
+    offered_at: HashMap<QueueId, (u64, u64)>,
 }
 
 impl Journal {
@@ -503,7 +512,10 @@ impl Journal {
             zero_ahead,
             active,
             active_outstanding: 0,
-            sealed: held.into_iter().map(|(seq, outstanding, fate)| Sealed { seq, outstanding, fate }).collect(),
+            sealed: held
+                .into_iter()
+                .map(|(seq, outstanding, fate)| Sealed { seq, outstanding, fate, file: None })
+                .collect(),
             buf: Vec::with_capacity(1 << 20),
             appended: Vec::new(),
             done: Vec::with_capacity(1 << 20),
@@ -518,6 +530,8 @@ impl Journal {
             broken: false,
             retry_at: None,
             progress,
+            offered: BTreeMap::new(),
+            offered_at: HashMap::new(),
         };
         Ok((journal, recovery))
     }
@@ -805,6 +819,16 @@ impl Journal {
         if noted {
             self.note();
         }
+        self.compact_done();
+        let retired = self.retire();
+        match failed {
+            Some(e) => Err(e),
+            None => retired,
+        }
+    }
+
+    /// Drop from memory what is written out or offered.
+    fn compact_done(&mut self) {
         if self.todo.is_empty() {
             self.done.clear();
             self.done_from = 0;
@@ -821,10 +845,110 @@ impl Journal {
                 e.start -= cut;
             }
         }
-        let retired = self.retire();
-        match failed {
-            Some(e) => Err(e),
-            None => retired,
+    }
+
+    /// Offer committed messages to qmgr instead of writing their queue
+    /// files: from the front of those waiting, each of at most `max_size`
+    /// bytes, up to `max` messages offered at once, each in a sealed
+    /// memory file pushed to `out` with its ID. A message offered is
+    /// settled by [`Journal::settle_offered`] (qmgr delivered it, or
+    /// wrote its file itself) or written out by [`Journal::write_offered`]
+    /// (qmgr went away); until then its segment stays and the progress
+    /// note stays before it. Stops at the first message too large, which
+    /// [`Journal::materialize_some`] writes out in its turn. Nothing on
+    /// systems without memory files.
+    pub fn offer_some(&mut self, out: &mut Vec<(QueueId, OwnedFd)>, max: usize, max_size: usize) {
+        if !disk::HAS_MEMORY_FILES {
+            return;
+        }
+        while self.offered.len() < max {
+            let Some(e) = self.todo.front() else { break };
+            if e.len - RECORD_HEADER > max_size {
+                break;
+            }
+            let (id, seg, seg_end, start, len) = (e.ticket.id, e.segment, e.seg_end, e.start, e.len);
+            let Ok(fd) = disk::memory_file(&self.done[start + RECORD_HEADER..start + len]) else {
+                // Out of memory or descriptors: written out as usual.
+                break;
+            };
+            let at = (seg, seg_end - len as u64);
+            self.offered.insert(at, (id, seg_end));
+            self.offered_at.insert(id, at);
+            out.push((id, fd));
+            self.done_from = start + len;
+            self.todo.pop_front();
+        }
+        self.compact_done();
+    }
+
+    /// Messages offered and not yet settled.
+    pub fn offered(&self) -> usize {
+        self.offered.len()
+    }
+
+    /// qmgr delivered these offered messages (no queue file is needed) or
+    /// wrote and synced their queue files itself: their records need the
+    /// segment no longer. IDs not offered are ignored; returns how many
+    /// were.
+    pub fn settle_offered(&mut self, ids: &[QueueId]) -> usize {
+        let mut n = 0;
+        for id in ids {
+            let Some(at) = self.offered_at.remove(id) else { continue };
+            let Some((_, end)) = self.offered.remove(&at) else { continue };
+            self.written = self.written.max((at.0, end));
+            self.settle(at.0);
+            n += 1;
+        }
+        if n > 0 {
+            self.note();
+            self.drop_offered_files();
+        }
+        n
+    }
+
+    /// Write out the queue file of every message offered and not settled
+    /// (qmgr went away, or cleanup stops), read back from its segment,
+    /// pushing the IDs written to `out`. One that cannot be written is
+    /// kept as [`Unwritten`] and tried again like any other.
+    pub fn write_offered(&mut self, out: &mut Vec<QueueId>) {
+        let offered = std::mem::take(&mut self.offered);
+        self.offered_at.clear();
+        for ((seg, start), (id, end)) in offered {
+            let file = if seg == self.active.seq {
+                Some(&self.active.file)
+            } else {
+                self.sealed.iter().find(|s| s.seq == seg).and_then(|s| s.file.as_ref())
+            };
+            let mut payload = vec![0u8; (end - start) as usize - RECORD_HEADER];
+            let read = match file {
+                Some(f) => f.read_exact_at(&mut payload, start + RECORD_HEADER as u64),
+                None => Err(io::Error::other("its journal segment is not open")),
+            };
+            match read.and_then(|()| write_out(self.incoming.as_fd(), &id, &payload, &mut self.unsynced)) {
+                Ok(()) => {
+                    self.written = self.written.max((seg, end));
+                    self.settle(seg);
+                    out.push(id);
+                }
+                Err(_) => {
+                    self.unwritten_bytes += payload.len();
+                    self.unwritten.push_back(Unwritten { id, payload, segment: seg, start, end });
+                    self.unwritten_retry.get_or_insert(Instant::now());
+                }
+            }
+        }
+        // In journal order, as `retry_unwritten` expects.
+        self.unwritten.make_contiguous().sort_by_key(|u| (u.segment, u.start));
+        self.note();
+        self.drop_offered_files();
+    }
+
+    /// Close the sealed segments no offered message needs any more.
+    fn drop_offered_files(&mut self) {
+        for s in &mut self.sealed {
+            if s.file.is_some() && !self.offered.keys().any(|(seg, _)| *seg == s.seq) {
+                s.file = None;
+            }
         }
     }
 
@@ -872,7 +996,10 @@ impl Journal {
     fn note(&mut self) {
         let failed = self.unsynced.failed();
         let active = self.active.seq;
-        let at = self.unwritten.front().map_or(self.written, |u| self.written.min((u.segment, u.start)));
+        let mut at = self.unwritten.front().map_or(self.written, |u| self.written.min((u.segment, u.start)));
+        if let Some((first, _)) = self.offered.first_key_value() {
+            at = at.min(*first);
+        }
         let Some((w, p)) = self.progress.as_mut() else { return };
         (p.seq, p.end) = at;
         if failed {
@@ -886,7 +1013,14 @@ impl Journal {
     fn rotate(&mut self) -> Result<(), Error> {
         let next = Segment::create(self.dir.as_fd(), self.instance, self.active.seq + 1, self.salt)?;
         let old = std::mem::replace(&mut self.active, next);
-        self.sealed.push_back(Sealed { seq: old.seq, outstanding: self.active_outstanding, fate: SegmentFate::Remove });
+        // Kept open while offered messages may have to be read back.
+        let file = self.offered.keys().any(|(seg, _)| *seg == old.seq).then_some(old.file);
+        self.sealed.push_back(Sealed {
+            seq: old.seq,
+            outstanding: self.active_outstanding,
+            fate: SegmentFate::Remove,
+            file,
+        });
         self.active_outstanding = 0;
         self.broken = false;
         Ok(())
@@ -958,6 +1092,7 @@ impl Journal {
         let mut out = Vec::new();
         self.paused_until = None;
         self.unwritten_retry = None;
+        self.write_offered(&mut out);
         self.materialize(&mut out)?;
         if !self.unwritten.is_empty() {
             // (The note stays before the first of them.)

@@ -20,7 +20,7 @@
 //! fails validation is an [`Error::Corrupt`], for the caller to move to
 //! corrupt/ with [`move_to_corrupt`].
 
-mod disk;
+pub mod disk;
 pub mod file;
 mod id;
 pub mod journal;

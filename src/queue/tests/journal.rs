@@ -1316,3 +1316,110 @@ fn segment_numbers_never_go_below_the_note() {
     let seg: Vec<String> = s.segments().into_iter().filter(|n| n.ends_with(".jnl")).collect();
     assert_eq!(seg, [format!("{INSTANCE:08x}-{:016x}.jnl", 2)], "the first segment was 1: the next is above it");
 }
+
+/// How many journal segments there are.
+fn jnl(s: &Spool) -> usize {
+    s.segments().iter().filter(|n| n.ends_with(".jnl")).count()
+}
+
+/// The queue file in memory file `fd`.
+fn in_memory(fd: &OwnedFd) -> QueueFile {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::from(fd.try_clone().expect("dup"));
+    let mut bytes = vec![0u8; f.metadata().expect("fstat").len() as usize];
+    f.read_exact_at(&mut bytes, 0).expect("read");
+    // Sealed: nothing can change it.
+    assert!(f.write_at(b"x", 0).is_err(), "a memory file can be written");
+    assert!(f.set_len(1).is_err(), "a memory file can be cut");
+    QueueFile::decode(&bytes).expect("a valid queue file")
+}
+
+/// Committed messages offered in memory: no queue file is written for
+/// them; those qmgr reports delivered are, for recovery in the same boot,
+/// delivered (not queued again); the others are written again; a message
+/// too large for an offer is written out in its turn.
+#[cfg(any(target_os = "linux", target_os = "freebsd"))]
+#[test]
+fn offered_messages_get_no_file_and_recovery_knows_the_delivered_ones() {
+    let s = Spool::new("offered");
+    let (mut j, _) = s.open_with(booted("boot-a"));
+    let mut idg = QueueIdGen::new(INSTANCE);
+    let mut msgs: Vec<QueueFile> = (0..6).map(|_| sample(&mut idg, 1, 2000)).collect();
+    msgs.push(sample(&mut idg, 1, 50_000));
+    msgs.push(sample(&mut idg, 1, 2000));
+    for q in &msgs {
+        j.append(q).expect("append");
+    }
+    j.commit().expect("commit");
+    let mut offers = Vec::new();
+    j.offer_some(&mut offers, 4, 10_000);
+    assert_eq!(offers.iter().map(|(id, _)| *id).collect::<Vec<_>>(), ids(&msgs[..4]), "at most 4 at once");
+    for ((_, fd), q) in offers.iter().zip(&msgs) {
+        assert_eq!(&in_memory(fd), q);
+    }
+    assert_eq!((j.offered(), j.unmaterialised()), (4, 4));
+    j.offer_some(&mut offers, 6, 10_000);
+    assert_eq!(offers.len(), 6, "the large one stops the offers");
+    assert!(s.dir.names("incoming").is_empty(), "a file was written");
+    // qmgr delivered #0, #1 and #3; #2 and #4 are still being delivered.
+    assert_eq!(j.settle_offered(&[msgs[0].id, msgs[1].id, msgs[3].id, msgs[7].id]), 3, "#7 was not offered");
+    let mut out = Vec::new();
+    j.materialize(&mut out).expect("materialise");
+    assert_eq!(out, ids(&msgs[6..]), "the rest written out");
+    assert_eq!(jnl(&s), 1, "retired with messages unsettled");
+    drop(j);
+    let (_j, rec) = s.open_with(booted("boot-a"));
+    assert_eq!(rec.records, 8);
+    // #0 and #1 are before the first one unsettled: delivered. #3 comes
+    // after #2: written again (a duplicate, never a loss).
+    assert_eq!(rec.settled, 2, "{rec}");
+    assert_eq!(rec.materialised, vec![msgs[2].id, msgs[3].id, msgs[4].id, msgs[5].id], "{rec}");
+    for q in &msgs[..2] {
+        assert!(!s.dir.path.join("incoming").join(q.id.as_str()).exists(), "delivered twice");
+    }
+    for q in &msgs[2..] {
+        assert_eq!(&s.read("incoming", &q.id), q);
+    }
+}
+
+/// qmgr goes away (or cleanup stops) with messages offered and not
+/// settled: they are written out from the segment, one qmgr wrote itself
+/// is taken as written, and the segment retires once all are settled.
+#[cfg(any(target_os = "linux", target_os = "freebsd"))]
+#[test]
+fn offered_messages_are_written_out_when_qmgr_goes() {
+    let s = Spool::new("offeredgone");
+    let options = JournalOptions { retire_after: Duration::ZERO, segment_size: 8192, ..booted("boot-a") };
+    let (mut j, _) = s.open_with(options);
+    let mut idg = QueueIdGen::new(INSTANCE);
+    let msgs: Vec<QueueFile> = (0..6).map(|_| sample(&mut idg, 1, 2000)).collect();
+    // Two commits, the second in a new segment (the first is full).
+    let mut offers = Vec::new();
+    for part in msgs.chunks(3) {
+        for q in part {
+            j.append(q).expect("append");
+        }
+        j.commit().expect("commit");
+        j.offer_some(&mut offers, 100, 1 << 20);
+    }
+    assert_eq!(offers.len(), 6);
+    assert_eq!(jnl(&s), 2, "{:?}", s.segments());
+    // qmgr delivered #0, and wrote #1 itself.
+    std::fs::write(s.dir.path.join("incoming").join(msgs[1].id.as_str()), msgs[1].encode().expect("encode"))
+        .expect("write");
+    j.settle_offered(&[msgs[0].id]);
+    let mut out = Vec::new();
+    j.write_offered(&mut out);
+    assert_eq!(out, ids(&msgs[1..]));
+    assert_eq!(j.offered(), 0);
+    assert!(!s.dir.path.join("incoming").join(msgs[0].id.as_str()).exists());
+    for q in &msgs[1..] {
+        assert_eq!(&s.read("incoming", &q.id), q);
+    }
+    let mut more = Vec::new();
+    j.materialize(&mut more).expect("retire");
+    assert!(more.is_empty());
+    assert_eq!(jnl(&s), 1, "the sealed segment retired: {:?}", s.segments());
+    assert!(j.close().expect("close").is_empty());
+    assert_eq!(jnl(&s), 0);
+}

@@ -1,0 +1,246 @@
+//! Messages in memory: the committed messages cleanup offers before it
+//! writes any queue file ([`CleanupToQmgr::Offered`]), each as a sealed
+//! memory file. Most mail is delivered within moments of its commit; such
+//! a message never gets a queue file at all: qmgr reads its envelope from
+//! the memory file, hands the agents a descriptor of it as it would of a
+//! queue file, and when the message is done tells cleanup
+//! ([`QmgrToCleanup::Done`]), whose journal then needs its record no
+//! longer. That saves the creation, writing back and removal of one file
+//! per message.
+//!
+//! Everything else needs a file, and qmgr writes it to incoming/ itself,
+//! from the memory file, before it goes on ([`Qmgr::write_memory`]): a
+//! status to record (a deferral, a bounce, one recipient of several
+//! done), a notice, more recipients to load, a move to deferred/, an
+//! operator's request; a message offered while the active queue has no
+//! room for it, or while qmgr drains; one still in memory after
+//! [`MEMORY_AGE`] (its delivery stalls: the journal segment is not kept
+//! for it, and listings show it); cleanup stopping
+//! ([`CleanupToQmgr::Closing`]) or gone. The files written in a turn are
+//! synced together at its end and only then reported to cleanup
+//! ([`QmgrToCleanup::Taken`]): until it hears, the journal is the durable
+//! copy. A message in memory has no file to list, so `mtactl queue list`
+//! shows it only once it has one (within [`MEMORY_AGE`]).
+//!
+//! Should qmgr die, cleanup writes out every message it offered and did
+//! not hear of; should cleanup die, qmgr writes out the ones it holds,
+//! and the next cleanup's recovery those it reported done meanwhile
+//! unheard (delivered twice, like any delivery in flight at a crash).
+//!
+//! Trusts: cleanup, for the memory files' contents, which are read with
+//! the queue format's validating reader all the same.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::FileExt;
+use std::time::{Duration, Instant};
+
+use mio::Token;
+
+use crate::ipc::msg::{CleanupToQmgr, QmgrToCleanup};
+use crate::queue::QueueId;
+use crate::queue::disk;
+
+use super::Qmgr;
+use super::store::Dir;
+
+/// A message still in memory this long gets its queue file.
+pub const MEMORY_AGE: Duration = Duration::from_secs(2);
+
+/// A message in memory: its memory file and the cleanup that offered it.
+pub(super) struct Memory {
+    pub fd: File,
+    pub cleanup: Token,
+}
+
+/// What to tell each cleanup at the end of the turn.
+#[derive(Default)]
+pub(super) struct Settled {
+    pub done: HashMap<Token, Vec<QueueId>>,
+    /// Written by qmgr, reported once synced.
+    pub taken: HashMap<Token, Vec<QueueId>>,
+}
+
+impl Qmgr {
+    /// cleanup offers committed messages in memory files.
+    pub(super) fn offered(&mut self, token: Token, ids: Vec<String>, fds: Vec<OwnedFd>) {
+        if ids.len() != fds.len() || ids.is_empty() {
+            let why = format!("{} memory files for {} offered messages", fds.len(), ids.len());
+            return self.drop_peer(token, &why);
+        }
+        let room = self.sched.room();
+        for (name, fd) in ids.into_iter().zip(fds) {
+            let Some(id) = QueueId::parse(&name) else {
+                let name = crate::log::sanitize(&name, 64);
+                return self.drop_peer(token, &format!("offered `{name}`, not a queue ID"));
+            };
+            let fd = File::from(fd);
+            // Room now, no names waiting before it, not draining, and a
+            // descriptor to spare: it waits in memory for its admission
+            // (this turn, as a rule). Otherwise it gets its file now.
+            let keep = self.drain.is_none()
+                && self.incoming.len() <= self.offers.len()
+                && room.messages > self.offers.len()
+                && self.kept_files < self.kept_limit;
+            if keep {
+                self.kept_files += 1;
+                self.memory_since.push_back((Instant::now(), id));
+                self.offers.insert(id, Memory { fd, cleanup: token });
+            } else if let Err(e) = self.write_memory(id, &fd, token) {
+                // The journal keeps it; cleanup writes it out if we go.
+                self.child.warn(&format!("{id}: cannot write its queue file: {e}"));
+                continue;
+            }
+            self.queue_incoming(id);
+        }
+    }
+
+    /// Write the queue file of message `id` from its memory file `fd` to
+    /// incoming/ (a copy there already, by cleanup or its recovery, is
+    /// the same message), to be synced and reported to cleanup `token`
+    /// at the end of the turn.
+    pub(super) fn write_memory(&mut self, id: QueueId, fd: &File, token: Token) -> std::io::Result<()> {
+        let len = fd.metadata()?.len();
+        let mut bytes = vec![0u8; usize::try_from(len).map_err(std::io::Error::other)?];
+        fd.read_exact_at(&mut bytes, 0)?;
+        match disk::publish(self.store.fd(Dir::Incoming).as_fd(), id.as_str(), &bytes, &mut self.unsynced) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(nix::libc::EEXIST) => {}
+            Err(e) => return Err(e),
+        }
+        self.settled.taken.entry(token).or_default().push(id);
+        Ok(())
+    }
+
+    /// Message `id` of the active queue gets its queue file if it is in
+    /// memory (it is needed from now on); the error says why it could
+    /// not.
+    pub(super) fn materialise(&mut self, id: QueueId) -> Result<(), String> {
+        let Some(mem) = self.active.get_mut(&id).and_then(|m| m.memory.take()) else { return Ok(()) };
+        match self.write_memory(id, &mem.fd, mem.cleanup) {
+            Ok(()) => {
+                self.kept_files -= 1;
+                Ok(())
+            }
+            Err(e) => {
+                if let Some(m) = self.active.get_mut(&id) {
+                    m.memory = Some(mem);
+                }
+                Err(format!("cannot write its queue file: {e}"))
+            }
+        }
+    }
+
+    /// Every message in memory from cleanup `token` (all of them with
+    /// `None`) gets its file.
+    pub(super) fn materialise_all(&mut self, token: Option<Token>) {
+        let of = |t: Token| token.is_none_or(|want| want == t);
+        let offers: Vec<QueueId> = self.offers.iter().filter(|(_, m)| of(m.cleanup)).map(|(id, _)| *id).collect();
+        for id in offers {
+            if let Some(m) = self.offers.remove(&id) {
+                self.kept_files -= 1;
+                if let Err(e) = self.write_memory(id, &m.fd, m.cleanup) {
+                    self.child.warn(&format!("{id}: cannot write its queue file: {e}"));
+                }
+            }
+        }
+        let active: Vec<QueueId> = self
+            .active
+            .iter()
+            .filter(|(_, m)| m.memory.as_ref().is_some_and(|mem| of(mem.cleanup)))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in active {
+            if let Err(e) = self.materialise(id) {
+                self.child.warn(&format!("{id}: {e}"));
+            }
+        }
+    }
+
+    /// The messages in memory longer than [`MEMORY_AGE`] get their files.
+    pub(super) fn age_memory(&mut self) {
+        while let Some((since, id)) = self.memory_since.front().copied() {
+            if since.elapsed() < MEMORY_AGE {
+                break;
+            }
+            self.memory_since.pop_front();
+            if let Some(m) = self.offers.remove(&id) {
+                self.kept_files -= 1;
+                if let Err(e) = self.write_memory(id, &m.fd, m.cleanup) {
+                    self.child.warn(&format!("{id}: cannot write its queue file: {e}"));
+                }
+            } else if let Err(e) = self.materialise(id) {
+                self.child.warn(&format!("{id}: {e}"));
+            }
+        }
+    }
+
+    /// When the oldest message in memory is due for its file.
+    pub(super) fn memory_due(&self) -> Option<Duration> {
+        self.memory_since.front().map(|(since, _)| MEMORY_AGE.saturating_sub(since.elapsed()))
+    }
+
+    /// The end of a turn: the files written are synced, then reported to
+    /// their cleanups, with the messages done.
+    pub(super) fn settle_memory(&mut self) {
+        if !self.settled.taken.is_empty() {
+            match self.unsynced.sync(self.store.fd(Dir::Incoming).as_fd()) {
+                Ok(()) => {}
+                Err(e) => {
+                    // Not reported: the journal keeps them (cleanup finds
+                    // the files when it writes them out itself).
+                    self.child.warn(&format!("syncing queue files written from memory: {e}"));
+                    self.settled.taken.clear();
+                }
+            }
+        }
+        let taken = std::mem::take(&mut self.settled.taken);
+        let done = std::mem::take(&mut self.settled.done);
+        for (token, ids) in done {
+            self.tell_cleanup(token, |ids| QmgrToCleanup::Done { ids }, ids);
+        }
+        for (token, ids) in taken {
+            self.tell_cleanup(token, |ids| QmgrToCleanup::Taken { ids }, ids);
+        }
+    }
+
+    fn tell_cleanup(&mut self, token: Token, make: fn(Vec<String>) -> QmgrToCleanup, ids: Vec<QueueId>) {
+        for part in ids.chunks(1000) {
+            let m = make(part.iter().map(ToString::to_string).collect());
+            if !self.peers.contains_key(&token) || !self.send_to(token, &m, &[]) {
+                return;
+            }
+        }
+    }
+
+    /// cleanup stops: every message it offered gets its file, reported
+    /// with those done, then the answer that it may close its journal.
+    pub(super) fn cleanup_closing(&mut self, token: Token) {
+        self.materialise_all(Some(token));
+        self.settle_memory();
+        if self.send_to(token, &QmgrToCleanup::Closed, &[]) {
+            self.flush_peer(token);
+        }
+    }
+
+    /// A message from cleanup.
+    pub(super) fn cleanup_said(&mut self, token: Token, m: CleanupToQmgr, fds: Vec<OwnedFd>) {
+        match m {
+            CleanupToQmgr::Offered { ids } => self.offered(token, ids, fds),
+            _ if !fds.is_empty() => self.drop_peer(token, "descriptors with a message that has none"),
+            CleanupToQmgr::Queued { ids } => {
+                for name in ids {
+                    match QueueId::parse(&name) {
+                        Some(id) => self.queue_incoming(id),
+                        None => {
+                            let name = crate::log::sanitize(&name, 64);
+                            self.child.warn(&format!("cleanup named `{name}`, not a queue ID"));
+                        }
+                    }
+                }
+            }
+            CleanupToQmgr::Closing => self.cleanup_closing(token),
+        }
+    }
+}

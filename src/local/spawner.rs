@@ -143,12 +143,29 @@ pub fn check(req: RunCommand, fds: Vec<OwnedFd>, root: bool) -> Result<Job, Stri
     let [report, queue]: [OwnedFd; 2] =
         fds.try_into().map_err(|fds: Vec<OwnedFd>| format!("{} descriptors, not 2", fds.len()))?;
     is_kind(&report, SFlag::S_IFIFO, OFlag::O_WRONLY).map_err(|e| format!("the report descriptor: {e}"))?;
-    is_kind(&queue, SFlag::S_IFREG, OFlag::O_RDONLY).map_err(|e| format!("the queue file descriptor: {e}"))?;
+    is_kind(&queue, SFlag::S_IFREG, OFlag::O_RDONLY)
+        .or_else(|e| if sealed(&queue) { Ok(()) } else { Err(e) })
+        .map_err(|e| format!("the queue file descriptor: {e}"))?;
     let mut argv = Vec::with_capacity(PIPE_ARGS + 2);
     argv.extend([String::from("local"), String::from("pipe")]);
     argv.extend(req.args);
     let credentials = sandbox::Credentials { uid: req.uid, gid: req.gid, groups: req.groups };
     Ok(Job { argv, credentials, report, queue })
+}
+
+/// Whether `fd` is a memory file sealed against writing: a message qmgr
+/// holds in memory (see `qmgr::memory`), as safe to hand a command as a
+/// read-only descriptor of its queue file.
+#[cfg(any(target_os = "linux", target_os = "freebsd"))]
+fn sealed(fd: &OwnedFd) -> bool {
+    use nix::fcntl::SealFlag;
+    let want = SealFlag::F_SEAL_WRITE | SealFlag::F_SEAL_SEAL;
+    fcntl(fd, FcntlArg::F_GET_SEALS).is_ok_and(|s| SealFlag::from_bits_truncate(s).contains(want))
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
+fn sealed(_fd: &OwnedFd) -> bool {
+    false
 }
 
 /// Whether `fd` is a file of type `kind` open for `access` only.
@@ -613,6 +630,19 @@ mod tests {
         fds[1] = OwnedFd::from(std::fs::OpenOptions::new().read(true).write(true).open(&t.path).unwrap());
         let why = refused(request(), fds, false);
         assert!(why.contains("the queue file descriptor: not read-only"), "{why}");
+        // A memory file open for writing is refused too, unless it is
+        // sealed against writing (a message qmgr holds in memory).
+        #[cfg(any(target_os = "linux", target_os = "freebsd"))]
+        {
+            use nix::sys::memfd::{MFdFlags, memfd_create};
+            let (mut fds, _rd) = sent_fds();
+            fds[1] = memfd_create("test", MFdFlags::MFD_ALLOW_SEALING).unwrap();
+            let why = refused(request(), fds, false);
+            assert!(why.contains("the queue file descriptor: not read-only"), "{why}");
+            let (mut fds, _rd) = sent_fds();
+            fds[1] = crate::queue::disk::memory_file(b"a queue file").unwrap();
+            assert!(check(request(), fds, false).is_ok());
+        }
         // A directory, or a pipe, for the queue file.
         let (mut fds, _rd) = sent_fds();
         fds[1] = OwnedFd::from(File::open(std::env::temp_dir()).unwrap());

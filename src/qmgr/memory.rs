@@ -30,7 +30,7 @@
 //! Trusts: cleanup, for the memory files' contents, which are read with
 //! the queue format's validating reader all the same.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::FileExt;
@@ -47,8 +47,74 @@ use super::store::Dir;
 
 /// A message still in memory this long gets its queue file.
 pub const MEMORY_AGE: Duration = Duration::from_secs(2);
+/// How long a message reported done to a cleanup is remembered, in case
+/// that cleanup dies before it hears (see [`Orphans`]).
+const RECENT: Duration = Duration::from_secs(5);
+/// How long a message finished while its cleanup was gone is remembered.
+const ORPHAN_TIME: Duration = Duration::from_secs(600);
+/// Most messages remembered either way.
+const MAX_REMEMBERED: usize = 100_000;
 
-/// A message in memory: its memory file and the cleanup that offered it.
+/// Messages a dead cleanup may have left for its successor's recovery to
+/// write again although they are delivered: those reported done to it
+/// in the last [`RECENT`] (it may have died before it heard), and those
+/// finished while no cleanup that offered them was there (their journal
+/// records are unsettled). Their queue IDs are remembered for
+/// [`ORPHAN_TIME`]; a copy written again under one is removed, not
+/// delivered again.
+#[derive(Default)]
+pub(super) struct Orphans {
+    recent: VecDeque<(Instant, Token, QueueId)>,
+    ids: HashMap<QueueId, Instant>,
+    order: VecDeque<(Instant, QueueId)>,
+}
+
+impl Orphans {
+    /// `id` was reported done to cleanup `token`.
+    pub fn done(&mut self, token: Token, id: QueueId) {
+        let now = Instant::now();
+        while self.recent.front().is_some_and(|(t, _, _)| now.duration_since(*t) > RECENT)
+            || self.recent.len() >= MAX_REMEMBERED
+        {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((now, token, id));
+    }
+
+    /// `id` is delivered, and a cleanup's recovery may write it again.
+    pub fn orphan(&mut self, id: QueueId) {
+        let now = Instant::now();
+        while self.order.front().is_some_and(|(t, _)| now.duration_since(*t) > ORPHAN_TIME)
+            || self.order.len() >= MAX_REMEMBERED
+        {
+            if let Some((t, old)) = self.order.pop_front()
+                && self.ids.get(&old) == Some(&t)
+            {
+                self.ids.remove(&old);
+            }
+        }
+        self.ids.insert(id, now);
+        self.order.push_back((now, id));
+    }
+
+    /// Cleanup `token` is gone: what it was told lately may be lost.
+    pub fn cleanup_gone(&mut self, token: Token) {
+        let lost: Vec<QueueId> = self.recent.iter().filter(|(_, t, _)| *t == token).map(|(_, _, id)| *id).collect();
+        self.recent.retain(|(_, t, _)| *t != token);
+        for id in lost {
+            self.orphan(id);
+        }
+    }
+
+    /// Whether a copy of `id` in incoming/ is one of those (forgotten
+    /// once found).
+    pub fn take(&mut self, id: &QueueId) -> bool {
+        self.ids.remove(id).is_some_and(|t| t.elapsed() <= ORPHAN_TIME)
+    }
+}
+
+/// A message in memory: its memory file and the cleanup that offered it
+/// (which is also kept in [`super::Active::offered_by`]).
 pub(super) struct Memory {
     pub fd: File,
     pub cleanup: Token,

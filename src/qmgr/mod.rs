@@ -190,6 +190,8 @@ struct Active {
     /// In memory, with no queue file yet (see [`memory`]): counted with
     /// the kept files.
     memory: Option<memory::Memory>,
+    /// The cleanup that offered it in memory, if one did.
+    offered_by: Option<Token>,
 }
 
 /// Most queue files kept open between taking a message and its first
@@ -291,6 +293,8 @@ pub struct Qmgr {
     settled: memory::Settled,
     /// Queue files written from memory this turn.
     unsynced: crate::queue::disk::Unsynced,
+    /// Delivered messages a dead cleanup's successor may write again.
+    orphans: memory::Orphans,
 }
 
 /// Prepare the watch on incoming/ (before the sandbox: on Linux it takes
@@ -350,6 +354,7 @@ pub fn serve(_token: Sandboxed, mut child: Child, watch: std::io::Result<Watch>,
         memory_since: VecDeque::new(),
         settled: memory::Settled::default(),
         unsynced: crate::queue::disk::Unsynced::default(),
+        orphans: memory::Orphans::default(),
     };
     q.start_up();
     // Log records go once per turn.
@@ -643,6 +648,7 @@ impl Qmgr {
             // more can be reported to it.
             self.materialise_all(Some(token));
             self.settled.done.remove(&token);
+            self.orphans.cleanup_gone(token);
             if self.settled.taken.remove(&token).is_some() {
                 let _ = self.unsynced.sync(self.store.fd(Dir::Incoming).as_fd());
             }
@@ -923,6 +929,17 @@ impl Qmgr {
         {
             return self.take_memory(id, mem, origin, now);
         }
+        if from == Dir::Incoming && self.orphans.take(&id) {
+            // Delivered from memory; a restarted cleanup's recovery wrote
+            // it again, not knowing.
+            match self.store.remove(Dir::Incoming, &id) {
+                Ok(_) => self.child.info(&format!(
+                    "{id}: removed a copy written again by cleanup's journal recovery (delivered already)"
+                )),
+                Err(e) => self.child.warn(&format!("{id}: cannot remove a copy of a delivered message: {e}")),
+            }
+            return true;
+        }
         // A second copy of a message with one in incoming/ (see
         // `store::Store::resolve_twin`): one of them is set aside.
         if from != Dir::Incoming && (self.active.contains_key(&id) || self.store.exists(Dir::Incoming, &id)) {
@@ -1020,6 +1037,7 @@ impl Qmgr {
                 file,
                 rewrite: Vec::new(),
                 memory: None,
+                offered_by: None,
             },
         );
         self.apply(actions);
@@ -1071,6 +1089,7 @@ impl Qmgr {
                 retry_at: None,
                 file: None,
                 rewrite: Vec::new(),
+                offered_by: Some(mem.cleanup),
                 memory: Some(mem),
             },
         );
@@ -1555,10 +1574,18 @@ impl Qmgr {
             self.kept_files -= 1;
             self.remove_active(&id);
             self.settled.done.entry(mem.cleanup).or_default().push(id);
+            self.orphans.done(mem.cleanup, id);
             self.child.info(&format!("{id}: removed"));
             return;
         }
         let Some(m) = self.remove_active(&id) else { return };
+        // Given its file when the cleanup that offered it went away: that
+        // cleanup's successor may write it again (see `memory::Orphans`).
+        if let Fate::Remove = fate
+            && m.offered_by.is_some_and(|t| !self.peers.contains_key(&t))
+        {
+            self.orphans.orphan(id);
+        }
         let dir = m.dir;
         match fate {
             Fate::Remove => match self.store.remove(dir, &id) {

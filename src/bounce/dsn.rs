@@ -17,7 +17,7 @@
 //! may return short reads.
 
 use super::scan::Scan;
-use super::text::{WRAP_INDENT, alnum, clean, field, wrap};
+use super::text::{TextEncoding, WRAP_INDENT, alnum, clean, field, fits_plain, wrap};
 use super::{Action, Addressee, BodyType, Diagnostic, Error, Kind, Options, Original, RecipientReport, Report, Ret};
 use crate::cleanup::message::rfc5322_date;
 use crate::queue::{MAX_ADDRESS, MAX_ENVID};
@@ -91,6 +91,9 @@ pub struct Composer {
     token: String,
     /// The text or delivery-status part holds UTF-8.
     generated_8bit: bool,
+    /// Plain, or quoted-printable when a word of the text part is too
+    /// long for a line.
+    text_encoding: TextEncoding,
     plan: Option<Plan>,
     /// The returned part of the original holds 8-bit bytes.
     content_8bit: bool,
@@ -148,7 +151,7 @@ impl Composer {
             host = String::from("localhost");
         }
         let generated_8bit = global && quoted_values(&report, &host, &to).any(|v| !v.is_ascii());
-        Ok(Composer {
+        let mut composer = Composer {
             report,
             options,
             global,
@@ -156,13 +159,19 @@ impl Composer {
             to,
             token,
             generated_8bit,
+            text_encoding: TextEncoding::Plain,
             plan: None,
             content_8bit: false,
             stage: Stage::Head,
             buf: Vec::new(),
             copy: None,
             failed: false,
-        })
+        };
+        let plain = composer.report.recipients.iter().all(|r| fits_plain(&composer.text_entry(r), WRAP_INDENT));
+        if !plain {
+            composer.text_encoding = TextEncoding::QuotedPrintable;
+        }
+        Ok(composer)
     }
 
     /// Plans the report, reading the original once (or a few times, when
@@ -340,7 +349,9 @@ impl Composer {
         field(&mut s, "Content-Description", "Notification");
         let charset = if self.generated_8bit { "utf-8" } else { "us-ascii" };
         field(&mut s, "Content-Type", &format!("text/plain; charset={charset}"));
-        if self.generated_8bit {
+        if self.text_encoding == TextEncoding::QuotedPrintable {
+            field(&mut s, "Content-Transfer-Encoding", "quoted-printable");
+        } else if self.generated_8bit {
             field(&mut s, "Content-Transfer-Encoding", "8bit");
         }
         s.push_str("\r\n");
@@ -348,7 +359,7 @@ impl Composer {
             if i > 0 {
                 s.push_str("\r\n");
             }
-            wrap(&mut s, paragraph, 0);
+            wrap(&mut s, paragraph, 0, self.text_encoding);
         }
         s
     }
@@ -403,6 +414,13 @@ impl Composer {
 
     /// A recipient's entry in the text part.
     fn text_recipient(&self, r: &RecipientReport) -> String {
+        let mut s = String::from("\r\n");
+        wrap(&mut s, &self.text_entry(r), WRAP_INDENT, self.text_encoding);
+        s
+    }
+
+    /// A recipient's entry in the text part, before it is wrapped.
+    fn text_entry(&self, r: &RecipientReport) -> String {
         let address = self.address(&r.address);
         let mut line = format!("<{address}>");
         let orig = r.orcpt.as_deref().map(|o| self.orcpt(o).1);
@@ -416,9 +434,7 @@ impl Composer {
             (Diagnostic::Local(reason), _) => self.clean(reason, MAX_DIAGNOSTIC),
         };
         let reason = if reason.is_empty() { String::from("no reason was recorded") } else { reason };
-        let mut s = String::from("\r\n");
-        wrap(&mut s, &format!("{line}: {reason}"), WRAP_INDENT);
-        s
+        format!("{line}: {reason}")
     }
 
     /// The end of the text part, the delivery-status part's header and its

@@ -698,8 +698,10 @@ pub enum ToSpawner {
     /// queue file, read-only (its descriptor 3).
     Run(RunCommand),
     /// The command started last has closed its report, or ran out of
-    /// time (`kill`: it is killed first): wait for it and say how it
-    /// ended. No descriptor.
+    /// time: wait for it and say how it ended. `kill`: the delivery is
+    /// given up (out of time, or `local pipe` ended without a verdict),
+    /// and `local pipe`'s process group, the command's, is killed first.
+    /// No descriptor.
     Reap { kill: bool },
 }
 

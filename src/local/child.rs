@@ -89,10 +89,15 @@ const ANSWER_WAIT: Duration = Duration::from_millis(200);
 
 /// Report and exit (the one-shot programs: `local repair`, `local pipe`).
 pub(super) fn finish(code: i32, dsn: &str, reason: &str) -> ! {
+    report(dsn, reason);
+    std::process::exit(code);
+}
+
+/// Write the verdict line of a one-shot program's report.
+pub(super) fn report(dsn: &str, reason: &str) {
     let mut e = std::io::stderr();
     let _ = writeln!(e, "{dsn} {reason}");
     let _ = e.flush();
-    std::process::exit(code);
 }
 
 /// The content of the queue file, read with pread.

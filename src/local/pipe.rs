@@ -8,14 +8,26 @@
 //!
 //! with the read-only queue file at descriptor 3 and a pipe to the root
 //! parent as standard error. It runs `/bin/sh -c COMMAND` (the text from an
-//! alias or a `.forward`, never from the envelope) in its own process
-//! group, in the user's home directory (`/` when that cannot be entered),
-//! with a fixed environment, and writes to its standard input the message
-//! as a mailbox would hold it: a `From ` line, `Return-Path:` and
-//! `Delivered-To:`, then the message with LF line ends. Standard output
-//! and standard error are captured (the first [`MAX_OUTPUT`] bytes) for
-//! the log and the bounce. After `LIMIT_S` seconds the process group is
-//! killed.
+//! alias or a `.forward`, never from the envelope) in the user's home
+//! directory (`/` when that cannot be entered), with a fixed environment,
+//! and writes to its standard input the message as a mailbox would hold
+//! it: a `From ` line, `Return-Path:` and `Delivered-To:`, then the
+//! message with LF line ends. Standard output and standard error are
+//! captured (the first [`MAX_OUTPUT`] bytes) for the log and the bounce.
+//!
+//! The command runs in `local pipe`'s own process group: the spawner
+//! starts it in a session of its own (it makes one itself when it was
+//! started otherwise), so that the group holds the delivery and nothing
+//! else, and whoever gives up on the delivery kills the command with it
+//! by killing that group (the spawner, [`super::spawner`]: at local's
+//! time limit, when `local pipe` died without a verdict, when local is
+//! gone), even when `local pipe` itself is stopped or killed. `local
+//! pipe` gives up too, and kills its group, itself included: after
+//! `LIMIT_S` seconds (once it has reported, so the report still holds
+//! the verdict), and as soon as its report's reader is gone (local gave
+//! up on it, or ended), when nobody is left to hear a verdict. A command
+//! that ends by itself leaves behind what it started in the background:
+//! it is not waited for, and not killed.
 //!
 //! The environment: `SENDER`, `RECIPIENT`, `ORIGINAL_RECIPIENT`, `LOCAL`
 //! and `DOMAIN` (of the original recipient), `EXTENSION` (its
@@ -36,18 +48,17 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
 
 use super::agent::{EX_NOUSER, EX_OK, EX_SOFTWARE, EX_TEMPFAIL};
-use super::child::{Content, finish, queue_content};
+use super::child::{Content, finish, queue_content, report};
 use super::deliver::{self, Envelope};
 
 /// The most of the command's output kept for the report.
@@ -147,12 +158,40 @@ pub fn main(args: &[String]) -> ! {
         if nix::unistd::access(home.as_str(), nix::unistd::AccessFlags::X_OK).is_ok() { home.as_str() } else { "/" };
     let env = environment(sender, recipient, original, delimiter, user, home);
     let input = Input::new(Content { file: &queue, range, at: 0 }, head);
-    let ran = match run(command, &env, Path::new(cwd), input, limit) {
+    if let Err(e) = lead_own_group() {
+        finish(EX_TEMPFAIL, "4.3.0", &e);
+    }
+    let stderr = std::io::stderr();
+    let ran = match run(command, &env, Path::new(cwd), input, limit, Group::Ours { report: stderr.as_fd() }) {
         Ok(r) => r,
         Err(e) => finish(EX_TEMPFAIL, "4.3.0", &e),
     };
+    if ran.abandoned {
+        kill_our_group();
+    }
     let (code, dsn, reason) = verdict(ran.status, ran.timed_out, limit, &one_line(&ran.output));
+    if ran.timed_out {
+        report(&dsn, &reason);
+        kill_our_group();
+    }
     finish(code, &dsn, &reason)
+}
+
+/// Make sure we lead our process group, a session of our own unless we
+/// lead one already (the spawner starts us so); the command joins it.
+fn lead_own_group() -> Result<(), String> {
+    if nix::unistd::getpgrp() == nix::unistd::getpid() {
+        return Ok(());
+    }
+    nix::unistd::setsid().map(|_| ()).map_err(|e| format!("local pipe: cannot start a session of its own: {e}"))
+}
+
+/// Kill our process group, the command's processes and ourselves with
+/// them; never returns.
+fn kill_our_group() -> ! {
+    let _ = killpg(nix::unistd::getpgrp(), Signal::SIGKILL);
+    // Not reached: the signal is ours too.
+    std::process::exit(EX_TEMPFAIL)
 }
 
 /// What a command did.
@@ -161,17 +200,34 @@ pub(super) struct Ran {
     pub(super) output: Vec<u8>,
     pub(super) status: Option<std::process::ExitStatus>,
     pub(super) timed_out: bool,
+    /// The report's reader went away first ([`Group::Ours`]): the
+    /// delivery was given up.
+    pub(super) abandoned: bool,
 }
 
-/// Run `/bin/sh -c command` in its own process group with `env` only,
-/// in `cwd`, `input` on its standard input, for at most `limit` (then the
-/// group is killed).
+/// The process group a command runs in, and who kills it.
+#[derive(Clone, Copy)]
+pub(super) enum Group<'a> {
+    /// A group of its own, which [`run`] kills when time runs out (the
+    /// tests, which must not kill their own group).
+    #[cfg(test)]
+    Own,
+    /// Ours, which we lead (`local pipe`): [`run`] kills nothing, and
+    /// returns when time runs out (`timed_out`, the command still
+    /// running) or when `report`'s reader is gone (`abandoned`); the
+    /// caller then kills the group, itself included.
+    Ours { report: BorrowedFd<'a> },
+}
+
+/// Run `/bin/sh -c command` in `group` with `env` only, in `cwd`, `input`
+/// on its standard input, for at most `limit`.
 pub(super) fn run(
     command: &str,
     env: &[(&str, String)],
     cwd: &Path,
     input: Input<'_>,
     limit: Duration,
+    group: Group<'_>,
 ) -> Result<Ran, String> {
     let (out_r, out_w) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
     let w2 = out_w.try_clone().map_err(|e| format!("dup: {e}"))?;
@@ -183,18 +239,28 @@ pub(super) fn run(
         .current_dir(cwd)
         .stdin(Stdio::piped())
         .stdout(Stdio::from(out_w))
-        .stderr(Stdio::from(w2))
-        .process_group(0);
+        .stderr(Stdio::from(w2));
+    let watch = match group {
+        #[cfg(test)]
+        Group::Own => {
+            std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+            None
+        }
+        Group::Ours { report } => Some(report),
+    };
     let mut child = cmd.spawn().map_err(|e| format!("cannot run /bin/sh: {e}"))?;
     // Our copies of the output pipe's write end go with the command.
     drop(cmd);
-    let pgid = Pid::from_raw(child.id() as i32);
-    let (output, status, timed_out) = exchange(&mut child, input, out_r, Instant::now() + limit);
-    if timed_out {
-        let _ = killpg(pgid, Signal::SIGKILL);
-    }
-    let status = if timed_out { child.wait().ok() } else { status };
-    Ok(Ran { output, status, timed_out })
+    let (output, status, end) = exchange(&mut child, input, out_r, watch, Instant::now() + limit);
+    let timed_out = end == End::TimedOut;
+    #[cfg(test)]
+    let status = if timed_out && matches!(group, Group::Own) {
+        let _ = killpg(nix::unistd::Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+        child.wait().ok()
+    } else {
+        status
+    };
+    Ok(Ran { output, status, timed_out, abandoned: end == End::Abandoned })
 }
 
 /// The message as the command reads it, made a chunk at a time.
@@ -230,18 +296,32 @@ impl<'a> Input<'a> {
     }
 }
 
+/// How [`exchange`] ended.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum End {
+    /// The command exited (and its output is drained, or was left to
+    /// what it left behind).
+    Exited,
+    /// The deadline passed first.
+    TimedOut,
+    /// The watched report's reader went away first.
+    Abandoned,
+}
+
 /// Write the message to the command and read its output, both without
 /// blocking (a command may write before it has read everything), until
-/// it exits and its output is drained, or the deadline passes. Returns
-/// the first [`MAX_OUTPUT`] bytes of output, the exit status and whether
-/// time ran out. A command that exits without reading all of its input
+/// it exits and its output is drained, the deadline passes, or `watch`
+/// (the write end of our report) reports that its reader is gone.
+/// Returns the first [`MAX_OUTPUT`] bytes of output, the exit status and
+/// how it ended. A command that exits without reading all of its input
 /// (EPIPE) is judged by its exit status.
 fn exchange(
     child: &mut std::process::Child,
     mut input: Input<'_>,
     out: OwnedFd,
+    watch: Option<BorrowedFd<'_>>,
     deadline: Instant,
-) -> (Vec<u8>, Option<std::process::ExitStatus>, bool) {
+) -> (Vec<u8>, Option<std::process::ExitStatus>, End) {
     let mut stdin: Option<OwnedFd> = child.stdin.take().map(OwnedFd::from);
     if let Some(fd) = &stdin
         && set_nonblocking(fd).is_err()
@@ -261,12 +341,15 @@ fn exchange(
             // Input nobody will read is dropped.
             stdin = None;
             if !open {
-                return (kept, status, false);
+                return (kept, status, End::Exited);
             }
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return (kept, status, status.is_none());
+            return (kept, status, if status.is_none() { End::TimedOut } else { End::Exited });
+        }
+        if watch.is_some_and(reader_gone) {
+            return (kept, status, End::Abandoned);
         }
         if stdin.is_some() && !matches!(input.refill(), Ok(true)) {
             // The end of the message (or the queue file failed us: the
@@ -284,14 +367,19 @@ fn exchange(
         if let Some(fd) = &stdin {
             fds.push(PollFd::new(fd.as_fd(), PollFlags::POLLOUT));
         }
+        // The report's hang-up (the reader closed) wakes us at once.
+        if let Some(w) = watch {
+            fds.push(PollFd::new(w, PollFlags::empty()));
+        }
         let (readable, writable) = match poll(&mut fds, PollTimeout::from(wait)) {
-            Ok(0) if status.is_some() => return (kept, status, false),
+            Ok(0) if status.is_some() => return (kept, status, End::Exited),
             Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
             Ok(_) => {
                 let ready = |i: usize| fds.get(i).and_then(|f| f.revents()).is_some_and(|r| !r.is_empty());
-                if open { (ready(0), ready(1)) } else { (false, ready(0)) }
+                let writing = usize::from(stdin.is_some());
+                if open { (ready(0), writing == 1 && ready(1)) } else { (false, writing == 1 && ready(0)) }
             }
-            Err(_) => return (kept, status, false),
+            Err(_) => return (kept, status, End::Exited),
         };
         drop(fds);
         if writable && let Some(fd) = &stdin {
@@ -316,6 +404,14 @@ fn exchange(
             }
         }
     }
+}
+
+/// Whether the pipe whose write end is `fd` has lost its reader: poll
+/// says POLLERR (Linux) or POLLHUP (the BSDs) for it.
+fn reader_gone(fd: BorrowedFd<'_>) -> bool {
+    let mut fds = [PollFd::new(fd, PollFlags::empty())];
+    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+        && fds[0].revents().is_some_and(|r| r.intersects(PollFlags::POLLERR | PollFlags::POLLHUP | PollFlags::POLLNVAL))
 }
 
 fn set_nonblocking(fd: &OwnedFd) -> nix::Result<()> {

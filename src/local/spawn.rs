@@ -24,7 +24,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::signal::{Signal, kill};
+use nix::sys::signal::{Signal, kill, killpg};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
@@ -378,13 +378,32 @@ impl Worker {
 /// Wait for `pid`, which is ending, until `deadline`; then kill it.
 /// Returns its status and whether it had to be killed.
 pub(super) fn reap(pid: Pid, deadline: Instant) -> (nix::Result<WaitStatus>, bool) {
+    reap_or(pid, deadline, |p| {
+        let _ = kill(p, Signal::SIGKILL);
+    })
+}
+
+/// As [`reap`], for a child that leads its process group (`local
+/// pipe`): at the deadline the whole group is killed.
+pub(super) fn reap_group(pid: Pid, deadline: Instant) -> (nix::Result<WaitStatus>, bool) {
+    reap_or(pid, deadline, kill_group)
+}
+
+/// Kill the process group `pid` leads, and `pid` alone if it leads none.
+pub(super) fn kill_group(pid: Pid) {
+    if killpg(pid, Signal::SIGKILL).is_err() {
+        let _ = kill(pid, Signal::SIGKILL);
+    }
+}
+
+fn reap_or(pid: Pid, deadline: Instant, stop: impl Fn(Pid)) -> (nix::Result<WaitStatus>, bool) {
     loop {
         match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::StillAlive) | Err(nix::errno::Errno::EINTR) => {}
             other => return (other, false),
         }
         if Instant::now() >= deadline {
-            let _ = kill(pid, Signal::SIGKILL);
+            stop(pid);
             return (wait(pid), true);
         }
         std::thread::sleep(Duration::from_millis(2));

@@ -22,11 +22,16 @@
 //! pipe`, the user's ids and groups, the report pipe and the queue file
 //! by SCM_RIGHTS) → `Started { pid }` or `Refused`; then, once local has
 //! read the command's report to its end or its time ran out, `Reap {
-//! kill }` → `Ended`. The spawner reads nothing but these requests: no
-//! queue file, no aliases, no `.forward`, no user data; it does not look
-//! users up. It refuses ([`check`]) a request of another version, with
-//! other than the nine arguments of `local pipe` or arguments over their
-//! bounds, too many groups, the ids -1, uid 0 unless commands may run as
+//! kill }` → `Ended`. `local pipe` is started in a session of its own
+//! and the command joins its process group ([`super::pipe`]): `kill`
+//! (local's time ran out, or `local pipe` ended without a verdict) kills
+//! that group, so that the command goes with `local pipe` even when that
+//! one is stopped or was killed; so is the group of a `local pipe` that
+//! does not end within [`REAP_GRACE`] of its report's end. The spawner
+//! reads nothing but these requests: no queue file, no aliases, no
+//! `.forward`, no user data; it does not look users up. It refuses
+//! ([`check`]) a request of another version, with other than the nine
+//! arguments of `local pipe` or arguments over their bounds, too many groups, the ids -1, uid 0 unless commands may run as
 //! root (`local.default_user` is root: local decides as whom a command
 //! runs, the spawner only checks what it can), descriptors that are not
 //! a pipe's write end and a read-only regular file; and it ends at
@@ -41,11 +46,13 @@
 //! only local holds (close-on-exec, and every child local starts has
 //! only the descriptors it is given): when local exits, whether asked to
 //! by master, because master's channel closed (master died), or killed.
-//! A command still running then is left to finish within its own time
-//! limit, as one started by local itself would be. If the spawner ends
-//! or misbehaves, local defers the command, and then exits once its
-//! batch is reported, so that master starts it again, with a new
-//! spawner (a sandboxed local cannot start an unconfined process).
+//! A command still running then is killed with its group (its delivery
+//! will not be reported, and is tried again). If the spawner ends or
+//! misbehaves, local defers the command (a `local pipe` still running
+//! sees its report's reader gone and kills its group itself), and then
+//! exits once its batch is reported, so that master starts it again,
+//! with a new spawner (a sandboxed local cannot start an unconfined
+//! process).
 //!
 //! Trusts: local, only for a request that passes [`check`]; it runs as
 //! root and unconfined, so it parses nothing else.
@@ -65,8 +72,8 @@ use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 use sandbox::Grant;
 
-use super::agent::Outcome;
-use super::spawn::{ENV, LIMITS, Ran, read_report, reap};
+use super::agent::{EX_TEMPFAIL, Outcome};
+use super::spawn::{ENV, LIMITS, Ran, kill_group, read_report, reap, reap_group, split_report};
 use crate::ipc::Channel;
 use crate::ipc::msg::{CommandExit, FromSpawner, RunCommand, ToSpawner};
 
@@ -218,19 +225,33 @@ pub fn serve(sock: OwnedFd, program: &Path, root: bool) -> i32 {
     let mut chan = Channel::new(sock).with_max_message(MAX_REQUEST);
     // The command started last, until it is reaped.
     let mut running: Option<Pid> = None;
+    let code = requests(&mut chan, program, root, &mut running);
+    // Local is gone, or broke the protocol, with a command running: its
+    // delivery is deferred and nobody will hear the verdict, so the
+    // command must not run on (and deliver again at the retry).
+    if let Some(pid) = running {
+        kill_group(pid);
+        let _ = reap(pid, Instant::now() + REAP_GRACE);
+    }
+    code
+}
+
+/// Serve requests until local's end closes (0) or local sends what it
+/// may not (1); `running`: the command started and not yet reaped.
+fn requests(chan: &mut Channel, program: &Path, root: bool, running: &mut Option<Pid>) -> i32 {
     loop {
-        let (msg, fds) = match next(&mut chan) {
+        let (msg, fds) = match next(chan) {
             Ok(m) => m,
             Err(crate::ipc::Error::Closed) => return 0,
             Err(_) => return 1,
         };
-        let reply = match (msg, running) {
+        let reply = match (msg, *running) {
             (ToSpawner::Run(req), None) => match check(req, fds, root) {
                 Ok(job) => match start(program, &job) {
                     // The spawner's copies of the descriptors go with
                     // `job`: the report ends when the command's does.
                     Ok(pid) => {
-                        running = Some(pid);
+                        *running = Some(pid);
                         FromSpawner::Started { pid: pid.as_raw() }
                     }
                     Err(e) => refused(&format!("cannot start {}: {e}", program.display())),
@@ -238,11 +259,13 @@ pub fn serve(sock: OwnedFd, program: &Path, root: bool) -> i32 {
                 Err(why) => refused(&format!("refused: {why}")),
             },
             (ToSpawner::Reap { kill: k }, Some(pid)) if fds.is_empty() => {
-                running = None;
+                *running = None;
+                // `local pipe` leads the command's process group: the
+                // command goes with it.
                 if k {
-                    let _ = kill(pid, Signal::SIGKILL);
+                    kill_group(pid);
                 }
-                FromSpawner::Ended(ended(reap(pid, Instant::now() + REAP_GRACE).0))
+                FromSpawner::Ended(ended(reap_group(pid, Instant::now() + REAP_GRACE).0))
             }
             // Out of order, or a Reap with descriptors: not local's way.
             _ => return 1,
@@ -284,8 +307,10 @@ fn start(program: &Path, job: &Job) -> io::Result<Pid> {
         stderr: Some(job.report.as_raw_fd()),
         credentials: Some(&job.credentials),
         limits: &LIMITS,
-        // `local pipe` puts the command in a process group of its own.
-        new_session: false,
+        // A session, and so a process group, of its own, which the
+        // command joins: killing the group kills both, and nothing else
+        // (only `local pipe`'s descendants can join it).
+        new_session: true,
     };
     sandbox::spawn(&spec).map(Pid::from_raw)
 }
@@ -412,9 +437,22 @@ impl Spawner {
         };
         // Ours closed, the report ends when the command's copy does.
         drop(wr);
+        // Past its time, or once it is read to its end, the report's
+        // read end closes: a `local pipe` still running then kills its
+        // command and itself.
         let (text, timed_out) = read_report(rd, limit, max);
-        let status = match self.ask(&ToSpawner::Reap { kill: timed_out }, &[])? {
+        // `local pipe` says its verdict before it ends; one that ended
+        // without one was killed (by its command, say) and its command
+        // may run on: the group is killed, as at the time limit.
+        let said = split_report(&String::from_utf8_lossy(&text)).0;
+        let kill = timed_out || said.is_none();
+        let status = match self.ask(&ToSpawner::Reap { kill }, &[])? {
             FromSpawner::Ended(CommandExit::Code(code)) => Ok(WaitStatus::Exited(pid, code)),
+            // Out of time, `local pipe` says so, then kills its group,
+            // itself included: it ended as its verdict says.
+            FromSpawner::Ended(CommandExit::Signal(9)) if !kill && said.is_some_and(|d| d.starts_with('4')) => {
+                Ok(WaitStatus::Exited(pid, EX_TEMPFAIL))
+            }
             FromSpawner::Ended(CommandExit::Signal(sig)) => {
                 Signal::try_from(sig).map(|s| WaitStatus::Signaled(pid, s, false))
             }

@@ -12,6 +12,7 @@ mod pipe;
 mod pool;
 mod repair;
 mod resolve;
+mod spawner;
 mod worker;
 
 use std::ffi::OsStr;

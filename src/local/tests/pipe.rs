@@ -54,7 +54,7 @@ fn run_sh(dir: &TempDir, content: &[u8], command: &str, limit: Duration) -> pipe
     let range = ContentRange { offset: 0, len: content.len() as u64, crc: 0 };
     let input = Input::new(Content { file: &file, range, at: 0 }, b"From x\n".to_vec());
     let env = [("PATH", String::from("/usr/bin:/bin")), ("OUT", dir.path.join("out").display().to_string())];
-    pipe::run(command, &env, &dir.path, input, limit).unwrap()
+    pipe::run(command, &env, &dir.path, input, limit, pipe::Group::Own).unwrap()
 }
 
 #[test]

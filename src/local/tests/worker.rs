@@ -27,7 +27,7 @@ use crate::queue::QueueIdGen;
 const LIMIT: Duration = Duration::from_secs(20);
 
 /// The `local` program of this build, if built.
-fn program() -> Option<PathBuf> {
+pub(super) fn program() -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
     let p = exe.parent()?.parent()?.join("local");
     if p.is_file() {
@@ -55,7 +55,7 @@ fn start(program: &Path, kind: Kind, dir: &Path, name: &str, lock_ms: u64) -> Wo
 }
 
 /// A queue file in `dir` holding `body` as its content.
-fn queue(dir: &TempDir, body: &str) -> File {
+pub(super) fn queue(dir: &TempDir, body: &str) -> File {
     let mut ids = QueueIdGen::new(3);
     let mut q = crate::queue::tests::sample(&mut ids, 1, 0);
     q.content = format!("Subject: test\r\n\r\n{body}\r\n").into_bytes();

@@ -127,6 +127,7 @@ impl Qmgr {
             Step::Wait(_) => {}
             Step::Done => {
                 self.child.debug("stopped: nothing in flight");
+                self.settle_before_exit();
                 self.child.exit(0);
             }
             Step::GiveUp(left) => {
@@ -134,6 +135,7 @@ impl Qmgr {
                     "stopping with {left} left unreported: the next qmgr makes them again, so their recipients \
                      may get the message twice"
                 ));
+                self.settle_before_exit();
                 self.child.exit(0);
             }
         }

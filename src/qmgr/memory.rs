@@ -271,6 +271,17 @@ impl Qmgr {
         }
     }
 
+    /// Before qmgr exits: cleanup hears of every message done from
+    /// memory (otherwise it would write them out, and the next qmgr
+    /// deliver them again); the rest it writes out itself when qmgr's
+    /// channel closes.
+    pub(super) fn settle_before_exit(&mut self) {
+        self.settle_memory();
+        for p in self.peers.values_mut().filter(|p| p.kind == super::PeerKind::Cleanup) {
+            let _ = p.chan.flush_within(Duration::from_secs(1));
+        }
+    }
+
     fn tell_cleanup(&mut self, token: Token, make: fn(Vec<String>) -> QmgrToCleanup, ids: Vec<QueueId>) {
         for part in ids.chunks(1000) {
             let m = make(part.iter().map(ToString::to_string).collect());

@@ -579,7 +579,10 @@ impl Qmgr {
                 }
                 Ok(Some((FromMaster::Stop, _))) => self.begin_drain(),
                 Ok(Some((m, _))) => self.child.fatal(&format!("unexpected message from master: {m:?}")),
-                Err(crate::ipc::Error::Closed) => std::process::exit(0),
+                Err(crate::ipc::Error::Closed) => {
+                    self.settle_before_exit();
+                    std::process::exit(0)
+                }
                 Err(e) => self.child.fatal(&format!("master channel: {e}")),
             }
         }

@@ -194,6 +194,38 @@ struct Active {
     offered_by: Option<Token>,
 }
 
+impl Active {
+    fn new(
+        dir: Dir,
+        env: QueueEnvelope,
+        origin: Origin,
+        now: Time,
+        file: Option<File>,
+        memory: Option<memory::Memory>,
+    ) -> Active {
+        Active {
+            dir,
+            env,
+            origin,
+            active_at: now,
+            pending: VecDeque::new(),
+            notice: None,
+            retry_at: None,
+            file,
+            rewrite: Vec::new(),
+            offered_by: memory.as_ref().map(|m| m.cleanup),
+            memory,
+        }
+    }
+}
+
+/// The log line of a new message taken into the active queue.
+fn log_active(child: &mut Child, id: &QueueId, env: &QueueEnvelope) {
+    let n = env.recipients.len();
+    let sender = crate::log::sanitize(&env.envelope.sender, 1024);
+    child.info(&format!("{id}: from=<{sender}>, size={}, nrcpt={n} (queue active)", env.envelope.size));
+}
+
 /// Most queue files kept open between taking a message and its first
 /// delivery: a burst of this many waiting for delivery is not opened a
 /// second time (the open-files limit master sets for qmgr allows for
@@ -1021,28 +1053,11 @@ impl Qmgr {
             return true;
         }
         if from == Dir::Incoming {
-            let n = env.recipients.len();
-            let sender = crate::log::sanitize(&env.envelope.sender, 1024);
-            self.child.info(&format!("{id}: from=<{sender}>, size={}, nrcpt={n} (queue active)", env.envelope.size));
+            log_active(&mut self.child, &id, &env);
         }
         let file = (self.kept_files < self.kept_limit).then_some(file);
         self.kept_files += usize::from(file.is_some());
-        self.active.insert(
-            id,
-            Active {
-                dir,
-                env,
-                origin,
-                active_at: now,
-                pending: VecDeque::new(),
-                notice: None,
-                retry_at: None,
-                file,
-                rewrite: Vec::new(),
-                memory: None,
-                offered_by: None,
-            },
-        );
+        self.active.insert(id, Active::new(dir, env, origin, now, file, None));
         self.apply(actions);
         true
     }
@@ -1077,25 +1092,8 @@ impl Qmgr {
                 return true;
             }
         };
-        let n = env.recipients.len();
-        let sender = crate::log::sanitize(&env.envelope.sender, 1024);
-        self.child.info(&format!("{id}: from=<{sender}>, size={}, nrcpt={n} (queue active)", env.envelope.size));
-        self.active.insert(
-            id,
-            Active {
-                dir: Dir::Incoming,
-                env,
-                origin,
-                active_at: now,
-                pending: VecDeque::new(),
-                notice: None,
-                retry_at: None,
-                file: None,
-                rewrite: Vec::new(),
-                offered_by: Some(mem.cleanup),
-                memory: Some(mem),
-            },
-        );
+        log_active(&mut self.child, &id, &env);
+        self.active.insert(id, Active::new(Dir::Incoming, env, origin, now, None, Some(mem)));
         self.apply(actions);
         true
     }

@@ -1,0 +1,59 @@
+# Mail delivered at once never gets a queue file: cleanup hands it to
+# qmgr in a sealed memory file, and a message qmgr reports delivered is
+# never written out (Linux and FreeBSD; see qmgr.8). An inotify watch on
+# incoming/ sees no file created while twenty messages are relayed to
+# Postfix's smtp-sink. With the next hop gone, a message that must wait
+# gets its queue file (written by qmgr) and lands in deferred/, whole,
+# shown by mtactl queue, and is delivered once the next hop is back.
+. ./lib.sh
+. ./peers.sh
+[ "$(uname -s)" = Linux ] || { echo "  skipped: the inotify watch is Linux's"; exit 0; }
+write_conf "relay { host = \"[127.0.0.1]:$RELAY\"; }" "queue { backoff { min = 1s; max = 2s; } }"
+smtp_sink
+start_master
+# created: the names made in incoming/ while the watch runs, one a line.
+/usr/bin/python3 - "$W/spool/incoming" "$W/created" <<'PY' &
+import ctypes, os, struct, sys
+libc = ctypes.CDLL(None, use_errno=True)
+fd = libc.inotify_init1(0)
+IN_CREATE, IN_MOVED_TO = 0x100, 0x80
+assert fd >= 0 and libc.inotify_add_watch(fd, sys.argv[1].encode(), IN_CREATE | IN_MOVED_TO) >= 0
+out = open(sys.argv[2], "a", buffering=1)
+out.write("watching\n")
+while True:
+    buf = os.read(fd, 65536)
+    i = 0
+    while i < len(buf):
+        _, mask, _, n = struct.unpack_from("iIII", buf, i)
+        out.write(buf[i + 16:i + 16 + n].rstrip(b"\0").decode() + "\n")
+        i += 16 + n
+PY
+WATCH=$!
+trap 'kill $WATCH 2>/dev/null; stop_sink; rm -rf "$DUMP"; cleanup' EXIT
+wait_for 5 grep -qs watching "$W/created" || fail "the watch did not start"
+i=0
+while [ $i -lt 20 ]; do
+	i=$((i + 1))
+	send sender@remote.example "far@remote.example" "in memory $i"
+done
+wait_for 20 sh -c "[ \$(grep -l 'Subject: in memory' '$DUMP'/* 2>/dev/null | wc -l) -ge 20 ]" || fail "not all relayed"
+wait_for 10 empty || fail "mail left in the queue: $(ctl queue)"
+[ "$(grep -vc watching "$W/created")" -eq 0 ] ||
+	fail "queue files were written for mail delivered at once: $(grep -v watching "$W/created" | tr '\n' ' ')"
+[ "$(grep -c 'removed$' "$LOG")" -ge 20 ] || fail "qmgr did not remove the messages"
+echo "  20 messages relayed, no queue file written"
+# The next hop gone: the message waits, with its file.
+stop_sink
+send sender@remote.example "far@remote.example" "must wait" --body "a body that waits"
+wait_log "to=<far@remote.example>, .*status=deferred" 15 || fail "not deferred"
+id=$(grep "to=<far@remote.example>, .*status=deferred" "$LOG" | head -1 | sed 's/.*: \([0-9A-Z]*\): to=.*/\1/')
+grep -qx "$id" "$W/created" || fail "its queue file was not written to incoming/ ($(grep -v watching "$W/created"))"
+wait_for 5 sh -c "ls '$W'/spool/deferred/*/$id >/dev/null 2>&1" || fail "not in deferred/"
+grep -q "a body that waits" "$W"/spool/deferred/*/"$id" || fail "the deferred file lacks the body"
+ctl queue show "$id" >"$W/show" 2>&1 || fail "mtactl queue show: $(cat "$W/show")"
+grep -q "far@remote.example" "$W/show" || fail "queue show: $(cat "$W/show")"
+smtp_sink
+wait_for 20 sh -c "grep -l 'Subject: must wait' '$DUMP'/* >/dev/null 2>&1" || fail "not delivered once the next hop was back"
+wait_for 10 empty || fail "mail left in the queue: $(ctl queue)"
+[ "$(grep -l 'Subject: must wait' "$DUMP"/* | wc -l)" -eq 1 ] || fail "delivered more than once"
+exit 0

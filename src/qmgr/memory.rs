@@ -149,16 +149,40 @@ impl Qmgr {
                 && self.incoming.len() <= self.offers.len()
                 && room.messages > self.offers.len()
                 && self.kept_files < self.kept_limit;
-            if keep {
-                self.kept_files += 1;
-                self.memory_since.push_back((Instant::now(), id));
-                self.offers.insert(id, Memory { fd, cleanup: token });
-            } else if let Err(e) = self.write_memory(id, &fd, token) {
-                // The journal keeps it; cleanup writes it out if we go.
-                self.child.warn(&format!("{id}: cannot write its queue file: {e}"));
-                continue;
+            if !keep {
+                match self.write_memory(id, &fd, token) {
+                    Ok(()) => {
+                        self.queue_incoming(id);
+                        continue;
+                    }
+                    // Delivered from memory after all (the file is tried
+                    // again when it is needed).
+                    Err(e) => self.child.warn(&format!("{id}: cannot write its queue file: {e}")),
+                }
             }
+            self.keep_offer(id, Memory { fd, cleanup: token });
             self.queue_incoming(id);
+        }
+    }
+
+    /// Keep an offered message in memory until its admission (or
+    /// [`MEMORY_AGE`]).
+    fn keep_offer(&mut self, id: QueueId, m: Memory) {
+        self.kept_files += 1;
+        self.memory_since.push_back((Instant::now(), id));
+        self.offers.insert(id, m);
+    }
+
+    /// An offered message waiting for its admission gets its file; one
+    /// that cannot is kept in memory and tried again after [`MEMORY_AGE`]
+    /// (the journal holds it meanwhile).
+    fn write_offer(&mut self, id: QueueId) {
+        let Some(m) = self.offers.remove(&id) else { return };
+        self.kept_files -= 1;
+        if let Err(e) = self.write_memory(id, &m.fd, m.cleanup) {
+            self.child
+                .warn(&format!("{id}: cannot write its queue file: {e}; trying again in {} s", MEMORY_AGE.as_secs()));
+            self.keep_offer(id, m);
         }
     }
 
@@ -204,12 +228,7 @@ impl Qmgr {
         let of = |t: Token| token.is_none_or(|want| want == t);
         let offers: Vec<QueueId> = self.offers.iter().filter(|(_, m)| of(m.cleanup)).map(|(id, _)| *id).collect();
         for id in offers {
-            if let Some(m) = self.offers.remove(&id) {
-                self.kept_files -= 1;
-                if let Err(e) = self.write_memory(id, &m.fd, m.cleanup) {
-                    self.child.warn(&format!("{id}: cannot write its queue file: {e}"));
-                }
-            }
+            self.write_offer(id);
         }
         let active: Vec<QueueId> = self
             .active
@@ -231,13 +250,12 @@ impl Qmgr {
                 break;
             }
             self.memory_since.pop_front();
-            if let Some(m) = self.offers.remove(&id) {
-                self.kept_files -= 1;
-                if let Err(e) = self.write_memory(id, &m.fd, m.cleanup) {
-                    self.child.warn(&format!("{id}: cannot write its queue file: {e}"));
-                }
+            if self.offers.contains_key(&id) {
+                self.write_offer(id);
             } else if let Err(e) = self.materialise(id) {
-                self.child.warn(&format!("{id}: {e}"));
+                // Still in memory: tried again later.
+                self.child.warn(&format!("{id}: {e}; trying again in {} s", MEMORY_AGE.as_secs()));
+                self.memory_since.push_back((Instant::now(), id));
             }
         }
     }

@@ -1574,8 +1574,13 @@ impl Qmgr {
             // No file was ever written: cleanup's journal needs it no more.
             self.kept_files -= 1;
             self.remove_active(&id);
-            self.settled.done.entry(mem.cleanup).or_default().push(id);
-            self.orphans.done(mem.cleanup, id);
+            if self.peers.contains_key(&mem.cleanup) {
+                self.settled.done.entry(mem.cleanup).or_default().push(id);
+                self.orphans.done(mem.cleanup, id);
+            } else {
+                // Its cleanup is gone (and its file could not be written).
+                self.orphans.orphan(id);
+            }
             self.child.info(&format!("{id}: removed"));
             return;
         }

@@ -332,7 +332,7 @@ impl Cleanup {
     /// closed (or a protocol fault: dropped as well); writable: what
     /// waits may go.
     fn qmgr_event(&mut self, token: Token, readable: bool) {
-        if readable && self.qmgr_read(token).is_err() {
+        if readable && self.qmgr_read().is_err() {
             return self.drop_qmgr(token);
         }
         let Some((_, chan)) = self.qmgr.as_mut() else { return };
@@ -341,29 +341,35 @@ impl Cleanup {
         }
     }
 
-    /// Read what qmgr says; Ok(true) once it said [`QmgrToCleanup::Closed`].
-    fn qmgr_read(&mut self, token: Token) -> Result<bool, ()> {
-        let mut closed = false;
+    /// Read what qmgr says, up to what is there now.
+    fn qmgr_read(&mut self) -> Result<(), ()> {
         loop {
-            let Some((t, chan)) = self.qmgr.as_mut() else { return Err(()) };
-            if *t != token {
-                return Err(());
-            }
-            let ids = match chan.recv::<QmgrToCleanup>() {
-                Ok(None) => return Ok(closed),
-                Ok(Some((_, fds))) if !fds.is_empty() => return Err(()),
-                Ok(Some((QmgrToCleanup::Done { ids } | QmgrToCleanup::Taken { ids }, _))) => ids,
-                Ok(Some((QmgrToCleanup::Closed, _))) => {
-                    closed = true;
-                    continue;
+            let Some((_, chan)) = self.qmgr.as_mut() else { return Err(()) };
+            match chan.recv::<QmgrToCleanup>() {
+                Ok(None) => return Ok(()),
+                Ok(Some((m, fds))) => {
+                    self.qmgr_said(m, fds)?;
                 }
                 Err(_) => return Err(()),
-            };
-            let ids: Vec<QueueId> = ids.iter().filter_map(|s| QueueId::parse(s)).collect();
-            if let Some(journal) = self.journal.as_mut() {
-                journal.settle_offered(&ids);
             }
         }
+    }
+
+    /// One message from qmgr: the offered messages it settled; Ok(true)
+    /// for [`QmgrToCleanup::Closed`].
+    fn qmgr_said(&mut self, m: QmgrToCleanup, fds: Vec<OwnedFd>) -> Result<bool, ()> {
+        if !fds.is_empty() {
+            return Err(());
+        }
+        let ids = match m {
+            QmgrToCleanup::Done { ids } | QmgrToCleanup::Taken { ids } => ids,
+            QmgrToCleanup::Closed => return Ok(true),
+        };
+        let ids: Vec<QueueId> = ids.iter().filter_map(|s| QueueId::parse(s)).collect();
+        if let Some(journal) = self.journal.as_mut() {
+            journal.settle_offered(&ids);
+        }
+        Ok(false)
     }
 
     /// Before the journal closes: qmgr writes out the messages it was
@@ -381,20 +387,20 @@ impl Cleanup {
         }
         let deadline = Instant::now() + CLOSING_WAIT;
         loop {
-            match self.qmgr_read(token) {
+            let Some((_, chan)) = self.qmgr.as_mut() else { return };
+            let said = match chan.recv_blocking::<QmgrToCleanup>(deadline.saturating_duration_since(Instant::now())) {
+                Ok((m, fds)) => self.qmgr_said(m, fds),
+                Err(crate::ipc::Error::Io(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    self.child.warn("qmgr did not account for the messages offered to it in time: writing them out");
+                    Err(())
+                }
+                Err(_) => Err(()),
+            };
+            match said {
                 Ok(true) => return,
                 Ok(false) => {}
                 Err(()) => return self.drop_qmgr(token),
             }
-            let left = deadline.saturating_duration_since(Instant::now());
-            let Some((_, chan)) = self.qmgr.as_ref() else { return };
-            if left.is_zero() {
-                self.child.warn("qmgr did not account for the messages offered to it in time: writing them out");
-                return self.drop_qmgr(token);
-            }
-            let ms = u16::try_from(left.as_millis().max(1)).unwrap_or(u16::MAX);
-            let mut pfd = [nix::poll::PollFd::new(chan.as_fd(), nix::poll::PollFlags::POLLIN)];
-            let _ = nix::poll::poll(&mut pfd, nix::poll::PollTimeout::from(ms));
         }
     }
 

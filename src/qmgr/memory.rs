@@ -149,18 +149,11 @@ impl Qmgr {
                 && self.incoming.len() <= self.offers.len()
                 && room.messages > self.offers.len()
                 && self.kept_files < self.kept_limit;
-            if !keep {
-                match self.write_memory(id, &fd, token) {
-                    Ok(()) => {
-                        self.queue_incoming(id);
-                        continue;
-                    }
-                    // Delivered from memory after all (the file is tried
-                    // again when it is needed).
-                    Err(e) => self.child.warn(&format!("{id}: cannot write its queue file: {e}")),
-                }
-            }
             self.keep_offer(id, Memory { fd, cleanup: token });
+            if !keep {
+                // (Kept in memory after all if that fails.)
+                self.write_offer(id);
+            }
             self.queue_incoming(id);
         }
     }
@@ -173,16 +166,26 @@ impl Qmgr {
         self.offers.insert(id, m);
     }
 
-    /// An offered message waiting for its admission gets its file; one
-    /// that cannot is kept in memory and tried again after [`MEMORY_AGE`]
-    /// (the journal holds it meanwhile).
+    /// An offered message waiting for its admission gets its file.
     fn write_offer(&mut self, id: QueueId) {
-        let Some(m) = self.offers.remove(&id) else { return };
+        if let Some(m) = self.offers.remove(&id) {
+            self.file_offer(id, m);
+        }
+    }
+
+    /// An offered message taken out of [`Qmgr::offers`] gets its file
+    /// (true); one that cannot is kept in memory and tried again after
+    /// [`MEMORY_AGE`] (the journal holds it meanwhile).
+    pub(super) fn file_offer(&mut self, id: QueueId, m: Memory) -> bool {
         self.kept_files -= 1;
-        if let Err(e) = self.write_memory(id, &m.fd, m.cleanup) {
-            self.child
-                .warn(&format!("{id}: cannot write its queue file: {e}; trying again in {} s", MEMORY_AGE.as_secs()));
-            self.keep_offer(id, m);
+        match self.write_memory(id, &m.fd, m.cleanup) {
+            Ok(()) => true,
+            Err(e) => {
+                let wait = MEMORY_AGE.as_secs();
+                self.child.warn(&format!("{id}: cannot write its queue file: {e}; trying again in {wait} s"));
+                self.keep_offer(id, m);
+                false
+            }
         }
     }
 

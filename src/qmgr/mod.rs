@@ -1069,22 +1069,20 @@ impl Qmgr {
         let env = match read {
             Ok(e) => e,
             Err(p) => {
-                // Not expected of cleanup: the journal's copy is written
-                // out as a file, for the usual checks.
+                // Not expected of cleanup: written out as a file, for the
+                // usual checks.
                 self.child.warn(&format!("{id}: reading it from memory: {p}"));
-                self.kept_files -= 1;
-                let _ = self.write_memory(id, &mem.fd, mem.cleanup);
-                self.queue_incoming(id);
+                if self.file_offer(id, mem) {
+                    self.queue_incoming(id);
+                }
                 return true;
             }
         };
         let actions = match self.sched.add_message(id, &env.envelope, &env.recipients, origin, now) {
             Ok(a) => a,
             Err(e) => {
-                self.kept_files -= 1;
-                if let Err(e) = self.write_memory(id, &mem.fd, mem.cleanup) {
-                    self.child.warn(&format!("{id}: cannot write its queue file: {e}"));
-                }
+                // It waits with its file (or in memory, if that fails).
+                self.file_offer(id, mem);
                 if let schedule::Error::NoRoom(_) = e {
                     return false;
                 }

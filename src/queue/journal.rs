@@ -943,11 +943,16 @@ impl Journal {
         self.drop_offered_files();
     }
 
+    /// Whether a message of segment `seq` is offered and not settled.
+    fn offers_in(&self, seq: u64) -> bool {
+        self.offered.range((seq, 0)..=(seq, u64::MAX)).next().is_some()
+    }
+
     /// Close the sealed segments no offered message needs any more.
     fn drop_offered_files(&mut self) {
-        for s in &mut self.sealed {
-            if s.file.is_some() && !self.offered.keys().any(|(seg, _)| *seg == s.seq) {
-                s.file = None;
+        for i in 0..self.sealed.len() {
+            if self.sealed[i].file.is_some() && !self.offers_in(self.sealed[i].seq) {
+                self.sealed[i].file = None;
             }
         }
     }
@@ -1014,7 +1019,7 @@ impl Journal {
         let next = Segment::create(self.dir.as_fd(), self.instance, self.active.seq + 1, self.salt)?;
         let old = std::mem::replace(&mut self.active, next);
         // Kept open while offered messages may have to be read back.
-        let file = self.offered.keys().any(|(seg, _)| *seg == old.seq).then_some(old.file);
+        let file = self.offers_in(old.seq).then_some(old.file);
         self.sealed.push_back(Sealed {
             seq: old.seq,
             outstanding: self.active_outstanding,

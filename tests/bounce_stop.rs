@@ -8,33 +8,22 @@
 mod common;
 
 use std::os::fd::{AsFd, AsRawFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use mta::ipc::msg::{
     BounceToQmgr, CleanupToSmtpd, CommitResult, FromMaster, NoticeRequest, QmgrToBounce, SmtpdToCleanup, ToMaster,
 };
 use mta::ipc::{self, Channel};
-use mta::queue::{BodyType, Client, Envelope, QueueFile, QueueIdGen, Recipient, State, Status, Time};
+use mta::queue::{QueueFile, QueueIdGen, Recipient, State, Status, Time};
 use mta::roles::Role;
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-use nix::unistd::Pid;
 
 /// Longest any wait here.
 const LIMIT: Duration = Duration::from_secs(10);
 
 struct Bounce {
-    pid: Pid,
+    started: common::Started,
     master: Channel,
-    dir: PathBuf,
-}
-
-impl Drop for Bounce {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(self.pid, nix::sys::signal::Signal::SIGKILL);
-        let _ = waitpid(self.pid, Some(WaitPidFlag::WNOHANG));
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 fn start(name: &str) -> Bounce {
@@ -55,7 +44,7 @@ fn start(name: &str) -> Bounce {
         assert!(Instant::now() < end, "bounce did not start");
         std::thread::sleep(Duration::from_millis(10));
     }
-    Bounce { pid, master, dir }
+    Bounce { started: common::Started { pid, dir }, master }
 }
 
 impl Bounce {
@@ -67,19 +56,11 @@ impl Bounce {
     }
 
     fn running(&self) -> bool {
-        matches!(waitpid(self.pid, Some(WaitPidFlag::WNOHANG)), Ok(WaitStatus::StillAlive))
+        self.started.running()
     }
 
     fn exit_code(&self) -> i32 {
-        let end = Instant::now() + LIMIT;
-        loop {
-            match waitpid(self.pid, Some(WaitPidFlag::WNOHANG)).unwrap() {
-                WaitStatus::Exited(_, c) => return c,
-                WaitStatus::Signaled(_, s, _) => panic!("bounce killed by {s}"),
-                _ if Instant::now() > end => panic!("bounce did not exit"),
-                _ => std::thread::sleep(Duration::from_millis(10)),
-            }
-        }
+        self.started.exit_code(LIMIT)
     }
 
     /// A queue file whose one recipient bounced, opened read-only.
@@ -89,16 +70,7 @@ impl Bounce {
         let now = Time::now();
         let qf = QueueFile {
             id,
-            envelope: Envelope {
-                sender: "sender@example.org".into(),
-                arrival: now,
-                client: Client::default(),
-                body: BodyType::SevenBit,
-                smtputf8: false,
-                dsn_ret: None,
-                dsn_envid: None,
-                size: content.len() as u64,
-            },
+            envelope: common::envelope(content.len(), now),
             recipients: vec![Recipient {
                 address: String::from("nobody@example.net"),
                 orcpt: None,
@@ -112,7 +84,7 @@ impl Bounce {
             }],
             content,
         };
-        let path = self.dir.join(id.as_str());
+        let path = self.started.dir.join(id.as_str());
         std::fs::write(&path, qf.encode().unwrap()).unwrap();
         (id.to_string(), std::fs::File::open(&path).unwrap())
     }

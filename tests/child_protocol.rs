@@ -10,40 +10,23 @@ use std::time::{Duration, Instant};
 
 use mta::ipc::msg::{FromMaster, ToMaster};
 use mta::ipc::{self, Channel};
-use mta::roles::{QUEUE_DIRS, Role};
+use mta::roles::Role;
 use nix::sys::socket::{MsgFlags, send};
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-use nix::unistd::Pid;
 
 struct Qmgr {
-    pid: Pid,
+    started: common::Started,
     master: Channel,
-    _dir: tempdir::Dir,
-}
-
-mod tempdir {
-    pub struct Dir(pub std::path::PathBuf);
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
 }
 
 fn start(name: &str) -> (Qmgr, OwnedFd) {
     let dir = std::env::temp_dir().join(format!("mta-child-protocol-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut dirs = Vec::new();
-    for d in QUEUE_DIRS {
-        std::fs::create_dir_all(dir.join(d)).unwrap();
-        dirs.push(std::fs::File::open(dir.join(d)).unwrap());
-    }
+    let dirs = common::queue_spool(&dir);
     let (mine, theirs) = ipc::pair().unwrap();
     let mut fds = vec![theirs.as_raw_fd()];
     fds.extend(dirs.iter().map(|d| d.as_raw_fd()));
     let pid = common::spawn(Path::new(env!("CARGO_BIN_EXE_qmgr")), "qmgr", &fds);
     let raw = mine.try_clone().unwrap();
-    (Qmgr { pid, master: Channel::new(mine), _dir: tempdir::Dir(dir.clone()) }, raw)
+    (Qmgr { started: common::Started { pid, dir }, master: Channel::new(mine) }, raw)
 }
 
 fn config(dir: &Path) -> FromMaster {
@@ -52,18 +35,8 @@ fn config(dir: &Path) -> FromMaster {
 
 /// Wait for the child's exit status (10 s at most).
 fn exit_code(q: &Qmgr) -> i32 {
-    let end = Instant::now() + Duration::from_secs(10);
-    loop {
-        match waitpid(q.pid, Some(WaitPidFlag::WNOHANG)).unwrap() {
-            WaitStatus::Exited(_, c) => return c,
-            WaitStatus::Signaled(_, s, _) => panic!("qmgr killed by {s}"),
-            _ if Instant::now() > end => {
-                let _ = nix::sys::signal::kill(q.pid, nix::sys::signal::Signal::SIGKILL);
-                panic!("qmgr did not exit");
-            }
-            _ => std::thread::sleep(Duration::from_millis(20)),
-        }
-    }
+    // (Killed by the guard if it does not exit.)
+    q.started.exit_code(Duration::from_secs(10))
 }
 
 /// Read messages until Ready (or a fatal log) arrives.
@@ -109,7 +82,7 @@ fn garbage_instead_of_configuration_ends_the_child() {
 #[test]
 fn wrong_role_configuration_ends_the_child() {
     let (mut q, _raw) = start("wrongrole");
-    let FromMaster::Init(mut c) = config(&q._dir.0) else { unreachable!() };
+    let FromMaster::Init(mut c) = config(&q.started.dir) else { unreachable!() };
     c.role = Role::Control;
     q.master.send(&FromMaster::Init(c), &[]).unwrap();
     assert_eq!(exit_code(&q), 1);
@@ -118,7 +91,7 @@ fn wrong_role_configuration_ends_the_child() {
 #[test]
 fn malformed_frame_after_start_ends_the_child() {
     let (mut q, raw) = start("malformed");
-    let init = config(&q._dir.0);
+    let init = config(&q.started.dir);
     q.master.send(&init, &[]).unwrap();
     let got = until_ready(&mut q);
     assert!(matches!(got.last(), Some(ToMaster::Ready { confined: true })), "{got:?}");
@@ -130,7 +103,7 @@ fn malformed_frame_after_start_ends_the_child() {
 #[test]
 fn unexpected_message_ends_the_child() {
     let (mut q, _raw) = start("unexpected");
-    let init = config(&q._dir.0);
+    let init = config(&q.started.dir);
     q.master.send(&init, &[]).unwrap();
     until_ready(&mut q);
     q.master.send(&FromMaster::Stopping { id: 1 }, &[]).unwrap();
@@ -141,7 +114,7 @@ fn unexpected_message_ends_the_child() {
 #[test]
 fn peer_channel_to_a_forbidden_role_ends_the_child() {
     let (mut q, _raw) = start("forbidden-peer");
-    let init = config(&q._dir.0);
+    let init = config(&q.started.dir);
     q.master.send(&init, &[]).unwrap();
     until_ready(&mut q);
     let (a, _b) = ipc::pair().unwrap();
@@ -152,7 +125,7 @@ fn peer_channel_to_a_forbidden_role_ends_the_child() {
 #[test]
 fn stop_ends_the_child_cleanly() {
     let (mut q, _raw) = start("stop");
-    let init = config(&q._dir.0);
+    let init = config(&q.started.dir);
     q.master.send(&init, &[]).unwrap();
     until_ready(&mut q);
     q.master.send(&FromMaster::Stop, &[]).unwrap();

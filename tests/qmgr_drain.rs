@@ -10,35 +10,24 @@ mod common;
 
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use mta::ipc::msg::{FromMaster, QmgrToSmtp, RecipientReport, RecipientStatus, SiteReport, SmtpToQmgr, ToMaster};
 use mta::ipc::{self, Channel};
-use mta::queue::{BodyType, Client, DoneAction, Envelope, QueueFile, QueueIdGen, Recipient, Status, Time};
-use mta::roles::{QUEUE_DIRS, Role};
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-use nix::unistd::Pid;
+use mta::queue::{DoneAction, QueueFile, QueueIdGen, Recipient, Status, Time};
+use mta::roles::Role;
 
 /// Longest any wait here.
 const LIMIT: Duration = Duration::from_secs(10);
 
 struct Qmgr {
-    pid: Pid,
+    started: common::Started,
     master: Channel,
     smtp: Channel,
     _local: Channel,
-    dir: PathBuf,
     logs: Vec<String>,
     ids: QueueIdGen,
-}
-
-impl Drop for Qmgr {
-    fn drop(&mut self) {
-        let _ = nix::sys::signal::kill(self.pid, nix::sys::signal::Signal::SIGKILL);
-        let _ = waitpid(self.pid, Some(WaitPidFlag::WNOHANG));
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 impl Qmgr {
@@ -46,12 +35,7 @@ impl Qmgr {
     /// local agent; master gives it `stop_timeout`.
     fn start(name: &str, stop_timeout: Duration) -> Qmgr {
         let dir = std::env::temp_dir().join(format!("mta-qmgr-drain-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let mut dirs = Vec::new();
-        for d in QUEUE_DIRS {
-            std::fs::create_dir_all(dir.join(d)).unwrap();
-            dirs.push(std::fs::File::open(dir.join(d)).unwrap());
-        }
+        let dirs = common::queue_spool(&dir);
         let (mine, theirs) = ipc::pair().unwrap();
         let mut fds = vec![theirs.as_raw_fd()];
         fds.extend(dirs.iter().map(|d| d.as_raw_fd()));
@@ -64,11 +48,10 @@ impl Qmgr {
         master.send(&FromMaster::Peer { role: Role::Smtp, pid: 100 }, &[smtp_end.as_fd()]).unwrap();
         master.send(&FromMaster::Peer { role: Role::Local, pid: 101 }, &[local_end.as_fd()]).unwrap();
         let mut q = Qmgr {
-            pid,
+            started: common::Started { pid, dir },
             master,
             smtp: Channel::new(smtp),
             _local: Channel::new(local),
-            dir,
             logs: Vec::new(),
             ids: QueueIdGen::new(1),
         };
@@ -82,16 +65,7 @@ impl Qmgr {
         let content = b"Subject: drain\r\n\r\nbody\r\n".to_vec();
         let qf = QueueFile {
             id,
-            envelope: Envelope {
-                sender: "sender@example.org".into(),
-                arrival: Time::now(),
-                client: Client::default(),
-                body: BodyType::SevenBit,
-                smtputf8: false,
-                dsn_ret: None,
-                dsn_envid: None,
-                size: content.len() as u64,
-            },
+            envelope: common::envelope(content.len(), Time::now()),
             recipients: vec![Recipient {
                 address: rcpt.to_string(),
                 orcpt: None,
@@ -100,7 +74,7 @@ impl Qmgr {
             }],
             content,
         };
-        let path = self.dir.join("incoming").join(id.as_str());
+        let path = self.started.dir.join("incoming").join(id.as_str());
         std::fs::write(&path, qf.encode().unwrap()).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         id.to_string()
@@ -155,7 +129,7 @@ impl Qmgr {
 
     /// Whether the process still runs.
     fn running(&self) -> bool {
-        matches!(waitpid(self.pid, Some(WaitPidFlag::WNOHANG)), Ok(WaitStatus::StillAlive))
+        self.started.running()
     }
 
     /// Its exit status, within `wait`.
@@ -163,20 +137,17 @@ impl Qmgr {
         let end = Instant::now() + wait;
         loop {
             self.read_logs();
-            match waitpid(self.pid, Some(WaitPidFlag::WNOHANG)).unwrap() {
-                WaitStatus::Exited(_, c) => {
-                    self.read_logs();
-                    return c;
-                }
-                WaitStatus::Signaled(_, s, _) => panic!("qmgr killed by {s}"),
-                _ if Instant::now() > end => panic!("qmgr did not exit; logs {:#?}", self.logs),
-                _ => std::thread::sleep(Duration::from_millis(10)),
+            if let Some(c) = self.started.exited() {
+                self.read_logs();
+                return c;
             }
+            assert!(Instant::now() < end, "qmgr did not exit; logs {:#?}", self.logs);
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 
     fn queued(&self, dir: &str, id: &str) -> bool {
-        self.dir.join(dir).join(id).exists()
+        self.started.dir.join(dir).join(id).exists()
     }
 }
 

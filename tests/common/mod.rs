@@ -59,3 +59,77 @@ pub fn init(
         stop_timeout,
     }))
 }
+
+/// A child the test started, with the folder it works in: killed,
+/// reaped and its folder removed when dropped.
+pub struct Started {
+    pub pid: Pid,
+    pub dir: PathBuf,
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(self.pid, nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(self.pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Started {
+    /// Whether the process still runs.
+    pub fn running(&self) -> bool {
+        use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+        matches!(waitpid(self.pid, Some(WaitPidFlag::WNOHANG)), Ok(WaitStatus::StillAlive))
+    }
+
+    /// Its exit status once it exits, or None while it runs; a panic if
+    /// a signal ended it.
+    pub fn exited(&self) -> Option<i32> {
+        use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+        match waitpid(self.pid, Some(WaitPidFlag::WNOHANG)).expect("waitpid") {
+            WaitStatus::Exited(_, c) => Some(c),
+            WaitStatus::Signaled(_, s, _) => panic!("pid {} killed by {s}", self.pid),
+            _ => None,
+        }
+    }
+
+    /// Its exit status, within `wait` (a panic after).
+    pub fn exit_code(&self, wait: Duration) -> i32 {
+        let end = std::time::Instant::now() + wait;
+        loop {
+            if let Some(c) = self.exited() {
+                return c;
+            }
+            assert!(std::time::Instant::now() < end, "pid {} did not exit", self.pid);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// `dir` made afresh with the queue folders in it, opened as master hands
+/// them to qmgr.
+pub fn queue_spool(dir: &Path) -> Vec<std::fs::File> {
+    let _ = std::fs::remove_dir_all(dir);
+    mta::roles::QUEUE_DIRS
+        .iter()
+        .map(|d| {
+            std::fs::create_dir_all(dir.join(d)).expect("mkdir");
+            std::fs::File::open(dir.join(d)).expect("open")
+        })
+        .collect()
+}
+
+/// The envelope of a plain test message from sender@example.org of
+/// `size` bytes, arrived at `arrival`.
+pub fn envelope(size: usize, arrival: mta::queue::Time) -> mta::queue::Envelope {
+    mta::queue::Envelope {
+        sender: "sender@example.org".into(),
+        arrival,
+        client: mta::queue::Client::default(),
+        body: mta::queue::BodyType::SevenBit,
+        smtputf8: false,
+        dsn_ret: None,
+        dsn_envid: None,
+        size: size as u64,
+    }
+}

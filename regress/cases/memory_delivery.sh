@@ -5,6 +5,9 @@
 # Postfix's smtp-sink. With the next hop gone, a message that must wait
 # gets its queue file (written by qmgr) and lands in deferred/, whole,
 # shown by mtactl queue, and is delivered once the next hop is back.
+# With queue.memory_time = 1s, a delivery still running after a second
+# has its file written meanwhile (and is delivered once); with
+# queue.memory_messages = 0, every message gets its file.
 . ./lib.sh
 . ./peers.sh
 [ "$(uname -s)" = Linux ] || { echo "  skipped: the inotify watch is Linux's"; exit 0; }
@@ -56,4 +59,42 @@ smtp_sink
 wait_for 20 sh -c "grep -l 'Subject: must wait' '$DUMP'/* >/dev/null 2>&1" || fail "not delivered once the next hop was back"
 wait_for 10 empty || fail "mail left in the queue: $(ctl queue)"
 [ "$(grep -l 'Subject: must wait' "$DUMP"/* | wc -l)" -eq 1 ] || fail "delivered more than once"
+echo "  a deferred message got its queue file"
+# queue.memory_time: smtp-sink answers DATA after 3 s. With 30s, the
+# delivery ends before any file is written; with 1s, the file is written
+# while the delivery runs.
+gen=1
+slow() { # slow MEMORY_TIME SUBJECT: reload with it, send SUBJECT slowly
+	gen=$((gen + 1))
+	write_conf "relay { host = \"[127.0.0.1]:$RELAY\"; }" "queue { backoff { min = 1s; max = 2s; } memory_time = $1; }"
+	ctl reload >/dev/null || fail "reload"
+	wait_log "generation $gen" 10 || fail "not reloaded"
+	wait_status $NCHILD || fail "children did not start again"
+	smtp_sink -w 3
+	before=$(grep -vc watching "$W/created")
+	send sender@remote.example "far@remote.example" "$2"
+}
+delivered() { wait_for 20 sh -c "grep -l 'Subject: $1' '$DUMP'/* >/dev/null 2>&1" && wait_for 10 empty &&
+	[ "$(grep -l "Subject: $1" "$DUMP"/* | wc -l)" -eq 1 ]; }
+slow 30s "slow in memory"
+delivered "slow in memory" || fail "the slow delivery was not made once: $(ctl queue)"
+[ "$(grep -vc watching "$W/created")" -eq "$before" ] || fail "a queue file was written within memory_time 30s"
+slow 1s "slow with a file"
+wait_for 3 sh -c "[ \$(grep -vc watching '$W/created') -gt $before ]" || fail "no queue file after memory_time 1s"
+grep -l 'Subject: slow with a file' "$DUMP"/* >/dev/null 2>&1 && fail "delivered before the file was written (smtp-sink -w)"
+delivered "slow with a file" || fail "the slow delivery with a file was not made once: $(ctl queue)"
+echo "  a delivery longer than memory_time got its queue file, a shorter one none"
+# queue.memory_messages = 0: a file for every message.
+write_conf "relay { host = \"[127.0.0.1]:$RELAY\"; }" "queue { memory_messages = 0; }"
+ctl reload >/dev/null || fail "reload"
+wait_log "generation $((gen + 1))" 10 || fail "not reloaded"
+wait_status $NCHILD || fail "children did not start again"
+smtp_sink
+before=$(grep -vc watching "$W/created")
+for i in 1 2 3; do send sender@remote.example "far@remote.example" "on disk $i"; done
+wait_for 20 sh -c "[ \$(grep -l 'Subject: on disk' '$DUMP'/* 2>/dev/null | wc -l) -ge 3 ]" || fail "not all relayed"
+wait_for 10 empty || fail "mail left in the queue: $(ctl queue)"
+[ "$(grep -vc watching "$W/created")" -ge $((before + 3)) ] ||
+	fail "memory_messages = 0, and fewer than 3 queue files were written: $(grep -v watching "$W/created" | tr '\n' ' ')"
+echo "  memory_messages = 0: every message got its queue file"
 exit 0

@@ -61,11 +61,6 @@ const HIGH_WATER: usize = 64 << 20;
 const MAX_UNANNOUNCED: usize = 100_000;
 /// Queue IDs per announcement.
 const ANNOUNCE_PART: usize = 1_000;
-/// Committed messages offered to qmgr in memory at once, before their
-/// queue files are written (see `qmgr::memory`), and the largest offered;
-/// the others are written out as queue files.
-const MAX_OFFERED: usize = 1024;
-const MAX_OFFER_SIZE: usize = 1 << 20;
 /// How long a stopping cleanup waits for qmgr to account for the messages
 /// it offered before it writes them out itself.
 const CLOSING_WAIT: Duration = Duration::from_secs(2);
@@ -589,13 +584,18 @@ impl Cleanup {
     }
 
     /// Offer qmgr the messages committed since, in memory files, up to
-    /// [`MAX_OFFERED`] at once: most are delivered before a queue file
-    /// would be written, and get none (see `qmgr::memory`). A send that
-    /// fails drops qmgr, and what it was offered is written out.
+    /// `queue.memory_messages` at once and of at most
+    /// `queue.memory_message_size` each: most are delivered before a
+    /// queue file would be written, and get none (see `qmgr::memory`); the
+    /// others are written out as queue files. A send that fails drops
+    /// qmgr, and what it was offered is written out.
     fn offer(&mut self) {
+        let (max, max_size) = self.child.config.intake.as_ref().map_or((0, 0), |i| {
+            (i.memory_messages as usize, usize::try_from(i.memory_message_size).unwrap_or(usize::MAX))
+        });
         let (Some(journal), Some((token, chan))) = (self.journal.as_mut(), self.qmgr.as_mut()) else { return };
         let mut offers = Vec::new();
-        journal.offer_some(&mut offers, MAX_OFFERED, MAX_OFFER_SIZE);
+        journal.offer_some(&mut offers, max, max_size);
         let token = *token;
         let mut failed = false;
         while !offers.is_empty() && !failed {

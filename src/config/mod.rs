@@ -409,6 +409,7 @@ impl Config {
             return Err(String::from("key `smtp.mx_session_limit`: must be 1 to 10"));
         }
         self.local.check()?;
+        self.queue.check_memory()?;
         delivery::settings(&self.queue, &self.transport).check()?;
         Ok(())
     }

@@ -174,7 +174,21 @@ pub struct Queue {
     #[serde(with = "serde_ucl::time")]
     pub delay_warning: Duration,
     pub backoff: super::delivery::BackoffConf,
+    /// Committed messages cleanup hands qmgr in memory at once, before
+    /// any queue file is written (0: every message gets its file), the
+    /// largest it hands over so, and how long qmgr keeps one in memory
+    /// before it writes the file itself (see `qmgr::memory`).
+    pub memory_messages: u32,
+    pub memory_message_size: u64,
+    #[serde(with = "serde_ucl::time")]
+    pub memory_time: Duration,
 }
+
+/// The most `queue.memory_messages`, `queue.memory_message_size` and
+/// `queue.memory_time`.
+pub const MAX_MEMORY_MESSAGES: u32 = 65536;
+pub const MAX_MEMORY_MESSAGE_SIZE: u64 = 64 << 20;
+pub const MAX_MEMORY_TIME: Duration = Duration::from_secs(60);
 
 impl Default for Queue {
     fn default() -> Queue {
@@ -188,7 +202,26 @@ impl Default for Queue {
             bounce_lifetime: s.bounce_lifetime,
             delay_warning: s.delay_warning,
             backoff: super::delivery::BackoffConf::default(),
+            memory_messages: 1024,
+            memory_message_size: 1 << 20,
+            memory_time: Duration::from_secs(2),
         }
+    }
+}
+
+impl Queue {
+    /// The bounds of the memory hand-over's keys.
+    pub fn check_memory(&self) -> Result<(), String> {
+        if self.memory_messages > MAX_MEMORY_MESSAGES {
+            return Err(format!("key `queue.memory_messages`: at most {MAX_MEMORY_MESSAGES}"));
+        }
+        if self.memory_message_size > MAX_MEMORY_MESSAGE_SIZE {
+            return Err(String::from("key `queue.memory_message_size`: at most 64mb"));
+        }
+        if self.memory_time.is_zero() || self.memory_time > MAX_MEMORY_TIME {
+            return Err(String::from("key `queue.memory_time`: must be longer than zero and at most 60s"));
+        }
+        Ok(())
     }
 }
 

@@ -316,3 +316,24 @@ fn local_delivery_workers_are_bounded() {
     let (_, m) = Config::parse("local { worker_idle_time = 0s; }\n").unwrap_err();
     assert!(m.contains("local.worker_idle_time"), "{m}");
 }
+
+#[test]
+fn memory_hand_over_keys() {
+    let q = Config::parse("").unwrap().queue;
+    assert_eq!((q.memory_messages, q.memory_message_size, q.memory_time), (1024, 1 << 20, Duration::from_secs(2)));
+    let c = Config::parse("queue {\n  memory_messages = 0;\n  memory_message_size = 64mb;\n  memory_time = 60s;\n}\n")
+        .unwrap();
+    assert_eq!(c.queue.memory_messages, 0);
+    assert_eq!(c.queue.memory_message_size, 64 << 20);
+    assert_eq!(c.queue.memory_time, Duration::from_secs(60));
+    for (text, key) in [
+        ("queue {\n\n  memory_messages = 65537;\n}\n", "queue.memory_messages"),
+        ("queue {\n\n  memory_message_size = 65mb;\n}\n", "queue.memory_message_size"),
+        ("queue {\n\n  memory_time = 0;\n}\n", "queue.memory_time"),
+        ("queue {\n\n  memory_time = 61s;\n}\n", "queue.memory_time"),
+    ] {
+        let (line, m) = Config::parse(text).unwrap_err();
+        assert_eq!(line, Some(3), "{m}");
+        assert!(m.starts_with(&format!("key `{key}`: ")), "{m}");
+    }
+}

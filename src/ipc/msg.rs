@@ -83,6 +83,10 @@ pub struct Intake {
     /// cleanup's settings.
     pub cleanup: crate::config::smtp::Cleanup,
     pub min_free_space: u64,
+    /// `queue.memory_messages` and `queue.memory_message_size` (cleanup's
+    /// offers to qmgr).
+    pub memory_messages: u32,
+    pub memory_message_size: u64,
     /// `local.recipient_delimiter` (smtpd's recipient check).
     pub recipient_delimiter: String,
     /// The aliases file exists but was never compiled, so the table holds

@@ -371,6 +371,8 @@ impl Master {
             smtpd: c.smtpd.clone(),
             cleanup: c.cleanup.clone(),
             min_free_space: c.queue.min_free_space,
+            memory_messages: c.queue.memory_messages,
+            memory_message_size: c.queue.memory_message_size,
             recipient_delimiter: c.local.recipient_delimiter.clone(),
             aliases_uncompiled: smtpd && self.intake.local.aliases_uncompiled,
         }

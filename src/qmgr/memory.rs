@@ -14,13 +14,13 @@
 //! done), a notice, more recipients to load, a move to deferred/, an
 //! operator's request; a message offered while the active queue has no
 //! room for it, or while qmgr drains; one still in memory after
-//! [`MEMORY_AGE`] (its delivery stalls: the journal segment is not kept
+//! `queue.memory_time` (its delivery stalls: the journal segment is not kept
 //! for it, and listings show it); cleanup stopping
 //! ([`CleanupToQmgr::Closing`]) or gone. The files written in a turn are
 //! synced together at its end and only then reported to cleanup
 //! ([`QmgrToCleanup::Taken`]): until it hears, the journal is the durable
 //! copy. A message in memory has no file to list, so `mtactl queue list`
-//! shows it only once it has one (within [`MEMORY_AGE`]).
+//! shows it only once it has one (within `queue.memory_time`).
 //!
 //! Should qmgr die, cleanup writes out every message it offered and did
 //! not hear of; should cleanup die, qmgr writes out the ones it holds,
@@ -45,8 +45,6 @@ use crate::queue::disk;
 use super::Qmgr;
 use super::store::Dir;
 
-/// A message still in memory this long gets its queue file.
-pub const MEMORY_AGE: Duration = Duration::from_secs(2);
 /// How long a message reported done to a cleanup is remembered, in case
 /// that cleanup dies before it hears (see [`Orphans`]).
 const RECENT: Duration = Duration::from_secs(5);
@@ -159,7 +157,7 @@ impl Qmgr {
     }
 
     /// Keep an offered message in memory until its admission (or
-    /// [`MEMORY_AGE`]).
+    /// `queue.memory_time`).
     fn keep_offer(&mut self, id: QueueId, m: Memory) {
         self.kept_files += 1;
         self.memory_since.push_back((Instant::now(), id));
@@ -175,13 +173,13 @@ impl Qmgr {
 
     /// An offered message taken out of [`Qmgr::offers`] gets its file
     /// (true); one that cannot is kept in memory and tried again after
-    /// [`MEMORY_AGE`] (the journal holds it meanwhile).
+    /// `queue.memory_time` (the journal holds it meanwhile).
     pub(super) fn file_offer(&mut self, id: QueueId, m: Memory) -> bool {
         self.kept_files -= 1;
         match self.write_memory(id, &m.fd, m.cleanup) {
             Ok(()) => true,
             Err(e) => {
-                let wait = MEMORY_AGE.as_secs();
+                let wait = self.memory_time.as_secs_f64();
                 self.child.warn(&format!("{id}: cannot write its queue file: {e}; trying again in {wait} s"));
                 self.keep_offer(id, m);
                 false
@@ -246,10 +244,10 @@ impl Qmgr {
         }
     }
 
-    /// The messages in memory longer than [`MEMORY_AGE`] get their files.
+    /// The messages in memory longer than `queue.memory_time` get their files.
     pub(super) fn age_memory(&mut self) {
         while let Some((since, id)) = self.memory_since.front().copied() {
-            if since.elapsed() < MEMORY_AGE {
+            if since.elapsed() < self.memory_time {
                 break;
             }
             self.memory_since.pop_front();
@@ -257,7 +255,7 @@ impl Qmgr {
                 self.write_offer(id);
             } else if let Err(e) = self.materialise(id) {
                 // Still in memory: tried again later.
-                self.child.warn(&format!("{id}: {e}; trying again in {} s", MEMORY_AGE.as_secs()));
+                self.child.warn(&format!("{id}: {e}; trying again in {} s", self.memory_time.as_secs_f64()));
                 self.memory_since.push_back((Instant::now(), id));
             }
         }
@@ -265,7 +263,7 @@ impl Qmgr {
 
     /// When the oldest message in memory is due for its file.
     pub(super) fn memory_due(&self) -> Option<Duration> {
-        self.memory_since.front().map(|(since, _)| MEMORY_AGE.saturating_sub(since.elapsed()))
+        self.memory_since.front().map(|(since, _)| self.memory_time.saturating_sub(since.elapsed()))
     }
 
     /// The end of a turn: the files written are synced, then reported to

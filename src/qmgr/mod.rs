@@ -321,6 +321,9 @@ pub struct Qmgr {
     /// When each message in memory came, oldest first (some may have a
     /// file by now).
     memory_since: VecDeque<(Instant, QueueId)>,
+    /// How long a message stays in memory before it gets its file
+    /// (`queue.memory_time`).
+    memory_time: Duration,
     /// What to tell the cleanups at the end of the turn.
     settled: memory::Settled,
     /// Queue files written from memory this turn.
@@ -384,6 +387,7 @@ pub fn serve(_token: Sandboxed, mut child: Child, watch: std::io::Result<Watch>,
         clock: (Instant::now(), Time::now()),
         offers: HashMap::new(),
         memory_since: VecDeque::new(),
+        memory_time: delivery.queue.memory_time,
         settled: memory::Settled::default(),
         unsynced: crate::queue::disk::Unsynced::default(),
         orphans: memory::Orphans::default(),

@@ -4,7 +4,10 @@ top=$(pwd)
 H=${BENCH_HARNESS:-$top/../shared/bench}
 [ -x "$H/accept.sh" ] || { echo "no bench harness at $H" >&2; exit 2; }
 CG=/sys/fs/cgroup/cpuacct/anchors_mta
-MTACTL="$top/target/release/mtactl"
+# MTA_BINARIES: a directory of mta's release binaries to measure instead
+# of target/release (not built then): for comparing two builds in turn.
+BIN=${MTA_BINARIES:-$top/target/release}
+MTACTL="$BIN/mtactl"
 
 # prepare [cargo build options]: the harness's anchors, the mail user and
 # submission group master needs as root, and the release build.
@@ -12,6 +15,7 @@ prepare() {
 	bash "$H/install-anchors.sh" >/dev/null
 	id _mta >/dev/null 2>&1 || useradd -r -d /nonexistent -s /usr/sbin/nologin _mta
 	getent group _mtadrop >/dev/null 2>&1 || groupadd -r _mtadrop
+	[ -n "${MTA_BINARIES:-}" ] ||
 	cargo build --release -j2 --bins "$@" >/dev/null 2>&1 || { echo "build failed" >&2; exit 1; }
 }
 
@@ -80,7 +84,7 @@ base_conf() {
 	{
 		echo 'hostname = "mx.bench.test";'
 		echo 'spool = "spool";'
-		echo "libexec_directory = \"$top/target/release\";"
+		echo "libexec_directory = \"$BIN\";"
 		echo 'pidfile = "mta.pid";'
 		echo 'control { socket = "mta.sock"; }'
 		echo 'domains = [ "local.test" ];'
@@ -94,7 +98,7 @@ base_conf() {
 # for; cg_stop: stopped, and whatever is left in the cgroup killed.
 cg_start() {
 	mkdir -p $CG
-	sh -c "echo \$\$ > $CG/cgroup.procs; exec $top/target/release/mta -f $W/mta.conf" 2>> "$W/mta.log"
+	sh -c "echo \$\$ > $CG/cgroup.procs; exec $BIN/mta -f $W/mta.conf" 2>> "$W/mta.log"
 	for _ in $(seq 50); do "$MTACTL" -f "$W/mta.conf" status >/dev/null 2>&1 && return 0; sleep 0.1; done
 	echo "mta did not start" >&2; exit 1
 }

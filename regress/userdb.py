@@ -1,12 +1,15 @@
 """A varlink user database (systemd's io.systemd.UserDatabase) serving
 one user, for nss-systemd: the name service a directory user comes from.
   userdb.py SOCKET NAME UID HOME
-Each request is logged to standard error. Regress only."""
+Each request is logged to standard error. With USERDB_HANG_LIST set in
+the environment, a request to list the users (neither name nor uid) is
+never answered: a directory that hangs. Regress only."""
 import json
 import os
 import socket
 import sys
 import threading
+import time
 
 path, name, uid, home = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 service = os.path.basename(path)
@@ -20,6 +23,8 @@ def answer(request):
     if method == "io.systemd.UserDatabase.GetUserRecord":
         if p.get("service", service) != service:
             return {"error": "io.systemd.UserDatabase.BadService", "parameters": {}}
+        if os.environ.get("USERDB_HANG_LIST") and "userName" not in p and "uid" not in p:
+            time.sleep(3600)
         if p.get("userName", name) == name and p.get("uid", uid) == uid:
             return {"parameters": {"record": record, "incomplete": False}}
         return NONE

@@ -5,10 +5,14 @@
 # and the delivery runs as the user's uid. The name service here is
 # Debian's nss-systemd (`passwd: files systemd` in nsswitch.conf), asking
 # a varlink user database that the case serves itself (userdb.py) under
-# /run/systemd/userdb, on a tmpfs of a private mount namespace. smtpd's
-# table holds /etc/passwd's users and the aliases, so the user is
-# reached through an alias; a name the service does not know bounces as
-# an unknown user.
+# /run/systemd/userdb, on a tmpfs of a private mount namespace. The user
+# is reached through an alias; a name the service does not know bounces as
+# an unknown user. smtpd's local-recipient table holds the users the
+# name service lists (master's `local users`, every
+# local.directory_refresh), so the user is a recipient of its own, and
+# an unknown name is refused at RCPT. A directory that hangs while it
+# lists is given up after local.directory_timeout, master answering
+# meanwhile, and the table keeps the names listed before.
 if [ "$(id -u)" != 0 ]; then echo "  skipped: needs root"; exit 0; fi
 grep -Eq '^passwd:.*[[:space:]]systemd([[:space:]]|$)' /etc/nsswitch.conf ||
 	{ echo "  skipped: nsswitch.conf does not ask nss-systemd for users (libnss-systemd)"; exit 0; }
@@ -58,3 +62,33 @@ swaks --server 127.0.0.1:$PORT --from sender@localhost --to ghost@localhost --he
 wait_log 'to=<ghost@localhost>.*dsn=5.1.1, status=bounced (unknown user: "nosuchdiruser")' 20 ||
 	fail "the unknown name did not bounce"
 note "a user known only to a name service over a UNIX socket gets mail as its own uid"
+# The listing, about 4 s after the start.
+wait_log "the directory users changed: local-recipient table rebuilt and sent to 1 smtpd" 20 ||
+	fail "the directory users were not listed into the table"
+swaks --server 127.0.0.1:$PORT --from sender@localhost --to diruser@localhost --header "Subject: direct" \
+	--body "straight to the directory user" >"$W/swaks" 2>&1 || { cat "$W/swaks"; fail "RCPT to the directory user"; }
+wait_for 20 sh -c "grep -l 'straight to the directory user' '$new'/* >/dev/null 2>&1" || fail "the direct mail was not delivered"
+swaks --server 127.0.0.1:$PORT --from sender@localhost --to nosuchdiruser@localhost --quit-after RCPT \
+	>"$W/swaks" 2>&1 || true
+grep -q "<\*\* *550 5.1.1" "$W/swaks" || fail "an unknown name was not refused at RCPT: $(cat "$W/swaks")"
+note "directory users are local recipients; unknown names get 550 5.1.1"
+# A directory that hangs while it lists.
+kill "$USERDB_PID"; wait "$USERDB_PID" 2>/dev/null || true
+USERDB_HANG_LIST=1 python3 ./userdb.py /run/systemd/userdb/io.mta.regress diruser $DIRUID "$W/home/diruser" \
+	2>"$W/userdb.log" &
+USERDB_PID=$!
+wait_for 5 sh -c "getent passwd diruser >/dev/null" || fail "the user database did not start again"
+write_conf "aliases = \"$W/aliases\";" 'local { mailbox = "maildir"; directory_timeout = 2s; directory_refresh = 10s; }' \
+	"queue { backoff { min = 1s; max = 2s; } }"
+ctl reload >/dev/null || fail "reload"
+wait_log "generation 2" 10 || fail "not reloaded"
+t0=$(date +%s)
+ctl status >/dev/null || fail "master did not answer while the directory hangs"
+wait_log "listing the directory users: it ran past local.directory_timeout and was killed; the local-recipient table keeps the [0-9]* listed before" 15 ||
+	fail "the hanging listing was not given up"
+[ $(($(date +%s) - t0)) -lt 12 ] || fail "giving up took too long"
+swaks --server 127.0.0.1:$PORT --from sender@localhost --to diruser@localhost --quit-after RCPT >"$W/swaks" 2>&1 || true
+grep -q "<\*\* *250" "$W/swaks" || grep -q "<- *250 2.1.5" "$W/swaks" ||
+	fail "the directory user was lost from the table: $(cat "$W/swaks")"
+pgrep -f "local users" >/dev/null && fail "the hanging listing was left running"
+note "a hanging directory is given up after local.directory_timeout; the table keeps its users"

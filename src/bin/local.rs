@@ -6,7 +6,9 @@
 //! (mta::local::pipe, started by the command spawner); as `local
 //! forward ...`, the reading of a `.forward` (mta::local::forward); as
 //! `local spawner ...`, the command spawner, started by the parent in
-//! `prepare`, before it enters its sandbox (mta::local::spawner).
+//! `prepare`, before it enters its sandbox (mta::local::spawner); as
+//! `local users LIMIT`, the listing of the name service's users for
+//! master's local-recipient table (mta::local::users).
 #![forbid(unsafe_code)]
 
 use mta::roles::Role;
@@ -19,6 +21,7 @@ fn main() {
         Some("pipe") => mta::local::pipe::main(&args[2..]),
         Some("forward") => mta::local::forward::main(&args[2..]),
         Some("spawner") => mta::local::spawner::main(&args[2..]),
+        Some("users") => mta::local::users::main(&args[2..]),
         _ => {}
     }
     let mut child = mta::child::start(Role::Local);

@@ -329,7 +329,21 @@ pub struct LocalConf {
     /// root's own `.forward` or root's `:include:` files) run and are
     /// written as, rather than root.
     pub default_user: String,
+    /// Whether the local-recipient table also holds the users the name
+    /// service lists (getpwent(3): NIS, LDAP, sssd, systemd's user
+    /// database), not only /etc/passwd's; listed every `directory_refresh`
+    /// by `local users`, which may take `directory_timeout` and list
+    /// `directory_user_limit` names (see `master::directory`).
+    pub directory_users: bool,
+    #[serde(with = "serde_ucl::time")]
+    pub directory_refresh: Duration,
+    #[serde(with = "serde_ucl::time")]
+    pub directory_timeout: Duration,
+    pub directory_user_limit: u32,
 }
+
+/// The most `local.directory_user_limit`.
+pub const MAX_DIRECTORY_USERS: u32 = 1_000_000;
 
 impl Default for LocalConf {
     fn default() -> LocalConf {
@@ -343,6 +357,10 @@ impl Default for LocalConf {
             workers: 32,
             worker_idle_time: Duration::from_secs(10),
             default_user: String::from("nobody"),
+            directory_users: true,
+            directory_refresh: Duration::from_secs(600),
+            directory_timeout: Duration::from_secs(30),
+            directory_user_limit: 100_000,
         }
     }
 }
@@ -350,6 +368,17 @@ impl Default for LocalConf {
 impl LocalConf {
     /// Checks the keys' values; the message names the key.
     pub fn check(&self) -> Result<(), String> {
+        if self.directory_refresh < Duration::from_secs(10) || self.directory_refresh > Duration::from_secs(86400) {
+            return Err(String::from("key `local.directory_refresh`: must be 10s to 1d"));
+        }
+        if self.directory_timeout.is_zero() || self.directory_timeout > self.directory_refresh {
+            return Err(String::from(
+                "key `local.directory_timeout`: must be longer than zero and no longer than local.directory_refresh",
+            ));
+        }
+        if !(1..=MAX_DIRECTORY_USERS).contains(&self.directory_user_limit) {
+            return Err(format!("key `local.directory_user_limit`: must be 1 to {MAX_DIRECTORY_USERS}"));
+        }
         if !self.mail_spool.is_absolute() {
             return Err(String::from("key `local.mail_spool`: must be an absolute path"));
         }

@@ -26,6 +26,7 @@ pub mod repair;
 pub mod resolve;
 pub mod spawn;
 pub mod spawner;
+pub mod users;
 
 #[cfg(test)]
 mod tests;

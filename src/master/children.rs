@@ -576,6 +576,10 @@ impl Master {
                 Ok(WaitStatus::StillAlive) | Err(_) => return,
                 Ok(s) => s,
             };
+            // The listing of the directory users (see `directory`).
+            if self.directory.reaped(status) {
+                continue;
+            }
             let Some((pid, how)) = describe(status) else { continue };
             let Some(id) = self.children.by_pid(pid) else { continue };
             let Some(mut p) = self.children.procs.remove(&id) else { continue };

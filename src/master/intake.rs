@@ -72,6 +72,9 @@ pub struct Material {
     /// A change seen at the last look but not acted on yet: what the
     /// files were then, and when the change was first seen.
     pending: Option<(Sources, Instant)>,
+    /// The names of the directory users last listed (see
+    /// `master::directory`), part of every build of the table.
+    directory: BTreeSet<String>,
     /// The password file ([`PASSWD`]; another in tests).
     passwd: PathBuf,
 }
@@ -183,13 +186,15 @@ pub fn check(config: &Config) -> Result<Vec<String>, String> {
 }
 
 impl Material {
-    pub fn load(config: &Config) -> Result<Material, String> {
-        Material::load_with(config, Path::new(PASSWD))
+    /// Read everything; the table holds the system's users, the
+    /// `directory` users (as last listed) and the alias names.
+    pub fn load(config: &Config, directory: &BTreeSet<String>) -> Result<Material, String> {
+        Material::load_with(config, Path::new(PASSWD), directory)
     }
 
     /// [`Material::load`] with the system's users from `passwd`.
-    pub fn load_with(config: &Config, passwd: &Path) -> Result<Material, String> {
-        let read = read_recipients(config, passwd)?;
+    pub fn load_with(config: &Config, passwd: &Path, directory: &BTreeSet<String>) -> Result<Material, String> {
+        let read = read_recipients(config, passwd, directory)?;
         let recipients = write_table(config, &read.local)?;
         let Files { certificate, key, credentials, tls_ca } = read_files(config)?;
         Ok(Material {
@@ -202,8 +207,39 @@ impl Material {
             local: read.local,
             sources: read.sources,
             pending: None,
+            directory: directory.clone(),
             passwd: passwd.to_path_buf(),
         })
+    }
+
+    /// The directory users as a new listing found them: the table is
+    /// built again with them (the files as they are now).
+    pub fn set_directory(&mut self, config: &Config, names: BTreeSet<String>) -> Look {
+        let what = String::from("the directory users");
+        let read = match read_recipients(config, &self.passwd, &names) {
+            Ok(r) => r,
+            Err(e) => return Look::Failed(e),
+        };
+        self.directory = names;
+        self.warnings.extend(read.warnings);
+        self.sources = read.sources;
+        self.pending = None;
+        if read.local == self.local {
+            return Look::Same(what);
+        }
+        match write_table(config, &read.local) {
+            Ok(file) => {
+                self.recipients = file;
+                self.local = read.local;
+                Look::Rebuilt(what)
+            }
+            Err(e) => Look::Failed(e),
+        }
+    }
+
+    /// The directory users the table holds.
+    pub fn directory(&self) -> &BTreeSet<String> {
+        &self.directory
     }
 
     /// Look at what the local-recipient table is made from (the
@@ -236,7 +272,7 @@ impl Material {
         }
         self.pending = None;
         let what = current.changed(&self.sources, &config.aliases, &self.passwd);
-        let read = match read_recipients(config, &self.passwd) {
+        let read = match read_recipients(config, &self.passwd, &self.directory) {
             Ok(r) => r,
             Err(e) => {
                 self.sources = current;
@@ -268,13 +304,14 @@ struct Found {
     warnings: Vec<String>,
 }
 
-/// The local recipients: the system's users (from `passwd`) and the names
-/// of the compiled aliases.
-fn read_recipients(config: &Config, passwd: &Path) -> Result<Found, String> {
+/// The local recipients: the system's users (from `passwd`), the
+/// directory users last listed, and the names of the compiled aliases.
+fn read_recipients(config: &Config, passwd: &Path, directory: &BTreeSet<String>) -> Result<Found, String> {
     let sources = Sources::now(&config.aliases, passwd);
     let aliases = alias_names(&config.aliases)?;
     let text = std::fs::read_to_string(passwd).map_err(|e| format!("{}: {e}", passwd.display()))?;
-    let names = crate::table::system_users(&text).into_iter().chain(aliases.names).collect();
+    let names =
+        crate::table::system_users(&text).into_iter().chain(directory.iter().cloned()).chain(aliases.names).collect();
     let local = Recipients { names, aliases_uncompiled: aliases.uncompiled };
     Ok(Found { local, sources, warnings: aliases.warnings })
 }
@@ -453,7 +490,7 @@ mod tests {
         let e = check(&config).unwrap_err();
         assert!(e.starts_with("key `tls`: "), "{e}");
         assert!(!table.exists(), "check wrote the local-recipient table");
-        assert_eq!(check(&config).unwrap_err(), Material::load(&config).err().unwrap());
+        assert_eq!(check(&config).unwrap_err(), Material::load(&config, &BTreeSet::new()).err().unwrap());
         // load writes the table before it reads the files.
         std::fs::remove_file(&table).unwrap();
         std::fs::write(d.join("key.pem"), certs::GOOD_KEY).unwrap();
@@ -481,7 +518,7 @@ mod tests {
         assert!(check(&config).unwrap_err().starts_with("key `smtp.tls_ca_file`: "));
         assert!(!table.exists(), "check wrote the local-recipient table");
         config.smtp.tls_ca_file = None;
-        Material::load(&config).unwrap();
+        Material::load(&config, &BTreeSet::new()).unwrap();
         assert!(table.exists());
         std::fs::remove_dir_all(&d).unwrap();
     }
@@ -505,7 +542,7 @@ mod tests {
         );
         // smtpd is told.
         let (config, passwd) = setup(&d);
-        let m = Material::load_with(&config, &passwd).unwrap();
+        let m = Material::load_with(&config, &passwd, &BTreeSet::new()).unwrap();
         assert!(m.local.aliases_uncompiled);
         assert_eq!(holds(&m, &["root", "staff"]), ["root"]);
         std::fs::remove_dir_all(&d).unwrap();
@@ -549,7 +586,7 @@ mod tests {
         let changed = format!("aliases database {}", db.display());
         let of = ["staff", "helpdesk", "root"];
         newaliases(&config, "staff: root\n");
-        let mut m = Material::load_with(&config, &passwd).unwrap();
+        let mut m = Material::load_with(&config, &passwd, &BTreeSet::new()).unwrap();
         let mut now = Instant::now();
         assert_eq!(m.look(&config, now), None, "nothing changed");
         assert_eq!(holds(&m, &of), ["staff", "root"]);
@@ -590,7 +627,7 @@ mod tests {
         let d = dir("useradd");
         let (config, passwd) = setup(&d);
         let changed = format!("password file {}", passwd.display());
-        let mut m = Material::load_with(&config, &passwd).unwrap();
+        let mut m = Material::load_with(&config, &passwd, &BTreeSet::new()).unwrap();
         let mut now = Instant::now();
         assert_eq!(holds(&m, &["root", "alice"]), ["root"]);
         replace(&passwd, "root:x:0:0::/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\n");
@@ -614,10 +651,38 @@ mod tests {
     }
 
     #[test]
+    fn directory_users_join_the_table_and_stay_across_file_changes() {
+        let d = dir("directory");
+        let (config, passwd) = setup(&d);
+        let mut m = Material::load_with(&config, &passwd, &BTreeSet::new()).unwrap();
+        assert!(holds(&m, &["ldapuser"]).is_empty());
+        let listed: BTreeSet<String> = ["ldapuser", "root"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(m.set_directory(&config, listed.clone()), Look::Rebuilt(String::from("the directory users")));
+        assert_eq!(holds(&m, &["ldapuser", "root"]), ["ldapuser", "root"]);
+        assert_eq!(m.directory(), &listed);
+        // The same list again: nothing to send.
+        assert_eq!(m.set_directory(&config, listed.clone()), Look::Same(String::from("the directory users")));
+        // A change to /etc/passwd builds the table with them still.
+        let mut now = Instant::now();
+        replace(&passwd, "root:x:0:0::/root:/bin/sh\nbob:x:1001:1001::/home/bob:/bin/sh\n");
+        let Some(Look::Rebuilt(_)) = settle(&mut m, &config, &mut now) else { panic!("not built") };
+        assert_eq!(holds(&m, &["ldapuser", "bob"]), ["ldapuser", "bob"]);
+        // A load (a reload) with the last list keeps them; without, not.
+        let again = Material::load_with(&config, &passwd, &listed).unwrap();
+        assert_eq!(holds(&again, &["ldapuser"]), ["ldapuser"]);
+        let fresh = Material::load_with(&config, &passwd, &BTreeSet::new()).unwrap();
+        assert!(holds(&fresh, &["ldapuser"]).is_empty());
+        // A user who left the directory leaves the table.
+        assert_eq!(m.set_directory(&config, BTreeSet::new()), Look::Rebuilt(String::from("the directory users")));
+        assert!(holds(&m, &["ldapuser"]).is_empty());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
     fn a_burst_of_changes_builds_the_table_once_after_it() {
         let d = dir("burst");
         let (config, passwd) = setup(&d);
-        let mut m = Material::load_with(&config, &passwd).unwrap();
+        let mut m = Material::load_with(&config, &passwd, &BTreeSet::new()).unwrap();
         let start = Instant::now();
         let mut text = String::from("root:x:0:0::/root:/bin/sh\n");
         // A script adds a user between every two looks: nothing is built

@@ -11,6 +11,7 @@
 //! that sends a malformed or forbidden message is killed and restarted.
 
 mod children;
+pub mod directory;
 pub mod intake;
 mod sockets;
 pub mod spool;
@@ -127,6 +128,8 @@ pub struct Master {
     socket_check: Option<Instant>,
     /// When to look at the local-recipient table's sources next.
     recipients_check: Instant,
+    /// The listing of the name service's users for the table.
+    pub directory: directory::Directory,
     lock: spool::Lock,
     /// The daemon wrote its pid file (it removes it when it stops).
     pidfile_written: bool,
@@ -239,7 +242,7 @@ impl Master {
         let queue_fds = spool::prepare(&config.spool, &owner)?;
         let journal_fd = spool::prepare_dir(&config.spool, crate::roles::JOURNAL_DIR, &owner)?;
         let maildrop_fd = spool::prepare_maildrop(&config.spool, &owner)?;
-        let intake = intake::Material::load(&config)?;
+        let intake = intake::Material::load(&config, &std::collections::BTreeSet::new())?;
         let smtp_listeners = intake::bind(&config)?;
         let control_listener = spool::bind_control(&config.control.socket)?;
         let sink = if opts.foreground { Sink::Stderr } else { Sink::Syslog(Syslog::new(&config.log.facility)) };
@@ -274,6 +277,7 @@ impl Master {
             socket_watch: sockets::Watch::default(),
             socket_check: None,
             recipients_check: Instant::now() + RECIPIENTS_CHECK_EVERY,
+            directory: directory::Directory::new(Instant::now()),
             lock,
             pidfile_written: false,
         })
@@ -488,7 +492,9 @@ impl Master {
     /// Everything a reload must read before it may replace the running
     /// configuration.
     fn load_material(&self, new: &Config) -> Result<intake::Material, String> {
-        intake::Material::load(new).map_err(|e| format!("reload refused: {e}"))
+        let none = std::collections::BTreeSet::new();
+        let directory = if new.local.directory_users { self.intake.directory() } else { &none };
+        intake::Material::load(new, directory).map_err(|e| format!("reload refused: {e}"))
     }
 
     /// Whether a reload would be accepted.
@@ -515,6 +521,7 @@ impl Master {
             self.sink = Sink::Syslog(Syslog::new(&new.log.facility));
         }
         self.intake = intake;
+        self.directory.refresh_soon(Instant::now());
         self.log_intake_warnings();
         if !kept.is_empty() {
             self.log(Level::Warning, &format!("reload: {} change only at restart; kept as running", kept.join(", ")));
@@ -548,6 +555,7 @@ impl Master {
     }
 
     fn shutdown_cleanup(&mut self) {
+        self.directory.stop();
         let _ = std::fs::remove_file(&self.config.control.socket);
         if self.pidfile_written {
             let _ = std::fs::remove_file(&self.config.pidfile);
@@ -591,7 +599,78 @@ impl Master {
             return;
         }
         self.recipients_check = now + RECIPIENTS_CHECK_EVERY;
-        let Some(look) = self.intake.look(&self.config, now) else { return };
+        if let Some(look) = self.check_directory(now) {
+            self.apply_look(look);
+        }
+        if let Some(look) = self.intake.look(&self.config, now) {
+            self.apply_look(look);
+        }
+    }
+
+    /// Start a listing of the directory users when one is due, and take
+    /// the names of one that has ended (see [`directory`]).
+    fn check_directory(&mut self, now: Instant) -> Option<intake::Look> {
+        let local = &self.config.local;
+        if !local.directory_users {
+            self.directory.stop();
+            if self.intake.directory().is_empty() {
+                return None;
+            }
+            return Some(self.intake.set_directory(&self.config, std::collections::BTreeSet::new()));
+        }
+        let mut look = None;
+        match self.directory.poll(now) {
+            None => {}
+            Some(directory::Outcome::Failed(why)) => self.log(
+                Level::Warning,
+                &format!(
+                    "listing the directory users: {why}; the local-recipient table keeps the {} listed before",
+                    self.intake.directory().len()
+                ),
+            ),
+            Some(directory::Outcome::Listed { names, truncated }) => {
+                if truncated {
+                    self.log(
+                        Level::Warning,
+                        &format!(
+                            "the name service lists more than local.directory_user_limit ({}) users: the others are \
+                             not local recipients",
+                            local.directory_user_limit
+                        ),
+                    );
+                }
+                self.log(Level::Debug, &format!("directory users listed: {}", names.len()));
+                if &names != self.intake.directory() {
+                    look = Some(self.intake.set_directory(&self.config, names));
+                }
+            }
+        }
+        if self.directory.due(now) {
+            let local = &self.config.local;
+            let program = self.config.libexec_directory.join(Role::Local.program());
+            let credentials = self.owner.privileged.then(|| sandbox::Credentials {
+                uid: self.owner.uid,
+                gid: self.owner.gid,
+                groups: vec![self.owner.gid],
+            });
+            let start = directory::Start {
+                program: &program,
+                dir: &self.config.spool,
+                credentials: credentials.as_ref(),
+                limit: local.directory_user_limit,
+                timeout: local.directory_timeout,
+                stderr: self.opts.foreground,
+            };
+            if let Err(e) = self.directory.start(&start, local.directory_refresh, now) {
+                self.log(Level::Warning, &format!("cannot list the directory users: {e}"));
+            }
+        }
+        look
+    }
+
+    /// Act on what a look at the table's sources found: log it, and send
+    /// a table built again to every smtpd.
+    fn apply_look(&mut self, look: intake::Look) {
         self.log_intake_warnings();
         match look {
             intake::Look::Failed(e) => {

@@ -31,7 +31,7 @@ fn main() {
         networks: intake.networks.clone(),
         recipients,
         delimiter: intake.recipient_delimiter.clone(),
-        aliases_uncompiled: intake.aliases_uncompiled,
+        incomplete: intake.incomplete,
         space_ok: Cell::new(true),
     };
     let token = child.enter();

@@ -89,10 +89,11 @@ pub struct Intake {
     pub memory_message_size: u64,
     /// `local.recipient_delimiter` (smtpd's recipient check).
     pub recipient_delimiter: String,
-    /// The aliases file exists but was never compiled, so the table holds
-    /// no alias names: a local name missing from it may be an alias, and
+    /// The table may lack names: the aliases file exists but was never
+    /// compiled, or the directory users were never listed yet. A local
+    /// name missing from it may be an alias or a directory user, and
     /// smtpd answers 451 4.3.0 instead of 550 (smtpd's recipient check).
-    pub aliases_uncompiled: bool,
+    pub incomplete: bool,
 }
 
 /// Log severities, as syslog's.
@@ -117,7 +118,7 @@ pub enum FromMaster {
     /// To smtpd: the local-recipient table was built again (`newaliases`,
     /// `useradd`); the descriptor of the new one travels with it, to be
     /// read in place of the one in hand, by the sessions in progress too.
-    RecipientTable { aliases_uncompiled: bool },
+    RecipientTable { incomplete: bool },
     /// To control: the answer to `ToMaster::Status`.
     Status { id: u64, status: MasterStatus },
     /// To control: the answer to `ToMaster::Reload`.

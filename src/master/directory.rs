@@ -162,6 +162,21 @@ impl Directory {
         Some(outcome)
     }
 
+    /// Wait for the listing in progress to end, until its deadline (the
+    /// first listing, before any child runs, so that smtpd starts with
+    /// the directory users), then [`Directory::poll`] as at a look.
+    pub fn wait(&mut self) -> Option<Outcome> {
+        let r = self.running.as_mut()?;
+        while r.exit.is_none() && Instant::now() < r.deadline {
+            match nix::sys::wait::waitpid(Pid::from_raw(r.pid as i32), Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) => std::thread::sleep(Duration::from_millis(10)),
+                Ok(status) => r.exit = Some(status),
+                Err(_) => break,
+            }
+        }
+        self.poll(Instant::now())
+    }
+
     /// Kill a listing that still runs (master stops).
     pub fn stop(&mut self) {
         if let Some(r) = self.running.take()

@@ -73,8 +73,9 @@ pub struct Material {
     /// files were then, and when the change was first seen.
     pending: Option<(Sources, Instant)>,
     /// The names of the directory users last listed (see
-    /// `master::directory`), part of every build of the table.
-    directory: BTreeSet<String>,
+    /// `master::directory`), part of every build of the table; None
+    /// before the first listing ends (the table is then incomplete).
+    directory: Option<BTreeSet<String>>,
     /// The password file ([`PASSWD`]; another in tests).
     passwd: PathBuf,
 }
@@ -84,9 +85,10 @@ pub struct Material {
 pub struct Recipients {
     /// The system's users and the alias names, lower case.
     pub names: BTreeSet<String>,
-    /// The aliases file exists but has no database: the names hold no
-    /// alias, and smtpd answers 451 4.3.0 for the others.
-    pub aliases_uncompiled: bool,
+    /// The names may lack some: the aliases file exists but has no
+    /// database, or the directory users were never listed yet (see
+    /// `master::directory`); smtpd answers 451 4.3.0 for the others.
+    pub incomplete: bool,
 }
 
 /// What the local-recipient table is made from, as one stat(2) of each
@@ -96,7 +98,7 @@ struct Sources {
     /// The compiled aliases.
     aliases_db: Stamp,
     /// Whether the aliases file is there, looked at only while its
-    /// database is not (then it decides [`Recipients::aliases_uncompiled`]).
+    /// database is not (then it decides [`Recipients::incomplete`]).
     aliases_file: bool,
     /// The password file.
     passwd: Stamp,
@@ -187,13 +189,14 @@ pub fn check(config: &Config) -> Result<Vec<String>, String> {
 
 impl Material {
     /// Read everything; the table holds the system's users, the
-    /// `directory` users (as last listed) and the alias names.
-    pub fn load(config: &Config, directory: &BTreeSet<String>) -> Result<Material, String> {
+    /// `directory` users (as last listed; None: not listed yet, and the
+    /// table is incomplete) and the alias names.
+    pub fn load(config: &Config, directory: Option<&BTreeSet<String>>) -> Result<Material, String> {
         Material::load_with(config, Path::new(PASSWD), directory)
     }
 
     /// [`Material::load`] with the system's users from `passwd`.
-    pub fn load_with(config: &Config, passwd: &Path, directory: &BTreeSet<String>) -> Result<Material, String> {
+    pub fn load_with(config: &Config, passwd: &Path, directory: Option<&BTreeSet<String>>) -> Result<Material, String> {
         let read = read_recipients(config, passwd, directory)?;
         let recipients = write_table(config, &read.local)?;
         let Files { certificate, key, credentials, tls_ca } = read_files(config)?;
@@ -207,20 +210,22 @@ impl Material {
             local: read.local,
             sources: read.sources,
             pending: None,
-            directory: directory.clone(),
+            directory: directory.cloned(),
             passwd: passwd.to_path_buf(),
         })
     }
 
-    /// The directory users as a new listing found them: the table is
-    /// built again with them (the files as they are now).
+    /// The directory users as a new listing found them (or none, with
+    /// `local.directory_users` off): the table is built again with them
+    /// (the files as they are now), and is no longer incomplete for
+    /// want of them.
     pub fn set_directory(&mut self, config: &Config, names: BTreeSet<String>) -> Look {
         let what = String::from("the directory users");
-        let read = match read_recipients(config, &self.passwd, &names) {
+        let read = match read_recipients(config, &self.passwd, Some(&names)) {
             Ok(r) => r,
             Err(e) => return Look::Failed(e),
         };
-        self.directory = names;
+        self.directory = Some(names);
         self.warnings.extend(read.warnings);
         self.sources = read.sources;
         self.pending = None;
@@ -237,9 +242,10 @@ impl Material {
         }
     }
 
-    /// The directory users the table holds.
-    pub fn directory(&self) -> &BTreeSet<String> {
-        &self.directory
+    /// The directory users the table holds; None before the first
+    /// listing.
+    pub fn directory(&self) -> Option<&BTreeSet<String>> {
+        self.directory.as_ref()
     }
 
     /// Look at what the local-recipient table is made from (the
@@ -272,7 +278,7 @@ impl Material {
         }
         self.pending = None;
         let what = current.changed(&self.sources, &config.aliases, &self.passwd);
-        let read = match read_recipients(config, &self.passwd, &self.directory) {
+        let read = match read_recipients(config, &self.passwd, self.directory.as_ref()) {
             Ok(r) => r,
             Err(e) => {
                 self.sources = current;
@@ -305,14 +311,18 @@ struct Found {
 }
 
 /// The local recipients: the system's users (from `passwd`), the
-/// directory users last listed, and the names of the compiled aliases.
-fn read_recipients(config: &Config, passwd: &Path, directory: &BTreeSet<String>) -> Result<Found, String> {
+/// directory users last listed (None: not listed yet), and the names of
+/// the compiled aliases.
+fn read_recipients(config: &Config, passwd: &Path, directory: Option<&BTreeSet<String>>) -> Result<Found, String> {
     let sources = Sources::now(&config.aliases, passwd);
     let aliases = alias_names(&config.aliases)?;
     let text = std::fs::read_to_string(passwd).map_err(|e| format!("{}: {e}", passwd.display()))?;
-    let names =
-        crate::table::system_users(&text).into_iter().chain(directory.iter().cloned()).chain(aliases.names).collect();
-    let local = Recipients { names, aliases_uncompiled: aliases.uncompiled };
+    let names = crate::table::system_users(&text)
+        .into_iter()
+        .chain(directory.into_iter().flatten().cloned())
+        .chain(aliases.names)
+        .collect();
+    let local = Recipients { names, incomplete: aliases.uncompiled || directory.is_none() };
     Ok(Found { local, sources, warnings: aliases.warnings })
 }
 
@@ -411,7 +421,7 @@ impl Master {
             memory_messages: c.queue.memory_messages,
             memory_message_size: c.queue.memory_message_size,
             recipient_delimiter: c.local.recipient_delimiter.clone(),
-            aliases_uncompiled: smtpd && self.intake.local.aliases_uncompiled,
+            incomplete: smtpd && self.intake.local.incomplete,
         }
     }
 }
@@ -490,7 +500,7 @@ mod tests {
         let e = check(&config).unwrap_err();
         assert!(e.starts_with("key `tls`: "), "{e}");
         assert!(!table.exists(), "check wrote the local-recipient table");
-        assert_eq!(check(&config).unwrap_err(), Material::load(&config, &BTreeSet::new()).err().unwrap());
+        assert_eq!(check(&config).unwrap_err(), Material::load(&config, Some(&BTreeSet::new())).err().unwrap());
         // load writes the table before it reads the files.
         std::fs::remove_file(&table).unwrap();
         std::fs::write(d.join("key.pem"), certs::GOOD_KEY).unwrap();
@@ -518,7 +528,7 @@ mod tests {
         assert!(check(&config).unwrap_err().starts_with("key `smtp.tls_ca_file`: "));
         assert!(!table.exists(), "check wrote the local-recipient table");
         config.smtp.tls_ca_file = None;
-        Material::load(&config, &BTreeSet::new()).unwrap();
+        Material::load(&config, Some(&BTreeSet::new())).unwrap();
         assert!(table.exists());
         std::fs::remove_dir_all(&d).unwrap();
     }
@@ -542,8 +552,8 @@ mod tests {
         );
         // smtpd is told.
         let (config, passwd) = setup(&d);
-        let m = Material::load_with(&config, &passwd, &BTreeSet::new()).unwrap();
-        assert!(m.local.aliases_uncompiled);
+        let m = Material::load_with(&config, &passwd, Some(&BTreeSet::new())).unwrap();
+        assert!(m.local.incomplete);
         assert_eq!(holds(&m, &["root", "staff"]), ["root"]);
         std::fs::remove_dir_all(&d).unwrap();
     }
@@ -586,7 +596,7 @@ mod tests {
         let changed = format!("aliases database {}", db.display());
         let of = ["staff", "helpdesk", "root"];
         newaliases(&config, "staff: root\n");
-        let mut m = Material::load_with(&config, &passwd, &BTreeSet::new()).unwrap();
+        let mut m = Material::load_with(&config, &passwd, Some(&BTreeSet::new())).unwrap();
         let mut now = Instant::now();
         assert_eq!(m.look(&config, now), None, "nothing changed");
         assert_eq!(holds(&m, &of), ["staff", "root"]);
@@ -611,14 +621,14 @@ mod tests {
         std::fs::remove_file(&db).unwrap();
         assert_eq!(settle(&mut m, &config, &mut now), Some(Look::Rebuilt(changed.clone())));
         assert_eq!(holds(&m, &of), ["root"]);
-        assert!(m.local.aliases_uncompiled);
+        assert!(m.local.incomplete);
         assert_eq!(m.warnings.len(), 1, "{:?}", m.warnings);
         assert!(m.warnings[0].contains("run newaliases"), "{:?}", m.warnings);
         // The aliases file removed as well: no aliases at all.
         std::fs::remove_file(&config.aliases).unwrap();
         let file = format!("aliases file {}", config.aliases.display());
         assert_eq!(settle(&mut m, &config, &mut now), Some(Look::Rebuilt(file)));
-        assert!(!m.local.aliases_uncompiled);
+        assert!(!m.local.incomplete);
         std::fs::remove_dir_all(&d).unwrap();
     }
 
@@ -627,7 +637,7 @@ mod tests {
         let d = dir("useradd");
         let (config, passwd) = setup(&d);
         let changed = format!("password file {}", passwd.display());
-        let mut m = Material::load_with(&config, &passwd, &BTreeSet::new()).unwrap();
+        let mut m = Material::load_with(&config, &passwd, Some(&BTreeSet::new())).unwrap();
         let mut now = Instant::now();
         assert_eq!(holds(&m, &["root", "alice"]), ["root"]);
         replace(&passwd, "root:x:0:0::/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\n");
@@ -654,12 +664,15 @@ mod tests {
     fn directory_users_join_the_table_and_stay_across_file_changes() {
         let d = dir("directory");
         let (config, passwd) = setup(&d);
-        let mut m = Material::load_with(&config, &passwd, &BTreeSet::new()).unwrap();
+        // Not listed yet: the table is incomplete (smtpd answers 451).
+        let mut m = Material::load_with(&config, &passwd, None).unwrap();
         assert!(holds(&m, &["ldapuser"]).is_empty());
+        assert!(m.local.incomplete);
         let listed: BTreeSet<String> = ["ldapuser", "root"].iter().map(|s| s.to_string()).collect();
         assert_eq!(m.set_directory(&config, listed.clone()), Look::Rebuilt(String::from("the directory users")));
         assert_eq!(holds(&m, &["ldapuser", "root"]), ["ldapuser", "root"]);
-        assert_eq!(m.directory(), &listed);
+        assert!(!m.local.incomplete);
+        assert_eq!(m.directory(), Some(&listed));
         // The same list again: nothing to send.
         assert_eq!(m.set_directory(&config, listed.clone()), Look::Same(String::from("the directory users")));
         // A change to /etc/passwd builds the table with them still.
@@ -668,9 +681,9 @@ mod tests {
         let Some(Look::Rebuilt(_)) = settle(&mut m, &config, &mut now) else { panic!("not built") };
         assert_eq!(holds(&m, &["ldapuser", "bob"]), ["ldapuser", "bob"]);
         // A load (a reload) with the last list keeps them; without, not.
-        let again = Material::load_with(&config, &passwd, &listed).unwrap();
+        let again = Material::load_with(&config, &passwd, Some(&listed)).unwrap();
         assert_eq!(holds(&again, &["ldapuser"]), ["ldapuser"]);
-        let fresh = Material::load_with(&config, &passwd, &BTreeSet::new()).unwrap();
+        let fresh = Material::load_with(&config, &passwd, Some(&BTreeSet::new())).unwrap();
         assert!(holds(&fresh, &["ldapuser"]).is_empty());
         // A user who left the directory leaves the table.
         assert_eq!(m.set_directory(&config, BTreeSet::new()), Look::Rebuilt(String::from("the directory users")));
@@ -682,7 +695,7 @@ mod tests {
     fn a_burst_of_changes_builds_the_table_once_after_it() {
         let d = dir("burst");
         let (config, passwd) = setup(&d);
-        let mut m = Material::load_with(&config, &passwd, &BTreeSet::new()).unwrap();
+        let mut m = Material::load_with(&config, &passwd, Some(&BTreeSet::new())).unwrap();
         let start = Instant::now();
         let mut text = String::from("root:x:0:0::/root:/bin/sh\n");
         // A script adds a user between every two looks: nothing is built

@@ -242,7 +242,10 @@ impl Master {
         let queue_fds = spool::prepare(&config.spool, &owner)?;
         let journal_fd = spool::prepare_dir(&config.spool, crate::roles::JOURNAL_DIR, &owner)?;
         let maildrop_fd = spool::prepare_maildrop(&config.spool, &owner)?;
-        let intake = intake::Material::load(&config, &std::collections::BTreeSet::new())?;
+        // The directory users come with the first listing (see
+        // `check_directory`); until then the table is incomplete.
+        let none = std::collections::BTreeSet::new();
+        let intake = intake::Material::load(&config, (!config.local.directory_users).then_some(&none))?;
         let smtp_listeners = intake::bind(&config)?;
         let control_listener = spool::bind_control(&config.control.socket)?;
         let sink = if opts.foreground { Sink::Stderr } else { Sink::Syslog(Syslog::new(&config.log.facility)) };
@@ -323,6 +326,7 @@ impl Master {
             self.log(Level::Warning, &format!("cannot raise the limit on open files to the hard limit: {e}"));
         }
         self.log_intake_warnings();
+        self.first_listing();
         self.children.reset_slots(&self.config);
         let mut events = Events::with_capacity(128);
         loop {
@@ -493,7 +497,7 @@ impl Master {
     /// configuration.
     fn load_material(&self, new: &Config) -> Result<intake::Material, String> {
         let none = std::collections::BTreeSet::new();
-        let directory = if new.local.directory_users { self.intake.directory() } else { &none };
+        let directory = if new.local.directory_users { self.intake.directory() } else { Some(&none) };
         intake::Material::load(new, directory).map_err(|e| format!("reload refused: {e}"))
     }
 
@@ -607,44 +611,35 @@ impl Master {
         }
     }
 
+    /// The first listing of the directory users, waited for (at most
+    /// `local.directory_timeout`) before any child starts, so that smtpd
+    /// knows them from the start; the table is built with them. One that
+    /// fails leaves the table incomplete (see [`directory`]).
+    fn first_listing(&mut self) {
+        if !self.config.local.directory_users {
+            return;
+        }
+        let now = Instant::now();
+        let _ = self.check_directory(now);
+        let outcome = self.directory.wait();
+        if let Some(look) = self.take_listing(outcome) {
+            self.apply_look(look);
+        }
+    }
+
     /// Start a listing of the directory users when one is due, and take
     /// the names of one that has ended (see [`directory`]).
     fn check_directory(&mut self, now: Instant) -> Option<intake::Look> {
         let local = &self.config.local;
         if !local.directory_users {
             self.directory.stop();
-            if self.intake.directory().is_empty() {
+            if self.intake.directory().is_some_and(|d| d.is_empty()) {
                 return None;
             }
             return Some(self.intake.set_directory(&self.config, std::collections::BTreeSet::new()));
         }
-        let mut look = None;
-        match self.directory.poll(now) {
-            None => {}
-            Some(directory::Outcome::Failed(why)) => self.log(
-                Level::Warning,
-                &format!(
-                    "listing the directory users: {why}; the local-recipient table keeps the {} listed before",
-                    self.intake.directory().len()
-                ),
-            ),
-            Some(directory::Outcome::Listed { names, truncated }) => {
-                if truncated {
-                    self.log(
-                        Level::Warning,
-                        &format!(
-                            "the name service lists more than local.directory_user_limit ({}) users: the others are \
-                             not local recipients",
-                            local.directory_user_limit
-                        ),
-                    );
-                }
-                self.log(Level::Debug, &format!("directory users listed: {}", names.len()));
-                if &names != self.intake.directory() {
-                    look = Some(self.intake.set_directory(&self.config, names));
-                }
-            }
-        }
+        let outcome = self.directory.poll(now);
+        let look = self.take_listing(outcome);
         if self.directory.due(now) {
             let local = &self.config.local;
             let program = self.config.libexec_directory.join(Role::Local.program());
@@ -668,6 +663,37 @@ impl Master {
         look
     }
 
+    /// Log what a listing found, and build the table with new names.
+    fn take_listing(&mut self, outcome: Option<directory::Outcome>) -> Option<intake::Look> {
+        match outcome {
+            None => {}
+            Some(directory::Outcome::Failed(why)) => {
+                let then = match self.intake.directory() {
+                    Some(d) => format!("the local-recipient table keeps the {} listed before", d.len()),
+                    None => String::from("until one ends, local names not in the table get 451 4.3.0"),
+                };
+                self.log(Level::Warning, &format!("listing the directory users: {why}; {then}"));
+            }
+            Some(directory::Outcome::Listed { names, truncated }) => {
+                if truncated {
+                    self.log(
+                        Level::Warning,
+                        &format!(
+                            "the name service lists more than local.directory_user_limit ({}) users: the others are \
+                             not local recipients",
+                            self.config.local.directory_user_limit
+                        ),
+                    );
+                }
+                self.log(Level::Debug, &format!("directory users listed: {}", names.len()));
+                if self.intake.directory() != Some(&names) {
+                    return Some(self.intake.set_directory(&self.config, names));
+                }
+            }
+        }
+        None
+    }
+
     /// Act on what a look at the table's sources found: log it, and send
     /// a table built again to every smtpd.
     fn apply_look(&mut self, look: intake::Look) {
@@ -687,9 +713,7 @@ impl Master {
                             .log(Level::Error, &format!("{what} changed, but the new table cannot be sent: {e}"));
                     }
                 };
-                let msg = crate::ipc::msg::FromMaster::RecipientTable {
-                    aliases_uncompiled: self.intake.local.aliases_uncompiled,
-                };
+                let msg = crate::ipc::msg::FromMaster::RecipientTable { incomplete: self.intake.local.incomplete };
                 let ids = self.children.of_role(Role::Smtpd);
                 for id in &ids {
                     self.send_to(*id, &msg, Some(std::os::fd::AsFd::as_fd(&table)));

@@ -2,9 +2,10 @@
 //! but only for recipients that exist (the local-recipient table) and for
 //! postmaster; mail for other domains only from the trusted networks.
 //! While the aliases file has no compiled database, the table lacks the
-//! alias names, so a local name it does not hold gets a temporary refusal
-//! (451 4.3.0, as Postfix's failed table lookup) rather than 550: the
-//! client tries again after `newaliases`.
+//! alias names, and until master's first listing of the directory users
+//! ends, those users: a local name it does not hold then gets a
+//! temporary refusal (451 4.3.0, as Postfix's failed table lookup) rather
+//! than 550, and the client tries again later.
 //! New transactions are refused while cleanup reports the spool short of
 //! space.
 //!
@@ -27,8 +28,9 @@ pub struct Acceptance {
     pub recipients: Table,
     /// `local.recipient_delimiter`: `user+ext` is known when `user` is.
     pub delimiter: String,
-    /// The aliases file was never compiled: the table has the users only.
-    pub aliases_uncompiled: bool,
+    /// The table may lack names (the aliases were never compiled, the
+    /// directory users never listed): unknown local names get 451.
+    pub incomplete: bool,
     /// Cleanup's last word on free space.
     pub space_ok: Cell<bool>,
 }
@@ -62,7 +64,7 @@ impl Checks for Acceptance {
             {
                 return RcptVerdict::Accept;
             }
-            if self.aliases_uncompiled {
+            if self.incomplete {
                 return RcptVerdict::Reject {
                     code: 451,
                     enhanced: "4.3.0",
@@ -110,7 +112,7 @@ mod tests {
             networks: vec!["127.0.0.0/8".parse().unwrap()],
             recipients,
             delimiter: String::from("+"),
-            aliases_uncompiled: false,
+            incomplete: false,
             space_ok: Cell::new(true),
         }
     }
@@ -158,7 +160,7 @@ mod tests {
     #[test]
     fn unknown_names_wait_while_the_aliases_are_not_compiled() {
         let mut a = acceptance();
-        a.aliases_uncompiled = true;
+        a.incomplete = true;
         let outside = Peer { address: "203.0.113.5".into(), hostname: "unknown".into() };
         let inside = Peer { address: "127.0.0.1".into(), hostname: "localhost".into() };
         // Users and postmaster as ever.

@@ -257,8 +257,8 @@ impl Server {
                     self.child.debug(&format!("channel to connector pid {pid}"));
                 }
                 Ok(Some((FromMaster::Stop, _))) => self.stop(),
-                Ok(Some((FromMaster::RecipientTable { aliases_uncompiled }, fds))) => {
-                    self.new_table(fds, aliases_uncompiled);
+                Ok(Some((FromMaster::RecipientTable { incomplete }, fds))) => {
+                    self.new_table(fds, incomplete);
                 }
                 Ok(Some((m, _))) => self.child.fatal(&format!("unexpected message from master: {m:?}")),
                 Err(crate::ipc::Error::Closed) => std::process::exit(0),
@@ -270,7 +270,7 @@ impl Server {
     /// Take the local-recipient table master built again (its one
     /// descriptor in `fds`), for every session from the next RCPT on. One
     /// that cannot be read leaves the table in hand.
-    fn new_table(&mut self, mut fds: Vec<std::os::fd::OwnedFd>, aliases_uncompiled: bool) {
+    fn new_table(&mut self, mut fds: Vec<std::os::fd::OwnedFd>, incomplete: bool) {
         if fds.len() != 1 {
             self.child.fatal(&format!("a local-recipient table with {} descriptors", fds.len()));
         }
@@ -281,7 +281,7 @@ impl Server {
         match crate::table::cdb::Table::read(&std::fs::File::from(fd), crate::smtpd::checks::MAX_TABLE) {
             Ok(t) => {
                 self.checks.recipients = t;
-                self.checks.aliases_uncompiled = aliases_uncompiled;
+                self.checks.incomplete = incomplete;
                 self.child.info("local-recipient table replaced");
             }
             Err(e) => self.child.warn(&format!("new local-recipient table: {e}; the one in hand is kept")),

@@ -13,7 +13,7 @@ stop_sink() {
 	[ -n "$SINK_PID" ] && kill "$SINK_PID" 2>/dev/null && { i=0; while kill -0 "$SINK_PID" 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done; }
 	SINK_PID=""
 }
-trap 'stop_sink; rm -rf "$DUMP"; cleanup' EXIT
+trap 'set +e; stop_sink; rm -rf "$DUMP"; cleanup' EXIT
 # smtp_sink [options]: Postfix's smtp-sink on the relay port, dumping each
 # message into $DUMP.
 smtp_sink() {

@@ -47,6 +47,7 @@ NETNS=mtaptr$$
 VETH=mvp$$
 stop_pid() { kill "$1" 2>/dev/null && gone "$1" 5; }
 finish() {
+	set +e
 	# (deleting the namespace takes the veth pair with it)
 	ip netns del "$NETNS" 2>/dev/null || true
 	ip link del "$VETH" 2>/dev/null || true

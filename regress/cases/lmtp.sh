@@ -32,7 +32,7 @@ stop_dovecot() {
 	gone "$DOVECOT_PID" 10 || kill -KILL "$DOVECOT_PID" 2>/dev/null || true
 	DOVECOT_PID=""
 }
-trap 'stop_dovecot; userdel mtavmail >/dev/null 2>&1; cleanup' EXIT
+trap 'set +e; stop_dovecot; userdel mtavmail >/dev/null 2>&1; cleanup' EXIT
 mkuser mtavmail
 
 mkdir -p "$D"

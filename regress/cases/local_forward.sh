@@ -49,7 +49,7 @@ fi
 USERS="mtafw1 mtafw2 mtafw3 mtafw4"
 LISTENER_PID=""
 # The users go after master (and with it local's delivery workers).
-trap '[ -z "$LISTENER_PID" ] || kill "$LISTENER_PID" 2>/dev/null; stop_sink; rm -rf "$DUMP"; cleanup; for u in $USERS; do userdel "$u" >/dev/null 2>&1 || true; done' EXIT
+trap 'set +e; [ -z "$LISTENER_PID" ] || kill "$LISTENER_PID" 2>/dev/null; stop_sink; rm -rf "$DUMP"; cleanup; for u in $USERS; do userdel "$u" >/dev/null 2>&1 || true; done' EXIT
 for u in $USERS; do mkuser "$u" 755; done
 NOBODY=$(id -u nobody)
 OUT="$W/out"

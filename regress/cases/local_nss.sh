@@ -28,7 +28,7 @@ USERDB_PID=""
 # socket, exists in this namespace only.
 MADE_USERDB=""
 [ -d /run/systemd/userdb ] || { mkdir -p /run/systemd/userdb && MADE_USERDB=1; }
-trap '[ -z "$USERDB_PID" ] || kill "$USERDB_PID" 2>/dev/null; cleanup; umount /run/systemd/userdb 2>/dev/null; [ -z "$MADE_USERDB" ] || rmdir /run/systemd/userdb' EXIT
+trap 'set +e; [ -z "$USERDB_PID" ] || kill "$USERDB_PID" 2>/dev/null || true; cleanup; umount /run/systemd/userdb 2>/dev/null || true; [ -z "$MADE_USERDB" ] || rmdir /run/systemd/userdb' EXIT
 mount -t tmpfs -o mode=755 tmpfs /run/systemd/userdb
 mkdir -p "$W/home/diruser"
 chown $DIRUID:$DIRUID "$W/home/diruser" && chmod 700 "$W/home/diruser"

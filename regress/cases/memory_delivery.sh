@@ -32,7 +32,7 @@ while True:
         i += 16 + n
 PY
 WATCH=$!
-trap 'kill $WATCH 2>/dev/null; stop_sink; rm -rf "$DUMP"; cleanup' EXIT
+trap 'set +e; kill $WATCH 2>/dev/null; stop_sink; rm -rf "$DUMP"; cleanup' EXIT
 wait_for 5 grep -qs watching "$W/created" || fail "the watch did not start"
 i=0
 while [ $i -lt 20 ]; do

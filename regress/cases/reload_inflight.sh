@@ -70,7 +70,7 @@ Server(("127.0.0.1", port), Session).serve_forever()
 PY
 python3 "$W/hop.py" "$HOP" "$W/hop" 3 >"$W/hop.log" 2>&1 &
 HOP_PID=$!
-trap 'kill $HOP_PID 2>/dev/null; cleanup' EXIT
+trap 'set +e; kill $HOP_PID 2>/dev/null; cleanup' EXIT
 LOCAL="" ALIASES=""
 if is_root; then
 	LOCAL=1

@@ -23,7 +23,7 @@ command -v dnsmasq >/dev/null 2>&1 || fail "dnsmasq is not installed (Debian's d
 NAME=mx.tls.test
 DNSPORT=$((PORT + 2))
 DNS_PID=""
-trap 'stop_sink; [ -n "$DNS_PID" ] && kill "$DNS_PID" 2>/dev/null; rm -rf "$DUMP"; cleanup' EXIT
+trap 'set +e; stop_sink; [ -n "$DNS_PID" ] && kill "$DNS_PID" 2>/dev/null; rm -rf "$DUMP"; cleanup' EXIT
 
 /usr/bin/python3 ./certs.py "$W" "$NAME" || fail "certs.py could not make the certificates"
 

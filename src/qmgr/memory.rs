@@ -45,42 +45,31 @@ use crate::queue::disk;
 use super::Qmgr;
 use super::store::Dir;
 
-/// How long a message reported done to a cleanup is remembered, in case
-/// that cleanup dies before it hears (see [`Orphans`]).
-const RECENT: Duration = Duration::from_secs(5);
-/// How long a message finished while its cleanup was gone is remembered.
+/// How long a finished message is remembered (see [`Orphans`]).
 const ORPHAN_TIME: Duration = Duration::from_secs(600);
-/// Most messages remembered either way.
+/// Most messages remembered: at 3,000 messages a second, the last half
+/// minute or so (about 100 bytes each).
 const MAX_REMEMBERED: usize = 100_000;
 
-/// Messages a dead cleanup may have left for its successor's recovery to
-/// write again although they are delivered: those reported done to it
-/// in the last [`RECENT`] (it may have died before it heard), and those
-/// finished while no cleanup that offered them was there (their journal
-/// records are unsettled). Their queue IDs are remembered for
-/// [`ORPHAN_TIME`]; a copy written again under one is removed, not
-/// delivered again.
+/// The messages qmgr finished (delivered, bounced or deleted, and
+/// removed) lately, which a cleanup's recovery may write again although
+/// they are done: after cleanup dies, its successor writes again every
+/// committed message of the journal that its progress note does not
+/// cover and whose queue file is gone, and the note lags behind (it
+/// stops at the first message still offered in memory, for one). Their
+/// queue IDs are remembered for [`ORPHAN_TIME`] (at most
+/// [`MAX_REMEMBERED`]); every copy written again under one in that time
+/// is removed, not delivered again. A queue ID is never given to another
+/// message, so nothing but such a copy can bear it.
 #[derive(Default)]
 pub(super) struct Orphans {
-    recent: VecDeque<(Instant, Token, QueueId)>,
     ids: HashMap<QueueId, Instant>,
     order: VecDeque<(Instant, QueueId)>,
 }
 
 impl Orphans {
-    /// `id` was reported done to cleanup `token`.
-    pub fn done(&mut self, token: Token, id: QueueId) {
-        let now = Instant::now();
-        while self.recent.front().is_some_and(|(t, _, _)| now.duration_since(*t) > RECENT)
-            || self.recent.len() >= MAX_REMEMBERED
-        {
-            self.recent.pop_front();
-        }
-        self.recent.push_back((now, token, id));
-    }
-
-    /// `id` is delivered, and a cleanup's recovery may write it again.
-    pub fn orphan(&mut self, id: QueueId) {
+    /// `id` is finished and removed.
+    pub fn finished(&mut self, id: QueueId) {
         let now = Instant::now();
         while self.order.front().is_some_and(|(t, _)| now.duration_since(*t) > ORPHAN_TIME)
             || self.order.len() >= MAX_REMEMBERED
@@ -95,24 +84,17 @@ impl Orphans {
         self.order.push_back((now, id));
     }
 
-    /// Cleanup `token` is gone: what it was told lately may be lost.
-    pub fn cleanup_gone(&mut self, token: Token) {
-        let lost: Vec<QueueId> = self.recent.iter().filter(|(_, t, _)| *t == token).map(|(_, _, id)| *id).collect();
-        self.recent.retain(|(_, t, _)| *t != token);
-        for id in lost {
-            self.orphan(id);
-        }
-    }
-
-    /// Whether a copy of `id` in incoming/ is one of those (forgotten
-    /// once found).
+    /// Whether a copy of `id` in incoming/ is one of those. It is not
+    /// forgotten when found: the cleanup whose recovery wrote the copy
+    /// may die too before its note covers it, and its successor's
+    /// recovery writes it once more.
     pub fn take(&mut self, id: &QueueId) -> bool {
-        self.ids.remove(id).is_some_and(|t| t.elapsed() <= ORPHAN_TIME)
+        self.ids.get(id).is_some_and(|t| t.elapsed() <= ORPHAN_TIME)
     }
 }
 
 /// A message in memory: its memory file and the cleanup that offered it
-/// (which is also kept in [`super::Active::offered_by`]).
+/// (told when it is done).
 pub(super) struct Memory {
     pub fd: File,
     pub cleanup: Token,
@@ -338,5 +320,41 @@ impl Qmgr {
             }
             CleanupToQmgr::Closing => self.cleanup_closing(token),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(s: &str) -> QueueId {
+        QueueId::parse(s).unwrap()
+    }
+
+    #[test]
+    fn a_finished_message_is_recognised_in_every_copy_written_again() {
+        let mut o = Orphans::default();
+        let (a, b) = (id("1NGACKF4BTY0000AKE9H"), id("1NGACKF4BTY0000AKE9J"));
+        o.finished(a);
+        // Every copy a recovery writes again is found, not only the first
+        // (a second cleanup may die before its note covers the copy).
+        assert!(o.take(&a));
+        assert!(o.take(&a));
+        // A message not finished is no orphan.
+        assert!(!o.take(&b));
+    }
+
+    #[test]
+    fn the_memory_is_bounded() {
+        let mut o = Orphans::default();
+        let mut ids = crate::queue::QueueIdGen::new(1);
+        let first = ids.next_id();
+        o.finished(first);
+        for _ in 0..MAX_REMEMBERED {
+            o.finished(ids.next_id());
+        }
+        assert_eq!(o.order.len(), MAX_REMEMBERED);
+        assert!(o.ids.len() <= MAX_REMEMBERED);
+        assert!(!o.take(&first), "the oldest is forgotten first");
     }
 }

@@ -190,8 +190,6 @@ struct Active {
     /// In memory, with no queue file yet (see [`memory`]): counted with
     /// the kept files.
     memory: Option<memory::Memory>,
-    /// The cleanup that offered it in memory, if one did.
-    offered_by: Option<Token>,
 }
 
 impl Active {
@@ -213,7 +211,6 @@ impl Active {
             retry_at: None,
             file,
             rewrite: Vec::new(),
-            offered_by: memory.as_ref().map(|m| m.cleanup),
             memory,
         }
     }
@@ -687,7 +684,6 @@ impl Qmgr {
             // more can be reported to it.
             self.materialise_all(Some(token));
             self.settled.done.remove(&token);
-            self.orphans.cleanup_gone(token);
             if self.settled.taken.remove(&token).is_some() {
                 let _ = self.unsynced.sync(self.store.fd(Dir::Incoming).as_fd());
             }
@@ -1578,21 +1574,15 @@ impl Qmgr {
             self.remove_active(&id);
             if self.peers.contains_key(&mem.cleanup) {
                 self.settled.done.entry(mem.cleanup).or_default().push(id);
-                self.orphans.done(mem.cleanup, id);
-            } else {
-                // Its cleanup is gone (and its file could not be written).
-                self.orphans.orphan(id);
             }
+            // A cleanup's recovery may write it again (see `memory::Orphans`).
+            self.orphans.finished(id);
             self.child.info(&format!("{id}: removed"));
             return;
         }
         let Some(m) = self.remove_active(&id) else { return };
-        // Given its file when the cleanup that offered it went away: that
-        // cleanup's successor may write it again (see `memory::Orphans`).
-        if let Fate::Remove = fate
-            && m.offered_by.is_some_and(|t| !self.peers.contains_key(&t))
-        {
-            self.orphans.orphan(id);
+        if let Fate::Remove = fate {
+            self.orphans.finished(id);
         }
         let dir = m.dir;
         match fate {

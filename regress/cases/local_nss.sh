@@ -10,7 +10,8 @@
 # an unknown user. smtpd's local-recipient table holds the users the
 # name service lists (master's `local users`, every
 # local.directory_refresh), so the user is a recipient of its own, and
-# an unknown name is refused at RCPT. A directory that hangs while it
+# an unknown name is refused at RCPT; a list longer than
+# local.directory_user_limit is cut with a warning. A directory that hangs while it
 # lists is given up after local.directory_timeout, master answering
 # meanwhile, and the table keeps the names listed before.
 if [ "$(id -u)" != 0 ]; then echo "  skipped: needs root"; exit 0; fi
@@ -72,6 +73,22 @@ swaks --server 127.0.0.1:$PORT --from sender@localhost --to nosuchdiruser@localh
 	>"$W/swaks" 2>&1 || true
 grep -q "<\*\* *550 5.1.1" "$W/swaks" || fail "an unknown name was not refused at RCPT: $(cat "$W/swaks")"
 note "directory users are local recipients; unknown names get 550 5.1.1"
+# More users than local.directory_user_limit: the first are taken, and
+# a warning says so.
+write_conf "aliases = \"$W/aliases\";" 'local { mailbox = "maildir"; directory_user_limit = 1; }' \
+	"queue { backoff { min = 1s; max = 2s; } }"
+ctl reload >/dev/null || fail "reload"
+wait_log "generation 2" 10 || fail "not reloaded"
+wait_log "the name service lists more than local.directory_user_limit (1) users: the others are not local recipients" 10 ||
+	fail "a list past the limit was not reported"
+note "a list past local.directory_user_limit is cut, with a warning"
+# Back to the default limit: the whole list again.
+n=$(grep -c "the directory users changed: local-recipient table rebuilt" "$LOG")
+write_conf "aliases = \"$W/aliases\";" 'local { mailbox = "maildir"; }' "queue { backoff { min = 1s; max = 2s; } }"
+ctl reload >/dev/null || fail "reload"
+wait_log "generation 3" 10 || fail "not reloaded"
+wait_for 10 sh -c "[ \$(grep -c 'the directory users changed: local-recipient table rebuilt' '$LOG') -gt $n ]" ||
+	fail "the whole list was not taken again"
 # A directory that hangs while it lists.
 kill "$USERDB_PID"; wait "$USERDB_PID" 2>/dev/null || true
 USERDB_HANG_LIST=1 python3 ./userdb.py /run/systemd/userdb/io.mta.regress diruser $DIRUID "$W/home/diruser" \
@@ -81,7 +98,7 @@ wait_for 5 sh -c "getent passwd diruser >/dev/null" || fail "the user database d
 write_conf "aliases = \"$W/aliases\";" 'local { mailbox = "maildir"; directory_timeout = 2s; directory_refresh = 10s; }' \
 	"queue { backoff { min = 1s; max = 2s; } }"
 ctl reload >/dev/null || fail "reload"
-wait_log "generation 2" 10 || fail "not reloaded"
+wait_log "generation 4" 10 || fail "not reloaded"
 t0=$(date +%s)
 ctl status >/dev/null || fail "master did not answer while the directory hangs"
 wait_log "listing the directory users: it ran past local.directory_timeout and was killed; the local-recipient table keeps the [0-9]* listed before" 15 ||

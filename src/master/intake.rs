@@ -226,9 +226,15 @@ impl Material {
             Err(e) => return Look::Failed(e),
         };
         self.directory = Some(names);
+        self.pending = None;
+        self.take_found(config, read, what)
+    }
+
+    /// Take what [`read_recipients`] found: the table is written again
+    /// when the names (or the flag) differ from those it holds.
+    fn take_found(&mut self, config: &Config, read: Found, what: String) -> Look {
         self.warnings.extend(read.warnings);
         self.sources = read.sources;
-        self.pending = None;
         if read.local == self.local {
             return Look::Same(what);
         }
@@ -285,19 +291,7 @@ impl Material {
                 return Some(Look::Failed(e));
             }
         };
-        self.warnings.extend(read.warnings);
-        self.sources = read.sources;
-        if read.local == self.local {
-            return Some(Look::Same(what));
-        }
-        match write_table(config, &read.local) {
-            Ok(file) => {
-                self.recipients = file;
-                self.local = read.local;
-                Some(Look::Rebuilt(what))
-            }
-            Err(e) => Some(Look::Failed(e)),
-        }
+        Some(self.take_found(config, read, what))
     }
 }
 

@@ -630,8 +630,7 @@ impl Master {
     /// Start a listing of the directory users when one is due, and take
     /// the names of one that has ended (see [`directory`]).
     fn check_directory(&mut self, now: Instant) -> Option<intake::Look> {
-        let local = &self.config.local;
-        if !local.directory_users {
+        if !self.config.local.directory_users {
             self.directory.stop();
             if self.intake.directory().is_some_and(|d| d.is_empty()) {
                 return None;

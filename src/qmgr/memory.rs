@@ -88,7 +88,7 @@ impl Orphans {
     /// forgotten when found: the cleanup whose recovery wrote the copy
     /// may die too before its note covers it, and its successor's
     /// recovery writes it once more.
-    pub fn take(&mut self, id: &QueueId) -> bool {
+    pub fn take(&self, id: &QueueId) -> bool {
         self.ids.get(id).is_some_and(|t| t.elapsed() <= ORPHAN_TIME)
     }
 }

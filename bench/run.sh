@@ -40,6 +40,9 @@ drop_spool
 fresh_spool
 base_conf 'limits { sessions = 20000; sessions_per_client = 20000; }' 'relay { host = "[127.0.0.1]:10098"; }'
 python3 bench/stall.py 10098 "${DRAIN_TIMEOUT:-600}" & stall=$!
+# Only once it listens: a refused connection would defer every message
+# at once (moved to deferred/, one flush each), not stall it.
+for _ in $(seq 100); do ss -ltn 2>/dev/null | grep -q '127.0.0.1:10098 ' && break; sleep 0.1; done
 cg_start
 TIMEOUT=0 bash "$H/accept.sh" 127.0.0.1:10030 "$N" "$S" "$L" | grep RESULT \
 	| sed 's/test=accept target=mta/test=accept_held target=mta/; s/ drain_s=[^ ]* drain_mps=[^ ]* relayed=[^ ]*//'

@@ -2,8 +2,9 @@
 """A next hop that never answers: accepts connections on 127.0.0.1:PORT
 and holds them without a greeting, so that mta's deliveries stall and a
 measurement sees its intake alone. Holds at most 4,096 connections
-(raising its own limit on open files for them; past it, it refuses
-more); exits after SECONDS.
+(raising its own limit on open files for them, so that a soft limit
+of 1,024 does not end it on EMFILE; past them, it closes what it
+accepts); exits after SECONDS.
   stall.py PORT SECONDS"""
 import resource
 import selectors

@@ -190,13 +190,16 @@ pub fn check(config: &Config) -> Result<Vec<String>, String> {
 impl Material {
     /// Read everything; the table holds the system's users, the
     /// `directory` users (as last listed; None: not listed yet, and the
-    /// table is incomplete) and the alias names.
+    /// table is incomplete; none at all with `local.directory_users`
+    /// off) and the alias names.
     pub fn load(config: &Config, directory: Option<&BTreeSet<String>>) -> Result<Material, String> {
         Material::load_with(config, Path::new(PASSWD), directory)
     }
 
     /// [`Material::load`] with the system's users from `passwd`.
     pub fn load_with(config: &Config, passwd: &Path, directory: Option<&BTreeSet<String>>) -> Result<Material, String> {
+        let none = BTreeSet::new();
+        let directory = if config.local.directory_users { directory } else { Some(&none) };
         let read = read_recipients(config, passwd, directory)?;
         let recipients = write_table(config, &read.local)?;
         let Files { certificate, key, credentials, tls_ca } = read_files(config)?;
@@ -682,6 +685,15 @@ mod tests {
         // A user who left the directory leaves the table.
         assert_eq!(m.set_directory(&config, BTreeSet::new()), Look::Rebuilt(String::from("the directory users")));
         assert!(holds(&m, &["ldapuser"]).is_empty());
+        // With local.directory_users off, no listing is awaited: the
+        // table is complete without one, and holds no names given.
+        let mut off = config.clone();
+        off.local.directory_users = false;
+        let m = Material::load_with(&off, &passwd, None).unwrap();
+        assert!(!m.local.incomplete);
+        let m = Material::load_with(&off, &passwd, Some(&listed)).unwrap();
+        assert!(holds(&m, &["ldapuser"]).is_empty());
+        assert!(!m.local.incomplete);
         std::fs::remove_dir_all(&d).unwrap();
     }
 

@@ -244,8 +244,7 @@ impl Master {
         let maildrop_fd = spool::prepare_maildrop(&config.spool, &owner)?;
         // The directory users come with the first listing (see
         // `check_directory`); until then the table is incomplete.
-        let none = std::collections::BTreeSet::new();
-        let intake = intake::Material::load(&config, (!config.local.directory_users).then_some(&none))?;
+        let intake = intake::Material::load(&config, None)?;
         let smtp_listeners = intake::bind(&config)?;
         let control_listener = spool::bind_control(&config.control.socket)?;
         let sink = if opts.foreground { Sink::Stderr } else { Sink::Syslog(Syslog::new(&config.log.facility)) };
@@ -496,9 +495,7 @@ impl Master {
     /// Everything a reload must read before it may replace the running
     /// configuration.
     fn load_material(&self, new: &Config) -> Result<intake::Material, String> {
-        let none = std::collections::BTreeSet::new();
-        let directory = if new.local.directory_users { self.intake.directory() } else { Some(&none) };
-        intake::Material::load(new, directory).map_err(|e| format!("reload refused: {e}"))
+        intake::Material::load(new, self.intake.directory()).map_err(|e| format!("reload refused: {e}"))
     }
 
     /// Whether a reload would be accepted.

@@ -40,9 +40,11 @@ send() { # send FROM TO[,TO...] SUBJECT [swaks options]
 		{ cat "$W/swaks"; fail "swaks: $s"; }
 }
 queue_id() { # queue_id SUBJECT: the ID of the queued message with that subject
-	# (files move between the queue directories meanwhile: look again)
+	# (files move between the queue directories meanwhile: look again; a
+	# message delivered from memory gets its file only when its delivery
+	# stalls, queue.memory_time after its commit: 2 s by default)
 	n=0
-	while [ $n -lt 20 ]; do
+	while [ $n -lt 100 ]; do
 		f=$(queue_files | xargs grep -l -- "Subject: $1" 2>/dev/null | head -1)
 		[ -n "$f" ] && { basename "$f"; return 0; }
 		sleep 0.1; n=$((n + 1))

@@ -77,4 +77,8 @@ wait_log "qmgr pid [0-9]* .*restarting" 10 || fail "qmgr not restarted"
 wait_for 15 sh -c "[ \$(grep -c 'to=<reject4@remote.example>, .*status=deferred' '$LOG') -gt $before ]" ||
 	fail "a deferred file dated a day ahead was not tried within backoff.max ($(tries) attempts)"
 note "a next attempt a day ahead is cut to backoff.max"
+
+# An attempt that fell due while its message was still active (its
+# notice held the move to deferred/ back) is no second copy to set aside.
+! grep "a second copy of the message" "$LOG" || fail "an attempt due while active was taken for a second copy"
 exit 0

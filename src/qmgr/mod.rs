@@ -975,6 +975,14 @@ impl Qmgr {
             }
             return true;
         }
+        // Its next attempt fell due while it is still in the active queue
+        // and deferred/ does not have it yet (a notice holds the move
+        // back): not a second copy. The index lets it go; the move puts
+        // it back (see `finish`).
+        if from == Dir::Deferred && self.active.contains_key(&id) && !self.store.exists(Dir::Deferred, &id) {
+            self.sched.forget_deferred(&id);
+            return true;
+        }
         // A second copy of a message with one in incoming/ (see
         // `store::Store::resolve_twin`): one of them is set aside.
         if from != Dir::Incoming && (self.active.contains_key(&id) || self.store.exists(Dir::Incoming, &id)) {

@@ -192,8 +192,9 @@ pub enum Operation {
     /// Set the times of files beneath a directory (qmgr dates a deferred
     /// message's next attempt in its mtime).
     SetTimes(RawFd),
-    /// Change the mode of files beneath a directory (cleanup marks a
-    /// queue file complete by its mode).
+    /// Change the mode of files beneath a directory (cleanup, and qmgr
+    /// writing out a message it held in memory, mark a queue file
+    /// complete by its mode).
     SetModes(RawFd),
     /// Make files opened read-only beneath a directory durable (fsync),
     /// changing nothing in them: cleanup's journal recovery syncs the
@@ -222,6 +223,11 @@ pub fn operations(role: Role, layout: &Layout) -> Vec<Operation> {
                 // incoming/.
                 if matches!(*dir, "incoming" | "active" | "deferred") {
                     ops.push(Operation::SetTimes(fd));
+                }
+                // Writing out a message it holds in memory: its queue
+                // file is marked complete by its mode, as cleanup's are.
+                if *dir == "incoming" {
+                    ops.push(Operation::SetModes(fd));
                 }
             }
         }
@@ -287,7 +293,7 @@ pub fn policy(role: Role, layout: &Layout) -> Policy {
                     access: DirAccess::ReadWrite,
                     watch: *dir == "incoming",
                     times: matches!(*dir, "incoming" | "active" | "deferred"),
-                    modes: false,
+                    modes: *dir == "incoming",
                 });
             }
         }

@@ -384,6 +384,10 @@ fn queue_work(t: &mut Tally, incoming: &OwnedFd, active: &OwnedFd, deferred: &Ow
             other => Err(format!("{other:?}")),
         }
     });
+    t.check(
+        "write out a message held in memory (mta::queue::disk::publish: complete by its mode) and sync it",
+        publish(incoming, "qm"),
+    );
     t.check("rename within a queue dir", works(renameat(incoming, "qf", incoming, "qf2")));
     t.check("rename from incoming to active", works(renameat(incoming, "qf2", active, "qf")));
     t.check("stat a queue file by name", works(fstatat(active, "qf", AtFlags::AT_SYMLINK_NOFOLLOW)).map(|_| ()));
@@ -404,6 +408,21 @@ fn queue_work(t: &mut Tally, incoming: &OwnedFd, active: &OwnedFd, deferred: &Ow
         works(mkdirat(deferred, "sub", Mode::from_bits_truncate(0o700)))
             .and_then(|()| works(unlinkat(deferred, "sub", UnlinkatFlags::RemoveDir))),
     );
+}
+
+/// A queue file written as cleanup and qmgr write them (created
+/// unreadable, written, its mode set to mark it complete: fchmod, which
+/// Capsicum allows only with `CAP_FCHMOD`), then synced as they sync them;
+/// then it must read as complete.
+fn publish(dir: &OwnedFd, name: &str) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut unsynced = mta::queue::disk::Unsynced::default();
+    works(mta::queue::disk::publish(dir.as_fd(), name, b"queue file\n", &mut unsynced))?;
+    works(unsynced.sync(dir.as_fd()))?;
+    let f = File::from(works(openat(dir, name, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()))?);
+    let mode = works(f.metadata())?.permissions().mode() & 0o7777;
+    // mta::queue::disk::MODE_DONE: read and write for the owner.
+    if mode == 0o600 { Ok(()) } else { Err(format!("mode {mode:o}")) }
 }
 
 /// What control does with its listener: accept the connection the
@@ -744,6 +763,10 @@ fn cleanup_work(t: &mut Tally, journal: &OwnedFd, incoming: &OwnedFd, active: &O
             works(f.write_all(b"queue file"))?;
             works(renameat(incoming, ".tmp.q1", incoming, "q1"))
         })(),
+    );
+    t.check(
+        "materialise a queue file (mta::queue::disk::publish: complete by its mode) and sync it",
+        publish(incoming, "q2"),
     );
     t.check(
         "look into active/ (count_entries)",

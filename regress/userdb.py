@@ -3,7 +3,9 @@ one user, for nss-systemd: the name service a directory user comes from.
   userdb.py SOCKET NAME UID HOME
 Each request is logged to standard error. With USERDB_HANG_LIST set in
 the environment, a request to list the users (neither name nor uid) is
-never answered: a directory that hangs. Regress only."""
+never answered: a directory that hangs. With USERDB_NO_LIST, such a request
+finds no one, as sssd answers one without `enumerate`: a directory that
+knows its users by name but does not list them. Regress only."""
 import json
 import os
 import socket
@@ -25,6 +27,8 @@ def answer(request):
             return {"error": "io.systemd.UserDatabase.BadService", "parameters": {}}
         if os.environ.get("USERDB_HANG_LIST") and "userName" not in p and "uid" not in p:
             time.sleep(3600)
+        if os.environ.get("USERDB_NO_LIST") and "userName" not in p and "uid" not in p:
+            return NONE
         if p.get("userName", name) == name and p.get("uid", uid) == uid:
             return {"parameters": {"record": record, "incomplete": False}}
         return NONE

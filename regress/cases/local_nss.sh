@@ -13,7 +13,11 @@
 # an unknown name is refused at RCPT; a list longer than
 # local.directory_user_limit is cut with a warning. A directory that hangs while it
 # lists is given up after local.directory_timeout, master answering
-# meanwhile, and the table keeps the names listed before.
+# meanwhile, and the table keeps the names listed before. A directory
+# that does not list its users (sssd without `enumerate`) leaves them out
+# of the table, so they get 550 5.1.1 at RCPT; with local.recipient_check
+# off every local name is taken: the directory user gets the mail, and a
+# name no one has bounces as an unknown user.
 if [ "$(id -u)" != 0 ]; then echo "  skipped: needs root"; exit 0; fi
 grep -Eq '^passwd:.*[[:space:]]systemd([[:space:]]|$)' /etc/nsswitch.conf ||
 	{ echo "  skipped: nsswitch.conf does not ask nss-systemd for users (libnss-systemd)"; exit 0; }
@@ -119,3 +123,36 @@ grep -q "listing the directory users: it ran past local.directory_timeout and wa
 swaks --server 127.0.0.1:$PORT --from sender@localhost --to diruser@localhost --quit-after RCPT >"$W/swaks" 2>&1 || true
 grep -q "<\*\* *451 4.3.0" "$W/swaks" || fail "an unlisted directory user was not refused for now: $(cat "$W/swaks")"
 note "before any listing ends, an unknown local name gets 451 4.3.0"
+
+# A directory that knows its users by name but does not list them.
+kill "$MASTER_PID"; wait "$MASTER_PID" 2>/dev/null || true
+kill "$USERDB_PID"; wait "$USERDB_PID" 2>/dev/null || true
+USERDB_NO_LIST=1 python3 ./userdb.py /run/systemd/userdb/io.mta.regress diruser $DIRUID "$W/home/diruser" \
+	2>"$W/userdb.log" &
+USERDB_PID=$!
+wait_for 5 sh -c "getent passwd diruser >/dev/null" || fail "the user database did not start again"
+! getent passwd | grep -q '^diruser:' || fail "the directory still lists its users"
+rcpt_is() { # rcpt_is ADDRESS CODE: the reply to RCPT TO:<ADDRESS> starts with CODE
+	swaks --server 127.0.0.1:$PORT --from sender@localhost --to "$1" --quit-after RCPT >"$W/swaks" 2>&1 || true
+	grep -Eq "^(<-|<\*\*) +$2 " "$W/swaks"
+}
+write_conf "aliases = \"$W/aliases\";" 'local { mailbox = "maildir"; }' "queue { backoff { min = 1s; max = 2s; } }"
+: >"$LOG"
+start_master
+# (451 until the first listing ends.)
+wait_for 10 rcpt_is diruser@localhost 550 || fail "an unlisted directory user was not refused: $(cat "$W/swaks")"
+grep -q "550 5.1.1" "$W/swaks" || fail "not 5.1.1: $(cat "$W/swaks")"
+write_conf "aliases = \"$W/aliases\";" 'local { mailbox = "maildir"; recipient_check = no; }' \
+	"queue { backoff { min = 1s; max = 2s; } }"
+ctl reload >/dev/null || fail "reload"
+wait_log "generation 2" 10 || fail "not reloaded"
+wait_for 10 rcpt_is diruser@localhost 250 || fail "with recipient_check off, the directory user was refused: $(cat "$W/swaks")"
+swaks --server 127.0.0.1:$PORT --from sender@localhost --to diruser@localhost --header "Subject: unlisted" \
+	--body "to the unlisted directory user" >"$W/swaks" 2>&1 || { cat "$W/swaks"; fail "mail to the unlisted user"; }
+wait_for 20 sh -c "grep -l 'to the unlisted directory user' '$new'/* >/dev/null 2>&1" ||
+	fail "the mail to the unlisted directory user was not delivered"
+swaks --server 127.0.0.1:$PORT --from sender@localhost --to nosuchdiruser@localhost --header "Subject: no one" \
+	>"$W/swaks" 2>&1 || fail "with recipient_check off, a name no one has was refused: $(cat "$W/swaks")"
+wait_log 'to=<nosuchdiruser@localhost>.*dsn=5.1.1, status=bounced (unknown user: "nosuchdiruser")' 20 ||
+	fail "the name no one has did not bounce"
+note "local.recipient_check off: an unlisted directory user gets mail; a name no one has bounces"

@@ -31,6 +31,7 @@ fn main() {
         networks: intake.networks.clone(),
         recipients,
         delimiter: intake.recipient_delimiter.clone(),
+        check_local: intake.recipient_check,
         incomplete: intake.incomplete,
         space_ok: Cell::new(true),
     };

@@ -312,6 +312,12 @@ pub struct LocalConf {
     /// Characters that separate a local part from its extension
     /// (`user+ext` goes to `user`); empty: none.
     pub recipient_delimiter: String,
+    /// Whether smtpd refuses, at RCPT, local names that are neither users
+    /// nor aliases (550 5.1.1, from the local-recipient table). Off, any
+    /// name at a local domain is taken and local bounces those it cannot
+    /// deliver (as Postfix with `local_recipient_maps` empty): for a
+    /// directory whose users cannot be listed (sssd without `enumerate`).
+    pub recipient_check: bool,
     /// How long to wait for a mailbox's locks.
     #[serde(with = "serde_ucl::time")]
     pub lock_timeout: Duration,
@@ -352,6 +358,7 @@ impl Default for LocalConf {
             mail_spool: PathBuf::from("/var/mail"),
             maildir: String::from("Maildir/"),
             recipient_delimiter: String::from("+"),
+            recipient_check: true,
             lock_timeout: Duration::from_secs(30),
             time_limit: Duration::from_secs(600),
             workers: 32,

@@ -306,6 +306,14 @@ fn transport_map_errors_name_line_and_entry() {
 }
 
 #[test]
+fn the_local_recipient_check_is_on_unless_turned_off() {
+    assert!(Config::parse("").unwrap().local.recipient_check);
+    assert!(!Config::parse("local { recipient_check = no; }\n").unwrap().local.recipient_check);
+    let (line, m) = Config::parse("local {\n  recipient_check = sometimes;\n}\n").unwrap_err();
+    assert!(m.contains("recipient_check") && line == Some(2), "{line:?} {m}");
+}
+
+#[test]
 fn local_delivery_workers_are_bounded() {
     let c = Config::parse("").unwrap();
     assert_eq!((c.local.workers, c.local.worker_idle_time), (32, Duration::from_secs(10)));

@@ -89,6 +89,8 @@ pub struct Intake {
     pub memory_message_size: u64,
     /// `local.recipient_delimiter` (smtpd's recipient check).
     pub recipient_delimiter: String,
+    /// `local.recipient_check`: off, smtpd takes any local name.
+    pub recipient_check: bool,
     /// The table may lack names: the aliases file exists but was never
     /// compiled, or the directory users were never listed yet. A local
     /// name missing from it may be an alias or a directory user, and

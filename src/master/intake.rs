@@ -418,6 +418,7 @@ impl Master {
             memory_messages: c.queue.memory_messages,
             memory_message_size: c.queue.memory_message_size,
             recipient_delimiter: c.local.recipient_delimiter.clone(),
+            recipient_check: c.local.recipient_check,
             incomplete: smtpd && self.intake.local.incomplete,
         }
     }

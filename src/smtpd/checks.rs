@@ -6,6 +6,8 @@
 //! ends, those users: a local name it does not hold then gets a
 //! temporary refusal (451 4.3.0, as Postfix's failed table lookup) rather
 //! than 550, and the client tries again later.
+//! With `local.recipient_check` off, every local name is taken, and local
+//! bounces those that are no one's.
 //! New transactions are refused while cleanup reports the spool short of
 //! space.
 //!
@@ -28,6 +30,9 @@ pub struct Acceptance {
     pub recipients: Table,
     /// `local.recipient_delimiter`: `user+ext` is known when `user` is.
     pub delimiter: String,
+    /// `local.recipient_check`: off, every local name is taken (local
+    /// bounces those that are no one's).
+    pub check_local: bool,
     /// The table may lack names (the aliases were never compiled, the
     /// directory users never listed): unknown local names get 451.
     pub incomplete: bool,
@@ -59,6 +64,7 @@ impl Checks for Acceptance {
             let local = m.local.to_lowercase();
             let base = crate::address::without_extension(&local, &self.delimiter);
             if local == "postmaster"
+                || !self.check_local
                 || self.recipients.contains(local.as_bytes())
                 || self.recipients.contains(base.as_bytes())
             {
@@ -112,6 +118,7 @@ mod tests {
             networks: vec!["127.0.0.0/8".parse().unwrap()],
             recipients,
             delimiter: String::from("+"),
+            check_local: true,
             incomplete: false,
             space_ok: Cell::new(true),
         }
@@ -181,5 +188,23 @@ mod tests {
         // Other domains are not the aliases' business.
         assert!(matches!(a.recipient(&outside, &to("x", "elsewhere.example")), RcptVerdict::Reject { code: 554, .. }));
         assert_eq!(a.recipient(&inside, &to("x", "elsewhere.example")), RcptVerdict::Accept);
+    }
+
+    #[test]
+    fn without_the_recipient_check_every_local_name_is_taken_and_nothing_else_changes() {
+        let mut a = acceptance();
+        a.check_local = false;
+        let outside = Peer { address: "203.0.113.5".into(), hostname: "unknown".into() };
+        for local in ["alice", "bob", "bob+lists", "Nobody.At-All"] {
+            assert_eq!(a.recipient(&outside, &to(local, "Example.ORG")), RcptVerdict::Accept, "{local}");
+        }
+        // Even while the table is incomplete: nothing is looked up.
+        a.incomplete = true;
+        assert_eq!(a.recipient(&outside, &to("staff", "example.org")), RcptVerdict::Accept);
+        // Relaying, the null recipient and the spool check are as before.
+        assert!(matches!(a.recipient(&outside, &to("x", "elsewhere.example")), RcptVerdict::Reject { code: 554, .. }));
+        assert!(matches!(a.recipient(&outside, &Path::Null), RcptVerdict::Reject { code: 553, .. }));
+        a.space_ok.set(false);
+        assert!(matches!(a.mail(&outside), RcptVerdict::Reject { code: 452, .. }));
     }
 }

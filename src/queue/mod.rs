@@ -150,11 +150,25 @@ impl From<CorruptError> for Error {
 
 /// Bytes available to an unprivileged writer on the file system of `dir`,
 /// for the "refuse mail (452 4.3.1) below N free bytes" bound.
+#[cfg(not(target_os = "freebsd"))]
 pub fn free_space(dir: BorrowedFd<'_>) -> io::Result<u64> {
     let st = nix::sys::statvfs::fstatvfs(dir)?;
     #[allow(clippy::useless_conversion)] // the C types differ per system
     let (avail, frag) = (u64::from(st.blocks_available()), u64::from(st.fragment_size()));
     Ok(avail.saturating_mul(frag))
+}
+
+/// The same from fstatfs(2) (`f_bavail` counts blocks of `f_bsize`, which
+/// is also what statvfs gives as the fragment size there): FreeBSD's C
+/// library builds fstatvfs from fstatfs and an fpathconf, which needs
+/// `CAP_FPATHCONF`, a right no queue directory has (it fails with
+/// ENOTCAPABLE, or traps with `kern.trap_enotcap` set).
+#[cfg(target_os = "freebsd")]
+pub fn free_space(dir: BorrowedFd<'_>) -> io::Result<u64> {
+    let st = nix::sys::statfs::fstatfs(dir)?;
+    // f_bavail is signed: below zero when only root's reserve is left.
+    let avail = u64::try_from(st.blocks_available()).unwrap_or(0);
+    Ok(avail.saturating_mul(st.block_size()))
 }
 
 /// Whether `name` is a plain file name (no separator, not `.` or `..`).

@@ -244,7 +244,7 @@ mod imp {
     pub(super) enum Imp {}
 
     impl Imp {
-        pub(super) fn new(_dir: BorrowedFd<'_>) -> io::Result<Imp> {
+        pub(super) fn new(_dir: BorrowedFd<'_>, _attributes: bool) -> io::Result<Imp> {
             Err(io::Error::new(io::ErrorKind::Unsupported, "no directory notification on this system"))
         }
 

@@ -524,10 +524,11 @@ pub enum Repair {
 /// In order: its dot-lock is removed ([`remove_dead_dotlock`], if
 /// `conf.dotlock`); the mailbox is opened as [`open_existing_mailbox`]
 /// does (never created) and must be the file of the mark; it is locked
-/// as [`lock`] does (waiting for any other holder); `confine` is called
-/// (the caller enters its sandbox there); then, if the mailbox is longer
-/// than the mark, it is truncated back and fsynced, and the locks let
-/// go.
+/// as [`lock`] does (waiting for any other holder); then, if the
+/// mailbox is longer than the mark, it is truncated back and fsynced,
+/// and the locks let go. The caller is already in its sandbox, with
+/// `spool` (and the content) granted: every descriptor made here,
+/// duplicates for the locks included, is made within it.
 ///
 /// Refused ([`Error::Unsafe`], nothing changed): another file in the
 /// mailbox's place; a mailbox now shorter than the mark, or whose bytes
@@ -543,7 +544,6 @@ pub fn repair(
     env: &Envelope<'_>,
     content: &mut dyn Read,
     conf: &LockConf,
-    confine: impl FnOnce(&File),
 ) -> Result<Repair, Error> {
     if conf.dotlock {
         remove_dead_dotlock(spool, name, dead)?;
@@ -558,7 +558,6 @@ pub fn repair(
     }
     let held = lock(spool, name, &mailbox, conf)?;
     let now = Mark::of(&mailbox, &held)?.size;
-    confine(&mailbox);
     let done = cut_back(&mailbox, name, mark.size, now, env, content)?;
     held.release().map_err(|e| match e {
         Error::Io { what, error } => Error::Io { what: format!("{what} (after {})", describe(&done, name)), error },

@@ -28,8 +28,7 @@
 //!
 //! - With a mark, [`mbox::repair`] removes the dead child's dot-lock,
 //!   opens the mailbox (never creating it; it must be the file of the
-//!   mark), locks it as a delivery does, confines itself to the mailbox,
-//!   its directory and the queue file, and cuts the mailbox back to SIZE
+//!   mark), locks it as a delivery does, and cuts the mailbox back to SIZE
 //!   if all that lies past it is a beginning of this very message. The
 //!   recipient is deferred, so the retry delivers the message once.
 //! - Without one, it only removes the dead child's dot-lock (kind mbox;
@@ -44,8 +43,6 @@
 //! come from the delivery child, which ran as the same user: at worst
 //! they make the repair, run as that user, cut that user's own mailbox.
 
-use std::fs::File;
-use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -225,15 +222,10 @@ pub fn main(args: &[String]) -> ! {
     };
     let (queue, range) = queue_content();
     let mut content = Content { file: &queue, range, at: 0 };
-    let confine_to = |mailbox: &File| {
-        let grants = [
-            Grant::File { fd: QUEUE_FD, write: false },
-            Grant::File { fd: mailbox.as_raw_fd(), write: true },
-            dir.clone(),
-        ];
-        confine(&grants, r.unconfined);
-    };
-    match mbox::repair(&dir_fd, r.name, &mark, r.dead, &r.env, &mut content, &conf, confine_to) {
+    // Confined before anything is opened or locked: the lock's duplicate
+    // descriptors (FreeBSD: rights and all) are made within the sandbox.
+    confine(&[Grant::File { fd: QUEUE_FD, write: false }, dir], r.unconfined);
+    match mbox::repair(&dir_fd, r.name, &mark, r.dead, &r.env, &mut content, &conf) {
         Ok(done) => finish(EX_OK, "2.0.0", &mbox::describe(&done, r.name)),
         Err(e) => finish(EX_TEMPFAIL, e.dsn(), &e.to_string()),
     }

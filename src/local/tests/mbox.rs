@@ -405,10 +405,8 @@ fn repair_cuts_a_killed_append_back_wherever_it_was_killed() {
         fs::write(&path, &partial).unwrap();
         let dead = dead_pid();
         dot_lock(&spool, "bob", &format!("{dead}\n"));
-        let mut confined = false;
-        let done = repair(&fd, "bob", &mark, dead, &BIG, &mut &big_content()[..], &quick(), |_| confined = true)
+        let done = repair(&fd, "bob", &mark, dead, &BIG, &mut &big_content()[..], &quick())
             .unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
-        assert!(confined, "cut at {cut}: the repair did not confine itself");
         let from = before.len() as u64 + cut as u64;
         assert_eq!(done, Repair::CutBack { from, to: mark.size }, "cut at {cut}");
         assert_eq!(fs::read(&path).unwrap(), before, "cut at {cut}");
@@ -420,33 +418,13 @@ fn repair_cuts_a_killed_append_back_wherever_it_was_killed() {
 }
 
 #[test]
-fn repair_holds_the_locks_when_it_confines_itself() {
-    let spool = TempDir::new("mbox-repair-order");
-    let (before, mark, written) = killed_delivery(&spool);
-    let path = spool.path.join("bob");
-    let mut partial = before.clone();
-    partial.extend_from_slice(&written[..100]);
-    fs::write(&path, &partial).unwrap();
-    let dead = dead_pid();
-    dot_lock(&spool, "bob", &format!("{dead}\n"));
-    let fd = spool.fd();
-    let mut seen = None;
-    repair(&fd, "bob", &mark, dead, &BIG, &mut &big_content()[..], &quick(), |mailbox| {
-        // Locked by us, not yet cut.
-        seen = Some((fs::read_to_string(spool.path.join("bob.lock")).unwrap(), mailbox.metadata().unwrap().len()));
-    })
-    .unwrap();
-    assert_eq!(seen, Some((format!("{}\n", std::process::id()), partial.len() as u64)));
-}
-
-#[test]
 fn repair_with_nothing_written_changes_nothing_but_the_dead_lock() {
     let spool = TempDir::new("mbox-repair-intact");
     let (before, mark, _) = killed_delivery(&spool);
     fs::write(spool.path.join("bob"), &before).unwrap();
     let dead = dead_pid();
     dot_lock(&spool, "bob", &format!("{dead}\n"));
-    let done = repair(&spool.fd(), "bob", &mark, dead, &BIG, &mut &big_content()[..], &quick(), |_| {}).unwrap();
+    let done = repair(&spool.fd(), "bob", &mark, dead, &BIG, &mut &big_content()[..], &quick()).unwrap();
     assert_eq!(done, Repair::Intact { size: mark.size });
     assert_eq!(fs::read(spool.path.join("bob")).unwrap(), before);
     assert!(!spool.path.join("bob.lock").exists(), "dot-lock left behind");
@@ -462,7 +440,7 @@ fn repair_refuses_a_mailbox_that_is_not_the_killed_deliverys() {
     // inode), and the repair must leave it as it is.
     let refused = |bytes: &[u8], why: &str| {
         fs::write(&path, bytes).unwrap();
-        match repair(&fd, "bob", &mark, dead_pid(), &BIG, &mut &big_content()[..], &quick(), |_| {}) {
+        match repair(&fd, "bob", &mark, dead_pid(), &BIG, &mut &big_content()[..], &quick()) {
             Err(Error::Unsafe(m)) => assert!(m.contains(why), "{m}"),
             other => panic!("{why}: {other:?}"),
         }
@@ -503,7 +481,7 @@ fn repair_waits_for_a_live_processs_dot_lock() {
     // Another delivery, alive (this process), holds the dot-lock.
     let live = format!("{}\n", std::process::id());
     dot_lock(&spool, "bob", &live);
-    let e = repair(&spool.fd(), "bob", &mark, dead_pid(), &BIG, &mut &big_content()[..], &quick(), |_| {}).unwrap_err();
+    let e = repair(&spool.fd(), "bob", &mark, dead_pid(), &BIG, &mut &big_content()[..], &quick()).unwrap_err();
     assert!(matches!(&e, Error::Locked { lock, .. } if lock.contains("dot-lock")), "{e:?}");
     assert_eq!(fs::read(spool.path.join("bob")).unwrap(), partial);
     assert_eq!(fs::read_to_string(spool.path.join("bob.lock")).unwrap(), live);
@@ -539,7 +517,7 @@ fn repair_never_creates_a_mailbox() {
     let spool = TempDir::new("mbox-repair-missing");
     let fd = spool.fd();
     let mark = Mark { size: 0, dev: 1, ino: 2 };
-    let e = repair(&fd, "bob", &mark, dead_pid(), &BIG, &mut &b""[..], &quick(), |_| {}).unwrap_err();
+    let e = repair(&fd, "bob", &mark, dead_pid(), &BIG, &mut &b""[..], &quick()).unwrap_err();
     assert!(matches!(&e, Error::Io { error, .. } if error.kind() == io::ErrorKind::NotFound), "{e:?}");
     assert!(!spool.path.join("bob").exists(), "the repair created the mailbox");
     assert!(matches!(open_existing_mailbox(&fd, "bob"), Err(Error::Io { .. })));
@@ -561,7 +539,7 @@ fn repair_of_a_file_takes_no_dot_lock() {
     let dead = dead_pid();
     dot_lock(&spool, "bob", &format!("{dead}\n"));
     let kernel_only = LockConf { dotlock: false, ..quick() };
-    let done = repair(&spool.fd(), "bob", &mark, dead, &BIG, &mut &big_content()[..], &kernel_only, |_| {}).unwrap();
+    let done = repair(&spool.fd(), "bob", &mark, dead, &BIG, &mut &big_content()[..], &kernel_only).unwrap();
     assert_eq!(done, Repair::CutBack { from: partial.len() as u64, to: mark.size });
     assert_eq!(fs::read(spool.path.join("bob")).unwrap(), before);
     assert_eq!(fs::read_to_string(spool.path.join("bob.lock")).unwrap(), format!("{dead}\n"));

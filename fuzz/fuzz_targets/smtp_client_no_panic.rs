@@ -20,6 +20,7 @@ fuzz_target!(|data: &[u8]| {
         recipients: vec![JobRecipient { address: "b@example.net".into(), orcpt: None, notify: None }; 2],
         body: if flags & 4 == 4 { BodyType::EightBitMime } else { BodyType::SevenBit },
         smtputf8: false,
+        utf8_headers: false,
         ret: None,
         envid: None,
         size: 10,

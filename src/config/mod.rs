@@ -335,7 +335,7 @@ impl Config {
     /// Parse configuration text; errors carry the line where known: an
     /// error about several keys has the line of the key it names.
     pub fn parse(text: &str) -> Result<Config, (Option<usize>, String)> {
-        let config: Config = serde_ucl::from_str(text).map_err(describe)?;
+        let config: Config = serde_ucl::from_str(text).map_err(|e| describe(e, text))?;
         config.check().map_err(|m| (locate::line_of_message(text, &m), m))?;
         Ok(config)
     }
@@ -474,9 +474,10 @@ fn hostname_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'-' || b == b'.'
 }
 
-fn describe(e: serde_ucl::UclError) -> (Option<usize>, String) {
-    let line = e.position().map(|p| p.line);
-    let message = match &e {
+fn describe(e: serde_ucl::UclError, text: &str) -> (Option<usize>, String) {
+    let position = e.position();
+    let line = position.map(|p| p.line);
+    let mut message = match &e {
         serde_ucl::UclError::Deserialize(d) => {
             let mut m = d.error().to_string();
             let key = d
@@ -496,6 +497,13 @@ fn describe(e: serde_ucl::UclError) -> (Option<usize>, String) {
         serde_ucl::UclError::Syntax(p) | serde_ucl::UclError::Stopped(p) => format!("syntax error: {}", p.kind()),
         other => other.to_string(),
     };
+    // An error found at the end of the text (a key with no value, a
+    // block or string left open) is said so, on the file's last line
+    // rather than the empty one past its final newline.
+    if position.is_some_and(|p| p.offset >= text.len()) {
+        message.push_str(" at the end of the file (something above is unfinished: a value, a closing brace or quote)");
+        return (Some(text.lines().count().max(1)), message);
+    }
     (line, message)
 }
 

@@ -57,6 +57,22 @@ fn syntax_error_has_line() {
 }
 
 #[test]
+fn error_at_the_end_is_on_the_last_line() {
+    // A key with no value before the end (found at the end of the text).
+    let (line, m) = Config::parse("hostname = \"a.example\";\nma\t# a comment\n# more\n").unwrap_err();
+    assert_eq!(line, Some(3), "{m}");
+    assert!(m.starts_with("syntax error") && m.contains("at the end of the file"), "{m}");
+    // A block left open, with no final newline.
+    let (line, m) = Config::parse("queue {\n  lifetime = 5d;").unwrap_err();
+    assert_eq!(line, Some(2), "{m}");
+    assert!(m.contains("at the end of the file"), "{m}");
+    // An error within the text keeps its own line.
+    let (line, m) = Config::parse("a {\n b = \"x\n").unwrap_err();
+    assert_eq!(line, Some(2), "{m}");
+    assert!(!m.contains("at the end of the file"), "{m}");
+}
+
+#[test]
 fn bad_facility_refused() {
     let (_, m) = Config::parse("log { facility = kern; }").unwrap_err();
     assert!(m.contains("facility"), "{m}");

@@ -26,8 +26,12 @@ fuzz_target!(|data: &[u8]| {
         size: 10,
     };
     let mut c = Client::new(config).unwrap();
-    let _ = c.start(job());
     let (mut closed, mut jobs, mut done) = (false, 1, 0);
+    // Jobs the client took: each gets exactly one Done.
+    let mut started = usize::from(c.start(job()).is_ok());
+    // Content handed over so far: a message's content has an end (the
+    // queue file's), so the client gets at most a few pieces of it.
+    let mut pieces = 0;
     let content = data.get(1..).unwrap_or_default();
     for chunk in content.chunks(61) {
         c.receive(chunk);
@@ -40,12 +44,18 @@ fuzz_target!(|data: &[u8]| {
                 match a {
                     Action::Send(_) => assert!(!closed),
                     Action::StartTls => c.tls_started(),
-                    Action::NeedContent if chunk.len() % 2 == 0 => c.content(chunk),
-                    Action::NeedContent => c.content_end(),
+                    Action::NeedContent if chunk.len() % 2 == 0 && pieces < 4 => {
+                        pieces += 1;
+                        c.content(chunk);
+                    }
+                    Action::NeedContent => {
+                        pieces = 0;
+                        c.content_end();
+                    }
                     Action::Done(_) => done += 1,
                     Action::Idle if jobs < 3 => {
                         jobs += 1;
-                        let _ = c.start(job());
+                        started += usize::from(c.start(job()).is_ok());
                     }
                     Action::Idle => c.quit(),
                     Action::Close => closed = true,
@@ -54,6 +64,12 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     c.connection_lost();
-    let _ = c.actions().count();
-    let _ = done;
+    for a in c.actions() {
+        match a {
+            Action::Done(_) => done += 1,
+            Action::Send(_) | Action::NeedContent | Action::StartTls => panic!("{a:?} after the connection was lost"),
+            Action::Idle | Action::Close => {}
+        }
+    }
+    assert_eq!(done, started, "jobs answered, of those started");
 });

@@ -1,15 +1,36 @@
-//! Any byte stream, cut anywhere, leaves the SMTP session sane.
+//! Any byte stream, cut anywhere, leaves the SMTP session sane: no panic;
+//! every reply is whole lines of a three-digit code; a message's content
+//! comes only between its Begin and its End or Abort, with CR LF line
+//! ends only (no bare CR or LF is ever passed on to cleanup).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use mta::address::Path;
 use mta::smtpd::data::Bare;
-use mta::smtpd::session::{Checks, Commit, Limits, Peer, RcptVerdict, Session, Settings};
+use mta::smtpd::session::{Action, Checks, Commit, Limits, Peer, RcptVerdict, Session, Settings};
 
 struct AcceptAll;
 impl Checks for AcceptAll {
     fn recipient(&self, _: &Peer, _: &Path) -> RcptVerdict {
         RcptVerdict::Accept
     }
+}
+
+fn check_reply(r: &[u8]) {
+    assert!(r.ends_with(b"\r\n"), "reply not ended by CR LF: {r:?}");
+    for line in r[..r.len() - 2].split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        assert!(
+            line.len() >= 3 && line[..3].iter().all(u8::is_ascii_digit) && matches!(line[0], b'2'..=b'5'),
+            "reply line without a code: {line:?}"
+        );
+        assert!(line.len() == 3 || matches!(line[3], b' ' | b'-'), "reply line {line:?}");
+        assert!(!line.contains(&b'\r'), "bare CR in a reply: {line:?}");
+    }
+}
+
+/// A message begun: whether the last byte of its content so far was CR.
+struct Message {
+    cr: bool,
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -20,11 +41,35 @@ fuzz_target!(|data: &[u8]| {
         starttls: true,
     };
     let mut s = Session::new(settings, Peer { address: "192.0.2.1".into(), hostname: "unknown".into() }, false);
+    let mut open: Option<Message> = None;
     for chunk in data.chunks(97) {
         s.receive(chunk, &AcceptAll);
         for a in s.actions().collect::<Vec<_>>() {
-            if a == mta::smtpd::session::Action::End {
-                s.committed(Commit::Queued("Q".into()), &AcceptAll);
+            match a {
+                Action::Reply(r) => check_reply(&r),
+                Action::Begin(_) => {
+                    assert!(open.is_none(), "a message begun inside another");
+                    open = Some(Message { cr: false });
+                }
+                Action::Content(c) => {
+                    let m = open.as_mut().expect("content outside a message");
+                    let mut cr = m.cr;
+                    for &b in &c {
+                        assert!(b != b'\n' || cr, "bare LF in content");
+                        assert!(!cr || b == b'\n', "bare CR in content");
+                        cr = b == b'\r';
+                    }
+                    m.cr = cr;
+                }
+                Action::End => {
+                    let m = open.take().expect("end outside a message");
+                    assert!(!m.cr, "content ends in a bare CR");
+                    s.committed(Commit::Queued("Q".into()), &AcceptAll);
+                }
+                Action::Abort => {
+                    open.take().expect("abort outside a message");
+                }
+                Action::Pause(_) | Action::StartTls | Action::Close => {}
             }
         }
         if s.space() == 0 {

@@ -16,10 +16,16 @@
 //! room for it, or while qmgr drains; one still in memory after
 //! `queue.memory_time` (its delivery stalls: the journal segment is not kept
 //! for it, and listings show it); cleanup stopping
-//! ([`CleanupToQmgr::Closing`]) or gone. The files written in a turn are
-//! synced together at its end and only then reported to cleanup
-//! ([`QmgrToCleanup::Taken`]): until it hears, the journal is the durable
-//! copy. A message in memory has no file to list, so `mtactl queue list`
+//! ([`CleanupToQmgr::Closing`]) or gone. The files written are synced
+//! together, at the end of the turn [`TAKEN_SYNC_DELAY`] after the first
+//! of them (at once when cleanup closes or qmgr exits), and only then
+//! reported to cleanup ([`QmgrToCleanup::Taken`]): until it hears, the
+//! journal is the durable copy, and a crash meanwhile leaves at worst a
+//! second copy that cleanup's recovery and [`Orphans`] deal with, as after
+//! a crash within a turn. When deliveries stall, a file is written for
+//! almost every message as it comes, and a sync in every turn (hundreds a
+//! second) would keep the disk flushing what cleanup's journal already
+//! holds, delaying the journal's own flushes and so every 250. A message in memory has no file to list, so `mtactl queue list`
 //! shows it only once it has one (within `queue.memory_time`).
 //!
 //! Should qmgr die, cleanup writes out every message it offered and did
@@ -45,6 +51,9 @@ use crate::queue::disk;
 use super::Qmgr;
 use super::store::Dir;
 
+/// How long the queue files written from memory may wait for their sync
+/// (and cleanup for the news that its journal need not keep them).
+pub(super) const TAKEN_SYNC_DELAY: Duration = Duration::from_millis(100);
 /// How long a finished message is remembered (see [`Orphans`]).
 const ORPHAN_TIME: Duration = Duration::from_secs(600);
 /// Most messages remembered: at 3,000 messages a second, the last half
@@ -100,12 +109,14 @@ pub(super) struct Memory {
     pub cleanup: Token,
 }
 
-/// What to tell each cleanup at the end of the turn.
+/// What to tell each cleanup: at the end of the turn, and once synced.
 #[derive(Default)]
 pub(super) struct Settled {
     pub done: HashMap<Token, Vec<QueueId>>,
     /// Written by qmgr, reported once synced.
     pub taken: HashMap<Token, Vec<QueueId>>,
+    /// When the first of `taken` was written.
+    pub taken_since: Option<Instant>,
 }
 
 impl Qmgr {
@@ -183,6 +194,7 @@ impl Qmgr {
             Err(e) => return Err(e),
         }
         self.settled.taken.entry(token).or_default().push(id);
+        self.settled.taken_since.get_or_insert_with(Instant::now);
         Ok(())
     }
 
@@ -248,9 +260,32 @@ impl Qmgr {
         self.memory_since.front().map(|(since, _)| self.memory_time.saturating_sub(since.elapsed()))
     }
 
-    /// The end of a turn: the files written are synced, then reported to
-    /// their cleanups, with the messages done.
+    /// When the files written from memory are due for their sync.
+    pub(super) fn taken_due(&self) -> Option<Duration> {
+        self.settled.taken_since.map(|t| TAKEN_SYNC_DELAY.saturating_sub(t.elapsed()))
+    }
+
+    /// The end of a turn: the messages done are reported to their
+    /// cleanups; the files written, once [`TAKEN_SYNC_DELAY`] is over,
+    /// are synced, then reported.
     pub(super) fn settle_memory(&mut self) {
+        self.settle(false);
+    }
+
+    /// The same, with the files written synced and reported now.
+    pub(super) fn settle_memory_now(&mut self) {
+        self.settle(true);
+    }
+
+    fn settle(&mut self, now: bool) {
+        let done = std::mem::take(&mut self.settled.done);
+        for (token, ids) in done {
+            self.tell_cleanup(token, |ids| QmgrToCleanup::Done { ids }, ids);
+        }
+        if !now && self.taken_due().is_none_or(|d| !d.is_zero()) {
+            return;
+        }
+        self.settled.taken_since = None;
         if !self.settled.taken.is_empty() {
             match self.unsynced.sync(self.store.fd(Dir::Incoming).as_fd()) {
                 Ok(()) => {}
@@ -263,10 +298,6 @@ impl Qmgr {
             }
         }
         let taken = std::mem::take(&mut self.settled.taken);
-        let done = std::mem::take(&mut self.settled.done);
-        for (token, ids) in done {
-            self.tell_cleanup(token, |ids| QmgrToCleanup::Done { ids }, ids);
-        }
         for (token, ids) in taken {
             self.tell_cleanup(token, |ids| QmgrToCleanup::Taken { ids }, ids);
         }
@@ -277,7 +308,7 @@ impl Qmgr {
     /// deliver them again); the rest it writes out itself when qmgr's
     /// channel closes.
     pub(super) fn settle_before_exit(&mut self) {
-        self.settle_memory();
+        self.settle_memory_now();
         for p in self.peers.values_mut().filter(|p| p.kind == super::PeerKind::Cleanup) {
             let _ = p.chan.flush_within(Duration::from_secs(1));
         }
@@ -296,7 +327,7 @@ impl Qmgr {
     /// with those done, then the answer that it may close its journal.
     pub(super) fn cleanup_closing(&mut self, token: Token) {
         self.materialise_all(Some(token));
-        self.settle_memory();
+        self.settle_memory_now();
         if self.send_to(token, &QmgrToCleanup::Closed, &[]) {
             self.flush_peer(token);
         }

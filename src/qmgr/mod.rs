@@ -321,9 +321,9 @@ pub struct Qmgr {
     /// How long a message stays in memory before it gets its file
     /// (`queue.memory_time`).
     memory_time: Duration,
-    /// What to tell the cleanups at the end of the turn.
+    /// What to tell the cleanups at the end of the turn, or once synced.
     settled: memory::Settled,
-    /// Queue files written from memory this turn.
+    /// Queue files written from memory, not yet synced.
     unsynced: crate::queue::disk::Unsynced,
     /// Delivered messages a dead cleanup's successor may write again.
     orphans: memory::Orphans,
@@ -564,7 +564,8 @@ impl Qmgr {
             if self.listings.ready() {
                 return Duration::ZERO;
             }
-            return d.until.saturating_duration_since(Instant::now());
+            let t = d.until.saturating_duration_since(Instant::now());
+            return self.taken_due().map_or(t, |due| t.min(due));
         }
         let now = Time::now();
         let mut t = if self.watch.is_some() { INCOMING_SCAN } else { INCOMING_POLL };
@@ -578,6 +579,9 @@ impl Qmgr {
             t = t.min(at.saturating_duration_since(Instant::now()));
         }
         if let Some(due) = self.memory_due() {
+            t = t.min(due);
+        }
+        if let Some(due) = self.taken_due() {
             t = t.min(due);
         }
         // Names wait and there is room for them: go on at once (with no

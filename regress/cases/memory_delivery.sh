@@ -6,7 +6,8 @@
 # gets its queue file (written by qmgr) and lands in deferred/, whole,
 # shown by mtactl queue, and is delivered once the next hop is back.
 # With queue.memory_time = 1s, a delivery still running after a second
-# has its file written meanwhile (and is delivered once); with
+# has its file written meanwhile (and is delivered once), and mtactl
+# queue lists a message in memory from its memory file; with
 # queue.memory_messages = 0, every message gets its file.
 . ./lib.sh
 . ./peers.sh
@@ -77,6 +78,12 @@ slow() { # slow MEMORY_TIME SUBJECT: reload with it, send SUBJECT slowly
 delivered() { wait_for 20 sh -c "grep -l 'Subject: $1' '$DUMP'/* >/dev/null 2>&1" && wait_for 10 empty &&
 	[ "$(grep -l "Subject: $1" "$DUMP"/* | wc -l)" -eq 1 ]; }
 slow 30s "slow in memory"
+# While its delivery runs, the message is listed (from its memory file)
+# as active, with its sender and recipient.
+out=$(ctl queue) || fail "mtactl queue: $out"
+echo "$out" | grep -q '^[0-9A-Z]*\* .* sender@remote.example$' || fail "the message in memory is not listed as active: $out"
+echo "$out" | grep -q ' far@remote.example$' || fail "its recipient is not listed: $out"
+echo "$out" | grep -q 'in 1 Request\.$' || fail "not one request: $out"
 delivered "slow in memory" || fail "the slow delivery was not made once: $(ctl queue)"
 [ "$(grep -vc watching "$W/created")" -eq "$before" ] || fail "a queue file was written within memory_time 30s"
 slow 1s "slow with a file"

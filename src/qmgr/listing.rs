@@ -24,8 +24,9 @@ use mio::Token;
 
 use crate::ipc::msg::{LIST_WINDOW, MAX_LISTINGS, MAX_SHOWS, MessageDetail, RecipientDetail};
 
-use super::scan::{Budget, Cursor, PART_BYTES, PART_ENTRIES, Part};
+use super::scan::{Budget, Cursor, InMemory, PART_BYTES, PART_ENTRIES, Part};
 use super::store::Store;
+use crate::queue::QueueId;
 
 /// Queue files read for listings in one turn of the event loop.
 pub const TURN_FILES: usize = 256;
@@ -135,14 +136,20 @@ impl Listings {
         self.list.is_empty()
     }
 
-    /// Start listing `id` for `peer`, or say why not.
-    pub fn start(&mut self, peer: Token, id: u64) -> Result<(), String> {
+    /// Start listing `id` for `peer`, the messages in `memory` first, or
+    /// say why not.
+    pub fn start(&mut self, peer: Token, id: u64, memory: Vec<QueueId>) -> Result<(), String> {
         self.check(peer, id)?;
         let n = self.list.iter().filter(|l| matches!(l.source, Source::Queue(_))).count();
         if n >= MAX_LISTINGS {
             return Err(format!("busy: {n} queue listings are under way; try again shortly"));
         }
-        self.list.push(Listing { peer, id, source: Source::Queue(Cursor::new(true)), credit: LIST_WINDOW });
+        self.list.push(Listing {
+            peer,
+            id,
+            source: Source::Queue(Cursor::new(true).with_memory(memory)),
+            credit: LIST_WINDOW,
+        });
         Ok(())
     }
 
@@ -193,7 +200,7 @@ impl Listings {
     /// on the way (to log). A listing whose last part is among them is
     /// over. (A message shown takes nothing of the budget: it was read
     /// when asked for, and its parts are bounded.)
-    pub fn turn(&mut self, store: &Store, budget: &mut Budget) -> (Vec<Out>, Vec<String>) {
+    pub fn turn(&mut self, store: &Store, budget: &mut Budget, memory: &dyn InMemory) -> (Vec<Out>, Vec<String>) {
         let mut out = Vec::new();
         let mut problems = Vec::new();
         let n = self.list.len();
@@ -207,7 +214,7 @@ impl Listings {
             while l.credit > 0 && !l.source.finished() {
                 let piece = match &mut l.source {
                     Source::Queue(cursor) => {
-                        let part = cursor.advance(store, budget);
+                        let part = cursor.advance_with(store, budget, memory);
                         problems.extend(cursor.take_problems());
                         let Some(part) = part else { break };
                         Piece::List(part)
@@ -231,6 +238,7 @@ pub fn turn_budget() -> Budget {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::qmgr::scan::NoMemory;
     use crate::qmgr::scan::tests::{fill, spool};
     use crate::qmgr::store::Dir;
     use crate::queue::QueueIdGen;
@@ -252,26 +260,26 @@ mod tests {
         fill(&d, &mut QueueIdGen::new(11), Dir::Deferred, 1700);
         let mut l = Listings::default();
         let control = Token(20);
-        l.start(control, 7).unwrap();
+        l.start(control, 7, Vec::new()).unwrap();
         assert!(l.ready());
         // However much budget: the window, then nothing.
-        let (out, problems) = l.turn(&s, &mut unlimited());
+        let (out, problems) = l.turn(&s, &mut unlimited(), &NoMemory);
         assert!(problems.is_empty());
         assert_eq!(out.len(), LIST_WINDOW as usize);
         assert!(out.iter().all(|o| o.peer == control && o.id == 7 && !part(o).last));
         assert!(!l.ready());
-        assert!(l.turn(&s, &mut unlimited()).0.is_empty(), "a part nobody asked for");
+        assert!(l.turn(&s, &mut unlimited(), &NoMemory).0.is_empty(), "a part nobody asked for");
         // One more asked for (twice, and for an unknown listing: no more
         // than the window ahead).
         l.more(control, 7);
         l.more(control, 8);
         l.more(Token(21), 7);
-        let (out, _) = l.turn(&s, &mut unlimited());
+        let (out, _) = l.turn(&s, &mut unlimited(), &NoMemory);
         assert_eq!(out.len(), 1);
         for _ in 0..5 {
             l.more(control, 7);
         }
-        let (out, _) = l.turn(&s, &mut unlimited());
+        let (out, _) = l.turn(&s, &mut unlimited(), &NoMemory);
         assert_eq!(out.len(), 1, "the last part: 1700 = 3 x 500 + 200");
         assert!(part(&out[0]).last && part(&out[0]).entries.len() == 200);
         assert!(l.is_empty(), "an ended listing is forgotten");
@@ -283,19 +291,19 @@ mod tests {
         let (d, s) = spool("cancel");
         fill(&d, &mut QueueIdGen::new(12), Dir::Hold, 300);
         let mut l = Listings::default();
-        l.start(Token(20), 1).unwrap();
-        l.start(Token(20), 2).unwrap();
-        l.start(Token(30), 1).unwrap();
-        assert!(l.start(Token(20), 2).is_err(), "the same listing twice");
+        l.start(Token(20), 1, Vec::new()).unwrap();
+        l.start(Token(20), 2, Vec::new()).unwrap();
+        l.start(Token(30), 1, Vec::new()).unwrap();
+        assert!(l.start(Token(20), 2, Vec::new()).is_err(), "the same listing twice");
         // Under way: a slice read, no part yet.
-        let (out, _) = l.turn(&s, &mut Budget { names: 1000, files: 50, until: None });
+        let (out, _) = l.turn(&s, &mut Budget { names: 1000, files: 50, until: None }, &NoMemory);
         assert!(out.is_empty());
         assert!(l.cancel(Token(20), 1));
         assert!(!l.cancel(Token(20), 1));
         assert_eq!(l.len(), 2);
         l.drop_peer(Token(30));
         assert_eq!(l.len(), 1);
-        let (out, _) = l.turn(&s, &mut unlimited());
+        let (out, _) = l.turn(&s, &mut unlimited(), &NoMemory);
         assert_eq!(out.len(), 1);
         assert_eq!((out[0].peer, out[0].id, part(&out[0]).entries.len()), (Token(20), 2, 300));
         assert!(l.is_empty() && !l.ready());
@@ -308,9 +316,9 @@ mod tests {
         fill(&d, &mut QueueIdGen::new(13), Dir::Incoming, 40);
         let mut l = Listings::default();
         for id in 0..MAX_LISTINGS as u64 {
-            l.start(Token(20), id).unwrap();
+            l.start(Token(20), id, Vec::new()).unwrap();
         }
-        let e = l.start(Token(20), 99).unwrap_err();
+        let e = l.start(Token(20), 99, Vec::new()).unwrap_err();
         assert!(e.starts_with("busy"), "{e}");
         // One budget for all, taken in turn from a different listing:
         // 30 files a turn for four listings of 40 files.
@@ -319,13 +327,13 @@ mod tests {
         while !l.is_empty() {
             turns += 1;
             assert!(turns < 100);
-            let (out, _) = l.turn(&s, &mut Budget { names: usize::MAX, files: 30, until: None });
+            let (out, _) = l.turn(&s, &mut Budget { names: usize::MAX, files: 30, until: None }, &NoMemory);
             ended.extend(out.iter().map(|o| (o.id, part(o).entries.len())));
         }
         assert!(turns >= 160 / 30, "{turns} turns");
         ended.sort();
         assert_eq!(ended, (0..MAX_LISTINGS as u64).map(|i| (i, 40)).collect::<Vec<_>>());
-        l.start(Token(20), 99).unwrap();
+        l.start(Token(20), 99, Vec::new()).unwrap();
         std::fs::remove_dir_all(&d).unwrap();
     }
 
@@ -350,7 +358,7 @@ mod tests {
         let mut got = Vec::new();
         let mut parts = 0;
         while !l.is_empty() {
-            let (out, problems) = l.turn(&s, &mut Budget { names: 0, files: 0, until: None });
+            let (out, problems) = l.turn(&s, &mut Budget { names: 0, files: 0, until: None }, &NoMemory);
             assert!(problems.is_empty());
             assert!(out.len() <= LIST_WINDOW as usize, "more parts than the credit");
             for o in out {
@@ -389,9 +397,9 @@ mod tests {
         }
         assert!(l.start_show(Token(20), 99, show()).unwrap_err().starts_with("busy"));
         assert!(l.start_show(Token(20), 0, show()).is_err(), "the same one twice");
-        l.start(Token(20), 99).unwrap();
+        l.start(Token(20), 99, Vec::new()).unwrap();
         // Each a message of one recipient: one part, the last.
-        let (out, _) = l.turn(&s, &mut unlimited());
+        let (out, _) = l.turn(&s, &mut unlimited(), &NoMemory);
         assert_eq!(out.iter().filter(|o| matches!(&o.piece, Piece::Show(p) if p.last)).count(), MAX_SHOWS);
         std::fs::remove_dir_all(&d).unwrap();
     }

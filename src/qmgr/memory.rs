@@ -15,7 +15,7 @@
 //! operator's request; a message offered while the active queue has no
 //! room for it, or while qmgr drains; one still in memory after
 //! `queue.memory_time` (its delivery stalls: the journal segment is not kept
-//! for it, and listings show it); cleanup stopping
+//! for it); cleanup stopping
 //! ([`CleanupToQmgr::Closing`]) or gone. The files written are synced
 //! together, at the end of the turn [`TAKEN_SYNC_DELAY`] after the first
 //! of them (at once when cleanup closes or qmgr exits), and only then
@@ -25,8 +25,11 @@
 //! a crash within a turn. When deliveries stall, a file is written for
 //! almost every message as it comes, and a sync in every turn (hundreds a
 //! second) would keep the disk flushing what cleanup's journal already
-//! holds, delaying the journal's own flushes and so every 250. A message in memory has no file to list, so `mtactl queue list`
-//! shows it only once it has one (within `queue.memory_time`).
+//! holds, delaying the journal's own flushes and so every 250.
+//!
+//! A message in memory has no file: queue listings read it from its
+//! memory file ([`Files`]), and an operator's request for it (show, hold,
+//! delete...) has it written first.
 //!
 //! Should qmgr die, cleanup writes out every message it offered and did
 //! not hear of; should cleanup die, qmgr writes out the ones it holds,
@@ -99,6 +102,22 @@ impl Orphans {
     /// recovery writes it once more.
     pub fn take(&self, id: &QueueId) -> bool {
         self.ids.get(id).is_some_and(|t| t.elapsed() <= ORPHAN_TIME)
+    }
+}
+
+/// The messages in memory, for listings: those offered and waiting,
+/// and those in the active queue without a file yet.
+pub(super) struct Files<'a> {
+    pub offers: &'a HashMap<QueueId, Memory>,
+    pub active: &'a HashMap<QueueId, super::Active>,
+}
+
+impl crate::qmgr::scan::InMemory for Files<'_> {
+    fn file(&self, id: &QueueId) -> Option<&File> {
+        match self.offers.get(id) {
+            Some(m) => Some(&m.fd),
+            None => self.active.get(id).and_then(|a| a.memory.as_ref()).map(|m| &m.fd),
+        }
     }
 }
 
@@ -253,6 +272,12 @@ impl Qmgr {
                 self.memory_since.push_back((Instant::now(), id));
             }
         }
+    }
+
+    /// The messages in memory now, for a listing to begin with.
+    pub(super) fn in_memory(&self) -> Vec<QueueId> {
+        let active = self.active.iter().filter(|(_, a)| a.memory.is_some()).map(|(id, _)| *id);
+        self.offers.keys().copied().chain(active).collect()
     }
 
     /// When the oldest message in memory is due for its file.

@@ -1802,7 +1802,7 @@ impl Qmgr {
                 self.send_to(token, &QmgrToControl::QueueCounts { id, counts }, &[]);
             }
             ControlToQmgr::List { id } => {
-                if let Err(e) = self.listings.start(token, id) {
+                if let Err(e) = self.listings.start(token, id, self.in_memory()) {
                     self.send_to(token, &QmgrToControl::Done { id, result: Err(e) }, &[]);
                 }
             }
@@ -1821,7 +1821,8 @@ impl Qmgr {
             return;
         }
         let mut budget = listing::turn_budget();
-        let (parts, problems) = self.listings.turn(&self.store, &mut budget);
+        let memory = memory::Files { offers: &self.offers, active: &self.active };
+        let (parts, problems) = self.listings.turn(&self.store, &mut budget, &memory);
         for p in problems {
             self.child.warn(&p);
         }

@@ -14,9 +14,17 @@
 //! listing runs may be listed twice or not at all, as with any listing
 //! of a changing directory.
 //!
+//! qmgr's listings begin with the messages it holds in memory files (see
+//! `memory`: they have no queue file yet), read from those files, named
+//! when the listing starts and each skipped if it is no longer in memory
+//! when the cursor reaches it (it has its file by then, listed from its
+//! directory, or is gone); a message listed from memory is not listed
+//! again from a directory.
+//!
 //! Trusts: nothing in the files.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
+use std::fs::File;
 use std::time::Instant;
 
 use nix::dir::{Dir as NixDir, OwningIter};
@@ -56,6 +64,22 @@ impl Budget {
     }
 }
 
+/// The messages held in memory files, by queue ID (qmgr's, see
+/// `memory`).
+pub trait InMemory {
+    /// The memory file of message `id`, while it is in memory.
+    fn file(&self, id: &QueueId) -> Option<&File>;
+}
+
+/// No message in memory (`mailq` reading the queue directly, tests).
+pub struct NoMemory;
+
+impl InMemory for NoMemory {
+    fn file(&self, _id: &QueueId) -> Option<&File> {
+        None
+    }
+}
+
 /// A part of a listing.
 #[derive(Debug, Default)]
 pub struct Part {
@@ -86,6 +110,10 @@ pub struct Cursor {
     /// Move what is no queue file to corrupt/ (qmgr), or only report it
     /// (mailq reading the queue itself).
     fix: bool,
+    /// Messages in memory still to list (before the directories).
+    memory: VecDeque<QueueId>,
+    /// Messages listed from memory: not listed again from a directory.
+    from_memory: HashSet<QueueId>,
     /// Directories still to read, the current one first.
     sources: VecDeque<Source>,
     /// The current directory's stream, once opened.
@@ -113,6 +141,8 @@ impl Cursor {
         sources.push_back(Source { dir: Dir::Hold, sub: None });
         Cursor {
             fix,
+            memory: VecDeque::new(),
+            from_memory: HashSet::new(),
             sources,
             reader: None,
             part: Vec::new(),
@@ -121,6 +151,13 @@ impl Cursor {
             finished: false,
             problems: Vec::new(),
         }
+    }
+
+    /// The listing begins with these messages in memory (see
+    /// [`InMemory`]).
+    pub fn with_memory(mut self, ids: Vec<QueueId>) -> Cursor {
+        self.memory = ids.into();
+        self
     }
 
     /// The last part was handed out.
@@ -137,6 +174,11 @@ impl Cursor {
     /// one at the end; `None` when the budget ran out first (call again).
     /// After the last part, always `None`.
     pub fn advance(&mut self, store: &Store, budget: &mut Budget) -> Option<Part> {
+        self.advance_with(store, budget, &NoMemory)
+    }
+
+    /// The same, the messages in memory read from `memory`.
+    pub fn advance_with(&mut self, store: &Store, budget: &mut Budget, memory: &dyn InMemory) -> Option<Part> {
         loop {
             if self.finished {
                 return None;
@@ -153,7 +195,28 @@ impl Cursor {
             if budget.spent() {
                 return None;
             }
+            if let Some(id) = self.memory.pop_front() {
+                self.in_memory(memory, id, budget);
+                continue;
+            }
             self.step(store, budget);
+        }
+    }
+
+    /// One message named as in memory: listed if it still is.
+    fn in_memory(&mut self, memory: &dyn InMemory, id: QueueId, budget: &mut Budget) {
+        let Some(file) = memory.file(&id) else { return };
+        budget.files = budget.files.saturating_sub(1);
+        match store::read(file, &id) {
+            Ok(q) => {
+                let (e, bytes) = bounded_entry(Dir::Incoming, &q);
+                self.part.push(e);
+                self.part_bytes += bytes;
+                self.from_memory.insert(id);
+            }
+            // Not expected of what cleanup sealed: said, and the message
+            // left to its delivery.
+            Err(p) => self.problems.push(format!("{id} (in memory): {p}")),
         }
     }
 
@@ -178,6 +241,7 @@ impl Cursor {
             // (one at its top is never read, by delivery either).
             (Some(_), None) if source.dir == Dir::Deferred => {}
             (None, None) if source.dir == Dir::Deferred && DEFERRED_SUBDIRS.contains(&name.as_str()) => {}
+            (Some(id), _) if self.from_memory.contains(&id) => {}
             (Some(id), _) => {
                 budget.files = budget.files.saturating_sub(1);
                 self.file(store, source.dir, &id);

@@ -276,3 +276,71 @@ fn an_entry_with_very_many_recipients_is_bounded_and_says_how_many_it_left_out()
     assert_eq!(e, whole);
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+/// Memory files by queue ID, as qmgr holds them.
+struct Held(std::collections::HashMap<QueueId, File>);
+
+impl InMemory for Held {
+    fn file(&self, id: &QueueId) -> Option<&File> {
+        self.0.get(id)
+    }
+}
+
+#[test]
+fn a_listing_begins_with_the_messages_in_memory_and_lists_each_once() {
+    let (d, s) = spool("memory");
+    let mut ids_gen = QueueIdGen::new(5);
+    let on_disk = fill(&d, &mut ids_gen, Dir::Deferred, 3);
+    // Three messages in memory: one also has its file in incoming/ by
+    // now, and one is gone (delivered) before the cursor reaches it.
+    let (kept, also_file, gone) = (ids_gen.next_id(), ids_gen.next_id(), ids_gen.next_id());
+    let mut held = std::collections::HashMap::new();
+    for id in [kept, also_file] {
+        let q = QueueFile {
+            id,
+            envelope: Envelope { sender: String::from("m@example.org"), size: 21, ..Envelope::default() },
+            recipients: vec![Recipient { address: String::from("r@example.net"), ..Recipient::default() }],
+            content: b"Subject: x\r\n\r\nbody\r\n".to_vec(),
+        };
+        let bytes = q.encode().unwrap();
+        let file = if crate::queue::disk::HAS_MEMORY_FILES {
+            File::from(crate::queue::disk::memory_file(&bytes).unwrap())
+        } else {
+            let p = d.join(format!("memory-{id}"));
+            std::fs::write(&p, &bytes).unwrap();
+            File::open(p).unwrap()
+        };
+        held.insert(id, file);
+    }
+    write(&d, Dir::Incoming, also_file, &[(String::from("r@example.net"), String::new())]);
+    let held = Held(held);
+    let mut c = Cursor::new(true).with_memory(vec![kept, gone, also_file]);
+    let mut entries = Vec::new();
+    loop {
+        let p = c.advance_with(&s, &mut unlimited(), &held).unwrap();
+        assert!(c.take_problems().is_empty());
+        entries.extend(p.entries);
+        if p.last {
+            break;
+        }
+    }
+    let listed: Vec<(String, &str, &str)> =
+        entries.iter().map(|e| (e.id.clone(), e.queue.as_str(), e.sender.as_str())).collect();
+    // The two in memory first, from their memory files; the copy in
+    // incoming/ is not listed again; the one gone is not listed at all.
+    assert_eq!(
+        listed[..2],
+        [(kept.to_string(), "incoming", "m@example.org"), (also_file.to_string(), "incoming", "m@example.org")]
+    );
+    assert_eq!(entries[0].recipients, [(String::from("r@example.net"), String::from("pending"), String::new())]);
+    let rest: BTreeSet<String> = listed[2..]
+        .iter()
+        .map(|(id, q, _)| {
+            assert_eq!(*q, "deferred");
+            id.clone()
+        })
+        .collect();
+    assert_eq!(rest, on_disk.iter().map(ToString::to_string).collect());
+    assert_eq!(entries.len(), 5);
+    let _ = std::fs::remove_dir_all(&d);
+}

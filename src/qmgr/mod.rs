@@ -424,6 +424,30 @@ pub fn serve(_token: Sandboxed, mut child: Child, watch: std::io::Result<Watch>,
     }
 }
 
+/// What qmgr holds that the queue directories do not show as it is
+/// counted: active messages whose files stay in incoming/ count as
+/// active; messages in memory (no file yet) count where their files
+/// would be, offered ones in incoming/, the others as active.
+struct Holding {
+    /// Active messages with their file in incoming/.
+    in_incoming: u64,
+    /// Active messages in memory.
+    in_memory: u64,
+    /// Messages offered in memory, waiting for their admission.
+    offered: u64,
+}
+
+impl Holding {
+    /// The count of queue directory `name`, which holds `n` entries.
+    fn count(&self, name: &str, n: u64) -> u64 {
+        match name {
+            "incoming" => n.saturating_sub(self.in_incoming) + self.offered,
+            "active" => n + self.in_incoming + self.in_memory,
+            _ => n,
+        }
+    }
+}
+
 /// The log line for a recipient the scheduler settled without a delivery
 /// agent's word (a destination resting after failures, an agent gone, a
 /// message expired), in the shape an agent's lines have.
@@ -1785,14 +1809,15 @@ impl Qmgr {
                     &self.store.hold,
                     &self.store.corrupt,
                 ];
-                // Active messages whose files stay in incoming/ count as
-                // active.
-                let moved = self.active.values().filter(|m| m.dir == Dir::Incoming).count() as u64;
+                let held = Holding {
+                    in_incoming: self.active.values().filter(|m| m.dir == Dir::Incoming && m.memory.is_none()).count()
+                        as u64,
+                    in_memory: self.active.values().filter(|m| m.memory.is_some()).count() as u64,
+                    offered: self.offers.len() as u64,
+                };
                 for (name, fd) in QUEUE_DIRS.iter().zip(fds) {
                     match count_entries(fd) {
-                        Ok(n) if *name == "incoming" => counts.push((name.to_string(), n.saturating_sub(moved))),
-                        Ok(n) if *name == "active" => counts.push((name.to_string(), n + moved)),
-                        Ok(n) => counts.push((name.to_string(), n)),
+                        Ok(n) => counts.push((name.to_string(), held.count(name, n))),
                         Err(e) => errors.push(format!("counting {name}: {e}")),
                     }
                 }
@@ -1855,6 +1880,19 @@ mod tests {
     use super::{Candidate, Token, clock_went_back, finished_statuses, pick_agent};
     use crate::queue::Time;
     use std::time::Duration;
+
+    #[test]
+    fn messages_in_memory_are_counted_where_their_files_would_be() {
+        // incoming/ holds three files, one of them an active message's;
+        // two active messages and one offered have no file yet.
+        let held = super::Holding { in_incoming: 1, in_memory: 2, offered: 1 };
+        assert_eq!(held.count("incoming", 3), 3);
+        assert_eq!(held.count("active", 0), 3);
+        assert_eq!(held.count("deferred", 7), 7);
+        // Nothing in memory: as the directories say, active files moved.
+        let held = super::Holding { in_incoming: 2, in_memory: 0, offered: 0 };
+        assert_eq!((held.count("incoming", 2), held.count("active", 1)), (0, 3));
+    }
 
     #[test]
     fn a_clock_set_back_is_noticed_and_time_passing_is_not() {

@@ -13,7 +13,8 @@
 # an unknown name is refused at RCPT; a list longer than
 # local.directory_user_limit is cut with a warning. A directory that hangs while it
 # lists is given up after local.directory_timeout, master answering
-# meanwhile, and the table keeps the names listed before. A directory
+# meanwhile, and the table keeps the names listed before; the listing
+# runs sandboxed (a seccomp filter, no_new_privs). A directory
 # that does not list its users (sssd without `enumerate`) leaves them out
 # of the table, so they get 550 5.1.1 at RCPT; with local.recipient_check
 # off every local name is taken: the directory user gets the mail, and a
@@ -105,6 +106,11 @@ ctl reload >/dev/null || fail "reload"
 wait_log "generation 4" 10 || fail "not reloaded"
 t0=$(date +%s)
 ctl status >/dev/null || fail "master did not answer while the directory hangs"
+# The listing runs in its sandbox: a seccomp filter and no_new_privs.
+wait_for 5 pgrep -f "local users" >/dev/null || fail "no listing is running"
+lu=$(pgrep -f "local users" | head -1)
+grep -q '^Seccomp:[[:space:]]*2' /proc/$lu/status || fail "the listing has no seccomp filter: $(grep -E '^(Seccomp|NoNewPrivs)' /proc/$lu/status)"
+grep -q '^NoNewPrivs:[[:space:]]*1' /proc/$lu/status || fail "the listing lacks no_new_privs"
 wait_log "listing the directory users: it ran past local.directory_timeout and was killed; the local-recipient table keeps the [0-9]* listed before" 15 ||
 	fail "the hanging listing was not given up"
 [ $(($(date +%s) - t0)) -lt 12 ] || fail "giving up took too long"

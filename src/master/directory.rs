@@ -79,6 +79,9 @@ pub struct Start<'a> {
     pub timeout: Duration,
     /// master's stderr for the listing's (in the foreground).
     pub stderr: bool,
+    /// `sandbox.allow_unconfined`: the listing runs without its sandbox
+    /// where it cannot be entered.
+    pub unconfined: bool,
 }
 
 impl Directory {
@@ -105,7 +108,7 @@ impl Directory {
         let limit = s.limit.to_string();
         let spec = sandbox::Spawn {
             program,
-            argv: &["local", "users", &limit],
+            argv: &["local", "users", &limit, if s.unconfined { "unconfined" } else { "confined" }],
             env: &[],
             fds: &[out.as_raw_fd()],
             stderr: s.stderr.then_some(2),

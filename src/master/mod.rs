@@ -651,6 +651,7 @@ impl Master {
                 limit: local.directory_user_limit,
                 timeout: local.directory_timeout,
                 stderr: self.opts.foreground,
+                unconfined: self.config.sandbox.allow_unconfined,
             };
             if let Err(e) = self.directory.start(&start, local.directory_refresh, now) {
                 self.log(Level::Warning, &format!("cannot list the directory users: {e}"));

@@ -154,6 +154,9 @@ kill -9 "$(child_pid qmgr)"
 wait_log "qmgr pid [0-9]* killed by SIGKILL" 10 || true
 wait_status $NCHILD || fail "qmgr not restarted"
 wait_queued 1 || fail "after qmgr was killed: $(queued) queued, want 1: $(ctl queue)"
+# The message deleted just before the kill stays deleted (cleanup's
+# journal must have heard that it is finished, not only written).
+[ "$(grep -c "$doomed: from=" "$LOG")" -eq 1 ] || fail "the deleted message came back after qmgr was killed"
 ctl stop >/dev/null; gone "$MASTER_PID" 10 || fail "master did not stop"; MASTER_PID=""
 [ "$(queued)" -eq 1 ] || fail "after stop: $(queued) queued"
 smtp_sink

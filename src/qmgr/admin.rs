@@ -132,6 +132,7 @@ impl Qmgr {
             (AdminOp::Delete, _) => {
                 self.release_from(&id);
                 self.store.remove(from, &id).map_err(|e| format!("{id}: {e}"))?;
+                self.finished_file(id);
                 format!("{id}: deleted")
             }
         };

@@ -22,7 +22,11 @@
 //! reported to cleanup ([`QmgrToCleanup::Taken`]): until it hears, the
 //! journal is the durable copy, and a crash meanwhile leaves at worst a
 //! second copy that cleanup's recovery and [`Orphans`] deal with, as after
-//! a crash within a turn. When deliveries stall, a file is written for
+//! a crash within a turn. A message finished before its sync (delivered,
+//! bounced, deleted) is reported done at the end of its turn instead
+//! ([`Qmgr::finished_file`]): otherwise a qmgr killed in those 100 ms
+//! would have cleanup write it out again, and the next qmgr deliver it
+//! again or bring back what the operator deleted. When deliveries stall, a file is written for
 //! almost every message as it comes, and a sync in every turn (hundreds a
 //! second) would keep the disk flushing what cleanup's journal already
 //! holds, delaying the journal's own flushes and so every 250.
@@ -132,8 +136,8 @@ pub(super) struct Memory {
 #[derive(Default)]
 pub(super) struct Settled {
     pub done: HashMap<Token, Vec<QueueId>>,
-    /// Written by qmgr, reported once synced.
-    pub taken: HashMap<Token, Vec<QueueId>>,
+    /// Written by qmgr, reported once synced: each with its cleanup.
+    pub taken: HashMap<QueueId, Token>,
     /// When the first of `taken` was written.
     pub taken_since: Option<Instant>,
 }
@@ -212,9 +216,30 @@ impl Qmgr {
             Err(e) if e.raw_os_error() == Some(nix::libc::EEXIST) => {}
             Err(e) => return Err(e),
         }
-        self.settled.taken.entry(token).or_default().push(id);
+        self.settled.taken.insert(id, token);
         self.settled.taken_since.get_or_insert_with(Instant::now);
         Ok(())
+    }
+
+    /// Message `id` is finished and its queue file removed (delivered,
+    /// bounced, expired or deleted). Written from memory lately and not
+    /// yet reported taken, it is reported done at the end of this turn
+    /// instead: should qmgr die before the sync, cleanup would otherwise
+    /// write it out again from its journal, and the next qmgr deliver a
+    /// message that is finished (or bring back one the operator deleted).
+    pub(super) fn finished_file(&mut self, id: QueueId) {
+        self.orphans.finished(id);
+        if let Some(token) = self.settled.taken.remove(&id) {
+            self.settled.done.entry(token).or_default().push(id);
+        }
+    }
+
+    /// The queue files written from memory waiting for their sync, of
+    /// cleanup `token`, are no concern of it any more (it is gone).
+    pub(super) fn forget_taken(&mut self, token: Token) -> bool {
+        let before = self.settled.taken.len();
+        self.settled.taken.retain(|_, t| *t != token);
+        self.settled.taken.len() != before
     }
 
     /// Message `id` of the active queue gets its queue file if it is in
@@ -322,7 +347,10 @@ impl Qmgr {
                 }
             }
         }
-        let taken = std::mem::take(&mut self.settled.taken);
+        let mut taken: HashMap<Token, Vec<QueueId>> = HashMap::new();
+        for (id, token) in self.settled.taken.drain() {
+            taken.entry(token).or_default().push(id);
+        }
         for (token, ids) in taken {
             self.tell_cleanup(token, |ids| QmgrToCleanup::Taken { ids }, ids);
         }

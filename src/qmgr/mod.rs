@@ -712,7 +712,7 @@ impl Qmgr {
             // more can be reported to it.
             self.materialise_all(Some(token));
             self.settled.done.remove(&token);
-            if self.settled.taken.remove(&token).is_some() {
+            if self.forget_taken(token) {
                 let _ = self.unsynced.sync(self.store.fd(Dir::Incoming).as_fd());
             }
             // It may have written files it could not name: one look, and
@@ -1618,7 +1618,7 @@ impl Qmgr {
         }
         let Some(m) = self.remove_active(&id) else { return };
         if let Fate::Remove = fate {
-            self.orphans.finished(id);
+            self.finished_file(id);
         }
         let dir = m.dir;
         match fate {

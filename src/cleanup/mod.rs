@@ -304,13 +304,21 @@ impl Cleanup {
     }
 
     fn drop_qmgr(&mut self, token: Token) {
-        if let Some((t, chan)) = self.qmgr.take() {
+        if let Some((t, mut chan)) = self.qmgr.take() {
             if t != token {
                 self.qmgr = Some((t, chan));
                 return;
             }
             let raw = chan.as_raw_fd();
             let _ = self.poll.registry().deregister(&mut SourceFd(&raw));
+            // What it said before it went is read first (a failed send
+            // finds it gone with its last reports unread): every message
+            // it reported done is one not written out and delivered again.
+            while let Ok(Some((m, fds))) = chan.recv::<QmgrToCleanup>() {
+                if self.qmgr_said(m, fds).is_err() {
+                    break;
+                }
+            }
         }
         // What it was offered and did not account for is written out, to
         // be named to the next qmgr.

@@ -327,11 +327,20 @@ impl Qmgr {
         self.settle(true);
     }
 
-    fn settle(&mut self, now: bool) {
+    /// The messages finished so far are reported to their cleanups now,
+    /// not at the end of the turn: what qmgr does next in the turn (admit
+    /// a batch of new messages, start deliveries) takes a while under
+    /// load, and a qmgr killed meanwhile would have them written out
+    /// again from the journal and delivered twice.
+    pub(super) fn report_done(&mut self) {
         let done = std::mem::take(&mut self.settled.done);
         for (token, ids) in done {
             self.tell_cleanup(token, |ids| QmgrToCleanup::Done { ids }, ids);
         }
+    }
+
+    fn settle(&mut self, now: bool) {
+        self.report_done();
         if !now && self.taken_due().is_none_or(|d| !d.is_zero()) {
             return;
         }

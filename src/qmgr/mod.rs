@@ -418,6 +418,7 @@ pub fn serve(_token: Sandboxed, mut child: Child, watch: std::io::Result<Watch>,
                 }
             }
         }
+        q.report_done();
         q.work();
         q.settle_memory();
         q.child.end_turn(q.poll.registry());

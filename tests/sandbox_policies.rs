@@ -258,13 +258,15 @@ fn channel_received(t: &mut Tally, parent: &OwnedFd) {
 /// What every sandboxed role must be refused, whatever its grants.
 /// `unix_socket` is an unconnected AF_UNIX socket made before entering.
 fn common_denials(t: &mut Tally, policy: &Policy, world: &World, unix_socket: &OwnedFd) {
-    if !policy.whole_fs {
+    if !policy.whole_fs && !policy.read_fs {
         t.check("open /etc/passwd", denied(File::open("/etc/passwd")));
     }
-    if policy.open_paths.is_empty() && !policy.whole_fs {
+    if policy.open_paths.is_empty() && !policy.whole_fs && !policy.read_fs {
         t.check("open a spool file by absolute path", denied(File::open(world.spool.join("secret"))));
-        t.check("create a file by path", denied(File::create(world.root.join("created-by-path"))));
         t.check("stat a path", denied(std::fs::metadata("/etc/passwd")));
+    }
+    if policy.open_paths.is_empty() && !policy.whole_fs {
+        t.check("create a file by path", denied(File::create(world.root.join("created-by-path"))));
     }
     if !policy.exec {
         let what = if policy.fork { "exec /bin/true" } else { "fork and exec /bin/true" };
@@ -695,6 +697,71 @@ fn live_role(total: &mut Tally, world: &World, role: Role) -> io::Result<()> {
             })(),
         );
     }
+    total.add(&after);
+    Ok(())
+}
+
+/// master's lister of directory users (`local users`), in its sandbox:
+/// it reads any file by path and asks the name services over AF_UNIX
+/// stream sockets, as the C library's modules do, and writes its listing
+/// to the descriptor it has; it changes nothing by path (writes, creates,
+/// removes, modes, times), execs nothing, connects nowhere else.
+fn live_user_lister(total: &mut Tally, world: &World) -> io::Result<()> {
+    let (out_r, out_w) = pipe().map_err(errno_io)?;
+    run_child(total, "local users", &[out_w.as_fd()], |t, placed| {
+        let policy = mta::local::users::policy(placed[0].as_raw_fd());
+        let Some(unix) = prepare_and_enter(t, &policy) else { return };
+        common_denials(t, &policy, world, &unix);
+        t.check(
+            "read /etc/passwd and a file elsewhere by path",
+            (|| {
+                std::fs::read("/etc/passwd")?;
+                std::fs::read(world.spool.join("secret")).map(drop)
+            })()
+            .map_err(|e| e.to_string()),
+        );
+        let secret = world.spool.join("secret");
+        t.check("open a file for writing by path", denied(std::fs::OpenOptions::new().append(true).open(&secret)));
+        t.check("remove a file by path", denied(std::fs::remove_file(&secret)));
+        t.check("rename a file by path", denied(std::fs::rename(&secret, world.root.join("renamed"))));
+        t.check("make a directory by path", denied(std::fs::create_dir(world.root.join("made"))));
+        t.check(
+            "change a file's mode by path",
+            denied(std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o666))),
+        );
+        t.check(
+            "make a symbolic link by path",
+            denied(std::os::unix::fs::symlink("/etc/passwd", world.root.join("ln"))),
+        );
+        local_name_service(t, world);
+        t.check(
+            "write the listing",
+            File::from(placed.into_iter().next().expect("placed")).write_all(b"listed\n").map_err(|e| e.to_string()),
+        );
+        uid_denial(t, &policy);
+    });
+    drop(out_w);
+    let mut after = Tally::new("local users");
+    after.check(
+        "the listing came out",
+        match read_all(out_r) {
+            Ok(v) if v == b"listed\n" => Ok(()),
+            Ok(v) => Err(format!("read {v:?}")),
+            Err(e) => Err(e.to_string()),
+        },
+    );
+    after.check(
+        "nothing changed by path",
+        if std::fs::read(world.spool.join("secret")).is_ok_and(|v| v == b"outside the queue\n")
+            && !world.root.join("renamed").exists()
+            && !world.root.join("made").exists()
+            && !world.root.join("ln").exists()
+        {
+            Ok(())
+        } else {
+            Err("a change went through".into())
+        },
+    );
     total.add(&after);
     Ok(())
 }
@@ -1462,6 +1529,10 @@ fn main() {
             }
             if let Err(e) = live_local_commands(&mut total, &world) {
                 println!("FAIL local commands: set up: {e}");
+                total.failed += 1;
+            }
+            if let Err(e) = live_user_lister(&mut total, &world) {
+                println!("FAIL local users: set up: {e}");
                 total.failed += 1;
             }
         }

@@ -101,7 +101,7 @@ pub(crate) fn limit(g: &Grant) -> Result<(), Error> {
 
 /// Whether the policy can live in capability mode (see the module note).
 fn capability_mode(p: &Policy) -> bool {
-    p.net == Net::None && p.open_paths.is_empty() && !p.exec && !p.whole_fs && !p.name_service
+    p.net == Net::None && p.open_paths.is_empty() && !p.exec && !p.whole_fs && !p.read_fs && !p.name_service
 }
 
 pub(crate) fn enter(p: &Policy) -> Result<(), Error> {

@@ -142,6 +142,16 @@ pub struct Policy {
     /// before they write (a Landlock domain or unveil list would bind
     /// them too, and can only narrow).
     pub whole_fs: bool,
+    /// The whole file system readable by path, and nothing in it
+    /// changed: Linux, a Landlock rule reading beneath "/" (with its
+    /// UNIX sockets reachable from ABI 9) and a filter that refuses every
+    /// call changing a file by path, modes, owners, times and attributes
+    /// included, which Landlock does not govern; OpenBSD, "/" unveiled
+    /// "r" and "rpath"; FreeBSD, no capability mode. For a process that
+    /// only looks users up through the C library, whose name service
+    /// modules read their configuration and libraries wherever they are
+    /// (master's lister of directory users).
+    pub read_fs: bool,
     /// May take advisory locks (flock(2), fcntl(2) locks) on files it
     /// holds or opens beneath its read-write directory grants: pledge
     /// "flock" on OpenBSD, `CAP_FLOCK` on those descriptors on FreeBSD;
@@ -161,8 +171,8 @@ pub struct Policy {
     /// pass socket(AF_UNIX, SOCK_STREAM) and connect(2) (no other
     /// family, no datagram sockets); on OpenBSD the "getpw" promise
     /// covers YP, the only name service there; on FreeBSD a policy with
-    /// it does not enter capability mode. Only with `whole_fs` ([`enter`]
-    /// refuses it otherwise). (local's root parent, which also forks,
+    /// it does not enter capability mode. Only with `whole_fs` or
+    /// `read_fs` ([`enter`] refuses it otherwise). (local's root parent, which also forks,
     /// execs and changes ids: a narrower filter would buy nothing there.)
     pub name_service: bool,
 }
@@ -179,6 +189,7 @@ impl Policy {
             change_uid: false,
             open_paths: Vec::new(),
             whole_fs: false,
+            read_fs: false,
             locks: false,
             socketpairs: false,
             name_service: false,
@@ -257,12 +268,17 @@ pub fn enter(policy: &Policy, unconfined: Unconfined) -> Result<Sandboxed, Error
 }
 
 /// Refuse a policy whose parts cannot all hold: `name_service` only with
-/// `whole_fs`, since a file-system sandbox (Landlock from ABI 9, unveil)
-/// would keep the name services' sockets out of reach, which the policy
-/// says are reachable.
+/// `whole_fs` or `read_fs`, since a narrower file-system sandbox
+/// (Landlock from ABI 9, unveil) would keep the name services' sockets
+/// and files out of reach, which the policy says are reachable; and not
+/// both of these, one of which says nothing may be changed by path and
+/// the other that anything may.
 fn check(policy: &Policy) -> Result<(), Error> {
-    if policy.name_service && !policy.whole_fs {
-        return Err(Error::Policy(format!("{}: name_service needs whole_fs", policy.role)));
+    if policy.name_service && !policy.whole_fs && !policy.read_fs {
+        return Err(Error::Policy(format!("{}: name_service needs whole_fs or read_fs", policy.role)));
+    }
+    if policy.whole_fs && policy.read_fs {
+        return Err(Error::Policy(format!("{}: whole_fs and read_fs together", policy.role)));
     }
     Ok(())
 }
@@ -404,12 +420,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn name_service_needs_whole_fs() {
+    fn name_service_needs_the_file_system_readable() {
         let mut p = Policy::new("t");
         assert!(check(&p).is_ok());
         p.name_service = true;
         assert!(matches!(check(&p), Err(Error::Policy(m)) if m.contains("whole_fs")));
         p.whole_fs = true;
+        assert!(check(&p).is_ok());
+        p.read_fs = true;
+        assert!(matches!(check(&p), Err(Error::Policy(m)) if m.contains("together")));
+        p.whole_fs = false;
         assert!(check(&p).is_ok());
     }
 }

@@ -198,6 +198,13 @@ fn landlock(p: &Policy) -> Result<(), Error> {
             created = created.add_rule(PathBeneath::new(dir, AccessFs::ResolveUnix)).map_err(landlock_error)?;
         }
     }
+    // The whole file system readable, and its UNIX sockets reachable (a
+    // right of ABI 9, as above), for the C library's name services.
+    if p.read_fs {
+        let root = PathFd::new("/").map_err(|e| Error::Policy(format!("{}: open /: {e}", p.role)))?;
+        created =
+            created.add_rule(PathBeneath::new(root, read_access() | AccessFs::ResolveUnix)).map_err(landlock_error)?;
+    }
     let open_access = if p.exec { read_access() | AccessFs::Execute } else { read_access() };
     for path in &p.open_paths {
         let fd =
@@ -426,17 +433,19 @@ fn denials(p: &Policy) -> Result<Denials, Error> {
         }
     }
 
-    if p.open_paths.is_empty() && !p.whole_fs {
-        // Calls that name a path relative to the working directory and
-        // have no directory argument.
-        #[cfg(target_arch = "x86_64")]
-        for nr in [
-            libc::SYS_open,
+    if p.whole_fs || !p.open_paths.is_empty() {
+        return Ok(d);
+    }
+    // Calls that name a path relative to the working directory and have
+    // no directory argument: those that change something, and those that
+    // only look (left to a `read_fs` policy, whose Landlock ruleset
+    // grants reading everywhere; what Landlock does not govern, such as
+    // modes, owners, times and attributes, it may not change at all).
+    #[cfg(target_arch = "x86_64")]
+    let (looks, changes) = (
+        [libc::SYS_open, libc::SYS_stat, libc::SYS_lstat, libc::SYS_access, libc::SYS_readlink],
+        [
             libc::SYS_creat,
-            libc::SYS_stat,
-            libc::SYS_lstat,
-            libc::SYS_access,
-            libc::SYS_readlink,
             libc::SYS_mkdir,
             libc::SYS_rmdir,
             libc::SYS_link,
@@ -449,61 +458,80 @@ fn denials(p: &Policy) -> Result<Denials, Error> {
             libc::SYS_mknod,
             libc::SYS_utime,
             libc::SYS_utimes,
-        ] {
+        ],
+    );
+    #[cfg(not(target_arch = "x86_64"))]
+    let (looks, changes): ([i64; 0], [i64; 0]) = ([], []);
+    let looks = looks.into_iter().chain([
+        libc::SYS_statfs,
+        libc::SYS_getxattr,
+        libc::SYS_lgetxattr,
+        libc::SYS_listxattr,
+        libc::SYS_llistxattr,
+    ]);
+    let changes = changes.into_iter().chain([
+        libc::SYS_truncate,
+        libc::SYS_chdir,
+        libc::SYS_setxattr,
+        libc::SYS_lsetxattr,
+        libc::SYS_removexattr,
+        libc::SYS_lremovexattr,
+        SYS_SETXATTRAT,
+        SYS_REMOVEXATTRAT,
+        libc::SYS_inotify_add_watch,
+        libc::SYS_fanotify_mark,
+    ]);
+    for nr in changes {
+        d.always(nr);
+    }
+    if !p.read_fs {
+        for nr in looks {
             d.always(nr);
         }
-        for nr in [
-            libc::SYS_truncate,
-            libc::SYS_chdir,
-            libc::SYS_statfs,
-            libc::SYS_setxattr,
-            libc::SYS_lsetxattr,
-            libc::SYS_getxattr,
-            libc::SYS_lgetxattr,
-            libc::SYS_listxattr,
-            libc::SYS_llistxattr,
-            libc::SYS_removexattr,
-            libc::SYS_lremovexattr,
-            SYS_SETXATTRAT,
-            SYS_REMOVEXATTRAT,
-            libc::SYS_inotify_add_watch,
-            libc::SYS_fanotify_mark,
-        ] {
+    }
+    // The *at calls. Without `read_fs`, when their directory is the
+    // working directory: paths beneath granted directories (and absolute
+    // paths given with one) are Landlock's to judge. With it, there is no
+    // directory grant, and those that change something are refused
+    // whatever their directory.
+    let at_looks = [
+        libc::SYS_openat,
+        libc::SYS_openat2,
+        libc::SYS_newfstatat,
+        libc::SYS_statx,
+        libc::SYS_faccessat,
+        libc::SYS_faccessat2,
+        libc::SYS_readlinkat,
+    ];
+    let mut at_changes = vec![
+        (libc::SYS_mkdirat, 0),
+        (libc::SYS_mknodat, 0),
+        (libc::SYS_unlinkat, 0),
+        (libc::SYS_linkat, 0),
+        (libc::SYS_linkat, 2),
+        (libc::SYS_renameat2, 0),
+        (libc::SYS_renameat2, 2),
+        (libc::SYS_fchmodat, 0),
+        (libc::SYS_fchmodat2, 0),
+        (libc::SYS_fchownat, 0),
+        (libc::SYS_utimensat, 0),
+        (libc::SYS_symlinkat, 1),
+    ];
+    #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+    at_changes.extend([(libc::SYS_renameat, 0), (libc::SYS_renameat, 2)]);
+    #[cfg(target_arch = "x86_64")]
+    at_changes.push((libc::SYS_futimesat, 0));
+    if p.read_fs {
+        for (nr, _) in at_changes {
             d.always(nr);
         }
-        // The *at calls, when their directory is the working directory.
-        // Paths beneath granted directories (and absolute paths given
-        // with one) are Landlock's to judge.
-        for nr in [
-            libc::SYS_openat,
-            libc::SYS_openat2,
-            libc::SYS_newfstatat,
-            libc::SYS_statx,
-            libc::SYS_faccessat,
-            libc::SYS_faccessat2,
-            libc::SYS_readlinkat,
-            libc::SYS_mkdirat,
-            libc::SYS_mknodat,
-            libc::SYS_unlinkat,
-            libc::SYS_linkat,
-            libc::SYS_renameat2,
-            libc::SYS_fchmodat,
-            libc::SYS_fchmodat2,
-            libc::SYS_fchownat,
-            libc::SYS_utimensat,
-        ] {
+    } else {
+        for nr in at_looks {
             d.at_cwd(nr, 0)?;
         }
-        #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-        {
-            d.at_cwd(libc::SYS_renameat, 0)?;
-            d.at_cwd(libc::SYS_renameat, 2)?;
+        for (nr, arg) in at_changes {
+            d.at_cwd(nr, arg)?;
         }
-        #[cfg(target_arch = "x86_64")]
-        d.at_cwd(libc::SYS_futimesat, 0)?;
-        d.at_cwd(libc::SYS_linkat, 2)?;
-        d.at_cwd(libc::SYS_renameat2, 2)?;
-        d.at_cwd(libc::SYS_symlinkat, 1)?;
     }
     Ok(d)
 }
@@ -647,6 +675,30 @@ mod tests {
         // Other families; AF_UNIX datagram, seqpacket and raw.
         assert_eq!(d.rules[&libc::SYS_socket].len(), 4);
         assert!(d.always.contains(&libc::SYS_socketpair));
+
+        // The file system readable: looking by path is left to Landlock,
+        // every change by path refused whatever the directory (modes,
+        // owners and times too, which Landlock does not govern).
+        ns.whole_fs = false;
+        ns.read_fs = true;
+        let d = denials(&ns).unwrap();
+        for nr in [libc::SYS_openat, libc::SYS_newfstatat, libc::SYS_statx, libc::SYS_readlinkat, libc::SYS_open] {
+            assert!(!d.rules.contains_key(&nr), "{nr}");
+        }
+        for nr in [
+            libc::SYS_unlinkat,
+            libc::SYS_renameat2,
+            libc::SYS_fchmodat,
+            libc::SYS_fchownat,
+            libc::SYS_utimensat,
+            libc::SYS_symlinkat,
+            libc::SYS_chmod,
+            libc::SYS_truncate,
+            libc::SYS_setxattr,
+        ] {
+            assert!(d.always.contains(&nr), "{nr}");
+        }
+        assert!(!seccomp_programs(&ns).expect("compiles").is_empty());
 
         // A socket directory: AF_UNIX sockets and connect, still no pairs.
         for net in [Net::None, Net::Connect] {

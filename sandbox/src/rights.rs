@@ -160,7 +160,7 @@ pub fn policy_rights(policy: &Policy, grant: &Grant) -> Vec<CapRight> {
 pub fn pledge_promises(policy: &Policy) -> String {
     let mut p: Vec<&'static str> = vec!["stdio"];
     let has = |f: fn(&Grant) -> bool| policy.grants.iter().any(f);
-    if has(|g| matches!(g, Grant::Dir { .. })) || !policy.open_paths.is_empty() || policy.whole_fs {
+    if has(|g| matches!(g, Grant::Dir { .. })) || !policy.open_paths.is_empty() || policy.whole_fs || policy.read_fs {
         p.push("rpath");
     }
     if policy.whole_fs {
@@ -202,6 +202,10 @@ pub fn pledge_promises(policy: &Policy) -> String {
     if policy.change_uid {
         p.extend(["id", "getpw"]);
     }
+    // YP (and LDAP through ypldap), OpenBSD's name services.
+    if policy.name_service {
+        p.push("getpw");
+    }
     let mut seen = Vec::with_capacity(p.len());
     for promise in p {
         if !seen.contains(&promise) {
@@ -240,6 +244,9 @@ pub fn unveil_paths(policy: &Policy) -> Vec<(PathBuf, &'static str)> {
     let open_perms = if policy.exec { "rx" } else { "r" };
     for path in &policy.open_paths {
         v.push((path.clone(), open_perms));
+    }
+    if policy.read_fs {
+        v.push((PathBuf::from("/"), "r"));
     }
     v
 }
@@ -379,6 +386,15 @@ mod tests {
         d.grants.push(Grant::Channel { fd: 3 });
         d.locks = true;
         assert_eq!(pledge_promises(&d), "stdio rpath wpath cpath flock recvfd sendfd");
+
+        // master's lister of directory users: reads, asks YP, writes its
+        // listing; "/" unveiled for reading only.
+        let mut u = Policy::new("local users");
+        u.grants.push(Grant::File { fd: 3, write: true });
+        u.name_service = true;
+        u.read_fs = true;
+        assert_eq!(pledge_promises(&u), "stdio rpath getpw");
+        assert_eq!(unveil_paths(&u), [(PathBuf::from("/"), "r")]);
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //! running kernel enforces the most it can; a kernel without Landlock
 //! makes [`enter`] fail with [`Error::Unsupported`]. Beneath each
 //! directory grant it allows what [`DirAccess`] says; `open_paths` are
-//! readable (and executable when the policy may exec). Where the kernel
+//! readable (and executable when the policy may exec); with `read_fs`,
+//! everything beneath "/" is (and, from ABI 9, its UNIX sockets
+//! reachable). Where the kernel
 //! has them (ABI 4 and 6), TCP bind/connect are denied unless the policy
 //! has [`Net::Connect`], and abstract UNIX sockets and signals are scoped
 //! to the sandbox; from ABI 9, connecting to a pathname UNIX socket is
@@ -25,7 +27,9 @@
 //! `socketpairs`, AF_UNIX ones only), set*id, and
 //! path-based calls relative to the working directory (`open`, `creat`
 //! and other legacy path calls; `openat` and the other `*at` calls whose
-//! directory is AT_FDCWD). clone3 fails with ENOSYS, since its flags
+//! directory is AT_FDCWD); with `read_fs`, every path-based call that
+//! changes something, whatever its directory, the lookups being
+//! Landlock's to judge. clone3 fails with ENOSYS, since its flags
 //! cannot be inspected, and the C library falls back to clone. On x86_64
 //! the x32 system-call range is refused, and any other architecture is
 //! killed by seccompiler's architecture check.

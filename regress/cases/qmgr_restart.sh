@@ -1,9 +1,11 @@
 # qmgr killed with SIGKILL under load, twice, while it delivers through a
-# relay (Postfix's smtp-sink) from memory: every message that got a 250
-# arrives, and none twice beyond the deliveries in flight at each kill
-# (at most the destination's concurrency limit). cleanup writes out what
-# qmgr held in memory and had not reported done, and the next qmgr
-# delivers those. Before, qmgr reported the messages it finished only at
+# relay (Postfix's smtp-sink) from memory, then master: every message
+# that got a 250 arrives, and none twice beyond the deliveries in flight
+# at each kill (at most the destination's concurrency limit). cleanup
+# writes out what qmgr held in memory and had not reported done, and the
+# next qmgr delivers those; with master gone, every child stops (cleanup
+# has qmgr account for what it was offered first), and the master
+# started again delivers what is left. Before, qmgr reported the messages it finished only at
 # the end of a turn (after admitting a batch of new ones), and cleanup,
 # finding qmgr gone when it sent, did not read its last reports: up to
 # 13 delivered twice here for 2 kills at a concurrency of 4.
@@ -50,6 +52,15 @@ for pause in 1.5 2; do
 	i=0; while [ "$(child_pid qmgr)" = "$pid" ] || [ -z "$(child_pid qmgr)" ]; do
 		[ $i -gt 100 ] && fail "qmgr not restarted"; sleep 0.1; i=$((i + 1)); done
 done
+# master, while the clients still send (they connect again when it is back).
+sleep 1
+PIDS=$(ctl status | awk '$NF == "running" { print $2 }')
+kill -KILL "$MASTER_PID"
+kills=$((kills + 1))
+for p in $PIDS; do gone "$p" 10 || fail "pid $p outlived its master"; done
+"$MTA" -d -f "$CONF" >>"$LOG" 2>&1 &
+MASTER_PID=$!
+wait_status $NCHILD || fail "children did not start again after master was killed"
 wait "$SENDER" || fail "the sender failed"
 wait_for 60 empty || fail "the queue did not empty: $(ctl queue)"
 sleep 1

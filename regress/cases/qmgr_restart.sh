@@ -5,10 +5,11 @@
 # writes out what qmgr held in memory and had not reported done, and the
 # next qmgr delivers those; with master gone, every child stops (cleanup
 # has qmgr account for what it was offered first), and the master
-# started again delivers what is left. Before, qmgr reported the messages it finished only at
-# the end of a turn (after admitting a batch of new ones), and cleanup,
-# finding qmgr gone when it sent, did not read its last reports: up to
-# 13 delivered twice here for 2 kills at a concurrency of 4.
+# started again delivers what is left. Before, qmgr reported the
+# messages it finished only at the end of a turn (after admitting a batch
+# of new ones), and cleanup, finding qmgr gone when it sent, did not read
+# its last reports: up to 13 delivered twice here for the 2 qmgr kills
+# alone at a concurrency of 4.
 . ./lib.sh
 . ./peers.sh
 LIMIT=4

@@ -96,7 +96,9 @@ struct Conn {
 struct Server {
     child: Child,
     poll: Poll,
-    listeners: Vec<(TcpListener, ListenTls)>,
+    /// Each with its mode, and its address when it is bound to one (not
+    /// to every address: then each session asks its socket).
+    listeners: Vec<(TcpListener, ListenTls, Option<IpAddr>)>,
     tls: Option<Arc<rustls::ServerConfig>>,
     checks: Acceptance,
     settings: Settings,
@@ -138,7 +140,8 @@ pub fn serve(_token: Sandboxed, mut child: Child, listeners: Vec<std::net::TcpLi
     };
     let mut mio_listeners = Vec::new();
     for (l, (_, mode)) in listeners.into_iter().zip(intake.listeners.iter()) {
-        mio_listeners.push((TcpListener::from_std(l), *mode));
+        let bound = l.local_addr().ok().map(|a| a.ip()).filter(|ip| !ip.is_unspecified());
+        mio_listeners.push((TcpListener::from_std(l), *mode, bound));
     }
     let names = Names::new(intake.smtpd.reverse_lookups, intake.smtpd.reverse_lookup_timeout);
     let mut s = Server {
@@ -235,7 +238,7 @@ impl Server {
             return;
         }
         self.listening = true;
-        for (i, (l, _)) in self.listeners.iter_mut().enumerate() {
+        for (i, (l, _, _)) in self.listeners.iter_mut().enumerate() {
             if let Err(e) = self.poll.registry().register(l, Token(FIRST_LISTENER + i), Interest::READABLE) {
                 self.child.fatal(&format!("registering listener: {e}"));
             }
@@ -292,7 +295,7 @@ impl Server {
     fn stop(&mut self) {
         self.stopping = true;
         if self.listening {
-            for (l, _) in &mut self.listeners {
+            for (l, _, _) in &mut self.listeners {
                 let _ = self.poll.registry().deregister(l);
             }
         }
@@ -487,8 +490,8 @@ impl Server {
 
     fn accept(&mut self, index: usize) {
         loop {
-            let Some((listener, mode)) = self.listeners.get(index) else { return };
-            let mode = *mode;
+            let Some((listener, mode, bound)) = self.listeners.get(index) else { return };
+            let (mode, bound) = (*mode, *bound);
             let (mut stream, addr) = match listener.accept() {
                 Ok(x) => x,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
@@ -537,7 +540,7 @@ impl Server {
             }
             let now = Instant::now();
             let lookup = if known.is_some() { None } else { self.names.ask(token, ip, now) };
-            let local_ip = stream.local_addr().ok().map(|a| a.ip());
+            let local_ip = bound.or_else(|| stream.local_addr().ok().map(|a| a.ip()));
             let conn = Conn {
                 stream,
                 ip,

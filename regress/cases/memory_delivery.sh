@@ -7,8 +7,10 @@
 # shown by mtactl queue, and is delivered once the next hop is back.
 # With queue.memory_time = 1s, a delivery still running after a second
 # has its file written meanwhile (and is delivered once), and mtactl
-# queue lists a message in memory from its memory file; with
-# queue.memory_messages = 0, every message gets its file.
+# queue lists a message in memory from its memory file; one deleted by
+# the operator while its delivery runs stays deleted when qmgr is killed
+# right after; with queue.memory_messages = 0, every message gets its
+# file.
 . ./lib.sh
 . ./peers.sh
 [ "$(uname -s)" = Linux ] || { echo "  skipped: the inotify watch is Linux's"; exit 0; }
@@ -87,6 +89,21 @@ echo "$out" | grep -q 'in 1 Request\.$' || fail "not one request: $out"
 ctl status | grep -q "^queue: incoming 0, active 1, deferred 0," || fail "mtactl status does not count it as active: $(ctl status)"
 delivered "slow in memory" || fail "the slow delivery was not made once: $(ctl queue)"
 [ "$(grep -vc watching "$W/created")" -eq "$before" ] || fail "a queue file was written within memory_time 30s"
+# Deleted by the operator while its delivery runs from memory, then qmgr
+# killed at once: the next qmgr does not take it again (cleanup's journal
+# heard it was finished, not only written out for the request), and the
+# delivery in flight is the only one.
+slow 30s "deleted in memory"
+id=$(ctl queue | sed -n 's/^\([0-9A-Z]*\)\* .*/\1/p' | head -1)
+[ -n "$id" ] || fail "no message in memory to delete: $(ctl queue)"
+ctl queue delete "$id" | grep -q deleted || fail "the message in memory was not deleted"
+kill -KILL "$(child_pid qmgr)"
+wait_log "qmgr pid [0-9]* killed by SIGKILL" 10 || fail "qmgr's death not logged"
+wait_status $NCHILD || fail "qmgr not restarted"
+sleep 4
+wait_for 10 empty || fail "the deleted message came back: $(ctl queue)"
+[ "$(grep -c "$id: from=" "$LOG")" -eq 1 ] || fail "the deleted message was taken again after qmgr was killed"
+[ "$(grep -l 'Subject: deleted in memory' "$DUMP"/* 2>/dev/null | wc -l)" -le 1 ] || fail "the deleted message was delivered twice"
 slow 1s "slow with a file"
 wait_for 3 sh -c "[ \$(grep -vc watching '$W/created') -gt $before ]" || fail "no queue file after memory_time 1s"
 grep -l 'Subject: slow with a file' "$DUMP"/* >/dev/null 2>&1 && fail "delivered before the file was written (smtp-sink -w)"

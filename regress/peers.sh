@@ -52,3 +52,71 @@ queue_id() { # queue_id SUBJECT: the ID of the queued message with that subject
 	return 1
 }
 
+
+# Mail under load, for the cases that kill processes while it flows:
+# load_start: four smtplib clients send for 6 s, each message with its
+# own token as Subject:, and write the tokens of those acknowledged to
+# $W/acked at the end (reconnecting after a refused or lost session);
+# sets LOAD_PID.
+load_start() {
+	/usr/bin/python3 - "$PORT" "$W/acked" <<'PY' &
+import smtplib, sys, threading, time
+port, out = int(sys.argv[1]), sys.argv[2]
+acked, lock = [], threading.Lock()
+end = time.time() + 6
+def client(c):
+    n = 0
+    while time.time() < end:
+        try:
+            with smtplib.SMTP("127.0.0.1", port, timeout=10) as s:
+                while time.time() < end:
+                    n += 1
+                    tok = "tok-%d-%d" % (c, n)
+                    msg = "From: s@remote.example\r\nSubject: %s\r\n\r\nbody %s\r\n" % (tok, tok)
+                    s.sendmail("s@remote.example", ["r@remote.example"], msg)
+                    with lock:
+                        acked.append(tok)
+        except (OSError, smtplib.SMTPException):
+            time.sleep(0.05)
+ts = [threading.Thread(target=client, args=(c,)) for c in range(4)]
+for t in ts: t.start()
+for t in ts: t.join()
+open(out, "w").write("".join(t + "\n" for t in acked))
+PY
+	LOAD_PID=$!
+}
+
+# kill_role ROLE: SIGKILL its process; until master logged it and
+# started another.
+kill_role() {
+	pid=$(child_pid "$1")
+	[ -n "$pid" ] || fail "no $1 to kill"
+	kill -KILL "$pid"
+	wait_log "$1 pid $pid killed by SIGKILL" 10 || fail "$1's death not logged"
+	i=0; while [ "$(child_pid "$1")" = "$pid" ] || [ -z "$(child_pid "$1")" ]; do
+		[ $i -gt 100 ] && fail "$1 not restarted"; sleep 0.1; i=$((i + 1)); done
+}
+
+# load_check TWICE: once the load ended and the queue is empty, every
+# acknowledged token is in smtp-sink's dump, and at most TWICE messages
+# arrived twice.
+load_check() {
+	wait "$LOAD_PID" || fail "the sender failed"
+	wait_for 60 empty || fail "the queue did not empty: $(ctl queue)"
+	sleep 1
+	/usr/bin/python3 - "$W/acked" "$DUMP" "$1" <<'PY' || fail "mail lost or delivered twice"
+import collections, glob, re, sys
+acked = open(sys.argv[1]).read().split()
+seen = collections.Counter()
+for f in glob.glob(sys.argv[2] + "/*"):
+    m = re.search(rb"Subject: (tok-\d+-\d+)", open(f, "rb").read())
+    if m:
+        seen[m.group(1).decode()] += 1
+lost = [t for t in acked if seen[t] == 0]
+twice = sum(n - 1 for n in seen.values() if n > 1)
+print("  %d acknowledged, %d delivered, %d lost, %d delivered twice" % (len(acked), len(seen), len(lost), twice))
+assert len(acked) > 200, "too little mail to prove anything"
+assert not lost, lost[:10]
+assert twice <= int(sys.argv[3]), "delivered twice: %d" % twice
+PY
+}

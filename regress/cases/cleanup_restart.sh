@@ -9,60 +9,14 @@
 write_conf "relay { host = \"[127.0.0.1]:$RELAY\"; }" "queue { backoff { min = 1s; max = 2s; } }"
 start_master
 smtp_sink
-/usr/bin/python3 - "$PORT" "$W/acked" <<'PY' &
-import smtplib, sys, threading, time
-port, out = int(sys.argv[1]), sys.argv[2]
-acked, lock = [], threading.Lock()
-end = time.time() + 6
-def client(c):
-    n = 0
-    while time.time() < end:
-        try:
-            with smtplib.SMTP("127.0.0.1", port, timeout=10) as s:
-                while time.time() < end:
-                    n += 1
-                    tok = "tok-%d-%d" % (c, n)
-                    msg = "From: s@remote.example\r\nSubject: %s\r\n\r\nbody %s\r\n" % (tok, tok)
-                    s.sendmail("s@remote.example", ["r@remote.example"], msg)
-                    with lock:
-                        acked.append(tok)
-        except (OSError, smtplib.SMTPException):
-            time.sleep(0.05)
-ts = [threading.Thread(target=client, args=(c,)) for c in range(4)]
-for t in ts: t.start()
-for t in ts: t.join()
-open(out, "w").write("".join(t + "\n" for t in acked))
-PY
-SENDER=$!
+load_start
 kills=0
 for pause in 1.5 2; do
 	sleep "$pause"
-	pid=$(child_pid cleanup)
-	[ -n "$pid" ] || fail "no cleanup to kill"
-	kill -KILL "$pid"
+	kill_role cleanup
 	kills=$((kills + 1))
-	wait_log "cleanup pid $pid killed by SIGKILL" 10 || fail "cleanup's death not logged"
-	i=0; while [ "$(child_pid cleanup)" = "$pid" ] || [ -z "$(child_pid cleanup)" ]; do
-		[ $i -gt 100 ] && fail "cleanup not restarted"; sleep 0.1; i=$((i + 1)); done
 done
-wait "$SENDER" || fail "the sender failed"
-wait_for 60 empty || fail "the queue did not empty: $(ctl queue)"
-sleep 1
-/usr/bin/python3 - "$W/acked" "$DUMP" "$kills" <<'PY' || fail "mail lost or delivered twice"
-import collections, glob, re, sys
-acked = open(sys.argv[1]).read().split()
-seen = collections.Counter()
-for f in glob.glob(sys.argv[2] + "/*"):
-    m = re.search(rb"Subject: (tok-\d+-\d+)", open(f, "rb").read())
-    if m:
-        seen[m.group(1).decode()] += 1
-lost = [t for t in acked if seen[t] == 0]
-twice = sum(n - 1 for n in seen.values() if n > 1)
-print("  %d acknowledged, %d delivered, %d lost, %d delivered twice" % (len(acked), len(seen), len(lost), twice))
-assert len(acked) > 200, "too little mail to prove anything"
-assert not lost, lost[:10]
-assert twice <= int(sys.argv[3]), "delivered twice: %d" % twice
-PY
+load_check "$kills"
 grep -q "journal recovery: .* [1-9][0-9]* gone since they were written" "$LOG" ||
 	fail "no recovery found messages delivered since they were written out"
 exit 0

@@ -172,8 +172,9 @@ pub struct Policy {
     /// family, no datagram sockets); on OpenBSD the "getpw" promise
     /// covers YP, the only name service there; on FreeBSD a policy with
     /// it does not enter capability mode. Only with `whole_fs` or
-    /// `read_fs` ([`enter`] refuses it otherwise). (local's root parent, which also forks,
-    /// execs and changes ids: a narrower filter would buy nothing there.)
+    /// `read_fs` ([`enter`] refuses it otherwise). (local's root parent,
+    /// which also forks, execs and changes ids: a narrower filter would
+    /// buy nothing there; master's lister of directory users.)
     pub name_service: bool,
 }
 

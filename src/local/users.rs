@@ -12,9 +12,9 @@
 //! It lists inside a sandbox ([`policy`]): no program executed, no
 //! process started, no id changed, no socket but the AF_UNIX stream
 //! sockets of the name services, descriptor 3 for writing only. The file
-//! system stays open to it for reading (the C library reads
-//! nsswitch.conf, /etc/passwd and loads the name service modules), as to
-//! local's root parent, whose user lookups need the same. CONFINEMENT is
+//! system stays open to it for reading only (the C library reads
+//! nsswitch.conf, /etc/passwd and loads the name service modules):
+//! nothing is written, made, removed or changed by path. CONFINEMENT is
 //! `confined`, or `unconfined` when the configuration lets a child run
 //! without its sandbox where it cannot be entered.
 //!

@@ -23,13 +23,14 @@
 //! journal is the durable copy, and a crash meanwhile leaves at worst a
 //! second copy that cleanup's recovery and [`Orphans`] deal with, as after
 //! a crash within a turn. A message finished before its sync (delivered,
-//! bounced, deleted) is reported done at the end of its turn instead
-//! ([`Qmgr::finished_file`]): otherwise a qmgr killed in those 100 ms
-//! would have cleanup write it out again, and the next qmgr deliver it
-//! again or bring back what the operator deleted. When deliveries stall, a file is written for
-//! almost every message as it comes, and a sync in every turn (hundreds a
-//! second) would keep the disk flushing what cleanup's journal already
-//! holds, delaying the journal's own flushes and so every 250.
+//! bounced, deleted) is reported done instead, with the others finished
+//! ([`Qmgr::finished_file`], [`Qmgr::report_done`]): otherwise a qmgr
+//! killed in those 100 ms would have cleanup write it out again, and the
+//! next qmgr deliver it again or bring back what the operator deleted.
+//! When deliveries stall, a file is written for almost every message as
+//! it comes, and a sync in every turn (hundreds a second) would keep the
+//! disk flushing what cleanup's journal already holds, delaying the
+//! journal's own flushes and so every 250.
 //!
 //! A message in memory has no file: queue listings read it from its
 //! memory file ([`Files`]), and an operator's request for it (show, hold,
@@ -223,8 +224,7 @@ impl Qmgr {
 
     /// Message `id` is finished and its queue file removed (delivered,
     /// bounced, expired or deleted). Written from memory lately and not
-    /// yet reported taken, it is reported done at the end of this turn
-    /// instead: should qmgr die before the sync, cleanup would otherwise
+    /// yet reported taken, it is reported done with the others instead: should qmgr die before the sync, cleanup would otherwise
     /// write it out again from its journal, and the next qmgr deliver a
     /// message that is finished (or bring back one the operator deleted).
     pub(super) fn finished_file(&mut self, id: QueueId) {

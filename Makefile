@@ -37,7 +37,7 @@ SENDMAIL_LINKS = mailq newaliases
 # Programs started by the master, one per process role, and postdrop
 # (which a package installs set-gid to the submission group), in LIBEXECDIR.
 # Keep in step with the roles in src/roles.rs.
-LIBEXEC_PROGRAMS = control qmgr cleanup smtpd pickup postdrop smtp connector bounce local
+LIBEXEC_PROGRAMS = control qmgr cleanup smtpd pickup postdrop smtp connector bounce local lookup
 
 .PHONY: all build install uninstall lint-man clean
 

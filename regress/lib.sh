@@ -12,7 +12,7 @@ CONF="$W/mta.conf"
 # Cases use up to PORT+3.
 PORT=$(( 20000 + $$ % 12000 ))
 # The children master starts.
-NCHILD=9
+NCHILD=10
 LOG="$W/mta.log"
 MASTER_PID=""
 

@@ -5,7 +5,8 @@ Each request is logged to standard error. With USERDB_HANG_LIST set in
 the environment, a request to list the users (neither name nor uid) is
 never answered: a directory that hangs. With USERDB_NO_LIST, such a request
 finds no one, as sssd answers one without `enumerate`: a directory that
-knows its users by name but does not list them. Regress only."""
+knows its users by name but does not list them. With USERDB_HANG_NAME, a
+request for that user name is never answered. Regress only."""
 import json
 import os
 import socket
@@ -29,6 +30,8 @@ def answer(request):
             time.sleep(3600)
         if os.environ.get("USERDB_NO_LIST") and "userName" not in p and "uid" not in p:
             return NONE
+        if os.environ.get("USERDB_HANG_NAME") and p.get("userName") == os.environ["USERDB_HANG_NAME"]:
+            time.sleep(3600)
         if p.get("userName", name) == name and p.get("uid", uid) == uid:
             return {"parameters": {"record": record, "incomplete": False}}
         return NONE

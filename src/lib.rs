@@ -15,6 +15,7 @@ pub mod header;
 pub mod ipc;
 pub mod local;
 pub mod log;
+pub mod lookup;
 pub mod maildrop;
 pub mod master;
 pub mod pickup;

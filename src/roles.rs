@@ -58,13 +58,16 @@ pub enum Role {
     Connector,
     Bounce,
     Local,
+    Lookup,
 }
 
 impl Role {
-    pub const ALL: [Role; 9] = [
+    pub const ALL: [Role; 10] = [
         Role::Control,
         Role::Qmgr,
         Role::Cleanup,
+        // Before smtpd, so that smtpd's first RCPT finds it.
+        Role::Lookup,
         Role::Smtpd,
         Role::Pickup,
         Role::Connector,
@@ -85,6 +88,7 @@ impl Role {
             Role::Connector => "connector",
             Role::Bounce => "bounce",
             Role::Local => "local",
+            Role::Lookup => "lookup",
         }
     }
 
@@ -97,8 +101,17 @@ impl Role {
     pub fn singleton(self) -> bool {
         match self {
             Role::Control | Role::Qmgr | Role::Cleanup | Role::Pickup | Role::Connector | Role::Bounce => true,
-            Role::Smtpd | Role::Smtp | Role::Local => false,
+            // lookup keeps no state: on a reload the old one serves the
+            // old smtpd processes while the new one serves the new.
+            Role::Smtpd | Role::Smtp | Role::Local | Role::Lookup => false,
         }
+    }
+
+    /// Whether the configuration may set how many run (`processes`).
+    /// lookup runs once, or not at all when smtpd asks it nothing
+    /// (`local.directory_lookup`).
+    pub fn fixed_count(self) -> bool {
+        self.singleton() || self == Role::Lookup
     }
 
     pub fn from_name(name: &str) -> Option<Role> {
@@ -120,7 +133,9 @@ impl Role {
         match self {
             // control: its channels plus mtactl clients (bounded by control.clients).
             // bounce: one queue file at a time per request.
-            Role::Control | Role::Pickup | Role::Bounce => 256,
+            // lookup: its channels (one per smtpd process) and what the
+            // C library's name services open.
+            Role::Control | Role::Pickup | Role::Bounce | Role::Lookup => 256,
             // local: channels, the queue file being delivered, a child's
             // pipe, the command spawner's socket.
             Role::Local => 256,
@@ -156,6 +171,7 @@ pub const CHANNELS: &[(Role, Role)] = &[
     (Role::Qmgr, Role::Local),
     (Role::Local, Role::Cleanup),
     (Role::Cleanup, Role::Qmgr),
+    (Role::Smtpd, Role::Lookup),
 ];
 
 /// Whether `a` and `b` may have a channel.
@@ -205,6 +221,11 @@ pub enum Operation {
     /// exec, change ids, open paths anywhere (local's root parent; its
     /// command spawner, outside any policy, starts users' commands).
     DeliverAsUsers,
+    /// Ask the system's name service about users by name: read files by
+    /// path (nsswitch.conf, /etc/passwd, the name-service modules) and
+    /// connect to the name services' AF_UNIX sockets; nothing written,
+    /// made or changed (the lookup role).
+    LookUpUsers,
 }
 
 /// The operations each role performs.
@@ -234,6 +255,7 @@ pub fn operations(role: Role, layout: &Layout) -> Vec<Operation> {
         // smtp and bounce: only what they are sent (sockets, read-only
         // queue files), which they limit as they receive it.
         Role::Smtp | Role::Bounce => {}
+        Role::Lookup => ops.push(Operation::LookUpUsers),
         // local: what it is sent, and (outside this list, which covers
         // descriptors only) the file system as root: see its policy.
         Role::Local => ops.push(Operation::DeliverAsUsers),
@@ -301,6 +323,16 @@ pub fn policy(role: Role, layout: &Layout) -> Policy {
         // connected socket (from the connector) and a read-only queue
         // file (from qmgr). bounce: the same without sockets.
         Role::Smtp | Role::Bounce => {}
+        // lookup: asks the system's name service whether a user exists
+        // (getpwnam: /etc/passwd, and NIS, LDAP, sssd or systemd's user
+        // database as nsswitch.conf says), so the file system is readable
+        // (the C library reads nsswitch.conf and loads its modules) and
+        // the name services' AF_UNIX sockets reachable; nothing is
+        // written, made or changed by path, and no process started.
+        Role::Lookup => {
+            p.read_fs = true;
+            p.name_service = true;
+        }
         // local: the one role that keeps root. It looks users up and
         // spawns each delivery as the recipient (a child of its own
         // program, which opens the mailbox and confines itself to it

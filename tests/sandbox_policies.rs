@@ -609,7 +609,7 @@ fn live_role(total: &mut Tally, world: &World, role: Role) -> io::Result<()> {
         }
         Role::Connector => fds.push(open_socket_dir(&world.lmtp_dir)?),
         // Only their master channel.
-        Role::Smtp | Role::Bounce | Role::Local => {}
+        Role::Smtp | Role::Bounce | Role::Local | Role::Lookup => {}
     }
     // The policy must name exactly these descriptors.
     let named: Vec<RawFd> = policy.grants.iter().map(Grant::fd).collect();
@@ -664,6 +664,19 @@ fn live_role(total: &mut Tally, world: &World, role: Role) -> io::Result<()> {
                 );
                 local_name_service(t, world);
             }
+            // lookup reads by path and asks the name services; it
+            // changes nothing by path.
+            Role::Lookup => {
+                read_only_fs(t, world);
+                local_name_service(t, world);
+                t.check(
+                    "look users up",
+                    match (mta::lookup::look_up("root"), mta::lookup::look_up("no-such-user-mta-test")) {
+                        ((mta::ipc::msg::UserFound::Yes, _), (mta::ipc::msg::UserFound::No, _)) => Ok(()),
+                        other => Err(format!("{other:?}")),
+                    },
+                );
+            }
             Role::Connector => {
                 connector_unix_work(t, &placed[0], world);
                 if let Some(kit) = net {
@@ -712,27 +725,7 @@ fn live_user_lister(total: &mut Tally, world: &World) -> io::Result<()> {
         let policy = mta::local::users::policy(placed[0].as_raw_fd());
         let Some(unix) = prepare_and_enter(t, &policy) else { return };
         common_denials(t, &policy, world, &unix);
-        t.check(
-            "read /etc/passwd and a file elsewhere by path",
-            (|| {
-                std::fs::read("/etc/passwd")?;
-                std::fs::read(world.spool.join("secret")).map(drop)
-            })()
-            .map_err(|e| e.to_string()),
-        );
-        let secret = world.spool.join("secret");
-        t.check("open a file for writing by path", denied(std::fs::OpenOptions::new().append(true).open(&secret)));
-        t.check("remove a file by path", denied(std::fs::remove_file(&secret)));
-        t.check("rename a file by path", denied(std::fs::rename(&secret, world.root.join("renamed"))));
-        t.check("make a directory by path", denied(std::fs::create_dir(world.root.join("made"))));
-        t.check(
-            "change a file's mode by path",
-            denied(std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o666))),
-        );
-        t.check(
-            "make a symbolic link by path",
-            denied(std::os::unix::fs::symlink("/etc/passwd", world.root.join("ln"))),
-        );
+        read_only_fs(t, world);
         local_name_service(t, world);
         t.check(
             "write the listing",
@@ -764,6 +757,29 @@ fn live_user_lister(total: &mut Tally, world: &World) -> io::Result<()> {
     );
     total.add(&after);
     Ok(())
+}
+
+/// A `read_fs` policy: files are read anywhere by path, and nothing is
+/// written, made, removed, renamed, linked or changed by path.
+fn read_only_fs(t: &mut Tally, world: &World) {
+    t.check(
+        "read /etc/passwd and a file elsewhere by path",
+        (|| {
+            std::fs::read("/etc/passwd")?;
+            std::fs::read(world.spool.join("secret")).map(drop)
+        })()
+        .map_err(|e| e.to_string()),
+    );
+    let secret = world.spool.join("secret");
+    t.check("open a file for writing by path", denied(std::fs::OpenOptions::new().append(true).open(&secret)));
+    t.check("remove a file by path", denied(std::fs::remove_file(&secret)));
+    t.check("rename a file by path", denied(std::fs::rename(&secret, world.root.join("renamed"))));
+    t.check("make a directory by path", denied(std::fs::create_dir(world.root.join("made"))));
+    t.check(
+        "change a file's mode by path",
+        denied(std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o666))),
+    );
+    t.check("make a symbolic link by path", denied(std::os::unix::fs::symlink("/etc/passwd", world.root.join("ln"))));
 }
 
 /// local's user lookups may ask a name service (sssd, nslcd, nscd,
@@ -1303,7 +1319,7 @@ fn op_rights(op: Operation) -> &'static [CapRight] {
         Operation::SetModes(_) => &[Fchmod],
         Operation::SyncFiles(_) => &[Fsync],
         Operation::ConnectUnix(_) => &[Lookup, Connectat],
-        Operation::Connect | Operation::DeliverAsUsers => &[],
+        Operation::Connect | Operation::DeliverAsUsers | Operation::LookUpUsers => &[],
     }
 }
 
@@ -1321,6 +1337,7 @@ fn op_promises(op: Operation) -> (&'static [&'static str], bool) {
         Operation::Connect => (&["inet", "dns"], false),
         Operation::ConnectUnix(_) => (&["unix"], false),
         Operation::DeliverAsUsers => (&["rpath", "proc", "exec", "id", "getpw"], false),
+        Operation::LookUpUsers => (&["rpath", "getpw"], false),
     }
 }
 
@@ -1338,6 +1355,7 @@ fn promise_justified(promise: &str, op: Operation) -> bool {
             | ("unix", Operation::ConnectUnix(_))
             | ("fattr", Operation::SetTimes(_) | Operation::SetModes(_))
             | ("rpath" | "wpath" | "cpath" | "fattr" | "proc" | "exec" | "id" | "getpw", Operation::DeliverAsUsers)
+            | ("rpath" | "getpw", Operation::LookUpUsers)
     )
 }
 const WIDENING_PROMISES: &[&str] =
@@ -1357,7 +1375,7 @@ fn op_fd(op: Operation) -> Option<RawFd> {
         | Operation::SetModes(fd)
         | Operation::SyncFiles(fd)
         | Operation::ConnectUnix(fd) => Some(fd),
-        Operation::Connect | Operation::DeliverAsUsers => None,
+        Operation::Connect | Operation::DeliverAsUsers | Operation::LookUpUsers => None,
     }
 }
 
@@ -1394,6 +1412,27 @@ fn data_checks(total: &mut Tally, role: Role) {
                 t.check(
                     "DeliverAsUsers: fork, exec, change_uid and whole_fs, no network",
                     if policy.fork && policy.exec && policy.change_uid && policy.whole_fs && policy.net == Net::None {
+                        Ok(())
+                    } else {
+                        Err(format!("{policy:?}"))
+                    },
+                );
+                check_promises(&mut t, op, &promises);
+                continue;
+            }
+            if op == Operation::LookUpUsers {
+                // Reads by path and asks the name services; changes
+                // nothing, starts nothing, no network.
+                t.check(
+                    "LookUpUsers: read_fs and name_service only",
+                    if policy.read_fs
+                        && policy.name_service
+                        && !policy.whole_fs
+                        && !policy.fork
+                        && !policy.exec
+                        && !policy.change_uid
+                        && policy.net == Net::None
+                    {
                         Ok(())
                     } else {
                         Err(format!("{policy:?}"))
@@ -1487,11 +1526,12 @@ fn data_checks(total: &mut Tally, role: Role) {
         .collect();
     t.check(
         "unveil names every directory grant and socket and nothing else",
-        if unveiled.len() == dirs + policy.open_paths.len() + sockets.len()
+        if unveiled.len() == dirs + policy.open_paths.len() + sockets.len() + usize::from(policy.read_fs)
             && unveiled.iter().all(|(p, perms)| {
                 p.starts_with("/var/spool/mta")
                     || policy.open_paths.contains(p)
                     || (sockets.contains(p) && *perms == "rw")
+                    || (policy.read_fs && p == Path::new("/") && *perms == "r")
             })
         {
             Ok(())

@@ -5,14 +5,24 @@
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use mta::address::Path;
+use mta::ipc::msg::UserFound;
 use mta::smtpd::data::Bare;
 use mta::smtpd::session::{Action, Checks, Commit, Limits, Peer, RcptVerdict, Session, Settings};
 
+/// Accepts every recipient, but asks the name service about local parts
+/// of a length divisible by three (answered by the name's length).
 struct AcceptAll;
 impl Checks for AcceptAll {
-    fn recipient(&self, _: &Peer, _: &Path) -> RcptVerdict {
-        RcptVerdict::Accept
+    fn recipient(&self, _: &Peer, rcpt: &Path) -> RcptVerdict {
+        match rcpt {
+            Path::Mailbox(m) if m.local.len() % 3 == 0 => RcptVerdict::Lookup(m.local.clone()),
+            _ => RcptVerdict::Accept,
+        }
     }
+}
+
+fn answer(name: &str) -> UserFound {
+    [UserFound::Yes, UserFound::No, UserFound::Unavailable][name.len() / 3 % 3]
 }
 
 fn check_reply(r: &[u8]) {
@@ -69,6 +79,7 @@ fuzz_target!(|data: &[u8]| {
                 Action::Abort => {
                     open.take().expect("abort outside a message");
                 }
+                Action::LookupUser(name) => s.looked_up(answer(&name), &AcceptAll),
                 Action::Pause(_) | Action::StartTls | Action::Close => {}
             }
         }

@@ -7,7 +7,7 @@ is_root || { note "skipped: libexec programs must be root's"; exit 0; }
 mkdir "$W/libexec"
 cp fake_child.py "$W/libexec/bounce"
 chmod 755 "$W/libexec/bounce"
-for p in control qmgr smtpd cleanup pickup connector smtp local; do ln -s "$MTA_BIN/$p" "$W/libexec/$p"; done
+for p in control qmgr smtpd cleanup pickup connector smtp local lookup; do ln -s "$MTA_BIN/$p" "$W/libexec/$p"; done
 LIBEXEC="$W/libexec" write_conf
 "$MTA" -d -f "$CONF" >"$LOG" 2>&1 &
 MASTER_PID=$!

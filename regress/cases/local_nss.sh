@@ -16,9 +16,14 @@
 # meanwhile, and the table keeps the names listed before; the listing
 # runs sandboxed (a seccomp filter, no_new_privs). A directory
 # that does not list its users (sssd without `enumerate`) leaves them out
-# of the table, so they get 550 5.1.1 at RCPT; with local.recipient_check
-# off every local name is taken: the directory user gets the mail, and a
-# name no one has bounces as an unknown user.
+# of the table; smtpd then asks the name service about a local name the
+# table lacks (the lookup process, local.directory_lookup): the user is
+# taken at RCPT and an unknown name refused with 550 5.1.1. With
+# local.directory_lookup off, the unlisted user gets 550 5.1.1; with
+# local.recipient_check off every local name is taken: the directory user
+# gets the mail, and a name no one has bounces as an unknown user. A name
+# service that does not answer a lookup gets the client 451 4.3.0 after
+# local.directory_lookup_timeout.
 if [ "$(id -u)" != 0 ]; then echo "  skipped: needs root"; exit 0; fi
 grep -Eq '^passwd:.*[[:space:]]systemd([[:space:]]|$)' /etc/nsswitch.conf ||
 	{ echo "  skipped: nsswitch.conf does not ask nss-systemd for users (libnss-systemd)"; exit 0; }
@@ -120,15 +125,18 @@ grep -q "<\*\* *250" "$W/swaks" || grep -q "<- *250 2.1.5" "$W/swaks" ||
 pgrep -f "local users" >/dev/null && fail "the hanging listing was left running"
 note "a hanging directory is given up after local.directory_timeout; the table keeps its users"
 # A start while the directory hangs: master starts after the timeout,
-# and without a list, a local name the table lacks gets 451, not 550.
+# and without a list, a local name the table lacks gets 451, not 550,
+# unless the name service knows it as a user.
 kill "$MASTER_PID"; wait "$MASTER_PID" 2>/dev/null || true
 : >"$LOG"
 start_master
 grep -q "listing the directory users: it ran past local.directory_timeout and was killed; until one ends, local names not in the table get 451 4.3.0" "$LOG" ||
 	fail "the first listing was not given up: $(cat "$LOG")"
+swaks --server 127.0.0.1:$PORT --from sender@localhost --to nosuchdiruser@localhost --quit-after RCPT >"$W/swaks" 2>&1 || true
+grep -q "<\*\* *451 4.3.0" "$W/swaks" || fail "an unknown name was not refused for now: $(cat "$W/swaks")"
 swaks --server 127.0.0.1:$PORT --from sender@localhost --to diruser@localhost --quit-after RCPT >"$W/swaks" 2>&1 || true
-grep -q "<\*\* *451 4.3.0" "$W/swaks" || fail "an unlisted directory user was not refused for now: $(cat "$W/swaks")"
-note "before any listing ends, an unknown local name gets 451 4.3.0"
+grep -q "<- *250 2.1.5" "$W/swaks" || fail "the unlisted directory user was not found by lookup: $(cat "$W/swaks")"
+note "before any listing ends, an unknown local name gets 451 4.3.0; a user the name service knows, 250"
 
 # A directory that knows its users by name but does not list them.
 kill "$MASTER_PID"; wait "$MASTER_PID" 2>/dev/null || true
@@ -145,13 +153,46 @@ rcpt_is() { # rcpt_is ADDRESS CODE: the reply to RCPT TO:<ADDRESS> starts with C
 write_conf "aliases = \"$W/aliases\";" 'local { mailbox = "maildir"; }' "queue { backoff { min = 1s; max = 2s; } }"
 : >"$LOG"
 start_master
-# (451 until the first listing ends.)
-wait_for 10 rcpt_is diruser@localhost 550 || fail "an unlisted directory user was not refused: $(cat "$W/swaks")"
+wait_log "the directory users changed: local-recipient table rebuilt" 10 || fail "no first listing"
+n0=$(grep -c '"userName":"diruser"' "$W/userdb.log")
+rcpt_is diruser@localhost 250 || fail "the unlisted directory user was not found at RCPT: $(cat "$W/swaks")"
+[ "$(grep -c '"userName":"diruser"' "$W/userdb.log")" -gt "$n0" ] || fail "the name service was not asked"
+# Asked once: the answer is remembered (local.directory_lookup_cache).
+n1=$(grep -c '"userName":"diruser"' "$W/userdb.log")
+rcpt_is diruser@localhost 250 || fail "the directory user was refused the second time: $(cat "$W/swaks")"
+[ "$(grep -c '"userName":"diruser"' "$W/userdb.log")" = "$n1" ] || fail "the answer was not remembered"
+rcpt_is nosuchdiruser@localhost 550 || fail "a name no one has was not refused: $(cat "$W/swaks")"
 grep -q "550 5.1.1" "$W/swaks" || fail "not 5.1.1: $(cat "$W/swaks")"
-write_conf "aliases = \"$W/aliases\";" 'local { mailbox = "maildir"; recipient_check = no; }' \
+swaks --server 127.0.0.1:$PORT --from sender@localhost --to diruser@localhost --header "Subject: looked up" \
+	--body "to the user looked up" >"$W/swaks" 2>&1 || { cat "$W/swaks"; fail "mail to the user looked up"; }
+wait_for 20 sh -c "grep -l 'to the user looked up' '$new'/* >/dev/null 2>&1" ||
+	fail "the mail to the user looked up was not delivered"
+# The lookup process: the mail user, in its sandbox.
+lk=$(pgrep -P "$MASTER_PID" -x lookup | head -1)
+[ -n "$lk" ] || fail "no lookup process"
+[ "$(stat -c %U /proc/$lk)" = _mta ] || fail "the lookup process runs as $(stat -c %U /proc/$lk), not _mta"
+grep -q '^Seccomp:[[:space:]]*2' /proc/$lk/status || fail "the lookup process has no seccomp filter"
+grep -q '^NoNewPrivs:[[:space:]]*1' /proc/$lk/status || fail "the lookup process lacks no_new_privs"
+note "a directory user the name service does not list is found at RCPT; a name no one has gets 550 5.1.1"
+# A lookup process killed: master starts another, and smtpd asks it.
+kill -9 "$lk"
+wait_for 10 sh -c "pgrep -P $MASTER_PID -x lookup | grep -vx $lk >/dev/null" || fail "no new lookup process"
+wait_for 10 rcpt_is nosuchother@localhost 550 || fail "no answer after the lookup process restarted: $(cat "$W/swaks")"
+grep -q '"userName":"nosuchother"' "$W/userdb.log" || fail "the new lookup process did not ask the name service"
+note "a killed lookup process is replaced, and smtpd asks the new one"
+# Lookups off: the unlisted user is unknown, and no lookup process runs.
+write_conf "aliases = \"$W/aliases\";" 'local { mailbox = "maildir"; directory_lookup = no; }' \
 	"queue { backoff { min = 1s; max = 2s; } }"
 ctl reload >/dev/null || fail "reload"
 wait_log "generation 2" 10 || fail "not reloaded"
+wait_for 10 rcpt_is diruser@localhost 550 || fail "an unlisted directory user was not refused: $(cat "$W/swaks")"
+grep -q "550 5.1.1" "$W/swaks" || fail "not 5.1.1: $(cat "$W/swaks")"
+wait_for 10 sh -c "! pgrep -P $MASTER_PID -x lookup >/dev/null" || fail "the lookup process still runs"
+note "with local.directory_lookup off, an unlisted directory user gets 550 5.1.1"
+write_conf "aliases = \"$W/aliases\";" 'local { mailbox = "maildir"; recipient_check = no; }' \
+	"queue { backoff { min = 1s; max = 2s; } }"
+ctl reload >/dev/null || fail "reload"
+wait_log "generation 3" 10 || fail "not reloaded"
 wait_for 10 rcpt_is diruser@localhost 250 || fail "with recipient_check off, the directory user was refused: $(cat "$W/swaks")"
 swaks --server 127.0.0.1:$PORT --from sender@localhost --to diruser@localhost --header "Subject: unlisted" \
 	--body "to the unlisted directory user" >"$W/swaks" 2>&1 || { cat "$W/swaks"; fail "mail to the unlisted user"; }
@@ -162,3 +203,24 @@ swaks --server 127.0.0.1:$PORT --from sender@localhost --to nosuchdiruser@localh
 wait_log 'to=<nosuchdiruser@localhost>.*dsn=5.1.1, status=bounced (unknown user: "nosuchdiruser")' 20 ||
 	fail "the name no one has did not bounce"
 note "local.recipient_check off: an unlisted directory user gets mail; a name no one has bounces"
+# A name service that does not answer a lookup: 451 4.3.0 after
+# local.directory_lookup_timeout, and nothing else waits on it in smtpd.
+kill "$MASTER_PID"; wait "$MASTER_PID" 2>/dev/null || true
+kill "$USERDB_PID"; wait "$USERDB_PID" 2>/dev/null || true
+USERDB_NO_LIST=1 USERDB_HANG_NAME=slowuser python3 ./userdb.py /run/systemd/userdb/io.mta.regress diruser $DIRUID \
+	"$W/home/diruser" 2>"$W/userdb.log" &
+USERDB_PID=$!
+wait_for 5 sh -c "getent passwd diruser >/dev/null" || fail "the user database did not start again"
+write_conf "aliases = \"$W/aliases\";" 'local { mailbox = "maildir"; directory_lookup_timeout = 2s; }' \
+	"queue { backoff { min = 1s; max = 2s; } }"
+: >"$LOG"
+start_master
+wait_log "the directory users changed: local-recipient table rebuilt" 10 || fail "no first listing"
+t0=$(date +%s)
+rcpt_is slowuser@localhost 451 || fail "a lookup with no answer was not refused for now: $(cat "$W/swaks")"
+grep -q "451 4.3.0" "$W/swaks" || fail "not 4.3.0: $(cat "$W/swaks")"
+t=$(($(date +%s) - t0))
+[ $t -ge 1 ] && [ $t -lt 10 ] || fail "the answer took ${t}s (timeout 2s)"
+# Users in the table are not held up.
+rcpt_is postmaster@localhost 250 || fail "postmaster was held up: $(cat "$W/swaks")"
+note "a lookup the name service never answers gets 451 4.3.0 after local.directory_lookup_timeout"

@@ -328,7 +328,7 @@ done < "$W/obsd.files"
 # Modes in the staged install. The submission and sendmail cases make the
 # staged postdrop set-gid _mtadrop (2755), as the package installs it; that
 # is the one change tolerated here.
-programs="sbin/mta sbin/mtactl sbin/sendmail libexec/mta/bounce libexec/mta/cleanup libexec/mta/connector libexec/mta/control libexec/mta/local libexec/mta/pickup libexec/mta/postdrop libexec/mta/qmgr libexec/mta/smtp libexec/mta/smtpd"
+programs="sbin/mta sbin/mtactl sbin/sendmail libexec/mta/bounce libexec/mta/cleanup libexec/mta/connector libexec/mta/control libexec/mta/local libexec/mta/lookup libexec/mta/pickup libexec/mta/postdrop libexec/mta/qmgr libexec/mta/smtp libexec/mta/smtpd"
 # check_modes DIR MAN SAMPLE POSTDROP_OK: every file of DIR has its mode.
 check_modes() {
 	stage_files "$1" | while read -r f; do

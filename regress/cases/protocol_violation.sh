@@ -9,7 +9,7 @@ cp fake_child.py "$W/libexec/qmgr"
 chmod 755 "$W/libexec/control" "$W/libexec/qmgr"
 ln -s "$MTA_BIN/smtpd" "$W/libexec/smtpd"
 ln -s "$MTA_BIN/cleanup" "$W/libexec/cleanup"
-for p in pickup connector smtp bounce local; do ln -s "$MTA_BIN/$p" "$W/libexec/$p"; done
+for p in pickup connector smtp bounce local lookup; do ln -s "$MTA_BIN/$p" "$W/libexec/$p"; done
 LIBEXEC="$W/libexec" write_conf
 "$MTA" -d -f "$CONF" >"$LOG" 2>&1 &
 MASTER_PID=$!

@@ -9,7 +9,7 @@
 is_root && ensure_user _mta
 write_conf
 start_master
-for r in control qmgr cleanup smtpd pickup connector smtp bounce; do
+for r in control qmgr cleanup smtpd pickup connector smtp bounce lookup; do
 	p=$(child_pid $r)
 	st=$(cat /proc/$p/status)
 	echo "$st" | grep -E '^(Name|Uid|Seccomp|NoNewPrivs)'

@@ -12,7 +12,7 @@ start_master
 out=$(ctl status)
 echo "$out"
 echo "$out" | grep -q "generation 1" || fail "no generation 1"
-for r in control qmgr cleanup smtpd pickup connector smtp bounce local; do
+for r in control qmgr cleanup smtpd pickup connector smtp bounce local lookup; do
 	p=$(child_pid $r)
 	[ -n "$p" ] || fail "$r not running"
 	kill -0 "$p" || fail "$r pid $p does not exist"
@@ -20,7 +20,7 @@ done
 echo "$out" | grep -q "^queue: incoming 0, active 0, deferred 0, hold 0, corrupt 0" || fail "no queue counts"
 touch "$W/spool/deferred/x1" "$W/spool/deferred/x2"
 ctl status | grep -q "deferred 2" || fail "qmgr does not count deferred/"
-ctl -j status | python3 -c 'import json,sys; d=json.load(sys.stdin); assert d["ok"] and len(d["children"]) == 9, d' \
+ctl -j status | python3 -c 'import json,sys; d=json.load(sys.stdin); assert d["ok"] and len(d["children"]) == 10, d' \
 	|| fail "bad JSON status"
 [ -S "$W/mta.sock" ] || fail "no control socket"
 "$MTACTL" -f "$CONF" status | grep -q "generation 1" || fail "mtactl -f does not find the socket"

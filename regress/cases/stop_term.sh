@@ -23,7 +23,7 @@ master_leader() {
 	MASTER_PID=$(ctl status | sed -n 's/.*master pid \([0-9]*\) .*/\1/p')
 	[ "$(ps -o pgid= -p "$MASTER_PID" | tr -d ' ')" = "$MASTER_PID" ] || fail "master leads no process group"
 	PIDS=""
-	for r in control qmgr cleanup smtpd pickup connector smtp bounce local; do
+	for r in control qmgr cleanup smtpd pickup connector smtp bounce local lookup; do
 		p=$(child_pid $r)
 		[ "$(ps -o sid=,pgid= -p "$p" | tr -s ' ' | sed 's/^ //')" = "$p $p" ] ||
 			fail "$r pid $p is not in a session and process group of its own: $(ps -o pid,sid,pgid -p "$p")"

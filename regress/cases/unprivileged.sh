@@ -16,7 +16,7 @@ i=0; until runuser -u mtadev -- "$MTACTL" -f "$CONF" status >/dev/null 2>&1; do
 	[ $i -gt 100 ] && fail "unprivileged master not answering"; sleep 0.1; i=$((i + 1)); done
 wait_status $NCHILD || fail "children not running"
 uid=$(id -u mtadev)
-for r in control qmgr cleanup smtpd pickup connector smtp bounce local; do
+for r in control qmgr cleanup smtpd pickup connector smtp bounce local lookup; do
 	p=$(child_pid $r)
 	grep -q "^Uid:[[:space:]]*$uid" /proc/$p/status || fail "$r not running as mtadev"
 	grep -q '^Seccomp:[[:space:]]*2' /proc/$p/status || fail "$r not sandboxed"

@@ -33,6 +33,7 @@ fn main() {
         delimiter: intake.recipient_delimiter.clone(),
         check_local: intake.recipient_check,
         incomplete: intake.incomplete,
+        lookup: intake.directory_lookup.is_some(),
         space_ok: Cell::new(true),
     };
     let token = child.enter();

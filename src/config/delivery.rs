@@ -346,6 +346,17 @@ pub struct LocalConf {
     #[serde(with = "serde_ucl::time")]
     pub directory_timeout: Duration,
     pub directory_user_limit: u32,
+    /// Whether smtpd asks the name service (through the lookup process)
+    /// about a local name the table lacks, for directories that do not
+    /// list every user (sssd without `enumerate`): with the recipient
+    /// check and `directory_users` on.
+    pub directory_lookup: bool,
+    /// How long smtpd waits for an answer (then 451 4.3.0).
+    #[serde(with = "serde_ucl::time")]
+    pub directory_lookup_timeout: Duration,
+    /// How long smtpd reuses an answer (0: not at all).
+    #[serde(with = "serde_ucl::time")]
+    pub directory_lookup_cache: Duration,
 }
 
 /// The most `local.directory_user_limit`.
@@ -368,11 +379,20 @@ impl Default for LocalConf {
             directory_refresh: Duration::from_secs(600),
             directory_timeout: Duration::from_secs(30),
             directory_user_limit: 100_000,
+            directory_lookup: true,
+            directory_lookup_timeout: Duration::from_secs(10),
+            directory_lookup_cache: Duration::from_secs(60),
         }
     }
 }
 
 impl LocalConf {
+    /// Whether smtpd asks the lookup process about local names the
+    /// local-recipient table lacks (and master runs it).
+    pub fn looks_up_users(&self) -> bool {
+        self.recipient_check && self.directory_users && self.directory_lookup
+    }
+
     /// Checks the keys' values; the message names the key.
     pub fn check(&self) -> Result<(), String> {
         if self.directory_refresh < Duration::from_secs(10) || self.directory_refresh > Duration::from_secs(86400) {
@@ -382,6 +402,14 @@ impl LocalConf {
             return Err(String::from(
                 "key `local.directory_timeout`: must be longer than zero and no longer than local.directory_refresh",
             ));
+        }
+        if self.directory_lookup_timeout < Duration::from_secs(1)
+            || self.directory_lookup_timeout > Duration::from_secs(300)
+        {
+            return Err(String::from("key `local.directory_lookup_timeout`: must be 1s to 5m"));
+        }
+        if self.directory_lookup_cache > Duration::from_secs(86400) {
+            return Err(String::from("key `local.directory_lookup_cache`: must be at most 1d"));
         }
         if !(1..=MAX_DIRECTORY_USERS).contains(&self.directory_user_limit) {
             return Err(format!("key `local.directory_user_limit`: must be 1 to {MAX_DIRECTORY_USERS}"));

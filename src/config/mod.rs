@@ -281,6 +281,9 @@ fn de_processes<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<Role, u32>, 
         if role.singleton() && n != 1 {
             return Err(serde::de::Error::custom(format!("`{name}` is a singleton: its count must be 1")));
         }
+        if role.fixed_count() && n != 1 {
+            return Err(serde::de::Error::custom(format!("`{name}` runs once at most: its count must be 1")));
+        }
         if n == 0 || n > 1024 {
             return Err(serde::de::Error::custom(format!("`{name}`: process count must be 1 to 1024")));
         }
@@ -466,6 +469,9 @@ impl Config {
 
     /// How many processes of `role` run.
     pub fn count(&self, role: Role) -> u32 {
+        if role == Role::Lookup && !self.local.looks_up_users() {
+            return 0;
+        }
         self.processes.get(&role).copied().unwrap_or(1)
     }
 }

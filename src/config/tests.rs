@@ -330,6 +330,29 @@ fn the_local_recipient_check_is_on_unless_turned_off() {
 }
 
 #[test]
+fn directory_lookups_are_on_by_default_and_run_the_lookup_process_only_when_used() {
+    let c = Config::parse("").unwrap();
+    assert!(c.local.directory_lookup && c.local.looks_up_users());
+    assert_eq!(c.local.directory_lookup_timeout, Duration::from_secs(10));
+    assert_eq!(c.local.directory_lookup_cache, Duration::from_secs(60));
+    assert_eq!(c.count(Role::Lookup), 1);
+    for off in ["directory_lookup = no;", "directory_users = no;", "recipient_check = no;"] {
+        let c = Config::parse(&format!("local {{ {off} }}\n")).unwrap();
+        assert!(!c.local.looks_up_users(), "{off}");
+        assert_eq!(c.count(Role::Lookup), 0, "{off}");
+    }
+    let c = Config::parse("local { directory_lookup_timeout = 3s; directory_lookup_cache = 0s; }\n").unwrap();
+    assert_eq!(c.local.directory_lookup_timeout, Duration::from_secs(3));
+    assert!(c.local.directory_lookup_cache.is_zero());
+    let (line, m) = Config::parse("local {\n  directory_lookup_timeout = 0s;\n}\n").unwrap_err();
+    assert!(m.contains("local.directory_lookup_timeout"), "{line:?} {m}");
+    let (_, m) = Config::parse("local { directory_lookup_cache = 2d; }\n").unwrap_err();
+    assert!(m.contains("local.directory_lookup_cache"), "{m}");
+    let (line, m) = Config::parse("\nprocesses {\n lookup = 2;\n}\n").unwrap_err();
+    assert!(m.contains("lookup") && m.contains("runs once") && line == Some(2), "{line:?} {m}");
+}
+
+#[test]
 fn local_delivery_workers_are_bounded() {
     let c = Config::parse("").unwrap();
     assert_eq!((c.local.workers, c.local.worker_idle_time), (32, Duration::from_secs(10)));

@@ -91,11 +91,25 @@ pub struct Intake {
     pub recipient_delimiter: String,
     /// `local.recipient_check`: off, smtpd takes any local name.
     pub recipient_check: bool,
+    /// A local name the table lacks is asked of the lookup process
+    /// (`local.directory_lookup`, with the recipient check and
+    /// `local.directory_users` on): the answer's bound and how long smtpd
+    /// remembers it. None: no lookups.
+    pub directory_lookup: Option<DirectoryLookup>,
     /// The table may lack names: the aliases file exists but was never
     /// compiled, or the directory users were never listed yet. A local
     /// name missing from it may be an alias or a directory user, and
     /// smtpd answers 451 4.3.0 instead of 550 (smtpd's recipient check).
     pub incomplete: bool,
+}
+
+/// smtpd's lookups of local names the table lacks.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DirectoryLookup {
+    /// `local.directory_lookup_timeout`: past it the client gets 451.
+    pub timeout: std::time::Duration,
+    /// `local.directory_lookup_cache`: how long an answer is reused.
+    pub cache: std::time::Duration,
 }
 
 /// Log severities, as syslog's.
@@ -576,6 +590,30 @@ pub enum SmtpdToConnector {
 pub enum ConnectorToSmtpd {
     /// The client's forward-confirmed name, or None (`unknown`).
     ClientName { req: u64, name: Option<String> },
+}
+
+/// smtpd → lookup: is `name` (a local part, lower case, its extension
+/// removed) a user the system's name service knows? Asked at RCPT for a
+/// local name the local-recipient table lacks.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub enum SmtpdToLookup {
+    User { req: u64, name: String },
+}
+
+/// lookup → smtpd.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub enum LookupToSmtpd {
+    User { req: u64, found: UserFound },
+}
+
+/// What the name service said of a user.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub enum UserFound {
+    Yes,
+    No,
+    /// The lookup failed (the name service is down, or timed out): the
+    /// client is told to try again later.
+    Unavailable,
 }
 
 /// qmgr → bounce: tell the sender about recipients of one message. The

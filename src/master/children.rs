@@ -296,7 +296,7 @@ impl Master {
                 self.socket_watch = opened.watch;
                 self.socket_check = (!self.socket_watch.is_empty()).then(|| Instant::now() + sockets::CHECK_EVERY);
             }
-            Role::Smtp | Role::Bounce | Role::Local => {}
+            Role::Smtp | Role::Bounce | Role::Local | Role::Lookup => {}
         }
         // local keeps root: it runs each delivery as its recipient.
         let creds = (self.owner.privileged && role != Role::Local).then(|| sandbox::Credentials {

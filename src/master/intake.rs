@@ -21,7 +21,7 @@ use super::Master;
 use crate::aliases::{self, Stamp};
 use crate::config::Config;
 use crate::config::smtp::ListenTls;
-use crate::ipc::msg::Intake;
+use crate::ipc::msg::{DirectoryLookup, Intake};
 use crate::roles::Role;
 use crate::table::cdb::Table;
 
@@ -419,6 +419,10 @@ impl Master {
             memory_message_size: c.queue.memory_message_size,
             recipient_delimiter: c.local.recipient_delimiter.clone(),
             recipient_check: c.local.recipient_check,
+            directory_lookup: (smtpd && c.local.looks_up_users()).then_some(DirectoryLookup {
+                timeout: c.local.directory_lookup_timeout,
+                cache: c.local.directory_lookup_cache,
+            }),
             incomplete: smtpd && self.intake.local.incomplete,
         }
     }

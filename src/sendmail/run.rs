@@ -27,6 +27,7 @@ use crate::address::{self, Path};
 use crate::cleanup::message::{HeaderScan, header_refusal, rfc5322_date};
 use crate::config::{self, Config};
 use crate::control::client;
+use crate::ipc::msg::UserFound;
 use crate::maildrop::{self, Envelope, Writer};
 use crate::postdrop::{EX_CONFIG, EX_DATAERR, EX_NOPERM, EX_SOFTWARE, EX_UNAVAILABLE, EX_USAGE};
 use crate::smtpd::session::{self, Action, Checks, Commit, Peer, RcptVerdict, Session, Settings};
@@ -522,6 +523,9 @@ impl Context {
                                 sub.abort();
                             }
                         }
+                        // Anyone asks no name service (local mail takes
+                        // every recipient; local bounces the unknown).
+                        Action::LookupUser(_) => session.looked_up(UserFound::Yes, &Anyone),
                         // Never offered: STARTTLS makes no sense on a pipe.
                         Action::StartTls | Action::Close => {
                             output.flush()?;

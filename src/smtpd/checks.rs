@@ -6,6 +6,10 @@
 //! ends, those users: a local name it does not hold then gets a
 //! temporary refusal (451 4.3.0, as Postfix's failed table lookup) rather
 //! than 550, and the client tries again later.
+//! With `local.directory_lookup` on, a local name the table lacks is
+//! asked of the name service (through the lookup process: `users`), for
+//! the directory users a listing cannot hold: a user it knows is taken,
+//! one it does not is refused as above, and when it cannot say, 451.
 //! With `local.recipient_check` off, every local name is taken, and local
 //! bounces those that are no one's.
 //! New transactions are refused while cleanup reports the spool short of
@@ -18,6 +22,7 @@ use std::net::IpAddr;
 
 use crate::address::Path;
 use crate::config::smtp::Network;
+use crate::ipc::msg::UserFound;
 use crate::smtpd::session::{Checks, Peer, RcptVerdict};
 use crate::table::cdb::Table;
 
@@ -36,11 +41,27 @@ pub struct Acceptance {
     /// The table may lack names (the aliases were never compiled, the
     /// directory users never listed): unknown local names get 451.
     pub incomplete: bool,
+    /// `local.directory_lookup`: a local name the table lacks is asked
+    /// of the name service.
+    pub lookup: bool,
     /// Cleanup's last word on free space.
     pub space_ok: Cell<bool>,
 }
 
 impl Acceptance {
+    /// A local name that is no user or alias, as far as is known: while
+    /// the table may lack names, try again later.
+    fn unknown_local(&self, m: &crate::address::Mailbox) -> RcptVerdict {
+        if self.incomplete {
+            return temporary_failure(m);
+        }
+        RcptVerdict::Reject {
+            code: 550,
+            enhanced: "5.1.1",
+            text: format!("<{m}>: Recipient address rejected: User unknown in local recipient table"),
+        }
+    }
+
     fn trusted(&self, peer: &Peer) -> bool {
         peer.address.parse::<IpAddr>().is_ok_and(|ip| self.networks.iter().any(|n| n.contains(ip)))
     }
@@ -70,23 +91,24 @@ impl Checks for Acceptance {
             {
                 return RcptVerdict::Accept;
             }
-            if self.incomplete {
-                return RcptVerdict::Reject {
-                    code: 451,
-                    enhanced: "4.3.0",
-                    text: format!("<{m}>: Recipient address rejected: Temporary lookup failure"),
-                };
+            if self.lookup && crate::lookup::plausible_user(base) {
+                return RcptVerdict::Lookup(base.to_string());
             }
-            return RcptVerdict::Reject {
-                code: 550,
-                enhanced: "5.1.1",
-                text: format!("<{m}>: Recipient address rejected: User unknown in local recipient table"),
-            };
+            return self.unknown_local(m);
         }
         if self.trusted(peer) {
             return RcptVerdict::Accept;
         }
         RcptVerdict::Reject { code: 554, enhanced: "5.7.1", text: format!("<{m}>: Relay access denied") }
+    }
+
+    fn looked_up(&self, rcpt: &Path, found: UserFound) -> RcptVerdict {
+        let Path::Mailbox(m) = rcpt else { return RcptVerdict::Accept };
+        match found {
+            UserFound::Yes => RcptVerdict::Accept,
+            UserFound::No => self.unknown_local(m),
+            UserFound::Unavailable => temporary_failure(m),
+        }
     }
 
     fn mail(&self, _peer: &Peer) -> RcptVerdict {
@@ -95,6 +117,14 @@ impl Checks for Acceptance {
         } else {
             RcptVerdict::Reject { code: 452, enhanced: "4.3.1", text: String::from("Insufficient system storage") }
         }
+    }
+}
+
+fn temporary_failure(m: &crate::address::Mailbox) -> RcptVerdict {
+    RcptVerdict::Reject {
+        code: 451,
+        enhanced: "4.3.0",
+        text: format!("<{m}>: Recipient address rejected: Temporary lookup failure"),
     }
 }
 
@@ -120,6 +150,7 @@ mod tests {
             delimiter: String::from("+"),
             check_local: true,
             incomplete: false,
+            lookup: false,
             space_ok: Cell::new(true),
         }
     }
@@ -206,5 +237,38 @@ mod tests {
         assert!(matches!(a.recipient(&outside, &Path::Null), RcptVerdict::Reject { code: 553, .. }));
         a.space_ok.set(false);
         assert!(matches!(a.mail(&outside), RcptVerdict::Reject { code: 452, .. }));
+    }
+
+    #[test]
+    fn with_lookups_a_name_the_table_lacks_is_asked_and_the_answer_decides() {
+        let mut a = acceptance();
+        a.lookup = true;
+        let outside = Peer { address: "203.0.113.5".into(), hostname: "unknown".into() };
+        // In the table: no question.
+        assert_eq!(a.recipient(&outside, &to("alice", "example.org")), RcptVerdict::Accept);
+        // Not in it: the user name (folded, without its extension) is asked.
+        assert_eq!(a.recipient(&outside, &to("Dave+lists", "example.org")), RcptVerdict::Lookup("dave".into()));
+        // A name no user can have is refused without a question.
+        assert!(matches!(a.recipient(&outside, &to("a.b/c", "example.org")), RcptVerdict::Reject { code: 550, .. }));
+        // Other domains are not asked about.
+        assert!(matches!(a.recipient(&outside, &to("x", "elsewhere.example")), RcptVerdict::Reject { code: 554, .. }));
+        let dave = to("dave", "example.org");
+        assert_eq!(a.looked_up(&dave, UserFound::Yes), RcptVerdict::Accept);
+        assert_eq!(
+            a.looked_up(&dave, UserFound::No),
+            RcptVerdict::Reject {
+                code: 550,
+                enhanced: "5.1.1",
+                text: String::from(
+                    "<dave@example.org>: Recipient address rejected: User unknown in local recipient table"
+                ),
+            }
+        );
+        assert!(matches!(a.looked_up(&dave, UserFound::Unavailable), RcptVerdict::Reject { code: 451, .. }));
+        // While the table lacks the aliases, "no such user" may still be
+        // an alias: try again later.
+        a.incomplete = true;
+        assert!(matches!(a.looked_up(&dave, UserFound::No), RcptVerdict::Reject { code: 451, .. }));
+        assert_eq!(a.looked_up(&dave, UserFound::Yes), RcptVerdict::Accept);
     }
 }

@@ -5,3 +5,4 @@ pub mod params;
 pub mod server;
 pub mod session;
 pub mod tls;
+pub mod users;

@@ -4,11 +4,14 @@
 //! message to cleanup and carries its verdict back, and enforces the
 //! per-process bounds: sessions in total and per client, idle and total
 //! time, error pauses. Each session's greeting waits for its client's
-//! name from the connector (`names`), within a bound. It opens no file
-//! and makes no connection.
+//! name from the connector (`names`), within a bound; an RCPT to a local
+//! name the local-recipient table lacks may wait for the lookup process
+//! (`users`), within a bound too. It opens no file and makes no
+//! connection.
 //!
 //! Trusts: master and cleanup; the connector's names are checked
-//! (`names`); nothing from the network.
+//! (`names`); the lookup process's answers are matched to questions
+//! (`users`); nothing from the network.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{ErrorKind, Read, Write};
@@ -26,18 +29,20 @@ use crate::child::Child;
 use crate::config::smtp::ListenTls;
 use crate::ipc::Channel;
 use crate::ipc::msg::{
-    CleanupToSmtpd, CommitResult, FromMaster, Intake, MessageEnvelope, MessageRecipient, SmtpdToCleanup,
+    CleanupToSmtpd, CommitResult, FromMaster, Intake, MessageEnvelope, MessageRecipient, SmtpdToCleanup, UserFound,
 };
 use crate::roles::Role;
 use crate::smtpd::checks::Acceptance;
 use crate::smtpd::names::{Named, Names, UNKNOWN};
 use crate::smtpd::session::{Action, Commit, Envelope, Limits, Peer, Session, Settings};
+use crate::smtpd::users::{Answer, Users};
 use crate::stream;
 
 const MASTER: Token = Token(0);
 const CLEANUP: Token = Token(1);
 const CONNECTOR: Token = Token(2);
-const FIRST_LISTENER: usize = 3;
+const LOOKUP: Token = Token(3);
+const FIRST_LISTENER: usize = 4;
 const FIRST_SESSION: usize = 1 << 20;
 /// How often timers are checked.
 const TICK: Duration = Duration::from_millis(100);
@@ -63,6 +68,8 @@ struct Conn {
     /// The name is being looked up (request number): nothing is read or
     /// written until it is known or the wait is over.
     lookup: Option<u64>,
+    /// An RCPT waits for the lookup process (request number).
+    user_lookup: Option<u64>,
     tls: Option<rustls::ServerConnection>,
     /// STARTTLS answered: switch once the 220 is written.
     tls_pending: bool,
@@ -107,6 +114,7 @@ struct Server {
     per_client: HashMap<IpAddr, u32>,
     cleanup: Option<Channel>,
     names: Names,
+    users: Users,
     txns: HashMap<u64, Token>,
     next_txn: u64,
     next_token: usize,
@@ -144,6 +152,7 @@ pub fn serve(_token: Sandboxed, mut child: Child, listeners: Vec<std::net::TcpLi
         mio_listeners.push((TcpListener::from_std(l), *mode, bound));
     }
     let names = Names::new(intake.smtpd.reverse_lookups, intake.smtpd.reverse_lookup_timeout);
+    let users = Users::new(intake.directory_lookup.clone());
     let mut s = Server {
         child,
         poll,
@@ -156,6 +165,7 @@ pub fn serve(_token: Sandboxed, mut child: Child, listeners: Vec<std::net::TcpLi
         per_client: HashMap::new(),
         cleanup: None,
         names,
+        users,
         txns: HashMap::new(),
         next_txn: 1,
         next_token: FIRST_SESSION,
@@ -184,6 +194,7 @@ pub fn serve(_token: Sandboxed, mut child: Child, listeners: Vec<std::net::TcpLi
                 }
                 CLEANUP => s.cleanup_event(ev.is_readable(), ev.is_writable()),
                 CONNECTOR => s.connector_event(ev.is_readable(), ev.is_writable()),
+                LOOKUP => s.lookup_event(ev.is_readable(), ev.is_writable()),
                 Token(t) if (FIRST_LISTENER..FIRST_SESSION).contains(&t) => s.accept(t - FIRST_LISTENER),
                 t => {
                     let read_on = stream::read_on(ev);
@@ -259,6 +270,11 @@ impl Server {
                     self.set_connector(chan);
                     self.child.debug(&format!("channel to connector pid {pid}"));
                 }
+                Ok(Some((FromMaster::Peer { role: Role::Lookup, pid }, fds))) => {
+                    let chan = self.child.peer_channel(Role::Lookup, fds);
+                    self.set_lookup(chan);
+                    self.child.debug(&format!("channel to lookup pid {pid}"));
+                }
                 Ok(Some((FromMaster::Stop, _))) => self.stop(),
                 Ok(Some((FromMaster::RecipientTable { incomplete }, fds))) => {
                     self.new_table(fds, incomplete);
@@ -323,25 +339,30 @@ impl Server {
         self.listen();
     }
 
-    fn set_connector(&mut self, chan: Channel) {
-        if let Some(old) = self.names.channel() {
-            let raw = old.as_raw_fd();
+    /// Stop polling the peer channel `old` (replaced or gone) and poll
+    /// `new`, if any, under `token`.
+    fn switch_fd(&mut self, old: Option<std::os::fd::RawFd>, new: Option<&Channel>, token: Token, peer: &str) {
+        if let Some(raw) = old {
             let _ = self.poll.registry().deregister(&mut SourceFd(&raw));
         }
-        let raw = chan.as_raw_fd();
-        let interest = Interest::READABLE | Interest::WRITABLE;
-        if let Err(e) = self.poll.registry().register(&mut SourceFd(&raw), CONNECTOR, interest) {
-            self.child.fatal(&format!("registering the connector channel: {e}"));
+        if let Some(new) = new {
+            let interest = Interest::READABLE | Interest::WRITABLE;
+            if let Err(e) = self.poll.registry().register(&mut SourceFd(&new.as_raw_fd()), token, interest) {
+                self.child.fatal(&format!("registering the {peer} channel: {e}"));
+            }
         }
+    }
+
+    fn set_connector(&mut self, chan: Channel) {
+        let old = self.names.channel().map(Channel::as_raw_fd);
+        self.switch_fd(old, Some(&chan), CONNECTOR, "connector");
         let lost = self.names.set_channel(chan);
         self.named(lost);
     }
 
     fn drop_connector(&mut self) {
-        if let Some(old) = self.names.channel() {
-            let raw = old.as_raw_fd();
-            let _ = self.poll.registry().deregister(&mut SourceFd(&raw));
-        }
+        let old = self.names.channel().map(Channel::as_raw_fd);
+        self.switch_fd(old, None, CONNECTOR, "connector");
         let lost = self.names.drop_channel();
         self.named(lost);
     }
@@ -363,6 +384,51 @@ impl Server {
                 self.named(named);
             }
             Err(e) => self.child.fatal(&format!("connector channel: {e}")),
+        }
+    }
+
+    fn set_lookup(&mut self, chan: Channel) {
+        let old = self.users.channel().map(Channel::as_raw_fd);
+        self.switch_fd(old, Some(&chan), LOOKUP, "lookup");
+        let lost = self.users.set_channel(chan);
+        self.answered(lost);
+    }
+
+    fn drop_lookup(&mut self) {
+        let old = self.users.channel().map(Channel::as_raw_fd);
+        self.switch_fd(old, None, LOOKUP, "lookup");
+        let lost = self.users.drop_channel();
+        self.answered(lost);
+    }
+
+    fn lookup_event(&mut self, readable: bool, writable: bool) {
+        if writable && let Err(e) = self.users.flush() {
+            self.child.warn(&format!("lookup channel: {e}"));
+            return self.drop_lookup();
+        }
+        if !readable {
+            return;
+        }
+        let closed_before = self.users.channel().is_none();
+        match self.users.receive(Instant::now()) {
+            Ok(answers) => {
+                if !closed_before && self.users.channel().is_none() {
+                    self.child.debug("channel to lookup closed");
+                }
+                self.answered(answers);
+            }
+            Err(e) => self.child.fatal(&format!("lookup channel: {e}")),
+        }
+    }
+
+    /// Sessions whose RCPT has its answer: the session goes on.
+    fn answered(&mut self, answers: Vec<Answer>) {
+        for Answer { token, found } in answers {
+            let Some(c) = self.conns.get_mut(&token) else { continue };
+            c.user_lookup = None;
+            c.session.looked_up(found, &self.checks);
+            self.drive(token);
+            self.read_conn(token);
         }
     }
 
@@ -547,6 +613,7 @@ impl Server {
                 local_ip,
                 name,
                 lookup,
+                user_lookup: None,
                 tls,
                 tls_pending: false,
                 session: Session::new(settings, peer, implicit),
@@ -660,6 +727,12 @@ impl Server {
             self.conns.get_mut(&token).and_then(|c| if c.pause_until.is_some() { None } else { c.held.pop_front() })
         {
             self.act(token, a);
+            // An answer known at once (remembered) lets the session go on
+            // within the action: what it says next follows.
+            if let Some(c) = self.conns.get_mut(&token) {
+                let fresh: Vec<Action> = c.session.actions().collect();
+                c.held.extend(fresh);
+            }
         }
         self.write_conn(token);
     }
@@ -695,6 +768,18 @@ impl Server {
             Action::End => {
                 self.send_begin(token);
                 self.end(token);
+            }
+            Action::LookupUser(name) => {
+                let now = Instant::now();
+                let asked = match self.users.cached(&name, now) {
+                    Some(found) => Err(found),
+                    None => self.users.ask(token, &name, now).ok_or(UserFound::Unavailable),
+                };
+                let Some(c) = self.conns.get_mut(&token) else { return };
+                match asked {
+                    Ok(req) => c.user_lookup = Some(req),
+                    Err(found) => c.session.looked_up(found, &self.checks),
+                }
             }
             Action::Abort => {
                 // cleanup never heard of a transaction whose envelope is
@@ -837,6 +922,9 @@ impl Server {
         if let Some(req) = c.lookup {
             self.names.cancel(req);
         }
+        if let Some(req) = c.user_lookup {
+            self.users.cancel(req);
+        }
         if let Some(txn) = c.txn.take() {
             self.txns.remove(&txn);
             if c.begin.is_none()
@@ -858,6 +946,8 @@ impl Server {
         let now = Instant::now();
         let late = self.names.expired(now);
         self.named(late);
+        let late = self.users.expired(now);
+        self.answered(late);
         let mut resume = Vec::new();
         let mut expire = Vec::new();
         let mut gone = Vec::new();
@@ -867,7 +957,7 @@ impl Server {
                 resume.push(*t);
             }
             let waiting_for_cleanup = c.txn.is_some_and(|x| self.txns.contains_key(&x));
-            let waiting = waiting_for_cleanup || c.lookup.is_some();
+            let waiting = waiting_for_cleanup || c.lookup.is_some() || c.user_lookup.is_some();
             if c.closing && c.idle_deadline <= now {
                 // Its last words were never read: hang up.
                 gone.push(*t);

@@ -17,8 +17,9 @@ use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
 
 use crate::address::{self, Mailbox, Path};
+use crate::ipc::msg::UserFound;
 use crate::smtpd::data::{Bare, ChunkChecker, DotDecoder, Status};
-use crate::smtpd::params::{self, Body, MailParams, Notify, Ret};
+use crate::smtpd::params::{self, Body, MailParams, Notify, RcptParams, Ret};
 
 /// The session's bounds.
 #[derive(Clone, Debug)]
@@ -83,12 +84,31 @@ pub struct Peer {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RcptVerdict {
     Accept,
-    Reject { code: u16, enhanced: &'static str, text: String },
+    Reject {
+        code: u16,
+        enhanced: &'static str,
+        text: String,
+    },
+    /// Ask the name service whether this user exists
+    /// ([`Action::LookupUser`]); [`Checks::looked_up`] then decides.
+    Lookup(String),
 }
 
-/// Recipient and sender policy, answered from tables in memory.
+/// Recipient and sender policy, answered from tables in memory, or for
+/// a local name the tables lack, by the name service.
 pub trait Checks {
     fn recipient(&self, peer: &Peer, rcpt: &Path) -> RcptVerdict;
+    /// The verdict on `rcpt` once the name service answered (never
+    /// `Lookup` again).
+    fn looked_up(&self, _rcpt: &Path, found: UserFound) -> RcptVerdict {
+        match found {
+            UserFound::Yes => RcptVerdict::Accept,
+            UserFound::No => RcptVerdict::Reject { code: 550, enhanced: "5.1.1", text: String::from("User unknown") },
+            UserFound::Unavailable => {
+                RcptVerdict::Reject { code: 451, enhanced: "4.3.0", text: String::from("Temporary lookup failure") }
+            }
+        }
+    }
     /// Whether a new transaction may start (e.g. the spool has room).
     fn mail(&self, _peer: &Peer) -> RcptVerdict {
         RcptVerdict::Accept
@@ -136,6 +156,9 @@ pub enum Action {
     End,
     /// The message begun will not be committed.
     Abort,
+    /// Ask whether this user exists and call `looked_up` with the answer;
+    /// the session reads no further command until then.
+    LookupUser(String),
     /// Write what is queued, then close the connection.
     Close,
 }
@@ -167,6 +190,8 @@ enum Phase {
     },
     /// Waiting for the commit verdict.
     Commit,
+    /// Waiting for the name service's word on a recipient.
+    Lookup(Box<(Path, RcptParams)>),
     /// STARTTLS answered; no input until the driver reports TLS is up.
     Handshake,
     Closed,
@@ -305,6 +330,22 @@ impl Session {
         self.process(checks);
     }
 
+    /// The name service's answer on the recipient the session waits for
+    /// (after `Action::LookupUser`).
+    pub fn looked_up(&mut self, found: UserFound, checks: &dyn Checks) {
+        if !matches!(self.phase, Phase::Lookup(_)) {
+            return;
+        }
+        let Phase::Lookup(pending) = std::mem::replace(&mut self.phase, Phase::Command) else { return };
+        let (path, params) = *pending;
+        match checks.looked_up(&path, found) {
+            RcptVerdict::Accept => self.take_recipient(path, params),
+            RcptVerdict::Reject { code, enhanced, text } => self.error(code, enhanced, &text),
+            RcptVerdict::Lookup(_) => self.error(451, "4.3.0", "Temporary lookup failure"),
+        }
+        self.process(checks);
+    }
+
     /// The client went away or the driver gave up: abandon any message.
     pub fn abort(&mut self) {
         if self.tx.as_ref().is_some_and(|t| t.begun) && !matches!(self.phase, Phase::Commit) {
@@ -352,7 +393,7 @@ impl Session {
                 Phase::SkipLine => self.skip_step(),
                 Phase::Data(_) => self.data_step(),
                 Phase::Bdat { .. } => self.bdat_step(),
-                Phase::Commit | Phase::Closed | Phase::Handshake => false,
+                Phase::Commit | Phase::Lookup(_) | Phase::Closed | Phase::Handshake => false,
             };
             if !progressed {
                 break;
@@ -603,9 +644,17 @@ impl Session {
             Err(e) => return self.error(e.code, e.enhanced, &e.text),
         };
         match checks.recipient(&self.peer, &path) {
-            RcptVerdict::Accept => {}
-            RcptVerdict::Reject { code, enhanced, text } => return self.error(code, enhanced, &text),
+            RcptVerdict::Accept => self.take_recipient(path, params),
+            RcptVerdict::Reject { code, enhanced, text } => self.error(code, enhanced, &text),
+            RcptVerdict::Lookup(name) => {
+                self.phase = Phase::Lookup(Box::new((path, params)));
+                self.out.push_back(Action::LookupUser(name));
+            }
         }
+    }
+
+    /// Add an accepted recipient to the transaction and say so.
+    fn take_recipient(&mut self, path: Path, params: RcptParams) {
         let mailbox = match path {
             Path::Mailbox(m) => Some(m),
             _ => None,

@@ -46,6 +46,7 @@ struct Log {
     closed: bool,
     starttls: bool,
     pauses: Vec<Duration>,
+    lookups: Vec<String>,
 }
 
 fn drain(s: &mut Session, log: &mut Log) {
@@ -59,6 +60,7 @@ fn drain(s: &mut Session, log: &mut Log) {
             Action::Close => log.closed = true,
             Action::StartTls => log.starttls = true,
             Action::Pause(d) => log.pauses.push(d),
+            Action::LookupUser(n) => log.lookups.push(n),
         }
     }
 }
@@ -523,4 +525,90 @@ proptest! {
             if s.space() == 0 && !s.is_closed() { s.tls_started(); }
         }
     }
+}
+
+/// Names starting with `dir` are not in the tables: the name service is asked.
+struct DirectoryChecks;
+
+impl Checks for DirectoryChecks {
+    fn recipient(&self, peer: &Peer, rcpt: &Path) -> RcptVerdict {
+        match rcpt {
+            Path::Mailbox(m) if m.local.starts_with("dir") => RcptVerdict::Lookup(m.local.clone()),
+            _ => TestChecks.recipient(peer, rcpt),
+        }
+    }
+}
+
+fn feed(s: &mut Session, input: &[u8], checks: &dyn Checks) -> Log {
+    let mut log = Log::default();
+    s.receive(input, checks);
+    drain(s, &mut log);
+    log
+}
+
+#[test]
+fn an_rcpt_waits_for_the_name_service_and_pipelined_commands_wait_behind_it() {
+    let mut s = session();
+    feed(&mut s, b"EHLO c.example\r\n", &DirectoryChecks);
+    let l = feed(
+        &mut s,
+        b"MAIL FROM:<a@r.example>\r\nRCPT TO:<dirjoe@example.org> NOTIFY=NEVER\r\nRCPT TO:<b@example.org>\r\nDATA\r\n",
+        &DirectoryChecks,
+    );
+    // MAIL answered; the RCPT asks; nothing after it is read yet.
+    assert_eq!(codes(&l.replies), ["250"]);
+    assert_eq!(l.lookups, ["dirjoe"]);
+    assert!(s.space() > 0, "input is still taken while the RCPT waits");
+    // A commit verdict or a second answer meanwhile changes nothing.
+    s.committed(Commit::Queued(String::from("Q")), &DirectoryChecks);
+    s.looked_up(UserFound::Yes, &DirectoryChecks);
+    let mut l = Log::default();
+    drain(&mut s, &mut l);
+    // The answer: 250 for it, then the commands behind it, in order.
+    assert_eq!(codes(&l.replies), ["250", "250", "354"]);
+    assert_eq!(l.begins.len(), 1);
+    let r = &l.begins[0].recipients;
+    assert_eq!(r.len(), 2);
+    assert_eq!(r[0].mailbox.as_ref().map(|m| m.local.as_str()), Some("dirjoe"));
+    assert!(r[0].notify.is_some_and(|n| n.never));
+    // A second answer now is not for anything.
+    s.looked_up(UserFound::No, &DirectoryChecks);
+    let mut l = Log::default();
+    drain(&mut s, &mut l);
+    assert!(l.replies.is_empty());
+}
+
+#[test]
+fn the_name_service_refusing_or_failing_refuses_the_recipient() {
+    let mut s = session();
+    feed(&mut s, b"EHLO c.example\r\nMAIL FROM:<a@r.example>\r\n", &DirectoryChecks);
+    let l = feed(&mut s, b"RCPT TO:<dirnobody@example.org>\r\n", &DirectoryChecks);
+    assert_eq!(l.lookups, ["dirnobody"]);
+    s.looked_up(UserFound::No, &DirectoryChecks);
+    let mut l = Log::default();
+    drain(&mut s, &mut l);
+    assert_eq!(l.replies, "550 5.1.1 User unknown\r\n");
+    feed(&mut s, b"RCPT TO:<dirsoon@example.org>\r\n", &DirectoryChecks);
+    s.looked_up(UserFound::Unavailable, &DirectoryChecks);
+    let mut l = Log::default();
+    drain(&mut s, &mut l);
+    assert_eq!(l.replies, "451 4.3.0 Temporary lookup failure\r\n");
+    // Neither was taken: DATA has no recipient.
+    let l = feed(&mut s, b"DATA\r\n", &DirectoryChecks);
+    assert_eq!(codes(&l.replies), ["554"]);
+}
+
+#[test]
+fn a_session_closed_while_its_rcpt_waits_begins_nothing() {
+    let mut s = session();
+    feed(
+        &mut s,
+        b"EHLO c.example\r\nMAIL FROM:<a@r.example>\r\nRCPT TO:<dirjoe@example.org>\r\nDATA\r\n",
+        &DirectoryChecks,
+    );
+    s.abort();
+    s.looked_up(UserFound::Yes, &DirectoryChecks);
+    let mut l = Log::default();
+    drain(&mut s, &mut l);
+    assert!(l.replies.is_empty() && l.begins.is_empty() && l.aborts == 0, "{l:?}");
 }

@@ -1,0 +1,309 @@
+//! Local names the local-recipient table lacks, asked of the lookup
+//! process (`crate::lookup`) at RCPT when `local.directory_lookup` is on:
+//! the session's RCPT waits for the answer, at most
+//! `local.directory_lookup_timeout`, and gets 451 4.3.0 when none comes,
+//! the lookup process is not there (not started yet, restarting) or its
+//! channel breaks. Answers are remembered for
+//! `local.directory_lookup_cache` (at most [`MAX_CACHED`] names), so
+//! that a client repeating a name, or a dictionary attack, asks the
+//! name service once per name. smtpd's loop never blocks on a lookup, as
+//! for client names (`names`).
+//!
+//! Trusts: master. The lookup process's answers are matched to the
+//! questions asked; one to a question smtpd no longer waits for is
+//! dropped.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use mio::Token;
+
+use crate::ipc::msg::{DirectoryLookup, LookupToSmtpd, SmtpdToLookup, UserFound};
+use crate::ipc::{self, Channel};
+
+/// Names remembered at most; past it the oldest answers go first.
+pub const MAX_CACHED: usize = 10_000;
+
+/// An answer for a waiting session.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Answer {
+    pub token: Token,
+    pub found: UserFound,
+}
+
+/// A question in flight.
+struct Pending {
+    token: Token,
+    name: String,
+    deadline: Instant,
+}
+
+/// The questions in flight, the answers remembered and the channel.
+pub struct Users {
+    chan: Option<Channel>,
+    settings: Option<DirectoryLookup>,
+    pending: HashMap<u64, Pending>,
+    cache: HashMap<String, (UserFound, Instant)>,
+    next: u64,
+}
+
+impl Users {
+    /// `settings`: None, lookups are off.
+    pub fn new(settings: Option<DirectoryLookup>) -> Users {
+        Users { chan: None, settings, pending: HashMap::new(), cache: HashMap::new(), next: 1 }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.settings.is_some()
+    }
+
+    pub fn channel(&self) -> Option<&Channel> {
+        self.chan.as_ref()
+    }
+
+    /// A new channel to the lookup process (it started or restarted); the
+    /// questions asked on an earlier one will not be answered.
+    pub fn set_channel(&mut self, mut chan: Channel) -> Vec<Answer> {
+        let lost = self.drop_channel();
+        let _ = chan.flush();
+        self.chan = Some(chan);
+        lost
+    }
+
+    /// The channel broke or closed: every waiting session gets 451.
+    pub fn drop_channel(&mut self) -> Vec<Answer> {
+        self.chan = None;
+        self.pending.drain().map(|(_, p)| Answer { token: p.token, found: UserFound::Unavailable }).collect()
+    }
+
+    /// The remembered answer for `name`, if it is still fresh at `now`.
+    pub fn cached(&mut self, name: &str, now: Instant) -> Option<UserFound> {
+        let &(found, until) = self.cache.get(name)?;
+        if until > now {
+            return Some(found);
+        }
+        self.cache.remove(name);
+        None
+    }
+
+    /// Ask about `name` for session `token`. Some(req): the session
+    /// waits for the answer; None: no one can answer now (lookups off,
+    /// no lookup process): the session gets 451 at once.
+    pub fn ask(&mut self, token: Token, name: &str, now: Instant) -> Option<u64> {
+        let timeout = self.settings.as_ref()?.timeout;
+        let chan = self.chan.as_mut()?;
+        let req = self.next;
+        self.next += 1;
+        if chan.send(&SmtpdToLookup::User { req, name: name.to_string() }, &[]).is_err() {
+            return None;
+        }
+        self.pending.insert(req, Pending { token, name: name.to_string(), deadline: now + timeout });
+        Some(req)
+    }
+
+    /// The session closed before its answer came.
+    pub fn cancel(&mut self, req: u64) {
+        self.pending.remove(&req);
+    }
+
+    /// Send what the channel could not take at once. Err: it broke.
+    pub fn flush(&mut self) -> Result<(), ipc::Error> {
+        match self.chan.as_mut() {
+            Some(c) => c.flush().map(drop),
+            None => Ok(()),
+        }
+    }
+
+    fn remember(&mut self, name: String, found: UserFound, now: Instant) {
+        let ttl = self.settings.as_ref().map_or(Duration::ZERO, |s| s.cache);
+        if ttl.is_zero() || found == UserFound::Unavailable {
+            return;
+        }
+        if self.cache.len() >= MAX_CACHED && !self.cache.contains_key(&name) {
+            self.cache.retain(|_, (_, until)| *until > now);
+            if self.cache.len() >= MAX_CACHED {
+                // All fresh: the ones closest to expiring go.
+                let mut ends: Vec<Instant> = self.cache.values().map(|(_, u)| *u).collect();
+                ends.sort_unstable();
+                let cut = ends[ends.len() / 4];
+                self.cache.retain(|_, (_, until)| *until > cut);
+            }
+        }
+        self.cache.insert(name, (found, now + ttl));
+    }
+
+    /// The answers that arrived. Err: the lookup process broke the
+    /// protocol (the caller ends smtpd, as for any peer that does). A
+    /// channel that closed is dropped, and its waiting sessions get 451.
+    pub fn receive(&mut self, now: Instant) -> Result<Vec<Answer>, String> {
+        let mut answers = Vec::new();
+        loop {
+            let Some(chan) = self.chan.as_mut() else { return Ok(answers) };
+            match chan.recv::<LookupToSmtpd>() {
+                Ok(None) => return Ok(answers),
+                Ok(Some((_, fds))) if !fds.is_empty() => {
+                    return Err(String::from("the lookup process sent descriptors"));
+                }
+                Ok(Some((LookupToSmtpd::User { req, found }, _))) => {
+                    let Some(p) = self.pending.remove(&req) else { continue };
+                    self.remember(p.name, found, now);
+                    answers.push(Answer { token: p.token, found });
+                }
+                Err(ipc::Error::Closed) => {
+                    answers.extend(self.drop_channel());
+                    return Ok(answers);
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+
+    /// The sessions whose wait is over at `now`: 451.
+    pub fn expired(&mut self, now: Instant) -> Vec<Answer> {
+        let late: Vec<u64> = self.pending.iter().filter(|(_, p)| p.deadline <= now).map(|(r, _)| *r).collect();
+        late.into_iter()
+            .filter_map(|r| self.pending.remove(&r))
+            .map(|p| Answer { token: p.token, found: UserFound::Unavailable })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(cache: u64) -> Option<DirectoryLookup> {
+        Some(DirectoryLookup { timeout: Duration::from_secs(5), cache: Duration::from_secs(cache) })
+    }
+
+    fn users(cache: u64) -> (Users, Channel) {
+        let (ours, theirs) = ipc::pair().expect("pair");
+        let mut u = Users::new(settings(cache));
+        assert!(u.set_channel(Channel::new(ours)).is_empty());
+        (u, Channel::new(theirs))
+    }
+
+    fn question(lookup: &mut Channel) -> (u64, String) {
+        match lookup.recv::<SmtpdToLookup>().expect("recv") {
+            Some((SmtpdToLookup::User { req, name }, _)) => (req, name),
+            None => panic!("no question"),
+        }
+    }
+
+    fn answer(lookup: &mut Channel, req: u64, found: UserFound) {
+        lookup.send(&LookupToSmtpd::User { req, found }, &[]).expect("send");
+    }
+
+    #[test]
+    fn answers_go_to_the_sessions_that_asked_and_are_remembered() {
+        let (mut u, mut lookup) = users(60);
+        let now = Instant::now();
+        let r1 = u.ask(Token(10), "alice", now).expect("asked");
+        let r2 = u.ask(Token(11), "bob", now).expect("asked");
+        assert_eq!(question(&mut lookup), (r1, String::from("alice")));
+        assert_eq!(question(&mut lookup), (r2, String::from("bob")));
+        answer(&mut lookup, r2, UserFound::No);
+        answer(&mut lookup, r1, UserFound::Yes);
+        // An answer nobody waits for is dropped.
+        answer(&mut lookup, 999, UserFound::Yes);
+        let got = u.receive(now).expect("receive");
+        assert_eq!(
+            got,
+            [Answer { token: Token(11), found: UserFound::No }, Answer { token: Token(10), found: UserFound::Yes }]
+        );
+        assert_eq!(u.cached("alice", now + Duration::from_secs(59)), Some(UserFound::Yes));
+        assert_eq!(u.cached("bob", now + Duration::from_secs(59)), Some(UserFound::No));
+        assert_eq!(u.cached("alice", now + Duration::from_secs(60)), None);
+        assert_eq!(u.cached("carol", now), None);
+    }
+
+    #[test]
+    fn failures_and_a_zero_cache_are_not_remembered() {
+        let (mut u, mut lookup) = users(60);
+        let now = Instant::now();
+        let r = u.ask(Token(1), "alice", now).expect("asked");
+        answer(&mut lookup, r, UserFound::Unavailable);
+        assert_eq!(u.receive(now).expect("receive"), [Answer { token: Token(1), found: UserFound::Unavailable }]);
+        assert_eq!(u.cached("alice", now), None);
+        let (mut u, mut lookup) = users(0);
+        let r = u.ask(Token(1), "alice", now).expect("asked");
+        answer(&mut lookup, r, UserFound::Yes);
+        assert_eq!(u.receive(now).expect("receive").len(), 1);
+        assert_eq!(u.cached("alice", now), None);
+    }
+
+    #[test]
+    fn the_cache_is_bounded() {
+        let (mut u, _lookup) = users(60);
+        let now = Instant::now();
+        for i in 0..MAX_CACHED + 100 {
+            u.remember(format!("u{i}"), UserFound::No, now + Duration::from_millis(i as u64));
+            assert!(u.cache.len() <= MAX_CACHED);
+        }
+        // The newest are kept.
+        assert_eq!(u.cached(&format!("u{}", MAX_CACHED + 99), now), Some(UserFound::No));
+    }
+
+    #[test]
+    fn no_question_when_off_or_without_a_lookup_process() {
+        let (ours, theirs) = ipc::pair().expect("pair");
+        let mut u = Users::new(None);
+        u.set_channel(Channel::new(ours));
+        assert!(!u.enabled());
+        assert_eq!(u.ask(Token(1), "alice", Instant::now()), None);
+        assert!(Channel::new(theirs).recv::<SmtpdToLookup>().expect("recv").is_none());
+        let mut u = Users::new(settings(60));
+        assert_eq!(u.ask(Token(1), "alice", Instant::now()), None);
+    }
+
+    #[test]
+    fn the_wait_is_bounded() {
+        let (mut u, _lookup) = users(60);
+        let now = Instant::now();
+        u.ask(Token(1), "alice", now).expect("asked");
+        u.ask(Token(2), "bob", now + Duration::from_secs(3)).expect("asked");
+        assert!(u.expired(now + Duration::from_secs(4)).is_empty());
+        assert_eq!(
+            u.expired(now + Duration::from_secs(5)),
+            [Answer { token: Token(1), found: UserFound::Unavailable }]
+        );
+        assert_eq!(
+            u.expired(now + Duration::from_secs(9)),
+            [Answer { token: Token(2), found: UserFound::Unavailable }]
+        );
+    }
+
+    #[test]
+    fn a_cancelled_question_gets_no_answer() {
+        let (mut u, mut lookup) = users(60);
+        let r = u.ask(Token(1), "alice", Instant::now()).expect("asked");
+        u.cancel(r);
+        answer(&mut lookup, r, UserFound::Yes);
+        assert!(u.receive(Instant::now()).expect("receive").is_empty());
+    }
+
+    #[test]
+    fn a_lost_or_replaced_lookup_process_leaves_no_session_waiting() {
+        let (mut u, lookup) = users(60);
+        u.ask(Token(1), "alice", Instant::now()).expect("asked");
+        drop(lookup);
+        assert_eq!(
+            u.receive(Instant::now()).expect("receive"),
+            [Answer { token: Token(1), found: UserFound::Unavailable }]
+        );
+        assert!(u.channel().is_none());
+        assert_eq!(u.ask(Token(2), "alice", Instant::now()), None);
+
+        let (mut u, _old) = users(60);
+        u.ask(Token(3), "alice", Instant::now()).expect("asked");
+        let (ours, _new) = ipc::pair().expect("pair");
+        assert_eq!(u.set_channel(Channel::new(ours)), [Answer { token: Token(3), found: UserFound::Unavailable }]);
+    }
+
+    #[test]
+    fn a_lookup_process_that_breaks_the_protocol_is_an_error() {
+        let (mut u, mut lookup) = users(60);
+        lookup.send(&crate::ipc::msg::FromMaster::Stop, &[]).expect("send");
+        assert!(u.receive(Instant::now()).is_err());
+    }
+}

@@ -101,8 +101,9 @@ impl Role {
     pub fn singleton(self) -> bool {
         match self {
             Role::Control | Role::Qmgr | Role::Cleanup | Role::Pickup | Role::Connector | Role::Bounce => true,
-            // lookup keeps no state: on a reload the old one serves the
-            // old smtpd processes while the new one serves the new.
+            // lookup keeps no state: on a reload the new one starts while
+            // the old one still answers, until the smtpd processes have
+            // the new one.
             Role::Smtpd | Role::Smtp | Role::Local | Role::Lookup => false,
         }
     }

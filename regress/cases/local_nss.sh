@@ -23,7 +23,9 @@
 # local.recipient_check off every local name is taken: the directory user
 # gets the mail, and a name no one has bounces as an unknown user. A name
 # service that does not answer a lookup gets the client 451 4.3.0 after
-# local.directory_lookup_timeout.
+# local.directory_lookup_timeout. A killed lookup process is replaced; at
+# a reload an smtpd finishing a session is handed the new one, and the old
+# one exits.
 if [ "$(id -u)" != 0 ]; then echo "  skipped: needs root"; exit 0; fi
 grep -Eq '^passwd:.*[[:space:]]systemd([[:space:]]|$)' /etc/nsswitch.conf ||
 	{ echo "  skipped: nsswitch.conf does not ask nss-systemd for users (libnss-systemd)"; exit 0; }
@@ -180,11 +182,42 @@ wait_for 10 sh -c "pgrep -P $MASTER_PID -x lookup | grep -vx $lk >/dev/null" || 
 wait_for 10 rcpt_is nosuchother@localhost 550 || fail "no answer after the lookup process restarted: $(cat "$W/swaks")"
 grep -q '"userName":"nosuchother"' "$W/userdb.log" || fail "the new lookup process did not ask the name service"
 note "a killed lookup process is replaced, and smtpd asks the new one"
+# A reload while a session is open: its smtpd, finishing its sessions, is
+# handed the new lookup process, and the old one exits at once rather
+# than at its stop deadline.
+rm -f "$W/held" "$W/held.ready" "$W/held.go"
+python3 - "$PORT" "$W/held" <<'PY' &
+import os, smtplib, sys, time
+s = smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=60)
+s.ehlo("held.example")
+s.mail("sender@localhost")
+open(sys.argv[2] + ".ready", "w").close()
+for _ in range(600):
+    if os.path.exists(sys.argv[2] + ".go"):
+        break
+    time.sleep(0.1)
+code, msg = s.rcpt("nosuchreload@localhost")
+with open(sys.argv[2], "w") as f:
+    f.write("%d %s\n" % (code, msg.decode()))
+s.quit()
+PY
+HELD_PID=$!
+wait_for 10 test -e "$W/held.ready" || fail "the held session did not start"
+old_lk=$(pgrep -P "$MASTER_PID" -x lookup | head -1)
+ctl reload >/dev/null || fail "reload"
+wait_log "generation 2" 10 || fail "not reloaded"
+# (Its stop deadline, supervise.stop_timeout, is 5s here.)
+wait_for 3 sh -c "! kill -0 $old_lk 2>/dev/null" || fail "the old lookup process did not exit at the reload"
+touch "$W/held.go"
+wait "$HELD_PID" || fail "the held session failed"
+grep -q "^550 " "$W/held" || fail "the held session's RCPT: $(cat "$W/held")"
+grep -q '"userName":"nosuchreload"' "$W/userdb.log" || fail "the held session's smtpd did not ask the new lookup process"
+note "at a reload, an smtpd finishing its sessions asks the new lookup process, and the old one exits"
 # Lookups off: the unlisted user is unknown, and no lookup process runs.
 write_conf "aliases = \"$W/aliases\";" 'local { mailbox = "maildir"; directory_lookup = no; }' \
 	"queue { backoff { min = 1s; max = 2s; } }"
 ctl reload >/dev/null || fail "reload"
-wait_log "generation 2" 10 || fail "not reloaded"
+wait_log "generation 3" 10 || fail "not reloaded"
 wait_for 10 rcpt_is diruser@localhost 550 || fail "an unlisted directory user was not refused: $(cat "$W/swaks")"
 grep -q "550 5.1.1" "$W/swaks" || fail "not 5.1.1: $(cat "$W/swaks")"
 wait_for 10 sh -c "! pgrep -P $MASTER_PID -x lookup >/dev/null" || fail "the lookup process still runs"
@@ -192,7 +225,7 @@ note "with local.directory_lookup off, an unlisted directory user gets 550 5.1.1
 write_conf "aliases = \"$W/aliases\";" 'local { mailbox = "maildir"; recipient_check = no; }' \
 	"queue { backoff { min = 1s; max = 2s; } }"
 ctl reload >/dev/null || fail "reload"
-wait_log "generation 3" 10 || fail "not reloaded"
+wait_log "generation 4" 10 || fail "not reloaded"
 wait_for 10 rcpt_is diruser@localhost 250 || fail "with recipient_check off, the directory user was refused: $(cat "$W/swaks")"
 swaks --server 127.0.0.1:$PORT --from sender@localhost --to diruser@localhost --header "Subject: unlisted" \
 	--body "to the unlisted directory user" >"$W/swaks" 2>&1 || { cat "$W/swaks"; fail "mail to the unlisted user"; }

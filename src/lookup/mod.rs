@@ -20,7 +20,9 @@
 //! master starts it only when smtpd asks it anything
 //! ([`crate::config::LocalConf::looks_up_users`]) and hands it a channel
 //! to each smtpd process. Asked to stop (a reload or a stop), it goes on
-//! answering the smtpd processes it has until their channels close.
+//! answering until no smtpd holds its channel: at a reload master hands
+//! the new lookup process to the old smtpd processes too, which then
+//! close theirs to this one.
 //!
 //! Trusts: master. smtpd's questions are checked: a name that is no
 //! plausible user name ([`plausible_user`]) is answered "no" without a

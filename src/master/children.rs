@@ -383,7 +383,10 @@ impl Master {
             .filter(|(pid2, p)| **pid2 != id && p.channel.is_some())
             // Retiring processes are left alone, but for smtpd finishing
             // its sessions: it needs the new cleanup (the old one is gone:
-            // a singleton) and connector; for bounce and local finishing
+            // a singleton) and connector, and the new lookup (the old one
+            // exits once no smtpd holds its channel, rather than being
+            // killed at the stop deadline while the sessions go on); for
+            // bounce and local finishing
             // the work of the old qmgr, which drains (see `qmgr::drain`):
             // they need the new cleanup too; and for that qmgr, which
             // serves the new control's queue requests until it exits and
@@ -392,7 +395,7 @@ impl Master {
             // agents, cleanup and control.
             .filter(|(_, p)| {
                 p.slot.is_some()
-                    || (p.role == Role::Smtpd && matches!(role, Role::Cleanup | Role::Connector))
+                    || (p.role == Role::Smtpd && matches!(role, Role::Cleanup | Role::Connector | Role::Lookup))
                     // bounce and local queue the notices and forwards of
                     // the deliveries the old qmgr still hears of.
                     || (matches!(p.role, Role::Bounce | Role::Local) && role == Role::Cleanup)

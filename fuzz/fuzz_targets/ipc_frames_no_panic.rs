@@ -42,12 +42,14 @@ fuzz_target!(|data: &[u8]| {
             break;
         }
     }
-    match pick % 6 {
+    match pick % 8 {
         0 => feed::<msg::ToMaster>(&frames),
         1 => feed::<msg::SmtpdToCleanup>(&frames),
         2 => feed::<msg::CleanupToQmgr>(&frames),
         3 => feed::<msg::SmtpToQmgr>(&frames),
         4 => feed::<msg::FromWorker>(&frames),
+        5 => feed::<msg::SmtpdToLookup>(&frames),
+        6 => feed::<msg::LookupToSmtpd>(&frames),
         _ => feed::<msg::BounceToQmgr>(&frames),
     }
 });

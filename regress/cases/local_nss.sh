@@ -244,7 +244,8 @@ USERDB_NO_LIST=1 USERDB_HANG_NAME=slowuser python3 ./userdb.py /run/systemd/user
 	"$W/home/diruser" 2>"$W/userdb.log" &
 USERDB_PID=$!
 wait_for 5 sh -c "getent passwd diruser >/dev/null" || fail "the user database did not start again"
-write_conf "aliases = \"$W/aliases\";" 'local { mailbox = "maildir"; directory_lookup_timeout = 2s; }' \
+write_conf "aliases = \"$W/aliases\";" \
+	'local { mailbox = "maildir"; directory_lookup_timeout = 2s; directory_lookup_backlog = 1; }' \
 	"queue { backoff { min = 1s; max = 2s; } }"
 : >"$LOG"
 start_master
@@ -256,4 +257,10 @@ t=$(($(date +%s) - t0))
 [ $t -ge 1 ] && [ $t -lt 10 ] || fail "the answer took ${t}s (timeout 2s)"
 # Users in the table are not held up.
 rcpt_is postmaster@localhost 250 || fail "postmaster was held up: $(cat "$W/swaks")"
-note "a lookup the name service never answers gets 451 4.3.0 after local.directory_lookup_timeout"
+# The unanswered question still counts (local.directory_lookup_backlog
+# 1): the next name is not asked, and is refused for now at once.
+t0=$(date +%s.%N)
+rcpt_is otherslow@localhost 451 || fail "a question past the backlog was not refused for now: $(cat "$W/swaks")"
+awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { exit !(b - a < 1.5) }' || fail "a question past the backlog waited"
+grep -q '"userName":"otherslow"' "$W/userdb.log" && fail "a question past the backlog was asked"
+note "a lookup the name service never answers gets 451 4.3.0 after local.directory_lookup_timeout; past the backlog, at once"

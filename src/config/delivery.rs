@@ -357,6 +357,12 @@ pub struct LocalConf {
     /// How long smtpd reuses an answer (0: not at all).
     #[serde(with = "serde_ucl::time")]
     pub directory_lookup_cache: Duration,
+    /// How many answers each smtpd process keeps at most.
+    pub directory_lookup_cache_names: u32,
+    /// How many questions each smtpd process leaves unanswered at most
+    /// (those its clients stopped waiting for included); past it, 451
+    /// without asking.
+    pub directory_lookup_backlog: u32,
 }
 
 /// The most `local.directory_user_limit`.
@@ -382,6 +388,8 @@ impl Default for LocalConf {
             directory_lookup: true,
             directory_lookup_timeout: Duration::from_secs(10),
             directory_lookup_cache: Duration::from_secs(60),
+            directory_lookup_cache_names: 10_000,
+            directory_lookup_backlog: 1024,
         }
     }
 }
@@ -410,6 +418,12 @@ impl LocalConf {
         }
         if self.directory_lookup_cache > Duration::from_secs(86400) {
             return Err(String::from("key `local.directory_lookup_cache`: must be at most 1d"));
+        }
+        if !(1..=1_000_000).contains(&self.directory_lookup_cache_names) {
+            return Err(String::from("key `local.directory_lookup_cache_names`: must be 1 to 1000000"));
+        }
+        if !(1..=100_000).contains(&self.directory_lookup_backlog) {
+            return Err(String::from("key `local.directory_lookup_backlog`: must be 1 to 100000"));
         }
         if !(1..=MAX_DIRECTORY_USERS).contains(&self.directory_user_limit) {
             return Err(format!("key `local.directory_user_limit`: must be 1 to {MAX_DIRECTORY_USERS}"));

@@ -335,6 +335,7 @@ fn directory_lookups_are_on_by_default_and_run_the_lookup_process_only_when_used
     assert!(c.local.directory_lookup && c.local.looks_up_users());
     assert_eq!(c.local.directory_lookup_timeout, Duration::from_secs(10));
     assert_eq!(c.local.directory_lookup_cache, Duration::from_secs(60));
+    assert_eq!((c.local.directory_lookup_cache_names, c.local.directory_lookup_backlog), (10_000, 1024));
     assert_eq!(c.count(Role::Lookup), 1);
     for off in ["directory_lookup = no;", "directory_users = no;", "recipient_check = no;"] {
         let c = Config::parse(&format!("local {{ {off} }}\n")).unwrap();
@@ -348,6 +349,12 @@ fn directory_lookups_are_on_by_default_and_run_the_lookup_process_only_when_used
     assert!(m.contains("local.directory_lookup_timeout"), "{line:?} {m}");
     let (_, m) = Config::parse("local { directory_lookup_cache = 2d; }\n").unwrap_err();
     assert!(m.contains("local.directory_lookup_cache"), "{m}");
+    let (_, m) = Config::parse("local { directory_lookup_cache_names = 0; }\n").unwrap_err();
+    assert!(m.contains("local.directory_lookup_cache_names"), "{m}");
+    let (_, m) = Config::parse("local { directory_lookup_backlog = 100001; }\n").unwrap_err();
+    assert!(m.contains("local.directory_lookup_backlog"), "{m}");
+    let c = Config::parse("local { directory_lookup_cache_names = 5; directory_lookup_backlog = 7; }\n").unwrap();
+    assert_eq!((c.local.directory_lookup_cache_names, c.local.directory_lookup_backlog), (5, 7));
     let (line, m) = Config::parse("\nprocesses {\n lookup = 2;\n}\n").unwrap_err();
     assert!(m.contains("lookup") && m.contains("runs once") && line == Some(2), "{line:?} {m}");
 }

@@ -110,6 +110,10 @@ pub struct DirectoryLookup {
     pub timeout: std::time::Duration,
     /// `local.directory_lookup_cache`: how long an answer is reused.
     pub cache: std::time::Duration,
+    /// `local.directory_lookup_cache_names`: answers kept at most.
+    pub cache_names: u32,
+    /// `local.directory_lookup_backlog`: questions unanswered at most.
+    pub backlog: u32,
 }
 
 /// Log severities, as syslog's.

@@ -422,6 +422,8 @@ impl Master {
             directory_lookup: (smtpd && c.local.looks_up_users()).then_some(DirectoryLookup {
                 timeout: c.local.directory_lookup_timeout,
                 cache: c.local.directory_lookup_cache,
+                cache_names: c.local.directory_lookup_cache_names,
+                backlog: c.local.directory_lookup_backlog,
             }),
             incomplete: smtpd && self.intake.local.incomplete,
         }

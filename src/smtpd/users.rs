@@ -4,7 +4,8 @@
 //! `local.directory_lookup_timeout`, and gets 451 4.3.0 when none comes,
 //! the lookup process is not there (not started yet, restarting) or its
 //! channel breaks. Answers are remembered for
-//! `local.directory_lookup_cache` (at most [`MAX_CACHED`] names), so
+//! `local.directory_lookup_cache` (at most
+//! `local.directory_lookup_cache_names` names), so
 //! that a client repeating a name, or a dictionary attack, asks the
 //! name service once per name. smtpd's loop never blocks on a lookup, as
 //! for client names (`names`).
@@ -21,9 +22,6 @@ use mio::Token;
 use crate::ipc::msg::{DirectoryLookup, LookupToSmtpd, SmtpdToLookup, UserFound};
 use crate::ipc::{self, Channel};
 
-/// Names remembered at most; past it the oldest answers go first.
-pub const MAX_CACHED: usize = 10_000;
-
 /// An answer for a waiting session.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Answer {
@@ -33,7 +31,9 @@ pub struct Answer {
 
 /// A question in flight.
 struct Pending {
-    token: Token,
+    /// The session waiting for the answer; None once it stopped waiting
+    /// (the answer is still remembered when it comes).
+    token: Option<Token>,
     name: String,
     deadline: Instant,
 }
@@ -73,7 +73,11 @@ impl Users {
     /// The channel broke or closed: every waiting session gets 451.
     pub fn drop_channel(&mut self) -> Vec<Answer> {
         self.chan = None;
-        self.pending.drain().map(|(_, p)| Answer { token: p.token, found: UserFound::Unavailable }).collect()
+        self.pending
+            .drain()
+            .filter_map(|(_, p)| p.token)
+            .map(|token| Answer { token, found: UserFound::Unavailable })
+            .collect()
     }
 
     /// The remembered answer for `name`, if it is still fresh at `now`.
@@ -88,22 +92,34 @@ impl Users {
 
     /// Ask about `name` for session `token`. Some(req): the session
     /// waits for the answer; None: no one can answer now (lookups off,
-    /// no lookup process): the session gets 451 at once.
+    /// no lookup process, `local.directory_lookup_backlog` questions
+    /// unanswered): the session gets 451 at once.
+    ///
+    /// The backlog counts the questions whose sessions stopped waiting
+    /// (timed out, closed) until their answers come: a name service that
+    /// hangs then holds that many questions, not one per RCPT for as long
+    /// as it hangs, in smtpd's channel and in the lookup process.
     pub fn ask(&mut self, token: Token, name: &str, now: Instant) -> Option<u64> {
-        let timeout = self.settings.as_ref()?.timeout;
+        let settings = self.settings.as_ref()?;
+        let timeout = settings.timeout;
+        if self.pending.len() >= settings.backlog as usize {
+            return None;
+        }
         let chan = self.chan.as_mut()?;
         let req = self.next;
         self.next += 1;
         if chan.send(&SmtpdToLookup::User { req, name: name.to_string() }, &[]).is_err() {
             return None;
         }
-        self.pending.insert(req, Pending { token, name: name.to_string(), deadline: now + timeout });
+        self.pending.insert(req, Pending { token: Some(token), name: name.to_string(), deadline: now + timeout });
         Some(req)
     }
 
     /// The session closed before its answer came.
     pub fn cancel(&mut self, req: u64) {
-        self.pending.remove(&req);
+        if let Some(p) = self.pending.get_mut(&req) {
+            p.token = None;
+        }
     }
 
     /// Send what the channel could not take at once. Err: it broke.
@@ -115,13 +131,13 @@ impl Users {
     }
 
     fn remember(&mut self, name: String, found: UserFound, now: Instant) {
-        let ttl = self.settings.as_ref().map_or(Duration::ZERO, |s| s.cache);
+        let (ttl, max) = self.settings.as_ref().map_or((Duration::ZERO, 0), |s| (s.cache, s.cache_names as usize));
         if ttl.is_zero() || found == UserFound::Unavailable {
             return;
         }
-        if self.cache.len() >= MAX_CACHED && !self.cache.contains_key(&name) {
+        if self.cache.len() >= max && !self.cache.contains_key(&name) {
             self.cache.retain(|_, (_, until)| *until > now);
-            if self.cache.len() >= MAX_CACHED {
+            if self.cache.len() >= max {
                 // All fresh: the ones closest to expiring go.
                 let mut ends: Vec<Instant> = self.cache.values().map(|(_, u)| *u).collect();
                 ends.sort_unstable();
@@ -147,7 +163,9 @@ impl Users {
                 Ok(Some((LookupToSmtpd::User { req, found }, _))) => {
                     let Some(p) = self.pending.remove(&req) else { continue };
                     self.remember(p.name, found, now);
-                    answers.push(Answer { token: p.token, found });
+                    if let Some(token) = p.token {
+                        answers.push(Answer { token, found });
+                    }
                 }
                 Err(ipc::Error::Closed) => {
                     answers.extend(self.drop_channel());
@@ -160,10 +178,11 @@ impl Users {
 
     /// The sessions whose wait is over at `now`: 451.
     pub fn expired(&mut self, now: Instant) -> Vec<Answer> {
-        let late: Vec<u64> = self.pending.iter().filter(|(_, p)| p.deadline <= now).map(|(r, _)| *r).collect();
-        late.into_iter()
-            .filter_map(|r| self.pending.remove(&r))
-            .map(|p| Answer { token: p.token, found: UserFound::Unavailable })
+        self.pending
+            .values_mut()
+            .filter(|p| p.deadline <= now)
+            .filter_map(|p| p.token.take())
+            .map(|token| Answer { token, found: UserFound::Unavailable })
             .collect()
     }
 }
@@ -172,8 +191,16 @@ impl Users {
 mod tests {
     use super::*;
 
+    const MAX_CACHED: usize = 100;
+    const MAX_OUTSTANDING: usize = 16;
+
     fn settings(cache: u64) -> Option<DirectoryLookup> {
-        Some(DirectoryLookup { timeout: Duration::from_secs(5), cache: Duration::from_secs(cache) })
+        Some(DirectoryLookup {
+            timeout: Duration::from_secs(5),
+            cache: Duration::from_secs(cache),
+            cache_names: MAX_CACHED as u32,
+            backlog: MAX_OUTSTANDING as u32,
+        })
     }
 
     fn users(cache: u64) -> (Users, Channel) {
@@ -271,6 +298,26 @@ mod tests {
             u.expired(now + Duration::from_secs(9)),
             [Answer { token: Token(2), found: UserFound::Unavailable }]
         );
+    }
+
+    #[test]
+    fn a_name_service_that_hangs_holds_a_bounded_number_of_questions() {
+        let (mut u, mut lookup) = users(60);
+        let now = Instant::now();
+        let first = u.ask(Token(0), "u0", now).expect("asked");
+        for i in 1..MAX_OUTSTANDING {
+            u.ask(Token(i), &format!("u{i}"), now).expect("asked");
+        }
+        // Every session stops waiting; the questions stay outstanding.
+        assert_eq!(u.expired(now + Duration::from_secs(5)).len(), MAX_OUTSTANDING);
+        assert!(u.expired(now + Duration::from_secs(6)).is_empty());
+        assert_eq!(u.ask(Token(9999), "more", now), None);
+        // A late answer frees a place, and is remembered for the next asker.
+        answer(&mut lookup, first, UserFound::Yes);
+        assert!(u.receive(now).expect("receive").is_empty());
+        assert_eq!(u.cached("u0", now), Some(UserFound::Yes));
+        assert!(u.ask(Token(9999), "more", now).is_some());
+        assert_eq!(u.ask(Token(10000), "again", now), None);
     }
 
     #[test]

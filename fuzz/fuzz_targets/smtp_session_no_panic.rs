@@ -80,6 +80,7 @@ fuzz_target!(|data: &[u8]| {
                     open.take().expect("abort outside a message");
                 }
                 Action::LookupUser(name) => s.looked_up(answer(&name), &AcceptAll),
+                Action::Log(l) => assert!(l.starts_with("NOQUEUE: reject: "), "{l:?}"),
                 Action::Pause(_) | Action::StartTls | Action::Close => {}
             }
         }

@@ -4,7 +4,7 @@
 # after a pipelined QUIT, and an envelope too large to hand to cleanup.
 # A message without Date: and Message-ID: from these clients on this
 # host gets them; over ::1 with SMTPUTF8, Received: says [IPv6:::1] and
-# UTF8SMTP.
+# UTF8SMTP. A recipient the checks refuse is logged as Postfix logs it.
 . ./lib.sh
 make_cert
 write_conf 'tls { certificate = "cert.pem"; key = "key.pem"; }' \
@@ -147,4 +147,13 @@ grep -q "content for unknown transaction" "$LOG" && fail "cleanup was sent conte
 swaks --server 127.0.0.1:$PORT --from after@remote.example --to root@localhost \
 	--header "Subject: after the big envelope" >"$W/swaks4" 2>&1 || { cat "$W/swaks4"; fail "swaks after the big envelope"; }
 check "a message after the oversized envelope"
+# A recipient the checks refuse is logged as Postfix logs it (what log
+# watchers such as fail2ban read); a syntax error is not.
+swaks --server 127.0.0.1:$PORT --ehlo probe.example --from probe@remote.example --to nosuchuser@localhost \
+	--quit-after RCPT >"$W/swaks5" 2>&1 || true
+grep -q "<\*\* *550 5.1.1" "$W/swaks5" || fail "an unknown user was not refused: $(cat "$W/swaks5")"
+wait_log 'smtpd\[[0-9]*\]: NOQUEUE: reject: RCPT from localhost\[127\.0\.0\.1\]: 550 5\.1\.1 <nosuchuser@localhost>: Recipient address rejected: User unknown in local recipient table; from=<probe@remote\.example> to=<nosuchuser@localhost> proto=ESMTP helo=<probe\.example>' 5 ||
+	fail "the refusal was not logged: $(grep reject "$LOG")"
+grep -q "NOQUEUE: reject: RCPT from .*to=<root@localhost>" "$LOG" && fail "an accepted recipient was logged as refused"
+note "a refused recipient is logged as NOQUEUE: reject: RCPT from ..."
 exit 0

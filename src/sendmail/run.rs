@@ -526,6 +526,8 @@ impl Context {
                         // Anyone asks no name service (local mail takes
                         // every recipient; local bounces the unknown).
                         Action::LookupUser(_) => session.looked_up(UserFound::Yes, &Anyone),
+                        // Anyone refuses nothing by policy.
+                        Action::Log(_) => {}
                         // Never offered: STARTTLS makes no sense on a pipe.
                         Action::StartTls | Action::Close => {
                             output.flush()?;

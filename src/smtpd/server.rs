@@ -769,6 +769,7 @@ impl Server {
                 self.send_begin(token);
                 self.end(token);
             }
+            Action::Log(line) => self.child.info(&line),
             Action::LookupUser(name) => {
                 let now = Instant::now();
                 let asked = match self.users.cached(&name, now) {

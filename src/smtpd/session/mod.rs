@@ -159,6 +159,9 @@ pub enum Action {
     /// Ask whether this user exists and call `looked_up` with the answer;
     /// the session reads no further command until then.
     LookupUser(String),
+    /// Log this line (a refusal by the checks, in Postfix's
+    /// `NOQUEUE: reject:` form).
+    Log(String),
     /// Write what is queued, then close the connection.
     Close,
 }
@@ -340,7 +343,7 @@ impl Session {
         let (path, params) = *pending;
         match checks.looked_up(&path, found) {
             RcptVerdict::Accept => self.take_recipient(path, params),
-            RcptVerdict::Reject { code, enhanced, text } => self.error(code, enhanced, &text),
+            RcptVerdict::Reject { code, enhanced, text } => self.refuse_rcpt(&path, (code, enhanced, &text)),
             RcptVerdict::Lookup(_) => self.error(451, "4.3.0", "Temporary lookup failure"),
         }
         self.process(checks);
@@ -579,7 +582,8 @@ impl Session {
             Err(e) => return self.error(e.code, e.enhanced, &e.text),
         };
         if let RcptVerdict::Reject { code, enhanced, text } = checks.mail(&self.peer) {
-            return self.error(code, enhanced, &text);
+            let from = path_text(&path);
+            return self.refuse("MAIL", (code, enhanced, &text), &from, None);
         }
         let sender = match path {
             Path::Null => None,
@@ -645,12 +649,37 @@ impl Session {
         };
         match checks.recipient(&self.peer, &path) {
             RcptVerdict::Accept => self.take_recipient(path, params),
-            RcptVerdict::Reject { code, enhanced, text } => self.error(code, enhanced, &text),
+            RcptVerdict::Reject { code, enhanced, text } => self.refuse_rcpt(&path, (code, enhanced, &text)),
             RcptVerdict::Lookup(name) => {
                 self.phase = Phase::Lookup(Box::new((path, params)));
                 self.out.push_back(Action::LookupUser(name));
             }
         }
+    }
+
+    /// A recipient the checks refused: logged, then answered.
+    fn refuse_rcpt(&mut self, rcpt: &Path, reply: (u16, &str, &str)) {
+        let from = match self.tx.as_ref().and_then(|t| t.sender.as_ref()) {
+            Some(m) => m.to_string(),
+            None => String::new(),
+        };
+        self.refuse("RCPT", reply, &from, Some(&path_text(rcpt)));
+    }
+
+    /// A refusal by the checks (not a syntax or sequence error): logged
+    /// as Postfix logs it, so that log watchers (fail2ban) and
+    /// administrators find it, then answered as any error.
+    fn refuse(&mut self, stage: &str, (code, enhanced, text): (u16, &str, &str), from: &str, to: Option<&str>) {
+        let to = to.map(|t| format!(" to=<{t}>")).unwrap_or_default();
+        let proto = if self.esmtp { "ESMTP" } else { "SMTP" };
+        let line = format!(
+            "NOQUEUE: reject: {stage} from {}[{}]: {code} {enhanced} {text}; from=<{from}>{to} proto={proto} helo=<{}>",
+            self.peer.hostname,
+            self.peer.address,
+            self.helo.as_deref().unwrap_or("")
+        );
+        self.out.push_back(Action::Log(line));
+        self.error(code, enhanced, text);
     }
 
     /// Add an accepted recipient to the transaction and say so.
@@ -890,6 +919,15 @@ impl Session {
 /// SMTP, ESMTP and ESMTPS (TLS; HELO has no such word), and RFC 6531's
 /// UTF8SMTP and UTF8SMTPS for a transaction with SMTPUTF8 (which needs
 /// EHLO). The server offers no AUTH, so no word ends in A.
+/// A path as the log shows it between angle brackets.
+fn path_text(p: &Path) -> String {
+    match p {
+        Path::Null => String::new(),
+        Path::Postmaster => String::from("postmaster"),
+        Path::Mailbox(m) => m.to_string(),
+    }
+}
+
 fn protocol_word(esmtp: bool, tls: bool, smtputf8: bool) -> &'static str {
     match (esmtp, tls, smtputf8) {
         (false, _, _) => "SMTP",

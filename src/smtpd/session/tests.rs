@@ -47,6 +47,7 @@ struct Log {
     starttls: bool,
     pauses: Vec<Duration>,
     lookups: Vec<String>,
+    logs: Vec<String>,
 }
 
 fn drain(s: &mut Session, log: &mut Log) {
@@ -61,6 +62,7 @@ fn drain(s: &mut Session, log: &mut Log) {
             Action::StartTls => log.starttls = true,
             Action::Pause(d) => log.pauses.push(d),
             Action::LookupUser(n) => log.lookups.push(n),
+            Action::Log(l) => log.logs.push(l),
         }
     }
 }
@@ -611,4 +613,59 @@ fn a_session_closed_while_its_rcpt_waits_begins_nothing() {
     let mut l = Log::default();
     drain(&mut s, &mut l);
     assert!(l.replies.is_empty() && l.begins.is_empty() && l.aborts == 0, "{l:?}");
+}
+
+#[test]
+fn refusals_by_the_checks_are_logged_as_postfix_logs_them_and_syntax_errors_are_not() {
+    let mut s = session();
+    let l = talk(
+        &mut s,
+        b"EHLO c.example\r\nMAIL FROM:<a@r.example>\r\nRCPT TO:<unknown@example.org>\r\nRCPT TO:<x@elsewhere.example>\r\nRCPT TO:<b@example.org>\r\nRCPT TO:bad\r\n",
+    );
+    assert_eq!(codes(&l.replies), ["250", "250", "550", "554", "250", "501"]);
+    assert_eq!(
+        l.logs,
+        [
+            "NOQUEUE: reject: RCPT from client.example[192.0.2.1]: 550 5.1.1 User unknown; \
+             from=<a@r.example> to=<unknown@example.org> proto=ESMTP helo=<c.example>",
+            "NOQUEUE: reject: RCPT from client.example[192.0.2.1]: 554 5.7.1 Relay access denied; \
+             from=<a@r.example> to=<x@elsewhere.example> proto=ESMTP helo=<c.example>",
+        ]
+    );
+    // A refusal after the name service's answer, with the null sender.
+    let mut s = session();
+    feed(&mut s, b"HELO c.example\r\nMAIL FROM:<>\r\n", &DirectoryChecks);
+    feed(&mut s, b"RCPT TO:<dirnobody@example.org>\r\n", &DirectoryChecks);
+    s.looked_up(UserFound::No, &DirectoryChecks);
+    let mut l = Log::default();
+    drain(&mut s, &mut l);
+    assert_eq!(
+        l.logs,
+        ["NOQUEUE: reject: RCPT from client.example[192.0.2.1]: 550 5.1.1 User unknown; \
+          from=<> to=<dirnobody@example.org> proto=SMTP helo=<c.example>"]
+    );
+}
+
+/// Refuses every transaction (a full spool).
+struct NoSpace;
+
+impl Checks for NoSpace {
+    fn recipient(&self, peer: &Peer, rcpt: &Path) -> RcptVerdict {
+        TestChecks.recipient(peer, rcpt)
+    }
+    fn mail(&self, _peer: &Peer) -> RcptVerdict {
+        RcptVerdict::Reject { code: 452, enhanced: "4.3.1", text: String::from("Insufficient system storage") }
+    }
+}
+
+#[test]
+fn a_refused_mail_command_is_logged() {
+    let mut s = session();
+    let l = feed(&mut s, b"EHLO c.example\r\nMAIL FROM:<a@r.example> SIZE=10\r\n", &NoSpace);
+    assert_eq!(codes(&l.replies), ["250", "452"]);
+    assert_eq!(
+        l.logs,
+        ["NOQUEUE: reject: MAIL from client.example[192.0.2.1]: 452 4.3.1 Insufficient system storage; \
+          from=<a@r.example> proto=ESMTP helo=<c.example>"]
+    );
 }

@@ -97,6 +97,17 @@ kill_role() {
 		[ $i -gt 100 ] && fail "$1 not restarted"; sleep 0.1; i=$((i + 1)); done
 }
 
+# kill_role_twice ROLE: kill_role ROLE 1.5 s into the load and again 2 s
+# after its successor started; sets KILLS to 2.
+kill_role_twice() {
+	KILLS=0
+	for pause in 1.5 2; do
+		sleep "$pause"
+		kill_role "$1"
+		KILLS=$((KILLS + 1))
+	done
+}
+
 # load_check TWICE: once the load ended and the queue is empty, every
 # acknowledged token is in smtp-sink's dump, and at most TWICE messages
 # arrived twice.

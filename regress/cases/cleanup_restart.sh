@@ -10,13 +10,8 @@ write_conf "relay { host = \"[127.0.0.1]:$RELAY\"; }" "queue { backoff { min = 1
 start_master
 smtp_sink
 load_start
-kills=0
-for pause in 1.5 2; do
-	sleep "$pause"
-	kill_role cleanup
-	kills=$((kills + 1))
-done
-load_check "$kills"
+kill_role_twice cleanup
+load_check "$KILLS"
 grep -q "journal recovery: .* [1-9][0-9]* gone since they were written" "$LOG" ||
 	fail "no recovery found messages delivered since they were written out"
 exit 0

@@ -18,12 +18,8 @@ write_conf "relay { host = \"[127.0.0.1]:$RELAY\"; }" "queue { backoff { min = 1
 start_master
 smtp_sink
 load_start
-kills=0
-for pause in 1.5 2; do
-	sleep "$pause"
-	kill_role qmgr
-	kills=$((kills + 1))
-done
+kill_role_twice qmgr
+kills=$KILLS
 # master, while the clients still send (they connect again when it is back).
 sleep 1
 PIDS=$(ctl status | awk '$NF == "running" { print $2 }')

@@ -104,7 +104,7 @@ pub fn serve(_token: Sandboxed, mut child: Child) -> ! {
         {
             l.child.fatal(&format!("poll: {e}"));
         }
-        let mut ready = Vec::new();
+        let mut pending: Vec<Token> = Vec::new();
         for ev in events.iter() {
             match ev.token() {
                 MASTER => {
@@ -112,17 +112,15 @@ pub fn serve(_token: Sandboxed, mut child: Child) -> ! {
                         l.master_readable();
                     }
                 }
-                t => ready.push((t, ev.is_writable())),
+                t => {
+                    if ev.is_writable() {
+                        l.flush(t);
+                    }
+                    pending.push(t);
+                }
             }
         }
         // Round robin, PER_TURN questions each, until all are answered.
-        let mut pending: Vec<Token> = Vec::new();
-        for (t, writable) in ready {
-            if writable {
-                l.flush(t);
-            }
-            pending.push(t);
-        }
         while !pending.is_empty() {
             pending.retain(|t| l.serve_peer(*t));
         }
@@ -169,9 +167,8 @@ impl Lookup {
             self.child.fatal(&format!("registering a channel: {e}"));
         }
         self.child.debug(&format!("channel to smtpd pid {pid}"));
+        // Questions waiting already are reported by the poll as readable.
         self.peers.insert(token, Peer { chan, pid });
-        // Questions may be waiting already.
-        while self.serve_peer(token) {}
     }
 
     fn drop_peer(&mut self, token: Token, why: Option<String>) {

@@ -224,8 +224,9 @@ impl Qmgr {
 
     /// Message `id` is finished and its queue file removed (delivered,
     /// bounced, expired or deleted). Written from memory lately and not
-    /// yet reported taken, it is reported done with the others instead: should qmgr die before the sync, cleanup would otherwise
-    /// write it out again from its journal, and the next qmgr deliver a
+    /// yet reported taken, it is reported done with the others instead:
+    /// should qmgr die before the sync, cleanup would otherwise write it
+    /// out again from its journal, and the next qmgr deliver a
     /// message that is finished (or bring back one the operator deleted).
     pub(super) fn finished_file(&mut self, id: QueueId) {
         self.orphans.finished(id);

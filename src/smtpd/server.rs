@@ -727,12 +727,6 @@ impl Server {
             self.conns.get_mut(&token).and_then(|c| if c.pause_until.is_some() { None } else { c.held.pop_front() })
         {
             self.act(token, a);
-            // An answer known at once (remembered) lets the session go on
-            // within the action: what it says next follows.
-            if let Some(c) = self.conns.get_mut(&token) {
-                let fresh: Vec<Action> = c.session.actions().collect();
-                c.held.extend(fresh);
-            }
         }
         self.write_conn(token);
     }
@@ -779,7 +773,14 @@ impl Server {
                 let Some(c) = self.conns.get_mut(&token) else { return };
                 match asked {
                     Ok(req) => c.user_lookup = Some(req),
-                    Err(found) => c.session.looked_up(found, &self.checks),
+                    Err(found) => {
+                        // Answered at once (remembered, or no one to ask):
+                        // the session goes on, and what it says next
+                        // follows (it said nothing after this action).
+                        c.session.looked_up(found, &self.checks);
+                        let fresh: Vec<Action> = c.session.actions().collect();
+                        c.held.extend(fresh);
+                    }
                 }
             }
             Action::Abort => {

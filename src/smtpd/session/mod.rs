@@ -336,11 +336,14 @@ impl Session {
     /// The name service's answer on the recipient the session waits for
     /// (after `Action::LookupUser`).
     pub fn looked_up(&mut self, found: UserFound, checks: &dyn Checks) {
-        if !matches!(self.phase, Phase::Lookup(_)) {
-            return;
-        }
-        let Phase::Lookup(pending) = std::mem::replace(&mut self.phase, Phase::Command) else { return };
-        let (path, params) = *pending;
+        let (path, params) = match std::mem::replace(&mut self.phase, Phase::Command) {
+            Phase::Lookup(pending) => *pending,
+            // Not waiting: the phase is left as it was.
+            other => {
+                self.phase = other;
+                return;
+            }
+        };
         match checks.looked_up(&path, found) {
             RcptVerdict::Accept => self.take_recipient(path, params),
             RcptVerdict::Reject { code, enhanced, text } => self.refuse_rcpt(&path, (code, enhanced, &text)),

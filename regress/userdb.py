@@ -6,7 +6,9 @@ the environment, a request to list the users (neither name nor uid) is
 never answered: a directory that hangs. With USERDB_NO_LIST, such a request
 finds no one, as sssd answers one without `enumerate`: a directory that
 knows its users by name but does not list them. With USERDB_HANG_NAME, a
-request for that user name is never answered. Regress only."""
+request for that user name is never answered; with USERDB_HANG_ONCE, the
+first request for that name is never answered, and later ones are.
+Regress only."""
 import json
 import os
 import socket
@@ -19,6 +21,7 @@ service = os.path.basename(path)
 record = {"userName": name, "uid": uid, "gid": uid, "homeDirectory": home, "shell": "/bin/sh",
           "realName": "Directory User", "disposition": "regular", "service": service}
 NONE = {"error": "io.systemd.UserDatabase.NoRecordFound", "parameters": {}}
+hung_once = threading.Lock()
 
 
 def answer(request):
@@ -31,6 +34,9 @@ def answer(request):
         if os.environ.get("USERDB_NO_LIST") and "userName" not in p and "uid" not in p:
             return NONE
         if os.environ.get("USERDB_HANG_NAME") and p.get("userName") == os.environ["USERDB_HANG_NAME"]:
+            time.sleep(3600)
+        if os.environ.get("USERDB_HANG_ONCE") and p.get("userName") == os.environ["USERDB_HANG_ONCE"] \
+                and hung_once.acquire(blocking=False):
             time.sleep(3600)
         if p.get("userName", name) == name and p.get("uid", uid) == uid:
             return {"parameters": {"record": record, "incomplete": False}}

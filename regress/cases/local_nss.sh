@@ -143,8 +143,8 @@ note "before any listing ends, an unknown local name gets 451 4.3.0; a user the 
 # A directory that knows its users by name but does not list them.
 kill "$MASTER_PID"; wait "$MASTER_PID" 2>/dev/null || true
 kill "$USERDB_PID"; wait "$USERDB_PID" 2>/dev/null || true
-USERDB_NO_LIST=1 python3 ./userdb.py /run/systemd/userdb/io.mta.regress diruser $DIRUID "$W/home/diruser" \
-	2>"$W/userdb.log" &
+USERDB_NO_LIST=1 USERDB_HANG_ONCE=nosuchonce python3 ./userdb.py /run/systemd/userdb/io.mta.regress diruser \
+	$DIRUID "$W/home/diruser" 2>"$W/userdb.log" &
 USERDB_PID=$!
 wait_for 5 sh -c "getent passwd diruser >/dev/null" || fail "the user database did not start again"
 ! getent passwd | grep -q '^diruser:' || fail "the directory still lists its users"
@@ -176,12 +176,19 @@ lk=$(pgrep -P "$MASTER_PID" -x lookup | head -1)
 grep -q '^Seccomp:[[:space:]]*2' /proc/$lk/status || fail "the lookup process has no seccomp filter"
 grep -q '^NoNewPrivs:[[:space:]]*1' /proc/$lk/status || fail "the lookup process lacks no_new_privs"
 note "a directory user the name service does not list is found at RCPT; a name no one has gets 550 5.1.1"
-# A lookup process killed: master starts another, and smtpd asks it.
+# A lookup process killed while it waits on the name service (which
+# answers that name the second time only): master starts another, and
+# smtpd asks it again, so the waiting RCPT gets its answer, not 451.
+rcpt_is nosuchonce@localhost 550 >/dev/null 2>&1 &
+ONCE_PID=$!
+wait_for 10 grep -q '"userName":"nosuchonce"' "$W/userdb.log" || fail "the name service was not asked"
 kill -9 "$lk"
 wait_for 10 sh -c "pgrep -P $MASTER_PID -x lookup | grep -vx $lk >/dev/null" || fail "no new lookup process"
+wait "$ONCE_PID" || fail "the RCPT in flight at the crash: $(cat "$W/swaks")"
+[ "$(grep -c '"userName":"nosuchonce"' "$W/userdb.log")" -ge 2 ] || fail "the question was not asked again"
 wait_for 10 rcpt_is nosuchother@localhost 550 || fail "no answer after the lookup process restarted: $(cat "$W/swaks")"
 grep -q '"userName":"nosuchother"' "$W/userdb.log" || fail "the new lookup process did not ask the name service"
-note "a killed lookup process is replaced, and smtpd asks the new one"
+note "a lookup process killed is replaced; the question in flight is asked again of the new one, and answered"
 # A reload while a session is open: its smtpd, finishing its sessions, is
 # handed the new lookup process, and the old one exits at once rather
 # than at its stop deadline.

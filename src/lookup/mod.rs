@@ -214,9 +214,17 @@ impl Lookup {
                 self.child.warn(&w);
             }
             let Some(p) = self.peers.get_mut(&token) else { return false };
-            if let Err(e) = p.chan.send(&LookupToSmtpd::User { req, found }, &[]) {
-                self.drop_peer(token, Some(format!("answering: {e}")));
-                return false;
+            match p.chan.send(&LookupToSmtpd::User { req, found }, &[]) {
+                Ok(()) => {}
+                // That smtpd went, or took the next lookup process.
+                Err(ipc::Error::Closed) => {
+                    self.drop_peer(token, None);
+                    return false;
+                }
+                Err(e) => {
+                    self.drop_peer(token, Some(format!("answering: {e}")));
+                    return false;
+                }
             }
         }
         true

@@ -390,7 +390,7 @@ impl Server {
     fn set_lookup(&mut self, chan: Channel) {
         let old = self.users.channel().map(Channel::as_raw_fd);
         self.switch_fd(old, Some(&chan), LOOKUP, "lookup");
-        let lost = self.users.set_channel(chan);
+        let lost = self.users.set_channel(chan, Instant::now());
         self.answered(lost);
     }
 

@@ -1,9 +1,13 @@
 //! Local names the local-recipient table lacks, asked of the lookup
 //! process (`crate::lookup`) at RCPT when `local.directory_lookup` is on:
 //! the session's RCPT waits for the answer, at most
-//! `local.directory_lookup_timeout`, and gets 451 4.3.0 when none comes,
-//! the lookup process is not there (not started yet, restarting) or its
-//! channel breaks. Answers are remembered for
+//! `local.directory_lookup_timeout`, and gets 451 4.3.0 when none comes
+//! or the lookup process is not there (not started yet, restarting).
+//! A question in flight when the lookup process goes away (it crashed,
+//! or a reload replaced it) is asked again of the next one, once, within
+//! the same deadline: so a name that makes the lookup process crash
+//! gets 451 after one more try rather than crashing every process after
+//! it. Answers are remembered for
 //! `local.directory_lookup_cache` (at most
 //! `local.directory_lookup_cache_names` names), so
 //! that a client repeating a name, or a dictionary attack, asks the
@@ -36,6 +40,8 @@ struct Pending {
     token: Option<Token>,
     name: String,
     deadline: Instant,
+    /// Asked again of a new lookup process already.
+    retried: bool,
 }
 
 /// The questions in flight, the answers remembered and the channel.
@@ -61,23 +67,62 @@ impl Users {
         self.chan.as_ref()
     }
 
-    /// A new channel to the lookup process (it started or restarted); the
-    /// questions asked on an earlier one will not be answered.
-    pub fn set_channel(&mut self, mut chan: Channel) -> Vec<Answer> {
-        let lost = self.drop_channel();
+    /// A new channel to the lookup process (it started, restarted, or a
+    /// reload replaced it). The answers already on the old channel are
+    /// taken; the questions whose sessions still wait are asked again on
+    /// the new one (those asked again before get 451), and the rest are
+    /// forgotten.
+    pub fn set_channel(&mut self, mut chan: Channel, now: Instant) -> Vec<Answer> {
+        let mut answers = match self.chan.take() {
+            Some(mut old) => self.drain(&mut old, now),
+            None => Vec::new(),
+        };
         let _ = chan.flush();
+        let mut again: Vec<(u64, Pending)> = self.pending.drain().filter(|(_, p)| p.token.is_some()).collect();
+        again.sort_unstable_by_key(|(req, _)| *req);
+        for (req, mut p) in again {
+            let token = p.token.expect("kept only with a session");
+            if p.retried || chan.send(&SmtpdToLookup::User { req, name: p.name.clone() }, &[]).is_err() {
+                answers.push(Answer { token, found: UserFound::Unavailable });
+                continue;
+            }
+            p.retried = true;
+            self.pending.insert(req, p);
+        }
         self.chan = Some(chan);
-        lost
+        answers
     }
 
-    /// The channel broke or closed: every waiting session gets 451.
+    /// The channel broke or closed. The questions whose sessions wait
+    /// stay, to be asked again of the next lookup process within their
+    /// deadline, unless they were asked again already: those get 451.
     pub fn drop_channel(&mut self) -> Vec<Answer> {
         self.chan = None;
-        self.pending
-            .drain()
-            .filter_map(|(_, p)| p.token)
-            .map(|token| Answer { token, found: UserFound::Unavailable })
-            .collect()
+        let mut answers = Vec::new();
+        self.pending.retain(|_, p| match p.token {
+            None => false,
+            Some(token) if p.retried => {
+                answers.push(Answer { token, found: UserFound::Unavailable });
+                false
+            }
+            Some(_) => true,
+        });
+        answers
+    }
+
+    /// The answers waiting on `old`, a channel being replaced.
+    fn drain(&mut self, old: &mut Channel, now: Instant) -> Vec<Answer> {
+        let mut answers = Vec::new();
+        while let Ok(Some((LookupToSmtpd::User { req, found }, fds))) = old.recv::<LookupToSmtpd>() {
+            if !fds.is_empty() {
+                break;
+            }
+            if let Some(p) = self.pending.remove(&req) {
+                self.remember(p.name, found, now);
+                answers.extend(p.token.map(|token| Answer { token, found }));
+            }
+        }
+        answers
     }
 
     /// The remembered answer for `name`, if it is still fresh at `now`.
@@ -111,13 +156,19 @@ impl Users {
         if chan.send(&SmtpdToLookup::User { req, name: name.to_string() }, &[]).is_err() {
             return None;
         }
-        self.pending.insert(req, Pending { token: Some(token), name: name.to_string(), deadline: now + timeout });
+        self.pending.insert(
+            req,
+            Pending { token: Some(token), name: name.to_string(), deadline: now + timeout, retried: false },
+        );
         Some(req)
     }
 
-    /// The session closed before its answer came.
+    /// The session closed before its answer came. (Without a channel,
+    /// the question is not in any lookup process's hands: forgotten.)
     pub fn cancel(&mut self, req: u64) {
-        if let Some(p) = self.pending.get_mut(&req) {
+        if self.chan.is_none() {
+            self.pending.remove(&req);
+        } else if let Some(p) = self.pending.get_mut(&req) {
             p.token = None;
         }
     }
@@ -176,14 +227,21 @@ impl Users {
         }
     }
 
-    /// The sessions whose wait is over at `now`: 451.
+    /// The sessions whose wait is over at `now`: 451. (Their questions
+    /// stay outstanding while a lookup process has them; without a
+    /// channel, they are forgotten.)
     pub fn expired(&mut self, now: Instant) -> Vec<Answer> {
-        self.pending
+        let answers = self
+            .pending
             .values_mut()
             .filter(|p| p.deadline <= now)
             .filter_map(|p| p.token.take())
             .map(|token| Answer { token, found: UserFound::Unavailable })
-            .collect()
+            .collect();
+        if self.chan.is_none() {
+            self.pending.retain(|_, p| p.token.is_some());
+        }
+        answers
     }
 }
 
@@ -206,7 +264,7 @@ mod tests {
     fn users(cache: u64) -> (Users, Channel) {
         let (ours, theirs) = ipc::pair().expect("pair");
         let mut u = Users::new(settings(cache));
-        assert!(u.set_channel(Channel::new(ours)).is_empty());
+        assert!(u.set_channel(Channel::new(ours), Instant::now()).is_empty());
         (u, Channel::new(theirs))
     }
 
@@ -275,7 +333,7 @@ mod tests {
     fn no_question_when_off_or_without_a_lookup_process() {
         let (ours, theirs) = ipc::pair().expect("pair");
         let mut u = Users::new(None);
-        u.set_channel(Channel::new(ours));
+        u.set_channel(Channel::new(ours), Instant::now());
         assert!(!u.enabled());
         assert_eq!(u.ask(Token(1), "alice", Instant::now()), None);
         assert!(Channel::new(theirs).recv::<SmtpdToLookup>().expect("recv").is_none());
@@ -330,21 +388,74 @@ mod tests {
     }
 
     #[test]
-    fn a_lost_or_replaced_lookup_process_leaves_no_session_waiting() {
+    fn a_question_is_asked_again_once_of_the_next_lookup_process() {
         let (mut u, lookup) = users(60);
-        u.ask(Token(1), "alice", Instant::now()).expect("asked");
+        let now = Instant::now();
+        let r = u.ask(Token(1), "alice", now).expect("asked");
+        let gone = u.ask(Token(2), "gone", now).expect("asked");
+        u.cancel(gone);
         drop(lookup);
+        // The session goes on waiting, for the next process.
+        assert!(u.receive(now).expect("receive").is_empty());
+        assert!(u.channel().is_none());
+        assert_eq!(u.ask(Token(3), "bob", now), None);
+        let (ours, theirs) = ipc::pair().expect("pair");
+        let mut lookup = Channel::new(theirs);
+        assert!(u.set_channel(Channel::new(ours), now).is_empty());
+        // Asked again, the question no session waits for is not.
+        assert_eq!(question(&mut lookup), (r, String::from("alice")));
+        assert!(lookup.recv::<SmtpdToLookup>().expect("recv").is_none());
+        answer(&mut lookup, r, UserFound::Yes);
+        assert_eq!(u.receive(now).expect("receive"), [Answer { token: Token(1), found: UserFound::Yes }]);
+
+        // Asked again once only: a name that makes each process crash.
+        let r = u.ask(Token(4), "crash", now).expect("asked");
+        drop(lookup);
+        assert!(u.receive(now).expect("receive").is_empty());
+        let (ours, theirs) = ipc::pair().expect("pair");
+        let mut lookup = Channel::new(theirs);
+        assert!(u.set_channel(Channel::new(ours), now).is_empty());
+        assert_eq!(question(&mut lookup), (r, String::from("crash")));
+        drop(lookup);
+        assert_eq!(u.receive(now).expect("receive"), [Answer { token: Token(4), found: UserFound::Unavailable }]);
+        assert!(u.pending.is_empty());
+    }
+
+    #[test]
+    fn a_replaced_lookup_process_gives_its_answers_and_the_next_gets_the_rest() {
+        let (mut u, mut old) = users(60);
+        let now = Instant::now();
+        let r1 = u.ask(Token(1), "alice", now).expect("asked");
+        let r2 = u.ask(Token(2), "bob", now).expect("asked");
+        assert_eq!(question(&mut old), (r1, String::from("alice")));
+        answer(&mut old, r1, UserFound::No);
+        let (ours, theirs) = ipc::pair().expect("pair");
+        let mut new = Channel::new(theirs);
+        assert_eq!(u.set_channel(Channel::new(ours), now), [Answer { token: Token(1), found: UserFound::No }]);
+        assert_eq!(u.cached("alice", now), Some(UserFound::No));
+        assert_eq!(question(&mut new), (r2, String::from("bob")));
+        assert!(new.recv::<SmtpdToLookup>().expect("recv").is_none());
+        // A second replacement: asked again already, so 451.
+        let (ours, _third) = ipc::pair().expect("pair");
+        assert_eq!(u.set_channel(Channel::new(ours), now), [Answer { token: Token(2), found: UserFound::Unavailable }]);
+    }
+
+    #[test]
+    fn without_a_lookup_process_the_wait_is_bounded_too() {
+        let (mut u, lookup) = users(60);
+        let now = Instant::now();
+        u.ask(Token(1), "alice", now).expect("asked");
+        drop(lookup);
+        assert!(u.receive(now).expect("receive").is_empty());
+        assert!(u.expired(now + Duration::from_secs(4)).is_empty());
         assert_eq!(
-            u.receive(Instant::now()).expect("receive"),
+            u.expired(now + Duration::from_secs(5)),
             [Answer { token: Token(1), found: UserFound::Unavailable }]
         );
-        assert!(u.channel().is_none());
-        assert_eq!(u.ask(Token(2), "alice", Instant::now()), None);
-
-        let (mut u, _old) = users(60);
-        u.ask(Token(3), "alice", Instant::now()).expect("asked");
-        let (ours, _new) = ipc::pair().expect("pair");
-        assert_eq!(u.set_channel(Channel::new(ours)), [Answer { token: Token(3), found: UserFound::Unavailable }]);
+        // Forgotten: the next process is not asked.
+        assert!(u.pending.is_empty());
+        let r = u.ask(Token(2), "gone", now);
+        assert_eq!(r, None);
     }
 
     #[test]

@@ -71,6 +71,12 @@ setup_nsd() { unpack_deb /var/tmp/mta-test-nsd nsd usr/sbin/nsd; }
 # system, liblockfile1, is an ordinary package.
 setup_mailx() { unpack_deb /var/tmp/mta-test-mailx bsd-mailx usr/bin/bsd-mailx; }
 
+# setup_fail2ban: fail2ban-regex and fail2ban's filters, from its package
+# unpacked under /var/tmp (never installed: it would start a service that
+# changes the firewall). It needs only python3; the regress case smtp_logs
+# runs it over mta's log with its own postfix filter.
+setup_fail2ban() { unpack_deb /var/tmp/mta-test-fail2ban fail2ban usr/bin/fail2ban-regex; }
+
 # setup_exim: Exim's daemon, from exim4-daemon-light unpacked under
 # /var/tmp (never installed: no second MTA on the system). The program is
 # set-uid root and runs itself again for deliveries, so the dynamic loader

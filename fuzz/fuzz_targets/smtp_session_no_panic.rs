@@ -80,7 +80,12 @@ fuzz_target!(|data: &[u8]| {
                     open.take().expect("abort outside a message");
                 }
                 Action::LookupUser(name) => s.looked_up(answer(&name), &AcceptAll),
-                Action::Log(l) => assert!(l.starts_with("NOQUEUE: reject: "), "{l:?}"),
+                Action::Log(l) => assert!(
+                    ["NOQUEUE: reject: ", "too many errors after ", "improper command pipelining after "]
+                        .iter()
+                        .any(|p| l.starts_with(p)),
+                    "{l:?}"
+                ),
                 Action::Pause(_) | Action::StartTls | Action::Close => {}
             }
         }
@@ -88,4 +93,27 @@ fuzz_target!(|data: &[u8]| {
             s.tls_started();
         }
     }
+    // The disconnect line's counts: each `name=given` or
+    // `name=succeeded/given`, never more succeeded than given, and the
+    // total last.
+    let summary = s.summary();
+    let stage = s.stage();
+    assert!(stage.bytes().all(|b| b.is_ascii_uppercase() || b == b'-'), "{stage:?}");
+    let (mut ok, mut all) = (0u32, 0u32);
+    for word in summary.split(' ') {
+        let (name, n) = word.split_once('=').expect("name=count");
+        let (good, given) = match n.split_once('/') {
+            Some((g, t)) => (g.parse::<u32>().expect("count"), t.parse::<u32>().expect("count")),
+            None => (n.parse().expect("count"), n.parse().expect("count")),
+        };
+        assert!(good <= given, "{summary}");
+        if name == "commands" {
+            assert_eq!((good, given), (ok, all), "{summary}");
+        } else {
+            assert!(name.bytes().all(|b| b.is_ascii_lowercase()) && given > 0, "{summary}");
+            ok += good;
+            all += given;
+        }
+    }
+    assert!(summary.contains("commands="), "{summary}");
 });

@@ -443,6 +443,7 @@ impl Server {
             c.lookup = None;
             c.session.set_client_name(name.clone());
             c.name = name;
+            self.child.info(&format!("connect from {}[{}]", c.name, c.ip));
             // The idle time counts from the greeting.
             c.idle_deadline = now + self.intake.smtpd.idle_timeout;
             self.drive(token);
@@ -632,6 +633,9 @@ impl Server {
                 deadline: now + self.intake.smtpd.session_timeout,
             };
             *self.per_client.entry(ip).or_insert(0) += 1;
+            if conn.lookup.is_none() {
+                self.child.info(&format!("connect from {}[{ip}]", conn.name));
+            }
             self.conns.insert(token, conn);
             self.drive(token);
         }
@@ -921,6 +925,16 @@ impl Server {
         // nothing duplicates a session's socket. A deregister would be a
         // system call per connection for nothing.
         let Some(mut c) = self.conns.remove(&token) else { return };
+        // Postfix's lines: what a log watcher looks for.
+        let client = format!("{}[{}]", c.name, c.ip);
+        if c.lookup.is_some() {
+            // Gone before its greeting.
+            self.child.info(&format!("connect from {client}"));
+        }
+        if !c.session.is_closed() {
+            self.child.info(&format!("lost connection after {} from {client}", c.session.stage()));
+        }
+        self.child.info(&format!("disconnect from {client} {}", c.session.summary()));
         if let Some(req) = c.lookup {
             self.names.cancel(req);
         }
@@ -976,6 +990,7 @@ impl Server {
         }
         for t in expire {
             if let Some(c) = self.conns.get_mut(&t) {
+                self.child.info(&format!("timeout after {} from {}[{}]", c.session.stage(), c.name, c.ip));
                 c.session.abort();
                 let host = &self.settings.hostname;
                 c.out.extend_from_slice(format!("421 4.4.2 {host} Error: timeout exceeded\r\n").as_bytes());

@@ -21,6 +21,9 @@ use crate::ipc::msg::UserFound;
 use crate::smtpd::data::{Bare, ChunkChecker, DotDecoder, Status};
 use crate::smtpd::params::{self, Body, MailParams, Notify, RcptParams, Ret};
 
+mod tally;
+use tally::Tally;
+
 /// The session's bounds.
 #[derive(Clone, Debug)]
 pub struct Limits {
@@ -237,6 +240,7 @@ pub struct Session {
     input: Vec<u8>,
     content: Vec<u8>,
     out: VecDeque<Action>,
+    tally: Tally,
 }
 
 fn reply(code: u16, enhanced: &str, text: &str) -> Vec<u8> {
@@ -259,6 +263,7 @@ impl Session {
             input: Vec::new(),
             content: Vec::new(),
             out: VecDeque::new(),
+            tally: Tally::new(),
         };
         let greeting = format!("220 {} ESMTP mta\r\n", s.settings.hostname);
         s.out.push_back(Action::Reply(greeting.into_bytes()));
@@ -352,8 +357,31 @@ impl Session {
         self.process(checks);
     }
 
+    /// Where the session is, for a log line about its end (`lost
+    /// connection after RCPT`): the command it was at, `CONNECT` before
+    /// any, `END-OF-MESSAGE` once a message's content ended.
+    pub fn stage(&self) -> &'static str {
+        self.tally.stage()
+    }
+
+    /// The commands the session gave, for the log line at its end:
+    /// `ehlo=1 mail=1 rcpt=0/1 quit=1 commands=3/4` (succeeded/given where
+    /// they differ; a command still waiting for its final reply did not
+    /// succeed).
+    pub fn summary(&self) -> String {
+        self.tally.summary(self.mid_command())
+    }
+
+    /// A command has begun and not had its final reply.
+    fn mid_command(&self) -> bool {
+        matches!(self.phase, Phase::Data(_) | Phase::Bdat { .. } | Phase::Commit | Phase::Lookup(_))
+    }
+
     /// The client went away or the driver gave up: abandon any message.
     pub fn abort(&mut self) {
+        if self.mid_command() {
+            self.tally.abandon();
+        }
         if self.tx.as_ref().is_some_and(|t| t.begun) && !matches!(self.phase, Phase::Commit) {
             self.out.push_back(Action::Abort);
         }
@@ -362,12 +390,14 @@ impl Session {
     }
 
     fn ok(&mut self, code: u16, enhanced: &str, text: &str) {
+        self.tally.replied(code);
         self.out.push_back(Action::Reply(reply(code, enhanced, text)));
     }
 
     /// An error reply, after a pause that grows with the error count; too
     /// many errors end the session.
     fn error(&mut self, code: u16, enhanced: &str, text: &str) {
+        self.tally.replied(code);
         self.errors += 1;
         let l = &self.settings.limits;
         if self.errors > l.errors_before_pause {
@@ -376,11 +406,19 @@ impl Session {
         }
         self.out.push_back(Action::Reply(reply(code, enhanced, text)));
         if self.errors >= self.settings.limits.errors && !self.is_closed() {
+            let line = format!("too many errors after {} from {}", self.stage(), self.client());
+            self.out.push_back(Action::Log(line));
             self.close_with(421, "4.7.0", "Error: too many errors");
         }
     }
 
+    /// `name[address]`, as log lines give the client.
+    fn client(&self) -> String {
+        format!("{}[{}]", self.peer.hostname, self.peer.address)
+    }
+
     fn close_with(&mut self, code: u16, enhanced: &str, text: &str) {
+        self.tally.replied(code);
         if self.tx.as_ref().is_some_and(|t| t.begun) {
             self.out.push_back(Action::Abort);
         }
@@ -423,34 +461,43 @@ impl Session {
 
     fn command_step(&mut self, checks: &dyn Checks) -> bool {
         let max = self.settings.limits.command_line;
+        // A line that is no command counts as an unknown one.
         let Some(end) = self.input.iter().position(|&b| b == b'\n') else {
             if self.input.len() >= max {
                 self.input.clear();
                 self.phase = Phase::SkipLine;
+                self.tally.begin("");
                 self.error(500, "5.5.2", "Error: line too long");
             }
             return false;
         };
         if end + 1 > max {
             self.input.drain(..=end);
+            self.tally.begin("");
             self.error(500, "5.5.2", "Error: line too long");
             return true;
         }
         let line: Vec<u8> = self.input.drain(..=end).collect();
         let pipelined = !self.input.is_empty();
         let Some(text) = line.strip_suffix(b"\r\n") else {
+            self.tally.begin("");
             self.error(500, "5.5.2", "Error: bare <LF> received; lines end with <CR><LF>");
             return true;
         };
         if text.iter().any(|&b| b == b'\r' || b == 0) {
+            self.tally.begin("");
             self.error(501, "5.5.2", "Error: command contains CR or NUL");
             return true;
         }
         let Ok(text) = std::str::from_utf8(text) else {
+            self.tally.begin("");
             self.error(500, "5.5.2", "Error: command is not valid UTF-8");
             return true;
         };
         if pipelined && !self.esmtp && self.helo.is_some() {
+            self.tally.done();
+            let line = format!("improper command pipelining after {} from {}", self.stage(), self.client());
+            self.out.push_back(Action::Log(line));
             self.close_with(554, "5.5.0", "Error: improper command pipelining (PIPELINING was not offered)");
             return false;
         }
@@ -463,6 +510,7 @@ impl Session {
             Some((v, a)) => (v, a),
             None => (line, ""),
         };
+        self.tally.begin(verb);
         match verb.to_ascii_uppercase().as_str() {
             "EHLO" => self.helo_cmd(arg, true),
             "HELO" => self.helo_cmd(arg, false),
@@ -744,6 +792,8 @@ impl Session {
         if pipelined {
             // Content sent before the 354: the client did not wait, and what
             // it sent must not be taken as commands or as a message.
+            let line = format!("improper command pipelining after DATA from {}", self.client());
+            self.out.push_back(Action::Log(line));
             return self.close_with(554, "5.5.0", "Error: improper command pipelining after DATA");
         }
         if let Some(env) = self.envelope() {
@@ -807,6 +857,7 @@ impl Session {
 
     /// The content is complete: refuse it or hand it on for commit.
     fn finish_content(&mut self, saw_nul: bool) {
+        self.tally.stage_is(tally::END_OF_MESSAGE);
         let oversize = self.tx.as_ref().is_some_and(|t| t.oversize);
         if oversize || saw_nul {
             self.content.clear();

@@ -669,3 +669,53 @@ fn a_refused_mail_command_is_logged() {
           from=<a@r.example> proto=ESMTP helo=<c.example>"]
     );
 }
+
+#[test]
+fn the_session_tallies_its_commands_for_the_disconnect_line() {
+    let mut s = session();
+    assert_eq!((s.stage(), s.summary().as_str()), ("CONNECT", "commands=0"));
+    talk(&mut s, b"EHLO c.example\r\nMAIL FROM:<a@r.example>\r\nRCPT TO:<unknown@example.org>\r\n");
+    assert_eq!(s.stage(), "RCPT");
+    talk(&mut s, b"RCPT TO:<b@example.org>\r\nDATA\r\n");
+    // Content under way: DATA has not succeeded yet.
+    talk(&mut s, b"Subject: x\r\n\r\nhi\r\n");
+    assert_eq!((s.stage(), s.summary().as_str()), ("DATA", "ehlo=1 mail=1 rcpt=1/2 data=0/1 commands=3/5"));
+    talk(&mut s, b".\r\n");
+    assert_eq!(s.stage(), "END-OF-MESSAGE");
+    talk(&mut s, b"\r\nnoop\r\nXYZZY\r\nQUIT\r\n");
+    assert_eq!(s.summary(), "ehlo=1 mail=1 rcpt=1/2 data=1 noop=1 quit=1 unknown=0/2 commands=6/9");
+    assert_eq!(s.stage(), "QUIT");
+
+    // A message refused at its end, and a session given up in DATA.
+    let mut s = session();
+    talk(&mut s, b"EHLO c.example\r\nMAIL FROM:<a@r.example>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n");
+    s.receive(b"x\r\n.\r\n", &TestChecks);
+    s.committed(Commit::NoSpace, &TestChecks);
+    talk(&mut s, b"MAIL FROM:<a@r.example>\r\nRCPT TO:<b@example.org>\r\nDATA\r\nhalf");
+    s.abort();
+    assert_eq!(s.summary(), "ehlo=1 mail=2 rcpt=2 data=0/2 commands=5/7");
+}
+
+#[test]
+fn too_many_errors_and_improper_pipelining_are_logged() {
+    let mut s = session();
+    let mut logs = Vec::new();
+    for _ in 0..25 {
+        let l = talk(&mut s, b"RCPT TO:<b@example.org>\r\n");
+        logs.extend(l.logs);
+        if l.closed {
+            break;
+        }
+    }
+    assert_eq!(logs, ["too many errors after RCPT from client.example[192.0.2.1]"]);
+    let mut s = session();
+    talk(&mut s, b"HELO c.example\r\n");
+    let l = talk(&mut s, b"MAIL FROM:<a@r.example>\r\nRCPT TO:<b@example.org>\r\n");
+    assert_eq!(l.logs, ["improper command pipelining after HELO from client.example[192.0.2.1]"]);
+    assert_eq!(s.summary(), "helo=1 commands=1");
+    let mut s = session();
+    talk(&mut s, b"EHLO c.example\r\nMAIL FROM:<a@r.example>\r\nRCPT TO:<b@example.org>\r\n");
+    let l = talk(&mut s, b"DATA\r\nSubject: x\r\n");
+    assert_eq!(l.logs, ["improper command pipelining after DATA from client.example[192.0.2.1]"]);
+    assert_eq!(s.summary(), "ehlo=1 mail=1 rcpt=1 data=0/1 commands=3/4");
+}

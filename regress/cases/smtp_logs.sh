@@ -1,0 +1,100 @@
+# smtpd logs its sessions as Postfix does, and a log watcher we did not
+# write reads them: fail2ban's own postfix filter (fail2ban-regex, from
+# Debian's package unpacked under /var/tmp, never installed: it would
+# start a service) picks out exactly the clients that misbehaved.
+#   127.0.0.1  an unknown recipient (NOQUEUE: reject: RCPT)
+#   127.0.0.2  gone after EHLO without QUIT (lost connection after EHLO)
+#   127.0.0.3  too many errors (too many errors after RCPT)
+#   127.0.0.4  pipelining without EHLO (improper command pipelining)
+#   127.0.0.5  a clean session that sends a message: no match
+#   127.0.0.6  idle past smtpd.idle_timeout (timeout after EHLO)
+# Each session has its connect and disconnect lines, the latter with
+# Postfix's command counts (rcpt=0/1 for a refused RCPT).
+. ./lib.sh
+FAIL2BAN=${FAIL2BAN:-/var/tmp/mta-test-fail2ban/usr/bin/fail2ban-regex}
+[ -x "$FAIL2BAN" ] || { echo "  skipped: no fail2ban-regex at $FAIL2BAN (scripts/test unpacks it there; or set FAIL2BAN)"; exit 0; }
+F2B_ROOT=${FAIL2BAN%/usr/bin/fail2ban-regex}
+write_conf 'smtpd { errors = 3; errors_before_pause = 10; idle_timeout = 2s; }'
+start_master
+
+# talk SOURCE MODE LINES...: from address SOURCE, each line and its
+# reply; then MODE: close at once, read until smtpd closes, or idle until
+# smtpd times out; burst: the first line, then the rest in one write.
+talk() {
+	python3 - "$PORT" "$@" <<'PY'
+import socket, sys, time
+port, source, mode, lines = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4:]
+s = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0))
+f = s.makefile("rb")
+f.readline()
+# burst: the first line, its reply, then the rest in one write.
+steps = [[l] for l in lines] if mode != "burst" else [lines[:1], lines[1:]]
+for step in steps:
+    s.sendall(b"".join(l.encode() + b"\r\n" for l in step))
+    if mode == "burst" and step is steps[-1]:
+        break
+    while True:
+        r = f.readline()
+        if not r or r[3:4] != b"-":
+            break
+if mode == "idle":
+    # Until smtpd gives up on it: 421, then the close.
+    s.settimeout(15)
+    rest = s.recv(4096) + s.recv(4096)
+    assert rest.startswith(b"421 4.4.2"), rest
+if mode in ("read", "burst"):
+    s.settimeout(5)
+    try:
+        while s.recv(4096):
+            pass
+    except OSError:
+        pass
+s.close()
+PY
+}
+
+swaks --server 127.0.0.1:$PORT --ehlo probe.example --from probe@remote.example --to nosuchuser@localhost \
+	--quit-after RCPT >"$W/swaks" 2>&1 || true
+grep -q "<\*\* *550 5.1.1" "$W/swaks" || fail "an unknown user was not refused: $(cat "$W/swaks")"
+talk 127.0.0.2 close "EHLO gone.example" || fail "the client gone after EHLO"
+talk 127.0.0.3 read "EHLO bad.example" "RCPT TO:<a@localhost>" "RCPT TO:<a@localhost>" "RCPT TO:<a@localhost>" ||
+	fail "the client with too many errors"
+talk 127.0.0.4 burst "HELO pipe.example" "MAIL FROM:<a@remote.example>" "RCPT TO:<root@localhost>" ||
+	fail "the client pipelining without EHLO"
+swaks --server 127.0.0.1:$PORT --local-interface 127.0.0.5 --ehlo clean.example --from sender@remote.example \
+	--to root@localhost >"$W/swaks" 2>&1 || fail "the clean session: $(cat "$W/swaks")"
+talk 127.0.0.6 idle "EHLO idle.example" || fail "the idle client was not given up with 421 4.4.2"
+
+for a in 1 2 3 4 5 6; do
+	wait_log "smtpd\[[0-9]*\]: disconnect from [^ ]*\[127\.0\.0\.$a\]" 10 || fail "no disconnect line for 127.0.0.$a"
+	grep -q "smtpd\[[0-9]*\]: connect from [^ ]*\[127\.0\.0\.$a\]$" "$LOG" || fail "no connect line for 127.0.0.$a"
+done
+# The lines and their counts.
+line() { grep -q "smtpd\[[0-9]*\]: $1" "$LOG" || fail "not logged: $1"; }
+line "disconnect from localhost\[127\.0\.0\.1\] ehlo=1 mail=1 rcpt=0/1 quit=1 commands=3/4$"
+line "lost connection after EHLO from [^ ]*\[127\.0\.0\.2\]$"
+line "disconnect from [^ ]*\[127\.0\.0\.2\] ehlo=1 commands=1$"
+line "too many errors after RCPT from [^ ]*\[127\.0\.0\.3\]$"
+line "disconnect from [^ ]*\[127\.0\.0\.3\] ehlo=1 rcpt=0/3 commands=1/4$"
+line "improper command pipelining after HELO from [^ ]*\[127\.0\.0\.4\]$"
+line "disconnect from [^ ]*\[127\.0\.0\.4\] helo=1 commands=1$"
+line "disconnect from [^ ]*\[127\.0\.0\.5\] ehlo=1 mail=1 rcpt=1 data=1 quit=1 commands=5$"
+line "timeout after EHLO from [^ ]*\[127\.0\.0\.6\]$"
+line "disconnect from [^ ]*\[127\.0\.0\.6\] ehlo=1 commands=1$"
+grep -q "lost connection after [A-Z-]* from [^ ]*\[127\.0\.0\.[13456]\]" "$LOG" &&
+	fail "a session that ended with QUIT, or was ended by smtpd, was logged as lost"
+note "sessions are logged with connect, disconnect (Postfix's command counts), lost connection, timeout, too many errors, improper pipelining"
+
+# fail2ban's postfix filter, in its aggressive mode (every rule), over
+# the log as a syslog daemon writes it (a date and the host name before
+# each line); only the program name differs from Postfix's.
+stamp=$(date '+%b %e %H:%M:%S')
+grep 'smtpd\[' "$LOG" | sed "s/^/$stamp mx /" >"$W/maillog"
+PYTHONPATH="$F2B_ROOT/usr/lib/python3/dist-packages" python3 "$FAIL2BAN" --out ip "$W/maillog" \
+	"$F2B_ROOT/etc/fail2ban/filter.d/postfix.conf[mode=aggressive, _daemon=mta/\w+]" >"$W/f2b" 2>&1 ||
+	fail "fail2ban-regex: $(cat "$W/f2b")"
+sort -u "$W/f2b" >"$W/f2b.ips"
+printf '127.0.0.%s\n' 1 2 3 4 >"$W/f2b.want"
+cmp -s "$W/f2b.ips" "$W/f2b.want" || fail "fail2ban picked out $(tr '\n' ' ' <"$W/f2b.ips"), not 127.0.0.1-4: $(cat "$W/f2b")"
+note "fail2ban's postfix filter picks out the four clients that misbehaved, and neither the clean nor the idle one"
+exit 0

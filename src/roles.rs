@@ -329,10 +329,12 @@ pub fn policy(role: Role, layout: &Layout) -> Policy {
         // database as nsswitch.conf says), so the file system is readable
         // (the C library reads nsswitch.conf and loads its modules) and
         // the name services' AF_UNIX sockets reachable; nothing is
-        // written, made or changed by path, and no process started.
+        // written, made or changed by path, and no process started. A
+        // few threads look names up at once (`local.directory_lookup_threads`).
         Role::Lookup => {
             p.read_fs = true;
             p.name_service = true;
+            p.threads = true;
         }
         // local: the one role that keeps root. It looks users up and
         // spawns each delivery as the recipient (a child of its own

@@ -308,16 +308,18 @@ fn common_denials(t: &mut Tally, policy: &Policy, world: &World, unix_socket: &O
         );
     }
     #[cfg(target_os = "linux")]
-    t.check(
-        "threads cannot be created",
-        match std::thread::Builder::new().spawn(|| ()) {
-            Ok(h) => {
-                let _ = h.join();
-                Err("a thread started".into())
-            }
-            Err(_) => Ok(()),
-        },
-    );
+    if !policy.threads {
+        t.check(
+            "threads cannot be created",
+            match std::thread::Builder::new().spawn(|| ()) {
+                Ok(h) => {
+                    let _ = h.join();
+                    Err("a thread started".into())
+                }
+                Err(_) => Ok(()),
+            },
+        );
+    }
 }
 
 /// Checked last: if the sandbox let it through, the child would run on
@@ -675,6 +677,24 @@ fn live_role(total: &mut Tally, world: &World, role: Role) -> io::Result<()> {
                         ((mta::ipc::msg::UserFound::Yes, _), (mta::ipc::msg::UserFound::No, _)) => Ok(()),
                         other => Err(format!("{other:?}")),
                     },
+                );
+                // Its threads look names up, in the same sandbox: a
+                // process (what fork and posix_spawn make) is refused to
+                // a thread as to the main one.
+                t.check(
+                    "threads look users up, and start no process",
+                    std::thread::Builder::new()
+                        .spawn(|| {
+                            let found = mta::lookup::look_up("root").0;
+                            let spawned = std::process::Command::new("/bin/true").status();
+                            (found, spawned.is_err())
+                        })
+                        .map_err(|e| format!("no thread: {e}"))
+                        .and_then(|h| h.join().map_err(|_| String::from("the thread panicked")))
+                        .and_then(|r| match r {
+                            (mta::ipc::msg::UserFound::Yes, true) => Ok(()),
+                            other => Err(format!("{other:?}")),
+                        }),
                 );
             }
             Role::Connector => {

@@ -179,16 +179,25 @@ note "a directory user the name service does not list is found at RCPT; a name n
 # A lookup process killed while it waits on the name service (which
 # answers that name the second time only): master starts another, and
 # smtpd asks it again, so the waiting RCPT gets its answer, not 451.
-rcpt_is nosuchonce@localhost 550 >/dev/null 2>&1 &
+(
+	swaks --server 127.0.0.1:$PORT --from sender@localhost --to nosuchonce@localhost --quit-after RCPT \
+		>"$W/swaks.once" 2>&1 || true
+	grep -Eq "^(<-|<\*\*) +550 " "$W/swaks.once"
+) &
 ONCE_PID=$!
 wait_for 10 grep -q '"userName":"nosuchonce"' "$W/userdb.log" || fail "the name service was not asked"
+# Meanwhile the lookup process's other threads answer (its timeout is
+# 10s: with one question at a time, this one would wait for it).
+t0=$(date +%s)
+rcpt_is nosuchbeside@localhost 550 || fail "a name asked while another hangs: $(cat "$W/swaks")"
+[ $(($(date +%s) - t0)) -lt 5 ] || fail "a name asked while another hangs waited for it"
 kill -9 "$lk"
 wait_for 10 sh -c "pgrep -P $MASTER_PID -x lookup | grep -vx $lk >/dev/null" || fail "no new lookup process"
-wait "$ONCE_PID" || fail "the RCPT in flight at the crash: $(cat "$W/swaks")"
+wait "$ONCE_PID" || fail "the RCPT in flight at the crash: $(cat "$W/swaks.once")"
 [ "$(grep -c '"userName":"nosuchonce"' "$W/userdb.log")" -ge 2 ] || fail "the question was not asked again"
 wait_for 10 rcpt_is nosuchother@localhost 550 || fail "no answer after the lookup process restarted: $(cat "$W/swaks")"
 grep -q '"userName":"nosuchother"' "$W/userdb.log" || fail "the new lookup process did not ask the name service"
-note "a lookup process killed is replaced; the question in flight is asked again of the new one, and answered"
+note "names are looked up at once while one hangs; a lookup process killed is replaced, and the question in flight is asked again of the new one"
 # A reload while a session is open: its smtpd, finishing its sessions, is
 # handed the new lookup process, and the old one exits at once rather
 # than at its stop deadline.

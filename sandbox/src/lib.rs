@@ -176,6 +176,16 @@ pub struct Policy {
     /// which also forks, execs and changes ids: a narrower filter would
     /// buy nothing there; master's lister of directory users.)
     pub name_service: bool,
+    /// May start threads: on Linux the filter lets clone(2) pass with
+    /// CLONE_THREAD (never with a namespace flag, nor without
+    /// CLONE_THREAD unless `fork`); OpenBSD's "stdio" and FreeBSD's
+    /// capability mode allow threads anyway. Threads started after
+    /// [`enter`] are in the same sandbox: Landlock's domain and the
+    /// seccomp filter pass to them, and pledge, unveil and Capsicum bind
+    /// the whole process. (The lookup role, whose getpwnam(3) calls block:
+    /// a few run at once, so that one slow name does not hold up the
+    /// others.)
+    pub threads: bool,
 }
 
 impl Policy {
@@ -194,6 +204,7 @@ impl Policy {
             locks: false,
             socketpairs: false,
             name_service: false,
+            threads: false,
         }
     }
 }

@@ -16,7 +16,8 @@
 //! allowed beneath each [`Grant::SocketDir`] only.
 //!
 //! The seccomp filter is a deny-list, `EPERM` for: io_uring, namespaces
-//! (unshare, setns, clone with a CLONE_NEW* flag), thread creation,
+//! (unshare, setns, clone with a CLONE_NEW* flag), thread creation
+//! (unless the policy allows `threads`),
 //! ptrace and process_vm_*, userfaultfd, keyrings, bpf, perf_event_open,
 //! mounting, chroot, kexec, module loading, handle-based opens, clock and
 //! host administration, TIOCSTI; and unless the policy allows it: execve,
@@ -297,6 +298,10 @@ fn flag_set(arg: u8, flag: libc::c_int) -> Result<SeccompCondition, Error> {
     cond(arg, SeccompCmpOp::MaskedEq(f), f)
 }
 
+fn flag_clear(arg: u8, flag: libc::c_int) -> Result<SeccompCondition, Error> {
+    cond(arg, SeccompCmpOp::MaskedEq(flag as u32 as u64), 0)
+}
+
 /// The filter's denials for `p`.
 fn denials(p: &Policy) -> Result<Denials, Error> {
     let mut d = Denials::default();
@@ -373,18 +378,24 @@ fn denials(p: &Policy) -> Result<Denials, Error> {
         d.always(libc::SYS_execveat);
     }
 
-    if p.fork {
-        // Processes yes; namespaces and threads no.
-        for flag in CLONE_NEW_FLAGS.into_iter().chain([libc::CLONE_THREAD]) {
+    if p.fork || p.threads {
+        // Processes or threads as the policy says; namespaces never.
+        for flag in CLONE_NEW_FLAGS {
             d.when(libc::SYS_clone, vec![flag_set(0, flag)?])?;
+        }
+        if !p.threads {
+            d.when(libc::SYS_clone, vec![flag_set(0, libc::CLONE_THREAD)?])?;
+        }
+        if !p.fork {
+            d.when(libc::SYS_clone, vec![flag_clear(0, libc::CLONE_THREAD)?])?;
         }
     } else {
         d.always(libc::SYS_clone);
-        #[cfg(target_arch = "x86_64")]
-        {
-            d.always(libc::SYS_fork);
-            d.always(libc::SYS_vfork);
-        }
+    }
+    #[cfg(target_arch = "x86_64")]
+    if !p.fork {
+        d.always(libc::SYS_fork);
+        d.always(libc::SYS_vfork);
     }
 
     // AF_UNIX sockets for a role with socket directories (which Landlock
@@ -623,8 +634,9 @@ mod tests {
     #[test]
     fn filters_compile_for_every_shape() {
         for net in [Net::None, Net::Connect] {
-            for bits in 0..32u8 {
+            for bits in 0..64u8 {
                 let mut p = Policy::new("t");
+                p.threads = bits & 32 != 0;
                 p.socketpairs = bits & 16 != 0;
                 p.net = net;
                 p.fork = bits & 1 != 0;
@@ -667,6 +679,20 @@ mod tests {
         let d = denials(&broad).unwrap();
         assert!(!d.always.contains(&libc::SYS_socketpair));
         assert!(!d.rules[&libc::SYS_socketpair].is_empty());
+
+        // Threads: clone with CLONE_THREAD passes; without it (a
+        // process), or with a namespace flag, it is refused; fork and
+        // vfork are.
+        let mut threads = Policy::new("lookup");
+        threads.threads = true;
+        let d = denials(&threads).unwrap();
+        assert!(!d.always.contains(&libc::SYS_clone));
+        assert_eq!(d.rules[&libc::SYS_clone].len(), CLONE_NEW_FLAGS.len() + 1);
+        #[cfg(target_arch = "x86_64")]
+        assert!(d.always.contains(&libc::SYS_fork) && d.always.contains(&libc::SYS_vfork));
+        threads.fork = true;
+        let d = denials(&threads).unwrap();
+        assert_eq!(d.rules[&libc::SYS_clone].len(), CLONE_NEW_FLAGS.len());
 
         // Name services: AF_UNIX stream sockets and connect, nothing else.
         let mut ns = Policy::new("local");

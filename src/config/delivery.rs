@@ -363,7 +363,12 @@ pub struct LocalConf {
     /// (those its clients stopped waiting for included); past it, 451
     /// without asking.
     pub directory_lookup_backlog: u32,
+    /// How many names the lookup process looks up at once (its threads).
+    pub directory_lookup_threads: u32,
 }
+
+/// The most `local.directory_lookup_threads`.
+pub const MAX_LOOKUP_THREADS: u32 = 64;
 
 /// The most `local.directory_user_limit`.
 pub const MAX_DIRECTORY_USERS: u32 = 1_000_000;
@@ -390,6 +395,7 @@ impl Default for LocalConf {
             directory_lookup_cache: Duration::from_secs(60),
             directory_lookup_cache_names: 10_000,
             directory_lookup_backlog: 1024,
+            directory_lookup_threads: 4,
         }
     }
 }
@@ -424,6 +430,9 @@ impl LocalConf {
         }
         if !(1..=100_000).contains(&self.directory_lookup_backlog) {
             return Err(String::from("key `local.directory_lookup_backlog`: must be 1 to 100000"));
+        }
+        if !(1..=MAX_LOOKUP_THREADS).contains(&self.directory_lookup_threads) {
+            return Err(format!("key `local.directory_lookup_threads`: must be 1 to {MAX_LOOKUP_THREADS}"));
         }
         if !(1..=MAX_DIRECTORY_USERS).contains(&self.directory_user_limit) {
             return Err(format!("key `local.directory_user_limit`: must be 1 to {MAX_DIRECTORY_USERS}"));

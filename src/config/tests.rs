@@ -355,6 +355,13 @@ fn directory_lookups_are_on_by_default_and_run_the_lookup_process_only_when_used
     assert!(m.contains("local.directory_lookup_backlog"), "{m}");
     let c = Config::parse("local { directory_lookup_cache_names = 5; directory_lookup_backlog = 7; }\n").unwrap();
     assert_eq!((c.local.directory_lookup_cache_names, c.local.directory_lookup_backlog), (5, 7));
+    assert_eq!(c.local.directory_lookup_threads, 4);
+    let c = Config::parse("local { directory_lookup_threads = 1; }\n").unwrap();
+    assert_eq!(c.local.directory_lookup_threads, 1);
+    for bad in ["0", "65"] {
+        let (_, m) = Config::parse(&format!("local {{ directory_lookup_threads = {bad}; }}\n")).unwrap_err();
+        assert!(m.contains("local.directory_lookup_threads") && m.contains("1 to 64"), "{m}");
+    }
     let (line, m) = Config::parse("\nprocesses {\n lookup = 2;\n}\n").unwrap_err();
     assert!(m.contains("lookup") && m.contains("runs once") && line == Some(2), "{line:?} {m}");
 }

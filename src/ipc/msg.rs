@@ -43,6 +43,9 @@ pub struct ChildConfig {
     /// that master opened and passed, in descriptor order (those it could
     /// not open are left out).
     pub socket_dirs: Vec<PathBuf>,
+    /// lookup: how many names it looks up at once
+    /// (`local.directory_lookup_threads`).
+    pub lookup_threads: u32,
     /// How long master lets this process finish once asked to stop
     /// (`supervise.stop_timeout` when it was started) before it kills it:
     /// qmgr's drain ends sooner (see `qmgr::drain::drain_time`).

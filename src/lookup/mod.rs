@@ -11,11 +11,13 @@
 //! It runs as the mail user, in a sandbox that reads the file system (the
 //! C library reads nsswitch.conf and loads the name-service modules) and
 //! reaches the name services' AF_UNIX sockets, but writes, makes and
-//! changes nothing by path and starts no process (`roles::policy`). One
-//! question at a time, in the order they come: a name service that hangs
-//! holds up the questions behind it, and smtpd answers its clients 451
-//! after `local.directory_lookup_timeout` meanwhile; smtpd remembers the
-//! answers for `local.directory_lookup_cache`.
+//! changes nothing by path and starts no process (`roles::policy`).
+//! `local.directory_lookup_threads` threads look names up at once (a few
+//! dozen questions each at most are taken from the channels; the rest
+//! wait there), so one name the name service is slow on holds up no
+//! other while threads are free; smtpd answers its clients 451 after
+//! `local.directory_lookup_timeout` and remembers the answers for
+//! `local.directory_lookup_cache`.
 //!
 //! master starts it only when smtpd asks it anything
 //! ([`crate::config::LocalConf::looks_up_users`]) and hands it a channel
@@ -29,11 +31,12 @@
 //! lookup; a channel that carries anything else is closed (and logged),
 //! and that smtpd's questions are answered 451 until master restarts it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::os::fd::AsRawFd;
+use std::sync::{Arc, Mutex, mpsc};
 
 use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Token, Waker};
 use sandbox::Sandboxed;
 
 use crate::child::Child;
@@ -42,13 +45,20 @@ use crate::ipc::{self, Channel};
 use crate::roles::Role;
 
 const MASTER: Token = Token(0);
-const FIRST_PEER: usize = 1;
+const WAKER: Token = Token(1);
+const FIRST_PEER: usize = 2;
 /// Channels at once: smtpd processes, and those of the last generation
 /// finishing their sessions.
 const MAX_PEERS: usize = 1024 + 64;
 /// Questions read from one channel per turn, so that one smtpd cannot
 /// keep the others waiting.
 const PER_TURN: usize = 64;
+/// Questions taken from the channels and not yet answered, per thread:
+/// past that, the rest wait in the channels (and smtpd's backlog bounds
+/// those).
+const QUEUED_PER_THREAD: usize = 16;
+/// A thread's stack: getpwnam(3) and the name-service modules it loads.
+const THREAD_STACK: usize = 512 << 10;
 /// The longest user name asked (the longest local part is 64 octets).
 pub const MAX_NAME: usize = 64;
 
@@ -77,6 +87,75 @@ pub fn look_up(name: &str) -> (UserFound, Option<String>) {
     }
 }
 
+/// A question for a thread, and its answer.
+struct Question {
+    token: Token,
+    req: u64,
+    name: String,
+}
+struct Answered {
+    token: Token,
+    req: u64,
+    found: UserFound,
+    why: Option<String>,
+}
+
+/// The threads that look names up: getpwnam(3) blocks (on a directory
+/// server, for as long as the name service lets it), so each runs on a
+/// thread of its own while the loop goes on reading questions and
+/// writing answers. With no thread (none could start), names are looked
+/// up in the loop, one at a time.
+struct Threads {
+    questions: Option<mpsc::Sender<Question>>,
+    answers: mpsc::Receiver<Answered>,
+    count: usize,
+    /// Questions handed to the threads and not answered yet.
+    out: usize,
+}
+
+impl Threads {
+    fn start(n: usize, waker: Waker) -> (Threads, Option<String>) {
+        let (qtx, qrx) = mpsc::channel::<Question>();
+        let (atx, arx) = mpsc::channel::<Answered>();
+        let qrx = Arc::new(Mutex::new(qrx));
+        let waker = Arc::new(waker);
+        let mut count = 0;
+        let mut error = None;
+        for i in 0..n {
+            let (qrx, atx, waker) = (Arc::clone(&qrx), atx.clone(), Arc::clone(&waker));
+            let spawned =
+                std::thread::Builder::new().name(format!("lookup-{i}")).stack_size(THREAD_STACK).spawn(move || {
+                    loop {
+                        let q = match qrx.lock() {
+                            Ok(rx) => rx.recv(),
+                            Err(_) => return,
+                        };
+                        let Ok(Question { token, req, name }) = q else { return };
+                        let (found, why) = look_up(&name);
+                        if atx.send(Answered { token, req, found, why }).is_err() {
+                            return;
+                        }
+                        let _ = waker.wake();
+                    }
+                });
+            match spawned {
+                Ok(_) => count += 1,
+                Err(e) => {
+                    error = Some(format!("starting a lookup thread: {e}"));
+                    break;
+                }
+            }
+        }
+        let t = Threads { questions: (count > 0).then_some(qtx), answers: arx, count, out: 0 };
+        (t, error)
+    }
+
+    /// Room for another question.
+    fn room(&self) -> bool {
+        self.count == 0 || self.out < self.count * QUEUED_PER_THREAD
+    }
+}
+
 struct Peer {
     chan: Channel,
     pid: u32,
@@ -86,6 +165,10 @@ struct Lookup {
     child: Child,
     poll: Poll,
     peers: HashMap<Token, Peer>,
+    /// Channels that may hold questions not read yet: read when the
+    /// threads have room.
+    unread: VecDeque<Token>,
+    threads: Threads,
     next: usize,
     stopping: bool,
 }
@@ -96,7 +179,21 @@ pub fn serve(_token: Sandboxed, mut child: Child) -> ! {
     if let Err(e) = child.register_master(poll.registry(), MASTER) {
         child.fatal(&format!("registering the master channel: {e}"));
     }
-    let mut l = Lookup { child, poll, peers: HashMap::new(), next: FIRST_PEER, stopping: false };
+    let waker = Waker::new(poll.registry(), WAKER).unwrap_or_else(|e| child.fatal(&format!("waker: {e}")));
+    let wanted = child.config.lookup_threads.max(1) as usize;
+    let (threads, error) = Threads::start(wanted, waker);
+    if let Some(e) = error {
+        child.warn(&format!("{e}; {} of {wanted} threads look names up", threads.count));
+    }
+    let mut l = Lookup {
+        child,
+        poll,
+        peers: HashMap::new(),
+        unread: VecDeque::new(),
+        threads,
+        next: FIRST_PEER,
+        stopping: false,
+    };
     let mut events = Events::with_capacity(64);
     loop {
         if let Err(e) = l.poll.poll(&mut events, None)
@@ -104,7 +201,6 @@ pub fn serve(_token: Sandboxed, mut child: Child) -> ! {
         {
             l.child.fatal(&format!("poll: {e}"));
         }
-        let mut pending: Vec<Token> = Vec::new();
         for ev in events.iter() {
             match ev.token() {
                 MASTER => {
@@ -112,18 +208,20 @@ pub fn serve(_token: Sandboxed, mut child: Child) -> ! {
                         l.master_readable();
                     }
                 }
+                WAKER => l.answer(),
                 t => {
                     if ev.is_writable() {
                         l.flush(t);
                     }
-                    pending.push(t);
+                    // Readable, or closed: read to find out.
+                    if !l.unread.contains(&t) {
+                        l.unread.push_back(t);
+                    }
                 }
             }
         }
-        // Round robin, PER_TURN questions each, until all are answered.
-        while !pending.is_empty() {
-            pending.retain(|t| l.serve_peer(*t));
-        }
+        l.answer();
+        l.read_questions();
         l.child.end_turn(l.poll.registry());
         if l.stopping && l.peers.is_empty() {
             l.child.exit(0);
@@ -188,10 +286,25 @@ impl Lookup {
         }
     }
 
-    /// Answer up to PER_TURN questions from `token`'s smtpd; true if it
-    /// may have more.
+    /// Read questions, PER_TURN from each channel in turn, while the
+    /// threads have room; a channel with more waits its next turn.
+    fn read_questions(&mut self) {
+        while self.threads.room()
+            && let Some(token) = self.unread.pop_front()
+        {
+            if self.serve_peer(token) {
+                self.unread.push_back(token);
+            }
+        }
+    }
+
+    /// Take up to PER_TURN questions from `token`'s smtpd (while the
+    /// threads have room); true if it may have more.
     fn serve_peer(&mut self, token: Token) -> bool {
         for _ in 0..PER_TURN {
+            if !self.threads.room() {
+                return true;
+            }
             let Some(p) = self.peers.get_mut(&token) else { return false };
             let (req, name) = match p.chan.recv::<SmtpdToLookup>() {
                 Ok(None) => return false,
@@ -209,25 +322,48 @@ impl Lookup {
                     return false;
                 }
             };
-            let (found, why) = look_up(&name);
-            if let Some(w) = why {
-                self.child.warn(&w);
-            }
-            let Some(p) = self.peers.get_mut(&token) else { return false };
-            match p.chan.send(&LookupToSmtpd::User { req, found }, &[]) {
-                Ok(()) => {}
-                // That smtpd went, or took the next lookup process.
-                Err(ipc::Error::Closed) => {
-                    self.drop_peer(token, None);
-                    return false;
-                }
-                Err(e) => {
-                    self.drop_peer(token, Some(format!("answering: {e}")));
-                    return false;
-                }
+            // A name no user could have is answered here; the others by a
+            // thread (or here, without threads).
+            let handed = match &self.threads.questions {
+                Some(q) if plausible_user(&name) => q.send(Question { token, req, name: name.clone() }).is_ok(),
+                _ => false,
+            };
+            if handed {
+                self.threads.out += 1;
+            } else if !self.reply(token, req, look_up(&name)) {
+                return false;
             }
         }
         true
+    }
+
+    /// Send the threads' answers to the smtpd processes that asked.
+    fn answer(&mut self) {
+        while let Ok(Answered { token, req, found, why }) = self.threads.answers.try_recv() {
+            self.threads.out -= 1;
+            self.reply(token, req, (found, why));
+        }
+    }
+
+    /// Send one answer; false if the channel is gone.
+    fn reply(&mut self, token: Token, req: u64, (found, why): (UserFound, Option<String>)) -> bool {
+        if let Some(w) = why {
+            self.child.warn(&w);
+        }
+        // An smtpd that went meanwhile.
+        let Some(p) = self.peers.get_mut(&token) else { return false };
+        match p.chan.send(&LookupToSmtpd::User { req, found }, &[]) {
+            Ok(()) => true,
+            // That smtpd went, or took the next lookup process.
+            Err(ipc::Error::Closed) => {
+                self.drop_peer(token, None);
+                false
+            }
+            Err(e) => {
+                self.drop_peer(token, Some(format!("answering: {e}")));
+                false
+            }
+        }
     }
 }
 

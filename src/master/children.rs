@@ -363,6 +363,7 @@ impl Master {
                 Box::new(delivery)
             }),
             socket_dirs: socket_dirs.iter().map(|(p, _)| p.clone()).collect(),
+            lookup_threads: self.config.local.directory_lookup_threads,
             stop_timeout: self.config.supervise.stop_timeout,
         }));
         channel.send(&init, &[]).map_err(|e| format!("sending configuration: {e}"))?;

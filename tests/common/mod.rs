@@ -56,6 +56,7 @@ pub fn init(
         intake: None,
         delivery: Some(Box::new(delivery.unwrap_or_else(|| mta::config::Config::default().delivery(None)))),
         socket_dirs,
+        lookup_threads: 2,
         stop_timeout,
     }))
 }

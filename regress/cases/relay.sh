@@ -143,6 +143,28 @@ doomed=$(queue_id "doomed")
 ctl queue delete "$doomed" | grep -q deleted || fail "delete"
 ctl queue show "$doomed" 2>&1 | grep -q "no such message" || fail "deleted message still there"
 wait_log "$doomed: deleted by the operator" 1 || fail "delete not logged"
+# Many at once, as with postsuper: several IDs, IDs on standard input
+# (the listing's marks dropped), and ALL of one queue.
+for i in 1 2 3; do send sender@remote.example "batch$i@remote.example" "batch$i"; done
+b1=$(queue_id batch1) && b2=$(queue_id batch2) && b3=$(queue_id batch3) || fail "the batch was not queued"
+ctl queue hold "$b1" "$b2" "$b3" >"$W/batch" || fail "hold of three: $(cat "$W/batch")"
+[ "$(grep -c "put on hold" "$W/batch")" = 3 ] && grep -q "^hold: 3 of 3 messages$" "$W/batch" ||
+	fail "hold of three: $(cat "$W/batch")"
+wait_for 10 sh -c "[ \$(ls '$W/spool/hold' | grep -c .) = 3 ]" || fail "the three are not in hold/: $(ls "$W/spool/hold")"
+ctl queue | awk '$1 ~ /!$/ { print $1 }' >"$W/held"
+[ "$(wc -l <"$W/held")" = 3 ] || fail "the listing does not mark the three held: $(ctl queue)"
+ctl queue release - <"$W/held" >"$W/batch" || fail "release from standard input: $(cat "$W/batch")"
+grep -q "^release: 3 of 3 messages$" "$W/batch" || fail "release from standard input: $(cat "$W/batch")"
+wait_for 10 sh -c "[ \$(ls '$W/spool/hold' | grep -c .) = 0 ]" || fail "hold/ not emptied"
+printf '%s\nnot-a-queue-id\n%s\n%s\n' "$b1" "$b2" "$b3" | ctl queue hold - >"$W/batch" 2>&1 &&
+	fail "a line that is no queue ID was taken"
+grep -q "not-a-queue-id. is not a queue ID" "$W/batch" && grep -q "^hold: 3 of 3 messages$" "$W/batch" ||
+	fail "hold from standard input: $(cat "$W/batch")"
+ctl queue delete ALL hold >"$W/batch" || fail "delete ALL hold: $(cat "$W/batch")"
+grep -q "^delete: 3 of 3 messages$" "$W/batch" || fail "delete ALL hold: $(cat "$W/batch")"
+for b in "$b1" "$b2" "$b3"; do wait_log "$b: deleted by the operator" 5 || fail "$b not deleted"; done
+ctl queue show "$id" >/dev/null || fail "delete ALL hold took a message not held"
+note "hold, release and delete of many: several IDs, IDs on standard input, ALL of a queue"
 if is_root; then
 	ensure_user mtaother
 	runuser -u mtaother -- "$MTACTL" -s "$W/mta.sock" queue hold "$id" 2>&1 | grep -q "permission denied" ||

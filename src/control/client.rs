@@ -18,7 +18,8 @@ use serde_json::Value;
 use crate::config::Config;
 
 pub const USAGE: &str = "usage: mtactl [-j | --json] [-f file | -s socket] status | reload | stop |
-       queue [list] | queue show|hold|release|requeue|delete ID | queue flush";
+       queue [list] | queue show ID | queue flush |
+       queue hold|release|requeue|delete ID ... | - | ALL [incoming|active|deferred|hold]";
 /// Longest line of an answer: the answer itself, or one message of a
 /// listing.
 pub const MAX_LINE: usize = 4 << 20;
@@ -32,6 +33,9 @@ pub struct Options {
     pub socket: Option<PathBuf>,
     pub config: Option<PathBuf>,
     pub command: String,
+    /// hold, release, requeue or delete of more than one ID, IDs from
+    /// standard input, or ALL.
+    pub batch: Option<super::batch::Batch>,
 }
 
 pub fn parse_args(args: &[String]) -> Result<Options, String> {
@@ -77,11 +81,19 @@ pub fn parse_args(args: &[String]) -> Result<Options, String> {
         [c] if matches!(c.as_str(), "status" | "reload" | "stop" | "queue") => o.command = c.clone(),
         [q, l] if q == "queue" && l == "list" => o.command = q.clone(),
         [q, f] if q == "queue" && f == "flush" => o.command = f.clone(),
-        [q, op, id] if q == "queue" && matches!(op.as_str(), "show" | "hold" | "release" | "requeue" | "delete") => {
-            if crate::queue::QueueId::parse(id).is_none() {
-                return Err(format!("`{id}` is not a queue ID"));
-            }
+        [q, op, id]
+            if q == "queue"
+                && matches!(op.as_str(), "show" | "hold" | "release" | "requeue" | "delete")
+                && crate::queue::QueueId::parse(id).is_some() =>
+        {
             o.command = format!("{op} {id}");
+        }
+        [q, op, id] if q == "queue" && op == "show" => return Err(format!("`{id}` is not a queue ID")),
+        [q, op, rest @ ..]
+            if q == "queue" && !rest.is_empty() && matches!(op.as_str(), "hold" | "release" | "requeue" | "delete") =>
+        {
+            o.command = op.clone();
+            o.batch = Some(super::batch::Batch::parse(op, rest)?);
         }
         [q, op, ..] if q == "queue" => return Err(format!("unknown queue command `{op}` or missing queue ID")),
         [c] => return Err(format!("unknown command `{c}`")),
@@ -113,6 +125,9 @@ pub fn main(args: &[String]) -> i32 {
             }
         }
     };
+    if let Some(b) = &o.batch {
+        return super::batch::run(&socket, b, o.json);
+    }
     if o.command == "queue" {
         return print_streamed(&o, &socket, |out| list_queue(&socket, o.json, out));
     }
@@ -618,6 +633,19 @@ mod tests {
         let e = parse_args(&a(&["queue", "frobnicate", "x"])).unwrap_err();
         assert!(e.contains("frobnicate"), "{e}");
         assert!(parse_args(&a(&["queue", "show"])).is_err());
+        // One ID: a request of its own; several, `-` or ALL: a batch.
+        let id = "1NG585DGN9V0000GJ001";
+        let o = parse_args(&a(&["queue", "delete", id])).unwrap();
+        assert_eq!((o.command.as_str(), o.batch.is_none()), ("delete 1NG585DGN9V0000GJ001", true));
+        let o = parse_args(&a(&["queue", "hold", id, id])).unwrap();
+        assert_eq!(o.batch.map(|b| b.ids.len()), Some(2));
+        let o = parse_args(&a(&["queue", "release", "-"])).unwrap();
+        assert!(o.batch.is_some_and(|b| b.stdin));
+        let o = parse_args(&a(&["-j", "queue", "delete", "ALL", "deferred"])).unwrap();
+        assert!(o.json && o.batch.is_some_and(|b| b.all == Some(Some(String::from("deferred")))));
+        assert!(parse_args(&a(&["queue", "show", id, id])).is_err());
+        assert!(parse_args(&a(&["queue", "show", "ALL"])).is_err());
+        assert!(parse_args(&a(&["queue", "delete", id, "bogus"])).unwrap_err().contains("bogus"));
     }
 
     #[test]

@@ -32,6 +32,7 @@ use crate::ipc::msg::{
 use crate::queue::QueueId;
 use crate::roles::Role;
 
+pub mod batch;
 pub mod client;
 pub mod forward;
 

@@ -57,8 +57,6 @@ const PER_TURN: usize = 64;
 /// past that, the rest wait in the channels (and smtpd's backlog bounds
 /// those).
 const QUEUED_PER_THREAD: usize = 16;
-/// A thread's stack: getpwnam(3) and the name-service modules it loads.
-const THREAD_STACK: usize = 512 << 10;
 /// The longest user name asked (the longest local part is 64 octets).
 pub const MAX_NAME: usize = 64;
 
@@ -123,21 +121,20 @@ impl Threads {
         let mut error = None;
         for i in 0..n {
             let (qrx, atx, waker) = (Arc::clone(&qrx), atx.clone(), Arc::clone(&waker));
-            let spawned =
-                std::thread::Builder::new().name(format!("lookup-{i}")).stack_size(THREAD_STACK).spawn(move || {
-                    loop {
-                        let q = match qrx.lock() {
-                            Ok(rx) => rx.recv(),
-                            Err(_) => return,
-                        };
-                        let Ok(Question { token, req, name }) = q else { return };
-                        let (found, why) = look_up(&name);
-                        if atx.send(Answered { token, req, found, why }).is_err() {
-                            return;
-                        }
-                        let _ = waker.wake();
+            let spawned = std::thread::Builder::new().name(format!("lookup-{i}")).spawn(move || {
+                loop {
+                    let q = match qrx.lock() {
+                        Ok(rx) => rx.recv(),
+                        Err(_) => return,
+                    };
+                    let Ok(Question { token, req, name }) = q else { return };
+                    let (found, why) = look_up(&name);
+                    if atx.send(Answered { token, req, found, why }).is_err() {
+                        return;
                     }
-                });
+                    let _ = waker.wake();
+                }
+            });
             match spawned {
                 Ok(_) => count += 1,
                 Err(e) => {

@@ -77,6 +77,11 @@ setup_mailx() { unpack_deb /var/tmp/mta-test-mailx bsd-mailx usr/bin/bsd-mailx; 
 # runs it over mta's log with its own postfix filter.
 setup_fail2ban() { unpack_deb /var/tmp/mta-test-fail2ban fail2ban usr/bin/fail2ban-regex; }
 
+# setup_pflogsumm: pflogsumm, the Postfix log summariser (a Perl script;
+# its optional Date::Calc is not needed), unpacked under /var/tmp like the
+# other peers. The regress case smtp_logs runs it over mta's log.
+setup_pflogsumm() { unpack_deb /var/tmp/mta-test-pflogsumm pflogsumm usr/sbin/pflogsumm; }
+
 # setup_exim: Exim's daemon, from exim4-daemon-light unpacked under
 # /var/tmp (never installed: no second MTA on the system). The program is
 # set-uid root and runs itself again for deliveries, so the dynamic loader

@@ -8,13 +8,23 @@
 #   127.0.0.4  pipelining without EHLO (improper command pipelining)
 #   127.0.0.5  a clean session that sends a message: no match
 #   127.0.0.6  idle past smtpd.idle_timeout (timeout after EHLO)
+#   127.0.0.7  gone after the greeting (lost connection after CONNECT)
 # Each session has its connect and disconnect lines, the latter with
-# Postfix's command counts (rcpt=0/1 for a refused RCPT).
+# Postfix's command counts (rcpt=0/1 for a refused RCPT), and a message
+# taken its `ID: client=` line from smtpd. pflogsumm (Debian's package,
+# unpacked likewise) summarises the whole log as it would Postfix's: one
+# message received and delivered (relayed to Postfix's smtp-sink), one
+# recipient rejected.
 . ./lib.sh
+. ./peers.sh
 FAIL2BAN=${FAIL2BAN:-/var/tmp/mta-test-fail2ban/usr/bin/fail2ban-regex}
 [ -x "$FAIL2BAN" ] || { echo "  skipped: no fail2ban-regex at $FAIL2BAN (scripts/test unpacks it there; or set FAIL2BAN)"; exit 0; }
 F2B_ROOT=${FAIL2BAN%/usr/bin/fail2ban-regex}
-write_conf 'smtpd { errors = 3; errors_before_pause = 10; idle_timeout = 2s; }'
+PFLOGSUMM=${PFLOGSUMM:-/var/tmp/mta-test-pflogsumm/usr/sbin/pflogsumm}
+[ -f "$PFLOGSUMM" ] || { echo "  skipped: no pflogsumm at $PFLOGSUMM (scripts/test unpacks it there; or set PFLOGSUMM)"; exit 0; }
+write_conf 'smtpd { errors = 3; errors_before_pause = 10; idle_timeout = 2s; }' \
+	"relay { host = \"[127.0.0.1]:$RELAY\"; }"
+smtp_sink
 start_master
 
 # talk SOURCE MODE LINES...: from address SOURCE, each line and its
@@ -62,10 +72,11 @@ talk 127.0.0.3 read "EHLO bad.example" "RCPT TO:<a@localhost>" "RCPT TO:<a@local
 talk 127.0.0.4 burst "HELO pipe.example" "MAIL FROM:<a@remote.example>" "RCPT TO:<root@localhost>" ||
 	fail "the client pipelining without EHLO"
 swaks --server 127.0.0.1:$PORT --local-interface 127.0.0.5 --ehlo clean.example --from sender@remote.example \
-	--to root@localhost >"$W/swaks" 2>&1 || fail "the clean session: $(cat "$W/swaks")"
+	--to rcpt@remote.example >"$W/swaks" 2>&1 || fail "the clean session: $(cat "$W/swaks")"
 talk 127.0.0.6 idle "EHLO idle.example" || fail "the idle client was not given up with 421 4.4.2"
+talk 127.0.0.7 close || fail "the client gone after the greeting"
 
-for a in 1 2 3 4 5 6; do
+for a in 1 2 3 4 5 6 7; do
 	wait_log "smtpd\[[0-9]*\]: disconnect from [^ ]*\[127\.0\.0\.$a\]" 10 || fail "no disconnect line for 127.0.0.$a"
 	grep -q "smtpd\[[0-9]*\]: connect from [^ ]*\[127\.0\.0\.$a\]$" "$LOG" || fail "no connect line for 127.0.0.$a"
 done
@@ -79,8 +90,11 @@ line "disconnect from [^ ]*\[127\.0\.0\.3\] ehlo=1 rcpt=0/3 commands=1/4$"
 line "improper command pipelining after HELO from [^ ]*\[127\.0\.0\.4\]$"
 line "disconnect from [^ ]*\[127\.0\.0\.4\] helo=1 commands=1$"
 line "disconnect from [^ ]*\[127\.0\.0\.5\] ehlo=1 mail=1 rcpt=1 data=1 quit=1 commands=5$"
+line "[0-9A-Z]*: client=[^ ]*\[127\.0\.0\.5\]$"
 line "timeout after EHLO from [^ ]*\[127\.0\.0\.6\]$"
 line "disconnect from [^ ]*\[127\.0\.0\.6\] ehlo=1 commands=1$"
+line "lost connection after CONNECT from [^ ]*\[127\.0\.0\.7\]$"
+line "disconnect from [^ ]*\[127\.0\.0\.7\] commands=0/0$"
 grep -q "lost connection after [A-Z-]* from [^ ]*\[127\.0\.0\.[13456]\]" "$LOG" &&
 	fail "a session that ended with QUIT, or was ended by smtpd, was logged as lost"
 note "sessions are logged with connect, disconnect (Postfix's command counts), lost connection, timeout, too many errors, improper pipelining"
@@ -94,7 +108,23 @@ PYTHONPATH="$F2B_ROOT/usr/lib/python3/dist-packages" python3 "$FAIL2BAN" --out i
 	"$F2B_ROOT/etc/fail2ban/filter.d/postfix.conf[mode=aggressive, _daemon=mta/\w+]" >"$W/f2b" 2>&1 ||
 	fail "fail2ban-regex: $(cat "$W/f2b")"
 sort -u "$W/f2b" >"$W/f2b.ips"
-printf '127.0.0.%s\n' 1 2 3 4 >"$W/f2b.want"
-cmp -s "$W/f2b.ips" "$W/f2b.want" || fail "fail2ban picked out $(tr '\n' ' ' <"$W/f2b.ips"), not 127.0.0.1-4: $(cat "$W/f2b")"
-note "fail2ban's postfix filter picks out the four clients that misbehaved, and neither the clean nor the idle one"
+printf '127.0.0.%s\n' 1 2 3 4 7 >"$W/f2b.want"
+cmp -s "$W/f2b.ips" "$W/f2b.want" ||
+	fail "fail2ban picked out $(tr '\n' ' ' <"$W/f2b.ips"), not 127.0.0.1-4 and 7: $(cat "$W/f2b")"
+note "fail2ban's postfix filter picks out the five clients that misbehaved, and neither the clean nor the idle one"
+
+wait_log "to=<rcpt@remote\.example>, relay=127\.0\.0\.1\[127\.0\.0\.1\]:$RELAY, .*status=sent" 20 ||
+	fail "the clean session's message was not relayed"
+sed "s/^/$stamp mx /" "$LOG" >"$W/maillog"
+perl "$PFLOGSUMM" --syslog-name=mta "$W/maillog" >"$W/summary" 2>&1 || fail "pflogsumm: $(cat "$W/summary")"
+# (Not its sender counts: it credits a sender only when smtpd's client=
+# line comes before qmgr's from= line, and the two processes log at the
+# same moment, in either order.)
+for want in "1 received" "1 delivered" "1 rejected" "0 bounced"; do
+	sed -n '/^Grand Totals/,/^Per-/p' "$W/summary" | tr -s ' ' | grep -q "^ *${want%% *} *[a-z]* *${want#* }" ||
+		fail "pflogsumm does not count $want: $(cat "$W/summary")"
+done
+grep -A4 "^Host/Domain Summary: Message Delivery" "$W/summary" | grep -Eq "^ +1 +[0-9]+ +0 .* remote\.example$" ||
+	fail "pflogsumm has no delivery to remote.example: $(cat "$W/summary")"
+note "pflogsumm counts the message received, delivered and the recipient rejected"
 exit 0

@@ -545,6 +545,13 @@ impl Server {
 
     fn verdict(&mut self, token: Token, commit: Commit) {
         let Some(c) = self.conns.get_mut(&token) else { return };
+        if let Commit::Queued(id) = &commit {
+            // Postfix's line for a message taken (log summarisers such as
+            // pflogsumm count received mail by it).
+            let line = format!("{id}: client={}[{}]", c.name, c.ip);
+            self.child.info(&line);
+        }
+        let Some(c) = self.conns.get_mut(&token) else { return };
         c.session.committed(commit, &self.checks);
         self.drive(token);
         // What came after the content is read now if reading stopped

@@ -100,7 +100,8 @@ impl Tally {
     /// `succeeded/given` where they differ. `unfinished`: the command
     /// being answered never got its final reply, and did not succeed.
     pub fn summary(&self, unfinished: bool) -> String {
-        let Some(c) = self.counts.as_ref() else { return String::from("commands=0") };
+        // Postfix gives a session without commands as 0/0.
+        let Some(c) = self.counts.as_ref() else { return String::from("commands=0/0") };
         let mut counts = c.counts;
         if let Some((i, false)) = c.current
             && !unfinished
@@ -140,7 +141,7 @@ mod tests {
     #[test]
     fn counts_commands_and_their_failures_in_postfix_order() {
         let mut t = Tally::new();
-        assert_eq!(t.summary(false), "commands=0");
+        assert_eq!(t.summary(false), "commands=0/0");
         assert_eq!(t.stage(), CONNECT);
         t.begin("ehlo");
         t.replied(250);

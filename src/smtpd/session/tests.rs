@@ -673,7 +673,7 @@ fn a_refused_mail_command_is_logged() {
 #[test]
 fn the_session_tallies_its_commands_for_the_disconnect_line() {
     let mut s = session();
-    assert_eq!((s.stage(), s.summary().as_str()), ("CONNECT", "commands=0"));
+    assert_eq!((s.stage(), s.summary().as_str()), ("CONNECT", "commands=0/0"));
     talk(&mut s, b"EHLO c.example\r\nMAIL FROM:<a@r.example>\r\nRCPT TO:<unknown@example.org>\r\n");
     assert_eq!(s.stage(), "RCPT");
     talk(&mut s, b"RCPT TO:<b@example.org>\r\nDATA\r\n");

@@ -158,7 +158,7 @@ damage_queued "waiting for root" || fail "could not damage the queue file"
 ctl queue flush >/dev/null
 wait_log "the delivery agent found it corrupt: .*content CRC mismatch; moved to corrupt/" 15 ||
 	fail "the damaged queue file was not moved to corrupt/"
-grep -q "local.*: the queue file is corrupt: .*content CRC mismatch" "$LOG" || fail "local did not report the damage"
+wait_log "local.*: the queue file is corrupt: .*content CRC mismatch" 5 || fail "local did not report the damage"
 grep -rl "Waiting for root" "$W/spool/corrupt" >/dev/null || fail "the damaged file is not in corrupt/"
 # Mail for root that waits, for the checks further on.
 send root@localhost "for root again"

@@ -384,7 +384,8 @@ pub fn bind(config: &Config) -> Result<Vec<(String, ListenTls, TcpListener)>, St
 }
 
 /// A listening TCP socket with the kernel's largest backlog, so a burst of
-/// connections waits in the queue instead of being dropped.
+/// connections waits in the queue instead of being dropped, and
+/// TCP_NODELAY, which the connections accepted inherit.
 fn listen_tcp(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     use nix::sys::socket::{
         AddressFamily, Backlog, SockFlag, SockType, SockaddrStorage, bind, listen, setsockopt, socket, sockopt,
@@ -392,6 +393,8 @@ fn listen_tcp(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     let family = if addr.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
     let fd = socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
     setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    // Passed on to every connection accepted (smtpd checks the first).
+    setsockopt(&fd, sockopt::TcpNoDelay, &true)?;
     if addr.is_ipv6() {
         setsockopt(&fd, sockopt::Ipv6V6Only, &true)?;
     }

@@ -106,6 +106,11 @@ struct Server {
     /// Each with its mode, and its address when it is bound to one (not
     /// to every address: then each session asks its socket).
     listeners: Vec<(TcpListener, ListenTls, Option<IpAddr>)>,
+    /// Per listener: whether its connections come with TCP_NODELAY set
+    /// (master sets it on the listener; Linux and the BSDs pass it on to
+    /// the sockets accepted), learnt from its first connection; None
+    /// before. Where they do not, each connection gets it set.
+    nodelay_inherited: Vec<Option<bool>>,
     tls: Option<Arc<rustls::ServerConfig>>,
     checks: Acceptance,
     settings: Settings,
@@ -156,6 +161,7 @@ pub fn serve(_token: Sandboxed, mut child: Child, listeners: Vec<std::net::TcpLi
     let mut s = Server {
         child,
         poll,
+        nodelay_inherited: vec![None; mio_listeners.len()],
         listeners: mio_listeners,
         tls,
         checks,
@@ -588,7 +594,24 @@ impl Server {
                 self.child.info(&format!("refused connection from {ip}: {text}"));
                 continue;
             }
-            let _ = stream.set_nodelay(true);
+            // Replies go out at once (no Nagle delay on a pipelined
+            // reply); a system call per connection saved where the
+            // listener's setting is inherited.
+            match self.nodelay_inherited.get(index).copied().flatten() {
+                Some(true) => {}
+                Some(false) => {
+                    let _ = stream.set_nodelay(true);
+                }
+                None => {
+                    let inherited = stream.nodelay().unwrap_or(false);
+                    if !inherited {
+                        let _ = stream.set_nodelay(true);
+                    }
+                    if let Some(n) = self.nodelay_inherited.get_mut(index) {
+                        *n = Some(inherited);
+                    }
+                }
+            }
             let tls = match (mode, &self.tls) {
                 (ListenTls::Implicit, Some(cfg)) => match rustls::ServerConnection::new(cfg.clone()) {
                     Ok(t) => Some(t),

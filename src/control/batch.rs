@@ -104,9 +104,10 @@ pub fn read_ids(input: &mut dyn BufRead) -> (Vec<String>, Vec<String>) {
     (ids, bad)
 }
 
-/// Run the batch against `socket`; the exit status: 0 when every message
+/// Run the batch against `socket`, each answer printed as for one ID
+/// (`o`: -j, and the operation); the exit status: 0 when every message
 /// was done, 1 otherwise.
-pub fn run(socket: &Path, b: &Batch, json: bool) -> i32 {
+pub fn run(socket: &Path, b: &Batch, o: &super::client::Options) -> i32 {
     let mut failed = false;
     let mut ids = b.ids.clone();
     if b.stdin {
@@ -141,29 +142,15 @@ pub fn run(socket: &Path, b: &Batch, json: bool) -> i32 {
     let mut done = 0usize;
     for id in &ids {
         match super::client::request(socket, &format!("{} {id}", b.op)) {
-            Ok(v) if json => {
-                println!("{v}");
-                if v["ok"].as_bool() == Some(true) {
-                    done += 1;
-                } else {
-                    failed = true;
-                }
-            }
-            Ok(v) if v["ok"].as_bool() == Some(true) => {
-                println!("{}", v["result"].as_str().unwrap_or("done"));
-                done += 1;
-            }
-            Ok(v) => {
-                eprintln!("mtactl: {id}: {}", v["error"].as_str().unwrap_or("failed"));
-                failed = true;
-            }
+            Ok(v) if super::client::print(o, &v) == 0 => done += 1,
+            Ok(_) => failed = true,
             Err(e) => {
                 eprintln!("mtactl: {}: {e}", socket.display());
                 return 1;
             }
         }
     }
-    if !json {
+    if !o.json {
         let s = if ids.len() == 1 { "" } else { "s" };
         println!("{}: {done} of {} message{s}", b.op, ids.len());
     }

@@ -126,7 +126,7 @@ pub fn main(args: &[String]) -> i32 {
         }
     };
     if let Some(b) = &o.batch {
-        return super::batch::run(&socket, b, o.json);
+        return super::batch::run(&socket, b, &o);
     }
     if o.command == "queue" {
         return print_streamed(&o, &socket, |out| list_queue(&socket, o.json, out));
@@ -424,7 +424,7 @@ impl Reader {
     }
 }
 
-fn print(o: &Options, v: &Value) -> i32 {
+pub(super) fn print(o: &Options, v: &Value) -> i32 {
     let ok = v["ok"].as_bool() == Some(true);
     if o.json {
         println!("{v}");

@@ -321,13 +321,17 @@ impl Lookup {
             };
             // A name no user could have is answered here; the others by a
             // thread (or here, without threads).
-            let handed = match &self.threads.questions {
-                Some(q) if plausible_user(&name) => q.send(Question { token, req, name: name.clone() }).is_ok(),
-                _ => false,
+            let name = match &self.threads.questions {
+                Some(q) if plausible_user(&name) => match q.send(Question { token, req, name }) {
+                    Ok(()) => {
+                        self.threads.out += 1;
+                        continue;
+                    }
+                    Err(mpsc::SendError(q)) => q.name,
+                },
+                _ => name,
             };
-            if handed {
-                self.threads.out += 1;
-            } else if !self.reply(token, req, look_up(&name)) {
+            if !self.reply(token, req, look_up(&name)) {
                 return false;
             }
         }

@@ -449,7 +449,7 @@ impl Server {
             c.lookup = None;
             c.session.set_client_name(name.clone());
             c.name = name;
-            self.child.info(&format!("connect from {}[{}]", c.name, c.ip));
+            self.child.info(&format!("connect from {}", c.session.client()));
             // The idle time counts from the greeting.
             c.idle_deadline = now + self.intake.smtpd.idle_timeout;
             self.drive(token);
@@ -554,10 +554,8 @@ impl Server {
         if let Commit::Queued(id) = &commit {
             // Postfix's line for a message taken (log summarisers such as
             // pflogsumm count received mail by it).
-            let line = format!("{id}: client={}[{}]", c.name, c.ip);
-            self.child.info(&line);
+            self.child.info(&format!("{id}: client={}", c.session.client()));
         }
-        let Some(c) = self.conns.get_mut(&token) else { return };
         c.session.committed(commit, &self.checks);
         self.drive(token);
         // What came after the content is read now if reading stopped
@@ -597,20 +595,14 @@ impl Server {
             // Replies go out at once (no Nagle delay on a pipelined
             // reply); a system call per connection saved where the
             // listener's setting is inherited.
-            match self.nodelay_inherited.get(index).copied().flatten() {
-                Some(true) => {}
-                Some(false) => {
+            if let Some(known) = self.nodelay_inherited.get_mut(index)
+                && *known != Some(true)
+            {
+                let inherited = known.is_none() && stream.nodelay().unwrap_or(false);
+                if !inherited {
                     let _ = stream.set_nodelay(true);
                 }
-                None => {
-                    let inherited = stream.nodelay().unwrap_or(false);
-                    if !inherited {
-                        let _ = stream.set_nodelay(true);
-                    }
-                    if let Some(n) = self.nodelay_inherited.get_mut(index) {
-                        *n = Some(inherited);
-                    }
-                }
+                *known = Some(inherited);
             }
             let tls = match (mode, &self.tls) {
                 (ListenTls::Implicit, Some(cfg)) => match rustls::ServerConnection::new(cfg.clone()) {
@@ -664,7 +656,7 @@ impl Server {
             };
             *self.per_client.entry(ip).or_insert(0) += 1;
             if conn.lookup.is_none() {
-                self.child.info(&format!("connect from {}[{ip}]", conn.name));
+                self.child.info(&format!("connect from {}", conn.session.client()));
             }
             self.conns.insert(token, conn);
             self.drive(token);
@@ -956,7 +948,7 @@ impl Server {
         // system call per connection for nothing.
         let Some(mut c) = self.conns.remove(&token) else { return };
         // Postfix's lines: what a log watcher looks for.
-        let client = format!("{}[{}]", c.name, c.ip);
+        let client = c.session.client();
         if c.lookup.is_some() {
             // Gone before its greeting.
             self.child.info(&format!("connect from {client}"));
@@ -1020,7 +1012,7 @@ impl Server {
         }
         for t in expire {
             if let Some(c) = self.conns.get_mut(&t) {
-                self.child.info(&format!("timeout after {} from {}[{}]", c.session.stage(), c.name, c.ip));
+                self.child.info(&format!("timeout after {} from {}", c.session.stage(), c.session.client()));
                 c.session.abort();
                 let host = &self.settings.hostname;
                 c.out.extend_from_slice(format!("421 4.4.2 {host} Error: timeout exceeded\r\n").as_bytes());

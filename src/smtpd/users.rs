@@ -117,12 +117,17 @@ impl Users {
             if !fds.is_empty() {
                 break;
             }
-            if let Some(p) = self.pending.remove(&req) {
-                self.remember(p.name, found, now);
-                answers.extend(p.token.map(|token| Answer { token, found }));
-            }
+            answers.extend(self.settle(req, found, now));
         }
         answers
+    }
+
+    /// The answer to question `req`: remembered, and for the session
+    /// that waits for it, if any.
+    fn settle(&mut self, req: u64, found: UserFound, now: Instant) -> Option<Answer> {
+        let p = self.pending.remove(&req)?;
+        self.remember(p.name, found, now);
+        p.token.map(|token| Answer { token, found })
     }
 
     /// The remembered answer for `name`, if it is still fresh at `now`.
@@ -211,13 +216,7 @@ impl Users {
                 Ok(Some((_, fds))) if !fds.is_empty() => {
                     return Err(String::from("the lookup process sent descriptors"));
                 }
-                Ok(Some((LookupToSmtpd::User { req, found }, _))) => {
-                    let Some(p) = self.pending.remove(&req) else { continue };
-                    self.remember(p.name, found, now);
-                    if let Some(token) = p.token {
-                        answers.push(Answer { token, found });
-                    }
-                }
+                Ok(Some((LookupToSmtpd::User { req, found }, _))) => answers.extend(self.settle(req, found, now)),
                 Err(ipc::Error::Closed) => {
                     answers.extend(self.drop_channel());
                     return Ok(answers);

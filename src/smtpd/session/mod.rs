@@ -413,7 +413,7 @@ impl Session {
     }
 
     /// `name[address]`, as log lines give the client.
-    fn client(&self) -> String {
+    pub fn client(&self) -> String {
         format!("{}[{}]", self.peer.hostname, self.peer.address)
     }
 
@@ -724,9 +724,8 @@ impl Session {
         let to = to.map(|t| format!(" to=<{t}>")).unwrap_or_default();
         let proto = if self.esmtp { "ESMTP" } else { "SMTP" };
         let line = format!(
-            "NOQUEUE: reject: {stage} from {}[{}]: {code} {enhanced} {text}; from=<{from}>{to} proto={proto} helo=<{}>",
-            self.peer.hostname,
-            self.peer.address,
+            "NOQUEUE: reject: {stage} from {}: {code} {enhanced} {text}; from=<{from}>{to} proto={proto} helo=<{}>",
+            self.client(),
             self.helo.as_deref().unwrap_or("")
         );
         self.out.push_back(Action::Log(line));

@@ -26,8 +26,9 @@ if role == "bounce":
         pass
     for i in range(100):
         text = ("last words %d" % i).encode()
-        # ToMaster::Log { level: Info, text }: variant 0, Info 2, length, bytes.
-        ch.send(header + bytes([0, 2, len(text)]) + text)
+        # ToMaster::Log { at, level: Info, text }: variant 0, the time as
+        # a varint (i: the records' order), Info 2, length, bytes.
+        ch.send(header + bytes([0, i, 2, len(text)]) + text)
     os._exit(0)
 if role == "control":
     ch.send(header + bytes([0xFF, 0xFF, 0xFF]))

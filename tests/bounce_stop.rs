@@ -115,7 +115,7 @@ fn a_stop_serves_the_draining_qmgr_and_exits_when_it_is_gone() {
     let r = NoticeRequest { req: 7, queue_id: id, failure: vec![0], delay: Vec::new(), success: Vec::new() };
     qmgr.send(&QmgrToBounce::Notify(Box::new(r)), &[file.as_fd()]).unwrap();
     let txn = match next::<SmtpdToCleanup>(&mut cleanup) {
-        SmtpdToCleanup::Begin { txn, envelope } => {
+        SmtpdToCleanup::Begin { txn, envelope, .. } => {
             let to: Vec<&str> = envelope.recipients.iter().map(|r| r.address.as_str()).collect();
             assert_eq!((envelope.sender.as_str(), to), ("", vec!["sender@example.org"]));
             txn

@@ -12,9 +12,13 @@
 # Each session has its connect and disconnect lines, the latter with
 # Postfix's command counts (rcpt=0/1 for a refused RCPT), and a message
 # taken its `ID: client=` line from smtpd. pflogsumm (Debian's package,
-# unpacked likewise) summarises the whole log as it would Postfix's: one
-# message received and delivered (relayed to Postfix's smtp-sink), one
-# recipient rejected.
+# unpacked likewise) summarises the whole log as it would Postfix's: two
+# messages received (the clean session's, and one submitted with
+# sendmail) and delivered (relayed to Postfix's smtp-sink), their two
+# senders and their bytes, one recipient rejected. Then, under load from
+# smtp-source, every message's origin line (smtpd's `client=`, pickup's
+# `uid=`) comes before any other line about it, as pflogsumm needs to
+# credit its sender.
 . ./lib.sh
 . ./peers.sh
 FAIL2BAN=${FAIL2BAN:-/var/tmp/mta-test-fail2ban/usr/bin/fail2ban-regex}
@@ -75,6 +79,8 @@ swaks --server 127.0.0.1:$PORT --local-interface 127.0.0.5 --ehlo clean.example 
 	--to rcpt@remote.example >"$W/swaks" 2>&1 || fail "the clean session: $(cat "$W/swaks")"
 talk 127.0.0.6 idle "EHLO idle.example" || fail "the idle client was not given up with 421 4.4.2"
 talk 127.0.0.7 close || fail "the client gone after the greeting"
+printf 'Subject: local\n\nsubmitted locally\n' |
+	"$MTA_BIN/sendmail" -C "$CONF" -i -f local@sender.example rcpt2@remote.example || fail "sendmail"
 
 for a in 1 2 3 4 5 6 7; do
 	wait_log "smtpd\[[0-9]*\]: disconnect from [^ ]*\[127\.0\.0\.$a\]" 10 || fail "no disconnect line for 127.0.0.$a"
@@ -115,16 +121,48 @@ note "fail2ban's postfix filter picks out the five clients that misbehaved, and 
 
 wait_log "to=<rcpt@remote\.example>, relay=127\.0\.0\.1\[127\.0\.0\.1\]:$RELAY, .*status=sent" 20 ||
 	fail "the clean session's message was not relayed"
+wait_log "to=<rcpt2@remote\.example>, relay=127\.0\.0\.1\[127\.0\.0\.1\]:$RELAY, .*status=sent" 20 ||
+	fail "the message submitted with sendmail was not relayed"
 sed "s/^/$stamp mx /" "$LOG" >"$W/maillog"
 perl "$PFLOGSUMM" --syslog-name=mta "$W/maillog" >"$W/summary" 2>&1 || fail "pflogsumm: $(cat "$W/summary")"
-# (Not its sender counts: it credits a sender only when smtpd's client=
-# line comes before qmgr's from= line, and the two processes log at the
-# same moment, in either order.)
-for want in "1 received" "1 delivered" "1 rejected" "0 bounced"; do
-	sed -n '/^Grand Totals/,/^Per-/p' "$W/summary" | tr -s ' ' | grep -q "^ *${want%% *} *[a-z]* *${want#* }" ||
-		fail "pflogsumm does not count $want: $(cat "$W/summary")"
+sed -n '/^Grand Totals/,/^Per-/p' "$W/summary" | tr -s ' ' >"$W/totals"
+for want in "2 received" "2 delivered" "1 rejected" "0 bounced" "2 senders" "2 sending hosts/domains"; do
+	grep -q "^ *${want%% *} *[a-z]* *${want#* }" "$W/totals" || fail "pflogsumm does not count $want: $(cat "$W/summary")"
 done
-grep -A4 "^Host/Domain Summary: Message Delivery" "$W/summary" | grep -Eq "^ +1 +[0-9]+ +0 .* remote\.example$" ||
-	fail "pflogsumm has no delivery to remote.example: $(cat "$W/summary")"
-note "pflogsumm counts the message received, delivered and the recipient rejected"
+grep -Eq "^ *[1-9][0-9]*k? bytes received$" "$W/totals" || fail "pflogsumm counts no bytes received: $(cat "$W/summary")"
+grep -A4 "^Host/Domain Summary: Message Delivery" "$W/summary" | grep -Eq "^ +2 +[0-9]+k? +0 .* remote\.example$" ||
+	fail "pflogsumm has no two deliveries to remote.example: $(cat "$W/summary")"
+for sender in sender@remote.example local@sender.example; do
+	sed -n '/^Senders by message count/,/^$/p' "$W/summary" | grep -Eq "^ +1 +$sender$" ||
+		fail "pflogsumm does not credit $sender: $(cat "$W/summary")"
+done
+note "pflogsumm counts both messages received and delivered, credits their two senders, and the recipient rejected"
+
+# Under load, each message's origin line comes first, before cleanup's,
+# qmgr's and smtp's lines about it (it is logged before the message's end
+# reaches cleanup); before, smtpd logged it at the verdict, after them.
+[ -x "${SMTP_SOURCE:-}" ] || fail "no smtp-source"
+LD_LIBRARY_PATH=$(dirname "$SMTP_SOURCE")/../lib/postfix "$SMTP_SOURCE" -s 10 -m 300 -l 2048 \
+	-f load@remote.example -t rcpt@remote.example "127.0.0.1:$PORT" >"$W/source" 2>&1 ||
+	fail "smtp-source: $(cat "$W/source")"
+wait_for 60 sh -c "[ \$(grep -c 'to=<rcpt@remote\.example>.*status=sent' '$LOG') -ge 301 ]" ||
+	fail "the load was not all relayed: $(grep -c 'to=<rcpt@remote.example>.*status=sent' "$LOG") of 301"
+python3 - "$LOG" <<'PY' || fail "an origin line did not come first"
+import re, sys
+first, origin = {}, {}
+for n, line in enumerate(open(sys.argv[1], errors="replace")):
+    m = re.search(r"mta/(\w+)\[\d+\]: ([0-9A-Z]{20}): (\S+)", line)
+    if not m:
+        continue
+    prog, qid, what = m.groups()
+    first.setdefault(qid, (n, prog, what))
+    if (prog, what.split("=")[0]) in (("smtpd", "client"), ("pickup", "uid")):
+        origin.setdefault(qid, n)
+late = [q for q, n in origin.items() if first[q][0] != n]
+print(f"  {len(origin)} messages, {len(late)} with a line before their origin's")
+for q in late[:5]:
+    print("  ", q, first[q])
+sys.exit(1 if late or len(origin) < 302 else 0)
+PY
+note "under load, every message's origin line comes before any other about it"
 exit 0

@@ -218,7 +218,7 @@ impl Bounce {
             match c.recv::<CleanupToSmtpd>() {
                 Ok(None) => return,
                 Ok(Some((CleanupToSmtpd::Committed { txn, result }, _))) => self.committed(txn, result),
-                Ok(Some((CleanupToSmtpd::Space { .. }, _))) => {}
+                Ok(Some((CleanupToSmtpd::Space { .. } | CleanupToSmtpd::Ids { .. }, _))) => {}
                 Err(crate::ipc::Error::Closed) => {
                     drop_channel(&self.poll, &mut self.cleanup);
                     self.fail_current("cleanup went away");
@@ -320,7 +320,7 @@ impl Bounce {
             let envelope =
                 MessageEnvelope::internal(from, vec![to], c.eight_bit, c.smtputf8, &self.child.config.hostname);
             let Some(chan) = self.cleanup.as_mut() else { break };
-            let mut ok = chan.send(&SmtpdToCleanup::Begin { txn, envelope: Box::new(envelope) }, &[]).is_ok();
+            let mut ok = chan.send(&SmtpdToCleanup::Begin { txn, id: None, envelope: Box::new(envelope) }, &[]).is_ok();
             for piece in c.bytes.chunks(CHUNK) {
                 ok = ok && chan.send(&SmtpdToCleanup::Content { txn, data: piece.to_vec() }, &[]).is_ok();
             }

@@ -24,7 +24,7 @@
 pub mod message;
 pub mod qualify;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
@@ -36,7 +36,8 @@ use crate::child::Child;
 use crate::config::smtp::HeaderClients;
 use crate::ipc::Channel;
 use crate::ipc::msg::{
-    CleanupToQmgr, CleanupToSmtpd, CommitResult, FromMaster, MessageEnvelope, QmgrToCleanup, SmtpdToCleanup,
+    CleanupToQmgr, CleanupToSmtpd, CommitResult, FromMaster, MessageEnvelope, QmgrToCleanup, RESERVED_IDS,
+    SmtpdToCleanup,
 };
 use crate::queue::{self, Journal, QueueFile, QueueId, QueueIdGen, Time};
 use crate::roles::Role;
@@ -72,6 +73,36 @@ struct Pending {
     scan: HeaderScan,
     /// Too big or out of memory: refused at End with this result.
     failed: Option<CommitResult>,
+    /// The ID the peer gave it from those set aside for it.
+    id: Option<QueueId>,
+}
+
+/// The queue IDs set aside for one smtpd or pickup, in the order sent
+/// ([`CleanupToSmtpd::Ids`]).
+#[derive(Default)]
+struct Reserved(VecDeque<QueueId>);
+
+impl Reserved {
+    /// The peer named a message `id`: whether it was set aside for it.
+    /// Those before it the peer skipped (a message it could not send):
+    /// they are let go.
+    fn take(&mut self, id: QueueId) -> bool {
+        if !self.0.contains(&id) {
+            return false;
+        }
+        while self.0.pop_front().is_some_and(|r| r != id) {}
+        true
+    }
+
+    /// How many to set aside now: none while more than half are left,
+    /// then up to [`RESERVED_IDS`] again.
+    fn wanted(&self) -> usize {
+        if self.0.len() > RESERVED_IDS / 2 { 0 } else { RESERVED_IDS - self.0.len() }
+    }
+
+    fn add(&mut self, ids: Vec<QueueId>) {
+        self.0.extend(ids);
+    }
 }
 
 struct Peer {
@@ -80,6 +111,8 @@ struct Peer {
     role: Role,
     chan: Channel,
     txns: HashMap<u64, Pending>,
+    /// Queue IDs set aside for it (smtpd and pickup).
+    reserved: Reserved,
 }
 
 struct Cleanup {
@@ -183,7 +216,8 @@ impl Cleanup {
                     let (token, mut chan) = self.new_channel(role, pid, fds);
                     chan.cork();
                     let _ = chan.send(&CleanupToSmtpd::Space { ok: self.space_ok }, &[]);
-                    self.peers.insert(token, Peer { role, chan, txns: HashMap::new() });
+                    self.peers.insert(token, Peer { role, chan, txns: HashMap::new(), reserved: Reserved::default() });
+                    self.reserve(token);
                 }
                 Ok(Some((FromMaster::Peer { role: Role::Qmgr, pid }, fds))) => {
                     if let Some(old) = self.qmgr.as_ref().map(|(t, _)| *t) {
@@ -407,6 +441,21 @@ impl Cleanup {
         }
     }
 
+    /// Set queue IDs aside for smtpd or pickup `token` (up to
+    /// [`RESERVED_IDS`], once half are used): it names its messages with
+    /// them in order.
+    fn reserve(&mut self, token: Token) {
+        let Some(p) = self.peers.get_mut(&token) else { return };
+        if !matches!(p.role, Role::Smtpd | Role::Pickup) || p.reserved.wanted() == 0 {
+            return;
+        }
+        let fresh: Vec<QueueId> = (0..p.reserved.wanted()).map(|_| self.ids.next_id()).collect();
+        let ids = fresh.iter().map(ToString::to_string).collect();
+        if p.chan.send(&CleanupToSmtpd::Ids { ids }, &[]).is_ok() {
+            p.reserved.add(fresh);
+        }
+    }
+
     fn drop_peer(&mut self, token: Token) {
         if let Some(p) = self.peers.remove(&token) {
             let raw = p.chan.as_raw_fd();
@@ -419,10 +468,22 @@ impl Cleanup {
         let max_size = self.child.config.intake.as_ref().map_or(u64::MAX, |i| i.limits.message_size);
         let Some(p) = self.peers.get_mut(&token) else { return };
         match m {
-            SmtpdToCleanup::Begin { txn, envelope } => {
+            SmtpdToCleanup::Begin { txn, id, envelope } => {
                 if p.txns.contains_key(&txn) {
                     self.child.fatal(&format!("{} began transaction {txn} twice", p.role.name()));
                 }
+                // The ID is one set aside for this peer; those before it
+                // were not used (a Begin it could not send).
+                let id = match id {
+                    None => None,
+                    Some(s) => match QueueId::parse(&s).filter(|q| p.reserved.take(*q)) {
+                        Some(q) => Some(q),
+                        None => {
+                            let who = p.role.name();
+                            self.child.fatal(&format!("{who} named a message with an ID not set aside for it"))
+                        }
+                    },
+                };
                 // Only pickup speaks for local users; its failure notices,
                 // bounce's notices and local's forwarded mail are local
                 // mail of no user.
@@ -437,7 +498,10 @@ impl Cleanup {
                     self.child.fatal(&format!("{who} sent an envelope of the wrong origin ({})", envelope.protocol));
                 }
                 let failed = bad_address(&envelope).map(|why| refused(553, "5.1.3", &why));
-                p.txns.insert(txn, Pending { envelope, content: Vec::new(), scan: HeaderScan::new(), failed });
+                p.txns.insert(txn, Pending { envelope, content: Vec::new(), scan: HeaderScan::new(), failed, id });
+                if id.is_some() {
+                    self.reserve(token);
+                }
             }
             SmtpdToCleanup::Content { txn, data } => {
                 let Some(t) = p.txns.get_mut(&txn) else {
@@ -490,7 +554,7 @@ impl Cleanup {
         if let Some(v) = verdict {
             return self.reply(token, txn, v);
         }
-        let id = self.ids.next_id();
+        let id = t.id.unwrap_or_else(|| self.ids.next_id());
         let arrival = Time::now();
         let received = message::received(&t.envelope, &self.child.config.hostname, id.as_str(), arrival.secs as u64);
         // A local user's bare `root` in From:, To: and the like gets the
@@ -742,6 +806,29 @@ fn queue_file(id: queue::QueueId, arrival: Time, e: &MessageEnvelope, content: V
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_set_aside_are_taken_in_order_and_refilled_at_half() {
+        let mut ids_gen = QueueIdGen::new(0);
+        let mut r = Reserved::default();
+        assert_eq!(r.wanted(), RESERVED_IDS);
+        let ids: Vec<QueueId> = (0..r.wanted()).map(|_| ids_gen.next_id()).collect();
+        r.add(ids.clone());
+        assert_eq!(r.wanted(), 0);
+        assert!(r.take(ids[0]));
+        // Taken once only; and one never set aside is not taken.
+        assert!(!r.take(ids[0]));
+        assert!(!r.take(ids_gen.next_id()));
+        // One skipped (a Begin the peer could not send) is let go.
+        assert!(r.take(ids[2]));
+        assert!(!r.take(ids[1]));
+        for id in &ids[3..RESERVED_IDS / 2 - 1] {
+            assert!(r.take(*id));
+        }
+        assert_eq!(r.wanted(), 0, "more than half are left");
+        assert!(r.take(ids[RESERVED_IDS / 2 - 1]));
+        assert_eq!(r.wanted(), RESERVED_IDS / 2);
+    }
 
     #[test]
     fn a_journal_that_cannot_take_mail_now_gives_a_temporary_failure() {

@@ -164,6 +164,12 @@ impl Channel {
         self.out.clear();
     }
 
+    /// Whether sending `frames` more frames would send at once (not
+    /// corked, or the cork's limit reached), not at the next flush.
+    pub fn sends_at_once(&self, frames: usize) -> bool {
+        !self.corked || self.out.len() + frames >= CORK_LIMIT
+    }
+
     /// Encode and send `msg` with `fds` (duplicated; the caller keeps its
     /// copies). What cannot be sent now is queued for [`Channel::flush`].
     pub fn send<T: Serialize>(&mut self, msg: &T, fds: &[BorrowedFd<'_>]) -> Result<(), Error> {

@@ -153,8 +153,10 @@ pub enum FromMaster {
 /// child → master.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub enum ToMaster {
-    /// A log record (bounded by the child; master sanitises it again).
-    Log { level: Level, text: String },
+    /// A log record (bounded by the child; master sanitises it again),
+    /// and when the child logged it ([`crate::log::monotonic_ns`]): master
+    /// writes the records of each turn of its loop in that order.
+    Log { at: u64, level: Level, text: String },
     /// The child has entered its sandbox and serves.
     Ready { confined: bool },
     /// control only: report the process table.
@@ -348,12 +350,63 @@ pub const MAX_LISTINGS: usize = 4;
 /// more; only the administrator may ask).
 pub const MAX_SHOWS: usize = 4;
 
+/// Queue IDs cleanup keeps set aside for each smtpd and pickup
+/// ([`CleanupToSmtpd::Ids`]): it sends more when half are used, so a
+/// peer has at most this many.
+pub const RESERVED_IDS: usize = 32;
+
+/// The queue IDs a peer of cleanup holds for its next messages
+/// ([`CleanupToSmtpd::Ids`]), at most [`RESERVED_IDS`], used in order.
+#[derive(Debug, Default)]
+pub struct SetAside(std::collections::VecDeque<String>);
+
+impl SetAside {
+    pub fn add(&mut self, ids: Vec<String>) {
+        let room = RESERVED_IDS.saturating_sub(self.0.len());
+        self.0.extend(ids.into_iter().take(room));
+    }
+
+    /// The ID for the next message, if any is left.
+    pub fn take(&mut self) -> Option<String> {
+        self.0.pop_front()
+    }
+
+    /// A new cleanup: the old one's are not its.
+    pub fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
+#[cfg(test)]
+mod set_aside_tests {
+    use super::{RESERVED_IDS, SetAside};
+
+    #[test]
+    fn ids_are_used_in_order_and_bounded() {
+        let mut s = SetAside::default();
+        assert_eq!(s.take(), None);
+        s.add((0..RESERVED_IDS + 5).map(|i| i.to_string()).collect());
+        assert_eq!(s.take().as_deref(), Some("0"));
+        assert_eq!(s.take().as_deref(), Some("1"));
+        // Beyond the bound nothing was kept.
+        let rest: Vec<String> = std::iter::from_fn(|| s.take()).collect();
+        assert_eq!(rest.len(), RESERVED_IDS - 2);
+        s.add(vec![String::from("x")]);
+        s.clear();
+        assert_eq!(s.take(), None);
+    }
+}
+
 /// smtpd → cleanup: a message, streamed. `txn` numbers transactions
 /// within one channel.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub enum SmtpdToCleanup {
     Begin {
         txn: u64,
+        /// The queue ID the message is to have: the next of those cleanup
+        /// set aside for this peer ([`CleanupToSmtpd::Ids`]), in order.
+        /// None: cleanup names it when it commits it.
+        id: Option<String>,
         envelope: Box<MessageEnvelope>,
     },
     Content {
@@ -376,6 +429,12 @@ pub enum CleanupToSmtpd {
     Committed { txn: u64, result: CommitResult },
     /// Whether the spool has room (below `queue.min_free_space`: no).
     Space { ok: bool },
+    /// Queue IDs set aside for this peer's next messages (smtpd's and
+    /// pickup's), to be used in this order: the peer logs a message's
+    /// origin under its ID as the message begins, so that the line comes
+    /// before every line another process logs about the message (log
+    /// summarisers such as pflogsumm credit a sender only in that order).
+    Ids { ids: Vec<String> },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

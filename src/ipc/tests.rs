@@ -13,9 +13,9 @@ fn channels() -> (Channel, Channel) {
 #[test]
 fn small_message_round_trip() {
     let (mut a, mut b) = channels();
-    a.send(&ToMaster::Log { level: Level::Info, text: String::from("hello") }, &[]).unwrap();
+    a.send(&ToMaster::Log { at: 0, level: Level::Info, text: String::from("hello") }, &[]).unwrap();
     let (m, fds): (ToMaster, _) = b.recv().unwrap().unwrap();
-    assert_eq!(m, ToMaster::Log { level: Level::Info, text: String::from("hello") });
+    assert_eq!(m, ToMaster::Log { at: 0, level: Level::Info, text: String::from("hello") });
     assert!(fds.is_empty());
     assert!(b.recv::<ToMaster>().unwrap().is_none());
 }
@@ -25,7 +25,7 @@ fn large_message_travels_in_chunks_with_fds_on_last() {
     let (mut a, mut b) = channels();
     let text = "x".repeat(50_000);
     let (r, mut w) = std::os::unix::net::UnixStream::pair().unwrap();
-    a.send(&ToMaster::Log { level: Level::Debug, text: text.clone() }, &[r.as_fd()]).unwrap();
+    a.send(&ToMaster::Log { at: 0, level: Level::Debug, text: text.clone() }, &[r.as_fd()]).unwrap();
     drop(r);
     let mut got = None;
     for _ in 0..100 {
@@ -35,7 +35,7 @@ fn large_message_travels_in_chunks_with_fds_on_last() {
         }
     }
     let (m, fds) = got.unwrap();
-    assert_eq!(m, ToMaster::Log { level: Level::Debug, text });
+    assert_eq!(m, ToMaster::Log { at: 0, level: Level::Debug, text });
     assert_eq!(fds.len(), 1);
     use std::io::Write;
     w.write_all(b"ping").unwrap();
@@ -83,7 +83,7 @@ fn owned_fds_are_given_away() {
 fn over_limit_message_refused_by_receiver() {
     let (mut a, b) = channels();
     let mut b = b.with_max_message(10_000);
-    a.send(&ToMaster::Log { level: Level::Info, text: "y".repeat(30_000) }, &[]).unwrap();
+    a.send(&ToMaster::Log { at: 0, level: Level::Info, text: "y".repeat(30_000) }, &[]).unwrap();
     let mut err = None;
     for _ in 0..10 {
         if let Err(e) = b.recv::<ToMaster>() {
@@ -172,14 +172,14 @@ fn datagrams(c: &Channel) -> usize {
 fn corked_messages_coalesce_in_order_and_fds_travel_alone() {
     let (mut a, mut b) = channels();
     a.cork();
-    let log = |i: usize| ToMaster::Log { level: Level::Info, text: format!("line {i}") };
+    let log = |i: usize| ToMaster::Log { at: 0, level: Level::Info, text: format!("line {i}") };
     for i in 0..10 {
         a.send(&log(i), &[]).unwrap();
     }
     let (r, _w) = std::os::unix::net::UnixStream::pair().unwrap();
     a.send(&log(10), &[r.as_fd()]).unwrap();
     a.send(&log(11), &[]).unwrap();
-    a.send(&ToMaster::Log { level: Level::Info, text: "y".repeat(30_000) }, &[]).unwrap();
+    a.send(&ToMaster::Log { at: 0, level: Level::Info, text: "y".repeat(30_000) }, &[]).unwrap();
     a.send(&log(12), &[]).unwrap();
     // Nothing goes before the flush.
     assert!(b.recv::<ToMaster>().unwrap().is_none());
@@ -190,7 +190,7 @@ fn corked_messages_coalesce_in_order_and_fds_travel_alone() {
         assert_eq!(fds.len(), usize::from(i == 10));
         if i == 11 {
             let (m, _) = b.recv::<ToMaster>().unwrap().unwrap();
-            assert_eq!(m, ToMaster::Log { level: Level::Info, text: "y".repeat(30_000) });
+            assert_eq!(m, ToMaster::Log { at: 0, level: Level::Info, text: "y".repeat(30_000) });
         }
     }
     assert!(b.recv::<ToMaster>().unwrap().is_none());
@@ -203,7 +203,7 @@ fn corked_messages_take_few_datagrams() {
     let b = Channel::new(b);
     a.cork();
     for i in 0..20 {
-        a.send(&ToMaster::Log { level: Level::Info, text: format!("{i:0>100}") }, &[]).unwrap();
+        a.send(&ToMaster::Log { at: 0, level: Level::Info, text: format!("{i:0>100}") }, &[]).unwrap();
     }
     a.flush().unwrap();
     assert_eq!(datagrams(&b), 1);
@@ -222,7 +222,7 @@ fn a_cork_holds_a_bounded_number_of_frames() {
     let (mut a, mut b) = channels();
     a.cork();
     for i in 0..CORK_LIMIT {
-        a.send(&ToMaster::Log { level: Level::Info, text: format!("{i}") }, &[]).unwrap();
+        a.send(&ToMaster::Log { at: 0, level: Level::Info, text: format!("{i}") }, &[]).unwrap();
     }
     // The limit was reached: sent without a flush.
     assert!(b.recv::<ToMaster>().unwrap().is_some());
@@ -285,7 +285,7 @@ proptest! {
     #[test]
     fn any_log_text_round_trips(text in ".{0,20000}") {
         let (mut a, mut b) = channels();
-        let m = ToMaster::Log { level: Level::Warning, text };
+        let m = ToMaster::Log { at: 0, level: Level::Warning, text };
         a.send(&m, &[]).unwrap();
         let mut got = None;
         for _ in 0..10 { if let Some((x, _)) = b.recv::<ToMaster>().unwrap() { got = Some(x); break; } }
@@ -297,13 +297,13 @@ proptest! {
 fn discarded_frames_are_never_sent() {
     let (mut a, mut b) = channels();
     a.cork();
-    a.send(&ToMaster::Log { level: Level::Info, text: "dropped".into() }, &[]).unwrap();
+    a.send(&ToMaster::Log { at: 0, level: Level::Info, text: "dropped".into() }, &[]).unwrap();
     a.discard_unsent();
     assert!(!a.wants_write());
-    a.send(&ToMaster::Log { level: Level::Info, text: "kept".into() }, &[]).unwrap();
+    a.send(&ToMaster::Log { at: 0, level: Level::Info, text: "kept".into() }, &[]).unwrap();
     a.flush().unwrap();
     let (m, _) = b.recv::<ToMaster>().unwrap().expect("a message");
-    assert_eq!(m, ToMaster::Log { level: Level::Info, text: "kept".into() });
+    assert_eq!(m, ToMaster::Log { at: 0, level: Level::Info, text: "kept".into() });
     assert!(b.recv::<ToMaster>().unwrap().is_none(), "nothing else arrived");
 }
 
@@ -311,13 +311,13 @@ fn discarded_frames_are_never_sent() {
 fn fill(a: &mut Channel) -> usize {
     let mut n = 0;
     while !a.wants_write() {
-        a.send(&ToMaster::Log { level: Level::Info, text: format!("{n:0>2000}") }, &[]).unwrap();
+        a.send(&ToMaster::Log { at: 0, level: Level::Info, text: format!("{n:0>2000}") }, &[]).unwrap();
         n += 1;
         assert!(n < 100_000, "the socket never filled");
     }
     // Some more, queued behind.
     for _ in 0..10 {
-        a.send(&ToMaster::Log { level: Level::Info, text: format!("{n:0>2000}") }, &[]).unwrap();
+        a.send(&ToMaster::Log { at: 0, level: Level::Info, text: format!("{n:0>2000}") }, &[]).unwrap();
         n += 1;
     }
     n

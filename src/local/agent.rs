@@ -442,7 +442,7 @@ impl Local {
             let _ = c.flush();
             match c.recv::<CleanupToSmtpd>() {
                 Ok(None) => return,
-                Ok(Some((CleanupToSmtpd::Space { .. }, _))) => {}
+                Ok(Some((CleanupToSmtpd::Space { .. } | CleanupToSmtpd::Ids { .. }, _))) => {}
                 Ok(Some((CleanupToSmtpd::Committed { txn, result }, _))) => {
                     self.child.warn(&format!("cleanup's late verdict on forward {txn}: {result:?}"));
                 }
@@ -1275,7 +1275,7 @@ impl Local {
     ) -> Result<CommitResult, String> {
         let range = qe.content_range();
         let mut head = Some(format!("Delivered-To: {to}\r\n").into_bytes());
-        self.send_cleanup(&SmtpdToCleanup::Begin { txn, envelope: Box::new(envelope) }, deadline)?;
+        self.send_cleanup(&SmtpdToCleanup::Begin { txn, id: None, envelope: Box::new(envelope) }, deadline)?;
         let mut at = 0u64;
         loop {
             let mut data = head.take().unwrap_or_default();

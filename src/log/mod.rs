@@ -49,6 +49,16 @@ pub fn sanitize(text: &str, max: usize) -> String {
     out
 }
 
+/// The system's monotonic clock in nanoseconds: the same clock in every
+/// process, so master can put records from several in the order they
+/// were made (0 if it cannot be read).
+pub fn monotonic_ns() -> u64 {
+    match nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC) {
+        Ok(t) => (t.tv_sec() as u64).saturating_mul(1_000_000_000).saturating_add(t.tv_nsec() as u64),
+        Err(_) => 0,
+    }
+}
+
 /// Where master writes log lines.
 pub enum Sink {
     Stderr,
@@ -139,7 +149,7 @@ impl ChildLog {
             return;
         }
         let text = sanitize(text, self.max);
-        if chan.send(&ToMaster::Log { level, text: text.clone() }, &[]).is_err() {
+        if chan.send(&ToMaster::Log { at: monotonic_ns(), level, text: text.clone() }, &[]).is_err() {
             let _ = writeln!(std::io::stderr(), "{text}");
         }
     }

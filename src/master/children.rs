@@ -513,7 +513,7 @@ impl Master {
             None => return,
         };
         match msg {
-            ToMaster::Log { level, text } => self.child_record(role, pid, level, &text),
+            ToMaster::Log { at, level, text } => self.child_record(at, role, pid, level, text),
             ToMaster::Ready { confined } => {
                 if let Some(p) = self.children.procs.get_mut(&id)
                     && p.state == ChildState::Starting
@@ -556,21 +556,24 @@ impl Master {
     /// Other messages from a process that is gone are moot.
     fn last_records(&mut self, ch: &mut ipc::Channel, role: Role, pid: u32) {
         while let Ok(Some((msg, fds))) = ch.recv::<ToMaster>() {
-            if let ToMaster::Log { level, text } = msg
+            if let ToMaster::Log { at, level, text } = msg
                 && fds.is_empty()
             {
-                self.child_record(role, pid, level, &text);
+                self.child_record(at, role, pid, level, text);
             }
         }
     }
 
-    /// A child's log record to the log (debug ones only with -v).
-    fn child_record(&mut self, role: Role, pid: u32, level: Level, text: &str) {
+    /// A child's log record for the log (debug ones only with -v), held
+    /// until the end of the turn (see [`Master::flush_records`]).
+    fn child_record(&mut self, at: u64, role: Role, pid: u32, level: Level, text: String) {
         if level == Level::Debug && !self.opts.verbose {
             return;
         }
-        let max = self.config.log.line_length as usize;
-        self.sink.write(role.name(), pid, level, text, max);
+        self.records.push(super::HeldRecord { at, role, pid, level, text });
+        if self.records.len() >= super::MAX_HELD_RECORDS {
+            self.flush_records();
+        }
     }
 
     /// Collect every child that exited and schedule restarts.

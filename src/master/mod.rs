@@ -95,12 +95,26 @@ pub fn parse_args(args: &[String]) -> Result<Options, String> {
 }
 
 /// Everything master holds.
+/// A child's log record, held until the end of master's turn.
+pub(crate) struct HeldRecord {
+    at: u64,
+    role: Role,
+    pid: u32,
+    level: Level,
+    text: String,
+}
+
+/// Records held at most before they are written in the middle of a turn.
+const MAX_HELD_RECORDS: usize = 4096;
+
 pub struct Master {
     pub opts: Options,
     pub config_path: PathBuf,
     pub config: Config,
     pub owner: spool::Owner,
     pub sink: Sink,
+    /// Children's records read this turn (see [`Master::flush_records`]).
+    records: Vec<HeldRecord>,
     pub generation: u64,
     /// This master's random session number (see `ChildConfig::session`).
     pub session: u64,
@@ -282,6 +296,7 @@ impl Master {
             directory: directory::Directory::new(Instant::now()),
             lock,
             pidfile_written: false,
+            records: Vec::new(),
         })
     }
 
@@ -289,8 +304,30 @@ impl Master {
         if level == Level::Debug && !self.opts.verbose {
             return;
         }
+        // What children logged before comes first.
+        self.flush_records();
         let max = self.config.log.line_length as usize;
         self.sink.write("master", std::process::id(), level, text, max);
+    }
+
+    /// Write the children's records held this turn, in the order they
+    /// were made (their monotonic time; the order read for the same
+    /// time). Read channel by channel, they would come in the order of
+    /// the poll's events instead: a line one process logged after
+    /// another's (qmgr's `from=` after smtpd's `client=`, which came
+    /// first by design) could be written before it, and log summarisers
+    /// such as pflogsumm miscount what they see out of order.
+    pub(crate) fn flush_records(&mut self) {
+        if self.records.is_empty() {
+            return;
+        }
+        let mut records = std::mem::take(&mut self.records);
+        records.sort_by_key(|r| r.at);
+        let max = self.config.log.line_length as usize;
+        for r in records.drain(..) {
+            self.sink.write(r.role.name(), r.pid, r.level, &r.text, max);
+        }
+        self.records = records;
     }
 
     /// The last steps of a start, in the process that goes on (the
@@ -372,6 +409,7 @@ impl Master {
                     }
                 }
             }
+            self.flush_records();
             if from_children && self.stopping.is_none() {
                 // Let the next records gather: under load, children log
                 // all the time, and a wake-up per datagram cost master more

@@ -55,7 +55,9 @@ use unremoved::Unremoved;
 
 use crate::child::Child;
 use crate::ipc::Channel;
-use crate::ipc::msg::{CleanupToSmtpd, CommitResult, FromMaster, MessageEnvelope, MessageRecipient, SmtpdToCleanup};
+use crate::ipc::msg::{
+    CleanupToSmtpd, CommitResult, FromMaster, MessageEnvelope, MessageRecipient, SetAside, SmtpdToCleanup,
+};
 use crate::maildrop::{self, Limits, Reader, names};
 use crate::queue;
 use crate::roles::Role;
@@ -102,6 +104,8 @@ struct InFlight {
     ended: bool,
     uid: u32,
     nrcpt: usize,
+    /// Its `uid=` line was logged as it began (under an ID set aside).
+    named: bool,
     /// What cleanup was given, for a notice should it refuse the message.
     envelope: MessageEnvelope,
     /// The file's device and inode (see [`Unremoved`]).
@@ -118,6 +122,10 @@ struct Pickup {
     maildrop: OwnedFd,
     corrupt: OwnedFd,
     cleanup: Option<Channel>,
+    /// Queue IDs the present cleanup set aside for our next messages, to
+    /// use in order: a message's `uid=` line is logged under its ID as it
+    /// goes to cleanup, before any line another process logs about it.
+    reserved: SetAside,
     space_ok: bool,
     todo: Vec<String>,
     current: Option<InFlight>,
@@ -185,6 +193,7 @@ pub fn serve(_token: Sandboxed, mut child: Child, watch: io::Result<Watch>, boot
         maildrop,
         corrupt,
         cleanup: None,
+        reserved: SetAside::default(),
         space_ok: true,
         todo: Vec::new(),
         current: None,
@@ -246,6 +255,7 @@ impl Pickup {
                         self.child.fatal(&format!("registering the cleanup channel: {e}"));
                     }
                     self.cleanup = Some(chan);
+                    self.reserved.clear();
                     // A file half sent to the old cleanup starts again.
                     self.current = None;
                     self.scan_soon();
@@ -317,6 +327,7 @@ impl Pickup {
         if let Some(c) = self.cleanup.take() {
             let _ = self.poll.registry().deregister(&mut SourceFd(&c.as_raw_fd()));
         }
+        self.reserved.clear();
         // The file stays in maildrop/; it is taken again once cleanup is back.
         self.current = None;
         for w in self.refused.lost() {
@@ -388,6 +399,7 @@ impl Pickup {
                 Ok(None) => break,
                 Ok(Some((_, fds))) if !fds.is_empty() => self.child.fatal("cleanup sent descriptors"),
                 Ok(Some((CleanupToSmtpd::Space { ok }, _))) => self.space_ok = ok,
+                Ok(Some((CleanupToSmtpd::Ids { ids }, _))) => self.reserved.add(ids),
                 Ok(Some((CleanupToSmtpd::Committed { txn, result }, _))) => self.committed(txn, result),
                 Err(crate::ipc::Error::Closed) => return self.lose_cleanup(),
                 Err(e) => self.child.fatal(&format!("cleanup channel: {e}")),
@@ -410,7 +422,9 @@ impl Pickup {
         match result {
             CommitResult::Queued(id) => {
                 self.troubles.clear(&f.name);
-                self.child.info(&format!("{id}: uid={}, from maildrop file {}, nrcpt={}", f.uid, f.name, f.nrcpt));
+                if !f.named {
+                    self.child.info(&origin_line(&id, f.uid, &f.name, f.nrcpt));
+                }
                 if let Err(e) = unlinkat(&self.maildrop, f.name.as_str(), UnlinkatFlags::NoRemoveDir) {
                     // Not taken again while this process lives (it would be
                     // queued at every listing); its removal is tried again
@@ -739,7 +753,8 @@ impl Pickup {
         self.next_txn += 1;
         let nrcpt = envelope.recipients.len();
         let kept_envelope = envelope.clone();
-        let begin = SmtpdToCleanup::Begin { txn, envelope: Box::new(envelope) };
+        let id = self.reserved.take();
+        let begin = SmtpdToCleanup::Begin { txn, id: id.clone(), envelope: Box::new(envelope) };
         match self.cleanup.as_mut().map(|c| c.send(&begin, &[])) {
             Some(Ok(())) => {}
             // Refused before anything was queued: this file, not cleanup,
@@ -750,6 +765,9 @@ impl Pickup {
             }
             _ => return self.lose_cleanup(),
         }
+        if let Some(id) = &id {
+            self.child.info(&origin_line(id, meta.uid(), &name, nrcpt));
+        }
         self.current = Some(InFlight {
             name,
             identity: (meta.dev(), meta.ino()),
@@ -758,6 +776,7 @@ impl Pickup {
             ended: false,
             uid: meta.uid(),
             nrcpt,
+            named: id.is_some(),
             envelope: kept_envelope,
             kept: Vec::new(),
             len: 0,
@@ -837,6 +856,12 @@ impl Pickup {
     }
 }
 
+/// The line that says where a message came from, as Postfix's pickup
+/// logs it (`uid=`, by which pflogsumm counts local submissions).
+fn origin_line(id: &str, uid: u32, file: &str, nrcpt: usize) -> String {
+    format!("{id}: uid={uid}, from maildrop file {file}, nrcpt={nrcpt}")
+}
+
 /// A file's device and inode, as [`std::os::unix::fs::MetadataExt`] gives
 /// them (`dev_t` is not 64 bits everywhere).
 #[allow(clippy::unnecessary_cast)]
@@ -850,7 +875,8 @@ fn identity(st: &nix::sys::stat::FileStat) -> unremoved::Identity {
 /// one: pickup would have to set such a file aside, unbounced.
 pub fn envelope_fits(e: &maildrop::Envelope) -> Result<(), usize> {
     let Some(envelope) = envelope(e, u32::MAX) else { return Ok(()) };
-    let begin = SmtpdToCleanup::Begin { txn: u64::MAX, envelope: Box::new(envelope) };
+    let begin =
+        SmtpdToCleanup::Begin { txn: u64::MAX, id: Some("0".repeat(queue::ID_LEN)), envelope: Box::new(envelope) };
     match postcard::to_allocvec(&begin) {
         Ok(bytes) if bytes.len() > crate::ipc::DEFAULT_MAX_MESSAGE => Err(bytes.len()),
         _ => Ok(()),

@@ -222,7 +222,7 @@ impl Pickup {
     fn send_notice(&mut self, w: Waiting, n: notice::Notice) {
         let txn = self.next_txn;
         self.next_txn += 1;
-        let mut ok = self.send(SmtpdToCleanup::Begin { txn, envelope: Box::new(n.envelope) });
+        let mut ok = self.send(SmtpdToCleanup::Begin { txn, id: None, envelope: Box::new(n.envelope) });
         for piece in n.content.chunks(NOTICE_CHUNK) {
             ok = ok && self.send(SmtpdToCleanup::Content { txn, data: piece.to_vec() });
         }

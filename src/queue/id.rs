@@ -2,7 +2,9 @@
 //! lines.
 //!
 //! An ID is 20 characters of Crockford's base 32 (`0-9A-Z` without
-//! `I L O U`), an alphabet in ASCII order, so IDs sort by arrival:
+//! `I L O U`), an alphabet in ASCII order, so IDs sort by the time they
+//! were assigned (at the commit, or earlier when cleanup set them aside
+//! for smtpd and pickup: see `CleanupToSmtpd::Ids`):
 //!
 //! | chars | bits | field |
 //! |-------|------|-------|
@@ -37,7 +39,8 @@ pub const LEN: usize = 20;
 pub const MAX_INSTANCE: u32 = (1 << 20) - 1;
 const COUNTER_MASK: u32 = (1 << 25) - 1;
 
-/// A queue ID: 20 filename-safe ASCII characters, sortable by arrival.
+/// A queue ID: 20 filename-safe ASCII characters, sortable by the time
+/// it was assigned.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct QueueId([u8; LEN]);
 

@@ -44,7 +44,7 @@ pub use file::{
     ContentRange, QueueEnvelope, SlotWrite, read_content, read_envelope, read_envelope_sized, read_queue_file,
     update_status_at, verify_content,
 };
-pub use id::{MAX_INSTANCE, QueueId, QueueIdGen};
+pub use id::{LEN as ID_LEN, MAX_INSTANCE, QueueId, QueueIdGen};
 pub use journal::{CommitError, Journal, JournalDirs, JournalOptions, Ticket, ZeroAhead};
 pub use progress::BootId;
 pub use recover::{Damage, Recovery};

@@ -29,7 +29,8 @@ use crate::child::Child;
 use crate::config::smtp::ListenTls;
 use crate::ipc::Channel;
 use crate::ipc::msg::{
-    CleanupToSmtpd, CommitResult, FromMaster, Intake, MessageEnvelope, MessageRecipient, SmtpdToCleanup, UserFound,
+    CleanupToSmtpd, CommitResult, FromMaster, Intake, MessageEnvelope, MessageRecipient, SetAside, SmtpdToCleanup,
+    UserFound,
 };
 use crate::roles::Role;
 use crate::smtpd::checks::Acceptance;
@@ -92,6 +93,8 @@ struct Conn {
     begin: Option<Box<MessageEnvelope>>,
     /// The transaction's message could not be handed to cleanup.
     txn_lost: bool,
+    /// The transaction began with a queue ID, its `client=` line logged.
+    named: bool,
     /// ... because its envelope is larger than a message to cleanup may
     /// be (many recipients with long DSN parameters): refused for good.
     envelope_too_large: bool,
@@ -118,6 +121,9 @@ struct Server {
     conns: HashMap<Token, Conn>,
     per_client: HashMap<IpAddr, u32>,
     cleanup: Option<Channel>,
+    /// Queue IDs the present cleanup set aside for our next messages, to
+    /// use in order (see [`Server::send_begin`]).
+    ids: SetAside,
     names: Names,
     users: Users,
     txns: HashMap<u64, Token>,
@@ -170,6 +176,7 @@ pub fn serve(_token: Sandboxed, mut child: Child, listeners: Vec<std::net::TcpLi
         conns: HashMap::new(),
         per_client: HashMap::new(),
         cleanup: None,
+        ids: SetAside::default(),
         names,
         users,
         txns: HashMap::new(),
@@ -238,7 +245,12 @@ impl Server {
     }
 
     /// Send what waits for cleanup; false if the channel broke (dropped).
+    /// What waits for master goes first: a message's `client=` line
+    /// before its end (see `send_begin`).
     fn flush_cleanup(&mut self) -> bool {
+        if self.child.master.queued() > 0 {
+            let _ = self.child.master.flush();
+        }
         if let Some(ch) = self.cleanup.as_mut()
             && let Err(e) = ch.flush()
         {
@@ -337,6 +349,8 @@ impl Server {
         chan.cork();
         let _ = chan.flush();
         self.cleanup = Some(chan);
+        // IDs the old one set aside are not the new one's.
+        self.ids.clear();
         // The old one's messages fail; sessions it held back read on, to
         // the new one (set first, or they would hear 451 for no cleanup).
         if old.is_some() {
@@ -490,6 +504,7 @@ impl Server {
                     Ok(None) => break,
                     Ok(Some((_, fds))) if !fds.is_empty() => self.child.fatal("cleanup sent descriptors"),
                     Ok(Some((CleanupToSmtpd::Space { ok }, _))) => self.checks.space_ok.set(ok),
+                    Ok(Some((CleanupToSmtpd::Ids { ids }, _))) => self.ids.add(ids),
                     Ok(Some((CleanupToSmtpd::Committed { txn, result }, _))) => {
                         let Some(token) = self.txns.remove(&txn) else { continue };
                         if let Some(c) = self.conns.get_mut(&token) {
@@ -546,14 +561,18 @@ impl Server {
             let raw = old.as_raw_fd();
             let _ = self.poll.registry().deregister(&mut SourceFd(&raw));
         }
+        self.ids.clear();
         self.cleanup_lost();
     }
 
     fn verdict(&mut self, token: Token, commit: Commit) {
         let Some(c) = self.conns.get_mut(&token) else { return };
-        if let Commit::Queued(id) = &commit {
+        if let Commit::Queued(id) = &commit
+            && !c.named
+        {
             // Postfix's line for a message taken (log summarisers such as
-            // pflogsumm count received mail by it).
+            // pflogsumm count received mail by it), here when cleanup had
+            // no ID set aside for it (see `send_begin`).
             self.child.info(&format!("{id}: client={}", c.session.client()));
         }
         c.session.committed(commit, &self.checks);
@@ -649,6 +668,7 @@ impl Server {
                 txn: None,
                 begin: None,
                 txn_lost: false,
+                named: false,
                 envelope_too_large: false,
                 closing: false,
                 idle_deadline: now + self.intake.smtpd.idle_timeout,
@@ -770,6 +790,7 @@ impl Server {
                 let envelope = Box::new(message_envelope(&env, c));
                 c.txn = Some(txn);
                 c.txn_lost = false;
+                c.named = false;
                 c.envelope_too_large = false;
                 c.begin = Some(envelope);
             }
@@ -821,11 +842,27 @@ impl Server {
         }
     }
 
-    /// The transaction's envelope goes to cleanup, with what follows it.
+    /// The transaction's envelope goes to cleanup, with what follows it,
+    /// under the next queue ID cleanup set aside for us, if any. The
+    /// message's `ID: client=` line is logged now, as Postfix's smtpd
+    /// logs it when a transaction begins: it reaches master before the
+    /// message's end reaches cleanup (see `end`), so before any line
+    /// cleanup, qmgr or a delivery agent logs about it.
     fn send_begin(&mut self, token: Token) {
         let Some(c) = self.conns.get_mut(&token) else { return };
         let (Some(txn), Some(envelope)) = (c.txn, c.begin.take()) else { return };
-        self.send_cleanup(token, SmtpdToCleanup::Begin { txn, envelope });
+        let id = self.ids.take();
+        let named = id.clone();
+        self.send_cleanup(token, SmtpdToCleanup::Begin { txn, id, envelope });
+        let Some(c) = self.conns.get_mut(&token) else { return };
+        match named {
+            Some(id) if !c.txn_lost => {
+                self.child.info(&format!("{id}: client={}", c.session.client()));
+                c.named = true;
+            }
+            // Not sent: cleanup skips it when the next one comes.
+            _ => {}
+        }
     }
 
     /// The content is complete: cleanup commits it, or it cannot.
@@ -834,6 +871,10 @@ impl Server {
         if let Some(txn) = c.txn
             && !c.txn_lost
         {
+            // The `client=` line goes first, should the end go at once.
+            if c.named && self.cleanup.as_ref().is_some_and(|ch| ch.sends_at_once(1)) {
+                let _ = self.child.master.flush();
+            }
             // Queued, even if not sent yet, the end reaches cleanup and its
             // verdict comes (or, if cleanup goes, the loss of it does).
             let queued = match self.cleanup.as_mut() {

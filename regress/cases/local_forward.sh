@@ -3,7 +3,9 @@
 # one listed in a root's :include: file; a file is created and written as
 # nobody (read back by Python's mailbox); /dev/null takes the mail; exit
 # 75 defers, exit 67 bounces with the command's output in the reason, a
-# command past local.time_limit is killed and deferred, and a sender full
+# command past local.time_limit is killed and deferred (with what it
+# started in a session of its own, out of its process group, and left
+# orphaned: `local pipe` is its reaper), and a sender full
 # of shell syntax reaches the command's environment filtered (no marker
 # file is ever created).
 # Forwarding: an alias to a remote address (a new message from the
@@ -71,6 +73,7 @@ tempfail: "|echo try later; exit 75"
 permfail: "|echo no such list >&2; exit 67"
 envdump: "|/usr/bin/env > $OUT/env.txt"
 slow: "|sleep 30"
+escape: "|(setsid sh -c 'echo \$\$ > $OUT/escape.pid; exec sleep 300' &); sleep 30"
 fwd: outside@remote.example
 owner-fwd: mtafw2
 ping: pong@localhost
@@ -144,6 +147,14 @@ grep -q "^HOME=/" "$OUT/env.txt" && grep -q '^USER=nobody$' "$OUT/env.txt" || fa
 send slow@localhost "slow"
 wait_log "to=<slow@localhost>, relay=local, .*status=deferred (command \"sleep 30\": command stopped after 4s)" 15 ||
 	fail "a command past its time limit"
+send escape@localhost "escape"
+wait_log "to=<escape@localhost>, relay=local, .*status=deferred (command .*: command stopped after 4s)" 15 ||
+	fail "a command that started a session of its own, past its time limit"
+escaped=$(cat "$OUT/escape.pid" 2>/dev/null)
+[ -n "$escaped" ] || fail "the command did not start its own session"
+gone_in() { ! kill -0 "$1" 2>/dev/null; }
+wait_for 5 gone_in "$escaped" || { kill -9 "$escaped"; fail "what the command started with setsid outlived it"; }
+note "a command past its time limit is killed with what it started in a session of its own"
 # Forwarded through an alias: a new message from the owner- alias, with
 # Delivered-To on top, relayed to smtp-sink.
 send fwd@localhost "through an alias" --body "forwarded body"
@@ -389,7 +400,7 @@ grep -q "550 5.1.1" "$W/sw" || fail "an unknown recipient: $(cat "$W/sw")"
 printf 'box1: \\mtafw1\nrootbox: \\root\n' >>"$W/aliases"
 grep -q "format 2" "$W/bi" && fail "format 2 without \\user: $(cat "$W/bi")"
 "$SENDMAIL" -bi >"$W/bi" 2>&1 || fail "newaliases: $(cat "$W/bi")"
-grep -q "aliases.cdb: 19 aliases, longest [0-9]* bytes, format 2 (\\\\user: an mta without \\\\user refuses it)\$" "$W/bi" ||
+grep -q "aliases.cdb: 20 aliases, longest [0-9]* bytes, format 2 (\\\\user: an mta without \\\\user refuses it)\$" "$W/bi" ||
 	fail "newaliases did not say it wrote format 2: $(cat "$W/bi")"
 wait_for 10 rcpt box1@localhost || fail "box1 refused after newaliases: $(cat "$W/sw")"
 wait_log "aliases database $W/aliases.cdb changed: local-recipient table rebuilt and sent to [0-9]* smtpd" 5 ||

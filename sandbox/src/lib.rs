@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 
 mod daemon;
 pub mod fds;
+pub mod reaper;
 mod rights;
 mod spawn;
 mod threads;

@@ -22,7 +22,10 @@
 //! by killing that group (the spawner, [`super::spawner`]: at local's
 //! time limit, when `local pipe` died without a verdict, when local is
 //! gone), even when `local pipe` itself is stopped or killed. `local
-//! pipe` gives up too, and kills its group, itself included: after
+//! pipe` gives up too, and kills its group, itself included, and before
+//! that every process below it, those that left the group for a session
+//! of their own too (it is their reaper, see [`sandbox::reaper`]; not on
+//! OpenBSD, which has no reaper): after
 //! `LIMIT_S` seconds (once it has reported, so the report still holds
 //! the verdict), and as soon as its report's reader is gone (local gave
 //! up on it, or ended), when nobody is left to hear a verdict. A command
@@ -161,6 +164,11 @@ pub fn main(args: &[String]) -> ! {
     if let Err(e) = lead_own_group() {
         finish(EX_TEMPFAIL, "4.3.0", &e);
     }
+    // What the command starts and leaves orphaned comes to us, not to
+    // init, so that giving up kills it too, even what left our group for
+    // a session of its own (`setsid`). Where the system cannot (OpenBSD,
+    // or an error), the group alone is killed.
+    let _ = sandbox::reaper::acquire();
     let stderr = std::io::stderr();
     let ran = match run(command, &env, Path::new(cwd), input, limit, Group::Ours { report: stderr.as_fd() }) {
         Ok(r) => r,
@@ -186,9 +194,11 @@ fn lead_own_group() -> Result<(), String> {
     nix::unistd::setsid().map(|_| ()).map_err(|e| format!("local pipe: cannot start a session of its own: {e}"))
 }
 
-/// Kill our process group, the command's processes and ourselves with
-/// them; never returns.
+/// Kill the command's processes, those that left our process group
+/// included (we are their reaper: see `main`), then our group, ourselves
+/// with it; never returns.
 fn kill_our_group() -> ! {
+    let _ = sandbox::reaper::kill_descendants();
     let _ = killpg(nix::unistd::getpgrp(), Signal::SIGKILL);
     // Not reached: the signal is ours too.
     std::process::exit(EX_TEMPFAIL)

@@ -42,7 +42,7 @@ fuzz_target!(|data: &[u8]| {
             break;
         }
     }
-    match pick % 8 {
+    match pick % 9 {
         0 => feed::<msg::ToMaster>(&frames),
         1 => feed::<msg::SmtpdToCleanup>(&frames),
         2 => feed::<msg::CleanupToQmgr>(&frames),
@@ -50,6 +50,7 @@ fuzz_target!(|data: &[u8]| {
         4 => feed::<msg::FromWorker>(&frames),
         5 => feed::<msg::SmtpdToLookup>(&frames),
         6 => feed::<msg::LookupToSmtpd>(&frames),
+        7 => feed::<msg::CleanupToSmtpd>(&frames),
         _ => feed::<msg::BounceToQmgr>(&frames),
     }
 });

@@ -310,11 +310,21 @@ impl Resolver {
             }
             match self.addresses(&name).await {
                 Answer::Found(ips) if ips.iter().any(|a| a.to_canonical() == ip) => return Ok(shown),
+                // Postfix's words (smtpd_peer.c), which its users grep for.
                 Answer::Found(_) => {
-                    why.get_or_insert_with(|| format!("address {ip} not listed for hostname {shown}"));
-                }
-                Answer::NoSuchName | Answer::NoData => {
                     why.get_or_insert_with(|| format!("hostname {shown} does not resolve to address {ip}"));
+                }
+                Answer::NoSuchName => {
+                    why.get_or_insert_with(|| {
+                        format!("hostname {shown} does not resolve to address {ip}: Name or service not known")
+                    });
+                }
+                Answer::NoData => {
+                    why.get_or_insert_with(|| {
+                        format!(
+                            "hostname {shown} does not resolve to address {ip}: No address associated with hostname"
+                        )
+                    });
                 }
                 Answer::Temporary => {}
             }

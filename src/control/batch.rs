@@ -4,13 +4,17 @@
 //! first word of each line, its `*` or `!` mark dropped), and `ALL`, every
 //! message the listing shows, or those of one queue (`ALL deferred`).
 //! Each message is one request to the control socket, as for one ID, so
-//! each is checked, carried out and logged by qmgr alone; mtactl prints
-//! each answer, then how many were done.
+//! each is checked, carried out and logged by qmgr alone; [`WINDOW`] of
+//! them are under way at once (each request waits on control and qmgr
+//! in turn: one at a time, most of the time went on waiting), within
+//! control's `control.clients`. mtactl prints each answer, in the order
+//! of the IDs, then how many were done.
 //!
 //! Trusts: standard input only for the IDs it parses.
 
 use std::io::BufRead;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::Value;
 
@@ -20,6 +24,11 @@ use crate::queue::QueueId;
 pub const QUEUES: [&str; 4] = ["incoming", "active", "deferred", "hold"];
 /// The most IDs read from standard input.
 pub const MAX_STDIN_IDS: usize = 1_000_000;
+/// Requests under way at once (control serves 16 clients by default;
+/// more wait to be accepted).
+pub const WINDOW: usize = 8;
+/// IDs whose answers are gathered before they are printed in order.
+const CHUNK: usize = 512;
 
 /// What a batch acts on.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -140,13 +149,16 @@ pub fn run(socket: &Path, b: &Batch, o: &super::client::Options) -> i32 {
         }
     }
     let mut done = 0usize;
-    for id in &ids {
-        match super::client::request(socket, &format!("{} {id}", b.op)) {
-            Ok(v) if super::client::print(o, &v) == 0 => done += 1,
-            Ok(_) => failed = true,
-            Err(e) => {
-                eprintln!("mtactl: {}: {e}", socket.display());
-                return 1;
+    for chunk in ids.chunks(CHUNK) {
+        let answers = ask_all(chunk.len(), |i| super::client::request(socket, &format!("{} {}", b.op, chunk[i])));
+        for answer in answers {
+            match answer {
+                Ok(v) if super::client::print(o, &v) == 0 => done += 1,
+                Ok(_) => failed = true,
+                Err(e) => {
+                    eprintln!("mtactl: {}: {e}", socket.display());
+                    return 1;
+                }
             }
         }
     }
@@ -157,6 +169,45 @@ pub fn run(socket: &Path, b: &Batch, o: &super::client::Options) -> i32 {
     i32::from(failed)
 }
 
+/// `ask(i)` for each `i` below `n`, [`WINDOW`] at a time on as many
+/// threads; the answers in the order of `i`.
+fn ask_all<T: Send>(
+    n: usize,
+    ask: impl Fn(usize) -> Result<T, super::client::RequestError> + Sync,
+) -> Vec<Result<T, super::client::RequestError>> {
+    let next = AtomicUsize::new(0);
+    let mut answers: Vec<Option<Result<T, super::client::RequestError>>> = (0..n).map(|_| None).collect();
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..WINDOW.min(n))
+            .map(|_| {
+                s.spawn(|| {
+                    let mut got = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= n {
+                            return got;
+                        }
+                        got.push((i, ask(i)));
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            for (i, a) in w.join().unwrap_or_default() {
+                answers[i] = Some(a);
+            }
+        }
+    });
+    answers
+        .into_iter()
+        .map(|a| {
+            a.unwrap_or_else(|| {
+                Err(super::client::RequestError { nobody_listens: false, message: String::from("no answer") })
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,6 +216,27 @@ mod tests {
 
     fn args(a: &[&str]) -> Vec<String> {
         a.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn answers_come_in_order_whichever_finishes_first() {
+        // Later ones answer sooner: the order is still that of the IDs.
+        let answers = ask_all(50, |i| {
+            std::thread::sleep(std::time::Duration::from_micros(((50 - i) * 100) as u64));
+            if i == 7 {
+                Err(super::super::client::RequestError { nobody_listens: false, message: String::from("seven") })
+            } else {
+                Ok(i)
+            }
+        });
+        assert_eq!(answers.len(), 50);
+        for (i, a) in answers.iter().enumerate() {
+            match a {
+                Ok(v) => assert_eq!(*v, i),
+                Err(e) => assert_eq!((i, e.message.as_str()), (7, "seven")),
+            }
+        }
+        assert!(ask_all(0, |_| Ok(())).is_empty());
     }
 
     #[test]

@@ -52,6 +52,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut s = Session::new(settings, Peer { address: "192.0.2.1".into(), hostname: "unknown".into() }, false);
     let mut open: Option<Message> = None;
+    let (mut begun, mut ended) = (0usize, 0usize);
     for chunk in data.chunks(97) {
         s.receive(chunk, &AcceptAll);
         for a in s.actions().collect::<Vec<_>>() {
@@ -60,6 +61,10 @@ fuzz_target!(|data: &[u8]| {
                 Action::Begin(_) => {
                     assert!(open.is_none(), "a message begun inside another");
                     open = Some(Message { cr: false });
+                    if begun % 2 == 1 {
+                        s.named("1NGCH6T9N7100006TZNA");
+                    }
+                    begun += 1;
                 }
                 Action::Content(c) => {
                     let m = open.as_mut().expect("content outside a message");
@@ -74,14 +79,27 @@ fuzz_target!(|data: &[u8]| {
                 Action::End => {
                     let m = open.take().expect("end outside a message");
                     assert!(!m.cr, "content ends in a bare CR");
-                    s.committed(Commit::Queued("Q".into()), &AcceptAll);
+                    // Every verdict cleanup may give, in turn.
+                    let verdict = match ended % 4 {
+                        0 => Commit::Queued("Q".into()),
+                        1 => Commit::Refused(554, "5.4.6".into(), "Error: too many hops".into()),
+                        2 => Commit::TempFail("disk".into()),
+                        _ => Commit::NoSpace,
+                    };
+                    ended += 1;
+                    s.committed(verdict, &AcceptAll);
                 }
                 Action::Abort => {
                     open.take().expect("abort outside a message");
                 }
                 Action::LookupUser(name) => s.looked_up(answer(&name), &AcceptAll),
                 Action::Log(l) => assert!(
-                    ["NOQUEUE: reject: ", "too many errors after ", "improper command pipelining after "]
+                    [
+                        "NOQUEUE: reject: ",
+                        "1NGCH6T9N7100006TZNA: reject: END-OF-MESSAGE from ",
+                        "too many errors after ",
+                        "improper command pipelining after "
+                    ]
                         .iter()
                         .any(|p| l.starts_with(p)),
                     "{l:?}"

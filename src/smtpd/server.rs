@@ -858,6 +858,7 @@ impl Server {
         match named {
             Some(id) if !c.txn_lost => {
                 self.child.info(&format!("{id}: client={}", c.session.client()));
+                c.session.named(&id);
                 c.named = true;
             }
             // Not sent: cleanup skips it when the next one comes.

@@ -222,6 +222,9 @@ struct Transaction {
     overshoot: usize,
     /// The recipients taken, as compared for duplicates.
     seen: HashSet<String>,
+    /// The queue ID the message was given as it began, if any (see
+    /// [`Session::named`]).
+    queue_id: Option<String>,
 }
 
 /// How much content is gathered before it is passed on.
@@ -322,19 +325,45 @@ impl Session {
         self.process(checks);
     }
 
-    /// The driver's verdict on the message it was given.
+    /// The message of the transaction under way was given queue ID `id`
+    /// as it began (the driver logged it): a refusal at its end is
+    /// logged under it.
+    pub fn named(&mut self, id: &str) {
+        if let Some(t) = self.tx.as_mut() {
+            t.queue_id = Some(id.to_string());
+        }
+    }
+
+    /// The driver's verdict on the message it was given. A message not
+    /// queued is logged as Postfix logs a refusal (`ID: reject:
+    /// END-OF-MESSAGE from ...`, or `NOQUEUE:` when it had no ID yet):
+    /// pflogsumm counts it, and the administrator sees why.
     pub fn committed(&mut self, result: Commit, checks: &dyn Checks) {
         if !matches!(self.phase, Phase::Commit) {
             return;
         }
         self.phase = Phase::Command;
-        self.tx = None;
-        match result {
-            Commit::Queued(id) => self.ok(250, "2.0.0", &format!("Ok: queued as {id}")),
-            Commit::TempFail(why) => self.error(451, "4.3.0", &format!("Error: queue file write error ({why})")),
-            Commit::NoSpace => self.error(452, "4.3.1", "Insufficient system storage"),
-            Commit::Refused(code, enh, text) => self.error(code, &enh, &text),
+        let tx = self.tx.take();
+        let (code, enhanced, text) = match result {
+            Commit::Queued(id) => {
+                self.ok(250, "2.0.0", &format!("Ok: queued as {id}"));
+                return self.process(checks);
+            }
+            Commit::TempFail(why) => (451, String::from("4.3.0"), format!("Error: queue file write error ({why})")),
+            Commit::NoSpace => (452, String::from("4.3.1"), String::from("Insufficient system storage")),
+            Commit::Refused(code, enh, text) => (code, enh, text),
+        };
+        if let Some(t) = tx {
+            let from = t.sender.as_ref().map(ToString::to_string).unwrap_or_default();
+            let to = match t.recipients.as_slice() {
+                [one] => Some(one.mailbox.as_ref().map_or_else(|| String::from("Postmaster"), ToString::to_string)),
+                _ => None,
+            };
+            let id = t.queue_id.as_deref().unwrap_or("NOQUEUE");
+            let line = self.reject_line(id, "END-OF-MESSAGE", (code, &enhanced, &text), &from, to.as_deref());
+            self.out.push_back(Action::Log(line));
         }
+        self.error(code, &enhanced, &text);
         self.process(checks);
     }
 
@@ -652,6 +681,7 @@ impl Session {
             begun: false,
             overshoot: 0,
             seen: HashSet::new(),
+            queue_id: None,
         });
         self.ok(250, "2.1.0", "Ok");
     }
@@ -720,16 +750,29 @@ impl Session {
     /// A refusal by the checks (not a syntax or sequence error): logged
     /// as Postfix logs it, so that log watchers (fail2ban) and
     /// administrators find it, then answered as any error.
-    fn refuse(&mut self, stage: &str, (code, enhanced, text): (u16, &str, &str), from: &str, to: Option<&str>) {
+    fn refuse(&mut self, stage: &str, reply: (u16, &str, &str), from: &str, to: Option<&str>) {
+        let line = self.reject_line("NOQUEUE", stage, reply, from, to);
+        self.out.push_back(Action::Log(line));
+        self.error(reply.0, reply.1, reply.2);
+    }
+
+    /// Postfix's line for a refusal: `ID: reject: STAGE from CLIENT: CODE
+    /// X.Y.Z text; from=<...> to=<...> proto=ESMTP helo=<...>`.
+    fn reject_line(
+        &self,
+        id: &str,
+        stage: &str,
+        (code, enhanced, text): (u16, &str, &str),
+        from: &str,
+        to: Option<&str>,
+    ) -> String {
         let to = to.map(|t| format!(" to=<{t}>")).unwrap_or_default();
         let proto = if self.esmtp { "ESMTP" } else { "SMTP" };
-        let line = format!(
-            "NOQUEUE: reject: {stage} from {}: {code} {enhanced} {text}; from=<{from}>{to} proto={proto} helo=<{}>",
+        format!(
+            "{id}: reject: {stage} from {}: {code} {enhanced} {text}; from=<{from}>{to} proto={proto} helo=<{}>",
             self.client(),
             self.helo.as_deref().unwrap_or("")
-        );
-        self.out.push_back(Action::Log(line));
-        self.error(code, enhanced, text);
+        )
     }
 
     /// Add an accepted recipient to the transaction and say so.

@@ -719,3 +719,39 @@ fn too_many_errors_and_improper_pipelining_are_logged() {
     assert_eq!(l.logs, ["improper command pipelining after DATA from client.example[192.0.2.1]"]);
     assert_eq!(s.summary(), "ehlo=1 mail=1 rcpt=1 data=0/1 commands=3/4");
 }
+
+#[test]
+fn a_message_refused_at_its_end_is_logged_as_postfix_does() {
+    // Without an ID: NOQUEUE, with the one recipient.
+    let mut s = session();
+    talk(&mut s, b"EHLO c.example\r\nMAIL FROM:<a@r.example>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n");
+    s.receive(b"x\r\n.\r\n", &TestChecks);
+    s.actions().for_each(drop);
+    s.committed(Commit::Refused(554, "5.4.6".into(), "Error: too many hops".into()), &TestChecks);
+    let mut log = Log::default();
+    drain(&mut s, &mut log);
+    assert_eq!(log.replies, "554 5.4.6 Error: too many hops\r\n");
+    assert_eq!(
+        log.logs,
+        ["NOQUEUE: reject: END-OF-MESSAGE from client.example[192.0.2.1]: 554 5.4.6 Error: too many hops; \
+          from=<a@r.example> to=<b@example.org> proto=ESMTP helo=<c.example>"]
+    );
+    // Named as it began: under its ID; two recipients, none named.
+    talk(&mut s, b"MAIL FROM:<>\r\nRCPT TO:<b@example.org>\r\nRCPT TO:<c@example.org>\r\nDATA\r\n");
+    s.named("1NGCH6T9N7100006TZNA");
+    s.receive(b"x\r\n.\r\n", &TestChecks);
+    s.actions().for_each(drop);
+    s.committed(Commit::NoSpace, &TestChecks);
+    let mut log = Log::default();
+    drain(&mut s, &mut log);
+    assert_eq!(
+        log.logs,
+        ["1NGCH6T9N7100006TZNA: reject: END-OF-MESSAGE from client.example[192.0.2.1]: 452 4.3.1 Insufficient \
+          system storage; from=<> proto=ESMTP helo=<c.example>"]
+    );
+    // A message queued logs nothing here (the driver logs client=).
+    talk(&mut s, b"MAIL FROM:<>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n");
+    let l = talk(&mut s, b"x\r\n.\r\n");
+    assert!(l.logs.is_empty(), "{:?}", l.logs);
+    assert_eq!(l.replies, "250 2.0.0 Ok: queued as Q1\r\n");
+}

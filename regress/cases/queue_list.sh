@@ -1,7 +1,8 @@
 # The queue listing (mtactl queue, mailq's format): every queued message
 # with its sender and recipients, for any local user; a file that is not a
 # valid queue file is moved to corrupt/ and logged, never listed or fatal.
-# With mta stopped, mailq reads the queue directly when it may.
+# mtactl queue shape sums it up by domain and age, as qshape does. With mta
+# stopped, mailq reads the queue directly when it may.
 . ./lib.sh
 write_conf
 start_master
@@ -22,6 +23,22 @@ ls "$W/spool/corrupt" | grep -q 1NG5CORRUPT000000000 || fail "corrupt file not i
 wait_log "1NG5CORRUPT000000000.*moved to corrupt" || fail "move not logged"
 n=$(ctl -j queue | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["queue"]))')
 [ "$n" -eq 3 ] || fail "JSON lists $n"
+# qshape's table: six recipients at localhost, all younger than 5 minutes;
+# by sender, three messages from remote.example.
+shape=$(ctl queue shape incoming active deferred hold) || fail "mtactl queue shape: $shape"
+echo "$shape"
+echo "$shape" | head -1 | grep -Eq "^ +T +5 +10 +20 +40 +80 +160 +320 +640 +1280 +1280\+$" || fail "queue shape's header: $shape"
+echo "$shape" | grep -Eq "^ *TOTAL +6 +6( +0){9}$" || fail "queue shape's total: $shape"
+echo "$shape" | grep -Eq "^ *localhost +6 +6( +0){9}$" || fail "queue shape's localhost row: $shape"
+shape=$(ctl queue shape senders incoming active deferred hold) || fail "mtactl queue shape senders: $shape"
+echo "$shape" | grep -Eq "^ *remote\.example +3 +3( +0){9}$" || fail "queue shape by sender: $shape"
+ctl -j queue shape incoming active deferred hold | python3 -c '
+import json, sys
+j = json.load(sys.stdin)
+assert j["ok"] and j["bucket_minutes"][:3] == [5, 10, 20], j
+assert [r["domain"] for r in j["shape"]] == ["TOTAL", "localhost"] and j["shape"][1]["total"] == 6, j
+' || fail "queue shape as JSON"
+note "queue shape counts the recipients by domain and age, and the messages by sender domain"
 if is_root; then
 	ensure_user mtaother
 	runuser -u mtaother -- "$MTACTL" -s "$W/mta.sock" queue | grep -q "in 3 Requests" || fail "ordinary user cannot list"

@@ -19,6 +19,7 @@ use crate::config::Config;
 
 pub const USAGE: &str = "usage: mtactl [-j | --json] [-f file | -s socket] status | reload | stop |
        queue [list] | queue show ID | queue flush |
+       queue shape [senders] [incoming|active|deferred|hold ...] |
        queue hold|release|requeue|delete ID ... | - | ALL [incoming|active|deferred|hold]";
 /// Longest line of an answer: the answer itself, or one message of a
 /// listing.
@@ -36,6 +37,8 @@ pub struct Options {
     /// hold, release, requeue or delete of more than one ID, IDs from
     /// standard input, or ALL.
     pub batch: Option<super::batch::Batch>,
+    /// `queue shape`.
+    pub shape: Option<super::shape::Shape>,
 }
 
 pub fn parse_args(args: &[String]) -> Result<Options, String> {
@@ -81,6 +84,10 @@ pub fn parse_args(args: &[String]) -> Result<Options, String> {
         [c] if matches!(c.as_str(), "status" | "reload" | "stop" | "queue") => o.command = c.clone(),
         [q, l] if q == "queue" && l == "list" => o.command = q.clone(),
         [q, f] if q == "queue" && f == "flush" => o.command = f.clone(),
+        [q, s, rest @ ..] if q == "queue" && s == "shape" => {
+            o.command = s.clone();
+            o.shape = Some(super::shape::Shape::parse(rest)?);
+        }
         [q, op, id]
             if q == "queue"
                 && matches!(op.as_str(), "show" | "hold" | "release" | "requeue" | "delete")
@@ -127,6 +134,9 @@ pub fn main(args: &[String]) -> i32 {
     };
     if let Some(b) = &o.batch {
         return super::batch::run(&socket, b, &o);
+    }
+    if let Some(s) = &o.shape {
+        return super::shape::run(&socket, s, o.json);
     }
     if o.command == "queue" {
         return print_streamed(&o, &socket, |out| list_queue(&socket, o.json, out));
@@ -630,6 +640,9 @@ mod tests {
         let o = parse_args(&a(&["queue", "hold", "4XyzAbCdEf01-00000001"])).unwrap_err();
         assert!(o.contains("not a queue ID"), "{o}");
         assert_eq!(parse_args(&a(&["queue", "flush"])).unwrap().command, "flush");
+        let o = parse_args(&a(&["-j", "queue", "shape", "senders", "deferred"])).unwrap();
+        assert_eq!((o.json, o.command.as_str(), o.shape.map(|s| s.senders)), (true, "shape", Some(true)));
+        assert!(parse_args(&a(&["queue", "shape", "bogus"])).is_err());
         let e = parse_args(&a(&["queue", "frobnicate", "x"])).unwrap_err();
         assert!(e.contains("frobnicate"), "{e}");
         assert!(parse_args(&a(&["queue", "show"])).is_err());

@@ -128,24 +128,15 @@ pub fn run(socket: &Path, b: &Batch, o: &super::client::Options) -> i32 {
         ids.extend(more);
     }
     if b.all.is_some() {
-        let listed = super::client::request_with(socket, "queue", &mut |e: Value| {
+        let listed = super::client::each_listed(socket, &mut |e: &Value| {
             if let (Some(id), Some(q)) = (e["id"].as_str(), e["queue"].as_str())
                 && b.takes(q)
             {
                 ids.push(id.to_string());
             }
-            Ok(())
         });
-        match listed {
-            Ok(v) if v["ok"].as_bool() == Some(true) => {}
-            Ok(v) => {
-                eprintln!("mtactl: listing the queue: {}", v["error"].as_str().unwrap_or("failed"));
-                return 1;
-            }
-            Err(e) => {
-                eprintln!("mtactl: {}: {e}", socket.display());
-                return 1;
-            }
+        if !listed {
+            return 1;
         }
     }
     let mut done = 0usize;

@@ -312,6 +312,25 @@ impl From<std::io::Error> for RequestError {
     }
 }
 
+/// Each message of the queue listing, as JSON, to `each`; false when the
+/// listing failed (said on standard error).
+pub(super) fn each_listed(socket: &std::path::Path, each: &mut dyn FnMut(&Value)) -> bool {
+    match request_with(socket, "queue", &mut |e: Value| {
+        each(&e);
+        Ok(())
+    }) {
+        Ok(v) if v["ok"].as_bool() == Some(true) => true,
+        Ok(v) => {
+            eprintln!("mtactl: listing the queue: {}", v["error"].as_str().unwrap_or("failed"));
+            false
+        }
+        Err(e) => {
+            eprintln!("mtactl: {}: {e}", socket.display());
+            false
+        }
+    }
+}
+
 /// Send `command` to the control socket and read its JSON answer.
 pub fn request(socket: &std::path::Path, command: &str) -> Result<Value, RequestError> {
     request_with(socket, command, &mut |_| Err(String::from("bad answer: a listing where one answer was expected")))

@@ -155,22 +155,13 @@ pub fn run(socket: &std::path::Path, s: &Shape, json: bool) -> i32 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
     let mut table = Table::default();
-    let listed = super::client::request_with(socket, "queue", &mut |e: Value| {
+    let listed = super::client::each_listed(socket, &mut |e: &Value| {
         if e["queue"].as_str().is_some_and(|q| s.queues.iter().any(|x| x == q)) {
-            table.add_entry(&e, s.senders, now);
+            table.add_entry(e, s.senders, now);
         }
-        Ok(())
     });
-    match listed {
-        Ok(v) if v["ok"].as_bool() == Some(true) => {}
-        Ok(v) => {
-            eprintln!("mtactl: listing the queue: {}", v["error"].as_str().unwrap_or("failed"));
-            return 1;
-        }
-        Err(e) => {
-            eprintln!("mtactl: {}: {e}", socket.display());
-            return 1;
-        }
+    if !listed {
+        return 1;
     }
     if json {
         println!("{}", table.to_json());

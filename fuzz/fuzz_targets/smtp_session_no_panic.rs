@@ -100,8 +100,8 @@ fuzz_target!(|data: &[u8]| {
                         "too many errors after ",
                         "improper command pipelining after "
                     ]
-                        .iter()
-                        .any(|p| l.starts_with(p)),
+                    .iter()
+                    .any(|p| l.starts_with(p)),
                     "{l:?}"
                 ),
                 Action::Pause(_) | Action::StartTls | Action::Close => {}

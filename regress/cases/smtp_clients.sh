@@ -1,5 +1,6 @@
 # Real clients we did not write hand mail to smtpd, and each message is
-# queued: swaks (plain, pipelining, STARTTLS), Python's smtplib, msmtp,
+# queued: swaks (plain, pipelining, STARTTLS; openssl's TLS sessions
+# resume from tickets), Python's smtplib, msmtp,
 # s-nail, a BDAT (CHUNKING) transaction, a client that half-closes
 # after a pipelined QUIT, and an envelope too large to hand to cleanup.
 # A message without Date: and Message-ID: from these clients on this
@@ -28,6 +29,28 @@ grep -q "TLS started" "$W/swaks3" || fail "swaks did not start TLS"
 check "swaks STARTTLS"
 queue_files | xargs grep -l "secret body" | xargs grep -l "with ESMTPS" | xargs grep -q "TLSv1" \
 	|| fail "the STARTTLS message's Received: does not say ESMTPS and the TLS version"
+# TLS sessions resume (openssl s_client, TLS 1.3 and 1.2), from a session
+# ticket: still after 300 other clients (Python's ssl, full handshakes),
+# more than rustls's session cache holds.
+s_client() { (sleep 1; printf 'QUIT\r\n') | timeout 10 openssl s_client -starttls smtp -connect "127.0.0.1:$PORT" "$@" 2>&1; }
+s_client -tls1_3 -sess_out "$W/tls13.sess" >"$W/tls13.first" || fail "openssl s_client: $(cat "$W/tls13.first")"
+s_client -tls1_2 -sess_out "$W/tls12.sess" >"$W/tls12.first" || fail "openssl s_client: $(cat "$W/tls12.first")"
+python3 - "$PORT" <<'PY' || fail "300 STARTTLS sessions from Python"
+import smtplib, ssl, sys
+ctx = ssl.create_default_context()
+ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+for i in range(300):
+    with smtplib.SMTP("127.0.0.1", int(sys.argv[1]), timeout=10) as s:
+        s.starttls(context=ctx)
+        s.noop()
+PY
+for v in 13 12; do
+	grep -q "^New, TLSv1\.${v#1}," "$W/tls$v.first" || fail "TLS 1.${v#1}: $(grep -E '^(New|Reused),' "$W/tls$v.first")"
+	s_client "-tls1_${v#1}" -sess_in "$W/tls$v.sess" >"$W/tls$v.again"
+	grep -q "^Reused, TLSv1\.${v#1}," "$W/tls$v.again" ||
+		fail "a TLS 1.${v#1} session was not resumed: $(grep -E '^(New|Reused),' "$W/tls$v.again")"
+done
+note "TLS 1.3 and 1.2 sessions resume from their tickets after 300 other sessions"
 
 python3 - "$PORT" <<'PY' || fail "smtplib"
 import smtplib, sys

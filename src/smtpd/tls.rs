@@ -1,5 +1,6 @@
 //! TLS for the SMTP server: a rustls configuration (ring provider) built
-//! from the PEM certificate chain and key that master read and sent.
+//! from the PEM certificate chain and key that master read and sent, with
+//! session tickets.
 //!
 //! Trusts: master's material; it is still parsed and checked here.
 
@@ -19,12 +20,20 @@ pub fn server_config(certificate: &[u8], key: &[u8]) -> Result<Arc<ServerConfig>
     }
     let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| format!("key: {e}"))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ServerConfig::builder_with_provider(provider)
+    let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
         .with_no_client_auth()
         .with_single_cert(chain, key)
         .map_err(|e| format!("certificate and key: {e}"))?;
+    // Session tickets (RFC 5077, RFC 8446 4.6.1): a client that comes
+    // back resumes its session without a full handshake, however many
+    // others came meanwhile, and the server keeps nothing per client.
+    // Without them rustls resumes from a cache of the last 256 sessions,
+    // which a busy server turns over in seconds. The key is random, held
+    // in memory only, and replaced every 6 hours (rustls's ring
+    // ticketer); the tickets of one smtpd process are not the others'.
+    config.ticketer = rustls::crypto::ring::Ticketer::new().map_err(|e| format!("session tickets: {e}"))?;
     Ok(Arc::new(config))
 }
 

@@ -1,6 +1,7 @@
 # Session bounds: sessions per client address (421 4.7.0), sessions in
-# total (421 4.3.2), the idle timeout (421 4.4.2), and a load of 2,000
-# messages from Postfix's smtp-source, every one queued.
+# total (421 4.3.2), the idle timeout (421 4.4.2), connections per client
+# and time unit (421 4.7.0, trusted networks not counted), and a load of
+# 2,000 messages from Postfix's smtp-source, every one queued.
 . ./lib.sh
 write_conf 'limits { sessions = 6; sessions_per_client = 3; }' 'smtpd { idle_timeout = 2s; session_timeout = 4s; }'
 start_master
@@ -33,6 +34,32 @@ assert r.startswith(b"421 4.4.2"), r
 assert 3 < time.time() - start < 7, time.time() - start
 print("  per-client, total, idle and session limits answered")
 PY
+kill -TERM "$MASTER_PID"; gone "$MASTER_PID" 8 || fail "did not stop"; MASTER_PID=""
+# The connection rate per client (Postfix's anvil): 127.0.0.2 may open 3
+# connections in 2 s, then gets 421 4.7.0 until its window ends; refused
+# attempts count; 127.0.0.1, in networks, is not counted.
+write_conf 'networks = [ "127.0.0.1/32" ];' 'limits { connection_rate_per_client = 3; rate_time_unit = 2s; }'
+start_master
+raw_smtp <<'PY' || fail "connection rate"
+import os, socket, time
+port = int(os.environ["PORT"])
+def greeting(source):
+    s = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0))
+    r = s.recv(200)
+    s.close()
+    return r
+start = time.time()
+got = [greeting("127.0.0.2")[:9] for _ in range(5)]
+assert time.time() - start < 1.5, "too slow to test a 2 s window"
+assert all(g.startswith(b"220") for g in got[:3]) and got[3:] == [b"421 4.7.0"] * 2, got
+assert all(greeting("127.0.0.1").startswith(b"220") for _ in range(6)), "a trusted client was limited"
+time.sleep(2.2)
+r = greeting("127.0.0.2")
+assert r.startswith(b"220"), r
+print("  3 connections in 2 s, then 421 4.7.0 until the window ends; networks not counted")
+PY
+wait_log "warning: Connection rate limit exceeded: 5 from unknown\[127\.0\.0\.2\] for service smtp" 5 ||
+	fail "the refusals were not logged"
 kill -TERM "$MASTER_PID"; gone "$MASTER_PID" 8 || fail "did not stop"; MASTER_PID=""
 if [ -x "${SMTP_SOURCE:-}" ]; then
 	write_conf

@@ -66,6 +66,13 @@ pub struct Limits {
     pub sessions_per_client: u32,
     /// Received: headers beyond which a message is refused as looping.
     pub hops: u32,
+    /// Connections one client address may open per `rate_time_unit`
+    /// (Postfix's `smtpd_client_connection_rate_limit`); 0: no limit.
+    /// Clients in `networks` are not counted.
+    pub connection_rate_per_client: u32,
+    /// The window of `connection_rate_per_client`.
+    #[serde(with = "serde_ucl::time")]
+    pub rate_time_unit: Duration,
 }
 
 impl Default for Limits {
@@ -78,6 +85,8 @@ impl Default for Limits {
             sessions: 10000,
             sessions_per_client: 50,
             hops: 50,
+            connection_rate_per_client: 0,
+            rate_time_unit: Duration::from_secs(60),
         }
     }
 }
@@ -384,6 +393,12 @@ pub fn de_limits<'de, D: Deserializer<'de>>(d: D) -> Result<Limits, D::Error> {
     }
     if !(1..=1000).contains(&l.hops) {
         return bad("hops must be 1 to 1000");
+    }
+    if l.connection_rate_per_client > 1_000_000 {
+        return bad("connection_rate_per_client must be 0 (no limit) to 1000000");
+    }
+    if !(Duration::from_secs(1)..=Duration::from_secs(24 * 3600)).contains(&l.rate_time_unit) {
+        return bad("rate_time_unit must be 1s to 24h");
     }
     Ok(l)
 }

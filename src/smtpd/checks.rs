@@ -63,7 +63,12 @@ impl Acceptance {
     }
 
     fn trusted(&self, peer: &Peer) -> bool {
-        peer.address.parse::<IpAddr>().is_ok_and(|ip| self.networks.iter().any(|n| n.contains(ip)))
+        peer.address.parse::<IpAddr>().is_ok_and(|ip| self.trusted_ip(ip))
+    }
+
+    /// The address is in `networks`.
+    pub fn trusted_ip(&self, ip: IpAddr) -> bool {
+        self.networks.iter().any(|n| n.contains(ip))
     }
 }
 

@@ -2,6 +2,7 @@ pub mod checks;
 pub mod data;
 pub mod names;
 pub mod params;
+pub mod rate;
 pub mod server;
 pub mod session;
 pub mod tls;

@@ -121,6 +121,8 @@ struct Server {
     conns: HashMap<Token, Conn>,
     per_client: HashMap<IpAddr, u32>,
     cleanup: Option<Channel>,
+    /// Connections per client address and `limits.rate_time_unit`.
+    rates: crate::smtpd::rate::Rates,
     /// Queue IDs the present cleanup set aside for our next messages, to
     /// use in order (see [`Server::send_begin`]).
     ids: SetAside,
@@ -163,6 +165,7 @@ pub fn serve(_token: Sandboxed, mut child: Child, listeners: Vec<std::net::TcpLi
         mio_listeners.push((TcpListener::from_std(l), *mode, bound));
     }
     let names = Names::new(intake.smtpd.reverse_lookups, intake.smtpd.reverse_lookup_timeout);
+    let rates = crate::smtpd::rate::Rates::new(intake.limits.connection_rate_per_client, intake.limits.rate_time_unit);
     let users = Users::new(intake.directory_lookup.clone());
     let mut s = Server {
         child,
@@ -176,6 +179,7 @@ pub fn serve(_token: Sandboxed, mut child: Child, listeners: Vec<std::net::TcpLi
         conns: HashMap::new(),
         per_client: HashMap::new(),
         cleanup: None,
+        rates,
         ids: SetAside::default(),
         names,
         users,
@@ -599,6 +603,20 @@ impl Server {
                 }
             };
             let ip = addr.ip();
+            // Postfix's anvil: a client opening connections too fast is
+            // refused until its window ends (the trusted networks are not
+            // counted).
+            if !self.checks.trusted_ip(ip)
+                && let Err(n) = self.rates.connect(ip, Instant::now())
+            {
+                let text = format!("Error: too many connections from {ip}");
+                let _ = stream.write(format!("421 4.7.0 {} {text}\r\n", self.settings.hostname).as_bytes());
+                let unit = self.intake.limits.rate_time_unit.as_secs();
+                self.child.warn(&format!(
+                    "Connection rate limit exceeded: {n} from unknown[{ip}] for service smtp (per {unit}s)"
+                ));
+                continue;
+            }
             let limits = &self.intake.limits;
             let from_client = self.per_client.get(&ip).copied().unwrap_or(0);
             if self.conns.len() >= limits.sessions as usize || from_client >= limits.sessions_per_client {
@@ -1024,6 +1042,7 @@ impl Server {
     /// Timers: client-name lookups, error pauses, idle and total session time.
     fn tick(&mut self) {
         let now = Instant::now();
+        self.rates.expire(now);
         let late = self.names.expired(now);
         self.named(late);
         let late = self.users.expired(now);

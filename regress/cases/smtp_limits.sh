@@ -35,13 +35,15 @@ assert 3 < time.time() - start < 7, time.time() - start
 print("  per-client, total, idle and session limits answered")
 PY
 kill -TERM "$MASTER_PID"; gone "$MASTER_PID" 8 || fail "did not stop"; MASTER_PID=""
-# The connection rate per client (Postfix's anvil): 127.0.0.2 may open 3
-# connections in 2 s, then gets 421 4.7.0 until its window ends; refused
-# attempts count; 127.0.0.1, in networks, is not counted.
-write_conf 'networks = [ "127.0.0.1/32" ];' 'limits { connection_rate_per_client = 3; rate_time_unit = 2s; }'
+# The rates per client (Postfix's anvil): 127.0.0.2 may open 3
+# connections in 2 s, then gets 421 4.7.0 until its window ends (refused
+# attempts count), and give 3 RCPTs and 2 MAILs, then 450 4.7.1;
+# 127.0.0.1, in networks, is not counted.
+write_conf 'networks = [ "127.0.0.1/32" ];' \
+	'limits { connection_rate_per_client = 3; message_rate_per_client = 2; recipient_rate_per_client = 3; rate_time_unit = 2s; }'
 start_master
-raw_smtp <<'PY' || fail "connection rate"
-import os, socket, time
+raw_smtp <<'PY' || fail "connection, message and recipient rates"
+import os, socket, time, rawsmtp
 port = int(os.environ["PORT"])
 def greeting(source):
     s = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0))
@@ -57,9 +59,26 @@ time.sleep(2.2)
 r = greeting("127.0.0.2")
 assert r.startswith(b"220"), r
 print("  3 connections in 2 s, then 421 4.7.0 until the window ends; networks not counted")
+# In the same (new) window: 3 RCPTs, then 450 4.7.1; 2 MAILs, then 450.
+c = rawsmtp.Client(port, source="127.0.0.2")
+assert c.cmd(b"EHLO rate.example\r\n").startswith(b"250")
+assert c.cmd(b"MAIL FROM:<a@remote.example>\r\n").startswith(b"250")
+for _ in range(3):
+    r = c.cmd(b"RCPT TO:<root@localhost>\r\n")
+    assert r.startswith(b"250"), r
+r = c.cmd(b"RCPT TO:<root@localhost>\r\n")
+assert r.startswith(b"450 4.7.1 Error: too many recipients from 127.0.0.2"), r
+assert c.cmd(b"RSET\r\n").startswith(b"250")
+assert c.cmd(b"MAIL FROM:<a@remote.example>\r\n").startswith(b"250")
+assert c.cmd(b"RSET\r\n").startswith(b"250")
+r = c.cmd(b"MAIL FROM:<a@remote.example>\r\n")
+assert r.startswith(b"450 4.7.1 Error: too much mail from 127.0.0.2"), r
+print("  3 recipients and 2 messages in 2 s, then 450 4.7.1")
 PY
 wait_log "warning: Connection rate limit exceeded: 5 from unknown\[127\.0\.0\.2\] for service smtp" 5 ||
 	fail "the refusals were not logged"
+wait_log "NOQUEUE: reject: MAIL from [^ ]*\[127\.0\.0\.2\]: 450 4\.7\.1 Error: too much mail from 127\.0\.0\.2;" 5 ||
+	fail "the refused MAIL was not logged"
 kill -TERM "$MASTER_PID"; gone "$MASTER_PID" 8 || fail "did not stop"; MASTER_PID=""
 if [ -x "${SMTP_SOURCE:-}" ]; then
 	write_conf

@@ -35,6 +35,14 @@ fn main() {
         incomplete: intake.incomplete,
         lookup: intake.directory_lookup.is_some(),
         space_ok: Cell::new(true),
+        rates: std::cell::RefCell::new(mta::smtpd::rate::Rates::new(
+            [
+                intake.limits.connection_rate_per_client,
+                intake.limits.message_rate_per_client,
+                intake.limits.recipient_rate_per_client,
+            ],
+            intake.limits.rate_time_unit,
+        )),
     };
     let token = child.enter();
     drop(table_file);

@@ -70,7 +70,13 @@ pub struct Limits {
     /// (Postfix's `smtpd_client_connection_rate_limit`); 0: no limit.
     /// Clients in `networks` are not counted.
     pub connection_rate_per_client: u32,
-    /// The window of `connection_rate_per_client`.
+    /// MAIL commands per client and `rate_time_unit`
+    /// (`smtpd_client_message_rate_limit`); 0: no limit.
+    pub message_rate_per_client: u32,
+    /// RCPT commands per client and `rate_time_unit`
+    /// (`smtpd_client_recipient_rate_limit`); 0: no limit.
+    pub recipient_rate_per_client: u32,
+    /// The window of the three rates.
     #[serde(with = "serde_ucl::time")]
     pub rate_time_unit: Duration,
 }
@@ -86,6 +92,8 @@ impl Default for Limits {
             sessions_per_client: 50,
             hops: 50,
             connection_rate_per_client: 0,
+            message_rate_per_client: 0,
+            recipient_rate_per_client: 0,
             rate_time_unit: Duration::from_secs(60),
         }
     }
@@ -394,8 +402,14 @@ pub fn de_limits<'de, D: Deserializer<'de>>(d: D) -> Result<Limits, D::Error> {
     if !(1..=1000).contains(&l.hops) {
         return bad("hops must be 1 to 1000");
     }
-    if l.connection_rate_per_client > 1_000_000 {
-        return bad("connection_rate_per_client must be 0 (no limit) to 1000000");
+    for (key, n) in [
+        ("connection_rate_per_client", l.connection_rate_per_client),
+        ("message_rate_per_client", l.message_rate_per_client),
+        ("recipient_rate_per_client", l.recipient_rate_per_client),
+    ] {
+        if n > 1_000_000 {
+            return bad(&format!("{key} must be 0 (no limit) to 1000000"));
+        }
     }
     if !(Duration::from_secs(1)..=Duration::from_secs(24 * 3600)).contains(&l.rate_time_unit) {
         return bad("rate_time_unit must be 1s to 24h");

@@ -182,6 +182,8 @@ fn intake_errors_name_the_key() {
     assert!(m.contains("rate_time_unit"), "{m}");
     let (_, m) = Config::parse("limits { connection_rate_per_client = 2000000; }").unwrap_err();
     assert!(m.contains("connection_rate_per_client"), "{m}");
+    let (_, m) = Config::parse("limits { recipient_rate_per_client = 2000000; }").unwrap_err();
+    assert!(m.contains("recipient_rate_per_client"), "{m}");
     let c = Config::parse("limits { connection_rate_per_client = 30; rate_time_unit = 10min; }").unwrap();
     assert_eq!((c.limits.connection_rate_per_client, c.limits.rate_time_unit.as_secs()), (30, 600));
     let (_, m) = Config::parse("domains = [ \"bad domain\" ];").unwrap_err();

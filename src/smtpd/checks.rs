@@ -17,12 +17,14 @@
 //!
 //! Trusts: master's table and configuration.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::net::IpAddr;
+use std::time::Instant;
 
 use crate::address::Path;
 use crate::config::smtp::Network;
 use crate::ipc::msg::UserFound;
+use crate::smtpd::rate::{Event, Rates};
 use crate::smtpd::session::{Checks, Peer, RcptVerdict};
 use crate::table::cdb::Table;
 
@@ -46,6 +48,8 @@ pub struct Acceptance {
     pub lookup: bool,
     /// Cleanup's last word on free space.
     pub space_ok: Cell<bool>,
+    /// Connections, messages and recipients per client and time unit.
+    pub rates: RefCell<Rates>,
 }
 
 impl Acceptance {
@@ -70,10 +74,24 @@ impl Acceptance {
     pub fn trusted_ip(&self, ip: IpAddr) -> bool {
         self.networks.iter().any(|n| n.contains(ip))
     }
+
+    /// Count `event` from `peer` (not from `networks`): Err(count) past
+    /// its rate limit.
+    pub fn count(&self, peer: &Peer, event: Event) -> Result<(), u32> {
+        let Ok(ip) = peer.address.parse::<IpAddr>() else { return Ok(()) };
+        if self.trusted_ip(ip) {
+            return Ok(());
+        }
+        self.rates.borrow_mut().count(ip, event, Instant::now())
+    }
 }
 
 impl Checks for Acceptance {
     fn recipient(&self, peer: &Peer, rcpt: &Path) -> RcptVerdict {
+        if self.count(peer, Event::Recipient).is_err() {
+            let text = format!("Error: too many recipients from {}", peer.address);
+            return RcptVerdict::Reject { code: 450, enhanced: "4.7.1", text };
+        }
         let m = match rcpt {
             Path::Postmaster => return RcptVerdict::Accept,
             Path::Null => {
@@ -116,12 +134,19 @@ impl Checks for Acceptance {
         }
     }
 
-    fn mail(&self, _peer: &Peer) -> RcptVerdict {
-        if self.space_ok.get() {
-            RcptVerdict::Accept
-        } else {
-            RcptVerdict::Reject { code: 452, enhanced: "4.3.1", text: String::from("Insufficient system storage") }
+    fn mail(&self, peer: &Peer) -> RcptVerdict {
+        if !self.space_ok.get() {
+            return RcptVerdict::Reject {
+                code: 452,
+                enhanced: "4.3.1",
+                text: String::from("Insufficient system storage"),
+            };
         }
+        if self.count(peer, Event::Message).is_err() {
+            let text = format!("Error: too much mail from {}", peer.address);
+            return RcptVerdict::Reject { code: 450, enhanced: "4.7.1", text };
+        }
+        RcptVerdict::Accept
     }
 }
 
@@ -137,6 +162,7 @@ fn temporary_failure(m: &crate::address::Mailbox) -> RcptVerdict {
 mod tests {
     use super::*;
     use crate::address::Mailbox;
+    use std::time::Duration;
 
     fn acceptance() -> Acceptance {
         // One file per call: the tests run in parallel threads.
@@ -157,6 +183,7 @@ mod tests {
             incomplete: false,
             lookup: false,
             space_ok: Cell::new(true),
+            rates: RefCell::new(Rates::new([0; 3], Duration::from_secs(60))),
         }
     }
 
@@ -179,6 +206,34 @@ mod tests {
         assert!(matches!(a.recipient(&inside, &to("bob", "example.org")), RcptVerdict::Reject { code: 550, .. }));
         a.space_ok.set(false);
         assert!(matches!(a.mail(&outside), RcptVerdict::Reject { code: 452, .. }));
+    }
+
+    #[test]
+    fn message_and_recipient_rates_spare_the_trusted_networks() {
+        let a = acceptance();
+        *a.rates.borrow_mut() = Rates::new([0, 2, 3], Duration::from_secs(60));
+        let outside = Peer { address: "203.0.113.5".into(), hostname: "unknown".into() };
+        let inside = Peer { address: "127.0.0.1".into(), hostname: "localhost".into() };
+        assert_eq!((a.mail(&outside), a.mail(&outside)), (RcptVerdict::Accept, RcptVerdict::Accept));
+        assert_eq!(
+            a.mail(&outside),
+            RcptVerdict::Reject {
+                code: 450,
+                enhanced: "4.7.1",
+                text: String::from("Error: too much mail from 203.0.113.5")
+            }
+        );
+        for _ in 0..3 {
+            assert_eq!(a.recipient(&outside, &to("alice", "example.org")), RcptVerdict::Accept);
+        }
+        assert!(matches!(
+            a.recipient(&outside, &to("alice", "example.org")),
+            RcptVerdict::Reject { code: 450, enhanced: "4.7.1", text } if text == "Error: too many recipients from 203.0.113.5"
+        ));
+        for _ in 0..10 {
+            assert_eq!(a.mail(&inside), RcptVerdict::Accept);
+            assert_eq!(a.recipient(&inside, &to("alice", "example.org")), RcptVerdict::Accept);
+        }
     }
 
     #[test]

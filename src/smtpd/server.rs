@@ -35,6 +35,7 @@ use crate::ipc::msg::{
 use crate::roles::Role;
 use crate::smtpd::checks::Acceptance;
 use crate::smtpd::names::{Named, Names, UNKNOWN};
+use crate::smtpd::rate::Event;
 use crate::smtpd::session::{Action, Commit, Envelope, Limits, Peer, Session, Settings};
 use crate::smtpd::users::{Answer, Users};
 use crate::stream;
@@ -121,8 +122,6 @@ struct Server {
     conns: HashMap<Token, Conn>,
     per_client: HashMap<IpAddr, u32>,
     cleanup: Option<Channel>,
-    /// Connections per client address and `limits.rate_time_unit`.
-    rates: crate::smtpd::rate::Rates,
     /// Queue IDs the present cleanup set aside for our next messages, to
     /// use in order (see [`Server::send_begin`]).
     ids: SetAside,
@@ -165,7 +164,6 @@ pub fn serve(_token: Sandboxed, mut child: Child, listeners: Vec<std::net::TcpLi
         mio_listeners.push((TcpListener::from_std(l), *mode, bound));
     }
     let names = Names::new(intake.smtpd.reverse_lookups, intake.smtpd.reverse_lookup_timeout);
-    let rates = crate::smtpd::rate::Rates::new(intake.limits.connection_rate_per_client, intake.limits.rate_time_unit);
     let users = Users::new(intake.directory_lookup.clone());
     let mut s = Server {
         child,
@@ -179,7 +177,6 @@ pub fn serve(_token: Sandboxed, mut child: Child, listeners: Vec<std::net::TcpLi
         conns: HashMap::new(),
         per_client: HashMap::new(),
         cleanup: None,
-        rates,
         ids: SetAside::default(),
         names,
         users,
@@ -607,7 +604,7 @@ impl Server {
             // refused until its window ends (the trusted networks are not
             // counted).
             if !self.checks.trusted_ip(ip)
-                && let Err(n) = self.rates.connect(ip, Instant::now())
+                && let Err(n) = self.checks.rates.borrow_mut().count(ip, Event::Connection, Instant::now())
             {
                 let text = format!("Error: too many connections from {ip}");
                 let _ = stream.write(format!("421 4.7.0 {} {text}\r\n", self.settings.hostname).as_bytes());
@@ -1042,7 +1039,7 @@ impl Server {
     /// Timers: client-name lookups, error pauses, idle and total session time.
     fn tick(&mut self) {
         let now = Instant::now();
-        self.rates.expire(now);
+        self.checks.rates.borrow_mut().expire(now);
         let late = self.names.expired(now);
         self.named(late);
         let late = self.users.expired(now);

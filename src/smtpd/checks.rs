@@ -78,6 +78,9 @@ impl Acceptance {
     /// Count `event` from `peer` (not from `networks`): Err(count) past
     /// its rate limit.
     pub fn count(&self, peer: &Peer, event: Event) -> Result<(), u32> {
+        if !self.rates.borrow().limited(event) {
+            return Ok(());
+        }
         let Ok(ip) = peer.address.parse::<IpAddr>() else { return Ok(()) };
         if self.trusted_ip(ip) {
             return Ok(());

@@ -48,6 +48,11 @@ impl Rates {
         Rates { limits, unit, windows: HashMap::new() }
     }
 
+    /// Whether `event` has a limit.
+    pub fn limited(&self, event: Event) -> bool {
+        self.limits[event as usize] != 0
+    }
+
     /// `event` from `ip` at `now`: Err(count) when it is over the limit
     /// (the count of the window so far, this one included).
     pub fn count(&mut self, ip: IpAddr, event: Event, now: Instant) -> Result<(), u32> {

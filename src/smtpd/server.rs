@@ -603,7 +603,8 @@ impl Server {
             // Postfix's anvil: a client opening connections too fast is
             // refused until its window ends (the trusted networks are not
             // counted).
-            if !self.checks.trusted_ip(ip)
+            if self.checks.rates.borrow().limited(Event::Connection)
+                && !self.checks.trusted_ip(ip)
                 && let Err(n) = self.checks.rates.borrow_mut().count(ip, Event::Connection, Instant::now())
             {
                 let text = format!("Error: too many connections from {ip}");

@@ -77,12 +77,16 @@ impl Acceptance {
 
     /// Count `event` from `peer` (not from `networks`): Err(count) past
     /// its rate limit.
-    pub fn count(&self, peer: &Peer, event: Event) -> Result<(), u32> {
-        if !self.rates.borrow().limited(event) {
-            return Ok(());
+    fn count(&self, peer: &Peer, event: Event) -> Result<(), u32> {
+        match peer.address.parse::<IpAddr>() {
+            Ok(ip) => self.count_ip(ip, event),
+            Err(_) => Ok(()),
         }
-        let Ok(ip) = peer.address.parse::<IpAddr>() else { return Ok(()) };
-        if self.trusted_ip(ip) {
+    }
+
+    /// [`Acceptance::count`] by address (a connection, before its session).
+    pub fn count_ip(&self, ip: IpAddr, event: Event) -> Result<(), u32> {
+        if !self.rates.borrow().limited(event) || self.trusted_ip(ip) {
             return Ok(());
         }
         self.rates.borrow_mut().count(ip, event, Instant::now())

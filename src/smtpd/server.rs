@@ -603,10 +603,7 @@ impl Server {
             // Postfix's anvil: a client opening connections too fast is
             // refused until its window ends (the trusted networks are not
             // counted).
-            if self.checks.rates.borrow().limited(Event::Connection)
-                && !self.checks.trusted_ip(ip)
-                && let Err(n) = self.checks.rates.borrow_mut().count(ip, Event::Connection, Instant::now())
-            {
+            if let Err(n) = self.checks.count_ip(ip, Event::Connection) {
                 let text = format!("Error: too many connections from {ip}");
                 let _ = stream.write(format!("421 4.7.0 {} {text}\r\n", self.settings.hostname).as_bytes());
                 let unit = self.intake.limits.rate_time_unit.as_secs();

@@ -138,6 +138,11 @@ pub enum FromMaster {
     Peer { role: Role, pid: u32 },
     /// Finish the work in hand and exit.
     Stop,
+    /// To smtpd at a full stop: as `Stop`, and end the sessions in hand
+    /// too, with a 421 (one in the middle of a message may finish it
+    /// within half of `stop_timeout`). A reload sends `Stop`: the old
+    /// process's sessions end by themselves.
+    Shutdown,
     /// To smtpd: the local-recipient table was built again (`newaliases`,
     /// `useradd`); the descriptor of the new one travels with it, to be
     /// read in place of the one in hand, by the sessions in progress too.

@@ -111,9 +111,6 @@ impl Children {
         ids
     }
 
-    /// Mark the processes of `role` in the current generation as
-    /// retiring (their slots start new ones once they are gone); returns
-    /// their ids.
     /// Give the retiring processes of `role` until `deadline` at least.
     pub fn extend_deadline(&mut self, role: Role, deadline: Instant) {
         for p in self.procs.values_mut() {
@@ -138,6 +135,9 @@ impl Children {
         self.procs.iter().filter(|(_, p)| p.role == role).map(|(id, _)| *id).collect()
     }
 
+    /// Mark the processes of `role` in the current generation as
+    /// retiring (their slots start new ones once they are gone); returns
+    /// their ids.
     pub fn retire_role(&mut self, role: Role, deadline: Instant) -> Vec<usize> {
         let mut ids = Vec::new();
         for (id, p) in &mut self.procs {
@@ -439,10 +439,15 @@ impl Master {
     }
 
     pub(super) fn send_stop(&mut self, id: usize) {
+        self.send_stop_as(id, &FromMaster::Stop);
+    }
+
+    /// `Stop`, or `Shutdown` (smtpd at a full stop).
+    pub(super) fn send_stop_as(&mut self, id: usize, msg: &FromMaster) {
         if let Some(p) = self.children.procs.get_mut(&id) {
             p.state = ChildState::Stopping;
         }
-        self.send_to(id, &FromMaster::Stop, None);
+        self.send_to(id, msg, None);
     }
 
     fn kill_child(&mut self, id: usize, why: &str) {

@@ -31,7 +31,7 @@ use signal_hook_mio::v1_0::Signals;
 
 use crate::config::Config;
 use crate::config::smtp::ListenTls;
-use crate::ipc::msg::Level;
+use crate::ipc::msg::{FromMaster, Level};
 use crate::log::{Sink, Syslog};
 use crate::roles::Role;
 
@@ -134,8 +134,10 @@ pub struct Master {
     /// Set by a stop request: the time after which children are killed.
     pub stopping: Option<Instant>,
     /// At a stop, the cleanup processes not yet asked to stop: they are
-    /// once qmgr and bounce are gone (see [`Master::begin_stop`]).
+    /// once qmgr and bounce are gone, and smtpd and pickup too or this
+    /// time has come (see [`Master::begin_stop`]).
     held_stops: Vec<usize>,
+    held_for_intake: Option<Instant>,
     /// The socket directories the running connector was given.
     socket_watch: sockets::Watch,
     /// When to look at them next.
@@ -290,6 +292,7 @@ impl Master {
             children: Children::default(),
             stopping: None,
             held_stops: Vec::new(),
+            held_for_intake: None,
             socket_watch: sockets::Watch::default(),
             socket_check: None,
             recipients_check: Instant::now() + RECIPIENTS_CHECK_EVERY,
@@ -434,6 +437,10 @@ impl Master {
         if let Some(d) = self.stopping {
             t = Some(t.map_or(d, |x| x.min(d)));
         }
+        // (Once past, the stops wait for qmgr and bounce only: no wake-up.)
+        if let Some(d) = self.held_for_intake.filter(|d| !self.held_stops.is_empty() && *d > Instant::now()) {
+            t = Some(t.map_or(d, |x| x.min(d)));
+        }
         t
     }
 
@@ -453,29 +460,38 @@ impl Master {
 
     /// Ask every child to finish; kill what is left after stop_timeout.
     /// qmgr drains (see `qmgr::drain`): the deliveries in flight are
-    /// reported and their notices queued. cleanup, which queues those
-    /// notices (from bounce), is asked only once qmgr and bounce are gone.
+    /// reported and their notices queued. smtpd ends its sessions with a
+    /// 421, those in the middle of a message within half the time (see
+    /// `smtpd::server`). cleanup, which queues those notices (from
+    /// bounce) and those messages, is asked only once qmgr and bounce are
+    /// gone, and smtpd and pickup too or three quarters of the time have
+    /// passed (a last quarter for it to close its journal).
     pub fn begin_stop(&mut self) {
         if self.stopping.is_some() {
             return;
         }
         self.log(Level::Info, "stopping: asking children to finish");
-        self.stopping = Some(Instant::now() + self.config.supervise.stop_timeout);
-        let pids = self.children.retire_all(Instant::now() + self.config.supervise.stop_timeout);
+        let now = Instant::now();
+        let stop_timeout = self.config.supervise.stop_timeout;
+        self.stopping = Some(now + stop_timeout);
+        self.held_for_intake = Some(now + stop_timeout * 3 / 4);
+        let pids = self.children.retire_all(now + stop_timeout);
         for id in pids {
-            if self.children.role_of(id) == Some(Role::Cleanup) {
-                self.held_stops.push(id);
-            } else {
-                self.send_stop(id);
+            match self.children.role_of(id) {
+                Some(Role::Cleanup) => self.held_stops.push(id),
+                Some(Role::Smtpd) => self.send_stop_as(id, &FromMaster::Shutdown),
+                _ => self.send_stop(id),
             }
         }
         self.release_held_stops();
     }
 
-    /// Ask the held cleanup processes to stop once no qmgr or bounce is
-    /// left to need them.
+    /// Ask the held cleanup processes to stop once nothing is left to
+    /// need them.
     fn release_held_stops(&mut self) {
-        if self.held_stops.is_empty() || self.children.any_of(&[Role::Qmgr, Role::Bounce]) {
+        let intake = self.held_for_intake.is_some_and(|t| Instant::now() < t)
+            && self.children.any_of(&[Role::Smtpd, Role::Pickup]);
+        if self.held_stops.is_empty() || intake || self.children.any_of(&[Role::Qmgr, Role::Bounce]) {
             return;
         }
         for id in std::mem::take(&mut self.held_stops) {
@@ -748,7 +764,7 @@ impl Master {
                             .log(Level::Error, &format!("{what} changed, but the new table cannot be sent: {e}"));
                     }
                 };
-                let msg = crate::ipc::msg::FromMaster::RecipientTable { incomplete: self.intake.local.incomplete };
+                let msg = FromMaster::RecipientTable { incomplete: self.intake.local.incomplete };
                 let ids = self.children.of_role(Role::Smtpd);
                 for id in &ids {
                     self.send_to(*id, &msg, Some(std::os::fd::AsFd::as_fd(&table)));

@@ -54,6 +54,9 @@ const READ_CHUNK: usize = 16 * 1024;
 /// How long a session that timed out may take to read its 421 (and what
 /// was queued before it) before it is hung up on.
 const CLOSE_LINGER: Duration = Duration::from_secs(10);
+
+/// How long a session told 421 at a full stop has to read it.
+const SHUTDOWN_LINGER: Duration = Duration::from_secs(1);
 /// Replies waiting for the client to read them, past which its commands
 /// are not read (so a client that pipelines and never reads cannot grow
 /// our memory): the reading resumes as they drain.
@@ -133,6 +136,10 @@ struct Server {
     /// Resumptions after backpressure so far (where the next one starts).
     resumes: usize,
     stopping: bool,
+    /// A full stop: until when a session in the middle of a command (its
+    /// message's content, a commit, a lookup) may finish it. Every other
+    /// session hears 421 and is closed (see [`Server::shut_sessions`]).
+    shutdown: Option<Instant>,
     /// Reads were held back because cleanup's queue was full.
     throttled: bool,
     /// The listeners are polled: not before the first channel to cleanup
@@ -185,6 +192,7 @@ pub fn serve(_token: Sandboxed, mut child: Child, listeners: Vec<std::net::TcpLi
         next_token: FIRST_SESSION,
         resumes: 0,
         stopping: false,
+        shutdown: None,
         throttled: false,
         listening: false,
     };
@@ -295,6 +303,14 @@ impl Server {
                     self.child.debug(&format!("channel to lookup pid {pid}"));
                 }
                 Ok(Some((FromMaster::Stop, _))) => self.stop(),
+                Ok(Some((FromMaster::Shutdown, _))) => {
+                    self.stop();
+                    // Half the time master gives before it kills: the
+                    // other half is for the sessions' last lines.
+                    let now = Instant::now();
+                    self.shutdown.get_or_insert(now + self.child.config.stop_timeout / 2);
+                    self.shut_sessions(now);
+                }
                 Ok(Some((FromMaster::RecipientTable { incomplete }, fds))) => {
                     self.new_table(fds, incomplete);
                 }
@@ -1067,18 +1083,54 @@ impl Server {
             self.read_conn(t);
         }
         for t in expire {
-            if let Some(c) = self.conns.get_mut(&t) {
-                self.child.info(&format!("timeout after {} from {}", c.session.stage(), c.session.client()));
-                c.session.abort();
-                let host = &self.settings.hostname;
-                c.out.extend_from_slice(format!("421 4.4.2 {host} Error: timeout exceeded\r\n").as_bytes());
-                c.closing = true;
-                c.idle_deadline = now + CLOSE_LINGER;
-                c.held.clear();
-                c.pause_until = None;
-            }
-            self.drive(t);
+            self.cut(t, "timeout", "4.4.2", "Error: timeout exceeded", now + CLOSE_LINGER);
         }
+        self.shut_sessions(now);
+    }
+
+    /// At a full stop (master's `Shutdown`), as RFC 5321 asks of a server
+    /// that shuts down: a 421 to every session between commands, and to
+    /// a session in the middle of one once it is done (a message's
+    /// content taken and its verdict given, a lookup answered) or the
+    /// grace is over. A message waiting for cleanup's verdict is never
+    /// cut: the client would send again what may be queued.
+    fn shut_sessions(&mut self, now: Instant) {
+        let Some(until) = self.shutdown else { return };
+        let late = now >= until;
+        let cut: Vec<Token> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| {
+                let committing = c.txn.is_some_and(|x| self.txns.contains_key(&x));
+                let busy = c.session.mid_command() || c.lookup.is_some();
+                !c.closing && !committing && (late || !busy)
+            })
+            .map(|(t, _)| *t)
+            .collect();
+        for t in cut {
+            if self.conns.get(&t).is_some_and(|c| c.lookup.is_some()) {
+                // Not greeted yet: nothing to say it in.
+                self.close(t);
+                continue;
+            }
+            let text = "Service shutting down, closing transmission channel";
+            self.cut(t, "shutdown", "4.3.2", text, now + SHUTDOWN_LINGER);
+        }
+    }
+
+    /// End a session with a 421 (`why` for the log: `timeout after DATA
+    /// from ...`), closed once it is out or at `linger`.
+    fn cut(&mut self, t: Token, why: &str, enhanced: &str, text: &str, linger: Instant) {
+        let Some(c) = self.conns.get_mut(&t) else { return };
+        self.child.info(&format!("{why} after {} from {}", c.session.stage(), c.session.client()));
+        c.session.abort();
+        let host = &self.settings.hostname;
+        c.out.extend_from_slice(format!("421 {enhanced} {host} {text}\r\n").as_bytes());
+        c.closing = true;
+        c.idle_deadline = linger;
+        c.held.clear();
+        c.pause_until = None;
+        self.drive(t);
     }
 }
 

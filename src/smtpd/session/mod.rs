@@ -402,7 +402,7 @@ impl Session {
     }
 
     /// A command has begun and not had its final reply.
-    fn mid_command(&self) -> bool {
+    pub fn mid_command(&self) -> bool {
         matches!(self.phase, Phase::Data(_) | Phase::Bdat { .. } | Phase::Commit | Phase::Lookup(_))
     }
 

@@ -193,11 +193,21 @@ pub struct JournalDirs<'a> {
 /// note stays before it.
 pub(crate) struct Unwritten {
     pub id: QueueId,
-    pub payload: Vec<u8>,
+    /// None: not in memory (an offered message whose segment could not be
+    /// read back when qmgr went away), read from its segment, which stays
+    /// open, at each try.
+    pub payload: Option<Vec<u8>>,
     pub segment: u64,
     /// Where its record starts and ends in its segment.
     pub start: u64,
     pub end: u64,
+}
+
+impl Unwritten {
+    /// The memory it holds.
+    pub(crate) fn size(&self) -> usize {
+        self.payload.as_ref().map_or(0, Vec::len)
+    }
 }
 
 /// What becomes of a sealed segment once every message in it is written
@@ -266,8 +276,8 @@ struct Sealed {
     seq: u64,
     outstanding: usize,
     fate: SegmentFate,
-    /// The segment, to read offered messages back from (not for the
-    /// segments recovery holds, which had none).
+    /// The segment, to read offered messages back from, open until it
+    /// retires (not for the segments recovery holds, which had none).
     file: Option<File>,
 }
 
@@ -404,7 +414,7 @@ fn write_out(incoming: BorrowedFd<'_>, id: &QueueId, payload: &[u8], unsynced: &
 /// Whether `file`, a valid queue file, holds the message of `payload`
 /// (its statuses aside, which qmgr writes): the same envelope and
 /// recipients, and content of the same length and CRC.
-fn same_message(file: &File, payload: &[u8]) -> bool {
+pub(crate) fn same_message(file: &File, payload: &[u8]) -> bool {
     let (Ok((have, _)), Ok(want)) = (super::file::read_checked(file, 64 << 10), QueueFile::decode(payload)) else {
         return false;
     };
@@ -521,7 +531,7 @@ impl Journal {
             done: Vec::with_capacity(1 << 20),
             done_from: 0,
             todo: VecDeque::new(),
-            unwritten_bytes: unwritten.iter().map(|u| u.payload.len()).sum(),
+            unwritten_bytes: unwritten.iter().map(Unwritten::size).sum(),
             unwritten_retry: (!unwritten.is_empty()).then(Instant::now),
             unwritten,
             paused_until: None,
@@ -794,10 +804,11 @@ impl Journal {
                 }
                 Err(err) => {
                     // Its own trouble: set aside, and the others go on.
-                    let payload = payload.to_vec();
-                    self.unwritten_bytes += payload.len();
+                    let payload = Some(payload.to_vec());
                     let at = seg_end - len as u64;
-                    self.unwritten.push_back(Unwritten { id, payload, segment: seg, start: at, end: seg_end });
+                    let u = Unwritten { id, payload, segment: seg, start: at, end: seg_end };
+                    self.unwritten_bytes += u.size();
+                    self.unwritten.push_back(u);
                     self.unwritten_retry.get_or_insert(now + UNWRITTEN_RETRY);
                     let why = format!(
                         "incoming/{id}: {err}; the message stays in the journal and is tried again every {} s",
@@ -901,60 +912,51 @@ impl Journal {
         }
         if n > 0 {
             self.note();
-            self.drop_offered_files();
         }
         n
     }
 
     /// Write out the queue file of every message offered and not settled
     /// (qmgr went away, or cleanup stops), read back from its segment,
-    /// pushing the IDs written to `out`. One that cannot be written is
-    /// kept as [`Unwritten`] and tried again like any other.
+    /// pushing the IDs written to `out`. One that cannot be written, or
+    /// read back, is kept as [`Unwritten`] and tried again like any other:
+    /// never written from anything but what was read.
     pub fn write_offered(&mut self, out: &mut Vec<QueueId>) {
         let offered = std::mem::take(&mut self.offered);
         self.offered_at.clear();
         for ((seg, start), (id, end)) in offered {
-            let file = if seg == self.active.seq {
-                Some(&self.active.file)
+            let payload = self.read_back(seg, start, end).ok();
+            let written =
+                payload.as_ref().is_some_and(|p| write_out(self.incoming.as_fd(), &id, p, &mut self.unsynced).is_ok());
+            if written {
+                self.written = self.written.max((seg, end));
+                self.settle(seg);
+                out.push(id);
             } else {
-                self.sealed.iter().find(|s| s.seq == seg).and_then(|s| s.file.as_ref())
-            };
-            let mut payload = vec![0u8; (end - start) as usize - RECORD_HEADER];
-            let read = match file {
-                Some(f) => f.read_exact_at(&mut payload, start + RECORD_HEADER as u64),
-                None => Err(io::Error::other("its journal segment is not open")),
-            };
-            match read.and_then(|()| write_out(self.incoming.as_fd(), &id, &payload, &mut self.unsynced)) {
-                Ok(()) => {
-                    self.written = self.written.max((seg, end));
-                    self.settle(seg);
-                    out.push(id);
-                }
-                Err(_) => {
-                    self.unwritten_bytes += payload.len();
-                    self.unwritten.push_back(Unwritten { id, payload, segment: seg, start, end });
-                    self.unwritten_retry.get_or_insert(Instant::now());
-                }
+                let u = Unwritten { id, payload, segment: seg, start, end };
+                self.unwritten_bytes += u.size();
+                self.unwritten.push_back(u);
+                self.unwritten_retry.get_or_insert(Instant::now());
             }
         }
-        // In journal order, as `retry_unwritten` expects.
+        // In journal order: the progress note stays before the first.
         self.unwritten.make_contiguous().sort_by_key(|u| (u.segment, u.start));
         self.note();
-        self.drop_offered_files();
     }
 
-    /// Whether a message of segment `seq` is offered and not settled.
-    fn offers_in(&self, seq: u64) -> bool {
-        self.offered.range((seq, 0)..=(seq, u64::MAX)).next().is_some()
-    }
-
-    /// Close the sealed segments no offered message needs any more.
-    fn drop_offered_files(&mut self) {
-        for i in 0..self.sealed.len() {
-            if self.sealed[i].file.is_some() && !self.offers_in(self.sealed[i].seq) {
-                self.sealed[i].file = None;
-            }
-        }
+    /// The queue file in the record of segment `seg` from `start` to `end`,
+    /// read from the segment (open until it retires: see [`Sealed`]).
+    fn read_back(&self, seg: u64, start: u64, end: u64) -> io::Result<Vec<u8>> {
+        let file = if seg == self.active.seq {
+            Some(&self.active.file)
+        } else {
+            self.sealed.iter().find(|s| s.seq == seg).and_then(|s| s.file.as_ref())
+        };
+        let Some(file) = file else { return Err(io::Error::other("its journal segment is not open")) };
+        let len = usize::try_from(end - start).map_err(io::Error::other)?;
+        let mut payload = vec![0u8; len.saturating_sub(RECORD_HEADER)];
+        file.read_exact_at(&mut payload, start + RECORD_HEADER as u64)?;
+        Ok(payload)
     }
 
     /// A message of segment `seg` is written out: one fewer for it to wait for.
@@ -966,31 +968,49 @@ impl Journal {
         }
     }
 
-    /// Try the unwritten messages again, in order, up to the first that
-    /// still fails; how many were written.
+    /// Try every unwritten message again, in order (one that still fails
+    /// holds back no other); how many were written, or the first failure,
+    /// saying how many are left.
     fn retry_unwritten(&mut self, out: &mut Vec<QueueId>) -> Result<usize, Error> {
         let mut n = 0;
-        while let Some(u) = self.unwritten.front() {
-            if let Err(e) = write_out(self.incoming.as_fd(), &u.id, &u.payload, &mut self.unsynced) {
-                let left = self.unwritten.len();
-                self.unwritten_retry = Some(Instant::now() + UNWRITTEN_RETRY);
-                let why = format!(
-                    "incoming/{}: {e}; {left} message(s) stay in the journal, tried again every {} s",
-                    u.id,
-                    UNWRITTEN_RETRY.as_secs()
-                );
-                return Err(Error::Io(io::Error::new(e.kind(), why)));
+        let mut first: Option<(QueueId, io::Error)> = None;
+        let mut left = VecDeque::new();
+        while let Some(mut u) = self.unwritten.pop_front() {
+            if u.payload.is_none() {
+                // (Counted in `unwritten_bytes` from now on.)
+                u.payload = self.read_back(u.segment, u.start, u.end).ok();
+                self.unwritten_bytes += u.size();
             }
-            let (id, seg, end) = (u.id, u.segment, u.end);
-            self.unwritten_bytes -= u.payload.len();
-            self.unwritten.pop_front();
-            self.written = self.written.max((seg, end));
-            self.settle(seg);
-            out.push(id);
-            n += 1;
+            let r = match &u.payload {
+                Some(p) => write_out(self.incoming.as_fd(), &u.id, p, &mut self.unsynced),
+                None => Err(io::Error::other("its record cannot be read back from its journal segment")),
+            };
+            match r {
+                Ok(()) => {
+                    self.unwritten_bytes -= u.size();
+                    self.written = self.written.max((u.segment, u.end));
+                    self.settle(u.segment);
+                    out.push(u.id);
+                    n += 1;
+                }
+                Err(e) => {
+                    first.get_or_insert((u.id, e));
+                    left.push_back(u);
+                }
+            }
         }
-        self.unwritten_retry = None;
-        Ok(n)
+        self.unwritten = left;
+        let Some((id, e)) = first else {
+            self.unwritten_retry = None;
+            return Ok(n);
+        };
+        self.unwritten_retry = Some(Instant::now() + UNWRITTEN_RETRY);
+        let why = format!(
+            "incoming/{id}: {e}; {} message(s) stay in the journal, tried again every {} s",
+            self.unwritten.len(),
+            UNWRITTEN_RETRY.as_secs()
+        );
+        Err(Error::Io(io::Error::new(e.kind(), why)))
     }
 
     /// Rewrite the progress note: every record before the end of the
@@ -1018,8 +1038,9 @@ impl Journal {
     fn rotate(&mut self) -> Result<(), Error> {
         let next = Segment::create(self.dir.as_fd(), self.instance, self.active.seq + 1, self.salt)?;
         let old = std::mem::replace(&mut self.active, next);
-        // Kept open while offered messages may have to be read back.
-        let file = self.offers_in(old.seq).then_some(old.file);
+        // Kept open while messages of it may have to be read back (offered
+        // ones, once offered, when qmgr goes away).
+        let file = (self.active_outstanding > 0).then_some(old.file);
         self.sealed.push_back(Sealed {
             seq: old.seq,
             outstanding: self.active_outstanding,

@@ -52,7 +52,7 @@ use super::file::{read_checked, read_whole};
 use super::id::{LEN as ID_LEN, QueueId};
 use super::journal::{
     COMMIT_AT, FLAGS_AT, JOURNAL_VERSION, JournalDirs, LAST_OF_COMMIT, RECORD_HEADER, RECORD_HEADER_V1, RECORD_MAGIC,
-    SEGMENT_HEADER, SEGMENT_MAGIC, SegmentFate, Unwritten, record_crc,
+    SEGMENT_HEADER, SEGMENT_MAGIC, SegmentFate, Unwritten, record_crc, same_message,
 };
 use super::progress::{self, BootId, Progress};
 use super::types::QueueFile;
@@ -554,25 +554,32 @@ pub(crate) fn recover(
             }
             rec.records += 1;
             let mut seen = Seen::default();
-            if note.is_some_and(|p| p.covers(*seq, (f.start + f.len) as u64)) {
+            let found = if note.is_some_and(|p| p.covers(*seq, (f.start + f.len) as u64)) {
                 // Written out before, in this boot, so qmgr may have
                 // delivered it since: only a copy that is not valid is
                 // written again.
-                if let Some(file) = look(&f.id, dirs.incoming, elsewhere, &mut seen)? {
+                let found = look(&f.id, dirs.incoming, elsewhere, &mut seen)?;
+                if found.is_none() && !seen.any() {
+                    rec.settled += 1;
+                    continue;
+                }
+                found
+            } else {
+                present(&f.id, dirs.incoming, elsewhere, &mut seen)?
+            };
+            // A valid file of another message under its ID (IDs are unique
+            // by time and a random counter: see `id.rs`) is left alone, and
+            // this one stays in the journal, as `Journal::materialize`
+            // does.
+            let mut collided = None;
+            if let Some(file) = found {
+                if same_message(&file, payload) {
                     unsynced.add(file);
                     rec.present += 1;
                     continue;
                 }
-                if !seen.any() {
-                    rec.settled += 1;
-                    continue;
-                }
-            } else if let Some(file) = present(&f.id, dirs.incoming, elsewhere, &mut seen)? {
-                unsynced.add(file);
-                rec.present += 1;
-                continue;
-            }
-            if seen.any() {
+                collided = Some(String::from("another message with the same queue ID is in its place"));
+            } else if seen.any() {
                 rec.replaced.push(f.id);
             }
             for l in seen.left {
@@ -581,7 +588,7 @@ pub(crate) fn recover(
                 let held = if l.starts_with("hold/") { "; qmgr holds it in this one's place" } else { "" };
                 rec.left.push(format!("{}: {l}, left for qmgr; the journal's copy goes to incoming/{held}", f.id));
             }
-            let failed = match seen.blocked {
+            let failed = match collided.or(seen.blocked) {
                 Some(why) => why,
                 None => match disk::publish(dirs.incoming, f.id.as_str(), payload, unsynced) {
                     Ok(()) => {
@@ -595,7 +602,7 @@ pub(crate) fn recover(
             rec.unwritten.push(format!("{}: not written ({failed}); its journal segment {name} stays", f.id));
             unwritten.push(Unwritten {
                 id: f.id,
-                payload: payload.to_vec(),
+                payload: Some(payload.to_vec()),
                 segment: *seq,
                 start: f.at as u64,
                 end: (f.start + f.len) as u64,

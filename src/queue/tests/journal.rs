@@ -1150,6 +1150,36 @@ fn a_damaged_copy_of_a_message_on_hold_is_replaced_for_qmgr_to_keep_held() {
     assert!(rec.left[0].ends_with("qmgr holds it in this one's place"), "{rec}");
 }
 
+/// Recovery takes a valid file under a message's queue ID for that
+/// message only if it is that message: another one that happens to have
+/// its ID (a clock stepped back) is left alone, and the journal's message
+/// stays in the journal, as when it is written out in service.
+#[test]
+fn recovery_leaves_another_message_under_the_same_id_and_keeps_its_own() {
+    let s = Spool::new("recollide");
+    let (mut j, _) = s.open();
+    let mut idg = QueueIdGen::new(INSTANCE);
+    let msgs: Vec<QueueFile> = (0..2).map(|_| sample(&mut idg, 1, 2000)).collect();
+    for q in &msgs {
+        j.append(q).expect("append");
+    }
+    j.commit().expect("commit");
+    drop(j); // crash before anything was written out
+    let mut other = sample(&mut idg, 1, 100);
+    other.id = msgs[0].id;
+    std::fs::write(s.dir.path.join("incoming").join(other.id.as_str()), other.encode().expect("encode"))
+        .expect("write");
+    let old = s.segments();
+    let (j, rec) = s.open();
+    assert_eq!(rec.materialised, vec![msgs[1].id], "{rec}");
+    assert_eq!(rec.present, 0, "{rec}");
+    assert_eq!(rec.unwritten.len(), 1, "{rec}");
+    assert!(rec.unwritten[0].contains("another message with the same queue ID"), "{rec}");
+    assert_eq!(j.unwritten(), 1);
+    assert_eq!(&s.read("incoming", &other.id), &other, "the other message's file is left alone");
+    assert!(s.segments().contains(&old[0]), "its segment stays: {:?}", s.segments());
+}
+
 #[test]
 fn a_copy_in_incoming_that_cannot_be_replaced_stops_no_recovery() {
     let s = Spool::new("blocked");
@@ -1386,6 +1416,82 @@ fn offered_messages_get_no_file_and_recovery_knows_the_delivered_ones() {
 /// settled: they are written out from the segment, one qmgr wrote itself
 /// is taken as written, and the segment retires once all are settled.
 #[cfg(any(target_os = "linux", target_os = "freebsd"))]
+/// Messages committed in a segment and offered only after it was sealed
+/// (qmgr had its fill of offers then) are read back from that segment
+/// when qmgr goes away: the segment stays open for them. Before, it was
+/// closed when sealed with nothing of it offered, the read back failed,
+/// and a file of zeros was written in the message's place, after which
+/// the segment retired: the message was lost.
+#[test]
+fn messages_offered_after_their_segment_was_sealed_are_written_out_whole() {
+    let s = Spool::new("offeredlate");
+    let options = JournalOptions { retire_after: Duration::ZERO, segment_size: 8192, ..booted("boot-a") };
+    let (mut j, _) = s.open_with(options);
+    let mut idg = QueueIdGen::new(INSTANCE);
+    let msgs: Vec<QueueFile> = (0..6).map(|_| sample(&mut idg, 1, 2000)).collect();
+    let mut offers = Vec::new();
+    // At most one offered at a time: the rest of the first segment is
+    // still waiting when the second commit seals it.
+    for part in msgs.chunks(3) {
+        for q in part {
+            j.append(q).expect("append");
+        }
+        j.commit().expect("commit");
+        j.offer_some(&mut offers, 1, 1 << 20);
+    }
+    assert_eq!(offers.len(), 1);
+    assert_eq!(jnl(&s), 2, "{:?}", s.segments());
+    // qmgr delivers the first; then more are offered, from the sealed
+    // segment; then qmgr goes away.
+    j.settle_offered(&[msgs[0].id]);
+    j.offer_some(&mut offers, 4, 1 << 20);
+    assert_eq!(offers.len(), 5);
+    let mut out = Vec::new();
+    j.write_offered(&mut out);
+    assert_eq!(out, ids(&msgs[1..5]));
+    assert_eq!(j.unwritten(), 0);
+    for q in &msgs[1..5] {
+        assert_eq!(&s.read("incoming", &q.id), q);
+    }
+    let mut more = Vec::new();
+    j.materialize(&mut more).expect("materialize");
+    assert_eq!(more, ids(&msgs[5..]));
+    assert_eq!(&s.read("incoming", &msgs[5].id), &msgs[5]);
+    assert!(j.close().expect("close").is_empty());
+    assert_eq!(jnl(&s), 0);
+}
+
+/// An unwritten message that still cannot be written does not keep the
+/// ones after it from being tried.
+#[test]
+fn unwritten_messages_are_each_tried_again() {
+    let s = Spool::new("unwrittenall");
+    let (mut j, _) = s.open();
+    let mut idg = QueueIdGen::new(INSTANCE);
+    let msgs: Vec<QueueFile> = (0..3).map(|_| sample(&mut idg, 1, 2000)).collect();
+    let p = |q: &QueueFile| s.dir.path.join("incoming").join(q.id.as_str());
+    for q in &msgs[..2] {
+        std::fs::create_dir(p(q)).expect("mkdir");
+        std::fs::write(p(q).join("x"), b"in the way").expect("write");
+    }
+    for q in &msgs {
+        j.append(q).expect("append");
+    }
+    j.commit().expect("commit");
+    let mut out = Vec::new();
+    assert!(j.materialize(&mut out).is_err());
+    assert_eq!((out, j.unwritten()), (ids(&msgs[2..]), 2));
+    // The second is out of the way, the first is not.
+    std::fs::remove_dir_all(p(&msgs[1])).expect("out of the way");
+    j.retry_unwritten_now();
+    let mut out = Vec::new();
+    let e = j.materialize(&mut out).expect_err("the first still fails");
+    assert!(e.to_string().contains("1 message(s) stay"), "{e}");
+    assert_eq!(out, ids(&msgs[1..2]));
+    assert_eq!(&s.read("incoming", &msgs[1].id), &msgs[1]);
+    assert_eq!(j.unwritten(), 1);
+}
+
 #[test]
 fn offered_messages_are_written_out_when_qmgr_goes() {
     let s = Spool::new("offeredgone");

@@ -65,4 +65,30 @@ out=$("$MTA" -n -f "$W/missing.conf" 2>&1) && fail "missing file accepted"
 echo "$out" | grep -q "missing.conf" || fail "missing file not named: $out"
 out=$("$MTA" -x 2>&1) && fail "unknown option accepted"
 echo "$out" | grep -q "usage" || fail "no usage for unknown option: $out"
+
+# mtactl config prints the settings in force, as postconf does: -n those
+# changed (write_conf's and these), names choose settings or sections,
+# and the values read back as the same configuration.
+write_conf 'limits { message_size = 20mb; }' 'queue { lifetime = 2d; }' 'transport_map { "example.org" = "lmtp:unix:/run/lmtp"; }'
+out=$("$MTACTL" -f "$CONF" config -n) || fail "mtactl config -n: $out"
+for want in "limits.message_size = 20971520" "queue.lifetime = 2d" "supervise.stop_timeout = 5s" \
+	"listen.smtp.address = \"127.0.0.1:$PORT\"" 'transport_map."example.org" = "lmtp:unix:/run/lmtp"' \
+	"spool = \"$W/spool\""; do
+	echo "$out" | grep -qxF -- "$want" || fail "no \`$want\` in: $out"
+done
+echo "$out" | grep -q "^limits.hops" && fail "a default printed with -n: $out"
+all=$("$MTACTL" -f "$CONF" config) || fail "mtactl config"
+echo "$all" | grep -qxF "limits.hops = 50" || fail "no default in: $all"
+[ "$(echo "$all" | wc -l)" -gt "$(echo "$out" | wc -l)" ] || fail "config prints no more than config -n"
+out=$("$MTACTL" -f "$CONF" config supervise limits.hops) || fail "config with names"
+[ "$(echo "$out" | sed 's/ =.*//' | tr '\n' ' ')" = "limits.hops supervise.restart_delay supervise.restart_delay_max supervise.stable_after supervise.stop_timeout " ] ||
+	fail "names chose: $out"
+out=$("$MTACTL" -f "$CONF" config limits.hops nosuch 2>&1) && fail "an unknown name accepted"
+echo "$out" | grep -q "unknown setting .nosuch." || fail "unknown name not said: $out"
+echo "$out" | grep -qxF "limits.hops = 50" || fail "the known name not printed: $out"
+out=$("$MTACTL" -j -f "$CONF" config queue.lifetime) || fail "config -j"
+[ "$out" = '{"queue.lifetime":"2d"}' ] || fail "config -j: $out"
+out=$("$MTACTL" -f "$W/bad.conf" config 2>&1) && fail "mtactl config accepted a bad file"
+echo "$out" | grep -q -- "$W/bad.conf:4:" || fail "config error without file and line: $out"
+note "mtactl config: defaults, -n, names, -j, errors"
 exit 0

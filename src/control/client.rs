@@ -18,6 +18,7 @@ use serde_json::Value;
 use crate::config::Config;
 
 pub const USAGE: &str = "usage: mtactl [-j | --json] [-f file | -s socket] status | reload | stop |
+       config [-n] [NAME ...] |
        queue [list] | queue show ID | queue flush |
        queue shape [senders] [incoming|active|deferred|hold ...] |
        queue hold|release|requeue|delete ID ... | - | ALL [incoming|active|deferred|hold]";
@@ -39,6 +40,8 @@ pub struct Options {
     pub batch: Option<super::batch::Batch>,
     /// `queue shape`.
     pub shape: Option<super::shape::Shape>,
+    /// `config`.
+    pub settings: Option<super::settings::Query>,
 }
 
 pub fn parse_args(args: &[String]) -> Result<Options, String> {
@@ -83,6 +86,10 @@ pub fn parse_args(args: &[String]) -> Result<Options, String> {
     match &args[i..] {
         [c] if matches!(c.as_str(), "status" | "reload" | "stop" | "queue") => o.command = c.clone(),
         [q, l] if q == "queue" && l == "list" => o.command = q.clone(),
+        [c, rest @ ..] if c == "config" => {
+            o.command = c.clone();
+            o.settings = Some(super::settings::Query::parse(rest)?);
+        }
         [q, f] if q == "queue" && f == "flush" => o.command = f.clone(),
         [q, s, rest @ ..] if q == "queue" && s == "shape" => {
             o.command = s.clone();
@@ -119,18 +126,20 @@ pub fn main(args: &[String]) -> i32 {
             return 1;
         }
     };
+    let path = o.config.clone().unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_PATH));
+    if let Some(q) = &o.settings {
+        // The file, not the daemon.
+        return super::settings::run(&path, q, o.json);
+    }
     let socket = match &o.socket {
         Some(s) => s.clone(),
-        None => {
-            let path = o.config.clone().unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_PATH));
-            match Config::load(&path) {
-                Ok(c) => c.control.socket,
-                Err(e) => {
-                    eprintln!("mtactl: {e}");
-                    return 1;
-                }
+        None => match Config::load(&path) {
+            Ok(c) => c.control.socket,
+            Err(e) => {
+                eprintln!("mtactl: {e}");
+                return 1;
             }
-        }
+        },
     };
     if let Some(b) = &o.batch {
         return super::batch::run(&socket, b, &o);

@@ -35,6 +35,7 @@ use crate::roles::Role;
 pub mod batch;
 pub mod client;
 pub mod forward;
+pub mod settings;
 pub mod shape;
 
 const MASTER: Token = Token(0);

@@ -44,7 +44,7 @@ mod openbsd;
 pub use daemon::{Detached, daemonize};
 pub use rights::{CapRight, MODIFYING_RIGHTS, capsicum_rights, pledge_promises, policy_rights, unveil_paths};
 pub use spawn::{Credentials, Limit, Resource, Spawn, default_sigchld, fork_wait, fork_wait_with, spawn};
-pub use users::user_names;
+pub use users::{OneThread, one_thread, user_names};
 
 /// What a role may do with one inherited directory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -18,21 +18,35 @@
 //! us are signalled.
 
 use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Rounds [`kill_descendants`] makes at most on Linux.
 #[cfg(target_os = "linux")]
 const ROUNDS: usize = 64;
 
+/// Whether [`acquire`] made this process a reaper.
+static ACQUIRED: AtomicBool = AtomicBool::new(false);
+
 /// Become the reaper of this process's descendants. Ok(false) where the
 /// system has no such thing (OpenBSD).
 pub fn acquire() -> io::Result<bool> {
-    imp::acquire()
+    let r = imp::acquire();
+    if matches!(r, Ok(true)) {
+        ACQUIRED.store(true, Ordering::Relaxed);
+    }
+    r
 }
 
 /// Send SIGKILL to every descendant of this process (a reaper, see
 /// [`acquire`]), those that left its process group or session included,
 /// and collect those that were its children; how many were signalled.
+/// Refused unless [`acquire`] succeeded: FreeBSD's `PROC_REAP_KILL` on a
+/// process that is no reaper acts for its reaper (init), on every process
+/// the caller may signal.
 pub fn kill_descendants() -> io::Result<usize> {
+    if !ACQUIRED.load(Ordering::Relaxed) {
+        return Err(io::Error::other("not a reaper"));
+    }
     imp::kill_descendants()
 }
 

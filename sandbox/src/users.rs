@@ -10,17 +10,31 @@
 
 use std::ffi::CStr;
 use std::io;
+use std::marker::PhantomData;
+
+/// That the process had one thread when this was made, which it must be
+/// made before the sandbox is entered: counting threads is a sysctl
+/// OpenBSD's pledge allows only with "ps", and breaking a promise kills
+/// the process. It cannot leave the thread that made it (not `Send`), and
+/// a confined process starts no thread (seccomp refuses `CLONE_THREAD`;
+/// `local users` starts none anywhere).
+pub struct OneThread(PhantomData<*const ()>);
+
+/// Check that the calling process has one thread (see [`OneThread`]).
+pub fn one_thread() -> io::Result<OneThread> {
+    crate::threads::require_single().map_err(|e| io::Error::other(e.to_string()))?;
+    Ok(OneThread(PhantomData))
+}
 
 /// The names of the users the name service lists, in its order (a name
 /// may come twice, from two sources), at most `max`, and whether there
-/// were more. Names that are not UTF-8 are left out. Refused while the
-/// process has another thread.
-pub fn user_names(max: usize) -> io::Result<(Vec<String>, bool)> {
-    crate::threads::require_single().map_err(|e| io::Error::other(e.to_string()))?;
+/// were more. Names that are not UTF-8 are left out. Only in a process
+/// with one thread (`_single`).
+pub fn user_names(_single: &OneThread, max: usize) -> io::Result<(Vec<String>, bool)> {
     let mut names = Vec::new();
     let mut more = false;
     // SAFETY: setpwent takes nothing and rewinds the process-wide
-    // listing; no other thread exists to use it meanwhile (checked above).
+    // listing; no other thread exists to use it meanwhile (`OneThread`).
     unsafe { libc::setpwent() };
     loop {
         // SAFETY: as above; the record getpwent returns is valid until

@@ -43,10 +43,15 @@ pub fn main(args: &[String]) -> ! {
         Ok(fd) => std::fs::File::from(fd),
         Err(e) => fail(&format!("no descriptor 3: {e}")),
     };
+    // (Before the sandbox: see `sandbox::OneThread`.)
+    let single = match sandbox::one_thread() {
+        Ok(s) => s,
+        Err(e) => fail(&format!("listing the users: {e}")),
+    };
     if let Err(e) = sandbox::enter(&policy(out.as_raw_fd()), super::child::unconfined(confinement)) {
         fail(&format!("cannot enter its sandbox: {e}"));
     }
-    let (names, more) = match sandbox::user_names(limit) {
+    let (names, more) = match sandbox::user_names(&single, limit) {
         Ok(x) => x,
         Err(e) => fail(&format!("listing the users: {e}")),
     };

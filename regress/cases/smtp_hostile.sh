@@ -116,6 +116,26 @@ r = c.cmd(b"RCPT TO:<root@localhost>\r\n")
 assert r.startswith(b"503"), r
 c.send(b"QUIT\r\n")
 
+# Inside TLS, commands whose replies are far larger than they are (HELP):
+# more than rustls buffers at once (64 KiB) is written as the client
+# reads, not a reason to drop the session.
+c = rawsmtp.Client(port)
+assert c.cmd(b"EHLO client.example\r\n").startswith(b"250")
+assert c.cmd(b"STARTTLS\r\n").startswith(b"220")
+c.starttls()
+assert c.cmd(b"EHLO client.example\r\n").startswith(b"250")
+n = 3000
+c.send(b"HELP\r\n" * n + b"NOOP\r\n")
+got, size = 0, 0
+for _ in range(n):
+    r = c.reply(timeout=10)
+    assert r.startswith(b"214"), (got, r)
+    got, size = got + 1, size + len(r)
+assert c.reply(timeout=10).startswith(b"250 2.0.0"), "no NOOP reply after the HELPs"
+assert size > 128 * 1024, size
+print("  %d pipelined HELPs in TLS answered (%d kB of replies)" % (got, size // 1024))
+c.send(b"QUIT\r\n")
+
 # Commands and the client's end of the stream in one breath (smtpd may
 # read both at once): every command is answered and the session ends at
 # once, not at the idle timeout. Repeated, for the timings to vary.

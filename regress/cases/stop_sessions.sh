@@ -1,8 +1,9 @@
 # A full stop ends smtpd's sessions as RFC 5321 (3.8) asks of a server
 # that shuts down: a session between commands hears 421 4.3.2 at once; a
-# session in the middle of a message may finish it, hears 250 (the message
-# is queued), then 421; one that does not finish within half the stop
-# timeout hears 421 then, and its message is not queued. Each is logged
+# session in the middle of a message (in DATA, or between BDAT chunks)
+# may finish it, hears 250 (the message is queued), then 421; one that
+# does not finish within half the stop timeout hears 421 then, and its
+# message is not queued. Each is logged
 # (`shutdown after STAGE from CLIENT`, `disconnect from`), and master
 # stops without killing anything. (A reload lets the old smtpd's sessions
 # run on: reload_good.)
@@ -26,6 +27,12 @@ def session(helo, subject):
 idle = session(b"idle.example", None)
 finishes = session(b"finishes.example", b"finished in time")
 stalls = session(b"stalls.example", b"never finished")
+# Between BDAT chunks: in the middle of a message too.
+chunked = session(b"chunked.example", None)
+assert chunked.cmd(b"MAIL FROM:<a@remote.example>\r\n").startswith(b"250")
+assert chunked.cmd(b"RCPT TO:<b@elsewhere.example>\r\n").startswith(b"250")
+first = b"Subject: chunked in time\r\n\r\n"
+assert chunked.cmd(b"BDAT %d\r\n" % len(first) + first).startswith(b"250")
 time.sleep(0.3)
 t0 = time.time()
 os.kill(int(os.environ["MASTER_PID"]), signal.SIGTERM)
@@ -40,6 +47,12 @@ assert r.startswith(b"250 2.0.0"), r
 r = finishes.reply(timeout=3)
 assert r.startswith(b"421 4.3.2 "), r
 print("  session in DATA: finished its message (250), then 421")
+last = b"the only line\r\n"
+r = chunked.cmd(b"BDAT %d LAST\r\n" % len(last) + last)
+assert r.startswith(b"250 2.0.0"), r
+r = chunked.reply(timeout=3)
+assert r.startswith(b"421 4.3.2 "), r
+print("  session between BDAT chunks: finished its message (250), then 421")
 r = stalls.reply(timeout=6)
 took = time.time() - t0
 assert r.startswith(b"421 4.3.2 "), r
@@ -55,8 +68,10 @@ for l in "shutdown after EHLO from localhost\[127.0.0.1\]" "shutdown after END-O
 	grep -q "smtpd.*$l" "$LOG" || fail "no line: $l"
 done
 n=$(grep -c "smtpd.*disconnect from localhost\[127.0.0.1\]" "$LOG")
-[ "$n" -eq 3 ] || fail "$n disconnect lines, not 3"
+[ "$n" -eq 4 ] || fail "$n disconnect lines, not 4"
 # The message finished is queued; the one cut off is not.
-[ "$(queue_files | xargs grep -l "Subject: finished in time" | wc -l)" -eq 1 ] || fail "the finished message is not queued"
+for subject in "finished in time" "chunked in time"; do
+	[ "$(queue_files | xargs grep -l "Subject: $subject" | wc -l)" -eq 1 ] || fail "the message \"$subject\" is not queued"
+done
 queue_files | xargs grep -l "Subject: never finished" && fail "the message cut off was queued"
 exit 0

@@ -142,6 +142,8 @@ struct Server {
     shutdown: Option<Instant>,
     /// Reads were held back because cleanup's queue was full.
     throttled: bool,
+    /// An accept failed for want of resources: the tick tries again.
+    accept_again: bool,
     /// The listeners are polled: not before the first channel to cleanup
     /// arrives (a client accepted meanwhile could only be told 451 at
     /// the end of its data, as at start-up or right after a reload).
@@ -194,6 +196,7 @@ pub fn serve(_token: Sandboxed, mut child: Child, listeners: Vec<std::net::TcpLi
         stopping: false,
         shutdown: None,
         throttled: false,
+        accept_again: false,
         listening: false,
     };
     s.register();
@@ -358,6 +361,8 @@ impl Server {
             let raw = old.as_raw_fd();
             let _ = self.poll.registry().deregister(&mut SourceFd(&raw));
         }
+        // Transactions from here on are the new one's.
+        let first_new = self.next_txn;
         let raw = chan.as_raw_fd();
         let interest = Interest::READABLE | Interest::WRITABLE;
         if let Err(e) = self.poll.registry().register(&mut SourceFd(&raw), CLEANUP, interest) {
@@ -368,10 +373,12 @@ impl Server {
         self.cleanup = Some(chan);
         // IDs the old one set aside are not the new one's.
         self.ids.clear();
-        // The old one's messages fail; sessions it held back read on, to
-        // the new one (set first, or they would hear 451 for no cleanup).
-        if old.is_some() {
-            self.cleanup_lost();
+        // The verdicts the old one sent count; its other messages fail;
+        // sessions it held back read on, to the new one (set first, or
+        // they would hear 451 for no cleanup).
+        if let Some(mut old) = old {
+            self.read_last(&mut old);
+            self.cleanup_lost(first_new);
         }
         self.listen();
     }
@@ -488,17 +495,24 @@ impl Server {
         }
     }
 
-    /// cleanup went away: every message in flight gets a temporary failure.
-    fn cleanup_lost(&mut self) {
-        let txns: Vec<(u64, Token)> = self.txns.drain().collect();
-        for (_, token) in txns {
-            self.verdict(token, Commit::TempFail(String::from("cleanup restarted")));
-        }
+    /// cleanup went away: every message in flight to it (a transaction
+    /// before `first_new`) gets a temporary failure. The sessions let go
+    /// of those transactions first: a verdict lets a session go on, to
+    /// a transaction with the next cleanup, which must stay.
+    fn cleanup_lost(&mut self, first_new: u64) {
         for c in self.conns.values_mut() {
-            c.begin = None;
-            if c.txn.take().is_some() {
+            if c.txn.is_some_and(|t| t < first_new) {
+                c.begin = None;
+                c.txn = None;
                 c.txn_lost = true;
             }
+        }
+        let mut lost: Vec<(u64, Token)> =
+            self.txns.iter().filter(|(t, _)| **t < first_new).map(|(t, k)| (*t, *k)).collect();
+        lost.sort_unstable();
+        for (txn, token) in lost {
+            self.txns.remove(&txn);
+            self.verdict(token, Commit::TempFail(String::from("cleanup restarted")));
         }
         // Sessions held back for cleanup's sake go on (to a 451 at the
         // end of a message) rather than wait for a new cleanup.
@@ -522,19 +536,7 @@ impl Server {
                     Ok(Some((_, fds))) if !fds.is_empty() => self.child.fatal("cleanup sent descriptors"),
                     Ok(Some((CleanupToSmtpd::Space { ok }, _))) => self.checks.space_ok.set(ok),
                     Ok(Some((CleanupToSmtpd::Ids { ids }, _))) => self.ids.add(ids),
-                    Ok(Some((CleanupToSmtpd::Committed { txn, result }, _))) => {
-                        let Some(token) = self.txns.remove(&txn) else { continue };
-                        if let Some(c) = self.conns.get_mut(&token) {
-                            c.txn = None;
-                        }
-                        let commit = match result {
-                            CommitResult::Queued(id) => Commit::Queued(id),
-                            CommitResult::TempFail(why) => Commit::TempFail(why),
-                            CommitResult::NoSpace => Commit::NoSpace,
-                            CommitResult::Refused { code, enhanced, text } => Commit::Refused(code, enhanced, text),
-                        };
-                        self.verdict(token, commit);
-                    }
+                    Ok(Some((CleanupToSmtpd::Committed { txn, result }, _))) => self.committed(txn, result),
                     Err(crate::ipc::Error::Closed) => {
                         self.drop_cleanup();
                         return;
@@ -573,13 +575,42 @@ impl Server {
         }
     }
 
+    /// cleanup's verdict on transaction `txn`.
+    fn committed(&mut self, txn: u64, result: CommitResult) {
+        let Some(token) = self.txns.remove(&txn) else { return };
+        if let Some(c) = self.conns.get_mut(&token) {
+            c.txn = None;
+        }
+        let commit = match result {
+            CommitResult::Queued(id) => Commit::Queued(id),
+            CommitResult::TempFail(why) => Commit::TempFail(why),
+            CommitResult::NoSpace => Commit::NoSpace,
+            CommitResult::Refused { code, enhanced, text } => Commit::Refused(code, enhanced, text),
+        };
+        self.verdict(token, commit);
+    }
+
+    /// The verdicts a cleanup that is let go sent before (a datagram
+    /// socket keeps them readable after its peer closed, and a write that
+    /// failed says nothing of them): a message it queued is not told 451
+    /// (and sent again by its client). Ends at the first message not
+    /// there, or the end.
+    fn read_last(&mut self, old: &mut Channel) {
+        while let Ok(Some((m, fds))) = old.recv::<CleanupToSmtpd>() {
+            if let (CleanupToSmtpd::Committed { txn, result }, true) = (m, fds.is_empty()) {
+                self.committed(txn, result);
+            }
+        }
+    }
+
     fn drop_cleanup(&mut self) {
-        if let Some(old) = self.cleanup.take() {
+        self.ids.clear();
+        if let Some(mut old) = self.cleanup.take() {
             let raw = old.as_raw_fd();
             let _ = self.poll.registry().deregister(&mut SourceFd(&raw));
+            self.read_last(&mut old);
         }
-        self.ids.clear();
-        self.cleanup_lost();
+        self.cleanup_lost(u64::MAX);
     }
 
     fn verdict(&mut self, token: Token, commit: Commit) {
@@ -609,9 +640,21 @@ impl Server {
             let (mut stream, addr) = match listener.accept() {
                 Ok(x) => x,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                // A client gone before it was accepted (the BSDs say so):
+                // the next one is there.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::Interrupted | ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset
+                    ) || e.raw_os_error() == Some(nix::libc::EPROTO) =>
+                {
+                    continue;
+                }
                 Err(e) => {
+                    // Out of descriptors or memory: the poll, edge-triggered,
+                    // would not say again that clients wait; the tick tries.
                     self.child.warn(&format!("accept: {e}"));
+                    self.accept_again = true;
                     return;
                 }
             };
@@ -1053,6 +1096,11 @@ impl Server {
     /// Timers: client-name lookups, error pauses, idle and total session time.
     fn tick(&mut self) {
         let now = Instant::now();
+        if std::mem::take(&mut self.accept_again) && self.listening && !self.stopping {
+            for i in 0..self.listeners.len() {
+                self.accept(i);
+            }
+        }
         self.checks.rates.borrow_mut().expire(now);
         let late = self.names.expired(now);
         self.named(late);
@@ -1090,9 +1138,9 @@ impl Server {
 
     /// At a full stop (master's `Shutdown`), as RFC 5321 asks of a server
     /// that shuts down: a 421 to every session between commands, and to
-    /// a session in the middle of one once it is done (a message's
-    /// content taken and its verdict given, a lookup answered) or the
-    /// grace is over. A message waiting for cleanup's verdict is never
+    /// a session in the middle of one or of a message's content (between
+    /// BDAT chunks) once it is done (the content taken and its verdict
+    /// given, a lookup answered) or the grace is over. A message waiting for cleanup's verdict is never
     /// cut: the client would send again what may be queued.
     fn shut_sessions(&mut self, now: Instant) {
         let Some(until) = self.shutdown else { return };
@@ -1102,7 +1150,7 @@ impl Server {
             .iter()
             .filter(|(_, c)| {
                 let committing = c.txn.is_some_and(|x| self.txns.contains_key(&x));
-                let busy = c.session.mid_command() || c.lookup.is_some();
+                let busy = c.session.mid_message() || c.lookup.is_some();
                 !c.closing && !committing && (late || !busy)
             })
             .map(|(t, _)| *t)
@@ -1215,10 +1263,17 @@ fn write_out(c: &mut Conn) -> std::io::Result<()> {
             }
             Ok(())
         }
-        Some(tls) => {
+        // rustls takes plain text up to a bound of its own (64 KiB): the
+        // rest waits in `out` while its records go out, and reading waits
+        // too (`backed_up`).
+        Some(tls) => loop {
             if !c.out.is_empty() {
-                tls.writer().write_all(&c.out)?;
-                c.out.clear();
+                let n = tls.writer().write(&c.out)?;
+                c.out.drain(..n);
+            }
+            if !tls.wants_write() {
+                // (Nothing taken and nothing to send cannot be.)
+                return if c.out.is_empty() { Ok(()) } else { Err(ErrorKind::WriteZero.into()) };
             }
             while tls.wants_write() {
                 match tls.write_tls(&mut c.stream) {
@@ -1228,7 +1283,6 @@ fn write_out(c: &mut Conn) -> std::io::Result<()> {
                     Err(e) => return Err(e),
                 }
             }
-            Ok(())
-        }
+        },
     }
 }

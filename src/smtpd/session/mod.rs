@@ -401,8 +401,14 @@ impl Session {
         self.tally.summary(self.mid_command())
     }
 
+    /// In a message: a command waits for its final reply, or a message's
+    /// content has begun (between BDAT chunks).
+    pub fn mid_message(&self) -> bool {
+        self.mid_command() || self.tx.as_ref().is_some_and(|t| t.begun)
+    }
+
     /// A command has begun and not had its final reply.
-    pub fn mid_command(&self) -> bool {
+    fn mid_command(&self) -> bool {
         matches!(self.phase, Phase::Data(_) | Phase::Bdat { .. } | Phase::Commit | Phase::Lookup(_))
     }
 

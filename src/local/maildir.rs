@@ -138,10 +138,15 @@ impl DataSync {
     /// whose `syncfs` does not flush the disk's cache, the data reaches
     /// the disk with the fsync of `new/` that ends the commit, before
     /// anything is reported, but not before the renames.)
+    /// Before Linux 5.8, `syncfs` did not report the files' write-back
+    /// errors: an fsync of each there too.
     #[cfg(target_os = "linux")]
     fn for_dir(dir: &OwnedFd) -> DataSync {
         use nix::sys::statfs::{BTRFS_SUPER_MAGIC, EXT4_SUPER_MAGIC, F2FS_SUPER_MAGIC, FsType, fstatfs};
         const XFS_SUPER_MAGIC: FsType = FsType(0x5846_5342);
+        if !crate::queue::disk::syncfs_reports() {
+            return DataSync::File;
+        }
         match fstatfs(dir).map(|s| s.filesystem_type()) {
             // (ext2 and ext3 have ext4's magic number.)
             Ok(EXT4_SUPER_MAGIC | XFS_SUPER_MAGIC | BTRFS_SUPER_MAGIC | F2FS_SUPER_MAGIC) => DataSync::FileSystem,

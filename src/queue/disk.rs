@@ -2,10 +2,11 @@
 //! descriptor-relative file helpers the journal uses.
 //!
 //! Linux has `syncfs`: one call writes back every file of the spool file
-//! system, so nothing is kept. Elsewhere (FreeBSD, OpenBSD) each file is
-//! `fsync`ed: descriptors are kept until the journal segment that the
-//! files came from is retired, at most [`MAX_KEPT`] at a time (the oldest
-//! are synced early when more arrive).
+//! system, so nothing is kept; it reports the write-back errors of those
+//! files from Linux 5.8 on, and before that each file is `fsync`ed, as
+//! elsewhere (FreeBSD, OpenBSD): descriptors are kept until the journal
+//! segment that the files came from is retired, at most [`MAX_KEPT`] at
+//! a time (the oldest are synced early when more arrive).
 //!
 //! Trusts: the names it is given are plain file names (checked by the
 //! callers).
@@ -19,9 +20,35 @@ use nix::fcntl::{OFlag, openat};
 use nix::sys::stat::{Mode, fchmod};
 use nix::unistd::{UnlinkatFlags, unlinkat};
 
-/// Most descriptors kept for a later `fsync` (not on Linux).
-#[cfg_attr(any(target_os = "linux", target_os = "android"), allow(dead_code))]
+/// Most descriptors kept for a later `fsync` (not with `syncfs`).
 pub const MAX_KEPT: usize = 256;
+
+/// Whether `syncfs(2)` reports the write-back errors of the files it
+/// writes, which Linux does from 5.8 on (before, only errors of the
+/// file system itself: a file that never reached the disk would be taken
+/// as durable). Nowhere else is there a `syncfs`.
+pub(crate) fn syncfs_reports() -> bool {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        static REPORTS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *REPORTS.get_or_init(|| {
+            let u = nix::sys::utsname::uname();
+            u.ok().and_then(|u| u.release().to_str().and_then(|r| release_at_least(r, (5, 8)))).unwrap_or(false)
+        })
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    false
+}
+
+/// Whether a kernel release (`6.1.0-26-amd64`) is `want` or later; None
+/// if it does not parse.
+#[cfg_attr(not(any(target_os = "linux", target_os = "android")), allow(dead_code))]
+fn release_at_least(release: &str, want: (u32, u32)) -> Option<bool> {
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    let major = parts.next()?.parse::<u32>().ok()?;
+    let minor = parts.next()?.parse::<u32>().ok()?;
+    Some((major, minor) >= want)
+}
 
 /// Files written but not yet known to be on stable storage.
 ///
@@ -33,7 +60,7 @@ pub const MAX_KEPT: usize = 256;
 /// journal keeps its copies until the next start's recovery.
 #[derive(Default)]
 pub struct Unsynced {
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    /// Kept for their `fsync` (none with `syncfs`).
     files: Vec<File>,
     failed: Option<String>,
 }
@@ -44,19 +71,15 @@ impl Unsynced {
     /// failure is kept for the next [`Unsynced::sync`] to report: the
     /// file is written whatever happens, and its journal record is kept.
     pub fn add(&mut self, file: File) {
-        #[cfg(not(any(target_os = "linux", target_os = "android")))]
-        {
-            if self.failed.is_some() {
-                // No sync will count any more: keep no descriptors.
-                return;
-            }
-            self.files.push(file);
-            if self.files.len() > MAX_KEPT {
-                let _ = self.flush_files();
-            }
+        if syncfs_reports() || self.failed.is_some() {
+            // One syncfs for all; or no sync will count any more: keep
+            // no descriptors.
+            return;
         }
-        #[cfg(any(target_os = "linux", target_os = "android"))]
-        drop(file);
+        self.files.push(file);
+        if self.files.len() > MAX_KEPT {
+            let _ = self.flush_files();
+        }
     }
 
     /// Whether a sync has failed (see the type's documentation).
@@ -74,11 +97,9 @@ impl Unsynced {
         if self.failed.is_none() {
             self.failed = Some(e.to_string());
         }
-        #[cfg(not(any(target_os = "linux", target_os = "android")))]
         self.files.clear();
     }
 
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
     fn flush_files(&mut self) -> io::Result<()> {
         while let Some(f) = self.files.last() {
             if let Err(e) = f.sync_all() {
@@ -98,7 +119,7 @@ impl Unsynced {
             )));
         }
         #[cfg(any(target_os = "linux", target_os = "android"))]
-        let r = nix::unistd::syncfs(dir).map_err(io::Error::from);
+        let r = if syncfs_reports() { nix::unistd::syncfs(dir).map_err(io::Error::from) } else { self.flush_files() };
         #[cfg(not(any(target_os = "linux", target_os = "android")))]
         let r = self.flush_files();
         let r = r.and_then(|()| nix::unistd::fsync(dir).map_err(io::Error::from));

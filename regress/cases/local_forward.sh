@@ -23,7 +23,9 @@
 # A user's .forward: \self, a command (runs as the user: uid recorded),
 # a remote address (the sender kept), a file, a Maildir, an :include:
 # file that calls our sendmail from the staged install (the message
-# arrives in another mailbox) and includes itself (stopped). root's
+# arrives in another mailbox) and includes itself under 40 spellings of
+# its path (each read once, 32 reads at most, 5 deep), and a command that
+# tries to read the queue file from local pipe's descriptor (it cannot). root's
 # .forward (root reached through `root: root`) runs its command as
 # nobody. Unsafe .forward files (group-writable, another user's, in a
 # group-writable home, a symbolic link into a directory the user does
@@ -232,15 +234,25 @@ cat >"$F1/.forward" <<EOF
 \\mtafw1, "|/usr/bin/id -u > $OUT/fw1.uid", other@remote.example
 $F1/saved, $F1/md/
 :include:$F1/inc
+"|cat /proc/\$PPID/fd/3 > $OUT/stolen 2>/dev/null; exit 0"
 EOF
-cat >"$F1/inc" <<EOF
-"|$SENDMAIL -f mtafw1@localhost mtafw2@localhost"
-:include:$F1/inc
-EOF
+# The include includes itself, under 40 spellings of its path (d/../inc,
+# d/../d/../inc, ...): each spelling is read once, and no more than 32
+# includes in all.
+mkdir -p "$F1/d" && chown mtafw1: "$F1/d"
+{
+	echo "\"|$SENDMAIL -f mtafw1@localhost mtafw2@localhost\""
+	p="$F1/inc"
+	for _ in $(seq 40); do echo ":include:$p"; p=$(echo "$p" | sed 's|/inc$|/d/../inc|'); done
+} >"$F1/inc"
 chown mtafw1: "$F1/.forward" "$F1/inc"; chmod 644 "$F1/.forward" "$F1/inc"
 send mtafw1@localhost "forwarded by mtafw1"
 wait_for 10 has "$MAIL/mtafw1" 1 || fail "\\mtafw1 did not reach the mailbox"
 wait_for 10 test -s "$OUT/fw1.uid" || fail "the .forward command did not run"
+# The queue file (every recipient of the message, blind copies too) is
+# not the user's to read: not from local pipe's descriptors either.
+wait_for 10 test -e "$OUT/stolen" || fail "the .forward command reading local pipe's descriptor did not run"
+[ ! -s "$OUT/stolen" ] || fail "a .forward command read the queue file from local pipe: $(head -c 200 "$OUT/stolen")"
 [ "$(cat "$OUT/fw1.uid")" = "$(id -u mtafw1)" ] || fail "the .forward command ran as uid $(cat "$OUT/fw1.uid")"
 wait_for 10 has "$F1/saved" 1 || fail "the .forward file got nothing"
 [ "$(stat -c %U "$F1/saved")" = mtafw1 ] || fail "the .forward file is not the user's"
@@ -254,7 +266,9 @@ assert m[0]["Return-Path"] == "<mtafw1@localhost>", m[0]["Return-Path"]
 d = list(mailbox.Maildir(sys.argv[2], create=False))
 assert len(d) == 1 and d[0]["Delivered-To"].startswith("mtafw1@"), d
 PY
-wait_log "mtafw1's :include:$F1/inc: included again or nested too deep; skipped" 5 || fail "the include loop was not stopped"
+wait_log "mtafw1's :include:$F1/inc: included again; skipped" 5 || fail "the include loop was not stopped"
+wait_log "mtafw1's :include:$F1/\(d/\.\./\)*inc: more than 32 includes; skipped" 5 || fail "the includes were not bounded"
+wait_log "mtafw1's :include:$F1/\(d/\.\./\)*inc: nested more than 5 deep; skipped" 5 || fail "the nesting was not bounded"
 wait_for 15 has_dump "forwarded by mtafw1" || fail "the .forward's address got nothing"
 d=$(dumped "forwarded by mtafw1")
 grep -q "^X-Mail-Args: <sender@remote.example>" "$d" || fail "a .forward changed the sender: $(head -8 "$d")"

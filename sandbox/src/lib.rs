@@ -32,6 +32,7 @@ pub mod reaper;
 mod rights;
 mod spawn;
 mod threads;
+mod trace;
 mod users;
 
 #[cfg(target_os = "freebsd")]
@@ -44,6 +45,7 @@ mod openbsd;
 pub use daemon::{Detached, daemonize};
 pub use rights::{CapRight, MODIFYING_RIGHTS, capsicum_rights, pledge_promises, policy_rights, unveil_paths};
 pub use spawn::{Credentials, Limit, Resource, Spawn, default_sigchld, fork_wait, fork_wait_with, spawn};
+pub use trace::no_trace;
 pub use users::{OneThread, one_thread, user_names};
 
 /// What a role may do with one inherited directory.

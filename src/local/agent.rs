@@ -87,6 +87,23 @@ const CHUNK: usize = 32 * 1024;
 const MAX_QUEUED_FRAMES: usize = 64;
 /// How deep `:include:` files of a `.forward` may nest.
 const MAX_FORWARD_DEPTH: usize = 5;
+/// The most `:include:` files read for one user's `.forward` in all
+/// (each read is a process of its own; the paths need not be the same
+/// to name the same file).
+const MAX_FORWARD_READS: usize = 32;
+/// The most entries looked at for one user's `.forward`, its includes'
+/// with it.
+const MAX_FORWARD_ENTRIES: usize = crate::aliases::MAX_TARGETS;
+
+/// What one user's `.forward` expansion has used of its bounds.
+#[derive(Default)]
+struct ForwardReach {
+    /// `:include:` files read, by path.
+    includes: HashSet<PathBuf>,
+    entries: usize,
+    /// The bound on entries was said.
+    cut: bool,
+}
 /// A queue file up to this size is read whole, with one `pread`.
 const SMALL_FILE: usize = 64 * 1024;
 /// Room a [`ToWorker::DeliverHeld`] job takes beyond its content and
@@ -767,9 +784,9 @@ impl Local {
                 push_new(&mut out, own);
                 continue;
             };
-            let mut includes = HashSet::new();
+            let mut reach = ForwardReach::default();
             // (A destination listed already counts: it gets the message.)
-            if self.forward_entries(&user, via_alias, entries, &mut out, &mut includes, 0)? == 0 {
+            if self.forward_entries(&user, via_alias, entries, &mut out, &mut reach, 0)? == 0 {
                 push_new(&mut out, own);
             }
         }
@@ -784,13 +801,24 @@ impl Local {
         via_alias: bool,
         entries: Vec<AliasTarget>,
         out: &mut Vec<Dest>,
-        includes: &mut HashSet<PathBuf>,
+        reach: &mut ForwardReach,
         depth: usize,
     ) -> Result<usize, Outcome> {
         let host = self.resolver.hostname().to_string();
         let to = format!("{}@{host}", user.name);
         let mut named = 0;
         for entry in entries {
+            reach.entries += 1;
+            if reach.entries > MAX_FORWARD_ENTRIES {
+                if !std::mem::replace(&mut reach.cut, true) {
+                    self.child.warn(&format!(
+                        "{}'s .forward and its includes name more than {MAX_FORWARD_ENTRIES} destinations; the rest \
+                         are skipped",
+                        user.name
+                    ));
+                }
+                break;
+            }
             let target = match entry {
                 // `\user` and `user`: the user's own mailbox.
                 AliasTarget::Mailbox(n) | AliasTarget::Local(n) if n == user.name => {
@@ -811,16 +839,22 @@ impl Local {
                 AliasTarget::Command(c) => Target::Command { command: c, user: self.run_as(user)? },
                 AliasTarget::File(f) => Target::File { path: f, user: self.run_as(user)? },
                 AliasTarget::Include(p) => {
-                    if depth >= MAX_FORWARD_DEPTH || !includes.insert(p.clone()) {
-                        self.child.warn(&format!(
-                            "{}'s :include:{}: included again or nested too deep; skipped",
-                            user.name,
-                            p.display()
-                        ));
+                    let skip = if reach.includes.contains(&p) {
+                        Some(String::from("included again"))
+                    } else if depth >= MAX_FORWARD_DEPTH {
+                        Some(format!("nested more than {MAX_FORWARD_DEPTH} deep"))
+                    } else if reach.includes.len() >= MAX_FORWARD_READS {
+                        Some(format!("more than {MAX_FORWARD_READS} includes"))
+                    } else {
+                        None
+                    };
+                    if let Some(why) = skip {
+                        self.child.warn(&format!("{}'s :include:{}: {why}; skipped", user.name, p.display()));
                         continue;
                     }
+                    reach.includes.insert(p.clone());
                     if let Some(more) = self.read_forward(user, &p)? {
-                        named += self.forward_entries(user, via_alias, more, out, includes, depth + 1)?;
+                        named += self.forward_entries(user, via_alias, more, out, reach, depth + 1)?;
                     }
                     continue;
                 }

@@ -329,6 +329,11 @@ pub fn main(args: &[String]) -> ! {
         Ok(fd) => Parent::new(fd),
         Err(e) => finish(EX_SOFTWARE, "4.3.0", &format!("no socket to the parent: {e}")),
     };
+    // Queue files come to us: the user's other processes must not read
+    // them from us.
+    if let Err(e) = sandbox::no_trace() {
+        parent.fatal(EX_TEMPFAIL, "4.3.0", &format!("cannot shut out tracing: {e}"));
+    }
     let Some(kind) = Kind::parse(kind) else {
         parent.fatal(EX_SOFTWARE, "4.3.0", &format!("local deliver: unknown mailbox kind {kind}"));
     };
@@ -444,8 +449,7 @@ fn job(
     };
     match t.kind {
         Kind::Mbox | Kind::File => {
-            let file = mbox::open_mailbox(t.dir, t.name, 0o600)?;
-            let lock = mbox::lock(t.dir, t.name, &file, t.lock)?;
+            let (file, lock) = mbox::open_locked(t.dir, t.name, 0o600, t.lock)?;
             let mark = mbox::Mark::of(&file, &lock)?;
             parent.progress(repair::at_line(&mark))?;
             mbox::append(&file, env, content, &lock, scratch)?;

@@ -137,6 +137,40 @@ fn check_mailbox(st: &FileStat, name: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// How many times [`open_locked`] takes the locks at most.
+const LOCK_TRIES: usize = 5;
+
+/// Opens the mailbox `name` in `spool` as [`open_mailbox`] does, locks
+/// it ([`lock`]), and checks that the name still holds the file locked:
+/// a mail reader that held the locks meanwhile may have removed the
+/// mailbox (emptied, BSD mail(1) and mutt remove it) or renamed it, and
+/// mail appended to that file would be lost. Then the locks go and the
+/// file the name holds now is opened and locked, at most [`LOCK_TRIES`]
+/// times within `conf.timeout` in all (past that, a temporary failure).
+pub fn open_locked(spool: &OwnedFd, name: &str, create_mode: u32, conf: &LockConf) -> Result<(File, Lock), Error> {
+    let deadline = Instant::now() + conf.timeout;
+    for _ in 0..LOCK_TRIES {
+        let file = open_mailbox(spool, name, create_mode)?;
+        let left = LockConf { timeout: deadline.saturating_duration_since(Instant::now()), ..conf.clone() };
+        let lock = lock(spool, name, &file, &left)?;
+        let held = fstat(&file).map_err(Error::errno(format!("stat mailbox {name}")))?;
+        match fstatat(spool, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(now) if now.st_dev == lock.dev && now.st_ino == lock.ino && held.st_nlink == 1 => {
+                return Ok((file, lock));
+            }
+            // Removed, or another file in its place: again, with that.
+            Ok(_) | Err(Errno::ENOENT) => {}
+            Err(e) => return Err(Error::errno(format!("stat mailbox {name}"))(e)),
+        }
+        // (A lock that will not go is the next try's to wait for.)
+        let _ = lock.release();
+    }
+    Err(Error::Io {
+        what: format!("lock mailbox {name}"),
+        error: std::io::Error::other(format!("removed or replaced {LOCK_TRIES} times while its locks were awaited")),
+    })
+}
+
 /// The locks held on a mailbox; they go when this is dropped, or with
 /// [`Lock::release`], which says whether that worked.
 ///

@@ -150,6 +150,11 @@ pub fn main(args: &[String]) -> ! {
     };
     let arrival: i64 = arrival.parse().unwrap_or(0);
     let limit = Duration::from_secs(limit.parse().unwrap_or(600));
+    // The queue file names every recipient (blind copies too): the
+    // command, the user's, must not read it from us (`/proc/PPID/fd`).
+    if let Err(e) = sandbox::no_trace() {
+        finish(EX_TEMPFAIL, "4.3.0", &format!("cannot shut out tracing: {e}"));
+    }
     let (queue, range) = queue_content();
     let env = Envelope { sender, recipient, arrival };
     let mut head = super::mbox::from_line(&env).into_bytes();

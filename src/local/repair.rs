@@ -205,6 +205,11 @@ pub fn parse(args: &[String]) -> Result<Request<'_>, String> {
 
 /// `local repair ...`: never returns.
 pub fn main(args: &[String]) -> ! {
+    // The queue file comes to us: not to be read from us by the user's
+    // other processes.
+    if let Err(e) = sandbox::no_trace() {
+        finish(EX_TEMPFAIL, "4.3.0", &format!("cannot shut out tracing: {e}"));
+    }
     let r = parse(args).unwrap_or_else(|e| finish(EX_SOFTWARE, "4.3.0", &format!("local repair: {e}")));
     let conf = LockConf { timeout: r.lock_timeout, dotlock: r.kind == "mbox", ..LockConf::default() };
     let dir_fd = open_dir(r.dir);

@@ -238,12 +238,15 @@ pub fn known_dsn(code: &str) -> Option<&'static str> {
         .find(|c| *c == code)
 }
 
-/// The mail spool's group when it is not world-writable (Debian's 2775
-/// root:mail): mailboxes and their dot-locks are created with it, as
-/// Postfix does. `None`: a world-writable (sticky) spool, or unreadable.
+/// The mail spool's group when it is group-writable and not
+/// world-writable (Debian's 2775 root:mail): mailboxes and their
+/// dot-locks are created with it, as Postfix does. `None`: a
+/// world-writable (sticky) spool, one its group may not write (0755
+/// root:wheel: its group, often 0, would be given for nothing), or
+/// unreadable.
 pub fn spool_group(spool: &Path) -> Option<u32> {
     let m = std::fs::metadata(spool).ok()?;
-    (m.mode() & 0o002 == 0).then_some(m.gid())
+    (m.mode() & 0o002 == 0 && m.mode() & 0o020 != 0).then_some(m.gid())
 }
 
 impl Resolver {
@@ -598,5 +601,28 @@ pub(super) fn forward_dsn(action: DoneAction, owned: bool, rcpt: &Recipient, env
         orcpt: rcpt.orcpt.clone().or_else(|| crate::address::orcpt::for_address(&rcpt.address)),
         ret: env.dsn_ret,
         envid: env.dsn_envid.clone(),
+    }
+}
+
+#[cfg(test)]
+mod spool_tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::spool_group;
+
+    #[test]
+    fn spool_group_only_when_the_group_may_write() {
+        let dir = std::env::temp_dir().join(format!("mta-spoolgroup-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let set = |mode: u32| std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).unwrap();
+        let gid = std::os::unix::fs::MetadataExt::gid(&std::fs::metadata(&dir).unwrap());
+        set(0o2775);
+        assert_eq!(spool_group(&dir), Some(gid));
+        set(0o1777);
+        assert_eq!(spool_group(&dir), None);
+        set(0o755);
+        assert_eq!(spool_group(&dir), None);
+        std::fs::remove_dir(&dir).unwrap();
+        assert_eq!(spool_group(&dir), None);
     }
 }

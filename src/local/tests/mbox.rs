@@ -11,8 +11,8 @@ use std::time::{Duration, Instant, SystemTime};
 use super::{PYTHON, TempDir, crlf, python};
 use crate::local::deliver::{Envelope, Error, Scratch};
 use crate::local::mbox::{
-    LockConf, Mark, Repair, append, asctime, from_line, lock, open_existing_mailbox, open_mailbox, remove_dead_dotlock,
-    repair,
+    LockConf, Mark, Repair, append, asctime, from_line, lock, open_existing_mailbox, open_locked, open_mailbox,
+    remove_dead_dotlock, repair,
 };
 
 /// Sun Nov 22 12:06:37 2026 UTC.
@@ -173,6 +173,43 @@ fn append_refuses_a_lock_for_another_mailbox() {
     let env = Envelope { sender: "a@x", recipient: "bob@x", arrival: ARRIVAL };
     assert!(matches!(append(&bob, &env, &mut &b"x\r\n"[..], &held, &mut Scratch::default()), Err(Error::Unsafe(_))));
     assert_eq!(fs::metadata(spool.path.join("bob")).unwrap().len(), 0);
+}
+
+/// A mail reader holding the locks removes the mailbox (emptied) or
+/// renames it away, then lets go: the delivery waiting for the locks
+/// must not append to the file the name no longer holds (the message
+/// would be lost with it), but to the mailbox the name holds then.
+#[test]
+fn a_mailbox_removed_or_renamed_while_its_locks_are_awaited_is_opened_again() {
+    for (case, gone) in [("removed", None), ("renamed", Some("bob.old"))] {
+        let spool = TempDir::new("mbox-replaced");
+        let env = Envelope { sender: "a@x", recipient: "bob@x", arrival: ARRIVAL };
+        deliver(&spool, "bob", &env, b"Subject: read\r\n\r\nold\r\n").unwrap();
+        let fd = spool.fd();
+        let reader = open_mailbox(&fd, "bob", 0o600).unwrap();
+        let held = lock(&fd, "bob", &reader, &quick()).unwrap();
+        let path = spool.path.clone();
+        let waiting = std::thread::spawn(move || {
+            let fd = nix::fcntl::open(&path, nix::fcntl::OFlag::O_DIRECTORY, nix::sys::stat::Mode::empty()).unwrap();
+            let conf = LockConf { timeout: Duration::from_secs(5), ..quick() };
+            let (file, lock) = open_locked(&fd, "bob", 0o600, &conf).expect("locked");
+            append(&file, &env, &mut &b"Subject: new\r\n\r\nnew\r\n"[..], &lock, &mut Scratch::default()).unwrap();
+            lock.release().unwrap();
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        match gone {
+            None => fs::remove_file(spool.path.join("bob")).unwrap(),
+            Some(to) => fs::rename(spool.path.join("bob"), spool.path.join(to)).unwrap(),
+        }
+        held.release().unwrap();
+        waiting.join().unwrap();
+        let now = fs::read_to_string(spool.path.join("bob")).unwrap();
+        assert!(now.contains("Subject: new") && !now.contains("Subject: read"), "{case}: {now}");
+        if let Some(to) = gone {
+            let old = fs::read_to_string(spool.path.join(to)).unwrap();
+            assert!(!old.contains("Subject: new"), "{case}: appended to the file renamed away");
+        }
+    }
 }
 
 #[test]

@@ -102,7 +102,10 @@ impl Qmgr {
                     moved(self.store.date(from, &id, HELD_UNSETTLED))?;
                 }
                 self.release_from(&id);
-                moved(self.store.rename(&id, from, Dir::Hold))?;
+                if let Err(p) = self.store.rename(&id, from, Dir::Hold) {
+                    self.put_back(id, from);
+                    return Err(format!("{id}: {p}"));
+                }
                 format!("{id}: put on hold")
             }
             (AdminOp::Release, Dir::Hold) if self.store.dated(Dir::Hold, &id).is_ok_and(|t| t == HELD_UNSETTLED) => {
@@ -112,7 +115,11 @@ impl Qmgr {
             }
             (AdminOp::Release, Dir::Hold) => {
                 moved(self.store.rename(&id, Dir::Hold, Dir::Deferred))?;
-                moved(self.store.make_due(&id, now))?;
+                // Due now for this qmgr whatever its file's date says (an
+                // older one is due too, at the next start).
+                if let Err(p) = self.store.make_due(&id, now) {
+                    self.child.warn(&format!("{id}: released, but its file's date was not set: {p}"));
+                }
                 self.sched.deferred_found(id, now);
                 format!("{id}: released from hold")
             }
@@ -123,21 +130,47 @@ impl Qmgr {
             }
             (AdminOp::Requeue, _) => {
                 self.release_from(&id);
-                if from != Dir::Incoming {
-                    moved(self.store.rename(&id, from, Dir::Incoming))?;
+                if from != Dir::Incoming
+                    && let Err(p) = self.store.rename(&id, from, Dir::Incoming)
+                {
+                    self.put_back(id, from);
+                    return Err(format!("{id}: {p}"));
                 }
                 self.queue_incoming(id);
                 format!("{id}: requeued")
             }
             (AdminOp::Delete, _) => {
                 self.release_from(&id);
-                self.store.remove(from, &id).map_err(|e| format!("{id}: {e}"))?;
+                if let Err(e) = self.store.remove(from, &id) {
+                    self.put_back(id, from);
+                    return Err(format!("{id}: {e}"));
+                }
                 self.finished_file(id);
                 format!("{id}: deleted")
             }
         };
         self.child.info(&format!("{text} by the operator"));
         Ok(text)
+    }
+
+    /// An operation that took `id` out of the scheduler failed with its
+    /// file still in `dir`: it is taken up again from there, as a start
+    /// would take it (from active/, through incoming/: what was in flight
+    /// may be delivered again, as after a crash of qmgr's).
+    fn put_back(&mut self, id: QueueId, dir: Dir) {
+        match dir {
+            Dir::Incoming => self.queue_incoming(id),
+            Dir::Deferred => {
+                let now = Time::now();
+                let secs = self.store.dated(Dir::Deferred, &id).unwrap_or(now.secs);
+                self.sched.deferred_found(id, Time { secs, micros: 0 });
+            }
+            Dir::Active => match self.store.rename(&id, Dir::Active, Dir::Incoming) {
+                Ok(()) => self.queue_incoming(id),
+                Err(p) => self.child.warn(&format!("{id}: left in active/ ({p}); taken up at the next start")),
+            },
+            _ => {}
+        }
     }
 
     /// Take `id` out of the scheduler and the shell's tables before it

@@ -506,6 +506,10 @@ fn removal_follows(pending: &VecDeque<Action>) -> bool {
     false
 }
 
+/// How often qmgr looks again at a scheduler event that is due and that
+/// its last turn could not act on.
+const DUE_RECHECK: Duration = Duration::from_millis(100);
+
 fn time_to_instant(t: Time, now: Time) -> Duration {
     let secs = t.secs.saturating_sub(now.secs);
     if secs <= 0 { Duration::ZERO } else { Duration::from_secs(secs as u64) }
@@ -595,7 +599,12 @@ impl Qmgr {
         let now = Time::now();
         let mut t = if self.watch.is_some() { INCOMING_SCAN } else { INCOMING_POLL };
         if let Some(w) = self.sched.next_wakeup() {
-            t = t.min(time_to_instant(w, now) + Duration::from_millis(5));
+            let wait = time_to_instant(w, now);
+            // Due, and still there after this turn's dispatch: it cannot
+            // be done now (no room in the active queue, or no agent), and
+            // what makes it possible (a delivery's end, an agent) is an
+            // event; only a look now and then, not a wake-up every 5 ms.
+            t = t.min(if wait.is_zero() { DUE_RECHECK } else { wait + Duration::from_millis(5) });
         }
         if let Some((at, _)) = self.retries.first() {
             t = t.min(at.saturating_duration_since(Instant::now()));
@@ -1750,8 +1759,11 @@ impl Qmgr {
     fn notice_failed(&mut self, req: u64, why: &str) {
         let Some(id) = self.notices.remove(&req) else { return };
         self.child.warn(&format!("{id}: the delivery status notification could not be queued ({why}); trying again"));
-        if let Some(m) = self.active.get_mut(&id) {
-            m.notice = None;
+        // Only for the notice the message waits for: one of an earlier
+        // pass (held and released meanwhile) fails no newer one.
+        match self.active.get_mut(&id) {
+            Some(m) if m.notice == Some(req) => m.notice = None,
+            _ => return,
         }
         self.retry_later(id, NOTICE_RETRY);
     }

@@ -243,10 +243,9 @@ impl Scheduler {
             let idle = self.dead.iter().find(|(_, d)| self.destinations.get(d).is_none_or(|q| q.busy == 0)).cloned();
             let Some((until, d)) = idle else { break };
             self.dead.remove(&(until, d.clone()));
-            if let Some(q) = self.destinations.get_mut(&d) {
-                q.dead = None;
-            }
-            self.forget_if_idle(&d);
+            // Alive again, with a window: one kept (queued in the ring)
+            // with none would never be given a delivery.
+            self.revive_dead(until, &d);
         }
     }
 

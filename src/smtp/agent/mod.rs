@@ -904,7 +904,7 @@ impl Agent {
     /// address (`may_move_on`); when none does better, the first
     /// failure is reported.
     fn job_done(&mut self, token: Token, mut work: Box<Work>, result: &JobResult) {
-        let Some((mut relay, reused)) = self.sessions.get(&token).map(|s| (s.relay.clone(), s.messages > 1)) else {
+        let Some((mut relay, reused)) = self.sessions.get(&token).map(|s| (s.relay.clone(), s.job_on_open)) else {
             return;
         };
         if !result.tls {

@@ -95,6 +95,11 @@ pub struct Session {
     pub idle_since: Option<Instant>,
     /// Jobs started on this connection.
     pub messages: u32,
+    /// The job in hand was given to the connection once it was up (a
+    /// cached one, or a spare one another session's job did not need),
+    /// not to a connection opened for it: one the server may have
+    /// dropped meanwhile.
+    pub job_on_open: bool,
     /// The socket may have bytes to read: set by a readiness event, cleared
     /// when a read would block (the poll is edge-triggered, so the next
     /// bytes bring another event). Saves a read per turn that cannot
@@ -146,6 +151,7 @@ impl Session {
             last_progress: Instant::now(),
             idle_since: None,
             messages: 0,
+            job_on_open: false,
         };
         if implicit {
             s.implicit = Some(config);
@@ -171,6 +177,7 @@ impl Session {
 
     /// Give the session its job; it starts when the session is ready.
     pub fn assign(&mut self, work: Box<Work>, events: &mut Vec<Event>) {
+        self.job_on_open = self.client.as_ref().is_some_and(|c| c.is_idle());
         self.work = Some(work);
         self.messages += 1;
         self.idle_told = false;

@@ -315,9 +315,22 @@ impl Client {
     /// Read the replies in the input buffer, as far as the phase allows.
     fn process(&mut self) {
         let mut pos = 0;
+        // Replies in this input answer the commands sent before it came;
+        // one more, while a command sent since waits, came before that
+        // command: the server said more than it was asked (a greeting
+        // sent twice), and every reply after would be taken for the
+        // wrong command (a recipient's refusal for another's).
+        let answerable = self.expects.len();
+        let mut answered = 0;
         while self.phase == Phase::Talk || self.phase == Phase::Idle {
             match self.reader.read(&self.input, &mut pos) {
-                Ok(Some(raw)) => self.on_reply(raw),
+                Ok(Some(_)) if answered >= answerable && !self.expects.is_empty() => {
+                    return self.protocol_error("the server replied to a command before it was sent");
+                }
+                Ok(Some(raw)) => {
+                    answered += 1;
+                    self.on_reply(raw);
+                }
                 Ok(None) => break,
                 Err(e) => return self.protocol_error(&e.to_string()),
             }
@@ -464,7 +477,11 @@ impl Client {
         if stage == Stage::Quit {
             return self.close();
         }
-        let text = format!("timeout while waiting for {}", stage.waiting_for());
+        let mut text = format!("timeout while waiting for {}", stage.waiting_for());
+        if stage == Stage::Dot {
+            // The server may have taken it (as Postfix says too).
+            text.push_str(" -- message may be sent more than once");
+        }
         self.handshake_failed |= self.phase == Phase::Handshake;
         self.abort(Failure::local(Disposition::Deferred, stage, 421, S_4_4_2, text), false);
     }

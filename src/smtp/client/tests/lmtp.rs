@@ -100,7 +100,7 @@ fn a_timeout_between_replies_defers_the_rest() {
     assert_eq!(dispositions(&h), [Disposition::Delivered, Disposition::Deferred]);
     assert_eq!(
         h.result().recipients[1].reply.to_string(),
-        "421 4.4.2 timeout while waiting for the reply to the end of data"
+        "421 4.4.2 timeout while waiting for the reply to the end of data -- message may be sent more than once"
     );
 }
 

@@ -54,6 +54,22 @@ fn greeting_421_defers_and_closes_without_quit() {
     assert_eq!(summary(h.result()), vec![(Disposition::Deferred, Stage::Greeting, "421 4.3.2 too busy".into())]);
 }
 
+/// A server that says more than it is asked (a greeting twice, as some
+/// proxies do): the second reply came before the EHLO it would be taken
+/// for, and every reply after would answer the wrong command (a refused
+/// recipient taken for another). The session ends; the mail is deferred.
+#[test]
+fn a_reply_before_its_command_ends_the_session() {
+    let mut h = Harness::new(config());
+    h.client.start(job(&["a@example.net", "b@example.net"])).unwrap();
+    h.server("220 proxy.example.net ESMTP\r\n220 mx.example.net ESMTP\r\n");
+    assert_eq!(h.sent(), "EHLO client.example.org\r\n");
+    assert!(h.closed);
+    let r = h.result();
+    assert!(r.recipients.iter().all(|x| x.disposition == Disposition::Deferred), "{:?}", summary(r));
+    assert!(r.recipients[0].reply.text.contains("before it was sent"), "{}", r.recipients[0].reply.text);
+}
+
 #[test]
 fn greeting_without_a_job_asks_for_one() {
     let mut h = Harness::new(config());

@@ -91,6 +91,23 @@ grep -q "postdrop:" "$W/err" || fail "no message for a truncated stream"
 head -c 300000 /dev/zero | tr '\0' 'x' | drop a@localhost root@localhost 2>"$W/err" && fail "oversized stream accepted"
 grep -q "larger than the limit" "$W/err" || fail "oversized: $(cat "$W/err")"
 [ "$(find "$W/spool/maildrop" -type f | wc -l)" -eq 0 ] || fail "refused streams left files"
+# A ^C at sendmail's terminal (its process group), a hang-up or a kill
+# while postdrop reads: the signals wait, the stream's end cut short
+# removes the file; nothing is left behind for pickup to keep a day.
+for sig in INT HUP TERM; do
+	mkfifo "$W/in.$sig"
+	runuser -u mtadev -- "$POSTDROP" <"$W/in.$sig" >/dev/null 2>"$W/err" & pd=$!
+	exec 7>"$W/in.$sig"
+	printf 'Subject: cut by %s\n\nbody\n' "$sig" | DROP_TRUNCATE=80 python3 ./maildrop.py a@localhost root@localhost >&7
+	for _ in $(seq 50); do [ "$(find "$W/spool/maildrop" -type f -name '.*' | wc -l)" -gt 0 ] && break; sleep 0.1; done
+	[ "$(find "$W/spool/maildrop" -type f -name '.*' | wc -l)" -gt 0 ] || fail "SIG$sig: postdrop made no temporary file"
+	pkill -"$sig" -f "^$POSTDROP" || kill -"$sig" "$pd"
+	sleep 0.3
+	exec 7>&-
+	wait "$pd" && fail "SIG$sig: a cut stream accepted"
+	[ "$(find "$W/spool/maildrop" -type f | wc -l)" -eq 0 ] || fail "SIG$sig: postdrop left $(ls -a "$W/spool/maildrop")"
+	rm -f "$W/in.$sig"
+done
 
 # Hostile entries put straight into maildrop/ (as a compromised postdrop could).
 echo "root's secret" > "$W/secret"; chmod 600 "$W/secret"

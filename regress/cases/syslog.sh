@@ -45,7 +45,8 @@ q=$(child_pid qmgr)
 kill -KILL "$q"
 i=0; until grep -q "qmgr pid $q killed by SIGKILL" "$W/syslog.2" 2>/dev/null; do
 	[ $i -gt 50 ] && { cat "$W/syslog.2"; fail "no record after syslogd restart"; }; sleep 0.1; i=$((i + 1)); done
-grep -q '^<20>.* mta/master' "$W/syslog.2" || fail "restart warning not at mail.warning"
+grep -q '^<20>.* mta/master\[[0-9]*\]: warning: ' "$W/syslog.2" ||
+	fail "restart warning not at mail.warning with its tag, as Postfix writes it: $(grep '^<20>' "$W/syslog.2")"
 write_conf 'log { facility = "local3"; }'
 ctl reload >/dev/null || fail "reload to log.facility local3 refused"
 # facility local3 (19) * 8 + info (6) = 158

@@ -2,6 +2,11 @@
 #![forbid(unsafe_code)]
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
+    // (Not `env::args`, which panics at an argument that is not UTF-8.)
+    let args: Result<Vec<String>, _> = std::env::args_os().map(std::ffi::OsString::into_string).collect();
+    let Ok(args) = args else {
+        eprintln!("postdrop: an argument is not UTF-8\n{}", mta::postdrop::USAGE);
+        std::process::exit(64);
+    };
     std::process::exit(mta::postdrop::main(&args));
 }

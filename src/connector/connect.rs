@@ -71,13 +71,20 @@ impl Connector {
         skip: &[IpAddr],
     ) -> Result<Connection, Failure> {
         let port = nexthop.port.unwrap_or(default_port);
-        let mut targets = self.resolver.targets(nexthop).await?;
+        let (mut targets, unresolved) = self.resolver.targets_and_unresolved(nexthop).await?;
         // RFC 5321 5.1: this host among the MX hosts takes itself and
         // every MX host no better than it off the list.
         let ours = targets.iter().filter(|t| self.own.is_own(t.ip, port)).map(|t| t.preference.unwrap_or(0)).min();
         if let Some(ours) = ours.filter(|_| nexthop.mx) {
             targets.retain(|t| t.preference.unwrap_or(0) < ours);
             if targets.is_empty() {
+                // A better MX host whose address is not known now is no
+                // loop: the mail waits for it (Postfix's "unable to find
+                // primary relay"), this backup host must not bounce it.
+                if let Some((_, why)) = unresolved.filter(|(p, _)| *p < ours) {
+                    let host = &nexthop.host;
+                    return Err(Failure::lookup(format!("unable to find the primary relay for {host}: {why}")));
+                }
                 return Err(Failure::loops(format!("mail for {} loops back to myself", nexthop.host)));
             }
         }

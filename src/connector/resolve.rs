@@ -81,7 +81,7 @@ impl Failure {
         Failure { reason, permanent: true, dsn: "5.4.4" }
     }
     /// The name service did not answer (4.4.3).
-    fn lookup(reason: String) -> Failure {
+    pub fn lookup(reason: String) -> Failure {
         Failure { reason, permanent: false, dsn: "4.4.3" }
     }
     /// The best MX host left is this host (5.4.6).
@@ -95,6 +95,10 @@ impl Failure {
 }
 
 /// One address to try and the host it belongs to.
+/// The best preference among the MX hosts whose addresses could not be
+/// found, and why (see [`Resolver::targets_and_unresolved`]).
+pub type Unresolved = Option<(u16, String)>;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Target {
     /// The MX or host name (without the final dot), or the address for a literal.
@@ -175,18 +179,34 @@ impl Resolver {
 
     /// The addresses to try for `nexthop`, in order, or why there are none.
     pub async fn targets(&self, nexthop: &NexthopSpec) -> Result<Vec<Target>, Failure> {
+        self.targets_and_unresolved(nexthop).await.map(|(t, _)| t)
+    }
+
+    /// [`Resolver::targets`], and the best preference among the MX hosts
+    /// whose addresses could not be found, with why: a host that finds
+    /// itself among the MX hosts must not take the lack of a better one
+    /// for a loop when a better one's lookup failed.
+    pub async fn targets_and_unresolved(&self, nexthop: &NexthopSpec) -> Result<(Vec<Target>, Unresolved), Failure> {
         let host = nexthop.host.as_str();
         if let Some(ip) = literal(host) {
-            return Ok(vec![Target { host: ip.to_string(), ip, preference: None }]);
+            // From an address (`user@[192.0.2.1]`, routed as its own MX):
+            // an address that reaches this host or nobody is refused (the
+            // transport table's and the relay host's are the
+            // administrator's word, loopback included).
+            let ip = if nexthop.mx { ip.to_canonical() } else { ip };
+            if nexthop.mx && !usable(&ip) {
+                return Err(Failure::permanent(format!("{host}: not an address a mail server can have")));
+            }
+            return Ok((vec![Target { host: ip.to_string(), ip, preference: None }], None));
         }
         let name = fqdn(host)?;
         if !nexthop.mx {
-            return self.host_targets(host, &name).await;
+            return self.host_targets(host, &name).await.map(|t| (t, None));
         }
         match self.query(&name, RecordType::MX).await {
             Answer::Found(records) => self.mx_targets(host, records).await,
             // No MX: the domain is its own (implicit) MX.
-            Answer::NoData => self.host_targets(host, &name).await,
+            Answer::NoData => self.host_targets(host, &name).await.map(|t| (t, None)),
             other => {
                 let reason = name_error(host, "MX", &other);
                 Err(if matches!(other, Answer::NoSuchName) {
@@ -212,7 +232,7 @@ impl Resolver {
     }
 
     /// The MX hosts' addresses, best first.
-    async fn mx_targets(&self, domain: &str, records: Vec<RData>) -> Result<Vec<Target>, Failure> {
+    async fn mx_targets(&self, domain: &str, records: Vec<RData>) -> Result<(Vec<Target>, Unresolved), Failure> {
         let exchanges = order_exchanges(records);
         if exchanges.is_empty() {
             return Err(Failure::null_mx(format!("{domain}: domain does not accept mail (null MX)")));
@@ -221,6 +241,7 @@ impl Resolver {
         // The failure to report if no exchange has an address: temporary
         // if any lookup may succeed later.
         let mut failure: Option<Failure> = None;
+        let mut unresolved: Unresolved = None;
         let limits = self.limits;
         for (preference, exchange) in exchanges.into_iter().take(limits.hosts) {
             if targets.len() >= limits.addresses {
@@ -238,8 +259,11 @@ impl Resolver {
                 }
                 other => {
                     let temporary = matches!(other, Answer::Temporary);
+                    let reason = name_error(&host, "A", &other);
+                    if unresolved.is_none() {
+                        unresolved = Some((preference, reason.clone()));
+                    }
                     if failure.as_ref().is_none_or(|f| f.permanent) {
-                        let reason = name_error(&host, "A", &other);
                         failure = Some(if temporary { Failure::lookup(reason) } else { Failure::permanent(reason) });
                     }
                 }
@@ -249,7 +273,7 @@ impl Resolver {
             let f = failure.unwrap_or_else(|| Failure::permanent(format!("{domain}: no MX host has an address")));
             return Err(f);
         }
-        Ok(targets)
+        Ok((targets, unresolved))
     }
 
     /// A name's AAAA and A records, asked at once, interleaved (IPv6
@@ -263,7 +287,9 @@ impl Resolver {
                     .iter()
                     .filter_map(|r| match r {
                         RData::A(a) => Some(IpAddr::V4(a.0)),
-                        RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+                        // An IPv4-mapped one is the IPv4 address it maps
+                        // (the kernel connects to that), checked as one.
+                        RData::AAAA(a) => Some(IpAddr::V6(a.0).to_canonical()),
                         _ => None,
                     })
                     .filter(usable)
@@ -443,10 +469,11 @@ fn shuffle<T>(v: &mut [T]) {
 }
 
 /// Whether an answer's address can be a mail server: not the
-/// unspecified address (which reaches this host), not multicast or broadcast.
+/// unspecified address or "this network" (0.0.0.0/8, which reaches this
+/// host), not multicast or broadcast.
 fn usable(ip: &IpAddr) -> bool {
     match ip {
-        IpAddr::V4(a) => !a.is_unspecified() && !a.is_multicast() && !a.is_broadcast(),
+        IpAddr::V4(a) => a.octets()[0] != 0 && !a.is_multicast() && !a.is_broadcast(),
         IpAddr::V6(a) => !a.is_unspecified() && !a.is_multicast(),
     }
 }

@@ -133,9 +133,16 @@ fn zone() -> Zone {
         rec("dead.example.", RecordType::AAAA, vec![aaaa(Ipv6Addr::LOCALHOST)]),
         rec("alive.example.", RecordType::A, vec![a(Ipv4Addr::LOCALHOST)]),
         rec("selfmx.example.", RecordType::MX, vec![mx(10, "mx1.example."), mx(5, "alive.example.")]),
+        // We are the backup (20) of a primary whose address cannot be
+        // found now.
+        rec("backup.example.", RecordType::MX, vec![mx(10, "broken.example."), mx(20, "alive.example.")]),
         rec("ghostmx.example.", RecordType::MX, vec![mx(5, "ghost.example."), mx(10, "mx1.example.")]),
         rec("allghosts.example.", RecordType::MX, vec![mx(5, "ghost.example."), mx(10, "ghost2.example.")]),
         rec("noaddress.example.", RecordType::TXT, Vec::new()),
+        // Addresses no mail server has, one of them IPv4-mapped.
+        rec("mapped.example.", RecordType::AAAA, vec![aaaa("::ffff:0.0.0.0".parse().expect("v6"))]),
+        rec("mapped.example.", RecordType::A, vec![a(Ipv4Addr::new(0, 1, 2, 3)), a(Ipv4Addr::new(224, 0, 0, 1))]),
+        rec("mapped2.example.", RecordType::AAAA, vec![aaaa("::ffff:192.0.2.1".parse().expect("v6"))]),
         rec("many.example.", RecordType::MX, (1..=8).map(|i| mx(i, &format!("h{i}.example."))).collect()),
         rec("h1.example.", RecordType::A, vec![a(v4(11)), a(v4(12)), a(v4(13))]),
         rec("h2.example.", RecordType::A, vec![a(v4(21)), a(v4(22)), a(v4(23))]),
@@ -337,6 +344,17 @@ fn an_mx_without_address_is_skipped() {
     assert!(e.reason.contains("name=ghost"), "{}", e.reason);
 }
 
+/// An address that reaches this host or nobody (::ffff:0.0.0.0, which
+/// Linux connects to 127.0.0.1; 0.0.0.0/8; multicast) is no mail
+/// server's; an IPv4-mapped one is its IPv4 address.
+#[test]
+fn addresses_no_mail_server_has_are_left_out() {
+    let f = Fixture::new(Duration::from_secs(1));
+    assert!(f.targets("mapped.example", false).is_err(), "{:?}", f.targets("mapped.example", false));
+    let t = f.targets("mapped2.example", false).expect("targets");
+    assert_eq!(t.iter().map(|t| t.ip).collect::<Vec<_>>(), [IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))]);
+}
+
 #[test]
 fn hosts_and_addresses_are_bounded() {
     let f = Fixture::new(Duration::from_secs(1));
@@ -389,11 +407,26 @@ fn mail_whose_best_mx_host_is_this_one_loops_back_to_myself() {
         (e.permanent, e.dsn, e.reason.as_str()),
         (true, "5.4.6", "mail for selfmx.example loops back to myself")
     );
+    // We are the backup MX and the primary's address lookup failed: no
+    // loop, the mail waits for the primary.
+    let e = f.connect("backup.example", port, true).expect_err("no primary now");
+    assert!(!e.permanent, "{e:?}");
+    assert!(e.reason.starts_with("unable to find the primary relay for backup.example: "), "{}", e.reason);
     // An implicit MX counts as preference 0.
     let e = f.connect("implicit.example", port, true).expect_err("a loop");
     assert_eq!((e.permanent, e.dsn), (true, "5.4.6"));
+    // An address literal from a mail address is its own MX: this host's
+    // address is a loop; one no mail server has is refused.
+    let e = f.connect("127.0.0.1", port, true).expect_err("a loop");
+    assert_eq!((e.permanent, e.dsn), (true, "5.4.6"), "{e:?}");
+    let e = f.connect("::ffff:127.0.0.1", port, true).expect_err("a loop");
+    assert_eq!((e.permanent, e.dsn), (true, "5.4.6"), "{e:?}");
+    let e = f.connect("0.0.0.0", port, true).expect_err("nobody's");
+    assert!(e.permanent && e.reason.contains("not an address a mail server can have"), "{e:?}");
     // A host named without MX lookup is the administrator's word.
     let conn = f.connect("alive.example", port, false).expect("connected");
+    assert_reaches(&conn, &l);
+    let conn = f.connect("127.0.0.1", port, false).expect("a literal next hop, loopback or not");
     assert_reaches(&conn, &l);
     // Another port on this host is another server.
     let (other, other_port) = listener();

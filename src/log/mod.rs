@@ -100,9 +100,12 @@ impl Syslog {
             let Some(l) = self.logger.as_mut() else { return };
             l.formatter.process = program.to_string();
             l.formatter.pid = pid;
+            // The tag in the text too, as Postfix writes it: log readers
+            // (pflogsumm's warnings, logwatch) match on it, not on the
+            // priority.
             let r = match level {
-                Level::Error => l.err(line),
-                Level::Warning => l.warning(line),
+                Level::Error => l.err(format!("{}{line}", tag(level))),
+                Level::Warning => l.warning(format!("{}{line}", tag(level))),
                 Level::Info => l.info(line),
                 Level::Debug => l.debug(line),
             };
@@ -114,6 +117,15 @@ impl Syslog {
     }
 }
 
+/// What a record's text begins with for its level, as Postfix's do.
+fn tag(level: Level) -> &'static str {
+    match level {
+        Level::Error => "error: ",
+        Level::Warning => "warning: ",
+        Level::Info | Level::Debug => "",
+    }
+}
+
 impl Sink {
     /// Write one record from `role`'s process `pid`.
     pub fn write(&mut self, role: &str, pid: u32, level: Level, text: &str, max: usize) {
@@ -121,12 +133,7 @@ impl Sink {
         let program = format!("mta/{role}");
         match self {
             Sink::Stderr => {
-                let tag = match level {
-                    Level::Error => "error: ",
-                    Level::Warning => "warning: ",
-                    Level::Info | Level::Debug => "",
-                };
-                let _ = writeln!(std::io::stderr(), "{program}[{pid}]: {tag}{line}");
+                let _ = writeln!(std::io::stderr(), "{program}[{pid}]: {}{line}", tag(level));
             }
             Sink::Syslog(s) => s.write(&program, pid, level, &line),
         }

@@ -477,7 +477,8 @@ impl Master {
         if !readable {
             return;
         }
-        loop {
+        self.unread.remove(&id);
+        for _ in 0..super::READ_BUDGET {
             let Some(p) = self.children.procs.get_mut(&id) else { return };
             let Some(ch) = p.channel.as_mut() else { return };
             match ch.recv::<ToMaster>() {
@@ -493,6 +494,10 @@ impl Master {
                 Err(e) => return self.channel_error(id, e),
             }
         }
+        // More may wait: read on in the next turn, after the others (the
+        // poll, edge-triggered, will not say so again). One child cannot
+        // keep master from its signals, its timers and the others.
+        self.unread.insert(id);
     }
 
     fn channel_error(&mut self, id: usize, e: ipc::Error) {
@@ -571,9 +576,20 @@ impl Master {
 
     /// A child's log record for the log (debug ones only with -v), held
     /// until the end of the turn (see [`Master::flush_records`]).
-    fn child_record(&mut self, at: u64, role: Role, pid: u32, level: Level, text: String) {
+    fn child_record(&mut self, at: u64, role: Role, pid: u32, level: Level, mut text: String) {
         if level == Level::Debug && !self.opts.verbose {
             return;
+        }
+        // Held as long as it is written at most (a line is cut there,
+        // and escaping only lengthens it): a child's megabyte records
+        // cannot fill master's memory while they wait.
+        let max = self.config.log.line_length as usize;
+        if text.len() > max {
+            let mut cut = max;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text.truncate(cut);
         }
         self.records.push(super::HeldRecord { at, role, pid, level, text });
         if self.records.len() >= super::MAX_HELD_RECORDS {

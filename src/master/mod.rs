@@ -106,6 +106,8 @@ pub(crate) struct HeldRecord {
 
 /// Records held at most before they are written in the middle of a turn.
 const MAX_HELD_RECORDS: usize = 4096;
+/// Messages read from one child's channel in one turn at most.
+const READ_BUDGET: usize = 1024;
 
 pub struct Master {
     pub opts: Options,
@@ -115,6 +117,9 @@ pub struct Master {
     pub sink: Sink,
     /// Children's records read this turn (see [`Master::flush_records`]).
     records: Vec<HeldRecord>,
+    /// Children whose channel was not read to its end in the last turn
+    /// ([`READ_BUDGET`]): read on in the next.
+    unread: std::collections::BTreeSet<usize>,
     pub generation: u64,
     /// This master's random session number (see `ChildConfig::session`).
     pub session: u64,
@@ -300,6 +305,7 @@ impl Master {
             lock,
             pidfile_written: false,
             records: Vec::new(),
+            unread: std::collections::BTreeSet::new(),
         })
     }
 
@@ -389,7 +395,11 @@ impl Master {
             let sink = &mut self.sink;
             let mut log = |level, text: &str| sink.write("master", std::process::id(), level, text, max);
             self.children.kill_overdue(Instant::now(), &mut log);
-            let timeout = self.next_wakeup().map(|t| t.saturating_duration_since(Instant::now()));
+            let timeout = if self.unread.is_empty() {
+                self.next_wakeup().map(|t| t.saturating_duration_since(Instant::now()))
+            } else {
+                Some(Duration::ZERO)
+            };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != std::io::ErrorKind::Interrupted {
                     self.log(Level::Error, &format!("poll: {e}"));
@@ -411,6 +421,11 @@ impl Master {
                         self.child_event(t, ev.is_readable(), ev.is_writable());
                     }
                 }
+            }
+            // Channels left with messages in the last turn read on.
+            for id in std::mem::take(&mut self.unread) {
+                from_children = true;
+                self.child_event(Token(id), true, false);
             }
             self.flush_records();
             if from_children && self.stopping.is_none() {
@@ -554,6 +569,9 @@ impl Master {
 
     /// Whether a reload would be accepted.
     pub(crate) fn check_reload(&mut self) -> Result<(), String> {
+        if self.stopping.is_some() {
+            return Err(String::from("reload refused: the mail system is stopping"));
+        }
         let (new, _, _) = self.load_new()?;
         self.load_material(&new).map(|_| ())
     }
@@ -561,6 +579,11 @@ impl Master {
     /// Re-read the configuration. A bad one is reported and the running
     /// one kept; a good one starts a new generation of children.
     pub fn reload(&mut self) -> Result<u64, String> {
+        // A stop in progress retires its children in order (cleanup
+        // last): a new generation would undo that.
+        if self.stopping.is_some() {
+            return Err(String::from("reload refused: the mail system is stopping"));
+        }
         let (new, kept, owner) = self.load_new()?;
         let intake = self.load_material(&new)?;
         if owner.submission_gid != self.owner.submission_gid {

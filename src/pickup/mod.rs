@@ -678,8 +678,12 @@ impl Pickup {
             Ok(_) => return Ok(false),
             Err(e) => return Err(e.to_string()),
         }
-        let mut reader = match Reader::new(BufReader::with_capacity(64 << 10, file), self.limits()) {
-            Ok((reader, _)) => reader,
+        // Whole, whatever pickup's limits are now: one over them (lowered
+        // since) is taken, and refused with a notice, not left to be
+        // removed as unfinished.
+        let whole = maildrop::Limits { max_content: u64::MAX, ..self.limits() };
+        let mut reader = match Reader::new_counting(BufReader::with_capacity(64 << 10, file), whole) {
+            Ok((reader, _, _)) => reader,
             Err(e @ maildrop::Error::Io(_)) => return Err(e.to_string()),
             Err(_) => return Ok(false),
         };

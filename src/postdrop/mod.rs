@@ -23,6 +23,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
 use nix::fcntl::{OFlag, open, openat, renameat};
+use nix::sys::signal::{SigSet, Signal};
 use nix::sys::stat::{Mode, umask};
 use nix::unistd::{UnlinkatFlags, unlinkat};
 use sandbox::{DirAccess, Grant, Net, Policy, Unconfined};
@@ -37,6 +38,7 @@ pub const EX_USAGE: i32 = 64;
 pub const EX_DATAERR: i32 = 65;
 pub const EX_UNAVAILABLE: i32 = 69;
 pub const EX_SOFTWARE: i32 = 70;
+pub const EX_OSERR: i32 = 71;
 pub const EX_TEMPFAIL: i32 = 75;
 pub const EX_NOPERM: i32 = 77;
 pub const EX_CONFIG: i32 = 78;
@@ -51,7 +53,7 @@ const DIR_SEARCH: OFlag = OFlag::from_bits_retain(libc::O_SEARCH);
 #[cfg(not(any(target_os = "linux", target_os = "freebsd")))]
 const DIR_SEARCH: OFlag = OFlag::O_RDONLY;
 
-const USAGE: &str = "usage: postdrop [-C config] < maildrop-stream (run by sendmail)";
+pub const USAGE: &str = "usage: postdrop [-C config] < maildrop-stream (run by sendmail)";
 
 /// Run postdrop; returns the exit status.
 pub fn main(args: &[String]) -> i32 {
@@ -74,6 +76,18 @@ pub fn main(args: &[String]) -> i32 {
     };
     // Mode bits are ours to choose, not the caller's umask's.
     umask(Mode::from_bits_truncate(0o027));
+    // A ^C at sendmail's terminal, a hang-up or a kill must not leave a
+    // partial file (pickup would keep it a day): the signals wait, and
+    // the stream's end, cut short, removes the file (sendmail gone, its
+    // pipe ends). SIGXFSZ too: past the caller's file size limit, the
+    // write fails (EFBIG) and the file is removed.
+    let mut hold = SigSet::empty();
+    for s in [Signal::SIGINT, Signal::SIGQUIT, Signal::SIGHUP, Signal::SIGTERM, Signal::SIGXFSZ] {
+        hold.add(s);
+    }
+    if let Err(e) = hold.thread_block() {
+        return fail(EX_OSERR, &format!("blocking signals: {e}"));
+    }
     let dir_path = config.spool.join(MAILDROP_DIR);
     let flags = DIR_SEARCH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     let maildrop = match open(&dir_path, flags, Mode::empty()) {

@@ -359,7 +359,7 @@ impl Context {
         let mut recipients: Vec<String> = Vec::new();
         for r in inv.recipients.iter().map(|r| qualify(r, hostname)) {
             check_address("recipient", &r)?;
-            if !recipients.iter().any(|x| x.eq_ignore_ascii_case(&r)) {
+            if !recipients.iter().any(|x| same_address(x, &r)) {
                 recipients.push(r);
             }
         }
@@ -367,7 +367,7 @@ impl Context {
         for r in prepared.recipients {
             if let Err(f) = check_address("recipient", &r) {
                 unreadable.push(f.message);
-            } else if !recipients.iter().any(|x| x.eq_ignore_ascii_case(&r)) {
+            } else if !recipients.iter().any(|x| same_address(x, &r)) {
                 recipients.push(r);
             }
         }
@@ -722,3 +722,25 @@ impl Context {
 #[cfg(test)]
 #[path = "run_tests.rs"]
 mod tests;
+
+/// The same recipient: local parts equal as written (RFC 5321 2.4: they
+/// may be case-sensitive), domains whatever their case.
+fn same_address(a: &str, b: &str) -> bool {
+    match (a.rsplit_once('@'), b.rsplit_once('@')) {
+        (Some((la, da)), Some((lb, db))) => la == lb && da.eq_ignore_ascii_case(db),
+        _ => a == b,
+    }
+}
+
+#[cfg(test)]
+mod same_address_tests {
+    use super::same_address;
+
+    #[test]
+    fn local_parts_keep_their_case_and_domains_do_not() {
+        assert!(same_address("bob@Example.ORG", "bob@example.org"));
+        assert!(!same_address("Bob@example.org", "bob@example.org"));
+        assert!(same_address("postmaster", "postmaster"));
+        assert!(!same_address("a@x", "a"));
+    }
+}

@@ -267,10 +267,11 @@ fn remote(domain: String, routing: &Routing) -> Destination {
         return Destination { transport: Transport::Smtp, nexthop: Hop::Inet(relay.clone()) };
     }
     let nexthop = match domain.strip_prefix('[').and_then(|d| d.strip_suffix(']')) {
-        // An address literal: that address, no MX.
+        // An address literal: that address, no MX lookup, but its own MX
+        // (RFC 5321 5.1): this host's address is a loop, as Postfix has it.
         Some(literal) => {
             let host = literal.strip_prefix("ipv6:").unwrap_or(literal).to_string();
-            Nexthop { host, port: None, mx: false }
+            Nexthop { host, port: None, mx: true }
         }
         None => Nexthop { host: domain, port: None, mx: true },
     };

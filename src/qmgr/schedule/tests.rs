@@ -699,7 +699,7 @@ fn routing_by_relay_host_local_domains_and_literals() {
     assert_eq!(route("u@Remote.Test", &direct), smtp("remote.test"));
     assert_eq!(route("\"a@b\"@remote.test.", &direct), smtp("remote.test"));
     let literal = route("u@[192.0.2.1]", &direct);
-    assert_eq!(literal.nexthop, Hop::Inet(Nexthop { host: "192.0.2.1".into(), port: None, mx: false }));
+    assert_eq!(literal.nexthop, Hop::Inet(Nexthop { host: "192.0.2.1".into(), port: None, mx: true }));
     assert_eq!(route("u@Example.org", &direct).to_string(), "local:example.org");
     assert_eq!(route("u@remote.test", &direct).to_string(), "smtp:remote.test");
     let relayed = Routing::new(Some(relay.clone()), ["example.org"]);

@@ -195,3 +195,17 @@ ensure_group() {
 	getent group "$1" >/dev/null 2>&1 || groupadd -r "$1"
 }
 if is_root; then ensure_user _mta; ensure_group _mtadrop; fi
+
+# fake_roles ROLE...: a libexec folder in $W/libexec where each ROLE is
+# fake_child.py (a misbehaving child) and every other role our program,
+# and a configuration naming it.
+fake_roles() {
+	mkdir "$W/libexec"
+	for p in control qmgr smtpd cleanup pickup connector smtp bounce local lookup; do
+		case " $* " in
+		*" $p "*) cp fake_child.py "$W/libexec/$p"; chmod 755 "$W/libexec/$p" ;;
+		*) ln -s "$MTA_BIN/$p" "$W/libexec/$p" ;;
+		esac
+	done
+	LIBEXEC="$W/libexec" write_conf
+}

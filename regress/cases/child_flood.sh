@@ -4,11 +4,7 @@
 # mtactl still gets answers and SIGTERM still stops the system in time.
 . ./lib.sh
 is_root || { note "skipped: libexec programs must be root's"; exit 0; }
-mkdir "$W/libexec"
-cp fake_child.py "$W/libexec/pickup"
-chmod 755 "$W/libexec/pickup"
-for p in control qmgr smtpd cleanup bounce connector smtp local lookup; do ln -s "$MTA_BIN/$p" "$W/libexec/$p"; done
-LIBEXEC="$W/libexec" write_conf
+fake_roles pickup
 "$MTA" -d -f "$CONF" >"$LOG" 2>&1 &
 MASTER_PID=$!
 wait_log "pickup pid [0-9]* running" 10 || fail "the fake pickup did not start"

@@ -4,11 +4,7 @@
 # process answers the stop request with 100 records and exits at once.
 . ./lib.sh
 is_root || { note "skipped: libexec programs must be root's"; exit 0; }
-mkdir "$W/libexec"
-cp fake_child.py "$W/libexec/bounce"
-chmod 755 "$W/libexec/bounce"
-for p in control qmgr smtpd cleanup pickup connector smtp local lookup; do ln -s "$MTA_BIN/$p" "$W/libexec/$p"; done
-LIBEXEC="$W/libexec" write_conf
+fake_roles bounce
 "$MTA" -d -f "$CONF" >"$LOG" 2>&1 &
 MASTER_PID=$!
 wait_log "bounce pid [0-9]* running" || fail "the fake bounce did not start"

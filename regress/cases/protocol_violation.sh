@@ -3,14 +3,7 @@
 # restarted after the usual pause.
 . ./lib.sh
 is_root || { note "skipped: libexec programs must be root's"; exit 0; }
-mkdir "$W/libexec"
-cp fake_child.py "$W/libexec/control"
-cp fake_child.py "$W/libexec/qmgr"
-chmod 755 "$W/libexec/control" "$W/libexec/qmgr"
-ln -s "$MTA_BIN/smtpd" "$W/libexec/smtpd"
-ln -s "$MTA_BIN/cleanup" "$W/libexec/cleanup"
-for p in pickup connector smtp bounce local lookup; do ln -s "$MTA_BIN/$p" "$W/libexec/$p"; done
-LIBEXEC="$W/libexec" write_conf
+fake_roles control qmgr
 "$MTA" -d -f "$CONF" >"$LOG" 2>&1 &
 MASTER_PID=$!
 wait_log "killing control pid [0-9]*: malformed message" || fail "malformed message not answered by a kill"

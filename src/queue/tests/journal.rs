@@ -1150,21 +1150,27 @@ fn a_damaged_copy_of_a_message_on_hold_is_replaced_for_qmgr_to_keep_held() {
     assert!(rec.left[0].ends_with("qmgr holds it in this one's place"), "{rec}");
 }
 
+/// `n` messages committed, then a crash before anything was written out.
+fn committed_then_crashed(name: &str, n: usize) -> (Spool, QueueIdGen, Vec<QueueFile>) {
+    let s = Spool::new(name);
+    let (mut j, _) = s.open();
+    let mut idg = QueueIdGen::new(INSTANCE);
+    let msgs: Vec<QueueFile> = (0..n).map(|_| sample(&mut idg, 1, 2000)).collect();
+    for q in &msgs {
+        j.append(q).expect("append");
+    }
+    j.commit().expect("commit");
+    drop(j);
+    (s, idg, msgs)
+}
+
 /// Recovery takes a valid file under a message's queue ID for that
 /// message only if it is that message: another one that happens to have
 /// its ID (a clock stepped back) is left alone, and the journal's message
 /// stays in the journal, as when it is written out in service.
 #[test]
 fn recovery_leaves_another_message_under_the_same_id_and_keeps_its_own() {
-    let s = Spool::new("recollide");
-    let (mut j, _) = s.open();
-    let mut idg = QueueIdGen::new(INSTANCE);
-    let msgs: Vec<QueueFile> = (0..2).map(|_| sample(&mut idg, 1, 2000)).collect();
-    for q in &msgs {
-        j.append(q).expect("append");
-    }
-    j.commit().expect("commit");
-    drop(j); // crash before anything was written out
+    let (s, mut idg, msgs) = committed_then_crashed("recollide", 2);
     let mut other = sample(&mut idg, 1, 100);
     other.id = msgs[0].id;
     std::fs::write(s.dir.path.join("incoming").join(other.id.as_str()), other.encode().expect("encode"))
@@ -1182,15 +1188,7 @@ fn recovery_leaves_another_message_under_the_same_id_and_keeps_its_own() {
 
 #[test]
 fn a_copy_in_incoming_that_cannot_be_replaced_stops_no_recovery() {
-    let s = Spool::new("blocked");
-    let (mut j, _) = s.open();
-    let mut idg = QueueIdGen::new(INSTANCE);
-    let msgs: Vec<QueueFile> = (0..2).map(|_| sample(&mut idg, 1, 2000)).collect();
-    for q in &msgs {
-        j.append(q).expect("append");
-    }
-    j.commit().expect("commit");
-    drop(j); // crash before anything was written out
+    let (s, _, msgs) = committed_then_crashed("blocked", 2);
     let p = |q: &QueueFile| s.dir.path.join("incoming").join(q.id.as_str());
     std::fs::create_dir(p(&msgs[0])).expect("mkdir");
     std::fs::write(p(&msgs[0]).join("x"), b"in the way").expect("write");
@@ -1416,6 +1414,25 @@ fn offered_messages_get_no_file_and_recovery_knows_the_delivered_ones() {
 /// settled: they are written out from the segment, one qmgr wrote itself
 /// is taken as written, and the segment retires once all are settled.
 #[cfg(any(target_os = "linux", target_os = "freebsd"))]
+/// Six messages in two commits, the second in a new segment (the first
+/// is full), offered after each commit with at most `max_offered` out.
+fn two_segments_offered(name: &str, max_offered: usize) -> (Spool, Journal, Vec<QueueFile>, Vec<(QueueId, OwnedFd)>) {
+    let s = Spool::new(name);
+    let options = JournalOptions { retire_after: Duration::ZERO, segment_size: 8192, ..booted("boot-a") };
+    let (mut j, _) = s.open_with(options);
+    let mut idg = QueueIdGen::new(INSTANCE);
+    let msgs: Vec<QueueFile> = (0..6).map(|_| sample(&mut idg, 1, 2000)).collect();
+    let mut offers = Vec::new();
+    for part in msgs.chunks(3) {
+        for q in part {
+            j.append(q).expect("append");
+        }
+        j.commit().expect("commit");
+        j.offer_some(&mut offers, max_offered, 1 << 20);
+    }
+    (s, j, msgs, offers)
+}
+
 /// Messages committed in a segment and offered only after it was sealed
 /// (qmgr had its fill of offers then) are read back from that segment
 /// when qmgr goes away: the segment stays open for them. Before, it was
@@ -1424,21 +1441,9 @@ fn offered_messages_get_no_file_and_recovery_knows_the_delivered_ones() {
 /// the segment retired: the message was lost.
 #[test]
 fn messages_offered_after_their_segment_was_sealed_are_written_out_whole() {
-    let s = Spool::new("offeredlate");
-    let options = JournalOptions { retire_after: Duration::ZERO, segment_size: 8192, ..booted("boot-a") };
-    let (mut j, _) = s.open_with(options);
-    let mut idg = QueueIdGen::new(INSTANCE);
-    let msgs: Vec<QueueFile> = (0..6).map(|_| sample(&mut idg, 1, 2000)).collect();
-    let mut offers = Vec::new();
     // At most one offered at a time: the rest of the first segment is
     // still waiting when the second commit seals it.
-    for part in msgs.chunks(3) {
-        for q in part {
-            j.append(q).expect("append");
-        }
-        j.commit().expect("commit");
-        j.offer_some(&mut offers, 1, 1 << 20);
-    }
+    let (s, mut j, msgs, mut offers) = two_segments_offered("offeredlate", 1);
     assert_eq!(offers.len(), 1);
     assert_eq!(jnl(&s), 2, "{:?}", s.segments());
     // qmgr delivers the first; then more are offered, from the sealed
@@ -1494,20 +1499,7 @@ fn unwritten_messages_are_each_tried_again() {
 
 #[test]
 fn offered_messages_are_written_out_when_qmgr_goes() {
-    let s = Spool::new("offeredgone");
-    let options = JournalOptions { retire_after: Duration::ZERO, segment_size: 8192, ..booted("boot-a") };
-    let (mut j, _) = s.open_with(options);
-    let mut idg = QueueIdGen::new(INSTANCE);
-    let msgs: Vec<QueueFile> = (0..6).map(|_| sample(&mut idg, 1, 2000)).collect();
-    // Two commits, the second in a new segment (the first is full).
-    let mut offers = Vec::new();
-    for part in msgs.chunks(3) {
-        for q in part {
-            j.append(q).expect("append");
-        }
-        j.commit().expect("commit");
-        j.offer_some(&mut offers, 100, 1 << 20);
-    }
+    let (s, mut j, msgs, offers) = two_segments_offered("offeredgone", 100);
     assert_eq!(offers.len(), 6);
     assert_eq!(jnl(&s), 2, "{:?}", s.segments());
     // qmgr delivered #0, and wrote #1 itself.

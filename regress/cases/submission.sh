@@ -197,4 +197,15 @@ wait_for 10 sh -c "[ \$(grep -c 'failure notice to <mtadev@localhost> queued as'
 	fail "no failure notice for what pickup refused: $(grep 'failure notice' "$LOG")"
 [ "$(find "$W/spool/corrupt" -type f -name 'maildrop.*' | wc -l)" -eq $((aside + 2)) ] ||
 	fail "the refused files were not kept in corrupt/"
+# Whole, left by a crash under its temporary name, and over pickup's
+# limits: taken, and refused with a notice like the others (not taken
+# for unfinished, and removed a day later without one).
+printf 'Subject: crashed, too many\r\n\r\nx\r\n' |
+	python3 ./maildrop.py mtadev@localhost a@localhost b@localhost c@localhost >"$W/over"
+chown mtadev:_mtadrop "$W/over"; chmod 640 "$W/over"
+mv "$W/over" "$W/spool/maildrop/.tmp.B0123456789ABCDEF.over"
+wait_log "maildrop file .tmp.B0123456789ABCDEF.over: left complete under its temporary name .*; taken as over" 15 ||
+	fail "a whole temporary file over pickup's limits was not taken"
+wait_for 10 sh -c "[ \$(grep -c 'failure notice to <mtadev@localhost> queued as' '$LOG') -eq 3 ]" ||
+	fail "no failure notice for the temporary file over pickup's limits"
 exit 0

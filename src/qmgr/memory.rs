@@ -243,10 +243,19 @@ impl Qmgr {
         self.settled.taken.len() != before
     }
 
-    /// Message `id` of the active queue gets its queue file if it is in
-    /// memory (it is needed from now on); the error says why it could
-    /// not.
+    /// Message `id`, offered or of the active queue, gets its queue file
+    /// if it is in memory (it is needed from now on: an operator's
+    /// request); the error says why it could not.
     pub(super) fn materialise(&mut self, id: QueueId) -> Result<(), String> {
+        // Offered and not yet admitted (a listing shows it): its file in
+        // incoming/, admitted from there like any other.
+        if let Some(m) = self.offers.remove(&id) {
+            if !self.file_offer(id, m) {
+                return Err(String::from("cannot write its queue file"));
+            }
+            self.queue_incoming(id);
+            return Ok(());
+        }
         let Some(mem) = self.active.get_mut(&id).and_then(|m| m.memory.take()) else { return Ok(()) };
         match self.write_memory(id, &mem.fd, mem.cleanup) {
             Ok(()) => {

@@ -178,6 +178,7 @@ impl Resolver {
     }
 
     /// The addresses to try for `nexthop`, in order, or why there are none.
+    #[cfg(test)]
     pub async fn targets(&self, nexthop: &NexthopSpec) -> Result<Vec<Target>, Failure> {
         self.targets_and_unresolved(nexthop).await.map(|(t, _)| t)
     }

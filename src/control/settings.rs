@@ -52,10 +52,7 @@ pub fn run(path: &Path, q: &Query, json: bool) -> i32 {
             return 1;
         }
     };
-    let (chosen, unknown) = match settings(&config, q) {
-        Ok(s) => (s, Vec::new()),
-        Err((s, unknown)) => (s, unknown),
-    };
+    let (chosen, unknown) = settings(&config, q);
     if json {
         let object: Map<String, Value> = chosen.into_iter().map(|(k, v)| (k, to_json(&v))).collect();
         println!("{}", Value::Object(object));
@@ -71,31 +68,21 @@ pub fn run(path: &Path, q: &Query, json: bool) -> i32 {
     i32::from(!unknown.is_empty())
 }
 
-/// The settings `q` asks for, in name order; Err also names the NAMEs
-/// that match no setting (what matched is given all the same).
-#[allow(clippy::type_complexity)]
-pub fn settings(config: &Config, q: &Query) -> Result<Vec<(String, Value)>, (Vec<(String, Value)>, Vec<String>)> {
+/// The settings `q` asks for, in name order, and the NAMEs that match
+/// no setting.
+pub fn settings(config: &Config, q: &Query) -> (Vec<(String, Value)>, Vec<String>) {
     let all = flatten(config);
-    let defaults = if q.changed {
-        // The defaults as master would take them here (the hostname is
-        // this system's).
-        flatten(&Config::default())
-    } else {
-        Vec::new()
-    };
-    let is_default = |k: &str, v: &Value| q.changed && defaults.iter().any(|(dk, dv)| dk == k && dv == v);
-    let mut unknown = Vec::new();
-    for n in &q.names {
-        if !all.iter().any(|(k, _)| within(k, n)) {
-            unknown.push(n.clone());
-        }
-    }
-    let chosen: Vec<(String, Value)> = all
+    // The defaults as master would take them here (the hostname is this
+    // system's).
+    let defaults: std::collections::HashMap<String, Value> =
+        if q.changed { flatten(&Config::default()).into_iter().collect() } else { Default::default() };
+    let unknown = q.names.iter().filter(|n| !all.iter().any(|(k, _)| within(k, n))).cloned().collect();
+    let chosen = all
         .into_iter()
         .filter(|(k, _)| q.names.is_empty() || q.names.iter().any(|n| within(k, n)))
-        .filter(|(k, v)| !is_default(k, v))
+        .filter(|(k, v)| defaults.get(k) != Some(v))
         .collect();
-    if unknown.is_empty() { Ok(chosen) } else { Err((chosen, unknown)) }
+    (chosen, unknown)
 }
 
 /// `key` is the setting `name` or one of the section `name`.
@@ -201,7 +188,7 @@ mod tests {
     "#;
 
     fn lines(config: &Config, q: &Query) -> Vec<String> {
-        let s = settings(config, q).unwrap_or_else(|(s, _)| s);
+        let (s, _) = settings(config, q);
         s.iter().map(|(k, v)| format!("{k} = {}", text(v)).trim_end().to_string()).collect()
     }
 
@@ -255,13 +242,9 @@ mod tests {
         );
         // A prefix that is not a whole section name is no section.
         let q = Query::parse(&["supervise.stop".into(), "lo".into(), "limits".into()]).expect("query");
-        match settings(&c, &q) {
-            Err((got, unknown)) => {
-                assert_eq!(unknown, ["supervise.stop", "lo"]);
-                assert!(!got.is_empty() && got.iter().all(|(k, _)| k.starts_with("limits.")));
-            }
-            Ok(_) => panic!("unknown names not said"),
-        }
+        let (got, unknown) = settings(&c, &q);
+        assert_eq!(unknown, ["supervise.stop", "lo"]);
+        assert!(!got.is_empty() && got.iter().all(|(k, _)| k.starts_with("limits.")));
         assert!(Query::parse(&["-x".into()]).is_err());
         assert!(Query::parse(&["-n".into()]).expect("query").changed);
     }
@@ -329,7 +312,8 @@ mod tests {
     #[test]
     fn what_is_printed_reads_back_as_the_same_configuration() {
         for c in [Config::default(), Config::parse(FILE).expect("parse")] {
-            let all = settings(&c, &Query::default()).expect("settings");
+            let (all, unknown) = settings(&c, &Query::default());
+            assert!(unknown.is_empty());
             let file = as_file(&all);
             let back = Config::parse(&file).unwrap_or_else(|e| panic!("{e:?} in\n{file}"));
             assert_eq!(back, c, "from\n{file}");

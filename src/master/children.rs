@@ -583,14 +583,7 @@ impl Master {
         // Held as long as it is written at most (a line is cut there,
         // and escaping only lengthens it): a child's megabyte records
         // cannot fill master's memory while they wait.
-        let max = self.config.log.line_length as usize;
-        if text.len() > max {
-            let mut cut = max;
-            while !text.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            text.truncate(cut);
-        }
+        text.truncate(text.floor_char_boundary(self.config.log.line_length as usize));
         self.records.push(super::HeldRecord { at, role, pid, level, text });
         if self.records.len() >= super::MAX_HELD_RECORDS {
             self.flush_records();

@@ -530,6 +530,11 @@ impl Master {
     /// keep their running value. Returns who is to own the queue then:
     /// the running mail user, with the submission group looked up again.
     fn load_new(&mut self) -> Result<(Config, Vec<&'static str>, spool::Owner), String> {
+        // A stop in progress retires its children in order (cleanup
+        // last): a new generation would undo that.
+        if self.stopping.is_some() {
+            return Err(String::from("reload refused: the mail system is stopping"));
+        }
         let mut new = Config::load(&self.config_path)
             .map_err(|e| format!("reload refused, keeping the running configuration: {e}"))?;
         let mut kept = Vec::new();
@@ -569,9 +574,6 @@ impl Master {
 
     /// Whether a reload would be accepted.
     pub(crate) fn check_reload(&mut self) -> Result<(), String> {
-        if self.stopping.is_some() {
-            return Err(String::from("reload refused: the mail system is stopping"));
-        }
         let (new, _, _) = self.load_new()?;
         self.load_material(&new).map(|_| ())
     }
@@ -579,11 +581,6 @@ impl Master {
     /// Re-read the configuration. A bad one is reported and the running
     /// one kept; a good one starts a new generation of children.
     pub fn reload(&mut self) -> Result<u64, String> {
-        // A stop in progress retires its children in order (cleanup
-        // last): a new generation would undo that.
-        if self.stopping.is_some() {
-            return Err(String::from("reload refused: the mail system is stopping"));
-        }
         let (new, kept, owner) = self.load_new()?;
         let intake = self.load_material(&new)?;
         if owner.submission_gid != self.owner.submission_gid {

@@ -21,6 +21,9 @@ use std::time::{Duration, Instant};
 
 /// Addresses followed at most.
 pub const MAX_CLIENTS: usize = 100_000;
+/// How often ended windows are swept out at most (smtpd's tick comes ten
+/// times a second; a window lasts a second or more).
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// What is counted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,13 +42,15 @@ pub struct Rates {
     limits: [u32; 3],
     unit: Duration,
     windows: HashMap<IpAddr, (Instant, [u32; 3])>,
+    /// The last sweep of [`Rates::expire`].
+    swept: Option<Instant>,
 }
 
 impl Rates {
     /// At most `limits` (connections, messages, recipients; 0: no limit)
     /// per `unit`.
     pub fn new(limits: [u32; 3], unit: Duration) -> Rates {
-        Rates { limits, unit, windows: HashMap::new() }
+        Rates { limits, unit, windows: HashMap::new(), swept: None }
     }
 
     /// Whether `event` has a limit.
@@ -72,8 +77,12 @@ impl Rates {
         if *n > limit { Err(*n) } else { Ok(()) }
     }
 
-    /// Forget the windows that have ended.
+    /// Forget the windows that have ended (at most once a second).
     pub fn expire(&mut self, now: Instant) {
+        if self.windows.is_empty() || self.swept.is_some_and(|t| now.saturating_duration_since(t) < SWEEP_EVERY) {
+            return;
+        }
+        self.swept = Some(now);
         let unit = self.unit;
         self.windows.retain(|_, w| now.duration_since(w.0) < unit);
     }

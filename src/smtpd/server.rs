@@ -1140,8 +1140,9 @@ impl Server {
     /// that shuts down: a 421 to every session between commands, and to
     /// a session in the middle of one or of a message's content (between
     /// BDAT chunks) once it is done (the content taken and its verdict
-    /// given, a lookup answered) or the grace is over. A message waiting for cleanup's verdict is never
-    /// cut: the client would send again what may be queued.
+    /// given, a lookup answered) or the grace is over. A message waiting
+    /// for cleanup's verdict is never cut: the client would send again
+    /// what may be queued.
     fn shut_sessions(&mut self, now: Instant) {
         let Some(until) = self.shutdown else { return };
         let late = now >= until;

@@ -30,7 +30,7 @@ use sandbox::{DirAccess, Grant, Net, Policy, Unconfined};
 
 use crate::config::{self, Config};
 use crate::header::unique;
-use crate::maildrop::{Error as DropError, Limits, Reader, Writer, names};
+use crate::maildrop::{BodyType, Error as DropError, Limits, Reader, Writer, names};
 use crate::roles::MAILDROP_DIR;
 
 /// sysexits(3).
@@ -181,6 +181,19 @@ fn copy(input: impl std::io::Read, file: &File, limits: Limits) -> Result<(), (i
         e => (EX_DATAERR, e.to_string()),
     };
     let (mut reader, envelope) = Reader::new(input, limits).map_err(bad)?;
+    // What pickup would only set aside (logged, but the submitter never
+    // hears of it) is refused here, before the file is whole: sendmail
+    // checks the same, but anyone in the group may run postdrop.
+    if envelope.body == BodyType::BinaryMime {
+        return Err((EX_DATAERR, String::from("BINARYMIME content cannot be submitted locally")));
+    }
+    if let Err(n) = crate::pickup::envelope_fits(&envelope) {
+        let why = format!(
+            "the envelope ({n} octets: {} recipients and their ORCPT) is more than one message may carry",
+            envelope.recipients.len()
+        );
+        return Err((EX_DATAERR, why));
+    }
     let mut writer = Writer::new(std::io::BufWriter::with_capacity(64 << 10, file), &envelope).map_err(bad)?;
     while let Some(chunk) = reader.next_chunk().map_err(bad)? {
         writer.write(&chunk).map_err(bad)?;
@@ -188,4 +201,58 @@ fn copy(input: impl std::io::Read, file: &File, limits: Limits) -> Result<(), (i
     let buffered = writer.finish().map_err(bad)?;
     let file = buffered.into_inner().map_err(|e| (EX_TEMPFAIL, e.error().to_string()))?;
     file.sync_all().map_err(|e| (EX_TEMPFAIL, format!("syncing the maildrop file: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::maildrop::{Envelope, Recipient};
+
+    fn stream(e: &Envelope) -> Vec<u8> {
+        let mut w = Writer::new(Vec::new(), e).expect("envelope");
+        w.write(b"Subject: t\r\n\r\nbody\r\n").expect("content");
+        w.finish().expect("finish")
+    }
+
+    fn run(e: &Envelope) -> (Result<(), (i32, String)>, u64) {
+        let path = std::env::temp_dir().join(format!("mta-postdrop-{}-{}", std::process::id(), e.recipients.len()));
+        let file = File::options().read(true).write(true).create_new(true).open(&path).expect("scratch file");
+        let _ = std::fs::remove_file(&path);
+        let limits = Limits { max_recipients: 1_000_000, max_content: 1 << 20 };
+        let r = copy(&stream(e)[..], &file, limits);
+        (r, file.metadata().expect("meta").len())
+    }
+
+    fn envelope(n: usize) -> Envelope {
+        let recipients = (0..n)
+            .map(|i| Recipient { address: format!("user{i}@example.org"), orcpt: None, notify: None })
+            .collect();
+        Envelope { sender: "a@example.org".into(), recipients, ..Envelope::default() }
+    }
+
+    #[test]
+    fn a_stream_pickup_can_take_is_copied() {
+        let (r, len) = run(&envelope(3));
+        assert_eq!(r, Ok(()));
+        assert!(len > 0);
+    }
+
+    #[test]
+    fn binarymime_is_refused_not_left_for_pickup_to_set_aside() {
+        let e = Envelope { body: BodyType::BinaryMime, ..envelope(1) };
+        let (r, _) = run(&e);
+        let (code, msg) = r.expect_err("refused");
+        assert_eq!(code, EX_DATAERR);
+        assert!(msg.contains("BINARYMIME"), "{msg}");
+    }
+
+    #[test]
+    fn an_envelope_over_what_cleanup_takes_is_refused() {
+        let e = envelope(200_000);
+        assert!(crate::pickup::envelope_fits(&e).is_err(), "the test needs a larger envelope");
+        let (r, _) = run(&e);
+        let (code, msg) = r.expect_err("refused");
+        assert_eq!(code, EX_DATAERR);
+        assert!(msg.contains("200000 recipients"), "{msg}");
+    }
 }

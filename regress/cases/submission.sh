@@ -121,12 +121,20 @@ done
 # A symlink cannot be moved (Landlock will not let pickup make one): removed.
 wait_log "maildrop file SYMLINK: not a regular file" || fail "SYMLINK not set aside"
 [ -e "$W/spool/maildrop/SYMLINK" ] || [ -L "$W/spool/maildrop/SYMLINK" ] && fail "SYMLINK left in maildrop/"
-# A file whose envelope is more than pickup may hand cleanup in one
-# message (1,000 recipients with 1,024-octet ORCPTs) is set
+# An envelope more than pickup may hand cleanup in one message (1,000
+# recipients with 1,024-octet ORCPTs): postdrop refuses it (65, said on
+# stderr); a file that holds one all the same (an older postdrop's) is set
 # aside, and the files after it are still taken.
 rcpts=$(i=0; while [ $i -lt 1000 ]; do printf 'r%035d@localhost ' $i; i=$((i + 1)); done)
 # shellcheck disable=SC2086
-printf 'Subject: huge envelope\n\nx\n' | DROP_ORCPT=1024 drop mtadev@localhost $rcpts || fail "postdrop refused the large envelope"
+printf 'Subject: huge envelope\n\nx\n' | DROP_ORCPT=1024 drop mtadev@localhost $rcpts 2>"$W/huge.err"
+rc=$?
+[ $rc -eq 65 ] || fail "postdrop took the large envelope ($rc)"
+grep -q "postdrop: the envelope (.* octets: 1000 recipients and their ORCPT) is more than one message may carry" "$W/huge.err" ||
+	fail "postdrop's refusal: $(cat "$W/huge.err")"
+# shellcheck disable=SC2086
+printf 'Subject: huge envelope\n\nx\n' | DROP_ORCPT=1024 python3 ./maildrop.py mtadev@localhost $rcpts >"$W/HUGE"
+chown mtadev:_mtadrop "$W/HUGE"; chmod 640 "$W/HUGE"; mv "$W/HUGE" "$W/spool/maildrop/HUGE"
 wait_log "maildrop file [^ ]*: its envelope .*moved to corrupt" 15 || fail "the large envelope was not set aside"
 printf 'Subject: after the large envelope\n\nstill taken\n' | drop mtadev@localhost root@localhost || fail "postdrop after"
 wait_queued 4 || fail "mail after the large envelope not queued"
@@ -172,6 +180,20 @@ wait_queued 6 || fail "the crashed submission was not queued"
 queue_files | xargs grep -q "rename undone" || fail "the crashed submission's content not queued"
 [ -e "$W/spool/maildrop/.tmp.$this.writing" ] || fail "a file of this boot was taken under its temporary name"
 grep -q "maildrop file .tmp.$this.writing" "$LOG" && fail "pickup touched a file of this boot"
+# An unfinished file of another boot waits its day: read once, said once,
+# not read again at each of the listings that follow (each arrival).
+printf 'Subject: cut\n\ncut short\n' | python3 ./maildrop.py mtadev@localhost root@localhost | head -c 60 >"$W/cut"
+chown mtadev:_mtadrop "$W/cut"; chmod 640 "$W/cut"
+mv "$W/cut" "$W/spool/maildrop/.tmp.B0123456789ABCDEF.cut"
+wait_log "maildrop file .tmp.B0123456789ABCDEF.cut: left unfinished by a postdrop of an earlier boot; removed when a day old" 5 ||
+	fail "an unfinished file of another boot was not noticed"
+for i in 1 2 3; do
+	printf 'Subject: after the cut %s\n\nx\n' $i | drop mtadev@localhost root@localhost || fail "postdrop after the cut file"
+	wait_queued $((6 + i)) || fail "message $i after the cut file not queued"
+done
+[ "$(grep -c 'maildrop file .tmp.B0123456789ABCDEF.cut' "$LOG")" -eq 1 ] ||
+	fail "the unfinished file of another boot was judged more than once: $(grep -c '.tmp.B0123456789ABCDEF.cut' "$LOG")"
+[ -e "$W/spool/maildrop/.tmp.B0123456789ABCDEF.cut" ] || fail "the unfinished file was removed before its day"
 
 # pickup's limits are master's copy of the configuration, postdrop reads
 # the file at each run: edited and not yet reloaded, they differ. A

@@ -86,6 +86,9 @@ const SCAN_INTERVAL: Duration = Duration::from_secs(1);
 const RETRY_PAUSE: Duration = Duration::from_secs(5);
 /// A `.tmp.*` file this old was left by a postdrop that died.
 const ABANDONED: Duration = Duration::from_secs(24 * 3600);
+/// Most unfinished files of an earlier boot remembered (beyond, they are
+/// read again at each listing, as before).
+const UNFINISHED_KEPT: usize = 10_000;
 /// Content of a failure notice per message on the cleanup channel.
 const NOTICE_CHUNK: usize = 32 * 1024;
 /// Names taken per scan, so one scan of a flooded directory stays short.
@@ -145,6 +148,10 @@ struct Pickup {
     said_full: bool,
     /// This boot's tag (`maildrop::names`), if the boot can be told.
     boot: Option<String>,
+    /// Unfinished temporary files of an earlier boot, found so, with the
+    /// inode and size they had: not read again at every listing while
+    /// they wait their day (nothing writes them any more).
+    unfinished: std::collections::HashMap<String, (unremoved::Identity, i64)>,
     /// Refused files whose failure notice is with cleanup.
     refused: Refused,
     /// Stopping: no notice is sent (the file waits for the next start).
@@ -206,6 +213,7 @@ pub fn serve(_token: Sandboxed, mut child: Child, watch: io::Result<Watch>, boot
         unremoved: Unremoved::default(),
         said_full: false,
         boot: boot.map(|b| names::boot_tag(&b)),
+        unfinished: std::collections::HashMap::new(),
         refused: Refused::default(),
         stopping: false,
         ids: queue::QueueIdGen::new(std::process::id()),
@@ -579,11 +587,20 @@ impl Pickup {
         if listed {
             self.troubles.keep_only(&troubled);
         }
+        if listed {
+            let present: std::collections::HashSet<&String> = stale.iter().collect();
+            self.unfinished.retain(|n, _| present.contains(n));
+        }
         for name in stale {
-            let old = fstatat(&self.maildrop, name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW).is_ok_and(|st| {
+            let st = fstatat(&self.maildrop, name.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW).ok();
+            let old = st.is_some_and(|st| {
                 let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
                 (now.as_secs() as i64).saturating_sub(st.st_mtime) > ABANDONED.as_secs() as i64
             });
+            let seen = st.map(|st| (identity(&st), st.st_size));
+            if !old && seen.is_some() && self.unfinished.get(&name) == seen.as_ref() {
+                continue;
+            }
             // Written in another boot: its postdrop is gone, and a whole
             // one is most likely mail sendmail said it took, whose rename
             // a crash undid (postdrop cannot sync maildrop/). Taken at once.
@@ -620,8 +637,18 @@ impl Pickup {
             // the boot tag of a file being written now could be told wrong
             // (FreeBSD's boot time moves when the clock is set).
             if !old {
+                if orphan
+                    && let Some(seen) = seen
+                    && self.unfinished.len() < UNFINISHED_KEPT
+                    && self.unfinished.insert(name.clone(), seen).is_none()
+                {
+                    self.child.warn(&format!(
+                        "maildrop file {name}: left unfinished by a postdrop of an earlier boot; removed when a day old"
+                    ));
+                }
                 continue;
             }
+            self.unfinished.remove(&name);
             if unlinkat(&self.maildrop, name.as_str(), UnlinkatFlags::NoRemoveDir).is_ok() {
                 self.child.warn(&format!("maildrop file {name}: left unfinished for a day; removed"));
             }

@@ -224,9 +224,8 @@ mod tests {
     }
 
     fn envelope(n: usize) -> Envelope {
-        let recipients = (0..n)
-            .map(|i| Recipient { address: format!("user{i}@example.org"), orcpt: None, notify: None })
-            .collect();
+        let recipients =
+            (0..n).map(|i| Recipient { address: format!("user{i}@example.org"), orcpt: None, notify: None }).collect();
         Envelope { sender: "a@example.org".into(), recipients, ..Envelope::default() }
     }
 

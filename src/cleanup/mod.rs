@@ -45,9 +45,14 @@ use message::HeaderScan;
 
 const MASTER: Token = Token(0);
 const FIRST_PEER: usize = 16;
-/// Content held for open transactions, over all of them; beyond it new
-/// content fails its transaction with a temporary error.
+/// Content and envelopes held for open transactions, over all of them;
+/// beyond it a new transaction, or new content, fails its transaction
+/// with a temporary error.
 const MAX_IN_FLIGHT: usize = 512 << 20;
+/// Open transactions one peer may have beyond `limits.sessions` (an smtpd
+/// has one per session at most, pickup, bounce and local one or two):
+/// more is a peer that does not follow the protocol.
+const SPARE_TRANSACTIONS: usize = 64;
 /// How often free space is checked.
 const SPACE_CHECK: Duration = Duration::from_secs(1);
 /// Queue files written per turn of the loop while smtpd has more for us,
@@ -69,12 +74,37 @@ const CLOSING_WAIT: Duration = Duration::from_secs(2);
 /// A message being received.
 struct Pending {
     envelope: Box<MessageEnvelope>,
+    /// What the envelope holds, counted in `in_flight` with the content.
+    envelope_bytes: usize,
     content: Vec<u8>,
     scan: HeaderScan,
     /// Too big or out of memory: refused at End with this result.
     failed: Option<CommitResult>,
     /// The ID the peer gave it from those set aside for it.
     id: Option<QueueId>,
+}
+
+impl Pending {
+    /// Bytes it holds, as counted in `in_flight`.
+    fn held(&self) -> usize {
+        self.envelope_bytes + self.content.len()
+    }
+}
+
+/// About what an envelope holds in memory: its strings and a little for
+/// each recipient.
+fn envelope_bytes(e: &MessageEnvelope) -> usize {
+    let strings = [&e.sender, &e.helo, &e.protocol, &e.client_address, &e.server_address, &e.client_hostname];
+    let fixed = strings.iter().map(|s| s.len()).sum::<usize>()
+        + e.envid.as_ref().map_or(0, String::len)
+        + e.tls.as_ref().map_or(0, String::len);
+    let per_recipient = std::mem::size_of::<crate::ipc::msg::MessageRecipient>();
+    let recipients = e
+        .recipients
+        .iter()
+        .map(|r| per_recipient + r.address.len() + r.orcpt.as_ref().map_or(0, String::len))
+        .sum::<usize>();
+    std::mem::size_of::<MessageEnvelope>() + fixed + recipients
 }
 
 /// The queue IDs set aside for one smtpd or pickup, in the order sent
@@ -460,12 +490,15 @@ impl Cleanup {
         if let Some(p) = self.peers.remove(&token) {
             let raw = p.chan.as_raw_fd();
             let _ = self.poll.registry().deregister(&mut SourceFd(&raw));
-            self.in_flight -= p.txns.values().map(|t| t.content.len()).sum::<usize>();
+            self.in_flight -= p.txns.values().map(Pending::held).sum::<usize>();
         }
     }
 
     fn message(&mut self, token: Token, m: SmtpdToCleanup) {
-        let max_size = self.child.config.intake.as_ref().map_or(u64::MAX, |i| i.limits.message_size);
+        let intake = self.child.config.intake.as_ref();
+        let max_size = intake.map_or(u64::MAX, |i| i.limits.message_size);
+        let sessions = intake.map_or(crate::config::smtp::Limits::default().sessions, |i| i.limits.sessions);
+        let max_open = sessions as usize + SPARE_TRANSACTIONS;
         let Some(p) = self.peers.get_mut(&token) else { return };
         match m {
             SmtpdToCleanup::Begin { txn, id, envelope } => {
@@ -497,8 +530,24 @@ impl Cleanup {
                     let who = p.role.name();
                     self.child.fatal(&format!("{who} sent an envelope of the wrong origin ({})", envelope.protocol));
                 }
-                let failed = bad_address(&envelope).map(|why| refused(553, "5.1.3", &why));
-                p.txns.insert(txn, Pending { envelope, content: Vec::new(), scan: HeaderScan::new(), failed, id });
+                if p.txns.len() >= max_open {
+                    let who = p.role.name();
+                    self.child.fatal(&format!("{who} opened more than {max_open} transactions at once"));
+                }
+                let mut failed = bad_address(&envelope).map(|why| refused(553, "5.1.3", &why));
+                let mut envelope = envelope;
+                let mut envelope_bytes = envelope_bytes(&envelope);
+                if failed.is_none() && self.in_flight + envelope_bytes > MAX_IN_FLIGHT {
+                    failed = Some(CommitResult::TempFail(String::from("too much mail in flight")));
+                }
+                if failed.is_some() {
+                    // Refused at its end whatever comes: nothing of it kept.
+                    envelope.recipients = Vec::new();
+                    envelope_bytes = 0;
+                }
+                self.in_flight += envelope_bytes;
+                let scan = HeaderScan::new();
+                p.txns.insert(txn, Pending { envelope, envelope_bytes, content: Vec::new(), scan, failed, id });
                 if id.is_some() {
                     self.reserve(token);
                 }
@@ -525,14 +574,14 @@ impl Cleanup {
             }
             SmtpdToCleanup::Abort { txn } => {
                 if let Some(t) = p.txns.remove(&txn) {
-                    self.in_flight -= t.content.len();
+                    self.in_flight -= t.held();
                 }
             }
             SmtpdToCleanup::End { txn } => {
                 let Some(t) = p.txns.remove(&txn) else {
                     self.child.fatal(&format!("end of unknown transaction {txn}"));
                 };
-                self.in_flight -= t.content.len();
+                self.in_flight -= t.held();
                 self.end(token, txn, t);
             }
         }

@@ -29,6 +29,9 @@ use super::report::Relay;
 use super::work::{Chunk, Dest, Work};
 
 const READ_CHUNK: usize = 16 * 1024;
+/// Most bytes kept from a server before the client exists (implicit TLS:
+/// the greeting, sent with the handshake).
+const MAX_EARLY: usize = 64 * 1024;
 /// The status of a session lost before its client existed (4.4.2).
 const LOST: Enhanced = Enhanced::new(4, 4, 2);
 /// How long a closing session may take to write what is left.
@@ -76,6 +79,10 @@ pub struct Session {
     handshaking: bool,
     /// Implicit TLS: the client's configuration until the handshake is done.
     implicit: Option<client::Config>,
+    /// What the server sent inside TLS before the client existed: a
+    /// greeting that came with the handshake's last flight (TLS 1.3's
+    /// 0.5-RTT data), given to the client when it is made.
+    early: Vec<u8>,
     client: Option<Client>,
     timeouts: Timeouts,
     out: Vec<u8>,
@@ -138,6 +145,7 @@ impl Session {
             tls_setup,
             handshaking: false,
             implicit: None,
+            early: Vec::new(),
             client: None,
             timeouts,
             out: Vec::new(),
@@ -384,7 +392,11 @@ impl Session {
             events.push(Event::TlsUp { how, verified });
             match self.implicit.take() {
                 Some(config) => match Client::new_in_tls(config) {
-                    Ok(c) => {
+                    Ok(mut c) => {
+                        let early = std::mem::take(&mut self.early);
+                        if !early.is_empty() {
+                            c.receive(&early);
+                        }
                         self.client = Some(c);
                         self.start_job();
                     }
@@ -588,11 +600,16 @@ impl Session {
                 loop {
                     match t.reader().read(&mut buf) {
                         Ok(0) => return Err(ErrorKind::UnexpectedEof.into()),
-                        Ok(m) => {
-                            if let Some(c) = self.client.as_mut() {
-                                c.receive(&buf[..m]);
+                        Ok(m) => match self.client.as_mut() {
+                            Some(c) => c.receive(&buf[..m]),
+                            None if self.early.len() + m <= MAX_EARLY => self.early.extend_from_slice(&buf[..m]),
+                            None => {
+                                let why = format!(
+                                    "the server sent more than {MAX_EARLY} bytes before the TLS handshake was done"
+                                );
+                                return Err(io::Error::new(ErrorKind::InvalidData, why));
                             }
-                        }
+                        },
                         Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                         Err(e) => return Err(e),
                     }

@@ -934,10 +934,22 @@ fn a_next_hop_without_a_port_gets_smtp_port() {
 
 #[test]
 fn implicit_tls_to_the_relay_host() {
+    implicit_tls(Answer::Implicit);
+}
+
+/// A server whose TLS 1.3 stack sends the greeting with its handshake
+/// flight (0.5-RTT data): it comes before the client's session exists,
+/// and must not be lost (the client would wait for it until its timeout).
+#[test]
+fn implicit_tls_greeting_sent_with_the_handshake_is_read() {
+    implicit_tls(Answer::ImplicitEarly);
+}
+
+fn implicit_tls(connect: Answer) {
     let server = Server::start(
         1,
-        Arc::new(|cmd: &str| match cmd {
-            "CONNECT" => Answer::Implicit,
+        Arc::new(move |cmd: &str| match cmd {
+            "CONNECT" => connect.clone(),
             "EHLO client.test" => say("250-mx.test\r\n250-AUTH PLAIN\r\n250 8BITMIME"),
             c if c.starts_with("AUTH PLAIN ") => say("235 2.7.0 Authentication successful"),
             c => mta(&[])(c),

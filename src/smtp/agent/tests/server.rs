@@ -48,6 +48,9 @@ pub enum Answer {
     StartTls(String),
     /// Switch to TLS, then greet (implicit TLS).
     Implicit,
+    /// Implicit TLS whose greeting goes with the server's first flight
+    /// of TLS 1.3 (0.5-RTT data), before the client's Finished.
+    ImplicitEarly,
     /// Reply (220 to STARTTLS), then answer the client's hello with a
     /// fatal handshake_failure alert and close: a TLS stack that shares
     /// nothing with the client's.
@@ -247,6 +250,29 @@ fn serve(stream: Stream, script: &Script, (cert, key): (&str, &str)) -> Transcri
                 // Alert (21), TLS 1.2, length 2: fatal (2), handshake_failure (40).
                 let _ = c.stream.write_all(&[21, 3, 3, 0, 2, 2, 40]);
                 return t;
+            }
+            Answer::ImplicitEarly => {
+                let Stream::Plain(mut tcp) = c.stream else { return t };
+                let config = crate::smtpd::tls::server_config(cert.as_bytes(), key.as_bytes()).expect("config");
+                let mut config = (*config).clone();
+                config.send_half_rtt_data = true;
+                let mut conn = rustls::ServerConnection::new(Arc::new(config)).expect("tls");
+                conn.writer().write_all(b"220 mx.test ESMTP\r\n").expect("greeting queued");
+                // The client's hello in, the server's flight out: with
+                // the greeting in it.
+                while !conn.wants_write() {
+                    if conn.read_tls(&mut tcp).map_or(true, |n| n == 0) {
+                        return t;
+                    }
+                    conn.process_new_packets().expect("client hello");
+                }
+                while conn.wants_write() {
+                    conn.write_tls(&mut tcp).expect("server flight");
+                }
+                c.stream = Stream::Tls(Box::new(rustls::StreamOwned::new(conn, tcp)));
+                t.tls = true;
+                next = Answer::Say(String::new());
+                continue;
             }
             Answer::Implicit => {
                 let Stream::Plain(tcp) = c.stream else { return t };

@@ -264,6 +264,11 @@ impl Session {
             match self.write() {
                 Ok(p) => progress |= p,
                 Err(e) => {
+                    // A server that closed while we were writing may have
+                    // said why first (a refusal during the content): what
+                    // it sent is read before the connection is given up.
+                    self.readable = true;
+                    let _ = self.read();
                     self.broken(&e, events);
                     continue;
                 }

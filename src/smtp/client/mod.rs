@@ -495,6 +495,18 @@ impl Client {
         if stage == Stage::Quit && self.expects.front() == Some(&Expect::Quit) {
             return self.close();
         }
+        if self.phase == Phase::Content {
+            // A server that refused the message while it was being sent,
+            // and closed: its reply is the verdict, as it would be at
+            // the dot had the server waited for it.
+            let mut pos = 0;
+            if let Ok(Some(raw)) = self.reader.read(&self.input, &mut pos) {
+                let reply = raw.to_reply(self.config.limits.reply.text);
+                if matches!(reply.class(), 4 | 5) {
+                    return self.abort(Failure::remote(Stage::Content, reply), false);
+                }
+            }
+        }
         let mut text = format!("lost connection with the server while waiting for {}", stage.waiting_for());
         if stage == Stage::Dot {
             text.push_str(" -- message may be sent more than once");

@@ -703,6 +703,33 @@ fn output_that_backs_up_goes_on_when_the_server_reads_again() {
 }
 
 #[test]
+fn a_server_that_refuses_during_the_content_and_closes_is_heard() {
+    // It answers and closes while the client is still writing (more than
+    // the socket buffers hold): its words are the verdict, not "lost
+    // connection" (which would have the message tried again for days).
+    let script: Script = Arc::new(|cmd: &str| match cmd {
+        "EHLO client.test" => say("250-mx.test\r\n250-PIPELINING\r\n250 8BITMIME"),
+        "DATA" => Answer::RefuseData(
+            String::from("354 go ahead\r\n"),
+            String::from("554 5.3.4 Message too big for system\r\n"),
+        ),
+        c => mta(&[])(c),
+    });
+    let server = Server::start(1, script);
+    let mut body = b"Subject: refused\r\n\r\n".to_vec();
+    while body.len() < 16 << 20 {
+        body.extend_from_slice(format!("{:076}\r\n", body.len()).as_bytes());
+    }
+    let mut h = Harness::new(conf(), Connect::To(server.addr));
+    h.deliver(1, &["a@example.net"], &body);
+    let (_, rs) = h.report(1);
+    assert_eq!((&rs[0].status, rs[0].dsn.as_str()), (&RecipientStatus::Bounced, "5.3.4"), "{rs:?}");
+    assert!(rs[0].reason.contains("554 5.3.4 Message too big for system"), "{}", rs[0].reason);
+    h.run_until(|h| h.agent.sessions.is_empty());
+    server.transcripts();
+}
+
+#[test]
 fn silent_server_times_out_and_defers() {
     let server = Server::start(1, mta(&[("EHLO", "SILENCE")]));
     let mut conf = conf();

@@ -60,6 +60,10 @@ pub enum Answer {
     /// The answer to DATA (354...), then a pause before the content is
     /// read, so that the client's output backs up.
     SlowData(String, Duration),
+    /// The answer to DATA (354...); then, after the first line of
+    /// content, this refusal, and the connection closed while the client
+    /// is still sending.
+    RefuseData(String, String),
 }
 
 pub fn say(s: &str) -> Answer {
@@ -224,7 +228,7 @@ fn serve(stream: Stream, script: &Script, (cert, key): (&str, &str)) -> Transcri
     let mut next = script("CONNECT");
     loop {
         match next {
-            Answer::Say(text) | Answer::SlowData(text, _) => c.send(&text),
+            Answer::Say(text) | Answer::SlowData(text, _) | Answer::RefuseData(text, _) => c.send(&text),
             Answer::Hangup => return t,
             Answer::Last(text) => {
                 c.send(&text);
@@ -288,6 +292,14 @@ fn serve(stream: Stream, script: &Script, (cert, key): (&str, &str)) -> Transcri
         let cmd = String::from_utf8_lossy(&line).trim_end_matches(['\r', '\n']).to_string();
         t.commands.push(cmd.clone());
         next = script(&cmd);
+        if cmd.eq_ignore_ascii_case("DATA")
+            && let Answer::RefuseData(go, refusal) = &next
+        {
+            c.send(go);
+            let _ = c.line();
+            c.send(refusal);
+            return t;
+        }
         if cmd.eq_ignore_ascii_case("DATA")
             && let Answer::Say(text) | Answer::SlowData(text, _) = &next
             && text.starts_with("354")

@@ -58,6 +58,8 @@ pub(super) struct Harness {
     pub content_requests: usize,
     /// Answer `Action::StartTls` with `tls_started` at once.
     pub auto_tls: bool,
+    /// Leave `Action::NeedContent` unanswered (a driver still writing).
+    pub hold_content: bool,
 }
 
 impl Harness {
@@ -74,6 +76,7 @@ impl Harness {
             content_pos: 0,
             content_requests: 0,
             auto_tls: true,
+            hold_content: false,
         }
     }
 
@@ -106,6 +109,9 @@ impl Harness {
                     }
                     Action::NeedContent => {
                         self.content_requests += 1;
+                        if self.hold_content {
+                            continue;
+                        }
                         if self.content_pos < self.content.len() {
                             let end = (self.content_pos + self.chunk).min(self.content.len());
                             let chunk = self.content[self.content_pos..end].to_vec();

@@ -330,6 +330,40 @@ fn lost_connection_after_the_dot_defers_with_a_duplicate_warning() {
     assert!(r.reply.text.ends_with("-- message may be sent more than once"), "{}", r.reply.text);
 }
 
+/// A server that refuses the message while it is being sent, and
+/// closes: its reply is the verdict (a 5xx bounces, as at the dot), not a
+/// lost connection.
+#[test]
+fn a_reply_before_the_connection_is_lost_during_the_content_is_the_verdict() {
+    for (reply, disposition) in
+        [("554 5.3.4 Message too big for system", Disposition::Bounced), ("451 4.3.0 try later", Disposition::Deferred)]
+    {
+        let mut h = ready(config(), job(&["a@example.net", "b@example.net"]), EHLO_ALL);
+        h.hold_content = true;
+        h.sent();
+        h.server("250 Ok\r\n250 Ok\r\n250 Ok\r\n354 go\r\n");
+        assert_eq!(h.client.waiting().map(|w| w.0), Some(Stage::Content));
+        h.server(&format!("{reply}\r\n"));
+        assert!(h.done.is_empty(), "no verdict while the content is still being sent");
+        h.client.connection_lost();
+        h.pump();
+        let want = (disposition, Stage::Content, reply.to_string());
+        assert_eq!(summary(h.result()), vec![want.clone(), want]);
+        assert!(h.closed);
+    }
+    // Without a reply, it is a lost connection, deferred.
+    let mut h = ready(config(), job(&["a@example.net"]), EHLO_ALL);
+    h.hold_content = true;
+    h.sent();
+    h.server("250 Ok\r\n250 Ok\r\n354 go\r\n");
+    h.server("554 5.3.4 cut sh");
+    h.client.connection_lost();
+    h.pump();
+    let r = &h.result().recipients[0];
+    assert_eq!((r.disposition, r.stage), (Disposition::Deferred, Stage::Content));
+    assert!(r.reply.text.starts_with("lost connection with the server"), "{}", r.reply.text);
+}
+
 #[test]
 fn bad_addresses_never_reach_the_wire() {
     let j = job(&["a@example.net>\r\nRSET", "b@example.net"]);

@@ -71,10 +71,17 @@ impl Connector {
         skip: &[IpAddr],
     ) -> Result<Connection, Failure> {
         let port = nexthop.port.unwrap_or(default_port);
-        let (mut targets, unresolved) = self.resolver.targets_and_unresolved(nexthop).await?;
+        let found = self.resolver.targets_and_unresolved(nexthop).await?;
+        let (mut targets, unresolved) = (found.targets, found.unresolved);
         // RFC 5321 5.1: this host among the MX hosts takes itself and
-        // every MX host no better than it off the list.
-        let ours = targets.iter().filter(|t| self.own.is_own(t.ip, port)).map(|t| t.preference.unwrap_or(0)).min();
+        // every MX host no better than it off the list, also when the
+        // limits left its own addresses out of the list.
+        let ours = targets
+            .iter()
+            .chain(&found.left_out)
+            .filter(|t| self.own.is_own(t.ip, port))
+            .map(|t| t.preference.unwrap_or(0))
+            .min();
         if let Some(ours) = ours.filter(|_| nexthop.mx) {
             targets.retain(|t| t.preference.unwrap_or(0) < ours);
             if targets.is_empty() {

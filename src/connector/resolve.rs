@@ -94,11 +94,27 @@ impl Failure {
     }
 }
 
-/// One address to try and the host it belongs to.
 /// The best preference among the MX hosts whose addresses could not be
 /// found, and why (see [`Resolver::targets_and_unresolved`]).
 pub type Unresolved = Option<(u16, String)>;
 
+/// Most MX hosts beyond `smtp.mx_host_limit` looked up only to see
+/// whether this host is one of them.
+const SELF_CHECK_HOSTS: usize = 16;
+
+/// What a next hop's lookup found.
+#[derive(Debug, Default)]
+pub struct Found {
+    /// The addresses to try, in order, within the limits.
+    pub targets: Vec<Target>,
+    pub unresolved: Unresolved,
+    /// Addresses the limits left out, of MX hosts no worse than the last
+    /// one kept: not to be tried, but this host may be among them, and
+    /// then the hosts as good as it must not be tried either.
+    pub left_out: Vec<Target>,
+}
+
+/// One address to try and the host it belongs to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Target {
     /// The MX or host name (without the final dot), or the address for a literal.
@@ -180,14 +196,15 @@ impl Resolver {
     /// The addresses to try for `nexthop`, in order, or why there are none.
     #[cfg(test)]
     pub async fn targets(&self, nexthop: &NexthopSpec) -> Result<Vec<Target>, Failure> {
-        self.targets_and_unresolved(nexthop).await.map(|(t, _)| t)
+        self.targets_and_unresolved(nexthop).await.map(|f| f.targets)
     }
 
-    /// [`Resolver::targets`], and the best preference among the MX hosts
-    /// whose addresses could not be found, with why: a host that finds
+    /// [`Resolver::targets`], the best preference among the MX hosts
+    /// whose addresses could not be found, with why (a host that finds
     /// itself among the MX hosts must not take the lack of a better one
-    /// for a loop when a better one's lookup failed.
-    pub async fn targets_and_unresolved(&self, nexthop: &NexthopSpec) -> Result<(Vec<Target>, Unresolved), Failure> {
+    /// for a loop when a better one's lookup failed), and the addresses
+    /// the limits left out ([`Found`]).
+    pub async fn targets_and_unresolved(&self, nexthop: &NexthopSpec) -> Result<Found, Failure> {
         let host = nexthop.host.as_str();
         if let Some(ip) = literal(host) {
             // From an address (`user@[192.0.2.1]`, routed as its own MX):
@@ -198,16 +215,17 @@ impl Resolver {
             if nexthop.mx && !usable(&ip) {
                 return Err(Failure::permanent(format!("{host}: not an address a mail server can have")));
             }
-            return Ok((vec![Target { host: ip.to_string(), ip, preference: None }], None));
+            let targets = vec![Target { host: ip.to_string(), ip, preference: None }];
+            return Ok(Found { targets, ..Found::default() });
         }
         let name = fqdn(host)?;
         if !nexthop.mx {
-            return self.host_targets(host, &name).await.map(|t| (t, None));
+            return self.host_targets(host, &name).await;
         }
         match self.query(&name, RecordType::MX).await {
             Answer::Found(records) => self.mx_targets(host, records).await,
             // No MX: the domain is its own (implicit) MX.
-            Answer::NoData => self.host_targets(host, &name).await.map(|t| (t, None)),
+            Answer::NoData => self.host_targets(host, &name).await,
             other => {
                 let reason = name_error(host, "MX", &other);
                 Err(if matches!(other, Answer::NoSuchName) {
@@ -220,20 +238,20 @@ impl Resolver {
     }
 
     /// A single host's addresses.
-    async fn host_targets(&self, host: &str, name: &Name) -> Result<Vec<Target>, Failure> {
+    async fn host_targets(&self, host: &str, name: &Name) -> Result<Found, Failure> {
         match self.addresses(name).await {
-            Answer::Found(ips) => Ok(ips
-                .into_iter()
-                .take(self.limits.addresses)
-                .map(|ip| Target { host: host.to_string(), ip, preference: None })
-                .collect()),
+            Answer::Found(ips) => {
+                let mut all = ips.into_iter().map(|ip| Target { host: host.to_string(), ip, preference: None });
+                let targets = all.by_ref().take(self.limits.addresses).collect();
+                Ok(Found { targets, unresolved: None, left_out: all.collect() })
+            }
             Answer::Temporary => Err(Failure::lookup(name_error(host, "A", &Answer::<()>::Temporary))),
             other => Err(Failure::permanent(name_error(host, "A", &other))),
         }
     }
 
     /// The MX hosts' addresses, best first.
-    async fn mx_targets(&self, domain: &str, records: Vec<RData>) -> Result<(Vec<Target>, Unresolved), Failure> {
+    async fn mx_targets(&self, domain: &str, records: Vec<RData>) -> Result<Found, Failure> {
         let exchanges = order_exchanges(records);
         if exchanges.is_empty() {
             return Err(Failure::null_mx(format!("{domain}: domain does not accept mail (null MX)")));
@@ -243,20 +261,31 @@ impl Resolver {
         // if any lookup may succeed later.
         let mut failure: Option<Failure> = None;
         let mut unresolved: Unresolved = None;
+        let mut left_out = Vec::new();
         let limits = self.limits;
-        for (preference, exchange) in exchanges.into_iter().take(limits.hosts) {
-            if targets.len() >= limits.addresses {
-                break;
-            }
+        let mut beyond = 0;
+        for (i, (preference, exchange)) in exchanges.into_iter().enumerate() {
             let host = display(&exchange);
+            let target = |ip| Target { host: host.clone(), ip, preference: Some(preference) };
+            if i >= limits.hosts || targets.len() >= limits.addresses {
+                // Past the limits, hosts as good as the last one kept are
+                // looked up only to see whether this host is one of them.
+                let worst = targets.last().and_then(|t: &Target| t.preference);
+                if worst.is_none_or(|w| preference > w) || beyond >= SELF_CHECK_HOSTS {
+                    break;
+                }
+                beyond += 1;
+                if let Answer::Found(ips) = self.addresses(&exchange).await {
+                    left_out.extend(ips.into_iter().map(target));
+                }
+                continue;
+            }
             match self.addresses(&exchange).await {
                 Answer::Found(ips) => {
                     let room = limits.addresses - targets.len();
-                    targets.extend(ips.into_iter().take(room).map(|ip| Target {
-                        host: host.clone(),
-                        ip,
-                        preference: Some(preference),
-                    }));
+                    let mut all = ips.into_iter().map(target);
+                    targets.extend(all.by_ref().take(room));
+                    left_out.extend(all);
                 }
                 other => {
                     let temporary = matches!(other, Answer::Temporary);
@@ -274,7 +303,7 @@ impl Resolver {
             let f = failure.unwrap_or_else(|| Failure::permanent(format!("{domain}: no MX host has an address")));
             return Err(f);
         }
-        Ok((targets, unresolved))
+        Ok(Found { targets, unresolved, left_out })
     }
 
     /// A name's AAAA and A records, asked at once, interleaved (IPv6

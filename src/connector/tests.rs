@@ -136,6 +136,9 @@ fn zone() -> Zone {
         // We are the backup (20) of a primary whose address cannot be
         // found now.
         rec("backup.example.", RecordType::MX, vec![mx(10, "broken.example."), mx(20, "alive.example.")]),
+        // This host (alive) as good as h1, whose three addresses fill a
+        // limit of three.
+        rec("peers.example.", RecordType::MX, vec![mx(10, "h1.example."), mx(10, "alive.example.")]),
         rec("ghostmx.example.", RecordType::MX, vec![mx(5, "ghost.example."), mx(10, "mx1.example.")]),
         rec("allghosts.example.", RecordType::MX, vec![mx(5, "ghost.example."), mx(10, "ghost2.example.")]),
         rec("noaddress.example.", RecordType::TXT, Vec::new()),
@@ -433,6 +436,26 @@ fn mail_whose_best_mx_host_is_this_one_loops_back_to_myself() {
     let conn = f.connect("selfmx.example", other_port, true).expect("connected");
     assert_eq!(conn.host, "alive.example");
     assert_reaches(&conn, &other);
+}
+
+#[test]
+fn this_host_left_out_by_the_limits_still_keeps_its_peers_off_the_list() {
+    // h1 and this host are both MX 10: delivering to h1 could come back
+    // here. Whichever comes first (they are shuffled), the limits leave
+    // the other out; the mail must still loop back, h1 never tried.
+    let (_l, port) = listener();
+    let own = [SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port)];
+    for limits in [Limits { hosts: 100, addresses: 3 }, Limits { hosts: 1, addresses: 100 }] {
+        let f = Fixture::with_limits(Duration::from_secs(1), limits).listening_on(&own);
+        for _ in 0..8 {
+            let e = f.connect("peers.example", port, true).expect_err("a loop");
+            assert_eq!(
+                (e.permanent, e.dsn, e.reason.as_str()),
+                (true, "5.4.6", "mail for peers.example loops back to myself"),
+                "{limits:?}"
+            );
+        }
+    }
 }
 
 #[test]

@@ -65,39 +65,130 @@ pub enum Sink {
     Syslog(Syslog),
 }
 
-/// A syslog connection that reconnects after syslogd restarts.
+/// A syslog connection that reconnects after syslogd restarts, and never
+/// blocks master: the socket does not wait for syslogd, and records it
+/// has no room for are held (at most [`MAX_HELD`]) and sent, in order,
+/// when it takes them again ([`Sink::send_held`]); beyond that they are
+/// counted, and the count logged once syslogd catches up.
 pub struct Syslog {
     facility: syslog::Facility,
+    /// A socket other than the system's (tests).
+    path: Option<std::path::PathBuf>,
     logger: Option<syslog::Logger<syslog::LoggerBackend, syslog::Formatter3164>>,
     last_attempt: Option<Instant>,
+    held: std::collections::VecDeque<Held>,
+    dropped: u64,
+}
+
+/// A record syslogd had no room for yet.
+struct Held {
+    program: String,
+    pid: u32,
+    level: Level,
+    line: String,
+}
+
+/// What became of a record handed to syslogd.
+#[derive(PartialEq, Eq)]
+enum Sent {
+    Taken,
+    /// Its socket is full: syslogd is behind.
+    Busy,
+    /// No syslogd (not running, or it failed): the record is lost.
+    Lost,
 }
 
 const RECONNECT_PAUSE: Duration = Duration::from_secs(1);
+/// Records held at most while syslogd takes none.
+pub const MAX_HELD: usize = 10_000;
+/// A stream socket to syslogd waits this long at most for room.
+const STREAM_WAIT: Duration = Duration::from_millis(200);
 
 impl Syslog {
     pub fn new(facility: &str) -> Syslog {
+        Syslog::connected(facility, None)
+    }
+
+    /// A logger to the syslog socket at `path` (tests).
+    pub fn at(facility: &str, path: &std::path::Path) -> Syslog {
+        Syslog::connected(facility, Some(path.to_path_buf()))
+    }
+
+    fn connected(facility: &str, path: Option<std::path::PathBuf>) -> Syslog {
         let facility = syslog::Facility::from_str(facility).unwrap_or(syslog::Facility::LOG_MAIL);
-        let mut s = Syslog { facility, logger: None, last_attempt: None };
+        let mut s = Syslog { facility, path, logger: None, last_attempt: None, held: Default::default(), dropped: 0 };
         s.connect();
         s
+    }
+
+    /// Log under another facility from now on (records held are kept).
+    pub fn set_facility(&mut self, facility: &str) {
+        self.facility = syslog::Facility::from_str(facility).unwrap_or(syslog::Facility::LOG_MAIL);
+        self.connect();
     }
 
     fn connect(&mut self) {
         self.last_attempt = Some(Instant::now());
         let f = syslog::Formatter3164 { facility: self.facility, hostname: None, process: String::from("mta"), pid: 0 };
-        self.logger = syslog::unix(f).ok();
+        let logger = match &self.path {
+            Some(p) => syslog::unix_custom(f, p),
+            None => syslog::unix(f),
+        };
+        self.logger = logger.ok();
+        let set = match self.logger.as_ref().map(|l| &l.backend) {
+            Some(syslog::LoggerBackend::Unix(s)) => s.set_nonblocking(true),
+            Some(syslog::LoggerBackend::UnixStream(s)) => s.get_ref().set_write_timeout(Some(STREAM_WAIT)),
+            _ => Ok(()),
+        };
+        if set.is_err() {
+            self.logger = None;
+        }
     }
 
     fn write(&mut self, program: &str, pid: u32, level: Level, line: &str) {
+        if !self.held.is_empty() {
+            self.send_held();
+        }
+        if self.held.is_empty() && self.send(program, pid, level, line) != Sent::Busy {
+            return;
+        }
+        if self.held.len() >= MAX_HELD {
+            self.dropped += 1;
+            return;
+        }
+        self.held.push_back(Held { program: program.to_string(), pid, level, line: line.to_string() });
+    }
+
+    /// Send what is held, in order, while syslogd takes it; then say how
+    /// many records were dropped meanwhile, if any were.
+    fn send_held(&mut self) {
+        while let Some(h) = self.held.pop_front() {
+            if self.send(&h.program, h.pid, h.level, &h.line) == Sent::Busy {
+                self.held.push_front(h);
+                return;
+            }
+        }
+        if self.dropped > 0 {
+            let text = format!(
+                "{} log records were dropped: syslogd took none for a while, and {MAX_HELD} were held",
+                self.dropped
+            );
+            if self.send("mta/master", std::process::id(), Level::Warning, &text) != Sent::Busy {
+                self.dropped = 0;
+            }
+        }
+    }
+
+    fn send(&mut self, program: &str, pid: u32, level: Level, line: &str) -> Sent {
         for attempt in 0..2 {
             if self.logger.is_none() {
                 let waited = self.last_attempt.is_none_or(|t| t.elapsed() >= RECONNECT_PAUSE);
                 if attempt == 0 && !waited {
-                    return;
+                    return Sent::Lost;
                 }
                 self.connect();
             }
-            let Some(l) = self.logger.as_mut() else { return };
+            let Some(l) = self.logger.as_mut() else { return Sent::Lost };
             l.formatter.process = program.to_string();
             l.formatter.pid = pid;
             // The tag in the text too, as Postfix writes it: log readers
@@ -109,11 +200,20 @@ impl Syslog {
                 Level::Info => l.info(line),
                 Level::Debug => l.debug(line),
             };
-            if r.is_ok() {
-                return;
+            // (A stream socket's record may be half written: it starts
+            // again on a new connection.)
+            let datagram = matches!(l.backend, syslog::LoggerBackend::Unix(_));
+            match r {
+                Ok(()) => return Sent::Taken,
+                Err(syslog::Error::Write(e) | syslog::Error::Io(e))
+                    if datagram && e.kind() == std::io::ErrorKind::WouldBlock =>
+                {
+                    return Sent::Busy;
+                }
+                Err(_) => self.logger = None,
             }
-            self.logger = None;
         }
+        Sent::Lost
     }
 }
 
@@ -136,6 +236,27 @@ impl Sink {
                 let _ = writeln!(std::io::stderr(), "{program}[{pid}]: {}{line}", tag(level));
             }
             Sink::Syslog(s) => s.write(&program, pid, level, &line),
+        }
+    }
+
+    /// Records wait for syslogd ([`Syslog`]).
+    pub fn holding(&self) -> bool {
+        matches!(self, Sink::Syslog(s) if !s.held.is_empty() || s.dropped > 0)
+    }
+
+    /// Send what waits for syslogd, as far as it takes it now.
+    pub fn send_held(&mut self) {
+        if let Sink::Syslog(s) = self {
+            s.send_held();
+        }
+    }
+
+    /// Before master exits: give syslogd up to `wait` to take what is held.
+    pub fn drain_held(&mut self, wait: Duration) {
+        let end = Instant::now() + wait;
+        while self.holding() && Instant::now() < end {
+            self.send_held();
+            std::thread::sleep(Duration::from_millis(10));
         }
     }
 }
@@ -164,7 +285,57 @@ impl ChildLog {
 
 #[cfg(test)]
 mod tests {
-    use super::sanitize;
+    use super::*;
+
+    /// A syslogd that reads nothing for a while: master's writes must not
+    /// wait for it; what it has no room for is held and sent in order
+    /// once it reads again, and what was beyond the hold is counted.
+    #[test]
+    fn a_stalled_syslogd_never_blocks_and_loses_only_what_is_counted() {
+        let path = std::env::temp_dir().join(format!("mta-log-stalled-{}", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let syslogd = std::os::unix::net::UnixDatagram::bind(&path).expect("bind");
+        let mut sink = Sink::Syslog(Syslog::at("mail", &path));
+        let n = MAX_HELD * 2;
+        let (done, finished) = std::sync::mpsc::channel();
+        let writer = std::thread::spawn(move || {
+            for i in 0..n {
+                sink.write("smtpd", 7, Level::Info, &format!("record {i}"), 200);
+            }
+            done.send(()).expect("send");
+            sink
+        });
+        finished.recv_timeout(Duration::from_secs(20)).expect("the writes waited for syslogd");
+        let mut sink = writer.join().expect("writer");
+        assert!(sink.holding());
+        syslogd.set_read_timeout(Some(Duration::from_millis(200))).expect("timeout");
+        let mut got = Vec::new();
+        let mut buf = [0u8; 512];
+        let end = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < end {
+            sink.send_held();
+            match syslogd.recv(&mut buf) {
+                Ok(k) => got.push(String::from_utf8_lossy(&buf[..k]).to_string()),
+                Err(_) if !sink.holding() => break,
+                Err(_) => {}
+            }
+        }
+        let _ = std::fs::remove_file(&path);
+        assert!(!sink.holding(), "records still held after 30 s");
+        let notice = got.pop().expect("records");
+        let numbers: Vec<usize> =
+            got.iter().map(|l| l.rsplit_once("record ").expect("a record").1.parse().expect("its number")).collect();
+        assert!(numbers.windows(2).all(|w| w[0] < w[1]), "out of order");
+        // The socket's queue, then the hold: every record up to there.
+        assert!(numbers.len() > MAX_HELD, "{} records", numbers.len());
+        assert_eq!(numbers, (0..numbers.len()).collect::<Vec<_>>(), "a record lost before the hold was full");
+        let dropped = n - numbers.len();
+        assert!(
+            notice
+                .contains(&format!("mta/master[{}]: warning: {dropped} log records were dropped", std::process::id())),
+            "{notice}"
+        );
+    }
 
     #[test]
     fn control_characters_are_escaped() {

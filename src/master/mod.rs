@@ -108,6 +108,8 @@ pub(crate) struct HeldRecord {
 const MAX_HELD_RECORDS: usize = 4096;
 /// Messages read from one child's channel in one turn at most.
 const READ_BUDGET: usize = 1024;
+/// While records wait for syslogd, master looks again this often.
+const HELD_RETRY: Duration = Duration::from_millis(100);
 
 pub struct Master {
     pub opts: Options,
@@ -395,11 +397,15 @@ impl Master {
             let sink = &mut self.sink;
             let mut log = |level, text: &str| sink.write("master", std::process::id(), level, text, max);
             self.children.kill_overdue(Instant::now(), &mut log);
-            let timeout = if self.unread.is_empty() {
+            let mut timeout = if self.unread.is_empty() {
                 self.next_wakeup().map(|t| t.saturating_duration_since(Instant::now()))
             } else {
                 Some(Duration::ZERO)
             };
+            if self.sink.holding() {
+                // Records wait for syslogd: look again soon.
+                timeout = Some(timeout.map_or(HELD_RETRY, |t| t.min(HELD_RETRY)));
+            }
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() != std::io::ErrorKind::Interrupted {
                     self.log(Level::Error, &format!("poll: {e}"));
@@ -428,6 +434,9 @@ impl Master {
                 self.child_event(Token(id), true, false);
             }
             self.flush_records();
+            if self.sink.holding() {
+                self.sink.send_held();
+            }
             if from_children && self.stopping.is_none() {
                 // Let the next records gather: under load, children log
                 // all the time, and a wake-up per datagram cost master more
@@ -438,6 +447,7 @@ impl Master {
         }
         self.shutdown_cleanup();
         self.log(Level::Info, "stopped");
+        self.sink.drain_held(Duration::from_secs(1));
         0
     }
 
@@ -593,7 +603,9 @@ impl Master {
             && let Sink::Syslog(_) = self.sink
         {
             self.log(Level::Info, &format!("reload: logging to the facility {} from now on", new.log.facility));
-            self.sink = Sink::Syslog(Syslog::new(&new.log.facility));
+            if let Sink::Syslog(s) = &mut self.sink {
+                s.set_facility(&new.log.facility);
+            }
         }
         self.intake = intake;
         self.directory.refresh_soon(Instant::now());

@@ -47,6 +47,25 @@ i=0; until grep -q "qmgr pid $q killed by SIGKILL" "$W/syslog.2" 2>/dev/null; do
 	[ $i -gt 50 ] && { cat "$W/syslog.2"; fail "no record after syslogd restart"; }; sleep 0.1; i=$((i + 1)); done
 grep -q '^<20>.* mta/master\[[0-9]*\]: warning: ' "$W/syslog.2" ||
 	fail "restart warning not at mail.warning with its tag, as Postfix writes it: $(grep '^<20>' "$W/syslog.2")"
+# syslogd stops reading (its socket holds 10 datagrams here): master must
+# not wait for it. Sessions go on, control answers; once syslogd reads
+# again, every record comes (their order: the unit test).
+kill -STOP $S2
+raw_smtp <<'PY' || fail "sessions while syslogd was stopped"
+import os, rawsmtp
+for i in range(60):
+    c = rawsmtp.Client(int(os.environ["PORT"]))
+    assert c.greeting.startswith(b"220"), c.greeting
+    assert c.cmd(b"QUIT\r\n").startswith(b"221")
+PY
+timeout 5 "$MTACTL" -s "$W/mta.sock" status >/dev/null || { kill -CONT $S2; fail "master waited for a stalled syslogd"; }
+kill -CONT $S2
+i=0; until [ "$(grep -c 'mta/smtpd\[[0-9]*\]: disconnect from' "$W/syslog.2")" -ge 60 ]; do
+	[ $i -gt 100 ] && fail "records held for syslogd were not all sent: $(grep -c 'disconnect from' "$W/syslog.2")"
+	sleep 0.1; i=$((i + 1))
+done
+[ "$(grep -c 'mta/smtpd\[[0-9]*\]: connect from' "$W/syslog.2")" -eq 60 ] || fail "a session's record was lost"
+grep -q "log records were dropped" "$W/syslog.2" && fail "records dropped though fewer than 10,000 were held"
 write_conf 'log { facility = "local3"; }'
 ctl reload >/dev/null || fail "reload to log.facility local3 refused"
 # facility local3 (19) * 8 + info (6) = 158

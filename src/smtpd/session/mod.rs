@@ -667,6 +667,14 @@ impl Session {
             Ok(p) => p,
             Err(e) => return self.error(e.code, e.enhanced, &e.text),
         };
+        // The word was found in the address (a quoted local part), not
+        // among the parameters: the address is judged without it.
+        if utf8
+            && !params.smtputf8
+            && let Err(address::Error::Utf8NotAllowed) = address::parse_reverse_path(rest.trim_start(), false)
+        {
+            return self.error(553, "5.6.7", "Error: non-ASCII sender address without SMTPUTF8");
+        }
         if let RcptVerdict::Reject { code, enhanced, text } = checks.mail(&self.peer) {
             let from = path_text(&path);
             return self.refuse("MAIL", (code, enhanced, &text), &from, None);

@@ -474,6 +474,13 @@ fn non_ascii_addresses_without_smtputf8_get_553_5_6_7() {
     assert!(l.replies.contains("553 5.6.7"), "{}", l.replies);
     let l = talk(&mut s, "MAIL FROM:<a@r.example>\r\nRCPT TO:<jöran@example.org>\r\n".as_bytes());
     assert!(l.replies.contains("553 5.6.7"), "{}", l.replies);
+    // The word inside a quoted local part is not the parameter.
+    let mut s = session();
+    let l = talk(&mut s, "EHLO c.example\r\nMAIL FROM:<\"x SMTPUTF8 é\"@r.example>\r\n".as_bytes());
+    assert_eq!(codes(&l.replies), ["250", "553"], "{}", l.replies);
+    assert!(l.replies.contains("553 5.6.7"), "{}", l.replies);
+    let l = talk(&mut s, "MAIL FROM:<\"x SMTPUTF8 é\"@r.example> SMTPUTF8\r\n".as_bytes());
+    assert_eq!(codes(&l.replies), ["250"], "{}", l.replies);
 }
 
 #[test]

@@ -106,6 +106,17 @@ pub fn without_extension<'a>(local: &'a str, delimiters: &str) -> &'a str {
     }
 }
 
+/// Whether a local part (its extension set aside) may name a local user
+/// or alias: local delivery refuses the rest (a path, a quote or a shell
+/// character), and smtpd refuses them at RCPT, so that no mail it took is
+/// bounced for it later.
+pub fn deliverable_local(local: &str) -> bool {
+    !local.is_empty()
+        && local.len() <= 256
+        && !local.starts_with(['.', '-'])
+        && !local.chars().any(|c| c.is_control() || matches!(c, '|' | '/' | '"' | '\\' | '`' | '$'))
+}
+
 /// How strictly a local part is checked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Strictness {

@@ -322,19 +322,18 @@ impl Resolver {
     /// The destinations of `address` (a recipient in a local domain), or
     /// the outcome when there is none to deliver to.
     pub fn resolve(&self, address: &str) -> Result<Vec<Dest>, Outcome> {
-        let local = address.rsplit_once('@').map_or(address, |(l, _)| l);
-        if local.is_empty()
-            || local.len() > 256
-            || local.chars().any(|c| c.is_control() || matches!(c, '|' | '/' | '"' | '\\' | '`' | '$'))
-            || local.starts_with(['.', '-'])
-        {
+        let local = address.rsplit_once('@').map_or(address, |(l, _)| l).to_lowercase();
+        let base = crate::address::without_extension(&local, &self.delimiter);
+        if !crate::address::deliverable_local(base) || local.len() > 256 || local.chars().any(char::is_control) {
             return Err(Outcome::bounce("5.1.3", "not a deliverable local address"));
         }
-        let local = local.to_lowercase();
-        let base = crate::address::without_extension(&local, &self.delimiter);
+        // An extension with what no name may hold is set aside, as
+        // Postfix's local does ("address with illegal extension"): the
+        // mail is the user's.
+        let local = if crate::address::deliverable_local(&local) { local.as_str() } else { base };
         let table = self.aliases.table()?;
         let name = match table {
-            Some(t) if self.is_alias(t, &local)? => local.as_str(),
+            Some(t) if self.is_alias(t, local)? => local,
             _ => base,
         };
         let expanded = match table {

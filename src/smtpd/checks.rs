@@ -114,6 +114,14 @@ impl Checks for Acceptance {
         if self.domains.contains(&domain) {
             let local = m.local.to_lowercase();
             let base = crate::address::without_extension(&local, &self.delimiter);
+            if local != "postmaster" && !crate::address::deliverable_local(base) {
+                // Local delivery would bounce it: refused now instead.
+                return RcptVerdict::Reject {
+                    code: 550,
+                    enhanced: "5.1.3",
+                    text: format!("<{m}>: Recipient address rejected: not a deliverable local address"),
+                };
+            }
             if local == "postmaster"
                 || !self.check_local
                 || self.recipients.contains(local.as_bytes())
@@ -254,6 +262,16 @@ mod tests {
         ));
         // The delimiter must follow a name.
         assert!(matches!(a.recipient(&outside, &to("+alice", "example.org")), RcptVerdict::Reject { code: 550, .. }));
+        // What local delivery would bounce is refused here: in the name
+        // (5.1.3), not in the extension (local sets such an extension
+        // aside and delivers to the user).
+        for bad in ["alice$", "alice/x", "\"alice\"", "-alice", "a|b+x"] {
+            let v = a.recipient(&outside, &to(bad, "example.org"));
+            assert!(matches!(v, RcptVerdict::Reject { code: 550, enhanced: "5.1.3", .. }), "{bad}: {v:?}");
+        }
+        for good in ["alice+x/y", "alice+a|b", "alice+$x", "alice+`x`"] {
+            assert_eq!(a.recipient(&outside, &to(good, "example.org")), RcptVerdict::Accept, "{good}");
+        }
         let mut none = acceptance();
         none.delimiter.clear();
         assert!(matches!(

@@ -153,3 +153,18 @@ fn an_aliases_file_never_compiled_defers_every_recipient() {
     assert!(matches!(r.refresh_aliases(), Some(DbNote::Info(i)) if i.contains("gone as well")));
     assert_eq!(mailboxes(&r.resolve("nobody@host.test").expect("nobody")), [mailbox("nobody", false, true)]);
 }
+
+#[test]
+fn an_extension_no_name_may_hold_is_set_aside_and_a_name_so_is_bounced() {
+    let dir = TempDir::new("local-resolve-extension");
+    let c = conf(&dir);
+    let (r, _) = Resolver::new(&c, "host.test");
+    // As Postfix's local: the mail is the user's, the extension ignored.
+    for rcpt in ["nobody+x/y@host.test", "nobody+a|b@host.test", "nobody+$x@host.test"] {
+        assert_eq!(mailboxes(&r.resolve(rcpt).expect(rcpt)), [mailbox("nobody", false, true)], "{rcpt}");
+    }
+    for rcpt in ["nobody/x@host.test", "nobody$@host.test", "-nobody@host.test", "nobody+\u{7}@host.test"] {
+        let o = r.resolve(rcpt).expect_err(rcpt);
+        assert_eq!((o.status, o.dsn.as_str()), (RecipientStatus::Bounced, "5.1.3"), "{rcpt}");
+    }
+}

@@ -351,6 +351,20 @@ impl Resolver {
         };
         let list = expanded.len() > 1;
         let mut out = Vec::with_capacity(expanded.len());
+        let mut expanded = expanded;
+        // `alice: alice@thishost, alice@elsewhere`, to keep a copy: the
+        // address in a local domain that names the alias itself is the
+        // alias naming itself (`alice: alice, ...`), the mailbox, as with
+        // Postfix, not mail sent again that would come back as a loop.
+        for d in &mut expanded {
+            if let (AliasTarget::Address(a), Some(alias)) = (&d.target, &d.alias)
+                && self.is_own(a, alias)
+            {
+                d.target = AliasTarget::Local(alias.clone());
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        expanded.retain(|d| !matches!(&d.target, AliasTarget::Local(_)) || seen.insert(d.target.clone()));
         for d in expanded {
             let via_alias = d.alias.is_some();
             let to = address.to_string();

@@ -168,3 +168,28 @@ fn an_extension_no_name_may_hold_is_set_aside_and_a_name_so_is_bounced() {
         assert_eq!((o.status, o.dsn.as_str()), (RecipientStatus::Bounced, "5.1.3"), "{rcpt}");
     }
 }
+
+#[test]
+fn an_alias_naming_its_own_address_keeps_a_copy_in_the_mailbox() {
+    // `nobody: nobody@host.test, ...` is `nobody: nobody, ...`: the
+    // mailbox (once), not mail sent again that comes back as a loop.
+    let dir = TempDir::new("local-resolve-own-address");
+    let mut c = conf(&dir);
+    c.domains = vec![String::from("host.test")];
+    newaliases(&c, "nobody: nobody@host.test, someone@elsewhere.example, nobody, NOBODY+copy@HOST.TEST\n");
+    let (r, _) = Resolver::new(&c, "host.test");
+    let dests = r.resolve("nobody@host.test").expect("nobody");
+    let kinds: Vec<String> = dests
+        .iter()
+        .map(|d| match &d.target {
+            Target::Mailbox { user, via_alias, forward } => format!("mailbox {} {via_alias} {forward}", user.name),
+            Target::Forward { address, .. } => format!("forward {address}"),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(kinds, ["mailbox nobody true true", "forward someone@elsewhere.example"]);
+    // Another user's address in a local domain is forwarded as before.
+    newaliases(&c, "staff: root@host.test\n");
+    let (r, _) = Resolver::new(&c, "host.test");
+    assert!(matches!(&r.resolve("staff@host.test").expect("staff")[0].target, Target::Forward { .. }));
+}

@@ -66,8 +66,9 @@ install: all
 		ln -sf sendmail $(DESTDIR)$(BINDIR)/$$l || exit 1; \
 	done
 	@for p in $(LIBEXEC_PROGRAMS); do \
-		echo "$(INSTALL) -m 0755 $(TARGETDIR)/$$p $(DESTDIR)$(LIBEXECDIR)/$$p"; \
-		$(INSTALL) -m 0755 $(TARGETDIR)/$$p $(DESTDIR)$(LIBEXECDIR)/$$p || exit 1; \
+		m=0755; [ "$$p" = local ] && m=0711; \
+		echo "$(INSTALL) -m $$m $(TARGETDIR)/$$p $(DESTDIR)$(LIBEXECDIR)/$$p"; \
+		$(INSTALL) -m $$m $(TARGETDIR)/$$p $(DESTDIR)$(LIBEXECDIR)/$$p || exit 1; \
 	done
 	$(INSTALL) -m 0644 etc/mta.conf.sample $(DESTDIR)$(SYSCONFDIR)/mta/mta.conf.sample
 	@for m in man8/*.8; do \

@@ -127,8 +127,8 @@ wait_log "maildrop file SYMLINK: not a regular file" || fail "SYMLINK not set as
 # aside, and the files after it are still taken.
 rcpts=$(i=0; while [ $i -lt 1000 ]; do printf 'r%035d@localhost ' $i; i=$((i + 1)); done)
 # shellcheck disable=SC2086
-printf 'Subject: huge envelope\n\nx\n' | DROP_ORCPT=1024 drop mtadev@localhost $rcpts 2>"$W/huge.err"
-rc=$?
+rc=0
+printf 'Subject: huge envelope\n\nx\n' | DROP_ORCPT=1024 drop mtadev@localhost $rcpts 2>"$W/huge.err" || rc=$?
 [ $rc -eq 65 ] || fail "postdrop took the large envelope ($rc)"
 grep -q "postdrop: the envelope (.* octets: 1000 recipients and their ORCPT) is more than one message may carry" "$W/huge.err" ||
 	fail "postdrop's refusal: $(cat "$W/huge.err")"
@@ -173,6 +173,9 @@ cp "$W/crashed" "$W/writing"
 for n in crashed writing; do chown mtadev:_mtadrop "$W/$n"; chmod 640 "$W/$n"; done
 mv "$W/crashed" "$W/spool/maildrop/.tmp.B0123456789ABCDEF.crashed"
 mv "$W/writing" "$W/spool/maildrop/.tmp.$this.writing"
+printf 'Subject: cut\n\ncut short\n' | python3 ./maildrop.py mtadev@localhost root@localhost | head -c 60 >"$W/cut"
+chown mtadev:_mtadrop "$W/cut"; chmod 640 "$W/cut"
+mv "$W/cut" "$W/spool/maildrop/.tmp.B0123456789ABCDEF.cut"
 start_master
 wait_log "maildrop file .tmp.B0123456789ABCDEF.crashed: left complete under its temporary name by a postdrop of an earlier boot; taken as crashed" 5 ||
 	fail "a whole file of another boot was not taken at start"
@@ -180,11 +183,9 @@ wait_queued 6 || fail "the crashed submission was not queued"
 queue_files | xargs grep -q "rename undone" || fail "the crashed submission's content not queued"
 [ -e "$W/spool/maildrop/.tmp.$this.writing" ] || fail "a file of this boot was taken under its temporary name"
 grep -q "maildrop file .tmp.$this.writing" "$LOG" && fail "pickup touched a file of this boot"
-# An unfinished file of another boot waits its day: read once, said once,
-# not read again at each of the listings that follow (each arrival).
-printf 'Subject: cut\n\ncut short\n' | python3 ./maildrop.py mtadev@localhost root@localhost | head -c 60 >"$W/cut"
-chown mtadev:_mtadrop "$W/cut"; chmod 640 "$W/cut"
-mv "$W/cut" "$W/spool/maildrop/.tmp.B0123456789ABCDEF.cut"
+# An unfinished file of another boot (put there before the start, with
+# the others) waits its day: read once, said once, not read again at each
+# of the listings that follow (each arrival).
 wait_log "maildrop file .tmp.B0123456789ABCDEF.cut: left unfinished by a postdrop of an earlier boot; removed when a day old" 5 ||
 	fail "an unfinished file of another boot was not noticed"
 for i in 1 2 3; do

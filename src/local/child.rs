@@ -334,6 +334,9 @@ pub fn main(args: &[String]) -> ! {
     if let Err(e) = sandbox::no_trace() {
         parent.fatal(EX_TEMPFAIL, "4.3.0", &format!("cannot shut out tracing: {e}"));
     }
+    if let Err(e) = super::deliver::block_file_size_signal() {
+        parent.fatal(EX_TEMPFAIL, "4.3.0", &format!("cannot block SIGXFSZ: {e}"));
+    }
     let Some(kind) = Kind::parse(kind) else {
         parent.fatal(EX_SOFTWARE, "4.3.0", &format!("local deliver: unknown mailbox kind {kind}"));
     };

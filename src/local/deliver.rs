@@ -435,3 +435,14 @@ pub fn copy_message(
     output.extend_from_slice(tail);
     out.write_all(output).map_err(Error::io(format!("write to {dest}")))
 }
+
+/// Past the file size limit (RLIMIT_FSIZE, from an init script or
+/// systemd's `LimitFSIZE=`), a write must fail with EFBIG, "mailbox
+/// full", a deferral, and the mailbox be cut back, not the process be
+/// killed by SIGXFSZ: the signal is blocked (it waits, never delivered).
+/// For the delivery workers and repair, which run no other program.
+pub fn block_file_size_signal() -> nix::Result<()> {
+    let mut set = nix::sys::signal::SigSet::empty();
+    set.add(nix::sys::signal::Signal::SIGXFSZ);
+    set.thread_block()
+}

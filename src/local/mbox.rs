@@ -127,6 +127,12 @@ fn check_mailbox(st: &FileStat, name: &str) -> Result<(), Error> {
     if st.st_nlink != 1 {
         return Err(Error::Unsafe(format!("mailbox {name} has {} hard links", st.st_nlink)));
     }
+    // A program (a hook named as a file in an alias or .forward) must not
+    // get a sender's text appended, to be run later: Postfix's local
+    // refuses it too.
+    if st.st_mode & 0o111 != 0 {
+        return Err(Error::Unsafe(format!("mailbox {name} is executable")));
+    }
     let me = geteuid().as_raw();
     if st.st_uid != me {
         return Err(Error::Unsafe(format!(

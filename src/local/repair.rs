@@ -210,6 +210,9 @@ pub fn main(args: &[String]) -> ! {
     if let Err(e) = sandbox::no_trace() {
         finish(EX_TEMPFAIL, "4.3.0", &format!("cannot shut out tracing: {e}"));
     }
+    if let Err(e) = super::deliver::block_file_size_signal() {
+        finish(EX_TEMPFAIL, "4.3.0", &format!("cannot block SIGXFSZ: {e}"));
+    }
     let r = parse(args).unwrap_or_else(|e| finish(EX_SOFTWARE, "4.3.0", &format!("local repair: {e}")));
     let conf = LockConf { timeout: r.lock_timeout, dotlock: r.kind == "mbox", ..LockConf::default() };
     let dir_fd = open_dir(r.dir);

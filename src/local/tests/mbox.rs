@@ -343,7 +343,10 @@ fn open_mailbox_refuses_symlink_hard_link_directory() {
     fs::write(spool.path.join("twice"), "").unwrap();
     fs::hard_link(spool.path.join("twice"), spool.path.join("twice2")).unwrap();
     fs::create_dir(spool.path.join("dir")).unwrap();
+    fs::write(spool.path.join("hook"), "#!/bin/sh\n").unwrap();
+    fs::set_permissions(spool.path.join("hook"), std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
     for (name, why) in [
+        ("hook", "is executable"),
         ("link", "symbolic link"),
         ("dangling", "symbolic link"),
         ("twice", "2 hard links"),
@@ -360,6 +363,7 @@ fn open_mailbox_refuses_symlink_hard_link_directory() {
     }
     assert!(!spool.path.join("nowhere").exists(), "created through a dangling link");
     assert_eq!(fs::read(spool.path.join("target")).unwrap(), b"");
+    assert_eq!(fs::read(spool.path.join("hook")).unwrap(), b"#!/bin/sh\n");
 }
 
 #[test]

@@ -533,3 +533,47 @@ fn a_worker_that_ends_without_a_verdict_delivered_nothing() {
     assert_eq!(o.status, RecipientStatus::Deferred, "{o:?}");
     assert_eq!(o.reason, "the delivery worker ended (status 0) without a verdict");
 }
+
+/// Under a file size limit (RLIMIT_FSIZE, from an init script or
+/// systemd's LimitFSIZE=), a mailbox that would pass it is "mailbox
+/// full", deferred, the mailbox cut back: the worker is not killed by
+/// SIGXFSZ, and goes on.
+#[test]
+fn a_mailbox_past_the_file_size_limit_is_full_not_a_killed_worker() {
+    let Some(program) = program() else { return };
+    let Some(prlimit) = ["/usr/bin/prlimit", "/bin/prlimit"].into_iter().map(Path::new).find(|p| p.is_file()) else {
+        eprintln!("skipped: no prlimit");
+        return;
+    };
+    let spool = TempDir::new("worker-fsize");
+    let q = TempDir::new("worker-fsize-queue");
+    let mut argv = Key {
+        uid: 0,
+        gid: 0,
+        groups: Vec::new(),
+        kind: Kind::Mbox,
+        dir: spool.path.to_str().unwrap().to_string(),
+        name: String::from("bob"),
+        hostname: String::from("mx.example.org"),
+        lock_ms: 5_000,
+        confinement: if sandbox::describe_kernel().contains("landlock ABI") { "confined" } else { "unconfined" },
+    }
+    .argv();
+    argv[0] = program.to_str().unwrap().to_string();
+    let mut args = vec![String::from("prlimit"), String::from("--fsize=8192")];
+    args.extend(argv);
+    let w = Worker::start(prlimit, &args, None).expect("start a worker");
+    let (w, ran) = deliver(w, &q, "small");
+    sent(&ran, "delivered to mailbox");
+    let before = std::fs::metadata(spool.path.join("bob")).unwrap().len();
+    let (w, ran) = deliver(w, &q, &"x".repeat(20_000));
+    assert!(!ran.killed(), "killed: {:?}", ran.status);
+    let o = ran.outcome(LIMIT);
+    assert_eq!((&o.status, o.dsn.as_str()), (&RecipientStatus::Deferred, "4.2.2"), "{o:?}");
+    assert!(o.reason.contains("mailbox full"), "{}", o.reason);
+    assert_eq!(std::fs::metadata(spool.path.join("bob")).unwrap().len(), before, "not cut back");
+    let (mut w, ran) = deliver(w, &q, "small again");
+    sent(&ran, "delivered to mailbox");
+    assert!(w.usable());
+    w.close();
+}

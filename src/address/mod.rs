@@ -143,6 +143,14 @@ pub fn parse_reverse_path(s: &str, utf8: bool) -> Result<(Path, &str), Error> {
     path(s, utf8, Strictness::Lenient)
 }
 
+/// [`parse_path`] for a forward-path (RCPT TO), as leniently as
+/// [`parse_reverse_path`]: Postfix takes `taro..yamada@docomo.ne.jp` as a
+/// recipient too, and a local name that is no user is refused by the
+/// recipient checks all the same.
+pub fn parse_forward_path(s: &str, utf8: bool) -> Result<(Path, &str), Error> {
+    path(s, utf8, Strictness::Lenient)
+}
+
 fn path(s: &str, utf8: bool, strictness: Strictness) -> Result<(Path, &str), Error> {
     let s = s.strip_prefix('<').ok_or(Error::Brackets)?;
     let end = find_close(s).ok_or(Error::Brackets)?;

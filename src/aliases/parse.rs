@@ -375,7 +375,8 @@ impl Target {
                 if a.starts_with(['|', '/']) {
                     return Err(String::from("address that reads as a command or a file"));
                 }
-                crate::address::parse_mailbox(a, true).map_err(|e| e.to_string())?;
+                // As leniently as a recipient from the network.
+                crate::address::parse_mailbox_lenient(a, true).map_err(|e| e.to_string())?;
             }
             Target::Command(c) => {
                 if c.trim_matches([' ', '\t']).is_empty() {

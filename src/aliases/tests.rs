@@ -996,3 +996,16 @@ fn the_format_key_is_no_alias_name() {
         assert!(message.contains("is reserved"), "{message}");
     }
 }
+
+#[test]
+fn addresses_in_use_that_the_rfc_does_not_allow_are_targets() {
+    // As a recipient from the network: newaliases must not refuse the
+    // whole file for a Japanese carrier's address or a long VERP one.
+    let long = format!("{}@lists.example", "v".repeat(100));
+    for a in ["taro..yamada@docomo.ne.jp", "taro.@docomo.ne.jp", long.as_str()] {
+        assert_eq!(Target::Address(a.to_string()).validate(), Ok(()), "{a}");
+    }
+    for a in ["a b@x.example", "a\u{1}b@x.example", "@x.example"] {
+        assert!(Target::Address(a.to_string()).validate().is_err(), "{a}");
+    }
+}

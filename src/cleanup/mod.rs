@@ -786,7 +786,7 @@ fn bad_address(e: &MessageEnvelope) -> Option<String> {
     {
         return Some(format!("Error: sender <{}>: {err}", message::header_safe(&e.sender, 256)));
     }
-    e.recipients.iter().find_map(|r| match crate::address::parse_mailbox(&r.address, utf8) {
+    e.recipients.iter().find_map(|r| match crate::address::parse_mailbox_lenient(&r.address, utf8) {
         Err(_) if r.address.eq_ignore_ascii_case("postmaster") => None,
         Err(err) => Some(format!("Error: recipient <{}>: {err}", message::header_safe(&r.address, 256))),
         Ok(_) => None,

@@ -725,7 +725,7 @@ impl Session {
         let Some(rest) = strip_keyword(arg, "TO:") else {
             return self.error(501, "5.5.4", "Syntax: RCPT TO:<address>");
         };
-        let (path, params_text) = match address::parse_path(rest.trim_start(), utf8) {
+        let (path, params_text) = match address::parse_forward_path(rest.trim_start(), utf8) {
             Ok(p) => p,
             Err(address::Error::Utf8NotAllowed) => {
                 return self.error(553, "5.6.7", "Error: non-ASCII recipient address without SMTPUTF8");

@@ -99,7 +99,15 @@ fn utf8_ok(c: char, utf8: bool) -> bool {
 /// A local part without its extension: what precedes the first of the
 /// `delimiters` (`local.recipient_delimiter`), if it is not the first
 /// character; the whole local part otherwise. `bob+lists` is `bob`.
+/// A list's `owner-list` and `list-request` are never split, as with
+/// Postfix's `owner_request_special` (with `-` among the delimiters, they
+/// would be the list itself).
 pub fn without_extension<'a>(local: &'a str, delimiters: &str) -> &'a str {
+    let owner = local.get(..6).is_some_and(|p| p.eq_ignore_ascii_case("owner-"));
+    let request = local.len() > 8 && local.get(local.len() - 8..).is_some_and(|s| s.eq_ignore_ascii_case("-request"));
+    if owner || request {
+        return local;
+    }
     match local.find(|c| delimiters.contains(c)) {
         Some(i) if i > 0 => &local[..i],
         _ => local,

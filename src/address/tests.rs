@@ -129,3 +129,15 @@ proptest! {
         prop_assert_eq!(p, Path::Mailbox(Mailbox { local, domain }));
     }
 }
+
+#[test]
+fn a_lists_owner_and_request_names_are_never_split() {
+    assert_eq!(without_extension("bob+lists", "+"), "bob");
+    assert_eq!(without_extension("bob-lists", "-+"), "bob");
+    // Postfix's owner_request_special: not the list itself.
+    for whole in ["owner-staff", "staff-request", "Owner-Staff", "STAFF-REQUEST", "owner-staff+x"] {
+        assert_eq!(without_extension(whole, "-+"), whole);
+    }
+    assert_eq!(without_extension("-request", "-"), "-request", "a delimiter first is no split anyway");
+    assert_eq!(without_extension("staff-requests", "-"), "staff");
+}

@@ -200,13 +200,14 @@ fn alias_name(text: &str) -> Result<(String, usize), String> {
     if name.is_empty() {
         return Err(String::from("empty alias name"));
     }
-    if name.len() > MAX_NAME {
-        return Err(format!("alias name longer than {MAX_NAME} bytes"));
-    }
     if name.chars().any(forbidden_control) {
         return Err(String::from("control character in alias name"));
     }
+    // Measured in lower case, as it is kept: some letters grow (`İ`).
     let name = name.to_lowercase();
+    if name.len() > MAX_NAME {
+        return Err(format!("alias name longer than {MAX_NAME} bytes"));
+    }
     if name == super::FORMAT_KEY {
         return Err(format!("alias name `{name}` is reserved: the compiled database keeps its format under it"));
     }

@@ -309,6 +309,11 @@ fn long_names_and_targets_refused() {
     let name = "n".repeat(MAX_NAME);
     assert_eq!(parsed(&format!("{name}: b\n")).aliases.len(), 1);
     assert!(error(&format!("{name}n: b\n")).1.contains("alias name longer"));
+    // Measured as kept, in lower case: `İ` (2 bytes) is 3 in lower case,
+    // and a database holding it would be refused as damaged.
+    let grows = "\u{130}".repeat(MAX_NAME / 2);
+    assert!(grows.len() <= MAX_NAME && grows.to_lowercase().len() > MAX_NAME);
+    assert!(error(&format!("\"{grows}\": b\n")).1.contains("alias name longer"));
     let target = format!("/{}", "f".repeat(MAX_TARGET - 1));
     assert_eq!(targets(&format!("a: {target}\n"), "a"), [file(&target)]);
     assert!(error(&format!("a: {target}f\n")).1.contains("target longer"));

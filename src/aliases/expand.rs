@@ -10,8 +10,11 @@
 //!   up as an alias;
 //! - an alias that names itself (`joe: joe, other`) delivers to its own
 //!   mailbox there, also from its `:include:` files;
-//! - any other way back to an alias being expanded (`a: b` with `b: a`) is
-//!   a loop, and an error, as is an `:include:` file that includes itself;
+//! - any other way back to an alias being expanded (`staff: alice,
+//!   admins` with `admins: bob, staff`) is passed over, as a destination
+//!   reached twice is (alice and bob get the mail, as with Sendmail and
+//!   Postfix); a loop that leaves no destination at all (`a: b` with
+//!   `b: a`) is an error, as is an `:include:` file that includes itself;
 //! - a destination reached twice is delivered once;
 //! - nesting is bounded by [`MAX_DEPTH`] and the work by [`MAX_EXPANSION`].
 //!
@@ -108,9 +111,13 @@ where
         seen: HashSet::new(),
         out: Vec::new(),
         work: 0,
+        looped: None,
     };
     e.name(&name, Context { alias: None, include: None })?;
-    Ok(e.out)
+    match e.looped {
+        Some(chain) if e.out.is_empty() => Err(ExpandError::Loop(chain)),
+        _ => Ok(e.out),
+    }
 }
 
 /// The owner of the list `list`: the alias `owner-LIST`, if there is one.
@@ -156,6 +163,8 @@ struct Expander<'t, L: ?Sized, F> {
     out: Vec<Delivery>,
     /// Targets looked at so far.
     work: usize,
+    /// The first way back to an alias being expanded, passed over.
+    looped: Option<Vec<String>>,
 }
 
 impl<L, F> Expander<'_, L, F>
@@ -169,7 +178,11 @@ where
             return Ok(());
         }
         if let Some(first) = self.chain.iter().position(|n| matches!(n, Node::Alias(a) if a == name)) {
-            return Err(ExpandError::Loop(self.loop_from(first)));
+            // Being expanded: its destinations are on their way already.
+            if self.looped.is_none() {
+                self.looped = Some(self.loop_from(first));
+            }
+            return Ok(());
         }
         if self.done.contains(name) {
             return Ok(());

@@ -235,6 +235,26 @@ fn mailbox(s: &str, utf8: bool, strictness: Strictness) -> Result<Mailbox, Error
     Ok(Mailbox { local: unquoted(local, utf8).unwrap_or_else(|| local.to_string()), domain: domain.to_string() })
 }
 
+/// What a local part says, as the aliases and the users are looked up by:
+/// a quoted one (`"joe smith"`, kept quoted for the wire) without its
+/// quotes and escapes, any other as it is.
+pub fn local_text(local: &str) -> std::borrow::Cow<'_, str> {
+    let Some(body) = local.strip_prefix('"').and_then(|l| l.strip_suffix('"')) else {
+        return std::borrow::Cow::Borrowed(local);
+    };
+    let mut out = String::with_capacity(body.len());
+    let mut escape = false;
+    for c in body.chars() {
+        if !escape && c == '\\' {
+            escape = true;
+            continue;
+        }
+        escape = false;
+        out.push(c);
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// A quoted local part whose content is a dot-string, without its quotes
 /// and escapes: `"alice"` is the mailbox `alice` (RFC 5321 4.1.2 makes
 /// the two the same), so lookups and comparisons see one form.

@@ -322,7 +322,8 @@ impl Resolver {
     /// The destinations of `address` (a recipient in a local domain), or
     /// the outcome when there is none to deliver to.
     pub fn resolve(&self, address: &str) -> Result<Vec<Dest>, Outcome> {
-        let local = address.rsplit_once('@').map_or(address, |(l, _)| l).to_lowercase();
+        let local = address.rsplit_once('@').map_or(address, |(l, _)| l);
+        let local = crate::address::local_text(local).to_lowercase();
         let base = crate::address::without_extension(&local, &self.delimiter);
         if !crate::address::deliverable_local(base) || local.len() > 256 || local.chars().any(char::is_control) {
             return Err(Outcome::bounce("5.1.3", "not a deliverable local address"));

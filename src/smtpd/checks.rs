@@ -112,7 +112,8 @@ impl Checks for Acceptance {
         };
         let domain = m.domain_lower();
         if self.domains.contains(&domain) {
-            let local = m.local.to_lowercase();
+            // (`"joe smith"` is the alias `joe smith`.)
+            let local = crate::address::local_text(&m.local).to_lowercase();
             let base = crate::address::without_extension(&local, &self.delimiter);
             if local != "postmaster" && !crate::address::deliverable_local(base) {
                 // Local delivery would bounce it: refused now instead.
@@ -186,6 +187,7 @@ mod tests {
         let path = std::env::temp_dir().join(format!("mta-checks-{}-{n}", std::process::id()));
         let mut w = cdb2::CDBWriter::create(&path).unwrap();
         w.add(b"alice", b"").unwrap();
+        w.add(b"joe smith", b"").unwrap();
         w.finish().unwrap();
         let recipients = Table::from_bytes(std::fs::read(&path).unwrap()).unwrap();
         std::fs::remove_file(&path).unwrap();
@@ -265,13 +267,20 @@ mod tests {
         // What local delivery would bounce is refused here: in the name
         // (5.1.3), not in the extension (local sets such an extension
         // aside and delivers to the user).
-        for bad in ["alice$", "alice/x", "\"alice\"", "-alice", "a|b+x"] {
+        for bad in ["alice$", "alice/x", "\"a/b\"", "\"a\\\"b\"", "-alice", "a|b+x"] {
             let v = a.recipient(&outside, &to(bad, "example.org"));
             assert!(matches!(v, RcptVerdict::Reject { code: 550, enhanced: "5.1.3", .. }), "{bad}: {v:?}");
         }
         for good in ["alice+x/y", "alice+a|b", "alice+$x", "alice+`x`"] {
             assert_eq!(a.recipient(&outside, &to(good, "example.org")), RcptVerdict::Accept, "{good}");
         }
+        // A quoted local part is looked up by what it says: the alias
+        // `joe smith` of aliases(5).
+        assert_eq!(a.recipient(&outside, &to("\"Joe Smith\"", "example.org")), RcptVerdict::Accept);
+        assert!(matches!(
+            a.recipient(&outside, &to("\"Joe Smyth\"", "example.org")),
+            RcptVerdict::Reject { code: 550, .. }
+        ));
         let mut none = acceptance();
         none.delimiter.clear();
         assert!(matches!(

@@ -193,3 +193,14 @@ fn an_alias_naming_its_own_address_keeps_a_copy_in_the_mailbox() {
     let (r, _) = Resolver::new(&c, "host.test");
     assert!(matches!(&r.resolve("staff@host.test").expect("staff")[0].target, Target::Forward { .. }));
 }
+
+#[test]
+fn a_quoted_local_part_is_the_alias_it_spells() {
+    let dir = TempDir::new("local-resolve-quoted");
+    let c = conf(&dir);
+    newaliases(&c, "\"joe smith\": nobody\n");
+    let (r, _) = Resolver::new(&c, "host.test");
+    assert_eq!(mailboxes(&r.resolve("\"Joe Smith\"@host.test").expect("joe smith")), [mailbox("nobody", true, true)]);
+    let o = r.resolve("\"a/b\"@host.test").expect_err("no such name");
+    assert_eq!(o.dsn, "5.1.3");
+}

@@ -56,6 +56,7 @@ fn start(name: &str) -> Cleanup {
         recipient_check: false,
         directory_lookup: None,
         incomplete: false,
+        own_addresses: Vec::new(),
     });
     master.send(&FromMaster::Init(init), &[]).unwrap();
     let end = Instant::now() + Duration::from_secs(10);

@@ -61,6 +61,7 @@ fn start(lmtp: Option<&Path>) -> Connector {
         dns: Dns { servers: vec![c._dns.local_addr().expect("address")], ..Dns::default() },
         bounce: BounceConf::default(),
         domains: Vec::new(),
+        own_addresses: Vec::new(),
         listen: Vec::new(),
         local: Default::default(),
         aliases: std::path::PathBuf::from("/nonexistent/aliases"),

@@ -185,6 +185,11 @@ echo "mtaloc3@localhost" >"$W/home/mtaloc3/.forward"
 send mtaloc3@localhost "own address in .forward"
 wait_for 20 has mtaloc3 2 || fail "a .forward naming its own user's address did not deliver to the mailbox"
 ! grep -q "mail forwarding loop for mtaloc3" "$LOG" || fail "a .forward naming its own user's address looped"
+# An address literal of this host is a local domain (RFC 1123 5.2.17):
+# delivered here, not relayed to ourselves and bounced as a loop.
+send "mtaloc3@[127.0.0.1]" "to an address literal of ours"
+wait_for 20 has mtaloc3 3 || fail "mail to an address literal of this host was not delivered locally"
+wait_log "to=<mtaloc3@\[127.0.0.1\]>, relay=local, .*status=sent" 5 || fail "no local delivery line for the literal"
 
 # --- a damaged aliases database: mail for local recipients waits
 # (4.3.0, naming the file), nothing bounces; newaliases mends it, and

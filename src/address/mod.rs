@@ -235,6 +235,18 @@ fn mailbox(s: &str, utf8: bool, strictness: Strictness) -> Result<Mailbox, Error
     Ok(Mailbox { local: unquoted(local, utf8).unwrap_or_else(|| local.to_string()), domain: domain.to_string() })
 }
 
+/// The address of an address-literal domain (`[192.0.2.1]`,
+/// `[IPv6:2001:db8::1]`, any case), an IPv4-mapped one as the IPv4
+/// address; None for any other domain.
+pub fn literal_ip(domain: &str) -> Option<std::net::IpAddr> {
+    let inner = domain.strip_prefix('[')?.strip_suffix(']')?;
+    let ip = match inner.get(..5) {
+        Some(tag) if tag.eq_ignore_ascii_case("ipv6:") => std::net::IpAddr::V6(inner[5..].parse().ok()?),
+        _ => std::net::IpAddr::V4(inner.parse().ok()?),
+    };
+    Some(ip.to_canonical())
+}
+
 /// What a local part says, as the aliases and the users are looked up by:
 /// a quoted one (`"joe smith"`, kept quoted for the wire) without its
 /// quotes and escapes, any other as it is.

@@ -141,3 +141,14 @@ fn a_lists_owner_and_request_names_are_never_split() {
     assert_eq!(without_extension("-request", "-"), "-request", "a delimiter first is no split anyway");
     assert_eq!(without_extension("staff-requests", "-"), "staff");
 }
+
+#[test]
+fn address_literals_give_their_address() {
+    let v4: std::net::IpAddr = "192.0.2.1".parse().unwrap();
+    assert_eq!(literal_ip("[192.0.2.1]"), Some(v4));
+    assert_eq!(literal_ip("[IPv6:2001:DB8:0::1]"), Some("2001:db8::1".parse().unwrap()));
+    assert_eq!(literal_ip("[ipv6:::ffff:192.0.2.1]"), Some(v4), "IPv4-mapped is the IPv4 address");
+    for not in ["192.0.2.1", "[192.0.2]", "[2001:db8::1]", "[IPv6:192.0.2.1]", "[]", "example.org"] {
+        assert_eq!(literal_ip(not), None, "{not}");
+    }
+}

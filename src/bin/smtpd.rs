@@ -28,6 +28,7 @@ fn main() {
     }
     let checks = Acceptance {
         domains: intake.domains.clone(),
+        own_addresses: intake.own_addresses.clone(),
         networks: intake.networks.clone(),
         recipients,
         delimiter: intake.recipient_delimiter.clone(),

@@ -502,6 +502,9 @@ pub struct DeliveryConf {
     pub dns: Dns,
     pub bounce: BounceConf,
     pub domains: Vec<String>,
+    /// This host's addresses, which master reads (qmgr's routing: an
+    /// address literal of one of them is a local domain); empty until then.
+    pub own_addresses: Vec<std::net::IpAddr>,
     /// The listeners' addresses (the connector's MX loop check).
     pub listen: Vec<std::net::SocketAddr>,
     /// The local delivery agent's settings and the aliases file.
@@ -524,7 +527,9 @@ impl DeliveryConf {
 
     pub fn routing(&self) -> schedule::Routing {
         let relay = self.relay.host.as_deref().and_then(|h| Nexthop::parse(h).ok());
-        schedule::Routing::new(relay, &self.domains).with_map(self.transport_map.clone())
+        schedule::Routing::new(relay, &self.domains)
+            .with_map(self.transport_map.clone())
+            .with_own_addresses(self.own_addresses.clone())
     }
 }
 

@@ -428,6 +428,7 @@ impl Config {
             dns: self.dns.clone(),
             bounce: self.bounce.clone(),
             domains: self.local_domains(),
+            own_addresses: Vec::new(),
             listen: self.listen.values().map(|l| l.address).collect(),
             local: self.local.clone(),
             aliases: self.aliases.clone(),

@@ -104,6 +104,10 @@ pub struct Intake {
     /// name missing from it may be an alias or a directory user, and
     /// smtpd answers 451 4.3.0 instead of 550 (smtpd's recipient check).
     pub incomplete: bool,
+    /// This host's addresses (its interfaces'): mail to an address
+    /// literal of one of them (`postmaster@[192.0.2.1]`) is local mail,
+    /// as RFC 1123 5.2.17 requires.
+    pub own_addresses: Vec<std::net::IpAddr>,
 }
 
 /// smtpd's lookups of local names the table lacks.

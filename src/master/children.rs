@@ -360,6 +360,9 @@ impl Master {
                 if role == Role::Smtp {
                     delivery.tls_ca = self.intake.tls_ca.clone();
                 }
+                if role == Role::Qmgr {
+                    delivery.own_addresses = self.intake.own_addresses.clone();
+                }
                 Box::new(delivery)
             }),
             socket_dirs: socket_dirs.iter().map(|(p, _)| p.clone()).collect(),

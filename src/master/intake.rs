@@ -61,6 +61,9 @@ pub struct Material {
     pub credentials: Option<(String, String)>,
     /// The certificates of `smtp.tls_ca_file`, DER (smtp's).
     pub tls_ca: Vec<Vec<u8>>,
+    /// This host's addresses, its interfaces' as they were at the load
+    /// (address literals of them are local domains: smtpd's and qmgr's).
+    pub own_addresses: Vec<std::net::IpAddr>,
     /// For the log: what was odd but did not stop the load (an aliases
     /// database missing or older than its source).
     pub warnings: Vec<String>,
@@ -209,6 +212,7 @@ impl Material {
             key,
             credentials,
             tls_ca,
+            own_addresses: crate::connector::own::interfaces(),
             warnings: read.warnings,
             local: read.local,
             sources: read.sources,
@@ -429,6 +433,7 @@ impl Master {
                 backlog: c.local.directory_lookup_backlog,
             }),
             incomplete: smtpd && self.intake.local.incomplete,
+            own_addresses: self.intake.own_addresses.clone(),
         }
     }
 }

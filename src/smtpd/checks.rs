@@ -33,6 +33,8 @@ pub const MAX_TABLE: u64 = 256 << 20;
 
 pub struct Acceptance {
     pub domains: Vec<String>,
+    /// This host's addresses: an address literal of one is a local domain.
+    pub own_addresses: Vec<std::net::IpAddr>,
     pub networks: Vec<Network>,
     pub recipients: Table,
     /// `local.recipient_delimiter`: `user+ext` is known when `user` is.
@@ -111,7 +113,8 @@ impl Checks for Acceptance {
             Path::Mailbox(m) => m,
         };
         let domain = m.domain_lower();
-        if self.domains.contains(&domain) {
+        let own = || crate::address::literal_ip(&domain).is_some_and(|ip| self.own_addresses.contains(&ip));
+        if self.domains.contains(&domain) || own() {
             // (`"joe smith"` is the alias `joe smith`.)
             let local = crate::address::local_text(&m.local).to_lowercase();
             let base = crate::address::without_extension(&local, &self.delimiter);
@@ -193,6 +196,7 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         Acceptance {
             domains: vec![String::from("example.org")],
+            own_addresses: vec!["192.0.2.10".parse().unwrap(), "2001:db8::10".parse().unwrap()],
             networks: vec!["127.0.0.0/8".parse().unwrap()],
             recipients,
             delimiter: String::from("+"),
@@ -223,6 +227,22 @@ mod tests {
         assert!(matches!(a.recipient(&inside, &to("bob", "example.org")), RcptVerdict::Reject { code: 550, .. }));
         a.space_ok.set(false);
         assert!(matches!(a.mail(&outside), RcptVerdict::Reject { code: 452, .. }));
+    }
+
+    #[test]
+    fn an_address_literal_of_this_host_is_a_local_domain() {
+        // RFC 1123 5.2.17: from anyone, for the local recipients.
+        let a = acceptance();
+        let outside = Peer { address: "203.0.113.5".into(), hostname: "unknown".into() };
+        for domain in ["[192.0.2.10]", "[IPv6:2001:DB8:0::10]", "[ipv6:::ffff:192.0.2.10]"] {
+            assert_eq!(a.recipient(&outside, &to("postmaster", domain)), RcptVerdict::Accept, "{domain}");
+            assert_eq!(a.recipient(&outside, &to("alice", domain)), RcptVerdict::Accept, "{domain}");
+            let v = a.recipient(&outside, &to("bob", domain));
+            assert!(matches!(v, RcptVerdict::Reject { code: 550, enhanced: "5.1.1", .. }), "{domain}: {v:?}");
+        }
+        // Another address is another host's: relaying.
+        let v = a.recipient(&outside, &to("alice", "[192.0.2.11]"));
+        assert!(matches!(v, RcptVerdict::Reject { code: 554, .. }), "{v:?}");
     }
 
     #[test]

@@ -194,6 +194,8 @@ pub struct Routing {
     /// Lower case, without a trailing dot.
     local_domains: HashSet<String>,
     map: TransportMap,
+    /// This host's addresses: their address literals are local domains.
+    own: Vec<std::net::IpAddr>,
 }
 
 impl Routing {
@@ -205,7 +207,7 @@ impl Routing {
         S: AsRef<str>,
     {
         let local_domains = local_domains.into_iter().map(|d| normal_domain(d.as_ref())).collect();
-        Routing { relay_host, local_domains, map: TransportMap::default() }
+        Routing { relay_host, local_domains, map: TransportMap::default(), own: Vec::new() }
     }
 
     /// The same routing with a transport table, consulted before the
@@ -214,13 +216,25 @@ impl Routing {
         Routing { map, ..self }
     }
 
+    /// The same routing with this host's addresses: mail to an address
+    /// literal of one of them (`user@[192.0.2.1]`) is local.
+    pub fn with_own_addresses(self, own: Vec<std::net::IpAddr>) -> Routing {
+        Routing { own, ..self }
+    }
+
     pub fn relay_host(&self) -> Option<&Nexthop> {
         self.relay_host.as_ref()
     }
 
     /// Whether `domain` is one of ours.
     pub fn is_local(&self, domain: &str) -> bool {
-        self.local_domains.contains(&normal_domain(domain))
+        let domain = normal_domain(domain);
+        self.local_domains.contains(&domain) || self.own_literal(&domain)
+    }
+
+    /// Whether `domain` is an address literal of this host.
+    fn own_literal(&self, domain: &str) -> bool {
+        crate::address::literal_ip(domain).is_some_and(|ip| self.own.contains(&ip))
     }
 }
 
@@ -255,7 +269,7 @@ pub fn route_domain(domain: &str, routing: &Routing) -> Destination {
         Some(Route::Smtp(None)) => remote(domain, routing),
         Some(Route::Lmtp(hop)) => Destination { transport: Transport::Lmtp, nexthop: hop.clone() },
         Some(Route::Local) => Destination::local(domain),
-        None if routing.local_domains.contains(&domain) => Destination::local(domain),
+        None if routing.local_domains.contains(&domain) || routing.own_literal(&domain) => Destination::local(domain),
         None => remote(domain, routing),
     }
 }

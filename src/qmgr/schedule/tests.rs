@@ -702,6 +702,12 @@ fn routing_by_relay_host_local_domains_and_literals() {
     assert_eq!(literal.nexthop, Hop::Inet(Nexthop { host: "192.0.2.1".into(), port: None, mx: true }));
     assert_eq!(route("u@Example.org", &direct).to_string(), "local:example.org");
     assert_eq!(route("u@remote.test", &direct).to_string(), "smtp:remote.test");
+    // This host's address literals are local domains (RFC 1123 5.2.17).
+    let own = Routing::new(None, ["example.org"]).with_own_addresses(vec!["192.0.2.10".parse().unwrap()]);
+    assert_eq!(route("u@[192.0.2.10]", &own).transport, Transport::Local);
+    assert_eq!(route("u@[IPv6:::FFFF:192.0.2.10]", &own).transport, Transport::Local);
+    assert_eq!(route("u@[192.0.2.11]", &own).transport, Transport::Smtp);
+    assert!(own.is_local("[192.0.2.10]") && !direct.is_local("[192.0.2.10]"));
     let relayed = Routing::new(Some(relay.clone()), ["example.org"]);
     assert_eq!(route("u@remote.test", &relayed).nexthop, Hop::Inet(relay));
     assert_eq!(route("u@example.org", &relayed).transport, Transport::Local);

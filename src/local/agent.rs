@@ -106,6 +106,8 @@ struct ForwardReach {
 }
 /// A queue file up to this size is read whole, with one `pread`.
 const SMALL_FILE: usize = 64 * 1024;
+/// How long a Maildir worker hung up on has to take its files back out.
+const HANG_UP_WAIT: Duration = Duration::from_secs(5);
 /// Room a [`ToWorker::DeliverHeld`] job takes beyond its content and
 /// addresses (encoding, arrival, CRC), with a margin.
 const HELD_JOB_OVERHEAD: usize = 64;
@@ -472,6 +474,9 @@ impl Local {
     /// The batch's Maildir workers commit its deliveries into `new/`;
     /// then they are logged, and its requests reported to qmgr.
     fn settle(&mut self) {
+        if self.qmgr.is_none() {
+            self.abandon_slots();
+        }
         let all: Vec<usize> = (0..self.batch.slots.len()).collect();
         self.finish_slots(&all);
         self.batch.slots.clear();
@@ -574,6 +579,28 @@ impl Local {
             };
             if !matches!(o.status, RecipientStatus::Delivered { .. }) {
                 self.batch.results[sync] = Some(o);
+            }
+        }
+    }
+
+    /// qmgr is gone: nothing can be reported, and it will hand these
+    /// deliveries out again; committed into `new/` now, they would arrive
+    /// twice. Each Maildir worker of the batch is hung up on instead, and
+    /// takes what it wrote back out of `tmp/`.
+    fn abandon_slots(&mut self) {
+        let wait = self.conf.local.time_limit.min(HANG_UP_WAIT);
+        for slot in &mut self.batch.slots {
+            if slot.done {
+                continue;
+            }
+            slot.done = true;
+            slot.handed.clear();
+            if let Some(w) = slot.worker.take() {
+                w.hang_up(wait);
+            }
+            if slot.delivered {
+                let why = "qmgr went away before it was told: taken back out of tmp/, to be delivered again";
+                self.batch.results[slot.sync] = Some(Outcome::defer("4.3.0", why));
             }
         }
     }

@@ -241,6 +241,30 @@ impl Worker {
         }
     }
 
+    /// Hang up on a worker with uncommitted Maildir deliveries: its socket
+    /// closes, on which it takes what it wrote to `tmp/` since its last
+    /// sync back out and exits. Waited for at most `wait`, then killed.
+    pub fn hang_up(self, wait: Duration) {
+        let Worker { pid, chan, reaped } = self;
+        drop(chan);
+        if reaped {
+            return;
+        }
+        let end = Instant::now() + wait;
+        loop {
+            match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(nix::errno::Errno::EINTR) => {}
+                _ => return,
+            }
+            if Instant::now() >= end {
+                let _ = kill(pid, Signal::SIGKILL);
+                let _ = self::wait(pid);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// Hand the worker a job, the queue file with it (none with a
     /// [`ToWorker::Sync`], or a [`ToWorker::DeliverHeld`], which carries
     /// its content), and wait for its verdict, at most `limit`.

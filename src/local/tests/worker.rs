@@ -577,3 +577,16 @@ fn a_mailbox_past_the_file_size_limit_is_full_not_a_killed_worker() {
     assert!(w.usable());
     w.close();
 }
+
+#[test]
+fn a_worker_hung_up_on_takes_its_deliveries_back_out_and_is_reaped() {
+    // What local does with a batch when qmgr has gone: qmgr hands the
+    // deliveries out again, so none may reach new/ now.
+    let Some(program) = program() else { return };
+    let (home, _q, w) = two_uncommitted(&program, "worker-hang-up");
+    let pid = w.pid();
+    w.hang_up(Duration::from_secs(10));
+    assert!(nix::sys::signal::kill(pid, None).is_err(), "not reaped");
+    assert!(home.names("Maildir/tmp").is_empty(), "{:?}", home.names("Maildir/tmp"));
+    assert!(home.names("Maildir/new").is_empty());
+}

@@ -34,8 +34,9 @@ impl Mailbox {
     }
 
     /// The domain in lower case for comparisons (address literals as written).
+    /// The domain as domains are compared ([`domain_key`]).
     pub fn domain_lower(&self) -> String {
-        self.domain.to_lowercase()
+        domain_key(&self.domain).unwrap_or_else(|| self.domain.to_lowercase())
     }
 }
 
@@ -233,6 +234,19 @@ fn mailbox(s: &str, utf8: bool, strictness: Strictness) -> Result<Mailbox, Error
     check_local(local, utf8, strictness)?;
     parse_domain(domain, utf8)?;
     Ok(Mailbox { local: unquoted(local, utf8).unwrap_or_else(|| local.to_string()), domain: domain.to_string() })
+}
+
+/// A domain as domains are compared: lower case, without a final dot,
+/// and a non-ASCII one (IDNA U-labels, from an SMTPUTF8 client or the
+/// configuration) in its ASCII form: `Bücher.example` is
+/// `xn--bcher-kva.example`, one domain however it is written. None when
+/// a non-ASCII domain has no ASCII form.
+pub fn domain_key(domain: &str) -> Option<String> {
+    let d = domain.strip_suffix('.').unwrap_or(domain);
+    if d.is_ascii() {
+        return Some(d.to_ascii_lowercase());
+    }
+    idna::domain_to_ascii(d).ok()
 }
 
 /// The address of an address-literal domain (`[192.0.2.1]`,

@@ -152,3 +152,11 @@ fn address_literals_give_their_address() {
         assert_eq!(literal_ip(not), None, "{not}");
     }
 }
+
+#[test]
+fn domains_are_compared_in_their_ascii_form() {
+    assert_eq!(domain_key("Example.ORG.").as_deref(), Some("example.org"));
+    assert_eq!(domain_key("Bücher.Example").as_deref(), Some("xn--bcher-kva.example"));
+    assert_eq!(domain_key("XN--BCHER-KVA.example").as_deref(), Some("xn--bcher-kva.example"));
+    assert_eq!(domain_key("[192.0.2.1]").as_deref(), Some("[192.0.2.1]"));
+}

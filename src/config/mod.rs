@@ -442,7 +442,10 @@ impl Config {
     pub fn local_domains(&self) -> Vec<String> {
         match &self.domains {
             Some(d) => d.clone(),
-            None => vec![self.hostname.to_lowercase(), String::from("localhost")],
+            None => vec![
+                crate::address::domain_key(&self.hostname).unwrap_or_else(|| self.hostname.to_lowercase()),
+                String::from("localhost"),
+            ],
         }
     }
 

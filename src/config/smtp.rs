@@ -331,10 +331,12 @@ pub fn de_domains<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>
     let v = Vec::<String>::deserialize(d)?;
     let mut out = Vec::with_capacity(v.len());
     for name in v {
-        if crate::address::parse_domain(&name, true).is_err() || name.starts_with('[') {
+        let key = crate::address::domain_key(&name).filter(|_| !name.starts_with('['));
+        let Some(key) = key.filter(|_| crate::address::parse_domain(&name, true).is_ok()) else {
             return Err(serde::de::Error::custom(format!("`{name}` is not a domain")));
-        }
-        out.push(name.to_lowercase());
+        };
+        // (A non-ASCII one in its ASCII form, as mail to it is compared.)
+        out.push(key);
     }
     Ok(Some(out))
 }

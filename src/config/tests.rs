@@ -141,6 +141,9 @@ fn intake_settings() {
     )
     .unwrap();
     assert_eq!(c.local_domains(), ["example.org", "example.net"]);
+    // A non-ASCII domain is kept in its ASCII form, as mail to it is compared.
+    let idn = Config::parse("domains = [ \"Bücher.Example\" ];").unwrap();
+    assert_eq!(idn.local_domains(), ["xn--bcher-kva.example"]);
     assert_eq!(c.listen["smtp"].address, "127.0.0.1:2525".parse().unwrap());
     assert_eq!(c.limits.message_size, 20 << 20);
     assert_eq!(c.smtpd.bare_line_ends, crate::smtpd::data::Bare::Normalize);

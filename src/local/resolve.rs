@@ -256,7 +256,8 @@ impl Resolver {
     /// all means no aliases.
     pub fn new(conf: &DeliveryConf, hostname: &str) -> (Resolver, Option<DbNote>) {
         let (aliases, note) = AliasesDb::open(conf.aliases.clone());
-        let domains: Vec<String> = conf.domains.iter().map(|d| d.to_lowercase()).collect();
+        let domains: Vec<String> =
+            conf.domains.iter().map(|d| crate::address::domain_key(d).unwrap_or_else(|| d.to_lowercase())).collect();
         let hostname = hostname.to_lowercase();
         let hostname = match domains.first() {
             Some(first) if !domains.contains(&hostname) => first.clone(),
@@ -316,7 +317,7 @@ impl Resolver {
         let Some((local, domain)) = address.rsplit_once('@') else { return false };
         let local = local.to_lowercase();
         crate::address::without_extension(&local, &self.delimiter) == user
-            && self.domains.iter().any(|d| d.eq_ignore_ascii_case(domain))
+            && crate::address::domain_key(domain).is_some_and(|k| self.domains.contains(&k))
     }
 
     /// The destinations of `address` (a recipient in a local domain), or

@@ -230,6 +230,17 @@ mod tests {
     }
 
     #[test]
+    fn a_domain_is_local_however_it_is_written() {
+        // An SMTPUTF8 client's U-label, or the A-label, in any case.
+        let mut a = acceptance();
+        a.domains.push(String::from("xn--bcher-kva.example"));
+        let outside = Peer { address: "203.0.113.5".into(), hostname: "unknown".into() };
+        for domain in ["bücher.example", "BÜCHER.Example", "XN--BCHER-KVA.example", "example.org."] {
+            assert_eq!(a.recipient(&outside, &to("alice", domain)), RcptVerdict::Accept, "{domain}");
+        }
+    }
+
+    #[test]
     fn an_address_literal_of_this_host_is_a_local_domain() {
         // RFC 1123 5.2.17: from anyone, for the local recipients.
         let a = acceptance();

@@ -240,7 +240,7 @@ impl Routing {
 
 /// Lower case, without the trailing dot of a fully qualified name.
 pub(super) fn normal_domain(d: &str) -> String {
-    d.strip_suffix('.').unwrap_or(d).to_lowercase()
+    crate::address::domain_key(d).unwrap_or_else(|| d.strip_suffix('.').unwrap_or(d).to_lowercase())
 }
 
 /// The domain of a recipient address as stored (`local@domain`; a quoted

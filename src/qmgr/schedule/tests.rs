@@ -702,6 +702,10 @@ fn routing_by_relay_host_local_domains_and_literals() {
     assert_eq!(literal.nexthop, Hop::Inet(Nexthop { host: "192.0.2.1".into(), port: None, mx: true }));
     assert_eq!(route("u@Example.org", &direct).to_string(), "local:example.org");
     assert_eq!(route("u@remote.test", &direct).to_string(), "smtp:remote.test");
+    // A domain is ours however it is written (U-label or A-label).
+    let idn = Routing::new(None, ["Bücher.example"]);
+    assert_eq!(route("u@xn--bcher-kva.example", &idn).transport, Transport::Local);
+    assert_eq!(route("u@BÜCHER.example", &idn).transport, Transport::Local);
     // This host's address literals are local domains (RFC 1123 5.2.17).
     let own = Routing::new(None, ["example.org"]).with_own_addresses(vec!["192.0.2.10".parse().unwrap()]);
     assert_eq!(route("u@[192.0.2.10]", &own).transport, Transport::Local);

@@ -320,7 +320,7 @@ fn extract(fields: &[Field<'_>], resent: bool, hostname: &str) -> (Vec<String>, 
 fn list_members(text: &str) -> Vec<&str> {
     let mut members = Vec::new();
     let (mut start, mut depth, mut quoted, mut escaped) = (0, 0usize, false, false);
-    let (mut in_angle, mut in_group) = (false, false);
+    let (mut in_angle, mut in_group, mut in_literal) = (false, false, false);
     for (i, c) in text.char_indices() {
         if escaped {
             escaped = false;
@@ -336,6 +336,11 @@ fn list_members(text: &str) -> Vec<&str> {
             '<' => in_angle = true,
             '>' => in_angle = false,
             _ if in_angle => {}
+            // An address literal's colons (`[IPv6:2001:db8::1]`) start
+            // no group.
+            '[' => in_literal = true,
+            ']' => in_literal = false,
+            _ if in_literal => {}
             ':' if !in_group => {
                 in_group = true;
                 start = i + 1;

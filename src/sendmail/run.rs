@@ -126,13 +126,22 @@ fn submitter() -> Result<Submitter, Failure> {
     let uid = nix::unistd::getuid();
     match nix::unistd::User::from_uid(uid) {
         Ok(Some(u)) => {
-            let gecos = u.gecos.to_string_lossy();
-            let name = gecos.split(',').next().unwrap_or("").trim().to_string();
+            let name = gecos_name(&u.gecos.to_string_lossy(), &u.name);
             Ok(Submitter { login: u.name, name: (!name.is_empty()).then_some(name) })
         }
         Ok(None) => Err(failure(EX_NOUSER, format!("uid {uid} has no entry in the password database"))),
         Err(e) => Err(failure(EX_OSERR, format!("looking up uid {uid}: {e}"))),
     }
+}
+
+/// The full name in a GECOS field, as Postfix and Sendmail read it: up to
+/// its first `,`, `;` or `%`, each `&` the login with its first letter
+/// in capitals (BSD's root is `Charlie &`), control characters left out.
+pub(crate) fn gecos_name(gecos: &str, login: &str) -> String {
+    let field = gecos.split([',', ';', '%']).next().unwrap_or("");
+    let mut cap = login.chars();
+    let login = cap.next().map(|c| c.to_uppercase().chain(cap).collect::<String>()).unwrap_or_default();
+    field.replace('&', &login).chars().filter(|c| !c.is_control()).collect::<String>().trim().to_string()
 }
 
 /// The sender for a login: `login@hostname`; a login that is an address
@@ -151,19 +160,18 @@ pub(crate) fn login_sender(login: &str, hostname: &str) -> String {
 
 /// An envelope address as cleanup will check it: an RFC 5321 mailbox
 /// (international forms allowed; cleanup decides what SMTPUTF8 needs),
-/// the sender's local part leniently (as smtpd takes it) and the sender
-/// at most [`crate::header::MAX_SENDER`] octets.
+/// its local part leniently (as smtpd and cleanup take it: Postfix queues
+/// `taro..yamada@docomo.ne.jp`), and the sender at most
+/// [`crate::header::MAX_SENDER`] octets.
 fn check_address(what: &str, address: &str) -> Result<(), Failure> {
     let max = crate::header::MAX_SENDER;
     if what == "sender" && address.len() > max {
         let why = format!("the sender address is longer than {max} octets, more than a header line can hold");
         return Err(failure(EX_DATAERR, why));
     }
-    let parsed = match what {
-        "sender" => address::parse_mailbox_lenient(address, true),
-        _ => address::parse_mailbox(address, true),
-    };
-    parsed.map(drop).map_err(|e| failure(EX_DATAERR, format!("bad {what} address {address:?}: {e}")))
+    address::parse_mailbox_lenient(address, true)
+        .map(drop)
+        .map_err(|e| failure(EX_DATAERR, format!("bad {what} address {address:?}: {e}")))
 }
 
 /// A message on its way into postdrop.

@@ -126,6 +126,14 @@ fn an_unreadable_header_address_stops_the_whole_message() {
     let (env, _) = fake.stream();
     let rcpts: Vec<&str> = env.recipients.iter().map(|r| r.address.as_str()).collect();
     assert_eq!(rcpts, ["ann@example.org", "bob@example.org", "joerg@example.org"]);
+    // What smtpd and cleanup take (as Postfix queues it), PHP's mail()
+    // (-t -i) and the command line alike.
+    let msg = "To: taro..yamada@docomo.ne.jp\n\nbody\n";
+    assert_eq!(fake.context().deliver_with(&invocation(&["-t", "-i"]), &mut Cursor::new(msg)), 0);
+    assert_eq!(fake.stream().0.recipients[0].address, "taro..yamada@docomo.ne.jp");
+    let args = ["-i", "hanako.@docomo.ne.jp"];
+    assert_eq!(fake.context().deliver_with(&invocation(&args), &mut Cursor::new("body\n")), 0);
+    assert_eq!(fake.stream().0.recipients[0].address, "hanako.@docomo.ne.jp");
 }
 
 #[test]
@@ -405,6 +413,13 @@ fn newaliases_compiles_the_configured_file() {
 #[test]
 fn a_login_becomes_a_valid_sender() {
     assert_eq!(login_sender("alice", "host.example.org"), "alice@host.example.org");
+    // GECOS as Postfix and Sendmail read it: BSD's root is "Charlie &".
+    assert_eq!(gecos_name("Charlie &", "root"), "Charlie Root");
+    assert_eq!(gecos_name("Ann Smith,Room 1,555", "ann"), "Ann Smith");
+    assert_eq!(gecos_name("Bob; x", "bob"), "Bob");
+    assert_eq!(gecos_name("Eve%y", "eve"), "Eve");
+    assert_eq!(gecos_name("Jo\u{7}e", "jo"), "Joe");
+    assert_eq!(gecos_name("", "x"), "");
     // SSSD and winbind logins that are addresses already.
     assert_eq!(login_sender("jo@ad.example", "host.example.org"), "jo@ad.example");
     // Not a dot-atom: quoted, so that cleanup takes it.

@@ -791,6 +791,10 @@ fn semicolons_groups_and_stray_text_in_address_fields() {
     let p = prepare(b"To: <a@example.org, b@example.org\r\nCc: c@example.org\r\n", &OPTS).unwrap();
     assert_eq!(p.recipients, ["c@example.org"]);
     assert_eq!(p.unreadable[0].reason, "unclosed '<'");
+    // An IPv6 literal's colons start no group.
+    let p = prepare(b"To: u@[IPv6:2001:db8::1], v@example.org\r\n", &OPTS).unwrap();
+    assert_eq!(p.recipients, ["u@[IPv6:2001:db8::1]", "v@example.org"]);
+    assert!(p.unreadable.is_empty(), "{:?}", p.unreadable);
 }
 
 #[test]

@@ -210,6 +210,9 @@ fb status >/dev/null 2>&1 && fail "status says running after stop"
 # Linux pgrep/pkill have no -T (routing table): the stand-in drops it.
 cat > "$W/rc.subr.openbsd" <<'EOF'
 daemon_flags=${mta_flags:-$daemon_flags}
+# rc.subr's own default, as OpenBSD's sets it.
+# shellcheck disable=SC2116,SC2086
+pexp="$(eval echo ${daemon}${daemon_flags:+ ${daemon_flags}})"
 daemon_rtable=0
 pkill() {
 	_n=$#
@@ -294,7 +297,7 @@ awk -v files="$W/obsd.files" -v dirs="$W/obsd.dirs" '
 	/^@mode/ { mode = $2; next }
 	/^@group/ { group = $2; next }
 	/^@owner/ { owner = $2; next }
-	/^@(newuser|newgroup|rcscript|sample) / { next }
+	/^@(newuser|newgroup|rcscript|sample|conflict) / { next }
 	/^@(bin|man) / { print $2, $1, (mode ? mode : "-"), (group ? group : "-"), (owner ? owner : "-") > files; next }
 	/^@/ { print "unexpected keyword: " $0 > files; next }
 	/\/$/ { print > dirs; next }
@@ -309,6 +312,7 @@ printf 'libexec/mta/\nshare/examples/mta/\n' | diff -u - "$W/obsd.dirs" || fail 
 [ "$(awk '$3 != "-" || $4 != "-" || $5 != "-"' "$W/obsd.files")" = "$(printf '%s\n' 'libexec/mta/local @bin 0711 - -' 'libexec/mta/postdrop @bin 2555 _mtadrop -')" ] ||
 	fail "PLIST: entries with a mode or owner are not local 0711 and postdrop 2555 group _mtadrop alone: $(awk '$3 != "-" || $4 != "-" || $5 != "-"' "$W/obsd.files")"
 grep -qx '@rcscript ${RCDIR}/mta' "$OPORT/pkg/PLIST" || fail "PLIST: no @rcscript"
+grep -qx '@conflict postfix-\*' "$OPORT/pkg/PLIST" || fail "PLIST: no @conflict with postfix (both install sbin/sendmail)"
 grep -qx '@newgroup _mtadrop:[0-9]*' "$OPORT/pkg/PLIST" || fail "PLIST: no @newgroup _mtadrop"
 grep -qx '@newgroup _mta:[0-9]*' "$OPORT/pkg/PLIST" || fail "PLIST: no @newgroup _mta"
 grep -q '^@newuser _mta:[0-9]*:_mta:daemon:[^:]*:/nonexistent:/sbin/nologin$' "$OPORT/pkg/PLIST" || fail "PLIST: no @newuser _mta"

@@ -49,6 +49,7 @@ fuzz_target!(|data: &[u8]| {
         limits: Limits { message_size: 4096, ..Limits::default() },
         bare: if data.first().is_some_and(|b| b & 1 == 1) { Bare::Normalize } else { Bare::Reject },
         starttls: true,
+        local_client: data.first().is_some_and(|b| b & 2 == 2),
     };
     let mut s = Session::new(settings, Peer { address: "192.0.2.1".into(), hostname: "unknown".into() }, false);
     let mut open: Option<Message> = None;

@@ -107,6 +107,13 @@ data = open(sys.argv[1], "rb").read()
 assert re.search(rb"\r\nSubject: by swaks\r\nCc: mtadev@mx\.test\r\nMessage-ID: <[0-9A-F]{34}@mx\.test>\r\n"
                  rb"Date: [^\r]+ \+0000\r\nFrom: mtadev@mx\.test\r\n\r\nno From", data), data[-300:]
 PY
+# -bs from a script, as Sendmail and Postfix take it: no HELO, LF line
+# ends, everything written at once, addresses without a domain.
+printf 'MAIL FROM:<mtadev>\nRCPT TO:<root>\nDATA\nSubject: bs script\n\nfrom a script\n.\nQUIT\n' |
+	as "$SENDMAIL" -bs >"$W/bs" 2>&1 || fail "-bs from a script: $(cat "$W/bs")"
+grep -q "^250 2.0.0 Ok: queued as maildrop file" "$W/bs" && grep -q "^221 " "$W/bs" || fail "-bs from a script: $(cat "$W/bs")"
+wait_queued 4 || fail "-bs script message not queued"
+[ "$(envelope 'bs script')" = "mtadev@mx.test root@mx.test" ] || fail "-bs script envelope: $(envelope 'bs script')"
 if [ -n "$stuck" ]; then
 	# Three listings later, still queued once; removable again, it goes
 	# at the next listing (the next submission's).
@@ -131,13 +138,13 @@ if [ -n "${MAILX:-}" ]; then
 	echo "set sendmail=$SENDMAIL" > "$W/mailrc"
 	echo "from bsd-mailx" | as env MAILRC="$W/mailrc" "$MAILX" -s "by mailx" -c postmaster@mx.test root ||
 		fail "bsd-mailx"
-	wait_queued 4 || fail "bsd-mailx message not queued"
+	wait_queued 5 || fail "bsd-mailx message not queued"
 	[ "$(envelope 'by mailx')" = "mtadev@mx.test root@mx.test postmaster@mx.test" ] ||
 		fail "bsd-mailx envelope: $(envelope 'by mailx')"
-	n=4
+	n=5
 else
 	note "skipped: the bsd-mailx part (MAILX unset)"
-	n=3
+	n=4
 fi
 echo "from s-nail" | as s-nail -:/ -S mta="$SENDMAIL" -S expandaddr -s "by s-nail" -b mtadev root ||
 	fail "s-nail"

@@ -465,6 +465,8 @@ impl Context {
             limits: session::Limits::from_config(&c.limits, &c.smtpd),
             bare: c.smtpd.bare_line_ends,
             starttls: false,
+            // A program on a pipe, as Postfix's stand-alone smtpd takes it.
+            local_client: true,
         }
     }
 

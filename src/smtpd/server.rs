@@ -166,6 +166,7 @@ pub fn serve(_token: Sandboxed, mut child: Child, listeners: Vec<std::net::TcpLi
         limits: Limits::from_config(&intake.limits, &intake.smtpd),
         bare: intake.smtpd.bare_line_ends,
         starttls: tls.is_some(),
+        local_client: false,
     };
     let mut mio_listeners = Vec::new();
     for (l, (_, mode)) in listeners.into_iter().zip(intake.listeners.iter()) {

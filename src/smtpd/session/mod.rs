@@ -74,6 +74,12 @@ pub struct Settings {
     pub bare: Bare,
     /// STARTTLS can be offered (certificate loaded, not implicit TLS).
     pub starttls: bool,
+    /// A local program on a pipe (`sendmail -bs`), as Postfix's stand-alone
+    /// smtpd and Sendmail take one: HELO is not required, commands may be
+    /// written all at once (content too) and end in a bare LF, bare LF in
+    /// content is made CR LF, and an address without a domain is this
+    /// host's (`<root>` is `root@hostname`). Never for the network.
+    pub local_client: bool,
 }
 
 /// Who is connected.
@@ -236,6 +242,8 @@ pub struct Session {
     peer: Peer,
     phase: Phase,
     helo: Option<String>,
+    /// A local client's last byte in: a bare LF after it is made CR LF.
+    last_in: u8,
     esmtp: bool,
     tls: bool,
     tx: Option<Transaction>,
@@ -259,6 +267,7 @@ impl Session {
             peer,
             phase: Phase::Command,
             helo: None,
+            last_in: 0,
             esmtp: false,
             tls,
             tx: None,
@@ -321,7 +330,19 @@ impl Session {
             return;
         }
         let take = data.len().min(self.space());
-        self.input.extend_from_slice(&data[..take]);
+        if self.settings.local_client {
+            // A local program's lines may end in LF alone: read as CR LF,
+            // commands and content alike (sendmail without -bs does so too).
+            for &b in &data[..take] {
+                if b == b'\n' && self.last_in != b'\r' {
+                    self.input.push(b'\r');
+                }
+                self.input.push(b);
+                self.last_in = b;
+            }
+        } else {
+            self.input.extend_from_slice(&data[..take]);
+        }
         self.process(checks);
     }
 
@@ -529,7 +550,8 @@ impl Session {
             self.error(500, "5.5.2", "Error: command is not valid UTF-8");
             return true;
         };
-        if pipelined && !self.esmtp && self.helo.is_some() {
+        // (A local client's script writes everything at once.)
+        if pipelined && !self.esmtp && self.helo.is_some() && !self.settings.local_client {
             self.tally.done();
             let line = format!("improper command pipelining after {} from {}", self.stage(), self.client());
             self.out.push_back(Action::Log(line));
@@ -643,6 +665,9 @@ impl Session {
     }
 
     fn mail(&mut self, arg: &str, checks: &dyn Checks) {
+        if self.helo.is_none() && self.settings.local_client {
+            self.helo = Some(String::from("localhost"));
+        }
         if self.helo.is_none() {
             return self.error(503, "5.5.1", "Error: send HELO/EHLO first");
         }
@@ -653,7 +678,9 @@ impl Session {
             return self.error(501, "5.5.4", "Syntax: MAIL FROM:<address>");
         };
         let utf8 = self.esmtp && rest.to_ascii_uppercase().contains(" SMTPUTF8");
-        let (path, params_text) = match address::parse_reverse_path(rest.trim_start(), utf8) {
+        let rest = self.qualified(rest.trim_start(), false);
+        let rest = rest.as_ref();
+        let (path, params_text) = match address::parse_reverse_path(rest, utf8) {
             Ok(p) => p,
             Err(address::Error::Utf8NotAllowed) => {
                 return self.error(553, "5.6.7", "Error: non-ASCII sender address without SMTPUTF8");
@@ -671,7 +698,7 @@ impl Session {
         // among the parameters: the address is judged without it.
         if utf8
             && !params.smtputf8
-            && let Err(address::Error::Utf8NotAllowed) = address::parse_reverse_path(rest.trim_start(), false)
+            && let Err(address::Error::Utf8NotAllowed) = address::parse_reverse_path(rest, false)
         {
             return self.error(553, "5.6.7", "Error: non-ASCII sender address without SMTPUTF8");
         }
@@ -700,6 +727,30 @@ impl Session {
         self.ok(250, "2.1.0", "Ok");
     }
 
+    /// How bare CR and LF in content are taken: a local client's are
+    /// made CR LF, as sendmail without `-bs` does with its input.
+    fn bare(&self) -> Bare {
+        if self.settings.local_client { Bare::Normalize } else { self.settings.bare }
+    }
+
+    /// A local client's `<name>` (no domain) as `<name@hostname>`, as
+    /// Postfix and Sendmail qualify it; `<postmaster>` stays the
+    /// postmaster where `postmaster` may (a recipient). Anyone else's path
+    /// as it is.
+    fn qualified<'a>(&self, path: &'a str, postmaster: bool) -> std::borrow::Cow<'a, str> {
+        let bare = |inner: &str| {
+            !inner.is_empty()
+                && !inner.contains(['@', ':', '"', '<'])
+                && !(postmaster && inner.eq_ignore_ascii_case("postmaster"))
+        };
+        match path.strip_prefix('<').and_then(|p| p.split_once('>')) {
+            Some((inner, rest)) if self.settings.local_client && bare(inner) => {
+                std::borrow::Cow::Owned(format!("<{inner}@{}>{rest}", self.settings.hostname))
+            }
+            _ => std::borrow::Cow::Borrowed(path),
+        }
+    }
+
     fn rcpt(&mut self, arg: &str, checks: &dyn Checks) {
         let Some(tx) = self.tx.as_ref() else {
             return self.error(503, "5.5.1", "Error: need MAIL command");
@@ -725,7 +776,8 @@ impl Session {
         let Some(rest) = strip_keyword(arg, "TO:") else {
             return self.error(501, "5.5.4", "Syntax: RCPT TO:<address>");
         };
-        let (path, params_text) = match address::parse_forward_path(rest.trim_start(), utf8) {
+        let rest = self.qualified(rest.trim_start(), true);
+        let (path, params_text) = match address::parse_forward_path(&rest, utf8) {
             Ok(p) => p,
             Err(address::Error::Utf8NotAllowed) => {
                 return self.error(553, "5.6.7", "Error: non-ASCII recipient address without SMTPUTF8");
@@ -845,9 +897,10 @@ impl Session {
         if let Err((c, e, t)) = self.ready_for_content() {
             return self.error(c, e, t);
         }
-        if pipelined {
+        if pipelined && !self.settings.local_client {
             // Content sent before the 354: the client did not wait, and what
-            // it sent must not be taken as commands or as a message.
+            // it sent must not be taken as commands or as a message (from
+            // the network; a local script writes everything at once).
             let line = format!("improper command pipelining after DATA from {}", self.client());
             self.out.push_back(Action::Log(line));
             return self.close_with(554, "5.5.0", "Error: improper command pipelining after DATA");
@@ -859,7 +912,7 @@ impl Session {
             tx.begun = true;
         }
         self.ok(354, "2.0.0", "End data with <CR><LF>.<CR><LF>");
-        self.phase = Phase::Data(DotDecoder::new(self.settings.bare));
+        self.phase = Phase::Data(DotDecoder::new(self.bare()));
     }
 
     fn flush_content(&mut self, force: bool) {
@@ -955,10 +1008,11 @@ impl Session {
             if begin && let Some(env) = self.envelope() {
                 self.out.push_back(Action::Begin(env));
             }
+            let bare = self.bare();
             if let Some(tx) = self.tx.as_mut() {
                 tx.begun = true;
                 if tx.chunks.is_none() {
-                    tx.chunks = Some(ChunkChecker::new(self.settings.bare));
+                    tx.chunks = Some(ChunkChecker::new(bare));
                 }
             }
         }

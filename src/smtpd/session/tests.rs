@@ -24,6 +24,7 @@ fn settings() -> Settings {
         limits: Limits { message_size: 1000, recipients: 3, ..Limits::default() },
         bare: Bare::Reject,
         starttls: true,
+        local_client: false,
     }
 }
 
@@ -764,4 +765,35 @@ fn a_message_refused_at_its_end_is_logged_as_postfix_does() {
     let l = talk(&mut s, b"x\r\n.\r\n");
     assert!(l.logs.is_empty(), "{:?}", l.logs);
     assert_eq!(l.replies, "250 2.0.0 Ok: queued as Q1\r\n");
+}
+
+/// `sendmail -bs`: a program on a pipe, taken as Postfix's stand-alone
+/// smtpd and Sendmail take it.
+#[test]
+fn a_local_client_needs_no_helo_nor_domains_nor_crlf() {
+    // (This host is example.org here, whose names the test's checks take.)
+    let local = Settings { local_client: true, hostname: String::from("example.org"), ..settings() };
+    let mut s = Session::new(local, Peer { address: "local".into(), hostname: "localhost".into() }, false);
+    s.actions().for_each(drop);
+    let l = talk(&mut s, b"MAIL FROM:<alice>\nRCPT TO:<root>\nRCPT TO:<postmaster>\nRCPT TO:<b@example.org>\nDATA\n");
+    assert_eq!(codes(&l.replies), ["250", "250", "250", "250", "354"], "{}", l.replies);
+    let e = &l.begins[0];
+    assert_eq!(e.sender.as_ref().map(ToString::to_string).as_deref(), Some("alice@example.org"));
+    let rcpts: Vec<String> =
+        e.recipients.iter().map(|r| r.mailbox.as_ref().map_or("postmaster".into(), ToString::to_string)).collect();
+    assert_eq!(rcpts, ["root@example.org", "postmaster", "b@example.org"]);
+    // A script writes everything at once, content and all.
+    let local = Settings { local_client: true, hostname: String::from("example.org"), ..settings() };
+    let mut s = Session::new(local, Peer { address: "local".into(), hostname: "localhost".into() }, false);
+    s.actions().for_each(drop);
+    let l = talk(&mut s, b"MAIL FROM:<alice>\nRCPT TO:<root>\nDATA\nSubject: x\n\nhello\n.\nQUIT\n");
+    assert_eq!(codes(&l.replies), ["250", "250", "354", "250", "221"], "{}", l.replies);
+    // Not from the network: the same input is refused there.
+    let mut s = session();
+    let l = talk(&mut s, b"MAIL FROM:<alice>\n");
+    assert_eq!(codes(&l.replies), ["500"], "{}", l.replies);
+    let l = talk(&mut s, b"MAIL FROM:<alice>\r\n");
+    assert_eq!(codes(&l.replies), ["503"], "{}", l.replies);
+    let l = talk(&mut s, b"HELO c.example\r\nMAIL FROM:<alice>\r\n");
+    assert_eq!(codes(&l.replies), ["250", "501"], "{}", l.replies);
 }

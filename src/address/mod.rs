@@ -285,17 +285,7 @@ pub fn local_text(local: &str) -> std::borrow::Cow<'_, str> {
 /// and escapes: `"alice"` is the mailbox `alice` (RFC 5321 4.1.2 makes
 /// the two the same), so lookups and comparisons see one form.
 fn unquoted(local: &str, utf8: bool) -> Option<String> {
-    let body = local.strip_prefix('"')?.strip_suffix('"')?;
-    let mut out = String::with_capacity(body.len());
-    let mut escape = false;
-    for c in body.chars() {
-        if !escape && c == '\\' {
-            escape = true;
-            continue;
-        }
-        escape = false;
-        out.push(c);
-    }
+    let std::borrow::Cow::Owned(out) = local_text(local) else { return None };
     // (A dot-string never starts with a quote: `"\"a\""` stays quoted.)
     (!out.starts_with('"') && check_local(&out, utf8, Strictness::Strict).is_ok()).then_some(out)
 }

@@ -371,8 +371,9 @@ for u in mtaloc1 mtaloc2; do ls "$W/home/$u/Maildir/new" > "$W/$u.before"; done
 write_conf "aliases = \"$W/aliases\";" "local { mailbox = \"maildir\"; mail_spool = \"$MAIL\"; worker_idle_time = 120s; }" \
 	'processes { local = 2; }'
 ctl reload >/dev/null || fail "reload with two local processes"
-sleep 2
-[ "$(pgrep -P "$MASTER_PID" -f "^([^ ]*/)?local$" | wc -l)" -eq 2 ] || fail "not two local processes: $(pgrep -a -P "$MASTER_PID")"
+# (The new generation starts in turn: wait for it rather than a fixed time.)
+two_locals() { [ "$(pgrep -P "$MASTER_PID" -f "^([^ ]*/)?local$" | wc -l)" -eq 2 ]; }
+wait_for 15 two_locals || fail "not two local processes: $(pgrep -a -P "$MASTER_PID")"
 burst 8 mtaloc1@localhost "two processes" &
 b1=$!
 burst 8 mtaloc2@localhost "two processes"

@@ -502,8 +502,9 @@ pub struct DeliveryConf {
     pub dns: Dns,
     pub bounce: BounceConf,
     pub domains: Vec<String>,
-    /// This host's addresses, which master reads (qmgr's routing: an
-    /// address literal of one of them is a local domain); empty until then.
+    /// This host's addresses, which master reads from the interfaces at
+    /// start and reload (qmgr's routing: an address literal of one is a
+    /// local domain; the connector's MX loop check); empty until then.
     pub own_addresses: Vec<std::net::IpAddr>,
     /// The listeners' addresses (the connector's MX loop check).
     pub listen: Vec<std::net::SocketAddr>,

@@ -115,7 +115,7 @@ pub fn prepare(child: &mut Child) -> Prepared {
         runtime,
         connector: Connector::new(resolver, smtp.connect_timeout)
             .with_sockets(sockets)
-            .with_own(own::Own::new(&delivery.listen, &own::interfaces())),
+            .with_own(own::Own::new(&delivery.listen, &delivery.own_addresses)),
         max_reverse: delivery.dns.reverse_lookup_limit as usize,
     }
 }

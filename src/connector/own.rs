@@ -1,6 +1,8 @@
 //! Where mail comes in to this host: the listeners' addresses, a wildcard
-//! listener standing for every address of the host's interfaces (read
-//! once, before the sandbox) and, for IPv4, all of 127.0.0.0/8. An MX
+//! listener standing for every address of the host's interfaces (which
+//! master reads, at start and reload, for this check and for qmgr's and
+//! smtpd's address literals: [`interfaces`]) and, for IPv4, all of
+//! 127.0.0.0/8. An MX
 //! host that resolves to one of them with the port we would connect to is
 //! this host: RFC 5321 5.1 says to drop it and every MX host of the same
 //! or a lower preference, and when none is left the mail "loops back to
@@ -58,7 +60,7 @@ impl Own {
 }
 
 /// The addresses of the host's interfaces (empty if they cannot be read:
-/// the listeners' own addresses still count).
+/// the listeners' own addresses still count). master's to read.
 pub fn interfaces() -> Vec<IpAddr> {
     let Ok(list) = nix::ifaddrs::getifaddrs() else { return Vec::new() };
     let mut ips: Vec<IpAddr> = list

@@ -360,7 +360,7 @@ impl Master {
                 if role == Role::Smtp {
                     delivery.tls_ca = self.intake.tls_ca.clone();
                 }
-                if role == Role::Qmgr {
+                if matches!(role, Role::Qmgr | Role::Connector) {
                     delivery.own_addresses = self.intake.own_addresses.clone();
                 }
                 Box::new(delivery)

@@ -478,7 +478,8 @@ impl Context {
         Settings {
             hostname: c.hostname.clone(),
             limits: session::Limits::from_config(&c.limits, &c.smtpd),
-            bare: c.smtpd.bare_line_ends,
+            // Line ends as sendmail without -bs takes them (a bare CR too).
+            bare: crate::smtpd::data::Bare::Normalize,
             starttls: false,
             // A program on a pipe, as Postfix's stand-alone smtpd takes it.
             local_client: true,

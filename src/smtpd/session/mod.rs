@@ -76,8 +76,8 @@ pub struct Settings {
     pub starttls: bool,
     /// A local program on a pipe (`sendmail -bs`), as Postfix's stand-alone
     /// smtpd and Sendmail take one: HELO is not required, commands may be
-    /// written all at once (content too) and end in a bare LF, bare LF in
-    /// content is made CR LF, and an address without a domain is this
+    /// written all at once (content too), a bare LF is read as CR LF
+    /// (commands and content), and an address without a domain is this
     /// host's (`<root>` is `root@hostname`). Never for the network.
     pub local_client: bool,
 }
@@ -727,12 +727,6 @@ impl Session {
         self.ok(250, "2.1.0", "Ok");
     }
 
-    /// How bare CR and LF in content are taken: a local client's are
-    /// made CR LF, as sendmail without `-bs` does with its input.
-    fn bare(&self) -> Bare {
-        if self.settings.local_client { Bare::Normalize } else { self.settings.bare }
-    }
-
     /// A local client's `<name>` (no domain) as `<name@hostname>`, as
     /// Postfix and Sendmail qualify it; `<postmaster>` stays the
     /// postmaster where `postmaster` may (a recipient). Anyone else's path
@@ -912,7 +906,7 @@ impl Session {
             tx.begun = true;
         }
         self.ok(354, "2.0.0", "End data with <CR><LF>.<CR><LF>");
-        self.phase = Phase::Data(DotDecoder::new(self.bare()));
+        self.phase = Phase::Data(DotDecoder::new(self.settings.bare));
     }
 
     fn flush_content(&mut self, force: bool) {
@@ -1008,11 +1002,10 @@ impl Session {
             if begin && let Some(env) = self.envelope() {
                 self.out.push_back(Action::Begin(env));
             }
-            let bare = self.bare();
             if let Some(tx) = self.tx.as_mut() {
                 tx.begun = true;
                 if tx.chunks.is_none() {
-                    tx.chunks = Some(ChunkChecker::new(bare));
+                    tx.chunks = Some(ChunkChecker::new(self.settings.bare));
                 }
             }
         }

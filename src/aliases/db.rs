@@ -73,7 +73,8 @@ pub fn compile(source: &Path, dest: &Path) -> Result<Summary, Error> {
     }
     write_atomically(dest, &records)?;
     let aliases = parsed.aliases.len();
-    Ok(Summary { aliases, longest, total, format, warnings: parsed.warnings })
+    let root = parsed.aliases.iter().any(|a| a.name == "root");
+    Ok(Summary { aliases, longest, total, format, warnings: parsed.warnings, root })
 }
 
 /// The value of the format record of `format`.

@@ -204,6 +204,8 @@ pub struct Summary {
     pub format: u32,
     /// The parser's warnings, for the caller to print.
     pub warnings: Vec<Warning>,
+    /// An alias names root (without one, local delivers nothing for root).
+    pub root: bool,
 }
 
 /// `12 aliases, longest 40 bytes`, as `newaliases` reports it.

@@ -723,7 +723,7 @@ fn compile_and_read_back() {
     assert_eq!(names(&t).unwrap(), ["joe", "log", "postmaster", "root", "staff"]);
     let longest = p.aliases.iter().map(|a| encode(&a.targets).len()).max().unwrap();
     let total: usize = p.aliases.iter().map(|a| encode(&a.targets).len()).sum();
-    assert_eq!(summary, Summary { aliases: 5, longest, total, format: 1, warnings: vec![] });
+    assert_eq!(summary, Summary { aliases: 5, longest, total, format: 1, warnings: vec![], root: true });
     assert_eq!(summary.to_string(), format!("5 aliases, longest {longest} bytes"));
     // Expansion through the database agrees with the parsed file.
     let inc = |_: &Path| Ok(vec![local("sue")]);

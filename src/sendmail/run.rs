@@ -144,19 +144,14 @@ pub(crate) fn gecos_name(gecos: &str, login: &str) -> String {
     field.replace('&', &login).chars().filter(|c| !c.is_control()).collect::<String>().trim().to_string()
 }
 
-/// A word for the administrator when the compiled aliases at `db` give
-/// root no destination: local delivers nothing to root's own mailbox, so
-/// the system's mail (cron's, the daily reports) would wait unseen.
-pub(crate) fn without_root(db: &std::path::Path) -> Option<String> {
-    let file = std::fs::File::open(db).ok()?;
-    let table = crate::table::cdb::Table::read(&file, crate::aliases::MAX_DB_SIZE).ok()?;
-    match crate::aliases::lookup(&table, "root") {
-        Ok(None) => Some(String::from(
-            "no alias for root: mail for root (cron's, the system's reports) waits in the queue until one is \
-             added (root: someone) and compiled",
-        )),
-        _ => None,
-    }
+/// A word for the administrator when the aliases just compiled give root
+/// no destination: local delivers nothing to root's own mailbox, so the
+/// system's mail (cron's, the daily reports) would wait unseen.
+pub(crate) fn without_root(summary: &crate::aliases::Summary) -> Option<&'static str> {
+    (!summary.root).then_some(
+        "no alias for root: mail for root (cron's, the system's reports) waits in the queue until one is added \
+         (root: someone) and compiled",
+    )
 }
 
 /// The sender for a login: `login@hostname`; a login that is an address
@@ -689,11 +684,10 @@ impl Context {
                 for w in &summary.warnings {
                     eprintln!("{}: warning: {w}", self.prog);
                 }
-                let db = crate::aliases::db_path(source);
-                if let Some(w) = without_root(&db) {
+                if let Some(w) = without_root(&summary) {
                     eprintln!("{}: warning: {w}", self.prog);
                 }
-                println!("{}: {}: {summary}", self.prog, db.display());
+                println!("{}: {}: {summary}", self.prog, crate::aliases::db_path(source).display());
                 0
             }
             Err(e) => {

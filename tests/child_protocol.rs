@@ -60,16 +60,7 @@ fn until_ready(q: &mut Qmgr) -> Vec<ToMaster> {
 }
 
 fn fatal_logged(q: &mut Qmgr, what: &str) -> bool {
-    let end = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < end {
-        match q.master.recv::<ToMaster>() {
-            Ok(Some((ToMaster::Log { text, .. }, _))) if text.contains("fatal") => return text.contains(what),
-            Ok(Some(_)) => {}
-            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-            Err(_) => return false,
-        }
-    }
-    false
+    common::fatal_record(&mut q.master).is_some_and(|text| text.contains(what))
 }
 
 #[test]

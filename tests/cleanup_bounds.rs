@@ -107,20 +107,6 @@ fn verdict(c: &mut Cleanup, txn: u64) -> CommitResult {
     }
 }
 
-/// The text of cleanup's fatal record, if one comes within 10 s.
-fn fatal(c: &mut Cleanup) -> Option<String> {
-    let end = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < end {
-        match c.master.recv::<ToMaster>() {
-            Ok(Some((ToMaster::Log { text, .. }, _))) if text.contains("fatal") => return Some(text),
-            Ok(Some(_)) => {}
-            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-            Err(_) => return None,
-        }
-    }
-    None
-}
-
 #[test]
 fn open_transactions_are_bounded_per_peer_and_those_within_commit() {
     let mut c = start("open");
@@ -141,7 +127,7 @@ fn open_transactions_are_bounded_per_peer_and_those_within_commit() {
     assert!(c.started.running(), "cleanup ended within the bound");
     // One more than the bound open at once: the peer is broken.
     begin(&mut c, max as u64 + 3);
-    let text = fatal(&mut c).expect("a fatal record");
+    let text = common::fatal_record(&mut c.master).expect("a fatal record");
     assert!(text.contains(&format!("smtpd opened more than {max} transactions at once")), "{text}");
     assert_eq!(c.started.exit_code(Duration::from_secs(10)), 1);
 }

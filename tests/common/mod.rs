@@ -134,3 +134,19 @@ pub fn envelope(size: usize, arrival: mta::queue::Time) -> mta::queue::Envelope 
         size: size as u64,
     }
 }
+
+/// The text of the child's fatal record on its master channel, if one
+/// comes within 10 s (other messages skipped).
+pub fn fatal_record(master: &mut mta::ipc::Channel) -> Option<String> {
+    use mta::ipc::msg::ToMaster;
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < end {
+        match master.recv::<ToMaster>() {
+            Ok(Some((ToMaster::Log { text, .. }, _))) if text.contains("fatal") => return Some(text),
+            Ok(Some(_)) => {}
+            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+            Err(_) => return None,
+        }
+    }
+    None
+}
